@@ -1,0 +1,66 @@
+//! Public identifiers: a type prefix and base62 randomness (`msg_01…`, `req_01…`), in the
+//! style of the Anthropic API. The caller supplies the random bytes.
+
+/// Base62 digits, in ASCII order so encoded strings of equal length sort like their numbers.
+const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+/// Big-endian base62 of `bytes`, without leading zero digits ("0" for all zeros).
+pub fn base62_encode(bytes: &[u8]) -> String {
+    let mut number: Vec<u8> = bytes.to_vec();
+    let mut digits = Vec::new();
+    while number.iter().any(|&byte| byte != 0) {
+        let mut remainder: u32 = 0;
+        for byte in number.iter_mut() {
+            let accumulator = (remainder << 8) | u32::from(*byte);
+            *byte = (accumulator / 62) as u8;
+            remainder = accumulator % 62;
+        }
+        digits.push(ALPHABET[remainder as usize]);
+    }
+    if digits.is_empty() {
+        digits.push(b'0');
+    }
+    digits.reverse();
+    String::from_utf8(digits).unwrap_or_default()
+}
+
+/// Kinds of public id, each with its prefix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IdKind {
+    Organization,
+    Workspace,
+    ApiKey,
+    Lot,
+    Reservation,
+    Message,
+    Request,
+    User,
+}
+
+impl IdKind {
+    pub fn prefix(self) -> &'static str {
+        match self {
+            IdKind::Organization => "org_",
+            IdKind::Workspace => "wrkspc_",
+            IdKind::ApiKey => "apikey_",
+            IdKind::Lot => "lot_",
+            IdKind::Reservation => "rsv_",
+            IdKind::Message => "msg_",
+            IdKind::Request => "req_",
+            IdKind::User => "user_",
+        }
+    }
+}
+
+/// `prefix` + "01" + 22 base62 characters from 16 random bytes (as Anthropic's ids look).
+pub fn new_id(kind: IdKind, random: [u8; 16]) -> String {
+    let encoded = base62_encode(&random);
+    format!("{}01{encoded:0>22}", kind.prefix())
+}
+
+/// Whether `text` has the shape of an id of `kind` (checked before any lookup).
+pub fn is_well_formed(kind: IdKind, text: &str) -> bool {
+    text.strip_prefix(kind.prefix()).is_some_and(|rest| {
+        (1..=64).contains(&rest.len()) && rest.bytes().all(|byte| byte.is_ascii_alphanumeric())
+    })
+}

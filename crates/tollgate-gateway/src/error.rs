@@ -1,0 +1,212 @@
+//! The Anthropic error envelope. Handlers return `ApiError`; the request-id middleware
+//! renders it as `{"type":"error","error":{"type":…,"message":…},"request_id":…}` so every
+//! error, including the router's own 404 and 405, carries the request's id.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use tollgate_service::{AuthRefusal, ServiceError};
+use tollgate_upstream::UpstreamError;
+
+/// The error types of the contract's table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    InvalidRequest,
+    Authentication,
+    Permission,
+    NotFound,
+    RequestTooLarge,
+    RateLimit,
+    Api,
+    Timeout,
+    Overloaded,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidRequest => "invalid_request_error",
+            ErrorKind::Authentication => "authentication_error",
+            ErrorKind::Permission => "permission_error",
+            ErrorKind::NotFound => "not_found_error",
+            ErrorKind::RequestTooLarge => "request_too_large",
+            ErrorKind::RateLimit => "rate_limit_error",
+            ErrorKind::Api => "api_error",
+            ErrorKind::Timeout => "timeout_error",
+            ErrorKind::Overloaded => "overloaded_error",
+        }
+    }
+
+    fn from_wire(text: &str) -> Option<ErrorKind> {
+        [
+            ErrorKind::InvalidRequest,
+            ErrorKind::Authentication,
+            ErrorKind::Permission,
+            ErrorKind::NotFound,
+            ErrorKind::RequestTooLarge,
+            ErrorKind::RateLimit,
+            ErrorKind::Api,
+            ErrorKind::Timeout,
+            ErrorKind::Overloaded,
+        ]
+        .into_iter()
+        .find(|kind| kind.as_str() == text)
+    }
+}
+
+/// An error on its way to the client.
+#[derive(Clone, Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+pub const CREDIT_TOO_LOW: &str = "Your credit balance is too low to access the tollgate API. \
+    Please go to Plans & Billing to upgrade or purchase credits.";
+
+impl ApiError {
+    pub fn new(status: StatusCode, kind: ErrorKind, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            kind,
+            message: message.into(),
+        }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, ErrorKind::InvalidRequest, message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, ErrorKind::NotFound, message)
+    }
+
+    /// A failure of ours: the detail goes to the log, the client gets a generic message.
+    pub fn internal(detail: impl std::fmt::Display) -> ApiError {
+        tracing::error!(%detail, "internal error");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorKind::Api,
+            "Internal server error",
+        )
+    }
+
+    pub fn credit_too_low() -> ApiError {
+        ApiError::invalid(CREDIT_TOO_LOW)
+    }
+
+    /// Renders the envelope for `request_id`.
+    pub fn to_json(&self, request_id: &str) -> serde_json::Value {
+        serde_json::json!({
+            "type": "error",
+            "error": {"type": self.kind.as_str(), "message": self.message},
+            "request_id": request_id,
+        })
+    }
+
+    /// What an upstream failure looks like to the client. Upstream client errors pass
+    /// through; a provider that refuses our own credentials is our fault, not the client's.
+    pub fn from_upstream(error: &UpstreamError) -> ApiError {
+        match error {
+            UpstreamError::Connect(detail) => {
+                tracing::warn!(detail, "upstream unreachable");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    ErrorKind::Api,
+                    "The upstream model provider could not be reached.",
+                )
+            }
+            UpstreamError::Timeout(detail) => {
+                tracing::warn!(detail, "upstream timed out");
+                ApiError::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    ErrorKind::Timeout,
+                    "The upstream model provider timed out.",
+                )
+            }
+            UpstreamError::Protocol(detail) => {
+                ApiError::internal(format!("upstream protocol error: {detail}"))
+            }
+            UpstreamError::Status { status, body } => {
+                let parsed: Option<(String, String)> = serde_json::from_slice::<serde_json::Value>(body)
+                    .ok()
+                    .and_then(|value| {
+                        let error = value.get("error")?;
+                        Some((
+                            error.get("type")?.as_str()?.to_owned(),
+                            error.get("message")?.as_str()?.to_owned(),
+                        ))
+                    });
+                let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY);
+                if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+                    return ApiError::internal(format!("the upstream refused our credentials ({status})"));
+                }
+                let (kind, message) = match parsed {
+                    Some((kind, message)) => (ErrorKind::from_wire(&kind), message),
+                    None => (None, format!("The upstream model provider answered {status}.")),
+                };
+                let kind = kind.unwrap_or(match status.as_u16() {
+                    400..=499 => ErrorKind::InvalidRequest,
+                    529 => ErrorKind::Overloaded,
+                    _ => ErrorKind::Api,
+                });
+                ApiError::new(status, kind, message)
+            }
+        }
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(error: ServiceError) -> ApiError {
+        match error {
+            ServiceError::NotFound(message) => ApiError::not_found(message),
+            ServiceError::Invalid(message) => ApiError::invalid(message),
+            ServiceError::InsufficientCredit(_) => ApiError::credit_too_low(),
+            ServiceError::Store(error) => ApiError::internal(error),
+        }
+    }
+}
+
+impl From<AuthRefusal> for ApiError {
+    fn from(refusal: AuthRefusal) -> ApiError {
+        let unauthorized =
+            |message: String| ApiError::new(StatusCode::UNAUTHORIZED, ErrorKind::Authentication, message);
+        match refusal {
+            AuthRefusal::Missing => unauthorized("x-api-key header is required".into()),
+            AuthRefusal::Malformed(reason) => unauthorized(format!("invalid x-api-key: {reason}")),
+            AuthRefusal::Unknown => unauthorized("invalid x-api-key".into()),
+            AuthRefusal::NotActive(status) => {
+                unauthorized(format!("invalid x-api-key: this key is {status}"))
+            }
+            AuthRefusal::AdminKey => ApiError::new(
+                StatusCode::FORBIDDEN,
+                ErrorKind::Permission,
+                "This is an admin key: it can only call the Admin API. Use an API key (sk-tg-api01-…) for this endpoint.",
+            ),
+            AuthRefusal::Store(error) => ApiError::internal(error),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    /// The body is written by the request-id middleware, which knows the id.
+    fn into_response(self) -> Response {
+        let mut response = self.status.into_response();
+        response.extensions_mut().insert(self);
+        response
+    }
+}
+
+impl ApiError {
+    /// The error type an upstream failure is reported as, for usage records.
+    pub fn from_upstream_kind(error: &UpstreamError) -> &'static str {
+        match error {
+            UpstreamError::Connect(_) => "upstream_unreachable",
+            UpstreamError::Timeout(_) => "timeout_error",
+            UpstreamError::Protocol(_) => "upstream_protocol_error",
+            UpstreamError::Status { status: 529, .. } => "overloaded_error",
+            UpstreamError::Status { status, .. } if *status >= 500 => "api_error",
+            UpstreamError::Status { .. } => "upstream_refused",
+        }
+    }
+}

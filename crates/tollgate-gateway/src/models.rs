@@ -1,0 +1,93 @@
+//! `GET /v1/models` and `GET /v1/models/{id}`: the catalogue in Anthropic's list shape,
+//! paginated with `limit`, `after_id` and `before_id`.
+
+use axum::Json;
+use axum::extract::{Path, Query, Request, State};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tollgate_core::catalog::Model;
+
+use crate::GatewayState;
+use crate::error::ApiError;
+use crate::messages::authenticate;
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ListQuery {
+    limit: Option<String>,
+    after_id: Option<String>,
+    before_id: Option<String>,
+}
+
+fn model_json(model: &Model) -> Value {
+    json!({
+        "type": "model",
+        "id": model.id,
+        "display_name": model.display_name,
+        "created_at": model.created_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    })
+}
+
+pub(crate) async fn list_models(
+    State(state): State<GatewayState>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    authenticate(&state, request.headers()).await?;
+    let Query(query) = query.map_err(|rejection| ApiError::invalid(rejection.body_text()))?;
+    let limit = match query.limit.as_deref() {
+        None => 20,
+        Some(text) => match text.parse::<usize>() {
+            Ok(limit) if (1..=1000).contains(&limit) => limit,
+            _ => {
+                return Err(ApiError::invalid(
+                    "limit: Input should be an integer from 1 to 1000",
+                ));
+            }
+        },
+    };
+    let models = state.catalog.models();
+    let position = |id: &str| {
+        models
+            .iter()
+            .position(|model| model.id == id)
+            .ok_or_else(|| ApiError::invalid(format!("no model has the id '{id}'")))
+    };
+    let page: &[Model] = match (query.after_id.as_deref(), query.before_id.as_deref()) {
+        (Some(_), Some(_)) => return Err(ApiError::invalid("give after_id or before_id, not both")),
+        (Some(after), None) => {
+            let start = position(after)? + 1;
+            &models[start..(start + limit).min(models.len())]
+        }
+        (None, Some(before)) => {
+            let end = position(before)?;
+            &models[end.saturating_sub(limit)..end]
+        }
+        (None, None) => &models[..limit.min(models.len())],
+    };
+    let has_more = match (query.before_id.as_deref(), page.first(), page.last()) {
+        (Some(_), Some(first), _) => models.first().is_some_and(|model| model.id != first.id),
+        (None, _, Some(last)) => models.last().is_some_and(|model| model.id != last.id),
+        _ => false,
+    };
+    Ok(Json(json!({
+        "data": page.iter().map(model_json).collect::<Vec<_>>(),
+        "has_more": has_more,
+        "first_id": page.first().map(|model| model.id.clone()),
+        "last_id": page.last().map(|model| model.id.clone()),
+    }))
+    .into_response())
+}
+
+pub(crate) async fn get_model(
+    State(state): State<GatewayState>,
+    Path(model_id): Path<String>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    authenticate(&state, request.headers()).await?;
+    let resolved = state
+        .catalog
+        .resolve(&model_id)
+        .ok_or_else(|| ApiError::not_found(format!("model: {model_id}")))?;
+    Ok(Json(model_json(resolved.model)).into_response())
+}

@@ -1,0 +1,145 @@
+//! The parts of a Messages request the gateway must understand; everything else in the
+//! body passes through to the upstream untouched.
+
+use bytes::Bytes;
+use serde_json::Value;
+
+use crate::error::ApiError;
+
+/// A validated Messages (or count_tokens) request.
+#[derive(Debug)]
+pub(crate) struct MessagesRequest {
+    pub(crate) body: Value,
+    pub(crate) model: String,
+    /// `None` for count_tokens, which takes no `max_tokens`.
+    pub(crate) max_tokens: Option<u64>,
+    pub(crate) stream: bool,
+    /// Image and document blocks anywhere in the messages or system prompt.
+    pub(crate) media_blocks: usize,
+}
+
+/// Which endpoint is parsing: count_tokens takes no `max_tokens`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Endpoint {
+    Messages,
+    CountTokens,
+}
+
+impl MessagesRequest {
+    pub(crate) fn parse(bytes: &Bytes, endpoint: Endpoint) -> Result<MessagesRequest, ApiError> {
+        let body: Value = serde_json::from_slice(bytes)
+            .map_err(|error| ApiError::invalid(format!("The request body is not valid JSON: {error}")))?;
+        let object = body
+            .as_object()
+            .ok_or_else(|| ApiError::invalid("The request body must be a JSON object."))?;
+        let model = match object.get("model") {
+            None | Some(Value::Null) => return Err(ApiError::invalid("model: Field required")),
+            Some(Value::String(model)) if !model.trim().is_empty() => model.clone(),
+            Some(_) => return Err(ApiError::invalid("model: Input should be a non-empty string")),
+        };
+        let max_tokens = match (endpoint, object.get("max_tokens")) {
+            (Endpoint::CountTokens, _) => None,
+            (Endpoint::Messages, None | Some(Value::Null)) => {
+                return Err(ApiError::invalid("max_tokens: Field required"));
+            }
+            (Endpoint::Messages, Some(value)) => match value.as_u64() {
+                Some(max_tokens) if max_tokens >= 1 => Some(max_tokens),
+                _ => {
+                    return Err(ApiError::invalid(
+                        "max_tokens: Input should be an integer greater than or equal to 1",
+                    ));
+                }
+            },
+        };
+        let messages = match object.get("messages") {
+            None | Some(Value::Null) => return Err(ApiError::invalid("messages: Field required")),
+            Some(Value::Array(messages)) => messages,
+            Some(_) => return Err(ApiError::invalid("messages: Input should be a valid list")),
+        };
+        if messages.is_empty() {
+            return Err(ApiError::invalid("messages: at least one message is required"));
+        }
+        for (index, message) in messages.iter().enumerate() {
+            match message.get("role").and_then(Value::as_str) {
+                Some("user" | "assistant") => {}
+                Some(other) => {
+                    return Err(ApiError::invalid(format!(
+                        "messages.{index}.role: Input should be 'user' or 'assistant', not '{other}'"
+                    )));
+                }
+                None => {
+                    return Err(ApiError::invalid(format!(
+                        "messages.{index}.role: Field required"
+                    )));
+                }
+            }
+            match message.get("content") {
+                Some(Value::String(_) | Value::Array(_)) => {}
+                None | Some(Value::Null) => {
+                    return Err(ApiError::invalid(format!(
+                        "messages.{index}.content: Field required"
+                    )));
+                }
+                Some(_) => {
+                    return Err(ApiError::invalid(format!(
+                        "messages.{index}.content: Input should be a string or a list of content blocks"
+                    )));
+                }
+            }
+        }
+        let stream = match object.get("stream") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(stream)) => *stream,
+            Some(_) => return Err(ApiError::invalid("stream: Input should be a valid boolean")),
+        };
+        let media_blocks = count_media_blocks(messages) + object.get("system").map_or(0, count_media_in);
+        Ok(MessagesRequest {
+            model,
+            max_tokens,
+            stream,
+            media_blocks,
+            body,
+        })
+    }
+
+    /// The body to send upstream: the client's bytes when the model id stays the same, so
+    /// the common case costs no re-serialisation.
+    pub(crate) fn upstream_body(&self, original: Bytes, upstream_model: &str) -> Result<Bytes, ApiError> {
+        if upstream_model == self.model {
+            return Ok(original);
+        }
+        let mut body = self.body.clone();
+        if let Some(object) = body.as_object_mut() {
+            object.insert("model".to_owned(), Value::String(upstream_model.to_owned()));
+        }
+        serde_json::to_vec(&body)
+            .map(Bytes::from)
+            .map_err(ApiError::internal)
+    }
+}
+
+fn count_media_blocks(messages: &[Value]) -> usize {
+    messages
+        .iter()
+        .filter_map(|message| message.get("content"))
+        .map(count_media_in)
+        .sum()
+}
+
+/// Counts `image` and `document` blocks, including those nested in tool results.
+fn count_media_in(content: &Value) -> usize {
+    match content {
+        Value::Array(blocks) => blocks.iter().map(count_media_in).sum(),
+        Value::Object(block) => {
+            let own = match block.get("type").and_then(Value::as_str) {
+                Some("image" | "document") => 1,
+                _ => 0,
+            };
+            own + block.get("content").map_or(0, count_media_in)
+        }
+        _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,89 @@
+use bytes::Bytes;
+
+use crate::wire::{Endpoint, MessagesRequest};
+
+fn parse(json: &str) -> Result<MessagesRequest, String> {
+    MessagesRequest::parse(&Bytes::from(json.to_owned()), Endpoint::Messages).map_err(|error| error.message)
+}
+
+#[test]
+fn accepts_a_minimal_request_and_counts_media() {
+    let request = parse(
+        r#"{"model":"m","max_tokens":5,"stream":true,"messages":[{"role":"user","content":[
+            {"type":"image","source":{"type":"url","url":"x"}},
+            {"type":"tool_result","tool_use_id":"t","content":[{"type":"image","source":{}}]}]}],
+            "unknown_field":{"kept":true}}"#,
+    )
+    .expect("valid");
+    assert_eq!(
+        (
+            request.model.as_str(),
+            request.max_tokens,
+            request.stream,
+            request.media_blocks
+        ),
+        ("m", Some(5), true, 2)
+    );
+}
+
+#[test]
+fn names_the_field_that_is_wrong() {
+    let cases = [
+        ("not json", "not valid JSON"),
+        ("[]", "must be a JSON object"),
+        (r#"{"max_tokens":1,"messages":[]}"#, "model: Field required"),
+        (
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}]}"#,
+            "max_tokens: Field required",
+        ),
+        (
+            r#"{"model":"m","max_tokens":0,"messages":[{"role":"user","content":"x"}]}"#,
+            "max_tokens: Input should be",
+        ),
+        (
+            r#"{"model":"m","max_tokens":1.5,"messages":[{"role":"user","content":"x"}]}"#,
+            "max_tokens: Input should be",
+        ),
+        (r#"{"model":"m","max_tokens":1}"#, "messages: Field required"),
+        (
+            r#"{"model":"m","max_tokens":1,"messages":[]}"#,
+            "at least one message",
+        ),
+        (
+            r#"{"model":"m","max_tokens":1,"messages":[{"role":"system","content":"x"}]}"#,
+            "messages.0.role",
+        ),
+        (
+            r#"{"model":"m","max_tokens":1,"messages":[{"role":"user"}]}"#,
+            "messages.0.content: Field required",
+        ),
+        (
+            r#"{"model":"m","max_tokens":1,"stream":"yes","messages":[{"role":"user","content":"x"}]}"#,
+            "stream:",
+        ),
+    ];
+    for (body, expected) in cases {
+        let message = parse(body).expect_err(body);
+        assert!(message.contains(expected), "{body}: {message}");
+    }
+}
+
+#[test]
+fn rewrites_the_model_only_when_it_changes() {
+    let original = Bytes::from_static(
+        br#"{"model":"opus","max_tokens":1,"messages":[{"role":"user","content":"x"}],"extra":1}"#,
+    );
+    let request = MessagesRequest::parse(&original, Endpoint::Messages).expect("valid");
+    assert_eq!(
+        request.upstream_body(original.clone(), "opus").expect("same"),
+        original
+    );
+    let rewritten: serde_json::Value = serde_json::from_slice(
+        &request
+            .upstream_body(original, "claude-opus-4-6")
+            .expect("rewritten"),
+    )
+    .expect("json");
+    assert_eq!(rewritten["model"], "claude-opus-4-6");
+    assert_eq!(rewritten["extra"], 1);
+}

@@ -1,0 +1,244 @@
+//! The audit: recomputes every account's totals from the journal and the open
+//! reservations, and compares them with the totals the transaction scripts stored.
+//!
+//! This is the one place where money is summed in SQL, because the sums are the check: they
+//! are computed a different way from the running totals they are compared with. The audit
+//! only reads, from one snapshot, and reports problems in words instead of failing.
+
+use std::collections::{BTreeMap, HashMap};
+
+use sqlx::SqliteConnection;
+use tollgate_core::ledger::{Account, AccountKind};
+
+use crate::error::StoreError;
+use crate::model::AuditReport;
+use crate::sqlite::ledger::account_from_row;
+use crate::sqlite::{SqliteStore, column, store_error};
+
+/// Sums from the journal and the open reservations, by account id.
+type TotalsByAccount = HashMap<i64, i64>;
+
+impl SqliteStore {
+    pub(crate) async fn audit(&self) -> Result<AuditReport, StoreError> {
+        let mut transaction = self.begin_read().await?;
+        let connection: &mut SqliteConnection = &mut transaction;
+
+        let account_rows = sqlx::query(
+            "SELECT id AS account_id, org_id, kind AS account_kind, debits_pending,
+                    debits_posted, credits_pending, credits_posted
+             FROM accounts ORDER BY id",
+        )
+        .fetch_all(&mut *connection)
+        .await
+        .map_err(store_error)?;
+        let mut accounts: Vec<(String, Account)> = Vec::with_capacity(account_rows.len());
+        for row in &account_rows {
+            accounts.push((column(row, "org_id")?, account_from_row(row)?));
+        }
+
+        let debits_posted = totals_by_account(
+            connection,
+            "SELECT debit_account_id AS account_id, SUM(amount) AS total
+             FROM transfers GROUP BY debit_account_id",
+        )
+        .await?;
+        let credits_posted = totals_by_account(
+            connection,
+            "SELECT credit_account_id AS account_id, SUM(amount) AS total
+             FROM transfers GROUP BY credit_account_id",
+        )
+        .await?;
+        let debits_pending = totals_by_account(
+            connection,
+            "SELECT l.account_id AS account_id, SUM(l.amount) AS total
+             FROM reservation_lines l JOIN reservations r ON r.id = l.reservation_id
+             WHERE r.state = 'pending'
+             GROUP BY l.account_id",
+        )
+        .await?;
+        // Every line of a reservation is pending towards its organization's spend account.
+        let credits_pending = totals_by_account(
+            connection,
+            "SELECT s.id AS account_id, SUM(l.amount) AS total
+             FROM reservation_lines l
+             JOIN reservations r ON r.id = l.reservation_id
+             JOIN accounts s ON s.org_id = r.org_id AND s.kind = 'spend'
+             WHERE r.state = 'pending'
+             GROUP BY s.id",
+        )
+        .await?;
+
+        let mut problems = Vec::new();
+        let mut sums_by_org: BTreeMap<&str, TotalSums> = BTreeMap::new();
+        let mut sums_overall = TotalSums::default();
+        for (org_id, account) in &accounts {
+            let label = format!("account {} ({} of {org_id})", account.id.0, account.kind.as_str());
+            let recomputed = [
+                ("debits_pending", account.debits_pending.nanos(), &debits_pending),
+                ("debits_posted", account.debits_posted.nanos(), &debits_posted),
+                (
+                    "credits_pending",
+                    account.credits_pending.nanos(),
+                    &credits_pending,
+                ),
+                ("credits_posted", account.credits_posted.nanos(), &credits_posted),
+            ];
+            for (total_name, stored, sums) in recomputed {
+                let expected = sums.get(&account.id.0).copied().unwrap_or(0);
+                if stored != expected {
+                    let source = if total_name.ends_with("posted") {
+                        "the journal"
+                    } else {
+                        "the open reservations"
+                    };
+                    problems.push(format!(
+                        "{label}: {total_name} is {stored} but {source} add up to {expected}"
+                    ));
+                }
+                if stored < 0 {
+                    problems.push(format!("{label}: {total_name} is negative ({stored})"));
+                }
+            }
+            if account.kind == AccountKind::Lot && account.available().is_negative() {
+                problems.push(format!(
+                    "{label}: the lot is overdrawn by {}",
+                    -account.available().nanos()
+                ));
+            }
+            sums_by_org.entry(org_id).or_default().add(account);
+            sums_overall.add(account);
+        }
+        for (org_id, sums) in &sums_by_org {
+            sums.check(&format!("organization {org_id}"), &mut problems);
+        }
+        sums_overall.check("all accounts", &mut problems);
+
+        for (query, describe) in CROSS_CHECKS {
+            let rows = sqlx::query(query)
+                .fetch_all(&mut *connection)
+                .await
+                .map_err(store_error)?;
+            for row in &rows {
+                let subject: String = column(row, "subject")?;
+                let stored: i64 = column(row, "stored")?;
+                let recomputed: i64 = column(row, "recomputed")?;
+                problems.push(describe(&subject, stored, recomputed));
+            }
+        }
+        transaction.commit().await.map_err(store_error)?;
+
+        Ok(AuditReport {
+            accounts_checked: accounts.len(),
+            problems,
+        })
+    }
+}
+
+/// Checks that relate rows of different tables. Each query returns only the rows that
+/// disagree, as (subject, stored, recomputed).
+type DescribeMismatch = fn(&str, i64, i64) -> String;
+const CROSS_CHECKS: [(&str, DescribeMismatch); 5] = [
+    (
+        "SELECT l.id AS subject, l.amount AS stored, COALESCE(SUM(t.amount), 0) AS recomputed
+         FROM lots l LEFT JOIN transfers t ON t.lot_id = l.id AND t.kind = 'grant'
+         GROUP BY l.id, l.amount
+         HAVING l.amount <> COALESCE(SUM(t.amount), 0)",
+        |lot_id, amount, granted| {
+            format!("lot {lot_id}: granted for {amount} but its grant transfers add up to {granted}")
+        },
+    ),
+    (
+        "SELECT r.id AS subject, r.amount AS stored, COALESCE(SUM(l.amount), 0) AS recomputed
+         FROM reservations r LEFT JOIN reservation_lines l ON l.reservation_id = r.id
+         GROUP BY r.id, r.amount
+         HAVING r.amount <> COALESCE(SUM(l.amount), 0)",
+        |reservation_id, amount, lines| {
+            format!("reservation {reservation_id}: reserved {amount} but its lines add up to {lines}")
+        },
+    ),
+    (
+        "SELECT r.id AS subject, COALESCE(r.charged, -1) AS stored,
+                COALESCE(SUM(t.amount), 0) AS recomputed
+         FROM reservations r
+         LEFT JOIN transfers t ON t.reservation_id = r.id AND t.kind = 'usage'
+         WHERE r.state <> 'pending'
+         GROUP BY r.id, r.charged
+         HAVING r.charged IS NULL OR r.charged <> COALESCE(SUM(t.amount), 0)",
+        |reservation_id, charged, posted| {
+            format!(
+                "reservation {reservation_id}: charged {charged} but its usage transfers add up to {posted}"
+            )
+        },
+    ),
+    (
+        "SELECT CAST(t.id AS TEXT) AS subject, t.debit_account_id AS stored,
+                t.credit_account_id AS recomputed
+         FROM transfers t
+         JOIN accounts d ON d.id = t.debit_account_id
+         JOIN accounts c ON c.id = t.credit_account_id
+         WHERE d.org_id <> t.org_id OR c.org_id <> t.org_id",
+        |transfer_id, debit, credit| {
+            format!(
+                "transfer {transfer_id}: moves money between organizations (account {debit} to account {credit})"
+            )
+        },
+    ),
+    (
+        "SELECT rl.reservation_id || ' line ' || rl.line_no AS subject,
+                rl.account_id AS stored, l.account_id AS recomputed
+         FROM reservation_lines rl JOIN lots l ON l.id = rl.lot_id
+         WHERE rl.account_id <> l.account_id",
+        |line, account, lot_account| {
+            format!("reservation {line}: draws on account {account} but its lot's account is {lot_account}")
+        },
+    ),
+];
+
+/// Column sums over a set of accounts. Wide, so the check itself cannot overflow.
+#[derive(Default)]
+struct TotalSums {
+    debits_pending: i128,
+    debits_posted: i128,
+    credits_pending: i128,
+    credits_posted: i128,
+}
+
+impl TotalSums {
+    fn add(&mut self, account: &Account) {
+        self.debits_pending += i128::from(account.debits_pending.nanos());
+        self.debits_posted += i128::from(account.debits_posted.nanos());
+        self.credits_pending += i128::from(account.credits_pending.nanos());
+        self.credits_posted += i128::from(account.credits_posted.nanos());
+    }
+
+    /// Double entry: every transfer debits and credits the same amount.
+    fn check(&self, scope: &str, problems: &mut Vec<String>) {
+        if self.debits_posted != self.credits_posted {
+            problems.push(format!(
+                "{scope}: posted debits add up to {} but posted credits to {}",
+                self.debits_posted, self.credits_posted
+            ));
+        }
+        if self.debits_pending != self.credits_pending {
+            problems.push(format!(
+                "{scope}: pending debits add up to {} but pending credits to {}",
+                self.debits_pending, self.credits_pending
+            ));
+        }
+    }
+}
+
+async fn totals_by_account(
+    connection: &mut SqliteConnection,
+    query: &'static str,
+) -> Result<TotalsByAccount, StoreError> {
+    let rows = sqlx::query(query)
+        .fetch_all(&mut *connection)
+        .await
+        .map_err(store_error)?;
+    let mut totals = TotalsByAccount::with_capacity(rows.len());
+    for row in &rows {
+        totals.insert(column(row, "account_id")?, column(row, "total")?);
+    }
+    Ok(totals)
+}

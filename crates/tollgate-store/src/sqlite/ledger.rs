@@ -1,0 +1,790 @@
+//! The ledger's transaction scripts: grant, reserve, settle, reap and expire.
+//!
+//! Each one begins a write transaction, loads the rows it needs, asks tollgate-core what
+//! changes (`plan_reservation`, `plan_settlement`, `expiry_amount`, `post`, `reserve`,
+//! `settle_pending`), writes the returned totals and commits. No amount of money is
+//! computed here or in SQL. Account rows are written compare-and-set against the totals
+//! that were loaded and read back before commit (TigerBeetle's pair assertions); a core
+//! `TransferError` or a failed assertion is a bug that rolls the transaction back.
+
+use std::collections::{BTreeMap, HashMap};
+
+use sqlx::SqliteConnection;
+use sqlx::sqlite::SqliteRow;
+use tollgate_core::Timestamp;
+use tollgate_core::ledger::{
+    self, Account, AccountId, AccountKind, InsufficientCredit, Lot, LotKind, ReservationLine, TransferError,
+};
+use tollgate_core::money::NanoUsd;
+use tollgate_core::usage::TokenUsage;
+
+use crate::error::{StoreError, TxError};
+use crate::model::{
+    BalanceView, GrantRejection, LotView, NewLot, NewReservation, Reservation, SettleOutcome, Settlement,
+    UsageRecord, UsageStatus,
+};
+use crate::sqlite::{
+    SqliteStore, column, insert_usage_record, invariant, millis, store_error, timestamp_from_sql,
+    truncate_to_millis,
+};
+
+/// How many overdue reservations the reaper ends per transaction, so that it never holds
+/// the write lock for long while requests wait to reserve.
+const REAP_BATCH_SIZE: i64 = 100;
+
+/// What a journal row records as the reason for a transfer.
+#[derive(Clone, Copy)]
+enum TransferKind {
+    Grant,
+    Usage,
+    Expiry,
+}
+
+impl TransferKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            TransferKind::Grant => "grant",
+            TransferKind::Usage => "usage",
+            TransferKind::Expiry => "expiry",
+        }
+    }
+}
+
+/// One posted transfer to append to the journal.
+struct JournalEntry<'a> {
+    org_id: &'a str,
+    debit: AccountId,
+    credit: AccountId,
+    amount: NanoUsd,
+    kind: TransferKind,
+    reservation_id: Option<&'a str>,
+    lot_id: Option<&'a str>,
+    created_at: Timestamp,
+}
+
+impl SqliteStore {
+    pub(crate) async fn grant_lot(&self, new_lot: NewLot) -> Result<LotView, TxError<GrantRejection>> {
+        if !new_lot.amount.is_positive() {
+            return Err(TxError::Rejected(GrantRejection::AmountNotPositive));
+        }
+        let granted_at = truncate_to_millis(new_lot.granted_at)?;
+        let expires_at = new_lot.expires_at.map(truncate_to_millis).transpose()?;
+        // The lot as it will be stored, so the core judges expiry on stored instants.
+        let mut lot = Lot {
+            lot_id: new_lot.lot_id.clone(),
+            kind: new_lot.kind,
+            account: Account::new(AccountId(0), AccountKind::Lot),
+            granted_at,
+            expires_at,
+        };
+        if lot.is_expired(granted_at) {
+            return Err(TxError::Rejected(GrantRejection::AlreadyExpired));
+        }
+
+        let mut transaction = self.begin_write().await?;
+        let organization = sqlx::query("SELECT 1 FROM organizations WHERE id = ?")
+            .bind(&new_lot.org_id)
+            .fetch_optional(&mut *transaction)
+            .await
+            .map_err(store_error)?;
+        if organization.is_none() {
+            return Err(TxError::Rejected(GrantRejection::UnknownOrganization));
+        }
+        if new_lot.kind == LotKind::Starter {
+            let starter = sqlx::query("SELECT 1 FROM lots WHERE org_id = ? AND kind = ?")
+                .bind(&new_lot.org_id)
+                .bind(LotKind::Starter.as_str())
+                .fetch_optional(&mut *transaction)
+                .await
+                .map_err(store_error)?;
+            if starter.is_some() {
+                return Err(TxError::Rejected(GrantRejection::StarterAlreadyGranted));
+            }
+        }
+        let source = load_system_account(
+            &mut transaction,
+            &new_lot.org_id,
+            new_lot.kind.source_account_kind(),
+        )
+        .await?;
+        let lot_account_id: i64 =
+            sqlx::query_scalar("INSERT INTO accounts (org_id, kind) VALUES (?, ?) RETURNING id")
+                .bind(&new_lot.org_id)
+                .bind(AccountKind::Lot.as_str())
+                .fetch_one(&mut *transaction)
+                .await
+                .map_err(store_error)?;
+        lot.account = Account::new(AccountId(lot_account_id), AccountKind::Lot);
+
+        let mut accounts = AccountSet::default();
+        accounts.insert(source);
+        accounts.insert(lot.account);
+        accounts.transfer(source.id, lot.account.id, |debit, credit| {
+            ledger::post(debit, credit, new_lot.amount)
+        })?;
+
+        sqlx::query(
+            "INSERT INTO lots (id, org_id, account_id, kind, amount, granted_at, expires_at, memo)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&new_lot.lot_id)
+        .bind(&new_lot.org_id)
+        .bind(lot_account_id)
+        .bind(new_lot.kind.as_str())
+        .bind(new_lot.amount.nanos())
+        .bind(millis(granted_at))
+        .bind(expires_at.map(millis))
+        .bind(&new_lot.memo)
+        .execute(&mut *transaction)
+        .await
+        .map_err(store_error)?;
+        append_journal(
+            &mut transaction,
+            &JournalEntry {
+                org_id: &new_lot.org_id,
+                debit: source.id,
+                credit: lot.account.id,
+                amount: new_lot.amount,
+                kind: TransferKind::Grant,
+                reservation_id: None,
+                lot_id: Some(&new_lot.lot_id),
+                created_at: granted_at,
+            },
+        )
+        .await?;
+        accounts.write(&mut transaction).await?;
+        transaction.commit().await.map_err(store_error)?;
+
+        lot.account = accounts.get(lot.account.id)?;
+        Ok(LotView {
+            lot,
+            amount: new_lot.amount,
+            memo: new_lot.memo,
+        })
+    }
+
+    pub(crate) async fn lots(&self, org_id: &str) -> Result<Vec<LotView>, StoreError> {
+        let mut connection = self.reader.acquire().await.map_err(store_error)?;
+        load_lots(&mut connection, org_id).await
+    }
+
+    pub(crate) async fn balance(&self, org_id: &str, now: Timestamp) -> Result<BalanceView, StoreError> {
+        // One snapshot, so a settlement committing between the queries can't be half seen.
+        let mut transaction = self.begin_read().await?;
+        let lots = load_lots(&mut transaction, org_id).await?;
+        let spend = load_system_account(&mut transaction, org_id, AccountKind::Spend).await?;
+        let expired = load_system_account(&mut transaction, org_id, AccountKind::Expired).await?;
+        transaction.commit().await.map_err(store_error)?;
+
+        let mut granted = NanoUsd::ZERO;
+        for lot in &lots {
+            granted = granted
+                .checked_add(lot.amount)
+                .ok_or_else(|| invariant(format!("the granted total of organization {org_id} overflows")))?;
+        }
+        let lots: Vec<Lot> = lots.into_iter().map(|view| view.lot).collect();
+        let credit = ledger::credit_balance(&lots, now);
+        Ok(BalanceView {
+            available: credit.available,
+            held: credit.held,
+            spent: spend.credits_posted,
+            expired: expired.credits_posted,
+            granted,
+        })
+    }
+
+    pub(crate) async fn reserve(
+        &self,
+        reservation: NewReservation,
+    ) -> Result<Reservation, TxError<InsufficientCredit>> {
+        if !reservation.amount.is_positive() {
+            return Err(invariant(format!(
+                "reservation {} is for a non-positive amount {}",
+                reservation.reservation_id, reservation.amount
+            ))
+            .into());
+        }
+        let mut transaction = self.begin_write().await?;
+        let lots: Vec<Lot> = load_lots(&mut transaction, &reservation.org_id)
+            .await?
+            .into_iter()
+            .map(|view| view.lot)
+            .collect();
+        let lines = match ledger::plan_reservation(&lots, reservation.amount, reservation.created_at) {
+            Ok(lines) => lines,
+            Err(rejection) => {
+                transaction.rollback().await.map_err(store_error)?;
+                return Err(TxError::Rejected(rejection));
+            }
+        };
+        let spend = load_system_account(&mut transaction, &reservation.org_id, AccountKind::Spend).await?;
+
+        sqlx::query(
+            "INSERT INTO reservations
+                (id, org_id, workspace_id, api_key_id, request_id, model, amount, state,
+                 created_at, deadline)
+             VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
+        )
+        .bind(&reservation.reservation_id)
+        .bind(&reservation.org_id)
+        .bind(&reservation.workspace_id)
+        .bind(&reservation.api_key_id)
+        .bind(&reservation.request_id)
+        .bind(&reservation.model)
+        .bind(reservation.amount.nanos())
+        .bind(millis(reservation.created_at))
+        .bind(millis(reservation.deadline))
+        .execute(&mut *transaction)
+        .await
+        .map_err(store_error)?;
+
+        let mut accounts = AccountSet::default();
+        accounts.insert(spend);
+        for lot in &lots {
+            accounts.insert(lot.account);
+        }
+        for (line_no, line) in lines.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO reservation_lines (reservation_id, line_no, lot_id, account_id, amount)
+                 VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(&reservation.reservation_id)
+            .bind(i64::try_from(line_no).map_err(|_| invariant("too many lines".to_owned()))?)
+            .bind(&line.lot_id)
+            .bind(line.lot_account.0)
+            .bind(line.amount.nanos())
+            .execute(&mut *transaction)
+            .await
+            .map_err(store_error)?;
+            accounts.transfer(line.lot_account, spend.id, |debit, credit| {
+                ledger::reserve(debit, credit, line.amount)
+            })?;
+        }
+        accounts.write(&mut transaction).await?;
+        transaction.commit().await.map_err(store_error)?;
+        Ok(Reservation {
+            id: reservation.reservation_id,
+            org_id: reservation.org_id,
+            amount: reservation.amount,
+            lines,
+        })
+    }
+
+    pub(crate) async fn settle(&self, settlement: Settlement) -> Result<SettleOutcome, StoreError> {
+        let mut transaction = self.begin_write().await?;
+        let outcome = settle_in(&mut transaction, &settlement).await?;
+        transaction.commit().await.map_err(store_error)?;
+        Ok(outcome)
+    }
+
+    pub(crate) async fn reap_reservations(&self, now: Timestamp) -> Result<usize, StoreError> {
+        let mut reaped = 0;
+        loop {
+            let mut transaction = self.begin_write().await?;
+            let overdue = sqlx::query(
+                "SELECT id, org_id, workspace_id, api_key_id, request_id, model, created_at
+                 FROM reservations
+                 WHERE state = 'pending' AND deadline <= ?
+                 ORDER BY deadline, id
+                 LIMIT ?",
+            )
+            .bind(millis(now))
+            .bind(REAP_BATCH_SIZE)
+            .fetch_all(&mut *transaction)
+            .await
+            .map_err(store_error)?;
+            for row in &overdue {
+                let settlement = abandonment(row, now)?;
+                settle_in(&mut transaction, &settlement).await?;
+            }
+            transaction.commit().await.map_err(store_error)?;
+            reaped += overdue.len();
+            if i64::try_from(overdue.len()).unwrap_or(i64::MAX) < REAP_BATCH_SIZE {
+                return Ok(reaped);
+            }
+        }
+    }
+
+    pub(crate) async fn pending_reservation_count(&self, org_id: Option<&str>) -> Result<usize, StoreError> {
+        let count: i64 = match org_id {
+            Some(org_id) => {
+                sqlx::query_scalar("SELECT COUNT(*) FROM reservations WHERE state = 'pending' AND org_id = ?")
+                    .bind(org_id)
+                    .fetch_one(&self.reader)
+                    .await
+            }
+            None => {
+                sqlx::query_scalar("SELECT COUNT(*) FROM reservations WHERE state = 'pending'")
+                    .fetch_one(&self.reader)
+                    .await
+            }
+        }
+        .map_err(store_error)?;
+        usize::try_from(count).map_err(|_| StoreError::Database(format!("bad count {count}")))
+    }
+
+    pub(crate) async fn expire_lots(&self, now: Timestamp) -> Result<usize, StoreError> {
+        let mut transaction = self.begin_write().await?;
+        // A pre-filter that compares and never computes: a lot whose posted debits have
+        // reached its credits has nothing left to expire. `expiry_amount` decides the rest.
+        let rows = sqlx::query(&format!(
+            "{LOT_SELECT}
+             WHERE l.expires_at IS NOT NULL AND l.expires_at <= ?
+               AND a.debits_posted < a.credits_posted
+             ORDER BY l.expires_at, l.id"
+        ))
+        .bind(millis(now))
+        .fetch_all(&mut *transaction)
+        .await
+        .map_err(store_error)?;
+
+        let mut accounts = AccountSet::default();
+        let mut expired_accounts: HashMap<String, AccountId> = HashMap::new();
+        let mut moved = 0;
+        for row in &rows {
+            let org_id: String = column(row, "org_id")?;
+            let view = lot_view_from_row(row)?;
+            let Some(amount) = ledger::expiry_amount(&view.lot, now) else {
+                continue;
+            };
+            let expired_account_id = match expired_accounts.get(&org_id) {
+                Some(id) => *id,
+                None => {
+                    let account =
+                        load_system_account(&mut transaction, &org_id, AccountKind::Expired).await?;
+                    accounts.insert(account);
+                    expired_accounts.insert(org_id.clone(), account.id);
+                    account.id
+                }
+            };
+            accounts.insert(view.lot.account);
+            accounts.transfer(view.lot.account.id, expired_account_id, |debit, credit| {
+                ledger::post(debit, credit, amount)
+            })?;
+            append_journal(
+                &mut transaction,
+                &JournalEntry {
+                    org_id: &org_id,
+                    debit: view.lot.account.id,
+                    credit: expired_account_id,
+                    amount,
+                    kind: TransferKind::Expiry,
+                    reservation_id: None,
+                    lot_id: Some(&view.lot.lot_id),
+                    created_at: now,
+                },
+            )
+            .await?;
+            moved += 1;
+        }
+        accounts.write(&mut transaction).await?;
+        transaction.commit().await.map_err(store_error)?;
+        Ok(moved)
+    }
+}
+
+/// Ends one reservation inside the caller's write transaction. Shared by `settle` and the
+/// reaper, so a reservation ends the same way whoever ends it.
+async fn settle_in(
+    connection: &mut SqliteConnection,
+    settlement: &Settlement,
+) -> Result<SettleOutcome, StoreError> {
+    let reservation_id = settlement.reservation_id.as_str();
+    if settlement.cost.is_negative() {
+        return Err(invariant(format!(
+            "reservation {reservation_id} settled for a negative cost {}",
+            settlement.cost
+        )));
+    }
+    let row = sqlx::query("SELECT org_id, state, amount FROM reservations WHERE id = ?")
+        .bind(reservation_id)
+        .fetch_optional(&mut *connection)
+        .await
+        .map_err(store_error)?;
+    let Some(row) = row else {
+        return Err(invariant(format!(
+            "settled an unknown reservation {reservation_id}"
+        )));
+    };
+    let org_id: String = column(&row, "org_id")?;
+    let state: String = column(&row, "state")?;
+    let amount = NanoUsd::from_nanos(column(&row, "amount")?);
+    if state != "pending" {
+        return Ok(SettleOutcome {
+            already_ended: true,
+            ..SettleOutcome::default()
+        });
+    }
+    if settlement.record.org_id != org_id {
+        return Err(invariant(format!(
+            "reservation {reservation_id} of {org_id} settled with a usage record of {}",
+            settlement.record.org_id
+        )));
+    }
+
+    let lines = load_reservation_lines(&mut *connection, reservation_id).await?;
+    let mut lines_total = NanoUsd::ZERO;
+    for line in &lines {
+        lines_total = lines_total.saturating_add(line.amount);
+    }
+    if lines_total != amount {
+        return Err(invariant(format!(
+            "reservation {reservation_id} is for {amount} but its lines add up to {lines_total}"
+        )));
+    }
+
+    let plan = ledger::plan_settlement(&lines, settlement.cost);
+    if plan.uncovered.is_positive() {
+        tracing::error!(
+            reservation_id,
+            cost = %settlement.cost,
+            reserved = %amount,
+            uncovered = %plan.uncovered,
+            "a request cost more than its reservation; the charge was capped at the reservation"
+        );
+    }
+    let state = if plan.charged.is_positive() {
+        "settled"
+    } else {
+        "voided"
+    };
+    let ended = sqlx::query(
+        "UPDATE reservations SET state = ?, ended_at = ?, charged = ?
+         WHERE id = ? AND state = 'pending'",
+    )
+    .bind(state)
+    .bind(millis(settlement.now))
+    .bind(plan.charged.nanos())
+    .bind(reservation_id)
+    .execute(&mut *connection)
+    .await
+    .map_err(store_error)?;
+    if ended.rows_affected() != 1 {
+        // Unreachable under the write lock; roll back rather than end it twice.
+        return Err(invariant(format!(
+            "reservation {reservation_id} ended under a transaction that holds the write lock"
+        )));
+    }
+
+    let spend = load_system_account(&mut *connection, &org_id, AccountKind::Spend).await?;
+    let mut accounts = AccountSet::default();
+    accounts.insert(spend);
+    for line in &lines {
+        if !accounts.contains(line.lot_account) {
+            accounts.insert(load_account(&mut *connection, line.lot_account).await?);
+        }
+    }
+    for (line, posted) in lines.iter().zip(&plan.posted_per_line) {
+        accounts.transfer(line.lot_account, spend.id, |debit, credit| {
+            ledger::settle_pending(debit, credit, line.amount, *posted)
+        })?;
+        if posted.is_positive() {
+            append_journal(
+                &mut *connection,
+                &JournalEntry {
+                    org_id: &org_id,
+                    debit: line.lot_account,
+                    credit: spend.id,
+                    amount: *posted,
+                    kind: TransferKind::Usage,
+                    reservation_id: Some(reservation_id),
+                    lot_id: Some(&line.lot_id),
+                    created_at: settlement.now,
+                },
+            )
+            .await?;
+        }
+    }
+    accounts.write(&mut *connection).await?;
+    insert_usage_record(&mut *connection, &settlement.record, Some(reservation_id)).await?;
+    Ok(SettleOutcome {
+        charged: plan.charged,
+        released: plan.released,
+        uncovered: plan.uncovered,
+        already_ended: false,
+    })
+}
+
+/// The settlement the reaper makes for a reservation whose request never ended it.
+fn abandonment(row: &SqliteRow, now: Timestamp) -> Result<Settlement, StoreError> {
+    let created_at = timestamp_from_sql(column(row, "created_at")?)?;
+    let latency_ms = u64::try_from((now - created_at).num_milliseconds()).unwrap_or(0);
+    Ok(Settlement {
+        reservation_id: column(row, "id")?,
+        cost: NanoUsd::ZERO,
+        now,
+        record: UsageRecord {
+            request_id: column(row, "request_id")?,
+            org_id: column(row, "org_id")?,
+            workspace_id: column(row, "workspace_id")?,
+            api_key_id: column(row, "api_key_id")?,
+            model: column(row, "model")?,
+            usage: TokenUsage::default(),
+            cost: NanoUsd::ZERO,
+            status: UsageStatus::Abandoned,
+            error_type: None,
+            latency_ms,
+            started_at: created_at,
+            ended_at: now,
+        },
+    })
+}
+
+/// The accounts one transaction touches: as loaded, and as the core left them.
+#[derive(Default)]
+struct AccountSet {
+    loaded: BTreeMap<AccountId, Account>,
+    current: BTreeMap<AccountId, Account>,
+}
+
+impl AccountSet {
+    /// Adds an account as read from the database (or just inserted with zero totals).
+    fn insert(&mut self, account: Account) {
+        self.loaded.entry(account.id).or_insert(account);
+        self.current.entry(account.id).or_insert(account);
+    }
+
+    fn contains(&self, id: AccountId) -> bool {
+        self.current.contains_key(&id)
+    }
+
+    fn get(&self, id: AccountId) -> Result<Account, StoreError> {
+        self.current
+            .get(&id)
+            .copied()
+            .ok_or_else(|| invariant(format!("account {} was not loaded", id.0)))
+    }
+
+    /// Applies one core transfer function to a debit and a credit account.
+    fn transfer(
+        &mut self,
+        debit_id: AccountId,
+        credit_id: AccountId,
+        apply: impl FnOnce(&mut Account, &mut Account) -> Result<(), TransferError>,
+    ) -> Result<(), StoreError> {
+        let mut debit = self.get(debit_id)?;
+        let mut credit = self.get(credit_id)?;
+        apply(&mut debit, &mut credit).map_err(|error| {
+            invariant(format!(
+                "the ledger refused a transfer from account {} to account {}: {error}",
+                debit_id.0, credit_id.0
+            ))
+        })?;
+        self.current.insert(debit_id, debit);
+        self.current.insert(credit_id, credit);
+        Ok(())
+    }
+
+    /// Writes every changed account, then reads each back. The write only applies if the
+    /// row still holds the totals that were loaded; the read-back checks what was stored.
+    async fn write(&self, connection: &mut SqliteConnection) -> Result<(), StoreError> {
+        for (id, current) in &self.current {
+            let Some(loaded) = self.loaded.get(id) else {
+                return Err(invariant(format!("account {} has no loaded totals", id.0)));
+            };
+            if current == loaded {
+                continue;
+            }
+            check_totals(current)?;
+            let updated = sqlx::query(
+                "UPDATE accounts
+                 SET debits_pending = ?, debits_posted = ?, credits_pending = ?, credits_posted = ?
+                 WHERE id = ? AND debits_pending = ? AND debits_posted = ?
+                   AND credits_pending = ? AND credits_posted = ?",
+            )
+            .bind(current.debits_pending.nanos())
+            .bind(current.debits_posted.nanos())
+            .bind(current.credits_pending.nanos())
+            .bind(current.credits_posted.nanos())
+            .bind(id.0)
+            .bind(loaded.debits_pending.nanos())
+            .bind(loaded.debits_posted.nanos())
+            .bind(loaded.credits_pending.nanos())
+            .bind(loaded.credits_posted.nanos())
+            .execute(&mut *connection)
+            .await
+            .map_err(store_error)?;
+            if updated.rows_affected() != 1 {
+                return Err(invariant(format!(
+                    "account {} changed after it was loaded in the same transaction",
+                    id.0
+                )));
+            }
+        }
+        for (id, current) in &self.current {
+            if self.loaded.get(id) == Some(current) {
+                continue;
+            }
+            let stored = load_account(&mut *connection, *id).await?;
+            if stored != *current {
+                return Err(invariant(format!(
+                    "account {} reads back as {stored:?} after writing {current:?}",
+                    id.0
+                )));
+            }
+            check_totals(&stored)?;
+        }
+        Ok(())
+    }
+}
+
+/// Totals are never negative and a lot is never overdrawn.
+fn check_totals(account: &Account) -> Result<(), StoreError> {
+    let totals = [
+        account.debits_pending,
+        account.debits_posted,
+        account.credits_pending,
+        account.credits_posted,
+    ];
+    if totals.iter().any(|total| total.is_negative()) {
+        return Err(invariant(format!(
+            "account {} has a negative total: {account:?}",
+            account.id.0
+        )));
+    }
+    if account.kind == AccountKind::Lot && account.available().is_negative() {
+        return Err(invariant(format!(
+            "lot account {} is overdrawn: {account:?}",
+            account.id.0
+        )));
+    }
+    Ok(())
+}
+
+async fn append_journal(
+    connection: &mut SqliteConnection,
+    entry: &JournalEntry<'_>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO transfers
+            (org_id, debit_account_id, credit_account_id, amount, kind, reservation_id, lot_id,
+             created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(entry.org_id)
+    .bind(entry.debit.0)
+    .bind(entry.credit.0)
+    .bind(entry.amount.nanos())
+    .bind(entry.kind.as_str())
+    .bind(entry.reservation_id)
+    .bind(entry.lot_id)
+    .bind(millis(entry.created_at))
+    .execute(&mut *connection)
+    .await
+    .map_err(store_error)?;
+    Ok(())
+}
+
+/// The columns of a lot joined with its account, as `lot_view_from_row` reads them.
+const LOT_SELECT: &str = "SELECT l.id AS lot_id, l.org_id, l.kind AS lot_kind, l.amount,
+        l.granted_at, l.expires_at, l.memo, a.id AS account_id, a.kind AS account_kind,
+        a.debits_pending, a.debits_posted, a.credits_pending, a.credits_posted
+    FROM lots l JOIN accounts a ON a.id = l.account_id";
+
+async fn load_lots(connection: &mut SqliteConnection, org_id: &str) -> Result<Vec<LotView>, StoreError> {
+    sqlx::query(&format!(
+        "{LOT_SELECT} WHERE l.org_id = ? ORDER BY l.granted_at, l.id"
+    ))
+    .bind(org_id)
+    .fetch_all(&mut *connection)
+    .await
+    .map_err(store_error)?
+    .iter()
+    .map(lot_view_from_row)
+    .collect()
+}
+
+fn lot_view_from_row(row: &SqliteRow) -> Result<LotView, StoreError> {
+    let kind_text: String = column(row, "lot_kind")?;
+    let kind = LotKind::parse(&kind_text)
+        .ok_or_else(|| StoreError::Database(format!("unknown lot kind '{kind_text}'")))?;
+    Ok(LotView {
+        lot: Lot {
+            lot_id: column(row, "lot_id")?,
+            kind,
+            account: account_from_row(row)?,
+            granted_at: timestamp_from_sql(column(row, "granted_at")?)?,
+            expires_at: column::<Option<i64>>(row, "expires_at")?
+                .map(timestamp_from_sql)
+                .transpose()?,
+        },
+        amount: NanoUsd::from_nanos(column(row, "amount")?),
+        memo: column(row, "memo")?,
+    })
+}
+
+/// The columns of an account, as `account_from_row` reads them.
+const ACCOUNT_SELECT: &str = "SELECT id AS account_id, kind AS account_kind, debits_pending,
+        debits_posted, credits_pending, credits_posted
+    FROM accounts";
+
+pub(crate) fn account_from_row(row: &SqliteRow) -> Result<Account, StoreError> {
+    let kind_text: String = column(row, "account_kind")?;
+    let kind = AccountKind::parse(&kind_text)
+        .ok_or_else(|| StoreError::Database(format!("unknown account kind '{kind_text}'")))?;
+    Ok(Account {
+        id: AccountId(column(row, "account_id")?),
+        kind,
+        debits_pending: NanoUsd::from_nanos(column(row, "debits_pending")?),
+        debits_posted: NanoUsd::from_nanos(column(row, "debits_posted")?),
+        credits_pending: NanoUsd::from_nanos(column(row, "credits_pending")?),
+        credits_posted: NanoUsd::from_nanos(column(row, "credits_posted")?),
+    })
+}
+
+async fn load_account(connection: &mut SqliteConnection, id: AccountId) -> Result<Account, StoreError> {
+    let row = sqlx::query(&format!("{ACCOUNT_SELECT} WHERE id = ?"))
+        .bind(id.0)
+        .fetch_optional(&mut *connection)
+        .await
+        .map_err(store_error)?;
+    match row {
+        Some(row) => account_from_row(&row),
+        None => Err(invariant(format!("account {} does not exist", id.0))),
+    }
+}
+
+/// One of an organization's system accounts. Missing means the organization does not exist
+/// (or was created wrongly), which callers treat as a bug.
+async fn load_system_account(
+    connection: &mut SqliteConnection,
+    org_id: &str,
+    kind: AccountKind,
+) -> Result<Account, StoreError> {
+    let row = sqlx::query(&format!("{ACCOUNT_SELECT} WHERE org_id = ? AND kind = ?"))
+        .bind(org_id)
+        .bind(kind.as_str())
+        .fetch_optional(&mut *connection)
+        .await
+        .map_err(store_error)?;
+    match row {
+        Some(row) => account_from_row(&row),
+        None => Err(invariant(format!(
+            "organization {org_id} has no {} account",
+            kind.as_str()
+        ))),
+    }
+}
+
+async fn load_reservation_lines(
+    connection: &mut SqliteConnection,
+    reservation_id: &str,
+) -> Result<Vec<ReservationLine>, StoreError> {
+    sqlx::query(
+        "SELECT lot_id, account_id, amount FROM reservation_lines
+         WHERE reservation_id = ? ORDER BY line_no",
+    )
+    .bind(reservation_id)
+    .fetch_all(&mut *connection)
+    .await
+    .map_err(store_error)?
+    .iter()
+    .map(|row| {
+        Ok(ReservationLine {
+            lot_id: column(row, "lot_id")?,
+            lot_account: AccountId(column(row, "account_id")?),
+            amount: NanoUsd::from_nanos(column(row, "amount")?),
+        })
+    })
+    .collect()
+}

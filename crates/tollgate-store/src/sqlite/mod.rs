@@ -1,0 +1,594 @@
+//! The SQLite adapter: connection setup, the directory (organizations, workspaces, keys)
+//! and usage records. The ledger's transaction scripts are in `ledger`, the audit in
+//! `audit`.
+//!
+//! Writes go through a one-connection pool whose transactions start with `BEGIN
+//! IMMEDIATE`, so a read-then-write transaction holds the write lock from its first read
+//! and our own writers queue in-process instead of spinning on `SQLITE_BUSY`. Reads go
+//! through a separate pool of `query_only` connections, which WAL lets run beside the
+//! writer. Other processes writing the same file (the CLI) are covered by the busy timeout.
+//! No sqlx type leaves this module tree.
+
+mod audit;
+mod ledger;
+
+use std::path::Path;
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, SqliteConnection, Transaction};
+use tollgate_core::Timestamp;
+use tollgate_core::keys::KeyKind;
+use tollgate_core::ledger::AccountKind;
+use tollgate_core::money::NanoUsd;
+use tollgate_core::usage::TokenUsage;
+
+use crate::error::{StoreError, TxError};
+use crate::model::{
+    KeyRecord, KeyStatus, NameTaken, NewKey, Organization, UsageRecord, UsageStatus, Workspace,
+};
+
+/// How long a statement waits for another process's write lock before failing as `Busy`.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Concurrent readers; WAL lets them all run beside the one writer.
+const READER_CONNECTIONS: u32 = 4;
+/// The accounts every organization has besides its lots.
+const SYSTEM_ACCOUNT_KINDS: [AccountKind; 5] = [
+    AccountKind::StarterGrants,
+    AccountKind::PromotionalGrants,
+    AccountKind::Purchases,
+    AccountKind::Spend,
+    AccountKind::Expired,
+];
+/// The name of the workspace every organization is created with.
+const DEFAULT_WORKSPACE_NAME: &str = "Default";
+
+/// SQLite's primary result codes for lock contention (extended codes share the low byte).
+const SQLITE_BUSY: i32 = 5;
+const SQLITE_LOCKED: i32 = 6;
+
+pub(crate) type SqliteTransaction = Transaction<'static, Sqlite>;
+
+#[derive(Clone)]
+pub(crate) struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+impl SqliteStore {
+    pub(crate) async fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        let writer_options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // Money: a committed transaction survives power loss, not only a crash.
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(writer_options.clone())
+            .await
+            .map_err(store_error)?;
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&writer)
+            .await
+            .map_err(|error| StoreError::Migration(error.to_string()))?;
+        // `query_only` makes a write through the reader pool an error instead of a second,
+        // unserialised writer.
+        let reader_options = writer_options.create_if_missing(false).pragma("query_only", "ON");
+        let reader = SqlitePoolOptions::new()
+            .max_connections(READER_CONNECTIONS)
+            .connect_with(reader_options)
+            .await
+            .map_err(store_error)?;
+        Ok(SqliteStore { writer, reader })
+    }
+
+    pub(crate) async fn close(&self) {
+        self.reader.close().await;
+        self.writer.close().await;
+    }
+
+    /// A transaction that holds the database's write lock from its first statement.
+    async fn begin_write(&self) -> Result<SqliteTransaction, StoreError> {
+        self.writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(store_error)
+    }
+
+    /// A read transaction: one consistent snapshot across several queries.
+    async fn begin_read(&self) -> Result<SqliteTransaction, StoreError> {
+        self.reader.begin().await.map_err(store_error)
+    }
+
+    // Organizations and workspaces.
+
+    pub(crate) async fn create_organization(
+        &self,
+        org_id: &str,
+        name: &str,
+        default_workspace_id: &str,
+        now: Timestamp,
+    ) -> Result<Organization, TxError<NameTaken>> {
+        let mut transaction = self.begin_write().await?;
+        // The write lock is held, so nobody can take the name between check and insert.
+        let taken = sqlx::query("SELECT 1 FROM organizations WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&mut *transaction)
+            .await
+            .map_err(store_error)?;
+        if taken.is_some() {
+            return Err(TxError::Rejected(NameTaken(name.to_owned())));
+        }
+        sqlx::query("INSERT INTO organizations (id, name, created_at) VALUES (?, ?, ?)")
+            .bind(org_id)
+            .bind(name)
+            .bind(millis(now))
+            .execute(&mut *transaction)
+            .await
+            .map_err(store_error)?;
+        for kind in SYSTEM_ACCOUNT_KINDS {
+            sqlx::query("INSERT INTO accounts (org_id, kind) VALUES (?, ?)")
+                .bind(org_id)
+                .bind(kind.as_str())
+                .execute(&mut *transaction)
+                .await
+                .map_err(store_error)?;
+        }
+        insert_workspace(
+            &mut transaction,
+            org_id,
+            default_workspace_id,
+            DEFAULT_WORKSPACE_NAME,
+            true,
+            now,
+        )
+        .await?;
+        transaction.commit().await.map_err(store_error)?;
+        Ok(Organization {
+            id: org_id.to_owned(),
+            name: name.to_owned(),
+            created_at: truncate_to_millis(now)?,
+        })
+    }
+
+    pub(crate) async fn organization(&self, org_id: &str) -> Result<Option<Organization>, StoreError> {
+        sqlx::query("SELECT id, name, created_at FROM organizations WHERE id = ?")
+            .bind(org_id)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(store_error)?
+            .map(|row| organization_from_row(&row))
+            .transpose()
+    }
+
+    pub(crate) async fn organization_by_name(&self, name: &str) -> Result<Option<Organization>, StoreError> {
+        sqlx::query("SELECT id, name, created_at FROM organizations WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(store_error)?
+            .map(|row| organization_from_row(&row))
+            .transpose()
+    }
+
+    pub(crate) async fn list_organizations(&self) -> Result<Vec<Organization>, StoreError> {
+        sqlx::query("SELECT id, name, created_at FROM organizations ORDER BY created_at, id")
+            .fetch_all(&self.reader)
+            .await
+            .map_err(store_error)?
+            .iter()
+            .map(organization_from_row)
+            .collect()
+    }
+
+    pub(crate) async fn create_workspace(
+        &self,
+        org_id: &str,
+        workspace_id: &str,
+        name: &str,
+        now: Timestamp,
+    ) -> Result<Workspace, TxError<NameTaken>> {
+        let mut transaction = self.begin_write().await?;
+        let taken = sqlx::query("SELECT 1 FROM workspaces WHERE org_id = ? AND name = ?")
+            .bind(org_id)
+            .bind(name)
+            .fetch_optional(&mut *transaction)
+            .await
+            .map_err(store_error)?;
+        if taken.is_some() {
+            return Err(TxError::Rejected(NameTaken(name.to_owned())));
+        }
+        let workspace = insert_workspace(&mut transaction, org_id, workspace_id, name, false, now).await?;
+        transaction.commit().await.map_err(store_error)?;
+        Ok(workspace)
+    }
+
+    pub(crate) async fn workspace(&self, workspace_id: &str) -> Result<Option<Workspace>, StoreError> {
+        sqlx::query(
+            "SELECT id, org_id, name, is_default, created_at, archived_at
+             FROM workspaces WHERE id = ?",
+        )
+        .bind(workspace_id)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(store_error)?
+        .map(|row| workspace_from_row(&row))
+        .transpose()
+    }
+
+    pub(crate) async fn workspace_by_name(
+        &self,
+        org_id: &str,
+        name: &str,
+    ) -> Result<Option<Workspace>, StoreError> {
+        sqlx::query(
+            "SELECT id, org_id, name, is_default, created_at, archived_at
+             FROM workspaces WHERE org_id = ? AND name = ?",
+        )
+        .bind(org_id)
+        .bind(name)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(store_error)?
+        .map(|row| workspace_from_row(&row))
+        .transpose()
+    }
+
+    pub(crate) async fn default_workspace(&self, org_id: &str) -> Result<Workspace, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, org_id, name, is_default, created_at, archived_at
+             FROM workspaces WHERE org_id = ? AND is_default = 1",
+        )
+        .bind(org_id)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(store_error)?;
+        match row {
+            Some(row) => workspace_from_row(&row),
+            None => Err(StoreError::Invariant(format!(
+                "organization {org_id} has no default workspace"
+            ))),
+        }
+    }
+
+    // Keys.
+
+    pub(crate) async fn insert_key(&self, key: NewKey) -> Result<KeyRecord, StoreError> {
+        sqlx::query(
+            "INSERT INTO api_keys
+                (id, kind, org_id, workspace_id, name, secret_hash, hint, status, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&key.id)
+        .bind(key.kind.as_str())
+        .bind(&key.org_id)
+        .bind(&key.workspace_id)
+        .bind(&key.name)
+        .bind(&key.secret_hash)
+        .bind(&key.hint)
+        .bind(KeyStatus::Active.as_str())
+        .bind(millis(key.created_at))
+        .execute(&self.writer)
+        .await
+        .map_err(store_error)?;
+        Ok(KeyRecord {
+            id: key.id,
+            kind: key.kind,
+            org_id: key.org_id,
+            workspace_id: key.workspace_id,
+            name: key.name,
+            hint: key.hint,
+            status: KeyStatus::Active,
+            created_at: truncate_to_millis(key.created_at)?,
+            last_used_at: None,
+        })
+    }
+
+    pub(crate) async fn key_by_hash(&self, secret_hash: &str) -> Result<Option<KeyRecord>, StoreError> {
+        sqlx::query(
+            "SELECT id, kind, org_id, workspace_id, name, hint, status, created_at, last_used_at
+             FROM api_keys WHERE secret_hash = ?",
+        )
+        .bind(secret_hash)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(store_error)?
+        .map(|row| key_from_row(&row))
+        .transpose()
+    }
+
+    pub(crate) async fn key(&self, key_id: &str) -> Result<Option<KeyRecord>, StoreError> {
+        sqlx::query(
+            "SELECT id, kind, org_id, workspace_id, name, hint, status, created_at, last_used_at
+             FROM api_keys WHERE id = ?",
+        )
+        .bind(key_id)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(store_error)?
+        .map(|row| key_from_row(&row))
+        .transpose()
+    }
+
+    pub(crate) async fn list_keys(
+        &self,
+        org_id: &str,
+        kind: KeyKind,
+        workspace_id: Option<&str>,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
+        let rows = match workspace_id {
+            None => {
+                sqlx::query(
+                    "SELECT id, kind, org_id, workspace_id, name, hint, status, created_at,
+                            last_used_at
+                     FROM api_keys WHERE org_id = ? AND kind = ?
+                     ORDER BY created_at DESC, id DESC",
+                )
+                .bind(org_id)
+                .bind(kind.as_str())
+                .fetch_all(&self.reader)
+                .await
+            }
+            Some(workspace_id) => {
+                sqlx::query(
+                    "SELECT id, kind, org_id, workspace_id, name, hint, status, created_at,
+                            last_used_at
+                     FROM api_keys WHERE org_id = ? AND kind = ? AND workspace_id = ?
+                     ORDER BY created_at DESC, id DESC",
+                )
+                .bind(org_id)
+                .bind(kind.as_str())
+                .bind(workspace_id)
+                .fetch_all(&self.reader)
+                .await
+            }
+        }
+        .map_err(store_error)?;
+        rows.iter().map(key_from_row).collect()
+    }
+
+    pub(crate) async fn set_key_status(&self, key_id: &str, status: KeyStatus) -> Result<bool, StoreError> {
+        let result = sqlx::query("UPDATE api_keys SET status = ? WHERE id = ?")
+            .bind(status.as_str())
+            .bind(key_id)
+            .execute(&self.writer)
+            .await
+            .map_err(store_error)?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    pub(crate) async fn touch_key(&self, key_id: &str, now: Timestamp) -> Result<(), StoreError> {
+        // Never moves last-used backwards when two requests finish out of order.
+        sqlx::query(
+            "UPDATE api_keys SET last_used_at = ?
+             WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)",
+        )
+        .bind(millis(now))
+        .bind(key_id)
+        .bind(millis(now))
+        .execute(&self.writer)
+        .await
+        .map_err(store_error)?;
+        Ok(())
+    }
+
+    // Usage records.
+
+    pub(crate) async fn insert_usage_record(&self, record: UsageRecord) -> Result<(), StoreError> {
+        let mut connection = self.writer.acquire().await.map_err(store_error)?;
+        insert_usage_record(&mut connection, &record, None).await
+    }
+
+    pub(crate) async fn usage_records(&self, org_id: &str) -> Result<Vec<UsageRecord>, StoreError> {
+        sqlx::query(
+            "SELECT request_id, org_id, workspace_id, api_key_id, model, input_tokens,
+                    output_tokens, cache_creation_5m_input_tokens, cache_creation_1h_input_tokens,
+                    cache_read_input_tokens, cost_nanos, status, error_type, latency_ms,
+                    started_at, ended_at
+             FROM usage_records WHERE org_id = ? ORDER BY ended_at, id",
+        )
+        .bind(org_id)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(store_error)?
+        .iter()
+        .map(usage_record_from_row)
+        .collect()
+    }
+}
+
+async fn insert_workspace(
+    connection: &mut SqliteConnection,
+    org_id: &str,
+    workspace_id: &str,
+    name: &str,
+    is_default: bool,
+    now: Timestamp,
+) -> Result<Workspace, StoreError> {
+    sqlx::query(
+        "INSERT INTO workspaces (id, org_id, name, is_default, created_at)
+         VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(workspace_id)
+    .bind(org_id)
+    .bind(name)
+    .bind(is_default)
+    .bind(millis(now))
+    .execute(&mut *connection)
+    .await
+    .map_err(store_error)?;
+    Ok(Workspace {
+        id: workspace_id.to_owned(),
+        org_id: org_id.to_owned(),
+        name: name.to_owned(),
+        is_default,
+        created_at: truncate_to_millis(now)?,
+        archived_at: None,
+    })
+}
+
+async fn insert_usage_record(
+    connection: &mut SqliteConnection,
+    record: &UsageRecord,
+    reservation_id: Option<&str>,
+) -> Result<(), StoreError> {
+    let usage = &record.usage;
+    sqlx::query(
+        "INSERT INTO usage_records
+            (request_id, org_id, workspace_id, api_key_id, model, input_tokens, output_tokens,
+             cache_creation_5m_input_tokens, cache_creation_1h_input_tokens,
+             cache_read_input_tokens, cost_nanos, status, error_type, latency_ms, started_at,
+             ended_at, reservation_id)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&record.request_id)
+    .bind(&record.org_id)
+    .bind(&record.workspace_id)
+    .bind(&record.api_key_id)
+    .bind(&record.model)
+    .bind(count_to_sql(usage.input_tokens)?)
+    .bind(count_to_sql(usage.output_tokens)?)
+    .bind(count_to_sql(usage.cache_creation_5m_input_tokens)?)
+    .bind(count_to_sql(usage.cache_creation_1h_input_tokens)?)
+    .bind(count_to_sql(usage.cache_read_input_tokens)?)
+    .bind(record.cost.nanos())
+    .bind(record.status.as_str())
+    .bind(&record.error_type)
+    .bind(count_to_sql(record.latency_ms)?)
+    .bind(millis(record.started_at))
+    .bind(millis(record.ended_at))
+    .bind(reservation_id)
+    .execute(&mut *connection)
+    .await
+    .map_err(store_error)?;
+    Ok(())
+}
+
+fn organization_from_row(row: &SqliteRow) -> Result<Organization, StoreError> {
+    Ok(Organization {
+        id: column(row, "id")?,
+        name: column(row, "name")?,
+        created_at: timestamp_from_sql(column(row, "created_at")?)?,
+    })
+}
+
+fn workspace_from_row(row: &SqliteRow) -> Result<Workspace, StoreError> {
+    Ok(Workspace {
+        id: column(row, "id")?,
+        org_id: column(row, "org_id")?,
+        name: column(row, "name")?,
+        is_default: column(row, "is_default")?,
+        created_at: timestamp_from_sql(column(row, "created_at")?)?,
+        archived_at: column::<Option<i64>>(row, "archived_at")?
+            .map(timestamp_from_sql)
+            .transpose()?,
+    })
+}
+
+fn key_from_row(row: &SqliteRow) -> Result<KeyRecord, StoreError> {
+    let kind_text: String = column(row, "kind")?;
+    let status_text: String = column(row, "status")?;
+    Ok(KeyRecord {
+        id: column(row, "id")?,
+        kind: KeyKind::parse(&kind_text).ok_or_else(|| unknown_text("key kind", &kind_text))?,
+        org_id: column(row, "org_id")?,
+        workspace_id: column(row, "workspace_id")?,
+        name: column(row, "name")?,
+        hint: column(row, "hint")?,
+        status: KeyStatus::parse(&status_text).ok_or_else(|| unknown_text("key status", &status_text))?,
+        created_at: timestamp_from_sql(column(row, "created_at")?)?,
+        last_used_at: column::<Option<i64>>(row, "last_used_at")?
+            .map(timestamp_from_sql)
+            .transpose()?,
+    })
+}
+
+fn usage_record_from_row(row: &SqliteRow) -> Result<UsageRecord, StoreError> {
+    let status_text: String = column(row, "status")?;
+    Ok(UsageRecord {
+        request_id: column(row, "request_id")?,
+        org_id: column(row, "org_id")?,
+        workspace_id: column(row, "workspace_id")?,
+        api_key_id: column(row, "api_key_id")?,
+        model: column(row, "model")?,
+        usage: TokenUsage {
+            input_tokens: count_from_sql(column(row, "input_tokens")?)?,
+            output_tokens: count_from_sql(column(row, "output_tokens")?)?,
+            cache_creation_5m_input_tokens: count_from_sql(column(row, "cache_creation_5m_input_tokens")?)?,
+            cache_creation_1h_input_tokens: count_from_sql(column(row, "cache_creation_1h_input_tokens")?)?,
+            cache_read_input_tokens: count_from_sql(column(row, "cache_read_input_tokens")?)?,
+        },
+        cost: NanoUsd::from_nanos(column(row, "cost_nanos")?),
+        status: UsageStatus::parse(&status_text).ok_or_else(|| unknown_text("usage status", &status_text))?,
+        error_type: column(row, "error_type")?,
+        latency_ms: count_from_sql(column(row, "latency_ms")?)?,
+        started_at: timestamp_from_sql(column(row, "started_at")?)?,
+        ended_at: timestamp_from_sql(column(row, "ended_at")?)?,
+    })
+}
+
+/// Reads one column, naming it if the stored value has the wrong type.
+fn column<'row, T>(row: &'row SqliteRow, name: &str) -> Result<T, StoreError>
+where
+    T: sqlx::Decode<'row, Sqlite> + sqlx::Type<Sqlite>,
+{
+    row.try_get(name).map_err(store_error)
+}
+
+/// Translates a driver error at the adapter boundary: lock contention is `Busy`, which
+/// callers may retry; everything else is reported in words.
+pub(crate) fn store_error(error: sqlx::Error) -> StoreError {
+    match &error {
+        sqlx::Error::PoolTimedOut => StoreError::Busy,
+        sqlx::Error::Database(database_error) => {
+            let primary_code = database_error
+                .code()
+                .and_then(|code| code.parse::<i32>().ok())
+                .map(|code| code & 0xff);
+            match primary_code {
+                Some(SQLITE_BUSY | SQLITE_LOCKED) => StoreError::Busy,
+                _ => StoreError::Database(error.to_string()),
+            }
+        }
+        _ => StoreError::Database(error.to_string()),
+    }
+}
+
+/// An invariant violation: logged loudly here, then returned so the caller rolls back.
+pub(crate) fn invariant(message: String) -> StoreError {
+    tracing::error!(%message, "ledger invariant violated; rolling the transaction back");
+    StoreError::Invariant(message)
+}
+
+fn unknown_text(what: &str, text: &str) -> StoreError {
+    StoreError::Database(format!("unknown {what} '{text}' in the database"))
+}
+
+/// Timestamps are stored as unix milliseconds; anything finer is dropped.
+pub(crate) fn millis(instant: Timestamp) -> i64 {
+    instant.timestamp_millis()
+}
+
+pub(crate) fn timestamp_from_sql(unix_millis: i64) -> Result<Timestamp, StoreError> {
+    chrono::DateTime::from_timestamp_millis(unix_millis)
+        .ok_or_else(|| StoreError::Database(format!("timestamp {unix_millis} ms is out of range")))
+}
+
+/// The instant as it will read back from the database.
+pub(crate) fn truncate_to_millis(instant: Timestamp) -> Result<Timestamp, StoreError> {
+    timestamp_from_sql(millis(instant))
+}
+
+fn count_to_sql(count: u64) -> Result<i64, StoreError> {
+    i64::try_from(count)
+        .map_err(|_| StoreError::Database(format!("count {count} does not fit a database integer")))
+}
+
+fn count_from_sql(count: i64) -> Result<u64, StoreError> {
+    u64::try_from(count).map_err(|_| StoreError::Database(format!("negative count {count} in the database")))
+}

@@ -1,0 +1,1090 @@
+//! The storage conformance suite: what every adapter behind `Store` must do, written once
+//! against the public API. Each function takes a fresh `Backend` and ends with a clean
+//! audit. A backend also offers two ways to look behind the façade: the journal, and a
+//! raw write that corrupts a stored total (to prove the audit notices).
+
+use std::sync::Arc;
+
+use tollgate_core::keys::KeyKind;
+use tollgate_core::ledger::{InsufficientCredit, LotKind};
+use tollgate_core::money::NanoUsd;
+use tollgate_store::{
+    BalanceView, GrantRejection, KeyStatus, NameTaken, NewKey, SettleOutcome, Store, StoreError, TxError,
+    UsageStatus,
+};
+
+use crate::fixtures::{
+    assert_healthy, at, cents, create_org, grant, new_lot, new_reservation, settlement, usage_record, usd,
+};
+
+/// One row of the journal, with the kinds of the accounts it moves money between.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct JournalRow {
+    pub(crate) kind: String,
+    pub(crate) lot_id: Option<String>,
+    pub(crate) reservation_id: Option<String>,
+    pub(crate) amount: NanoUsd,
+    pub(crate) debit_kind: String,
+    pub(crate) credit_kind: String,
+}
+
+pub(crate) trait Backend {
+    fn store(&self) -> &Store;
+    /// The organization's journal, oldest first.
+    async fn journal(&self, org_id: &str) -> Vec<JournalRow>;
+    /// Adds to one stored total directly, bypassing the journal.
+    async fn tamper_with_account(&self, org_id: &str, account_kind: &str, extra_credits_posted: NanoUsd);
+}
+
+fn usage_rows(journal: &[JournalRow]) -> Vec<(String, NanoUsd)> {
+    journal
+        .iter()
+        .filter(|row| row.kind == "usage")
+        .map(|row| (row.lot_id.clone().unwrap_or_default(), row.amount))
+        .collect()
+}
+
+/// Goal: a new organization comes with its five system accounts, its default workspace and
+/// an empty, balanced ledger.
+pub(crate) async fn organization_creation_makes_accounts_and_default_workspace(backend: &impl Backend) {
+    let store = backend.store();
+    let organization = store
+        .create_organization("org_acme", "acme", "wrkspc_acme", at(0))
+        .await
+        .expect("create");
+    assert_eq!(organization.id, "org_acme");
+    assert_eq!(organization.name, "acme");
+    assert_eq!(organization.created_at, at(0));
+
+    assert_eq!(
+        store.organization("org_acme").await.unwrap(),
+        Some(organization.clone())
+    );
+    assert_eq!(
+        store.organization_by_name("acme").await.unwrap(),
+        Some(organization.clone())
+    );
+    assert_eq!(store.organization("org_nobody").await.unwrap(), None);
+    assert_eq!(store.list_organizations().await.unwrap(), vec![organization]);
+
+    let workspace = store.default_workspace("org_acme").await.unwrap();
+    assert_eq!(workspace.id, "wrkspc_acme");
+    assert_eq!(workspace.name, "Default");
+    assert!(workspace.is_default);
+    assert_eq!(workspace.archived_at, None);
+    assert_eq!(store.workspace("wrkspc_acme").await.unwrap(), Some(workspace));
+
+    assert_eq!(
+        store.balance("org_acme", at(1)).await.unwrap(),
+        BalanceView::default()
+    );
+    let report = store.audit().await.unwrap();
+    assert_eq!(report.accounts_checked, 5);
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert!(backend.journal("org_acme").await.is_empty());
+}
+
+/// Goal: organization names are unique, workspace names unique within their org; a refused
+/// creation writes nothing.
+pub(crate) async fn duplicate_names_are_refused(backend: &impl Backend) {
+    let store = backend.store();
+    create_org(store, "acme").await;
+    let refused = store
+        .create_organization("org_other", "acme", "wrkspc_other", at(1))
+        .await;
+    assert!(matches!(refused, Err(TxError::Rejected(NameTaken(ref name))) if name == "acme"));
+    assert_eq!(store.list_organizations().await.unwrap().len(), 1);
+    assert_eq!(store.organization("org_other").await.unwrap(), None);
+    assert_eq!(store.workspace("wrkspc_other").await.unwrap(), None);
+
+    let refused = store
+        .create_workspace("org_acme", "wrkspc_second_default", "Default", at(1))
+        .await;
+    assert!(matches!(refused, Err(TxError::Rejected(NameTaken(ref name))) if name == "Default"));
+    store
+        .create_workspace("org_acme", "wrkspc_research", "research", at(1))
+        .await
+        .unwrap();
+    let refused = store
+        .create_workspace("org_acme", "wrkspc_research_2", "research", at(2))
+        .await;
+    assert!(matches!(refused, Err(TxError::Rejected(NameTaken(_)))));
+
+    // The same workspace name in another organization is fine.
+    create_org(store, "globex").await;
+    store
+        .create_workspace("org_globex", "wrkspc_globex_research", "research", at(3))
+        .await
+        .unwrap();
+    assert_healthy(store).await;
+}
+
+/// Goal: workspaces are found by id and by name, and only the first is the default.
+pub(crate) async fn workspaces_are_created_and_found(backend: &impl Backend) {
+    let store = backend.store();
+    let org = create_org(store, "acme").await;
+    let workspace = store
+        .create_workspace(&org.org_id, "wrkspc_research", "research", at(5))
+        .await
+        .unwrap();
+    assert_eq!(workspace.org_id, org.org_id);
+    assert!(!workspace.is_default);
+    assert_eq!(workspace.created_at, at(5));
+    assert_eq!(
+        store.workspace("wrkspc_research").await.unwrap(),
+        Some(workspace.clone())
+    );
+    assert_eq!(
+        store.workspace_by_name(&org.org_id, "research").await.unwrap(),
+        Some(workspace)
+    );
+    assert_eq!(store.workspace_by_name(&org.org_id, "nope").await.unwrap(), None);
+    assert_eq!(
+        store.workspace_by_name("org_nobody", "research").await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store.default_workspace(&org.org_id).await.unwrap().id,
+        org.workspace_id
+    );
+    assert!(matches!(
+        store.default_workspace("org_nobody").await,
+        Err(StoreError::Invariant(_))
+    ));
+    assert_healthy(store).await;
+}
+
+/// Goal: every refused grant is refused for its own reason and writes nothing.
+pub(crate) async fn grants_are_validated(backend: &impl Backend) {
+    let store = backend.store();
+    let org = create_org(store, "acme").await;
+    let refusal = |result| match result {
+        Err(TxError::Rejected(rejection)) => rejection,
+        other => panic!("expected a rejection, got {other:?}"),
+    };
+
+    let zero = new_lot(&org, "lot_zero", LotKind::Purchase, NanoUsd::ZERO, at(0), None);
+    assert_eq!(
+        refusal(store.grant_lot(zero).await),
+        GrantRejection::AmountNotPositive
+    );
+    let negative = new_lot(&org, "lot_negative", LotKind::Purchase, usd(-1), at(0), None);
+    assert_eq!(
+        refusal(store.grant_lot(negative).await),
+        GrantRejection::AmountNotPositive
+    );
+
+    let mut unknown = new_lot(&org, "lot_unknown", LotKind::Purchase, usd(1), at(0), None);
+    unknown.org_id = "org_nobody".to_owned();
+    assert_eq!(
+        refusal(store.grant_lot(unknown).await),
+        GrantRejection::UnknownOrganization
+    );
+
+    let expired_now = new_lot(
+        &org,
+        "lot_late",
+        LotKind::Promotional,
+        usd(1),
+        at(10),
+        Some(at(10)),
+    );
+    assert_eq!(
+        refusal(store.grant_lot(expired_now).await),
+        GrantRejection::AlreadyExpired
+    );
+    let expired_before = new_lot(&org, "lot_later", LotKind::Purchase, usd(1), at(10), Some(at(9)));
+    assert_eq!(
+        refusal(store.grant_lot(expired_before).await),
+        GrantRejection::AlreadyExpired
+    );
+
+    grant(
+        store,
+        &org,
+        "lot_starter",
+        LotKind::Starter,
+        cents(500),
+        at(0),
+        None,
+    )
+    .await;
+    let second_starter = new_lot(&org, "lot_starter_2", LotKind::Starter, usd(5), at(1), None);
+    assert_eq!(
+        refusal(store.grant_lot(second_starter).await),
+        GrantRejection::StarterAlreadyGranted
+    );
+
+    // Only the one starter lot was written.
+    let lots = store.lots(&org.org_id).await.unwrap();
+    assert_eq!(lots.len(), 1);
+    assert_eq!(lots[0].lot.lot_id, "lot_starter");
+    assert_eq!(backend.journal(&org.org_id).await.len(), 1);
+    let balance = store.balance(&org.org_id, at(1)).await.unwrap();
+    assert_eq!(balance.granted, usd(5));
+    assert_eq!(balance.available, usd(5));
+
+    // Another organization still gets its own starter credit.
+    let other = create_org(store, "globex").await;
+    grant(
+        store,
+        &other,
+        "lot_globex_starter",
+        LotKind::Starter,
+        usd(5),
+        at(2),
+        None,
+    )
+    .await;
+    assert_healthy(store).await;
+}
+
+/// Goal: a grant is one journal row from the kind's source account to a new lot account.
+pub(crate) async fn grant_posts_from_the_source_account_to_a_new_lot(backend: &impl Backend) {
+    let store = backend.store();
+    let org = create_org(store, "acme").await;
+    let purchase = grant(
+        store,
+        &org,
+        "lot_purchase",
+        LotKind::Purchase,
+        usd(20),
+        at(1),
+        Some(at(500)),
+    )
+    .await;
+    assert_eq!(purchase.amount, usd(20));
+    assert_eq!(purchase.memo, "purchase for tests");
+    assert_eq!(purchase.lot.lot_id, "lot_purchase");
+    assert_eq!(purchase.lot.kind, LotKind::Purchase);
+    assert_eq!(purchase.lot.granted_at, at(1));
+    assert_eq!(purchase.lot.expires_at, Some(at(500)));
+    assert_eq!(purchase.lot.account.credits_posted, usd(20));
+    assert_eq!(purchase.lot.account.available(), usd(20));
+    grant(
+        store,
+        &org,
+        "lot_promo",
+        LotKind::Promotional,
+        usd(3),
+        at(2),
+        None,
+    )
+    .await;
+    grant(store, &org, "lot_starter", LotKind::Starter, usd(1), at(3), None).await;
+
+    let journal = backend.journal(&org.org_id).await;
+    let summary: Vec<(&str, &str, &str, NanoUsd)> = journal
+        .iter()
+        .map(|row| {
+            (
+                row.kind.as_str(),
+                row.debit_kind.as_str(),
+                row.credit_kind.as_str(),
+                row.amount,
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("grant", "purchases", "lot", usd(20)),
+            ("grant", "promotional_grants", "lot", usd(3)),
+            ("grant", "starter_grants", "lot", usd(1)),
+        ]
+    );
+    assert_eq!(journal[0].lot_id.as_deref(), Some("lot_purchase"));
+
+    let lots = store.lots(&org.org_id).await.unwrap();
+    assert_eq!(lots[0], purchase);
+    assert_eq!(
+        store.balance(&org.org_id, at(4)).await.unwrap(),
+        BalanceView {
+            available: usd(24),
+            held: NanoUsd::ZERO,
+            spent: NanoUsd::ZERO,
+            expired: NanoUsd::ZERO,
+            granted: usd(24),
+        }
+    );
+    let report = store.audit().await.unwrap();
+    assert_eq!(report.accounts_checked, 8);
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+}
+
+/// Goal: a reservation takes lots soonest-expiring first (promotional before starter before
+/// purchase at equal expiry, never-expiring last), and holds exactly its amount.
+pub(crate) async fn reserve_draws_lots_in_drawdown_order(backend: &impl Backend) {
+    let store = backend.store();
+    let org = create_org(store, "acme").await;
+    grant(
+        store,
+        &org,
+        "lot_forever",
+        LotKind::Purchase,
+        usd(10),
+        at(0),
+        None,
+    )
+    .await;
+    grant(
+        store,
+        &org,
+        "lot_starter",
+        LotKind::Starter,
+        usd(3),
+        at(0),
+        Some(at(60)),
+    )
+    .await;
+    grant(
+        store,
+        &org,
+        "lot_promo",
+        LotKind::Promotional,
+        usd(5),
+        at(0),
+        Some(at(60)),
+    )
+    .await;
+    grant(
+        store,
+        &org,
+        "lot_soon",
+        LotKind::Purchase,
+        usd(4),
+        at(0),
+        Some(at(30)),
+    )
+    .await;
+
+    let reservation = store
+        .reserve(new_reservation(&org, "rsv_1", usd(15), at(1), at(11)))
+        .await
+        .unwrap();
+    assert_eq!(reservation.id, "rsv_1");
+    assert_eq!(reservation.org_id, org.org_id);
+    assert_eq!(reservation.amount, usd(15));
+    let lines: Vec<(&str, NanoUsd)> = reservation
+        .lines
+        .iter()
+        .map(|line| (line.lot_id.as_str(), line.amount))
+        .collect();
+    assert_eq!(
+        lines,
+        vec![
+            ("lot_soon", usd(4)),
+            ("lot_promo", usd(5)),
+            ("lot_starter", usd(3)),
+            ("lot_forever", usd(3)),
+        ]
+    );
+    let balance = store.balance(&org.org_id, at(2)).await.unwrap();
+    assert_eq!(balance.available, usd(7));
+    assert_eq!(balance.held, usd(15));
+    assert_eq!(
+        store.pending_reservation_count(Some(&org.org_id)).await.unwrap(),
+        1
+    );
+    assert_eq!(store.pending_reservation_count(None).await.unwrap(), 1);
+    assert_eq!(
+        store.pending_reservation_count(Some("org_nobody")).await.unwrap(),
+        0
+    );
+    // Reserving writes no journal rows: pending amounts live on the reservation's lines.
+    assert_eq!(backend.journal(&org.org_id).await.len(), 4);
+
+    // The next reservation starts where the last one stopped.
+    let next = store
+        .reserve(new_reservation(&org, "rsv_2", usd(2), at(2), at(12)))
+        .await
+        .unwrap();
+    assert_eq!(next.lines.len(), 1);
+    assert_eq!(next.lines[0].lot_id, "lot_forever");
+    assert_healthy(store).await;
+}
+
+/// Goal: a reservation that does not fit is refused with the credit available and changes
+/// nothing, even when some lots could have covered part of it.
+pub(crate) async fn insufficient_credit_leaves_everything_unchanged(backend: &impl Backend) {
+    let store = backend.store();
+    let org = create_org(store, "acme").await;
+    grant(store, &org, "lot_a", LotKind::Purchase, usd(3), at(0), None).await;
+    grant(
+        store,
+        &org,
+        "lot_b",
+        LotKind::Promotional,
+        usd(2),
+        at(0),
+        Some(at(100)),
+    )
+    .await;
+    store
+        .reserve(new_reservation(&org, "rsv_small", usd(1), at(1), at(10)))
+        .await
+        .unwrap();
+    let lots_before = store.lots(&org.org_id).await.unwrap();
+    let balance_before = store.balance(&org.org_id, at(2)).await.unwrap();
+
+    let refused = store
+        .reserve(new_reservation(&org, "rsv_big", usd(5), at(2), at(12)))
+        .await;
+    match refused {
+        Err(TxError::Rejected(InsufficientCredit { available, required })) => {
+            assert_eq!(available, usd(4));
+            assert_eq!(required, usd(5));
+        }
+        other => panic!("expected insufficient credit, got {other:?}"),
+    }
+    assert_eq!(store.lots(&org.org_id).await.unwrap(), lots_before);
+    assert_eq!(store.balance(&org.org_id, at(2)).await.unwrap(), balance_before);
+    assert_eq!(store.pending_reservation_count(None).await.unwrap(), 1);
+
+    // The refused id was not written: reserving it again (smaller) works.
+    store
+        .reserve(new_reservation(&org, "rsv_big", usd(4), at(3), at(13)))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.balance(&org.org_id, at(3)).await.unwrap().available,
+        NanoUsd::ZERO
+    );
+
+    // An organization with no credit at all is refused the same way.
+    let broke = create_org(store, "broke").await;
+    let refused = store
+        .reserve(new_reservation(&broke, "rsv_broke", cents(1), at(1), at(10)))
+        .await;
+    assert!(matches!(
+        refused,
+        Err(TxError::Rejected(InsufficientCredit { available, .. })) if available == NanoUsd::ZERO
+    ));
+    assert_healthy(store).await;
+}
+
+/// Goal: a reservation is an upper bound on a request's cost, so it is positive; anything
+/// else is a caller bug, reported as such and not written.
+pub(crate) async fn reserve_of_a_non_positive_amount_is_a_bug(backend: &impl Backend) {
+    let store = backend.store();
+    let org = create_org(store, "acme").await;
+    grant(store, &org, "lot_a", LotKind::Purchase, usd(3), at(0), None).await;
+    for amount in [NanoUsd::ZERO, usd(-1)] {
+        let result = store
+            .reserve(new_reservation(&org, "rsv_zero", amount, at(1), at(10)))
+            .await;
+        assert!(
+            matches!(result, Err(TxError::Store(StoreError::Invariant(_)))),
+            "{result:?}"
+        );
+    }
+    assert_eq!(store.pending_reservation_count(None).await.unwrap(), 0);
+    assert_healthy(store).await;
+}
+
+/// Goal: a lot past its expiry is never reserved from, even before the expiry sweep ran.
+pub(crate) async fn expired_lots_are_not_reserved_from(backend: &impl Backend) {
+    let store = backend.store();
+    let org = create_org(store, "acme").await;
+    grant(
+        store,
+        &org,
+        "lot_old",
+        LotKind::Promotional,
+        usd(10),
+        at(0),
+        Some(at(10)),
+    )
+    .await;
+    grant(store, &org, "lot_new", LotKind::Purchase, usd(2), at(0), None).await;
+
+    let balance = store.balance(&org.org_id, at(10)).await.unwrap();
+    assert_eq!(balance.available, usd(2));
+    let refused = store
+        .reserve(new_reservation(&org, "rsv_1", usd(3), at(10), at(20)))
+        .await;
+    assert!(matches!(refused, Err(TxError::Rejected(_))));
+    let reservation = store
+        .reserve(new_reservation(&org, "rsv_2", usd(2), at(10), at(20)))
+        .await
+        .unwrap();
+    assert_eq!(reservation.lines.len(), 1);
+    assert_eq!(reservation.lines[0].lot_id, "lot_new");
+    assert_healthy(store).await;
+}
+
+/// Goal: settling posts the cost lot by lot in the reservation's order, one journal row per
+/// lot charged, releases the rest, and writes the usage record in the same transaction.
+pub(crate) async fn settle_posts_one_journal_row_per_lot_and_releases_the_rest(backend: &impl Backend) {
+    let store = backend.store();
+    let org = create_org(store, "acme").await;
+    grant(
+        store,
+        &org,
+        "lot_a",
+        LotKind::Purchase,
+        usd(4),
+        at(0),
+        Some(at(100)),
+    )
+    .await;
+    grant(store, &org, "lot_b", LotKind::Purchase, usd(6), at(0), None).await;
+    store
+        .reserve(new_reservation(&org, "rsv_1", usd(7), at(1), at(11)))
+        .await
+        .unwrap();
+
+    let outcome = store
+        .settle(settlement(&org, "rsv_1", usd(5), at(2)))
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome,
+        SettleOutcome {
+            charged: usd(5),
+            released: usd(2),
+            uncovered: NanoUsd::ZERO,
+            already_ended: false,
+        }
+    );
+    let journal = backend.journal(&org.org_id).await;
+    assert_eq!(
+        usage_rows(&journal),
+        vec![("lot_a".to_owned(), usd(4)), ("lot_b".to_owned(), usd(1))]
+    );
+    assert!(
+        journal
+            .iter()
+            .filter(|row| row.kind == "usage")
+            .all(|row| row.debit_kind == "lot"
+                && row.credit_kind == "spend"
+                && row.reservation_id.as_deref() == Some("rsv_1"))
+    );
+    assert_eq!(
+        store.balance(&org.org_id, at(3)).await.unwrap(),
+        BalanceView {
+            available: usd(5),
+            held: NanoUsd::ZERO,
+            spent: usd(5),
+            expired: NanoUsd::ZERO,
+            granted: usd(10),
+        }
+    );
+    let records = store.usage_records(&org.org_id).await.unwrap();
+    assert_eq!(records, vec![settlement(&org, "rsv_1", usd(5), at(2)).record]);
+    assert_eq!(store.pending_reservation_count(None).await.unwrap(), 0);
+
+    // A cost that fits in the first lot touches only that lot.
+    store
+        .reserve(new_reservation(&org, "rsv_2", usd(5), at(3), at(13)))
+        .await
+        .unwrap();
+    store
+        .settle(settlement(&org, "rsv_2", cents(50), at(4)))
+        .await
+        .unwrap();
+    let journal = backend.journal(&org.org_id).await;
+    assert_eq!(usage_rows(&journal).len(), 3);
+    assert_eq!(usage_rows(&journal)[2], ("lot_b".to_owned(), cents(50)));
+    assert_healthy(store).await;
+}
+
+/// Goal: a reservation ends exactly once. Settling again changes nothing and writes no
+/// second usage record, whatever the second cost says.
+pub(crate) async fn settle_twice_is_idempotent(backend: &impl Backend) {
+    let store = backend.store();
+    let org = create_org(store, "acme").await;
+    grant(store, &org, "lot_a", LotKind::Purchase, usd(10), at(0), None).await;
+    store
+        .reserve(new_reservation(&org, "rsv_1", usd(4), at(1), at(11)))
+        .await
+        .unwrap();
+    store
+        .settle(settlement(&org, "rsv_1", usd(3), at(2)))
+        .await
+        .unwrap();
+    let balance = store.balance(&org.org_id, at(3)).await.unwrap();
+    let journal = backend.journal(&org.org_id).await;
+
+    for cost in [usd(3), usd(1), NanoUsd::ZERO] {
+        let again = store
+            .settle(settlement(&org, "rsv_1", cost, at(3)))
+            .await
+            .unwrap();
+        assert_eq!(
+            again,
+            SettleOutcome {
+                already_ended: true,
+                ..SettleOutcome::default()
+            }
+        );
+    }
+    assert_eq!(store.balance(&org.org_id, at(3)).await.unwrap(), balance);
+    assert_eq!(backend.journal(&org.org_id).await, journal);
+    assert_eq!(store.usage_records(&org.org_id).await.unwrap().len(), 1);
+    assert_healthy(store).await;
+}
+
+/// Goal: a void (cost zero) releases the whole reservation and posts nothing.
+pub(crate) async fn void_returns_everything(backend: &impl Backend) {
+    let store = backend.store();
+    let org = create_org(store, "acme").await;
+    grant(
+        store,
+        &org,
+        "lot_a",
+        LotKind::Promotional,
+        usd(2),
+        at(0),
+        Some(at(100)),
+    )
+    .await;
+    grant(store, &org, "lot_b", LotKind::Purchase, usd(8), at(0), None).await;
+    let before = store.balance(&org.org_id, at(1)).await.unwrap();
+    store
+        .reserve(new_reservation(&org, "rsv_1", usd(5), at(1), at(11)))
+        .await
+        .unwrap();
+    let outcome = store
+        .settle(settlement(&org, "rsv_1", NanoUsd::ZERO, at(2)))
+        .await
+        .unwrap();
+    assert_eq!(outcome.charged, NanoUsd::ZERO);
+    assert_eq!(outcome.released, usd(5));
+    assert!(!outcome.already_ended);
+    assert_eq!(store.balance(&org.org_id, at(2)).await.unwrap(), before);
+    assert!(usage_rows(&backend.journal(&org.org_id).await).is_empty());
+    let records = store.usage_records(&org.org_id).await.unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].status, UsageStatus::Failed);
+    assert_eq!(store.pending_reservation_count(None).await.unwrap(), 0);
+    assert_healthy(store).await;
+}
+
+/// Goal: a cost above the reservation (a metering bug upstream) is charged only up to the
+/// reservation, and the excess is reported instead of overdrawing a lot.
+pub(crate) async fn cost_above_the_reservation_is_capped(backend: &impl Backend) {
+    let store = backend.store();
+    let org = create_org(store, "acme").await;
+    grant(store, &org, "lot_a", LotKind::Purchase, usd(10), at(0), None).await;
+    store
+        .reserve(new_reservation(&org, "rsv_1", usd(2), at(1), at(11)))
+        .await
+        .unwrap();
+    let outcome = store
+        .settle(settlement(&org, "rsv_1", usd(3), at(2)))
+        .await
+        .unwrap();
+    assert_eq!(outcome.charged, usd(2));
+    assert_eq!(outcome.released, NanoUsd::ZERO);
+    assert_eq!(outcome.uncovered, usd(1));
+    assert_eq!(store.balance(&org.org_id, at(2)).await.unwrap().spent, usd(2));
+    assert_healthy(store).await;
+}
+
+/// Goal: settling a reservation that never existed, or for a negative cost, is a bug.
+pub(crate) async fn settling_an_unknown_reservation_is_a_bug(backend: &impl Backend) {
+    let store = backend.store();
+    let org = create_org(store, "acme").await;
+    let result = store.settle(settlement(&org, "rsv_missing", usd(1), at(1))).await;
+    assert!(matches!(result, Err(StoreError::Invariant(_))), "{result:?}");
+
+    grant(store, &org, "lot_a", LotKind::Purchase, usd(10), at(0), None).await;
+    store
+        .reserve(new_reservation(&org, "rsv_1", usd(2), at(1), at(11)))
+        .await
+        .unwrap();
+    let result = store.settle(settlement(&org, "rsv_1", usd(-1), at(2))).await;
+    assert!(matches!(result, Err(StoreError::Invariant(_))), "{result:?}");
+    // Nothing was written: the reservation is still open and can end normally.
+    assert_eq!(store.pending_reservation_count(None).await.unwrap(), 1);
+    assert!(store.usage_records(&org.org_id).await.unwrap().is_empty());
+    store
+        .settle(settlement(&org, "rsv_1", usd(1), at(3)))
+        .await
+        .unwrap();
+    assert_healthy(store).await;
+}
+
+/// Goal: the reaper voids exactly the reservations whose deadline has come (deadline <= now),
+/// records them as abandoned, and a late settlement of a reaped reservation does nothing.
+pub(crate) async fn reaper_voids_only_past_deadline_reservations(backend: &impl Backend) {
+    let store = backend.store();
+    let org = create_org(store, "acme").await;
+    grant(store, &org, "lot_a", LotKind::Purchase, usd(10), at(0), None).await;
+    store
+        .reserve(new_reservation(&org, "rsv_early", usd(2), at(1), at(5)))
+        .await
+        .unwrap();
+    store
+        .reserve(new_reservation(&org, "rsv_late", usd(3), at(1), at(10)))
+        .await
+        .unwrap();
+
+    assert_eq!(store.reap_reservations(at(4)).await.unwrap(), 0);
+    assert_eq!(store.reap_reservations(at(5)).await.unwrap(), 1);
+    assert_eq!(store.pending_reservation_count(None).await.unwrap(), 1);
+    let balance = store.balance(&org.org_id, at(5)).await.unwrap();
+    assert_eq!(balance.held, usd(3));
+    assert_eq!(balance.available, usd(7));
+
+    let records = store.usage_records(&org.org_id).await.unwrap();
+    assert_eq!(records.len(), 1);
+    let abandoned = &records[0];
+    assert_eq!(abandoned.request_id, "req_rsv_early");
+    assert_eq!(abandoned.workspace_id, org.workspace_id);
+    assert_eq!(abandoned.model, "claude-haiku-4-5");
+    assert_eq!(abandoned.status, UsageStatus::Abandoned);
+    assert_eq!(abandoned.cost, NanoUsd::ZERO);
+    assert!(abandoned.usage.is_zero());
+    assert_eq!(abandoned.started_at, at(1));
+    assert_eq!(abandoned.ended_at, at(5));
+    assert_eq!(abandoned.latency_ms, 4 * 60_000);
+
+    let late = store
+        .settle(settlement(&org, "rsv_early", usd(1), at(6)))
+        .await
+        .unwrap();
+    assert!(late.already_ended);
+    assert_eq!(store.usage_records(&org.org_id).await.unwrap().len(), 1);
+
+    assert_eq!(store.reap_reservations(at(30)).await.unwrap(), 1);
+    assert_eq!(store.reap_reservations(at(31)).await.unwrap(), 0);
+    let balance = store.balance(&org.org_id, at(31)).await.unwrap();
+    assert_eq!(balance.available, usd(10));
+    assert_eq!(balance.spent, NanoUsd::ZERO);
+    assert_healthy(store).await;
+}
+
+/// Goal: expiry moves only what is not reserved; reserved credit stays until its reservation
+/// ends, and what a later void releases is swept by the next expiry run.
+pub(crate) async fn expiry_moves_only_the_unreserved_remainder(backend: &impl Backend) {
+    let store = backend.store();
+    let org = create_org(store, "acme").await;
+    grant(
+        store,
+        &org,
+        "lot_expiring",
+        LotKind::Purchase,
+        usd(10),
+        at(0),
+        Some(at(10)),
+    )
+    .await;
+    grant(store, &org, "lot_forever", LotKind::Purchase, usd(5), at(0), None).await;
+    store
+        .reserve(new_reservation(&org, "rsv_settled", usd(3), at(1), at(60)))
+        .await
+        .unwrap();
+    store
+        .reserve(new_reservation(&org, "rsv_voided", usd(4), at(1), at(60)))
+        .await
+        .unwrap();
+
+    assert_eq!(store.expire_lots(at(9)).await.unwrap(), 0);
+    assert_eq!(store.expire_lots(at(10)).await.unwrap(), 1);
+    let balance = store.balance(&org.org_id, at(10)).await.unwrap();
+    assert_eq!(balance.expired, usd(3));
+    assert_eq!(balance.held, usd(7));
+    assert_eq!(balance.available, usd(5));
+    // Nothing left to move until a reservation ends.
+    assert_eq!(store.expire_lots(at(11)).await.unwrap(), 0);
+
+    // A settlement after expiry still charges the expired lot it reserved from.
+    let outcome = store
+        .settle(settlement(&org, "rsv_settled", usd(1), at(12)))
+        .await
+        .unwrap();
+    assert_eq!(outcome.charged, usd(1));
+    store
+        .settle(settlement(&org, "rsv_voided", NanoUsd::ZERO, at(13)))
+        .await
+        .unwrap();
+    let balance = store.balance(&org.org_id, at(13)).await.unwrap();
+    assert_eq!(
+        balance.available,
+        usd(5),
+        "released credit of an expired lot is not available"
+    );
+    assert_eq!(balance.held, NanoUsd::ZERO);
+
+    assert_eq!(store.expire_lots(at(14)).await.unwrap(), 1);
+    assert_eq!(store.expire_lots(at(15)).await.unwrap(), 0);
+    assert_eq!(
+        store.balance(&org.org_id, at(15)).await.unwrap(),
+        BalanceView {
+            available: usd(5),
+            held: NanoUsd::ZERO,
+            spent: usd(1),
+            expired: usd(9),
+            granted: usd(15),
+        }
+    );
+    let expiry_rows: Vec<NanoUsd> = backend
+        .journal(&org.org_id)
+        .await
+        .iter()
+        .filter(|row| row.kind == "expiry")
+        .inspect(|row| {
+            assert_eq!(
+                (row.debit_kind.as_str(), row.credit_kind.as_str()),
+                ("lot", "expired")
+            );
+            assert_eq!(row.lot_id.as_deref(), Some("lot_expiring"));
+        })
+        .map(|row| row.amount)
+        .collect();
+    assert_eq!(expiry_rows, vec![usd(3), usd(6)]);
+    assert_healthy(store).await;
+}
+
+/// Goal: the audit recomputes totals independently, so a total changed behind the store's
+/// back is reported, naming the account.
+pub(crate) async fn audit_detects_a_tampered_account(backend: &impl Backend) {
+    let store = backend.store();
+    let org = create_org(store, "acme").await;
+    grant(store, &org, "lot_a", LotKind::Purchase, usd(10), at(0), None).await;
+    store
+        .reserve(new_reservation(&org, "rsv_1", usd(4), at(1), at(11)))
+        .await
+        .unwrap();
+    store
+        .settle(settlement(&org, "rsv_1", usd(2), at(2)))
+        .await
+        .unwrap();
+    store
+        .reserve(new_reservation(&org, "rsv_2", usd(1), at(3), at(13)))
+        .await
+        .unwrap();
+    assert_healthy(store).await;
+
+    backend.tamper_with_account(&org.org_id, "spend", cents(1)).await;
+    let report = store.audit().await.unwrap();
+    assert_eq!(report.accounts_checked, 6);
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|problem| problem.contains("spend of org_acme") && problem.contains("credits_posted")),
+        "{:#?}",
+        report.problems
+    );
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|problem| problem.starts_with("all accounts: posted debits")),
+        "{:#?}",
+        report.problems
+    );
+}
+
+/// Goal: keys are stored by hash, found by hash or id, listed newest first (optionally by
+/// workspace), and their status and last use can change.
+pub(crate) async fn keys_are_inserted_found_listed_and_updated(backend: &impl Backend) {
+    let store = backend.store();
+    let org = create_org(store, "acme").await;
+    store
+        .create_workspace(&org.org_id, "wrkspc_research", "research", at(0))
+        .await
+        .unwrap();
+    let new_key = |id: &str, kind: KeyKind, workspace_id: Option<&str>, minute: i64| NewKey {
+        id: id.to_owned(),
+        kind,
+        org_id: org.org_id.clone(),
+        workspace_id: workspace_id.map(str::to_owned),
+        name: format!("{id} name"),
+        secret_hash: format!("hash_of_{id}"),
+        hint: format!("sk-tg-...{id}"),
+        created_at: at(minute),
+    };
+    let first = store
+        .insert_key(new_key("apikey_1", KeyKind::Api, Some(&org.workspace_id), 1))
+        .await
+        .unwrap();
+    assert_eq!(first.status, KeyStatus::Active);
+    assert_eq!(first.last_used_at, None);
+    assert_eq!(first.created_at, at(1));
+    store
+        .insert_key(new_key("apikey_2", KeyKind::Api, Some("wrkspc_research"), 2))
+        .await
+        .unwrap();
+    store
+        .insert_key(new_key("apikey_3", KeyKind::Api, Some(&org.workspace_id), 3))
+        .await
+        .unwrap();
+    let admin = store
+        .insert_key(new_key("adminkey_1", KeyKind::Admin, None, 4))
+        .await
+        .unwrap();
+
+    assert_eq!(
+        store.key_by_hash("hash_of_apikey_1").await.unwrap(),
+        Some(first.clone())
+    );
+    assert_eq!(store.key_by_hash("hash_of_nothing").await.unwrap(), None);
+    assert_eq!(store.key("adminkey_1").await.unwrap(), Some(admin));
+    assert_eq!(store.key("apikey_missing").await.unwrap(), None);
+
+    let ids = |keys: Vec<tollgate_store::KeyRecord>| -> Vec<String> {
+        keys.into_iter().map(|key| key.id).collect()
+    };
+    assert_eq!(
+        ids(store.list_keys(&org.org_id, KeyKind::Api, None).await.unwrap()),
+        vec!["apikey_3", "apikey_2", "apikey_1"]
+    );
+    assert_eq!(
+        ids(store
+            .list_keys(&org.org_id, KeyKind::Api, Some(&org.workspace_id))
+            .await
+            .unwrap()),
+        vec!["apikey_3", "apikey_1"]
+    );
+    assert_eq!(
+        ids(store.list_keys(&org.org_id, KeyKind::Admin, None).await.unwrap()),
+        vec!["adminkey_1"]
+    );
+    assert!(
+        store
+            .list_keys("org_nobody", KeyKind::Api, None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    assert!(
+        store
+            .set_key_status("apikey_1", KeyStatus::Inactive)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.key("apikey_1").await.unwrap().unwrap().status,
+        KeyStatus::Inactive
+    );
+    assert!(
+        store
+            .set_key_status("apikey_1", KeyStatus::Archived)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.key("apikey_1").await.unwrap().unwrap().status,
+        KeyStatus::Archived
+    );
+    assert!(
+        !store
+            .set_key_status("apikey_missing", KeyStatus::Active)
+            .await
+            .unwrap()
+    );
+
+    store.touch_key("apikey_2", at(10)).await.unwrap();
+    store.touch_key("apikey_2", at(8)).await.unwrap();
+    assert_eq!(
+        store.key("apikey_2").await.unwrap().unwrap().last_used_at,
+        Some(at(10))
+    );
+    store.touch_key("apikey_missing", at(10)).await.unwrap();
+
+    // A second key with the same secret hash is refused by the store.
+    let duplicate = store
+        .insert_key(NewKey {
+            secret_hash: "hash_of_apikey_1".to_owned(),
+            ..new_key("apikey_4", KeyKind::Api, None, 5)
+        })
+        .await;
+    assert!(matches!(duplicate, Err(StoreError::Database(_))), "{duplicate:?}");
+    assert_healthy(store).await;
+}
+
+/// Goal: usage records of requests that never reserved are stored whole and listed oldest
+/// first, per organization.
+pub(crate) async fn usage_records_round_trip(backend: &impl Backend) {
+    let store = backend.store();
+    let org = create_org(store, "acme").await;
+    let other = create_org(store, "globex").await;
+    let mut refused = usage_record(&org, "req_refused", NanoUsd::ZERO, at(5), at(6));
+    refused.status = UsageStatus::Refused;
+    refused.error_type = Some("invalid_request_error".to_owned());
+    refused.latency_ms = 3;
+    let earlier = usage_record(&org, "req_earlier", NanoUsd::ZERO, at(1), at(2));
+    let elsewhere = usage_record(&other, "req_elsewhere", NanoUsd::ZERO, at(1), at(2));
+    for record in [refused.clone(), earlier.clone(), elsewhere.clone()] {
+        store.insert_usage_record(record).await.unwrap();
+    }
+    assert_eq!(
+        store.usage_records(&org.org_id).await.unwrap(),
+        vec![earlier, refused]
+    );
+    assert_eq!(store.usage_records(&other.org_id).await.unwrap(), vec![elsewhere]);
+    assert!(store.usage_records("org_nobody").await.unwrap().is_empty());
+    assert_healthy(store).await;
+}
+
+/// Goal: many requests racing for little credit never spend more than was granted, every
+/// reservation ends, and the ledger stays balanced.
+pub(crate) async fn concurrent_reservations_never_overspend(backend: &impl Backend) {
+    const TASKS: usize = 200;
+    let store = backend.store();
+    let org = Arc::new(create_org(store, "acme").await);
+    let credit = usd(50);
+    grant(store, &org, "lot_a", LotKind::Purchase, usd(30), at(0), None).await;
+    grant(
+        store,
+        &org,
+        "lot_b",
+        LotKind::Promotional,
+        usd(20),
+        at(0),
+        Some(at(1000)),
+    )
+    .await;
+
+    let mut tasks = Vec::with_capacity(TASKS);
+    for task_no in 0..TASKS {
+        let store = store.clone();
+        let org = Arc::clone(&org);
+        tasks.push(tokio::spawn(async move {
+            let reservation_id = format!("rsv_{task_no:03}");
+            let reserved = store
+                .reserve(new_reservation(&org, &reservation_id, usd(1), at(1), at(100)))
+                .await;
+            match reserved {
+                Ok(_) => {}
+                Err(TxError::Rejected(_)) => return None,
+                Err(TxError::Store(error)) => panic!("reserve failed: {error}"),
+            }
+            tokio::task::yield_now().await;
+            // Most requests cost their whole reservation, some less, some fail.
+            let cost = match task_no % 5 {
+                0 => NanoUsd::ZERO,
+                1 => cents(40),
+                _ => usd(1),
+            };
+            let outcome = store
+                .settle(settlement(&org, &reservation_id, cost, at(2)))
+                .await
+                .expect("settle");
+            assert!(!outcome.already_ended);
+            Some(outcome.charged)
+        }));
+    }
+    let mut succeeded = 0;
+    let mut charged = NanoUsd::ZERO;
+    for task in tasks {
+        if let Some(task_charged) = task.await.expect("task") {
+            succeeded += 1;
+            charged = charged.checked_add(task_charged).unwrap();
+        }
+    }
+    assert!(succeeded >= 50, "only {succeeded} reservations succeeded");
+    assert!(charged <= credit, "charged {charged} of {credit}");
+    let balance = store.balance(&org.org_id, at(3)).await.unwrap();
+    assert_eq!(balance.spent, charged);
+    assert_eq!(balance.held, NanoUsd::ZERO);
+    assert_eq!(balance.available.checked_add(balance.spent), Some(credit));
+    assert_eq!(store.pending_reservation_count(None).await.unwrap(), 0);
+    assert_eq!(store.usage_records(&org.org_id).await.unwrap().len(), succeeded);
+    assert_healthy(store).await;
+}

@@ -1,0 +1,370 @@
+//! Routes of the fake: records each request, takes its behaviour, checks the few request
+//! fields it needs, and answers with shapes from `wire`. Owns the stream counters' meaning:
+//! a stream counts as completed once its last event is handed to the connection, and as
+//! disconnected when the connection drops the body before that.
+//!
+//! It validates only what it must read (`model`, `max_tokens`, `stream`); everything else in
+//! the body is accepted, like the real API's pass-through of unknown fields.
+
+use std::convert::Infallible;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Extension, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
+use axum::response::Response;
+use axum::routing::post;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use crate::fake_upstream::serve::ConnectionHangup;
+use crate::fake_upstream::wire::{self, MessageReply, Usage};
+use crate::fake_upstream::{Behavior, RecordedRequest, Recording, Reply, Shared, lock};
+
+/// Above the contract's 32 MB Messages limit: rejecting large bodies is the gateway's job,
+/// and a fake that rejected them first would hide that.
+const BODY_LIMIT_BYTES: usize = 64 * 1024 * 1024;
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("request-id");
+
+/// The reply behind behaviours that don't carry one.
+static DEFAULT_REPLY: LazyLock<Reply> = LazyLock::new(Reply::default);
+
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/v1/messages", post(messages))
+        .route("/v1/messages/count_tokens", post(count_tokens))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+        .with_state(shared)
+}
+
+/// A behaviour sorted by how far the request gets: not answered, answered with an error
+/// status before the body is looked at, or answered with a reply in some shape.
+enum Sorted<'a> {
+    Hangup,
+    Status(u16),
+    Answer(&'a Reply, Shape),
+}
+
+/// How a request that gets a reply is answered.
+enum Shape {
+    Normal,
+    MidStreamError { deltas: usize },
+    Stall { deltas: usize, duration: Duration },
+}
+
+fn sort_behavior(behavior: &Behavior) -> Sorted<'_> {
+    match behavior {
+        Behavior::Hangup => Sorted::Hangup,
+        Behavior::Status(status) => Sorted::Status(*status),
+        Behavior::Ok(reply) => Sorted::Answer(reply, Shape::Normal),
+        Behavior::MidStreamError { deltas } => {
+            Sorted::Answer(&DEFAULT_REPLY, Shape::MidStreamError { deltas: *deltas })
+        }
+        Behavior::Stall { deltas, duration } => Sorted::Answer(
+            &DEFAULT_REPLY,
+            Shape::Stall {
+                deltas: *deltas,
+                duration: *duration,
+            },
+        ),
+    }
+}
+
+#[derive(Deserialize)]
+struct MessagesRequest {
+    model: String,
+    max_tokens: u64,
+    stream: Option<bool>,
+}
+
+#[derive(Deserialize)]
+struct CountTokensRequest {
+    #[expect(
+        dead_code,
+        reason = "parsed only so a missing model is rejected, as the real API does"
+    )]
+    model: String,
+}
+
+async fn messages(
+    State(shared): State<Arc<Shared>>,
+    Extension(hangup): Extension<ConnectionHangup>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    record(&shared, &uri, &headers, &body);
+    let behavior = shared.next_behavior();
+    let id = shared.next_id();
+    let request_id = format!("req_fake{id:016x}");
+    let (reply, shape) = match sort_behavior(&behavior) {
+        Sorted::Hangup => return hang_up(&hangup).await,
+        Sorted::Status(status) => return error_response(status, &request_id),
+        Sorted::Answer(reply, shape) => (reply, shape),
+    };
+    let request: MessagesRequest = match parse_body(&body) {
+        Ok(request) => request,
+        Err(message) => return invalid_request(&message, &request_id),
+    };
+    if request.max_tokens == 0 {
+        return invalid_request(
+            "max_tokens: Input should be greater than or equal to 1",
+            &request_id,
+        );
+    }
+
+    let message_id = format!("msg_fake{id:016x}");
+    let message = MessageReply {
+        message_id: &message_id,
+        model: &request.model,
+        text: &reply.text,
+        usage: Usage {
+            input_tokens: reply.input_tokens,
+            cache_creation_input_tokens: reply.cache_creation_input_tokens,
+            cache_read_input_tokens: reply.cache_read_input_tokens,
+            output_tokens: reply.output_tokens.min(request.max_tokens),
+        },
+        stop_reason: if reply.output_tokens > request.max_tokens {
+            "max_tokens"
+        } else {
+            "end_turn"
+        },
+    };
+    let stream = request.stream.unwrap_or(false);
+    pause(reply.latency).await;
+    match (shape, stream) {
+        (Shape::Normal, false) => json_response(
+            StatusCode::OK,
+            Body::from(wire::message_json(&message)),
+            &request_id,
+        ),
+        (Shape::Normal, true) => sse_response(
+            StreamPlan {
+                events: wire::stream_events(&message),
+                event_delay: reply.event_delay,
+                stall: None,
+            },
+            shared,
+            &request_id,
+        ),
+        // A non-streaming request has no stream to break, so the closest failure is the
+        // status the mid-stream error would have carried.
+        (Shape::MidStreamError { .. }, false) => error_response(529, &request_id),
+        (Shape::MidStreamError { deltas }, true) => sse_response(
+            StreamPlan {
+                events: wire::failing_stream_events(&message, deltas),
+                event_delay: reply.event_delay,
+                stall: None,
+            },
+            shared,
+            &request_id,
+        ),
+        (Shape::Stall { duration, .. }, false) => json_response(
+            StatusCode::OK,
+            stalled_body(wire::message_json(&message), duration),
+            &request_id,
+        ),
+        (Shape::Stall { deltas, duration }, true) => sse_response(
+            StreamPlan {
+                stall: Some((wire::stall_event_index(&message, deltas), duration)),
+                events: wire::stream_events(&message),
+                event_delay: reply.event_delay,
+            },
+            shared,
+            &request_id,
+        ),
+    }
+}
+
+async fn count_tokens(
+    State(shared): State<Arc<Shared>>,
+    Extension(hangup): Extension<ConnectionHangup>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    record(&shared, &uri, &headers, &body);
+    let behavior = shared.next_behavior();
+    let request_id = format!("req_fake{:016x}", shared.next_id());
+    let (reply, shape) = match sort_behavior(&behavior) {
+        Sorted::Hangup => return hang_up(&hangup).await,
+        Sorted::Status(status) => return error_response(status, &request_id),
+        Sorted::Answer(reply, shape) => (reply, shape),
+    };
+    if let Err(message) = parse_body::<CountTokensRequest>(&body) {
+        return invalid_request(&message, &request_id);
+    }
+    pause(reply.latency).await;
+    let count = wire::count_tokens_json(reply.input_tokens);
+    match shape {
+        Shape::Normal => json_response(StatusCode::OK, Body::from(count), &request_id),
+        Shape::MidStreamError { .. } => error_response(529, &request_id),
+        Shape::Stall { duration, .. } => {
+            json_response(StatusCode::OK, stalled_body(count, duration), &request_id)
+        }
+    }
+}
+
+async fn not_found(State(shared): State<Arc<Shared>>) -> Response {
+    let request_id = format!("req_fake{:016x}", shared.next_id());
+    error_response(404, &request_id)
+}
+
+/// Keeps a copy of the request (unless recording is off), then counts it, so a test that saw
+/// the count go up also finds the request in the log.
+fn record(shared: &Shared, uri: &Uri, headers: &HeaderMap, body: &Bytes) {
+    if shared.recording == Recording::Enabled {
+        let request = RecordedRequest {
+            path: uri.path().to_owned(),
+            query: uri.query().map(str::to_owned),
+            headers: headers
+                .iter()
+                .map(|(name, value)| {
+                    (
+                        name.as_str().to_owned(),
+                        String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                    )
+                })
+                .collect(),
+            body: serde_json::from_slice(body)
+                .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(body).into_owned())),
+        };
+        lock(&shared.recorded).push(request);
+    }
+    shared.request_count.fetch_add(1, Ordering::SeqCst);
+}
+
+fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+    serde_json::from_slice(body).map_err(|error| format!("Invalid request body: {error}"))
+}
+
+/// Asks the connection task to drop the connection, then waits to be dropped with it.
+async fn hang_up(hangup: &ConnectionHangup) -> Response {
+    hangup.fire();
+    std::future::pending().await
+}
+
+/// Sleeps unless `duration` is zero, so the benchmark path registers no timers.
+async fn pause(duration: Duration) {
+    if !duration.is_zero() {
+        tokio::time::sleep(duration).await;
+    }
+}
+
+/// A body that arrives only after `duration`; hyper sends the headers first.
+fn stalled_body(body: Bytes, duration: Duration) -> Body {
+    Body::from_stream(futures_util::stream::once(async move {
+        tokio::time::sleep(duration).await;
+        Ok::<Bytes, Infallible>(body)
+    }))
+}
+
+/// Encoded SSE events and how to pace them.
+struct StreamPlan {
+    events: Vec<Bytes>,
+    event_delay: Duration,
+    /// Go silent for the duration just before sending the event at this index.
+    stall: Option<(usize, Duration)>,
+}
+
+struct StreamState {
+    events: std::iter::Enumerate<std::vec::IntoIter<Bytes>>,
+    event_delay: Duration,
+    stall: Option<(usize, Duration)>,
+    guard: StreamGuard,
+}
+
+fn sse_response(plan: StreamPlan, shared: Arc<Shared>, request_id: &str) -> Response {
+    let state = StreamState {
+        events: plan.events.into_iter().enumerate(),
+        event_delay: plan.event_delay,
+        stall: plan.stall,
+        guard: StreamGuard {
+            shared,
+            completed: false,
+        },
+    };
+    // A stream (rather than a spawned task feeding a channel) keeps one allocation per
+    // response, and hyper dropping it is exactly the signal that the client went away.
+    let events = futures_util::stream::unfold(state, |mut state| async move {
+        let (index, event) = state.events.next()?;
+        if index > 0 {
+            pause(state.event_delay).await;
+        }
+        if let Some((stall_index, duration)) = state.stall
+            && stall_index == index
+        {
+            pause(duration).await;
+        }
+        if state.events.len() == 0 {
+            state.guard.complete();
+        }
+        Some((Ok::<Bytes, Infallible>(event), state))
+    });
+    let mut response = response(
+        StatusCode::OK,
+        "text/event-stream",
+        request_id,
+        Body::from_stream(events),
+    );
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// Counts a stream exactly once: completed when its last event is handed over, disconnected
+/// when it is dropped before that.
+struct StreamGuard {
+    shared: Arc<Shared>,
+    completed: bool,
+}
+
+impl StreamGuard {
+    fn complete(&mut self) {
+        if !self.completed {
+            self.completed = true;
+            self.shared.streams_completed.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        if !self.completed {
+            self.shared.streams_disconnected.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+fn invalid_request(message: &str, request_id: &str) -> Response {
+    let body = wire::error_envelope_with_message_json("invalid_request_error", message, request_id);
+    json_response(StatusCode::BAD_REQUEST, Body::from(body), request_id)
+}
+
+fn error_response(status: u16, request_id: &str) -> Response {
+    // An out-of-range status is a typo in the test; answer 500 rather than panic the server.
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = wire::error_envelope_json(status.as_u16(), request_id);
+    json_response(status, Body::from(body), request_id)
+}
+
+fn json_response(status: StatusCode, body: Body, request_id: &str) -> Response {
+    response(status, "application/json", request_id, body)
+}
+
+fn response(status: StatusCode, content_type: &'static str, request_id: &str, body: Body) -> Response {
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if let Ok(value) = HeaderValue::from_str(request_id) {
+        headers.insert(REQUEST_ID, value);
+    }
+    response
+}

@@ -1,0 +1,13 @@
+//! Test-only helpers for tollgate. Today it owns [`FakeUpstream`]: a real HTTP server on
+//! loopback that speaks Anthropic's Messages API wire format (JSON replies, the SSE event
+//! sequence, error envelopes) and can be told per instance how to misbehave, so integration
+//! tests and the benchmark harness never touch api.anthropic.com.
+//!
+//! It must not be used in production or linked into a shipped binary: it answers every request
+//! with canned text, checks no credentials and keeps every request it sees in memory. Because it
+//! only ever runs under tests and benchmarks, `expect` is acceptable here for failures that
+//! mean the test setup itself is broken (for example, a loopback port that cannot be bound).
+
+mod fake_upstream;
+
+pub use crate::fake_upstream::{Behavior, FakeUpstream, RecordedRequest, Recording, Reply};

@@ -1,0 +1,348 @@
+//! Typed configuration, layered: built-in defaults (`config/defaults.toml`) → a TOML file
+//! (`--config`) → `TOLLGATE_*` environment variables (`__` nests) → command-line flags.
+//! Parsing is a pure function of its sources: tests pass maps and never touch the process
+//! environment.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+use tollgate_core::catalog::{Alias, Catalog, Model};
+use tollgate_core::money::NanoUsd;
+use tollgate_core::pricing::{ModelPrices, TokenPrice};
+use tollgate_gateway::GatewaySettings;
+use tollgate_service::Settings;
+use tollgate_upstream::Provider;
+use tollgate_upstream::anthropic::{AnthropicClient, AnthropicConfig};
+use tollgate_upstream::simulated::{Simulated, SimulatedConfig};
+
+pub const DEFAULTS: &str = include_str!("../config/defaults.toml");
+const ENV_PREFIX: &str = "TOLLGATE_";
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub credits: CreditsConfig,
+    pub gateway: GatewayConfig,
+    pub providers: BTreeMap<String, ProviderConfig>,
+    pub models: BTreeMap<String, ModelConfig>,
+    #[serde(default)]
+    pub aliases: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreditsConfig {
+    pub starter_grant_usd: String,
+    pub starter_grant_days: u32,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    pub max_body_bytes: usize,
+    pub disconnect_drain_seconds: u64,
+    pub reservation_ttl_seconds: u64,
+    pub key_cache_ttl_millis: u64,
+    pub maintenance_interval_seconds: u64,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum ProviderConfig {
+    Simulated {
+        #[serde(default)]
+        tokens_per_second: u32,
+    },
+    Anthropic {
+        base_url: String,
+        api_key: Option<String>,
+        api_key_file: Option<PathBuf>,
+        #[serde(default = "default_connect_timeout")]
+        connect_timeout_seconds: u64,
+        #[serde(default = "default_idle_timeout")]
+        idle_timeout_seconds: u64,
+        #[serde(default = "default_request_timeout")]
+        request_timeout_seconds: u64,
+    },
+}
+
+// Secrets stay out of logs and error messages.
+impl std::fmt::Debug for ProviderConfig {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProviderConfig::Simulated { tokens_per_second } => formatter
+                .debug_struct("Simulated")
+                .field("tokens_per_second", tokens_per_second)
+                .finish(),
+            ProviderConfig::Anthropic { base_url, .. } => formatter
+                .debug_struct("Anthropic")
+                .field("base_url", base_url)
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
+fn default_connect_timeout() -> u64 {
+    10
+}
+fn default_idle_timeout() -> u64 {
+    300
+}
+fn default_request_timeout() -> u64 {
+    600
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    pub display_name: Option<String>,
+    pub created_at: Option<String>,
+    pub provider: String,
+    pub upstream_model: Option<String>,
+    /// USD per million tokens.
+    pub input: String,
+    pub output: String,
+    /// Overrides of the contract's cache rules (1.25×, 2× and 0.1× input).
+    pub cache_write_5m: Option<String>,
+    pub cache_write_1h: Option<String>,
+    pub cache_read: Option<String>,
+}
+
+/// Flags given on the command line; they override everything else.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Config {
+    /// Merges the layers and checks the result. `file` is the text of `--config`;
+    /// `environment` holds the process's variables (only `TOLLGATE_*` ones are read).
+    pub fn parse(
+        file: Option<&str>,
+        environment: &HashMap<String, String>,
+        overrides: &Overrides,
+    ) -> anyhow::Result<Config> {
+        let mut merged: toml::Table = DEFAULTS.parse().context("the built-in defaults do not parse")?;
+        if let Some(file) = file {
+            let layer: toml::Table = file.parse().context("the config file is not valid TOML")?;
+            merge(&mut merged, layer);
+        }
+        let mut variables: Vec<(&String, &String)> = environment
+            .iter()
+            .filter(|(name, _)| name.starts_with(ENV_PREFIX))
+            .collect();
+        variables.sort();
+        for (name, value) in variables {
+            let path: Vec<String> = name[ENV_PREFIX.len()..]
+                .split("__")
+                .map(str::to_ascii_lowercase)
+                .collect();
+            set_path(&mut merged, &path, env_value(value)).with_context(|| format!("cannot apply {name}"))?;
+        }
+        let mut config: Config = toml::Value::Table(merged)
+            .try_into()
+            .context("the configuration is invalid")?;
+        if let Some(listen) = overrides.listen {
+            config.listen = listen;
+        }
+        if let Some(data_dir) = &overrides.data_dir {
+            config.data_dir = data_dir.clone();
+        }
+        config.catalog()?;
+        config.starter_grant()?;
+        Ok(config)
+    }
+
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir.join("tollgate.sqlite")
+    }
+
+    pub fn starter_grant(&self) -> anyhow::Result<NanoUsd> {
+        let amount =
+            NanoUsd::parse_usd(&self.credits.starter_grant_usd).context("credits.starter_grant_usd")?;
+        if amount.is_negative() {
+            bail!("credits.starter_grant_usd must not be negative");
+        }
+        Ok(amount)
+    }
+
+    pub fn service_settings(&self) -> anyhow::Result<Settings> {
+        let seconds = |value: u64| chrono::Duration::seconds(i64::try_from(value).unwrap_or(i64::MAX / 1000));
+        Ok(Settings {
+            starter_grant: self.starter_grant()?,
+            starter_grant_lifetime: (self.credits.starter_grant_days > 0)
+                .then(|| chrono::Duration::days(i64::from(self.credits.starter_grant_days))),
+            reservation_ttl: seconds(self.gateway.reservation_ttl_seconds),
+            key_cache_ttl: chrono::Duration::milliseconds(
+                i64::try_from(self.gateway.key_cache_ttl_millis).unwrap_or(1000),
+            ),
+        })
+    }
+
+    pub fn gateway_settings(&self) -> GatewaySettings {
+        GatewaySettings {
+            max_body_bytes: self.gateway.max_body_bytes,
+            disconnect_drain: Duration::from_secs(self.gateway.disconnect_drain_seconds),
+        }
+    }
+
+    /// The model catalogue, newest model first (as Anthropic lists them).
+    pub fn catalog(&self) -> anyhow::Result<Catalog> {
+        let mut models = Vec::new();
+        for (id, model) in &self.models {
+            if !self.providers.contains_key(&model.provider) {
+                bail!(
+                    "model '{id}' names provider '{}', which is not configured",
+                    model.provider
+                );
+            }
+            let price = |field: &str, text: &str| {
+                TokenPrice::parse_usd_per_mtok(text).with_context(|| format!("models.{id}.{field}"))
+            };
+            let input = price("input", &model.input)?;
+            let output = price("output", &model.output)?;
+            let mut prices = ModelPrices::from_input_output(input, output).with_context(|| {
+                format!("models.{id}: the cache prices derived from input {} are not whole nano-dollars per token; set cache_write_5m, cache_write_1h and cache_read", model.input)
+            })?;
+            if let Some(text) = &model.cache_write_5m {
+                prices.cache_write_5m = price("cache_write_5m", text)?;
+            }
+            if let Some(text) = &model.cache_write_1h {
+                prices.cache_write_1h = price("cache_write_1h", text)?;
+            }
+            if let Some(text) = &model.cache_read {
+                prices.cache_read = price("cache_read", text)?;
+            }
+            let created_at = match &model.created_at {
+                Some(text) => chrono::DateTime::parse_from_rfc3339(text)
+                    .with_context(|| format!("models.{id}.created_at is not RFC 3339"))?
+                    .to_utc(),
+                None => chrono::DateTime::UNIX_EPOCH,
+            };
+            models.push(Model {
+                id: id.clone(),
+                display_name: model.display_name.clone().unwrap_or_else(|| id.clone()),
+                created_at,
+                provider: model.provider.clone(),
+                upstream_model: model.upstream_model.clone().unwrap_or_else(|| id.clone()),
+                prices,
+            });
+        }
+        models.sort_by(|left, right| {
+            right
+                .created_at
+                .cmp(&left.created_at)
+                .then(left.id.cmp(&right.id))
+        });
+        let aliases = self
+            .aliases
+            .iter()
+            .map(|(pattern, target)| Alias {
+                pattern: pattern.clone(),
+                target: target.clone(),
+            })
+            .collect();
+        Catalog::new(models, aliases).context("the model catalogue is invalid")
+    }
+
+    /// One client per configured provider.
+    pub fn providers(&self) -> anyhow::Result<HashMap<String, Provider>> {
+        let mut providers = HashMap::new();
+        for (name, provider) in &self.providers {
+            let built = match provider {
+                ProviderConfig::Simulated { tokens_per_second } => {
+                    Provider::Simulated(Simulated::new(SimulatedConfig {
+                        tokens_per_second: *tokens_per_second,
+                    }))
+                }
+                ProviderConfig::Anthropic {
+                    base_url,
+                    api_key,
+                    api_key_file,
+                    connect_timeout_seconds,
+                    idle_timeout_seconds,
+                    request_timeout_seconds,
+                } => {
+                    let api_key = match (api_key, api_key_file) {
+                        (Some(key), _) => Some(key.clone()),
+                        (None, Some(path)) => Some(
+                            std::fs::read_to_string(path)
+                                .with_context(|| {
+                                    format!("providers.{name}.api_key_file: cannot read {}", path.display())
+                                })?
+                                .trim()
+                                .to_owned(),
+                        ),
+                        (None, None) => None,
+                    };
+                    Provider::Anthropic(
+                        AnthropicClient::new(AnthropicConfig {
+                            base_url: base_url.clone(),
+                            api_key,
+                            connect_timeout: Duration::from_secs(*connect_timeout_seconds),
+                            idle_timeout: Duration::from_secs(*idle_timeout_seconds),
+                            request_timeout: Duration::from_secs(*request_timeout_seconds),
+                        })
+                        .with_context(|| format!("providers.{name}"))?,
+                    )
+                }
+            };
+            providers.insert(name.clone(), built);
+        }
+        Ok(providers)
+    }
+}
+
+/// Deep-merges `layer` into `base`: tables merge key by key, anything else replaces.
+fn merge(base: &mut toml::Table, layer: toml::Table) {
+    for (key, value) in layer {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(existing)), toml::Value::Table(incoming)) => merge(existing, incoming),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> anyhow::Result<()> {
+    match path {
+        [] => bail!("empty variable name"),
+        [last] => {
+            table.insert(last.clone(), value);
+            Ok(())
+        }
+        [first, rest @ ..] => {
+            let entry = table
+                .entry(first.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            match entry {
+                toml::Value::Table(inner) => set_path(inner, rest, value),
+                _ => bail!("'{first}' is not a table"),
+            }
+        }
+    }
+}
+
+/// Environment values are text; whole numbers and booleans become TOML numbers and
+/// booleans so that numeric settings can be set too. Prices are strings in any case.
+fn env_value(text: &str) -> toml::Value {
+    if let Ok(number) = text.parse::<i64>() {
+        return toml::Value::Integer(number);
+    }
+    match text {
+        "true" => toml::Value::Boolean(true),
+        "false" => toml::Value::Boolean(false),
+        _ => toml::Value::String(text.to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests;

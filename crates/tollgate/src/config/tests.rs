@@ -1,0 +1,125 @@
+use std::collections::HashMap;
+
+use tollgate_core::money::NanoUsd;
+use tollgate_core::pricing::TokenPrice;
+
+use crate::config::{Config, Overrides};
+
+fn parse(file: Option<&str>, environment: &[(&str, &str)]) -> anyhow::Result<Config> {
+    let environment: HashMap<String, String> = environment
+        .iter()
+        .map(|(name, value)| (name.to_string(), value.to_string()))
+        .collect();
+    Config::parse(file, &environment, &Overrides::default())
+}
+
+#[test]
+fn defaults_carry_the_contract_prices() {
+    // Pinned to contract §2: a change to the defaults must be deliberate.
+    let config = parse(None, &[]).expect("defaults parse");
+    let catalog = config.catalog().expect("catalogue");
+    let per_mtok = |id: &str| {
+        let prices = catalog.model(id).expect("model").prices;
+        [
+            prices.input,
+            prices.output,
+            prices.cache_write_5m,
+            prices.cache_write_1h,
+            prices.cache_read,
+        ]
+        .map(|price| price.per_mtok().to_usd_decimal())
+    };
+    assert_eq!(
+        per_mtok("claude-opus-4-6"),
+        ["5.00", "25.00", "6.25", "10.00", "0.50"]
+    );
+    assert_eq!(
+        per_mtok("claude-sonnet-4-6"),
+        ["3.00", "15.00", "3.75", "6.00", "0.30"]
+    );
+    assert_eq!(
+        per_mtok("claude-haiku-4-5"),
+        ["1.00", "5.00", "1.25", "2.00", "0.10"]
+    );
+    assert_eq!(
+        per_mtok("claude-3-5-haiku")[..2],
+        ["0.80".to_owned(), "4.00".to_owned()]
+    );
+    assert_eq!(config.starter_grant().expect("grant"), NanoUsd::from_usd(5));
+    assert_eq!(
+        catalog
+            .resolve("claude-opus-4-8")
+            .map(|resolved| resolved.model.id.clone()),
+        Some("claude-opus-4-6".into())
+    );
+    assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+}
+
+#[test]
+fn file_then_environment_override_the_defaults() {
+    let file = r#"
+        listen = "0.0.0.0:9000"
+        [models.claude-haiku-4-5]
+        output = "6"
+        [models.my-model]
+        provider = "simulated"
+        input = "0.40"
+        output = "2"
+    "#;
+    let config = parse(
+        Some(file),
+        &[
+            ("TOLLGATE_LISTEN", "127.0.0.1:9999"),
+            ("TOLLGATE_PROVIDERS__SIMULATED__TOKENS_PER_SECOND", "0"),
+            ("OTHER", "x"),
+        ],
+    )
+    .expect("valid layers");
+    assert_eq!(config.listen.to_string(), "127.0.0.1:9999");
+    let catalog = config.catalog().expect("catalogue");
+    let haiku = catalog.model("claude-haiku-4-5").expect("kept").prices;
+    assert_eq!(haiku.output, TokenPrice::parse_usd_per_mtok("6").expect("price"));
+    assert_eq!(
+        haiku.input,
+        TokenPrice::parse_usd_per_mtok("1").expect("price"),
+        "unchanged keys survive the merge"
+    );
+    assert!(catalog.model("my-model").is_some());
+}
+
+#[test]
+fn bad_configuration_names_the_culprit() {
+    let cases = [
+        (
+            "[models.x]\nprovider = \"nowhere\"\ninput = \"1\"\noutput = \"1\"",
+            "provider 'nowhere'",
+        ),
+        (
+            "[models.x]\nprovider = \"simulated\"\ninput = \"1.0001\"\noutput = \"1\"",
+            "models.x.input",
+        ),
+        ("[credits]\nstarter_grant_usd = \"-5\"", "must not be negative"),
+        ("listen = 12", "invalid"),
+        ("unknown_key = 1", "invalid"),
+        (
+            "[models.x]\nprovider = \"simulated\"\ninput = \"0.25\"\noutput = \"1\"",
+            "set cache_write_5m",
+        ),
+        ("[aliases]\n\"a*\" = \"missing\"", "catalogue"),
+    ];
+    for (file, expected) in cases {
+        let error = format!("{:#}", parse(Some(file), &[]).expect_err(file));
+        assert!(error.contains(expected), "{file}: {error}");
+    }
+}
+
+#[test]
+fn the_example_configuration_parses() {
+    let example = include_str!("../../../../tollgate.example.toml");
+    let config = parse(Some(example), &[]).expect("the shipped example is valid");
+    let catalog = config.catalog().expect("catalogue");
+    assert_eq!(
+        catalog.resolve("house").map(|resolved| resolved.upstream_model),
+        Some("claude-sonnet-4-6".into())
+    );
+}

@@ -1,0 +1,197 @@
+//! Prepaid credit: requests the balance can't cover are refused before the upstream is
+//! called; under concurrency the total charged never exceeds the credit; reservations of
+//! requests that never end are voided by the reaper.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tollgate_core::ledger::LotKind;
+use tollgate_core::money::NanoUsd;
+use tollgate_core::pricing::ModelPrices;
+use tollgate_testkit::{Behavior, Reply};
+
+use crate::helpers::{Options, message_body, spawn_app_with};
+
+const CREDIT_TOO_LOW: &str = "Your credit balance is too low to access the tollgate API. Please go to Plans & Billing to upgrade or purchase credits.";
+
+#[tokio::test]
+async fn without_credit_requests_are_refused_before_the_upstream() {
+    let app = spawn_app_with(Options {
+        starter_grant_usd: "0.001",
+        ..Options::default()
+    })
+    .await;
+    // 100 max_tokens of Sonnet output alone may cost $0.0015: more than the balance.
+    let response = app.post_messages(&message_body("fake-sonnet")).await;
+    assert_eq!(response.status(), 400);
+    let envelope: Value = response.json().await.expect("json");
+    assert_eq!(envelope["error"]["type"], "invalid_request_error");
+    assert_eq!(envelope["error"]["message"], CREDIT_TOO_LOW);
+    assert_eq!(app.fake.request_count(), 0, "the upstream was never called");
+    assert_eq!(app.balance().await, (1_000_000, 0, 0));
+    let records = app
+        .tollgate
+        .store()
+        .usage_records(&app.org_id)
+        .await
+        .expect("records");
+    assert_eq!(records[0].status.as_str(), "refused");
+    // A purchase makes the same request succeed at once.
+    app.tollgate
+        .grant(
+            &app.org_id,
+            LotKind::Purchase,
+            NanoUsd::from_usd(10),
+            None,
+            "test purchase",
+        )
+        .await
+        .expect("granted");
+    assert_eq!(
+        app.post_messages(&message_body("fake-sonnet")).await.status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn count_tokens_is_refused_on_an_empty_balance() {
+    let app = spawn_app_with(Options {
+        starter_grant_usd: "0",
+        ..Options::default()
+    })
+    .await;
+    let response = app
+        .client
+        .post(app.url("/v1/messages/count_tokens"))
+        .header("x-api-key", &app.api_key)
+        .json(&json!({"model": "claude-sonnet-4-6", "messages": [{"role": "user", "content": "x"}]}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 400);
+    let envelope: Value = response.json().await.expect("json");
+    assert_eq!(envelope["error"]["message"], CREDIT_TOO_LOW);
+}
+
+#[tokio::test]
+async fn two_hundred_parallel_requests_never_spend_more_than_the_credit() {
+    // Each request reserves its bound (body bytes + overhead at the dearest input price, plus
+    // 100 output tokens) but the upstream reports little usage, so many fit in sequence and
+    // only some fit at once. Credit: $0.50.
+    let app = Arc::new(
+        spawn_app_with(Options {
+            starter_grant_usd: "0.50",
+            ..Options::default()
+        })
+        .await,
+    );
+    app.fake.set_behavior(Behavior::Ok(Reply {
+        input_tokens: 2_000,
+        output_tokens: 100,
+        latency: Duration::from_millis(20),
+        ..Reply::default()
+    }));
+    let mut tasks = Vec::new();
+    for index in 0..200 {
+        let app = app.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut body = message_body("fake-sonnet");
+            body["stream"] = json!(index % 2 == 0);
+            let response = app.post_messages(&body).await;
+            let status = response.status().as_u16();
+            let _ = response.bytes().await;
+            status
+        }));
+    }
+    let mut succeeded = 0;
+    let mut refused = 0;
+    for task in tasks {
+        match task.await.expect("task") {
+            200 => succeeded += 1,
+            400 => refused += 1,
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    app.wait_for_settlement().await;
+    let (available, held, spent) = app.balance().await;
+    let credit = 500_000_000;
+    assert!(spent <= credit, "spent {spent} of {credit}");
+    assert_eq!(held, 0);
+    assert_eq!(available + spent, credit);
+    // Every success is charged exactly 2,000 input and 100 output tokens at Sonnet prices.
+    assert_eq!(spent, succeeded * (2_000 * 3_000 + 100 * 15_000));
+    assert!(
+        succeeded > 0 && refused > 0,
+        "{succeeded} succeeded, {refused} refused"
+    );
+    app.assert_ledger_clean().await;
+}
+
+#[tokio::test]
+async fn the_reaper_voids_reservations_of_requests_that_never_ended() {
+    let app = spawn_app_with(Options {
+        manual_clock: true,
+        ..Options::default()
+    })
+    .await;
+    let caller = app
+        .tollgate
+        .authenticate_api_key(Some(&app.api_key))
+        .await
+        .expect("authenticated");
+    let prices = ModelPrices::from_input_output(
+        tollgate_core::pricing::TokenPrice::from_nanos_per_token(3_000),
+        tollgate_core::pricing::TokenPrice::from_nanos_per_token(15_000),
+    )
+    .expect("prices");
+    // A request that reserved and then "died" with its process: the open reservation is dropped.
+    let open = app
+        .tollgate
+        .reserve(
+            &caller,
+            "req_crashed",
+            "claude-sonnet-4-6",
+            prices,
+            NanoUsd::from_usd(1),
+        )
+        .await
+        .expect("reserved");
+    drop(open);
+    assert_eq!(app.balance().await.1, 1_000_000_000, "held while in flight");
+    let clock = app.clock.as_ref().expect("manual clock");
+    clock.advance(chrono::Duration::minutes(14));
+    assert_eq!(
+        app.tollgate
+            .maintain()
+            .await
+            .expect("maintain")
+            .reservations_voided,
+        0,
+        "not before the bound"
+    );
+    clock.advance(chrono::Duration::minutes(2));
+    assert_eq!(
+        app.tollgate
+            .maintain()
+            .await
+            .expect("maintain")
+            .reservations_voided,
+        1
+    );
+    assert_eq!(
+        app.balance().await,
+        (5_000_000_000, 0, 0),
+        "released in full, nothing charged"
+    );
+    assert_eq!(
+        app.tollgate
+            .maintain()
+            .await
+            .expect("maintain")
+            .reservations_voided,
+        0,
+        "voided once"
+    );
+    app.assert_ledger_clean().await;
+}

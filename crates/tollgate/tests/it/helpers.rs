@@ -1,0 +1,208 @@
+//! `spawn_app`: the real application on port 0 with a fresh SQLite database, the built-in
+//! simulated model, and a fake Anthropic upstream server for the `fake-*` models.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tollgate::app::Application;
+use tollgate::config::{Config, Overrides};
+use tollgate_core::money::NanoUsd;
+use tollgate_service::{Clock, ManualClock, SystemClock, Tollgate};
+use tollgate_testkit::FakeUpstream;
+
+pub(crate) struct TestApp {
+    pub(crate) address: String,
+    pub(crate) client: reqwest::Client,
+    pub(crate) api_key: String,
+    pub(crate) admin_key: String,
+    pub(crate) tollgate: Tollgate,
+    pub(crate) fake: FakeUpstream,
+    pub(crate) org_id: String,
+    pub(crate) clock: Option<Arc<ManualClock>>,
+    pub(crate) config: Config,
+    _data_dir: tempfile::TempDir,
+    _server: tokio::task::JoinHandle<()>,
+}
+
+pub(crate) struct Options {
+    pub(crate) starter_grant_usd: &'static str,
+    pub(crate) extra_config: &'static str,
+    pub(crate) manual_clock: bool,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            starter_grant_usd: "5.00",
+            extra_config: "",
+            manual_clock: false,
+        }
+    }
+}
+
+pub(crate) async fn spawn_app() -> TestApp {
+    spawn_app_with(Options::default()).await
+}
+
+pub(crate) async fn spawn_app_with(options: Options) -> TestApp {
+    let fake = FakeUpstream::start().await;
+    let data_dir = tempfile::tempdir().expect("temporary data directory");
+    let file = format!(
+        r#"
+        listen = "127.0.0.1:0"
+        [credits]
+        starter_grant_usd = "{grant}"
+        [gateway]
+        disconnect_drain_seconds = 5
+        [providers.simulated]
+        kind = "simulated"
+        tokens_per_second = 0
+        [providers.fake]
+        kind = "anthropic"
+        base_url = "{base_url}"
+        api_key = "provider-secret"
+        connect_timeout_seconds = 2
+        idle_timeout_seconds = 1
+        request_timeout_seconds = 5
+        [models.fake-sonnet]
+        provider = "fake"
+        upstream_model = "claude-sonnet-4-6"
+        input = "3"
+        output = "15"
+        [aliases]
+        "fake-sonnet-*" = "fake-sonnet"
+        {extra}
+        "#,
+        grant = options.starter_grant_usd,
+        base_url = fake.base_url(),
+        extra = options.extra_config,
+    );
+    let overrides = Overrides {
+        listen: None,
+        data_dir: Some(data_dir.path().to_owned()),
+    };
+    let config = Config::parse(Some(&file), &HashMap::new(), &overrides).expect("test configuration");
+    let manual_clock = options
+        .manual_clock
+        .then(|| Arc::new(ManualClock::new(SystemClock.now())));
+    let clock: Arc<dyn Clock> = match &manual_clock {
+        Some(clock) => clock.clone(),
+        None => Arc::new(SystemClock),
+    };
+    let mut application = Application::build_with_clock(&config, clock)
+        .await
+        .expect("application builds");
+    let address = format!("http://{}", application.local_addr().expect("bound"));
+    let first_start = application
+        .take_first_start()
+        .expect("a fresh database gets a first start");
+    let tollgate = application.tollgate().clone();
+    let server = tokio::spawn(async move {
+        application
+            .run_until(std::future::pending())
+            .await
+            .expect("server runs");
+    });
+    TestApp {
+        address,
+        client: reqwest::Client::new(),
+        api_key: first_start.api_key.secret.expose_secret().to_owned(),
+        admin_key: first_start.admin_key.secret.expose_secret().to_owned(),
+        tollgate,
+        fake,
+        org_id: first_start.organization.id,
+        clock: manual_clock,
+        config,
+        _data_dir: data_dir,
+        _server: server,
+    }
+}
+
+pub(crate) fn message_body(model: &str) -> Value {
+    json!({
+        "model": model,
+        "max_tokens": 100,
+        "messages": [{"role": "user", "content": "Hello there"}],
+    })
+}
+
+impl TestApp {
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    pub(crate) async fn post_messages(&self, body: &Value) -> reqwest::Response {
+        self.client
+            .post(self.url("/v1/messages"))
+            .header("x-api-key", &self.api_key)
+            .header("anthropic-version", "2023-06-01")
+            .json(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// Balance as (available, held, spent) nano-USD.
+    pub(crate) async fn balance(&self) -> (i64, i64, i64) {
+        let balance = self.tollgate.balance(&self.org_id).await.expect("balance");
+        (
+            balance.available.nanos(),
+            balance.held.nanos(),
+            balance.spent.nanos(),
+        )
+    }
+
+    pub(crate) async fn assert_ledger_clean(&self) {
+        let report = self.tollgate.store().audit().await.expect("audit runs");
+        assert!(report.problems.is_empty(), "ledger audit: {:?}", report.problems);
+    }
+
+    /// Waits (bounded) until no reservation is open: settlement of a request the client
+    /// left runs after the client is gone.
+    pub(crate) async fn wait_for_settlement(&self) {
+        for _ in 0..200 {
+            if self
+                .tollgate
+                .store()
+                .pending_reservation_count(Some(&self.org_id))
+                .await
+                .expect("count")
+                == 0
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("a reservation stayed open");
+    }
+}
+
+pub(crate) fn starter_nanos() -> i64 {
+    NanoUsd::from_usd(5).nanos()
+}
+
+/// Sonnet prices in nano-USD per token: $3 input, $15 output per MTok.
+pub(crate) fn sonnet_cost(input_tokens: i64, output_tokens: i64) -> i64 {
+    input_tokens * 3_000 + output_tokens * 15_000
+}
+
+/// Reads an SSE body into (event name, data JSON) pairs.
+pub(crate) fn parse_sse(text: &str) -> Vec<(String, Value)> {
+    text.split("\n\n")
+        .filter(|chunk| !chunk.trim().is_empty())
+        .map(|chunk| {
+            let mut event = String::new();
+            let mut data = String::new();
+            for line in chunk.lines() {
+                if let Some(name) = line.strip_prefix("event: ") {
+                    event = name.to_owned();
+                } else if let Some(payload) = line.strip_prefix("data: ") {
+                    data.push_str(payload);
+                }
+            }
+            (event, serde_json::from_str(&data).unwrap_or(Value::Null))
+        })
+        .collect()
+}
