@@ -30,7 +30,7 @@ use crate::sqlite::{
 
 /// How many overdue reservations the reaper ends per transaction, so that it never holds
 /// the write lock for long while requests wait to reserve.
-const REAP_BATCH_SIZE: i64 = 100;
+const REAP_BATCH_SIZE: usize = 100;
 
 /// What a journal row records as the reason for a transfer.
 #[derive(Clone, Copy)]
@@ -289,7 +289,7 @@ impl SqliteStore {
                  LIMIT ?",
             )
             .bind(millis(now))
-            .bind(REAP_BATCH_SIZE)
+            .bind(REAP_BATCH_SIZE as i64)
             .fetch_all(&mut *transaction)
             .await
             .map_err(store_error)?;
@@ -299,7 +299,7 @@ impl SqliteStore {
             }
             transaction.commit().await.map_err(store_error)?;
             reaped += overdue.len();
-            if i64::try_from(overdue.len()).unwrap_or(i64::MAX) < REAP_BATCH_SIZE {
+            if overdue.len() < REAP_BATCH_SIZE {
                 return Ok(reaped);
             }
         }

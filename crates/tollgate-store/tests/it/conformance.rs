@@ -151,6 +151,32 @@ pub(crate) async fn workspaces_are_created_and_found(backend: &impl Backend) {
         store.default_workspace("org_nobody").await,
         Err(StoreError::Invariant(_))
     ));
+
+    // A row that names another organization's workspace is refused by the schema, a
+    // second line of defence behind the service's tenant checks.
+    let other = create_org(store, "globex").await;
+    grant(
+        store,
+        &other,
+        "lot_globex",
+        LotKind::Purchase,
+        usd(5),
+        at(0),
+        None,
+    )
+    .await;
+    let mut foreign = new_reservation(&other, "rsv_foreign", usd(1), at(1), at(10));
+    foreign.workspace_id = org.workspace_id.clone();
+    let refused = store.reserve(foreign).await;
+    assert!(
+        matches!(refused, Err(TxError::Store(StoreError::Database(_)))),
+        "{refused:?}"
+    );
+    assert_eq!(store.pending_reservation_count(None).await.unwrap(), 0);
+    assert_eq!(
+        store.balance(&other.org_id, at(1)).await.unwrap().available,
+        usd(5)
+    );
     assert_healthy(store).await;
 }
 
@@ -753,6 +779,31 @@ pub(crate) async fn reaper_voids_only_past_deadline_reservations(backend: &impl 
     let balance = store.balance(&org.org_id, at(31)).await.unwrap();
     assert_eq!(balance.available, usd(10));
     assert_eq!(balance.spent, NanoUsd::ZERO);
+    assert_healthy(store).await;
+}
+
+/// Goal: the reaper works in batches (to keep each write transaction short) and still ends
+/// every overdue reservation in one call.
+pub(crate) async fn reaper_ends_more_than_one_batch(backend: &impl Backend) {
+    const OVERDUE: usize = 230;
+    let store = backend.store();
+    let org = create_org(store, "acme").await;
+    grant(store, &org, "lot_a", LotKind::Purchase, usd(1000), at(0), None).await;
+    for reservation_no in 0..OVERDUE {
+        let reservation_id = format!("rsv_{reservation_no:03}");
+        store
+            .reserve(new_reservation(&org, &reservation_id, usd(1), at(1), at(5)))
+            .await
+            .unwrap();
+    }
+    store
+        .reserve(new_reservation(&org, "rsv_not_due", usd(1), at(1), at(6)))
+        .await
+        .unwrap();
+    assert_eq!(store.reap_reservations(at(5)).await.unwrap(), OVERDUE);
+    assert_eq!(store.pending_reservation_count(None).await.unwrap(), 1);
+    assert_eq!(store.usage_records(&org.org_id).await.unwrap().len(), OVERDUE);
+    assert_eq!(store.balance(&org.org_id, at(5)).await.unwrap().held, usd(1));
     assert_healthy(store).await;
 }
 

@@ -46,6 +46,7 @@ mod sqlite {
         cost_above_the_reservation_is_capped,
         settling_an_unknown_reservation_is_a_bug,
         reaper_voids_only_past_deadline_reservations,
+        reaper_ends_more_than_one_batch,
         expiry_moves_only_the_unreserved_remainder,
         audit_detects_a_tampered_account,
         keys_are_inserted_found_listed_and_updated,

@@ -6,4 +6,5 @@ mod cli;
 mod credit;
 mod helpers;
 mod messages;
+mod tidy;
 mod upstream_failures;
