@@ -55,8 +55,8 @@ run() { # name url connections
 echo "| path                   | conns |      req/s |       p50 |       p99 |"
 echo "|------------------------|-------|------------|-----------|-----------|"
 for connections in 1 32; do
-  run "direct → fake" "http://127.0.0.1:$fake_port" "$connections"
-  run "tollgate → fake" "http://127.0.0.1:$gate_port" "$connections"
+  run "direct -> fake" "http://127.0.0.1:$fake_port" "$connections"
+  run "tollgate -> fake" "http://127.0.0.1:$gate_port" "$connections"
 done
 echo
 echo "ledger after the runs:"

@@ -17,6 +17,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
+use tollgate_core::catalog::ResolvedModel;
 use tollgate_core::pricing::input_tokens_bound;
 use tollgate_core::usage::TokenUsage;
 use tollgate_service::{ApiCaller, Finish, OpenReservation, Tollgate, UsageStatus};
@@ -67,6 +68,25 @@ async fn read_body(state: &GatewayState, request: Request) -> Result<Bytes, ApiE
         })
 }
 
+/// The catalogue model a request names (aliases included) and the provider serving it.
+fn resolve_model<'state>(
+    state: &'state GatewayState,
+    requested: &str,
+) -> Result<(ResolvedModel<'state>, Provider), ApiError> {
+    let resolved = state
+        .catalog
+        .resolve(requested)
+        .ok_or_else(|| ApiError::not_found(format!("model: {requested}")))?;
+    let provider = state
+        .providers
+        .get(&resolved.model.provider)
+        .cloned()
+        .ok_or_else(|| {
+            ApiError::internal(format!("no provider '{}' is configured", resolved.model.provider))
+        })?;
+    Ok((resolved, provider))
+}
+
 fn header_string(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get(name)
@@ -88,17 +108,7 @@ pub(crate) async fn create_message(
     let caller = authenticate(&state, &headers).await?;
     let bytes = read_body(&state, request).await?;
     let parsed = MessagesRequest::parse(&bytes, Endpoint::Messages)?;
-    let resolved = state
-        .catalog
-        .resolve(&parsed.model)
-        .ok_or_else(|| ApiError::not_found(format!("model: {}", parsed.model)))?;
-    let provider = state
-        .providers
-        .get(&resolved.model.provider)
-        .cloned()
-        .ok_or_else(|| {
-            ApiError::internal(format!("no provider '{}' is configured", resolved.model.provider))
-        })?;
+    let (resolved, provider) = resolve_model(&state, &parsed.model)?;
     let input_bound = input_tokens_bound(bytes.len(), parsed.media_blocks);
     let output_bound = parsed.max_tokens.unwrap_or(0);
     let prices = resolved.model.prices;
@@ -350,17 +360,7 @@ pub(crate) async fn count_tokens(
     let caller = authenticate(&state, &headers).await?;
     let bytes = read_body(&state, request).await?;
     let parsed = MessagesRequest::parse(&bytes, Endpoint::CountTokens)?;
-    let resolved = state
-        .catalog
-        .resolve(&parsed.model)
-        .ok_or_else(|| ApiError::not_found(format!("model: {}", parsed.model)))?;
-    let provider = state
-        .providers
-        .get(&resolved.model.provider)
-        .cloned()
-        .ok_or_else(|| {
-            ApiError::internal(format!("no provider '{}' is configured", resolved.model.provider))
-        })?;
+    let (resolved, provider) = resolve_model(&state, &parsed.model)?;
     // Free, but like every call it needs credit: an empty balance is refused the same way.
     if !state
         .tollgate

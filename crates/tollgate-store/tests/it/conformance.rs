@@ -1139,3 +1139,69 @@ pub(crate) async fn concurrent_reservations_never_overspend(backend: &impl Backe
     assert_eq!(store.usage_records(&org.org_id).await.unwrap().len(), succeeded);
     assert_healthy(store).await;
 }
+
+/// Goal: settlements, voids and the reaper racing to end the same reservations end each
+/// exactly once: one winner per reservation, every other attempt sees `already_ended`,
+/// and the ledger holds exactly the winners' charges.
+pub(crate) async fn racing_ends_of_one_reservation_resolve_once(backend: &impl Backend) {
+    let store = backend.store();
+    let org = create_org(store, "acme").await;
+    grant(store, &org, "lot_a", LotKind::Purchase, usd(100), at(0), None).await;
+    let reservations = 20;
+    for index in 0..reservations {
+        store
+            .reserve(new_reservation(
+                &org,
+                &format!("rsv_{index}"),
+                usd(2),
+                at(1),
+                at(5),
+            ))
+            .await
+            .unwrap();
+    }
+    let mut attempts = Vec::new();
+    for index in 0..reservations {
+        for attempt in 0..4_i64 {
+            let store = store.clone();
+            // Costs 0 (void), 1, 2 and 3 dollars (above the reservation: capped) race.
+            let ending = settlement(&org, &format!("rsv_{index}"), usd(attempt), at(6));
+            attempts.push(tokio::spawn(async move { store.settle(ending).await.unwrap() }));
+        }
+    }
+    let reaper = {
+        let store = store.clone();
+        tokio::spawn(async move { store.reap_reservations(at(6)).await.unwrap() })
+    };
+    let mut winners = 0;
+    let mut charged = NanoUsd::ZERO;
+    for attempt in attempts {
+        let outcome = attempt.await.unwrap();
+        if !outcome.already_ended {
+            winners += 1;
+            charged = charged.checked_add(outcome.charged).unwrap();
+        }
+    }
+    let reaped = reaper.await.unwrap();
+    assert_eq!(
+        winners + reaped,
+        reservations,
+        "each reservation ended exactly once"
+    );
+    assert_eq!(
+        store.pending_reservation_count(Some(&org.org_id)).await.unwrap(),
+        0
+    );
+    let balance = store.balance(&org.org_id, at(7)).await.unwrap();
+    assert_eq!(
+        balance.spent, charged,
+        "the ledger holds exactly the winners' charges"
+    );
+    assert_eq!(balance.held, NanoUsd::ZERO);
+    assert_eq!(
+        balance.available.checked_add(balance.spent).unwrap(),
+        usd(100),
+        "credit is conserved"
+    );
+    assert_healthy(store).await;
+}

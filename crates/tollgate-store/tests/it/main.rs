@@ -60,6 +60,13 @@ mod sqlite {
         backend.close().await;
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn racing_ends_of_one_reservation_resolve_once() {
+        let backend = SqliteBackend::open().await;
+        crate::conformance::racing_ends_of_one_reservation_resolve_once(&backend).await;
+        backend.close().await;
+    }
+
     #[tokio::test]
     async fn reopening_keeps_the_data_and_skips_applied_migrations() {
         crate::sqlite_backend::reopening_keeps_the_data_and_skips_applied_migrations().await;
