@@ -16,6 +16,8 @@ pub struct Model {
     /// The model id sent upstream; usually the same as `id`.
     pub upstream_model: String,
     pub prices: ModelPrices,
+    /// The rate-limit class it counts against (`opus`, `sonnet`, `haiku`, …).
+    pub class: String,
 }
 
 /// An alias: an exact name, or a prefix ending in `*`, that resolves to a catalogue model.

@@ -35,6 +35,7 @@ pub enum IdKind {
     Message,
     Request,
     User,
+    Purchase,
 }
 
 impl IdKind {
@@ -48,6 +49,7 @@ impl IdKind {
             IdKind::Message => "msg_",
             IdKind::Request => "req_",
             IdKind::User => "user_",
+            IdKind::Purchase => "purch_",
         }
     }
 }

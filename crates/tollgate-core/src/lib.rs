@@ -13,6 +13,9 @@ pub mod keys;
 pub mod ledger;
 pub mod money;
 pub mod pricing;
+pub mod ratelimit;
+pub mod spend;
+pub mod tiers;
 pub mod usage;
 
 /// An instant, always UTC. The shell reads the clock; the core is handed instants.

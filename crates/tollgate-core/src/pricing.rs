@@ -136,3 +136,10 @@ pub fn input_tokens_bound(body_bytes: usize, media_blocks: usize) -> u64 {
         .saturating_add(INPUT_TOKENS_OVERHEAD)
         .saturating_add(INPUT_TOKENS_PER_MEDIA_BLOCK.saturating_mul(media_blocks as u64))
 }
+
+/// What a request body of `body_bytes` bytes is expected to encode to, for rate-limit
+/// admission: about four bytes of JSON per token. Corrected to the actual count when the
+/// request ends, so the estimate only decides admission, never the charge.
+pub fn input_tokens_estimate(body_bytes: usize) -> u64 {
+    (body_bytes as u64).div_ceil(4)
+}

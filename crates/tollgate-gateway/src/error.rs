@@ -4,7 +4,8 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use tollgate_service::{AuthRefusal, ServiceError};
+use tollgate_core::spend::{SpendLimitReached, SpendScope};
+use tollgate_service::{AuthRefusal, LimitScope, Metric, RateLimited, ServiceError};
 use tollgate_upstream::UpstreamError;
 
 /// The error types of the contract's table.
@@ -16,6 +17,7 @@ pub enum ErrorKind {
     NotFound,
     RequestTooLarge,
     RateLimit,
+    Billing,
     Api,
     Timeout,
     Overloaded,
@@ -30,6 +32,7 @@ impl ErrorKind {
             ErrorKind::NotFound => "not_found_error",
             ErrorKind::RequestTooLarge => "request_too_large",
             ErrorKind::RateLimit => "rate_limit_error",
+            ErrorKind::Billing => "billing_error",
             ErrorKind::Api => "api_error",
             ErrorKind::Timeout => "timeout_error",
             ErrorKind::Overloaded => "overloaded_error",
@@ -44,6 +47,7 @@ impl ErrorKind {
             ErrorKind::NotFound,
             ErrorKind::RequestTooLarge,
             ErrorKind::RateLimit,
+            ErrorKind::Billing,
             ErrorKind::Api,
             ErrorKind::Timeout,
             ErrorKind::Overloaded,
@@ -59,6 +63,10 @@ pub struct ApiError {
     pub status: StatusCode,
     pub kind: ErrorKind,
     pub message: String,
+    /// `retry-after`, in whole seconds, when retrying later will succeed.
+    pub retry_after_seconds: Option<u64>,
+    /// `error.details.error_code`, where the contract gives one.
+    pub error_code: Option<&'static str>,
 }
 
 pub const CREDIT_TOO_LOW: &str = "Your credit balance is too low to access the tollgate API. \
@@ -70,6 +78,8 @@ impl ApiError {
             status,
             kind,
             message: message.into(),
+            retry_after_seconds: None,
+            error_code: None,
         }
     }
 
@@ -97,9 +107,13 @@ impl ApiError {
 
     /// Renders the envelope for `request_id`.
     pub fn to_json(&self, request_id: &str) -> serde_json::Value {
+        let mut error = serde_json::json!({"type": self.kind.as_str(), "message": self.message});
+        if let Some(code) = self.error_code {
+            error["details"] = serde_json::json!({ "error_code": code });
+        }
         serde_json::json!({
             "type": "error",
-            "error": {"type": self.kind.as_str(), "message": self.message},
+            "error": error,
             "request_id": request_id,
         })
     }
@@ -162,6 +176,16 @@ impl From<ServiceError> for ApiError {
             ServiceError::NotFound(message) => ApiError::not_found(message),
             ServiceError::Invalid(message) => ApiError::invalid(message),
             ServiceError::InsufficientCredit(_) => ApiError::credit_too_low(),
+            ServiceError::SpendLimitReached(reached) => spend_limit_reached(&reached),
+            ServiceError::RateLimited(limited) => rate_limited(&limited),
+            ServiceError::ExceedsRateLimit(limited) => exceeds_rate_limit(&limited),
+            ServiceError::Conflict(message) => ApiError::invalid(message),
+            ServiceError::Payment(error) => ApiError::new(
+                StatusCode::PAYMENT_REQUIRED,
+                ErrorKind::Billing,
+                error.to_string(),
+            ),
+            ServiceError::Unavailable(detail) => ApiError::internal(detail),
             ServiceError::Store(error) => ApiError::internal(error),
         }
     }
@@ -208,5 +232,79 @@ impl ApiError {
             UpstreamError::Status { status, .. } if *status >= 500 => "api_error",
             UpstreamError::Status { .. } => "upstream_refused",
         }
+    }
+}
+
+fn metric_words(metric: Metric) -> &'static str {
+    match metric {
+        Metric::Requests => "requests per minute",
+        Metric::InputTokens => "input tokens per minute",
+        Metric::OutputTokens => "output tokens per minute",
+        Metric::CountTokensRequests => "token-counting requests per minute",
+    }
+}
+
+fn scope_words(limited: &RateLimited) -> String {
+    match limited.scope {
+        LimitScope::Organization => format!("your organization's ({})", limited.scope_id),
+        LimitScope::Workspace => format!("your workspace's ({})", limited.scope_id),
+    }
+}
+
+/// 429 with `retry-after`: the contract's rate-limit refusal, naming limit, model and scope.
+fn rate_limited(limited: &RateLimited) -> ApiError {
+    let retry_after = limited.retry_after_seconds.unwrap_or(1);
+    let mut error = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        ErrorKind::RateLimit,
+        format!(
+            "This request would exceed {} rate limit of {} {} (model: {}). Please retry after {retry_after} seconds, \
+             reduce the prompt length or the maximum tokens requested, or ask for a higher limit. \
+             The anthropic-ratelimit-* response headers show current usage.",
+            scope_words(limited),
+            limited.per_minute,
+            metric_words(limited.metric),
+            limited.model,
+        ),
+    );
+    error.retry_after_seconds = Some(retry_after);
+    error
+}
+
+/// A request larger than the bucket can never be admitted: a 400 that says so.
+fn exceeds_rate_limit(limited: &RateLimited) -> ApiError {
+    ApiError::invalid(format!(
+        "This request needs {} {} but {} limit is {} (model: {}), so it can never be admitted. \
+         Shorten the prompt or ask for a higher limit.",
+        limited.amount.unwrap_or_default(),
+        metric_words(limited.metric).trim_end_matches(" per minute"),
+        scope_words(limited),
+        limited.per_minute,
+        limited.model,
+    ))
+}
+
+/// The contract's three spend-limit refusals (§3), exact in status, type and wording.
+fn spend_limit_reached(reached: &SpendLimitReached) -> ApiError {
+    let resets = reached.resets_at.format("%Y-%m-%d at %H:%M UTC");
+    match reached.scope {
+        SpendScope::Tier => {
+            let mut error = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                ErrorKind::RateLimit,
+                format!(
+                    "You have reached your API usage limits: your organization has crossed its monthly API usage \
+                     threshold, set based on your organization's API tier. You will regain access on {resets}."
+                ),
+            );
+            error.error_code = Some("enforced_spend_limit_reached");
+            error
+        }
+        SpendScope::Organization => ApiError::invalid(format!(
+            "You have reached your specified API usage limits. You will regain access on {resets}."
+        )),
+        SpendScope::Workspace => ApiError::invalid(format!(
+            "You have reached your specified workspace API usage limits. You will regain access on {resets}."
+        )),
     }
 }

@@ -18,9 +18,12 @@ use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tollgate_core::catalog::ResolvedModel;
-use tollgate_core::pricing::input_tokens_bound;
+use tollgate_core::pricing::{input_tokens_bound, input_tokens_estimate};
+use tollgate_core::ratelimit::BucketSnapshot;
 use tollgate_core::usage::TokenUsage;
-use tollgate_service::{ApiCaller, Finish, OpenReservation, Tollgate, UsageStatus};
+use tollgate_service::{
+    ApiCaller, Finish, OpenReservation, RateLimitView, RequestPlan, Tollgate, UsageStatus,
+};
 use tollgate_upstream::sse::{SseEvent, UsageAccumulator};
 use tollgate_upstream::{EventStream, Provider, UpstreamError, UpstreamReply, UpstreamRequest};
 
@@ -87,6 +90,43 @@ fn resolve_model<'state>(
     Ok((resolved, provider))
 }
 
+/// The `anthropic-ratelimit-*` headers: per metric the scope with the least room left;
+/// token counts rounded to the nearest thousand, resets as RFC 3339 to the second.
+fn rate_limit_headers(view: &RateLimitView, headers: &mut HeaderMap) {
+    let groups = [
+        ("requests", view.requests, false),
+        ("input-tokens", view.input_tokens, true),
+        ("output-tokens", view.output_tokens, true),
+        ("tokens", view.tokens(), true),
+    ];
+    for (name, snapshot, round) in groups {
+        let BucketSnapshot {
+            limit,
+            remaining,
+            reset_at_nanos,
+        } = snapshot;
+        let remaining = if round {
+            (remaining + 500) / 1_000 * 1_000
+        } else {
+            remaining
+        };
+        let reset = chrono::DateTime::from_timestamp_nanos(reset_at_nanos)
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        for (suffix, value) in [
+            ("limit", limit.to_string()),
+            ("remaining", remaining.to_string()),
+            ("reset", reset),
+        ] {
+            if let (Ok(header_name), Ok(value)) = (
+                header::HeaderName::try_from(format!("anthropic-ratelimit-{name}-{suffix}")),
+                HeaderValue::from_str(&value),
+            ) {
+                headers.insert(header_name, value);
+            }
+        }
+    }
+}
+
 fn header_string(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get(name)
@@ -109,10 +149,10 @@ pub(crate) async fn create_message(
     let bytes = read_body(&state, request).await?;
     let parsed = MessagesRequest::parse(&bytes, Endpoint::Messages)?;
     let (resolved, provider) = resolve_model(&state, &parsed.model)?;
-    let input_bound = input_tokens_bound(bytes.len(), parsed.media_blocks);
+    let body_length = bytes.len();
+    let input_bound = input_tokens_bound(body_length, parsed.media_blocks);
     let output_bound = parsed.max_tokens.unwrap_or(0);
-    let prices = resolved.model.prices;
-    let bound = prices.cost_bound(input_bound, output_bound);
+    let bound = resolved.model.prices.cost_bound(input_bound, output_bound);
     let upstream_request = UpstreamRequest {
         body: parsed.upstream_body(bytes, &resolved.upstream_model)?,
         stream: parsed.stream,
@@ -122,19 +162,31 @@ pub(crate) async fn create_message(
     };
     let open = state
         .tollgate
-        .reserve(&caller, &request_id, &resolved.model.id, prices, bound)
+        .begin(
+            &caller,
+            RequestPlan {
+                request_id: &request_id,
+                model: resolved.model,
+                cost_bound: bound,
+                input_tokens_estimate: input_tokens_estimate(body_length),
+                max_tokens: output_bound,
+            },
+        )
         .await?;
+    let rate_limits = open.rate_limits;
     let metered = MeteredCall {
         tollgate: state.tollgate.clone(),
         provider,
         open,
         drain_bound: state.settings.disconnect_drain,
     };
-    if parsed.stream {
-        metered.stream(upstream_request).await
+    let mut response = if parsed.stream {
+        metered.stream(upstream_request).await?
     } else {
-        metered.call(upstream_request).await
-    }
+        metered.call(upstream_request).await?
+    };
+    rate_limit_headers(&rate_limits, response.headers_mut());
+    Ok(response)
 }
 
 /// One admitted request: owns its reservation until it is settled.
@@ -361,6 +413,10 @@ pub(crate) async fn count_tokens(
     let bytes = read_body(&state, request).await?;
     let parsed = MessagesRequest::parse(&bytes, Endpoint::CountTokens)?;
     let (resolved, provider) = resolve_model(&state, &parsed.model)?;
+    state
+        .tollgate
+        .admit_count_tokens(&caller, &resolved.model.id)
+        .await?;
     // Free, but like every call it needs credit: an empty balance is refused the same way.
     if !state
         .tollgate

@@ -39,10 +39,15 @@ fn envelope(error: &ApiError, request_id: &str) -> Response {
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    if error.kind == ErrorKind::Overloaded || error.status == StatusCode::TOO_MANY_REQUESTS {
-        response
-            .headers_mut()
-            .insert("x-should-retry", HeaderValue::from_static("true"));
+    let headers = response.headers_mut();
+    if let Some(seconds) = error.retry_after_seconds {
+        headers.insert("retry-after", HeaderValue::from(seconds));
+        headers.insert("x-should-retry", HeaderValue::from_static("true"));
+    } else if error.kind == ErrorKind::Overloaded {
+        headers.insert("x-should-retry", HeaderValue::from_static("true"));
+    } else if error.status == StatusCode::TOO_MANY_REQUESTS {
+        // A spent monthly limit: retrying before the month turns cannot succeed.
+        headers.insert("x-should-retry", HeaderValue::from_static("false"));
     }
     response
 }

@@ -2,7 +2,32 @@
 //! infrastructure failure. HTTP crates map these to their own envelopes.
 
 use tollgate_core::ledger::InsufficientCredit;
+use tollgate_core::spend::SpendLimitReached;
+use tollgate_limiter::Metric;
 use tollgate_store::StoreError;
+
+use crate::payments::PaymentError;
+
+/// Whose rate limit refused a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LimitScope {
+    Organization,
+    Workspace,
+}
+
+/// A rate-limit refusal, with what the client needs to know to retry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RateLimited {
+    pub scope: LimitScope,
+    pub scope_id: String,
+    pub metric: Metric,
+    pub per_minute: u64,
+    pub model: String,
+    /// When retrying succeeds (`None` for a request that can never fit).
+    pub retry_after_seconds: Option<u64>,
+    /// For a request larger than the bucket: what it asked for.
+    pub amount: Option<u64>,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -14,6 +39,21 @@ pub enum ServiceError {
     Invalid(String),
     #[error(transparent)]
     InsufficientCredit(#[from] InsufficientCredit),
+    #[error(transparent)]
+    SpendLimitReached(#[from] SpendLimitReached),
+    #[error("rate limited: {0:?}")]
+    RateLimited(RateLimited),
+    /// The request is larger than the bucket itself: waiting will not help.
+    #[error("the request exceeds a rate limit's capacity: {0:?}")]
+    ExceedsRateLimit(RateLimited),
+    /// The same idempotency key was used for a different request.
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Payment(#[from] PaymentError),
+    /// A dependency other than the store (the rate limiter) is unavailable.
+    #[error("{0}")]
+    Unavailable(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -36,5 +76,11 @@ impl From<tollgate_store::NameTaken> for ServiceError {
 impl From<tollgate_store::GrantRejection> for ServiceError {
     fn from(rejection: tollgate_store::GrantRejection) -> ServiceError {
         ServiceError::Invalid(rejection.to_string())
+    }
+}
+
+impl From<tollgate_store::IdempotencyKeyReused> for ServiceError {
+    fn from(reused: tollgate_store::IdempotencyKeyReused) -> ServiceError {
+        ServiceError::Conflict(format!("{reused}: use a new key for a different purchase"))
     }
 }

@@ -3,35 +3,48 @@
 //! money rules themselves live in `tollgate-core` and their storage in `tollgate-store`.
 //! Knows nothing of HTTP or wire JSON.
 
+mod billing;
 pub mod clock;
 mod credits;
 mod error;
 mod keys;
+mod limits;
 mod maintenance;
 pub use crate::maintenance::MaintenanceReport;
 mod metering;
 mod organizations;
+pub mod payments;
 pub mod random;
 
 use std::sync::Arc;
 
 use tollgate_core::Timestamp;
 use tollgate_core::money::NanoUsd;
+use tollgate_core::tiers::BillingPolicy;
 use tollgate_store::Store;
 
+pub use crate::billing::{PurchaseRequest, TierStanding};
 pub use crate::clock::{Clock, ManualClock, SystemClock};
-pub use crate::error::ServiceError;
+pub use crate::credits::Grant;
+pub use crate::error::{LimitScope, RateLimited, ServiceError};
 pub use crate::keys::{ApiCaller, AuthRefusal, CreatedKey};
-pub use crate::metering::{Finish, OpenReservation};
+pub use crate::limits::{OrganizationLimits, workspace_rate_limits};
+pub use crate::metering::{Finish, OpenReservation, RateLimitView, RequestPlan};
 pub use crate::organizations::FirstStart;
+pub use crate::payments::{PaymentError, PaymentProvider};
+pub use tollgate_limiter::{Limiter, Metric};
 pub use tollgate_store::{
-    BalanceView, KeyRecord, KeyStatus, LotView, Organization, SettleOutcome, UsageRecord, UsageStatus,
-    Workspace,
+    AuditEntry, AutoReload, BalanceView, KeyRecord, KeyStatus, LotView, Organization, Purchase,
+    PurchaseStatus, RateLimitOverrides, SettleOutcome, UsageRecord, UsageStatus, Workspace, WorkspaceLimits,
 };
 
 /// Figures the use cases need from configuration.
 #[derive(Clone, Debug)]
 pub struct Settings {
+    /// Tier ladder, custom limit sets and promotional programmes.
+    pub policy: BillingPolicy,
+    /// An auto-reload claimed this long ago and never finished may be claimed again.
+    pub auto_reload_stale: chrono::Duration,
     /// Credit every new organization gets once.
     pub starter_grant: NanoUsd,
     /// How long the starter grant lasts; `None`: until used.
@@ -41,17 +54,6 @@ pub struct Settings {
     pub reservation_ttl: chrono::Duration,
     /// How long a key lookup is cached. Revocation takes effect within this time.
     pub key_cache_ttl: chrono::Duration,
-}
-
-impl Default for Settings {
-    fn default() -> Settings {
-        Settings {
-            starter_grant: NanoUsd::from_usd(5),
-            starter_grant_lifetime: None,
-            reservation_ttl: chrono::Duration::minutes(15),
-            key_cache_ttl: chrono::Duration::seconds(1),
-        }
-    }
 }
 
 /// The service façade. Cheap to clone.
@@ -65,16 +67,28 @@ struct Inner {
     clock: Arc<dyn Clock>,
     settings: Settings,
     key_cache: keys::KeyCache,
+    limits_cache: limits::LimitsCache,
+    limiter: Limiter,
+    payments: PaymentProvider,
 }
 
 impl Tollgate {
-    pub fn new(store: Store, clock: Arc<dyn Clock>, settings: Settings) -> Tollgate {
+    pub fn new(
+        store: Store,
+        limiter: Limiter,
+        payments: PaymentProvider,
+        clock: Arc<dyn Clock>,
+        settings: Settings,
+    ) -> Tollgate {
         Tollgate {
             inner: Arc::new(Inner {
                 store,
                 clock,
                 settings,
                 key_cache: keys::KeyCache::default(),
+                limits_cache: limits::LimitsCache::default(),
+                limiter,
+                payments,
             }),
         }
     }

@@ -1,20 +1,63 @@
-//! Metering a request: a reservation for the most it can cost before the upstream call,
-//! and exactly one settlement after it, for what the upstream reports it used.
+//! Metering a request. Before the upstream call: rate-limit admission in every scope
+//! (organization, and the workspace where it sets lower limits), then a reservation for the
+//! most the request can cost, checked against every monthly spend limit and the credit.
+//! Either all of it is admitted or none: a refused reservation gives the rate-limit tokens
+//! back. After the call: exactly one settlement for what the upstream reports it used, and
+//! the token buckets corrected from the admission estimates to the actual counts.
 
 use tollgate_core::Timestamp;
+use tollgate_core::catalog::Model;
 use tollgate_core::ids::IdKind;
 use tollgate_core::money::NanoUsd;
 use tollgate_core::pricing::ModelPrices;
+use tollgate_core::ratelimit::BucketSnapshot;
+use tollgate_core::spend::SpendLimits;
 use tollgate_core::usage::TokenUsage;
-use tollgate_store::{NewReservation, SettleOutcome, Settlement, StoreError, UsageRecord, UsageStatus};
+use tollgate_limiter::{BucketKey, Demand, LimitRefusal, Metric};
+use tollgate_store::{
+    NewReservation, ReserveRejection, SettleOutcome, Settlement, StoreError, UsageRecord, UsageStatus,
+};
 
 use crate::Tollgate;
-use crate::error::ServiceError;
+use crate::error::{LimitScope, RateLimited, ServiceError};
 use crate::keys::ApiCaller;
+use crate::limits::workspace_rate_limits;
 use crate::random;
 
-/// A reservation held for one request. Must be passed to [`Tollgate::finish`] exactly once;
-/// if the process dies first, the reaper voids it after the reservation TTL.
+/// What the gateway knows about a request before calling the upstream.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestPlan<'a> {
+    pub request_id: &'a str,
+    pub model: &'a Model,
+    /// A true upper bound of the request's cost: what is reserved.
+    pub cost_bound: NanoUsd,
+    /// Input tokens as estimated at admission (cache reads can't be told apart yet).
+    pub input_tokens_estimate: u64,
+    pub max_tokens: u64,
+}
+
+/// The `anthropic-ratelimit-*` figures after admission: per metric, the scope with the
+/// least room left.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimitView {
+    pub requests: BucketSnapshot,
+    pub input_tokens: BucketSnapshot,
+    pub output_tokens: BucketSnapshot,
+}
+
+impl RateLimitView {
+    /// The most restrictive token limit in effect (for `anthropic-ratelimit-tokens-*`).
+    pub fn tokens(&self) -> BucketSnapshot {
+        if self.output_tokens.remaining < self.input_tokens.remaining {
+            self.output_tokens
+        } else {
+            self.input_tokens
+        }
+    }
+}
+
+/// A request admitted and holding a reservation. Must be passed to [`Tollgate::finish`]
+/// exactly once; if the process dies first, the reaper voids it after the reservation TTL.
 #[derive(Debug)]
 pub struct OpenReservation {
     pub reservation_id: String,
@@ -25,6 +68,8 @@ pub struct OpenReservation {
     pub prices: ModelPrices,
     pub amount: NanoUsd,
     pub started_at: Timestamp,
+    pub rate_limits: RateLimitView,
+    admitted: Vec<Demand>,
 }
 
 /// How the request ended.
@@ -38,18 +83,96 @@ pub struct Finish {
 /// Attempts at writing a settlement before leaving it to the reaper.
 const SETTLE_ATTEMPTS: u32 = 5;
 
+fn demand(scope_id: &str, class: &str, metric: Metric, per_minute: u64, amount: u64) -> Demand {
+    Demand {
+        key: BucketKey {
+            scope_id: scope_id.to_owned(),
+            model_class: class.to_owned(),
+            metric,
+        },
+        per_minute,
+        amount,
+    }
+}
+
 impl Tollgate {
-    /// Reserves `amount` (the request's cost bound) from the caller's organization. A refusal
-    /// leaves a usage record with status `refused` and changes no balance.
-    pub async fn reserve(
+    /// Admits the request against every rate limit and reserves its cost bound. A refusal
+    /// changes no bucket and no balance, and leaves a usage record with status `refused`.
+    pub async fn begin(
         &self,
         caller: &ApiCaller,
-        request_id: &str,
-        model: &str,
-        prices: ModelPrices,
-        amount: NanoUsd,
+        plan: RequestPlan<'_>,
     ) -> Result<OpenReservation, ServiceError> {
         let started_at = self.now();
+        let organization = self.organization_limits(&caller.org_id).await?;
+        let workspace = self.workspace_limits(&caller.workspace_id).await?;
+        let class = plan.model.class.as_str();
+        let org_limits = organization.rate_limits(class).ok_or_else(|| {
+            ServiceError::Invalid(format!("no rate limits are configured for model class '{class}'"))
+        })?;
+        // Output is estimated from max_tokens but never beyond the bucket: a request asking
+        // for more than a minute's output (Claude Code asks for up to 64,000) waits for a
+        // full bucket instead of being refused forever, and settlement corrects the count.
+        let output_estimate = |per_minute: u64| plan.max_tokens.min(per_minute);
+        let mut demands = vec![
+            demand(
+                &caller.org_id,
+                class,
+                Metric::Requests,
+                org_limits.requests_per_minute,
+                1,
+            ),
+            demand(
+                &caller.org_id,
+                class,
+                Metric::InputTokens,
+                org_limits.input_tokens_per_minute,
+                plan.input_tokens_estimate,
+            ),
+            demand(
+                &caller.org_id,
+                class,
+                Metric::OutputTokens,
+                org_limits.output_tokens_per_minute,
+                output_estimate(org_limits.output_tokens_per_minute),
+            ),
+        ];
+        if let Some(overrides) = workspace.rate_limits.get(class) {
+            let limits = workspace_rate_limits(org_limits, overrides);
+            let scoped = [
+                (
+                    overrides.requests_per_minute,
+                    Metric::Requests,
+                    limits.requests_per_minute,
+                    1,
+                ),
+                (
+                    overrides.input_tokens_per_minute,
+                    Metric::InputTokens,
+                    limits.input_tokens_per_minute,
+                    plan.input_tokens_estimate,
+                ),
+                (
+                    overrides.output_tokens_per_minute,
+                    Metric::OutputTokens,
+                    limits.output_tokens_per_minute,
+                    output_estimate(limits.output_tokens_per_minute),
+                ),
+            ];
+            for (set, metric, per_minute, amount) in scoped {
+                if set.is_some() {
+                    demands.push(demand(&caller.workspace_id, class, metric, per_minute, amount));
+                }
+            }
+        }
+        let admitted = self
+            .inner
+            .limiter
+            .admit(&demands, started_at)
+            .await
+            .map_err(|error| ServiceError::Unavailable(error.to_string()))?
+            .map_err(|refusal| self.rate_limited(caller, &plan.model.id, refusal))?;
+        let view = binding_view(&demands, &admitted.snapshots);
         let reservation_id = random::id(IdKind::Reservation);
         let reserved = self
             .store()
@@ -58,50 +181,161 @@ impl Tollgate {
                 org_id: caller.org_id.clone(),
                 workspace_id: caller.workspace_id.clone(),
                 api_key_id: Some(caller.key_id.clone()),
-                request_id: request_id.to_owned(),
-                model: model.to_owned(),
-                amount,
+                request_id: plan.request_id.to_owned(),
+                model: plan.model.id.clone(),
+                amount: plan.cost_bound,
                 created_at: started_at,
                 deadline: started_at + self.settings().reservation_ttl,
+                spend_limits: SpendLimits {
+                    tier: organization.tier_cap(),
+                    organization: organization.billing.spend_limit,
+                    workspace: workspace.spend_limit,
+                },
             })
             .await;
         match reserved {
             Ok(_) => Ok(OpenReservation {
                 reservation_id,
-                request_id: request_id.to_owned(),
+                request_id: plan.request_id.to_owned(),
                 caller: caller.clone(),
-                model: model.to_owned(),
-                prices,
-                amount,
+                model: plan.model.id.clone(),
+                prices: plan.model.prices,
+                amount: plan.cost_bound,
                 started_at,
+                rate_limits: view,
+                admitted: demands,
             }),
-            Err(tollgate_store::TxError::Rejected(refusal)) => {
-                let record = UsageRecord {
-                    request_id: request_id.to_owned(),
-                    org_id: caller.org_id.clone(),
-                    workspace_id: caller.workspace_id.clone(),
-                    api_key_id: Some(caller.key_id.clone()),
-                    model: model.to_owned(),
-                    usage: TokenUsage::default(),
-                    cost: NanoUsd::ZERO,
-                    status: UsageStatus::Refused,
-                    error_type: Some("insufficient_credit".to_owned()),
-                    latency_ms: 0,
-                    started_at,
-                    ended_at: started_at,
-                };
-                if let Err(error) = self.store().insert_usage_record(record).await {
-                    tracing::warn!(%error, request_id, "could not record a refused request");
+            Err(error) => {
+                // All or nothing: the buckets get back what this request took.
+                for admitted in &demands {
+                    self.adjust_bucket(admitted, i64::try_from(admitted.amount).unwrap_or(i64::MAX))
+                        .await;
                 }
-                Err(ServiceError::InsufficientCredit(refusal))
+                match error {
+                    tollgate_store::TxError::Rejected(rejection) => {
+                        self.record_refusal(caller, plan, started_at, &rejection).await;
+                        Err(match rejection {
+                            ReserveRejection::InsufficientCredit(refusal) => {
+                                ServiceError::InsufficientCredit(refusal)
+                            }
+                            ReserveRejection::SpendLimitReached(reached) => {
+                                ServiceError::SpendLimitReached(reached)
+                            }
+                        })
+                    }
+                    tollgate_store::TxError::Store(error) => Err(ServiceError::Store(error)),
+                }
             }
-            Err(tollgate_store::TxError::Store(error)) => Err(ServiceError::Store(error)),
+        }
+    }
+
+    /// `count_tokens` is free but rate limited on its own requests-per-minute bucket.
+    pub async fn admit_count_tokens(&self, caller: &ApiCaller, model: &str) -> Result<(), ServiceError> {
+        let organization = self.organization_limits(&caller.org_id).await?;
+        let demands = [demand(
+            &caller.org_id,
+            "*",
+            Metric::CountTokensRequests,
+            organization.limits.count_tokens_requests_per_minute,
+            1,
+        )];
+        self.inner
+            .limiter
+            .admit(&demands, self.now())
+            .await
+            .map_err(|error| ServiceError::Unavailable(error.to_string()))?
+            .map_err(|refusal| self.rate_limited(caller, model, refusal))?;
+        Ok(())
+    }
+
+    fn rate_limited(&self, caller: &ApiCaller, model: &str, refusal: LimitRefusal) -> ServiceError {
+        let (key, per_minute, retry_after_nanos, amount) = match refusal {
+            LimitRefusal::Exhausted {
+                key,
+                per_minute,
+                retry_after_nanos,
+            } => (key, per_minute, Some(retry_after_nanos), None),
+            LimitRefusal::ExceedsCapacity {
+                key,
+                per_minute,
+                amount,
+            } => (key, per_minute, None, Some(amount)),
+        };
+        let scope = if key.scope_id == caller.org_id {
+            LimitScope::Organization
+        } else {
+            LimitScope::Workspace
+        };
+        let limited = RateLimited {
+            scope,
+            scope_id: key.scope_id,
+            metric: key.metric,
+            per_minute,
+            model: model.to_owned(),
+            // Whole seconds, rounded up: retrying at that time succeeds.
+            retry_after_seconds: retry_after_nanos.map(|nanos| {
+                u64::try_from((nanos + 999_999_999) / 1_000_000_000)
+                    .unwrap_or(1)
+                    .max(1)
+            }),
+            amount,
+        };
+        match limited.amount {
+            Some(_) => ServiceError::ExceedsRateLimit(limited),
+            None => ServiceError::RateLimited(limited),
+        }
+    }
+
+    async fn adjust_bucket(&self, admitted: &Demand, refund: i64) {
+        if refund == 0 {
+            return;
+        }
+        if let Err(error) = self
+            .inner
+            .limiter
+            .adjust(&admitted.key, admitted.per_minute, refund, self.now())
+            .await
+        {
+            tracing::warn!(%error, "could not correct a rate-limit bucket");
+        }
+    }
+
+    async fn record_refusal(
+        &self,
+        caller: &ApiCaller,
+        plan: RequestPlan<'_>,
+        started_at: Timestamp,
+        rejection: &ReserveRejection,
+    ) {
+        let record = UsageRecord {
+            request_id: plan.request_id.to_owned(),
+            org_id: caller.org_id.clone(),
+            workspace_id: caller.workspace_id.clone(),
+            api_key_id: Some(caller.key_id.clone()),
+            model: plan.model.id.clone(),
+            usage: TokenUsage::default(),
+            cost: NanoUsd::ZERO,
+            status: UsageStatus::Refused,
+            error_type: Some(
+                match rejection {
+                    ReserveRejection::InsufficientCredit(_) => "insufficient_credit",
+                    ReserveRejection::SpendLimitReached(_) => "spend_limit_reached",
+                }
+                .to_owned(),
+            ),
+            latency_ms: 0,
+            started_at,
+            ended_at: started_at,
+        };
+        if let Err(error) = self.store().insert_usage_record(record).await {
+            tracing::warn!(%error, request_id = plan.request_id, "could not record a refused request");
         }
     }
 
     /// Ends the reservation: charges the cost of `finish.usage` when the request counts as
     /// delivered (succeeded, or the client left mid-way), otherwise voids it. Retries a
-    /// failed write a few times; ending twice is a no-op in the store.
+    /// failed write a few times; ending twice is a no-op in the store. Then corrects the
+    /// token buckets and, when the balance fell below the threshold, starts an auto-reload.
     pub async fn finish(&self, open: OpenReservation, finish: Finish) -> Result<SettleOutcome, ServiceError> {
         let charged = matches!(
             finish.status,
@@ -134,6 +368,24 @@ impl Tollgate {
                 ended_at,
             },
         };
+        let outcome = self.settle_with_retries(&open, settlement).await;
+        self.correct_buckets(&open, &finish.usage).await;
+        if outcome
+            .as_ref()
+            .is_ok_and(|outcome| outcome.charged.is_positive())
+        {
+            let tollgate = self.clone();
+            let org_id = open.caller.org_id.clone();
+            tokio::spawn(async move { tollgate.auto_reload_if_needed(&org_id).await });
+        }
+        outcome
+    }
+
+    async fn settle_with_retries(
+        &self,
+        open: &OpenReservation,
+        settlement: Settlement,
+    ) -> Result<SettleOutcome, ServiceError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -158,6 +410,43 @@ impl Tollgate {
                 }
             }
         }
+    }
+
+    /// Replaces the admission estimates by the actual counts: input tokens that count
+    /// (cache reads don't) and generated output tokens. Requests stay counted.
+    async fn correct_buckets(&self, open: &OpenReservation, usage: &TokenUsage) {
+        for admitted in &open.admitted {
+            let actual = match admitted.key.metric {
+                Metric::InputTokens => usage.rate_limited_input_tokens(),
+                Metric::OutputTokens => usage.output_tokens,
+                Metric::Requests | Metric::CountTokensRequests => continue,
+            };
+            let refund = i128::from(admitted.amount) - i128::from(actual);
+            self.adjust_bucket(admitted, i64::try_from(refund).unwrap_or(0))
+                .await;
+        }
+    }
+}
+
+/// Per metric, the snapshot with the least room left over every scope.
+fn binding_view(demands: &[Demand], snapshots: &[BucketSnapshot]) -> RateLimitView {
+    let tightest = |metric: Metric| {
+        demands
+            .iter()
+            .zip(snapshots)
+            .filter(|(demand, _)| demand.key.metric == metric)
+            .map(|(_, snapshot)| *snapshot)
+            .min_by_key(|snapshot| snapshot.remaining)
+            .unwrap_or(BucketSnapshot {
+                limit: 0,
+                remaining: 0,
+                reset_at_nanos: 0,
+            })
+    };
+    RateLimitView {
+        requests: tightest(Metric::Requests),
+        input_tokens: tightest(Metric::InputTokens),
+        output_tokens: tightest(Metric::OutputTokens),
     }
 }
 

@@ -4,6 +4,7 @@ use tollgate_core::ids::IdKind;
 use tollgate_core::keys::KeyKind;
 use tollgate_core::ledger::LotKind;
 
+use crate::credits::Grant;
 use crate::error::ServiceError;
 use crate::keys::CreatedKey;
 use crate::random;
@@ -41,13 +42,15 @@ impl Tollgate {
             .await?;
         let settings = self.settings();
         if settings.starter_grant.is_positive() {
-            self.grant(
-                &organization.id,
-                LotKind::Starter,
-                settings.starter_grant,
-                settings.starter_grant_lifetime.map(|lifetime| now + lifetime),
-                "starter grant",
-            )
+            self.grant(Grant {
+                org_id: &organization.id,
+                kind: LotKind::Starter,
+                amount: settings.starter_grant,
+                expires_at: settings.starter_grant_lifetime.map(|lifetime| now + lifetime),
+                memo: "starter grant",
+                programme: None,
+                actor: "system",
+            })
             .await?;
         }
         Ok(organization)
@@ -101,6 +104,10 @@ impl Tollgate {
             .workspace_by_name(org_id, name)
             .await?
             .ok_or_else(|| ServiceError::NotFound(format!("no workspace is named '{name}'")))
+    }
+
+    pub async fn workspaces(&self, org_id: &str) -> Result<Vec<Workspace>, ServiceError> {
+        Ok(self.store().list_workspaces(org_id).await?)
     }
 
     pub async fn create_workspace(&self, org_id: &str, name: &str) -> Result<Workspace, ServiceError> {

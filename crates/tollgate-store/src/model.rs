@@ -2,10 +2,13 @@
 //! fields. They carry no behaviour beyond converting their enums to and from the text
 //! stored in the database; rules about them live in tollgate-core and tollgate-service.
 
+use std::collections::BTreeMap;
+
 use tollgate_core::Timestamp;
 use tollgate_core::keys::KeyKind;
-use tollgate_core::ledger::{Lot, LotKind, ReservationLine};
+use tollgate_core::ledger::{InsufficientCredit, Lot, LotKind, ReservationLine};
 use tollgate_core::money::NanoUsd;
+use tollgate_core::spend::{SpendLimitReached, SpendLimits};
 use tollgate_core::usage::TokenUsage;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -93,6 +96,11 @@ pub struct NewLot {
     pub granted_at: Timestamp,
     pub expires_at: Option<Timestamp>,
     pub memo: String,
+    /// The promotional programme the lot is granted under (e.g. "startup"). Only a
+    /// promotional lot may name one; anything else is a caller bug.
+    pub programme: Option<String>,
+    /// Who granted it, as the audit log records.
+    pub actor: String,
 }
 
 /// Why a grant was refused; nothing was written.
@@ -114,6 +122,7 @@ pub struct LotView {
     pub lot: Lot,
     pub amount: NanoUsd,
     pub memo: String,
+    pub programme: Option<String>,
 }
 
 /// An organization's credit at one instant.
@@ -145,6 +154,29 @@ pub struct NewReservation {
     pub created_at: Timestamp,
     /// After this the reaper voids the reservation if it has not ended.
     pub deadline: Timestamp,
+    /// The monthly limits to enforce, checked against the month of `created_at`.
+    pub spend_limits: SpendLimits,
+}
+
+/// Why a reservation was refused; nothing was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ReserveRejection {
+    #[error(transparent)]
+    InsufficientCredit(InsufficientCredit),
+    #[error(transparent)]
+    SpendLimitReached(SpendLimitReached),
+}
+
+impl From<InsufficientCredit> for ReserveRejection {
+    fn from(rejection: InsufficientCredit) -> ReserveRejection {
+        ReserveRejection::InsufficientCredit(rejection)
+    }
+}
+
+impl From<SpendLimitReached> for ReserveRejection {
+    fn from(rejection: SpendLimitReached) -> ReserveRejection {
+        ReserveRejection::SpendLimitReached(rejection)
+    }
 }
 
 /// A pending reservation and the lots it draws on, in drawdown order.
@@ -243,4 +275,186 @@ impl AuditReport {
     pub fn is_healthy(&self) -> bool {
         self.problems.is_empty()
     }
+}
+
+// Billing: limits, purchases, auto-reload and the audit log.
+
+/// An organization's billing state: what decides its tier and its limits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OrganizationBilling {
+    pub org_id: String,
+    /// Succeeded purchases, all time; the tier advances on it.
+    pub cumulative_purchases: NanoUsd,
+    /// A custom limit set assigned by an operator; `None` = the tier ladder.
+    pub limit_set: Option<String>,
+    /// The organization's own monthly spend limit, below its tier's cap.
+    pub spend_limit: Option<NanoUsd>,
+    /// programmes of promotional lots unexpired at `now` with credit left (available > 0),
+    /// sorted, deduplicated
+    pub active_programmes: Vec<String>,
+}
+
+/// A workspace's rate limits for one model class; `None` inherits the organization's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RateLimitOverrides {
+    pub requests_per_minute: Option<u64>,
+    pub input_tokens_per_minute: Option<u64>,
+    pub output_tokens_per_minute: Option<u64>,
+}
+
+/// A workspace's own limits, each only ever lower than its organization's (the caller
+/// checks that).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WorkspaceLimits {
+    pub spend_limit: Option<NanoUsd>,
+    /// By model class.
+    pub rate_limits: BTreeMap<String, RateLimitOverrides>,
+}
+
+/// What started a purchase.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PurchaseSource {
+    Manual,
+    AutoReload,
+}
+
+impl PurchaseSource {
+    pub const ALL: [PurchaseSource; 2] = [PurchaseSource::Manual, PurchaseSource::AutoReload];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PurchaseSource::Manual => "manual",
+            PurchaseSource::AutoReload => "auto_reload",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<PurchaseSource> {
+        PurchaseSource::ALL
+            .into_iter()
+            .find(|source| source.as_str() == text)
+    }
+}
+
+/// Where a purchase stands. It starts `Pending` and ends exactly once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PurchaseStatus {
+    Pending,
+    Succeeded,
+    Declined,
+    Failed,
+}
+
+impl PurchaseStatus {
+    pub const ALL: [PurchaseStatus; 4] = [
+        PurchaseStatus::Pending,
+        PurchaseStatus::Succeeded,
+        PurchaseStatus::Declined,
+        PurchaseStatus::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PurchaseStatus::Pending => "pending",
+            PurchaseStatus::Succeeded => "succeeded",
+            PurchaseStatus::Declined => "declined",
+            PurchaseStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<PurchaseStatus> {
+        PurchaseStatus::ALL
+            .into_iter()
+            .find(|status| status.as_str() == text)
+    }
+}
+
+/// A credit purchase as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Purchase {
+    pub id: String,
+    pub org_id: String,
+    pub idempotency_key: String,
+    pub amount: NanoUsd,
+    pub source: PurchaseSource,
+    pub status: PurchaseStatus,
+    pub payment_reference: Option<String>,
+    pub failure_reason: Option<String>,
+    /// The lot a succeeded purchase granted.
+    pub lot_id: Option<String>,
+    pub created_at: Timestamp,
+    pub completed_at: Option<Timestamp>,
+}
+
+/// A purchase to claim before the payment provider is charged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewPurchase {
+    pub purchase_id: String,
+    pub org_id: String,
+    pub idempotency_key: String,
+    pub amount: NanoUsd,
+    pub source: PurchaseSource,
+    pub created_at: Timestamp,
+}
+
+/// What claiming a purchase found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PurchaseClaim {
+    /// newly inserted as Pending: the caller now charges the payment provider
+    New(Purchase),
+    /// the key was used before with the same amount: nothing inserted; the caller
+    /// returns/continues it
+    Existing(Purchase),
+}
+
+/// The idempotency key names a purchase of another amount; nothing was written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the idempotency key was already used for a purchase of {existing_amount}")]
+pub struct IdempotencyKeyReused {
+    pub existing_amount: NanoUsd,
+}
+
+/// How the payment provider answered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PurchaseOutcome {
+    /// Paid: `lot` (of kind `Purchase`, the purchase's organization and amount) is granted
+    /// and its id recorded on the purchase.
+    Succeeded {
+        payment_reference: String,
+        lot: NewLot,
+    },
+    Declined {
+        reason: String,
+    },
+    Failed {
+        reason: String,
+    },
+}
+
+/// An organization's auto-reload settings: when the balance falls below `threshold`, buy
+/// `amount` with `payment_method`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AutoReload {
+    pub org_id: String,
+    pub enabled: bool,
+    pub threshold: NanoUsd,
+    pub amount: NanoUsd,
+    pub payment_method: String,
+    /// When the reload now being bought was claimed; `None` when none is in flight.
+    pub in_flight_since: Option<Timestamp>,
+    /// Why auto-reload was turned off, until it is turned on again.
+    pub notice: Option<String>,
+}
+
+/// One entry of the audit log: who did what to which subject, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub org_id: String,
+    pub actor: String,
+    /// Dotted, e.g. "credit.granted", "limits.workspace".
+    pub action: String,
+    /// The id of what was changed.
+    pub subject: String,
+    pub details: String,
+    pub reason: Option<String>,
+    pub at: Timestamp,
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tollgate_gateway::{GatewayState, router};
-use tollgate_service::{Clock, FirstStart, SystemClock, Tollgate};
+use tollgate_service::{Clock, FirstStart, Limiter, SystemClock, Tollgate};
 use tollgate_store::Store;
 
 use crate::config::Config;
@@ -23,9 +23,16 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
         .with_context(|| format!("cannot open the database {}", path.display()))
 }
 
-/// The service over `store`, with the configured settings and the given clock.
+/// The service over `store`, with the configured settings and the given clock. Rate
+/// limits are kept in this process (one server per database; see ARCHITECTURE.md).
 pub fn service(config: &Config, store: Store, clock: Arc<dyn Clock>) -> anyhow::Result<Tollgate> {
-    Ok(Tollgate::new(store, clock, config.service_settings()?))
+    Ok(Tollgate::new(
+        store,
+        Limiter::local(),
+        config.payment_provider()?,
+        clock,
+        config.service_settings()?,
+    ))
 }
 
 pub struct Application {

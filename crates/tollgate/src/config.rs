@@ -3,7 +3,7 @@
 //! Parsing is a pure function of its sources: tests pass maps and never touch the process
 //! environment.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -13,8 +13,9 @@ use serde::Deserialize;
 use tollgate_core::catalog::{Alias, Catalog, Model};
 use tollgate_core::money::NanoUsd;
 use tollgate_core::pricing::{ModelPrices, TokenPrice};
+use tollgate_core::tiers::{BillingPolicy, LimitSet, RateLimits, Tier, TierLadder};
 use tollgate_gateway::GatewaySettings;
-use tollgate_service::Settings;
+use tollgate_service::{PaymentProvider, Settings};
 use tollgate_upstream::Provider;
 use tollgate_upstream::anthropic::{AnthropicClient, AnthropicConfig};
 use tollgate_upstream::simulated::{Simulated, SimulatedConfig};
@@ -33,6 +34,55 @@ pub struct Config {
     pub models: BTreeMap<String, ModelConfig>,
     #[serde(default)]
     pub aliases: BTreeMap<String, String>,
+    pub payments: PaymentsConfig,
+    pub tiers: Vec<TierConfig>,
+    #[serde(default)]
+    pub limit_sets: BTreeMap<String, LimitSetConfig>,
+    #[serde(default)]
+    pub programmes: BTreeMap<String, ProgrammeConfig>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentsConfig {
+    /// Only `test` is built in; a real provider plugs in behind the same interface.
+    pub provider: String,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitsConfig {
+    pub requests_per_minute: u64,
+    pub input_tokens_per_minute: u64,
+    pub output_tokens_per_minute: u64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TierConfig {
+    pub name: String,
+    pub cumulative_purchases_usd: String,
+    pub monthly_spend_limit_usd: Option<String>,
+    pub max_single_purchase_usd: Option<String>,
+    pub count_tokens_requests_per_minute: u64,
+    pub rate_limits: BTreeMap<String, RateLimitsConfig>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSetConfig {
+    pub monthly_spend_limit_usd: Option<String>,
+    pub max_single_purchase_usd: Option<String>,
+    #[serde(default)]
+    pub count_tokens_requests_per_minute: u64,
+    #[serde(default)]
+    pub rate_limits: BTreeMap<String, RateLimitsConfig>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProgrammeConfig {
+    pub limit_set: String,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -50,6 +100,7 @@ pub struct GatewayConfig {
     pub reservation_ttl_seconds: u64,
     pub key_cache_ttl_millis: u64,
     pub maintenance_interval_seconds: u64,
+    pub auto_reload_stale_seconds: u64,
 }
 
 #[derive(Clone, Deserialize)]
@@ -101,6 +152,8 @@ fn default_request_timeout() -> u64 {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
+    /// Rate-limit class: every tier must carry limits for it.
+    pub class: String,
     pub display_name: Option<String>,
     pub created_at: Option<String>,
     pub provider: String,
@@ -157,6 +210,8 @@ impl Config {
         }
         config.catalog()?;
         config.starter_grant()?;
+        config.billing_policy()?;
+        config.payment_provider()?;
         Ok(config)
     }
 
@@ -176,6 +231,8 @@ impl Config {
     pub fn service_settings(&self) -> anyhow::Result<Settings> {
         let seconds = |value: u64| chrono::Duration::seconds(i64::try_from(value).unwrap_or(i64::MAX / 1000));
         Ok(Settings {
+            policy: self.billing_policy()?,
+            auto_reload_stale: seconds(self.gateway.auto_reload_stale_seconds),
             starter_grant: self.starter_grant()?,
             starter_grant_lifetime: (self.credits.starter_grant_days > 0)
                 .then(|| chrono::Duration::days(i64::from(self.credits.starter_grant_days))),
@@ -184,6 +241,14 @@ impl Config {
                 i64::try_from(self.gateway.key_cache_ttl_millis).unwrap_or(1000),
             ),
         })
+    }
+
+    /// The configured payment provider.
+    pub fn payment_provider(&self) -> anyhow::Result<PaymentProvider> {
+        match self.payments.provider.as_str() {
+            "test" => Ok(PaymentProvider::test()),
+            other => bail!("payments.provider '{other}' is not known (built in: test)"),
+        }
     }
 
     pub fn gateway_settings(&self) -> GatewaySettings {
@@ -231,6 +296,7 @@ impl Config {
                 display_name: model.display_name.clone().unwrap_or_else(|| id.clone()),
                 created_at,
                 provider: model.provider.clone(),
+                class: model.class.clone(),
                 upstream_model: model.upstream_model.clone().unwrap_or_else(|| id.clone()),
                 prices,
             });
@@ -298,6 +364,113 @@ impl Config {
         }
         Ok(providers)
     }
+}
+
+impl Config {
+    /// The tier ladder, limit sets and programmes. Every tier and every assignable limit set
+    /// must carry rate limits for every model class of the catalogue.
+    pub fn billing_policy(&self) -> anyhow::Result<BillingPolicy> {
+        let classes: BTreeSet<&str> = self.models.values().map(|model| model.class.as_str()).collect();
+        let mut tiers = Vec::new();
+        for tier in &self.tiers {
+            let context = format!("tiers '{}'", tier.name);
+            let limits = limit_set(
+                &tier.name,
+                &tier.monthly_spend_limit_usd,
+                &tier.max_single_purchase_usd,
+                tier.count_tokens_requests_per_minute,
+                &tier.rate_limits,
+            )
+            .with_context(|| context.clone())?;
+            require_classes(&limits, &classes).with_context(|| context.clone())?;
+            tiers.push(Tier {
+                limits,
+                cumulative_purchases_min: usd(&tier.cumulative_purchases_usd)
+                    .with_context(|| context.clone())?,
+            });
+        }
+        let ladder = TierLadder::new(tiers).context("tiers")?;
+        let mut limit_sets = BTreeMap::new();
+        for (name, set) in &self.limit_sets {
+            let context = format!("limit_sets.{name}");
+            let limits = limit_set(
+                name,
+                &set.monthly_spend_limit_usd,
+                &set.max_single_purchase_usd,
+                set.count_tokens_requests_per_minute,
+                &set.rate_limits,
+            )
+            .with_context(|| context.clone())?;
+            limit_sets.insert(name.clone(), limits);
+        }
+        let mut programmes = BTreeMap::new();
+        for (name, programme) in &self.programmes {
+            if !limit_sets.contains_key(&programme.limit_set) {
+                bail!(
+                    "programmes.{name} names limit set '{}', which is not configured",
+                    programme.limit_set
+                );
+            }
+            programmes.insert(name.clone(), programme.limit_set.clone());
+        }
+        Ok(BillingPolicy {
+            ladder,
+            limit_sets,
+            programmes,
+        })
+    }
+}
+
+/// A non-negative USD amount.
+fn usd(text: &str) -> anyhow::Result<NanoUsd> {
+    let amount = NanoUsd::parse_usd(text)?;
+    if amount.is_negative() {
+        bail!("'{text}' must not be negative");
+    }
+    Ok(amount)
+}
+
+fn limit_set(
+    name: &str,
+    monthly_spend_limit_usd: &Option<String>,
+    max_single_purchase_usd: &Option<String>,
+    count_tokens_requests_per_minute: u64,
+    rate_limits: &BTreeMap<String, RateLimitsConfig>,
+) -> anyhow::Result<LimitSet> {
+    let optional = |field: &str, text: &Option<String>| -> anyhow::Result<Option<NanoUsd>> {
+        text.as_deref()
+            .map(usd)
+            .transpose()
+            .with_context(|| field.to_owned())
+    };
+    Ok(LimitSet {
+        name: name.to_owned(),
+        monthly_spend_limit: optional("monthly_spend_limit_usd", monthly_spend_limit_usd)?,
+        max_single_purchase: optional("max_single_purchase_usd", max_single_purchase_usd)?,
+        count_tokens_requests_per_minute,
+        rate_limits: rate_limits
+            .iter()
+            .map(|(class, limits)| {
+                (
+                    class.clone(),
+                    RateLimits {
+                        requests_per_minute: limits.requests_per_minute,
+                        input_tokens_per_minute: limits.input_tokens_per_minute,
+                        output_tokens_per_minute: limits.output_tokens_per_minute,
+                    },
+                )
+            })
+            .collect(),
+    })
+}
+
+fn require_classes(limits: &LimitSet, classes: &BTreeSet<&str>) -> anyhow::Result<()> {
+    for class in classes {
+        if !limits.rate_limits.contains_key(*class) {
+            bail!("no rate limits for model class '{class}'");
+        }
+    }
+    Ok(())
 }
 
 /// Deep-merges `layer` into `base`: tables merge key by key, anything else replaces.

@@ -1,6 +1,9 @@
 //! The `tollgate` command line: `serve`, and the administrative commands that work on the
-//! same data whether or not a server is running. This is the only module that prints.
+//! same data whether or not a server is running. This module and `cli` are the only ones
+//! that print: people-readable tables by default, `--json` for scripts.
 #![allow(clippy::print_stdout)]
+
+mod cli;
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -13,9 +16,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use tollgate::app::{Application, open_store, service};
 use tollgate::config::{Config, Overrides};
 use tollgate_core::keys::KeyKind;
-use tollgate_core::ledger::LotKind;
 use tollgate_core::money::NanoUsd;
-use tollgate_service::{FirstStart, KeyStatus, SystemClock, Tollgate};
+use tollgate_service::{FirstStart, SystemClock};
 
 #[derive(Parser)]
 #[command(
@@ -60,15 +62,154 @@ enum Command {
         #[command(subcommand)]
         command: AdminKeysCommand,
     },
-    /// Credit: grants, balance, lots.
+    /// Credit: purchases, grants, balance, lots, purchase history.
     Credits {
         #[command(subcommand)]
         command: CreditsCommand,
     },
+    /// Organizations.
+    Orgs {
+        #[command(subcommand)]
+        command: OrgsCommand,
+    },
+    /// Workspaces and their limits.
+    Workspaces {
+        #[command(subcommand)]
+        command: WorkspacesCommand,
+    },
+    /// Buy credit automatically when the balance runs low.
+    Autoreload {
+        #[command(subcommand)]
+        command: AutoreloadCommand,
+    },
+    /// The usage-tier ladder and where the organization stands on it.
+    Tiers {
+        #[arg(long, default_value = "Default")]
+        org: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Spend and rate limits in force.
+    Limits {
+        #[command(subcommand)]
+        command: LimitsCommand,
+    },
+    /// The audit log: grants, purchases, expiries and limit changes.
+    Audit {
+        #[arg(long, default_value = "Default")]
+        org: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
-enum KeysCommand {
+pub(crate) enum OrgsCommand {
+    /// Create an organization (with its Default workspace and starter credit).
+    Create { name: String },
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    Show {
+        #[arg(long, default_value = "Default")]
+        org: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum WorkspacesCommand {
+    Create {
+        name: String,
+        #[arg(long, default_value = "Default")]
+        org: String,
+    },
+    List {
+        #[arg(long, default_value = "Default")]
+        org: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set a workspace's limits, each at most the organization's. Replaces what was set
+    /// for the given model class; `--spend-limit none` clears the spend limit.
+    SetLimits {
+        #[arg(long)]
+        workspace: String,
+        #[arg(long, default_value = "Default")]
+        org: String,
+        /// Monthly spend limit in USD, or `none`.
+        #[arg(long)]
+        spend_limit: Option<String>,
+        /// Model class the rate limits below apply to (opus, sonnet, haiku, …).
+        #[arg(long)]
+        class: Option<String>,
+        #[arg(long)]
+        rpm: Option<u64>,
+        #[arg(long)]
+        itpm: Option<u64>,
+        #[arg(long)]
+        otpm: Option<u64>,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum AutoreloadCommand {
+    /// When the available balance falls below --threshold, buy --amount with --card.
+    Set {
+        #[arg(long, default_value = "Default")]
+        org: String,
+        #[arg(long)]
+        threshold: String,
+        #[arg(long)]
+        amount: String,
+        #[arg(long)]
+        card: String,
+    },
+    Off {
+        #[arg(long, default_value = "Default")]
+        org: String,
+    },
+    Show {
+        #[arg(long, default_value = "Default")]
+        org: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum LimitsCommand {
+    /// The limits in force for an organization, or for one of its workspaces.
+    Show {
+        #[arg(long, default_value = "Default")]
+        org: String,
+        #[arg(long)]
+        workspace: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set the organization's own monthly spend limit (at most its tier's cap), or put it
+    /// on a custom limit set.
+    SetOrg {
+        #[arg(long, default_value = "Default")]
+        org: String,
+        /// USD, or `none` to clear.
+        #[arg(long)]
+        spend_limit: Option<String>,
+        /// A configured limit set, or `none` to return to the tier ladder.
+        #[arg(long)]
+        limit_set: Option<String>,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum KeysCommand {
     /// Create an API key; prints the secret alone on stdout (it is not shown again).
     Create {
         #[arg(long, default_value = "Default")]
@@ -103,14 +244,14 @@ enum AdminKeysCommand {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-enum GrantKind {
+pub(crate) enum GrantKind {
     Starter,
     Purchase,
     Promotional,
 }
 
 #[derive(Subcommand)]
-enum CreditsCommand {
+pub(crate) enum CreditsCommand {
     /// Add a credit lot.
     Grant {
         #[arg(long, default_value = "Default")]
@@ -123,8 +264,32 @@ enum CreditsCommand {
         /// When the lot expires (RFC 3339). Purchases default to one year from now.
         #[arg(long)]
         expires: Option<String>,
+        /// The promotional programme the credit belongs to (e.g. startup).
+        #[arg(long)]
+        programme: Option<String>,
         #[arg(long, default_value = "")]
         memo: String,
+    },
+    /// Buy credit through the payment provider.
+    Purchase {
+        #[arg(long, default_value = "Default")]
+        org: String,
+        /// Amount in USD.
+        #[arg(long, allow_hyphen_values = true)]
+        amount: String,
+        /// Card number (the test provider: 4242424242424242 succeeds).
+        #[arg(long)]
+        card: String,
+        /// Retrying with the same key buys once. Default: a new key per call.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
+    /// Purchase history with receipts.
+    Purchases {
+        #[arg(long, default_value = "Default")]
+        org: String,
+        #[arg(long)]
+        json: bool,
     },
     /// Show the organization's balance.
     Balance {
@@ -199,7 +364,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             eprintln!("database ready at {}", config.database_path().display());
             Ok(())
         }
-        Command::Keys { command } => keys(&tollgate, command).await,
+        Command::Keys { command } => cli::keys::run(&tollgate, command).await,
         Command::AdminKeys {
             command: AdminKeysCommand::Create { org, name },
         } => {
@@ -208,7 +373,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", created.secret.expose_secret());
             Ok(())
         }
-        Command::Credits { command } => credits(&tollgate, command).await,
+        Command::Credits { command } => cli::credits::run(&tollgate, command).await,
+        Command::Orgs { command } => cli::orgs::run(&tollgate, command).await,
+        Command::Workspaces { command } => cli::orgs::workspaces(&tollgate, command).await,
+        Command::Autoreload { command } => cli::credits::autoreload(&tollgate, command).await,
+        Command::Tiers { org, json } => cli::limits::tiers(&tollgate, &org, json).await,
+        Command::Limits { command } => cli::limits::run(&tollgate, command).await,
+        Command::Audit { org, json } => cli::orgs::audit(&tollgate, &org, json).await,
     }
 }
 
@@ -275,158 +446,4 @@ fn first_start_notice(first_start: &FirstStart, config: &Config) -> String {
 
 fn tollgate_settings_grant(config: &Config) -> NanoUsd {
     config.starter_grant().unwrap_or(NanoUsd::ZERO)
-}
-
-async fn keys(tollgate: &Tollgate, command: KeysCommand) -> anyhow::Result<()> {
-    match command {
-        KeysCommand::Create { workspace, org, name } => {
-            let org = tollgate.organization_named(&org).await?;
-            let workspace = tollgate.workspace_named(&org.id, &workspace).await?;
-            let created = tollgate
-                .create_key(KeyKind::Api, &org.id, Some(&workspace.id), &name)
-                .await?;
-            println!("{}", created.secret.expose_secret());
-        }
-        KeysCommand::List { org, workspace, json } => {
-            let org = tollgate.organization_named(&org).await?;
-            let workspace_id = match workspace {
-                Some(name) => Some(tollgate.workspace_named(&org.id, &name).await?.id),
-                None => None,
-            };
-            let keys = tollgate
-                .keys(&org.id, KeyKind::Api, workspace_id.as_deref())
-                .await?;
-            if json {
-                let rows: Vec<serde_json::Value> = keys
-                    .iter()
-                    .map(|key| {
-                        serde_json::json!({
-                            "id": key.id, "name": key.name, "workspace_id": key.workspace_id,
-                            "partial_key_hint": key.hint, "status": key.status.as_str(),
-                            "created_at": key.created_at.to_rfc3339(), "last_used_at": key.last_used_at.map(|at| at.to_rfc3339()),
-                        })
-                    })
-                    .collect();
-                println!("{}", serde_json::to_string_pretty(&rows)?);
-            } else {
-                println!(
-                    "{:<32} {:<10} {:<28} {:<24} NAME",
-                    "ID", "STATUS", "HINT", "LAST USED"
-                );
-                for key in keys {
-                    let last_used = key.last_used_at.map_or("never".to_owned(), |at| {
-                        at.format("%Y-%m-%d %H:%M:%S").to_string()
-                    });
-                    println!(
-                        "{:<32} {:<10} {:<28} {:<24} {}",
-                        key.id,
-                        key.status.as_str(),
-                        key.hint,
-                        last_used,
-                        key.name
-                    );
-                }
-            }
-        }
-        KeysCommand::Revoke { key_id } => {
-            tollgate.set_key_status(&key_id, KeyStatus::Archived).await?;
-            println!("revoked {key_id}");
-        }
-    }
-    Ok(())
-}
-
-async fn credits(tollgate: &Tollgate, command: CreditsCommand) -> anyhow::Result<()> {
-    match command {
-        CreditsCommand::Grant {
-            org,
-            amount,
-            kind,
-            expires,
-            memo,
-        } => {
-            let org = tollgate.organization_named(&org).await?;
-            let amount = NanoUsd::parse_usd(&amount).context("--amount")?;
-            let kind = match kind {
-                GrantKind::Starter => LotKind::Starter,
-                GrantKind::Purchase => LotKind::Purchase,
-                GrantKind::Promotional => LotKind::Promotional,
-            };
-            let expires_at = match expires {
-                Some(text) => Some(
-                    chrono::DateTime::parse_from_rfc3339(&text)
-                        .context("--expires must be RFC 3339, e.g. 2027-01-31T00:00:00Z")?
-                        .to_utc(),
-                ),
-                None => None,
-            };
-            let memo = if memo.is_empty() {
-                format!("{} grant", kind.as_str())
-            } else {
-                memo
-            };
-            let lot = tollgate.grant(&org.id, kind, amount, expires_at, &memo).await?;
-            println!("granted {} to {} as lot {}", lot.amount, org.name, lot.lot.lot_id);
-        }
-        CreditsCommand::Balance { org, json } => {
-            let org = tollgate.organization_named(&org).await?;
-            let balance = tollgate.balance(&org.id).await?;
-            if json {
-                println!(
-                    "{}",
-                    serde_json::json!({
-                        "organization_id": org.id,
-                        "available_nanos": balance.available.nanos(),
-                        "held_nanos": balance.held.nanos(),
-                        "spent_nanos": balance.spent.nanos(),
-                        "expired_nanos": balance.expired.nanos(),
-                    })
-                );
-            } else {
-                println!(
-                    "{}: available {}, held {}, spent {} (expired {})",
-                    org.name, balance.available, balance.held, balance.spent, balance.expired
-                );
-            }
-        }
-        CreditsCommand::Lots { org, json } => {
-            let org = tollgate.organization_named(&org).await?;
-            let lots = tollgate.lots(&org.id).await?;
-            if json {
-                let rows: Vec<serde_json::Value> = lots
-                    .iter()
-                    .map(|lot| {
-                        serde_json::json!({
-                            "id": lot.lot.lot_id, "kind": lot.lot.kind.as_str(), "amount_nanos": lot.amount.nanos(),
-                            "remaining_nanos": lot.lot.account.posted_balance().nanos(),
-                            "held_nanos": lot.lot.account.debits_pending.nanos(),
-                            "granted_at": lot.lot.granted_at.to_rfc3339(),
-                            "expires_at": lot.lot.expires_at.map(|at| at.to_rfc3339()), "memo": lot.memo,
-                        })
-                    })
-                    .collect();
-                println!("{}", serde_json::to_string_pretty(&rows)?);
-            } else {
-                println!(
-                    "{:<32} {:<12} {:>16} {:>16} {:<26} MEMO",
-                    "LOT", "KIND", "AMOUNT", "REMAINING", "EXPIRES"
-                );
-                for lot in lots {
-                    let expires = lot.lot.expires_at.map_or("never".to_owned(), |at| {
-                        at.format("%Y-%m-%d %H:%M:%S UTC").to_string()
-                    });
-                    println!(
-                        "{:<32} {:<12} {:>16} {:>16} {:<26} {}",
-                        lot.lot.lot_id,
-                        lot.lot.kind.as_str(),
-                        lot.amount.to_string(),
-                        lot.lot.account.posted_balance().to_string(),
-                        expires,
-                        lot.memo
-                    );
-                }
-            }
-        }
-    }
-    Ok(())
 }

@@ -10,6 +10,7 @@ fn model(id: &str, input: &str, output: &str) -> Model {
         provider: "simulated".to_owned(),
         upstream_model: id.to_owned(),
         prices: ModelPrices::from_input_output(price(input), price(output)).expect("exact"),
+        class: "test".to_owned(),
     }
 }
 

@@ -1,5 +1,7 @@
 //! The audit: recomputes every account's totals from the journal and the open
-//! reservations, and compares them with the totals the transaction scripts stored.
+//! reservations, every monthly spend counter from the reservations made that month, and
+//! every organization's cumulative purchases from its succeeded purchases, and compares
+//! them with the totals the transaction scripts stored.
 //!
 //! This is the one place where money is summed in SQL, because the sums are the check: they
 //! are computed a different way from the running totals they are compared with. The audit
@@ -137,7 +139,7 @@ impl SqliteStore {
 /// Checks that relate rows of different tables. Each query returns only the rows that
 /// disagree, as (subject, stored, recomputed).
 type DescribeMismatch = fn(&str, i64, i64) -> String;
-const CROSS_CHECKS: [(&str, DescribeMismatch); 5] = [
+const CROSS_CHECKS: [(&str, DescribeMismatch); 9] = [
     (
         "SELECT l.id AS subject, l.amount AS stored, COALESCE(SUM(t.amount), 0) AS recomputed
          FROM lots l LEFT JOIN transfers t ON t.lot_id = l.id AND t.kind = 'grant'
@@ -190,6 +192,83 @@ const CROSS_CHECKS: [(&str, DescribeMismatch); 5] = [
          WHERE rl.account_id <> l.account_id",
         |line, account, lot_account| {
             format!("reservation {line}: draws on account {account} but its lot's account is {lot_account}")
+        },
+    ),
+    (
+        // The month is recomputed here with SQLite's calendar, independently of the core's
+        // `month_key` that the transaction scripts use.
+        "WITH recomputed AS (
+             SELECT org_id, workspace_id,
+                    CAST(strftime('%Y%m', created_at / 1000, 'unixepoch') AS INTEGER) AS month,
+                    SUM(CASE WHEN state = 'pending' THEN amount ELSE 0 END) AS held
+             FROM reservations GROUP BY org_id, workspace_id, month
+         ),
+         counter_keys AS (
+             SELECT org_id, workspace_id, month FROM recomputed
+             UNION SELECT org_id, workspace_id, month FROM spend_counters
+         )
+         SELECT k.org_id || ' workspace ' || k.workspace_id || ' month ' || k.month AS subject,
+                COALESCE(c.held_nanos, 0) AS stored, COALESCE(r.held, 0) AS recomputed
+         FROM counter_keys k
+         LEFT JOIN spend_counters c
+             ON c.org_id = k.org_id AND c.workspace_id = k.workspace_id AND c.month = k.month
+         LEFT JOIN recomputed r
+             ON r.org_id = k.org_id AND r.workspace_id = k.workspace_id AND r.month = k.month
+         WHERE COALESCE(c.held_nanos, 0) <> COALESCE(r.held, 0)",
+        |counter, held, pending| {
+            format!(
+                "spend counter of {counter}: holds {held} but the open reservations made that month add up to {pending}"
+            )
+        },
+    ),
+    (
+        "WITH recomputed AS (
+             SELECT org_id, workspace_id,
+                    CAST(strftime('%Y%m', created_at / 1000, 'unixepoch') AS INTEGER) AS month,
+                    SUM(CASE WHEN state = 'settled' THEN charged ELSE 0 END) AS settled
+             FROM reservations GROUP BY org_id, workspace_id, month
+         ),
+         counter_keys AS (
+             SELECT org_id, workspace_id, month FROM recomputed
+             UNION SELECT org_id, workspace_id, month FROM spend_counters
+         )
+         SELECT k.org_id || ' workspace ' || k.workspace_id || ' month ' || k.month AS subject,
+                COALESCE(c.settled_nanos, 0) AS stored, COALESCE(r.settled, 0) AS recomputed
+         FROM counter_keys k
+         LEFT JOIN spend_counters c
+             ON c.org_id = k.org_id AND c.workspace_id = k.workspace_id AND c.month = k.month
+         LEFT JOIN recomputed r
+             ON r.org_id = k.org_id AND r.workspace_id = k.workspace_id AND r.month = k.month
+         WHERE COALESCE(c.settled_nanos, 0) <> COALESCE(r.settled, 0)",
+        |counter, settled, charged| {
+            format!(
+                "spend counter of {counter}: settled {settled} but the reservations made that month charged {charged}"
+            )
+        },
+    ),
+    (
+        "SELECT o.id AS subject, o.cumulative_purchases_nanos AS stored,
+                COALESCE(SUM(p.amount_nanos), 0) AS recomputed
+         FROM organizations o
+         LEFT JOIN purchases p ON p.org_id = o.id AND p.status = 'succeeded'
+         GROUP BY o.id, o.cumulative_purchases_nanos
+         HAVING o.cumulative_purchases_nanos <> COALESCE(SUM(p.amount_nanos), 0)",
+        |org_id, cumulative, purchased| {
+            format!(
+                "organization {org_id}: cumulative purchases are {cumulative} but its succeeded purchases add up to {purchased}"
+            )
+        },
+    ),
+    (
+        // A paid purchase granted exactly its amount as a purchase lot of its organization.
+        "SELECT p.id AS subject, p.amount_nanos AS stored, COALESCE(l.amount, 0) AS recomputed
+         FROM purchases p
+         LEFT JOIN lots l ON l.id = p.lot_id AND l.kind = 'purchase' AND l.org_id = p.org_id
+         WHERE p.status = 'succeeded' AND (l.id IS NULL OR l.amount <> p.amount_nanos)",
+        |purchase_id, amount, lot_amount| {
+            format!(
+                "purchase {purchase_id}: paid {amount} but granted a purchase lot of {lot_amount} to its organization"
+            )
         },
     ),
 ];

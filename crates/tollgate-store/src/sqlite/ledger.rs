@@ -1,8 +1,9 @@
 //! The ledger's transaction scripts: grant, reserve, settle, reap and expire.
 //!
 //! Each one begins a write transaction, loads the rows it needs, asks tollgate-core what
-//! changes (`plan_reservation`, `plan_settlement`, `expiry_amount`, `post`, `reserve`,
-//! `settle_pending`), writes the returned totals and commits. No amount of money is
+//! changes (`check_spend`, `plan_reservation`, `plan_settlement`, `expiry_amount`, `post`,
+//! `reserve`, `settle_pending`), writes the returned totals, the month's spend counter and
+//! the audit log, and commits. No amount of money is
 //! computed here or in SQL. Account rows are written compare-and-set against the totals
 //! that were loaded and read back before commit (TigerBeetle's pair assertions); a core
 //! `TransferError` or a failed assertion is a bug that rolls the transaction back.
@@ -13,16 +14,19 @@ use sqlx::SqliteConnection;
 use sqlx::sqlite::SqliteRow;
 use tollgate_core::Timestamp;
 use tollgate_core::ledger::{
-    self, Account, AccountId, AccountKind, InsufficientCredit, Lot, LotKind, ReservationLine, TransferError,
+    self, Account, AccountId, AccountKind, Lot, LotKind, ReservationLine, TransferError,
 };
 use tollgate_core::money::NanoUsd;
+use tollgate_core::spend::{self, month_key};
 use tollgate_core::usage::TokenUsage;
 
 use crate::error::{StoreError, TxError};
 use crate::model::{
-    BalanceView, GrantRejection, LotView, NewLot, NewReservation, Reservation, SettleOutcome, Settlement,
-    UsageRecord, UsageStatus,
+    AuditEntry, BalanceView, GrantRejection, LotView, NewLot, NewReservation, Reservation, ReserveRejection,
+    SettleOutcome, Settlement, UsageRecord, UsageStatus,
 };
+use crate::sqlite::audit_log::{CREDIT_EXPIRED, CREDIT_GRANTED, SYSTEM_ACTOR, insert_audit_event};
+use crate::sqlite::spend::{CounterKey, SpendCounter, load_counter, load_month_spend, write_counter};
 use crate::sqlite::{
     SqliteStore, column, insert_usage_record, invariant, millis, store_error, timestamp_from_sql,
     truncate_to_millis,
@@ -64,103 +68,10 @@ struct JournalEntry<'a> {
 
 impl SqliteStore {
     pub(crate) async fn grant_lot(&self, new_lot: NewLot) -> Result<LotView, TxError<GrantRejection>> {
-        if !new_lot.amount.is_positive() {
-            return Err(TxError::Rejected(GrantRejection::AmountNotPositive));
-        }
-        let granted_at = truncate_to_millis(new_lot.granted_at)?;
-        let expires_at = new_lot.expires_at.map(truncate_to_millis).transpose()?;
-        // The lot as it will be stored, so the core judges expiry on stored instants.
-        let mut lot = Lot {
-            lot_id: new_lot.lot_id.clone(),
-            kind: new_lot.kind,
-            account: Account::new(AccountId(0), AccountKind::Lot),
-            granted_at,
-            expires_at,
-        };
-        if lot.is_expired(granted_at) {
-            return Err(TxError::Rejected(GrantRejection::AlreadyExpired));
-        }
-
         let mut transaction = self.begin_write().await?;
-        let organization = sqlx::query("SELECT 1 FROM organizations WHERE id = ?")
-            .bind(&new_lot.org_id)
-            .fetch_optional(&mut *transaction)
-            .await
-            .map_err(store_error)?;
-        if organization.is_none() {
-            return Err(TxError::Rejected(GrantRejection::UnknownOrganization));
-        }
-        if new_lot.kind == LotKind::Starter {
-            let starter = sqlx::query("SELECT 1 FROM lots WHERE org_id = ? AND kind = ?")
-                .bind(&new_lot.org_id)
-                .bind(LotKind::Starter.as_str())
-                .fetch_optional(&mut *transaction)
-                .await
-                .map_err(store_error)?;
-            if starter.is_some() {
-                return Err(TxError::Rejected(GrantRejection::StarterAlreadyGranted));
-            }
-        }
-        let source = load_system_account(
-            &mut transaction,
-            &new_lot.org_id,
-            new_lot.kind.source_account_kind(),
-        )
-        .await?;
-        let lot_account_id: i64 =
-            sqlx::query_scalar("INSERT INTO accounts (org_id, kind) VALUES (?, ?) RETURNING id")
-                .bind(&new_lot.org_id)
-                .bind(AccountKind::Lot.as_str())
-                .fetch_one(&mut *transaction)
-                .await
-                .map_err(store_error)?;
-        lot.account = Account::new(AccountId(lot_account_id), AccountKind::Lot);
-
-        let mut accounts = AccountSet::default();
-        accounts.insert(source);
-        accounts.insert(lot.account);
-        accounts.transfer(source.id, lot.account.id, |debit, credit| {
-            ledger::post(debit, credit, new_lot.amount)
-        })?;
-
-        sqlx::query(
-            "INSERT INTO lots (id, org_id, account_id, kind, amount, granted_at, expires_at, memo)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&new_lot.lot_id)
-        .bind(&new_lot.org_id)
-        .bind(lot_account_id)
-        .bind(new_lot.kind.as_str())
-        .bind(new_lot.amount.nanos())
-        .bind(millis(granted_at))
-        .bind(expires_at.map(millis))
-        .bind(&new_lot.memo)
-        .execute(&mut *transaction)
-        .await
-        .map_err(store_error)?;
-        append_journal(
-            &mut transaction,
-            &JournalEntry {
-                org_id: &new_lot.org_id,
-                debit: source.id,
-                credit: lot.account.id,
-                amount: new_lot.amount,
-                kind: TransferKind::Grant,
-                reservation_id: None,
-                lot_id: Some(&new_lot.lot_id),
-                created_at: granted_at,
-            },
-        )
-        .await?;
-        accounts.write(&mut transaction).await?;
+        let view = grant_in(&mut transaction, &new_lot).await?;
         transaction.commit().await.map_err(store_error)?;
-
-        lot.account = accounts.get(lot.account.id)?;
-        Ok(LotView {
-            lot,
-            amount: new_lot.amount,
-            memo: new_lot.memo,
-        })
+        Ok(view)
     }
 
     pub(crate) async fn lots(&self, org_id: &str) -> Result<Vec<LotView>, StoreError> {
@@ -196,7 +107,7 @@ impl SqliteStore {
     pub(crate) async fn reserve(
         &self,
         reservation: NewReservation,
-    ) -> Result<Reservation, TxError<InsufficientCredit>> {
+    ) -> Result<Reservation, TxError<ReserveRejection>> {
         if !reservation.amount.is_positive() {
             return Err(invariant(format!(
                 "reservation {} is for a non-positive amount {}",
@@ -204,7 +115,32 @@ impl SqliteStore {
             ))
             .into());
         }
+        let counter_key = CounterKey {
+            org_id: &reservation.org_id,
+            workspace_id: &reservation.workspace_id,
+            month: month_key(reservation.created_at),
+        };
         let mut transaction = self.begin_write().await?;
+
+        // Spend limits first: a request over its limit is refused as such even when the
+        // credit is short too, since raising the limit is not buying credit.
+        let month_spend = load_month_spend(
+            &mut transaction,
+            counter_key.org_id,
+            counter_key.workspace_id,
+            counter_key.month,
+        )
+        .await?;
+        if let Err(reached) = spend::check_spend(
+            &reservation.spend_limits,
+            &month_spend,
+            reservation.amount,
+            reservation.created_at,
+        ) {
+            transaction.rollback().await.map_err(store_error)?;
+            return Err(TxError::Rejected(reached.into()));
+        }
+
         let lots: Vec<Lot> = load_lots(&mut transaction, &reservation.org_id)
             .await?
             .into_iter()
@@ -214,7 +150,7 @@ impl SqliteStore {
             Ok(lines) => lines,
             Err(rejection) => {
                 transaction.rollback().await.map_err(store_error)?;
-                return Err(TxError::Rejected(rejection));
+                return Err(TxError::Rejected(rejection.into()));
             }
         };
         let spend = load_system_account(&mut transaction, &reservation.org_id, AccountKind::Spend).await?;
@@ -261,6 +197,22 @@ impl SqliteStore {
             })?;
         }
         accounts.write(&mut transaction).await?;
+
+        let loaded_counter = load_counter(&mut transaction, counter_key).await?;
+        let before = loaded_counter.unwrap_or_default();
+        let held = before.held.checked_add(reservation.amount).ok_or_else(|| {
+            invariant(format!(
+                "the held spend of workspace {} overflows",
+                reservation.workspace_id
+            ))
+        })?;
+        write_counter(
+            &mut transaction,
+            counter_key,
+            loaded_counter,
+            SpendCounter { held, ..before },
+        )
+        .await?;
         transaction.commit().await.map_err(store_error)?;
         Ok(Reservation {
             id: reservation.reservation_id,
@@ -375,6 +327,23 @@ impl SqliteStore {
                 },
             )
             .await?;
+            insert_audit_event(
+                &mut transaction,
+                &AuditEntry {
+                    org_id: org_id.clone(),
+                    actor: SYSTEM_ACTOR.to_owned(),
+                    action: CREDIT_EXPIRED.to_owned(),
+                    subject: view.lot.lot_id.clone(),
+                    details: format!(
+                        "{amount} of {} lot {} expired unused",
+                        view.lot.kind.as_str(),
+                        view.lot.lot_id
+                    ),
+                    reason: None,
+                    at: now,
+                },
+            )
+            .await?;
             moved += 1;
         }
         accounts.write(&mut transaction).await?;
@@ -396,19 +365,22 @@ async fn settle_in(
             settlement.cost
         )));
     }
-    let row = sqlx::query("SELECT org_id, state, amount FROM reservations WHERE id = ?")
-        .bind(reservation_id)
-        .fetch_optional(&mut *connection)
-        .await
-        .map_err(store_error)?;
+    let row =
+        sqlx::query("SELECT org_id, workspace_id, state, amount, created_at FROM reservations WHERE id = ?")
+            .bind(reservation_id)
+            .fetch_optional(&mut *connection)
+            .await
+            .map_err(store_error)?;
     let Some(row) = row else {
         return Err(invariant(format!(
             "settled an unknown reservation {reservation_id}"
         )));
     };
     let org_id: String = column(&row, "org_id")?;
+    let workspace_id: String = column(&row, "workspace_id")?;
     let state: String = column(&row, "state")?;
     let amount = NanoUsd::from_nanos(column(&row, "amount")?);
+    let created_at = timestamp_from_sql(column(&row, "created_at")?)?;
     if state != "pending" {
         return Ok(SettleOutcome {
             already_ended: true,
@@ -496,6 +468,36 @@ async fn settle_in(
         }
     }
     accounts.write(&mut *connection).await?;
+
+    // The month the reservation was made in, not the month it ends in: a request admitted
+    // against January's limit is January's spend even if it settles after midnight on
+    // February 1st, so each month's counter only ever holds what its own limit admitted.
+    let counter_key = CounterKey {
+        org_id: &org_id,
+        workspace_id: &workspace_id,
+        month: month_key(created_at),
+    };
+    let Some(loaded_counter) = load_counter(&mut *connection, counter_key).await? else {
+        return Err(invariant(format!(
+            "pending reservation {reservation_id} has no spend counter for month {}",
+            counter_key.month
+        )));
+    };
+    let held = loaded_counter
+        .held
+        .checked_sub(amount)
+        .ok_or_else(|| invariant(format!("the held spend of workspace {workspace_id} underflows")))?;
+    let settled = loaded_counter
+        .settled
+        .checked_add(plan.charged)
+        .ok_or_else(|| invariant(format!("the settled spend of workspace {workspace_id} overflows")))?;
+    write_counter(
+        &mut *connection,
+        counter_key,
+        Some(loaded_counter),
+        SpendCounter { settled, held },
+    )
+    .await?;
     insert_usage_record(&mut *connection, &settlement.record, Some(reservation_id)).await?;
     Ok(SettleOutcome {
         charged: plan.charged,
@@ -503,6 +505,154 @@ async fn settle_in(
         uncovered: plan.uncovered,
         already_ended: false,
     })
+}
+
+/// Grants a lot inside the caller's write transaction: posts `amount` from the org's source
+/// account for the lot's kind to a new lot account and logs who granted it. Shared by
+/// `grant_lot` and a succeeded purchase, so a lot is granted the same way whoever grants it.
+pub(crate) async fn grant_in(
+    connection: &mut SqliteConnection,
+    new_lot: &NewLot,
+) -> Result<LotView, TxError<GrantRejection>> {
+    if !new_lot.amount.is_positive() {
+        return Err(TxError::Rejected(GrantRejection::AmountNotPositive));
+    }
+    if new_lot.programme.is_some() && new_lot.kind != LotKind::Promotional {
+        return Err(invariant(format!(
+            "lot {} names a programme but is a {} lot; only promotional lots belong to one",
+            new_lot.lot_id,
+            new_lot.kind.as_str()
+        ))
+        .into());
+    }
+    let granted_at = truncate_to_millis(new_lot.granted_at)?;
+    let expires_at = new_lot.expires_at.map(truncate_to_millis).transpose()?;
+    // The lot as it will be stored, so the core judges expiry on stored instants.
+    let mut lot = Lot {
+        lot_id: new_lot.lot_id.clone(),
+        kind: new_lot.kind,
+        account: Account::new(AccountId(0), AccountKind::Lot),
+        granted_at,
+        expires_at,
+    };
+    if lot.is_expired(granted_at) {
+        return Err(TxError::Rejected(GrantRejection::AlreadyExpired));
+    }
+
+    let organization = sqlx::query("SELECT 1 FROM organizations WHERE id = ?")
+        .bind(&new_lot.org_id)
+        .fetch_optional(&mut *connection)
+        .await
+        .map_err(store_error)?;
+    if organization.is_none() {
+        return Err(TxError::Rejected(GrantRejection::UnknownOrganization));
+    }
+    if new_lot.kind == LotKind::Starter {
+        let starter = sqlx::query("SELECT 1 FROM lots WHERE org_id = ? AND kind = ?")
+            .bind(&new_lot.org_id)
+            .bind(LotKind::Starter.as_str())
+            .fetch_optional(&mut *connection)
+            .await
+            .map_err(store_error)?;
+        if starter.is_some() {
+            return Err(TxError::Rejected(GrantRejection::StarterAlreadyGranted));
+        }
+    }
+    let source = load_system_account(
+        &mut *connection,
+        &new_lot.org_id,
+        new_lot.kind.source_account_kind(),
+    )
+    .await?;
+    let lot_account_id: i64 =
+        sqlx::query_scalar("INSERT INTO accounts (org_id, kind) VALUES (?, ?) RETURNING id")
+            .bind(&new_lot.org_id)
+            .bind(AccountKind::Lot.as_str())
+            .fetch_one(&mut *connection)
+            .await
+            .map_err(store_error)?;
+    lot.account = Account::new(AccountId(lot_account_id), AccountKind::Lot);
+
+    let mut accounts = AccountSet::default();
+    accounts.insert(source);
+    accounts.insert(lot.account);
+    accounts.transfer(source.id, lot.account.id, |debit, credit| {
+        ledger::post(debit, credit, new_lot.amount)
+    })?;
+
+    sqlx::query(
+        "INSERT INTO lots
+            (id, org_id, account_id, kind, amount, granted_at, expires_at, memo, programme)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&new_lot.lot_id)
+    .bind(&new_lot.org_id)
+    .bind(lot_account_id)
+    .bind(new_lot.kind.as_str())
+    .bind(new_lot.amount.nanos())
+    .bind(millis(granted_at))
+    .bind(expires_at.map(millis))
+    .bind(&new_lot.memo)
+    .bind(&new_lot.programme)
+    .execute(&mut *connection)
+    .await
+    .map_err(store_error)?;
+    append_journal(
+        &mut *connection,
+        &JournalEntry {
+            org_id: &new_lot.org_id,
+            debit: source.id,
+            credit: lot.account.id,
+            amount: new_lot.amount,
+            kind: TransferKind::Grant,
+            reservation_id: None,
+            lot_id: Some(&new_lot.lot_id),
+            created_at: granted_at,
+        },
+    )
+    .await?;
+    accounts.write(&mut *connection).await?;
+    insert_audit_event(
+        &mut *connection,
+        &AuditEntry {
+            org_id: new_lot.org_id.clone(),
+            actor: new_lot.actor.clone(),
+            action: CREDIT_GRANTED.to_owned(),
+            subject: new_lot.lot_id.clone(),
+            details: describe_grant(new_lot, expires_at),
+            reason: Some(new_lot.memo.clone()).filter(|memo| !memo.is_empty()),
+            at: granted_at,
+        },
+    )
+    .await?;
+
+    lot.account = accounts.get(lot.account.id)?;
+    Ok(LotView {
+        lot,
+        amount: new_lot.amount,
+        memo: new_lot.memo.clone(),
+        programme: new_lot.programme.clone(),
+    })
+}
+
+/// "purchase lot of $12.50, expires 2027-01-01T00:00:00Z", as the audit log says it.
+fn describe_grant(new_lot: &NewLot, expires_at: Option<Timestamp>) -> String {
+    let programme = match &new_lot.programme {
+        Some(programme) => format!(" (programme {programme})"),
+        None => String::new(),
+    };
+    let expiry = match expires_at {
+        Some(expires_at) => format!(
+            "expires {}",
+            expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ),
+        None => "never expires".to_owned(),
+    };
+    format!(
+        "{} lot of {}{programme}, {expiry}",
+        new_lot.kind.as_str(),
+        new_lot.amount
+    )
 }
 
 /// The settlement the reaper makes for a reservation whose request never ended it.
@@ -677,11 +827,14 @@ async fn append_journal(
 
 /// The columns of a lot joined with its account, as `lot_view_from_row` reads them.
 const LOT_SELECT: &str = "SELECT l.id AS lot_id, l.org_id, l.kind AS lot_kind, l.amount,
-        l.granted_at, l.expires_at, l.memo, a.id AS account_id, a.kind AS account_kind,
+        l.granted_at, l.expires_at, l.memo, l.programme, a.id AS account_id, a.kind AS account_kind,
         a.debits_pending, a.debits_posted, a.credits_pending, a.credits_posted
     FROM lots l JOIN accounts a ON a.id = l.account_id";
 
-async fn load_lots(connection: &mut SqliteConnection, org_id: &str) -> Result<Vec<LotView>, StoreError> {
+pub(crate) async fn load_lots(
+    connection: &mut SqliteConnection,
+    org_id: &str,
+) -> Result<Vec<LotView>, StoreError> {
     sqlx::query(&format!(
         "{LOT_SELECT} WHERE l.org_id = ? ORDER BY l.granted_at, l.id"
     ))
@@ -710,6 +863,7 @@ fn lot_view_from_row(row: &SqliteRow) -> Result<LotView, StoreError> {
         },
         amount: NanoUsd::from_nanos(column(row, "amount")?),
         memo: column(row, "memo")?,
+        programme: column(row, "programme")?,
     })
 }
 

@@ -1,6 +1,7 @@
 //! The SQLite adapter: connection setup, the directory (organizations, workspaces, keys)
-//! and usage records. The ledger's transaction scripts are in `ledger`, the audit in
-//! `audit`.
+//! and usage records. The ledger's transaction scripts are in `ledger`, monthly spend
+//! counters in `spend`, limits in `limits`, purchases and auto-reload in `purchases`, the
+//! audit log in `audit_log` and the ledger's self-check in `audit`.
 //!
 //! Writes go through a one-connection pool whose transactions start with `BEGIN
 //! IMMEDIATE`, so a read-then-write transaction holds the write lock from its first read
@@ -10,7 +11,11 @@
 //! No sqlx type leaves this module tree.
 
 mod audit;
+mod audit_log;
 mod ledger;
+mod limits;
+mod purchases;
+mod spend;
 
 use std::path::Path;
 use std::time::Duration;
@@ -237,6 +242,20 @@ impl SqliteStore {
         .map_err(store_error)?
         .map(|row| workspace_from_row(&row))
         .transpose()
+    }
+
+    pub(crate) async fn list_workspaces(&self, org_id: &str) -> Result<Vec<Workspace>, StoreError> {
+        sqlx::query(
+            "SELECT id, org_id, name, is_default, created_at, archived_at
+             FROM workspaces WHERE org_id = ? ORDER BY is_default DESC, created_at, id",
+        )
+        .bind(org_id)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(store_error)?
+        .iter()
+        .map(workspace_from_row)
+        .collect()
     }
 
     pub(crate) async fn default_workspace(&self, org_id: &str) -> Result<Workspace, StoreError> {
@@ -565,7 +584,7 @@ pub(crate) fn invariant(message: String) -> StoreError {
     StoreError::Invariant(message)
 }
 
-fn unknown_text(what: &str, text: &str) -> StoreError {
+pub(crate) fn unknown_text(what: &str, text: &str) -> StoreError {
     StoreError::Database(format!("unknown {what} '{text}' in the database"))
 }
 
@@ -584,11 +603,11 @@ pub(crate) fn truncate_to_millis(instant: Timestamp) -> Result<Timestamp, StoreE
     timestamp_from_sql(millis(instant))
 }
 
-fn count_to_sql(count: u64) -> Result<i64, StoreError> {
+pub(crate) fn count_to_sql(count: u64) -> Result<i64, StoreError> {
     i64::try_from(count)
         .map_err(|_| StoreError::Database(format!("count {count} does not fit a database integer")))
 }
 
-fn count_from_sql(count: i64) -> Result<u64, StoreError> {
+pub(crate) fn count_from_sql(count: i64) -> Result<u64, StoreError> {
     u64::try_from(count).map_err(|_| StoreError::Database(format!("negative count {count} in the database")))
 }

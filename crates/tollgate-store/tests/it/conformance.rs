@@ -9,8 +9,8 @@ use tollgate_core::keys::KeyKind;
 use tollgate_core::ledger::{InsufficientCredit, LotKind};
 use tollgate_core::money::NanoUsd;
 use tollgate_store::{
-    BalanceView, GrantRejection, KeyStatus, NameTaken, NewKey, SettleOutcome, Store, StoreError, TxError,
-    UsageStatus,
+    BalanceView, GrantRejection, KeyStatus, NameTaken, NewKey, ReserveRejection, SettleOutcome, Store,
+    StoreError, TxError, UsageStatus,
 };
 
 use crate::fixtures::{
@@ -34,6 +34,11 @@ pub(crate) trait Backend {
     async fn journal(&self, org_id: &str) -> Vec<JournalRow>;
     /// Adds to one stored total directly, bypassing the journal.
     async fn tamper_with_account(&self, org_id: &str, account_kind: &str, extra_credits_posted: NanoUsd);
+    /// Adds to what a workspace's spend counter holds in the test epoch's month (January
+    /// 2026), bypassing the reservations.
+    async fn tamper_with_spend_counter(&self, org_id: &str, workspace_id: &str, extra_held: NanoUsd);
+    /// Adds to an organization's cumulative purchases, bypassing the purchases.
+    async fn tamper_with_cumulative_purchases(&self, org_id: &str, extra: NanoUsd);
 }
 
 fn usage_rows(journal: &[JournalRow]) -> Vec<(String, NanoUsd)> {
@@ -457,7 +462,10 @@ pub(crate) async fn insufficient_credit_leaves_everything_unchanged(backend: &im
         .reserve(new_reservation(&org, "rsv_big", usd(5), at(2), at(12)))
         .await;
     match refused {
-        Err(TxError::Rejected(InsufficientCredit { available, required })) => {
+        Err(TxError::Rejected(ReserveRejection::InsufficientCredit(InsufficientCredit {
+            available,
+            required,
+        }))) => {
             assert_eq!(available, usd(4));
             assert_eq!(required, usd(5));
         }
@@ -484,7 +492,7 @@ pub(crate) async fn insufficient_credit_leaves_everything_unchanged(backend: &im
         .await;
     assert!(matches!(
         refused,
-        Err(TxError::Rejected(InsufficientCredit { available, .. })) if available == NanoUsd::ZERO
+        Err(TxError::Rejected(ReserveRejection::InsufficientCredit(InsufficientCredit { available, .. }))) if available == NanoUsd::ZERO
     ));
     assert_healthy(store).await;
 }

@@ -3,6 +3,7 @@
 use tollgate_core::Timestamp;
 use tollgate_core::ledger::LotKind;
 use tollgate_core::money::NanoUsd;
+use tollgate_core::spend::SpendLimits;
 use tollgate_core::usage::TokenUsage;
 use tollgate_store::{LotView, NewLot, NewReservation, Settlement, Store, UsageRecord, UsageStatus};
 
@@ -57,6 +58,8 @@ pub(crate) fn new_lot(
         granted_at,
         expires_at,
         memo: format!("{} for tests", kind.as_str()),
+        programme: None,
+        actor: "tests".to_owned(),
     }
 }
 
@@ -92,6 +95,7 @@ pub(crate) fn new_reservation(
         amount,
         created_at,
         deadline,
+        spend_limits: SpendLimits::default(),
     }
 }
 

@@ -1,11 +1,12 @@
 //! Integration tests of tollgate-store, one binary (style §5.5).
 //!
-//! `conformance` is the storage conformance suite: plain async functions over a `Backend`,
-//! which every adapter must pass. This file runs it against SQLite, each test on a fresh
-//! database file in its own temporary directory; a PostgreSQL adapter adds its own
-//! `Backend` and another invocation of `conformance_tests!`. `model` drives a seeded random
+//! `conformance` and `billing` are the storage conformance suite: plain async functions
+//! over a `Backend`, which every adapter must pass. This file runs it against SQLite, each
+//! test on a fresh database file in its own temporary directory; a PostgreSQL adapter adds
+//! its own `Backend` and other invocations of `conformance_tests!`. `model` drives a seeded random
 //! workload against a reference auditor.
 
+mod billing;
 mod conformance;
 mod fixtures;
 mod model;
@@ -13,12 +14,26 @@ mod sqlite_backend;
 
 /// One `#[tokio::test]` per conformance function, each against a fresh backend.
 macro_rules! conformance_tests {
-    ($backend:ty; $($name:ident),* $(,)?) => {
+    ($backend:ty; $module:ident; $($name:ident),* $(,)?) => {
         $(
             #[tokio::test]
             async fn $name() {
                 let backend = <$backend>::open().await;
-                crate::conformance::$name(&backend).await;
+                crate::$module::$name(&backend).await;
+                backend.close().await;
+            }
+        )*
+    };
+}
+
+/// The same, on a two-thread runtime, for tests whose tasks must really race.
+macro_rules! concurrent_conformance_tests {
+    ($backend:ty; $module:ident; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let backend = <$backend>::open().await;
+                crate::$module::$name(&backend).await;
                 backend.close().await;
             }
         )*
@@ -30,7 +45,7 @@ mod sqlite {
 
     use crate::sqlite_backend::SqliteBackend;
 
-    conformance_tests!(SqliteBackend;
+    conformance_tests!(SqliteBackend; conformance;
         organization_creation_makes_accounts_and_default_workspace,
         duplicate_names_are_refused,
         workspaces_are_created_and_found,
@@ -53,22 +68,37 @@ mod sqlite {
         usage_records_round_trip,
     );
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_reservations_never_overspend() {
-        let backend = SqliteBackend::open().await;
-        crate::conformance::concurrent_reservations_never_overspend(&backend).await;
-        backend.close().await;
-    }
+    conformance_tests!(SqliteBackend; billing;
+        spend_limit_refusal_writes_nothing_and_names_the_scope,
+        spend_counters_follow_settle_void_and_reap,
+        a_reservation_counts_in_the_month_it_was_made,
+        purchase_claims_are_idempotent_by_key,
+        a_paid_purchase_grants_its_lot_and_raises_cumulative_purchases,
+        an_unpaid_purchase_writes_no_lot,
+        a_stale_auto_reload_claim_can_be_taken_over,
+        finishing_with_a_notice_disables_auto_reload,
+        limits_round_trip_and_are_audited,
+        active_programmes_are_unexpired_promotional_lots_with_credit,
+        grants_and_expiry_are_audited,
+    );
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn racing_ends_of_one_reservation_resolve_once() {
-        let backend = SqliteBackend::open().await;
-        crate::conformance::racing_ends_of_one_reservation_resolve_once(&backend).await;
-        backend.close().await;
-    }
+    concurrent_conformance_tests!(SqliteBackend; conformance;
+        concurrent_reservations_never_overspend,
+        racing_ends_of_one_reservation_resolve_once,
+    );
+
+    concurrent_conformance_tests!(SqliteBackend; billing;
+        concurrent_reservations_never_exceed_a_workspace_spend_limit,
+        only_one_auto_reload_claim_wins,
+    );
 
     #[tokio::test]
     async fn reopening_keeps_the_data_and_skips_applied_migrations() {
         crate::sqlite_backend::reopening_keeps_the_data_and_skips_applied_migrations().await;
+    }
+
+    #[tokio::test]
+    async fn migrating_an_existing_database_backfills_spend_counters() {
+        crate::sqlite_backend::migrating_an_existing_database_backfills_spend_counters().await;
     }
 }

@@ -10,7 +10,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestCaseError, TestRunner};
 use tollgate_core::ledger::LotKind;
 use tollgate_core::money::NanoUsd;
-use tollgate_store::{BalanceView, GrantRejection, SettleOutcome, Store, TxError};
+use tollgate_store::{BalanceView, GrantRejection, ReserveRejection, SettleOutcome, Store, TxError};
 
 use crate::fixtures::{TestOrg, at, create_org, new_lot, new_reservation, settlement};
 
@@ -186,7 +186,7 @@ async fn apply(
                         .collect();
                     prop_assert_eq!(actual, lines, "{}", context);
                 }
-                (Err(TxError::Rejected(rejection)), Err(available)) => {
+                (Err(TxError::Rejected(ReserveRejection::InsufficientCredit(rejection))), Err(available)) => {
                     prop_assert_eq!(rejection.available, available, "{}", context);
                     prop_assert_eq!(rejection.required, nanos(units), "{}", context);
                 }

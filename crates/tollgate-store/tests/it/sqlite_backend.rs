@@ -12,7 +12,7 @@ use tollgate_core::money::NanoUsd;
 use tollgate_store::Store;
 
 use crate::conformance::{Backend, JournalRow};
-use crate::fixtures::{assert_healthy, at, create_org, grant, usd};
+use crate::fixtures::{TestOrg, assert_healthy, at, create_org, grant, settlement, usd};
 
 pub(crate) struct SqliteBackend {
     store: Store,
@@ -93,6 +93,37 @@ impl Backend for SqliteBackend {
         assert_eq!(result.rows_affected(), 1);
         connection.close().await.expect("close");
     }
+
+    async fn tamper_with_spend_counter(&self, org_id: &str, workspace_id: &str, extra_held: NanoUsd) {
+        let mut connection = self.raw_connection().await;
+        let result = sqlx::query(
+            "UPDATE spend_counters SET held_nanos = held_nanos + ?
+             WHERE org_id = ? AND workspace_id = ? AND month = 202601",
+        )
+        .bind(extra_held.nanos())
+        .bind(org_id)
+        .bind(workspace_id)
+        .execute(&mut connection)
+        .await
+        .expect("tamper");
+        assert_eq!(result.rows_affected(), 1);
+        connection.close().await.expect("close");
+    }
+
+    async fn tamper_with_cumulative_purchases(&self, org_id: &str, extra: NanoUsd) {
+        let mut connection = self.raw_connection().await;
+        let result = sqlx::query(
+            "UPDATE organizations SET cumulative_purchases_nanos = cumulative_purchases_nanos + ?
+             WHERE id = ?",
+        )
+        .bind(extra.nanos())
+        .bind(org_id)
+        .execute(&mut connection)
+        .await
+        .expect("tamper");
+        assert_eq!(result.rows_affected(), 1);
+        connection.close().await.expect("close");
+    }
 }
 
 /// Goal: the database file is the state. Closing and reopening finds everything again, and
@@ -118,4 +149,131 @@ pub(crate) async fn reopening_keeps_the_data_and_skips_applied_migrations() {
     assert_eq!(reopened.list_organizations().await.expect("list").len(), 1);
     assert_healthy(&reopened).await;
     reopened.close().await;
+}
+
+/// Goal: a database written before the billing migration gets spend counters for its
+/// reservations, by the month each was made in, so the audit balances at once and an open
+/// reservation from before the upgrade still ends cleanly.
+pub(crate) async fn migrating_an_existing_database_backfills_spend_counters() {
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let path = directory.path().join("tollgate.db");
+    let first_only = directory.path().join("migrations");
+    std::fs::create_dir(&first_only).expect("migrations directory");
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite/0001_initial.sql"),
+        first_only.join("0001_initial.sql"),
+    )
+    .expect("copy the first migration");
+
+    let mut connection = SqliteConnectOptions::new()
+        .filename(&path)
+        .create_if_missing(true)
+        .connect()
+        .await
+        .expect("connect");
+    let migrator = sqlx::migrate::Migrator::new(first_only.as_path())
+        .await
+        .expect("read the first migration");
+    migrator.run(&mut connection).await.expect("migrate to 0001");
+    // An org with a $10 purchase lot, a reservation settled for $1 of $2 (made on
+    // 2025-12-31) and one pending for $3 (made on 2026-01-15), as the old store wrote them.
+    let december = at(-60).timestamp_millis();
+    let january = at(14 * 24 * 60).timestamp_millis();
+    let usd_nanos = |whole: i64| usd(whole).nanos();
+    let statements = [
+        format!("INSERT INTO organizations (id, name, created_at) VALUES ('org_old', 'old', {december})"),
+        "INSERT INTO accounts (id, org_id, kind) VALUES (1, 'org_old', 'starter_grants'),
+            (2, 'org_old', 'promotional_grants'), (3, 'org_old', 'purchases'), (4, 'org_old', 'spend'),
+            (5, 'org_old', 'expired')"
+            .to_owned(),
+        format!(
+            "INSERT INTO accounts (id, org_id, kind, debits_pending, debits_posted, credits_posted)
+             VALUES (6, 'org_old', 'lot', {}, {}, {})",
+            usd_nanos(3),
+            usd_nanos(1),
+            usd_nanos(10)
+        ),
+        format!("UPDATE accounts SET debits_posted = {} WHERE id = 3", usd_nanos(10)),
+        format!(
+            "UPDATE accounts SET credits_posted = {}, credits_pending = {} WHERE id = 4",
+            usd_nanos(1),
+            usd_nanos(3)
+        ),
+        format!(
+            "INSERT INTO workspaces (id, org_id, name, is_default, created_at)
+             VALUES ('wrkspc_old', 'org_old', 'Default', 1, {december})"
+        ),
+        format!(
+            "INSERT INTO lots (id, org_id, account_id, kind, amount, granted_at, memo)
+             VALUES ('lot_old', 'org_old', 6, 'purchase', {}, {december}, 'old purchase')",
+            usd_nanos(10)
+        ),
+        format!(
+            "INSERT INTO reservations (id, org_id, workspace_id, request_id, model, amount, state,
+                 created_at, deadline, ended_at, charged)
+             VALUES ('rsv_settled', 'org_old', 'wrkspc_old', 'req_1', 'claude-haiku-4-5', {}, 'settled',
+                 {december}, {january}, {january}, {})",
+            usd_nanos(2),
+            usd_nanos(1)
+        ),
+        format!(
+            "INSERT INTO reservations (id, org_id, workspace_id, request_id, model, amount, state,
+                 created_at, deadline)
+             VALUES ('rsv_pending', 'org_old', 'wrkspc_old', 'req_2', 'claude-haiku-4-5', {}, 'pending',
+                 {january}, {january} + 600000)",
+            usd_nanos(3)
+        ),
+        format!(
+            "INSERT INTO reservation_lines (reservation_id, line_no, lot_id, account_id, amount)
+             VALUES ('rsv_settled', 0, 'lot_old', 6, {}), ('rsv_pending', 0, 'lot_old', 6, {})",
+            usd_nanos(2),
+            usd_nanos(3)
+        ),
+        format!(
+            "INSERT INTO transfers (org_id, debit_account_id, credit_account_id, amount, kind, lot_id, created_at)
+             VALUES ('org_old', 3, 6, {}, 'grant', 'lot_old', {december})",
+            usd_nanos(10)
+        ),
+        format!(
+            "INSERT INTO transfers (org_id, debit_account_id, credit_account_id, amount, kind,
+                 reservation_id, lot_id, created_at)
+             VALUES ('org_old', 6, 4, {}, 'usage', 'rsv_settled', 'lot_old', {january})",
+            usd_nanos(1)
+        ),
+    ];
+    for statement in &statements {
+        sqlx::query(statement)
+            .execute(&mut connection)
+            .await
+            .unwrap_or_else(|error| panic!("{statement}: {error}"));
+    }
+    connection.close().await.expect("close");
+
+    let store = Store::open_sqlite(&path).await.expect("open and migrate");
+    assert_healthy(&store).await;
+    let month = async |minute| {
+        store
+            .month_spend("org_old", "wrkspc_old", at(minute))
+            .await
+            .expect("month spend")
+    };
+    assert_eq!(month(-60).await.workspace, usd(1));
+    assert_eq!(month(14 * 24 * 60).await.workspace, usd(3));
+    let org = TestOrg {
+        org_id: "org_old".to_owned(),
+        workspace_id: "wrkspc_old".to_owned(),
+    };
+    store
+        .settle(settlement(&org, "rsv_pending", usd(2), at(14 * 24 * 60 + 1)))
+        .await
+        .expect("settle a reservation from before the upgrade");
+    assert_eq!(month(14 * 24 * 60).await.organization, usd(2));
+    let billing = store
+        .organization_billing("org_old", at(0))
+        .await
+        .expect("billing")
+        .expect("the org");
+    assert_eq!(billing.cumulative_purchases, NanoUsd::ZERO);
+    assert_healthy(&store).await;
+    store.close().await;
 }

@@ -56,12 +56,65 @@ fn defaults_carry_the_contract_prices() {
 }
 
 #[test]
+fn defaults_carry_the_contract_tier_ladder() {
+    // Pinned to contract §3 and §4.
+    let policy = parse(None, &[])
+        .expect("defaults parse")
+        .billing_policy()
+        .expect("policy");
+    let optional =
+        |amount: Option<NanoUsd>| amount.map_or("none".to_owned(), |amount| amount.to_usd_decimal());
+    let rows: Vec<String> = policy
+        .ladder
+        .tiers()
+        .iter()
+        .map(|tier| {
+            let sonnet = tier.limits.rate_limits["sonnet"];
+            let haiku = tier.limits.rate_limits["haiku"];
+            format!(
+                "{} from {}: cap {}, max purchase {}, sonnet {}/{}/{}, haiku itpm {}",
+                tier.limits.name,
+                tier.cumulative_purchases_min.to_usd_decimal(),
+                optional(tier.limits.monthly_spend_limit),
+                optional(tier.limits.max_single_purchase),
+                sonnet.requests_per_minute,
+                sonnet.input_tokens_per_minute,
+                sonnet.output_tokens_per_minute,
+                haiku.input_tokens_per_minute,
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            "Evaluation from 0.00: cap 10.00, max purchase 100.00, sonnet 50/30000/8000, haiku itpm 50000",
+            "Tier 1 from 5.00: cap 100.00, max purchase 100.00, sonnet 50/30000/8000, haiku itpm 50000",
+            "Tier 2 from 40.00: cap 500.00, max purchase 500.00, sonnet 1000/450000/90000, haiku itpm 450000",
+            "Tier 3 from 200.00: cap 1000.00, max purchase 1000.00, sonnet 2000/800000/160000, haiku itpm 1000000",
+            "Tier 4 from 400.00: cap 200000.00, max purchase 200000.00, sonnet 4000/2000000/400000, haiku itpm 4000000",
+        ]
+    );
+    let count_tokens: Vec<u64> = policy
+        .ladder
+        .tiers()
+        .iter()
+        .map(|tier| tier.limits.count_tokens_requests_per_minute)
+        .collect();
+    assert_eq!(count_tokens, vec![100, 100, 2_000, 4_000, 8_000]);
+    assert_eq!(
+        policy.programmes.get("startup").map(String::as_str),
+        Some("startup")
+    );
+}
+
+#[test]
 fn file_then_environment_override_the_defaults() {
     let file = r#"
         listen = "0.0.0.0:9000"
         [models.claude-haiku-4-5]
         output = "6"
         [models.my-model]
+        class = "sonnet"
         provider = "simulated"
         input = "0.40"
         output = "2"
@@ -91,21 +144,30 @@ fn file_then_environment_override_the_defaults() {
 fn bad_configuration_names_the_culprit() {
     let cases = [
         (
-            "[models.x]\nprovider = \"nowhere\"\ninput = \"1\"\noutput = \"1\"",
+            "[models.x]\nclass = \"sonnet\"\nprovider = \"nowhere\"\ninput = \"1\"\noutput = \"1\"",
             "provider 'nowhere'",
         ),
         (
-            "[models.x]\nprovider = \"simulated\"\ninput = \"1.0001\"\noutput = \"1\"",
+            "[models.x]\nclass = \"sonnet\"\nprovider = \"simulated\"\ninput = \"1.0001\"\noutput = \"1\"",
             "models.x.input",
         ),
         ("[credits]\nstarter_grant_usd = \"-5\"", "must not be negative"),
         ("listen = 12", "invalid"),
         ("unknown_key = 1", "invalid"),
         (
-            "[models.x]\nprovider = \"simulated\"\ninput = \"0.25\"\noutput = \"1\"",
+            "[models.x]\nclass = \"sonnet\"\nprovider = \"simulated\"\ninput = \"0.25\"\noutput = \"1\"",
             "set cache_write_5m",
         ),
         ("[aliases]\n\"a*\" = \"missing\"", "catalogue"),
+        (
+            "[models.x]\nclass = \"mystery\"\nprovider = \"simulated\"\ninput = \"1\"\noutput = \"1\"",
+            "model class 'mystery'",
+        ),
+        (
+            "[[tiers]]\nname = \"Only\"\ncumulative_purchases_usd = \"5\"\ncount_tokens_requests_per_minute = 1\nrate_limits.opus = { requests_per_minute = 1, input_tokens_per_minute = 1, output_tokens_per_minute = 1 }\nrate_limits.sonnet = { requests_per_minute = 1, input_tokens_per_minute = 1, output_tokens_per_minute = 1 }\nrate_limits.haiku = { requests_per_minute = 1, input_tokens_per_minute = 1, output_tokens_per_minute = 1 }",
+            "must need no purchases",
+        ),
+        ("[programmes.x]\nlimit_set = \"nope\"", "limit set 'nope'"),
     ];
     for (file, expected) in cases {
         let error = format!("{:#}", parse(Some(file), &[]).expect_err(file));

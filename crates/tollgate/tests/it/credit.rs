@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tollgate_core::ledger::LotKind;
 use tollgate_core::money::NanoUsd;
-use tollgate_core::pricing::ModelPrices;
+use tollgate_service::{Grant, RequestPlan};
 use tollgate_testkit::{Behavior, Reply};
 
 use crate::helpers::{Options, message_body, spawn_app_with};
@@ -39,13 +39,15 @@ async fn without_credit_requests_are_refused_before_the_upstream() {
     assert_eq!(records[0].status.as_str(), "refused");
     // A purchase makes the same request succeed at once.
     app.tollgate
-        .grant(
-            &app.org_id,
-            LotKind::Purchase,
-            NanoUsd::from_usd(10),
-            None,
-            "test purchase",
-        )
+        .grant(Grant {
+            org_id: &app.org_id,
+            kind: LotKind::Purchase,
+            amount: NanoUsd::from_usd(10),
+            expires_at: None,
+            memo: "test purchase",
+            programme: None,
+            actor: "test",
+        })
         .await
         .expect("granted");
     assert_eq!(
@@ -140,20 +142,20 @@ async fn the_reaper_voids_reservations_of_requests_that_never_ended() {
         .authenticate_api_key(Some(&app.api_key))
         .await
         .expect("authenticated");
-    let prices = ModelPrices::from_input_output(
-        tollgate_core::pricing::TokenPrice::from_nanos_per_token(3_000),
-        tollgate_core::pricing::TokenPrice::from_nanos_per_token(15_000),
-    )
-    .expect("prices");
+    let catalog = app.config.catalog().expect("catalogue");
+    let model = catalog.model("claude-sonnet-4-6").expect("model");
     // A request that reserved and then "died" with its process: the open reservation is dropped.
     let open = app
         .tollgate
-        .reserve(
+        .begin(
             &caller,
-            "req_crashed",
-            "claude-sonnet-4-6",
-            prices,
-            NanoUsd::from_usd(1),
+            RequestPlan {
+                request_id: "req_crashed",
+                model,
+                cost_bound: NanoUsd::from_usd(1),
+                input_tokens_estimate: 10,
+                max_tokens: 10,
+            },
         )
         .await
         .expect("reserved");

@@ -26,7 +26,21 @@ pub(crate) struct TestApp {
     _server: tokio::task::JoinHandle<()>,
 }
 
+/// A one-rung ladder with limits no test reaches by accident; tests of the limits
+/// themselves use the contract's ladder (`contract_tiers`) or set their own.
+const GENEROUS_TIERS: &str = r#"
+        [[tiers]]
+        name = "Test"
+        cumulative_purchases_usd = "0"
+        count_tokens_requests_per_minute = 100000
+        rate_limits.opus = { requests_per_minute = 100000, input_tokens_per_minute = 100000000, output_tokens_per_minute = 100000000 }
+        rate_limits.sonnet = { requests_per_minute = 100000, input_tokens_per_minute = 100000000, output_tokens_per_minute = 100000000 }
+        rate_limits.haiku = { requests_per_minute = 100000, input_tokens_per_minute = 100000000, output_tokens_per_minute = 100000000 }
+"#;
+
 pub(crate) struct Options {
+    /// Use the built-in tier ladder instead of the generous test one.
+    pub(crate) contract_tiers: bool,
     pub(crate) starter_grant_usd: &'static str,
     pub(crate) extra_config: &'static str,
     pub(crate) manual_clock: bool,
@@ -35,6 +49,7 @@ pub(crate) struct Options {
 impl Default for Options {
     fn default() -> Options {
         Options {
+            contract_tiers: false,
             starter_grant_usd: "5.00",
             extra_config: "",
             manual_clock: false,
@@ -67,6 +82,7 @@ pub(crate) async fn spawn_app_with(options: Options) -> TestApp {
         idle_timeout_seconds = 1
         request_timeout_seconds = 5
         [models.fake-sonnet]
+        class = "sonnet"
         provider = "fake"
         upstream_model = "claude-sonnet-4-6"
         input = "3"
@@ -74,7 +90,13 @@ pub(crate) async fn spawn_app_with(options: Options) -> TestApp {
         [aliases]
         "fake-sonnet-*" = "fake-sonnet"
         {extra}
+        {tiers}
         "#,
+        tiers = if options.contract_tiers {
+            ""
+        } else {
+            GENEROUS_TIERS
+        },
         grant = options.starter_grant_usd,
         base_url = fake.base_url(),
         extra = options.extra_config,

@@ -2,6 +2,7 @@
 //! a fake upstream server speaking Anthropic's wire format.
 
 mod bad_input;
+mod billing;
 mod cli;
 mod credit;
 mod helpers;

@@ -1,0 +1,286 @@
+//! Buying credit: purchases through the payment provider (idempotent by key, capped by
+//! the tier's largest single purchase), the tier ladder as the customer sees it, and
+//! auto-reload — at most one reload in flight per organization, across processes.
+
+use tollgate_core::ids::IdKind;
+use tollgate_core::ledger::{LotKind, default_expiry};
+use tollgate_core::money::NanoUsd;
+use tollgate_core::tiers::{LimitSet, Tier};
+use tollgate_store::{
+    AutoReload, NewLot, NewPurchase, Purchase, PurchaseClaim, PurchaseOutcome, PurchaseSource, PurchaseStatus,
+};
+
+use crate::Tollgate;
+use crate::error::ServiceError;
+use crate::payments::PaymentError;
+use crate::random;
+
+/// A purchase request.
+#[derive(Clone, Debug)]
+pub struct PurchaseRequest<'a> {
+    pub org_id: &'a str,
+    pub amount: NanoUsd,
+    pub payment_method: &'a str,
+    /// Retrying with the same key buys once; the same key with another amount is refused.
+    pub idempotency_key: &'a str,
+    pub actor: &'a str,
+}
+
+/// Where an organization stands on the ladder.
+#[derive(Clone, Debug)]
+pub struct TierStanding {
+    pub tiers: Vec<Tier>,
+    pub current: String,
+    /// The custom limit set in force instead of the tier, if any.
+    pub limit_set: Option<String>,
+    pub cumulative_purchases: NanoUsd,
+    /// The next tier and what is still to buy to reach it.
+    pub next: Option<(String, NanoUsd)>,
+    pub active_programmes: Vec<String>,
+}
+
+impl Tollgate {
+    /// Buys credit: charges the payment method, then grants a purchase lot that expires a
+    /// year later and counts toward the tier — the tier advances in the same transaction.
+    pub async fn purchase(&self, request: PurchaseRequest<'_>) -> Result<Purchase, ServiceError> {
+        self.purchase_from(request, PurchaseSource::Manual).await
+    }
+
+    async fn purchase_from(
+        &self,
+        request: PurchaseRequest<'_>,
+        source: PurchaseSource,
+    ) -> Result<Purchase, ServiceError> {
+        if !request.amount.is_positive() {
+            return Err(ServiceError::Invalid(format!(
+                "the amount must be positive, not {}",
+                request.amount
+            )));
+        }
+        let key = request.idempotency_key.trim();
+        if key.is_empty() || key.len() > 255 {
+            return Err(ServiceError::Invalid(
+                "an idempotency key has 1 to 255 characters".into(),
+            ));
+        }
+        let limits = self.organization_limits(request.org_id).await?;
+        check_single_purchase(&limits.limits, request.amount)?;
+        let claim = self
+            .store()
+            .claim_purchase(NewPurchase {
+                purchase_id: random::id(IdKind::Purchase),
+                org_id: request.org_id.to_owned(),
+                idempotency_key: key.to_owned(),
+                amount: request.amount,
+                source,
+                created_at: self.now(),
+            })
+            .await?;
+        let purchase = match claim {
+            PurchaseClaim::Existing(purchase) if purchase.status != PurchaseStatus::Pending => {
+                return finished_purchase(purchase);
+            }
+            // A pending purchase with this key was interrupted (or is running elsewhere):
+            // the provider's own idempotency makes charging it again safe.
+            PurchaseClaim::Existing(purchase) | PurchaseClaim::New(purchase) => purchase,
+        };
+        let charge_key = format!("{}:{}", purchase.org_id, purchase.idempotency_key);
+        let outcome = match self
+            .inner
+            .payments
+            .charge(purchase.amount, request.payment_method, &charge_key)
+            .await
+        {
+            Ok(payment_reference) => {
+                let granted_at = self.now();
+                PurchaseOutcome::Succeeded {
+                    payment_reference,
+                    lot: NewLot {
+                        lot_id: random::id(IdKind::Lot),
+                        org_id: purchase.org_id.clone(),
+                        kind: LotKind::Purchase,
+                        amount: purchase.amount,
+                        granted_at,
+                        expires_at: default_expiry(LotKind::Purchase, granted_at),
+                        memo: format!("purchase {}", purchase.id),
+                        programme: None,
+                        actor: request.actor.to_owned(),
+                    },
+                }
+            }
+            Err(PaymentError::Declined(reason)) => PurchaseOutcome::Declined { reason },
+            Err(PaymentError::Failed(reason)) => PurchaseOutcome::Failed { reason },
+        };
+        let completed = self
+            .store()
+            .complete_purchase(&purchase.id, outcome, request.actor, self.now())
+            .await?;
+        self.forget_organization_limits(request.org_id);
+        finished_purchase(completed)
+    }
+
+    fn forget_organization_limits(&self, org_id: &str) {
+        self.inner.limits_cache.forget_organization(org_id);
+    }
+
+    pub async fn purchases(&self, org_id: &str) -> Result<Vec<Purchase>, ServiceError> {
+        Ok(self.store().purchases(org_id).await?)
+    }
+
+    /// The ladder and the organization's place on it.
+    pub async fn tier_standing(&self, org_id: &str) -> Result<TierStanding, ServiceError> {
+        let limits = self.organization_limits(org_id).await?;
+        let ladder = &self.settings().policy.ladder;
+        let next = ladder.next_after(&limits.tier_name).map(|tier| {
+            let missing = tier
+                .cumulative_purchases_min
+                .checked_sub(limits.billing.cumulative_purchases)
+                .unwrap_or(NanoUsd::ZERO);
+            (tier.limits.name.clone(), missing)
+        });
+        Ok(TierStanding {
+            tiers: ladder.tiers().to_vec(),
+            current: limits.tier_name.clone(),
+            limit_set: limits.billing.limit_set.clone(),
+            cumulative_purchases: limits.billing.cumulative_purchases,
+            next,
+            active_programmes: limits.billing.active_programmes.clone(),
+        })
+    }
+
+    /// Turns auto-reload on: when the available balance falls below `threshold`, buy `amount`.
+    pub async fn set_auto_reload(
+        &self,
+        org_id: &str,
+        threshold: NanoUsd,
+        amount: NanoUsd,
+        payment_method: &str,
+        actor: &str,
+    ) -> Result<(), ServiceError> {
+        if !threshold.is_positive() || !amount.is_positive() {
+            return Err(ServiceError::Invalid(
+                "the threshold and the amount must be positive".into(),
+            ));
+        }
+        let limits = self.organization_limits(org_id).await?;
+        check_single_purchase(&limits.limits, amount)?;
+        if payment_method.trim().is_empty() {
+            return Err(ServiceError::Invalid("a payment method is required".into()));
+        }
+        let settings = AutoReload {
+            org_id: org_id.to_owned(),
+            enabled: true,
+            threshold,
+            amount,
+            payment_method: payment_method.trim().to_owned(),
+            in_flight_since: None,
+            notice: None,
+        };
+        let details = format!("buy {amount} when the balance falls below {threshold}");
+        let audit = self.audit_entry(org_id, actor, "autoreload.set", org_id, details, None);
+        self.store().set_auto_reload(&settings, audit, self.now()).await?;
+        Ok(())
+    }
+
+    pub async fn disable_auto_reload(&self, org_id: &str, actor: &str) -> Result<(), ServiceError> {
+        let audit = self.audit_entry(
+            org_id,
+            actor,
+            "autoreload.off",
+            org_id,
+            "auto-reload turned off".into(),
+            None,
+        );
+        if !self.store().disable_auto_reload(org_id, None, audit).await? {
+            return Err(ServiceError::NotFound(
+                "auto-reload is not set up for this organization".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub async fn auto_reload(&self, org_id: &str) -> Result<Option<AutoReload>, ServiceError> {
+        Ok(self.store().auto_reload(org_id).await?)
+    }
+
+    /// Buys the configured amount when the available balance is below the threshold. Only
+    /// the claimer of the organization's reload buys; everyone else returns at once. A
+    /// declined or failed payment turns auto-reload off and records why. Requests never wait
+    /// for a reload: until it lands they are refused if the credit is short.
+    pub async fn auto_reload_if_needed(&self, org_id: &str) {
+        if let Err(error) = self.try_auto_reload(org_id).await {
+            tracing::warn!(%error, org_id, "auto-reload failed");
+        }
+    }
+
+    async fn try_auto_reload(&self, org_id: &str) -> Result<(), ServiceError> {
+        let Some(settings) = self.store().auto_reload(org_id).await? else {
+            return Ok(());
+        };
+        if !settings.enabled || settings.in_flight_since.is_some() {
+            return Ok(());
+        }
+        if self.balance(org_id).await?.available >= settings.threshold {
+            return Ok(());
+        }
+        let now = self.now();
+        let Some(claimed) = self
+            .store()
+            .claim_auto_reload(org_id, now, self.settings().auto_reload_stale)
+            .await?
+        else {
+            return Ok(());
+        };
+        // Checked again under the claim: another process may have reloaded just before.
+        if self.balance(org_id).await?.available >= claimed.threshold {
+            self.store().finish_auto_reload(org_id, None, self.now()).await?;
+            return Ok(());
+        }
+        let key = format!("auto-reload:{}", now.timestamp_millis());
+        let result = self
+            .purchase_from(
+                PurchaseRequest {
+                    org_id,
+                    amount: claimed.amount,
+                    payment_method: &claimed.payment_method,
+                    idempotency_key: &key,
+                    actor: "auto-reload",
+                },
+                PurchaseSource::AutoReload,
+            )
+            .await;
+        let notice = match &result {
+            Ok(_) => None,
+            Err(ServiceError::Payment(error)) => Some(format!("auto-reload turned off: {error}")),
+            Err(error) => Some(format!("auto-reload turned off: {error}")),
+        };
+        self.store()
+            .finish_auto_reload(org_id, notice.as_deref(), self.now())
+            .await?;
+        result.map(|_| ())
+    }
+}
+
+/// The tier (or limit set) caps what one purchase may buy.
+fn check_single_purchase(limits: &LimitSet, amount: NanoUsd) -> Result<(), ServiceError> {
+    match limits.max_single_purchase {
+        Some(cap) if amount > cap => Err(ServiceError::Invalid(format!(
+            "a single purchase at {} is at most {cap}",
+            limits.name
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// A purchase that has ended: success, or the payment's refusal as an error.
+fn finished_purchase(purchase: Purchase) -> Result<Purchase, ServiceError> {
+    match purchase.status {
+        PurchaseStatus::Succeeded => Ok(purchase),
+        PurchaseStatus::Declined => Err(ServiceError::Payment(PaymentError::Declined(
+            purchase.failure_reason.unwrap_or_else(|| "declined".into()),
+        ))),
+        PurchaseStatus::Failed | PurchaseStatus::Pending => Err(ServiceError::Payment(PaymentError::Failed(
+            purchase.failure_reason.unwrap_or_else(|| "not completed".into()),
+        ))),
+    }
+}

@@ -1,0 +1,389 @@
+//! The limits in force for an organization and its workspaces: tier (or custom limit set)
+//! with programme uplifts, the organization's own spend limit, and workspace limits that
+//! may only lower the organization's. Read on every request, so cached for the key-cache
+//! TTL: a change takes effect everywhere within it. Setting a limit validates it here,
+//! with the rules in `tollgate_core::spend` and `tollgate_core::tiers`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+
+use tollgate_core::Timestamp;
+use tollgate_core::money::NanoUsd;
+use tollgate_core::spend::{validate_organization_limit, validate_workspace_limit};
+use tollgate_core::tiers::{LimitSet, RateLimits};
+use tollgate_store::{AuditEntry, OrganizationBilling, RateLimitOverrides, WorkspaceLimits};
+
+use crate::Tollgate;
+use crate::error::ServiceError;
+
+/// An organization's limits as they apply now.
+#[derive(Clone, Debug)]
+pub struct OrganizationLimits {
+    pub billing: OrganizationBilling,
+    /// The tier the organization's purchases reach (shown even under a custom set).
+    pub tier_name: String,
+    /// Tier or custom set, uplifted by active programmes.
+    pub limits: LimitSet,
+}
+
+impl OrganizationLimits {
+    /// The monthly cap of the tier or limit set; `None` is no cap.
+    pub fn tier_cap(&self) -> Option<NanoUsd> {
+        self.limits.monthly_spend_limit
+    }
+
+    pub fn rate_limits(&self, class: &str) -> Option<RateLimits> {
+        self.limits.rate_limits.get(class).copied()
+    }
+}
+
+/// A workspace's limits resolved against its organization's: never above them.
+pub fn workspace_rate_limits(organization: RateLimits, overrides: &RateLimitOverrides) -> RateLimits {
+    organization.min(RateLimits {
+        requests_per_minute: overrides.requests_per_minute.unwrap_or(u64::MAX),
+        input_tokens_per_minute: overrides.input_tokens_per_minute.unwrap_or(u64::MAX),
+        output_tokens_per_minute: overrides.output_tokens_per_minute.unwrap_or(u64::MAX),
+    })
+}
+
+#[derive(Default)]
+pub(crate) struct LimitsCache {
+    organizations: RwLock<HashMap<String, (Timestamp, Arc<OrganizationLimits>)>>,
+    workspaces: RwLock<HashMap<String, (Timestamp, Arc<WorkspaceLimits>)>>,
+}
+
+impl LimitsCache {
+    /// Drops what this process cached for the organization: its own changes take effect at
+    /// once here, and within the TTL elsewhere.
+    pub(crate) fn forget_organization(&self, org_id: &str) {
+        self.organizations
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(org_id);
+    }
+}
+
+/// Entries kept at most; a full cache is cleared, which only costs a reload.
+const LIMITS_CACHE_CAPACITY: usize = 100_000;
+
+fn cached<T>(
+    map: &RwLock<HashMap<String, (Timestamp, Arc<T>)>>,
+    key: &str,
+    now: Timestamp,
+    ttl: chrono::Duration,
+) -> Option<Arc<T>> {
+    let entries = map.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+    entries
+        .get(key)
+        .filter(|(fetched_at, _)| now - *fetched_at < ttl)
+        .map(|(_, value)| value.clone())
+}
+
+fn remember<T>(map: &RwLock<HashMap<String, (Timestamp, Arc<T>)>>, key: &str, now: Timestamp, value: Arc<T>) {
+    let mut entries = map.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if entries.len() >= LIMITS_CACHE_CAPACITY {
+        entries.clear();
+    }
+    entries.insert(key.to_owned(), (now, value));
+}
+
+impl Tollgate {
+    /// The organization's limits now (cached for the key-cache TTL).
+    pub async fn organization_limits(&self, org_id: &str) -> Result<Arc<OrganizationLimits>, ServiceError> {
+        let now = self.now();
+        let ttl = self.settings().key_cache_ttl;
+        if let Some(limits) = cached(&self.inner.limits_cache.organizations, org_id, now, ttl) {
+            return Ok(limits);
+        }
+        let limits = Arc::new(self.load_organization_limits(org_id, now).await?);
+        remember(
+            &self.inner.limits_cache.organizations,
+            org_id,
+            now,
+            limits.clone(),
+        );
+        Ok(limits)
+    }
+
+    async fn load_organization_limits(
+        &self,
+        org_id: &str,
+        now: Timestamp,
+    ) -> Result<OrganizationLimits, ServiceError> {
+        let billing = self
+            .store()
+            .organization_billing(org_id, now)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(format!("no organization has the id '{org_id}'")))?;
+        let policy = &self.settings().policy;
+        let tier_name = policy
+            .ladder
+            .tier_for(billing.cumulative_purchases)
+            .limits
+            .name
+            .clone();
+        let limits = policy.effective_limits(
+            billing.cumulative_purchases,
+            billing.limit_set.as_deref(),
+            &billing.active_programmes,
+        );
+        Ok(OrganizationLimits {
+            billing,
+            tier_name,
+            limits,
+        })
+    }
+
+    /// A workspace's own limits (cached for the key-cache TTL).
+    pub async fn workspace_limits(&self, workspace_id: &str) -> Result<Arc<WorkspaceLimits>, ServiceError> {
+        let now = self.now();
+        let ttl = self.settings().key_cache_ttl;
+        if let Some(limits) = cached(&self.inner.limits_cache.workspaces, workspace_id, now, ttl) {
+            return Ok(limits);
+        }
+        let limits = Arc::new(self.store().workspace_limits(workspace_id).await?);
+        remember(
+            &self.inner.limits_cache.workspaces,
+            workspace_id,
+            now,
+            limits.clone(),
+        );
+        Ok(limits)
+    }
+
+    fn forget_limits(&self, org_id: &str, workspace_id: Option<&str>) {
+        self.inner.limits_cache.forget_organization(org_id);
+        if let Some(workspace_id) = workspace_id {
+            self.inner
+                .limits_cache
+                .workspaces
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .remove(workspace_id);
+        }
+    }
+
+    /// Spend this calendar month (settled and reserved): the organization's, or one
+    /// workspace's.
+    pub async fn month_spend(
+        &self,
+        org_id: &str,
+        workspace_id: Option<&str>,
+    ) -> Result<NanoUsd, ServiceError> {
+        let workspace = match workspace_id {
+            Some(workspace_id) => workspace_id.to_owned(),
+            None => self.store().default_workspace(org_id).await?.id,
+        };
+        let spend = self.store().month_spend(org_id, &workspace, self.now()).await?;
+        Ok(if workspace_id.is_some() {
+            spend.workspace
+        } else {
+            spend.organization
+        })
+    }
+
+    pub async fn audit_events(&self, org_id: &str) -> Result<Vec<AuditEntry>, ServiceError> {
+        Ok(self.store().audit_events(org_id).await?)
+    }
+
+    pub(crate) fn audit_entry(
+        &self,
+        org_id: &str,
+        actor: &str,
+        action: &str,
+        subject: &str,
+        details: String,
+        reason: Option<&str>,
+    ) -> AuditEntry {
+        AuditEntry {
+            org_id: org_id.to_owned(),
+            actor: actor.to_owned(),
+            action: action.to_owned(),
+            subject: subject.to_owned(),
+            details,
+            reason: reason.map(str::to_owned),
+            at: self.now(),
+        }
+    }
+
+    /// Sets (or with `None` clears) the organization's own monthly spend limit, which may not
+    /// exceed its tier's cap.
+    pub async fn set_organization_spend_limit(
+        &self,
+        org_id: &str,
+        limit: Option<NanoUsd>,
+        actor: &str,
+        reason: Option<&str>,
+    ) -> Result<(), ServiceError> {
+        let current = self.load_organization_limits(org_id, self.now()).await?;
+        if let Some(limit) = limit {
+            validate_organization_limit(limit, current.tier_cap())
+                .map_err(|error| ServiceError::Invalid(error.to_string()))?;
+        }
+        let details = match limit {
+            Some(limit) => format!("organization monthly spend limit set to {limit}"),
+            None => "organization monthly spend limit cleared".to_owned(),
+        };
+        let audit = self.audit_entry(
+            org_id,
+            actor,
+            "limits.organization_spend_limit",
+            org_id,
+            details,
+            reason,
+        );
+        self.store()
+            .set_organization_spend_limit(org_id, limit, audit)
+            .await?;
+        self.forget_limits(org_id, None);
+        Ok(())
+    }
+
+    /// Puts the organization on a custom limit set (an enterprise agreement), or with `None`
+    /// back on the ladder.
+    pub async fn set_organization_limit_set(
+        &self,
+        org_id: &str,
+        limit_set: Option<&str>,
+        actor: &str,
+        reason: Option<&str>,
+    ) -> Result<(), ServiceError> {
+        if let Some(name) = limit_set
+            && !self.settings().policy.limit_sets.contains_key(name)
+        {
+            let known: Vec<&str> = self
+                .settings()
+                .policy
+                .limit_sets
+                .keys()
+                .map(String::as_str)
+                .collect();
+            return Err(ServiceError::Invalid(format!(
+                "no limit set is named '{name}' (configured: {})",
+                known.join(", ")
+            )));
+        }
+        let details = match limit_set {
+            Some(name) => format!("limit set '{name}' assigned"),
+            None => "back on the tier ladder".to_owned(),
+        };
+        let audit = self.audit_entry(org_id, actor, "limits.limit_set", org_id, details, reason);
+        if !self
+            .store()
+            .set_organization_limit_set(org_id, limit_set, audit)
+            .await?
+        {
+            return Err(ServiceError::NotFound(format!(
+                "no organization has the id '{org_id}'"
+            )));
+        }
+        self.forget_limits(org_id, None);
+        Ok(())
+    }
+
+    /// Replaces a workspace's limits. Each may only be lower than the organization's:
+    /// "Your spend limit cannot exceed your current tier's cap".
+    pub async fn set_workspace_limits(
+        &self,
+        workspace_id: &str,
+        limits: WorkspaceLimits,
+        actor: &str,
+        reason: Option<&str>,
+    ) -> Result<(), ServiceError> {
+        let workspace = self
+            .store()
+            .workspace(workspace_id)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(format!("no workspace has the id '{workspace_id}'")))?;
+        if workspace.is_default {
+            return Err(ServiceError::Invalid(
+                "the Default workspace takes no limits of its own".into(),
+            ));
+        }
+        let organization = self
+            .load_organization_limits(&workspace.org_id, self.now())
+            .await?;
+        if let Some(limit) = limits.spend_limit {
+            validate_workspace_limit(limit, organization.billing.spend_limit, organization.tier_cap())
+                .map_err(|error| ServiceError::Invalid(error.to_string()))?;
+        }
+        for (class, overrides) in &limits.rate_limits {
+            let ceiling = organization.rate_limits(class).ok_or_else(|| {
+                let known: Vec<&str> = organization
+                    .limits
+                    .rate_limits
+                    .keys()
+                    .map(String::as_str)
+                    .collect();
+                ServiceError::Invalid(format!(
+                    "no model class is named '{class}' (known: {})",
+                    known.join(", ")
+                ))
+            })?;
+            let checks = [
+                (
+                    "requests per minute",
+                    overrides.requests_per_minute,
+                    ceiling.requests_per_minute,
+                ),
+                (
+                    "input tokens per minute",
+                    overrides.input_tokens_per_minute,
+                    ceiling.input_tokens_per_minute,
+                ),
+                (
+                    "output tokens per minute",
+                    overrides.output_tokens_per_minute,
+                    ceiling.output_tokens_per_minute,
+                ),
+            ];
+            for (name, value, ceiling) in checks {
+                match value {
+                    Some(0) => return Err(ServiceError::Invalid(format!("{class} {name} must be positive"))),
+                    Some(value) if value > ceiling => {
+                        return Err(ServiceError::Invalid(format!(
+                            "a workspace's {class} {name} ({value}) cannot exceed its organization's ({ceiling})"
+                        )));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let details = describe_workspace_limits(&limits);
+        let audit = self.audit_entry(
+            &workspace.org_id,
+            actor,
+            "limits.workspace",
+            workspace_id,
+            details,
+            reason,
+        );
+        self.store()
+            .set_workspace_limits(workspace_id, &limits, audit)
+            .await?;
+        self.forget_limits(&workspace.org_id, Some(workspace_id));
+        Ok(())
+    }
+}
+
+fn describe_workspace_limits(limits: &WorkspaceLimits) -> String {
+    let spend = limits.spend_limit.map_or("no spend limit".to_owned(), |limit| {
+        format!("spend limit {limit}")
+    });
+    let rates: BTreeMap<&String, String> = limits
+        .rate_limits
+        .iter()
+        .map(|(class, overrides)| {
+            (
+                class,
+                format!(
+                    "rpm {:?} itpm {:?} otpm {:?}",
+                    overrides.requests_per_minute,
+                    overrides.input_tokens_per_minute,
+                    overrides.output_tokens_per_minute
+                ),
+            )
+        })
+        .collect();
+    format!("{spend}; rate limits {rates:?}")
+}

@@ -1,0 +1,174 @@
+//! Monthly spend counters: one row per (organization, workspace, month) holding what the
+//! month's open reservations hold and what its ended ones charged.
+//!
+//! The rows are loaded and added up here with checked `NanoUsd` arithmetic, never summed in
+//! SQL; `check_spend` in tollgate-core decides whether a reservation fits. A reservation
+//! counts in the month it was made (`month_key` of its `created_at`), including when it
+//! ends after midnight on the 1st, so its settlement moves the counter of the month it was
+//! admitted against. Counter rows are written compare-and-set against the values loaded and
+//! read back before commit, like accounts.
+
+use sqlx::SqliteConnection;
+use tollgate_core::Timestamp;
+use tollgate_core::money::NanoUsd;
+use tollgate_core::spend::{MonthSpend, month_key};
+
+use crate::error::StoreError;
+use crate::sqlite::{SqliteStore, column, invariant, store_error};
+
+/// One workspace's counter for one month.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct SpendCounter {
+    pub(crate) settled: NanoUsd,
+    pub(crate) held: NanoUsd,
+}
+
+impl SpendCounter {
+    /// Settled plus held: the workspace's spend this month.
+    fn spend(self) -> Result<NanoUsd, StoreError> {
+        self.settled
+            .checked_add(self.held)
+            .ok_or_else(|| invariant(format!("a spend counter overflows: {self:?}")))
+    }
+}
+
+/// Where a counter row lives.
+#[derive(Clone, Copy)]
+pub(crate) struct CounterKey<'a> {
+    pub(crate) org_id: &'a str,
+    pub(crate) workspace_id: &'a str,
+    pub(crate) month: i64,
+}
+
+impl SqliteStore {
+    pub(crate) async fn month_spend(
+        &self,
+        org_id: &str,
+        workspace_id: &str,
+        now: Timestamp,
+    ) -> Result<MonthSpend, StoreError> {
+        let mut connection = self.reader.acquire().await.map_err(store_error)?;
+        load_month_spend(&mut connection, org_id, workspace_id, month_key(now)).await
+    }
+}
+
+/// The organization's spend in `month` (every workspace) and the workspace's, from one
+/// read of the month's counter rows.
+pub(crate) async fn load_month_spend(
+    connection: &mut SqliteConnection,
+    org_id: &str,
+    workspace_id: &str,
+    month: i64,
+) -> Result<MonthSpend, StoreError> {
+    let rows = sqlx::query(
+        "SELECT workspace_id, settled_nanos, held_nanos FROM spend_counters
+         WHERE org_id = ? AND month = ?",
+    )
+    .bind(org_id)
+    .bind(month)
+    .fetch_all(&mut *connection)
+    .await
+    .map_err(store_error)?;
+    let mut spent = MonthSpend::default();
+    for row in &rows {
+        let counter = SpendCounter {
+            settled: NanoUsd::from_nanos(column(row, "settled_nanos")?),
+            held: NanoUsd::from_nanos(column(row, "held_nanos")?),
+        };
+        let counter_spend = counter.spend()?;
+        spent.organization = spent.organization.checked_add(counter_spend).ok_or_else(|| {
+            invariant(format!(
+                "the spend of organization {org_id} in month {month} overflows"
+            ))
+        })?;
+        let row_workspace_id: String = column(row, "workspace_id")?;
+        if row_workspace_id == workspace_id {
+            spent.workspace = counter_spend;
+        }
+    }
+    Ok(spent)
+}
+
+pub(crate) async fn load_counter(
+    connection: &mut SqliteConnection,
+    key: CounterKey<'_>,
+) -> Result<Option<SpendCounter>, StoreError> {
+    let row = sqlx::query(
+        "SELECT settled_nanos, held_nanos FROM spend_counters
+         WHERE org_id = ? AND workspace_id = ? AND month = ?",
+    )
+    .bind(key.org_id)
+    .bind(key.workspace_id)
+    .bind(key.month)
+    .fetch_optional(&mut *connection)
+    .await
+    .map_err(store_error)?;
+    row.map(|row| {
+        Ok(SpendCounter {
+            settled: NanoUsd::from_nanos(column(&row, "settled_nanos")?),
+            held: NanoUsd::from_nanos(column(&row, "held_nanos")?),
+        })
+    })
+    .transpose()
+}
+
+/// Writes `current` over `loaded` (`None`: the row did not exist), then reads it back.
+pub(crate) async fn write_counter(
+    connection: &mut SqliteConnection,
+    key: CounterKey<'_>,
+    loaded: Option<SpendCounter>,
+    current: SpendCounter,
+) -> Result<(), StoreError> {
+    let label = || {
+        format!(
+            "spend counter of workspace {} ({}) for month {}",
+            key.workspace_id, key.org_id, key.month
+        )
+    };
+    if current.settled.is_negative() || current.held.is_negative() {
+        return Err(invariant(format!("{} would go negative: {current:?}", label())));
+    }
+    let written = match loaded {
+        None => sqlx::query(
+            "INSERT INTO spend_counters (org_id, workspace_id, month, settled_nanos, held_nanos)
+                 VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(key.org_id)
+        .bind(key.workspace_id)
+        .bind(key.month)
+        .bind(current.settled.nanos())
+        .bind(current.held.nanos())
+        .execute(&mut *connection)
+        .await
+        .map_err(store_error)?,
+        Some(loaded) => sqlx::query(
+            "UPDATE spend_counters SET settled_nanos = ?, held_nanos = ?
+                 WHERE org_id = ? AND workspace_id = ? AND month = ?
+                   AND settled_nanos = ? AND held_nanos = ?",
+        )
+        .bind(current.settled.nanos())
+        .bind(current.held.nanos())
+        .bind(key.org_id)
+        .bind(key.workspace_id)
+        .bind(key.month)
+        .bind(loaded.settled.nanos())
+        .bind(loaded.held.nanos())
+        .execute(&mut *connection)
+        .await
+        .map_err(store_error)?,
+    };
+    if written.rows_affected() != 1 {
+        return Err(invariant(format!(
+            "{} changed after it was loaded in the same transaction",
+            label()
+        )));
+    }
+    let stored = load_counter(&mut *connection, key).await?;
+    if stored != Some(current) {
+        return Err(invariant(format!(
+            "{} reads back as {stored:?} after writing {current:?}",
+            label()
+        )));
+    }
+    Ok(())
+}
