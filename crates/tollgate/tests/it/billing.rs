@@ -634,3 +634,76 @@ async fn expired_credit_leaves_the_balance_at_the_instant_and_is_reported() {
     assert!(events.iter().any(|event| event.action == "credit.expired"));
     app.assert_ledger_clean().await;
 }
+
+#[tokio::test]
+async fn parallel_requests_never_pass_a_low_rpm_or_a_low_spend_limit() {
+    // The clock stands still, so no bucket refills while 120 requests race for 50 RPM.
+    let app = Arc::new(spawn_app_with(contract()).await);
+    let mut tasks = Vec::new();
+    for _ in 0..120 {
+        let app = app.clone();
+        tasks.push(tokio::spawn(async move {
+            app.post_messages(&message_body("claude-haiku-4-5"))
+                .await
+                .status()
+                .as_u16()
+        }));
+    }
+    let mut statuses = Vec::new();
+    for task in tasks {
+        statuses.push(task.await.expect("task"));
+    }
+    assert_eq!(
+        statuses.iter().filter(|status| **status == 200).count(),
+        50,
+        "exactly the RPM limit"
+    );
+    assert_eq!(statuses.iter().filter(|status| **status == 429).count(), 70);
+
+    // A workspace capped at $0.01 a month: each request reserves about $0.008 and is charged
+    // $0.00033, so one fits at a time and a few in sequence; never more than $0.01. Fewer
+    // requests than the Sonnet RPM, so only the spend limit refuses.
+    let (workspace_id, key) = workspace_key(&app, "capped").await;
+    let limit = NanoUsd::parse_usd("0.01").expect("usd");
+    let limits = WorkspaceLimits {
+        spend_limit: Some(limit),
+        ..WorkspaceLimits::default()
+    };
+    app.tollgate
+        .set_workspace_limits(&workspace_id, limits, "test", None)
+        .await
+        .expect("set");
+    let key = Arc::new(key);
+    let mut tasks = Vec::new();
+    for _ in 0..45 {
+        let (app, key) = (app.clone(), key.clone());
+        tasks.push(tokio::spawn(async move {
+            post_with_key(&app, &key, &message_body("fake-sonnet"))
+                .await
+                .status()
+                .as_u16()
+        }));
+    }
+    let mut succeeded = 0;
+    for task in tasks {
+        match task.await.expect("task") {
+            200 => succeeded += 1,
+            400 => {}
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    app.wait_for_settlement().await;
+    let spent = app
+        .tollgate
+        .month_spend(&app.org_id, Some(&workspace_id))
+        .await
+        .expect("spend");
+    assert!(spent <= limit, "spent {spent} of {limit}");
+    assert!(succeeded > 0);
+    assert_eq!(
+        spent,
+        NanoUsd::from_nanos(succeeded * 330_000),
+        "each success charged exactly its usage"
+    );
+    app.assert_ledger_clean().await;
+}
