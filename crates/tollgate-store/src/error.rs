@@ -5,7 +5,7 @@
 //! so callers never depend on sqlx.
 
 /// A failure of the store itself, not a decision about the request.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
     Database(String),

@@ -115,118 +115,25 @@ impl SqliteStore {
             ))
             .into());
         }
-        let counter_key = CounterKey {
-            org_id: &reservation.org_id,
-            workspace_id: &reservation.workspace_id,
-            month: month_key(reservation.created_at),
-        };
-        let mut transaction = self.begin_write().await?;
-
-        // Spend limits first: a request over its limit is refused as such even when the
-        // credit is short too, since raising the limit is not buying credit.
-        let month_spend = load_month_spend(
-            &mut transaction,
-            counter_key.org_id,
-            counter_key.workspace_id,
-            counter_key.month,
-        )
-        .await?;
-        if let Err(reached) = spend::check_spend(
-            &reservation.spend_limits,
-            &month_spend,
-            reservation.amount,
-            reservation.created_at,
-        ) {
-            transaction.rollback().await.map_err(store_error)?;
-            return Err(TxError::Rejected(reached.into()));
-        }
-
-        let lots: Vec<Lot> = load_lots(&mut transaction, &reservation.org_id)
-            .await?
-            .into_iter()
-            .map(|view| view.lot)
-            .collect();
-        let lines = match ledger::plan_reservation(&lots, reservation.amount, reservation.created_at) {
-            Ok(lines) => lines,
-            Err(rejection) => {
-                transaction.rollback().await.map_err(store_error)?;
-                return Err(TxError::Rejected(rejection.into()));
-            }
-        };
-        let spend = load_system_account(&mut transaction, &reservation.org_id, AccountKind::Spend).await?;
-
-        sqlx::query(
-            "INSERT INTO reservations
-                (id, org_id, workspace_id, api_key_id, request_id, model, amount, state,
-                 created_at, deadline)
-             VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
-        )
-        .bind(&reservation.reservation_id)
-        .bind(&reservation.org_id)
-        .bind(&reservation.workspace_id)
-        .bind(&reservation.api_key_id)
-        .bind(&reservation.request_id)
-        .bind(&reservation.model)
-        .bind(reservation.amount.nanos())
-        .bind(millis(reservation.created_at))
-        .bind(millis(reservation.deadline))
-        .execute(&mut *transaction)
-        .await
-        .map_err(store_error)?;
-
-        let mut accounts = AccountSet::default();
-        accounts.insert(spend);
-        for lot in &lots {
-            accounts.insert(lot.account);
-        }
-        for (line_no, line) in lines.iter().enumerate() {
-            sqlx::query(
-                "INSERT INTO reservation_lines (reservation_id, line_no, lot_id, account_id, amount)
-                 VALUES (?, ?, ?, ?, ?)",
-            )
-            .bind(&reservation.reservation_id)
-            .bind(i64::try_from(line_no).map_err(|_| invariant("too many lines".to_owned()))?)
-            .bind(&line.lot_id)
-            .bind(line.lot_account.0)
-            .bind(line.amount.nanos())
-            .execute(&mut *transaction)
+        self.batch
+            .submit(move |mut connection| {
+                Box::pin(async move {
+                    let result = reserve_in(&mut connection, &reservation).await;
+                    (connection, result)
+                })
+            })
             .await
-            .map_err(store_error)?;
-            accounts.transfer(line.lot_account, spend.id, |debit, credit| {
-                ledger::reserve(debit, credit, line.amount)
-            })?;
-        }
-        accounts.write(&mut transaction).await?;
-
-        let loaded_counter = load_counter(&mut transaction, counter_key).await?;
-        let before = loaded_counter.unwrap_or_default();
-        let held = before.held.checked_add(reservation.amount).ok_or_else(|| {
-            invariant(format!(
-                "the held spend of workspace {} overflows",
-                reservation.workspace_id
-            ))
-        })?;
-        write_counter(
-            &mut transaction,
-            counter_key,
-            loaded_counter,
-            SpendCounter { held, ..before },
-        )
-        .await?;
-        transaction.commit().await.map_err(store_error)?;
-        Ok(Reservation {
-            id: reservation.reservation_id,
-            org_id: reservation.org_id,
-            amount: reservation.amount,
-            lines,
-        })
     }
 
     pub(crate) async fn settle(&self, settlement: Settlement) -> Result<SettleOutcome, StoreError> {
-        let mut transaction = self.begin_write().await?;
-        let outcome = settle_in(&mut transaction, &settlement).await?;
-        transaction.commit().await.map_err(store_error)?;
-        Ok(outcome)
+        self.batch
+            .submit(move |mut connection| {
+                Box::pin(async move {
+                    let result = settle_in(&mut connection, &settlement).await;
+                    (connection, result)
+                })
+            })
+            .await
     }
 
     pub(crate) async fn reap_reservations(&self, now: Timestamp) -> Result<usize, StoreError> {
@@ -350,6 +257,115 @@ impl SqliteStore {
         transaction.commit().await.map_err(store_error)?;
         Ok(moved)
     }
+}
+
+/// Reserves inside the caller's write transaction (a batch's savepoint): spend limits, then
+/// credit, then the pending lines, the accounts and the month's held counter. A rejection
+/// returns before anything is written.
+async fn reserve_in(
+    connection: &mut SqliteConnection,
+    reservation: &NewReservation,
+) -> Result<Reservation, TxError<ReserveRejection>> {
+    let counter_key = CounterKey {
+        org_id: &reservation.org_id,
+        workspace_id: &reservation.workspace_id,
+        month: month_key(reservation.created_at),
+    };
+    // Spend limits first: a request over its limit is refused as such even when the
+    // credit is short too, since raising the limit is not buying credit.
+    let month_spend = load_month_spend(
+        &mut *connection,
+        counter_key.org_id,
+        counter_key.workspace_id,
+        counter_key.month,
+    )
+    .await?;
+    if let Err(reached) = spend::check_spend(
+        &reservation.spend_limits,
+        &month_spend,
+        reservation.amount,
+        reservation.created_at,
+    ) {
+        return Err(TxError::Rejected(reached.into()));
+    }
+
+    let lots: Vec<Lot> = load_lots(&mut *connection, &reservation.org_id)
+        .await?
+        .into_iter()
+        .map(|view| view.lot)
+        .collect();
+    let lines = match ledger::plan_reservation(&lots, reservation.amount, reservation.created_at) {
+        Ok(lines) => lines,
+        Err(rejection) => {
+            return Err(TxError::Rejected(rejection.into()));
+        }
+    };
+    let spend = load_system_account(&mut *connection, &reservation.org_id, AccountKind::Spend).await?;
+
+    sqlx::query(
+        "INSERT INTO reservations
+            (id, org_id, workspace_id, api_key_id, request_id, model, amount, state,
+             created_at, deadline)
+         VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
+    )
+    .bind(&reservation.reservation_id)
+    .bind(&reservation.org_id)
+    .bind(&reservation.workspace_id)
+    .bind(&reservation.api_key_id)
+    .bind(&reservation.request_id)
+    .bind(&reservation.model)
+    .bind(reservation.amount.nanos())
+    .bind(millis(reservation.created_at))
+    .bind(millis(reservation.deadline))
+    .execute(&mut *connection)
+    .await
+    .map_err(store_error)?;
+
+    let mut accounts = AccountSet::default();
+    accounts.insert(spend);
+    for lot in &lots {
+        accounts.insert(lot.account);
+    }
+    for (line_no, line) in lines.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO reservation_lines (reservation_id, line_no, lot_id, account_id, amount)
+             VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(&reservation.reservation_id)
+        .bind(i64::try_from(line_no).map_err(|_| invariant("too many lines".to_owned()))?)
+        .bind(&line.lot_id)
+        .bind(line.lot_account.0)
+        .bind(line.amount.nanos())
+        .execute(&mut *connection)
+        .await
+        .map_err(store_error)?;
+        accounts.transfer(line.lot_account, spend.id, |debit, credit| {
+            ledger::reserve(debit, credit, line.amount)
+        })?;
+    }
+    accounts.write(&mut *connection).await?;
+
+    let loaded_counter = load_counter(&mut *connection, counter_key).await?;
+    let before = loaded_counter.unwrap_or_default();
+    let held = before.held.checked_add(reservation.amount).ok_or_else(|| {
+        invariant(format!(
+            "the held spend of workspace {} overflows",
+            reservation.workspace_id
+        ))
+    })?;
+    write_counter(
+        &mut *connection,
+        counter_key,
+        loaded_counter,
+        SpendCounter { held, ..before },
+    )
+    .await?;
+    Ok(Reservation {
+        id: reservation.reservation_id.clone(),
+        org_id: reservation.org_id.clone(),
+        amount: reservation.amount,
+        lines,
+    })
 }
 
 /// Ends one reservation inside the caller's write transaction. Shared by `settle` and the

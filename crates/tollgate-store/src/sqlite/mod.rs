@@ -12,6 +12,7 @@
 
 mod audit;
 mod audit_log;
+mod batch;
 mod ledger;
 mod limits;
 mod purchases;
@@ -60,6 +61,8 @@ pub(crate) type SqliteTransaction = Transaction<'static, Sqlite>;
 pub(crate) struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
+    /// Group commit for reservations and settlements, over the same write connection.
+    batch: batch::BatchWriter,
 }
 
 impl SqliteStore {
@@ -89,7 +92,12 @@ impl SqliteStore {
             .connect_with(reader_options)
             .await
             .map_err(store_error)?;
-        Ok(SqliteStore { writer, reader })
+        let batch = batch::BatchWriter::start(writer.clone());
+        Ok(SqliteStore {
+            writer,
+            reader,
+            batch,
+        })
     }
 
     pub(crate) async fn close(&self) {

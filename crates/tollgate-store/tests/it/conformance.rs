@@ -1213,3 +1213,67 @@ pub(crate) async fn racing_ends_of_one_reservation_resolve_once(backend: &impl B
     );
     assert_healthy(store).await;
 }
+
+/// Goal: operations that fail (a settlement of an unknown reservation is a bug) or are
+/// refused (no credit) while others run at the same moment — in one write batch where the
+/// store groups commits — leave their neighbours' effects whole and write nothing themselves.
+pub(crate) async fn a_failing_operation_leaves_its_neighbours_whole(backend: &impl Backend) {
+    let store = backend.store();
+    let org = Arc::new(create_org(store, "acme").await);
+    grant(store, &org, "lot_a", LotKind::Purchase, usd(10), at(0), None).await;
+    let mut tasks = Vec::new();
+    for task_no in 0..60_usize {
+        let store = store.clone();
+        let org = Arc::clone(&org);
+        tasks.push(tokio::spawn(async move {
+            match task_no % 3 {
+                // A bug: nothing to settle.
+                0 => store
+                    .settle(settlement(&org, &format!("rsv_missing_{task_no}"), usd(1), at(2)))
+                    .await
+                    .is_err(),
+                // Refused: more than the credit.
+                1 => matches!(
+                    store
+                        .reserve(new_reservation(
+                            &org,
+                            &format!("rsv_big_{task_no}"),
+                            usd(11),
+                            at(1),
+                            at(100)
+                        ))
+                        .await,
+                    Err(TxError::Rejected(_))
+                ),
+                // Fits: reserve and settle for a tenth of a dollar.
+                _ => {
+                    let reservation_id = format!("rsv_ok_{task_no}");
+                    store
+                        .reserve(new_reservation(&org, &reservation_id, cents(10), at(1), at(100)))
+                        .await
+                        .is_ok()
+                        && store
+                            .settle(settlement(&org, &reservation_id, cents(10), at(2)))
+                            .await
+                            .is_ok()
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        assert!(task.await.unwrap(), "each operation had its own outcome");
+    }
+    let balance = store.balance(&org.org_id, at(3)).await.unwrap();
+    assert_eq!(
+        balance.spent,
+        usd(2),
+        "the 20 good requests were charged, nothing else"
+    );
+    assert_eq!(balance.held, NanoUsd::ZERO);
+    assert_eq!(
+        store.pending_reservation_count(Some(&org.org_id)).await.unwrap(),
+        0
+    );
+    assert_eq!(store.usage_records(&org.org_id).await.unwrap().len(), 20);
+    assert_healthy(store).await;
+}

@@ -85,6 +85,7 @@ mod sqlite {
     concurrent_conformance_tests!(SqliteBackend; conformance;
         concurrent_reservations_never_overspend,
         racing_ends_of_one_reservation_resolve_once,
+        a_failing_operation_leaves_its_neighbours_whole,
     );
 
     concurrent_conformance_tests!(SqliteBackend; billing;
