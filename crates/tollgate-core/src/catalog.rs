@@ -1,7 +1,13 @@
-//! The model catalogue: which model names are served, by which provider, at which prices,
-//! and how new or dated model ids alias to priced ones. Built from configuration.
+//! The model catalogue: which model names are served, by which deployments (a provider and
+//! the model id it knows, with a priority, a weight and prices), how new or dated model ids
+//! alias to priced ones, and the routing rules — the order in which a request tries the
+//! deployments, and the cooldown that passes over a deployment that just failed. Built from
+//! configuration. Pure: callers pass `now` and a random number in.
+
+use std::collections::HashMap;
 
 use crate::Timestamp;
+use crate::money::NanoUsd;
 use crate::pricing::ModelPrices;
 
 /// A served model.
@@ -11,13 +17,68 @@ pub struct Model {
     pub id: String,
     pub display_name: String,
     pub created_at: Timestamp,
-    /// Name of the configured provider that serves it.
-    pub provider: String,
-    /// The model id sent upstream; usually the same as `id`.
-    pub upstream_model: String,
+    /// Where its requests can go; never empty (checked by `Catalog::new`).
+    pub deployments: Vec<Deployment>,
+    /// The model's list prices; a deployment without overrides charges these.
     pub prices: ModelPrices,
     /// The rate-limit class it counts against (`opus`, `sonnet`, `haiku`, …).
     pub class: String,
+    /// The output limit of a request that sets none (Chat Completions lets a client omit
+    /// it): sent upstream, so that the reservation can bound the output.
+    pub default_max_tokens: u64,
+}
+
+/// One place a model is served: a configured provider and the model id it knows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Deployment {
+    /// Name of the configured provider.
+    pub provider: String,
+    /// The model id sent to that provider.
+    pub upstream_model: String,
+    /// Whether a request that reached this model through a `prefix*` alias sends the
+    /// client's own id (a newer id the provider knows, priced like its older sibling)
+    /// instead of `upstream_model`.
+    pub passes_requested_id: bool,
+    /// Lower priorities are tried first; failover moves to the next.
+    pub priority: u32,
+    /// The share of traffic among deployments of equal priority; at least 1.
+    pub weight: u32,
+    /// What a request answered by this deployment costs.
+    pub prices: ModelPrices,
+    /// How long this deployment is passed over after a failure.
+    pub cooldown: chrono::Duration,
+}
+
+impl Deployment {
+    /// Identifies the deployment for cooldowns: models that share a provider and an
+    /// upstream model share its health.
+    pub fn key(&self) -> DeploymentKey {
+        DeploymentKey {
+            provider: self.provider.clone(),
+            upstream_model: self.upstream_model.clone(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct DeploymentKey {
+    pub provider: String,
+    pub upstream_model: String,
+}
+
+impl Model {
+    /// The most a request can cost, whichever deployment answers it: the largest
+    /// `cost_bound` over the deployments' prices with `images` images folded in.
+    pub fn cost_bound(&self, input_tokens_max: u64, output_tokens_max: u64, images: u64) -> NanoUsd {
+        self.deployments
+            .iter()
+            .map(|deployment| match deployment.prices.for_request(images) {
+                Some(prices) => prices.cost_bound(input_tokens_max, output_tokens_max),
+                None => NanoUsd::MAX,
+            })
+            .max()
+            .unwrap_or(NanoUsd::MAX)
+    }
 }
 
 /// An alias: an exact name, or a prefix ending in `*`, that resolves to a catalogue model.
@@ -30,11 +91,20 @@ pub struct Alias {
 /// A request's model resolved against the catalogue.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ResolvedModel<'catalog> {
-    /// The model id to send upstream: the catalogue's for a model or an exact alias, the
-    /// client's own for a `prefix*` alias (a newer id the upstream knows, priced like its
-    /// older sibling).
-    pub upstream_model: String,
     pub model: &'catalog Model,
+    /// The client's id when a `prefix*` alias matched it.
+    pub requested_by_prefix: Option<String>,
+}
+
+impl ResolvedModel<'_> {
+    /// The model id to send to `deployment`: its own, or the client's id when a `prefix*`
+    /// alias matched and the deployment passes such ids through.
+    pub fn upstream_model<'a>(&'a self, deployment: &'a Deployment) -> &'a str {
+        match &self.requested_by_prefix {
+            Some(requested) if deployment.passes_requested_id => requested,
+            _ => &deployment.upstream_model,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -49,6 +119,10 @@ pub enum CatalogError {
     DuplicateModel(String),
     #[error("alias '{pattern}' points to unknown model '{target}'")]
     UnknownAliasTarget { pattern: String, target: String },
+    #[error("model '{0}' has no deployment")]
+    NoDeployment(String),
+    #[error("a deployment of model '{0}' has weight 0; weights start at 1")]
+    ZeroWeight(String),
 }
 
 impl Catalog {
@@ -56,6 +130,12 @@ impl Catalog {
         for (index, model) in models.iter().enumerate() {
             if models[..index].iter().any(|other| other.id == model.id) {
                 return Err(CatalogError::DuplicateModel(model.id.clone()));
+            }
+            if model.deployments.is_empty() {
+                return Err(CatalogError::NoDeployment(model.id.clone()));
+            }
+            if model.deployments.iter().any(|deployment| deployment.weight == 0) {
+                return Err(CatalogError::ZeroWeight(model.id.clone()));
             }
         }
         for alias in &aliases {
@@ -81,8 +161,8 @@ impl Catalog {
     pub fn resolve(&self, requested: &str) -> Option<ResolvedModel<'_>> {
         if let Some(model) = self.model(requested) {
             return Some(ResolvedModel {
-                upstream_model: model.upstream_model.clone(),
                 model,
+                requested_by_prefix: None,
             });
         }
         let target = self
@@ -95,13 +175,97 @@ impl Catalog {
             .max_by_key(|alias| (!alias.pattern.ends_with('*'), alias.pattern.len()))?;
         let is_prefix = target.pattern.ends_with('*');
         self.model(&target.target).map(|model| ResolvedModel {
-            upstream_model: if is_prefix {
-                requested.to_owned()
-            } else {
-                model.upstream_model.clone()
-            },
             model,
+            requested_by_prefix: is_prefix.then(|| requested.to_owned()),
         })
+    }
+}
+
+/// The order in which a request tries `deployments`, as indices: deployments that are not
+/// cooling down first, then those that are (a request is never refused only because every
+/// deployment failed recently); within each, lower priority first; among equal priorities,
+/// a weighted random order drawn from `random` (a deployment of weight 3 comes first three
+/// times as often as one of weight 1).
+pub fn route_order(
+    deployments: &[Deployment],
+    is_cooling: impl Fn(&Deployment) -> bool,
+    random: u64,
+) -> Vec<usize> {
+    let mut generator = SplitMix64(random);
+    let mut groups: Vec<(bool, u32, Vec<usize>)> = Vec::new();
+    for (index, deployment) in deployments.iter().enumerate() {
+        let group_key = (is_cooling(deployment), deployment.priority);
+        match groups
+            .iter_mut()
+            .find(|(cooling, priority, _)| (*cooling, *priority) == group_key)
+        {
+            Some((_, _, members)) => members.push(index),
+            None => groups.push((group_key.0, group_key.1, vec![index])),
+        }
+    }
+    groups.sort_by_key(|(cooling, priority, _)| (*cooling, *priority));
+    let mut order = Vec::with_capacity(deployments.len());
+    for (_, _, mut members) in groups {
+        // Weighted sampling without replacement: each pick is proportional to weight.
+        while !members.is_empty() {
+            let total: u64 = members
+                .iter()
+                .map(|index| u64::from(deployments[*index].weight.max(1)))
+                .sum();
+            let mut point = generator.next() % total;
+            let mut chosen = members.len() - 1;
+            for (position, index) in members.iter().enumerate() {
+                let weight = u64::from(deployments[*index].weight.max(1));
+                if point < weight {
+                    chosen = position;
+                    break;
+                }
+                point -= weight;
+            }
+            order.push(members.remove(chosen));
+        }
+    }
+    order
+}
+
+/// Deployments passed over after a failure, until their cooldown ends. A success ends a
+/// cooldown early. Holds no clock: every call is given `now`.
+#[derive(Clone, Debug, Default)]
+pub struct Cooldowns {
+    until: HashMap<DeploymentKey, Timestamp>,
+}
+
+impl Cooldowns {
+    pub fn is_cooling(&self, deployment: &Deployment, now: Timestamp) -> bool {
+        self.until
+            .get(&deployment.key())
+            .is_some_and(|until| *until > now)
+    }
+
+    /// A failure that justifies trying elsewhere: pass the deployment over for its cooldown.
+    pub fn record_failure(&mut self, deployment: &Deployment, now: Timestamp) {
+        if deployment.cooldown > chrono::Duration::zero() {
+            self.until.insert(deployment.key(), now + deployment.cooldown);
+        }
+        // Entries that ended long ago only take memory.
+        self.until.retain(|_, until| *until > now);
+    }
+
+    pub fn record_success(&mut self, deployment: &Deployment) {
+        self.until.remove(&deployment.key());
+    }
+}
+
+/// Vigna's SplitMix64: enough to spread traffic by weight, with no dependency.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut mixed = self.0;
+        mixed = (mixed ^ (mixed >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        mixed = (mixed ^ (mixed >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        mixed ^ (mixed >> 31)
     }
 }
 

@@ -36,6 +36,7 @@ pub enum IdKind {
     Request,
     User,
     Purchase,
+    Invite,
 }
 
 impl IdKind {
@@ -50,6 +51,7 @@ impl IdKind {
             IdKind::Request => "req_",
             IdKind::User => "user_",
             IdKind::Purchase => "purch_",
+            IdKind::Invite => "invite_",
         }
     }
 }

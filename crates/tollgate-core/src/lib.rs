@@ -14,6 +14,8 @@ pub mod ledger;
 pub mod money;
 pub mod pricing;
 pub mod ratelimit;
+pub mod reports;
+pub mod roles;
 pub mod spend;
 pub mod tiers;
 pub mod usage;

@@ -1,5 +1,7 @@
 //! Prices per token kind and the cost of a request. Prices are integer nano-USD per
-//! token, so $1 per million tokens is 1,000 and every cost is an exact product.
+//! token, so $1 per million tokens is 1,000 and every cost is an exact product. Some
+//! providers also bill units other than tokens (a flat fee per request, a fee per image);
+//! those are whole nano-USD amounts on the same `ModelPrices`.
 
 use crate::money::{MoneyParseError, NanoUsd};
 use crate::usage::TokenUsage;
@@ -59,7 +61,7 @@ impl TokenPrice {
     }
 }
 
-/// One model's prices by token kind.
+/// One model's prices by token kind, and by the units some providers bill besides tokens.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ModelPrices {
     pub input: TokenPrice,
@@ -67,6 +69,12 @@ pub struct ModelPrices {
     pub cache_write_5m: TokenPrice,
     pub cache_write_1h: TokenPrice,
     pub cache_read: TokenPrice,
+    /// A flat charge for every delivered request (zero for token-only pricing).
+    pub per_request: NanoUsd,
+    /// A charge per image in the request. Token usage cannot carry an image count, so
+    /// [`ModelPrices::cost`] does not read it: [`ModelPrices::for_request`] folds it into
+    /// `per_request` once the request's images are counted.
+    pub per_image: NanoUsd,
 }
 
 impl ModelPrices {
@@ -80,10 +88,26 @@ impl ModelPrices {
             cache_write_5m: input.scaled(5, 4)?,
             cache_write_1h: input.scaled(2, 1)?,
             cache_read: input.scaled(1, 10)?,
+            per_request: NanoUsd::ZERO,
+            per_image: NanoUsd::ZERO,
         })
     }
 
-    /// The exact cost of `usage`; `None` only on overflow (beyond $9 billion).
+    /// The prices of one request carrying `images` images: the per-image charge is folded
+    /// into the per-request charge, so that `cost` and `cost_bound` of the result include
+    /// it. `None` on overflow.
+    pub fn for_request(&self, images: u64) -> Option<ModelPrices> {
+        let image_charge = self.per_image.checked_mul(images)?;
+        Some(ModelPrices {
+            per_request: self.per_request.checked_add(image_charge)?,
+            per_image: NanoUsd::ZERO,
+            ..*self
+        })
+    }
+
+    /// The exact cost of `usage`, plus the per-request charge; `None` only on overflow
+    /// (beyond $9 billion). Only delivered requests are costed, so the flat charge applies
+    /// to every request that gets here.
     pub fn cost(&self, usage: &TokenUsage) -> Option<NanoUsd> {
         let parts = [
             self.input.cost(usage.input_tokens)?,
@@ -91,6 +115,7 @@ impl ModelPrices {
             self.cache_write_5m.cost(usage.cache_creation_5m_input_tokens)?,
             self.cache_write_1h.cost(usage.cache_creation_1h_input_tokens)?,
             self.cache_read.cost(usage.cache_read_input_tokens)?,
+            self.per_request,
         ];
         parts
             .into_iter()
@@ -100,7 +125,8 @@ impl ModelPrices {
     /// The most a request can cost with at most `input_tokens_max` input tokens of any kind
     /// and `output_tokens_max` output tokens: every input token is priced as the dearest
     /// input kind, since the split between cache reads, writes and uncached input is not
-    /// known before the upstream answers. Saturates, so it is always an upper bound.
+    /// known before the upstream answers. The per-request charge is included; fold the
+    /// per-image charge in first (`for_request`). Saturates, so it is always an upper bound.
     pub fn cost_bound(&self, input_tokens_max: u64, output_tokens_max: u64) -> NanoUsd {
         let dearest_input = [
             self.input,
@@ -115,6 +141,7 @@ impl ModelPrices {
             .0
             .saturating_mul(input_tokens_max)
             .saturating_add(self.output.0.saturating_mul(output_tokens_max))
+            .saturating_add(self.per_request)
     }
 }
 

@@ -1,8 +1,10 @@
-//! The Anthropic error envelope. Handlers return `ApiError`; the request-id middleware
-//! renders it as `{"type":"error","error":{"type":…,"message":…},"request_id":…}` so every
-//! error, including the router's own 404 and 405, carries the request's id.
+//! The error envelopes of both surfaces. Handlers return `ApiError`; the request-id
+//! middleware renders it for the surface the request came in on: Anthropic's
+//! `{"type":"error","error":{"type":…,"message":…},"request_id":…}`, or OpenAI's
+//! `{"error":{"message":…,"type":…,"param":…,"code":…}}` with OpenAI's statuses, so every
+//! error, including the router's own 404 and 405, has the shape its client expects.
 
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use tollgate_core::spend::{SpendLimitReached, SpendScope};
 use tollgate_service::{AuthRefusal, LimitScope, Metric, RateLimited, ServiceError};
@@ -67,6 +69,47 @@ pub struct ApiError {
     pub retry_after_seconds: Option<u64>,
     /// `error.details.error_code`, where the contract gives one.
     pub error_code: Option<&'static str>,
+    /// How OpenAI's surface shows this error, where the mapping of `status` and `kind`
+    /// would not say it right (low credit and spend limits are 429 `insufficient_quota`).
+    /// Boxed: it is rare, and every `Result` carrying an `ApiError` pays for its size.
+    pub openai: Option<Box<OpenAiError>>,
+    /// The request field at fault: OpenAI's `param`.
+    pub param: Option<String>,
+}
+
+/// An error in OpenAI's terms: its status, `type` and `code`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OpenAiError {
+    pub status: StatusCode,
+    pub kind: &'static str,
+    pub code: Option<&'static str>,
+}
+
+/// Which API a request speaks, and so which envelope its errors get.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Surface {
+    /// Anthropic's Messages API and everything else tollgate serves.
+    Anthropic,
+    /// OpenAI's Chat Completions (and `/v1/models` asked for by an OpenAI client).
+    OpenAi,
+}
+
+impl Surface {
+    /// `/v1/chat/…` is OpenAI's. `/v1/models` is both APIs' path: a request with
+    /// Anthropic's `anthropic-version` or `x-api-key` header is Anthropic's, one with only
+    /// `Authorization: Bearer` (what the `openai` SDKs send) is OpenAI's.
+    pub fn of(path: &str, headers: &HeaderMap) -> Surface {
+        if path.starts_with("/v1/chat/") || path == "/v1/completions" || path == "/v1/embeddings" {
+            return Surface::OpenAi;
+        }
+        let is_models = path == "/v1/models" || path.starts_with("/v1/models/");
+        let anthropic_headers =
+            headers.contains_key("anthropic-version") || headers.contains_key("x-api-key");
+        if is_models && !anthropic_headers && headers.contains_key(axum::http::header::AUTHORIZATION) {
+            return Surface::OpenAi;
+        }
+        Surface::Anthropic
+    }
 }
 
 pub const CREDIT_TOO_LOW: &str = "Your credit balance is too low to access the tollgate API. \
@@ -80,7 +123,64 @@ impl ApiError {
             message: message.into(),
             retry_after_seconds: None,
             error_code: None,
+            openai: None,
+            param: None,
         }
+    }
+
+    /// This error shown on OpenAI's surface as `status`, `kind` and `code`.
+    pub fn with_openai(
+        mut self,
+        status: StatusCode,
+        kind: &'static str,
+        code: Option<&'static str>,
+    ) -> ApiError {
+        self.openai = Some(Box::new(OpenAiError { status, kind, code }));
+        self
+    }
+
+    /// Names the request field at fault (OpenAI's `param`).
+    pub fn with_param(mut self, param: impl Into<String>) -> ApiError {
+        self.param = Some(param.into());
+        self
+    }
+
+    /// OpenAI's status, `type` and `code` for this error.
+    pub fn openai_error(&self) -> OpenAiError {
+        if let Some(openai) = &self.openai {
+            return **openai;
+        }
+        let (status, kind, code) = match self.kind {
+            ErrorKind::InvalidRequest => (self.status, "invalid_request_error", None),
+            ErrorKind::Authentication => (self.status, "invalid_request_error", Some("invalid_api_key")),
+            ErrorKind::Permission => (self.status, "permission_error", None),
+            ErrorKind::NotFound => (self.status, "invalid_request_error", Some("not_found")),
+            ErrorKind::RequestTooLarge => (self.status, "invalid_request_error", Some("request_too_large")),
+            ErrorKind::RateLimit => (self.status, "requests", Some("rate_limit_exceeded")),
+            ErrorKind::Billing => (self.status, "billing_error", None),
+            ErrorKind::Api => (self.status, "server_error", None),
+            ErrorKind::Timeout => (self.status, "server_error", Some("timeout")),
+            // OpenAI says "overloaded" with a 503; 529 is Anthropic's own status.
+            ErrorKind::Overloaded => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                Some("overloaded"),
+            ),
+        };
+        OpenAiError { status, kind, code }
+    }
+
+    /// Renders OpenAI's envelope.
+    pub fn to_openai_json(&self) -> serde_json::Value {
+        let openai = self.openai_error();
+        serde_json::json!({
+            "error": {
+                "message": self.message,
+                "type": openai.kind,
+                "param": self.param,
+                "code": openai.code,
+            }
+        })
     }
 
     pub fn invalid(message: impl Into<String>) -> ApiError {
@@ -102,7 +202,11 @@ impl ApiError {
     }
 
     pub fn credit_too_low() -> ApiError {
-        ApiError::invalid(CREDIT_TOO_LOW)
+        ApiError::invalid(CREDIT_TOO_LOW).with_openai(
+            StatusCode::TOO_MANY_REQUESTS,
+            "insufficient_quota",
+            Some("insufficient_quota"),
+        )
     }
 
     /// Renders the envelope for `request_id`.
@@ -142,12 +246,17 @@ impl ApiError {
                 ApiError::internal(format!("upstream protocol error: {detail}"))
             }
             UpstreamError::Status { status, body } => {
+                // Anthropic's envelope, or OpenAI's (whose `type` may be absent or its own).
                 let parsed: Option<(String, String)> = serde_json::from_slice::<serde_json::Value>(body)
                     .ok()
                     .and_then(|value| {
                         let error = value.get("error")?;
                         Some((
-                            error.get("type")?.as_str()?.to_owned(),
+                            error
+                                .get("type")
+                                .and_then(serde_json::Value::as_str)
+                                .unwrap_or_default()
+                                .to_owned(),
                             error.get("message")?.as_str()?.to_owned(),
                         ))
                     });
@@ -160,10 +269,20 @@ impl ApiError {
                     None => (None, format!("The upstream model provider answered {status}.")),
                 };
                 let kind = kind.unwrap_or(match status.as_u16() {
+                    404 => ErrorKind::NotFound,
+                    413 => ErrorKind::RequestTooLarge,
+                    429 => ErrorKind::RateLimit,
                     400..=499 => ErrorKind::InvalidRequest,
-                    529 => ErrorKind::Overloaded,
+                    // OpenAI-compatible servers say "overloaded" with a 503.
+                    503 | 529 => ErrorKind::Overloaded,
                     _ => ErrorKind::Api,
                 });
+                // An OpenAI-compatible upstream's 503 "overloaded" is Anthropic's 529.
+                let status = if status == StatusCode::SERVICE_UNAVAILABLE && kind == ErrorKind::Overloaded {
+                    StatusCode::from_u16(529).unwrap_or(status)
+                } else {
+                    status
+                };
                 ApiError::new(status, kind, message)
             }
         }
@@ -268,7 +387,15 @@ fn rate_limited(limited: &RateLimited) -> ApiError {
         ),
     );
     error.retry_after_seconds = Some(retry_after);
-    error
+    let openai_kind = match limited.metric {
+        Metric::Requests | Metric::CountTokensRequests => "requests",
+        Metric::InputTokens | Metric::OutputTokens => "tokens",
+    };
+    error.with_openai(
+        StatusCode::TOO_MANY_REQUESTS,
+        openai_kind,
+        Some("rate_limit_exceeded"),
+    )
 }
 
 /// A request larger than the bucket can never be admitted: a 400 that says so.
@@ -307,4 +434,13 @@ fn spend_limit_reached(reached: &SpendLimitReached) -> ApiError {
             "You have reached your specified workspace API usage limits. You will regain access on {resets}."
         )),
     }
+    // OpenAI reports a spent budget as 429 `insufficient_quota`, which its SDKs don't retry.
+    .with_openai(
+        StatusCode::TOO_MANY_REQUESTS,
+        "insufficient_quota",
+        Some(match reached.scope {
+            SpendScope::Tier => "enforced_spend_limit_reached",
+            SpendScope::Organization | SpendScope::Workspace => "spend_limit_reached",
+        }),
+    )
 }

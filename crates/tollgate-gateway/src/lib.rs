@@ -1,25 +1,31 @@
-//! The data plane: Anthropic's Messages API over HTTP (`/v1/messages`, `count_tokens`,
-//! `/v1/models`), its wire JSON, SSE relay and error envelope. The only crate of the
-//! gateway path that knows wire shapes; it calls `tollgate-service` for every decision
-//! about keys and money and never touches the database itself.
+//! The data plane: Anthropic's Messages API (`/v1/messages`, `count_tokens`) and OpenAI's
+//! Chat Completions (`/v1/chat/completions`) over HTTP, `/v1/models` in both shapes, their
+//! wire JSON, translation between them, routing and failover across deployments, SSE relay
+//! and both error envelopes. The only crate of the gateway path that knows wire shapes; it
+//! calls `tollgate-service` for every decision about keys and money and never touches the
+//! database itself.
 
+mod chat;
 mod error;
 mod messages;
+mod metered;
 mod models;
 mod request_id;
+mod routing;
+mod translate;
 mod wire;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use tollgate_core::catalog::Catalog;
+use tollgate_core::catalog::{Catalog, Cooldowns};
 use tollgate_service::Tollgate;
 use tollgate_upstream::Provider;
 
-pub use crate::error::{ApiError, CREDIT_TOO_LOW, ErrorKind};
+pub use crate::error::{ApiError, CREDIT_TOO_LOW, ErrorKind, OpenAiError, Surface};
 
 /// Limits of the HTTP surface, from configuration.
 #[derive(Clone, Debug)]
@@ -48,6 +54,8 @@ pub struct GatewayState {
     /// Providers by their configured name.
     pub providers: Arc<HashMap<String, Provider>>,
     pub settings: GatewaySettings,
+    /// Deployments passed over after failing, shared by every request of this process.
+    pub cooldowns: Arc<Mutex<Cooldowns>>,
 }
 
 /// The data-plane router, with request ids and error envelopes on every response.
@@ -55,6 +63,7 @@ pub fn router(state: GatewayState) -> Router {
     Router::new()
         .route("/v1/messages", post(messages::create_message))
         .route("/v1/messages/count_tokens", post(messages::count_tokens))
+        .route("/v1/chat/completions", post(chat::create_chat_completion))
         .route("/v1/models", get(models::list_models))
         .route("/v1/models/{model_id}", get(models::get_model))
         .route(

@@ -1,5 +1,6 @@
 //! `GET /v1/models` and `GET /v1/models/{id}`: the catalogue in Anthropic's list shape,
-//! paginated with `limit`, `after_id` and `before_id`.
+//! paginated with `limit`, `after_id` and `before_id`, or — for an OpenAI client, as the
+//! request-id middleware tells by its headers — in OpenAI's `{"object":"list",…}` shape.
 
 use axum::Json;
 use axum::extract::{Path, Query, Request, State};
@@ -9,14 +10,32 @@ use serde_json::{Value, json};
 use tollgate_core::catalog::Model;
 
 use crate::GatewayState;
-use crate::error::ApiError;
-use crate::messages::authenticate;
+use crate::error::{ApiError, Surface};
+use crate::messages::{authenticate, resolve_model};
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct ListQuery {
     limit: Option<String>,
     after_id: Option<String>,
     before_id: Option<String>,
+}
+
+fn surface_of(request: &Request) -> Surface {
+    request
+        .extensions()
+        .get::<Surface>()
+        .copied()
+        .unwrap_or(Surface::Anthropic)
+}
+
+/// A model in OpenAI's shape; `owned_by` names the catalogue, not the upstream.
+fn openai_model_json(model: &Model) -> Value {
+    json!({
+        "id": model.id,
+        "object": "model",
+        "created": model.created_at.timestamp(),
+        "owned_by": "tollgate",
+    })
 }
 
 fn model_json(model: &Model) -> Value {
@@ -34,6 +53,10 @@ pub(crate) async fn list_models(
     request: Request,
 ) -> Result<Response, ApiError> {
     authenticate(&state, request.headers()).await?;
+    if surface_of(&request) == Surface::OpenAi {
+        let data: Vec<Value> = state.catalog.models().iter().map(openai_model_json).collect();
+        return Ok(Json(json!({"object": "list", "data": data})).into_response());
+    }
     let Query(query) = query.map_err(|rejection| ApiError::invalid(rejection.body_text()))?;
     let limit = match query.limit.as_deref() {
         None => 20,
@@ -85,9 +108,9 @@ pub(crate) async fn get_model(
     request: Request,
 ) -> Result<Response, ApiError> {
     authenticate(&state, request.headers()).await?;
-    let resolved = state
-        .catalog
-        .resolve(&model_id)
-        .ok_or_else(|| ApiError::not_found(format!("model: {model_id}")))?;
+    let resolved = resolve_model(&state, &model_id)?;
+    if surface_of(&request) == Surface::OpenAi {
+        return Ok(Json(openai_model_json(resolved.model)).into_response());
+    }
     Ok(Json(model_json(resolved.model)).into_response())
 }

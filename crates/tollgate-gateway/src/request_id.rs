@@ -1,5 +1,6 @@
-//! Gives every request a `req_…` id, returns it in the `request-id` header, and renders
-//! error envelopes (from handlers or from the router itself) with it.
+//! Gives every request a `req_…` id, returns it in the `request-id` header (and, on
+//! OpenAI's surface, in `x-request-id` as OpenAI does), and renders error envelopes (from
+//! handlers or from the router itself) with it, in the envelope of the request's surface.
 
 use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -7,7 +8,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tollgate_core::ids::IdKind;
 
-use crate::error::{ApiError, ErrorKind};
+use crate::error::{ApiError, ErrorKind, Surface};
 
 /// The id of the request being served, for handlers that record it.
 #[derive(Clone, Debug)]
@@ -15,27 +16,35 @@ pub(crate) struct RequestId(pub String);
 
 pub(crate) async fn middleware(mut request: Request, next: Next) -> Response {
     let request_id = tollgate_service::random::id(IdKind::Request);
+    let surface = Surface::of(request.uri().path(), request.headers());
     request.extensions_mut().insert(RequestId(request_id.clone()));
+    request.extensions_mut().insert(surface);
     let mut response = next.run(request).await;
     if let Some(error) = response.extensions_mut().remove::<ApiError>() {
-        response = envelope(&error, &request_id);
+        response = envelope(&error, &request_id, surface);
     } else if response.status() == StatusCode::METHOD_NOT_ALLOWED {
         let error = ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             ErrorKind::InvalidRequest,
             "This method is not allowed on this path.",
         );
-        response = envelope(&error, &request_id);
+        response = envelope(&error, &request_id, surface);
     }
     if let Ok(value) = HeaderValue::from_str(&request_id) {
+        if surface == Surface::OpenAi {
+            response.headers_mut().insert("x-request-id", value.clone());
+        }
         response.headers_mut().insert("request-id", value);
     }
     response
 }
 
-fn envelope(error: &ApiError, request_id: &str) -> Response {
-    let body = error.to_json(request_id).to_string();
-    let mut response = (error.status, body).into_response();
+fn envelope(error: &ApiError, request_id: &str, surface: Surface) -> Response {
+    let (status, body) = match surface {
+        Surface::Anthropic => (error.status, error.to_json(request_id)),
+        Surface::OpenAi => (error.openai_error().status, error.to_openai_json()),
+    };
+    let mut response = (status, body.to_string()).into_response();
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -45,8 +54,9 @@ fn envelope(error: &ApiError, request_id: &str) -> Response {
         headers.insert("x-should-retry", HeaderValue::from_static("true"));
     } else if error.kind == ErrorKind::Overloaded {
         headers.insert("x-should-retry", HeaderValue::from_static("true"));
-    } else if error.status == StatusCode::TOO_MANY_REQUESTS {
-        // A spent monthly limit: retrying before the month turns cannot succeed.
+    } else if status == StatusCode::TOO_MANY_REQUESTS {
+        // A spent monthly limit or credit: retrying before money or the month arrives
+        // cannot succeed.
         headers.insert("x-should-retry", HeaderValue::from_static("false"));
     }
     response

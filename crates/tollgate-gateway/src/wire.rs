@@ -16,6 +16,8 @@ pub(crate) struct MessagesRequest {
     pub(crate) stream: bool,
     /// Image and document blocks anywhere in the messages or system prompt.
     pub(crate) media_blocks: usize,
+    /// Image blocks alone, for providers that price images per unit.
+    pub(crate) images: usize,
 }
 
 /// Which endpoint is parsing: count_tokens takes no `max_tokens`.
@@ -93,11 +95,17 @@ impl MessagesRequest {
             Some(_) => return Err(ApiError::invalid("stream: Input should be a valid boolean")),
         };
         let media_blocks = count_media_blocks(messages) + object.get("system").map_or(0, count_media_in);
+        let images = messages
+            .iter()
+            .filter_map(|message| message.get("content"))
+            .map(count_images_in)
+            .sum();
         Ok(MessagesRequest {
             model,
             max_tokens,
             stream,
             media_blocks,
+            images,
             body,
         })
     }
@@ -136,6 +144,18 @@ fn count_media_in(content: &Value) -> usize {
                 _ => 0,
             };
             own + block.get("content").map_or(0, count_media_in)
+        }
+        _ => 0,
+    }
+}
+
+/// Counts `image` blocks, including those nested in tool results.
+fn count_images_in(content: &Value) -> usize {
+    match content {
+        Value::Array(blocks) => blocks.iter().map(count_images_in).sum(),
+        Value::Object(block) => {
+            usize::from(block.get("type").and_then(Value::as_str) == Some("image"))
+                + block.get("content").map_or(0, count_images_in)
         }
         _ => 0,
     }

@@ -179,6 +179,7 @@ impl Tollgate {
         let details = format!("buy {amount} when the balance falls below {threshold}");
         let audit = self.audit_entry(org_id, actor, "autoreload.set", org_id, details, None);
         self.store().set_auto_reload(&settings, audit, self.now()).await?;
+        self.forget_organization_limits(org_id);
         Ok(())
     }
 
@@ -196,11 +197,28 @@ impl Tollgate {
                 "auto-reload is not set up for this organization".into(),
             ));
         }
+        self.forget_organization_limits(org_id);
         Ok(())
     }
 
     pub async fn auto_reload(&self, org_id: &str) -> Result<Option<AutoReload>, ServiceError> {
         Ok(self.store().auto_reload(org_id).await?)
+    }
+
+    /// After a charge: starts an auto-reload check in the background when the organization
+    /// has auto-reload on (known from the cached limits, so others pay no read).
+    pub(crate) async fn auto_reload_after_charge(&self, org_id: &str) {
+        let enabled = self.organization_limits(org_id).await.is_ok_and(|limits| {
+            limits
+                .auto_reload
+                .as_ref()
+                .is_some_and(|settings| settings.enabled)
+        });
+        if enabled {
+            let tollgate = self.clone();
+            let org_id = org_id.to_owned();
+            tokio::spawn(async move { tollgate.auto_reload_if_needed(&org_id).await });
+        }
     }
 
     /// Buys the configured amount when the available balance is below the threshold. Only

@@ -3,6 +3,7 @@
 //! money rules themselves live in `tollgate-core` and their storage in `tollgate-store`.
 //! Knows nothing of HTTP or wire JSON.
 
+mod admin;
 mod billing;
 pub mod clock;
 mod credits;
@@ -15,6 +16,8 @@ mod metering;
 mod organizations;
 pub mod payments;
 pub mod random;
+mod reports;
+mod users;
 
 use std::sync::Arc;
 
@@ -23,6 +26,9 @@ use tollgate_core::money::NanoUsd;
 use tollgate_core::tiers::BillingPolicy;
 use tollgate_store::Store;
 
+pub use crate::admin::{
+    AdminAuthRefusal, CreatedApiKey, KeyFilter, KeyUpdate, MAX_ACTIVE_WORKSPACES, OrgAdmin,
+};
 pub use crate::billing::{PurchaseRequest, TierStanding};
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::credits::Grant;
@@ -32,11 +38,17 @@ pub use crate::limits::{OrganizationLimits, workspace_rate_limits};
 pub use crate::metering::{Finish, OpenReservation, RateLimitView, RequestPlan};
 pub use crate::organizations::FirstStart;
 pub use crate::payments::{PaymentError, PaymentProvider};
+pub use crate::reports::{
+    ADJUSTMENT_DESCRIPTION, CostDescription, CostResult, Report, ReportBucket, ReportPage,
+    STANDARD_SERVICE_TIER, UsageFilters, UsageGroupBy, UsageResult,
+};
+pub use crate::users::{INVITE_LIFETIME_DAYS, Invite, InviteStatus, Member};
 pub use tollgate_limiter::{Limiter, Metric};
 pub use tollgate_store::{
     AuditEntry, AutoReload, BalanceView, KeyRecord, KeyStatus, LotView, Organization, Purchase,
     PurchaseStatus, RateLimitOverrides, SettleOutcome, UsageRecord, UsageStatus, Workspace, WorkspaceLimits,
 };
+pub use tollgate_store::{CreatedBy, InviteRecord, KeyView, UserRecord};
 
 /// Figures the use cases need from configuration.
 #[derive(Clone, Debug)]

@@ -11,7 +11,7 @@ use tollgate_core::Timestamp;
 use tollgate_core::money::NanoUsd;
 use tollgate_core::spend::{validate_organization_limit, validate_workspace_limit};
 use tollgate_core::tiers::{LimitSet, RateLimits};
-use tollgate_store::{AuditEntry, OrganizationBilling, RateLimitOverrides, WorkspaceLimits};
+use tollgate_store::{AuditEntry, AutoReload, OrganizationBilling, RateLimitOverrides, WorkspaceLimits};
 
 use crate::Tollgate;
 use crate::error::ServiceError;
@@ -24,6 +24,8 @@ pub struct OrganizationLimits {
     pub tier_name: String,
     /// Tier or custom set, uplifted by active programmes.
     pub limits: LimitSet,
+    /// Auto-reload settings, so the hot path knows without a read whether to check.
+    pub auto_reload: Option<AutoReload>,
 }
 
 impl OrganizationLimits {
@@ -127,10 +129,12 @@ impl Tollgate {
             billing.limit_set.as_deref(),
             &billing.active_programmes,
         );
+        let auto_reload = self.store().auto_reload(org_id).await?;
         Ok(OrganizationLimits {
             billing,
             tier_name,
             limits,
+            auto_reload,
         })
     }
 

@@ -374,9 +374,7 @@ impl Tollgate {
             .as_ref()
             .is_ok_and(|outcome| outcome.charged.is_positive())
         {
-            let tollgate = self.clone();
-            let org_id = open.caller.org_id.clone();
-            tokio::spawn(async move { tollgate.auto_reload_if_needed(&org_id).await });
+            self.auto_reload_after_charge(&open.caller.org_id).await;
         }
         outcome
     }

@@ -11,6 +11,7 @@
 //!
 //! Timestamps are stored with millisecond precision; whatever is finer is dropped on write.
 
+mod admin_model;
 mod error;
 mod model;
 mod sqlite;
@@ -22,6 +23,7 @@ use tollgate_core::keys::KeyKind;
 use tollgate_core::money::NanoUsd;
 use tollgate_core::spend::MonthSpend;
 
+pub use admin_model::*;
 pub use error::{StoreError, TxError};
 pub use model::*;
 

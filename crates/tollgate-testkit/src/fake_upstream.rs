@@ -20,7 +20,9 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 /// A fake Anthropic API on `127.0.0.1`, serving `POST /v1/messages` (streaming or not) and
-/// `POST /v1/messages/count_tokens`.
+/// `POST /v1/messages/count_tokens` — and a fake OpenAI-compatible one on the same port,
+/// `POST /v1/chat/completions`, with the same behaviours (for an `openai` provider, use
+/// `base_url()` + `/v1`).
 ///
 /// Dropping it stops accepting connections; connections already open are served to the end.
 #[derive(Debug)]
@@ -175,13 +177,13 @@ impl FakeUpstream {
         self.shared.queued_count.store(queue.len(), Ordering::SeqCst);
     }
 
-    /// Every request received on `/v1/messages` and `/v1/messages/count_tokens`, in arrival
-    /// order. Always empty with [`Recording::Disabled`].
+    /// Every request received on `/v1/messages`, `/v1/messages/count_tokens` and
+    /// `/v1/chat/completions`, in arrival order. Always empty with [`Recording::Disabled`].
     pub fn requests(&self) -> Vec<RecordedRequest> {
         lock(&self.shared.recorded).clone()
     }
 
-    /// How many requests arrived on the two routes, counted even without recording.
+    /// How many requests arrived on the routes, counted even without recording.
     pub fn request_count(&self) -> usize {
         self.shared.request_count.load(Ordering::SeqCst)
     }

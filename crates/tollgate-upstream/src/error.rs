@@ -33,6 +33,17 @@ impl UpstreamError {
         }
     }
 
+    /// Whether the gateway may try the request on another deployment: the provider was not
+    /// reached, or it answered 5xx or 529 and so did not serve the request. Timeouts are not
+    /// failed over: the provider may still be generating (and billing) the answer.
+    pub fn fails_over(&self) -> bool {
+        match self {
+            UpstreamError::Connect(_) => true,
+            UpstreamError::Status { status, .. } => *status >= 500,
+            UpstreamError::Timeout(_) | UpstreamError::Protocol(_) => false,
+        }
+    }
+
     /// A 400 with an Anthropic `invalid_request_error` envelope, for requests this crate
     /// rejects itself (the simulated model, unsendable headers) exactly as the real API would.
     pub(crate) fn invalid_request(message: &str) -> UpstreamError {

@@ -1,11 +1,14 @@
-//! Provider clients and the simulated model: everything that turns a Messages API request
-//! body into a provider's answer. It knows the Anthropic wire format only as far as it must
-//! to read usage from replies and streams, and it passes bodies and events through verbatim.
-//! It knows nothing of money, API keys, tenants or HTTP serving: the gateway decides what a
-//! reply costs and how a failure is shown to the client.
+//! Provider clients and the simulated model: everything that turns a request body in a
+//! provider's dialect (Anthropic's Messages API or OpenAI's Chat Completions) into that
+//! provider's answer. It knows the two wire formats only as far as it must to read usage
+//! from replies and streams, and it passes bodies and events through verbatim: translating
+//! between the dialects is the gateway's job. It knows nothing of money, API keys, tenants
+//! or HTTP serving: the gateway decides what a reply costs and how a failure is shown.
 
 pub mod anthropic;
 mod error;
+mod http;
+pub mod openai;
 pub mod simulated;
 pub mod sse;
 
@@ -17,15 +20,25 @@ use tollgate_core::usage::TokenUsage;
 pub enum Provider {
     Simulated(simulated::Simulated),
     Anthropic(anthropic::AnthropicClient),
+    OpenAi(openai::OpenAiClient),
 }
 
-/// A Messages API call as the gateway hands it to a provider.
+/// The wire format a provider speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Dialect {
+    /// Anthropic's Messages API (`anthropic`, `simulated`).
+    Anthropic,
+    /// OpenAI's Chat Completions API (`openai`).
+    OpenAi,
+}
+
+/// A call as the gateway hands it to a provider, in the provider's dialect.
 #[derive(Clone, Debug)]
 pub struct UpstreamRequest {
     /// The exact JSON body to send (the gateway has already put the upstream model id in it).
     pub body: bytes::Bytes,
     pub stream: bool,
-    /// Pass-through headers from the client (None = absent).
+    /// Pass-through headers from the client (None = absent); Anthropic dialect only.
     pub anthropic_version: Option<String>,
     pub anthropic_beta: Option<String>,
     /// Raw query string of the client's request without '?', e.g. "beta=true"; forwarded.
@@ -58,19 +71,34 @@ pub type EventStream =
     std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<sse::SseEvent, UpstreamError>> + Send>>;
 
 impl Provider {
-    /// `POST /v1/messages`. A non-2xx answer is `Err(UpstreamError::Status)`, body verbatim.
-    pub async fn messages(&self, request: UpstreamRequest) -> Result<UpstreamReply, UpstreamError> {
+    pub fn dialect(&self) -> Dialect {
+        match self {
+            Provider::Simulated(_) | Provider::Anthropic(_) => Dialect::Anthropic,
+            Provider::OpenAi(_) => Dialect::OpenAi,
+        }
+    }
+
+    /// `POST /v1/messages` or `POST …/chat/completions`, by the provider's dialect; the body
+    /// must be in that dialect. A non-2xx answer is `Err(UpstreamError::Status)`, body
+    /// verbatim; replies and events are in the provider's dialect too.
+    pub async fn call(&self, request: UpstreamRequest) -> Result<UpstreamReply, UpstreamError> {
         match self {
             Provider::Simulated(simulated) => simulated.messages(request).await,
             Provider::Anthropic(client) => client.messages(request).await,
+            Provider::OpenAi(client) => client.chat_completions(request).await,
         }
     }
 
     /// `POST /v1/messages/count_tokens`; returns `input_tokens`. `request.stream` is ignored.
+    /// Chat Completions has no such endpoint: an `OpenAi` provider answers `Protocol`, and
+    /// the gateway estimates instead.
     pub async fn count_tokens(&self, request: UpstreamRequest) -> Result<u64, UpstreamError> {
         match self {
             Provider::Simulated(simulated) => simulated.count_tokens(request),
             Provider::Anthropic(client) => client.count_tokens(request).await,
+            Provider::OpenAi(_) => Err(UpstreamError::Protocol(
+                "OpenAI-compatible providers have no token counting endpoint".to_owned(),
+            )),
         }
     }
 }

@@ -59,6 +59,7 @@ impl Application {
             catalog: Arc::new(config.catalog()?),
             providers: Arc::new(config.providers()?),
             settings: config.gateway_settings(),
+            cooldowns: Default::default(),
         };
         let listener = TcpListener::bind(config.listen)
             .await
@@ -89,13 +90,18 @@ impl Application {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        // The control plane shares the listener; its router has no fallback of its own.
+        let admin = tollgate_admin_api::router(tollgate_admin_api::AdminState {
+            tollgate: self.state.tollgate.clone(),
+            catalog: self.state.catalog.clone(),
+        });
         let maintenance = tokio::spawn(
             self.state
                 .tollgate
                 .clone()
                 .run_maintenance(self.maintenance_interval),
         );
-        let served = axum::serve(self.listener, router(self.state))
+        let served = axum::serve(self.listener, router(self.state).merge(admin))
             .with_graceful_shutdown(shutdown)
             .await
             .context("the HTTP server failed");

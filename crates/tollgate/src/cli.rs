@@ -5,6 +5,7 @@ pub(crate) mod credits;
 pub(crate) mod keys;
 pub(crate) mod limits;
 pub(crate) mod orgs;
+pub(crate) mod reports;
 
 use anyhow::Context;
 use tollgate_core::Timestamp;

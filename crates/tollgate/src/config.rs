@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
-use tollgate_core::catalog::{Alias, Catalog, Model};
+use tollgate_core::catalog::{Alias, Catalog, Deployment, Model};
 use tollgate_core::money::NanoUsd;
 use tollgate_core::pricing::{ModelPrices, TokenPrice};
 use tollgate_core::tiers::{BillingPolicy, LimitSet, RateLimits, Tier, TierLadder};
@@ -18,6 +18,7 @@ use tollgate_gateway::GatewaySettings;
 use tollgate_service::{PaymentProvider, Settings};
 use tollgate_upstream::Provider;
 use tollgate_upstream::anthropic::{AnthropicClient, AnthropicConfig};
+use tollgate_upstream::openai::{MaxTokensField, OpenAiClient, OpenAiConfig};
 use tollgate_upstream::simulated::{Simulated, SimulatedConfig};
 
 pub const DEFAULTS: &str = include_str!("../config/defaults.toml");
@@ -109,6 +110,8 @@ pub enum ProviderConfig {
     Simulated {
         #[serde(default)]
         tokens_per_second: u32,
+        #[serde(default = "default_cooldown")]
+        cooldown_seconds: u64,
     },
     Anthropic {
         base_url: String,
@@ -120,19 +123,58 @@ pub enum ProviderConfig {
         idle_timeout_seconds: u64,
         #[serde(default = "default_request_timeout")]
         request_timeout_seconds: u64,
+        #[serde(default = "default_cooldown")]
+        cooldown_seconds: u64,
     },
+    /// Any OpenAI-compatible Chat Completions server; `base_url` includes `/v1`.
+    #[serde(rename = "openai")]
+    OpenAi {
+        base_url: String,
+        api_key: Option<String>,
+        api_key_file: Option<PathBuf>,
+        #[serde(default = "default_connect_timeout")]
+        connect_timeout_seconds: u64,
+        #[serde(default = "default_idle_timeout")]
+        idle_timeout_seconds: u64,
+        #[serde(default = "default_request_timeout")]
+        request_timeout_seconds: u64,
+        #[serde(default = "default_cooldown")]
+        cooldown_seconds: u64,
+        /// `max_tokens` (most compatible servers) or `max_completion_tokens` (OpenAI's
+        /// reasoning models).
+        #[serde(default = "default_max_tokens_field")]
+        max_tokens_field: String,
+    },
+}
+
+impl ProviderConfig {
+    /// How long a deployment on this provider is passed over after a failure.
+    fn cooldown(&self) -> chrono::Duration {
+        let seconds = match self {
+            ProviderConfig::Simulated { cooldown_seconds, .. }
+            | ProviderConfig::Anthropic { cooldown_seconds, .. }
+            | ProviderConfig::OpenAi { cooldown_seconds, .. } => *cooldown_seconds,
+        };
+        chrono::Duration::seconds(i64::try_from(seconds).unwrap_or(i64::MAX / 1_000))
+    }
 }
 
 // Secrets stay out of logs and error messages.
 impl std::fmt::Debug for ProviderConfig {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ProviderConfig::Simulated { tokens_per_second } => formatter
+            ProviderConfig::Simulated {
+                tokens_per_second, ..
+            } => formatter
                 .debug_struct("Simulated")
                 .field("tokens_per_second", tokens_per_second)
-                .finish(),
+                .finish_non_exhaustive(),
             ProviderConfig::Anthropic { base_url, .. } => formatter
                 .debug_struct("Anthropic")
+                .field("base_url", base_url)
+                .finish_non_exhaustive(),
+            ProviderConfig::OpenAi { base_url, .. } => formatter
+                .debug_struct("OpenAi")
                 .field("base_url", base_url)
                 .finish_non_exhaustive(),
         }
@@ -148,6 +190,18 @@ fn default_idle_timeout() -> u64 {
 fn default_request_timeout() -> u64 {
     600
 }
+fn default_cooldown() -> u64 {
+    30
+}
+fn default_max_tokens_field() -> String {
+    "max_tokens".to_owned()
+}
+fn default_weight() -> u32 {
+    1
+}
+fn default_max_tokens() -> u64 {
+    4_096
+}
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -156,15 +210,48 @@ pub struct ModelConfig {
     pub class: String,
     pub display_name: Option<String>,
     pub created_at: Option<String>,
-    pub provider: String,
+    /// Shorthand for one deployment; give this or `deployments`.
+    pub provider: Option<String>,
     pub upstream_model: Option<String>,
-    /// USD per million tokens.
-    pub input: String,
-    pub output: String,
+    /// Where the model is served, tried by priority with failover.
+    #[serde(default)]
+    pub deployments: Vec<DeploymentConfig>,
+    /// The output limit of a request that sets none (Chat Completions allows that).
+    #[serde(default = "default_max_tokens")]
+    pub default_max_tokens: u64,
+    #[serde(flatten)]
+    pub prices: PricesConfig,
+}
+
+/// Prices in USD per million tokens; `per_request` and `per_image` in USD each.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PricesConfig {
+    pub input: Option<String>,
+    pub output: Option<String>,
     /// Overrides of the contract's cache rules (1.25×, 2× and 0.1× input).
     pub cache_write_5m: Option<String>,
     pub cache_write_1h: Option<String>,
     pub cache_read: Option<String>,
+    pub per_request: Option<String>,
+    pub per_image: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentConfig {
+    pub provider: String,
+    /// The id the provider knows; the model's own id when absent.
+    pub upstream_model: Option<String>,
+    /// Lower first; failover moves to the next.
+    #[serde(default)]
+    pub priority: u32,
+    /// Share of traffic among equal priorities.
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    /// Overrides of the model's prices for requests this deployment answers.
+    #[serde(flatten)]
+    pub prices: PricesConfig,
 }
 
 /// Flags given on the command line; they override everything else.
@@ -262,28 +349,56 @@ impl Config {
     pub fn catalog(&self) -> anyhow::Result<Catalog> {
         let mut models = Vec::new();
         for (id, model) in &self.models {
-            if !self.providers.contains_key(&model.provider) {
-                bail!(
-                    "model '{id}' names provider '{}', which is not configured",
-                    model.provider
-                );
-            }
-            let price = |field: &str, text: &str| {
-                TokenPrice::parse_usd_per_mtok(text).with_context(|| format!("models.{id}.{field}"))
+            let context = format!("models.{id}");
+            let prices = model_prices(&model.prices, &context)?;
+            let shorthand = model.provider.as_ref().map(|provider| {
+                // The shorthand keeps the catalogue's first rule: a `prefix*` alias sends
+                // the client's id upstream, whatever `upstream_model` says.
+                (
+                    DeploymentConfig {
+                        provider: provider.clone(),
+                        upstream_model: model.upstream_model.clone(),
+                        priority: 0,
+                        weight: 1,
+                        prices: PricesConfig::default(),
+                    },
+                    true,
+                )
+            });
+            let configured = match (shorthand, model.deployments.is_empty()) {
+                (Some(_), false) => bail!("{context}: give `provider` or `deployments`, not both"),
+                (None, true) => bail!("{context}: give a `provider` or at least one `deployments` entry"),
+                (Some(shorthand), true) => vec![shorthand],
+                (None, false) => {
+                    if model.upstream_model.is_some() {
+                        bail!("{context}: `upstream_model` goes on each deployment");
+                    }
+                    model
+                        .deployments
+                        .iter()
+                        .map(|deployment| (deployment.clone(), deployment.upstream_model.is_none()))
+                        .collect()
+                }
             };
-            let input = price("input", &model.input)?;
-            let output = price("output", &model.output)?;
-            let mut prices = ModelPrices::from_input_output(input, output).with_context(|| {
-                format!("models.{id}: the cache prices derived from input {} are not whole nano-dollars per token; set cache_write_5m, cache_write_1h and cache_read", model.input)
-            })?;
-            if let Some(text) = &model.cache_write_5m {
-                prices.cache_write_5m = price("cache_write_5m", text)?;
-            }
-            if let Some(text) = &model.cache_write_1h {
-                prices.cache_write_1h = price("cache_write_1h", text)?;
-            }
-            if let Some(text) = &model.cache_read {
-                prices.cache_read = price("cache_read", text)?;
+            let mut deployments = Vec::new();
+            for (index, (deployment, passes_requested_id)) in configured.into_iter().enumerate() {
+                let context = format!("{context}.deployments[{index}]");
+                let Some(provider) = self.providers.get(&deployment.provider) else {
+                    bail!(
+                        "model '{id}' names provider '{}', which is not configured",
+                        deployment.provider
+                    );
+                };
+                let merged = merge_prices(&model.prices, &deployment.prices);
+                deployments.push(Deployment {
+                    upstream_model: deployment.upstream_model.clone().unwrap_or_else(|| id.clone()),
+                    provider: deployment.provider,
+                    passes_requested_id,
+                    priority: deployment.priority,
+                    weight: deployment.weight,
+                    prices: model_prices(&merged, &context)?,
+                    cooldown: provider.cooldown(),
+                });
             }
             let created_at = match &model.created_at {
                 Some(text) => chrono::DateTime::parse_from_rfc3339(text)
@@ -295,10 +410,10 @@ impl Config {
                 id: id.clone(),
                 display_name: model.display_name.clone().unwrap_or_else(|| id.clone()),
                 created_at,
-                provider: model.provider.clone(),
-                class: model.class.clone(),
-                upstream_model: model.upstream_model.clone().unwrap_or_else(|| id.clone()),
+                deployments,
                 prices,
+                class: model.class.clone(),
+                default_max_tokens: model.default_max_tokens.max(1),
             });
         }
         models.sort_by(|left, right| {
@@ -322,12 +437,28 @@ impl Config {
     pub fn providers(&self) -> anyhow::Result<HashMap<String, Provider>> {
         let mut providers = HashMap::new();
         for (name, provider) in &self.providers {
+            let read_key = |api_key: &Option<String>,
+                            api_key_file: &Option<PathBuf>|
+             -> anyhow::Result<Option<String>> {
+                Ok(match (api_key, api_key_file) {
+                    (Some(key), _) => Some(key.clone()),
+                    (None, Some(path)) => Some(
+                        std::fs::read_to_string(path)
+                            .with_context(|| {
+                                format!("providers.{name}.api_key_file: cannot read {}", path.display())
+                            })?
+                            .trim()
+                            .to_owned(),
+                    ),
+                    (None, None) => None,
+                })
+            };
             let built = match provider {
-                ProviderConfig::Simulated { tokens_per_second } => {
-                    Provider::Simulated(Simulated::new(SimulatedConfig {
-                        tokens_per_second: *tokens_per_second,
-                    }))
-                }
+                ProviderConfig::Simulated {
+                    tokens_per_second, ..
+                } => Provider::Simulated(Simulated::new(SimulatedConfig {
+                    tokens_per_second: *tokens_per_second,
+                })),
                 ProviderConfig::Anthropic {
                     base_url,
                     api_key,
@@ -335,35 +466,103 @@ impl Config {
                     connect_timeout_seconds,
                     idle_timeout_seconds,
                     request_timeout_seconds,
-                } => {
-                    let api_key = match (api_key, api_key_file) {
-                        (Some(key), _) => Some(key.clone()),
-                        (None, Some(path)) => Some(
-                            std::fs::read_to_string(path)
-                                .with_context(|| {
-                                    format!("providers.{name}.api_key_file: cannot read {}", path.display())
-                                })?
-                                .trim()
-                                .to_owned(),
-                        ),
-                        (None, None) => None,
-                    };
-                    Provider::Anthropic(
-                        AnthropicClient::new(AnthropicConfig {
-                            base_url: base_url.clone(),
-                            api_key,
-                            connect_timeout: Duration::from_secs(*connect_timeout_seconds),
-                            idle_timeout: Duration::from_secs(*idle_timeout_seconds),
-                            request_timeout: Duration::from_secs(*request_timeout_seconds),
-                        })
-                        .with_context(|| format!("providers.{name}"))?,
-                    )
-                }
+                    ..
+                } => Provider::Anthropic(
+                    AnthropicClient::new(AnthropicConfig {
+                        base_url: base_url.clone(),
+                        api_key: read_key(api_key, api_key_file)?,
+                        connect_timeout: Duration::from_secs(*connect_timeout_seconds),
+                        idle_timeout: Duration::from_secs(*idle_timeout_seconds),
+                        request_timeout: Duration::from_secs(*request_timeout_seconds),
+                    })
+                    .with_context(|| format!("providers.{name}"))?,
+                ),
+                ProviderConfig::OpenAi {
+                    base_url,
+                    api_key,
+                    api_key_file,
+                    connect_timeout_seconds,
+                    idle_timeout_seconds,
+                    request_timeout_seconds,
+                    max_tokens_field,
+                    ..
+                } => Provider::OpenAi(
+                    OpenAiClient::new(OpenAiConfig {
+                        base_url: base_url.clone(),
+                        api_key: read_key(api_key, api_key_file)?,
+                        connect_timeout: Duration::from_secs(*connect_timeout_seconds),
+                        idle_timeout: Duration::from_secs(*idle_timeout_seconds),
+                        request_timeout: Duration::from_secs(*request_timeout_seconds),
+                        max_tokens_field: match max_tokens_field.as_str() {
+                            "max_tokens" => MaxTokensField::MaxTokens,
+                            "max_completion_tokens" => MaxTokensField::MaxCompletionTokens,
+                            other => bail!(
+                                "providers.{name}.max_tokens_field '{other}' must be max_tokens or max_completion_tokens"
+                            ),
+                        },
+                    })
+                    .with_context(|| format!("providers.{name}"))?,
+                ),
             };
             providers.insert(name.clone(), built);
         }
         Ok(providers)
     }
+}
+
+/// A deployment's prices: the model's, with each key the deployment sets replacing it. A
+/// deployment that sets `input` gets cache prices derived from it unless it sets them too.
+fn merge_prices(model: &PricesConfig, deployment: &PricesConfig) -> PricesConfig {
+    let input_overridden = deployment.input.is_some();
+    let pick = |own: &Option<String>, inherited: &Option<String>, derived_from_input: bool| {
+        own.clone().or_else(|| {
+            (!(derived_from_input && input_overridden))
+                .then(|| inherited.clone())
+                .flatten()
+        })
+    };
+    PricesConfig {
+        input: pick(&deployment.input, &model.input, false),
+        output: pick(&deployment.output, &model.output, false),
+        cache_write_5m: pick(&deployment.cache_write_5m, &model.cache_write_5m, true),
+        cache_write_1h: pick(&deployment.cache_write_1h, &model.cache_write_1h, true),
+        cache_read: pick(&deployment.cache_read, &model.cache_read, true),
+        per_request: pick(&deployment.per_request, &model.per_request, false),
+        per_image: pick(&deployment.per_image, &model.per_image, false),
+    }
+}
+
+/// Exact prices from their decimal strings. `input` and `output` are required; cache
+/// prices follow the contract's rules unless set; unit charges default to zero.
+fn model_prices(config: &PricesConfig, path: &str) -> anyhow::Result<ModelPrices> {
+    let price = |field: &str, text: &str| {
+        TokenPrice::parse_usd_per_mtok(text).with_context(|| format!("{path}.{field}"))
+    };
+    let required = |field: &str, text: Option<String>| {
+        text.with_context(|| format!("{path}.{field} is required (USD per million tokens)"))
+    };
+    let input_text = required("input", config.input.clone())?;
+    let input = price("input", &input_text)?;
+    let output = price("output", &required("output", config.output.clone())?)?;
+    let mut prices = ModelPrices::from_input_output(input, output).with_context(|| {
+        format!("{path}: the cache prices derived from input {input_text} are not whole nano-dollars per token; set cache_write_5m, cache_write_1h and cache_read")
+    })?;
+    if let Some(text) = &config.cache_write_5m {
+        prices.cache_write_5m = price("cache_write_5m", text)?;
+    }
+    if let Some(text) = &config.cache_write_1h {
+        prices.cache_write_1h = price("cache_write_1h", text)?;
+    }
+    if let Some(text) = &config.cache_read {
+        prices.cache_read = price("cache_read", text)?;
+    }
+    if let Some(text) = &config.per_request {
+        prices.per_request = usd(text).with_context(|| format!("{path}.per_request"))?;
+    }
+    if let Some(text) = &config.per_image {
+        prices.per_image = usd(text).with_context(|| format!("{path}.per_image"))?;
+    }
+    Ok(prices)
 }
 
 impl Config {

@@ -94,12 +94,54 @@ enum Command {
         #[command(subcommand)]
         command: LimitsCommand,
     },
+    /// Usage and cost reports for a window (the Admin API's), as JSON or CSV.
+    Reports {
+        #[command(subcommand)]
+        command: ReportsCommand,
+    },
     /// The audit log: grants, purchases, expiries and limit changes.
     Audit {
         #[arg(long, default_value = "Default")]
         org: String,
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum ReportsCommand {
+    /// Token usage by bucket: `--from 2026-03-01 --to 2026-04-01 [--group-by model] [--csv]`.
+    Usage {
+        #[arg(long, default_value = "Default")]
+        org: String,
+        /// Start of the window: a date (UTC) or an RFC 3339 instant.
+        #[arg(long)]
+        from: String,
+        /// End of the window (exclusive).
+        #[arg(long)]
+        to: String,
+        /// 1m, 1h or 1d.
+        #[arg(long, default_value = "1d")]
+        bucket_width: String,
+        /// api_key_id, workspace_id, model, service_tier or context_window; repeatable.
+        #[arg(long)]
+        group_by: Vec<String>,
+        #[arg(long)]
+        csv: bool,
+    },
+    /// Daily cost in cents from the ledger's charges.
+    Cost {
+        #[arg(long, default_value = "Default")]
+        org: String,
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: String,
+        /// workspace_id or description; repeatable.
+        #[arg(long)]
+        group_by: Vec<String>,
+        #[arg(long)]
+        csv: bool,
     },
 }
 
@@ -380,6 +422,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tiers { org, json } => cli::limits::tiers(&tollgate, &org, json).await,
         Command::Limits { command } => cli::limits::run(&tollgate, command).await,
         Command::Audit { org, json } => cli::orgs::audit(&tollgate, &org, json).await,
+        Command::Reports { command } => cli::reports::run(&tollgate, &config.catalog()?, command).await,
     }
 }
 

@@ -1,16 +1,36 @@
-use crate::catalog::{Alias, Catalog, CatalogError, Model};
+use crate::catalog::{Alias, Catalog, CatalogError, Cooldowns, Deployment, Model, route_order};
+use crate::money::NanoUsd;
 use crate::pricing::{ModelPrices, TokenPrice};
 
-fn model(id: &str, input: &str, output: &str) -> Model {
+fn prices(input: &str, output: &str) -> ModelPrices {
     let price = |text| TokenPrice::parse_usd_per_mtok(text).expect("price");
+    ModelPrices::from_input_output(price(input), price(output)).expect("exact")
+}
+
+fn deployment(provider: &str, upstream_model: &str, priority: u32, weight: u32) -> Deployment {
+    Deployment {
+        provider: provider.to_owned(),
+        upstream_model: upstream_model.to_owned(),
+        passes_requested_id: true,
+        priority,
+        weight,
+        prices: prices("1", "1"),
+        cooldown: chrono::Duration::seconds(30),
+    }
+}
+
+fn model(id: &str, input: &str, output: &str) -> Model {
     Model {
         id: id.to_owned(),
         display_name: id.to_owned(),
         created_at: chrono::DateTime::UNIX_EPOCH,
-        provider: "simulated".to_owned(),
-        upstream_model: id.to_owned(),
-        prices: ModelPrices::from_input_output(price(input), price(output)).expect("exact"),
+        deployments: vec![Deployment {
+            prices: prices(input, output),
+            ..deployment("simulated", id, 0, 1)
+        }],
+        prices: prices(input, output),
         class: "test".to_owned(),
+        default_max_tokens: 4_096,
     }
 }
 
@@ -44,7 +64,12 @@ fn resolves_exact_then_exact_alias_then_longest_prefix() {
     );
     assert_eq!(resolve("opus"), Some("claude-opus-4-6".to_owned()));
     assert_eq!(resolve("gpt-4o"), None);
-    let upstream = |name| catalog.resolve(name).map(|resolved| resolved.upstream_model);
+    let upstream = |name| {
+        catalog.resolve(name).map(|resolved| {
+            let first = &resolved.model.deployments[0];
+            resolved.upstream_model(first).to_owned()
+        })
+    };
     assert_eq!(
         upstream("claude-opus-4-8"),
         Some("claude-opus-4-8".to_owned()),
@@ -58,9 +83,141 @@ fn resolves_exact_then_exact_alias_then_longest_prefix() {
 }
 
 #[test]
-fn refuses_duplicates_and_dangling_aliases() {
+fn prefix_aliases_pass_the_client_id_only_to_deployments_that_take_it() {
+    // Goal: a new Claude id reaches Anthropic as asked, while a failover deployment that
+    // knows the model under another name gets that name.
+    let mut sonnet = model("claude-sonnet-4-6", "3", "15");
+    sonnet.deployments.push(Deployment {
+        passes_requested_id: false,
+        ..deployment("gateway-b", "anthropic/claude-sonnet-4.6", 1, 1)
+    });
+    let catalog =
+        Catalog::new(vec![sonnet], vec![alias("claude-sonnet-4*", "claude-sonnet-4-6")]).expect("valid");
+    let resolved = catalog.resolve("claude-sonnet-4-9").expect("resolves");
+    let sent: Vec<&str> = resolved
+        .model
+        .deployments
+        .iter()
+        .map(|deployment| resolved.upstream_model(deployment))
+        .collect();
+    assert_eq!(sent, ["claude-sonnet-4-9", "anthropic/claude-sonnet-4.6"]);
+}
+
+#[test]
+fn refuses_duplicates_dangling_aliases_and_unroutable_models() {
     let duplicate = Catalog::new(vec![model("a", "1", "1"), model("a", "1", "1")], vec![]);
     assert_eq!(duplicate, Err(CatalogError::DuplicateModel("a".to_owned())));
     let dangling = Catalog::new(vec![model("a", "1", "1")], vec![alias("b*", "c")]);
     assert!(matches!(dangling, Err(CatalogError::UnknownAliasTarget { .. })));
+    let mut nowhere = model("a", "1", "1");
+    nowhere.deployments.clear();
+    assert_eq!(
+        Catalog::new(vec![nowhere], vec![]),
+        Err(CatalogError::NoDeployment("a".to_owned()))
+    );
+    let mut weightless = model("a", "1", "1");
+    weightless.deployments[0].weight = 0;
+    assert_eq!(
+        Catalog::new(vec![weightless], vec![]),
+        Err(CatalogError::ZeroWeight("a".to_owned()))
+    );
+}
+
+#[test]
+fn the_reservation_bound_covers_the_dearest_deployment() {
+    // Goal: whichever deployment answers, its charge fits in the one reservation.
+    let mut mixed = model("m", "3", "15");
+    let per_call = ModelPrices {
+        per_request: NanoUsd::from_nanos(5_000_000),
+        per_image: NanoUsd::from_nanos(1_000_000),
+        ..prices("1", "2")
+    };
+    mixed.deployments.push(Deployment {
+        prices: per_call,
+        ..deployment("cheap-but-per-call", "m", 1, 1)
+    });
+    // Bounds price every input token at the dearest kind: 1-hour cache writes, 2 × input.
+    let tokens_only = 1_000 * 6_000 + 100 * 15_000;
+    let per_call_bound = 1_000 * 2_000 + 100 * 2_000 + 5_000_000 + 2 * 1_000_000;
+    assert!(per_call_bound > tokens_only);
+    assert_eq!(
+        mixed.cost_bound(1_000, 100, 2),
+        NanoUsd::from_nanos(per_call_bound)
+    );
+    assert_eq!(
+        mixed.cost_bound(1_000, 100, 0),
+        NanoUsd::from_nanos(tokens_only),
+        "with no images the token-priced deployment is the dearer"
+    );
+}
+
+#[test]
+fn routing_tries_priorities_in_order_and_cooling_deployments_last() {
+    let deployments = vec![
+        deployment("backup", "m", 1, 1),
+        deployment("primary", "m", 0, 1),
+        deployment("last-resort", "m", 2, 1),
+    ];
+    for random in 0..50 {
+        assert_eq!(route_order(&deployments, |_| false, random), [1, 0, 2]);
+        assert_eq!(
+            route_order(
+                &deployments,
+                |deployment| deployment.provider == "primary",
+                random
+            ),
+            [0, 2, 1],
+            "a cooling deployment is tried after every healthy one"
+        );
+    }
+    let all_cooling = route_order(&deployments, |_| true, 7);
+    assert_eq!(
+        all_cooling,
+        [1, 0, 2],
+        "all cooling: still every one, by priority"
+    );
+}
+
+#[test]
+fn routing_spreads_equal_priorities_by_weight() {
+    let deployments = vec![deployment("heavy", "m", 0, 3), deployment("light", "m", 0, 1)];
+    let draws = 4_000_u64;
+    let heavy_first = (0..draws)
+        .filter(|random| route_order(&deployments, |_| false, random.wrapping_mul(0x9e37_79b9)) == [0, 1])
+        .count();
+    // Expected 3,000 of 4,000; the bound is loose enough never to flake with this seed set.
+    assert!(
+        (2_800..=3_200).contains(&heavy_first),
+        "heavy first {heavy_first} times of {draws}"
+    );
+    for random in 0..100 {
+        let mut order = route_order(&deployments, |_| false, random);
+        order.sort_unstable();
+        assert_eq!(order, [0, 1], "every deployment appears exactly once");
+    }
+}
+
+#[test]
+fn cooldowns_pass_a_failed_deployment_over_until_they_end() {
+    let start = chrono::DateTime::UNIX_EPOCH;
+    let primary = deployment("primary", "m", 0, 1);
+    let same_place_other_model = deployment("primary", "m", 5, 9);
+    let mut cooldowns = Cooldowns::default();
+    assert!(!cooldowns.is_cooling(&primary, start));
+    cooldowns.record_failure(&primary, start);
+    assert!(cooldowns.is_cooling(&primary, start + chrono::Duration::seconds(29)));
+    assert!(
+        cooldowns.is_cooling(&same_place_other_model, start),
+        "health belongs to the provider and upstream model, not to one catalogue entry"
+    );
+    assert!(!cooldowns.is_cooling(&primary, start + chrono::Duration::seconds(30)));
+    cooldowns.record_failure(&primary, start);
+    cooldowns.record_success(&primary);
+    assert!(!cooldowns.is_cooling(&primary, start), "a success ends it early");
+    let no_cooldown = Deployment {
+        cooldown: chrono::Duration::zero(),
+        ..primary
+    };
+    cooldowns.record_failure(&no_cooldown, start);
+    assert!(!cooldowns.is_cooling(&no_cooldown, start));
 }

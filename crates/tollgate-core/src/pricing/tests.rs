@@ -89,3 +89,52 @@ proptest! {
         prop_assert_eq!(separate, prices.cost(&summed));
     }
 }
+
+#[test]
+fn per_request_and_per_image_charges_fold_into_the_cost() {
+    // A provider that bills $0.002 a call and $0.01 an image on top of its tokens.
+    let prices = ModelPrices {
+        per_request: NanoUsd::parse_usd("0.002").expect("amount"),
+        per_image: NanoUsd::parse_usd("0.01").expect("amount"),
+        ..sonnet()
+    };
+    let usage = TokenUsage {
+        input_tokens: 1_000,
+        output_tokens: 100,
+        ..TokenUsage::default()
+    };
+    let tokens = 1_000 * 3_000 + 100 * 15_000;
+    assert_eq!(
+        prices.cost(&usage),
+        Some(NanoUsd::from_nanos(tokens + 2_000_000)),
+        "the flat charge applies; images are not counted until folded in"
+    );
+    let three_images = prices.for_request(3).expect("no overflow");
+    assert_eq!(three_images.per_image, NanoUsd::ZERO);
+    assert_eq!(three_images.per_request, NanoUsd::from_nanos(32_000_000));
+    assert_eq!(
+        three_images.cost(&usage),
+        Some(NanoUsd::from_nanos(tokens + 32_000_000))
+    );
+    assert_eq!(
+        three_images.for_request(5),
+        Some(three_images),
+        "folding twice adds nothing"
+    );
+    // The bound prices input at the dearest kind (1-hour cache writes, $6).
+    assert_eq!(
+        three_images.cost_bound(1_000, 100),
+        NanoUsd::from_nanos(1_000 * 6_000 + 100 * 15_000 + 32_000_000),
+        "the bound carries the flat charges too"
+    );
+    assert_eq!(
+        sonnet().cost(&TokenUsage::default()),
+        Some(NanoUsd::ZERO),
+        "token-only prices have no flat charge"
+    );
+    let huge = ModelPrices {
+        per_image: NanoUsd::MAX,
+        ..sonnet()
+    };
+    assert_eq!(huge.for_request(2), None, "overflow is refused, not wrapped");
+}

@@ -13,11 +13,8 @@ use std::collections::{BTreeMap, HashMap};
 use sqlx::SqliteConnection;
 use sqlx::sqlite::SqliteRow;
 use tollgate_core::Timestamp;
-use tollgate_core::ledger::{
-    self, Account, AccountId, AccountKind, Lot, LotKind, ReservationLine, TransferError,
-};
+use tollgate_core::ledger::{self, Account, AccountId, AccountKind, Lot, LotKind, TransferError};
 use tollgate_core::money::NanoUsd;
-use tollgate_core::spend::{self, month_key};
 use tollgate_core::usage::TokenUsage;
 
 use crate::error::{StoreError, TxError};
@@ -26,10 +23,8 @@ use crate::model::{
     SettleOutcome, Settlement, UsageRecord, UsageStatus,
 };
 use crate::sqlite::audit_log::{CREDIT_EXPIRED, CREDIT_GRANTED, SYSTEM_ACTOR, insert_audit_event};
-use crate::sqlite::spend::{CounterKey, SpendCounter, load_counter, load_month_spend, write_counter};
 use crate::sqlite::{
-    SqliteStore, column, insert_usage_record, invariant, millis, store_error, timestamp_from_sql,
-    truncate_to_millis,
+    SqliteStore, column, invariant, millis, store_error, timestamp_from_sql, truncate_to_millis,
 };
 
 /// How many overdue reservations the reaper ends per transaction, so that it never holds
@@ -40,7 +35,6 @@ const REAP_BATCH_SIZE: usize = 100;
 #[derive(Clone, Copy)]
 enum TransferKind {
     Grant,
-    Usage,
     Expiry,
 }
 
@@ -48,7 +42,6 @@ impl TransferKind {
     fn as_str(self) -> &'static str {
         match self {
             TransferKind::Grant => "grant",
-            TransferKind::Usage => "usage",
             TransferKind::Expiry => "expiry",
         }
     }
@@ -115,31 +108,19 @@ impl SqliteStore {
             ))
             .into());
         }
-        self.batch
-            .submit(move |mut connection| {
-                Box::pin(async move {
-                    let result = reserve_in(&mut connection, &reservation).await;
-                    (connection, result)
-                })
-            })
-            .await
+        self.hot.reserve(reservation).await
     }
 
     pub(crate) async fn settle(&self, settlement: Settlement) -> Result<SettleOutcome, StoreError> {
-        self.batch
-            .submit(move |mut connection| {
-                Box::pin(async move {
-                    let result = settle_in(&mut connection, &settlement).await;
-                    (connection, result)
-                })
-            })
-            .await
+        self.hot.settle(settlement).await
     }
 
+    /// Voids every pending reservation past its deadline, a page at a time. Each void is a
+    /// settlement for nothing through the writer, so a request that ends at the same moment
+    /// and the reaper end it once between them.
     pub(crate) async fn reap_reservations(&self, now: Timestamp) -> Result<usize, StoreError> {
         let mut reaped = 0;
         loop {
-            let mut transaction = self.begin_write().await?;
             let overdue = sqlx::query(
                 "SELECT id, org_id, workspace_id, api_key_id, request_id, model, created_at
                  FROM reservations
@@ -149,15 +130,24 @@ impl SqliteStore {
             )
             .bind(millis(now))
             .bind(REAP_BATCH_SIZE as i64)
-            .fetch_all(&mut *transaction)
+            .fetch_all(&self.writer)
             .await
             .map_err(store_error)?;
-            for row in &overdue {
-                let settlement = abandonment(row, now)?;
-                settle_in(&mut transaction, &settlement).await?;
+            let settlements = overdue
+                .iter()
+                .map(|row| abandonment(row, now))
+                .collect::<Result<Vec<_>, _>>()?;
+            let outcomes = futures_util::future::join_all(
+                settlements
+                    .into_iter()
+                    .map(|settlement| self.hot.settle(settlement)),
+            )
+            .await;
+            for outcome in outcomes {
+                if !outcome?.already_ended {
+                    reaped += 1;
+                }
             }
-            transaction.commit().await.map_err(store_error)?;
-            reaped += overdue.len();
             if overdue.len() < REAP_BATCH_SIZE {
                 return Ok(reaped);
             }
@@ -257,270 +247,6 @@ impl SqliteStore {
         transaction.commit().await.map_err(store_error)?;
         Ok(moved)
     }
-}
-
-/// Reserves inside the caller's write transaction (a batch's savepoint): spend limits, then
-/// credit, then the pending lines, the accounts and the month's held counter. A rejection
-/// returns before anything is written.
-async fn reserve_in(
-    connection: &mut SqliteConnection,
-    reservation: &NewReservation,
-) -> Result<Reservation, TxError<ReserveRejection>> {
-    let counter_key = CounterKey {
-        org_id: &reservation.org_id,
-        workspace_id: &reservation.workspace_id,
-        month: month_key(reservation.created_at),
-    };
-    // Spend limits first: a request over its limit is refused as such even when the
-    // credit is short too, since raising the limit is not buying credit.
-    let month_spend = load_month_spend(
-        &mut *connection,
-        counter_key.org_id,
-        counter_key.workspace_id,
-        counter_key.month,
-    )
-    .await?;
-    if let Err(reached) = spend::check_spend(
-        &reservation.spend_limits,
-        &month_spend,
-        reservation.amount,
-        reservation.created_at,
-    ) {
-        return Err(TxError::Rejected(reached.into()));
-    }
-
-    let lots: Vec<Lot> = load_lots(&mut *connection, &reservation.org_id)
-        .await?
-        .into_iter()
-        .map(|view| view.lot)
-        .collect();
-    let lines = match ledger::plan_reservation(&lots, reservation.amount, reservation.created_at) {
-        Ok(lines) => lines,
-        Err(rejection) => {
-            return Err(TxError::Rejected(rejection.into()));
-        }
-    };
-    let spend = load_system_account(&mut *connection, &reservation.org_id, AccountKind::Spend).await?;
-
-    sqlx::query(
-        "INSERT INTO reservations
-            (id, org_id, workspace_id, api_key_id, request_id, model, amount, state,
-             created_at, deadline)
-         VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
-    )
-    .bind(&reservation.reservation_id)
-    .bind(&reservation.org_id)
-    .bind(&reservation.workspace_id)
-    .bind(&reservation.api_key_id)
-    .bind(&reservation.request_id)
-    .bind(&reservation.model)
-    .bind(reservation.amount.nanos())
-    .bind(millis(reservation.created_at))
-    .bind(millis(reservation.deadline))
-    .execute(&mut *connection)
-    .await
-    .map_err(store_error)?;
-
-    let mut accounts = AccountSet::default();
-    accounts.insert(spend);
-    for lot in &lots {
-        accounts.insert(lot.account);
-    }
-    for (line_no, line) in lines.iter().enumerate() {
-        sqlx::query(
-            "INSERT INTO reservation_lines (reservation_id, line_no, lot_id, account_id, amount)
-             VALUES (?, ?, ?, ?, ?)",
-        )
-        .bind(&reservation.reservation_id)
-        .bind(i64::try_from(line_no).map_err(|_| invariant("too many lines".to_owned()))?)
-        .bind(&line.lot_id)
-        .bind(line.lot_account.0)
-        .bind(line.amount.nanos())
-        .execute(&mut *connection)
-        .await
-        .map_err(store_error)?;
-        accounts.transfer(line.lot_account, spend.id, |debit, credit| {
-            ledger::reserve(debit, credit, line.amount)
-        })?;
-    }
-    accounts.write(&mut *connection).await?;
-
-    let loaded_counter = load_counter(&mut *connection, counter_key).await?;
-    let before = loaded_counter.unwrap_or_default();
-    let held = before.held.checked_add(reservation.amount).ok_or_else(|| {
-        invariant(format!(
-            "the held spend of workspace {} overflows",
-            reservation.workspace_id
-        ))
-    })?;
-    write_counter(
-        &mut *connection,
-        counter_key,
-        loaded_counter,
-        SpendCounter { held, ..before },
-    )
-    .await?;
-    Ok(Reservation {
-        id: reservation.reservation_id.clone(),
-        org_id: reservation.org_id.clone(),
-        amount: reservation.amount,
-        lines,
-    })
-}
-
-/// Ends one reservation inside the caller's write transaction. Shared by `settle` and the
-/// reaper, so a reservation ends the same way whoever ends it.
-async fn settle_in(
-    connection: &mut SqliteConnection,
-    settlement: &Settlement,
-) -> Result<SettleOutcome, StoreError> {
-    let reservation_id = settlement.reservation_id.as_str();
-    if settlement.cost.is_negative() {
-        return Err(invariant(format!(
-            "reservation {reservation_id} settled for a negative cost {}",
-            settlement.cost
-        )));
-    }
-    let row =
-        sqlx::query("SELECT org_id, workspace_id, state, amount, created_at FROM reservations WHERE id = ?")
-            .bind(reservation_id)
-            .fetch_optional(&mut *connection)
-            .await
-            .map_err(store_error)?;
-    let Some(row) = row else {
-        return Err(invariant(format!(
-            "settled an unknown reservation {reservation_id}"
-        )));
-    };
-    let org_id: String = column(&row, "org_id")?;
-    let workspace_id: String = column(&row, "workspace_id")?;
-    let state: String = column(&row, "state")?;
-    let amount = NanoUsd::from_nanos(column(&row, "amount")?);
-    let created_at = timestamp_from_sql(column(&row, "created_at")?)?;
-    if state != "pending" {
-        return Ok(SettleOutcome {
-            already_ended: true,
-            ..SettleOutcome::default()
-        });
-    }
-    if settlement.record.org_id != org_id {
-        return Err(invariant(format!(
-            "reservation {reservation_id} of {org_id} settled with a usage record of {}",
-            settlement.record.org_id
-        )));
-    }
-
-    let lines = load_reservation_lines(&mut *connection, reservation_id).await?;
-    let mut lines_total = NanoUsd::ZERO;
-    for line in &lines {
-        lines_total = lines_total.saturating_add(line.amount);
-    }
-    if lines_total != amount {
-        return Err(invariant(format!(
-            "reservation {reservation_id} is for {amount} but its lines add up to {lines_total}"
-        )));
-    }
-
-    let plan = ledger::plan_settlement(&lines, settlement.cost);
-    if plan.uncovered.is_positive() {
-        tracing::error!(
-            reservation_id,
-            cost = %settlement.cost,
-            reserved = %amount,
-            uncovered = %plan.uncovered,
-            "a request cost more than its reservation; the charge was capped at the reservation"
-        );
-    }
-    let state = if plan.charged.is_positive() {
-        "settled"
-    } else {
-        "voided"
-    };
-    let ended = sqlx::query(
-        "UPDATE reservations SET state = ?, ended_at = ?, charged = ?
-         WHERE id = ? AND state = 'pending'",
-    )
-    .bind(state)
-    .bind(millis(settlement.now))
-    .bind(plan.charged.nanos())
-    .bind(reservation_id)
-    .execute(&mut *connection)
-    .await
-    .map_err(store_error)?;
-    if ended.rows_affected() != 1 {
-        // Unreachable under the write lock; roll back rather than end it twice.
-        return Err(invariant(format!(
-            "reservation {reservation_id} ended under a transaction that holds the write lock"
-        )));
-    }
-
-    let spend = load_system_account(&mut *connection, &org_id, AccountKind::Spend).await?;
-    let mut accounts = AccountSet::default();
-    accounts.insert(spend);
-    for line in &lines {
-        if !accounts.contains(line.lot_account) {
-            accounts.insert(load_account(&mut *connection, line.lot_account).await?);
-        }
-    }
-    for (line, posted) in lines.iter().zip(&plan.posted_per_line) {
-        accounts.transfer(line.lot_account, spend.id, |debit, credit| {
-            ledger::settle_pending(debit, credit, line.amount, *posted)
-        })?;
-        if posted.is_positive() {
-            append_journal(
-                &mut *connection,
-                &JournalEntry {
-                    org_id: &org_id,
-                    debit: line.lot_account,
-                    credit: spend.id,
-                    amount: *posted,
-                    kind: TransferKind::Usage,
-                    reservation_id: Some(reservation_id),
-                    lot_id: Some(&line.lot_id),
-                    created_at: settlement.now,
-                },
-            )
-            .await?;
-        }
-    }
-    accounts.write(&mut *connection).await?;
-
-    // The month the reservation was made in, not the month it ends in: a request admitted
-    // against January's limit is January's spend even if it settles after midnight on
-    // February 1st, so each month's counter only ever holds what its own limit admitted.
-    let counter_key = CounterKey {
-        org_id: &org_id,
-        workspace_id: &workspace_id,
-        month: month_key(created_at),
-    };
-    let Some(loaded_counter) = load_counter(&mut *connection, counter_key).await? else {
-        return Err(invariant(format!(
-            "pending reservation {reservation_id} has no spend counter for month {}",
-            counter_key.month
-        )));
-    };
-    let held = loaded_counter
-        .held
-        .checked_sub(amount)
-        .ok_or_else(|| invariant(format!("the held spend of workspace {workspace_id} underflows")))?;
-    let settled = loaded_counter
-        .settled
-        .checked_add(plan.charged)
-        .ok_or_else(|| invariant(format!("the settled spend of workspace {workspace_id} overflows")))?;
-    write_counter(
-        &mut *connection,
-        counter_key,
-        Some(loaded_counter),
-        SpendCounter { settled, held },
-    )
-    .await?;
-    insert_usage_record(&mut *connection, &settlement.record, Some(reservation_id)).await?;
-    Ok(SettleOutcome {
-        charged: plan.charged,
-        released: plan.released,
-        uncovered: plan.uncovered,
-        already_ended: false,
-    })
 }
 
 /// Grants a lot inside the caller's write transaction: posts `amount` from the org's source
@@ -698,20 +424,16 @@ fn abandonment(row: &SqliteRow, now: Timestamp) -> Result<Settlement, StoreError
 
 /// The accounts one transaction touches: as loaded, and as the core left them.
 #[derive(Default)]
-struct AccountSet {
+pub(crate) struct AccountSet {
     loaded: BTreeMap<AccountId, Account>,
     current: BTreeMap<AccountId, Account>,
 }
 
 impl AccountSet {
     /// Adds an account as read from the database (or just inserted with zero totals).
-    fn insert(&mut self, account: Account) {
+    pub(crate) fn insert(&mut self, account: Account) {
         self.loaded.entry(account.id).or_insert(account);
         self.current.entry(account.id).or_insert(account);
-    }
-
-    fn contains(&self, id: AccountId) -> bool {
-        self.current.contains_key(&id)
     }
 
     fn get(&self, id: AccountId) -> Result<Account, StoreError> {
@@ -722,7 +444,7 @@ impl AccountSet {
     }
 
     /// Applies one core transfer function to a debit and a credit account.
-    fn transfer(
+    pub(crate) fn transfer(
         &mut self,
         debit_id: AccountId,
         credit_id: AccountId,
@@ -739,6 +461,22 @@ impl AccountSet {
         self.current.insert(debit_id, debit);
         self.current.insert(credit_id, credit);
         Ok(())
+    }
+
+    /// The accounts that changed, as (loaded, current), each checked to have non-negative
+    /// totals and no overdrawn lot.
+    pub(crate) fn changed(&self) -> Result<Vec<(Account, Account)>, StoreError> {
+        let mut changed = Vec::new();
+        for (id, current) in &self.current {
+            let Some(loaded) = self.loaded.get(id) else {
+                return Err(invariant(format!("account {} has no loaded totals", id.0)));
+            };
+            if current != loaded {
+                check_totals(current)?;
+                changed.push((*loaded, *current));
+            }
+        }
+        Ok(changed)
     }
 
     /// Writes every changed account, then reads each back. The write only applies if the
@@ -934,27 +672,4 @@ async fn load_system_account(
             kind.as_str()
         ))),
     }
-}
-
-async fn load_reservation_lines(
-    connection: &mut SqliteConnection,
-    reservation_id: &str,
-) -> Result<Vec<ReservationLine>, StoreError> {
-    sqlx::query(
-        "SELECT lot_id, account_id, amount FROM reservation_lines
-         WHERE reservation_id = ? ORDER BY line_no",
-    )
-    .bind(reservation_id)
-    .fetch_all(&mut *connection)
-    .await
-    .map_err(store_error)?
-    .iter()
-    .map(|row| {
-        Ok(ReservationLine {
-            lot_id: column(row, "lot_id")?,
-            lot_account: AccountId(column(row, "account_id")?),
-            amount: NanoUsd::from_nanos(column(row, "amount")?),
-        })
-    })
-    .collect()
 }

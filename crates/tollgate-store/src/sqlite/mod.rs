@@ -12,11 +12,13 @@
 
 mod audit;
 mod audit_log;
-mod batch;
+mod directory;
 mod ledger;
 mod limits;
 mod purchases;
+mod reports;
 mod spend;
+mod writer;
 
 use std::path::Path;
 use std::time::Duration;
@@ -37,7 +39,7 @@ use crate::model::{
 };
 
 /// How long a statement waits for another process's write lock before failing as `Busy`.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Concurrent readers; WAL lets them all run beside the one writer.
 const READER_CONNECTIONS: u32 = 4;
 /// The accounts every organization has besides its lots.
@@ -61,8 +63,8 @@ pub(crate) type SqliteTransaction = Transaction<'static, Sqlite>;
 pub(crate) struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
-    /// Group commit for reservations and settlements, over the same write connection.
-    batch: batch::BatchWriter,
+    /// Reservations and settlements, group-committed on the writer thread.
+    hot: writer::HotWriter,
 }
 
 impl SqliteStore {
@@ -92,12 +94,8 @@ impl SqliteStore {
             .connect_with(reader_options)
             .await
             .map_err(store_error)?;
-        let batch = batch::BatchWriter::start(writer.clone());
-        Ok(SqliteStore {
-            writer,
-            reader,
-            batch,
-        })
+        let hot = writer::HotWriter::start(path)?;
+        Ok(SqliteStore { writer, reader, hot })
     }
 
     pub(crate) async fn close(&self) {

@@ -32,14 +32,6 @@ impl SpendCounter {
     }
 }
 
-/// Where a counter row lives.
-#[derive(Clone, Copy)]
-pub(crate) struct CounterKey<'a> {
-    pub(crate) org_id: &'a str,
-    pub(crate) workspace_id: &'a str,
-    pub(crate) month: i64,
-}
-
 impl SqliteStore {
     pub(crate) async fn month_spend(
         &self,
@@ -87,88 +79,4 @@ pub(crate) async fn load_month_spend(
         }
     }
     Ok(spent)
-}
-
-pub(crate) async fn load_counter(
-    connection: &mut SqliteConnection,
-    key: CounterKey<'_>,
-) -> Result<Option<SpendCounter>, StoreError> {
-    let row = sqlx::query(
-        "SELECT settled_nanos, held_nanos FROM spend_counters
-         WHERE org_id = ? AND workspace_id = ? AND month = ?",
-    )
-    .bind(key.org_id)
-    .bind(key.workspace_id)
-    .bind(key.month)
-    .fetch_optional(&mut *connection)
-    .await
-    .map_err(store_error)?;
-    row.map(|row| {
-        Ok(SpendCounter {
-            settled: NanoUsd::from_nanos(column(&row, "settled_nanos")?),
-            held: NanoUsd::from_nanos(column(&row, "held_nanos")?),
-        })
-    })
-    .transpose()
-}
-
-/// Writes `current` over `loaded` (`None`: the row did not exist), then reads it back.
-pub(crate) async fn write_counter(
-    connection: &mut SqliteConnection,
-    key: CounterKey<'_>,
-    loaded: Option<SpendCounter>,
-    current: SpendCounter,
-) -> Result<(), StoreError> {
-    let label = || {
-        format!(
-            "spend counter of workspace {} ({}) for month {}",
-            key.workspace_id, key.org_id, key.month
-        )
-    };
-    if current.settled.is_negative() || current.held.is_negative() {
-        return Err(invariant(format!("{} would go negative: {current:?}", label())));
-    }
-    let written = match loaded {
-        None => sqlx::query(
-            "INSERT INTO spend_counters (org_id, workspace_id, month, settled_nanos, held_nanos)
-                 VALUES (?, ?, ?, ?, ?)",
-        )
-        .bind(key.org_id)
-        .bind(key.workspace_id)
-        .bind(key.month)
-        .bind(current.settled.nanos())
-        .bind(current.held.nanos())
-        .execute(&mut *connection)
-        .await
-        .map_err(store_error)?,
-        Some(loaded) => sqlx::query(
-            "UPDATE spend_counters SET settled_nanos = ?, held_nanos = ?
-                 WHERE org_id = ? AND workspace_id = ? AND month = ?
-                   AND settled_nanos = ? AND held_nanos = ?",
-        )
-        .bind(current.settled.nanos())
-        .bind(current.held.nanos())
-        .bind(key.org_id)
-        .bind(key.workspace_id)
-        .bind(key.month)
-        .bind(loaded.settled.nanos())
-        .bind(loaded.held.nanos())
-        .execute(&mut *connection)
-        .await
-        .map_err(store_error)?,
-    };
-    if written.rows_affected() != 1 {
-        return Err(invariant(format!(
-            "{} changed after it was loaded in the same transaction",
-            label()
-        )));
-    }
-    let stored = load_counter(&mut *connection, key).await?;
-    if stored != Some(current) {
-        return Err(invariant(format!(
-            "{} reads back as {stored:?} after writing {current:?}",
-            label()
-        )));
-    }
-    Ok(())
 }

@@ -1,5 +1,6 @@
 //! Routes of the fake: records each request, takes its behaviour, checks the few request
-//! fields it needs, and answers with shapes from `wire`. Owns the stream counters' meaning:
+//! fields it needs, and answers with shapes from `wire` — Anthropic's on `/v1/messages`,
+//! OpenAI's on `/v1/chat/completions`. Owns the stream counters' meaning:
 //! a stream counts as completed once its last event is handed to the connection, and as
 //! disconnected when the connection drops the body before that.
 //!
@@ -37,6 +38,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/v1/messages", post(messages))
         .route("/v1/messages/count_tokens", post(count_tokens))
+        .route("/v1/chat/completions", post(chat_completions))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
         .with_state(shared)
@@ -173,6 +175,124 @@ async fn messages(
             StreamPlan {
                 stall: Some((wire::stall_event_index(&message, deltas), duration)),
                 events: wire::stream_events(&message),
+                event_delay: reply.event_delay,
+            },
+            shared,
+            &request_id,
+        ),
+    }
+}
+
+#[derive(Deserialize)]
+struct ChatRequest {
+    model: String,
+    max_tokens: Option<u64>,
+    max_completion_tokens: Option<u64>,
+    stream: Option<bool>,
+    stream_options: Option<StreamOptions>,
+}
+
+#[derive(Deserialize)]
+struct StreamOptions {
+    include_usage: Option<bool>,
+}
+
+/// OpenAI's Chat Completions, with the same behaviours as `/v1/messages`: a status gets
+/// OpenAI's envelope, a mid-stream error an error chunk.
+async fn chat_completions(
+    State(shared): State<Arc<Shared>>,
+    Extension(hangup): Extension<ConnectionHangup>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    record(&shared, &uri, &headers, &body);
+    let behavior = shared.next_behavior();
+    let id = shared.next_id();
+    let request_id = format!("req_fake{id:016x}");
+    let (reply, shape) = match sort_behavior(&behavior) {
+        Sorted::Hangup => return hang_up(&hangup).await,
+        Sorted::Status(status) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            return json_response(
+                status,
+                Body::from(wire::openai_error_json(status.as_u16())),
+                &request_id,
+            );
+        }
+        Sorted::Answer(reply, shape) => (reply, shape),
+    };
+    let request: ChatRequest = match parse_body(&body) {
+        Ok(request) => request,
+        Err(message) => {
+            let body = serde_json::json!({"error": {"message": message, "type": "invalid_request_error", "param": null, "code": null}});
+            return json_response(StatusCode::BAD_REQUEST, Body::from(body.to_string()), &request_id);
+        }
+    };
+    let max_tokens = request
+        .max_completion_tokens
+        .or(request.max_tokens)
+        .unwrap_or(u64::MAX);
+    let message_id = format!("msg_fake{id:016x}");
+    let message = MessageReply {
+        message_id: &message_id,
+        model: &request.model,
+        text: &reply.text,
+        usage: Usage {
+            input_tokens: reply.input_tokens,
+            cache_creation_input_tokens: 0,
+            cache_read_input_tokens: reply.cache_read_input_tokens,
+            output_tokens: reply.output_tokens.min(max_tokens),
+        },
+        stop_reason: if reply.output_tokens > max_tokens {
+            "max_tokens"
+        } else {
+            "end_turn"
+        },
+    };
+    let include_usage = request
+        .stream_options
+        .and_then(|options| options.include_usage)
+        .unwrap_or(false);
+    pause(reply.latency).await;
+    match (shape, request.stream.unwrap_or(false)) {
+        (Shape::Normal, false) => json_response(
+            StatusCode::OK,
+            Body::from(wire::chat_completion_json(&message)),
+            &request_id,
+        ),
+        (Shape::Normal, true) => sse_response(
+            StreamPlan {
+                events: wire::chat_stream_events(&message, include_usage),
+                event_delay: reply.event_delay,
+                stall: None,
+            },
+            shared,
+            &request_id,
+        ),
+        (Shape::MidStreamError { .. }, false) => json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Body::from(wire::openai_error_json(503)),
+            &request_id,
+        ),
+        (Shape::MidStreamError { deltas }, true) => sse_response(
+            StreamPlan {
+                events: wire::failing_chat_stream_events(&message, deltas),
+                event_delay: reply.event_delay,
+                stall: None,
+            },
+            shared,
+            &request_id,
+        ),
+        (Shape::Stall { duration, .. }, false) => json_response(
+            StatusCode::OK,
+            stalled_body(wire::chat_completion_json(&message), duration),
+            &request_id,
+        ),
+        (Shape::Stall { deltas, duration }, true) => sse_response(
+            StreamPlan {
+                stall: Some((1 + deltas, duration)),
+                events: wire::chat_stream_events(&message, include_usage),
                 event_delay: reply.event_delay,
             },
             shared,

@@ -133,6 +133,126 @@ pub(crate) fn error_kind(status: u16) -> (&'static str, &'static str) {
     }
 }
 
+/// The `/v1/chat/completions` body for a reply: OpenAI's shape, with usage.
+pub(crate) fn chat_completion_json(reply: &MessageReply<'_>) -> Bytes {
+    let usage = &reply.usage;
+    to_json_bytes(&serde_json::json!({
+        "id": chat_id(reply.message_id),
+        "object": "chat.completion",
+        "created": 1_767_225_600,
+        "model": reply.model,
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": reply.text, "refusal": null},
+            "logprobs": null,
+            "finish_reason": chat_finish_reason(reply.stop_reason),
+        }],
+        "usage": chat_usage(usage),
+    }))
+}
+
+/// The chunks of a successful Chat Completions stream, ending in `data: [DONE]`; the usage
+/// chunk is sent only when the request asked for it (`include_usage`).
+pub(crate) fn chat_stream_events(reply: &MessageReply<'_>, include_usage: bool) -> Vec<Bytes> {
+    let pieces = split_text(reply.text, delta_count(reply.usage.output_tokens));
+    let mut events = vec![chat_chunk(
+        reply,
+        serde_json::json!({"role": "assistant", "content": ""}),
+        None,
+    )];
+    events.extend(
+        pieces
+            .into_iter()
+            .map(|piece| chat_chunk(reply, serde_json::json!({ "content": piece }), None)),
+    );
+    events.push(chat_chunk(
+        reply,
+        serde_json::json!({}),
+        Some(chat_finish_reason(reply.stop_reason)),
+    ));
+    if include_usage {
+        events.push(data_event(&serde_json::json!({
+            "id": chat_id(reply.message_id),
+            "object": "chat.completion.chunk",
+            "created": 1_767_225_600,
+            "model": reply.model,
+            "choices": [],
+            "usage": chat_usage(&reply.usage),
+        })));
+    }
+    events.push(Bytes::from_static(b"data: [DONE]\n\n"));
+    events
+}
+
+/// A Chat Completions stream that fails after `deltas` deltas with an error chunk.
+pub(crate) fn failing_chat_stream_events(reply: &MessageReply<'_>, deltas: usize) -> Vec<Bytes> {
+    let pieces = split_text(reply.text, deltas);
+    let mut events = vec![chat_chunk(
+        reply,
+        serde_json::json!({"role": "assistant", "content": ""}),
+        None,
+    )];
+    events.extend(
+        pieces
+            .into_iter()
+            .map(|piece| chat_chunk(reply, serde_json::json!({ "content": piece }), None)),
+    );
+    events.push(data_event(&serde_json::json!({
+        "error": {"message": "The server is overloaded.", "type": "server_error", "param": null, "code": null}
+    })));
+    events
+}
+
+/// OpenAI's `{"error":{…}}` envelope for an HTTP error status.
+pub(crate) fn openai_error_json(status: u16) -> Bytes {
+    let (kind, message) = error_kind(status);
+    let kind = match kind {
+        "invalid_request_error" | "not_found_error" | "request_too_large" => "invalid_request_error",
+        "rate_limit_error" => "requests",
+        "authentication_error" => "invalid_request_error",
+        _ => "server_error",
+    };
+    to_json_bytes(&serde_json::json!({
+        "error": {"message": message, "type": kind, "param": null, "code": null}
+    }))
+}
+
+fn chat_id(message_id: &str) -> String {
+    format!("chatcmpl-{}", message_id.trim_start_matches("msg_"))
+}
+
+fn chat_finish_reason(stop_reason: &str) -> &'static str {
+    if stop_reason == "max_tokens" {
+        "length"
+    } else {
+        "stop"
+    }
+}
+
+fn chat_usage(usage: &Usage) -> serde_json::Value {
+    let prompt_tokens = usage.input_tokens + usage.cache_read_input_tokens;
+    serde_json::json!({
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": usage.output_tokens,
+        "total_tokens": prompt_tokens + usage.output_tokens,
+        "prompt_tokens_details": {"cached_tokens": usage.cache_read_input_tokens},
+    })
+}
+
+fn chat_chunk(reply: &MessageReply<'_>, delta: serde_json::Value, finish_reason: Option<&str>) -> Bytes {
+    data_event(&serde_json::json!({
+        "id": chat_id(reply.message_id),
+        "object": "chat.completion.chunk",
+        "created": 1_767_225_600,
+        "model": reply.model,
+        "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish_reason}],
+    }))
+}
+
+fn data_event(value: &serde_json::Value) -> Bytes {
+    Bytes::from(format!("data: {value}\n\n"))
+}
+
 /// The `/v1/messages/count_tokens` body.
 pub(crate) fn count_tokens_json(input_tokens: u64) -> Bytes {
     to_json_bytes(&CountTokens { input_tokens })

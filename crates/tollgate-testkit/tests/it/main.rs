@@ -2,6 +2,7 @@
 //! it speaks Anthropic's wire format and obeys every behaviour it is given.
 
 mod behaviors;
+mod chat;
 mod messages;
 mod streaming;
 

@@ -1,5 +1,5 @@
-//! The Anthropic client against a tiny local axum server: success, status pass-through,
-//! streaming, timeouts, connect failures, and what is sent upstream.
+//! The Anthropic and OpenAI clients against a tiny local axum server: success, status
+//! pass-through, streaming, timeouts, connect failures, and what is sent upstream.
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
@@ -13,6 +13,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use tollgate_core::usage::TokenUsage;
 use tollgate_upstream::anthropic::{AnthropicClient, AnthropicConfig};
+use tollgate_upstream::openai::{ChatUsageAccumulator, OpenAiClient, OpenAiConfig};
 use tollgate_upstream::sse::{SseEvent, UsageAccumulator};
 use tollgate_upstream::{Provider, UpstreamError, UpstreamReply, UpstreamRequest};
 
@@ -85,7 +86,7 @@ async fn non_streaming_reply_is_passed_through_with_its_usage() {
         post(|| async { ([(header::CONTENT_TYPE, "application/json")], MESSAGE_BODY) }),
     );
     let provider = client(&serve(router).await);
-    let Ok(UpstreamReply::Message { body, usage }) = provider.messages(request(false)).await else {
+    let Ok(UpstreamReply::Message { body, usage }) = provider.call(request(false)).await else {
         panic!("expected a message");
     };
     assert_eq!(body, MESSAGE_BODY.as_bytes());
@@ -114,7 +115,7 @@ async fn overloaded_status_is_passed_through_and_retryable() {
     );
     let provider = client(&serve(router).await);
     for stream in [false, true] {
-        let Err(error) = provider.messages(request(stream)).await else {
+        let Err(error) = provider.call(request(stream)).await else {
             panic!("expected an error");
         };
         assert!(error.is_retryable());
@@ -140,7 +141,7 @@ async fn streaming_reply_yields_events_across_odd_chunk_boundaries() {
         }),
     );
     let provider = client(&serve(router).await);
-    let events: Vec<SseEvent> = collect(provider.messages(request(true)).await)
+    let events: Vec<SseEvent> = collect(provider.call(request(true)).await)
         .await
         .into_iter()
         .map(|event| event.expect("no error"))
@@ -188,7 +189,7 @@ async fn a_stalled_stream_ends_with_an_idle_timeout() {
     );
     let provider = client(&serve(router).await);
     let started = tokio::time::Instant::now();
-    let items = collect(provider.messages(request(true)).await).await;
+    let items = collect(provider.call(request(true)).await).await;
     assert_eq!(items.len(), 2, "{items:?}");
     assert_eq!(
         items[0].as_ref().map(|event| event.event.as_str()).ok(),
@@ -209,7 +210,7 @@ async fn a_slow_non_streaming_reply_hits_the_request_timeout() {
         }),
     );
     let provider = client(&serve(router).await);
-    let error = provider.messages(request(false)).await.expect_err("times out");
+    let error = provider.call(request(false)).await.expect_err("times out");
     assert!(matches!(error, UpstreamError::Timeout(_)), "{error:?}");
     assert!(error.is_retryable());
 }
@@ -220,7 +221,7 @@ async fn a_closed_port_is_a_retryable_connect_error() {
     let address = listener.local_addr().expect("address");
     drop(listener);
     let provider = client(&format!("http://{address}"));
-    let error = provider.messages(request(false)).await.expect_err("refused");
+    let error = provider.call(request(false)).await.expect_err("refused");
     assert!(matches!(error, UpstreamError::Connect(_)), "{error:?}");
     assert!(error.is_retryable());
 }
@@ -232,7 +233,7 @@ async fn a_streaming_request_answered_without_sse_is_a_protocol_error() {
         post(|| async { ([(header::CONTENT_TYPE, "application/json")], MESSAGE_BODY) }),
     );
     let provider = client(&serve(router).await);
-    let error = provider.messages(request(true)).await.expect_err("not SSE");
+    let error = provider.call(request(true)).await.expect_err("not SSE");
     assert!(matches!(error, UpstreamError::Protocol(_)), "{error:?}");
     assert!(!error.is_retryable());
 }
@@ -276,8 +277,8 @@ async fn headers_query_and_body_are_passed_through() {
         query: Some("beta=true".to_owned()),
         ..request(false)
     };
-    provider.messages(forwarded.clone()).await.expect("a message");
-    provider.messages(request(false)).await.expect("a message");
+    provider.call(forwarded.clone()).await.expect("a message");
+    provider.call(request(false)).await.expect("a message");
     let input_tokens = provider.count_tokens(forwarded.clone()).await.expect("a count");
     assert_eq!(input_tokens, 42);
 
@@ -303,4 +304,149 @@ async fn headers_query_and_body_are_passed_through() {
     assert_eq!(header(1, "anthropic-beta"), None);
     assert_eq!(seen[2].path, "/prefix/v1/messages/count_tokens");
     assert_eq!(seen[2].query.as_deref(), Some("beta=true"));
+}
+
+const CHAT_BODY: &str = r#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":"Hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":30,"completion_tokens":7,"total_tokens":37,"prompt_tokens_details":{"cached_tokens":10}}}"#;
+
+const CHAT_STREAM_BODY: &str = "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"Hi\"},\"finish_reason\":null}]}\n\n\
+data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n\
+data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"choices\":[],\"usage\":{\"prompt_tokens\":30,\"completion_tokens\":7}}\n\n\
+data: [DONE]\n\n";
+
+fn openai_client(base_url: &str) -> Provider {
+    let config = OpenAiConfig {
+        base_url: base_url.to_owned(),
+        api_key: Some("sk-openai-upstream".to_owned()),
+        connect_timeout: Duration::from_millis(500),
+        idle_timeout: Duration::from_millis(150),
+        request_timeout: Duration::from_millis(400),
+        max_tokens_field: Default::default(),
+    };
+    Provider::OpenAi(OpenAiClient::new(config).expect("a valid config"))
+}
+
+fn chat_request(stream: bool) -> UpstreamRequest {
+    UpstreamRequest {
+        body: Bytes::from_static(br#"{"model":"gpt-4o","messages":[{"role":"user","content":"Hi"}]}"#),
+        stream,
+        anthropic_version: Some("2023-06-01".to_owned()),
+        anthropic_beta: None,
+        query: Some("beta=true".to_owned()),
+    }
+}
+
+#[tokio::test]
+async fn openai_client_posts_chat_completions_with_a_bearer_key() {
+    // Goal: the body goes to {base}/chat/completions as is, with the provider key as a bearer
+    // token and none of the Anthropic headers or query; usage is read from the reply.
+    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+    let recorder = seen.clone();
+    let router = Router::new().route(
+        "/v1/chat/completions",
+        post(move |uri: Uri, headers: HeaderMap, body: Bytes| async move {
+            recorder.lock().expect("lock").push(Seen {
+                path: uri.path().to_owned(),
+                query: uri.query().map(str::to_owned),
+                headers,
+                body,
+            });
+            ([(header::CONTENT_TYPE, "application/json")], CHAT_BODY)
+        }),
+    );
+    let provider = openai_client(&format!("{}/v1/", serve(router).await));
+    assert_eq!(provider.dialect(), tollgate_upstream::Dialect::OpenAi);
+    let Ok(UpstreamReply::Message { body, usage }) = provider.call(chat_request(false)).await else {
+        panic!("expected a message");
+    };
+    assert_eq!(body, CHAT_BODY.as_bytes());
+    assert_eq!(
+        usage,
+        TokenUsage {
+            input_tokens: 20,
+            output_tokens: 7,
+            cache_read_input_tokens: 10,
+            ..TokenUsage::default()
+        }
+    );
+    assert!(matches!(
+        provider.count_tokens(chat_request(false)).await,
+        Err(UpstreamError::Protocol(_))
+    ));
+    let seen = seen.lock().expect("lock");
+    assert_eq!(seen[0].path, "/v1/chat/completions");
+    assert_eq!(seen[0].query, None);
+    assert_eq!(seen[0].body, chat_request(false).body);
+    let header = |name: &str| {
+        seen[0]
+            .headers
+            .get(name)
+            .map(|value| value.to_str().expect("ASCII"))
+    };
+    assert_eq!(header("authorization"), Some("Bearer sk-openai-upstream"));
+    assert_eq!(header("x-api-key"), None);
+    assert_eq!(header("anthropic-version"), None);
+}
+
+#[tokio::test]
+async fn openai_streams_are_metered_and_failures_sorted() {
+    let router = Router::new()
+        .route(
+            "/ok/chat/completions",
+            post(|| async {
+                let chunks: Vec<Result<Bytes, Infallible>> = CHAT_STREAM_BODY
+                    .as_bytes()
+                    .chunks(5)
+                    .map(|chunk| Ok(Bytes::copy_from_slice(chunk)))
+                    .collect();
+                event_stream_response(Body::from_stream(futures_util::stream::iter(chunks)))
+            }),
+        )
+        .route(
+            "/busy/chat/completions",
+            post(|| async {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [(header::CONTENT_TYPE, "application/json")],
+                    r#"{"error":{"message":"busy","type":"server_error","param":null,"code":null}}"#,
+                )
+            }),
+        )
+        .route(
+            "/bad/chat/completions",
+            post(|| async { (StatusCode::BAD_REQUEST, r#"{"error":{"message":"no"}}"#) }),
+        );
+    let base = serve(router).await;
+    let events: Vec<SseEvent> = collect(
+        openai_client(&format!("{base}/ok"))
+            .call(chat_request(true))
+            .await,
+    )
+    .await
+    .into_iter()
+    .map(|event| event.expect("no error"))
+    .collect();
+    assert_eq!(events.len(), 4);
+    let mut meter = ChatUsageAccumulator::default();
+    events.iter().for_each(|event| meter.observe(event));
+    assert!(meter.saw_done() && meter.saw_finish());
+    assert_eq!(meter.reported_usage().map(|usage| usage.output_tokens), Some(7));
+
+    let busy = openai_client(&format!("{base}/busy"))
+        .call(chat_request(true))
+        .await
+        .expect_err("503");
+    assert!(busy.fails_over(), "a 5xx is tried elsewhere");
+    let bad = openai_client(&format!("{base}/bad"))
+        .call(chat_request(false))
+        .await
+        .expect_err("400");
+    assert!(
+        !bad.fails_over(),
+        "a 4xx is the client's and is not tried elsewhere"
+    );
+    let timeout = UpstreamError::Timeout("slow".to_owned());
+    assert!(
+        !timeout.fails_over(),
+        "a timeout may still be generating upstream"
+    );
 }

@@ -180,8 +180,114 @@ fn the_example_configuration_parses() {
     let example = include_str!("../../../../tollgate.example.toml");
     let config = parse(Some(example), &[]).expect("the shipped example is valid");
     let catalog = config.catalog().expect("catalogue");
+    let house = catalog.resolve("house").expect("alias resolves");
     assert_eq!(
-        catalog.resolve("house").map(|resolved| resolved.upstream_model),
-        Some("claude-sonnet-4-6".into())
+        house.upstream_model(&house.model.deployments[0]),
+        "claude-sonnet-4-6"
     );
+    let routed = catalog.model("gpt-4.1").expect("an OpenAI-compatible model");
+    assert_eq!(routed.deployments.len(), 2, "a primary and a failover deployment");
+}
+
+#[test]
+fn deployments_inherit_prices_key_by_key_and_route_by_priority() {
+    let file = r#"
+        [providers.backup]
+        kind = "openai"
+        base_url = "http://127.0.0.1:9/v1"
+        cooldown_seconds = 5
+        [models.routed]
+        class = "sonnet"
+        input = "3"
+        output = "15"
+        per_image = "0.004"
+        default_max_tokens = 1000
+        [[models.routed.deployments]]
+        provider = "simulated"
+        [[models.routed.deployments]]
+        provider = "backup"
+        upstream_model = "gpt-4o"
+        priority = 1
+        weight = 3
+        input = "2"
+        per_request = "0.001"
+    "#;
+    let config = parse(Some(file), &[]).expect("valid");
+    let catalog = config.catalog().expect("catalogue");
+    let model = catalog.model("routed").expect("model");
+    assert_eq!(model.default_max_tokens, 1000);
+    let [primary, backup] = &model.deployments[..] else {
+        panic!("two deployments");
+    };
+    assert_eq!(
+        (
+            primary.provider.as_str(),
+            primary.upstream_model.as_str(),
+            primary.priority
+        ),
+        ("simulated", "routed", 0)
+    );
+    assert!(
+        primary.passes_requested_id,
+        "no upstream_model: a prefix alias passes its id"
+    );
+    assert_eq!(primary.prices, model.prices, "no overrides: the model's prices");
+    assert_eq!(
+        (backup.upstream_model.as_str(), backup.priority, backup.weight),
+        ("gpt-4o", 1, 3)
+    );
+    assert!(!backup.passes_requested_id);
+    assert_eq!(backup.cooldown, chrono::Duration::seconds(5));
+    let price = |text| TokenPrice::parse_usd_per_mtok(text).expect("price");
+    assert_eq!(backup.prices.input, price("2"));
+    assert_eq!(
+        backup.prices.cache_read,
+        price("0.20"),
+        "cache prices follow the overridden input"
+    );
+    assert_eq!(backup.prices.output, price("15"), "output is inherited");
+    assert_eq!(backup.prices.per_request, NanoUsd::from_nanos(1_000_000));
+    assert_eq!(
+        backup.prices.per_image,
+        NanoUsd::from_nanos(4_000_000),
+        "unit prices are inherited"
+    );
+}
+
+#[test]
+fn bad_deployments_name_the_culprit() {
+    let model = |rest: &str| format!("[models.x]\nclass = \"sonnet\"\ninput = \"1\"\noutput = \"1\"\n{rest}");
+    let cases = [
+        (model(""), "give a `provider`"),
+        (
+            model("provider = \"simulated\"\n[[models.x.deployments]]\nprovider = \"simulated\""),
+            "not both",
+        ),
+        (
+            model("[[models.x.deployments]]\nprovider = \"gone\""),
+            "provider 'gone'",
+        ),
+        (
+            model("[[models.x.deployments]]\nprovider = \"simulated\"\nweight = 0"),
+            "weight 0",
+        ),
+        (
+            model("[[models.x.deployments]]\nprovider = \"simulated\"\ninput = \"0.0001\""),
+            "models.x.deployments[0].input",
+        ),
+        (
+            model("provider = \"simulated\"\nper_request = \"-1\""),
+            "models.x.per_request",
+        ),
+        (
+            "[providers.o]\nkind = \"openai\"\nbase_url = \"http://x/v1\"\nmax_tokens_field = \"limit\""
+                .to_owned(),
+            "max_tokens_field",
+        ),
+    ];
+    for (file, expected) in cases {
+        let result = parse(Some(&file), &[]).and_then(|config| config.providers().map(|_| config));
+        let error = format!("{:#}", result.expect_err(&file));
+        assert!(error.contains(expected), "{file}: {error}");
+    }
 }

@@ -1,5 +1,6 @@
 //! `spawn_app`: the real application on port 0 with a fresh SQLite database, the built-in
-//! simulated model, and a fake Anthropic upstream server for the `fake-*` models.
+//! simulated model, and a fake upstream server (Anthropic's and OpenAI's wire formats) for
+//! the `fake-*` models; optionally more fake upstreams for routing and failover tests.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,6 +23,8 @@ pub(crate) struct TestApp {
     pub(crate) org_id: String,
     pub(crate) clock: Option<Arc<ManualClock>>,
     pub(crate) config: Config,
+    /// The upstreams `Options::extra_fakes` asked for; `{fakeN}` in the extra config.
+    pub(crate) extra_fakes: Vec<FakeUpstream>,
     _data_dir: tempfile::TempDir,
     _server: tokio::task::JoinHandle<()>,
 }
@@ -42,8 +45,12 @@ pub(crate) struct Options {
     /// Use the built-in tier ladder instead of the generous test one.
     pub(crate) contract_tiers: bool,
     pub(crate) starter_grant_usd: &'static str,
+    /// More configuration. `{fake}` and `{fake0}`, `{fake1}`, … stand for the base URLs of
+    /// the fake upstreams, `{dead}` for a loopback address nothing listens on.
     pub(crate) extra_config: &'static str,
     pub(crate) manual_clock: bool,
+    /// How many more fake upstreams to start.
+    pub(crate) extra_fakes: usize,
 }
 
 impl Default for Options {
@@ -53,6 +60,7 @@ impl Default for Options {
             starter_grant_usd: "5.00",
             extra_config: "",
             manual_clock: false,
+            extra_fakes: 0,
         }
     }
 }
@@ -63,6 +71,21 @@ pub(crate) async fn spawn_app() -> TestApp {
 
 pub(crate) async fn spawn_app_with(options: Options) -> TestApp {
     let fake = FakeUpstream::start().await;
+    let mut extra_fakes = Vec::new();
+    for _ in 0..options.extra_fakes {
+        extra_fakes.push(FakeUpstream::start().await);
+    }
+    let dead = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        format!("http://{}", listener.local_addr().expect("address"))
+    };
+    let mut extra = options
+        .extra_config
+        .replace("{fake}", &fake.base_url())
+        .replace("{dead}", &dead);
+    for (index, extra_fake) in extra_fakes.iter().enumerate() {
+        extra = extra.replace(&format!("{{fake{index}}}"), &extra_fake.base_url());
+    }
     let data_dir = tempfile::tempdir().expect("temporary data directory");
     let file = format!(
         r#"
@@ -87,6 +110,19 @@ pub(crate) async fn spawn_app_with(options: Options) -> TestApp {
         upstream_model = "claude-sonnet-4-6"
         input = "3"
         output = "15"
+        [providers.fake-openai]
+        kind = "openai"
+        base_url = "{base_url}/v1"
+        api_key = "openai-provider-secret"
+        connect_timeout_seconds = 2
+        idle_timeout_seconds = 1
+        request_timeout_seconds = 5
+        [models.fake-gpt]
+        class = "sonnet"
+        provider = "fake-openai"
+        upstream_model = "gpt-4o"
+        input = "2"
+        output = "8"
         [aliases]
         "fake-sonnet-*" = "fake-sonnet"
         {extra}
@@ -99,7 +135,6 @@ pub(crate) async fn spawn_app_with(options: Options) -> TestApp {
         },
         grant = options.starter_grant_usd,
         base_url = fake.base_url(),
-        extra = options.extra_config,
     );
     let overrides = Overrides {
         listen: None,
@@ -137,9 +172,32 @@ pub(crate) async fn spawn_app_with(options: Options) -> TestApp {
         org_id: first_start.organization.id,
         clock: manual_clock,
         config,
+        extra_fakes,
         _data_dir: data_dir,
         _server: server,
     }
+}
+
+pub(crate) fn chat_body(model: &str) -> Value {
+    json!({
+        "model": model,
+        "max_tokens": 100,
+        "messages": [{"role": "user", "content": "Hello there"}],
+    })
+}
+
+/// Reads a Chat Completions SSE body into its `data:` payloads (`[DONE]` as a string).
+pub(crate) fn parse_chat_sse(text: &str) -> Vec<Value> {
+    text.split("\n\n")
+        .filter(|chunk| !chunk.trim().is_empty())
+        .map(|chunk| {
+            let data: String = chunk
+                .lines()
+                .filter_map(|line| line.strip_prefix("data: "))
+                .collect();
+            serde_json::from_str(&data).unwrap_or(Value::String(data))
+        })
+        .collect()
 }
 
 pub(crate) fn message_body(model: &str) -> Value {
@@ -153,6 +211,18 @@ pub(crate) fn message_body(model: &str) -> Value {
 impl TestApp {
     pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.address)
+    }
+
+    /// `POST /v1/chat/completions` as the `openai` SDKs send it: a bearer key, no
+    /// Anthropic headers.
+    pub(crate) async fn post_chat(&self, body: &Value) -> reqwest::Response {
+        self.client
+            .post(self.url("/v1/chat/completions"))
+            .bearer_auth(&self.api_key)
+            .json(body)
+            .send()
+            .await
+            .expect("request sent")
     }
 
     pub(crate) async fn post_messages(&self, body: &Value) -> reqwest::Response {

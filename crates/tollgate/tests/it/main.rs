@@ -1,11 +1,17 @@
 //! End-to-end tests: the real server over real HTTP, a real SQLite database per test, and
-//! a fake upstream server speaking Anthropic's wire format.
+//! fake upstream servers speaking Anthropic's and OpenAI's wire formats.
 
+mod admin_api;
+mod admin_isolation;
+mod admin_reports;
 mod bad_input;
 mod billing;
+mod chat;
 mod cli;
 mod credit;
+mod failover;
 mod helpers;
 mod messages;
+mod sdk;
 mod tidy;
 mod upstream_failures;

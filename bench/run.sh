@@ -1,0 +1,202 @@
+#!/usr/bin/env bash
+# Gateway overhead, side by side, in one run: the same Messages request sent by wrk
+#   direct   -> fake upstream
+#   nginx    -> fake upstream      (one plain proxy hop: the floor for any gateway)
+#   tollgate -> fake upstream      (auth, rate limits, reservation, metering, settlement; SQLite)
+#   litellm  -> fake upstream      (LiteLLM proxy, when it can be installed)
+# at concurrency 1, 32 and 256, DURATION seconds each, 3 runs; prints a markdown table of
+# medians (req/s, p50, p99, p99.9, added p50/p99 against direct, peak RSS).
+#
+# Usage: bench/run.sh [DURATION_SECONDS (default 10)] [RUNS (default 3)]
+# Knobs (environment): CONCURRENCIES="1 32 256", STREAMS=10000 (0 skips the streaming
+# scenario), LITELLM=0 skips LiteLLM, SKIP_BUILD=1 uses the release binaries as they are.
+# A quick check: CONCURRENCIES="1 32" STREAMS=0 LITELLM=0 bench/run.sh 5 1
+# Installs what it needs: wrk and nginx (apt), LiteLLM (pip, into bench/.venv).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+duration="${1:-10}"
+runs="${2:-3}"
+concurrencies="${CONCURRENCIES:-1 32 256}"
+work="$(mktemp -d)"
+pids=()
+cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; sleep 0.5; rm -rf "$work"; }
+trap cleanup EXIT
+
+need_apt() { command -v "$1" >/dev/null || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$2" >/dev/null; }; }
+need_apt wrk wrk
+need_apt nginx nginx-light
+if [ "${LITELLM:-1}" != 0 ] && [ ! -x bench/.venv/bin/litellm ]; then
+  echo "installing LiteLLM into bench/.venv (once)…" >&2
+  (python3 -m venv bench/.venv && bench/.venv/bin/pip install -q 'litellm[proxy]==1.99.4') >&2 || echo "LiteLLM could not be installed; its rows are skipped" >&2
+fi
+echo "building release binaries…" >&2
+[ -n "${SKIP_BUILD:-}" ] || cargo build --release -q -p tollgate -p tollgate-testkit --bins
+ulimit -n 65536 2>/dev/null || true
+
+fake_port=19101; nginx_port=19102; gate_port=19103; litellm_port=19104; slow_port=19105
+streams="${STREAMS:-10000}"
+target/release/fake-upstream --listen "127.0.0.1:$fake_port" >/dev/null &
+pids+=($!)
+# For the streaming scenario: 100 ms between events, like a model generating.
+target/release/fake-upstream --listen "127.0.0.1:$slow_port" --event-delay-ms 100 --output-tokens 20 >/dev/null &
+pids+=($!)
+
+# nginx: one proxy hop with upstream keep-alive, as a production config would have.
+mkdir -p "$work/nginx"
+cat > "$work/nginx/nginx.conf" <<NGINX
+worker_processes auto;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log warn;
+events { worker_connections 16384; }
+http {
+  access_log off;
+  client_body_temp_path $work/nginx/body;
+  proxy_temp_path $work/nginx/proxy;
+  upstream fake { server 127.0.0.1:$fake_port; keepalive 512; }
+  server {
+    listen 127.0.0.1:$nginx_port;
+    location / {
+      proxy_pass http://fake;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+    }
+  }
+}
+NGINX
+nginx -c "$work/nginx/nginx.conf" -g 'daemon off;' &
+pids+=($!)
+
+# tollgate: full metering on SQLite, limits high enough that the benchmark measures
+# overhead, not refusals.
+cat > "$work/tollgate.toml" <<TOML
+listen = "127.0.0.1:$gate_port"
+data_dir = "$work/tollgate-data"
+[providers.fake]
+kind = "anthropic"
+base_url = "http://127.0.0.1:$fake_port"
+[providers.slow]
+kind = "anthropic"
+base_url = "http://127.0.0.1:$slow_port"
+[models.bench-model]
+class = "sonnet"
+provider = "fake"
+upstream_model = "claude-sonnet-4-6"
+input = "3"
+output = "15"
+[models.bench-stream]
+class = "sonnet"
+provider = "slow"
+upstream_model = "claude-sonnet-4-6"
+input = "3"
+output = "15"
+[[tiers]]
+name = "Bench"
+cumulative_purchases_usd = "0"
+count_tokens_requests_per_minute = 100000000
+rate_limits.opus = { requests_per_minute = 100000000, input_tokens_per_minute = 100000000000, output_tokens_per_minute = 100000000000 }
+rate_limits.sonnet = { requests_per_minute = 100000000, input_tokens_per_minute = 100000000000, output_tokens_per_minute = 100000000000 }
+rate_limits.haiku = { requests_per_minute = 100000000, input_tokens_per_minute = 100000000000, output_tokens_per_minute = 100000000000 }
+TOML
+export RUST_LOG=warn
+target/release/tollgate --config "$work/tollgate.toml" credits grant --amount 100000000 --kind promotional >/dev/null 2>&1
+key="$(target/release/tollgate --config "$work/tollgate.toml" keys create --name bench 2>/dev/null)"
+target/release/tollgate --config "$work/tollgate.toml" serve >/dev/null 2>&1 &
+gate_pid=$!
+pids+=($gate_pid)
+
+litellm_pid=""
+if [ "${LITELLM:-1}" != 0 ] && [ -x bench/.venv/bin/litellm ]; then
+  cat > "$work/litellm.yaml" <<YAML
+model_list:
+  - model_name: bench-model
+    litellm_params:
+      model: anthropic/claude-sonnet-4-6
+      api_base: http://127.0.0.1:$fake_port
+      api_key: fake-provider-key
+litellm_settings:
+  telemetry: false
+YAML
+  LITELLM_LOCAL_MODEL_COST_MAP=True LITELLM_LOG=ERROR bench/.venv/bin/litellm --config "$work/litellm.yaml" \
+    --host 127.0.0.1 --port "$litellm_port" --num_workers 2 >"$work/litellm.log" 2>&1 &
+  litellm_pid=$!
+  pids+=($litellm_pid)
+fi
+
+wait_up() { for _ in $(seq 1 300); do curl -s -o /dev/null "$1" && return 0; sleep 0.2; done; return 1; }
+wait_up "http://127.0.0.1:$gate_port/health"
+wait_up "http://127.0.0.1:$nginx_port/"
+if [ -n "$litellm_pid" ] && ! wait_up "http://127.0.0.1:$litellm_port/health/liveliness"; then
+  echo "LiteLLM did not start; its rows are skipped:" >&2; tail -5 "$work/litellm.log" >&2; litellm_pid=""
+fi
+
+cat > "$work/post.lua" <<LUA
+wrk.method = "POST"
+wrk.body = '{"model":"bench-model","max_tokens":64,"messages":[{"role":"user","content":"Hello, world"}]}'
+wrk.headers["content-type"] = "application/json"
+wrk.headers["anthropic-version"] = "2023-06-01"
+wrk.headers["x-api-key"] = "$key"
+done = function(summary, latency, requests)
+  local errors = summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.status + summary.errors.timeout
+  io.write(string.format("RESULT %.1f %d %d %d %d %d\n", summary.requests / (summary.duration / 1e6),
+    latency:percentile(50), latency:percentile(99), latency:percentile(99.9), errors, summary.requests))
+end
+LUA
+
+# Peak resident memory (VmHWM) of a process and its children, in MiB.
+peak_rss() {
+  local total=0 pid
+  for pid in $1 $(pgrep -P "$1" 2>/dev/null || true); do
+    total=$(( total + $(awk '/VmHWM/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0) ))
+  done
+  echo $(( total / 1024 ))
+}
+
+results="$work/results.txt"
+bench() { # name url pid
+  local connections run line
+  for connections in $concurrencies; do
+    for run in $(seq 1 "$runs"); do
+      line="$(wrk -t "$(( connections < 2 ? 1 : 2 ))" -c "$connections" -d "${duration}s" --timeout 10s -s "$work/post.lua" "$2/v1/messages" | grep '^RESULT')"
+      echo "$1 $connections $run ${line#RESULT } $(peak_rss "$3")" >> "$results"
+      echo "  $1 c=$connections run $run: ${line#RESULT }" >&2
+    done
+  done
+}
+fake_pid=${pids[0]}
+bench direct "http://127.0.0.1:$fake_port" "$fake_pid"
+bench nginx "http://127.0.0.1:$nginx_port" "$(cat "$work/nginx/nginx.pid")"
+bench tollgate "http://127.0.0.1:$gate_port" "$gate_pid"
+[ -n "$litellm_pid" ] && bench litellm "http://127.0.0.1:$litellm_port" "$litellm_pid"
+
+# Streaming: many slow SSE streams at once, direct and through tollgate; tollgate's
+# resident memory is sampled while they run.
+sample_rss() { # pid -> max VmRSS in MiB until killed
+  local max=0 now
+  while kill -0 "$1" 2>/dev/null; do
+    now=$(awk '/VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0)
+    [ "$now" -gt "$max" ] && max=$now && echo $(( max / 1024 )) > "$work/stream-rss"
+    sleep 0.1
+  done
+}
+if [ "$streams" -gt 0 ]; then
+echo "streaming: $streams concurrent streams…" >&2
+stream_direct="$(target/release/stream-load --addr "127.0.0.1:$slow_port" --streams "$streams" --model bench-stream | grep '^STREAMS')"
+rss_before=$(( $(awk '/VmRSS/ {print $2}' "/proc/$gate_pid/status") / 1024 ))
+sample_rss "$gate_pid" & sampler=$!
+stream_gate="$(target/release/stream-load --addr "127.0.0.1:$gate_port" --streams "$streams" --key "$key" --model bench-stream | grep '^STREAMS')"
+kill "$sampler" 2>/dev/null || true
+fi
+
+echo
+python3 bench/summarize.py "$results"
+echo
+if [ "$streams" -gt 0 ]; then
+  echo "Streaming, $streams concurrent SSE streams (20 output tokens, 100 ms between events):"
+  echo "- direct:   ${stream_direct#STREAMS }"
+  echo "- tollgate: ${stream_gate#STREAMS }"
+  echo "- tollgate resident memory: ${rss_before} MiB before, peak $(cat "$work/stream-rss" 2>/dev/null || echo '?') MiB during the streams"
+fi
+echo
+echo "machine: $(nproc) cores, $(free -g | awk '/Mem/ {print $2}') GiB; $(uname -sr); $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2); nginx $(nginx -v 2>&1 | cut -d/ -f2); $( [ -n "$litellm_pid" ] && echo "litellm $(bench/.venv/bin/pip show litellm 2>/dev/null | awk '/Version/ {print $2}')" ); tollgate $(target/release/tollgate --version | cut -d' ' -f2)"
+echo "ledger after the runs: $(target/release/tollgate --config "$work/tollgate.toml" credits balance)"

@@ -1,0 +1,147 @@
+//! The control plane's JSON API: Anthropic's Admin API under `/v1/organizations` (the
+//! organization, workspaces, API keys, users, invites, workspace members, usage and cost
+//! reports, rate limits) and tollgate's additions in the same style (credits, tiers,
+//! limits, auto-reload, the audit log), with its OpenAPI 3.1 document at
+//! `/v1/openapi.json`, generated from the handlers' annotations by the same router that
+//! serves them, so no route can be served undocumented.
+//!
+//! Every call authenticates an admin key and gets an organization-scoped `OrgAdmin` from
+//! tollgate-service; handlers only parse, call it and convert to wire shapes. Never sqlx,
+//! never money arithmetic.
+
+mod billing;
+pub mod csv;
+mod directory;
+mod dto;
+mod error;
+mod extract;
+mod pagination;
+mod reports;
+mod request_id;
+
+use std::sync::{Arc, OnceLock};
+
+use axum::{Json, Router};
+use tollgate_core::catalog::Catalog;
+use tollgate_service::Tollgate;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub use crate::error::{ApiError, ErrorKind};
+pub use crate::reports::{
+    BucketDto, CacheCreationDto, CostResultDto, ReportDto, ServerToolUseDto, UsageResultDto, cost_report_dto,
+    page_token, usage_report_dto,
+};
+
+/// What every handler shares. Cheap to clone.
+#[derive(Clone)]
+pub struct AdminState {
+    pub tollgate: Tollgate,
+    /// For model names and prices in the cost report, and the models of rate-limit groups.
+    pub catalog: Arc<Catalog>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "tollgate Admin API",
+        description = "Anthropic's Admin API for a self-hosted gateway with prepaid credit. \
+            Authenticate with an admin key (sk-tg-admin01-…) in x-api-key. Amounts are \
+            decimal strings in US cents."
+    ),
+    tags(
+        (name = "Organization"), (name = "Workspaces"), (name = "API keys"), (name = "Users"),
+        (name = "Invites"), (name = "Workspace members"), (name = "Reports"), (name = "Credits"),
+        (name = "Limits"), (name = "Audit")
+    )
+)]
+struct ApiDoc;
+
+/// The OpenAPI document of this router (tollgate's `/v1/openapi.json`).
+#[utoipa::path(get, path = "/v1/openapi.json", tag = "Organization",
+    responses((status = 200, description = "The OpenAPI 3.1 document of the Admin API")))]
+async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    Json(openapi().clone())
+}
+
+fn api_router() -> OpenApiRouter<AdminState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(openapi_json))
+        .routes(routes!(directory::me))
+        .routes(routes!(directory::list_workspaces, directory::create_workspace))
+        .routes(routes!(directory::get_workspace, directory::update_workspace))
+        .routes(routes!(directory::archive_workspace))
+        .routes(routes!(directory::list_members, directory::create_member))
+        .routes(routes!(
+            directory::get_member,
+            directory::update_member,
+            directory::delete_member
+        ))
+        .routes(routes!(directory::list_api_keys, directory::create_api_key))
+        .routes(routes!(directory::get_api_key, directory::update_api_key))
+        .routes(routes!(directory::list_users))
+        .routes(routes!(
+            directory::get_user,
+            directory::update_user,
+            directory::delete_user
+        ))
+        .routes(routes!(directory::list_invites, directory::create_invite))
+        .routes(routes!(directory::get_invite, directory::delete_invite))
+        .routes(routes!(reports::usage_report))
+        .routes(routes!(reports::cost_report))
+        .routes(routes!(billing::balance))
+        .routes(routes!(billing::lots))
+        .routes(routes!(billing::grant))
+        .routes(routes!(billing::purchases, billing::purchase))
+        .routes(routes!(billing::tiers))
+        .routes(routes!(billing::get_limits, billing::update_limits))
+        .routes(routes!(
+            billing::get_workspace_limits,
+            billing::set_workspace_limits
+        ))
+        .routes(routes!(billing::rate_limits))
+        .routes(routes!(billing::workspace_rate_limits_list))
+        .routes(routes!(
+            billing::get_auto_reload,
+            billing::set_auto_reload,
+            billing::disable_auto_reload
+        ))
+        .routes(routes!(billing::audit_events))
+}
+
+/// The generated OpenAPI document, built once.
+pub fn openapi() -> &'static utoipa::openapi::OpenApi {
+    static DOCUMENT: OnceLock<utoipa::openapi::OpenApi> = OnceLock::new();
+    DOCUMENT.get_or_init(|| api_router().split_for_parts().1)
+}
+
+/// The Admin API router, with request ids and error envelopes on every response. It has
+/// no fallback, so it merges with the gateway's router, whose fallback answers unknown
+/// paths.
+pub fn router(state: AdminState) -> Router {
+    let (router, _) = api_router().split_for_parts();
+    router
+        .with_state(state)
+        .layer(axum::middleware::from_fn(request_id::middleware))
+}
+
+/// Every (method, path) the router serves, read from the generated document.
+pub fn routes() -> Vec<(String, String)> {
+    let mut routes = Vec::new();
+    for (path, item) in &openapi().paths.paths {
+        let methods = [
+            ("GET", item.get.is_some()),
+            ("POST", item.post.is_some()),
+            ("DELETE", item.delete.is_some()),
+            ("PUT", item.put.is_some()),
+            ("PATCH", item.patch.is_some()),
+        ];
+        for (method, present) in methods {
+            if present {
+                routes.push((method.to_owned(), path.clone()));
+            }
+        }
+    }
+    routes
+}

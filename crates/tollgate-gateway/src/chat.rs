@@ -1,0 +1,273 @@
+//! `POST /v1/chat/completions`: OpenAI's Chat Completions on the same keys, limits and
+//! credit as the Messages API. Authenticate, validate the few fields the gateway must read,
+//! route, reserve, call the upstream (`metered`), settle. Errors take OpenAI's envelope
+//! (the request-id middleware renders them for this path), and responses carry OpenAI's
+//! `x-ratelimit-*` headers.
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::Response;
+use bytes::Bytes;
+use serde_json::{Map, Value};
+use tollgate_core::Timestamp;
+use tollgate_core::pricing::{input_tokens_bound, input_tokens_estimate};
+use tollgate_core::ratelimit::BucketSnapshot;
+use tollgate_service::{RateLimitView, RequestPlan};
+use tollgate_upstream::Dialect;
+
+use crate::GatewayState;
+use crate::error::ApiError;
+use crate::messages::{authenticate, read_body, resolve_model};
+use crate::metered::{ClientWire, MeteredCall};
+use crate::request_id::RequestId;
+use crate::routing::{ClientRequest, largest_body_bytes, plan_attempts};
+
+/// The parts of a Chat Completions request the gateway must understand; the rest passes
+/// through to OpenAI-compatible upstreams and is translated for Anthropic ones.
+#[derive(Debug)]
+pub(crate) struct ChatRequest {
+    pub(crate) body: Map<String, Value>,
+    pub(crate) model: String,
+    /// `max_completion_tokens`, else `max_tokens`; `None` when the client set neither.
+    pub(crate) max_tokens: Option<u64>,
+    /// How many choices to generate: output is bounded by `n` times the limit.
+    pub(crate) choices: u64,
+    pub(crate) stream: bool,
+    /// `stream_options.include_usage`: the client wants the final usage chunk.
+    pub(crate) include_usage: bool,
+    /// Image, audio and file parts: each may cost up to a media block's tokens.
+    pub(crate) media_parts: usize,
+    /// Image parts alone, for providers that price images per unit.
+    pub(crate) images: usize,
+}
+
+fn invalid(param: &str, message: impl Into<String>) -> ApiError {
+    ApiError::invalid(message).with_param(param)
+}
+
+impl ChatRequest {
+    pub(crate) fn parse(bytes: &Bytes) -> Result<ChatRequest, ApiError> {
+        let body: Value = serde_json::from_slice(bytes).map_err(|error| {
+            ApiError::invalid(format!(
+                "We could not parse the JSON body of your request: {error}"
+            ))
+        })?;
+        let Value::Object(body) = body else {
+            return Err(ApiError::invalid("The request body must be a JSON object."));
+        };
+        let model = match body.get("model") {
+            Some(Value::String(model)) if !model.trim().is_empty() => model.clone(),
+            None | Some(Value::Null) => {
+                return Err(invalid("model", "you must provide a model parameter"));
+            }
+            Some(_) => return Err(invalid("model", "model must be a non-empty string")),
+        };
+        let messages = match body.get("messages") {
+            Some(Value::Array(messages)) if !messages.is_empty() => messages,
+            Some(Value::Array(_)) => {
+                return Err(invalid("messages", "messages must hold at least one message"));
+            }
+            None | Some(Value::Null) => {
+                return Err(invalid("messages", "Missing required parameter: 'messages'."));
+            }
+            Some(_) => return Err(invalid("messages", "messages must be an array")),
+        };
+        let mut media_parts = 0;
+        let mut images = 0;
+        for (index, message) in messages.iter().enumerate() {
+            match message.get("role").and_then(Value::as_str) {
+                Some("system" | "developer" | "user" | "assistant" | "tool") => {}
+                Some(other) => {
+                    return Err(invalid(
+                        &format!("messages[{index}].role"),
+                        format!(
+                            "Invalid value: '{other}'. Supported values are: 'system', 'developer', 'user', 'assistant' and 'tool'."
+                        ),
+                    ));
+                }
+                None => {
+                    return Err(invalid(
+                        &format!("messages[{index}].role"),
+                        format!("Missing required parameter: 'messages[{index}].role'."),
+                    ));
+                }
+            }
+            match message.get("content") {
+                None | Some(Value::Null | Value::String(_)) => {}
+                Some(Value::Array(parts)) => {
+                    for part in parts {
+                        match part.get("type").and_then(Value::as_str) {
+                            Some("image_url") => {
+                                media_parts += 1;
+                                images += 1;
+                            }
+                            Some("input_audio" | "file") => media_parts += 1,
+                            _ => {}
+                        }
+                    }
+                }
+                Some(_) => {
+                    return Err(invalid(
+                        &format!("messages[{index}].content"),
+                        "content must be a string or an array of content parts",
+                    ));
+                }
+            }
+        }
+        let limit = |name: &str| -> Result<Option<u64>, ApiError> {
+            match body.get(name) {
+                None | Some(Value::Null) => Ok(None),
+                Some(value) => match value.as_u64() {
+                    Some(limit) if limit >= 1 => Ok(Some(limit)),
+                    _ => Err(invalid(name, format!("{name} must be an integer of at least 1"))),
+                },
+            }
+        };
+        let max_tokens = limit("max_completion_tokens")?.max(limit("max_tokens")?);
+        let choices = limit("n")?.unwrap_or(1);
+        let stream = match body.get("stream") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(stream)) => *stream,
+            Some(_) => return Err(invalid("stream", "stream must be a boolean")),
+        };
+        let include_usage = body
+            .get("stream_options")
+            .and_then(|options| options.get("include_usage"))
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        Ok(ChatRequest {
+            model,
+            max_tokens,
+            choices,
+            stream,
+            include_usage,
+            media_parts,
+            images,
+            body,
+        })
+    }
+}
+
+pub(crate) async fn create_chat_completion(
+    State(state): State<GatewayState>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let request_id = request
+        .extensions()
+        .get::<RequestId>()
+        .map(|id| id.0.clone())
+        .unwrap_or_default();
+    let headers = request.headers().clone();
+    let caller = authenticate(&state, &headers).await?;
+    let bytes = read_body(&state, request).await?;
+    let parsed = ChatRequest::parse(&bytes)?;
+    let resolved = resolve_model(&state, &parsed.model)?;
+    let has_anthropic_deployment = resolved.model.deployments.iter().any(|deployment| {
+        state
+            .providers
+            .get(&deployment.provider)
+            .is_some_and(|provider| provider.dialect() == Dialect::Anthropic)
+    });
+    if parsed.choices > 1 && has_anthropic_deployment {
+        return Err(invalid(
+            "n",
+            "This model generates one choice per request; set n to 1.",
+        ));
+    }
+    let images = u64::try_from(parsed.images).unwrap_or(u64::MAX);
+    let attempts = plan_attempts(
+        &state,
+        &resolved,
+        &ClientRequest {
+            dialect: Dialect::OpenAi,
+            body: &parsed.body,
+            original: &bytes,
+            stream: parsed.stream,
+            max_tokens: parsed.max_tokens,
+            images,
+            anthropic_version: None,
+            anthropic_beta: None,
+            query: None,
+        },
+        &request_id,
+    )?;
+    let input_bound = input_tokens_bound(largest_body_bytes(&bytes, &attempts), parsed.media_parts);
+    let output_limit = parsed.max_tokens.unwrap_or(resolved.model.default_max_tokens);
+    let output_bound = output_limit.saturating_mul(parsed.choices);
+    let open = state
+        .tollgate
+        .begin(
+            &caller,
+            RequestPlan {
+                request_id: &request_id,
+                model: resolved.model,
+                cost_bound: resolved.model.cost_bound(input_bound, output_bound, images),
+                input_tokens_estimate: input_tokens_estimate(bytes.len()),
+                max_tokens: output_bound,
+            },
+        )
+        .await?;
+    let rate_limits = open.rate_limits;
+    let metered = MeteredCall {
+        tollgate: state.tollgate.clone(),
+        open,
+        attempts,
+        cooldowns: state.cooldowns.clone(),
+        drain_bound: state.settings.disconnect_drain,
+        client: ClientWire::ChatCompletions {
+            include_usage: parsed.include_usage,
+        },
+        requested_model: parsed.model.clone(),
+        input_tokens_estimate: input_tokens_estimate(bytes.len()),
+    };
+    let mut response = if parsed.stream {
+        metered.stream().await?
+    } else {
+        metered.call().await?
+    };
+    rate_limit_headers(&rate_limits, state.tollgate.now(), response.headers_mut());
+    Ok(response)
+}
+
+/// OpenAI's `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` for the tightest scope;
+/// resets are durations from now, as OpenAI writes them (`1s`, `6m0s`, `20ms`).
+fn rate_limit_headers(view: &RateLimitView, now: Timestamp, headers: &mut HeaderMap) {
+    let now_nanos = now.timestamp_nanos_opt().unwrap_or(i64::MAX);
+    for (name, snapshot) in [("requests", view.requests), ("tokens", view.tokens())] {
+        let BucketSnapshot {
+            limit,
+            remaining,
+            reset_at_nanos,
+        } = snapshot;
+        let reset = duration_text(reset_at_nanos.saturating_sub(now_nanos).max(0));
+        for (kind, value) in [
+            ("limit", limit.to_string()),
+            ("remaining", remaining.to_string()),
+            ("reset", reset),
+        ] {
+            if let (Ok(header_name), Ok(value)) = (
+                header::HeaderName::try_from(format!("x-ratelimit-{kind}-{name}")),
+                HeaderValue::from_str(&value),
+            ) {
+                headers.insert(header_name, value);
+            }
+        }
+    }
+}
+
+/// A duration in OpenAI's header style: milliseconds below a second, else whole seconds
+/// (rounded up) with minutes when there are any.
+pub(crate) fn duration_text(nanos: i64) -> String {
+    if nanos < 1_000_000_000 {
+        return format!("{}ms", (nanos + 999_999) / 1_000_000);
+    }
+    let seconds = (nanos + 999_999_999) / 1_000_000_000;
+    if seconds < 60 {
+        format!("{seconds}s")
+    } else {
+        format!("{}m{}s", seconds / 60, seconds % 60)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,650 @@
+//! The metered upstream call both surfaces share: it owns the request's one reservation
+//! from `Tollgate::begin` to `Tollgate::finish`, tries the deployments in routing order,
+//! relays the answer in the client's dialect, and settles once, at the prices of the
+//! deployment that answered.
+//!
+//! Failover: a deployment that cannot be reached, answers 5xx or 529, or opens its stream
+//! with an `overloaded`/`api_error` event before any content is put in cooldown and the next
+//! one is tried — only while nothing has reached the client, which learns of the stream
+//! only once a deployment has produced its first content (the stream's head is held until
+//! then). Other failures (4xx, timeouts, protocol errors)
+//! go to the client as they are: another deployment would refuse the same request, or the
+//! first may still be generating (and billing) the answer.
+//!
+//! The call and its settlement run in a task of their own, so a client that goes away never
+//! cancels them. Disconnect policy: when a streaming client disconnects, the task keeps
+//! reading the upstream stream (without forwarding it) until the upstream finishes or the
+//! drain bound passes, then charges the usage the upstream reported — what was generated,
+//! never more, and never zero once content was delivered (the input was processed). A
+//! non-streaming client that disconnects is charged the upstream's usage too.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
+use tollgate_core::catalog::{Cooldowns, Deployment};
+use tollgate_core::pricing::ModelPrices;
+use tollgate_core::usage::TokenUsage;
+use tollgate_service::{Finish, OpenReservation, Tollgate, UsageStatus};
+use tollgate_upstream::openai::{ChatUsageAccumulator, is_done};
+use tollgate_upstream::sse::{SseEvent, UsageAccumulator};
+use tollgate_upstream::{Dialect, EventStream, Provider, UpstreamError, UpstreamReply, UpstreamRequest};
+
+use crate::error::ApiError;
+use crate::translate::reply::{chat_completion_to_message, message_to_chat_completion};
+use crate::translate::stream::{ToChatChunks, ToMessageEvents, done_event};
+
+/// Events buffered between the upstream task and a slow client.
+const STREAM_BUFFER_EVENTS: usize = 64;
+
+/// One way to serve the request: a deployment, its provider, and the body in its dialect.
+pub(crate) struct Attempt {
+    pub(crate) deployment: Deployment,
+    pub(crate) provider: Provider,
+    pub(crate) request: UpstreamRequest,
+    /// The deployment's prices with the request's images folded in.
+    pub(crate) prices: ModelPrices,
+}
+
+/// The API the client speaks, which decides the shape of what it gets back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ClientWire {
+    Messages,
+    ChatCompletions { include_usage: bool },
+}
+
+impl ClientWire {
+    fn dialect(self) -> Dialect {
+        match self {
+            ClientWire::Messages => Dialect::Anthropic,
+            ClientWire::ChatCompletions { .. } => Dialect::OpenAi,
+        }
+    }
+
+    /// The event that ends a successful stream: held back until the request is settled, so
+    /// a client that has seen the end of the stream sees its balance charged.
+    fn is_terminal(self, event: &SseEvent) -> bool {
+        match self {
+            ClientWire::Messages => event.event == "message_stop",
+            ClientWire::ChatCompletions { .. } => is_done(event),
+        }
+    }
+
+    fn encode(self, event: &SseEvent) -> Bytes {
+        match self {
+            ClientWire::Messages => event.to_bytes(),
+            // OpenAI's streams carry data lines only.
+            ClientWire::ChatCompletions { .. } => {
+                let mut text = String::with_capacity(event.data.len() + 8);
+                for line in event.data.split('\n') {
+                    text.push_str("data: ");
+                    text.push_str(line);
+                    text.push('\n');
+                }
+                text.push('\n');
+                Bytes::from(text)
+            }
+        }
+    }
+}
+
+/// An admitted request: owns its reservation until it is settled.
+pub(crate) struct MeteredCall {
+    pub(crate) tollgate: Tollgate,
+    pub(crate) open: OpenReservation,
+    /// Deployments in the order to try them; never empty.
+    pub(crate) attempts: Vec<Attempt>,
+    pub(crate) cooldowns: Arc<Mutex<Cooldowns>>,
+    pub(crate) drain_bound: Duration,
+    pub(crate) client: ClientWire,
+    /// The model the client asked for, shown in translated replies.
+    pub(crate) requested_model: String,
+    /// Input tokens estimated from the body, charged if a stream never reports usage.
+    pub(crate) input_tokens_estimate: u64,
+}
+
+fn failed(error: &UpstreamError) -> Finish {
+    Finish {
+        usage: TokenUsage::default(),
+        status: UsageStatus::Failed,
+        error_type: Some(ApiError::from_upstream_kind(error).to_owned()),
+    }
+}
+
+async fn settle(tollgate: &Tollgate, open: OpenReservation, finish: Finish) {
+    let request_id = open.request_id.clone();
+    if let Err(error) = tollgate.finish(open, finish).await {
+        tracing::error!(%error, request_id, "could not settle a request");
+    }
+}
+
+/// The task's part of the call: everything but the client side of the channels.
+struct Upstream {
+    tollgate: Tollgate,
+    attempts: Vec<Attempt>,
+    cooldowns: Arc<Mutex<Cooldowns>>,
+    request_id: String,
+}
+
+impl Upstream {
+    /// Tries the deployments in order until one answers, failing over as the module doc
+    /// says. Returns the deployment that answered (its dialect and prices) and its reply.
+    async fn connect(self) -> Result<(Dialect, ModelPrices, UpstreamReply), UpstreamError> {
+        let mut last_error = None;
+        for attempt in self.attempts {
+            let dialect = attempt.provider.dialect();
+            let reply = match attempt.provider.call(attempt.request).await {
+                Ok(UpstreamReply::Stream(events)) => peek_head(events, dialect).await,
+                other => other,
+            };
+            let mut cooldowns = self.cooldowns.lock().unwrap_or_else(PoisonError::into_inner);
+            match reply {
+                Ok(reply) => {
+                    cooldowns.record_success(&attempt.deployment);
+                    tracing::debug!(
+                        request_id = self.request_id,
+                        provider = attempt.deployment.provider,
+                        upstream_model = attempt.deployment.upstream_model,
+                        "deployment answered"
+                    );
+                    return Ok((dialect, attempt.prices, reply));
+                }
+                Err(error) => {
+                    let fails_over = error.fails_over();
+                    if fails_over {
+                        cooldowns.record_failure(&attempt.deployment, self.tollgate.now());
+                        tracing::warn!(
+                            request_id = self.request_id,
+                            provider = attempt.deployment.provider,
+                            upstream_model = attempt.deployment.upstream_model,
+                            %error,
+                            "deployment failed; cooling it down and trying the next"
+                        );
+                    }
+                    last_error = Some(error);
+                    if !fails_over {
+                        break;
+                    }
+                }
+            }
+        }
+        Err(last_error.unwrap_or_else(|| UpstreamError::Protocol("the model has no deployment".to_owned())))
+    }
+}
+
+/// Events a stream may open with before its first content that are held back while the
+/// deployment can still be replaced; a stream whose head runs longer is taken as answered.
+const STREAM_HEAD_EVENTS_MAX: usize = 16;
+
+/// Reads a stream's head — the events before the first content (`message_start`,
+/// `content_block_start`, `ping`; OpenAI's empty role chunk) — before the client learns of
+/// the stream. An `overloaded_error` or `api_error` event there means the deployment served
+/// nothing: it is reported as the status it stands for, so the caller can fail over.
+async fn peek_head(mut events: EventStream, dialect: Dialect) -> Result<UpstreamReply, UpstreamError> {
+    let mut head = Vec::new();
+    while head.len() < STREAM_HEAD_EVENTS_MAX {
+        match events.next().await {
+            Some(Ok(event)) => {
+                if let Some(error) = opening_failure(&event, dialect) {
+                    return Err(error);
+                }
+                let is_content = !is_head_event(&event, dialect);
+                head.push(Ok(event));
+                if is_content {
+                    break;
+                }
+            }
+            Some(Err(error)) => {
+                head.push(Err(error));
+                break;
+            }
+            None => break,
+        }
+    }
+    let rest: EventStream = Box::pin(futures_util::stream::iter(head).chain(events));
+    Ok(UpstreamReply::Stream(rest))
+}
+
+/// Whether an event only opens the stream, with nothing generated yet.
+fn is_head_event(event: &SseEvent, dialect: Dialect) -> bool {
+    match dialect {
+        Dialect::Anthropic => matches!(
+            event.event.as_str(),
+            "message_start" | "content_block_start" | "ping"
+        ),
+        Dialect::OpenAi => {
+            let Ok(chunk) = serde_json::from_str::<Value>(&event.data) else {
+                return false;
+            };
+            let empty = |value: &Value| value.is_null() || value.as_str().is_some_and(str::is_empty);
+            chunk.get("usage").is_none_or(Value::is_null)
+                && chunk["choices"].as_array().is_some_and(|choices| {
+                    choices.iter().all(|choice| {
+                        choice["finish_reason"].is_null()
+                            && empty(&choice["delta"]["content"])
+                            && choice["delta"].get("tool_calls").is_none()
+                    })
+                })
+        }
+    }
+}
+
+fn opening_failure(event: &SseEvent, dialect: Dialect) -> Option<UpstreamError> {
+    let data: Value = serde_json::from_str(&event.data).ok()?;
+    let error = match dialect {
+        Dialect::Anthropic if event.event == "error" || data["type"] == "error" => data.get("error")?,
+        Dialect::OpenAi => data.get("error").filter(|error| !error.is_null())?,
+        Dialect::Anthropic => return None,
+    };
+    let status = match error.get("type").and_then(Value::as_str) {
+        Some("overloaded_error" | "overloaded") => 529,
+        Some("api_error" | "server_error") | None => 500,
+        Some(_) => return None,
+    };
+    Some(UpstreamError::Status {
+        status,
+        body: Bytes::from(event.data.clone()),
+    })
+}
+
+impl MeteredCall {
+    fn split(self) -> (Upstream, OpenReservation, Settings) {
+        let upstream = Upstream {
+            tollgate: self.tollgate.clone(),
+            request_id: self.open.request_id.clone(),
+            attempts: self.attempts,
+            cooldowns: self.cooldowns,
+        };
+        let settings = Settings {
+            tollgate: self.tollgate,
+            drain_bound: self.drain_bound,
+            client: self.client,
+            requested_model: self.requested_model,
+            input_tokens_estimate: self.input_tokens_estimate,
+        };
+        (upstream, self.open, settings)
+    }
+
+    pub(crate) async fn call(self) -> Result<Response, ApiError> {
+        let (reply_sender, reply_receiver) = oneshot::channel();
+        let (upstream, mut open, settings) = self.split();
+        tokio::spawn(async move {
+            let (finish, reply) = match upstream.connect().await {
+                Ok((dialect, prices, UpstreamReply::Message { body, usage })) => {
+                    open.prices = prices;
+                    match settings.reshape_body(dialect, &body) {
+                        Ok(body) => (
+                            Finish {
+                                usage,
+                                status: UsageStatus::Succeeded,
+                                error_type: None,
+                            },
+                            Ok(body),
+                        ),
+                        Err(error) => (failed(&error), Err(error)),
+                    }
+                }
+                Ok((_, _, UpstreamReply::Stream(_))) => {
+                    let error = UpstreamError::Protocol("a stream answered a non-streaming request".into());
+                    (failed(&error), Err(error))
+                }
+                Err(error) => (failed(&error), Err(error)),
+            };
+            let finish = if reply_sender.is_closed() && finish.status == UsageStatus::Succeeded {
+                Finish {
+                    status: UsageStatus::ClientDisconnected,
+                    ..finish
+                }
+            } else {
+                finish
+            };
+            settle(&settings.tollgate, open, finish).await;
+            let _ = reply_sender.send(reply);
+        });
+        match reply_receiver.await {
+            Ok(Ok(body)) => Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response()),
+            Ok(Err(error)) => Err(ApiError::from_upstream(&error)),
+            Err(_) => Err(ApiError::internal("the upstream task ended without a reply")),
+        }
+    }
+
+    pub(crate) async fn stream(self) -> Result<Response, ApiError> {
+        let (start_sender, start_receiver) = oneshot::channel::<Result<(), UpstreamError>>();
+        let (event_sender, event_receiver) = mpsc::channel::<Bytes>(STREAM_BUFFER_EVENTS);
+        let (upstream, mut open, settings) = self.split();
+        tokio::spawn(async move {
+            let (dialect, events) = match upstream.connect().await {
+                Ok((dialect, prices, UpstreamReply::Stream(events))) => {
+                    open.prices = prices;
+                    (dialect, events)
+                }
+                Ok((_, _, UpstreamReply::Message { .. })) => {
+                    let error = UpstreamError::Protocol("a message answered a streaming request".into());
+                    settle(&settings.tollgate, open, failed(&error)).await;
+                    let _ = start_sender.send(Err(error));
+                    return;
+                }
+                Err(error) => {
+                    settle(&settings.tollgate, open, failed(&error)).await;
+                    let _ = start_sender.send(Err(error));
+                    return;
+                }
+            };
+            let _ = start_sender.send(Ok(()));
+            settings.relay(open, dialect, events, event_sender).await;
+        });
+        match start_receiver.await {
+            Ok(Ok(())) => {
+                let body = Body::from_stream(
+                    ReceiverStream::new(event_receiver).map(Ok::<Bytes, std::convert::Infallible>),
+                );
+                let mut response = Response::new(body);
+                let headers = response.headers_mut();
+                headers.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/event-stream; charset=utf-8"),
+                );
+                headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+                Ok(response)
+            }
+            Ok(Err(error)) => Err(ApiError::from_upstream(&error)),
+            Err(_) => Err(ApiError::internal(
+                "the upstream task ended before the stream started",
+            )),
+        }
+    }
+}
+
+/// What the relay needs once a deployment has answered.
+struct Settings {
+    tollgate: Tollgate,
+    drain_bound: Duration,
+    client: ClientWire,
+    requested_model: String,
+    input_tokens_estimate: u64,
+}
+
+impl Settings {
+    /// A whole reply in the client's dialect: verbatim when the dialects agree.
+    fn reshape_body(&self, upstream: Dialect, body: &Bytes) -> Result<Bytes, UpstreamError> {
+        if upstream == self.client.dialect() {
+            return Ok(body.clone());
+        }
+        let value: Value = serde_json::from_slice(body)
+            .map_err(|error| UpstreamError::Protocol(format!("the reply is not JSON: {error}")))?;
+        let reshaped = match self.client {
+            ClientWire::ChatCompletions { .. } => {
+                message_to_chat_completion(&value, &self.requested_model, self.tollgate.now().timestamp())
+            }
+            ClientWire::Messages => chat_completion_to_message(&value, &self.requested_model),
+        };
+        Ok(Bytes::from(reshaped.to_string()))
+    }
+
+    /// Forwards upstream events to the client in its dialect while metering them, then
+    /// settles, then sends the held-back terminal event (or the error that ended the stream).
+    async fn relay(
+        self,
+        open: OpenReservation,
+        upstream: Dialect,
+        mut events: EventStream,
+        client: mpsc::Sender<Bytes>,
+    ) {
+        let mut meter = Meter::new(upstream);
+        let mut converter = Converter::new(
+            upstream,
+            self.client,
+            &self.requested_model,
+            self.tollgate.now().timestamp(),
+        );
+        let mut drain_deadline: Option<tokio::time::Instant> = None;
+        let mut failure: Option<UpstreamError> = None;
+        let mut held_back: Vec<SseEvent> = Vec::new();
+        let mut drain_cut = false;
+        loop {
+            let next = match drain_deadline {
+                None => events.next().await,
+                Some(deadline) => match tokio::time::timeout_at(deadline, events.next()).await {
+                    Ok(next) => next,
+                    Err(_) => {
+                        drain_cut = true;
+                        break;
+                    }
+                },
+            };
+            let event = match next {
+                None => break,
+                Some(Ok(event)) => event,
+                Some(Err(error)) => {
+                    failure = Some(error);
+                    break;
+                }
+            };
+            meter.observe(&event);
+            for out in converter.convert(&event) {
+                if !held_back.is_empty() || self.client.is_terminal(&out) {
+                    held_back.push(out);
+                    continue;
+                }
+                if drain_deadline.is_none() && client.send(self.client.encode(&out)).await.is_err() {
+                    drain_deadline = Some(tokio::time::Instant::now() + self.drain_bound);
+                }
+            }
+        }
+        if failure.is_none() && !drain_cut {
+            for out in converter.finish() {
+                if !held_back.is_empty() || self.client.is_terminal(&out) {
+                    held_back.push(out);
+                } else if drain_deadline.is_none() && client.send(self.client.encode(&out)).await.is_err() {
+                    drain_deadline = Some(tokio::time::Instant::now() + self.drain_bound);
+                }
+            }
+        }
+        let client_gone = drain_deadline.is_some();
+        let usage = meter.usage(self.input_tokens_estimate);
+        let finish = if meter.saw_error() || failure.is_some() {
+            Finish {
+                usage,
+                status: UsageStatus::Failed,
+                error_type: Some(match &failure {
+                    Some(error) => ApiError::from_upstream_kind(error).to_owned(),
+                    None => "upstream_stream_error".to_owned(),
+                }),
+            }
+        } else if client_gone {
+            // Charged for what was generated: the whole answer when the drain finished, what
+            // the upstream had reported when the drain bound cut it short.
+            Finish {
+                usage,
+                status: UsageStatus::ClientDisconnected,
+                error_type: drain_cut.then(|| "drain_bound_reached".to_owned()),
+            }
+        } else if held_back.is_empty() {
+            Finish {
+                usage,
+                status: UsageStatus::Failed,
+                error_type: Some("upstream_stream_incomplete".to_owned()),
+            }
+        } else {
+            Finish {
+                usage,
+                status: UsageStatus::Succeeded,
+                error_type: None,
+            }
+        };
+        let succeeded = finish.status == UsageStatus::Succeeded;
+        settle(&self.tollgate, open, finish).await;
+        if client_gone {
+            return;
+        }
+        if succeeded {
+            for event in held_back {
+                if client.send(self.client.encode(&event)).await.is_err() {
+                    break;
+                }
+            }
+        } else if let Some(error) = failure {
+            let error = ApiError::from_upstream(&error);
+            let event = match self.client {
+                ClientWire::Messages => {
+                    let envelope = error.to_json("");
+                    SseEvent {
+                        event: "error".into(),
+                        data: serde_json::json!({"type": "error", "error": envelope["error"]}).to_string(),
+                    }
+                }
+                ClientWire::ChatCompletions { .. } => SseEvent {
+                    event: String::new(),
+                    data: error.to_openai_json().to_string(),
+                },
+            };
+            let _ = client.send(self.client.encode(&event)).await;
+        }
+    }
+}
+
+/// Reads usage from the upstream's own events, in its dialect.
+enum Meter {
+    Anthropic(UsageAccumulator),
+    OpenAi(ChatUsageAccumulator),
+}
+
+impl Meter {
+    fn new(upstream: Dialect) -> Meter {
+        match upstream {
+            Dialect::Anthropic => Meter::Anthropic(UsageAccumulator::default()),
+            Dialect::OpenAi => Meter::OpenAi(ChatUsageAccumulator::default()),
+        }
+    }
+
+    fn observe(&mut self, event: &SseEvent) {
+        match self {
+            Meter::Anthropic(meter) => meter.observe(event),
+            Meter::OpenAi(meter) => meter.observe(event),
+        }
+    }
+
+    fn saw_error(&self) -> bool {
+        match self {
+            Meter::Anthropic(meter) => meter.saw_error(),
+            Meter::OpenAi(meter) => meter.saw_error(),
+        }
+    }
+
+    /// The reported usage. A Chat Completions server that reports none (it ignored
+    /// `include_usage`) is charged an estimate: the body's input estimate and four bytes of
+    /// generated text a token, so delivered content is never free.
+    fn usage(&self, input_tokens_estimate: u64) -> TokenUsage {
+        match self {
+            Meter::Anthropic(meter) => meter.usage(),
+            Meter::OpenAi(meter) => match meter.reported_usage() {
+                Some(usage) => usage,
+                None if meter.generated_bytes() == 0 => TokenUsage::default(),
+                None => {
+                    tracing::warn!("an OpenAI-compatible stream reported no usage; charging an estimate");
+                    TokenUsage {
+                        input_tokens: input_tokens_estimate,
+                        output_tokens: meter.generated_bytes().div_ceil(4),
+                        ..TokenUsage::default()
+                    }
+                }
+            },
+        }
+    }
+}
+
+/// Turns upstream events into the client's.
+enum Converter {
+    /// Anthropic to a Messages client: verbatim.
+    Verbatim,
+    /// Chat Completions to a Chat Completions client: verbatim, except the usage the
+    /// gateway asked for on the client's behalf when the client did not.
+    Chat {
+        strip_usage: bool,
+        saw_finish: bool,
+        saw_done: bool,
+    },
+    ToChat(Box<ToChatChunks>),
+    ToMessages(Box<ToMessageEvents>),
+}
+
+impl Converter {
+    fn new(upstream: Dialect, client: ClientWire, model: &str, created_unix_seconds: i64) -> Converter {
+        match (upstream, client) {
+            (Dialect::Anthropic, ClientWire::Messages) => Converter::Verbatim,
+            (Dialect::OpenAi, ClientWire::ChatCompletions { include_usage }) => Converter::Chat {
+                strip_usage: !include_usage,
+                saw_finish: false,
+                saw_done: false,
+            },
+            (Dialect::Anthropic, ClientWire::ChatCompletions { include_usage }) => Converter::ToChat(
+                Box::new(ToChatChunks::new(model, created_unix_seconds, include_usage)),
+            ),
+            (Dialect::OpenAi, ClientWire::Messages) => {
+                Converter::ToMessages(Box::new(ToMessageEvents::new(model)))
+            }
+        }
+    }
+
+    fn convert(&mut self, event: &SseEvent) -> Vec<SseEvent> {
+        match self {
+            Converter::Verbatim => vec![event.clone()],
+            Converter::Chat {
+                strip_usage,
+                saw_finish,
+                saw_done,
+            } => {
+                if is_done(event) {
+                    *saw_done = true;
+                    return vec![done_event()];
+                }
+                let Ok(mut chunk) = serde_json::from_str::<Value>(&event.data) else {
+                    return vec![event.clone()];
+                };
+                if chunk["choices"]
+                    .as_array()
+                    .is_some_and(|choices| choices.iter().any(|choice| !choice["finish_reason"].is_null()))
+                {
+                    *saw_finish = true;
+                }
+                // A null usage says nothing; only a reported one is the client's business.
+                if !*strip_usage || chunk.get("usage").is_none_or(Value::is_null) {
+                    return vec![event.clone()];
+                }
+                let usage_only = chunk["choices"].as_array().is_some_and(Vec::is_empty);
+                if usage_only {
+                    return Vec::new();
+                }
+                if let Some(object) = chunk.as_object_mut() {
+                    object.remove("usage");
+                }
+                vec![SseEvent {
+                    event: String::new(),
+                    data: chunk.to_string(),
+                }]
+            }
+            Converter::ToChat(converter) => converter.translate(event),
+            Converter::ToMessages(converter) => converter.translate(event),
+        }
+    }
+
+    /// Closing events for an upstream that ended without its terminator but had finished.
+    fn finish(&mut self) -> Vec<SseEvent> {
+        match self {
+            Converter::Chat {
+                saw_finish: true,
+                saw_done: false,
+                ..
+            } => vec![done_event()],
+            Converter::ToMessages(converter) => converter.finish(),
+            _ => Vec::new(),
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! From a resolved model to the attempts one request will make: the model's deployments
+//! in routing order (`tollgate_core::catalog::route_order`, with the cooldowns in force and
+//! a random number drawn from the request id), each with the body in its provider's dialect
+//! and the prices it would charge. Writing the bodies here, before anything is reserved,
+//! means a request that cannot be translated is refused without touching credit, and the
+//! reservation can be bounded by the largest body any deployment will receive.
+
+use std::sync::PoisonError;
+
+use bytes::Bytes;
+use serde_json::{Map, Value, json};
+use tollgate_core::catalog::{ResolvedModel, route_order};
+use tollgate_upstream::{Dialect, Provider, UpstreamRequest};
+
+use crate::GatewayState;
+use crate::error::ApiError;
+use crate::metered::Attempt;
+use crate::translate::request::{chat_to_messages, messages_to_chat};
+
+/// What the routing needs to know of the client's request.
+pub(crate) struct ClientRequest<'a> {
+    pub(crate) dialect: Dialect,
+    pub(crate) body: &'a Map<String, Value>,
+    /// The body as the client sent it, forwarded as is where nothing needs changing.
+    pub(crate) original: &'a Bytes,
+    pub(crate) stream: bool,
+    /// The client's output limit, when it gave one.
+    pub(crate) max_tokens: Option<u64>,
+    pub(crate) images: u64,
+    /// Pass-through for Anthropic upstreams, from an Anthropic client.
+    pub(crate) anthropic_version: Option<String>,
+    pub(crate) anthropic_beta: Option<String>,
+    pub(crate) query: Option<String>,
+}
+
+/// The request's attempts, in the order to try them.
+pub(crate) fn plan_attempts(
+    state: &GatewayState,
+    resolved: &ResolvedModel<'_>,
+    request: &ClientRequest<'_>,
+    request_id: &str,
+) -> Result<Vec<Attempt>, ApiError> {
+    let deployments = &resolved.model.deployments;
+    let now = state.tollgate.now();
+    let order = {
+        let cooldowns = state.cooldowns.lock().unwrap_or_else(PoisonError::into_inner);
+        route_order(
+            deployments,
+            |deployment| cooldowns.is_cooling(deployment, now),
+            random_from(request_id),
+        )
+    };
+    let mut attempts = Vec::with_capacity(order.len());
+    for index in order {
+        let deployment = &deployments[index];
+        let provider = state
+            .providers
+            .get(&deployment.provider)
+            .cloned()
+            .ok_or_else(|| {
+                ApiError::internal(format!("no provider '{}' is configured", deployment.provider))
+            })?;
+        let upstream_model = resolved.upstream_model(deployment);
+        let body = upstream_body(&provider, resolved, request, upstream_model)?;
+        let prices = deployment
+            .prices
+            .for_request(request.images)
+            .ok_or_else(|| ApiError::invalid("The request carries too many images to price."))?;
+        let same_dialect = request.dialect == provider.dialect();
+        attempts.push(Attempt {
+            deployment: deployment.clone(),
+            request: UpstreamRequest {
+                body,
+                stream: request.stream,
+                anthropic_version: request.anthropic_version.clone(),
+                anthropic_beta: request.anthropic_beta.clone(),
+                // A query string means something only to the API it was written for.
+                query: same_dialect.then(|| request.query.clone()).flatten(),
+            },
+            provider,
+            prices,
+        });
+    }
+    Ok(attempts)
+}
+
+/// The body one provider gets: the client's bytes when nothing changes, else rewritten or
+/// translated into the provider's dialect.
+fn upstream_body(
+    provider: &Provider,
+    resolved: &ResolvedModel<'_>,
+    request: &ClientRequest<'_>,
+    upstream_model: &str,
+) -> Result<Bytes, ApiError> {
+    let default_max_tokens = resolved.model.default_max_tokens;
+    let body = match (request.dialect, provider) {
+        (Dialect::Anthropic, Provider::OpenAi(client)) => {
+            messages_to_chat(request.body, upstream_model, client.max_tokens_field())?
+        }
+        (Dialect::OpenAi, Provider::Simulated(_) | Provider::Anthropic(_)) => chat_to_messages(
+            request.body,
+            upstream_model,
+            request.max_tokens.unwrap_or(default_max_tokens),
+        )?,
+        (Dialect::Anthropic, Provider::Simulated(_) | Provider::Anthropic(_)) => {
+            if request.body.get("model").and_then(Value::as_str) == Some(upstream_model) {
+                return Ok(request.original.clone());
+            }
+            let mut body = request.body.clone();
+            body.insert("model".into(), json!(upstream_model));
+            Value::Object(body)
+        }
+        (Dialect::OpenAi, Provider::OpenAi(client)) => {
+            let mut body = request.body.clone();
+            body.insert("model".into(), json!(upstream_model));
+            // The output must be bounded for the reservation to be.
+            if request.max_tokens.is_none() {
+                body.insert(client.max_tokens_field().name().into(), json!(default_max_tokens));
+            }
+            // Streams are metered from the usage chunk, so always ask for it.
+            if request.stream {
+                let options = body.entry("stream_options").or_insert_with(|| json!({}));
+                if !options.is_object() {
+                    *options = json!({});
+                }
+                options["include_usage"] = json!(true);
+            }
+            Value::Object(body)
+        }
+    };
+    serde_json::to_vec(&body)
+        .map(Bytes::from)
+        .map_err(ApiError::internal)
+}
+
+/// Routing's random number, from the request id (itself random): spreads traffic by
+/// weight without another source of randomness. FNV-1a, stable across Rust versions.
+fn random_from(request_id: &str) -> u64 {
+    request_id.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// The largest body any attempt sends: what bounds the input tokens.
+pub(crate) fn largest_body_bytes(original: &Bytes, attempts: &[Attempt]) -> usize {
+    attempts
+        .iter()
+        .map(|attempt| attempt.request.body.len())
+        .chain(std::iter::once(original.len()))
+        .max()
+        .unwrap_or(0)
+}

@@ -1,0 +1,320 @@
+//! The usage report and the cost report of an organization, on the `OrgAdmin` handle.
+//! Both read the charged usage the store rolls up (by hour, or by minute from the records
+//! for minute-wide buckets), group it as asked, and page it by buckets. The cost report
+//! adds up the ledger's charges, so over any window it equals the settled charges to the
+//! nano-dollar; its split by token type is `tollgate_core::reports::split_cost`, exact by
+//! construction.
+
+use std::collections::BTreeMap;
+
+use tollgate_core::Timestamp;
+use tollgate_core::catalog::Catalog;
+use tollgate_core::money::NanoUsd;
+use tollgate_core::reports::{Bucket, BucketWidth, ContextWindow, ReportWindow, TokenType, split_cost};
+use tollgate_core::usage::TokenUsage;
+use tollgate_store::UsageRollupRow;
+
+use crate::admin::OrgAdmin;
+use crate::error::ServiceError;
+
+/// The only service tier tollgate serves (no batch or priority tier yet).
+pub const STANDARD_SERVICE_TIER: &str = "standard";
+
+/// Which dimensions split a usage report's results.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UsageGroupBy {
+    pub api_key_id: bool,
+    pub workspace_id: bool,
+    pub model: bool,
+    pub service_tier: bool,
+    pub context_window: bool,
+}
+
+/// Restrictions of a usage report; an empty list restricts nothing.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UsageFilters {
+    pub api_key_ids: Vec<String>,
+    pub workspace_ids: Vec<String>,
+    pub models: Vec<String>,
+    pub service_tiers: Vec<String>,
+    pub context_windows: Vec<ContextWindow>,
+}
+
+/// One page of a report.
+#[derive(Clone, Debug)]
+pub struct ReportPage {
+    pub window: ReportWindow,
+    /// Where the page starts: the window's start, or a previous page's `next_page`.
+    pub from: Option<Timestamp>,
+    pub limit: usize,
+}
+
+/// One group's usage in one bucket; ungrouped dimensions are `None`, and so is the
+/// Default workspace's id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsageResult {
+    pub api_key_id: Option<String>,
+    pub workspace_id: Option<String>,
+    pub model: Option<String>,
+    pub service_tier: Option<&'static str>,
+    pub context_window: Option<ContextWindow>,
+    pub requests: u64,
+    pub usage: TokenUsage,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReportBucket<T> {
+    pub bucket: Bucket,
+    pub results: Vec<T>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Report<T> {
+    pub buckets: Vec<ReportBucket<T>>,
+    /// The start of the next page, if the window goes on.
+    pub next_page: Option<Timestamp>,
+}
+
+/// What a cost item is for, when grouped by description.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CostDescription {
+    pub model: String,
+    /// "Claude Sonnet 4.6 Usage - Input Tokens"
+    pub description: String,
+    /// `None` for the adjustment item (what today's prices don't explain).
+    pub token_type: Option<TokenType>,
+    pub context_window: ContextWindow,
+}
+
+/// One cost item of a bucket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CostResult {
+    pub workspace_id: Option<String>,
+    pub amount: NanoUsd,
+    pub description: Option<CostDescription>,
+}
+
+/// The description's suffix of the item that carries what prices don't explain.
+pub const ADJUSTMENT_DESCRIPTION: &str = "Other Charges";
+
+type UsageKey = (
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<&'static str>,
+    Option<ContextWindow>,
+);
+
+impl OrgAdmin {
+    async fn rows(
+        &self,
+        window: &ReportWindow,
+        buckets: &[Bucket],
+    ) -> Result<Vec<UsageRollupRow>, ServiceError> {
+        let (Some(first), Some(last)) = (buckets.first(), buckets.last()) else {
+            return Ok(Vec::new());
+        };
+        let store = self.tollgate().store();
+        Ok(match window.width() {
+            BucketWidth::Minute => {
+                store
+                    .usage_by_minute(self.org_id(), first.starting_at, last.ending_at)
+                    .await?
+            }
+            BucketWidth::Hour | BucketWidth::Day => {
+                store
+                    .usage_hourly(self.org_id(), first.starting_at, last.ending_at)
+                    .await?
+            }
+        })
+    }
+
+    /// The usage report: token counts by bucket, grouped and filtered.
+    pub async fn usage_report(
+        &self,
+        page: &ReportPage,
+        group_by: UsageGroupBy,
+        filters: &UsageFilters,
+    ) -> Result<Report<UsageResult>, ServiceError> {
+        let (buckets, next_page) = page.window.page(page.from, page.limit);
+        let rows = self.rows(&page.window, &buckets).await?;
+        let default_workspace = self.default_workspace_id().await?;
+        let width = page.window.width();
+        let mut grouped: BTreeMap<(Timestamp, UsageKey), UsageResult> = BTreeMap::new();
+        for row in rows {
+            let workspace_id = public_workspace(&row.workspace_id, &default_workspace);
+            let keep = (filters.api_key_ids.is_empty()
+                || row
+                    .api_key_id
+                    .as_ref()
+                    .is_some_and(|id| filters.api_key_ids.contains(id)))
+                && (filters.workspace_ids.is_empty()
+                    || workspace_id
+                        .as_ref()
+                        .is_some_and(|id| filters.workspace_ids.contains(id)))
+                && (filters.models.is_empty() || filters.models.contains(&row.model))
+                && (filters.service_tiers.is_empty()
+                    || filters
+                        .service_tiers
+                        .iter()
+                        .any(|tier| tier == STANDARD_SERVICE_TIER))
+                && (filters.context_windows.is_empty()
+                    || filters.context_windows.contains(&row.context_window));
+            if !keep {
+                continue;
+            }
+            let key: UsageKey = (
+                row.api_key_id.clone().filter(|_| group_by.api_key_id),
+                workspace_id.filter(|_| group_by.workspace_id),
+                Some(row.model.clone()).filter(|_| group_by.model),
+                Some(STANDARD_SERVICE_TIER).filter(|_| group_by.service_tier),
+                Some(row.context_window).filter(|_| group_by.context_window),
+            );
+            let bucket = width.snap(row.bucket_start);
+            let entry = grouped
+                .entry((bucket, key.clone()))
+                .or_insert_with(|| UsageResult {
+                    api_key_id: key.0,
+                    workspace_id: key.1,
+                    model: key.2,
+                    service_tier: key.3,
+                    context_window: key.4,
+                    requests: 0,
+                    usage: TokenUsage::default(),
+                });
+            entry.requests = entry.requests.saturating_add(row.requests);
+            entry.usage = add_usage(&entry.usage, &row.usage);
+        }
+        Ok(Report {
+            buckets: buckets
+                .into_iter()
+                .map(|bucket| ReportBucket {
+                    results: grouped
+                        .range((bucket.starting_at, minimum_key())..)
+                        .take_while(|((start, _), _)| *start == bucket.starting_at)
+                        .map(|(_, result)| result.clone())
+                        .collect(),
+                    bucket,
+                })
+                .collect(),
+            next_page,
+        })
+    }
+
+    /// The cost report (daily buckets): the ledger's charges, by workspace and/or by
+    /// description (model and token type), with model names from `catalog`.
+    pub async fn cost_report(
+        &self,
+        catalog: &Catalog,
+        page: &ReportPage,
+        group_by_workspace: bool,
+        group_by_description: bool,
+    ) -> Result<Report<CostResult>, ServiceError> {
+        let (buckets, next_page) = page.window.page(page.from, page.limit);
+        let rows = self.rows(&page.window, &buckets).await?;
+        let default_workspace = self.default_workspace_id().await?;
+        let width = page.window.width();
+        // First sum charges and tokens per bucket, workspace (if grouped), and model and
+        // context window (if grouped by description); then split each sum by token type.
+        type CostKey = (Timestamp, Option<String>, Option<(String, ContextWindow)>);
+        let mut sums: BTreeMap<CostKey, (TokenUsage, NanoUsd)> = BTreeMap::new();
+        for row in rows {
+            let workspace_id =
+                public_workspace(&row.workspace_id, &default_workspace).filter(|_| group_by_workspace);
+            let model = Some((row.model.clone(), row.context_window)).filter(|_| group_by_description);
+            let entry = sums
+                .entry((width.snap(row.bucket_start), workspace_id, model))
+                .or_insert((TokenUsage::default(), NanoUsd::ZERO));
+            entry.0 = add_usage(&entry.0, &row.usage);
+            entry.1 = entry
+                .1
+                .checked_add(row.charged)
+                .ok_or_else(|| ServiceError::Invalid("the report's total overflows".into()))?;
+        }
+        let mut by_bucket: BTreeMap<Timestamp, Vec<CostResult>> = BTreeMap::new();
+        for ((bucket, workspace_id, model), (usage, charged)) in sums {
+            let results = by_bucket.entry(bucket).or_default();
+            let Some((model, context_window)) = model else {
+                results.push(CostResult {
+                    workspace_id,
+                    amount: charged,
+                    description: None,
+                });
+                continue;
+            };
+            let catalog_model = catalog
+                .model(&model)
+                .or_else(|| catalog.resolve(&model).map(|resolved| resolved.model));
+            let display_name = catalog_model.map_or(model.as_str(), |found| found.display_name.as_str());
+            let split = split_cost(catalog_model.map(|found| &found.prices), &usage, charged);
+            for (token_type, amount) in split.parts {
+                results.push(CostResult {
+                    workspace_id: workspace_id.clone(),
+                    amount,
+                    description: Some(CostDescription {
+                        model: model.clone(),
+                        description: format!("{display_name} Usage - {}", token_type.description()),
+                        token_type: Some(token_type),
+                        context_window,
+                    }),
+                });
+            }
+            if split.adjustment != NanoUsd::ZERO {
+                results.push(CostResult {
+                    workspace_id: workspace_id.clone(),
+                    amount: split.adjustment,
+                    description: Some(CostDescription {
+                        model: model.clone(),
+                        description: format!("{display_name} Usage - {ADJUSTMENT_DESCRIPTION}"),
+                        token_type: None,
+                        context_window,
+                    }),
+                });
+            }
+        }
+        Ok(Report {
+            buckets: buckets
+                .into_iter()
+                .map(|bucket| ReportBucket {
+                    results: by_bucket.remove(&bucket.starting_at).unwrap_or_default(),
+                    bucket,
+                })
+                .collect(),
+            next_page,
+        })
+    }
+
+    /// What the ledger charged the organization for usage in `[from, to)`.
+    pub async fn settled_charges(&self, from: Timestamp, to: Timestamp) -> Result<NanoUsd, ServiceError> {
+        Ok(self
+            .tollgate()
+            .store()
+            .settled_charges(self.org_id(), from, to)
+            .await?)
+    }
+}
+
+fn minimum_key() -> UsageKey {
+    (None, None, None, None, None)
+}
+
+/// The workspace id the API shows: `None` for the Default workspace.
+fn public_workspace(workspace_id: &str, default_workspace: &str) -> Option<String> {
+    (workspace_id != default_workspace).then(|| workspace_id.to_owned())
+}
+
+fn add_usage(left: &TokenUsage, right: &TokenUsage) -> TokenUsage {
+    TokenUsage {
+        input_tokens: left.input_tokens.saturating_add(right.input_tokens),
+        output_tokens: left.output_tokens.saturating_add(right.output_tokens),
+        cache_creation_5m_input_tokens: left
+            .cache_creation_5m_input_tokens
+            .saturating_add(right.cache_creation_5m_input_tokens),
+        cache_creation_1h_input_tokens: left
+            .cache_creation_1h_input_tokens
+            .saturating_add(right.cache_creation_1h_input_tokens),
+        cache_read_input_tokens: left
+            .cache_read_input_tokens
+            .saturating_add(right.cache_read_input_tokens),
+    }
+}

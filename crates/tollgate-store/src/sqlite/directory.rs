@@ -1,0 +1,668 @@
+//! The Admin API's directory: keys with who created them, workspace renames and archives,
+//! users, invites and workspace members. No money moves here.
+//!
+//! Every check that guards a write (a name still free, the active-workspace cap, a pending
+//! invite) runs inside the write transaction that makes it, so two admins racing cannot
+//! both pass it.
+
+use sqlx::sqlite::SqliteRow;
+use tollgate_core::Timestamp;
+use tollgate_core::keys::KeyKind;
+use tollgate_core::roles::{OrgRole, WorkspaceRole};
+
+use crate::Store;
+use crate::admin_model::{
+    CreatedBy, DirectoryRejection, InviteRecord, InviteState, KeyView, MemberRecord, UserRecord,
+    WorkspaceRejection,
+};
+use crate::error::{StoreError, TxError};
+use crate::model::{AuditEntry, KeyStatus, NewKey, Workspace};
+use crate::sqlite::audit_log::{check_entry_scope, insert_audit_event};
+use crate::sqlite::{
+    SqliteStore, column, insert_workspace, key_from_row, millis, store_error, timestamp_from_sql,
+    truncate_to_millis, unknown_text, workspace_from_row,
+};
+
+const KEY_VIEW_SELECT: &str = "SELECT id, kind, org_id, workspace_id, name, hint, status, created_at,
+        last_used_at, created_by_type, created_by_id
+    FROM api_keys";
+
+const WORKSPACE_SELECT: &str = "SELECT id, org_id, name, is_default, created_at, archived_at FROM workspaces";
+
+const USER_SELECT: &str = "SELECT id, org_id, email, name, role, added_at FROM users";
+
+const INVITE_SELECT: &str = "SELECT id, org_id, email, role, status, invited_at, expires_at FROM invites";
+
+impl SqliteStore {
+    async fn insert_key_by(&self, key: NewKey, created_by: &CreatedBy) -> Result<KeyView, StoreError> {
+        sqlx::query(
+            "INSERT INTO api_keys
+                (id, kind, org_id, workspace_id, name, secret_hash, hint, status, created_at,
+                 created_by_type, created_by_id)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&key.id)
+        .bind(key.kind.as_str())
+        .bind(&key.org_id)
+        .bind(&key.workspace_id)
+        .bind(&key.name)
+        .bind(&key.secret_hash)
+        .bind(&key.hint)
+        .bind(KeyStatus::Active.as_str())
+        .bind(millis(key.created_at))
+        .bind(created_by.kind())
+        .bind(created_by.id())
+        .execute(&self.writer)
+        .await
+        .map_err(store_error)?;
+        self.key_view(&key.id)
+            .await?
+            .ok_or_else(|| StoreError::Database(format!("key {} vanished after insert", key.id)))
+    }
+
+    async fn key_view(&self, key_id: &str) -> Result<Option<KeyView>, StoreError> {
+        sqlx::query(&format!("{KEY_VIEW_SELECT} WHERE id = ?"))
+            .bind(key_id)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(store_error)?
+            .map(|row| key_view_from_row(&row))
+            .transpose()
+    }
+
+    async fn key_views(&self, org_id: &str, kind: KeyKind) -> Result<Vec<KeyView>, StoreError> {
+        sqlx::query(&format!(
+            "{KEY_VIEW_SELECT} WHERE org_id = ? AND kind = ? ORDER BY created_at DESC, id DESC"
+        ))
+        .bind(org_id)
+        .bind(kind.as_str())
+        .fetch_all(&self.reader)
+        .await
+        .map_err(store_error)?
+        .iter()
+        .map(key_view_from_row)
+        .collect()
+    }
+
+    async fn rename_key(&self, key_id: &str, name: &str) -> Result<bool, StoreError> {
+        let updated = sqlx::query("UPDATE api_keys SET name = ? WHERE id = ?")
+            .bind(name)
+            .bind(key_id)
+            .execute(&self.writer)
+            .await
+            .map_err(store_error)?;
+        Ok(updated.rows_affected() > 0)
+    }
+
+    async fn create_workspace_capped(
+        &self,
+        org_id: &str,
+        workspace_id: &str,
+        name: &str,
+        now: Timestamp,
+        max_active: usize,
+    ) -> Result<Workspace, TxError<WorkspaceRejection>> {
+        let mut transaction = self.begin_write().await?;
+        let taken = sqlx::query("SELECT 1 FROM workspaces WHERE org_id = ? AND name = ?")
+            .bind(org_id)
+            .bind(name)
+            .fetch_optional(&mut *transaction)
+            .await
+            .map_err(store_error)?;
+        if taken.is_some() {
+            return Err(TxError::Rejected(WorkspaceRejection::NameTaken(name.to_owned())));
+        }
+        // The Default workspace is not counted: the cap is on the ones an admin creates.
+        let active: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM workspaces WHERE org_id = ? AND archived_at IS NULL AND is_default = 0",
+        )
+        .bind(org_id)
+        .fetch_one(&mut *transaction)
+        .await
+        .map_err(store_error)?;
+        if usize::try_from(active).unwrap_or(usize::MAX) >= max_active {
+            return Err(TxError::Rejected(WorkspaceRejection::TooManyWorkspaces(
+                max_active,
+            )));
+        }
+        let workspace = insert_workspace(&mut transaction, org_id, workspace_id, name, false, now).await?;
+        transaction.commit().await.map_err(store_error)?;
+        Ok(workspace)
+    }
+
+    async fn rename_workspace(
+        &self,
+        workspace_id: &str,
+        name: &str,
+    ) -> Result<Workspace, TxError<WorkspaceRejection>> {
+        let mut transaction = self.begin_write().await?;
+        let Some(workspace) = sqlx::query(&format!("{WORKSPACE_SELECT} WHERE id = ?"))
+            .bind(workspace_id)
+            .fetch_optional(&mut *transaction)
+            .await
+            .map_err(store_error)?
+            .map(|row| workspace_from_row(&row))
+            .transpose()?
+        else {
+            return Err(TxError::Rejected(WorkspaceRejection::Unknown));
+        };
+        if workspace.archived_at.is_some() {
+            return Err(TxError::Rejected(WorkspaceRejection::Archived));
+        }
+        if workspace.name != name {
+            let taken = sqlx::query("SELECT 1 FROM workspaces WHERE org_id = ? AND name = ?")
+                .bind(&workspace.org_id)
+                .bind(name)
+                .fetch_optional(&mut *transaction)
+                .await
+                .map_err(store_error)?;
+            if taken.is_some() {
+                return Err(TxError::Rejected(WorkspaceRejection::NameTaken(name.to_owned())));
+            }
+            sqlx::query("UPDATE workspaces SET name = ? WHERE id = ?")
+                .bind(name)
+                .bind(workspace_id)
+                .execute(&mut *transaction)
+                .await
+                .map_err(store_error)?;
+        }
+        transaction.commit().await.map_err(store_error)?;
+        Ok(Workspace {
+            name: name.to_owned(),
+            ..workspace
+        })
+    }
+
+    async fn archive_workspace(
+        &self,
+        workspace_id: &str,
+        now: Timestamp,
+        audit: AuditEntry,
+    ) -> Result<(Workspace, u64), TxError<WorkspaceRejection>> {
+        let mut transaction = self.begin_write().await?;
+        let Some(workspace) = sqlx::query(&format!("{WORKSPACE_SELECT} WHERE id = ?"))
+            .bind(workspace_id)
+            .fetch_optional(&mut *transaction)
+            .await
+            .map_err(store_error)?
+            .map(|row| workspace_from_row(&row))
+            .transpose()?
+        else {
+            return Err(TxError::Rejected(WorkspaceRejection::Unknown));
+        };
+        if workspace.archived_at.is_some() {
+            return Err(TxError::Rejected(WorkspaceRejection::Archived));
+        }
+        check_entry_scope(&audit, &workspace.org_id)?;
+        sqlx::query("UPDATE workspaces SET archived_at = ? WHERE id = ?")
+            .bind(millis(now))
+            .bind(workspace_id)
+            .execute(&mut *transaction)
+            .await
+            .map_err(store_error)?;
+        // Archiving deactivates every key of the workspace, for good: an archived key can't
+        // be reactivated. Usage and spend history stay.
+        let keys = sqlx::query("UPDATE api_keys SET status = ? WHERE workspace_id = ? AND status <> ?")
+            .bind(KeyStatus::Archived.as_str())
+            .bind(workspace_id)
+            .bind(KeyStatus::Archived.as_str())
+            .execute(&mut *transaction)
+            .await
+            .map_err(store_error)?;
+        insert_audit_event(&mut transaction, &audit).await?;
+        transaction.commit().await.map_err(store_error)?;
+        Ok((
+            Workspace {
+                archived_at: Some(truncate_to_millis(now)?),
+                ..workspace
+            },
+            keys.rows_affected(),
+        ))
+    }
+
+    async fn insert_user(&self, user: &UserRecord) -> Result<UserRecord, TxError<DirectoryRejection>> {
+        let mut transaction = self.begin_write().await?;
+        let taken = sqlx::query("SELECT 1 FROM users WHERE org_id = ? AND email = ?")
+            .bind(&user.org_id)
+            .bind(&user.email)
+            .fetch_optional(&mut *transaction)
+            .await
+            .map_err(store_error)?;
+        if taken.is_some() {
+            return Err(TxError::Rejected(DirectoryRejection::AlreadyMember(
+                user.email.clone(),
+            )));
+        }
+        insert_user_in(&mut transaction, user).await?;
+        transaction.commit().await.map_err(store_error)?;
+        Ok(UserRecord {
+            added_at: truncate_to_millis(user.added_at)?,
+            ..user.clone()
+        })
+    }
+
+    async fn user(&self, user_id: &str) -> Result<Option<UserRecord>, StoreError> {
+        sqlx::query(&format!("{USER_SELECT} WHERE id = ?"))
+            .bind(user_id)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(store_error)?
+            .map(|row| user_from_row(&row))
+            .transpose()
+    }
+
+    async fn users(&self, org_id: &str) -> Result<Vec<UserRecord>, StoreError> {
+        sqlx::query(&format!("{USER_SELECT} WHERE org_id = ? ORDER BY added_at, id"))
+            .bind(org_id)
+            .fetch_all(&self.reader)
+            .await
+            .map_err(store_error)?
+            .iter()
+            .map(user_from_row)
+            .collect()
+    }
+
+    async fn set_user_role(&self, user_id: &str, role: OrgRole) -> Result<bool, StoreError> {
+        let updated = sqlx::query("UPDATE users SET role = ? WHERE id = ?")
+            .bind(role.as_str())
+            .bind(user_id)
+            .execute(&self.writer)
+            .await
+            .map_err(store_error)?;
+        Ok(updated.rows_affected() > 0)
+    }
+
+    async fn delete_user(&self, user_id: &str) -> Result<bool, StoreError> {
+        let mut transaction = self.begin_write().await?;
+        sqlx::query("DELETE FROM workspace_members WHERE user_id = ?")
+            .bind(user_id)
+            .execute(&mut *transaction)
+            .await
+            .map_err(store_error)?;
+        let deleted = sqlx::query("DELETE FROM users WHERE id = ?")
+            .bind(user_id)
+            .execute(&mut *transaction)
+            .await
+            .map_err(store_error)?;
+        transaction.commit().await.map_err(store_error)?;
+        Ok(deleted.rows_affected() > 0)
+    }
+
+    async fn insert_invite(
+        &self,
+        invite: &InviteRecord,
+    ) -> Result<InviteRecord, TxError<DirectoryRejection>> {
+        let mut transaction = self.begin_write().await?;
+        let member = sqlx::query("SELECT 1 FROM users WHERE org_id = ? AND email = ?")
+            .bind(&invite.org_id)
+            .bind(&invite.email)
+            .fetch_optional(&mut *transaction)
+            .await
+            .map_err(store_error)?;
+        if member.is_some() {
+            return Err(TxError::Rejected(DirectoryRejection::AlreadyMember(
+                invite.email.clone(),
+            )));
+        }
+        let pending = sqlx::query(
+            "SELECT 1 FROM invites WHERE org_id = ? AND email = ? AND status = 'pending' AND expires_at > ?",
+        )
+        .bind(&invite.org_id)
+        .bind(&invite.email)
+        .bind(millis(invite.invited_at))
+        .fetch_optional(&mut *transaction)
+        .await
+        .map_err(store_error)?;
+        if pending.is_some() {
+            return Err(TxError::Rejected(DirectoryRejection::AlreadyInvited(
+                invite.email.clone(),
+            )));
+        }
+        sqlx::query(
+            "INSERT INTO invites (id, org_id, email, role, status, invited_at, expires_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&invite.id)
+        .bind(&invite.org_id)
+        .bind(&invite.email)
+        .bind(invite.role.as_str())
+        .bind(invite.state.as_str())
+        .bind(millis(invite.invited_at))
+        .bind(millis(invite.expires_at))
+        .execute(&mut *transaction)
+        .await
+        .map_err(store_error)?;
+        transaction.commit().await.map_err(store_error)?;
+        Ok(InviteRecord {
+            invited_at: truncate_to_millis(invite.invited_at)?,
+            expires_at: truncate_to_millis(invite.expires_at)?,
+            ..invite.clone()
+        })
+    }
+
+    async fn invite(&self, invite_id: &str) -> Result<Option<InviteRecord>, StoreError> {
+        sqlx::query(&format!("{INVITE_SELECT} WHERE id = ?"))
+            .bind(invite_id)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(store_error)?
+            .map(|row| invite_from_row(&row))
+            .transpose()
+    }
+
+    async fn invites(&self, org_id: &str) -> Result<Vec<InviteRecord>, StoreError> {
+        sqlx::query(&format!(
+            "{INVITE_SELECT} WHERE org_id = ? ORDER BY invited_at, id"
+        ))
+        .bind(org_id)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(store_error)?
+        .iter()
+        .map(invite_from_row)
+        .collect()
+    }
+
+    async fn delete_invite(&self, invite_id: &str) -> Result<bool, StoreError> {
+        let deleted = sqlx::query("DELETE FROM invites WHERE id = ?")
+            .bind(invite_id)
+            .execute(&self.writer)
+            .await
+            .map_err(store_error)?;
+        Ok(deleted.rows_affected() > 0)
+    }
+
+    async fn accept_invite(
+        &self,
+        invite_id: &str,
+        user: &UserRecord,
+    ) -> Result<UserRecord, TxError<DirectoryRejection>> {
+        let mut transaction = self.begin_write().await?;
+        let accepted = sqlx::query(
+            "UPDATE invites SET status = 'accepted'
+             WHERE id = ? AND org_id = ? AND email = ? AND status = 'pending' AND expires_at > ?",
+        )
+        .bind(invite_id)
+        .bind(&user.org_id)
+        .bind(&user.email)
+        .bind(millis(user.added_at))
+        .execute(&mut *transaction)
+        .await
+        .map_err(store_error)?;
+        if accepted.rows_affected() != 1 {
+            return Err(TxError::Rejected(DirectoryRejection::InviteNotPending));
+        }
+        let taken = sqlx::query("SELECT 1 FROM users WHERE org_id = ? AND email = ?")
+            .bind(&user.org_id)
+            .bind(&user.email)
+            .fetch_optional(&mut *transaction)
+            .await
+            .map_err(store_error)?;
+        if taken.is_some() {
+            return Err(TxError::Rejected(DirectoryRejection::AlreadyMember(
+                user.email.clone(),
+            )));
+        }
+        insert_user_in(&mut transaction, user).await?;
+        transaction.commit().await.map_err(store_error)?;
+        Ok(UserRecord {
+            added_at: truncate_to_millis(user.added_at)?,
+            ..user.clone()
+        })
+    }
+
+    async fn set_member(&self, org_id: &str, member: &MemberRecord) -> Result<MemberRecord, StoreError> {
+        // The composite foreign keys refuse a user or workspace of another organization.
+        sqlx::query(
+            "INSERT INTO workspace_members (workspace_id, user_id, org_id, workspace_role, added_at)
+             VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT (workspace_id, user_id) DO UPDATE SET workspace_role = excluded.workspace_role",
+        )
+        .bind(&member.workspace_id)
+        .bind(&member.user_id)
+        .bind(org_id)
+        .bind(member.role.as_str())
+        .bind(millis(member.added_at))
+        .execute(&self.writer)
+        .await
+        .map_err(store_error)?;
+        self.member(&member.workspace_id, &member.user_id)
+            .await?
+            .ok_or_else(|| StoreError::Database("a member vanished after insert".to_owned()))
+    }
+
+    async fn member(&self, workspace_id: &str, user_id: &str) -> Result<Option<MemberRecord>, StoreError> {
+        sqlx::query(
+            "SELECT workspace_id, user_id, workspace_role, added_at FROM workspace_members
+             WHERE workspace_id = ? AND user_id = ?",
+        )
+        .bind(workspace_id)
+        .bind(user_id)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(store_error)?
+        .map(|row| member_from_row(&row))
+        .transpose()
+    }
+
+    async fn members(&self, workspace_id: &str) -> Result<Vec<MemberRecord>, StoreError> {
+        sqlx::query(
+            "SELECT workspace_id, user_id, workspace_role, added_at FROM workspace_members
+             WHERE workspace_id = ? ORDER BY added_at, user_id",
+        )
+        .bind(workspace_id)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(store_error)?
+        .iter()
+        .map(member_from_row)
+        .collect()
+    }
+
+    async fn delete_member(&self, workspace_id: &str, user_id: &str) -> Result<bool, StoreError> {
+        let deleted = sqlx::query("DELETE FROM workspace_members WHERE workspace_id = ? AND user_id = ?")
+            .bind(workspace_id)
+            .bind(user_id)
+            .execute(&self.writer)
+            .await
+            .map_err(store_error)?;
+        Ok(deleted.rows_affected() > 0)
+    }
+}
+
+async fn insert_user_in(
+    connection: &mut sqlx::SqliteConnection,
+    user: &UserRecord,
+) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO users (id, org_id, email, name, role, added_at) VALUES (?, ?, ?, ?, ?, ?)")
+        .bind(&user.id)
+        .bind(&user.org_id)
+        .bind(&user.email)
+        .bind(&user.name)
+        .bind(user.role.as_str())
+        .bind(millis(user.added_at))
+        .execute(&mut *connection)
+        .await
+        .map_err(store_error)?;
+    Ok(())
+}
+
+fn key_view_from_row(row: &SqliteRow) -> Result<KeyView, StoreError> {
+    let kind: String = column(row, "created_by_type")?;
+    Ok(KeyView {
+        record: key_from_row(row)?,
+        created_by: CreatedBy::from_parts(&kind, column(row, "created_by_id")?)
+            .ok_or_else(|| unknown_text("key creator type", &kind))?,
+    })
+}
+
+fn user_from_row(row: &SqliteRow) -> Result<UserRecord, StoreError> {
+    let role: String = column(row, "role")?;
+    Ok(UserRecord {
+        id: column(row, "id")?,
+        org_id: column(row, "org_id")?,
+        email: column(row, "email")?,
+        name: column(row, "name")?,
+        role: OrgRole::parse(&role).ok_or_else(|| unknown_text("organization role", &role))?,
+        added_at: timestamp_from_sql(column(row, "added_at")?)?,
+    })
+}
+
+fn invite_from_row(row: &SqliteRow) -> Result<InviteRecord, StoreError> {
+    let role: String = column(row, "role")?;
+    let state: String = column(row, "status")?;
+    Ok(InviteRecord {
+        id: column(row, "id")?,
+        org_id: column(row, "org_id")?,
+        email: column(row, "email")?,
+        role: OrgRole::parse(&role).ok_or_else(|| unknown_text("organization role", &role))?,
+        state: InviteState::parse(&state).ok_or_else(|| unknown_text("invite status", &state))?,
+        invited_at: timestamp_from_sql(column(row, "invited_at")?)?,
+        expires_at: timestamp_from_sql(column(row, "expires_at")?)?,
+    })
+}
+
+fn member_from_row(row: &SqliteRow) -> Result<MemberRecord, StoreError> {
+    let role: String = column(row, "workspace_role")?;
+    Ok(MemberRecord {
+        workspace_id: column(row, "workspace_id")?,
+        user_id: column(row, "user_id")?,
+        role: WorkspaceRole::parse(&role).ok_or_else(|| unknown_text("workspace role", &role))?,
+        added_at: timestamp_from_sql(column(row, "added_at")?)?,
+    })
+}
+
+/// The façade over the directory queries.
+impl Store {
+    /// Inserts an `Active` key recording who created it.
+    pub async fn insert_key_by(&self, key: NewKey, created_by: &CreatedBy) -> Result<KeyView, StoreError> {
+        self.sqlite.insert_key_by(key, created_by).await
+    }
+
+    pub async fn key_view(&self, key_id: &str) -> Result<Option<KeyView>, StoreError> {
+        self.sqlite.key_view(key_id).await
+    }
+
+    /// The organization's keys of `kind`, newest first.
+    pub async fn key_views(&self, org_id: &str, kind: KeyKind) -> Result<Vec<KeyView>, StoreError> {
+        self.sqlite.key_views(org_id, kind).await
+    }
+
+    /// Returns false if no such key.
+    pub async fn rename_key(&self, key_id: &str, name: &str) -> Result<bool, StoreError> {
+        self.sqlite.rename_key(key_id, name).await
+    }
+
+    /// Creates a workspace unless the name is taken (archived workspaces included) or the
+    /// organization already has `max_active` active workspaces besides its Default.
+    pub async fn create_workspace_capped(
+        &self,
+        org_id: &str,
+        workspace_id: &str,
+        name: &str,
+        now: Timestamp,
+        max_active: usize,
+    ) -> Result<Workspace, TxError<WorkspaceRejection>> {
+        self.sqlite
+            .create_workspace_capped(org_id, workspace_id, name, now, max_active)
+            .await
+    }
+
+    /// Renames an active workspace; the name stays unique within its organization.
+    pub async fn rename_workspace(
+        &self,
+        workspace_id: &str,
+        name: &str,
+    ) -> Result<Workspace, TxError<WorkspaceRejection>> {
+        self.sqlite.rename_workspace(workspace_id, name).await
+    }
+
+    /// Archives an active workspace and archives every key in it, audited with the caller's
+    /// entry (which must be filed under the workspace's organization), in one transaction.
+    /// Returns the workspace and how many keys were archived.
+    pub async fn archive_workspace(
+        &self,
+        workspace_id: &str,
+        now: Timestamp,
+        audit: AuditEntry,
+    ) -> Result<(Workspace, u64), TxError<WorkspaceRejection>> {
+        self.sqlite.archive_workspace(workspace_id, now, audit).await
+    }
+
+    /// Adds a user unless the email is already a member of the organization.
+    pub async fn insert_user(&self, user: &UserRecord) -> Result<UserRecord, TxError<DirectoryRejection>> {
+        self.sqlite.insert_user(user).await
+    }
+
+    pub async fn user(&self, user_id: &str) -> Result<Option<UserRecord>, StoreError> {
+        self.sqlite.user(user_id).await
+    }
+
+    /// Oldest first.
+    pub async fn users(&self, org_id: &str) -> Result<Vec<UserRecord>, StoreError> {
+        self.sqlite.users(org_id).await
+    }
+
+    pub async fn set_user_role(&self, user_id: &str, role: OrgRole) -> Result<bool, StoreError> {
+        self.sqlite.set_user_role(user_id, role).await
+    }
+
+    /// Removes the user and their workspace memberships; keys they created stay.
+    pub async fn delete_user(&self, user_id: &str) -> Result<bool, StoreError> {
+        self.sqlite.delete_user(user_id).await
+    }
+
+    /// Invites an email unless it is a member already or has an unexpired pending invite.
+    pub async fn insert_invite(
+        &self,
+        invite: &InviteRecord,
+    ) -> Result<InviteRecord, TxError<DirectoryRejection>> {
+        self.sqlite.insert_invite(invite).await
+    }
+
+    pub async fn invite(&self, invite_id: &str) -> Result<Option<InviteRecord>, StoreError> {
+        self.sqlite.invite(invite_id).await
+    }
+
+    /// Oldest first.
+    pub async fn invites(&self, org_id: &str) -> Result<Vec<InviteRecord>, StoreError> {
+        self.sqlite.invites(org_id).await
+    }
+
+    pub async fn delete_invite(&self, invite_id: &str) -> Result<bool, StoreError> {
+        self.sqlite.delete_invite(invite_id).await
+    }
+
+    /// Marks a pending, unexpired invite for `user.email` accepted and adds `user`, in one
+    /// transaction.
+    pub async fn accept_invite(
+        &self,
+        invite_id: &str,
+        user: &UserRecord,
+    ) -> Result<UserRecord, TxError<DirectoryRejection>> {
+        self.sqlite.accept_invite(invite_id, user).await
+    }
+
+    /// Adds the member or changes their role. A user or workspace outside `org_id` is a
+    /// `StoreError::Database` (foreign key), never a cross-tenant membership.
+    pub async fn set_member(&self, org_id: &str, member: &MemberRecord) -> Result<MemberRecord, StoreError> {
+        self.sqlite.set_member(org_id, member).await
+    }
+
+    pub async fn member(
+        &self,
+        workspace_id: &str,
+        user_id: &str,
+    ) -> Result<Option<MemberRecord>, StoreError> {
+        self.sqlite.member(workspace_id, user_id).await
+    }
+
+    /// Explicit members, oldest first.
+    pub async fn members(&self, workspace_id: &str) -> Result<Vec<MemberRecord>, StoreError> {
+        self.sqlite.members(workspace_id).await
+    }
+
+    pub async fn delete_member(&self, workspace_id: &str, user_id: &str) -> Result<bool, StoreError> {
+        self.sqlite.delete_member(workspace_id, user_id).await
+    }
+}

@@ -1,0 +1,166 @@
+//! The HTTP exchange every provider client shares: one pooled reqwest client per
+//! provider, buffered replies within a total deadline, event streams with an idle timeout,
+//! and the sorting of transport failures into `UpstreamError`. It knows no wire format
+//! beyond "an event stream is `text/event-stream`".
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use reqwest::header::CONTENT_TYPE;
+use tokio::time::Instant;
+
+use crate::sse::parse_event_stream;
+use crate::{EventStream, UpstreamError};
+
+/// A client that never follows redirects (a redirect would carry the provider key to
+/// wherever it points; the APIs never redirect) and sends small writes at once.
+pub(crate) fn client(connect_timeout: Duration) -> Result<reqwest::Client, UpstreamError> {
+    reqwest::Client::builder()
+        .connect_timeout(connect_timeout)
+        .tcp_nodelay(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("tollgate/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|error| UpstreamError::Connect(describe(&error)))
+}
+
+/// Sends a request and reads the whole 2xx body, all within `request_timeout`.
+pub(crate) async fn send_buffered(
+    builder: reqwest::RequestBuilder,
+    request_timeout: Duration,
+) -> Result<Bytes, UpstreamError> {
+    let exchange = async {
+        let response = builder.send().await.map_err(send_error)?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(body_error)?;
+        if !status.is_success() {
+            return Err(status_error(status, body));
+        }
+        Ok(body)
+    };
+    tokio::time::timeout(request_timeout, exchange)
+        .await
+        .map_err(|_| UpstreamError::Timeout(format!("no complete reply within {request_timeout:?}")))?
+}
+
+/// Sends a request whose 2xx answer is an event stream, returned as soon as its headers
+/// arrive (within `request_timeout`); afterwards only `idle_timeout` between chunks applies.
+pub(crate) async fn send_streaming(
+    builder: reqwest::RequestBuilder,
+    request_timeout: Duration,
+    idle_timeout: Duration,
+) -> Result<EventStream, UpstreamError> {
+    let deadline = Instant::now() + request_timeout;
+    let headers_timeout =
+        || UpstreamError::Timeout(format!("no response headers within {request_timeout:?}"));
+    let response = tokio::time::timeout_at(deadline, builder.send())
+        .await
+        .map_err(|_| headers_timeout())?
+        .map_err(send_error)?;
+    let status = response.status();
+    if !status.is_success() {
+        let body = tokio::time::timeout_at(deadline, response.bytes())
+            .await
+            .map_err(|_| headers_timeout())?
+            .map_err(body_error)?;
+        return Err(status_error(status, body));
+    }
+    let is_event_stream = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| {
+            value
+                .trim_start()
+                .to_ascii_lowercase()
+                .starts_with("text/event-stream")
+        });
+    if !is_event_stream {
+        return Err(UpstreamError::Protocol(format!(
+            "streaming request answered {status} without an event stream (content-type {:?})",
+            response.headers().get(CONTENT_TYPE)
+        )));
+    }
+    let chunks = with_idle_timeout(response.bytes_stream(), idle_timeout);
+    Ok(Box::pin(parse_event_stream(chunks)))
+}
+
+fn status_error(status: reqwest::StatusCode, body: Bytes) -> UpstreamError {
+    tracing::debug!(status = status.as_u16(), "upstream answered with an error status");
+    UpstreamError::Status {
+        status: status.as_u16(),
+        body,
+    }
+}
+
+/// Failures before any response: timeouts (connect included) or the connection itself.
+fn send_error(error: reqwest::Error) -> UpstreamError {
+    if error.is_timeout() {
+        UpstreamError::Timeout(describe(&error))
+    } else {
+        UpstreamError::Connect(describe(&error))
+    }
+}
+
+/// Failures while reading a body that had started: the reply is cut, not refused.
+fn body_error(error: reqwest::Error) -> UpstreamError {
+    if error.is_timeout() {
+        UpstreamError::Timeout(describe(&error))
+    } else {
+        UpstreamError::Protocol(format!("reading the upstream body: {}", describe(&error)))
+    }
+}
+
+/// reqwest's message plus its causes, which hold the useful part ("connection refused").
+fn describe(error: &reqwest::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Ends the stream with `Timeout` when no chunk arrives for `idle_timeout`, and maps
+/// transport errors. The first error ends the stream.
+fn with_idle_timeout(
+    chunks: impl Stream<Item = reqwest::Result<Bytes>> + Send + 'static,
+    idle_timeout: Duration,
+) -> impl Stream<Item = Result<Bytes, UpstreamError>> + Send + 'static {
+    let state = (Box::pin(chunks), false);
+    futures_util::stream::unfold(state, move |(mut chunks, ended)| async move {
+        if ended {
+            return None;
+        }
+        match tokio::time::timeout(idle_timeout, chunks.next()).await {
+            Ok(Some(Ok(chunk))) => Some((Ok(chunk), (chunks, false))),
+            Ok(Some(Err(error))) => Some((Err(body_error(error)), (chunks, true))),
+            Ok(None) => None,
+            Err(_) => Some((
+                Err(UpstreamError::Timeout(format!(
+                    "no stream data for {idle_timeout:?}"
+                ))),
+                (chunks, true),
+            )),
+        }
+    })
+}
+
+/// A header value the provider needs; one that cannot be sent makes the client unusable.
+pub(crate) fn secret_header(value: &str, what: &str) -> Result<reqwest::header::HeaderValue, UpstreamError> {
+    let mut header = reqwest::header::HeaderValue::from_str(value)
+        .map_err(|_| UpstreamError::Connect(format!("{what} is not a valid header value")))?;
+    // Keeps the key out of reqwest's debug output and HTTP/2 header tables.
+    header.set_sensitive(true);
+    Ok(header)
+}
+
+/// `{base}{path}`, with the base's trailing `/` dropped.
+pub(crate) fn endpoint(base_url: &str, path: &str) -> Result<reqwest::Url, UpstreamError> {
+    let base = base_url.trim_end_matches('/');
+    reqwest::Url::parse(&format!("{base}{path}"))
+        .map_err(|error| UpstreamError::Connect(format!("invalid upstream base URL {base:?}: {error}")))
+}

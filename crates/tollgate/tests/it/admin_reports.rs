@@ -1,0 +1,338 @@
+//! Usage and cost reports against the ledger: requests spread over days, models and
+//! workspaces, then the cost report summed over the window must equal the ledger's settled
+//! charges to the nano-dollar, however it is grouped, paged or exported; the usage report
+//! must count every charged token once.
+
+use chrono::Duration;
+use serde_json::{Value, json};
+use tollgate_core::money::NanoUsd;
+use tollgate_core::reports::BucketWidth;
+use tollgate_service::UsageStatus;
+
+use crate::helpers::{Options, TestApp, message_body, spawn_app_with};
+
+/// A cost amount in cents ("123.4567891") as exact nano-USD.
+fn cents_to_nanos(text: &str) -> i64 {
+    let as_dollars = NanoUsd::parse_usd(text).expect("a decimal amount");
+    assert_eq!(as_dollars.nanos() % 100, 0, "{text} is finer than a nano-dollar");
+    as_dollars.nanos() / 100
+}
+
+async fn post_with_key(app: &TestApp, key: &str, model: &str, max_tokens: u64) {
+    let mut body = message_body(model);
+    body["max_tokens"] = json!(max_tokens);
+    let response = app
+        .client
+        .post(app.url("/v1/messages"))
+        .header("x-api-key", key)
+        .json(&body)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(
+        response.status(),
+        200,
+        "{}",
+        response.text().await.unwrap_or_default()
+    );
+}
+
+fn sum_costs(report: &Value) -> i64 {
+    report["data"]
+        .as_array()
+        .expect("buckets")
+        .iter()
+        .flat_map(|bucket| bucket["results"].as_array().expect("results").clone())
+        .map(|result| cents_to_nanos(result["amount"].as_str().expect("amount")))
+        .sum()
+}
+
+#[tokio::test]
+async fn the_cost_report_sums_to_the_ledgers_settled_charges_to_the_nano_dollar() {
+    let app = spawn_app_with(Options {
+        manual_clock: true,
+        starter_grant_usd: "100.00",
+        ..Options::default()
+    })
+    .await;
+    let clock = app.clock.clone().expect("manual clock");
+    let start = BucketWidth::Day.snap(app.tollgate.now());
+    clock.set(start + Duration::hours(1));
+
+    let (_, workspace) = app
+        .admin_post("/v1/organizations/workspaces", json!({"name": "Reports"}))
+        .await;
+    let workspace_id = workspace["id"].as_str().expect("id").to_owned();
+    let (_, key) = app
+        .admin_post(
+            "/v1/organizations/api_keys",
+            json!({"name": "r", "workspace_id": workspace_id}),
+        )
+        .await;
+    let workspace_key = key["api_key_secret"].as_str().expect("secret").to_owned();
+
+    // Three days of traffic: two models, two workspaces, the simulated provider and the
+    // fake Anthropic upstream, several requests a day at different hours.
+    for day in 0..3 {
+        for (hour, (key, model, max_tokens)) in [
+            (app.api_key.as_str(), "claude-sonnet-4-6", 40),
+            (workspace_key.as_str(), "claude-haiku-4-5", 25),
+            (workspace_key.as_str(), "fake-sonnet", 60),
+            (app.api_key.as_str(), "claude-opus-4-6", 10),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            clock.set(
+                start + Duration::days(day) + Duration::hours(2 + 5 * hour as i64) + Duration::minutes(7),
+            );
+            post_with_key(&app, key, model, max_tokens).await;
+        }
+    }
+    app.wait_for_settlement().await;
+    clock.set(start + Duration::days(3) + Duration::hours(1));
+
+    let window_end = start + Duration::days(3);
+    let organization = app.tollgate.organization_named("Default").await.expect("org");
+    let operator = app.tollgate.operator_of(&organization, "test");
+    let ledger = operator
+        .settled_charges(start, window_end)
+        .await
+        .expect("ledger")
+        .nanos();
+    assert!(ledger > 0);
+    let (available, held, spent) = app.balance().await;
+    assert_eq!(held, 0);
+    assert_eq!(spent, ledger, "every charge falls in the window");
+    assert!(available > 0);
+
+    let base = format!(
+        "/v1/organizations/cost_report?starting_at={}&ending_at={}",
+        start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        window_end.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    );
+    for grouping in [
+        "",
+        "&group_by[]=workspace_id",
+        "&group_by[]=description",
+        "&group_by[]=workspace_id&group_by[]=description",
+    ] {
+        let (status, report) = app.admin_get(&format!("{base}{grouping}")).await;
+        assert_eq!(status, 200, "{report}");
+        assert_eq!(report["data"].as_array().expect("buckets").len(), 3);
+        assert_eq!(sum_costs(&report), ledger, "grouping '{grouping}'");
+    }
+    let (_, described) = app
+        .admin_get(&format!("{base}&group_by[]=description&group_by[]=workspace_id"))
+        .await;
+    let first = &described["data"][0]["results"];
+    let sonnet_input = first
+        .as_array()
+        .expect("results")
+        .iter()
+        .find(|result| {
+            result["model"] == "claude-sonnet-4-6" && result["token_type"] == "uncached_input_tokens"
+        })
+        .expect("an input item for sonnet");
+    assert_eq!(
+        sonnet_input["description"],
+        "Claude Sonnet 4.6 Usage - Input Tokens"
+    );
+    assert_eq!(sonnet_input["cost_type"], "tokens");
+    assert_eq!(sonnet_input["currency"], "USD");
+    assert_eq!(
+        sonnet_input["workspace_id"],
+        Value::Null,
+        "the Default workspace is null"
+    );
+    assert!(
+        first
+            .as_array()
+            .expect("results")
+            .iter()
+            .all(|result| !result["token_type"].is_null()),
+        "today's prices explain every charge: no adjustment item"
+    );
+    let ws_items = first
+        .as_array()
+        .expect("results")
+        .iter()
+        .filter(|result| result["workspace_id"] == workspace_id.as_str())
+        .count();
+    assert!(ws_items >= 2);
+
+    // Paged one day at a time, the pages still add up to the ledger.
+    let mut total = 0;
+    let mut page: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let path = match &page {
+            Some(token) => format!("{base}&limit=1&page={token}"),
+            None => format!("{base}&limit=1"),
+        };
+        let (status, report) = app.admin_get(&path).await;
+        assert_eq!(status, 200, "{report}");
+        total += sum_costs(&report);
+        pages += 1;
+        if report["has_more"] == false {
+            assert_eq!(report["next_page"], Value::Null);
+            break;
+        }
+        page = report["next_page"].as_str().map(str::to_owned);
+        assert!(page.as_deref().is_some_and(|token| token.starts_with("page_")));
+    }
+    assert_eq!((pages, total), (3, ledger));
+
+    // The CSV export of the same window adds up too.
+    let csv = app
+        .client
+        .get(app.url(&format!("{base}&group_by[]=description&format=csv")))
+        .header("x-api-key", &app.admin_key)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(csv.status(), 200);
+    assert!(
+        csv.headers()["content-type"]
+            .to_str()
+            .expect("type")
+            .starts_with("text/csv")
+    );
+    let text = csv.text().await.expect("body");
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some(tollgate_admin_api::csv::COST_HEADER));
+    let csv_total: i64 = lines
+        .map(|line| cents_to_nanos(line.rsplit(',').next().expect("amount column")))
+        .sum();
+    assert_eq!(csv_total, ledger);
+
+    // The usage report counts every charged token once, at any bucket width.
+    let records = app
+        .tollgate
+        .store()
+        .usage_records(&app.org_id)
+        .await
+        .expect("records");
+    let charged: Vec<_> = records
+        .iter()
+        .filter(|record| {
+            matches!(
+                record.status,
+                UsageStatus::Succeeded | UsageStatus::ClientDisconnected
+            )
+        })
+        .collect();
+    assert_eq!(charged.len(), 12);
+    let input: u64 = charged.iter().map(|record| record.usage.input_tokens).sum();
+    let output: u64 = charged.iter().map(|record| record.usage.output_tokens).sum();
+    let usage_base = base.replace("cost_report", "usage_report/messages");
+    for (width, limit) in [("1d", 31), ("1h", 168)] {
+        let (status, report) = app
+            .admin_get(&format!(
+                "{usage_base}&bucket_width={width}&limit={limit}&group_by[]=model&group_by[]=workspace_id"
+            ))
+            .await;
+        assert_eq!(status, 200, "{report}");
+        let results: Vec<Value> = report["data"]
+            .as_array()
+            .expect("buckets")
+            .iter()
+            .flat_map(|bucket| bucket["results"].as_array().expect("results").clone())
+            .collect();
+        let sum = |field: &str| {
+            results
+                .iter()
+                .map(|result| result[field].as_u64().expect("count"))
+                .sum::<u64>()
+        };
+        assert_eq!(
+            (sum("uncached_input_tokens"), sum("output_tokens")),
+            (input, output),
+            "{width}"
+        );
+        assert!(
+            results
+                .iter()
+                .all(|result| result["service_tier"].is_null() && result["model"].is_string())
+        );
+    }
+    let (_, hourly) = app
+        .admin_get(&format!("{usage_base}&bucket_width=1h&limit=168"))
+        .await;
+    assert_eq!(
+        hourly["data"].as_array().expect("buckets").len(),
+        72,
+        "empty buckets are included"
+    );
+    let minute_window = format!(
+        "/v1/organizations/usage_report/messages?starting_at={}&ending_at={}&bucket_width=1m&limit=1440&group_by[]=api_key_id",
+        start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        (start + Duration::days(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    );
+    let (status, minutes) = app.admin_get(&minute_window).await;
+    assert_eq!(status, 200);
+    let minute_results: usize = minutes["data"]
+        .as_array()
+        .expect("buckets")
+        .iter()
+        .map(|bucket| bucket["results"].as_array().expect("results").len())
+        .sum();
+    assert_eq!(
+        minute_results, 4,
+        "the first day's four requests, each in its minute"
+    );
+
+    assert_eq!(
+        app.tollgate.store().usage_rollup_problems().await.expect("check"),
+        Vec::<String>::new()
+    );
+    app.assert_ledger_clean().await;
+}
+
+#[test]
+fn reports_work_from_the_command_line_with_csv() {
+    let data_dir = tempfile::tempdir().expect("temporary directory");
+    let run = |arguments: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .args(arguments)
+            .arg("--data-dir")
+            .arg(data_dir.path())
+            .env_remove("TOLLGATE_CONFIG")
+            .output()
+            .expect("tollgate runs");
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (ok, stdout, stderr) = run(&[
+        "reports",
+        "cost",
+        "--from",
+        "2026-03-01",
+        "--to",
+        "2026-03-04",
+        "--csv",
+    ]);
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout.lines().next(), Some(tollgate_admin_api::csv::COST_HEADER));
+    let (ok, stdout, stderr) = run(&[
+        "reports",
+        "usage",
+        "--from",
+        "2026-03-01",
+        "--to",
+        "2026-03-02",
+        "--bucket-width",
+        "1h",
+        "--group-by",
+        "model",
+    ]);
+    assert!(ok, "{stderr}");
+    let report: Value = serde_json::from_str(&stdout).expect("json");
+    assert_eq!(report["data"].as_array().expect("buckets").len(), 24);
+    let (ok, _, stderr) = run(&["reports", "usage", "--from", "2026-03-02", "--to", "2026-03-01"]);
+    assert!(!ok);
+    assert!(stderr.contains("window"), "{stderr}");
+}
