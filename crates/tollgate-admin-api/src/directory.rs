@@ -200,12 +200,23 @@ pub(crate) async fn update_api_key(
 }
 
 #[utoipa::path(get, path = "/v1/organizations/users", tag = "Users",
-    params(("email" = Option<String>, Query), ("limit" = Option<u32>, Query),
+    params(("email" = Option<String>, Query), ("roles[]" = Option<Vec<String>>, Query), ("limit" = Option<u32>, Query),
            ("after_id" = Option<String>, Query), ("before_id" = Option<String>, Query)),
     responses((status = 200, body = Page<UserDto>), (status = 400, body = ErrorEnvelope)))]
 pub(crate) async fn list_users(Admin(admin): Admin, query: QueryPairs) -> Reply<Page<UserDto>> {
     let page = PageRequest::parse(&query)?;
-    let users = admin.users(query.one("email")?).await?;
+    let roles = query
+        .all("roles")
+        .into_iter()
+        .map(|text| {
+            OrgRole::parse(text).ok_or_else(|| {
+                ApiError::invalid(format!(
+                    "roles: '{text}' is not one of user, developer, billing, admin, claude_code_user"
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let users = admin.users(query.one("email")?, &roles).await?;
     let dtos = users.iter().map(UserDto::from).collect();
     Ok(Json(paginate(dtos, |user: &UserDto| user.id.clone(), &page)?))
 }

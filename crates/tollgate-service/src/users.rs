@@ -82,7 +82,12 @@ fn assignable(role: OrgRole) -> Result<OrgRole, ServiceError> {
 }
 
 impl OrgAdmin {
-    pub async fn users(&self, email_filter: Option<&str>) -> Result<Vec<UserRecord>, ServiceError> {
+    /// The organization's users, optionally only those with this email or one of these roles.
+    pub async fn users(
+        &self,
+        email_filter: Option<&str>,
+        roles: &[OrgRole],
+    ) -> Result<Vec<UserRecord>, ServiceError> {
         let email_filter = email_filter.map(|text| text.trim().to_ascii_lowercase());
         Ok(self
             .tollgate()
@@ -91,6 +96,7 @@ impl OrgAdmin {
             .await?
             .into_iter()
             .filter(|user| email_filter.as_ref().is_none_or(|email| &user.email == email))
+            .filter(|user| roles.is_empty() || roles.contains(&user.role))
             .collect())
     }
 

@@ -414,6 +414,18 @@ async fn users_invites_members_and_roles_follow_the_console_rules() {
     assert_eq!(listed["data"][0]["type"], "user");
     assert_eq!(listed["data"][0]["role"], "developer");
     assert!(listed["data"][0]["added_at"].is_string());
+    let (_, developers) = app.admin_get("/v1/organizations/users?roles[]=developer").await;
+    assert_eq!(
+        developers["data"].as_array().map(Vec::len),
+        Some(1),
+        "{developers}"
+    );
+    let (_, billing) = app
+        .admin_get("/v1/organizations/users?roles[]=billing&roles[]=user")
+        .await;
+    assert_eq!(billing["data"].as_array().map(Vec::len), Some(0), "{billing}");
+    let (status, _) = app.admin_get("/v1/organizations/users?roles[]=wizard").await;
+    assert_eq!(status, 400);
     let (status, promoted) = app
         .admin_post(
             &format!("/v1/organizations/users/{}", user.id),
