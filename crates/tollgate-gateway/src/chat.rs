@@ -10,15 +10,15 @@ use axum::response::Response;
 use bytes::Bytes;
 use serde_json::{Map, Value};
 use tollgate_core::Timestamp;
-use tollgate_core::pricing::{input_tokens_bound, input_tokens_estimate};
+use tollgate_core::pricing::input_tokens_bound;
 use tollgate_core::ratelimit::BucketSnapshot;
-use tollgate_service::{RateLimitView, RequestPlan};
+use tollgate_service::RateLimitView;
 use tollgate_upstream::Dialect;
 
 use crate::GatewayState;
 use crate::error::ApiError;
 use crate::messages::{authenticate, read_body, resolve_model};
-use crate::metered::{ClientWire, MeteredCall};
+use crate::metered::{Admission, ClientWire, admit_and_run};
 use crate::request_id::RequestId;
 use crate::routing::{ClientRequest, largest_body_bytes, plan_attempts};
 
@@ -194,37 +194,25 @@ pub(crate) async fn create_chat_completion(
     let input_bound = input_tokens_bound(largest_body_bytes(&bytes, &attempts), parsed.media_parts);
     let output_limit = parsed.max_tokens.unwrap_or(resolved.model.default_max_tokens);
     let output_bound = output_limit.saturating_mul(parsed.choices);
-    let open = state
-        .tollgate
-        .begin(
-            &caller,
-            RequestPlan {
-                request_id: &request_id,
-                model: resolved.model,
-                cost_bound: resolved.model.cost_bound(input_bound, output_bound, images),
-                input_tokens_estimate: input_tokens_estimate(bytes.len()),
-                max_tokens: output_bound,
+    let (mut response, rate_limits) = admit_and_run(
+        &state,
+        Admission {
+            caller: &caller,
+            request_id: &request_id,
+            model: resolved.model,
+            attempts,
+            body_bytes: bytes.len(),
+            input_tokens_bound: input_bound,
+            output_tokens_bound: output_bound,
+            images,
+            stream: parsed.stream,
+            client: ClientWire::ChatCompletions {
+                include_usage: parsed.include_usage,
             },
-        )
-        .await?;
-    let rate_limits = open.rate_limits;
-    let metered = MeteredCall {
-        tollgate: state.tollgate.clone(),
-        open,
-        attempts,
-        cooldowns: state.cooldowns.clone(),
-        drain_bound: state.settings.disconnect_drain,
-        client: ClientWire::ChatCompletions {
-            include_usage: parsed.include_usage,
+            requested_model: parsed.model.clone(),
         },
-        requested_model: parsed.model.clone(),
-        input_tokens_estimate: input_tokens_estimate(bytes.len()),
-    };
-    let mut response = if parsed.stream {
-        metered.stream().await?
-    } else {
-        metered.call().await?
-    };
+    )
+    .await?;
     rate_limit_headers(&rate_limits, state.tollgate.now(), response.headers_mut());
     Ok(response)
 }

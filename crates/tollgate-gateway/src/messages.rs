@@ -10,12 +10,12 @@ use bytes::Bytes;
 use tollgate_core::catalog::{ResolvedModel, route_order};
 use tollgate_core::pricing::{input_tokens_bound, input_tokens_estimate};
 use tollgate_core::ratelimit::BucketSnapshot;
-use tollgate_service::{ApiCaller, RateLimitView, RequestPlan};
+use tollgate_service::{ApiCaller, RateLimitView};
 use tollgate_upstream::{Dialect, UpstreamRequest};
 
 use crate::GatewayState;
 use crate::error::{ApiError, ErrorKind};
-use crate::metered::{ClientWire, MeteredCall};
+use crate::metered::{Admission, ClientWire, admit_and_run};
 use crate::request_id::RequestId;
 use crate::routing::{ClientRequest, largest_body_bytes, plan_attempts};
 use crate::wire::{Endpoint, MessagesRequest};
@@ -152,35 +152,23 @@ pub(crate) async fn create_message(
     )?;
     let input_bound = input_tokens_bound(largest_body_bytes(&bytes, &attempts), parsed.media_blocks);
     let output_bound = parsed.max_tokens.unwrap_or(0);
-    let open = state
-        .tollgate
-        .begin(
-            &caller,
-            RequestPlan {
-                request_id: &request_id,
-                model: resolved.model,
-                cost_bound: resolved.model.cost_bound(input_bound, output_bound, images),
-                input_tokens_estimate: input_tokens_estimate(bytes.len()),
-                max_tokens: output_bound,
-            },
-        )
-        .await?;
-    let rate_limits = open.rate_limits;
-    let metered = MeteredCall {
-        tollgate: state.tollgate.clone(),
-        open,
-        attempts,
-        cooldowns: state.cooldowns.clone(),
-        drain_bound: state.settings.disconnect_drain,
-        client: ClientWire::Messages,
-        requested_model: parsed.model.clone(),
-        input_tokens_estimate: input_tokens_estimate(bytes.len()),
-    };
-    let mut response = if parsed.stream {
-        metered.stream().await?
-    } else {
-        metered.call().await?
-    };
+    let (mut response, rate_limits) = admit_and_run(
+        &state,
+        Admission {
+            caller: &caller,
+            request_id: &request_id,
+            model: resolved.model,
+            attempts,
+            body_bytes: bytes.len(),
+            input_tokens_bound: input_bound,
+            output_tokens_bound: output_bound,
+            images,
+            stream: parsed.stream,
+            client: ClientWire::Messages,
+            requested_model: parsed.model.clone(),
+        },
+    )
+    .await?;
     rate_limit_headers(&rate_limits, response.headers_mut());
     Ok(response)
 }

@@ -29,14 +29,18 @@ use futures_util::StreamExt;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
-use tollgate_core::catalog::{Cooldowns, Deployment};
+use tollgate_core::catalog::{Cooldowns, Deployment, Model};
 use tollgate_core::pricing::ModelPrices;
+use tollgate_core::pricing::input_tokens_estimate;
 use tollgate_core::usage::TokenUsage;
-use tollgate_service::{Finish, OpenReservation, Tollgate, UsageStatus};
+use tollgate_service::{
+    ApiCaller, Finish, OpenReservation, RateLimitView, RequestPlan, Tollgate, UsageStatus,
+};
 use tollgate_upstream::openai::{ChatUsageAccumulator, is_done};
 use tollgate_upstream::sse::{SseEvent, UsageAccumulator};
 use tollgate_upstream::{Dialect, EventStream, Provider, UpstreamError, UpstreamReply, UpstreamRequest};
 
+use crate::GatewayState;
 use crate::error::ApiError;
 use crate::translate::reply::{chat_completion_to_message, message_to_chat_completion};
 use crate::translate::stream::{ToChatChunks, ToMessageEvents, done_event};
@@ -108,6 +112,68 @@ pub(crate) struct MeteredCall {
     pub(crate) requested_model: String,
     /// Input tokens estimated from the body, charged if a stream never reports usage.
     pub(crate) input_tokens_estimate: u64,
+}
+
+/// A routed request, ready to be admitted and run: the same for every client surface.
+pub(crate) struct Admission<'a> {
+    pub(crate) caller: &'a ApiCaller,
+    pub(crate) request_id: &'a str,
+    pub(crate) model: &'a Model,
+    /// Deployments in the order to try them; never empty.
+    pub(crate) attempts: Vec<Attempt>,
+    /// Length of the client's body: the input estimate for rate limits.
+    pub(crate) body_bytes: usize,
+    /// Upper bounds for the reservation.
+    pub(crate) input_tokens_bound: u64,
+    pub(crate) output_tokens_bound: u64,
+    pub(crate) images: u64,
+    pub(crate) stream: bool,
+    pub(crate) client: ClientWire,
+    pub(crate) requested_model: String,
+}
+
+/// Admits the request (rate limits in every scope, then the reservation of its cost bound)
+/// and runs it on its deployments. Returns the response and the rate-limit figures, which
+/// each surface renders as its own headers.
+pub(crate) async fn admit_and_run(
+    state: &GatewayState,
+    admission: Admission<'_>,
+) -> Result<(Response, RateLimitView), ApiError> {
+    let input_estimate = input_tokens_estimate(admission.body_bytes);
+    let open = state
+        .tollgate
+        .begin(
+            admission.caller,
+            RequestPlan {
+                request_id: admission.request_id,
+                model: admission.model,
+                cost_bound: admission.model.cost_bound(
+                    admission.input_tokens_bound,
+                    admission.output_tokens_bound,
+                    admission.images,
+                ),
+                input_tokens_estimate: input_estimate,
+                max_tokens: admission.output_tokens_bound,
+            },
+        )
+        .await?;
+    let rate_limits = open.rate_limits;
+    let metered = MeteredCall {
+        tollgate: state.tollgate.clone(),
+        open,
+        attempts: admission.attempts,
+        cooldowns: state.cooldowns.clone(),
+        drain_bound: state.settings.disconnect_drain,
+        client: admission.client,
+        requested_model: admission.requested_model,
+        input_tokens_estimate: input_estimate,
+    };
+    let response = if admission.stream {
+        metered.stream().await?
+    } else {
+        metered.call().await?
+    };
+    Ok((response, rate_limits))
 }
 
 fn failed(error: &UpstreamError) -> Finish {
