@@ -6,7 +6,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use tollgate_service::{AdminAuthRefusal, ServiceError};
+use tollgate_service::{AuthRefusal, ServiceError};
 use utoipa::ToSchema;
 
 /// The error types the Admin API answers with.
@@ -116,23 +116,23 @@ impl From<ServiceError> for ApiError {
     }
 }
 
-impl From<AdminAuthRefusal> for ApiError {
-    fn from(refusal: AdminAuthRefusal) -> ApiError {
+impl From<AuthRefusal> for ApiError {
+    fn from(refusal: AuthRefusal) -> ApiError {
         let unauthorized =
             |message: String| ApiError::new(StatusCode::UNAUTHORIZED, ErrorKind::Authentication, message);
         match refusal {
-            AdminAuthRefusal::Missing => unauthorized("x-api-key header is required".into()),
-            AdminAuthRefusal::Malformed(reason) => unauthorized(format!("invalid x-api-key: {reason}")),
-            AdminAuthRefusal::Unknown => unauthorized("invalid x-api-key".into()),
-            AdminAuthRefusal::NotActive(status) => {
+            AuthRefusal::Missing => unauthorized("x-api-key header is required".into()),
+            AuthRefusal::Malformed(reason) => unauthorized(format!("invalid x-api-key: {reason}")),
+            AuthRefusal::Unknown => unauthorized("invalid x-api-key".into()),
+            AuthRefusal::NotActive(status) => {
                 unauthorized(format!("invalid x-api-key: this key is {status}"))
             }
-            AdminAuthRefusal::ApiKey => ApiError::new(
+            AuthRefusal::WrongKind(_) => ApiError::new(
                 StatusCode::FORBIDDEN,
                 ErrorKind::Permission,
                 "This is an API key: the Admin API needs an admin key (sk-tg-admin01-…).",
             ),
-            AdminAuthRefusal::Store(error) => ApiError::internal(error),
+            AuthRefusal::Store(error) => ApiError::internal(error),
         }
     }
 }

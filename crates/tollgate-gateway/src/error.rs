@@ -321,7 +321,7 @@ impl From<AuthRefusal> for ApiError {
             AuthRefusal::NotActive(status) => {
                 unauthorized(format!("invalid x-api-key: this key is {status}"))
             }
-            AuthRefusal::AdminKey => ApiError::new(
+            AuthRefusal::WrongKind(_) => ApiError::new(
                 StatusCode::FORBIDDEN,
                 ErrorKind::Permission,
                 "This is an admin key: it can only call the Admin API. Use an API key (sk-tg-api01-…) for this endpoint.",

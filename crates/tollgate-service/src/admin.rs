@@ -8,14 +8,15 @@
 //! the billing use cases of `credits`, `billing` and `limits` scoped to the organization.
 
 use tollgate_core::ids::{IdKind, is_well_formed};
-use tollgate_core::keys::{KeyFormatError, KeyKind, WellFormedKey};
+use tollgate_core::keys::{KeyKind, WellFormedKey};
 use tollgate_core::ledger::LotKind;
 use tollgate_core::money::NanoUsd;
-use tollgate_store::{CreatedBy, KeyView, NewKey, StoreError, WorkspaceRejection};
+use tollgate_store::{CreatedBy, KeyView, NewKey, WorkspaceRejection};
 
 use crate::billing::{PurchaseRequest, TierStanding};
 use crate::credits::Grant;
 use crate::error::ServiceError;
+use crate::keys::{AuthRefusal, check_presented};
 use crate::limits::OrganizationLimits;
 use crate::random;
 use crate::{
@@ -25,24 +26,6 @@ use crate::{
 
 /// At most this many active workspaces per organization, besides the Default one.
 pub const MAX_ACTIVE_WORKSPACES: usize = 100;
-
-/// Why an admin credential is not accepted.
-#[derive(Debug, thiserror::Error)]
-pub enum AdminAuthRefusal {
-    #[error("no admin key was given")]
-    Missing,
-    #[error("the admin key is malformed: {0}")]
-    Malformed(KeyFormatError),
-    #[error("the admin key is not known")]
-    Unknown,
-    #[error("the admin key is {0}")]
-    NotActive(&'static str),
-    /// A valid API key, which may not call the Admin API.
-    #[error("an API key cannot call the Admin API")]
-    ApiKey,
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
 
 /// Authority over one organization: what a valid admin key (or the operator) may do.
 #[derive(Clone)]
@@ -112,26 +95,11 @@ impl From<WorkspaceRejection> for ServiceError {
 impl Tollgate {
     /// Checks an admin key presented to the Admin API. Not cached: admin calls are rare,
     /// and a revoked admin key must stop at once.
-    pub async fn authenticate_admin_key(
-        &self,
-        presented: Option<&str>,
-    ) -> Result<OrgAdmin, AdminAuthRefusal> {
-        let presented = presented
-            .map(str::trim)
-            .filter(|secret| !secret.is_empty())
-            .ok_or(AdminAuthRefusal::Missing)?;
-        let key = WellFormedKey::parse(presented).map_err(AdminAuthRefusal::Malformed)?;
-        let record = self
-            .store()
-            .key_by_hash(&key.hash())
-            .await?
-            .ok_or(AdminAuthRefusal::Unknown)?;
-        if record.kind != KeyKind::Admin {
-            return Err(AdminAuthRefusal::ApiKey);
-        }
-        if record.status != KeyStatus::Active {
-            return Err(AdminAuthRefusal::NotActive(record.status.as_str()));
-        }
+    pub async fn authenticate_admin_key(&self, presented: Option<&str>) -> Result<OrgAdmin, AuthRefusal> {
+        let record = check_presented(presented, KeyKind::Admin, |key| async move {
+            self.store().key_by_hash(&key.hash()).await
+        })
+        .await?;
         let due = record
             .last_used_at
             .is_none_or(|last_used| (self.now() - last_used).num_seconds() >= 60);

@@ -37,21 +37,46 @@ pub struct ApiCaller {
     pub workspace_id: String,
 }
 
-/// Why a presented credential is not accepted.
+/// Why a presented credential is not accepted, on either plane.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthRefusal {
-    #[error("no API key was given")]
+    #[error("no key was given")]
     Missing,
-    #[error("the API key is malformed: {0}")]
+    #[error("the key is malformed: {0}")]
     Malformed(KeyFormatError),
-    #[error("the API key is not known")]
+    #[error("the key is not known")]
     Unknown,
-    #[error("the API key is {0}")]
+    #[error("the key is {0}")]
     NotActive(&'static str),
-    #[error("an admin key cannot call this endpoint")]
-    AdminKey,
+    /// A valid key of the other kind: API keys call the data plane, admin keys the Admin
+    /// API, never the other way round. Carries the kind that was presented.
+    #[error("a {} key cannot call this endpoint", .0.as_str())]
+    WrongKind(KeyKind),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// The steps every credential check shares: present and well formed (checked before any
+/// lookup), then known, of the `expected` kind, and active.
+pub(crate) async fn check_presented<F, Fut>(
+    presented: Option<&str>,
+    expected: KeyKind,
+    lookup: F,
+) -> Result<KeyRecord, AuthRefusal>
+where
+    F: FnOnce(WellFormedKey) -> Fut,
+    Fut: std::future::Future<Output = Result<Option<KeyRecord>, StoreError>>,
+{
+    let presented = presented.map(str::trim).filter(|secret| !secret.is_empty());
+    let key = WellFormedKey::parse(presented.ok_or(AuthRefusal::Missing)?).map_err(AuthRefusal::Malformed)?;
+    let record = lookup(key).await?.ok_or(AuthRefusal::Unknown)?;
+    if record.kind != expected {
+        return Err(AuthRefusal::WrongKind(record.kind));
+    }
+    if record.status != KeyStatus::Active {
+        return Err(AuthRefusal::NotActive(record.status.as_str()));
+    }
+    Ok(record)
 }
 
 /// Lookups by secret hash, each with when it was fetched and when `last_used_at` was last
@@ -130,16 +155,10 @@ impl Tollgate {
 
     /// Checks a secret presented on the data plane.
     pub async fn authenticate_api_key(&self, presented: Option<&str>) -> Result<ApiCaller, AuthRefusal> {
-        let presented = presented.map(str::trim).filter(|secret| !secret.is_empty());
-        let key =
-            WellFormedKey::parse(presented.ok_or(AuthRefusal::Missing)?).map_err(AuthRefusal::Malformed)?;
-        let record = self.lookup_key(&key).await?.ok_or(AuthRefusal::Unknown)?;
-        if record.kind != KeyKind::Api {
-            return Err(AuthRefusal::AdminKey);
-        }
-        if record.status != KeyStatus::Active {
-            return Err(AuthRefusal::NotActive(record.status.as_str()));
-        }
+        let record = check_presented(presented, KeyKind::Api, |key| async move {
+            self.lookup_key(&key).await
+        })
+        .await?;
         let workspace_id = record.workspace_id.clone().ok_or(AuthRefusal::Unknown)?;
         Ok(ApiCaller {
             key_id: record.id,

@@ -26,9 +26,7 @@ use tollgate_core::money::NanoUsd;
 use tollgate_core::tiers::BillingPolicy;
 use tollgate_store::Store;
 
-pub use crate::admin::{
-    AdminAuthRefusal, CreatedApiKey, KeyFilter, KeyUpdate, MAX_ACTIVE_WORKSPACES, OrgAdmin,
-};
+pub use crate::admin::{CreatedApiKey, KeyFilter, KeyUpdate, MAX_ACTIVE_WORKSPACES, OrgAdmin};
 pub use crate::billing::{PurchaseRequest, TierStanding};
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::credits::Grant;

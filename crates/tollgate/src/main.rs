@@ -481,12 +481,8 @@ fn first_start_notice(first_start: &FirstStart, config: &Config) -> String {
          -d '{{\"model\":\"claude-sonnet-4-6\",\"max_tokens\":256,\"messages\":[{{\"role\":\"user\",\"content\":\"Hello\"}}]}}'\n",
         org = first_start.organization.name,
         workspace = first_start.workspace.name,
-        grant = tollgate_settings_grant(config),
+        grant = config.starter_grant().unwrap_or(NanoUsd::ZERO),
         admin_key = first_start.admin_key.secret.expose_secret(),
         listen = config.listen,
     )
-}
-
-fn tollgate_settings_grant(config: &Config) -> NanoUsd {
-    config.starter_grant().unwrap_or(NanoUsd::ZERO)
 }
