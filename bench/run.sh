@@ -3,13 +3,17 @@
 #   direct   -> fake upstream
 #   nginx    -> fake upstream      (one plain proxy hop: the floor for any gateway)
 #   tollgate -> fake upstream      (auth, rate limits, reservation, metering, settlement; SQLite)
+#   pg-x1    -> fake upstream      (the same on PostgreSQL + Redis, one replica)
+#   pg-x3    -> nginx -> 3 replicas (PostgreSQL + Redis, round-robin behind nginx)
 #   litellm  -> fake upstream      (LiteLLM proxy, when it can be installed)
 # at concurrency 1, 32 and 256, DURATION seconds each, 3 runs; prints a markdown table of
 # medians (req/s, p50, p99, p99.9, added p50/p99 against direct, peak RSS).
 #
 # Usage: bench/run.sh [DURATION_SECONDS (default 10)] [RUNS (default 3)]
 # Knobs (environment): CONCURRENCIES="1 32 256", STREAMS=10000 (0 skips the streaming
-# scenario), LITELLM=0 skips LiteLLM, SKIP_BUILD=1 uses the release binaries as they are.
+# scenario), LITELLM=0 skips LiteLLM, REPLICAS=0 skips the PostgreSQL + Redis rows,
+# SKIP_BUILD=1 uses the release binaries as they are. DATABASE_URL and REDIS_URL name the
+# servers (default: the local ones); each run uses a fresh schema and key prefix.
 # A quick check: CONCURRENCIES="1 32" STREAMS=0 LITELLM=0 bench/run.sh 5 1
 # Installs what it needs: wrk and nginx (apt), LiteLLM (pip, into bench/.venv).
 set -euo pipefail
@@ -19,7 +23,10 @@ runs="${2:-3}"
 concurrencies="${CONCURRENCIES:-1 32 256}"
 work="$(mktemp -d)"
 pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; sleep 0.5; rm -rf "$work"; }
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; sleep 0.5; rm -rf "$work"
+  [ "${replicas:-0}" = 0 ] || psql -q "$database_url" -c "DROP SCHEMA IF EXISTS $bench_schema CASCADE" >/dev/null 2>&1 || true
+}
 trap cleanup EXIT
 
 need_apt() { command -v "$1" >/dev/null || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$2" >/dev/null; }; }
@@ -29,16 +36,22 @@ if [ "${LITELLM:-1}" != 0 ] && [ ! -x bench/.venv/bin/litellm ]; then
   echo "installing LiteLLM into bench/.venv (once)…" >&2
   (python3 -m venv bench/.venv && bench/.venv/bin/pip install -q 'litellm[proxy]==1.99.4') >&2 || echo "LiteLLM could not be installed; its rows are skipped" >&2
 fi
+bin="${CARGO_TARGET_DIR:-target}/release"
 echo "building release binaries…" >&2
 [ -n "${SKIP_BUILD:-}" ] || cargo build --release -q -p tollgate -p tollgate-testkit --bins
 ulimit -n 65536 2>/dev/null || true
 
 fake_port=19101; nginx_port=19102; gate_port=19103; litellm_port=19104; slow_port=19105
+pg_port=19110; lb_port=19120  # replicas listen on pg_port+1..3, nginx balances them on lb_port
+replicas="${REPLICAS:-1}"
+database_url="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
+redis_url="${REDIS_URL:-redis://127.0.0.1:6379}"
+bench_schema="bench_$$_$(date +%s)"
 streams="${STREAMS:-10000}"
-target/release/fake-upstream --listen "127.0.0.1:$fake_port" >/dev/null &
+"$bin"/fake-upstream --listen "127.0.0.1:$fake_port" >/dev/null &
 pids+=($!)
 # For the streaming scenario: 100 ms between events, like a model generating.
-target/release/fake-upstream --listen "127.0.0.1:$slow_port" --event-delay-ms 100 --output-tokens 20 >/dev/null &
+"$bin"/fake-upstream --listen "127.0.0.1:$slow_port" --event-delay-ms 100 --output-tokens 20 >/dev/null &
 pids+=($!)
 
 # nginx: one proxy hop with upstream keep-alive, as a production config would have.
@@ -53,10 +66,23 @@ http {
   client_body_temp_path $work/nginx/body;
   proxy_temp_path $work/nginx/proxy;
   upstream fake { server 127.0.0.1:$fake_port; keepalive 512; }
+  upstream replicas {
+    server 127.0.0.1:$(( pg_port + 1 )); server 127.0.0.1:$(( pg_port + 2 )); server 127.0.0.1:$(( pg_port + 3 ));
+    keepalive 512;
+  }
   server {
     listen 127.0.0.1:$nginx_port;
     location / {
       proxy_pass http://fake;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+    }
+  }
+  server {
+    listen 127.0.0.1:$lb_port;
+    location / {
+      proxy_pass http://replicas;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
       proxy_buffering off;
@@ -99,11 +125,32 @@ rate_limits.sonnet = { requests_per_minute = 100000000, input_tokens_per_minute 
 rate_limits.haiku = { requests_per_minute = 100000000, input_tokens_per_minute = 100000000000, output_tokens_per_minute = 100000000000 }
 TOML
 export RUST_LOG=warn
-target/release/tollgate --config "$work/tollgate.toml" credits grant --amount 100000000 --kind promotional >/dev/null 2>&1
-key="$(target/release/tollgate --config "$work/tollgate.toml" keys create --name bench 2>/dev/null)"
-target/release/tollgate --config "$work/tollgate.toml" serve >/dev/null 2>&1 &
+"$bin"/tollgate --config "$work/tollgate.toml" credits grant --amount 100000000 --kind promotional >/dev/null 2>&1
+key="$("$bin"/tollgate --config "$work/tollgate.toml" keys create --name bench 2>/dev/null)"
+"$bin"/tollgate --config "$work/tollgate.toml" serve >/dev/null 2>&1 &
 gate_pid=$!
 pids+=($gate_pid)
+
+# The same deployment on PostgreSQL + Redis: one schema and key prefix, three replicas.
+replica_pids=()
+if [ "$replicas" != 0 ]; then
+  sed -e "s|^listen = .*|listen = \"127.0.0.1:$(( pg_port + 1 ))\"|" "$work/tollgate.toml" > "$work/pg.toml"
+  cat >> "$work/pg.toml" <<TOML
+[database]
+url = "$database_url"
+schema = "$bench_schema"
+[limits]
+redis_url = "$redis_url"
+redis_key_prefix = "$bench_schema:"
+TOML
+  pg() { "$bin"/tollgate --config "$work/pg.toml" "$@"; }
+  pg credits grant --amount 100000000 --kind promotional >/dev/null 2>&1
+  pg_key="$(pg keys create --name bench 2>/dev/null)"
+  for replica in 1 2 3; do
+    pg serve --listen "127.0.0.1:$(( pg_port + replica ))" >/dev/null 2>&1 &
+    replica_pids+=($!); pids+=($!)
+  done
+fi
 
 litellm_pid=""
 if [ "${LITELLM:-1}" != 0 ] && [ -x bench/.venv/bin/litellm ]; then
@@ -125,23 +172,30 @@ fi
 
 wait_up() { for _ in $(seq 1 300); do curl -s -o /dev/null "$1" && return 0; sleep 0.2; done; return 1; }
 wait_up "http://127.0.0.1:$gate_port/health"
+if [ "$replicas" != 0 ]; then
+  for replica in 1 2 3; do wait_up "http://127.0.0.1:$(( pg_port + replica ))/health"; done
+fi
 wait_up "http://127.0.0.1:$nginx_port/"
 if [ -n "$litellm_pid" ] && ! wait_up "http://127.0.0.1:$litellm_port/health/liveliness"; then
   echo "LiteLLM did not start; its rows are skipped:" >&2; tail -5 "$work/litellm.log" >&2; litellm_pid=""
 fi
 
-cat > "$work/post.lua" <<LUA
+post_script() { # key -> a wrk script posting the benchmark request with that key
+  cat <<LUA
 wrk.method = "POST"
 wrk.body = '{"model":"bench-model","max_tokens":64,"messages":[{"role":"user","content":"Hello, world"}]}'
 wrk.headers["content-type"] = "application/json"
 wrk.headers["anthropic-version"] = "2023-06-01"
-wrk.headers["x-api-key"] = "$key"
+wrk.headers["x-api-key"] = "$1"
 done = function(summary, latency, requests)
   local errors = summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.status + summary.errors.timeout
   io.write(string.format("RESULT %.1f %d %d %d %d %d\n", summary.requests / (summary.duration / 1e6),
     latency:percentile(50), latency:percentile(99), latency:percentile(99.9), errors, summary.requests))
 end
 LUA
+}
+post_script "$key" > "$work/post.lua"
+[ "$replicas" = 0 ] || post_script "$pg_key" > "$work/post-pg.lua"
 
 # Peak resident memory (VmHWM) of a process and its children, in MiB.
 peak_rss() {
@@ -153,12 +207,13 @@ peak_rss() {
 }
 
 results="$work/results.txt"
-bench() { # name url pid
-  local connections run line
+bench() { # name url pids [wrk script]
+  local connections run line rss pid
   for connections in $concurrencies; do
     for run in $(seq 1 "$runs"); do
-      line="$(wrk -t "$(( connections < 2 ? 1 : 2 ))" -c "$connections" -d "${duration}s" --timeout 10s -s "$work/post.lua" "$2/v1/messages" | grep '^RESULT')"
-      echo "$1 $connections $run ${line#RESULT } $(peak_rss "$3")" >> "$results"
+      line="$(wrk -t "$(( connections < 2 ? 1 : 2 ))" -c "$connections" -d "${duration}s" --timeout 10s -s "${4:-$work/post.lua}" "$2/v1/messages" | grep '^RESULT')"
+      rss=0; for pid in $3; do rss=$(( rss + $(peak_rss "$pid") )); done
+      echo "$1 $connections $run ${line#RESULT } $rss" >> "$results"
       echo "  $1 c=$connections run $run: ${line#RESULT }" >&2
     done
   done
@@ -167,6 +222,10 @@ fake_pid=${pids[0]}
 bench direct "http://127.0.0.1:$fake_port" "$fake_pid"
 bench nginx "http://127.0.0.1:$nginx_port" "$(cat "$work/nginx/nginx.pid")"
 bench tollgate "http://127.0.0.1:$gate_port" "$gate_pid"
+if [ "$replicas" != 0 ]; then
+  bench pg-x1 "http://127.0.0.1:$(( pg_port + 1 ))" "${replica_pids[0]}" "$work/post-pg.lua"
+  bench pg-x3 "http://127.0.0.1:$lb_port" "${replica_pids[*]}" "$work/post-pg.lua"
+fi
 [ -n "$litellm_pid" ] && bench litellm "http://127.0.0.1:$litellm_port" "$litellm_pid"
 
 # Streaming: many slow SSE streams at once, direct and through tollgate; tollgate's
@@ -181,10 +240,10 @@ sample_rss() { # pid -> max VmRSS in MiB until killed
 }
 if [ "$streams" -gt 0 ]; then
 echo "streaming: $streams concurrent streams…" >&2
-stream_direct="$(target/release/stream-load --addr "127.0.0.1:$slow_port" --streams "$streams" --model bench-stream | grep '^STREAMS')"
+stream_direct="$("$bin"/stream-load --addr "127.0.0.1:$slow_port" --streams "$streams" --model bench-stream | grep '^STREAMS')"
 rss_before=$(( $(awk '/VmRSS/ {print $2}' "/proc/$gate_pid/status") / 1024 ))
 sample_rss "$gate_pid" & sampler=$!
-stream_gate="$(target/release/stream-load --addr "127.0.0.1:$gate_port" --streams "$streams" --key "$key" --model bench-stream | grep '^STREAMS')"
+stream_gate="$("$bin"/stream-load --addr "127.0.0.1:$gate_port" --streams "$streams" --key "$key" --model bench-stream | grep '^STREAMS')"
 kill "$sampler" 2>/dev/null || true
 fi
 
@@ -198,5 +257,5 @@ if [ "$streams" -gt 0 ]; then
   echo "- tollgate resident memory: ${rss_before} MiB before, peak $(cat "$work/stream-rss" 2>/dev/null || echo '?') MiB during the streams"
 fi
 echo
-echo "machine: $(nproc) cores, $(free -g | awk '/Mem/ {print $2}') GiB; $(uname -sr); $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2); nginx $(nginx -v 2>&1 | cut -d/ -f2); $( [ -n "$litellm_pid" ] && echo "litellm $(bench/.venv/bin/pip show litellm 2>/dev/null | awk '/Version/ {print $2}')" ); tollgate $(target/release/tollgate --version | cut -d' ' -f2)"
-echo "ledger after the runs: $(target/release/tollgate --config "$work/tollgate.toml" credits balance)"
+echo "machine: $(nproc) cores, $(free -g | awk '/Mem/ {print $2}') GiB; $(uname -sr); $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2); nginx $(nginx -v 2>&1 | cut -d/ -f2); $( [ -n "$litellm_pid" ] && echo "litellm $(bench/.venv/bin/pip show litellm 2>/dev/null | awk '/Version/ {print $2}')" ); tollgate $("$bin"/tollgate --version | cut -d' ' -f2)"
+echo "ledger after the runs: $("$bin"/tollgate --config "$work/tollgate.toml" credits balance)"

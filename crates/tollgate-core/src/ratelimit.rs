@@ -151,15 +151,23 @@ pub fn snapshot(state: BucketState, per_minute: u64, now_nanos: i64) -> BucketSn
     }
 }
 
-/// ceil(amount × window / per_minute); `per_minute` must be positive.
-fn interval_rounded_up(per_minute: u64, amount: u64) -> i128 {
+/// The emission interval of `amount` tokens, rounded up: ceil(amount × window /
+/// per_minute) nanoseconds, what taking them moves `tat` forward by ([`admit`],
+/// [`charge_unconditionally`]). `per_minute` must be positive. When `amount <= per_minute`
+/// the result is at most [`WINDOW_NANOS`] (6·10¹⁰ < 2⁵³, so exact even as a double), which
+/// lets a backend that stores states elsewhere compute intervals here and do only small
+/// additions itself.
+pub fn interval_rounded_up(per_minute: u64, amount: u64) -> i128 {
     let product = u128::from(amount) * WINDOW_NANOS_WIDE;
     // At most u64::MAX × 6e10 < 2^100: always fits.
     i128::try_from(product.div_ceil(u128::from(per_minute))).unwrap_or(i128::MAX)
 }
 
-/// floor(amount × window / per_minute); `per_minute` must be positive.
-fn interval_rounded_down(per_minute: u64, amount: u64) -> i128 {
+/// The emission interval of `amount` tokens, rounded down: floor(amount × window /
+/// per_minute) nanoseconds, what giving them back moves `tat` back by ([`refund`]).
+/// `per_minute` must be positive. Like [`interval_rounded_up`], at most [`WINDOW_NANOS`]
+/// when `amount <= per_minute`.
+pub fn interval_rounded_down(per_minute: u64, amount: u64) -> i128 {
     let product = u128::from(amount) * WINDOW_NANOS_WIDE;
     i128::try_from(product / u128::from(per_minute)).unwrap_or(i128::MAX)
 }

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tollgate_core::ratelimit::{self, BucketDemand, BucketSnapshot, BucketState, Refusal, WINDOW_NANOS};
 
-use crate::{Admitted, BucketKey, Demand, LimitRefusal};
+use crate::{Admitted, BucketKey, Demand, LimitRefusal, merge};
 
 /// In-process buckets; clones share them.
 #[derive(Clone, Default)]
@@ -47,30 +47,7 @@ impl LocalLimiter {
     }
 
     pub(crate) fn admit(&self, demands: &[Demand], now_nanos: i64) -> Result<Admitted, LimitRefusal> {
-        // Demands on the same key are one demand: taken separately, each would see the old
-        // state and only the last write would stick.
-        let mut merged: Vec<Merged<'_>> = Vec::with_capacity(demands.len());
-        let merged_index: Vec<usize> = demands
-            .iter()
-            .map(
-                |demand| match merged.iter().position(|entry| entry.key == &demand.key) {
-                    Some(index) => {
-                        let entry = &mut merged[index];
-                        entry.per_minute = entry.per_minute.min(demand.per_minute);
-                        entry.amount = entry.amount.saturating_add(demand.amount);
-                        index
-                    }
-                    None => {
-                        merged.push(Merged {
-                            key: &demand.key,
-                            per_minute: demand.per_minute,
-                            amount: demand.amount,
-                        });
-                        merged.len() - 1
-                    }
-                },
-            )
-            .collect();
+        let (merged, merged_index) = merge(demands);
 
         let mut buckets = self.lock();
         let core_demands: Vec<BucketDemand> = merged
@@ -199,13 +176,6 @@ impl Buckets {
             self.writes_since_prune = 0;
         }
     }
-}
-
-/// Demands on one key, added up.
-struct Merged<'a> {
-    key: &'a BucketKey,
-    per_minute: u64,
-    amount: u64,
 }
 
 #[cfg(test)]

@@ -11,9 +11,26 @@
 //!
 //! Timestamps are stored with millisecond precision; whatever is finer is dropped on write.
 
+/// Forwards a façade call to the adapter's method of the same name and arguments.
+macro_rules! dispatch {
+    ($self:ident . $method:ident ( $($argument:expr),* )) => {
+        match &$self.engine {
+            $crate::Engine::Sqlite(adapter) => adapter.$method($($argument),*).await,
+            $crate::Engine::Postgres(adapter) => adapter.$method($($argument),*).await,
+        }
+    };
+}
+
 mod admin_model;
+mod codec;
+mod console;
 mod error;
+mod journal;
 mod model;
+mod postgres;
+mod rollup;
+mod rows;
+mod rules;
 mod sqlite;
 
 use std::path::Path;
@@ -21,18 +38,32 @@ use std::path::Path;
 use tollgate_core::Timestamp;
 use tollgate_core::keys::KeyKind;
 use tollgate_core::money::NanoUsd;
+use tollgate_core::roles::OrgRole;
 use tollgate_core::spend::MonthSpend;
 
 pub use admin_model::*;
+pub use console::ConsoleSession;
 pub use error::{StoreError, TxError};
 pub use model::*;
 
+pub use postgres::PostgresOptions;
+
+use crate::postgres::PgStore;
 use crate::sqlite::SqliteStore;
 
 /// The store: cheap to clone (it holds connection pools), safe to share between tasks.
 #[derive(Clone)]
 pub struct Store {
-    sqlite: SqliteStore,
+    engine: Engine,
+}
+
+/// The adapter behind the façade. Both pass the same conformance suite (`tests/it`).
+#[derive(Clone)]
+enum Engine {
+    /// The embedded default: one file, one process writing money.
+    Sqlite(SqliteStore),
+    /// Shared by several replicas.
+    Postgres(PgStore),
 }
 
 impl Store {
@@ -40,13 +71,30 @@ impl Store {
     /// migrations. The parent directory must exist.
     pub async fn open_sqlite(path: &Path) -> Result<Store, StoreError> {
         Ok(Store {
-            sqlite: SqliteStore::open(path).await?,
+            engine: Engine::Sqlite(SqliteStore::open(path).await?),
         })
+    }
+
+    /// Connects to the PostgreSQL database at `options.url` (`postgres://…`) and runs
+    /// pending migrations; several processes may do so at once (the migrator takes an
+    /// advisory lock).
+    pub async fn open_postgres(options: &PostgresOptions) -> Result<Store, StoreError> {
+        Ok(Store {
+            engine: Engine::Postgres(PgStore::open(options).await?),
+        })
+    }
+
+    /// Which adapter this is: "sqlite" or "postgres".
+    pub fn backend_name(&self) -> &'static str {
+        match self.engine {
+            Engine::Sqlite(_) => "sqlite",
+            Engine::Postgres(_) => "postgres",
+        }
     }
 
     /// Closes every connection; calls made afterwards fail.
     pub async fn close(&self) {
-        self.sqlite.close().await
+        dispatch!(self.close())
     }
 
     // Organizations and workspaces.
@@ -61,22 +109,20 @@ impl Store {
         default_workspace_id: &str,
         now: Timestamp,
     ) -> Result<Organization, TxError<NameTaken>> {
-        self.sqlite
-            .create_organization(org_id, name, default_workspace_id, now)
-            .await
+        dispatch!(self.create_organization(org_id, name, default_workspace_id, now))
     }
 
     pub async fn organization(&self, org_id: &str) -> Result<Option<Organization>, StoreError> {
-        self.sqlite.organization(org_id).await
+        dispatch!(self.organization(org_id))
     }
 
     pub async fn organization_by_name(&self, name: &str) -> Result<Option<Organization>, StoreError> {
-        self.sqlite.organization_by_name(name).await
+        dispatch!(self.organization_by_name(name))
     }
 
     /// Oldest first.
     pub async fn list_organizations(&self) -> Result<Vec<Organization>, StoreError> {
-        self.sqlite.list_organizations().await
+        dispatch!(self.list_organizations())
     }
 
     /// A workspace name is unique within its organization, archived workspaces included.
@@ -87,43 +133,41 @@ impl Store {
         name: &str,
         now: Timestamp,
     ) -> Result<Workspace, TxError<NameTaken>> {
-        self.sqlite
-            .create_workspace(org_id, workspace_id, name, now)
-            .await
+        dispatch!(self.create_workspace(org_id, workspace_id, name, now))
     }
 
     pub async fn workspace(&self, workspace_id: &str) -> Result<Option<Workspace>, StoreError> {
-        self.sqlite.workspace(workspace_id).await
+        dispatch!(self.workspace(workspace_id))
     }
 
     pub async fn workspace_by_name(&self, org_id: &str, name: &str) -> Result<Option<Workspace>, StoreError> {
-        self.sqlite.workspace_by_name(org_id, name).await
+        dispatch!(self.workspace_by_name(org_id, name))
     }
 
     /// The organization's workspaces, archived included: the default first, then by
     /// creation.
     pub async fn list_workspaces(&self, org_id: &str) -> Result<Vec<Workspace>, StoreError> {
-        self.sqlite.list_workspaces(org_id).await
+        dispatch!(self.list_workspaces(org_id))
     }
 
     /// Every organization has one; an unknown organization is `StoreError::Invariant`.
     pub async fn default_workspace(&self, org_id: &str) -> Result<Workspace, StoreError> {
-        self.sqlite.default_workspace(org_id).await
+        dispatch!(self.default_workspace(org_id))
     }
 
     // Keys.
 
     /// Inserts an `Active` key. A duplicate id or secret hash is a `StoreError::Database`.
     pub async fn insert_key(&self, key: NewKey) -> Result<KeyRecord, StoreError> {
-        self.sqlite.insert_key(key).await
+        dispatch!(self.insert_key(key))
     }
 
     pub async fn key_by_hash(&self, secret_hash: &str) -> Result<Option<KeyRecord>, StoreError> {
-        self.sqlite.key_by_hash(secret_hash).await
+        dispatch!(self.key_by_hash(secret_hash))
     }
 
     pub async fn key(&self, key_id: &str) -> Result<Option<KeyRecord>, StoreError> {
-        self.sqlite.key(key_id).await
+        dispatch!(self.key(key_id))
     }
 
     /// Newest first. `workspace_id` None = all of the org's keys of that kind.
@@ -133,17 +177,17 @@ impl Store {
         kind: KeyKind,
         workspace_id: Option<&str>,
     ) -> Result<Vec<KeyRecord>, StoreError> {
-        self.sqlite.list_keys(org_id, kind, workspace_id).await
+        dispatch!(self.list_keys(org_id, kind, workspace_id))
     }
 
     /// Returns false if no such key.
     pub async fn set_key_status(&self, key_id: &str, status: KeyStatus) -> Result<bool, StoreError> {
-        self.sqlite.set_key_status(key_id, status).await
+        dispatch!(self.set_key_status(key_id, status))
     }
 
     /// Records a use of the key; never moves `last_used_at` backwards.
     pub async fn touch_key(&self, key_id: &str, now: Timestamp) -> Result<(), StoreError> {
-        self.sqlite.touch_key(key_id, now).await
+        dispatch!(self.touch_key(key_id, now))
     }
 
     // Credit.
@@ -153,19 +197,19 @@ impl Store {
     /// transaction. A programme on a non-promotional lot is a caller bug
     /// (`StoreError::Invariant`).
     pub async fn grant_lot(&self, lot: NewLot) -> Result<LotView, TxError<GrantRejection>> {
-        self.sqlite.grant_lot(lot).await
+        dispatch!(self.grant_lot(lot))
     }
 
     /// The organization's lots, oldest grant first.
     pub async fn lots(&self, org_id: &str) -> Result<Vec<LotView>, StoreError> {
-        self.sqlite.lots(org_id).await
+        dispatch!(self.lots(org_id))
     }
 
     /// `available` and `held` from the core's `credit_balance(lots, now)`; `spent` and
     /// `expired` are what the spend and expired accounts were credited; `granted` is the sum
     /// of the lots' amounts. An unknown organization is `StoreError::Invariant`.
     pub async fn balance(&self, org_id: &str, now: Timestamp) -> Result<BalanceView, StoreError> {
-        self.sqlite.balance(org_id, now).await
+        dispatch!(self.balance(org_id, now))
     }
 
     /// Reserves `amount` across the org's lots in drawdown order, all or nothing. First,
@@ -179,7 +223,7 @@ impl Store {
         &self,
         reservation: NewReservation,
     ) -> Result<Reservation, TxError<ReserveRejection>> {
-        self.sqlite.reserve(reservation).await
+        dispatch!(self.reserve(reservation))
     }
 
     /// Ends a pending reservation exactly once: settled when the cost is positive (one
@@ -189,35 +233,44 @@ impl Store {
     /// gives `already_ended: true` and writes nothing, not even the record. An unknown id,
     /// a negative cost or a record of another organization is `StoreError::Invariant`.
     pub async fn settle(&self, settlement: Settlement) -> Result<SettleOutcome, StoreError> {
-        self.sqlite.settle(settlement).await
+        dispatch!(self.settle(settlement))
     }
 
     /// A usage record for a request that never reserved (refused, bad input after auth).
     pub async fn insert_usage_record(&self, record: UsageRecord) -> Result<(), StoreError> {
-        self.sqlite.insert_usage_record(record).await
+        dispatch!(self.insert_usage_record(record))
     }
 
     /// Oldest first, by when the request ended.
     pub async fn usage_records(&self, org_id: &str) -> Result<Vec<UsageRecord>, StoreError> {
-        self.sqlite.usage_records(org_id).await
+        dispatch!(self.usage_records(org_id))
+    }
+
+    /// The organization's record of the request `request_id`, once it has ended.
+    pub async fn usage_record(
+        &self,
+        org_id: &str,
+        request_id: &str,
+    ) -> Result<Option<UsageRecord>, StoreError> {
+        dispatch!(self.usage_record(org_id, request_id))
     }
 
     /// Voids every pending reservation whose deadline <= now, recording it as `Abandoned`
     /// with zero tokens and cost. Returns how many.
     pub async fn reap_reservations(&self, now: Timestamp) -> Result<usize, StoreError> {
-        self.sqlite.reap_reservations(now).await
+        dispatch!(self.reap_reservations(now))
     }
 
     /// Open reservations, of one organization or of all.
     pub async fn pending_reservation_count(&self, org_id: Option<&str>) -> Result<usize, StoreError> {
-        self.sqlite.pending_reservation_count(org_id).await
+        dispatch!(self.pending_reservation_count(org_id))
     }
 
     /// Moves each expired lot's unreserved remainder to its org's expired account (journal
     /// kind 'expiry'), as the core's `expiry_amount` says, logging each ("credit.expired" by
     /// "system"). Returns how many lots moved.
     pub async fn expire_lots(&self, now: Timestamp) -> Result<usize, StoreError> {
-        self.sqlite.expire_lots(now).await
+        dispatch!(self.expire_lots(now))
     }
 
     /// Recomputes every account's posted totals from the journal and its pending totals from
@@ -228,7 +281,7 @@ impl Store {
     /// reservations made that month (held = open amounts, settled = charges); and each
     /// organization's cumulative purchases against its succeeded purchases and their lots.
     pub async fn audit(&self) -> Result<AuditReport, StoreError> {
-        self.sqlite.audit().await
+        dispatch!(self.audit())
     }
 
     // Spend and limits.
@@ -241,7 +294,7 @@ impl Store {
         workspace_id: &str,
         now: Timestamp,
     ) -> Result<MonthSpend, StoreError> {
-        self.sqlite.month_spend(org_id, workspace_id, now).await
+        dispatch!(self.month_spend(org_id, workspace_id, now))
     }
 
     /// What decides the organization's tier and limits; `None` if no such organization.
@@ -250,7 +303,7 @@ impl Store {
         org_id: &str,
         now: Timestamp,
     ) -> Result<Option<OrganizationBilling>, StoreError> {
-        self.sqlite.organization_billing(org_id, now).await
+        dispatch!(self.organization_billing(org_id, now))
     }
 
     /// Sets the org's own spend limit (None clears). Validation (against the tier cap) is
@@ -264,9 +317,7 @@ impl Store {
         limit: Option<NanoUsd>,
         audit: AuditEntry,
     ) -> Result<bool, StoreError> {
-        self.sqlite
-            .set_organization_spend_limit(org_id, limit, audit)
-            .await
+        dispatch!(self.set_organization_spend_limit(org_id, limit, audit))
     }
 
     /// Assigns a custom limit set by name (None returns the org to the ladder); audited
@@ -278,14 +329,12 @@ impl Store {
         limit_set: Option<&str>,
         audit: AuditEntry,
     ) -> Result<bool, StoreError> {
-        self.sqlite
-            .set_organization_limit_set(org_id, limit_set, audit)
-            .await
+        dispatch!(self.set_organization_limit_set(org_id, limit_set, audit))
     }
 
     /// The workspace's own limits; an unknown workspace has none.
     pub async fn workspace_limits(&self, workspace_id: &str) -> Result<WorkspaceLimits, StoreError> {
-        self.sqlite.workspace_limits(workspace_id).await
+        dispatch!(self.workspace_limits(workspace_id))
     }
 
     /// Replaces the workspace's limits wholesale (validation is the caller's); audited
@@ -298,9 +347,7 @@ impl Store {
         limits: &WorkspaceLimits,
         audit: AuditEntry,
     ) -> Result<bool, StoreError> {
-        self.sqlite
-            .set_workspace_limits(workspace_id, limits, audit)
-            .await
+        dispatch!(self.set_workspace_limits(workspace_id, limits, audit))
     }
 
     // Purchases.
@@ -313,7 +360,7 @@ impl Store {
         &self,
         purchase: NewPurchase,
     ) -> Result<PurchaseClaim, TxError<IdempotencyKeyReused>> {
-        self.sqlite.claim_purchase(purchase).await
+        dispatch!(self.claim_purchase(purchase))
     }
 
     /// Ends a Pending purchase exactly once (guarded by status='pending'). Succeeded: in ONE
@@ -331,14 +378,12 @@ impl Store {
         actor: &str,
         now: Timestamp,
     ) -> Result<Purchase, StoreError> {
-        self.sqlite
-            .complete_purchase(purchase_id, outcome, actor, now)
-            .await
+        dispatch!(self.complete_purchase(purchase_id, outcome, actor, now))
     }
 
     /// Newest first.
     pub async fn purchases(&self, org_id: &str) -> Result<Vec<Purchase>, StoreError> {
-        self.sqlite.purchases(org_id).await
+        dispatch!(self.purchases(org_id))
     }
 
     pub async fn purchase_by_key(
@@ -346,13 +391,13 @@ impl Store {
         org_id: &str,
         idempotency_key: &str,
     ) -> Result<Option<Purchase>, StoreError> {
-        self.sqlite.purchase_by_key(org_id, idempotency_key).await
+        dispatch!(self.purchase_by_key(org_id, idempotency_key))
     }
 
     // Auto-reload.
 
     pub async fn auto_reload(&self, org_id: &str) -> Result<Option<AutoReload>, StoreError> {
-        self.sqlite.auto_reload(org_id).await
+        dispatch!(self.auto_reload(org_id))
     }
 
     /// Upserts the settings (enabling clears a previous notice; a claim in flight is kept);
@@ -364,7 +409,7 @@ impl Store {
         audit: AuditEntry,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        self.sqlite.set_auto_reload(settings, audit, now).await
+        dispatch!(self.set_auto_reload(settings, audit, now))
     }
 
     /// Turns it off, recording `notice` (None clears it); audited ("autoreload.off") with the
@@ -375,7 +420,7 @@ impl Store {
         notice: Option<&str>,
         audit: AuditEntry,
     ) -> Result<bool, StoreError> {
-        self.sqlite.disable_auto_reload(org_id, notice, audit).await
+        dispatch!(self.disable_auto_reload(org_id, notice, audit))
     }
 
     /// Atomically claims the org's reload: succeeds (Some, with `in_flight_since = now`) only
@@ -388,7 +433,7 @@ impl Store {
         now: Timestamp,
         stale_after: chrono::Duration,
     ) -> Result<Option<AutoReload>, StoreError> {
-        self.sqlite.claim_auto_reload(org_id, now, stale_after).await
+        dispatch!(self.claim_auto_reload(org_id, now, stale_after))
     }
 
     /// Releases the claim; with Some(notice) also disables auto-reload and records the
@@ -399,20 +444,194 @@ impl Store {
         disable_with_notice: Option<&str>,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        self.sqlite
-            .finish_auto_reload(org_id, disable_with_notice, now)
-            .await
+        dispatch!(self.finish_auto_reload(org_id, disable_with_notice, now))
     }
 
     // Audit log.
 
     /// Appends an entry as given.
     pub async fn record_audit(&self, entry: AuditEntry) -> Result<(), StoreError> {
-        self.sqlite.record_audit(entry).await
+        dispatch!(self.record_audit(entry))
     }
 
     /// The organization's audit log, oldest first.
     pub async fn audit_events(&self, org_id: &str) -> Result<Vec<AuditEntry>, StoreError> {
-        self.sqlite.audit_events(org_id).await
+        dispatch!(self.audit_events(org_id))
+    }
+}
+
+/// The façade over the directory queries.
+impl Store {
+    /// Inserts an `Active` key recording who created it.
+    pub async fn insert_key_by(&self, key: NewKey, created_by: &CreatedBy) -> Result<KeyView, StoreError> {
+        dispatch!(self.insert_key_by(key, created_by))
+    }
+
+    pub async fn key_view(&self, key_id: &str) -> Result<Option<KeyView>, StoreError> {
+        dispatch!(self.key_view(key_id))
+    }
+
+    /// The organization's keys of `kind`, newest first.
+    pub async fn key_views(&self, org_id: &str, kind: KeyKind) -> Result<Vec<KeyView>, StoreError> {
+        dispatch!(self.key_views(org_id, kind))
+    }
+
+    /// Returns false if no such key.
+    pub async fn rename_key(&self, key_id: &str, name: &str) -> Result<bool, StoreError> {
+        dispatch!(self.rename_key(key_id, name))
+    }
+
+    /// Creates a workspace unless the name is taken (archived workspaces included) or the
+    /// organization already has `max_active` active workspaces besides its Default.
+    pub async fn create_workspace_capped(
+        &self,
+        org_id: &str,
+        workspace_id: &str,
+        name: &str,
+        now: Timestamp,
+        max_active: usize,
+    ) -> Result<Workspace, TxError<WorkspaceRejection>> {
+        dispatch!(self.create_workspace_capped(org_id, workspace_id, name, now, max_active))
+    }
+
+    /// Renames an active workspace; the name stays unique within its organization.
+    pub async fn rename_workspace(
+        &self,
+        workspace_id: &str,
+        name: &str,
+    ) -> Result<Workspace, TxError<WorkspaceRejection>> {
+        dispatch!(self.rename_workspace(workspace_id, name))
+    }
+
+    /// Archives an active workspace and archives every key in it, audited with the caller's
+    /// entry (which must be filed under the workspace's organization), in one transaction.
+    /// Returns the workspace and how many keys were archived.
+    pub async fn archive_workspace(
+        &self,
+        workspace_id: &str,
+        now: Timestamp,
+        audit: AuditEntry,
+    ) -> Result<(Workspace, u64), TxError<WorkspaceRejection>> {
+        dispatch!(self.archive_workspace(workspace_id, now, audit))
+    }
+
+    /// Adds a user unless the email is already a member of the organization.
+    pub async fn insert_user(&self, user: &UserRecord) -> Result<UserRecord, TxError<DirectoryRejection>> {
+        dispatch!(self.insert_user(user))
+    }
+
+    pub async fn user(&self, user_id: &str) -> Result<Option<UserRecord>, StoreError> {
+        dispatch!(self.user(user_id))
+    }
+
+    /// Oldest first.
+    pub async fn users(&self, org_id: &str) -> Result<Vec<UserRecord>, StoreError> {
+        dispatch!(self.users(org_id))
+    }
+
+    pub async fn set_user_role(&self, user_id: &str, role: OrgRole) -> Result<bool, StoreError> {
+        dispatch!(self.set_user_role(user_id, role))
+    }
+
+    /// Removes the user and their workspace memberships; keys they created stay.
+    pub async fn delete_user(&self, user_id: &str) -> Result<bool, StoreError> {
+        dispatch!(self.delete_user(user_id))
+    }
+
+    /// Invites an email unless it is a member already or has an unexpired pending invite.
+    pub async fn insert_invite(
+        &self,
+        invite: &InviteRecord,
+    ) -> Result<InviteRecord, TxError<DirectoryRejection>> {
+        dispatch!(self.insert_invite(invite))
+    }
+
+    pub async fn invite(&self, invite_id: &str) -> Result<Option<InviteRecord>, StoreError> {
+        dispatch!(self.invite(invite_id))
+    }
+
+    /// Oldest first.
+    pub async fn invites(&self, org_id: &str) -> Result<Vec<InviteRecord>, StoreError> {
+        dispatch!(self.invites(org_id))
+    }
+
+    pub async fn delete_invite(&self, invite_id: &str) -> Result<bool, StoreError> {
+        dispatch!(self.delete_invite(invite_id))
+    }
+
+    /// Marks a pending, unexpired invite for `user.email` accepted and adds `user`, in one
+    /// transaction.
+    pub async fn accept_invite(
+        &self,
+        invite_id: &str,
+        user: &UserRecord,
+    ) -> Result<UserRecord, TxError<DirectoryRejection>> {
+        dispatch!(self.accept_invite(invite_id, user))
+    }
+
+    /// Adds the member or changes their role. A user or workspace outside `org_id` is a
+    /// `StoreError::Database` (foreign key), never a cross-tenant membership.
+    pub async fn set_member(&self, org_id: &str, member: &MemberRecord) -> Result<MemberRecord, StoreError> {
+        dispatch!(self.set_member(org_id, member))
+    }
+
+    pub async fn member(
+        &self,
+        workspace_id: &str,
+        user_id: &str,
+    ) -> Result<Option<MemberRecord>, StoreError> {
+        dispatch!(self.member(workspace_id, user_id))
+    }
+
+    /// Explicit members, oldest first.
+    pub async fn members(&self, workspace_id: &str) -> Result<Vec<MemberRecord>, StoreError> {
+        dispatch!(self.members(workspace_id))
+    }
+
+    pub async fn delete_member(&self, workspace_id: &str, user_id: &str) -> Result<bool, StoreError> {
+        dispatch!(self.delete_member(workspace_id, user_id))
+    }
+}
+
+/// The façade over the report queries.
+impl Store {
+    /// Charged usage by hour (of the request's end) in `[from, to)`, one row per hour,
+    /// workspace, key, model and context window, oldest first. `from` and `to` should be
+    /// on hour boundaries.
+    pub async fn usage_hourly(
+        &self,
+        org_id: &str,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<UsageRollupRow>, StoreError> {
+        dispatch!(self.usage_hourly(org_id, from, to))
+    }
+
+    /// The same by minute, read from the usage records themselves (windows of a day at
+    /// most, which the records' (org, ended_at) index serves).
+    pub async fn usage_by_minute(
+        &self,
+        org_id: &str,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<UsageRollupRow>, StoreError> {
+        dispatch!(self.usage_by_minute(org_id, from, to))
+    }
+
+    /// What the ledger posted to the organization's spend account for usage in
+    /// `[from, to)`: the figure a cost report of the same window must equal.
+    pub async fn settled_charges(
+        &self,
+        org_id: &str,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<NanoUsd, StoreError> {
+        dispatch!(self.settled_charges(org_id, from, to))
+    }
+
+    /// Recomputes the hourly rollup from the usage records and the reservations' charges;
+    /// each disagreement is a problem. Empty means the reports read the truth.
+    pub async fn usage_rollup_problems(&self) -> Result<Vec<String>, StoreError> {
+        dispatch!(self.usage_rollup_problems())
     }
 }

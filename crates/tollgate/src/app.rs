@@ -7,28 +7,49 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
+use tollgate_console::ConsoleSettings;
 use tollgate_gateway::{GatewayState, router};
+use tollgate_limiter::RedisLimiter;
 use tollgate_service::{Clock, FirstStart, Limiter, SystemClock, Tollgate};
 use tollgate_store::Store;
 
-use crate::config::Config;
+use crate::config::{Backend, Config, redact_password};
 
-/// Opens (creating if needed) the data directory and its database, with migrations run.
+/// Opens the configured database (SQLite in the data directory, created if needed, or
+/// PostgreSQL), with migrations run.
 pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
-    let path = config.database_path();
-    Store::open_sqlite(&path)
-        .await
-        .with_context(|| format!("cannot open the database {}", path.display()))
+    match config.backend()? {
+        Backend::Sqlite(path) => {
+            std::fs::create_dir_all(&config.data_dir)
+                .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
+            Store::open_sqlite(&path)
+                .await
+                .with_context(|| format!("cannot open the database {}", path.display()))
+        }
+        Backend::Postgres(options) => Store::open_postgres(&options)
+            .await
+            .with_context(|| format!("cannot open the database at {}", redact_password(&options.url))),
+    }
 }
 
-/// The service over `store`, with the configured settings and the given clock. Rate
-/// limits are kept in this process (one server per database; see ARCHITECTURE.md).
-pub fn service(config: &Config, store: Store, clock: Arc<dyn Clock>) -> anyhow::Result<Tollgate> {
+/// The rate limiter: Redis when `limits.redis_url` is set (replicas share the buckets),
+/// otherwise this process's memory.
+pub async fn limiter(config: &Config) -> anyhow::Result<Limiter> {
+    let url = config.limits.redis_url.trim();
+    if url.is_empty() {
+        return Ok(Limiter::local());
+    }
+    let redis = RedisLimiter::connect(url, &config.limits.redis_key_prefix, config.redis_clock()?)
+        .await
+        .with_context(|| format!("cannot reach Redis at {}", redact_password(url)))?;
+    Ok(Limiter::Redis(redis))
+}
+
+/// The service over `store`, with the configured settings, rate limiter and clock.
+pub async fn service(config: &Config, store: Store, clock: Arc<dyn Clock>) -> anyhow::Result<Tollgate> {
     Ok(Tollgate::new(
         store,
-        Limiter::local(),
+        limiter(config).await?,
         config.payment_provider()?,
         clock,
         config.service_settings()?,
@@ -39,6 +60,7 @@ pub struct Application {
     listener: TcpListener,
     state: GatewayState,
     maintenance_interval: Duration,
+    console: ConsoleSettings,
     first_start: Option<FirstStart>,
 }
 
@@ -48,8 +70,9 @@ impl Application {
     }
 
     pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Application> {
+        config.check_replica_safety()?;
         let store = open_store(config).await?;
-        let tollgate = service(config, store, clock)?;
+        let tollgate = service(config, store, clock).await?;
         let first_start = tollgate
             .first_start()
             .await
@@ -68,6 +91,7 @@ impl Application {
             listener,
             state,
             maintenance_interval: Duration::from_secs(config.gateway.maintenance_interval_seconds.max(1)),
+            console: config.console_settings()?,
             first_start,
         })
     }
@@ -101,10 +125,16 @@ impl Application {
                 .clone()
                 .run_maintenance(self.maintenance_interval),
         );
-        let served = axum::serve(self.listener, router(self.state).merge(admin))
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("the HTTP server failed");
+        // So is the Console, under /console; it sees client addresses for its sign-in limit.
+        let console = crate::console::router(&self.state, self.console);
+        let routes = router(self.state).merge(admin).merge(console);
+        let served = axum::serve(
+            self.listener,
+            routes.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("the HTTP server failed");
         maintenance.abort();
         served
     }

@@ -6,6 +6,7 @@ pub(crate) mod keys;
 pub(crate) mod limits;
 pub(crate) mod orgs;
 pub(crate) mod reports;
+pub(crate) mod users;
 
 use anyhow::Context;
 use tollgate_core::Timestamp;

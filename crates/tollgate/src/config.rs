@@ -10,12 +10,15 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
+use tollgate_console::ConsoleSettings;
 use tollgate_core::catalog::{Alias, Catalog, Deployment, Model};
 use tollgate_core::money::NanoUsd;
 use tollgate_core::pricing::{ModelPrices, TokenPrice};
 use tollgate_core::tiers::{BillingPolicy, LimitSet, RateLimits, Tier, TierLadder};
 use tollgate_gateway::GatewaySettings;
+use tollgate_limiter::RedisClock;
 use tollgate_service::{PaymentProvider, Settings};
+use tollgate_store::PostgresOptions;
 use tollgate_upstream::Provider;
 use tollgate_upstream::anthropic::{AnthropicClient, AnthropicConfig};
 use tollgate_upstream::openai::{MaxTokensField, OpenAiClient, OpenAiConfig};
@@ -29,6 +32,9 @@ const ENV_PREFIX: &str = "TOLLGATE_";
 pub struct Config {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    pub database: DatabaseConfig,
+    pub limits: LimitsConfig,
+    pub console: ConsoleConfig,
     pub credits: CreditsConfig,
     pub gateway: GatewayConfig,
     pub providers: BTreeMap<String, ProviderConfig>,
@@ -84,6 +90,54 @@ pub struct LimitSetConfig {
 #[serde(deny_unknown_fields)]
 pub struct ProgrammeConfig {
     pub limit_set: String,
+}
+
+/// Where durable state lives: SQLite in `data_dir` (the default), or a PostgreSQL server
+/// shared by several replicas.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `postgres://…`; empty = SQLite in `data_dir`.
+    pub url: String,
+    /// PostgreSQL connections per process.
+    pub max_connections: u32,
+    /// PostgreSQL schema for tollgate's tables (created if missing); empty = the server's
+    /// default search path.
+    pub schema: String,
+}
+
+/// Where rate-limit buckets live: this process, or a Redis server shared by replicas.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// `redis://…`; empty = in this process.
+    pub redis_url: String,
+    /// Prefix of every Redis key, so several deployments can share one server.
+    pub redis_key_prefix: String,
+    /// `server` (Redis's clock, one clock for every replica) or `caller` (this process's
+    /// clock; for tests that control time).
+    pub redis_clock: String,
+    /// Start with a shared PostgreSQL database but buckets in this process. Each replica
+    /// would then enforce the whole limit by itself, so N replicas admit up to N times the
+    /// limit: only right when this is the only replica.
+    pub allow_local_limits: bool,
+}
+
+/// The web console at `/console`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// Mark the session cookie `Secure`: `auto` (when the request came over TLS, as
+    /// `X-Forwarded-Proto: https` says, or to a loopback host), `always` (behind a TLS proxy
+    /// that does not say so) or `never`.
+    pub secure_cookies: String,
+}
+
+/// How the durable state is stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite(PathBuf),
+    Postgres(PostgresOptions),
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -259,6 +313,12 @@ pub struct DeploymentConfig {
 pub struct Overrides {
     pub listen: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
+    /// `--database-url` (or `DATABASE_URL`).
+    pub database_url: Option<String>,
+    /// `--redis-url`.
+    pub redis_url: Option<String>,
+    /// `--allow-local-limits`.
+    pub allow_local_limits: bool,
 }
 
 impl Config {
@@ -295,6 +355,16 @@ impl Config {
         if let Some(data_dir) = &overrides.data_dir {
             config.data_dir = data_dir.clone();
         }
+        if let Some(url) = &overrides.database_url {
+            config.database.url = url.clone();
+        }
+        if let Some(url) = &overrides.redis_url {
+            config.limits.redis_url = url.clone();
+        }
+        config.limits.allow_local_limits |= overrides.allow_local_limits;
+        config.backend()?;
+        config.redis_clock()?;
+        config.console_settings()?;
         config.catalog()?;
         config.starter_grant()?;
         config.billing_policy()?;
@@ -304,6 +374,73 @@ impl Config {
 
     pub fn database_path(&self) -> PathBuf {
         self.data_dir.join("tollgate.sqlite")
+    }
+
+    /// SQLite in `data_dir` unless `database.url` names a PostgreSQL server.
+    pub fn backend(&self) -> anyhow::Result<Backend> {
+        let url = self.database.url.trim();
+        if url.is_empty() {
+            return Ok(Backend::Sqlite(self.database_path()));
+        }
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            bail!(
+                "database.url must be a postgres:// URL (or empty for SQLite in data_dir), not '{}'",
+                redact_password(url)
+            );
+        }
+        if self.database.max_connections == 0 {
+            bail!("database.max_connections must be at least 1");
+        }
+        let schema = self.database.schema.trim();
+        if !schema.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            bail!("database.schema may hold only letters, digits and '_', not '{schema}'");
+        }
+        Ok(Backend::Postgres(PostgresOptions {
+            url: url.to_owned(),
+            max_connections: self.database.max_connections,
+            schema: (!schema.is_empty()).then(|| schema.to_owned()),
+        }))
+    }
+
+    /// Where the database is, for messages (a PostgreSQL password is never shown).
+    pub fn database_description(&self) -> String {
+        match self.backend() {
+            Ok(Backend::Postgres(options)) => format!("PostgreSQL at {}", redact_password(&options.url)),
+            _ => format!("SQLite at {}", self.database_path().display()),
+        }
+    }
+
+    pub fn console_settings(&self) -> anyhow::Result<ConsoleSettings> {
+        let secure_cookies = match self.console.secure_cookies.as_str() {
+            "auto" => None,
+            "always" => Some(true),
+            "never" => Some(false),
+            other => bail!("console.secure_cookies must be 'auto', 'always' or 'never', not '{other}'"),
+        };
+        Ok(ConsoleSettings { secure_cookies })
+    }
+
+    pub fn redis_clock(&self) -> anyhow::Result<RedisClock> {
+        match self.limits.redis_clock.as_str() {
+            "server" => Ok(RedisClock::Server),
+            "caller" => Ok(RedisClock::Caller),
+            other => bail!("limits.redis_clock must be 'server' or 'caller', not '{other}'"),
+        }
+    }
+
+    /// Refuses a shared database with per-process rate limits (see `LimitsConfig`).
+    pub fn check_replica_safety(&self) -> anyhow::Result<()> {
+        let shared = matches!(self.backend()?, Backend::Postgres(_));
+        if shared && self.limits.redis_url.trim().is_empty() && !self.limits.allow_local_limits {
+            bail!(
+                "refusing to start: the database is shared (PostgreSQL) but rate limits would be kept \
+                 in this process, so every replica would enforce the whole limit by itself and N \
+                 replicas would admit N times it. Give --redis-url (limits.redis_url) so replicas \
+                 share their buckets, or --allow-local-limits (limits.allow_local_limits = true) if \
+                 this is the only replica."
+            );
+        }
+        Ok(())
     }
 
     pub fn starter_grant(&self) -> anyhow::Result<NanoUsd> {
@@ -673,6 +810,20 @@ fn require_classes(limits: &LimitSet, classes: &BTreeSet<&str>) -> anyhow::Resul
 }
 
 /// Deep-merges `layer` into `base`: tables merge key by key, anything else replaces.
+/// The URL with any password replaced by `***`.
+pub fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.split_once('@') {
+        Some((credentials, host)) => match credentials.split_once(':') {
+            Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
 fn merge(base: &mut toml::Table, layer: toml::Table) {
     for (key, value) in layer {
         match (base.get_mut(&key), value) {

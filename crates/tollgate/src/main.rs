@@ -40,6 +40,10 @@ struct GlobalArgs {
     /// Directory of the SQLite database (created if absent).
     #[arg(long, global = true)]
     data_dir: Option<PathBuf>,
+    /// A PostgreSQL database shared by several replicas, instead of SQLite in the data
+    /// directory: postgres://user@host:5432/database.
+    #[arg(long, global = true, env = "DATABASE_URL")]
+    database_url: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -49,6 +53,13 @@ enum Command {
         /// Address to listen on, e.g. 127.0.0.1:8080 (port 0 picks a free one).
         #[arg(long)]
         listen: Option<SocketAddr>,
+        /// Keep rate-limit buckets in Redis, shared by every replica: redis://host:6379.
+        #[arg(long)]
+        redis_url: Option<String>,
+        /// Start on a shared PostgreSQL database without Redis (one replica only: each
+        /// replica would enforce the whole rate limit by itself).
+        #[arg(long)]
+        allow_local_limits: bool,
     },
     /// Create the database or bring its schema up to date, then exit.
     Migrate,
@@ -99,12 +110,38 @@ enum Command {
         #[command(subcommand)]
         command: ReportsCommand,
     },
+    /// People who sign in to the Console.
+    Users {
+        #[command(subcommand)]
+        command: UsersCommand,
+    },
     /// The audit log: grants, purchases, expiries and limit changes.
     Audit {
         #[arg(long, default_value = "Default")]
         org: String,
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum UsersCommand {
+    /// Create a Console admin (or make an existing user one) with a password from stdin:
+    /// `echo "$PASSWORD" | tollgate users create --admin --email ada@example.com --password-stdin`.
+    Create {
+        #[arg(long)]
+        email: String,
+        /// Display name (default: the email's local part).
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long, default_value = "Default")]
+        org: String,
+        /// Make the user an admin (the only kind created here; invite the others).
+        #[arg(long)]
+        admin: bool,
+        /// Read the password from standard input (required when it is not a terminal).
+        #[arg(long)]
+        password_stdin: bool,
     },
 }
 
@@ -367,7 +404,7 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn load_config(global: &GlobalArgs, listen: Option<SocketAddr>) -> anyhow::Result<Config> {
+fn load_config(global: &GlobalArgs, serve: Overrides) -> anyhow::Result<Config> {
     let file = match &global.config {
         Some(path) => {
             Some(std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?)
@@ -379,23 +416,33 @@ fn load_config(global: &GlobalArgs, listen: Option<SocketAddr>) -> anyhow::Resul
         file.as_deref(),
         &environment,
         &Overrides {
-            listen,
             data_dir: global.data_dir.clone(),
+            database_url: global.database_url.clone(),
+            ..serve
         },
     )
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let listen = match &cli.command {
-        Command::Serve { listen } => *listen,
-        _ => None,
+    let serve_overrides = match &cli.command {
+        Command::Serve {
+            listen,
+            redis_url,
+            allow_local_limits,
+        } => Overrides {
+            listen: *listen,
+            redis_url: redis_url.clone(),
+            allow_local_limits: *allow_local_limits,
+            ..Overrides::default()
+        },
+        _ => Overrides::default(),
     };
-    let config = load_config(&cli.global, listen)?;
+    let config = load_config(&cli.global, serve_overrides)?;
     if let Command::Serve { .. } = cli.command {
         return serve(&config).await;
     }
     let store = open_store(&config).await?;
-    let tollgate = service(&config, store, Arc::new(SystemClock))?;
+    let tollgate = service(&config, store, Arc::new(SystemClock)).await?;
     if let Some(first_start) = tollgate.first_start().await? {
         // Commands print their own result on stdout; the one-time secrets go to stderr.
         eprintln!("{}", first_start_notice(&first_start, &config));
@@ -403,7 +450,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { .. } => Ok(()),
         Command::Migrate => {
-            eprintln!("database ready at {}", config.database_path().display());
+            eprintln!("database ready: {}", config.database_description());
             Ok(())
         }
         Command::Keys { command } => cli::keys::run(&tollgate, command).await,
@@ -421,6 +468,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Autoreload { command } => cli::credits::autoreload(&tollgate, command).await,
         Command::Tiers { org, json } => cli::limits::tiers(&tollgate, &org, json).await,
         Command::Limits { command } => cli::limits::run(&tollgate, command).await,
+        Command::Users { command } => cli::users::run(&tollgate, command).await,
         Command::Audit { org, json } => cli::orgs::audit(&tollgate, &org, json).await,
         Command::Reports { command } => cli::reports::run(&tollgate, &config.catalog()?, command).await,
     }
@@ -444,9 +492,16 @@ async fn serve(config: &Config) -> anyhow::Result<()> {
         println!("{}", first_start_notice(&first_start, config));
     }
     println!(
-        "tollgate is listening on http://{address} (data in {})",
-        config.data_dir.display()
+        "tollgate is listening on http://{address} (data: {})",
+        config.database_description()
     );
+    // Until someone can sign in to the Console, each start prints a fresh one-time link.
+    if let Some(token) = application.tollgate().console_setup_token().await? {
+        println!(
+            "Set up the Console (this link works once, for 24 hours): http://{address}/console/setup?token={}",
+            token.expose_secret()
+        );
+    }
     application.run_until(shutdown_signal()).await
 }
 

@@ -1,5 +1,8 @@
 //! Integration tests of tollgate-limiter through its façade, `Limiter`: all-or-nothing
 //! admission across scopes, exactness under concurrency, corrections, and bounded memory.
+//! The Redis backend's own tests (against a live server) are in `redis`.
+
+mod redis;
 
 use tollgate_core::Timestamp;
 use tollgate_core::ratelimit::{BucketSnapshot, WINDOW_NANOS};
@@ -246,7 +249,9 @@ async fn demands_on_one_key_are_taken_together() {
 #[tokio::test]
 async fn idle_buckets_do_not_accumulate() {
     let limiter = Limiter::local();
-    let Limiter::Local(local) = &limiter;
+    let Limiter::Local(local) = &limiter else {
+        unreachable!("Limiter::local() is embedded");
+    };
     for index in 0..3_000 {
         admit(
             &limiter,

@@ -7,18 +7,14 @@
 //! are computed a different way from the running totals they are compared with. The audit
 //! only reads, from one snapshot, and reports problems in words instead of failing.
 
-use std::collections::{BTreeMap, HashMap};
-
 use sqlx::SqliteConnection;
-use tollgate_core::ledger::{Account, AccountKind};
+use tollgate_core::ledger::Account;
 
 use crate::error::StoreError;
+use crate::journal::{CROSS_CHECK_DESCRIPTIONS, RecomputedTotals, TotalsByAccount, compare_accounts};
 use crate::model::AuditReport;
-use crate::sqlite::ledger::account_from_row;
+use crate::rows::account_from_row;
 use crate::sqlite::{SqliteStore, column, store_error};
-
-/// Sums from the journal and the open reservations, by account id.
-type TotalsByAccount = HashMap<i64, i64>;
 
 impl SqliteStore {
     pub(crate) async fn audit(&self) -> Result<AuditReport, StoreError> {
@@ -70,52 +66,16 @@ impl SqliteStore {
         )
         .await?;
 
-        let mut problems = Vec::new();
-        let mut sums_by_org: BTreeMap<&str, TotalSums> = BTreeMap::new();
-        let mut sums_overall = TotalSums::default();
-        for (org_id, account) in &accounts {
-            let label = format!("account {} ({} of {org_id})", account.id.0, account.kind.as_str());
-            let recomputed = [
-                ("debits_pending", account.debits_pending.nanos(), &debits_pending),
-                ("debits_posted", account.debits_posted.nanos(), &debits_posted),
-                (
-                    "credits_pending",
-                    account.credits_pending.nanos(),
-                    &credits_pending,
-                ),
-                ("credits_posted", account.credits_posted.nanos(), &credits_posted),
-            ];
-            for (total_name, stored, sums) in recomputed {
-                let expected = sums.get(&account.id.0).copied().unwrap_or(0);
-                if stored != expected {
-                    let source = if total_name.ends_with("posted") {
-                        "the journal"
-                    } else {
-                        "the open reservations"
-                    };
-                    problems.push(format!(
-                        "{label}: {total_name} is {stored} but {source} add up to {expected}"
-                    ));
-                }
-                if stored < 0 {
-                    problems.push(format!("{label}: {total_name} is negative ({stored})"));
-                }
-            }
-            if account.kind == AccountKind::Lot && account.available().is_negative() {
-                problems.push(format!(
-                    "{label}: the lot is overdrawn by {}",
-                    -account.available().nanos()
-                ));
-            }
-            sums_by_org.entry(org_id).or_default().add(account);
-            sums_overall.add(account);
-        }
-        for (org_id, sums) in &sums_by_org {
-            sums.check(&format!("organization {org_id}"), &mut problems);
-        }
-        sums_overall.check("all accounts", &mut problems);
-
-        for (query, describe) in CROSS_CHECKS {
+        let mut problems = compare_accounts(
+            &accounts,
+            &RecomputedTotals {
+                debits_pending,
+                debits_posted,
+                credits_pending,
+                credits_posted,
+            },
+        );
+        for (query, describe) in CROSS_CHECKS.iter().zip(CROSS_CHECK_DESCRIPTIONS) {
             let rows = sqlx::query(query)
                 .fetch_all(&mut *connection)
                 .await
@@ -136,68 +96,38 @@ impl SqliteStore {
     }
 }
 
-/// Checks that relate rows of different tables. Each query returns only the rows that
-/// disagree, as (subject, stored, recomputed).
-type DescribeMismatch = fn(&str, i64, i64) -> String;
-const CROSS_CHECKS: [(&str, DescribeMismatch); 9] = [
-    (
-        "SELECT l.id AS subject, l.amount AS stored, COALESCE(SUM(t.amount), 0) AS recomputed
+/// The queries of the checks that relate rows of different tables, in the order of
+/// `CROSS_CHECK_DESCRIPTIONS`. Each returns only the rows that disagree, as (subject,
+/// stored, recomputed).
+const CROSS_CHECKS: [&str; 9] = [
+    "SELECT l.id AS subject, l.amount AS stored, COALESCE(SUM(t.amount), 0) AS recomputed
          FROM lots l LEFT JOIN transfers t ON t.lot_id = l.id AND t.kind = 'grant'
          GROUP BY l.id, l.amount
          HAVING l.amount <> COALESCE(SUM(t.amount), 0)",
-        |lot_id, amount, granted| {
-            format!("lot {lot_id}: granted for {amount} but its grant transfers add up to {granted}")
-        },
-    ),
-    (
-        "SELECT r.id AS subject, r.amount AS stored, COALESCE(SUM(l.amount), 0) AS recomputed
+    "SELECT r.id AS subject, r.amount AS stored, COALESCE(SUM(l.amount), 0) AS recomputed
          FROM reservations r LEFT JOIN reservation_lines l ON l.reservation_id = r.id
          GROUP BY r.id, r.amount
          HAVING r.amount <> COALESCE(SUM(l.amount), 0)",
-        |reservation_id, amount, lines| {
-            format!("reservation {reservation_id}: reserved {amount} but its lines add up to {lines}")
-        },
-    ),
-    (
-        "SELECT r.id AS subject, COALESCE(r.charged, -1) AS stored,
+    "SELECT r.id AS subject, COALESCE(r.charged, -1) AS stored,
                 COALESCE(SUM(t.amount), 0) AS recomputed
          FROM reservations r
          LEFT JOIN transfers t ON t.reservation_id = r.id AND t.kind = 'usage'
          WHERE r.state <> 'pending'
          GROUP BY r.id, r.charged
          HAVING r.charged IS NULL OR r.charged <> COALESCE(SUM(t.amount), 0)",
-        |reservation_id, charged, posted| {
-            format!(
-                "reservation {reservation_id}: charged {charged} but its usage transfers add up to {posted}"
-            )
-        },
-    ),
-    (
-        "SELECT CAST(t.id AS TEXT) AS subject, t.debit_account_id AS stored,
+    "SELECT CAST(t.id AS TEXT) AS subject, t.debit_account_id AS stored,
                 t.credit_account_id AS recomputed
          FROM transfers t
          JOIN accounts d ON d.id = t.debit_account_id
          JOIN accounts c ON c.id = t.credit_account_id
          WHERE d.org_id <> t.org_id OR c.org_id <> t.org_id",
-        |transfer_id, debit, credit| {
-            format!(
-                "transfer {transfer_id}: moves money between organizations (account {debit} to account {credit})"
-            )
-        },
-    ),
-    (
-        "SELECT rl.reservation_id || ' line ' || rl.line_no AS subject,
+    "SELECT rl.reservation_id || ' line ' || rl.line_no AS subject,
                 rl.account_id AS stored, l.account_id AS recomputed
          FROM reservation_lines rl JOIN lots l ON l.id = rl.lot_id
          WHERE rl.account_id <> l.account_id",
-        |line, account, lot_account| {
-            format!("reservation {line}: draws on account {account} but its lot's account is {lot_account}")
-        },
-    ),
-    (
-        // The month is recomputed here with SQLite's calendar, independently of the core's
-        // `month_key` that the transaction scripts use.
-        "WITH recomputed AS (
+    // The month is recomputed here with SQLite's calendar, independently of the core's
+    // `month_key` that the transaction scripts use.
+    "WITH recomputed AS (
              SELECT org_id, workspace_id,
                     CAST(strftime('%Y%m', created_at / 1000, 'unixepoch') AS INTEGER) AS month,
                     SUM(CASE WHEN state = 'pending' THEN amount ELSE 0 END) AS held
@@ -215,14 +145,7 @@ const CROSS_CHECKS: [(&str, DescribeMismatch); 9] = [
          LEFT JOIN recomputed r
              ON r.org_id = k.org_id AND r.workspace_id = k.workspace_id AND r.month = k.month
          WHERE COALESCE(c.held_nanos, 0) <> COALESCE(r.held, 0)",
-        |counter, held, pending| {
-            format!(
-                "spend counter of {counter}: holds {held} but the open reservations made that month add up to {pending}"
-            )
-        },
-    ),
-    (
-        "WITH recomputed AS (
+    "WITH recomputed AS (
              SELECT org_id, workspace_id,
                     CAST(strftime('%Y%m', created_at / 1000, 'unixepoch') AS INTEGER) AS month,
                     SUM(CASE WHEN state = 'settled' THEN charged ELSE 0 END) AS settled
@@ -240,72 +163,18 @@ const CROSS_CHECKS: [(&str, DescribeMismatch); 9] = [
          LEFT JOIN recomputed r
              ON r.org_id = k.org_id AND r.workspace_id = k.workspace_id AND r.month = k.month
          WHERE COALESCE(c.settled_nanos, 0) <> COALESCE(r.settled, 0)",
-        |counter, settled, charged| {
-            format!(
-                "spend counter of {counter}: settled {settled} but the reservations made that month charged {charged}"
-            )
-        },
-    ),
-    (
-        "SELECT o.id AS subject, o.cumulative_purchases_nanos AS stored,
+    "SELECT o.id AS subject, o.cumulative_purchases_nanos AS stored,
                 COALESCE(SUM(p.amount_nanos), 0) AS recomputed
          FROM organizations o
          LEFT JOIN purchases p ON p.org_id = o.id AND p.status = 'succeeded'
          GROUP BY o.id, o.cumulative_purchases_nanos
          HAVING o.cumulative_purchases_nanos <> COALESCE(SUM(p.amount_nanos), 0)",
-        |org_id, cumulative, purchased| {
-            format!(
-                "organization {org_id}: cumulative purchases are {cumulative} but its succeeded purchases add up to {purchased}"
-            )
-        },
-    ),
-    (
-        // A paid purchase granted exactly its amount as a purchase lot of its organization.
-        "SELECT p.id AS subject, p.amount_nanos AS stored, COALESCE(l.amount, 0) AS recomputed
+    // A paid purchase granted exactly its amount as a purchase lot of its organization.
+    "SELECT p.id AS subject, p.amount_nanos AS stored, COALESCE(l.amount, 0) AS recomputed
          FROM purchases p
          LEFT JOIN lots l ON l.id = p.lot_id AND l.kind = 'purchase' AND l.org_id = p.org_id
          WHERE p.status = 'succeeded' AND (l.id IS NULL OR l.amount <> p.amount_nanos)",
-        |purchase_id, amount, lot_amount| {
-            format!(
-                "purchase {purchase_id}: paid {amount} but granted a purchase lot of {lot_amount} to its organization"
-            )
-        },
-    ),
 ];
-
-/// Column sums over a set of accounts. Wide, so the check itself cannot overflow.
-#[derive(Default)]
-struct TotalSums {
-    debits_pending: i128,
-    debits_posted: i128,
-    credits_pending: i128,
-    credits_posted: i128,
-}
-
-impl TotalSums {
-    fn add(&mut self, account: &Account) {
-        self.debits_pending += i128::from(account.debits_pending.nanos());
-        self.debits_posted += i128::from(account.debits_posted.nanos());
-        self.credits_pending += i128::from(account.credits_pending.nanos());
-        self.credits_posted += i128::from(account.credits_posted.nanos());
-    }
-
-    /// Double entry: every transfer debits and credits the same amount.
-    fn check(&self, scope: &str, problems: &mut Vec<String>) {
-        if self.debits_posted != self.credits_posted {
-            problems.push(format!(
-                "{scope}: posted debits add up to {} but posted credits to {}",
-                self.debits_posted, self.credits_posted
-            ));
-        }
-        if self.debits_pending != self.credits_pending {
-            problems.push(format!(
-                "{scope}: pending debits add up to {} but pending credits to {}",
-                self.debits_pending, self.credits_pending
-            ));
-        }
-    }
-}
 
 async fn totals_by_account(
     connection: &mut SqliteConnection,

@@ -6,21 +6,15 @@
 //! Not to be confused with `audit`, the ledger's self-check.
 
 use sqlx::SqliteConnection;
-use sqlx::sqlite::SqliteRow;
 
 use crate::error::StoreError;
+pub(crate) use crate::journal::{
+    AUTO_RELOAD_DISABLED, CREDIT_EXPIRED, CREDIT_GRANTED, CREDIT_PURCHASE_DECLINED, CREDIT_PURCHASE_FAILED,
+    CREDIT_PURCHASED, SYSTEM_ACTOR, check_entry_scope,
+};
 use crate::model::AuditEntry;
-use crate::sqlite::{SqliteStore, column, invariant, millis, store_error, timestamp_from_sql};
-
-/// Actions the store writes by itself (the others are named by the caller's entry).
-pub(crate) const CREDIT_GRANTED: &str = "credit.granted";
-pub(crate) const CREDIT_EXPIRED: &str = "credit.expired";
-pub(crate) const CREDIT_PURCHASED: &str = "credit.purchased";
-pub(crate) const CREDIT_PURCHASE_DECLINED: &str = "credit.purchase_declined";
-pub(crate) const CREDIT_PURCHASE_FAILED: &str = "credit.purchase_failed";
-pub(crate) const AUTO_RELOAD_DISABLED: &str = "autoreload.disabled";
-/// The actor of what the store does on its own schedule (expiry, auto-reload shut-off).
-pub(crate) const SYSTEM_ACTOR: &str = "system";
+use crate::rows::audit_entry_from_row;
+use crate::sqlite::{SqliteStore, millis, store_error};
 
 impl SqliteStore {
     pub(crate) async fn record_audit(&self, entry: AuditEntry) -> Result<(), StoreError> {
@@ -62,28 +56,4 @@ pub(crate) async fn insert_audit_event(
     .await
     .map_err(store_error)?;
     Ok(())
-}
-
-/// A caller's entry must describe a change to the organization it is filed under; filing it
-/// under another would show one tenant's change in another's log.
-pub(crate) fn check_entry_scope(entry: &AuditEntry, org_id: &str) -> Result<(), StoreError> {
-    if entry.org_id != org_id {
-        return Err(invariant(format!(
-            "an audit entry of organization {} describes a change to organization {org_id}",
-            entry.org_id
-        )));
-    }
-    Ok(())
-}
-
-fn audit_entry_from_row(row: &SqliteRow) -> Result<AuditEntry, StoreError> {
-    Ok(AuditEntry {
-        org_id: column(row, "org_id")?,
-        actor: column(row, "actor")?,
-        action: column(row, "action")?,
-        subject: column(row, "subject")?,
-        details: column(row, "details")?,
-        reason: column(row, "reason")?,
-        at: timestamp_from_sql(column(row, "created_at")?)?,
-    })
 }

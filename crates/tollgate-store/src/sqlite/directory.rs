@@ -5,36 +5,28 @@
 //! invite) runs inside the write transaction that makes it, so two admins racing cannot
 //! both pass it.
 
-use sqlx::sqlite::SqliteRow;
 use tollgate_core::Timestamp;
 use tollgate_core::keys::KeyKind;
-use tollgate_core::roles::{OrgRole, WorkspaceRole};
+use tollgate_core::roles::OrgRole;
 
-use crate::Store;
 use crate::admin_model::{
-    CreatedBy, DirectoryRejection, InviteRecord, InviteState, KeyView, MemberRecord, UserRecord,
-    WorkspaceRejection,
+    CreatedBy, DirectoryRejection, InviteRecord, KeyView, MemberRecord, UserRecord, WorkspaceRejection,
 };
 use crate::error::{StoreError, TxError};
 use crate::model::{AuditEntry, KeyStatus, NewKey, Workspace};
-use crate::sqlite::audit_log::{check_entry_scope, insert_audit_event};
-use crate::sqlite::{
-    SqliteStore, column, insert_workspace, key_from_row, millis, store_error, timestamp_from_sql,
-    truncate_to_millis, unknown_text, workspace_from_row,
+use crate::rows::{
+    INVITE_SELECT, KEY_VIEW_SELECT, USER_SELECT, WORKSPACE_SELECT, invite_from_row, key_view_from_row,
+    member_from_row, user_from_row, workspace_from_row,
 };
-
-const KEY_VIEW_SELECT: &str = "SELECT id, kind, org_id, workspace_id, name, hint, status, created_at,
-        last_used_at, created_by_type, created_by_id
-    FROM api_keys";
-
-const WORKSPACE_SELECT: &str = "SELECT id, org_id, name, is_default, created_at, archived_at FROM workspaces";
-
-const USER_SELECT: &str = "SELECT id, org_id, email, name, role, added_at FROM users";
-
-const INVITE_SELECT: &str = "SELECT id, org_id, email, role, status, invited_at, expires_at FROM invites";
+use crate::sqlite::audit_log::{check_entry_scope, insert_audit_event};
+use crate::sqlite::{SqliteStore, insert_workspace, millis, store_error, truncate_to_millis};
 
 impl SqliteStore {
-    async fn insert_key_by(&self, key: NewKey, created_by: &CreatedBy) -> Result<KeyView, StoreError> {
+    pub(crate) async fn insert_key_by(
+        &self,
+        key: NewKey,
+        created_by: &CreatedBy,
+    ) -> Result<KeyView, StoreError> {
         sqlx::query(
             "INSERT INTO api_keys
                 (id, kind, org_id, workspace_id, name, secret_hash, hint, status, created_at,
@@ -60,7 +52,7 @@ impl SqliteStore {
             .ok_or_else(|| StoreError::Database(format!("key {} vanished after insert", key.id)))
     }
 
-    async fn key_view(&self, key_id: &str) -> Result<Option<KeyView>, StoreError> {
+    pub(crate) async fn key_view(&self, key_id: &str) -> Result<Option<KeyView>, StoreError> {
         sqlx::query(&format!("{KEY_VIEW_SELECT} WHERE id = ?"))
             .bind(key_id)
             .fetch_optional(&self.reader)
@@ -70,7 +62,7 @@ impl SqliteStore {
             .transpose()
     }
 
-    async fn key_views(&self, org_id: &str, kind: KeyKind) -> Result<Vec<KeyView>, StoreError> {
+    pub(crate) async fn key_views(&self, org_id: &str, kind: KeyKind) -> Result<Vec<KeyView>, StoreError> {
         sqlx::query(&format!(
             "{KEY_VIEW_SELECT} WHERE org_id = ? AND kind = ? ORDER BY created_at DESC, id DESC"
         ))
@@ -84,7 +76,7 @@ impl SqliteStore {
         .collect()
     }
 
-    async fn rename_key(&self, key_id: &str, name: &str) -> Result<bool, StoreError> {
+    pub(crate) async fn rename_key(&self, key_id: &str, name: &str) -> Result<bool, StoreError> {
         let updated = sqlx::query("UPDATE api_keys SET name = ? WHERE id = ?")
             .bind(name)
             .bind(key_id)
@@ -94,7 +86,7 @@ impl SqliteStore {
         Ok(updated.rows_affected() > 0)
     }
 
-    async fn create_workspace_capped(
+    pub(crate) async fn create_workspace_capped(
         &self,
         org_id: &str,
         workspace_id: &str,
@@ -130,7 +122,7 @@ impl SqliteStore {
         Ok(workspace)
     }
 
-    async fn rename_workspace(
+    pub(crate) async fn rename_workspace(
         &self,
         workspace_id: &str,
         name: &str,
@@ -173,7 +165,7 @@ impl SqliteStore {
         })
     }
 
-    async fn archive_workspace(
+    pub(crate) async fn archive_workspace(
         &self,
         workspace_id: &str,
         now: Timestamp,
@@ -220,7 +212,10 @@ impl SqliteStore {
         ))
     }
 
-    async fn insert_user(&self, user: &UserRecord) -> Result<UserRecord, TxError<DirectoryRejection>> {
+    pub(crate) async fn insert_user(
+        &self,
+        user: &UserRecord,
+    ) -> Result<UserRecord, TxError<DirectoryRejection>> {
         let mut transaction = self.begin_write().await?;
         let taken = sqlx::query("SELECT 1 FROM users WHERE org_id = ? AND email = ?")
             .bind(&user.org_id)
@@ -241,7 +236,7 @@ impl SqliteStore {
         })
     }
 
-    async fn user(&self, user_id: &str) -> Result<Option<UserRecord>, StoreError> {
+    pub(crate) async fn user(&self, user_id: &str) -> Result<Option<UserRecord>, StoreError> {
         sqlx::query(&format!("{USER_SELECT} WHERE id = ?"))
             .bind(user_id)
             .fetch_optional(&self.reader)
@@ -251,7 +246,7 @@ impl SqliteStore {
             .transpose()
     }
 
-    async fn users(&self, org_id: &str) -> Result<Vec<UserRecord>, StoreError> {
+    pub(crate) async fn users(&self, org_id: &str) -> Result<Vec<UserRecord>, StoreError> {
         sqlx::query(&format!("{USER_SELECT} WHERE org_id = ? ORDER BY added_at, id"))
             .bind(org_id)
             .fetch_all(&self.reader)
@@ -262,7 +257,7 @@ impl SqliteStore {
             .collect()
     }
 
-    async fn set_user_role(&self, user_id: &str, role: OrgRole) -> Result<bool, StoreError> {
+    pub(crate) async fn set_user_role(&self, user_id: &str, role: OrgRole) -> Result<bool, StoreError> {
         let updated = sqlx::query("UPDATE users SET role = ? WHERE id = ?")
             .bind(role.as_str())
             .bind(user_id)
@@ -272,7 +267,7 @@ impl SqliteStore {
         Ok(updated.rows_affected() > 0)
     }
 
-    async fn delete_user(&self, user_id: &str) -> Result<bool, StoreError> {
+    pub(crate) async fn delete_user(&self, user_id: &str) -> Result<bool, StoreError> {
         let mut transaction = self.begin_write().await?;
         sqlx::query("DELETE FROM workspace_members WHERE user_id = ?")
             .bind(user_id)
@@ -288,7 +283,7 @@ impl SqliteStore {
         Ok(deleted.rows_affected() > 0)
     }
 
-    async fn insert_invite(
+    pub(crate) async fn insert_invite(
         &self,
         invite: &InviteRecord,
     ) -> Result<InviteRecord, TxError<DirectoryRejection>> {
@@ -340,7 +335,7 @@ impl SqliteStore {
         })
     }
 
-    async fn invite(&self, invite_id: &str) -> Result<Option<InviteRecord>, StoreError> {
+    pub(crate) async fn invite(&self, invite_id: &str) -> Result<Option<InviteRecord>, StoreError> {
         sqlx::query(&format!("{INVITE_SELECT} WHERE id = ?"))
             .bind(invite_id)
             .fetch_optional(&self.reader)
@@ -350,7 +345,7 @@ impl SqliteStore {
             .transpose()
     }
 
-    async fn invites(&self, org_id: &str) -> Result<Vec<InviteRecord>, StoreError> {
+    pub(crate) async fn invites(&self, org_id: &str) -> Result<Vec<InviteRecord>, StoreError> {
         sqlx::query(&format!(
             "{INVITE_SELECT} WHERE org_id = ? ORDER BY invited_at, id"
         ))
@@ -363,7 +358,7 @@ impl SqliteStore {
         .collect()
     }
 
-    async fn delete_invite(&self, invite_id: &str) -> Result<bool, StoreError> {
+    pub(crate) async fn delete_invite(&self, invite_id: &str) -> Result<bool, StoreError> {
         let deleted = sqlx::query("DELETE FROM invites WHERE id = ?")
             .bind(invite_id)
             .execute(&self.writer)
@@ -372,7 +367,7 @@ impl SqliteStore {
         Ok(deleted.rows_affected() > 0)
     }
 
-    async fn accept_invite(
+    pub(crate) async fn accept_invite(
         &self,
         invite_id: &str,
         user: &UserRecord,
@@ -411,7 +406,11 @@ impl SqliteStore {
         })
     }
 
-    async fn set_member(&self, org_id: &str, member: &MemberRecord) -> Result<MemberRecord, StoreError> {
+    pub(crate) async fn set_member(
+        &self,
+        org_id: &str,
+        member: &MemberRecord,
+    ) -> Result<MemberRecord, StoreError> {
         // The composite foreign keys refuse a user or workspace of another organization.
         sqlx::query(
             "INSERT INTO workspace_members (workspace_id, user_id, org_id, workspace_role, added_at)
@@ -431,7 +430,11 @@ impl SqliteStore {
             .ok_or_else(|| StoreError::Database("a member vanished after insert".to_owned()))
     }
 
-    async fn member(&self, workspace_id: &str, user_id: &str) -> Result<Option<MemberRecord>, StoreError> {
+    pub(crate) async fn member(
+        &self,
+        workspace_id: &str,
+        user_id: &str,
+    ) -> Result<Option<MemberRecord>, StoreError> {
         sqlx::query(
             "SELECT workspace_id, user_id, workspace_role, added_at FROM workspace_members
              WHERE workspace_id = ? AND user_id = ?",
@@ -445,7 +448,7 @@ impl SqliteStore {
         .transpose()
     }
 
-    async fn members(&self, workspace_id: &str) -> Result<Vec<MemberRecord>, StoreError> {
+    pub(crate) async fn members(&self, workspace_id: &str) -> Result<Vec<MemberRecord>, StoreError> {
         sqlx::query(
             "SELECT workspace_id, user_id, workspace_role, added_at FROM workspace_members
              WHERE workspace_id = ? ORDER BY added_at, user_id",
@@ -459,7 +462,7 @@ impl SqliteStore {
         .collect()
     }
 
-    async fn delete_member(&self, workspace_id: &str, user_id: &str) -> Result<bool, StoreError> {
+    pub(crate) async fn delete_member(&self, workspace_id: &str, user_id: &str) -> Result<bool, StoreError> {
         let deleted = sqlx::query("DELETE FROM workspace_members WHERE workspace_id = ? AND user_id = ?")
             .bind(workspace_id)
             .bind(user_id)
@@ -485,184 +488,4 @@ async fn insert_user_in(
         .await
         .map_err(store_error)?;
     Ok(())
-}
-
-fn key_view_from_row(row: &SqliteRow) -> Result<KeyView, StoreError> {
-    let kind: String = column(row, "created_by_type")?;
-    Ok(KeyView {
-        record: key_from_row(row)?,
-        created_by: CreatedBy::from_parts(&kind, column(row, "created_by_id")?)
-            .ok_or_else(|| unknown_text("key creator type", &kind))?,
-    })
-}
-
-fn user_from_row(row: &SqliteRow) -> Result<UserRecord, StoreError> {
-    let role: String = column(row, "role")?;
-    Ok(UserRecord {
-        id: column(row, "id")?,
-        org_id: column(row, "org_id")?,
-        email: column(row, "email")?,
-        name: column(row, "name")?,
-        role: OrgRole::parse(&role).ok_or_else(|| unknown_text("organization role", &role))?,
-        added_at: timestamp_from_sql(column(row, "added_at")?)?,
-    })
-}
-
-fn invite_from_row(row: &SqliteRow) -> Result<InviteRecord, StoreError> {
-    let role: String = column(row, "role")?;
-    let state: String = column(row, "status")?;
-    Ok(InviteRecord {
-        id: column(row, "id")?,
-        org_id: column(row, "org_id")?,
-        email: column(row, "email")?,
-        role: OrgRole::parse(&role).ok_or_else(|| unknown_text("organization role", &role))?,
-        state: InviteState::parse(&state).ok_or_else(|| unknown_text("invite status", &state))?,
-        invited_at: timestamp_from_sql(column(row, "invited_at")?)?,
-        expires_at: timestamp_from_sql(column(row, "expires_at")?)?,
-    })
-}
-
-fn member_from_row(row: &SqliteRow) -> Result<MemberRecord, StoreError> {
-    let role: String = column(row, "workspace_role")?;
-    Ok(MemberRecord {
-        workspace_id: column(row, "workspace_id")?,
-        user_id: column(row, "user_id")?,
-        role: WorkspaceRole::parse(&role).ok_or_else(|| unknown_text("workspace role", &role))?,
-        added_at: timestamp_from_sql(column(row, "added_at")?)?,
-    })
-}
-
-/// The façade over the directory queries.
-impl Store {
-    /// Inserts an `Active` key recording who created it.
-    pub async fn insert_key_by(&self, key: NewKey, created_by: &CreatedBy) -> Result<KeyView, StoreError> {
-        self.sqlite.insert_key_by(key, created_by).await
-    }
-
-    pub async fn key_view(&self, key_id: &str) -> Result<Option<KeyView>, StoreError> {
-        self.sqlite.key_view(key_id).await
-    }
-
-    /// The organization's keys of `kind`, newest first.
-    pub async fn key_views(&self, org_id: &str, kind: KeyKind) -> Result<Vec<KeyView>, StoreError> {
-        self.sqlite.key_views(org_id, kind).await
-    }
-
-    /// Returns false if no such key.
-    pub async fn rename_key(&self, key_id: &str, name: &str) -> Result<bool, StoreError> {
-        self.sqlite.rename_key(key_id, name).await
-    }
-
-    /// Creates a workspace unless the name is taken (archived workspaces included) or the
-    /// organization already has `max_active` active workspaces besides its Default.
-    pub async fn create_workspace_capped(
-        &self,
-        org_id: &str,
-        workspace_id: &str,
-        name: &str,
-        now: Timestamp,
-        max_active: usize,
-    ) -> Result<Workspace, TxError<WorkspaceRejection>> {
-        self.sqlite
-            .create_workspace_capped(org_id, workspace_id, name, now, max_active)
-            .await
-    }
-
-    /// Renames an active workspace; the name stays unique within its organization.
-    pub async fn rename_workspace(
-        &self,
-        workspace_id: &str,
-        name: &str,
-    ) -> Result<Workspace, TxError<WorkspaceRejection>> {
-        self.sqlite.rename_workspace(workspace_id, name).await
-    }
-
-    /// Archives an active workspace and archives every key in it, audited with the caller's
-    /// entry (which must be filed under the workspace's organization), in one transaction.
-    /// Returns the workspace and how many keys were archived.
-    pub async fn archive_workspace(
-        &self,
-        workspace_id: &str,
-        now: Timestamp,
-        audit: AuditEntry,
-    ) -> Result<(Workspace, u64), TxError<WorkspaceRejection>> {
-        self.sqlite.archive_workspace(workspace_id, now, audit).await
-    }
-
-    /// Adds a user unless the email is already a member of the organization.
-    pub async fn insert_user(&self, user: &UserRecord) -> Result<UserRecord, TxError<DirectoryRejection>> {
-        self.sqlite.insert_user(user).await
-    }
-
-    pub async fn user(&self, user_id: &str) -> Result<Option<UserRecord>, StoreError> {
-        self.sqlite.user(user_id).await
-    }
-
-    /// Oldest first.
-    pub async fn users(&self, org_id: &str) -> Result<Vec<UserRecord>, StoreError> {
-        self.sqlite.users(org_id).await
-    }
-
-    pub async fn set_user_role(&self, user_id: &str, role: OrgRole) -> Result<bool, StoreError> {
-        self.sqlite.set_user_role(user_id, role).await
-    }
-
-    /// Removes the user and their workspace memberships; keys they created stay.
-    pub async fn delete_user(&self, user_id: &str) -> Result<bool, StoreError> {
-        self.sqlite.delete_user(user_id).await
-    }
-
-    /// Invites an email unless it is a member already or has an unexpired pending invite.
-    pub async fn insert_invite(
-        &self,
-        invite: &InviteRecord,
-    ) -> Result<InviteRecord, TxError<DirectoryRejection>> {
-        self.sqlite.insert_invite(invite).await
-    }
-
-    pub async fn invite(&self, invite_id: &str) -> Result<Option<InviteRecord>, StoreError> {
-        self.sqlite.invite(invite_id).await
-    }
-
-    /// Oldest first.
-    pub async fn invites(&self, org_id: &str) -> Result<Vec<InviteRecord>, StoreError> {
-        self.sqlite.invites(org_id).await
-    }
-
-    pub async fn delete_invite(&self, invite_id: &str) -> Result<bool, StoreError> {
-        self.sqlite.delete_invite(invite_id).await
-    }
-
-    /// Marks a pending, unexpired invite for `user.email` accepted and adds `user`, in one
-    /// transaction.
-    pub async fn accept_invite(
-        &self,
-        invite_id: &str,
-        user: &UserRecord,
-    ) -> Result<UserRecord, TxError<DirectoryRejection>> {
-        self.sqlite.accept_invite(invite_id, user).await
-    }
-
-    /// Adds the member or changes their role. A user or workspace outside `org_id` is a
-    /// `StoreError::Database` (foreign key), never a cross-tenant membership.
-    pub async fn set_member(&self, org_id: &str, member: &MemberRecord) -> Result<MemberRecord, StoreError> {
-        self.sqlite.set_member(org_id, member).await
-    }
-
-    pub async fn member(
-        &self,
-        workspace_id: &str,
-        user_id: &str,
-    ) -> Result<Option<MemberRecord>, StoreError> {
-        self.sqlite.member(workspace_id, user_id).await
-    }
-
-    /// Explicit members, oldest first.
-    pub async fn members(&self, workspace_id: &str) -> Result<Vec<MemberRecord>, StoreError> {
-        self.sqlite.members(workspace_id).await
-    }
-
-    pub async fn delete_member(&self, workspace_id: &str, user_id: &str) -> Result<bool, StoreError> {
-        self.sqlite.delete_member(workspace_id, user_id).await
-    }
 }

@@ -8,56 +8,28 @@
 //! that were loaded and read back before commit (TigerBeetle's pair assertions); a core
 //! `TransferError` or a failed assertion is a bug that rolls the transaction back.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use sqlx::SqliteConnection;
-use sqlx::sqlite::SqliteRow;
 use tollgate_core::Timestamp;
-use tollgate_core::ledger::{self, Account, AccountId, AccountKind, Lot, LotKind, TransferError};
-use tollgate_core::money::NanoUsd;
-use tollgate_core::usage::TokenUsage;
+use tollgate_core::ledger::{self, Account, AccountId, AccountKind, Lot, LotKind};
 
 use crate::error::{StoreError, TxError};
+use crate::journal::{
+    AccountSet, JournalEntry, TransferKind, abandonment, balance_view, check_read_back, describe_grant,
+};
 use crate::model::{
     AuditEntry, BalanceView, GrantRejection, LotView, NewLot, NewReservation, Reservation, ReserveRejection,
-    SettleOutcome, Settlement, UsageRecord, UsageStatus,
+    SettleOutcome, Settlement,
 };
+use crate::rows::{ACCOUNT_SELECT, LOT_SELECT, account_from_row, lot_view_from_row, overdue_from_row};
+use crate::rules::check_amount_positive;
 use crate::sqlite::audit_log::{CREDIT_EXPIRED, CREDIT_GRANTED, SYSTEM_ACTOR, insert_audit_event};
-use crate::sqlite::{
-    SqliteStore, column, invariant, millis, store_error, timestamp_from_sql, truncate_to_millis,
-};
+use crate::sqlite::{SqliteStore, column, invariant, millis, store_error, truncate_to_millis};
 
 /// How many overdue reservations the reaper ends per transaction, so that it never holds
 /// the write lock for long while requests wait to reserve.
 const REAP_BATCH_SIZE: usize = 100;
-
-/// What a journal row records as the reason for a transfer.
-#[derive(Clone, Copy)]
-enum TransferKind {
-    Grant,
-    Expiry,
-}
-
-impl TransferKind {
-    fn as_str(self) -> &'static str {
-        match self {
-            TransferKind::Grant => "grant",
-            TransferKind::Expiry => "expiry",
-        }
-    }
-}
-
-/// One posted transfer to append to the journal.
-struct JournalEntry<'a> {
-    org_id: &'a str,
-    debit: AccountId,
-    credit: AccountId,
-    amount: NanoUsd,
-    kind: TransferKind,
-    reservation_id: Option<&'a str>,
-    lot_id: Option<&'a str>,
-    created_at: Timestamp,
-}
 
 impl SqliteStore {
     pub(crate) async fn grant_lot(&self, new_lot: NewLot) -> Result<LotView, TxError<GrantRejection>> {
@@ -80,34 +52,14 @@ impl SqliteStore {
         let expired = load_system_account(&mut transaction, org_id, AccountKind::Expired).await?;
         transaction.commit().await.map_err(store_error)?;
 
-        let mut granted = NanoUsd::ZERO;
-        for lot in &lots {
-            granted = granted
-                .checked_add(lot.amount)
-                .ok_or_else(|| invariant(format!("the granted total of organization {org_id} overflows")))?;
-        }
-        let lots: Vec<Lot> = lots.into_iter().map(|view| view.lot).collect();
-        let credit = ledger::credit_balance(&lots, now);
-        Ok(BalanceView {
-            available: credit.available,
-            held: credit.held,
-            spent: spend.credits_posted,
-            expired: expired.credits_posted,
-            granted,
-        })
+        balance_view(org_id, lots, &spend, &expired, now)
     }
 
     pub(crate) async fn reserve(
         &self,
         reservation: NewReservation,
     ) -> Result<Reservation, TxError<ReserveRejection>> {
-        if !reservation.amount.is_positive() {
-            return Err(invariant(format!(
-                "reservation {} is for a non-positive amount {}",
-                reservation.reservation_id, reservation.amount
-            ))
-            .into());
-        }
+        check_amount_positive("reservation", &reservation.reservation_id, reservation.amount)?;
         self.hot.reserve(reservation).await
     }
 
@@ -135,7 +87,7 @@ impl SqliteStore {
             .map_err(store_error)?;
             let settlements = overdue
                 .iter()
-                .map(|row| abandonment(row, now))
+                .map(|row| overdue_from_row(row).map(|overdue| abandonment(overdue, now)))
                 .collect::<Result<Vec<_>, _>>()?;
             let outcomes = futures_util::future::join_all(
                 settlements
@@ -243,7 +195,7 @@ impl SqliteStore {
             .await?;
             moved += 1;
         }
-        accounts.write(&mut transaction).await?;
+        write_accounts(&mut transaction, &accounts).await?;
         transaction.commit().await.map_err(store_error)?;
         Ok(moved)
     }
@@ -353,7 +305,7 @@ pub(crate) async fn grant_in(
         },
     )
     .await?;
-    accounts.write(&mut *connection).await?;
+    write_accounts(&mut *connection, &accounts).await?;
     insert_audit_event(
         &mut *connection,
         &AuditEntry {
@@ -377,180 +329,40 @@ pub(crate) async fn grant_in(
     })
 }
 
-/// "purchase lot of $12.50, expires 2027-01-01T00:00:00Z", as the audit log says it.
-fn describe_grant(new_lot: &NewLot, expires_at: Option<Timestamp>) -> String {
-    let programme = match &new_lot.programme {
-        Some(programme) => format!(" (programme {programme})"),
-        None => String::new(),
-    };
-    let expiry = match expires_at {
-        Some(expires_at) => format!(
-            "expires {}",
-            expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-        ),
-        None => "never expires".to_owned(),
-    };
-    format!(
-        "{} lot of {}{programme}, {expiry}",
-        new_lot.kind.as_str(),
-        new_lot.amount
-    )
-}
-
-/// The settlement the reaper makes for a reservation whose request never ended it.
-fn abandonment(row: &SqliteRow, now: Timestamp) -> Result<Settlement, StoreError> {
-    let created_at = timestamp_from_sql(column(row, "created_at")?)?;
-    let latency_ms = u64::try_from((now - created_at).num_milliseconds()).unwrap_or(0);
-    Ok(Settlement {
-        reservation_id: column(row, "id")?,
-        cost: NanoUsd::ZERO,
-        now,
-        record: UsageRecord {
-            request_id: column(row, "request_id")?,
-            org_id: column(row, "org_id")?,
-            workspace_id: column(row, "workspace_id")?,
-            api_key_id: column(row, "api_key_id")?,
-            model: column(row, "model")?,
-            usage: TokenUsage::default(),
-            cost: NanoUsd::ZERO,
-            status: UsageStatus::Abandoned,
-            error_type: None,
-            latency_ms,
-            started_at: created_at,
-            ended_at: now,
-        },
-    })
-}
-
-/// The accounts one transaction touches: as loaded, and as the core left them.
-#[derive(Default)]
-pub(crate) struct AccountSet {
-    loaded: BTreeMap<AccountId, Account>,
-    current: BTreeMap<AccountId, Account>,
-}
-
-impl AccountSet {
-    /// Adds an account as read from the database (or just inserted with zero totals).
-    pub(crate) fn insert(&mut self, account: Account) {
-        self.loaded.entry(account.id).or_insert(account);
-        self.current.entry(account.id).or_insert(account);
-    }
-
-    fn get(&self, id: AccountId) -> Result<Account, StoreError> {
-        self.current
-            .get(&id)
-            .copied()
-            .ok_or_else(|| invariant(format!("account {} was not loaded", id.0)))
-    }
-
-    /// Applies one core transfer function to a debit and a credit account.
-    pub(crate) fn transfer(
-        &mut self,
-        debit_id: AccountId,
-        credit_id: AccountId,
-        apply: impl FnOnce(&mut Account, &mut Account) -> Result<(), TransferError>,
-    ) -> Result<(), StoreError> {
-        let mut debit = self.get(debit_id)?;
-        let mut credit = self.get(credit_id)?;
-        apply(&mut debit, &mut credit).map_err(|error| {
-            invariant(format!(
-                "the ledger refused a transfer from account {} to account {}: {error}",
-                debit_id.0, credit_id.0
-            ))
-        })?;
-        self.current.insert(debit_id, debit);
-        self.current.insert(credit_id, credit);
-        Ok(())
-    }
-
-    /// The accounts that changed, as (loaded, current), each checked to have non-negative
-    /// totals and no overdrawn lot.
-    pub(crate) fn changed(&self) -> Result<Vec<(Account, Account)>, StoreError> {
-        let mut changed = Vec::new();
-        for (id, current) in &self.current {
-            let Some(loaded) = self.loaded.get(id) else {
-                return Err(invariant(format!("account {} has no loaded totals", id.0)));
-            };
-            if current != loaded {
-                check_totals(current)?;
-                changed.push((*loaded, *current));
-            }
-        }
-        Ok(changed)
-    }
-
-    /// Writes every changed account, then reads each back. The write only applies if the
-    /// row still holds the totals that were loaded; the read-back checks what was stored.
-    async fn write(&self, connection: &mut SqliteConnection) -> Result<(), StoreError> {
-        for (id, current) in &self.current {
-            let Some(loaded) = self.loaded.get(id) else {
-                return Err(invariant(format!("account {} has no loaded totals", id.0)));
-            };
-            if current == loaded {
-                continue;
-            }
-            check_totals(current)?;
-            let updated = sqlx::query(
-                "UPDATE accounts
+/// Writes every changed account, then reads each back. The write only applies if the
+/// row still holds the totals that were loaded; the read-back checks what was stored.
+async fn write_accounts(connection: &mut SqliteConnection, accounts: &AccountSet) -> Result<(), StoreError> {
+    let changed = accounts.changed()?;
+    for (loaded, current) in &changed {
+        let id = current.id;
+        let updated = sqlx::query(
+            "UPDATE accounts
                  SET debits_pending = ?, debits_posted = ?, credits_pending = ?, credits_posted = ?
                  WHERE id = ? AND debits_pending = ? AND debits_posted = ?
                    AND credits_pending = ? AND credits_posted = ?",
-            )
-            .bind(current.debits_pending.nanos())
-            .bind(current.debits_posted.nanos())
-            .bind(current.credits_pending.nanos())
-            .bind(current.credits_posted.nanos())
-            .bind(id.0)
-            .bind(loaded.debits_pending.nanos())
-            .bind(loaded.debits_posted.nanos())
-            .bind(loaded.credits_pending.nanos())
-            .bind(loaded.credits_posted.nanos())
-            .execute(&mut *connection)
-            .await
-            .map_err(store_error)?;
-            if updated.rows_affected() != 1 {
-                return Err(invariant(format!(
-                    "account {} changed after it was loaded in the same transaction",
-                    id.0
-                )));
-            }
+        )
+        .bind(current.debits_pending.nanos())
+        .bind(current.debits_posted.nanos())
+        .bind(current.credits_pending.nanos())
+        .bind(current.credits_posted.nanos())
+        .bind(id.0)
+        .bind(loaded.debits_pending.nanos())
+        .bind(loaded.debits_posted.nanos())
+        .bind(loaded.credits_pending.nanos())
+        .bind(loaded.credits_posted.nanos())
+        .execute(&mut *connection)
+        .await
+        .map_err(store_error)?;
+        if updated.rows_affected() != 1 {
+            return Err(invariant(format!(
+                "account {} changed after it was loaded in the same transaction",
+                id.0
+            )));
         }
-        for (id, current) in &self.current {
-            if self.loaded.get(id) == Some(current) {
-                continue;
-            }
-            let stored = load_account(&mut *connection, *id).await?;
-            if stored != *current {
-                return Err(invariant(format!(
-                    "account {} reads back as {stored:?} after writing {current:?}",
-                    id.0
-                )));
-            }
-            check_totals(&stored)?;
-        }
-        Ok(())
     }
-}
-
-/// Totals are never negative and a lot is never overdrawn.
-fn check_totals(account: &Account) -> Result<(), StoreError> {
-    let totals = [
-        account.debits_pending,
-        account.debits_posted,
-        account.credits_pending,
-        account.credits_posted,
-    ];
-    if totals.iter().any(|total| total.is_negative()) {
-        return Err(invariant(format!(
-            "account {} has a negative total: {account:?}",
-            account.id.0
-        )));
-    }
-    if account.kind == AccountKind::Lot && account.available().is_negative() {
-        return Err(invariant(format!(
-            "lot account {} is overdrawn: {account:?}",
-            account.id.0
-        )));
+    for (_, current) in &changed {
+        let stored = load_account(&mut *connection, current.id).await?;
+        check_read_back(&stored, current)?;
     }
     Ok(())
 }
@@ -579,12 +391,6 @@ async fn append_journal(
     Ok(())
 }
 
-/// The columns of a lot joined with its account, as `lot_view_from_row` reads them.
-const LOT_SELECT: &str = "SELECT l.id AS lot_id, l.org_id, l.kind AS lot_kind, l.amount,
-        l.granted_at, l.expires_at, l.memo, l.programme, a.id AS account_id, a.kind AS account_kind,
-        a.debits_pending, a.debits_posted, a.credits_pending, a.credits_posted
-    FROM lots l JOIN accounts a ON a.id = l.account_id";
-
 pub(crate) async fn load_lots(
     connection: &mut SqliteConnection,
     org_id: &str,
@@ -599,45 +405,6 @@ pub(crate) async fn load_lots(
     .iter()
     .map(lot_view_from_row)
     .collect()
-}
-
-fn lot_view_from_row(row: &SqliteRow) -> Result<LotView, StoreError> {
-    let kind_text: String = column(row, "lot_kind")?;
-    let kind = LotKind::parse(&kind_text)
-        .ok_or_else(|| StoreError::Database(format!("unknown lot kind '{kind_text}'")))?;
-    Ok(LotView {
-        lot: Lot {
-            lot_id: column(row, "lot_id")?,
-            kind,
-            account: account_from_row(row)?,
-            granted_at: timestamp_from_sql(column(row, "granted_at")?)?,
-            expires_at: column::<Option<i64>>(row, "expires_at")?
-                .map(timestamp_from_sql)
-                .transpose()?,
-        },
-        amount: NanoUsd::from_nanos(column(row, "amount")?),
-        memo: column(row, "memo")?,
-        programme: column(row, "programme")?,
-    })
-}
-
-/// The columns of an account, as `account_from_row` reads them.
-const ACCOUNT_SELECT: &str = "SELECT id AS account_id, kind AS account_kind, debits_pending,
-        debits_posted, credits_pending, credits_posted
-    FROM accounts";
-
-pub(crate) fn account_from_row(row: &SqliteRow) -> Result<Account, StoreError> {
-    let kind_text: String = column(row, "account_kind")?;
-    let kind = AccountKind::parse(&kind_text)
-        .ok_or_else(|| StoreError::Database(format!("unknown account kind '{kind_text}'")))?;
-    Ok(Account {
-        id: AccountId(column(row, "account_id")?),
-        kind,
-        debits_pending: NanoUsd::from_nanos(column(row, "debits_pending")?),
-        debits_posted: NanoUsd::from_nanos(column(row, "debits_posted")?),
-        credits_pending: NanoUsd::from_nanos(column(row, "credits_pending")?),
-        credits_posted: NanoUsd::from_nanos(column(row, "credits_posted")?),
-    })
 }
 
 async fn load_account(connection: &mut SqliteConnection, id: AccountId) -> Result<Account, StoreError> {

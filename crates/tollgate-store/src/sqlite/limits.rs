@@ -7,17 +7,16 @@
 //! what could never be stored (a non-positive limit) as a caller bug. Every change is
 //! written with the caller's audit entry in one transaction.
 
-use std::collections::{BTreeMap, BTreeSet};
-
 use tollgate_core::Timestamp;
-use tollgate_core::ledger::LotKind;
 use tollgate_core::money::NanoUsd;
 
 use crate::error::StoreError;
-use crate::model::{AuditEntry, OrganizationBilling, RateLimitOverrides, WorkspaceLimits};
+use crate::model::{AuditEntry, OrganizationBilling, WorkspaceLimits};
+use crate::rows::rate_limits_from_rows;
+use crate::rules::{active_programmes, check_limit_positive, check_workspace_limits};
 use crate::sqlite::audit_log::{check_entry_scope, insert_audit_event};
 use crate::sqlite::ledger::load_lots;
-use crate::sqlite::{SqliteStore, column, count_from_sql, count_to_sql, invariant, store_error};
+use crate::sqlite::{SqliteStore, column, count_to_sql, store_error};
 
 impl SqliteStore {
     pub(crate) async fn organization_billing(
@@ -42,21 +41,12 @@ impl SqliteStore {
         let lots = load_lots(&mut transaction, org_id).await?;
         transaction.commit().await.map_err(store_error)?;
 
-        let active_programmes: BTreeSet<String> = lots
-            .into_iter()
-            .filter(|view| {
-                view.lot.kind == LotKind::Promotional
-                    && !view.lot.is_expired(now)
-                    && view.lot.account.available().is_positive()
-            })
-            .filter_map(|view| view.programme)
-            .collect();
         Ok(Some(OrganizationBilling {
             org_id: org_id.to_owned(),
             cumulative_purchases: NanoUsd::from_nanos(column(&row, "cumulative_purchases_nanos")?),
             limit_set: column(&row, "limit_set")?,
             spend_limit: column::<Option<i64>>(&row, "spend_limit_nanos")?.map(NanoUsd::from_nanos),
-            active_programmes: active_programmes.into_iter().collect(),
+            active_programmes: active_programmes(lots, now),
         }))
     }
 
@@ -126,21 +116,9 @@ impl SqliteStore {
         .map_err(store_error)?;
         transaction.commit().await.map_err(store_error)?;
 
-        let optional_count = |value: Option<i64>| value.map(count_from_sql).transpose();
-        let mut rate_limits = BTreeMap::new();
-        for row in &rows {
-            rate_limits.insert(
-                column::<String>(row, "model_class")?,
-                RateLimitOverrides {
-                    requests_per_minute: optional_count(column(row, "requests_per_minute")?)?,
-                    input_tokens_per_minute: optional_count(column(row, "input_tokens_per_minute")?)?,
-                    output_tokens_per_minute: optional_count(column(row, "output_tokens_per_minute")?)?,
-                },
-            );
-        }
         Ok(WorkspaceLimits {
             spend_limit: spend_limit.flatten().map(NanoUsd::from_nanos),
-            rate_limits,
+            rate_limits: rate_limits_from_rows(&rows)?,
         })
     }
 
@@ -150,20 +128,7 @@ impl SqliteStore {
         limits: &WorkspaceLimits,
         audit: AuditEntry,
     ) -> Result<bool, StoreError> {
-        let label = format!("workspace {workspace_id}");
-        check_limit_positive(limits.spend_limit, &label)?;
-        for (model_class, overrides) in &limits.rate_limits {
-            let values = [
-                overrides.requests_per_minute,
-                overrides.input_tokens_per_minute,
-                overrides.output_tokens_per_minute,
-            ];
-            if values.contains(&Some(0)) {
-                return Err(invariant(format!(
-                    "{label} was given a zero {model_class} rate limit; a limit is positive or inherited"
-                )));
-            }
-        }
+        check_workspace_limits(workspace_id, limits)?;
         let mut transaction = self.begin_write().await?;
         let org_id: Option<String> = sqlx::query_scalar("SELECT org_id FROM workspaces WHERE id = ?")
             .bind(workspace_id)
@@ -206,16 +171,5 @@ impl SqliteStore {
         insert_audit_event(&mut transaction, &audit).await?;
         transaction.commit().await.map_err(store_error)?;
         Ok(true)
-    }
-}
-
-/// A spend limit is positive or absent; zero would refuse everything, which is what
-/// archiving or deactivating keys is for.
-fn check_limit_positive(limit: Option<NanoUsd>, scope: &str) -> Result<(), StoreError> {
-    match limit {
-        Some(limit) if !limit.is_positive() => Err(invariant(format!(
-            "{scope} was given a non-positive spend limit {limit}"
-        ))),
-        _ => Ok(()),
     }
 }

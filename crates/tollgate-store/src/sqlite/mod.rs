@@ -12,6 +12,7 @@
 
 mod audit;
 mod audit_log;
+mod console;
 mod directory;
 mod ledger;
 mod limits;
@@ -24,34 +25,25 @@ use std::path::Path;
 use std::time::Duration;
 
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Row, Sqlite, SqliteConnection, Transaction};
+use sqlx::{Sqlite, SqliteConnection, Transaction};
 use tollgate_core::Timestamp;
 use tollgate_core::keys::KeyKind;
-use tollgate_core::ledger::AccountKind;
-use tollgate_core::money::NanoUsd;
-use tollgate_core::usage::TokenUsage;
 
-use crate::error::{StoreError, TxError};
-use crate::model::{
-    KeyRecord, KeyStatus, NameTaken, NewKey, Organization, UsageRecord, UsageStatus, Workspace,
+pub(crate) use crate::codec::{
+    count_from_sql, count_to_sql, invariant, millis, timestamp_from_sql, truncate_to_millis,
 };
+use crate::error::{StoreError, TxError};
+use crate::model::{KeyRecord, KeyStatus, NameTaken, NewKey, Organization, UsageRecord, Workspace};
+pub(crate) use crate::rows::column;
+use crate::rows::{key_from_row, organization_from_row, usage_record_from_row, workspace_from_row};
+use crate::rules::{DEFAULT_WORKSPACE_NAME, SYSTEM_ACCOUNT_KINDS};
 
 /// How long a statement waits for another process's write lock before failing as `Busy`.
 pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Concurrent readers; WAL lets them all run beside the one writer.
 const READER_CONNECTIONS: u32 = 4;
-/// The accounts every organization has besides its lots.
-const SYSTEM_ACCOUNT_KINDS: [AccountKind; 5] = [
-    AccountKind::StarterGrants,
-    AccountKind::PromotionalGrants,
-    AccountKind::Purchases,
-    AccountKind::Spend,
-    AccountKind::Expired,
-];
-/// The name of the workspace every organization is created with.
-const DEFAULT_WORKSPACE_NAME: &str = "Default";
 
 /// SQLite's primary result codes for lock contention (extended codes share the low byte).
 const SQLITE_BUSY: i32 = 5;
@@ -425,6 +417,27 @@ impl SqliteStore {
         .map(usage_record_from_row)
         .collect()
     }
+
+    pub(crate) async fn usage_record(
+        &self,
+        org_id: &str,
+        request_id: &str,
+    ) -> Result<Option<UsageRecord>, StoreError> {
+        sqlx::query(
+            "SELECT request_id, org_id, workspace_id, api_key_id, model, input_tokens,
+                    output_tokens, cache_creation_5m_input_tokens, cache_creation_1h_input_tokens,
+                    cache_read_input_tokens, cost_nanos, status, error_type, latency_ms,
+                    started_at, ended_at
+             FROM usage_records WHERE org_id = ? AND request_id = ? ORDER BY id DESC LIMIT 1",
+        )
+        .bind(org_id)
+        .bind(request_id)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(store_error)?
+        .map(|row| usage_record_from_row(&row))
+        .transpose()
+    }
 }
 
 async fn insert_workspace(
@@ -494,77 +507,6 @@ async fn insert_usage_record(
     Ok(())
 }
 
-fn organization_from_row(row: &SqliteRow) -> Result<Organization, StoreError> {
-    Ok(Organization {
-        id: column(row, "id")?,
-        name: column(row, "name")?,
-        created_at: timestamp_from_sql(column(row, "created_at")?)?,
-    })
-}
-
-fn workspace_from_row(row: &SqliteRow) -> Result<Workspace, StoreError> {
-    Ok(Workspace {
-        id: column(row, "id")?,
-        org_id: column(row, "org_id")?,
-        name: column(row, "name")?,
-        is_default: column(row, "is_default")?,
-        created_at: timestamp_from_sql(column(row, "created_at")?)?,
-        archived_at: column::<Option<i64>>(row, "archived_at")?
-            .map(timestamp_from_sql)
-            .transpose()?,
-    })
-}
-
-fn key_from_row(row: &SqliteRow) -> Result<KeyRecord, StoreError> {
-    let kind_text: String = column(row, "kind")?;
-    let status_text: String = column(row, "status")?;
-    Ok(KeyRecord {
-        id: column(row, "id")?,
-        kind: KeyKind::parse(&kind_text).ok_or_else(|| unknown_text("key kind", &kind_text))?,
-        org_id: column(row, "org_id")?,
-        workspace_id: column(row, "workspace_id")?,
-        name: column(row, "name")?,
-        hint: column(row, "hint")?,
-        status: KeyStatus::parse(&status_text).ok_or_else(|| unknown_text("key status", &status_text))?,
-        created_at: timestamp_from_sql(column(row, "created_at")?)?,
-        last_used_at: column::<Option<i64>>(row, "last_used_at")?
-            .map(timestamp_from_sql)
-            .transpose()?,
-    })
-}
-
-fn usage_record_from_row(row: &SqliteRow) -> Result<UsageRecord, StoreError> {
-    let status_text: String = column(row, "status")?;
-    Ok(UsageRecord {
-        request_id: column(row, "request_id")?,
-        org_id: column(row, "org_id")?,
-        workspace_id: column(row, "workspace_id")?,
-        api_key_id: column(row, "api_key_id")?,
-        model: column(row, "model")?,
-        usage: TokenUsage {
-            input_tokens: count_from_sql(column(row, "input_tokens")?)?,
-            output_tokens: count_from_sql(column(row, "output_tokens")?)?,
-            cache_creation_5m_input_tokens: count_from_sql(column(row, "cache_creation_5m_input_tokens")?)?,
-            cache_creation_1h_input_tokens: count_from_sql(column(row, "cache_creation_1h_input_tokens")?)?,
-            cache_read_input_tokens: count_from_sql(column(row, "cache_read_input_tokens")?)?,
-        },
-        cost: NanoUsd::from_nanos(column(row, "cost_nanos")?),
-        status: UsageStatus::parse(&status_text).ok_or_else(|| unknown_text("usage status", &status_text))?,
-        error_type: column(row, "error_type")?,
-        latency_ms: count_from_sql(column(row, "latency_ms")?)?,
-        started_at: timestamp_from_sql(column(row, "started_at")?)?,
-        ended_at: timestamp_from_sql(column(row, "ended_at")?)?,
-    })
-}
-
-/// Reads one column, naming it if the stored value has the wrong type.
-fn column<'row, T>(row: &'row SqliteRow, name: &str) -> Result<T, StoreError>
-where
-    T: sqlx::Decode<'row, Sqlite> + sqlx::Type<Sqlite>,
-{
-    row.try_get(name).map_err(store_error)
-}
-
 /// Translates a driver error at the adapter boundary: lock contention is `Busy`, which
 /// callers may retry; everything else is reported in words.
 pub(crate) fn store_error(error: sqlx::Error) -> StoreError {
@@ -582,38 +524,4 @@ pub(crate) fn store_error(error: sqlx::Error) -> StoreError {
         }
         _ => StoreError::Database(error.to_string()),
     }
-}
-
-/// An invariant violation: logged loudly here, then returned so the caller rolls back.
-pub(crate) fn invariant(message: String) -> StoreError {
-    tracing::error!(%message, "ledger invariant violated; rolling the transaction back");
-    StoreError::Invariant(message)
-}
-
-pub(crate) fn unknown_text(what: &str, text: &str) -> StoreError {
-    StoreError::Database(format!("unknown {what} '{text}' in the database"))
-}
-
-/// Timestamps are stored as unix milliseconds; anything finer is dropped.
-pub(crate) fn millis(instant: Timestamp) -> i64 {
-    instant.timestamp_millis()
-}
-
-pub(crate) fn timestamp_from_sql(unix_millis: i64) -> Result<Timestamp, StoreError> {
-    chrono::DateTime::from_timestamp_millis(unix_millis)
-        .ok_or_else(|| StoreError::Database(format!("timestamp {unix_millis} ms is out of range")))
-}
-
-/// The instant as it will read back from the database.
-pub(crate) fn truncate_to_millis(instant: Timestamp) -> Result<Timestamp, StoreError> {
-    timestamp_from_sql(millis(instant))
-}
-
-pub(crate) fn count_to_sql(count: u64) -> Result<i64, StoreError> {
-    i64::try_from(count)
-        .map_err(|_| StoreError::Database(format!("count {count} does not fit a database integer")))
-}
-
-pub(crate) fn count_from_sql(count: i64) -> Result<u64, StoreError> {
-    u64::try_from(count).map_err(|_| StoreError::Database(format!("negative count {count} in the database")))
 }

@@ -10,32 +10,24 @@
 //! stale bound belonged to a process that died and may be taken over.
 
 use sqlx::SqliteConnection;
-use sqlx::sqlite::SqliteRow;
 use tollgate_core::Timestamp;
 use tollgate_core::ledger::LotKind;
 use tollgate_core::money::NanoUsd;
 
 use crate::error::{StoreError, TxError};
+use crate::journal::unpaid_purchase_entry;
 use crate::model::{
     AuditEntry, AutoReload, IdempotencyKeyReused, NewPurchase, Purchase, PurchaseClaim, PurchaseOutcome,
-    PurchaseSource, PurchaseStatus,
+    PurchaseStatus,
 };
+use crate::rows::{AUTO_RELOAD_SELECT, PURCHASE_SELECT, auto_reload_from_row, purchase_from_row};
+use crate::rules::check_amount_positive;
 use crate::sqlite::audit_log::{
     AUTO_RELOAD_DISABLED, CREDIT_PURCHASE_DECLINED, CREDIT_PURCHASE_FAILED, CREDIT_PURCHASED, SYSTEM_ACTOR,
     check_entry_scope, insert_audit_event,
 };
 use crate::sqlite::ledger::grant_in;
-use crate::sqlite::{
-    SqliteStore, column, invariant, millis, store_error, timestamp_from_sql, truncate_to_millis, unknown_text,
-};
-
-const PURCHASE_SELECT: &str = "SELECT id, org_id, idempotency_key, amount_nanos, source, status,
-        payment_reference, failure_reason, lot_id, created_at, completed_at
-    FROM purchases";
-
-const AUTO_RELOAD_SELECT: &str = "SELECT org_id, enabled, threshold_nanos, amount_nanos, payment_method,
-        in_flight_since, notice
-    FROM auto_reload";
+use crate::sqlite::{SqliteStore, invariant, millis, store_error, truncate_to_millis};
 
 impl SqliteStore {
     // Purchases.
@@ -44,13 +36,7 @@ impl SqliteStore {
         &self,
         purchase: NewPurchase,
     ) -> Result<PurchaseClaim, TxError<IdempotencyKeyReused>> {
-        if !purchase.amount.is_positive() {
-            return Err(invariant(format!(
-                "purchase {} is for a non-positive amount {}",
-                purchase.purchase_id, purchase.amount
-            ))
-            .into());
-        }
+        check_amount_positive("purchase", &purchase.purchase_id, purchase.amount)?;
         let created_at = truncate_to_millis(purchase.created_at)?;
         let mut transaction = self.begin_write().await?;
         // The write lock is held, so no other claim of the key can slip in between.
@@ -433,20 +419,13 @@ async fn end_unpaid(
     now: Timestamp,
 ) -> Result<AuditEntry, StoreError> {
     end_purchase(connection, &purchase.id, status, None, Some(&reason), None, now).await?;
-    Ok(AuditEntry {
-        org_id: purchase.org_id.clone(),
-        actor: actor.to_owned(),
-        action: action.to_owned(),
-        subject: purchase.id.clone(),
-        details: format!(
-            "{} purchase of {} {}",
-            purchase.source.as_str(),
-            purchase.amount,
-            status.as_str()
-        ),
-        reason: Some(reason),
-        at: now,
-    })
+    Ok(unpaid_purchase_entry(
+        purchase,
+        (status, action),
+        reason,
+        actor,
+        now,
+    ))
 }
 
 /// Adds a paid purchase to the organization's cumulative purchases, compare-and-set against
@@ -540,40 +519,4 @@ async fn load_auto_reload(
         .map_err(store_error)?
         .map(|row| auto_reload_from_row(&row))
         .transpose()
-}
-
-fn purchase_from_row(row: &SqliteRow) -> Result<Purchase, StoreError> {
-    let source_text: String = column(row, "source")?;
-    let status_text: String = column(row, "status")?;
-    Ok(Purchase {
-        id: column(row, "id")?,
-        org_id: column(row, "org_id")?,
-        idempotency_key: column(row, "idempotency_key")?,
-        amount: NanoUsd::from_nanos(column(row, "amount_nanos")?),
-        source: PurchaseSource::parse(&source_text)
-            .ok_or_else(|| unknown_text("purchase source", &source_text))?,
-        status: PurchaseStatus::parse(&status_text)
-            .ok_or_else(|| unknown_text("purchase status", &status_text))?,
-        payment_reference: column(row, "payment_reference")?,
-        failure_reason: column(row, "failure_reason")?,
-        lot_id: column(row, "lot_id")?,
-        created_at: timestamp_from_sql(column(row, "created_at")?)?,
-        completed_at: column::<Option<i64>>(row, "completed_at")?
-            .map(timestamp_from_sql)
-            .transpose()?,
-    })
-}
-
-fn auto_reload_from_row(row: &SqliteRow) -> Result<AutoReload, StoreError> {
-    Ok(AutoReload {
-        org_id: column(row, "org_id")?,
-        enabled: column(row, "enabled")?,
-        threshold: NanoUsd::from_nanos(column(row, "threshold_nanos")?),
-        amount: NanoUsd::from_nanos(column(row, "amount_nanos")?),
-        payment_method: column(row, "payment_method")?,
-        in_flight_since: column::<Option<i64>>(row, "in_flight_since")?
-            .map(timestamp_from_sql)
-            .transpose()?,
-        notice: column(row, "notice")?,
-    })
 }

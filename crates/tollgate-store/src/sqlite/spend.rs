@@ -14,23 +14,8 @@ use tollgate_core::money::NanoUsd;
 use tollgate_core::spend::{MonthSpend, month_key};
 
 use crate::error::StoreError;
-use crate::sqlite::{SqliteStore, column, invariant, store_error};
-
-/// One workspace's counter for one month.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct SpendCounter {
-    pub(crate) settled: NanoUsd,
-    pub(crate) held: NanoUsd,
-}
-
-impl SpendCounter {
-    /// Settled plus held: the workspace's spend this month.
-    fn spend(self) -> Result<NanoUsd, StoreError> {
-        self.settled
-            .checked_add(self.held)
-            .ok_or_else(|| invariant(format!("a spend counter overflows: {self:?}")))
-    }
-}
+use crate::journal::{SpendCounter, month_spend_of};
+use crate::sqlite::{SqliteStore, column, store_error};
 
 impl SqliteStore {
     pub(crate) async fn month_spend(
@@ -61,22 +46,15 @@ pub(crate) async fn load_month_spend(
     .fetch_all(&mut *connection)
     .await
     .map_err(store_error)?;
-    let mut spent = MonthSpend::default();
-    for row in &rows {
-        let counter = SpendCounter {
-            settled: NanoUsd::from_nanos(column(row, "settled_nanos")?),
-            held: NanoUsd::from_nanos(column(row, "held_nanos")?),
-        };
-        let counter_spend = counter.spend()?;
-        spent.organization = spent.organization.checked_add(counter_spend).ok_or_else(|| {
-            invariant(format!(
-                "the spend of organization {org_id} in month {month} overflows"
-            ))
-        })?;
-        let row_workspace_id: String = column(row, "workspace_id")?;
-        if row_workspace_id == workspace_id {
-            spent.workspace = counter_spend;
-        }
-    }
-    Ok(spent)
+    let counters = rows
+        .iter()
+        .map(|row| {
+            let counter = SpendCounter {
+                settled: NanoUsd::from_nanos(column(row, "settled_nanos")?),
+                held: NanoUsd::from_nanos(column(row, "held_nanos")?),
+            };
+            Ok((column(row, "workspace_id")?, counter))
+        })
+        .collect::<Result<Vec<(String, SpendCounter)>, StoreError>>()?;
+    month_spend_of(org_id, workspace_id, month, counters)
 }

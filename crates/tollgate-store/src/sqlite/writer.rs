@@ -27,8 +27,11 @@ use tollgate_core::money::NanoUsd;
 use tollgate_core::spend::{self, MonthSpend, month_key};
 
 use crate::error::{StoreError, TxError};
+use crate::journal::{
+    AccountSet, SpendCounter, check_read_back, check_record_scope, check_settlement, ended_state,
+    month_spend_of, plan_end, settle_outcome,
+};
 use crate::model::{NewReservation, Reservation, ReserveRejection, SettleOutcome, Settlement, UsageRecord};
-use crate::sqlite::ledger::AccountSet;
 use crate::sqlite::{BUSY_TIMEOUT, invariant, millis, timestamp_from_sql};
 
 /// Most operations one transaction carries: bounds how long the write lock is held.
@@ -328,12 +331,7 @@ fn write_accounts(connection: &Connection, accounts: &AccountSet) -> Result<(), 
             )));
         }
         let stored = load_account(connection, current.id)?;
-        if stored != current {
-            return Err(invariant(format!(
-                "account {} reads back as {stored:?} after writing {current:?}",
-                current.id.0
-            )));
-        }
+        check_read_back(&stored, &current)?;
     }
     Ok(())
 }
@@ -357,22 +355,19 @@ fn load_month_spend(
             ))
         })
         .map_err(sql_error)?;
-    let mut spent = MonthSpend::default();
-    for row in rows {
-        let (row_workspace, settled, held) = row.map_err(sql_error)?;
-        let counter_spend = NanoUsd::from_nanos(settled)
-            .checked_add(NanoUsd::from_nanos(held))
-            .ok_or_else(|| invariant(format!("a spend counter of {org_id} overflows")))?;
-        spent.organization = spent.organization.checked_add(counter_spend).ok_or_else(|| {
-            invariant(format!(
-                "the spend of organization {org_id} in month {month} overflows"
-            ))
-        })?;
-        if row_workspace == workspace_id {
-            spent.workspace = counter_spend;
-        }
-    }
-    Ok(spent)
+    let counters = rows
+        .map(|row| {
+            row.map(|(row_workspace, settled, held)| {
+                let counter = SpendCounter {
+                    settled: NanoUsd::from_nanos(settled),
+                    held: NanoUsd::from_nanos(held),
+                };
+                (row_workspace, counter)
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(sql_error)?;
+    month_spend_of(org_id, workspace_id, month, counters)
 }
 
 /// One workspace's counter for a month: (settled, held), if it exists.
@@ -593,12 +588,7 @@ fn reserve_in(
 /// the usage record written. Already ended: nothing is written.
 fn settle_in(connection: &Connection, settlement: &Settlement) -> Result<SettleOutcome, StoreError> {
     let reservation_id = settlement.reservation_id.as_str();
-    if settlement.cost.is_negative() {
-        return Err(invariant(format!(
-            "reservation {reservation_id} settled for a negative cost {}",
-            settlement.cost
-        )));
-    }
+    check_settlement(settlement)?;
     let row = connection
         .prepare_cached(
             "SELECT org_id, workspace_id, state, amount, created_at FROM reservations WHERE id = ?1",
@@ -628,12 +618,7 @@ fn settle_in(connection: &Connection, settlement: &Settlement) -> Result<SettleO
             ..SettleOutcome::default()
         });
     }
-    if settlement.record.org_id != org_id {
-        return Err(invariant(format!(
-            "reservation {reservation_id} of {org_id} settled with a usage record of {}",
-            settlement.record.org_id
-        )));
-    }
+    check_record_scope(settlement, &org_id)?;
     let amount = NanoUsd::from_nanos(amount);
     let created_at = timestamp_from_sql(created_at)?;
     let mut statement = connection
@@ -667,29 +652,8 @@ fn settle_in(connection: &Connection, settlement: &Settlement) -> Result<SettleO
         });
     }
     drop(statement);
-    let lines_total = lines
-        .iter()
-        .fold(NanoUsd::ZERO, |total, line| total.saturating_add(line.amount));
-    if lines_total != amount {
-        return Err(invariant(format!(
-            "reservation {reservation_id} is for {amount} but its lines add up to {lines_total}"
-        )));
-    }
-    let plan = ledger::plan_settlement(&lines, settlement.cost);
-    if plan.uncovered.is_positive() {
-        tracing::error!(
-            reservation_id,
-            cost = %settlement.cost,
-            reserved = %amount,
-            uncovered = %plan.uncovered,
-            "a request cost more than its reservation; the charge was capped at the reservation"
-        );
-    }
-    let ended_state = if plan.charged.is_positive() {
-        "settled"
-    } else {
-        "voided"
-    };
+    let plan = plan_end(reservation_id, amount, &lines, settlement.cost)?;
+    let ended_state = ended_state(&plan);
     let ended = connection
         .prepare_cached("UPDATE reservations SET state = ?1, ended_at = ?2, charged = ?3 WHERE id = ?4 AND state = 'pending'")
         .and_then(|mut statement| {
@@ -752,10 +716,5 @@ fn settle_in(connection: &Connection, settlement: &Settlement) -> Result<SettleO
         (settled, held),
     )?;
     insert_usage_record(connection, &settlement.record, reservation_id)?;
-    Ok(SettleOutcome {
-        charged: plan.charged,
-        released: plan.released,
-        uncovered: plan.uncovered,
-        already_ended: false,
-    })
+    Ok(settle_outcome(&plan))
 }

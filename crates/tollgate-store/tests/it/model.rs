@@ -1,6 +1,6 @@
 //! Model test: a seeded random workload of grant, reserve, settle, void, expire, reap and
-//! time passing, run against the SQLite store and against a small reference auditor written
-//! independently of tollgate-core. After every step the store's balance must equal the
+//! time passing, run against each store (SQLite, and PostgreSQL with fewer cases) and
+//! against a small reference auditor written independently of tollgate-core. After every step the store's balance must equal the
 //! auditor's, the open reservations must match, and the store's own audit must be clean.
 //!
 //! The seed is fixed so runs are reproducible; set `PROPTEST_RNG_SEED` to explore others.
@@ -12,7 +12,10 @@ use tollgate_core::ledger::LotKind;
 use tollgate_core::money::NanoUsd;
 use tollgate_store::{BalanceView, GrantRejection, ReserveRejection, SettleOutcome, Store, TxError};
 
+use crate::conformance::Backend;
 use crate::fixtures::{TestOrg, at, create_org, new_lot, new_reservation, settlement};
+use crate::postgres_backend::PostgresBackend;
+use crate::sqlite_backend::SqliteBackend;
 
 const DEFAULT_SEED: u64 = 0x7011_6a7e;
 /// Money in the model is counted in units of a tenth of a cent, small enough to make
@@ -68,10 +71,33 @@ fn operation() -> impl Strategy<Value = Operation> {
     ]
 }
 
-#[test]
-fn random_workloads_agree_with_the_reference_auditor() {
+/// Which store a workload runs against.
+#[derive(Clone, Copy, Debug)]
+enum Engine {
+    /// A fresh database file per case.
+    Sqlite,
+    /// A fresh schema of the test server per case (see `postgres_backend`).
+    Postgres,
+}
+
+mod sqlite {
+    #[test]
+    fn random_workloads_agree_with_the_reference_auditor() {
+        super::run_cases(super::Engine::Sqlite, 16);
+    }
+}
+
+mod postgres {
+    /// Fewer cases than on SQLite: each opens a schema and migrates it.
+    #[test]
+    fn random_workloads_agree_with_the_reference_auditor() {
+        super::run_cases(super::Engine::Postgres, 6);
+    }
+}
+
+fn run_cases(engine: Engine, cases: u32) {
     let mut config = Config {
-        cases: 16,
+        cases,
         failure_persistence: None,
         ..Config::default()
     };
@@ -85,23 +111,34 @@ fn random_workloads_agree_with_the_reference_auditor() {
         .build()
         .expect("runtime");
     let result = runner.run(&proptest::collection::vec(operation(), 1..40), |operations| {
-        runtime.block_on(run_workload(operations))
+        runtime.block_on(run_workload(engine, operations))
     });
     if let Err(failure) = result {
-        panic!("model test failed with PROPTEST_RNG_SEED={seed}: {failure}");
+        panic!("model test on {engine:?} failed with PROPTEST_RNG_SEED={seed}: {failure}");
     }
 }
 
-async fn run_workload(operations: Vec<Operation>) -> Result<(), TestCaseError> {
-    let directory = tempfile::tempdir().expect("temporary directory");
-    let store = Store::open_sqlite(&directory.path().join("model.db"))
-        .await
-        .expect("open");
-    let org = create_org(&store, "model").await;
+async fn run_workload(engine: Engine, operations: Vec<Operation>) -> Result<(), TestCaseError> {
+    match engine {
+        Engine::Sqlite => {
+            let backend = SqliteBackend::open().await;
+            let outcome = run_on(backend.store(), &operations).await;
+            backend.close().await;
+            outcome
+        }
+        Engine::Postgres => {
+            let backend = PostgresBackend::open().await;
+            let outcome = run_on(backend.store(), &operations).await;
+            backend.close().await;
+            outcome
+        }
+    }
+}
+
+async fn run_on(store: &Store, operations: &[Operation]) -> Result<(), TestCaseError> {
+    let org = create_org(store, "model").await;
     let mut auditor = Auditor::default();
-    let outcome = run_operations(&store, &org, &mut auditor, &operations).await;
-    store.close().await;
-    outcome
+    run_operations(store, &org, &mut auditor, operations).await
 }
 
 async fn run_operations(

@@ -292,12 +292,10 @@ async fn the_cost_report_sums_to_the_ledgers_settled_charges_to_the_nano_dollar(
 #[test]
 fn reports_work_from_the_command_line_with_csv() {
     let data_dir = tempfile::tempdir().expect("temporary directory");
+    let _schema = crate::helpers::cli_schema_guard(data_dir.path());
     let run = |arguments: &[&str]| {
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        let output = crate::helpers::tollgate_command(data_dir.path())
             .args(arguments)
-            .arg("--data-dir")
-            .arg(data_dir.path())
-            .env_remove("TOLLGATE_CONFIG")
             .output()
             .expect("tollgate runs");
         (

@@ -1,15 +1,10 @@
 //! The command line works on the same data as a server, and prints what scripts need.
 
-use std::process::Command;
-
 use serde_json::Value;
 
 fn tollgate(data_dir: &std::path::Path, arguments: &[&str]) -> (bool, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+    let output = crate::helpers::tollgate_command(data_dir)
         .args(arguments)
-        .arg("--data-dir")
-        .arg(data_dir)
-        .env_remove("TOLLGATE_CONFIG")
         .output()
         .expect("tollgate runs");
     (
@@ -22,6 +17,7 @@ fn tollgate(data_dir: &std::path::Path, arguments: &[&str]) -> (bool, String, St
 #[test]
 fn keys_and_credits_commands_work_on_a_fresh_data_directory() {
     let data_dir = tempfile::tempdir().expect("temporary directory");
+    let _schema = crate::helpers::cli_schema_guard(data_dir.path());
     let dir = data_dir.path();
     let (ok, stdout, stderr) = tollgate(dir, &["keys", "create", "--workspace", "Default", "--name", "ci"]);
     assert!(ok, "{stderr}");
@@ -115,6 +111,7 @@ fn keys_and_credits_commands_work_on_a_fresh_data_directory() {
 #[test]
 fn billing_commands_buy_credit_set_limits_and_show_the_ladder() {
     let data_dir = tempfile::tempdir().expect("temporary directory");
+    let _schema = crate::helpers::cli_schema_guard(data_dir.path());
     let dir = data_dir.path();
     let run = |arguments: &[&str]| tollgate(dir, arguments);
     let json = |arguments: &[&str]| -> Value {

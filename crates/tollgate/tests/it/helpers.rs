@@ -1,6 +1,11 @@
-//! `spawn_app`: the real application on port 0 with a fresh SQLite database, the built-in
+//! `spawn_app`: the real application on port 0 with a fresh database, the built-in
 //! simulated model, and a fake upstream server (Anthropic's and OpenAI's wire formats) for
 //! the `fake-*` models; optionally more fake upstreams for routing and failover tests.
+//!
+//! The database is the test binary's `crate::BACKEND`: a SQLite file in a temporary
+//! directory (`it`), or a fresh schema of the machine's PostgreSQL server with rate limits
+//! in its Redis under a fresh key prefix (`it_postgres`). Both servers' addresses can be
+//! changed with `TOLLGATE_TEST_DATABASE_URL` and `TOLLGATE_TEST_REDIS_URL`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,6 +30,7 @@ pub(crate) struct TestApp {
     pub(crate) config: Config,
     /// The upstreams `Options::extra_fakes` asked for; `{fakeN}` in the extra config.
     pub(crate) extra_fakes: Vec<FakeUpstream>,
+    _schema: Option<SchemaGuard>,
     _data_dir: tempfile::TempDir,
     _server: tokio::task::JoinHandle<()>,
 }
@@ -40,6 +46,129 @@ const GENEROUS_TIERS: &str = r#"
         rate_limits.sonnet = { requests_per_minute = 100000, input_tokens_per_minute = 100000000, output_tokens_per_minute = 100000000 }
         rate_limits.haiku = { requests_per_minute = 100000, input_tokens_per_minute = 100000000, output_tokens_per_minute = 100000000 }
 "#;
+
+/// Where a test binary keeps its state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(dead_code)] // Each test binary names one.
+pub(crate) enum TestBackend {
+    Sqlite,
+    PostgresRedis,
+}
+
+const DEFAULT_TEST_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+const DEFAULT_TEST_REDIS_URL: &str = "redis://127.0.0.1:6379";
+
+pub(crate) fn test_database_url() -> String {
+    std::env::var("TOLLGATE_TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_TEST_DATABASE_URL.to_owned())
+}
+
+pub(crate) fn test_redis_url() -> String {
+    std::env::var("TOLLGATE_TEST_REDIS_URL").unwrap_or_else(|_| DEFAULT_TEST_REDIS_URL.to_owned())
+}
+
+/// A name no other test or test process uses: a PostgreSQL schema, a Redis key prefix.
+pub(crate) fn unique_name(what: &str) -> String {
+    format!(
+        "it_{what}_{}_{:012x}",
+        std::process::id(),
+        rand::random::<u64>() >> 16
+    )
+}
+
+/// The configuration that puts one app on `crate::BACKEND` (nothing for SQLite), and the
+/// schema to drop afterwards.
+pub(crate) fn backend_config(manual_clock: bool) -> (String, Option<SchemaGuard>) {
+    match crate::BACKEND {
+        TestBackend::Sqlite => (String::new(), None),
+        TestBackend::PostgresRedis => {
+            let schema = unique_name("db");
+            let config = shared_backend_config(&schema, &unique_name("rl"), manual_clock);
+            (config, Some(SchemaGuard { schema }))
+        }
+    }
+}
+
+/// `[database]` and `[limits]` for PostgreSQL schema `schema` and Redis keys under `prefix`.
+pub(crate) fn shared_backend_config(schema: &str, prefix: &str, manual_clock: bool) -> String {
+    format!(
+        r#"
+        [database]
+        url = "{database}"
+        schema = "{schema}"
+        max_connections = 8
+        [limits]
+        redis_url = "{redis}"
+        redis_key_prefix = "{prefix}:"
+        redis_clock = "{clock}"
+        "#,
+        database = test_database_url(),
+        redis = test_redis_url(),
+        clock = if manual_clock { "caller" } else { "server" },
+    )
+}
+
+/// Drops its PostgreSQL schema when the test ends, so runs leave nothing behind.
+pub(crate) struct SchemaGuard {
+    pub(crate) schema: String,
+}
+
+impl Drop for SchemaGuard {
+    fn drop(&mut self) {
+        let schema = self.schema.clone();
+        // Drop runs inside the test's runtime, which cannot block on a future: use a thread
+        // with its own.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async {
+                use sqlx::Connection;
+                let mut connection = sqlx::PgConnection::connect(&test_database_url()).await?;
+                sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                    .execute(&mut connection)
+                    .await?;
+                connection.close().await
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("could not drop test schema {}", self.schema);
+        }
+    }
+}
+
+/// The `tollgate` binary on `data_dir`, or (PostgreSQL) on a schema named after it.
+pub(crate) fn tollgate_command(data_dir: &std::path::Path) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"));
+    command
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env_remove("TOLLGATE_CONFIG")
+        .env_remove("DATABASE_URL");
+    if crate::BACKEND == TestBackend::PostgresRedis {
+        command
+            .env("DATABASE_URL", test_database_url())
+            .env("TOLLGATE_DATABASE__SCHEMA", cli_schema(data_dir));
+    }
+    command
+}
+
+/// Drops the schema `tollgate_command(data_dir)` uses, when the test ends.
+pub(crate) fn cli_schema_guard(data_dir: &std::path::Path) -> Option<SchemaGuard> {
+    (crate::BACKEND == TestBackend::PostgresRedis).then(|| SchemaGuard {
+        schema: cli_schema(data_dir),
+    })
+}
+
+fn cli_schema(data_dir: &std::path::Path) -> String {
+    let name = data_dir
+        .file_name()
+        .map(|name| name.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default()
+        .replace(|c: char| !c.is_ascii_alphanumeric(), "_");
+    format!("it_cli_{name}")
+}
 
 pub(crate) struct Options {
     /// Use the built-in tier ladder instead of the generous test one.
@@ -87,9 +216,11 @@ pub(crate) async fn spawn_app_with(options: Options) -> TestApp {
         extra = extra.replace(&format!("{{fake{index}}}"), &extra_fake.base_url());
     }
     let data_dir = tempfile::tempdir().expect("temporary data directory");
+    let (backend, schema) = backend_config(options.manual_clock);
     let file = format!(
         r#"
         listen = "127.0.0.1:0"
+        {backend}
         [credits]
         starter_grant_usd = "{grant}"
         [gateway]
@@ -137,8 +268,8 @@ pub(crate) async fn spawn_app_with(options: Options) -> TestApp {
         base_url = fake.base_url(),
     );
     let overrides = Overrides {
-        listen: None,
         data_dir: Some(data_dir.path().to_owned()),
+        ..Overrides::default()
     };
     let config = Config::parse(Some(&file), &HashMap::new(), &overrides).expect("test configuration");
     let manual_clock = options
@@ -173,6 +304,7 @@ pub(crate) async fn spawn_app_with(options: Options) -> TestApp {
         clock: manual_clock,
         config,
         extra_fakes,
+        _schema: schema,
         _data_dir: data_dir,
         _server: server,
     }

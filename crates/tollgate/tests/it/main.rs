@@ -1,5 +1,9 @@
 //! End-to-end tests: the real server over real HTTP, a real SQLite database per test, and
-//! fake upstream servers speaking Anthropic's and OpenAI's wire formats.
+//! fake upstream servers speaking Anthropic's and OpenAI's wire formats. `it_postgres`
+//! runs the same modules on PostgreSQL and Redis.
+
+/// Where this binary's apps keep their state.
+pub(crate) const BACKEND: helpers::TestBackend = helpers::TestBackend::Sqlite;
 
 mod admin_api;
 mod admin_isolation;
@@ -8,6 +12,7 @@ mod bad_input;
 mod billing;
 mod chat;
 mod cli;
+mod console;
 mod credit;
 mod failover;
 mod helpers;

@@ -116,9 +116,9 @@ fn migrations_come_in_backend_pairs() {
     };
     let sqlite = names("sqlite");
     assert!(!sqlite.is_empty(), "SQLite migrations exist");
-    let postgres = names("postgres");
-    // PostgreSQL arrives with scale-out; from then on every migration needs both versions.
-    if !postgres.is_empty() {
-        assert_eq!(sqlite, postgres, "every migration exists for both backends");
-    }
+    assert_eq!(
+        sqlite,
+        names("postgres"),
+        "every migration exists for both backends"
+    );
 }

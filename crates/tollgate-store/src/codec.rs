@@ -1,0 +1,40 @@
+//! Conversions every adapter shares: timestamps as unix milliseconds, token counts as
+//! signed database integers, and the two ways a stored value or a caller can be wrong.
+
+use tollgate_core::Timestamp;
+
+use crate::error::StoreError;
+
+/// An invariant violation: logged loudly here, then returned so the caller rolls back.
+pub(crate) fn invariant(message: String) -> StoreError {
+    tracing::error!(%message, "ledger invariant violated; rolling the transaction back");
+    StoreError::Invariant(message)
+}
+
+pub(crate) fn unknown_text(what: &str, text: &str) -> StoreError {
+    StoreError::Database(format!("unknown {what} '{text}' in the database"))
+}
+
+/// Timestamps are stored as unix milliseconds; anything finer is dropped.
+pub(crate) fn millis(instant: Timestamp) -> i64 {
+    instant.timestamp_millis()
+}
+
+pub(crate) fn timestamp_from_sql(unix_millis: i64) -> Result<Timestamp, StoreError> {
+    chrono::DateTime::from_timestamp_millis(unix_millis)
+        .ok_or_else(|| StoreError::Database(format!("timestamp {unix_millis} ms is out of range")))
+}
+
+/// The instant as it will read back from the database.
+pub(crate) fn truncate_to_millis(instant: Timestamp) -> Result<Timestamp, StoreError> {
+    timestamp_from_sql(millis(instant))
+}
+
+pub(crate) fn count_to_sql(count: u64) -> Result<i64, StoreError> {
+    i64::try_from(count)
+        .map_err(|_| StoreError::Database(format!("count {count} does not fit a database integer")))
+}
+
+pub(crate) fn count_from_sql(count: i64) -> Result<u64, StoreError> {
+    u64::try_from(count).map_err(|_| StoreError::Database(format!("negative count {count} in the database")))
+}

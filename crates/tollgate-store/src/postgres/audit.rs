@@ -1,0 +1,186 @@
+//! PostgreSQL twin of `sqlite/audit.rs`: recomputes every account's totals from the journal
+//! and the open reservations, every monthly spend counter from the reservations made that
+//! month, and every organization's cumulative purchases from its succeeded purchases, and
+//! compares them with the stored totals (the comparisons are `journal`'s, shared with
+//! SQLite). The one place money is summed in SQL, because the sums are the check. It only
+//! reads, from one snapshot, and reports problems in words instead of failing.
+
+use sqlx::PgConnection;
+use tollgate_core::ledger::Account;
+
+use crate::error::StoreError;
+use crate::journal::{CROSS_CHECK_DESCRIPTIONS, RecomputedTotals, TotalsByAccount, compare_accounts};
+use crate::model::AuditReport;
+use crate::postgres::{PgStore, column, store_error};
+use crate::rows::account_from_row;
+
+impl PgStore {
+    pub(crate) async fn audit(&self) -> Result<AuditReport, StoreError> {
+        let mut transaction = self.begin_read().await?;
+        let connection: &mut PgConnection = &mut transaction;
+
+        let account_rows = sqlx::query(
+            "SELECT id AS account_id, org_id, kind AS account_kind, debits_pending,
+                    debits_posted, credits_pending, credits_posted
+             FROM accounts ORDER BY id",
+        )
+        .fetch_all(&mut *connection)
+        .await
+        .map_err(store_error)?;
+        let mut accounts: Vec<(String, Account)> = Vec::with_capacity(account_rows.len());
+        for row in &account_rows {
+            accounts.push((column(row, "org_id")?, account_from_row(row)?));
+        }
+
+        let recomputed = RecomputedTotals {
+            debits_posted: totals_by_account(
+                connection,
+                "SELECT debit_account_id AS account_id, SUM(amount)::BIGINT AS total
+                 FROM transfers GROUP BY debit_account_id",
+            )
+            .await?,
+            credits_posted: totals_by_account(
+                connection,
+                "SELECT credit_account_id AS account_id, SUM(amount)::BIGINT AS total
+                 FROM transfers GROUP BY credit_account_id",
+            )
+            .await?,
+            debits_pending: totals_by_account(
+                connection,
+                "SELECT l.account_id AS account_id, SUM(l.amount)::BIGINT AS total
+                 FROM reservation_lines l JOIN reservations r ON r.id = l.reservation_id
+                 WHERE r.state = 'pending'
+                 GROUP BY l.account_id",
+            )
+            .await?,
+            // Every line of a reservation is pending towards its organization's spend account.
+            credits_pending: totals_by_account(
+                connection,
+                "SELECT s.id AS account_id, SUM(l.amount)::BIGINT AS total
+                 FROM reservation_lines l
+                 JOIN reservations r ON r.id = l.reservation_id
+                 JOIN accounts s ON s.org_id = r.org_id AND s.kind = 'spend'
+                 WHERE r.state = 'pending'
+                 GROUP BY s.id",
+            )
+            .await?,
+        };
+        let mut problems = compare_accounts(&accounts, &recomputed);
+
+        for (query, describe) in CROSS_CHECKS.iter().zip(CROSS_CHECK_DESCRIPTIONS) {
+            let rows = sqlx::query(query)
+                .fetch_all(&mut *connection)
+                .await
+                .map_err(store_error)?;
+            for row in &rows {
+                let subject: String = column(row, "subject")?;
+                let stored: i64 = column(row, "stored")?;
+                let recomputed: i64 = column(row, "recomputed")?;
+                problems.push(describe(&subject, stored, recomputed));
+            }
+        }
+        transaction.commit().await.map_err(store_error)?;
+
+        Ok(AuditReport {
+            accounts_checked: accounts.len(),
+            problems,
+        })
+    }
+}
+
+/// The queries of the checks that relate rows of different tables, in the order of
+/// `CROSS_CHECK_DESCRIPTIONS`. Each returns only the rows that disagree, as (subject,
+/// stored, recomputed), all BIGINT but the subject.
+const CROSS_CHECKS: [&str; 9] = [
+    "SELECT l.id AS subject, l.amount AS stored, COALESCE(SUM(t.amount), 0)::BIGINT AS recomputed
+     FROM lots l LEFT JOIN transfers t ON t.lot_id = l.id AND t.kind = 'grant'
+     GROUP BY l.id, l.amount
+     HAVING l.amount <> COALESCE(SUM(t.amount), 0)",
+    "SELECT r.id AS subject, r.amount AS stored, COALESCE(SUM(l.amount), 0)::BIGINT AS recomputed
+     FROM reservations r LEFT JOIN reservation_lines l ON l.reservation_id = r.id
+     GROUP BY r.id, r.amount
+     HAVING r.amount <> COALESCE(SUM(l.amount), 0)",
+    "SELECT r.id AS subject, COALESCE(r.charged, -1) AS stored,
+            COALESCE(SUM(t.amount), 0)::BIGINT AS recomputed
+     FROM reservations r
+     LEFT JOIN transfers t ON t.reservation_id = r.id AND t.kind = 'usage'
+     WHERE r.state <> 'pending'
+     GROUP BY r.id, r.charged
+     HAVING r.charged IS NULL OR r.charged <> COALESCE(SUM(t.amount), 0)",
+    "SELECT CAST(t.id AS TEXT) AS subject, t.debit_account_id AS stored,
+            t.credit_account_id AS recomputed
+     FROM transfers t
+     JOIN accounts d ON d.id = t.debit_account_id
+     JOIN accounts c ON c.id = t.credit_account_id
+     WHERE d.org_id <> t.org_id OR c.org_id <> t.org_id",
+    "SELECT rl.reservation_id || ' line ' || rl.line_no AS subject,
+            rl.account_id AS stored, l.account_id AS recomputed
+     FROM reservation_lines rl JOIN lots l ON l.id = rl.lot_id
+     WHERE rl.account_id <> l.account_id",
+    // The month is recomputed here with PostgreSQL's calendar (UTC), independently of the
+    // core's `month_key` that the transaction scripts use.
+    "WITH recomputed AS (
+         SELECT org_id, workspace_id,
+                CAST(to_char(to_timestamp(created_at / 1000) AT TIME ZONE 'UTC', 'YYYYMM') AS BIGINT)
+                    AS month,
+                SUM(CASE WHEN state = 'pending' THEN amount ELSE 0 END) AS held
+         FROM reservations GROUP BY org_id, workspace_id, month
+     ),
+     counter_keys AS (
+         SELECT org_id, workspace_id, month FROM recomputed
+         UNION SELECT org_id, workspace_id, month FROM spend_counters
+     )
+     SELECT k.org_id || ' workspace ' || k.workspace_id || ' month ' || k.month AS subject,
+            COALESCE(c.held_nanos, 0) AS stored, COALESCE(r.held, 0)::BIGINT AS recomputed
+     FROM counter_keys k
+     LEFT JOIN spend_counters c
+         ON c.org_id = k.org_id AND c.workspace_id = k.workspace_id AND c.month = k.month
+     LEFT JOIN recomputed r
+         ON r.org_id = k.org_id AND r.workspace_id = k.workspace_id AND r.month = k.month
+     WHERE COALESCE(c.held_nanos, 0) <> COALESCE(r.held, 0)",
+    "WITH recomputed AS (
+         SELECT org_id, workspace_id,
+                CAST(to_char(to_timestamp(created_at / 1000) AT TIME ZONE 'UTC', 'YYYYMM') AS BIGINT)
+                    AS month,
+                SUM(CASE WHEN state = 'settled' THEN charged ELSE 0 END) AS settled
+         FROM reservations GROUP BY org_id, workspace_id, month
+     ),
+     counter_keys AS (
+         SELECT org_id, workspace_id, month FROM recomputed
+         UNION SELECT org_id, workspace_id, month FROM spend_counters
+     )
+     SELECT k.org_id || ' workspace ' || k.workspace_id || ' month ' || k.month AS subject,
+            COALESCE(c.settled_nanos, 0) AS stored, COALESCE(r.settled, 0)::BIGINT AS recomputed
+     FROM counter_keys k
+     LEFT JOIN spend_counters c
+         ON c.org_id = k.org_id AND c.workspace_id = k.workspace_id AND c.month = k.month
+     LEFT JOIN recomputed r
+         ON r.org_id = k.org_id AND r.workspace_id = k.workspace_id AND r.month = k.month
+     WHERE COALESCE(c.settled_nanos, 0) <> COALESCE(r.settled, 0)",
+    "SELECT o.id AS subject, o.cumulative_purchases_nanos AS stored,
+            COALESCE(SUM(p.amount_nanos), 0)::BIGINT AS recomputed
+     FROM organizations o
+     LEFT JOIN purchases p ON p.org_id = o.id AND p.status = 'succeeded'
+     GROUP BY o.id, o.cumulative_purchases_nanos
+     HAVING o.cumulative_purchases_nanos <> COALESCE(SUM(p.amount_nanos), 0)",
+    // A paid purchase granted exactly its amount as a purchase lot of its organization.
+    "SELECT p.id AS subject, p.amount_nanos AS stored, COALESCE(l.amount, 0) AS recomputed
+     FROM purchases p
+     LEFT JOIN lots l ON l.id = p.lot_id AND l.kind = 'purchase' AND l.org_id = p.org_id
+     WHERE p.status = 'succeeded' AND (l.id IS NULL OR l.amount <> p.amount_nanos)",
+];
+
+async fn totals_by_account(
+    connection: &mut PgConnection,
+    query: &'static str,
+) -> Result<TotalsByAccount, StoreError> {
+    let rows = sqlx::query(query)
+        .fetch_all(&mut *connection)
+        .await
+        .map_err(store_error)?;
+    let mut totals = TotalsByAccount::with_capacity(rows.len());
+    for row in &rows {
+        totals.insert(column(row, "account_id")?, column(row, "total")?);
+    }
+    Ok(totals)
+}

@@ -1,0 +1,944 @@
+//! PostgreSQL twin of `sqlite/ledger.rs`: grant, reserve, settle, reap and expire.
+//!
+//! Every script runs at READ COMMITTED and takes the organization's row lock
+//! (`SELECT … FOR UPDATE` on `organizations`) before it reads anything it will change, so
+//! the scripts of one organization run one after another across every replica, and the
+//! rows they then read are the last committed ones. It asks tollgate-core what changes and
+//! writes the returned totals: account rows in one `UPDATE … FROM UNNEST` compare-and-set
+//! against the totals loaded and read back through `RETURNING`, journal rows and
+//! reservation lines in one `INSERT … SELECT FROM UNNEST` each. A script PostgreSQL aborts
+//! for contention is run again whole by `retrying`.
+
+use std::collections::BTreeMap;
+
+use sqlx::PgConnection;
+use tollgate_core::Timestamp;
+use tollgate_core::ledger::{self, Account, AccountId, AccountKind, Lot, LotKind, ReservationLine};
+use tollgate_core::money::NanoUsd;
+use tollgate_core::spend::{self, month_key};
+
+use crate::error::{StoreError, TxError};
+use crate::journal::{
+    AccountSet, JournalEntry, SpendCounter, TransferKind, abandonment, balance_view, check_read_back,
+    check_record_scope, check_settlement, describe_grant, ended_state, month_spend_of, plan_end,
+    settle_outcome,
+};
+use crate::model::{
+    AuditEntry, BalanceView, GrantRejection, LotView, NewLot, NewReservation, Reservation, ReserveRejection,
+    SettleOutcome, Settlement,
+};
+use crate::postgres::audit_log::{CREDIT_EXPIRED, CREDIT_GRANTED, SYSTEM_ACTOR, insert_audit_event};
+use crate::postgres::spend::{load_counters, write_counter};
+use crate::postgres::{
+    PgStore, column, insert_usage_record_in, invariant, lock_organization, millis, retrying, retrying_store,
+    store_error, timestamp_from_sql, truncate_to_millis,
+};
+use crate::rows::{ACCOUNT_SELECT, LOT_SELECT, account_from_row, lot_view_from_row, overdue_from_row};
+use crate::rules::check_amount_positive;
+
+/// How many overdue reservations the reaper reads at a time; those of one organization are
+/// ended in one transaction.
+const REAP_BATCH_SIZE: usize = 100;
+
+impl PgStore {
+    pub(crate) async fn grant_lot(&self, new_lot: NewLot) -> Result<LotView, TxError<GrantRejection>> {
+        let new_lot = &new_lot;
+        retrying(|| async move {
+            let mut transaction = self.begin().await?;
+            let view = grant_in(&mut transaction, new_lot).await?;
+            transaction.commit().await.map_err(store_error)?;
+            Ok(view)
+        })
+        .await
+    }
+
+    pub(crate) async fn lots(&self, org_id: &str) -> Result<Vec<LotView>, StoreError> {
+        let mut connection = self.pool().acquire().await.map_err(store_error)?;
+        load_lots(&mut connection, org_id).await
+    }
+
+    pub(crate) async fn balance(&self, org_id: &str, now: Timestamp) -> Result<BalanceView, StoreError> {
+        // One snapshot, so a settlement committing between the queries can't be half seen.
+        let mut transaction = self.begin_read().await?;
+        let lots = load_lots(&mut transaction, org_id).await?;
+        let spend = load_system_account(&mut transaction, org_id, AccountKind::Spend).await?;
+        let expired = load_system_account(&mut transaction, org_id, AccountKind::Expired).await?;
+        transaction.commit().await.map_err(store_error)?;
+
+        balance_view(org_id, lots, &spend, &expired, now)
+    }
+
+    pub(crate) async fn reserve(
+        &self,
+        reservation: NewReservation,
+    ) -> Result<Reservation, TxError<ReserveRejection>> {
+        check_amount_positive("reservation", &reservation.reservation_id, reservation.amount)?;
+        let reservation = &reservation;
+        retrying(|| async move {
+            let mut transaction = self.begin().await?;
+            let reserved = reserve_in(&mut transaction, reservation).await?;
+            transaction.commit().await.map_err(store_error)?;
+            Ok(reserved)
+        })
+        .await
+    }
+
+    pub(crate) async fn settle(&self, settlement: Settlement) -> Result<SettleOutcome, StoreError> {
+        check_settlement(&settlement)?;
+        let settlement = &settlement;
+        retrying_store(|| async move {
+            let mut transaction = self.begin().await?;
+            let reservation_id = settlement.reservation_id.as_str();
+            let Some((org_id, month)) =
+                lock_organization_of_reservation(&mut transaction, reservation_id).await?
+            else {
+                return Err(invariant(format!(
+                    "settled an unknown reservation {reservation_id}"
+                )));
+            };
+            let outcome = settle_locked(&mut transaction, &org_id, month, settlement).await?;
+            transaction.commit().await.map_err(store_error)?;
+            Ok(outcome)
+        })
+        .await
+    }
+
+    /// Voids every pending reservation past its deadline, a page at a time, through the same
+    /// guarded path as a settlement, so a request that ends at the same moment, the reaper
+    /// of another replica and this one end it once between them. The reservations of one
+    /// organization are ended in one transaction under its lock; an organization whose lock
+    /// another transaction holds is left for last, by when that transaction (perhaps
+    /// another replica's reaper) has usually ended what this one would have.
+    pub(crate) async fn reap_reservations(&self, now: Timestamp) -> Result<usize, StoreError> {
+        let mut reaped = 0;
+        loop {
+            let overdue = sqlx::query(
+                "SELECT id, org_id, workspace_id, api_key_id, request_id, model, created_at
+                 FROM reservations
+                 WHERE state = 'pending' AND deadline <= $1
+                 ORDER BY deadline, id
+                 LIMIT $2",
+            )
+            .bind(millis(now))
+            .bind(REAP_BATCH_SIZE as i64)
+            .fetch_all(self.pool())
+            .await
+            .map_err(store_error)?;
+            let mut by_org: BTreeMap<String, Vec<(i64, Settlement)>> = BTreeMap::new();
+            for row in &overdue {
+                let overdue = overdue_from_row(row)?;
+                let month = month_key(overdue.created_at);
+                let settlement = abandonment(overdue, now);
+                by_org
+                    .entry(settlement.record.org_id.clone())
+                    .or_default()
+                    .push((month, settlement));
+            }
+            let mut busy = Vec::new();
+            for (org_id, settlements) in &by_org {
+                match self.reap_org(org_id, settlements, true).await? {
+                    Some(count) => reaped += count,
+                    None => busy.push((org_id, settlements)),
+                }
+            }
+            for (org_id, settlements) in busy {
+                reaped += self.reap_org(org_id, settlements, false).await?.unwrap_or(0);
+            }
+            if overdue.len() < REAP_BATCH_SIZE {
+                return Ok(reaped);
+            }
+        }
+    }
+
+    /// Ends the given reservations of one organization in one transaction; how many this
+    /// call ended. None if `skip_locked` and another transaction holds the organization.
+    async fn reap_org(
+        &self,
+        org_id: &str,
+        settlements: &[(i64, Settlement)],
+        skip_locked: bool,
+    ) -> Result<Option<usize>, StoreError> {
+        retrying_store(|| async move {
+            let mut transaction = self.begin().await?;
+            let lock = if skip_locked {
+                "SELECT id FROM organizations WHERE id = $1 FOR UPDATE SKIP LOCKED"
+            } else {
+                "SELECT id FROM organizations WHERE id = $1 FOR UPDATE"
+            };
+            let locked = sqlx::query(lock)
+                .bind(org_id)
+                .fetch_optional(&mut *transaction)
+                .await
+                .map_err(store_error)?;
+            if locked.is_none() {
+                transaction.rollback().await.map_err(store_error)?;
+                return Ok(None);
+            }
+            let mut ended = 0;
+            for (month, settlement) in settlements {
+                if !settle_locked(&mut transaction, org_id, *month, settlement)
+                    .await?
+                    .already_ended
+                {
+                    ended += 1;
+                }
+            }
+            transaction.commit().await.map_err(store_error)?;
+            Ok(Some(ended))
+        })
+        .await
+    }
+
+    pub(crate) async fn pending_reservation_count(&self, org_id: Option<&str>) -> Result<usize, StoreError> {
+        let count: i64 = match org_id {
+            Some(org_id) => {
+                sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM reservations WHERE state = 'pending' AND org_id = $1",
+                )
+                .bind(org_id)
+                .fetch_one(self.pool())
+                .await
+            }
+            None => {
+                sqlx::query_scalar("SELECT COUNT(*) FROM reservations WHERE state = 'pending'")
+                    .fetch_one(self.pool())
+                    .await
+            }
+        }
+        .map_err(store_error)?;
+        usize::try_from(count).map_err(|_| StoreError::Database(format!("bad count {count}")))
+    }
+
+    /// Moves the unreserved remainder of every expired lot to its organization's expired
+    /// account, one organization per transaction (under its lock).
+    pub(crate) async fn expire_lots(&self, now: Timestamp) -> Result<usize, StoreError> {
+        // A pre-filter that compares and never computes: a lot whose posted debits have
+        // reached its credits has nothing left to expire. `expiry_amount` decides the rest.
+        let org_ids: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT l.org_id FROM lots l JOIN accounts a ON a.id = l.account_id
+             WHERE l.expires_at IS NOT NULL AND l.expires_at <= $1
+               AND a.debits_posted < a.credits_posted
+             ORDER BY l.org_id",
+        )
+        .bind(millis(now))
+        .fetch_all(self.pool())
+        .await
+        .map_err(store_error)?;
+        let mut moved = 0;
+        for org_id in &org_ids {
+            moved += retrying_store(|| async move {
+                let mut transaction = self.begin().await?;
+                let moved = expire_in(&mut transaction, org_id, now).await?;
+                transaction.commit().await.map_err(store_error)?;
+                Ok(moved)
+            })
+            .await?;
+        }
+        Ok(moved)
+    }
+}
+
+/// Expires one organization's expired lots, under its lock.
+async fn expire_in(connection: &mut PgConnection, org_id: &str, now: Timestamp) -> Result<usize, StoreError> {
+    if !lock_organization(&mut *connection, org_id).await? {
+        return Ok(0);
+    }
+    let rows = sqlx::query(&format!(
+        "{LOT_SELECT}
+         WHERE l.org_id = $1 AND l.expires_at IS NOT NULL AND l.expires_at <= $2
+           AND a.debits_posted < a.credits_posted
+         ORDER BY l.expires_at, l.id"
+    ))
+    .bind(org_id)
+    .bind(millis(now))
+    .fetch_all(&mut *connection)
+    .await
+    .map_err(store_error)?;
+    let mut expiring = Vec::new();
+    for row in &rows {
+        let view = lot_view_from_row(row)?;
+        if let Some(amount) = ledger::expiry_amount(&view.lot, now) {
+            expiring.push((view, amount));
+        }
+    }
+    if expiring.is_empty() {
+        return Ok(0);
+    }
+    let expired = load_system_account(&mut *connection, org_id, AccountKind::Expired).await?;
+    let mut accounts = AccountSet::default();
+    accounts.insert(expired);
+    let mut journal = Vec::with_capacity(expiring.len());
+    for (view, amount) in &expiring {
+        accounts.insert(view.lot.account);
+        accounts.transfer(view.lot.account.id, expired.id, |debit, credit| {
+            ledger::post(debit, credit, *amount)
+        })?;
+        journal.push(JournalEntry {
+            org_id,
+            debit: view.lot.account.id,
+            credit: expired.id,
+            amount: *amount,
+            kind: TransferKind::Expiry,
+            reservation_id: None,
+            lot_id: Some(&view.lot.lot_id),
+            created_at: now,
+        });
+    }
+    append_journal(&mut *connection, &journal).await?;
+    write_accounts(&mut *connection, &accounts).await?;
+    for (view, amount) in &expiring {
+        insert_audit_event(
+            &mut *connection,
+            &AuditEntry {
+                org_id: org_id.to_owned(),
+                actor: SYSTEM_ACTOR.to_owned(),
+                action: CREDIT_EXPIRED.to_owned(),
+                subject: view.lot.lot_id.clone(),
+                details: format!(
+                    "{amount} of {} lot {} expired unused",
+                    view.lot.kind.as_str(),
+                    view.lot.lot_id
+                ),
+                reason: None,
+                at: now,
+            },
+        )
+        .await?;
+    }
+    Ok(expiring.len())
+}
+
+/// Grants a lot inside the caller's transaction: locks the organization, posts `amount`
+/// from its source account for the lot's kind to a new lot account and logs who granted
+/// it. Shared by `grant_lot` and a succeeded purchase.
+pub(crate) async fn grant_in(
+    connection: &mut PgConnection,
+    new_lot: &NewLot,
+) -> Result<LotView, TxError<GrantRejection>> {
+    if !new_lot.amount.is_positive() {
+        return Err(TxError::Rejected(GrantRejection::AmountNotPositive));
+    }
+    if new_lot.programme.is_some() && new_lot.kind != LotKind::Promotional {
+        return Err(invariant(format!(
+            "lot {} names a programme but is a {} lot; only promotional lots belong to one",
+            new_lot.lot_id,
+            new_lot.kind.as_str()
+        ))
+        .into());
+    }
+    let granted_at = truncate_to_millis(new_lot.granted_at)?;
+    let expires_at = new_lot.expires_at.map(truncate_to_millis).transpose()?;
+    // The lot as it will be stored, so the core judges expiry on stored instants.
+    let mut lot = Lot {
+        lot_id: new_lot.lot_id.clone(),
+        kind: new_lot.kind,
+        account: Account::new(AccountId(0), AccountKind::Lot),
+        granted_at,
+        expires_at,
+    };
+    if lot.is_expired(granted_at) {
+        return Err(TxError::Rejected(GrantRejection::AlreadyExpired));
+    }
+    if !lock_organization(&mut *connection, &new_lot.org_id).await? {
+        return Err(TxError::Rejected(GrantRejection::UnknownOrganization));
+    }
+    if new_lot.kind == LotKind::Starter {
+        let starter = sqlx::query("SELECT 1 FROM lots WHERE org_id = $1 AND kind = $2")
+            .bind(&new_lot.org_id)
+            .bind(LotKind::Starter.as_str())
+            .fetch_optional(&mut *connection)
+            .await
+            .map_err(store_error)?;
+        if starter.is_some() {
+            return Err(TxError::Rejected(GrantRejection::StarterAlreadyGranted));
+        }
+    }
+    let source = load_system_account(
+        &mut *connection,
+        &new_lot.org_id,
+        new_lot.kind.source_account_kind(),
+    )
+    .await?;
+    let lot_account_id: i64 =
+        sqlx::query_scalar("INSERT INTO accounts (org_id, kind) VALUES ($1, $2) RETURNING id")
+            .bind(&new_lot.org_id)
+            .bind(AccountKind::Lot.as_str())
+            .fetch_one(&mut *connection)
+            .await
+            .map_err(store_error)?;
+    lot.account = Account::new(AccountId(lot_account_id), AccountKind::Lot);
+
+    let mut accounts = AccountSet::default();
+    accounts.insert(source);
+    accounts.insert(lot.account);
+    accounts.transfer(source.id, lot.account.id, |debit, credit| {
+        ledger::post(debit, credit, new_lot.amount)
+    })?;
+
+    sqlx::query(
+        "INSERT INTO lots
+            (id, org_id, account_id, kind, amount, granted_at, expires_at, memo, programme)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(&new_lot.lot_id)
+    .bind(&new_lot.org_id)
+    .bind(lot_account_id)
+    .bind(new_lot.kind.as_str())
+    .bind(new_lot.amount.nanos())
+    .bind(millis(granted_at))
+    .bind(expires_at.map(millis))
+    .bind(&new_lot.memo)
+    .bind(&new_lot.programme)
+    .execute(&mut *connection)
+    .await
+    .map_err(store_error)?;
+    append_journal(
+        &mut *connection,
+        &[JournalEntry {
+            org_id: &new_lot.org_id,
+            debit: source.id,
+            credit: lot.account.id,
+            amount: new_lot.amount,
+            kind: TransferKind::Grant,
+            reservation_id: None,
+            lot_id: Some(&new_lot.lot_id),
+            created_at: granted_at,
+        }],
+    )
+    .await?;
+    write_accounts(&mut *connection, &accounts).await?;
+    insert_audit_event(
+        &mut *connection,
+        &AuditEntry {
+            org_id: new_lot.org_id.clone(),
+            actor: new_lot.actor.clone(),
+            action: CREDIT_GRANTED.to_owned(),
+            subject: new_lot.lot_id.clone(),
+            details: describe_grant(new_lot, expires_at),
+            reason: Some(new_lot.memo.clone()).filter(|memo| !memo.is_empty()),
+            at: granted_at,
+        },
+    )
+    .await?;
+
+    lot.account = accounts.get(lot.account.id)?;
+    Ok(LotView {
+        lot,
+        amount: new_lot.amount,
+        memo: new_lot.memo.clone(),
+        programme: new_lot.programme.clone(),
+    })
+}
+
+/// Reserves under the organization's lock: spend limits, then credit, then the reservation
+/// with its pending lines, the accounts and the month's held counter. A rejection returns
+/// before anything is written.
+async fn reserve_in(
+    connection: &mut PgConnection,
+    reservation: &NewReservation,
+) -> Result<Reservation, TxError<ReserveRejection>> {
+    let org_id = reservation.org_id.as_str();
+    let workspace_id = reservation.workspace_id.as_str();
+    let month = month_key(reservation.created_at);
+    lock_organization(&mut *connection, org_id).await?;
+    // Spend limits first: a request over its limit is refused as such even when the credit
+    // is short too, since raising the limit is not buying credit.
+    let counters = load_counters(&mut *connection, org_id, month).await?;
+    let loaded_counter = counters
+        .iter()
+        .find(|(row_workspace_id, _)| row_workspace_id == workspace_id)
+        .map(|(_, counter)| *counter);
+    let month_spend = month_spend_of(org_id, workspace_id, month, counters)?;
+    if let Err(reached) = spend::check_spend(
+        &reservation.spend_limits,
+        &month_spend,
+        reservation.amount,
+        reservation.created_at,
+    ) {
+        return Err(TxError::Rejected(reached.into()));
+    }
+    let (lots, spend_account) = load_lots_and_spend_account(&mut *connection, org_id).await?;
+    let lines = ledger::plan_reservation(&lots, reservation.amount, reservation.created_at)
+        .map_err(|refusal| TxError::Rejected(refusal.into()))?;
+    let Some(spend_account) = spend_account else {
+        return Err(invariant(format!("organization {org_id} has no spend account")).into());
+    };
+
+    let mut accounts = AccountSet::default();
+    accounts.insert(spend_account);
+    for lot in &lots {
+        accounts.insert(lot.account);
+    }
+    let mut line_nos = Vec::with_capacity(lines.len());
+    let mut lot_ids = Vec::with_capacity(lines.len());
+    let mut account_ids = Vec::with_capacity(lines.len());
+    let mut amounts = Vec::with_capacity(lines.len());
+    for (line_no, line) in lines.iter().enumerate() {
+        accounts.transfer(line.lot_account, spend_account.id, |debit, credit| {
+            ledger::reserve(debit, credit, line.amount)
+        })?;
+        line_nos.push(i64::try_from(line_no).unwrap_or(i64::MAX));
+        lot_ids.push(line.lot_id.as_str());
+        account_ids.push(line.lot_account.0);
+        amounts.push(line.amount.nanos());
+    }
+    let inserted: i64 = sqlx::query_scalar(
+        "WITH reservation AS (
+             INSERT INTO reservations
+                 (id, org_id, workspace_id, api_key_id, request_id, model, amount, state, created_at,
+                  deadline)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9)
+             RETURNING id
+         ),
+         lines AS (
+             INSERT INTO reservation_lines (reservation_id, line_no, lot_id, account_id, amount)
+             SELECT reservation.id, line.line_no, line.lot_id, line.account_id, line.amount
+             FROM reservation,
+                  UNNEST($10::bigint[], $11::text[], $12::bigint[], $13::bigint[])
+                      AS line (line_no, lot_id, account_id, amount)
+             RETURNING 1
+         )
+         SELECT COUNT(*) FROM lines",
+    )
+    .bind(&reservation.reservation_id)
+    .bind(org_id)
+    .bind(workspace_id)
+    .bind(&reservation.api_key_id)
+    .bind(&reservation.request_id)
+    .bind(&reservation.model)
+    .bind(reservation.amount.nanos())
+    .bind(millis(reservation.created_at))
+    .bind(millis(reservation.deadline))
+    .bind(&line_nos)
+    .bind(&lot_ids)
+    .bind(&account_ids)
+    .bind(&amounts)
+    .fetch_one(&mut *connection)
+    .await
+    .map_err(store_error)?;
+    if usize::try_from(inserted).ok() != Some(lines.len()) {
+        return Err(invariant(format!(
+            "reservation {} wrote {inserted} of its {} lines",
+            reservation.reservation_id,
+            lines.len()
+        ))
+        .into());
+    }
+    write_accounts(&mut *connection, &accounts).await?;
+    let held = loaded_counter
+        .unwrap_or_default()
+        .hold(workspace_id, reservation.amount)?;
+    write_counter(
+        &mut *connection,
+        (org_id, workspace_id, month),
+        loaded_counter,
+        held,
+    )
+    .await?;
+    Ok(Reservation {
+        id: reservation.reservation_id.clone(),
+        org_id: reservation.org_id.clone(),
+        amount: reservation.amount,
+        lines,
+    })
+}
+
+/// Locks the organization of a reservation and names it with the month the reservation
+/// counts in; None if there is no such reservation. Only columns of the reservation that
+/// never change are read in this statement, so what the lock waited for cannot make them
+/// stale.
+async fn lock_organization_of_reservation(
+    connection: &mut PgConnection,
+    reservation_id: &str,
+) -> Result<Option<(String, i64)>, StoreError> {
+    let row = sqlx::query(
+        "SELECT o.id, r.created_at FROM organizations o JOIN reservations r ON r.org_id = o.id
+         WHERE r.id = $1 FOR UPDATE OF o",
+    )
+    .bind(reservation_id)
+    .fetch_optional(&mut *connection)
+    .await
+    .map_err(store_error)?;
+    let Some(row) = row else { return Ok(None) };
+    let created_at = timestamp_from_sql(column(&row, "created_at")?)?;
+    Ok(Some((column(&row, "id")?, month_key(created_at))))
+}
+
+/// Ends one reservation exactly once, under its organization's lock (which the caller
+/// holds): re-read and locked, and only a pending one is ended. The cost is posted lot by
+/// lot in line order (one journal row per lot), the rest released, the month's counter
+/// moved and the usage record written. Already ended: nothing is written.
+async fn settle_locked(
+    connection: &mut PgConnection,
+    org_id: &str,
+    month: i64,
+    settlement: &Settlement,
+) -> Result<SettleOutcome, StoreError> {
+    let reservation_id = settlement.reservation_id.as_str();
+    // The reservation with its month's spend counter, read in one statement: no other
+    // transaction changes either while the organization's lock is held.
+    let row = sqlx::query(
+        "SELECT r.org_id, r.workspace_id, r.state, r.amount, r.created_at,
+                c.settled_nanos, c.held_nanos
+         FROM reservations r
+         LEFT JOIN spend_counters c
+             ON c.org_id = r.org_id AND c.workspace_id = r.workspace_id AND c.month = $2
+         WHERE r.id = $1
+         FOR UPDATE OF r",
+    )
+    .bind(reservation_id)
+    .bind(month)
+    .fetch_optional(&mut *connection)
+    .await
+    .map_err(store_error)?;
+    let Some(row) = row else {
+        return Err(invariant(format!(
+            "settled an unknown reservation {reservation_id}"
+        )));
+    };
+    let state: String = column(&row, "state")?;
+    if state != "pending" {
+        return Ok(SettleOutcome {
+            already_ended: true,
+            ..SettleOutcome::default()
+        });
+    }
+    let reservation_org_id: String = column(&row, "org_id")?;
+    if reservation_org_id != org_id {
+        return Err(invariant(format!(
+            "reservation {reservation_id} of {reservation_org_id} was ended under the lock of {org_id}"
+        )));
+    }
+    check_record_scope(settlement, org_id)?;
+    let workspace_id: String = column(&row, "workspace_id")?;
+    let amount = NanoUsd::from_nanos(column(&row, "amount")?);
+    let created_at = timestamp_from_sql(column(&row, "created_at")?)?;
+    // The month the reservation was made in, not the month it ends in: a request admitted
+    // against January's limit is January's spend even if it settles after midnight on
+    // February 1st, so each month's counter only ever holds what its own limit admitted.
+    if month_key(created_at) != month {
+        return Err(invariant(format!(
+            "reservation {reservation_id} was made in month {} but is ended as of month {month}",
+            month_key(created_at)
+        )));
+    }
+    let loaded = match (
+        column::<Option<i64>>(&row, "settled_nanos")?,
+        column::<Option<i64>>(&row, "held_nanos")?,
+    ) {
+        (Some(settled), Some(held)) => SpendCounter {
+            settled: NanoUsd::from_nanos(settled),
+            held: NanoUsd::from_nanos(held),
+        },
+        _ => {
+            return Err(invariant(format!(
+                "pending reservation {reservation_id} has no spend counter for month {month}"
+            )));
+        }
+    };
+
+    let rows = sqlx::query(
+        "SELECT l.line_no, l.lot_id, l.amount AS line_amount, a.id AS account_id,
+                a.kind AS account_kind, a.debits_pending, a.debits_posted, a.credits_pending,
+                a.credits_posted
+         FROM reservation_lines l JOIN accounts a ON a.id = l.account_id
+         WHERE l.reservation_id = $1
+         UNION ALL
+         SELECT NULL, NULL, NULL, a.id, a.kind, a.debits_pending, a.debits_posted,
+                a.credits_pending, a.credits_posted
+         FROM accounts a WHERE a.org_id = $2 AND a.kind = 'spend'
+         ORDER BY 1 NULLS FIRST",
+    )
+    .bind(reservation_id)
+    .bind(org_id)
+    .fetch_all(&mut *connection)
+    .await
+    .map_err(store_error)?;
+    let mut accounts = AccountSet::default();
+    let mut spend_account = None;
+    let mut lines = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let account = account_from_row(row)?;
+        accounts.insert(account);
+        match column::<Option<String>>(row, "lot_id")? {
+            None => spend_account = Some(account),
+            Some(lot_id) => lines.push(ReservationLine {
+                lot_id,
+                lot_account: account.id,
+                amount: NanoUsd::from_nanos(column::<Option<i64>>(row, "line_amount")?.unwrap_or(0)),
+            }),
+        }
+    }
+    let Some(spend_account) = spend_account else {
+        return Err(invariant(format!("organization {org_id} has no spend account")));
+    };
+    let plan = plan_end(reservation_id, amount, &lines, settlement.cost)?;
+
+    let mut journal = Vec::new();
+    for (line, posted) in lines.iter().zip(&plan.posted_per_line) {
+        accounts.transfer(line.lot_account, spend_account.id, |debit, credit| {
+            ledger::settle_pending(debit, credit, line.amount, *posted)
+        })?;
+        if posted.is_positive() {
+            journal.push(JournalEntry {
+                org_id,
+                debit: line.lot_account,
+                credit: spend_account.id,
+                amount: *posted,
+                kind: TransferKind::Usage,
+                reservation_id: Some(reservation_id),
+                lot_id: Some(&line.lot_id),
+                created_at: settlement.now,
+            });
+        }
+    }
+    // Ended (guarded by its state) and its usage transfers journaled in one statement.
+    let debits: Vec<i64> = journal.iter().map(|entry| entry.debit.0).collect();
+    let amounts: Vec<i64> = journal.iter().map(|entry| entry.amount.nanos()).collect();
+    let lot_ids: Vec<Option<&str>> = journal.iter().map(|entry| entry.lot_id).collect();
+    let written = sqlx::query(
+        "WITH ended AS (
+             UPDATE reservations SET state = $1, ended_at = $2, charged = $3
+             WHERE id = $4 AND state = 'pending'
+             RETURNING id
+         ),
+         posted AS (
+             INSERT INTO transfers
+                 (org_id, debit_account_id, credit_account_id, amount, kind, reservation_id,
+                  lot_id, created_at)
+             SELECT $5, t.debit, $6, t.amount, $7, ended.id, t.lot_id, $2
+             FROM ended,
+                  UNNEST($8::bigint[], $9::bigint[], $10::text[]) WITH ORDINALITY
+                      AS t (debit, amount, lot_id, n)
+             ORDER BY t.n
+             RETURNING 1
+         )
+         SELECT (SELECT COUNT(*) FROM ended) AS ended, (SELECT COUNT(*) FROM posted) AS posted",
+    )
+    .bind(ended_state(&plan))
+    .bind(millis(settlement.now))
+    .bind(plan.charged.nanos())
+    .bind(reservation_id)
+    .bind(org_id)
+    .bind(spend_account.id.0)
+    .bind(TransferKind::Usage.as_str())
+    .bind(&debits)
+    .bind(&amounts)
+    .bind(&lot_ids)
+    .fetch_one(&mut *connection)
+    .await
+    .map_err(store_error)?;
+    if column::<i64>(&written, "ended")? != 1 {
+        // Unreachable under the organization's lock; roll back rather than end it twice.
+        return Err(invariant(format!(
+            "reservation {reservation_id} ended under a transaction that holds its organization's lock"
+        )));
+    }
+    let posted = column::<i64>(&written, "posted")?;
+    if usize::try_from(posted).ok() != Some(journal.len()) {
+        return Err(invariant(format!(
+            "the journal took {posted} of the {} usage transfers of reservation {reservation_id}",
+            journal.len()
+        )));
+    }
+    write_accounts(&mut *connection, &accounts).await?;
+    let ended_counter = loaded.end(&workspace_id, amount, plan.charged)?;
+    write_counter(
+        &mut *connection,
+        (org_id, &workspace_id, month),
+        Some(loaded),
+        ended_counter,
+    )
+    .await?;
+    insert_usage_record_in(&mut *connection, &settlement.record, Some(reservation_id)).await?;
+    Ok(settle_outcome(&plan))
+}
+
+/// Writes every changed account in one statement, compare-and-set against the totals that
+/// were loaded, and checks each row the database returns as stored.
+pub(crate) async fn write_accounts(
+    connection: &mut PgConnection,
+    accounts: &AccountSet,
+) -> Result<(), StoreError> {
+    let changed = accounts.changed()?;
+    if changed.is_empty() {
+        return Ok(());
+    }
+    let column_of = |pick: fn(&Account) -> i64, of_current: bool| -> Vec<i64> {
+        changed
+            .iter()
+            .map(|(loaded, current)| pick(if of_current { current } else { loaded }))
+            .collect()
+    };
+    let ids = column_of(|account| account.id.0, true);
+    let rows = sqlx::query(
+        "UPDATE accounts a
+         SET debits_pending = v.debits_pending, debits_posted = v.debits_posted,
+             credits_pending = v.credits_pending, credits_posted = v.credits_posted
+         FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[],
+                     $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[])
+              AS v (id, debits_pending, debits_posted, credits_pending, credits_posted,
+                    loaded_debits_pending, loaded_debits_posted, loaded_credits_pending,
+                    loaded_credits_posted)
+         WHERE a.id = v.id
+           AND a.debits_pending = v.loaded_debits_pending AND a.debits_posted = v.loaded_debits_posted
+           AND a.credits_pending = v.loaded_credits_pending AND a.credits_posted = v.loaded_credits_posted
+         RETURNING a.id AS account_id, a.kind AS account_kind, a.debits_pending, a.debits_posted,
+                   a.credits_pending, a.credits_posted",
+    )
+    .bind(&ids)
+    .bind(column_of(|account| account.debits_pending.nanos(), true))
+    .bind(column_of(|account| account.debits_posted.nanos(), true))
+    .bind(column_of(|account| account.credits_pending.nanos(), true))
+    .bind(column_of(|account| account.credits_posted.nanos(), true))
+    .bind(column_of(|account| account.debits_pending.nanos(), false))
+    .bind(column_of(|account| account.debits_posted.nanos(), false))
+    .bind(column_of(|account| account.credits_pending.nanos(), false))
+    .bind(column_of(|account| account.credits_posted.nanos(), false))
+    .fetch_all(&mut *connection)
+    .await
+    .map_err(store_error)?;
+    let mut stored: BTreeMap<AccountId, Account> = BTreeMap::new();
+    for row in &rows {
+        let account = account_from_row(row)?;
+        stored.insert(account.id, account);
+    }
+    for (_, current) in &changed {
+        let Some(stored) = stored.get(&current.id) else {
+            return Err(invariant(format!(
+                "account {} changed after it was loaded in the same transaction",
+                current.id.0
+            )));
+        };
+        check_read_back(stored, current)?;
+    }
+    Ok(())
+}
+
+/// Appends transfers to the journal, in order, in one statement.
+async fn append_journal(
+    connection: &mut PgConnection,
+    entries: &[JournalEntry<'_>],
+) -> Result<(), StoreError> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let org_ids: Vec<&str> = entries.iter().map(|entry| entry.org_id).collect();
+    let debits: Vec<i64> = entries.iter().map(|entry| entry.debit.0).collect();
+    let credits: Vec<i64> = entries.iter().map(|entry| entry.credit.0).collect();
+    let amounts: Vec<i64> = entries.iter().map(|entry| entry.amount.nanos()).collect();
+    let kinds: Vec<&str> = entries.iter().map(|entry| entry.kind.as_str()).collect();
+    let reservation_ids: Vec<Option<&str>> = entries.iter().map(|entry| entry.reservation_id).collect();
+    let lot_ids: Vec<Option<&str>> = entries.iter().map(|entry| entry.lot_id).collect();
+    let created_at: Vec<i64> = entries.iter().map(|entry| millis(entry.created_at)).collect();
+    let inserted = sqlx::query(
+        "INSERT INTO transfers
+            (org_id, debit_account_id, credit_account_id, amount, kind, reservation_id, lot_id,
+             created_at)
+         SELECT t.org_id, t.debit, t.credit, t.amount, t.kind, t.reservation_id, t.lot_id, t.created_at
+         FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::text[], $6::text[],
+                     $7::text[], $8::bigint[])
+              WITH ORDINALITY
+              AS t (org_id, debit, credit, amount, kind, reservation_id, lot_id, created_at, n)
+         ORDER BY t.n",
+    )
+    .bind(&org_ids)
+    .bind(&debits)
+    .bind(&credits)
+    .bind(&amounts)
+    .bind(&kinds)
+    .bind(&reservation_ids)
+    .bind(&lot_ids)
+    .bind(&created_at)
+    .execute(&mut *connection)
+    .await
+    .map_err(store_error)?;
+    if usize::try_from(inserted.rows_affected()).ok() != Some(entries.len()) {
+        return Err(invariant(format!(
+            "the journal took {} of {} transfers",
+            inserted.rows_affected(),
+            entries.len()
+        )));
+    }
+    Ok(())
+}
+
+pub(crate) async fn load_lots(
+    connection: &mut PgConnection,
+    org_id: &str,
+) -> Result<Vec<LotView>, StoreError> {
+    sqlx::query(&format!(
+        "{LOT_SELECT} WHERE l.org_id = $1 ORDER BY l.granted_at, l.id"
+    ))
+    .bind(org_id)
+    .fetch_all(&mut *connection)
+    .await
+    .map_err(store_error)?
+    .iter()
+    .map(lot_view_from_row)
+    .collect()
+}
+
+/// The organization's lots (in drawdown-independent storage order) and its spend account,
+/// from one query: the spend account is the row without a lot.
+async fn load_lots_and_spend_account(
+    connection: &mut PgConnection,
+    org_id: &str,
+) -> Result<(Vec<Lot>, Option<Account>), StoreError> {
+    let rows = sqlx::query(
+        "SELECT a.id AS account_id, a.kind AS account_kind, a.debits_pending, a.debits_posted,
+                a.credits_pending, a.credits_posted, l.id AS lot_id, l.kind AS lot_kind,
+                l.granted_at, l.expires_at
+         FROM accounts a LEFT JOIN lots l ON l.account_id = a.id
+         WHERE a.org_id = $1 AND (a.kind = 'spend' OR l.id IS NOT NULL)
+         ORDER BY l.granted_at, l.id",
+    )
+    .bind(org_id)
+    .fetch_all(&mut *connection)
+    .await
+    .map_err(store_error)?;
+    let mut lots = Vec::with_capacity(rows.len());
+    let mut spend_account = None;
+    for row in &rows {
+        let account = account_from_row(row)?;
+        let Some(lot_id) = column::<Option<String>>(row, "lot_id")? else {
+            spend_account = Some(account);
+            continue;
+        };
+        let kind_text: String = column::<Option<String>>(row, "lot_kind")?.unwrap_or_default();
+        let kind = LotKind::parse(&kind_text)
+            .ok_or_else(|| StoreError::Database(format!("unknown lot kind '{kind_text}'")))?;
+        lots.push(Lot {
+            lot_id,
+            kind,
+            account,
+            granted_at: timestamp_from_sql(column::<Option<i64>>(row, "granted_at")?.unwrap_or_default())?,
+            expires_at: column::<Option<i64>>(row, "expires_at")?
+                .map(timestamp_from_sql)
+                .transpose()?,
+        });
+    }
+    Ok((lots, spend_account))
+}
+
+/// One of an organization's system accounts. Missing means the organization does not exist
+/// (or was created wrongly), which callers treat as a bug.
+async fn load_system_account(
+    connection: &mut PgConnection,
+    org_id: &str,
+    kind: AccountKind,
+) -> Result<Account, StoreError> {
+    let row = sqlx::query(&format!("{ACCOUNT_SELECT} WHERE org_id = $1 AND kind = $2"))
+        .bind(org_id)
+        .bind(kind.as_str())
+        .fetch_optional(&mut *connection)
+        .await
+        .map_err(store_error)?;
+    match row {
+        Some(row) => account_from_row(&row),
+        None => Err(invariant(format!(
+            "organization {org_id} has no {} account",
+            kind.as_str()
+        ))),
+    }
+}

@@ -1,0 +1,610 @@
+//! The PostgreSQL adapter: several replicas share one database, so every guard that SQLite
+//! gets from its single writer is a row lock here. Connection setup, the directory
+//! (organizations, workspaces, keys) and usage records live in this file; the other files
+//! are the twins of `sqlite/`'s (ledger, spend, limits, purchases, audit log, audit,
+//! directory, reports).
+//!
+//! Transactions run at READ COMMITTED and take row locks (`SELECT … FOR UPDATE`) on what
+//! they are about to change, always in the same order (organization row first, then
+//! accounts by id), so concurrent transaction scripts queue instead of deadlocking. What
+//! PostgreSQL still aborts (serialization failures, deadlocks) is `StoreError::Busy`, and
+//! `retrying` runs the whole script again: every script commits or rolls back as a whole,
+//! so a retry can never apply twice. No sqlx type leaves this module tree.
+
+mod audit;
+mod audit_log;
+mod console;
+mod directory;
+mod ledger;
+mod limits;
+mod purchases;
+mod reports;
+mod spend;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{Connection, PgConnection, Postgres, Transaction};
+use tollgate_core::Timestamp;
+use tollgate_core::keys::KeyKind;
+
+pub(crate) use crate::codec::{
+    count_from_sql, count_to_sql, invariant, millis, timestamp_from_sql, truncate_to_millis,
+};
+use crate::error::{StoreError, TxError};
+use crate::model::{KeyRecord, KeyStatus, NameTaken, NewKey, Organization, UsageRecord, Workspace};
+pub(crate) use crate::rows::column;
+use crate::rows::{key_from_row, organization_from_row, usage_record_from_row, workspace_from_row};
+use crate::rules::{DEFAULT_WORKSPACE_NAME, SYSTEM_ACCOUNT_KINDS};
+
+/// How a PostgreSQL store connects.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PostgresOptions {
+    /// `postgres://user@host:port/database`.
+    pub url: String,
+    /// Connections in this process's pool.
+    pub max_connections: u32,
+    /// Tables live in this schema (created if missing); None = the server's default
+    /// `search_path`. Tests give each store its own.
+    pub schema: Option<String>,
+}
+
+/// How many times `retrying` runs a transaction script that PostgreSQL aborted for
+/// contention before reporting `Busy`.
+const MAX_ATTEMPTS: u32 = 8;
+/// How long a connection may be waited for before the call fails as `Busy`.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
+// SQLSTATEs that mean "run the transaction again".
+const SERIALIZATION_FAILURE: &str = "40001";
+const DEADLOCK_DETECTED: &str = "40P01";
+const LOCK_NOT_AVAILABLE: &str = "55P03";
+
+pub(crate) type PgTransaction = Transaction<'static, Postgres>;
+
+#[derive(Clone)]
+pub(crate) struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    pub(crate) async fn open(options: &PostgresOptions) -> Result<PgStore, StoreError> {
+        let mut connect: PgConnectOptions = options
+            .url
+            .parse()
+            .map_err(|error| StoreError::Database(format!("bad database URL: {error}")))?;
+        if let Some(schema) = &options.schema {
+            if !schema.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(StoreError::Database(format!("bad schema name '{schema}'")));
+            }
+            let mut bootstrap = PgConnection::connect_with(&connect).await.map_err(store_error)?;
+            sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+                .execute(&mut bootstrap)
+                .await
+                .map_err(store_error)?;
+            bootstrap.close().await.map_err(store_error)?;
+            connect = connect.options([("search_path", schema.as_str())]);
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(connect)
+            .await
+            .map_err(store_error)?;
+        sqlx::migrate!("./migrations/postgres")
+            .run(&pool)
+            .await
+            .map_err(|error| StoreError::Migration(error.to_string()))?;
+        Ok(PgStore { pool })
+    }
+
+    pub(crate) async fn close(&self) {
+        self.pool.close().await
+    }
+
+    pub(crate) async fn begin(&self) -> Result<PgTransaction, StoreError> {
+        self.pool.begin().await.map_err(store_error)
+    }
+
+    pub(crate) fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// A read-only transaction on one snapshot, for reads of several queries that must agree.
+    pub(crate) async fn begin_read(&self) -> Result<PgTransaction, StoreError> {
+        self.pool
+            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+            .map_err(store_error)
+    }
+
+    // Organizations and workspaces.
+
+    pub(crate) async fn create_organization(
+        &self,
+        org_id: &str,
+        name: &str,
+        default_workspace_id: &str,
+        now: Timestamp,
+    ) -> Result<Organization, TxError<NameTaken>> {
+        retrying(|| async move {
+            let mut transaction = self.begin().await?;
+            // The UNIQUE name decides a race: a second creator of the name waits for the
+            // first to commit, then inserts nothing.
+            let inserted = sqlx::query(
+                "INSERT INTO organizations (id, name, created_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(org_id)
+            .bind(name)
+            .bind(millis(now))
+            .execute(&mut *transaction)
+            .await
+            .map_err(store_error)?;
+            if inserted.rows_affected() == 0 {
+                return Err(TxError::Rejected(NameTaken(name.to_owned())));
+            }
+            for kind in SYSTEM_ACCOUNT_KINDS {
+                sqlx::query("INSERT INTO accounts (org_id, kind) VALUES ($1, $2)")
+                    .bind(org_id)
+                    .bind(kind.as_str())
+                    .execute(&mut *transaction)
+                    .await
+                    .map_err(store_error)?;
+            }
+            insert_workspace(
+                &mut transaction,
+                org_id,
+                default_workspace_id,
+                DEFAULT_WORKSPACE_NAME,
+                true,
+                now,
+            )
+            .await?;
+            transaction.commit().await.map_err(store_error)?;
+            Ok(())
+        })
+        .await?;
+        Ok(Organization {
+            id: org_id.to_owned(),
+            name: name.to_owned(),
+            created_at: truncate_to_millis(now)?,
+        })
+    }
+
+    pub(crate) async fn organization(&self, org_id: &str) -> Result<Option<Organization>, StoreError> {
+        sqlx::query("SELECT id, name, created_at FROM organizations WHERE id = $1")
+            .bind(org_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(store_error)?
+            .map(|row| organization_from_row(&row))
+            .transpose()
+    }
+
+    pub(crate) async fn organization_by_name(&self, name: &str) -> Result<Option<Organization>, StoreError> {
+        sqlx::query("SELECT id, name, created_at FROM organizations WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(store_error)?
+            .map(|row| organization_from_row(&row))
+            .transpose()
+    }
+
+    pub(crate) async fn list_organizations(&self) -> Result<Vec<Organization>, StoreError> {
+        sqlx::query("SELECT id, name, created_at FROM organizations ORDER BY created_at, id")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(store_error)?
+            .iter()
+            .map(organization_from_row)
+            .collect()
+    }
+
+    pub(crate) async fn create_workspace(
+        &self,
+        org_id: &str,
+        workspace_id: &str,
+        name: &str,
+        now: Timestamp,
+    ) -> Result<Workspace, TxError<NameTaken>> {
+        retrying(|| async move {
+            let mut transaction = self.begin().await?;
+            // Held to commit, so nobody can take the name between check and insert.
+            lock_organization(&mut transaction, org_id).await?;
+            let taken = sqlx::query("SELECT 1 FROM workspaces WHERE org_id = $1 AND name = $2")
+                .bind(org_id)
+                .bind(name)
+                .fetch_optional(&mut *transaction)
+                .await
+                .map_err(store_error)?;
+            if taken.is_some() {
+                return Err(TxError::Rejected(NameTaken(name.to_owned())));
+            }
+            let workspace =
+                insert_workspace(&mut transaction, org_id, workspace_id, name, false, now).await?;
+            transaction.commit().await.map_err(store_error)?;
+            Ok(workspace)
+        })
+        .await
+    }
+
+    pub(crate) async fn workspace(&self, workspace_id: &str) -> Result<Option<Workspace>, StoreError> {
+        sqlx::query(
+            "SELECT id, org_id, name, is_default, created_at, archived_at
+             FROM workspaces WHERE id = $1",
+        )
+        .bind(workspace_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(store_error)?
+        .map(|row| workspace_from_row(&row))
+        .transpose()
+    }
+
+    pub(crate) async fn workspace_by_name(
+        &self,
+        org_id: &str,
+        name: &str,
+    ) -> Result<Option<Workspace>, StoreError> {
+        sqlx::query(
+            "SELECT id, org_id, name, is_default, created_at, archived_at
+             FROM workspaces WHERE org_id = $1 AND name = $2",
+        )
+        .bind(org_id)
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(store_error)?
+        .map(|row| workspace_from_row(&row))
+        .transpose()
+    }
+
+    pub(crate) async fn list_workspaces(&self, org_id: &str) -> Result<Vec<Workspace>, StoreError> {
+        sqlx::query(
+            "SELECT id, org_id, name, is_default, created_at, archived_at
+             FROM workspaces WHERE org_id = $1 ORDER BY is_default DESC, created_at, id",
+        )
+        .bind(org_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_error)?
+        .iter()
+        .map(workspace_from_row)
+        .collect()
+    }
+
+    pub(crate) async fn default_workspace(&self, org_id: &str) -> Result<Workspace, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, org_id, name, is_default, created_at, archived_at
+             FROM workspaces WHERE org_id = $1 AND is_default",
+        )
+        .bind(org_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(store_error)?;
+        match row {
+            Some(row) => workspace_from_row(&row),
+            None => Err(StoreError::Invariant(format!(
+                "organization {org_id} has no default workspace"
+            ))),
+        }
+    }
+
+    // Keys.
+
+    pub(crate) async fn insert_key(&self, key: NewKey) -> Result<KeyRecord, StoreError> {
+        sqlx::query(
+            "INSERT INTO api_keys
+                (id, kind, org_id, workspace_id, name, secret_hash, hint, status, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&key.id)
+        .bind(key.kind.as_str())
+        .bind(&key.org_id)
+        .bind(&key.workspace_id)
+        .bind(&key.name)
+        .bind(&key.secret_hash)
+        .bind(&key.hint)
+        .bind(KeyStatus::Active.as_str())
+        .bind(millis(key.created_at))
+        .execute(&self.pool)
+        .await
+        .map_err(store_error)?;
+        Ok(KeyRecord {
+            id: key.id,
+            kind: key.kind,
+            org_id: key.org_id,
+            workspace_id: key.workspace_id,
+            name: key.name,
+            hint: key.hint,
+            status: KeyStatus::Active,
+            created_at: truncate_to_millis(key.created_at)?,
+            last_used_at: None,
+        })
+    }
+
+    pub(crate) async fn key_by_hash(&self, secret_hash: &str) -> Result<Option<KeyRecord>, StoreError> {
+        sqlx::query(
+            "SELECT id, kind, org_id, workspace_id, name, hint, status, created_at, last_used_at
+             FROM api_keys WHERE secret_hash = $1",
+        )
+        .bind(secret_hash)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(store_error)?
+        .map(|row| key_from_row(&row))
+        .transpose()
+    }
+
+    pub(crate) async fn key(&self, key_id: &str) -> Result<Option<KeyRecord>, StoreError> {
+        sqlx::query(
+            "SELECT id, kind, org_id, workspace_id, name, hint, status, created_at, last_used_at
+             FROM api_keys WHERE id = $1",
+        )
+        .bind(key_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(store_error)?
+        .map(|row| key_from_row(&row))
+        .transpose()
+    }
+
+    pub(crate) async fn list_keys(
+        &self,
+        org_id: &str,
+        kind: KeyKind,
+        workspace_id: Option<&str>,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
+        let rows = match workspace_id {
+            None => {
+                sqlx::query(
+                    "SELECT id, kind, org_id, workspace_id, name, hint, status, created_at,
+                            last_used_at
+                     FROM api_keys WHERE org_id = $1 AND kind = $2
+                     ORDER BY created_at DESC, id DESC",
+                )
+                .bind(org_id)
+                .bind(kind.as_str())
+                .fetch_all(&self.pool)
+                .await
+            }
+            Some(workspace_id) => {
+                sqlx::query(
+                    "SELECT id, kind, org_id, workspace_id, name, hint, status, created_at,
+                            last_used_at
+                     FROM api_keys WHERE org_id = $1 AND kind = $2 AND workspace_id = $3
+                     ORDER BY created_at DESC, id DESC",
+                )
+                .bind(org_id)
+                .bind(kind.as_str())
+                .bind(workspace_id)
+                .fetch_all(&self.pool)
+                .await
+            }
+        }
+        .map_err(store_error)?;
+        rows.iter().map(key_from_row).collect()
+    }
+
+    pub(crate) async fn set_key_status(&self, key_id: &str, status: KeyStatus) -> Result<bool, StoreError> {
+        let result = sqlx::query("UPDATE api_keys SET status = $1 WHERE id = $2")
+            .bind(status.as_str())
+            .bind(key_id)
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    pub(crate) async fn touch_key(&self, key_id: &str, now: Timestamp) -> Result<(), StoreError> {
+        // Never moves last-used backwards when two requests finish out of order.
+        sqlx::query(
+            "UPDATE api_keys SET last_used_at = $1
+             WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $1)",
+        )
+        .bind(millis(now))
+        .bind(key_id)
+        .execute(&self.pool)
+        .await
+        .map_err(store_error)?;
+        Ok(())
+    }
+
+    // Usage records.
+
+    pub(crate) async fn insert_usage_record(&self, record: UsageRecord) -> Result<(), StoreError> {
+        let mut connection = self.pool.acquire().await.map_err(store_error)?;
+        insert_usage_record_in(&mut connection, &record, None).await
+    }
+
+    pub(crate) async fn usage_records(&self, org_id: &str) -> Result<Vec<UsageRecord>, StoreError> {
+        sqlx::query(
+            "SELECT request_id, org_id, workspace_id, api_key_id, model, input_tokens,
+                    output_tokens, cache_creation_5m_input_tokens, cache_creation_1h_input_tokens,
+                    cache_read_input_tokens, cost_nanos, status, error_type, latency_ms,
+                    started_at, ended_at
+             FROM usage_records WHERE org_id = $1 ORDER BY ended_at, id",
+        )
+        .bind(org_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_error)?
+        .iter()
+        .map(usage_record_from_row)
+        .collect()
+    }
+
+    pub(crate) async fn usage_record(
+        &self,
+        org_id: &str,
+        request_id: &str,
+    ) -> Result<Option<UsageRecord>, StoreError> {
+        sqlx::query(
+            "SELECT request_id, org_id, workspace_id, api_key_id, model, input_tokens,
+                    output_tokens, cache_creation_5m_input_tokens, cache_creation_1h_input_tokens,
+                    cache_read_input_tokens, cost_nanos, status, error_type, latency_ms,
+                    started_at, ended_at
+             FROM usage_records WHERE org_id = $1 AND request_id = $2 ORDER BY id DESC LIMIT 1",
+        )
+        .bind(org_id)
+        .bind(request_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(store_error)?
+        .map(|row| usage_record_from_row(&row))
+        .transpose()
+    }
+}
+
+pub(crate) async fn insert_workspace(
+    connection: &mut PgConnection,
+    org_id: &str,
+    workspace_id: &str,
+    name: &str,
+    is_default: bool,
+    now: Timestamp,
+) -> Result<Workspace, StoreError> {
+    sqlx::query(
+        "INSERT INTO workspaces (id, org_id, name, is_default, created_at)
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(workspace_id)
+    .bind(org_id)
+    .bind(name)
+    .bind(is_default)
+    .bind(millis(now))
+    .execute(&mut *connection)
+    .await
+    .map_err(store_error)?;
+    Ok(Workspace {
+        id: workspace_id.to_owned(),
+        org_id: org_id.to_owned(),
+        name: name.to_owned(),
+        is_default,
+        created_at: truncate_to_millis(now)?,
+        archived_at: None,
+    })
+}
+
+/// Writes a usage record; a settlement passes its reservation so the rollup trigger can
+/// read what was charged.
+pub(crate) async fn insert_usage_record_in(
+    connection: &mut PgConnection,
+    record: &UsageRecord,
+    reservation_id: Option<&str>,
+) -> Result<(), StoreError> {
+    let usage = &record.usage;
+    sqlx::query(
+        "INSERT INTO usage_records
+            (request_id, org_id, workspace_id, api_key_id, model, input_tokens, output_tokens,
+             cache_creation_5m_input_tokens, cache_creation_1h_input_tokens,
+             cache_read_input_tokens, cost_nanos, status, error_type, latency_ms, started_at,
+             ended_at, reservation_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+    )
+    .bind(&record.request_id)
+    .bind(&record.org_id)
+    .bind(&record.workspace_id)
+    .bind(&record.api_key_id)
+    .bind(&record.model)
+    .bind(count_to_sql(usage.input_tokens)?)
+    .bind(count_to_sql(usage.output_tokens)?)
+    .bind(count_to_sql(usage.cache_creation_5m_input_tokens)?)
+    .bind(count_to_sql(usage.cache_creation_1h_input_tokens)?)
+    .bind(count_to_sql(usage.cache_read_input_tokens)?)
+    .bind(record.cost.nanos())
+    .bind(record.status.as_str())
+    .bind(&record.error_type)
+    .bind(count_to_sql(record.latency_ms)?)
+    .bind(millis(record.started_at))
+    .bind(millis(record.ended_at))
+    .bind(reservation_id)
+    .execute(&mut *connection)
+    .await
+    .map_err(store_error)?;
+    Ok(())
+}
+
+/// Runs a transaction script until it is not aborted for contention (`StoreError::Busy`),
+/// at most `MAX_ATTEMPTS` times, with a short growing pause between attempts.
+pub(crate) async fn retrying<T, E, F, Fut>(mut script: F) -> Result<T, TxError<E>>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, TxError<E>>>,
+{
+    let mut attempt = 1;
+    loop {
+        match script().await {
+            Err(TxError::Store(StoreError::Busy)) if attempt < MAX_ATTEMPTS => {
+                tokio::time::sleep(Duration::from_millis(u64::from(attempt) * 5)).await;
+                attempt += 1;
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
+/// `retrying` for a transaction script that is never rejected, only failed.
+pub(crate) async fn retrying_store<T, F, Fut>(mut script: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, StoreError>>,
+{
+    retrying::<T, Infallible, _, _>(|| {
+        let attempt = script();
+        async move { attempt.await.map_err(TxError::Store) }
+    })
+    .await
+    .map_err(|error| match error {
+        TxError::Store(error) => error,
+        TxError::Rejected(never) => match never {},
+    })
+}
+
+/// Locks an organization's row, the per-organization lock every write transaction that
+/// checks before it writes takes first. False if there is no such organization.
+pub(crate) async fn lock_organization(
+    connection: &mut PgConnection,
+    org_id: &str,
+) -> Result<bool, StoreError> {
+    let locked = sqlx::query("SELECT 1 FROM organizations WHERE id = $1 FOR UPDATE")
+        .bind(org_id)
+        .fetch_optional(&mut *connection)
+        .await
+        .map_err(store_error)?;
+    Ok(locked.is_some())
+}
+
+/// Locks the row of the organization a workspace belongs to and names it; None if there is
+/// no such workspace.
+pub(crate) async fn lock_organization_of_workspace(
+    connection: &mut PgConnection,
+    workspace_id: &str,
+) -> Result<Option<String>, StoreError> {
+    sqlx::query_scalar(
+        "SELECT o.id FROM organizations o JOIN workspaces w ON w.org_id = o.id
+         WHERE w.id = $1 FOR UPDATE OF o",
+    )
+    .bind(workspace_id)
+    .fetch_optional(&mut *connection)
+    .await
+    .map_err(store_error)
+}
+
+/// Translates a driver error at the adapter boundary: contention PostgreSQL resolved by
+/// aborting us is `Busy`, which callers (and `retrying`) may retry; everything else is
+/// reported in words.
+pub(crate) fn store_error(error: sqlx::Error) -> StoreError {
+    match &error {
+        sqlx::Error::PoolTimedOut => StoreError::Busy,
+        sqlx::Error::Database(database_error) => match database_error.code().as_deref() {
+            Some(SERIALIZATION_FAILURE | DEADLOCK_DETECTED | LOCK_NOT_AVAILABLE) => StoreError::Busy,
+            _ => StoreError::Database(error.to_string()),
+        },
+        _ => StoreError::Database(error.to_string()),
+    }
+}

@@ -1,0 +1,576 @@
+//! PostgreSQL twin of `sqlite/purchases.rs`: credit purchases and auto-reload.
+//!
+//! A purchase is claimed (`pending`, idempotent by organization and key) before the payment
+//! provider is charged, and completed exactly once afterwards, in one transaction with the
+//! lot it grants and the cumulative purchases it raises. Every script here takes the
+//! organization's row lock first, like the ledger's, so a claim, a completion and an
+//! auto-reload claim of one organization run one at a time across replicas: at most one
+//! process holds an organization's auto-reload claim (`in_flight_since`), and one whose
+//! claim is older than the caller's stale bound may be taken over.
+
+use sqlx::PgConnection;
+use tollgate_core::Timestamp;
+use tollgate_core::ledger::LotKind;
+use tollgate_core::money::NanoUsd;
+
+use crate::error::{StoreError, TxError};
+use crate::journal::unpaid_purchase_entry;
+use crate::model::{
+    AuditEntry, AutoReload, IdempotencyKeyReused, NewPurchase, Purchase, PurchaseClaim, PurchaseOutcome,
+    PurchaseStatus,
+};
+use crate::postgres::audit_log::{
+    AUTO_RELOAD_DISABLED, CREDIT_PURCHASE_DECLINED, CREDIT_PURCHASE_FAILED, CREDIT_PURCHASED, SYSTEM_ACTOR,
+    check_entry_scope, insert_audit_event,
+};
+use crate::postgres::ledger::grant_in;
+use crate::postgres::{
+    PgStore, invariant, lock_organization, millis, retrying, retrying_store, store_error, truncate_to_millis,
+};
+use crate::rows::{AUTO_RELOAD_SELECT, PURCHASE_SELECT, auto_reload_from_row, purchase_from_row};
+use crate::rules::check_amount_positive;
+
+impl PgStore {
+    // Purchases.
+
+    pub(crate) async fn claim_purchase(
+        &self,
+        purchase: NewPurchase,
+    ) -> Result<PurchaseClaim, TxError<IdempotencyKeyReused>> {
+        check_amount_positive("purchase", &purchase.purchase_id, purchase.amount)?;
+        let created_at = truncate_to_millis(purchase.created_at)?;
+        let purchase = &purchase;
+        retrying(|| async move {
+            let mut transaction = self.begin().await?;
+            // Under the organization's lock no other claim of the key can slip in between.
+            lock_organization(&mut transaction, &purchase.org_id).await?;
+            let existing =
+                load_purchase_by_key(&mut transaction, &purchase.org_id, &purchase.idempotency_key).await?;
+            if let Some(existing) = existing {
+                transaction.rollback().await.map_err(store_error)?;
+                if existing.amount != purchase.amount {
+                    return Err(TxError::Rejected(IdempotencyKeyReused {
+                        existing_amount: existing.amount,
+                    }));
+                }
+                return Ok(PurchaseClaim::Existing(existing));
+            }
+            sqlx::query(
+                "INSERT INTO purchases
+                    (id, org_id, idempotency_key, amount_nanos, source, status, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(&purchase.purchase_id)
+            .bind(&purchase.org_id)
+            .bind(&purchase.idempotency_key)
+            .bind(purchase.amount.nanos())
+            .bind(purchase.source.as_str())
+            .bind(PurchaseStatus::Pending.as_str())
+            .bind(millis(created_at))
+            .execute(&mut *transaction)
+            .await
+            .map_err(store_error)?;
+            transaction.commit().await.map_err(store_error)?;
+            Ok(PurchaseClaim::New(Purchase {
+                id: purchase.purchase_id.clone(),
+                org_id: purchase.org_id.clone(),
+                idempotency_key: purchase.idempotency_key.clone(),
+                amount: purchase.amount,
+                source: purchase.source,
+                status: PurchaseStatus::Pending,
+                payment_reference: None,
+                failure_reason: None,
+                lot_id: None,
+                created_at,
+                completed_at: None,
+            }))
+        })
+        .await
+    }
+
+    pub(crate) async fn complete_purchase(
+        &self,
+        purchase_id: &str,
+        outcome: PurchaseOutcome,
+        actor: &str,
+        now: Timestamp,
+    ) -> Result<Purchase, StoreError> {
+        let now = truncate_to_millis(now)?;
+        let outcome = &outcome;
+        retrying_store(|| async move {
+            let mut transaction = self.begin().await?;
+            let org_id: Option<String> = sqlx::query_scalar(
+                "SELECT o.id FROM organizations o JOIN purchases p ON p.org_id = o.id
+                 WHERE p.id = $1 FOR UPDATE OF o",
+            )
+            .bind(purchase_id)
+            .fetch_optional(&mut *transaction)
+            .await
+            .map_err(store_error)?;
+            if org_id.is_none() {
+                return Err(invariant(format!("completed an unknown purchase {purchase_id}")));
+            }
+            let completed = complete_in(&mut transaction, purchase_id, outcome, actor, now).await?;
+            transaction.commit().await.map_err(store_error)?;
+            Ok(completed)
+        })
+        .await
+    }
+
+    pub(crate) async fn purchases(&self, org_id: &str) -> Result<Vec<Purchase>, StoreError> {
+        sqlx::query(&format!(
+            "{PURCHASE_SELECT} WHERE org_id = $1 ORDER BY created_at DESC, seq DESC"
+        ))
+        .bind(org_id)
+        .fetch_all(self.pool())
+        .await
+        .map_err(store_error)?
+        .iter()
+        .map(purchase_from_row)
+        .collect()
+    }
+
+    pub(crate) async fn purchase_by_key(
+        &self,
+        org_id: &str,
+        idempotency_key: &str,
+    ) -> Result<Option<Purchase>, StoreError> {
+        let mut connection = self.pool().acquire().await.map_err(store_error)?;
+        load_purchase_by_key(&mut connection, org_id, idempotency_key).await
+    }
+
+    // Auto-reload.
+
+    pub(crate) async fn auto_reload(&self, org_id: &str) -> Result<Option<AutoReload>, StoreError> {
+        let mut connection = self.pool().acquire().await.map_err(store_error)?;
+        load_auto_reload(&mut connection, org_id).await
+    }
+
+    pub(crate) async fn set_auto_reload(
+        &self,
+        settings: &AutoReload,
+        audit: AuditEntry,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        check_entry_scope(&audit, &settings.org_id)?;
+        if !settings.threshold.is_positive() || !settings.amount.is_positive() {
+            return Err(invariant(format!(
+                "auto-reload of {} set with threshold {} and amount {}; both must be positive",
+                settings.org_id, settings.threshold, settings.amount
+            )));
+        }
+        let audit = &audit;
+        retrying_store(|| async move {
+            let mut transaction = self.begin().await?;
+            lock_organization(&mut transaction, &settings.org_id).await?;
+            // A claim in flight is kept: the process holding it still finishes its purchase.
+            // Enabling clears the notice of an earlier shut-off, which the customer has now
+            // seen.
+            sqlx::query(
+                "INSERT INTO auto_reload
+                    (org_id, enabled, threshold_nanos, amount_nanos, payment_method, in_flight_since,
+                     notice, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, NULL, NULL, $6)
+                 ON CONFLICT (org_id) DO UPDATE SET
+                    enabled = excluded.enabled,
+                    threshold_nanos = excluded.threshold_nanos,
+                    amount_nanos = excluded.amount_nanos,
+                    payment_method = excluded.payment_method,
+                    notice = CASE WHEN excluded.enabled THEN NULL ELSE auto_reload.notice END,
+                    updated_at = excluded.updated_at",
+            )
+            .bind(&settings.org_id)
+            .bind(settings.enabled)
+            .bind(settings.threshold.nanos())
+            .bind(settings.amount.nanos())
+            .bind(&settings.payment_method)
+            .bind(millis(now))
+            .execute(&mut *transaction)
+            .await
+            .map_err(store_error)?;
+            insert_audit_event(&mut transaction, audit).await?;
+            transaction.commit().await.map_err(store_error)?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub(crate) async fn disable_auto_reload(
+        &self,
+        org_id: &str,
+        notice: Option<&str>,
+        audit: AuditEntry,
+    ) -> Result<bool, StoreError> {
+        check_entry_scope(&audit, org_id)?;
+        let audit = &audit;
+        retrying_store(|| async move {
+            let mut transaction = self.begin().await?;
+            lock_organization(&mut transaction, org_id).await?;
+            let updated = sqlx::query(
+                "UPDATE auto_reload SET enabled = FALSE, notice = $1, updated_at = $2 WHERE org_id = $3",
+            )
+            .bind(notice)
+            .bind(millis(audit.at))
+            .bind(org_id)
+            .execute(&mut *transaction)
+            .await
+            .map_err(store_error)?;
+            if updated.rows_affected() == 0 {
+                transaction.rollback().await.map_err(store_error)?;
+                return Ok(false);
+            }
+            insert_audit_event(&mut transaction, audit).await?;
+            transaction.commit().await.map_err(store_error)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    /// Takes the organization's auto-reload claim if nobody holds it (or its holder's claim
+    /// is stale): under the organization's lock, then written compare-and-set against the
+    /// claim that was read, so of any number of claimers across processes exactly one wins.
+    pub(crate) async fn claim_auto_reload(
+        &self,
+        org_id: &str,
+        now: Timestamp,
+        stale_after: chrono::Duration,
+    ) -> Result<Option<AutoReload>, StoreError> {
+        let now = truncate_to_millis(now)?;
+        let stale_before = now
+            .checked_sub_signed(stale_after)
+            .ok_or_else(|| invariant(format!("the stale bound {stale_after} is out of range")))?;
+        retrying_store(|| async move {
+            let mut transaction = self.begin().await?;
+            lock_organization(&mut transaction, org_id).await?;
+            let Some(settings) = load_auto_reload(&mut transaction, org_id).await? else {
+                transaction.rollback().await.map_err(store_error)?;
+                return Ok(None);
+            };
+            // In flight since before the stale bound: its claimer died without finishing.
+            let claimable = settings.enabled
+                && settings
+                    .in_flight_since
+                    .is_none_or(|in_flight_since| in_flight_since < stale_before);
+            if !claimable {
+                transaction.rollback().await.map_err(store_error)?;
+                return Ok(None);
+            }
+            let claimed = sqlx::query(
+                "UPDATE auto_reload SET in_flight_since = $1
+                 WHERE org_id = $2 AND enabled AND in_flight_since IS NOT DISTINCT FROM $3",
+            )
+            .bind(millis(now))
+            .bind(org_id)
+            .bind(settings.in_flight_since.map(millis))
+            .execute(&mut *transaction)
+            .await
+            .map_err(store_error)?;
+            if claimed.rows_affected() != 1 {
+                return Err(invariant(format!(
+                    "the auto-reload of {org_id} changed after it was loaded in the same transaction"
+                )));
+            }
+            transaction.commit().await.map_err(store_error)?;
+            Ok(Some(AutoReload {
+                in_flight_since: Some(now),
+                ..settings.clone()
+            }))
+        })
+        .await
+    }
+
+    pub(crate) async fn finish_auto_reload(
+        &self,
+        org_id: &str,
+        disable_with_notice: Option<&str>,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        retrying_store(|| async move {
+            let mut transaction = self.begin().await?;
+            lock_organization(&mut transaction, org_id).await?;
+            match disable_with_notice {
+                None => {
+                    sqlx::query("UPDATE auto_reload SET in_flight_since = NULL WHERE org_id = $1")
+                        .bind(org_id)
+                        .execute(&mut *transaction)
+                        .await
+                        .map_err(store_error)?;
+                }
+                Some(notice) => {
+                    let updated = sqlx::query(
+                        "UPDATE auto_reload
+                         SET in_flight_since = NULL, enabled = FALSE, notice = $1, updated_at = $2
+                         WHERE org_id = $3",
+                    )
+                    .bind(notice)
+                    .bind(millis(now))
+                    .bind(org_id)
+                    .execute(&mut *transaction)
+                    .await
+                    .map_err(store_error)?;
+                    if updated.rows_affected() == 1 {
+                        insert_audit_event(
+                            &mut transaction,
+                            &AuditEntry {
+                                org_id: org_id.to_owned(),
+                                actor: SYSTEM_ACTOR.to_owned(),
+                                action: AUTO_RELOAD_DISABLED.to_owned(),
+                                subject: org_id.to_owned(),
+                                details: "auto-reload turned off after a reload could not be bought"
+                                    .to_owned(),
+                                reason: Some(notice.to_owned()),
+                                at: now,
+                            },
+                        )
+                        .await?;
+                    }
+                }
+            }
+            transaction.commit().await.map_err(store_error)?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// Completes a purchase under its organization's lock (which the caller holds): re-read
+/// and locked, and only a pending one is ended; an ended one is returned as it stands.
+async fn complete_in(
+    connection: &mut PgConnection,
+    purchase_id: &str,
+    outcome: &PurchaseOutcome,
+    actor: &str,
+    now: Timestamp,
+) -> Result<Purchase, StoreError> {
+    let purchase = sqlx::query(&format!("{PURCHASE_SELECT} WHERE id = $1 FOR UPDATE"))
+        .bind(purchase_id)
+        .fetch_optional(&mut *connection)
+        .await
+        .map_err(store_error)?
+        .map(|row| purchase_from_row(&row))
+        .transpose()?;
+    let Some(purchase) = purchase else {
+        return Err(invariant(format!("completed an unknown purchase {purchase_id}")));
+    };
+    if purchase.status != PurchaseStatus::Pending {
+        // Ended before (a retry, or another process): the first ending stands.
+        return Ok(purchase);
+    }
+    let audit = match outcome {
+        PurchaseOutcome::Succeeded {
+            payment_reference,
+            lot,
+        } => {
+            if lot.org_id != purchase.org_id || lot.kind != LotKind::Purchase || lot.amount != purchase.amount
+            {
+                return Err(invariant(format!(
+                    "purchase {purchase_id} of {} for {} would grant a {} lot of {} to {}",
+                    purchase.org_id,
+                    purchase.amount,
+                    lot.kind.as_str(),
+                    lot.amount,
+                    lot.org_id
+                )));
+            }
+            grant_in(&mut *connection, lot)
+                .await
+                .map_err(|error| match error {
+                    TxError::Rejected(rejection) => invariant(format!(
+                        "the lot of paid purchase {purchase_id} was refused: {rejection}"
+                    )),
+                    TxError::Store(error) => error,
+                })?;
+            end_purchase(
+                &mut *connection,
+                purchase_id,
+                PurchaseStatus::Succeeded,
+                Some(payment_reference),
+                None,
+                Some(&lot.lot_id),
+                now,
+            )
+            .await?;
+            let cumulative =
+                add_cumulative_purchases(&mut *connection, &purchase.org_id, purchase.amount).await?;
+            AuditEntry {
+                org_id: purchase.org_id.clone(),
+                actor: actor.to_owned(),
+                action: CREDIT_PURCHASED.to_owned(),
+                subject: purchase.id.clone(),
+                details: format!(
+                    "{} purchase of {} paid ({payment_reference}) as lot {}; cumulative purchases now {cumulative}",
+                    purchase.source.as_str(),
+                    purchase.amount,
+                    lot.lot_id
+                ),
+                reason: None,
+                at: now,
+            }
+        }
+        PurchaseOutcome::Declined { reason } => {
+            end_unpaid(
+                &mut *connection,
+                &purchase,
+                (PurchaseStatus::Declined, CREDIT_PURCHASE_DECLINED),
+                reason.clone(),
+                actor,
+                now,
+            )
+            .await?
+        }
+        PurchaseOutcome::Failed { reason } => {
+            end_unpaid(
+                &mut *connection,
+                &purchase,
+                (PurchaseStatus::Failed, CREDIT_PURCHASE_FAILED),
+                reason.clone(),
+                actor,
+                now,
+            )
+            .await?
+        }
+    };
+    insert_audit_event(&mut *connection, &audit).await?;
+    load_purchase_by_id(&mut *connection, purchase_id)
+        .await?
+        .ok_or_else(|| invariant(format!("purchase {purchase_id} vanished while it was completed")))
+}
+
+/// Marks a pending purchase ended; the `status = 'pending'` guard makes it exactly once.
+async fn end_purchase(
+    connection: &mut PgConnection,
+    purchase_id: &str,
+    status: PurchaseStatus,
+    payment_reference: Option<&str>,
+    failure_reason: Option<&str>,
+    lot_id: Option<&str>,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let ended = sqlx::query(
+        "UPDATE purchases
+         SET status = $1, payment_reference = $2, failure_reason = $3, lot_id = $4, completed_at = $5
+         WHERE id = $6 AND status = 'pending'",
+    )
+    .bind(status.as_str())
+    .bind(payment_reference)
+    .bind(failure_reason)
+    .bind(lot_id)
+    .bind(millis(now))
+    .bind(purchase_id)
+    .execute(&mut *connection)
+    .await
+    .map_err(store_error)?;
+    if ended.rows_affected() != 1 {
+        // Unreachable under the organization's lock; roll back rather than end it twice.
+        return Err(invariant(format!(
+            "purchase {purchase_id} ended under a transaction that holds its organization's lock"
+        )));
+    }
+    Ok(())
+}
+
+/// Ends a purchase the provider did not pay (declined or failed, logged as `action`): no
+/// lot, no change to the tier.
+async fn end_unpaid(
+    connection: &mut PgConnection,
+    purchase: &Purchase,
+    (status, action): (PurchaseStatus, &str),
+    reason: String,
+    actor: &str,
+    now: Timestamp,
+) -> Result<AuditEntry, StoreError> {
+    end_purchase(connection, &purchase.id, status, None, Some(&reason), None, now).await?;
+    Ok(unpaid_purchase_entry(
+        purchase,
+        (status, action),
+        reason,
+        actor,
+        now,
+    ))
+}
+
+/// Adds a paid purchase to the organization's cumulative purchases, compare-and-set against
+/// the total loaded and read back. Returns the new total.
+async fn add_cumulative_purchases(
+    connection: &mut PgConnection,
+    org_id: &str,
+    amount: NanoUsd,
+) -> Result<NanoUsd, StoreError> {
+    let loaded: Option<i64> =
+        sqlx::query_scalar("SELECT cumulative_purchases_nanos FROM organizations WHERE id = $1")
+            .bind(org_id)
+            .fetch_optional(&mut *connection)
+            .await
+            .map_err(store_error)?;
+    let loaded = loaded
+        .map(NanoUsd::from_nanos)
+        .ok_or_else(|| invariant(format!("purchase of unknown organization {org_id}")))?;
+    let total = loaded
+        .checked_add(amount)
+        .ok_or_else(|| invariant(format!("the cumulative purchases of {org_id} overflow")))?;
+    let stored: Option<i64> = sqlx::query_scalar(
+        "UPDATE organizations SET cumulative_purchases_nanos = $1
+         WHERE id = $2 AND cumulative_purchases_nanos = $3
+         RETURNING cumulative_purchases_nanos",
+    )
+    .bind(total.nanos())
+    .bind(org_id)
+    .bind(loaded.nanos())
+    .fetch_optional(&mut *connection)
+    .await
+    .map_err(store_error)?;
+    let Some(stored) = stored.map(NanoUsd::from_nanos) else {
+        return Err(invariant(format!(
+            "the cumulative purchases of {org_id} changed after they were loaded in the same transaction"
+        )));
+    };
+    if stored != total {
+        return Err(invariant(format!(
+            "the cumulative purchases of {org_id} read back as {stored} after writing {total}"
+        )));
+    }
+    Ok(total)
+}
+
+async fn load_purchase_by_id(
+    connection: &mut PgConnection,
+    purchase_id: &str,
+) -> Result<Option<Purchase>, StoreError> {
+    sqlx::query(&format!("{PURCHASE_SELECT} WHERE id = $1"))
+        .bind(purchase_id)
+        .fetch_optional(&mut *connection)
+        .await
+        .map_err(store_error)?
+        .map(|row| purchase_from_row(&row))
+        .transpose()
+}
+
+async fn load_purchase_by_key(
+    connection: &mut PgConnection,
+    org_id: &str,
+    idempotency_key: &str,
+) -> Result<Option<Purchase>, StoreError> {
+    sqlx::query(&format!(
+        "{PURCHASE_SELECT} WHERE org_id = $1 AND idempotency_key = $2"
+    ))
+    .bind(org_id)
+    .bind(idempotency_key)
+    .fetch_optional(&mut *connection)
+    .await
+    .map_err(store_error)?
+    .map(|row| purchase_from_row(&row))
+    .transpose()
+}
+
+async fn load_auto_reload(
+    connection: &mut PgConnection,
+    org_id: &str,
+) -> Result<Option<AutoReload>, StoreError> {
+    sqlx::query(&format!("{AUTO_RELOAD_SELECT} WHERE org_id = $1"))
+        .bind(org_id)
+        .fetch_optional(&mut *connection)
+        .await
+        .map_err(store_error)?
+        .map(|row| auto_reload_from_row(&row))
+        .transpose()
+}

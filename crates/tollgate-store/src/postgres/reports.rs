@@ -1,0 +1,136 @@
+//! PostgreSQL twin of `sqlite/reports.rs`: what the usage and cost reports read (the
+//! hourly rollup, raw usage records cut into minutes, the ledger's settled charges) and the
+//! rollup's recomputation. The bucketing and sums are `rollup`'s, shared with SQLite;
+//! the recomputation reads records and rollup in one REPEATABLE READ snapshot.
+
+use std::collections::BTreeMap;
+
+use tollgate_core::Timestamp;
+use tollgate_core::money::NanoUsd;
+
+use crate::admin_model::UsageRollupRow;
+use crate::error::StoreError;
+use crate::postgres::{PgStore, column, millis, store_error};
+use crate::rollup::{
+    CHARGED_STATUSES, HOUR_MILLIS, MINUTE_MILLIS, Rollup, add_record, rollup_key, rollup_problems,
+    sum_charges,
+};
+use crate::rows::{charged_record_from_row, rollup_row_from_row};
+
+impl PgStore {
+    pub(crate) async fn usage_hourly(
+        &self,
+        org_id: &str,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<UsageRollupRow>, StoreError> {
+        sqlx::query(
+            "SELECT hour AS bucket, workspace_id, api_key_id, model, context_window, requests,
+                    input_tokens, output_tokens, cache_creation_5m_input_tokens,
+                    cache_creation_1h_input_tokens, cache_read_input_tokens, cost_nanos
+             FROM usage_hourly WHERE org_id = $1 AND hour >= $2 AND hour < $3
+             ORDER BY hour",
+        )
+        .bind(org_id)
+        .bind(millis(from))
+        .bind(millis(to))
+        .fetch_all(self.pool())
+        .await
+        .map_err(store_error)?
+        .iter()
+        .map(rollup_row_from_row)
+        .collect()
+    }
+
+    pub(crate) async fn usage_by_minute(
+        &self,
+        org_id: &str,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<UsageRollupRow>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT u.ended_at, u.workspace_id, COALESCE(u.api_key_id, '') AS api_key_id, u.model,
+                    u.input_tokens, u.output_tokens, u.cache_creation_5m_input_tokens,
+                    u.cache_creation_1h_input_tokens, u.cache_read_input_tokens,
+                    COALESCE(r.charged, 0) AS charged
+             FROM usage_records u LEFT JOIN reservations r ON r.id = u.reservation_id
+             WHERE u.org_id = $1 AND u.ended_at >= $2 AND u.ended_at < $3
+               AND u.status IN {CHARGED_STATUSES}"
+        ))
+        .bind(org_id)
+        .bind(millis(from))
+        .bind(millis(to))
+        .fetch_all(self.pool())
+        .await
+        .map_err(store_error)?;
+        let mut grouped = Rollup::new();
+        for row in &rows {
+            add_record(&mut grouped, charged_record_from_row(row)?, MINUTE_MILLIS)?;
+        }
+        Ok(grouped.into_values().collect())
+    }
+
+    pub(crate) async fn settled_charges(
+        &self,
+        org_id: &str,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<NanoUsd, StoreError> {
+        let amounts: Vec<i64> = sqlx::query_scalar(
+            "SELECT amount FROM transfers
+             WHERE org_id = $1 AND kind = 'usage' AND created_at >= $2 AND created_at < $3",
+        )
+        .bind(org_id)
+        .bind(millis(from))
+        .bind(millis(to))
+        .fetch_all(self.pool())
+        .await
+        .map_err(store_error)?;
+        sum_charges(org_id, amounts)
+    }
+
+    pub(crate) async fn usage_rollup_problems(&self) -> Result<Vec<String>, StoreError> {
+        let mut transaction = self.begin_read().await?;
+        let records = sqlx::query(&format!(
+            "SELECT u.org_id, u.ended_at, u.workspace_id, COALESCE(u.api_key_id, '') AS api_key_id,
+                    u.model, u.input_tokens, u.output_tokens, u.cache_creation_5m_input_tokens,
+                    u.cache_creation_1h_input_tokens, u.cache_read_input_tokens,
+                    COALESCE(r.charged, 0) AS charged
+             FROM usage_records u LEFT JOIN reservations r ON r.id = u.reservation_id
+             WHERE u.status IN {CHARGED_STATUSES}"
+        ))
+        .fetch_all(&mut *transaction)
+        .await
+        .map_err(store_error)?;
+        let stored = sqlx::query(
+            "SELECT org_id, hour AS bucket, workspace_id, api_key_id, model, context_window,
+                    requests, input_tokens, output_tokens, cache_creation_5m_input_tokens,
+                    cache_creation_1h_input_tokens, cache_read_input_tokens, cost_nanos
+             FROM usage_hourly",
+        )
+        .fetch_all(&mut *transaction)
+        .await
+        .map_err(store_error)?;
+        transaction.commit().await.map_err(store_error)?;
+
+        let mut expected: BTreeMap<String, Rollup> = BTreeMap::new();
+        for row in &records {
+            let org_id: String = column(row, "org_id")?;
+            add_record(
+                expected.entry(org_id).or_default(),
+                charged_record_from_row(row)?,
+                HOUR_MILLIS,
+            )?;
+        }
+        let mut found: BTreeMap<String, Rollup> = BTreeMap::new();
+        for row in &stored {
+            let org_id: String = column(row, "org_id")?;
+            let rollup = rollup_row_from_row(row)?;
+            found
+                .entry(org_id)
+                .or_default()
+                .insert(rollup_key(&rollup), rollup);
+        }
+        Ok(rollup_problems(&expected, &found))
+    }
+}

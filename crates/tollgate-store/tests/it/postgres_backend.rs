@@ -1,0 +1,134 @@
+//! The PostgreSQL `Backend` of the conformance suite: the machine's server (see
+//! `TOLLGATE_TEST_DATABASE_URL`), a fresh schema per test, dropped at close, and a raw
+//! connection into the same schema to look behind the store's back.
+
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, Connection, PgConnection, Row};
+use tollgate_core::money::NanoUsd;
+use tollgate_store::{PostgresOptions, Store};
+
+use crate::conformance::{Backend, JournalRow};
+
+/// The server the PostgreSQL tests use unless `TOLLGATE_TEST_DATABASE_URL` names another.
+const DEFAULT_TEST_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+pub(crate) fn test_database_url() -> String {
+    std::env::var("TOLLGATE_TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_TEST_DATABASE_URL.to_owned())
+}
+
+/// A schema name no other test (or test process) uses.
+pub(crate) fn unique_schema() -> String {
+    format!("store_test_{}_{:016x}", std::process::id(), rand::random::<u64>())
+}
+
+pub(crate) struct PostgresBackend {
+    store: Store,
+    schema: String,
+}
+
+impl PostgresBackend {
+    pub(crate) async fn open() -> PostgresBackend {
+        let schema = unique_schema();
+        let store = Store::open_postgres(&PostgresOptions {
+            url: test_database_url(),
+            max_connections: 8,
+            schema: Some(schema.clone()),
+        })
+        .await
+        .expect("open the store (is PostgreSQL running? see README)");
+        PostgresBackend { store, schema }
+    }
+
+    pub(crate) async fn close(&self) {
+        self.store.close().await;
+        let mut connection = self.raw_connection().await;
+        sqlx::query(&format!("DROP SCHEMA {} CASCADE", self.schema))
+            .execute(&mut connection)
+            .await
+            .expect("drop the test schema");
+        connection.close().await.expect("close");
+    }
+
+    /// A connection outside the store's pool, into the test's schema.
+    async fn raw_connection(&self) -> PgConnection {
+        let options: PgConnectOptions = test_database_url().parse().expect("database URL");
+        options
+            .options([("search_path", self.schema.as_str())])
+            .connect()
+            .await
+            .expect("raw connection")
+    }
+
+    async fn execute_one(&self, sql: &str, amount: NanoUsd, keys: &[&str]) {
+        let mut connection = self.raw_connection().await;
+        let mut query = sqlx::query(sql).bind(amount.nanos());
+        for key in keys {
+            query = query.bind(*key);
+        }
+        let result = query.execute(&mut connection).await.expect("tamper");
+        assert_eq!(result.rows_affected(), 1);
+        connection.close().await.expect("close");
+    }
+}
+
+impl Backend for PostgresBackend {
+    fn store(&self) -> &Store {
+        &self.store
+    }
+
+    async fn journal(&self, org_id: &str) -> Vec<JournalRow> {
+        let mut connection = self.raw_connection().await;
+        let rows = sqlx::query(
+            "SELECT t.kind, t.lot_id, t.reservation_id, t.amount,
+                    d.kind AS debit_kind, c.kind AS credit_kind
+             FROM transfers t
+             JOIN accounts d ON d.id = t.debit_account_id
+             JOIN accounts c ON c.id = t.credit_account_id
+             WHERE t.org_id = $1 ORDER BY t.id",
+        )
+        .bind(org_id)
+        .fetch_all(&mut connection)
+        .await
+        .expect("read the journal");
+        connection.close().await.expect("close");
+        rows.iter()
+            .map(|row| JournalRow {
+                kind: row.get("kind"),
+                lot_id: row.get("lot_id"),
+                reservation_id: row.get("reservation_id"),
+                amount: NanoUsd::from_nanos(row.get("amount")),
+                debit_kind: row.get("debit_kind"),
+                credit_kind: row.get("credit_kind"),
+            })
+            .collect()
+    }
+
+    async fn tamper_with_account(&self, org_id: &str, account_kind: &str, extra_credits_posted: NanoUsd) {
+        self.execute_one(
+            "UPDATE accounts SET credits_posted = credits_posted + $1 WHERE org_id = $2 AND kind = $3",
+            extra_credits_posted,
+            &[org_id, account_kind],
+        )
+        .await;
+    }
+
+    async fn tamper_with_spend_counter(&self, org_id: &str, workspace_id: &str, extra_held: NanoUsd) {
+        self.execute_one(
+            "UPDATE spend_counters SET held_nanos = held_nanos + $1
+             WHERE org_id = $2 AND workspace_id = $3 AND month = 202601",
+            extra_held,
+            &[org_id, workspace_id],
+        )
+        .await;
+    }
+
+    async fn tamper_with_cumulative_purchases(&self, org_id: &str, extra: NanoUsd) {
+        self.execute_one(
+            "UPDATE organizations SET cumulative_purchases_nanos = cumulative_purchases_nanos + $1
+             WHERE id = $2",
+            extra,
+            &[org_id],
+        )
+        .await;
+    }
+}

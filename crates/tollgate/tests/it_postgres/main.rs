@@ -1,0 +1,39 @@
+//! The end-to-end suite of `tests/it` again, every app on the machine's PostgreSQL (a fresh
+//! schema per test) with its rate limits in Redis (a fresh key prefix per test), plus what
+//! only a shared database allows: several replicas at once (`replicas`).
+//!
+//! The modules are `tests/it`'s own files, compiled a second time with `BACKEND` set here;
+//! `tidy` (checks of the repository itself) runs once, in `it`.
+
+/// Where this binary's apps keep their state.
+pub(crate) const BACKEND: helpers::TestBackend = helpers::TestBackend::PostgresRedis;
+
+#[path = "../it/admin_api.rs"]
+mod admin_api;
+#[path = "../it/admin_isolation.rs"]
+mod admin_isolation;
+#[path = "../it/admin_reports.rs"]
+mod admin_reports;
+#[path = "../it/bad_input.rs"]
+mod bad_input;
+#[path = "../it/billing.rs"]
+mod billing;
+#[path = "../it/chat.rs"]
+mod chat;
+#[path = "../it/cli.rs"]
+mod cli;
+#[path = "../it/console.rs"]
+mod console;
+#[path = "../it/credit.rs"]
+mod credit;
+#[path = "../it/failover.rs"]
+mod failover;
+#[path = "../it/helpers.rs"]
+mod helpers;
+#[path = "../it/messages.rs"]
+mod messages;
+mod replicas;
+#[path = "../it/sdk.rs"]
+mod sdk;
+#[path = "../it/upstream_failures.rs"]
+mod upstream_failures;

@@ -1,0 +1,550 @@
+//! Several `tollgate serve` processes on one PostgreSQL schema and one Redis key prefix,
+//! the way replicas run behind a load balancer: one balance, one set of rate-limit buckets,
+//! one key directory, and a reaper that cleans up after a replica that died.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use serde_json::{Value, json};
+use tokio::time::Instant;
+use tollgate_core::money::NanoUsd;
+use tollgate_service::{Clock, SystemClock};
+use tollgate_store::{PostgresOptions, Store};
+use tollgate_testkit::{Behavior, FakeUpstream, Reply};
+
+use crate::helpers::{SchemaGuard, shared_backend_config, test_database_url, unique_name};
+
+/// One `tollgate serve` process; killed (SIGKILL) when dropped.
+struct Replica {
+    child: Child,
+    address: String,
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What the first replica printed at first start.
+struct FirstStart {
+    api_key: String,
+    admin_key: String,
+}
+
+/// A deployment: a config file shared by every replica, and the schema it lives in.
+struct Cluster {
+    config_path: std::path::PathBuf,
+    schema: String,
+    _schema_guard: SchemaGuard,
+    _directory: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// `gateway` goes into the `[gateway]` table, `extra` after everything else.
+    fn new(fake: &FakeUpstream, gateway: &str, extra: &str) -> Cluster {
+        let directory = tempfile::tempdir().expect("temporary directory");
+        let schema = unique_name("replicas");
+        let config = format!(
+            r#"
+            listen = "127.0.0.1:0"
+            {backend}
+            [gateway]
+            disconnect_drain_seconds = 1
+            maintenance_interval_seconds = 1
+            {gateway}
+            [providers.fake]
+            kind = "anthropic"
+            base_url = "{base_url}"
+            api_key = "provider-secret"
+            connect_timeout_seconds = 2
+            request_timeout_seconds = 60
+            [models.fake-sonnet]
+            class = "sonnet"
+            provider = "fake"
+            upstream_model = "claude-sonnet-4-6"
+            input = "3"
+            output = "15"
+            {extra}
+            "#,
+            backend = shared_backend_config(&schema, &unique_name("rl"), false),
+            base_url = fake.base_url(),
+        );
+        let config_path = directory.path().join("tollgate.toml");
+        std::fs::write(&config_path, config).expect("write the config");
+        Cluster {
+            config_path,
+            _schema_guard: SchemaGuard {
+                schema: schema.clone(),
+            },
+            schema,
+            _directory: directory,
+        }
+    }
+
+    /// Starts one replica and waits until it listens; the first one also returns the keys
+    /// of the first start.
+    fn start(&self) -> (Replica, Option<FirstStart>) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&self.config_path)
+            .env_remove("DATABASE_URL")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("tollgate starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let (mut api_key, mut admin_key) = (None, None);
+        let address = loop {
+            let line = lines
+                .next()
+                .expect("tollgate printed where it listens before exiting")
+                .expect("read stdout");
+            if let Some(key) = line.trim().strip_prefix("API key:") {
+                api_key = Some(key.trim().to_owned());
+            } else if let Some(key) = line.trim().strip_prefix("Admin key:") {
+                admin_key = Some(key.trim().to_owned());
+            } else if let Some(rest) = line.strip_prefix("tollgate is listening on ") {
+                break rest.split_whitespace().next().expect("address").to_owned();
+            }
+        };
+        // Keep draining stdout so the process never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        let first_start = api_key
+            .zip(admin_key)
+            .map(|(api_key, admin_key)| FirstStart { api_key, admin_key });
+        (Replica { child, address }, first_start)
+    }
+
+    async fn store(&self) -> Store {
+        Store::open_postgres(&PostgresOptions {
+            url: test_database_url(),
+            max_connections: 4,
+            schema: Some(self.schema.clone()),
+        })
+        .await
+        .expect("open the shared store")
+    }
+}
+
+fn message(max_tokens: u64) -> Value {
+    json!({
+        "model": "fake-sonnet",
+        "max_tokens": max_tokens,
+        "messages": [{"role": "user", "content": "Hello"}],
+    })
+}
+
+async fn post_message(client: &reqwest::Client, replica: &str, key: &str, body: &Value) -> u16 {
+    client
+        .post(format!("{replica}/v1/messages"))
+        .header("x-api-key", key)
+        .header("anthropic-version", "2023-06-01")
+        .json(body)
+        .send()
+        .await
+        .map(|response| response.status().as_u16())
+        .unwrap_or(0)
+}
+
+async fn admin_post(
+    client: &reqwest::Client,
+    replica: &str,
+    admin_key: &str,
+    path: &str,
+    body: Value,
+) -> Value {
+    let response = client
+        .post(format!("{replica}/v1/organizations/{path}"))
+        .header("x-api-key", admin_key)
+        .header("anthropic-version", "2023-06-01")
+        .json(&body)
+        .send()
+        .await
+        .expect("admin request");
+    let status = response.status();
+    let body: Value = response.json().await.expect("admin JSON");
+    assert!(status.is_success(), "admin {path}: {status} {body}");
+    body
+}
+
+/// Goal: three replicas on one database and one Redis act as one gateway. Concurrent
+/// requests spread over all three never pass a workspace's low RPM limit by more than it
+/// refills while the test runs, and never spend more than the organization's small credit;
+/// afterwards the ledger balances and no hold is left; a spend limit lowered, or a key
+/// revoked, through one replica is enforced by the others within 1 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_share_one_balance_one_rate_limit_and_one_key_directory() {
+    const CREDIT_USD: &str = "0.50";
+    const LIMITED_RPM: u64 = 12;
+    let fake = FakeUpstream::start().await;
+    fake.set_behavior(Behavior::Ok(Reply {
+        latency: Duration::from_millis(20),
+        ..Reply::default()
+    }));
+    let cluster = Cluster::new(
+        &fake,
+        "",
+        &format!(
+            r#"
+            [credits]
+            starter_grant_usd = "{CREDIT_USD}"
+            [[tiers]]
+            name = "Test"
+            cumulative_purchases_usd = "0"
+            count_tokens_requests_per_minute = 1000
+            rate_limits.opus = {{ requests_per_minute = 100000, input_tokens_per_minute = 100000000, output_tokens_per_minute = 100000000 }}
+            rate_limits.sonnet = {{ requests_per_minute = 100000, input_tokens_per_minute = 100000000, output_tokens_per_minute = 100000000 }}
+            rate_limits.haiku = {{ requests_per_minute = 100000, input_tokens_per_minute = 100000000, output_tokens_per_minute = 100000000 }}
+            "#
+        ),
+    );
+    let (first, keys) = cluster.start();
+    let keys = keys.expect("the first replica sets the organization up");
+    let (second, none) = cluster.start();
+    assert!(none.is_none(), "only one replica performs the first start");
+    let (third, _) = cluster.start();
+    let replicas = [
+        first.address.clone(),
+        second.address.clone(),
+        third.address.clone(),
+    ];
+    let client = reqwest::Client::new();
+
+    // A second workspace whose RPM limit is low, with its own key.
+    let workspace = admin_post(
+        &client,
+        &replicas[0],
+        &keys.admin_key,
+        "workspaces",
+        json!({"name": "limited"}),
+    )
+    .await;
+    let workspace_id = workspace["id"].as_str().expect("workspace id").to_owned();
+    admin_post(
+        &client,
+        &replicas[1],
+        &keys.admin_key,
+        &format!("workspaces/{workspace_id}/limits"),
+        json!({"rate_limits": [{"model_class": "sonnet", "requests_per_minute": LIMITED_RPM}]}),
+    )
+    .await;
+    let store = cluster.store().await;
+    let org = store
+        .list_organizations()
+        .await
+        .expect("organizations")
+        .pop()
+        .expect("one organization");
+    let limited_key = admin_post(
+        &client,
+        &replicas[2],
+        &keys.admin_key,
+        "api_keys",
+        json!({"name": "limited", "workspace_id": workspace_id}),
+    )
+    .await["api_key_secret"]
+        .as_str()
+        .expect("secret shown once")
+        .to_owned();
+
+    // Rate limit: 60 requests at once on the limited workspace, round-robin over the
+    // replicas, with credit to spare. Redis keeps one bucket for all replicas, so at most
+    // its capacity plus what refills during the run (LIMITED_RPM a minute) gets through;
+    // nothing else is tolerated. With a full bucket and enough credit, at least the
+    // capacity does.
+    let started = Instant::now();
+    let limited = join_all((0..60).map(|index| {
+        let (client, replica, key) = (client.clone(), replicas[index % 3].clone(), limited_key.clone());
+        async move { post_message(&client, &replica, &key, &message(5)).await }
+    }))
+    .await;
+    let elapsed = started.elapsed();
+    let admitted = limited.iter().filter(|status| **status == 200).count() as u64;
+    let refill = (LIMITED_RPM as f64 * elapsed.as_secs_f64() / 60.0).ceil() as u64;
+    assert!(
+        (LIMITED_RPM..=LIMITED_RPM + refill).contains(&admitted),
+        "{admitted} admitted against {LIMITED_RPM} rpm over {elapsed:?}: {limited:?}"
+    );
+    assert!(
+        limited.iter().all(|status| matches!(status, 200 | 429)),
+        "{limited:?}"
+    );
+
+    // Limit changes: a third workspace's key works on every replica (which caches the
+    // limits in force); a spend limit below what it has spent, set through one replica,
+    // stops it on the others within 1 s.
+    let switched = admin_post(
+        &client,
+        &replicas[0],
+        &keys.admin_key,
+        "workspaces",
+        json!({"name": "switched"}),
+    )
+    .await;
+    let switched_id = switched["id"].as_str().expect("workspace id").to_owned();
+    let switched_key = admin_post(
+        &client,
+        &replicas[0],
+        &keys.admin_key,
+        "api_keys",
+        json!({"name": "switched", "workspace_id": switched_id}),
+    )
+    .await["api_key_secret"]
+        .as_str()
+        .expect("secret")
+        .to_owned();
+    for replica in &replicas {
+        assert_eq!(
+            post_message(&client, replica, &switched_key, &message(5)).await,
+            200
+        );
+    }
+    admin_post(
+        &client,
+        &replicas[0],
+        &keys.admin_key,
+        &format!("workspaces/{switched_id}/limits"),
+        json!({"spend_limit_amount": "0.01"}),
+    )
+    .await;
+    let changed_at = Instant::now();
+    for replica in &replicas[1..] {
+        while post_message(&client, replica, &switched_key, &message(5)).await == 200 {
+            assert!(
+                changed_at.elapsed() < Duration::from_millis(1_000),
+                "{replica} still admits {:?} after the spend limit was lowered",
+                changed_at.elapsed()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    // Credit: 60 expensive requests at once on the default workspace, more than the rest of
+    // the credit pays for. Some succeed, the rest are refused, none is charged beyond it.
+    fake.set_behavior(Behavior::Ok(Reply {
+        output_tokens: 2_000,
+        latency: Duration::from_millis(20),
+        ..Reply::default()
+    }));
+    let unlimited = join_all((0..60).map(|index| {
+        let (client, replica, key) = (client.clone(), replicas[index % 3].clone(), keys.api_key.clone());
+        async move { post_message(&client, &replica, &key, &message(2_000)).await }
+    }))
+    .await;
+    assert!(unlimited.contains(&200), "{unlimited:?}");
+    assert!(
+        unlimited.contains(&400),
+        "the credit should run out under this load: {unlimited:?}"
+    );
+    let now = SystemClock.now();
+    let balance = store.balance(&org.id, now).await.expect("balance");
+    let credit = NanoUsd::parse_usd(CREDIT_USD).expect("credit");
+    assert!(balance.spent <= credit, "spent {:?} of {credit:?}", balance.spent);
+    assert_eq!(
+        store
+            .pending_reservation_count(Some(&org.id))
+            .await
+            .expect("count"),
+        0,
+        "a hold was left"
+    );
+    let report = store.audit().await.expect("audit");
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    let charged: i64 = store
+        .usage_records(&org.id)
+        .await
+        .expect("records")
+        .iter()
+        .map(|record| record.cost.nanos())
+        .sum();
+    assert_eq!(
+        NanoUsd::from_nanos(charged),
+        balance.spent,
+        "usage records and ledger agree"
+    );
+
+    // Revocation: warm every replica's key cache, revoke through the first, and time how
+    // long the others keep accepting the key.
+    let admin_key_record = admin_post(
+        &client,
+        &replicas[0],
+        &keys.admin_key,
+        "api_keys",
+        json!({"name": "to revoke", "workspace_id": workspace_id}),
+    )
+    .await;
+    let doomed = admin_key_record["api_key_secret"]
+        .as_str()
+        .expect("secret")
+        .to_owned();
+    let doomed_id = admin_key_record["id"].as_str().expect("id").to_owned();
+    for replica in &replicas {
+        // count_tokens authenticates (and caches the key) without spending credit.
+        let status = client
+            .post(format!("{replica}/v1/messages/count_tokens"))
+            .header("x-api-key", &doomed)
+            .header("anthropic-version", "2023-06-01")
+            .json(&json!({"model": "fake-sonnet", "messages": [{"role": "user", "content": "Hi"}]}))
+            .send()
+            .await
+            .expect("count_tokens")
+            .status();
+        assert_eq!(status, 200);
+    }
+    admin_post(
+        &client,
+        &replicas[0],
+        &keys.admin_key,
+        &format!("api_keys/{doomed_id}"),
+        json!({"status": "inactive"}),
+    )
+    .await;
+    let revoked_at = Instant::now();
+    for replica in &replicas[1..] {
+        loop {
+            let status = client
+                .post(format!("{replica}/v1/messages/count_tokens"))
+                .header("x-api-key", &doomed)
+                .header("anthropic-version", "2023-06-01")
+                .json(&json!({"model": "fake-sonnet", "messages": [{"role": "user", "content": "Hi"}]}))
+                .send()
+                .await
+                .expect("count_tokens")
+                .status();
+            if status == 401 {
+                break;
+            }
+            assert!(
+                revoked_at.elapsed() < Duration::from_millis(1_000),
+                "{replica} still accepts a key revoked {:?} ago",
+                revoked_at.elapsed()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    store.close().await;
+    drop((first, second, third));
+}
+
+/// Goal: a replica killed (SIGKILL) with requests in flight loses nothing and doubles
+/// nothing. Its holds stay until the reaper bound (reservation TTL + one maintenance
+/// interval), then a surviving replica's reaper voids each exactly once; the balance is
+/// whole again and the ledger balances.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holds_of_a_killed_replica_are_released_by_the_survivors_reaper() {
+    const IN_FLIGHT: usize = 8;
+    const TTL_SECONDS: u64 = 3;
+    let fake = FakeUpstream::start().await;
+    let cluster = Cluster::new(&fake, &format!("reservation_ttl_seconds = {TTL_SECONDS}"), "");
+
+    let (doomed, keys) = cluster.start();
+    let keys = keys.expect("first start");
+    let (survivor, _) = cluster.start();
+    let client = reqwest::Client::new();
+    let store = cluster.store().await;
+    let org = store
+        .list_organizations()
+        .await
+        .expect("organizations")
+        .pop()
+        .expect("one organization");
+
+    // A request that completes on the survivor, then IN_FLIGHT stalled streams on the
+    // replica about to die.
+    assert_eq!(
+        post_message(&client, &survivor.address, &keys.api_key, &message(20)).await,
+        200
+    );
+    for _ in 0..IN_FLIGHT {
+        fake.push_behavior(Behavior::Stall {
+            deltas: 1,
+            duration: Duration::from_secs(30),
+        });
+    }
+    let mut streaming = message(20);
+    streaming["stream"] = json!(true);
+    let in_flight: Vec<_> = (0..IN_FLIGHT)
+        .map(|_| {
+            let (client, replica, key, body) = (
+                client.clone(),
+                doomed.address.clone(),
+                keys.api_key.clone(),
+                streaming.clone(),
+            );
+            tokio::spawn(async move { post_message(&client, &replica, &key, &body).await })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fake.request_count() < 1 + IN_FLIGHT {
+        assert!(
+            Instant::now() < deadline,
+            "the streams never reached the upstream"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        store
+            .pending_reservation_count(Some(&org.id))
+            .await
+            .expect("count"),
+        IN_FLIGHT,
+        "every stream in flight holds credit"
+    );
+    let held = store.balance(&org.id, SystemClock.now()).await.expect("balance");
+    assert!(held.held > NanoUsd::ZERO);
+
+    let killed_at = Instant::now();
+    drop(doomed);
+    for task in in_flight {
+        let _ = task.await;
+    }
+
+    // The reaper bound: the TTL, plus one maintenance interval for the survivor to look,
+    // plus slack for a slow machine.
+    let bound = Duration::from_secs(TTL_SECONDS + 1 + 5);
+    while store
+        .pending_reservation_count(Some(&org.id))
+        .await
+        .expect("count")
+        > 0
+    {
+        assert!(
+            killed_at.elapsed() < bound,
+            "holds outlived the reaper bound {bound:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let balance = store.balance(&org.id, SystemClock.now()).await.expect("balance");
+    assert_eq!(balance.held, NanoUsd::ZERO);
+    assert_eq!(
+        balance.available.checked_add(balance.spent).expect("sum"),
+        balance.granted,
+        "available + spent = granted: nothing lost"
+    );
+    let records = store.usage_records(&org.id).await.expect("records");
+    assert_eq!(
+        records.len(),
+        1 + IN_FLIGHT,
+        "one record per request: nothing doubled"
+    );
+    let abandoned = records
+        .iter()
+        .filter(|record| record.status == tollgate_store::UsageStatus::Abandoned)
+        .count();
+    assert_eq!(abandoned, IN_FLIGHT);
+    let report = store.audit().await.expect("audit");
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    // The survivor still serves.
+    assert_eq!(
+        post_message(&client, &survivor.address, &keys.api_key, &message(20)).await,
+        200
+    );
+    store.close().await;
+}
