@@ -26,6 +26,7 @@ use tollgate_service::Tollgate;
 use tollgate_upstream::Provider;
 
 pub use crate::error::{ApiError, CREDIT_TOO_LOW, ErrorKind, OpenAiError, Surface};
+pub use crate::messages::run_for_caller;
 
 /// Limits of the HTTP surface, from configuration.
 #[derive(Clone, Debug)]

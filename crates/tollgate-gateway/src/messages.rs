@@ -127,15 +127,48 @@ pub(crate) async fn create_message(
     let query = request.uri().query().map(str::to_owned);
     let caller = authenticate(&state, &headers).await?;
     let bytes = read_body(&state, request).await?;
+    run_message(&state, &caller, &request_id, &headers, query, bytes).await
+}
+
+/// A Messages request on behalf of a caller the control plane vouches for (the Console's
+/// Workbench): the same routing, admission, reservation and settlement as
+/// `POST /v1/messages`, without a key to present. Errors come back as Anthropic's
+/// envelope; the response carries its `request-id`.
+pub async fn run_for_caller(state: &GatewayState, caller: &ApiCaller, body: Bytes) -> Response {
+    let request_id = tollgate_service::random::id(tollgate_core::ids::IdKind::Request);
+    let mut response = match run_message(state, caller, &request_id, &HeaderMap::new(), None, body).await {
+        Ok(response) => response,
+        Err(error) => {
+            let mut response = (error.status, error.to_json(&request_id).to_string()).into_response();
+            response
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            response
+        }
+    };
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("request-id", value);
+    }
+    response
+}
+
+async fn run_message(
+    state: &GatewayState,
+    caller: &ApiCaller,
+    request_id: &str,
+    headers: &HeaderMap,
+    query: Option<String>,
+    bytes: Bytes,
+) -> Result<Response, ApiError> {
     let parsed = MessagesRequest::parse(&bytes, Endpoint::Messages)?;
-    let resolved = resolve_model(&state, &parsed.model)?;
+    let resolved = resolve_model(state, &parsed.model)?;
     let body = parsed
         .body
         .as_object()
         .ok_or_else(|| ApiError::invalid("The request body must be a JSON object."))?;
     let images = u64::try_from(parsed.images).unwrap_or(u64::MAX);
     let attempts = plan_attempts(
-        &state,
+        state,
         &resolved,
         &ClientRequest {
             dialect: Dialect::Anthropic,
@@ -144,19 +177,19 @@ pub(crate) async fn create_message(
             stream: parsed.stream,
             max_tokens: parsed.max_tokens,
             images,
-            anthropic_version: header_string(&headers, "anthropic-version"),
-            anthropic_beta: header_string(&headers, "anthropic-beta"),
+            anthropic_version: header_string(headers, "anthropic-version"),
+            anthropic_beta: header_string(headers, "anthropic-beta"),
             query,
         },
-        &request_id,
+        request_id,
     )?;
     let input_bound = input_tokens_bound(largest_body_bytes(&bytes, &attempts), parsed.media_blocks);
     let output_bound = parsed.max_tokens.unwrap_or(0);
     let (mut response, rate_limits) = admit_and_run(
-        &state,
+        state,
         Admission {
-            caller: &caller,
-            request_id: &request_id,
+            caller,
+            request_id,
             model: resolved.model,
             attempts,
             body_bytes: bytes.len(),

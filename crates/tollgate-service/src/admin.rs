@@ -114,6 +114,17 @@ impl Tollgate {
         })
     }
 
+    /// A Console user's authority over their own organization; what they may use it for is
+    /// `ConsoleUser::authority`'s check.
+    pub(crate) fn admin_for_user(&self, user: &tollgate_store::UserRecord) -> OrgAdmin {
+        OrgAdmin {
+            tollgate: self.clone(),
+            org_id: user.org_id.clone(),
+            actor: format!("user:{}", user.id),
+            creator: CreatedBy::User(user.id.clone()),
+        }
+    }
+
     /// The operator's authority over an organization, for the command line on the server
     /// itself (which holds the database and needs no key).
     pub fn operator_of(&self, organization: &Organization, actor: &str) -> OrgAdmin {

@@ -6,6 +6,7 @@
 mod admin;
 mod billing;
 pub mod clock;
+mod console;
 mod credits;
 mod error;
 mod keys;
@@ -29,6 +30,10 @@ use tollgate_store::Store;
 pub use crate::admin::{CreatedApiKey, KeyFilter, KeyUpdate, MAX_ACTIVE_WORKSPACES, OrgAdmin};
 pub use crate::billing::{PurchaseRequest, TierStanding};
 pub use crate::clock::{Clock, ManualClock, SystemClock};
+pub use crate::console::{
+    Access, ConsoleArea, ConsoleUser, Denied, PASSWORD_LENGTH_MIN, SESSION_LIFETIME_HOURS, SecretToken,
+    SignInRefusal, SignedIn, WORKBENCH_KEY_NAME, role_allows,
+};
 pub use crate::credits::Grant;
 pub use crate::error::{LimitScope, RateLimited, ServiceError};
 pub use crate::keys::{ApiCaller, AuthRefusal, CreatedKey};

@@ -56,7 +56,7 @@ fn not_found(what: &str, id: &str) -> ServiceError {
     ServiceError::NotFound(format!("{what} '{id}' was not found"))
 }
 
-fn email(text: &str) -> Result<String, ServiceError> {
+pub(crate) fn email(text: &str) -> Result<String, ServiceError> {
     let email = text.trim().to_ascii_lowercase();
     let valid = email.len() <= 254
         && email.split_once('@').is_some_and(|(local, domain)| {

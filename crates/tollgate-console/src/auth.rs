@@ -1,0 +1,220 @@
+//! Signing in and out, the first admin's setup link, and accepting an invite. Each of
+//! these that succeeds starts a new session (a fresh token: the session rotates at every
+//! sign-in) and ends the one the browser had, if any.
+
+use std::net::SocketAddr;
+
+use axum::Form;
+use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
+use axum::http::HeaderMap;
+use axum::http::request::Parts;
+use axum::response::{Html, IntoResponse, Response};
+use maud::{Markup, html};
+use serde::Deserialize;
+use tollgate_service::{PASSWORD_LENGTH_MIN, SignInRefusal, SignedIn};
+
+use crate::ConsoleState;
+use crate::error::PageError;
+use crate::layout;
+use crate::session::{
+    Signed, cleared_cookie, is_secure, redirect_with_cookie, session_cookie, session_token,
+};
+
+/// The client's address, for the sign-in rate limit ("unknown" when the server was not
+/// started with connection info).
+pub(crate) struct ClientAddress(String);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddress {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<ClientAddress, Self::Rejection> {
+        Ok(ClientAddress(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map_or_else(|| "unknown".to_owned(), |info| info.0.ip().to_string()),
+        ))
+    }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct SignInForm {
+    email: String,
+    password: String,
+}
+
+fn sign_in_form(email: &str, problem: Option<&str>) -> Markup {
+    layout::bare(
+        "Sign in",
+        html! {
+            h1 { "Sign in to tollgate" }
+            @if let Some(problem) = problem {
+                p.problem role="alert" { (problem) }
+            }
+            form.card method="post" action="/console/sign-in" {
+                label for="email" { "Email" }
+                input id="email" name="email" type="email" autocomplete="username" required value=(email);
+                label for="password" { "Password" }
+                input id="password" name="password" type="password" autocomplete="current-password" required;
+                button type="submit" { "Sign in" }
+            }
+        },
+    )
+}
+
+pub(crate) async fn sign_in_page() -> Html<String> {
+    Html(sign_in_form("", None).into_string())
+}
+
+pub(crate) async fn sign_in(
+    State(state): State<ConsoleState>,
+    ClientAddress(client): ClientAddress,
+    headers: HeaderMap,
+    Form(form): Form<SignInForm>,
+) -> Result<Response, PageError> {
+    match state
+        .tollgate
+        .console_sign_in(&form.email, &form.password, &client)
+        .await
+    {
+        Ok(signed_in) => start(&state, &headers, signed_in).await,
+        Err(refusal @ (SignInRefusal::BadCredentials | SignInRefusal::TooManyAttempts)) => {
+            let status = match refusal {
+                SignInRefusal::TooManyAttempts => axum::http::StatusCode::TOO_MANY_REQUESTS,
+                _ => axum::http::StatusCode::UNAUTHORIZED,
+            };
+            let page = sign_in_form(&form.email, Some(&refusal.to_string()));
+            Ok((status, Html(page.into_string())).into_response())
+        }
+        Err(SignInRefusal::Service(error)) => Err(error.into()),
+    }
+}
+
+/// Ends the browser's previous session, if any, and sets the new one's cookie.
+async fn start(
+    state: &ConsoleState,
+    headers: &HeaderMap,
+    signed_in: SignedIn,
+) -> Result<Response, PageError> {
+    if let Some(previous) = session_token(headers) {
+        state.tollgate.console_sign_out(&previous).await?;
+    }
+    let cookie = session_cookie(signed_in.token.expose_secret(), is_secure(headers, state));
+    Ok(redirect_with_cookie("/console/overview", cookie))
+}
+
+pub(crate) async fn sign_out(
+    State(state): State<ConsoleState>,
+    Signed(_user): Signed,
+    headers: HeaderMap,
+) -> Result<Response, PageError> {
+    if let Some(token) = session_token(&headers) {
+        state.tollgate.console_sign_out(&token).await?;
+    }
+    Ok(redirect_with_cookie(
+        "/console/sign-in",
+        cleared_cookie(is_secure(&headers, &state)),
+    ))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct SetupQuery {
+    #[serde(default)]
+    token: String,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct SetupForm {
+    token: String,
+    email: String,
+    name: String,
+    password: String,
+}
+
+fn password_fields() -> Markup {
+    html! {
+        label for="password" { "Password (at least " (PASSWORD_LENGTH_MIN) " characters)" }
+        input id="password" name="password" type="password" autocomplete="new-password"
+            minlength=(PASSWORD_LENGTH_MIN) required;
+    }
+}
+
+pub(crate) async fn setup_page(
+    State(state): State<ConsoleState>,
+    Query(query): Query<SetupQuery>,
+) -> Result<Html<String>, PageError> {
+    if !state.tollgate.console_setup_token_valid(&query.token).await? {
+        return Err(PageError::NotFound(
+            "This setup link was used already or has expired. Ask an admin, or run `tollgate users create --admin`."
+                .into(),
+        ));
+    }
+    Ok(Html(
+        layout::bare(
+            "Set up the Console",
+            html! {
+                h1 { "Create the first admin" }
+                p { "This link works once. The account you create here is an admin of the organization." }
+                form.card method="post" action="/console/setup" {
+                    input type="hidden" name="token" value=(query.token);
+                    label for="email" { "Email" }
+                    input id="email" name="email" type="email" autocomplete="username" required;
+                    label for="name" { "Name" }
+                    input id="name" name="name" type="text" autocomplete="name" required;
+                    (password_fields())
+                    button type="submit" { "Create admin and sign in" }
+                }
+            },
+        )
+        .into_string(),
+    ))
+}
+
+pub(crate) async fn setup(
+    State(state): State<ConsoleState>,
+    headers: HeaderMap,
+    Form(form): Form<SetupForm>,
+) -> Result<Response, PageError> {
+    let signed_in = state
+        .tollgate
+        .redeem_console_setup(&form.token, &form.email, &form.name, &form.password)
+        .await?;
+    start(&state, &headers, signed_in).await
+}
+
+#[derive(Deserialize)]
+pub(crate) struct AcceptForm {
+    name: String,
+    password: String,
+}
+
+pub(crate) async fn accept_invite_page(Path(invite_id): Path<String>) -> Html<String> {
+    Html(
+        layout::bare(
+            "Join an organization",
+            html! {
+                h1 { "Accept your invitation" }
+                form.card method="post" action=(format!("/console/invites/{invite_id}/accept")) {
+                    label for="name" { "Your name" }
+                    input id="name" name="name" type="text" autocomplete="name" required;
+                    (password_fields())
+                    button type="submit" { "Join and sign in" }
+                }
+            },
+        )
+        .into_string(),
+    )
+}
+
+pub(crate) async fn accept_invite(
+    State(state): State<ConsoleState>,
+    Path(invite_id): Path<String>,
+    headers: HeaderMap,
+    Form(form): Form<AcceptForm>,
+) -> Result<Response, PageError> {
+    let signed_in = state
+        .tollgate
+        .accept_console_invite(&invite_id, &form.name, &form.password)
+        .await?;
+    start(&state, &headers, signed_in).await
+}

@@ -1,0 +1,230 @@
+//! API keys: the list (hint, workspace, creator, created, last used, status) filtered by
+//! workspace and status; create (the secret is shown once, with a copy button), rename,
+//! disable or enable, archive. Creating a key moves no money.
+
+use std::collections::HashMap;
+
+use axum::Form;
+use axum::extract::{Path, Query};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use maud::html;
+use serde::Deserialize;
+use tollgate_service::{Access, ConsoleArea, CreatedBy, KeyFilter, KeyStatus, KeyUpdate};
+
+use crate::error::PageError;
+use crate::layout::{self, csrf};
+use crate::session::Signed;
+
+#[derive(Deserialize, Default)]
+pub(crate) struct KeyQuery {
+    /// A workspace id, "default", or empty for all.
+    #[serde(default)]
+    workspace: String,
+    #[serde(default)]
+    status: String,
+}
+
+pub(crate) async fn list(
+    Signed(user): Signed,
+    Query(query): Query<KeyQuery>,
+) -> Result<Html<String>, PageError> {
+    let admin = user.authority(ConsoleArea::ApiKeys, Access::View)?;
+    let may_change = user.may(ConsoleArea::ApiKeys, Access::Change);
+    let filter = KeyFilter {
+        workspace_id: match query.workspace.as_str() {
+            "" => None,
+            "default" => Some(None),
+            id => Some(Some(id.to_owned())),
+        },
+        status: KeyStatus::parse(&query.status),
+        created_by_user_id: None,
+    };
+    let keys = admin.api_keys(&filter).await?;
+    let workspaces = admin.workspaces(true).await?;
+    let default_workspace = admin.default_workspace_id().await?;
+    let workspace_names: HashMap<&str, &str> = workspaces
+        .iter()
+        .map(|workspace| (workspace.id.as_str(), workspace.name.as_str()))
+        .chain([(default_workspace.as_str(), "Default")])
+        .collect();
+    let users = admin.users(None, &[]).await.unwrap_or_default();
+    let creator = |created_by: &CreatedBy| match created_by {
+        CreatedBy::User(id) => users
+            .iter()
+            .find(|user| &user.id == id)
+            .map_or_else(|| id.clone(), |user| user.email.clone()),
+        CreatedBy::AdminKey(id) => format!("admin key {id}"),
+        CreatedBy::System(what) => what.clone(),
+    };
+    let content = html! {
+        @if may_change {
+            section.card {
+                h2 { "Create a key" }
+                form method="post" action="/console/keys" {
+                    (csrf(&user))
+                    label for="key-name" { "Name" }
+                    input id="key-name" name="name" type="text" maxlength="500" required;
+                    label for="key-workspace" { "Workspace" }
+                    select id="key-workspace" name="workspace" {
+                        option value="default" { "Default" }
+                        @for workspace in workspaces.iter().filter(|workspace| workspace.archived_at.is_none()) {
+                            option value=(workspace.id) selected[workspace.id == query.workspace] { (workspace.name) }
+                        }
+                    }
+                    button type="submit" { "Create key" }
+                }
+            }
+        }
+        form.filters method="get" action="/console/keys" {
+            label for="filter-workspace" { "Workspace" }
+            select id="filter-workspace" name="workspace" {
+                option value="" { "All" }
+                option value="default" selected[query.workspace == "default"] { "Default" }
+                @for workspace in &workspaces {
+                    option value=(workspace.id) selected[workspace.id == query.workspace] { (workspace.name) }
+                }
+            }
+            label for="filter-status" { "Status" }
+            select id="filter-status" name="status" {
+                option value="" { "All" }
+                @for status in KeyStatus::ALL {
+                    option value=(status.as_str()) selected[status.as_str() == query.status] { (status.as_str()) }
+                }
+            }
+            button type="submit" { "Filter" }
+        }
+        div.scroll {
+            table id="keys" {
+                thead { tr {
+                    th scope="col" { "Name" } th scope="col" { "Key" } th scope="col" { "Workspace" }
+                    th scope="col" { "Created by" } th scope="col" { "Created" } th scope="col" { "Last used" }
+                    th scope="col" { "Status" }
+                    @if may_change { th scope="col" { "Change" } }
+                } }
+                tbody {
+                    @for key in &keys {
+                        @let record = &key.record;
+                        tr {
+                            th scope="row" { (record.name) }
+                            td { code { (record.hint) } }
+                            td { (record.workspace_id.as_deref().and_then(|id| workspace_names.get(id).copied()).unwrap_or("—")) }
+                            td { (creator(&key.created_by)) }
+                            td { (layout::day(record.created_at)) }
+                            td { (layout::optional_instant(record.last_used_at)) }
+                            td { (record.status.as_str()) }
+                            @if may_change {
+                                td.actions {
+                                    @if record.status != KeyStatus::Archived {
+                                        form.inline method="post" action=(format!("/console/keys/{}/rename", record.id)) {
+                                            (csrf(&user))
+                                            label.visually-hidden for=(format!("rename-{}", record.id)) { "New name for " (record.name) }
+                                            input id=(format!("rename-{}", record.id)) name="name" type="text" required value=(record.name);
+                                            button type="submit" { "Rename" }
+                                        }
+                                        form.inline method="post" action=(format!("/console/keys/{}/status", record.id)) {
+                                            (csrf(&user))
+                                            @if record.status == KeyStatus::Active {
+                                                button type="submit" name="status" value="inactive" { "Disable" }
+                                            } @else {
+                                                button type="submit" name="status" value="active" { "Enable" }
+                                            }
+                                            button.danger type="submit" name="status" value="archived" { "Archive" }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    @if keys.is_empty() {
+                        tr { td colspan="8" { "No keys match." } }
+                    }
+                }
+            }
+        }
+    };
+    Ok(Html(
+        layout::page(&user, "/console/keys", "API keys", content).into_string(),
+    ))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct CreateForm {
+    name: String,
+    #[serde(default)]
+    workspace: String,
+}
+
+pub(crate) async fn create(
+    Signed(user): Signed,
+    Form(form): Form<CreateForm>,
+) -> Result<Html<String>, PageError> {
+    let admin = user.authority(ConsoleArea::ApiKeys, Access::Change)?;
+    let workspace = match form.workspace.as_str() {
+        "" | "default" => None,
+        id => Some(id),
+    };
+    let created = admin.create_api_key(&form.name, workspace).await?;
+    let content = html! {
+        section.card {
+            h2 { "Key " (created.key.record.name) " created" }
+            p role="status" { "Copy the key now: it is shown only once, and only its hint is kept." }
+            label for="new-key" { "Secret key" }
+            div.copy {
+                input id="new-key" type="text" readonly value=(created.secret.expose_secret());
+                button type="button" data-copy="new-key" { "Copy" }
+            }
+            p { a href="/console/keys" { "Back to API keys" } }
+        }
+    };
+    Ok(Html(
+        layout::page(&user, "/console/keys", "New API key", content).into_string(),
+    ))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct RenameForm {
+    name: String,
+}
+
+pub(crate) async fn rename(
+    Signed(user): Signed,
+    Path(key_id): Path<String>,
+    Form(form): Form<RenameForm>,
+) -> Result<Response, PageError> {
+    let admin = user.authority(ConsoleArea::ApiKeys, Access::Change)?;
+    admin
+        .update_api_key(
+            &key_id,
+            KeyUpdate {
+                name: Some(form.name),
+                status: None,
+            },
+        )
+        .await?;
+    Ok(Redirect::to("/console/keys").into_response())
+}
+
+#[derive(Deserialize)]
+pub(crate) struct StatusForm {
+    status: String,
+}
+
+pub(crate) async fn set_status(
+    Signed(user): Signed,
+    Path(key_id): Path<String>,
+    Form(form): Form<StatusForm>,
+) -> Result<Response, PageError> {
+    let admin = user.authority(ConsoleArea::ApiKeys, Access::Change)?;
+    let status = KeyStatus::parse(&form.status)
+        .ok_or_else(|| PageError::Invalid(format!("'{}' is not a key status", form.status)))?;
+    admin
+        .update_api_key(
+            &key_id,
+            KeyUpdate {
+                name: None,
+                status: Some(status),
+            },
+        )
+        .await?;
+    Ok(Redirect::to("/console/keys").into_response())
+}

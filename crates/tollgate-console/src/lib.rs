@@ -1,0 +1,139 @@
+//! The Console: the control plane's web pages under `/console` — sign-in, overview,
+//! workspaces, API keys, billing, limits, usage and cost, members, and the Workbench —
+//! rendered on the server. It owns sessions (cookies), CSRF protection and the HTML; every
+//! decision is a `tollgate-service` use case reached through the signed-in person's
+//! `ConsoleUser`, whose role check hands out the organization-scoped handle. It never
+//! touches the database, never computes money (amounts are `NanoUsd` from the service,
+//! printed as they are), and does not depend on the gateway: the Workbench runs its
+//! requests through a `WorkbenchRunner` the binary provides.
+//!
+//! HTML is written with `maud`: templates are Rust expressions checked at compile time,
+//! every interpolation is escaped unless marked otherwise, and there are no template files
+//! to ship or find at run time. The stylesheet and the one small script are embedded with
+//! `include_str!`; nothing is loaded from anywhere else, so no Node or CDN is needed to
+//! build or run it. Charts are SVG drawn on the server.
+
+mod auth;
+mod billing;
+mod chart;
+mod error;
+mod keys;
+mod layout;
+mod members;
+mod overview;
+mod session;
+mod usage;
+mod workbench;
+mod workspaces;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use tollgate_core::catalog::Catalog;
+use tollgate_service::{ApiCaller, Tollgate};
+
+/// Runs a Workbench request through the data plane's metered path: the same admission,
+/// reservation, upstream call and settlement as an API request of `caller`.
+pub trait WorkbenchRunner: Send + Sync + 'static {
+    /// `body` is a Messages API request with `"stream": true`; the answer is the data
+    /// plane's response (an SSE stream, or an error envelope), with a `request-id` header.
+    fn run(&self, caller: ApiCaller, body: Bytes) -> Pin<Box<dyn Future<Output = Response> + Send>>;
+}
+
+/// Settings of the Console from configuration.
+#[derive(Clone, Debug, Default)]
+pub struct ConsoleSettings {
+    /// `Some(true)`: always mark the session cookie `Secure` (behind a TLS proxy);
+    /// `Some(false)`: never; `None`: when the request came over TLS
+    /// (`X-Forwarded-Proto: https`) or to a loopback host, which browsers treat as secure.
+    pub secure_cookies: Option<bool>,
+}
+
+/// What every page shares. Cheap to clone.
+#[derive(Clone)]
+pub struct ConsoleState {
+    pub tollgate: Tollgate,
+    /// Model names for the reports, and the models the Workbench offers.
+    pub catalog: Arc<Catalog>,
+    pub workbench: Arc<dyn WorkbenchRunner>,
+    pub settings: ConsoleSettings,
+}
+
+const STYLESHEET: &str = include_str!("../assets/console.css");
+const SCRIPT: &str = include_str!("../assets/console.js");
+
+/// The Console's router, to be merged at the root: every route is under `/console`.
+pub fn router(state: ConsoleState) -> Router {
+    let pages = Router::new()
+        .route("/", get(|| async { Redirect::to("/console/overview") }))
+        .route("/sign-in", get(auth::sign_in_page).post(auth::sign_in))
+        .route("/sign-out", post(auth::sign_out))
+        .route("/setup", get(auth::setup_page).post(auth::setup))
+        .route(
+            "/invites/{invite_id}/accept",
+            get(auth::accept_invite_page).post(auth::accept_invite),
+        )
+        .route("/overview", get(overview::page))
+        .route("/workspaces", get(workspaces::list).post(workspaces::create))
+        .route("/workspaces/{workspace_id}", get(workspaces::detail))
+        .route("/workspaces/{workspace_id}/rename", post(workspaces::rename))
+        .route("/workspaces/{workspace_id}/archive", post(workspaces::archive))
+        .route("/workspaces/{workspace_id}/limits", post(workspaces::set_limits))
+        .route("/workspaces/{workspace_id}/members", post(workspaces::set_member))
+        .route("/keys", get(keys::list).post(keys::create))
+        .route("/keys/{key_id}/rename", post(keys::rename))
+        .route("/keys/{key_id}/status", post(keys::set_status))
+        .route("/billing", get(billing::page))
+        .route("/billing/purchase", post(billing::purchase))
+        .route("/billing/auto-reload", post(billing::auto_reload))
+        .route("/billing/receipts/{purchase_id}", get(billing::receipt))
+        .route("/limits", get(billing::limits))
+        .route("/usage", get(usage::page))
+        .route("/usage.csv", get(usage::csv))
+        .route("/workbench", get(workbench::page))
+        .route("/workbench/run", post(workbench::run))
+        .route("/workbench/result/{request_id}", get(workbench::result))
+        .route("/members", get(members::page))
+        .route("/members/invite", post(members::invite))
+        .route("/members/{user_id}/role", post(members::set_role))
+        .route(
+            "/members/invites/{invite_id}/delete",
+            post(members::delete_invite),
+        )
+        .route(
+            "/assets/console.css",
+            get(|| async { asset(STYLESHEET, "text/css; charset=utf-8") }),
+        )
+        .route(
+            "/assets/console.js",
+            get(|| async { asset(SCRIPT, "text/javascript; charset=utf-8") }),
+        )
+        .fallback(|| async { error::PageError::NotFound("no page has this address".into()) })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            session::guard,
+        ))
+        .layer(axum::middleware::from_fn(session::security_headers))
+        .with_state(state);
+    Router::new().nest("/console", pages)
+}
+
+fn asset(text: &'static str, content_type: &'static str) -> Response {
+    let mut response = text.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=3600"),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests;
