@@ -5,6 +5,7 @@
 #   tollgate -> fake upstream      (auth, rate limits, reservation, metering, settlement; SQLite)
 #   pg-x1    -> fake upstream      (the same on PostgreSQL + Redis, one replica)
 #   pg-x3    -> nginx -> 3 replicas (PostgreSQL + Redis, round-robin behind nginx)
+#   pg-x1-orgs, pg-x3-orgs          (the same, the load spread over 8 organizations)
 #   litellm  -> fake upstream      (LiteLLM proxy, when it can be installed)
 # at concurrency 1, 32 and 256, DURATION seconds each, 3 runs; prints a markdown table of
 # medians (req/s, p50, p99, p99.9, added p50/p99 against direct, peak RSS).
@@ -24,7 +25,10 @@ concurrencies="${CONCURRENCIES:-1 32 256}"
 work="$(mktemp -d)"
 pids=()
 cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; sleep 0.5; rm -rf "$work"
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; sleep 2
+  # Whatever has not finished its graceful shutdown by now is stopped for good, so that no
+  # server outlives the run and holds its port.
+  for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done; rm -rf "$work"
   [ "${replicas:-0}" = 0 ] || psql -q "$database_url" -c "DROP SCHEMA IF EXISTS $bench_schema CASCADE" >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
@@ -146,8 +150,17 @@ TOML
   pg() { "$bin"/tollgate --config "$work/pg.toml" "$@"; }
   pg credits grant --amount 100000000 --kind promotional >/dev/null 2>&1
   pg_key="$(pg keys create --name bench 2>/dev/null)"
+  # Eight more organizations, each with its own credit and key: money of different
+  # organizations never shares a lock.
+  org_keys=()
+  for org in 1 2 3 4 5 6 7 8; do
+    pg orgs create "bench-$org" >/dev/null 2>&1
+    pg credits grant --org "bench-$org" --amount 100000000 --kind promotional >/dev/null 2>&1
+    org_keys+=("$(pg keys create --org "bench-$org" --name bench 2>/dev/null)")
+  done
   for replica in 1 2 3; do
-    pg serve --listen "127.0.0.1:$(( pg_port + replica ))" >/dev/null 2>&1 &
+    # Not through `pg`: a backgrounded function is a subshell, and its pid not the server's.
+    "$bin"/tollgate --config "$work/pg.toml" serve --listen "127.0.0.1:$(( pg_port + replica ))" >/dev/null 2>&1 &
     replica_pids+=($!); pids+=($!)
   done
 fi
@@ -195,7 +208,20 @@ end
 LUA
 }
 post_script "$key" > "$work/post.lua"
-[ "$replicas" = 0 ] || post_script "$pg_key" > "$work/post-pg.lua"
+if [ "$replicas" != 0 ]; then
+  post_script "$pg_key" > "$work/post-pg.lua"
+  # Each request takes the next organization's key.
+  post_script "${org_keys[0]}" > "$work/post-orgs.lua"
+  cat >> "$work/post-orgs.lua" <<LUA
+local keys = { "$(IFS='|'; echo "${org_keys[*]}" | sed 's/|/", "/g')" }
+local next_key = 0
+request = function()
+  next_key = next_key % #keys + 1
+  wrk.headers["x-api-key"] = keys[next_key]
+  return wrk.format()
+end
+LUA
+fi
 
 # Peak resident memory (VmHWM) of a process and its children, in MiB.
 peak_rss() {
@@ -225,6 +251,8 @@ bench tollgate "http://127.0.0.1:$gate_port" "$gate_pid"
 if [ "$replicas" != 0 ]; then
   bench pg-x1 "http://127.0.0.1:$(( pg_port + 1 ))" "${replica_pids[0]}" "$work/post-pg.lua"
   bench pg-x3 "http://127.0.0.1:$lb_port" "${replica_pids[*]}" "$work/post-pg.lua"
+  bench pg-x1-orgs "http://127.0.0.1:$(( pg_port + 1 ))" "${replica_pids[0]}" "$work/post-orgs.lua"
+  bench pg-x3-orgs "http://127.0.0.1:$lb_port" "${replica_pids[*]}" "$work/post-orgs.lua"
 fi
 [ -n "$litellm_pid" ] && bench litellm "http://127.0.0.1:$litellm_port" "$litellm_pid"
 

@@ -15,7 +15,7 @@ def median(values):
 def ms(microseconds):
     return f"{microseconds / 1000:.2f} ms"
 
-order = ["direct", "nginx", "tollgate", "pg-x1", "pg-x3", "litellm"]
+order = ["direct", "nginx", "tollgate", "pg-x1", "pg-x3", "pg-x1-orgs", "pg-x3-orgs", "litellm"]
 print("| path | conns | req/s | p50 | p99 | p99.9 | added p50 | added p99 | errors | peak RSS |")
 print("|---|---|---|---|---|---|---|---|---|---|")
 for connections in sorted({key[1] for key in rows}):
