@@ -133,6 +133,51 @@ impl Cluster {
     }
 }
 
+/// Creates an API key in `workspace_id` through the Admin API of `replica`: (id, secret).
+async fn create_key(
+    client: &reqwest::Client,
+    replica: &str,
+    admin_key: &str,
+    name: &str,
+    workspace_id: &str,
+) -> (String, String) {
+    let created = admin_post(
+        client,
+        replica,
+        admin_key,
+        "api_keys",
+        json!({"name": name, "workspace_id": workspace_id}),
+    )
+    .await;
+    let field = |name: &str| created[name].as_str().expect("key field").to_owned();
+    (field("id"), field("api_key_secret"))
+}
+
+/// The status of a `count_tokens` call, which authenticates (and caches the key) without
+/// spending credit.
+async fn count_tokens(client: &reqwest::Client, replica: &str, key: &str) -> u16 {
+    client
+        .post(format!("{replica}/v1/messages/count_tokens"))
+        .header("x-api-key", key)
+        .header("anthropic-version", "2023-06-01")
+        .json(&json!({"model": "fake-sonnet", "messages": [{"role": "user", "content": "Hi"}]}))
+        .send()
+        .await
+        .expect("count_tokens")
+        .status()
+        .as_u16()
+}
+
+/// The one organization of a cluster's first start.
+async fn the_organization(store: &Store) -> tollgate_store::Organization {
+    store
+        .list_organizations()
+        .await
+        .expect("organizations")
+        .pop()
+        .expect("one organization")
+}
+
 fn message(max_tokens: u64) -> Value {
     json!({
         "model": "fake-sonnet",
@@ -236,23 +281,8 @@ async fn three_replicas_share_one_balance_one_rate_limit_and_one_key_directory()
     )
     .await;
     let store = cluster.store().await;
-    let org = store
-        .list_organizations()
-        .await
-        .expect("organizations")
-        .pop()
-        .expect("one organization");
-    let limited_key = admin_post(
-        &client,
-        &replicas[2],
-        &keys.admin_key,
-        "api_keys",
-        json!({"name": "limited", "workspace_id": workspace_id}),
-    )
-    .await["api_key_secret"]
-        .as_str()
-        .expect("secret shown once")
-        .to_owned();
+    let org = the_organization(&store).await;
+    let (_, limited_key) = create_key(&client, &replicas[2], &keys.admin_key, "limited", &workspace_id).await;
 
     // Rate limit: 60 requests at once on the limited workspace, round-robin over the
     // replicas, with credit to spare. Redis keeps one bucket for all replicas, so at most
@@ -289,17 +319,8 @@ async fn three_replicas_share_one_balance_one_rate_limit_and_one_key_directory()
     )
     .await;
     let switched_id = switched["id"].as_str().expect("workspace id").to_owned();
-    let switched_key = admin_post(
-        &client,
-        &replicas[0],
-        &keys.admin_key,
-        "api_keys",
-        json!({"name": "switched", "workspace_id": switched_id}),
-    )
-    .await["api_key_secret"]
-        .as_str()
-        .expect("secret")
-        .to_owned();
+    let (_, switched_key) =
+        create_key(&client, &replicas[0], &keys.admin_key, "switched", &switched_id).await;
     for replica in &replicas {
         assert_eq!(
             post_message(&client, replica, &switched_key, &message(5)).await,
@@ -372,31 +393,10 @@ async fn three_replicas_share_one_balance_one_rate_limit_and_one_key_directory()
 
     // Revocation: warm every replica's key cache, revoke through the first, and time how
     // long the others keep accepting the key.
-    let admin_key_record = admin_post(
-        &client,
-        &replicas[0],
-        &keys.admin_key,
-        "api_keys",
-        json!({"name": "to revoke", "workspace_id": workspace_id}),
-    )
-    .await;
-    let doomed = admin_key_record["api_key_secret"]
-        .as_str()
-        .expect("secret")
-        .to_owned();
-    let doomed_id = admin_key_record["id"].as_str().expect("id").to_owned();
+    let (doomed_id, doomed) =
+        create_key(&client, &replicas[0], &keys.admin_key, "to revoke", &workspace_id).await;
     for replica in &replicas {
-        // count_tokens authenticates (and caches the key) without spending credit.
-        let status = client
-            .post(format!("{replica}/v1/messages/count_tokens"))
-            .header("x-api-key", &doomed)
-            .header("anthropic-version", "2023-06-01")
-            .json(&json!({"model": "fake-sonnet", "messages": [{"role": "user", "content": "Hi"}]}))
-            .send()
-            .await
-            .expect("count_tokens")
-            .status();
-        assert_eq!(status, 200);
+        assert_eq!(count_tokens(&client, replica, &doomed).await, 200);
     }
     admin_post(
         &client,
@@ -408,19 +408,7 @@ async fn three_replicas_share_one_balance_one_rate_limit_and_one_key_directory()
     .await;
     let revoked_at = Instant::now();
     for replica in &replicas[1..] {
-        loop {
-            let status = client
-                .post(format!("{replica}/v1/messages/count_tokens"))
-                .header("x-api-key", &doomed)
-                .header("anthropic-version", "2023-06-01")
-                .json(&json!({"model": "fake-sonnet", "messages": [{"role": "user", "content": "Hi"}]}))
-                .send()
-                .await
-                .expect("count_tokens")
-                .status();
-            if status == 401 {
-                break;
-            }
+        while count_tokens(&client, replica, &doomed).await != 401 {
             assert!(
                 revoked_at.elapsed() < Duration::from_millis(1_000),
                 "{replica} still accepts a key revoked {:?} ago",
@@ -449,12 +437,7 @@ async fn holds_of_a_killed_replica_are_released_by_the_survivors_reaper() {
     let (survivor, _) = cluster.start();
     let client = reqwest::Client::new();
     let store = cluster.store().await;
-    let org = store
-        .list_organizations()
-        .await
-        .expect("organizations")
-        .pop()
-        .expect("one organization");
+    let org = the_organization(&store).await;
 
     // A request that completes on the survivor, then IN_FLIGHT stalled streams on the
     // replica about to die.
