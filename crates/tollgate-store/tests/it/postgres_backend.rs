@@ -1,6 +1,9 @@
 //! The PostgreSQL `Backend` of the conformance suite: the machine's server (see
-//! `TOLLGATE_TEST_DATABASE_URL`), a fresh schema per test, dropped at close, and a raw
-//! connection into the same schema to look behind the store's back.
+//! `TOLLGATE_TEST_DATABASE_URL`), a fresh schema per test, dropped at close (or, when a
+//! test fails before closing, when the backend is dropped), and a raw connection into the
+//! same schema to look behind the store's back.
+
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, PgConnection, Row};
@@ -24,6 +27,7 @@ pub(crate) fn unique_schema() -> String {
 pub(crate) struct PostgresBackend {
     store: Store,
     schema: String,
+    closed: AtomicBool,
 }
 
 impl PostgresBackend {
@@ -36,7 +40,11 @@ impl PostgresBackend {
         })
         .await
         .expect("open the store (is PostgreSQL running? see README)");
-        PostgresBackend { store, schema }
+        PostgresBackend {
+            store,
+            schema,
+            closed: AtomicBool::new(false),
+        }
     }
 
     pub(crate) async fn close(&self) {
@@ -47,6 +55,7 @@ impl PostgresBackend {
             .await
             .expect("drop the test schema");
         connection.close().await.expect("close");
+        self.closed.store(true, Ordering::SeqCst);
     }
 
     /// A connection outside the store's pool, into the test's schema.
@@ -68,6 +77,36 @@ impl PostgresBackend {
         let result = query.execute(&mut connection).await.expect("tamper");
         assert_eq!(result.rows_affected(), 1);
         connection.close().await.expect("close");
+    }
+}
+
+impl Drop for PostgresBackend {
+    /// A test that failed before `close` still leaves no schema behind. Drop runs inside the
+    /// test's runtime, which cannot block on a future, so the schema is dropped from a
+    /// thread with its own; a lock another connection still holds makes it give up after
+    /// two seconds rather than hang.
+    fn drop(&mut self) {
+        if self.closed.load(Ordering::SeqCst) {
+            return;
+        }
+        let schema = self.schema.clone();
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                let mut connection = PgConnection::connect(&test_database_url()).await?;
+                sqlx::query("SET lock_timeout = '2s'")
+                    .execute(&mut connection)
+                    .await?;
+                sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                    .execute(&mut connection)
+                    .await?;
+                connection.close().await?;
+                Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
+            })
+        })
+        .join();
     }
 }
 
