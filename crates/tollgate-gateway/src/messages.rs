@@ -136,20 +136,10 @@ pub(crate) async fn create_message(
 /// envelope; the response carries its `request-id`.
 pub async fn run_for_caller(state: &GatewayState, caller: &ApiCaller, body: Bytes) -> Response {
     let request_id = tollgate_service::random::id(tollgate_core::ids::IdKind::Request);
-    let mut response = match run_message(state, caller, &request_id, &HeaderMap::new(), None, body).await {
-        Ok(response) => response,
-        Err(error) => {
-            let mut response = (error.status, error.to_json(&request_id).to_string()).into_response();
-            response
-                .headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            response
-        }
-    };
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert("request-id", value);
-    }
-    response
+    let response = run_message(state, caller, &request_id, &HeaderMap::new(), None, body)
+        .await
+        .unwrap_or_else(IntoResponse::into_response);
+    crate::request_id::stamp(response, &request_id, crate::error::Surface::Anthropic)
 }
 
 async fn run_message(

@@ -19,18 +19,24 @@ pub(crate) async fn middleware(mut request: Request, next: Next) -> Response {
     let surface = Surface::of(request.uri().path(), request.headers());
     request.extensions_mut().insert(RequestId(request_id.clone()));
     request.extensions_mut().insert(surface);
-    let mut response = next.run(request).await;
+    let response = next.run(request).await;
+    stamp(response, &request_id, surface)
+}
+
+/// Renders an error the response carries in its surface's envelope and stamps the
+/// request's id: what every response of the data plane gets on its way out.
+pub(crate) fn stamp(mut response: Response, request_id: &str, surface: Surface) -> Response {
     if let Some(error) = response.extensions_mut().remove::<ApiError>() {
-        response = envelope(&error, &request_id, surface);
+        response = envelope(&error, request_id, surface);
     } else if response.status() == StatusCode::METHOD_NOT_ALLOWED {
         let error = ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             ErrorKind::InvalidRequest,
             "This method is not allowed on this path.",
         );
-        response = envelope(&error, &request_id, surface);
+        response = envelope(&error, request_id, surface);
     }
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
+    if let Ok(value) = HeaderValue::from_str(request_id) {
         if surface == Surface::OpenAi {
             response.headers_mut().insert("x-request-id", value.clone());
         }
