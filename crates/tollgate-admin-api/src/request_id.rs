@@ -6,11 +6,12 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tollgate_core::ids::IdKind;
+use tollgate_service::clock::{Clock, SystemClock};
 
 use crate::error::{ApiError, ErrorKind};
 
 pub(crate) async fn middleware(request: Request, next: Next) -> Response {
-    let request_id = tollgate_service::random::id(IdKind::Request);
+    let request_id = tollgate_service::random::ordered_id(IdKind::Request, SystemClock.now());
     let mut response = next.run(request).await;
     if let Some(error) = response.extensions_mut().remove::<ApiError>() {
         response = envelope(&error, &request_id);

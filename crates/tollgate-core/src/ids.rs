@@ -62,9 +62,24 @@ pub fn new_id(kind: IdKind, random: [u8; 16]) -> String {
     format!("{}01{encoded:0>22}", kind.prefix())
 }
 
+/// Like [`new_id`], but the 16 bytes are the creation time in milliseconds since the Unix
+/// epoch (six bytes, big-endian) followed by ten random ones. Ids of one kind made this way
+/// sort in the order they were made, to the millisecond, so a row keyed by one lands at the
+/// right edge of its index instead of on a random page; they still carry 80 random bits.
+/// For rows written on every request (reservations, request ids), never for secrets.
+pub fn new_time_ordered_id(kind: IdKind, unix_millis: u64, random: [u8; 10]) -> String {
+    let mut bytes = [0_u8; 16];
+    bytes[..6].copy_from_slice(&unix_millis.to_be_bytes()[2..]);
+    bytes[6..].copy_from_slice(&random);
+    new_id(kind, bytes)
+}
+
 /// Whether `text` has the shape of an id of `kind` (checked before any lookup).
 pub fn is_well_formed(kind: IdKind, text: &str) -> bool {
     text.strip_prefix(kind.prefix()).is_some_and(|rest| {
         (1..=64).contains(&rest.len()) && rest.bytes().all(|byte| byte.is_ascii_alphanumeric())
     })
 }
+
+#[cfg(test)]
+mod tests;

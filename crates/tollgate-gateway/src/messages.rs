@@ -135,7 +135,8 @@ pub(crate) async fn create_message(
 /// `POST /v1/messages`, without a key to present. Errors come back as Anthropic's
 /// envelope; the response carries its `request-id`.
 pub async fn run_for_caller(state: &GatewayState, caller: &ApiCaller, body: Bytes) -> Response {
-    let request_id = tollgate_service::random::id(tollgate_core::ids::IdKind::Request);
+    let request_id =
+        tollgate_service::random::ordered_id(tollgate_core::ids::IdKind::Request, state.tollgate.now());
     let response = run_message(state, caller, &request_id, &HeaderMap::new(), None, body)
         .await
         .unwrap_or_else(IntoResponse::into_response);

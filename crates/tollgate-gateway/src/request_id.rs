@@ -7,6 +7,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tollgate_core::ids::IdKind;
+use tollgate_service::clock::{Clock, SystemClock};
 
 use crate::error::{ApiError, ErrorKind, Surface};
 
@@ -15,7 +16,7 @@ use crate::error::{ApiError, ErrorKind, Surface};
 pub(crate) struct RequestId(pub String);
 
 pub(crate) async fn middleware(mut request: Request, next: Next) -> Response {
-    let request_id = tollgate_service::random::id(IdKind::Request);
+    let request_id = tollgate_service::random::ordered_id(IdKind::Request, SystemClock.now());
     let surface = Surface::of(request.uri().path(), request.headers());
     request.extensions_mut().insert(RequestId(request_id.clone()));
     request.extensions_mut().insert(surface);

@@ -171,7 +171,7 @@ impl Tollgate {
         let hash = key.hash();
         let now = self.now();
         let ttl = self.settings().key_cache_ttl;
-        let cached = {
+        let cached = |now: Timestamp| {
             let entries = self
                 .inner
                 .key_cache
@@ -183,9 +183,13 @@ impl Tollgate {
                 .filter(|entry| now - entry.fetched_at < ttl)
                 .cloned()
         };
-        let entry = match cached {
+        let entry = match cached(now) {
             Some(entry) => entry,
             None => {
+                let _loading = self.inner.loads.lock(&hash).await;
+                if let Some(entry) = cached(self.now()) {
+                    return Ok(entry.record);
+                }
                 let record = self.store().key_by_hash(&hash).await?;
                 let mut entries = self
                     .inner

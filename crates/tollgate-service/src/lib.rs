@@ -18,6 +18,7 @@ mod organizations;
 pub mod payments;
 pub mod random;
 mod reports;
+mod single_flight;
 mod users;
 
 use std::sync::Arc;
@@ -83,6 +84,8 @@ struct Inner {
     settings: Settings,
     key_cache: keys::KeyCache,
     limits_cache: limits::LimitsCache,
+    /// Serializes reloads of one cached entry (keys, limits).
+    loads: single_flight::SingleFlight,
     limiter: Limiter,
     payments: PaymentProvider,
 }
@@ -102,6 +105,7 @@ impl Tollgate {
                 settings,
                 key_cache: keys::KeyCache::default(),
                 limits_cache: limits::LimitsCache::default(),
+                loads: single_flight::SingleFlight::default(),
                 limiter,
                 payments,
             }),

@@ -97,6 +97,11 @@ impl Tollgate {
         if let Some(limits) = cached(&self.inner.limits_cache.organizations, org_id, now, ttl) {
             return Ok(limits);
         }
+        let _loading = self.inner.loads.lock(org_id).await;
+        let now = self.now();
+        if let Some(limits) = cached(&self.inner.limits_cache.organizations, org_id, now, ttl) {
+            return Ok(limits);
+        }
         let limits = Arc::new(self.load_organization_limits(org_id, now).await?);
         remember(
             &self.inner.limits_cache.organizations,
@@ -142,6 +147,11 @@ impl Tollgate {
     pub async fn workspace_limits(&self, workspace_id: &str) -> Result<Arc<WorkspaceLimits>, ServiceError> {
         let now = self.now();
         let ttl = self.settings().key_cache_ttl;
+        if let Some(limits) = cached(&self.inner.limits_cache.workspaces, workspace_id, now, ttl) {
+            return Ok(limits);
+        }
+        let _loading = self.inner.loads.lock(workspace_id).await;
+        let now = self.now();
         if let Some(limits) = cached(&self.inner.limits_cache.workspaces, workspace_id, now, ttl) {
             return Ok(limits);
         }

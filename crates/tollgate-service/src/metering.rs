@@ -173,7 +173,7 @@ impl Tollgate {
             .map_err(|error| ServiceError::Unavailable(error.to_string()))?
             .map_err(|refusal| self.rate_limited(caller, &plan.model.id, refusal))?;
         let view = binding_view(&demands, &admitted.snapshots);
-        let reservation_id = random::id(IdKind::Reservation);
+        let reservation_id = random::ordered_id(IdKind::Reservation, started_at);
         let reserved = self
             .store()
             .reserve(NewReservation {

@@ -14,11 +14,19 @@ use crate::sse::parse_event_stream;
 use crate::{EventStream, UpstreamError};
 
 /// A client that never follows redirects (a redirect would carry the provider key to
-/// wherever it points; the APIs never redirect) and sends small writes at once.
+/// wherever it points; the APIs never redirect) and sends small writes at once. Idle
+/// connections are kept for reuse, but at most `MAX_IDLE_PER_HOST` of them: after a burst
+/// of thousands of streams, each of which opened its own, the rest close instead of holding
+/// their buffers for the idle timeout.
+const MAX_IDLE_PER_HOST: usize = 1_024;
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
 pub(crate) fn client(connect_timeout: Duration) -> Result<reqwest::Client, UpstreamError> {
     reqwest::Client::builder()
         .connect_timeout(connect_timeout)
         .tcp_nodelay(true)
+        .pool_max_idle_per_host(MAX_IDLE_PER_HOST)
+        .pool_idle_timeout(IDLE_TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("tollgate/", env!("CARGO_PKG_VERSION")))
         .build()

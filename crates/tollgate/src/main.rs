@@ -5,6 +5,13 @@
 
 mod cli;
 
+/// mimalloc instead of the system allocator: each request allocates and frees small buffers
+/// on whichever worker thread polls it, and glibc's per-thread arenas both cost CPU there
+/// (`malloc`/`free` were several percent of a profile) and hold freed memory, which
+/// counted against the memory of 10,000 open streams (see BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::net::SocketAddr;

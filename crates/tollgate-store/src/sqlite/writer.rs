@@ -1,10 +1,11 @@
 //! The hot path's writer: reservations and settlements, with group commit.
 //!
 //! One OS thread owns a SQLite connection and runs every queued reservation and settlement
-//! inside its own `SAVEPOINT` of a single `BEGIN IMMEDIATE … COMMIT`, answering each caller
-//! only after that commit: one fsync makes a whole batch durable. An operation that is
-//! refused or fails is rolled back to its savepoint alone; if the commit fails, every caller
-//! of the batch gets the error and nothing of the batch is written.
+//! in a single `BEGIN IMMEDIATE … COMMIT`, answering each caller only after that commit: one
+//! fsync makes a whole batch durable. An operation that is refused or fails writes nothing:
+//! it fails before writing, or the batch runs again with each operation in its own
+//! `SAVEPOINT` and that one is rolled back alone (`commit_batch`). If the commit fails, every
+//! caller of the batch gets the error and nothing of the batch is written.
 //!
 //! Why a thread with synchronous calls instead of the async pool the rest of the store uses:
 //! the async driver runs each statement as a round trip to its own worker thread, and on the
@@ -14,7 +15,7 @@
 //!
 //! The money rules are the core's (`plan_reservation`, `plan_settlement`, `reserve`,
 //! `settle_pending`, `check_spend`); account rows are written compare-and-set against the
-//! totals loaded and read back before commit, as everywhere in the store. Other writers
+//! totals loaded and read back through `RETURNING` before commit, as everywhere in the store. Other writers
 //! (grants, purchases, maintenance) use the async pool's connection; SQLite's write lock and
 //! busy timeout order the two.
 
@@ -39,57 +40,53 @@ const MAX_BATCH: usize = 256;
 /// Operations waiting for the writer before callers wait to enqueue (backpressure).
 const QUEUE_CAPACITY: usize = 4_096;
 
+type ReserveReply = oneshot::Sender<Result<Reservation, TxError<ReserveRejection>>>;
+type SettleReply = oneshot::Sender<Result<SettleOutcome, StoreError>>;
+
 enum Job {
-    Reserve(
-        NewReservation,
-        oneshot::Sender<Result<Reservation, TxError<ReserveRejection>>>,
-    ),
-    Settle(Settlement, oneshot::Sender<Result<SettleOutcome, StoreError>>),
+    Reserve(NewReservation, ReserveReply),
+    Settle(Settlement, SettleReply),
 }
 
 /// A job's result, held until the batch's commit decides whether it stands.
-enum Done {
-    Reserve(
-        Result<Reservation, TxError<ReserveRejection>>,
-        oneshot::Sender<Result<Reservation, TxError<ReserveRejection>>>,
-    ),
-    Settle(
-        Result<SettleOutcome, StoreError>,
-        oneshot::Sender<Result<SettleOutcome, StoreError>>,
-    ),
+enum Outcome {
+    Reserve(Result<Reservation, TxError<ReserveRejection>>),
+    Settle(Result<SettleOutcome, StoreError>),
 }
 
 impl Job {
-    fn fail(self, error: &StoreError) {
-        // A caller that went away loses nothing: its operation was not applied.
+    fn run(&self, connection: &Connection) -> Outcome {
         match self {
-            Job::Reserve(_, reply) => drop(reply.send(Err(error.clone().into()))),
-            Job::Settle(_, reply) => drop(reply.send(Err(error.clone()))),
+            Job::Reserve(reservation, _) => Outcome::Reserve(reserve_in(connection, reservation)),
+            Job::Settle(settlement, _) => Outcome::Settle(settle_in(connection, settlement)),
         }
     }
 
-    fn run(self, connection: &Connection) -> Done {
-        match self {
-            Job::Reserve(reservation, reply) => Done::Reserve(reserve_in(connection, &reservation), reply),
-            Job::Settle(settlement, reply) => Done::Settle(settle_in(connection, &settlement), reply),
+    /// Answers the caller: with the outcome if the batch committed, else with the batch's
+    /// error. A caller that went away loses nothing either way.
+    fn deliver(self, outcome: Result<Outcome, &StoreError>) {
+        match (self, outcome) {
+            (Job::Reserve(_, reply), Ok(Outcome::Reserve(result))) => drop(reply.send(result)),
+            (Job::Settle(_, reply), Ok(Outcome::Settle(result))) => drop(reply.send(result)),
+            (Job::Reserve(_, reply), Ok(Outcome::Settle(_))) => {
+                drop(reply.send(Err(
+                    invariant("a reservation got a settlement's outcome".into()).into(),
+                )));
+            }
+            (Job::Settle(_, reply), Ok(Outcome::Reserve(_))) => {
+                drop(reply.send(Err(invariant("a settlement got a reservation's outcome".into()))));
+            }
+            (Job::Reserve(_, reply), Err(error)) => drop(reply.send(Err(error.clone().into()))),
+            (Job::Settle(_, reply), Err(error)) => drop(reply.send(Err(error.clone()))),
         }
     }
 }
 
-impl Done {
+impl Outcome {
     fn succeeded(&self) -> bool {
         match self {
-            Done::Reserve(result, _) => result.is_ok(),
-            Done::Settle(result, _) => result.is_ok(),
-        }
-    }
-
-    fn deliver(self, commit_failure: Option<&StoreError>) {
-        match (self, commit_failure) {
-            (Done::Reserve(_, reply), Some(error)) => drop(reply.send(Err(error.clone().into()))),
-            (Done::Reserve(result, reply), None) => drop(reply.send(result)),
-            (Done::Settle(_, reply), Some(error)) => drop(reply.send(Err(error.clone()))),
-            (Done::Settle(result, reply), None) => drop(reply.send(result)),
+            Outcome::Reserve(result) => result.is_ok(),
+            Outcome::Settle(result) => result.is_ok(),
         }
     }
 }
@@ -116,7 +113,11 @@ impl HotWriter {
         connection.busy_timeout(BUSY_TIMEOUT).map_err(sql_error)?;
         // Money: a committed batch survives power loss, not only a crash.
         connection
-            .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
+            // Statement journals (a trigger's insert, a constraint that may abort) in memory.
+            .execute_batch(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;
+                 PRAGMA temp_store = MEMORY;",
+            )
             .map_err(sql_error)?;
         connection.set_prepared_statement_cache_capacity(64);
         let (sender, receiver) = mpsc::channel(QUEUE_CAPACITY);
@@ -151,7 +152,7 @@ fn stopped() -> StoreError {
     StoreError::Database("the store's writer has stopped".into())
 }
 
-fn write_batches(mut connection: Connection, mut receiver: mpsc::Receiver<Job>) {
+fn write_batches(connection: Connection, mut receiver: mpsc::Receiver<Job>) {
     while let Some(first) = receiver.blocking_recv() {
         let mut jobs = Vec::with_capacity(MAX_BATCH);
         jobs.push(first);
@@ -161,47 +162,103 @@ fn write_batches(mut connection: Connection, mut receiver: mpsc::Receiver<Job>) 
                 Err(_) => break,
             }
         }
-        commit_batch(&mut connection, jobs);
+        commit_batch(&connection, jobs);
     }
 }
 
-fn commit_batch(connection: &mut Connection, jobs: Vec<Job>) {
-    if let Err(error) = begin_immediate(connection) {
-        return jobs.into_iter().for_each(|job| job.fail(&error));
-    }
-    let mut done = Vec::with_capacity(jobs.len());
-    let mut pending = jobs.into_iter();
-    let failure = loop {
-        let Some(job) = pending.next() else { break None };
-        if let Err(error) = connection
-            .execute_batch("SAVEPOINT batched_op")
-            .map_err(sql_error)
-        {
-            job.fail(&error);
-            break Some(error);
-        }
-        let outcome = job.run(connection);
-        let closed = if outcome.succeeded() {
-            connection.execute_batch("RELEASE batched_op")
-        } else {
-            connection.execute_batch("ROLLBACK TO batched_op; RELEASE batched_op")
-        };
-        done.push(outcome);
-        if let Err(error) = closed {
-            break Some(sql_error(error));
-        }
+/// Runs a batch in one transaction and answers every caller after its commit.
+///
+/// First without savepoints: inside a savepoint SQLite copies every page an operation
+/// touches to its statement journal first, and the operations of a batch touch the same
+/// pages (the organization's accounts and counters, the right edge of each index), so that
+/// copy was most of a batch's cost. An operation that fails before writing anything (a
+/// refusal, a bug caught by a check) needs no undo. Only when one fails after writing is the
+/// transaction rolled back and the batch run again with each operation in its own savepoint,
+/// so that failure is undone alone.
+fn commit_batch(connection: &Connection, jobs: Vec<Job>) {
+    let result = match run_batch(connection, &jobs, Undo::WholeBatch) {
+        Err(BatchFailure::NeedsSavepoints) => run_batch(connection, &jobs, Undo::PerOperation),
+        result => result,
     };
-    let failure = failure.or_else(|| connection.execute_batch("COMMIT").map_err(sql_error).err());
-    if let Some(error) = &failure {
-        tracing::error!(%error, operations = done.len(), "a write batch failed and was rolled back");
-        if let Err(rollback) = connection.execute_batch("ROLLBACK") {
-            tracing::error!(error = %rollback, "rolling back a failed batch failed");
+    match result {
+        Ok(outcomes) => jobs
+            .into_iter()
+            .zip(outcomes)
+            .for_each(|(job, outcome)| job.deliver(Ok(outcome))),
+        Err(failure) => {
+            let error = match failure {
+                BatchFailure::Failed(error) => error,
+                BatchFailure::NeedsSavepoints => {
+                    invariant("a batch with savepoints asked for savepoints".into())
+                }
+            };
+            tracing::error!(%error, operations = jobs.len(), "a write batch failed and was rolled back");
+            jobs.into_iter().for_each(|job| job.deliver(Err(&error)));
         }
-        pending.for_each(|job| job.fail(error));
     }
-    for outcome in done {
-        outcome.deliver(failure.as_ref());
+}
+
+/// How a batch undoes an operation that fails after it has written.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Undo {
+    /// Roll back the whole transaction (and run the batch again with savepoints).
+    WholeBatch,
+    /// Roll back to the operation's own savepoint.
+    PerOperation,
+}
+
+enum BatchFailure {
+    /// Nothing of the batch was written; every caller gets this error.
+    Failed(StoreError),
+    /// Nothing of the batch was written; run it again with savepoints.
+    NeedsSavepoints,
+}
+
+/// One transaction over every job, committed; rolled back entirely on any failure.
+fn run_batch(connection: &Connection, jobs: &[Job], undo: Undo) -> Result<Vec<Outcome>, BatchFailure> {
+    begin_immediate(connection).map_err(BatchFailure::Failed)?;
+    let result = run_jobs(connection, jobs, undo).and_then(|outcomes| {
+        connection
+            .execute_batch("COMMIT")
+            .map(|()| outcomes)
+            .map_err(|error| BatchFailure::Failed(sql_error(error)))
+    });
+    if result.is_err()
+        && !connection.is_autocommit()
+        && let Err(rollback) = connection.execute_batch("ROLLBACK")
+    {
+        tracing::error!(error = %rollback, "rolling back a failed batch failed");
     }
+    result
+}
+
+fn run_jobs(connection: &Connection, jobs: &[Job], undo: Undo) -> Result<Vec<Outcome>, BatchFailure> {
+    let failed = |error: rusqlite::Error| BatchFailure::Failed(sql_error(error));
+    let mut outcomes = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        if undo == Undo::PerOperation {
+            connection.execute_batch("SAVEPOINT batched_op").map_err(failed)?;
+        }
+        let changes_before = connection.total_changes();
+        let outcome = job.run(connection);
+        if connection.is_autocommit() {
+            // SQLite ended the transaction itself (an I/O error, a full disk).
+            return Err(BatchFailure::Failed(StoreError::Database(
+                "the write batch's transaction ended under it".into(),
+            )));
+        }
+        let wrote = connection.total_changes() != changes_before;
+        match (outcome.succeeded(), undo) {
+            (true, Undo::PerOperation) => connection.execute_batch("RELEASE batched_op").map_err(failed)?,
+            (false, Undo::PerOperation) => connection
+                .execute_batch("ROLLBACK TO batched_op; RELEASE batched_op")
+                .map_err(failed)?,
+            (false, Undo::WholeBatch) if wrote => return Err(BatchFailure::NeedsSavepoints),
+            (_, Undo::WholeBatch) => {}
+        }
+        outcomes.push(outcome);
+    }
+    Ok(outcomes)
 }
 
 /// `BEGIN IMMEDIATE`, waiting out another process's (or the async pool's) write
@@ -210,8 +267,13 @@ fn begin_immediate(connection: &Connection) -> Result<(), StoreError> {
     connection.execute_batch("BEGIN IMMEDIATE").map_err(sql_error)
 }
 
-const ACCOUNT_COLUMNS: &str =
-    "a.id, a.kind, a.debits_pending, a.debits_posted, a.credits_pending, a.credits_posted";
+/// The account columns `account_from` reads, of the table aliased `a`; a macro so that
+/// statements are `concat!`-ed at compile time, not formatted per call.
+macro_rules! account_columns {
+    () => {
+        "a.id, a.kind, a.debits_pending, a.debits_posted, a.credits_pending, a.credits_posted"
+    };
+}
 
 fn account_from(row: &Row<'_>, first: usize) -> rusqlite::Result<Result<Account, StoreError>> {
     let kind: String = row.get(first + 1)?;
@@ -230,28 +292,16 @@ fn account_from(row: &Row<'_>, first: usize) -> rusqlite::Result<Result<Account,
     }))
 }
 
-fn load_account(connection: &Connection, id: AccountId) -> Result<Account, StoreError> {
-    connection
-        .prepare_cached(&format!(
-            "SELECT {ACCOUNT_COLUMNS} FROM accounts a WHERE a.id = ?1"
-        ))
-        .and_then(|mut statement| {
-            statement
-                .query_row(params![id.0], |row| account_from(row, 0))
-                .optional()
-        })
-        .map_err(sql_error)?
-        .unwrap_or_else(|| Err(invariant(format!("account {} does not exist", id.0))))
-}
-
 fn load_system_account(
     connection: &Connection,
     org_id: &str,
     kind: AccountKind,
 ) -> Result<Account, StoreError> {
     connection
-        .prepare_cached(&format!(
-            "SELECT {ACCOUNT_COLUMNS} FROM accounts a WHERE a.org_id = ?1 AND a.kind = ?2"
+        .prepare_cached(concat!(
+            "SELECT ",
+            account_columns!(),
+            " FROM accounts a WHERE a.org_id = ?1 AND a.kind = ?2"
         ))
         .and_then(|mut statement| {
             statement
@@ -269,8 +319,10 @@ fn load_system_account(
 
 fn load_lots(connection: &Connection, org_id: &str) -> Result<Vec<Lot>, StoreError> {
     let mut statement = connection
-        .prepare_cached(&format!(
-            "SELECT {ACCOUNT_COLUMNS}, l.id, l.kind, l.granted_at, l.expires_at
+        .prepare_cached(concat!(
+            "SELECT ",
+            account_columns!(),
+            ", l.id, l.kind, l.granted_at, l.expires_at
              FROM lots l JOIN accounts a ON a.id = l.account_id
              WHERE l.org_id = ?1 ORDER BY l.granted_at, l.id"
         ))
@@ -300,38 +352,43 @@ fn load_lots(connection: &Connection, org_id: &str) -> Result<Vec<Lot>, StoreErr
     Ok(lots)
 }
 
-/// Writes every changed account compare-and-set, then reads each back.
+/// Writes every changed account compare-and-set, reading each back in the same statement.
 fn write_accounts(connection: &Connection, accounts: &AccountSet) -> Result<(), StoreError> {
     for (loaded, current) in accounts.changed()? {
-        let updated = connection
+        let stored = connection
             .prepare_cached(
                 "UPDATE accounts
                  SET debits_pending = ?1, debits_posted = ?2, credits_pending = ?3, credits_posted = ?4
                  WHERE id = ?5 AND debits_pending = ?6 AND debits_posted = ?7
-                   AND credits_pending = ?8 AND credits_posted = ?9",
+                   AND credits_pending = ?8 AND credits_posted = ?9
+                 RETURNING id, kind, debits_pending, debits_posted, credits_pending, credits_posted",
             )
             .and_then(|mut statement| {
-                statement.execute(params![
-                    current.debits_pending.nanos(),
-                    current.debits_posted.nanos(),
-                    current.credits_pending.nanos(),
-                    current.credits_posted.nanos(),
-                    current.id.0,
-                    loaded.debits_pending.nanos(),
-                    loaded.debits_posted.nanos(),
-                    loaded.credits_pending.nanos(),
-                    loaded.credits_posted.nanos(),
-                ])
+                statement
+                    .query_row(
+                        params![
+                            current.debits_pending.nanos(),
+                            current.debits_posted.nanos(),
+                            current.credits_pending.nanos(),
+                            current.credits_posted.nanos(),
+                            current.id.0,
+                            loaded.debits_pending.nanos(),
+                            loaded.debits_posted.nanos(),
+                            loaded.credits_pending.nanos(),
+                            loaded.credits_posted.nanos(),
+                        ],
+                        |row| account_from(row, 0),
+                    )
+                    .optional()
             })
             .map_err(sql_error)?;
-        if updated != 1 {
+        let Some(stored) = stored else {
             return Err(invariant(format!(
                 "account {} changed after it was loaded in the same transaction",
                 current.id.0
             )));
-        }
-        let stored = load_account(connection, current.id)?;
-        check_read_back(&stored, &current)?;
+        };
+        check_read_back(&stored?, &current)?;
     }
     Ok(())
 }
@@ -392,8 +449,8 @@ fn load_counter(
         .map_err(sql_error)
 }
 
-/// Writes a counter compare-and-set against what was loaded (or inserts it), then reads
-/// it back.
+/// Writes a counter compare-and-set against what was loaded (or inserts it), reading it
+/// back in the same statement.
 fn write_counter(
     connection: &Connection,
     (org_id, workspace_id, month): (&str, &str, i64),
@@ -404,54 +461,58 @@ fn write_counter(
     if current.0.is_negative() || current.1.is_negative() {
         return Err(invariant(format!("{} would go negative: {current:?}", label())));
     }
-    let written = match loaded {
+    let read_back = |row: &Row<'_>| Ok((NanoUsd::from_nanos(row.get(0)?), NanoUsd::from_nanos(row.get(1)?)));
+    let stored = match loaded {
         None => connection
             .prepare_cached(
                 "INSERT INTO spend_counters (org_id, workspace_id, month, settled_nanos, held_nanos)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 RETURNING settled_nanos, held_nanos",
             )
             .and_then(|mut statement| {
-                statement.execute(params![
-                    org_id,
-                    workspace_id,
-                    month,
-                    current.0.nanos(),
-                    current.1.nanos()
-                ])
+                statement
+                    .query_row(
+                        params![org_id, workspace_id, month, current.0.nanos(), current.1.nanos()],
+                        read_back,
+                    )
+                    .optional()
             }),
         Some(loaded) => connection
             .prepare_cached(
                 "UPDATE spend_counters SET settled_nanos = ?1, held_nanos = ?2
                  WHERE org_id = ?3 AND workspace_id = ?4 AND month = ?5
-                   AND settled_nanos = ?6 AND held_nanos = ?7",
+                   AND settled_nanos = ?6 AND held_nanos = ?7
+                 RETURNING settled_nanos, held_nanos",
             )
             .and_then(|mut statement| {
-                statement.execute(params![
-                    current.0.nanos(),
-                    current.1.nanos(),
-                    org_id,
-                    workspace_id,
-                    month,
-                    loaded.0.nanos(),
-                    loaded.1.nanos()
-                ])
+                statement
+                    .query_row(
+                        params![
+                            current.0.nanos(),
+                            current.1.nanos(),
+                            org_id,
+                            workspace_id,
+                            month,
+                            loaded.0.nanos(),
+                            loaded.1.nanos()
+                        ],
+                        read_back,
+                    )
+                    .optional()
             }),
     }
     .map_err(sql_error)?;
-    if written != 1 {
-        return Err(invariant(format!(
+    match stored {
+        None => Err(invariant(format!(
             "{} changed after it was loaded in the same transaction",
             label()
-        )));
-    }
-    let stored = load_counter(connection, org_id, workspace_id, month)?;
-    if stored != Some(current) {
-        return Err(invariant(format!(
+        ))),
+        Some(stored) if stored != current => Err(invariant(format!(
             "{} reads back as {stored:?} after writing {current:?}",
             label()
-        )));
+        ))),
+        Some(_) => Ok(()),
     }
-    Ok(())
 }
 
 fn count(value: u64) -> Result<i64, StoreError> {

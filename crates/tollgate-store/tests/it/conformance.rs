@@ -14,7 +14,8 @@ use tollgate_store::{
 };
 
 use crate::fixtures::{
-    assert_healthy, at, cents, create_org, grant, new_lot, new_reservation, settlement, usage_record, usd,
+    TestOrg, assert_healthy, at, cents, create_org, grant, new_lot, new_reservation, settlement,
+    usage_record, usd,
 };
 
 /// One row of the journal, with the kinds of the accounts it moves money between.
@@ -1275,6 +1276,91 @@ pub(crate) async fn a_failing_operation_leaves_its_neighbours_whole(backend: &im
         0
     );
     assert_eq!(store.usage_records(&org.org_id).await.unwrap().len(), 20);
+    assert_healthy(store).await;
+}
+
+/// Goal: an operation that fails only after it has started writing (here a settlement
+/// whose month counter was tampered with, caught at the counter, after its journal rows and
+/// accounts) is undone alone: its reservation stays pending with nothing of it written,
+/// while the operations beside it — in the same write batch where the store groups
+/// commits — stand whole.
+pub(crate) async fn an_operation_failing_midway_is_undone_alone(backend: &impl Backend) {
+    let store = backend.store();
+    let org = Arc::new(create_org(store, "acme").await);
+    grant(store, &org, "lot_a", LotKind::Purchase, usd(10), at(0), None).await;
+    store
+        .create_workspace(&org.org_id, "wrkspc_broken", "broken", at(0))
+        .await
+        .unwrap();
+    let broken = TestOrg {
+        org_id: org.org_id.clone(),
+        workspace_id: "wrkspc_broken".into(),
+    };
+    store
+        .reserve(new_reservation(&broken, "rsv_broken", cents(10), at(1), at(100)))
+        .await
+        .unwrap();
+    // Task 20 settles the broken reservation, every other one a good reservation.
+    for task_no in (0..41).filter(|task_no| *task_no != 20) {
+        let reservation_id = format!("rsv_ok_{task_no}");
+        store
+            .reserve(new_reservation(&org, &reservation_id, cents(10), at(1), at(100)))
+            .await
+            .unwrap();
+    }
+    // The broken workspace's counter no longer holds its reservation.
+    backend
+        .tamper_with_spend_counter(
+            &org.org_id,
+            "wrkspc_broken",
+            NanoUsd::from_nanos(-cents(10).nanos()),
+        )
+        .await;
+    let mut tasks = Vec::new();
+    for task_no in 0..41_usize {
+        let store = store.clone();
+        let (owner, reservation_id) = match task_no {
+            20 => (broken.clone(), "rsv_broken".to_owned()),
+            _ => (org.as_ref().clone(), format!("rsv_ok_{task_no}")),
+        };
+        tasks.push(tokio::spawn(async move {
+            let settled = store
+                .settle(settlement(&owner, &reservation_id, cents(4), at(2)))
+                .await;
+            (reservation_id, settled.is_ok())
+        }));
+    }
+    for task in tasks {
+        let (reservation_id, settled) = task.await.unwrap();
+        assert_eq!(settled, reservation_id != "rsv_broken", "{reservation_id}");
+    }
+    let balance = store.balance(&org.org_id, at(3)).await.unwrap();
+    assert_eq!(
+        balance.spent,
+        cents(4 * 40),
+        "the 40 good settlements, nothing else"
+    );
+    assert_eq!(balance.held, cents(10), "the broken reservation is still held");
+    assert_eq!(
+        store.pending_reservation_count(Some(&org.org_id)).await.unwrap(),
+        1
+    );
+    assert_eq!(store.usage_records(&org.org_id).await.unwrap().len(), 40);
+    let journal = backend.journal(&org.org_id).await;
+    assert!(
+        journal
+            .iter()
+            .all(|row| row.reservation_id.as_deref() != Some("rsv_broken")),
+        "no journal row of the failed settlement"
+    );
+    // Repaired, it settles like any other, and the ledger is whole.
+    backend
+        .tamper_with_spend_counter(&org.org_id, "wrkspc_broken", cents(10))
+        .await;
+    store
+        .settle(settlement(&broken, "rsv_broken", cents(4), at(2)))
+        .await
+        .unwrap();
     assert_healthy(store).await;
 }
 

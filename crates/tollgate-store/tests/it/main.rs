@@ -108,6 +108,7 @@ macro_rules! the_conformance_suite {
             concurrent_reservations_never_overspend,
             racing_ends_of_one_reservation_resolve_once,
             a_failing_operation_leaves_its_neighbours_whole,
+            an_operation_failing_midway_is_undone_alone,
             concurrent_settlements_across_lots_are_exact,
         );
 
