@@ -19,6 +19,7 @@
 //! (grants, purchases, maintenance) use the async pool's connection; SQLite's write lock and
 //! busy timeout order the two.
 
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -55,10 +56,10 @@ enum Outcome {
 }
 
 impl Job {
-    fn run(&self, connection: &Connection) -> Outcome {
+    fn run(&self, connection: &Connection, rows: &mut BatchRows) -> Outcome {
         match self {
-            Job::Reserve(reservation, _) => Outcome::Reserve(reserve_in(connection, reservation)),
-            Job::Settle(settlement, _) => Outcome::Settle(settle_in(connection, settlement)),
+            Job::Reserve(reservation, _) => Outcome::Reserve(reserve_in(connection, rows, reservation)),
+            Job::Settle(settlement, _) => Outcome::Settle(settle_in(connection, rows, settlement)),
         }
     }
 
@@ -235,12 +236,17 @@ fn run_batch(connection: &Connection, jobs: &[Job], undo: Undo) -> Result<Vec<Ou
 fn run_jobs(connection: &Connection, jobs: &[Job], undo: Undo) -> Result<Vec<Outcome>, BatchFailure> {
     let failed = |error: rusqlite::Error| BatchFailure::Failed(sql_error(error));
     let mut outcomes = Vec::with_capacity(jobs.len());
+    let mut rows = BatchRows::default();
     for job in jobs {
         if undo == Undo::PerOperation {
             connection.execute_batch("SAVEPOINT batched_op").map_err(failed)?;
         }
         let changes_before = connection.total_changes();
-        let outcome = job.run(connection);
+        let outcome = job.run(connection, &mut rows);
+        if !outcome.succeeded() {
+            // Whatever it wrote is undone below; so is what it left in the cached rows.
+            rows = BatchRows::default();
+        }
         if connection.is_autocommit() {
             // SQLite ended the transaction itself (an I/O error, a full disk).
             return Err(BatchFailure::Failed(StoreError::Database(
@@ -290,6 +296,102 @@ fn account_from(row: &Row<'_>, first: usize) -> rusqlite::Result<Result<Account,
         credits_pending: NanoUsd::from_nanos(row.get(first + 4)?),
         credits_posted: NanoUsd::from_nanos(row.get(first + 5)?),
     }))
+}
+
+/// Rows one batch has read, as its transaction last wrote them, so that the operations of
+/// a batch load an organization's lots, accounts and month counters once instead of each.
+/// Valid only inside the one transaction, which holds SQLite's write lock (no other
+/// connection can change a row meanwhile), and dropped after any operation fails, since
+/// that operation's writes are undone. Every write stays a compare-and-set against these
+/// values, so a stale row would fail the operation, never pass silently.
+#[derive(Default)]
+struct BatchRows {
+    accounts: HashMap<AccountId, Account>,
+    spend_accounts: HashMap<String, AccountId>,
+    lots: HashMap<String, Vec<Lot>>,
+    /// Counters by (organization, workspace, month); `None`: known not to exist.
+    counters: HashMap<(String, String, i64), Option<(NanoUsd, NanoUsd)>>,
+    /// (organization, month) whose counters are all in `counters`.
+    months: HashSet<(String, i64)>,
+}
+
+impl BatchRows {
+    fn spend_account(&mut self, connection: &Connection, org_id: &str) -> Result<Account, StoreError> {
+        if let Some(account) = self
+            .spend_accounts
+            .get(org_id)
+            .and_then(|id| self.accounts.get(id))
+        {
+            return Ok(*account);
+        }
+        let account = load_system_account(connection, org_id, AccountKind::Spend)?;
+        self.spend_accounts.insert(org_id.to_owned(), account.id);
+        self.accounts.insert(account.id, account);
+        Ok(account)
+    }
+
+    /// The organization's lots in drawdown order, with their accounts as last written.
+    fn lots(&mut self, connection: &Connection, org_id: &str) -> Result<Vec<Lot>, StoreError> {
+        if !self.lots.contains_key(org_id) {
+            let lots = load_lots(connection, org_id)?;
+            for lot in &lots {
+                self.accounts.insert(lot.account.id, lot.account);
+            }
+            self.lots.insert(org_id.to_owned(), lots);
+        }
+        let lots = self.lots.get(org_id).map(Vec::as_slice).unwrap_or_default();
+        Ok(lots
+            .iter()
+            .map(|lot| Lot {
+                account: self.accounts.get(&lot.account.id).copied().unwrap_or(lot.account),
+                ..lot.clone()
+            })
+            .collect())
+    }
+
+    fn month_spend(
+        &mut self,
+        connection: &Connection,
+        org_id: &str,
+        workspace_id: &str,
+        month: i64,
+    ) -> Result<MonthSpend, StoreError> {
+        if !self.months.contains(&(org_id.to_owned(), month)) {
+            for (row_workspace, counter) in load_month_counters(connection, org_id, month)? {
+                self.counters.insert(
+                    (org_id.to_owned(), row_workspace, month),
+                    Some((counter.settled, counter.held)),
+                );
+            }
+            self.months.insert((org_id.to_owned(), month));
+        }
+        let counters = self
+            .counters
+            .iter()
+            .filter(|((row_org, _, row_month), _)| row_org == org_id && *row_month == month)
+            .filter_map(|((_, row_workspace, _), counter)| {
+                counter.map(|(settled, held)| (row_workspace.clone(), SpendCounter { settled, held }))
+            });
+        month_spend_of(org_id, workspace_id, month, counters)
+    }
+
+    fn counter(
+        &mut self,
+        connection: &Connection,
+        (org_id, workspace_id, month): (&str, &str, i64),
+    ) -> Result<Option<(NanoUsd, NanoUsd)>, StoreError> {
+        let key = (org_id.to_owned(), workspace_id.to_owned(), month);
+        if let Some(counter) = self.counters.get(&key) {
+            return Ok(*counter);
+        }
+        let counter = if self.months.contains(&(org_id.to_owned(), month)) {
+            None
+        } else {
+            load_counter(connection, org_id, workspace_id, month)?
+        };
+        self.counters.insert(key, counter);
+        Ok(counter)
+    }
 }
 
 fn load_system_account(
@@ -353,7 +455,11 @@ fn load_lots(connection: &Connection, org_id: &str) -> Result<Vec<Lot>, StoreErr
 }
 
 /// Writes every changed account compare-and-set, reading each back in the same statement.
-fn write_accounts(connection: &Connection, accounts: &AccountSet) -> Result<(), StoreError> {
+fn write_accounts(
+    connection: &Connection,
+    rows: &mut BatchRows,
+    accounts: &AccountSet,
+) -> Result<(), StoreError> {
     for (loaded, current) in accounts.changed()? {
         let stored = connection
             .prepare_cached(
@@ -389,17 +495,17 @@ fn write_accounts(connection: &Connection, accounts: &AccountSet) -> Result<(), 
             )));
         };
         check_read_back(&stored?, &current)?;
+        rows.accounts.insert(current.id, current);
     }
     Ok(())
 }
 
-/// The spend so far in `month` of the organization, and of `workspace_id` within it.
-fn load_month_spend(
+/// Every workspace's counter of the organization for `month`.
+fn load_month_counters(
     connection: &Connection,
     org_id: &str,
-    workspace_id: &str,
     month: i64,
-) -> Result<MonthSpend, StoreError> {
+) -> Result<Vec<(String, SpendCounter)>, StoreError> {
     let mut statement = connection
         .prepare_cached("SELECT workspace_id, settled_nanos, held_nanos FROM spend_counters WHERE org_id = ?1 AND month = ?2")
         .map_err(sql_error)?;
@@ -412,19 +518,17 @@ fn load_month_spend(
             ))
         })
         .map_err(sql_error)?;
-    let counters = rows
-        .map(|row| {
-            row.map(|(row_workspace, settled, held)| {
-                let counter = SpendCounter {
-                    settled: NanoUsd::from_nanos(settled),
-                    held: NanoUsd::from_nanos(held),
-                };
-                (row_workspace, counter)
-            })
+    rows.map(|row| {
+        row.map(|(row_workspace, settled, held)| {
+            let counter = SpendCounter {
+                settled: NanoUsd::from_nanos(settled),
+                held: NanoUsd::from_nanos(held),
+            };
+            (row_workspace, counter)
         })
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(sql_error)?;
-    month_spend_of(org_id, workspace_id, month, counters)
+    })
+    .collect::<Result<Vec<_>, _>>()
+    .map_err(sql_error)
 }
 
 /// One workspace's counter for a month: (settled, held), if it exists.
@@ -453,6 +557,7 @@ fn load_counter(
 /// back in the same statement.
 fn write_counter(
     connection: &Connection,
+    rows: &mut BatchRows,
     (org_id, workspace_id, month): (&str, &str, i64),
     loaded: Option<(NanoUsd, NanoUsd)>,
     current: (NanoUsd, NanoUsd),
@@ -511,7 +616,11 @@ fn write_counter(
             "{} reads back as {stored:?} after writing {current:?}",
             label()
         ))),
-        Some(_) => Ok(()),
+        Some(_) => {
+            rows.counters
+                .insert((org_id.to_owned(), workspace_id.to_owned(), month), Some(current));
+            Ok(())
+        }
     }
 }
 
@@ -564,6 +673,7 @@ fn insert_usage_record(
 /// accounts and the month's held counter. A rejection returns before anything is written.
 fn reserve_in(
     connection: &Connection,
+    rows: &mut BatchRows,
     reservation: &NewReservation,
 ) -> Result<Reservation, TxError<ReserveRejection>> {
     let org_id = reservation.org_id.as_str();
@@ -571,7 +681,7 @@ fn reserve_in(
     let month = month_key(reservation.created_at);
     // Spend limits first: a request over its limit is refused as such even when the credit
     // is short too, since raising the limit is not buying credit.
-    let month_spend = load_month_spend(connection, org_id, workspace_id, month)?;
+    let month_spend = rows.month_spend(connection, org_id, workspace_id, month)?;
     if let Err(reached) = spend::check_spend(
         &reservation.spend_limits,
         &month_spend,
@@ -580,10 +690,10 @@ fn reserve_in(
     ) {
         return Err(TxError::Rejected(reached.into()));
     }
-    let lots = load_lots(connection, org_id)?;
+    let lots = rows.lots(connection, org_id)?;
     let lines = ledger::plan_reservation(&lots, reservation.amount, reservation.created_at)
         .map_err(|refusal| TxError::Rejected(refusal.into()))?;
-    let spend_account = load_system_account(connection, org_id, AccountKind::Spend)?;
+    let spend_account = rows.spend_account(connection, org_id)?;
     connection
         .prepare_cached(
             "INSERT INTO reservations
@@ -629,13 +739,19 @@ fn reserve_in(
             ledger::reserve(debit, credit, line.amount)
         })?;
     }
-    write_accounts(connection, &accounts)?;
-    let loaded = load_counter(connection, org_id, workspace_id, month)?;
+    write_accounts(connection, rows, &accounts)?;
+    let loaded = rows.counter(connection, (org_id, workspace_id, month))?;
     let (settled, held) = loaded.unwrap_or_default();
     let held = held
         .checked_add(reservation.amount)
         .ok_or_else(|| invariant(format!("the held spend of workspace {workspace_id} overflows")))?;
-    write_counter(connection, (org_id, workspace_id, month), loaded, (settled, held))?;
+    write_counter(
+        connection,
+        rows,
+        (org_id, workspace_id, month),
+        loaded,
+        (settled, held),
+    )?;
     Ok(Reservation {
         id: reservation.reservation_id.clone(),
         org_id: reservation.org_id.clone(),
@@ -647,7 +763,11 @@ fn reserve_in(
 /// Ends one reservation exactly once: guarded by its state, the cost posted lot by lot in
 /// line order (one journal row per lot), the rest released, the month's counter moved and
 /// the usage record written. Already ended: nothing is written.
-fn settle_in(connection: &Connection, settlement: &Settlement) -> Result<SettleOutcome, StoreError> {
+fn settle_in(
+    connection: &Connection,
+    rows: &mut BatchRows,
+    settlement: &Settlement,
+) -> Result<SettleOutcome, StoreError> {
     let reservation_id = settlement.reservation_id.as_str();
     check_settlement(settlement)?;
     let row = connection
@@ -689,7 +809,7 @@ fn settle_in(connection: &Connection, settlement: &Settlement) -> Result<SettleO
              WHERE l.reservation_id = ?1 ORDER BY l.line_no",
         )
         .map_err(sql_error)?;
-    let rows = statement
+    let line_rows = statement
         .query_map(params![reservation_id], |row| {
             Ok((
                 row.get::<_, String>(0)?,
@@ -698,11 +818,11 @@ fn settle_in(connection: &Connection, settlement: &Settlement) -> Result<SettleO
             ))
         })
         .map_err(sql_error)?;
-    let spend_account = load_system_account(connection, &org_id, AccountKind::Spend)?;
+    let spend_account = rows.spend_account(connection, &org_id)?;
     let mut accounts = AccountSet::default();
     accounts.insert(spend_account);
     let mut lines = Vec::new();
-    for row in rows {
+    for row in line_rows {
         let (lot_id, line_amount, account) = row.map_err(sql_error)?;
         let account = account?;
         accounts.insert(account);
@@ -752,12 +872,12 @@ fn settle_in(connection: &Connection, settlement: &Settlement) -> Result<SettleO
                 .map_err(sql_error)?;
         }
     }
-    write_accounts(connection, &accounts)?;
+    write_accounts(connection, rows, &accounts)?;
     // The month the reservation was made in, not the month it ends in: a request admitted
     // against January's limit is January's spend even if it settles after midnight on
     // February 1st, so each month's counter only ever holds what its own limit admitted.
     let month = month_key(created_at);
-    let Some(loaded) = load_counter(connection, &org_id, &workspace_id, month)? else {
+    let Some(loaded) = rows.counter(connection, (&org_id, &workspace_id, month))? else {
         return Err(invariant(format!(
             "pending reservation {reservation_id} has no spend counter for month {month}"
         )));
@@ -772,6 +892,7 @@ fn settle_in(connection: &Connection, settlement: &Settlement) -> Result<SettleO
         .ok_or_else(|| invariant(format!("the settled spend of workspace {workspace_id} overflows")))?;
     write_counter(
         connection,
+        rows,
         (&org_id, &workspace_id, month),
         Some(loaded),
         (settled, held),
