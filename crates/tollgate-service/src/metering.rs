@@ -4,7 +4,13 @@
 //! Either all of it is admitted or none: a refused reservation gives the rate-limit tokens
 //! back. After the call: exactly one settlement for what the upstream reports it used, and
 //! the token buckets corrected from the admission estimates to the actual counts.
+//!
+//! Cancellation: admission and the reservation run in a task of their own, and an
+//! [`OpenReservation`] dropped without [`Tollgate::finish`] ends itself, at no charge. A
+//! client that leaves while its hold is being written (its handler is dropped there) thus
+//! leaves no hold behind, and no rate-limit tokens beyond its one request.
 
+use tokio::sync::oneshot;
 use tollgate_core::Timestamp;
 use tollgate_core::catalog::Model;
 use tollgate_core::ids::IdKind;
@@ -56,8 +62,10 @@ impl RateLimitView {
     }
 }
 
-/// A request admitted and holding a reservation. Must be passed to [`Tollgate::finish`]
-/// exactly once; if the process dies first, the reaper voids it after the reservation TTL.
+/// A request admitted and holding a reservation. Passed to [`Tollgate::finish`] exactly
+/// once; dropped without it, it is ended as a request its client left before any upstream
+/// call (no charge). If the process dies first, the reaper voids it after the reservation
+/// TTL.
 #[derive(Debug)]
 pub struct OpenReservation {
     pub reservation_id: String,
@@ -70,6 +78,62 @@ pub struct OpenReservation {
     pub started_at: Timestamp,
     pub rate_limits: RateLimitView,
     admitted: Vec<Demand>,
+    /// Who ends the reservation if it is dropped unfinished; `None` once it is being ended.
+    owner: Owner,
+}
+
+/// The façade an unfinished reservation goes back to when it is dropped.
+struct Owner(Option<Tollgate>);
+
+impl std::fmt::Debug for Owner {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(if self.0.is_some() {
+            "Owner(armed)"
+        } else {
+            "Owner(disarmed)"
+        })
+    }
+}
+
+impl Drop for OpenReservation {
+    fn drop(&mut self) {
+        let Some(tollgate) = self.owner.0.take() else {
+            return;
+        };
+        let open = OpenReservation {
+            reservation_id: std::mem::take(&mut self.reservation_id),
+            request_id: std::mem::take(&mut self.request_id),
+            caller: self.caller.clone(),
+            model: std::mem::take(&mut self.model),
+            prices: self.prices,
+            amount: self.amount,
+            started_at: self.started_at,
+            rate_limits: self.rate_limits,
+            admitted: std::mem::take(&mut self.admitted),
+            owner: Owner(None),
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(
+                reservation_id = open.reservation_id,
+                "a reservation was dropped outside the runtime; the reaper will void it"
+            );
+            return;
+        };
+        tracing::debug!(
+            reservation_id = open.reservation_id,
+            "a reservation was dropped unfinished; ending it at no charge"
+        );
+        runtime.spawn(async move {
+            let abandoned = Finish {
+                usage: TokenUsage::default(),
+                status: UsageStatus::ClientDisconnected,
+                error_type: None,
+            };
+            if let Err(error) = tollgate.finish(open, abandoned).await {
+                tracing::error!(%error, "could not end an abandoned reservation");
+            }
+        });
+    }
 }
 
 /// How the request ended.
@@ -165,45 +229,69 @@ impl Tollgate {
                 }
             }
         }
+        let reservation = NewReservation {
+            reservation_id: random::ordered_id(IdKind::Reservation, started_at),
+            org_id: caller.org_id.clone(),
+            workspace_id: caller.workspace_id.clone(),
+            api_key_id: Some(caller.key_id.clone()),
+            request_id: plan.request_id.to_owned(),
+            model: plan.model.id.clone(),
+            amount: plan.cost_bound,
+            created_at: started_at,
+            deadline: started_at + self.settings().reservation_ttl,
+            spend_limits: SpendLimits {
+                tier: organization.tier_cap(),
+                organization: organization.billing.spend_limit,
+                workspace: workspace.spend_limit,
+            },
+        };
+        // From here on the buckets and the ledger change: the work runs in its own task,
+        // which a dropped caller cannot cut short. Its reservation, left unreceived, is
+        // dropped there and so ended.
+        let (answer, answered) = oneshot::channel();
+        let tollgate = self.clone();
+        let caller = caller.clone();
+        let prices = plan.model.prices;
+        tokio::spawn(async move {
+            let admitted = tollgate
+                .admit_and_reserve(caller, demands, reservation, prices)
+                .await;
+            let _ = answer.send(admitted);
+        });
+        answered
+            .await
+            .map_err(|_| ServiceError::Unavailable("the admission task ended without an answer".to_owned()))?
+    }
+
+    async fn admit_and_reserve(
+        &self,
+        caller: ApiCaller,
+        demands: Vec<Demand>,
+        reservation: NewReservation,
+        prices: ModelPrices,
+    ) -> Result<OpenReservation, ServiceError> {
+        let started_at = reservation.created_at;
         let admitted = self
             .inner
             .limiter
             .admit(&demands, started_at)
             .await
             .map_err(|error| ServiceError::Unavailable(error.to_string()))?
-            .map_err(|refusal| self.rate_limited(caller, &plan.model.id, refusal))?;
+            .map_err(|refusal| self.rate_limited(&caller, &reservation.model, refusal))?;
         let view = binding_view(&demands, &admitted.snapshots);
-        let reservation_id = random::ordered_id(IdKind::Reservation, started_at);
-        let reserved = self
-            .store()
-            .reserve(NewReservation {
-                reservation_id: reservation_id.clone(),
-                org_id: caller.org_id.clone(),
-                workspace_id: caller.workspace_id.clone(),
-                api_key_id: Some(caller.key_id.clone()),
-                request_id: plan.request_id.to_owned(),
-                model: plan.model.id.clone(),
-                amount: plan.cost_bound,
-                created_at: started_at,
-                deadline: started_at + self.settings().reservation_ttl,
-                spend_limits: SpendLimits {
-                    tier: organization.tier_cap(),
-                    organization: organization.billing.spend_limit,
-                    workspace: workspace.spend_limit,
-                },
-            })
-            .await;
+        let reserved = self.store().reserve(reservation.clone()).await;
         match reserved {
             Ok(_) => Ok(OpenReservation {
-                reservation_id,
-                request_id: plan.request_id.to_owned(),
-                caller: caller.clone(),
-                model: plan.model.id.clone(),
-                prices: plan.model.prices,
-                amount: plan.cost_bound,
+                reservation_id: reservation.reservation_id,
+                request_id: reservation.request_id,
+                caller,
+                model: reservation.model,
+                prices,
+                amount: reservation.amount,
                 started_at,
                 rate_limits: view,
                 admitted: demands,
+                owner: Owner(Some(self.clone())),
             }),
             Err(error) => {
                 // All or nothing: the buckets get back what this request took.
@@ -213,7 +301,7 @@ impl Tollgate {
                 }
                 match error {
                     tollgate_store::TxError::Rejected(rejection) => {
-                        self.record_refusal(caller, plan, started_at, &rejection).await;
+                        self.record_refusal(&reservation, &rejection).await;
                         Err(match rejection {
                             ReserveRejection::InsufficientCredit(refusal) => {
                                 ServiceError::InsufficientCredit(refusal)
@@ -300,19 +388,14 @@ impl Tollgate {
         }
     }
 
-    async fn record_refusal(
-        &self,
-        caller: &ApiCaller,
-        plan: RequestPlan<'_>,
-        started_at: Timestamp,
-        rejection: &ReserveRejection,
-    ) {
+    async fn record_refusal(&self, reservation: &NewReservation, rejection: &ReserveRejection) {
+        let started_at = reservation.created_at;
         let record = UsageRecord {
-            request_id: plan.request_id.to_owned(),
-            org_id: caller.org_id.clone(),
-            workspace_id: caller.workspace_id.clone(),
-            api_key_id: Some(caller.key_id.clone()),
-            model: plan.model.id.clone(),
+            request_id: reservation.request_id.clone(),
+            org_id: reservation.org_id.clone(),
+            workspace_id: reservation.workspace_id.clone(),
+            api_key_id: reservation.api_key_id.clone(),
+            model: reservation.model.clone(),
             usage: TokenUsage::default(),
             cost: NanoUsd::ZERO,
             status: UsageStatus::Refused,
@@ -328,7 +411,7 @@ impl Tollgate {
             ended_at: started_at,
         };
         if let Err(error) = self.store().insert_usage_record(record).await {
-            tracing::warn!(%error, request_id = plan.request_id, "could not record a refused request");
+            tracing::warn!(%error, request_id = reservation.request_id, "could not record a refused request");
         }
     }
 
@@ -336,7 +419,13 @@ impl Tollgate {
     /// delivered (succeeded, or the client left mid-way), otherwise voids it. Retries a
     /// failed write a few times; ending twice is a no-op in the store. Then corrects the
     /// token buckets and, when the balance fell below the threshold, starts an auto-reload.
-    pub async fn finish(&self, open: OpenReservation, finish: Finish) -> Result<SettleOutcome, ServiceError> {
+    pub async fn finish(
+        &self,
+        mut open: OpenReservation,
+        finish: Finish,
+    ) -> Result<SettleOutcome, ServiceError> {
+        // Ended here, or by the reaper if this is cut short: never by its own drop.
+        open.owner.0 = None;
         let charged = matches!(
             finish.status,
             UsageStatus::Succeeded | UsageStatus::ClientDisconnected

@@ -1,14 +1,16 @@
 //! Prepaid credit: requests the balance can't cover are refused before the upstream is
 //! called; under concurrency the total charged never exceeds the credit; reservations of
-//! requests that never end are voided by the reaper.
+//! requests that never end are voided by the reaper, and those whose client left while
+//! they were being written end at once.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use serde_json::{Value, json};
 use tollgate_core::ledger::LotKind;
 use tollgate_core::money::NanoUsd;
-use tollgate_service::{Grant, RequestPlan};
+use tollgate_service::{Finish, Grant, RequestPlan, UsageStatus};
 use tollgate_testkit::{Behavior, Reply};
 
 use crate::helpers::{Options, message_body, spawn_app_with};
@@ -144,7 +146,7 @@ async fn the_reaper_voids_reservations_of_requests_that_never_ended() {
         .expect("authenticated");
     let catalog = app.config.catalog().expect("catalogue");
     let model = catalog.model("claude-sonnet-4-6").expect("model");
-    // A request that reserved and then "died" with its process: the open reservation is dropped.
+    // A request that reserved and then "died" with its process: nothing ran to end it.
     let open = app
         .tollgate
         .begin(
@@ -159,7 +161,7 @@ async fn the_reaper_voids_reservations_of_requests_that_never_ended() {
         )
         .await
         .expect("reserved");
-    drop(open);
+    std::mem::forget(open);
     assert_eq!(app.balance().await.1, 1_000_000_000, "held while in flight");
     let clock = app.clock.as_ref().expect("manual clock");
     clock.advance(chrono::Duration::minutes(14));
@@ -195,5 +197,79 @@ async fn the_reaper_voids_reservations_of_requests_that_never_ended() {
         0,
         "voided once"
     );
+    app.assert_ledger_clean().await;
+}
+
+#[tokio::test]
+async fn a_request_dropped_while_its_hold_is_written_leaves_no_hold() {
+    let app = spawn_app_with(Options::default()).await;
+    let caller = app
+        .tollgate
+        .authenticate_api_key(Some(&app.api_key))
+        .await
+        .expect("authenticated");
+    let catalog = app.config.catalog().expect("catalogue");
+    let model = catalog.model("claude-sonnet-4-6").expect("model");
+    let plan = |request_id| RequestPlan {
+        request_id,
+        model,
+        // $0.10: all 22 fit in the $5 starter grant at once.
+        cost_bound: NanoUsd::from_nanos(100_000_000),
+        input_tokens_estimate: 10,
+        max_tokens: 10,
+    };
+    // A first request fills the limit caches, so that the next ones reach their holds at
+    // their first poll.
+    let first = app
+        .tollgate
+        .begin(&caller, plan("req_first"))
+        .await
+        .expect("reserved");
+    app.tollgate
+        .finish(
+            first,
+            Finish {
+                usage: Default::default(),
+                status: UsageStatus::Failed,
+                error_type: None,
+            },
+        )
+        .await
+        .expect("ended");
+    // Handlers dropped while their holds are being written, as when their clients
+    // disconnect: polled once, then dropped.
+    let dropped: Vec<String> = (0..20).map(|n| format!("req_dropped_{n}")).collect();
+    for request_id in &dropped {
+        let begin = app.tollgate.begin(&caller, plan(request_id));
+        assert!(begin.now_or_never().is_none(), "the hold is still being written");
+    }
+    // And a reservation dropped by its owner without being finished.
+    drop(
+        app.tollgate
+            .begin(&caller, plan("req_forgotten"))
+            .await
+            .expect("reserved"),
+    );
+    app.wait_for_settlement().await;
+    assert_eq!(
+        app.balance().await,
+        (5_000_000_000, 0, 0),
+        "every hold released, nothing charged"
+    );
+    let records = app
+        .tollgate
+        .store()
+        .usage_records(&app.org_id)
+        .await
+        .expect("records");
+    let ended: Vec<_> = records
+        .iter()
+        .filter(|record| record.request_id != "req_first")
+        .collect();
+    assert_eq!(ended.len(), dropped.len() + 1, "one record per request");
+    for record in ended {
+        assert_eq!(record.status.as_str(), "client_disconnected");
+        assert_eq!(record.cost, NanoUsd::ZERO);
+    }
     app.assert_ledger_clean().await;
 }
