@@ -41,53 +41,51 @@ const MAX_BATCH: usize = 256;
 /// Operations waiting for the writer before callers wait to enqueue (backpressure).
 const QUEUE_CAPACITY: usize = 4_096;
 
-type ReserveReply = oneshot::Sender<Result<Reservation, TxError<ReserveRejection>>>;
-type SettleReply = oneshot::Sender<Result<SettleOutcome, StoreError>>;
+type ReserveResult = Result<Reservation, TxError<ReserveRejection>>;
+type SettleResult = Result<SettleOutcome, StoreError>;
 
+/// A queued operation, its caller's reply, and its result once run: held until the batch's
+/// commit decides whether it stands.
 enum Job {
-    Reserve(NewReservation, ReserveReply),
-    Settle(Settlement, SettleReply),
-}
-
-/// A job's result, held until the batch's commit decides whether it stands.
-enum Outcome {
-    Reserve(Result<Reservation, TxError<ReserveRejection>>),
-    Settle(Result<SettleOutcome, StoreError>),
+    Reserve {
+        reservation: NewReservation,
+        reply: oneshot::Sender<ReserveResult>,
+        result: Option<ReserveResult>,
+    },
+    Settle {
+        settlement: Settlement,
+        reply: oneshot::Sender<SettleResult>,
+        result: Option<SettleResult>,
+    },
 }
 
 impl Job {
-    fn run(&self, connection: &Connection, rows: &mut BatchRows) -> Outcome {
+    /// Runs the operation (again, if the batch is rerun) and keeps its result; says whether
+    /// it succeeded.
+    fn run(&mut self, connection: &Connection, rows: &mut BatchRows) -> bool {
         match self {
-            Job::Reserve(reservation, _) => Outcome::Reserve(reserve_in(connection, rows, reservation)),
-            Job::Settle(settlement, _) => Outcome::Settle(settle_in(connection, rows, settlement)),
+            Job::Reserve {
+                reservation, result, ..
+            } => result.insert(reserve_in(connection, rows, reservation)).is_ok(),
+            Job::Settle {
+                settlement, result, ..
+            } => result.insert(settle_in(connection, rows, settlement)).is_ok(),
         }
     }
 
-    /// Answers the caller: with the outcome if the batch committed, else with the batch's
+    /// Answers the caller: with its result if the batch committed, else with the batch's
     /// error. A caller that went away loses nothing either way.
-    fn deliver(self, outcome: Result<Outcome, &StoreError>) {
-        match (self, outcome) {
-            (Job::Reserve(_, reply), Ok(Outcome::Reserve(result))) => drop(reply.send(result)),
-            (Job::Settle(_, reply), Ok(Outcome::Settle(result))) => drop(reply.send(result)),
-            (Job::Reserve(_, reply), Ok(Outcome::Settle(_))) => {
-                drop(reply.send(Err(
-                    invariant("a reservation got a settlement's outcome".into()).into(),
-                )));
-            }
-            (Job::Settle(_, reply), Ok(Outcome::Reserve(_))) => {
-                drop(reply.send(Err(invariant("a settlement got a reservation's outcome".into()))));
-            }
-            (Job::Reserve(_, reply), Err(error)) => drop(reply.send(Err(error.clone().into()))),
-            (Job::Settle(_, reply), Err(error)) => drop(reply.send(Err(error.clone()))),
-        }
-    }
-}
-
-impl Outcome {
-    fn succeeded(&self) -> bool {
+    fn deliver(self, committed: Result<(), &StoreError>) {
+        let never_ran = || invariant("a committed batch held an operation that never ran".into());
         match self {
-            Outcome::Reserve(result) => result.is_ok(),
-            Outcome::Settle(result) => result.is_ok(),
+            Job::Reserve { reply, result, .. } => drop(reply.send(match committed {
+                Ok(()) => result.unwrap_or_else(|| Err(never_ran().into())),
+                Err(error) => Err(error.clone().into()),
+            })),
+            Job::Settle { reply, result, .. } => drop(reply.send(match committed {
+                Ok(()) => result.unwrap_or_else(|| Err(never_ran())),
+                Err(error) => Err(error.clone()),
+            })),
         }
     }
 }
@@ -134,13 +132,23 @@ impl HotWriter {
         reservation: NewReservation,
     ) -> Result<Reservation, TxError<ReserveRejection>> {
         let (reply, answer) = oneshot::channel();
-        self.submit(Job::Reserve(reservation, reply)).await?;
+        self.submit(Job::Reserve {
+            reservation,
+            reply,
+            result: None,
+        })
+        .await?;
         answer.await.unwrap_or_else(|_| Err(stopped().into()))
     }
 
     pub(crate) async fn settle(&self, settlement: Settlement) -> Result<SettleOutcome, StoreError> {
         let (reply, answer) = oneshot::channel();
-        self.submit(Job::Settle(settlement, reply)).await?;
+        self.submit(Job::Settle {
+            settlement,
+            reply,
+            result: None,
+        })
+        .await?;
         answer.await.unwrap_or_else(|_| Err(stopped()))
     }
 
@@ -176,53 +184,45 @@ fn write_batches(connection: Connection, mut receiver: mpsc::Receiver<Job>) {
 /// refusal, a bug caught by a check) needs no undo. Only when one fails after writing is the
 /// transaction rolled back and the batch run again with each operation in its own savepoint,
 /// so that failure is undone alone.
-fn commit_batch(connection: &Connection, jobs: Vec<Job>) {
-    let result = match run_batch(connection, &jobs, Undo::WholeBatch) {
-        Err(BatchFailure::NeedsSavepoints) => run_batch(connection, &jobs, Undo::PerOperation),
-        result => result,
-    };
-    match result {
-        Ok(outcomes) => jobs
-            .into_iter()
-            .zip(outcomes)
-            .for_each(|(job, outcome)| job.deliver(Ok(outcome))),
-        Err(failure) => {
-            let error = match failure {
-                BatchFailure::Failed(error) => error,
-                BatchFailure::NeedsSavepoints => {
-                    invariant("a batch with savepoints asked for savepoints".into())
-                }
-            };
-            tracing::error!(%error, operations = jobs.len(), "a write batch failed and was rolled back");
-            jobs.into_iter().for_each(|job| job.deliver(Err(&error)));
+fn commit_batch(connection: &Connection, mut jobs: Vec<Job>) {
+    let committed = match in_transaction(connection, || run_plain(connection, &mut jobs)) {
+        Ok(()) => Ok(()),
+        Err(NeedsSavepoints::Yes) => {
+            in_transaction(connection, || run_with_savepoints(connection, &mut jobs))
         }
+        Err(NeedsSavepoints::No(error)) => Err(error),
+    };
+    if let Err(error) = &committed {
+        tracing::error!(%error, operations = jobs.len(), "a write batch failed and was rolled back");
+    }
+    let committed = committed.as_ref().map(|_| ());
+    jobs.into_iter().for_each(|job| job.deliver(committed));
+}
+
+/// How a batch run without savepoints failed; either way nothing of it was written.
+enum NeedsSavepoints {
+    /// An operation failed after writing: run the batch again with savepoints.
+    Yes,
+    /// Every caller gets this error.
+    No(StoreError),
+}
+
+impl From<StoreError> for NeedsSavepoints {
+    fn from(error: StoreError) -> NeedsSavepoints {
+        NeedsSavepoints::No(error)
     }
 }
 
-/// How a batch undoes an operation that fails after it has written.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Undo {
-    /// Roll back the whole transaction (and run the batch again with savepoints).
-    WholeBatch,
-    /// Roll back to the operation's own savepoint.
-    PerOperation,
-}
-
-enum BatchFailure {
-    /// Nothing of the batch was written; every caller gets this error.
-    Failed(StoreError),
-    /// Nothing of the batch was written; run it again with savepoints.
-    NeedsSavepoints,
-}
-
-/// One transaction over every job, committed; rolled back entirely on any failure.
-fn run_batch(connection: &Connection, jobs: &[Job], undo: Undo) -> Result<Vec<Outcome>, BatchFailure> {
-    begin_immediate(connection).map_err(BatchFailure::Failed)?;
-    let result = run_jobs(connection, jobs, undo).and_then(|outcomes| {
+/// One transaction around `run`: committed if it succeeds, rolled back entirely if not.
+fn in_transaction<E: From<StoreError>>(
+    connection: &Connection,
+    run: impl FnOnce() -> Result<(), E>,
+) -> Result<(), E> {
+    begin_immediate(connection)?;
+    let result = run().and_then(|()| {
         connection
             .execute_batch("COMMIT")
-            .map(|()| outcomes)
-            .map_err(|error| BatchFailure::Failed(sql_error(error)))
+            .map_err(|error| E::from(sql_error(error)))
     });
     if result.is_err()
         && !connection.is_autocommit()
@@ -233,38 +233,57 @@ fn run_batch(connection: &Connection, jobs: &[Job], undo: Undo) -> Result<Vec<Ou
     result
 }
 
-fn run_jobs(connection: &Connection, jobs: &[Job], undo: Undo) -> Result<Vec<Outcome>, BatchFailure> {
-    let failed = |error: rusqlite::Error| BatchFailure::Failed(sql_error(error));
-    let mut outcomes = Vec::with_capacity(jobs.len());
+/// Runs each operation in turn with no savepoint. One that fails before writing needs no
+/// undo; one that fails after writing asks for the batch to be run again with savepoints.
+fn run_plain(connection: &Connection, jobs: &mut [Job]) -> Result<(), NeedsSavepoints> {
     let mut rows = BatchRows::default();
     for job in jobs {
-        if undo == Undo::PerOperation {
-            connection.execute_batch("SAVEPOINT batched_op").map_err(failed)?;
-        }
         let changes_before = connection.total_changes();
-        let outcome = job.run(connection, &mut rows);
-        if !outcome.succeeded() {
-            // Whatever it wrote is undone below; so is what it left in the cached rows.
+        let succeeded = job.run(connection, &mut rows);
+        still_in_transaction(connection)?;
+        if !succeeded {
+            if connection.total_changes() != changes_before {
+                return Err(NeedsSavepoints::Yes);
+            }
+            // What it left in the cached rows goes too.
             rows = BatchRows::default();
         }
-        if connection.is_autocommit() {
-            // SQLite ended the transaction itself (an I/O error, a full disk).
-            return Err(BatchFailure::Failed(StoreError::Database(
-                "the write batch's transaction ended under it".into(),
-            )));
-        }
-        let wrote = connection.total_changes() != changes_before;
-        match (outcome.succeeded(), undo) {
-            (true, Undo::PerOperation) => connection.execute_batch("RELEASE batched_op").map_err(failed)?,
-            (false, Undo::PerOperation) => connection
-                .execute_batch("ROLLBACK TO batched_op; RELEASE batched_op")
-                .map_err(failed)?,
-            (false, Undo::WholeBatch) if wrote => return Err(BatchFailure::NeedsSavepoints),
-            (_, Undo::WholeBatch) => {}
-        }
-        outcomes.push(outcome);
     }
-    Ok(outcomes)
+    Ok(())
+}
+
+/// Runs each operation in its own savepoint, rolled back alone if it fails.
+fn run_with_savepoints(connection: &Connection, jobs: &mut [Job]) -> Result<(), StoreError> {
+    let mut rows = BatchRows::default();
+    for job in jobs {
+        connection
+            .execute_batch("SAVEPOINT batched_op")
+            .map_err(sql_error)?;
+        let succeeded = job.run(connection, &mut rows);
+        still_in_transaction(connection)?;
+        if succeeded {
+            connection
+                .execute_batch("RELEASE batched_op")
+                .map_err(sql_error)?;
+        } else {
+            // Whatever it wrote is undone; so is what it left in the cached rows.
+            rows = BatchRows::default();
+            connection
+                .execute_batch("ROLLBACK TO batched_op; RELEASE batched_op")
+                .map_err(sql_error)?;
+        }
+    }
+    Ok(())
+}
+
+/// Fails if SQLite ended the transaction itself (an I/O error, a full disk).
+fn still_in_transaction(connection: &Connection) -> Result<(), StoreError> {
+    if connection.is_autocommit() {
+        return Err(StoreError::Database(
+            "the write batch's transaction ended under it".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// `BEGIN IMMEDIATE`, waiting out another process's (or the async pool's) write
