@@ -14,10 +14,11 @@
 //! whole batch runs on one thread with prepared statements cached.
 //!
 //! The money rules are the core's (`plan_reservation`, `plan_settlement`, `reserve`,
-//! `settle_pending`, `check_spend`); account rows are written compare-and-set against the
-//! totals loaded and read back through `RETURNING` before commit, as everywhere in the store. Other writers
-//! (grants, purchases, maintenance) use the async pool's connection; SQLite's write lock and
-//! busy timeout order the two.
+//! `settle_pending`, `check_spend`). The operations of a batch change accounts and month
+//! counters in memory (`BatchRows`), and each changed row is written once before the
+//! commit, compare-and-set against its totals as loaded and read back through `RETURNING`,
+//! as everywhere in the store. Other writers (grants, purchases, maintenance) use the async
+//! pool's connection; SQLite's write lock and busy timeout order the two.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -70,6 +71,15 @@ impl Job {
             Job::Settle {
                 settlement, result, ..
             } => result.insert(settle_in(connection, rows, settlement)).is_ok(),
+        }
+    }
+
+    /// Turns a result that stood when the operation ran into `error` (its changes could not
+    /// be written).
+    fn fail(&mut self, error: StoreError) {
+        match self {
+            Job::Reserve { result, .. } => *result = Some(Err(error.into())),
+            Job::Settle { result, .. } => *result = Some(Err(error)),
         }
     }
 
@@ -233,33 +243,41 @@ fn in_transaction<E: From<StoreError>>(
     result
 }
 
-/// Runs each operation in turn with no savepoint. One that fails before writing needs no
-/// undo; one that fails after writing asks for the batch to be run again with savepoints.
+/// Runs each operation in turn with no savepoint, then writes the accounts and counters
+/// they changed, each once. One that fails before changing anything needs no undo; one that
+/// fails after, or a write of the changed rows that fails, asks for the batch to be run
+/// again with savepoints.
 fn run_plain(connection: &Connection, jobs: &mut [Job]) -> Result<(), NeedsSavepoints> {
     let mut rows = BatchRows::default();
     for job in jobs {
-        let changes_before = connection.total_changes();
+        let changes_before = (connection.total_changes(), rows.changes);
         let succeeded = job.run(connection, &mut rows);
         still_in_transaction(connection)?;
-        if !succeeded {
-            if connection.total_changes() != changes_before {
-                return Err(NeedsSavepoints::Yes);
-            }
-            // What it left in the cached rows goes too.
-            rows = BatchRows::default();
+        if !succeeded && (connection.total_changes(), rows.changes) != changes_before {
+            return Err(NeedsSavepoints::Yes);
         }
+    }
+    if let Err(error) = rows.flush(connection) {
+        still_in_transaction(connection)?;
+        tracing::warn!(%error, "writing a batch's accounts failed; running it again with savepoints");
+        return Err(NeedsSavepoints::Yes);
     }
     Ok(())
 }
 
-/// Runs each operation in its own savepoint, rolled back alone if it fails.
+/// Runs each operation in its own savepoint, with the rows it changed written before the
+/// savepoint is released; rolled back alone if it fails.
 fn run_with_savepoints(connection: &Connection, jobs: &mut [Job]) -> Result<(), StoreError> {
     let mut rows = BatchRows::default();
     for job in jobs {
         connection
             .execute_batch("SAVEPOINT batched_op")
             .map_err(sql_error)?;
-        let succeeded = job.run(connection, &mut rows);
+        let mut succeeded = job.run(connection, &mut rows);
+        if succeeded && let Err(error) = rows.flush(connection) {
+            job.fail(error);
+            succeeded = false;
+        }
         still_in_transaction(connection)?;
         if succeeded {
             connection
@@ -317,15 +335,23 @@ fn account_from(row: &Row<'_>, first: usize) -> rusqlite::Result<Result<Account,
     }))
 }
 
-/// Rows one batch has read, as its transaction last wrote them, so that the operations of
-/// a batch load an organization's lots, accounts and month counters once instead of each.
-/// Valid only inside the one transaction, which holds SQLite's write lock (no other
-/// connection can change a row meanwhile), and dropped after any operation fails, since
-/// that operation's writes are undone. Every write stays a compare-and-set against these
-/// values, so a stale row would fail the operation, never pass silently.
+/// Rows one batch has read, as its operations left them, so that the operations of a batch
+/// load an organization's lots, accounts and month counters once instead of each, and
+/// write each changed one once (`flush`, before the commit) instead of each. Valid only
+/// inside the one transaction, which holds SQLite's write lock (no other connection can
+/// change a row meanwhile). Each flushed row is a compare-and-set against its value as
+/// loaded, read back through `RETURNING`, so a stale row fails the batch, never passes
+/// silently.
 #[derive(Default)]
 struct BatchRows {
     accounts: HashMap<AccountId, Account>,
+    /// Accounts changed here and not yet written: their totals as loaded.
+    unflushed_accounts: HashMap<AccountId, Account>,
+    /// Counters likewise (`None`: no row yet).
+    unflushed_counters: HashMap<(String, String, i64), Option<(NanoUsd, NanoUsd)>>,
+    /// Changes made here so far: an operation that failed without making any left nothing
+    /// to undo.
+    changes: u64,
     spend_accounts: HashMap<String, AccountId>,
     lots: HashMap<String, Vec<Lot>>,
     /// Counters by (organization, workspace, month); `None`: known not to exist.
@@ -343,26 +369,24 @@ impl BatchRows {
         {
             return Ok(*account);
         }
-        let account = load_system_account(connection, org_id, AccountKind::Spend)?;
-        self.spend_accounts.insert(org_id.to_owned(), account.id);
-        self.accounts.insert(account.id, account);
-        Ok(account)
+        let loaded = load_system_account(connection, org_id, AccountKind::Spend)?;
+        self.spend_accounts.insert(org_id.to_owned(), loaded.id);
+        // The table's row is older than any change this batch made to it.
+        Ok(*self.accounts.entry(loaded.id).or_insert(loaded))
     }
 
-    /// The organization's lots in drawdown order, with their accounts as last written.
+    /// The organization's lots in drawdown order, with their accounts as this batch left
+    /// them (a settlement may have changed one before the lots were first loaded).
     fn lots(&mut self, connection: &Connection, org_id: &str) -> Result<Vec<Lot>, StoreError> {
         if !self.lots.contains_key(org_id) {
             let lots = load_lots(connection, org_id)?;
-            for lot in &lots {
-                self.accounts.insert(lot.account.id, lot.account);
-            }
             self.lots.insert(org_id.to_owned(), lots);
         }
         let lots = self.lots.get(org_id).map(Vec::as_slice).unwrap_or_default();
         Ok(lots
             .iter()
             .map(|lot| Lot {
-                account: self.accounts.get(&lot.account.id).copied().unwrap_or(lot.account),
+                account: self.account(lot.account),
                 ..lot.clone()
             })
             .collect())
@@ -377,10 +401,10 @@ impl BatchRows {
     ) -> Result<MonthSpend, StoreError> {
         if !self.months.contains(&(org_id.to_owned(), month)) {
             for (row_workspace, counter) in load_month_counters(connection, org_id, month)? {
-                self.counters.insert(
-                    (org_id.to_owned(), row_workspace, month),
-                    Some((counter.settled, counter.held)),
-                );
+                // A counter this batch already holds may have changed since.
+                self.counters
+                    .entry((org_id.to_owned(), row_workspace, month))
+                    .or_insert(Some((counter.settled, counter.held)));
             }
             self.months.insert((org_id.to_owned(), month));
         }
@@ -410,6 +434,36 @@ impl BatchRows {
         };
         self.counters.insert(key, counter);
         Ok(counter)
+    }
+
+    /// An account as this batch last changed it, or as loaded.
+    fn account(&self, loaded: Account) -> Account {
+        self.accounts.get(&loaded.id).copied().unwrap_or(loaded)
+    }
+
+    /// Writes every changed account and counter, each once.
+    fn flush(&mut self, connection: &Connection) -> Result<(), StoreError> {
+        for (id, loaded) in std::mem::take(&mut self.unflushed_accounts) {
+            let current = self
+                .accounts
+                .get(&id)
+                .copied()
+                .ok_or_else(|| invariant(format!("account {} changed but is not held", id.0)))?;
+            if current != loaded {
+                store_account(connection, &loaded, &current)?;
+            }
+        }
+        for (key, loaded) in std::mem::take(&mut self.unflushed_counters) {
+            let Some(Some(current)) = self.counters.get(&key).copied() else {
+                return Err(invariant(format!(
+                    "spend counter {key:?} changed but is not held"
+                )));
+            };
+            if loaded != Some(current) {
+                store_counter(connection, (&key.0, &key.1, key.2), loaded, current)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -474,49 +528,59 @@ fn load_lots(connection: &Connection, org_id: &str) -> Result<Vec<Lot>, StoreErr
 }
 
 /// Writes every changed account compare-and-set, reading each back in the same statement.
-fn write_accounts(
-    connection: &Connection,
-    rows: &mut BatchRows,
-    accounts: &AccountSet,
-) -> Result<(), StoreError> {
+/// Changes accounts in the batch's rows (written by `BatchRows::flush`). Each must still
+/// hold what the operation loaded.
+fn write_accounts(rows: &mut BatchRows, accounts: &AccountSet) -> Result<(), StoreError> {
     for (loaded, current) in accounts.changed()? {
-        let stored = connection
-            .prepare_cached(
-                "UPDATE accounts
-                 SET debits_pending = ?1, debits_posted = ?2, credits_pending = ?3, credits_posted = ?4
-                 WHERE id = ?5 AND debits_pending = ?6 AND debits_posted = ?7
-                   AND credits_pending = ?8 AND credits_posted = ?9
-                 RETURNING id, kind, debits_pending, debits_posted, credits_pending, credits_posted",
-            )
-            .and_then(|mut statement| {
-                statement
-                    .query_row(
-                        params![
-                            current.debits_pending.nanos(),
-                            current.debits_posted.nanos(),
-                            current.credits_pending.nanos(),
-                            current.credits_posted.nanos(),
-                            current.id.0,
-                            loaded.debits_pending.nanos(),
-                            loaded.debits_posted.nanos(),
-                            loaded.credits_pending.nanos(),
-                            loaded.credits_posted.nanos(),
-                        ],
-                        |row| account_from(row, 0),
-                    )
-                    .optional()
-            })
-            .map_err(sql_error)?;
-        let Some(stored) = stored else {
+        if rows.account(loaded) != loaded {
             return Err(invariant(format!(
                 "account {} changed after it was loaded in the same transaction",
                 current.id.0
             )));
-        };
-        check_read_back(&stored?, &current)?;
+        }
+        rows.unflushed_accounts.entry(current.id).or_insert(loaded);
         rows.accounts.insert(current.id, current);
+        rows.changes += 1;
     }
     Ok(())
+}
+
+/// Writes one account's totals, compare-and-set against `loaded`, read back.
+fn store_account(connection: &Connection, loaded: &Account, current: &Account) -> Result<(), StoreError> {
+    let stored = connection
+        .prepare_cached(
+            "UPDATE accounts
+             SET debits_pending = ?1, debits_posted = ?2, credits_pending = ?3, credits_posted = ?4
+             WHERE id = ?5 AND debits_pending = ?6 AND debits_posted = ?7
+               AND credits_pending = ?8 AND credits_posted = ?9
+             RETURNING id, kind, debits_pending, debits_posted, credits_pending, credits_posted",
+        )
+        .and_then(|mut statement| {
+            statement
+                .query_row(
+                    params![
+                        current.debits_pending.nanos(),
+                        current.debits_posted.nanos(),
+                        current.credits_pending.nanos(),
+                        current.credits_posted.nanos(),
+                        current.id.0,
+                        loaded.debits_pending.nanos(),
+                        loaded.debits_posted.nanos(),
+                        loaded.credits_pending.nanos(),
+                        loaded.credits_posted.nanos(),
+                    ],
+                    |row| account_from(row, 0),
+                )
+                .optional()
+        })
+        .map_err(sql_error)?;
+    let Some(stored) = stored else {
+        return Err(invariant(format!(
+            "account {} changed after it was loaded in the same transaction",
+            current.id.0
+        )));
+    };
+    check_read_back(&stored?, current)
 }
 
 /// Every workspace's counter of the organization for `month`.
@@ -574,8 +638,9 @@ fn load_counter(
 
 /// Writes a counter compare-and-set against what was loaded (or inserts it), reading it
 /// back in the same statement.
+/// Changes a month counter in the batch's rows (written by `BatchRows::flush`). It must
+/// still hold what the operation loaded, and never goes negative.
 fn write_counter(
-    connection: &Connection,
     rows: &mut BatchRows,
     (org_id, workspace_id, month): (&str, &str, i64),
     loaded: Option<(NanoUsd, NanoUsd)>,
@@ -585,6 +650,27 @@ fn write_counter(
     if current.0.is_negative() || current.1.is_negative() {
         return Err(invariant(format!("{} would go negative: {current:?}", label())));
     }
+    let key = (org_id.to_owned(), workspace_id.to_owned(), month);
+    if rows.counters.get(&key).copied().flatten() != loaded {
+        return Err(invariant(format!(
+            "{} changed after it was loaded in the same transaction",
+            label()
+        )));
+    }
+    rows.unflushed_counters.entry(key.clone()).or_insert(loaded);
+    rows.counters.insert(key, Some(current));
+    rows.changes += 1;
+    Ok(())
+}
+
+/// Writes one month counter, inserted or compare-and-set against `loaded`, read back.
+fn store_counter(
+    connection: &Connection,
+    (org_id, workspace_id, month): (&str, &str, i64),
+    loaded: Option<(NanoUsd, NanoUsd)>,
+    current: (NanoUsd, NanoUsd),
+) -> Result<(), StoreError> {
+    let label = || format!("spend counter of workspace {workspace_id} ({org_id}) for month {month}");
     let read_back = |row: &Row<'_>| Ok((NanoUsd::from_nanos(row.get(0)?), NanoUsd::from_nanos(row.get(1)?)));
     let stored = match loaded {
         None => connection
@@ -635,11 +721,7 @@ fn write_counter(
             "{} reads back as {stored:?} after writing {current:?}",
             label()
         ))),
-        Some(_) => {
-            rows.counters
-                .insert((org_id.to_owned(), workspace_id.to_owned(), month), Some(current));
-            Ok(())
-        }
+        Some(_) => Ok(()),
     }
 }
 
@@ -758,19 +840,13 @@ fn reserve_in(
             ledger::reserve(debit, credit, line.amount)
         })?;
     }
-    write_accounts(connection, rows, &accounts)?;
+    write_accounts(rows, &accounts)?;
     let loaded = rows.counter(connection, (org_id, workspace_id, month))?;
     let (settled, held) = loaded.unwrap_or_default();
     let held = held
         .checked_add(reservation.amount)
         .ok_or_else(|| invariant(format!("the held spend of workspace {workspace_id} overflows")))?;
-    write_counter(
-        connection,
-        rows,
-        (org_id, workspace_id, month),
-        loaded,
-        (settled, held),
-    )?;
+    write_counter(rows, (org_id, workspace_id, month), loaded, (settled, held))?;
     Ok(Reservation {
         id: reservation.reservation_id.clone(),
         org_id: reservation.org_id.clone(),
@@ -843,7 +919,8 @@ fn settle_in(
     let mut lines = Vec::new();
     for row in line_rows {
         let (lot_id, line_amount, account) = row.map_err(sql_error)?;
-        let account = account?;
+        // The batch's own changes, not yet written, win over the table.
+        let account = rows.account(account?);
         accounts.insert(account);
         lines.push(ReservationLine {
             lot_id,
@@ -891,7 +968,7 @@ fn settle_in(
                 .map_err(sql_error)?;
         }
     }
-    write_accounts(connection, rows, &accounts)?;
+    write_accounts(rows, &accounts)?;
     // The month the reservation was made in, not the month it ends in: a request admitted
     // against January's limit is January's spend even if it settles after midnight on
     // February 1st, so each month's counter only ever holds what its own limit admitted.
@@ -910,7 +987,6 @@ fn settle_in(
         .checked_add(plan.charged)
         .ok_or_else(|| invariant(format!("the settled spend of workspace {workspace_id} overflows")))?;
     write_counter(
-        connection,
         rows,
         (&org_id, &workspace_id, month),
         Some(loaded),

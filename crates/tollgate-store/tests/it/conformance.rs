@@ -1364,6 +1364,106 @@ pub(crate) async fn an_operation_failing_midway_is_undone_alone(backend: &impl B
     assert_healthy(store).await;
 }
 
+/// Goal: refusals inside a write batch leave the changes of the operations around them
+/// whole: reservations racing for too little credit, many of them in one batch, hold
+/// exactly the credit there is, and the month's counter and the ledger agree.
+pub(crate) async fn refusals_inside_a_batch_keep_their_neighbours_changes(backend: &impl Backend) {
+    const TASKS: usize = 30;
+    let store = backend.store();
+    let org = Arc::new(create_org(store, "acme").await);
+    grant(store, &org, "lot_a", LotKind::Purchase, usd(20), at(0), None).await;
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|task_no| {
+            let store = store.clone();
+            let org = Arc::clone(&org);
+            tokio::spawn(async move {
+                let reservation_id = format!("rsv_{task_no:03}");
+                match store
+                    .reserve(new_reservation(&org, &reservation_id, usd(1), at(1), at(100)))
+                    .await
+                {
+                    Ok(_) => true,
+                    Err(TxError::Rejected(_)) => false,
+                    Err(TxError::Store(error)) => panic!("reserve failed: {error}"),
+                }
+            })
+        })
+        .collect();
+    let mut reserved = 0;
+    for task in tasks {
+        reserved += usize::from(task.await.unwrap());
+    }
+    assert_eq!(reserved, 20, "exactly the credit there is");
+    let balance = store.balance(&org.org_id, at(2)).await.unwrap();
+    assert_eq!((balance.available, balance.held), (NanoUsd::ZERO, usd(20)));
+    let spend = store
+        .month_spend(&org.org_id, &org.workspace_id, at(2))
+        .await
+        .unwrap();
+    assert_eq!(
+        spend.organization,
+        usd(20),
+        "the month's counter holds every hold"
+    );
+    assert_eq!(
+        store.pending_reservation_count(Some(&org.org_id)).await.unwrap(),
+        20
+    );
+    assert_healthy(store).await;
+}
+
+/// Goal: settlements and new reservations of one organization in the same write batches,
+/// in any order, all land: a batch that settles before it first reserves must not lose
+/// either's change to the lots they share.
+pub(crate) async fn settlements_and_reservations_mixed_in_batches_all_land(backend: &impl Backend) {
+    const ROUNDS: usize = 40;
+    let store = backend.store();
+    let org = Arc::new(create_org(store, "acme").await);
+    grant(store, &org, "lot_a", LotKind::Purchase, usd(100), at(0), None).await;
+    for round in 0..ROUNDS {
+        store
+            .reserve(new_reservation(
+                &org,
+                &format!("rsv_first_{round}"),
+                cents(10),
+                at(1),
+                at(100),
+            ))
+            .await
+            .unwrap();
+    }
+    let mut tasks = Vec::new();
+    for round in 0..ROUNDS {
+        for settles in [true, false] {
+            let store = store.clone();
+            let org = Arc::clone(&org);
+            tasks.push(tokio::spawn(async move {
+                if settles {
+                    let id = format!("rsv_first_{round}");
+                    store
+                        .settle(settlement(&org, &id, cents(4), at(2)))
+                        .await
+                        .unwrap();
+                } else {
+                    let id = format!("rsv_second_{round}");
+                    store
+                        .reserve(new_reservation(&org, &id, cents(10), at(2), at(100)))
+                        .await
+                        .unwrap();
+                }
+            }));
+        }
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let balance = store.balance(&org.org_id, at(3)).await.unwrap();
+    assert_eq!(balance.spent, cents(4 * ROUNDS as i64));
+    assert_eq!(balance.held, cents(10 * ROUNDS as i64));
+    assert_eq!(balance.available, cents(10_000 - 14 * ROUNDS as i64));
+    assert_healthy(store).await;
+}
+
 /// Goal: many settlements of one organization racing, each ending a reservation that draws
 /// on several lots (so each writes several lot accounts, journal rows and the spend
 /// account at once), all succeed without a contention error reaching the caller, charge

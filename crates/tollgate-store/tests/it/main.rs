@@ -109,6 +109,8 @@ macro_rules! the_conformance_suite {
             racing_ends_of_one_reservation_resolve_once,
             a_failing_operation_leaves_its_neighbours_whole,
             an_operation_failing_midway_is_undone_alone,
+            refusals_inside_a_batch_keep_their_neighbours_changes,
+            settlements_and_reservations_mixed_in_batches_all_land,
             concurrent_settlements_across_lots_are_exact,
         );
 
