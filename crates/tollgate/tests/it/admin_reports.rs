@@ -207,12 +207,7 @@ async fn the_cost_report_sums_to_the_ledgers_settled_charges_to_the_nano_dollar(
     assert_eq!(csv_total, ledger);
 
     // The usage report counts every charged token once, at any bucket width.
-    let records = app
-        .tollgate
-        .store()
-        .usage_records(&app.org_id)
-        .await
-        .expect("records");
+    let records = app.usage_records().await;
     let charged: Vec<_> = records
         .iter()
         .filter(|record| {

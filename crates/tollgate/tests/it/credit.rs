@@ -32,12 +32,7 @@ async fn without_credit_requests_are_refused_before_the_upstream() {
     assert_eq!(envelope["error"]["message"], CREDIT_TOO_LOW);
     assert_eq!(app.fake.request_count(), 0, "the upstream was never called");
     assert_eq!(app.balance().await, (1_000_000, 0, 0));
-    let records = app
-        .tollgate
-        .store()
-        .usage_records(&app.org_id)
-        .await
-        .expect("records");
+    let records = app.usage_records().await;
     assert_eq!(records[0].status.as_str(), "refused");
     // A purchase makes the same request succeed at once.
     app.tollgate
@@ -256,12 +251,7 @@ async fn a_request_dropped_while_its_hold_is_written_leaves_no_hold() {
         (5_000_000_000, 0, 0),
         "every hold released, nothing charged"
     );
-    let records = app
-        .tollgate
-        .store()
-        .usage_records(&app.org_id)
-        .await
-        .expect("records");
+    let records = app.usage_records().await;
     let ended: Vec<_> = records
         .iter()
         .filter(|record| record.request_id != "req_first")

@@ -378,6 +378,15 @@ impl TestApp {
         )
     }
 
+    /// The organization's usage records, oldest first.
+    pub(crate) async fn usage_records(&self) -> Vec<tollgate_store::UsageRecord> {
+        self.tollgate
+            .store()
+            .usage_records(&self.org_id)
+            .await
+            .expect("records")
+    }
+
     pub(crate) async fn assert_ledger_clean(&self) {
         let report = self.tollgate.store().audit().await.expect("audit runs");
         assert!(report.problems.is_empty(), "ledger audit: {:?}", report.problems);

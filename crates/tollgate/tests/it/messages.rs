@@ -41,12 +41,7 @@ async fn simulated_message_is_charged_exactly_its_usage() {
     assert!(input > 0 && output > 0 && output <= 100);
     let cost = sonnet_cost(input, output);
     assert_eq!(app.balance().await, (starter_nanos() - cost, 0, cost));
-    let records = app
-        .tollgate
-        .store()
-        .usage_records(&app.org_id)
-        .await
-        .expect("records");
+    let records = app.usage_records().await;
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].request_id, request_id);
     assert_eq!(records[0].cost.nanos(), cost);

@@ -43,12 +43,7 @@ async fn upstream_error_statuses_pass_through_uncharged() {
         }
     }
     assert_untouched(&app).await;
-    let records = app
-        .tollgate
-        .store()
-        .usage_records(&app.org_id)
-        .await
-        .expect("records");
+    let records = app.usage_records().await;
     assert_eq!(records.len(), 8, "every request leaves a usage record");
     assert!(
         records
@@ -136,12 +131,7 @@ async fn a_client_that_leaves_mid_stream_is_charged_what_was_generated() {
     // The gateway drained the upstream to its end and charged its final usage, no more.
     let cost = sonnet_cost(300, 50);
     assert_eq!(app.balance().await, (starter_nanos() - cost, 0, cost));
-    let records = app
-        .tollgate
-        .store()
-        .usage_records(&app.org_id)
-        .await
-        .expect("records");
+    let records = app.usage_records().await;
     assert_eq!(records[0].status.as_str(), "client_disconnected");
     app.assert_ledger_clean().await;
 }
