@@ -279,15 +279,16 @@ impl Tollgate {
             .map_err(|error| ServiceError::Unavailable(error.to_string()))?
             .map_err(|refusal| self.rate_limited(&caller, &reservation.model, refusal))?;
         let view = binding_view(&demands, &admitted.snapshots);
-        let reserved = self.store().reserve(reservation.clone()).await;
-        match reserved {
-            Ok(_) => Ok(OpenReservation {
-                reservation_id: reservation.reservation_id,
-                request_id: reservation.request_id,
+        let request_id = reservation.request_id.clone();
+        let model = reservation.model.clone();
+        match self.store().reserve(reservation).await {
+            Ok(reserved) => Ok(OpenReservation {
+                reservation_id: reserved.id,
+                request_id,
                 caller,
-                model: reservation.model,
+                model,
                 prices,
-                amount: reservation.amount,
+                amount: reserved.amount,
                 started_at,
                 rate_limits: view,
                 admitted: demands,
@@ -301,7 +302,8 @@ impl Tollgate {
                 }
                 match error {
                     tollgate_store::TxError::Rejected(rejection) => {
-                        self.record_refusal(&reservation, &rejection).await;
+                        self.record_refusal(&caller, &request_id, &model, started_at, &rejection)
+                            .await;
                         Err(match rejection {
                             ReserveRejection::InsufficientCredit(refusal) => {
                                 ServiceError::InsufficientCredit(refusal)
@@ -388,14 +390,20 @@ impl Tollgate {
         }
     }
 
-    async fn record_refusal(&self, reservation: &NewReservation, rejection: &ReserveRejection) {
-        let started_at = reservation.created_at;
+    async fn record_refusal(
+        &self,
+        caller: &ApiCaller,
+        request_id: &str,
+        model: &str,
+        started_at: Timestamp,
+        rejection: &ReserveRejection,
+    ) {
         let record = UsageRecord {
-            request_id: reservation.request_id.clone(),
-            org_id: reservation.org_id.clone(),
-            workspace_id: reservation.workspace_id.clone(),
-            api_key_id: reservation.api_key_id.clone(),
-            model: reservation.model.clone(),
+            request_id: request_id.to_owned(),
+            org_id: caller.org_id.clone(),
+            workspace_id: caller.workspace_id.clone(),
+            api_key_id: Some(caller.key_id.clone()),
+            model: model.to_owned(),
             usage: TokenUsage::default(),
             cost: NanoUsd::ZERO,
             status: UsageStatus::Refused,
@@ -411,7 +419,7 @@ impl Tollgate {
             ended_at: started_at,
         };
         if let Err(error) = self.store().insert_usage_record(record).await {
-            tracing::warn!(%error, request_id = reservation.request_id, "could not record a refused request");
+            tracing::warn!(%error, request_id, "could not record a refused request");
         }
     }
 

@@ -456,7 +456,8 @@ impl BatchRows {
         for (key, loaded) in std::mem::take(&mut self.unflushed_counters) {
             let Some(Some(current)) = self.counters.get(&key).copied() else {
                 return Err(invariant(format!(
-                    "spend counter {key:?} changed but is not held"
+                    "{} changed but is not held",
+                    counter_label(&key.0, &key.1, key.2)
                 )));
             };
             if loaded != Some(current) {
@@ -638,6 +639,10 @@ fn load_counter(
 
 /// Writes a counter compare-and-set against what was loaded (or inserts it), reading it
 /// back in the same statement.
+fn counter_label(org_id: &str, workspace_id: &str, month: i64) -> String {
+    format!("spend counter of workspace {workspace_id} ({org_id}) for month {month}")
+}
+
 /// Changes a month counter in the batch's rows (written by `BatchRows::flush`). It must
 /// still hold what the operation loaded, and never goes negative.
 fn write_counter(
@@ -646,7 +651,7 @@ fn write_counter(
     loaded: Option<(NanoUsd, NanoUsd)>,
     current: (NanoUsd, NanoUsd),
 ) -> Result<(), StoreError> {
-    let label = || format!("spend counter of workspace {workspace_id} ({org_id}) for month {month}");
+    let label = || counter_label(org_id, workspace_id, month);
     if current.0.is_negative() || current.1.is_negative() {
         return Err(invariant(format!("{} would go negative: {current:?}", label())));
     }
@@ -670,7 +675,7 @@ fn store_counter(
     loaded: Option<(NanoUsd, NanoUsd)>,
     current: (NanoUsd, NanoUsd),
 ) -> Result<(), StoreError> {
-    let label = || format!("spend counter of workspace {workspace_id} ({org_id}) for month {month}");
+    let label = || counter_label(org_id, workspace_id, month);
     let read_back = |row: &Row<'_>| Ok((NanoUsd::from_nanos(row.get(0)?), NanoUsd::from_nanos(row.get(1)?)));
     let stored = match loaded {
         None => connection

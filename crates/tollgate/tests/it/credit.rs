@@ -134,13 +134,7 @@ async fn the_reaper_voids_reservations_of_requests_that_never_ended() {
         ..Options::default()
     })
     .await;
-    let caller = app
-        .tollgate
-        .authenticate_api_key(Some(&app.api_key))
-        .await
-        .expect("authenticated");
-    let catalog = app.config.catalog().expect("catalogue");
-    let model = catalog.model("claude-sonnet-4-6").expect("model");
+    let (caller, model) = app.caller_and_model("claude-sonnet-4-6").await;
     // A request that reserved and then "died" with its process: nothing ran to end it.
     let open = app
         .tollgate
@@ -148,7 +142,7 @@ async fn the_reaper_voids_reservations_of_requests_that_never_ended() {
             &caller,
             RequestPlan {
                 request_id: "req_crashed",
-                model,
+                model: &model,
                 cost_bound: NanoUsd::from_usd(1),
                 input_tokens_estimate: 10,
                 max_tokens: 10,
@@ -198,16 +192,10 @@ async fn the_reaper_voids_reservations_of_requests_that_never_ended() {
 #[tokio::test]
 async fn a_request_dropped_while_its_hold_is_written_leaves_no_hold() {
     let app = spawn_app_with(Options::default()).await;
-    let caller = app
-        .tollgate
-        .authenticate_api_key(Some(&app.api_key))
-        .await
-        .expect("authenticated");
-    let catalog = app.config.catalog().expect("catalogue");
-    let model = catalog.model("claude-sonnet-4-6").expect("model");
+    let (caller, model) = app.caller_and_model("claude-sonnet-4-6").await;
     let plan = |request_id| RequestPlan {
         request_id,
-        model,
+        model: &model,
         // $0.10: all 22 fit in the $5 starter grant at once.
         cost_bound: NanoUsd::from_nanos(100_000_000),
         input_tokens_estimate: 10,

@@ -378,6 +378,22 @@ impl TestApp {
         )
     }
 
+    /// The app's key as the service sees it, and a catalogue model: for tests that call
+    /// `Tollgate::begin` themselves.
+    pub(crate) async fn caller_and_model(
+        &self,
+        model: &str,
+    ) -> (tollgate_service::ApiCaller, tollgate_core::catalog::Model) {
+        let caller = self
+            .tollgate
+            .authenticate_api_key(Some(&self.api_key))
+            .await
+            .expect("authenticated");
+        let catalog = self.config.catalog().expect("catalogue");
+        let model = catalog.model(model).expect("model").clone();
+        (caller, model)
+    }
+
     /// The organization's usage records, oldest first.
     pub(crate) async fn usage_records(&self) -> Vec<tollgate_store::UsageRecord> {
         self.tollgate
