@@ -110,6 +110,24 @@ impl Browser {
         self.find(css).await.click().await.expect("click");
     }
 
+    /// Clicks a form's submit button and waits until the browser has left the
+    /// page that held it, so what is read next comes from the answer page.
+    async fn submit(&self, css: &str) {
+        let button = self.find(css).await;
+        button.click().await.expect("click");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            match button.is_enabled().await {
+                Err(error) if error.is_stale_element_reference() => return,
+                Err(error) => panic!("submitting '{css}': {error}"),
+                Ok(_) if tokio::time::Instant::now() > deadline => {
+                    panic!("submitting '{css}' left {} in place", self.url().await)
+                }
+                Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    }
+
     async fn text(&self, css: &str) -> String {
         self.find(css).await.text().await.expect("text")
     }
@@ -142,7 +160,7 @@ impl Browser {
         self.goto(&format!("{}/console/sign-in", app.address)).await;
         self.fill("#email", email).await;
         self.fill("#password", PASSWORD).await;
-        self.click("form.card button[type=submit]").await;
+        self.submit("form.card button[type=submit]").await;
         self.find("main h1").await;
         assert!(
             self.url().await.ends_with("/console/overview"),
@@ -201,7 +219,7 @@ async fn the_main_flows_work_in_a_real_browser() {
     browser.fill("#email", "ada@example.com").await;
     browser.fill("#name", "Ada").await;
     browser.fill("#password", PASSWORD).await;
-    browser.click("form.card button[type=submit]").await;
+    browser.submit("form.card button[type=submit]").await;
     browser.find("#balance").await;
     // The link works once.
     browser
@@ -215,12 +233,12 @@ async fn the_main_flows_work_in_a_real_browser() {
 
     // Sign out, then in again with the password.
     browser.goto(&format!("{}/console/overview", app.address)).await;
-    browser.click("form.signout button").await;
+    browser.submit("form.signout button").await;
     browser.find("#email").await;
     browser.shot("02-sign-in").await;
     browser.fill("#email", "ada@example.com").await;
     browser.fill("#password", "wrong password!").await;
-    browser.click("form.card button[type=submit]").await;
+    browser.submit("form.card button[type=submit]").await;
     assert!(browser.text(".problem").await.contains("not right"));
     browser.sign_in(&app, "ada@example.com").await;
 
@@ -247,7 +265,7 @@ async fn the_main_flows_work_in_a_real_browser() {
     // A workspace.
     browser.goto(&format!("{}/console/workspaces", app.address)).await;
     browser.fill("#workspace-name", "Research").await;
-    browser.click("form.card button[type=submit]").await;
+    browser.submit("form.card button[type=submit]").await;
     browser.find("#workspace-spend").await;
     browser.shot("05-workspace-detail").await;
     browser.goto(&format!("{}/console/workspaces", app.address)).await;
@@ -263,7 +281,7 @@ async fn the_main_flows_work_in_a_real_browser() {
     browser.goto(&format!("{}/console/keys", app.address)).await;
     browser.fill("#key-name", "ci key").await;
     browser.select("#key-workspace", &workspace.id).await;
-    browser.click("section.card form button[type=submit]").await;
+    browser.submit("section.card form button[type=submit]").await;
     let secret = browser
         .find("#new-key")
         .await
@@ -309,7 +327,7 @@ async fn the_main_flows_work_in_a_real_browser() {
     browser.fill("#amount", "50").await;
     browser.fill("#card", "4242424242424242").await;
     browser
-        .click("form[action='/console/billing/purchase'] button")
+        .submit("form[action='/console/billing/purchase'] button")
         .await;
     assert!(
         browser
@@ -396,7 +414,7 @@ async fn the_main_flows_work_in_a_real_browser() {
     browser.fill("#invite-email", "bo@example.com").await;
     browser.select("#invite-role", "developer").await;
     browser
-        .click("form[action='/console/members/invite'] button")
+        .submit("form[action='/console/members/invite'] button")
         .await;
     assert!(browser.text("#invites").await.contains("bo@example.com"));
     browser.shot("16-members").await;
@@ -454,7 +472,7 @@ async fn roles_and_cross_site_posts_are_enforced() {
 
     // A form on another site posting to the Console is refused, signed in or not.
     browser.goto(&format!("{}/console/overview", app.address)).await;
-    browser.click("form.signout button").await;
+    browser.submit("form.signout button").await;
     browser.sign_in(&app, "ada@example.com").await;
     let attacker = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let attacker_port = attacker.local_addr().unwrap().port();
