@@ -22,6 +22,7 @@ macro_rules! dispatch {
 }
 
 mod admin_model;
+mod batching;
 mod codec;
 mod console;
 mod error;

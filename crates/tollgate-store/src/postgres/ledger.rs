@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 
-use sqlx::PgConnection;
+use sqlx::{PgConnection, PgPool};
 use tollgate_core::Timestamp;
 use tollgate_core::ledger::{self, Account, AccountId, AccountKind, Lot, LotKind, ReservationLine};
 use tollgate_core::money::NanoUsd;
@@ -73,34 +73,12 @@ impl PgStore {
         reservation: NewReservation,
     ) -> Result<Reservation, TxError<ReserveRejection>> {
         check_amount_positive("reservation", &reservation.reservation_id, reservation.amount)?;
-        let reservation = &reservation;
-        retrying(|| async move {
-            let mut transaction = self.begin().await?;
-            let reserved = reserve_in(&mut transaction, reservation).await?;
-            transaction.commit().await.map_err(store_error)?;
-            Ok(reserved)
-        })
-        .await
+        self.writer().reserve(reservation).await
     }
 
     pub(crate) async fn settle(&self, settlement: Settlement) -> Result<SettleOutcome, StoreError> {
         check_settlement(&settlement)?;
-        let settlement = &settlement;
-        retrying_store(|| async move {
-            let mut transaction = self.begin().await?;
-            let reservation_id = settlement.reservation_id.as_str();
-            let Some((org_id, month)) =
-                lock_organization_of_reservation(&mut transaction, reservation_id).await?
-            else {
-                return Err(invariant(format!(
-                    "settled an unknown reservation {reservation_id}"
-                )));
-            };
-            let outcome = settle_locked(&mut transaction, &org_id, month, settlement).await?;
-            transaction.commit().await.map_err(store_error)?;
-            Ok(outcome)
-        })
-        .await
+        self.writer().settle(settlement).await
     }
 
     /// Voids every pending reservation past its deadline, a page at a time, through the same
@@ -239,6 +217,44 @@ impl PgStore {
 }
 
 /// Expires one organization's expired lots, under its lock.
+/// A reservation in a transaction of its own, for an operation whose write batch failed
+/// (`writer`).
+pub(crate) async fn reserve_alone(
+    pool: &PgPool,
+    reservation: &NewReservation,
+) -> Result<Reservation, TxError<ReserveRejection>> {
+    retrying(|| async move {
+        let mut transaction = pool.begin().await.map_err(store_error)?;
+        let reserved = reserve_in(&mut transaction, reservation).await?;
+        transaction.commit().await.map_err(store_error)?;
+        Ok(reserved)
+    })
+    .await
+}
+
+/// A settlement in a transaction of its own, for an operation whose write batch failed
+/// (`writer`).
+pub(crate) async fn settle_alone(
+    pool: &PgPool,
+    settlement: &Settlement,
+) -> Result<SettleOutcome, StoreError> {
+    retrying_store(|| async move {
+        let mut transaction = pool.begin().await.map_err(store_error)?;
+        let reservation_id = settlement.reservation_id.as_str();
+        let Some((org_id, month)) =
+            lock_organization_of_reservation(&mut transaction, reservation_id).await?
+        else {
+            return Err(invariant(format!(
+                "settled an unknown reservation {reservation_id}"
+            )));
+        };
+        let outcome = settle_locked(&mut transaction, &org_id, month, settlement).await?;
+        transaction.commit().await.map_err(store_error)?;
+        Ok(outcome)
+    })
+    .await
+}
+
 async fn expire_in(connection: &mut PgConnection, org_id: &str, now: Timestamp) -> Result<usize, StoreError> {
     if !lock_organization(&mut *connection, org_id).await? {
         return Ok(0);
@@ -816,7 +832,7 @@ pub(crate) async fn write_accounts(
 }
 
 /// Appends transfers to the journal, in order, in one statement.
-async fn append_journal(
+pub(crate) async fn append_journal(
     connection: &mut PgConnection,
     entries: &[JournalEntry<'_>],
 ) -> Result<(), StoreError> {
@@ -881,7 +897,7 @@ pub(crate) async fn load_lots(
 
 /// The organization's lots (in drawdown-independent storage order) and its spend account,
 /// from one query: the spend account is the row without a lot.
-async fn load_lots_and_spend_account(
+pub(crate) async fn load_lots_and_spend_account(
     connection: &mut PgConnection,
     org_id: &str,
 ) -> Result<(Vec<Lot>, Option<Account>), StoreError> {

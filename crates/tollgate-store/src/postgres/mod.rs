@@ -2,7 +2,7 @@
 //! gets from its single writer is a row lock here. Connection setup, the directory
 //! (organizations, workspaces, keys) and usage records live in this file; the other files
 //! are the twins of `sqlite/`'s (ledger, spend, limits, purchases, audit log, audit,
-//! directory, reports).
+//! directory, reports, and the hot path's batching writer).
 //!
 //! Transactions run at READ COMMITTED and take row locks (`SELECT … FOR UPDATE`) on what
 //! they are about to change, always in the same order (organization row first, then
@@ -20,6 +20,7 @@ mod limits;
 mod purchases;
 mod reports;
 mod spend;
+mod writer;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -67,6 +68,8 @@ pub(crate) type PgTransaction = Transaction<'static, Postgres>;
 #[derive(Clone)]
 pub(crate) struct PgStore {
     pool: PgPool,
+    /// Reservations and settlements, batched (`writer`).
+    writer: writer::HotWriter,
 }
 
 impl PgStore {
@@ -97,7 +100,8 @@ impl PgStore {
             .run(&pool)
             .await
             .map_err(|error| StoreError::Migration(error.to_string()))?;
-        Ok(PgStore { pool })
+        let writer = writer::HotWriter::start(pool.clone());
+        Ok(PgStore { pool, writer })
     }
 
     pub(crate) async fn close(&self) {
@@ -110,6 +114,10 @@ impl PgStore {
 
     pub(crate) fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    pub(crate) fn writer(&self) -> &writer::HotWriter {
+        &self.writer
     }
 
     /// A read-only transaction on one snapshot, for reads of several queries that must agree.
@@ -497,35 +505,90 @@ pub(crate) async fn insert_usage_record_in(
     record: &UsageRecord,
     reservation_id: Option<&str>,
 ) -> Result<(), StoreError> {
-    let usage = &record.usage;
-    sqlx::query(
+    insert_usage_records_in(connection, &[(record, reservation_id)]).await
+}
+
+/// Writes usage records, in order, in one statement.
+pub(crate) async fn insert_usage_records_in(
+    connection: &mut PgConnection,
+    records: &[(&UsageRecord, Option<&str>)],
+) -> Result<(), StoreError> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let text_of = |pick: fn(&UsageRecord) -> &str| -> Vec<&str> {
+        records.iter().map(|(record, _)| pick(record)).collect()
+    };
+    let count_of = |pick: fn(&UsageRecord) -> u64| -> Result<Vec<i64>, StoreError> {
+        records
+            .iter()
+            .map(|(record, _)| count_to_sql(pick(record)))
+            .collect()
+    };
+    let integer_of = |pick: fn(&UsageRecord) -> i64| -> Vec<i64> {
+        records.iter().map(|(record, _)| pick(record)).collect()
+    };
+    let inserted = sqlx::query(
         "INSERT INTO usage_records
             (request_id, org_id, workspace_id, api_key_id, model, input_tokens, output_tokens,
              cache_creation_5m_input_tokens, cache_creation_1h_input_tokens,
              cache_read_input_tokens, cost_nanos, status, error_type, latency_ms, started_at,
              ended_at, reservation_id)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+         SELECT r.request_id, r.org_id, r.workspace_id, r.api_key_id, r.model, r.input_tokens,
+                r.output_tokens, r.cache_creation_5m, r.cache_creation_1h, r.cache_read, r.cost_nanos,
+                r.status, r.error_type, r.latency_ms, r.started_at, r.ended_at, r.reservation_id
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[],
+                     $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[],
+                     $12::text[], $13::text[], $14::bigint[], $15::bigint[], $16::bigint[],
+                     $17::text[])
+              WITH ORDINALITY
+              AS r (request_id, org_id, workspace_id, api_key_id, model, input_tokens, output_tokens,
+                    cache_creation_5m, cache_creation_1h, cache_read, cost_nanos, status, error_type,
+                    latency_ms, started_at, ended_at, reservation_id, n)
+         ORDER BY r.n",
     )
-    .bind(&record.request_id)
-    .bind(&record.org_id)
-    .bind(&record.workspace_id)
-    .bind(&record.api_key_id)
-    .bind(&record.model)
-    .bind(count_to_sql(usage.input_tokens)?)
-    .bind(count_to_sql(usage.output_tokens)?)
-    .bind(count_to_sql(usage.cache_creation_5m_input_tokens)?)
-    .bind(count_to_sql(usage.cache_creation_1h_input_tokens)?)
-    .bind(count_to_sql(usage.cache_read_input_tokens)?)
-    .bind(record.cost.nanos())
-    .bind(record.status.as_str())
-    .bind(&record.error_type)
-    .bind(count_to_sql(record.latency_ms)?)
-    .bind(millis(record.started_at))
-    .bind(millis(record.ended_at))
-    .bind(reservation_id)
+    .bind(text_of(|record| &record.request_id))
+    .bind(text_of(|record| &record.org_id))
+    .bind(text_of(|record| &record.workspace_id))
+    .bind(
+        records
+            .iter()
+            .map(|(record, _)| record.api_key_id.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind(text_of(|record| &record.model))
+    .bind(count_of(|record| record.usage.input_tokens)?)
+    .bind(count_of(|record| record.usage.output_tokens)?)
+    .bind(count_of(|record| record.usage.cache_creation_5m_input_tokens)?)
+    .bind(count_of(|record| record.usage.cache_creation_1h_input_tokens)?)
+    .bind(count_of(|record| record.usage.cache_read_input_tokens)?)
+    .bind(integer_of(|record| record.cost.nanos()))
+    .bind(text_of(|record| record.status.as_str()))
+    .bind(
+        records
+            .iter()
+            .map(|(record, _)| record.error_type.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind(count_of(|record| record.latency_ms)?)
+    .bind(integer_of(|record| millis(record.started_at)))
+    .bind(integer_of(|record| millis(record.ended_at)))
+    .bind(
+        records
+            .iter()
+            .map(|(_, reservation_id)| *reservation_id)
+            .collect::<Vec<_>>(),
+    )
     .execute(&mut *connection)
     .await
     .map_err(store_error)?;
+    if usize::try_from(inserted.rows_affected()).ok() != Some(records.len()) {
+        return Err(invariant(format!(
+            "{} of {} usage records were written",
+            inserted.rows_affected(),
+            records.len()
+        )));
+    }
     Ok(())
 }
 

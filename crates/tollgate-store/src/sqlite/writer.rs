@@ -29,6 +29,7 @@ use tollgate_core::ledger::{self, Account, AccountId, AccountKind, Lot, LotKind,
 use tollgate_core::money::NanoUsd;
 use tollgate_core::spend::{self, MonthSpend, month_key};
 
+use crate::batching::{QUEUE_CAPACITY, ReserveResult, SettleResult, stopped, take_batch};
 use crate::error::{StoreError, TxError};
 use crate::journal::{
     AccountSet, SpendCounter, check_read_back, check_record_scope, check_settlement, ended_state,
@@ -36,14 +37,6 @@ use crate::journal::{
 };
 use crate::model::{NewReservation, Reservation, ReserveRejection, SettleOutcome, Settlement, UsageRecord};
 use crate::sqlite::{BUSY_TIMEOUT, invariant, millis, timestamp_from_sql};
-
-/// Most operations one transaction carries: bounds how long the write lock is held.
-const MAX_BATCH: usize = 256;
-/// Operations waiting for the writer before callers wait to enqueue (backpressure).
-const QUEUE_CAPACITY: usize = 4_096;
-
-type ReserveResult = Result<Reservation, TxError<ReserveRejection>>;
-type SettleResult = Result<SettleOutcome, StoreError>;
 
 /// A queued operation, its caller's reply, and its result once run: held until the batch's
 /// commit decides whether it stands.
@@ -167,21 +160,9 @@ impl HotWriter {
     }
 }
 
-fn stopped() -> StoreError {
-    StoreError::Database("the store's writer has stopped".into())
-}
-
 fn write_batches(connection: Connection, mut receiver: mpsc::Receiver<Job>) {
     while let Some(first) = receiver.blocking_recv() {
-        let mut jobs = Vec::with_capacity(MAX_BATCH);
-        jobs.push(first);
-        while jobs.len() < MAX_BATCH {
-            match receiver.try_recv() {
-                Ok(job) => jobs.push(job),
-                Err(_) => break,
-            }
-        }
-        commit_batch(&connection, jobs);
+        commit_batch(&connection, take_batch(first, &mut receiver));
     }
 }
 

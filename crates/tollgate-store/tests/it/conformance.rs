@@ -1364,6 +1364,30 @@ pub(crate) async fn an_operation_failing_midway_is_undone_alone(backend: &impl B
     assert_healthy(store).await;
 }
 
+/// Goal: inside one write batch, credit a settlement releases funds a reservation queued
+/// right after it: the batch decides each operation on the rows as the operations before
+/// it left them, not as first read. Both calls are queued before the writer runs (on this
+/// one-thread runtime, `join!` polls them in order), so on PostgreSQL they share a batch;
+/// SQLite's writer thread may take them in one batch or two.
+pub(crate) async fn credit_released_in_a_batch_funds_the_next_reservation_in_it(backend: &impl Backend) {
+    let store = backend.store();
+    let org = create_org(store, "acme").await;
+    grant(store, &org, "lot_a", LotKind::Purchase, cents(10), at(0), None).await;
+    store
+        .reserve(new_reservation(&org, "rsv_first", cents(10), at(1), at(100)))
+        .await
+        .expect("the first reservation holds all the credit");
+    let (voided, reserved) = tokio::join!(
+        store.settle(settlement(&org, "rsv_first", NanoUsd::ZERO, at(2))),
+        store.reserve(new_reservation(&org, "rsv_second", cents(10), at(2), at(100))),
+    );
+    assert_eq!(voided.expect("void the first").released, cents(10));
+    reserved.expect("the released credit funds the reservation queued after the release");
+    let balance = store.balance(&org.org_id, at(3)).await.unwrap();
+    assert_eq!((balance.held, balance.available), (cents(10), NanoUsd::ZERO));
+    assert_healthy(store).await;
+}
+
 /// Goal: refusals inside a write batch leave the changes of the operations around them
 /// whole: reservations racing for too little credit, many of them in one batch, hold
 /// exactly the credit there is, and the month's counter and the ledger agree.

@@ -47,6 +47,7 @@ macro_rules! concurrent_conformance_tests {
 macro_rules! the_conformance_suite {
     ($backend:ty) => {
         conformance_tests!($backend; conformance;
+            credit_released_in_a_batch_funds_the_next_reservation_in_it,
             organization_creation_makes_accounts_and_default_workspace,
             duplicate_names_are_refused,
             workspaces_are_created_and_found,
@@ -140,9 +141,86 @@ mod sqlite {
 }
 
 mod postgres {
-    //! The conformance suite on PostgreSQL.
+    //! The conformance suite on PostgreSQL, plus what only PostgreSQL has (several
+    //! replicas on one database).
 
+    use std::sync::Arc;
+
+    use tollgate_core::ledger::LotKind;
+
+    use crate::conformance::Backend;
+    use crate::fixtures::{assert_healthy, at, cents, create_org, grant, new_reservation, settlement, usd};
     use crate::postgres_backend::PostgresBackend;
 
     the_conformance_suite!(PostgresBackend);
+
+    /// Goal: two replicas, each batching the reservations and settlements of several
+    /// organizations into one transaction (their locks taken together), charge every
+    /// request exactly once and leave an audit-clean ledger, whichever replica reserved
+    /// and whichever settled.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_replicas_batching_several_organizations_charge_each_request_once() {
+        const ORGS: usize = 4;
+        const REQUESTS: usize = 60;
+        let backend = PostgresBackend::open().await;
+        let replicas = [backend.store().clone(), backend.second_replica().await];
+        let mut orgs = Vec::new();
+        for org_no in 0..ORGS {
+            let org = create_org(&replicas[0], &format!("org{org_no}")).await;
+            grant(
+                &replicas[0],
+                &org,
+                &format!("lot_{org_no}"),
+                LotKind::Purchase,
+                usd(10),
+                at(0),
+                None,
+            )
+            .await;
+            orgs.push(Arc::new(org));
+        }
+        let mut tasks = Vec::new();
+        for request in 0..REQUESTS {
+            for (org_no, org) in orgs.iter().enumerate() {
+                let reserving = replicas[(request + org_no) % 2].clone();
+                let settling = replicas[(request + org_no + request / 7) % 2].clone();
+                let org = Arc::clone(org);
+                tasks.push(tokio::spawn(async move {
+                    let id = format!("rsv_{org_no}_{request:03}");
+                    reserving
+                        .reserve(new_reservation(&org, &id, cents(10), at(1), at(100)))
+                        .await
+                        .expect("reserve");
+                    let outcome = settling
+                        .settle(settlement(&org, &id, cents(4), at(2)))
+                        .await
+                        .expect("settle");
+                    assert_eq!((outcome.charged, outcome.already_ended), (cents(4), false));
+                    let again = reserving
+                        .settle(settlement(&org, &id, cents(4), at(2)))
+                        .await
+                        .expect("settle again");
+                    assert!(again.already_ended, "{id} ended twice");
+                }));
+            }
+        }
+        for task in tasks {
+            task.await.expect("request task");
+        }
+        for org in &orgs {
+            let balance = replicas[1].balance(&org.org_id, at(3)).await.expect("balance");
+            assert_eq!(balance.spent, cents(4 * REQUESTS as i64), "{}", org.org_id);
+            assert_eq!(balance.held, cents(0), "{}", org.org_id);
+            let records = replicas[0].usage_records(&org.org_id).await.expect("records");
+            assert_eq!(
+                records.len(),
+                REQUESTS,
+                "{}: one usage record per request",
+                org.org_id
+            );
+        }
+        assert_healthy(&replicas[0]).await;
+        replicas[1].close().await;
+        backend.close().await;
+    }
 }

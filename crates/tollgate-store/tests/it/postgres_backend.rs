@@ -47,6 +47,17 @@ impl PostgresBackend {
         }
     }
 
+    /// Another store on the same schema, as a second replica would open it.
+    pub(crate) async fn second_replica(&self) -> Store {
+        Store::open_postgres(&PostgresOptions {
+            url: test_database_url(),
+            max_connections: 8,
+            schema: Some(self.schema.clone()),
+        })
+        .await
+        .expect("open a second store on the schema")
+    }
+
     pub(crate) async fn close(&self) {
         self.store.close().await;
         let mut connection = self.raw_connection().await;
