@@ -9,7 +9,7 @@
 //! reservation lines in one `INSERT … SELECT FROM UNNEST` each. A script PostgreSQL aborts
 //! for contention is run again whole by `retrying`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use sqlx::{PgConnection, PgPool};
 use tollgate_core::Timestamp;
@@ -897,28 +897,37 @@ pub(crate) async fn load_lots(
 
 /// The organization's lots (in drawdown-independent storage order) and its spend account,
 /// from one query: the spend account is the row without a lot.
-pub(crate) async fn load_lots_and_spend_account(
+async fn load_lots_and_spend_account(
     connection: &mut PgConnection,
     org_id: &str,
 ) -> Result<(Vec<Lot>, Option<Account>), StoreError> {
+    let mut of_orgs = load_lots_and_spend_accounts(connection, &[org_id]).await?;
+    Ok(of_orgs.remove(org_id).unwrap_or_default())
+}
+
+/// `load_lots_and_spend_account` for several organizations, in one query.
+pub(crate) async fn load_lots_and_spend_accounts(
+    connection: &mut PgConnection,
+    org_ids: &[&str],
+) -> Result<HashMap<String, (Vec<Lot>, Option<Account>)>, StoreError> {
     let rows = sqlx::query(
-        "SELECT a.id AS account_id, a.kind AS account_kind, a.debits_pending, a.debits_posted,
-                a.credits_pending, a.credits_posted, l.id AS lot_id, l.kind AS lot_kind,
-                l.granted_at, l.expires_at
+        "SELECT a.org_id, a.id AS account_id, a.kind AS account_kind, a.debits_pending,
+                a.debits_posted, a.credits_pending, a.credits_posted, l.id AS lot_id,
+                l.kind AS lot_kind, l.granted_at, l.expires_at
          FROM accounts a LEFT JOIN lots l ON l.account_id = a.id
-         WHERE a.org_id = $1 AND (a.kind = 'spend' OR l.id IS NOT NULL)
-         ORDER BY l.granted_at, l.id",
+         WHERE a.org_id = ANY($1) AND (a.kind = 'spend' OR l.id IS NOT NULL)
+         ORDER BY a.org_id, l.granted_at, l.id",
     )
-    .bind(org_id)
+    .bind(org_ids)
     .fetch_all(&mut *connection)
     .await
     .map_err(store_error)?;
-    let mut lots = Vec::with_capacity(rows.len());
-    let mut spend_account = None;
+    let mut of_orgs: HashMap<String, (Vec<Lot>, Option<Account>)> = HashMap::new();
     for row in &rows {
         let account = account_from_row(row)?;
+        let (lots, spend_account) = of_orgs.entry(column(row, "org_id")?).or_default();
         let Some(lot_id) = column::<Option<String>>(row, "lot_id")? else {
-            spend_account = Some(account);
+            *spend_account = Some(account);
             continue;
         };
         let kind_text: String = column::<Option<String>>(row, "lot_kind")?.unwrap_or_default();
@@ -934,7 +943,7 @@ pub(crate) async fn load_lots_and_spend_account(
                 .transpose()?,
         });
     }
-    Ok((lots, spend_account))
+    Ok(of_orgs)
 }
 
 /// One of an organization's system accounts. Missing means the organization does not exist

@@ -4,6 +4,8 @@
 //! values loaded, read back through `RETURNING`. Scripts that write a counter hold the
 //! organization's row lock, so nothing else changes it between load and write.
 
+use std::collections::HashMap;
+
 use sqlx::PgConnection;
 use tollgate_core::Timestamp;
 use tollgate_core::money::NanoUsd;
@@ -42,90 +44,171 @@ pub(crate) async fn load_counters(
     org_id: &str,
     month: i64,
 ) -> Result<Vec<(String, SpendCounter)>, StoreError> {
-    sqlx::query(
-        "SELECT workspace_id, settled_nanos, held_nanos FROM spend_counters
-         WHERE org_id = $1 AND month = $2",
+    let mut of_months = load_month_counters(connection, &[(org_id, month)]).await?;
+    Ok(of_months.remove(&(org_id.to_owned(), month)).unwrap_or_default())
+}
+
+/// `load_counters` for several (organization, month) pairs, in one query; a pair without
+/// counters is left out.
+pub(crate) async fn load_month_counters(
+    connection: &mut PgConnection,
+    months: &[(&str, i64)],
+) -> Result<HashMap<(String, i64), Vec<(String, SpendCounter)>>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT c.org_id, c.month, c.workspace_id, c.settled_nanos, c.held_nanos
+         FROM UNNEST($1::text[], $2::bigint[]) AS wanted (org_id, month)
+         JOIN spend_counters c ON c.org_id = wanted.org_id AND c.month = wanted.month",
     )
-    .bind(org_id)
-    .bind(month)
+    .bind(months.iter().map(|(org_id, _)| *org_id).collect::<Vec<_>>())
+    .bind(months.iter().map(|(_, month)| *month).collect::<Vec<_>>())
     .fetch_all(&mut *connection)
     .await
-    .map_err(store_error)?
-    .iter()
-    .map(|row| {
+    .map_err(store_error)?;
+    let mut of_months: HashMap<(String, i64), Vec<(String, SpendCounter)>> = HashMap::new();
+    for row in &rows {
         let counter = SpendCounter {
             settled: NanoUsd::from_nanos(column(row, "settled_nanos")?),
             held: NanoUsd::from_nanos(column(row, "held_nanos")?),
         };
-        Ok((column(row, "workspace_id")?, counter))
-    })
-    .collect()
+        of_months
+            .entry((column(row, "org_id")?, column(row, "month")?))
+            .or_default()
+            .push((column(row, "workspace_id")?, counter));
+    }
+    Ok(of_months)
 }
 
 /// Writes a workspace's counter compare-and-set against what was loaded (None: there was
 /// no row, so it is inserted) and checks what the database stored.
 pub(crate) async fn write_counter(
     connection: &mut PgConnection,
-    (org_id, workspace_id, month): (&str, &str, i64),
+    key: (&str, &str, i64),
     loaded: Option<SpendCounter>,
     current: SpendCounter,
 ) -> Result<(), StoreError> {
-    let label = || format!("spend counter of workspace {workspace_id} ({org_id}) for month {month}");
-    if current.settled.is_negative() || current.held.is_negative() {
-        return Err(invariant(format!("{} would go negative: {current:?}", label())));
+    write_counters(connection, &[(key, loaded, current)]).await
+}
+
+/// A counter to write: (organization, workspace, month), as loaded, as it is to be.
+pub(crate) type CounterChange<'a> = ((&'a str, &'a str, i64), Option<SpendCounter>, SpendCounter);
+
+/// `write_counter` for several counters: new ones inserted in one statement, changed ones
+/// updated in another, each compare-and-set, and every one read back.
+pub(crate) async fn write_counters(
+    connection: &mut PgConnection,
+    changes: &[CounterChange<'_>],
+) -> Result<(), StoreError> {
+    let label = |(org_id, workspace_id, month): (&str, &str, i64)| {
+        format!("spend counter of workspace {workspace_id} ({org_id}) for month {month}")
+    };
+    let mut inserts: Vec<CounterWrite<'_>> = Vec::new();
+    let mut updates: Vec<CounterWrite<'_>> = Vec::new();
+    for &(key, loaded, current) in changes {
+        if current.settled.is_negative() || current.held.is_negative() {
+            return Err(invariant(format!(
+                "{} would go negative: {current:?}",
+                label(key)
+            )));
+        }
+        match loaded {
+            None => inserts.push((key, SpendCounter::default(), current)),
+            Some(loaded) if loaded != current => updates.push((key, loaded, current)),
+            Some(_) => {}
+        }
     }
-    if loaded == Some(current) {
-        return Ok(());
-    }
-    let stored = match loaded {
-        None => {
+    let mut stored = Vec::new();
+    if !inserts.is_empty() {
+        let (org_ids, workspace_ids) = counter_keys(&inserts);
+        stored.extend(
             sqlx::query(
                 "INSERT INTO spend_counters (org_id, workspace_id, month, settled_nanos, held_nanos)
-             VALUES ($1, $2, $3, $4, $5)
-             RETURNING settled_nanos, held_nanos",
+                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[])
+                 RETURNING org_id, workspace_id, month, settled_nanos, held_nanos",
             )
-            .bind(org_id)
-            .bind(workspace_id)
-            .bind(month)
-            .bind(current.settled.nanos())
-            .bind(current.held.nanos())
-            .fetch_optional(&mut *connection)
+            .bind(&org_ids)
+            .bind(&workspace_ids)
+            .bind(counter_column(&inserts, |((_, _, month), _, _)| *month))
+            .bind(counter_column(&inserts, |(_, _, current)| {
+                current.settled.nanos()
+            }))
+            .bind(counter_column(&inserts, |(_, _, current)| current.held.nanos()))
+            .fetch_all(&mut *connection)
             .await
-        }
-        Some(loaded) => {
-            sqlx::query(
-                "UPDATE spend_counters SET settled_nanos = $1, held_nanos = $2
-             WHERE org_id = $3 AND workspace_id = $4 AND month = $5
-               AND settled_nanos = $6 AND held_nanos = $7
-             RETURNING settled_nanos, held_nanos",
-            )
-            .bind(current.settled.nanos())
-            .bind(current.held.nanos())
-            .bind(org_id)
-            .bind(workspace_id)
-            .bind(month)
-            .bind(loaded.settled.nanos())
-            .bind(loaded.held.nanos())
-            .fetch_optional(&mut *connection)
-            .await
-        }
+            .map_err(store_error)?,
+        );
     }
-    .map_err(store_error)?;
-    let Some(stored) = stored else {
-        return Err(invariant(format!(
-            "{} changed after it was loaded in the same transaction",
-            label()
-        )));
-    };
-    let stored = SpendCounter {
-        settled: NanoUsd::from_nanos(column(&stored, "settled_nanos")?),
-        held: NanoUsd::from_nanos(column(&stored, "held_nanos")?),
-    };
-    if stored != current {
-        return Err(invariant(format!(
-            "{} reads back as {stored:?} after writing {current:?}",
-            label()
-        )));
+    if !updates.is_empty() {
+        let (org_ids, workspace_ids) = counter_keys(&updates);
+        stored.extend(
+            sqlx::query(
+                "UPDATE spend_counters c SET settled_nanos = v.settled, held_nanos = v.held
+                 FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[],
+                             $6::bigint[], $7::bigint[])
+                      AS v (org_id, workspace_id, month, settled, held, loaded_settled, loaded_held)
+                 WHERE c.org_id = v.org_id AND c.workspace_id = v.workspace_id AND c.month = v.month
+                   AND c.settled_nanos = v.loaded_settled AND c.held_nanos = v.loaded_held
+                 RETURNING c.org_id, c.workspace_id, c.month, c.settled_nanos, c.held_nanos",
+            )
+            .bind(&org_ids)
+            .bind(&workspace_ids)
+            .bind(counter_column(&updates, |((_, _, month), _, _)| *month))
+            .bind(counter_column(&updates, |(_, _, current)| {
+                current.settled.nanos()
+            }))
+            .bind(counter_column(&updates, |(_, _, current)| current.held.nanos()))
+            .bind(counter_column(&updates, |(_, loaded, _)| loaded.settled.nanos()))
+            .bind(counter_column(&updates, |(_, loaded, _)| loaded.held.nanos()))
+            .fetch_all(&mut *connection)
+            .await
+            .map_err(store_error)?,
+        );
+    }
+    let mut written: HashMap<(String, String, i64), SpendCounter> = HashMap::new();
+    for row in &stored {
+        let counter = SpendCounter {
+            settled: NanoUsd::from_nanos(column(row, "settled_nanos")?),
+            held: NanoUsd::from_nanos(column(row, "held_nanos")?),
+        };
+        written.insert(
+            (
+                column(row, "org_id")?,
+                column(row, "workspace_id")?,
+                column(row, "month")?,
+            ),
+            counter,
+        );
+    }
+    for (key, _, current) in inserts.iter().chain(&updates) {
+        let (org_id, workspace_id, month) = *key;
+        match written.get(&(org_id.to_owned(), workspace_id.to_owned(), month)) {
+            None => {
+                return Err(invariant(format!(
+                    "{} changed after it was loaded in the same transaction",
+                    label(*key)
+                )));
+            }
+            Some(stored) if stored != current => {
+                return Err(invariant(format!(
+                    "{} reads back as {stored:?} after writing {current:?}",
+                    label(*key)
+                )));
+            }
+            Some(_) => {}
+        }
     }
     Ok(())
+}
+
+/// A counter to write: (organization, workspace, month), as loaded (zero: new), to be.
+type CounterWrite<'a> = ((&'a str, &'a str, i64), SpendCounter, SpendCounter);
+
+fn counter_keys<'a>(writes: &[CounterWrite<'a>]) -> (Vec<&'a str>, Vec<&'a str>) {
+    writes
+        .iter()
+        .map(|((org_id, workspace_id, _), _, _)| (*org_id, *workspace_id))
+        .unzip()
+}
+
+fn counter_column(writes: &[CounterWrite<'_>], pick: fn(&CounterWrite<'_>) -> i64) -> Vec<i64> {
+    writes.iter().map(pick).collect()
 }

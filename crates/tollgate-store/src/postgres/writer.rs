@@ -23,7 +23,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use sqlx::{PgConnection, PgPool};
+use sqlx::pool::PoolConnection;
+use sqlx::{Connection, PgConnection, PgPool, Postgres};
 use tokio::sync::{mpsc, oneshot};
 use tollgate_core::Timestamp;
 use tollgate_core::ledger::{self, AccountId, Lot, ReservationLine};
@@ -38,9 +39,9 @@ use crate::journal::{
 };
 use crate::model::{NewReservation, Reservation, ReserveRejection, SettleOutcome, Settlement, UsageRecord};
 use crate::postgres::ledger::{
-    append_journal, load_lots_and_spend_account, reserve_alone, settle_alone, write_accounts,
+    append_journal, load_lots_and_spend_accounts, reserve_alone, settle_alone, write_accounts,
 };
-use crate::postgres::spend::{load_counters, write_counter};
+use crate::postgres::spend::{CounterChange, load_month_counters, write_counters};
 use crate::postgres::{column, insert_usage_records_in, invariant, millis, store_error, timestamp_from_sql};
 
 /// A queued operation and its caller's reply.
@@ -114,16 +115,28 @@ impl HotWriter {
     }
 }
 
+/// The writer keeps one connection from batch to batch (a checkout from the pool pings the
+/// server first: a round trip a batch), takes a fresh one after a batch fails, and gives it
+/// back when the pool is closed (closing waits for every connection).
 async fn write_batches(pool: PgPool, mut receiver: mpsc::Receiver<Job>) {
-    while let Some(first) = receiver.recv().await {
-        commit_batch(&pool, take_batch(first, &mut receiver)).await;
+    let mut connection = None;
+    loop {
+        let first = tokio::select! {
+            job = receiver.recv() => job,
+            () = pool.close_event(), if connection.is_some() => {
+                connection = None;
+                continue;
+            }
+        };
+        let Some(first) = first else { break };
+        commit_batch(&pool, &mut connection, take_batch(first, &mut receiver)).await;
     }
 }
 
 /// Runs a batch in one transaction and answers every caller after its commit; if the
 /// batch fails, runs its operations one by one.
-async fn commit_batch(pool: &PgPool, jobs: Vec<Job>) {
-    match run_batch(pool, &jobs).await {
+async fn commit_batch(pool: &PgPool, connection: &mut Option<PoolConnection<Postgres>>, jobs: Vec<Job>) {
+    match run_batch(pool, connection, &jobs).await {
         Ok(answers) => {
             for (job, answer) in jobs.into_iter().zip(answers) {
                 match (job, answer) {
@@ -136,6 +149,7 @@ async fn commit_batch(pool: &PgPool, jobs: Vec<Job>) {
             }
         }
         Err(error) => {
+            *connection = None;
             if jobs.len() > 1 {
                 tracing::warn!(%error, operations = jobs.len(), "a write batch was rolled back; running its operations one by one");
             }
@@ -154,8 +168,18 @@ async fn commit_batch(pool: &PgPool, jobs: Vec<Job>) {
 /// needs at any size, so sequential scans are priced out for its transaction only.
 const BEGIN_BATCH: &str = "BEGIN; SET LOCAL enable_seqscan = off";
 
-async fn run_batch(pool: &PgPool, jobs: &[Job]) -> Result<Vec<Answer>, StoreError> {
-    let mut transaction = pool.begin_with(BEGIN_BATCH).await.map_err(store_error)?;
+async fn run_batch(
+    pool: &PgPool,
+    connection: &mut Option<PoolConnection<Postgres>>,
+    jobs: &[Job],
+) -> Result<Vec<Answer>, StoreError> {
+    let connection = match connection {
+        Some(connection) => connection,
+        None => connection.insert(pool.acquire().await.map_err(store_error)?),
+    };
+    let mut transaction = Connection::begin_with(&mut **connection, BEGIN_BATCH)
+        .await
+        .map_err(store_error)?;
     let mut batch = Batch::load(&mut transaction, jobs).await?;
     let answers = jobs
         .iter()
@@ -247,8 +271,8 @@ impl<'a> Batch<'a> {
                 }
             }
         }
-        for org_id in org_ids {
-            let (lots, spend_account) = load_lots_and_spend_account(connection, org_id).await?;
+        let ids: Vec<&str> = org_ids.iter().copied().collect();
+        for (org_id, (lots, spend_account)) in load_lots_and_spend_accounts(connection, &ids).await? {
             let Some(spend_account) = spend_account else {
                 return Err(invariant(format!("organization {org_id} has no spend account")));
             };
@@ -256,11 +280,14 @@ impl<'a> Batch<'a> {
             for lot in &lots {
                 batch.accounts.insert(lot.account);
             }
-            batch.lots.insert(org_id.to_owned(), (lots, spend_account.id));
+            batch.lots.insert(org_id, (lots, spend_account.id));
         }
+        let months: Vec<(&str, i64)> = months.into_iter().collect();
+        let mut loaded = load_month_counters(connection, &months).await?;
         for (org_id, month) in months {
-            let counters = load_counters(connection, org_id, month)
-                .await?
+            let counters = loaded
+                .remove(&(org_id.to_owned(), month))
+                .unwrap_or_default()
                 .into_iter()
                 .map(|(workspace_id, counter)| (workspace_id, (Some(counter), counter)))
                 .collect();
@@ -432,11 +459,20 @@ impl<'a> Batch<'a> {
         append_journal(connection, &journal).await?;
         insert_usage_records_in(connection, &self.records).await?;
         write_accounts(connection, &self.accounts).await?;
-        for ((org_id, month), counters) in &self.counters {
-            for (workspace_id, (loaded, current)) in counters {
-                write_counter(connection, (org_id, workspace_id, *month), *loaded, *current).await?;
-            }
-        }
+        let counters: Vec<CounterChange<'_>> = self
+            .counters
+            .iter()
+            .flat_map(|((org_id, month), counters)| {
+                counters.iter().map(|(workspace_id, (loaded, current))| {
+                    (
+                        (org_id.as_str(), workspace_id.as_str(), *month),
+                        *loaded,
+                        *current,
+                    )
+                })
+            })
+            .collect();
+        write_counters(connection, &counters).await?;
         Ok(())
     }
 }
