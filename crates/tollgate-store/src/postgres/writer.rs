@@ -66,6 +66,14 @@ impl Job {
         }
     }
 
+    /// Answers the caller with an error.
+    fn fail(self, error: StoreError) {
+        match self {
+            Job::Reserve { reply, .. } => drop(reply.send(Err(error.into()))),
+            Job::Settle { reply, .. } => drop(reply.send(Err(error))),
+        }
+    }
+
     /// Runs the operation in a transaction of its own and answers its caller.
     async fn run_alone(self, pool: &PgPool) {
         match self {
@@ -144,7 +152,9 @@ async fn commit_batch(pool: &PgPool, connection: &mut Option<PoolConnection<Post
                         drop(reply.send(reserved.map_err(TxError::Rejected)));
                     }
                     (Job::Settle { reply, .. }, Answer::Settle(outcome)) => drop(reply.send(Ok(outcome))),
-                    (job, _) => job.run_alone(pool).await,
+                    (job, _) => job.fail(invariant(
+                        "a batch answered an operation with another kind's result".into(),
+                    )),
                 }
             }
         }
