@@ -118,7 +118,14 @@ impl Browser {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
             match button.is_enabled().await {
-                Err(error) if error.is_stale_element_reference() => return,
+                // Chromium reports a node of a page it left as stale, or, caught during the
+                // navigation, as an inspector error naming the document.
+                Err(error)
+                    if error.is_stale_element_reference()
+                        || error.to_string().contains("does not belong to the document") =>
+                {
+                    return;
+                }
                 Err(error) => panic!("submitting '{css}': {error}"),
                 Ok(_) if tokio::time::Instant::now() > deadline => {
                     panic!("submitting '{css}' left {} in place", self.url().await)
