@@ -156,8 +156,8 @@ mod postgres {
 
     /// Goal: two replicas, each batching the reservations and settlements of several
     /// organizations into one transaction (their locks taken together), charge every
-    /// request exactly once and leave an audit-clean ledger, whichever replica reserved
-    /// and whichever settled.
+    /// request exactly once and leave an audit-clean ledger and an hourly rollup that
+    /// agrees with the records, whichever replica reserved and whichever settled.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn two_replicas_batching_several_organizations_charge_each_request_once() {
         const ORGS: usize = 4;
@@ -220,6 +220,11 @@ mod postgres {
             );
         }
         assert_healthy(&replicas[0]).await;
+        // Each batch inserts its usage records in one statement; the hourly rollup agrees.
+        assert_eq!(
+            replicas[0].usage_rollup_problems().await.expect("rollup check"),
+            Vec::<String>::new()
+        );
         replicas[1].close().await;
         backend.close().await;
     }
