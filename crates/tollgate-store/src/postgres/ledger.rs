@@ -1,4 +1,5 @@
-//! PostgreSQL twin of `sqlite/ledger.rs`: grant, reserve, settle, reap and expire.
+//! PostgreSQL twin of `sqlite/ledger.rs`: grant, reap and expire; reservations and settlements
+//! are queued to the batching writer (`writer.rs`), and the reaper ends reservations here.
 //!
 //! Every script runs at READ COMMITTED and takes the organization's row lock
 //! (`SELECT … FOR UPDATE` on `organizations`) before it reads anything it will change, so
@@ -11,24 +12,23 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgConnection;
 use tollgate_core::Timestamp;
 use tollgate_core::ledger::{self, Account, AccountId, AccountKind, Lot, LotKind, ReservationLine};
 use tollgate_core::money::NanoUsd;
-use tollgate_core::spend::{self, month_key};
+use tollgate_core::spend::month_key;
 
 use crate::error::{StoreError, TxError};
 use crate::journal::{
     AccountSet, JournalEntry, SpendCounter, TransferKind, abandonment, balance_view, check_read_back,
-    check_record_scope, check_settlement, describe_grant, ended_state, month_spend_of, plan_end,
-    settle_outcome,
+    check_record_scope, check_settlement, describe_grant, ended_state, plan_end, settle_outcome,
 };
 use crate::model::{
     AuditEntry, BalanceView, GrantRejection, LotView, NewLot, NewReservation, Reservation, ReserveRejection,
     SettleOutcome, Settlement,
 };
 use crate::postgres::audit_log::{CREDIT_EXPIRED, CREDIT_GRANTED, SYSTEM_ACTOR, insert_audit_event};
-use crate::postgres::spend::{load_counters, write_counter};
+use crate::postgres::spend::write_counter;
 use crate::postgres::{
     PgStore, column, insert_usage_record_in, invariant, lock_organization, millis, retrying, retrying_store,
     store_error, timestamp_from_sql, truncate_to_millis,
@@ -217,44 +217,6 @@ impl PgStore {
 }
 
 /// Expires one organization's expired lots, under its lock.
-/// A reservation in a transaction of its own, for an operation whose write batch failed
-/// (`writer`).
-pub(crate) async fn reserve_alone(
-    pool: &PgPool,
-    reservation: &NewReservation,
-) -> Result<Reservation, TxError<ReserveRejection>> {
-    retrying(|| async move {
-        let mut transaction = pool.begin().await.map_err(store_error)?;
-        let reserved = reserve_in(&mut transaction, reservation).await?;
-        transaction.commit().await.map_err(store_error)?;
-        Ok(reserved)
-    })
-    .await
-}
-
-/// A settlement in a transaction of its own, for an operation whose write batch failed
-/// (`writer`).
-pub(crate) async fn settle_alone(
-    pool: &PgPool,
-    settlement: &Settlement,
-) -> Result<SettleOutcome, StoreError> {
-    retrying_store(|| async move {
-        let mut transaction = pool.begin().await.map_err(store_error)?;
-        let reservation_id = settlement.reservation_id.as_str();
-        let Some((org_id, month)) =
-            lock_organization_of_reservation(&mut transaction, reservation_id).await?
-        else {
-            return Err(invariant(format!(
-                "settled an unknown reservation {reservation_id}"
-            )));
-        };
-        let outcome = settle_locked(&mut transaction, &org_id, month, settlement).await?;
-        transaction.commit().await.map_err(store_error)?;
-        Ok(outcome)
-    })
-    .await
-}
-
 async fn expire_in(connection: &mut PgConnection, org_id: &str, now: Timestamp) -> Result<usize, StoreError> {
     if !lock_organization(&mut *connection, org_id).await? {
         return Ok(0);
@@ -444,140 +406,6 @@ pub(crate) async fn grant_in(
         memo: new_lot.memo.clone(),
         programme: new_lot.programme.clone(),
     })
-}
-
-/// Reserves under the organization's lock: spend limits, then credit, then the reservation
-/// with its pending lines, the accounts and the month's held counter. A rejection returns
-/// before anything is written.
-async fn reserve_in(
-    connection: &mut PgConnection,
-    reservation: &NewReservation,
-) -> Result<Reservation, TxError<ReserveRejection>> {
-    let org_id = reservation.org_id.as_str();
-    let workspace_id = reservation.workspace_id.as_str();
-    let month = month_key(reservation.created_at);
-    lock_organization(&mut *connection, org_id).await?;
-    // Spend limits first: a request over its limit is refused as such even when the credit
-    // is short too, since raising the limit is not buying credit.
-    let counters = load_counters(&mut *connection, org_id, month).await?;
-    let loaded_counter = counters
-        .iter()
-        .find(|(row_workspace_id, _)| row_workspace_id == workspace_id)
-        .map(|(_, counter)| *counter);
-    let month_spend = month_spend_of(org_id, workspace_id, month, counters)?;
-    if let Err(reached) = spend::check_spend(
-        &reservation.spend_limits,
-        &month_spend,
-        reservation.amount,
-        reservation.created_at,
-    ) {
-        return Err(TxError::Rejected(reached.into()));
-    }
-    let (lots, spend_account) = load_lots_and_spend_account(&mut *connection, org_id).await?;
-    let lines = ledger::plan_reservation(&lots, reservation.amount, reservation.created_at)
-        .map_err(|refusal| TxError::Rejected(refusal.into()))?;
-    let Some(spend_account) = spend_account else {
-        return Err(invariant(format!("organization {org_id} has no spend account")).into());
-    };
-
-    let mut accounts = AccountSet::default();
-    accounts.insert(spend_account);
-    for lot in &lots {
-        accounts.insert(lot.account);
-    }
-    let mut line_nos = Vec::with_capacity(lines.len());
-    let mut lot_ids = Vec::with_capacity(lines.len());
-    let mut account_ids = Vec::with_capacity(lines.len());
-    let mut amounts = Vec::with_capacity(lines.len());
-    for (line_no, line) in lines.iter().enumerate() {
-        accounts.transfer(line.lot_account, spend_account.id, |debit, credit| {
-            ledger::reserve(debit, credit, line.amount)
-        })?;
-        line_nos.push(i64::try_from(line_no).unwrap_or(i64::MAX));
-        lot_ids.push(line.lot_id.as_str());
-        account_ids.push(line.lot_account.0);
-        amounts.push(line.amount.nanos());
-    }
-    let inserted: i64 = sqlx::query_scalar(
-        "WITH reservation AS (
-             INSERT INTO reservations
-                 (id, org_id, workspace_id, api_key_id, request_id, model, amount, state, created_at,
-                  deadline)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9)
-             RETURNING id
-         ),
-         lines AS (
-             INSERT INTO reservation_lines (reservation_id, line_no, lot_id, account_id, amount)
-             SELECT reservation.id, line.line_no, line.lot_id, line.account_id, line.amount
-             FROM reservation,
-                  UNNEST($10::bigint[], $11::text[], $12::bigint[], $13::bigint[])
-                      AS line (line_no, lot_id, account_id, amount)
-             RETURNING 1
-         )
-         SELECT COUNT(*) FROM lines",
-    )
-    .bind(&reservation.reservation_id)
-    .bind(org_id)
-    .bind(workspace_id)
-    .bind(&reservation.api_key_id)
-    .bind(&reservation.request_id)
-    .bind(&reservation.model)
-    .bind(reservation.amount.nanos())
-    .bind(millis(reservation.created_at))
-    .bind(millis(reservation.deadline))
-    .bind(&line_nos)
-    .bind(&lot_ids)
-    .bind(&account_ids)
-    .bind(&amounts)
-    .fetch_one(&mut *connection)
-    .await
-    .map_err(store_error)?;
-    if usize::try_from(inserted).ok() != Some(lines.len()) {
-        return Err(invariant(format!(
-            "reservation {} wrote {inserted} of its {} lines",
-            reservation.reservation_id,
-            lines.len()
-        ))
-        .into());
-    }
-    write_accounts(&mut *connection, &accounts).await?;
-    let held = loaded_counter
-        .unwrap_or_default()
-        .hold(workspace_id, reservation.amount)?;
-    write_counter(
-        &mut *connection,
-        (org_id, workspace_id, month),
-        loaded_counter,
-        held,
-    )
-    .await?;
-    Ok(Reservation {
-        id: reservation.reservation_id.clone(),
-        org_id: reservation.org_id.clone(),
-        amount: reservation.amount,
-        lines,
-    })
-}
-
-/// Locks the organization of a reservation and names it with the month the reservation
-/// counts in; None if there is no such reservation. Only columns of the reservation that
-/// never change are read in this statement, so what the lock waited for cannot make them
-/// stale.
-async fn lock_organization_of_reservation(
-    connection: &mut PgConnection,
-    reservation_id: &str,
-) -> Result<Option<(String, i64)>, StoreError> {
-    let row = sqlx::query(
-        "SELECT o.id, r.created_at FROM organizations o JOIN reservations r ON r.org_id = o.id
-         WHERE r.id = $1 FOR UPDATE OF o",
-    )
-    .bind(reservation_id)
-    .fetch_optional(&mut *connection)
-    .await
-    .map_err(store_error)?;
-    let Some(row) = row else { return Ok(None) };
-    let created_at = timestamp_from_sql(column(&row, "created_at")?)?;
-    Ok(Some((column(&row, "id")?, month_key(created_at))))
 }
 
 /// Ends one reservation exactly once, under its organization's lock (which the caller
@@ -895,17 +723,8 @@ pub(crate) async fn load_lots(
     .collect()
 }
 
-/// The organization's lots (in drawdown-independent storage order) and its spend account,
+/// Each organization's lots (in drawdown-independent storage order) and its spend account,
 /// from one query: the spend account is the row without a lot.
-async fn load_lots_and_spend_account(
-    connection: &mut PgConnection,
-    org_id: &str,
-) -> Result<(Vec<Lot>, Option<Account>), StoreError> {
-    let mut of_orgs = load_lots_and_spend_accounts(connection, &[org_id]).await?;
-    Ok(of_orgs.remove(org_id).unwrap_or_default())
-}
-
-/// `load_lots_and_spend_account` for several organizations, in one query.
 pub(crate) async fn load_lots_and_spend_accounts(
     connection: &mut PgConnection,
     org_ids: &[&str],

@@ -17,9 +17,8 @@
 //! A refusal writes nothing and is decided from the batch's own state, so it needs no undo.
 //! Anything else that goes wrong (an unknown reservation, a record of another organization,
 //! a row that changed under a compare-and-set, contention PostgreSQL aborted) rolls the
-//! whole batch back, and its operations run again one by one through the one-transaction
-//! scripts (`ledger::reserve_alone`, `ledger::settle_alone`), which report the error to the
-//! operation it belongs to.
+//! whole batch back, and its operations run again one by one, each as a batch of its own
+//! (`Job::run_alone`), so the error reaches the operation it belongs to.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -38,11 +37,11 @@ use crate::journal::{
     plan_end, settle_outcome,
 };
 use crate::model::{NewReservation, Reservation, ReserveRejection, SettleOutcome, Settlement, UsageRecord};
-use crate::postgres::ledger::{
-    append_journal, load_lots_and_spend_accounts, reserve_alone, settle_alone, write_accounts,
-};
+use crate::postgres::ledger::{append_journal, load_lots_and_spend_accounts, write_accounts};
 use crate::postgres::spend::{CounterChange, load_month_counters, write_counters};
-use crate::postgres::{column, insert_usage_records_in, invariant, millis, store_error, timestamp_from_sql};
+use crate::postgres::{
+    column, insert_usage_records_in, invariant, millis, retrying_store, store_error, timestamp_from_sql,
+};
 
 /// A queued operation and its caller's reply.
 enum Job {
@@ -74,13 +73,19 @@ impl Job {
         }
     }
 
-    /// Runs the operation in a transaction of its own and answers its caller.
+    /// Runs the operation as a batch of its own, again while PostgreSQL aborts it for
+    /// contention, and answers its caller: with its result, or with the error that is its
+    /// own now that no other operation shares its transaction.
     async fn run_alone(self, pool: &PgPool) {
-        match self {
-            Job::Reserve { reservation, reply } => {
-                drop(reply.send(reserve_alone(pool, &reservation).await));
-            }
-            Job::Settle { settlement, reply } => drop(reply.send(settle_alone(pool, &settlement).await)),
+        let jobs = [self];
+        let outcome = retrying_store(|| async {
+            let mut connection = None;
+            run_batch(pool, &mut connection, &jobs).await
+        })
+        .await;
+        match outcome {
+            Ok(answers) => answer(jobs.into(), answers),
+            Err(error) => jobs.into_iter().for_each(|job| job.fail(error.clone())),
         }
     }
 }
@@ -145,19 +150,7 @@ async fn write_batches(pool: PgPool, mut receiver: mpsc::Receiver<Job>) {
 /// batch fails, runs its operations one by one.
 async fn commit_batch(pool: &PgPool, connection: &mut Option<PoolConnection<Postgres>>, jobs: Vec<Job>) {
     match run_batch(pool, connection, &jobs).await {
-        Ok(answers) => {
-            for (job, answer) in jobs.into_iter().zip(answers) {
-                match (job, answer) {
-                    (Job::Reserve { reply, .. }, Answer::Reserve(reserved)) => {
-                        drop(reply.send(reserved.map_err(TxError::Rejected)));
-                    }
-                    (Job::Settle { reply, .. }, Answer::Settle(outcome)) => drop(reply.send(Ok(outcome))),
-                    (job, _) => job.fail(invariant(
-                        "a batch answered an operation with another kind's result".into(),
-                    )),
-                }
-            }
-        }
+        Ok(answers) => answer(jobs, answers),
         Err(error) => {
             *connection = None;
             if jobs.len() > 1 {
@@ -166,6 +159,21 @@ async fn commit_batch(pool: &PgPool, connection: &mut Option<PoolConnection<Post
             for job in jobs {
                 job.run_alone(pool).await;
             }
+        }
+    }
+}
+
+/// Answers each operation of a committed batch with its result.
+fn answer(jobs: Vec<Job>, answers: Vec<Answer>) {
+    for (job, answer) in jobs.into_iter().zip(answers) {
+        match (job, answer) {
+            (Job::Reserve { reply, .. }, Answer::Reserve(reserved)) => {
+                drop(reply.send(reserved.map_err(TxError::Rejected)));
+            }
+            (Job::Settle { reply, .. }, Answer::Settle(outcome)) => drop(reply.send(Ok(outcome))),
+            (job, _) => job.fail(invariant(
+                "a batch answered an operation with another kind's result".into(),
+            )),
         }
     }
 }
