@@ -157,8 +157,7 @@ pub(crate) async fn create_chat_completion(
         .get::<RequestId>()
         .map(|id| id.0.clone())
         .unwrap_or_default();
-    let headers = request.headers().clone();
-    let caller = authenticate(&state, &headers).await?;
+    let caller = authenticate(&state, request.headers()).await?;
     let bytes = read_body(&state, request).await?;
     let parsed = ChatRequest::parse(&bytes)?;
     let resolved = resolve_model(&state, &parsed.model)?;

@@ -43,9 +43,15 @@ pub(crate) async fn authenticate(state: &GatewayState, headers: &HeaderMap) -> R
 }
 
 /// Reads the body within the configured limit; over it is 413 `request_too_large`.
+///
+/// The body comes back in an allocation of its own. A body that arrived in one read is a
+/// slice of the connection's read buffer (8 KiB or more), and holding it would keep that
+/// buffer alive beside the one the connection reads into next, for as long as the request
+/// waits for admission and its stream's start: the copy costs a few hundred bytes instead.
+/// Handlers hold no header values across an await for the same reason.
 pub(crate) async fn read_body(state: &GatewayState, request: Request) -> Result<Bytes, ApiError> {
     let limit = state.settings.max_body_bytes;
-    axum::body::to_bytes(request.into_body(), limit)
+    let body = axum::body::to_bytes(request.into_body(), limit)
         .await
         .map_err(|_| {
             ApiError::new(
@@ -53,7 +59,8 @@ pub(crate) async fn read_body(state: &GatewayState, request: Request) -> Result<
                 ErrorKind::RequestTooLarge,
                 format!("Request exceeds the maximum allowed size of {limit} bytes."),
             )
-        })
+        })?;
+    Ok(Bytes::copy_from_slice(&body))
 }
 
 /// The catalogue model a request names, aliases included.
@@ -123,11 +130,29 @@ pub(crate) async fn create_message(
         .get::<RequestId>()
         .map(|id| id.0.clone())
         .unwrap_or_default();
-    let headers = request.headers().clone();
-    let query = request.uri().query().map(str::to_owned);
-    let caller = authenticate(&state, &headers).await?;
+    let caller = authenticate(&state, request.headers()).await?;
+    let forwarded = Forwarded::of(&request);
     let bytes = read_body(&state, request).await?;
-    run_message(&state, &caller, &request_id, &headers, query, bytes).await
+    run_message(&state, &caller, &request_id, forwarded, bytes).await
+}
+
+/// What of the client's request besides its body goes upstream as it came.
+#[derive(Default)]
+struct Forwarded {
+    anthropic_version: Option<String>,
+    anthropic_beta: Option<String>,
+    /// The raw query string without '?', e.g. "beta=true".
+    query: Option<String>,
+}
+
+impl Forwarded {
+    fn of(request: &Request) -> Forwarded {
+        Forwarded {
+            anthropic_version: header_string(request.headers(), "anthropic-version"),
+            anthropic_beta: header_string(request.headers(), "anthropic-beta"),
+            query: request.uri().query().map(str::to_owned),
+        }
+    }
 }
 
 /// A Messages request on behalf of a caller the control plane vouches for (the Console's
@@ -137,7 +162,7 @@ pub(crate) async fn create_message(
 pub async fn run_for_caller(state: &GatewayState, caller: &ApiCaller, body: Bytes) -> Response {
     let request_id =
         tollgate_service::random::ordered_id(tollgate_core::ids::IdKind::Request, state.tollgate.now());
-    let response = run_message(state, caller, &request_id, &HeaderMap::new(), None, body)
+    let response = run_message(state, caller, &request_id, Forwarded::default(), body)
         .await
         .unwrap_or_else(IntoResponse::into_response);
     crate::request_id::stamp(response, &request_id, crate::error::Surface::Anthropic)
@@ -147,8 +172,7 @@ async fn run_message(
     state: &GatewayState,
     caller: &ApiCaller,
     request_id: &str,
-    headers: &HeaderMap,
-    query: Option<String>,
+    forwarded: Forwarded,
     bytes: Bytes,
 ) -> Result<Response, ApiError> {
     let parsed = MessagesRequest::parse(&bytes, Endpoint::Messages)?;
@@ -168,9 +192,9 @@ async fn run_message(
             stream: parsed.stream,
             max_tokens: parsed.max_tokens,
             images,
-            anthropic_version: header_string(headers, "anthropic-version"),
-            anthropic_beta: header_string(headers, "anthropic-beta"),
-            query,
+            anthropic_version: forwarded.anthropic_version,
+            anthropic_beta: forwarded.anthropic_beta,
+            query: forwarded.query,
         },
         request_id,
     )?;
@@ -201,9 +225,8 @@ pub(crate) async fn count_tokens(
     State(state): State<GatewayState>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let headers = request.headers().clone();
-    let query = request.uri().query().map(str::to_owned);
-    let caller = authenticate(&state, &headers).await?;
+    let caller = authenticate(&state, request.headers()).await?;
+    let forwarded = Forwarded::of(&request);
     let bytes = read_body(&state, request).await?;
     let parsed = MessagesRequest::parse(&bytes, Endpoint::CountTokens)?;
     let resolved = resolve_model(&state, &parsed.model)?;
@@ -238,9 +261,9 @@ pub(crate) async fn count_tokens(
     let upstream_request = UpstreamRequest {
         body: parsed.upstream_body(bytes, resolved.upstream_model(deployment))?,
         stream: false,
-        anthropic_version: header_string(&headers, "anthropic-version"),
-        anthropic_beta: header_string(&headers, "anthropic-beta"),
-        query,
+        anthropic_version: forwarded.anthropic_version,
+        anthropic_beta: forwarded.anthropic_beta,
+        query: forwarded.query,
     };
     let input_tokens = provider
         .count_tokens(upstream_request)

@@ -128,14 +128,8 @@ impl Application {
         // So is the Console, under /console; it sees client addresses for its sign-in limit.
         let console = crate::console::router(&self.state, self.console);
         let routes = router(self.state).merge(admin).merge(console);
-        let served = axum::serve(
-            self.listener,
-            routes.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("the HTTP server failed");
+        crate::serve::serve(self.listener, routes, shutdown).await;
         maintenance.abort();
-        served
+        Ok(())
     }
 }

@@ -5,3 +5,4 @@
 pub mod app;
 pub mod config;
 mod console;
+mod serve;

@@ -30,9 +30,12 @@ pub(crate) struct TestApp {
     pub(crate) config: Config,
     /// The upstreams `Options::extra_fakes` asked for; `{fakeN}` in the extra config.
     pub(crate) extra_fakes: Vec<FakeUpstream>,
+    /// Starts the server's shutdown; dropping it does too.
+    pub(crate) shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Ends when the server has shut down.
+    pub(crate) server: tokio::task::JoinHandle<()>,
     _schema: Option<SchemaGuard>,
     _data_dir: tempfile::TempDir,
-    _server: tokio::task::JoinHandle<()>,
 }
 
 /// A one-rung ladder with limits no test reaches by accident; tests of the limits
@@ -287,9 +290,12 @@ pub(crate) async fn spawn_app_with(options: Options) -> TestApp {
         .take_first_start()
         .expect("a fresh database gets a first start");
     let tollgate = application.tollgate().clone();
+    let (shutdown, shutdown_signal) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         application
-            .run_until(std::future::pending())
+            .run_until(async {
+                let _ = shutdown_signal.await;
+            })
             .await
             .expect("server runs");
     });
@@ -304,9 +310,10 @@ pub(crate) async fn spawn_app_with(options: Options) -> TestApp {
         clock: manual_clock,
         config,
         extra_fakes,
+        shutdown: Some(shutdown),
+        server,
         _schema: schema,
         _data_dir: data_dir,
-        _server: server,
     }
 }
 

@@ -18,5 +18,6 @@ mod failover;
 mod helpers;
 mod messages;
 mod sdk;
+mod serving;
 mod tidy;
 mod upstream_failures;

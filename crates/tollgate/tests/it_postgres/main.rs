@@ -35,5 +35,7 @@ mod messages;
 mod replicas;
 #[path = "../it/sdk.rs"]
 mod sdk;
+#[path = "../it/serving.rs"]
+mod serving;
 #[path = "../it/upstream_failures.rs"]
 mod upstream_failures;
