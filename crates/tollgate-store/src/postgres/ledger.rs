@@ -1,5 +1,5 @@
 //! PostgreSQL twin of `sqlite/ledger.rs`: grant, reap and expire; reservations and settlements
-//! are queued to the batching writer (`writer.rs`), and the reaper ends reservations here.
+//! are queued to the batching writer (`writer.rs`), and so are the reaper's abandonments.
 //!
 //! Every script runs at READ COMMITTED and takes the organization's row lock
 //! (`SELECT … FOR UPDATE` on `organizations`) before it reads anything it will change, so
@@ -14,30 +14,26 @@ use std::collections::{BTreeMap, HashMap};
 
 use sqlx::PgConnection;
 use tollgate_core::Timestamp;
-use tollgate_core::ledger::{self, Account, AccountId, AccountKind, Lot, LotKind, ReservationLine};
-use tollgate_core::money::NanoUsd;
-use tollgate_core::spend::month_key;
+use tollgate_core::ledger::{self, Account, AccountId, AccountKind, Lot, LotKind};
 
 use crate::error::{StoreError, TxError};
 use crate::journal::{
-    AccountSet, JournalEntry, SpendCounter, TransferKind, abandonment, balance_view, check_read_back,
-    check_record_scope, check_settlement, describe_grant, ended_state, plan_end, settle_outcome,
+    AccountSet, JournalEntry, TransferKind, abandonment, balance_view, check_read_back, check_settlement,
+    describe_grant,
 };
 use crate::model::{
     AuditEntry, BalanceView, GrantRejection, LotView, NewLot, NewReservation, Reservation, ReserveRejection,
     SettleOutcome, Settlement,
 };
 use crate::postgres::audit_log::{CREDIT_EXPIRED, CREDIT_GRANTED, SYSTEM_ACTOR, insert_audit_event};
-use crate::postgres::spend::write_counter;
 use crate::postgres::{
-    PgStore, column, insert_usage_record_in, invariant, lock_organization, millis, retrying, retrying_store,
-    store_error, timestamp_from_sql, truncate_to_millis,
+    PgStore, column, invariant, lock_organization, millis, retrying, retrying_store, store_error,
+    timestamp_from_sql, truncate_to_millis,
 };
 use crate::rows::{ACCOUNT_SELECT, LOT_SELECT, account_from_row, lot_view_from_row, overdue_from_row};
 use crate::rules::check_amount_positive;
 
-/// How many overdue reservations the reaper reads at a time; those of one organization are
-/// ended in one transaction.
+/// How many overdue reservations the reaper reads and submits at a time.
 const REAP_BATCH_SIZE: usize = 100;
 
 impl PgStore {
@@ -81,12 +77,10 @@ impl PgStore {
         self.writer().settle(settlement).await
     }
 
-    /// Voids every pending reservation past its deadline, a page at a time, through the same
-    /// guarded path as a settlement, so a request that ends at the same moment, the reaper
-    /// of another replica and this one end it once between them. The reservations of one
-    /// organization are ended in one transaction under its lock; an organization whose lock
-    /// another transaction holds is left for last, by when that transaction (perhaps
-    /// another replica's reaper) has usually ended what this one would have.
+    /// Voids every pending reservation past its deadline, a page at a time, each as a
+    /// settlement through the replica's writer (`writer.rs`), the guarded path every request
+    /// ends by: a request that ends at the same moment, the reaper of another replica and
+    /// this one end it once between them.
     pub(crate) async fn reap_reservations(&self, now: Timestamp) -> Result<usize, StoreError> {
         let mut reaped = 0;
         loop {
@@ -102,69 +96,25 @@ impl PgStore {
             .fetch_all(self.pool())
             .await
             .map_err(store_error)?;
-            let mut by_org: BTreeMap<String, Vec<(i64, Settlement)>> = BTreeMap::new();
-            for row in &overdue {
-                let overdue = overdue_from_row(row)?;
-                let month = month_key(overdue.created_at);
-                let settlement = abandonment(overdue, now);
-                by_org
-                    .entry(settlement.record.org_id.clone())
-                    .or_default()
-                    .push((month, settlement));
-            }
-            let mut busy = Vec::new();
-            for (org_id, settlements) in &by_org {
-                match self.reap_org(org_id, settlements, true).await? {
-                    Some(count) => reaped += count,
-                    None => busy.push((org_id, settlements)),
+            let settlements = overdue
+                .iter()
+                .map(|row| overdue_from_row(row).map(|overdue| abandonment(overdue, now)))
+                .collect::<Result<Vec<_>, _>>()?;
+            let outcomes = futures_util::future::join_all(
+                settlements
+                    .into_iter()
+                    .map(|settlement| self.writer().settle(settlement)),
+            )
+            .await;
+            for outcome in outcomes {
+                if !outcome?.already_ended {
+                    reaped += 1;
                 }
-            }
-            for (org_id, settlements) in busy {
-                reaped += self.reap_org(org_id, settlements, false).await?.unwrap_or(0);
             }
             if overdue.len() < REAP_BATCH_SIZE {
                 return Ok(reaped);
             }
         }
-    }
-
-    /// Ends the given reservations of one organization in one transaction; how many this
-    /// call ended. None if `skip_locked` and another transaction holds the organization.
-    async fn reap_org(
-        &self,
-        org_id: &str,
-        settlements: &[(i64, Settlement)],
-        skip_locked: bool,
-    ) -> Result<Option<usize>, StoreError> {
-        retrying_store(|| async move {
-            let mut transaction = self.begin().await?;
-            let lock = if skip_locked {
-                "SELECT id FROM organizations WHERE id = $1 FOR UPDATE SKIP LOCKED"
-            } else {
-                "SELECT id FROM organizations WHERE id = $1 FOR UPDATE"
-            };
-            let locked = sqlx::query(lock)
-                .bind(org_id)
-                .fetch_optional(&mut *transaction)
-                .await
-                .map_err(store_error)?;
-            if locked.is_none() {
-                transaction.rollback().await.map_err(store_error)?;
-                return Ok(None);
-            }
-            let mut ended = 0;
-            for (month, settlement) in settlements {
-                if !settle_locked(&mut transaction, org_id, *month, settlement)
-                    .await?
-                    .already_ended
-                {
-                    ended += 1;
-                }
-            }
-            transaction.commit().await.map_err(store_error)?;
-            Ok(Some(ended))
-        })
-        .await
     }
 
     pub(crate) async fn pending_reservation_count(&self, org_id: Option<&str>) -> Result<usize, StoreError> {
@@ -406,196 +356,6 @@ pub(crate) async fn grant_in(
         memo: new_lot.memo.clone(),
         programme: new_lot.programme.clone(),
     })
-}
-
-/// Ends one reservation exactly once, under its organization's lock (which the caller
-/// holds): re-read and locked, and only a pending one is ended. The cost is posted lot by
-/// lot in line order (one journal row per lot), the rest released, the month's counter
-/// moved and the usage record written. Already ended: nothing is written.
-async fn settle_locked(
-    connection: &mut PgConnection,
-    org_id: &str,
-    month: i64,
-    settlement: &Settlement,
-) -> Result<SettleOutcome, StoreError> {
-    let reservation_id = settlement.reservation_id.as_str();
-    // The reservation with its month's spend counter, read in one statement: no other
-    // transaction changes either while the organization's lock is held.
-    let row = sqlx::query(
-        "SELECT r.org_id, r.workspace_id, r.state, r.amount, r.created_at,
-                c.settled_nanos, c.held_nanos
-         FROM reservations r
-         LEFT JOIN spend_counters c
-             ON c.org_id = r.org_id AND c.workspace_id = r.workspace_id AND c.month = $2
-         WHERE r.id = $1
-         FOR UPDATE OF r",
-    )
-    .bind(reservation_id)
-    .bind(month)
-    .fetch_optional(&mut *connection)
-    .await
-    .map_err(store_error)?;
-    let Some(row) = row else {
-        return Err(invariant(format!(
-            "settled an unknown reservation {reservation_id}"
-        )));
-    };
-    let state: String = column(&row, "state")?;
-    if state != "pending" {
-        return Ok(SettleOutcome {
-            already_ended: true,
-            ..SettleOutcome::default()
-        });
-    }
-    let reservation_org_id: String = column(&row, "org_id")?;
-    if reservation_org_id != org_id {
-        return Err(invariant(format!(
-            "reservation {reservation_id} of {reservation_org_id} was ended under the lock of {org_id}"
-        )));
-    }
-    check_record_scope(settlement, org_id)?;
-    let workspace_id: String = column(&row, "workspace_id")?;
-    let amount = NanoUsd::from_nanos(column(&row, "amount")?);
-    let created_at = timestamp_from_sql(column(&row, "created_at")?)?;
-    // The month the reservation was made in, not the month it ends in: a request admitted
-    // against January's limit is January's spend even if it settles after midnight on
-    // February 1st, so each month's counter only ever holds what its own limit admitted.
-    if month_key(created_at) != month {
-        return Err(invariant(format!(
-            "reservation {reservation_id} was made in month {} but is ended as of month {month}",
-            month_key(created_at)
-        )));
-    }
-    let loaded = match (
-        column::<Option<i64>>(&row, "settled_nanos")?,
-        column::<Option<i64>>(&row, "held_nanos")?,
-    ) {
-        (Some(settled), Some(held)) => SpendCounter {
-            settled: NanoUsd::from_nanos(settled),
-            held: NanoUsd::from_nanos(held),
-        },
-        _ => {
-            return Err(invariant(format!(
-                "pending reservation {reservation_id} has no spend counter for month {month}"
-            )));
-        }
-    };
-
-    let rows = sqlx::query(
-        "SELECT l.line_no, l.lot_id, l.amount AS line_amount, a.id AS account_id,
-                a.kind AS account_kind, a.debits_pending, a.debits_posted, a.credits_pending,
-                a.credits_posted
-         FROM reservation_lines l JOIN accounts a ON a.id = l.account_id
-         WHERE l.reservation_id = $1
-         UNION ALL
-         SELECT NULL, NULL, NULL, a.id, a.kind, a.debits_pending, a.debits_posted,
-                a.credits_pending, a.credits_posted
-         FROM accounts a WHERE a.org_id = $2 AND a.kind = 'spend'
-         ORDER BY 1 NULLS FIRST",
-    )
-    .bind(reservation_id)
-    .bind(org_id)
-    .fetch_all(&mut *connection)
-    .await
-    .map_err(store_error)?;
-    let mut accounts = AccountSet::default();
-    let mut spend_account = None;
-    let mut lines = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let account = account_from_row(row)?;
-        accounts.insert(account);
-        match column::<Option<String>>(row, "lot_id")? {
-            None => spend_account = Some(account),
-            Some(lot_id) => lines.push(ReservationLine {
-                lot_id,
-                lot_account: account.id,
-                amount: NanoUsd::from_nanos(column::<Option<i64>>(row, "line_amount")?.unwrap_or(0)),
-            }),
-        }
-    }
-    let Some(spend_account) = spend_account else {
-        return Err(invariant(format!("organization {org_id} has no spend account")));
-    };
-    let plan = plan_end(reservation_id, amount, &lines, settlement.cost)?;
-
-    let mut journal = Vec::new();
-    for (line, posted) in lines.iter().zip(&plan.posted_per_line) {
-        accounts.transfer(line.lot_account, spend_account.id, |debit, credit| {
-            ledger::settle_pending(debit, credit, line.amount, *posted)
-        })?;
-        if posted.is_positive() {
-            journal.push(JournalEntry {
-                org_id,
-                debit: line.lot_account,
-                credit: spend_account.id,
-                amount: *posted,
-                kind: TransferKind::Usage,
-                reservation_id: Some(reservation_id),
-                lot_id: Some(&line.lot_id),
-                created_at: settlement.now,
-            });
-        }
-    }
-    // Ended (guarded by its state) and its usage transfers journaled in one statement.
-    let debits: Vec<i64> = journal.iter().map(|entry| entry.debit.0).collect();
-    let amounts: Vec<i64> = journal.iter().map(|entry| entry.amount.nanos()).collect();
-    let lot_ids: Vec<Option<&str>> = journal.iter().map(|entry| entry.lot_id).collect();
-    let written = sqlx::query(
-        "WITH ended AS (
-             UPDATE reservations SET state = $1, ended_at = $2, charged = $3
-             WHERE id = $4 AND state = 'pending'
-             RETURNING id
-         ),
-         posted AS (
-             INSERT INTO transfers
-                 (org_id, debit_account_id, credit_account_id, amount, kind, reservation_id,
-                  lot_id, created_at)
-             SELECT $5, t.debit, $6, t.amount, $7, ended.id, t.lot_id, $2
-             FROM ended,
-                  UNNEST($8::bigint[], $9::bigint[], $10::text[]) WITH ORDINALITY
-                      AS t (debit, amount, lot_id, n)
-             ORDER BY t.n
-             RETURNING 1
-         )
-         SELECT (SELECT COUNT(*) FROM ended) AS ended, (SELECT COUNT(*) FROM posted) AS posted",
-    )
-    .bind(ended_state(&plan))
-    .bind(millis(settlement.now))
-    .bind(plan.charged.nanos())
-    .bind(reservation_id)
-    .bind(org_id)
-    .bind(spend_account.id.0)
-    .bind(TransferKind::Usage.as_str())
-    .bind(&debits)
-    .bind(&amounts)
-    .bind(&lot_ids)
-    .fetch_one(&mut *connection)
-    .await
-    .map_err(store_error)?;
-    if column::<i64>(&written, "ended")? != 1 {
-        // Unreachable under the organization's lock; roll back rather than end it twice.
-        return Err(invariant(format!(
-            "reservation {reservation_id} ended under a transaction that holds its organization's lock"
-        )));
-    }
-    let posted = column::<i64>(&written, "posted")?;
-    if usize::try_from(posted).ok() != Some(journal.len()) {
-        return Err(invariant(format!(
-            "the journal took {posted} of the {} usage transfers of reservation {reservation_id}",
-            journal.len()
-        )));
-    }
-    write_accounts(&mut *connection, &accounts).await?;
-    let ended_counter = loaded.end(&workspace_id, amount, plan.charged)?;
-    write_counter(
-        &mut *connection,
-        (org_id, &workspace_id, month),
-        Some(loaded),
-        ended_counter,
-    )
-    .await?;
-    insert_usage_record_in(&mut *connection, &settlement.record, Some(reservation_id)).await?;
-    Ok(settle_outcome(&plan))
 }
 
 /// Writes every changed account in one statement, compare-and-set against the totals that

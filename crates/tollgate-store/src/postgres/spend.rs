@@ -78,22 +78,12 @@ pub(crate) async fn load_month_counters(
     Ok(of_months)
 }
 
-/// Writes a workspace's counter compare-and-set against what was loaded (None: there was
-/// no row, so it is inserted) and checks what the database stored.
-pub(crate) async fn write_counter(
-    connection: &mut PgConnection,
-    key: (&str, &str, i64),
-    loaded: Option<SpendCounter>,
-    current: SpendCounter,
-) -> Result<(), StoreError> {
-    write_counters(connection, &[(key, loaded, current)]).await
-}
-
 /// A counter to write: (organization, workspace, month), as loaded, as it is to be.
 pub(crate) type CounterChange<'a> = ((&'a str, &'a str, i64), Option<SpendCounter>, SpendCounter);
 
-/// `write_counter` for several counters: new ones inserted in one statement, changed ones
-/// updated in another, each compare-and-set, and every one read back.
+/// Writes counters compare-and-set against what was loaded (None: there was no row, so it
+/// is inserted): new ones inserted in one statement, changed ones updated in another, and
+/// every one read back.
 pub(crate) async fn write_counters(
     connection: &mut PgConnection,
     changes: &[CounterChange<'_>],

@@ -392,9 +392,10 @@ impl<'a> Batch<'a> {
         }))
     }
 
-    /// `ledger::settle_locked`, on the batch's rows: ends a pending reservation once, the
-    /// cost posted lot by lot in line order, the rest released, the month's counter moved
-    /// and the usage record written. Already ended: nothing is written.
+    /// Settles on the batch's rows (requests' settlements and the reaper's abandonments):
+    /// ends a pending reservation once, the cost posted lot by lot in line order, the rest
+    /// released, the month's counter moved and the usage record written. Already ended:
+    /// nothing is written.
     fn settle(&mut self, settlement: &'a Settlement) -> Result<SettleOutcome, StoreError> {
         let reservation_id = settlement.reservation_id.as_str();
         let Some(pending) = self.pending.get(reservation_id) else {
