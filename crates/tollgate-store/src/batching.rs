@@ -1,11 +1,16 @@
 //! What both backends' hot-path writers (`sqlite/writer.rs`, `postgres/writer.rs`) share:
 //! how big a batch may grow, how many operations may wait, what each operation answers,
-//! how a batch is taken from the queue, and the error of a writer that has stopped.
+//! how a batch is taken from the queue, the reaper's page of abandonments, and the error
+//! of a writer that has stopped.
+
+use std::future::Future;
 
 use tokio::sync::mpsc;
+use tollgate_core::Timestamp;
 
 use crate::error::{StoreError, TxError};
-use crate::model::{Reservation, ReserveRejection, SettleOutcome};
+use crate::journal::{Overdue, abandonment};
+use crate::model::{Reservation, ReserveRejection, SettleOutcome, Settlement};
 
 /// Most operations one transaction carries: bounds how long its locks are held.
 pub(crate) const MAX_BATCH: usize = 256;
@@ -26,6 +31,33 @@ pub(crate) fn take_batch<J>(first: J, receiver: &mut mpsc::Receiver<J>) -> Vec<J
         }
     }
     jobs
+}
+
+/// Submits a page of overdue reservations to the writer as abandonments, all at once so
+/// that they share batches, and counts those this call ended (another request or reaper
+/// may have ended some first).
+pub(crate) async fn abandon_all<F, Settled>(
+    overdue: Vec<Overdue>,
+    now: Timestamp,
+    settle: F,
+) -> Result<usize, StoreError>
+where
+    F: Fn(Settlement) -> Settled,
+    Settled: Future<Output = SettleResult>,
+{
+    let outcomes = futures_util::future::join_all(
+        overdue
+            .into_iter()
+            .map(|overdue| settle(abandonment(overdue, now))),
+    )
+    .await;
+    let mut ended = 0;
+    for outcome in outcomes {
+        if !outcome?.already_ended {
+            ended += 1;
+        }
+    }
+    Ok(ended)
 }
 
 pub(crate) fn stopped() -> StoreError {

@@ -16,10 +16,10 @@ use sqlx::PgConnection;
 use tollgate_core::Timestamp;
 use tollgate_core::ledger::{self, Account, AccountId, AccountKind, Lot, LotKind};
 
+use crate::batching::abandon_all;
 use crate::error::{StoreError, TxError};
 use crate::journal::{
-    AccountSet, JournalEntry, TransferKind, abandonment, balance_view, check_read_back, check_settlement,
-    describe_grant,
+    AccountSet, JournalEntry, TransferKind, balance_view, check_read_back, check_settlement, describe_grant,
 };
 use crate::model::{
     AuditEntry, BalanceView, GrantRejection, LotView, NewLot, NewReservation, Reservation, ReserveRejection,
@@ -96,22 +96,13 @@ impl PgStore {
             .fetch_all(self.pool())
             .await
             .map_err(store_error)?;
-            let settlements = overdue
+            let page = overdue.len();
+            let overdue = overdue
                 .iter()
-                .map(|row| overdue_from_row(row).map(|overdue| abandonment(overdue, now)))
+                .map(overdue_from_row)
                 .collect::<Result<Vec<_>, _>>()?;
-            let outcomes = futures_util::future::join_all(
-                settlements
-                    .into_iter()
-                    .map(|settlement| self.writer().settle(settlement)),
-            )
-            .await;
-            for outcome in outcomes {
-                if !outcome?.already_ended {
-                    reaped += 1;
-                }
-            }
-            if overdue.len() < REAP_BATCH_SIZE {
+            reaped += abandon_all(overdue, now, |settlement| self.writer().settle(settlement)).await?;
+            if page < REAP_BATCH_SIZE {
                 return Ok(reaped);
             }
         }
