@@ -64,13 +64,9 @@ async fn serve_connection(
     // Events of a stream are small writes spaced out in time: Nagle's algorithm would hold
     // each back until the previous one is acknowledged. Failing to set it only costs speed.
     let _ = tcp.set_nodelay(true);
-    // The request's future is boxed on its own: hyper keeps the allocation that holds a
-    // connection's in-flight future for as long as the connection lives, so an unboxed
-    // handler future (3 KiB and more) would stay allocated through a whole stream, long
-    // after the handler has returned its response.
     let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
         request.extensions_mut().insert(ConnectInfo(peer));
-        Box::pin(router.clone().oneshot(request))
+        router.clone().oneshot(request)
     });
     let mut first = [0_u8; HTTP2_PREFACE.len()];
     let peeked = tcp.peek(&mut first).await?;
