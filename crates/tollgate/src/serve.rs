@@ -22,6 +22,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tower::ServiceExt;
 
 /// What every HTTP/2 connection opens with (RFC 9113 §3.4).
@@ -31,6 +32,9 @@ const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// connections to finish the requests they have begun.
 pub(crate) async fn serve(listener: TcpListener, router: Router, shutdown: impl Future<Output = ()>) {
     let graceful = GracefulShutdown::new();
+    // Tells connections that have not sent a byte yet to close: the graceful shutdown only
+    // reaches a connection once hyper serves it, and waits for every connection it watches.
+    let (stop, stopping) = watch::channel(false);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -45,13 +49,15 @@ pub(crate) async fn serve(listener: TcpListener, router: Router, shutdown: impl 
         };
         let router = router.clone();
         let watcher = graceful.watcher();
+        let stopping = stopping.clone();
         tokio::spawn(async move {
-            if let Err(error) = serve_connection(tcp, peer, router, watcher).await {
+            if let Err(error) = serve_connection(tcp, peer, router, watcher, stopping).await {
                 tracing::trace!(%error, %peer, "connection ended with an error");
             }
         });
     }
     drop(listener);
+    let _ = stop.send(true);
     graceful.shutdown().await;
 }
 
@@ -60,6 +66,7 @@ async fn serve_connection(
     peer: SocketAddr,
     router: Router,
     watcher: hyper_util::server::graceful::Watcher,
+    mut stopping: watch::Receiver<bool>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     // Events of a stream are small writes spaced out in time: Nagle's algorithm would hold
     // each back until the previous one is acknowledged. Failing to set it only costs speed.
@@ -69,7 +76,10 @@ async fn serve_connection(
         router.clone().oneshot(request)
     });
     let mut first = [0_u8; HTTP2_PREFACE.len()];
-    let peeked = tcp.peek(&mut first).await?;
+    let peeked = tokio::select! {
+        peeked = tcp.peek(&mut first) => peeked?,
+        _ = stopping.wait_for(|stop| *stop) => return Ok(()),
+    };
     if peeked == 0 {
         return Ok(());
     }

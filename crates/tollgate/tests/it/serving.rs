@@ -85,3 +85,22 @@ async fn shutting_down_lets_a_stream_in_flight_finish_and_charges_it() {
     assert_eq!(records[0].status.as_str(), "succeeded");
     app.assert_ledger_clean().await;
 }
+
+#[tokio::test]
+async fn shutting_down_does_not_wait_for_a_connection_that_sent_nothing() {
+    let mut app = spawn_app().await;
+    let address = app.address.trim_start_matches("http://").to_owned();
+    let _silent = tokio::net::TcpStream::connect(&address).await.expect("connect");
+    // Served once before, then idle between requests: closed at shutdown too.
+    let health = app.client.get(app.url("/health")).send().await.expect("health");
+    assert_eq!(health.status(), 200);
+    app.shutdown
+        .take()
+        .expect("running")
+        .send(())
+        .expect("the server listens");
+    tokio::time::timeout(Duration::from_secs(10), &mut app.server)
+        .await
+        .expect("the server stops without waiting for idle connections")
+        .expect("the server task");
+}
