@@ -42,10 +42,15 @@ pub(crate) async fn authenticate(state: &GatewayState, headers: &HeaderMap) -> R
         .await?)
 }
 
+/// Bodies up to this size are copied out of the connection's read buffer (see `read_body`);
+/// larger ones arrive in several reads and are already gathered into an allocation of
+/// their own, which a copy would only double.
+const COPIED_BODY_MAX_BYTES: usize = 64 * 1024;
+
 /// Reads the body within the configured limit; over it is 413 `request_too_large`.
 ///
-/// The body comes back in an allocation of its own. A body that arrived in one read is a
-/// slice of the connection's read buffer (8 KiB or more), and holding it would keep that
+/// A small body comes back in an allocation of its own. A body that arrived in one read is
+/// a slice of the connection's read buffer (8 KiB or more), and holding it would keep that
 /// buffer alive beside the one the connection reads into next, for as long as the request
 /// waits for admission and its stream's start: the copy costs a few hundred bytes instead.
 /// Handlers hold no header values across an await for the same reason.
@@ -60,7 +65,10 @@ pub(crate) async fn read_body(state: &GatewayState, request: Request) -> Result<
                 format!("Request exceeds the maximum allowed size of {limit} bytes."),
             )
         })?;
-    Ok(Bytes::copy_from_slice(&body))
+    if body.len() <= COPIED_BODY_MAX_BYTES {
+        return Ok(Bytes::copy_from_slice(&body));
+    }
+    Ok(body)
 }
 
 /// The catalogue model a request names, aliases included.

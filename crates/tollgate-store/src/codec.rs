@@ -11,6 +11,15 @@ pub(crate) fn invariant(message: String) -> StoreError {
     StoreError::Invariant(message)
 }
 
+/// A set-based write that touched other than one row per item: an invariant violation, so
+/// the transaction rolls back rather than write some of them (or one twice).
+pub(crate) fn check_rows_written(written: u64, expected: usize, what: &str) -> Result<(), StoreError> {
+    if usize::try_from(written).ok() != Some(expected) {
+        return Err(invariant(format!("{written} of {expected} {what} were written")));
+    }
+    Ok(())
+}
+
 pub(crate) fn unknown_text(what: &str, text: &str) -> StoreError {
     StoreError::Database(format!("unknown {what} '{text}' in the database"))
 }

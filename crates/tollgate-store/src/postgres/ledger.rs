@@ -27,8 +27,8 @@ use crate::model::{
 };
 use crate::postgres::audit_log::{CREDIT_EXPIRED, CREDIT_GRANTED, SYSTEM_ACTOR, insert_audit_event};
 use crate::postgres::{
-    PgStore, column, invariant, lock_organization, millis, retrying, retrying_store, store_error,
-    timestamp_from_sql, truncate_to_millis,
+    PgStore, check_rows_written, column, invariant, lock_organization, millis, retrying, retrying_store,
+    store_error, timestamp_from_sql, truncate_to_millis,
 };
 use crate::rows::{ACCOUNT_SELECT, LOT_SELECT, account_from_row, lot_view_from_row, overdue_from_row};
 use crate::rules::check_amount_positive;
@@ -448,14 +448,7 @@ pub(crate) async fn append_journal(
     .execute(&mut *connection)
     .await
     .map_err(store_error)?;
-    if usize::try_from(inserted.rows_affected()).ok() != Some(entries.len()) {
-        return Err(invariant(format!(
-            "the journal took {} of {} transfers",
-            inserted.rows_affected(),
-            entries.len()
-        )));
-    }
-    Ok(())
+    check_rows_written(inserted.rows_affected(), entries.len(), "journal transfers")
 }
 
 pub(crate) async fn load_lots(

@@ -32,7 +32,8 @@ use tollgate_core::Timestamp;
 use tollgate_core::keys::KeyKind;
 
 pub(crate) use crate::codec::{
-    count_from_sql, count_to_sql, invariant, millis, timestamp_from_sql, truncate_to_millis,
+    check_rows_written, count_from_sql, count_to_sql, invariant, millis, timestamp_from_sql,
+    truncate_to_millis,
 };
 use crate::error::{StoreError, TxError};
 use crate::model::{KeyRecord, KeyStatus, NameTaken, NewKey, Organization, UsageRecord, Workspace};
@@ -582,14 +583,7 @@ pub(crate) async fn insert_usage_records_in(
     .execute(&mut *connection)
     .await
     .map_err(store_error)?;
-    if usize::try_from(inserted.rows_affected()).ok() != Some(records.len()) {
-        return Err(invariant(format!(
-            "{} of {} usage records were written",
-            inserted.rows_affected(),
-            records.len()
-        )));
-    }
-    Ok(())
+    check_rows_written(inserted.rows_affected(), records.len(), "usage records")
 }
 
 /// Runs a transaction script until it is not aborted for contention (`StoreError::Busy`),

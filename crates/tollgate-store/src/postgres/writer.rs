@@ -40,7 +40,8 @@ use crate::model::{NewReservation, Reservation, ReserveRejection, SettleOutcome,
 use crate::postgres::ledger::{append_journal, load_lots_and_spend_accounts, write_accounts};
 use crate::postgres::spend::{CounterChange, load_month_counters, write_counters};
 use crate::postgres::{
-    column, insert_usage_records_in, invariant, millis, retrying_store, store_error, timestamp_from_sql,
+    check_rows_written, column, insert_usage_records_in, invariant, millis, retrying_store, store_error,
+    timestamp_from_sql,
 };
 
 /// A queued operation and its caller's reply.
@@ -341,8 +342,8 @@ impl<'a> Batch<'a> {
         })
     }
 
-    /// `ledger::reserve_in`, on the batch's rows: spend limits, then credit, then the
-    /// pending lines, the accounts and the month's held counter.
+    /// Reserves on the batch's rows: spend limits, then credit, then the pending lines, the
+    /// accounts and the month's held counter.
     fn reserve(
         &mut self,
         reservation: &'a NewReservation,
@@ -703,13 +704,6 @@ async fn end_reservations(connection: &mut PgConnection, ended: &[Ended<'_>]) ->
     .execute(&mut *connection)
     .await
     .map_err(store_error)?;
-    if usize::try_from(written.rows_affected()).ok() != Some(ended.len()) {
-        // Unreachable under the organizations' locks; roll back rather than end one twice.
-        return Err(invariant(format!(
-            "{} of {} pending reservations were ended under their organizations' locks",
-            written.rows_affected(),
-            ended.len()
-        )));
-    }
-    Ok(())
+    // Fewer is unreachable under the organizations' locks; roll back rather than end one twice.
+    check_rows_written(written.rows_affected(), ended.len(), "reservation ends")
 }

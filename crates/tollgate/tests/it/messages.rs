@@ -137,6 +137,22 @@ async fn upstream_call_passes_headers_query_and_unknown_fields_through() {
     assert_eq!(app.balance().await, (starter_nanos() - cost, 0, cost));
 }
 
+/// Small bodies are copied out of the connection's read buffer and large ones kept as read
+/// (`read_body`): either way the upstream gets the whole body.
+#[tokio::test]
+async fn bodies_on_either_side_of_the_copy_threshold_reach_the_upstream_whole() {
+    let app = spawn_app().await;
+    for size in [10, 200_000] {
+        let text = "x".repeat(size);
+        let mut body = message_body("fake-sonnet");
+        body["messages"][0]["content"] = json!(text);
+        let response = app.post_messages(&body).await;
+        assert_eq!(response.status(), 200, "{size} bytes");
+        let seen = app.fake.requests().pop().expect("a request upstream");
+        assert_eq!(seen.body["messages"][0]["content"], json!(text), "{size} bytes");
+    }
+}
+
 #[tokio::test]
 async fn new_model_ids_alias_to_a_priced_model_and_go_upstream_as_asked() {
     let app = spawn_app().await;
