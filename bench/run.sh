@@ -43,7 +43,7 @@ fi
 bin="${CARGO_TARGET_DIR:-target}/release"
 echo "building release binaries…" >&2
 [ -n "${SKIP_BUILD:-}" ] || cargo build --release -q -p tollgate -p tollgate-testkit --bins
-ulimit -n 65536 2>/dev/null || true
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 fake_port=19101; nginx_port=19102; gate_port=19103; litellm_port=19104; slow_port=19105
 pg_port=19110; lb_port=19120  # replicas listen on pg_port+1..3, nginx balances them on lb_port
@@ -52,6 +52,13 @@ database_url="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
 redis_url="${REDIS_URL:-redis://127.0.0.1:6379}"
 bench_schema="bench_$$_$(date +%s)"
 streams="${STREAMS:-10000}"
+# Each stream through tollgate holds two sockets in it (the client's and the upstream's).
+fd_limit="$(ulimit -n)"
+if [ "$fd_limit" != unlimited ] && [ $(( 2 * streams + 256 )) -gt "$fd_limit" ]; then
+  echo "the open-file limit is $fd_limit (hard limit $(ulimit -Hn)): $streams streams need" \
+    "$(( 2 * streams + 256 )); running $(( (fd_limit - 256) / 2 )) instead" >&2
+  streams=$(( (fd_limit - 256) / 2 ))
+fi
 "$bin"/fake-upstream --listen "127.0.0.1:$fake_port" >/dev/null &
 pids+=($!)
 # For the streaming scenario: 100 ms between events, like a model generating.

@@ -2,7 +2,10 @@
 //!
 //! One OS thread owns a SQLite connection and runs every queued reservation and settlement
 //! in a single `BEGIN IMMEDIATE … COMMIT`, answering each caller only after that commit: one
-//! fsync makes a whole batch durable. An operation that is refused or fails writes nothing:
+//! fsync makes a whole batch durable. A batch of reservations only commits without an fsync
+//! of its own (`CommitSync`): in WAL mode the next synced commit syncs the whole log before
+//! it, so a settlement is never durable without its reservation, and the only failure that
+//! can lose an unsynced reservation — the machine's — also ends the request it held for. An operation that is refused or fails writes nothing:
 //! it fails before writing, or the batch runs again with each operation in its own
 //! `SAVEPOINT` and that one is rolled back alone (`commit_batch`). If the commit fails, every
 //! caller of the batch gets the error and nothing of the batch is written.
@@ -161,8 +164,58 @@ impl HotWriter {
 }
 
 fn write_batches(connection: Connection, mut receiver: mpsc::Receiver<Job>) {
+    // As `start` opened the connection.
+    let mut sync = CommitSync::Full;
     while let Some(first) = receiver.blocking_recv() {
-        commit_batch(&connection, take_batch(first, &mut receiver));
+        let jobs = take_batch(first, &mut receiver);
+        if let Err(error) = sync.switch_to(CommitSync::for_batch(&jobs), &connection) {
+            tracing::error!(%error, operations = jobs.len(), "cannot set how a write batch is synced");
+            jobs.into_iter().for_each(|job| job.deliver(Err(&error)));
+            continue;
+        }
+        commit_batch(&connection, jobs);
+    }
+}
+
+/// Whether a batch's commit waits for its own fsync.
+///
+/// A settlement's does: it is the charge, and the caller answers its client only after it.
+/// A batch of reservations only does not. In WAL mode a synced commit (and a checkpoint)
+/// first syncs the whole log, so what survives a power loss is always a prefix of the
+/// commits: an unsynced reservation is durable no later than the next settlement, and a
+/// settlement can never survive without the reservation it ends. A process crash loses no
+/// commit either way; only the machine's failure can lose an unsynced reservation, and that
+/// ends the request it held for, whose reservation the reaper would have voided unpaid
+/// anyway. It saves one of the two fsyncs on a request's path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CommitSync {
+    /// `synchronous = FULL`: durable when `COMMIT` returns.
+    Full,
+    /// `synchronous = NORMAL`: durable with the next synced commit or checkpoint.
+    WithNextSynced,
+}
+
+impl CommitSync {
+    fn for_batch(jobs: &[Job]) -> CommitSync {
+        if jobs.iter().all(|job| matches!(job, Job::Reserve { .. })) {
+            CommitSync::WithNextSynced
+        } else {
+            CommitSync::Full
+        }
+    }
+
+    /// Sets the connection's next commits to `wanted`, between transactions; `self` is the
+    /// connection's current setting.
+    fn switch_to(&mut self, wanted: CommitSync, connection: &Connection) -> Result<(), StoreError> {
+        if *self != wanted {
+            let pragma = match wanted {
+                CommitSync::Full => "PRAGMA synchronous = FULL",
+                CommitSync::WithNextSynced => "PRAGMA synchronous = NORMAL",
+            };
+            connection.execute_batch(pragma).map_err(sql_error)?;
+            *self = wanted;
+        }
+        Ok(())
     }
 }
 
@@ -980,4 +1033,93 @@ fn settle_in(
     )?;
     insert_usage_record(connection, &settlement.record, reservation_id)?;
     Ok(settle_outcome(&plan))
+}
+
+#[cfg(test)]
+mod tests {
+    use tollgate_core::Timestamp;
+    use tollgate_core::money::NanoUsd;
+    use tollgate_core::spend::SpendLimits;
+
+    use super::*;
+    use crate::journal::{Overdue, abandonment};
+
+    fn reserve_job() -> Job {
+        let now = Timestamp::UNIX_EPOCH;
+        Job::Reserve {
+            reservation: NewReservation {
+                reservation_id: "rsv_1".into(),
+                org_id: "org_1".into(),
+                workspace_id: "wrkspc_1".into(),
+                api_key_id: None,
+                request_id: "req_1".into(),
+                model: "model".into(),
+                amount: NanoUsd::ZERO,
+                created_at: now,
+                deadline: now,
+                spend_limits: SpendLimits::default(),
+            },
+            reply: oneshot::channel().0,
+            result: None,
+        }
+    }
+
+    fn settle_job() -> Job {
+        let now = Timestamp::UNIX_EPOCH;
+        let overdue = Overdue {
+            reservation_id: "rsv_1".into(),
+            org_id: "org_1".into(),
+            workspace_id: "wrkspc_1".into(),
+            api_key_id: None,
+            request_id: "req_1".into(),
+            model: "model".into(),
+            created_at: now,
+        };
+        Job::Settle {
+            settlement: abandonment(overdue, now),
+            reply: oneshot::channel().0,
+            result: None,
+        }
+    }
+
+    /// The setting SQLite reports: 1 is NORMAL, 2 is FULL.
+    fn synchronous(connection: &Connection) -> i64 {
+        connection
+            .query_row("PRAGMA synchronous", [], |row| row.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn only_a_batch_without_settlements_skips_its_own_fsync() {
+        assert_eq!(
+            CommitSync::for_batch(&[reserve_job(), reserve_job()]),
+            CommitSync::WithNextSynced
+        );
+        assert_eq!(CommitSync::for_batch(&[settle_job()]), CommitSync::Full);
+        assert_eq!(
+            CommitSync::for_batch(&[reserve_job(), settle_job(), reserve_job()]),
+            CommitSync::Full
+        );
+    }
+
+    #[test]
+    fn the_connection_follows_each_batch_and_returns_to_full() {
+        let directory = tempfile::tempdir().unwrap();
+        let connection = Connection::open(directory.path().join("sync.db")).unwrap();
+        connection
+            .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")
+            .unwrap();
+        let mut sync = CommitSync::Full;
+        for (batch, expected) in [
+            (vec![reserve_job()], 1),
+            (vec![reserve_job(), reserve_job()], 1),
+            (vec![reserve_job(), settle_job()], 2),
+            (vec![reserve_job()], 1),
+            (vec![settle_job()], 2),
+        ] {
+            sync.switch_to(CommitSync::for_batch(&batch), &connection)
+                .unwrap();
+            assert_eq!(synchronous(&connection), expected);
+        }
+    }
 }
