@@ -61,8 +61,11 @@ if [ "$fd_limit" != unlimited ] && [ $(( 2 * streams + 256 )) -gt "$fd_limit" ];
 fi
 "$bin"/fake-upstream --listen "127.0.0.1:$fake_port" >/dev/null &
 pids+=($!)
-# For the streaming scenario: 100 ms between events, like a model generating.
-"$bin"/fake-upstream --listen "127.0.0.1:$slow_port" --event-delay-ms 100 --output-tokens 20 >/dev/null &
+# For the streaming scenario: a second between events (about fifteen), so that every stream
+# is still running when the last one starts; stream-load reports how many were streaming
+# at once (peak_streaming), which is what the memory peak is the peak of.
+stream_delay_ms=1000
+"$bin"/fake-upstream --listen "127.0.0.1:$slow_port" --event-delay-ms "$stream_delay_ms" --output-tokens 20 >/dev/null &
 pids+=($!)
 
 # nginx: one proxy hop with upstream keep-alive, as a production config would have.
@@ -286,7 +289,7 @@ echo
 python3 bench/summarize.py "$results"
 echo
 if [ "$streams" -gt 0 ]; then
-  echo "Streaming, $streams concurrent SSE streams (20 output tokens, 100 ms between events):"
+  echo "Streaming, $streams concurrent SSE streams ($stream_delay_ms ms between events):"
   echo "- direct:   ${stream_direct#STREAMS }"
   echo "- tollgate: ${stream_gate#STREAMS }"
   echo "- tollgate resident memory: ${rss_before} MiB before, peak $(cat "$work/stream-rss" 2>/dev/null || echo '?') MiB during the streams"

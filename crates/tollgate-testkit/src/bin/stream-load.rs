@@ -1,5 +1,6 @@
 //! Benchmark client for streaming: holds many concurrent SSE streams of `POST /v1/messages`
-//! open against one address and reports how many completed and how late their events were.
+//! open against one address and reports how many completed, how many were open (and
+//! streaming) at once, and how late their events were.
 //!
 //! `stream-load --addr 127.0.0.1:PORT --streams 10000 [--key KEY] [--model M] [--ramp-ms 2000]`
 //!
@@ -9,6 +10,7 @@
 #![allow(clippy::print_stdout, clippy::disallowed_methods)]
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -51,11 +53,53 @@ fn options() -> Result<Options, String> {
 /// What one stream saw: seconds from its start to each `content_block_delta`, or an error.
 type StreamResult = Result<Vec<f64>, String>;
 
+/// How many streams were at one stage at once, and the most there ever were: a peak of
+/// memory is only as meaningful as the concurrency behind it.
+struct Gauge {
+    now: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+impl Gauge {
+    const fn new() -> Gauge {
+        Gauge {
+            now: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
+        }
+    }
+
+    fn enter(&'static self) -> Entered {
+        let now = self.now.fetch_add(1, Ordering::Relaxed) + 1;
+        self.peak.fetch_max(now, Ordering::Relaxed);
+        Entered(self)
+    }
+
+    fn peak(&self) -> usize {
+        self.peak.load(Ordering::Relaxed)
+    }
+}
+
+/// One stream counted in a gauge until dropped.
+struct Entered(&'static Gauge);
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        self.0.now.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Connected streams.
+static OPEN: Gauge = Gauge::new();
+/// Streams that have had their first event and not yet ended.
+static STREAMING: Gauge = Gauge::new();
+
 async fn one_stream(addr: SocketAddr, request: std::sync::Arc<Vec<u8>>) -> StreamResult {
     let started = Instant::now();
     let mut socket = TcpStream::connect(addr)
         .await
         .map_err(|error| format!("connect: {error}"))?;
+    let _open = OPEN.enter();
+    let mut streaming = None;
     socket
         .write_all(&request)
         .await
@@ -79,6 +123,7 @@ async fn one_stream(addr: SocketAddr, request: std::sync::Arc<Vec<u8>>) -> Strea
             .position(|window| window == marker)
         {
             deltas.push(started.elapsed().as_secs_f64());
+            streaming.get_or_insert_with(|| STREAMING.enter());
             scanned += position + marker.len();
         }
     }
@@ -157,10 +202,12 @@ async fn main() {
         gaps.iter().sum::<f64>() / gaps.len() as f64
     };
     println!(
-        "STREAMS completed={} errors={} wall={:.2}s first_event_p50={:.1}ms first_event_p99={:.1}ms gap_mean={:.2}ms gap_p99={:.2}ms",
+        "STREAMS completed={} errors={} wall={:.2}s peak_open={} peak_streaming={} first_event_p50={:.1}ms first_event_p99={:.1}ms gap_mean={:.2}ms gap_p99={:.2}ms",
         first_event.len(),
         errors.values().sum::<usize>(),
         started.elapsed().as_secs_f64(),
+        OPEN.peak(),
+        STREAMING.peak(),
         percentile(&first_event, 0.5) * 1e3,
         percentile(&first_event, 0.99) * 1e3,
         mean_gap * 1e3,
