@@ -2,13 +2,12 @@
 //!
 //! One OS thread owns a SQLite connection and runs every queued reservation and settlement
 //! in a single `BEGIN IMMEDIATE … COMMIT`, answering each caller only after that commit: one
-//! fsync makes a whole batch durable. A batch of reservations only commits without an fsync
-//! of its own (`CommitSync`): in WAL mode the next synced commit syncs the whole log before
-//! it, so a settlement is never durable without its reservation, and the only failure that
-//! can lose an unsynced reservation — the machine's — also ends the request it held for. An operation that is refused or fails writes nothing:
-//! it fails before writing, or the batch runs again with each operation in its own
-//! `SAVEPOINT` and that one is rolled back alone (`commit_batch`). If the commit fails, every
-//! caller of the batch gets the error and nothing of the batch is written.
+//! fsync makes a whole batch durable (a batch of reservations only waits for none of its own:
+//! the next synced commit carries it, see `CommitSync`). An operation that is refused or
+//! fails writes nothing: it fails before writing, or the batch runs again with each
+//! operation in its own `SAVEPOINT` and that one is rolled back alone (`commit_batch`). If
+//! the commit fails, every caller of the batch gets the error and nothing of the batch is
+//! written.
 //!
 //! Why a thread with synchronous calls instead of the async pool the rest of the store uses:
 //! the async driver runs each statement as a round trip to its own worker thread, and on the
