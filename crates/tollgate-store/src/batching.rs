@@ -1,7 +1,7 @@
 //! What both backends' hot-path writers (`sqlite/writer.rs`, `postgres/writer.rs`) share:
 //! how big a batch may grow, how many operations may wait, what each operation answers,
-//! how a batch is taken from the queue, the reaper's page of abandonments, and the error
-//! of a writer that has stopped.
+//! how a batch is taken from the queue, how the reaper voids overdue reservations through
+//! the writer, and the error of a writer that has stopped.
 
 use std::future::Future;
 
@@ -33,31 +33,40 @@ pub(crate) fn take_batch<J>(first: J, receiver: &mut mpsc::Receiver<J>) -> Vec<J
     jobs
 }
 
-/// Submits a page of overdue reservations to the writer as abandonments, all at once so
-/// that they share batches, and counts those this call ended (another request or reaper
-/// may have ended some first).
-pub(crate) async fn abandon_all<F, Settled>(
-    overdue: Vec<Overdue>,
+/// How many overdue reservations the reaper reads and submits at a time.
+pub(crate) const REAP_PAGE: usize = 100;
+
+/// Voids every overdue reservation: reads them a page at a time (`fetch_page(REAP_PAGE)`,
+/// oldest deadline first) and submits each page to the writer as abandonments, all at once
+/// so that they share batches. Counts those this call ended (a request ending at the same
+/// moment, or another replica's reaper, may have ended some first).
+pub(crate) async fn reap_overdue<Fetch, Fetched, Settle, Settled>(
     now: Timestamp,
-    settle: F,
+    fetch_page: Fetch,
+    settle: Settle,
 ) -> Result<usize, StoreError>
 where
-    F: Fn(Settlement) -> Settled,
+    Fetch: Fn(usize) -> Fetched,
+    Fetched: Future<Output = Result<Vec<Overdue>, StoreError>>,
+    Settle: Fn(Settlement) -> Settled,
     Settled: Future<Output = SettleResult>,
 {
-    let outcomes = futures_util::future::join_all(
-        overdue
-            .into_iter()
-            .map(|overdue| settle(abandonment(overdue, now))),
-    )
-    .await;
     let mut ended = 0;
-    for outcome in outcomes {
-        if !outcome?.already_ended {
-            ended += 1;
+    loop {
+        let page = fetch_page(REAP_PAGE).await?;
+        let last_page = page.len() < REAP_PAGE;
+        let outcomes =
+            futures_util::future::join_all(page.into_iter().map(|overdue| settle(abandonment(overdue, now))))
+                .await;
+        for outcome in outcomes {
+            if !outcome?.already_ended {
+                ended += 1;
+            }
+        }
+        if last_page {
+            return Ok(ended);
         }
     }
-    Ok(ended)
 }
 
 pub(crate) fn stopped() -> StoreError {

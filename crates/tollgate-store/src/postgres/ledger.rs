@@ -16,7 +16,7 @@ use sqlx::PgConnection;
 use tollgate_core::Timestamp;
 use tollgate_core::ledger::{self, Account, AccountId, AccountKind, Lot, LotKind};
 
-use crate::batching::abandon_all;
+use crate::batching::reap_overdue;
 use crate::error::{StoreError, TxError};
 use crate::journal::{
     AccountSet, JournalEntry, TransferKind, balance_view, check_read_back, check_settlement, describe_grant,
@@ -32,9 +32,6 @@ use crate::postgres::{
 };
 use crate::rows::{ACCOUNT_SELECT, LOT_SELECT, account_from_row, lot_view_from_row, overdue_from_row};
 use crate::rules::check_amount_positive;
-
-/// How many overdue reservations the reaper reads and submits at a time.
-const REAP_BATCH_SIZE: usize = 100;
 
 impl PgStore {
     pub(crate) async fn grant_lot(&self, new_lot: NewLot) -> Result<LotView, TxError<GrantRejection>> {
@@ -82,9 +79,8 @@ impl PgStore {
     /// ends by: a request that ends at the same moment, the reaper of another replica and
     /// this one end it once between them.
     pub(crate) async fn reap_reservations(&self, now: Timestamp) -> Result<usize, StoreError> {
-        let mut reaped = 0;
-        loop {
-            let overdue = sqlx::query(
+        let fetch_page = |limit: usize| async move {
+            let rows = sqlx::query(
                 "SELECT id, org_id, workspace_id, api_key_id, request_id, model, created_at
                  FROM reservations
                  WHERE state = 'pending' AND deadline <= $1
@@ -92,20 +88,13 @@ impl PgStore {
                  LIMIT $2",
             )
             .bind(millis(now))
-            .bind(REAP_BATCH_SIZE as i64)
+            .bind(limit as i64)
             .fetch_all(self.pool())
             .await
             .map_err(store_error)?;
-            let page = overdue.len();
-            let overdue = overdue
-                .iter()
-                .map(overdue_from_row)
-                .collect::<Result<Vec<_>, _>>()?;
-            reaped += abandon_all(overdue, now, |settlement| self.writer().settle(settlement)).await?;
-            if page < REAP_BATCH_SIZE {
-                return Ok(reaped);
-            }
-        }
+            rows.iter().map(overdue_from_row).collect::<Result<Vec<_>, _>>()
+        };
+        reap_overdue(now, fetch_page, |settlement| self.writer().settle(settlement)).await
     }
 
     pub(crate) async fn pending_reservation_count(&self, org_id: Option<&str>) -> Result<usize, StoreError> {

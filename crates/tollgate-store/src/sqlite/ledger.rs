@@ -14,7 +14,7 @@ use sqlx::SqliteConnection;
 use tollgate_core::Timestamp;
 use tollgate_core::ledger::{self, Account, AccountId, AccountKind, Lot, LotKind};
 
-use crate::batching::abandon_all;
+use crate::batching::reap_overdue;
 use crate::error::{StoreError, TxError};
 use crate::journal::{AccountSet, JournalEntry, TransferKind, balance_view, check_read_back, describe_grant};
 use crate::model::{
@@ -25,10 +25,6 @@ use crate::rows::{ACCOUNT_SELECT, LOT_SELECT, account_from_row, lot_view_from_ro
 use crate::rules::check_amount_positive;
 use crate::sqlite::audit_log::{CREDIT_EXPIRED, CREDIT_GRANTED, SYSTEM_ACTOR, insert_audit_event};
 use crate::sqlite::{SqliteStore, column, invariant, millis, store_error, truncate_to_millis};
-
-/// How many overdue reservations the reaper ends per transaction, so that it never holds
-/// the write lock for long while requests wait to reserve.
-const REAP_BATCH_SIZE: usize = 100;
 
 impl SqliteStore {
     pub(crate) async fn grant_lot(&self, new_lot: NewLot) -> Result<LotView, TxError<GrantRejection>> {
@@ -70,9 +66,8 @@ impl SqliteStore {
     /// settlement for nothing through the writer, so a request that ends at the same moment
     /// and the reaper end it once between them.
     pub(crate) async fn reap_reservations(&self, now: Timestamp) -> Result<usize, StoreError> {
-        let mut reaped = 0;
-        loop {
-            let overdue = sqlx::query(
+        let fetch_page = |limit: usize| async move {
+            let rows = sqlx::query(
                 "SELECT id, org_id, workspace_id, api_key_id, request_id, model, created_at
                  FROM reservations
                  WHERE state = 'pending' AND deadline <= ?
@@ -80,20 +75,13 @@ impl SqliteStore {
                  LIMIT ?",
             )
             .bind(millis(now))
-            .bind(REAP_BATCH_SIZE as i64)
+            .bind(limit as i64)
             .fetch_all(&self.writer)
             .await
             .map_err(store_error)?;
-            let page = overdue.len();
-            let overdue = overdue
-                .iter()
-                .map(overdue_from_row)
-                .collect::<Result<Vec<_>, _>>()?;
-            reaped += abandon_all(overdue, now, |settlement| self.hot.settle(settlement)).await?;
-            if page < REAP_BATCH_SIZE {
-                return Ok(reaped);
-            }
-        }
+            rows.iter().map(overdue_from_row).collect::<Result<Vec<_>, _>>()
+        };
+        reap_overdue(now, fetch_page, |settlement| self.hot.settle(settlement)).await
     }
 
     pub(crate) async fn pending_reservation_count(&self, org_id: Option<&str>) -> Result<usize, StoreError> {
