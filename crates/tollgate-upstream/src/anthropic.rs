@@ -23,6 +23,9 @@ pub struct AnthropicConfig {
     /// that add their own).
     pub api_key: Option<String>,
     pub connect_timeout: Duration,
+    /// PEM certificates to trust beside the built-in roots, for an upstream whose
+    /// certificate a private authority signed; `None` trusts the built-in roots only.
+    pub ca_pem: Option<Vec<u8>>,
     /// Longest silence between two chunks of a streaming reply.
     pub idle_timeout: Duration,
     /// Longest wait for a whole non-streaming reply, and for a streaming reply's headers.
@@ -36,6 +39,7 @@ impl std::fmt::Debug for AnthropicConfig {
             .field("base_url", &self.base_url)
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .field("connect_timeout", &self.connect_timeout)
+            .field("ca_pem", &self.ca_pem.as_ref().map(Vec::len))
             .field("idle_timeout", &self.idle_timeout)
             .field("request_timeout", &self.request_timeout)
             .finish()
@@ -80,7 +84,7 @@ impl AnthropicClient {
             .transpose()?;
         Ok(AnthropicClient {
             inner: Arc::new(Inner {
-                http: http::client(config.connect_timeout)?,
+                http: http::client(config.connect_timeout, config.ca_pem.as_deref())?,
                 base_url: config.base_url.trim_end_matches('/').to_owned(),
                 messages_url,
                 count_tokens_url,

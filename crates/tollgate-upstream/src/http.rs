@@ -13,22 +13,49 @@ use tokio::time::Instant;
 use crate::sse::parse_event_stream;
 use crate::{EventStream, UpstreamError};
 
+/// Idle connections kept per host, and how long (see `client`).
+const MAX_IDLE_PER_HOST: usize = 1_024;
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// A client that never follows redirects (a redirect would carry the provider key to
 /// wherever it points; the APIs never redirect) and sends small writes at once. Idle
 /// connections are kept for reuse, but at most `MAX_IDLE_PER_HOST` of them: after a burst
 /// of thousands of streams, each of which opened its own, the rest close instead of holding
 /// their buffers for the idle timeout.
-const MAX_IDLE_PER_HOST: usize = 1_024;
-const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-
-pub(crate) fn client(connect_timeout: Duration) -> Result<reqwest::Client, UpstreamError> {
-    reqwest::Client::builder()
+///
+/// It speaks HTTP/1.1 only, as the providers' own SDKs do. Over TLS a provider would
+/// otherwise agree to HTTP/2 and carry every call on one connection, and a connection holds
+/// only as many calls at once as the provider's `SETTINGS_MAX_CONCURRENT_STREAMS`: the
+/// client does not open a second one, so the calls past that number would wait for a stream
+/// (minutes long, for a model's answer) to end. One connection a call has no such ceiling.
+///
+/// `ca_pem` holds certificates trusted beside the built-in roots (an upstream behind a
+/// private certificate authority).
+pub(crate) fn client(
+    connect_timeout: Duration,
+    ca_pem: Option<&[u8]>,
+) -> Result<reqwest::Client, UpstreamError> {
+    let mut builder = reqwest::Client::builder()
+        .http1_only()
         .connect_timeout(connect_timeout)
         .tcp_nodelay(true)
         .pool_max_idle_per_host(MAX_IDLE_PER_HOST)
         .pool_idle_timeout(IDLE_TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("tollgate/", env!("CARGO_PKG_VERSION")))
+        .user_agent(concat!("tollgate/", env!("CARGO_PKG_VERSION")));
+    if let Some(pem) = ca_pem {
+        let certificates = reqwest::Certificate::from_pem_bundle(pem)
+            .map_err(|error| UpstreamError::Connect(format!("the CA certificates: {}", describe(&error))))?;
+        if certificates.is_empty() {
+            return Err(UpstreamError::Connect(
+                "the CA certificates: no PEM certificate found".to_owned(),
+            ));
+        }
+        for certificate in certificates {
+            builder = builder.add_root_certificate(certificate);
+        }
+    }
+    builder
         .build()
         .map_err(|error| UpstreamError::Connect(describe(&error)))
 }

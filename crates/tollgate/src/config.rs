@@ -171,6 +171,9 @@ pub enum ProviderConfig {
         base_url: String,
         api_key: Option<String>,
         api_key_file: Option<PathBuf>,
+        /// PEM certificates trusted beside the built-in roots: an upstream whose certificate
+        /// a private authority signed.
+        ca_file: Option<PathBuf>,
         #[serde(default = "default_connect_timeout")]
         connect_timeout_seconds: u64,
         #[serde(default = "default_idle_timeout")]
@@ -186,6 +189,9 @@ pub enum ProviderConfig {
         base_url: String,
         api_key: Option<String>,
         api_key_file: Option<PathBuf>,
+        /// PEM certificates trusted beside the built-in roots: an upstream whose certificate
+        /// a private authority signed.
+        ca_file: Option<PathBuf>,
         #[serde(default = "default_connect_timeout")]
         connect_timeout_seconds: u64,
         #[serde(default = "default_idle_timeout")]
@@ -590,6 +596,16 @@ impl Config {
                     (None, None) => None,
                 })
             };
+            let read_ca = |ca_file: &Option<PathBuf>| -> anyhow::Result<Option<Vec<u8>>> {
+                ca_file
+                    .as_ref()
+                    .map(|path| {
+                        std::fs::read(path).with_context(|| {
+                            format!("providers.{name}.ca_file: cannot read {}", path.display())
+                        })
+                    })
+                    .transpose()
+            };
             let built = match provider {
                 ProviderConfig::Simulated {
                     tokens_per_second, ..
@@ -600,6 +616,7 @@ impl Config {
                     base_url,
                     api_key,
                     api_key_file,
+                    ca_file,
                     connect_timeout_seconds,
                     idle_timeout_seconds,
                     request_timeout_seconds,
@@ -608,6 +625,7 @@ impl Config {
                     AnthropicClient::new(AnthropicConfig {
                         base_url: base_url.clone(),
                         api_key: read_key(api_key, api_key_file)?,
+                        ca_pem: read_ca(ca_file)?,
                         connect_timeout: Duration::from_secs(*connect_timeout_seconds),
                         idle_timeout: Duration::from_secs(*idle_timeout_seconds),
                         request_timeout: Duration::from_secs(*request_timeout_seconds),
@@ -618,6 +636,7 @@ impl Config {
                     base_url,
                     api_key,
                     api_key_file,
+                    ca_file,
                     connect_timeout_seconds,
                     idle_timeout_seconds,
                     request_timeout_seconds,
@@ -627,6 +646,7 @@ impl Config {
                     OpenAiClient::new(OpenAiConfig {
                         base_url: base_url.clone(),
                         api_key: read_key(api_key, api_key_file)?,
+                        ca_pem: read_ca(ca_file)?,
                         connect_timeout: Duration::from_secs(*connect_timeout_seconds),
                         idle_timeout: Duration::from_secs(*idle_timeout_seconds),
                         request_timeout: Duration::from_secs(*request_timeout_seconds),

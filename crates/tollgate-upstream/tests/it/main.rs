@@ -1,5 +1,8 @@
 //! The Anthropic and OpenAI clients against a tiny local axum server: success, status
-//! pass-through, streaming, timeouts, connect failures, and what is sent upstream.
+//! pass-through, streaming, timeouts, connect failures, and what is sent upstream; `tls`:
+//! the same over TLS, to a server that offers HTTP/2.
+
+mod tls;
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
@@ -46,6 +49,7 @@ fn client(base_url: &str) -> Provider {
     let config = AnthropicConfig {
         base_url: base_url.to_owned(),
         api_key: Some("sk-ant-upstream".to_owned()),
+        ca_pem: None,
         connect_timeout: Duration::from_millis(500),
         idle_timeout: Duration::from_millis(150),
         request_timeout: Duration::from_millis(400),
@@ -317,6 +321,7 @@ fn openai_client(base_url: &str) -> Provider {
     let config = OpenAiConfig {
         base_url: base_url.to_owned(),
         api_key: Some("sk-openai-upstream".to_owned()),
+        ca_pem: None,
         connect_timeout: Duration::from_millis(500),
         idle_timeout: Duration::from_millis(150),
         request_timeout: Duration::from_millis(400),

@@ -284,6 +284,18 @@ fn bad_deployments_name_the_culprit() {
                 .to_owned(),
             "max_tokens_field",
         ),
+        (
+            "[providers.a]\nkind = \"anthropic\"\nbase_url = \"https://x\"\nca_file = \"/nonexistent/ca.pem\""
+                .to_owned(),
+            "providers.a.ca_file: cannot read /nonexistent/ca.pem",
+        ),
+        (
+            format!(
+                "[providers.a]\nkind = \"anthropic\"\nbase_url = \"https://x\"\nca_file = \"{}/Cargo.toml\"",
+                env!("CARGO_MANIFEST_DIR")
+            ),
+            "the CA certificates: no PEM certificate found",
+        ),
     ];
     for (file, expected) in cases {
         let result = parse(Some(&file), &[]).and_then(|config| config.providers().map(|_| config));
