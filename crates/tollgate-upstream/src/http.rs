@@ -55,9 +55,16 @@ pub(crate) fn client(
             builder = builder.add_root_certificate(certificate);
         }
     }
+    // With the builder's other settings fixed, the certificates are the one input that can
+    // make building fail (a PEM block whose content is not a certificate): say so.
+    let blame = if ca_pem.is_some() {
+        "the CA certificates: "
+    } else {
+        ""
+    };
     builder
         .build()
-        .map_err(|error| UpstreamError::Connect(describe(&error)))
+        .map_err(|error| UpstreamError::Connect(format!("{blame}{}", describe(&error))))
 }
 
 /// Sends a request and reads the whole 2xx body, all within `request_timeout`.

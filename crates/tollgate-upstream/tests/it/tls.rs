@@ -128,10 +128,18 @@ async fn an_upstream_signed_by_a_private_authority_is_trusted_only_with_its_cert
         other => panic!("expected a refused certificate, got {other:?}"),
     }
 
-    let error = tls_client("https://127.0.0.1:1".to_owned(), Some(b"not a certificate"))
-        .expect_err("no certificate in it");
-    assert!(
-        matches!(&error, UpstreamError::Connect(message) if message.contains("CA certificates")),
-        "{error:?}"
-    );
+    let bad_bundles: [&[u8]; 3] = [
+        b"not a certificate",
+        b"-----BEGIN CERTIFICATE-----\n!!! not base64 !!!\n-----END CERTIFICATE-----\n",
+        b"-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n",
+    ];
+    for bundle in bad_bundles {
+        let error =
+            tls_client("https://127.0.0.1:1".to_owned(), Some(bundle)).expect_err("no usable certificate");
+        assert!(
+            matches!(&error, UpstreamError::Connect(message) if message.contains("CA certificates")),
+            "{}: {error:?}",
+            String::from_utf8_lossy(bundle)
+        );
+    }
 }
