@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 
 use axum::Form;
 use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
-use axum::http::HeaderMap;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use maud::{Markup, html};
 use serde::Deserialize;
@@ -20,19 +20,28 @@ use crate::session::{
     Signed, cleared_cookie, is_secure, redirect_with_cookie, session_cookie, session_token,
 };
 
-/// The client's address, for the sign-in rate limit ("unknown" when the server was not
-/// started with connection info).
+/// The client's address, for the sign-in rate limit: the peer's, or the one a trusted
+/// proxy forwarded ("unknown" when the server was not started with connection info).
 pub(crate) struct ClientAddress(String);
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientAddress {
+impl FromRequestParts<ConsoleState> for ClientAddress {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<ClientAddress, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &ConsoleState,
+    ) -> Result<ClientAddress, Self::Rejection> {
         Ok(ClientAddress(
-            parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map_or_else(|| "unknown".to_owned(), |info| info.0.ip().to_string()),
+            parts.extensions.get::<ConnectInfo<SocketAddr>>().map_or_else(
+                || "unknown".to_owned(),
+                |info| {
+                    state
+                        .settings
+                        .trusted_proxies
+                        .client_address(info.0.ip(), &parts.headers)
+                        .to_string()
+                },
+            ),
         ))
     }
 }
@@ -78,13 +87,24 @@ pub(crate) async fn sign_in(
         .await
     {
         Ok(signed_in) => start(&state, &headers, signed_in).await,
-        Err(refusal @ (SignInRefusal::BadCredentials | SignInRefusal::TooManyAttempts)) => {
-            let status = match refusal {
-                SignInRefusal::TooManyAttempts => axum::http::StatusCode::TOO_MANY_REQUESTS,
-                _ => axum::http::StatusCode::UNAUTHORIZED,
+        Err(refusal @ SignInRefusal::BadCredentials) => {
+            let page = sign_in_form(&form.email, Some(&refusal.to_string()));
+            Ok((StatusCode::UNAUTHORIZED, Html(page.into_string())).into_response())
+        }
+        Err(refusal @ (SignInRefusal::TooManyAttempts | SignInRefusal::Busy)) => {
+            // A busy server is worth another try in a second; a full limit frees up only as
+            // its 15-minute window ends.
+            let retry_after_seconds = match refusal {
+                SignInRefusal::Busy => "1",
+                _ => "60",
             };
             let page = sign_in_form(&form.email, Some(&refusal.to_string()));
-            Ok((status, Html(page.into_string())).into_response())
+            Ok((
+                StatusCode::TOO_MANY_REQUESTS,
+                [(header::RETRY_AFTER, retry_after_seconds)],
+                Html(page.into_string()),
+            )
+                .into_response())
         }
         Err(SignInRefusal::Service(error)) => Err(error.into()),
     }
@@ -145,7 +165,7 @@ pub(crate) async fn setup_page(
 ) -> Result<Html<String>, PageError> {
     if !state.tollgate.console_setup_token_valid(&query.token).await? {
         return Err(PageError::NotFound(
-            "This setup link was used already or has expired. Ask an admin, or run `tollgate users create --admin`."
+            "This setup link was used already, was replaced by a newer one, or has expired; once an admin exists, no setup link works. Ask an admin, or run `tollgate users create --admin`."
                 .into(),
         ));
     }
@@ -154,7 +174,7 @@ pub(crate) async fn setup_page(
             "Set up the Console",
             html! {
                 h1 { "Create the first admin" }
-                p { "This link works once. The account you create here is an admin of the organization." }
+                p { "This link works once, and only until someone can sign in. The account you create here is an admin of the organization." }
                 form.card method="post" action="/console/setup" {
                     input type="hidden" name="token" value=(query.token);
                     label for="email" { "Email" }

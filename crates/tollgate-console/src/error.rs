@@ -16,6 +16,8 @@ pub(crate) enum PageError {
     NotFound(String),
     /// The form's input is wrong; the message says how.
     Invalid(String),
+    /// Too many attempts, or too many at once; the message says when to try again.
+    TooManyRequests(String),
     /// Something failed on our side; logged, never shown.
     Internal(String),
 }
@@ -33,6 +35,8 @@ impl From<ServiceError> for PageError {
             other @ (ServiceError::RateLimited(_)
             | ServiceError::ExceedsRateLimit(_)
             | ServiceError::Unavailable(_)
+            | ServiceError::LimiterUnavailable(_)
+            | ServiceError::TooManyConcurrentCalls { .. }
             | ServiceError::Store(_)) => PageError::Internal(other.to_string()),
         }
     }
@@ -48,7 +52,10 @@ impl From<SignInRefusal> for PageError {
     fn from(refusal: SignInRefusal) -> PageError {
         match refusal {
             SignInRefusal::Service(error) => error.into(),
-            other => PageError::Invalid(other.to_string()),
+            refusal @ (SignInRefusal::TooManyAttempts | SignInRefusal::Busy) => {
+                PageError::TooManyRequests(refusal.to_string())
+            }
+            refusal @ SignInRefusal::BadCredentials => PageError::Invalid(refusal.to_string()),
         }
     }
 }
@@ -59,6 +66,7 @@ impl IntoResponse for PageError {
             PageError::Forbidden(message) => (StatusCode::FORBIDDEN, "Not allowed", message),
             PageError::NotFound(message) => (StatusCode::NOT_FOUND, "Not found", message),
             PageError::Invalid(message) => (StatusCode::BAD_REQUEST, "That did not work", message),
+            PageError::TooManyRequests(message) => (StatusCode::TOO_MANY_REQUESTS, "Too many tries", message),
             PageError::Internal(detail) => {
                 tracing::error!(%detail, "a Console page failed");
                 (

@@ -16,6 +16,7 @@
 mod auth;
 mod billing;
 mod chart;
+mod client_address;
 mod error;
 mod keys;
 mod layout;
@@ -38,6 +39,8 @@ use bytes::Bytes;
 use tollgate_core::catalog::Catalog;
 use tollgate_service::{ApiCaller, Tollgate};
 
+pub use crate::client_address::TrustedProxies;
+
 /// Runs a Workbench request through the data plane's metered path: the same admission,
 /// reservation, upstream call and settlement as an API request of `caller`.
 pub trait WorkbenchRunner: Send + Sync + 'static {
@@ -53,6 +56,8 @@ pub struct ConsoleSettings {
     /// `Some(false)`: never; `None`: when the request came over TLS
     /// (`X-Forwarded-Proto: https`) or to a loopback host, which browsers treat as secure.
     pub secure_cookies: Option<bool>,
+    /// Proxies whose forwarding header names the client, for the sign-in limit per client.
+    pub trusted_proxies: TrustedProxies,
 }
 
 /// What every page shares. Cheap to clone.

@@ -1,7 +1,8 @@
-//! Usage & Cost: token usage by model, workspace or key over hourly or daily buckets, the
-//! ledger's daily cost by model or workspace, and the usage as CSV. The figures are the
-//! Admin API's reports (`OrgAdmin::usage_report`, `OrgAdmin::cost_report`); this page only
-//! arranges them.
+//! Usage & Cost: token usage by model, workspace, key or Claude Code session over hourly
+//! or daily buckets, the ledger's daily cost by model or workspace, the sessions that cost
+//! most, and the usage as CSV. A session filter narrows every figure to one session. The
+//! figures are the Admin API's reports (`OrgAdmin::usage_report`, `OrgAdmin::cost_report`);
+//! this page only arranges them.
 
 use std::collections::BTreeMap;
 
@@ -13,7 +14,10 @@ use serde::Deserialize;
 use tollgate_core::Timestamp;
 use tollgate_core::money::NanoUsd;
 use tollgate_core::reports::{BucketWidth, ReportWindow};
-use tollgate_service::{Access, ConsoleArea, OrgAdmin, ReportPage, UsageFilters, UsageGroupBy, UsageResult};
+use tollgate_service::{
+    Access, ConsoleArea, CostFilters, CostGroupBy, OrgAdmin, ReportPage, UsageFilters, UsageGroupBy,
+    UsageResult,
+};
 
 use crate::ConsoleState;
 use crate::chart::{Series, stacked_bars};
@@ -27,6 +31,7 @@ enum Grouping {
     Model,
     Workspace,
     Key,
+    Session,
 }
 
 impl Grouping {
@@ -34,6 +39,7 @@ impl Grouping {
         match text {
             Some("workspace") => Grouping::Workspace,
             Some("key") => Grouping::Key,
+            Some("session") => Grouping::Session,
             _ => Grouping::Model,
         }
     }
@@ -43,9 +49,13 @@ impl Grouping {
             Grouping::Model => "model",
             Grouping::Workspace => "workspace",
             Grouping::Key => "key",
+            Grouping::Session => "session",
         }
     }
 }
+
+/// How many sessions the "Top sessions by cost" table lists.
+const TOP_SESSIONS: usize = 20;
 
 #[derive(Deserialize, Default)]
 pub(crate) struct UsageQuery {
@@ -54,6 +64,8 @@ pub(crate) struct UsageQuery {
     /// How many days back, today included.
     days: Option<i64>,
     group: Option<String>,
+    /// A Claude Code session id: every figure is narrowed to it.
+    session: Option<String>,
 }
 
 /// The window of the last `days` days (today included) in buckets of `width`.
@@ -80,8 +92,8 @@ pub(crate) async fn daily_cost(
                 from: None,
                 limit: 31,
             },
-            false,
-            false,
+            CostGroupBy::default(),
+            &CostFilters::default(),
         )
         .await?;
     Ok(report
@@ -126,13 +138,19 @@ async fn usage_table(
     width: BucketWidth,
     days: i64,
     grouping: Grouping,
+    session: Option<&str>,
 ) -> Result<UsageTable, PageError> {
     let window = window(admin.tollgate().now(), width, days)?;
     let group_by = UsageGroupBy {
         api_key_id: grouping == Grouping::Key,
         workspace_id: grouping == Grouping::Workspace,
         model: grouping == Grouping::Model,
+        session_id: grouping == Grouping::Session,
         ..UsageGroupBy::default()
+    };
+    let filters = UsageFilters {
+        session_ids: session.map(str::to_owned).into_iter().collect(),
+        ..UsageFilters::default()
     };
     let report = admin
         .usage_report(
@@ -142,7 +160,7 @@ async fn usage_table(
                 limit: 24 * 31,
             },
             group_by,
-            &UsageFilters::default(),
+            &filters,
         )
         .await?;
     let names = group_names(admin, grouping).await?;
@@ -155,6 +173,7 @@ async fn usage_table(
                 Grouping::Model => result.model.clone(),
                 Grouping::Workspace => result.workspace_id.clone(),
                 Grouping::Key => result.api_key_id.clone(),
+                Grouping::Session => result.session_id.clone(),
             };
             let name = match key {
                 Some(id) => names.get(&id).cloned().unwrap_or(id),
@@ -197,7 +216,7 @@ async fn usage_table(
 /// Display names of workspaces and keys by id.
 async fn group_names(admin: &OrgAdmin, grouping: Grouping) -> Result<BTreeMap<String, String>, PageError> {
     Ok(match grouping {
-        Grouping::Model => BTreeMap::new(),
+        Grouping::Model | Grouping::Session => BTreeMap::new(),
         Grouping::Workspace => admin
             .workspaces(true)
             .await?
@@ -216,6 +235,54 @@ async fn group_names(admin: &OrgAdmin, grouping: Grouping) -> Result<BTreeMap<St
             })
             .collect(),
     })
+}
+
+/// The sessions that cost most over the last `days` days, most first, with their cost.
+async fn top_sessions(
+    admin: &OrgAdmin,
+    state: &ConsoleState,
+    days: i64,
+    session: Option<&str>,
+) -> Result<Vec<(String, NanoUsd)>, PageError> {
+    let report = admin
+        .cost_report(
+            &state.catalog,
+            &ReportPage {
+                window: window(admin.tollgate().now(), BucketWidth::Day, days)?,
+                from: None,
+                limit: 31,
+            },
+            CostGroupBy {
+                session_id: true,
+                ..CostGroupBy::default()
+            },
+            &CostFilters {
+                session_ids: session.map(str::to_owned).into_iter().collect(),
+            },
+        )
+        .await?;
+    let mut by_session: BTreeMap<String, NanoUsd> = BTreeMap::new();
+    for result in report.buckets.iter().flat_map(|bucket| &bucket.results) {
+        // Requests sent without a session are not a session.
+        let Some(session_id) = &result.session_id else {
+            continue;
+        };
+        let total = by_session.entry(session_id.clone()).or_insert(NanoUsd::ZERO);
+        *total = total.saturating_add(result.amount);
+    }
+    let mut sessions: Vec<(String, NanoUsd)> = by_session.into_iter().collect();
+    sessions.sort_by(|left, right| right.1.cmp(&left.1).then_with(|| left.0.cmp(&right.0)));
+    sessions.truncate(TOP_SESSIONS);
+    Ok(sessions)
+}
+
+/// The session filter as given, trimmed; empty means none.
+fn session_filter(query: &UsageQuery) -> Option<&str> {
+    query
+        .session
+        .as_deref()
+        .map(str::trim)
+        .filter(|session| !session.is_empty())
 }
 
 fn parameters(query: &UsageQuery) -> (BucketWidth, i64, Grouping) {
@@ -238,7 +305,8 @@ pub(crate) async fn page(
 ) -> Result<Html<String>, PageError> {
     let admin = user.authority(ConsoleArea::Usage, Access::View)?;
     let (width, days, grouping) = parameters(&query);
-    let table = usage_table(admin, width, days, grouping).await?;
+    let session = session_filter(&query);
+    let table = usage_table(admin, width, days, grouping, session).await?;
     let cost_by_workspace = grouping == Grouping::Workspace;
     let cost = admin
         .cost_report(
@@ -248,10 +316,22 @@ pub(crate) async fn page(
                 from: None,
                 limit: 31,
             },
-            cost_by_workspace,
-            !cost_by_workspace,
+            CostGroupBy {
+                workspace_id: cost_by_workspace,
+                description: !cost_by_workspace,
+                session_id: false,
+            },
+            &CostFilters {
+                session_ids: session.map(str::to_owned).into_iter().collect(),
+            },
         )
         .await?;
+    // Reading sessions means reading every record of the window: only when asked for.
+    let sessions = if grouping == Grouping::Session || session.is_some() {
+        Some(top_sessions(admin, &state, days.min(31), session).await?)
+    } else {
+        None
+    };
     let workspace_names = group_names(admin, Grouping::Workspace).await?;
     let mut cost_values: BTreeMap<String, Vec<i64>> = BTreeMap::new();
     let cost_buckets = cost.buckets.len();
@@ -284,15 +364,18 @@ pub(crate) async fn page(
         .map(|(name, values)| Series { name, values })
         .collect();
     let width_text = if width == BucketWidth::Hour { "1h" } else { "1d" };
-    let csv_link = format!(
+    let mut csv_link = format!(
         "/console/usage.csv?width={width_text}&days={days}&group={}",
         grouping.as_str()
     );
+    if let Some(session) = session {
+        csv_link.push_str(&format!("&session={}", query_text(session)));
+    }
     let content = html! {
         form.filters method="get" action="/console/usage" {
             label for="group" { "Group by" }
             select id="group" name="group" {
-                @for (value, label) in [("model", "Model"), ("workspace", "Workspace"), ("key", "API key")] {
+                @for (value, label) in [("model", "Model"), ("workspace", "Workspace"), ("key", "API key"), ("session", "Claude Code session")] {
                     option value=(value) selected[value == grouping.as_str()] { (label) }
                 }
             }
@@ -303,10 +386,38 @@ pub(crate) async fn page(
             }
             label for="days" { "Days" }
             input id="days" name="days" type="number" min="1" max="31" value=(days);
+            label for="session" { "Session" }
+            input id="session" name="session" type="search" maxlength="128"
+                placeholder="Claude Code session id" value=(session.unwrap_or_default());
             button type="submit" { "Show" }
             a.button href=(csv_link) download { "Download CSV" }
         }
-        p { "Cost over the window: " strong id="cost-total" { (cost_total) } }
+        @if let Some(session) = session {
+            p { "Cost of session " code { (session) } " over the window: " strong id="session-cost" { (cost_total) } }
+        } @else {
+            p { "Cost over the window: " strong id="cost-total" { (cost_total) } }
+        }
+        @if let Some(sessions) = &sessions {
+            h2 { "Top sessions by cost" }
+            div.scroll {
+                table id="top-sessions" {
+                    thead { tr { th scope="col" { "Session" } th scope="col" { "Cost" } } }
+                    tbody {
+                        @for (session_id, amount) in sessions {
+                            tr {
+                                th scope="row" {
+                                    a href=(format!("/console/usage?width={width_text}&days={days}&session={}", query_text(session_id))) { (session_id) }
+                                }
+                                td { (amount) }
+                            }
+                        }
+                        @if sessions.is_empty() {
+                            tr { td colspan="2" { "No Claude Code sessions in this window." } }
+                        }
+                    }
+                }
+            }
+        }
         (stacked_bars(
             &format!("Cost per day by {}", if cost_by_workspace { "workspace" } else { "model" }),
             &cost_labels,
@@ -352,7 +463,7 @@ pub(crate) async fn csv(
 ) -> Result<Response, PageError> {
     let admin = user.authority(ConsoleArea::Usage, Access::View)?;
     let (width, days, grouping) = parameters(&query);
-    let table = usage_table(admin, width, days, grouping).await?;
+    let table = usage_table(admin, width, days, grouping, session_filter(&query)).await?;
     let mut text = format!(
         "{},requests,input_tokens,output_tokens,cache_creation_input_tokens,cache_read_input_tokens\n",
         grouping.as_str()
@@ -388,4 +499,18 @@ pub(crate) async fn csv(
         HeaderValue::from_static("attachment; filename=\"usage.csv\""),
     );
     Ok(response)
+}
+
+/// A value made safe for a URL's query: unreserved characters (RFC 3986) pass, every
+/// other byte is percent-encoded.
+fn query_text(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }

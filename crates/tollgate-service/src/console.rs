@@ -1,17 +1,26 @@
 //! The Console's people: passwords (argon2id, default parameters), sign-in with a rate
-//! limit on failures per email and per client, sessions, the one-time setup link that lets
+//! limit on attempts per email and per client, sessions, the one-time setup link that lets
 //! the first admin choose a password, invites accepted with a password, and what each
 //! organization role may see and change in the Console.
+//!
+//! Guessing is bounded twice. A sign-in attempt is counted in the store before its password
+//! is checked (a right password takes its count back), so concurrent guesses cannot all
+//! pass one look at the count; and at most `PASSWORD_CHECKS_MAX` argon2 computations run at
+//! once in this process (each holds about 19 MiB for tens of milliseconds), a sign-in
+//! beyond them being refused at once rather than queued.
 //!
 //! A session token and a setup token exist only in the browser and in the link; the store
 //! keeps their SHA-256. A signed-in person gets a `ConsoleUser`, whose organization-scoped
 //! `OrgAdmin` handle is handed out only through `ConsoleUser::authority`, after the role
 //! check, so no page can act on an area its role does not reach. Knows nothing of HTTP.
 
+use std::sync::Arc;
+
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tollgate_core::Timestamp;
 use tollgate_core::ids::IdKind;
 use tollgate_core::keys::KeyKind;
@@ -26,14 +35,19 @@ use crate::{KeyStatus, Tollgate, UsageRecord, random, users};
 
 /// How long a Console session lasts after sign-in.
 pub const SESSION_LIFETIME_HOURS: i64 = 12;
-/// How long the first start's setup link works.
+/// How long a setup link works (unless a newer one replaces it or an admin appears).
 pub(crate) const SETUP_LINK_LIFETIME_HOURS: i64 = 24;
-/// Failed sign-ins are counted in fixed windows of this length.
+/// Sign-in attempts are counted in fixed windows of this length.
 pub(crate) const SIGN_IN_WINDOW_MINUTES: i64 = 15;
-/// Failures per email within a window before further tries are refused.
-pub(crate) const SIGN_IN_FAILURES_PER_EMAIL_MAX: u64 = 10;
-/// Failures per client address within a window before further tries are refused.
-pub(crate) const SIGN_IN_FAILURES_PER_CLIENT_MAX: u64 = 50;
+/// Attempts per email within a window (successful ones given back) before further tries
+/// are refused.
+pub(crate) const SIGN_IN_ATTEMPTS_PER_EMAIL_MAX: u64 = 10;
+/// Attempts per client address within a window (successful ones given back) before
+/// further tries are refused.
+pub(crate) const SIGN_IN_ATTEMPTS_PER_CLIENT_MAX: u64 = 50;
+/// Password hashes computed or checked at once by this process. Argon2id with the default
+/// parameters holds 19 MiB while it runs, so this bounds their memory to about 150 MiB.
+pub const PASSWORD_CHECKS_MAX: usize = 8;
 /// Passwords have at least this many characters.
 pub const PASSWORD_LENGTH_MIN: usize = 10;
 /// The name of the key each workspace's Workbench requests are billed to.
@@ -82,6 +96,32 @@ pub fn role_allows(role: OrgRole, area: ConsoleArea, access: Access) -> bool {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("your role does not allow this")]
 pub struct Denied;
+
+/// The permits for argon2 computations (`PASSWORD_CHECKS_MAX`), shared by every use case
+/// of one `Tollgate`.
+pub(crate) struct PasswordChecks(Arc<Semaphore>);
+
+impl Default for PasswordChecks {
+    fn default() -> PasswordChecks {
+        PasswordChecks(Arc::new(Semaphore::new(PASSWORD_CHECKS_MAX)))
+    }
+}
+
+impl PasswordChecks {
+    /// A permit now, or `None` when every one is taken: for sign-in, which anyone may try.
+    fn try_permit(&self) -> Option<OwnedSemaphorePermit> {
+        Arc::clone(&self.0).try_acquire_owned().ok()
+    }
+
+    /// A permit when one is free: for setting a password, which only the holder of a
+    /// one-time link or invite (or the operator) can reach.
+    async fn permit(&self) -> Result<OwnedSemaphorePermit, ServiceError> {
+        Arc::clone(&self.0)
+            .acquire_owned()
+            .await
+            .map_err(|error| ServiceError::Unavailable(format!("the password checks stopped: {error}")))
+    }
+}
 
 /// A secret shown once: a session token (for the cookie) or a setup token (for the link).
 pub struct SecretToken(String);
@@ -221,6 +261,9 @@ pub enum SignInRefusal {
     BadCredentials,
     #[error("too many failed sign-ins: wait a few minutes and try again")]
     TooManyAttempts,
+    /// Every password check this process allows at once is running.
+    #[error("too many sign-ins are being checked right now: try again in a moment")]
+    Busy,
     #[error(transparent)]
     Service(#[from] ServiceError),
 }
@@ -251,12 +294,14 @@ fn check_password_rules(password: &str) -> Result<(), ServiceError> {
 }
 
 /// Hashes a password with argon2id and a fresh salt, off the async threads (it takes tens
-/// of milliseconds on purpose).
-async fn hash_password(password: &str) -> Result<String, ServiceError> {
+/// of milliseconds on purpose). The permit is held until the hash is done, even if the
+/// caller has gone.
+async fn hash_password(permit: OwnedSemaphorePermit, password: &str) -> Result<String, ServiceError> {
     let password = password.to_owned();
     let mut salt = [0_u8; 16];
     rand::rng().fill_bytes(&mut salt);
     tokio::task::spawn_blocking(move || {
+        let _permit = permit;
         let salt = SaltString::encode_b64(&salt)
             .map_err(|error| ServiceError::Invalid(format!("cannot make a salt: {error}")))?;
         Argon2::default()
@@ -270,9 +315,15 @@ async fn hash_password(password: &str) -> Result<String, ServiceError> {
 
 /// Whether `password` matches one of `hashes`; the index of the first match. With no hash
 /// at all a dummy one is checked, so an unknown email takes as long as a wrong password.
-async fn verify_password(password: &str, hashes: Vec<String>) -> Result<Option<usize>, ServiceError> {
+/// The permit is held until the check is done, even if the caller has gone.
+async fn verify_password(
+    permit: OwnedSemaphorePermit,
+    password: &str,
+    hashes: Vec<String>,
+) -> Result<Option<usize>, ServiceError> {
     let password = password.to_owned();
     tokio::task::spawn_blocking(move || {
+        let _permit = permit;
         let argon2 = Argon2::default();
         if hashes.is_empty() {
             let salt = SaltString::encode_b64(&[0_u8; 16]).ok();
@@ -298,6 +349,10 @@ fn window_start(now: Timestamp) -> Timestamp {
 
 impl Tollgate {
     /// Signs a person in with email and password, from the client address `client`.
+    ///
+    /// The attempt is counted (per email and per client) before the password is checked:
+    /// a guess refused by the count costs no argon2 work, and guesses sent at once cannot
+    /// all see a count below the limit. A right password gives its attempt back.
     pub async fn console_sign_in(
         &self,
         email_text: &str,
@@ -305,29 +360,40 @@ impl Tollgate {
         client: &str,
     ) -> Result<SignedIn, SignInRefusal> {
         let email = email_text.trim().to_ascii_lowercase();
+        // Taken first, so a refusal for being busy writes nothing.
+        let permit = self
+            .inner
+            .password_checks
+            .try_permit()
+            .ok_or(SignInRefusal::Busy)?;
         let window = window_start(self.now());
         let email_bucket = format!("email:{email}");
         let client_bucket = format!("client:{client}");
-        if self.store().sign_in_failures(&email_bucket, window).await? >= SIGN_IN_FAILURES_PER_EMAIL_MAX
-            || self.store().sign_in_failures(&client_bucket, window).await? >= SIGN_IN_FAILURES_PER_CLIENT_MAX
-        {
+        let claimed = self
+            .store()
+            .claim_sign_in_attempt(
+                &[
+                    (email_bucket.as_str(), SIGN_IN_ATTEMPTS_PER_EMAIL_MAX),
+                    (client_bucket.as_str(), SIGN_IN_ATTEMPTS_PER_CLIENT_MAX),
+                ],
+                window,
+            )
+            .await?;
+        if !claimed {
             return Err(SignInRefusal::TooManyAttempts);
         }
         let candidates = self.store().sign_in_candidates(&email).await?;
         let hashes = candidates.iter().map(|(_, hash)| hash.clone()).collect();
-        match verify_password(password, hashes).await? {
+        match verify_password(permit, password, hashes).await? {
             Some(index) => {
-                self.store().clear_sign_in_failures(&email_bucket).await?;
+                self.store().clear_sign_in_attempts(&email_bucket).await?;
+                self.store()
+                    .return_sign_in_attempt(&client_bucket, window)
+                    .await?;
                 let user = candidates[index].0.clone();
                 Ok(self.start_session(user).await?)
             }
-            None => {
-                self.store().record_sign_in_failure(&email_bucket, window).await?;
-                self.store()
-                    .record_sign_in_failure(&client_bucket, window)
-                    .await?;
-                Err(SignInRefusal::BadCredentials)
-            }
+            None => Err(SignInRefusal::BadCredentials),
         }
     }
 
@@ -403,19 +469,19 @@ impl Tollgate {
     /// Sets a user's password.
     pub async fn set_console_password(&self, user_id: &str, password: &str) -> Result<(), ServiceError> {
         check_password_rules(password)?;
-        let hash = hash_password(password).await?;
+        let permit = self.inner.password_checks.permit().await?;
+        let hash = hash_password(permit, password).await?;
         if !self.store().set_password_hash(user_id, &hash, self.now()).await? {
             return Err(ServiceError::NotFound(format!("user '{user_id}' was not found")));
         }
         Ok(())
     }
 
-    /// At first start (no one has a password yet): a one-time token for the setup link of
-    /// the Default organization (or the oldest one). `None` once someone can sign in.
+    /// While no one can sign in and no organization has an admin: a one-time token for the
+    /// setup link of the Default organization (or the oldest one), which replaces any link
+    /// minted before (by this start or another replica's). `None` once someone can sign in
+    /// or an admin exists: then no link is minted at all.
     pub async fn console_setup_token(&self) -> Result<Option<SecretToken>, ServiceError> {
-        if self.store().any_password_set().await? {
-            return Ok(None);
-        }
         let organizations = self.store().list_organizations().await?;
         let Some(organization) = organizations
             .iter()
@@ -426,26 +492,28 @@ impl Tollgate {
         };
         let token = SecretToken::generate();
         let now = self.now();
-        self.store()
-            .insert_setup_token(
+        let minted = self
+            .store()
+            .mint_setup_link(
                 &token_hash(token.expose_secret()),
                 &organization.id,
                 now,
                 now + chrono::Duration::hours(SETUP_LINK_LIFETIME_HOURS),
             )
             .await?;
-        Ok(Some(token))
+        Ok(minted.then_some(token))
     }
 
     /// Whether a setup link's token can still be used.
     pub async fn console_setup_token_valid(&self, token: &str) -> Result<bool, ServiceError> {
         Ok(self
             .store()
-            .setup_token_valid(&token_hash(token), self.now())
+            .setup_link_valid(&token_hash(token), self.now())
             .await?)
     }
 
     /// Uses a setup link: the person becomes an admin with this password, and is signed in.
+    /// The link is used up first, so two people racing with it cannot both get in.
     pub async fn redeem_console_setup(
         &self,
         token: &str,
@@ -457,9 +525,13 @@ impl Tollgate {
         users::email(email_text)?;
         let org_id = self
             .store()
-            .redeem_setup_token(&token_hash(token), self.now())
+            .redeem_setup_link(&token_hash(token), self.now())
             .await?
-            .ok_or_else(|| ServiceError::Invalid("this setup link was used already or has expired".into()))?;
+            .ok_or_else(|| {
+                ServiceError::Invalid(
+                    "this setup link was used already, was replaced by a newer one, or has expired".into(),
+                )
+            })?;
         let user = self
             .create_console_admin(&org_id, email_text, name, password)
             .await?;

@@ -1,6 +1,6 @@
 //! The façade over the Console's sign-in state: passwords (as argon2id PHC strings, hashed
-//! by the caller), sessions and one-time setup links (stored as the SHA-256 of their token,
-//! hashed by the caller), and the failed sign-in counters that rate-limit guessing across
+//! by the caller), sessions and the one setup link (stored as the SHA-256 of their token,
+//! hashed by the caller), and the sign-in attempt counters that rate-limit guessing across
 //! every replica sharing the database. No money and no password checking here: the store
 //! keeps what the service decided.
 
@@ -23,7 +23,8 @@ pub struct ConsoleSession {
 }
 
 impl Store {
-    /// Sets (or replaces) the user's password hash. Returns false if no such user.
+    /// Sets (or replaces) the user's password hash, and deletes the setup link: once someone
+    /// can sign in, no link makes another admin. Returns false if no such user.
     pub async fn set_password_hash(
         &self,
         user_id: &str,
@@ -67,49 +68,66 @@ impl Store {
         dispatch!(self.delete_expired_console_sessions(now))
     }
 
-    pub async fn insert_setup_token(
+    /// Makes this the setup link, replacing any earlier one (one link at a time, across
+    /// replicas), unless someone can sign in already (a user has a password) or an
+    /// organization has an admin: then nothing is written and the answer is false.
+    pub async fn mint_setup_link(
         &self,
         token_hash: &str,
         org_id: &str,
         created_at: Timestamp,
         expires_at: Timestamp,
-    ) -> Result<(), StoreError> {
-        dispatch!(self.insert_setup_token(token_hash, org_id, created_at, expires_at))
+    ) -> Result<bool, StoreError> {
+        dispatch!(self.mint_setup_link(token_hash, org_id, created_at, expires_at))
     }
 
-    /// Marks an unused, unexpired setup token used and returns its organization; at most one
-    /// caller gets `Some` for a token, across processes.
-    pub async fn redeem_setup_token(
+    /// Uses the setup link with this token hash, if it is the current one, unexpired, and
+    /// no one can sign in yet nor is an admin: deletes it and returns its organization. At
+    /// most one caller gets `Some`, across processes.
+    pub async fn redeem_setup_link(
         &self,
         token_hash: &str,
         now: Timestamp,
     ) -> Result<Option<String>, StoreError> {
-        dispatch!(self.redeem_setup_token(token_hash, now))
+        dispatch!(self.redeem_setup_link(token_hash, now))
     }
 
-    /// Whether an unused, unexpired setup token with this hash exists.
-    pub async fn setup_token_valid(&self, token_hash: &str, now: Timestamp) -> Result<bool, StoreError> {
-        dispatch!(self.setup_token_valid(token_hash, now))
+    /// Whether `redeem_setup_link` would accept this token hash now.
+    pub async fn setup_link_valid(&self, token_hash: &str, now: Timestamp) -> Result<bool, StoreError> {
+        dispatch!(self.setup_link_valid(token_hash, now))
     }
 
-    /// Failed sign-ins of `bucket` counted in the window that started at `window_start`
+    /// Sign-in attempts of `bucket` counted in the window that started at `window_start`
     /// (0 when the stored count belongs to an older window).
-    pub async fn sign_in_failures(&self, bucket: &str, window_start: Timestamp) -> Result<u64, StoreError> {
-        dispatch!(self.sign_in_failures(bucket, window_start))
+    pub async fn sign_in_attempts(&self, bucket: &str, window_start: Timestamp) -> Result<u64, StoreError> {
+        dispatch!(self.sign_in_attempts(bucket, window_start))
     }
 
-    /// Counts one more failure of `bucket` in the window that started at `window_start`
-    /// (an older window's count starts again from zero) and returns the new count.
-    pub async fn record_sign_in_failure(
+    /// Counts one more sign-in attempt in each of `buckets`, each `(bucket, most)`, in the
+    /// window that started at `window_start` (an older window's count starts again from
+    /// zero), before the password is checked: all or nothing, and refused (false, nothing
+    /// counted) when any bucket already holds its `most`. Atomic across processes, so
+    /// concurrent attempts cannot all pass one check of the count.
+    pub async fn claim_sign_in_attempt(
+        &self,
+        buckets: &[(&str, u64)],
+        window_start: Timestamp,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self.claim_sign_in_attempt(buckets, window_start))
+    }
+
+    /// Takes back one attempt claimed in `bucket` in that window (a sign-in that
+    /// succeeded), if it is still counted.
+    pub async fn return_sign_in_attempt(
         &self,
         bucket: &str,
         window_start: Timestamp,
-    ) -> Result<u64, StoreError> {
-        dispatch!(self.record_sign_in_failure(bucket, window_start))
+    ) -> Result<(), StoreError> {
+        dispatch!(self.return_sign_in_attempt(bucket, window_start))
     }
 
-    /// Forgets a bucket's failures (after a successful sign-in).
-    pub async fn clear_sign_in_failures(&self, bucket: &str) -> Result<(), StoreError> {
-        dispatch!(self.clear_sign_in_failures(bucket))
+    /// Forgets a bucket's attempts (after a successful sign-in).
+    pub async fn clear_sign_in_attempts(&self, bucket: &str) -> Result<(), StoreError> {
+        dispatch!(self.clear_sign_in_attempts(bucket))
     }
 }

@@ -1,6 +1,7 @@
 //! SQLite twin of the Console's sign-in state (`crate::console`): passwords, sessions,
-//! setup tokens and failed sign-in counters. Each write is one statement, or one write
-//! transaction where a check guards it (a setup token is redeemed once).
+//! the setup link and sign-in attempt counters. Each write is one statement, or one write
+//! transaction where a check guards it (a setup link is redeemed once, an attempt is
+//! counted only while its buckets have room).
 
 use tollgate_core::Timestamp;
 
@@ -9,6 +10,11 @@ use crate::console::ConsoleSession;
 use crate::error::StoreError;
 use crate::rows::user_from_row;
 use crate::sqlite::{SqliteStore, column, count_from_sql, millis, store_error, timestamp_from_sql};
+
+/// The condition under which a setup link may be minted, shown or used: no one can sign
+/// in yet and no organization has an admin.
+const NO_ADMIN_YET: &str = "NOT EXISTS (SELECT 1 FROM user_credentials)
+    AND NOT EXISTS (SELECT 1 FROM users WHERE role = 'admin')";
 
 impl SqliteStore {
     pub(crate) async fn set_password_hash(
@@ -37,6 +43,10 @@ impl SqliteStore {
         .execute(&mut *transaction)
         .await
         .map_err(store_error)?;
+        sqlx::query("DELETE FROM console_setup_link")
+            .execute(&mut *transaction)
+            .await
+            .map_err(store_error)?;
         transaction.commit().await.map_err(store_error)?;
         Ok(true)
     }
@@ -131,16 +141,22 @@ impl SqliteStore {
         Ok(deleted.rows_affected())
     }
 
-    pub(crate) async fn insert_setup_token(
+    pub(crate) async fn mint_setup_link(
         &self,
         token_hash: &str,
         org_id: &str,
         created_at: Timestamp,
         expires_at: Timestamp,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO console_setup_tokens (token_hash, org_id, created_at, expires_at) VALUES (?, ?, ?, ?)",
-        )
+    ) -> Result<bool, StoreError> {
+        // One statement: the check that no one can sign in and the replacement of the one
+        // row are a single write.
+        let written = sqlx::query(&format!(
+            "INSERT INTO console_setup_link (slot, token_hash, org_id, created_at, expires_at)
+             SELECT 1, ?, ?, ?, ? WHERE {NO_ADMIN_YET}
+             ON CONFLICT (slot) DO UPDATE SET token_hash = excluded.token_hash,
+                 org_id = excluded.org_id, created_at = excluded.created_at,
+                 expires_at = excluded.expires_at"
+        ))
         .bind(token_hash)
         .bind(org_id)
         .bind(millis(created_at))
@@ -148,21 +164,20 @@ impl SqliteStore {
         .execute(&self.writer)
         .await
         .map_err(store_error)?;
-        Ok(())
+        Ok(written.rows_affected() == 1)
     }
 
-    pub(crate) async fn redeem_setup_token(
+    pub(crate) async fn redeem_setup_link(
         &self,
         token_hash: &str,
         now: Timestamp,
     ) -> Result<Option<String>, StoreError> {
-        // One statement: the guard and the mark are a single compare-and-set.
-        sqlx::query_scalar(
-            "UPDATE console_setup_tokens SET used_at = ?
-             WHERE token_hash = ? AND used_at IS NULL AND expires_at > ?
-             RETURNING org_id",
-        )
-        .bind(millis(now))
+        // One statement: the guard and the deletion are a single compare-and-set.
+        sqlx::query_scalar(&format!(
+            "DELETE FROM console_setup_link
+             WHERE slot = 1 AND token_hash = ? AND expires_at > ? AND {NO_ADMIN_YET}
+             RETURNING org_id"
+        ))
         .bind(token_hash)
         .bind(millis(now))
         .fetch_optional(&self.writer)
@@ -170,14 +185,15 @@ impl SqliteStore {
         .map_err(store_error)
     }
 
-    pub(crate) async fn setup_token_valid(
+    pub(crate) async fn setup_link_valid(
         &self,
         token_hash: &str,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
-        let found = sqlx::query(
-            "SELECT 1 FROM console_setup_tokens WHERE token_hash = ? AND used_at IS NULL AND expires_at > ?",
-        )
+        let found = sqlx::query(&format!(
+            "SELECT 1 FROM console_setup_link
+             WHERE slot = 1 AND token_hash = ? AND expires_at > ? AND {NO_ADMIN_YET}"
+        ))
         .bind(token_hash)
         .bind(millis(now))
         .fetch_optional(&self.reader)
@@ -186,12 +202,12 @@ impl SqliteStore {
         Ok(found.is_some())
     }
 
-    pub(crate) async fn sign_in_failures(
+    pub(crate) async fn sign_in_attempts(
         &self,
         bucket: &str,
         window_start: Timestamp,
     ) -> Result<u64, StoreError> {
-        let failures: Option<i64> = sqlx::query_scalar(
+        let attempts: Option<i64> = sqlx::query_scalar(
             "SELECT failures FROM console_sign_in_failures WHERE bucket = ? AND window_start = ?",
         )
         .bind(bucket)
@@ -199,30 +215,56 @@ impl SqliteStore {
         .fetch_optional(&self.reader)
         .await
         .map_err(store_error)?;
-        count_from_sql(failures.unwrap_or(0))
+        count_from_sql(attempts.unwrap_or(0))
     }
 
-    pub(crate) async fn record_sign_in_failure(
+    pub(crate) async fn claim_sign_in_attempt(
+        &self,
+        buckets: &[(&str, u64)],
+        window_start: Timestamp,
+    ) -> Result<bool, StoreError> {
+        // The write transaction holds SQLite's one write lock, so the counts read back are
+        // the latest; a refusal rolls the increments back (the transaction is dropped).
+        let mut transaction = self.begin_write().await?;
+        for (bucket, most) in buckets {
+            let attempts: i64 = sqlx::query_scalar(
+                "INSERT INTO console_sign_in_failures (bucket, window_start, failures) VALUES (?, ?, 1)
+                 ON CONFLICT (bucket) DO UPDATE SET
+                     failures = CASE WHEN window_start = excluded.window_start THEN failures + 1 ELSE 1 END,
+                     window_start = excluded.window_start
+                 RETURNING failures",
+            )
+            .bind(bucket)
+            .bind(millis(window_start))
+            .fetch_one(&mut *transaction)
+            .await
+            .map_err(store_error)?;
+            if count_from_sql(attempts)? > *most {
+                return Ok(false);
+            }
+        }
+        transaction.commit().await.map_err(store_error)?;
+        Ok(true)
+    }
+
+    pub(crate) async fn return_sign_in_attempt(
         &self,
         bucket: &str,
         window_start: Timestamp,
-    ) -> Result<u64, StoreError> {
-        let failures: i64 = sqlx::query_scalar(
-            "INSERT INTO console_sign_in_failures (bucket, window_start, failures) VALUES (?, ?, 1)
-             ON CONFLICT (bucket) DO UPDATE SET
-                 failures = CASE WHEN window_start = excluded.window_start THEN failures + 1 ELSE 1 END,
-                 window_start = excluded.window_start
-             RETURNING failures",
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE console_sign_in_failures SET failures = failures - 1
+             WHERE bucket = ? AND window_start = ? AND failures > 0",
         )
         .bind(bucket)
         .bind(millis(window_start))
-        .fetch_one(&self.writer)
+        .execute(&self.writer)
         .await
         .map_err(store_error)?;
-        count_from_sql(failures)
+        Ok(())
     }
 
-    pub(crate) async fn clear_sign_in_failures(&self, bucket: &str) -> Result<(), StoreError> {
+    pub(crate) async fn clear_sign_in_attempts(&self, bucket: &str) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM console_sign_in_failures WHERE bucket = ?")
             .bind(bucket)
             .execute(&self.writer)

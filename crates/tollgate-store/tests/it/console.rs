@@ -1,6 +1,7 @@
 //! Conformance of the Console's sign-in state: sessions are found only by their token hash
-//! and only until they expire, setup tokens are redeemed once, and failed sign-ins are
-//! counted per window.
+//! and only until they expire; there is one setup link at a time, it is redeemed once and
+//! is dead once an admin exists; sign-in attempts are claimed per window, before the
+//! password check, never past their limit.
 
 use tollgate_core::roles::OrgRole;
 use tollgate_store::{ConsoleSession, UserRecord};
@@ -91,92 +92,214 @@ pub(crate) async fn sessions_are_found_by_hash_until_they_expire(backend: &impl 
     );
 }
 
-pub(crate) async fn a_setup_token_is_redeemed_once(backend: &impl Backend) {
+/// Goal: a setup link works once, until it expires.
+pub(crate) async fn a_setup_link_is_redeemed_once(backend: &impl Backend) {
     let store = backend.store();
     let org = create_org(store, "acme").await;
-    store
-        .insert_setup_token("setup_hash", &org.org_id, at(0), at(60))
-        .await
-        .unwrap();
-    store
-        .insert_setup_token("old_hash", &org.org_id, at(0), at(5))
-        .await
-        .unwrap();
-    assert!(store.setup_token_valid("setup_hash", at(1)).await.unwrap());
-    assert!(!store.setup_token_valid("old_hash", at(5)).await.unwrap());
+    assert!(
+        store
+            .mint_setup_link("old_hash", &org.org_id, at(0), at(5))
+            .await
+            .unwrap()
+    );
+    assert!(!store.setup_link_valid("old_hash", at(5)).await.unwrap());
     assert_eq!(
-        store.redeem_setup_token("old_hash", at(5)).await.unwrap(),
+        store.redeem_setup_link("old_hash", at(5)).await.unwrap(),
         None,
         "expired"
     );
+    assert!(
+        store
+            .mint_setup_link("setup_hash", &org.org_id, at(0), at(60))
+            .await
+            .unwrap()
+    );
+    assert!(store.setup_link_valid("setup_hash", at(1)).await.unwrap());
     assert_eq!(
-        store.redeem_setup_token("setup_hash", at(1)).await.unwrap(),
+        store.redeem_setup_link("setup_hash", at(1)).await.unwrap(),
         Some(org.org_id.clone())
     );
     assert_eq!(
-        store.redeem_setup_token("setup_hash", at(2)).await.unwrap(),
+        store.redeem_setup_link("setup_hash", at(2)).await.unwrap(),
         None,
         "used"
     );
-    assert!(!store.setup_token_valid("setup_hash", at(2)).await.unwrap());
+    assert!(!store.setup_link_valid("setup_hash", at(2)).await.unwrap());
 }
 
-pub(crate) async fn sign_in_failures_are_counted_per_window(backend: &impl Backend) {
+/// Goal: minting a setup link (each start of each replica does) replaces the one before.
+pub(crate) async fn only_the_latest_setup_link_is_valid(backend: &impl Backend) {
     let store = backend.store();
+    let org = create_org(store, "acme").await;
+    for hash in ["first_hash", "second_hash"] {
+        assert!(
+            store
+                .mint_setup_link(hash, &org.org_id, at(0), at(60))
+                .await
+                .unwrap()
+        );
+    }
+    assert!(!store.setup_link_valid("first_hash", at(1)).await.unwrap());
+    assert_eq!(store.redeem_setup_link("first_hash", at(1)).await.unwrap(), None);
+    assert_eq!(
+        store.redeem_setup_link("second_hash", at(1)).await.unwrap(),
+        Some(org.org_id.clone())
+    );
+}
+
+/// Goal: once someone can sign in, no setup link is minted and the one minted before is
+/// dead.
+pub(crate) async fn no_setup_link_once_someone_can_sign_in(backend: &impl Backend) {
+    let store = backend.store();
+    let org = create_org(store, "acme").await;
+    assert!(
+        store
+            .mint_setup_link("setup_hash", &org.org_id, at(0), at(60))
+            .await
+            .unwrap()
+    );
+    store
+        .insert_user(&UserRecord {
+            role: OrgRole::Developer,
+            ..user(&org.org_id, "user_dev", "dev@example.com")
+        })
+        .await
+        .unwrap();
+    assert!(
+        store
+            .set_password_hash("user_dev", "$argon2id$x", at(1))
+            .await
+            .unwrap()
+    );
+    assert!(!store.setup_link_valid("setup_hash", at(2)).await.unwrap());
+    assert_eq!(store.redeem_setup_link("setup_hash", at(2)).await.unwrap(), None);
+    assert!(
+        !store
+            .mint_setup_link("later_hash", &org.org_id, at(2), at(60))
+            .await
+            .unwrap(),
+        "someone can sign in"
+    );
+    assert!(!store.setup_link_valid("later_hash", at(3)).await.unwrap());
+}
+
+/// Goal: an admin without a password (yet) is enough to kill the setup link too.
+pub(crate) async fn no_setup_link_once_an_organization_has_an_admin(backend: &impl Backend) {
+    let store = backend.store();
+    let org = create_org(store, "acme").await;
+    assert!(
+        store
+            .mint_setup_link("setup_hash", &org.org_id, at(0), at(60))
+            .await
+            .unwrap()
+    );
+    store
+        .insert_user(&user(&org.org_id, "user_ada", "ada@example.com"))
+        .await
+        .unwrap();
+    assert!(!store.setup_link_valid("setup_hash", at(1)).await.unwrap());
+    assert_eq!(store.redeem_setup_link("setup_hash", at(1)).await.unwrap(), None);
+    assert!(
+        !store
+            .mint_setup_link("later_hash", &org.org_id, at(1), at(60))
+            .await
+            .unwrap()
+    );
+}
+
+/// Goal: an attempt is counted before the password is checked, in every bucket or none,
+/// and refused once a bucket is full; a new window starts from zero.
+pub(crate) async fn sign_in_attempts_are_claimed_per_window(backend: &impl Backend) {
+    let store = backend.store();
+    let email = "email:a@example.com";
+    let client = "client:127.0.0.1";
+    assert_eq!(store.sign_in_attempts(email, at(0)).await.unwrap(), 0);
+    for _ in 0..2 {
+        assert!(
+            store
+                .claim_sign_in_attempt(&[(email, 2), (client, 3)], at(0))
+                .await
+                .unwrap()
+        );
+    }
+    assert!(
+        !store
+            .claim_sign_in_attempt(&[(email, 2), (client, 3)], at(0))
+            .await
+            .unwrap(),
+        "the email's bucket is full"
+    );
+    assert_eq!(store.sign_in_attempts(email, at(0)).await.unwrap(), 2);
+    assert_eq!(
+        store.sign_in_attempts(client, at(0)).await.unwrap(),
+        2,
+        "a refused claim counts in no bucket"
+    );
+    store.return_sign_in_attempt(email, at(0)).await.unwrap();
+    assert_eq!(store.sign_in_attempts(email, at(0)).await.unwrap(), 1);
+    assert!(
+        store
+            .claim_sign_in_attempt(&[(email, 2), (client, 3)], at(0))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .claim_sign_in_attempt(&[("email:b@example.com", 2), (client, 3)], at(0))
+            .await
+            .unwrap(),
+        "the client's bucket is full"
+    );
     assert_eq!(
         store
-            .sign_in_failures("email:a@example.com", at(0))
+            .sign_in_attempts("email:b@example.com", at(0))
             .await
             .unwrap(),
         0
     );
     assert_eq!(
-        store
-            .record_sign_in_failure("email:a@example.com", at(0))
-            .await
-            .unwrap(),
-        1
-    );
-    assert_eq!(
-        store
-            .record_sign_in_failure("email:a@example.com", at(0))
-            .await
-            .unwrap(),
-        2
-    );
-    assert_eq!(
-        store.record_sign_in_failure("ip:127.0.0.1", at(0)).await.unwrap(),
-        1
-    );
-    assert_eq!(
-        store
-            .sign_in_failures("email:a@example.com", at(0))
-            .await
-            .unwrap(),
-        2
-    );
-    assert_eq!(
-        store
-            .sign_in_failures("email:a@example.com", at(15))
-            .await
-            .unwrap(),
+        store.sign_in_attempts(email, at(15)).await.unwrap(),
         0,
         "a new window"
     );
+    assert!(store.claim_sign_in_attempt(&[(email, 2)], at(15)).await.unwrap());
+    assert_eq!(store.sign_in_attempts(email, at(15)).await.unwrap(), 1);
+    store.return_sign_in_attempt(email, at(0)).await.unwrap();
+    assert_eq!(
+        store.sign_in_attempts(email, at(15)).await.unwrap(),
+        1,
+        "an older window's return takes nothing from this one"
+    );
+    store.clear_sign_in_attempts(email).await.unwrap();
+    assert_eq!(store.sign_in_attempts(email, at(15)).await.unwrap(), 0);
+    assert_eq!(store.sign_in_attempts(client, at(0)).await.unwrap(), 3);
+}
+
+/// Goal: attempts claimed at the same time, from several tasks, never pass the limit.
+pub(crate) async fn racing_sign_in_claims_never_exceed_the_limit(backend: &impl Backend) {
+    let store = std::sync::Arc::new(backend.store().clone());
+    let mut tasks = Vec::new();
+    for index in 0..40 {
+        let store = std::sync::Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            let client = format!("client:10.0.0.{}", index % 4);
+            store
+                .claim_sign_in_attempt(&[("email:a@example.com", 10), (client.as_str(), 100)], at(0))
+                .await
+        }));
+    }
+    let mut claimed = 0;
+    for task in tasks {
+        if task.await.expect("task").expect("claim") {
+            claimed += 1;
+        }
+    }
+    assert_eq!(claimed, 10);
     assert_eq!(
         store
-            .record_sign_in_failure("email:a@example.com", at(15))
+            .sign_in_attempts("email:a@example.com", at(0))
             .await
             .unwrap(),
-        1
+        10
     );
-    store.clear_sign_in_failures("email:a@example.com").await.unwrap();
-    assert_eq!(
-        store
-            .sign_in_failures("email:a@example.com", at(15))
-            .await
-            .unwrap(),
-        0
-    );
-    assert_eq!(store.sign_in_failures("ip:127.0.0.1", at(0)).await.unwrap(), 1);
 }
