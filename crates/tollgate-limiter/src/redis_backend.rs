@@ -7,15 +7,41 @@
 //! Script arguments: `ARGV[1]`, `ARGV[2]` are the caller's `now` as seconds and nanoseconds,
 //! or two empty strings to read Redis's `TIME` instead. Replies are flat integer arrays
 //! starting with the `now` used, as (seconds, nanoseconds); backlogs follow as pairs.
+//!
+//! A dead or stalled Redis must not hold requests: every call (reconnecting included) is
+//! bounded by [`RedisTimeouts::timeout`], and after a run of calls without an answer the
+//! [`Breaker`] refuses calls at once for [`RedisTimeouts::retry_after`] before it lets one
+//! probe through. A Redis that comes back is used again without a restart.
 
 use std::fmt;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Script, ScriptInvocation};
+use tokio::time::Instant;
 use tollgate_core::ratelimit::{self, BucketSnapshot, BucketState, WINDOW_NANOS};
 
+use crate::breaker::{Breaker, Passage};
 use crate::{Admitted, BucketKey, Demand, LimitRefusal, LimiterError, Merged, Metric, merge};
+
+/// How long a call to Redis may take, and how long Redis is left alone once it fails.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RedisTimeouts {
+    /// Bound of one call, connecting or reconnecting included.
+    pub timeout: Duration,
+    /// How long calls are refused at once after Redis stopped answering.
+    pub retry_after: Duration,
+}
+
+impl Default for RedisTimeouts {
+    fn default() -> RedisTimeouts {
+        RedisTimeouts {
+            timeout: Duration::from_millis(500),
+            retry_after: Duration::from_secs(1),
+        }
+    }
+}
 
 /// Whose clock a [`RedisLimiter`] reads `now` from.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -39,6 +65,8 @@ pub struct RedisLimiter {
     connection: ConnectionManager,
     key_prefix: String,
     clock: RedisClock,
+    timeouts: RedisTimeouts,
+    breaker: Arc<Mutex<Breaker>>,
 }
 
 impl fmt::Debug for RedisLimiter {
@@ -62,17 +90,46 @@ impl RedisLimiter {
         key_prefix: &str,
         clock: RedisClock,
     ) -> Result<RedisLimiter, LimiterError> {
+        RedisLimiter::connect_with(url, key_prefix, clock, RedisTimeouts::default()).await
+    }
+
+    /// [`RedisLimiter::connect`] with the given bounds on waiting for Redis.
+    pub async fn connect_with(
+        url: &str,
+        key_prefix: &str,
+        clock: RedisClock,
+        timeouts: RedisTimeouts,
+    ) -> Result<RedisLimiter, LimiterError> {
         let client = redis::Client::open(url).map_err(unavailable)?;
-        let mut connection = ConnectionManager::new(client).await.map_err(unavailable)?;
-        redis::cmd("PING")
-            .query_async::<()>(&mut connection)
+        // One connection attempt per call: the breaker, not the manager's own retries,
+        // decides when to try again, so no call waits through a series of attempts.
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeouts.timeout))
+            .set_response_timeout(Some(timeouts.timeout))
+            .set_number_of_retries(0);
+        let connecting = async {
+            let mut connection = ConnectionManager::new_with_config(client, config).await?;
+            redis::cmd("PING").query_async::<()>(&mut connection).await?;
+            Ok::<_, RedisError>(connection)
+        };
+        let connection = tokio::time::timeout(timeouts.timeout, connecting)
             .await
+            .map_err(|_| timed_out(timeouts.timeout))?
             .map_err(unavailable)?;
         Ok(RedisLimiter {
             connection,
             key_prefix: key_prefix.to_owned(),
             clock,
+            timeouts,
+            breaker: Arc::new(Mutex::new(Breaker::new(timeouts.retry_after))),
         })
+    }
+
+    /// Whether Redis answers a `PING` now (through the breaker: an open one is a no).
+    pub async fn ping(&self) -> Result<(), LimiterError> {
+        let mut connection = self.connection.clone();
+        self.guarded(async move { redis::cmd("PING").query_async::<()>(&mut connection).await })
+            .await
     }
 
     pub(crate) async fn admit(
@@ -98,16 +155,25 @@ impl RedisLimiter {
 
         let mut invocation = ADMIT.prepare_invoke();
         self.push_now(&mut invocation, now_nanos);
-        for entry in &merged {
+        // Per bucket, the intervals of what must fit and of what is taken (with the credit),
+        // as sent, or `None` for a bucket that takes nothing.
+        let intervals: Vec<Option<(i128, i128)>> = merged.iter().map(admission_intervals).collect();
+        for (entry, interval) in merged.iter().zip(&intervals) {
             invocation.key(self.redis_key(entry.key));
-            if entry.amount == 0 {
+            match interval {
                 // Always passes and is not written, as in the core.
-                invocation.arg(0).arg(0).arg(0);
-            } else {
-                // 0 < amount <= per_minute: at most one window.
-                let (seconds, nanos) = split(ratelimit::interval_rounded_up(entry.per_minute, entry.amount));
-                invocation.arg(seconds).arg(nanos).arg(1);
-            }
+                None => invocation.arg(0).arg(0).arg(0).arg(0).arg(0),
+                Some((required, taken)) => {
+                    let (required_seconds, required_nanos) = split(*required);
+                    let (taken_seconds, taken_nanos) = split(*taken);
+                    invocation
+                        .arg(required_seconds)
+                        .arg(required_nanos)
+                        .arg(taken_seconds)
+                        .arg(taken_nanos)
+                        .arg(1)
+                }
+            };
         }
         let reply = self.invoke(&invocation).await?;
         let (now, rest) = reply_now(&reply)?;
@@ -118,9 +184,13 @@ impl RedisLimiter {
 
         let window = i128::from(WINDOW_NANOS);
         let mut longest_wait: Option<(usize, i64)> = None;
-        for (index, (entry, &backlog)) in merged.iter().zip(&backlogs).enumerate() {
-            let overshoot = backlog - window;
-            if entry.amount > 0 && overshoot > 0 {
+        for (index, (interval, &backlog)) in intervals.iter().zip(&backlogs).enumerate() {
+            let Some((required, taken)) = interval else {
+                continue;
+            };
+            // The script replies with the backlog after taking; the check was on what must fit.
+            let overshoot = backlog - taken + required - window;
+            if overshoot > 0 {
                 let retry_after_nanos = saturate(overshoot);
                 if longest_wait.is_none_or(|(_, longest)| retry_after_nanos > longest) {
                     longest_wait = Some((index, retry_after_nanos));
@@ -214,10 +284,37 @@ impl RedisLimiter {
     async fn invoke(&self, invocation: &ScriptInvocation<'_>) -> Result<Vec<i64>, LimiterError> {
         // Clones share the multiplexed connection; the clone is only for `&mut`.
         let mut connection = self.connection.clone();
-        invocation
-            .invoke_async(&mut connection)
-            .await
-            .map_err(unavailable)
+        self.guarded(invocation.invoke_async(&mut connection)).await
+    }
+
+    /// Runs one call to Redis through the breaker, bounded by the timeout, and tells the
+    /// breaker how it went. A reply of any kind is an answer; only silence, a refused or
+    /// lost connection count as failures.
+    async fn guarded<T>(&self, call: impl Future<Output = Result<T, RedisError>>) -> Result<T, LimiterError> {
+        let passage = self.breaker().request(Instant::now());
+        if let Passage::Refused(remaining) = passage {
+            return Err(LimiterError::Unavailable(format!(
+                "Redis stopped answering; not asked again for another {} ms",
+                remaining.as_millis()
+            )));
+        }
+        let outcome = tokio::time::timeout(self.timeouts.timeout, call).await;
+        match &outcome {
+            Ok(Ok(_)) => self.breaker().succeeded(),
+            Ok(Err(error)) if !no_answer(error) => self.breaker().succeeded(),
+            Ok(Err(_)) | Err(_) => self.breaker().failed(Instant::now()),
+        }
+        match outcome {
+            Ok(reply) => reply.map_err(unavailable),
+            Err(_) => Err(timed_out(self.timeouts.timeout)),
+        }
+    }
+
+    fn breaker(&self) -> std::sync::MutexGuard<'_, Breaker> {
+        // The breaker's state is valid after any panic: each method leaves it whole.
+        self.breaker
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn redis_key(&self, key: &BucketKey) -> String {
@@ -309,27 +406,29 @@ local function store(key, b_s, b_n)
 end
 ";
 
-/// KEYS: the merged demands' buckets. ARGV[3i], ARGV[3i+1], ARGV[3i+2]: bucket i's interval
-/// (seconds, nanoseconds) and whether to take it (`1`) or only report (`0`, amount zero).
-/// Reply: now, 1 if admitted (every taken bucket written) or 0 (nothing written), then each
-/// bucket's backlog after taking.
+/// KEYS: the merged demands' buckets. ARGV[5i-2] to ARGV[5i+2]: bucket i's interval of what
+/// must fit and interval of what is taken (each as seconds, nanoseconds), and whether to take
+/// (`1`) or only report (`0`, nothing to take). Reply: now, 1 if admitted (every taken bucket
+/// written) or 0 (nothing written), then each bucket's backlog after taking.
 const ADMIT_BODY: &str = r"
 local admitted = 1
 local reply = {now_s, now_n, 0}
 for i = 1, #KEYS do
   local b_s, b_n = backlog(KEYS[i])
-  if ARGV[3 * i + 2] == '1' then
-    b_s, b_n = add(b_s, b_n, tonumber(ARGV[3 * i]), tonumber(ARGV[3 * i + 1]))
-    if b_s > WINDOW_SECONDS or (b_s == WINDOW_SECONDS and b_n > 0) then
+  local arg = 5 * i - 2
+  if ARGV[arg + 4] == '1' then
+    local r_s, r_n = add(b_s, b_n, tonumber(ARGV[arg]), tonumber(ARGV[arg + 1]))
+    if r_s > WINDOW_SECONDS or (r_s == WINDOW_SECONDS and r_n > 0) then
       admitted = 0
     end
+    b_s, b_n = add(b_s, b_n, tonumber(ARGV[arg + 2]), tonumber(ARGV[arg + 3]))
   end
   reply[2 * i + 2] = b_s
   reply[2 * i + 3] = b_n
 end
 if admitted == 1 then
   for i = 1, #KEYS do
-    if ARGV[3 * i + 2] == '1' then
+    if ARGV[5 * i + 2] == '1' then
       store(KEYS[i], reply[2 * i + 2], reply[2 * i + 3])
     end
   end
@@ -378,6 +477,25 @@ return reply
 static ADMIT: LazyLock<Script> = LazyLock::new(|| Script::new(&format!("{PRELUDE}{ADMIT_BODY}")));
 static ADJUST: LazyLock<Script> = LazyLock::new(|| Script::new(&format!("{PRELUDE}{ADJUST_BODY}")));
 static PEEK: LazyLock<Script> = LazyLock::new(|| Script::new(&format!("{PRELUDE}{PEEK_BODY}")));
+
+/// The intervals a merged demand sends to the admission script, as the script will see them
+/// (clamped): of what must fit, and of what is taken with the credit. `None` when it takes
+/// nothing, which the core leaves as it is (a zero limit takes no credit).
+fn admission_intervals(entry: &Merged<'_>) -> Option<(i128, i128)> {
+    let taken = entry.amount.saturating_add(entry.credit);
+    if taken == 0 || entry.per_minute == 0 {
+        return None;
+    }
+    let as_sent = |interval: i128| {
+        let (seconds, nanos) = split(interval);
+        join(seconds, nanos)
+    };
+    Some((
+        // amount <= per_minute: at most one window.
+        as_sent(ratelimit::interval_rounded_up(entry.per_minute, entry.amount)),
+        as_sent(ratelimit::interval_rounded_up(entry.per_minute, taken)),
+    ))
+}
 
 /// Splits a non-negative interval into (seconds, nanoseconds), clamped to [`INTERVAL_MAX`].
 fn split(interval: i128) -> (i64, i64) {
@@ -442,6 +560,19 @@ fn escape(id: &str) -> std::borrow::Cow<'_, str> {
     } else {
         std::borrow::Cow::Borrowed(id)
     }
+}
+
+/// Whether a failed call means Redis did not answer (rather than answering an error).
+fn no_answer(error: &RedisError) -> bool {
+    error.is_io_error()
+        || error.is_timeout()
+        || error.is_connection_dropped()
+        || error.is_connection_refusal()
+        || error.is_unrecoverable_error()
+}
+
+fn timed_out(timeout: Duration) -> LimiterError {
+    LimiterError::Unavailable(format!("Redis did not answer within {} ms", timeout.as_millis()))
 }
 
 fn unavailable(error: RedisError) -> LimiterError {

@@ -12,6 +12,10 @@ pub enum StoreError {
     /// Another writer held the database for longer than the busy timeout.
     #[error("database is busy")]
     Busy,
+    /// The database server could not be reached (or reached in time): retried by the
+    /// caller later, not in a loop, since every attempt waits for the connection timeout.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
     #[error("migration failed: {0}")]
     Migration(String),
     /// A bug: the transaction was rolled back and logged instead of writing bad money.
@@ -24,6 +28,11 @@ impl StoreError {
     /// store call either commits or rolls back as a whole, so a retry cannot apply twice.
     pub fn is_retryable(&self) -> bool {
         matches!(self, StoreError::Busy)
+    }
+
+    /// Whether the database could not be reached at all, rather than refusing the call.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
     }
 }
 

@@ -12,7 +12,9 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use tollgate_core::Timestamp;
 use tollgate_core::ratelimit::WINDOW_NANOS;
-use tollgate_limiter::{Demand, LimitRefusal, Limiter, LimiterError, Metric, RedisClock, RedisLimiter};
+use tollgate_limiter::{
+    Demand, LimitRefusal, Limiter, LimiterError, Metric, RedisClock, RedisLimiter, RedisTimeouts,
+};
 
 use super::{SECOND_NANOS, START_NANOS, at, demand, key};
 
@@ -83,19 +85,21 @@ const LIMITS: [(&str, Metric, u64); 4] = [
 ];
 
 /// A demand on bucket `index` for `per_mille` ‰ of its limit (more than 1,000 exceeds it),
-/// under its own limit or, with `tighter`, a limit of 1 or 2.
-fn pick(index: usize, per_mille: u64, tighter: Option<u64>) -> Demand {
+/// under its own limit or, with `tighter`, a limit of 1 or 2, and `credit_per_mille` ‰ of
+/// it more on credit.
+fn pick(index: usize, per_mille: u64, tighter: Option<u64>, credit_per_mille: u64) -> Demand {
     let (scope_id, metric, limit) = LIMITS[index];
     Demand {
         key: key(scope_id, metric),
         per_minute: tighter.unwrap_or(limit),
         amount: limit * per_mille / 1_000,
+        credit: limit * credit_per_mille / 1_000,
     }
 }
 
 #[derive(Clone, Debug)]
 enum Call {
-    Admit(Vec<(usize, u64, Option<u64>)>),
+    Admit(Vec<(usize, u64, Option<u64>, u64)>),
     Adjust(usize, i64),
     Peek(Vec<usize>),
 }
@@ -107,8 +111,9 @@ fn call() -> impl Strategy<Value = Call> {
         1 => Just(i64::MIN),
         1 => Just(i64::MAX),
     ];
+    let credit = prop_oneof![2 => Just(0_u64), 1 => 0_u64..=2_500];
     prop_oneof![
-        5 => vec((0..LIMITS.len(), 0_u64..=1_200, tighter), 1..4).prop_map(Call::Admit),
+        5 => vec((0..LIMITS.len(), 0_u64..=1_200, tighter, credit), 1..4).prop_map(Call::Admit),
         2 => (0..LIMITS.len(), delta).prop_map(|(index, delta)| Call::Adjust(index, delta)),
         2 => vec(0..LIMITS.len(), 1..5).prop_map(Call::Peek),
     ]
@@ -157,7 +162,7 @@ async fn compare(local: &Limiter, redis: &Limiter, calls: &[(i64, i64, Call)]) -
             Call::Admit(picks) => {
                 let demands: Vec<Demand> = picks
                     .iter()
-                    .map(|&(index, per_mille, tighter)| pick(index, per_mille, tighter))
+                    .map(|&(index, per_mille, tighter, credit)| pick(index, per_mille, tighter, credit))
                     .collect();
                 let expected = local.admit(&demands, now).await.expect("embedded");
                 let actual = redis.admit(&demands, now).await.expect("Redis is available");
@@ -173,7 +178,7 @@ async fn compare(local: &Limiter, redis: &Limiter, calls: &[(i64, i64, Call)]) -
                     .expect("Redis is available");
             }
             Call::Peek(indexes) => {
-                let demands: Vec<Demand> = indexes.iter().map(|&index| pick(index, 0, None)).collect();
+                let demands: Vec<Demand> = indexes.iter().map(|&index| pick(index, 0, None, 0)).collect();
                 let expected = local.peek(&demands, now).await.expect("embedded");
                 let actual = redis.peek(&demands, now).await.expect("Redis is available");
                 prop_assert_eq!(actual, expected, "peek {:?} at {}", demands, now);
@@ -352,4 +357,32 @@ async fn the_server_clock_times_admissions() {
 async fn an_invalid_url_is_unavailable() {
     let result = RedisLimiter::connect("not-a-url", "x:", RedisClock::Server).await;
     assert!(matches!(result, Err(LimiterError::Unavailable(_))));
+}
+
+/// The goal: a Redis that accepts connections and never answers (a hung server, a
+/// black-holed network) fails a call within the configured timeout, not after the
+/// connection manager's series of retries.
+#[tokio::test]
+async fn a_server_that_never_answers_fails_within_the_timeout() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("redis://{}", silent.local_addr().expect("address"));
+    let held = tokio::spawn(async move {
+        let mut connections = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            connections.push(socket);
+        }
+    });
+    let timeouts = RedisTimeouts {
+        timeout: std::time::Duration::from_millis(200),
+        retry_after: std::time::Duration::from_secs(1),
+    };
+    let started = tokio::time::Instant::now();
+    let result = RedisLimiter::connect_with(&url, "x:", RedisClock::Server, timeouts).await;
+    let waited = started.elapsed();
+    assert!(matches!(result, Err(LimiterError::Unavailable(_))));
+    assert!(
+        waited < std::time::Duration::from_millis(500),
+        "waited {waited:?}"
+    );
+    held.abort();
 }

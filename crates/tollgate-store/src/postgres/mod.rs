@@ -29,8 +29,10 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Connection, PgConnection, Postgres, Transaction};
 use tollgate_core::Timestamp;
+use tollgate_core::attribution::{Attribution, ClientLabel};
 use tollgate_core::keys::KeyKind;
 
+use crate::codec::label_text;
 pub(crate) use crate::codec::{
     check_rows_written, count_from_sql, count_to_sql, invariant, millis, timestamp_from_sql,
     truncate_to_millis,
@@ -56,8 +58,10 @@ pub struct PostgresOptions {
 /// How many times `retrying` runs a transaction script that PostgreSQL aborted for
 /// contention before reporting `Busy`.
 const MAX_ATTEMPTS: u32 = 8;
-/// How long a connection may be waited for before the call fails as `Busy`.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection may be waited for, connecting included, before the call fails as
+/// `Unavailable`: a server that is down fails each request after this long, not after a
+/// minute of retries. Longer than any wait for a free connection of a healthy pool.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
 
 // SQLSTATEs that mean "run the transaction again".
 const SERIALIZATION_FAILURE: &str = "40001";
@@ -107,6 +111,18 @@ impl PgStore {
 
     pub(crate) async fn close(&self) {
         self.pool.close().await
+    }
+
+    pub(crate) async fn record_health_check(&self, now: Timestamp) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO health_checks (slot, checked_at) VALUES (1, $1)
+             ON CONFLICT (slot) DO UPDATE SET checked_at = excluded.checked_at",
+        )
+        .bind(millis(now))
+        .execute(&self.pool)
+        .await
+        .map_err(store_error)?;
+        Ok(())
     }
 
     pub(crate) async fn begin(&self) -> Result<PgTransaction, StoreError> {
@@ -435,7 +451,8 @@ impl PgStore {
             "SELECT request_id, org_id, workspace_id, api_key_id, model, input_tokens,
                     output_tokens, cache_creation_5m_input_tokens, cache_creation_1h_input_tokens,
                     cache_read_input_tokens, cost_nanos, status, error_type, latency_ms,
-                    started_at, ended_at
+                    started_at, ended_at, client_session_id, client_agent_id,
+                    client_parent_agent_id
              FROM usage_records WHERE org_id = $1 ORDER BY ended_at, id",
         )
         .bind(org_id)
@@ -456,7 +473,8 @@ impl PgStore {
             "SELECT request_id, org_id, workspace_id, api_key_id, model, input_tokens,
                     output_tokens, cache_creation_5m_input_tokens, cache_creation_1h_input_tokens,
                     cache_read_input_tokens, cost_nanos, status, error_type, latency_ms,
-                    started_at, ended_at
+                    started_at, ended_at, client_session_id, client_agent_id,
+                    client_parent_agent_id
              FROM usage_records WHERE org_id = $1 AND request_id = $2 ORDER BY id DESC LIMIT 1",
         )
         .bind(org_id)
@@ -529,23 +547,31 @@ pub(crate) async fn insert_usage_records_in(
     let integer_of = |pick: fn(&UsageRecord) -> i64| -> Vec<i64> {
         records.iter().map(|(record, _)| pick(record)).collect()
     };
+    let label_of = |pick: fn(&Attribution) -> Option<&ClientLabel>| -> Vec<Option<&str>> {
+        records
+            .iter()
+            .map(|(record, _)| label_text(pick(&record.attribution)))
+            .collect()
+    };
     let inserted = sqlx::query(
         "INSERT INTO usage_records
             (request_id, org_id, workspace_id, api_key_id, model, input_tokens, output_tokens,
              cache_creation_5m_input_tokens, cache_creation_1h_input_tokens,
              cache_read_input_tokens, cost_nanos, status, error_type, latency_ms, started_at,
-             ended_at, reservation_id)
+             ended_at, reservation_id, client_session_id, client_agent_id, client_parent_agent_id)
          SELECT r.request_id, r.org_id, r.workspace_id, r.api_key_id, r.model, r.input_tokens,
                 r.output_tokens, r.cache_creation_5m, r.cache_creation_1h, r.cache_read, r.cost_nanos,
-                r.status, r.error_type, r.latency_ms, r.started_at, r.ended_at, r.reservation_id
+                r.status, r.error_type, r.latency_ms, r.started_at, r.ended_at, r.reservation_id,
+                r.client_session_id, r.client_agent_id, r.client_parent_agent_id
          FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[],
                      $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[],
                      $12::text[], $13::text[], $14::bigint[], $15::bigint[], $16::bigint[],
-                     $17::text[])
+                     $17::text[], $18::text[], $19::text[], $20::text[])
               WITH ORDINALITY
               AS r (request_id, org_id, workspace_id, api_key_id, model, input_tokens, output_tokens,
                     cache_creation_5m, cache_creation_1h, cache_read, cost_nanos, status, error_type,
-                    latency_ms, started_at, ended_at, reservation_id, n)
+                    latency_ms, started_at, ended_at, reservation_id, client_session_id,
+                    client_agent_id, client_parent_agent_id, n)
          ORDER BY r.n",
     )
     .bind(text_of(|record| &record.request_id))
@@ -580,6 +606,9 @@ pub(crate) async fn insert_usage_records_in(
             .map(|(_, reservation_id)| *reservation_id)
             .collect::<Vec<_>>(),
     )
+    .bind(label_of(|attribution| attribution.session_id.as_ref()))
+    .bind(label_of(|attribution| attribution.agent_id.as_ref()))
+    .bind(label_of(|attribution| attribution.parent_agent_id.as_ref()))
     .execute(&mut *connection)
     .await
     .map_err(store_error)?;
@@ -653,11 +682,14 @@ pub(crate) async fn lock_organization_of_workspace(
 }
 
 /// Translates a driver error at the adapter boundary: contention PostgreSQL resolved by
-/// aborting us is `Busy`, which callers (and `retrying`) may retry; everything else is
-/// reported in words.
+/// aborting us is `Busy`, which callers (and `retrying`) may retry; no connection within
+/// the acquire timeout, or a connection lost, is `Unavailable`, which is not retried here
+/// (each attempt would wait as long again); everything else is reported in words.
 pub(crate) fn store_error(error: sqlx::Error) -> StoreError {
     match &error {
-        sqlx::Error::PoolTimedOut => StoreError::Busy,
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+            StoreError::Unavailable(error.to_string())
+        }
         sqlx::Error::Database(database_error) => match database_error.code().as_deref() {
             Some(SERIALIZATION_FAILURE | DEADLOCK_DETECTED | LOCK_NOT_AVAILABLE) => StoreError::Busy,
             _ => StoreError::Database(error.to_string()),
