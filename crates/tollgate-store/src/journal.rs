@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use tollgate_core::Timestamp;
+use tollgate_core::attribution::Attribution;
 use tollgate_core::ledger::{
     self, Account, AccountId, AccountKind, ReservationLine, SettlementPlan, TransferError,
 };
@@ -342,6 +343,8 @@ pub(crate) fn abandonment(overdue: Overdue, now: Timestamp) -> Settlement {
             latency_ms,
             started_at: overdue.created_at,
             ended_at: now,
+            // The reservation does not keep it; an abandoned request is charged nothing.
+            attribution: Attribution::default(),
         },
     }
 }
@@ -531,7 +534,7 @@ pub(crate) type DescribeMismatch = fn(&str, i64, i64) -> String;
 /// The audit's checks that relate rows of different tables, in the order each adapter
 /// lists its queries for them. Each query returns only the rows that disagree, as
 /// (subject, stored, recomputed).
-pub(crate) const CROSS_CHECK_DESCRIPTIONS: [DescribeMismatch; 9] = [
+pub(crate) const CROSS_CHECK_DESCRIPTIONS: [DescribeMismatch; 10] = [
     // A lot's amount against its grant transfers.
     |lot_id, amount, granted| {
         format!("lot {lot_id}: granted for {amount} but its grant transfers add up to {granted}")
@@ -577,5 +580,10 @@ pub(crate) const CROSS_CHECK_DESCRIPTIONS: [DescribeMismatch; 9] = [
         format!(
             "purchase {purchase_id}: paid {amount} but granted a purchase lot of {lot_amount} to its organization"
         )
+    },
+    // A reservation's usage records: one once it has ended (written with its charge), none
+    // while it is open.
+    |reservation_id, records, expected| {
+        format!("reservation {reservation_id}: has {records} usage records but should have {expected}")
     },
 ];

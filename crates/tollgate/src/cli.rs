@@ -1,8 +1,11 @@
 //! Handlers of the administrative commands. Each resolves names to ids, calls one
-//! `tollgate-service` use case and prints: a table for people, JSON with `--json`.
+//! `tollgate-service` use case and prints: a table for people, JSON with `--json`. `backup`
+//! and `ledger` are the exceptions: they work on the stored data itself, through the store.
 
+pub(crate) mod backup;
 pub(crate) mod credits;
 pub(crate) mod keys;
+pub(crate) mod ledger;
 pub(crate) mod limits;
 pub(crate) mod orgs;
 pub(crate) mod reports;

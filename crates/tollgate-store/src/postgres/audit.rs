@@ -2,7 +2,8 @@
 //! and the open reservations, every monthly spend counter from the reservations made that
 //! month, and every organization's cumulative purchases from its succeeded purchases, and
 //! compares them with the stored totals (the comparisons are `journal`'s, shared with
-//! SQLite). The one place money is summed in SQL, because the sums are the check. It only
+//! SQLite), and checks that every ended reservation has its one usage record. The one
+//! place money is summed in SQL, because the sums are the check. It only
 //! reads, from one snapshot, and reports problems in words instead of failing.
 
 use sqlx::PgConnection;
@@ -91,7 +92,7 @@ impl PgStore {
 /// The queries of the checks that relate rows of different tables, in the order of
 /// `CROSS_CHECK_DESCRIPTIONS`. Each returns only the rows that disagree, as (subject,
 /// stored, recomputed), all BIGINT but the subject.
-const CROSS_CHECKS: [&str; 9] = [
+const CROSS_CHECKS: [&str; 10] = [
     "SELECT l.id AS subject, l.amount AS stored, COALESCE(SUM(t.amount), 0)::BIGINT AS recomputed
      FROM lots l LEFT JOIN transfers t ON t.lot_id = l.id AND t.kind = 'grant'
      GROUP BY l.id, l.amount
@@ -168,6 +169,13 @@ const CROSS_CHECKS: [&str; 9] = [
      FROM purchases p
      LEFT JOIN lots l ON l.id = p.lot_id AND l.kind = 'purchase' AND l.org_id = p.org_id
      WHERE p.status = 'succeeded' AND (l.id IS NULL OR l.amount <> p.amount_nanos)",
+    // Every charge has its usage record: an ended reservation has exactly one, written in
+    // the transaction that ended it; an open one has none.
+    "SELECT r.id AS subject, COUNT(u.id) AS stored,
+            (CASE WHEN r.state = 'pending' THEN 0 ELSE 1 END)::BIGINT AS recomputed
+     FROM reservations r LEFT JOIN usage_records u ON u.reservation_id = r.id
+     GROUP BY r.id, r.state
+     HAVING COUNT(u.id) <> CASE WHEN r.state = 'pending' THEN 0 ELSE 1 END",
 ];
 
 async fn totals_by_account(

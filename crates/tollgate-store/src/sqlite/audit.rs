@@ -1,7 +1,8 @@
 //! The audit: recomputes every account's totals from the journal and the open
 //! reservations, every monthly spend counter from the reservations made that month, and
 //! every organization's cumulative purchases from its succeeded purchases, and compares
-//! them with the totals the transaction scripts stored.
+//! them with the totals the transaction scripts stored; and checks that every ended
+//! reservation has its one usage record.
 //!
 //! This is the one place where money is summed in SQL, because the sums are the check: they
 //! are computed a different way from the running totals they are compared with. The audit
@@ -99,7 +100,7 @@ impl SqliteStore {
 /// The queries of the checks that relate rows of different tables, in the order of
 /// `CROSS_CHECK_DESCRIPTIONS`. Each returns only the rows that disagree, as (subject,
 /// stored, recomputed).
-const CROSS_CHECKS: [&str; 9] = [
+const CROSS_CHECKS: [&str; 10] = [
     "SELECT l.id AS subject, l.amount AS stored, COALESCE(SUM(t.amount), 0) AS recomputed
          FROM lots l LEFT JOIN transfers t ON t.lot_id = l.id AND t.kind = 'grant'
          GROUP BY l.id, l.amount
@@ -174,6 +175,13 @@ const CROSS_CHECKS: [&str; 9] = [
          FROM purchases p
          LEFT JOIN lots l ON l.id = p.lot_id AND l.kind = 'purchase' AND l.org_id = p.org_id
          WHERE p.status = 'succeeded' AND (l.id IS NULL OR l.amount <> p.amount_nanos)",
+    // Every charge has its usage record: an ended reservation has exactly one, written in
+    // the transaction that ended it; an open one has none.
+    "SELECT r.id AS subject, COUNT(u.id) AS stored,
+                CASE WHEN r.state = 'pending' THEN 0 ELSE 1 END AS recomputed
+         FROM reservations r LEFT JOIN usage_records u ON u.reservation_id = r.id
+         GROUP BY r.id, r.state
+         HAVING COUNT(u.id) <> CASE WHEN r.state = 'pending' THEN 0 ELSE 1 END",
 ];
 
 async fn totals_by_account(

@@ -240,6 +240,16 @@ pub(crate) async fn migrating_an_existing_database_backfills_spend_counters() {
              VALUES ('org_old', 6, 4, {}, 'usage', 'rsv_settled', 'lot_old', {january})",
             usd_nanos(1)
         ),
+        // Settling wrote the usage record in the same transaction.
+        format!(
+            "INSERT INTO usage_records (request_id, org_id, workspace_id, model, input_tokens,
+                 output_tokens, cache_creation_5m_input_tokens, cache_creation_1h_input_tokens,
+                 cache_read_input_tokens, cost_nanos, status, latency_ms, started_at, ended_at,
+                 reservation_id)
+             VALUES ('req_1', 'org_old', 'wrkspc_old', 'claude-haiku-4-5', 10, 20, 0, 0, 0, {},
+                 'succeeded', 250, {december}, {january}, 'rsv_settled')",
+            usd_nanos(1)
+        ),
     ];
     for statement in &statements {
         sqlx::query(statement)

@@ -315,3 +315,255 @@ fn billing_commands_buy_credit_set_limits_and_show_the_ladder() {
     let (ok, _, stderr) = run(&["orgs", "create", "Acme"]);
     assert!(!ok && stderr.contains("already taken"), "{stderr}");
 }
+
+/// Goal: `tollgate ledger check` passes a clean ledger (exit 0, `{"ok":true}`) and fails a
+/// tampered one (exit non-zero), naming the account whose total no longer matches the
+/// journal, on SQLite and PostgreSQL alike.
+#[tokio::test]
+async fn ledger_check_passes_a_clean_ledger_and_names_a_tampered_account() {
+    let data_dir = tempfile::tempdir().expect("temporary directory");
+    let schema = crate::helpers::cli_schema_guard(data_dir.path());
+    let dir = data_dir.path();
+    if schema.is_none() {
+        let (ok, _, stderr) = tollgate(dir, &["ledger", "check"]);
+        assert!(
+            !ok && stderr.contains("no database at"),
+            "a check of nothing does not pass: {stderr}"
+        );
+    }
+    let (ok, _, stderr) = tollgate(
+        dir,
+        &["credits", "grant", "--amount", "12.50", "--kind", "purchase"],
+    );
+    assert!(ok, "{stderr}");
+
+    let (ok, stdout, stderr) = tollgate(dir, &["ledger", "check", "--json"]);
+    assert!(ok, "{stderr}");
+    let report: Value = serde_json::from_str(&stdout).expect("json");
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["problems"], serde_json::json!([]));
+    assert!(
+        report["accounts_checked"].as_u64().expect("count") >= 4,
+        "{report}"
+    );
+    let (ok, stdout, stderr) = tollgate(dir, &["ledger", "check"]);
+    assert!(ok && stdout.starts_with("ledger clean"), "{stdout}{stderr}");
+
+    let account_id = tamper(
+        dir,
+        schema.as_ref(),
+        "UPDATE accounts SET credits_posted = credits_posted + 1
+         WHERE id = (SELECT MIN(id) FROM accounts WHERE kind = 'lot') RETURNING id",
+    )
+    .await;
+    let named = format!("account {account_id} (lot of ");
+    let (ok, stdout, stderr) = tollgate(dir, &["ledger", "check", "--json"]);
+    assert!(!ok, "a tampered ledger fails the check");
+    assert!(stderr.contains("the ledger check found"), "{stderr}");
+    let report: Value = serde_json::from_str(&stdout).expect("json");
+    assert_eq!(report["ok"], false);
+    let problems: Vec<&str> = report["problems"]
+        .as_array()
+        .expect("problems")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        problems
+            .iter()
+            .any(|problem| problem.starts_with(&named) && problem.contains("credits_posted")),
+        "{problems:?}"
+    );
+    let (ok, stdout, _) = tollgate(dir, &["ledger", "check"]);
+    assert!(!ok && stdout.contains(&named), "{stdout}");
+}
+
+/// Goal: `tollgate backup` copies the database of a server that is taking requests, and
+/// the copy is a whole ledger: restored into a fresh data directory (the file copied in
+/// as `tollgate.sqlite`), it checks clean and holds the usage record of every request
+/// answered 200 before the backup began. On PostgreSQL the command refuses and points to
+/// `pg_dump`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_under_load_restores_every_acknowledged_charge() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    let app = crate::helpers::spawn_app_with(crate::helpers::Options {
+        starter_grant_usd: "100.00",
+        ..crate::helpers::Options::default()
+    })
+    .await;
+    let backup_dir = tempfile::tempdir().expect("temporary directory");
+    let backup_file = backup_dir.path().join("tollgate-backup.sqlite");
+    let backup_arguments = ["backup", "--to", backup_file.to_str().expect("utf-8 path")];
+    if crate::BACKEND == crate::helpers::TestBackend::PostgresRedis {
+        let (ok, _, stderr) = tollgate(&app.config.data_dir, &backup_arguments);
+        assert!(!ok && stderr.contains("pg_dump"), "{stderr}");
+        assert!(!backup_file.exists());
+        return;
+    }
+
+    const CLIENTS: usize = 8;
+    const WARM_UP_REQUESTS: usize = 300;
+    let backup_started = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(AtomicUsize::new(0));
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        let client = app.client.clone();
+        let url = app.url("/v1/messages");
+        let api_key = app.api_key.clone();
+        let (backup_started, stop, answered) = (backup_started.clone(), stop.clone(), answered.clone());
+        clients.push(tokio::spawn(async move {
+            let (mut before, mut during) = (Vec::new(), 0_usize);
+            while !stop.load(Ordering::SeqCst) {
+                let response = client
+                    .post(&url)
+                    .header("x-api-key", &api_key)
+                    .header("anthropic-version", "2023-06-01")
+                    .json(&crate::helpers::message_body("claude-haiku-4-5"))
+                    .send()
+                    .await
+                    .expect("request sent");
+                assert_eq!(response.status(), 200);
+                let request_id = response.headers()["request-id"]
+                    .to_str()
+                    .expect("ascii")
+                    .to_owned();
+                response.bytes().await.expect("body");
+                answered.fetch_add(1, Ordering::SeqCst);
+                if backup_started.load(Ordering::SeqCst) {
+                    during += 1;
+                } else {
+                    before.push(request_id);
+                }
+            }
+            (before, during)
+        }));
+    }
+    for _ in 0..600 {
+        if answered.load(Ordering::SeqCst) >= WARM_UP_REQUESTS {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    backup_started.store(true, Ordering::SeqCst);
+    let started = tokio::time::Instant::now();
+    let data_dir = app.config.data_dir.clone();
+    let arguments = backup_arguments.map(str::to_owned);
+    let (ok, stdout, stderr) = tokio::task::spawn_blocking(move || {
+        let arguments: Vec<&str> = arguments.iter().map(String::as_str).collect();
+        tollgate(&data_dir, &arguments)
+    })
+    .await
+    .expect("backup joined");
+    let backup_time = started.elapsed();
+    stop.store(true, Ordering::SeqCst);
+    let (mut acknowledged, mut during) = (Vec::new(), 0);
+    for client in clients {
+        let (before, answered_during) = client.await.expect("client joined");
+        acknowledged.extend(before);
+        during += answered_during;
+    }
+    assert!(ok, "{stderr}");
+    assert!(stdout.starts_with("backed up"), "{stdout}");
+    assert!(during > 0, "the server answered requests while the backup ran");
+
+    let restored = tempfile::tempdir().expect("temporary directory");
+    let restored_file = restored.path().join("tollgate.sqlite");
+    std::fs::copy(&backup_file, &restored_file).expect("restore by copying the file");
+    let (ok, stdout, stderr) = tollgate(restored.path(), &["ledger", "check", "--json"]);
+    assert!(ok, "{stdout}{stderr}");
+    let report: Value = serde_json::from_str(&stdout).expect("json");
+    assert_eq!(report["ok"], true, "{report}");
+
+    let store = tollgate_store::Store::open_sqlite(&restored_file)
+        .await
+        .expect("the restored database opens");
+    let records: std::collections::HashSet<String> = store
+        .usage_records(&app.org_id)
+        .await
+        .expect("records")
+        .into_iter()
+        .map(|record| record.request_id)
+        .collect();
+    store.close().await;
+    let missing: Vec<&String> = acknowledged
+        .iter()
+        .filter(|request_id| !records.contains(*request_id))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged charges missing from the backup: {missing:?}",
+        missing.len(),
+        acknowledged.len()
+    );
+    assert!(records.len() <= acknowledged.len() + during + CLIENTS);
+    eprintln!(
+        "backup under load: {} bytes in {backup_time:?}; {} requests answered before it began, \
+         {during} while it ran; {} usage records in the backup",
+        std::fs::metadata(&backup_file).expect("backup file").len(),
+        acknowledged.len(),
+        records.len()
+    );
+
+    // The check covers the usage records and their rollup too.
+    tamper(
+        restored.path(),
+        None,
+        "UPDATE usage_hourly SET requests = requests + 1
+         WHERE hour = (SELECT MIN(hour) FROM usage_hourly) RETURNING requests",
+    )
+    .await;
+    tamper(
+        restored.path(),
+        None,
+        "DELETE FROM usage_records WHERE id = (SELECT MIN(id) FROM usage_records) RETURNING id",
+    )
+    .await;
+    let (ok, stdout, _) = tollgate(restored.path(), &["ledger", "check", "--json"]);
+    assert!(!ok, "{stdout}");
+    assert!(stdout.contains("usage rollup of"), "{stdout}");
+    assert!(
+        stdout.contains("has 0 usage records but should have 1"),
+        "{stdout}"
+    );
+}
+
+/// Runs one tampering statement that returns a number (`RETURNING`) on the database the
+/// CLI uses for `data_dir`: its SQLite file, or its PostgreSQL schema.
+async fn tamper(
+    data_dir: &std::path::Path,
+    schema: Option<&crate::helpers::SchemaGuard>,
+    statement: &str,
+) -> i64 {
+    use sqlx::Connection;
+    match schema {
+        None => {
+            let url = format!("sqlite://{}", data_dir.join("tollgate.sqlite").display());
+            let mut connection = sqlx::SqliteConnection::connect(&url).await.expect("connect");
+            let value = sqlx::query_scalar(statement)
+                .fetch_one(&mut connection)
+                .await
+                .expect("tamper");
+            connection.close().await.expect("close");
+            value
+        }
+        Some(guard) => {
+            let mut connection = sqlx::PgConnection::connect(&crate::helpers::test_database_url())
+                .await
+                .expect("connect");
+            sqlx::query(&format!("SET search_path TO {}", guard.schema))
+                .execute(&mut connection)
+                .await
+                .expect("schema");
+            let value = sqlx::query_scalar(statement)
+                .fetch_one(&mut connection)
+                .await
+                .expect("tamper");
+            connection.close().await.expect("close");
+            value
+        }
+    }
+}

@@ -1,0 +1,43 @@
+//! Tests of the OpenAPI document as `/v1/openapi.json` serves it.
+
+use serde_json::{Value, json};
+
+/// Goal: a client generated from the document knows how to authenticate: both ways of
+/// sending an admin key are declared, every operation requires one of them, and only the
+/// document itself is open.
+#[tokio::test]
+async fn the_served_document_declares_the_admin_key_schemes_on_every_operation() {
+    let axum::Json(served) = crate::openapi_json().await;
+    let document = serde_json::to_value(&served).expect("the document serializes");
+
+    let schemes = &document["components"]["securitySchemes"];
+    assert_eq!(
+        schemes["x-api-key"],
+        json!({"type": "apiKey", "in": "header", "name": "x-api-key",
+               "description": "An admin key (sk-tg-admin01-…)."})
+    );
+    assert_eq!(schemes["bearer"]["type"], "http");
+    assert_eq!(schemes["bearer"]["scheme"], "bearer");
+
+    let either = json!([{"x-api-key": []}, {"bearer": []}]);
+    let mut secured = 0;
+    for (path, item) in document["paths"].as_object().expect("paths") {
+        for (method, operation) in item.as_object().expect("path item") {
+            if !["get", "put", "post", "delete", "patch"].contains(&method.as_str()) {
+                continue;
+            }
+            if path == "/v1/openapi.json" {
+                assert_eq!(operation.get("security"), None, "the document is public");
+                continue;
+            }
+            assert_eq!(operation["security"], either, "{method} {path}");
+            secured += 1;
+        }
+    }
+    assert!(secured >= 40, "every operation but the document's own: {secured}");
+    assert_eq!(
+        document.get("security"),
+        None::<&Value>,
+        "set per operation, so the open document stays open"
+    );
+}
