@@ -32,3 +32,58 @@ impl TokenUsage {
         self.total_tokens() == 0
     }
 }
+
+/// Output tokens estimated from generated text (text, thinking and tool-input deltas): four
+/// bytes a token, rounded up. Conservative for billing: English prose runs about four
+/// characters a token, and code, other scripts and multi-byte text run fewer bytes a
+/// token than that, so the estimate tends to fall short of the real count, not above it.
+pub fn output_tokens_estimate(generated_bytes: u64) -> u64 {
+    generated_bytes.div_ceil(4)
+}
+
+/// What a stream's meter saw pass through.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StreamMeasure {
+    /// The usage the upstream reported, if it reported any.
+    pub reported: Option<TokenUsage>,
+    /// Whether the upstream's final count arrived (and the stream was read to its end):
+    /// then `reported` is the whole answer's usage.
+    pub final_count: bool,
+    /// Bytes of generated text, thinking and tool input seen.
+    pub generated_bytes: u64,
+}
+
+/// The usage to charge for a stream that delivered content. With the upstream's final
+/// count, that count. Without it (the stream was cut short, or its server sends no final
+/// usage), the larger of what was reported and what was seen generated
+/// ([`output_tokens_estimate`]), the estimate capped at `output_tokens_max` (the request's
+/// output limit, which bounds the reservation); and when nothing was reported at all, the
+/// input as estimated at admission. Never less than the upstream reported, and never more
+/// output than `output_tokens_max` unless the upstream itself reported more.
+pub fn stream_usage(
+    measure: StreamMeasure,
+    input_tokens_estimate: u64,
+    output_tokens_max: u64,
+) -> TokenUsage {
+    if measure.final_count
+        && let Some(reported) = measure.reported
+    {
+        return reported;
+    }
+    let observed_output_tokens = output_tokens_estimate(measure.generated_bytes).min(output_tokens_max);
+    match measure.reported {
+        Some(reported) => TokenUsage {
+            output_tokens: reported.output_tokens.max(observed_output_tokens),
+            ..reported
+        },
+        None if measure.generated_bytes == 0 => TokenUsage::default(),
+        None => TokenUsage {
+            input_tokens: input_tokens_estimate,
+            output_tokens: observed_output_tokens,
+            ..TokenUsage::default()
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -9,14 +9,18 @@
 //! only once a deployment has produced its first content (the stream's head is held until
 //! then). Other failures (4xx, timeouts, protocol errors)
 //! go to the client as they are: another deployment would refuse the same request, or the
-//! first may still be generating (and billing) the answer.
+//! first may still be generating (and billing) the answer. So does the last deployment's
+//! stream that opens with an error: the client gets a 200 and the upstream's `error` event,
+//! as it would calling the upstream directly, and the reservation is voided.
 //!
 //! The call and its settlement run in a task of their own, so a client that goes away never
 //! cancels them. Disconnect policy: when a streaming client disconnects, the task keeps
 //! reading the upstream stream (without forwarding it) until the upstream finishes or the
-//! drain bound passes, then charges the usage the upstream reported — what was generated,
-//! never more, and never zero once content was delivered (the input was processed). A
-//! non-streaming client that disconnects is charged the upstream's usage too.
+//! drain bound passes, then charges the usage the upstream reported — or, when the bound
+//! cut the stream before its final count, the larger of the reported usage and what passed
+//! through (`Meter::usage`), within the request's output limit. Never zero once content was
+//! delivered (the input was processed). A non-streaming client that disconnects is charged
+//! the upstream's usage too.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -32,7 +36,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tollgate_core::catalog::{Cooldowns, Deployment, Model};
 use tollgate_core::pricing::ModelPrices;
 use tollgate_core::pricing::input_tokens_estimate;
-use tollgate_core::usage::TokenUsage;
+use tollgate_core::usage::{StreamMeasure, TokenUsage, stream_usage};
 use tollgate_service::{
     ApiCaller, Finish, OpenReservation, RateLimitView, RequestPlan, Tollgate, UsageStatus,
 };
@@ -112,6 +116,8 @@ pub(crate) struct MeteredCall {
     pub(crate) requested_model: String,
     /// Input tokens estimated from the body, charged if a stream never reports usage.
     pub(crate) input_tokens_estimate: u64,
+    /// The most output the reservation covers: caps output counted from a stream's deltas.
+    pub(crate) output_tokens_max: u64,
 }
 
 /// A routed request, ready to be admitted and run: the same for every client surface.
@@ -130,6 +136,9 @@ pub(crate) struct Admission<'a> {
     pub(crate) stream: bool,
     pub(crate) client: ClientWire,
     pub(crate) requested_model: String,
+    pub(crate) attribution: tollgate_core::attribution::Attribution,
+    /// Where the prompt may be read from the upstream's cache (`cache_prefix`).
+    pub(crate) cacheable_prefixes: tollgate_core::ratelimit::prompt_cache::CacheablePrefixes,
 }
 
 /// Admits the request (rate limits in every scope, then the reservation of its cost bound)
@@ -142,7 +151,7 @@ pub(crate) async fn admit_and_run(
     let input_estimate = input_tokens_estimate(admission.body_bytes);
     let open = state
         .tollgate
-        .begin(
+        .begin_cached(
             admission.caller,
             RequestPlan {
                 request_id: admission.request_id,
@@ -154,7 +163,9 @@ pub(crate) async fn admit_and_run(
                 ),
                 input_tokens_estimate: input_estimate,
                 max_tokens: admission.output_tokens_bound,
+                attribution: &admission.attribution,
             },
+            admission.cacheable_prefixes,
         )
         .await?;
     let rate_limits = open.rate_limits;
@@ -167,6 +178,7 @@ pub(crate) async fn admit_and_run(
         client: admission.client,
         requested_model: admission.requested_model,
         input_tokens_estimate: input_estimate,
+        output_tokens_max: admission.output_tokens_bound,
     };
     let response = if admission.stream {
         metered.stream().await?
@@ -184,14 +196,26 @@ fn failed(error: &UpstreamError) -> Finish {
     }
 }
 
-/// Settles the request. The settlement's future is boxed: it is larger than all the rest of
+/// Settles the request; whether the settlement was written. One the store refused (after
+/// the service's retries) is kept pending and written later, but the client must not be
+/// told the request ended well before its charge is in the ledger: the caller then ends it
+/// with an `api_error`. The settlement's future is boxed: it is larger than all the rest of
 /// a stream's task together (4.5 KiB against a few hundred bytes), and inline it would be
 /// held for the whole life of every stream, though it runs only at the end.
-async fn settle(tollgate: &Tollgate, open: OpenReservation, finish: Finish) {
+async fn settle(tollgate: &Tollgate, open: OpenReservation, finish: Finish) -> bool {
     let request_id = open.request_id.clone();
-    if let Err(error) = Box::pin(tollgate.finish(open, finish)).await {
-        tracing::error!(%error, request_id, "could not settle a request");
+    match Box::pin(tollgate.finish(open, finish)).await {
+        Ok(_) => true,
+        Err(error) => {
+            tracing::error!(%error, request_id, "could not settle a request");
+            false
+        }
     }
+}
+
+/// What a client whose request's settlement could not be written is told.
+fn settlement_failed() -> ApiError {
+    ApiError::internal("the settlement could not be written; it is kept pending")
 }
 
 /// The task's part of the call: everything but the client side of the channels.
@@ -207,10 +231,30 @@ impl Upstream {
     /// says. Returns the deployment that answered (its dialect and prices) and its reply.
     async fn connect(self) -> Result<(Dialect, ModelPrices, UpstreamReply), UpstreamError> {
         let mut last_error = None;
-        for attempt in self.attempts {
+        let attempts_count = self.attempts.len();
+        for (index, attempt) in self.attempts.into_iter().enumerate() {
             let dialect = attempt.provider.dialect();
             let reply = match attempt.provider.call(attempt.request).await {
-                Ok(UpstreamReply::Stream(events)) => peek_head(events, dialect).await,
+                Ok(UpstreamReply::Stream(events)) => match peek_head(events, dialect).await {
+                    Head::Opened(reply) => Ok(reply),
+                    // The last deployment's failure goes to the client as the upstream sent
+                    // it: a 200 and its `error` event, which clients treat differently from
+                    // an error status (Claude Code falls back to a non-streaming request
+                    // on the one and retries the other). The relay voids the reservation.
+                    Head::Failed { error, reply } if index + 1 == attempts_count => {
+                        let mut cooldowns = self.cooldowns.lock().unwrap_or_else(PoisonError::into_inner);
+                        cooldowns.record_failure(&attempt.deployment, self.tollgate.now());
+                        tracing::warn!(
+                            request_id = self.request_id,
+                            provider = attempt.deployment.provider,
+                            upstream_model = attempt.deployment.upstream_model,
+                            %error,
+                            "the last deployment's stream opened with an error; relaying it"
+                        );
+                        return Ok((dialect, attempt.prices, reply));
+                    }
+                    Head::Failed { error, .. } => Err(error),
+                },
                 other => other,
             };
             let mut cooldowns = self.cooldowns.lock().unwrap_or_else(PoisonError::into_inner);
@@ -252,17 +296,34 @@ impl Upstream {
 /// deployment can still be replaced; a stream whose head runs longer is taken as answered.
 const STREAM_HEAD_EVENTS_MAX: usize = 16;
 
+/// A stream's head, as `peek_head` read it.
+enum Head {
+    /// The stream opened well (or its head ran long): the head and the rest, unread.
+    Opened(UpstreamReply),
+    /// The head carried an `overloaded_error` or `api_error` event: `error` is the status it
+    /// stands for, `reply` the stream as the upstream sent it, up to and including that event.
+    Failed {
+        error: UpstreamError,
+        reply: UpstreamReply,
+    },
+}
+
 /// Reads a stream's head — the events before the first content (`message_start`,
 /// `content_block_start`, `ping`; OpenAI's empty role chunk) — before the client learns of
 /// the stream. An `overloaded_error` or `api_error` event there means the deployment served
-/// nothing: it is reported as the status it stands for, so the caller can fail over.
-async fn peek_head(mut events: EventStream, dialect: Dialect) -> Result<UpstreamReply, UpstreamError> {
+/// nothing: the caller may fail over, or relay the stream as it came.
+async fn peek_head(mut events: EventStream, dialect: Dialect) -> Head {
     let mut head = Vec::new();
     while head.len() < STREAM_HEAD_EVENTS_MAX {
         match events.next().await {
             Some(Ok(event)) => {
                 if let Some(error) = opening_failure(&event, dialect) {
-                    return Err(error);
+                    head.push(Ok(event));
+                    let rest: EventStream = Box::pin(futures_util::stream::iter(head).chain(events));
+                    return Head::Failed {
+                        error,
+                        reply: UpstreamReply::Stream(rest),
+                    };
                 }
                 let is_content = !is_head_event(&event, dialect);
                 head.push(Ok(event));
@@ -278,7 +339,7 @@ async fn peek_head(mut events: EventStream, dialect: Dialect) -> Result<Upstream
         }
     }
     let rest: EventStream = Box::pin(futures_util::stream::iter(head).chain(events));
-    Ok(UpstreamReply::Stream(rest))
+    Head::Opened(UpstreamReply::Stream(rest))
 }
 
 /// Whether an event only opens the stream, with nothing generated yet.
@@ -317,10 +378,7 @@ fn opening_failure(event: &SseEvent, dialect: Dialect) -> Option<UpstreamError> 
         Some("api_error" | "server_error") | None => 500,
         Some(_) => return None,
     };
-    Some(UpstreamError::Status {
-        status,
-        body: Bytes::from(event.data.clone()),
-    })
+    Some(UpstreamError::status(status, Bytes::from(event.data.clone())))
 }
 
 impl MeteredCall {
@@ -337,6 +395,7 @@ impl MeteredCall {
             client: self.client,
             requested_model: self.requested_model,
             input_tokens_estimate: self.input_tokens_estimate,
+            output_tokens_max: self.output_tokens_max,
         };
         (upstream, self.open, settings)
     }
@@ -374,12 +433,20 @@ impl MeteredCall {
             } else {
                 finish
             };
-            settle(&settings.tollgate, open, finish).await;
+            let reply = match reply {
+                Ok(body) => Ok(body),
+                Err(error) => Err(ApiError::from_upstream(&error)),
+            };
+            let settled = settle(&settings.tollgate, open, finish).await;
+            let reply = match reply {
+                Ok(_) if !settled => Err(settlement_failed()),
+                reply => reply,
+            };
             let _ = reply_sender.send(reply);
         });
         match reply_receiver.await {
             Ok(Ok(body)) => Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response()),
-            Ok(Err(error)) => Err(ApiError::from_upstream(&error)),
+            Ok(Err(error)) => Err(error),
             Err(_) => Err(ApiError::internal("the upstream task ended without a reply")),
         }
     }
@@ -440,6 +507,7 @@ struct Settings {
     client: ClientWire,
     requested_model: String,
     input_tokens_estimate: u64,
+    output_tokens_max: u64,
 }
 
 impl Settings {
@@ -460,7 +528,8 @@ impl Settings {
     }
 
     /// Forwards upstream events to the client in its dialect while metering them, then
-    /// settles, then sends the held-back terminal event (or the error that ended the stream).
+    /// settles, then sends the held-back terminal event — or the error that ended the
+    /// stream, or an `api_error` if the settlement could not be written.
     async fn relay(
         self,
         open: OpenReservation,
@@ -519,7 +588,7 @@ impl Settings {
             }
         }
         let client_gone = drain_deadline.is_some();
-        let usage = meter.usage(self.input_tokens_estimate);
+        let usage = meter.usage(self.input_tokens_estimate, self.output_tokens_max, drain_cut);
         let finish = if meter.saw_error() || failure.is_some() {
             Finish {
                 usage,
@@ -530,8 +599,9 @@ impl Settings {
                 }),
             }
         } else if client_gone {
-            // Charged for what was generated: the whole answer when the drain finished, what
-            // the upstream had reported when the drain bound cut it short.
+            // Charged for what was generated: the whole answer when the drain finished; the
+            // larger of what the upstream had reported and what passed through when the
+            // drain bound cut it short.
             Finish {
                 usage,
                 status: UsageStatus::ClientDisconnected,
@@ -551,18 +621,25 @@ impl Settings {
             }
         };
         let succeeded = finish.status == UsageStatus::Succeeded;
-        settle(&self.tollgate, open, finish).await;
+        let settled = settle(&self.tollgate, open, finish).await;
         if client_gone {
             return;
         }
-        if succeeded {
+        // The end of the stream is sent only once its charge is written; otherwise an
+        // `api_error` ends it instead.
+        let error = if succeeded && settled {
             for event in held_back {
                 if client.send(self.client.encode(&event)).await.is_err() {
                     break;
                 }
             }
-        } else if let Some(error) = failure {
-            let error = ApiError::from_upstream(&error);
+            None
+        } else if succeeded {
+            Some(settlement_failed())
+        } else {
+            failure.as_ref().map(ApiError::from_upstream)
+        };
+        if let Some(error) = error {
             let event = match self.client {
                 ClientWire::Messages => {
                     let envelope = error.to_json("");
@@ -609,25 +686,41 @@ impl Meter {
         }
     }
 
-    /// The reported usage. A Chat Completions server that reports none (it ignored
-    /// `include_usage`) is charged an estimate: the body's input estimate and four bytes of
-    /// generated text a token, so delivered content is never free.
-    fn usage(&self, input_tokens_estimate: u64) -> TokenUsage {
-        match self {
-            Meter::Anthropic(meter) => meter.usage(),
-            Meter::OpenAi(meter) => match meter.reported_usage() {
-                Some(usage) => usage,
-                None if meter.generated_bytes() == 0 => TokenUsage::default(),
-                None => {
-                    tracing::warn!("an OpenAI-compatible stream reported no usage; charging an estimate");
-                    TokenUsage {
-                        input_tokens: input_tokens_estimate,
-                        output_tokens: meter.generated_bytes().div_ceil(4),
-                        ..TokenUsage::default()
-                    }
-                }
-            },
+    /// The usage to charge (`tollgate_core::usage::stream_usage`): the upstream's final
+    /// count when it sent one and the stream was read to its end; otherwise (the drain bound
+    /// cut it, or the server sends no final usage) the larger of what was reported and what
+    /// passed through, at four bytes of generated text a token, so delivered content is
+    /// never free. The estimate is capped at the request's output limit.
+    fn usage(&self, input_tokens_estimate: u64, output_tokens_max: u64, cut_short: bool) -> TokenUsage {
+        let (reported, final_count, generated_bytes) = match self {
+            Meter::Anthropic(meter) => (
+                meter.reported_usage(),
+                meter.saw_final_usage(),
+                meter.generated_bytes(),
+            ),
+            // Some servers repeat a running usage in every chunk: it is final only once a
+            // choice has finished.
+            Meter::OpenAi(meter) => (
+                meter.reported_usage(),
+                meter.reported_usage().is_some() && meter.saw_finish(),
+                meter.generated_bytes(),
+            ),
+        };
+        let measure = StreamMeasure {
+            reported,
+            final_count: final_count && !cut_short,
+            generated_bytes,
+        };
+        let usage = stream_usage(measure, input_tokens_estimate, output_tokens_max);
+        if Some(usage) != reported && generated_bytes > 0 {
+            tracing::warn!(
+                reported = ?reported,
+                generated_bytes,
+                output_tokens = usage.output_tokens,
+                "a stream ended without its final usage; metering what passed through"
+            );
         }
+        usage
     }
 }
 

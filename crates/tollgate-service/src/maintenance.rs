@@ -1,4 +1,5 @@
-//! Background duties: void reservations whose request never ended (the process died) and
+//! Background duties: keep the reservations of this process's running requests alive
+//! (`heartbeat.rs`), void reservations whose request never ended (the process died) and
 //! move expired credit out of its lots.
 
 use std::time::Duration;
@@ -16,6 +17,15 @@ pub struct MaintenanceReport {
 impl Tollgate {
     pub async fn maintain(&self) -> Result<MaintenanceReport, ServiceError> {
         let now = self.now();
+        // Settlements the store refused earlier first, then the heartbeat (running requests
+        // and settlements still pending), and no reaping if it failed: the reaper must never
+        // void the reservation of a request still running here, or whose charge is known.
+        self.settle_pending().await;
+        let mut live = self.inner.live.ids_now();
+        live.extend(self.inner.pending.reservation_ids());
+        self.store()
+            .extend_reservations(&live, now + self.settings().reservation_ttl)
+            .await?;
         Ok(MaintenanceReport {
             reservations_voided: self.store().reap_reservations(now).await?,
             lots_expired: self.store().expire_lots(now).await?,

@@ -88,12 +88,36 @@ where
 
 /// Meters an Anthropic stream event by event. `message_start` sets the usage;
 /// `message_delta` replaces the fields it carries (its counts are cumulative, not increments).
+/// It also counts the bytes of generated text, thinking and tool input in the deltas, so a
+/// stream cut short before its final count is still charged for what passed through.
 #[derive(Default, Clone, Debug)]
 pub struct UsageAccumulator {
     usage: TokenUsage,
+    saw_usage: bool,
+    saw_final_usage: bool,
     saw_error: bool,
     saw_message_stop: bool,
     saw_content: bool,
+    generated_bytes: u64,
+}
+
+/// The part of a `content_block_delta` that was generated: `text_delta`'s text,
+/// `thinking_delta`'s thinking, `input_json_delta`'s partial JSON. Other fields (signatures,
+/// citations) are not output the model generated token by token, and are skipped.
+#[derive(serde::Deserialize)]
+struct ContentBlockDelta<'a> {
+    #[serde(borrow)]
+    delta: GeneratedDelta<'a>,
+}
+
+#[derive(serde::Deserialize)]
+struct GeneratedDelta<'a> {
+    #[serde(borrow, default)]
+    text: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    thinking: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    partial_json: Option<std::borrow::Cow<'a, str>>,
 }
 
 impl UsageAccumulator {
@@ -108,16 +132,32 @@ impl UsageAccumulator {
                         .map(parse_usage)
                 }) {
                     self.usage = usage;
+                    self.saw_usage = true;
                 }
             }
             Some("message_delta") => {
                 if let Some(data) = parse_data(event)
                     && let Some(usage) = data.get("usage")
                 {
-                    apply_usage_fields(&mut self.usage, &UsageFields::read(usage));
+                    let fields = UsageFields::read(usage);
+                    self.saw_final_usage |= fields.output_tokens.is_some();
+                    apply_usage_fields(&mut self.usage, &fields);
+                    self.saw_usage = true;
                 }
             }
-            Some("content_block_delta") => self.saw_content = true,
+            Some("content_block_delta") => {
+                self.saw_content = true;
+                if let Ok(ContentBlockDelta { delta }) = serde_json::from_str(&event.data) {
+                    let generated = [delta.text, delta.thinking, delta.partial_json]
+                        .iter()
+                        .flatten()
+                        .map(|text| text.len())
+                        .sum::<usize>();
+                    self.generated_bytes = self
+                        .generated_bytes
+                        .saturating_add(u64::try_from(generated).unwrap_or(u64::MAX));
+                }
+            }
             Some("message_stop") => self.saw_message_stop = true,
             Some("error") => self.saw_error = true,
             _ => {}
@@ -126,6 +166,21 @@ impl UsageAccumulator {
 
     pub fn usage(&self) -> TokenUsage {
         self.usage
+    }
+
+    /// The usage the stream reported, if it reported any.
+    pub fn reported_usage(&self) -> Option<TokenUsage> {
+        self.saw_usage.then_some(self.usage)
+    }
+
+    /// Whether a `message_delta` carried the output count: the stream's final usage.
+    pub fn saw_final_usage(&self) -> bool {
+        self.saw_final_usage
+    }
+
+    /// Bytes of generated text, thinking and tool input seen so far.
+    pub fn generated_bytes(&self) -> u64 {
+        self.generated_bytes
     }
 
     /// Whether an `error` event arrived: the upstream failed mid-stream.

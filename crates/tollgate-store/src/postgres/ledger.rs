@@ -97,6 +97,32 @@ impl PgStore {
         reap_overdue(now, fetch_page, |settlement| self.writer().settle(settlement)).await
     }
 
+    /// The heartbeat's write: one `UPDATE` over every id, in id order so that two replicas'
+    /// heartbeats and the writer's batches take row locks in one order.
+    pub(crate) async fn extend_reservations(
+        &self,
+        reservation_ids: &[String],
+        deadline: Timestamp,
+    ) -> Result<usize, StoreError> {
+        let mut ids = reservation_ids.to_vec();
+        ids.sort_unstable();
+        let result = sqlx::query(
+            "UPDATE reservations SET deadline = $1
+             WHERE id IN (
+                 SELECT id FROM reservations
+                 WHERE id = ANY($2) AND state = 'pending' AND deadline < $1
+                 ORDER BY id
+                 FOR UPDATE
+             )",
+        )
+        .bind(millis(deadline))
+        .bind(&ids)
+        .execute(self.pool())
+        .await
+        .map_err(store_error)?;
+        Ok(usize::try_from(result.rows_affected()).unwrap_or(usize::MAX))
+    }
+
     pub(crate) async fn pending_reservation_count(&self, org_id: Option<&str>) -> Result<usize, StoreError> {
         let count: i64 = match org_id {
             Some(org_id) => {

@@ -26,6 +26,9 @@ use crate::rules::check_amount_positive;
 use crate::sqlite::audit_log::{CREDIT_EXPIRED, CREDIT_GRANTED, SYSTEM_ACTOR, insert_audit_event};
 use crate::sqlite::{SqliteStore, column, invariant, millis, store_error, truncate_to_millis};
 
+/// Reservation ids one heartbeat `UPDATE` names: below SQLite's bound on parameters.
+const EXTEND_PAGE: usize = 500;
+
 impl SqliteStore {
     pub(crate) async fn grant_lot(&self, new_lot: NewLot) -> Result<LotView, TxError<GrantRejection>> {
         let mut transaction = self.begin_write().await?;
@@ -82,6 +85,30 @@ impl SqliteStore {
             rows.iter().map(overdue_from_row).collect::<Result<Vec<_>, _>>()
         };
         reap_overdue(now, fetch_page, |settlement| self.hot.settle(settlement)).await
+    }
+
+    /// The heartbeat's write: one `UPDATE` per page of ids, on the pool's write connection
+    /// (the hot-path writer neither reads nor writes deadlines).
+    pub(crate) async fn extend_reservations(
+        &self,
+        reservation_ids: &[String],
+        deadline: Timestamp,
+    ) -> Result<usize, StoreError> {
+        let mut extended = 0;
+        for page in reservation_ids.chunks(EXTEND_PAGE) {
+            let placeholders = vec!["?"; page.len()].join(", ");
+            let sql = format!(
+                "UPDATE reservations SET deadline = ?
+                 WHERE state = 'pending' AND deadline < ? AND id IN ({placeholders})"
+            );
+            let mut query = sqlx::query(&sql).bind(millis(deadline)).bind(millis(deadline));
+            for id in page {
+                query = query.bind(id);
+            }
+            let result = query.execute(&self.writer).await.map_err(store_error)?;
+            extended += usize::try_from(result.rows_affected()).unwrap_or(usize::MAX);
+        }
+        Ok(extended)
     }
 
     pub(crate) async fn pending_reservation_count(&self, org_id: Option<&str>) -> Result<usize, StoreError> {

@@ -5,9 +5,11 @@
 
 use std::sync::Arc;
 
+use tollgate_core::attribution::{Attribution, ClientLabel};
 use tollgate_core::keys::KeyKind;
 use tollgate_core::ledger::{InsufficientCredit, LotKind};
 use tollgate_core::money::NanoUsd;
+use tollgate_core::reports::BucketWidth;
 use tollgate_store::{
     BalanceView, GrantRejection, KeyStatus, NameTaken, NewKey, ReserveRejection, SettleOutcome, Store,
     StoreError, TxError, UsageStatus,
@@ -791,6 +793,47 @@ pub(crate) async fn reaper_voids_only_past_deadline_reservations(backend: &impl 
     assert_healthy(store).await;
 }
 
+/// Goal: the heartbeat moves the deadlines of the reservations it names, only forward and
+/// only while they are pending, so the reaper passes over a request still running (#24).
+pub(crate) async fn extended_reservations_outlive_their_first_deadline(backend: &impl Backend) {
+    let store = backend.store();
+    let org = create_org(store, "acme").await;
+    grant(store, &org, "lot_a", LotKind::Purchase, usd(10), at(0), None).await;
+    for (id, deadline) in [("rsv_live", 5), ("rsv_other", 5), ("rsv_far", 60)] {
+        store
+            .reserve(new_reservation(&org, id, usd(1), at(1), at(deadline)))
+            .await
+            .unwrap();
+    }
+    let named = [
+        "rsv_live".to_owned(),
+        "rsv_far".to_owned(),
+        "rsv_unknown".to_owned(),
+    ];
+    assert_eq!(store.extend_reservations(&[], at(20)).await.unwrap(), 0);
+    assert_eq!(
+        store.extend_reservations(&named, at(20)).await.unwrap(),
+        1,
+        "only rsv_live: rsv_far's deadline is later already, rsv_unknown does not exist"
+    );
+    assert_eq!(store.reap_reservations(at(5)).await.unwrap(), 1, "rsv_other only");
+    assert_eq!(store.reap_reservations(at(19)).await.unwrap(), 0);
+    store
+        .settle(settlement(&org, "rsv_live", usd(1), at(19)))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.extend_reservations(&named, at(70)).await.unwrap(),
+        1,
+        "a settled reservation stays settled; rsv_far moves on"
+    );
+    assert_eq!(store.reap_reservations(at(60)).await.unwrap(), 0);
+    assert_eq!(store.reap_reservations(at(70)).await.unwrap(), 1);
+    let balance = store.balance(&org.org_id, at(70)).await.unwrap();
+    assert_eq!((balance.spent, balance.held), (usd(1), NanoUsd::ZERO));
+    assert_healthy(store).await;
+}
+
 /// Goal: the reaper works in batches (to keep each write transaction short) and still ends
 /// every overdue reservation in one call.
 pub(crate) async fn reaper_ends_more_than_one_batch(backend: &impl Backend) {
@@ -1079,6 +1122,127 @@ pub(crate) async fn usage_records_round_trip(backend: &impl Backend) {
     );
     assert_eq!(store.usage_records(&other.org_id).await.unwrap(), vec![elsewhere]);
     assert!(store.usage_records("org_nobody").await.unwrap().is_empty());
+    assert_healthy(store).await;
+}
+
+fn label(text: &str) -> Option<ClientLabel> {
+    ClientLabel::parse(text.as_bytes())
+}
+
+/// Goal: a record's client session, agent and parent agent ids come back as written, both
+/// from a direct insert and from a settlement on the hot-path writer; a record without
+/// them comes back without them.
+pub(crate) async fn usage_records_keep_their_client_attribution(backend: &impl Backend) {
+    let store = backend.store();
+    let org = create_org(store, "acme").await;
+    grant(store, &org, "lot_a", LotKind::Purchase, usd(10), at(0), None).await;
+    let attribution = Attribution {
+        session_id: label("5f0c1a9e-3b7d-4c2a-9e61-0a4b8c2d7e13"),
+        agent_id: label("agent-7"),
+        parent_agent_id: label("agent-1"),
+    };
+    let mut direct = usage_record(&org, "req_direct", NanoUsd::ZERO, at(1), at(2));
+    direct.attribution = attribution.clone();
+    store.insert_usage_record(direct.clone()).await.unwrap();
+    store
+        .reserve(new_reservation(&org, "rsv_1", usd(1), at(2), at(20)))
+        .await
+        .unwrap();
+    let mut settled = settlement(&org, "rsv_1", cents(30), at(3));
+    settled.record.attribution = Attribution {
+        session_id: label("abc"),
+        ..Attribution::default()
+    };
+    store.settle(settled.clone()).await.unwrap();
+    let plain = usage_record(&org, "req_plain", NanoUsd::ZERO, at(4), at(5));
+    store.insert_usage_record(plain.clone()).await.unwrap();
+    assert_eq!(
+        store.usage_records(&org.org_id).await.unwrap(),
+        vec![direct, settled.record.clone(), plain]
+    );
+    assert_eq!(
+        store
+            .usage_record(&org.org_id, "req_rsv_1")
+            .await
+            .unwrap()
+            .map(|record| record.attribution),
+        Some(settled.record.attribution)
+    );
+    assert_healthy(store).await;
+}
+
+/// Goal: the usage read by session carries each charged record's session (`None` for none)
+/// with the ledger's charge, bucketed at the width asked, and a session filter keeps only
+/// those sessions; failed requests count nowhere, as in the rollup.
+pub(crate) async fn usage_by_session_groups_and_filters_charged_records(backend: &impl Backend) {
+    let store = backend.store();
+    let org = create_org(store, "acme").await;
+    let other = create_org(store, "globex").await;
+    grant(store, &org, "lot_a", LotKind::Purchase, usd(10), at(0), None).await;
+    grant(store, &other, "lot_b", LotKind::Purchase, usd(10), at(0), None).await;
+    for (who, id, session, cost, minute) in [
+        (&org, "rsv_a1", Some("session-a"), cents(150), 2),
+        (&org, "rsv_a2", Some("session-a"), cents(25), 70),
+        (&org, "rsv_b", Some("session-b"), cents(40), 3),
+        (&org, "rsv_none", None, cents(5), 4),
+        (&org, "rsv_failed", Some("session-a"), NanoUsd::ZERO, 5),
+        (&other, "rsv_other", Some("session-a"), cents(99), 2),
+    ] {
+        store
+            .reserve(new_reservation(who, id, usd(2), at(minute - 1), at(minute + 10)))
+            .await
+            .unwrap();
+        let mut ended = settlement(who, id, cost, at(minute));
+        ended.record.attribution.session_id = session.and_then(label);
+        store.settle(ended).await.unwrap();
+    }
+    let summary = |rows: Vec<tollgate_store::UsageRollupRow>| {
+        rows.into_iter()
+            .map(|row| (row.bucket_start, row.session_id, row.requests, row.charged))
+            .collect::<Vec<_>>()
+    };
+    let by_hour = summary(
+        store
+            .usage_by_session(&org.org_id, at(0), at(120), BucketWidth::Hour, &[])
+            .await
+            .unwrap(),
+    );
+    assert_eq!(by_hour.len(), 4, "{by_hour:#?}");
+    for expected in [
+        (at(0), Some("session-a".to_owned()), 1, cents(150)),
+        (at(0), Some("session-b".to_owned()), 1, cents(40)),
+        (at(0), None, 1, cents(5)),
+        (at(60), Some("session-a".to_owned()), 1, cents(25)),
+    ] {
+        assert!(by_hour.contains(&expected), "{expected:?} in {by_hour:#?}");
+    }
+    let by_day = summary(
+        store
+            .usage_by_session(
+                &org.org_id,
+                at(0),
+                at(24 * 60),
+                BucketWidth::Day,
+                &["session-a".to_owned()],
+            )
+            .await
+            .unwrap(),
+    );
+    assert_eq!(by_day, vec![(at(0), Some("session-a".to_owned()), 2, cents(175))]);
+    let two = summary(
+        store
+            .usage_by_session(
+                &org.org_id,
+                at(0),
+                at(60),
+                BucketWidth::Minute,
+                &["session-b".to_owned(), "session-none".to_owned()],
+            )
+            .await
+            .unwrap(),
+    );
+    assert_eq!(two, vec![(at(3), Some("session-b".to_owned()), 1, cents(40))]);
+    assert_eq!(store.usage_rollup_problems().await.unwrap(), Vec::<String>::new());
     assert_healthy(store).await;
 }
 

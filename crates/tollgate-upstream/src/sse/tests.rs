@@ -226,3 +226,41 @@ fn accumulator_reads_the_kind_from_data_when_the_event_is_unnamed() {
     assert!(accumulator.saw_message_stop());
     assert_eq!(accumulator.usage(), TokenUsage::default());
 }
+
+#[test]
+fn accumulator_counts_generated_bytes_and_knows_when_the_final_usage_came() {
+    // Goal: text, thinking and tool-input deltas count (unescaped), signatures don't; the
+    // usage of `message_start` is reported but not final; a `message_delta` with output is.
+    let mut accumulator = UsageAccumulator::default();
+    assert_eq!(accumulator.reported_usage(), None);
+    accumulator.observe(&event(
+        "message_start",
+        r#"{"type":"message_start","message":{"usage":{"input_tokens":7,"output_tokens":1}}}"#,
+    ));
+    for delta in [
+        r#"{"type":"text_delta","text":"Hello\n"}"#,
+        r#"{"type":"thinking_delta","thinking":"é"}"#,
+        r#"{"type":"input_json_delta","partial_json":"{\"a\":"}"#,
+        r#"{"type":"signature_delta","signature":"EqQBCgIYAhIM1gbcDa9GJwZA2b3h"}"#,
+    ] {
+        accumulator.observe(&event(
+            "content_block_delta",
+            &format!(r#"{{"type":"content_block_delta","index":0,"delta":{delta}}}"#),
+        ));
+    }
+    assert_eq!(accumulator.generated_bytes(), 6 + 2 + 5);
+    assert_eq!(
+        accumulator.reported_usage().map(|usage| usage.output_tokens),
+        Some(1)
+    );
+    assert!(!accumulator.saw_final_usage());
+    accumulator.observe(&event(
+        "message_delta",
+        r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":4}}"#,
+    ));
+    assert!(accumulator.saw_final_usage());
+    assert_eq!(
+        accumulator.reported_usage().map(|usage| usage.output_tokens),
+        Some(4)
+    );
+}

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use serde_json::{Value, json};
+use tollgate_core::attribution::Attribution;
 use tollgate_core::ledger::LotKind;
 use tollgate_core::money::NanoUsd;
 use tollgate_service::{Finish, Grant, RequestPlan, UsageStatus};
@@ -135,9 +136,15 @@ async fn the_reaper_voids_reservations_of_requests_that_never_ended() {
     })
     .await;
     let (caller, model) = app.caller_and_model("claude-sonnet-4-6").await;
-    // A request that reserved and then "died" with its process: nothing ran to end it.
-    let open = app
-        .tollgate
+    // A request that reserved and then "died" with its process: nothing ran to end it. The
+    // process is a second service on the same database, so that its heartbeat (which keeps
+    // a running request's reservation from the reaper) is not the app's.
+    let clock = app.clock.clone().expect("manual clock");
+    let store = tollgate::app::open_store(&app.config).await.expect("store");
+    let crashed = tollgate::app::service(&app.config, store, clock)
+        .await
+        .expect("service");
+    let open = crashed
         .begin(
             &caller,
             RequestPlan {
@@ -146,6 +153,7 @@ async fn the_reaper_voids_reservations_of_requests_that_never_ended() {
                 cost_bound: NanoUsd::from_usd(1),
                 input_tokens_estimate: 10,
                 max_tokens: 10,
+                attribution: &Attribution::default(),
             },
         )
         .await
@@ -193,6 +201,7 @@ async fn the_reaper_voids_reservations_of_requests_that_never_ended() {
 async fn a_request_dropped_while_its_hold_is_written_leaves_no_hold() {
     let app = spawn_app_with(Options::default()).await;
     let (caller, model) = app.caller_and_model("claude-sonnet-4-6").await;
+    let attribution = Attribution::default();
     let plan = |request_id| RequestPlan {
         request_id,
         model: &model,
@@ -200,6 +209,7 @@ async fn a_request_dropped_while_its_hold_is_written_leaves_no_hold() {
         cost_bound: NanoUsd::from_nanos(100_000_000),
         input_tokens_estimate: 10,
         max_tokens: 10,
+        attribution: &attribution,
     };
     // A first request fills the limit caches, so that the next ones reach their holds at
     // their first poll.
