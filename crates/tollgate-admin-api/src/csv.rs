@@ -23,12 +23,12 @@ fn optional(text: Option<&str>) -> String {
     text.map(field).unwrap_or_default()
 }
 
-pub const USAGE_HEADER: &str = "starting_at,ending_at,workspace_id,api_key_id,model,service_tier,context_window,\
-uncached_input_tokens,cache_creation_5m_input_tokens,cache_creation_1h_input_tokens,cache_read_input_tokens,\
-output_tokens";
+pub const USAGE_HEADER: &str = "starting_at,ending_at,workspace_id,session_id,api_key_id,model,service_tier,\
+context_window,uncached_input_tokens,cache_creation_5m_input_tokens,cache_creation_1h_input_tokens,\
+cache_read_input_tokens,output_tokens";
 
-pub const COST_HEADER: &str =
-    "starting_at,ending_at,workspace_id,description,model,token_type,context_window,currency,amount_cents";
+pub const COST_HEADER: &str = "starting_at,ending_at,workspace_id,session_id,description,model,token_type,\
+context_window,currency,amount_cents";
 
 /// Every bucket's results; an empty bucket has no rows.
 pub fn usage_csv(report: &Report<UsageResult>) -> String {
@@ -37,10 +37,11 @@ pub fn usage_csv(report: &Report<UsageResult>) -> String {
         for result in &bucket.results {
             let usage = &result.usage;
             out.push_str(&format!(
-                "{},{},{},{},{},{},{},{},{},{},{},{}\n",
+                "{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
                 seconds(bucket.bucket.starting_at),
                 seconds(bucket.bucket.ending_at),
                 optional(result.workspace_id.as_deref()),
+                optional(result.session_id.as_deref()),
                 optional(result.api_key_id.as_deref()),
                 optional(result.model.as_deref()),
                 optional(result.service_tier),
@@ -63,10 +64,11 @@ pub fn cost_csv(report: &Report<CostResult>) -> String {
         for result in &bucket.results {
             let description = result.description.as_ref();
             out.push_str(&format!(
-                "{},{},{},{},{},{},{},USD,{}\n",
+                "{},{},{},{},{},{},{},{},USD,{}\n",
                 seconds(bucket.bucket.starting_at),
                 seconds(bucket.bucket.ending_at),
                 optional(result.workspace_id.as_deref()),
+                optional(result.session_id.as_deref()),
                 optional(description.map(|found| found.description.as_str())),
                 optional(description.map(|found| found.model.as_str())),
                 optional(

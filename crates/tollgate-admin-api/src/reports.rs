@@ -2,6 +2,10 @@
 //! Anthropic's shapes, paged by buckets with `page`/`next_page`, and the same reports as
 //! CSV (`format=csv`: the whole window on one sheet). Parsing and validation of the window,
 //! the grouping and the filters happen here; the sums are the service's.
+//!
+//! Beyond Anthropic's dimensions, both reports group by the client session
+//! (`group_by[]=session_id`, Claude Code's `x-claude-code-session-id`) and filter by it
+//! (`session_ids[]=…`); a result carries `session_id` only when grouped by it.
 
 use axum::Json;
 use axum::extract::State;
@@ -12,7 +16,8 @@ use serde::Serialize;
 use tollgate_core::Timestamp;
 use tollgate_core::reports::{BucketWidth, ContextWindow, ReportWindow};
 use tollgate_service::{
-    CostResult, OrgAdmin, Report, ReportPage, STANDARD_SERVICE_TIER, UsageFilters, UsageGroupBy, UsageResult,
+    CostFilters, CostGroupBy, CostResult, OrgAdmin, Report, ReportPage, STANDARD_SERVICE_TIER, UsageFilters,
+    UsageGroupBy, UsageResult,
 };
 use utoipa::ToSchema;
 
@@ -20,6 +25,9 @@ use crate::AdminState;
 use crate::csv;
 use crate::error::{ApiError, ErrorEnvelope};
 use crate::extract::{Admin, QueryPairs};
+
+/// The most sessions one report may be filtered by.
+const MAX_SESSION_FILTERS: usize = 100;
 
 /// A window may hold at most this many pages' worth of buckets (a CSV export reads the
 /// whole window at once).
@@ -140,9 +148,11 @@ pub(crate) fn usage_group_by(query: &QueryPairs) -> Result<UsageGroupBy, ApiErro
             "model" => group_by.model = true,
             "service_tier" => group_by.service_tier = true,
             "context_window" => group_by.context_window = true,
+            "session_id" => group_by.session_id = true,
             other => {
                 return Err(ApiError::invalid(format!(
-                    "group_by: '{other}' is not one of api_key_id, workspace_id, model, service_tier, context_window"
+                    "group_by: '{other}' is not one of api_key_id, workspace_id, model, service_tier, \
+                     context_window, session_id"
                 )));
             }
         }
@@ -182,7 +192,20 @@ pub(crate) fn usage_filters(query: &QueryPairs) -> Result<UsageFilters, ApiError
         models: strings("models"),
         service_tiers,
         context_windows,
+        session_ids: session_ids(query)?,
     })
+}
+
+/// `session_ids[]`: sessions as recorded (a value is compared as sent; one that could not
+/// have been recorded matches nothing).
+fn session_ids(query: &QueryPairs) -> Result<Vec<String>, ApiError> {
+    let session_ids: Vec<String> = query.all("session_ids").into_iter().map(str::to_owned).collect();
+    if session_ids.len() > MAX_SESSION_FILTERS {
+        return Err(ApiError::invalid(format!(
+            "session_ids: at most {MAX_SESSION_FILTERS} sessions per report"
+        )));
+    }
+    Ok(session_ids)
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -211,6 +234,10 @@ pub struct UsageResultDto {
     pub model: Option<String>,
     pub service_tier: Option<&'static str>,
     pub context_window: Option<&'static str>,
+    /// Claude Code's session id; only present when grouped by `session_id` (and absent for
+    /// requests sent without one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
     /// Not tracked by tollgate: always `null`.
     pub inference_geo: Option<String>,
     /// Not tracked by tollgate: always `null`.
@@ -240,6 +267,10 @@ pub struct CostResultDto {
     /// Always `USD`.
     pub currency: &'static str,
     pub workspace_id: Option<String>,
+    /// Claude Code's session id; only present when grouped by `session_id` (and absent for
+    /// requests sent without one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
     /// `null` unless grouped by description.
     pub description: Option<String>,
     /// `tokens` when grouped by description.
@@ -287,6 +318,7 @@ pub fn usage_report_dto(report: &Report<UsageResult>) -> ReportDto<UsageResultDt
         model: result.model.clone(),
         service_tier: result.service_tier,
         context_window: result.context_window.map(ContextWindow::as_str),
+        session_id: result.session_id.clone(),
         inference_geo: None,
         account_id: None,
         service_account_id: None,
@@ -301,6 +333,7 @@ pub fn cost_report_dto(report: &Report<CostResult>) -> ReportDto<CostResultDto> 
             amount: result.amount.to_cents_decimal(),
             currency: "USD",
             workspace_id: result.workspace_id.clone(),
+            session_id: result.session_id.clone(),
             description: description.map(|found| found.description.clone()),
             cost_type: description.map(|_| "tokens"),
             model: description.map(|found| found.model.clone()),
@@ -343,10 +376,11 @@ async fn run_usage(
            ("bucket_width" = Option<String>, Query, description = "1m, 1h or 1d (default)"),
            ("limit" = Option<u32>, Query), ("page" = Option<String>, Query),
            ("group_by[]" = Option<Vec<String>>, Query,
-            description = "api_key_id, workspace_id, model, service_tier, context_window"),
+            description = "api_key_id, workspace_id, model, service_tier, context_window, session_id"),
            ("api_key_ids[]" = Option<Vec<String>>, Query), ("workspace_ids[]" = Option<Vec<String>>, Query),
            ("models[]" = Option<Vec<String>>, Query), ("service_tiers[]" = Option<Vec<String>>, Query),
            ("context_window[]" = Option<Vec<String>>, Query),
+           ("session_ids[]" = Option<Vec<String>>, Query, description = "Claude Code session ids"),
            ("format" = Option<String>, Query, description = "json (default) or csv")),
     responses((status = 200, body = ReportDto<UsageResultDto>), (status = 400, body = ErrorEnvelope)))]
 pub(crate) async fn usage_report(Admin(admin): Admin, query: QueryPairs) -> Result<Response, ApiError> {
@@ -364,7 +398,8 @@ pub(crate) async fn usage_report(Admin(admin): Admin, query: QueryPairs) -> Resu
     params(("starting_at" = String, Query), ("ending_at" = Option<String>, Query),
            ("bucket_width" = Option<String>, Query, description = "1d only"),
            ("limit" = Option<u32>, Query), ("page" = Option<String>, Query),
-           ("group_by[]" = Option<Vec<String>>, Query, description = "workspace_id, description"),
+           ("group_by[]" = Option<Vec<String>>, Query, description = "workspace_id, description, session_id"),
+           ("session_ids[]" = Option<Vec<String>>, Query, description = "Claude Code session ids"),
            ("format" = Option<String>, Query, description = "json (default) or csv")),
     responses((status = 200, body = ReportDto<CostResultDto>), (status = 400, body = ErrorEnvelope)))]
 pub(crate) async fn cost_report(
@@ -373,21 +408,24 @@ pub(crate) async fn cost_report(
     query: QueryPairs,
 ) -> Result<Response, ApiError> {
     let request = report_request(&query, &[BucketWidth::Day], admin.tollgate().now())?;
-    let mut by_workspace = false;
-    let mut by_description = false;
+    let mut group_by = CostGroupBy::default();
     for name in query.all("group_by") {
         match name {
-            "workspace_id" => by_workspace = true,
-            "description" => by_description = true,
+            "workspace_id" => group_by.workspace_id = true,
+            "description" => group_by.description = true,
+            "session_id" => group_by.session_id = true,
             other => {
                 return Err(ApiError::invalid(format!(
-                    "group_by: '{other}' is not one of workspace_id, description"
+                    "group_by: '{other}' is not one of workspace_id, description, session_id"
                 )));
             }
         }
     }
+    let filters = CostFilters {
+        session_ids: session_ids(&query)?,
+    };
     let report = admin
-        .cost_report(&state.catalog, &request.page, by_workspace, by_description)
+        .cost_report(&state.catalog, &request.page, group_by, &filters)
         .await?;
     if request.csv {
         return Ok(csv_response(csv::cost_csv(&report)));

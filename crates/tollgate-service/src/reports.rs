@@ -4,6 +4,10 @@
 //! adds up the ledger's charges, so over any window it equals the settled charges to the
 //! nano-dollar; its split by token type is `tollgate_core::reports::split_cost`, exact by
 //! construction.
+//!
+//! Grouped or filtered by client session (Claude Code's `x-claude-code-session-id`), a
+//! report reads the usage records themselves instead of the rollup, which has no session
+//! dimension: exact, at the cost of reading every charged record of the window.
 
 use std::collections::BTreeMap;
 
@@ -28,6 +32,7 @@ pub struct UsageGroupBy {
     pub model: bool,
     pub service_tier: bool,
     pub context_window: bool,
+    pub session_id: bool,
 }
 
 /// Restrictions of a usage report; an empty list restricts nothing.
@@ -38,6 +43,22 @@ pub struct UsageFilters {
     pub models: Vec<String>,
     pub service_tiers: Vec<String>,
     pub context_windows: Vec<ContextWindow>,
+    pub session_ids: Vec<String>,
+}
+
+/// Which dimensions split a cost report's results.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CostGroupBy {
+    pub workspace_id: bool,
+    /// Model and token type.
+    pub description: bool,
+    pub session_id: bool,
+}
+
+/// Restrictions of a cost report; an empty list restricts nothing.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CostFilters {
+    pub session_ids: Vec<String>,
 }
 
 /// One page of a report.
@@ -58,6 +79,8 @@ pub struct UsageResult {
     pub model: Option<String>,
     pub service_tier: Option<&'static str>,
     pub context_window: Option<ContextWindow>,
+    /// The client session when grouped by session; `None` too for requests sent without one.
+    pub session_id: Option<String>,
     pub requests: u64,
     pub usage: TokenUsage,
 }
@@ -90,6 +113,8 @@ pub struct CostDescription {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CostResult {
     pub workspace_id: Option<String>,
+    /// The client session when grouped by session; `None` too for requests sent without one.
+    pub session_id: Option<String>,
     pub amount: NanoUsd,
     pub description: Option<CostDescription>,
 }
@@ -103,18 +128,34 @@ type UsageKey = (
     Option<String>,
     Option<&'static str>,
     Option<ContextWindow>,
+    Option<String>,
 );
 
 impl OrgAdmin {
+    /// The charged usage of `buckets`: from the rollup (or the records, by minute), or, when
+    /// `sessions` is given, from the records with their session, only those sessions if
+    /// the list is not empty.
     async fn rows(
         &self,
         window: &ReportWindow,
         buckets: &[Bucket],
+        sessions: Option<&[String]>,
     ) -> Result<Vec<UsageRollupRow>, ServiceError> {
         let (Some(first), Some(last)) = (buckets.first(), buckets.last()) else {
             return Ok(Vec::new());
         };
         let store = self.tollgate().store();
+        if let Some(session_ids) = sessions {
+            return Ok(store
+                .usage_by_session(
+                    self.org_id(),
+                    first.starting_at,
+                    last.ending_at,
+                    window.width(),
+                    session_ids,
+                )
+                .await?);
+        }
         Ok(match window.width() {
             BucketWidth::Minute => {
                 store
@@ -137,7 +178,14 @@ impl OrgAdmin {
         filters: &UsageFilters,
     ) -> Result<Report<UsageResult>, ServiceError> {
         let (buckets, next_page) = page.window.page(page.from, page.limit);
-        let rows = self.rows(&page.window, &buckets).await?;
+        let by_session = group_by.session_id || !filters.session_ids.is_empty();
+        let rows = self
+            .rows(
+                &page.window,
+                &buckets,
+                by_session.then_some(filters.session_ids.as_slice()),
+            )
+            .await?;
         let default_workspace = self.default_workspace_id().await?;
         let width = page.window.width();
         let mut grouped: BTreeMap<(Timestamp, UsageKey), UsageResult> = BTreeMap::new();
@@ -159,7 +207,8 @@ impl OrgAdmin {
                         .iter()
                         .any(|tier| tier == STANDARD_SERVICE_TIER))
                 && (filters.context_windows.is_empty()
-                    || filters.context_windows.contains(&row.context_window));
+                    || filters.context_windows.contains(&row.context_window))
+                && in_sessions(&filters.session_ids, row.session_id.as_ref());
             if !keep {
                 continue;
             }
@@ -169,6 +218,7 @@ impl OrgAdmin {
                 Some(row.model.clone()).filter(|_| group_by.model),
                 Some(STANDARD_SERVICE_TIER).filter(|_| group_by.service_tier),
                 Some(row.context_window).filter(|_| group_by.context_window),
+                row.session_id.clone().filter(|_| group_by.session_id),
             );
             let bucket = width.snap(row.bucket_start);
             let entry = grouped
@@ -179,6 +229,7 @@ impl OrgAdmin {
                     model: key.2,
                     service_tier: key.3,
                     context_window: key.4,
+                    session_id: key.5,
                     requests: 0,
                     usage: TokenUsage::default(),
                 });
@@ -201,29 +252,46 @@ impl OrgAdmin {
         })
     }
 
-    /// The cost report (daily buckets): the ledger's charges, by workspace and/or by
-    /// description (model and token type), with model names from `catalog`.
+    /// The cost report (daily buckets): the ledger's charges, by workspace, client session
+    /// and/or description (model and token type), with model names from `catalog`.
     pub async fn cost_report(
         &self,
         catalog: &Catalog,
         page: &ReportPage,
-        group_by_workspace: bool,
-        group_by_description: bool,
+        group_by: CostGroupBy,
+        filters: &CostFilters,
     ) -> Result<Report<CostResult>, ServiceError> {
         let (buckets, next_page) = page.window.page(page.from, page.limit);
-        let rows = self.rows(&page.window, &buckets).await?;
+        let by_session = group_by.session_id || !filters.session_ids.is_empty();
+        let rows = self
+            .rows(
+                &page.window,
+                &buckets,
+                by_session.then_some(filters.session_ids.as_slice()),
+            )
+            .await?;
         let default_workspace = self.default_workspace_id().await?;
         let width = page.window.width();
-        // First sum charges and tokens per bucket, workspace (if grouped), and model and
-        // context window (if grouped by description); then split each sum by token type.
-        type CostKey = (Timestamp, Option<String>, Option<(String, ContextWindow)>);
+        // First sum charges and tokens per bucket, workspace and session (if grouped), and
+        // model and context window (if grouped by description); then split each sum by
+        // token type.
+        type CostKey = (
+            Timestamp,
+            Option<String>,
+            Option<String>,
+            Option<(String, ContextWindow)>,
+        );
         let mut sums: BTreeMap<CostKey, (TokenUsage, NanoUsd)> = BTreeMap::new();
         for row in rows {
+            if !in_sessions(&filters.session_ids, row.session_id.as_ref()) {
+                continue;
+            }
             let workspace_id =
-                public_workspace(&row.workspace_id, &default_workspace).filter(|_| group_by_workspace);
-            let model = Some((row.model.clone(), row.context_window)).filter(|_| group_by_description);
+                public_workspace(&row.workspace_id, &default_workspace).filter(|_| group_by.workspace_id);
+            let session_id = row.session_id.clone().filter(|_| group_by.session_id);
+            let model = Some((row.model.clone(), row.context_window)).filter(|_| group_by.description);
             let entry = sums
-                .entry((width.snap(row.bucket_start), workspace_id, model))
+                .entry((width.snap(row.bucket_start), workspace_id, session_id, model))
                 .or_insert((TokenUsage::default(), NanoUsd::ZERO));
             entry.0 = add_usage(&entry.0, &row.usage);
             entry.1 = entry
@@ -232,11 +300,12 @@ impl OrgAdmin {
                 .ok_or_else(|| ServiceError::Invalid("the report's total overflows".into()))?;
         }
         let mut by_bucket: BTreeMap<Timestamp, Vec<CostResult>> = BTreeMap::new();
-        for ((bucket, workspace_id, model), (usage, charged)) in sums {
+        for ((bucket, workspace_id, session_id, model), (usage, charged)) in sums {
             let results = by_bucket.entry(bucket).or_default();
             let Some((model, context_window)) = model else {
                 results.push(CostResult {
                     workspace_id,
+                    session_id,
                     amount: charged,
                     description: None,
                 });
@@ -250,6 +319,7 @@ impl OrgAdmin {
             for (token_type, amount) in split.parts {
                 results.push(CostResult {
                     workspace_id: workspace_id.clone(),
+                    session_id: session_id.clone(),
                     amount,
                     description: Some(CostDescription {
                         model: model.clone(),
@@ -262,6 +332,7 @@ impl OrgAdmin {
             if split.adjustment != NanoUsd::ZERO {
                 results.push(CostResult {
                     workspace_id: workspace_id.clone(),
+                    session_id: session_id.clone(),
                     amount: split.adjustment,
                     description: Some(CostDescription {
                         model: model.clone(),
@@ -295,7 +366,12 @@ impl OrgAdmin {
 }
 
 fn minimum_key() -> UsageKey {
-    (None, None, None, None, None)
+    (None, None, None, None, None, None)
+}
+
+/// Whether a row of `session_id` passes a session filter (an empty one passes all).
+fn in_sessions(session_ids: &[String], session_id: Option<&String>) -> bool {
+    session_ids.is_empty() || session_id.is_some_and(|id| session_ids.contains(id))
 }
 
 /// The workspace id the API shows: `None` for the Default workspace.

@@ -140,4 +140,7 @@ pub struct UsageRollupRow {
     pub usage: TokenUsage,
     /// What the ledger charged for these requests.
     pub charged: NanoUsd,
+    /// The client session, in rows read by session (`Store::usage_by_session`); `None`
+    /// in the hourly rollup and the minute rows, which have no session dimension.
+    pub session_id: Option<String>,
 }

@@ -2,6 +2,7 @@
 //! signed database integers, and the two ways a stored value or a caller can be wrong.
 
 use tollgate_core::Timestamp;
+use tollgate_core::attribution::ClientLabel;
 
 use crate::error::StoreError;
 
@@ -46,4 +47,9 @@ pub(crate) fn count_to_sql(count: u64) -> Result<i64, StoreError> {
 
 pub(crate) fn count_from_sql(count: i64) -> Result<u64, StoreError> {
     u64::try_from(count).map_err(|_| StoreError::Database(format!("negative count {count} in the database")))
+}
+
+/// A client label as its nullable text column holds it.
+pub(crate) fn label_text(label: Option<&ClientLabel>) -> Option<&str> {
+    label.map(ClientLabel::as_str)
 }

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use tollgate_core::Timestamp;
+use tollgate_core::attribution::Attribution;
 use tollgate_core::keys::KeyKind;
 use tollgate_core::ledger::{InsufficientCredit, Lot, LotKind, ReservationLine};
 use tollgate_core::money::NanoUsd;
@@ -241,6 +242,8 @@ pub struct UsageRecord {
     pub latency_ms: u64,
     pub started_at: Timestamp,
     pub ended_at: Timestamp,
+    /// The client's session and agent ids, as bounded labels; a report dimension only.
+    pub attribution: Attribution,
 }
 
 /// How a reservation ends: cost 0 voids it. `record` is written in the same transaction.

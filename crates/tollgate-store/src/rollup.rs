@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use tollgate_core::money::NanoUsd;
-use tollgate_core::reports::ContextWindow;
+use tollgate_core::reports::{BucketWidth, ContextWindow};
 use tollgate_core::usage::TokenUsage;
 
 use crate::admin_model::UsageRollupRow;
@@ -14,12 +14,23 @@ use crate::error::StoreError;
 
 pub(crate) const MINUTE_MILLIS: i64 = 60_000;
 pub(crate) const HOUR_MILLIS: i64 = 3_600_000;
+const DAY_MILLIS: i64 = 86_400_000;
+
+/// The width of a report bucket in milliseconds (UTC days start at multiples of a day).
+pub(crate) fn bucket_millis(width: BucketWidth) -> i64 {
+    match width {
+        BucketWidth::Minute => MINUTE_MILLIS,
+        BucketWidth::Hour => HOUR_MILLIS,
+        BucketWidth::Day => DAY_MILLIS,
+    }
+}
 
 /// Statuses whose usage is billed, as the rollup trigger counts them.
 pub(crate) const CHARGED_STATUSES: &str = "('succeeded', 'client_disconnected')";
 
-/// The key of one rollup row: bucket, workspace, key, model, context window.
-pub(crate) type RollupKey = (i64, String, String, String, ContextWindow);
+/// The key of one rollup row: bucket, workspace, key, model, context window, and the
+/// client session (always `None` in the hourly rollup, which has no session dimension).
+pub(crate) type RollupKey = (i64, String, String, String, ContextWindow, Option<String>);
 
 /// Rollup rows by their key.
 pub(crate) type Rollup = BTreeMap<RollupKey, UsageRollupRow>;
@@ -33,6 +44,8 @@ pub(crate) struct ChargedRecord {
     pub(crate) model: String,
     pub(crate) usage: TokenUsage,
     pub(crate) charged: NanoUsd,
+    /// Only read by the reports by session.
+    pub(crate) session_id: Option<String>,
 }
 
 pub(crate) fn rollup_key(row: &UsageRollupRow) -> RollupKey {
@@ -42,6 +55,7 @@ pub(crate) fn rollup_key(row: &UsageRollupRow) -> RollupKey {
         row.api_key_id.clone().unwrap_or_default(),
         row.model.clone(),
         row.context_window,
+        row.session_id.clone(),
     )
 }
 
@@ -61,6 +75,7 @@ pub(crate) fn add_record(
         requests: 1,
         usage: record.usage,
         charged: record.charged,
+        session_id: record.session_id,
     };
     let key = rollup_key(&row);
     match grouped.get_mut(&key) {

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use sqlx::{ColumnIndex, Decode, Row, Type};
+use tollgate_core::attribution::{Attribution, ClientLabel};
 use tollgate_core::keys::KeyKind;
 use tollgate_core::ledger::{Account, AccountId, AccountKind, Lot, LotKind};
 use tollgate_core::money::NanoUsd;
@@ -258,7 +259,24 @@ pub(crate) fn usage_record_from_row<R: DbRow>(row: &R) -> Result<UsageRecord, St
         latency_ms: count_from_sql(column(row, "latency_ms")?)?,
         started_at: timestamp_from_sql(column(row, "started_at")?)?,
         ended_at: timestamp_from_sql(column(row, "ended_at")?)?,
+        attribution: Attribution {
+            session_id: label_from_row(row, "client_session_id")?,
+            agent_id: label_from_row(row, "client_agent_id")?,
+            parent_agent_id: label_from_row(row, "client_parent_agent_id")?,
+        },
     })
+}
+
+/// A nullable client label column; only bounded labels are written, so any other text is
+/// reported rather than dropped.
+fn label_from_row<R: DbRow>(row: &R, name: &str) -> Result<Option<ClientLabel>, StoreError> {
+    column::<Option<String>>(row, name)?
+        .map(|text| {
+            ClientLabel::parse(text.as_bytes())
+                .filter(|label| label.as_str() == text)
+                .ok_or_else(|| unknown_text("client label", &text))
+        })
+        .transpose()
 }
 
 pub(crate) fn charged_record_from_row<R: DbRow>(row: &R) -> Result<ChargedRecord, StoreError> {
@@ -269,6 +287,15 @@ pub(crate) fn charged_record_from_row<R: DbRow>(row: &R) -> Result<ChargedRecord
         model: column(row, "model")?,
         usage: usage_from_row(row)?,
         charged: NanoUsd::from_nanos(column(row, "charged")?),
+        session_id: None,
+    })
+}
+
+/// A charged record with its client session, for the reports by session.
+pub(crate) fn session_record_from_row<R: DbRow>(row: &R) -> Result<ChargedRecord, StoreError> {
+    Ok(ChargedRecord {
+        session_id: label_from_row(row, "client_session_id")?.map(|label| label.as_str().to_owned()),
+        ..charged_record_from_row(row)?
     })
 }
 
@@ -285,6 +312,7 @@ pub(crate) fn rollup_row_from_row<R: DbRow>(row: &R) -> Result<UsageRollupRow, S
         requests: count_from_sql(column(row, "requests")?)?,
         usage: usage_from_row(row)?,
         charged: NanoUsd::from_nanos(column(row, "cost_nanos")?),
+        session_id: None,
     })
 }
 

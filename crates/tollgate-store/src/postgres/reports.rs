@@ -1,21 +1,22 @@
 //! PostgreSQL twin of `sqlite/reports.rs`: what the usage and cost reports read (the
-//! hourly rollup, raw usage records cut into minutes, the ledger's settled charges) and the
-//! rollup's recomputation. The bucketing and sums are `rollup`'s, shared with SQLite;
-//! the recomputation reads records and rollup in one REPEATABLE READ snapshot.
+//! hourly rollup, raw usage records cut into minutes or by session, the ledger's settled
+//! charges) and the rollup's recomputation. The bucketing and sums are `rollup`'s, shared
+//! with SQLite; the recomputation reads records and rollup in one REPEATABLE READ snapshot.
 
 use std::collections::BTreeMap;
 
 use tollgate_core::Timestamp;
 use tollgate_core::money::NanoUsd;
+use tollgate_core::reports::BucketWidth;
 
 use crate::admin_model::UsageRollupRow;
 use crate::error::StoreError;
 use crate::postgres::{PgStore, column, millis, store_error};
 use crate::rollup::{
-    CHARGED_STATUSES, HOUR_MILLIS, MINUTE_MILLIS, Rollup, add_record, rollup_key, rollup_problems,
-    sum_charges,
+    CHARGED_STATUSES, HOUR_MILLIS, MINUTE_MILLIS, Rollup, add_record, bucket_millis, rollup_key,
+    rollup_problems, sum_charges,
 };
-use crate::rows::{charged_record_from_row, rollup_row_from_row};
+use crate::rows::{charged_record_from_row, rollup_row_from_row, session_record_from_row};
 
 impl PgStore {
     pub(crate) async fn usage_hourly(
@@ -66,6 +67,38 @@ impl PgStore {
         let mut grouped = Rollup::new();
         for row in &rows {
             add_record(&mut grouped, charged_record_from_row(row)?, MINUTE_MILLIS)?;
+        }
+        Ok(grouped.into_values().collect())
+    }
+
+    pub(crate) async fn usage_by_session(
+        &self,
+        org_id: &str,
+        from: Timestamp,
+        to: Timestamp,
+        width: BucketWidth,
+        session_ids: &[String],
+    ) -> Result<Vec<UsageRollupRow>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT u.ended_at, u.workspace_id, COALESCE(u.api_key_id, '') AS api_key_id, u.model,
+                    u.input_tokens, u.output_tokens, u.cache_creation_5m_input_tokens,
+                    u.cache_creation_1h_input_tokens, u.cache_read_input_tokens,
+                    COALESCE(r.charged, 0) AS charged, u.client_session_id
+             FROM usage_records u LEFT JOIN reservations r ON r.id = u.reservation_id
+             WHERE u.org_id = $1 AND u.ended_at >= $2 AND u.ended_at < $3
+               AND u.status IN {CHARGED_STATUSES}
+               AND (cardinality($4::text[]) = 0 OR u.client_session_id = ANY($4::text[]))"
+        ))
+        .bind(org_id)
+        .bind(millis(from))
+        .bind(millis(to))
+        .bind(session_ids)
+        .fetch_all(self.pool())
+        .await
+        .map_err(store_error)?;
+        let mut grouped = Rollup::new();
+        for row in &rows {
+            add_record(&mut grouped, session_record_from_row(row)?, bucket_millis(width))?;
         }
         Ok(grouped.into_values().collect())
     }

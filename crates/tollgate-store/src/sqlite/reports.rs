@@ -1,6 +1,7 @@
 //! What the usage and cost reports read: rows of the hourly rollup (`usage_hourly`, kept
 //! by a trigger in the settlement's transaction), raw usage records cut into minutes for
-//! minute-wide reports, and the ledger's own settled charges for a window, which a report
+//! minute-wide reports or by client session for reports by session, and the ledger's own
+//! settled charges for a window, which a report
 //! must equal. Sums of money are added in Rust (`rollup`), with checked arithmetic, never in
 //! SQL; `usage_rollup_problems` recomputes the rollup from the records.
 
@@ -8,14 +9,15 @@ use std::collections::BTreeMap;
 
 use tollgate_core::Timestamp;
 use tollgate_core::money::NanoUsd;
+use tollgate_core::reports::BucketWidth;
 
 use crate::admin_model::UsageRollupRow;
 use crate::error::StoreError;
 use crate::rollup::{
-    CHARGED_STATUSES, HOUR_MILLIS, MINUTE_MILLIS, Rollup, add_record, rollup_key, rollup_problems,
-    sum_charges,
+    CHARGED_STATUSES, HOUR_MILLIS, MINUTE_MILLIS, Rollup, add_record, bucket_millis, rollup_key,
+    rollup_problems, sum_charges,
 };
-use crate::rows::{charged_record_from_row, rollup_row_from_row};
+use crate::rows::{charged_record_from_row, rollup_row_from_row, session_record_from_row};
 use crate::sqlite::{SqliteStore, column, millis, store_error};
 
 impl SqliteStore {
@@ -67,6 +69,43 @@ impl SqliteStore {
         let mut grouped = Rollup::new();
         for row in &rows {
             add_record(&mut grouped, charged_record_from_row(row)?, MINUTE_MILLIS)?;
+        }
+        Ok(grouped.into_values().collect())
+    }
+
+    pub(crate) async fn usage_by_session(
+        &self,
+        org_id: &str,
+        from: Timestamp,
+        to: Timestamp,
+        width: BucketWidth,
+        session_ids: &[String],
+    ) -> Result<Vec<UsageRollupRow>, StoreError> {
+        let only_sessions = if session_ids.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " AND u.client_session_id IN ({})",
+                vec!["?"; session_ids.len()].join(", ")
+            )
+        };
+        let sql = format!(
+            "SELECT u.ended_at, u.workspace_id, COALESCE(u.api_key_id, '') AS api_key_id, u.model,
+                    u.input_tokens, u.output_tokens, u.cache_creation_5m_input_tokens,
+                    u.cache_creation_1h_input_tokens, u.cache_read_input_tokens,
+                    COALESCE(r.charged, 0) AS charged, u.client_session_id
+             FROM usage_records u LEFT JOIN reservations r ON r.id = u.reservation_id
+             WHERE u.org_id = ? AND u.ended_at >= ? AND u.ended_at < ?
+               AND u.status IN {CHARGED_STATUSES}{only_sessions}"
+        );
+        let mut query = sqlx::query(&sql).bind(org_id).bind(millis(from)).bind(millis(to));
+        for session_id in session_ids {
+            query = query.bind(session_id);
+        }
+        let rows = query.fetch_all(&self.reader).await.map_err(store_error)?;
+        let mut grouped = Rollup::new();
+        for row in &rows {
+            add_record(&mut grouped, session_record_from_row(row)?, bucket_millis(width))?;
         }
         Ok(grouped.into_values().collect())
     }

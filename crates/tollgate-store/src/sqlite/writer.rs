@@ -32,6 +32,7 @@ use tollgate_core::money::NanoUsd;
 use tollgate_core::spend::{self, MonthSpend, month_key};
 
 use crate::batching::{QUEUE_CAPACITY, ReserveResult, SettleResult, stopped, take_batch};
+use crate::codec::label_text;
 use crate::error::{StoreError, TxError};
 use crate::journal::{
     AccountSet, SpendCounter, check_read_back, check_record_scope, check_settlement, ended_state,
@@ -780,8 +781,10 @@ fn insert_usage_record(
                 (request_id, org_id, workspace_id, api_key_id, model, input_tokens, output_tokens,
                  cache_creation_5m_input_tokens, cache_creation_1h_input_tokens,
                  cache_read_input_tokens, cost_nanos, status, error_type, latency_ms, started_at,
-                 ended_at, reservation_id)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+                 ended_at, reservation_id, client_session_id, client_agent_id,
+                 client_parent_agent_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
+                     ?18, ?19, ?20)",
         )
         .and_then(|mut statement| {
             statement.execute(rusqlite::params_from_iter([
@@ -802,6 +805,9 @@ fn insert_usage_record(
                 &millis(record.started_at),
                 &millis(record.ended_at),
                 &reservation_id,
+                &label_text(record.attribution.session_id.as_ref()),
+                &label_text(record.attribution.agent_id.as_ref()),
+                &label_text(record.attribution.parent_agent_id.as_ref()),
             ]))
         })
         .map_err(sql_error)?;

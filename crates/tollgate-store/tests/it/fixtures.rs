@@ -1,6 +1,7 @@
 //! Shared test data: a fixed clock, amounts, and builders for the store's input rows.
 
 use tollgate_core::Timestamp;
+use tollgate_core::attribution::Attribution;
 use tollgate_core::ledger::LotKind;
 use tollgate_core::money::NanoUsd;
 use tollgate_core::spend::SpendLimits;
@@ -130,6 +131,7 @@ pub(crate) fn usage_record(
         latency_ms: 250,
         started_at,
         ended_at,
+        attribution: Attribution::default(),
     }
 }
 

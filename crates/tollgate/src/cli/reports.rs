@@ -6,7 +6,7 @@ use anyhow::Context;
 use tollgate_core::Timestamp;
 use tollgate_core::catalog::Catalog;
 use tollgate_core::reports::{BucketWidth, ReportWindow};
-use tollgate_service::{ReportPage, Tollgate, UsageFilters, UsageGroupBy};
+use tollgate_service::{CostFilters, CostGroupBy, ReportPage, Tollgate, UsageFilters, UsageGroupBy};
 
 use crate::ReportsCommand;
 use crate::cli::{CLI_ACTOR, print_json};
@@ -84,12 +84,11 @@ pub(crate) async fn run(
         } => {
             let organization = tollgate.organization_named(&org).await?;
             let admin = tollgate.operator_of(&organization, CLI_ACTOR);
-            let mut by_workspace = false;
-            let mut by_description = false;
+            let mut grouping = CostGroupBy::default();
             for name in &group_by {
                 match name.as_str() {
-                    "workspace_id" => by_workspace = true,
-                    "description" => by_description = true,
+                    "workspace_id" => grouping.workspace_id = true,
+                    "description" => grouping.description = true,
                     other => anyhow::bail!("--group-by '{other}' is not one of workspace_id, description"),
                 }
             }
@@ -97,8 +96,8 @@ pub(crate) async fn run(
                 .cost_report(
                     catalog,
                     &page(&from, &to, BucketWidth::Day)?,
-                    by_workspace,
-                    by_description,
+                    grouping,
+                    &CostFilters::default(),
                 )
                 .await?;
             if csv {

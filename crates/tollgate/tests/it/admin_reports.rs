@@ -329,3 +329,294 @@ fn reports_work_from_the_command_line_with_csv() {
     assert!(!ok);
     assert!(stderr.contains("window"), "{stderr}");
 }
+
+/// Sends a Messages request with `headers` and checks it succeeded.
+async fn post_attributed(app: &TestApp, model: &str, headers: &[(&str, &[u8])]) {
+    let mut request = app
+        .client
+        .post(app.url("/v1/messages"))
+        .header("x-api-key", &app.api_key)
+        .json(&message_body(model));
+    for (name, value) in headers {
+        request = request.header(
+            *name,
+            reqwest::header::HeaderValue::from_bytes(value).expect("a header value"),
+        );
+    }
+    let response = request.send().await.expect("sent");
+    assert_eq!(
+        response.status(),
+        200,
+        "{}",
+        response.text().await.unwrap_or_default()
+    );
+}
+
+/// The amounts of a report's results whose `session_id` is `session` (`None`: all), summed.
+fn session_cost(report: &Value, session: Option<&str>) -> i64 {
+    report["data"]
+        .as_array()
+        .expect("buckets")
+        .iter()
+        .flat_map(|bucket| bucket["results"].as_array().expect("results").clone())
+        .filter(|result| session.is_none_or(|id| result["session_id"] == id))
+        .map(|result| cents_to_nanos(result["amount"].as_str().expect("amount")))
+        .sum()
+}
+
+/// Goal: Claude Code's `x-claude-code-session-id` (and agent ids) land on the usage record,
+/// bounded but never refused, while the headers still reach the upstream as sent; the
+/// cost and usage reports group and filter by session to the exact charge; and the
+/// Console's usage page shows a session's cost.
+#[tokio::test]
+async fn reports_group_and_filter_by_claude_code_session() {
+    let app = spawn_app_with(Options::default()).await;
+    let long_session = "s".repeat(300);
+    post_attributed(
+        &app,
+        "claude-sonnet-4-6",
+        &[
+            ("x-claude-code-session-id", b"abc"),
+            ("x-claude-code-agent-id", b"agent-7"),
+            ("x-claude-code-parent-agent-id", b"agent-1"),
+        ],
+    )
+    .await;
+    post_attributed(&app, "fake-sonnet", &[("X-Claude-Code-Session-Id", b"abc")]).await;
+    post_attributed(&app, "claude-sonnet-4-6", &[("x-claude-code-session-id", b"def")]).await;
+    post_attributed(&app, "claude-sonnet-4-6", &[]).await;
+    // Over-long: kept cut at the bound; not printable ASCII: dropped. Neither is refused,
+    // and the upstream gets the header as it was sent.
+    post_attributed(
+        &app,
+        "fake-sonnet",
+        &[("x-claude-code-session-id", long_session.as_bytes())],
+    )
+    .await;
+    post_attributed(
+        &app,
+        "claude-sonnet-4-6",
+        &[("x-claude-code-session-id", b"caf\xe9")],
+    )
+    .await;
+    // Chat Completions requests are attributed the same way.
+    let chat = app
+        .client
+        .post(app.url("/v1/chat/completions"))
+        .bearer_auth(&app.api_key)
+        .header("x-claude-code-session-id", "abc")
+        .json(&crate::helpers::chat_body("claude-sonnet-4-6"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(chat.status(), 200);
+    app.wait_for_settlement().await;
+    let upstream_sessions: Vec<Option<String>> = app
+        .fake
+        .requests()
+        .iter()
+        .map(|request| request.header("x-claude-code-session-id").map(str::to_owned))
+        .collect();
+    assert_eq!(
+        upstream_sessions,
+        vec![Some("abc".to_owned()), Some(long_session.clone())]
+    );
+
+    let records = app.usage_records().await;
+    assert_eq!(records.len(), 7);
+    assert!(
+        records
+            .iter()
+            .all(|record| record.status == UsageStatus::Succeeded)
+    );
+    let session_of = |record: &tollgate_service::UsageRecord| {
+        record
+            .attribution
+            .session_id
+            .as_ref()
+            .map(|label| label.as_str().to_owned())
+    };
+    assert_eq!(
+        records.iter().map(session_of).collect::<Vec<_>>(),
+        vec![
+            Some("abc".to_owned()),
+            Some("abc".to_owned()),
+            Some("def".to_owned()),
+            None,
+            Some("s".repeat(128)),
+            None,
+            Some("abc".to_owned()),
+        ]
+    );
+    let first = &records[0].attribution;
+    assert_eq!(
+        first.agent_id.as_ref().map(|label| label.as_str()),
+        Some("agent-7")
+    );
+    assert_eq!(
+        first.parent_agent_id.as_ref().map(|label| label.as_str()),
+        Some("agent-1")
+    );
+    assert_eq!(records[1].attribution.agent_id, None);
+    let cost_of = |session: &str| -> i64 {
+        records
+            .iter()
+            .filter(|record| session_of(record).as_deref() == Some(session))
+            .map(|record| record.cost.nanos())
+            .sum()
+    };
+    let abc_cost = cost_of("abc");
+    assert!(abc_cost > 0 && cost_of("def") > 0);
+    let (_, held, spent) = app.balance().await;
+    assert_eq!(held, 0);
+
+    let today = BucketWidth::Day.snap(app.tollgate.now());
+    let window = format!(
+        "starting_at={}&ending_at={}",
+        today.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        (today + Duration::days(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    );
+    // Grouped by session: each session's exact charge, and all of them the ledger's.
+    let (status, grouped) = app
+        .admin_get(&format!(
+            "/v1/organizations/cost_report?{window}&group_by[]=session_id"
+        ))
+        .await;
+    assert_eq!(status, 200, "{grouped}");
+    assert_eq!(session_cost(&grouped, Some("abc")), abc_cost);
+    assert_eq!(session_cost(&grouped, Some("def")), cost_of("def"));
+    assert_eq!(session_cost(&grouped, None), spent, "every charge, once");
+    let results = grouped["data"][0]["results"].as_array().expect("results");
+    assert_eq!(
+        results.len(),
+        4,
+        "abc, def, the cut session and no session: {grouped}"
+    );
+    // With descriptions too, the session's items still add up to its charge.
+    let (_, described) = app
+        .admin_get(&format!(
+            "/v1/organizations/cost_report?{window}&group_by[]=session_id&group_by[]=description"
+        ))
+        .await;
+    assert_eq!(session_cost(&described, Some("abc")), abc_cost);
+    // Filtered: only that session, whatever the grouping.
+    let (status, filtered) = app
+        .admin_get(&format!(
+            "/v1/organizations/cost_report?{window}&session_ids[]=abc"
+        ))
+        .await;
+    assert_eq!(status, 200, "{filtered}");
+    assert_eq!(session_cost(&filtered, None), abc_cost);
+    assert!(
+        filtered["data"][0]["results"][0].get("session_id").is_none(),
+        "session_id is shown only when grouped by it"
+    );
+    // The CSV export carries the session column.
+    let csv = app
+        .client
+        .get(app.url(&format!(
+            "/v1/organizations/cost_report?{window}&group_by[]=session_id&format=csv"
+        )))
+        .header("x-api-key", &app.admin_key)
+        .send()
+        .await
+        .expect("sent")
+        .text()
+        .await
+        .expect("body");
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some(tollgate_admin_api::csv::COST_HEADER));
+    let csv_abc: i64 = lines
+        .filter(|line| line.split(',').nth(3) == Some("abc"))
+        .map(|line| cents_to_nanos(line.rsplit(',').next().expect("amount column")))
+        .sum();
+    assert_eq!(csv_abc, abc_cost);
+    let (_, nobody) = app
+        .admin_get(&format!(
+            "/v1/organizations/cost_report?{window}&session_ids[]=nobody"
+        ))
+        .await;
+    assert_eq!(session_cost(&nobody, None), 0);
+
+    // The usage report: tokens by session, and filtered by session.
+    let input_of = |session: &str| -> u64 {
+        records
+            .iter()
+            .filter(|record| session_of(record).as_deref() == Some(session))
+            .map(|record| record.usage.input_tokens)
+            .sum()
+    };
+    for query in [
+        "group_by[]=session_id&bucket_width=1h&limit=24",
+        "group_by[]=session_id&group_by[]=model",
+        "session_ids[]=abc&session_ids[]=def&group_by[]=session_id&bucket_width=1m&limit=1440",
+    ] {
+        let (status, usage) = app
+            .admin_get(&format!(
+                "/v1/organizations/usage_report/messages?{window}&{query}"
+            ))
+            .await;
+        assert_eq!(status, 200, "{usage}");
+        let abc_input: u64 = usage["data"]
+            .as_array()
+            .expect("buckets")
+            .iter()
+            .flat_map(|bucket| bucket["results"].as_array().expect("results").clone())
+            .filter(|result| result["session_id"] == "abc")
+            .map(|result| result["uncached_input_tokens"].as_u64().expect("count"))
+            .sum();
+        assert_eq!(abc_input, input_of("abc"), "{query}");
+    }
+    let (status, unknown_group) = app
+        .admin_get(&format!(
+            "/v1/organizations/usage_report/messages?{window}&group_by[]=agent_id"
+        ))
+        .await;
+    assert_eq!(status, 400, "{unknown_group}");
+
+    // The Console's usage page shows the session's cost, and the top sessions by cost.
+    let organization = app.tollgate.organization_named("Default").await.expect("org");
+    app.tollgate
+        .create_console_admin(
+            &organization.id,
+            "ada@example.com",
+            "Ada",
+            "correct horse battery",
+        )
+        .await
+        .expect("admin");
+    let signed_in = app
+        .tollgate
+        .console_sign_in("ada@example.com", "correct horse battery", "127.0.0.1")
+        .await
+        .expect("signed in");
+    let cookie = format!("__Host-tollgate_session={}", signed_in.token.expose_secret());
+    let page = |path: String| {
+        let request = app.client.get(app.url(&path)).header("cookie", cookie.clone());
+        async move {
+            let response = request.send().await.expect("sent");
+            assert_eq!(response.status(), 200, "{path}");
+            response.text().await.expect("html")
+        }
+    };
+    let html = page("/console/usage?days=1&session=abc".to_owned()).await;
+    let expected = NanoUsd::from_nanos(abc_cost).to_string();
+    assert!(
+        html.contains(&format!("<strong id=\"session-cost\">{expected}</strong>")),
+        "the session's cost {expected} in {html}"
+    );
+    let html = page("/console/usage?days=1&group=session".to_owned()).await;
+    let table = html
+        .split("<table id=\"top-sessions\">")
+        .nth(1)
+        .expect("the top sessions table");
+    let abc_row = table.find(">abc</a>").expect("abc listed");
+    let def_row = table.find(">def</a>").expect("def listed");
+    assert!(table.contains(&expected));
+    assert_eq!(
+        abc_row < def_row,
+        abc_cost > cost_of("def"),
+        "sessions listed by cost, most first"
+    );
+    app.assert_ledger_clean().await;
+}
