@@ -10,8 +10,26 @@
 //! at most one nanosecond per operation: after taking `n` tokens the bucket may show one
 //! token fewer than `limit - n` until that nanosecond has passed.
 //!
+//! A demand may also take tokens *on credit* ([`BucketDemand::credit`]): tokens that are
+//! expected to be given back when the request ends, such as input that the upstream is
+//! expected to read from its prompt cache (cache reads do not count against an input limit).
+//! Only the demand's `amount` must fit for admission; the credit is taken as well and may
+//! put the bucket into debt (`tat` beyond one window), at most by the credit of one
+//! admission, since the bucket must hold the `amount` before it. Settlement then gives back
+//! or charges the difference to the actual count ([`refund`], [`charge_unconditionally`]).
+//! The bound this keeps: over any window of length T, the actual tokens of the requests
+//! admitted in it are at most `per_minute + per_minute × T / 60 s + K + R`, where K is the
+//! largest credit of one of them and R what settlement gave back during the window to
+//! requests admitted before it (as for any estimate corrected at settlement; zero when
+//! nothing was in flight as the window began), provided no actual count exceeds what its
+//! request took (a larger one is charged at settlement, and later requests wait for it).
+//! [`prompt_cache`] holds the memory of recently cached prompt prefixes that predicts the
+//! credit.
+//!
 //! Nothing here stores state, reads a clock or knows about keys: callers (the limiter) pass
 //! states and `now` in and keep the states that come out.
+
+pub mod prompt_cache;
 
 use std::cmp::max;
 
@@ -29,12 +47,23 @@ pub struct BucketState {
     pub tat_nanos: i64,
 }
 
-/// A demand for `amount` tokens from one bucket whose limit is `per_minute`.
+/// A demand for `amount` tokens from one bucket whose limit is `per_minute`, and for
+/// `credit` more taken on credit: admitted when `amount` fits, then both are taken.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BucketDemand {
     pub state: BucketState,
     pub per_minute: u64,
     pub amount: u64,
+    /// Tokens taken beside `amount` without having to fit: expected to be given back at
+    /// settlement. They may put the bucket into debt by at most this much.
+    pub credit: u64,
+}
+
+impl BucketDemand {
+    /// Everything the demand takes when admitted: `amount + credit` (saturating).
+    pub fn taken(&self) -> u64 {
+        self.amount.saturating_add(self.credit)
+    }
 }
 
 /// What a bucket holds at one instant, for `anthropic-ratelimit-*` headers.
@@ -63,7 +92,12 @@ pub enum Refusal {
 /// `ExceedsCapacity` takes precedence over `Exhausted` (the first such demand is named);
 /// among `Exhausted`, the longest wait is reported (the first on ties), so that retrying
 /// after it succeeds for all. `per_minute == 0` admits nothing (`ExceedsCapacity` for any
-/// positive amount); `amount == 0` always passes and leaves the state unchanged.
+/// positive amount); `amount == 0` with no credit (or a zero limit) always passes and
+/// leaves the state unchanged.
+///
+/// A demand with `credit` is admitted on its `amount` alone (a credit-only demand needs a
+/// bucket that is not in debt), and then takes `amount + credit`: its new `tat` is at
+/// most one window plus the credit's interval ahead of now.
 pub fn admit(demands: &[BucketDemand], now_nanos: i64) -> Result<Vec<BucketState>, Refusal> {
     if let Some(index) = demands
         .iter()
@@ -75,15 +109,16 @@ pub fn admit(demands: &[BucketDemand], now_nanos: i64) -> Result<Vec<BucketState
     let mut states = Vec::with_capacity(demands.len());
     let mut longest_wait: Option<(usize, i64)> = None;
     for (index, demand) in demands.iter().enumerate() {
-        if demand.amount == 0 {
+        if demand.taken() == 0 || demand.per_minute == 0 {
+            // A zero limit only gets here with a zero amount; its credit has no interval.
             states.push(demand.state);
             continue;
         }
-        // amount <= per_minute and amount > 0, so per_minute > 0 and the interval is at
-        // most one window.
+        // amount <= per_minute, so the interval of the amount is at most one window.
         let start = max(demand.state.tat_nanos, now_nanos);
-        let tat_new = i128::from(start) + interval_rounded_up(demand.per_minute, demand.amount);
-        let overshoot = tat_new - deadline;
+        let tat_required = i128::from(start) + interval_rounded_up(demand.per_minute, demand.amount);
+        let tat_new = i128::from(start) + interval_rounded_up(demand.per_minute, demand.taken());
+        let overshoot = tat_required - deadline;
         if overshoot > 0 {
             let retry_after_nanos = saturate(overshoot);
             if longest_wait.is_none_or(|(_, longest)| retry_after_nanos > longest) {

@@ -28,10 +28,11 @@
 //! Rust does whatever needs wide integers, with the core's own functions: it merges demands
 //! on one key, refuses `ExceedsCapacity` before any I/O, and computes each demand's emission
 //! interval (`interval_rounded_up` / `interval_rounded_down`; at most one window when the
-//! amount fits the limit, sent as a seconds/nanoseconds pair too). The script only adds and
-//! compares such pairs: it reads `now`, computes each bucket's new backlog
-//! `max(tat − now, 0) + interval`, takes from every bucket only if none exceeds one window,
-//! and returns `now` and the backlogs. Rust then rebuilds `tat = now + backlog` and derives
+//! amount fits the limit, sent as a seconds/nanoseconds pair too; for admission, one of what
+//! must fit and one of what is taken, credit included). The script only adds and compares
+//! such pairs: it reads `now`, computes each bucket's backlog `max(tat − now, 0)` plus what
+//! must fit, takes from every bucket only if none exceeds one window, and returns `now` and
+//! the backlogs after taking. Rust then rebuilds `tat = now + backlog` and derives
 //! snapshots and retry-afters with the core, so results are identical to embedded mode's
 //! for the same `now` (which the tests check with [`RedisClock::Caller`]).
 //!
@@ -43,11 +44,12 @@ use std::fmt;
 use tollgate_core::Timestamp;
 use tollgate_core::ratelimit::BucketSnapshot;
 
+mod breaker;
 mod local;
 mod redis_backend;
 
 pub use crate::local::LocalLimiter;
-pub use crate::redis_backend::{RedisClock, RedisLimiter};
+pub use crate::redis_backend::{RedisClock, RedisLimiter, RedisTimeouts};
 
 /// What a bucket counts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -78,12 +80,22 @@ pub struct BucketKey {
     pub metric: Metric,
 }
 
-/// A demand for `amount` from the bucket `key`, whose limit is `per_minute`.
+/// A demand for `amount` from the bucket `key`, whose limit is `per_minute`, and for
+/// `credit` more taken without having to fit (`tollgate_core::ratelimit::BucketDemand`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Demand {
     pub key: BucketKey,
     pub per_minute: u64,
     pub amount: u64,
+    /// Taken on credit: expected back at settlement (input expected from a prompt cache).
+    pub credit: u64,
+}
+
+impl Demand {
+    /// Everything the demand takes when admitted: `amount + credit` (saturating).
+    pub fn taken(&self) -> u64 {
+        self.amount.saturating_add(self.credit)
+    }
 }
 
 /// Every demand was taken.
@@ -187,6 +199,15 @@ impl Limiter {
         }
     }
 
+    /// Whether the limiter can decide now: embedded mode always can; Redis must answer a
+    /// `PING` (while its breaker is open, it cannot). For readiness checks.
+    pub async fn check(&self) -> Result<(), LimiterError> {
+        match self {
+            Limiter::Local(_) => Ok(()),
+            Limiter::Redis(redis) => redis.ping().await,
+        }
+    }
+
     /// The buckets as they are, without taking (amounts are ignored): for response headers
     /// and `limits show`.
     pub async fn peek(
@@ -212,6 +233,7 @@ struct Merged<'a> {
     key: &'a BucketKey,
     per_minute: u64,
     amount: u64,
+    credit: u64,
 }
 
 /// Merges demands on the same key into one: taken separately, each would see the old
@@ -227,6 +249,7 @@ fn merge(demands: &[Demand]) -> (Vec<Merged<'_>>, Vec<usize>) {
                     let entry = &mut merged[index];
                     entry.per_minute = entry.per_minute.min(demand.per_minute);
                     entry.amount = entry.amount.saturating_add(demand.amount);
+                    entry.credit = entry.credit.saturating_add(demand.credit);
                     index
                 }
                 None => {
@@ -234,6 +257,7 @@ fn merge(demands: &[Demand]) -> (Vec<Merged<'_>>, Vec<usize>) {
                         key: &demand.key,
                         per_minute: demand.per_minute,
                         amount: demand.amount,
+                        credit: demand.credit,
                     });
                     merged.len() - 1
                 }

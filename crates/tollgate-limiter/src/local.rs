@@ -56,13 +56,15 @@ impl LocalLimiter {
                 state: buckets.state(entry.key),
                 per_minute: entry.per_minute,
                 amount: entry.amount,
+                credit: entry.credit,
             })
             .collect();
         match ratelimit::admit(&core_demands, now_nanos) {
             Ok(states) => {
                 for (entry, state) in merged.iter().zip(&states) {
-                    // An amount of zero leaves the state as it was (absent stays absent).
-                    if entry.amount > 0 {
+                    // Taking nothing (or from a zero limit) leaves the state as it was,
+                    // and absent stays absent.
+                    if entry.amount.saturating_add(entry.credit) > 0 && entry.per_minute > 0 {
                         buckets.states.insert(entry.key.clone(), *state);
                     }
                 }

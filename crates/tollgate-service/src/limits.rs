@@ -3,12 +3,18 @@
 //! may only lower the organization's. Read on every request, so cached for the key-cache
 //! TTL: a change takes effect everywhere within it. Setting a limit validates it here,
 //! with the rules in `tollgate_core::spend` and `tollgate_core::tiers`.
+//!
+//! Also the memory of prompt prefixes recently cached upstream, per organization and model
+//! (`tollgate_core::ratelimit::prompt_cache`), which lets admission take the input expected
+//! from the cache on credit. It is per process: a replica that has not seen a prefix takes
+//! the whole estimate, as before, and settlement makes every bucket exact either way.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use tollgate_core::Timestamp;
 use tollgate_core::money::NanoUsd;
+use tollgate_core::ratelimit::prompt_cache::{CacheablePrefixes, PrefixMemory};
 use tollgate_core::spend::{validate_organization_limit, validate_workspace_limit};
 use tollgate_core::tiers::{LimitSet, RateLimits};
 use tollgate_store::{AuditEntry, AutoReload, OrganizationBilling, RateLimitOverrides, WorkspaceLimits};
@@ -52,9 +58,50 @@ pub fn workspace_rate_limits(organization: RateLimits, overrides: &RateLimitOver
 pub(crate) struct LimitsCache {
     organizations: RwLock<HashMap<String, (Timestamp, Arc<OrganizationLimits>)>>,
     workspaces: RwLock<HashMap<String, (Timestamp, Arc<WorkspaceLimits>)>>,
+    /// Prompt prefixes cached upstream, keyed by [`prompt_cache_scope`].
+    prompt_prefixes: Mutex<PrefixMemory>,
+}
+
+/// The scope of a prompt cache: an upstream caches per model, and tollgate predicts per
+/// organization (what another organization cached is never counted on).
+pub(crate) fn prompt_cache_scope(org_id: &str, model: &str) -> String {
+    format!("{org_id}\u{0}{model}")
 }
 
 impl LimitsCache {
+    /// The input tokens `prefixes` is expected to read from the upstream's cache.
+    pub(crate) fn cache_read_expected(
+        &self,
+        scope: &str,
+        prefixes: &CacheablePrefixes,
+        now: Timestamp,
+    ) -> u64 {
+        if prefixes.is_empty() {
+            return 0;
+        }
+        let Some(now_nanos) = now.timestamp_nanos_opt() else {
+            return 0;
+        };
+        self.prompt_prefixes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .cache_read_expected(scope, prefixes, now_nanos)
+    }
+
+    /// Records that the upstream reported caching for a request with `prefixes`.
+    pub(crate) fn remember_cached(&self, scope: &str, prefixes: &CacheablePrefixes, now: Timestamp) {
+        let Some(now_nanos) = now.timestamp_nanos_opt() else {
+            return;
+        };
+        if prefixes.is_empty() {
+            return;
+        }
+        self.prompt_prefixes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remember(scope, prefixes, now_nanos);
+    }
+
     /// Drops what this process cached for the organization: its own changes take effect at
     /// once here, and within the TTL elsewhere.
     pub(crate) fn forget_organization(&self, org_id: &str) {

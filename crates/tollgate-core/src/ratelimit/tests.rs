@@ -23,6 +23,7 @@ fn demand(state: BucketState, per_minute: u64, amount: u64) -> BucketDemand {
         state,
         per_minute,
         amount,
+        credit: 0,
     }
 }
 
@@ -526,5 +527,234 @@ proptest! {
             prop_assert_eq!(charged, admitted);
         }
         prop_assert!(charged.tat_nanos > bucket.tat_nanos.max(now_nanos));
+    }
+}
+
+// Credit: tokens taken without having to fit (input expected to be read from a prompt
+// cache), given back or charged at settlement.
+
+fn demand_on_credit(state: BucketState, per_minute: u64, amount: u64, credit: u64) -> BucketDemand {
+    BucketDemand {
+        state,
+        per_minute,
+        amount,
+        credit,
+    }
+}
+
+#[test]
+fn a_cached_request_waits_only_for_its_uncached_input() {
+    // Tier 1: 30,000 input tokens a minute, one every 2 ms. The first request writes the
+    // cache: all of its 28,000 tokens count.
+    let per_minute = 30_000;
+    let first = admit_one(BucketState::default(), per_minute, 28_000, NOW_NANOS).expect("full bucket");
+    let second_at = NOW_NANOS + 1_350_000_000;
+    // Taken whole, the second would wait ~51 s, though 27,500 of its tokens are cache reads.
+    assert_eq!(
+        admit_one(first, per_minute, 28_000, second_at),
+        Err(Refusal::Exhausted {
+            index: 0,
+            retry_after_nanos: 50_650_000_000
+        })
+    );
+    // With the expected cache read on credit, only 500 tokens must fit: admitted at once,
+    // and the bucket goes into debt by what it took on credit.
+    let second = admit(&[demand_on_credit(first, per_minute, 500, 27_500)], second_at).expect("500 fit")[0];
+    assert_eq!(second, state(second_at + 54_650_000_000 + 56_000_000_000));
+    assert_eq!(snapshot(second, per_minute, second_at).remaining, 0);
+    // A third request is admitted only once the bucket is out of debt, even on credit alone.
+    assert_eq!(
+        admit(&[demand_on_credit(second, per_minute, 0, 27_500)], second_at),
+        Err(Refusal::Exhausted {
+            index: 0,
+            retry_after_nanos: 50_650_000_000
+        })
+    );
+    // Settlement: the upstream read 27,500 from its cache, so they are given back. The
+    // bucket is where taking the 500 actual tokens alone would have left it.
+    let settled = refund(second, per_minute, 27_500, second_at);
+    assert_eq!(settled, state(second_at + 54_650_000_000 + 1_000_000_000));
+    assert_eq!(snapshot(settled, per_minute, second_at).remaining, 2_175);
+    // Had the cache missed, nothing would be given back: the debt is repaid by waiting.
+    assert_eq!(
+        snapshot(second, per_minute, second_at + 51_000_000_000).remaining,
+        175
+    );
+}
+
+#[test]
+fn a_credit_larger_than_the_bucket_is_admitted_on_its_amount() {
+    // A long cached conversation on a small limit: 60,000 tokens expected from the cache,
+    // 2,000 new. Only the 2,000 must fit; the credit's debt is repaid at settlement.
+    let admitted = admit(
+        &[demand_on_credit(BucketState::default(), 30_000, 2_000, 60_000)],
+        NOW_NANOS,
+    )
+    .expect("2,000 fit")[0];
+    assert_eq!(admitted, state(NOW_NANOS + 124 * SECOND_NANOS));
+    assert_eq!(
+        refund(admitted, 30_000, 60_000, NOW_NANOS),
+        state(NOW_NANOS + 4 * SECOND_NANOS)
+    );
+    // The amount alone decides capacity.
+    assert_eq!(
+        admit(
+            &[demand_on_credit(BucketState::default(), 30_000, 30_001, 0)],
+            NOW_NANOS
+        ),
+        Err(Refusal::ExceedsCapacity { index: 0 })
+    );
+    // A zero limit takes no credit (and refuses any amount).
+    assert_eq!(
+        admit(&[demand_on_credit(BucketState::default(), 0, 0, 5)], NOW_NANOS),
+        Ok(vec![BucketState::default()])
+    );
+}
+
+/// One request of a credit workload: what must fit, what is taken on credit, and the
+/// actual count (at most both together).
+#[derive(Clone, Copy, Debug)]
+enum CreditStep {
+    Request {
+        amount: u64,
+        credit: u64,
+        actual: u64,
+    },
+    /// Settles the in-flight request at this index (modulo how many there are).
+    Settle(usize),
+}
+
+/// Requests with credits up to twice the limit, settled in any order, at non-decreasing
+/// times.
+fn credit_workload() -> impl Strategy<Value = (u64, i64, BucketState, Vec<(i64, CreditStep)>)> {
+    (per_minute_realistic(), now_and_state()).prop_flat_map(|(per_minute, (start_nanos, initial))| {
+        let interval = token_interval_nanos(per_minute);
+        let wait = prop_oneof![4 => 0..=2 * interval, 1 => 0..=WINDOW_NANOS];
+        let tokens = prop_oneof![Just(0_u64), Just(1), 0..=per_minute, Just(per_minute)];
+        let credit = prop_oneof![Just(0_u64), 0..=per_minute, 0..=2 * per_minute];
+        let request = (tokens, credit, 0_u32..=100).prop_map(|(amount, credit, per_cent)| {
+            let taken = amount + credit;
+            let actual = match per_cent {
+                0..=30 => taken,
+                31..=60 => amount,
+                _ => taken * u64::from(per_cent) / 100,
+            };
+            CreditStep::Request {
+                amount,
+                credit,
+                actual,
+            }
+        });
+        let step = prop_oneof![3 => request, 2 => any::<usize>().prop_map(CreditStep::Settle)];
+        (
+            Just(per_minute),
+            Just(start_nanos),
+            Just(initial),
+            vec((wait, step), 1..60),
+        )
+    })
+}
+
+#[derive(Clone, Copy, Debug)]
+enum CreditEvent {
+    Admitted {
+        actual: u64,
+        credit: u64,
+    },
+    /// Tokens given back at settlement to the request admitted as event `admitted_event`.
+    GivenBack {
+        amount: u64,
+        admitted_event: usize,
+    },
+}
+
+proptest! {
+    /// The bound stated in the module docs: between any two admissions at t0 <= t1, the
+    /// actual tokens of the requests admitted (the first through the last) are at most
+    /// per_minute + per_minute × (t1 − t0) / 60 s + K + R, where K is the largest credit
+    /// of one of them (the debt one admission may take) and R what was given back in between
+    /// to requests admitted before the first; exactly, but for one nanosecond of refill
+    /// lost to rounding the credit's interval up.
+    #[test]
+    fn actual_tokens_admitted_on_credit_stay_within_the_bound((per_minute, start_nanos, initial, steps) in credit_workload()) {
+        let window = i128::from(WINDOW_NANOS);
+        let limit = i128::from(per_minute);
+        let mut bucket = initial;
+        let mut now_nanos = start_nanos;
+        let mut in_flight: Vec<(usize, u64, u64)> = Vec::new();
+        let mut events: Vec<(i64, CreditEvent)> = Vec::new();
+        for (wait, step) in steps {
+            now_nanos += wait;
+            match step {
+                CreditStep::Request { amount, credit, actual } => {
+                    let demand = demand_on_credit(bucket, per_minute, amount, credit);
+                    if let Ok(states) = admit(&[demand], now_nanos) {
+                        bucket = states[0];
+                        // A demand that takes something leaves a debt of at most its credit
+                        // (and a nanosecond); one that takes nothing leaves the state alone.
+                        let backlog = i128::from(bucket.tat_nanos) - i128::from(now_nanos);
+                        prop_assert!(demand.taken() == 0 || backlog * limit <= (limit + i128::from(credit)) * window + limit, "backlog {backlog} ns after taking {credit} on credit");
+                        in_flight.push((events.len(), demand.taken(), actual));
+                        events.push((now_nanos, CreditEvent::Admitted { actual, credit }));
+                    }
+                }
+                CreditStep::Settle(pick) => {
+                    if in_flight.is_empty() {
+                        continue;
+                    }
+                    let (admitted_event, taken, actual) = in_flight.swap_remove(pick % in_flight.len());
+                    bucket = refund(bucket, per_minute, taken - actual, now_nanos);
+                    events.push((now_nanos, CreditEvent::GivenBack { amount: taken - actual, admitted_event }));
+                }
+            }
+        }
+        for (first, &(first_nanos, first_event)) in events.iter().enumerate() {
+            if !matches!(first_event, CreditEvent::Admitted { .. }) {
+                continue;
+            }
+            let mut actual_sum = 0_i128;
+            let mut credit_max = 0_i128;
+            let mut given_back_before = 0_i128;
+            for &(last_nanos, event) in &events[first..] {
+                match event {
+                    CreditEvent::GivenBack { amount, admitted_event } => {
+                        if admitted_event < first {
+                            given_back_before += i128::from(amount);
+                        }
+                    }
+                    CreditEvent::Admitted { actual, credit } => {
+                        actual_sum += i128::from(actual);
+                        credit_max = credit_max.max(i128::from(credit));
+                        let elapsed = i128::from(last_nanos - first_nanos);
+                        let allowed = (limit + credit_max + given_back_before) * window + limit * elapsed + limit;
+                        prop_assert!(
+                            actual_sum * window <= allowed,
+                            "{actual_sum} actual tokens in {elapsed} ns at {per_minute}/min, largest credit {credit_max}, given back {given_back_before}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Credit never changes whether a demand is admitted, only what it takes: with and
+    /// without it, the same demand gets the same answer, and the states differ by exactly
+    /// the credit's interval.
+    #[test]
+    fn credit_decides_nothing_but_what_is_taken((now_nanos, bucket) in now_and_state(), per_minute in per_minute_realistic(), per_mille in 0_u64..=1_100, credit in 1_u64..=3_000_000) {
+        let amount = per_minute * per_mille / 1_000;
+        let without = admit(&[demand(bucket, per_minute, amount)], now_nanos);
+        let with = admit(&[demand_on_credit(bucket, per_minute, amount, credit)], now_nanos);
+        match (without, with) {
+            (Ok(plain), Ok(on_credit)) => {
+                let start = bucket.tat_nanos.max(now_nanos);
+                prop_assert_eq!(i128::from(on_credit[0].tat_nanos), i128::from(start) + interval_rounded_up(per_minute, amount + credit));
+                prop_assert!(on_credit[0].tat_nanos >= plain[0].tat_nanos);
+            }
+            (Err(plain), Err(on_credit)) => prop_assert_eq!(plain, on_credit),
+            // Only a zero amount may differ: without credit it passes whatever the debt.
+            (Ok(_), Err(Refusal::Exhausted { .. })) => prop_assert_eq!(amount, 0),
+            (without, with) => prop_assert!(false, "{:?} without credit, {:?} with", without, with),
+        }
     }
 }

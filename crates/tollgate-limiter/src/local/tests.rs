@@ -34,6 +34,7 @@ fn demand(index: usize, per_mille: u64) -> Demand {
         key: key(index),
         per_minute,
         amount: per_minute * per_mille / 1_000,
+        credit: 0,
     }
 }
 

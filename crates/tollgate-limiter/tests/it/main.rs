@@ -28,6 +28,7 @@ fn demand(scope_id: &str, metric: Metric, per_minute: u64, amount: u64) -> Deman
         key: key(scope_id, metric),
         per_minute,
         amount,
+        credit: 0,
     }
 }
 
