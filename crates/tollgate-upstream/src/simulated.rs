@@ -1,9 +1,14 @@
 //! The built-in offline model: answers Messages API requests with plausible English-ish text,
-//! in Anthropic's exact JSON and SSE shapes, so tollgate can run, be tested and be benchmarked
-//! with no provider account. The reply depends only on the request (a hash of its system
-//! prompt and messages); only the message id differs between calls. It must never report
-//! more input tokens than the request body's byte length plus 512, because the gateway
-//! reserves credit on that bound before the reply is known.
+//! a JSON text or a tool call (`answer` says which), in Anthropic's exact JSON and SSE shapes,
+//! so tollgate and its clients can run, be tested and be benchmarked with no provider
+//! account. The reply depends only on the request (a hash of its system prompt and
+//! messages); only the message and tool-use ids differ between calls. `system` messages
+//! inside `messages` (Anthropic's mid-conversation system beta) are read as part of the
+//! system prompt, and their tokens are counted as input. It must never report more input
+//! tokens than the request body's byte length plus 512, because the gateway reserves credit
+//! on that bound before the reply is known.
+
+mod answer;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,10 +16,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::time::Instant;
 use tollgate_core::usage::TokenUsage;
 
+use crate::simulated::answer::Answer;
 use crate::sse::SseEvent;
 use crate::{EventStream, UpstreamError, UpstreamReply, UpstreamRequest};
 
@@ -43,6 +49,14 @@ const DELTAS_PER_SECOND_MAX: u32 = 20;
 const TOKENS_PER_DELTA_UNPACED: usize = 4;
 /// The slack over the body length that the gateway's credit reservation allows.
 const INPUT_TOKENS_SLACK: u64 = 512;
+/// A JSON text (an answer or a tool's input) counts one output token per this many
+/// characters, as tokenizers split JSON finely.
+const JSON_CHARACTERS_PER_TOKEN: usize = 4;
+/// Streams slower than this between pings get one, as Anthropic keeps slow streams alive
+/// (Claude Code gives up on a stream silent for five minutes).
+const PING_INTERVAL: Duration = Duration::from_secs(5);
+/// Mixed into the seed of tool-use ids, so they differ from the message id.
+const TOOL_USE_ID_SALT: u64 = 0x7f4a_7c15_9e37_79b9;
 
 impl Simulated {
     pub fn new(config: SimulatedConfig) -> Simulated {
@@ -60,10 +74,21 @@ impl Simulated {
         let start = Instant::now();
         let parsed = ParsedRequest::parse(&request.body, true)?;
         let reply_number = self.replies_count.fetch_add(1, Ordering::Relaxed);
-        let id = message_id(parsed.seed ^ self.id_salt, reply_number);
+        let id = anthropic_id("msg_01", parsed.seed ^ self.id_salt, reply_number);
+        let tool_use_id = anthropic_id(
+            "toolu_01",
+            parsed.seed ^ self.id_salt ^ TOOL_USE_ID_SALT,
+            reply_number,
+        );
         let generation = Generation::generate(&parsed);
         if request.stream {
-            let events = stream_events(&id, &parsed, &generation, self.config.tokens_per_second)?;
+            let events = stream_events(
+                &id,
+                &tool_use_id,
+                &parsed,
+                &generation,
+                self.config.tokens_per_second,
+            )?;
             let paced = self.config.tokens_per_second > 0;
             let stream = futures_util::StreamExt::then(
                 futures_util::stream::iter(events),
@@ -77,16 +102,24 @@ impl Simulated {
             let stream: EventStream = Box::pin(stream);
             return Ok(UpstreamReply::Stream(stream));
         }
-        let text = generation.pieces.concat();
+        let text;
+        let content = match &generation.content {
+            Content::Text(pieces) => {
+                text = pieces.concat();
+                ContentBlock::Text { text: &text }
+            }
+            Content::ToolUse { name, input, .. } => ContentBlock::ToolUse {
+                id: &tool_use_id,
+                name,
+                input,
+            },
+        };
         let body = MessageBody {
             id: &id,
             kind: "message",
             role: "assistant",
             model: &parsed.model,
-            content: vec![TextBlock {
-                kind: "text",
-                text: &text,
-            }],
+            content: vec![content],
             stop_reason: Some(generation.stop_reason),
             stop_sequence: generation.stop_sequence.as_deref(),
             usage: WireUsage::new(parsed.input_tokens, generation.output_tokens),
@@ -120,6 +153,7 @@ struct ParsedRequest {
     input_tokens: u64,
     /// Hash of the system prompt and messages: everything the reply text depends on.
     seed: u64,
+    answer: Answer,
 }
 
 impl ParsedRequest {
@@ -194,7 +228,9 @@ impl ParsedRequest {
         }
         for (index, message) in messages.iter().enumerate() {
             let role = message.get("role").and_then(Value::as_str);
-            if !matches!(role, Some("user" | "assistant")) {
+            // `system` messages between turns are Anthropic's mid-conversation system beta;
+            // they count and seed like the top-level system prompt.
+            if !matches!(role, Some("user" | "assistant" | "system")) {
                 return Err(UpstreamError::invalid_request(&format!(
                     "messages.{index}.role: Input should be 'user' or 'assistant'"
                 )));
@@ -227,12 +263,14 @@ impl ParsedRequest {
         // exceed the original bytes; the gateway's reservation bound must hold regardless.
         let body_len = u64::try_from(body.len()).unwrap_or(u64::MAX);
         let input_tokens = estimate.min(body_len.saturating_add(INPUT_TOKENS_SLACK));
+        let answer = answer::choose(object)?;
         Ok(ParsedRequest {
             model,
             max_tokens,
             stop_sequences,
             input_tokens,
             seed: walk.hash,
+            answer,
         })
     }
 }
@@ -296,27 +334,68 @@ impl TextWalk {
     }
 }
 
-/// The reply: one string per output token, and why it stopped.
+/// The reply: its content, one string per output token, and why it stopped.
 struct Generation {
-    /// The reply text, one output token per piece; they concatenate to the content text.
-    pieces: Vec<String>,
+    content: Content,
     /// Tokens the model produced, including a stop sequence that was cut from the text.
     output_tokens: u64,
     stop_reason: &'static str,
     stop_sequence: Option<String>,
 }
 
+enum Content {
+    /// The reply text, one output token per piece; they concatenate to the content text.
+    Text(Vec<String>),
+    /// A tool call; `pieces` is its input's JSON, one output token per piece.
+    ToolUse {
+        name: String,
+        input: Value,
+        pieces: Vec<String>,
+    },
+}
+
 impl Generation {
     fn generate(request: &ParsedRequest) -> Generation {
         let mut random = SplitMix64(request.seed);
-        let natural_len = OUTPUT_TOKENS_MIN + random.next() % (OUTPUT_TOKENS_MAX - OUTPUT_TOKENS_MIN + 1);
+        match &request.answer {
+            Answer::Prose => Generation::text(request, prose_pieces(&mut random)),
+            Answer::Json(Some(value)) => Generation::text(request, json_pieces(&value.to_string())),
+            Answer::Json(None) => {
+                let answer = prose_pieces(&mut random).concat();
+                let value = json!({ "answer": answer.trim_start() });
+                Generation::text(request, json_pieces(&value.to_string()))
+            }
+            Answer::ToolUse { name, input } => {
+                let pieces = json_pieces(&input.to_string());
+                let output_tokens = u64::try_from(pieces.len()).unwrap_or(u64::MAX);
+                if output_tokens > request.max_tokens {
+                    // A limit too small for the whole call: prose cut at the limit, rather
+                    // than a tool call whose input is not valid JSON.
+                    return Generation::text(request, prose_pieces(&mut random));
+                }
+                Generation {
+                    content: Content::ToolUse {
+                        name: name.clone(),
+                        input: input.clone(),
+                        pieces,
+                    },
+                    output_tokens,
+                    stop_reason: "tool_use",
+                    stop_sequence: None,
+                }
+            }
+        }
+    }
+
+    /// A text reply of `pieces`, cut at `max_tokens` and at the earliest stop sequence.
+    fn text(request: &ParsedRequest, mut pieces: Vec<String>) -> Generation {
+        let natural_len = u64::try_from(pieces.len()).unwrap_or(u64::MAX);
         let (tokens_count, mut stop_reason) = if request.max_tokens < natural_len {
             (request.max_tokens, "max_tokens")
         } else {
             (natural_len, "end_turn")
         };
-        // Generate the natural reply and cut it, so a capped reply is a prefix of the full one.
-        let mut pieces = english_ish_pieces(&mut random, natural_len);
+        // Cut the natural reply, so a capped reply is a prefix of the full one.
         pieces.truncate(usize::try_from(tokens_count).unwrap_or(usize::MAX));
         let mut output_tokens = tokens_count;
         let mut stop_sequence = None;
@@ -349,12 +428,27 @@ impl Generation {
             stop_sequence = Some(sequence.clone());
         }
         Generation {
-            pieces,
+            content: Content::Text(pieces),
             output_tokens,
             stop_reason,
             stop_sequence,
         }
     }
+}
+
+/// A natural prose reply: its length, then its words, drawn from `random`.
+fn prose_pieces(random: &mut SplitMix64) -> Vec<String> {
+    let natural_len = OUTPUT_TOKENS_MIN + random.next() % (OUTPUT_TOKENS_MAX - OUTPUT_TOKENS_MIN + 1);
+    english_ish_pieces(random, natural_len)
+}
+
+/// A JSON text in pieces of a few characters, one output token each.
+fn json_pieces(text: &str) -> Vec<String> {
+    let characters: Vec<char> = text.chars().collect();
+    characters
+        .chunks(JSON_CHARACTERS_PER_TOKEN)
+        .map(|chunk| chunk.iter().collect())
+        .collect()
 }
 
 const WORDS: &[&str] = &[
@@ -433,12 +527,12 @@ impl SplitMix64 {
     }
 }
 
-/// `msg_01` and 22 base62 characters, as Anthropic's ids look.
-fn message_id(seed: u64, reply_number: u64) -> String {
+/// `prefix` (`msg_01`, `toolu_01`) and 22 base62 characters, as Anthropic's ids look.
+fn anthropic_id(prefix: &str, seed: u64, reply_number: u64) -> String {
     const BASE62: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
     let mut random = SplitMix64(seed ^ reply_number.wrapping_mul(0xd6e8_feb8_6659_fd93));
-    let mut id = String::with_capacity(28);
-    id.push_str("msg_01");
+    let mut id = String::with_capacity(prefix.len() + 22);
+    id.push_str(prefix);
     for _ in 0..22 {
         id.push(char::from(BASE62[usize::try_from(random.below(62)).unwrap_or(0)]));
     }
@@ -454,9 +548,12 @@ fn token_offset(tokens: u64, tokens_per_second: u32) -> Duration {
 }
 
 /// Anthropic's event sequence for the reply, each with the offset from the start at which
-/// it is due.
+/// it is due: `message_start`, the content block's start, a `ping`, its deltas (text or
+/// `input_json_delta`), its stop, `message_delta`, `message_stop`, with a further `ping`
+/// at each `PING_INTERVAL` of stream time.
 fn stream_events(
     id: &str,
+    tool_use_id: &str,
     request: &ParsedRequest,
     generation: &Generation,
     tokens_per_second: u32,
@@ -470,7 +567,20 @@ fn stream_events(
         event: name.to_owned(),
         data,
     };
-    let mut events = Vec::with_capacity(generation.pieces.len() / tokens_per_delta + 7);
+    // A streamed `tool_use` block starts with an empty input; the deltas carry the real one.
+    let empty_input = json!({});
+    let (pieces, opening_block) = match &generation.content {
+        Content::Text(pieces) => (pieces, ContentBlock::Text { text: "" }),
+        Content::ToolUse { name, pieces, .. } => (
+            pieces,
+            ContentBlock::ToolUse {
+                id: tool_use_id,
+                name,
+                input: &empty_input,
+            },
+        ),
+    };
+    let mut events = Vec::with_capacity(pieces.len() / tokens_per_delta + 7);
     let message_start = MessageStart {
         kind: "message_start",
         message: MessageBody {
@@ -485,29 +595,31 @@ fn stream_events(
         },
     };
     events.push((event("message_start", to_json(&message_start)?), Duration::ZERO));
+    let block_start = ContentBlockStart {
+        kind: "content_block_start",
+        index: 0,
+        content_block: opening_block,
+    };
     events.push((
-        event(
-            "content_block_start",
-            r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#
-                .to_owned(),
-        ),
+        event("content_block_start", to_json(&block_start)?),
         Duration::ZERO,
     ));
-    events.push((event("ping", r#"{"type": "ping"}"#.to_owned()), Duration::ZERO));
+    events.push((ping_event(), Duration::ZERO));
     let mut tokens_sent: u64 = 0;
-    for group in generation.pieces.chunks(tokens_per_delta) {
+    for group in pieces.chunks(tokens_per_delta) {
         tokens_sent += u64::try_from(group.len()).unwrap_or(u64::MAX);
         let text = group.concat();
         if text.is_empty() {
             continue;
         }
+        let delta = match generation.content {
+            Content::Text(_) => Delta::TextDelta { text: &text },
+            Content::ToolUse { .. } => Delta::InputJsonDelta { partial_json: &text },
+        };
         let delta = ContentBlockDelta {
             kind: "content_block_delta",
             index: 0,
-            delta: TextDelta {
-                kind: "text_delta",
-                text: &text,
-            },
+            delta,
         };
         events.push((
             event("content_block_delta", to_json(&delta)?),
@@ -537,7 +649,29 @@ fn stream_events(
         event("message_stop", r#"{"type":"message_stop"}"#.to_owned()),
         end,
     ));
-    Ok(events)
+    Ok(with_periodic_pings(events))
+}
+
+fn ping_event() -> SseEvent {
+    SseEvent {
+        event: "ping".to_owned(),
+        data: r#"{"type": "ping"}"#.to_owned(),
+    }
+}
+
+/// `events` with a `ping` due at each whole `PING_INTERVAL` of stream time that passes
+/// before the next event is due, so a slow stream is never silent for longer.
+fn with_periodic_pings(events: Vec<(SseEvent, Duration)>) -> Vec<(SseEvent, Duration)> {
+    let mut pinged = Vec::with_capacity(events.len());
+    let mut next_ping = PING_INTERVAL;
+    for (event, offset) in events {
+        while offset > next_ping {
+            pinged.push((ping_event(), next_ping));
+            next_ping += PING_INTERVAL;
+        }
+        pinged.push((event, offset));
+    }
+    pinged
 }
 
 fn to_json(value: &impl Serialize) -> Result<String, UpstreamError> {
@@ -555,17 +689,23 @@ struct MessageBody<'a> {
     kind: &'static str,
     role: &'static str,
     model: &'a str,
-    content: Vec<TextBlock<'a>>,
+    content: Vec<ContentBlock<'a>>,
     stop_reason: Option<&'a str>,
     stop_sequence: Option<&'a str>,
     usage: WireUsage,
 }
 
 #[derive(Serialize)]
-struct TextBlock<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    text: &'a str,
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ContentBlock<'a> {
+    Text {
+        text: &'a str,
+    },
+    ToolUse {
+        id: &'a str,
+        name: &'a str,
+        input: &'a Value,
+    },
 }
 
 #[derive(Serialize)]
@@ -573,7 +713,15 @@ struct WireUsage {
     input_tokens: u64,
     cache_creation_input_tokens: u64,
     cache_read_input_tokens: u64,
+    cache_creation: CacheCreation,
     output_tokens: u64,
+    service_tier: &'static str,
+}
+
+#[derive(Serialize)]
+struct CacheCreation {
+    ephemeral_5m_input_tokens: u64,
+    ephemeral_1h_input_tokens: u64,
 }
 
 impl WireUsage {
@@ -582,7 +730,12 @@ impl WireUsage {
             input_tokens,
             cache_creation_input_tokens: 0,
             cache_read_input_tokens: 0,
+            cache_creation: CacheCreation {
+                ephemeral_5m_input_tokens: 0,
+                ephemeral_1h_input_tokens: 0,
+            },
             output_tokens,
+            service_tier: "standard",
         }
     }
 }
@@ -595,18 +748,26 @@ struct MessageStart<'a> {
 }
 
 #[derive(Serialize)]
+struct ContentBlockStart<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    index: u32,
+    content_block: ContentBlock<'a>,
+}
+
+#[derive(Serialize)]
 struct ContentBlockDelta<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
     index: u32,
-    delta: TextDelta<'a>,
+    delta: Delta<'a>,
 }
 
 #[derive(Serialize)]
-struct TextDelta<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    text: &'a str,
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Delta<'a> {
+    TextDelta { text: &'a str },
+    InputJsonDelta { partial_json: &'a str },
 }
 
 #[derive(Serialize)]

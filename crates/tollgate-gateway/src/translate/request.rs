@@ -1,10 +1,14 @@
 //! Request bodies across dialects. Chat Completions → Messages: system and developer
-//! messages become `system`, tool calls `tool_use` blocks, tool messages `tool_result`
-//! blocks in a user turn, image URLs image blocks. Messages → Chat Completions: the reverse,
-//! with `stream_options.include_usage` always on so the stream can be metered. Fields the
-//! other dialect has no word for are dropped when they only tune sampling, and refused when
-//! dropping them would change what the client gets (several choices, JSON modes, server
-//! tools).
+//! messages, wherever they stand, become the top-level `system` in order (Messages takes
+//! system messages between turns only with a beta the client did not ask for), tool calls
+//! `tool_use` blocks, tool messages `tool_result` blocks in a user turn, image URLs image
+//! blocks, a `json_schema` response format `output_config.format`, and `json_object` mode a
+//! closing system instruction to answer with one JSON object (Messages has no schema-free
+//! JSON mode). Messages → Chat Completions: the reverse, with a `system` message between
+//! turns (the mid-conversation system beta) kept in place as a system message, and
+//! `stream_options.include_usage` always on so the stream can be metered. Fields the other
+//! dialect has no word for are dropped when they only tune sampling, and refused when
+//! dropping them would change what the client gets (unknown response formats, server tools).
 
 use serde_json::{Map, Value, json};
 use tollgate_upstream::openai::MaxTokensField;
@@ -14,6 +18,10 @@ use crate::error::ApiError;
 fn invalid(param: &str, message: impl Into<String>) -> ApiError {
     ApiError::invalid(message).with_param(param)
 }
+
+/// The system instruction that stands for OpenAI's `json_object` response format.
+pub(crate) const JSON_OBJECT_INSTRUCTION: &str =
+    "Respond with a single JSON object and nothing else: no text before or after it.";
 
 /// Chat Completions → Messages, for an Anthropic upstream. `max_tokens` is the client's
 /// limit or the model's default (Messages requires one).
@@ -113,6 +121,37 @@ pub(crate) fn chat_to_messages(
                 ));
             }
         }
+    }
+    match chat.get("response_format") {
+        None | Some(Value::Null) => {}
+        Some(format) => match format.get("type").and_then(Value::as_str) {
+            Some("text") => {}
+            Some("json_object") => {
+                system.push(json!({"type": "text", "text": JSON_OBJECT_INSTRUCTION}));
+            }
+            Some("json_schema") => {
+                let schema = format
+                    .get("json_schema")
+                    .and_then(|json_schema| json_schema.get("schema"))
+                    .filter(|schema| schema.is_object())
+                    .ok_or_else(|| {
+                        invalid(
+                            "response_format",
+                            "response_format.json_schema.schema must be a JSON schema object",
+                        )
+                    })?;
+                body.insert(
+                    "output_config".into(),
+                    json!({"format": {"type": "json_schema", "schema": schema}}),
+                );
+            }
+            _ => {
+                return Err(invalid(
+                    "response_format",
+                    "response_format.type must be text, json_object or json_schema",
+                ));
+            }
+        },
     }
     if !system.is_empty() {
         body.insert("system".into(), Value::Array(system));
@@ -312,11 +351,7 @@ pub(crate) fn messages_to_chat(
         None | Some(Value::Null) => {}
         Some(Value::String(text)) => chat_messages.push(json!({"role": "system", "content": text})),
         Some(Value::Array(blocks)) => {
-            let text: Vec<&str> = blocks
-                .iter()
-                .filter_map(|block| block.get("text").and_then(Value::as_str))
-                .collect();
-            chat_messages.push(json!({"role": "system", "content": text.join("\n\n")}));
+            chat_messages.push(json!({"role": "system", "content": system_text(blocks)}));
         }
         Some(_) => {
             return Err(invalid(
@@ -343,6 +378,12 @@ pub(crate) fn messages_to_chat(
             Some(Value::Array(blocks)) => blocks,
             _ => continue,
         };
+        if role == "system" {
+            // A system message between turns (Anthropic's mid-conversation system beta):
+            // Chat Completions takes system messages anywhere, so it stays where it is.
+            chat_messages.push(json!({"role": "system", "content": system_text(blocks)}));
+            continue;
+        }
         if role == "assistant" {
             let mut text = String::new();
             let mut tool_calls = Vec::new();
@@ -485,6 +526,31 @@ pub(crate) fn messages_to_chat(
             body.insert("parallel_tool_calls".into(), json!(false));
         }
     }
+    let output_format = messages
+        .get("output_config")
+        .and_then(|config| config.get("format"))
+        .or_else(|| messages.get("output_format"))
+        .filter(|format| format.is_object());
+    if let Some(format) = output_format {
+        match format.get("type").and_then(Value::as_str) {
+            Some("json_schema") => {
+                body.insert(
+                    "response_format".into(),
+                    json!({"type": "json_schema", "json_schema": {
+                        "name": "output",
+                        "schema": format.get("schema").cloned().unwrap_or(json!({})),
+                        "strict": true,
+                    }}),
+                );
+            }
+            _ => {
+                return Err(invalid(
+                    "output_config.format",
+                    "output_config.format.type must be json_schema for this model",
+                ));
+            }
+        }
+    }
     if let Some(user) = messages
         .get("metadata")
         .and_then(|metadata| metadata.get("user_id"))
@@ -493,6 +559,16 @@ pub(crate) fn messages_to_chat(
         body.insert("user".into(), json!(user));
     }
     Ok(Value::Object(body))
+}
+
+/// System text blocks as one text, as OpenAI system messages are usually read; cache
+/// breakpoints have no word in Chat Completions and are dropped.
+fn system_text(blocks: &[Value]) -> String {
+    blocks
+        .iter()
+        .filter_map(|block| block.get("text").and_then(Value::as_str))
+        .collect::<Vec<_>>()
+        .join("\n\n")
 }
 
 /// A tool result's content as text: OpenAI tool messages carry text only.

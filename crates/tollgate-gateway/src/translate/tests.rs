@@ -7,7 +7,7 @@ use tollgate_upstream::openai::MaxTokensField;
 use tollgate_upstream::sse::SseEvent;
 
 use crate::translate::reply::{chat_completion_to_message, message_to_chat_completion};
-use crate::translate::request::{chat_to_messages, messages_to_chat};
+use crate::translate::request::{JSON_OBJECT_INSTRUCTION, chat_to_messages, messages_to_chat};
 use crate::translate::stream::{ToChatChunks, ToMessageEvents};
 
 fn fixture(name: &str) -> String {
@@ -314,4 +314,119 @@ fn a_chat_stream_cut_before_finishing_gets_no_closing_events() {
         Some("message_stop")
     );
     assert!(closing.iter().any(|event| event.data.contains("\"max_tokens\"")));
+}
+
+#[test]
+fn a_system_message_between_turns_stays_in_place_for_chat_and_joins_system_for_messages() {
+    // Goal: Claude Code's mid-conversation system messages (a string, or text blocks with
+    // cache breakpoints) reach an OpenAI-compatible upstream where they stand, while a Chat
+    // Completions client's late system and developer messages reach Messages upstreams as
+    // the top-level system prompt, in order, since Messages takes them between turns only
+    // with a beta.
+    let messages = json!({
+        "model": "m", "max_tokens": 5,
+        "system": [{"type": "text", "text": "You are terse.", "cache_control": {"type": "ephemeral"}}],
+        "messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "system", "content": [
+                {"type": "text", "text": "The date is 2026-12-03."},
+                {"type": "text", "text": "Mind the ledger.", "cache_control": {"type": "ephemeral"}},
+            ]},
+            {"role": "assistant", "content": "Hello."},
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": [{"type": "text", "text": "pong?"}]},
+        ],
+    });
+    let chat = messages_to_chat(object(&messages), "gpt", MaxTokensField::MaxTokens).expect("translatable");
+    assert_eq!(
+        chat["messages"],
+        json!([
+            {"role": "system", "content": "You are terse."},
+            {"role": "user", "content": "hi"},
+            {"role": "system", "content": "The date is 2026-12-03.\n\nMind the ledger."},
+            {"role": "assistant", "content": "Hello."},
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "pong?"},
+        ])
+    );
+
+    let chat = json!({"model": "m", "messages": [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": "hi"},
+        {"role": "developer", "content": [{"type": "text", "text": "Mind the ledger."}]},
+        {"role": "assistant", "content": "Hello."},
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "pong?"},
+    ]});
+    let messages = chat_to_messages(object(&chat), "claude", 5).expect("translatable");
+    assert_eq!(
+        messages["system"],
+        json!([
+            {"type": "text", "text": "You are terse."},
+            {"type": "text", "text": "Mind the ledger."},
+            {"type": "text", "text": "Be brief."},
+        ])
+    );
+    assert_eq!(
+        messages["messages"],
+        json!([
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": [{"type": "text", "text": "Hello."}]},
+            {"role": "user", "content": "pong?"},
+        ])
+    );
+}
+
+#[test]
+fn response_formats_become_output_config_or_a_closing_instruction() {
+    // Goal: JSON modes are honoured, not dropped: a schema is Messages' `output_config.format`
+    // (and back), `json_object` a closing system instruction, since Messages' JSON outputs
+    // need a schema; a format neither API knows is refused.
+    let chat = |format: Value| {
+        json!({"model": "m", "response_format": format, "messages": [
+            {"role": "system", "content": "You list colours."},
+            {"role": "user", "content": "Three colours as JSON."},
+        ]})
+    };
+    let json_object =
+        chat_to_messages(object(&chat(json!({"type": "json_object"}))), "claude", 5).expect("ok");
+    assert_eq!(
+        json_object["system"],
+        json!([
+            {"type": "text", "text": "You list colours."},
+            {"type": "text", "text": JSON_OBJECT_INSTRUCTION},
+        ])
+    );
+    assert!(json_object.get("output_config").is_none());
+
+    let schema = json!({
+        "type": "object",
+        "properties": {"colours": {"type": "array", "items": {"type": "string"}}},
+        "required": ["colours"],
+        "additionalProperties": false,
+    });
+    let json_schema = chat(
+        json!({"type": "json_schema", "json_schema": {"name": "output", "schema": schema, "strict": true}}),
+    );
+    let messages = chat_to_messages(object(&json_schema), "claude", 5).expect("ok");
+    assert_eq!(
+        messages["output_config"],
+        json!({"format": {"type": "json_schema", "schema": schema}})
+    );
+    assert_eq!(
+        messages["system"],
+        json!([{"type": "text", "text": "You list colours."}])
+    );
+    let back = messages_to_chat(object(&messages), "m", MaxTokensField::MaxTokens).expect("ok");
+    assert_eq!(back["response_format"], json_schema["response_format"]);
+
+    let text = chat_to_messages(object(&chat(json!({"type": "text"}))), "claude", 5).expect("ok");
+    assert!(text.get("output_config").is_none() && text["system"].as_array().map(Vec::len) == Some(1));
+    for refused in [
+        json!({"type": "grammar"}),
+        json!({"type": "json_schema", "json_schema": {"name": "x"}}),
+    ] {
+        let error = chat_to_messages(object(&chat(refused.clone())), "claude", 5).expect_err("refused");
+        assert_eq!(error.param.as_deref(), Some("response_format"), "{refused}");
+    }
 }

@@ -435,3 +435,56 @@ async fn per_request_and_per_image_prices_are_charged_on_top_of_tokens() {
     );
     app.assert_ledger_clean().await;
 }
+
+#[tokio::test]
+async fn json_object_mode_and_required_tools_reach_the_simulated_model() {
+    // Goal: `response_format: json_object` gets JSON content, and `tool_choice: required`
+    // a tool call whose arguments are JSON, through the translation to the simulated model.
+    let app = spawn_app().await;
+    let mut body = chat_body("claude-sonnet-4-6");
+    body["max_tokens"] = json!(1000);
+    body["response_format"] = json!({"type": "json_object"});
+    body["messages"] = json!([
+        {"role": "system", "content": "You answer in JSON."},
+        {"role": "user", "content": "Name a colour."},
+    ]);
+    let response = app.post_chat(&body).await;
+    assert_eq!(response.status(), 200);
+    let completion: Value = response.json().await.expect("json");
+    assert_eq!(completion["choices"][0]["finish_reason"], "stop");
+    let content = completion["choices"][0]["message"]["content"]
+        .as_str()
+        .expect("text");
+    let value: Value = serde_json::from_str(content).expect("the content is JSON");
+    assert!(value.is_object(), "{value}");
+
+    let mut tools = chat_body("claude-sonnet-4-6");
+    tools["stream"] = json!(true);
+    tools["tools"] = json!([{"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "days": {"type": "integer", "minimum": 1}},
+        "required": ["city", "days"],
+    }}}]);
+    tools["tool_choice"] = json!("required");
+    let response = app.post_chat(&tools).await;
+    assert_eq!(response.status(), 200);
+    let chunks = parse_chat_sse(&response.text().await.expect("body"));
+    let arguments: String = chunks
+        .iter()
+        .filter_map(|chunk| chunk["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"].as_str())
+        .collect();
+    let name = chunks
+        .iter()
+        .find_map(|chunk| chunk["choices"][0]["delta"]["tool_calls"][0]["function"]["name"].as_str());
+    assert_eq!(name, Some("get_weather"));
+    assert_eq!(
+        serde_json::from_str::<Value>(&arguments).expect("JSON arguments"),
+        json!({"city": "hello", "days": 1})
+    );
+    let finish = chunks
+        .iter()
+        .find_map(|chunk| chunk["choices"][0]["finish_reason"].as_str());
+    assert_eq!(finish, Some("tool_calls"));
+    charged(&app).await;
+    app.assert_ledger_clean().await;
+}

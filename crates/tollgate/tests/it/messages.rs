@@ -247,3 +247,90 @@ async fn count_tokens_and_models_answer_in_anthropics_shapes() {
         "count_tokens and models are free"
     );
 }
+
+#[tokio::test]
+async fn the_simulated_model_takes_a_system_message_between_turns_and_streams_a_forced_tool_call() {
+    // Goal: Claude Code's default request shape (the mid-conversation system beta, tools)
+    // succeeds on the simulated model, and a forced tool call streams as Anthropic's does
+    // and is charged its usage.
+    let app = spawn_app().await;
+    let body = json!({
+        "model": "claude-sonnet-4-6",
+        "max_tokens": 200,
+        "stream": true,
+        "system": [{"type": "text", "text": "You are a coding agent.", "cache_control": {"type": "ephemeral"}}],
+        "messages": [
+            {"role": "user", "content": "List the files."},
+            {"role": "system", "content": [{"type": "text", "text": "The working directory is /tmp."}]},
+            {"role": "user", "content": [{"type": "text", "text": "Go on."}]},
+        ],
+        "tools": [{"name": "Bash", "input_schema": {
+            "type": "object",
+            "properties": {"command": {"type": "string"}, "timeout": {"type": "number"}},
+            "required": ["command"],
+        }}],
+        "tool_choice": {"type": "tool", "name": "Bash"},
+    });
+    let response = app
+        .client
+        .post(app.url("/v1/messages"))
+        .header("x-api-key", &app.api_key)
+        .header("anthropic-version", "2023-06-01")
+        .header("anthropic-beta", "mid-conversation-system-2026-04-07")
+        .json(&body)
+        .send()
+        .await
+        .expect("request sent");
+    assert_eq!(response.status(), 200);
+    let events = parse_sse(&response.text().await.expect("body"));
+    let names: Vec<&str> = events.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(&names[..3], ["message_start", "content_block_start", "ping"]);
+    assert_eq!(names.last(), Some(&"message_stop"));
+    assert_eq!(events[0].1["message"]["usage"]["service_tier"], "standard");
+    let block = &events[1].1["content_block"];
+    assert_eq!(block["type"], "tool_use");
+    assert_eq!(block["name"], "Bash");
+    assert_eq!(block["input"], json!({}));
+    let partial_json: String = events
+        .iter()
+        .filter(|(name, _)| name == "content_block_delta")
+        .map(|(_, data)| {
+            assert_eq!(data["delta"]["type"], "input_json_delta");
+            data["delta"]["partial_json"]
+                .as_str()
+                .expect("partial json")
+                .to_owned()
+        })
+        .collect();
+    let input: Value = serde_json::from_str(&partial_json).expect("the deltas make JSON");
+    assert_eq!(input, json!({"command": "echo hello"}));
+    let (_, delta) = events
+        .iter()
+        .find(|(name, _)| name == "message_delta")
+        .expect("delta");
+    assert_eq!(delta["delta"]["stop_reason"], "tool_use");
+    let input_tokens = events[0].1["message"]["usage"]["input_tokens"]
+        .as_i64()
+        .expect("input");
+    let output_tokens = delta["usage"]["output_tokens"].as_i64().expect("output");
+    let cost = sonnet_cost(input_tokens, output_tokens);
+    assert_eq!(app.balance().await, (starter_nanos() - cost, 0, cost));
+
+    // The tool's result comes back: the next answer is text, so an agent loop ends.
+    let mut next = body.clone();
+    next["stream"] = json!(false);
+    next["tool_choice"] = json!({"type": "auto"});
+    let messages = next["messages"].as_array_mut().expect("messages");
+    messages.push(json!({"role": "assistant", "content": [
+        {"type": "tool_use", "id": block["id"], "name": "Bash", "input": input},
+    ]}));
+    messages.push(json!({"role": "user", "content": [
+        {"type": "tool_result", "tool_use_id": block["id"], "content": "hello"},
+    ]}));
+    let response = app.post_messages(&next).await;
+    assert_eq!(response.status(), 200);
+    let reply: Value = response.json().await.expect("json");
+    assert_eq!(reply["stop_reason"], "end_turn");
+    assert_eq!(reply["content"][0]["type"], "text");
+    app.assert_ledger_clean().await;
+}

@@ -67,6 +67,33 @@ emit(
     output_tokens=final.usage.output_tokens,
 )
 
+with client.messages.stream(
+    model="claude-sonnet-4-6",
+    max_tokens=200,
+    messages=[{"role": "user", "content": "List the files."}],
+    tools=[
+        {
+            "name": "Bash",
+            "input_schema": {
+                "type": "object",
+                "properties": {"command": {"type": "string"}},
+                "required": ["command"],
+            },
+        }
+    ],
+    tool_choice={"type": "any"},
+) as stream:
+    final = stream.get_final_message()
+emit(
+    "tool_use_stream",
+    stop_reason=final.stop_reason,
+    blocks=[block.type for block in final.content],
+    name=final.content[0].name,
+    input=final.content[0].input,
+    input_tokens=final.usage.input_tokens,
+    output_tokens=final.usage.output_tokens,
+)
+
 count = client.messages.count_tokens(
     model="claude-sonnet-4-6", messages=[{"role": "user", "content": "Count me."}]
 )
