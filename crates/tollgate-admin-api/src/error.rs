@@ -1,37 +1,19 @@
 //! The Admin API's error envelope, Anthropic's shape:
 //! `{"type":"error","error":{"type":…,"message":…},"request_id":…}`. Handlers return
 //! `ApiError`; the request-id middleware renders it with the request's id, for the
-//! router's own 405s too. 5xx details go to the log, never to the client.
+//! router's own 405s too. 5xx details go to the log, never to the client. The error types,
+//! the envelope and what a refused key is told are tollgate-edge's, shared with the
+//! gateway; the envelope's OpenAPI schema is documented here.
 
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use tollgate_edge::{Credential, Problem};
 use tollgate_service::{AuthRefusal, ServiceError};
 use utoipa::ToSchema;
 
-/// The error types the Admin API answers with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ErrorKind {
-    InvalidRequest,
-    Authentication,
-    Permission,
-    NotFound,
-    Billing,
-    Api,
-}
-
-impl ErrorKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorKind::InvalidRequest => "invalid_request_error",
-            ErrorKind::Authentication => "authentication_error",
-            ErrorKind::Permission => "permission_error",
-            ErrorKind::NotFound => "not_found_error",
-            ErrorKind::Billing => "billing_error",
-            ErrorKind::Api => "api_error",
-        }
-    }
-}
+/// The contract's error types, as both HTTP surfaces name them.
+pub use tollgate_edge::ErrorKind;
 
 /// An error on its way to the client.
 #[derive(Clone, Debug)]
@@ -39,6 +21,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub kind: ErrorKind,
     pub message: String,
+    /// `retry-after`, in whole seconds, when retrying later will succeed.
+    pub retry_after_seconds: Option<u64>,
 }
 
 /// The envelope as documented in the OpenAPI document.
@@ -66,6 +50,7 @@ impl ApiError {
             status,
             kind,
             message: message.into(),
+            retry_after_seconds: None,
         }
     }
 
@@ -79,22 +64,34 @@ impl ApiError {
 
     /// A failure of ours: the detail goes to the log, the client gets a generic message.
     pub fn internal(detail: impl std::fmt::Display) -> ApiError {
-        tracing::error!(%detail, "internal error in the Admin API");
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            ErrorKind::Api,
-            "Internal server error",
-        )
+        ApiError::from(Problem::internal(detail))
     }
 
+    /// Anthropic's envelope for `request_id`.
     pub fn to_json(&self, request_id: &str) -> serde_json::Value {
-        serde_json::json!({
-            "type": "error",
-            "error": {"type": self.kind.as_str(), "message": self.message},
-            "request_id": request_id,
-        })
+        tollgate_edge::envelope(self.kind, &self.message, None, request_id)
+    }
+
+    /// The response the client gets, once the request's id is known.
+    pub(crate) fn render(&self, request_id: &str) -> Response {
+        let mut response = tollgate_edge::json_response(self.status, self.to_json(request_id).to_string());
+        if let Some(seconds) = self.retry_after_seconds {
+            response
+                .headers_mut()
+                .insert("retry-after", HeaderValue::from(seconds));
+        }
+        response
+    }
+
+    /// A refused admin key, named the way it came: "invalid x-api-key", or for a key sent
+    /// as `Authorization: Bearer`, "Invalid bearer token".
+    pub fn auth_refused(refusal: AuthRefusal, credential: Credential) -> ApiError {
+        ApiError::from(tollgate_edge::refused(refusal, credential, WRONG_KIND_MESSAGE))
     }
 }
+
+/// What an API key on the Admin API is told.
+const WRONG_KIND_MESSAGE: &str = "This is an API key: the Admin API needs an admin key (sk-tg-admin01-…).";
 
 impl From<ServiceError> for ApiError {
     fn from(error: ServiceError) -> ApiError {
@@ -109,8 +106,11 @@ impl From<ServiceError> for ApiError {
             error @ (ServiceError::InsufficientCredit(_)
             | ServiceError::SpendLimitReached(_)
             | ServiceError::RateLimited(_)
-            | ServiceError::ExceedsRateLimit(_)) => ApiError::invalid(error.to_string()),
-            ServiceError::Unavailable(detail) => ApiError::internal(detail),
+            | ServiceError::ExceedsRateLimit(_)
+            | ServiceError::TooManyConcurrentCalls { .. }) => ApiError::invalid(error.to_string()),
+            ServiceError::Unavailable(detail) | ServiceError::LimiterUnavailable(detail) => {
+                ApiError::internal(detail)
+            }
             ServiceError::Store(error) => ApiError::internal(error),
         }
     }
@@ -118,30 +118,21 @@ impl From<ServiceError> for ApiError {
 
 impl From<AuthRefusal> for ApiError {
     fn from(refusal: AuthRefusal) -> ApiError {
-        let unauthorized =
-            |message: String| ApiError::new(StatusCode::UNAUTHORIZED, ErrorKind::Authentication, message);
-        match refusal {
-            AuthRefusal::Missing => unauthorized("x-api-key header is required".into()),
-            AuthRefusal::Malformed(reason) => unauthorized(format!("invalid x-api-key: {reason}")),
-            AuthRefusal::Unknown => unauthorized("invalid x-api-key".into()),
-            AuthRefusal::NotActive(status) => {
-                unauthorized(format!("invalid x-api-key: this key is {status}"))
-            }
-            AuthRefusal::WrongKind(_) => ApiError::new(
-                StatusCode::FORBIDDEN,
-                ErrorKind::Permission,
-                "This is an API key: the Admin API needs an admin key (sk-tg-admin01-…).",
-            ),
-            AuthRefusal::Store(error) => ApiError::internal(error),
-        }
+        ApiError::auth_refused(refusal, Credential::ApiKeyHeader)
+    }
+}
+
+impl From<Problem> for ApiError {
+    fn from(problem: Problem) -> ApiError {
+        let mut error = ApiError::new(problem.status, problem.kind, problem.message);
+        error.retry_after_seconds = problem.retry_after_seconds;
+        error
     }
 }
 
 impl IntoResponse for ApiError {
     /// The body is written by the request-id middleware, which knows the id.
     fn into_response(self) -> Response {
-        let mut response = self.status.into_response();
-        response.extensions_mut().insert(self);
-        response
+        tollgate_edge::deferred(self.status, self)
     }
 }

@@ -1,11 +1,12 @@
 //! Extractors that turn every bad input into the Admin API's envelope: the admin key
-//! (`x-api-key` or `Authorization: Bearer`), JSON bodies, and query strings with repeated
-//! (`group_by[]=…`) parameters.
+//! (`x-api-key` or `Authorization: Bearer`, read by tollgate-edge as the gateway reads it),
+//! JSON bodies, and query strings with repeated (`group_by[]=…`) parameters.
 
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 use tollgate_core::money::NanoUsd;
+use tollgate_edge::Credential;
 use tollgate_service::OrgAdmin;
 
 use crate::AdminState;
@@ -18,17 +19,16 @@ impl FromRequestParts<AdminState> for Admin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AdminState) -> Result<Admin, ApiError> {
-        let headers = &parts.headers;
-        let presented = headers
-            .get("x-api-key")
-            .and_then(|value| value.to_str().ok())
-            .or_else(|| {
-                headers
-                    .get(axum::http::header::AUTHORIZATION)
-                    .and_then(|value| value.to_str().ok())
-                    .and_then(|value| value.strip_prefix("Bearer "))
-            });
-        Ok(Admin(state.tollgate.authenticate_admin_key(presented).await?))
+        let (key, credential) = match tollgate_edge::presented_key(&parts.headers) {
+            Some((key, credential)) => (Some(key), credential),
+            None => (None, Credential::ApiKeyHeader),
+        };
+        let admin = state
+            .tollgate
+            .authenticate_admin_key(key)
+            .await
+            .map_err(|refusal| ApiError::auth_refused(refusal, credential))?;
+        Ok(Admin(admin))
     }
 }
 

@@ -18,6 +18,8 @@ mod extract;
 mod pagination;
 mod reports;
 mod request_id;
+#[cfg(test)]
+mod tests;
 
 use std::sync::{Arc, OnceLock};
 
@@ -47,8 +49,8 @@ pub struct AdminState {
     info(
         title = "tollgate Admin API",
         description = "Anthropic's Admin API for a self-hosted gateway with prepaid credit. \
-            Authenticate with an admin key (sk-tg-admin01-…) in x-api-key. Amounts are \
-            decimal strings in US cents."
+            Authenticate with an admin key (sk-tg-admin01-…) in x-api-key or as a \
+            bearer token. Amounts are decimal strings in US cents."
     ),
     tags(
         (name = "Organization"), (name = "Workspaces"), (name = "API keys"), (name = "Users"),
@@ -57,6 +59,9 @@ pub struct AdminState {
     )
 )]
 struct ApiDoc;
+
+/// Where the document is served; the one operation that needs no admin key.
+const OPENAPI_PATH: &str = "/v1/openapi.json";
 
 /// The OpenAPI document of this router (tollgate's `/v1/openapi.json`).
 #[utoipa::path(get, path = "/v1/openapi.json", tag = "Organization",
@@ -110,10 +115,67 @@ fn api_router() -> OpenApiRouter<AdminState> {
         .routes(routes!(billing::audit_events))
 }
 
-/// The generated OpenAPI document, built once.
+/// The generated OpenAPI document, built once, with how every operation authenticates.
 pub fn openapi() -> &'static utoipa::openapi::OpenApi {
     static DOCUMENT: OnceLock<utoipa::openapi::OpenApi> = OnceLock::new();
-    DOCUMENT.get_or_init(|| api_router().split_for_parts().1)
+    DOCUMENT.get_or_init(|| {
+        let mut document = api_router().split_for_parts().1;
+        declare_admin_key_security(&mut document);
+        document
+    })
+}
+
+/// The security scheme names in the document: an admin key in `x-api-key`, or the same key
+/// as a bearer token (`Authorization: Bearer`), as the `Admin` extractor accepts.
+const API_KEY_SCHEME: &str = "x-api-key";
+const BEARER_SCHEME: &str = "bearer";
+
+/// Declares both ways to send an admin key and requires one of them on every operation but
+/// the document itself, which anyone may read. Applied to the generated paths rather than
+/// handler by handler, so a new route cannot be documented without it.
+fn declare_admin_key_security(document: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::security::{
+        ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+    };
+    let components = document.components.get_or_insert_with(Default::default);
+    components.add_security_scheme(
+        API_KEY_SCHEME,
+        SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+            "x-api-key",
+            "An admin key (sk-tg-admin01-…).",
+        ))),
+    );
+    components.add_security_scheme(
+        BEARER_SCHEME,
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .description(Some("An admin key (sk-tg-admin01-…) as a bearer token."))
+                .build(),
+        ),
+    );
+    let either_scheme = vec![
+        SecurityRequirement::new(API_KEY_SCHEME, Vec::<String>::new()),
+        SecurityRequirement::new(BEARER_SCHEME, Vec::<String>::new()),
+    ];
+    for (path, item) in document.paths.paths.iter_mut() {
+        if path == OPENAPI_PATH {
+            continue;
+        }
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.options,
+            &mut item.head,
+            &mut item.patch,
+            &mut item.trace,
+        ];
+        for operation in operations.into_iter().flatten() {
+            operation.security = Some(either_scheme.clone());
+        }
+    }
 }
 
 /// The Admin API router, with request ids and error envelopes on every response. It has

@@ -125,6 +125,37 @@ async fn only_admin_keys_open_the_admin_api_and_only_api_keys_the_messages_api()
 }
 
 #[tokio::test]
+async fn the_admin_api_reads_a_bearer_key_as_the_gateway_does() {
+    // The scheme's name is case-insensitive (RFC 9110), and a refused bearer key is named
+    // as the bearer token it came as, on both HTTP surfaces alike.
+    let app = spawn_app().await;
+    let lowercase = app
+        .client
+        .get(app.url("/v1/organizations/me"))
+        .header("authorization", format!("bearer {}", app.admin_key))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(lowercase.status(), 200, "a lowercase `bearer` scheme works");
+
+    let unknown = app
+        .client
+        .get(app.url("/v1/organizations/me"))
+        .bearer_auth("sk-tg-admin01-nonsense")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(unknown.status(), 401);
+    let body: Value = unknown.json().await.expect("json");
+    assert_eq!(error_type(&body), "authentication_error");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("Invalid bearer token"),
+        "a refused bearer key is named as such: {message}"
+    );
+}
+
+#[tokio::test]
 async fn workspaces_are_created_listed_renamed_and_archived_with_their_keys() {
     let app = spawn_app().await;
     let (status, listed) = app.admin_get("/v1/organizations/workspaces").await;

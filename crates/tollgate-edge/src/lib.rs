@@ -1,0 +1,18 @@
+//! The HTTP edge both HTTP crates share, so each rule of it is written once: the contract's
+//! error types (`ErrorKind`) and Anthropic's error envelope, the key a client presents
+//! (`x-api-key`, or `Authorization: Bearer` with any casing of the scheme), what a refused
+//! key is told, and the `req_…` id every response carries, with the router's own 405.
+//!
+//! It renders and reads HTTP only: no routes, no handlers, no surface of its own (the
+//! gateway's OpenAI envelope and upstream pass-through stay in the gateway), and never
+//! sqlx, redis or money.
+
+mod auth;
+mod error;
+mod request_id;
+#[cfg(test)]
+mod tests;
+
+pub use crate::auth::{Credential, presented_key, refused};
+pub use crate::error::{ErrorKind, Problem, envelope, json_response};
+pub use crate::request_id::{deferred, new_request_id, stamp};
