@@ -26,6 +26,11 @@ pub struct Model {
     /// The output limit of a request that sets none (Chat Completions lets a client omit
     /// it): sent upstream, so that the reservation can bound the output.
     pub default_max_tokens: u64,
+    /// The largest `max_tokens` the model accepts, where known: a request asking for more
+    /// is refused as the provider would refuse it, before any reservation.
+    pub max_output_tokens: Option<u64>,
+    /// The model's context window, where known; shown by `/v1/models`.
+    pub max_input_tokens: Option<u64>,
 }
 
 /// One place a model is served: a configured provider and the model id it knows.

@@ -17,7 +17,7 @@ use tollgate_upstream::Dialect;
 
 use crate::GatewayState;
 use crate::error::ApiError;
-use crate::messages::{authenticate, read_body, resolve_model};
+use crate::messages::{attribution_of, authenticate, check_max_tokens, read_body, resolve_model};
 use crate::metered::{Admission, ClientWire, admit_and_run};
 use crate::request_id::RequestId;
 use crate::routing::{ClientRequest, largest_body_bytes, plan_attempts};
@@ -158,6 +158,7 @@ pub(crate) async fn create_chat_completion(
         .map(|id| id.0.clone())
         .unwrap_or_default();
     let caller = authenticate(&state, request.headers()).await?;
+    let attribution = attribution_of(request.headers());
     let bytes = read_body(&state, request).await?;
     let parsed = ChatRequest::parse(&bytes)?;
     let resolved = resolve_model(&state, &parsed.model)?;
@@ -173,6 +174,7 @@ pub(crate) async fn create_chat_completion(
             "This model generates one choice per request; set n to 1.",
         ));
     }
+    check_max_tokens(&resolved, parsed.max_tokens).map_err(|error| error.with_param("max_tokens"))?;
     let images = u64::try_from(parsed.images).unwrap_or(u64::MAX);
     let attempts = plan_attempts(
         &state,
@@ -186,6 +188,7 @@ pub(crate) async fn create_chat_completion(
             images,
             anthropic_version: None,
             anthropic_beta: None,
+            client_headers: HeaderMap::new(),
             query: None,
         },
         &request_id,
@@ -209,6 +212,8 @@ pub(crate) async fn create_chat_completion(
                 include_usage: parsed.include_usage,
             },
             requested_model: parsed.model.clone(),
+            attribution,
+            cacheable_prefixes: Default::default(),
         },
     )
     .await?;

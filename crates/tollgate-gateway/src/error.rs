@@ -3,61 +3,21 @@
 //! `{"type":"error","error":{"type":…,"message":…},"request_id":…}`, or OpenAI's
 //! `{"error":{"message":…,"type":…,"param":…,"code":…}}` with OpenAI's statuses, so every
 //! error, including the router's own 404 and 405, has the shape its client expects.
+//! The error types, Anthropic's envelope and what a refused key is told are tollgate-edge's,
+//! shared with the Admin API; this module adds the OpenAI surface, upstream refusals passed
+//! through and the retry headers.
 
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use tollgate_core::spend::{SpendLimitReached, SpendScope};
+use tollgate_edge::Problem;
 use tollgate_service::{AuthRefusal, LimitScope, Metric, RateLimited, ServiceError};
 use tollgate_upstream::UpstreamError;
 
-/// The error types of the contract's table.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ErrorKind {
-    InvalidRequest,
-    Authentication,
-    Permission,
-    NotFound,
-    RequestTooLarge,
-    RateLimit,
-    Billing,
-    Api,
-    Timeout,
-    Overloaded,
-}
-
-impl ErrorKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorKind::InvalidRequest => "invalid_request_error",
-            ErrorKind::Authentication => "authentication_error",
-            ErrorKind::Permission => "permission_error",
-            ErrorKind::NotFound => "not_found_error",
-            ErrorKind::RequestTooLarge => "request_too_large",
-            ErrorKind::RateLimit => "rate_limit_error",
-            ErrorKind::Billing => "billing_error",
-            ErrorKind::Api => "api_error",
-            ErrorKind::Timeout => "timeout_error",
-            ErrorKind::Overloaded => "overloaded_error",
-        }
-    }
-
-    fn from_wire(text: &str) -> Option<ErrorKind> {
-        [
-            ErrorKind::InvalidRequest,
-            ErrorKind::Authentication,
-            ErrorKind::Permission,
-            ErrorKind::NotFound,
-            ErrorKind::RequestTooLarge,
-            ErrorKind::RateLimit,
-            ErrorKind::Billing,
-            ErrorKind::Api,
-            ErrorKind::Timeout,
-            ErrorKind::Overloaded,
-        ]
-        .into_iter()
-        .find(|kind| kind.as_str() == text)
-    }
-}
+/// How the client presented its key, which a refusal names.
+pub(crate) use tollgate_edge::Credential;
+/// The contract's error types, as both HTTP surfaces name them.
+pub use tollgate_edge::ErrorKind;
 
 /// An error on its way to the client.
 #[derive(Clone, Debug)]
@@ -75,6 +35,25 @@ pub struct ApiError {
     pub openai: Option<Box<OpenAiError>>,
     /// The request field at fault: OpenAI's `param`.
     pub param: Option<String>,
+    /// What the upstream answered, when this error is its refusal: passed on as it came.
+    pub upstream: Option<Box<UpstreamAnswer>>,
+    /// `x-should-retry`, where the error itself knows (otherwise the status decides).
+    pub should_retry: Option<bool>,
+    /// For tollgate's own rate-limit refusal: the `anthropic-ratelimit-*` group that refused
+    /// (`requests`, `input-tokens`, `output-tokens`) and its limit, which the response's
+    /// headers show as the message says.
+    pub limited: Option<Box<(&'static str, u64)>>,
+}
+
+/// An upstream's refusal as the client gets it: the body verbatim when it is already in the
+/// envelope of the client's surface (clients match its wording to decide on retries and
+/// fallbacks), and the provider's retry and rate-limit headers.
+#[derive(Clone, Debug)]
+pub struct UpstreamAnswer {
+    pub body: bytes::Bytes,
+    /// Which surface's envelope `body` is in, if either's.
+    pub envelope: Option<Surface>,
+    pub headers: tollgate_upstream::PassedHeaders,
 }
 
 /// An error in OpenAI's terms: its status, `type` and `code`.
@@ -125,6 +104,9 @@ impl ApiError {
             error_code: None,
             openai: None,
             param: None,
+            upstream: None,
+            should_retry: None,
+            limited: None,
         }
     }
 
@@ -193,12 +175,14 @@ impl ApiError {
 
     /// A failure of ours: the detail goes to the log, the client gets a generic message.
     pub fn internal(detail: impl std::fmt::Display) -> ApiError {
-        tracing::error!(%detail, "internal error");
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            ErrorKind::Api,
-            "Internal server error",
-        )
+        ApiError::from(Problem::internal(detail))
+    }
+
+    /// A dependency that is down (`what`: "rate-limit store", "database"): 503 with a
+    /// message that names it, so a client and its operator know what to wait for. The
+    /// detail goes to the log.
+    pub fn unavailable(what: &str, detail: impl std::fmt::Display) -> ApiError {
+        ApiError::from(Problem::unavailable(what, detail))
     }
 
     pub fn credit_too_low() -> ApiError {
@@ -209,17 +193,9 @@ impl ApiError {
         )
     }
 
-    /// Renders the envelope for `request_id`.
+    /// Renders Anthropic's envelope for `request_id`.
     pub fn to_json(&self, request_id: &str) -> serde_json::Value {
-        let mut error = serde_json::json!({"type": self.kind.as_str(), "message": self.message});
-        if let Some(code) = self.error_code {
-            error["details"] = serde_json::json!({ "error_code": code });
-        }
-        serde_json::json!({
-            "type": "error",
-            "error": error,
-            "request_id": request_id,
-        })
+        tollgate_edge::envelope(self.kind, &self.message, self.error_code, request_id)
     }
 
     /// What an upstream failure looks like to the client. Upstream client errors pass
@@ -245,25 +221,39 @@ impl ApiError {
             UpstreamError::Protocol(detail) => {
                 ApiError::internal(format!("upstream protocol error: {detail}"))
             }
-            UpstreamError::Status { status, body } => {
-                // Anthropic's envelope, or OpenAI's (whose `type` may be absent or its own).
-                let parsed: Option<(String, String)> = serde_json::from_slice::<serde_json::Value>(body)
-                    .ok()
-                    .and_then(|value| {
-                        let error = value.get("error")?;
-                        Some((
-                            error
-                                .get("type")
-                                .and_then(serde_json::Value::as_str)
-                                .unwrap_or_default()
-                                .to_owned(),
-                            error.get("message")?.as_str()?.to_owned(),
-                        ))
-                    });
-                let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY);
-                if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-                    return ApiError::internal(format!("the upstream refused our credentials ({status})"));
+            UpstreamError::Status {
+                status,
+                body,
+                headers,
+            } => {
+                if error.is_provider_account_problem() {
+                    return ApiError::provider_account_problem(*status, body);
                 }
+                let value = serde_json::from_slice::<serde_json::Value>(body).ok();
+                let envelope = value.as_ref().and_then(|value| {
+                    let error = value.get("error").filter(|error| error.is_object())?;
+                    error.get("message")?.as_str()?;
+                    Some(
+                        if value.get("type").and_then(serde_json::Value::as_str) == Some("error") {
+                            Surface::Anthropic
+                        } else {
+                            Surface::OpenAi
+                        },
+                    )
+                });
+                // Anthropic's envelope, or OpenAI's (whose `type` may be absent or its own).
+                let parsed = value.as_ref().and_then(|value| {
+                    let error = value.get("error")?;
+                    Some((
+                        error
+                            .get("type")
+                            .and_then(serde_json::Value::as_str)
+                            .unwrap_or_default()
+                            .to_owned(),
+                        error.get("message")?.as_str()?.to_owned(),
+                    ))
+                });
+                let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY);
                 let (kind, message) = match parsed {
                     Some((kind, message)) => (ErrorKind::from_wire(&kind), message),
                     None => (None, format!("The upstream model provider answered {status}.")),
@@ -283,9 +273,37 @@ impl ApiError {
                 } else {
                     status
                 };
-                ApiError::new(status, kind, message)
+                let mut api_error = ApiError::new(status, kind, message);
+                api_error.upstream = Some(Box::new(UpstreamAnswer {
+                    body: body.clone(),
+                    envelope,
+                    headers: headers.clone(),
+                }));
+                api_error
             }
         }
+    }
+
+    /// The provider refused the gateway's own key, or its account there ran out of credit:
+    /// the operator's problem, never shown to the client as theirs (a client with credit
+    /// here must not read "your credit balance is too low"). A 502, which clients report as
+    /// a server problem; not worth retrying until the operator acts, so `x-should-retry`
+    /// says false. Logged loudly, with the provider's own words, for the operator.
+    pub fn provider_account_problem(status: u16, body: &[u8]) -> ApiError {
+        tracing::error!(
+            status,
+            body = %String::from_utf8_lossy(body),
+            "the model provider refused the gateway's account: check the provider's API key and its credit balance"
+        );
+        let mut error = ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            ErrorKind::Api,
+            "The model provider account behind this gateway needs attention from the gateway's operator \
+             (the provider refused its credentials or its credit there is exhausted). \
+             This request was not charged.",
+        );
+        error.should_retry = Some(false);
+        error
     }
 }
 
@@ -305,38 +323,55 @@ impl From<ServiceError> for ApiError {
                 error.to_string(),
             ),
             ServiceError::Unavailable(detail) => ApiError::internal(detail),
+            ServiceError::LimiterUnavailable(detail) => ApiError::unavailable("rate-limit store", detail),
+            ServiceError::TooManyConcurrentCalls { limit } => {
+                let mut error = ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    ErrorKind::RateLimit,
+                    format!(
+                        "Number of concurrent connections has exceeded your rate limit of {limit}. \
+                         Please try again later or reduce the number of concurrent requests."
+                    ),
+                );
+                error.retry_after_seconds = Some(1);
+                error
+            }
+            ServiceError::Store(error) if error.is_unavailable() => ApiError::unavailable("database", error),
             ServiceError::Store(error) => ApiError::internal(error),
         }
     }
 }
 
+/// What an admin key on the data plane is told.
+const WRONG_KIND_MESSAGE: &str =
+    "This is an admin key: it can only call the Admin API. Use an API key (sk-tg-api01-…) for this endpoint.";
+
+impl ApiError {
+    /// A refused key, named the way it came: "invalid x-api-key", or for a key sent as
+    /// `Authorization: Bearer`, "Invalid bearer token".
+    pub fn auth_refused(refusal: AuthRefusal, credential: Credential) -> ApiError {
+        ApiError::from(tollgate_edge::refused(refusal, credential, WRONG_KIND_MESSAGE))
+    }
+}
+
 impl From<AuthRefusal> for ApiError {
     fn from(refusal: AuthRefusal) -> ApiError {
-        let unauthorized =
-            |message: String| ApiError::new(StatusCode::UNAUTHORIZED, ErrorKind::Authentication, message);
-        match refusal {
-            AuthRefusal::Missing => unauthorized("x-api-key header is required".into()),
-            AuthRefusal::Malformed(reason) => unauthorized(format!("invalid x-api-key: {reason}")),
-            AuthRefusal::Unknown => unauthorized("invalid x-api-key".into()),
-            AuthRefusal::NotActive(status) => {
-                unauthorized(format!("invalid x-api-key: this key is {status}"))
-            }
-            AuthRefusal::WrongKind(_) => ApiError::new(
-                StatusCode::FORBIDDEN,
-                ErrorKind::Permission,
-                "This is an admin key: it can only call the Admin API. Use an API key (sk-tg-api01-…) for this endpoint.",
-            ),
-            AuthRefusal::Store(error) => ApiError::internal(error),
-        }
+        ApiError::auth_refused(refusal, Credential::ApiKeyHeader)
+    }
+}
+
+impl From<Problem> for ApiError {
+    fn from(problem: Problem) -> ApiError {
+        let mut error = ApiError::new(problem.status, problem.kind, problem.message);
+        error.retry_after_seconds = problem.retry_after_seconds;
+        error
     }
 }
 
 impl IntoResponse for ApiError {
     /// The body is written by the request-id middleware, which knows the id.
     fn into_response(self) -> Response {
-        let mut response = self.status.into_response();
-        response.extensions_mut().insert(self);
-        response
+        tollgate_edge::deferred(self.status, self)
     }
 }
 
@@ -387,6 +422,14 @@ fn rate_limited(limited: &RateLimited) -> ApiError {
         ),
     );
     error.retry_after_seconds = Some(retry_after);
+    error.limited = Some(Box::new((
+        match limited.metric {
+            Metric::Requests | Metric::CountTokensRequests => "requests",
+            Metric::InputTokens => "input-tokens",
+            Metric::OutputTokens => "output-tokens",
+        },
+        limited.per_minute,
+    )));
     let openai_kind = match limited.metric {
         Metric::Requests | Metric::CountTokensRequests => "requests",
         Metric::InputTokens | Metric::OutputTokens => "tokens",

@@ -5,6 +5,7 @@
 //! calls `tollgate-service` for every decision about keys and money and never touches the
 //! database itself.
 
+mod cache_prefix;
 mod chat;
 mod error;
 mod messages;
@@ -59,6 +60,33 @@ pub struct GatewayState {
     pub cooldowns: Arc<Mutex<Cooldowns>>,
 }
 
+/// Readiness, beside `/health` (liveness: the process answers): 200 when the store takes a
+/// write and the rate limiter answers, else 503 naming what failed (details in the log).
+async fn ready(axum::extract::State(state): axum::extract::State<GatewayState>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let readiness = state.tollgate.readiness().await;
+    if readiness.is_ready() {
+        return Json(serde_json::json!({"status": "ok"})).into_response();
+    }
+    let mut failed = serde_json::Map::new();
+    if let Err(detail) = &readiness.store {
+        tracing::warn!(%detail, "not ready: the store does not take writes");
+        failed.insert("store".into(), "the database does not take writes".into());
+    }
+    if let Err(detail) = &readiness.rate_limiter {
+        tracing::warn!(%detail, "not ready: the rate limiter does not answer");
+        failed.insert(
+            "rate_limiter".into(),
+            "the rate-limit store does not answer".into(),
+        );
+    }
+    (
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        Json(serde_json::json!({"status": "unavailable", "failed": failed})),
+    )
+        .into_response()
+}
+
 /// The data-plane router, with request ids and error envelopes on every response.
 pub fn router(state: GatewayState) -> Router {
     Router::new()
@@ -71,6 +99,9 @@ pub fn router(state: GatewayState) -> Router {
             "/health",
             get(|| async { Json(serde_json::json!({"status": "ok"})) }),
         )
+        .route("/health/ready", get(ready))
+        // Clients probe the base URL (`HEAD /`) before their first request.
+        .route("/", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
         .fallback(|| async { ApiError::not_found("Not found: no endpoint has this path.") })
         .with_state(state)
         .layer(axum::middleware::from_fn(request_id::middleware))

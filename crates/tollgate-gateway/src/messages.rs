@@ -1,12 +1,14 @@
 //! `POST /v1/messages` and `POST /v1/messages/count_tokens`: authenticate, validate, route,
 //! reserve, call the upstream (`metered`), settle. Also the helpers both surfaces share:
-//! the presented key, the body limit and model resolution.
+//! authentication (the presented key is read by tollgate-edge), the body limit and model
+//! resolution.
 
 use axum::Json;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use tollgate_core::attribution::Attribution;
 use tollgate_core::catalog::{ResolvedModel, route_order};
 use tollgate_core::pricing::{input_tokens_bound, input_tokens_estimate};
 use tollgate_core::ratelimit::BucketSnapshot;
@@ -14,32 +16,23 @@ use tollgate_service::{ApiCaller, RateLimitView};
 use tollgate_upstream::{Dialect, UpstreamRequest};
 
 use crate::GatewayState;
-use crate::error::{ApiError, ErrorKind};
+use crate::error::{ApiError, Credential, ErrorKind};
 use crate::metered::{Admission, ClientWire, admit_and_run};
 use crate::request_id::RequestId;
 use crate::routing::{ClientRequest, largest_body_bytes, plan_attempts};
 use crate::wire::{Endpoint, MessagesRequest};
 
-/// The presented credential: `x-api-key`, or `Authorization: Bearer`.
-pub(crate) fn presented_key(headers: &HeaderMap) -> Option<&str> {
-    if let Some(key) = headers.get("x-api-key").and_then(|value| value.to_str().ok()) {
-        return Some(key);
-    }
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| {
-            value
-                .strip_prefix("Bearer ")
-                .or_else(|| value.strip_prefix("bearer "))
-        })
-}
-
+/// The caller behind the presented key, or its refusal, named the way the key came.
 pub(crate) async fn authenticate(state: &GatewayState, headers: &HeaderMap) -> Result<ApiCaller, ApiError> {
-    Ok(state
+    let (key, credential) = match tollgate_edge::presented_key(headers) {
+        Some((key, credential)) => (Some(key), credential),
+        None => (None, Credential::ApiKeyHeader),
+    };
+    state
         .tollgate
-        .authenticate_api_key(presented_key(headers))
-        .await?)
+        .authenticate_api_key(key)
+        .await
+        .map_err(|refusal| ApiError::auth_refused(refusal, credential))
 }
 
 /// Bodies up to this size are copied out of the connection's read buffer (see `read_body`);
@@ -83,6 +76,25 @@ pub(crate) fn resolve_model<'state>(
             Some("model_not_found"),
         )
     })
+}
+
+/// A `max_tokens` above what the model accepts is refused in the provider's words, before
+/// it is taken for a reservation (and mistaken for a balance too low). A model reached by a
+/// `prefix*` alias is a newer one whose limit the catalogue does not know: its provider
+/// decides.
+pub(crate) fn check_max_tokens(
+    resolved: &ResolvedModel<'_>,
+    max_tokens: Option<u64>,
+) -> Result<(), ApiError> {
+    match (max_tokens, resolved.model.max_output_tokens) {
+        (Some(asked), Some(max)) if asked > max && resolved.requested_by_prefix.is_none() => {
+            Err(ApiError::invalid(format!(
+                "max_tokens: {asked} > {max}, which is the maximum allowed number of output tokens for {}",
+                resolved.model.id
+            )))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The `anthropic-ratelimit-*` headers: per metric the scope with the least room left;
@@ -149,8 +161,48 @@ pub(crate) async fn create_message(
 struct Forwarded {
     anthropic_version: Option<String>,
     anthropic_beta: Option<String>,
+    /// Every other header but `NOT_FORWARDED` ones: headers are an open list.
+    client_headers: HeaderMap,
     /// The raw query string without '?', e.g. "beta=true".
     query: Option<String>,
+    /// Read for the usage record only; the headers still go upstream with the others.
+    attribution: Attribution,
+}
+
+/// Headers that stay at the gateway: the client's credentials (the upstream gets the
+/// provider's), the ones that describe this connection or this body's framing (the
+/// upstream call has its own), and `accept-encoding`, since usage is read from the reply.
+const NOT_FORWARDED: [&str; 13] = [
+    "x-api-key",
+    "authorization",
+    "cookie",
+    "host",
+    "content-length",
+    "content-type",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "upgrade",
+    "accept-encoding",
+];
+
+fn forwarded_headers(headers: &HeaderMap) -> HeaderMap {
+    let mut forwarded = HeaderMap::new();
+    for (name, value) in headers {
+        let name_text = name.as_str();
+        if NOT_FORWARDED.contains(&name_text)
+            || name_text.starts_with("proxy-")
+            || name_text == "expect"
+            || name_text == "anthropic-version"
+            || name_text == "anthropic-beta"
+        {
+            continue;
+        }
+        forwarded.append(name.clone(), value.clone());
+    }
+    forwarded
 }
 
 impl Forwarded {
@@ -158,9 +210,17 @@ impl Forwarded {
         Forwarded {
             anthropic_version: header_string(request.headers(), "anthropic-version"),
             anthropic_beta: header_string(request.headers(), "anthropic-beta"),
+            client_headers: forwarded_headers(request.headers()),
             query: request.uri().query().map(str::to_owned),
+            attribution: attribution_of(request.headers()),
         }
     }
+}
+
+/// The client's session and agent ids (`x-claude-code-*`), bounded; a malformed value is
+/// dropped, never refused.
+pub(crate) fn attribution_of(headers: &HeaderMap) -> Attribution {
+    Attribution::from_headers(|name| headers.get(name).map(|value| value.as_bytes()))
 }
 
 /// A Messages request on behalf of a caller the control plane vouches for (the Console's
@@ -185,6 +245,7 @@ async fn run_message(
 ) -> Result<Response, ApiError> {
     let parsed = MessagesRequest::parse(&bytes, Endpoint::Messages)?;
     let resolved = resolve_model(state, &parsed.model)?;
+    check_max_tokens(&resolved, parsed.max_tokens)?;
     let body = parsed
         .body
         .as_object()
@@ -202,6 +263,7 @@ async fn run_message(
             images,
             anthropic_version: forwarded.anthropic_version,
             anthropic_beta: forwarded.anthropic_beta,
+            client_headers: forwarded.client_headers,
             query: forwarded.query,
         },
         request_id,
@@ -222,6 +284,8 @@ async fn run_message(
             stream: parsed.stream,
             client: ClientWire::Messages,
             requested_model: parsed.model.clone(),
+            attribution: forwarded.attribution,
+            cacheable_prefixes: crate::cache_prefix::cacheable_prefixes(&parsed.body, &resolved.model.id),
         },
     )
     .await?;
@@ -271,6 +335,7 @@ pub(crate) async fn count_tokens(
         stream: false,
         anthropic_version: forwarded.anthropic_version,
         anthropic_beta: forwarded.anthropic_beta,
+        client_headers: forwarded.client_headers,
         query: forwarded.query,
     };
     let input_tokens = provider

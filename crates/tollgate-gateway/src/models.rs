@@ -38,12 +38,24 @@ fn openai_model_json(model: &Model) -> Value {
     })
 }
 
+/// A model in Anthropic's shape, with the fields the newer SDKs declare. `line` is the
+/// rate-limit class where that is one of Anthropic's model lines; `capabilities` stays
+/// `null`: which features work depends on the provider behind each deployment, and a
+/// gateway that claimed them would mislead a client that relies on the list.
 fn model_json(model: &Model) -> Value {
+    let line = matches!(model.class.as_str(), "opus" | "sonnet" | "haiku").then_some(model.class.as_str());
     json!({
         "type": "model",
         "id": model.id,
         "display_name": model.display_name,
         "created_at": model.created_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "max_input_tokens": model.max_input_tokens,
+        "max_tokens": model.max_output_tokens,
+        "capabilities": null,
+        "lifecycle": "active",
+        "line": line,
+        "deprecated_at": null,
+        "retires_at": null,
     })
 }
 
@@ -109,8 +121,21 @@ pub(crate) async fn get_model(
 ) -> Result<Response, ApiError> {
     authenticate(&state, request.headers()).await?;
     let resolved = resolve_model(&state, &model_id)?;
-    if surface_of(&request) == Surface::OpenAi {
-        return Ok(Json(openai_model_json(resolved.model)).into_response());
+    let mut model = if surface_of(&request) == Surface::OpenAi {
+        openai_model_json(resolved.model)
+    } else {
+        model_json(resolved.model)
+    };
+    // An alias is its own model to the client (a newer id priced like an older one):
+    // it answers under the id it was asked by, not as the model it is billed as. Its
+    // limits are those of a model the catalogue does not know.
+    if model_id != resolved.model.id {
+        model["id"] = json!(model_id);
+        if model.get("display_name").is_some() {
+            model["display_name"] = json!(model_id);
+            model["max_input_tokens"] = Value::Null;
+            model["max_tokens"] = Value::Null;
+        }
     }
-    Ok(Json(model_json(resolved.model)).into_response())
+    Ok(Json(model).into_response())
 }

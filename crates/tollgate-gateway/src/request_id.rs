@@ -1,12 +1,13 @@
 //! Gives every request a `req_…` id, returns it in the `request-id` header (and, on
 //! OpenAI's surface, in `x-request-id` as OpenAI does), and renders error envelopes (from
 //! handlers or from the router itself) with it, in the envelope of the request's surface.
+//! The id, the header and the 405 are tollgate-edge's, shared with the Admin API.
 
 use axum::extract::Request;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-use tollgate_core::ids::IdKind;
+use axum::response::Response;
+use bytes::Bytes;
 use tollgate_service::clock::{Clock, SystemClock};
 
 use crate::error::{ApiError, ErrorKind, Surface};
@@ -16,7 +17,7 @@ use crate::error::{ApiError, ErrorKind, Surface};
 pub(crate) struct RequestId(pub String);
 
 pub(crate) async fn middleware(mut request: Request, next: Next) -> Response {
-    let request_id = tollgate_service::random::ordered_id(IdKind::Request, SystemClock.now());
+    let request_id = tollgate_edge::new_request_id();
     let surface = Surface::of(request.uri().path(), request.headers());
     request.extensions_mut().insert(RequestId(request_id.clone()));
     request.extensions_mut().insert(surface);
@@ -26,45 +27,75 @@ pub(crate) async fn middleware(mut request: Request, next: Next) -> Response {
 
 /// Renders an error the response carries in its surface's envelope and stamps the
 /// request's id: what every response of the data plane gets on its way out.
-pub(crate) fn stamp(mut response: Response, request_id: &str, surface: Surface) -> Response {
-    if let Some(error) = response.extensions_mut().remove::<ApiError>() {
-        response = envelope(&error, request_id, surface);
-    } else if response.status() == StatusCode::METHOD_NOT_ALLOWED {
-        let error = ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            ErrorKind::InvalidRequest,
-            "This method is not allowed on this path.",
-        );
-        response = envelope(&error, request_id, surface);
-    }
-    if let Ok(value) = HeaderValue::from_str(request_id) {
-        if surface == Surface::OpenAi {
-            response.headers_mut().insert("x-request-id", value.clone());
-        }
-        response.headers_mut().insert("request-id", value);
+pub(crate) fn stamp(response: Response, request_id: &str, surface: Surface) -> Response {
+    let mut response =
+        tollgate_edge::stamp::<ApiError>(response, request_id, |error| envelope(error, request_id, surface));
+    if surface == Surface::OpenAi
+        && let Ok(value) = HeaderValue::from_str(request_id)
+    {
+        response.headers_mut().insert("x-request-id", value);
     }
     response
 }
 
 fn envelope(error: &ApiError, request_id: &str, surface: Surface) -> Response {
-    let (status, body) = match surface {
-        Surface::Anthropic => (error.status, error.to_json(request_id)),
-        Surface::OpenAi => (error.openai_error().status, error.to_openai_json()),
+    let status = match surface {
+        Surface::Anthropic => error.status,
+        Surface::OpenAi => error.openai_error().status,
     };
-    let mut response = (status, body.to_string()).into_response();
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    // An upstream's refusal in the client's own envelope goes through byte for byte.
+    let body = match &error.upstream {
+        Some(upstream) if upstream.envelope == Some(surface) => upstream.body.clone(),
+        _ => Bytes::from(match surface {
+            Surface::Anthropic => error.to_json(request_id).to_string(),
+            Surface::OpenAi => error.to_openai_json().to_string(),
+        }),
+    };
+    let mut response = tollgate_edge::json_response(status, body);
     let headers = response.headers_mut();
+    for (name, value) in error.upstream.iter().flat_map(|upstream| &upstream.headers) {
+        if let (Ok(name), Ok(value)) = (HeaderName::try_from(name.as_str()), HeaderValue::from_str(value)) {
+            headers.insert(name, value);
+        }
+    }
     if let Some(seconds) = error.retry_after_seconds {
         headers.insert("retry-after", HeaderValue::from(seconds));
-        headers.insert("x-should-retry", HeaderValue::from_static("true"));
-    } else if error.kind == ErrorKind::Overloaded {
-        headers.insert("x-should-retry", HeaderValue::from_static("true"));
-    } else if status == StatusCode::TOO_MANY_REQUESTS {
-        // A spent monthly limit or credit: retrying before money or the month arrives
-        // cannot succeed.
-        headers.insert("x-should-retry", HeaderValue::from_static("false"));
+        if let Some((group, limit)) = error.limited.as_deref() {
+            let reset = SystemClock.now()
+                + chrono::Duration::seconds(
+                    i64::try_from(seconds)
+                        .unwrap_or(i64::MAX / 1_000_000_000)
+                        .min(86_400),
+                );
+            let reset = reset.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            for (suffix, value) in [
+                ("limit", limit.to_string()),
+                ("remaining", "0".to_owned()),
+                ("reset", reset),
+            ] {
+                if let (Ok(name), Ok(value)) = (
+                    HeaderName::try_from(format!("anthropic-ratelimit-{group}-{suffix}")),
+                    HeaderValue::from_str(&value),
+                ) {
+                    headers.insert(name, value);
+                }
+            }
+        }
+    }
+    if !headers.contains_key("x-should-retry") {
+        let should_retry = error.should_retry.unwrap_or(
+            // A spent monthly limit or credit (429 without `retry-after`): retrying before
+            // money or the month arrives cannot succeed. An upstream's 429, 529 or 5xx that
+            // said nothing is worth retrying, as it would be called directly.
+            error.retry_after_seconds.is_some()
+                || error.kind == ErrorKind::Overloaded
+                || (error.upstream.is_some()
+                    && (status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error())),
+        );
+        if should_retry || status == StatusCode::TOO_MANY_REQUESTS || error.should_retry.is_some() {
+            let value = if should_retry { "true" } else { "false" };
+            headers.insert("x-should-retry", HeaderValue::from_static(value));
+        }
     }
     response
 }

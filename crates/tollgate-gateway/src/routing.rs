@@ -7,6 +7,7 @@
 
 use std::sync::PoisonError;
 
+use axum::http::HeaderMap;
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 use tollgate_core::catalog::{ResolvedModel, route_order};
@@ -30,6 +31,7 @@ pub(crate) struct ClientRequest<'a> {
     /// Pass-through for Anthropic upstreams, from an Anthropic client.
     pub(crate) anthropic_version: Option<String>,
     pub(crate) anthropic_beta: Option<String>,
+    pub(crate) client_headers: HeaderMap,
     pub(crate) query: Option<String>,
 }
 
@@ -74,6 +76,11 @@ pub(crate) fn plan_attempts(
                 stream: request.stream,
                 anthropic_version: request.anthropic_version.clone(),
                 anthropic_beta: request.anthropic_beta.clone(),
+                client_headers: if same_dialect {
+                    request.client_headers.clone()
+                } else {
+                    HeaderMap::new()
+                },
                 // A query string means something only to the API it was written for.
                 query: same_dialect.then(|| request.query.clone()).flatten(),
             },

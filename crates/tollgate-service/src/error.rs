@@ -46,14 +46,20 @@ pub enum ServiceError {
     /// The request is larger than the bucket itself: waiting will not help.
     #[error("the request exceeds a rate limit's capacity: {0:?}")]
     ExceedsRateLimit(RateLimited),
+    /// The organization already has `limit` upstream calls in flight in this process.
+    #[error("the organization has {limit} requests in flight, its limit")]
+    TooManyConcurrentCalls { limit: usize },
     /// The same idempotency key was used for a different request.
     #[error("{0}")]
     Conflict(String),
     #[error(transparent)]
     Payment(#[from] PaymentError),
-    /// A dependency other than the store (the rate limiter) is unavailable.
+    /// A dependency other than the store is unavailable.
     #[error("{0}")]
     Unavailable(String),
+    /// The rate-limit store (Redis) did not answer: nothing was admitted or reserved.
+    #[error("the rate-limit store is unavailable: {0}")]
+    LimiterUnavailable(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }

@@ -6,9 +6,12 @@
 mod admin;
 mod billing;
 pub mod clock;
+mod concurrency;
 mod console;
 mod credits;
 mod error;
+mod health;
+mod heartbeat;
 mod keys;
 mod limits;
 mod maintenance;
@@ -16,6 +19,7 @@ pub use crate::maintenance::MaintenanceReport;
 mod metering;
 mod organizations;
 pub mod payments;
+mod pending;
 pub mod random;
 mod reports;
 mod single_flight;
@@ -32,19 +36,21 @@ pub use crate::admin::{CreatedApiKey, KeyFilter, KeyUpdate, MAX_ACTIVE_WORKSPACE
 pub use crate::billing::{PurchaseRequest, TierStanding};
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::console::{
-    Access, ConsoleArea, ConsoleUser, Denied, PASSWORD_LENGTH_MIN, SESSION_LIFETIME_HOURS, SecretToken,
-    SignInRefusal, SignedIn, WORKBENCH_KEY_NAME, role_allows,
+    Access, ConsoleArea, ConsoleUser, Denied, PASSWORD_CHECKS_MAX, PASSWORD_LENGTH_MIN,
+    SESSION_LIFETIME_HOURS, SecretToken, SignInRefusal, SignedIn, WORKBENCH_KEY_NAME, role_allows,
 };
 pub use crate::credits::Grant;
 pub use crate::error::{LimitScope, RateLimited, ServiceError};
+pub use crate::health::Readiness;
 pub use crate::keys::{ApiCaller, AuthRefusal, CreatedKey};
 pub use crate::limits::{OrganizationLimits, workspace_rate_limits};
 pub use crate::metering::{Finish, OpenReservation, RateLimitView, RequestPlan};
 pub use crate::organizations::FirstStart;
 pub use crate::payments::{PaymentError, PaymentProvider};
+pub use crate::pending::PENDING_SETTLEMENTS_FILE;
 pub use crate::reports::{
-    ADJUSTMENT_DESCRIPTION, CostDescription, CostResult, Report, ReportBucket, ReportPage,
-    STANDARD_SERVICE_TIER, UsageFilters, UsageGroupBy, UsageResult,
+    ADJUSTMENT_DESCRIPTION, CostDescription, CostFilters, CostGroupBy, CostResult, Report, ReportBucket,
+    ReportPage, STANDARD_SERVICE_TIER, UsageFilters, UsageGroupBy, UsageResult,
 };
 pub use crate::users::{INVITE_LIFETIME_DAYS, Invite, InviteStatus, Member};
 pub use tollgate_limiter::{Limiter, Metric};
@@ -65,8 +71,9 @@ pub struct Settings {
     pub starter_grant: NanoUsd,
     /// How long the starter grant lasts; `None`: until used.
     pub starter_grant_lifetime: Option<chrono::Duration>,
-    /// A reservation not ended within this time is voided by the reaper. Must exceed the
-    /// longest a request can take (upstream timeouts plus the disconnect drain).
+    /// A reservation not ended within this time is voided by the reaper. The heartbeat moves
+    /// a running request's deadline by this much at every maintenance pass, so it must exceed
+    /// two maintenance intervals.
     pub reservation_ttl: chrono::Duration,
     /// How long a key lookup is cached. Revocation takes effect within this time.
     pub key_cache_ttl: chrono::Duration,
@@ -88,6 +95,14 @@ struct Inner {
     loads: single_flight::SingleFlight,
     limiter: Limiter,
     payments: PaymentProvider,
+    /// Upstream calls in flight per organization (`begin` takes a slot).
+    in_flight: Arc<concurrency::InFlight>,
+    /// Bounds the argon2 computations running at once (`console::PASSWORD_CHECKS_MAX`).
+    password_checks: console::PasswordChecks,
+    /// Reservations of requests running in this process, kept from the reaper.
+    live: Arc<heartbeat::LiveReservations>,
+    /// Settlements the store refused, written by a later maintenance pass.
+    pending: pending::PendingSettlements,
 }
 
 impl Tollgate {
@@ -108,12 +123,23 @@ impl Tollgate {
                 loads: single_flight::SingleFlight::default(),
                 limiter,
                 payments,
+                in_flight: Arc::new(concurrency::InFlight::new(concurrency::DEFAULT_LIMIT)),
+                password_checks: console::PasswordChecks::default(),
+                live: Arc::default(),
+                pending: pending::PendingSettlements::default(),
             }),
         }
     }
 
     pub fn now(&self) -> Timestamp {
         self.inner.clock.now()
+    }
+
+    /// Caps the upstream calls one organization may have in flight in this process (a
+    /// request holds its slot from admission until its reservation ends); beyond it,
+    /// `begin` refuses with [`ServiceError::TooManyConcurrentCalls`].
+    pub fn set_max_concurrent_calls_per_organization(&self, limit: usize) {
+        self.inner.in_flight.set_limit(limit);
     }
 
     pub fn store(&self) -> &Store {

@@ -12,11 +12,13 @@
 
 use tokio::sync::oneshot;
 use tollgate_core::Timestamp;
+use tollgate_core::attribution::Attribution;
 use tollgate_core::catalog::Model;
 use tollgate_core::ids::IdKind;
 use tollgate_core::money::NanoUsd;
 use tollgate_core::pricing::ModelPrices;
 use tollgate_core::ratelimit::BucketSnapshot;
+use tollgate_core::ratelimit::prompt_cache::{CacheablePrefixes, split_input_estimate};
 use tollgate_core::spend::SpendLimits;
 use tollgate_core::usage::TokenUsage;
 use tollgate_limiter::{BucketKey, Demand, LimitRefusal, Metric};
@@ -25,9 +27,11 @@ use tollgate_store::{
 };
 
 use crate::Tollgate;
+use crate::concurrency::CallSlot;
 use crate::error::{LimitScope, RateLimited, ServiceError};
+use crate::heartbeat::Live;
 use crate::keys::ApiCaller;
-use crate::limits::workspace_rate_limits;
+use crate::limits::{prompt_cache_scope, workspace_rate_limits};
 use crate::random;
 
 /// What the gateway knows about a request before calling the upstream.
@@ -40,6 +44,8 @@ pub struct RequestPlan<'a> {
     /// Input tokens as estimated at admission (cache reads can't be told apart yet).
     pub input_tokens_estimate: u64,
     pub max_tokens: u64,
+    /// The client's session and agent ids, kept on the usage record for reports.
+    pub attribution: &'a Attribution,
 }
 
 /// The `anthropic-ratelimit-*` figures after admission: per metric, the scope with the
@@ -78,6 +84,15 @@ pub struct OpenReservation {
     pub started_at: Timestamp,
     pub rate_limits: RateLimitView,
     admitted: Vec<Demand>,
+    /// The prompt-cache scope and the request's cacheable prefixes, remembered when the
+    /// upstream reports caching for it.
+    prompt_cache: Option<(String, CacheablePrefixes)>,
+    /// Written on the usage record when the reservation ends.
+    attribution: Attribution,
+    /// The organization's slot for a call in flight, freed when the reservation ends.
+    slot: Option<CallSlot>,
+    /// Keeps the reservation's deadline moving while the request runs (`heartbeat.rs`).
+    live: Option<Live>,
     /// Who ends the reservation if it is dropped unfinished; `None` once it is being ended.
     owner: Owner,
 }
@@ -110,6 +125,10 @@ impl Drop for OpenReservation {
             started_at: self.started_at,
             rate_limits: self.rate_limits,
             admitted: std::mem::take(&mut self.admitted),
+            prompt_cache: self.prompt_cache.take(),
+            attribution: std::mem::take(&mut self.attribution),
+            slot: self.slot.take(),
+            live: self.live.take(),
             owner: Owner(None),
         };
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
@@ -144,7 +163,7 @@ pub struct Finish {
     pub error_type: Option<String>,
 }
 
-/// Attempts at writing a settlement before leaving it to the reaper.
+/// Attempts at writing a settlement before keeping it pending (`pending.rs`).
 const SETTLE_ATTEMPTS: u32 = 5;
 
 fn demand(scope_id: &str, class: &str, metric: Metric, per_minute: u64, amount: u64) -> Demand {
@@ -156,6 +175,7 @@ fn demand(scope_id: &str, class: &str, metric: Metric, per_minute: u64, amount: 
         },
         per_minute,
         amount,
+        credit: 0,
     }
 }
 
@@ -166,6 +186,22 @@ impl Tollgate {
         &self,
         caller: &ApiCaller,
         plan: RequestPlan<'_>,
+    ) -> Result<OpenReservation, ServiceError> {
+        self.begin_cached(caller, plan, CacheablePrefixes::default())
+            .await
+    }
+
+    /// [`Tollgate::begin`] for a request whose prompt has cacheable prefixes. The input
+    /// the upstream is expected to read from its cache (up to a prefix this organization
+    /// had cached for the model, and not yet expired) need not fit the input-token buckets:
+    /// it is taken on credit and given back at settlement if the upstream reports reading
+    /// it (cache reads do not count against input limits), so a conversation's next turn
+    /// waits only for its new input. See `tollgate_core::ratelimit` for the bound this keeps.
+    pub async fn begin_cached(
+        &self,
+        caller: &ApiCaller,
+        plan: RequestPlan<'_>,
+        cacheable_prefixes: CacheablePrefixes,
     ) -> Result<OpenReservation, ServiceError> {
         let started_at = self.now();
         let organization = self.organization_limits(&caller.org_id).await?;
@@ -229,6 +265,21 @@ impl Tollgate {
                 }
             }
         }
+        let cache_scope = prompt_cache_scope(&caller.org_id, &plan.model.id);
+        let cache_read_expected =
+            self.inner
+                .limits_cache
+                .cache_read_expected(&cache_scope, &cacheable_prefixes, started_at);
+        if cache_read_expected > 0 {
+            let (amount, credit) = split_input_estimate(plan.input_tokens_estimate, cache_read_expected);
+            for input in demands
+                .iter_mut()
+                .filter(|demand| demand.key.metric == Metric::InputTokens)
+            {
+                input.amount = amount;
+                input.credit = credit;
+            }
+        }
         let reservation = NewReservation {
             reservation_id: random::ordered_id(IdKind::Reservation, started_at),
             org_id: caller.org_id.clone(),
@@ -248,19 +299,30 @@ impl Tollgate {
         // From here on the buckets and the ledger change: the work runs in its own task,
         // which a dropped caller cannot cut short. Its reservation, left unreceived, is
         // dropped there and so ended.
+        // Counted before anything is taken: a refusal here costs no rate-limit tokens.
+        let slot = self
+            .inner
+            .in_flight
+            .try_take(&caller.org_id)
+            .map_err(|limit| ServiceError::TooManyConcurrentCalls { limit })?;
         let (answer, answered) = oneshot::channel();
         let tollgate = self.clone();
         let caller = caller.clone();
         let prices = plan.model.prices;
+        let attribution = plan.attribution.clone();
         tokio::spawn(async move {
             let admitted = tollgate
-                .admit_and_reserve(caller, demands, reservation, prices)
+                .admit_and_reserve(caller, demands, reservation, prices, slot, attribution)
                 .await;
             let _ = answer.send(admitted);
         });
-        answered
-            .await
-            .map_err(|_| ServiceError::Unavailable("the admission task ended without an answer".to_owned()))?
+        let mut open = answered.await.map_err(|_| {
+            ServiceError::Unavailable("the admission task ended without an answer".to_owned())
+        })??;
+        if !cacheable_prefixes.is_empty() {
+            open.prompt_cache = Some((cache_scope, cacheable_prefixes));
+        }
+        Ok(open)
     }
 
     async fn admit_and_reserve(
@@ -269,6 +331,8 @@ impl Tollgate {
         demands: Vec<Demand>,
         reservation: NewReservation,
         prices: ModelPrices,
+        slot: CallSlot,
+        attribution: Attribution,
     ) -> Result<OpenReservation, ServiceError> {
         let started_at = reservation.created_at;
         let admitted = self
@@ -276,13 +340,15 @@ impl Tollgate {
             .limiter
             .admit(&demands, started_at)
             .await
-            .map_err(|error| ServiceError::Unavailable(error.to_string()))?
+            .map_err(|error| ServiceError::LimiterUnavailable(error.to_string()))?
             .map_err(|refusal| self.rate_limited(&caller, &reservation.model, refusal))?;
         let view = binding_view(&demands, &admitted.snapshots);
         let request_id = reservation.request_id.clone();
         let model = reservation.model.clone();
         match self.store().reserve(reservation).await {
             Ok(reserved) => Ok(OpenReservation {
+                // Before the id moves: the heartbeat keeps its own copy.
+                live: Some(self.inner.live.register(&reserved.id)),
                 reservation_id: reserved.id,
                 request_id,
                 caller,
@@ -292,18 +358,28 @@ impl Tollgate {
                 started_at,
                 rate_limits: view,
                 admitted: demands,
+                prompt_cache: None,
+                attribution,
+                slot: Some(slot),
                 owner: Owner(Some(self.clone())),
             }),
             Err(error) => {
                 // All or nothing: the buckets get back what this request took.
                 for admitted in &demands {
-                    self.adjust_bucket(admitted, i64::try_from(admitted.amount).unwrap_or(i64::MAX))
+                    self.adjust_bucket(admitted, i64::try_from(admitted.taken()).unwrap_or(i64::MAX))
                         .await;
                 }
                 match error {
                     tollgate_store::TxError::Rejected(rejection) => {
-                        self.record_refusal(&caller, &request_id, &model, started_at, &rejection)
-                            .await;
+                        self.record_refusal(
+                            &caller,
+                            &request_id,
+                            &model,
+                            started_at,
+                            &rejection,
+                            attribution,
+                        )
+                        .await;
                         Err(match rejection {
                             ReserveRejection::InsufficientCredit(refusal) => {
                                 ServiceError::InsufficientCredit(refusal)
@@ -333,7 +409,7 @@ impl Tollgate {
             .limiter
             .admit(&demands, self.now())
             .await
-            .map_err(|error| ServiceError::Unavailable(error.to_string()))?
+            .map_err(|error| ServiceError::LimiterUnavailable(error.to_string()))?
             .map_err(|refusal| self.rate_limited(caller, model, refusal))?;
         Ok(())
     }
@@ -397,6 +473,7 @@ impl Tollgate {
         model: &str,
         started_at: Timestamp,
         rejection: &ReserveRejection,
+        attribution: Attribution,
     ) {
         let record = UsageRecord {
             request_id: request_id.to_owned(),
@@ -417,6 +494,7 @@ impl Tollgate {
             latency_ms: 0,
             started_at,
             ended_at: started_at,
+            attribution,
         };
         if let Err(error) = self.store().insert_usage_record(record).await {
             tracing::warn!(%error, request_id, "could not record a refused request");
@@ -463,10 +541,34 @@ impl Tollgate {
                 latency_ms,
                 started_at: open.started_at,
                 ended_at,
+                attribution: std::mem::take(&mut open.attribution),
             },
         };
-        let outcome = self.settle_with_retries(&open, settlement).await;
+        let outcome = self.settle_with_retries(&open, settlement.clone()).await;
+        if let Err(ServiceError::Store(error)) = &outcome
+            && is_transient(error)
+        {
+            // Kept (durably where possible) and written by a maintenance pass once the store
+            // takes writes again; the heartbeat keeps the reaper off it meanwhile (`pending.rs`).
+            tracing::error!(
+                reservation_id = open.reservation_id,
+                "settlement kept pending until the store takes writes"
+            );
+            self.inner.pending.keep(settlement);
+        }
         self.correct_buckets(&open, &finish.usage).await;
+        let cached = finish.usage.cache_read_input_tokens > 0
+            || finish.usage.cache_creation_5m_input_tokens > 0
+            || finish.usage.cache_creation_1h_input_tokens > 0;
+        if charged
+            && cached
+            && let Some((scope, prefixes)) = &open.prompt_cache
+        {
+            // As of the request's start, when the upstream read and wrote its cache.
+            self.inner
+                .limits_cache
+                .remember_cached(scope, prefixes, open.started_at);
+        }
         if outcome
             .as_ref()
             .is_ok_and(|outcome| outcome.charged.is_positive())
@@ -497,18 +599,20 @@ impl Tollgate {
                 }
                 Err(error) if attempt < SETTLE_ATTEMPTS && is_transient(&error) => {
                     tracing::warn!(%error, attempt, reservation_id = open.reservation_id, "settlement failed; retrying");
-                    tokio::time::sleep(std::time::Duration::from_millis(20 * u64::from(attempt))).await;
+                    // 25, 50, 100, 200 ms: about a third of a second in all.
+                    tokio::time::sleep(std::time::Duration::from_millis(25 << (attempt - 1))).await;
                 }
                 Err(error) => {
-                    tracing::error!(%error, reservation_id = open.reservation_id, "settlement failed; the reaper will void the reservation");
+                    tracing::error!(%error, reservation_id = open.reservation_id, "settlement failed");
                     return Err(ServiceError::Store(error));
                 }
             }
         }
     }
 
-    /// Replaces the admission estimates by the actual counts: input tokens that count
-    /// (cache reads don't) and generated output tokens. Requests stay counted.
+    /// Replaces what admission took (estimates, and input taken on credit) by the actual
+    /// counts: input tokens that count (cache reads don't) and generated output tokens.
+    /// Requests stay counted.
     async fn correct_buckets(&self, open: &OpenReservation, usage: &TokenUsage) {
         for admitted in &open.admitted {
             let actual = match admitted.key.metric {
@@ -516,7 +620,7 @@ impl Tollgate {
                 Metric::OutputTokens => usage.output_tokens,
                 Metric::Requests | Metric::CountTokensRequests => continue,
             };
-            let refund = i128::from(admitted.amount) - i128::from(actual);
+            let refund = i128::from(admitted.taken()) - i128::from(actual);
             self.adjust_bucket(admitted, i64::try_from(refund).unwrap_or(0))
                 .await;
         }

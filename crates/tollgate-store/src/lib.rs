@@ -39,6 +39,7 @@ use std::path::Path;
 use tollgate_core::Timestamp;
 use tollgate_core::keys::KeyKind;
 use tollgate_core::money::NanoUsd;
+use tollgate_core::reports::BucketWidth;
 use tollgate_core::roles::OrgRole;
 use tollgate_core::spend::MonthSpend;
 
@@ -48,6 +49,7 @@ pub use error::{StoreError, TxError};
 pub use model::*;
 
 pub use postgres::PostgresOptions;
+pub use sqlite::backup::SqliteBackup;
 
 use crate::postgres::PgStore;
 use crate::sqlite::SqliteStore;
@@ -191,6 +193,12 @@ impl Store {
         dispatch!(self.touch_key(key_id, now))
     }
 
+    /// Rewrites the one row of `health_checks` and commits: whether the database takes
+    /// writes now (for readiness checks).
+    pub async fn record_health_check(&self, now: Timestamp) -> Result<(), StoreError> {
+        dispatch!(self.record_health_check(now))
+    }
+
     // Credit.
 
     /// Posts `amount` from the org's source account for the lot's kind to a new lot
@@ -262,6 +270,20 @@ impl Store {
         dispatch!(self.reap_reservations(now))
     }
 
+    /// Moves the deadline of each pending reservation in `reservation_ids` to `deadline`
+    /// (never earlier than it was): the heartbeat of requests still running, so the reaper
+    /// leaves their reservations alone. Returns how many moved.
+    pub async fn extend_reservations(
+        &self,
+        reservation_ids: &[String],
+        deadline: Timestamp,
+    ) -> Result<usize, StoreError> {
+        if reservation_ids.is_empty() {
+            return Ok(0);
+        }
+        dispatch!(self.extend_reservations(reservation_ids, deadline))
+    }
+
     /// Open reservations, of one organization or of all.
     pub async fn pending_reservation_count(&self, org_id: Option<&str>) -> Result<usize, StoreError> {
         dispatch!(self.pending_reservation_count(org_id))
@@ -278,11 +300,28 @@ impl Store {
     /// the lines of open reservations, compares them with the stored totals, and checks that
     /// debits equal credits, posted and pending, per organization and overall. Also checks
     /// each lot against its grant, each reservation against its lines and each ended
-    /// reservation against its usage transfers; each month's spend counters against the
+    /// reservation against its usage transfers and its one usage record (an open one has
+    /// none); each month's spend counters against the
     /// reservations made that month (held = open amounts, settled = charges); and each
     /// organization's cumulative purchases against its succeeded purchases and their lots.
     pub async fn audit(&self) -> Result<AuditReport, StoreError> {
         dispatch!(self.audit())
+    }
+
+    /// The operator's ledger check (`tollgate ledger check`): the `audit`, then the usage
+    /// rollup against the usage records (`usage_rollup_problems`), in one report.
+    pub async fn check_ledger(&self) -> Result<AuditReport, StoreError> {
+        let mut report = self.audit().await?;
+        report.problems.extend(self.usage_rollup_problems().await?);
+        Ok(report)
+    }
+
+    /// Copies the SQLite database file `database` to `destination` with SQLite's online
+    /// backup, while a server may keep writing it: one consistent snapshot, written beside
+    /// `destination` and renamed into place once complete, checked and synced. It blocks;
+    /// call it from a blocking thread. PostgreSQL has `pg_dump` instead.
+    pub fn backup_sqlite(database: &Path, destination: &Path) -> Result<SqliteBackup, StoreError> {
+        sqlite::backup::backup(database, destination)
     }
 
     // Spend and limits.
@@ -617,6 +656,21 @@ impl Store {
         to: Timestamp,
     ) -> Result<Vec<UsageRollupRow>, StoreError> {
         dispatch!(self.usage_by_minute(org_id, from, to))
+    }
+
+    /// Charged usage by client session, read from the usage records themselves (the
+    /// hourly rollup has no session dimension): one row per bucket of `width`, workspace,
+    /// key, model, context window and session (`None` for requests sent without one), in
+    /// `[from, to)`. A non-empty `session_ids` keeps only those sessions.
+    pub async fn usage_by_session(
+        &self,
+        org_id: &str,
+        from: Timestamp,
+        to: Timestamp,
+        width: BucketWidth,
+        session_ids: &[String],
+    ) -> Result<Vec<UsageRollupRow>, StoreError> {
+        dispatch!(self.usage_by_session(org_id, from, to, width, session_ids))
     }
 
     /// What the ledger posted to the organization's spend account for usage in

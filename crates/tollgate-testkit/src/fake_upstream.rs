@@ -108,6 +108,13 @@ pub enum Behavior {
     /// 429 `rate_limit_error`, 500 `api_error`, 504 `timeout_error`, 529 `overloaded_error`;
     /// other 4xx are `invalid_request_error`, anything else `api_error`).
     Status(u16),
+    /// Answer with this status and an Anthropic error envelope of this type and wording (on
+    /// `/v1/chat/completions`, OpenAI's envelope with the same message).
+    Refuse {
+        status: u16,
+        error_type: String,
+        message: String,
+    },
     /// Streaming: send `message_start`, `content_block_start`, `ping` and `deltas`
     /// `content_block_delta` events, then an `error` event carrying `overloaded_error`, and
     /// end the stream. A non-streaming request gets a 529 `overloaded_error` instead.

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
+use reqwest::header::{CONTENT_TYPE, HeaderValue};
 
 use crate::sse::parse_usage;
 use crate::{UpstreamError, UpstreamReply, UpstreamRequest, http};
@@ -136,7 +136,7 @@ impl AnthropicClient {
         if let Some(query) = request.query.as_deref().filter(|query| !query.is_empty()) {
             url.set_query(Some(query));
         }
-        let mut headers = HeaderMap::with_capacity(4);
+        let mut headers = request.client_headers.clone();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if let Some(api_key) = &self.inner.api_key {
             headers.insert("x-api-key", api_key.clone());

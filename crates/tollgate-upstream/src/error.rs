@@ -12,15 +12,70 @@ pub enum UpstreamError {
     #[error("upstream timed out: {0}")]
     Timeout(String),
     /// The provider answered with a non-2xx status. `body` is its answer verbatim, usually
-    /// an Anthropic error envelope, so the gateway can pass it through.
+    /// an Anthropic error envelope, and `headers` the ones a client needs to decide whether
+    /// and when to retry (`PASSED_HEADERS`), so the gateway can pass both through.
     #[error("upstream answered with status {status}")]
-    Status { status: u16, body: bytes::Bytes },
+    Status {
+        status: u16,
+        body: bytes::Bytes,
+        headers: PassedHeaders,
+    },
     /// The provider answered 2xx but the body or stream could not be understood.
     #[error("malformed upstream response: {0}")]
     Protocol(String),
 }
 
+/// Response headers of a failed call that reach the client as the provider sent them: when
+/// to retry and what the provider's limits are. Nothing else of the provider's answer
+/// (its organization id, cookies, its own request id) leaves the gateway.
+pub type PassedHeaders = Vec<(String, String)>;
+
+/// Whether a provider's response header is one `PassedHeaders` keeps.
+pub fn is_passed_header(name: &str) -> bool {
+    matches!(name, "retry-after" | "retry-after-ms" | "x-should-retry")
+        || name.starts_with("anthropic-ratelimit-")
+        || name.starts_with("x-ratelimit-")
+}
+
 impl UpstreamError {
+    /// A non-2xx answer without headers worth passing on (the simulated model's, or an
+    /// error event inside a stream).
+    pub fn status(status: u16, body: bytes::Bytes) -> UpstreamError {
+        UpstreamError::Status {
+            status,
+            body,
+            headers: PassedHeaders::new(),
+        }
+    }
+
+    /// The value of a passed header, if the provider sent it.
+    pub fn passed_header(&self, name: &str) -> Option<&str> {
+        match self {
+            UpstreamError::Status { headers, .. } => headers
+                .iter()
+                .find(|(header, _)| header == name)
+                .map(|(_, value)| value.as_str()),
+            _ => None,
+        }
+    }
+
+    /// The operator's account at the provider is at fault, not the request: the provider
+    /// refused the gateway's key (401, 403) or its credit ran out. Another deployment may
+    /// serve the request, and the client is never told it is the one out of credit.
+    pub fn is_provider_account_problem(&self) -> bool {
+        let UpstreamError::Status { status, body, .. } = self else {
+            return false;
+        };
+        if matches!(status, 401 | 403) {
+            return true;
+        }
+        let text = String::from_utf8_lossy(body).to_ascii_lowercase();
+        matches!(status, 400 | 402 | 429)
+            && (text.contains("credit balance is too low")
+                || text.contains("billing_error")
+                || text.contains("insufficient_quota"))
+    }
+
     /// Whether the gateway may send the same request again (to this or another provider)
     /// before it has forwarded anything to the client. Protocol errors are not retried:
     /// the provider did answer, and doing it again would likely answer the same way.
@@ -39,7 +94,7 @@ impl UpstreamError {
     pub fn fails_over(&self) -> bool {
         match self {
             UpstreamError::Connect(_) => true,
-            UpstreamError::Status { status, .. } => *status >= 500,
+            UpstreamError::Status { status, .. } => *status >= 500 || self.is_provider_account_problem(),
             UpstreamError::Timeout(_) | UpstreamError::Protocol(_) => false,
         }
     }
@@ -51,9 +106,6 @@ impl UpstreamError {
             "type": "error",
             "error": { "type": "invalid_request_error", "message": message },
         });
-        UpstreamError::Status {
-            status: 400,
-            body: bytes::Bytes::from(envelope.to_string()),
-        }
+        UpstreamError::status(400, bytes::Bytes::from(envelope.to_string()))
     }
 }

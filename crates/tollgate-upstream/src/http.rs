@@ -10,6 +10,7 @@ use futures_util::{Stream, StreamExt};
 use reqwest::header::CONTENT_TYPE;
 use tokio::time::Instant;
 
+use crate::error::{PassedHeaders, is_passed_header};
 use crate::sse::parse_event_stream;
 use crate::{EventStream, UpstreamError};
 
@@ -75,9 +76,10 @@ pub(crate) async fn send_buffered(
     let exchange = async {
         let response = builder.send().await.map_err(send_error)?;
         let status = response.status();
+        let headers = passed_headers(&response);
         let body = response.bytes().await.map_err(body_error)?;
         if !status.is_success() {
-            return Err(status_error(status, body));
+            return Err(status_error(status, body, headers));
         }
         Ok(body)
     };
@@ -102,11 +104,12 @@ pub(crate) async fn send_streaming(
         .map_err(send_error)?;
     let status = response.status();
     if !status.is_success() {
+        let headers = passed_headers(&response);
         let body = tokio::time::timeout_at(deadline, response.bytes())
             .await
             .map_err(|_| headers_timeout())?
             .map_err(body_error)?;
-        return Err(status_error(status, body));
+        return Err(status_error(status, body, headers));
     }
     let is_event_stream = response
         .headers()
@@ -128,12 +131,23 @@ pub(crate) async fn send_streaming(
     Ok(Box::pin(parse_event_stream(chunks)))
 }
 
-fn status_error(status: reqwest::StatusCode, body: Bytes) -> UpstreamError {
+fn status_error(status: reqwest::StatusCode, body: Bytes, headers: PassedHeaders) -> UpstreamError {
     tracing::debug!(status = status.as_u16(), "upstream answered with an error status");
     UpstreamError::Status {
         status: status.as_u16(),
         body,
+        headers,
     }
+}
+
+/// The headers of a failed answer that go back to the client (`is_passed_header`).
+fn passed_headers(response: &reqwest::Response) -> PassedHeaders {
+    response
+        .headers()
+        .iter()
+        .filter(|(name, _)| is_passed_header(name.as_str()))
+        .filter_map(|(name, value)| Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned())))
+        .collect()
 }
 
 /// Failures before any response: timeouts (connect included) or the connection itself.

@@ -12,7 +12,7 @@ pub mod openai;
 pub mod simulated;
 pub mod sse;
 
-pub use error::UpstreamError;
+pub use error::{PassedHeaders, UpstreamError, is_passed_header};
 use tollgate_core::usage::TokenUsage;
 
 /// One provider instance, chosen by config. Cheap to clone (shared state sits behind `Arc`).
@@ -41,6 +41,10 @@ pub struct UpstreamRequest {
     /// Pass-through headers from the client (None = absent); Anthropic dialect only.
     pub anthropic_version: Option<String>,
     pub anthropic_beta: Option<String>,
+    /// The client's other headers, forwarded to Anthropic-dialect upstreams as they came
+    /// (an open list: `anthropic-*`, `x-claude-code-*`, the client's user agent, …). The
+    /// gateway leaves out credentials, hop-by-hop and framing headers.
+    pub client_headers: reqwest::header::HeaderMap,
     /// Raw query string of the client's request without '?', e.g. "beta=true"; forwarded.
     pub query: Option<String>,
 }

@@ -14,6 +14,7 @@ use tollgate_service::{Clock, FirstStart, Limiter, SystemClock, Tollgate};
 use tollgate_store::Store;
 
 use crate::config::{Backend, Config, redact_password};
+use crate::serve::ServerSettings;
 
 /// Opens the configured database (SQLite in the data directory, created if needed, or
 /// PostgreSQL), with migrations run.
@@ -39,27 +40,37 @@ pub async fn limiter(config: &Config) -> anyhow::Result<Limiter> {
     if url.is_empty() {
         return Ok(Limiter::local());
     }
-    let redis = RedisLimiter::connect(url, &config.limits.redis_key_prefix, config.redis_clock()?)
-        .await
-        .with_context(|| format!("cannot reach Redis at {}", redact_password(url)))?;
+    let redis = RedisLimiter::connect_with(
+        url,
+        &config.limits.redis_key_prefix,
+        config.redis_clock()?,
+        config.redis_timeouts()?,
+    )
+    .await
+    .with_context(|| format!("cannot reach Redis at {}", redact_password(url)))?;
     Ok(Limiter::Redis(redis))
 }
 
 /// The service over `store`, with the configured settings, rate limiter and clock.
 pub async fn service(config: &Config, store: Store, clock: Arc<dyn Clock>) -> anyhow::Result<Tollgate> {
-    Ok(Tollgate::new(
+    let tollgate = Tollgate::new(
         store,
         limiter(config).await?,
         config.payment_provider()?,
         clock,
         config.service_settings()?,
-    ))
+    );
+    tollgate.set_max_concurrent_calls_per_organization(
+        config.gateway.max_concurrent_requests_per_organization.max(1),
+    );
+    Ok(tollgate)
 }
 
 pub struct Application {
     listener: TcpListener,
     state: GatewayState,
     maintenance_interval: Duration,
+    server: ServerSettings,
     console: ConsoleSettings,
     first_start: Option<FirstStart>,
 }
@@ -71,15 +82,25 @@ impl Application {
 
     pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Application> {
         config.check_replica_safety()?;
+        config.check_reservation_ttl()?;
         let store = open_store(config).await?;
         let tollgate = service(config, store, clock).await?;
+        // Settlements the store refused are kept here until it takes them (#24).
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
+        let pending_settlements = config.data_dir.join(tollgate_service::PENDING_SETTLEMENTS_FILE);
+        tollgate
+            .keep_pending_settlements_in(pending_settlements.clone())
+            .with_context(|| format!("cannot read {}", pending_settlements.display()))?;
         let first_start = tollgate
             .first_start()
             .await
             .context("cannot set up the Default organization")?;
+        let catalog = config.catalog()?;
+        warn_of_simulated_defaults(config, &catalog);
         let state = GatewayState {
             tollgate,
-            catalog: Arc::new(config.catalog()?),
+            catalog: Arc::new(catalog),
             providers: Arc::new(config.providers()?),
             settings: config.gateway_settings(),
             cooldowns: Default::default(),
@@ -91,6 +112,7 @@ impl Application {
             listener,
             state,
             maintenance_interval: Duration::from_secs(config.gateway.maintenance_interval_seconds.max(1)),
+            server: config.server_settings()?,
             console: config.console_settings()?,
             first_start,
         })
@@ -128,8 +150,41 @@ impl Application {
         // So is the Console, under /console; it sees client addresses for its sign-in limit.
         let console = crate::console::router(&self.state, self.console);
         let routes = router(self.state).merge(admin).merge(console);
-        crate::serve::serve(self.listener, routes, shutdown).await;
+        crate::serve::serve(self.listener, routes, self.server, shutdown).await;
         maintenance.abort();
         Ok(())
+    }
+}
+
+/// A config that sets up a real provider but keeps the built-in catalogue leaves some
+/// models to the simulated one, which answers (and bills) them: say which, and how to drop
+/// them.
+fn warn_of_simulated_defaults(config: &Config, catalog: &tollgate_core::catalog::Catalog) {
+    let has_real_provider = config
+        .providers
+        .values()
+        .any(|provider| !matches!(provider, crate::config::ProviderConfig::Simulated { .. }));
+    if !has_real_provider || !config.default_models {
+        return;
+    }
+    let simulated: Vec<&str> = catalog
+        .models()
+        .iter()
+        .filter(|model| {
+            model.deployments.iter().any(|deployment| {
+                matches!(
+                    config.providers.get(&deployment.provider),
+                    Some(crate::config::ProviderConfig::Simulated { .. })
+                )
+            })
+        })
+        .map(|model| model.id.as_str())
+        .collect();
+    if !simulated.is_empty() {
+        tracing::warn!(
+            models = simulated.join(", "),
+            "these models are answered by the simulated model beside the configured providers; \
+             set `default_models = false` in the config file to serve only the models it defines"
+        );
     }
 }

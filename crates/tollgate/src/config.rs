@@ -16,13 +16,15 @@ use tollgate_core::money::NanoUsd;
 use tollgate_core::pricing::{ModelPrices, TokenPrice};
 use tollgate_core::tiers::{BillingPolicy, LimitSet, RateLimits, Tier, TierLadder};
 use tollgate_gateway::GatewaySettings;
-use tollgate_limiter::RedisClock;
+use tollgate_limiter::{RedisClock, RedisTimeouts};
 use tollgate_service::{PaymentProvider, Settings};
 use tollgate_store::PostgresOptions;
 use tollgate_upstream::Provider;
 use tollgate_upstream::anthropic::{AnthropicClient, AnthropicConfig};
 use tollgate_upstream::openai::{MaxTokensField, OpenAiClient, OpenAiConfig};
 use tollgate_upstream::simulated::{Simulated, SimulatedConfig};
+
+use crate::serve::ServerSettings;
 
 pub const DEFAULTS: &str = include_str!("../config/defaults.toml");
 const ENV_PREFIX: &str = "TOLLGATE_";
@@ -32,12 +34,18 @@ const ENV_PREFIX: &str = "TOLLGATE_";
 pub struct Config {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    pub server: ServerConfig,
     pub database: DatabaseConfig,
     pub limits: LimitsConfig,
     pub console: ConsoleConfig,
     pub credits: CreditsConfig,
     pub gateway: GatewayConfig,
     pub providers: BTreeMap<String, ProviderConfig>,
+    /// Whether the built-in catalogue (its models and aliases, all on the simulated model)
+    /// is served beside the configured models. `false` in a config file or
+    /// `TOLLGATE_DEFAULT_MODELS=false` serves the configured models only.
+    #[serde(default = "default_true")]
+    pub default_models: bool,
     pub models: BTreeMap<String, ModelConfig>,
     #[serde(default)]
     pub aliases: BTreeMap<String, String>,
@@ -106,6 +114,16 @@ pub struct DatabaseConfig {
     pub schema: String,
 }
 
+/// What one connection may hold, and how many are served at once (see `serve.rs`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    pub header_read_timeout_seconds: u64,
+    pub idle_timeout_seconds: u64,
+    pub max_connections: usize,
+    pub max_header_bytes: usize,
+}
+
 /// Where rate-limit buckets live: this process, or a Redis server shared by replicas.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -121,6 +139,11 @@ pub struct LimitsConfig {
     /// would then enforce the whole limit by itself, so N replicas admit up to N times the
     /// limit: only right when this is the only replica.
     pub allow_local_limits: bool,
+    /// How long one call to Redis (connecting included) may take before it fails.
+    pub redis_timeout_millis: u64,
+    /// After Redis failed to answer, requests are refused at once for this long; then one
+    /// request tries it again.
+    pub redis_retry_millis: u64,
 }
 
 /// The web console at `/console`.
@@ -131,6 +154,12 @@ pub struct ConsoleConfig {
     /// `X-Forwarded-Proto: https` says, or to a loopback host), `always` (behind a TLS proxy
     /// that does not say so) or `never`.
     pub secure_cookies: String,
+    /// Addresses or networks (`10.0.0.0/8`) of the proxies in front, comma-separated, whose
+    /// `client_address_header` names the client for the sign-in limit per client. Empty:
+    /// the connection's peer is the client and the header is ignored.
+    pub trusted_proxies: String,
+    /// The header those proxies put the client's address in.
+    pub client_address_header: String,
 }
 
 /// How the durable state is stored.
@@ -151,6 +180,8 @@ pub struct CreditsConfig {
 #[serde(deny_unknown_fields)]
 pub struct GatewayConfig {
     pub max_body_bytes: usize,
+    /// Upstream calls one organization may have in flight in this process.
+    pub max_concurrent_requests_per_organization: usize,
     pub disconnect_drain_seconds: u64,
     pub reservation_ttl_seconds: u64,
     pub key_cache_ttl_millis: u64,
@@ -241,6 +272,9 @@ impl std::fmt::Debug for ProviderConfig {
     }
 }
 
+fn default_true() -> bool {
+    true
+}
 fn default_connect_timeout() -> u64 {
     10
 }
@@ -279,6 +313,10 @@ pub struct ModelConfig {
     /// The output limit of a request that sets none (Chat Completions allows that).
     #[serde(default = "default_max_tokens")]
     pub default_max_tokens: u64,
+    /// The largest `max_tokens` the model accepts, where known.
+    pub max_output_tokens: Option<u64>,
+    /// The model's context window in tokens, where known.
+    pub max_input_tokens: Option<u64>,
     #[serde(flatten)]
     pub prices: PricesConfig,
 }
@@ -336,8 +374,24 @@ impl Config {
         overrides: &Overrides,
     ) -> anyhow::Result<Config> {
         let mut merged: toml::Table = DEFAULTS.parse().context("the built-in defaults do not parse")?;
-        if let Some(file) = file {
-            let layer: toml::Table = file.parse().context("the config file is not valid TOML")?;
+        let layer: Option<toml::Table> = file
+            .map(|file| file.parse().context("the config file is not valid TOML"))
+            .transpose()?;
+        // The built-in catalogue is a default, not a floor: a config that says which models
+        // exist gets those alone, and no default model is left to the simulated one.
+        let default_models = match environment.get("TOLLGATE_DEFAULT_MODELS") {
+            Some(value) => value.trim() != "false",
+            None => layer
+                .as_ref()
+                .and_then(|layer| layer.get("default_models"))
+                .and_then(toml::Value::as_bool)
+                .unwrap_or(true),
+        };
+        if !default_models {
+            merged.insert("models".to_owned(), toml::Value::Table(toml::Table::new()));
+            merged.remove("aliases");
+        }
+        if let Some(layer) = layer {
             merge(&mut merged, layer);
         }
         let mut variables: Vec<(&String, &String)> = environment
@@ -370,6 +424,8 @@ impl Config {
         config.limits.allow_local_limits |= overrides.allow_local_limits;
         config.backend()?;
         config.redis_clock()?;
+        config.redis_timeouts()?;
+        config.server_settings()?;
         config.console_settings()?;
         config.catalog()?;
         config.starter_grant()?;
@@ -423,7 +479,17 @@ impl Config {
             "never" => Some(false),
             other => bail!("console.secure_cookies must be 'auto', 'always' or 'never', not '{other}'"),
         };
-        Ok(ConsoleSettings { secure_cookies })
+        let trusted_proxies = tollgate_console::TrustedProxies::parse(
+            &self.console.trusted_proxies,
+            &self.console.client_address_header,
+        )
+        .map_err(|problem| {
+            anyhow::anyhow!("console.trusted_proxies or console.client_address_header: {problem}")
+        })?;
+        Ok(ConsoleSettings {
+            secure_cookies,
+            trusted_proxies,
+        })
     }
 
     pub fn redis_clock(&self) -> anyhow::Result<RedisClock> {
@@ -432,6 +498,21 @@ impl Config {
             "caller" => Ok(RedisClock::Caller),
             other => bail!("limits.redis_clock must be 'server' or 'caller', not '{other}'"),
         }
+    }
+
+    /// Refuses a reservation TTL the heartbeat cannot keep ahead of. A running request's
+    /// reservation has its deadline moved to now + TTL at every maintenance pass, so the TTL
+    /// must exceed two maintenance intervals (one pass may run late); then no request, however
+    /// long it runs, has its reservation voided under it (#24).
+    pub fn check_reservation_ttl(&self) -> anyhow::Result<()> {
+        let ttl = self.gateway.reservation_ttl_seconds;
+        let interval = self.gateway.maintenance_interval_seconds.max(1);
+        if ttl <= interval.saturating_mul(2) {
+            bail!(
+                "refusing to start: gateway.reservation_ttl_seconds ({ttl}) must be more than twice                  gateway.maintenance_interval_seconds ({interval}). Each maintenance pass extends the                  reservations of running requests by the TTL; with a shorter TTL the reaper could void                  a reservation while its request still runs, and the request would go uncharged."
+            );
+        }
+        Ok(())
     }
 
     /// Refuses a shared database with per-process rate limits (see `LimitsConfig`).
@@ -479,6 +560,36 @@ impl Config {
             "test" => Ok(PaymentProvider::test()),
             other => bail!("payments.provider '{other}' is not known (built in: test)"),
         }
+    }
+
+    pub fn server_settings(&self) -> anyhow::Result<ServerSettings> {
+        let server = &self.server;
+        if server.header_read_timeout_seconds == 0 || server.idle_timeout_seconds == 0 {
+            bail!("server.header_read_timeout_seconds and server.idle_timeout_seconds must be at least 1");
+        }
+        if server.max_connections == 0 {
+            bail!("server.max_connections must be at least 1");
+        }
+        if server.max_header_bytes < 1024 {
+            bail!("server.max_header_bytes must be at least 1024");
+        }
+        Ok(ServerSettings {
+            header_read_timeout: Duration::from_secs(server.header_read_timeout_seconds),
+            idle_timeout: Duration::from_secs(server.idle_timeout_seconds),
+            max_connections: server.max_connections,
+            max_header_bytes: server.max_header_bytes,
+        })
+    }
+
+    /// How long a call to Redis may take, and how long a failing Redis is left alone.
+    pub fn redis_timeouts(&self) -> anyhow::Result<RedisTimeouts> {
+        if self.limits.redis_timeout_millis == 0 {
+            bail!("limits.redis_timeout_millis must be at least 1");
+        }
+        Ok(RedisTimeouts {
+            timeout: Duration::from_millis(self.limits.redis_timeout_millis),
+            retry_after: Duration::from_millis(self.limits.redis_retry_millis),
+        })
     }
 
     pub fn gateway_settings(&self) -> GatewaySettings {
@@ -557,6 +668,8 @@ impl Config {
                 prices,
                 class: model.class.clone(),
                 default_max_tokens: model.default_max_tokens.max(1),
+                max_output_tokens: model.max_output_tokens,
+                max_input_tokens: model.max_input_tokens,
             });
         }
         models.sort_by(|left, right| {

@@ -5,4 +5,4 @@
 pub mod app;
 pub mod config;
 mod console;
-mod serve;
+pub mod serve;

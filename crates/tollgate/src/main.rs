@@ -132,6 +132,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Copy the SQLite database to FILE with SQLite's online backup, safe while `serve`
+    /// runs. PostgreSQL is refused: use pg_dump.
+    Backup {
+        /// The backup file (replaced if it exists).
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// The ledger's self-check.
+    Ledger {
+        #[command(subcommand)]
+        command: cli::ledger::LedgerCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -451,6 +463,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Serve { .. } = cli.command {
         return serve(&config).await;
     }
+    // Commands on the stored data itself: no service, so no first start either.
+    match &cli.command {
+        Command::Backup { to } => return cli::backup::run(&config, to).await,
+        Command::Ledger { command } => return cli::ledger::run(&config, command).await,
+        _ => {}
+    }
     let store = open_store(&config).await?;
     let tollgate = service(&config, store, Arc::new(SystemClock)).await?;
     if let Some(first_start) = tollgate.first_start().await? {
@@ -458,7 +476,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         eprintln!("{}", first_start_notice(&first_start, &config));
     }
     match cli.command {
-        Command::Serve { .. } => Ok(()),
+        Command::Serve { .. } | Command::Backup { .. } | Command::Ledger { .. } => Ok(()),
         Command::Migrate => {
             eprintln!("database ready: {}", config.database_description());
             Ok(())
@@ -505,10 +523,11 @@ async fn serve(config: &Config) -> anyhow::Result<()> {
         "tollgate is listening on http://{address} (data: {})",
         config.database_description()
     );
-    // Until someone can sign in to the Console, each start prints a fresh one-time link.
+    // Until someone can sign in to the Console, each start prints a fresh one-time link,
+    // which replaces the link of any earlier start (of this or another replica).
     if let Some(token) = application.tollgate().console_setup_token().await? {
         println!(
-            "Set up the Console (this link works once, for 24 hours): http://{address}/console/setup?token={}",
+            "Set up the Console (this link works once, for 24 hours, until a newer one is printed or an admin exists): http://{address}/console/setup?token={}",
             token.expose_secret()
         );
     }

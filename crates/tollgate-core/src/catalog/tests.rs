@@ -31,6 +31,8 @@ fn model(id: &str, input: &str, output: &str) -> Model {
         prices: prices(input, output),
         class: "test".to_owned(),
         default_max_tokens: 4_096,
+        max_output_tokens: None,
+        max_input_tokens: None,
     }
 }
 

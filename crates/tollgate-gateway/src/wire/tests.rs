@@ -50,8 +50,16 @@ fn names_the_field_that_is_wrong() {
             "at least one message",
         ),
         (
-            r#"{"model":"m","max_tokens":1,"messages":[{"role":"system","content":"x"}]}"#,
-            "messages.0.role",
+            r#"{"model":"m","max_tokens":1,"messages":[{"role":"tool","content":"x"}]}"#,
+            "messages.0.role: Input should be 'user', 'assistant' or 'system', not 'tool'",
+        ),
+        (
+            r#"{"model":"m","max_tokens":1,"messages":[{"role":"user","content":[["nested"]]}]}"#,
+            "messages.0.content.0: Input should be a valid dictionary",
+        ),
+        (
+            r#"{"model":"m","max_tokens":1,"messages":[{"role":"user","content":[{"text":"no type"}]}]}"#,
+            "messages.0.content.0.type: Field required",
         ),
         (
             r#"{"model":"m","max_tokens":1,"messages":[{"role":"user"}]}"#,
@@ -86,4 +94,19 @@ fn rewrites_the_model_only_when_it_changes() {
     .expect("json");
     assert_eq!(rewritten["model"], "claude-opus-4-6");
     assert_eq!(rewritten["extra"], 1);
+}
+
+/// Claude Code's default model sends a `system` message mid-conversation with the
+/// `mid-conversation-system-2026-04-07` beta: it passes, byte for byte (#23).
+#[test]
+fn passes_a_mid_conversation_system_message_through() {
+    let original = Bytes::from_static(
+        br#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"hi"},{"role":"system","content":[{"type":"text","text":"be brief","cache_control":{"type":"ephemeral"}}]},{"role":"user","content":"go"}]}"#,
+    );
+    let request =
+        MessagesRequest::parse(&original, Endpoint::Messages).expect("a system message is a known role");
+    assert_eq!(
+        request.upstream_body(original.clone(), "m").expect("same model"),
+        original
+    );
 }

@@ -12,6 +12,7 @@
 
 mod audit;
 mod audit_log;
+pub(crate) mod backup;
 mod console;
 mod directory;
 mod ledger;
@@ -31,6 +32,7 @@ use sqlx::{Sqlite, SqliteConnection, Transaction};
 use tollgate_core::Timestamp;
 use tollgate_core::keys::KeyKind;
 
+use crate::codec::label_text;
 pub(crate) use crate::codec::{
     count_from_sql, count_to_sql, invariant, millis, timestamp_from_sql, truncate_to_millis,
 };
@@ -275,6 +277,18 @@ impl SqliteStore {
 
     // Keys.
 
+    pub(crate) async fn record_health_check(&self, now: Timestamp) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO health_checks (slot, checked_at) VALUES (1, ?)
+             ON CONFLICT (slot) DO UPDATE SET checked_at = excluded.checked_at",
+        )
+        .bind(millis(now))
+        .execute(&self.writer)
+        .await
+        .map_err(store_error)?;
+        Ok(())
+    }
+
     pub(crate) async fn insert_key(&self, key: NewKey) -> Result<KeyRecord, StoreError> {
         sqlx::query(
             "INSERT INTO api_keys
@@ -406,7 +420,8 @@ impl SqliteStore {
             "SELECT request_id, org_id, workspace_id, api_key_id, model, input_tokens,
                     output_tokens, cache_creation_5m_input_tokens, cache_creation_1h_input_tokens,
                     cache_read_input_tokens, cost_nanos, status, error_type, latency_ms,
-                    started_at, ended_at
+                    started_at, ended_at, client_session_id, client_agent_id,
+                    client_parent_agent_id
              FROM usage_records WHERE org_id = ? ORDER BY ended_at, id",
         )
         .bind(org_id)
@@ -427,7 +442,8 @@ impl SqliteStore {
             "SELECT request_id, org_id, workspace_id, api_key_id, model, input_tokens,
                     output_tokens, cache_creation_5m_input_tokens, cache_creation_1h_input_tokens,
                     cache_read_input_tokens, cost_nanos, status, error_type, latency_ms,
-                    started_at, ended_at
+                    started_at, ended_at, client_session_id, client_agent_id,
+                    client_parent_agent_id
              FROM usage_records WHERE org_id = ? AND request_id = ? ORDER BY id DESC LIMIT 1",
         )
         .bind(org_id)
@@ -481,8 +497,8 @@ async fn insert_usage_record(
             (request_id, org_id, workspace_id, api_key_id, model, input_tokens, output_tokens,
              cache_creation_5m_input_tokens, cache_creation_1h_input_tokens,
              cache_read_input_tokens, cost_nanos, status, error_type, latency_ms, started_at,
-             ended_at, reservation_id)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             ended_at, reservation_id, client_session_id, client_agent_id, client_parent_agent_id)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(&record.request_id)
     .bind(&record.org_id)
@@ -501,6 +517,9 @@ async fn insert_usage_record(
     .bind(millis(record.started_at))
     .bind(millis(record.ended_at))
     .bind(reservation_id)
+    .bind(label_text(record.attribution.session_id.as_ref()))
+    .bind(label_text(record.attribution.agent_id.as_ref()))
+    .bind(label_text(record.attribution.parent_agent_id.as_ref()))
     .execute(&mut *connection)
     .await
     .map_err(store_error)?;

@@ -64,10 +64,13 @@ macro_rules! the_conformance_suite {
             settling_an_unknown_reservation_is_a_bug,
             reaper_voids_only_past_deadline_reservations,
             reaper_ends_more_than_one_batch,
+            extended_reservations_outlive_their_first_deadline,
             expiry_moves_only_the_unreserved_remainder,
             audit_detects_a_tampered_account,
             keys_are_inserted_found_listed_and_updated,
             usage_records_round_trip,
+            usage_records_keep_their_client_attribution,
+            usage_by_session_groups_and_filters_charged_records,
         );
 
         conformance_tests!($backend; billing;
@@ -86,8 +89,15 @@ macro_rules! the_conformance_suite {
 
         conformance_tests!($backend; console;
             sessions_are_found_by_hash_until_they_expire,
-            a_setup_token_is_redeemed_once,
-            sign_in_failures_are_counted_per_window,
+            a_setup_link_is_redeemed_once,
+            only_the_latest_setup_link_is_valid,
+            no_setup_link_once_someone_can_sign_in,
+            no_setup_link_once_an_organization_has_an_admin,
+            sign_in_attempts_are_claimed_per_window,
+        );
+
+        concurrent_conformance_tests!($backend; console;
+            racing_sign_in_claims_never_exceed_the_limit,
         );
 
         conformance_tests!($backend; directory;

@@ -49,6 +49,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
 enum Sorted<'a> {
     Hangup,
     Status(u16),
+    Refuse(u16, &'a str, &'a str),
     Answer(&'a Reply, Shape),
 }
 
@@ -63,6 +64,11 @@ fn sort_behavior(behavior: &Behavior) -> Sorted<'_> {
     match behavior {
         Behavior::Hangup => Sorted::Hangup,
         Behavior::Status(status) => Sorted::Status(*status),
+        Behavior::Refuse {
+            status,
+            error_type,
+            message,
+        } => Sorted::Refuse(*status, error_type, message),
         Behavior::Ok(reply) => Sorted::Answer(reply, Shape::Normal),
         Behavior::MidStreamError { deltas } => {
             Sorted::Answer(&DEFAULT_REPLY, Shape::MidStreamError { deltas: *deltas })
@@ -107,6 +113,7 @@ async fn messages(
     let (reply, shape) = match sort_behavior(&behavior) {
         Sorted::Hangup => return hang_up(&hangup).await,
         Sorted::Status(status) => return error_response(status, &request_id),
+        Sorted::Refuse(status, kind, message) => return refusal(status, kind, message, &request_id),
         Sorted::Answer(reply, shape) => (reply, shape),
     };
     let request: MessagesRequest = match parse_body(&body) {
@@ -220,6 +227,12 @@ async fn chat_completions(
                 &request_id,
             );
         }
+        Sorted::Refuse(status, kind, message) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let body =
+                serde_json::json!({"error": {"message": message, "type": kind, "param": null, "code": null}});
+            return json_response(status, Body::from(body.to_string()), &request_id);
+        }
         Sorted::Answer(reply, shape) => (reply, shape),
     };
     let request: ChatRequest = match parse_body(&body) {
@@ -314,6 +327,7 @@ async fn count_tokens(
     let (reply, shape) = match sort_behavior(&behavior) {
         Sorted::Hangup => return hang_up(&hangup).await,
         Sorted::Status(status) => return error_response(status, &request_id),
+        Sorted::Refuse(status, kind, message) => return refusal(status, kind, message, &request_id),
         Sorted::Answer(reply, shape) => (reply, shape),
     };
     if let Err(message) = parse_body::<CountTokensRequest>(&body) {
@@ -467,10 +481,31 @@ fn invalid_request(message: &str, request_id: &str) -> Response {
     json_response(StatusCode::BAD_REQUEST, Body::from(body), request_id)
 }
 
+/// An error status in Anthropic's envelope. A 429 carries what the real API sends with it:
+/// `retry-after` and the `anthropic-ratelimit-*` headers of the limit that was hit.
 fn error_response(status: u16, request_id: &str) -> Response {
     // An out-of-range status is a typo in the test; answer 500 rather than panic the server.
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let body = wire::error_envelope_json(status.as_u16(), request_id);
+    let mut response = json_response(status, Body::from(body), request_id);
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        let headers = response.headers_mut();
+        for (name, value) in [
+            ("retry-after", "2"),
+            ("anthropic-ratelimit-requests-limit", "50"),
+            ("anthropic-ratelimit-requests-remaining", "0"),
+            ("anthropic-ratelimit-requests-reset", "2026-01-01T00:00:02Z"),
+            ("anthropic-organization-id", "upstream-org-not-for-clients"),
+        ] {
+            headers.insert(name, HeaderValue::from_static(value));
+        }
+    }
+    response
+}
+
+fn refusal(status: u16, kind: &str, message: &str, request_id: &str) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = wire::error_envelope_with_message_json(kind, message, request_id);
     json_response(status, Body::from(body), request_id)
 }
 

@@ -65,6 +65,7 @@ fn request(stream: bool) -> UpstreamRequest {
         stream,
         anthropic_version: None,
         anthropic_beta: None,
+        client_headers: Default::default(),
         query: None,
     }
 }
@@ -123,7 +124,7 @@ async fn overloaded_status_is_passed_through_and_retryable() {
             panic!("expected an error");
         };
         assert!(error.is_retryable());
-        let UpstreamError::Status { status, body } = error else {
+        let UpstreamError::Status { status, body, .. } = error else {
             panic!("expected a status, got {error:?}");
         };
         assert_eq!((status, body), (529, Bytes::from_static(OVERLOADED.as_bytes())));
@@ -278,6 +279,7 @@ async fn headers_query_and_body_are_passed_through() {
     let forwarded = UpstreamRequest {
         anthropic_version: Some("2023-06-01".to_owned()),
         anthropic_beta: Some("prompt-caching-2024-07-31,interleaved-thinking-2025-05-14".to_owned()),
+        client_headers: Default::default(),
         query: Some("beta=true".to_owned()),
         ..request(false)
     };
@@ -336,6 +338,7 @@ fn chat_request(stream: bool) -> UpstreamRequest {
         stream,
         anthropic_version: Some("2023-06-01".to_owned()),
         anthropic_beta: None,
+        client_headers: Default::default(),
         query: Some("beta=true".to_owned()),
     }
 }

@@ -187,6 +187,69 @@ fn the_example_configuration_parses() {
     );
     let routed = catalog.model("gpt-4.1").expect("an OpenAI-compatible model");
     assert_eq!(routed.deployments.len(), 2, "a primary and a failover deployment");
+    // No model is left to the simulated one: a real setup serves what it configures (#23).
+    for model in catalog.models() {
+        for deployment in &model.deployments {
+            assert_ne!(deployment.provider, "simulated", "{} is simulated", model.id);
+        }
+    }
+    assert!(
+        catalog.model("claude-opus-4-1").is_none(),
+        "a default model stays out"
+    );
+    let newer = catalog
+        .resolve("claude-opus-4-8")
+        .expect("a newer id resolves by prefix");
+    assert_eq!(
+        newer.upstream_model(&newer.model.deployments[0]),
+        "claude-opus-4-8"
+    );
+}
+
+/// The built-in catalogue is a default, not a floor (#23): `default_models = false`, in a
+/// file or the environment, leaves only the models configured; without it they stay.
+#[test]
+fn default_models_false_serves_only_the_configured_models() {
+    let file = r#"
+        default_models = false
+        [models.mine]
+        class = "sonnet"
+        provider = "simulated"
+        input = "3"
+        output = "15"
+        max_output_tokens = 1000
+    "#;
+    let catalog = parse(Some(file), &[])
+        .expect("valid")
+        .catalog()
+        .expect("catalogue");
+    let ids: Vec<&str> = catalog.models().iter().map(|model| model.id.as_str()).collect();
+    assert_eq!(ids, ["mine"]);
+    assert_eq!(catalog.models()[0].max_output_tokens, Some(1000));
+    assert!(
+        catalog.resolve("claude-sonnet-4-7").is_none(),
+        "the default aliases go too"
+    );
+
+    let kept = parse(Some(&file.replace("default_models = false", "")), &[])
+        .expect("valid")
+        .catalog()
+        .expect("catalogue");
+    assert!(kept.model("claude-sonnet-4-6").is_some());
+    assert_eq!(
+        kept.model("claude-sonnet-4-6")
+            .and_then(|model| model.max_output_tokens),
+        Some(64_000)
+    );
+
+    let from_environment = parse(
+        Some(&file.replace("default_models = false", "")),
+        &[("TOLLGATE_DEFAULT_MODELS", "false")],
+    )
+    .expect("valid")
+    .catalog()
+    .expect("catalogue");
+    assert_eq!(from_environment.models().len(), 1);
 }
 
 #[test]
@@ -302,4 +365,30 @@ fn bad_deployments_name_the_culprit() {
         let error = format!("{:#}", result.expect_err(&file));
         assert!(error.contains(expected), "{file}: {error}");
     }
+}
+
+#[test]
+fn a_reservation_ttl_the_heartbeat_cannot_keep_ahead_of_is_refused() {
+    // #24: running requests' reservations are extended at every maintenance pass, so the TTL
+    // must exceed two passes; the defaults (900 s, 10 s) pass.
+    parse(None, &[])
+        .expect("defaults")
+        .check_reservation_ttl()
+        .expect("defaults are safe");
+    let config = parse(
+        Some("[gateway]\nreservation_ttl_seconds = 20\nmaintenance_interval_seconds = 10\n"),
+        &[],
+    )
+    .expect("parses");
+    let error = config.check_reservation_ttl().expect_err("refused").to_string();
+    assert!(
+        error.contains("reservation_ttl_seconds (20)") && error.contains("maintenance_interval_seconds (10)"),
+        "{error}"
+    );
+    let config = parse(
+        Some("[gateway]\nreservation_ttl_seconds = 21\nmaintenance_interval_seconds = 10\n"),
+        &[],
+    )
+    .expect("parses");
+    config.check_reservation_ttl().expect("just enough");
 }

@@ -183,6 +183,8 @@ pub(crate) struct Options {
     pub(crate) manual_clock: bool,
     /// How many more fake upstreams to start.
     pub(crate) extra_fakes: usize,
+    /// The `[gateway]` table's keys (other tables go in `extra_config`).
+    pub(crate) gateway_config: &'static str,
 }
 
 impl Default for Options {
@@ -193,6 +195,7 @@ impl Default for Options {
             extra_config: "",
             manual_clock: false,
             extra_fakes: 0,
+            gateway_config: "disconnect_drain_seconds = 5",
         }
     }
 }
@@ -227,7 +230,7 @@ pub(crate) async fn spawn_app_with(options: Options) -> TestApp {
         [credits]
         starter_grant_usd = "{grant}"
         [gateway]
-        disconnect_drain_seconds = 5
+        {gateway}
         [providers.simulated]
         kind = "simulated"
         tokens_per_second = 0
@@ -268,6 +271,7 @@ pub(crate) async fn spawn_app_with(options: Options) -> TestApp {
             GENEROUS_TIERS
         },
         grant = options.starter_grant_usd,
+        gateway = options.gateway_config,
         base_url = fake.base_url(),
     );
     let overrides = Overrides {

@@ -12,16 +12,16 @@ use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use tollgate_testkit::{Behavior, Reply};
 
 use crate::helpers::{TestApp, spawn_app, starter_nanos};
 
-fn workspace_root() -> PathBuf {
+pub(crate) fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-fn run(command: &mut Command) -> Result<String, String> {
+pub(crate) fn run(command: &mut Command) -> Result<String, String> {
     let output = command
         .output()
         .map_err(|error| format!("{command:?} could not start: {error}"))?;
@@ -206,6 +206,15 @@ async fn the_anthropic_sdk_works_streaming_and_not() {
         (40, 6),
         "usage reaches the SDK through message_delta"
     );
+    let tool_use = &cases["tool_use_stream"];
+    assert_eq!(tool_use["stop_reason"], "tool_use");
+    assert_eq!(tool_use["blocks"], json!(["tool_use"]));
+    assert_eq!(tool_use["name"], "Bash");
+    assert_eq!(
+        tool_use["input"],
+        json!({"command": "echo hello"}),
+        "the SDK assembles the streamed input"
+    );
     assert!(int(&cases["count_tokens"], "input_tokens") > 0);
     assert_eq!(int(&cases["bad_key"], "status"), 401);
 
@@ -215,7 +224,9 @@ async fn the_anthropic_sdk_works_streaming_and_not() {
         + int(stream, "input_tokens") * 5_000
         + int(stream, "output_tokens") * 25_000
         + 40 * 2_000
-        + 6 * 8_000;
+        + 6 * 8_000
+        + int(tool_use, "input_tokens") * 3_000
+        + int(tool_use, "output_tokens") * 15_000;
     app.wait_for_settlement().await;
     assert_eq!(app.balance().await, (starter_nanos() - expected, 0, expected));
     app.assert_ledger_clean().await;

@@ -24,6 +24,8 @@ mod chat;
 mod cli;
 #[path = "../it/console.rs"]
 mod console;
+#[path = "../it/console_security.rs"]
+mod console_security;
 #[path = "../it/credit.rs"]
 mod credit;
 #[path = "../it/failover.rs"]
@@ -32,6 +34,8 @@ mod failover;
 mod helpers;
 #[path = "../it/messages.rs"]
 mod messages;
+#[path = "../it/prompt_cache.rs"]
+mod prompt_cache;
 mod replicas;
 #[path = "../it/sdk.rs"]
 mod sdk;
