@@ -117,19 +117,31 @@ fn rate_limit_headers(view: &RateLimitView, headers: &mut HeaderMap) {
         } else {
             remaining
         };
-        let reset = chrono::DateTime::from_timestamp_nanos(reset_at_nanos)
-            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-        for (suffix, value) in [
-            ("limit", limit.to_string()),
-            ("remaining", remaining.to_string()),
-            ("reset", reset),
-        ] {
-            if let (Ok(header_name), Ok(value)) = (
-                header::HeaderName::try_from(format!("anthropic-ratelimit-{name}-{suffix}")),
-                HeaderValue::from_str(&value),
-            ) {
-                headers.insert(header_name, value);
-            }
+        let reset = chrono::DateTime::from_timestamp_nanos(reset_at_nanos);
+        set_rate_limit_group(headers, name, limit, remaining, reset);
+    }
+}
+
+/// One group's `anthropic-ratelimit-{group}-limit`, `-remaining` and `-reset` (RFC 3339 to
+/// the second): what an admitted request's response and tollgate's own 429 both carry.
+pub(crate) fn set_rate_limit_group(
+    headers: &mut HeaderMap,
+    group: &str,
+    limit: u64,
+    remaining: u64,
+    reset: chrono::DateTime<chrono::Utc>,
+) {
+    let reset = reset.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    for (suffix, value) in [
+        ("limit", limit.to_string()),
+        ("remaining", remaining.to_string()),
+        ("reset", reset),
+    ] {
+        if let (Ok(header_name), Ok(value)) = (
+            header::HeaderName::try_from(format!("anthropic-ratelimit-{group}-{suffix}")),
+            HeaderValue::from_str(&value),
+        ) {
+            headers.insert(header_name, value);
         }
     }
 }

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use tollgate_service::clock::{Clock, SystemClock};
 
 use crate::error::{ApiError, ErrorKind, Surface};
+use crate::messages::set_rate_limit_group;
 
 /// The id of the request being served, for handlers that record it.
 #[derive(Clone, Debug)]
@@ -61,41 +62,29 @@ fn envelope(error: &ApiError, request_id: &str, surface: Surface) -> Response {
     if let Some(seconds) = error.retry_after_seconds {
         headers.insert("retry-after", HeaderValue::from(seconds));
         if let Some((group, limit)) = error.limited.as_deref() {
-            let reset = SystemClock.now()
-                + chrono::Duration::seconds(
-                    i64::try_from(seconds)
-                        .unwrap_or(i64::MAX / 1_000_000_000)
-                        .min(86_400),
-                );
-            let reset = reset.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-            for (suffix, value) in [
-                ("limit", limit.to_string()),
-                ("remaining", "0".to_owned()),
-                ("reset", reset),
-            ] {
-                if let (Ok(name), Ok(value)) = (
-                    HeaderName::try_from(format!("anthropic-ratelimit-{group}-{suffix}")),
-                    HeaderValue::from_str(&value),
-                ) {
-                    headers.insert(name, value);
-                }
-            }
+            let wait = chrono::Duration::seconds(i64::try_from(seconds.min(86_400)).unwrap_or(86_400));
+            set_rate_limit_group(headers, group, *limit, 0, SystemClock.now() + wait);
         }
     }
-    if !headers.contains_key("x-should-retry") {
-        let should_retry = error.should_retry.unwrap_or(
-            // A spent monthly limit or credit (429 without `retry-after`): retrying before
-            // money or the month arrives cannot succeed. An upstream's 429, 529 or 5xx that
-            // said nothing is worth retrying, as it would be called directly.
-            error.retry_after_seconds.is_some()
-                || error.kind == ErrorKind::Overloaded
-                || (error.upstream.is_some()
-                    && (status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error())),
-        );
-        if should_retry || status == StatusCode::TOO_MANY_REQUESTS || error.should_retry.is_some() {
-            let value = if should_retry { "true" } else { "false" };
-            headers.insert("x-should-retry", HeaderValue::from_static(value));
-        }
+    if !headers.contains_key("x-should-retry")
+        && let Some(should_retry) = should_retry(error, status)
+    {
+        let value = if should_retry { "true" } else { "false" };
+        headers.insert("x-should-retry", HeaderValue::from_static(value));
     }
     response
+}
+
+/// `x-should-retry` where the upstream did not say: what the error knows of itself; else
+/// true when waiting helps (a `retry-after`, an overload, an upstream's 429 or 5xx, as it
+/// would be retried called directly); else false for a 429 of a spent monthly limit or
+/// credit, which no retry before money or the month arrives can pass; else nothing.
+fn should_retry(error: &ApiError, status: StatusCode) -> Option<bool> {
+    let retryable = error.retry_after_seconds.is_some()
+        || error.kind == ErrorKind::Overloaded
+        || (error.upstream.is_some()
+            && (status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()));
+    error
+        .should_retry
+        .or_else(|| (retryable || status == StatusCode::TOO_MANY_REQUESTS).then_some(retryable))
 }
