@@ -1,16 +1,19 @@
 //! What both backends' hot-path writers (`sqlite/writer.rs`, `postgres/writer.rs`) share:
-//! how big a batch may grow, how many operations may wait, what each operation answers,
+//! the queue and its operations (`WriterQueue`, `Job`), how big a batch may grow, how many
+//! operations may wait, what each operation answers,
 //! how a batch is taken from the queue, how the reaper voids overdue reservations through
 //! the writer, and the error of a writer that has stopped.
 
 use std::future::Future;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tollgate_core::Timestamp;
 
+use crate::book::{Decision, Operation};
+use crate::codec::invariant;
 use crate::error::{StoreError, TxError};
 use crate::journal::{Overdue, abandonment};
-use crate::model::{Reservation, ReserveRejection, SettleOutcome, Settlement};
+use crate::model::{NewReservation, Reservation, ReserveRejection, SettleOutcome, Settlement};
 
 /// Most operations one transaction carries: bounds how long its locks are held.
 pub(crate) const MAX_BATCH: usize = 256;
@@ -19,6 +22,80 @@ pub(crate) const QUEUE_CAPACITY: usize = 4_096;
 
 pub(crate) type ReserveResult = Result<Reservation, TxError<ReserveRejection>>;
 pub(crate) type SettleResult = Result<SettleOutcome, StoreError>;
+
+/// A queued operation and its caller's reply.
+pub(crate) enum Job {
+    Reserve {
+        reservation: NewReservation,
+        reply: oneshot::Sender<ReserveResult>,
+    },
+    Settle {
+        settlement: Settlement,
+        reply: oneshot::Sender<SettleResult>,
+    },
+}
+
+impl Job {
+    pub(crate) fn operation(&self) -> Operation<'_> {
+        match self {
+            Job::Reserve { reservation, .. } => Operation::Reserve(reservation),
+            Job::Settle { settlement, .. } => Operation::Settle(settlement),
+        }
+    }
+
+    /// Answers the caller with what the book decided, once the batch committed. A caller
+    /// that went away loses nothing either way.
+    pub(crate) fn answer(self, decision: Decision) {
+        match (self, decision) {
+            (Job::Reserve { reply, .. }, Decision::Reserve(reserved)) => {
+                drop(reply.send(reserved.map_err(TxError::Rejected)));
+            }
+            (Job::Settle { reply, .. }, Decision::Settle(outcome)) => drop(reply.send(Ok(outcome))),
+            (job, _) => job.fail(invariant(
+                "a batch answered an operation with another kind's result".into(),
+            )),
+        }
+    }
+
+    /// Answers the caller with an error.
+    pub(crate) fn fail(self, error: StoreError) {
+        match self {
+            Job::Reserve { reply, .. } => drop(reply.send(Err(error.into()))),
+            Job::Settle { reply, .. } => drop(reply.send(Err(error))),
+        }
+    }
+}
+
+/// The queue to a backend's writer. Cheap to clone; the writer stops when the last clone
+/// is dropped.
+#[derive(Clone)]
+pub(crate) struct WriterQueue {
+    sender: mpsc::Sender<Job>,
+}
+
+impl WriterQueue {
+    /// The queue and the writer's end of it.
+    pub(crate) fn new() -> (WriterQueue, mpsc::Receiver<Job>) {
+        let (sender, receiver) = mpsc::channel(QUEUE_CAPACITY);
+        (WriterQueue { sender }, receiver)
+    }
+
+    pub(crate) async fn reserve(&self, reservation: NewReservation) -> ReserveResult {
+        let (reply, answer) = oneshot::channel();
+        self.submit(Job::Reserve { reservation, reply }).await?;
+        answer.await.unwrap_or_else(|_| Err(stopped().into()))
+    }
+
+    pub(crate) async fn settle(&self, settlement: Settlement) -> SettleResult {
+        let (reply, answer) = oneshot::channel();
+        self.submit(Job::Settle { settlement, reply }).await?;
+        answer.await.unwrap_or_else(|_| Err(stopped()))
+    }
+
+    async fn submit(&self, job: Job) -> Result<(), StoreError> {
+        self.sender.send(job).await.map_err(|_| stopped())
+    }
+}
 
 /// A batch: `first`, then whatever else is already queued, up to `MAX_BATCH`.
 pub(crate) fn take_batch<J>(first: J, receiver: &mut mpsc::Receiver<J>) -> Vec<J> {

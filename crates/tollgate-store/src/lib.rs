@@ -23,6 +23,7 @@ macro_rules! dispatch {
 
 mod admin_model;
 mod batching;
+mod book;
 mod codec;
 mod console;
 mod error;
@@ -49,6 +50,7 @@ pub use error::{StoreError, TxError};
 pub use model::*;
 
 pub use postgres::PostgresOptions;
+pub use sqlite::SqliteOptions;
 pub use sqlite::backup::SqliteBackup;
 
 use crate::postgres::PgStore;
@@ -72,9 +74,9 @@ enum Engine {
 impl Store {
     /// Opens (creating if missing) the SQLite database file at `path` and runs pending
     /// migrations. The parent directory must exist.
-    pub async fn open_sqlite(path: &Path) -> Result<Store, StoreError> {
+    pub async fn open_sqlite(path: &Path, options: SqliteOptions) -> Result<Store, StoreError> {
         Ok(Store {
-            engine: Engine::Sqlite(SqliteStore::open(path).await?),
+            engine: Engine::Sqlite(SqliteStore::open(path, options).await?),
         })
     }
 

@@ -11,7 +11,7 @@ use tollgate_console::ConsoleSettings;
 use tollgate_gateway::{GatewayState, router};
 use tollgate_limiter::RedisLimiter;
 use tollgate_service::{Clock, FirstStart, Limiter, SystemClock, Tollgate};
-use tollgate_store::Store;
+use tollgate_store::{SqliteOptions, Store};
 
 use crate::config::{Backend, Config, redact_password};
 use crate::serve::ServerSettings;
@@ -23,7 +23,10 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
         Backend::Sqlite(path) => {
             std::fs::create_dir_all(&config.data_dir)
                 .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
-            Store::open_sqlite(&path)
+            let options = SqliteOptions {
+                sync_interval: Duration::from_millis(config.database.sync_interval_millis),
+            };
+            Store::open_sqlite(&path, options)
                 .await
                 .with_context(|| format!("cannot open the database {}", path.display()))
         }

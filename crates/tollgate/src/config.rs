@@ -112,6 +112,8 @@ pub struct DatabaseConfig {
     /// PostgreSQL schema for tollgate's tables (created if missing); empty = the server's
     /// default search path.
     pub schema: String,
+    /// SQLite: how long a committed charge may wait for its fsync (0: none waits).
+    pub sync_interval_millis: u64,
 }
 
 /// What one connection may hold, and how many are served at once (see `serve.rs`).
@@ -461,6 +463,7 @@ impl Config {
             url: url.to_owned(),
             max_connections: self.database.max_connections,
             schema: (!schema.is_empty()).then(|| schema.to_owned()),
+            asynchronous_commit: self.database.sync_interval_millis > 0,
         }))
     }
 

@@ -33,9 +33,12 @@ pub(crate) struct Fixture {
 impl Fixture {
     pub(crate) async fn new() -> Fixture {
         let directory = tempfile::tempdir().unwrap();
-        let store = Store::open_sqlite(&directory.path().join("console.db"))
-            .await
-            .unwrap();
+        let store = Store::open_sqlite(
+            &directory.path().join("console.db"),
+            tollgate_store::SqliteOptions::default(),
+        )
+        .await
+        .unwrap();
         let ladder = TierLadder::new(vec![Tier {
             limits: LimitSet {
                 name: "Test".into(),

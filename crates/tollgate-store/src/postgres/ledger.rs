@@ -370,7 +370,14 @@ pub(crate) async fn write_accounts(
     connection: &mut PgConnection,
     accounts: &AccountSet,
 ) -> Result<(), StoreError> {
-    let changed = accounts.changed()?;
+    write_changed_accounts(connection, &accounts.changed()?).await
+}
+
+/// Writes accounts given as (as loaded, as changed), like `write_accounts`.
+pub(crate) async fn write_changed_accounts(
+    connection: &mut PgConnection,
+    changed: &[(Account, Account)],
+) -> Result<(), StoreError> {
     if changed.is_empty() {
         return Ok(());
     }
@@ -413,7 +420,7 @@ pub(crate) async fn write_accounts(
         let account = account_from_row(row)?;
         stored.insert(account.id, account);
     }
-    for (_, current) in &changed {
+    for (_, current) in changed {
         let Some(stored) = stored.get(&current.id) else {
             return Err(invariant(format!(
                 "account {} changed after it was loaded in the same transaction",

@@ -32,6 +32,7 @@ use tollgate_core::Timestamp;
 use tollgate_core::attribution::{Attribution, ClientLabel};
 use tollgate_core::keys::KeyKind;
 
+use crate::batching::WriterQueue;
 use crate::codec::label_text;
 pub(crate) use crate::codec::{
     check_rows_written, count_from_sql, count_to_sql, invariant, millis, timestamp_from_sql,
@@ -53,6 +54,11 @@ pub struct PostgresOptions {
     /// Tables live in this schema (created if missing); None = the server's default
     /// `search_path`. Tests give each store its own.
     pub schema: Option<String>,
+    /// The hot path's batches commit with `synchronous_commit = off`: answered once the
+    /// server has the commit (a crash of this replica loses nothing), flushed to the
+    /// server's disk within three `wal_writer_delay`s (a crash of the server, or a power
+    /// loss, loses at most those, always the latest commits). False: the server's setting.
+    pub asynchronous_commit: bool,
 }
 
 /// How many times `retrying` runs a transaction script that PostgreSQL aborted for
@@ -74,7 +80,7 @@ pub(crate) type PgTransaction = Transaction<'static, Postgres>;
 pub(crate) struct PgStore {
     pool: PgPool,
     /// Reservations and settlements, batched (`writer`).
-    writer: writer::HotWriter,
+    writer: WriterQueue,
 }
 
 impl PgStore {
@@ -105,7 +111,7 @@ impl PgStore {
             .run(&pool)
             .await
             .map_err(|error| StoreError::Migration(error.to_string()))?;
-        let writer = writer::HotWriter::start(pool.clone());
+        let writer = writer::start(pool.clone(), options.asynchronous_commit);
         Ok(PgStore { pool, writer })
     }
 
@@ -133,7 +139,7 @@ impl PgStore {
         &self.pool
     }
 
-    pub(crate) fn writer(&self) -> &writer::HotWriter {
+    pub(crate) fn writer(&self) -> &WriterQueue {
         &self.writer
     }
 

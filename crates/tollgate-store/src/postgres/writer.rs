@@ -18,121 +18,61 @@
 //! Anything else that goes wrong (an unknown reservation, a record of another organization,
 //! a row that changed under a compare-and-set, contention PostgreSQL aborted) rolls the
 //! whole batch back, and its operations run again one by one, each as a batch of its own
-//! (`Job::run_alone`), so the error reaches the operation it belongs to.
+//! (`run_alone`), so the error reaches the operation it belongs to.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::HashMap;
 
 use sqlx::pool::PoolConnection;
 use sqlx::{Connection, PgConnection, PgPool, Postgres};
-use tokio::sync::{mpsc, oneshot};
-use tollgate_core::Timestamp;
-use tollgate_core::ledger::{self, AccountId, Lot, ReservationLine};
+use tokio::sync::mpsc;
+use tollgate_core::ledger::{AccountId, ReservationLine};
 use tollgate_core::money::NanoUsd;
-use tollgate_core::spend::{self, month_key};
 
-use crate::batching::{QUEUE_CAPACITY, ReserveResult, SettleResult, stopped, take_batch};
-use crate::error::{StoreError, TxError};
-use crate::journal::{
-    AccountSet, JournalEntry, SpendCounter, TransferKind, check_record_scope, ended_state, month_spend_of,
-    plan_end, settle_outcome,
-};
-use crate::model::{NewReservation, Reservation, ReserveRejection, SettleOutcome, Settlement, UsageRecord};
-use crate::postgres::ledger::{append_journal, load_lots_and_spend_accounts, write_accounts};
+use crate::batching::{Job, WriterQueue, take_batch};
+use crate::book::{Book, Decision, Delta, Ended, LoadedReservation, OpenReservation, Operation};
+use crate::error::StoreError;
+use crate::model::{NewReservation, UsageRecord};
+use crate::postgres::ledger::{append_journal, load_lots_and_spend_accounts, write_changed_accounts};
 use crate::postgres::spend::{CounterChange, load_month_counters, write_counters};
 use crate::postgres::{
     check_rows_written, column, insert_usage_records_in, invariant, millis, retrying_store, store_error,
     timestamp_from_sql,
 };
 
-/// A queued operation and its caller's reply.
-enum Job {
-    Reserve {
-        reservation: NewReservation,
-        reply: oneshot::Sender<ReserveResult>,
-    },
-    Settle {
-        settlement: Settlement,
-        reply: oneshot::Sender<SettleResult>,
-    },
-}
-
-impl Job {
-    /// The organization whose lock the operation needs. A settlement's is its record's,
-    /// checked against the reservation's under the lock.
-    fn org_id(&self) -> &str {
-        match self {
-            Job::Reserve { reservation, .. } => &reservation.org_id,
-            Job::Settle { settlement, .. } => &settlement.record.org_id,
-        }
-    }
-
-    /// Answers the caller with an error.
-    fn fail(self, error: StoreError) {
-        match self {
-            Job::Reserve { reply, .. } => drop(reply.send(Err(error.into()))),
-            Job::Settle { reply, .. } => drop(reply.send(Err(error))),
-        }
-    }
-
-    /// Runs the operation as a batch of its own, again while PostgreSQL aborts it for
-    /// contention, and answers its caller: with its result, or with the error that is its
-    /// own now that no other operation shares its transaction.
-    async fn run_alone(self, pool: &PgPool) {
-        let jobs = [self];
-        let outcome = retrying_store(|| async {
-            let mut connection = None;
-            run_batch(pool, &mut connection, &jobs).await
-        })
-        .await;
-        match outcome {
-            Ok(answers) => answer(jobs.into(), answers),
-            Err(error) => jobs.into_iter().for_each(|job| job.fail(error.clone())),
-        }
+/// Runs the operation as a batch of its own, again while PostgreSQL aborts it for
+/// contention, and answers its caller: with its result, or with the error that is its own
+/// now that no other operation shares its transaction.
+async fn run_alone(job: Job, pool: &PgPool, begin: &'static str) {
+    let jobs = [job];
+    let outcome = retrying_store(|| async {
+        let mut connection = None;
+        run_batch(pool, begin, &mut connection, &jobs).await
+    })
+    .await;
+    let [job] = jobs;
+    match outcome.map(|mut decisions| decisions.pop()) {
+        Ok(Some(decision)) => job.answer(decision),
+        Ok(None) => job.fail(invariant("a batch of one answered nothing".into())),
+        Err(error) => job.fail(error),
     }
 }
 
-/// What a committed batch answers an operation.
-enum Answer {
-    Reserve(Result<Reservation, ReserveRejection>),
-    Settle(SettleOutcome),
-}
-
-/// The queue to the writer task. Cheap to clone; the task stops when the last clone is
-/// dropped.
-#[derive(Clone)]
-pub(crate) struct HotWriter {
-    sender: mpsc::Sender<Job>,
-}
-
-impl HotWriter {
-    /// Starts the writer task on the current runtime.
-    pub(crate) fn start(pool: PgPool) -> HotWriter {
-        let (sender, receiver) = mpsc::channel(QUEUE_CAPACITY);
-        tokio::spawn(write_batches(pool, receiver));
-        HotWriter { sender }
-    }
-
-    pub(crate) async fn reserve(&self, reservation: NewReservation) -> ReserveResult {
-        let (reply, answer) = oneshot::channel();
-        self.submit(Job::Reserve { reservation, reply }).await?;
-        answer.await.unwrap_or_else(|_| Err(stopped().into()))
-    }
-
-    pub(crate) async fn settle(&self, settlement: Settlement) -> SettleResult {
-        let (reply, answer) = oneshot::channel();
-        self.submit(Job::Settle { settlement, reply }).await?;
-        answer.await.unwrap_or_else(|_| Err(stopped()))
-    }
-
-    async fn submit(&self, job: Job) -> Result<(), StoreError> {
-        self.sender.send(job).await.map_err(|_| stopped())
-    }
+/// Starts the writer task on the current runtime and returns the queue to it.
+pub(crate) fn start(pool: PgPool, asynchronous_commit: bool) -> WriterQueue {
+    let (queue, receiver) = WriterQueue::new();
+    let begin = if asynchronous_commit {
+        BEGIN_BATCH_ASYNCHRONOUS
+    } else {
+        BEGIN_BATCH
+    };
+    tokio::spawn(write_batches(pool, begin, receiver));
+    queue
 }
 
 /// The writer keeps one connection from batch to batch (a checkout from the pool pings the
 /// server first: a round trip a batch), takes a fresh one after a batch fails, and gives it
 /// back when the pool is closed (closing waits for every connection).
-async fn write_batches(pool: PgPool, mut receiver: mpsc::Receiver<Job>) {
+async fn write_batches(pool: PgPool, begin: &'static str, mut receiver: mpsc::Receiver<Job>) {
     let mut connection = None;
     loop {
         let first = tokio::select! {
@@ -143,38 +83,31 @@ async fn write_batches(pool: PgPool, mut receiver: mpsc::Receiver<Job>) {
             }
         };
         let Some(first) = first else { break };
-        commit_batch(&pool, &mut connection, take_batch(first, &mut receiver)).await;
+        commit_batch(&pool, begin, &mut connection, take_batch(first, &mut receiver)).await;
     }
 }
 
 /// Runs a batch in one transaction and answers every caller after its commit; if the
 /// batch fails, runs its operations one by one.
-async fn commit_batch(pool: &PgPool, connection: &mut Option<PoolConnection<Postgres>>, jobs: Vec<Job>) {
-    match run_batch(pool, connection, &jobs).await {
-        Ok(answers) => answer(jobs, answers),
+async fn commit_batch(
+    pool: &PgPool,
+    begin: &'static str,
+    connection: &mut Option<PoolConnection<Postgres>>,
+    jobs: Vec<Job>,
+) {
+    match run_batch(pool, begin, connection, &jobs).await {
+        Ok(decisions) => jobs
+            .into_iter()
+            .zip(decisions)
+            .for_each(|(job, decision)| job.answer(decision)),
         Err(error) => {
             *connection = None;
             if jobs.len() > 1 {
                 tracing::warn!(%error, operations = jobs.len(), "a write batch was rolled back; running its operations one by one");
             }
             for job in jobs {
-                job.run_alone(pool).await;
+                run_alone(job, pool, begin).await;
             }
-        }
-    }
-}
-
-/// Answers each operation of a committed batch with its result.
-fn answer(jobs: Vec<Job>, answers: Vec<Answer>) {
-    for (job, answer) in jobs.into_iter().zip(answers) {
-        match (job, answer) {
-            (Job::Reserve { reply, .. }, Answer::Reserve(reserved)) => {
-                drop(reply.send(reserved.map_err(TxError::Rejected)));
-            }
-            (Job::Settle { reply, .. }, Answer::Settle(outcome)) => drop(reply.send(Ok(outcome))),
-            (job, _) => job.fail(invariant(
-                "a batch answered an operation with another kind's result".into(),
-            )),
         }
     }
 }
@@ -186,326 +119,94 @@ fn answer(jobs: Vec<Job>, answers: Vec<Answer>) {
 /// third of the throughput gone after 50,000 requests). Index probes are what the batch
 /// needs at any size, so sequential scans are priced out for its transaction only.
 const BEGIN_BATCH: &str = "BEGIN; SET LOCAL enable_seqscan = off";
+/// `BEGIN_BATCH` for a writer whose commits do not wait for the server's fsync.
+const BEGIN_BATCH_ASYNCHRONOUS: &str =
+    "BEGIN; SET LOCAL enable_seqscan = off; SET LOCAL synchronous_commit = off";
 
+/// One transaction: lock the batch's organizations, load their state into a book of the
+/// batch's own (another replica may have written since the last batch), decide every
+/// operation, write the delta, commit.
 async fn run_batch(
     pool: &PgPool,
+    begin: &'static str,
     connection: &mut Option<PoolConnection<Postgres>>,
     jobs: &[Job],
-) -> Result<Vec<Answer>, StoreError> {
+) -> Result<Vec<Decision>, StoreError> {
     let connection = match connection {
         Some(connection) => connection,
         None => connection.insert(pool.acquire().await.map_err(store_error)?),
     };
-    let mut transaction = Connection::begin_with(&mut **connection, BEGIN_BATCH)
+    let mut transaction = Connection::begin_with(&mut **connection, begin)
         .await
         .map_err(store_error)?;
-    let mut batch = Batch::load(&mut transaction, jobs).await?;
-    let answers = jobs
+    let operations: Vec<Operation<'_>> = jobs.iter().map(Job::operation).collect();
+    let mut book = Book::default();
+    load_book(&mut transaction, &mut book, &operations).await?;
+    let mut delta = Delta::default();
+    let decisions = operations
         .iter()
-        .map(|job| match job {
-            Job::Reserve { reservation, .. } => batch.reserve(reservation).map(Answer::Reserve),
-            Job::Settle { settlement, .. } => batch.settle(settlement).map(Answer::Settle),
-        })
+        .map(|operation| book.decide(*operation, &mut delta))
         .collect::<Result<Vec<_>, _>>()?;
-    batch.write(&mut transaction).await?;
+    write_delta(&mut transaction, &delta).await?;
     transaction.commit().await.map_err(store_error)?;
-    Ok(answers)
+    Ok(decisions)
 }
 
-/// A reservation being ended in this batch, as read (with its lines in line order).
-struct Pending {
-    org_id: String,
-    workspace_id: String,
-    amount: NanoUsd,
-    created_at: Timestamp,
-    lines: Vec<ReservationLine>,
-    /// Not pending when read, or ended earlier in this batch.
-    ended: bool,
-}
-
-/// A reservation's end, to write.
-struct Ended<'a> {
-    reservation_id: &'a str,
-    state: &'static str,
-    ended_at: Timestamp,
-    charged: NanoUsd,
-}
-
-/// A usage transfer, to append to the journal.
-struct Posted<'a> {
-    org_id: &'a str,
-    debit: AccountId,
-    credit: AccountId,
-    amount: NanoUsd,
-    reservation_id: &'a str,
-    lot_id: String,
-    created_at: Timestamp,
-}
-
-/// One organization's counters for one month, by workspace: as read (None: no row) and as
-/// the batch left them.
-type MonthCounters = BTreeMap<String, (Option<SpendCounter>, SpendCounter)>;
-
-/// One batch's rows: as read under the locks, as its operations leave them, and what is
-/// to be written.
-#[derive(Default)]
-struct Batch<'a> {
-    accounts: AccountSet,
-    /// Each organization's lots in drawdown order (accounts as read; `accounts` has them
-    /// as changed) and its spend account.
-    lots: HashMap<String, (Vec<Lot>, AccountId)>,
-    /// Counters by (organization, month).
-    counters: HashMap<(String, i64), MonthCounters>,
-    pending: HashMap<String, Pending>,
-    reserved: Vec<(&'a NewReservation, Vec<ReservationLine>)>,
-    ended: Vec<Ended<'a>>,
-    posted: Vec<Posted<'a>>,
-    records: Vec<(&'a UsageRecord, Option<&'a str>)>,
-}
-
-impl<'a> Batch<'a> {
-    /// Locks the batch's organizations and reads everything its operations decide on.
-    async fn load(connection: &mut PgConnection, jobs: &'a [Job]) -> Result<Batch<'a>, StoreError> {
-        let org_ids: BTreeSet<&str> = jobs.iter().map(Job::org_id).collect();
-        lock_organizations(connection, &org_ids).await?;
-        let mut batch = Batch::default();
-        let ending: Vec<&str> = jobs
-            .iter()
-            .filter_map(|job| match job {
-                Job::Settle { settlement, .. } => Some(settlement.reservation_id.as_str()),
-                Job::Reserve { .. } => None,
-            })
-            .collect();
-        batch.pending = load_pending(connection, &ending).await?;
-        let mut months: BTreeSet<(&str, i64)> = BTreeSet::new();
-        for job in jobs {
-            match job {
-                Job::Reserve { reservation, .. } => {
-                    months.insert((&reservation.org_id, month_key(reservation.created_at)));
-                }
-                Job::Settle { settlement, .. } => {
-                    if let Some(pending) = batch.pending.get(&settlement.reservation_id) {
-                        months.insert((&settlement.record.org_id, month_key(pending.created_at)));
-                    }
-                }
-            }
-        }
-        let ids: Vec<&str> = org_ids.iter().copied().collect();
-        for (org_id, (lots, spend_account)) in load_lots_and_spend_accounts(connection, &ids).await? {
-            let Some(spend_account) = spend_account else {
-                return Err(invariant(format!("organization {org_id} has no spend account")));
-            };
-            batch.accounts.insert(spend_account);
-            for lot in &lots {
-                batch.accounts.insert(lot.account);
-            }
-            batch.lots.insert(org_id, (lots, spend_account.id));
-        }
-        let months: Vec<(&str, i64)> = months.into_iter().collect();
-        let mut loaded = load_month_counters(connection, &months).await?;
-        for (org_id, month) in months {
-            let counters = loaded
-                .remove(&(org_id.to_owned(), month))
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(workspace_id, counter)| (workspace_id, (Some(counter), counter)))
-                .collect();
-            batch.counters.insert((org_id.to_owned(), month), counters);
-        }
-        Ok(batch)
+/// Locks the operations' organizations and reads what the book needs to decide them.
+async fn load_book(
+    connection: &mut PgConnection,
+    book: &mut Book,
+    operations: &[Operation<'_>],
+) -> Result<(), StoreError> {
+    let org_ids = book.missing_orgs(operations);
+    lock_organizations(connection, &org_ids).await?;
+    for (reservation_id, loaded) in load_pending(connection, &book.missing_reservations(operations)).await? {
+        book.load_reservation(reservation_id, loaded);
     }
-
-    /// The organization's lots with their accounts as this batch left them, and its spend
-    /// account.
-    fn lots(&self, org_id: &str) -> Result<(Vec<Lot>, AccountId), StoreError> {
-        let (lots, spend_account) = self
-            .lots
-            .get(org_id)
-            .ok_or_else(|| invariant(format!("organization {org_id} was not locked")))?;
-        let lots = lots
-            .iter()
-            .map(|lot| {
-                Ok(Lot {
-                    account: self.accounts.get(lot.account.id)?,
-                    ..lot.clone()
-                })
-            })
-            .collect::<Result<_, StoreError>>()?;
-        Ok((lots, *spend_account))
+    for (org_id, (lots, spend_account)) in load_lots_and_spend_accounts(connection, &org_ids).await? {
+        let Some(spend_account) = spend_account else {
+            return Err(invariant(format!("organization {org_id} has no spend account")));
+        };
+        book.load_org(org_id, lots, spend_account);
     }
+    let months = book.missing_months(operations);
+    let mut loaded = load_month_counters(connection, &months).await?;
+    for (org_id, month) in months {
+        let counters = loaded.remove(&(org_id.to_owned(), month)).unwrap_or_default();
+        book.load_month(org_id.to_owned(), month, counters);
+    }
+    Ok(())
+}
 
-    fn month_counters(&mut self, org_id: &str, month: i64) -> Result<&mut MonthCounters, StoreError> {
-        self.counters.get_mut(&(org_id.to_owned(), month)).ok_or_else(|| {
-            invariant(format!(
-                "the counters of {org_id} for month {month} were not read"
-            ))
+/// Writes what the batch's decisions changed: new reservations, ended ones, the journal,
+/// the usage records (after the ends, which their rollup reads), then each changed account
+/// and counter once.
+async fn write_delta(connection: &mut PgConnection, delta: &Delta<'_>) -> Result<(), StoreError> {
+    insert_reservations(connection, &delta.reserved).await?;
+    end_reservations(connection, &delta.ended).await?;
+    append_journal(connection, &delta.journal()).await?;
+    let records: Vec<(&UsageRecord, Option<&str>)> = delta
+        .records
+        .iter()
+        .map(|(record, reservation_id)| (*record, Some(*reservation_id)))
+        .collect();
+    insert_usage_records_in(connection, &records).await?;
+    write_changed_accounts(connection, &delta.accounts()?).await?;
+    let counters: Vec<CounterChange<'_>> = delta
+        .counters()?
+        .into_iter()
+        .map(|((org_id, workspace_id, month), before, now)| {
+            ((org_id.as_str(), workspace_id.as_str(), *month), before, now)
         })
-    }
-
-    /// Reserves on the batch's rows: spend limits, then credit, then the pending lines, the
-    /// accounts and the month's held counter.
-    fn reserve(
-        &mut self,
-        reservation: &'a NewReservation,
-    ) -> Result<Result<Reservation, ReserveRejection>, StoreError> {
-        let org_id = reservation.org_id.as_str();
-        let workspace_id = reservation.workspace_id.as_str();
-        let month = month_key(reservation.created_at);
-        let counters = self.month_counters(org_id, month)?;
-        let month_spend = month_spend_of(
-            org_id,
-            workspace_id,
-            month,
-            counters
-                .iter()
-                .map(|(workspace_id, (_, counter))| (workspace_id.clone(), *counter)),
-        )?;
-        if let Err(reached) = spend::check_spend(
-            &reservation.spend_limits,
-            &month_spend,
-            reservation.amount,
-            reservation.created_at,
-        ) {
-            return Ok(Err(reached.into()));
-        }
-        let (lots, spend_account) = self.lots(org_id)?;
-        let lines = match ledger::plan_reservation(&lots, reservation.amount, reservation.created_at) {
-            Ok(lines) => lines,
-            Err(refusal) => return Ok(Err(refusal.into())),
-        };
-        for line in &lines {
-            self.accounts
-                .transfer(line.lot_account, spend_account, |debit, credit| {
-                    ledger::reserve(debit, credit, line.amount)
-                })?;
-        }
-        let counter = self
-            .month_counters(org_id, month)?
-            .entry(workspace_id.to_owned())
-            .or_insert((None, SpendCounter::default()));
-        counter.1 = counter.1.hold(workspace_id, reservation.amount)?;
-        self.reserved.push((reservation, lines.clone()));
-        Ok(Ok(Reservation {
-            id: reservation.reservation_id.clone(),
-            org_id: reservation.org_id.clone(),
-            amount: reservation.amount,
-            lines,
-        }))
-    }
-
-    /// Settles on the batch's rows (requests' settlements and the reaper's abandonments):
-    /// ends a pending reservation once, the cost posted lot by lot in line order, the rest
-    /// released, the month's counter moved and the usage record written. Already ended:
-    /// nothing is written.
-    fn settle(&mut self, settlement: &'a Settlement) -> Result<SettleOutcome, StoreError> {
-        let reservation_id = settlement.reservation_id.as_str();
-        let Some(pending) = self.pending.get(reservation_id) else {
-            return Err(invariant(format!(
-                "settled an unknown reservation {reservation_id}"
-            )));
-        };
-        if pending.ended {
-            return Ok(SettleOutcome {
-                already_ended: true,
-                ..SettleOutcome::default()
-            });
-        }
-        check_record_scope(settlement, &pending.org_id)?;
-        let (org_id, workspace_id, amount) = (
-            settlement.record.org_id.as_str(),
-            pending.workspace_id.clone(),
-            pending.amount,
-        );
-        let month = month_key(pending.created_at);
-        let lines = pending.lines.clone();
-        let plan = plan_end(reservation_id, amount, &lines, settlement.cost)?;
-        let (_, spend_account) = self.lots(org_id)?;
-        for (line, posted) in lines.into_iter().zip(&plan.posted_per_line) {
-            self.accounts
-                .transfer(line.lot_account, spend_account, |debit, credit| {
-                    ledger::settle_pending(debit, credit, line.amount, *posted)
-                })?;
-            if posted.is_positive() {
-                self.posted.push(Posted {
-                    org_id,
-                    debit: line.lot_account,
-                    credit: spend_account,
-                    amount: *posted,
-                    reservation_id,
-                    lot_id: line.lot_id,
-                    created_at: settlement.now,
-                });
-            }
-        }
-        let Some(counter) = self.month_counters(org_id, month)?.get_mut(&workspace_id) else {
-            return Err(invariant(format!(
-                "pending reservation {reservation_id} has no spend counter for month {month}"
-            )));
-        };
-        counter.1 = counter.1.end(&workspace_id, amount, plan.charged)?;
-        self.ended.push(Ended {
-            reservation_id,
-            state: ended_state(&plan),
-            ended_at: settlement.now,
-            charged: plan.charged,
-        });
-        self.records.push((&settlement.record, Some(reservation_id)));
-        if let Some(pending) = self.pending.get_mut(reservation_id) {
-            pending.ended = true;
-        }
-        Ok(settle_outcome(&plan))
-    }
-
-    /// Writes what the batch's operations did: new reservations, ended ones, the journal,
-    /// the usage records (after the ends, which their rollup reads), then each changed
-    /// account and counter once.
-    async fn write(&self, connection: &mut PgConnection) -> Result<(), StoreError> {
-        insert_reservations(connection, &self.reserved).await?;
-        end_reservations(connection, &self.ended).await?;
-        let journal: Vec<JournalEntry<'_>> = self
-            .posted
-            .iter()
-            .map(|posted| JournalEntry {
-                org_id: posted.org_id,
-                debit: posted.debit,
-                credit: posted.credit,
-                amount: posted.amount,
-                kind: TransferKind::Usage,
-                reservation_id: Some(posted.reservation_id),
-                lot_id: Some(&posted.lot_id),
-                created_at: posted.created_at,
-            })
-            .collect();
-        append_journal(connection, &journal).await?;
-        insert_usage_records_in(connection, &self.records).await?;
-        write_accounts(connection, &self.accounts).await?;
-        let counters: Vec<CounterChange<'_>> = self
-            .counters
-            .iter()
-            .flat_map(|((org_id, month), counters)| {
-                counters.iter().map(|(workspace_id, (loaded, current))| {
-                    (
-                        (org_id.as_str(), workspace_id.as_str(), *month),
-                        *loaded,
-                        *current,
-                    )
-                })
-            })
-            .collect();
-        write_counters(connection, &counters).await?;
-        Ok(())
-    }
+        .collect();
+    write_counters(connection, &counters).await
 }
 
 /// Locks the organizations' rows in id order, the order every batch takes them in.
-async fn lock_organizations(
-    connection: &mut PgConnection,
-    org_ids: &BTreeSet<&str>,
-) -> Result<(), StoreError> {
-    let ids: Vec<&str> = org_ids.iter().copied().collect();
+async fn lock_organizations(connection: &mut PgConnection, ids: &[&str]) -> Result<(), StoreError> {
     let locked: Vec<String> =
         sqlx::query_scalar("SELECT id FROM organizations WHERE id = ANY($1) ORDER BY id FOR UPDATE")
-            .bind(&ids)
+            .bind(ids)
             .fetch_all(&mut *connection)
             .await
             .map_err(store_error)?;
@@ -523,10 +224,10 @@ async fn lock_organizations(
 async fn load_pending(
     connection: &mut PgConnection,
     reservation_ids: &[&str],
-) -> Result<HashMap<String, Pending>, StoreError> {
-    let mut pending: HashMap<String, Pending> = HashMap::new();
+) -> Result<HashMap<String, LoadedReservation>, StoreError> {
+    let mut read: HashMap<String, (OpenReservation, bool)> = HashMap::new();
     if reservation_ids.is_empty() {
-        return Ok(pending);
+        return Ok(HashMap::new());
     }
     let rows = sqlx::query(
         "SELECT r.id, r.org_id, r.workspace_id, r.state, r.amount, r.created_at,
@@ -542,34 +243,41 @@ async fn load_pending(
     .map_err(store_error)?;
     for row in &rows {
         let id: String = column(row, "id")?;
-        if !pending.contains_key(&id) {
+        if !read.contains_key(&id) {
             let state: String = column(row, "state")?;
-            pending.insert(
-                id.clone(),
-                Pending {
-                    org_id: column(row, "org_id")?,
-                    workspace_id: column(row, "workspace_id")?,
-                    amount: NanoUsd::from_nanos(column(row, "amount")?),
-                    created_at: timestamp_from_sql(column(row, "created_at")?)?,
-                    lines: Vec::new(),
-                    ended: state != "pending",
-                },
-            );
+            let open = OpenReservation {
+                org_id: column(row, "org_id")?,
+                workspace_id: column(row, "workspace_id")?,
+                amount: NanoUsd::from_nanos(column(row, "amount")?),
+                created_at: timestamp_from_sql(column(row, "created_at")?)?,
+                lines: Vec::new(),
+            };
+            read.insert(id.clone(), (open, state != "pending"));
         }
-        if let (Some(lot_id), Some(account_id), Some(amount), Some(pending)) = (
+        if let (Some(lot_id), Some(account_id), Some(amount), Some((open, _))) = (
             column::<Option<String>>(row, "lot_id")?,
             column::<Option<i64>>(row, "account_id")?,
             column::<Option<i64>>(row, "line_amount")?,
-            pending.get_mut(&id),
+            read.get_mut(&id),
         ) {
-            pending.lines.push(ReservationLine {
+            open.lines.push(ReservationLine {
                 lot_id,
                 lot_account: AccountId(account_id),
                 amount: NanoUsd::from_nanos(amount),
             });
         }
     }
-    Ok(pending)
+    Ok(read
+        .into_iter()
+        .map(|(id, (open, ended))| {
+            let loaded = if ended {
+                LoadedReservation::Ended
+            } else {
+                LoadedReservation::Open(open)
+            };
+            (id, loaded)
+        })
+        .collect())
 }
 
 /// Inserts the batch's reservations and their lines, in one statement.

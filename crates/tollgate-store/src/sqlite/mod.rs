@@ -32,6 +32,7 @@ use sqlx::{Sqlite, SqliteConnection, Transaction};
 use tollgate_core::Timestamp;
 use tollgate_core::keys::KeyKind;
 
+use crate::batching::WriterQueue;
 use crate::codec::label_text;
 pub(crate) use crate::codec::{
     count_from_sql, count_to_sql, invariant, millis, timestamp_from_sql, truncate_to_millis,
@@ -53,16 +54,36 @@ const SQLITE_LOCKED: i32 = 6;
 
 pub(crate) type SqliteTransaction = Transaction<'static, Sqlite>;
 
+/// How a SQLite store writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SqliteOptions {
+    /// How stale the disk may be. Zero: every reservation and settlement batch is fsync'd
+    /// before its callers are answered. Otherwise a batch's callers are answered once its
+    /// commit is in the operating system (which a crash of this process cannot lose), and
+    /// the log is fsync'd at most this long after: a power loss or a kernel crash loses at
+    /// most the commits of the last `sync_interval` (and the fsync in progress), always the
+    /// latest ones, never a charge without its reservation.
+    pub sync_interval: std::time::Duration,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> SqliteOptions {
+        SqliteOptions {
+            sync_interval: std::time::Duration::from_millis(100),
+        }
+    }
+}
+
 #[derive(Clone)]
 pub(crate) struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
     /// Reservations and settlements, group-committed on the writer thread.
-    hot: writer::HotWriter,
+    hot: WriterQueue,
 }
 
 impl SqliteStore {
-    pub(crate) async fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+    pub(crate) async fn open(path: &Path, options: SqliteOptions) -> Result<SqliteStore, StoreError> {
         let writer_options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -88,7 +109,7 @@ impl SqliteStore {
             .connect_with(reader_options)
             .await
             .map_err(store_error)?;
-        let hot = writer::HotWriter::start(path)?;
+        let hot = writer::start(path, options.sync_interval)?;
         Ok(SqliteStore { writer, reader, hot })
     }
 

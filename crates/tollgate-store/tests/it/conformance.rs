@@ -1749,3 +1749,48 @@ pub(crate) async fn concurrent_settlements_across_lots_are_exact(backend: &impl 
     );
     assert_healthy(store).await;
 }
+
+/// Goal: the writer's book never decides on a stale balance. Once an organization is in it,
+/// credit granted through another connection funds the next reservation, and a total
+/// changed behind the store's back is what the next reservation sees (the audit then
+/// reports the tampering; the writer does not paper over it).
+pub(crate) async fn the_book_follows_writes_made_elsewhere(backend: &impl Backend) {
+    let store = backend.store();
+    let org = create_org(store, "acme").await;
+    grant(store, &org, "lot_a", LotKind::Purchase, cents(100), at(0), None).await;
+    store
+        .reserve(new_reservation(&org, "rsv_1", cents(60), at(1), at(100)))
+        .await
+        .expect("the first lot funds it");
+    grant(store, &org, "lot_b", LotKind::Purchase, cents(100), at(2), None).await;
+    let reserved = store
+        .reserve(new_reservation(&org, "rsv_2", cents(120), at(3), at(100)))
+        .await
+        .expect("the lot granted after the book loaded funds it");
+    assert_eq!(reserved.lines.len(), 2, "it draws on both lots: {reserved:?}");
+    store
+        .settle(settlement(&org, "rsv_1", cents(60), at(4)))
+        .await
+        .expect("settle");
+    store
+        .settle(settlement(&org, "rsv_2", cents(100), at(4)))
+        .await
+        .expect("settle");
+    assert_healthy(store).await;
+    // 40 cents of credit are left and $1.60 is this month's spend. Behind the store's
+    // back, the workspace's counter gains 30 cents held: a workspace limit of $2 now leaves
+    // 10 cents, where the book last saw 40.
+    backend
+        .tamper_with_spend_counter(&org.org_id, &org.workspace_id, cents(30))
+        .await;
+    let mut over_the_limit = new_reservation(&org, "rsv_3", cents(35), at(5), at(100));
+    over_the_limit.spend_limits.workspace = Some(usd(2));
+    let refused = store.reserve(over_the_limit).await;
+    assert!(
+        matches!(
+            refused,
+            Err(TxError::Rejected(ReserveRejection::SpendLimitReached(_)))
+        ),
+        "the counter as the table holds it decides: {refused:?}"
+    );
+}

@@ -48,6 +48,7 @@ macro_rules! the_conformance_suite {
     ($backend:ty) => {
         conformance_tests!($backend; conformance;
             credit_released_in_a_batch_funds_the_next_reservation_in_it,
+            the_book_follows_writes_made_elsewhere,
             organization_creation_makes_accounts_and_default_workspace,
             duplicate_names_are_refused,
             workspaces_are_created_and_found,

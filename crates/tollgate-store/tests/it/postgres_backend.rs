@@ -37,6 +37,7 @@ impl PostgresBackend {
             url: test_database_url(),
             max_connections: 8,
             schema: Some(schema.clone()),
+            asynchronous_commit: true,
         })
         .await
         .expect("open the store (is PostgreSQL running? see README)");
@@ -53,6 +54,7 @@ impl PostgresBackend {
             url: test_database_url(),
             max_connections: 8,
             schema: Some(self.schema.clone()),
+            asynchronous_commit: true,
         })
         .await
         .expect("open a second store on the schema")

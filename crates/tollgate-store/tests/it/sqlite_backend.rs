@@ -24,7 +24,9 @@ impl SqliteBackend {
     pub(crate) async fn open() -> SqliteBackend {
         let directory = tempfile::tempdir().expect("temporary directory");
         let path = directory.path().join("tollgate.db");
-        let store = Store::open_sqlite(&path).await.expect("open the store");
+        let store = Store::open_sqlite(&path, tollgate_store::SqliteOptions::default())
+            .await
+            .expect("open the store");
         SqliteBackend {
             store,
             path,
@@ -143,7 +145,9 @@ pub(crate) async fn reopening_keeps_the_data_and_skips_applied_migrations() {
     .await;
     backend.store.close().await;
 
-    let reopened = Store::open_sqlite(&backend.path).await.expect("reopen");
+    let reopened = Store::open_sqlite(&backend.path, tollgate_store::SqliteOptions::default())
+        .await
+        .expect("reopen");
     let balance = reopened.balance(&org.org_id, at(1)).await.expect("balance");
     assert_eq!(balance.available, usd(7));
     assert_eq!(reopened.list_organizations().await.expect("list").len(), 1);
@@ -259,7 +263,9 @@ pub(crate) async fn migrating_an_existing_database_backfills_spend_counters() {
     }
     connection.close().await.expect("close");
 
-    let store = Store::open_sqlite(&path).await.expect("open and migrate");
+    let store = Store::open_sqlite(&path, tollgate_store::SqliteOptions::default())
+        .await
+        .expect("open and migrate");
     assert_healthy(&store).await;
     let month = async |minute| {
         store

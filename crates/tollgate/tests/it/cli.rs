@@ -478,7 +478,7 @@ async fn backup_under_load_restores_every_acknowledged_charge() {
     let report: Value = serde_json::from_str(&stdout).expect("json");
     assert_eq!(report["ok"], true, "{report}");
 
-    let store = tollgate_store::Store::open_sqlite(&restored_file)
+    let store = tollgate_store::Store::open_sqlite(&restored_file, tollgate_store::SqliteOptions::default())
         .await
         .expect("the restored database opens");
     let records: std::collections::HashSet<String> = store

@@ -40,7 +40,7 @@ pub(crate) struct TestApp {
 
 /// A one-rung ladder with limits no test reaches by accident; tests of the limits
 /// themselves use the contract's ladder (`contract_tiers`) or set their own.
-const GENEROUS_TIERS: &str = r#"
+pub(crate) const GENEROUS_TIERS: &str = r#"
         [[tiers]]
         name = "Test"
         cumulative_purchases_usd = "0"

@@ -16,6 +16,7 @@ mod cli;
 mod console;
 mod console_security;
 mod credit;
+mod durability;
 mod exhaustion;
 mod failover;
 mod helpers;

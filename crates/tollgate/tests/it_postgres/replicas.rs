@@ -127,6 +127,7 @@ impl Cluster {
             url: test_database_url(),
             max_connections: 4,
             schema: Some(self.schema.clone()),
+            asynchronous_commit: true,
         })
         .await
         .expect("open the shared store")

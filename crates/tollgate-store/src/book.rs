@@ -1,0 +1,514 @@
+//! The book: reservations and settlements decided in memory, once, for both backends.
+//!
+//! A `Book` holds what admission decides on — each organization's lots and spend account
+//! with their accounts' totals, each (organization, month)'s spend counters, and the open
+//! reservations it knows with their lines — and decides every reservation and settlement of
+//! a write batch against it in queue order, by the core's rules (`check_spend`,
+//! `plan_reservation`, `plan_settlement`, `reserve`, `settle_pending`). Each decision changes
+//! the book and adds to the batch's `Delta`: the rows to insert, the reservations ended, the
+//! journal's usage transfers, the usage records, and every account and counter changed, as
+//! it was before the batch and as it is now (the backends write them compare-and-set).
+//! No I/O, no clock: the backends load what `missing_*` asks for, decide, and write the delta.
+//!
+//! A refusal changes nothing. Any other error may leave the book half-changed: the caller
+//! then drops the book (`clear`) and the batch's transaction, and runs each operation again
+//! on its own. What the book holds is the database's state only while nothing else writes
+//! the rows it holds; each backend says when that is (SQLite: until another connection
+//! commits; PostgreSQL: one batch, under the organizations' locks).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use tollgate_core::Timestamp;
+use tollgate_core::ledger::{self, Account, AccountId, Lot, ReservationLine, TransferError};
+use tollgate_core::money::NanoUsd;
+use tollgate_core::spend::{self, month_key};
+
+use crate::codec::invariant;
+use crate::error::StoreError;
+use crate::journal::{
+    JournalEntry, SpendCounter, TransferKind, check_record_scope, check_settlement, check_totals,
+    ended_state, month_spend_of, plan_end, settle_outcome,
+};
+use crate::model::{NewReservation, Reservation, ReserveRejection, SettleOutcome, Settlement, UsageRecord};
+
+/// One organization's lots in drawdown order (their accounts live in `Book::accounts`) and
+/// its spend account.
+#[derive(Clone, Debug)]
+struct OrgLedger {
+    lots: Vec<Lot>,
+    spend_account: AccountId,
+}
+
+/// A reservation as the backend read it, to put in the book.
+#[derive(Clone, Debug)]
+pub(crate) enum LoadedReservation {
+    /// Still pending, with its lines in line order.
+    Open(OpenReservation),
+    /// Settled or voided already.
+    Ended,
+}
+
+/// An open reservation: what ending it needs.
+#[derive(Clone, Debug)]
+pub(crate) struct OpenReservation {
+    pub(crate) org_id: String,
+    pub(crate) workspace_id: String,
+    pub(crate) amount: NanoUsd,
+    pub(crate) created_at: Timestamp,
+    pub(crate) lines: Vec<ReservationLine>,
+}
+
+/// One operation of a batch.
+#[derive(Clone, Copy)]
+pub(crate) enum Operation<'a> {
+    Reserve(&'a NewReservation),
+    Settle(&'a Settlement),
+}
+
+/// What the book holds; see the module's documentation.
+#[derive(Default)]
+pub(crate) struct Book {
+    accounts: HashMap<AccountId, Account>,
+    orgs: HashMap<String, OrgLedger>,
+    /// Every workspace's counter of an organization for a month, complete once loaded.
+    months: HashMap<(String, i64), BTreeMap<String, SpendCounter>>,
+    open: HashMap<String, OpenReservation>,
+    /// Reservations read as already ended, for the batch being decided.
+    known_ended: HashSet<String>,
+}
+
+/// A reservation's end, to write.
+#[derive(Debug)]
+pub(crate) struct Ended<'a> {
+    pub(crate) reservation_id: &'a str,
+    pub(crate) state: &'static str,
+    pub(crate) ended_at: Timestamp,
+    pub(crate) charged: NanoUsd,
+}
+
+/// A usage transfer, to append to the journal.
+#[derive(Debug)]
+pub(crate) struct Posted<'a> {
+    pub(crate) org_id: &'a str,
+    pub(crate) debit: AccountId,
+    pub(crate) credit: AccountId,
+    pub(crate) amount: NanoUsd,
+    pub(crate) reservation_id: &'a str,
+    pub(crate) lot_id: String,
+    pub(crate) created_at: Timestamp,
+}
+
+impl Posted<'_> {
+    pub(crate) fn entry(&self) -> JournalEntry<'_> {
+        JournalEntry {
+            org_id: self.org_id,
+            debit: self.debit,
+            credit: self.credit,
+            amount: self.amount,
+            kind: TransferKind::Usage,
+            reservation_id: Some(self.reservation_id),
+            lot_id: Some(&self.lot_id),
+            created_at: self.created_at,
+        }
+    }
+}
+
+/// A counter's key: (organization, workspace, month).
+pub(crate) type CounterKey = (String, String, i64);
+
+/// A changed counter: its key, as before the batch (`None`: no row), as now.
+pub(crate) type CounterChange<'d> = (&'d CounterKey, Option<SpendCounter>, SpendCounter);
+
+/// What one batch's decisions change, for the backend to write in its transaction.
+#[derive(Default, Debug)]
+pub(crate) struct Delta<'a> {
+    /// New reservations and their lines.
+    pub(crate) reserved: Vec<(&'a NewReservation, Vec<ReservationLine>)>,
+    pub(crate) ended: Vec<Ended<'a>>,
+    pub(crate) posted: Vec<Posted<'a>>,
+    /// Usage records and the reservation each ends.
+    pub(crate) records: Vec<(&'a UsageRecord, &'a str)>,
+    /// Changed accounts: (as before the batch, as now).
+    accounts: BTreeMap<AccountId, (Account, Account)>,
+    /// Changed counters: (as before the batch, `None` if it had no row; as now).
+    counters: BTreeMap<CounterKey, (Option<SpendCounter>, SpendCounter)>,
+    ended_ids: HashSet<&'a str>,
+}
+
+impl Delta<'_> {
+    /// Every account that changed, as (before, now) in id order, each checked to have no
+    /// negative total and no overdrawn lot.
+    pub(crate) fn accounts(&self) -> Result<Vec<(Account, Account)>, StoreError> {
+        let mut changed = Vec::with_capacity(self.accounts.len());
+        for (before, now) in self.accounts.values() {
+            if before != now {
+                check_totals(now)?;
+                changed.push((*before, *now));
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Every counter that changed, as (key, before, now), each checked not to be negative.
+    pub(crate) fn counters(&self) -> Result<Vec<CounterChange<'_>>, StoreError> {
+        let mut changed = Vec::with_capacity(self.counters.len());
+        for (key, (before, now)) in &self.counters {
+            if now.settled.is_negative() || now.held.is_negative() {
+                return Err(invariant(format!(
+                    "the spend counter of workspace {} ({}) for month {} would go negative: {now:?}",
+                    key.1, key.0, key.2
+                )));
+            }
+            if *before != Some(*now) {
+                changed.push((key, *before, *now));
+            }
+        }
+        Ok(changed)
+    }
+
+    pub(crate) fn journal(&self) -> Vec<JournalEntry<'_>> {
+        self.posted.iter().map(Posted::entry).collect()
+    }
+}
+
+impl<'a> Operation<'a> {
+    /// The organization whose state the operation needs: a settlement's is its record's,
+    /// checked against the reservation's when it is decided.
+    pub(crate) fn org_id(self) -> &'a str {
+        match self {
+            Operation::Reserve(reservation) => &reservation.org_id,
+            Operation::Settle(settlement) => &settlement.record.org_id,
+        }
+    }
+}
+
+impl Book {
+    /// Forgets everything: the next batch loads what it needs again.
+    pub(crate) fn clear(&mut self) {
+        *self = Book::default();
+    }
+
+    /// Open reservations the book knows, so that a caller can bound its memory.
+    pub(crate) fn open_reservations(&self) -> usize {
+        self.open.len()
+    }
+
+    /// Starts a batch: what was read as already ended is read again if asked again.
+    pub(crate) fn begin_batch(&mut self) {
+        self.known_ended.clear();
+    }
+
+    /// The reservations the operations end that the book does not hold.
+    pub(crate) fn missing_reservations<'o>(&self, operations: &[Operation<'o>]) -> Vec<&'o str> {
+        let mut missing: Vec<&str> = operations
+            .iter()
+            .filter_map(|operation| match operation {
+                Operation::Settle(settlement) => Some(settlement.reservation_id.as_str()),
+                Operation::Reserve(_) => None,
+            })
+            .filter(|id| !self.open.contains_key(*id) && !self.known_ended.contains(*id))
+            .collect();
+        missing.sort_unstable();
+        missing.dedup();
+        missing
+    }
+
+    /// Puts a reservation read from the database in the book.
+    pub(crate) fn load_reservation(&mut self, reservation_id: String, loaded: LoadedReservation) {
+        match loaded {
+            LoadedReservation::Open(open) => {
+                self.open.insert(reservation_id, open);
+            }
+            LoadedReservation::Ended => {
+                self.known_ended.insert(reservation_id);
+            }
+        }
+    }
+
+    /// The organizations the operations need whose lots the book does not hold, in id
+    /// order (the order PostgreSQL locks them in).
+    pub(crate) fn missing_orgs<'o>(&self, operations: &[Operation<'o>]) -> Vec<&'o str> {
+        let mut missing: Vec<&str> = operations
+            .iter()
+            .map(|operation| operation.org_id())
+            .filter(|org_id| !self.orgs.contains_key(*org_id))
+            .collect();
+        missing.sort_unstable();
+        missing.dedup();
+        missing
+    }
+
+    /// Puts an organization's lots (in drawdown order) and spend account in the book.
+    pub(crate) fn load_org(&mut self, org_id: String, lots: Vec<Lot>, spend_account: Account) {
+        self.accounts.insert(spend_account.id, spend_account);
+        for lot in &lots {
+            self.accounts.insert(lot.account.id, lot.account);
+        }
+        self.orgs.insert(
+            org_id,
+            OrgLedger {
+                lots,
+                spend_account: spend_account.id,
+            },
+        );
+    }
+
+    /// The (organization, month)s whose counters the operations need and the book does not
+    /// hold. A settlement's month is its reservation's, so reservations are loaded first.
+    pub(crate) fn missing_months<'o>(&self, operations: &[Operation<'o>]) -> Vec<(&'o str, i64)> {
+        let mut missing: Vec<(&str, i64)> = operations
+            .iter()
+            .filter_map(|operation| match operation {
+                Operation::Reserve(reservation) => {
+                    Some((reservation.org_id.as_str(), month_key(reservation.created_at)))
+                }
+                Operation::Settle(settlement) => self
+                    .open
+                    .get(&settlement.reservation_id)
+                    .map(|open| (settlement.record.org_id.as_str(), month_key(open.created_at))),
+            })
+            .filter(|(org_id, month)| !self.months.contains_key(&((*org_id).to_owned(), *month)))
+            .collect();
+        missing.sort_unstable();
+        missing.dedup();
+        missing
+    }
+
+    /// Puts every workspace's counter of an organization for a month in the book.
+    pub(crate) fn load_month(
+        &mut self,
+        org_id: String,
+        month: i64,
+        counters: impl IntoIterator<Item = (String, SpendCounter)>,
+    ) {
+        self.months
+            .insert((org_id, month), counters.into_iter().collect());
+    }
+
+    /// Reserves: spend limits first (a request over its limit is refused as such even when
+    /// its credit is short too, since raising a limit is not buying credit), then credit,
+    /// then the lines, the accounts and the month's held counter. A refusal changes nothing.
+    pub(crate) fn reserve<'a>(
+        &mut self,
+        reservation: &'a NewReservation,
+        delta: &mut Delta<'a>,
+    ) -> Result<Result<Reservation, ReserveRejection>, StoreError> {
+        let org_id = reservation.org_id.as_str();
+        let workspace_id = reservation.workspace_id.as_str();
+        let month = month_key(reservation.created_at);
+        let counters = self.month(org_id, month)?;
+        let month_spend = month_spend_of(
+            org_id,
+            workspace_id,
+            month,
+            counters
+                .iter()
+                .map(|(workspace_id, counter)| (workspace_id.clone(), *counter)),
+        )?;
+        if let Err(reached) = spend::check_spend(
+            &reservation.spend_limits,
+            &month_spend,
+            reservation.amount,
+            reservation.created_at,
+        ) {
+            return Ok(Err(reached.into()));
+        }
+        let (lots, spend_account) = self.lots(org_id)?;
+        let lines = match ledger::plan_reservation(&lots, reservation.amount, reservation.created_at) {
+            Ok(lines) => lines,
+            Err(refusal) => return Ok(Err(refusal.into())),
+        };
+        for line in &lines {
+            self.transfer(delta, line.lot_account, spend_account, |debit, credit| {
+                ledger::reserve(debit, credit, line.amount)
+            })?;
+        }
+        let key = (org_id.to_owned(), workspace_id.to_owned(), month);
+        let before = self.month(org_id, month)?.get(workspace_id).copied();
+        let now = before
+            .unwrap_or_default()
+            .hold(workspace_id, reservation.amount)?;
+        self.set_counter(delta, key, before, now)?;
+        self.open.insert(
+            reservation.reservation_id.clone(),
+            OpenReservation {
+                org_id: org_id.to_owned(),
+                workspace_id: workspace_id.to_owned(),
+                amount: reservation.amount,
+                created_at: reservation.created_at,
+                lines: lines.clone(),
+            },
+        );
+        delta.reserved.push((reservation, lines.clone()));
+        Ok(Ok(Reservation {
+            id: reservation.reservation_id.clone(),
+            org_id: reservation.org_id.clone(),
+            amount: reservation.amount,
+            lines,
+        }))
+    }
+
+    /// Ends an open reservation exactly once (a request's settlement, or the reaper's
+    /// abandonment): the cost posted lot by lot in line order, one journal row a lot, the
+    /// rest released, the month's counter moved, the usage record written. Already ended:
+    /// nothing changes.
+    pub(crate) fn settle<'a>(
+        &mut self,
+        settlement: &'a Settlement,
+        delta: &mut Delta<'a>,
+    ) -> Result<SettleOutcome, StoreError> {
+        let reservation_id = settlement.reservation_id.as_str();
+        check_settlement(settlement)?;
+        if self.known_ended.contains(reservation_id) || delta.ended_ids.contains(reservation_id) {
+            return Ok(SettleOutcome {
+                already_ended: true,
+                ..SettleOutcome::default()
+            });
+        }
+        let Some(open) = self.open.get(reservation_id) else {
+            return Err(invariant(format!(
+                "settled an unknown reservation {reservation_id}"
+            )));
+        };
+        check_record_scope(settlement, &open.org_id)?;
+        let org_id = settlement.record.org_id.as_str();
+        let month = month_key(open.created_at);
+        let plan = plan_end(reservation_id, open.amount, &open.lines, settlement.cost)?;
+        let (_, spend_account) = self.lots(org_id)?;
+        let Some(open) = self.open.remove(reservation_id) else {
+            return Err(invariant(format!("reservation {reservation_id} vanished")));
+        };
+        for (line, posted) in open.lines.into_iter().zip(&plan.posted_per_line) {
+            self.transfer(delta, line.lot_account, spend_account, |debit, credit| {
+                ledger::settle_pending(debit, credit, line.amount, *posted)
+            })?;
+            if posted.is_positive() {
+                delta.posted.push(Posted {
+                    org_id,
+                    debit: line.lot_account,
+                    credit: spend_account,
+                    amount: *posted,
+                    reservation_id,
+                    lot_id: line.lot_id,
+                    created_at: settlement.now,
+                });
+            }
+        }
+        let workspace_id = open.workspace_id;
+        let Some(before) = self.month(org_id, month)?.get(&workspace_id).copied() else {
+            return Err(invariant(format!(
+                "pending reservation {reservation_id} has no spend counter for month {month}"
+            )));
+        };
+        let now = before.end(&workspace_id, open.amount, plan.charged)?;
+        self.set_counter(delta, (org_id.to_owned(), workspace_id, month), Some(before), now)?;
+        delta.ended.push(Ended {
+            reservation_id,
+            state: ended_state(&plan),
+            ended_at: settlement.now,
+            charged: plan.charged,
+        });
+        delta.ended_ids.insert(reservation_id);
+        delta.records.push((&settlement.record, reservation_id));
+        Ok(settle_outcome(&plan))
+    }
+
+    /// Decides one operation of a batch.
+    pub(crate) fn decide<'a>(
+        &mut self,
+        operation: Operation<'a>,
+        delta: &mut Delta<'a>,
+    ) -> Result<Decision, StoreError> {
+        Ok(match operation {
+            Operation::Reserve(reservation) => Decision::Reserve(self.reserve(reservation, delta)?),
+            Operation::Settle(settlement) => Decision::Settle(self.settle(settlement, delta)?),
+        })
+    }
+
+    /// The organization's lots with their accounts as they stand, and its spend account.
+    fn lots(&self, org_id: &str) -> Result<(Vec<Lot>, AccountId), StoreError> {
+        let org = self
+            .orgs
+            .get(org_id)
+            .ok_or_else(|| invariant(format!("the lots of organization {org_id} were not loaded")))?;
+        let lots = org
+            .lots
+            .iter()
+            .map(|lot| {
+                Ok(Lot {
+                    account: self.account(lot.account.id)?,
+                    ..lot.clone()
+                })
+            })
+            .collect::<Result<_, StoreError>>()?;
+        Ok((lots, org.spend_account))
+    }
+
+    fn account(&self, id: AccountId) -> Result<Account, StoreError> {
+        self.accounts
+            .get(&id)
+            .copied()
+            .ok_or_else(|| invariant(format!("account {} was not loaded", id.0)))
+    }
+
+    fn month(&self, org_id: &str, month: i64) -> Result<&BTreeMap<String, SpendCounter>, StoreError> {
+        self.months.get(&(org_id.to_owned(), month)).ok_or_else(|| {
+            invariant(format!(
+                "the counters of {org_id} for month {month} were not loaded"
+            ))
+        })
+    }
+
+    /// Applies one core transfer function to a debit and a credit account.
+    fn transfer(
+        &mut self,
+        delta: &mut Delta<'_>,
+        debit_id: AccountId,
+        credit_id: AccountId,
+        apply: impl FnOnce(&mut Account, &mut Account) -> Result<(), TransferError>,
+    ) -> Result<(), StoreError> {
+        let (debit_before, credit_before) = (self.account(debit_id)?, self.account(credit_id)?);
+        let (mut debit, mut credit) = (debit_before, credit_before);
+        apply(&mut debit, &mut credit).map_err(|error| {
+            invariant(format!(
+                "the ledger refused a transfer from account {} to account {}: {error}",
+                debit_id.0, credit_id.0
+            ))
+        })?;
+        for (before, now) in [(debit_before, debit), (credit_before, credit)] {
+            self.accounts.insert(now.id, now);
+            delta.accounts.entry(now.id).or_insert((before, before)).1 = now;
+        }
+        Ok(())
+    }
+
+    fn set_counter(
+        &mut self,
+        delta: &mut Delta<'_>,
+        key: CounterKey,
+        before: Option<SpendCounter>,
+        now: SpendCounter,
+    ) -> Result<(), StoreError> {
+        let (org_id, workspace_id, month) = &key;
+        self.months
+            .get_mut(&(org_id.clone(), *month))
+            .ok_or_else(|| {
+                invariant(format!(
+                    "the counters of {org_id} for month {month} were not loaded"
+                ))
+            })?
+            .insert(workspace_id.clone(), now);
+        delta.counters.entry(key).or_insert((before, now)).1 = now;
+        Ok(())
+    }
+}
+
+/// What the book decided for one operation.
+#[derive(Debug)]
+pub(crate) enum Decision {
+    Reserve(Result<Reservation, ReserveRejection>),
+    Settle(SettleOutcome),
+}
+
+#[cfg(test)]
+mod tests;

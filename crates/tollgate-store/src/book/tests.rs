@@ -1,0 +1,424 @@
+//! The book, one line an operation with its outcome last, no database.
+//!
+//! Each script starts from one organization, `org`, whose lots are given as `lot ID AMOUNT`
+//! (granted in that order, amounts in nano-USD) and optional `limit workspace|organization
+//! AMOUNT` lines; then each line is an operation and, after `=>`, what the book answers:
+//! `reserve ID WORKSPACE AMOUNT` answers the lines it drew (`LOT:AMOUNT …`) or the refusal;
+//! `settle ID COST` answers `charged C released R` or `already ended`; `balance` answers
+//! every lot's available credit and the spend account's pending and posted debits… as
+//! `LOT:AVAILABLE … spend pending P posted Q`; `spent WORKSPACE` answers `settled S held H`.
+
+use tollgate_core::Timestamp;
+use tollgate_core::ledger::{Account, AccountId, AccountKind, Lot, LotKind};
+use tollgate_core::money::NanoUsd;
+use tollgate_core::spend::{SpendLimits, month_key};
+
+use super::*;
+use tollgate_core::attribution::Attribution;
+
+use crate::model::UsageStatus;
+
+const ORG: &str = "org";
+
+fn at() -> Timestamp {
+    Timestamp::UNIX_EPOCH + chrono::Duration::days(20_000)
+}
+
+fn nanos(text: &str) -> NanoUsd {
+    NanoUsd::from_nanos(text.parse().expect("an amount in nano-USD"))
+}
+
+struct World {
+    book: Book,
+    limits: SpendLimits,
+    lot_names: Vec<(AccountId, String)>,
+    spend: AccountId,
+}
+
+impl World {
+    fn new(setup: &str) -> World {
+        let spend = Account::new(AccountId(1), AccountKind::Spend);
+        let mut lots = Vec::new();
+        let mut limits = SpendLimits::default();
+        for line in setup.lines().map(str::trim).filter(|line| !line.is_empty()) {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            match words.as_slice() {
+                ["lot", name, amount] => {
+                    let id = AccountId(10 + i64::try_from(lots.len()).unwrap());
+                    let mut account = Account::new(id, AccountKind::Lot);
+                    account.credits_posted = nanos(amount);
+                    lots.push(Lot {
+                        lot_id: (*name).to_owned(),
+                        kind: LotKind::Purchase,
+                        account,
+                        granted_at: at()
+                            - chrono::Duration::seconds(100 - i64::try_from(lots.len()).unwrap()),
+                        expires_at: None,
+                    });
+                }
+                ["limit", "workspace", amount] => limits.workspace = Some(nanos(amount)),
+                ["limit", "organization", amount] => limits.organization = Some(nanos(amount)),
+                _ => panic!("unknown setup line {line:?}"),
+            }
+        }
+        let lot_names = lots
+            .iter()
+            .map(|lot| (lot.account.id, lot.lot_id.clone()))
+            .collect();
+        let mut book = Book::default();
+        book.load_org(ORG.to_owned(), lots, spend);
+        book.load_month(ORG.to_owned(), month_key(at()), []);
+        World {
+            book,
+            limits,
+            lot_names,
+            spend: spend.id,
+        }
+    }
+
+    fn lot_name(&self, id: AccountId) -> &str {
+        &self
+            .lot_names
+            .iter()
+            .find(|(lot, _)| *lot == id)
+            .expect("a lot of the script")
+            .1
+    }
+
+    /// Runs one line in a batch of its own and says what the book answered.
+    fn run(&mut self, line: &str) -> String {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["reserve", id, workspace, amount] => {
+                let reservation = NewReservation {
+                    reservation_id: (*id).to_owned(),
+                    org_id: ORG.to_owned(),
+                    workspace_id: (*workspace).to_owned(),
+                    api_key_id: None,
+                    request_id: format!("req_{id}"),
+                    model: "model".to_owned(),
+                    amount: nanos(amount),
+                    created_at: at(),
+                    deadline: at(),
+                    spend_limits: self.limits,
+                };
+                let mut delta = Delta::default();
+                self.book.begin_batch();
+                match self.book.reserve(&reservation, &mut delta) {
+                    Ok(Ok(reserved)) => {
+                        assert_eq!(delta.reserved.len(), 1);
+                        reserved
+                            .lines
+                            .iter()
+                            .map(|line| {
+                                format!("{}:{}", self.lot_name(line.lot_account), line.amount.nanos())
+                            })
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    }
+                    Ok(Err(ReserveRejection::InsufficientCredit(refusal))) => {
+                        assert!(delta.reserved.is_empty() && delta.accounts().unwrap().is_empty());
+                        format!(
+                            "insufficient credit {} of {}",
+                            refusal.available.nanos(),
+                            refusal.required.nanos()
+                        )
+                    }
+                    Ok(Err(ReserveRejection::SpendLimitReached(reached))) => {
+                        assert!(delta.reserved.is_empty() && delta.counters().unwrap().is_empty());
+                        format!("spend limit {:?}", reached.scope).to_lowercase()
+                    }
+                    Err(error) => format!("error {error}"),
+                }
+            }
+            ["settle", id, cost] => {
+                let settlement = Settlement {
+                    reservation_id: (*id).to_owned(),
+                    cost: nanos(cost),
+                    now: at(),
+                    record: UsageRecord {
+                        request_id: format!("req_{id}"),
+                        org_id: ORG.to_owned(),
+                        workspace_id: "w".to_owned(),
+                        api_key_id: None,
+                        model: "model".to_owned(),
+                        usage: Default::default(),
+                        cost: nanos(cost),
+                        status: UsageStatus::Succeeded,
+                        error_type: None,
+                        latency_ms: 0,
+                        started_at: at(),
+                        ended_at: at(),
+                        attribution: Attribution::default(),
+                    },
+                };
+                let mut delta = Delta::default();
+                self.book.begin_batch();
+                match self.book.settle(&settlement, &mut delta) {
+                    Ok(outcome) if outcome.already_ended => {
+                        assert!(delta.records.is_empty() && delta.ended.is_empty());
+                        "already ended".to_owned()
+                    }
+                    Ok(outcome) => {
+                        assert_eq!((delta.records.len(), delta.ended.len()), (1, 1));
+                        let journal: NanoUsd = delta
+                            .posted
+                            .iter()
+                            .fold(NanoUsd::ZERO, |sum, posted| sum.saturating_add(posted.amount));
+                        assert_eq!(journal, outcome.charged, "the journal holds the charge");
+                        format!(
+                            "charged {} released {}",
+                            outcome.charged.nanos(),
+                            outcome.released.nanos()
+                        )
+                    }
+                    Err(error) => format!("error {error}"),
+                }
+            }
+            ["balance"] => {
+                let (lots, spend) = self.book.lots(ORG).unwrap();
+                let spend = self.book.account(spend).unwrap();
+                let mut parts: Vec<String> = lots
+                    .iter()
+                    .map(|lot| format!("{}:{}", lot.lot_id, lot.account.available().nanos()))
+                    .collect();
+                parts.push(format!(
+                    "spend pending {} posted {}",
+                    spend.credits_pending.nanos(),
+                    spend.credits_posted.nanos()
+                ));
+                assert_eq!(self.spend, spend.id);
+                parts.join(" ")
+            }
+            ["spent", workspace] => {
+                let counter = self
+                    .book
+                    .month(ORG, month_key(at()))
+                    .unwrap()
+                    .get(*workspace)
+                    .copied()
+                    .unwrap_or_default();
+                format!(
+                    "settled {} held {}",
+                    counter.settled.nanos(),
+                    counter.held.nanos()
+                )
+            }
+            _ => panic!("unknown line {line:?}"),
+        }
+    }
+}
+
+/// Runs `script` (`operation => expected` lines) against a world set up by `setup`.
+#[track_caller]
+fn check(setup: &str, script: &str) {
+    let mut world = World::new(setup);
+    for line in script.lines().map(str::trim).filter(|line| !line.is_empty()) {
+        let (operation, expected) = line.split_once("=>").expect("a line is `operation => expected`");
+        let actual = world.run(operation.trim());
+        assert_eq!(actual, expected.trim(), "at `{}`", operation.trim());
+    }
+}
+
+#[test]
+fn a_reservation_draws_lots_in_order_and_its_settlement_posts_and_releases() {
+    check(
+        "lot a 10
+         lot b 5",
+        "reserve r1 w 12 => a:10 b:2
+         balance         => a:0 b:3 spend pending 12 posted 0
+         spent w         => settled 0 held 12
+         settle r1 11    => charged 11 released 1
+         balance         => a:0 b:4 spend pending 0 posted 11
+         spent w         => settled 11 held 0",
+    );
+}
+
+#[test]
+fn a_reservation_once_ended_is_no_longer_open() {
+    check(
+        "lot a 10",
+        "reserve r1 w 4 => a:4
+         settle r1 3    => charged 3 released 1
+         settle r1 3    => error ledger invariant violated: settled an unknown reservation r1
+         balance        => a:7 spend pending 0 posted 3",
+    );
+}
+
+#[test]
+fn credit_that_is_held_is_not_lent_twice() {
+    check(
+        "lot a 10",
+        "reserve r1 w 6 => a:6
+         reserve r2 w 6 => insufficient credit 4 of 6
+         reserve r3 w 4 => a:4
+         settle r1 0    => charged 0 released 6
+         reserve r2 w 6 => a:6
+         balance        => a:0 spend pending 10 posted 0",
+    );
+}
+
+#[test]
+fn spend_limits_count_held_and_settled_spend_and_come_before_credit() {
+    check(
+        "lot a 100
+         limit workspace 10",
+        "reserve r1 w 6  => a:6
+         reserve r2 w 5  => spend limit workspace
+         settle r1 2     => charged 2 released 4
+         reserve r2 w 8  => a:8
+         reserve r4 w 1  => spend limit workspace
+         spent w         => settled 2 held 8",
+    );
+}
+
+#[test]
+fn an_organization_limit_is_reached_before_a_credit_shortage_is() {
+    check(
+        "lot a 5
+         limit organization 8",
+        "reserve r1 w 5 => a:5
+         reserve r2 v 4 => spend limit organization
+         reserve r3 v 3 => insufficient credit 0 of 3",
+    );
+}
+
+#[test]
+fn a_cost_above_the_reservation_is_capped_at_it() {
+    check(
+        "lot a 10",
+        "reserve r1 w 4 => a:4
+         settle r1 9    => charged 4 released 0
+         balance        => a:6 spend pending 0 posted 4",
+    );
+}
+
+#[test]
+fn a_reservation_read_as_ended_is_answered_as_such_in_its_batch() {
+    let mut world = World::new("lot a 10");
+    world.book.begin_batch();
+    world
+        .book
+        .load_reservation("r9".to_owned(), LoadedReservation::Ended);
+    assert_eq!(world.book.missing_reservations(&[]), Vec::<&str>::new());
+    let settlement = settlement("r9", 3);
+    let mut delta = Delta::default();
+    let outcome = world.book.settle(&settlement, &mut delta).unwrap();
+    assert!(outcome.already_ended);
+    assert!(delta.records.is_empty() && delta.accounts().unwrap().is_empty());
+    // The next batch reads it again rather than trusting an old answer.
+    world.book.begin_batch();
+    assert_eq!(
+        world.book.missing_reservations(&[Operation::Settle(&settlement)]),
+        ["r9"]
+    );
+}
+
+#[test]
+fn a_batch_settles_what_it_reserved_and_reports_each_row_once() {
+    let world = World::new("lot a 10");
+    let mut book = world.book;
+    let reservation = NewReservation {
+        reservation_id: "r1".into(),
+        org_id: ORG.into(),
+        workspace_id: "w".into(),
+        api_key_id: None,
+        request_id: "req".into(),
+        model: "model".into(),
+        amount: NanoUsd::from_nanos(4),
+        created_at: at(),
+        deadline: at(),
+        spend_limits: SpendLimits::default(),
+    };
+    let settlement = Settlement {
+        reservation_id: "r1".into(),
+        cost: NanoUsd::from_nanos(3),
+        now: at(),
+        record: UsageRecord {
+            request_id: "req".into(),
+            org_id: ORG.into(),
+            workspace_id: "w".into(),
+            api_key_id: None,
+            model: "model".into(),
+            usage: Default::default(),
+            cost: NanoUsd::from_nanos(3),
+            status: UsageStatus::Succeeded,
+            error_type: None,
+            latency_ms: 0,
+            started_at: at(),
+            ended_at: at(),
+            attribution: Attribution::default(),
+        },
+    };
+    let operations = [
+        Operation::Reserve(&reservation),
+        Operation::Settle(&settlement),
+        Operation::Settle(&settlement),
+    ];
+    book.begin_batch();
+    assert!(book.missing_orgs(&operations).is_empty());
+    let mut delta = Delta::default();
+    let decisions: Vec<String> = operations
+        .iter()
+        .map(|operation| {
+            format!(
+                "{:?}",
+                book.decide(*operation, &mut delta)
+                    .map(|decision| match decision {
+                        Decision::Reserve(reserved) => reserved.is_ok().to_string(),
+                        Decision::Settle(outcome) =>
+                            format!("{}/{}", outcome.charged.nanos(), outcome.already_ended),
+                    })
+            )
+        })
+        .collect();
+    assert_eq!(decisions, ["Ok(\"true\")", "Ok(\"3/false\")", "Ok(\"0/true\")"]);
+    // The lot and the spend account each change once, from the batch's start.
+    let accounts = delta.accounts().unwrap();
+    assert_eq!(accounts.len(), 2);
+    let lot = accounts
+        .iter()
+        .find(|(before, _)| before.kind == AccountKind::Lot)
+        .unwrap();
+    assert_eq!((lot.0.available().nanos(), lot.1.available().nanos()), (10, 7));
+    let counters = delta.counters().unwrap();
+    assert_eq!(counters.len(), 1);
+    assert_eq!(counters[0].1, None, "the counter had no row: it is inserted");
+    assert_eq!(
+        (counters[0].2.settled.nanos(), counters[0].2.held.nanos()),
+        (3, 0)
+    );
+    assert_eq!(
+        (
+            delta.reserved.len(),
+            delta.ended.len(),
+            delta.records.len(),
+            delta.posted.len()
+        ),
+        (1, 1, 1, 1)
+    );
+    assert_eq!(book.open_reservations(), 0);
+}
+
+fn settlement(id: &str, cost: i64) -> Settlement {
+    Settlement {
+        reservation_id: id.to_owned(),
+        cost: NanoUsd::from_nanos(cost),
+        now: at(),
+        record: UsageRecord {
+            request_id: format!("req_{id}"),
+            org_id: ORG.to_owned(),
+            workspace_id: "w".to_owned(),
+            api_key_id: None,
+            model: "model".to_owned(),
+            usage: Default::default(),
+            cost: NanoUsd::from_nanos(cost),
+            status: UsageStatus::Succeeded,
+            error_type: None,
+            latency_ms: 0,
+            started_at: at(),
+            ended_at: at(),
+            attribution: Attribution::default(),
+        },
+    }
+}
