@@ -61,6 +61,13 @@ impl TokenPrice {
     }
 }
 
+/// The cache prices that, derived from an input price by the contract's rules, would not
+/// be a whole number of nano-USD per token, by their configuration names (`cache_write_5m`,
+/// `cache_write_1h`, `cache_read`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{} derived from input would not be whole nano-USD per token", .0.join(", "))]
+pub struct InexactCachePrices(pub Vec<&'static str>);
+
 /// One model's prices by token kind, and by the units some providers bill besides tokens.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ModelPrices {
@@ -82,15 +89,43 @@ impl ModelPrices {
     /// write costs 1.25 × input, a 1-hour write 2 × input, a cache read 0.1 × input.
     /// `None` when a derived price would not be a whole number of nano-USD per token.
     pub fn from_input_output(input: TokenPrice, output: TokenPrice) -> Option<ModelPrices> {
-        Some(ModelPrices {
+        ModelPrices::with_cache_prices(input, output, None, None, None).ok()
+    }
+
+    /// Prices from input and output with the cache prices given, each one that is `None`
+    /// derived from input by the contract's cache rules (as `from_input_output` does). A
+    /// given price is used as is, so only a derived one can fail to be a whole number of
+    /// nano-USD per token: the error names every such one.
+    pub fn with_cache_prices(
+        input: TokenPrice,
+        output: TokenPrice,
+        cache_write_5m: Option<TokenPrice>,
+        cache_write_1h: Option<TokenPrice>,
+        cache_read: Option<TokenPrice>,
+    ) -> Result<ModelPrices, InexactCachePrices> {
+        let mut inexact = Vec::new();
+        let mut price_or_derived = |name: &'static str, given: Option<TokenPrice>, numerator, denominator| {
+            given
+                .or_else(|| input.scaled(numerator, denominator))
+                .unwrap_or_else(|| {
+                    inexact.push(name);
+                    TokenPrice::default()
+                })
+        };
+        let prices = ModelPrices {
             input,
             output,
-            cache_write_5m: input.scaled(5, 4)?,
-            cache_write_1h: input.scaled(2, 1)?,
-            cache_read: input.scaled(1, 10)?,
+            cache_write_5m: price_or_derived("cache_write_5m", cache_write_5m, 5, 4),
+            cache_write_1h: price_or_derived("cache_write_1h", cache_write_1h, 2, 1),
+            cache_read: price_or_derived("cache_read", cache_read, 1, 10),
             per_request: NanoUsd::ZERO,
             per_image: NanoUsd::ZERO,
-        })
+        };
+        if inexact.is_empty() {
+            Ok(prices)
+        } else {
+            Err(InexactCachePrices(inexact))
+        }
     }
 
     /// The prices of one request carrying `images` images: the per-image charge is folded

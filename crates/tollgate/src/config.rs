@@ -28,6 +28,8 @@ use crate::serve::ServerSettings;
 
 pub const DEFAULTS: &str = include_str!("../config/defaults.toml");
 const ENV_PREFIX: &str = "TOLLGATE_";
+/// Names the config file (`--config`), read by the command line, not a configuration key.
+const CONFIG_FILE_VARIABLE: &str = "TOLLGATE_CONFIG";
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -398,7 +400,7 @@ impl Config {
         }
         let mut variables: Vec<(&String, &String)> = environment
             .iter()
-            .filter(|(name, _)| name.starts_with(ENV_PREFIX))
+            .filter(|(name, _)| name.starts_with(ENV_PREFIX) && *name != CONFIG_FILE_VARIABLE)
             .collect();
         variables.sort();
         for (name, value) in variables {
@@ -806,7 +808,8 @@ fn merge_prices(model: &PricesConfig, deployment: &PricesConfig) -> PricesConfig
 }
 
 /// Exact prices from their decimal strings. `input` and `output` are required; cache
-/// prices follow the contract's rules unless set; unit charges default to zero.
+/// prices follow the contract's rules unless set, and only a derived one is refused for not
+/// being whole nano-dollars per token; unit charges default to zero.
 fn model_prices(config: &PricesConfig, path: &str) -> anyhow::Result<ModelPrices> {
     let price = |field: &str, text: &str| {
         TokenPrice::parse_usd_per_mtok(text).with_context(|| format!("{path}.{field}"))
@@ -817,18 +820,21 @@ fn model_prices(config: &PricesConfig, path: &str) -> anyhow::Result<ModelPrices
     let input_text = required("input", config.input.clone())?;
     let input = price("input", &input_text)?;
     let output = price("output", &required("output", config.output.clone())?)?;
-    let mut prices = ModelPrices::from_input_output(input, output).with_context(|| {
-        format!("{path}: the cache prices derived from input {input_text} are not whole nano-dollars per token; set cache_write_5m, cache_write_1h and cache_read")
+    let set = |field: &str, text: &Option<String>| text.as_deref().map(|text| price(field, text)).transpose();
+    // Only the cache prices left unset are derived, so only those can be inexact.
+    let mut prices = ModelPrices::with_cache_prices(
+        input,
+        output,
+        set("cache_write_5m", &config.cache_write_5m)?,
+        set("cache_write_1h", &config.cache_write_1h)?,
+        set("cache_read", &config.cache_read)?,
+    )
+    .map_err(|inexact| {
+        let keys = inexact.0.join(", ");
+        anyhow::anyhow!(
+            "{path}: the cache prices derived from input {input_text} are not whole nano-dollars per token ({keys}); set {keys}"
+        )
     })?;
-    if let Some(text) = &config.cache_write_5m {
-        prices.cache_write_5m = price("cache_write_5m", text)?;
-    }
-    if let Some(text) = &config.cache_write_1h {
-        prices.cache_write_1h = price("cache_write_1h", text)?;
-    }
-    if let Some(text) = &config.cache_read {
-        prices.cache_read = price("cache_read", text)?;
-    }
     if let Some(text) = &config.per_request {
         prices.per_request = usd(text).with_context(|| format!("{path}.per_request"))?;
     }

@@ -420,7 +420,10 @@ fn main() -> std::process::ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            // Once, with its causes, and one newline: some causes (a TOML parse error)
+            // end their text with a newline of their own.
+            let message = format!("{error:#}");
+            eprintln!("error: {}", message.trim_end());
             std::process::ExitCode::FAILURE
         }
     }

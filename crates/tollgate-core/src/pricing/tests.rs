@@ -1,7 +1,7 @@
 use proptest::prelude::*;
 
 use crate::money::NanoUsd;
-use crate::pricing::{ModelPrices, TokenPrice};
+use crate::pricing::{InexactCachePrices, ModelPrices, TokenPrice};
 use crate::usage::TokenUsage;
 
 fn price(text: &str) -> TokenPrice {
@@ -22,6 +22,39 @@ fn derives_the_contract_cache_prices() {
     let opus = ModelPrices::from_input_output(price("5"), price("25")).expect("exact");
     assert_eq!(opus.cache_write_5m, price("6.25"));
     assert_eq!(opus.cache_read, price("0.50"));
+}
+
+#[test]
+fn given_cache_prices_win_and_only_derived_ones_must_be_exact() {
+    // #18: $0.15 input derives a 5-minute write of 187.5 nanos per token.
+    let (input, output) = (price("0.15"), price("0.6"));
+    let given = ModelPrices::with_cache_prices(
+        input,
+        output,
+        Some(price("0.19")),
+        Some(price("0.31")),
+        Some(price("0.075")),
+    )
+    .expect("nothing derived");
+    assert_eq!(
+        [given.cache_write_5m, given.cache_write_1h, given.cache_read],
+        [price("0.19"), price("0.31"), price("0.075")]
+    );
+    let partly = ModelPrices::with_cache_prices(input, output, Some(price("0.19")), None, None)
+        .expect("2x and 0.1x of 150 nanos are whole");
+    assert_eq!(
+        [partly.cache_write_5m, partly.cache_write_1h, partly.cache_read],
+        [price("0.19"), price("0.30"), price("0.015")]
+    );
+    assert_eq!(
+        ModelPrices::with_cache_prices(input, output, None, None, None),
+        Err(InexactCachePrices(vec!["cache_write_5m"]))
+    );
+    assert_eq!(ModelPrices::from_input_output(input, output), None);
+    assert_eq!(
+        ModelPrices::with_cache_prices(price("0.001"), output, None, Some(price("1")), None),
+        Err(InexactCachePrices(vec!["cache_write_5m", "cache_read"]))
+    );
 }
 
 #[test]

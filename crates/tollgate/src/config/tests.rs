@@ -3,7 +3,7 @@ use std::collections::HashMap;
 use tollgate_core::money::NanoUsd;
 use tollgate_core::pricing::TokenPrice;
 
-use crate::config::{Config, Overrides};
+use crate::config::{Backend, Config, Overrides};
 
 fn parse(file: Option<&str>, environment: &[(&str, &str)]) -> anyhow::Result<Config> {
     let environment: HashMap<String, String> = environment
@@ -391,4 +391,63 @@ fn a_reservation_ttl_the_heartbeat_cannot_keep_ahead_of_is_refused() {
     )
     .expect("parses");
     config.check_reservation_ttl().expect("just enough");
+}
+
+#[test]
+fn explicit_cache_prices_win_and_only_derived_ones_must_be_whole_nanos() {
+    // #18: $0.15 input derives a 5-minute write of 187.5 nanos per token, which was refused
+    // even when every cache price was set.
+    let model = |cache: &str| {
+        format!(
+            "default_models = false\n[models.mini]\nclass = \"sonnet\"\nprovider = \"simulated\"\ninput = \"0.15\"\noutput = \"0.6\"\n{cache}"
+        )
+    };
+    let price = |text| TokenPrice::parse_usd_per_mtok(text).expect("price");
+    let file = model("cache_write_5m = \"0.19\"\ncache_write_1h = \"0.31\"\ncache_read = \"0.075\"");
+    let catalog = parse(Some(&file), &[])
+        .expect(&file)
+        .catalog()
+        .expect("catalogue");
+    let prices = catalog.model("mini").expect("model").prices;
+    assert_eq!(
+        [prices.cache_write_5m, prices.cache_write_1h, prices.cache_read],
+        [price("0.19"), price("0.31"), price("0.075")],
+        "the explicit prices win"
+    );
+    let file = model("cache_write_5m = \"0.19\"");
+    let catalog = parse(Some(&file), &[])
+        .expect(&file)
+        .catalog()
+        .expect("catalogue");
+    let prices = catalog.model("mini").expect("model").prices;
+    assert_eq!(
+        [prices.cache_write_5m, prices.cache_write_1h, prices.cache_read],
+        [price("0.19"), price("0.30"), price("0.015")],
+        "the unset ones are derived (2x and 0.1x input are whole nanos)"
+    );
+    for cache in ["", "cache_write_1h = \"0.31\"\ncache_read = \"0.075\""] {
+        let file = model(cache);
+        let error = format!("{:#}", parse(Some(&file), &[]).expect_err(&file));
+        assert!(
+            error.contains("models.mini:") && error.contains("(cache_write_5m); set cache_write_5m"),
+            "{error}"
+        );
+        assert!(
+            !error.contains("cache_write_1h") && !error.contains("cache_read"),
+            "only the derived, inexact price is named: {error}"
+        );
+    }
+}
+
+#[test]
+fn the_variable_naming_the_config_file_is_not_a_key() {
+    // `TOLLGATE_CONFIG` is `--config` by another name: the command line reads it.
+    let config = parse(None, &[("TOLLGATE_CONFIG", "/etc/tollgate.toml")]).expect("it is not read as a key");
+    assert_eq!(config.database.sync_interval_millis, 100);
+    let config = parse(None, &[("TOLLGATE_DATABASE__SYNC_INTERVAL_MILLIS", "0")]).unwrap();
+    assert_eq!(config.database.sync_interval_millis, 0);
+    assert!(
+        matches!(config.backend().unwrap(), Backend::Sqlite(_)),
+        "an interval is a SQLite setting and needs no URL"
+    );
 }

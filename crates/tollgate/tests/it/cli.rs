@@ -109,6 +109,44 @@ fn keys_and_credits_commands_work_on_a_fresh_data_directory() {
 }
 
 #[test]
+fn a_bad_config_is_reported_once_on_one_line() {
+    // #18: a $0.15 input with every cache price set was refused, and the refusal printed
+    // twice with no newline between.
+    let data_dir = tempfile::tempdir().expect("temporary directory");
+    let _schema = crate::helpers::cli_schema_guard(data_dir.path());
+    let dir = data_dir.path();
+    let config = dir.join("tollgate.toml");
+    let model =
+        "[models.mini]\nclass = \"sonnet\"\nprovider = \"simulated\"\ninput = \"0.15\"\noutput = \"0.6\"\n";
+    let run = |text: &str| {
+        std::fs::write(&config, text).expect("config written");
+        tollgate(dir, &["--config", &config.to_string_lossy(), "migrate"])
+    };
+
+    let (ok, _, stderr) = run(&format!(
+        "{model}cache_write_5m = \"0.19\"\ncache_write_1h = \"0.31\"\ncache_read = \"0.075\"\n"
+    ));
+    assert!(ok, "explicit cache prices load: {stderr}");
+
+    let (ok, _, stderr) = run(model);
+    assert!(!ok);
+    assert_eq!(stderr.matches("not whole nano-dollars").count(), 1, "{stderr:?}");
+    assert!(stderr.contains("set cache_write_5m"), "{stderr:?}");
+    assert!(
+        stderr.starts_with("error: ") && stderr.ends_with('\n') && stderr.lines().count() == 1,
+        "one line: {stderr:?}"
+    );
+
+    let (ok, _, stderr) = run("listen = \n");
+    assert!(!ok);
+    assert_eq!(stderr.matches("error: ").count(), 1, "{stderr:?}");
+    assert!(
+        stderr.ends_with('\n') && !stderr.ends_with("\n\n"),
+        "one trailing newline: {stderr:?}"
+    );
+}
+
+#[test]
 fn billing_commands_buy_credit_set_limits_and_show_the_ladder() {
     let data_dir = tempfile::tempdir().expect("temporary directory");
     let _schema = crate::helpers::cli_schema_guard(data_dir.path());
