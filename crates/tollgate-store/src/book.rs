@@ -26,8 +26,8 @@ use tollgate_core::spend::{self, month_key};
 use crate::codec::invariant;
 use crate::error::StoreError;
 use crate::journal::{
-    JournalEntry, SpendCounter, TransferKind, check_record_scope, check_settlement, check_totals,
-    ended_state, month_spend_of, plan_end, settle_outcome,
+    JournalEntry, SpendCounter, TransferKind, apply_transfer, check_record_scope, check_settlement,
+    check_totals, ended_state, month_spend_of, plan_end, settle_outcome,
 };
 use crate::model::{NewReservation, Reservation, ReserveRejection, SettleOutcome, Settlement, UsageRecord};
 
@@ -468,13 +468,7 @@ impl Book {
         apply: impl FnOnce(&mut Account, &mut Account) -> Result<(), TransferError>,
     ) -> Result<(), StoreError> {
         let (debit_before, credit_before) = (self.account(debit_id)?, self.account(credit_id)?);
-        let (mut debit, mut credit) = (debit_before, credit_before);
-        apply(&mut debit, &mut credit).map_err(|error| {
-            invariant(format!(
-                "the ledger refused a transfer from account {} to account {}: {error}",
-                debit_id.0, credit_id.0
-            ))
-        })?;
+        let (debit, credit) = apply_transfer(debit_before, credit_before, apply)?;
         for (before, now) in [(debit_before, debit), (credit_before, credit)] {
             self.accounts.insert(now.id, now);
             delta.accounts.entry(now.id).or_insert((before, before)).1 = now;

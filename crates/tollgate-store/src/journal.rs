@@ -157,14 +157,7 @@ impl AccountSet {
         credit_id: AccountId,
         apply: impl FnOnce(&mut Account, &mut Account) -> Result<(), TransferError>,
     ) -> Result<(), StoreError> {
-        let mut debit = self.get(debit_id)?;
-        let mut credit = self.get(credit_id)?;
-        apply(&mut debit, &mut credit).map_err(|error| {
-            invariant(format!(
-                "the ledger refused a transfer from account {} to account {}: {error}",
-                debit_id.0, credit_id.0
-            ))
-        })?;
+        let (debit, credit) = apply_transfer(self.get(debit_id)?, self.get(credit_id)?, apply)?;
         self.current.insert(debit_id, debit);
         self.current.insert(credit_id, credit);
         Ok(())
@@ -185,6 +178,22 @@ impl AccountSet {
         }
         Ok(changed)
     }
+}
+
+/// One core transfer function applied to a debit and a credit account: both as after it,
+/// or the ledger's refusal as a broken invariant (callers check what they transfer first).
+pub(crate) fn apply_transfer(
+    mut debit: Account,
+    mut credit: Account,
+    apply: impl FnOnce(&mut Account, &mut Account) -> Result<(), TransferError>,
+) -> Result<(Account, Account), StoreError> {
+    apply(&mut debit, &mut credit).map_err(|error| {
+        invariant(format!(
+            "the ledger refused a transfer from account {} to account {}: {error}",
+            debit.id.0, credit.id.0
+        ))
+    })?;
+    Ok((debit, credit))
 }
 
 /// Totals are never negative and a lot is never overdrawn.

@@ -91,16 +91,9 @@ impl World {
         match words.as_slice() {
             ["reserve", id, workspace, amount] => {
                 let reservation = NewReservation {
-                    reservation_id: (*id).to_owned(),
-                    org_id: ORG.to_owned(),
                     workspace_id: (*workspace).to_owned(),
-                    api_key_id: None,
-                    request_id: format!("req_{id}"),
-                    model: "model".to_owned(),
-                    amount: nanos(amount),
-                    created_at: at(),
-                    deadline: at(),
                     spend_limits: self.limits,
+                    ..reservation(id, nanos(amount).nanos())
                 };
                 let mut delta = Delta::default();
                 self.book.begin_batch();
@@ -132,26 +125,7 @@ impl World {
                 }
             }
             ["settle", id, cost] => {
-                let settlement = Settlement {
-                    reservation_id: (*id).to_owned(),
-                    cost: nanos(cost),
-                    now: at(),
-                    record: UsageRecord {
-                        request_id: format!("req_{id}"),
-                        org_id: ORG.to_owned(),
-                        workspace_id: "w".to_owned(),
-                        api_key_id: None,
-                        model: "model".to_owned(),
-                        usage: Default::default(),
-                        cost: nanos(cost),
-                        status: UsageStatus::Succeeded,
-                        error_type: None,
-                        latency_ms: 0,
-                        started_at: at(),
-                        ended_at: at(),
-                        attribution: Attribution::default(),
-                    },
-                };
+                let settlement = settlement(id, nanos(cost).nanos());
                 let mut delta = Delta::default();
                 self.book.begin_batch();
                 match self.book.settle(&settlement, &mut delta) {
@@ -318,38 +292,8 @@ fn a_reservation_read_as_ended_is_answered_as_such_in_its_batch() {
 fn a_batch_settles_what_it_reserved_and_reports_each_row_once() {
     let world = World::new("lot a 10");
     let mut book = world.book;
-    let reservation = NewReservation {
-        reservation_id: "r1".into(),
-        org_id: ORG.into(),
-        workspace_id: "w".into(),
-        api_key_id: None,
-        request_id: "req".into(),
-        model: "model".into(),
-        amount: NanoUsd::from_nanos(4),
-        created_at: at(),
-        deadline: at(),
-        spend_limits: SpendLimits::default(),
-    };
-    let settlement = Settlement {
-        reservation_id: "r1".into(),
-        cost: NanoUsd::from_nanos(3),
-        now: at(),
-        record: UsageRecord {
-            request_id: "req".into(),
-            org_id: ORG.into(),
-            workspace_id: "w".into(),
-            api_key_id: None,
-            model: "model".into(),
-            usage: Default::default(),
-            cost: NanoUsd::from_nanos(3),
-            status: UsageStatus::Succeeded,
-            error_type: None,
-            latency_ms: 0,
-            started_at: at(),
-            ended_at: at(),
-            attribution: Attribution::default(),
-        },
-    };
+    let reservation = reservation("r1", 4);
+    let settlement = settlement("r1", 3);
     let operations = [
         Operation::Reserve(&reservation),
         Operation::Settle(&settlement),
@@ -420,5 +364,20 @@ fn settlement(id: &str, cost: i64) -> Settlement {
             ended_at: at(),
             attribution: Attribution::default(),
         },
+    }
+}
+
+fn reservation(id: &str, amount: i64) -> NewReservation {
+    NewReservation {
+        reservation_id: id.to_owned(),
+        org_id: ORG.to_owned(),
+        workspace_id: "w".to_owned(),
+        api_key_id: None,
+        request_id: format!("req_{id}"),
+        model: "model".to_owned(),
+        amount: NanoUsd::from_nanos(amount),
+        created_at: at(),
+        deadline: at(),
+        spend_limits: SpendLimits::default(),
     }
 }

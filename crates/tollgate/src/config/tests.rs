@@ -403,25 +403,22 @@ fn explicit_cache_prices_win_and_only_derived_ones_must_be_whole_nanos() {
         )
     };
     let price = |text| TokenPrice::parse_usd_per_mtok(text).expect("price");
-    let file = model("cache_write_5m = \"0.19\"\ncache_write_1h = \"0.31\"\ncache_read = \"0.075\"");
-    let catalog = parse(Some(&file), &[])
-        .expect(&file)
-        .catalog()
-        .expect("catalogue");
-    let prices = catalog.model("mini").expect("model").prices;
+    let cache_prices = |cache: &str| {
+        let file = model(cache);
+        let catalog = parse(Some(&file), &[])
+            .expect(&file)
+            .catalog()
+            .expect("catalogue");
+        let prices = catalog.model("mini").expect("model").prices;
+        [prices.cache_write_5m, prices.cache_write_1h, prices.cache_read]
+    };
     assert_eq!(
-        [prices.cache_write_5m, prices.cache_write_1h, prices.cache_read],
+        cache_prices("cache_write_5m = \"0.19\"\ncache_write_1h = \"0.31\"\ncache_read = \"0.075\""),
         [price("0.19"), price("0.31"), price("0.075")],
         "the explicit prices win"
     );
-    let file = model("cache_write_5m = \"0.19\"");
-    let catalog = parse(Some(&file), &[])
-        .expect(&file)
-        .catalog()
-        .expect("catalogue");
-    let prices = catalog.model("mini").expect("model").prices;
     assert_eq!(
-        [prices.cache_write_5m, prices.cache_write_1h, prices.cache_read],
+        cache_prices("cache_write_5m = \"0.19\""),
         [price("0.19"), price("0.30"), price("0.015")],
         "the unset ones are derived (2x and 0.1x input are whole nanos)"
     );
