@@ -47,6 +47,9 @@ enum Operation {
     Advance {
         minutes: i64,
     },
+    /// The process restarts: a new store on the same database, whose writer's book starts
+    /// empty and must rebuild what it needs from the tables (open reservations included).
+    Restart,
 }
 
 fn operation() -> impl Strategy<Value = Operation> {
@@ -68,6 +71,7 @@ fn operation() -> impl Strategy<Value = Operation> {
         2 => Just(Operation::Expire),
         1 => Just(Operation::Reap),
         2 => (1..=8_i64).prop_map(|minutes| Operation::Advance { minutes }),
+        1 => Just(Operation::Restart),
     ]
 }
 
@@ -122,33 +126,50 @@ async fn run_workload(engine: Engine, operations: Vec<Operation>) -> Result<(), 
     match engine {
         Engine::Sqlite => {
             let backend = SqliteBackend::open().await;
-            let outcome = run_on(backend.store(), &operations).await;
+            let outcome = run_on(backend.store(), &async || backend.reopen().await, &operations).await;
             backend.close().await;
             outcome
         }
         Engine::Postgres => {
             let backend = PostgresBackend::open().await;
-            let outcome = run_on(backend.store(), &operations).await;
+            let outcome = run_on(
+                backend.store(),
+                &async || backend.second_replica().await,
+                &operations,
+            )
+            .await;
             backend.close().await;
             outcome
         }
     }
 }
 
-async fn run_on(store: &Store, operations: &[Operation]) -> Result<(), TestCaseError> {
+/// Runs the workload on `store`; `reopen` opens another store on the same database, as a
+/// restarted process would.
+async fn run_on(
+    store: &Store,
+    reopen: &impl AsyncFn() -> Store,
+    operations: &[Operation],
+) -> Result<(), TestCaseError> {
     let org = create_org(store, "model").await;
     let mut auditor = Auditor::default();
-    run_operations(store, &org, &mut auditor, operations).await
+    run_operations(store, reopen, &org, &mut auditor, operations).await
 }
 
 async fn run_operations(
     store: &Store,
+    reopen: &impl AsyncFn() -> Store,
     org: &TestOrg,
     auditor: &mut Auditor,
     operations: &[Operation],
 ) -> Result<(), TestCaseError> {
+    let mut store = store.clone();
     for (step, operation) in operations.iter().enumerate() {
         let context = format!("step {step}: {operation:?}");
+        if let Operation::Restart = operation {
+            store = reopen().await;
+        }
+        let store = &store;
         apply(store, org, auditor, operation, &context).await?;
 
         let balance = store
@@ -254,6 +275,8 @@ async fn apply(
             prop_assert_eq!(reaped, auditor.reap(), "{}", context);
         }
         Operation::Advance { minutes } => auditor.now += minutes,
+        // Done by `run_operations`, which owns the store.
+        Operation::Restart => {}
     }
     Ok(())
 }

@@ -34,6 +34,13 @@ impl SqliteBackend {
         }
     }
 
+    /// Another store on the same file, as a restarted process would open it.
+    pub(crate) async fn reopen(&self) -> Store {
+        Store::open_sqlite(&self.path, tollgate_store::SqliteOptions::default())
+            .await
+            .expect("reopen the store")
+    }
+
     pub(crate) async fn close(&self) {
         self.store.close().await;
     }
