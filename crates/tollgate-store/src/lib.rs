@@ -22,14 +22,17 @@ macro_rules! dispatch {
 }
 
 mod admin_model;
+mod audit_log;
 mod batching;
 mod book;
 mod codec;
 mod console;
+mod dialect;
 mod error;
 mod journal;
 mod model;
 mod postgres;
+mod reports;
 mod rollup;
 mod rows;
 mod rules;
@@ -53,7 +56,9 @@ pub use postgres::PostgresOptions;
 pub use sqlite::SqliteOptions;
 pub use sqlite::backup::SqliteBackup;
 
+use crate::audit_log::AuditLog;
 use crate::postgres::PgStore;
+use crate::reports::Reports;
 use crate::sqlite::SqliteStore;
 
 /// The store: cheap to clone (it holds connection pools), safe to share between tasks.

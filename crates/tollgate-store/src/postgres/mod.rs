@@ -14,11 +14,11 @@
 mod audit;
 mod audit_log;
 mod console;
+mod dialect;
 mod directory;
 mod ledger;
 mod limits;
 mod purchases;
-mod reports;
 mod spend;
 mod writer;
 

@@ -1,0 +1,51 @@
+//! What separates the two adapters where their SQL is otherwise the same: which pool reads
+//! and which writes, how a read snapshot begins, how a driver error is translated, and the
+//! few clauses each database spells its own way. The queries written once for both
+//! (`audit_log`, `reports`) are default methods of traits over `Dialect`; each adapter
+//! implements it in its own `dialect` module, where its concrete sqlx types are.
+//!
+//! The queries are generic over the sqlx driver, not `sqlx::Any`: each backend still runs
+//! its own compiled, typed code. Their placeholders are `$1`, `$2`, …, which PostgreSQL
+//! reads natively and sqlx binds on SQLite by number too (`$N` takes the N-th argument),
+//! so one text serves both. A bare `?` must not share a statement with them: sqlx would
+//! bind it from the first argument again.
+//!
+//! Only scripts whose SQL and locking are the same on both backends go through `Dialect`;
+//! where locking truly differs, the script stays a twin in `sqlite/` and `postgres/`.
+
+use std::future::Future;
+
+use sqlx::query::Query;
+use sqlx::{Database, Pool, Transaction};
+
+use crate::error::StoreError;
+
+/// The bound arguments of a query on `Db`.
+pub(crate) type BoundArguments<'q, Db> = <Db as Database>::Arguments<'q>;
+
+/// An adapter as the shared queries see it.
+pub(crate) trait Dialect: Sync {
+    type Db: Database;
+
+    /// Where reads outside a transaction go (SQLite: the `query_only` readers).
+    fn read_pool(&self) -> &Pool<Self::Db>;
+
+    /// Where writes outside the hot path go (SQLite: the one writer connection).
+    fn write_pool(&self) -> &Pool<Self::Db>;
+
+    /// A read transaction: one consistent snapshot across several queries.
+    fn begin_read(&self) -> impl Future<Output = Result<Transaction<'static, Self::Db>, StoreError>> + Send;
+
+    /// Translates a driver error at the adapter boundary, as the adapter's own queries do.
+    fn store_error(error: sqlx::Error) -> StoreError;
+
+    /// The clause ` AND <column> IN (<texts>)`, the `count` texts bound from placeholder
+    /// `$first` on; with no texts it keeps every row. Bind them with `bind_any_of`.
+    fn and_any_of(column: &str, first: usize, count: usize) -> String;
+
+    /// Binds the texts of an `and_any_of` clause, which must come last in the statement.
+    fn bind_any_of<'q>(
+        query: Query<'q, Self::Db, BoundArguments<'q, Self::Db>>,
+        texts: &'q [String],
+    ) -> Query<'q, Self::Db, BoundArguments<'q, Self::Db>>;
+}

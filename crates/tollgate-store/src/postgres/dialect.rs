@@ -1,0 +1,47 @@
+//! PostgreSQL's side of `Dialect`: one pool reads and writes, a read snapshot is a
+//! REPEATABLE READ transaction, and a list of texts is one array parameter.
+
+use sqlx::query::Query;
+use sqlx::{Pool, Postgres};
+
+use crate::audit_log::AuditLog;
+use crate::dialect::{BoundArguments, Dialect};
+use crate::error::StoreError;
+use crate::postgres::{PgStore, PgTransaction, store_error};
+use crate::reports::Reports;
+
+impl Dialect for PgStore {
+    type Db = Postgres;
+
+    fn read_pool(&self) -> &Pool<Postgres> {
+        self.pool()
+    }
+
+    fn write_pool(&self) -> &Pool<Postgres> {
+        self.pool()
+    }
+
+    async fn begin_read(&self) -> Result<PgTransaction, StoreError> {
+        PgStore::begin_read(self).await
+    }
+
+    fn store_error(error: sqlx::Error) -> StoreError {
+        store_error(error)
+    }
+
+    /// One `text[]` parameter, `$first`, whatever `count` is; empty keeps every text.
+    fn and_any_of(column: &str, first: usize, _count: usize) -> String {
+        format!(" AND (cardinality(${first}::text[]) = 0 OR {column} = ANY(${first}::text[]))")
+    }
+
+    fn bind_any_of<'q>(
+        query: Query<'q, Postgres, BoundArguments<'q, Postgres>>,
+        texts: &'q [String],
+    ) -> Query<'q, Postgres, BoundArguments<'q, Postgres>> {
+        query.bind(texts)
+    }
+}
+
+impl AuditLog for PgStore {}
+
+impl Reports for PgStore {}

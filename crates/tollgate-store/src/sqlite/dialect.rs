@@ -1,0 +1,53 @@
+//! SQLite's side of `Dialect`: reads go to the `query_only` readers, writes to the one
+//! writer connection, and a list of texts is spelled out one placeholder per text.
+
+use sqlx::query::Query;
+use sqlx::{Pool, Sqlite};
+
+use crate::audit_log::AuditLog;
+use crate::dialect::{BoundArguments, Dialect};
+use crate::error::StoreError;
+use crate::reports::Reports;
+use crate::sqlite::{SqliteStore, SqliteTransaction, store_error};
+
+impl Dialect for SqliteStore {
+    type Db = Sqlite;
+
+    fn read_pool(&self) -> &Pool<Sqlite> {
+        &self.reader
+    }
+
+    fn write_pool(&self) -> &Pool<Sqlite> {
+        &self.writer
+    }
+
+    async fn begin_read(&self) -> Result<SqliteTransaction, StoreError> {
+        SqliteStore::begin_read(self).await
+    }
+
+    fn store_error(error: sqlx::Error) -> StoreError {
+        store_error(error)
+    }
+
+    /// `$first, $first+1, …`: SQLite has no arrays. Nothing at all for no texts.
+    fn and_any_of(column: &str, first: usize, count: usize) -> String {
+        if count == 0 {
+            return String::new();
+        }
+        let placeholders: Vec<String> = (first..first + count)
+            .map(|number| format!("${number}"))
+            .collect();
+        format!(" AND {column} IN ({})", placeholders.join(", "))
+    }
+
+    fn bind_any_of<'q>(
+        query: Query<'q, Sqlite, BoundArguments<'q, Sqlite>>,
+        texts: &'q [String],
+    ) -> Query<'q, Sqlite, BoundArguments<'q, Sqlite>> {
+        texts.iter().fold(query, |query, text| query.bind(text))
+    }
+}
+
+impl AuditLog for SqliteStore {}
+
+impl Reports for SqliteStore {}
