@@ -532,3 +532,151 @@ async fn holds_of_a_killed_replica_are_released_by_the_survivors_reaper() {
     );
     store.close().await;
 }
+
+/// Goal (#21): three replicas, 1,000 requests at once, against a balance that pays for a
+/// third of them, then against a workspace's monthly spend limit with credit to spare:
+/// nothing is charged beyond the binding constraint, every request is answered as served or
+/// refused in Anthropic's words, no hold is left, the audit is clean and the usage records
+/// equal the ledger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_requests_on_three_replicas_never_overspend_credit_or_a_spend_limit() {
+    const REQUESTS: usize = 1_000;
+    // Each request costs about 3 cents (2,000 output tokens at $15/MTok).
+    const CREDIT_USD: &str = "10";
+    const SPEND_LIMIT_USD: &str = "5";
+    const SPEND_LIMIT_CENTS: &str = "500";
+    let fake = FakeUpstream::start().await;
+    fake.set_behavior(Behavior::Ok(Reply {
+        output_tokens: 2_000,
+        latency: Duration::from_millis(20),
+        ..Reply::default()
+    }));
+    let cluster = Cluster::new(
+        &fake,
+        "",
+        &format!(
+            r#"
+            [credits]
+            starter_grant_usd = "{CREDIT_USD}"
+            [[tiers]]
+            name = "Test"
+            cumulative_purchases_usd = "0"
+            count_tokens_requests_per_minute = 1000
+            rate_limits.opus = {{ requests_per_minute = 1000000, input_tokens_per_minute = 1000000000, output_tokens_per_minute = 1000000000 }}
+            rate_limits.sonnet = {{ requests_per_minute = 1000000, input_tokens_per_minute = 1000000000, output_tokens_per_minute = 1000000000 }}
+            rate_limits.haiku = {{ requests_per_minute = 1000000, input_tokens_per_minute = 1000000000, output_tokens_per_minute = 1000000000 }}
+            "#
+        ),
+    );
+    let (first, keys) = cluster.start();
+    let keys = keys.expect("the first replica sets the organization up");
+    let (second, _) = cluster.start();
+    let (third, _) = cluster.start();
+    let replicas = [
+        first.address.clone(),
+        second.address.clone(),
+        third.address.clone(),
+    ];
+    let client = reqwest::Client::new();
+    let store = cluster.store().await;
+    let org = the_organization(&store).await;
+    let credit = NanoUsd::parse_usd(CREDIT_USD).expect("credit");
+
+    let burst = async |key: &str| -> Vec<u16> {
+        join_all((0..REQUESTS).map(|index| {
+            let (client, replica, key) = (client.clone(), replicas[index % 3].clone(), key.to_owned());
+            async move { post_message(&client, &replica, &key, &message(2_000)).await }
+        }))
+        .await
+    };
+    let check_ledger = async |spent_at_most: NanoUsd| {
+        let balance = store.balance(&org.id, SystemClock.now()).await.expect("balance");
+        assert!(
+            balance.spent <= spent_at_most,
+            "spent {:?} of {spent_at_most:?}",
+            balance.spent
+        );
+        assert_eq!(balance.held, NanoUsd::ZERO, "a hold was left");
+        let report = store.audit().await.expect("audit");
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+        let charged: i64 = store
+            .usage_records(&org.id)
+            .await
+            .expect("records")
+            .iter()
+            .map(|record| record.cost.nanos())
+            .sum();
+        assert_eq!(
+            NanoUsd::from_nanos(charged),
+            balance.spent,
+            "usage records and ledger agree"
+        );
+    };
+
+    // Credit binds: about a third are served, the rest refused as Anthropic refuses them.
+    let statuses = burst(&keys.api_key).await;
+    let served = statuses.iter().filter(|status| **status == 200).count();
+    assert!(
+        statuses.iter().all(|status| matches!(status, 200 | 400)),
+        "{statuses:?}"
+    );
+    assert!(
+        (200..=400).contains(&served),
+        "{served} of {REQUESTS} served on $10 of credit"
+    );
+    check_ledger(credit).await;
+
+    // A workspace's monthly limit binds, with credit to spare.
+    admin_post(
+        &client,
+        &replicas[0],
+        &keys.admin_key,
+        "credits/grants",
+        json!({"amount": "10000", "lot_kind": "promotional"}),
+    )
+    .await;
+    let workspace = admin_post(
+        &client,
+        &replicas[1],
+        &keys.admin_key,
+        "workspaces",
+        json!({"name": "capped"}),
+    )
+    .await;
+    let workspace_id = workspace["id"].as_str().expect("workspace id").to_owned();
+    admin_post(
+        &client,
+        &replicas[2],
+        &keys.admin_key,
+        &format!("workspaces/{workspace_id}/limits"),
+        json!({"spend_limit_amount": SPEND_LIMIT_CENTS}),
+    )
+    .await;
+    let (_, capped_key) = create_key(&client, &replicas[0], &keys.admin_key, "capped", &workspace_id).await;
+    let statuses = burst(&capped_key).await;
+    let served = statuses.iter().filter(|status| **status == 200).count();
+    assert!(
+        statuses.iter().all(|status| matches!(status, 200 | 400 | 429)),
+        "{statuses:?}"
+    );
+    assert!(
+        (100..=200).contains(&served),
+        "{served} of {REQUESTS} served under a $5 limit"
+    );
+    let limit = NanoUsd::parse_usd(SPEND_LIMIT_USD).expect("limit");
+    let spent_in_workspace: i64 = store
+        .usage_records(&org.id)
+        .await
+        .expect("records")
+        .iter()
+        .filter(|record| record.workspace_id == workspace_id)
+        .map(|record| record.cost.nanos())
+        .sum();
+    assert!(
+        NanoUsd::from_nanos(spent_in_workspace) <= limit,
+        "the workspace spent {spent_in_workspace} nanos under a limit of {limit:?}"
+    );
+    check_ledger(credit.saturating_add(NanoUsd::parse_usd("100").expect("amount"))).await;
+    store.close().await;
+    drop((first, second, third));
+}
