@@ -63,42 +63,27 @@ fn sql_error(error: rusqlite::Error) -> StoreError {
     }
 }
 
-/// SQLite's own threshold for an automatic checkpoint, in log pages.
-const SQLITE_DEFAULT_CHECKPOINT_PAGES: u32 = 1_000;
-/// The writer's threshold when the syncer checkpoints: about 40 MiB of log.
-const WAL_CHECKPOINT_PAGES: u32 = 10_000;
-
 /// Opens the writer's own connection (the schema is already migrated), starts its thread
 /// (and the syncer's, with an interval), and returns the queue to it.
 pub(crate) fn start(path: &Path, sync_interval: Duration) -> Result<WriterQueue, StoreError> {
     let connection = Connection::open(path).map_err(sql_error)?;
     connection.busy_timeout(BUSY_TIMEOUT).map_err(sql_error)?;
-    // With an interval, the syncer checkpoints the log (and fsyncs) off this thread, so a
-    // batch does not wait for a checkpoint's writes and fsyncs either. The log is restarted
-    // from its beginning only once wholly checkpointed, which a load that never pauses may
-    // not allow the syncer; past `WAL_CHECKPOINT_PAGES` this thread checkpoints itself.
-    let (synchronous, autocheckpoint) = if sync_interval.is_zero() {
-        ("FULL", SQLITE_DEFAULT_CHECKPOINT_PAGES)
-    } else {
-        ("NORMAL", WAL_CHECKPOINT_PAGES)
-    };
+    let synchronous = if sync_interval.is_zero() { "FULL" } else { "NORMAL" };
     connection
         // Statement journals (a trigger's insert, a constraint that may abort) in memory.
         .execute_batch(&format!(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON;
-             PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = {autocheckpoint};"
+             PRAGMA temp_store = MEMORY;"
         ))
         .map_err(sql_error)?;
     connection.set_prepared_statement_cache_capacity(64);
     let commits = Arc::new(AtomicU64::new(0));
     if !sync_interval.is_zero() {
-        let syncer = Connection::open(path).map_err(sql_error)?;
-        syncer.busy_timeout(BUSY_TIMEOUT).map_err(sql_error)?;
         let log = wal_path(path);
         let commits = Arc::downgrade(&commits);
         std::thread::Builder::new()
             .name("tollgate-sync".into())
-            .spawn(move || sync_log_every(&syncer, &log, sync_interval, &commits))
+            .spawn(move || sync_log_every(&log, sync_interval, &commits))
             .map_err(|error| StoreError::Database(format!("cannot start the syncer thread: {error}")))?;
     }
     let (queue, receiver) = WriterQueue::new();
@@ -117,15 +102,9 @@ fn wal_path(path: &Path) -> PathBuf {
 }
 
 /// The syncer: every `interval`, if the writer committed since the last look, fsyncs the
-/// log (fsync is per file, whichever descriptor asks), then checkpoints what it can of the
-/// log into the database without waiting for anyone (`PASSIVE`; the writer's own automatic
-/// checkpoints are off). Stops when the writer has stopped, after one last sync.
-fn sync_log_every(
-    connection: &Connection,
-    log: &Path,
-    interval: Duration,
-    commits: &std::sync::Weak<AtomicU64>,
-) {
+/// log (fsync is per file, whichever descriptor asks). Stops when the writer has stopped,
+/// after one last sync.
+fn sync_log_every(log: &Path, interval: Duration, commits: &std::sync::Weak<AtomicU64>) {
     let mut synced = 0;
     loop {
         std::thread::sleep(interval);
@@ -138,9 +117,6 @@ fn sync_log_every(
         if committed != synced {
             sync_log(log);
             synced = committed;
-            if let Err(error) = connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                tracing::warn!(%error, "checkpointing the database's log failed; the next pass tries again");
-            }
         }
     }
 }
