@@ -242,14 +242,26 @@ peak_rss() {
   echo $(( total / 1024 ))
 }
 
+cpu_ticks() { # pids -> CPU time (user + system, in clock ticks) of them and their children
+  local total=0 pid
+  for pid in $1 $(for parent in $1; do pgrep -P "$parent" 2>/dev/null || true; done); do
+    total=$(( total + $(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0) ))
+  done
+  echo "$total"
+}
+clock_ticks="$(getconf CLK_TCK)"
+
 results="$work/results.txt"
 bench() { # name url pids [wrk script]
-  local connections run line rss pid
+  local connections run line rss pid before cpu
   for connections in $concurrencies; do
     for run in $(seq 1 "$runs"); do
+      before="$(cpu_ticks "$3")"
       line="$(wrk -t "$(( connections < 2 ? 1 : 2 ))" -c "$connections" -d "${duration}s" --timeout 10s -s "${4:-$work/post.lua}" "$2/v1/messages" | grep '^RESULT')"
       rss=0; for pid in $3; do rss=$(( rss + $(peak_rss "$pid") )); done
-      echo "$1 $connections $run ${line#RESULT } $rss" >> "$results"
+      # CPU microseconds a request, of the server's processes (nginx: master and workers).
+      cpu=$(( ( $(cpu_ticks "$3") - before ) * 1000000 / clock_ticks ))
+      echo "$1 $connections $run ${line#RESULT } $rss $cpu" >> "$results"
       echo "  $1 c=$connections run $run: ${line#RESULT }" >&2
     done
   done
