@@ -134,6 +134,25 @@ impl Cluster {
     }
 }
 
+/// The starter grant, and one tier whose rate limits no test reaches: what credit and
+/// spend limits allow is all that binds.
+fn credit_and_an_open_tier(credit_usd: &str) -> String {
+    let open = "{ requests_per_minute = 1000000, input_tokens_per_minute = 1000000000, output_tokens_per_minute = 1000000000 }";
+    format!(
+        r#"
+        [credits]
+        starter_grant_usd = "{credit_usd}"
+        [[tiers]]
+        name = "Test"
+        cumulative_purchases_usd = "0"
+        count_tokens_requests_per_minute = 1000
+        rate_limits.opus = {open}
+        rate_limits.sonnet = {open}
+        rate_limits.haiku = {open}
+        "#
+    )
+}
+
 /// Creates an API key in `workspace_id` through the Admin API of `replica`: (id, secret).
 async fn create_key(
     client: &reqwest::Client,
@@ -234,23 +253,7 @@ async fn three_replicas_share_one_balance_one_rate_limit_and_one_key_directory()
         latency: Duration::from_millis(20),
         ..Reply::default()
     }));
-    let cluster = Cluster::new(
-        &fake,
-        "",
-        &format!(
-            r#"
-            [credits]
-            starter_grant_usd = "{CREDIT_USD}"
-            [[tiers]]
-            name = "Test"
-            cumulative_purchases_usd = "0"
-            count_tokens_requests_per_minute = 1000
-            rate_limits.opus = {{ requests_per_minute = 100000, input_tokens_per_minute = 100000000, output_tokens_per_minute = 100000000 }}
-            rate_limits.sonnet = {{ requests_per_minute = 100000, input_tokens_per_minute = 100000000, output_tokens_per_minute = 100000000 }}
-            rate_limits.haiku = {{ requests_per_minute = 100000, input_tokens_per_minute = 100000000, output_tokens_per_minute = 100000000 }}
-            "#
-        ),
-    );
+    let cluster = Cluster::new(&fake, "", &credit_and_an_open_tier(CREDIT_USD));
     let (first, keys) = cluster.start();
     let keys = keys.expect("the first replica sets the organization up");
     let (second, none) = cluster.start();
@@ -551,23 +554,7 @@ async fn a_thousand_requests_on_three_replicas_never_overspend_credit_or_a_spend
         latency: Duration::from_millis(20),
         ..Reply::default()
     }));
-    let cluster = Cluster::new(
-        &fake,
-        "",
-        &format!(
-            r#"
-            [credits]
-            starter_grant_usd = "{CREDIT_USD}"
-            [[tiers]]
-            name = "Test"
-            cumulative_purchases_usd = "0"
-            count_tokens_requests_per_minute = 1000
-            rate_limits.opus = {{ requests_per_minute = 1000000, input_tokens_per_minute = 1000000000, output_tokens_per_minute = 1000000000 }}
-            rate_limits.sonnet = {{ requests_per_minute = 1000000, input_tokens_per_minute = 1000000000, output_tokens_per_minute = 1000000000 }}
-            rate_limits.haiku = {{ requests_per_minute = 1000000, input_tokens_per_minute = 1000000000, output_tokens_per_minute = 1000000000 }}
-            "#
-        ),
-    );
+    let cluster = Cluster::new(&fake, "", &credit_and_an_open_tier(CREDIT_USD));
     let (first, keys) = cluster.start();
     let keys = keys.expect("the first replica sets the organization up");
     let (second, _) = cluster.start();
