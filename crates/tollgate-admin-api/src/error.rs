@@ -95,6 +95,9 @@ const WRONG_KIND_MESSAGE: &str = "This is an API key: the Admin API needs an adm
 
 impl From<ServiceError> for ApiError {
     fn from(error: ServiceError) -> ApiError {
+        if let Some(dependency) = error.unavailable_dependency() {
+            return ApiError::from(Problem::unavailable(dependency, error));
+        }
         match error {
             ServiceError::NotFound(message) => ApiError::not_found(message),
             ServiceError::Invalid(message) | ServiceError::Conflict(message) => ApiError::invalid(message),

@@ -41,3 +41,16 @@ async fn the_served_document_declares_the_admin_key_schemes_on_every_operation()
         "set per operation, so the open document stays open"
     );
 }
+
+/// Goal: a dependency that is down is a 503 with `retry-after` on the Admin API too, named
+/// as the gateway names it (one rule, `ServiceError::unavailable_dependency`); it was a
+/// 500, as if tollgate had a bug.
+#[test]
+fn a_dependency_that_is_down_is_a_503_that_names_it() {
+    let error = crate::error::ApiError::from(tollgate_service::ServiceError::LimiterUnavailable(
+        "no answer within 500 ms".into(),
+    ));
+    assert_eq!(error.retry_after_seconds, Some(1));
+    let response = axum::response::IntoResponse::into_response(error);
+    assert_eq!(response.status(), axum::http::StatusCode::SERVICE_UNAVAILABLE);
+}

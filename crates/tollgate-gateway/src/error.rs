@@ -309,6 +309,9 @@ impl ApiError {
 
 impl From<ServiceError> for ApiError {
     fn from(error: ServiceError) -> ApiError {
+        if let Some(dependency) = error.unavailable_dependency() {
+            return ApiError::unavailable(dependency, error);
+        }
         match error {
             ServiceError::NotFound(message) => ApiError::not_found(message),
             ServiceError::Invalid(message) => ApiError::invalid(message),
@@ -323,7 +326,7 @@ impl From<ServiceError> for ApiError {
                 error.to_string(),
             ),
             ServiceError::Unavailable(detail) => ApiError::internal(detail),
-            ServiceError::LimiterUnavailable(detail) => ApiError::unavailable("rate-limit store", detail),
+            ServiceError::LimiterUnavailable(detail) => ApiError::internal(detail),
             ServiceError::TooManyConcurrentCalls { limit } => {
                 let mut error = ApiError::new(
                     StatusCode::TOO_MANY_REQUESTS,
@@ -336,7 +339,6 @@ impl From<ServiceError> for ApiError {
                 error.retry_after_seconds = Some(1);
                 error
             }
-            ServiceError::Store(error) if error.is_unavailable() => ApiError::unavailable("database", error),
             ServiceError::Store(error) => ApiError::internal(error),
         }
     }

@@ -64,6 +64,19 @@ pub enum ServiceError {
     Store(#[from] StoreError),
 }
 
+impl ServiceError {
+    /// The dependency that is down, named as both HTTP surfaces tell the client ("the
+    /// database", "the rate-limit store"), if that is what went wrong: answered 503 with
+    /// `retry-after` rather than 500.
+    pub fn unavailable_dependency(&self) -> Option<&'static str> {
+        match self {
+            ServiceError::Store(error) if error.is_unavailable() => Some("database"),
+            ServiceError::LimiterUnavailable(_) => Some("rate-limit store"),
+            _ => None,
+        }
+    }
+}
+
 impl<E: Into<ServiceError>> From<tollgate_store::TxError<E>> for ServiceError {
     fn from(error: tollgate_store::TxError<E>) -> ServiceError {
         match error {
@@ -88,5 +101,20 @@ impl From<tollgate_store::GrantRejection> for ServiceError {
 impl From<tollgate_store::IdempotencyKeyReused> for ServiceError {
     fn from(reused: tollgate_store::IdempotencyKeyReused) -> ServiceError {
         ServiceError::Conflict(format!("{reused}: use a new key for a different purchase"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dependency_that_is_down_is_named() {
+        let down = ServiceError::Store(StoreError::Unavailable("no connection within 2 s".into()));
+        assert_eq!(down.unavailable_dependency(), Some("database"));
+        let limiter = ServiceError::LimiterUnavailable("timeout".into());
+        assert_eq!(limiter.unavailable_dependency(), Some("rate-limit store"));
+        let bug = ServiceError::Store(StoreError::Invariant("a bug".into()));
+        assert_eq!(bug.unavailable_dependency(), None);
     }
 }
