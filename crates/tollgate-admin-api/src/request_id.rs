@@ -9,7 +9,8 @@ use axum::response::Response;
 use crate::error::ApiError;
 
 pub(crate) async fn middleware(request: Request, next: Next) -> Response {
+    let started = tollgate_edge::arrived();
     let request_id = tollgate_edge::new_request_id();
     let response = next.run(request).await;
-    tollgate_edge::stamp::<ApiError>(response, &request_id, |error| error.render(&request_id))
+    tollgate_edge::stamp::<ApiError>(response, &request_id, started, |error| error.render(&request_id))
 }

@@ -1,10 +1,15 @@
-//! The `req_…` id of every request, returned in the `request-id` header, and the step that
+//! The `req_…` id of every request, returned in the `request-id` header, with the
+//! `server-timing` header (tollgate's own time and, where a handler called one, the
+//! upstream's), and the step that
 //! renders an error on the way out: a handler's error rides in the response's extensions
 //! until the surface's middleware, which knows the id, writes its envelope. It must not
 //! choose an envelope: the surface passes its own renderer.
 
+use std::time::Duration;
+
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use tokio::time::Instant;
 use tollgate_core::ids::IdKind;
 use tollgate_service::clock::{Clock, SystemClock};
 
@@ -22,12 +27,29 @@ pub fn deferred<E: Clone + Send + Sync + 'static>(status: StatusCode, error: E) 
     response
 }
 
+/// When a request arrived, for `stamp`'s `server-timing`.
+pub fn arrived() -> Instant {
+    Instant::now()
+}
+
+/// How long the upstream took to answer (to its response head, for a stream), put in the
+/// response's extensions by the handler that called it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UpstreamTime(pub Duration);
+
 /// Renders the error the response carries (a handler's `E`, or the router's own 405) with
-/// `render`, and stamps the `request-id` header: what every response gets on its way out.
-pub fn stamp<E>(mut response: Response, request_id: &str, render: impl FnOnce(&E) -> Response) -> Response
+/// `render`, and stamps the `request-id` and `server-timing` headers (`started`: when the
+/// request arrived): what every response gets on its way out.
+pub fn stamp<E>(
+    mut response: Response,
+    request_id: &str,
+    started: Instant,
+    render: impl FnOnce(&E) -> Response,
+) -> Response
 where
     E: From<Problem> + Clone + Send + Sync + 'static,
 {
+    let upstream = response.extensions().get::<UpstreamTime>().copied();
     let error = response.extensions_mut().remove::<E>().or_else(|| {
         (response.status() == StatusCode::METHOD_NOT_ALLOWED).then(|| E::from(Problem::method_not_allowed()))
     });
@@ -37,5 +59,22 @@ where
     if let Ok(value) = HeaderValue::from_str(request_id) {
         response.headers_mut().insert("request-id", value);
     }
+    if let Ok(value) = HeaderValue::from_str(&server_timing(started.elapsed(), upstream)) {
+        response.headers_mut().insert("server-timing", value);
+    }
     response
+}
+
+/// `tollgate;dur=0.21, upstream;dur=812.40`: milliseconds until the response head, split
+/// into tollgate's own and the upstream's.
+pub fn server_timing(total: Duration, upstream: Option<UpstreamTime>) -> String {
+    let millis = |duration: Duration| duration.as_micros() as f64 / 1_000.0;
+    match upstream {
+        Some(UpstreamTime(upstream)) => format!(
+            "tollgate;dur={:.2}, upstream;dur={:.2}",
+            millis(total.saturating_sub(upstream)),
+            millis(upstream)
+        ),
+        None => format!("tollgate;dur={:.2}", millis(total)),
+    }
 }

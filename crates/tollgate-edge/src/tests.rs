@@ -145,19 +145,37 @@ fn stamp_renders_carried_errors_and_the_405() {
         StatusCode::NOT_FOUND,
         Carried(Problem::new(StatusCode::NOT_FOUND, ErrorKind::NotFound, "gone")),
     );
-    let response = crate::stamp::<Carried>(carried, "req_1", render);
+    let response = crate::stamp::<Carried>(carried, "req_1", crate::arrived(), render);
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
     assert_eq!(response.headers()["request-id"], "req_1");
     assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
 
     let not_allowed = axum::response::IntoResponse::into_response(StatusCode::METHOD_NOT_ALLOWED);
-    let response = crate::stamp::<Carried>(not_allowed, "req_2", render);
+    let response = crate::stamp::<Carried>(not_allowed, "req_2", crate::arrived(), render);
     assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
 
     let fine = axum::response::IntoResponse::into_response(StatusCode::OK);
-    let response = crate::stamp::<Carried>(fine, "req_3", render);
+    let response = crate::stamp::<Carried>(fine, "req_3", crate::arrived(), render);
     assert_eq!(response.headers()["request-id"], "req_3");
     assert!(!response.headers().contains_key(header::CONTENT_TYPE));
     assert!(crate::new_request_id().starts_with("req_"));
+}
+
+#[test]
+fn server_timing_splits_tollgate_from_the_upstream_in_milliseconds() {
+    use std::time::Duration;
+
+    use crate::UpstreamTime;
+
+    let total = Duration::from_micros(812_610);
+    let upstream = Some(UpstreamTime(Duration::from_micros(812_400)));
+    assert_eq!(
+        crate::server_timing(total, upstream),
+        "tollgate;dur=0.21, upstream;dur=812.40"
+    );
+    assert_eq!(
+        crate::server_timing(Duration::from_micros(1_500), None),
+        "tollgate;dur=1.50"
+    );
 }

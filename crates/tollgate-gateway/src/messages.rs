@@ -240,12 +240,13 @@ pub(crate) fn attribution_of(headers: &HeaderMap) -> Attribution {
 /// `POST /v1/messages`, without a key to present. Errors come back as Anthropic's
 /// envelope; the response carries its `request-id`.
 pub async fn run_for_caller(state: &GatewayState, caller: &ApiCaller, body: Bytes) -> Response {
+    let started = tollgate_edge::arrived();
     let request_id =
         tollgate_service::random::ordered_id(tollgate_core::ids::IdKind::Request, state.tollgate.now());
     let response = run_message(state, caller, &request_id, Forwarded::default(), body)
         .await
         .unwrap_or_else(IntoResponse::into_response);
-    crate::request_id::stamp(response, &request_id, crate::error::Surface::Anthropic)
+    crate::request_id::stamp(response, &request_id, started, crate::error::Surface::Anthropic)
 }
 
 async fn run_message(

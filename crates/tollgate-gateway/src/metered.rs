@@ -37,6 +37,7 @@ use tollgate_core::catalog::{Cooldowns, Deployment, Model};
 use tollgate_core::pricing::ModelPrices;
 use tollgate_core::pricing::input_tokens_estimate;
 use tollgate_core::usage::{StreamMeasure, TokenUsage, stream_usage};
+use tollgate_edge::UpstreamTime;
 use tollgate_service::{
     ApiCaller, Finish, OpenReservation, RateLimitView, RequestPlan, Tollgate, UsageStatus,
 };
@@ -404,7 +405,10 @@ impl MeteredCall {
         let (reply_sender, reply_receiver) = oneshot::channel();
         let (upstream, mut open, settings) = self.split();
         tokio::spawn(async move {
-            let (finish, reply) = match Box::pin(upstream.connect()).await {
+            let upstream_started = tokio::time::Instant::now();
+            let connected = Box::pin(upstream.connect()).await;
+            let upstream_time = UpstreamTime(upstream_started.elapsed());
+            let (finish, reply) = match connected {
                 Ok((dialect, prices, UpstreamReply::Message { body, usage })) => {
                     open.prices = prices;
                     match settings.reshape_body(dialect, &body) {
@@ -442,23 +446,30 @@ impl MeteredCall {
                 Ok(_) if !settled => Err(settlement_failed()),
                 reply => reply,
             };
-            let _ = reply_sender.send(reply);
+            let _ = reply_sender.send((reply, upstream_time));
         });
         match reply_receiver.await {
-            Ok(Ok(body)) => Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response()),
-            Ok(Err(error)) => Err(error),
+            Ok((Ok(body), upstream_time)) => {
+                let mut response = ([(header::CONTENT_TYPE, "application/json")], body).into_response();
+                response.extensions_mut().insert(upstream_time);
+                Ok(response)
+            }
+            Ok((Err(error), _)) => Err(error),
             Err(_) => Err(ApiError::internal("the upstream task ended without a reply")),
         }
     }
 
     pub(crate) async fn stream(self) -> Result<Response, ApiError> {
-        let (start_sender, start_receiver) = oneshot::channel::<Result<(), UpstreamError>>();
+        let (start_sender, start_receiver) = oneshot::channel::<Result<UpstreamTime, UpstreamError>>();
         let (event_sender, event_receiver) = mpsc::channel::<Bytes>(STREAM_BUFFER_EVENTS);
         let (upstream, mut open, settings) = self.split();
         tokio::spawn(async move {
             // Boxed for the reason `settle` gives: the connection attempt is over (and its
             // memory back) before the stream's long relay begins.
-            let (dialect, events) = match Box::pin(upstream.connect()).await {
+            let upstream_started = tokio::time::Instant::now();
+            let connected = Box::pin(upstream.connect()).await;
+            let upstream_time = UpstreamTime(upstream_started.elapsed());
+            let (dialect, events) = match connected {
                 Ok((dialect, prices, UpstreamReply::Stream(events))) => {
                     open.prices = prices;
                     (dialect, events)
@@ -475,11 +486,11 @@ impl MeteredCall {
                     return;
                 }
             };
-            let _ = start_sender.send(Ok(()));
+            let _ = start_sender.send(Ok(upstream_time));
             settings.relay(open, dialect, events, event_sender).await;
         });
         match start_receiver.await {
-            Ok(Ok(())) => {
+            Ok(Ok(upstream_time)) => {
                 let body = Body::from_stream(
                     ReceiverStream::new(event_receiver).map(Ok::<Bytes, std::convert::Infallible>),
                 );
@@ -490,6 +501,7 @@ impl MeteredCall {
                     HeaderValue::from_static("text/event-stream; charset=utf-8"),
                 );
                 headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+                response.extensions_mut().insert(upstream_time);
                 Ok(response)
             }
             Ok(Err(error)) => Err(ApiError::from_upstream(&error)),

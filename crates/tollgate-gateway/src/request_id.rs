@@ -18,19 +18,26 @@ use crate::messages::set_rate_limit_group;
 pub(crate) struct RequestId(pub String);
 
 pub(crate) async fn middleware(mut request: Request, next: Next) -> Response {
+    let started = tollgate_edge::arrived();
     let request_id = tollgate_edge::new_request_id();
     let surface = Surface::of(request.uri().path(), request.headers());
     request.extensions_mut().insert(RequestId(request_id.clone()));
     request.extensions_mut().insert(surface);
     let response = next.run(request).await;
-    stamp(response, &request_id, surface)
+    stamp(response, &request_id, started, surface)
 }
 
 /// Renders an error the response carries in its surface's envelope and stamps the
 /// request's id: what every response of the data plane gets on its way out.
-pub(crate) fn stamp(response: Response, request_id: &str, surface: Surface) -> Response {
-    let mut response =
-        tollgate_edge::stamp::<ApiError>(response, request_id, |error| envelope(error, request_id, surface));
+pub(crate) fn stamp(
+    response: Response,
+    request_id: &str,
+    started: tokio::time::Instant,
+    surface: Surface,
+) -> Response {
+    let mut response = tollgate_edge::stamp::<ApiError>(response, request_id, started, |error| {
+        envelope(error, request_id, surface)
+    });
     if surface == Surface::OpenAi
         && let Ok(value) = HeaderValue::from_str(request_id)
     {

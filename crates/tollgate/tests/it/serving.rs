@@ -104,3 +104,57 @@ async fn shutting_down_does_not_wait_for_a_connection_that_sent_nothing() {
         .expect("the server stops without waiting for idle connections")
         .expect("the server task");
 }
+
+/// Goal (#17): every response says what the gateway added: `server-timing` splits the time
+/// until the response head into tollgate's own and the upstream's, for a message and for
+/// a stream; a response with no upstream call (the Admin API) carries tollgate's alone.
+#[tokio::test]
+async fn every_response_says_what_the_gateway_added_in_server_timing() {
+    let app = spawn_app().await;
+    app.fake.set_behavior(Behavior::Ok(Reply {
+        latency: Duration::from_millis(60),
+        ..Reply::default()
+    }));
+    let timings = |response: &reqwest::Response| -> Vec<(String, f64)> {
+        let header = response
+            .headers()
+            .get("server-timing")
+            .expect("server-timing")
+            .to_str()
+            .expect("text");
+        header
+            .split(", ")
+            .map(|metric| {
+                let (name, duration) = metric.split_once(";dur=").expect("name;dur=milliseconds");
+                (name.to_owned(), duration.parse().expect("milliseconds"))
+            })
+            .collect()
+    };
+    for body in [
+        message_body("fake-sonnet"),
+        json!({"stream": true, "model": "fake-sonnet", "max_tokens": 100,
+               "messages": [{"role": "user", "content": "Hello there"}]}),
+    ] {
+        let response = app.post_messages(&body).await;
+        assert_eq!(response.status(), 200);
+        let timings = timings(&response);
+        let names: Vec<&str> = timings.iter().map(|(name, _)| name.as_str()).collect();
+        assert_eq!(names, ["tollgate", "upstream"], "{timings:?}");
+        assert!(timings[1].1 >= 60.0, "the upstream took its 60 ms: {timings:?}");
+        assert!(timings[0].1 >= 0.0 && timings[0].1 < timings[1].1, "{timings:?}");
+        let _ = response.bytes().await;
+    }
+    let admin = app
+        .client
+        .get(app.url("/v1/organizations/me"))
+        .header("x-api-key", &app.admin_key)
+        .header("anthropic-version", "2023-06-01")
+        .send()
+        .await
+        .expect("admin request");
+    assert_eq!(admin.status(), 200);
+    let timings = timings(&admin);
+    assert_eq!(timings.len(), 1, "{timings:?}");
+    assert_eq!(timings[0].0, "tollgate");
+    app.assert_ledger_clean().await;
+}
