@@ -325,8 +325,10 @@ impl From<ServiceError> for ApiError {
                 ErrorKind::Billing,
                 error.to_string(),
             ),
-            ServiceError::Unavailable(detail) => ApiError::internal(detail),
-            ServiceError::LimiterUnavailable(detail) => ApiError::internal(detail),
+            // A limiter that is down was answered above, by `unavailable_dependency`.
+            ServiceError::Unavailable(detail) | ServiceError::LimiterUnavailable(detail) => {
+                ApiError::internal(detail)
+            }
             ServiceError::TooManyConcurrentCalls { limit } => {
                 let mut error = ApiError::new(
                     StatusCode::TOO_MANY_REQUESTS,

@@ -153,6 +153,39 @@ fn credit_and_an_open_tier(credit_usd: &str) -> String {
     )
 }
 
+/// After a burst: nothing charged beyond `spent_at_most`, no hold left, the audit clean, and
+/// the usage records adding up to the ledger's spend.
+async fn assert_ledger_whole(store: &Store, org_id: &str, spent_at_most: NanoUsd) {
+    let balance = store.balance(org_id, SystemClock.now()).await.expect("balance");
+    assert!(
+        balance.spent <= spent_at_most,
+        "spent {:?} of {spent_at_most:?}",
+        balance.spent
+    );
+    assert_eq!(
+        store
+            .pending_reservation_count(Some(org_id))
+            .await
+            .expect("count"),
+        0,
+        "a hold was left"
+    );
+    let report = store.audit().await.expect("audit");
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    let charged: i64 = store
+        .usage_records(org_id)
+        .await
+        .expect("records")
+        .iter()
+        .map(|record| record.cost.nanos())
+        .sum();
+    assert_eq!(
+        NanoUsd::from_nanos(charged),
+        balance.spent,
+        "usage records and ledger agree"
+    );
+}
+
 /// Creates an API key in `workspace_id` through the Admin API of `replica`: (id, secret).
 async fn create_key(
     client: &reqwest::Client,
@@ -368,32 +401,8 @@ async fn three_replicas_share_one_balance_one_rate_limit_and_one_key_directory()
         unlimited.contains(&400),
         "the credit should run out under this load: {unlimited:?}"
     );
-    let now = SystemClock.now();
-    let balance = store.balance(&org.id, now).await.expect("balance");
     let credit = NanoUsd::parse_usd(CREDIT_USD).expect("credit");
-    assert!(balance.spent <= credit, "spent {:?} of {credit:?}", balance.spent);
-    assert_eq!(
-        store
-            .pending_reservation_count(Some(&org.id))
-            .await
-            .expect("count"),
-        0,
-        "a hold was left"
-    );
-    let report = store.audit().await.expect("audit");
-    assert!(report.problems.is_empty(), "{:?}", report.problems);
-    let charged: i64 = store
-        .usage_records(&org.id)
-        .await
-        .expect("records")
-        .iter()
-        .map(|record| record.cost.nanos())
-        .sum();
-    assert_eq!(
-        NanoUsd::from_nanos(charged),
-        balance.spent,
-        "usage records and ledger agree"
-    );
+    assert_ledger_whole(&store, &org.id, credit).await;
 
     // Revocation: warm every replica's key cache, revoke through the first, and time how
     // long the others keep accepting the key.
@@ -576,29 +585,6 @@ async fn a_thousand_requests_on_three_replicas_never_overspend_credit_or_a_spend
         }))
         .await
     };
-    let check_ledger = async |spent_at_most: NanoUsd| {
-        let balance = store.balance(&org.id, SystemClock.now()).await.expect("balance");
-        assert!(
-            balance.spent <= spent_at_most,
-            "spent {:?} of {spent_at_most:?}",
-            balance.spent
-        );
-        assert_eq!(balance.held, NanoUsd::ZERO, "a hold was left");
-        let report = store.audit().await.expect("audit");
-        assert!(report.problems.is_empty(), "{:?}", report.problems);
-        let charged: i64 = store
-            .usage_records(&org.id)
-            .await
-            .expect("records")
-            .iter()
-            .map(|record| record.cost.nanos())
-            .sum();
-        assert_eq!(
-            NanoUsd::from_nanos(charged),
-            balance.spent,
-            "usage records and ledger agree"
-        );
-    };
 
     // Credit binds: about a third are served, the rest refused as Anthropic refuses them.
     let statuses = burst(&keys.api_key).await;
@@ -611,7 +597,7 @@ async fn a_thousand_requests_on_three_replicas_never_overspend_credit_or_a_spend
         (200..=400).contains(&served),
         "{served} of {REQUESTS} served on $10 of credit"
     );
-    check_ledger(credit).await;
+    assert_ledger_whole(&store, &org.id, credit).await;
 
     // A workspace's monthly limit binds, with credit to spare.
     admin_post(
@@ -663,7 +649,12 @@ async fn a_thousand_requests_on_three_replicas_never_overspend_credit_or_a_spend
         NanoUsd::from_nanos(spent_in_workspace) <= limit,
         "the workspace spent {spent_in_workspace} nanos under a limit of {limit:?}"
     );
-    check_ledger(credit.saturating_add(NanoUsd::parse_usd("100").expect("amount"))).await;
+    assert_ledger_whole(
+        &store,
+        &org.id,
+        credit.saturating_add(NanoUsd::parse_usd("100").expect("amount")),
+    )
+    .await;
     store.close().await;
     drop((first, second, third));
 }
