@@ -5,12 +5,18 @@
 use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::Response;
+use tracing::Instrument;
 
 use crate::error::ApiError;
 
 pub(crate) async fn middleware(request: Request, next: Next) -> Response {
     let started = tollgate_edge::arrived();
     let request_id = tollgate_edge::new_request_id();
-    let response = next.run(request).await;
-    tollgate_edge::stamp::<ApiError>(response, &request_id, started, |error| error.render(&request_id))
+    let response = next
+        .run(request)
+        .instrument(tollgate_edge::request_span(&request_id))
+        .await;
+    tollgate_edge::stamp::<ApiError>(response, &request_id, started, "admin", |error| {
+        error.render(&request_id)
+    })
 }

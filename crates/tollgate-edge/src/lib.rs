@@ -15,4 +15,6 @@ mod tests;
 
 pub use crate::auth::{Credential, presented_key, refused};
 pub use crate::error::{ErrorKind, Problem, envelope, json_response};
-pub use crate::request_id::{UpstreamTime, arrived, deferred, new_request_id, server_timing, stamp};
+pub use crate::request_id::{
+    UpstreamTime, arrived, deferred, new_request_id, request_span, server_timing, stamp, status_class,
+};

@@ -27,6 +27,12 @@ pub fn deferred<E: Clone + Send + Sync + 'static>(status: StatusCode, error: E) 
     response
 }
 
+/// The span a request's handling runs in: every log line it writes names its id (a field of
+/// each JSON line with `log_format = "json"`).
+pub fn request_span(request_id: &str) -> tracing::Span {
+    tracing::info_span!("request", request_id)
+}
+
 /// When a request arrived, for `stamp`'s `server-timing`.
 pub fn arrived() -> Instant {
     Instant::now()
@@ -39,11 +45,13 @@ pub struct UpstreamTime(pub Duration);
 
 /// Renders the error the response carries (a handler's `E`, or the router's own 405) with
 /// `render`, and stamps the `request-id` and `server-timing` headers (`started`: when the
-/// request arrived): what every response gets on its way out.
+/// request arrived): what every response gets on its way out. Counts the response in the
+/// metrics of its `surface` (`anthropic`, `openai`, `admin`).
 pub fn stamp<E>(
     mut response: Response,
     request_id: &str,
     started: Instant,
+    surface: &'static str,
     render: impl FnOnce(&E) -> Response,
 ) -> Response
 where
@@ -59,10 +67,39 @@ where
     if let Ok(value) = HeaderValue::from_str(request_id) {
         response.headers_mut().insert("request-id", value);
     }
-    if let Ok(value) = HeaderValue::from_str(&server_timing(started.elapsed(), upstream)) {
+    let elapsed = started.elapsed();
+    if let Ok(value) = HeaderValue::from_str(&server_timing(elapsed, upstream)) {
         response.headers_mut().insert("server-timing", value);
     }
+    observe(surface, response.status(), elapsed, upstream);
     response
+}
+
+/// The response in `/metrics`: counted by surface and status class, its time to the head,
+/// and, for a proxied request, tollgate's share of that time.
+fn observe(surface: &'static str, status: StatusCode, elapsed: Duration, upstream: Option<UpstreamTime>) {
+    metrics::counter!(
+        "tollgate_http_responses_total",
+        "surface" => surface,
+        "status_class" => status_class(status)
+    )
+    .increment(1);
+    metrics::histogram!("tollgate_http_response_head_seconds", "surface" => surface).record(elapsed);
+    if let Some(UpstreamTime(upstream)) = upstream {
+        metrics::histogram!("tollgate_overhead_seconds", "surface" => surface)
+            .record(elapsed.saturating_sub(upstream));
+    }
+}
+
+/// A status's class as metrics label it: `2xx`, `4xx`, ….
+pub fn status_class(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
 }
 
 /// `tollgate;dur=0.21, upstream;dur=812.40`: milliseconds until the response head, split

@@ -145,18 +145,18 @@ fn stamp_renders_carried_errors_and_the_405() {
         StatusCode::NOT_FOUND,
         Carried(Problem::new(StatusCode::NOT_FOUND, ErrorKind::NotFound, "gone")),
     );
-    let response = crate::stamp::<Carried>(carried, "req_1", crate::arrived(), render);
+    let response = crate::stamp::<Carried>(carried, "req_1", crate::arrived(), "anthropic", render);
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
     assert_eq!(response.headers()["request-id"], "req_1");
     assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
 
     let not_allowed = axum::response::IntoResponse::into_response(StatusCode::METHOD_NOT_ALLOWED);
-    let response = crate::stamp::<Carried>(not_allowed, "req_2", crate::arrived(), render);
+    let response = crate::stamp::<Carried>(not_allowed, "req_2", crate::arrived(), "anthropic", render);
     assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
 
     let fine = axum::response::IntoResponse::into_response(StatusCode::OK);
-    let response = crate::stamp::<Carried>(fine, "req_3", crate::arrived(), render);
+    let response = crate::stamp::<Carried>(fine, "req_3", crate::arrived(), "anthropic", render);
     assert_eq!(response.headers()["request-id"], "req_3");
     assert!(!response.headers().contains_key(header::CONTENT_TYPE));
     assert!(crate::new_request_id().starts_with("req_"));

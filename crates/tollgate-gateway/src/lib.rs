@@ -13,6 +13,7 @@ mod metered;
 mod models;
 mod request_id;
 mod routing;
+mod telemetry;
 mod translate;
 mod wire;
 

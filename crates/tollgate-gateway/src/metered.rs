@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -47,6 +47,7 @@ use tollgate_upstream::{Dialect, EventStream, Provider, UpstreamError, UpstreamR
 
 use crate::GatewayState;
 use crate::error::ApiError;
+use crate::telemetry::{self, Observed};
 use crate::translate::reply::{chat_completion_to_message, message_to_chat_completion};
 use crate::translate::stream::{ToChatChunks, ToMessageEvents, done_event};
 
@@ -74,6 +75,14 @@ impl ClientWire {
         match self {
             ClientWire::Messages => Dialect::Anthropic,
             ClientWire::ChatCompletions { .. } => Dialect::OpenAi,
+        }
+    }
+
+    /// The route a request of this API came by, as metrics label it.
+    fn route(self) -> &'static str {
+        match self {
+            ClientWire::Messages => "/v1/messages",
+            ClientWire::ChatCompletions { .. } => "/v1/chat/completions",
         }
     }
 
@@ -119,6 +128,7 @@ pub(crate) struct MeteredCall {
     pub(crate) input_tokens_estimate: u64,
     /// The most output the reservation covers: caps output counted from a stream's deltas.
     pub(crate) output_tokens_max: u64,
+    pub(crate) observed: Observed,
 }
 
 /// A routed request, ready to be admitted and run: the same for every client surface.
@@ -149,6 +159,11 @@ pub(crate) async fn admit_and_run(
     state: &GatewayState,
     admission: Admission<'_>,
 ) -> Result<(Response, RateLimitView), ApiError> {
+    let observed = Observed {
+        route: admission.client.route(),
+        model: admission.model.id.clone(),
+        arrived: tokio::time::Instant::now(),
+    };
     let input_estimate = input_tokens_estimate(admission.body_bytes);
     let open = state
         .tollgate
@@ -168,7 +183,8 @@ pub(crate) async fn admit_and_run(
             },
             admission.cacheable_prefixes,
         )
-        .await?;
+        .await
+        .map_err(|error| observed.refused(error))?;
     let rate_limits = open.rate_limits;
     let metered = MeteredCall {
         tollgate: state.tollgate.clone(),
@@ -180,6 +196,7 @@ pub(crate) async fn admit_and_run(
         requested_model: admission.requested_model,
         input_tokens_estimate: input_estimate,
         output_tokens_max: admission.output_tokens_bound,
+        observed,
     };
     let response = if admission.stream {
         metered.stream().await?
@@ -230,11 +247,17 @@ struct Upstream {
 impl Upstream {
     /// Tries the deployments in order until one answers, failing over as the module doc
     /// says. Returns the deployment that answered (its dialect and prices) and its reply.
-    async fn connect(self) -> Result<(Dialect, ModelPrices, UpstreamReply), UpstreamError> {
+    /// `tried` ends as the provider of the last deployment tried.
+    async fn connect(
+        self,
+        tried: &mut String,
+    ) -> Result<(Dialect, ModelPrices, UpstreamReply), UpstreamError> {
         let mut last_error = None;
         let attempts_count = self.attempts.len();
         for (index, attempt) in self.attempts.into_iter().enumerate() {
             let dialect = attempt.provider.dialect();
+            tried.clone_from(&attempt.deployment.provider);
+            let called = tokio::time::Instant::now();
             let reply = match attempt.provider.call(attempt.request).await {
                 Ok(UpstreamReply::Stream(events)) => match peek_head(events, dialect).await {
                     Head::Opened(reply) => Ok(reply),
@@ -243,6 +266,8 @@ impl Upstream {
                     // an error status (Claude Code falls back to a non-streaming request
                     // on the one and retries the other). The relay voids the reservation.
                     Head::Failed { error, reply } if index + 1 == attempts_count => {
+                        telemetry::attempted(tried, called.elapsed(), Err(&error));
+                        telemetry::cooled_down(tried);
                         let mut cooldowns = self.cooldowns.lock().unwrap_or_else(PoisonError::into_inner);
                         cooldowns.record_failure(&attempt.deployment, self.tollgate.now());
                         tracing::warn!(
@@ -258,6 +283,7 @@ impl Upstream {
                 },
                 other => other,
             };
+            telemetry::attempted(tried, called.elapsed(), reply.as_ref().map(|_| ()));
             let mut cooldowns = self.cooldowns.lock().unwrap_or_else(PoisonError::into_inner);
             match reply {
                 Ok(reply) => {
@@ -273,6 +299,11 @@ impl Upstream {
                 Err(error) => {
                     let fails_over = error.fails_over();
                     if fails_over {
+                        if index + 1 < attempts_count {
+                            telemetry::failed_over(tried);
+                        } else {
+                            telemetry::cooled_down(tried);
+                        }
                         cooldowns.record_failure(&attempt.deployment, self.tollgate.now());
                         tracing::warn!(
                             request_id = self.request_id,
@@ -397,16 +428,18 @@ impl MeteredCall {
             requested_model: self.requested_model,
             input_tokens_estimate: self.input_tokens_estimate,
             output_tokens_max: self.output_tokens_max,
+            observed: self.observed,
+            provider: String::new(),
         };
         (upstream, self.open, settings)
     }
 
     pub(crate) async fn call(self) -> Result<Response, ApiError> {
         let (reply_sender, reply_receiver) = oneshot::channel();
-        let (upstream, mut open, settings) = self.split();
+        let (upstream, mut open, mut settings) = self.split();
         tokio::spawn(async move {
             let upstream_started = tokio::time::Instant::now();
-            let connected = Box::pin(upstream.connect()).await;
+            let connected = Box::pin(upstream.connect(&mut settings.provider)).await;
             let upstream_time = UpstreamTime(upstream_started.elapsed());
             let (finish, reply) = match connected {
                 Ok((dialect, prices, UpstreamReply::Message { body, usage })) => {
@@ -441,11 +474,20 @@ impl MeteredCall {
                 Ok(body) => Ok(body),
                 Err(error) => Err(ApiError::from_upstream(&error)),
             };
+            let outcome = telemetry::outcome(finish.status);
             let settled = settle(&settings.tollgate, open, finish).await;
             let reply = match reply {
                 Ok(_) if !settled => Err(settlement_failed()),
                 reply => reply,
             };
+            let status = match &reply {
+                Ok(_) => {
+                    settings.observed.first_byte();
+                    StatusCode::OK
+                }
+                Err(error) => error.status,
+            };
+            settings.observed.ended(&settings.provider, status, outcome);
             let _ = reply_sender.send((reply, upstream_time));
         });
         match reply_receiver.await {
@@ -462,12 +504,12 @@ impl MeteredCall {
     pub(crate) async fn stream(self) -> Result<Response, ApiError> {
         let (start_sender, start_receiver) = oneshot::channel::<Result<UpstreamTime, UpstreamError>>();
         let (event_sender, event_receiver) = mpsc::channel::<Bytes>(STREAM_BUFFER_EVENTS);
-        let (upstream, mut open, settings) = self.split();
+        let (upstream, mut open, mut settings) = self.split();
         tokio::spawn(async move {
             // Boxed for the reason `settle` gives: the connection attempt is over (and its
             // memory back) before the stream's long relay begins.
             let upstream_started = tokio::time::Instant::now();
-            let connected = Box::pin(upstream.connect()).await;
+            let connected = Box::pin(upstream.connect(&mut settings.provider)).await;
             let upstream_time = UpstreamTime(upstream_started.elapsed());
             let (dialect, events) = match connected {
                 Ok((dialect, prices, UpstreamReply::Stream(events))) => {
@@ -477,11 +519,15 @@ impl MeteredCall {
                 Ok((_, _, UpstreamReply::Message { .. })) => {
                     let error = UpstreamError::Protocol("a message answered a streaming request".into());
                     settle(&settings.tollgate, open, failed(&error)).await;
+                    let status = ApiError::from_upstream(&error).status;
+                    settings.observed.ended(&settings.provider, status, "failed");
                     let _ = start_sender.send(Err(error));
                     return;
                 }
                 Err(error) => {
                     settle(&settings.tollgate, open, failed(&error)).await;
+                    let status = ApiError::from_upstream(&error).status;
+                    settings.observed.ended(&settings.provider, status, "failed");
                     let _ = start_sender.send(Err(error));
                     return;
                 }
@@ -520,6 +566,9 @@ struct Settings {
     requested_model: String,
     input_tokens_estimate: u64,
     output_tokens_max: u64,
+    observed: Observed,
+    /// The provider of the deployment that answered (or the last one tried).
+    provider: String,
 }
 
 impl Settings {
@@ -560,6 +609,7 @@ impl Settings {
         let mut failure: Option<UpstreamError> = None;
         let mut held_back: Vec<SseEvent> = Vec::new();
         let mut drain_cut = false;
+        let mut first_byte = true;
         loop {
             let next = match drain_deadline {
                 None => events.next().await,
@@ -584,6 +634,10 @@ impl Settings {
                 if !held_back.is_empty() || self.client.is_terminal(&out) {
                     held_back.push(out);
                     continue;
+                }
+                if first_byte {
+                    first_byte = false;
+                    self.observed.first_byte();
                 }
                 if drain_deadline.is_none() && client.send(self.client.encode(&out)).await.is_err() {
                     drain_deadline = Some(tokio::time::Instant::now() + self.drain_bound);
@@ -633,7 +687,9 @@ impl Settings {
             }
         };
         let succeeded = finish.status == UsageStatus::Succeeded;
+        let outcome = telemetry::outcome(finish.status);
         let settled = settle(&self.tollgate, open, finish).await;
+        self.observed.ended(&self.provider, StatusCode::OK, outcome);
         if client_gone {
             return;
         }

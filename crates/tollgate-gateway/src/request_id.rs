@@ -9,6 +9,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use bytes::Bytes;
 use tollgate_service::clock::{Clock, SystemClock};
+use tracing::Instrument;
 
 use crate::error::{ApiError, ErrorKind, Surface};
 use crate::messages::set_rate_limit_group;
@@ -23,7 +24,10 @@ pub(crate) async fn middleware(mut request: Request, next: Next) -> Response {
     let surface = Surface::of(request.uri().path(), request.headers());
     request.extensions_mut().insert(RequestId(request_id.clone()));
     request.extensions_mut().insert(surface);
-    let response = next.run(request).await;
+    let response = next
+        .run(request)
+        .instrument(tollgate_edge::request_span(&request_id))
+        .await;
     stamp(response, &request_id, started, surface)
 }
 
@@ -35,7 +39,11 @@ pub(crate) fn stamp(
     started: tokio::time::Instant,
     surface: Surface,
 ) -> Response {
-    let mut response = tollgate_edge::stamp::<ApiError>(response, request_id, started, |error| {
+    let label = match surface {
+        Surface::Anthropic => "anthropic",
+        Surface::OpenAi => "openai",
+    };
+    let mut response = tollgate_edge::stamp::<ApiError>(response, request_id, started, label, |error| {
         envelope(error, request_id, surface)
     });
     if surface == Surface::OpenAi

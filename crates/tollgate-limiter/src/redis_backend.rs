@@ -293,16 +293,28 @@ impl RedisLimiter {
     async fn guarded<T>(&self, call: impl Future<Output = Result<T, RedisError>>) -> Result<T, LimiterError> {
         let passage = self.breaker().request(Instant::now());
         if let Passage::Refused(remaining) = passage {
+            metrics::counter!("tollgate_redis_errors_total", "kind" => "breaker_open").increment(1);
             return Err(LimiterError::Unavailable(format!(
                 "Redis stopped answering; not asked again for another {} ms",
                 remaining.as_millis()
             )));
         }
+        let called = Instant::now();
         let outcome = tokio::time::timeout(self.timeouts.timeout, call).await;
+        metrics::histogram!("tollgate_redis_call_seconds").record(called.elapsed());
         match &outcome {
             Ok(Ok(_)) => self.breaker().succeeded(),
             Ok(Err(error)) if !no_answer(error) => self.breaker().succeeded(),
             Ok(Err(_)) | Err(_) => self.breaker().failed(Instant::now()),
+        }
+        let error_kind = match &outcome {
+            Ok(Ok(_)) => None,
+            Ok(Err(error)) if no_answer(error) => Some("no_answer"),
+            Ok(Err(_)) => Some("error_reply"),
+            Err(_) => Some("timeout"),
+        };
+        if let Some(kind) = error_kind {
+            metrics::counter!("tollgate_redis_errors_total", "kind" => kind).increment(1);
         }
         match outcome {
             Ok(reply) => reply.map_err(unavailable),

@@ -272,6 +272,11 @@ impl Tollgate {
             Err(ServiceError::Payment(error)) => Some(format!("auto-reload turned off: {error}")),
             Err(error) => Some(format!("auto-reload turned off: {error}")),
         };
+        crate::telemetry::auto_reload(match &result {
+            Ok(_) => "succeeded",
+            Err(ServiceError::Payment(PaymentError::Declined(_))) => "declined",
+            Err(_) => "failed",
+        });
         self.store()
             .finish_auto_reload(org_id, notice.as_deref(), self.now())
             .await?;

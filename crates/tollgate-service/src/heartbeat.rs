@@ -6,10 +6,13 @@
 //! own requests; the TTL must exceed two maintenance intervals so that a beat always lands
 //! in time (checked at start).
 //!
-//! It holds ids only, never amounts: the deadline is all it moves.
+//! It moves deadlines only, never amounts; a `Live` also counts its reservation, and the
+//! amount it holds, in the process's metrics while it lives.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use tollgate_core::money::NanoUsd;
 
 /// The reservations of this process's running requests.
 #[derive(Debug, Default)]
@@ -22,14 +25,17 @@ pub(crate) struct LiveReservations {
 pub(crate) struct Live {
     registry: Arc<LiveReservations>,
     reservation_id: String,
+    amount: NanoUsd,
 }
 
 impl LiveReservations {
-    pub(crate) fn register(self: &Arc<LiveReservations>, reservation_id: &str) -> Live {
+    pub(crate) fn register(self: &Arc<LiveReservations>, reservation_id: &str, amount: NanoUsd) -> Live {
         self.ids().insert(reservation_id.to_owned());
+        crate::telemetry::held(amount, true);
         Live {
             registry: self.clone(),
             reservation_id: reservation_id.to_owned(),
+            amount,
         }
     }
 
@@ -47,5 +53,6 @@ impl LiveReservations {
 impl Drop for Live {
     fn drop(&mut self) {
         self.registry.ids().remove(&self.reservation_id);
+        crate::telemetry::held(self.amount, false);
     }
 }

@@ -23,6 +23,7 @@ mod pending;
 pub mod random;
 mod reports;
 mod single_flight;
+mod telemetry;
 mod users;
 
 use std::sync::Arc;
@@ -101,6 +102,8 @@ struct Inner {
     password_checks: console::PasswordChecks,
     /// Reservations of requests running in this process, kept from the reaper.
     live: Arc<heartbeat::LiveReservations>,
+    /// Which organizations get a label of their own in cost metrics.
+    organization_labels: telemetry::OrganizationLabels,
     /// Settlements the store refused, written by a later maintenance pass.
     pending: pending::PendingSettlements,
 }
@@ -126,6 +129,7 @@ impl Tollgate {
                 in_flight: Arc::new(concurrency::InFlight::new(concurrency::DEFAULT_LIMIT)),
                 password_checks: console::PasswordChecks::default(),
                 live: Arc::default(),
+                organization_labels: Default::default(),
                 pending: pending::PendingSettlements::default(),
             }),
         }
@@ -140,6 +144,12 @@ impl Tollgate {
     /// `begin` refuses with [`ServiceError::TooManyConcurrentCalls`].
     pub fn set_max_concurrent_calls_per_organization(&self, limit: usize) {
         self.inner.in_flight.set_limit(limit);
+    }
+
+    /// How many organizations get a label of their own in cost metrics; the rest share
+    /// `other`.
+    pub fn set_metrics_organizations(&self, max: usize) {
+        self.inner.organization_labels.set_max(max);
     }
 
     pub fn store(&self) -> &Store {

@@ -26,8 +26,10 @@ impl Tollgate {
         self.store()
             .extend_reservations(&live, now + self.settings().reservation_ttl)
             .await?;
+        let reservations_voided = self.store().reap_reservations(now).await?;
+        crate::telemetry::reaped(reservations_voided);
         Ok(MaintenanceReport {
-            reservations_voided: self.store().reap_reservations(now).await?,
+            reservations_voided,
             lots_expired: self.store().expire_lots(now).await?,
         })
     }

@@ -33,6 +33,7 @@ use crate::heartbeat::Live;
 use crate::keys::ApiCaller;
 use crate::limits::{prompt_cache_scope, workspace_rate_limits};
 use crate::random;
+use crate::telemetry;
 
 /// What the gateway knows about a request before calling the upstream.
 #[derive(Clone, Copy, Debug)]
@@ -342,13 +343,20 @@ impl Tollgate {
             .await
             .map_err(|error| ServiceError::LimiterUnavailable(error.to_string()))?
             .map_err(|refusal| self.rate_limited(&caller, &reservation.model, refusal))?;
+        for demand in &demands {
+            telemetry::rate_limit(
+                demand.key.metric,
+                scope_label(&caller, &demand.key.scope_id),
+                true,
+            );
+        }
         let view = binding_view(&demands, &admitted.snapshots);
         let request_id = reservation.request_id.clone();
         let model = reservation.model.clone();
         match self.store().reserve(reservation).await {
             Ok(reserved) => Ok(OpenReservation {
                 // Before the id moves: the heartbeat keeps its own copy.
-                live: Some(self.inner.live.register(&reserved.id)),
+                live: Some(self.inner.live.register(&reserved.id, reserved.amount)),
                 reservation_id: reserved.id,
                 request_id,
                 caller,
@@ -382,9 +390,11 @@ impl Tollgate {
                         .await;
                         Err(match rejection {
                             ReserveRejection::InsufficientCredit(refusal) => {
+                                telemetry::spend_refused("credit");
                                 ServiceError::InsufficientCredit(refusal)
                             }
                             ReserveRejection::SpendLimitReached(reached) => {
+                                telemetry::spend_refused("spend_limit");
                                 ServiceError::SpendLimitReached(reached)
                             }
                         })
@@ -432,6 +442,7 @@ impl Tollgate {
         } else {
             LimitScope::Workspace
         };
+        telemetry::rate_limit(key.metric, scope_label(caller, &key.scope_id), false);
         let limited = RateLimited {
             scope,
             scope_id: key.scope_id,
@@ -556,6 +567,8 @@ impl Tollgate {
             );
             self.inner.pending.keep(settlement);
         }
+        let organization = self.inner.organization_labels.label(&open.caller.org_id);
+        telemetry::settled(&open.model, organization, &finish.usage, &outcome);
         self.correct_buckets(&open, &finish.usage).await;
         let cached = finish.usage.cache_read_input_tokens > 0
             || finish.usage.cache_creation_5m_input_tokens > 0
@@ -646,6 +659,15 @@ fn binding_view(demands: &[Demand], snapshots: &[BucketSnapshot]) -> RateLimitVi
         requests: tightest(Metric::Requests),
         input_tokens: tightest(Metric::InputTokens),
         output_tokens: tightest(Metric::OutputTokens),
+    }
+}
+
+/// The scope a bucket belongs to, as a metric label.
+fn scope_label(caller: &ApiCaller, scope_id: &str) -> &'static str {
+    if scope_id == caller.org_id {
+        "organization"
+    } else {
+        "workspace"
     }
 }
 

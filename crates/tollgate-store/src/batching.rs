@@ -146,6 +146,22 @@ where
     }
 }
 
+/// A write batch in `/metrics`: how many operations, how long from its start to its
+/// commit (or its failure), and whether it failed (its operations then run alone).
+pub(crate) fn observe_batch(
+    backend: &'static str,
+    operations: usize,
+    took: std::time::Duration,
+    committed: bool,
+) {
+    metrics::histogram!("tollgate_store_write_batch_operations", "backend" => backend)
+        .record(u32::try_from(operations).unwrap_or(u32::MAX));
+    metrics::histogram!("tollgate_store_write_batch_seconds", "backend" => backend).record(took);
+    if !committed {
+        metrics::counter!("tollgate_store_write_batch_failures_total", "backend" => backend).increment(1);
+    }
+}
+
 pub(crate) fn stopped() -> StoreError {
     StoreError::Database("the store's writer has stopped".into())
 }

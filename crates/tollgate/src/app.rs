@@ -15,6 +15,8 @@ use tollgate_store::{SqliteOptions, Store};
 
 use crate::config::{Backend, Config, redact_password};
 use crate::serve::ServerSettings;
+use crate::telemetry::{self, MetricsEndpoint};
+use metrics_exporter_prometheus::PrometheusHandle;
 
 /// Opens the configured database (SQLite in the data directory, created if needed, or
 /// PostgreSQL), with migrations run.
@@ -76,6 +78,17 @@ pub struct Application {
     server: ServerSettings,
     console: ConsoleSettings,
     first_start: Option<FirstStart>,
+    metrics: Metrics,
+}
+
+/// `/metrics`, as `[observability]` configures it.
+struct Metrics {
+    /// The process's recorder, when metrics are on.
+    handle: Option<PrometheusHandle>,
+    /// The token a scrape on the main listener bears.
+    token: Option<String>,
+    /// A listener of their own.
+    listener: Option<TcpListener>,
 }
 
 impl Application {
@@ -111,6 +124,30 @@ impl Application {
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let metrics = match config.metrics_endpoint()? {
+            MetricsEndpoint::Off => Metrics {
+                handle: None,
+                token: None,
+                listener: None,
+            },
+            MetricsEndpoint::Token(token) => Metrics {
+                handle: Some(telemetry::recorder()),
+                token: Some(token),
+                listener: None,
+            },
+            MetricsEndpoint::Listen(address) => Metrics {
+                handle: Some(telemetry::recorder()),
+                token: None,
+                listener: Some(
+                    TcpListener::bind(address)
+                        .await
+                        .with_context(|| format!("cannot listen for metrics on {address}"))?,
+                ),
+            },
+        };
+        state
+            .tollgate
+            .set_metrics_organizations(config.observability.metrics_max_organizations);
         Ok(Application {
             listener,
             state,
@@ -118,11 +155,20 @@ impl Application {
             server: config.server_settings()?,
             console: config.console_settings()?,
             first_start,
+            metrics,
         })
     }
 
     pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// Where `/metrics` has a listener of its own, if it has one.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics
+            .listener
+            .as_ref()
+            .and_then(|listener| listener.local_addr().ok())
     }
 
     pub fn tollgate(&self) -> &Tollgate {
@@ -152,9 +198,25 @@ impl Application {
         );
         // So is the Console, under /console; it sees client addresses for its sign-in limit.
         let console = crate::console::router(&self.state, self.console);
-        let routes = router(self.state).merge(admin).merge(console);
+        let mut routes = router(self.state).merge(admin).merge(console);
+        let mut metrics_tasks = Vec::new();
+        if let Some(handle) = self.metrics.handle {
+            metrics_tasks.push(telemetry::spawn_upkeep(handle.clone()));
+            if let Some(token) = &self.metrics.token {
+                routes = routes.merge(telemetry::router(handle.clone(), Some(token)));
+            }
+            if let Some(listener) = self.metrics.listener {
+                let metrics_routes = telemetry::router(handle, None);
+                metrics_tasks.push(tokio::spawn(async move {
+                    if let Err(error) = axum::serve(listener, metrics_routes).await {
+                        tracing::error!(%error, "the metrics listener stopped");
+                    }
+                }));
+            }
+        }
         crate::serve::serve(self.listener, routes, self.server, shutdown).await;
         maintenance.abort();
+        metrics_tasks.iter().for_each(tokio::task::JoinHandle::abort);
         Ok(())
     }
 }

@@ -25,6 +25,7 @@ use tollgate_upstream::openai::{MaxTokensField, OpenAiClient, OpenAiConfig};
 use tollgate_upstream::simulated::{Simulated, SimulatedConfig};
 
 use crate::serve::ServerSettings;
+use crate::telemetry::MetricsEndpoint;
 
 pub const DEFAULTS: &str = include_str!("../config/defaults.toml");
 const ENV_PREFIX: &str = "TOLLGATE_";
@@ -42,6 +43,7 @@ pub struct Config {
     pub console: ConsoleConfig,
     pub credits: CreditsConfig,
     pub gateway: GatewayConfig,
+    pub observability: ObservabilityConfig,
     pub providers: BTreeMap<String, ProviderConfig>,
     /// Whether the built-in catalogue (its models and aliases, all on the simulated model)
     /// is served beside the configured models. `false` in a config file or
@@ -178,6 +180,27 @@ pub enum Backend {
 pub struct CreditsConfig {
     pub starter_grant_usd: String,
     pub starter_grant_days: u32,
+}
+
+/// Metrics and logs (`[observability]`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObservabilityConfig {
+    /// `GET /metrics` on its own listener (an address), open to whoever reaches it.
+    pub metrics_listen: String,
+    /// `GET /metrics` on the main listener, to a scrape bearing this token.
+    pub metrics_token: String,
+    /// Organizations with their own label in cost metrics; later ones are `other`.
+    pub metrics_max_organizations: usize,
+    /// `text` (human-readable lines) or `json` (one object a line).
+    pub log_format: String,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -595,6 +618,33 @@ impl Config {
             timeout: Duration::from_millis(self.limits.redis_timeout_millis),
             retry_after: Duration::from_millis(self.limits.redis_retry_millis),
         })
+    }
+
+    /// Where `/metrics` is served: its own listener, the main one behind a token, or not.
+    pub fn metrics_endpoint(&self) -> anyhow::Result<MetricsEndpoint> {
+        let observability = &self.observability;
+        let listen = observability.metrics_listen.trim();
+        let token = observability.metrics_token.trim();
+        match (listen.is_empty(), token.is_empty()) {
+            (true, true) => Ok(MetricsEndpoint::Off),
+            (true, false) => Ok(MetricsEndpoint::Token(token.to_owned())),
+            (false, true) => Ok(MetricsEndpoint::Listen(listen.parse().with_context(|| {
+                format!(
+                    "observability.metrics_listen must be an address such as 127.0.0.1:9464, not '{listen}'"
+                )
+            })?)),
+            (false, false) => bail!(
+                "set one of observability.metrics_listen (a listener of its own) and observability.metrics_token (on the main listener), not both"
+            ),
+        }
+    }
+
+    pub fn log_format(&self) -> anyhow::Result<LogFormat> {
+        match self.observability.log_format.as_str() {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => bail!("observability.log_format must be 'text' or 'json', not '{other}'"),
+        }
     }
 
     pub fn gateway_settings(&self) -> GatewaySettings {

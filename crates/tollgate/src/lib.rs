@@ -6,3 +6,4 @@ pub mod app;
 pub mod config;
 mod console;
 pub mod serve;
+pub mod telemetry;

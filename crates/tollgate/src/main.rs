@@ -24,7 +24,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tollgate::app::{Application, open_store, service};
-use tollgate::config::{Config, Overrides};
+use tollgate::config::{Config, LogFormat, Overrides};
 use tollgate_core::keys::KeyKind;
 use tollgate_core::money::NanoUsd;
 use tollgate_service::{FirstStart, SystemClock};
@@ -505,18 +505,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-fn init_tracing() {
+fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        // One object a line, with the fields of the request's span (its id) on every line.
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
 }
 
 async fn serve(config: &Config) -> anyhow::Result<()> {
-    init_tracing();
+    init_tracing(config.log_format()?);
     let mut application = Application::build(config).await?;
     let address = application.local_addr()?;
     if let Some(first_start) = application.take_first_start() {

@@ -28,7 +28,7 @@ use tokio::sync::mpsc;
 use tollgate_core::ledger::{AccountId, ReservationLine};
 use tollgate_core::money::NanoUsd;
 
-use crate::batching::{Job, WriterQueue, take_batch};
+use crate::batching::{Job, WriterQueue, observe_batch, take_batch};
 use crate::book::{Book, Decision, Delta, Ended, LoadedReservation, OpenReservation, Operation};
 use crate::error::StoreError;
 use crate::model::{NewReservation, UsageRecord};
@@ -95,7 +95,10 @@ async fn commit_batch(
     connection: &mut Option<PoolConnection<Postgres>>,
     jobs: Vec<Job>,
 ) {
-    match run_batch(pool, begin, connection, &jobs).await {
+    let started = tokio::time::Instant::now();
+    let result = run_batch(pool, begin, connection, &jobs).await;
+    observe_batch("postgres", jobs.len(), started.elapsed(), result.is_ok());
+    match result {
         Ok(decisions) => jobs
             .into_iter()
             .zip(decisions)

@@ -44,7 +44,7 @@ use tokio::sync::mpsc;
 use tollgate_core::ledger::{Account, AccountId, AccountKind, Lot, LotKind, ReservationLine};
 use tollgate_core::money::NanoUsd;
 
-use crate::batching::{Job, WriterQueue, take_batch};
+use crate::batching::{Job, WriterQueue, observe_batch, take_batch};
 use crate::book::{Book, Decision, Delta, Ended, LoadedReservation, OpenReservation, Operation, Posted};
 use crate::codec::label_text;
 use crate::error::StoreError;
@@ -162,7 +162,10 @@ impl Writer {
     /// Runs a batch in one transaction and answers every caller after its commit; if it
     /// fails, runs each operation again as a batch of its own.
     fn commit_batch(&mut self, jobs: Vec<Job>) {
-        match self.run_batch(&jobs) {
+        let started = tokio::time::Instant::now();
+        let result = self.run_batch(&jobs);
+        observe_batch("sqlite", jobs.len(), started.elapsed(), result.is_ok());
+        match result {
             Ok(decisions) => jobs
                 .into_iter()
                 .zip(decisions)

@@ -34,6 +34,8 @@ pub(crate) struct TestApp {
     pub(crate) shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     /// Ends when the server has shut down.
     pub(crate) server: tokio::task::JoinHandle<()>,
+    /// `http://…` of the metrics listener, when `metrics_listen` is set.
+    pub(crate) metrics_address: Option<String>,
     _schema: Option<SchemaGuard>,
     _data_dir: tempfile::TempDir,
 }
@@ -290,6 +292,9 @@ pub(crate) async fn spawn_app_with(options: Options) -> TestApp {
         .await
         .expect("application builds");
     let address = format!("http://{}", application.local_addr().expect("bound"));
+    let metrics_address = application
+        .metrics_addr()
+        .map(|address| format!("http://{address}"));
     let first_start = application
         .take_first_start()
         .expect("a fresh database gets a first start");
@@ -316,6 +321,7 @@ pub(crate) async fn spawn_app_with(options: Options) -> TestApp {
         extra_fakes,
         shutdown: Some(shutdown),
         server,
+        metrics_address,
         _schema: schema,
         _data_dir: data_dir,
     }

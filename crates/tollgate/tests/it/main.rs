@@ -21,6 +21,7 @@ mod exhaustion;
 mod failover;
 mod helpers;
 mod messages;
+mod observability;
 mod pass_through;
 mod prompt_cache;
 mod sdk;

@@ -34,6 +34,8 @@ mod failover;
 mod helpers;
 #[path = "../it/messages.rs"]
 mod messages;
+#[path = "../it/observability.rs"]
+mod observability;
 #[path = "../it/prompt_cache.rs"]
 mod prompt_cache;
 mod replicas;

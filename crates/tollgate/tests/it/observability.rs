@@ -1,0 +1,294 @@
+//! What an operator sees of the running gateway (#17): `/metrics` behind its token or on a
+//! listener of its own, counting each request with its outcome, tokens and cost; and log
+//! lines as JSON objects that name the request.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read};
+use std::process::Stdio;
+
+use serde_json::{Value, json};
+use tollgate::config::{Config, Overrides};
+
+use crate::helpers::{
+    GENEROUS_TIERS, Options, TestBackend, cli_schema_guard, message_body, spawn_app_with, tollgate_command,
+};
+
+const TOKEN: &str = "scrape-secret";
+
+/// The value of the first sample of `family` whose labels include every one of `labels`.
+fn sample(scrape: &str, family: &str, labels: &[&str]) -> Option<f64> {
+    scrape
+        .lines()
+        .filter(|line| line.starts_with(&format!("{family}{{")) || line.starts_with(&format!("{family} ")))
+        .find(|line| labels.iter().all(|label| line.contains(label)))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+}
+
+/// Goal (#17): one request that succeeds and one refused for credit are each counted once
+/// with their outcome, the charged one's cost appears under its organization to the
+/// nano-dollar, and `/metrics` answers only a scrape bearing the token.
+#[tokio::test]
+async fn metrics_count_each_request_with_its_outcome_tokens_and_cost_behind_a_token() {
+    let app = spawn_app_with(Options {
+        // Enough for a small request's bound, not for one asking 1,000 output tokens.
+        starter_grant_usd: "0.01",
+        extra_config: "[observability]\nmetrics_token = \"scrape-secret\"",
+        ..Options::default()
+    })
+    .await;
+    let served = app.post_messages(&message_body("fake-sonnet")).await;
+    assert_eq!(served.status(), 200);
+    let refused = app
+        .post_messages(&json!({
+            "model": "fake-sonnet",
+            "max_tokens": 1000,
+            "messages": [{"role": "user", "content": "Hello there"}],
+        }))
+        .await;
+    assert_eq!(refused.status(), 400, "refused for credit");
+
+    let scrape = |token: Option<&str>| {
+        let mut request = app.client.get(app.url("/metrics"));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send()
+    };
+    assert_eq!(scrape(None).await.expect("scrape").status(), 401);
+    assert_eq!(scrape(Some("wrong")).await.expect("scrape").status(), 401);
+    let response = scrape(Some(TOKEN)).await.expect("scrape");
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .expect("ascii")
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let text = response.text().await.expect("body");
+
+    let succeeded = [
+        "route=\"/v1/messages\"",
+        "model=\"fake-sonnet\"",
+        "provider=\"fake\"",
+        "status_class=\"2xx\"",
+        "outcome=\"succeeded\"",
+    ];
+    assert!(
+        sample(&text, "tollgate_requests_total", &succeeded).is_some(),
+        "{text}"
+    );
+    let refused_credit = [
+        "model=\"fake-sonnet\"",
+        "status_class=\"4xx\"",
+        "outcome=\"refused_credit\"",
+    ];
+    assert!(
+        sample(&text, "tollgate_requests_total", &refused_credit).is_some(),
+        "{text}"
+    );
+    // The fake upstream reports 10 input and 20 output tokens: $3 and $15 per MTok.
+    let organization = format!("organization=\"{}\"", app.org_id);
+    assert_eq!(
+        sample(
+            &text,
+            "tollgate_cost_nanousd_total",
+            &["model=\"fake-sonnet\"", &organization]
+        ),
+        Some(330_000.0)
+    );
+    for (family, labels) in [
+        (
+            "tollgate_tokens_total",
+            vec!["kind=\"output\"", "model=\"fake-sonnet\""],
+        ),
+        ("tollgate_spend_refusals_total", vec!["reason=\"credit\""]),
+        ("tollgate_settlements_total", vec!["result=\"charged\""]),
+        (
+            "tollgate_upstream_attempts_total",
+            vec!["provider=\"fake\"", "result=\"ok\""],
+        ),
+        ("tollgate_overhead_seconds_count", vec!["surface=\"anthropic\""]),
+        (
+            "tollgate_time_to_first_byte_seconds_count",
+            vec!["model=\"fake-sonnet\""],
+        ),
+        (
+            "tollgate_request_duration_seconds_count",
+            vec!["model=\"fake-sonnet\""],
+        ),
+        (
+            "tollgate_http_responses_total",
+            vec!["surface=\"anthropic\"", "status_class=\"2xx\""],
+        ),
+        (
+            "tollgate_ratelimit_decisions_total",
+            vec!["metric=\"requests\"", "decision=\"admitted\""],
+        ),
+        ("process_resident_memory_bytes", vec![]),
+    ] {
+        assert!(
+            sample(&text, family, &labels).is_some(),
+            "{family} {labels:?} in\n{text}"
+        );
+    }
+    let backend = match crate::BACKEND {
+        TestBackend::Sqlite => "backend=\"sqlite\"",
+        TestBackend::PostgresRedis => "backend=\"postgres\"",
+    };
+    assert!(sample(&text, "tollgate_store_write_batch_operations_count", &[backend]).is_some());
+    if crate::BACKEND == TestBackend::PostgresRedis {
+        assert!(sample(&text, "tollgate_redis_call_seconds_count", &[]).is_some());
+    }
+    // Every family of ours in the scrape is one the binary describes.
+    let described: Vec<&str> = tollgate::telemetry::FAMILIES
+        .iter()
+        .map(|(name, ..)| *name)
+        .collect();
+    for line in text.lines().filter(|line| line.starts_with("# TYPE tollgate_")) {
+        let family = line.split_whitespace().nth(2).expect("a family name");
+        assert!(described.contains(&family), "{family} is not described");
+    }
+    app.assert_ledger_clean().await;
+}
+
+/// Goal (#17): with `metrics_listen`, `/metrics` has a listener of its own, open to who
+/// reaches it, and the main listener does not serve it.
+#[tokio::test]
+async fn metrics_listen_serves_metrics_on_a_listener_of_their_own() {
+    let app = spawn_app_with(Options {
+        extra_config: "[observability]\nmetrics_listen = \"127.0.0.1:0\"",
+        ..Options::default()
+    })
+    .await;
+    assert_eq!(
+        app.post_messages(&message_body("fake-sonnet")).await.status(),
+        200
+    );
+    let metrics = app.metrics_address.clone().expect("a metrics listener");
+    let response = app
+        .client
+        .get(format!("{metrics}/metrics"))
+        .send()
+        .await
+        .expect("scrape");
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.expect("body");
+    assert!(text.contains("# TYPE tollgate_requests_total counter"), "{text}");
+    let main = app.client.get(app.url("/metrics")).send().await.expect("request");
+    assert_eq!(main.status(), 404);
+}
+
+#[test]
+fn metrics_are_either_on_their_own_listener_or_behind_a_token() {
+    let parse =
+        |file: &str| Config::parse(Some(file), &HashMap::new(), &Overrides::default()).expect("parses");
+    let both = parse("[observability]\nmetrics_listen = \"127.0.0.1:9464\"\nmetrics_token = \"t\"");
+    let error = both.metrics_endpoint().expect_err("refused").to_string();
+    assert!(error.contains("not both"), "{error}");
+    let bad = parse("[observability]\nmetrics_listen = \"everywhere\"");
+    let error = bad.metrics_endpoint().expect_err("refused").to_string();
+    assert!(error.contains("observability.metrics_listen"), "{error}");
+    let bad = parse("[observability]\nlog_format = \"xml\"");
+    let error = bad.log_format().expect_err("refused").to_string();
+    assert!(error.contains("'text' or 'json'"), "{error}");
+}
+
+/// Goal (#17): `log_format = "json"` writes every log line as one JSON object, and a line
+/// written while a request is served names its request id.
+#[tokio::test]
+async fn json_logs_are_one_object_a_line_and_name_the_request() {
+    let data_dir = tempfile::tempdir().expect("data directory");
+    let _schema = cli_schema_guard(data_dir.path());
+    let dead = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("address")
+    };
+    let config_path = data_dir.path().join("tollgate.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            r#"
+            listen = "127.0.0.1:0"
+            [observability]
+            log_format = "json"
+            [providers.down]
+            kind = "anthropic"
+            base_url = "http://{dead}"
+            api_key = "provider-secret"
+            connect_timeout_seconds = 1
+            [models.down-model]
+            class = "sonnet"
+            provider = "down"
+            input = "3"
+            output = "15"
+            {GENEROUS_TIERS}
+            "#
+        ),
+    )
+    .expect("config written");
+    let mut child = tollgate_command(data_dir.path())
+        .arg("--config")
+        .arg(&config_path)
+        .arg("serve")
+        .env("RUST_LOG", "warn")
+        // One replica: its rate limits may live in its own memory.
+        .env("TOLLGATE_LIMITS__ALLOW_LOCAL_LIMITS", "true")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("tollgate starts");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut api_key = None;
+    let address = loop {
+        let line = stdout
+            .next()
+            .expect("tollgate prints where it listens")
+            .expect("stdout");
+        if let Some(key) = line.trim().strip_prefix("API key:") {
+            api_key = Some(key.trim().to_owned());
+        }
+        if let Some(rest) = line.strip_prefix("tollgate is listening on ") {
+            break rest.split_whitespace().next().expect("address").to_owned();
+        }
+    };
+    std::thread::spawn(move || stdout.for_each(drop));
+    let response = reqwest::Client::new()
+        .post(format!("{address}/v1/messages"))
+        .header("x-api-key", api_key.expect("the first start prints the API key"))
+        .header("anthropic-version", "2023-06-01")
+        .json(&message_body("down-model"))
+        .send()
+        .await
+        .expect("request sent");
+    assert!(response.status().is_server_error(), "{}", response.status());
+    let request_id = response.headers()["request-id"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    child.kill().expect("stopped");
+    child.wait().expect("exited");
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr)
+        .expect("stderr read");
+    let lines: Vec<Value> = stderr
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|error| panic!("{error}: {line}")))
+        .collect();
+    assert!(!lines.is_empty(), "the failed call is logged");
+    let names_the_request = |line: &Value| {
+        line["fields"]["request_id"] == request_id.as_str()
+            || line["span"]["request_id"] == request_id.as_str()
+    };
+    assert!(lines.iter().any(names_the_request), "{request_id} in {stderr}");
+    assert!(
+        lines
+            .iter()
+            .all(|line| line["level"].is_string() && line["timestamp"].is_string())
+    );
+}
