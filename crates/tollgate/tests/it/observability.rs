@@ -292,3 +292,115 @@ async fn json_logs_are_one_object_a_line_and_name_the_request() {
             .all(|line| line["level"].is_string() && line["timestamp"].is_string())
     );
 }
+
+/// A Prometheus server on a free loopback port, scraping `target` every second; stopped on
+/// drop.
+struct Prometheus {
+    child: std::process::Child,
+    url: String,
+    _storage: tempfile::TempDir,
+}
+
+impl Prometheus {
+    fn start(target: &str) -> Prometheus {
+        let storage = tempfile::tempdir().expect("storage directory");
+        let config = storage.path().join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: tollgate\n    static_configs:\n      - targets: ['{target}']\n"
+            ),
+        )
+        .expect("config written");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let child = std::process::Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.tsdb.path={}", storage.path().join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|error| {
+                panic!("cannot start prometheus ({error}): this test needs Debian's `prometheus` package (`.ci/run` installs it)")
+            });
+        Prometheus {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            _storage: storage,
+        }
+    }
+
+    /// The value of an instant `query`'s first sample once `done` holds for it (Prometheus
+    /// needs a scrape or two first), or the last value seen after 30 s.
+    async fn query_until(&self, query: &str, done: impl Fn(f64) -> bool) -> Option<f64> {
+        let client = reqwest::Client::new();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        let mut last = None;
+        while tokio::time::Instant::now() < deadline {
+            let answer = client
+                .get(format!("{}/api/v1/query", self.url))
+                .query(&[("query", query)])
+                .send()
+                .await;
+            if let Ok(answer) = answer
+                && let Ok(body) = answer.json::<Value>().await
+            {
+                last = body["data"]["result"][0]["value"][1]
+                    .as_str()
+                    .and_then(|value| value.parse::<f64>().ok());
+                if last.is_some_and(&done) {
+                    return last;
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+        last
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Goal (#17): a real Prometheus scrapes a running tollgate; after known traffic its
+/// series count the requests, and the cost it counted for the organization is the
+/// ledger's spend to the nano-dollar.
+#[tokio::test]
+async fn a_real_prometheus_counts_the_requests_and_the_ledgers_cost() {
+    let app = spawn_app_with(Options {
+        extra_config: "[observability]\nmetrics_listen = \"127.0.0.1:0\"",
+        ..Options::default()
+    })
+    .await;
+    for _ in 0..3 {
+        assert_eq!(
+            app.post_messages(&message_body("fake-sonnet")).await.status(),
+            200
+        );
+    }
+    let spent = app.balance().await.2;
+    assert_eq!(spent, 3 * 330_000);
+    let metrics = app.metrics_address.clone().expect("a metrics listener");
+    let prometheus = Prometheus::start(metrics.trim_start_matches("http://"));
+    let cost = format!(
+        "sum(tollgate_cost_nanousd_total{{organization=\"{}\"}})",
+        app.org_id
+    );
+    let counted = prometheus.query_until(&cost, |cost| cost == spent as f64).await;
+    assert_eq!(counted, Some(spent as f64));
+    // Other tests of this process count into the same registry: at least these three.
+    let succeeded = prometheus
+        .query_until(
+            "sum(tollgate_requests_total{model=\"fake-sonnet\",outcome=\"succeeded\",job=\"tollgate\"})",
+            |count| count >= 3.0,
+        )
+        .await;
+    assert!(succeeded.is_some_and(|count| count >= 3.0), "{succeeded:?}");
+    app.assert_ledger_clean().await;
+}
