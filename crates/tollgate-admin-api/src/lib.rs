@@ -18,6 +18,7 @@ mod extract;
 mod pagination;
 mod reports;
 mod request_id;
+mod requests;
 #[cfg(test)]
 mod tests;
 
@@ -55,7 +56,7 @@ pub struct AdminState {
     tags(
         (name = "Organization"), (name = "Workspaces"), (name = "API keys"), (name = "Users"),
         (name = "Invites"), (name = "Workspace members"), (name = "Reports"), (name = "Credits"),
-        (name = "Limits"), (name = "Audit")
+        (name = "Limits"), (name = "Audit"), (name = "Request log")
     )
 )]
 struct ApiDoc;
@@ -113,6 +114,7 @@ fn api_router() -> OpenApiRouter<AdminState> {
             billing::disable_auto_reload
         ))
         .routes(routes!(billing::audit_events))
+        .routes(routes!(requests::requests))
 }
 
 /// The generated OpenAPI document, built once, with how every operation authenticates.

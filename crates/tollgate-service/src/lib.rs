@@ -51,7 +51,7 @@ pub use crate::payments::{PaymentError, PaymentProvider};
 pub use crate::pending::PENDING_SETTLEMENTS_FILE;
 pub use crate::reports::{
     ADJUSTMENT_DESCRIPTION, CostDescription, CostFilters, CostGroupBy, CostResult, Report, ReportBucket,
-    ReportPage, STANDARD_SERVICE_TIER, UsageFilters, UsageGroupBy, UsageResult,
+    ReportPage, RequestLogPage, STANDARD_SERVICE_TIER, UsageFilters, UsageGroupBy, UsageResult,
 };
 pub use crate::users::{INVITE_LIFETIME_DAYS, Invite, InviteStatus, Member};
 pub use tollgate_limiter::{Limiter, Metric};
@@ -59,7 +59,10 @@ pub use tollgate_store::{
     AuditEntry, AutoReload, BalanceView, KeyRecord, KeyStatus, LotView, Organization, Purchase,
     PurchaseStatus, RateLimitOverrides, SettleOutcome, UsageRecord, UsageStatus, Workspace, WorkspaceLimits,
 };
-pub use tollgate_store::{CreatedBy, InviteRecord, KeyView, UserRecord};
+pub use tollgate_store::{
+    CreatedBy, InviteRecord, KeyView, REQUEST_LOG_PAGE_MAX, RequestLogCursor, RequestLogEntry,
+    RequestLogQuery, UserRecord,
+};
 
 /// Figures the use cases need from configuration.
 #[derive(Clone, Debug)]

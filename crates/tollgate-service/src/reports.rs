@@ -16,7 +16,7 @@ use tollgate_core::catalog::Catalog;
 use tollgate_core::money::NanoUsd;
 use tollgate_core::reports::{Bucket, BucketWidth, ContextWindow, ReportWindow, TokenType, split_cost};
 use tollgate_core::usage::TokenUsage;
-use tollgate_store::UsageRollupRow;
+use tollgate_store::{REQUEST_LOG_PAGE_MAX, RequestLogEntry, RequestLogQuery, UsageRollupRow};
 
 use crate::admin::OrgAdmin;
 use crate::error::ServiceError;
@@ -375,6 +375,30 @@ fn in_sessions(session_ids: &[String], session_id: Option<&String>) -> bool {
 }
 
 /// The workspace id the API shows: `None` for the Default workspace.
+/// A page of the request log and whether older records follow.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestLogPage {
+    pub entries: Vec<RequestLogEntry>,
+    pub has_more: bool,
+}
+
+impl OrgAdmin {
+    /// A page of the organization's request log (its usage records, newest first),
+    /// narrowed by `query`; a filter naming another organization's object finds nothing.
+    pub async fn request_log(&self, query: &RequestLogQuery) -> Result<RequestLogPage, ServiceError> {
+        let limit = query.limit.clamp(1, REQUEST_LOG_PAGE_MAX);
+        // One more than the page, to know whether more follow.
+        let probe = RequestLogQuery {
+            limit: limit + 1,
+            ..query.clone()
+        };
+        let mut entries = self.tollgate().store().request_log(self.org_id(), &probe).await?;
+        let has_more = entries.len() > limit;
+        entries.truncate(limit);
+        Ok(RequestLogPage { entries, has_more })
+    }
+}
+
 fn public_workspace(workspace_id: &str, default_workspace: &str) -> Option<String> {
     (workspace_id != default_workspace).then(|| workspace_id.to_owned())
 }

@@ -144,3 +144,40 @@ pub struct UsageRollupRow {
     /// in the hourly rollup and the minute rows, which have no session dimension.
     pub session_id: Option<String>,
 }
+
+/// Which usage records a request log page shows: the organization's, in `[from, to)` by
+/// when they ended, newest first, narrowed by every filter that is set.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RequestLogQuery {
+    pub from: Option<Timestamp>,
+    pub to: Option<Timestamp>,
+    pub workspace_id: Option<String>,
+    pub api_key_id: Option<String>,
+    pub model: Option<String>,
+    /// A `UsageStatus` as stored (`succeeded`, `failed`, `refused`, …).
+    pub status: Option<String>,
+    pub request_id: Option<String>,
+    /// The client's session (Claude Code's `X-Claude-Code-Session-Id`).
+    pub session_id: Option<String>,
+    /// Only records older than this one (a page's last `RequestLogEntry::cursor`).
+    pub after: Option<RequestLogCursor>,
+    /// At most this many records (the store caps it at `REQUEST_LOG_PAGE_MAX`).
+    pub limit: usize,
+}
+
+/// The largest page of the request log.
+pub const REQUEST_LOG_PAGE_MAX: usize = 1_000;
+
+/// Where a record stands in the request log's order: when it ended, then its row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RequestLogCursor {
+    pub ended_at_millis: i64,
+    pub row: i64,
+}
+
+/// One request in the log: its usage record and where it stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestLogEntry {
+    pub cursor: RequestLogCursor,
+    pub record: crate::model::UsageRecord,
+}

@@ -33,6 +33,7 @@ mod journal;
 mod model;
 mod postgres;
 mod reports;
+mod request_log;
 mod rollup;
 mod rows;
 mod rules;
@@ -59,6 +60,7 @@ pub use sqlite::backup::SqliteBackup;
 use crate::audit_log::AuditLog;
 use crate::postgres::PgStore;
 use crate::reports::Reports;
+use crate::request_log::RequestLog;
 use crate::sqlite::SqliteStore;
 
 /// The store: cheap to clone (it holds connection pools), safe to share between tasks.
@@ -669,6 +671,16 @@ impl Store {
     /// hourly rollup has no session dimension): one row per bucket of `width`, workspace,
     /// key, model, context window and session (`None` for requests sent without one), in
     /// `[from, to)`. A non-empty `session_ids` keeps only those sessions.
+    /// A page of the organization's request log: its usage records matching `query`,
+    /// newest first (`request_log.rs`).
+    pub async fn request_log(
+        &self,
+        org_id: &str,
+        query: &RequestLogQuery,
+    ) -> Result<Vec<RequestLogEntry>, StoreError> {
+        dispatch!(self.request_log(org_id, query))
+    }
+
     pub async fn usage_by_session(
         &self,
         org_id: &str,

@@ -9,6 +9,7 @@ use crate::dialect::{BoundArguments, Dialect};
 use crate::error::StoreError;
 use crate::postgres::{PgStore, PgTransaction, store_error};
 use crate::reports::Reports;
+use crate::request_log::RequestLog;
 
 impl Dialect for PgStore {
     type Db = Postgres;
@@ -45,3 +46,5 @@ impl Dialect for PgStore {
 impl AuditLog for PgStore {}
 
 impl Reports for PgStore {}
+
+impl RequestLog for PgStore {}

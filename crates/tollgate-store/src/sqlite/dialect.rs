@@ -8,6 +8,7 @@ use crate::audit_log::AuditLog;
 use crate::dialect::{BoundArguments, Dialect};
 use crate::error::StoreError;
 use crate::reports::Reports;
+use crate::request_log::RequestLog;
 use crate::sqlite::{SqliteStore, SqliteTransaction, store_error};
 
 impl Dialect for SqliteStore {
@@ -51,3 +52,5 @@ impl Dialect for SqliteStore {
 impl AuditLog for SqliteStore {}
 
 impl Reports for SqliteStore {}
+
+impl RequestLog for SqliteStore {}

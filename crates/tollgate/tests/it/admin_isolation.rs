@@ -277,6 +277,7 @@ async fn the_openapi_document_is_3_1_and_lists_every_route_the_server_answers() 
         ("POST", "/v1/organizations/auto_reload"),
         ("DELETE", "/v1/organizations/auto_reload"),
         ("GET", "/v1/organizations/audit_events"),
+        ("GET", "/v1/organizations/requests"),
         ("GET", "/v1/openapi.json"),
     ];
     for (method, path) in expected {

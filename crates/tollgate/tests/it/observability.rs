@@ -404,3 +404,145 @@ async fn a_real_prometheus_counts_the_requests_and_the_ledgers_cost() {
     assert!(succeeded.is_some_and(|count| count >= 3.0), "{succeeded:?}");
     app.assert_ledger_clean().await;
 }
+
+/// Goal (#17): every request's record is searchable in the Admin API — by model, status,
+/// request id and client session, a page at a time — with its tokens by kind, cost,
+/// latency and error, so a disputed charge is found by the `request-id` its response had.
+#[tokio::test]
+async fn the_request_log_finds_each_request_by_what_a_dispute_names() {
+    let app = crate::helpers::spawn_app().await;
+    let charged = app
+        .client
+        .post(app.url("/v1/messages"))
+        .header("x-api-key", &app.api_key)
+        .header("anthropic-version", "2023-06-01")
+        .header("x-claude-code-session-id", "session-one")
+        .json(&message_body("fake-sonnet"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(charged.status(), 200);
+    let charged_id = charged.headers()["request-id"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert_eq!(
+        app.post_messages(&message_body("fake-sonnet")).await.status(),
+        200
+    );
+    assert_eq!(
+        app.post_chat(&crate::helpers::chat_body("fake-gpt"))
+            .await
+            .status(),
+        200
+    );
+    // A bound of $6 against $5 of credit: refused, and recorded as such.
+    let refused = app
+        .post_messages(&json!({
+            "model": "fake-sonnet",
+            "max_tokens": 400_000,
+            "messages": [{"role": "user", "content": "Hello there"}],
+        }))
+        .await;
+    assert_eq!(refused.status(), 400);
+
+    let (status, all) = app.admin_get("/v1/organizations/requests").await;
+    assert_eq!(status, 200, "{all}");
+    let data = all["data"].as_array().expect("data");
+    assert_eq!(data.len(), 4);
+    assert_eq!(data[0]["status"], "refused", "newest first");
+    assert_eq!(all["has_more"], false);
+
+    let (_, by_id) = app
+        .admin_get(&format!("/v1/organizations/requests?request_id={charged_id}"))
+        .await;
+    let entry = &by_id["data"][0];
+    assert_eq!(by_id["data"].as_array().map(Vec::len), Some(1));
+    assert_eq!(entry["type"], "request_log_entry");
+    assert_eq!(entry["request_id"], charged_id.as_str());
+    assert_eq!(entry["model"], "fake-sonnet");
+    assert_eq!(entry["status"], "succeeded");
+    assert_eq!(entry["workspace_id"], Value::Null, "the Default workspace");
+    assert_eq!(entry["session_id"], "session-one");
+    assert_eq!(entry["usage"]["input_tokens"], 10);
+    assert_eq!(entry["usage"]["output_tokens"], 20);
+    assert_eq!(entry["usage"]["cache_creation"]["ephemeral_1h_input_tokens"], 0);
+    // 10 × $3 + 20 × $15 per MTok = $0.00033: 0.033 cents.
+    assert_eq!(entry["cost"], "0.033");
+    assert!(
+        entry["api_key_id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("apikey_"))
+    );
+
+    for (filter, count) in [
+        ("model=fake-gpt", 1),
+        ("status=refused", 1),
+        ("status=succeeded", 3),
+        ("session_id=session-one", 1),
+        ("model=fake-sonnet&status=succeeded", 2),
+        ("starting_at=2099-01-01T00:00:00Z", 0),
+    ] {
+        let (status, page) = app
+            .admin_get(&format!("/v1/organizations/requests?{filter}"))
+            .await;
+        assert_eq!(status, 200, "{filter}: {page}");
+        assert_eq!(
+            page["data"].as_array().map(Vec::len),
+            Some(count),
+            "{filter}: {page}"
+        );
+    }
+
+    // Two pages of two, in order, with nothing repeated.
+    let (_, first) = app.admin_get("/v1/organizations/requests?limit=2").await;
+    assert_eq!(first["has_more"], true);
+    let after = first["last_id"].as_str().expect("last_id");
+    let (_, second) = app
+        .admin_get(&format!("/v1/organizations/requests?limit=2&after_id={after}"))
+        .await;
+    assert_eq!(second["has_more"], false);
+    let ids = |page: &Value| -> Vec<String> {
+        page["data"]
+            .as_array()
+            .expect("data")
+            .iter()
+            .map(|entry| entry["request_id"].as_str().expect("id").to_owned())
+            .collect()
+    };
+    let mut paged = ids(&first);
+    paged.extend(ids(&second));
+    assert_eq!(paged, ids(&all));
+
+    // Another organization's admin key sees none of it, whatever it names.
+    let other = app.tollgate.create_organization("Tenant B").await.expect("org B");
+    let other_key = app
+        .tollgate
+        .create_key(tollgate_core::keys::KeyKind::Admin, &other.id, None, "B admin")
+        .await
+        .expect("B admin key");
+    for query in [String::new(), format!("?request_id={charged_id}")] {
+        let response = app
+            .client
+            .get(app.url(&format!("/v1/organizations/requests{query}")))
+            .header("x-api-key", other_key.secret.expose_secret())
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(response.status(), 200);
+        let page: Value = response.json().await.expect("json");
+        assert_eq!(page["data"], json!([]), "{query}");
+    }
+
+    for bad in [
+        "status=lost",
+        "limit=0",
+        "limit=1001",
+        "after_id=page_x",
+        "starting_at=yesterday",
+    ] {
+        let (status, body) = app.admin_get(&format!("/v1/organizations/requests?{bad}")).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert_eq!(body["error"]["type"], "invalid_request_error", "{bad}");
+    }
+}
