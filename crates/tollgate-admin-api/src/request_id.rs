@@ -12,10 +12,8 @@ use crate::error::ApiError;
 pub(crate) async fn middleware(request: Request, next: Next) -> Response {
     let started = tollgate_edge::arrived();
     let request_id = tollgate_edge::new_request_id();
-    let response = next
-        .run(request)
-        .instrument(tollgate_edge::request_span(&request_id))
-        .await;
+    let span = tollgate_edge::request_span(&request_id, request.headers());
+    let response = next.run(request).instrument(span).await;
     tollgate_edge::stamp::<ApiError>(response, &request_id, started, "admin", |error| {
         error.render(&request_id)
     })

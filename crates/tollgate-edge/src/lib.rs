@@ -12,9 +12,11 @@ mod error;
 mod request_id;
 #[cfg(test)]
 mod tests;
+mod trace;
 
 pub use crate::auth::{Credential, presented_key, refused};
 pub use crate::error::{ErrorKind, Problem, envelope, json_response};
 pub use crate::request_id::{
-    UpstreamTime, arrived, deferred, new_request_id, request_span, server_timing, stamp, status_class,
+    UpstreamTime, arrived, deferred, new_request_id, server_timing, stamp, status_class,
 };
+pub use crate::trace::{inject_trace_context, request_span};

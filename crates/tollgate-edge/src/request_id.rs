@@ -27,12 +27,6 @@ pub fn deferred<E: Clone + Send + Sync + 'static>(status: StatusCode, error: E) 
     response
 }
 
-/// The span a request's handling runs in: every log line it writes names its id (a field of
-/// each JSON line with `log_format = "json"`).
-pub fn request_span(request_id: &str) -> tracing::Span {
-    tracing::info_span!("request", request_id)
-}
-
 /// When a request arrived, for `stamp`'s `server-timing`.
 pub fn arrived() -> Instant {
     Instant::now()

@@ -50,6 +50,7 @@ use crate::error::ApiError;
 use crate::telemetry::{self, Observed};
 use crate::translate::reply::{chat_completion_to_message, message_to_chat_completion};
 use crate::translate::stream::{ToChatChunks, ToMessageEvents, done_event};
+use tracing::Instrument;
 
 /// Events buffered between the upstream task and a slow client.
 const STREAM_BUFFER_EVENTS: usize = 64;
@@ -163,6 +164,11 @@ pub(crate) async fn admit_and_run(
         route: admission.client.route(),
         model: admission.model.id.clone(),
         arrived: tokio::time::Instant::now(),
+        span: telemetry::request_span(
+            admission.caller,
+            &admission.model.id,
+            admission.output_tokens_bound,
+        ),
     };
     let input_estimate = input_tokens_estimate(admission.body_bytes);
     let open = state
@@ -183,8 +189,12 @@ pub(crate) async fn admit_and_run(
             },
             admission.cacheable_prefixes,
         )
+        .instrument(tracing::debug_span!(parent: &observed.span, "admission"))
         .await
         .map_err(|error| observed.refused(error))?;
+    observed
+        .span
+        .record("tollgate.reservation_id", open.reservation_id.as_str());
     let rate_limits = open.rate_limits;
     let metered = MeteredCall {
         tollgate: state.tollgate.clone(),
@@ -222,8 +232,16 @@ fn failed(error: &UpstreamError) -> Finish {
 /// held for the whole life of every stream, though it runs only at the end.
 async fn settle(tollgate: &Tollgate, open: OpenReservation, finish: Finish) -> bool {
     let request_id = open.request_id.clone();
-    match Box::pin(tollgate.finish(open, finish)).await {
-        Ok(_) => true,
+    let span = tracing::Span::current();
+    telemetry::record_usage(&span, &finish.usage);
+    let settled = Box::pin(tollgate.finish(open, finish))
+        .instrument(tracing::debug_span!("settlement"))
+        .await;
+    match settled {
+        Ok(outcome) => {
+            span.record("tollgate.cost_nanousd", outcome.charged.nanos());
+            true
+        }
         Err(error) => {
             tracing::error!(%error, request_id, "could not settle a request");
             false
@@ -258,7 +276,13 @@ impl Upstream {
             let dialect = attempt.provider.dialect();
             tried.clone_from(&attempt.deployment.provider);
             let called = tokio::time::Instant::now();
-            let reply = match attempt.provider.call(attempt.request).await {
+            let span = telemetry::upstream_span(&attempt.deployment, dialect);
+            let mut request = attempt.request;
+            {
+                let _in_span = span.enter();
+                tollgate_edge::inject_trace_context(&mut request.client_headers);
+            }
+            let reply = match attempt.provider.call(request).instrument(span).await {
                 Ok(UpstreamReply::Stream(events)) => match peek_head(events, dialect).await {
                     Head::Opened(reply) => Ok(reply),
                     // The last deployment's failure goes to the client as the upstream sent
@@ -437,59 +461,64 @@ impl MeteredCall {
     pub(crate) async fn call(self) -> Result<Response, ApiError> {
         let (reply_sender, reply_receiver) = oneshot::channel();
         let (upstream, mut open, mut settings) = self.split();
-        tokio::spawn(async move {
-            let upstream_started = tokio::time::Instant::now();
-            let connected = Box::pin(upstream.connect(&mut settings.provider)).await;
-            let upstream_time = UpstreamTime(upstream_started.elapsed());
-            let (finish, reply) = match connected {
-                Ok((dialect, prices, UpstreamReply::Message { body, usage })) => {
-                    open.prices = prices;
-                    match settings.reshape_body(dialect, &body) {
-                        Ok(body) => (
-                            Finish {
-                                usage,
-                                status: UsageStatus::Succeeded,
-                                error_type: None,
-                            },
-                            Ok(body),
-                        ),
-                        Err(error) => (failed(&error), Err(error)),
+        let span = settings.observed.span.clone();
+        tokio::spawn(
+            async move {
+                let upstream_started = tokio::time::Instant::now();
+                let connected = Box::pin(upstream.connect(&mut settings.provider)).await;
+                let upstream_time = UpstreamTime(upstream_started.elapsed());
+                let (finish, reply) = match connected {
+                    Ok((dialect, prices, UpstreamReply::Message { body, usage })) => {
+                        open.prices = prices;
+                        match settings.reshape_body(dialect, &body) {
+                            Ok(body) => (
+                                Finish {
+                                    usage,
+                                    status: UsageStatus::Succeeded,
+                                    error_type: None,
+                                },
+                                Ok(body),
+                            ),
+                            Err(error) => (failed(&error), Err(error)),
+                        }
                     }
-                }
-                Ok((_, _, UpstreamReply::Stream(_))) => {
-                    let error = UpstreamError::Protocol("a stream answered a non-streaming request".into());
-                    (failed(&error), Err(error))
-                }
-                Err(error) => (failed(&error), Err(error)),
-            };
-            let finish = if reply_sender.is_closed() && finish.status == UsageStatus::Succeeded {
-                Finish {
-                    status: UsageStatus::ClientDisconnected,
-                    ..finish
-                }
-            } else {
-                finish
-            };
-            let reply = match reply {
-                Ok(body) => Ok(body),
-                Err(error) => Err(ApiError::from_upstream(&error)),
-            };
-            let outcome = telemetry::outcome(finish.status);
-            let settled = settle(&settings.tollgate, open, finish).await;
-            let reply = match reply {
-                Ok(_) if !settled => Err(settlement_failed()),
-                reply => reply,
-            };
-            let status = match &reply {
-                Ok(_) => {
-                    settings.observed.first_byte();
-                    StatusCode::OK
-                }
-                Err(error) => error.status,
-            };
-            settings.observed.ended(&settings.provider, status, outcome);
-            let _ = reply_sender.send((reply, upstream_time));
-        });
+                    Ok((_, _, UpstreamReply::Stream(_))) => {
+                        let error =
+                            UpstreamError::Protocol("a stream answered a non-streaming request".into());
+                        (failed(&error), Err(error))
+                    }
+                    Err(error) => (failed(&error), Err(error)),
+                };
+                let finish = if reply_sender.is_closed() && finish.status == UsageStatus::Succeeded {
+                    Finish {
+                        status: UsageStatus::ClientDisconnected,
+                        ..finish
+                    }
+                } else {
+                    finish
+                };
+                let reply = match reply {
+                    Ok(body) => Ok(body),
+                    Err(error) => Err(ApiError::from_upstream(&error)),
+                };
+                let outcome = telemetry::outcome(finish.status);
+                let settled = settle(&settings.tollgate, open, finish).await;
+                let reply = match reply {
+                    Ok(_) if !settled => Err(settlement_failed()),
+                    reply => reply,
+                };
+                let status = match &reply {
+                    Ok(_) => {
+                        settings.observed.first_byte();
+                        StatusCode::OK
+                    }
+                    Err(error) => error.status,
+                };
+                settings.observed.ended(&settings.provider, status, outcome);
+                let _ = reply_sender.send((reply, upstream_time));
+            }
+            .instrument(span),
+        );
         match reply_receiver.await {
             Ok((Ok(body), upstream_time)) => {
                 let mut response = ([(header::CONTENT_TYPE, "application/json")], body).into_response();
@@ -505,36 +534,40 @@ impl MeteredCall {
         let (start_sender, start_receiver) = oneshot::channel::<Result<UpstreamTime, UpstreamError>>();
         let (event_sender, event_receiver) = mpsc::channel::<Bytes>(STREAM_BUFFER_EVENTS);
         let (upstream, mut open, mut settings) = self.split();
-        tokio::spawn(async move {
-            // Boxed for the reason `settle` gives: the connection attempt is over (and its
-            // memory back) before the stream's long relay begins.
-            let upstream_started = tokio::time::Instant::now();
-            let connected = Box::pin(upstream.connect(&mut settings.provider)).await;
-            let upstream_time = UpstreamTime(upstream_started.elapsed());
-            let (dialect, events) = match connected {
-                Ok((dialect, prices, UpstreamReply::Stream(events))) => {
-                    open.prices = prices;
-                    (dialect, events)
-                }
-                Ok((_, _, UpstreamReply::Message { .. })) => {
-                    let error = UpstreamError::Protocol("a message answered a streaming request".into());
-                    settle(&settings.tollgate, open, failed(&error)).await;
-                    let status = ApiError::from_upstream(&error).status;
-                    settings.observed.ended(&settings.provider, status, "failed");
-                    let _ = start_sender.send(Err(error));
-                    return;
-                }
-                Err(error) => {
-                    settle(&settings.tollgate, open, failed(&error)).await;
-                    let status = ApiError::from_upstream(&error).status;
-                    settings.observed.ended(&settings.provider, status, "failed");
-                    let _ = start_sender.send(Err(error));
-                    return;
-                }
-            };
-            let _ = start_sender.send(Ok(upstream_time));
-            settings.relay(open, dialect, events, event_sender).await;
-        });
+        let span = settings.observed.span.clone();
+        tokio::spawn(
+            async move {
+                // Boxed for the reason `settle` gives: the connection attempt is over (and its
+                // memory back) before the stream's long relay begins.
+                let upstream_started = tokio::time::Instant::now();
+                let connected = Box::pin(upstream.connect(&mut settings.provider)).await;
+                let upstream_time = UpstreamTime(upstream_started.elapsed());
+                let (dialect, events) = match connected {
+                    Ok((dialect, prices, UpstreamReply::Stream(events))) => {
+                        open.prices = prices;
+                        (dialect, events)
+                    }
+                    Ok((_, _, UpstreamReply::Message { .. })) => {
+                        let error = UpstreamError::Protocol("a message answered a streaming request".into());
+                        settle(&settings.tollgate, open, failed(&error)).await;
+                        let status = ApiError::from_upstream(&error).status;
+                        settings.observed.ended(&settings.provider, status, "failed");
+                        let _ = start_sender.send(Err(error));
+                        return;
+                    }
+                    Err(error) => {
+                        settle(&settings.tollgate, open, failed(&error)).await;
+                        let status = ApiError::from_upstream(&error).status;
+                        settings.observed.ended(&settings.provider, status, "failed");
+                        let _ = start_sender.send(Err(error));
+                        return;
+                    }
+                };
+                let _ = start_sender.send(Ok(upstream_time));
+                settings.relay(open, dialect, events, event_sender).await;
+            }
+            .instrument(span),
+        );
         match start_receiver.await {
             Ok(Ok(upstream_time)) => {
                 let body = Body::from_stream(

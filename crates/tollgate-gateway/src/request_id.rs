@@ -24,10 +24,8 @@ pub(crate) async fn middleware(mut request: Request, next: Next) -> Response {
     let surface = Surface::of(request.uri().path(), request.headers());
     request.extensions_mut().insert(RequestId(request_id.clone()));
     request.extensions_mut().insert(surface);
-    let response = next
-        .run(request)
-        .instrument(tollgate_edge::request_span(&request_id))
-        .await;
+    let span = tollgate_edge::request_span(&request_id, request.headers());
+    let response = next.run(request).instrument(span).await;
     stamp(response, &request_id, started, surface)
 }
 

@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use tokio::time::Instant;
-use tollgate_service::{ServiceError, UsageStatus};
-use tollgate_upstream::UpstreamError;
+use tollgate_core::catalog::Deployment;
+use tollgate_core::usage::TokenUsage;
+use tollgate_service::{ApiCaller, ServiceError, UsageStatus};
+use tollgate_upstream::{Dialect, UpstreamError};
 
 use crate::error::ApiError;
 
@@ -18,12 +20,16 @@ pub(crate) struct Observed {
     pub(crate) route: &'static str,
     pub(crate) model: String,
     pub(crate) arrived: Instant,
+    /// The request's span (`request_span`), which its tasks run in.
+    pub(crate) span: tracing::Span,
 }
 
 impl Observed {
     /// The request ended with `outcome` (`provider`: the deployment that answered, or the
     /// last one tried) and the client got `status` (a stream's, at its head).
     pub(crate) fn ended(&self, provider: &str, status: StatusCode, outcome: &'static str) {
+        self.span.record("tollgate.outcome", outcome);
+        self.span.record("http.response.status_code", status.as_u16());
         metrics::counter!(
             "tollgate_requests_total",
             "route" => self.route,
@@ -66,6 +72,66 @@ impl Observed {
         self.ended("", error.status, outcome);
         error
     }
+}
+
+/// The span of one model request, named and attributed by OpenTelemetry's GenAI semantic
+/// conventions, with tollgate's own attributes: the organization, workspace, key,
+/// reservation, cost and outcome (recorded as they are known). A debug-level span: free
+/// unless traces are exported.
+pub(crate) fn request_span(caller: &ApiCaller, model: &str, max_tokens: u64) -> tracing::Span {
+    tracing::debug_span!(
+        "chat",
+        otel.name = %format_args!("chat {model}"),
+        otel.kind = "client",
+        gen_ai.operation.name = "chat",
+        gen_ai.system = tracing::field::Empty,
+        gen_ai.request.model = model,
+        gen_ai.request.max_tokens = max_tokens,
+        gen_ai.usage.input_tokens = tracing::field::Empty,
+        gen_ai.usage.output_tokens = tracing::field::Empty,
+        gen_ai.usage.cache_read_input_tokens = tracing::field::Empty,
+        gen_ai.usage.cache_creation_input_tokens = tracing::field::Empty,
+        tollgate.organization_id = caller.org_id.as_str(),
+        tollgate.workspace_id = caller.workspace_id.as_str(),
+        tollgate.api_key_id = caller.key_id.as_str(),
+        tollgate.reservation_id = tracing::field::Empty,
+        tollgate.cost_nanousd = tracing::field::Empty,
+        tollgate.outcome = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+    )
+}
+
+/// The span of one call to a deployment, a child of the request's; the request's span
+/// takes the provider's system name.
+pub(crate) fn upstream_span(deployment: &Deployment, dialect: Dialect) -> tracing::Span {
+    let system = match dialect {
+        Dialect::Anthropic => "anthropic",
+        Dialect::OpenAi => "openai",
+    };
+    tracing::Span::current().record("gen_ai.system", system);
+    tracing::debug_span!(
+        "upstream",
+        otel.kind = "client",
+        gen_ai.system = system,
+        tollgate.provider = deployment.provider.as_str(),
+        tollgate.upstream_model = deployment.upstream_model.as_str(),
+    )
+}
+
+/// The usage the settlement charges, on the request's span.
+pub(crate) fn record_usage(span: &tracing::Span, usage: &TokenUsage) {
+    span.record("gen_ai.usage.input_tokens", usage.input_tokens);
+    span.record("gen_ai.usage.output_tokens", usage.output_tokens);
+    span.record(
+        "gen_ai.usage.cache_read_input_tokens",
+        usage.cache_read_input_tokens,
+    );
+    span.record(
+        "gen_ai.usage.cache_creation_input_tokens",
+        usage
+            .cache_creation_5m_input_tokens
+            .saturating_add(usage.cache_creation_1h_input_tokens),
+    );
 }
 
 /// A request's end as an outcome label.

@@ -1,4 +1,5 @@
-//! Test-only helpers for tollgate. Today it owns [`FakeUpstream`]: a real HTTP server on
+//! Test-only helpers for tollgate: [`FakeOtlp`], a collector that keeps the spans it is
+//! sent, and [`FakeUpstream`]: a real HTTP server on
 //! loopback that speaks Anthropic's Messages API wire format (JSON replies, the SSE event
 //! sequence, error envelopes) and can be told per instance how to misbehave, so integration
 //! tests and the benchmark harness never touch api.anthropic.com.
@@ -9,5 +10,7 @@
 //! mean the test setup itself is broken (for example, a loopback port that cannot be bound).
 
 mod fake_upstream;
+mod otlp;
 
 pub use crate::fake_upstream::{Behavior, FakeUpstream, RecordedRequest, Recording, Reply};
+pub use crate::otlp::{FakeOtlp, ReceivedSpan};

@@ -194,6 +194,19 @@ pub struct ObservabilityConfig {
     pub metrics_max_organizations: usize,
     /// `text` (human-readable lines) or `json` (one object a line).
     pub log_format: String,
+    /// Where spans go, over OTLP (HTTP/protobuf): a collector's base URL
+    /// (`http://collector:4318`); empty: no traces.
+    pub otlp_endpoint: String,
+    /// The share of traces kept where the client did not decide (a decimal, 0 to 1).
+    pub trace_sample_ratio: String,
+}
+
+/// Where spans are exported, and how many.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TraceSettings {
+    /// The collector's endpoint for spans (`…/v1/traces`).
+    pub endpoint: String,
+    pub sample_ratio: f64,
 }
 
 /// How log lines are written.
@@ -637,6 +650,29 @@ impl Config {
                 "set one of observability.metrics_listen (a listener of its own) and observability.metrics_token (on the main listener), not both"
             ),
         }
+    }
+
+    /// Trace export, when `observability.otlp_endpoint` is set.
+    pub fn trace_settings(&self) -> anyhow::Result<Option<TraceSettings>> {
+        let endpoint = self.observability.otlp_endpoint.trim().trim_end_matches('/');
+        if endpoint.is_empty() {
+            return Ok(None);
+        }
+        if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+            bail!("observability.otlp_endpoint must be an http:// or https:// URL, not '{endpoint}'");
+        }
+        let text = self.observability.trace_sample_ratio.trim();
+        let sample_ratio: f64 = text
+            .parse()
+            .ok()
+            .filter(|ratio: &f64| (0.0..=1.0).contains(ratio))
+            .with_context(|| {
+                format!("observability.trace_sample_ratio must be a number from 0 to 1, not '{text}'")
+            })?;
+        Ok(Some(TraceSettings {
+            endpoint: format!("{endpoint}/v1/traces"),
+            sample_ratio,
+        }))
     }
 
     pub fn log_format(&self) -> anyhow::Result<LogFormat> {

@@ -505,25 +505,60 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-fn init_tracing(format: LogFormat) {
+/// Log lines to stderr (`RUST_LOG` filters them), and, with a tracer, spans to OpenTelemetry:
+/// the request spans and their children (debug-level spans of tollgate's own crates, which
+/// cost nothing when no layer wants them), whatever `RUST_LOG` says.
+fn init_tracing(format: LogFormat, tracer: Option<opentelemetry_sdk::trace::SdkTracer>) {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+    let lines = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let lines = match format {
+        LogFormat::Text => lines
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_filter(filter)
+            .boxed(),
         // One object a line, with the fields of the request's span (its id) on every line.
-        LogFormat::Json => builder
+        LogFormat::Json => lines
             .json()
             .with_current_span(true)
             .with_span_list(false)
-            .init(),
-    }
+            .with_filter(filter)
+            .boxed(),
+    };
+    let spans = tracer.map(|tracer| {
+        let ours = tracing_subscriber::filter::Targets::new()
+            .with_target("tollgate", tracing::Level::DEBUG)
+            .with_default(tracing::Level::INFO);
+        tracing_opentelemetry::layer()
+            .with_tracer(tracer)
+            .with_filter(ours)
+    });
+    tracing_subscriber::registry().with(lines).with(spans).init();
 }
 
 async fn serve(config: &Config) -> anyhow::Result<()> {
-    init_tracing(config.log_format()?);
+    let traces = config
+        .trace_settings()?
+        .map(|settings| tollgate::telemetry::tracer_provider(&settings))
+        .transpose()?;
+    init_tracing(
+        config.log_format()?,
+        traces
+            .as_ref()
+            .map(|provider| opentelemetry::trace::TracerProvider::tracer(provider, "tollgate")),
+    );
+    let served = serve_until_shutdown(config).await;
+    if let Some(provider) = traces {
+        // Sends what is still batched; a blocking call.
+        let _ = tokio::task::spawn_blocking(move || provider.shutdown()).await;
+    }
+    served
+}
+
+async fn serve_until_shutdown(config: &Config) -> anyhow::Result<()> {
     let mut application = Application::build(config).await?;
     let address = application.local_addr()?;
     if let Some(first_start) = application.take_first_start() {

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use anyhow::Context;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -15,7 +16,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use sha2::{Digest, Sha256};
+
+use crate::config::TraceSettings;
 
 /// Latency buckets in seconds: a tenth of a millisecond (the gateway's own overhead) to ten
 /// minutes (a long stream).
@@ -88,6 +94,29 @@ pub fn spawn_upkeep(handle: PrometheusHandle) -> tokio::task::JoinHandle<()> {
             handle.run_upkeep();
         }
     })
+}
+
+/// The tracer provider exporting spans over OTLP (HTTP/protobuf), sampled by `settings`
+/// unless the client's `traceparent` decided; also sets the W3C trace-context propagator.
+/// Shut it down at exit, which sends what is still batched.
+pub fn tracer_provider(settings: &TraceSettings) -> anyhow::Result<SdkTracerProvider> {
+    use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_endpoint(&settings.endpoint)
+        .with_timeout(Duration::from_secs(10))
+        .with_headers(Default::default())
+        .build()
+        .context("cannot build the OTLP span exporter")?;
+    let provider = SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+            settings.sample_ratio,
+        ))))
+        .with_resource(Resource::builder().with_service_name("tollgate").build())
+        .build();
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    Ok(provider)
 }
 
 #[derive(Clone)]

@@ -546,3 +546,147 @@ async fn the_request_log_finds_each_request_by_what_a_dispute_names() {
         assert_eq!(body["error"]["type"], "invalid_request_error", "{bad}");
     }
 }
+
+/// Goal (#17): with `otlp_endpoint` set, each request is one trace exported over OTLP: its
+/// span continues the client's `traceparent`, carries the GenAI attributes and the
+/// organization, key, reservation and cost, has children for admission, the upstream call
+/// and settlement, and the upstream receives the trace as a child of tollgate's call.
+#[tokio::test]
+async fn traces_continue_the_clients_traceparent_with_genai_attributes() {
+    const CLIENT_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+    const CLIENT_SPAN: &str = "00f067aa0ba902b7";
+    let collector = tollgate_testkit::FakeOtlp::start().await;
+    let upstream = tollgate_testkit::FakeUpstream::start().await;
+    let data_dir = tempfile::tempdir().expect("data directory");
+    let _schema = cli_schema_guard(data_dir.path());
+    let config_path = data_dir.path().join("tollgate.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            r#"
+            listen = "127.0.0.1:0"
+            [observability]
+            otlp_endpoint = "{collector}"
+            trace_sample_ratio = "0"
+            [providers.fake]
+            kind = "anthropic"
+            base_url = "{upstream}"
+            api_key = "provider-secret"
+            [models.fake-sonnet]
+            class = "sonnet"
+            provider = "fake"
+            upstream_model = "claude-sonnet-4-6"
+            input = "3"
+            output = "15"
+            {GENEROUS_TIERS}
+            "#,
+            collector = collector.base_url(),
+            upstream = upstream.base_url(),
+        ),
+    )
+    .expect("config written");
+    let mut child = tollgate_command(data_dir.path())
+        .arg("--config")
+        .arg(&config_path)
+        .arg("serve")
+        .env("RUST_LOG", "warn")
+        .env("TOLLGATE_LIMITS__ALLOW_LOCAL_LIMITS", "true")
+        // Batched spans leave at once rather than after the default 5 s.
+        .env("OTEL_BSP_SCHEDULE_DELAY", "50")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("tollgate starts");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut api_key = None;
+    let address = loop {
+        let line = stdout
+            .next()
+            .expect("tollgate prints where it listens")
+            .expect("stdout");
+        if let Some(key) = line.trim().strip_prefix("API key:") {
+            api_key = Some(key.trim().to_owned());
+        }
+        if let Some(rest) = line.strip_prefix("tollgate is listening on ") {
+            break rest.split_whitespace().next().expect("address").to_owned();
+        }
+    };
+    std::thread::spawn(move || stdout.for_each(drop));
+    // Sampled at 0 for traces tollgate starts: this one is kept because the client's
+    // `traceparent` says it was sampled.
+    let response = reqwest::Client::new()
+        .post(format!("{address}/v1/messages"))
+        .header("x-api-key", api_key.expect("the first start prints the API key"))
+        .header("anthropic-version", "2023-06-01")
+        .header("traceparent", format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"))
+        .json(&message_body("fake-sonnet"))
+        .send()
+        .await
+        .expect("request sent");
+    assert_eq!(response.status(), 200);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+    let spans = loop {
+        let spans: Vec<_> = collector
+            .spans()
+            .into_iter()
+            .filter(|span| span.trace_id == CLIENT_TRACE)
+            .collect();
+        let names: Vec<&str> = spans.iter().map(|span| span.name.as_str()).collect();
+        if [
+            "request",
+            "chat fake-sonnet",
+            "admission",
+            "upstream",
+            "settlement",
+        ]
+        .iter()
+        .all(|name| names.contains(name))
+            || tokio::time::Instant::now() > deadline
+        {
+            break spans;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let named = |name: &str| {
+        spans
+            .iter()
+            .find(|span| span.name == name)
+            .unwrap_or_else(|| panic!("no {name} span in {spans:#?}"))
+    };
+    let request = named("request");
+    assert_eq!(
+        request.parent_span_id, CLIENT_SPAN,
+        "continues the client's trace"
+    );
+    assert_eq!(request.service, "tollgate");
+    assert!(request.attributes["request_id"].starts_with("req_"));
+    let chat = named("chat fake-sonnet");
+    assert_eq!(chat.parent_span_id, request.span_id);
+    let attribute = |key: &str| chat.attributes.get(key).map(String::as_str);
+    assert_eq!(attribute("gen_ai.operation.name"), Some("chat"));
+    assert_eq!(attribute("gen_ai.system"), Some("anthropic"));
+    assert_eq!(attribute("gen_ai.request.model"), Some("fake-sonnet"));
+    assert_eq!(attribute("gen_ai.usage.input_tokens"), Some("10"));
+    assert_eq!(attribute("gen_ai.usage.output_tokens"), Some("20"));
+    assert_eq!(attribute("tollgate.cost_nanousd"), Some("330000"));
+    assert_eq!(attribute("tollgate.outcome"), Some("succeeded"));
+    assert!(attribute("tollgate.organization_id").is_some_and(|id| id.starts_with("org_")));
+    assert!(attribute("tollgate.api_key_id").is_some_and(|id| id.starts_with("apikey_")));
+    assert!(attribute("tollgate.reservation_id").is_some_and(|id| !id.is_empty()));
+    for child_name in ["admission", "upstream", "settlement"] {
+        assert_eq!(named(child_name).parent_span_id, chat.span_id, "{child_name}");
+    }
+    let call = named("upstream");
+    assert_eq!(
+        call.attributes.get("tollgate.provider").map(String::as_str),
+        Some("fake")
+    );
+    // The upstream's request is a child of tollgate's upstream span, in the client's trace.
+    let forwarded = upstream.requests();
+    let traceparent = forwarded[0]
+        .header("traceparent")
+        .expect("a traceparent upstream");
+    assert_eq!(traceparent, format!("00-{CLIENT_TRACE}-{}-01", call.span_id));
+}
