@@ -294,6 +294,7 @@ async fn run_message(
             input_tokens_bound: input_bound,
             output_tokens_bound: output_bound,
             images,
+            multipliers: parsed.multipliers,
             stream: parsed.stream,
             client: ClientWire::Messages,
             requested_model: parsed.model.clone(),

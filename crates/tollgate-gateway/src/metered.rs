@@ -134,6 +134,8 @@ pub(crate) struct Admission<'a> {
     pub(crate) input_tokens_bound: u64,
     pub(crate) output_tokens_bound: u64,
     pub(crate) images: u64,
+    /// What the request asked for that bills a multiple (fast mode, data residency).
+    pub(crate) multipliers: tollgate_core::pricing::Multipliers,
     pub(crate) stream: bool,
     pub(crate) client: ClientWire,
     pub(crate) requested_model: String,
@@ -161,10 +163,13 @@ pub(crate) async fn admit_and_run(
                     admission.input_tokens_bound,
                     admission.output_tokens_bound,
                     admission.images,
+                    state.tollgate.now(),
+                    admission.multipliers,
                 ),
                 input_tokens_estimate: input_estimate,
                 max_tokens: admission.output_tokens_bound,
                 attribution: &admission.attribution,
+                multipliers: admission.multipliers,
             },
             admission.cacheable_prefixes,
         )

@@ -3,6 +3,7 @@
 
 use bytes::Bytes;
 use serde_json::Value;
+use tollgate_core::pricing::Multipliers;
 
 use crate::error::ApiError;
 
@@ -18,6 +19,10 @@ pub(crate) struct MessagesRequest {
     pub(crate) media_blocks: usize,
     /// Image blocks alone, for providers that price images per unit.
     pub(crate) images: usize,
+    /// What the request asks for that bills a multiple: fast mode (`speed: "fast"`) and
+    /// data residency (an `inference_geo` other than `"global"`). Values of other types
+    /// are left for the upstream to refuse.
+    pub(crate) multipliers: Multipliers,
 }
 
 /// Which endpoint is parsing: count_tokens takes no `max_tokens`.
@@ -75,12 +80,21 @@ impl MessagesRequest {
             .filter_map(|message| message.get("content"))
             .map(count_images_in)
             .sum();
+        let multipliers = Multipliers {
+            batch: false,
+            fast: object.get("speed").and_then(Value::as_str) == Some("fast"),
+            geo: object
+                .get("inference_geo")
+                .and_then(Value::as_str)
+                .is_some_and(Multipliers::is_residency_geo),
+        };
         Ok(MessagesRequest {
             model,
             max_tokens,
             stream,
             media_blocks,
             images,
+            multipliers,
             body,
         })
     }

@@ -16,7 +16,7 @@ use tollgate_core::attribution::Attribution;
 use tollgate_core::catalog::Model;
 use tollgate_core::ids::IdKind;
 use tollgate_core::money::NanoUsd;
-use tollgate_core::pricing::ModelPrices;
+use tollgate_core::pricing::{ModelPrices, Multipliers};
 use tollgate_core::ratelimit::BucketSnapshot;
 use tollgate_core::ratelimit::prompt_cache::{CacheablePrefixes, split_input_estimate};
 use tollgate_core::spend::SpendLimits;
@@ -46,6 +46,9 @@ pub struct RequestPlan<'a> {
     pub max_tokens: u64,
     /// The client's session and agent ids, kept on the usage record for reports.
     pub attribution: &'a Attribution,
+    /// The multipliers the request asked for (fast mode, data residency, batch): included
+    /// in `cost_bound` by the caller, applied at settlement as the upstream's usage says.
+    pub multipliers: Multipliers,
 }
 
 /// The `anthropic-ratelimit-*` figures after admission: per metric, the scope with the
@@ -79,7 +82,11 @@ pub struct OpenReservation {
     pub caller: ApiCaller,
     /// Catalogue model id, as usage is reported.
     pub model: String,
+    /// The prices in force when the request was admitted (the model's, then those of the
+    /// deployment that answered).
     pub prices: ModelPrices,
+    /// What the request asked for; what applies is decided at settlement.
+    pub multipliers: Multipliers,
     pub amount: NanoUsd,
     pub started_at: Timestamp,
     pub rate_limits: RateLimitView,
@@ -120,7 +127,8 @@ impl Drop for OpenReservation {
             request_id: std::mem::take(&mut self.request_id),
             caller: self.caller.clone(),
             model: std::mem::take(&mut self.model),
-            prices: self.prices,
+            prices: self.prices.clone(),
+            multipliers: self.multipliers,
             amount: self.amount,
             started_at: self.started_at,
             rate_limits: self.rate_limits,
@@ -308,11 +316,20 @@ impl Tollgate {
         let (answer, answered) = oneshot::channel();
         let tollgate = self.clone();
         let caller = caller.clone();
-        let prices = plan.model.prices;
+        // Priced at the rates in force when the request was admitted.
+        let prices = plan.model.prices.at(started_at).clone();
+        let multipliers = plan.multipliers;
         let attribution = plan.attribution.clone();
         tokio::spawn(async move {
             let admitted = tollgate
-                .admit_and_reserve(caller, demands, reservation, prices, slot, attribution)
+                .admit_and_reserve(
+                    caller,
+                    demands,
+                    reservation,
+                    (prices, multipliers),
+                    slot,
+                    attribution,
+                )
                 .await;
             let _ = answer.send(admitted);
         });
@@ -330,7 +347,7 @@ impl Tollgate {
         caller: ApiCaller,
         demands: Vec<Demand>,
         reservation: NewReservation,
-        prices: ModelPrices,
+        (prices, multipliers): (ModelPrices, Multipliers),
         slot: CallSlot,
         attribution: Attribution,
     ) -> Result<OpenReservation, ServiceError> {
@@ -354,6 +371,7 @@ impl Tollgate {
                 caller,
                 model,
                 prices,
+                multipliers,
                 amount: reserved.amount,
                 started_at,
                 rate_limits: view,
@@ -518,7 +536,9 @@ impl Tollgate {
         );
         let cost = if charged {
             // Saturating: a cost beyond i64 is far above any reservation and gets capped there.
-            open.prices.cost(&finish.usage).unwrap_or(NanoUsd::MAX)
+            open.prices
+                .cost(&finish.usage, open.multipliers)
+                .unwrap_or(NanoUsd::MAX)
         } else {
             NanoUsd::ZERO
         };

@@ -196,6 +196,7 @@ fn decode(line: &str) -> Option<Settlement> {
                 cache_creation_5m_input_tokens: count("cache_creation_5m_input_tokens")?,
                 cache_creation_1h_input_tokens: count("cache_creation_1h_input_tokens")?,
                 cache_read_input_tokens: count("cache_read_input_tokens")?,
+                ..TokenUsage::default()
             },
             cost: nanos("record_cost_nanos")?,
             status: UsageStatus::parse(&text("status")?)?,

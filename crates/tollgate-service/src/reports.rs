@@ -315,7 +315,11 @@ impl OrgAdmin {
                 .model(&model)
                 .or_else(|| catalog.resolve(&model).map(|resolved| resolved.model));
             let display_name = catalog_model.map_or(model.as_str(), |found| found.display_name.as_str());
-            let split = split_cost(catalog_model.map(|found| &found.prices), &usage, charged);
+            let split = split_cost(
+                catalog_model.map(|found| found.prices.at(bucket)),
+                &usage,
+                charged,
+            );
             for (token_type, amount) in split.parts {
                 results.push(CostResult {
                     workspace_id: workspace_id.clone(),
@@ -392,5 +396,7 @@ fn add_usage(left: &TokenUsage, right: &TokenUsage) -> TokenUsage {
         cache_read_input_tokens: left
             .cache_read_input_tokens
             .saturating_add(right.cache_read_input_tokens),
+        web_search_requests: left.web_search_requests.saturating_add(right.web_search_requests),
+        speed: None,
     }
 }

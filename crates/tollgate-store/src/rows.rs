@@ -241,6 +241,7 @@ pub(crate) fn usage_from_row<R: DbRow>(row: &R) -> Result<TokenUsage, StoreError
         cache_creation_5m_input_tokens: count_from_sql(column(row, "cache_creation_5m_input_tokens")?)?,
         cache_creation_1h_input_tokens: count_from_sql(column(row, "cache_creation_1h_input_tokens")?)?,
         cache_read_input_tokens: count_from_sql(column(row, "cache_read_input_tokens")?)?,
+        ..TokenUsage::default()
     })
 }
 

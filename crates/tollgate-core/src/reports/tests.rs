@@ -2,7 +2,7 @@ use chrono::{TimeZone, Utc};
 
 use crate::Timestamp;
 use crate::money::NanoUsd;
-use crate::pricing::{ModelPrices, TokenPrice};
+use crate::pricing::{ModelPrices, Multipliers, TokenPrice};
 use crate::reports::{BucketWidth, ContextWindow, ReportWindow, TokenType, WindowError, split_cost};
 use crate::usage::TokenUsage;
 
@@ -17,7 +17,6 @@ fn sonnet() -> ModelPrices {
         TokenPrice::from_nanos_per_token(3_000),
         TokenPrice::from_nanos_per_token(15_000),
     )
-    .expect("prices")
 }
 
 #[test]
@@ -110,8 +109,9 @@ fn a_charge_splits_exactly_into_its_token_types() {
         cache_creation_5m_input_tokens: 100,
         cache_creation_1h_input_tokens: 0,
         cache_read_input_tokens: 50,
+        ..TokenUsage::default()
     };
-    let charged = sonnet().cost(&usage).expect("cost");
+    let charged = sonnet().cost(&usage, Multipliers::default()).expect("cost");
     let split = split_cost(Some(&sonnet()), &usage, charged);
     assert_eq!(
         split.parts,

@@ -27,6 +27,7 @@ fn settlement(reservation_id: &str, cost_nanos: i64) -> Settlement {
                 cache_creation_5m_input_tokens: 1,
                 cache_creation_1h_input_tokens: 2,
                 cache_read_input_tokens: 3,
+                ..TokenUsage::default()
             },
             cost: NanoUsd::from_nanos(cost_nanos),
             status: UsageStatus::ClientDisconnected,

@@ -120,6 +120,7 @@ pub(crate) fn usage_record(
             cache_creation_5m_input_tokens: 3,
             cache_creation_1h_input_tokens: 2,
             cache_read_input_tokens: 1,
+            ..TokenUsage::default()
         },
         cost,
         status: if cost.is_positive() {

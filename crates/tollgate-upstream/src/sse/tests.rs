@@ -126,6 +126,7 @@ fn parse_usage_counts_all_cache_writes_as_5m_without_a_split() {
         cache_creation_5m_input_tokens: 300,
         cache_creation_1h_input_tokens: 0,
         cache_read_input_tokens: 40,
+        ..TokenUsage::default()
     };
     assert_eq!(usage, expected);
 }
@@ -146,6 +147,7 @@ fn parse_usage_uses_the_cache_creation_split_when_present() {
         cache_creation_5m_input_tokens: 100,
         cache_creation_1h_input_tokens: 200,
         cache_read_input_tokens: 0,
+        ..TokenUsage::default()
     };
     assert_eq!(usage, expected);
 }
@@ -194,6 +196,7 @@ fn accumulator_meters_a_stream_that_fails_midway() {
         cache_creation_5m_input_tokens: 100,
         cache_creation_1h_input_tokens: 200,
         cache_read_input_tokens: 1000,
+        ..TokenUsage::default()
     };
     assert_eq!(accumulator.usage(), expected);
     assert!(accumulator.saw_content());
