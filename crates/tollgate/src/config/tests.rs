@@ -52,6 +52,56 @@ fn defaults_carry_the_contract_prices() {
         per_mtok("claude-3-5-haiku")[..2],
         ["0.80".to_owned(), "4.00".to_owned()]
     );
+    // Anthropic's pricing page as of 2026-12-03: the current lineup, each price dated.
+    assert_eq!(
+        per_mtok("claude-fable-5-2"),
+        ["8.00", "40.00", "10.00", "16.00", "0.20"]
+    );
+    assert_eq!(
+        per_mtok("claude-opus-5-5"),
+        ["4.00", "20.00", "5.00", "8.00", "0.20"]
+    );
+    assert_eq!(
+        per_mtok("claude-sonnet-5-5"),
+        ["2.00", "10.00", "2.50", "4.00", "0.10"],
+        "cache reads halved on 2026-10-07"
+    );
+    let sonnet_5_5 = &catalog.model("claude-sonnet-5-5").expect("model").prices;
+    let before_the_cut = chrono::DateTime::parse_from_rfc3339("2026-10-06T23:00:00Z")
+        .expect("instant")
+        .to_utc();
+    assert_eq!(
+        sonnet_5_5.at(before_the_cut).cache_read,
+        TokenPrice::parse_usd_per_mtok("0.20").expect("price")
+    );
+    assert_eq!(
+        per_mtok("claude-haiku-5-5"),
+        ["0.10", "0.50", "0.125", "0.20", "0.01"]
+    );
+    let haiku_5_5 = catalog
+        .model("claude-haiku-5-5")
+        .expect("model")
+        .prices
+        .at(today())
+        .clone();
+    assert_eq!(haiku_5_5.cache_write_5m.nanos_per_token(), 125);
+    assert_eq!(haiku_5_5.prompt_tiers.len(), 1);
+    assert_eq!(haiku_5_5.rates(100_001).output.nanos_per_token(), 2_500);
+    for (id, fast) in [
+        ("claude-fable-5-2", Some(2)),
+        ("claude-opus-5-5", Some(2)),
+        ("claude-opus-5", Some(2)),
+        ("claude-sonnet-5-5", None),
+        ("claude-opus-4-6", None),
+    ] {
+        let prices = catalog.model(id).expect("model").prices.at(today()).clone();
+        assert_eq!(
+            prices.fast_multiplier,
+            fast.map(|factor| tollgate_core::pricing::Multiplier::new(factor, 1)),
+            "{id}"
+        );
+        assert_eq!(prices.web_search_per_thousand, NanoUsd::from_usd(10), "{id}");
+    }
     assert_eq!(config.starter_grant().expect("grant"), NanoUsd::from_usd(5));
     assert_eq!(
         catalog
