@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use crate::Timestamp;
 use crate::money::NanoUsd;
-use crate::pricing::{Multipliers, PriceSchedule};
+use crate::pricing::{ModelPrices, Multipliers, PriceSchedule};
 
 /// A served model.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -168,6 +168,21 @@ impl Catalog {
 
     pub fn model(&self, id: &str) -> Option<&Model> {
         self.models.iter().find(|model| model.id == id)
+    }
+
+    /// The prices of a request routed to `routed_model` (a catalogue id) that the upstream
+    /// says `served_model` answered (a server-side fallback): that model's list prices in
+    /// force at `admitted_at` when it is another catalogue model (by id or alias), else
+    /// `None`, and the prices of the deployment that answered stand. A dated id of the
+    /// routed model itself resolves to it and changes nothing.
+    pub fn served_prices(
+        &self,
+        routed_model: &str,
+        served_model: &str,
+        admitted_at: Timestamp,
+    ) -> Option<&ModelPrices> {
+        let served = self.resolve(served_model)?.model;
+        (served.id != routed_model).then(|| served.prices.at(admitted_at))
     }
 
     /// Exact model ids first, then exact aliases, then the longest matching `prefix*` alias.

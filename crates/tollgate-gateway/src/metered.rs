@@ -119,6 +119,8 @@ pub(crate) struct MeteredCall {
     pub(crate) input_tokens_estimate: u64,
     /// The most output the reservation covers: caps output counted from a stream's deltas.
     pub(crate) output_tokens_max: u64,
+    /// Prices a reply some other catalogue model served (a server-side fallback).
+    pub(crate) catalog: Arc<tollgate_core::catalog::Catalog>,
 }
 
 /// A routed request, ready to be admitted and run: the same for every client surface.
@@ -185,6 +187,7 @@ pub(crate) async fn admit_and_run(
         requested_model: admission.requested_model,
         input_tokens_estimate: input_estimate,
         output_tokens_max: admission.output_tokens_bound,
+        catalog: state.catalog.clone(),
     };
     let response = if admission.stream {
         metered.stream().await?
@@ -192,6 +195,15 @@ pub(crate) async fn admit_and_run(
         metered.call().await?
     };
     Ok((response, rate_limits))
+}
+
+/// The `model` a whole reply names: the model that served it.
+fn served_model(body: &Bytes) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Served {
+        model: Option<String>,
+    }
+    serde_json::from_slice::<Served>(body).ok()?.model
 }
 
 fn failed(error: &UpstreamError) -> Finish {
@@ -402,6 +414,7 @@ impl MeteredCall {
             requested_model: self.requested_model,
             input_tokens_estimate: self.input_tokens_estimate,
             output_tokens_max: self.output_tokens_max,
+            catalog: self.catalog,
         };
         (upstream, self.open, settings)
     }
@@ -416,6 +429,7 @@ impl MeteredCall {
             let (finish, reply) = match connected {
                 Ok((dialect, prices, UpstreamReply::Message { body, usage })) => {
                     open.prices = prices;
+                    settings.bill_served_model(&mut open, served_model(&body).as_deref());
                     match settings.reshape_body(dialect, &body) {
                         Ok(body) => (
                             Finish {
@@ -525,9 +539,35 @@ struct Settings {
     requested_model: String,
     input_tokens_estimate: u64,
     output_tokens_max: u64,
+    catalog: Arc<tollgate_core::catalog::Catalog>,
 }
 
 impl Settings {
+    /// Bills a reply at the prices of the model that served it, when the upstream names
+    /// another catalogue model than the one routed (a server-side fallback). Unit charges
+    /// (per request, per image) stay those of the deployment that answered.
+    fn bill_served_model(&self, open: &mut OpenReservation, served_model: Option<&str>) {
+        let Some(served_model) = served_model else {
+            return;
+        };
+        if let Some(served) = self
+            .catalog
+            .served_prices(&open.model, served_model, open.started_at)
+        {
+            tracing::info!(
+                request_id = open.request_id,
+                routed = open.model,
+                served = served_model,
+                "the upstream answered with another model; billing at its prices"
+            );
+            open.prices = tollgate_core::pricing::ModelPrices {
+                per_request: open.prices.per_request,
+                per_image: open.prices.per_image,
+                ..served.clone()
+            };
+        }
+    }
+
     /// A whole reply in the client's dialect: verbatim when the dialects agree.
     fn reshape_body(&self, upstream: Dialect, body: &Bytes) -> Result<Bytes, UpstreamError> {
         if upstream == self.client.dialect() {
@@ -549,7 +589,7 @@ impl Settings {
     /// stream, or an `api_error` if the settlement could not be written.
     async fn relay(
         self,
-        open: OpenReservation,
+        mut open: OpenReservation,
         upstream: Dialect,
         mut events: EventStream,
         client: mpsc::Sender<Bytes>,
@@ -606,6 +646,7 @@ impl Settings {
         }
         let client_gone = drain_deadline.is_some();
         let usage = meter.usage(self.input_tokens_estimate, self.output_tokens_max, drain_cut);
+        self.bill_served_model(&mut open, meter.served_model());
         let finish = if meter.saw_error() || failure.is_some() {
             Finish {
                 usage,
@@ -682,6 +723,14 @@ enum Meter {
 }
 
 impl Meter {
+    /// The model an Anthropic stream says served it.
+    fn served_model(&self) -> Option<&str> {
+        match self {
+            Meter::Anthropic(meter) => meter.served_model(),
+            Meter::OpenAi(_) => None,
+        }
+    }
+
     fn new(upstream: Dialect) -> Meter {
         match upstream {
             Dialect::Anthropic => Meter::Anthropic(UsageAccumulator::default()),

@@ -239,3 +239,25 @@ fn cooldowns_pass_a_failed_deployment_over_until_they_end() {
     cooldowns.record_failure(&no_cooldown, start);
     assert!(!cooldowns.is_cooling(&no_cooldown, start));
 }
+
+#[test]
+fn a_server_side_fallback_is_billed_at_the_model_that_served() {
+    // #18: billed at the served model's prices when the catalogue knows it, else at the
+    // routed deployment's; a dated id of the routed model is the routed model.
+    let catalog = Catalog::new(
+        vec![model("big", "15", "75"), model("small", "3", "15")],
+        vec![Alias {
+            pattern: "big-*".to_owned(),
+            target: "big".to_owned(),
+        }],
+    )
+    .expect("catalogue");
+    let at = chrono::DateTime::UNIX_EPOCH;
+    assert_eq!(
+        catalog.served_prices("big", "small", at),
+        Some(&model_prices("3", "15"))
+    );
+    assert_eq!(catalog.served_prices("big", "big-20260101", at), None);
+    assert_eq!(catalog.served_prices("big", "big", at), None);
+    assert_eq!(catalog.served_prices("big", "unknown-model", at), None);
+}

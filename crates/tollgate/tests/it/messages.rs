@@ -334,3 +334,44 @@ async fn the_simulated_model_takes_a_system_message_between_turns_and_streams_a_
     assert_eq!(reply["content"][0]["type"], "text");
     app.assert_ledger_clean().await;
 }
+
+#[tokio::test]
+async fn a_reply_from_another_model_is_billed_at_its_prices_with_its_web_searches() {
+    // #18: a server-side fallback is billed at the prices of the model that served, when
+    // the catalogue knows it (Haiku 4.5, $1 / $5, $10 per 1,000 web searches), stream or
+    // not; a model it does not know leaves the routed prices.
+    let app = spawn_app().await;
+    let reply = |served: &str| Reply {
+        input_tokens: 1_000,
+        output_tokens: 100,
+        served_model: Some(served.to_owned()),
+        web_search_requests: 2,
+        ..Reply::default()
+    };
+    let haiku = 1_000 * 1_000 + 100 * 5_000 + 2 * 10_000_000;
+    let mut spent = 0;
+    for stream in [false, true] {
+        app.fake
+            .set_behavior(Behavior::Ok(reply("claude-haiku-4-5-20251001")));
+        let mut body = message_body("fake-sonnet");
+        body["stream"] = json!(stream);
+        // Web searches are not in the reservation bound: room for them in the output's.
+        body["max_tokens"] = json!(4_000);
+        let response = app.post_messages(&body).await;
+        assert_eq!(response.status(), 200);
+        let _ = response.text().await.expect("body");
+        spent += haiku;
+        assert_eq!(
+            app.balance().await,
+            (starter_nanos() - spent, 0, spent),
+            "stream: {stream}"
+        );
+    }
+    app.fake
+        .set_behavior(Behavior::Ok(reply("some-model-tollgate-does-not-know")));
+    let response = app.post_messages(&message_body("fake-sonnet")).await;
+    assert_eq!(response.status(), 200);
+    spent += sonnet_cost(1_000, 100);
+    assert_eq!(app.balance().await, (starter_nanos() - spent, 0, spent));
+    app.assert_ledger_clean().await;
+}
