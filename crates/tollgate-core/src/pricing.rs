@@ -255,6 +255,30 @@ pub struct Multipliers {
 }
 
 impl Multipliers {
+    /// As records name them: `batch`, `fast` and `geo`, those that are set, joined by `,`;
+    /// empty for none.
+    pub fn label(self) -> String {
+        [(self.batch, "batch"), (self.fast, "fast"), (self.geo, "geo")]
+            .into_iter()
+            .filter_map(|(set, name)| set.then_some(name))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Reads [`Multipliers::label`] back; `None` for a name it does not know.
+    pub fn parse_label(text: &str) -> Option<Multipliers> {
+        let mut multipliers = Multipliers::default();
+        for name in text.split(',').filter(|name| !name.is_empty()) {
+            match name {
+                "batch" => multipliers.batch = true,
+                "fast" => multipliers.fast = true,
+                "geo" => multipliers.geo = true,
+                _ => return None,
+            }
+        }
+        Some(multipliers)
+    }
+
     /// Whether a request's `inference_geo` bills data residency: any geography but
     /// `"global"` (Anthropic's default) does.
     pub fn is_residency_geo(inference_geo: &str) -> bool {

@@ -560,6 +560,7 @@ impl Settings {
                 served = served_model,
                 "the upstream answered with another model; billing at its prices"
             );
+            open.served_model = Some(served_model.to_owned());
             open.prices = tollgate_core::pricing::ModelPrices {
                 per_request: open.prices.per_request,
                 per_image: open.prices.per_image,

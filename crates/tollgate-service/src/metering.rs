@@ -87,6 +87,9 @@ pub struct OpenReservation {
     pub prices: ModelPrices,
     /// What the request asked for; what applies is decided at settlement.
     pub multipliers: Multipliers,
+    /// The model the upstream said served the request, when another catalogue model than
+    /// `model` (a server-side fallback; `prices` are then its prices).
+    pub served_model: Option<String>,
     pub amount: NanoUsd,
     pub started_at: Timestamp,
     pub rate_limits: RateLimitView,
@@ -129,6 +132,7 @@ impl Drop for OpenReservation {
             model: std::mem::take(&mut self.model),
             prices: self.prices.clone(),
             multipliers: self.multipliers,
+            served_model: self.served_model.take(),
             amount: self.amount,
             started_at: self.started_at,
             rate_limits: self.rate_limits,
@@ -372,6 +376,7 @@ impl Tollgate {
                 model,
                 prices,
                 multipliers,
+                served_model: None,
                 amount: reserved.amount,
                 started_at,
                 rate_limits: view,
@@ -513,6 +518,8 @@ impl Tollgate {
             started_at,
             ended_at: started_at,
             attribution,
+            served_model: None,
+            multipliers: Multipliers::default(),
         };
         if let Err(error) = self.store().insert_usage_record(record).await {
             tracing::warn!(%error, request_id, "could not record a refused request");
@@ -534,13 +541,15 @@ impl Tollgate {
             finish.status,
             UsageStatus::Succeeded | UsageStatus::ClientDisconnected
         );
-        let cost = if charged {
-            // Saturating: a cost beyond i64 is far above any reservation and gets capped there.
-            open.prices
-                .cost(&finish.usage, open.multipliers)
-                .unwrap_or(NanoUsd::MAX)
+        let (cost, applied) = if charged {
+            match open.prices.charge(&finish.usage, open.multipliers) {
+                Some(charge) => (charge.cost, charge.applied),
+                // Saturating: a cost beyond i64 is far above any reservation and gets capped
+                // there.
+                None => (NanoUsd::MAX, open.prices.applied(&finish.usage, open.multipliers)),
+            }
         } else {
-            NanoUsd::ZERO
+            (NanoUsd::ZERO, Multipliers::default())
         };
         let ended_at = self.now();
         let latency_ms = u64::try_from((ended_at - open.started_at).num_milliseconds()).unwrap_or(0);
@@ -562,6 +571,8 @@ impl Tollgate {
                 started_at: open.started_at,
                 ended_at,
                 attribution: std::mem::take(&mut open.attribution),
+                served_model: open.served_model.clone(),
+                multipliers: applied,
             },
         };
         let outcome = self.settle_with_retries(&open, settlement.clone()).await;

@@ -311,6 +311,15 @@ fn multipliers_parse_as_exact_fractions() {
     );
     assert!(Multiplier::parse("-2").is_err());
     assert!(Multiplier::parse("2x").is_err());
+    let all = Multipliers {
+        batch: true,
+        fast: true,
+        geo: true,
+    };
+    assert_eq!(all.label(), "batch,fast,geo");
+    assert_eq!(Multipliers::parse_label(&all.label()), Some(all));
+    assert_eq!(Multipliers::parse_label(""), Some(NONE));
+    assert_eq!(Multipliers::parse_label("turbo"), None);
     assert!(Multipliers::is_residency_geo("us"));
     assert!(!Multipliers::is_residency_geo("global"));
 }

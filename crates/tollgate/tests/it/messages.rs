@@ -373,5 +373,25 @@ async fn a_reply_from_another_model_is_billed_at_its_prices_with_its_web_searche
     assert_eq!(response.status(), 200);
     spent += sonnet_cost(1_000, 100);
     assert_eq!(app.balance().await, (starter_nanos() - spent, 0, spent));
+    // The records show both models, and the searches.
+    let records = app.usage_records().await;
+    let shown: Vec<(&str, Option<&str>, u64)> = records
+        .iter()
+        .map(|record| {
+            (
+                record.model.as_str(),
+                record.served_model.as_deref(),
+                record.usage.web_search_requests,
+            )
+        })
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            ("fake-sonnet", Some("claude-haiku-4-5-20251001"), 2),
+            ("fake-sonnet", Some("claude-haiku-4-5-20251001"), 2),
+            ("fake-sonnet", None, 2),
+        ]
+    );
     app.assert_ledger_clean().await;
 }
