@@ -94,6 +94,18 @@ impl Model {
     }
 }
 
+impl Model {
+    /// The most `searches` web searches can add to a request admitted at `now`, whichever
+    /// deployment answers it.
+    pub fn web_search_bound(&self, searches: u64, now: Timestamp) -> NanoUsd {
+        self.deployments
+            .iter()
+            .map(|deployment| deployment.prices.at(now).web_search_bound(searches))
+            .max()
+            .unwrap_or(NanoUsd::ZERO)
+    }
+}
+
 /// An alias: an exact name, or a prefix ending in `*`, that resolves to a catalogue model.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Alias {

@@ -415,6 +415,15 @@ impl ModelPrices {
         Some(Charge { cost, applied })
     }
 
+    /// The most `searches` web searches can add to a charge: their price, rounded up. The
+    /// caller adds it to [`ModelPrices::cost_bound`] for a request that declares how many
+    /// searches it allows (`max_uses` of its web search tools).
+    pub fn web_search_bound(&self, searches: u64) -> NanoUsd {
+        let nanos = i128::from(self.web_search_per_thousand.nanos()) * i128::from(searches);
+        let rounded_up = nanos.div_euclid(1_000) + i128::from(nanos.rem_euclid(1_000) != 0);
+        NanoUsd::from_nanos(i64::try_from(rounded_up).unwrap_or(i64::MAX))
+    }
+
     /// The charge's amount alone (see [`ModelPrices::charge`]).
     pub fn cost(&self, usage: &TokenUsage, requested: Multipliers) -> Option<NanoUsd> {
         self.charge(usage, requested).map(|charge| charge.cost)
@@ -426,7 +435,7 @@ impl ModelPrices {
     /// as the dearest input kind (the split between cache reads, writes and uncached input
     /// is not known before the upstream answers), times the requested multipliers. The
     /// per-request charge is included; fold the per-image charge in first (`for_request`).
-    /// Web searches are not: how many a request runs is not known before it ends.
+    /// Web searches are not: see [`ModelPrices::web_search_bound`].
     /// Saturates, so it is always an upper bound.
     pub fn cost_bound(
         &self,

@@ -209,6 +209,7 @@ pub(crate) async fn create_chat_completion(
             images,
             // Chat Completions has no fast mode or data residency of Anthropic's.
             multipliers: Default::default(),
+            web_searches_max: 0,
             stream: parsed.stream,
             client: ClientWire::ChatCompletions {
                 include_usage: parsed.include_usage,

@@ -138,6 +138,8 @@ pub(crate) struct Admission<'a> {
     pub(crate) images: u64,
     /// What the request asked for that bills a multiple (fast mode, data residency).
     pub(crate) multipliers: tollgate_core::pricing::Multipliers,
+    /// Web searches the request allows, reserved for.
+    pub(crate) web_searches_max: u64,
     pub(crate) stream: bool,
     pub(crate) client: ClientWire,
     pub(crate) requested_model: String,
@@ -161,13 +163,20 @@ pub(crate) async fn admit_and_run(
             RequestPlan {
                 request_id: admission.request_id,
                 model: admission.model,
-                cost_bound: admission.model.cost_bound(
-                    admission.input_tokens_bound,
-                    admission.output_tokens_bound,
-                    admission.images,
-                    state.tollgate.now(),
-                    admission.multipliers,
-                ),
+                cost_bound: admission
+                    .model
+                    .cost_bound(
+                        admission.input_tokens_bound,
+                        admission.output_tokens_bound,
+                        admission.images,
+                        state.tollgate.now(),
+                        admission.multipliers,
+                    )
+                    .saturating_add(
+                        admission
+                            .model
+                            .web_search_bound(admission.web_searches_max, state.tollgate.now()),
+                    ),
                 input_tokens_estimate: input_estimate,
                 max_tokens: admission.output_tokens_bound,
                 attribution: &admission.attribution,

@@ -23,6 +23,9 @@ pub(crate) struct MessagesRequest {
     /// data residency (an `inference_geo` other than `"global"`). Values of other types
     /// are left for the upstream to refuse.
     pub(crate) multipliers: Multipliers,
+    /// The web searches the request's web search tools allow (`max_uses`), reserved for.
+    /// A web search tool without `max_uses` adds nothing: its searches are not bounded.
+    pub(crate) web_searches_max: u64,
 }
 
 /// Which endpoint is parsing: count_tokens takes no `max_tokens`.
@@ -88,6 +91,18 @@ impl MessagesRequest {
                 .and_then(Value::as_str)
                 .is_some_and(Multipliers::is_residency_geo),
         };
+        let web_searches_max = object
+            .get("tools")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|tool| {
+                tool.get("type")
+                    .and_then(Value::as_str)
+                    .is_some_and(|kind| kind.starts_with("web_search"))
+            })
+            .filter_map(|tool| tool.get("max_uses").and_then(Value::as_u64))
+            .fold(0_u64, u64::saturating_add);
         Ok(MessagesRequest {
             model,
             max_tokens,
@@ -95,6 +110,7 @@ impl MessagesRequest {
             media_blocks,
             images,
             multipliers,
+            web_searches_max,
             body,
         })
     }

@@ -301,6 +301,31 @@ fn multipliers_stack_exactly_and_round_up_once() {
 }
 
 #[test]
+fn declared_web_searches_are_reserved_for() {
+    // Goal: a request whose web search tools allow 5 searches reserves $0.05 for them, so
+    // that its charge is not capped below their price.
+    let prices = ModelPrices {
+        web_search_per_thousand: NanoUsd::from_usd(10),
+        ..sonnet()
+    };
+    let usage = TokenUsage {
+        web_search_requests: 5,
+        ..usage(1_000, 100, 0, 0, 0)
+    };
+    let bound = prices
+        .cost_bound(1_000, 100, NONE)
+        .checked_add(prices.web_search_bound(5))
+        .expect("no overflow");
+    assert_eq!(prices.web_search_bound(5), NanoUsd::from_nanos(50_000_000));
+    assert!(prices.cost(&usage, NONE).expect("cost") <= bound);
+    let odd = ModelPrices {
+        web_search_per_thousand: NanoUsd::from_nanos(1_001),
+        ..sonnet()
+    };
+    assert_eq!(odd.web_search_bound(1), NanoUsd::from_nanos(2), "rounded up");
+}
+
+#[test]
 fn multipliers_parse_as_exact_fractions() {
     assert_eq!(Multiplier::parse("1.1"), Ok(Multiplier::new(11, 10)));
     assert_eq!(Multiplier::parse("6"), Ok(Multiplier::new(6, 1)));

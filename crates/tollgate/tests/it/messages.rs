@@ -355,8 +355,8 @@ async fn a_reply_from_another_model_is_billed_at_its_prices_with_its_web_searche
             .set_behavior(Behavior::Ok(reply("claude-haiku-4-5-20251001")));
         let mut body = message_body("fake-sonnet");
         body["stream"] = json!(stream);
-        // Web searches are not in the reservation bound: room for them in the output's.
-        body["max_tokens"] = json!(4_000);
+        // The searches the tool allows are reserved for, so their charge is not capped.
+        body["tools"] = json!([{"type": "web_search_20250305", "name": "web_search", "max_uses": 2}]);
         let response = app.post_messages(&body).await;
         assert_eq!(response.status(), 200);
         let _ = response.text().await.expect("body");
@@ -369,9 +369,11 @@ async fn a_reply_from_another_model_is_billed_at_its_prices_with_its_web_searche
     }
     app.fake
         .set_behavior(Behavior::Ok(reply("some-model-tollgate-does-not-know")));
-    let response = app.post_messages(&message_body("fake-sonnet")).await;
+    let mut body = message_body("fake-sonnet");
+    body["tools"] = json!([{"type": "web_search_20250305", "name": "web_search", "max_uses": 2}]);
+    let response = app.post_messages(&body).await;
     assert_eq!(response.status(), 200);
-    spent += sonnet_cost(1_000, 100);
+    spent += sonnet_cost(1_000, 100) + 2 * 10_000_000;
     assert_eq!(app.balance().await, (starter_nanos() - spent, 0, spent));
     // The records show both models, and the searches.
     let records = app.usage_records().await;
