@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use crate::Timestamp;
 use crate::money::NanoUsd;
-use crate::pricing::ModelPrices;
+use crate::pricing::{ModelPrices, Multipliers, PriceSchedule};
 
 /// A served model.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -19,8 +19,8 @@ pub struct Model {
     pub created_at: Timestamp,
     /// Where its requests can go; never empty (checked by `Catalog::new`).
     pub deployments: Vec<Deployment>,
-    /// The model's list prices; a deployment without overrides charges these.
-    pub prices: ModelPrices,
+    /// The model's list prices over time; a deployment without overrides charges these.
+    pub prices: PriceSchedule,
     /// The rate-limit class it counts against (`opus`, `sonnet`, `haiku`, …).
     pub class: String,
     /// The output limit of a request that sets none (Chat Completions lets a client omit
@@ -48,8 +48,8 @@ pub struct Deployment {
     pub priority: u32,
     /// The share of traffic among deployments of equal priority; at least 1.
     pub weight: u32,
-    /// What a request answered by this deployment costs.
-    pub prices: ModelPrices,
+    /// What a request answered by this deployment costs, over time.
+    pub prices: PriceSchedule,
     /// How long this deployment is passed over after a failure.
     pub cooldown: chrono::Duration,
 }
@@ -72,17 +72,37 @@ pub struct DeploymentKey {
 }
 
 impl Model {
-    /// The most a request can cost, whichever deployment answers it: the largest
-    /// `cost_bound` over the deployments' prices with `images` images folded in.
-    pub fn cost_bound(&self, input_tokens_max: u64, output_tokens_max: u64, images: u64) -> NanoUsd {
+    /// The most a request admitted at `now` asking for `requested` multipliers can cost,
+    /// whichever deployment answers it: the largest `cost_bound` over the deployments'
+    /// prices in force at `now`, with `images` images folded in.
+    pub fn cost_bound(
+        &self,
+        input_tokens_max: u64,
+        output_tokens_max: u64,
+        images: u64,
+        now: Timestamp,
+        requested: Multipliers,
+    ) -> NanoUsd {
         self.deployments
             .iter()
-            .map(|deployment| match deployment.prices.for_request(images) {
-                Some(prices) => prices.cost_bound(input_tokens_max, output_tokens_max),
+            .map(|deployment| match deployment.prices.at(now).for_request(images) {
+                Some(prices) => prices.cost_bound(input_tokens_max, output_tokens_max, requested),
                 None => NanoUsd::MAX,
             })
             .max()
             .unwrap_or(NanoUsd::MAX)
+    }
+}
+
+impl Model {
+    /// The most `searches` web searches can add to a request admitted at `now`, whichever
+    /// deployment answers it.
+    pub fn web_search_bound(&self, searches: u64, now: Timestamp) -> NanoUsd {
+        self.deployments
+            .iter()
+            .map(|deployment| deployment.prices.at(now).web_search_bound(searches))
+            .max()
+            .unwrap_or(NanoUsd::ZERO)
     }
 }
 
@@ -160,6 +180,21 @@ impl Catalog {
 
     pub fn model(&self, id: &str) -> Option<&Model> {
         self.models.iter().find(|model| model.id == id)
+    }
+
+    /// The prices of a request routed to `routed_model` (a catalogue id) that the upstream
+    /// says `served_model` answered (a server-side fallback): that model's list prices in
+    /// force at `admitted_at` when it is another catalogue model (by id or alias), else
+    /// `None`, and the prices of the deployment that answered stand. A dated id of the
+    /// routed model itself resolves to it and changes nothing.
+    pub fn served_prices(
+        &self,
+        routed_model: &str,
+        served_model: &str,
+        admitted_at: Timestamp,
+    ) -> Option<&ModelPrices> {
+        let served = self.resolve(served_model)?.model;
+        (served.id != routed_model).then(|| served.prices.at(admitted_at))
     }
 
     /// Exact model ids first, then exact aliases, then the longest matching `prefix*` alias.

@@ -273,6 +273,26 @@ pub struct CostSplit {
     pub adjustment: NanoUsd,
 }
 
+impl CostSplit {
+    /// This split and `other` together, token type by token type: splits made at the rates
+    /// in force at different times (each hour at its own) add up to their charges' sum
+    /// exactly. `None` on overflow.
+    pub fn checked_add(&self, other: &CostSplit) -> Option<CostSplit> {
+        let mut parts = self.parts.clone();
+        for (token_type, amount) in &other.parts {
+            match parts.iter_mut().find(|(known, _)| known == token_type) {
+                Some((_, total)) => *total = total.checked_add(*amount)?,
+                None => parts.push((*token_type, *amount)),
+            }
+        }
+        parts.sort_by_key(|(token_type, _)| TokenType::ALL.iter().position(|known| known == token_type));
+        Some(CostSplit {
+            parts,
+            adjustment: self.adjustment.checked_add(other.adjustment)?,
+        })
+    }
+}
+
 /// Splits `charged`, the ledger's charge for `usage` of one model, by token type. Exact by
 /// construction: whatever today's prices don't explain goes to the adjustment.
 pub fn split_cost(prices: Option<&ModelPrices>, usage: &TokenUsage, charged: NanoUsd) -> CostSplit {

@@ -1,5 +1,6 @@
-//! Token counts by kind, as metered for one request. Owns no prices: `pricing` turns
-//! these counts into money.
+//! Token counts by kind, and the other units a provider reports in its `usage` object
+//! (server-tool requests, the speed that served), as metered for one request. Owns no
+//! prices: `pricing` turns these counts into money.
 
 /// Tokens of one request, by the kinds that are priced differently.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -11,6 +12,36 @@ pub struct TokenUsage {
     pub cache_creation_5m_input_tokens: u64,
     pub cache_creation_1h_input_tokens: u64,
     pub cache_read_input_tokens: u64,
+    /// Web searches the provider ran for the request
+    /// (`usage.server_tool_use.web_search_requests`), billed per search.
+    pub web_search_requests: u64,
+    /// The speed that served the request (`usage.speed`), when the provider said.
+    pub speed: Option<Speed>,
+}
+
+/// The speed a request was served at: fast mode bills a multiple on the models that have it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Speed {
+    Standard,
+    Fast,
+}
+
+impl Speed {
+    /// The wire's `speed` value (`"standard"`, `"fast"`); any other value is not a speed.
+    pub fn parse(text: &str) -> Option<Speed> {
+        match text {
+            "standard" => Some(Speed::Standard),
+            "fast" => Some(Speed::Fast),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Speed::Standard => "standard",
+            Speed::Fast => "fast",
+        }
+    }
 }
 
 impl TokenUsage {
@@ -21,6 +52,13 @@ impl TokenUsage {
             .saturating_add(self.cache_creation_1h_input_tokens)
     }
 
+    /// The prompt's length, as prompt-length price tiers count it: input, cache reads and
+    /// cache writes.
+    pub fn prompt_tokens(&self) -> u64 {
+        self.rate_limited_input_tokens()
+            .saturating_add(self.cache_read_input_tokens)
+    }
+
     /// Every token of the request, whatever its kind.
     pub fn total_tokens(&self) -> u64 {
         self.rate_limited_input_tokens()
@@ -29,7 +67,7 @@ impl TokenUsage {
     }
 
     pub fn is_zero(&self) -> bool {
-        self.total_tokens() == 0
+        self.total_tokens() == 0 && self.web_search_requests == 0
     }
 }
 

@@ -207,6 +207,9 @@ pub(crate) async fn create_chat_completion(
             input_tokens_bound: input_bound,
             output_tokens_bound: output_bound,
             images,
+            // Chat Completions has no fast mode or data residency of Anthropic's.
+            multipliers: Default::default(),
+            web_searches_max: 0,
             stream: parsed.stream,
             client: ClientWire::ChatCompletions {
                 include_usage: parsed.include_usage,

@@ -294,6 +294,8 @@ async fn run_message(
             input_tokens_bound: input_bound,
             output_tokens_bound: output_bound,
             images,
+            multipliers: parsed.multipliers,
+            web_searches_max: parsed.web_searches_max,
             stream: parsed.stream,
             client: ClientWire::Messages,
             requested_model: parsed.model.clone(),

@@ -130,6 +130,8 @@ pub(crate) struct MeteredCall {
     /// The most output the reservation covers: caps output counted from a stream's deltas.
     pub(crate) output_tokens_max: u64,
     pub(crate) observed: Observed,
+    /// Prices a reply some other catalogue model served (a server-side fallback).
+    pub(crate) catalog: Arc<tollgate_core::catalog::Catalog>,
 }
 
 /// A routed request, ready to be admitted and run: the same for every client surface.
@@ -145,6 +147,10 @@ pub(crate) struct Admission<'a> {
     pub(crate) input_tokens_bound: u64,
     pub(crate) output_tokens_bound: u64,
     pub(crate) images: u64,
+    /// What the request asked for that bills a multiple (fast mode, data residency).
+    pub(crate) multipliers: tollgate_core::pricing::Multipliers,
+    /// Web searches the request allows, reserved for.
+    pub(crate) web_searches_max: u64,
     pub(crate) stream: bool,
     pub(crate) client: ClientWire,
     pub(crate) requested_model: String,
@@ -178,14 +184,24 @@ pub(crate) async fn admit_and_run(
             RequestPlan {
                 request_id: admission.request_id,
                 model: admission.model,
-                cost_bound: admission.model.cost_bound(
-                    admission.input_tokens_bound,
-                    admission.output_tokens_bound,
-                    admission.images,
-                ),
+                cost_bound: admission
+                    .model
+                    .cost_bound(
+                        admission.input_tokens_bound,
+                        admission.output_tokens_bound,
+                        admission.images,
+                        state.tollgate.now(),
+                        admission.multipliers,
+                    )
+                    .saturating_add(
+                        admission
+                            .model
+                            .web_search_bound(admission.web_searches_max, state.tollgate.now()),
+                    ),
                 input_tokens_estimate: input_estimate,
                 max_tokens: admission.output_tokens_bound,
                 attribution: &admission.attribution,
+                multipliers: admission.multipliers,
             },
             admission.cacheable_prefixes,
         )
@@ -207,6 +223,7 @@ pub(crate) async fn admit_and_run(
         input_tokens_estimate: input_estimate,
         output_tokens_max: admission.output_tokens_bound,
         observed,
+        catalog: state.catalog.clone(),
     };
     let response = if admission.stream {
         metered.stream().await?
@@ -214,6 +231,15 @@ pub(crate) async fn admit_and_run(
         metered.call().await?
     };
     Ok((response, rate_limits))
+}
+
+/// The `model` a whole reply names: the model that served it.
+fn served_model(body: &Bytes) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Served {
+        model: Option<String>,
+    }
+    serde_json::from_slice::<Served>(body).ok()?.model
 }
 
 fn failed(error: &UpstreamError) -> Finish {
@@ -454,6 +480,7 @@ impl MeteredCall {
             output_tokens_max: self.output_tokens_max,
             observed: self.observed,
             provider: String::new(),
+            catalog: self.catalog,
         };
         (upstream, self.open, settings)
     }
@@ -470,6 +497,7 @@ impl MeteredCall {
                 let (finish, reply) = match connected {
                     Ok((dialect, prices, UpstreamReply::Message { body, usage })) => {
                         open.prices = prices;
+                        settings.bill_served_model(&mut open, served_model(&body).as_deref());
                         match settings.reshape_body(dialect, &body) {
                             Ok(body) => (
                                 Finish {
@@ -602,9 +630,36 @@ struct Settings {
     observed: Observed,
     /// The provider of the deployment that answered (or the last one tried).
     provider: String,
+    catalog: Arc<tollgate_core::catalog::Catalog>,
 }
 
 impl Settings {
+    /// Bills a reply at the prices of the model that served it, when the upstream names
+    /// another catalogue model than the one routed (a server-side fallback). Unit charges
+    /// (per request, per image) stay those of the deployment that answered.
+    fn bill_served_model(&self, open: &mut OpenReservation, served_model: Option<&str>) {
+        let Some(served_model) = served_model else {
+            return;
+        };
+        if let Some(served) = self
+            .catalog
+            .served_prices(&open.model, served_model, open.started_at)
+        {
+            tracing::info!(
+                request_id = open.request_id,
+                routed = open.model,
+                served = served_model,
+                "the upstream answered with another model; billing at its prices"
+            );
+            open.served_model = Some(served_model.to_owned());
+            open.prices = tollgate_core::pricing::ModelPrices {
+                per_request: open.prices.per_request,
+                per_image: open.prices.per_image,
+                ..served.clone()
+            };
+        }
+    }
+
     /// A whole reply in the client's dialect: verbatim when the dialects agree.
     fn reshape_body(&self, upstream: Dialect, body: &Bytes) -> Result<Bytes, UpstreamError> {
         if upstream == self.client.dialect() {
@@ -626,7 +681,7 @@ impl Settings {
     /// stream, or an `api_error` if the settlement could not be written.
     async fn relay(
         self,
-        open: OpenReservation,
+        mut open: OpenReservation,
         upstream: Dialect,
         mut events: EventStream,
         client: mpsc::Sender<Bytes>,
@@ -688,6 +743,7 @@ impl Settings {
         }
         let client_gone = drain_deadline.is_some();
         let usage = meter.usage(self.input_tokens_estimate, self.output_tokens_max, drain_cut);
+        self.bill_served_model(&mut open, meter.served_model());
         let finish = if meter.saw_error() || failure.is_some() {
             Finish {
                 usage,
@@ -766,6 +822,14 @@ enum Meter {
 }
 
 impl Meter {
+    /// The model an Anthropic stream says served it.
+    fn served_model(&self) -> Option<&str> {
+        match self {
+            Meter::Anthropic(meter) => meter.served_model(),
+            Meter::OpenAi(_) => None,
+        }
+    }
+
     fn new(upstream: Dialect) -> Meter {
         match upstream {
             Dialect::Anthropic => Meter::Anthropic(UsageAccumulator::default()),

@@ -66,6 +66,7 @@ pub(crate) fn plan_attempts(
         let body = upstream_body(&provider, resolved, request, upstream_model)?;
         let prices = deployment
             .prices
+            .at(now)
             .for_request(request.images)
             .ok_or_else(|| ApiError::invalid("The request carries too many images to price."))?;
         let same_dialect = request.dialect == provider.dialect();

@@ -3,6 +3,7 @@
 
 use bytes::Bytes;
 use serde_json::Value;
+use tollgate_core::pricing::Multipliers;
 
 use crate::error::ApiError;
 
@@ -18,6 +19,13 @@ pub(crate) struct MessagesRequest {
     pub(crate) media_blocks: usize,
     /// Image blocks alone, for providers that price images per unit.
     pub(crate) images: usize,
+    /// What the request asks for that bills a multiple: fast mode (`speed: "fast"`) and
+    /// data residency (an `inference_geo` other than `"global"`). Values of other types
+    /// are left for the upstream to refuse.
+    pub(crate) multipliers: Multipliers,
+    /// The web searches the request's web search tools allow (`max_uses`), reserved for.
+    /// A web search tool without `max_uses` adds nothing: its searches are not bounded.
+    pub(crate) web_searches_max: u64,
 }
 
 /// Which endpoint is parsing: count_tokens takes no `max_tokens`.
@@ -75,12 +83,34 @@ impl MessagesRequest {
             .filter_map(|message| message.get("content"))
             .map(count_images_in)
             .sum();
+        let multipliers = Multipliers {
+            batch: false,
+            fast: object.get("speed").and_then(Value::as_str) == Some("fast"),
+            geo: object
+                .get("inference_geo")
+                .and_then(Value::as_str)
+                .is_some_and(Multipliers::is_residency_geo),
+        };
+        let web_searches_max = object
+            .get("tools")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|tool| {
+                tool.get("type")
+                    .and_then(Value::as_str)
+                    .is_some_and(|kind| kind.starts_with("web_search"))
+            })
+            .filter_map(|tool| tool.get("max_uses").and_then(Value::as_u64))
+            .fold(0_u64, u64::saturating_add);
         Ok(MessagesRequest {
             model,
             max_tokens,
             stream,
             media_blocks,
             images,
+            multipliers,
+            web_searches_max,
             body,
         })
     }

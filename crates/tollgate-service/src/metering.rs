@@ -16,7 +16,7 @@ use tollgate_core::attribution::Attribution;
 use tollgate_core::catalog::Model;
 use tollgate_core::ids::IdKind;
 use tollgate_core::money::NanoUsd;
-use tollgate_core::pricing::ModelPrices;
+use tollgate_core::pricing::{ModelPrices, Multipliers};
 use tollgate_core::ratelimit::BucketSnapshot;
 use tollgate_core::ratelimit::prompt_cache::{CacheablePrefixes, split_input_estimate};
 use tollgate_core::spend::SpendLimits;
@@ -47,6 +47,9 @@ pub struct RequestPlan<'a> {
     pub max_tokens: u64,
     /// The client's session and agent ids, kept on the usage record for reports.
     pub attribution: &'a Attribution,
+    /// The multipliers the request asked for (fast mode, data residency, batch): included
+    /// in `cost_bound` by the caller, applied at settlement as the upstream's usage says.
+    pub multipliers: Multipliers,
 }
 
 /// The `anthropic-ratelimit-*` figures after admission: per metric, the scope with the
@@ -80,7 +83,14 @@ pub struct OpenReservation {
     pub caller: ApiCaller,
     /// Catalogue model id, as usage is reported.
     pub model: String,
+    /// The prices in force when the request was admitted (the model's, then those of the
+    /// deployment that answered).
     pub prices: ModelPrices,
+    /// What the request asked for; what applies is decided at settlement.
+    pub multipliers: Multipliers,
+    /// The model the upstream said served the request, when another catalogue model than
+    /// `model` (a server-side fallback; `prices` are then its prices).
+    pub served_model: Option<String>,
     pub amount: NanoUsd,
     pub started_at: Timestamp,
     pub rate_limits: RateLimitView,
@@ -121,7 +131,9 @@ impl Drop for OpenReservation {
             request_id: std::mem::take(&mut self.request_id),
             caller: self.caller.clone(),
             model: std::mem::take(&mut self.model),
-            prices: self.prices,
+            prices: self.prices.clone(),
+            multipliers: self.multipliers,
+            served_model: self.served_model.take(),
             amount: self.amount,
             started_at: self.started_at,
             rate_limits: self.rate_limits,
@@ -309,11 +321,20 @@ impl Tollgate {
         let (answer, answered) = oneshot::channel();
         let tollgate = self.clone();
         let caller = caller.clone();
-        let prices = plan.model.prices;
+        // Priced at the rates in force when the request was admitted.
+        let prices = plan.model.prices.at(started_at).clone();
+        let multipliers = plan.multipliers;
         let attribution = plan.attribution.clone();
         tokio::spawn(async move {
             let admitted = tollgate
-                .admit_and_reserve(caller, demands, reservation, prices, slot, attribution)
+                .admit_and_reserve(
+                    caller,
+                    demands,
+                    reservation,
+                    (prices, multipliers),
+                    slot,
+                    attribution,
+                )
                 .await;
             let _ = answer.send(admitted);
         });
@@ -331,7 +352,7 @@ impl Tollgate {
         caller: ApiCaller,
         demands: Vec<Demand>,
         reservation: NewReservation,
-        prices: ModelPrices,
+        (prices, multipliers): (ModelPrices, Multipliers),
         slot: CallSlot,
         attribution: Attribution,
     ) -> Result<OpenReservation, ServiceError> {
@@ -362,6 +383,8 @@ impl Tollgate {
                 caller,
                 model,
                 prices,
+                multipliers,
+                served_model: None,
                 amount: reserved.amount,
                 started_at,
                 rate_limits: view,
@@ -506,6 +529,8 @@ impl Tollgate {
             started_at,
             ended_at: started_at,
             attribution,
+            served_model: None,
+            multipliers: Multipliers::default(),
         };
         if let Err(error) = self.store().insert_usage_record(record).await {
             tracing::warn!(%error, request_id, "could not record a refused request");
@@ -527,11 +552,15 @@ impl Tollgate {
             finish.status,
             UsageStatus::Succeeded | UsageStatus::ClientDisconnected
         );
-        let cost = if charged {
-            // Saturating: a cost beyond i64 is far above any reservation and gets capped there.
-            open.prices.cost(&finish.usage).unwrap_or(NanoUsd::MAX)
+        let (cost, applied) = if charged {
+            match open.prices.charge(&finish.usage, open.multipliers) {
+                Some(charge) => (charge.cost, charge.applied),
+                // Saturating: a cost beyond i64 is far above any reservation and gets capped
+                // there.
+                None => (NanoUsd::MAX, open.prices.applied(&finish.usage, open.multipliers)),
+            }
         } else {
-            NanoUsd::ZERO
+            (NanoUsd::ZERO, Multipliers::default())
         };
         let ended_at = self.now();
         let latency_ms = u64::try_from((ended_at - open.started_at).num_milliseconds()).unwrap_or(0);
@@ -553,6 +582,8 @@ impl Tollgate {
                 started_at: open.started_at,
                 ended_at,
                 attribution: std::mem::take(&mut open.attribution),
+                served_model: open.served_model.clone(),
+                multipliers: applied,
             },
         };
         let outcome = self.settle_with_retries(&open, settlement.clone()).await;

@@ -23,7 +23,8 @@ use serde_json::{Value, json};
 use tollgate_core::Timestamp;
 use tollgate_core::attribution::{Attribution, ClientLabel};
 use tollgate_core::money::NanoUsd;
-use tollgate_core::usage::TokenUsage;
+use tollgate_core::pricing::Multipliers;
+use tollgate_core::usage::{Speed, TokenUsage};
 use tollgate_store::{Settlement, UsageRecord, UsageStatus};
 
 /// The file's name in the data directory.
@@ -164,6 +165,10 @@ fn encode(settlement: &Settlement) -> String {
         "session_id": label(&record.attribution.session_id),
         "agent_id": label(&record.attribution.agent_id),
         "parent_agent_id": label(&record.attribution.parent_agent_id),
+        "web_search_requests": record.usage.web_search_requests,
+        "speed": record.usage.speed.map(Speed::as_str),
+        "served_model": record.served_model,
+        "multipliers": record.multipliers.label(),
     })
     .to_string()
 }
@@ -196,6 +201,9 @@ fn decode(line: &str) -> Option<Settlement> {
                 cache_creation_5m_input_tokens: count("cache_creation_5m_input_tokens")?,
                 cache_creation_1h_input_tokens: count("cache_creation_1h_input_tokens")?,
                 cache_read_input_tokens: count("cache_read_input_tokens")?,
+                // Absent from lines written before #18: none, and unknown.
+                web_search_requests: count("web_search_requests").unwrap_or(0),
+                speed: text("speed").as_deref().and_then(Speed::parse),
             },
             cost: nanos("record_cost_nanos")?,
             status: UsageStatus::parse(&text("status")?)?,
@@ -208,6 +216,8 @@ fn decode(line: &str) -> Option<Settlement> {
                 agent_id: label("agent_id"),
                 parent_agent_id: label("parent_agent_id"),
             },
+            served_model: text("served_model"),
+            multipliers: Multipliers::parse_label(&text("multipliers").unwrap_or_default())?,
         },
     })
 }

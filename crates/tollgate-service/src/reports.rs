@@ -12,9 +12,11 @@
 use std::collections::BTreeMap;
 
 use tollgate_core::Timestamp;
-use tollgate_core::catalog::Catalog;
+use tollgate_core::catalog::{Catalog, Model};
 use tollgate_core::money::NanoUsd;
-use tollgate_core::reports::{Bucket, BucketWidth, ContextWindow, ReportWindow, TokenType, split_cost};
+use tollgate_core::reports::{
+    Bucket, BucketWidth, ContextWindow, CostSplit, ReportWindow, TokenType, split_cost,
+};
 use tollgate_core::usage::TokenUsage;
 use tollgate_store::{REQUEST_LOG_PAGE_MAX, RequestLogEntry, RequestLogQuery, UsageRollupRow};
 
@@ -272,16 +274,17 @@ impl OrgAdmin {
             .await?;
         let default_workspace = self.default_workspace_id().await?;
         let width = page.window.width();
-        // First sum charges and tokens per bucket, workspace and session (if grouped), and
-        // model and context window (if grouped by description); then split each sum by
-        // token type.
+        // Sum charges per bucket, workspace and session (if grouped), and model and context
+        // window (if grouped by description), with each row's charge split by token type at
+        // the rates in force in its hour, so that a price change within a bucket is no
+        // adjustment.
         type CostKey = (
             Timestamp,
             Option<String>,
             Option<String>,
             Option<(String, ContextWindow)>,
         );
-        let mut sums: BTreeMap<CostKey, (TokenUsage, NanoUsd)> = BTreeMap::new();
+        let mut sums: BTreeMap<CostKey, (CostSplit, NanoUsd)> = BTreeMap::new();
         for row in rows {
             if !in_sessions(&filters.session_ids, row.session_id.as_ref()) {
                 continue;
@@ -292,15 +295,22 @@ impl OrgAdmin {
             let model = Some((row.model.clone(), row.context_window)).filter(|_| group_by.description);
             let entry = sums
                 .entry((width.snap(row.bucket_start), workspace_id, session_id, model))
-                .or_insert((TokenUsage::default(), NanoUsd::ZERO));
-            entry.0 = add_usage(&entry.0, &row.usage);
+                .or_insert((CostSplit::default(), NanoUsd::ZERO));
+            if group_by.description {
+                let prices =
+                    catalog_model(catalog, &row.model).map(|found| found.prices.at(row.bucket_start));
+                entry.0 = entry
+                    .0
+                    .checked_add(&split_cost(prices, &row.usage, row.charged))
+                    .ok_or_else(|| ServiceError::Invalid("the report's total overflows".into()))?;
+            }
             entry.1 = entry
                 .1
                 .checked_add(row.charged)
                 .ok_or_else(|| ServiceError::Invalid("the report's total overflows".into()))?;
         }
         let mut by_bucket: BTreeMap<Timestamp, Vec<CostResult>> = BTreeMap::new();
-        for ((bucket, workspace_id, session_id, model), (usage, charged)) in sums {
+        for ((bucket, workspace_id, session_id, model), (split, charged)) in sums {
             let results = by_bucket.entry(bucket).or_default();
             let Some((model, context_window)) = model else {
                 results.push(CostResult {
@@ -311,11 +321,8 @@ impl OrgAdmin {
                 });
                 continue;
             };
-            let catalog_model = catalog
-                .model(&model)
-                .or_else(|| catalog.resolve(&model).map(|resolved| resolved.model));
-            let display_name = catalog_model.map_or(model.as_str(), |found| found.display_name.as_str());
-            let split = split_cost(catalog_model.map(|found| &found.prices), &usage, charged);
+            let display_name =
+                catalog_model(catalog, &model).map_or(model.as_str(), |found| found.display_name.as_str());
             for (token_type, amount) in split.parts {
                 results.push(CostResult {
                     workspace_id: workspace_id.clone(),
@@ -403,6 +410,13 @@ fn public_workspace(workspace_id: &str, default_workspace: &str) -> Option<Strin
     (workspace_id != default_workspace).then(|| workspace_id.to_owned())
 }
 
+/// The catalogue model a report row's model id names: itself, or what it aliases to.
+fn catalog_model<'catalog>(catalog: &'catalog Catalog, model: &str) -> Option<&'catalog Model> {
+    catalog
+        .model(model)
+        .or_else(|| catalog.resolve(model).map(|resolved| resolved.model))
+}
+
 fn add_usage(left: &TokenUsage, right: &TokenUsage) -> TokenUsage {
     TokenUsage {
         input_tokens: left.input_tokens.saturating_add(right.input_tokens),
@@ -416,5 +430,7 @@ fn add_usage(left: &TokenUsage, right: &TokenUsage) -> TokenUsage {
         cache_read_input_tokens: left
             .cache_read_input_tokens
             .saturating_add(right.cache_read_input_tokens),
+        web_search_requests: left.web_search_requests.saturating_add(right.web_search_requests),
+        speed: None,
     }
 }

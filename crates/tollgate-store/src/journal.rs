@@ -354,6 +354,8 @@ pub(crate) fn abandonment(overdue: Overdue, now: Timestamp) -> Settlement {
             ended_at: now,
             // The reservation does not keep it; an abandoned request is charged nothing.
             attribution: Attribution::default(),
+            served_model: None,
+            multipliers: Default::default(),
         },
     }
 }

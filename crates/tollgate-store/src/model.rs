@@ -9,6 +9,7 @@ use tollgate_core::attribution::Attribution;
 use tollgate_core::keys::KeyKind;
 use tollgate_core::ledger::{InsufficientCredit, Lot, LotKind, ReservationLine};
 use tollgate_core::money::NanoUsd;
+use tollgate_core::pricing::Multipliers;
 use tollgate_core::spend::{SpendLimitReached, SpendLimits};
 use tollgate_core::usage::TokenUsage;
 
@@ -244,6 +245,11 @@ pub struct UsageRecord {
     pub ended_at: Timestamp,
     /// The client's session and agent ids, as bounded labels; a report dimension only.
     pub attribution: Attribution,
+    /// The model the upstream said served the request, when another than `model` (a
+    /// server-side fallback, billed at its prices).
+    pub served_model: Option<String>,
+    /// The multipliers the cost applied (fast mode, data residency, batch).
+    pub multipliers: Multipliers,
 }
 
 /// How a reservation ends: cost 0 voids it. `record` is written in the same transaction.

@@ -107,6 +107,7 @@ pub(crate) fn add_into(total: &mut UsageRollupRow, row: &UsageRollupRow) -> Resu
             total.usage.cache_read_input_tokens,
             row.usage.cache_read_input_tokens,
         )?,
+        ..TokenUsage::default()
     };
     total.charged = total.charged.checked_add(row.charged).ok_or_else(overflow)?;
     Ok(())

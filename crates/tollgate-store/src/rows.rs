@@ -10,9 +10,10 @@ use tollgate_core::attribution::{Attribution, ClientLabel};
 use tollgate_core::keys::KeyKind;
 use tollgate_core::ledger::{Account, AccountId, AccountKind, Lot, LotKind};
 use tollgate_core::money::NanoUsd;
+use tollgate_core::pricing::Multipliers;
 use tollgate_core::reports::ContextWindow;
 use tollgate_core::roles::{OrgRole, WorkspaceRole};
-use tollgate_core::usage::TokenUsage;
+use tollgate_core::usage::{Speed, TokenUsage};
 
 use crate::admin_model::{
     CreatedBy, InviteRecord, InviteState, KeyView, MemberRecord, UsageRollupRow, UserRecord,
@@ -241,6 +242,7 @@ pub(crate) fn usage_from_row<R: DbRow>(row: &R) -> Result<TokenUsage, StoreError
         cache_creation_5m_input_tokens: count_from_sql(column(row, "cache_creation_5m_input_tokens")?)?,
         cache_creation_1h_input_tokens: count_from_sql(column(row, "cache_creation_1h_input_tokens")?)?,
         cache_read_input_tokens: count_from_sql(column(row, "cache_read_input_tokens")?)?,
+        ..TokenUsage::default()
     })
 }
 
@@ -252,7 +254,14 @@ pub(crate) fn usage_record_from_row<R: DbRow>(row: &R) -> Result<UsageRecord, St
         workspace_id: column(row, "workspace_id")?,
         api_key_id: column(row, "api_key_id")?,
         model: column(row, "model")?,
-        usage: usage_from_row(row)?,
+        usage: TokenUsage {
+            web_search_requests: count_from_sql(column(row, "web_search_requests")?)?,
+            speed: match column::<Option<String>>(row, "speed")? {
+                Some(text) => Some(Speed::parse(&text).ok_or_else(|| unknown_text("speed", &text))?),
+                None => None,
+            },
+            ..usage_from_row(row)?
+        },
         cost: NanoUsd::from_nanos(column(row, "cost_nanos")?),
         status: UsageStatus::parse(&status_text).ok_or_else(|| unknown_text("usage status", &status_text))?,
         error_type: column(row, "error_type")?,
@@ -263,6 +272,11 @@ pub(crate) fn usage_record_from_row<R: DbRow>(row: &R) -> Result<UsageRecord, St
             session_id: label_from_row(row, "client_session_id")?,
             agent_id: label_from_row(row, "client_agent_id")?,
             parent_agent_id: label_from_row(row, "client_parent_agent_id")?,
+        },
+        served_model: column(row, "served_model")?,
+        multipliers: {
+            let text: String = column(row, "multipliers")?;
+            Multipliers::parse_label(&text).ok_or_else(|| unknown_text("multipliers", &text))?
         },
     })
 }

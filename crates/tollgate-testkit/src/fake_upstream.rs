@@ -81,6 +81,13 @@ pub struct Reply {
     pub event_delay: Duration,
     /// Pause before the response headers are sent.
     pub latency: Duration,
+    /// The `model` the reply names; `None`: the model asked for. Another id stands for a
+    /// server-side fallback.
+    pub served_model: Option<String>,
+    /// Reported as `usage.server_tool_use.web_search_requests` when not zero.
+    pub web_search_requests: u64,
+    /// Reported as `usage.speed` when set (`"standard"`, `"fast"`).
+    pub speed: Option<&'static str>,
 }
 
 impl Default for Reply {
@@ -93,6 +100,9 @@ impl Default for Reply {
             cache_read_input_tokens: 0,
             event_delay: Duration::ZERO,
             latency: Duration::ZERO,
+            served_model: None,
+            web_search_requests: 0,
+            speed: None,
         }
     }
 }

@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
-use tollgate_core::usage::TokenUsage;
+use tollgate_core::usage::{Speed, TokenUsage};
 
 use crate::UpstreamError;
 
@@ -97,6 +97,9 @@ pub struct UsageAccumulator {
     saw_final_usage: bool,
     saw_error: bool,
     saw_message_stop: bool,
+    /// The `model` of `message_start`: the model that served, which a server-side fallback
+    /// may make another than the one asked for.
+    served_model: Option<String>,
     saw_content: bool,
     generated_bytes: u64,
 }
@@ -126,11 +129,15 @@ impl UsageAccumulator {
     pub fn observe(&mut self, event: &SseEvent) {
         match event_kind(event).as_deref() {
             Some("message_start") => {
-                if let Some(usage) = parse_data(event).as_ref().and_then(|data| {
-                    data.get("message")
-                        .and_then(|message| message.get("usage"))
-                        .map(parse_usage)
-                }) {
+                let data = parse_data(event);
+                let message = data.as_ref().and_then(|data| data.get("message"));
+                if let Some(model) = message
+                    .and_then(|message| message.get("model"))
+                    .and_then(serde_json::Value::as_str)
+                {
+                    self.served_model = Some(model.to_owned());
+                }
+                if let Some(usage) = message.and_then(|message| message.get("usage")).map(parse_usage) {
                     self.usage = usage;
                     self.saw_usage = true;
                 }
@@ -193,6 +200,11 @@ impl UsageAccumulator {
         self.saw_message_stop
     }
 
+    /// The model `message_start` named, if it named one.
+    pub fn served_model(&self) -> Option<&str> {
+        self.served_model.as_deref()
+    }
+
     /// Whether any `content_block_delta` arrived, i.e. the model produced output.
     pub fn saw_content(&self) -> bool {
         self.saw_content
@@ -202,6 +214,8 @@ impl UsageAccumulator {
 /// Reads an Anthropic `usage` object (of a message, a `message_start` or a `message_delta`).
 /// Absent fields count as zero. Cache writes are split by lifetime when the `cache_creation`
 /// object is present; otherwise all `cache_creation_input_tokens` count as 5-minute writes.
+/// Web searches come from `server_tool_use.web_search_requests`, the speed that served from
+/// `speed` (left unknown when absent or not one Anthropic names).
 pub fn parse_usage(value: &serde_json::Value) -> TokenUsage {
     let mut usage = TokenUsage::default();
     apply_usage_fields(&mut usage, &UsageFields::read(value));
@@ -216,6 +230,8 @@ struct UsageFields {
     cache_creation_input_tokens: Option<u64>,
     /// `(ephemeral_5m, ephemeral_1h)` from the `cache_creation` object.
     cache_creation_split: Option<(u64, u64)>,
+    web_search_requests: Option<u64>,
+    speed: Option<Speed>,
 }
 
 impl UsageFields {
@@ -238,6 +254,13 @@ impl UsageFields {
             cache_read_input_tokens: count(value, "cache_read_input_tokens"),
             cache_creation_input_tokens: count(value, "cache_creation_input_tokens"),
             cache_creation_split,
+            web_search_requests: value
+                .get("server_tool_use")
+                .and_then(|tools| count(tools, "web_search_requests")),
+            speed: value
+                .get("speed")
+                .and_then(serde_json::Value::as_str)
+                .and_then(Speed::parse),
         }
     }
 }
@@ -251,6 +274,12 @@ fn apply_usage_fields(usage: &mut TokenUsage, fields: &UsageFields) {
     }
     if let Some(cache_read_input_tokens) = fields.cache_read_input_tokens {
         usage.cache_read_input_tokens = cache_read_input_tokens;
+    }
+    if let Some(web_search_requests) = fields.web_search_requests {
+        usage.web_search_requests = web_search_requests;
+    }
+    if let Some(speed) = fields.speed {
+        usage.speed = Some(speed);
     }
     if let Some((five_minute, one_hour)) = fields.cache_creation_split {
         usage.cache_creation_5m_input_tokens = five_minute;

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use tollgate_console::ConsoleSettings;
 use tollgate_core::catalog::{Alias, Catalog, Deployment, Model};
 use tollgate_core::money::NanoUsd;
-use tollgate_core::pricing::{ModelPrices, TokenPrice};
+use tollgate_core::pricing::{ModelPrices, Multiplier, PriceSchedule, PromptTier, TokenPrice};
 use tollgate_core::tiers::{BillingPolicy, LimitSet, RateLimits, Tier, TierLadder};
 use tollgate_gateway::GatewaySettings;
 use tollgate_limiter::{RedisClock, RedisTimeouts};
@@ -357,8 +357,12 @@ pub struct ModelConfig {
     pub max_output_tokens: Option<u64>,
     /// The model's context window in tokens, where known.
     pub max_input_tokens: Option<u64>,
+    /// The prices in force until the first change, and from the beginning.
     #[serde(flatten)]
     pub prices: PricesConfig,
+    /// Dated changes of the prices, oldest first.
+    #[serde(default)]
+    pub price_changes: Vec<PriceChangeConfig>,
 }
 
 /// Prices in USD per million tokens; `per_request` and `per_image` in USD each.
@@ -373,6 +377,36 @@ pub struct PricesConfig {
     pub cache_read: Option<String>,
     pub per_request: Option<String>,
     pub per_image: Option<String>,
+    /// What fast mode multiplies the token cost by ("6"); unset: no fast mode.
+    pub fast_multiplier: Option<String>,
+    /// USD per thousand web searches ("10").
+    pub web_search_per_thousand: Option<String>,
+    /// Prompt-length tiers; a list given replaces the inherited one (`[]` removes it).
+    pub long_context: Option<Vec<LongContextConfig>>,
+}
+
+/// A prompt-length tier: the rates of a request whose prompt (input, cache reads and cache
+/// writes) is longer than `above_input_tokens`; a kind it does not set keeps the base rate.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LongContextConfig {
+    pub above_input_tokens: u64,
+    pub input: Option<String>,
+    pub output: Option<String>,
+    pub cache_write_5m: Option<String>,
+    pub cache_write_1h: Option<String>,
+    pub cache_read: Option<String>,
+}
+
+/// A dated change: from `from` (a UTC date, or an RFC 3339 instant on the hour) the prices
+/// are the previous ones with each key given here replaced, as a deployment's keys replace
+/// its model's.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceChangeConfig {
+    pub from: String,
+    #[serde(flatten)]
+    pub prices: PricesConfig,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -695,7 +729,7 @@ impl Config {
         let mut models = Vec::new();
         for (id, model) in &self.models {
             let context = format!("models.{id}");
-            let prices = model_prices(&model.prices, &context)?;
+            let prices = price_schedule(model, &PricesConfig::default(), &context)?;
             let shorthand = model.provider.as_ref().map(|provider| {
                 // The shorthand keeps the catalogue's first rule: a `prefix*` alias sends
                 // the client's id upstream, whatever `upstream_model` says.
@@ -734,14 +768,14 @@ impl Config {
                         deployment.provider
                     );
                 };
-                let merged = merge_prices(&model.prices, &deployment.prices);
+                let deployment_prices = price_schedule(model, &deployment.prices, &context)?;
                 deployments.push(Deployment {
                     upstream_model: deployment.upstream_model.clone().unwrap_or_else(|| id.clone()),
                     provider: deployment.provider,
                     passes_requested_id,
                     priority: deployment.priority,
                     weight: deployment.weight,
-                    prices: model_prices(&merged, &context)?,
+                    prices: deployment_prices,
                     cooldown: provider.cooldown(),
                 });
             }
@@ -871,10 +905,11 @@ impl Config {
     }
 }
 
-/// A deployment's prices: the model's, with each key the deployment sets replacing it. A
-/// deployment that sets `input` gets cache prices derived from it unless it sets them too.
-fn merge_prices(model: &PricesConfig, deployment: &PricesConfig) -> PricesConfig {
-    let input_overridden = deployment.input.is_some();
+/// Prices with each key `over` sets replacing `base`'s (a deployment's over its model's, a
+/// dated change over the prices before it). Setting `input` re-derives the cache prices
+/// that are not set alongside it.
+fn merge_prices(base: &PricesConfig, over: &PricesConfig) -> PricesConfig {
+    let input_overridden = over.input.is_some();
     let pick = |own: &Option<String>, inherited: &Option<String>, derived_from_input: bool| {
         own.clone().or_else(|| {
             (!(derived_from_input && input_overridden))
@@ -883,49 +918,111 @@ fn merge_prices(model: &PricesConfig, deployment: &PricesConfig) -> PricesConfig
         })
     };
     PricesConfig {
-        input: pick(&deployment.input, &model.input, false),
-        output: pick(&deployment.output, &model.output, false),
-        cache_write_5m: pick(&deployment.cache_write_5m, &model.cache_write_5m, true),
-        cache_write_1h: pick(&deployment.cache_write_1h, &model.cache_write_1h, true),
-        cache_read: pick(&deployment.cache_read, &model.cache_read, true),
-        per_request: pick(&deployment.per_request, &model.per_request, false),
-        per_image: pick(&deployment.per_image, &model.per_image, false),
+        input: pick(&over.input, &base.input, false),
+        output: pick(&over.output, &base.output, false),
+        cache_write_5m: pick(&over.cache_write_5m, &base.cache_write_5m, true),
+        cache_write_1h: pick(&over.cache_write_1h, &base.cache_write_1h, true),
+        cache_read: pick(&over.cache_read, &base.cache_read, true),
+        per_request: pick(&over.per_request, &base.per_request, false),
+        per_image: pick(&over.per_image, &base.per_image, false),
+        fast_multiplier: pick(&over.fast_multiplier, &base.fast_multiplier, false),
+        web_search_per_thousand: pick(
+            &over.web_search_per_thousand,
+            &base.web_search_per_thousand,
+            false,
+        ),
+        long_context: over.long_context.clone().or_else(|| base.long_context.clone()),
+    }
+}
+
+/// The prices of `model` over time, each entry with `overrides` (a deployment's keys) on
+/// top: the model's own keys from the beginning, then each dated change in order.
+fn price_schedule(
+    model: &ModelConfig,
+    overrides: &PricesConfig,
+    path: &str,
+) -> anyhow::Result<PriceSchedule> {
+    let mut current = model.prices.clone();
+    let mut entries = vec![(
+        chrono::DateTime::UNIX_EPOCH,
+        model_prices(&merge_prices(&current, overrides), path)?,
+    )];
+    for (index, change) in model.price_changes.iter().enumerate() {
+        let context = format!("{path}.price_changes[{index}]");
+        let from = parse_price_date(&change.from).with_context(|| format!("{context}.from"))?;
+        current = merge_prices(&current, &change.prices);
+        entries.push((from, model_prices(&merge_prices(&current, overrides), &context)?));
+    }
+    PriceSchedule::new(entries).with_context(|| format!("{path}.price_changes"))
+}
+
+/// A date ("2026-10-07", midnight UTC) or an RFC 3339 instant.
+fn parse_price_date(text: &str) -> anyhow::Result<tollgate_core::Timestamp> {
+    if let Ok(date) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        return Ok(date.and_time(chrono::NaiveTime::MIN).and_utc());
+    }
+    match chrono::DateTime::parse_from_rfc3339(text) {
+        Ok(instant) => Ok(instant.to_utc()),
+        Err(_) => bail!("'{text}' is neither a date (2026-10-07) nor an RFC 3339 instant"),
     }
 }
 
 /// Exact prices from their decimal strings. `input` and `output` are required; cache
-/// prices follow the contract's rules unless set, and only a derived one is refused for not
-/// being whole nano-dollars per token; unit charges default to zero.
+/// prices follow the contract's rules unless set (rounded up to whole nano-dollars per
+/// token); unit charges default to zero.
 fn model_prices(config: &PricesConfig, path: &str) -> anyhow::Result<ModelPrices> {
     let price = |field: &str, text: &str| {
         TokenPrice::parse_usd_per_mtok(text).with_context(|| format!("{path}.{field}"))
     };
-    let required = |field: &str, text: Option<String>| {
-        text.with_context(|| format!("{path}.{field} is required (USD per million tokens)"))
+    let (Some(input), Some(output)) = (&config.input, &config.output) else {
+        bail!(
+            "{path} has no price: set `input` and `output` (USD per million tokens); no model is served for free"
+        );
     };
-    let input_text = required("input", config.input.clone())?;
-    let input = price("input", &input_text)?;
-    let output = price("output", &required("output", config.output.clone())?)?;
     let set = |field: &str, text: &Option<String>| text.as_deref().map(|text| price(field, text)).transpose();
-    // Only the cache prices left unset are derived, so only those can be inexact.
     let mut prices = ModelPrices::with_cache_prices(
-        input,
-        output,
+        price("input", input)?,
+        price("output", output)?,
         set("cache_write_5m", &config.cache_write_5m)?,
         set("cache_write_1h", &config.cache_write_1h)?,
         set("cache_read", &config.cache_read)?,
-    )
-    .map_err(|inexact| {
-        let keys = inexact.0.join(", ");
-        anyhow::anyhow!(
-            "{path}: the cache prices derived from input {input_text} are not whole nano-dollars per token ({keys}); set {keys}"
-        )
-    })?;
+    );
     if let Some(text) = &config.per_request {
         prices.per_request = usd(text).with_context(|| format!("{path}.per_request"))?;
     }
     if let Some(text) = &config.per_image {
         prices.per_image = usd(text).with_context(|| format!("{path}.per_image"))?;
+    }
+    if let Some(text) = &config.web_search_per_thousand {
+        prices.web_search_per_thousand =
+            usd(text).with_context(|| format!("{path}.web_search_per_thousand"))?;
+    }
+    if let Some(text) = &config.fast_multiplier {
+        prices.fast_multiplier =
+            Some(Multiplier::parse(text).with_context(|| format!("{path}.fast_multiplier"))?);
+    }
+    let mut previous = None;
+    for (index, tier) in config.long_context.iter().flatten().enumerate() {
+        let context = format!("{path}.long_context[{index}]");
+        if previous.is_some_and(|threshold| tier.above_input_tokens <= threshold) {
+            bail!("{context}.above_input_tokens: tiers go by ascending threshold");
+        }
+        previous = Some(tier.above_input_tokens);
+        let tier_price = |field: &str, text: &Option<String>| {
+            text.as_deref()
+                .map(|text| {
+                    TokenPrice::parse_usd_per_mtok(text).with_context(|| format!("{context}.{field}"))
+                })
+                .transpose()
+        };
+        prices.prompt_tiers.push(PromptTier {
+            above_prompt_tokens: tier.above_input_tokens,
+            input: tier_price("input", &tier.input)?,
+            output: tier_price("output", &tier.output)?,
+            cache_write_5m: tier_price("cache_write_5m", &tier.cache_write_5m)?,
+            cache_write_1h: tier_price("cache_write_1h", &tier.cache_write_1h)?,
+            cache_read: tier_price("cache_read", &tier.cache_read)?,
+        });
     }
     Ok(prices)
 }

@@ -1,10 +1,14 @@
 use crate::catalog::{Alias, Catalog, CatalogError, Cooldowns, Deployment, Model, route_order};
 use crate::money::NanoUsd;
-use crate::pricing::{ModelPrices, TokenPrice};
+use crate::pricing::{ModelPrices, Multipliers, PriceSchedule, TokenPrice};
 
-fn prices(input: &str, output: &str) -> ModelPrices {
+fn model_prices(input: &str, output: &str) -> ModelPrices {
     let price = |text| TokenPrice::parse_usd_per_mtok(text).expect("price");
-    ModelPrices::from_input_output(price(input), price(output)).expect("exact")
+    ModelPrices::from_input_output(price(input), price(output))
+}
+
+fn prices(input: &str, output: &str) -> PriceSchedule {
+    PriceSchedule::constant(model_prices(input, output))
 }
 
 fn deployment(provider: &str, upstream_model: &str, priority: u32, weight: u32) -> Deployment {
@@ -132,10 +136,10 @@ fn the_reservation_bound_covers_the_dearest_deployment() {
     let per_call = ModelPrices {
         per_request: NanoUsd::from_nanos(5_000_000),
         per_image: NanoUsd::from_nanos(1_000_000),
-        ..prices("1", "2")
+        ..model_prices("1", "2")
     };
     mixed.deployments.push(Deployment {
-        prices: per_call,
+        prices: PriceSchedule::constant(per_call),
         ..deployment("cheap-but-per-call", "m", 1, 1)
     });
     // Bounds price every input token at the dearest kind: 1-hour cache writes, 2 × input.
@@ -143,11 +147,23 @@ fn the_reservation_bound_covers_the_dearest_deployment() {
     let per_call_bound = 1_000 * 2_000 + 100 * 2_000 + 5_000_000 + 2 * 1_000_000;
     assert!(per_call_bound > tokens_only);
     assert_eq!(
-        mixed.cost_bound(1_000, 100, 2),
+        mixed.cost_bound(
+            1_000,
+            100,
+            2,
+            chrono::DateTime::UNIX_EPOCH,
+            Multipliers::default()
+        ),
         NanoUsd::from_nanos(per_call_bound)
     );
     assert_eq!(
-        mixed.cost_bound(1_000, 100, 0),
+        mixed.cost_bound(
+            1_000,
+            100,
+            0,
+            chrono::DateTime::UNIX_EPOCH,
+            Multipliers::default()
+        ),
         NanoUsd::from_nanos(tokens_only),
         "with no images the token-priced deployment is the dearer"
     );
@@ -222,4 +238,26 @@ fn cooldowns_pass_a_failed_deployment_over_until_they_end() {
     };
     cooldowns.record_failure(&no_cooldown, start);
     assert!(!cooldowns.is_cooling(&no_cooldown, start));
+}
+
+#[test]
+fn a_server_side_fallback_is_billed_at_the_model_that_served() {
+    // #18: billed at the served model's prices when the catalogue knows it, else at the
+    // routed deployment's; a dated id of the routed model is the routed model.
+    let catalog = Catalog::new(
+        vec![model("big", "15", "75"), model("small", "3", "15")],
+        vec![Alias {
+            pattern: "big-*".to_owned(),
+            target: "big".to_owned(),
+        }],
+    )
+    .expect("catalogue");
+    let at = chrono::DateTime::UNIX_EPOCH;
+    assert_eq!(
+        catalog.served_prices("big", "small", at),
+        Some(&model_prices("3", "15"))
+    );
+    assert_eq!(catalog.served_prices("big", "big-20260101", at), None);
+    assert_eq!(catalog.served_prices("big", "big", at), None);
+    assert_eq!(catalog.served_prices("big", "unknown-model", at), None);
 }

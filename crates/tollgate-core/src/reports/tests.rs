@@ -2,7 +2,7 @@ use chrono::{TimeZone, Utc};
 
 use crate::Timestamp;
 use crate::money::NanoUsd;
-use crate::pricing::{ModelPrices, TokenPrice};
+use crate::pricing::{ModelPrices, Multipliers, TokenPrice};
 use crate::reports::{BucketWidth, ContextWindow, ReportWindow, TokenType, WindowError, split_cost};
 use crate::usage::TokenUsage;
 
@@ -17,7 +17,55 @@ fn sonnet() -> ModelPrices {
         TokenPrice::from_nanos_per_token(3_000),
         TokenPrice::from_nanos_per_token(15_000),
     )
-    .expect("prices")
+}
+
+#[test]
+fn splits_at_each_hours_rates_add_up_without_an_adjustment() {
+    // #18: a day whose cache-read price was halved at noon splits each hour's charge at the
+    // rates then in force, so the sum has no "other" adjustment, and equals the charges.
+    let before = sonnet();
+    let after = ModelPrices {
+        cache_read: TokenPrice::from_nanos_per_token(150),
+        ..sonnet()
+    };
+    let usage = TokenUsage {
+        input_tokens: 100,
+        cache_read_input_tokens: 1_000,
+        ..TokenUsage::default()
+    };
+    let morning_charge = before.cost(&usage, Multipliers::default()).expect("cost");
+    let afternoon_charge = after.cost(&usage, Multipliers::default()).expect("cost");
+    let morning = split_cost(Some(&before), &usage, morning_charge);
+    let afternoon = split_cost(Some(&after), &usage, afternoon_charge);
+    let day = morning.checked_add(&afternoon).expect("no overflow");
+    assert_eq!(day.adjustment, NanoUsd::ZERO);
+    assert_eq!(
+        day.parts,
+        vec![
+            (TokenType::UncachedInput, NanoUsd::from_nanos(2 * 100 * 3_000)),
+            (
+                TokenType::CacheRead,
+                NanoUsd::from_nanos(1_000 * 300 + 1_000 * 150)
+            ),
+        ]
+    );
+    let total = day
+        .parts
+        .iter()
+        .try_fold(day.adjustment, |total, (_, amount)| total.checked_add(*amount));
+    assert_eq!(total, morning_charge.checked_add(afternoon_charge));
+    // Split once at the day's opening rates, the afternoon's cut would be an adjustment.
+    let summed = TokenUsage {
+        input_tokens: 200,
+        cache_read_input_tokens: 2_000,
+        ..TokenUsage::default()
+    };
+    let at_opening = split_cost(
+        Some(&before),
+        &summed,
+        morning_charge.checked_add(afternoon_charge).expect("sum"),
+    );
+    assert_eq!(at_opening.adjustment, NanoUsd::from_nanos(-150_000));
 }
 
 #[test]
@@ -110,8 +158,9 @@ fn a_charge_splits_exactly_into_its_token_types() {
         cache_creation_5m_input_tokens: 100,
         cache_creation_1h_input_tokens: 0,
         cache_read_input_tokens: 50,
+        ..TokenUsage::default()
     };
-    let charged = sonnet().cost(&usage).expect("cost");
+    let charged = sonnet().cost(&usage, Multipliers::default()).expect("cost");
     let split = split_cost(Some(&sonnet()), &usage, charged);
     assert_eq!(
         split.parts,

@@ -20,6 +20,7 @@ fn usage() -> impl Strategy<Value = TokenUsage> {
                 cache_creation_5m_input_tokens: five_minute,
                 cache_creation_1h_input_tokens: one_hour,
                 cache_read_input_tokens: cache_read,
+                ..TokenUsage::default()
             },
         )
 }

@@ -110,3 +110,42 @@ fn passes_a_mid_conversation_system_message_through() {
         original
     );
 }
+
+#[test]
+fn reads_the_fields_that_bill_a_multiple() {
+    // Goal: fast mode and data residency are reserved for and billed; the body is not
+    // otherwise checked, so a value the upstream would refuse is its to refuse.
+    let multipliers = |extra: &str| {
+        parse(&format!(
+            r#"{{"model":"m","max_tokens":5,"messages":[{{"role":"user","content":"x"}}]{extra}}}"#
+        ))
+        .expect("valid")
+        .multipliers
+    };
+    let none = multipliers("");
+    assert!(!none.fast && !none.geo && !none.batch);
+    assert!(multipliers(r#","speed":"fast""#).fast);
+    assert!(!multipliers(r#","speed":"standard""#).fast);
+    assert!(multipliers(r#","inference_geo":"us""#).geo);
+    assert!(!multipliers(r#","inference_geo":"global""#).geo);
+    assert!(!multipliers(r#","speed":7,"inference_geo":null"#).fast);
+    let searches = |tools: &str| {
+        parse(&format!(
+            r#"{{"model":"m","max_tokens":5,"messages":[{{"role":"user","content":"x"}}],"tools":{tools}}}"#
+        ))
+        .expect("valid")
+        .web_searches_max
+    };
+    assert_eq!(
+        searches(
+            r#"[{"type":"web_search_20250305","name":"web_search","max_uses":5},
+                {"type":"web_search_20260209","name":"search_2","max_uses":3},
+                {"name":"get_weather","input_schema":{"type":"object"},"max_uses":100}]"#
+        ),
+        8
+    );
+    assert_eq!(
+        searches(r#"[{"type":"web_search_20250305","name":"web_search"}]"#),
+        0
+    );
+}

@@ -27,6 +27,8 @@ fn settlement(reservation_id: &str, cost_nanos: i64) -> Settlement {
                 cache_creation_5m_input_tokens: 1,
                 cache_creation_1h_input_tokens: 2,
                 cache_read_input_tokens: 3,
+                web_search_requests: 5,
+                speed: Some(tollgate_core::usage::Speed::Fast),
             },
             cost: NanoUsd::from_nanos(cost_nanos),
             status: UsageStatus::ClientDisconnected,
@@ -38,6 +40,12 @@ fn settlement(reservation_id: &str, cost_nanos: i64) -> Settlement {
                 session_id: ClientLabel::parse(b"5f0c2a1e-session"),
                 agent_id: None,
                 parent_agent_id: ClientLabel::parse(b"agent-0"),
+            },
+            served_model: Some("claude-haiku-4-5".to_owned()),
+            multipliers: tollgate_core::pricing::Multipliers {
+                batch: true,
+                fast: false,
+                geo: true,
             },
         },
     }

@@ -363,6 +363,8 @@ fn settlement(id: &str, cost: i64) -> Settlement {
             started_at: at(),
             ended_at: at(),
             attribution: Attribution::default(),
+            served_model: None,
+            multipliers: Default::default(),
         },
     }
 }

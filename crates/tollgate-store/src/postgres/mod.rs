@@ -31,6 +31,7 @@ use sqlx::{Connection, PgConnection, Postgres, Transaction};
 use tollgate_core::Timestamp;
 use tollgate_core::attribution::{Attribution, ClientLabel};
 use tollgate_core::keys::KeyKind;
+use tollgate_core::usage::Speed;
 
 use crate::batching::WriterQueue;
 use crate::codec::label_text;
@@ -458,7 +459,7 @@ impl PgStore {
                     output_tokens, cache_creation_5m_input_tokens, cache_creation_1h_input_tokens,
                     cache_read_input_tokens, cost_nanos, status, error_type, latency_ms,
                     started_at, ended_at, client_session_id, client_agent_id,
-                    client_parent_agent_id
+                    client_parent_agent_id, served_model, speed, multipliers, web_search_requests
              FROM usage_records WHERE org_id = $1 ORDER BY ended_at, id",
         )
         .bind(org_id)
@@ -480,7 +481,7 @@ impl PgStore {
                     output_tokens, cache_creation_5m_input_tokens, cache_creation_1h_input_tokens,
                     cache_read_input_tokens, cost_nanos, status, error_type, latency_ms,
                     started_at, ended_at, client_session_id, client_agent_id,
-                    client_parent_agent_id
+                    client_parent_agent_id, served_model, speed, multipliers, web_search_requests
              FROM usage_records WHERE org_id = $1 AND request_id = $2 ORDER BY id DESC LIMIT 1",
         )
         .bind(org_id)
@@ -564,20 +565,24 @@ pub(crate) async fn insert_usage_records_in(
             (request_id, org_id, workspace_id, api_key_id, model, input_tokens, output_tokens,
              cache_creation_5m_input_tokens, cache_creation_1h_input_tokens,
              cache_read_input_tokens, cost_nanos, status, error_type, latency_ms, started_at,
-             ended_at, reservation_id, client_session_id, client_agent_id, client_parent_agent_id)
+             ended_at, reservation_id, client_session_id, client_agent_id, client_parent_agent_id,
+             served_model, speed, multipliers, web_search_requests)
          SELECT r.request_id, r.org_id, r.workspace_id, r.api_key_id, r.model, r.input_tokens,
                 r.output_tokens, r.cache_creation_5m, r.cache_creation_1h, r.cache_read, r.cost_nanos,
                 r.status, r.error_type, r.latency_ms, r.started_at, r.ended_at, r.reservation_id,
-                r.client_session_id, r.client_agent_id, r.client_parent_agent_id
+                r.client_session_id, r.client_agent_id, r.client_parent_agent_id, r.served_model,
+                r.speed, r.multipliers, r.web_search_requests
          FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[],
                      $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[],
                      $12::text[], $13::text[], $14::bigint[], $15::bigint[], $16::bigint[],
-                     $17::text[], $18::text[], $19::text[], $20::text[])
+                     $17::text[], $18::text[], $19::text[], $20::text[], $21::text[], $22::text[],
+                     $23::text[], $24::bigint[])
               WITH ORDINALITY
               AS r (request_id, org_id, workspace_id, api_key_id, model, input_tokens, output_tokens,
                     cache_creation_5m, cache_creation_1h, cache_read, cost_nanos, status, error_type,
                     latency_ms, started_at, ended_at, reservation_id, client_session_id,
-                    client_agent_id, client_parent_agent_id, n)
+                    client_agent_id, client_parent_agent_id, served_model, speed, multipliers,
+                    web_search_requests, n)
          ORDER BY r.n",
     )
     .bind(text_of(|record| &record.request_id))
@@ -615,6 +620,25 @@ pub(crate) async fn insert_usage_records_in(
     .bind(label_of(|attribution| attribution.session_id.as_ref()))
     .bind(label_of(|attribution| attribution.agent_id.as_ref()))
     .bind(label_of(|attribution| attribution.parent_agent_id.as_ref()))
+    .bind(
+        records
+            .iter()
+            .map(|(record, _)| record.served_model.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        records
+            .iter()
+            .map(|(record, _)| record.usage.speed.map(Speed::as_str))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        records
+            .iter()
+            .map(|(record, _)| record.multipliers.label())
+            .collect::<Vec<_>>(),
+    )
+    .bind(count_of(|record| record.usage.web_search_requests)?)
     .execute(&mut *connection)
     .await
     .map_err(store_error)?;

@@ -31,6 +31,7 @@ use sqlx::sqlite::{
 use sqlx::{Sqlite, SqliteConnection, Transaction};
 use tollgate_core::Timestamp;
 use tollgate_core::keys::KeyKind;
+use tollgate_core::usage::Speed;
 
 use crate::batching::WriterQueue;
 use crate::codec::label_text;
@@ -442,7 +443,7 @@ impl SqliteStore {
                     output_tokens, cache_creation_5m_input_tokens, cache_creation_1h_input_tokens,
                     cache_read_input_tokens, cost_nanos, status, error_type, latency_ms,
                     started_at, ended_at, client_session_id, client_agent_id,
-                    client_parent_agent_id
+                    client_parent_agent_id, served_model, speed, multipliers, web_search_requests
              FROM usage_records WHERE org_id = ? ORDER BY ended_at, id",
         )
         .bind(org_id)
@@ -464,7 +465,7 @@ impl SqliteStore {
                     output_tokens, cache_creation_5m_input_tokens, cache_creation_1h_input_tokens,
                     cache_read_input_tokens, cost_nanos, status, error_type, latency_ms,
                     started_at, ended_at, client_session_id, client_agent_id,
-                    client_parent_agent_id
+                    client_parent_agent_id, served_model, speed, multipliers, web_search_requests
              FROM usage_records WHERE org_id = ? AND request_id = ? ORDER BY id DESC LIMIT 1",
         )
         .bind(org_id)
@@ -518,8 +519,9 @@ async fn insert_usage_record(
             (request_id, org_id, workspace_id, api_key_id, model, input_tokens, output_tokens,
              cache_creation_5m_input_tokens, cache_creation_1h_input_tokens,
              cache_read_input_tokens, cost_nanos, status, error_type, latency_ms, started_at,
-             ended_at, reservation_id, client_session_id, client_agent_id, client_parent_agent_id)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             ended_at, reservation_id, client_session_id, client_agent_id, client_parent_agent_id,
+             served_model, speed, multipliers, web_search_requests)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(&record.request_id)
     .bind(&record.org_id)
@@ -541,6 +543,10 @@ async fn insert_usage_record(
     .bind(label_text(record.attribution.session_id.as_ref()))
     .bind(label_text(record.attribution.agent_id.as_ref()))
     .bind(label_text(record.attribution.parent_agent_id.as_ref()))
+    .bind(&record.served_model)
+    .bind(usage.speed.map(Speed::as_str))
+    .bind(record.multipliers.label())
+    .bind(count_to_sql(usage.web_search_requests)?)
     .execute(&mut *connection)
     .await
     .map_err(store_error)?;

@@ -43,6 +43,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use tokio::sync::mpsc;
 use tollgate_core::ledger::{Account, AccountId, AccountKind, Lot, LotKind, ReservationLine};
 use tollgate_core::money::NanoUsd;
+use tollgate_core::usage::Speed;
 
 use crate::batching::{Job, WriterQueue, observe_batch, take_batch};
 use crate::book::{Book, Decision, Delta, Ended, LoadedReservation, OpenReservation, Operation, Posted};
@@ -705,9 +706,9 @@ fn insert_usage_record(
                  cache_creation_5m_input_tokens, cache_creation_1h_input_tokens,
                  cache_read_input_tokens, cost_nanos, status, error_type, latency_ms, started_at,
                  ended_at, reservation_id, client_session_id, client_agent_id,
-                 client_parent_agent_id)
+                 client_parent_agent_id, served_model, speed, multipliers, web_search_requests)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-                     ?18, ?19, ?20)",
+                     ?18, ?19, ?20, ?21, ?22, ?23, ?24)",
         )
         .and_then(|mut statement| {
             statement.execute(rusqlite::params_from_iter([
@@ -731,6 +732,10 @@ fn insert_usage_record(
                 &label_text(record.attribution.session_id.as_ref()),
                 &label_text(record.attribution.agent_id.as_ref()),
                 &label_text(record.attribution.parent_agent_id.as_ref()),
+                &record.served_model,
+                &usage.speed.map(Speed::as_str),
+                &record.multipliers.label(),
+                &count(usage.web_search_requests).unwrap_or(i64::MAX),
             ]))
         })
         .map_err(sql_error)?;

@@ -120,6 +120,8 @@ pub(crate) fn usage_record(
             cache_creation_5m_input_tokens: 3,
             cache_creation_1h_input_tokens: 2,
             cache_read_input_tokens: 1,
+            web_search_requests: 4,
+            speed: Some(tollgate_core::usage::Speed::Fast),
         },
         cost,
         status: if cost.is_positive() {
@@ -132,6 +134,12 @@ pub(crate) fn usage_record(
         started_at,
         ended_at,
         attribution: Attribution::default(),
+        served_model: Some("claude-haiku-4-5-20251001".to_owned()),
+        multipliers: tollgate_core::pricing::Multipliers {
+            batch: false,
+            fast: true,
+            geo: true,
+        },
     }
 }
 

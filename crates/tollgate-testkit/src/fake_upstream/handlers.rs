@@ -22,7 +22,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use crate::fake_upstream::serve::ConnectionHangup;
-use crate::fake_upstream::wire::{self, MessageReply, Usage};
+use crate::fake_upstream::wire::{self, MessageReply, ServerToolUse, Usage};
 use crate::fake_upstream::{Behavior, RecordedRequest, Recording, Reply, Shared, lock};
 
 /// Above the contract's 32 MB Messages limit: rejecting large bodies is the gateway's job,
@@ -130,13 +130,17 @@ async fn messages(
     let message_id = format!("msg_fake{id:016x}");
     let message = MessageReply {
         message_id: &message_id,
-        model: &request.model,
+        model: reply.served_model.as_deref().unwrap_or(&request.model),
         text: &reply.text,
         usage: Usage {
             input_tokens: reply.input_tokens,
             cache_creation_input_tokens: reply.cache_creation_input_tokens,
             cache_read_input_tokens: reply.cache_read_input_tokens,
             output_tokens: reply.output_tokens.min(request.max_tokens),
+            server_tool_use: (reply.web_search_requests > 0).then_some(ServerToolUse {
+                web_search_requests: reply.web_search_requests,
+            }),
+            speed: reply.speed,
         },
         stop_reason: if reply.output_tokens > request.max_tokens {
             "max_tokens"
@@ -256,6 +260,8 @@ async fn chat_completions(
             cache_creation_input_tokens: 0,
             cache_read_input_tokens: reply.cache_read_input_tokens,
             output_tokens: reply.output_tokens.min(max_tokens),
+            server_tool_use: None,
+            speed: None,
         },
         stop_reason: if reply.output_tokens > max_tokens {
             "max_tokens"

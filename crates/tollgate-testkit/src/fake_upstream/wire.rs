@@ -30,6 +30,15 @@ pub(crate) struct Usage {
     pub(crate) cache_creation_input_tokens: u64,
     pub(crate) cache_read_input_tokens: u64,
     pub(crate) output_tokens: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) server_tool_use: Option<ServerToolUse>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) speed: Option<&'static str>,
+}
+
+#[derive(Clone, Copy, Debug, Serialize)]
+pub(crate) struct ServerToolUse {
+    pub(crate) web_search_requests: u64,
 }
 
 /// The non-streaming `/v1/messages` body.

@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use tollgate_core::usage::TokenUsage;
+use tollgate_core::usage::{Speed, TokenUsage};
 
 use crate::UpstreamError;
 use crate::sse::{SseEvent, UsageAccumulator, parse_event_stream, parse_usage};
@@ -126,6 +126,7 @@ fn parse_usage_counts_all_cache_writes_as_5m_without_a_split() {
         cache_creation_5m_input_tokens: 300,
         cache_creation_1h_input_tokens: 0,
         cache_read_input_tokens: 40,
+        ..TokenUsage::default()
     };
     assert_eq!(usage, expected);
 }
@@ -146,8 +147,44 @@ fn parse_usage_uses_the_cache_creation_split_when_present() {
         cache_creation_5m_input_tokens: 100,
         cache_creation_1h_input_tokens: 200,
         cache_read_input_tokens: 0,
+        ..TokenUsage::default()
     };
     assert_eq!(usage, expected);
+}
+
+#[test]
+fn parse_usage_reads_web_searches_and_the_speed_that_served() {
+    // #18: web searches are billed per search, and fast mode by the speed that served.
+    let usage = parse_usage(&serde_json::json!({
+        "input_tokens": 12,
+        "output_tokens": 5,
+        "server_tool_use": {"web_search_requests": 3},
+        "speed": "fast",
+    }));
+    assert_eq!((usage.web_search_requests, usage.speed), (3, Some(Speed::Fast)));
+    let unknown = parse_usage(&serde_json::json!({"input_tokens": 1, "speed": "warp"}));
+    assert_eq!((unknown.web_search_requests, unknown.speed), (0, None));
+    // A stream reports them on `message_start` and again, final, on `message_delta`.
+    let mut accumulator = UsageAccumulator::default();
+    accumulator.observe(&event(
+        "message_start",
+        r#"{"type":"message_start","message":{"model":"m","usage":{"input_tokens":10,"output_tokens":1,"speed":"standard"}}}"#,
+    ));
+    accumulator.observe(&event(
+        "message_delta",
+        r#"{"type":"message_delta","delta":{},"usage":{"output_tokens":9,"server_tool_use":{"web_search_requests":2}}}"#,
+    ));
+    let usage = accumulator.usage();
+    assert_eq!(
+        (
+            usage.input_tokens,
+            usage.output_tokens,
+            usage.web_search_requests,
+            usage.speed
+        ),
+        (10, 9, 2, Some(Speed::Standard))
+    );
+    assert_eq!(accumulator.served_model(), Some("m"), "the model that served");
 }
 
 #[test]
@@ -194,6 +231,7 @@ fn accumulator_meters_a_stream_that_fails_midway() {
         cache_creation_5m_input_tokens: 100,
         cache_creation_1h_input_tokens: 200,
         cache_read_input_tokens: 1000,
+        ..TokenUsage::default()
     };
     assert_eq!(accumulator.usage(), expected);
     assert!(accumulator.saw_content());

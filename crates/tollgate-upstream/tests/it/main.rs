@@ -101,6 +101,7 @@ async fn non_streaming_reply_is_passed_through_with_its_usage() {
         cache_creation_5m_input_tokens: 10,
         cache_creation_1h_input_tokens: 20,
         cache_read_input_tokens: 40,
+        ..TokenUsage::default()
     };
     assert_eq!(usage, expected);
 }

@@ -5,6 +5,13 @@ use tollgate_core::pricing::TokenPrice;
 
 use crate::config::{Backend, Config, Overrides};
 
+/// An instant at which to read the prices in force.
+fn today() -> tollgate_core::Timestamp {
+    chrono::DateTime::parse_from_rfc3339("2026-12-03T00:00:00Z")
+        .expect("instant")
+        .to_utc()
+}
+
 fn parse(file: Option<&str>, environment: &[(&str, &str)]) -> anyhow::Result<Config> {
     let environment: HashMap<String, String> = environment
         .iter()
@@ -19,7 +26,7 @@ fn defaults_carry_the_contract_prices() {
     let config = parse(None, &[]).expect("defaults parse");
     let catalog = config.catalog().expect("catalogue");
     let per_mtok = |id: &str| {
-        let prices = catalog.model(id).expect("model").prices;
+        let prices = catalog.model(id).expect("model").prices.at(today()).clone();
         [
             prices.input,
             prices.output,
@@ -45,6 +52,56 @@ fn defaults_carry_the_contract_prices() {
         per_mtok("claude-3-5-haiku")[..2],
         ["0.80".to_owned(), "4.00".to_owned()]
     );
+    // Anthropic's pricing page as of 2026-12-03: the current lineup, each price dated.
+    assert_eq!(
+        per_mtok("claude-fable-5-2"),
+        ["8.00", "40.00", "10.00", "16.00", "0.20"]
+    );
+    assert_eq!(
+        per_mtok("claude-opus-5-5"),
+        ["4.00", "20.00", "5.00", "8.00", "0.20"]
+    );
+    assert_eq!(
+        per_mtok("claude-sonnet-5-5"),
+        ["2.00", "10.00", "2.50", "4.00", "0.10"],
+        "cache reads halved on 2026-10-07"
+    );
+    let sonnet_5_5 = &catalog.model("claude-sonnet-5-5").expect("model").prices;
+    let before_the_cut = chrono::DateTime::parse_from_rfc3339("2026-10-06T23:00:00Z")
+        .expect("instant")
+        .to_utc();
+    assert_eq!(
+        sonnet_5_5.at(before_the_cut).cache_read,
+        TokenPrice::parse_usd_per_mtok("0.20").expect("price")
+    );
+    assert_eq!(
+        per_mtok("claude-haiku-5-5"),
+        ["0.10", "0.50", "0.125", "0.20", "0.01"]
+    );
+    let haiku_5_5 = catalog
+        .model("claude-haiku-5-5")
+        .expect("model")
+        .prices
+        .at(today())
+        .clone();
+    assert_eq!(haiku_5_5.cache_write_5m.nanos_per_token(), 125);
+    assert_eq!(haiku_5_5.prompt_tiers.len(), 1);
+    assert_eq!(haiku_5_5.rates(100_001).output.nanos_per_token(), 2_500);
+    for (id, fast) in [
+        ("claude-fable-5-2", Some(2)),
+        ("claude-opus-5-5", Some(2)),
+        ("claude-opus-5", Some(2)),
+        ("claude-sonnet-5-5", None),
+        ("claude-opus-4-6", None),
+    ] {
+        let prices = catalog.model(id).expect("model").prices.at(today()).clone();
+        assert_eq!(
+            prices.fast_multiplier,
+            fast.map(|factor| tollgate_core::pricing::Multiplier::new(factor, 1)),
+            "{id}"
+        );
+        assert_eq!(prices.web_search_per_thousand, NanoUsd::from_usd(10), "{id}");
+    }
     assert_eq!(config.starter_grant().expect("grant"), NanoUsd::from_usd(5));
     assert_eq!(
         catalog
@@ -130,7 +187,12 @@ fn file_then_environment_override_the_defaults() {
     .expect("valid layers");
     assert_eq!(config.listen.to_string(), "127.0.0.1:9999");
     let catalog = config.catalog().expect("catalogue");
-    let haiku = catalog.model("claude-haiku-4-5").expect("kept").prices;
+    let haiku = catalog
+        .model("claude-haiku-4-5")
+        .expect("kept")
+        .prices
+        .at(today())
+        .clone();
     assert_eq!(haiku.output, TokenPrice::parse_usd_per_mtok("6").expect("price"));
     assert_eq!(
         haiku.input,
@@ -155,8 +217,8 @@ fn bad_configuration_names_the_culprit() {
         ("listen = 12", "invalid"),
         ("unknown_key = 1", "invalid"),
         (
-            "[models.x]\nclass = \"sonnet\"\nprovider = \"simulated\"\ninput = \"0.25\"\noutput = \"1\"",
-            "set cache_write_5m",
+            "[models.x]\nclass = \"sonnet\"\nprovider = \"simulated\"\ninput = \"1\"\noutput = \"1\"\nweb_search_per_thousand = \"-1\"",
+            "models.x.web_search_per_thousand",
         ),
         ("[aliases]\n\"a*\" = \"missing\"", "catalogue"),
         (
@@ -302,16 +364,17 @@ fn deployments_inherit_prices_key_by_key_and_route_by_priority() {
     assert!(!backup.passes_requested_id);
     assert_eq!(backup.cooldown, chrono::Duration::seconds(5));
     let price = |text| TokenPrice::parse_usd_per_mtok(text).expect("price");
-    assert_eq!(backup.prices.input, price("2"));
+    let backup_prices = backup.prices.at(today());
+    assert_eq!(backup_prices.input, price("2"));
     assert_eq!(
-        backup.prices.cache_read,
+        backup_prices.cache_read,
         price("0.20"),
         "cache prices follow the overridden input"
     );
-    assert_eq!(backup.prices.output, price("15"), "output is inherited");
-    assert_eq!(backup.prices.per_request, NanoUsd::from_nanos(1_000_000));
+    assert_eq!(backup_prices.output, price("15"), "output is inherited");
+    assert_eq!(backup_prices.per_request, NanoUsd::from_nanos(1_000_000));
     assert_eq!(
-        backup.prices.per_image,
+        backup_prices.per_image,
         NanoUsd::from_nanos(4_000_000),
         "unit prices are inherited"
     );
@@ -394,9 +457,9 @@ fn a_reservation_ttl_the_heartbeat_cannot_keep_ahead_of_is_refused() {
 }
 
 #[test]
-fn explicit_cache_prices_win_and_only_derived_ones_must_be_whole_nanos() {
+fn explicit_cache_prices_win_and_derived_ones_round_up() {
     // #18: $0.15 input derives a 5-minute write of 187.5 nanos per token, which was refused
-    // even when every cache price was set.
+    // even when every cache price was set; a derived price now rounds up (188).
     let model = |cache: &str| {
         format!(
             "default_models = false\n[models.mini]\nclass = \"sonnet\"\nprovider = \"simulated\"\ninput = \"0.15\"\noutput = \"0.6\"\n{cache}"
@@ -409,7 +472,7 @@ fn explicit_cache_prices_win_and_only_derived_ones_must_be_whole_nanos() {
             .expect(&file)
             .catalog()
             .expect("catalogue");
-        let prices = catalog.model("mini").expect("model").prices;
+        let prices = catalog.model("mini").expect("model").prices.at(today()).clone();
         [prices.cache_write_5m, prices.cache_write_1h, prices.cache_read]
     };
     assert_eq!(
@@ -422,17 +485,109 @@ fn explicit_cache_prices_win_and_only_derived_ones_must_be_whole_nanos() {
         [price("0.19"), price("0.30"), price("0.015")],
         "the unset ones are derived (2x and 0.1x input are whole nanos)"
     );
-    for cache in ["", "cache_write_1h = \"0.31\"\ncache_read = \"0.075\""] {
-        let file = model(cache);
-        let error = format!("{:#}", parse(Some(&file), &[]).expect_err(&file));
-        assert!(
-            error.contains("models.mini:") && error.contains("(cache_write_5m); set cache_write_5m"),
-            "{error}"
-        );
-        assert!(
-            !error.contains("cache_write_1h") && !error.contains("cache_read"),
-            "only the derived, inexact price is named: {error}"
-        );
+    assert_eq!(
+        cache_prices(""),
+        [price("0.188"), price("0.30"), price("0.015")],
+        "1.25 x 150 nanos = 187.5, billed 188"
+    );
+}
+
+#[test]
+fn a_model_without_a_price_refuses_to_load() {
+    // #18: a model with no price would be served for free.
+    let file = "default_models = false\n[models.free]\nclass = \"sonnet\"\nprovider = \"simulated\"\noutput = \"1\"\n";
+    let error = format!("{:#}", parse(Some(file), &[]).expect_err("refused"));
+    assert!(
+        error.contains("models.free has no price: set `input` and `output`"),
+        "{error}"
+    );
+    assert_eq!(error.lines().count(), 1, "one line: {error}");
+    assert_eq!(error.matches("has no price").count(), 1, "said once: {error}");
+}
+
+#[test]
+fn price_changes_tiers_fast_mode_and_web_search_load_into_a_schedule() {
+    let file = r#"
+default_models = false
+[models.m]
+class = "sonnet"
+provider = "simulated"
+input = "2"
+output = "10"
+fast_multiplier = "2"
+web_search_per_thousand = "10"
+
+[[models.m.long_context]]
+above_input_tokens = 200000
+input = "4"
+output = "15"
+
+[[models.m.price_changes]]
+from = "2026-10-07"
+cache_read = "0.10"
+
+[[models.m.price_changes]]
+from = "2026-11-01T12:00:00Z"
+input = "3"
+"#;
+    let config = parse(Some(file), &[]).expect("parses");
+    let catalog = config.catalog().expect("catalogue");
+    let schedule = &catalog.model("m").expect("model").prices;
+    let at = |text: &str| {
+        let instant = chrono::DateTime::parse_from_rfc3339(text)
+            .expect("instant")
+            .to_utc();
+        schedule.at(instant).clone()
+    };
+    let price = |text| TokenPrice::parse_usd_per_mtok(text).expect("price");
+    let first = at("2026-10-06T23:00:00Z");
+    assert_eq!(
+        first.cache_read,
+        price("0.20"),
+        "derived from input before the change"
+    );
+    assert_eq!(
+        first.fast_multiplier,
+        Some(tollgate_core::pricing::Multiplier::new(2, 1))
+    );
+    assert_eq!(first.web_search_per_thousand, NanoUsd::from_usd(10));
+    assert_eq!(first.prompt_tiers.len(), 1);
+    assert_eq!(first.prompt_tiers[0].above_prompt_tokens, 200_000);
+    assert_eq!(first.prompt_tiers[0].cache_read, None, "unset: the base rate");
+    let second = at("2026-10-07T00:00:00Z");
+    assert_eq!((second.input, second.cache_read), (price("2"), price("0.10")));
+    assert_eq!(
+        second.prompt_tiers, first.prompt_tiers,
+        "what a change does not set carries over"
+    );
+    let third = at("2026-11-01T12:00:00Z");
+    assert_eq!(
+        (third.input, third.cache_read, third.cache_write_5m),
+        (price("3"), price("0.30"), price("3.75")),
+        "setting input re-derives every cache price the change does not set, as on a deployment"
+    );
+    for (bad, culprit) in [
+        (
+            file.replace("2026-11-01T12:00:00Z", "2026-11-01T12:30:00Z"),
+            "not a whole UTC hour",
+        ),
+        (file.replace("2026-11-01T12:00:00Z", "2026-10-01"), "out of order"),
+        (file.replace("2026-10-07", "October"), "price_changes[0].from"),
+        (
+            file.replace("fast_multiplier = \"2\"", "fast_multiplier = \"0\""),
+            "fast_multiplier",
+        ),
+        (
+            file.replace(
+                "above_input_tokens = 200000\ninput = \"4\"",
+                "above_input_tokens = 200000\ninput = \"x\"",
+            ),
+            "long_context[0].input",
+        ),
+    ] {
+        let error = format!("{:#}", parse(Some(&bad), &[]).expect_err(culprit));
+        assert!(error.contains(culprit), "{culprit}: {error}");
+        assert_eq!(error.lines().count(), 1, "one line: {error}");
     }
 }
 

@@ -111,7 +111,8 @@ fn keys_and_credits_commands_work_on_a_fresh_data_directory() {
 #[test]
 fn a_bad_config_is_reported_once_on_one_line() {
     // #18: a $0.15 input with every cache price set was refused, and the refusal printed
-    // twice with no newline between.
+    // twice with no newline between; now it loads, derived prices rounding up, and a model
+    // with no price is refused once, on one line.
     let data_dir = tempfile::tempdir().expect("temporary directory");
     let _schema = crate::helpers::cli_schema_guard(data_dir.path());
     let dir = data_dir.path();
@@ -129,9 +130,15 @@ fn a_bad_config_is_reported_once_on_one_line() {
     assert!(ok, "explicit cache prices load: {stderr}");
 
     let (ok, _, stderr) = run(model);
+    assert!(
+        ok,
+        "a derived cache price rounds up to whole nano-dollars: {stderr}"
+    );
+
+    let (ok, _, stderr) = run(&model.replace("input = \"0.15\"\n", ""));
     assert!(!ok);
-    assert_eq!(stderr.matches("not whole nano-dollars").count(), 1, "{stderr:?}");
-    assert!(stderr.contains("set cache_write_5m"), "{stderr:?}");
+    assert_eq!(stderr.matches("has no price").count(), 1, "{stderr:?}");
+    assert!(stderr.contains("models.mini"), "{stderr:?}");
     assert!(
         stderr.starts_with("error: ") && stderr.ends_with('\n') && stderr.lines().count() == 1,
         "one line: {stderr:?}"

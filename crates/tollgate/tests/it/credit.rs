@@ -154,6 +154,7 @@ async fn the_reaper_voids_reservations_of_requests_that_never_ended() {
                 input_tokens_estimate: 10,
                 max_tokens: 10,
                 attribution: &Attribution::default(),
+                multipliers: Default::default(),
             },
         )
         .await
@@ -210,6 +211,7 @@ async fn a_request_dropped_while_its_hold_is_written_leaves_no_hold() {
         input_tokens_estimate: 10,
         max_tokens: 10,
         attribution: &attribution,
+        multipliers: Default::default(),
     };
     // A first request fills the limit caches, so that the next ones reach their holds at
     // their first poll.

@@ -249,6 +249,7 @@ pub(crate) async fn spawn_app_with(options: Options) -> TestApp {
         upstream_model = "claude-sonnet-4-6"
         input = "3"
         output = "15"
+        web_search_per_thousand = "10"
         [providers.fake-openai]
         kind = "openai"
         base_url = "{base_url}/v1"

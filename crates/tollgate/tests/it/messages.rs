@@ -334,3 +334,66 @@ async fn the_simulated_model_takes_a_system_message_between_turns_and_streams_a_
     assert_eq!(reply["content"][0]["type"], "text");
     app.assert_ledger_clean().await;
 }
+
+#[tokio::test]
+async fn a_reply_from_another_model_is_billed_at_its_prices_with_its_web_searches() {
+    // #18: a server-side fallback is billed at the prices of the model that served, when
+    // the catalogue knows it (Haiku 4.5, $1 / $5, $10 per 1,000 web searches), stream or
+    // not; a model it does not know leaves the routed prices.
+    let app = spawn_app().await;
+    let reply = |served: &str| Reply {
+        input_tokens: 1_000,
+        output_tokens: 100,
+        served_model: Some(served.to_owned()),
+        web_search_requests: 2,
+        ..Reply::default()
+    };
+    let haiku = 1_000 * 1_000 + 100 * 5_000 + 2 * 10_000_000;
+    let mut spent = 0;
+    for stream in [false, true] {
+        app.fake
+            .set_behavior(Behavior::Ok(reply("claude-haiku-4-5-20251001")));
+        let mut body = message_body("fake-sonnet");
+        body["stream"] = json!(stream);
+        // The searches the tool allows are reserved for, so their charge is not capped.
+        body["tools"] = json!([{"type": "web_search_20250305", "name": "web_search", "max_uses": 2}]);
+        let response = app.post_messages(&body).await;
+        assert_eq!(response.status(), 200);
+        let _ = response.text().await.expect("body");
+        spent += haiku;
+        assert_eq!(
+            app.balance().await,
+            (starter_nanos() - spent, 0, spent),
+            "stream: {stream}"
+        );
+    }
+    app.fake
+        .set_behavior(Behavior::Ok(reply("some-model-tollgate-does-not-know")));
+    let mut body = message_body("fake-sonnet");
+    body["tools"] = json!([{"type": "web_search_20250305", "name": "web_search", "max_uses": 2}]);
+    let response = app.post_messages(&body).await;
+    assert_eq!(response.status(), 200);
+    spent += sonnet_cost(1_000, 100) + 2 * 10_000_000;
+    assert_eq!(app.balance().await, (starter_nanos() - spent, 0, spent));
+    // The records show both models, and the searches.
+    let records = app.usage_records().await;
+    let shown: Vec<(&str, Option<&str>, u64)> = records
+        .iter()
+        .map(|record| {
+            (
+                record.model.as_str(),
+                record.served_model.as_deref(),
+                record.usage.web_search_requests,
+            )
+        })
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            ("fake-sonnet", Some("claude-haiku-4-5-20251001"), 2),
+            ("fake-sonnet", Some("claude-haiku-4-5-20251001"), 2),
+            ("fake-sonnet", None, 2),
+        ]
+    );
+    app.assert_ledger_clean().await;
+}

@@ -16,6 +16,8 @@ fn reply(text: &str, output_tokens: u64) -> MessageReply<'_> {
             cache_creation_input_tokens: 3,
             cache_read_input_tokens: 4,
             output_tokens,
+            server_tool_use: None,
+            speed: None,
         },
         stop_reason: "end_turn",
     }
