@@ -7,13 +7,14 @@ use tollgate_core::money::NanoUsd;
 use tollgate_service::{Access, ConsoleArea, ConsoleUser};
 
 /// The navigation: path, label, and the area whose view it needs.
-const NAVIGATION: [(&str, &str, ConsoleArea); 8] = [
+const NAVIGATION: [(&str, &str, ConsoleArea); 9] = [
     ("/console/overview", "Overview", ConsoleArea::Overview),
     ("/console/workspaces", "Workspaces", ConsoleArea::Workspaces),
     ("/console/keys", "API keys", ConsoleArea::ApiKeys),
     ("/console/billing", "Billing", ConsoleArea::Billing),
     ("/console/limits", "Limits", ConsoleArea::Limits),
     ("/console/usage", "Usage & cost", ConsoleArea::Usage),
+    ("/console/requests", "Requests", ConsoleArea::Usage),
     ("/console/workbench", "Workbench", ConsoleArea::Workbench),
     ("/console/members", "Members", ConsoleArea::Members),
 ];

@@ -22,6 +22,7 @@ mod keys;
 mod layout;
 mod members;
 mod overview;
+mod requests;
 mod session;
 mod usage;
 mod workbench;
@@ -101,6 +102,7 @@ pub fn router(state: ConsoleState) -> Router {
         .route("/limits", get(billing::limits))
         .route("/usage", get(usage::page))
         .route("/usage.csv", get(usage::csv))
+        .route("/requests", get(requests::page))
         .route("/workbench", get(workbench::page))
         .route("/workbench/run", post(workbench::run))
         .route("/workbench/result/{request_id}", get(workbench::result))
