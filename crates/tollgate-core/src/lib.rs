@@ -8,6 +8,7 @@
 #![deny(clippy::float_arithmetic)]
 
 pub mod attribution;
+pub mod batch;
 pub mod catalog;
 pub mod ids;
 pub mod keys;
