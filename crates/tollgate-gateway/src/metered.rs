@@ -147,28 +147,38 @@ pub(crate) struct Admission<'a> {
 /// each surface renders as its own headers.
 pub(crate) async fn admit_and_run(
     state: &GatewayState,
-    admission: Admission<'_>,
+    mut admission: Admission<'_>,
 ) -> Result<(Response, RateLimitView), ApiError> {
-    let input_estimate = input_tokens_estimate(admission.body_bytes);
+    let cacheable_prefixes = std::mem::take(&mut admission.cacheable_prefixes);
     let open = state
         .tollgate
-        .begin_cached(
-            admission.caller,
-            RequestPlan {
-                request_id: admission.request_id,
-                model: admission.model,
-                cost_bound: admission.model.cost_bound(
-                    admission.input_tokens_bound,
-                    admission.output_tokens_bound,
-                    admission.images,
-                ),
-                input_tokens_estimate: input_estimate,
-                max_tokens: admission.output_tokens_bound,
-                attribution: &admission.attribution,
-            },
-            admission.cacheable_prefixes,
-        )
+        .begin_cached(admission.caller, admission.plan(), cacheable_prefixes)
         .await?;
+    run_admitted(state, admission, open).await
+}
+
+impl Admission<'_> {
+    /// What the service is told of the request to admit and reserve it.
+    pub(crate) fn plan(&self) -> RequestPlan<'_> {
+        RequestPlan {
+            request_id: self.request_id,
+            model: self.model,
+            cost_bound: self
+                .model
+                .cost_bound(self.input_tokens_bound, self.output_tokens_bound, self.images),
+            input_tokens_estimate: input_tokens_estimate(self.body_bytes),
+            max_tokens: self.output_tokens_bound,
+            attribution: &self.attribution,
+        }
+    }
+}
+
+/// Runs an admitted request, holding `open`, on its deployments.
+pub(crate) async fn run_admitted(
+    state: &GatewayState,
+    admission: Admission<'_>,
+    open: OpenReservation,
+) -> Result<(Response, RateLimitView), ApiError> {
     let rate_limits = open.rate_limits;
     let metered = MeteredCall {
         tollgate: state.tollgate.clone(),
@@ -178,7 +188,7 @@ pub(crate) async fn admit_and_run(
         drain_bound: state.settings.disconnect_drain,
         client: admission.client,
         requested_model: admission.requested_model,
-        input_tokens_estimate: input_estimate,
+        input_tokens_estimate: input_tokens_estimate(admission.body_bytes),
         output_tokens_max: admission.output_tokens_bound,
     };
     let response = if admission.stream {

@@ -10,9 +10,12 @@
 //! client that leaves while its hold is being written (its handler is dropped there) thus
 //! leaves no hold behind, and no rate-limit tokens beyond its one request.
 
+use std::sync::Arc;
+
 use tokio::sync::oneshot;
 use tollgate_core::Timestamp;
 use tollgate_core::attribution::Attribution;
+use tollgate_core::batch::batch_rate;
 use tollgate_core::catalog::Model;
 use tollgate_core::ids::IdKind;
 use tollgate_core::money::NanoUsd;
@@ -24,6 +27,7 @@ use tollgate_core::usage::TokenUsage;
 use tollgate_limiter::{BucketKey, Demand, LimitRefusal, Metric};
 use tollgate_store::{
     NewReservation, ReserveRejection, SettleOutcome, Settlement, StoreError, UsageRecord, UsageStatus,
+    WorkspaceLimits,
 };
 
 use crate::Tollgate;
@@ -31,7 +35,7 @@ use crate::concurrency::CallSlot;
 use crate::error::{LimitScope, RateLimited, ServiceError};
 use crate::heartbeat::Live;
 use crate::keys::ApiCaller;
-use crate::limits::{prompt_cache_scope, workspace_rate_limits};
+use crate::limits::{OrganizationLimits, prompt_cache_scope, workspace_rate_limits};
 use crate::random;
 
 /// What the gateway knows about a request before calling the upstream.
@@ -95,6 +99,8 @@ pub struct OpenReservation {
     live: Option<Live>,
     /// Who ends the reservation if it is dropped unfinished; `None` once it is being ended.
     owner: Owner,
+    /// A request of a Message Batch (`adopt`): charged at the Batch rate.
+    batch_rate: bool,
 }
 
 /// The façade an unfinished reservation goes back to when it is dropped.
@@ -130,6 +136,7 @@ impl Drop for OpenReservation {
             slot: self.slot.take(),
             live: self.live.take(),
             owner: Owner(None),
+            batch_rate: self.batch_rate,
         };
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             tracing::warn!(
@@ -204,6 +211,75 @@ impl Tollgate {
         cacheable_prefixes: CacheablePrefixes,
     ) -> Result<OpenReservation, ServiceError> {
         let started_at = self.now();
+        let (mut demands, organization, workspace) = self.rate_demands(caller, &plan).await?;
+        let cache_scope = prompt_cache_scope(&caller.org_id, &plan.model.id);
+        let cache_read_expected =
+            self.inner
+                .limits_cache
+                .cache_read_expected(&cache_scope, &cacheable_prefixes, started_at);
+        if cache_read_expected > 0 {
+            let (amount, credit) = split_input_estimate(plan.input_tokens_estimate, cache_read_expected);
+            for input in demands
+                .iter_mut()
+                .filter(|demand| demand.key.metric == Metric::InputTokens)
+            {
+                input.amount = amount;
+                input.credit = credit;
+            }
+        }
+        let reservation = NewReservation {
+            reservation_id: random::ordered_id(IdKind::Reservation, started_at),
+            org_id: caller.org_id.clone(),
+            workspace_id: caller.workspace_id.clone(),
+            api_key_id: Some(caller.key_id.clone()),
+            request_id: plan.request_id.to_owned(),
+            model: plan.model.id.clone(),
+            amount: plan.cost_bound,
+            created_at: started_at,
+            deadline: started_at + self.settings().reservation_ttl,
+            spend_limits: SpendLimits {
+                tier: organization.tier_cap(),
+                organization: organization.billing.spend_limit,
+                workspace: workspace.spend_limit,
+            },
+        };
+        // From here on the buckets and the ledger change: the work runs in its own task,
+        // which a dropped caller cannot cut short. Its reservation, left unreceived, is
+        // dropped there and so ended.
+        // Counted before anything is taken: a refusal here costs no rate-limit tokens.
+        let slot = self
+            .inner
+            .in_flight
+            .try_take(&caller.org_id)
+            .map_err(|limit| ServiceError::TooManyConcurrentCalls { limit })?;
+        let (answer, answered) = oneshot::channel();
+        let tollgate = self.clone();
+        let caller = caller.clone();
+        let prices = plan.model.prices;
+        let attribution = plan.attribution.clone();
+        tokio::spawn(async move {
+            let admitted = tollgate
+                .admit_and_reserve(caller, demands, reservation, prices, slot, attribution)
+                .await;
+            let _ = answer.send(admitted);
+        });
+        let mut open = answered.await.map_err(|_| {
+            ServiceError::Unavailable("the admission task ended without an answer".to_owned())
+        })??;
+        if !cacheable_prefixes.is_empty() {
+            open.prompt_cache = Some((cache_scope, cacheable_prefixes));
+        }
+        Ok(open)
+    }
+
+    /// What admission takes from each bucket for the request: requests, input and output
+    /// tokens, for the organization and, where it sets lower limits, the workspace; with
+    /// the limits they were read from.
+    async fn rate_demands(
+        &self,
+        caller: &ApiCaller,
+        plan: &RequestPlan<'_>,
+    ) -> Result<(Vec<Demand>, Arc<OrganizationLimits>, Arc<WorkspaceLimits>), ServiceError> {
         let organization = self.organization_limits(&caller.org_id).await?;
         let workspace = self.workspace_limits(&caller.workspace_id).await?;
         let class = plan.model.class.as_str();
@@ -265,64 +341,46 @@ impl Tollgate {
                 }
             }
         }
-        let cache_scope = prompt_cache_scope(&caller.org_id, &plan.model.id);
-        let cache_read_expected =
-            self.inner
-                .limits_cache
-                .cache_read_expected(&cache_scope, &cacheable_prefixes, started_at);
-        if cache_read_expected > 0 {
-            let (amount, credit) = split_input_estimate(plan.input_tokens_estimate, cache_read_expected);
-            for input in demands
-                .iter_mut()
-                .filter(|demand| demand.key.metric == Metric::InputTokens)
-            {
-                input.amount = amount;
-                input.credit = credit;
-            }
-        }
-        let reservation = NewReservation {
-            reservation_id: random::ordered_id(IdKind::Reservation, started_at),
-            org_id: caller.org_id.clone(),
-            workspace_id: caller.workspace_id.clone(),
-            api_key_id: Some(caller.key_id.clone()),
-            request_id: plan.request_id.to_owned(),
-            model: plan.model.id.clone(),
-            amount: plan.cost_bound,
-            created_at: started_at,
-            deadline: started_at + self.settings().reservation_ttl,
-            spend_limits: SpendLimits {
-                tier: organization.tier_cap(),
-                organization: organization.billing.spend_limit,
-                workspace: workspace.spend_limit,
-            },
-        };
-        // From here on the buckets and the ledger change: the work runs in its own task,
-        // which a dropped caller cannot cut short. Its reservation, left unreceived, is
-        // dropped there and so ended.
-        // Counted before anything is taken: a refusal here costs no rate-limit tokens.
-        let slot = self
+        Ok((demands, organization, workspace))
+    }
+
+    /// Takes over the reservation `reservation_id`, made for this request when its Message
+    /// Batch was created, after admitting the request on the rate-limit buckets as `begin`
+    /// does (a refusal takes nothing and says when to retry). `finish` ends it at the Batch
+    /// rate (`tollgate_core::batch::batch_rate`). Dropped unfinished, it leaves the
+    /// reservation to its batch, which runs the request again or voids it at its end.
+    pub async fn adopt(
+        &self,
+        caller: &ApiCaller,
+        plan: RequestPlan<'_>,
+        reservation_id: String,
+    ) -> Result<OpenReservation, ServiceError> {
+        let started_at = self.now();
+        let (demands, _, _) = self.rate_demands(caller, &plan).await?;
+        let admitted = self
             .inner
-            .in_flight
-            .try_take(&caller.org_id)
-            .map_err(|limit| ServiceError::TooManyConcurrentCalls { limit })?;
-        let (answer, answered) = oneshot::channel();
-        let tollgate = self.clone();
-        let caller = caller.clone();
-        let prices = plan.model.prices;
-        let attribution = plan.attribution.clone();
-        tokio::spawn(async move {
-            let admitted = tollgate
-                .admit_and_reserve(caller, demands, reservation, prices, slot, attribution)
-                .await;
-            let _ = answer.send(admitted);
-        });
-        let mut open = answered.await.map_err(|_| {
-            ServiceError::Unavailable("the admission task ended without an answer".to_owned())
-        })??;
-        if !cacheable_prefixes.is_empty() {
-            open.prompt_cache = Some((cache_scope, cacheable_prefixes));
-        }
-        Ok(open)
+            .limiter
+            .admit(&demands, started_at)
+            .await
+            .map_err(|error| ServiceError::LimiterUnavailable(error.to_string()))?
+            .map_err(|refusal| self.rate_limited(caller, &plan.model.id, refusal))?;
+        Ok(OpenReservation {
+            rate_limits: binding_view(&demands, &admitted.snapshots),
+            reservation_id,
+            request_id: plan.request_id.to_owned(),
+            caller: caller.clone(),
+            model: plan.model.id.clone(),
+            prices: plan.model.prices,
+            amount: plan.cost_bound,
+            started_at,
+            admitted: demands,
+            prompt_cache: None,
+            attribution: plan.attribution.clone(),
+            slot: None,
+            live: None,
+            owner: Owner(None),
+            batch_rate: true,
+        })
     }
 
     async fn admit_and_reserve(
@@ -362,6 +420,7 @@ impl Tollgate {
                 attribution,
                 slot: Some(slot),
                 owner: Owner(Some(self.clone())),
+                batch_rate: false,
             }),
             Err(error) => {
                 // All or nothing: the buckets get back what this request took.
@@ -522,6 +581,7 @@ impl Tollgate {
         } else {
             NanoUsd::ZERO
         };
+        let cost = if open.batch_rate { batch_rate(cost) } else { cost };
         let ended_at = self.now();
         let latency_ms = u64::try_from((ended_at - open.started_at).num_milliseconds()).unwrap_or(0);
         let settlement = Settlement {

@@ -73,6 +73,7 @@ pub struct Application {
     listener: TcpListener,
     state: GatewayState,
     maintenance_interval: Duration,
+    batch_runner: tollgate_gateway::BatchRunnerSettings,
     server: ServerSettings,
     console: ConsoleSettings,
     first_start: Option<FirstStart>,
@@ -115,6 +116,9 @@ impl Application {
             listener,
             state,
             maintenance_interval: Duration::from_secs(config.gateway.maintenance_interval_seconds.max(1)),
+            batch_runner: tollgate_gateway::BatchRunnerSettings {
+                concurrency: config.batches.concurrency,
+            },
             server: config.server_settings()?,
             console: config.console_settings()?,
             first_start,
@@ -150,11 +154,22 @@ impl Application {
                 .clone()
                 .run_maintenance(self.maintenance_interval),
         );
+        // Message Batches run in the background, claimed request by request in the store.
+        // None at all with `concurrency = 0`: this process leaves them to the others.
+        let batch_runner = (self.batch_runner.concurrency > 0).then(|| {
+            tokio::spawn(tollgate_gateway::run_batches(
+                self.state.clone(),
+                self.batch_runner,
+            ))
+        });
         // So is the Console, under /console; it sees client addresses for its sign-in limit.
         let console = crate::console::router(&self.state, self.console);
         let routes = router(self.state).merge(admin).merge(console);
         crate::serve::serve(self.listener, routes, self.server, shutdown).await;
         maintenance.abort();
+        if let Some(batch_runner) = batch_runner {
+            batch_runner.abort();
+        }
         Ok(())
     }
 }

@@ -42,6 +42,7 @@ pub struct Config {
     pub console: ConsoleConfig,
     pub credits: CreditsConfig,
     pub gateway: GatewayConfig,
+    pub batches: BatchesConfig,
     pub providers: BTreeMap<String, ProviderConfig>,
     /// Whether the built-in catalogue (its models and aliases, all on the simulated model)
     /// is served beside the configured models. `false` in a config file or
@@ -178,6 +179,13 @@ pub enum Backend {
 pub struct CreditsConfig {
     pub starter_grant_usd: String,
     pub starter_grant_days: u32,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchesConfig {
+    /// Requests of Message Batches run at once by this process.
+    pub concurrency: usize,
 }
 
 #[derive(Clone, Debug, Deserialize)]
