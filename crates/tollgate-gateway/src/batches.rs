@@ -33,10 +33,7 @@ use crate::messages::{authenticate, batch_request_bound, run_batch_request};
 pub const BATCH_REQUESTS_MAX: usize = 100_000;
 /// The largest body a batch may be created with: 256 MB.
 pub const BATCH_BODY_BYTES_MAX: usize = 256 * 1024 * 1024;
-/// How long a runner's claim on a request lasts unless renewed: a runner that dies leaves
-/// its requests to another after this.
-const CLAIM_LEASE_SECONDS: i64 = 120;
-/// How often a runner looks for work when it found none, and renews its leases.
+/// How often a runner looks for work when it found none.
 const RUNNER_POLL: Duration = Duration::from_millis(250);
 
 /// How the runner works.
@@ -44,6 +41,9 @@ const RUNNER_POLL: Duration = Duration::from_millis(250);
 pub struct BatchRunnerSettings {
     /// Requests run at once by this process.
     pub concurrency: usize,
+    /// How long a claim on a request lasts unless renewed (a quarter of it apart): a runner
+    /// that dies leaves its requests to another after this.
+    pub lease: Duration,
 }
 
 fn rfc3339(instant: Timestamp) -> String {
@@ -292,11 +292,11 @@ pub async fn run_batches(state: GatewayState, settings: BatchRunnerSettings) {
     let concurrency = settings.concurrency.max(1);
     let permits = Arc::new(Semaphore::new(concurrency));
     let running: Arc<Mutex<HashSet<String>>> = Arc::default();
-    let lease = chrono::Duration::seconds(CLAIM_LEASE_SECONDS);
+    let lease = chrono::Duration::from_std(settings.lease).unwrap_or(chrono::Duration::seconds(120));
+    let renew_every = settings.lease / 4;
     let mut last_renewal = tokio::time::Instant::now();
     loop {
-        if last_renewal.elapsed() >= Duration::from_secs(u64::try_from(CLAIM_LEASE_SECONDS / 4).unwrap_or(30))
-        {
+        if last_renewal.elapsed() >= renew_every {
             last_renewal = tokio::time::Instant::now();
             let ids: Vec<String> = running
                 .lock()

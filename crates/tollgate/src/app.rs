@@ -118,6 +118,7 @@ impl Application {
             maintenance_interval: Duration::from_secs(config.gateway.maintenance_interval_seconds.max(1)),
             batch_runner: tollgate_gateway::BatchRunnerSettings {
                 concurrency: config.batches.concurrency,
+                lease: Duration::from_secs(config.batches.lease_seconds.max(1)),
             },
             server: config.server_settings()?,
             console: config.console_settings()?,

@@ -186,6 +186,8 @@ pub struct CreditsConfig {
 pub struct BatchesConfig {
     /// Requests of Message Batches run at once by this process.
     pub concurrency: usize,
+    /// How long a runner's claim on a request lasts unless renewed.
+    pub lease_seconds: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]

@@ -374,3 +374,57 @@ async fn unrun_requests_expire_after_a_day() {
         .await;
     assert_eq!(status, 404);
 }
+
+/// Goal: the official Python SDK's `client.messages.batches` works unchanged against the
+/// simulated model, and the batch is charged half of what its requests used.
+#[tokio::test]
+async fn the_anthropic_sdk_runs_a_batch() {
+    let app = spawn_app_with(Options::default()).await;
+    let cases = crate::sdk::run_script(&app, "anthropic_batches.py").await;
+    let created = &cases["created"];
+    assert!(
+        created["id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("msgbatch_")),
+        "{created}"
+    );
+    assert_eq!(created["type"], "message_batch");
+    let ended = &cases["ended"];
+    assert_eq!(
+        (ended["status"].clone(), ended["succeeded"].clone()),
+        (json!("ended"), json!(3))
+    );
+    assert!(
+        ended["results_url"]
+            .as_str()
+            .is_some_and(|url| url.ends_with("/results"))
+    );
+    assert_eq!(cases["list"]["ids"], json!([created["id"]]));
+    let results = cases["results"]["results"].as_array().expect("results");
+    assert_eq!(
+        results
+            .iter()
+            .map(|line| line["custom_id"].clone())
+            .collect::<Vec<_>>(),
+        [json!("first"), json!("second"), json!("third")]
+    );
+    assert!(results.iter().all(|line| line["type"] == "succeeded"));
+    assert_eq!(cases["cancel_ended"]["status"], "ended");
+    assert_eq!(cases["deleted"]["type"], "message_batch_deleted");
+    assert_eq!(cases["gone"]["raised"], "NotFoundError");
+
+    // Sonnet ($3/$15 per MTok) at the Batch rate, request by request.
+    let expected: i64 = results
+        .iter()
+        .map(|line| {
+            let standard = sonnet_cost(
+                crate::sdk::int(line, "input_tokens"),
+                crate::sdk::int(line, "output_tokens"),
+            );
+            batch_rate(NanoUsd::from_nanos(standard)).nanos()
+        })
+        .sum();
+    app.wait_for_settlement().await;
+    assert_eq!(app.balance().await, (starter_nanos() - expected, 0, expected));
+    app.assert_ledger_clean().await;
+}
