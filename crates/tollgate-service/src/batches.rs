@@ -12,8 +12,9 @@ use chrono::Duration;
 use tollgate_core::Timestamp;
 use tollgate_core::batch::batch_rate;
 use tollgate_core::ids::IdKind;
+use tollgate_core::ledger::InsufficientCredit;
 use tollgate_core::money::NanoUsd;
-use tollgate_core::spend::SpendLimits;
+use tollgate_core::spend::{SpendLimits, check_spend};
 use tollgate_core::usage::TokenUsage;
 use tollgate_store::{
     BatchDeletion, BatchPage, BatchRequestState, BatchResult, ClaimedBatchRequest, MessageBatch,
@@ -86,6 +87,26 @@ impl Tollgate {
                 amount: batch_rate(plan.cost_bound),
             })
             .collect();
+        // A batch that cannot fit is refused before anything is written: its whole bound
+        // against the month's spend limits, then the credit, as the ledger's book decides
+        // each reservation. One that passes here may still be refused below (another
+        // request reserved meanwhile); then the reservations made are voided.
+        let total = requests
+            .iter()
+            .try_fold(NanoUsd::ZERO, |sum, request| sum.checked_add(request.amount))
+            .unwrap_or(NanoUsd::MAX);
+        let spent = self
+            .store()
+            .month_spend(&caller.org_id, &caller.workspace_id, now)
+            .await?;
+        check_spend(&spend_limits, &spent, total, now)?;
+        let available = self.store().balance(&caller.org_id, now).await?.available;
+        if total > available {
+            return Err(ServiceError::InsufficientCredit(InsufficientCredit {
+                available,
+                required: total,
+            }));
+        }
         let mut made: Vec<&NewBatchRequest> = Vec::with_capacity(requests.len());
         let mut refusal = None;
         for chunk in requests.chunks(RESERVATIONS_IN_FLIGHT) {

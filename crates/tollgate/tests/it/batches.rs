@@ -209,6 +209,15 @@ async fn a_batch_that_does_not_fit_is_refused_whole() {
         .batch_call(reqwest::Method::GET, "/v1/messages/batches", None)
         .await;
     assert_eq!(list["data"], json!([]));
+    assert!(app.usage_records().await.is_empty(), "nothing was written");
+    assert_eq!(
+        app.tollgate
+            .store()
+            .pending_reservation_count(Some(&app.org_id))
+            .await
+            .expect("count"),
+        0
+    );
     assert!(app.fake.requests().is_empty());
     app.assert_ledger_clean().await;
 }
@@ -427,4 +436,90 @@ async fn the_anthropic_sdk_runs_a_batch() {
     app.wait_for_settlement().await;
     assert_eq!(app.balance().await, (starter_nanos() - expected, 0, expected));
     app.assert_ledger_clean().await;
+}
+
+/// Goal: another organization's key finds none of a batch's routes: each answers 404, and
+/// its list is empty.
+#[tokio::test]
+async fn another_organizations_batch_is_not_found() {
+    let app = spawn_app_with(Options::default()).await;
+    app.fake.set_behavior(Behavior::Ok(reply()));
+    let (status, created) = app
+        .batch_call(
+            reqwest::Method::POST,
+            "/v1/messages/batches",
+            Some(&batch_body(1, 100)),
+        )
+        .await;
+    assert_eq!(status, 200, "{created}");
+    let batch_id = created["id"].as_str().expect("id").to_owned();
+    app.wait_for_batch_end(&batch_id).await;
+
+    let other = app.tollgate.create_organization("Tenant B").await.expect("org B");
+    let other_workspace = app
+        .tollgate
+        .store()
+        .default_workspace(&other.id)
+        .await
+        .expect("B's workspace");
+    let other_key = app
+        .tollgate
+        .create_key(
+            tollgate_core::keys::KeyKind::Api,
+            &other.id,
+            Some(&other_workspace.id),
+            "B key",
+        )
+        .await
+        .expect("B key")
+        .secret
+        .expose_secret()
+        .to_owned();
+    let as_other = |method: reqwest::Method, path: String| {
+        let request = app
+            .client
+            .request(method, app.url(&path))
+            .header("x-api-key", &other_key);
+        async move { request.send().await.expect("sent").status().as_u16() }
+    };
+    for (method, path) in [
+        (reqwest::Method::GET, format!("/v1/messages/batches/{batch_id}")),
+        (
+            reqwest::Method::GET,
+            format!("/v1/messages/batches/{batch_id}/results"),
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/v1/messages/batches/{batch_id}/cancel"),
+        ),
+        (
+            reqwest::Method::DELETE,
+            format!("/v1/messages/batches/{batch_id}"),
+        ),
+    ] {
+        assert_eq!(
+            as_other(method.clone(), path.clone()).await,
+            404,
+            "{method} {path}"
+        );
+    }
+    let list: Value = app
+        .client
+        .get(app.url("/v1/messages/batches"))
+        .header("x-api-key", &other_key)
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("list JSON");
+    assert_eq!(list["data"], json!([]));
+    let (status, _) = app
+        .batch_call(
+            reqwest::Method::GET,
+            &format!("/v1/messages/batches/{batch_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "still there for its own organization");
 }
