@@ -523,3 +523,75 @@ async fn another_organizations_batch_is_not_found() {
         .await;
     assert_eq!(status, 200, "still there for its own organization");
 }
+
+/// Goal: a batch over the organization's spend limit is refused with the words
+/// `/v1/messages` uses for a spent limit, and moves no money.
+#[tokio::test]
+async fn a_batch_over_the_spend_limit_is_refused_as_messages_are() {
+    let app = spawn_app_with(Options::default()).await;
+    app.fake.set_behavior(Behavior::Ok(reply()));
+    // One cent a month: less than two requests' bound at the Batch rate.
+    app.tollgate
+        .set_organization_spend_limit(&app.org_id, Some(NanoUsd::from_nanos(10_000_000)), "test", None)
+        .await
+        .expect("below the tier cap");
+    let message = app
+        .post_messages(&json!({
+            "model": "fake-sonnet",
+            "max_tokens": 10_000,
+            "messages": [{"role": "user", "content": "Question"}],
+        }))
+        .await;
+    let (message_status, message_refusal): (u16, Value) =
+        (message.status().as_u16(), message.json().await.expect("json"));
+    let (status, refused) = app
+        .batch_call(
+            reqwest::Method::POST,
+            "/v1/messages/batches",
+            Some(&batch_body(10, 10_000)),
+        )
+        .await;
+    assert_eq!((status, message_status), (400, 400), "{refused}");
+    assert_eq!(refused["error"]["type"], message_refusal["error"]["type"]);
+    assert_eq!(refused["error"]["message"], message_refusal["error"]["message"]);
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .is_some_and(|message| message.starts_with("You have reached your specified API usage limits.")),
+        "{refused}"
+    );
+    assert_eq!(app.balance().await, (starter_nanos(), 0, 0));
+    app.assert_ledger_clean().await;
+}
+
+/// Goal: a request the upstream refuses ends `errored` with the error the client would have
+/// got from `/v1/messages`, and is not charged.
+#[tokio::test]
+async fn an_errored_request_is_not_charged() {
+    let app = spawn_app_with(Options::default()).await;
+    app.fake.set_behavior(Behavior::Refuse {
+        status: 400,
+        error_type: "invalid_request_error".into(),
+        message: "prompt is too long".into(),
+    });
+    let (status, created) = app
+        .batch_call(
+            reqwest::Method::POST,
+            "/v1/messages/batches",
+            Some(&batch_body(2, 100)),
+        )
+        .await;
+    assert_eq!(status, 200, "{created}");
+    let ended = app.wait_for_batch_end(created["id"].as_str().expect("id")).await;
+    assert_eq!(ended["request_counts"]["errored"], 2, "{ended}");
+    let results = app.batch_results(&ended).await;
+    for line in &results {
+        assert_eq!(line["result"]["type"], "errored");
+        assert_eq!(line["result"]["error"]["type"], "error");
+        assert_eq!(line["result"]["error"]["error"]["type"], "invalid_request_error");
+        assert_eq!(line["result"]["error"]["error"]["message"], "prompt is too long");
+    }
+    app.wait_for_settlement().await;
+    assert_eq!(app.balance().await, (starter_nanos(), 0, 0));
+    app.assert_ledger_clean().await;
+}
