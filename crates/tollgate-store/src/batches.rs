@@ -637,7 +637,10 @@ where
         results.map(Some)
     }
 
-    /// Deletes an ended batch of the workspace and its requests.
+    /// Deletes an ended batch of the workspace and its requests: the requests first, so a
+    /// delete cut short leaves an ended batch to delete again, never requests without one.
+    /// Statements of their own rather than one transaction, like every write here but the
+    /// insert: nothing is left holding locks if the caller is cut short between them.
     async fn delete_message_batch(
         &self,
         workspace_id: &str,
@@ -649,35 +652,25 @@ where
         if batch.status != BatchStatus::Ended {
             return Ok(BatchDeletion::NotEnded);
         }
-        let mut transaction = self.write_pool().begin().await.map_err(Self::store_error)?;
         sqlx::query("DELETE FROM message_batch_requests WHERE batch_id = $1")
             .bind(batch_id)
-            .execute(&mut *transaction)
+            .execute(self.write_pool())
             .await
             .map_err(Self::store_error)?;
         sqlx::query("DELETE FROM message_batches WHERE id = $1 AND processing_status = 'ended'")
             .bind(batch_id)
-            .execute(&mut *transaction)
+            .execute(self.write_pool())
             .await
             .map_err(Self::store_error)?;
-        transaction.commit().await.map_err(Self::store_error)?;
         Ok(BatchDeletion::Deleted)
     }
 
-    /// Deletes the params and results of the requests of batches that ended at or before
-    /// `ended_by`, marking those batches archived at `now`. Returns how many batches.
+    /// Marks archived at `now` the batches that ended at or before `ended_by`, then deletes
+    /// the params and results of the requests of batches archived in the last day (so a
+    /// pass cut short between the two is finished by the next). Statements of their own, not
+    /// a transaction: nothing is left holding locks if the pass is cut short. Returns how
+    /// many batches it archived.
     async fn archive_message_batches(&self, ended_by: Timestamp, now: Timestamp) -> Result<u64, StoreError> {
-        let mut transaction = self.write_pool().begin().await.map_err(Self::store_error)?;
-        // The rows stay, for the batch's counts; what they said goes.
-        sqlx::query(
-            "UPDATE message_batch_requests SET params = '', result = NULL WHERE batch_id IN (
-                 SELECT id FROM message_batches
-                 WHERE processing_status = 'ended' AND archived_at IS NULL AND ended_at <= $1)",
-        )
-        .bind(millis(ended_by))
-        .execute(&mut *transaction)
-        .await
-        .map_err(Self::store_error)?;
         let archived = sqlx::query(
             "UPDATE message_batches SET archived_at = $2
              WHERE processing_status = 'ended' AND archived_at IS NULL AND ended_at <= $1
@@ -685,11 +678,21 @@ where
         )
         .bind(millis(ended_by))
         .bind(millis(now))
-        .fetch_all(&mut *transaction)
+        .fetch_all(self.write_pool())
         .await
         .map_err(Self::store_error)?
         .len() as u64;
-        transaction.commit().await.map_err(Self::store_error)?;
+        // The rows stay, for the batch's counts; what they said goes. Batches archived in the
+        // last day only, so a pass does not reread every batch ever archived.
+        sqlx::query(
+            "UPDATE message_batch_requests SET params = '', result = NULL
+             WHERE (params <> '' OR result IS NOT NULL)
+               AND batch_id IN (SELECT id FROM message_batches WHERE archived_at >= $1)",
+        )
+        .bind(millis(now - chrono::Duration::days(1)))
+        .execute(self.write_pool())
+        .await
+        .map_err(Self::store_error)?;
         Ok(archived)
     }
 }
