@@ -595,3 +595,52 @@ async fn an_errored_request_is_not_charged() {
     assert_eq!(app.balance().await, (starter_nanos(), 0, 0));
     app.assert_ledger_clean().await;
 }
+
+/// Goal: the runner respects the workspace's rate limits: a request the buckets refuse
+/// waits and is retried, and ends `succeeded`, not `errored`.
+#[tokio::test]
+async fn a_rate_limited_request_waits_and_runs() {
+    // Room for two requests of 210 output tokens at once, not three.
+    let tight = r#"
+        [batches]
+        concurrency = 3
+        [limit_sets.tight]
+        monthly_spend_limit_usd = "1000"
+        count_tokens_requests_per_minute = 100
+        rate_limits.sonnet = { requests_per_minute = 100, input_tokens_per_minute = 100000, output_tokens_per_minute = 600 }
+        rate_limits.opus = { requests_per_minute = 100, input_tokens_per_minute = 100000, output_tokens_per_minute = 100000 }
+        rate_limits.haiku = { requests_per_minute = 100, input_tokens_per_minute = 100000, output_tokens_per_minute = 100000 }
+    "#;
+    let app = spawn_app_with(Options {
+        extra_config: tight,
+        ..Options::default()
+    })
+    .await;
+    app.fake.set_behavior(Behavior::Ok(Reply {
+        latency: Duration::from_millis(500),
+        ..reply()
+    }));
+    app.tollgate
+        .set_organization_limit_set(&app.org_id, Some("tight"), "test", Some("test agreement"))
+        .await
+        .expect("assigned");
+    let started = tokio::time::Instant::now();
+    let (status, created) = app
+        .batch_call(
+            reqwest::Method::POST,
+            "/v1/messages/batches",
+            Some(&batch_body(3, 210)),
+        )
+        .await;
+    assert_eq!(status, 200, "{created}");
+    let ended = app.wait_for_batch_end(created["id"].as_str().expect("id")).await;
+    assert_eq!(ended["request_counts"]["succeeded"], 3, "{ended}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "the third request waited for its bucket"
+    );
+    let charged = 3 * batch_cost();
+    app.wait_for_settlement().await;
+    assert_eq!(app.balance().await, (starter_nanos() - charged, 0, charged));
+    app.assert_ledger_clean().await;
+}
