@@ -37,6 +37,7 @@ pub enum IdKind {
     User,
     Purchase,
     Invite,
+    MessageBatch,
 }
 
 impl IdKind {
@@ -52,6 +53,7 @@ impl IdKind {
             IdKind::User => "user_",
             IdKind::Purchase => "purch_",
             IdKind::Invite => "invite_",
+            IdKind::MessageBatch => "msgbatch_",
         }
     }
 }

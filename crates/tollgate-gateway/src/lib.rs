@@ -1,10 +1,11 @@
-//! The data plane: Anthropic's Messages API (`/v1/messages`, `count_tokens`) and OpenAI's
+//! The data plane: Anthropic's Messages API (`/v1/messages`, `count_tokens`, Message Batches) and OpenAI's
 //! Chat Completions (`/v1/chat/completions`) over HTTP, `/v1/models` in both shapes, their
 //! wire JSON, translation between them, routing and failover across deployments, SSE relay
 //! and both error envelopes. The only crate of the gateway path that knows wire shapes; it
 //! calls `tollgate-service` for every decision about keys and money and never touches the
 //! database itself.
 
+mod batches;
 mod cache_prefix;
 mod chat;
 mod error;
@@ -27,6 +28,7 @@ use tollgate_core::catalog::{Catalog, Cooldowns};
 use tollgate_service::Tollgate;
 use tollgate_upstream::Provider;
 
+pub use crate::batches::{BATCH_BODY_BYTES_MAX, BATCH_REQUESTS_MAX, BatchRunnerSettings, run_batches};
 pub use crate::error::{ApiError, CREDIT_TOO_LOW, ErrorKind, OpenAiError, Surface};
 pub use crate::messages::run_for_caller;
 
@@ -93,6 +95,22 @@ pub fn router(state: GatewayState) -> Router {
     Router::new()
         .route("/v1/messages", post(messages::create_message))
         .route("/v1/messages/count_tokens", post(messages::count_tokens))
+        .route(
+            "/v1/messages/batches",
+            post(batches::create_batch).get(batches::list_batches),
+        )
+        .route(
+            "/v1/messages/batches/{message_batch_id}",
+            get(batches::retrieve_batch).delete(batches::delete_batch),
+        )
+        .route(
+            "/v1/messages/batches/{message_batch_id}/cancel",
+            post(batches::cancel_batch),
+        )
+        .route(
+            "/v1/messages/batches/{message_batch_id}/results",
+            get(batches::batch_results),
+        )
         .route("/v1/chat/completions", post(chat::create_chat_completion))
         .route("/v1/models", get(models::list_models))
         .route("/v1/models/{model_id}", get(models::get_model))

@@ -17,7 +17,7 @@ use tollgate_upstream::{Dialect, UpstreamRequest};
 
 use crate::GatewayState;
 use crate::error::{ApiError, Credential, ErrorKind};
-use crate::metered::{Admission, ClientWire, admit_and_run};
+use crate::metered::{Admission, ClientWire, admit_and_run, run_admitted};
 use crate::request_id::RequestId;
 use crate::routing::{ClientRequest, largest_body_bytes, plan_attempts};
 use crate::wire::{Endpoint, MessagesRequest};
@@ -258,7 +258,75 @@ async fn run_message(
 ) -> Result<Response, ApiError> {
     let parsed = MessagesRequest::parse(&bytes, Endpoint::Messages)?;
     let resolved = resolve_model(state, &parsed.model)?;
-    check_max_tokens(&resolved, parsed.max_tokens)?;
+    let admission = admission(state, caller, request_id, forwarded, &bytes, &parsed, &resolved)?;
+    let (mut response, rate_limits) = admit_and_run(state, admission).await?;
+    rate_limit_headers(&rate_limits, response.headers_mut());
+    Ok(response)
+}
+
+/// A request of a Message Batch, on the reservation its batch made for it
+/// (`Tollgate::adopt`): the same routing, upstream call and metering as `POST /v1/messages`
+/// without streaming, settled at the Batch rate. A refusal of the rate limits is waited
+/// out and retried. Any other error comes back as Anthropic's envelope.
+pub(crate) async fn run_batch_request(
+    state: &GatewayState,
+    caller: &ApiCaller,
+    request_id: &str,
+    reservation_id: &str,
+    bytes: Bytes,
+) -> Result<Response, ApiError> {
+    let parsed = MessagesRequest::parse(&bytes, Endpoint::Messages)?;
+    if parsed.stream {
+        return Err(ApiError::invalid(
+            "stream: a request of a Message Batch cannot stream",
+        ));
+    }
+    let resolved = resolve_model(state, &parsed.model)?;
+    let mut admission = admission(
+        state,
+        caller,
+        request_id,
+        Forwarded::default(),
+        &bytes,
+        &parsed,
+        &resolved,
+    )?;
+    // Charged at the Batch rate, as its reservation was made.
+    admission.multipliers.batch = true;
+    let observed = admission.observed();
+    let open = loop {
+        match state
+            .tollgate
+            .adopt(
+                caller,
+                admission.plan(state.tollgate.now()),
+                reservation_id.to_owned(),
+            )
+            .await
+        {
+            Ok(open) => break open,
+            Err(tollgate_service::ServiceError::RateLimited(limited)) => {
+                let wait = limited.retry_after_seconds.unwrap_or(1).max(1);
+                tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+            }
+            Err(error) => return Err(error.into()),
+        }
+    };
+    let (response, _) = run_admitted(state, admission, open, observed).await?;
+    Ok(response)
+}
+
+/// The request routed to its deployments and bounded, ready to be admitted.
+fn admission<'a>(
+    state: &'a GatewayState,
+    caller: &'a ApiCaller,
+    request_id: &'a str,
+    forwarded: Forwarded,
+    bytes: &Bytes,
+    parsed: &MessagesRequest,
+    resolved: &ResolvedModel<'a>,
+) -> Result<Admission<'a>, ApiError> {
+    check_max_tokens(resolved, parsed.max_tokens)?;
     let body = parsed
         .body
         .as_object()
@@ -266,11 +334,11 @@ async fn run_message(
     let images = u64::try_from(parsed.images).unwrap_or(u64::MAX);
     let attempts = plan_attempts(
         state,
-        &resolved,
+        resolved,
         &ClientRequest {
             dialect: Dialect::Anthropic,
             body,
-            original: &bytes,
+            original: bytes,
             stream: parsed.stream,
             max_tokens: parsed.max_tokens,
             images,
@@ -281,31 +349,57 @@ async fn run_message(
         },
         request_id,
     )?;
-    let input_bound = input_tokens_bound(largest_body_bytes(&bytes, &attempts), parsed.media_blocks);
-    let output_bound = parsed.max_tokens.unwrap_or(0);
-    let (mut response, rate_limits) = admit_and_run(
+    let input_bound = input_tokens_bound(largest_body_bytes(bytes, &attempts), parsed.media_blocks);
+    Ok(Admission {
+        caller,
+        request_id,
+        model: resolved.model,
+        attempts,
+        body_bytes: bytes.len(),
+        input_tokens_bound: input_bound,
+        output_tokens_bound: parsed.max_tokens.unwrap_or(0),
+        images,
+        multipliers: parsed.multipliers,
+        web_searches_max: parsed.web_searches_max,
+        stream: parsed.stream,
+        client: ClientWire::Messages,
+        requested_model: parsed.model.clone(),
+        attribution: forwarded.attribution,
+        cacheable_prefixes: crate::cache_prefix::cacheable_prefixes(&parsed.body, &resolved.model.id),
+    })
+}
+
+/// The reservation bound of one Messages request at standard prices, with its catalogue
+/// model: what a Message Batch reserves for it (halved there, at the Batch rate). The
+/// request is checked as `POST /v1/messages` checks it.
+pub(crate) fn batch_request_bound(
+    state: &GatewayState,
+    bytes: &Bytes,
+) -> Result<(String, tollgate_core::money::NanoUsd), ApiError> {
+    let parsed = MessagesRequest::parse(bytes, Endpoint::Messages)?;
+    if parsed.stream {
+        return Err(ApiError::invalid(
+            "stream: a request of a Message Batch cannot stream",
+        ));
+    }
+    let resolved = resolve_model(state, &parsed.model)?;
+    let caller = ApiCaller {
+        key_id: String::new(),
+        org_id: String::new(),
+        workspace_id: String::new(),
+    };
+    let mut admission = admission(
         state,
-        Admission {
-            caller,
-            request_id,
-            model: resolved.model,
-            attempts,
-            body_bytes: bytes.len(),
-            input_tokens_bound: input_bound,
-            output_tokens_bound: output_bound,
-            images,
-            multipliers: parsed.multipliers,
-            web_searches_max: parsed.web_searches_max,
-            stream: parsed.stream,
-            client: ClientWire::Messages,
-            requested_model: parsed.model.clone(),
-            attribution: forwarded.attribution,
-            cacheable_prefixes: crate::cache_prefix::cacheable_prefixes(&parsed.body, &resolved.model.id),
-        },
-    )
-    .await?;
-    rate_limit_headers(&rate_limits, response.headers_mut());
-    Ok(response)
+        &caller,
+        "",
+        Forwarded::default(),
+        bytes,
+        &parsed,
+        &resolved,
+    )?;
+    admission.multipliers.batch = true;
+    let bound = admission.plan(state.tollgate.now()).cost_bound;
+    Ok((resolved.model.id.clone(), bound))
 }
 
 pub(crate) async fn count_tokens(

@@ -164,50 +164,65 @@ pub(crate) struct Admission<'a> {
 /// each surface renders as its own headers.
 pub(crate) async fn admit_and_run(
     state: &GatewayState,
-    admission: Admission<'_>,
+    mut admission: Admission<'_>,
 ) -> Result<(Response, RateLimitView), ApiError> {
-    let observed = Observed {
-        route: admission.client.route(),
-        model: admission.model.id.clone(),
-        arrived: tokio::time::Instant::now(),
-        span: telemetry::request_span(
-            admission.caller,
-            &admission.model.id,
-            admission.output_tokens_bound,
-        ),
-    };
-    let input_estimate = input_tokens_estimate(admission.body_bytes);
+    let observed = admission.observed();
+    let cacheable_prefixes = std::mem::take(&mut admission.cacheable_prefixes);
     let open = state
         .tollgate
         .begin_cached(
             admission.caller,
-            RequestPlan {
-                request_id: admission.request_id,
-                model: admission.model,
-                cost_bound: admission
-                    .model
-                    .cost_bound(
-                        admission.input_tokens_bound,
-                        admission.output_tokens_bound,
-                        admission.images,
-                        state.tollgate.now(),
-                        admission.multipliers,
-                    )
-                    .saturating_add(
-                        admission
-                            .model
-                            .web_search_bound(admission.web_searches_max, state.tollgate.now()),
-                    ),
-                input_tokens_estimate: input_estimate,
-                max_tokens: admission.output_tokens_bound,
-                attribution: &admission.attribution,
-                multipliers: admission.multipliers,
-            },
-            admission.cacheable_prefixes,
+            admission.plan(state.tollgate.now()),
+            cacheable_prefixes,
         )
         .instrument(tracing::debug_span!(parent: &observed.span, "admission"))
         .await
         .map_err(|error| observed.refused(error))?;
+    run_admitted(state, admission, open, observed).await
+}
+
+impl Admission<'_> {
+    /// What the service is told of the request to admit and reserve it, priced at the
+    /// rates in force at `now`.
+    pub(crate) fn plan(&self, now: tollgate_core::Timestamp) -> RequestPlan<'_> {
+        RequestPlan {
+            request_id: self.request_id,
+            model: self.model,
+            cost_bound: self
+                .model
+                .cost_bound(
+                    self.input_tokens_bound,
+                    self.output_tokens_bound,
+                    self.images,
+                    now,
+                    self.multipliers,
+                )
+                .saturating_add(self.model.web_search_bound(self.web_searches_max, now)),
+            input_tokens_estimate: input_tokens_estimate(self.body_bytes),
+            max_tokens: self.output_tokens_bound,
+            attribution: &self.attribution,
+            multipliers: self.multipliers,
+        }
+    }
+
+    /// The request as its metrics and its span label it, from now on.
+    pub(crate) fn observed(&self) -> Observed {
+        Observed {
+            route: self.client.route(),
+            model: self.model.id.clone(),
+            arrived: tokio::time::Instant::now(),
+            span: telemetry::request_span(self.caller, &self.model.id, self.output_tokens_bound),
+        }
+    }
+}
+
+/// Runs an admitted request, holding `open`, on its deployments.
+pub(crate) async fn run_admitted(
+    state: &GatewayState,
+    admission: Admission<'_>,
+    open: OpenReservation,
+    observed: Observed,
+) -> Result<(Response, RateLimitView), ApiError> {
     observed
         .span
         .record("tollgate.reservation_id", open.reservation_id.as_str());
@@ -220,7 +235,7 @@ pub(crate) async fn admit_and_run(
         drain_bound: state.settings.disconnect_drain,
         client: admission.client,
         requested_model: admission.requested_model,
-        input_tokens_estimate: input_estimate,
+        input_tokens_estimate: input_tokens_estimate(admission.body_bytes),
         output_tokens_max: admission.output_tokens_bound,
         observed,
         catalog: state.catalog.clone(),

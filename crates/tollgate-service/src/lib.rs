@@ -4,6 +4,7 @@
 //! Knows nothing of HTTP or wire JSON.
 
 mod admin;
+mod batches;
 mod billing;
 pub mod clock;
 mod concurrency;
@@ -34,6 +35,9 @@ use tollgate_core::tiers::BillingPolicy;
 use tollgate_store::Store;
 
 pub use crate::admin::{CreatedApiKey, KeyFilter, KeyUpdate, MAX_ACTIVE_WORKSPACES, OrgAdmin};
+pub use crate::batches::{
+    BATCH_LIFETIME_HOURS, BATCH_RESULTS_KEPT_DAYS, BatchMaintenance, BatchRequestPlan, batch_caller,
+};
 pub use crate::billing::{PurchaseRequest, TierStanding};
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::console::{
@@ -58,6 +62,10 @@ pub use tollgate_limiter::{Limiter, Metric};
 pub use tollgate_store::{
     AuditEntry, AutoReload, BalanceView, KeyRecord, KeyStatus, LotView, Organization, Purchase,
     PurchaseStatus, RateLimitOverrides, SettleOutcome, UsageRecord, UsageStatus, Workspace, WorkspaceLimits,
+};
+pub use tollgate_store::{
+    BatchPage, BatchRequestCounts, BatchRequestState, BatchResult, BatchStatus, ClaimedBatchRequest,
+    MessageBatch,
 };
 pub use tollgate_store::{
     CreatedBy, InviteRecord, KeyView, REQUEST_LOG_PAGE_MAX, RequestLogCursor, RequestLogEntry,

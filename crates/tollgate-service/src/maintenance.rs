@@ -1,6 +1,7 @@
 //! Background duties: keep the reservations of this process's running requests alive
 //! (`heartbeat.rs`), void reservations whose request never ended (the process died) and
-//! move expired credit out of its lots.
+//! move expired credit out of its lots, and keep Message Batches (`batches.rs`: expiry,
+//! ended batches, results kept long enough).
 
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use crate::error::ServiceError;
 pub struct MaintenanceReport {
     pub reservations_voided: usize,
     pub lots_expired: usize,
+    pub batches: crate::batches::BatchMaintenance,
 }
 
 impl Tollgate {
@@ -26,11 +28,14 @@ impl Tollgate {
         self.store()
             .extend_reservations(&live, now + self.settings().reservation_ttl)
             .await?;
+        // Batches before the reaper: an expired batch voids its own requests' reservations.
+        let batches = self.maintain_batches().await?;
         let reservations_voided = self.store().reap_reservations(now).await?;
         crate::telemetry::reaped(reservations_voided);
         Ok(MaintenanceReport {
             reservations_voided,
             lots_expired: self.store().expire_lots(now).await?,
+            batches,
         })
     }
 

@@ -10,6 +10,8 @@
 //! client that leaves while its hold is being written (its handler is dropped there) thus
 //! leaves no hold behind, and no rate-limit tokens beyond its one request.
 
+use std::sync::Arc;
+
 use tokio::sync::oneshot;
 use tollgate_core::Timestamp;
 use tollgate_core::attribution::Attribution;
@@ -24,6 +26,7 @@ use tollgate_core::usage::TokenUsage;
 use tollgate_limiter::{BucketKey, Demand, LimitRefusal, Metric};
 use tollgate_store::{
     NewReservation, ReserveRejection, SettleOutcome, Settlement, StoreError, UsageRecord, UsageStatus,
+    WorkspaceLimits,
 };
 
 use crate::Tollgate;
@@ -31,7 +34,7 @@ use crate::concurrency::CallSlot;
 use crate::error::{LimitScope, RateLimited, ServiceError};
 use crate::heartbeat::Live;
 use crate::keys::ApiCaller;
-use crate::limits::{prompt_cache_scope, workspace_rate_limits};
+use crate::limits::{OrganizationLimits, prompt_cache_scope, workspace_rate_limits};
 use crate::random;
 use crate::telemetry;
 
@@ -217,67 +220,7 @@ impl Tollgate {
         cacheable_prefixes: CacheablePrefixes,
     ) -> Result<OpenReservation, ServiceError> {
         let started_at = self.now();
-        let organization = self.organization_limits(&caller.org_id).await?;
-        let workspace = self.workspace_limits(&caller.workspace_id).await?;
-        let class = plan.model.class.as_str();
-        let org_limits = organization.rate_limits(class).ok_or_else(|| {
-            ServiceError::Invalid(format!("no rate limits are configured for model class '{class}'"))
-        })?;
-        // Output is estimated from max_tokens but never beyond the bucket: a request asking
-        // for more than a minute's output (Claude Code asks for up to 64,000) waits for a
-        // full bucket instead of being refused forever, and settlement corrects the count.
-        let output_estimate = |per_minute: u64| plan.max_tokens.min(per_minute);
-        let mut demands = vec![
-            demand(
-                &caller.org_id,
-                class,
-                Metric::Requests,
-                org_limits.requests_per_minute,
-                1,
-            ),
-            demand(
-                &caller.org_id,
-                class,
-                Metric::InputTokens,
-                org_limits.input_tokens_per_minute,
-                plan.input_tokens_estimate,
-            ),
-            demand(
-                &caller.org_id,
-                class,
-                Metric::OutputTokens,
-                org_limits.output_tokens_per_minute,
-                output_estimate(org_limits.output_tokens_per_minute),
-            ),
-        ];
-        if let Some(overrides) = workspace.rate_limits.get(class) {
-            let limits = workspace_rate_limits(org_limits, overrides);
-            let scoped = [
-                (
-                    overrides.requests_per_minute,
-                    Metric::Requests,
-                    limits.requests_per_minute,
-                    1,
-                ),
-                (
-                    overrides.input_tokens_per_minute,
-                    Metric::InputTokens,
-                    limits.input_tokens_per_minute,
-                    plan.input_tokens_estimate,
-                ),
-                (
-                    overrides.output_tokens_per_minute,
-                    Metric::OutputTokens,
-                    limits.output_tokens_per_minute,
-                    output_estimate(limits.output_tokens_per_minute),
-                ),
-            ];
-            for (set, metric, per_minute, amount) in scoped {
-                if set.is_some() {
-                    demands.push(demand(&caller.workspace_id, class, metric, per_minute, amount));
-                }
-            }
-        }
+        let (mut demands, organization, workspace) = self.rate_demands(caller, &plan).await?;
         let cache_scope = prompt_cache_scope(&caller.org_id, &plan.model.id);
         let cache_read_expected =
             self.inner
@@ -345,6 +288,119 @@ impl Tollgate {
             open.prompt_cache = Some((cache_scope, cacheable_prefixes));
         }
         Ok(open)
+    }
+
+    /// What admission takes from each bucket for the request: requests, input and output
+    /// tokens, for the organization and, where it sets lower limits, the workspace; with
+    /// the limits they were read from.
+    async fn rate_demands(
+        &self,
+        caller: &ApiCaller,
+        plan: &RequestPlan<'_>,
+    ) -> Result<(Vec<Demand>, Arc<OrganizationLimits>, Arc<WorkspaceLimits>), ServiceError> {
+        let organization = self.organization_limits(&caller.org_id).await?;
+        let workspace = self.workspace_limits(&caller.workspace_id).await?;
+        let class = plan.model.class.as_str();
+        let org_limits = organization.rate_limits(class).ok_or_else(|| {
+            ServiceError::Invalid(format!("no rate limits are configured for model class '{class}'"))
+        })?;
+        // Output is estimated from max_tokens but never beyond the bucket: a request asking
+        // for more than a minute's output (Claude Code asks for up to 64,000) waits for a
+        // full bucket instead of being refused forever, and settlement corrects the count.
+        let output_estimate = |per_minute: u64| plan.max_tokens.min(per_minute);
+        let mut demands = vec![
+            demand(
+                &caller.org_id,
+                class,
+                Metric::Requests,
+                org_limits.requests_per_minute,
+                1,
+            ),
+            demand(
+                &caller.org_id,
+                class,
+                Metric::InputTokens,
+                org_limits.input_tokens_per_minute,
+                plan.input_tokens_estimate,
+            ),
+            demand(
+                &caller.org_id,
+                class,
+                Metric::OutputTokens,
+                org_limits.output_tokens_per_minute,
+                output_estimate(org_limits.output_tokens_per_minute),
+            ),
+        ];
+        if let Some(overrides) = workspace.rate_limits.get(class) {
+            let limits = workspace_rate_limits(org_limits, overrides);
+            let scoped = [
+                (
+                    overrides.requests_per_minute,
+                    Metric::Requests,
+                    limits.requests_per_minute,
+                    1,
+                ),
+                (
+                    overrides.input_tokens_per_minute,
+                    Metric::InputTokens,
+                    limits.input_tokens_per_minute,
+                    plan.input_tokens_estimate,
+                ),
+                (
+                    overrides.output_tokens_per_minute,
+                    Metric::OutputTokens,
+                    limits.output_tokens_per_minute,
+                    output_estimate(limits.output_tokens_per_minute),
+                ),
+            ];
+            for (set, metric, per_minute, amount) in scoped {
+                if set.is_some() {
+                    demands.push(demand(&caller.workspace_id, class, metric, per_minute, amount));
+                }
+            }
+        }
+        Ok((demands, organization, workspace))
+    }
+
+    /// Takes over the reservation `reservation_id`, made for this request when its Message
+    /// Batch was created, after admitting the request on the rate-limit buckets as `begin`
+    /// does (a refusal takes nothing and says when to retry). `finish` ends it at the Batch
+    /// rate (the plan's `Multipliers::batch`). Dropped unfinished, it leaves the
+    /// reservation to its batch, which runs the request again or voids it at its end.
+    pub async fn adopt(
+        &self,
+        caller: &ApiCaller,
+        plan: RequestPlan<'_>,
+        reservation_id: String,
+    ) -> Result<OpenReservation, ServiceError> {
+        let started_at = self.now();
+        let (demands, _, _) = self.rate_demands(caller, &plan).await?;
+        let admitted = self
+            .inner
+            .limiter
+            .admit(&demands, started_at)
+            .await
+            .map_err(|error| ServiceError::LimiterUnavailable(error.to_string()))?
+            .map_err(|refusal| self.rate_limited(caller, &plan.model.id, refusal))?;
+        Ok(OpenReservation {
+            rate_limits: binding_view(&demands, &admitted.snapshots),
+            reservation_id,
+            request_id: plan.request_id.to_owned(),
+            caller: caller.clone(),
+            model: plan.model.id.clone(),
+            prices: plan.model.prices.at(started_at).clone(),
+            // The gateway's plan for a batch request carries the Batch multiplier.
+            multipliers: plan.multipliers,
+            served_model: None,
+            amount: plan.cost_bound,
+            started_at,
+            admitted: demands,
+            prompt_cache: None,
+            attribution: plan.attribution.clone(),
+            slot: None,
+            live: None,
+            owner: Owner(None),
+        })
     }
 
     async fn admit_and_reserve(

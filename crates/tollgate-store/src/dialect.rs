@@ -1,7 +1,7 @@
 //! What separates the two adapters where their SQL is otherwise the same: which pool reads
 //! and which writes, how a read snapshot begins, how a driver error is translated, and the
 //! few clauses each database spells its own way. The queries written once for both
-//! (`audit_log`, `reports`) are default methods of traits over `Dialect`; each adapter
+//! (`audit_log`, `reports`, `batches`) are default methods of traits over `Dialect`; each adapter
 //! implements it in its own `dialect` module, where its concrete sqlx types are.
 //!
 //! The queries are generic over the sqlx driver, not `sqlx::Any`: each backend still runs
@@ -42,6 +42,11 @@ pub(crate) trait Dialect: Sync {
     /// The clause ` AND <column> IN (<texts>)`, the `count` texts bound from placeholder
     /// `$first` on; with no texts it keeps every row. Bind them with `bind_any_of`.
     fn and_any_of(column: &str, first: usize, count: usize) -> String;
+
+    /// What ends a `SELECT` of rows about to be claimed, so that two claimers take
+    /// different rows rather than wait on each other (PostgreSQL); nothing where one
+    /// writer at a time is the rule anyway (SQLite).
+    fn skip_locked() -> &'static str;
 
     /// Binds the texts of an `and_any_of` clause, which must come last in the statement.
     fn bind_any_of<'q>(

@@ -1,5 +1,6 @@
 //! Durable state of tollgate: organizations, workspaces, keys, the credit ledger, usage
-//! records, monthly spend counters, limits, purchases, auto-reload and the audit log, behind
+//! records, monthly spend counters, limits, purchases, auto-reload, the audit log and Message
+//! Batches, behind
 //! one façade, `Store`.
 //!
 //! Every ledger method is a transaction script: begin, load rows, ask tollgate-core what
@@ -23,6 +24,7 @@ macro_rules! dispatch {
 
 mod admin_model;
 mod audit_log;
+mod batches;
 mod batching;
 mod book;
 mod codec;
@@ -49,6 +51,10 @@ use tollgate_core::roles::OrgRole;
 use tollgate_core::spend::MonthSpend;
 
 pub use admin_model::*;
+pub use batches::{
+    BatchDeletion, BatchPage, BatchRequestCounts, BatchRequestState, BatchResult, BatchStatus,
+    ClaimedBatchRequest, MessageBatch, NewBatchRequest, NewMessageBatch, UnrunBatchRequest,
+};
 pub use console::ConsoleSession;
 pub use error::{StoreError, TxError};
 pub use model::*;
@@ -58,6 +64,7 @@ pub use sqlite::SqliteOptions;
 pub use sqlite::backup::SqliteBackup;
 
 use crate::audit_log::AuditLog;
+use crate::batches::Batches;
 use crate::postgres::PgStore;
 use crate::reports::Reports;
 use crate::request_log::RequestLog;
@@ -707,5 +714,125 @@ impl Store {
     /// each disagreement is a problem. Empty means the reports read the truth.
     pub async fn usage_rollup_problems(&self) -> Result<Vec<String>, StoreError> {
         dispatch!(self.usage_rollup_problems())
+    }
+}
+
+/// The façade over Message Batches (`batches.rs`). Their money is reserved and ended
+/// through `reserve` and `settle`, like any request's; these methods keep the batches.
+impl Store {
+    /// Inserts the batch and its requests (in that order) in one transaction.
+    pub async fn insert_message_batch(
+        &self,
+        batch: &NewMessageBatch,
+        requests: &[NewBatchRequest],
+    ) -> Result<(), StoreError> {
+        dispatch!(self.insert_message_batch(batch, requests))
+    }
+
+    /// The workspace's batch with its request counts; another workspace's is `None`.
+    pub async fn message_batch(
+        &self,
+        workspace_id: &str,
+        batch_id: &str,
+    ) -> Result<Option<MessageBatch>, StoreError> {
+        dispatch!(self.message_batch(workspace_id, batch_id))
+    }
+
+    /// Up to `limit` of the workspace's batches on `page`, newest first.
+    pub async fn message_batches(
+        &self,
+        workspace_id: &str,
+        page: &BatchPage,
+        limit: u64,
+    ) -> Result<Vec<MessageBatch>, StoreError> {
+        dispatch!(self.message_batches(workspace_id, page, limit))
+    }
+
+    /// Starts canceling an in-progress batch and cancels its requests no runner holds a
+    /// live claim on, returning those (their reservations are the caller's to void).
+    /// `None` if the workspace has no such batch.
+    pub async fn cancel_message_batch(
+        &self,
+        workspace_id: &str,
+        batch_id: &str,
+        now: Timestamp,
+    ) -> Result<Option<Vec<UnrunBatchRequest>>, StoreError> {
+        dispatch!(self.cancel_message_batch(workspace_id, batch_id, now))
+    }
+
+    /// Expires the unclaimed pending requests of unended batches past their expiry,
+    /// returning them (their reservations are the caller's to void).
+    pub async fn expire_message_batches(&self, now: Timestamp) -> Result<Vec<UnrunBatchRequest>, StoreError> {
+        dispatch!(self.expire_message_batches(now))
+    }
+
+    /// Claims for `owner` until `lease_until` up to `limit` pending requests that no runner
+    /// holds a live claim on, of in-progress batches not yet expired at `now`.
+    pub async fn claim_batch_requests(
+        &self,
+        owner: &str,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u64,
+    ) -> Result<Vec<ClaimedBatchRequest>, StoreError> {
+        dispatch!(self.claim_batch_requests(owner, now, lease_until, limit))
+    }
+
+    /// Moves the lease of `owner`'s live claims on these requests; how many it still holds.
+    pub async fn extend_batch_claims(
+        &self,
+        owner: &str,
+        request_ids: &[String],
+        lease_until: Timestamp,
+    ) -> Result<usize, StoreError> {
+        if request_ids.is_empty() {
+            return Ok(0);
+        }
+        dispatch!(self.extend_batch_claims(owner, request_ids, lease_until))
+    }
+
+    /// Ends a pending request with its result (then its batch, if nothing is left
+    /// pending); false if it had ended already.
+    pub async fn end_batch_request(
+        &self,
+        request_id: &str,
+        state: BatchRequestState,
+        result: &str,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self.end_batch_request(request_id, state, result, now))
+    }
+
+    /// Marks ended every unended batch with no request left pending; how many.
+    pub async fn end_finished_batches(&self, now: Timestamp) -> Result<u64, StoreError> {
+        dispatch!(self.end_finished_batches(None, now))
+    }
+
+    /// The batch's results in request order; `None` if the workspace has no such batch.
+    pub async fn message_batch_results(
+        &self,
+        workspace_id: &str,
+        batch_id: &str,
+    ) -> Result<Option<Vec<BatchResult>>, StoreError> {
+        dispatch!(self.message_batch_results(workspace_id, batch_id))
+    }
+
+    /// Deletes an ended batch of the workspace with its requests.
+    pub async fn delete_message_batch(
+        &self,
+        workspace_id: &str,
+        batch_id: &str,
+    ) -> Result<BatchDeletion, StoreError> {
+        dispatch!(self.delete_message_batch(workspace_id, batch_id))
+    }
+
+    /// Deletes the params and results of batches ended at or before `ended_by`, marking
+    /// them archived at `now`; how many batches.
+    pub async fn archive_message_batches(
+        &self,
+        ended_by: Timestamp,
+        now: Timestamp,
+    ) -> Result<u64, StoreError> {
+        dispatch!(self.archive_message_batches(ended_by, now))
     }
 }

@@ -75,6 +75,7 @@ pub struct Application {
     listener: TcpListener,
     state: GatewayState,
     maintenance_interval: Duration,
+    batch_runner: tollgate_gateway::BatchRunnerSettings,
     server: ServerSettings,
     console: ConsoleSettings,
     first_start: Option<FirstStart>,
@@ -152,6 +153,10 @@ impl Application {
             listener,
             state,
             maintenance_interval: Duration::from_secs(config.gateway.maintenance_interval_seconds.max(1)),
+            batch_runner: tollgate_gateway::BatchRunnerSettings {
+                concurrency: config.batches.concurrency,
+                lease: Duration::from_secs(config.batches.lease_seconds.max(1)),
+            },
             server: config.server_settings()?,
             console: config.console_settings()?,
             first_start,
@@ -196,6 +201,14 @@ impl Application {
                 .clone()
                 .run_maintenance(self.maintenance_interval),
         );
+        // Message Batches run in the background, claimed request by request in the store.
+        // None at all with `concurrency = 0`: this process leaves them to the others.
+        let batch_runner = (self.batch_runner.concurrency > 0).then(|| {
+            tokio::spawn(tollgate_gateway::run_batches(
+                self.state.clone(),
+                self.batch_runner,
+            ))
+        });
         // So is the Console, under /console; it sees client addresses for its sign-in limit.
         let console = crate::console::router(&self.state, self.console);
         let mut routes = router(self.state).merge(admin).merge(console);
@@ -217,6 +230,9 @@ impl Application {
         crate::serve::serve(self.listener, routes, self.server, shutdown).await;
         maintenance.abort();
         metrics_tasks.iter().for_each(tokio::task::JoinHandle::abort);
+        if let Some(batch_runner) = batch_runner {
+            batch_runner.abort();
+        }
         Ok(())
     }
 }

@@ -44,6 +44,7 @@ pub struct Config {
     pub credits: CreditsConfig,
     pub gateway: GatewayConfig,
     pub observability: ObservabilityConfig,
+    pub batches: BatchesConfig,
     pub providers: BTreeMap<String, ProviderConfig>,
     /// Whether the built-in catalogue (its models and aliases, all on the simulated model)
     /// is served beside the configured models. `false` in a config file or
@@ -214,6 +215,15 @@ pub struct TraceSettings {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchesConfig {
+    /// Requests of Message Batches run at once by this process.
+    pub concurrency: usize,
+    /// How long a runner's claim on a request lasts unless renewed.
+    pub lease_seconds: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]

@@ -5,6 +5,7 @@ use sqlx::query::Query;
 use sqlx::{Pool, Postgres};
 
 use crate::audit_log::AuditLog;
+use crate::batches::Batches;
 use crate::dialect::{BoundArguments, Dialect};
 use crate::error::StoreError;
 use crate::postgres::{PgStore, PgTransaction, store_error};
@@ -35,6 +36,10 @@ impl Dialect for PgStore {
         format!(" AND (cardinality(${first}::text[]) = 0 OR {column} = ANY(${first}::text[]))")
     }
 
+    fn skip_locked() -> &'static str {
+        " FOR UPDATE SKIP LOCKED"
+    }
+
     fn bind_any_of<'q>(
         query: Query<'q, Postgres, BoundArguments<'q, Postgres>>,
         texts: &'q [String],
@@ -44,6 +49,8 @@ impl Dialect for PgStore {
 }
 
 impl AuditLog for PgStore {}
+
+impl Batches for PgStore {}
 
 impl Reports for PgStore {}
 

@@ -5,6 +5,7 @@ use sqlx::query::Query;
 use sqlx::{Pool, Sqlite};
 
 use crate::audit_log::AuditLog;
+use crate::batches::Batches;
 use crate::dialect::{BoundArguments, Dialect};
 use crate::error::StoreError;
 use crate::reports::Reports;
@@ -41,6 +42,10 @@ impl Dialect for SqliteStore {
         format!(" AND {column} IN ({})", placeholders.join(", "))
     }
 
+    fn skip_locked() -> &'static str {
+        ""
+    }
+
     fn bind_any_of<'q>(
         query: Query<'q, Sqlite, BoundArguments<'q, Sqlite>>,
         texts: &'q [String],
@@ -50,6 +55,8 @@ impl Dialect for SqliteStore {
 }
 
 impl AuditLog for SqliteStore {}
+
+impl Batches for SqliteStore {}
 
 impl Reports for SqliteStore {}
 

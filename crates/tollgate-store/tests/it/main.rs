@@ -6,6 +6,7 @@
 //! each test in a fresh schema of the machine's server (`TOLLGATE_TEST_DATABASE_URL`). `model` drives a seeded random
 //! workload against a reference auditor.
 
+mod batches;
 mod billing;
 mod conformance;
 mod console;
@@ -72,6 +73,11 @@ macro_rules! the_conformance_suite {
             usage_records_round_trip,
             usage_records_keep_their_client_attribution,
             usage_by_session_groups_and_filters_charged_records,
+        );
+
+        conformance_tests!($backend; batches;
+            a_batch_is_claimed_once_and_ends_with_its_requests,
+            cancel_and_expiry_end_only_unclaimed_requests,
         );
 
         conformance_tests!($backend; billing;

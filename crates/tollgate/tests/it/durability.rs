@@ -327,3 +327,126 @@ async fn a_killed_gateway_keeps_every_charge_it_acknowledged() {
         test_started.elapsed()
     );
 }
+
+/// Goal: a Message Batch survives a `kill -9` of the server mid-batch. Restarted on the
+/// same data, the runner takes over the requests the dead one held once their leases lapse,
+/// the batch completes, and every request is charged exactly once (one usage record each,
+/// at the Batch rate), with nothing left reserved.
+#[tokio::test]
+async fn a_batch_completes_after_a_kill_and_charges_each_request_once() {
+    const REQUESTS: usize = 8;
+    let data_dir = tempfile::tempdir().expect("temporary directory");
+    let dir = data_dir.path();
+    let config = dir.join("tollgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+            listen = "127.0.0.1:0"
+            [batches]
+            concurrency = 2
+            lease_seconds = 2
+            [providers.simulated]
+            kind = "simulated"
+            tokens_per_second = 40
+            {GENEROUS_TIERS}
+            "#
+        ),
+    )
+    .expect("write the config");
+    let api_key = tollgate(
+        dir,
+        &config,
+        &["keys", "create", "--workspace", "Default", "--name", "batches"],
+    )
+    .trim()
+    .to_owned();
+    let client = reqwest::Client::new();
+    let get_batch = |address: String, batch_id: String| {
+        let (client, api_key) = (client.clone(), api_key.clone());
+        async move {
+            client
+                .get(format!("{address}/v1/messages/batches/{batch_id}"))
+                .header("x-api-key", api_key)
+                .send()
+                .await
+                .expect("retrieve")
+                .json::<Value>()
+                .await
+                .expect("batch JSON")
+        }
+    };
+
+    let mut server = Server::start(dir, &config);
+    let requests: Vec<Value> = (0..REQUESTS)
+        .map(|index| {
+            serde_json::json!({
+                "custom_id": format!("item-{index}"),
+                "params": {
+                    "model": "claude-sonnet-4-6",
+                    "max_tokens": 40,
+                    "messages": [{"role": "user", "content": format!("Tell me about {index}.")}],
+                },
+            })
+        })
+        .collect();
+    let created: Value = client
+        .post(format!("{}/v1/messages/batches", server.address))
+        .header("x-api-key", &api_key)
+        .json(&serde_json::json!({ "requests": requests }))
+        .send()
+        .await
+        .expect("create")
+        .json()
+        .await
+        .expect("batch JSON");
+    let batch_id = created["id"].as_str().expect("id").to_owned();
+    // Killed once some requests finished and others are running.
+    let started = Instant::now();
+    loop {
+        let batch = get_batch(server.address.clone(), batch_id.clone()).await;
+        if batch["request_counts"]["succeeded"].as_u64().unwrap_or(0) >= 2 {
+            assert_ne!(batch["processing_status"], "ended", "killed mid-batch: {batch}");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the batch did not progress"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.kill();
+
+    let server = Server::start(dir, &config);
+    let ended = loop {
+        let batch = get_batch(server.address.clone(), batch_id.clone()).await;
+        if batch["processing_status"] == "ended" {
+            break batch;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the batch did not end: {batch}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(ended["request_counts"]["succeeded"], REQUESTS as u64, "{ended}");
+    drop(server);
+
+    let records = usage_records(dir).await;
+    assert_eq!(
+        records.len(),
+        REQUESTS,
+        "one request id per batch request: {records:?}"
+    );
+    let charged: i64 = records
+        .keys()
+        .map(|request_id| charge_of(&records, request_id))
+        .sum();
+    let (_, held, spent, _) = balance(dir, &config);
+    assert_eq!(
+        (held, spent),
+        (0, charged),
+        "each request charged once, nothing held"
+    );
+    assert_ledger_clean(dir, &config);
+}

@@ -9,6 +9,7 @@ mod admin_api;
 mod admin_isolation;
 mod admin_reports;
 mod bad_input;
+mod batches;
 mod billing;
 mod chat;
 mod claude_code;

@@ -85,7 +85,7 @@ fn sdk_python() -> Result<PathBuf, String> {
 }
 
 /// Runs `tests/sdk/{script}` against `app` and returns its cases by name.
-async fn run_script(app: &TestApp, script: &str) -> HashMap<String, Value> {
+pub(crate) async fn run_script(app: &TestApp, script: &str) -> HashMap<String, Value> {
     let script_path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/sdk")
         .join(script);
@@ -115,7 +115,7 @@ async fn run_script(app: &TestApp, script: &str) -> HashMap<String, Value> {
         .collect()
 }
 
-fn int(case: &Value, field: &str) -> i64 {
+pub(crate) fn int(case: &Value, field: &str) -> i64 {
     case[field]
         .as_i64()
         .unwrap_or_else(|| panic!("{field} in {case}"))

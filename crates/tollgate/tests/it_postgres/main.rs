@@ -16,6 +16,8 @@ mod admin_isolation;
 mod admin_reports;
 #[path = "../it/bad_input.rs"]
 mod bad_input;
+#[path = "../it/batches.rs"]
+mod batches;
 #[path = "../it/billing.rs"]
 mod billing;
 #[path = "../it/chat.rs"]

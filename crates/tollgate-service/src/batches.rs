@@ -1,0 +1,413 @@
+//! Message Batches: creating a batch reserves every request's cost bound at the Batch rate
+//! (`Multipliers::batch`, half the standard prices, rounded up once), each as a reservation of its own through the
+//! ledger's one path, all or nothing; a runner then claims requests, runs each on the
+//! reservation made for it (`Tollgate::adopt`) and records its result; a request that ends
+//! without running (canceled, expired) or that errors has its reservation voided. The
+//! maintenance pass expires batches past their lifetime and deletes results kept long
+//! enough.
+//!
+//! Params and results are wire JSON the HTTP crate writes; here they are opaque text.
+
+use chrono::Duration;
+use tollgate_core::Timestamp;
+use tollgate_core::ids::IdKind;
+use tollgate_core::ledger::InsufficientCredit;
+use tollgate_core::money::NanoUsd;
+use tollgate_core::spend::{SpendLimits, check_spend};
+use tollgate_core::usage::TokenUsage;
+use tollgate_store::{
+    BatchDeletion, BatchPage, BatchRequestState, BatchResult, ClaimedBatchRequest, MessageBatch,
+    NewBatchRequest, NewMessageBatch, NewReservation, ReserveRejection, Settlement, TxError,
+    UnrunBatchRequest, UsageRecord, UsageStatus,
+};
+
+use crate::Tollgate;
+use crate::error::ServiceError;
+use crate::keys::ApiCaller;
+use crate::random;
+
+/// A batch processes for this long; what has not run by then expires.
+pub const BATCH_LIFETIME_HOURS: i64 = 24;
+/// An ended batch's results are kept this long, then deleted.
+pub const BATCH_RESULTS_KEPT_DAYS: i64 = 29;
+/// A request's reservation outlives its batch's expiry by this much, so the reaper leaves
+/// it alone while the batch lives and the batch's own end voids it first.
+const RESERVATION_MARGIN_HOURS: i64 = 1;
+/// Reservations written at once while a batch is created (the writer commits them in
+/// groups).
+const RESERVATIONS_IN_FLIGHT: usize = 64;
+
+/// One request of a batch to create, validated and bounded by the HTTP crate.
+#[derive(Clone, Debug)]
+pub struct BatchRequestPlan {
+    pub custom_id: String,
+    /// The Messages request body, as JSON text.
+    pub params: String,
+    /// Catalogue model id.
+    pub model: String,
+    /// A true upper bound of the request's cost at standard prices.
+    pub cost_bound: NanoUsd,
+}
+
+/// What the maintenance pass did to batches.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BatchMaintenance {
+    pub requests_expired: usize,
+    pub batches_ended: u64,
+    pub batches_archived: u64,
+}
+
+impl Tollgate {
+    /// Creates a batch in the caller's workspace, reserving each request's bound at the
+    /// Batch rate. All or nothing: if any reservation is refused, those made are voided,
+    /// no batch is written, and the refusal is returned as `begin` returns it.
+    pub async fn create_message_batch(
+        &self,
+        caller: &ApiCaller,
+        plans: Vec<BatchRequestPlan>,
+    ) -> Result<MessageBatch, ServiceError> {
+        let now = self.now();
+        let expires_at = now + Duration::hours(BATCH_LIFETIME_HOURS);
+        let organization = self.organization_limits(&caller.org_id).await?;
+        let workspace = self.workspace_limits(&caller.workspace_id).await?;
+        let spend_limits = SpendLimits {
+            tier: organization.tier_cap(),
+            organization: organization.billing.spend_limit,
+            workspace: workspace.spend_limit,
+        };
+        let requests: Vec<NewBatchRequest> = plans
+            .into_iter()
+            .map(|plan| NewBatchRequest {
+                custom_id: plan.custom_id,
+                request_id: random::ordered_id(IdKind::Request, now),
+                model: plan.model,
+                params: plan.params,
+                reservation_id: random::ordered_id(IdKind::Reservation, now),
+                // Already at the Batch rate: the gateway bounds each request with it.
+                amount: plan.cost_bound,
+            })
+            .collect();
+        // A batch that cannot fit is refused before anything is written: its whole bound
+        // against the month's spend limits, then the credit, as the ledger's book decides
+        // each reservation. One that passes here may still be refused below (another
+        // request reserved meanwhile); then the reservations made are voided.
+        let total = requests
+            .iter()
+            .try_fold(NanoUsd::ZERO, |sum, request| sum.checked_add(request.amount))
+            .unwrap_or(NanoUsd::MAX);
+        let spent = self
+            .store()
+            .month_spend(&caller.org_id, &caller.workspace_id, now)
+            .await?;
+        check_spend(&spend_limits, &spent, total, now)?;
+        let available = self.store().balance(&caller.org_id, now).await?.available;
+        if total > available {
+            return Err(ServiceError::InsufficientCredit(InsufficientCredit {
+                available,
+                required: total,
+            }));
+        }
+        let mut made: Vec<&NewBatchRequest> = Vec::with_capacity(requests.len());
+        let mut refusal = None;
+        for chunk in requests.chunks(RESERVATIONS_IN_FLIGHT) {
+            let mut tasks = tokio::task::JoinSet::new();
+            for (index, request) in chunk.iter().enumerate() {
+                let store = self.store().clone();
+                let reservation = NewReservation {
+                    reservation_id: request.reservation_id.clone(),
+                    org_id: caller.org_id.clone(),
+                    workspace_id: caller.workspace_id.clone(),
+                    api_key_id: Some(caller.key_id.clone()),
+                    request_id: request.request_id.clone(),
+                    model: request.model.clone(),
+                    amount: request.amount,
+                    created_at: now,
+                    deadline: expires_at + Duration::hours(RESERVATION_MARGIN_HOURS),
+                    spend_limits,
+                };
+                tasks.spawn(async move { (index, store.reserve(reservation).await) });
+            }
+            while let Some(joined) = tasks.join_next().await {
+                let (index, reserved) = joined.map_err(|error| {
+                    ServiceError::Unavailable(format!("a reservation task failed: {error}"))
+                })?;
+                match reserved {
+                    Ok(_) => made.push(&chunk[index]),
+                    Err(error) => {
+                        refusal.get_or_insert(error);
+                    }
+                }
+            }
+            if refusal.is_some() {
+                break;
+            }
+        }
+        let batch = NewMessageBatch {
+            id: random::ordered_id(IdKind::MessageBatch, now),
+            org_id: caller.org_id.clone(),
+            workspace_id: caller.workspace_id.clone(),
+            api_key_id: caller.key_id.clone(),
+            created_at: now,
+            expires_at,
+        };
+        let written = match refusal {
+            Some(error) => Err(match error {
+                TxError::Rejected(ReserveRejection::InsufficientCredit(refused)) => {
+                    ServiceError::InsufficientCredit(refused)
+                }
+                TxError::Rejected(ReserveRejection::SpendLimitReached(reached)) => {
+                    ServiceError::SpendLimitReached(reached)
+                }
+                TxError::Store(error) => ServiceError::Store(error),
+            }),
+            None => self
+                .store()
+                .insert_message_batch(&batch, &requests)
+                .await
+                .map_err(ServiceError::Store),
+        };
+        if let Err(error) = written {
+            for request in made {
+                self.void_batch_reservation(
+                    caller,
+                    &request.request_id,
+                    &request.model,
+                    &request.reservation_id,
+                    UsageStatus::Refused,
+                    "batch_refused",
+                )
+                .await;
+            }
+            return Err(error);
+        }
+        self.message_batch(caller, &batch.id).await
+    }
+
+    /// The caller's workspace's batch; another's is not found.
+    pub async fn message_batch(
+        &self,
+        caller: &ApiCaller,
+        batch_id: &str,
+    ) -> Result<MessageBatch, ServiceError> {
+        self.store()
+            .message_batch(&caller.workspace_id, batch_id)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(format!("message_batch: {batch_id}")))
+    }
+
+    /// Up to `limit` of the caller's workspace's batches, newest first.
+    pub async fn message_batches(
+        &self,
+        caller: &ApiCaller,
+        page: &BatchPage,
+        limit: u64,
+    ) -> Result<Vec<MessageBatch>, ServiceError> {
+        Ok(self
+            .store()
+            .message_batches(&caller.workspace_id, page, limit)
+            .await?)
+    }
+
+    /// Starts canceling the batch: its requests not yet running end `canceled` and their
+    /// reservations are voided; those running finish as they will.
+    pub async fn cancel_message_batch(
+        &self,
+        caller: &ApiCaller,
+        batch_id: &str,
+    ) -> Result<MessageBatch, ServiceError> {
+        let now = self.now();
+        let canceled = self
+            .store()
+            .cancel_message_batch(&caller.workspace_id, batch_id, now)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(format!("message_batch: {batch_id}")))?;
+        self.void_unrun(canceled).await;
+        self.store().end_finished_batches(now).await?;
+        self.message_batch(caller, batch_id).await
+    }
+
+    /// Deletes an ended batch; one still processing is refused.
+    pub async fn delete_message_batch(&self, caller: &ApiCaller, batch_id: &str) -> Result<(), ServiceError> {
+        match self
+            .store()
+            .delete_message_batch(&caller.workspace_id, batch_id)
+            .await?
+        {
+            BatchDeletion::Deleted => Ok(()),
+            BatchDeletion::NotFound => Err(ServiceError::NotFound(format!("message_batch: {batch_id}"))),
+            BatchDeletion::NotEnded => Err(ServiceError::Invalid(format!(
+                "Message Batch {batch_id} cannot be deleted while it is still processing. Cancel it first."
+            ))),
+        }
+    }
+
+    /// The results of an ended batch, in the order its requests were given.
+    pub async fn message_batch_results(
+        &self,
+        caller: &ApiCaller,
+        batch_id: &str,
+    ) -> Result<Vec<BatchResult>, ServiceError> {
+        let batch = self.message_batch(caller, batch_id).await?;
+        if batch.ended_at.is_none() {
+            return Err(ServiceError::Invalid(format!(
+                "Message Batch {batch_id} has not yet ended; its results are not available."
+            )));
+        }
+        if batch.archived_at.is_some() {
+            return Err(ServiceError::NotFound(format!(
+                "Message Batch {batch_id}'s results have been deleted."
+            )));
+        }
+        self.store()
+            .message_batch_results(&caller.workspace_id, batch_id)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(format!("message_batch: {batch_id}")))
+    }
+
+    /// Claims up to `limit` requests for the runner `owner`, leased for `lease`.
+    pub async fn claim_batch_requests(
+        &self,
+        owner: &str,
+        lease: Duration,
+        limit: u64,
+    ) -> Result<Vec<ClaimedBatchRequest>, ServiceError> {
+        let now = self.now();
+        Ok(self
+            .store()
+            .claim_batch_requests(owner, now, now + lease, limit)
+            .await?)
+    }
+
+    /// Renews the runner's leases on requests it is still running.
+    pub async fn extend_batch_claims(
+        &self,
+        owner: &str,
+        request_ids: &[String],
+        lease: Duration,
+    ) -> Result<usize, ServiceError> {
+        let until = self.now() + lease;
+        Ok(self
+            .store()
+            .extend_batch_claims(owner, request_ids, until)
+            .await?)
+    }
+
+    /// Records a claimed request's result. An `errored` request's reservation is voided
+    /// here (a no-op if the metered call ended it already); a `succeeded` one was settled
+    /// by the metered call before this is called, so a request whose result is stored was
+    /// charged, and one run again after a crash is not charged twice.
+    pub async fn end_batch_request(
+        &self,
+        claimed: &ClaimedBatchRequest,
+        state: BatchRequestState,
+        result: &str,
+    ) -> Result<bool, ServiceError> {
+        if state != BatchRequestState::Succeeded {
+            let caller = batch_caller(claimed);
+            self.void_batch_reservation(
+                &caller,
+                &claimed.request_id,
+                &claimed.model,
+                &claimed.reservation_id,
+                UsageStatus::Failed,
+                "batch_request_errored",
+            )
+            .await;
+        }
+        Ok(self
+            .store()
+            .end_batch_request(&claimed.request_id, state, result, self.now())
+            .await?)
+    }
+
+    /// Expires what batches past their lifetime have not run (voiding its reservations),
+    /// ends batches with nothing left pending, and deletes results kept long enough.
+    pub async fn maintain_batches(&self) -> Result<BatchMaintenance, ServiceError> {
+        let now = self.now();
+        let expired = self.store().expire_message_batches(now).await?;
+        let requests_expired = expired.len();
+        self.void_unrun(expired).await;
+        Ok(BatchMaintenance {
+            requests_expired,
+            batches_ended: self.store().end_finished_batches(now).await?,
+            batches_archived: self
+                .store()
+                .archive_message_batches(now - Duration::days(BATCH_RESULTS_KEPT_DAYS), now)
+                .await?,
+        })
+    }
+
+    async fn void_unrun(&self, requests: Vec<UnrunBatchRequest>) {
+        for request in requests {
+            let caller = ApiCaller {
+                key_id: request.api_key_id.clone(),
+                org_id: request.org_id.clone(),
+                workspace_id: request.workspace_id.clone(),
+            };
+            let why = match request.state {
+                BatchRequestState::Expired => "batch_request_expired",
+                _ => "batch_request_canceled",
+            };
+            self.void_batch_reservation(
+                &caller,
+                &request.request_id,
+                &request.model,
+                &request.reservation_id,
+                UsageStatus::Abandoned,
+                why,
+            )
+            .await;
+        }
+    }
+
+    /// Ends a batch request's reservation at no charge. One that fails here stays pending
+    /// until its deadline, when the reaper voids it.
+    async fn void_batch_reservation(
+        &self,
+        caller: &ApiCaller,
+        request_id: &str,
+        model: &str,
+        reservation_id: &str,
+        status: UsageStatus,
+        why: &str,
+    ) {
+        let now: Timestamp = self.now();
+        let settlement = Settlement {
+            reservation_id: reservation_id.to_owned(),
+            cost: NanoUsd::ZERO,
+            now,
+            record: UsageRecord {
+                request_id: request_id.to_owned(),
+                org_id: caller.org_id.clone(),
+                workspace_id: caller.workspace_id.clone(),
+                api_key_id: Some(caller.key_id.clone()),
+                model: model.to_owned(),
+                usage: TokenUsage::default(),
+                cost: NanoUsd::ZERO,
+                status,
+                error_type: Some(why.to_owned()),
+                latency_ms: 0,
+                started_at: now,
+                ended_at: now,
+                attribution: Default::default(),
+                served_model: None,
+                multipliers: tollgate_core::pricing::Multipliers {
+                    batch: true,
+                    ..Default::default()
+                },
+            },
+        };
+        if let Err(error) = self.store().settle(settlement).await {
+            tracing::warn!(%error, reservation_id, "could not void a batch request's reservation; the reaper will");
+        }
+    }
+}
+
+/// Whom a claimed request is billed to: the key that created its batch.
+pub fn batch_caller(claimed: &ClaimedBatchRequest) -> ApiCaller {
+    ApiCaller {
+        key_id: claimed.api_key_id.clone(),
+        org_id: claimed.org_id.clone(),
+        workspace_id: claimed.workspace_id.clone(),
+    }
+}

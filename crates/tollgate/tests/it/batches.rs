@@ -1,0 +1,646 @@
+//! Message Batches end to end: created, run in the background by the runner, retrieved,
+//! listed, canceled, expired and deleted over HTTP, with the ledger checked after each: the
+//! charge is the sum of the succeeded requests at the Batch rate (half, rounded up), nothing
+//! stays reserved once the batch ended, and a batch that does not fit moves no money.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tollgate_core::money::NanoUsd;
+use tollgate_service::UsageStatus;
+use tollgate_testkit::{Behavior, Reply};
+
+use crate::helpers::{Options, TestApp, sonnet_cost, spawn_app_with, starter_nanos};
+
+/// Tokens the fake upstream reports for every request.
+const INPUT_TOKENS: u64 = 40;
+const OUTPUT_TOKENS: u64 = 6;
+
+fn reply() -> Reply {
+    Reply {
+        text: "Batched.".into(),
+        input_tokens: INPUT_TOKENS,
+        output_tokens: OUTPUT_TOKENS,
+        ..Reply::default()
+    }
+}
+
+/// `standard` at the Batch rate: half, rounded up to the nano-dollar.
+fn batch_rate(standard: i64) -> i64 {
+    standard / 2 + standard % 2
+}
+
+/// One request's charge at the Batch rate.
+fn batch_cost() -> i64 {
+    batch_rate(sonnet_cost(INPUT_TOKENS as i64, OUTPUT_TOKENS as i64))
+}
+
+fn batch_body(requests: usize, max_tokens: u64) -> Value {
+    json!({
+        "requests": (0..requests).map(|index| json!({
+            "custom_id": format!("item-{index}"),
+            "params": {
+                "model": "fake-sonnet",
+                "max_tokens": max_tokens,
+                "messages": [{"role": "user", "content": format!("Question {index}")}],
+            },
+        })).collect::<Vec<_>>(),
+    })
+}
+
+impl TestApp {
+    async fn batch_call(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> (u16, Value) {
+        let mut request = self
+            .client
+            .request(method, self.url(path))
+            .header("x-api-key", &self.api_key)
+            .header("anthropic-version", "2023-06-01");
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.expect("batch call");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("body");
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    /// Polls the batch until it ended (bounded).
+    async fn wait_for_batch_end(&self, batch_id: &str) -> Value {
+        for _ in 0..400 {
+            let (status, batch) = self
+                .batch_call(
+                    reqwest::Method::GET,
+                    &format!("/v1/messages/batches/{batch_id}"),
+                    None,
+                )
+                .await;
+            assert_eq!(status, 200, "{batch}");
+            if batch["processing_status"] == "ended" {
+                return batch;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("batch {batch_id} did not end");
+    }
+
+    async fn batch_results(&self, batch: &Value) -> Vec<Value> {
+        let url = batch["results_url"].as_str().expect("results_url once ended");
+        let response = self
+            .client
+            .get(url)
+            .header("x-api-key", &self.api_key)
+            .send()
+            .await
+            .expect("results");
+        assert_eq!(response.status(), 200);
+        let text = response.text().await.expect("results body");
+        text.lines()
+            .map(|line| serde_json::from_str(line).expect("a JSON line"))
+            .collect()
+    }
+}
+
+/// Goal: every request of a batch runs once on the reservation made at creation and is
+/// charged half its standard cost; the batch object, list, results and delete take
+/// Anthropic's shapes.
+#[tokio::test]
+async fn a_batch_runs_each_request_once_at_half_price() {
+    let app = spawn_app_with(Options::default()).await;
+    app.fake.set_behavior(Behavior::Ok(reply()));
+    let (status, created) = app
+        .batch_call(
+            reqwest::Method::POST,
+            "/v1/messages/batches",
+            Some(&batch_body(3, 100)),
+        )
+        .await;
+    assert_eq!(status, 200, "{created}");
+    let batch_id = created["id"].as_str().expect("id").to_owned();
+    assert!(batch_id.starts_with("msgbatch_"), "{batch_id}");
+    assert_eq!(created["type"], "message_batch");
+    assert_eq!(created["processing_status"], "in_progress");
+    assert_eq!(created["results_url"], Value::Null);
+    for field in ["created_at", "expires_at"] {
+        assert!(
+            created[field].as_str().is_some_and(|at| at.ends_with('Z')),
+            "{created}"
+        );
+    }
+
+    let ended = app.wait_for_batch_end(&batch_id).await;
+    assert_eq!(
+        ended["request_counts"],
+        json!({"processing": 0, "succeeded": 3, "errored": 0, "canceled": 0, "expired": 0})
+    );
+    assert!(ended["ended_at"].is_string());
+    let results = app.batch_results(&ended).await;
+    assert_eq!(results.len(), 3);
+    for (index, line) in results.iter().enumerate() {
+        assert_eq!(line["custom_id"], format!("item-{index}"));
+        assert_eq!(line["result"]["type"], "succeeded");
+        assert_eq!(line["result"]["message"]["type"], "message");
+        assert_eq!(line["result"]["message"]["usage"]["output_tokens"], OUTPUT_TOKENS);
+    }
+    assert_eq!(app.fake.requests().len(), 3, "each request ran once");
+
+    let charged = 3 * batch_cost();
+    app.wait_for_settlement().await;
+    assert_eq!(app.balance().await, (starter_nanos() - charged, 0, charged));
+    let records = app.usage_records().await;
+    assert_eq!(records.len(), 3);
+    assert!(
+        records
+            .iter()
+            .all(|record| record.status == UsageStatus::Succeeded
+                && record.model == "fake-sonnet"
+                && record.cost.nanos() == batch_cost())
+    );
+    app.assert_ledger_clean().await;
+
+    let (status, list) = app
+        .batch_call(reqwest::Method::GET, "/v1/messages/batches?limit=10", None)
+        .await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["data"][0]["id"], batch_id);
+    assert_eq!(
+        (list["has_more"].clone(), list["first_id"].clone()),
+        (json!(false), json!(batch_id))
+    );
+
+    let (status, deleted) = app
+        .batch_call(
+            reqwest::Method::DELETE,
+            &format!("/v1/messages/batches/{batch_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{deleted}");
+    assert_eq!(deleted, json!({"id": batch_id, "type": "message_batch_deleted"}));
+    let (status, _) = app
+        .batch_call(
+            reqwest::Method::GET,
+            &format!("/v1/messages/batches/{batch_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+}
+
+/// Goal: a batch whose bound at the Batch rate exceeds the credit is refused as
+/// `/v1/messages` refuses a request (same wording), and moves no money: nothing charged,
+/// nothing reserved, no batch.
+#[tokio::test]
+async fn a_batch_that_does_not_fit_is_refused_whole() {
+    let app = spawn_app_with(Options::default()).await;
+    app.fake.set_behavior(Behavior::Ok(reply()));
+    // 100 requests of up to 10,000 output tokens: about $7.50 at the Batch rate, over $5.
+    let (status, refused) = app
+        .batch_call(
+            reqwest::Method::POST,
+            "/v1/messages/batches",
+            Some(&batch_body(100, 10_000)),
+        )
+        .await;
+    assert_eq!(status, 400, "{refused}");
+    assert_eq!(refused["error"]["type"], "invalid_request_error");
+    assert_eq!(refused["error"]["message"], tollgate_gateway::CREDIT_TOO_LOW);
+    assert_eq!(app.balance().await, (starter_nanos(), 0, 0));
+    let (_, list) = app
+        .batch_call(reqwest::Method::GET, "/v1/messages/batches", None)
+        .await;
+    assert_eq!(list["data"], json!([]));
+    assert!(app.usage_records().await.is_empty(), "nothing was written");
+    assert_eq!(
+        app.tollgate
+            .store()
+            .pending_reservation_count(Some(&app.org_id))
+            .await
+            .expect("count"),
+        0
+    );
+    assert!(app.fake.requests().is_empty());
+    app.assert_ledger_clean().await;
+}
+
+/// Goal: a request's params are checked as `/v1/messages` checks them, and the error names
+/// the request by its index; a `custom_id` is unique within its batch.
+#[tokio::test]
+async fn bad_requests_are_refused_by_index() {
+    let app = spawn_app_with(Options::default()).await;
+    let mut body = batch_body(3, 100);
+    body["requests"][2]["params"]["model"] = json!("no-such-model");
+    let (status, refused) = app
+        .batch_call(reqwest::Method::POST, "/v1/messages/batches", Some(&body))
+        .await;
+    assert_eq!(status, 404, "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .is_some_and(|message| message.starts_with("requests.2.params: ")),
+        "{refused}"
+    );
+    let mut body = batch_body(2, 100);
+    body["requests"][1]["custom_id"] = json!("item-0");
+    let (status, refused) = app
+        .batch_call(reqwest::Method::POST, "/v1/messages/batches", Some(&body))
+        .await;
+    assert_eq!(status, 400, "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .is_some_and(|message| message.starts_with("requests.1.custom_id"))
+    );
+    assert_eq!(app.balance().await, (starter_nanos(), 0, 0));
+}
+
+/// Goal: canceling ends the requests not yet running as `canceled`, uncharged; the one
+/// running finishes and is charged; then nothing stays reserved.
+#[tokio::test]
+async fn canceling_charges_only_what_ran() {
+    let app = spawn_app_with(Options {
+        extra_config: "[batches]\nconcurrency = 1",
+        ..Options::default()
+    })
+    .await;
+    app.fake.set_behavior(Behavior::Stall {
+        deltas: 0,
+        duration: Duration::from_millis(700),
+    });
+    let (status, created) = app
+        .batch_call(
+            reqwest::Method::POST,
+            "/v1/messages/batches",
+            Some(&batch_body(4, 100)),
+        )
+        .await;
+    assert_eq!(status, 200, "{created}");
+    let batch_id = created["id"].as_str().expect("id").to_owned();
+    // Wait until the runner holds the first request.
+    for _ in 0..100 {
+        if !app.fake.requests().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (status, canceling) = app
+        .batch_call(
+            reqwest::Method::POST,
+            &format!("/v1/messages/batches/{batch_id}/cancel"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{canceling}");
+    assert_eq!(canceling["processing_status"], "canceling");
+    assert!(canceling["cancel_initiated_at"].is_string());
+    let ended = app.wait_for_batch_end(&batch_id).await;
+    assert_eq!(ended["request_counts"]["canceled"], 3, "{ended}");
+    assert_eq!(ended["request_counts"]["succeeded"], 1, "{ended}");
+    let results = app.batch_results(&ended).await;
+    assert_eq!(results[0]["result"]["type"], "succeeded");
+    assert!(
+        results[1..]
+            .iter()
+            .all(|line| line["result"] == json!({"type": "canceled"}))
+    );
+
+    app.wait_for_settlement().await;
+    let (available, held, spent) = app.balance().await;
+    assert_eq!(held, 0, "nothing stays reserved");
+    assert_eq!(available + spent, starter_nanos());
+    let records = app.usage_records().await;
+    let charged: i64 = records.iter().map(|record| record.cost.nanos()).sum();
+    assert_eq!(spent, charged);
+    assert_eq!(
+        records
+            .iter()
+            .filter(|record| record.status == UsageStatus::Succeeded)
+            .count(),
+        1
+    );
+    app.assert_ledger_clean().await;
+}
+
+/// Goal: 24 hours after creation the requests that have not run expire, uncharged, and the
+/// batch ends; its results are deleted 29 days after it ended. (No runner here:
+/// `concurrency = 0`.)
+#[tokio::test]
+async fn unrun_requests_expire_after_a_day() {
+    let app = spawn_app_with(Options {
+        manual_clock: true,
+        extra_config: "[batches]\nconcurrency = 0",
+        ..Options::default()
+    })
+    .await;
+    let clock = app.clock.clone().expect("manual clock");
+    let (status, created) = app
+        .batch_call(
+            reqwest::Method::POST,
+            "/v1/messages/batches",
+            Some(&batch_body(3, 100)),
+        )
+        .await;
+    assert_eq!(status, 200, "{created}");
+    let batch_id = created["id"].as_str().expect("id").to_owned();
+    let (_, held, _) = app.balance().await;
+    assert!(held > 0, "the batch's bound is reserved at creation");
+    clock.advance(chrono::Duration::hours(23));
+    app.tollgate.maintain().await.expect("maintenance");
+    assert_eq!(
+        app.balance().await.1,
+        held,
+        "the reaper leaves a living batch's reservations alone"
+    );
+
+    clock.advance(chrono::Duration::hours(1));
+    app.tollgate.maintain().await.expect("maintenance");
+    let ended = app.wait_for_batch_end(&batch_id).await;
+    assert_eq!(ended["request_counts"]["expired"], 3, "{ended}");
+    let results = app.batch_results(&ended).await;
+    assert!(
+        results
+            .iter()
+            .all(|line| line["result"] == json!({"type": "expired"}))
+    );
+    assert_eq!(app.balance().await, (starter_nanos(), 0, 0));
+    app.assert_ledger_clean().await;
+
+    clock.advance(chrono::Duration::days(29));
+    app.tollgate.maintain().await.expect("maintenance");
+    let (_, archived) = app
+        .batch_call(
+            reqwest::Method::GET,
+            &format!("/v1/messages/batches/{batch_id}"),
+            None,
+        )
+        .await;
+    assert!(archived["archived_at"].is_string(), "{archived}");
+    let (status, _) = app
+        .batch_call(
+            reqwest::Method::GET,
+            &format!("/v1/messages/batches/{batch_id}/results"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+}
+
+/// Goal: the official Python SDK's `client.messages.batches` works unchanged against the
+/// simulated model, and the batch is charged half of what its requests used.
+#[tokio::test]
+async fn the_anthropic_sdk_runs_a_batch() {
+    let app = spawn_app_with(Options::default()).await;
+    let cases = crate::sdk::run_script(&app, "anthropic_batches.py").await;
+    let created = &cases["created"];
+    assert!(
+        created["id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("msgbatch_")),
+        "{created}"
+    );
+    assert_eq!(created["type"], "message_batch");
+    let ended = &cases["ended"];
+    assert_eq!(
+        (ended["status"].clone(), ended["succeeded"].clone()),
+        (json!("ended"), json!(3))
+    );
+    assert!(
+        ended["results_url"]
+            .as_str()
+            .is_some_and(|url| url.ends_with("/results"))
+    );
+    assert_eq!(cases["list"]["ids"], json!([created["id"]]));
+    let results = cases["results"]["results"].as_array().expect("results");
+    assert_eq!(
+        results
+            .iter()
+            .map(|line| line["custom_id"].clone())
+            .collect::<Vec<_>>(),
+        [json!("first"), json!("second"), json!("third")]
+    );
+    assert!(results.iter().all(|line| line["type"] == "succeeded"));
+    assert_eq!(cases["cancel_ended"]["status"], "ended");
+    assert_eq!(cases["deleted"]["type"], "message_batch_deleted");
+    assert_eq!(cases["gone"]["raised"], "NotFoundError");
+
+    // Sonnet ($3/$15 per MTok) at the Batch rate, request by request.
+    let expected: i64 = results
+        .iter()
+        .map(|line| {
+            let standard = sonnet_cost(
+                crate::sdk::int(line, "input_tokens"),
+                crate::sdk::int(line, "output_tokens"),
+            );
+            batch_rate(standard)
+        })
+        .sum();
+    app.wait_for_settlement().await;
+    assert_eq!(app.balance().await, (starter_nanos() - expected, 0, expected));
+    app.assert_ledger_clean().await;
+}
+
+/// Goal: another organization's key finds none of a batch's routes: each answers 404, and
+/// its list is empty.
+#[tokio::test]
+async fn another_organizations_batch_is_not_found() {
+    let app = spawn_app_with(Options::default()).await;
+    app.fake.set_behavior(Behavior::Ok(reply()));
+    let (status, created) = app
+        .batch_call(
+            reqwest::Method::POST,
+            "/v1/messages/batches",
+            Some(&batch_body(1, 100)),
+        )
+        .await;
+    assert_eq!(status, 200, "{created}");
+    let batch_id = created["id"].as_str().expect("id").to_owned();
+    app.wait_for_batch_end(&batch_id).await;
+
+    let other = app.tollgate.create_organization("Tenant B").await.expect("org B");
+    let other_workspace = app
+        .tollgate
+        .store()
+        .default_workspace(&other.id)
+        .await
+        .expect("B's workspace");
+    let other_key = app
+        .tollgate
+        .create_key(
+            tollgate_core::keys::KeyKind::Api,
+            &other.id,
+            Some(&other_workspace.id),
+            "B key",
+        )
+        .await
+        .expect("B key")
+        .secret
+        .expose_secret()
+        .to_owned();
+    let as_other = |method: reqwest::Method, path: String| {
+        let request = app
+            .client
+            .request(method, app.url(&path))
+            .header("x-api-key", &other_key);
+        async move { request.send().await.expect("sent").status().as_u16() }
+    };
+    for (method, path) in [
+        (reqwest::Method::GET, format!("/v1/messages/batches/{batch_id}")),
+        (
+            reqwest::Method::GET,
+            format!("/v1/messages/batches/{batch_id}/results"),
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/v1/messages/batches/{batch_id}/cancel"),
+        ),
+        (
+            reqwest::Method::DELETE,
+            format!("/v1/messages/batches/{batch_id}"),
+        ),
+    ] {
+        assert_eq!(
+            as_other(method.clone(), path.clone()).await,
+            404,
+            "{method} {path}"
+        );
+    }
+    let list: Value = app
+        .client
+        .get(app.url("/v1/messages/batches"))
+        .header("x-api-key", &other_key)
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("list JSON");
+    assert_eq!(list["data"], json!([]));
+    let (status, _) = app
+        .batch_call(
+            reqwest::Method::GET,
+            &format!("/v1/messages/batches/{batch_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "still there for its own organization");
+}
+
+/// Goal: a batch over the organization's spend limit is refused with the words
+/// `/v1/messages` uses for a spent limit, and moves no money.
+#[tokio::test]
+async fn a_batch_over_the_spend_limit_is_refused_as_messages_are() {
+    let app = spawn_app_with(Options::default()).await;
+    app.fake.set_behavior(Behavior::Ok(reply()));
+    // One cent a month: less than two requests' bound at the Batch rate.
+    app.tollgate
+        .set_organization_spend_limit(&app.org_id, Some(NanoUsd::from_nanos(10_000_000)), "test", None)
+        .await
+        .expect("below the tier cap");
+    let message = app
+        .post_messages(&json!({
+            "model": "fake-sonnet",
+            "max_tokens": 10_000,
+            "messages": [{"role": "user", "content": "Question"}],
+        }))
+        .await;
+    let (message_status, message_refusal): (u16, Value) =
+        (message.status().as_u16(), message.json().await.expect("json"));
+    let (status, refused) = app
+        .batch_call(
+            reqwest::Method::POST,
+            "/v1/messages/batches",
+            Some(&batch_body(10, 10_000)),
+        )
+        .await;
+    assert_eq!((status, message_status), (400, 400), "{refused}");
+    assert_eq!(refused["error"]["type"], message_refusal["error"]["type"]);
+    assert_eq!(refused["error"]["message"], message_refusal["error"]["message"]);
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .is_some_and(|message| message.starts_with("You have reached your specified API usage limits.")),
+        "{refused}"
+    );
+    assert_eq!(app.balance().await, (starter_nanos(), 0, 0));
+    app.assert_ledger_clean().await;
+}
+
+/// Goal: a request the upstream refuses ends `errored` with the error the client would have
+/// got from `/v1/messages`, and is not charged.
+#[tokio::test]
+async fn an_errored_request_is_not_charged() {
+    let app = spawn_app_with(Options::default()).await;
+    app.fake.set_behavior(Behavior::Refuse {
+        status: 400,
+        error_type: "invalid_request_error".into(),
+        message: "prompt is too long".into(),
+    });
+    let (status, created) = app
+        .batch_call(
+            reqwest::Method::POST,
+            "/v1/messages/batches",
+            Some(&batch_body(2, 100)),
+        )
+        .await;
+    assert_eq!(status, 200, "{created}");
+    let ended = app.wait_for_batch_end(created["id"].as_str().expect("id")).await;
+    assert_eq!(ended["request_counts"]["errored"], 2, "{ended}");
+    let results = app.batch_results(&ended).await;
+    for line in &results {
+        assert_eq!(line["result"]["type"], "errored");
+        assert_eq!(line["result"]["error"]["type"], "error");
+        assert_eq!(line["result"]["error"]["error"]["type"], "invalid_request_error");
+        assert_eq!(line["result"]["error"]["error"]["message"], "prompt is too long");
+    }
+    app.wait_for_settlement().await;
+    assert_eq!(app.balance().await, (starter_nanos(), 0, 0));
+    app.assert_ledger_clean().await;
+}
+
+/// Goal: the runner respects the workspace's rate limits: a request the buckets refuse
+/// waits and is retried, and ends `succeeded`, not `errored`.
+#[tokio::test]
+async fn a_rate_limited_request_waits_and_runs() {
+    // Room for two requests of 210 output tokens at once, not three.
+    let tight = r#"
+        [batches]
+        concurrency = 3
+        [limit_sets.tight]
+        monthly_spend_limit_usd = "1000"
+        count_tokens_requests_per_minute = 100
+        rate_limits.sonnet = { requests_per_minute = 100, input_tokens_per_minute = 100000, output_tokens_per_minute = 600 }
+        rate_limits.opus = { requests_per_minute = 100, input_tokens_per_minute = 100000, output_tokens_per_minute = 100000 }
+        rate_limits.haiku = { requests_per_minute = 100, input_tokens_per_minute = 100000, output_tokens_per_minute = 100000 }
+    "#;
+    let app = spawn_app_with(Options {
+        extra_config: tight,
+        ..Options::default()
+    })
+    .await;
+    app.fake.set_behavior(Behavior::Ok(Reply {
+        latency: Duration::from_millis(500),
+        ..reply()
+    }));
+    app.tollgate
+        .set_organization_limit_set(&app.org_id, Some("tight"), "test", Some("test agreement"))
+        .await
+        .expect("assigned");
+    let started = tokio::time::Instant::now();
+    let (status, created) = app
+        .batch_call(
+            reqwest::Method::POST,
+            "/v1/messages/batches",
+            Some(&batch_body(3, 210)),
+        )
+        .await;
+    assert_eq!(status, 200, "{created}");
+    let ended = app.wait_for_batch_end(created["id"].as_str().expect("id")).await;
+    assert_eq!(ended["request_counts"]["succeeded"], 3, "{ended}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "the third request waited for its bucket"
+    );
+    let charged = 3 * batch_cost();
+    app.wait_for_settlement().await;
+    assert_eq!(app.balance().await, (starter_nanos() - charged, 0, charged));
+    app.assert_ledger_clean().await;
+}
