@@ -690,3 +690,67 @@ async fn traces_continue_the_clients_traceparent_with_genai_attributes() {
         .expect("a traceparent upstream");
     assert_eq!(traceparent, format!("00-{CLIENT_TRACE}-{}-01", call.span_id));
 }
+
+/// Goal (#17): the Console's Requests page lists the request log to a signed-in admin,
+/// narrowed by its filters, and refuses a position that is not one of the log's.
+#[tokio::test]
+async fn the_console_lists_the_request_log() {
+    let app = crate::helpers::spawn_app().await;
+    let served = app.post_messages(&message_body("fake-sonnet")).await;
+    assert_eq!(served.status(), 200);
+    let request_id = served.headers()["request-id"].to_str().expect("ascii").to_owned();
+    app.tollgate
+        .create_console_admin(
+            &app.org_id,
+            "ada@example.com",
+            "Ada",
+            "correct horse battery staple",
+        )
+        .await
+        .expect("admin created");
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let signed_in = client
+        .post(app.url("/console/sign-in"))
+        .form(&[
+            ("email", "ada@example.com"),
+            ("password", "correct horse battery staple"),
+        ])
+        .send()
+        .await
+        .expect("sign-in sent");
+    assert_eq!(signed_in.status(), 303);
+    let cookie = signed_in.headers()["set-cookie"]
+        .to_str()
+        .expect("ascii")
+        .split(';')
+        .next()
+        .expect("the session cookie")
+        .to_owned();
+    let page = |query: &str| {
+        client
+            .get(app.url(&format!("/console/requests{query}")))
+            .header("cookie", &cookie)
+            .send()
+    };
+    let listed = page("").await.expect("page");
+    assert_eq!(listed.status(), 200);
+    let html = listed.text().await.expect("html");
+    assert!(html.contains(&request_id), "{html}");
+    assert!(
+        html.contains("href=\"/console/requests\""),
+        "the navigation names the page"
+    );
+    let none = page("?status=refused")
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("html");
+    assert!(none.contains("No requests match."), "{none}");
+    assert!(!none.contains(&request_id));
+    let bad = page("?after=nowhere").await.expect("page");
+    assert_eq!(bad.status(), 400);
+}
