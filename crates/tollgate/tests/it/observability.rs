@@ -194,6 +194,49 @@ fn metrics_are_either_on_their_own_listener_or_behind_a_token() {
     assert!(error.contains("'text' or 'json'"), "{error}");
 }
 
+/// `tollgate serve` on `data_dir` with `config` (one replica: rate limits in its memory)
+/// and `environment`, once it listens: the process, its address and the API key its first
+/// start printed.
+fn serve(
+    data_dir: &std::path::Path,
+    config: &std::path::Path,
+    environment: &[(&str, &str)],
+    stderr: Stdio,
+) -> (std::process::Child, String, String) {
+    let mut child = tollgate_command(data_dir)
+        .arg("--config")
+        .arg(config)
+        .arg("serve")
+        .env("RUST_LOG", "warn")
+        .env("TOLLGATE_LIMITS__ALLOW_LOCAL_LIMITS", "true")
+        .envs(environment.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .expect("tollgate starts");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut api_key = None;
+    let address = loop {
+        let line = stdout
+            .next()
+            .expect("tollgate prints where it listens")
+            .expect("stdout");
+        if let Some(key) = line.trim().strip_prefix("API key:") {
+            api_key = Some(key.trim().to_owned());
+        }
+        if let Some(rest) = line.strip_prefix("tollgate is listening on ") {
+            break rest.split_whitespace().next().expect("address").to_owned();
+        }
+    };
+    // Keep draining stdout so the process never blocks on a full pipe.
+    std::thread::spawn(move || stdout.for_each(drop));
+    (
+        child,
+        address,
+        api_key.expect("the first start prints the API key"),
+    )
+}
+
 /// Goal (#17): `log_format = "json"` writes every log line as one JSON object, and a line
 /// written while a request is served names its request id.
 #[tokio::test]
@@ -227,35 +270,10 @@ async fn json_logs_are_one_object_a_line_and_name_the_request() {
         ),
     )
     .expect("config written");
-    let mut child = tollgate_command(data_dir.path())
-        .arg("--config")
-        .arg(&config_path)
-        .arg("serve")
-        .env("RUST_LOG", "warn")
-        // One replica: its rate limits may live in its own memory.
-        .env("TOLLGATE_LIMITS__ALLOW_LOCAL_LIMITS", "true")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("tollgate starts");
-    let mut stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let mut api_key = None;
-    let address = loop {
-        let line = stdout
-            .next()
-            .expect("tollgate prints where it listens")
-            .expect("stdout");
-        if let Some(key) = line.trim().strip_prefix("API key:") {
-            api_key = Some(key.trim().to_owned());
-        }
-        if let Some(rest) = line.strip_prefix("tollgate is listening on ") {
-            break rest.split_whitespace().next().expect("address").to_owned();
-        }
-    };
-    std::thread::spawn(move || stdout.for_each(drop));
+    let (mut child, address, api_key) = serve(data_dir.path(), &config_path, &[], Stdio::piped());
     let response = reqwest::Client::new()
         .post(format!("{address}/v1/messages"))
-        .header("x-api-key", api_key.expect("the first start prints the API key"))
+        .header("x-api-key", &api_key)
         .header("anthropic-version", "2023-06-01")
         .json(&message_body("down-model"))
         .send()
@@ -585,38 +603,18 @@ async fn traces_continue_the_clients_traceparent_with_genai_attributes() {
         ),
     )
     .expect("config written");
-    let mut child = tollgate_command(data_dir.path())
-        .arg("--config")
-        .arg(&config_path)
-        .arg("serve")
-        .env("RUST_LOG", "warn")
-        .env("TOLLGATE_LIMITS__ALLOW_LOCAL_LIMITS", "true")
-        // Batched spans leave at once rather than after the default 5 s.
-        .env("OTEL_BSP_SCHEDULE_DELAY", "50")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("tollgate starts");
-    let mut stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let mut api_key = None;
-    let address = loop {
-        let line = stdout
-            .next()
-            .expect("tollgate prints where it listens")
-            .expect("stdout");
-        if let Some(key) = line.trim().strip_prefix("API key:") {
-            api_key = Some(key.trim().to_owned());
-        }
-        if let Some(rest) = line.strip_prefix("tollgate is listening on ") {
-            break rest.split_whitespace().next().expect("address").to_owned();
-        }
-    };
-    std::thread::spawn(move || stdout.for_each(drop));
+    // Batched spans leave at once rather than after the default 5 s.
+    let (mut child, address, api_key) = serve(
+        data_dir.path(),
+        &config_path,
+        &[("OTEL_BSP_SCHEDULE_DELAY", "50")],
+        Stdio::inherit(),
+    );
     // Sampled at 0 for traces tollgate starts: this one is kept because the client's
     // `traceparent` says it was sampled.
     let response = reqwest::Client::new()
         .post(format!("{address}/v1/messages"))
-        .header("x-api-key", api_key.expect("the first start prints the API key"))
+        .header("x-api-key", &api_key)
         .header("anthropic-version", "2023-06-01")
         .header("traceparent", format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"))
         .json(&message_body("fake-sonnet"))
