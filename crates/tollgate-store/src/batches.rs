@@ -426,17 +426,10 @@ where
             .await
             .map_err(Self::store_error)?;
         let mut ended = Vec::with_capacity(rows.len());
-        let mut owners: Vec<(String, (String, String, String))> = Vec::new();
+        let mut owners = Vec::new();
         for row in &rows {
             let batch_id = row.text("batch_id").map_err(store_decode)?;
-            let owner = match owners.iter().find(|(id, _)| *id == batch_id) {
-                Some((_, owner)) => owner.clone(),
-                None => {
-                    let owner = self.batch_owner(&batch_id).await?;
-                    owners.push((batch_id.clone(), owner.clone()));
-                    owner
-                }
-            };
+            let owner = self.batch_owner_once(&mut owners, &batch_id).await?;
             ended.push(UnrunBatchRequest {
                 batch_id,
                 request_id: row.text("request_id").map_err(store_decode)?,
@@ -452,6 +445,21 @@ where
     }
 
     /// The batch's (organization, workspace, key).
+    /// `batch_owner`, read once per batch however many rows of a statement name it:
+    /// `owners` keeps those already read.
+    async fn batch_owner_once(
+        &self,
+        owners: &mut Vec<(String, (String, String, String))>,
+        batch_id: &str,
+    ) -> Result<(String, String, String), StoreError> {
+        if let Some((_, owner)) = owners.iter().find(|(id, _)| id == batch_id) {
+            return Ok(owner.clone());
+        }
+        let owner = self.batch_owner(batch_id).await?;
+        owners.push((batch_id.to_owned(), owner.clone()));
+        Ok(owner)
+    }
+
     async fn batch_owner(&self, batch_id: &str) -> Result<(String, String, String), StoreError> {
         let row = sqlx::query("SELECT org_id, workspace_id, api_key_id FROM message_batches WHERE id = $1")
             .bind(batch_id)
@@ -500,17 +508,10 @@ where
             .await
             .map_err(Self::store_error)?;
         let mut claimed = Vec::with_capacity(rows.len());
-        let mut owners: Vec<(String, (String, String, String))> = Vec::new();
+        let mut owners = Vec::new();
         for row in &rows {
             let batch_id = row.text("batch_id").map_err(store_decode)?;
-            let billed_to = match owners.iter().find(|(id, _)| *id == batch_id) {
-                Some((_, billed_to)) => billed_to.clone(),
-                None => {
-                    let billed_to = self.batch_owner(&batch_id).await?;
-                    owners.push((batch_id.clone(), billed_to.clone()));
-                    billed_to
-                }
-            };
+            let billed_to = self.batch_owner_once(&mut owners, &batch_id).await?;
             claimed.push(ClaimedBatchRequest {
                 batch_id,
                 position: count_from_sql(row.integer("position").map_err(store_decode)?)?,

@@ -192,6 +192,23 @@ fn metrics_are_either_on_their_own_listener_or_behind_a_token() {
     let bad = parse("[observability]\nlog_format = \"xml\"");
     let error = bad.log_format().expect_err("refused").to_string();
     assert!(error.contains("'text' or 'json'"), "{error}");
+    let bad = parse("[observability]\notlp_endpoint = \"collector:4318\"");
+    let error = bad.trace_settings().expect_err("refused").to_string();
+    assert!(error.contains("observability.otlp_endpoint"), "{error}");
+    for ratio in ["2", "-0.5", "most"] {
+        let bad = parse(&format!(
+            "[observability]\notlp_endpoint = \"http://collector:4318\"\ntrace_sample_ratio = \"{ratio}\""
+        ));
+        let error = bad.trace_settings().expect_err("refused").to_string();
+        assert!(
+            error.contains("observability.trace_sample_ratio"),
+            "{ratio}: {error}"
+        );
+    }
+    let good =
+        parse("[observability]\notlp_endpoint = \"http://collector:4318/\"\ntrace_sample_ratio = \"0.01\"");
+    let settings = good.trace_settings().expect("valid").expect("traces on");
+    assert_eq!(settings.endpoint, "http://collector:4318/v1/traces");
 }
 
 /// `tollgate serve` on `data_dir` with `config` (one replica: rate limits in its memory)
