@@ -12,7 +12,8 @@ use serde_json::{Map, Value};
 use tollgate_core::Timestamp;
 use tollgate_core::pricing::input_tokens_bound;
 use tollgate_core::ratelimit::BucketSnapshot;
-use tollgate_service::RateLimitView;
+use tollgate_core::attribution::Attribution;
+use tollgate_service::{ApiCaller, RateLimitView};
 use tollgate_upstream::Dialect;
 
 use crate::GatewayState;
@@ -161,7 +162,28 @@ pub(crate) async fn create_chat_completion(
     let attribution = attribution_of(request.headers());
     let bytes = read_body(&state, request).await?;
     let parsed = ChatRequest::parse(&bytes)?;
-    let resolved = resolve_model(&state, &parsed.model)?;
+    let client = ClientWire::ChatCompletions {
+        include_usage: parsed.include_usage,
+    };
+    serve_chat(&state, &request_id, &caller, attribution, &bytes, parsed, client).await
+}
+
+/// Routes, admits and runs a parsed Chat Completions request, answering in `client`'s shape
+/// with OpenAI's rate-limit headers: what Chat Completions and the Responses API share.
+pub(crate) async fn serve_chat(
+    state: &GatewayState,
+    request_id: &str,
+    caller: &ApiCaller,
+    attribution: Attribution,
+    bytes: &Bytes,
+    parsed: ChatRequest,
+    client: ClientWire,
+) -> Result<Response, ApiError> {
+    let max_tokens_param = match client {
+        ClientWire::Responses(_) => "max_output_tokens",
+        _ => "max_tokens",
+    };
+    let resolved = resolve_model(state, &parsed.model)?;
     let has_anthropic_deployment = resolved.model.deployments.iter().any(|deployment| {
         state
             .providers
@@ -174,15 +196,15 @@ pub(crate) async fn create_chat_completion(
             "This model generates one choice per request; set n to 1.",
         ));
     }
-    check_max_tokens(&resolved, parsed.max_tokens).map_err(|error| error.with_param("max_tokens"))?;
+    check_max_tokens(&resolved, parsed.max_tokens).map_err(|error| error.with_param(max_tokens_param))?;
     let images = u64::try_from(parsed.images).unwrap_or(u64::MAX);
     let attempts = plan_attempts(
-        &state,
+        state,
         &resolved,
         &ClientRequest {
             dialect: Dialect::OpenAi,
             body: &parsed.body,
-            original: &bytes,
+            original: bytes,
             stream: parsed.stream,
             max_tokens: parsed.max_tokens,
             images,
@@ -191,16 +213,16 @@ pub(crate) async fn create_chat_completion(
             client_headers: HeaderMap::new(),
             query: None,
         },
-        &request_id,
+        request_id,
     )?;
-    let input_bound = input_tokens_bound(largest_body_bytes(&bytes, &attempts), parsed.media_parts);
+    let input_bound = input_tokens_bound(largest_body_bytes(bytes, &attempts), parsed.media_parts);
     let output_limit = parsed.max_tokens.unwrap_or(resolved.model.default_max_tokens);
     let output_bound = output_limit.saturating_mul(parsed.choices);
     let (mut response, rate_limits) = admit_and_run(
-        &state,
+        state,
         Admission {
-            caller: &caller,
-            request_id: &request_id,
+            caller,
+            request_id,
             model: resolved.model,
             attempts,
             body_bytes: bytes.len(),
@@ -211,9 +233,7 @@ pub(crate) async fn create_chat_completion(
             multipliers: Default::default(),
             web_searches_max: 0,
             stream: parsed.stream,
-            client: ClientWire::ChatCompletions {
-                include_usage: parsed.include_usage,
-            },
+            client,
             requested_model: parsed.model.clone(),
             attribution,
             cacheable_prefixes: Default::default(),

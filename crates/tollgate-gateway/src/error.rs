@@ -69,16 +69,22 @@ pub struct OpenAiError {
 pub enum Surface {
     /// Anthropic's Messages API and everything else tollgate serves.
     Anthropic,
-    /// OpenAI's Chat Completions (and `/v1/models` asked for by an OpenAI client).
+    /// OpenAI's Chat Completions and Responses (and `/v1/models` asked for by an OpenAI
+    /// client).
     OpenAi,
 }
 
 impl Surface {
-    /// `/v1/chat/…` is OpenAI's. `/v1/models` is both APIs' path: a request with
+    /// `/v1/chat/…` and `/v1/responses…` are OpenAI's. `/v1/models` is both APIs' path: a request with
     /// Anthropic's `anthropic-version` or `x-api-key` header is Anthropic's, one with only
     /// `Authorization: Bearer` (what the `openai` SDKs send) is OpenAI's.
     pub fn of(path: &str, headers: &HeaderMap) -> Surface {
-        if path.starts_with("/v1/chat/") || path == "/v1/completions" || path == "/v1/embeddings" {
+        if path.starts_with("/v1/chat/")
+            || path == "/v1/completions"
+            || path == "/v1/embeddings"
+            || path == "/v1/responses"
+            || path.starts_with("/v1/responses/")
+        {
             return Surface::OpenAi;
         }
         let is_models = path == "/v1/models" || path.starts_with("/v1/models/");

@@ -13,6 +13,7 @@ mod messages;
 mod metered;
 mod models;
 mod request_id;
+mod responses;
 mod routing;
 mod telemetry;
 mod translate;
@@ -112,6 +113,11 @@ pub fn router(state: GatewayState) -> Router {
             get(batches::batch_results),
         )
         .route("/v1/chat/completions", post(chat::create_chat_completion))
+        .route("/v1/responses", post(responses::create_response))
+        .route(
+            "/v1/responses/{response_id}",
+            get(responses::retrieve_response).delete(responses::delete_response),
+        )
         .route("/v1/models", get(models::list_models))
         .route("/v1/models/{model_id}", get(models::get_model))
         .route(

@@ -48,7 +48,9 @@ use tollgate_upstream::{Dialect, EventStream, Provider, UpstreamError, UpstreamR
 use crate::GatewayState;
 use crate::error::ApiError;
 use crate::telemetry::{self, Observed};
+use crate::responses::ResponsesCall;
 use crate::translate::reply::{chat_completion_to_message, message_to_chat_completion};
+use crate::translate::responses::{self, ResponseFrame, ToResponseEvents, chat_completion_to_response};
 use crate::translate::stream::{ToChatChunks, ToMessageEvents, done_event};
 use tracing::Instrument;
 
@@ -65,40 +67,45 @@ pub(crate) struct Attempt {
 }
 
 /// The API the client speaks, which decides the shape of what it gets back.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub(crate) enum ClientWire {
     Messages,
     ChatCompletions { include_usage: bool },
+    /// OpenAI's Responses API, carried over Chat Completions (`translate::responses`).
+    Responses(Arc<ResponsesCall>),
 }
 
 impl ClientWire {
-    fn dialect(self) -> Dialect {
+    /// The dialect a reply is brought to before it takes the client's shape.
+    fn dialect(&self) -> Dialect {
         match self {
             ClientWire::Messages => Dialect::Anthropic,
-            ClientWire::ChatCompletions { .. } => Dialect::OpenAi,
+            ClientWire::ChatCompletions { .. } | ClientWire::Responses(_) => Dialect::OpenAi,
         }
     }
 
     /// The route a request of this API came by, as metrics label it.
-    fn route(self) -> &'static str {
+    fn route(&self) -> &'static str {
         match self {
             ClientWire::Messages => "/v1/messages",
             ClientWire::ChatCompletions { .. } => "/v1/chat/completions",
+            ClientWire::Responses(_) => "/v1/responses",
         }
     }
 
     /// The event that ends a successful stream: held back until the request is settled, so
     /// a client that has seen the end of the stream sees its balance charged.
-    fn is_terminal(self, event: &SseEvent) -> bool {
+    fn is_terminal(&self, event: &SseEvent) -> bool {
         match self {
             ClientWire::Messages => event.event == "message_stop",
             ClientWire::ChatCompletions { .. } => is_done(event),
+            ClientWire::Responses(_) => responses::is_terminal(event),
         }
     }
 
-    fn encode(self, event: &SseEvent) -> Bytes {
+    fn encode(&self, event: &SseEvent) -> Bytes {
         match self {
-            ClientWire::Messages => event.to_bytes(),
+            ClientWire::Messages | ClientWire::Responses(_) => event.to_bytes(),
             // OpenAI's streams carry data lines only.
             ClientWire::ChatCompletions { .. } => {
                 let mut text = String::with_capacity(event.data.len() + 8);
@@ -489,7 +496,7 @@ impl MeteredCall {
         let settings = Settings {
             tollgate: self.tollgate,
             drain_bound: self.drain_bound,
-            client: self.client,
+            client: self.client.clone(),
             requested_model: self.requested_model,
             input_tokens_estimate: self.input_tokens_estimate,
             output_tokens_max: self.output_tokens_max,
@@ -550,6 +557,11 @@ impl MeteredCall {
                     Ok(_) if !settled => Err(settlement_failed()),
                     reply => reply,
                 };
+                if let (Ok(body), ClientWire::Responses(call)) = (&reply, &settings.client)
+                    && let Ok(response) = serde_json::from_slice::<Value>(body)
+                {
+                    call.keep(&settings.tollgate, &response).await;
+                }
                 let status = match &reply {
                     Ok(_) => {
                         settings.observed.first_byte();
@@ -677,16 +689,25 @@ impl Settings {
 
     /// A whole reply in the client's dialect: verbatim when the dialects agree.
     fn reshape_body(&self, upstream: Dialect, body: &Bytes) -> Result<Bytes, UpstreamError> {
-        if upstream == self.client.dialect() {
+        let responses = match &self.client {
+            ClientWire::Responses(call) => Some(call),
+            _ => None,
+        };
+        if upstream == self.client.dialect() && responses.is_none() {
             return Ok(body.clone());
         }
         let value: Value = serde_json::from_slice(body)
             .map_err(|error| UpstreamError::Protocol(format!("the reply is not JSON: {error}")))?;
-        let reshaped = match self.client {
-            ClientWire::ChatCompletions { .. } => {
+        let reshaped = match (&self.client, upstream) {
+            (ClientWire::Messages, _) => chat_completion_to_message(&value, &self.requested_model),
+            (_, Dialect::Anthropic) => {
                 message_to_chat_completion(&value, &self.requested_model, self.tollgate.now().timestamp())
             }
-            ClientWire::Messages => chat_completion_to_message(&value, &self.requested_model),
+            (_, Dialect::OpenAi) => value,
+        };
+        let reshaped = match responses {
+            Some(call) => chat_completion_to_response(&reshaped, &call.frame),
+            None => reshaped,
         };
         Ok(Bytes::from(reshaped.to_string()))
     }
@@ -704,7 +725,7 @@ impl Settings {
         let mut meter = Meter::new(upstream);
         let mut converter = Converter::new(
             upstream,
-            self.client,
+            &self.client,
             &self.requested_model,
             self.tollgate.now().timestamp(),
         );
@@ -800,6 +821,9 @@ impl Settings {
         // The end of the stream is sent only once its charge is written; otherwise an
         // `api_error` ends it instead.
         let error = if succeeded && settled {
+            if let (ClientWire::Responses(call), Some(response)) = (&self.client, converter.completed_response()) {
+                call.keep(&self.tollgate, response).await;
+            }
             for event in held_back {
                 if client.send(self.client.encode(&event)).await.is_err() {
                     break;
@@ -812,7 +836,7 @@ impl Settings {
             failure.as_ref().map(ApiError::from_upstream)
         };
         if let Some(error) = error {
-            let event = match self.client {
+            let event = match &self.client {
                 ClientWire::Messages => {
                     let envelope = error.to_json("");
                     SseEvent {
@@ -824,6 +848,7 @@ impl Settings {
                     event: String::new(),
                     data: error.to_openai_json().to_string(),
                 },
+                ClientWire::Responses(_) => converter.responses_error(&error.to_openai_json()["error"]),
             };
             let _ = client.send(self.client.encode(&event)).await;
         }
@@ -917,23 +942,54 @@ enum Converter {
     },
     ToChat(Box<ToChatChunks>),
     ToMessages(Box<ToMessageEvents>),
+    /// To a Responses client: the upstream's events as chat chunks first, then as
+    /// Responses events.
+    ToResponses {
+        inner: Box<Converter>,
+        outer: Box<ToResponseEvents>,
+    },
 }
 
 impl Converter {
-    fn new(upstream: Dialect, client: ClientWire, model: &str, created_unix_seconds: i64) -> Converter {
+    fn new(upstream: Dialect, client: &ClientWire, model: &str, created_unix_seconds: i64) -> Converter {
+        if let ClientWire::Responses(call) = client {
+            let chat = ClientWire::ChatCompletions { include_usage: true };
+            return Converter::ToResponses {
+                inner: Box::new(Converter::new(upstream, &chat, model, created_unix_seconds)),
+                outer: Box::new(ToResponseEvents::new(call.frame.clone())),
+            };
+        }
         match (upstream, client) {
             (Dialect::Anthropic, ClientWire::Messages) => Converter::Verbatim,
             (Dialect::OpenAi, ClientWire::ChatCompletions { include_usage }) => Converter::Chat {
-                strip_usage: !include_usage,
+                strip_usage: !*include_usage,
                 saw_finish: false,
                 saw_done: false,
             },
             (Dialect::Anthropic, ClientWire::ChatCompletions { include_usage }) => Converter::ToChat(
-                Box::new(ToChatChunks::new(model, created_unix_seconds, include_usage)),
+                Box::new(ToChatChunks::new(model, created_unix_seconds, *include_usage)),
             ),
             (Dialect::OpenAi, ClientWire::Messages) => {
                 Converter::ToMessages(Box::new(ToMessageEvents::new(model)))
             }
+            // Taken above: a Responses client's converter wraps a Chat Completions one.
+            (_, ClientWire::Responses(_)) => Converter::Verbatim,
+        }
+    }
+
+    /// The final Response of a Responses stream that ended well.
+    fn completed_response(&self) -> Option<&Value> {
+        match self {
+            Converter::ToResponses { outer, .. } => outer.completed(),
+            _ => None,
+        }
+    }
+
+    /// The `error` event that ends a Responses stream, numbered after what was sent.
+    fn responses_error(&mut self, error: &Value) -> SseEvent {
+        match self {
+            Converter::ToResponses { outer, .. } => outer.error_event(error),
+            _ => ToResponseEvents::new(ResponseFrame::new(String::new(), 0, &Default::default())).error_event(error),
         }
     }
 
@@ -976,6 +1032,11 @@ impl Converter {
             }
             Converter::ToChat(converter) => converter.translate(event),
             Converter::ToMessages(converter) => converter.translate(event),
+            Converter::ToResponses { inner, outer } => inner
+                .convert(event)
+                .iter()
+                .flat_map(|chunk| outer.translate(chunk))
+                .collect(),
         }
     }
 
@@ -988,6 +1049,12 @@ impl Converter {
                 ..
             } => vec![done_event()],
             Converter::ToMessages(converter) => converter.finish(),
+            Converter::ToResponses { inner, outer } => {
+                let mut events: Vec<SseEvent> =
+                    inner.finish().iter().flat_map(|chunk| outer.translate(chunk)).collect();
+                events.extend(outer.finish());
+                events
+            }
             _ => Vec::new(),
         }
     }

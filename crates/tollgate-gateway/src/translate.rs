@@ -1,12 +1,13 @@
 //! Translation between Anthropic's Messages API and OpenAI's Chat Completions, both ways:
 //! request bodies (`request`), whole replies (`reply`) and streams event by event
-//! (`stream`). It works on JSON values, keeps only what the other dialect can say, and
+//! (`stream`); and OpenAI's Responses API over Chat Completions (`responses`). It works on JSON values, keeps only what the other dialect can say, and
 //! refuses (400) what it cannot say rather than silently changing a request's meaning.
 //! It knows nothing of money: usage is translated for the client, while metering reads the
 //! upstream's own usage in `tollgate-upstream`.
 
 pub(crate) mod reply;
 pub(crate) mod request;
+pub(crate) mod responses;
 pub(crate) mod stream;
 
 use serde_json::{Value, json};

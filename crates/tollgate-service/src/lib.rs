@@ -23,6 +23,8 @@ pub mod payments;
 mod pending;
 pub mod random;
 mod reports;
+mod responses;
+pub use crate::responses::RESPONSES_KEPT_DAYS;
 mod single_flight;
 mod telemetry;
 mod users;
@@ -65,7 +67,7 @@ pub use tollgate_store::{
 };
 pub use tollgate_store::{
     BatchPage, BatchRequestCounts, BatchRequestState, BatchResult, BatchStatus, ClaimedBatchRequest,
-    MessageBatch,
+    MessageBatch, StoredResponse,
 };
 pub use tollgate_store::{
     CreatedBy, InviteRecord, KeyView, REQUEST_LOG_PAGE_MAX, RequestLogCursor, RequestLogEntry,

@@ -1,6 +1,6 @@
 //! Durable state of tollgate: organizations, workspaces, keys, the credit ledger, usage
 //! records, monthly spend counters, limits, purchases, auto-reload, the audit log and Message
-//! Batches, behind
+//! Batches, stored responses of the Responses API, behind
 //! one façade, `Store`.
 //!
 //! Every ledger method is a transaction script: begin, load rows, ask tollgate-core what
@@ -40,6 +40,7 @@ mod rollup;
 mod rows;
 mod rules;
 mod sqlite;
+mod stored_responses;
 
 use std::path::Path;
 
@@ -58,6 +59,7 @@ pub use batches::{
 pub use console::ConsoleSession;
 pub use error::{StoreError, TxError};
 pub use model::*;
+pub use stored_responses::StoredResponse;
 
 pub use postgres::PostgresOptions;
 pub use sqlite::SqliteOptions;
@@ -65,6 +67,7 @@ pub use sqlite::backup::SqliteBackup;
 
 use crate::audit_log::AuditLog;
 use crate::batches::Batches;
+use crate::stored_responses::StoredResponses;
 use crate::postgres::PgStore;
 use crate::reports::Reports;
 use crate::request_log::RequestLog;
@@ -834,5 +837,38 @@ impl Store {
         now: Timestamp,
     ) -> Result<u64, StoreError> {
         dispatch!(self.archive_message_batches(ended_by, now))
+    }
+}
+
+/// The façade over stored responses of the Responses API (`stored_responses.rs`): kept per
+/// workspace until they expire; an expired one is as absent as a deleted one.
+impl Store {
+    pub async fn insert_stored_response(&self, response: &StoredResponse) -> Result<(), StoreError> {
+        dispatch!(self.insert_stored_response(response))
+    }
+
+    /// The workspace's unexpired response; another workspace's is `None`.
+    pub async fn stored_response(
+        &self,
+        workspace_id: &str,
+        response_id: &str,
+        now: Timestamp,
+    ) -> Result<Option<StoredResponse>, StoreError> {
+        dispatch!(self.stored_response(workspace_id, response_id, now))
+    }
+
+    /// Deletes the workspace's unexpired response; whether there was one.
+    pub async fn delete_stored_response(
+        &self,
+        workspace_id: &str,
+        response_id: &str,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self.delete_stored_response(workspace_id, response_id, now))
+    }
+
+    /// Deletes the responses expired at `now`; how many.
+    pub async fn delete_expired_responses(&self, now: Timestamp) -> Result<u64, StoreError> {
+        dispatch!(self.delete_expired_responses(now))
     }
 }

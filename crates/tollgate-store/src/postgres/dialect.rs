@@ -6,6 +6,7 @@ use sqlx::{Pool, Postgres};
 
 use crate::audit_log::AuditLog;
 use crate::batches::Batches;
+use crate::stored_responses::StoredResponses;
 use crate::dialect::{BoundArguments, Dialect};
 use crate::error::StoreError;
 use crate::postgres::{PgStore, PgTransaction, store_error};
@@ -51,6 +52,8 @@ impl Dialect for PgStore {
 impl AuditLog for PgStore {}
 
 impl Batches for PgStore {}
+
+impl StoredResponses for PgStore {}
 
 impl Reports for PgStore {}
 

@@ -6,6 +6,7 @@ use sqlx::{Pool, Sqlite};
 
 use crate::audit_log::AuditLog;
 use crate::batches::Batches;
+use crate::stored_responses::StoredResponses;
 use crate::dialect::{BoundArguments, Dialect};
 use crate::error::StoreError;
 use crate::reports::Reports;
@@ -57,6 +58,8 @@ impl Dialect for SqliteStore {
 impl AuditLog for SqliteStore {}
 
 impl Batches for SqliteStore {}
+
+impl StoredResponses for SqliteStore {}
 
 impl Reports for SqliteStore {}
 

@@ -25,6 +25,7 @@ mod messages;
 mod observability;
 mod pass_through;
 mod prompt_cache;
+mod responses;
 mod sdk;
 mod serving;
 mod tidy;
