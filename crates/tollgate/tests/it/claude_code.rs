@@ -26,8 +26,8 @@ const CLAUDE_CODE_VERSION: &str = "2.1.197";
 /// The model Claude Code asks for by default in this version.
 const DEFAULT_MODEL: &str = "claude-opus-4-8";
 
-fn installed_version(claude: &PathBuf) -> Option<String> {
-    let output = Command::new(claude).arg("--version").output().ok()?;
+fn installed_version(binary: &PathBuf) -> Option<String> {
+    let output = Command::new(binary).arg("--version").output().ok()?;
     output
         .status
         .success()
@@ -36,16 +36,35 @@ fn installed_version(claude: &PathBuf) -> Option<String> {
 
 /// Claude Code's `claude`: `TOLLGATE_CLAUDE_CODE`, or the workspace's pinned install.
 fn claude_binary() -> Result<PathBuf, String> {
-    if let Some(claude) = std::env::var_os("TOLLGATE_CLAUDE_CODE") {
-        return Ok(PathBuf::from(claude));
+    npm_binary(
+        "TOLLGATE_CLAUDE_CODE",
+        "@anthropic-ai/claude-code",
+        CLAUDE_CODE_VERSION,
+        "claude-code",
+        "claude",
+    )
+}
+
+/// An npm package's command, pinned: the path in `env_var` when set, else `bin` of
+/// `package@version` installed into `<workspace>/target/<directory>` on first use, under a
+/// lock file so that concurrent test processes install it once.
+pub(crate) fn npm_binary(
+    env_var: &str,
+    package: &str,
+    version: &str,
+    directory: &str,
+    bin: &str,
+) -> Result<PathBuf, String> {
+    if let Some(binary) = std::env::var_os(env_var) {
+        return Ok(PathBuf::from(binary));
     }
-    let prefix = workspace_root().join("target").join("claude-code");
-    let claude = prefix.join("node_modules").join(".bin").join("claude");
-    let is_pinned = |claude: &PathBuf| {
-        installed_version(claude).is_some_and(|version| version.starts_with(CLAUDE_CODE_VERSION))
+    let prefix = workspace_root().join("target").join(directory);
+    let binary = prefix.join("node_modules").join(".bin").join(bin);
+    let is_pinned = |binary: &PathBuf| {
+        installed_version(binary).is_some_and(|installed| installed.contains(version))
     };
-    if is_pinned(&claude) {
-        return Ok(claude);
+    if is_pinned(&binary) {
+        return Ok(binary);
     }
     std::fs::create_dir_all(&prefix).map_err(|error| error.to_string())?;
     let lock = OpenOptions::new()
@@ -56,14 +75,14 @@ fn claude_binary() -> Result<PathBuf, String> {
         .map_err(|error| format!("cannot open the install lock: {error}"))?;
     lock.lock()
         .map_err(|error| format!("cannot take the install lock: {error}"))?;
-    if !is_pinned(&claude) {
+    if !is_pinned(&binary) {
         run(Command::new("npm")
             .args(["install", "--no-audit", "--no-fund", "--prefix"])
             .arg(&prefix)
-            .arg(format!("@anthropic-ai/claude-code@{CLAUDE_CODE_VERSION}")))?;
+            .arg(format!("{package}@{version}")))?;
     }
     drop(lock);
-    Ok(claude)
+    Ok(binary)
 }
 
 /// What one `claude -p` run printed, parsed.

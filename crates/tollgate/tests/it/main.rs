@@ -14,6 +14,7 @@ mod billing;
 mod chat;
 mod claude_code;
 mod cli;
+mod codex;
 mod console;
 mod console_security;
 mod credit;
