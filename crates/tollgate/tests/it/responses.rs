@@ -9,6 +9,7 @@ use tollgate_core::keys::KeyKind;
 use tollgate_testkit::{Behavior, Reply};
 
 use crate::helpers::{Options, TestApp, parse_sse, sonnet_cost, spawn_app, spawn_app_with, starter_nanos};
+use crate::sdk::{int, run_script};
 
 /// fake-gpt's prices: $2 input, $8 output per MTok; cache reads $0.20.
 fn gpt_cost(input_tokens: i64, cached_tokens: i64, output_tokens: i64) -> i64 {
@@ -495,4 +496,53 @@ async fn a_response_the_credit_cannot_cover_is_refused_in_openais_envelope() {
     assert_eq!(envelope["error"]["type"], "insufficient_quota");
     assert_eq!(envelope["error"]["message"], tollgate_gateway::CREDIT_TOO_LOW);
     assert_eq!(app.fake.request_count(), 0);
+}
+
+#[tokio::test]
+async fn the_openai_sdks_responses_client_works_streaming_and_not() {
+    let app = spawn_app().await;
+    let cases = run_script(&app, "openai_responses.py").await;
+
+    let create = &cases["create"];
+    assert!(create["id"].as_str().expect("id").starts_with("resp_"));
+    assert!(matches!(create["status"].as_str(), Some("completed" | "incomplete")));
+    assert!(!create["text"].as_str().expect("text").is_empty());
+    assert_eq!(
+        int(create, "total_tokens"),
+        int(create, "input_tokens") + int(create, "output_tokens")
+    );
+    let stream = &cases["stream"];
+    assert_eq!(stream["text"], stream["final_text"], "the deltas add up to the response");
+    assert_eq!(stream["final_text"], Reply::default().text);
+    assert_eq!(stream["first"], "response.created");
+    assert_eq!(stream["last"], "response.completed");
+    let raw = &cases["raw_stream"];
+    assert_eq!(raw["first"], "response.created");
+    assert!(matches!(
+        raw["last"].as_str(),
+        Some("response.completed" | "response.incomplete")
+    ));
+    assert!(!raw["text"].as_str().expect("text").is_empty());
+    let tools = &cases["tool_round_trip"];
+    assert_eq!(tools["name"], "get_weather");
+    assert!(tools["arguments"]["city"].is_string());
+    assert!(!tools["answer"].as_str().expect("answer").is_empty());
+    assert_eq!(cases["retrieve"]["same"], true);
+    assert_eq!(cases["retrieve_deleted"]["raised"], "NotFoundError");
+    let unknown = &cases["unknown_model"];
+    assert_eq!((unknown["raised"].as_str(), int(unknown, "status")), (Some("NotFoundError"), 404));
+    assert_eq!(unknown["code"], "model_not_found");
+
+    // Sonnet ($3/$15) thrice, Haiku 4.5 ($1/$5) and fake-sonnet's 10 in, 20 out, as reported.
+    let sonnet = |case: &Value| sonnet_cost(int(case, "input_tokens"), int(case, "output_tokens"));
+    assert_eq!(sonnet(stream), sonnet_cost(10, 20));
+    let expected = sonnet(create)
+        + int(raw, "input_tokens") * 1_000
+        + int(raw, "output_tokens") * 5_000
+        + sonnet_cost(10, 20)
+        + sonnet(&tools["calls_usage"])
+        + sonnet(&tools["answer_usage"]);
+    app.wait_for_settlement().await;
+    assert_eq!(app.balance().await, (starter_nanos() - expected, 0, expected));
+    app.assert_ledger_clean().await;
 }
