@@ -9,7 +9,6 @@
 //! into `<workspace>/target/claude-code` on first use, under a lock file so that concurrent
 //! test processes install it once. `.ci/run` installs it before `cargo test`.
 
-use std::fs::OpenOptions;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
@@ -18,21 +17,13 @@ use serde_json::{Value, json};
 use tollgate_testkit::{Behavior, Reply};
 
 use crate::helpers::{Options, TestApp, spawn_app, spawn_app_with};
-use crate::sdk::{run, workspace_root};
+use crate::sdk::npm_binary;
 
 /// The version the suite pins; `.ci/run` installs the same one.
 const CLAUDE_CODE_VERSION: &str = "2.1.197";
 
 /// The model Claude Code asks for by default in this version.
 const DEFAULT_MODEL: &str = "claude-opus-4-8";
-
-fn installed_version(binary: &PathBuf) -> Option<String> {
-    let output = Command::new(binary).arg("--version").output().ok()?;
-    output
-        .status
-        .success()
-        .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
-}
 
 /// Claude Code's `claude`: `TOLLGATE_CLAUDE_CODE`, or the workspace's pinned install.
 fn claude_binary() -> Result<PathBuf, String> {
@@ -43,46 +34,6 @@ fn claude_binary() -> Result<PathBuf, String> {
         "claude-code",
         "claude",
     )
-}
-
-/// An npm package's command, pinned: the path in `env_var` when set, else `bin` of
-/// `package@version` installed into `<workspace>/target/<directory>` on first use, under a
-/// lock file so that concurrent test processes install it once.
-pub(crate) fn npm_binary(
-    env_var: &str,
-    package: &str,
-    version: &str,
-    directory: &str,
-    bin: &str,
-) -> Result<PathBuf, String> {
-    if let Some(binary) = std::env::var_os(env_var) {
-        return Ok(PathBuf::from(binary));
-    }
-    let prefix = workspace_root().join("target").join(directory);
-    let binary = prefix.join("node_modules").join(".bin").join(bin);
-    let is_pinned = |binary: &PathBuf| {
-        installed_version(binary).is_some_and(|installed| installed.contains(version))
-    };
-    if is_pinned(&binary) {
-        return Ok(binary);
-    }
-    std::fs::create_dir_all(&prefix).map_err(|error| error.to_string())?;
-    let lock = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(prefix.with_extension("lock"))
-        .map_err(|error| format!("cannot open the install lock: {error}"))?;
-    lock.lock()
-        .map_err(|error| format!("cannot take the install lock: {error}"))?;
-    if !is_pinned(&binary) {
-        run(Command::new("npm")
-            .args(["install", "--no-audit", "--no-fund", "--prefix"])
-            .arg(&prefix)
-            .arg(format!("{package}@{version}")))?;
-    }
-    drop(lock);
-    Ok(binary)
 }
 
 /// What one `claude -p` run printed, parsed.

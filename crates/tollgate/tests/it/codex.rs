@@ -13,8 +13,8 @@ use std::process::Command;
 use serde_json::Value;
 use tollgate_testkit::{Behavior, Reply};
 
-use crate::claude_code::npm_binary;
 use crate::helpers::{TestApp, sonnet_cost, spawn_app};
+use crate::sdk::npm_binary;
 
 /// The version the suite pins; `.ci/run` installs the same one.
 const CODEX_VERSION: &str = "0.171.0";

@@ -5,7 +5,8 @@
 //! The Python comes from `TOLLGATE_SDK_PYTHON` when set; otherwise a virtualenv at
 //! `<workspace>/target/sdk-venv` is created (and the SDKs installed from PyPI) on first use,
 //! under a lock file so that concurrent test processes create it once. `.ci/run` creates
-//! it before `cargo test`, so CI needs PyPI only there.
+//! it before `cargo test`, so CI needs PyPI only there. `npm_binary` does the same for the
+//! npm-installed agents (Claude Code, Codex).
 
 use std::collections::HashMap;
 use std::fs::OpenOptions;
@@ -230,4 +231,52 @@ async fn the_anthropic_sdk_works_streaming_and_not() {
     app.wait_for_settlement().await;
     assert_eq!(app.balance().await, (starter_nanos() - expected, 0, expected));
     app.assert_ledger_clean().await;
+}
+
+fn installed_version(binary: &PathBuf) -> Option<String> {
+    let output = Command::new(binary).arg("--version").output().ok()?;
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// An npm package's command, pinned: the path in `env_var` when set, else `bin` of
+/// `package@version` installed into `<workspace>/target/<directory>` on first use, under a
+/// lock file so that concurrent test processes install it once.
+pub(crate) fn npm_binary(
+    env_var: &str,
+    package: &str,
+    version: &str,
+    directory: &str,
+    bin: &str,
+) -> Result<PathBuf, String> {
+    if let Some(binary) = std::env::var_os(env_var) {
+        return Ok(PathBuf::from(binary));
+    }
+    let prefix = workspace_root().join("target").join(directory);
+    let binary = prefix.join("node_modules").join(".bin").join(bin);
+    let is_pinned = |binary: &PathBuf| {
+        installed_version(binary).is_some_and(|installed| installed.contains(version))
+    };
+    if is_pinned(&binary) {
+        return Ok(binary);
+    }
+    std::fs::create_dir_all(&prefix).map_err(|error| error.to_string())?;
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(prefix.with_extension("lock"))
+        .map_err(|error| format!("cannot open the install lock: {error}"))?;
+    lock.lock()
+        .map_err(|error| format!("cannot take the install lock: {error}"))?;
+    if !is_pinned(&binary) {
+        run(Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "--prefix"])
+            .arg(&prefix)
+            .arg(format!("{package}@{version}")))?;
+    }
+    drop(lock);
+    Ok(binary)
 }

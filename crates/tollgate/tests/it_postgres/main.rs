@@ -24,6 +24,8 @@ mod billing;
 mod chat;
 #[path = "../it/cli.rs"]
 mod cli;
+#[path = "../it/codex.rs"]
+mod codex;
 #[path = "../it/console.rs"]
 mod console;
 #[path = "../it/console_security.rs"]
@@ -40,6 +42,8 @@ mod messages;
 mod observability;
 #[path = "../it/prompt_cache.rs"]
 mod prompt_cache;
+#[path = "../it/responses.rs"]
+mod responses;
 mod replicas;
 #[path = "../it/sdk.rs"]
 mod sdk;
