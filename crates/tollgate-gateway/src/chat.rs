@@ -10,9 +10,9 @@ use axum::response::Response;
 use bytes::Bytes;
 use serde_json::{Map, Value};
 use tollgate_core::Timestamp;
+use tollgate_core::attribution::Attribution;
 use tollgate_core::pricing::input_tokens_bound;
 use tollgate_core::ratelimit::BucketSnapshot;
-use tollgate_core::attribution::Attribution;
 use tollgate_service::{ApiCaller, RateLimitView};
 use tollgate_upstream::Dialect;
 

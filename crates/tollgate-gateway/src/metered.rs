@@ -47,8 +47,8 @@ use tollgate_upstream::{Dialect, EventStream, Provider, UpstreamError, UpstreamR
 
 use crate::GatewayState;
 use crate::error::ApiError;
-use crate::telemetry::{self, Observed};
 use crate::responses::ResponsesCall;
+use crate::telemetry::{self, Observed};
 use crate::translate::reply::{chat_completion_to_message, message_to_chat_completion};
 use crate::translate::responses::{self, ResponseFrame, ToResponseEvents, chat_completion_to_response};
 use crate::translate::stream::{ToChatChunks, ToMessageEvents, done_event};
@@ -70,7 +70,9 @@ pub(crate) struct Attempt {
 #[derive(Clone, Debug)]
 pub(crate) enum ClientWire {
     Messages,
-    ChatCompletions { include_usage: bool },
+    ChatCompletions {
+        include_usage: bool,
+    },
     /// OpenAI's Responses API, carried over Chat Completions (`translate::responses`).
     Responses(Arc<ResponsesCall>),
 }
@@ -821,7 +823,9 @@ impl Settings {
         // The end of the stream is sent only once its charge is written; otherwise an
         // `api_error` ends it instead.
         let error = if succeeded && settled {
-            if let (ClientWire::Responses(call), Some(response)) = (&self.client, converter.completed_response()) {
+            if let (ClientWire::Responses(call), Some(response)) =
+                (&self.client, converter.completed_response())
+            {
                 call.keep(&self.tollgate, response).await;
             }
             for event in held_back {
@@ -989,7 +993,8 @@ impl Converter {
     fn responses_error(&mut self, error: &Value) -> SseEvent {
         match self {
             Converter::ToResponses { outer, .. } => outer.error_event(error),
-            _ => ToResponseEvents::new(ResponseFrame::new(String::new(), 0, &Default::default())).error_event(error),
+            _ => ToResponseEvents::new(ResponseFrame::new(String::new(), 0, &Default::default()))
+                .error_event(error),
         }
     }
 
@@ -1050,8 +1055,11 @@ impl Converter {
             } => vec![done_event()],
             Converter::ToMessages(converter) => converter.finish(),
             Converter::ToResponses { inner, outer } => {
-                let mut events: Vec<SseEvent> =
-                    inner.finish().iter().flat_map(|chunk| outer.translate(chunk)).collect();
+                let mut events: Vec<SseEvent> = inner
+                    .finish()
+                    .iter()
+                    .flat_map(|chunk| outer.translate(chunk))
+                    .collect();
                 events.extend(outer.finish());
                 events
             }

@@ -80,7 +80,11 @@ fn previous_response_not_found(response_id: &str) -> ApiError {
 
 /// The conversation so far, for a request that continues `previous_response_id`: what the
 /// previous response answered, then what it said.
-async fn history(state: &GatewayState, caller: &ApiCaller, previous_response_id: &str) -> Result<Vec<Value>, ApiError> {
+async fn history(
+    state: &GatewayState,
+    caller: &ApiCaller,
+    previous_response_id: &str,
+) -> Result<Vec<Value>, ApiError> {
     let stored = state
         .tollgate
         .stored_response(caller, previous_response_id)
@@ -119,16 +123,15 @@ pub(crate) async fn create_response(
         None | Some(Value::Null) => Vec::new(),
         Some(Value::String(previous)) => history(&state, &caller, previous).await?,
         Some(_) => {
-            return Err(ApiError::invalid("previous_response_id must be a string").with_param("previous_response_id"));
+            return Err(
+                ApiError::invalid("previous_response_id must be a string").with_param("previous_response_id")
+            );
         }
     };
     let (chat, input) = responses_to_chat(&body, &history)?;
     let chat_bytes = Bytes::from(Value::Object(chat).to_string());
     let parsed = ChatRequest::parse(&chat_bytes)?;
-    let response_id = format!(
-        "resp_{}",
-        request_id.strip_prefix("req_").unwrap_or(&request_id)
-    );
+    let response_id = format!("resp_{}", request_id.strip_prefix("req_").unwrap_or(&request_id));
     let frame = ResponseFrame::new(response_id, state.tollgate.now().timestamp(), &body);
     let kept = (body.get("store") != Some(&Value::Bool(false))).then(|| {
         let mut input_items = history;
@@ -139,7 +142,16 @@ pub(crate) async fn create_response(
         }
     });
     let client = ClientWire::Responses(Arc::new(ResponsesCall { frame, kept }));
-    serve_chat(&state, &request_id, &caller, attribution, &chat_bytes, parsed, client).await
+    serve_chat(
+        &state,
+        &request_id,
+        &caller,
+        attribution,
+        &chat_bytes,
+        parsed,
+        client,
+    )
+    .await
 }
 
 pub(crate) async fn retrieve_response(

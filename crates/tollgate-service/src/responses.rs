@@ -50,7 +50,11 @@ impl Tollgate {
     }
 
     /// Deletes the caller's workspace's stored response.
-    pub async fn delete_stored_response(&self, caller: &ApiCaller, response_id: &str) -> Result<(), ServiceError> {
+    pub async fn delete_stored_response(
+        &self,
+        caller: &ApiCaller,
+        response_id: &str,
+    ) -> Result<(), ServiceError> {
         if self
             .store()
             .delete_stored_response(&caller.workspace_id, response_id, self.now())

@@ -67,11 +67,11 @@ pub use sqlite::backup::SqliteBackup;
 
 use crate::audit_log::AuditLog;
 use crate::batches::Batches;
-use crate::stored_responses::StoredResponses;
 use crate::postgres::PgStore;
 use crate::reports::Reports;
 use crate::request_log::RequestLog;
 use crate::sqlite::SqliteStore;
+use crate::stored_responses::StoredResponses;
 
 /// The store: cheap to clone (it holds connection pools), safe to share between tasks.
 #[derive(Clone)]

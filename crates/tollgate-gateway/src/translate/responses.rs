@@ -74,7 +74,11 @@ impl ResponseFrame {
         ResponseFrame {
             id,
             created_at,
-            model: request.get("model").and_then(Value::as_str).unwrap_or_default().to_owned(),
+            model: request
+                .get("model")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
             echo,
             custom_tools,
         }
@@ -163,7 +167,10 @@ pub(crate) fn responses_to_chat(
         Some(Value::String(text)) => vec![json!({"type": "message", "role": "user", "content": text})],
         Some(Value::Array(items)) => items.clone(),
         Some(_) => {
-            return Err(invalid("input", "input must be a string or a list of input items"));
+            return Err(invalid(
+                "input",
+                "input must be a string or a list of input items",
+            ));
         }
     };
     if input.is_empty() && history.is_empty() {
@@ -259,9 +266,9 @@ fn tools_to_chat(tools: Option<&Value>) -> Result<Vec<Value>, ApiError> {
         let param = format!("tools[{index}]");
         match tool["type"].as_str() {
             Some("function") => {
-                let name = tool["name"]
-                    .as_str()
-                    .ok_or_else(|| invalid(&format!("{param}.name"), "Missing required parameter: 'name'."))?;
+                let name = tool["name"].as_str().ok_or_else(|| {
+                    invalid(&format!("{param}.name"), "Missing required parameter: 'name'.")
+                })?;
                 let mut function = Map::new();
                 function.insert("name".into(), json!(name));
                 if let Some(description) = tool.get("description").filter(|value| !value.is_null()) {
@@ -280,9 +287,9 @@ fn tools_to_chat(tools: Option<&Value>) -> Result<Vec<Value>, ApiError> {
                 converted.push(json!({"type": "function", "function": function}));
             }
             Some("custom") => {
-                let name = tool["name"]
-                    .as_str()
-                    .ok_or_else(|| invalid(&format!("{param}.name"), "Missing required parameter: 'name'."))?;
+                let name = tool["name"].as_str().ok_or_else(|| {
+                    invalid(&format!("{param}.name"), "Missing required parameter: 'name'.")
+                })?;
                 let description = tool["description"].as_str().unwrap_or_default();
                 converted.push(json!({"type": "function", "function": {
                     "name": name,
@@ -295,7 +302,12 @@ fn tools_to_chat(tools: Option<&Value>) -> Result<Vec<Value>, ApiError> {
                 }}));
             }
             Some(_) => {}
-            None => return Err(invalid(&format!("{param}.type"), "Missing required parameter: 'type'.")),
+            None => {
+                return Err(invalid(
+                    &format!("{param}.type"),
+                    "Missing required parameter: 'type'.",
+                ));
+            }
         }
     }
     Ok(converted)
@@ -353,7 +365,10 @@ fn content_parts_to_chat(content: &Value, param: &str) -> Result<Value, ApiError
             other => {
                 return Err(invalid(
                     &part_param,
-                    format!("content part type '{}' is not supported", other.unwrap_or_default()),
+                    format!(
+                        "content part type '{}' is not supported",
+                        other.unwrap_or_default()
+                    ),
                 ));
             }
         }
@@ -396,10 +411,12 @@ fn item_to_chat(item: &Value, param: &str, messages: &mut Vec<Value>) -> Result<
         .or_else(|| item.get("role").map(|_| "message"))
         .unwrap_or_default();
     let call_id = || {
-        item["call_id"]
-            .as_str()
-            .map(str::to_owned)
-            .ok_or_else(|| invalid(&format!("{param}.call_id"), "Missing required parameter: 'call_id'."))
+        item["call_id"].as_str().map(str::to_owned).ok_or_else(|| {
+            invalid(
+                &format!("{param}.call_id"),
+                "Missing required parameter: 'call_id'.",
+            )
+        })
     };
     match kind {
         "message" => {
@@ -414,7 +431,10 @@ fn item_to_chat(item: &Value, param: &str, messages: &mut Vec<Value>) -> Result<
                     ));
                 }
                 None => {
-                    return Err(invalid(&format!("{param}.role"), "Missing required parameter: 'role'."));
+                    return Err(invalid(
+                        &format!("{param}.role"),
+                        "Missing required parameter: 'role'.",
+                    ));
                 }
             };
             let content = content_parts_to_chat(item.get("content").unwrap_or(&Value::Null), param)?;
@@ -495,7 +515,11 @@ pub(crate) fn chat_completion_to_response(completion: &Value, frame: &ResponseFr
     if let Some(text) = message["content"].as_str().filter(|text| !text.is_empty()) {
         output.push(output_message(&frame.message_id(), text, "completed"));
     }
-    for call in message["tool_calls"].as_array().map(Vec::as_slice).unwrap_or_default() {
+    for call in message["tool_calls"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
         output.push(frame.call_item(
             call["id"].as_str().unwrap_or_default(),
             call["function"]["name"].as_str().unwrap_or_default(),
@@ -507,15 +531,27 @@ pub(crate) fn chat_completion_to_response(completion: &Value, frame: &ResponseFr
     } else {
         "completed"
     };
-    let usage = completion.get("usage").filter(|usage| usage.is_object()).map(responses_usage);
+    let usage = completion
+        .get("usage")
+        .filter(|usage| usage.is_object())
+        .map(responses_usage);
     frame.response(status, &output, usage.as_ref())
 }
 
 /// The item a stream has open.
 #[derive(Debug)]
 enum OpenItem {
-    Text { output_index: usize, text: String },
-    Call { chat_index: u64, output_index: usize, call_id: String, name: String, arguments: String },
+    Text {
+        output_index: usize,
+        text: String,
+    },
+    Call {
+        chat_index: u64,
+        output_index: usize,
+        call_id: String,
+        name: String,
+        arguments: String,
+    },
 }
 
 /// Chat completion chunks → Responses events, each named by its `type` and numbered.
@@ -597,7 +633,13 @@ impl ToResponseEvents {
                 ));
                 self.output.push(item);
             }
-            Some(OpenItem::Call { output_index, call_id, name, arguments, .. }) => {
+            Some(OpenItem::Call {
+                output_index,
+                call_id,
+                name,
+                arguments,
+                ..
+            }) => {
                 let item = self.frame.call_item(&call_id, &name, &arguments);
                 let item_id = item["id"].clone();
                 if item["type"] == "custom_tool_call" {
@@ -654,7 +696,8 @@ impl ToResponseEvents {
 
     fn tool_call_delta(&mut self, call: &Value, events: &mut Vec<SseEvent>) {
         let chat_index = call["index"].as_u64().unwrap_or(0);
-        let is_open = matches!(&self.open, Some(OpenItem::Call { chat_index: open, .. }) if *open == chat_index);
+        let is_open =
+            matches!(&self.open, Some(OpenItem::Call { chat_index: open, .. }) if *open == chat_index);
         if !is_open {
             self.close(events);
             let output_index = self.output.len();
@@ -674,10 +717,20 @@ impl ToResponseEvents {
                 arguments: String::new(),
             });
         }
-        let Some(delta) = call["function"]["arguments"].as_str().filter(|delta| !delta.is_empty()) else {
+        let Some(delta) = call["function"]["arguments"]
+            .as_str()
+            .filter(|delta| !delta.is_empty())
+        else {
             return;
         };
-        let Some(OpenItem::Call { output_index, call_id, name, arguments, .. }) = &mut self.open else {
+        let Some(OpenItem::Call {
+            output_index,
+            call_id,
+            name,
+            arguments,
+            ..
+        }) = &mut self.open
+        else {
             return;
         };
         arguments.push_str(delta);
@@ -718,7 +771,11 @@ impl ToResponseEvents {
             if let Some(text) = delta["content"].as_str().filter(|text| !text.is_empty()) {
                 self.text_delta(text, &mut events);
             }
-            for call in delta["tool_calls"].as_array().map(Vec::as_slice).unwrap_or_default() {
+            for call in delta["tool_calls"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+            {
                 self.tool_call_delta(call, &mut events);
             }
             if let Some(reason) = choice["finish_reason"].as_str() {
@@ -781,3 +838,6 @@ impl ToResponseEvents {
 pub(crate) fn is_terminal(event: &SseEvent) -> bool {
     matches!(event.event.as_str(), "response.completed" | "response.incomplete")
 }
+
+#[cfg(test)]
+mod tests;

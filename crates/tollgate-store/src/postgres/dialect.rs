@@ -6,12 +6,12 @@ use sqlx::{Pool, Postgres};
 
 use crate::audit_log::AuditLog;
 use crate::batches::Batches;
-use crate::stored_responses::StoredResponses;
 use crate::dialect::{BoundArguments, Dialect};
 use crate::error::StoreError;
 use crate::postgres::{PgStore, PgTransaction, store_error};
 use crate::reports::Reports;
 use crate::request_log::RequestLog;
+use crate::stored_responses::StoredResponses;
 
 impl Dialect for PgStore {
     type Db = Postgres;

@@ -6,12 +6,12 @@ use sqlx::{Pool, Sqlite};
 
 use crate::audit_log::AuditLog;
 use crate::batches::Batches;
-use crate::stored_responses::StoredResponses;
 use crate::dialect::{BoundArguments, Dialect};
 use crate::error::StoreError;
 use crate::reports::Reports;
 use crate::request_log::RequestLog;
 use crate::sqlite::{SqliteStore, SqliteTransaction, store_error};
+use crate::stored_responses::StoredResponses;
 
 impl Dialect for SqliteStore {
     type Db = Sqlite;

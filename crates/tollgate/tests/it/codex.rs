@@ -63,7 +63,13 @@ async fn codex_exec(app: &TestApp, model: &str, prompt: &str) -> CodexRun {
         let output = Command::new("timeout")
             .arg("240")
             .arg(&codex)
-            .args(["exec", "--json", "--skip-git-repo-check", "--sandbox", "danger-full-access"])
+            .args([
+                "exec",
+                "--json",
+                "--skip-git-repo-check",
+                "--sandbox",
+                "danger-full-access",
+            ])
             .args(["-c", "approval_policy=\"never\""])
             .args(["-c", "model_provider=\"tollgate\""])
             .args(["-c", "model_providers.tollgate.name=\"tollgate\""])
@@ -100,7 +106,12 @@ async fn assert_charge_is_the_ledgers(app: &TestApp) -> i64 {
     app.wait_for_settlement().await;
     let (_, held, spent) = app.balance().await;
     assert_eq!(held, 0);
-    let recorded: i64 = app.usage_records().await.iter().map(|record| record.cost.nanos()).sum();
+    let recorded: i64 = app
+        .usage_records()
+        .await
+        .iter()
+        .map(|record| record.cost.nanos())
+        .sum();
     assert_eq!(spent, recorded);
     app.assert_ledger_clean().await;
     spent
@@ -125,7 +136,11 @@ async fn codex_runs_a_shell_command_through_the_simulated_model() {
     assert!(records.len() >= 2, "{records:?}");
     let (input, output) = run.tokens();
     let spent = assert_charge_is_the_ledgers(&app).await;
-    assert_eq!(spent, sonnet_cost(input, output), "Codex's count is what was charged");
+    assert_eq!(
+        spent,
+        sonnet_cost(input, output),
+        "Codex's count is what was charged"
+    );
 }
 
 #[tokio::test]
@@ -140,12 +155,24 @@ async fn codex_answers_through_a_fake_anthropic_upstream() {
     let run = codex_exec(&app, "fake-sonnet", "Reply with the word pong").await;
     assert!(run.success, "Codex failed:\n{}", run.output);
     let messages = run.items("agent_message");
-    assert_eq!(messages.last().map(|message| &message["text"]), Some(&Value::from("pong")), "{}", run.output);
+    assert_eq!(
+        messages.last().map(|message| &message["text"]),
+        Some(&Value::from("pong")),
+        "{}",
+        run.output
+    );
     let sent = &app.fake.requests()[0];
     assert_eq!(sent.path, "/v1/messages");
     assert_eq!(sent.body["model"], "claude-sonnet-4-6");
-    assert!(sent.body["tools"].as_array().is_some_and(|tools| !tools.is_empty()));
+    assert!(
+        sent.body["tools"]
+            .as_array()
+            .is_some_and(|tools| !tools.is_empty())
+    );
     let requests = i64::try_from(app.fake.request_count()).expect("count");
     assert_eq!(run.tokens(), (2_000 * requests, 3 * requests));
-    assert_eq!(assert_charge_is_the_ledgers(&app).await, requests * sonnet_cost(2_000, 3));
+    assert_eq!(
+        assert_charge_is_the_ledgers(&app).await,
+        requests * sonnet_cost(2_000, 3)
+    );
 }

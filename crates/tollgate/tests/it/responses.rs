@@ -184,7 +184,10 @@ async fn responses_reach_an_anthropic_upstream_translated_and_billed_from_its_us
     assert_eq!(reply["usage"]["output_tokens"], 56);
     let sent = &app.fake.requests()[0];
     assert_eq!(sent.path, "/v1/messages");
-    assert_eq!(sent.body["system"], json!([{"type": "text", "text": "Be brief."}]));
+    assert_eq!(
+        sent.body["system"],
+        json!([{"type": "text", "text": "Be brief."}])
+    );
     assert_eq!(sent.body["messages"], json!([{"role": "user", "content": "Hi"}]));
     assert_eq!(sent.body["max_tokens"], 200);
     assert_eq!(sent.body["temperature"], 0.5);
@@ -267,9 +270,13 @@ async fn a_function_call_round_trip_continues_a_stored_response() {
     assert_eq!(call["type"], "function_call", "{first}");
     assert_eq!(call["name"], "get_weather");
     assert!(call["id"].as_str().expect("id").starts_with("fc_"));
-    let arguments: Value = serde_json::from_str(call["arguments"].as_str().expect("arguments")).expect("JSON");
+    let arguments: Value =
+        serde_json::from_str(call["arguments"].as_str().expect("arguments")).expect("JSON");
     assert!(arguments["city"].is_string());
-    assert_eq!(first["tools"][0]["name"], "get_weather", "the request's tools are echoed");
+    assert_eq!(
+        first["tools"][0]["name"], "get_weather",
+        "the request's tools are echoed"
+    );
 
     // The next turn sends only the tool's output and names the response it answers.
     let second: Value = app
@@ -302,7 +309,10 @@ async fn a_function_call_round_trip_continues_a_stored_response() {
         .expect("body"),
     );
     let names: Vec<&str> = events.iter().map(|(name, _)| name.as_str()).collect();
-    assert!(names.contains(&"response.function_call_arguments.delta"), "{names:?}");
+    assert!(
+        names.contains(&"response.function_call_arguments.delta"),
+        "{names:?}"
+    );
     let done = events
         .iter()
         .find(|(name, _)| name == "response.function_call_arguments.done")
@@ -320,14 +330,18 @@ async fn a_function_call_round_trip_continues_a_stored_response() {
 async fn previous_response_id_carries_the_conversation_and_stored_responses_can_be_read_and_deleted() {
     let app = spawn_app().await;
     let first: Value = app
-        .post_response(&json!({"model": "fake-sonnet", "instructions": "Be brief.", "input": "My name is Ada."}))
+        .post_response(
+            &json!({"model": "fake-sonnet", "instructions": "Be brief.", "input": "My name is Ada."}),
+        )
         .await
         .json()
         .await
         .expect("json");
     let id = first["id"].as_str().expect("id");
     let second: Value = app
-        .post_response(&json!({"model": "fake-sonnet", "previous_response_id": id, "input": "What is my name?"}))
+        .post_response(
+            &json!({"model": "fake-sonnet", "previous_response_id": id, "input": "What is my name?"}),
+        )
         .await
         .json()
         .await
@@ -349,18 +363,42 @@ async fn previous_response_id_carries_the_conversation_and_stored_responses_can_
     );
 
     let url = app.url(&format!("/v1/responses/{id}"));
-    let read: Value = app.client.get(&url).bearer_auth(&app.api_key).send().await.expect("sent").json().await.expect("json");
+    let read: Value = app
+        .client
+        .get(&url)
+        .bearer_auth(&app.api_key)
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
     assert_eq!(read, first);
-    let deleted = app.client.delete(&url).bearer_auth(&app.api_key).send().await.expect("sent");
+    let deleted = app
+        .client
+        .delete(&url)
+        .bearer_auth(&app.api_key)
+        .send()
+        .await
+        .expect("sent");
     assert_eq!(deleted.status(), 200);
     assert_eq!(
         deleted.json::<Value>().await.expect("json"),
         json!({"id": id, "object": "response", "deleted": true})
     );
-    let gone = app.client.get(&url).bearer_auth(&app.api_key).send().await.expect("sent");
+    let gone = app
+        .client
+        .get(&url)
+        .bearer_auth(&app.api_key)
+        .send()
+        .await
+        .expect("sent");
     assert_eq!(gone.status(), 404);
     let envelope: Value = gone.json().await.expect("json");
-    assert_eq!(envelope["error"]["message"], format!("Response with id '{id}' not found."));
+    assert_eq!(
+        envelope["error"]["message"],
+        format!("Response with id '{id}' not found.")
+    );
     assert_eq!(envelope["error"]["type"], "invalid_request_error");
 
     let continued = app
@@ -385,7 +423,13 @@ async fn previous_response_id_carries_the_conversation_and_stored_responses_can_
         .expect("json");
     assert_eq!(unstored["store"], false);
     let url = app.url(&format!("/v1/responses/{}", unstored["id"].as_str().expect("id")));
-    let missing = app.client.get(&url).bearer_auth(&app.api_key).send().await.expect("sent");
+    let missing = app
+        .client
+        .get(&url)
+        .bearer_auth(&app.api_key)
+        .send()
+        .await
+        .expect("sent");
     assert_eq!(missing.status(), 404);
     // Three answered requests, each charged; the refused one never reached the upstream.
     assert_eq!(app.fake.request_count(), 3);
@@ -417,9 +461,21 @@ async fn a_stored_response_is_out_of_reach_of_another_workspace() {
         .expose_secret()
         .to_owned();
     let url = app.url(&format!("/v1/responses/{id}"));
-    let read = app.client.get(&url).bearer_auth(&other_key).send().await.expect("sent");
+    let read = app
+        .client
+        .get(&url)
+        .bearer_auth(&other_key)
+        .send()
+        .await
+        .expect("sent");
     assert_eq!(read.status(), 404);
-    let deleted = app.client.delete(&url).bearer_auth(&other_key).send().await.expect("sent");
+    let deleted = app
+        .client
+        .delete(&url)
+        .bearer_auth(&other_key)
+        .send()
+        .await
+        .expect("sent");
     assert_eq!(deleted.status(), 404);
     let continued = app
         .client
@@ -430,7 +486,13 @@ async fn a_stored_response_is_out_of_reach_of_another_workspace() {
         .await
         .expect("sent");
     assert_eq!(continued.status(), 400);
-    let mine = app.client.get(&url).bearer_auth(&app.api_key).send().await.expect("sent");
+    let mine = app
+        .client
+        .get(&url)
+        .bearer_auth(&app.api_key)
+        .send()
+        .await
+        .expect("sent");
     assert_eq!(mine.status(), 200);
 }
 
@@ -442,7 +504,10 @@ async fn errors_on_the_responses_path_come_in_openais_envelope_and_cost_nothing(
     let envelope: Value = no_model.json().await.expect("json");
     assert_eq!(envelope["error"]["type"], "invalid_request_error");
     assert_eq!(envelope["error"]["param"], "model");
-    assert!(envelope.get("type").is_none(), "not Anthropic's envelope: {envelope}");
+    assert!(
+        envelope.get("type").is_none(),
+        "not Anthropic's envelope: {envelope}"
+    );
 
     let unknown_path = app
         .client
@@ -454,7 +519,10 @@ async fn errors_on_the_responses_path_come_in_openais_envelope_and_cost_nothing(
     assert_eq!(unknown_path.status(), 404);
     let envelope: Value = unknown_path.json().await.expect("json");
     assert!(envelope["error"]["message"].is_string());
-    assert!(envelope.get("type").is_none(), "not Anthropic's envelope: {envelope}");
+    assert!(
+        envelope.get("type").is_none(),
+        "not Anthropic's envelope: {envelope}"
+    );
 
     let no_key = app
         .client
@@ -468,7 +536,9 @@ async fn errors_on_the_responses_path_come_in_openais_envelope_and_cost_nothing(
     assert!(envelope["error"]["message"].is_string() && envelope.get("type").is_none());
 
     app.fake.set_behavior(Behavior::Status(400));
-    let refused = app.post_response(&json!({"model": "fake-sonnet", "input": "Hi"})).await;
+    let refused = app
+        .post_response(&json!({"model": "fake-sonnet", "input": "Hi"}))
+        .await;
     assert_eq!(refused.status(), 400);
     let envelope: Value = refused.json().await.expect("json");
     assert!(envelope["error"]["message"].is_string() && envelope.get("type").is_none());
@@ -505,14 +575,20 @@ async fn the_openai_sdks_responses_client_works_streaming_and_not() {
 
     let create = &cases["create"];
     assert!(create["id"].as_str().expect("id").starts_with("resp_"));
-    assert!(matches!(create["status"].as_str(), Some("completed" | "incomplete")));
+    assert!(matches!(
+        create["status"].as_str(),
+        Some("completed" | "incomplete")
+    ));
     assert!(!create["text"].as_str().expect("text").is_empty());
     assert_eq!(
         int(create, "total_tokens"),
         int(create, "input_tokens") + int(create, "output_tokens")
     );
     let stream = &cases["stream"];
-    assert_eq!(stream["text"], stream["final_text"], "the deltas add up to the response");
+    assert_eq!(
+        stream["text"], stream["final_text"],
+        "the deltas add up to the response"
+    );
     assert_eq!(stream["final_text"], Reply::default().text);
     assert_eq!(stream["first"], "response.created");
     assert_eq!(stream["last"], "response.completed");
@@ -530,7 +606,10 @@ async fn the_openai_sdks_responses_client_works_streaming_and_not() {
     assert_eq!(cases["retrieve"]["same"], true);
     assert_eq!(cases["retrieve_deleted"]["raised"], "NotFoundError");
     let unknown = &cases["unknown_model"];
-    assert_eq!((unknown["raised"].as_str(), int(unknown, "status")), (Some("NotFoundError"), 404));
+    assert_eq!(
+        (unknown["raised"].as_str(), int(unknown, "status")),
+        (Some("NotFoundError"), 404)
+    );
     assert_eq!(unknown["code"], "model_not_found");
 
     // Sonnet ($3/$15) thrice, Haiku 4.5 ($1/$5) and fake-sonnet's 10 in, 20 out, as reported.
@@ -545,4 +624,39 @@ async fn the_openai_sdks_responses_client_works_streaming_and_not() {
     app.wait_for_settlement().await;
     assert_eq!(app.balance().await, (starter_nanos() - expected, 0, expected));
     app.assert_ledger_clean().await;
+}
+
+#[tokio::test]
+async fn a_stored_response_expires_after_its_retention_and_maintenance_deletes_it() {
+    let app = spawn_app_with(Options {
+        manual_clock: true,
+        ..Options::default()
+    })
+    .await;
+    let clock = app.clock.clone().expect("manual clock");
+    let first: Value = app
+        .post_response(&json!({"model": "fake-sonnet", "input": "Hi"}))
+        .await
+        .json()
+        .await
+        .expect("json");
+    let url = app.url(&format!("/v1/responses/{}", first["id"].as_str().expect("id")));
+    let read = |app: &TestApp| app.client.get(&url).bearer_auth(&app.api_key).send();
+    clock.advance(
+        chrono::Duration::days(tollgate_service::RESPONSES_KEPT_DAYS) - chrono::Duration::minutes(1),
+    );
+    app.tollgate.maintain().await.expect("maintenance");
+    assert_eq!(
+        read(&app).await.expect("sent").status(),
+        200,
+        "kept for its retention"
+    );
+    clock.advance(chrono::Duration::minutes(1));
+    assert_eq!(
+        read(&app).await.expect("sent").status(),
+        404,
+        "expired: gone at once"
+    );
+    let report = app.tollgate.maintain().await.expect("maintenance");
+    assert_eq!(report.responses_expired, 1);
 }

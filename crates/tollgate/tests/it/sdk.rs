@@ -256,9 +256,8 @@ pub(crate) fn npm_binary(
     }
     let prefix = workspace_root().join("target").join(directory);
     let binary = prefix.join("node_modules").join(".bin").join(bin);
-    let is_pinned = |binary: &PathBuf| {
-        installed_version(binary).is_some_and(|installed| installed.contains(version))
-    };
+    let is_pinned =
+        |binary: &PathBuf| installed_version(binary).is_some_and(|installed| installed.contains(version));
     if is_pinned(&binary) {
         return Ok(binary);
     }

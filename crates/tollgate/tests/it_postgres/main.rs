@@ -42,9 +42,9 @@ mod messages;
 mod observability;
 #[path = "../it/prompt_cache.rs"]
 mod prompt_cache;
+mod replicas;
 #[path = "../it/responses.rs"]
 mod responses;
-mod replicas;
 #[path = "../it/sdk.rs"]
 mod sdk;
 #[path = "../it/serving.rs"]
