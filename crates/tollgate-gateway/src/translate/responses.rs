@@ -37,29 +37,43 @@ pub(crate) struct ResponseFrame {
     pub(crate) custom_tools: HashSet<String>,
 }
 
-/// Fields a Response object echoes from its request, with the defaults OpenAI shows.
-const ECHOED: [(&str, fn() -> Value); 13] = [
-    ("instructions", || Value::Null),
-    ("max_output_tokens", || Value::Null),
-    ("metadata", || json!({})),
-    ("parallel_tool_calls", || json!(true)),
-    ("previous_response_id", || Value::Null),
-    ("reasoning", || json!({"effort": null, "summary": null})),
-    ("store", || json!(true)),
-    ("temperature", || json!(1.0)),
-    ("text", || json!({"format": {"type": "text"}})),
-    ("tool_choice", || json!("auto")),
-    ("tools", || json!([])),
-    ("top_p", || json!(1.0)),
-    ("user", || Value::Null),
+/// Fields a Response object echoes from its request.
+const ECHOED: [&str; 13] = [
+    "instructions",
+    "max_output_tokens",
+    "metadata",
+    "parallel_tool_calls",
+    "previous_response_id",
+    "reasoning",
+    "store",
+    "temperature",
+    "text",
+    "tool_choice",
+    "tools",
+    "top_p",
+    "user",
 ];
+
+/// What OpenAI shows for an echoed field the request left out.
+fn echo_default(name: &str) -> Value {
+    match name {
+        "metadata" => json!({}),
+        "parallel_tool_calls" | "store" => json!(true),
+        "reasoning" => json!({"effort": null, "summary": null}),
+        "temperature" | "top_p" => json!(1.0),
+        "text" => json!({"format": {"type": "text"}}),
+        "tool_choice" => json!("auto"),
+        "tools" => json!([]),
+        _ => Value::Null,
+    }
+}
 
 impl ResponseFrame {
     pub(crate) fn new(id: String, created_at: i64, request: &Map<String, Value>) -> ResponseFrame {
         let mut echo = Map::new();
-        for (name, default) in ECHOED {
+        for name in ECHOED {
             let value = request.get(name).filter(|value| !value.is_null()).cloned();
-            echo.insert(name.to_owned(), value.unwrap_or_else(default));
+            echo.insert(name.to_owned(), value.unwrap_or_else(|| echo_default(name)));
         }
         echo.insert("truncation".into(), json!("disabled"));
         let custom_tools = request
