@@ -46,16 +46,22 @@ fn invalid(param: &str, message: impl Into<String>) -> ApiError {
     ApiError::invalid(message).with_param(param)
 }
 
+/// An OpenAI request body: a JSON object, or OpenAI's 400.
+pub(crate) fn json_object(bytes: &Bytes) -> Result<Map<String, Value>, ApiError> {
+    let body: Value = serde_json::from_slice(bytes).map_err(|error| {
+        ApiError::invalid(format!(
+            "We could not parse the JSON body of your request: {error}"
+        ))
+    })?;
+    match body {
+        Value::Object(body) => Ok(body),
+        _ => Err(ApiError::invalid("The request body must be a JSON object.")),
+    }
+}
+
 impl ChatRequest {
     pub(crate) fn parse(bytes: &Bytes) -> Result<ChatRequest, ApiError> {
-        let body: Value = serde_json::from_slice(bytes).map_err(|error| {
-            ApiError::invalid(format!(
-                "We could not parse the JSON body of your request: {error}"
-            ))
-        })?;
-        let Value::Object(body) = body else {
-            return Err(ApiError::invalid("The request body must be a JSON object."));
-        };
+        let body = json_object(bytes)?;
         let model = match body.get("model") {
             Some(Value::String(model)) if !model.trim().is_empty() => model.clone(),
             None | Some(Value::Null) => {
@@ -153,11 +159,7 @@ pub(crate) async fn create_chat_completion(
     State(state): State<GatewayState>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let request_id = request
-        .extensions()
-        .get::<RequestId>()
-        .map(|id| id.0.clone())
-        .unwrap_or_default();
+    let request_id = RequestId::of(&request);
     let caller = authenticate(&state, request.headers()).await?;
     let attribution = attribution_of(request.headers());
     let bytes = read_body(&state, request).await?;

@@ -157,11 +157,7 @@ pub(crate) async fn create_message(
     State(state): State<GatewayState>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let request_id = request
-        .extensions()
-        .get::<RequestId>()
-        .map(|id| id.0.clone())
-        .unwrap_or_default();
+    let request_id = RequestId::of(&request);
     let caller = authenticate(&state, request.headers()).await?;
     let forwarded = Forwarded::of(&request);
     let bytes = read_body(&state, request).await?;

@@ -18,6 +18,17 @@ use crate::messages::set_rate_limit_group;
 #[derive(Clone, Debug)]
 pub(crate) struct RequestId(pub String);
 
+impl RequestId {
+    /// The id the middleware gave `request`.
+    pub(crate) fn of(request: &Request) -> String {
+        request
+            .extensions()
+            .get::<RequestId>()
+            .map(|id| id.0.clone())
+            .unwrap_or_default()
+    }
+}
+
 pub(crate) async fn middleware(mut request: Request, next: Next) -> Response {
     let started = tollgate_edge::arrived();
     let request_id = tollgate_edge::new_request_id();

@@ -17,7 +17,7 @@ use serde_json::{Map, Value, json};
 use tollgate_service::{ApiCaller, Tollgate};
 
 use crate::GatewayState;
-use crate::chat::{ChatRequest, serve_chat};
+use crate::chat::{ChatRequest, json_object, serve_chat};
 use crate::error::{ApiError, ErrorKind};
 use crate::messages::{attribution_of, authenticate, read_body};
 use crate::metered::ClientWire;
@@ -103,22 +103,11 @@ pub(crate) async fn create_response(
     State(state): State<GatewayState>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let request_id = request
-        .extensions()
-        .get::<RequestId>()
-        .map(|id| id.0.clone())
-        .unwrap_or_default();
+    let request_id = RequestId::of(&request);
     let caller = authenticate(&state, request.headers()).await?;
     let attribution = attribution_of(request.headers());
     let bytes = read_body(&state, request).await?;
-    let body: Value = serde_json::from_slice(&bytes).map_err(|error| {
-        ApiError::invalid(format!(
-            "We could not parse the JSON body of your request: {error}"
-        ))
-    })?;
-    let Value::Object(body) = body else {
-        return Err(ApiError::invalid("The request body must be a JSON object."));
-    };
+    let body = json_object(&bytes)?;
     let history = match body.get("previous_response_id") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::String(previous)) => history(&state, &caller, previous).await?,

@@ -14,7 +14,7 @@ use sqlx::{Database, Encode, Executor, IntoArguments, Type};
 use tollgate_core::Timestamp;
 use tollgate_core::money::NanoUsd;
 
-use crate::codec::{count_from_sql, count_to_sql, millis, timestamp_from_sql, unknown_text};
+use crate::codec::{count_from_sql, count_to_sql, millis, store_decode, timestamp_from_sql, unknown_text};
 use crate::dialect::Dialect;
 use crate::error::StoreError;
 use crate::rows::DbRow;
@@ -195,10 +195,6 @@ fn optional_timestamp(row: &impl DbRow, name: &str) -> Result<Option<Timestamp>,
         .map_err(store_decode)?
         .map(timestamp_from_sql)
         .transpose()
-}
-
-fn store_decode(error: sqlx::Error) -> StoreError {
-    StoreError::Database(error.to_string())
 }
 
 fn batch_from_row(row: &impl DbRow) -> Result<MessageBatch, StoreError> {

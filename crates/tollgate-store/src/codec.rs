@@ -53,3 +53,8 @@ pub(crate) fn count_from_sql(count: i64) -> Result<u64, StoreError> {
 pub(crate) fn label_text(label: Option<&ClientLabel>) -> Option<&str> {
     label.map(ClientLabel::as_str)
 }
+
+/// A row that could not be read as the shared queries expect.
+pub(crate) fn store_decode(error: sqlx::Error) -> StoreError {
+    StoreError::Database(error.to_string())
+}

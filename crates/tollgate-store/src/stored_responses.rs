@@ -7,7 +7,7 @@
 use sqlx::{Database, Encode, Executor, IntoArguments, Type};
 use tollgate_core::Timestamp;
 
-use crate::codec::{millis, timestamp_from_sql};
+use crate::codec::{millis, store_decode, timestamp_from_sql};
 use crate::dialect::Dialect;
 use crate::error::StoreError;
 use crate::rows::DbRow;
@@ -25,10 +25,6 @@ pub struct StoredResponse {
     pub input_items: String,
     /// The Response object, as JSON text.
     pub response: String,
-}
-
-fn store_decode(error: sqlx::Error) -> StoreError {
-    StoreError::Database(error.to_string())
 }
 
 fn stored_response_from_row(row: &impl DbRow) -> Result<StoredResponse, StoreError> {

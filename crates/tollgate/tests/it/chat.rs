@@ -12,11 +12,11 @@ use crate::helpers::{
 };
 
 /// fake-gpt's prices: $2 input, $8 output per MTok; cache reads $0.20.
-fn gpt_cost(input_tokens: i64, cached_tokens: i64, output_tokens: i64) -> i64 {
+pub(crate) fn gpt_cost(input_tokens: i64, cached_tokens: i64, output_tokens: i64) -> i64 {
     input_tokens * 2_000 + cached_tokens * 200 + output_tokens * 8_000
 }
 
-async fn charged(app: &TestApp) -> i64 {
+pub(crate) async fn charged(app: &TestApp) -> i64 {
     app.wait_for_settlement().await;
     let (available, held, spent) = app.balance().await;
     assert_eq!(held, 0);

@@ -8,21 +8,9 @@ use serde_json::{Value, json};
 use tollgate_core::keys::KeyKind;
 use tollgate_testkit::{Behavior, Reply};
 
+use crate::chat::{charged, gpt_cost};
 use crate::helpers::{Options, TestApp, parse_sse, sonnet_cost, spawn_app, spawn_app_with, starter_nanos};
 use crate::sdk::{int, run_script};
-
-/// fake-gpt's prices: $2 input, $8 output per MTok; cache reads $0.20.
-fn gpt_cost(input_tokens: i64, cached_tokens: i64, output_tokens: i64) -> i64 {
-    input_tokens * 2_000 + cached_tokens * 200 + output_tokens * 8_000
-}
-
-async fn charged(app: &TestApp) -> i64 {
-    app.wait_for_settlement().await;
-    let (available, held, spent) = app.balance().await;
-    assert_eq!(held, 0);
-    assert_eq!(available + spent, starter_nanos());
-    spent
-}
 
 impl TestApp {
     /// `POST /v1/responses` as the `openai` SDKs send it.
@@ -31,6 +19,16 @@ impl TestApp {
             .post(self.url("/v1/responses"))
             .bearer_auth(&self.api_key)
             .json(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// `GET` or `DELETE /v1/responses/{id}` with `key`.
+    async fn stored_response(&self, method: reqwest::Method, id: &str, key: &str) -> reqwest::Response {
+        self.client
+            .request(method, self.url(&format!("/v1/responses/{id}")))
+            .bearer_auth(key)
             .send()
             .await
             .expect("request sent")
@@ -362,37 +360,22 @@ async fn previous_response_id_carries_the_conversation_and_stored_responses_can_
         "instructions are not carried over, as OpenAI documents"
     );
 
-    let url = app.url(&format!("/v1/responses/{id}"));
     let read: Value = app
-        .client
-        .get(&url)
-        .bearer_auth(&app.api_key)
-        .send()
+        .stored_response(reqwest::Method::GET, id, &app.api_key)
         .await
-        .expect("sent")
         .json()
         .await
         .expect("json");
     assert_eq!(read, first);
     let deleted = app
-        .client
-        .delete(&url)
-        .bearer_auth(&app.api_key)
-        .send()
-        .await
-        .expect("sent");
+        .stored_response(reqwest::Method::DELETE, id, &app.api_key)
+        .await;
     assert_eq!(deleted.status(), 200);
     assert_eq!(
         deleted.json::<Value>().await.expect("json"),
         json!({"id": id, "object": "response", "deleted": true})
     );
-    let gone = app
-        .client
-        .get(&url)
-        .bearer_auth(&app.api_key)
-        .send()
-        .await
-        .expect("sent");
+    let gone = app.stored_response(reqwest::Method::GET, id, &app.api_key).await;
     assert_eq!(gone.status(), 404);
     let envelope: Value = gone.json().await.expect("json");
     assert_eq!(
@@ -422,14 +405,10 @@ async fn previous_response_id_carries_the_conversation_and_stored_responses_can_
         .await
         .expect("json");
     assert_eq!(unstored["store"], false);
-    let url = app.url(&format!("/v1/responses/{}", unstored["id"].as_str().expect("id")));
+    let unstored_id = unstored["id"].as_str().expect("id");
     let missing = app
-        .client
-        .get(&url)
-        .bearer_auth(&app.api_key)
-        .send()
-        .await
-        .expect("sent");
+        .stored_response(reqwest::Method::GET, unstored_id, &app.api_key)
+        .await;
     assert_eq!(missing.status(), 404);
     // Three answered requests, each charged; the refused one never reached the upstream.
     assert_eq!(app.fake.request_count(), 3);
@@ -460,22 +439,9 @@ async fn a_stored_response_is_out_of_reach_of_another_workspace() {
         .secret
         .expose_secret()
         .to_owned();
-    let url = app.url(&format!("/v1/responses/{id}"));
-    let read = app
-        .client
-        .get(&url)
-        .bearer_auth(&other_key)
-        .send()
-        .await
-        .expect("sent");
+    let read = app.stored_response(reqwest::Method::GET, id, &other_key).await;
     assert_eq!(read.status(), 404);
-    let deleted = app
-        .client
-        .delete(&url)
-        .bearer_auth(&other_key)
-        .send()
-        .await
-        .expect("sent");
+    let deleted = app.stored_response(reqwest::Method::DELETE, id, &other_key).await;
     assert_eq!(deleted.status(), 404);
     let continued = app
         .client
@@ -486,13 +452,7 @@ async fn a_stored_response_is_out_of_reach_of_another_workspace() {
         .await
         .expect("sent");
     assert_eq!(continued.status(), 400);
-    let mine = app
-        .client
-        .get(&url)
-        .bearer_auth(&app.api_key)
-        .send()
-        .await
-        .expect("sent");
+    let mine = app.stored_response(reqwest::Method::GET, id, &app.api_key).await;
     assert_eq!(mine.status(), 200);
 }
 
@@ -640,20 +600,23 @@ async fn a_stored_response_expires_after_its_retention_and_maintenance_deletes_i
         .json()
         .await
         .expect("json");
-    let url = app.url(&format!("/v1/responses/{}", first["id"].as_str().expect("id")));
-    let read = |app: &TestApp| app.client.get(&url).bearer_auth(&app.api_key).send();
+    let id = first["id"].as_str().expect("id");
     clock.advance(
         chrono::Duration::days(tollgate_service::RESPONSES_KEPT_DAYS) - chrono::Duration::minutes(1),
     );
     app.tollgate.maintain().await.expect("maintenance");
     assert_eq!(
-        read(&app).await.expect("sent").status(),
+        app.stored_response(reqwest::Method::GET, id, &app.api_key)
+            .await
+            .status(),
         200,
         "kept for its retention"
     );
     clock.advance(chrono::Duration::minutes(1));
     assert_eq!(
-        read(&app).await.expect("sent").status(),
+        app.stored_response(reqwest::Method::GET, id, &app.api_key)
+            .await
+            .status(),
         404,
         "expired: gone at once"
     );
