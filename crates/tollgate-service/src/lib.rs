@@ -6,6 +6,7 @@
 mod admin;
 mod batches;
 mod billing;
+pub mod capture;
 pub mod clock;
 mod concurrency;
 mod console;

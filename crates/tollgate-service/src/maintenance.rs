@@ -1,7 +1,8 @@
 //! Background duties: keep the reservations of this process's running requests alive
 //! (`heartbeat.rs`), void reservations whose request never ended (the process died) and
 //! move expired credit out of its lots, and keep Message Batches (`batches.rs`: expiry,
-//! ended batches, results kept long enough).
+//! ended batches, results kept long enough), and delete captured bodies past their retention
+//! (`capture.rs`).
 
 use std::time::Duration;
 
@@ -14,6 +15,8 @@ pub struct MaintenanceReport {
     pub reservations_voided: usize,
     pub lots_expired: usize,
     pub batches: crate::batches::BatchMaintenance,
+    /// Captured bodies deleted at the end of their retention.
+    pub captures_purged: u64,
 }
 
 impl Tollgate {
@@ -36,6 +39,7 @@ impl Tollgate {
             reservations_voided,
             lots_expired: self.store().expire_lots(now).await?,
             batches,
+            captures_purged: self.store().purge_captures(now).await?,
         })
     }
 
