@@ -217,6 +217,7 @@ pub(crate) async fn create_chat_completion(
             requested_model: parsed.model.clone(),
             attribution,
             cacheable_prefixes: Default::default(),
+            body: &bytes,
         },
     )
     .await?;

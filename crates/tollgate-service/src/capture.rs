@@ -161,6 +161,11 @@ impl CapturePolicy {
         Ok(CapturePolicy { settings, paths })
     }
 
+    /// Whether any path is configured: without one, bodies are kept as they came.
+    pub fn redacts(&self) -> bool {
+        !self.paths.is_empty()
+    }
+
     /// A JSON text with the configured paths redacted: borrowed as it is when there is
     /// nothing to redact, `WITHHELD` when it is not JSON.
     pub fn redact_text<'a>(&self, text: &'a str) -> Cow<'a, str> {
@@ -186,11 +191,8 @@ impl CapturePolicy {
         let text = String::from_utf8_lossy(body);
         let redacted = self.redact_text(&text);
         let mut captured = self.stream();
-        captured.push(&redacted);
-        CapturedBody {
-            bytes: body.len() as u64,
-            ..captured.finish()
-        }
+        captured.push(&redacted, body.len());
+        captured.finish()
     }
 
     /// An empty capture of a streamed body, filled as it is delivered.
@@ -219,9 +221,10 @@ impl StreamCapture {
         self.truncated
     }
 
-    /// Appends a piece (already redacted), cut at the cap on a character boundary.
-    pub fn push(&mut self, piece: &str) {
-        self.bytes += piece.len() as u64;
+    /// Appends a piece (already redacted) of what was `delivered_bytes` long, cut at the
+    /// cap on a character boundary.
+    pub fn push(&mut self, piece: &str, delivered_bytes: usize) {
+        self.bytes += delivered_bytes as u64;
         if self.truncated {
             return;
         }

@@ -68,6 +68,7 @@ pub use tollgate_store::{
     BatchPage, BatchRequestCounts, BatchRequestState, BatchResult, BatchStatus, ClaimedBatchRequest,
     MessageBatch,
 };
+pub use tollgate_store::{CaptureSettings, CapturedResponseKind, RequestCapture};
 pub use tollgate_store::{
     CreatedBy, InviteRecord, KeyView, REQUEST_LOG_PAGE_MAX, RequestLogCursor, RequestLogEntry,
     RequestLogQuery, UserRecord,

@@ -46,8 +46,8 @@ fn a_body_over_the_cap_is_cut_on_a_character_boundary_and_marked() {
     assert_eq!(captured.bytes, 8);
     assert!(captured.truncated);
     let mut stream = policy.stream();
-    stream.push("abc");
-    stream.push("def");
+    stream.push("abc", 3);
+    stream.push("def", 3);
     assert!(stream.is_full());
     stream.count(4);
     let captured = stream.finish();
