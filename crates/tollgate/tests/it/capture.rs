@@ -243,3 +243,85 @@ async fn bad_capture_settings_are_refused() {
         .await;
     assert_eq!(settings["enabled"], false);
 }
+
+/// Goal: an organization admin turns capture on in the Console, finds the request in the
+/// log by its workspace and day, and reads its redacted bodies on the request's page.
+#[tokio::test]
+async fn the_console_sets_capture_and_shows_a_requests_bodies() {
+    let app = spawn_app().await;
+    app.tollgate
+        .create_console_admin(&app.org_id, "ada@example.com", "Ada", "correct horse battery staple")
+        .await
+        .expect("admin created");
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let signed_in = client
+        .post(app.url("/console/sign-in"))
+        .form(&[("email", "ada@example.com"), ("password", "correct horse battery staple")])
+        .send()
+        .await
+        .expect("sign-in sent");
+    assert_eq!(signed_in.status(), 303);
+    let cookie = signed_in.headers()["set-cookie"]
+        .to_str()
+        .expect("ascii")
+        .split(';')
+        .next()
+        .expect("the session cookie")
+        .to_owned();
+    let get = |path: String| {
+        let request = client.get(app.url(&path)).header("cookie", &cookie);
+        async move {
+            let response = request.send().await.expect("page");
+            (response.status().as_u16(), response.text().await.expect("html"))
+        }
+    };
+    let (status, log) = get("/console/requests".to_owned()).await;
+    assert_eq!(status, 200);
+    assert!(log.contains("Body capture"), "an admin sees the Default workspace's form");
+    let csrf = log
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a csrf field")
+        .to_owned();
+    let saved = client
+        .post(app.url("/console/workspaces/default/capture"))
+        .header("cookie", &cookie)
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("enabled", "on"),
+            ("retention_days", "2"),
+            ("body_bytes_max", "4096"),
+            ("redact_paths", "system\nmessages[*].content\n"),
+        ])
+        .send()
+        .await
+        .expect("saved");
+    assert_eq!(saved.status(), 303);
+    let (_, settings) = app.admin_get("/v1/organizations/workspaces/default/capture").await;
+    assert_eq!(settings["redact_paths"], json!(["system", "messages[*].content"]));
+    assert_eq!(settings["retention_days"], 2);
+
+    let response = app.post_messages(&secret_body(false)).await;
+    let id = request_id(&response);
+    let _ = response.text().await;
+    capture_of(&app, &id).await;
+    let workspace = app.caller_and_model("fake-sonnet").await.0.workspace_id;
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let (status, found) = get(format!("/console/requests?workspace={workspace}&from={today}&to={today}")).await;
+    assert_eq!(status, 200);
+    assert!(found.contains(&format!("href=\"/console/requests/{id}\"")), "{found}");
+    let (_, elsewhere) = get("/console/requests?workspace=wrkspc_none".to_owned()).await;
+    assert!(!elsewhere.contains(&id));
+    let (status, detail) = get(format!("/console/requests/{id}")).await;
+    assert_eq!(status, 200);
+    assert!(detail.contains("id=\"request-body\""), "{detail}");
+    assert!(detail.contains("[redacted]"));
+    assert!(!detail.contains("secret-question"));
+    assert!(detail.contains("Hello from the fake upstream."), "the reply as delivered");
+    let (status, _) = get("/console/requests/req_unknown".to_owned()).await;
+    assert_eq!(status, 404);
+}
