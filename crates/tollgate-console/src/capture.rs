@@ -101,7 +101,11 @@ pub(crate) async fn request_detail(
 }
 
 /// The capture settings form of a workspace, for an admin; nothing for anyone else.
-pub(crate) fn settings_form(user: &ConsoleUser, workspace_id: &str, settings: Option<&CaptureSettings>) -> Markup {
+pub(crate) fn settings_form(
+    user: &ConsoleUser,
+    workspace_id: &str,
+    settings: Option<&CaptureSettings>,
+) -> Markup {
     if !may_capture(user) {
         return html! {};
     }

@@ -70,8 +70,14 @@ pub(crate) async fn page(
 ) -> Result<Html<String>, PageError> {
     let admin = user.authority(ConsoleArea::Usage, Access::View)?;
     let log_query = RequestLogQuery {
-        from: filter(&query.from).as_deref().map(|day| day_start(day, 0)).transpose()?,
-        to: filter(&query.to).as_deref().map(|day| day_start(day, 1)).transpose()?,
+        from: filter(&query.from)
+            .as_deref()
+            .map(|day| day_start(day, 0))
+            .transpose()?,
+        to: filter(&query.to)
+            .as_deref()
+            .map(|day| day_start(day, 1))
+            .transpose()?,
         workspace_id: filter(&query.workspace),
         api_key_id: filter(&query.key),
         model: filter(&query.model),

@@ -44,11 +44,11 @@ use tollgate_core::pricing::ModelPrices;
 use tollgate_core::pricing::input_tokens_estimate;
 use tollgate_core::usage::{StreamMeasure, TokenUsage, stream_usage};
 use tollgate_edge::UpstreamTime;
+use tollgate_service::CapturedResponseKind;
 use tollgate_service::capture::{CapturePolicy, CapturedBody, StreamCapture};
 use tollgate_service::{
     ApiCaller, Finish, OpenReservation, RateLimitView, RequestPlan, Tollgate, UsageStatus,
 };
-use tollgate_service::CapturedResponseKind;
 use tollgate_upstream::openai::{ChatUsageAccumulator, is_done};
 use tollgate_upstream::sse::{SseEvent, UsageAccumulator};
 use tollgate_upstream::{Dialect, EventStream, Provider, UpstreamError, UpstreamReply, UpstreamRequest};
@@ -158,7 +158,14 @@ impl CaptureJob {
     async fn keep(self, tollgate: &Tollgate, kind: CapturedResponseKind, response: CapturedBody) {
         let request = self.policy.json_body(&self.request_body);
         tollgate
-            .keep_capture(&self.policy, &self.caller, &self.request_id, request, kind, response)
+            .keep_capture(
+                &self.policy,
+                &self.caller,
+                &self.request_id,
+                request,
+                kind,
+                response,
+            )
             .await;
     }
 
@@ -649,7 +656,8 @@ impl MeteredCall {
                 let delivered = settings.capture.is_some().then(|| reply.clone());
                 let _ = reply_sender.send((reply, upstream_time));
                 if let (Some(job), Some(delivered)) = (settings.capture.take(), delivered) {
-                    job.keep_reply(&settings.tollgate, settings.client, delivered).await;
+                    job.keep_reply(&settings.tollgate, settings.client, delivered)
+                        .await;
                 }
             }
             .instrument(span),

@@ -64,10 +64,9 @@ impl RedactPath {
             let key_len = rest.find(['.', '[']).unwrap_or(rest.len());
             let key = &rest[..key_len];
             if !key.is_empty() {
-                if !key
-                    .chars()
-                    .all(|character| character.is_ascii_alphanumeric() || matches!(character, '_' | '-' | '$'))
-                {
+                if !key.chars().all(|character| {
+                    character.is_ascii_alphanumeric() || matches!(character, '_' | '-' | '$')
+                }) {
                     return Err(invalid("a key may hold letters, digits, '_', '-' and '$' only"));
                 }
                 steps.push(Step::Key(key.to_owned()));
@@ -111,15 +110,15 @@ fn redact_steps(steps: &[Step], value: &mut Value) -> bool {
         return true;
     };
     match (step, value) {
-        (Step::Key(key), Value::Object(object)) => object
-            .get_mut(key)
-            .is_some_and(|inner| redact_steps(rest, inner)),
+        (Step::Key(key), Value::Object(object)) => {
+            object.get_mut(key).is_some_and(|inner| redact_steps(rest, inner))
+        }
         (Step::Every, Value::Array(items)) => items
             .iter_mut()
             .fold(false, |any, item| redact_steps(rest, item) || any),
-        (Step::Index(index), Value::Array(items)) => items
-            .get_mut(*index)
-            .is_some_and(|item| redact_steps(rest, item)),
+        (Step::Index(index), Value::Array(items)) => {
+            items.get_mut(*index).is_some_and(|item| redact_steps(rest, item))
+        }
         _ => false,
     }
 }
@@ -143,9 +142,7 @@ impl CapturePolicy {
     /// Checks settings as an admin gave them: retention and cap in range, paths readable.
     pub fn new(settings: CaptureSettings) -> Result<CapturePolicy, String> {
         if settings.retention_days == 0 || settings.retention_days > RETENTION_DAYS_MAX {
-            return Err(format!(
-                "retention_days must be from 1 to {RETENTION_DAYS_MAX}"
-            ));
+            return Err(format!("retention_days must be from 1 to {RETENTION_DAYS_MAX}"));
         }
         if settings.body_bytes_max == 0 {
             return Err("body_bytes_max must be at least 1".to_owned());
@@ -283,7 +280,8 @@ impl Tollgate {
         response: CapturedBody,
     ) {
         let captured_at = self.now();
-        let retention = chrono::Duration::milliseconds(i64::from(policy.settings.retention_days) * MILLIS_A_DAY);
+        let retention =
+            chrono::Duration::milliseconds(i64::from(policy.settings.retention_days) * MILLIS_A_DAY);
         let capture = RequestCapture {
             org_id: caller.org_id.clone(),
             workspace_id: caller.workspace_id.clone(),
@@ -342,7 +340,10 @@ impl crate::OrgAdmin {
     }
 
     /// The workspace's capture settings; `None` when it captures nothing.
-    pub async fn capture_settings(&self, workspace_id: &str) -> Result<Option<CaptureSettings>, ServiceError> {
+    pub async fn capture_settings(
+        &self,
+        workspace_id: &str,
+    ) -> Result<Option<CaptureSettings>, ServiceError> {
         let workspace_id = self.capture_workspace(workspace_id).await?;
         Ok(self.tollgate().store().capture_settings(&workspace_id).await?)
     }

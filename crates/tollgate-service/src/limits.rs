@@ -244,7 +244,11 @@ impl Tollgate {
             Some(settings) => match CapturePolicy::new(settings) {
                 Ok(policy) => Some(Arc::new(policy)),
                 Err(error) => {
-                    tracing::error!(error, workspace_id, "stored capture settings do not read; not capturing");
+                    tracing::error!(
+                        error,
+                        workspace_id,
+                        "stored capture settings do not read; not capturing"
+                    );
                     None
                 }
             },

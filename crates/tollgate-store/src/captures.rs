@@ -217,7 +217,11 @@ where
     }
 
     /// The organization's capture of `request_id`; another organization's is `None`.
-    async fn request_capture(&self, org_id: &str, request_id: &str) -> Result<Option<RequestCapture>, StoreError> {
+    async fn request_capture(
+        &self,
+        org_id: &str,
+        request_id: &str,
+    ) -> Result<Option<RequestCapture>, StoreError> {
         sqlx::query("SELECT * FROM request_captures WHERE org_id = $1 AND request_id = $2")
             .bind(org_id)
             .bind(request_id)

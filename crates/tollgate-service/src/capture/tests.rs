@@ -16,7 +16,10 @@ fn policy(paths: &[&str], body_bytes_max: u64) -> CapturePolicy {
 
 #[test]
 fn the_documented_paths_redact_what_they_name_and_nothing_else() {
-    let policy = policy(&["system", "messages[*].content", "metadata.user_id", "tools[1]"], 1 << 20);
+    let policy = policy(
+        &["system", "messages[*].content", "metadata.user_id", "tools[1]"],
+        1 << 20,
+    );
     let body = json!({
         "model": "claude-sonnet-4-5",
         "system": [{"type": "text", "text": "secret system"}],
@@ -51,7 +54,10 @@ fn a_body_over_the_cap_is_cut_on_a_character_boundary_and_marked() {
     assert!(stream.is_full());
     stream.count(4);
     let captured = stream.finish();
-    assert_eq!((captured.text.as_str(), captured.bytes, captured.truncated), ("abcde", 10, true));
+    assert_eq!(
+        (captured.text.as_str(), captured.bytes, captured.truncated),
+        ("abcde", 10, true)
+    );
 }
 
 #[test]

@@ -104,11 +104,18 @@ async fn other_tenant(app: &TestApp) -> OtherTenant {
         .await
         .expect("sent");
     assert_eq!(response.status(), 200);
-    let request_id = response.headers()["request-id"].to_str().expect("ascii").to_owned();
+    let request_id = response.headers()["request-id"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
     let _ = response.text().await;
     let mut captured = false;
     for _ in 0..200 {
-        let capture = app.tollgate.store().request_capture(&organization.id, &request_id).await;
+        let capture = app
+            .tollgate
+            .store()
+            .request_capture(&organization.id, &request_id)
+            .await;
         if capture.expect("read").is_some() {
             captured = true;
             break;

@@ -26,7 +26,10 @@ async fn capture_of(app: &TestApp, request_id: &str) -> RequestCapture {
 }
 
 fn request_id(response: &reqwest::Response) -> String {
-    response.headers()["request-id"].to_str().expect("ascii").to_owned()
+    response.headers()["request-id"]
+        .to_str()
+        .expect("ascii")
+        .to_owned()
 }
 
 /// A request carrying a secret at each documented path, and text that stays.
@@ -70,7 +73,11 @@ async fn capture_is_off_by_default_and_keeps_nothing() {
     app.wait_for_settlement().await;
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     assert_eq!(
-        app.tollgate.store().request_capture(&app.org_id, &id).await.expect("read"),
+        app.tollgate
+            .store()
+            .request_capture(&app.org_id, &id)
+            .await
+            .expect("read"),
         None
     );
     let (status, body) = app
@@ -104,7 +111,11 @@ async fn a_captured_reply_is_kept_as_delivered_with_the_request_redacted_before_
     let delivered = response.text().await.expect("body");
 
     let capture = capture_of(&app, &id).await;
-    assert!(!capture.request_body.contains("secret"), "{}", capture.request_body);
+    assert!(
+        !capture.request_body.contains("secret"),
+        "{}",
+        capture.request_body
+    );
     let request: Value = serde_json::from_str(&capture.request_body).expect("JSON");
     assert_eq!(request["system"], "[redacted]");
     assert_eq!(request["metadata"]["user_id"], "[redacted]");
@@ -116,8 +127,14 @@ async fn a_captured_reply_is_kept_as_delivered_with_the_request_redacted_before_
     assert_eq!(capture.response_kind, CapturedResponseKind::Json);
     assert_eq!(capture.response_body, delivered);
     assert!(!capture.response_truncated);
-    assert_eq!(capture.workspace_id, app.caller_and_model("fake-sonnet").await.0.workspace_id);
-    assert_eq!(capture.expires_at - capture.captured_at, chrono::Duration::days(7));
+    assert_eq!(
+        capture.workspace_id,
+        app.caller_and_model("fake-sonnet").await.0.workspace_id
+    );
+    assert_eq!(
+        capture.expires_at - capture.captured_at,
+        chrono::Duration::days(7)
+    );
 
     let (status, body) = app
         .admin_get(&format!("/v1/organizations/requests/{id}/body"))
@@ -139,8 +156,17 @@ async fn a_captured_reply_is_kept_as_delivered_with_the_request_redacted_before_
     app.wait_for_settlement().await;
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     let store = app.tollgate.store();
-    assert_eq!(store.request_capture(&app.org_id, &later).await.expect("read"), None);
-    assert!(store.request_capture(&app.org_id, &id).await.expect("read").is_some());
+    assert_eq!(
+        store.request_capture(&app.org_id, &later).await.expect("read"),
+        None
+    );
+    assert!(
+        store
+            .request_capture(&app.org_id, &id)
+            .await
+            .expect("read")
+            .is_some()
+    );
 }
 
 /// Goal: a stream is kept as the SSE text the client received, event by event, with the
@@ -168,7 +194,11 @@ async fn a_captured_stream_is_the_delivered_text_redacted_and_cut_at_the_cap() {
     assert!(capture.response_body.contains("event: message_stop"));
     let kept = deltas(&capture.response_body);
     assert_eq!(kept.len(), deltas(&delivered).len());
-    assert!(kept.iter().all(|text| text == "[redacted]"), "{}", capture.response_body);
+    assert!(
+        kept.iter().all(|text| text == "[redacted]"),
+        "{}",
+        capture.response_body
+    );
     // Only the deltas' text went: every event is still there, in order.
     let names = |text: &str| -> Vec<String> {
         text.lines()
@@ -213,7 +243,13 @@ async fn captures_are_purged_at_the_end_of_their_retention() {
     clock.advance(chrono::Duration::days(1));
     let report = app.tollgate.maintain().await.expect("maintenance");
     assert_eq!(report.captures_purged, 0);
-    assert!(store.request_capture(&app.org_id, &id).await.expect("read").is_some());
+    assert!(
+        store
+            .request_capture(&app.org_id, &id)
+            .await
+            .expect("read")
+            .is_some()
+    );
 
     // Now two days old: a retention of one day ends it at the next pass.
     clock.advance(chrono::Duration::days(1));
@@ -250,7 +286,12 @@ async fn bad_capture_settings_are_refused() {
 async fn the_console_sets_capture_and_shows_a_requests_bodies() {
     let app = spawn_app().await;
     app.tollgate
-        .create_console_admin(&app.org_id, "ada@example.com", "Ada", "correct horse battery staple")
+        .create_console_admin(
+            &app.org_id,
+            "ada@example.com",
+            "Ada",
+            "correct horse battery staple",
+        )
         .await
         .expect("admin created");
     let client = reqwest::Client::builder()
@@ -259,7 +300,10 @@ async fn the_console_sets_capture_and_shows_a_requests_bodies() {
         .expect("client");
     let signed_in = client
         .post(app.url("/console/sign-in"))
-        .form(&[("email", "ada@example.com"), ("password", "correct horse battery staple")])
+        .form(&[
+            ("email", "ada@example.com"),
+            ("password", "correct horse battery staple"),
+        ])
         .send()
         .await
         .expect("sign-in sent");
@@ -280,7 +324,10 @@ async fn the_console_sets_capture_and_shows_a_requests_bodies() {
     };
     let (status, log) = get("/console/requests".to_owned()).await;
     assert_eq!(status, 200);
-    assert!(log.contains("Body capture"), "an admin sees the Default workspace's form");
+    assert!(
+        log.contains("Body capture"),
+        "an admin sees the Default workspace's form"
+    );
     let csrf = log
         .split("name=\"csrf\" value=\"")
         .nth(1)
@@ -301,7 +348,9 @@ async fn the_console_sets_capture_and_shows_a_requests_bodies() {
         .await
         .expect("saved");
     assert_eq!(saved.status(), 303);
-    let (_, settings) = app.admin_get("/v1/organizations/workspaces/default/capture").await;
+    let (_, settings) = app
+        .admin_get("/v1/organizations/workspaces/default/capture")
+        .await;
     assert_eq!(settings["redact_paths"], json!(["system", "messages[*].content"]));
     assert_eq!(settings["retention_days"], 2);
 
@@ -311,9 +360,15 @@ async fn the_console_sets_capture_and_shows_a_requests_bodies() {
     capture_of(&app, &id).await;
     let workspace = app.caller_and_model("fake-sonnet").await.0.workspace_id;
     let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
-    let (status, found) = get(format!("/console/requests?workspace={workspace}&from={today}&to={today}")).await;
+    let (status, found) = get(format!(
+        "/console/requests?workspace={workspace}&from={today}&to={today}"
+    ))
+    .await;
     assert_eq!(status, 200);
-    assert!(found.contains(&format!("href=\"/console/requests/{id}\"")), "{found}");
+    assert!(
+        found.contains(&format!("href=\"/console/requests/{id}\"")),
+        "{found}"
+    );
     let (_, elsewhere) = get("/console/requests?workspace=wrkspc_none".to_owned()).await;
     assert!(!elsewhere.contains(&id));
     let (status, detail) = get(format!("/console/requests/{id}")).await;
@@ -321,7 +376,10 @@ async fn the_console_sets_capture_and_shows_a_requests_bodies() {
     assert!(detail.contains("id=\"request-body\""), "{detail}");
     assert!(detail.contains("[redacted]"));
     assert!(!detail.contains("secret-question"));
-    assert!(detail.contains("Hello from the fake upstream."), "the reply as delivered");
+    assert!(
+        detail.contains("Hello from the fake upstream."),
+        "the reply as delivered"
+    );
     let (status, _) = get("/console/requests/req_unknown".to_owned()).await;
     assert_eq!(status, 404);
 }
