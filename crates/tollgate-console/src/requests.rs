@@ -86,7 +86,6 @@ pub(crate) async fn page(
         session_id: filter(&query.session),
         after: filter(&query.after).as_deref().map(parse_after).transpose()?,
         limit: PAGE_ROWS,
-        ..RequestLogQuery::default()
     };
     let page = admin.request_log(&log_query).await?;
     // The Default workspace has no page of its own: its capture is set here.

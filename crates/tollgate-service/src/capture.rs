@@ -113,9 +113,14 @@ fn redact_steps(steps: &[Step], value: &mut Value) -> bool {
         (Step::Key(key), Value::Object(object)) => {
             object.get_mut(key).is_some_and(|inner| redact_steps(rest, inner))
         }
-        (Step::Every, Value::Array(items)) => items
-            .iter_mut()
-            .fold(false, |any, item| redact_steps(rest, item) || any),
+        // Every element is visited: redacting stops at no first match.
+        (Step::Every, Value::Array(items)) => {
+            let mut redacted = false;
+            for item in items {
+                redacted |= redact_steps(rest, item);
+            }
+            redacted
+        }
         (Step::Index(index), Value::Array(items)) => {
             items.get_mut(*index).is_some_and(|item| redact_steps(rest, item))
         }
@@ -129,6 +134,9 @@ pub struct CapturePolicy {
     pub settings: CaptureSettings,
     paths: Vec<RedactPath>,
 }
+
+/// A workspace's policy as cached: `None` captures nothing.
+pub(crate) type CachedPolicy = Option<Arc<CapturePolicy>>;
 
 /// A body as it will be written: redacted, cut to the cap, and the size it had.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -172,10 +180,11 @@ impl CapturePolicy {
         let Ok(mut value) = serde_json::from_str::<Value>(text) else {
             return Cow::Borrowed(WITHHELD);
         };
-        let changed = self
-            .paths
-            .iter()
-            .fold(false, |any, path| path.redact(&mut value) || any);
+        // Every path is applied: redacting stops at no first match.
+        let mut changed = false;
+        for path in &self.paths {
+            changed |= path.redact(&mut value);
+        }
         if changed {
             Cow::Owned(value.to_string())
         } else {

@@ -20,7 +20,7 @@ use tollgate_core::tiers::{LimitSet, RateLimits};
 use tollgate_store::{AuditEntry, AutoReload, OrganizationBilling, RateLimitOverrides, WorkspaceLimits};
 
 use crate::Tollgate;
-use crate::capture::CapturePolicy;
+use crate::capture::{CachedPolicy, CapturePolicy};
 use crate::error::ServiceError;
 
 /// An organization's limits as they apply now.
@@ -60,7 +60,7 @@ pub(crate) struct LimitsCache {
     organizations: RwLock<HashMap<String, (Timestamp, Arc<OrganizationLimits>)>>,
     workspaces: RwLock<HashMap<String, (Timestamp, Arc<WorkspaceLimits>)>>,
     /// Each workspace's capture policy (`capture.rs`); `None` captures nothing.
-    captures: RwLock<HashMap<String, (Timestamp, Arc<Option<Arc<CapturePolicy>>>)>>,
+    captures: RwLock<HashMap<String, (Timestamp, Arc<CachedPolicy>)>>,
     /// Prompt prefixes cached upstream, keyed by [`prompt_cache_scope`].
     prompt_prefixes: Mutex<PrefixMemory>,
 }

@@ -357,9 +357,9 @@ async fn the_console_sets_capture_and_shows_a_requests_bodies() {
     let response = app.post_messages(&secret_body(false)).await;
     let id = request_id(&response);
     let _ = response.text().await;
-    capture_of(&app, &id).await;
+    let captured = capture_of(&app, &id).await;
     let workspace = app.caller_and_model("fake-sonnet").await.0.workspace_id;
-    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let today = captured.captured_at.format("%Y-%m-%d").to_string();
     let (status, found) = get(format!(
         "/console/requests?workspace={workspace}&from={today}&to={today}"
     ))
