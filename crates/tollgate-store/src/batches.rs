@@ -197,7 +197,7 @@ fn optional_timestamp(row: &impl DbRow, name: &str) -> Result<Option<Timestamp>,
         .transpose()
 }
 
-fn store_decode(error: sqlx::Error) -> StoreError {
+pub(crate) fn store_decode(error: sqlx::Error) -> StoreError {
     StoreError::Database(error.to_string())
 }
 

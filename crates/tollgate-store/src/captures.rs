@@ -11,6 +11,7 @@ use sqlx::{Database, Encode, Executor, IntoArguments, Type};
 use tollgate_core::Timestamp;
 
 use crate::audit_log::AuditLog;
+use crate::batches::store_decode;
 use crate::codec::{count_from_sql, count_to_sql, millis, timestamp_from_sql, unknown_text};
 use crate::dialect::Dialect;
 use crate::error::StoreError;
@@ -76,10 +77,6 @@ pub struct RequestCapture {
 }
 
 const MILLIS_A_DAY: i64 = 86_400_000;
-
-fn store_decode(error: sqlx::Error) -> StoreError {
-    StoreError::Database(error.to_string())
-}
 
 fn capture_from_row(row: &impl DbRow) -> Result<RequestCapture, StoreError> {
     Ok(RequestCapture {

@@ -109,20 +109,7 @@ async fn other_tenant(app: &TestApp) -> OtherTenant {
         .expect("ascii")
         .to_owned();
     let _ = response.text().await;
-    let mut captured = false;
-    for _ in 0..200 {
-        let capture = app
-            .tollgate
-            .store()
-            .request_capture(&organization.id, &request_id)
-            .await;
-        if capture.expect("read").is_some() {
-            captured = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
-    assert!(captured, "B's request was captured");
+    app.wait_for_capture(&organization.id, &request_id).await;
     let ids = BTreeMap::from([
         ("workspace_id", workspace_id),
         ("api_key_id", key["id"].as_str().expect("key").to_owned()),

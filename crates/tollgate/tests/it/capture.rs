@@ -8,21 +8,8 @@ use tollgate_service::{CapturedResponseKind, RequestCapture};
 
 use crate::helpers::{Options, TestApp, message_body, spawn_app, spawn_app_with};
 
-/// Waits (bounded) for the capture of a request: it is written after the response.
 async fn capture_of(app: &TestApp, request_id: &str) -> RequestCapture {
-    for _ in 0..200 {
-        if let Some(capture) = app
-            .tollgate
-            .store()
-            .request_capture(&app.org_id, request_id)
-            .await
-            .expect("read")
-        {
-            return capture;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
-    panic!("no capture of {request_id} was written");
+    app.wait_for_capture(&app.org_id, request_id).await
 }
 
 fn request_id(response: &reqwest::Response) -> String {
@@ -285,36 +272,7 @@ async fn bad_capture_settings_are_refused() {
 #[tokio::test]
 async fn the_console_sets_capture_and_shows_a_requests_bodies() {
     let app = spawn_app().await;
-    app.tollgate
-        .create_console_admin(
-            &app.org_id,
-            "ada@example.com",
-            "Ada",
-            "correct horse battery staple",
-        )
-        .await
-        .expect("admin created");
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("client");
-    let signed_in = client
-        .post(app.url("/console/sign-in"))
-        .form(&[
-            ("email", "ada@example.com"),
-            ("password", "correct horse battery staple"),
-        ])
-        .send()
-        .await
-        .expect("sign-in sent");
-    assert_eq!(signed_in.status(), 303);
-    let cookie = signed_in.headers()["set-cookie"]
-        .to_str()
-        .expect("ascii")
-        .split(';')
-        .next()
-        .expect("the session cookie")
-        .to_owned();
+    let (client, cookie) = app.console_admin_session().await;
     let get = |path: String| {
         let request = client.get(app.url(&path)).header("cookie", &cookie);
         async move {
