@@ -10,6 +10,7 @@
 //! never money arithmetic.
 
 mod billing;
+mod captures;
 pub mod csv;
 mod directory;
 mod dto;
@@ -115,6 +116,8 @@ fn api_router() -> OpenApiRouter<AdminState> {
         ))
         .routes(routes!(billing::audit_events))
         .routes(routes!(requests::requests))
+        .routes(routes!(captures::request_body))
+        .routes(routes!(captures::get_capture, captures::set_capture))
 }
 
 /// The generated OpenAPI document, built once, with how every operation authenticates.

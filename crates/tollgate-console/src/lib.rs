@@ -15,6 +15,7 @@
 
 mod auth;
 mod billing;
+mod capture;
 mod chart;
 mod client_address;
 mod error;
@@ -92,6 +93,7 @@ pub fn router(state: ConsoleState) -> Router {
         .route("/workspaces/{workspace_id}/archive", post(workspaces::archive))
         .route("/workspaces/{workspace_id}/limits", post(workspaces::set_limits))
         .route("/workspaces/{workspace_id}/members", post(workspaces::set_member))
+        .route("/workspaces/{workspace_id}/capture", post(capture::set_settings))
         .route("/keys", get(keys::list).post(keys::create))
         .route("/keys/{key_id}/rename", post(keys::rename))
         .route("/keys/{key_id}/status", post(keys::set_status))
@@ -103,6 +105,7 @@ pub fn router(state: ConsoleState) -> Router {
         .route("/usage", get(usage::page))
         .route("/usage.csv", get(usage::csv))
         .route("/requests", get(requests::page))
+        .route("/requests/{request_id}", get(capture::request_detail))
         .route("/workbench", get(workbench::page))
         .route("/workbench/run", post(workbench::run))
         .route("/workbench/result/{request_id}", get(workbench::result))

@@ -1,12 +1,14 @@
-//! Requests: the request log, newest first — each request's time, model, key, status,
-//! tokens by kind, cost, latency and error — narrowed by model, status, request id or
-//! Claude Code session, a page at a time. The records are the Admin API's request log
+//! Requests: the request log, newest first — each request's time, workspace, model, key,
+//! status, tokens by kind, cost, latency and error — narrowed by time (days, UTC),
+//! workspace, key, model, status, request id or Claude Code session, a page at a time; each
+//! request id opens its detail page (`capture.rs`), with its captured bodies for admins. The records are the Admin API's request log
 //! (`OrgAdmin::request_log`); this page only lays them out. Seen by whoever may see usage.
 
 use axum::extract::{Query, State};
 use axum::response::Html;
 use maud::html;
 use serde::Deserialize;
+use tollgate_service::capture::DEFAULT_WORKSPACE;
 use tollgate_service::{Access, ConsoleArea, RequestLogCursor, RequestLogQuery};
 
 use crate::ConsoleState;
@@ -19,6 +21,12 @@ const PAGE_ROWS: usize = 50;
 
 #[derive(Deserialize, Default)]
 pub(crate) struct RequestsQuery {
+    /// First day (UTC), `YYYY-MM-DD`, included.
+    from: Option<String>,
+    /// Last day (UTC), `YYYY-MM-DD`, included.
+    to: Option<String>,
+    workspace: Option<String>,
+    key: Option<String>,
     model: Option<String>,
     status: Option<String>,
     request_id: Option<String>,
@@ -45,6 +53,16 @@ fn parse_after(text: &str) -> Result<RequestLogCursor, PageError> {
     })
 }
 
+/// The start of a day given as `YYYY-MM-DD` (UTC), `days` days later.
+fn day_start(text: &str, days: i64) -> Result<tollgate_core::Timestamp, PageError> {
+    let date = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .map_err(|_| PageError::Invalid(format!("'{text}' is not a day (YYYY-MM-DD)")))?;
+    Ok((date + chrono::Duration::days(days))
+        .and_hms_opt(0, 0, 0)
+        .unwrap_or_default()
+        .and_utc())
+}
+
 pub(crate) async fn page(
     State(_state): State<ConsoleState>,
     Signed(user): Signed,
@@ -52,21 +70,40 @@ pub(crate) async fn page(
 ) -> Result<Html<String>, PageError> {
     let admin = user.authority(ConsoleArea::Usage, Access::View)?;
     let log_query = RequestLogQuery {
+        from: filter(&query.from)
+            .as_deref()
+            .map(|day| day_start(day, 0))
+            .transpose()?,
+        to: filter(&query.to)
+            .as_deref()
+            .map(|day| day_start(day, 1))
+            .transpose()?,
+        workspace_id: filter(&query.workspace),
+        api_key_id: filter(&query.key),
         model: filter(&query.model),
         status: filter(&query.status),
         request_id: filter(&query.request_id),
         session_id: filter(&query.session),
         after: filter(&query.after).as_deref().map(parse_after).transpose()?,
         limit: PAGE_ROWS,
-        ..RequestLogQuery::default()
     };
     let page = admin.request_log(&log_query).await?;
+    // The Default workspace has no page of its own: its capture is set here.
+    let default_capture = if user.may(ConsoleArea::Workspaces, Access::Change) {
+        admin.capture_settings(DEFAULT_WORKSPACE).await?
+    } else {
+        None
+    };
     let next = page.has_more.then(|| page.entries.last()).flatten().map(|entry| {
         let mut next = vec![(
             "after",
             format!("{}.{}", entry.cursor.ended_at_millis, entry.cursor.row),
         )];
         for (name, value) in [
+            ("from", &filter(&query.from)),
+            ("to", &filter(&query.to)),
+            ("workspace", &log_query.workspace_id),
+            ("key", &log_query.api_key_id),
             ("model", &log_query.model),
             ("status", &log_query.status),
             ("request_id", &log_query.request_id),
@@ -81,6 +118,10 @@ pub(crate) async fn page(
     let value = |field: &Option<String>| field.clone().unwrap_or_default();
     let content = html! {
         form.filters method="get" action="/console/requests" {
+            label { "From " input type="date" name="from" value=(value(&filter(&query.from))); }
+            label { "To " input type="date" name="to" value=(value(&filter(&query.to))); }
+            label { "Workspace " input type="text" name="workspace" value=(value(&log_query.workspace_id)); }
+            label { "Key " input type="text" name="key" value=(value(&log_query.api_key_id)); }
             label { "Model " input type="text" name="model" value=(value(&log_query.model)); }
             label { "Status "
                 select name="status" {
@@ -99,7 +140,7 @@ pub(crate) async fn page(
         } @else {
             table #requests {
                 thead { tr {
-                    th { "Ended" } th { "Request id" } th { "Model" } th { "Key" } th { "Status" }
+                    th { "Ended" } th { "Request id" } th { "Workspace" } th { "Model" } th { "Key" } th { "Status" }
                     th { "Input" } th { "Cache write" } th { "Cache read" } th { "Output" }
                     th { "Cost" } th { "Latency" } th { "Session" }
                 } }
@@ -108,7 +149,8 @@ pub(crate) async fn page(
                         @let record = &entry.record;
                         tr {
                             td { (layout::instant(record.ended_at)) }
-                            td { code { (record.request_id) } }
+                            td { a href={ "/console/requests/" (record.request_id) } { code { (record.request_id) } } }
+                            td { code { (record.workspace_id) } }
                             td { (record.model) }
                             td { (record.api_key_id.as_deref().unwrap_or("—")) }
                             td {
@@ -130,6 +172,7 @@ pub(crate) async fn page(
                 p { a href={ "/console/requests?" (next) } { "Older requests" } }
             }
         }
+        (crate::capture::settings_form(&user, DEFAULT_WORKSPACE, default_capture.as_ref()))
     };
     Ok(Html(
         layout::page(&user, "/console/requests", "Requests", content).into_string(),

@@ -89,6 +89,11 @@ pub(crate) async fn detail(
     let archived = workspace.archived_at.is_some();
     let limits = admin.workspace_limits(&workspace.id).await?;
     let spend = admin.month_spend(Some(&workspace.id)).await?;
+    let capture = if user.may(ConsoleArea::Workspaces, Access::Change) {
+        admin.capture_settings(&workspace.id).await?
+    } else {
+        None
+    };
     let members = if user.may(ConsoleArea::Members, Access::View) {
         admin.members(&workspace.id).await?
     } else {
@@ -121,6 +126,9 @@ pub(crate) async fn detail(
             (layout::stat("Status", if archived { "archived" } else { "active" }, "workspace-status"))
         }
         p { a href=(format!("/console/keys?workspace={}", workspace.id)) { "API keys of this workspace" } }
+        @if !archived {
+            (crate::capture::settings_form(&user, &workspace.id, capture.as_ref()))
+        }
         @if may_change && !archived {
             section.card {
                 h2 { "Rename" }

@@ -239,6 +239,7 @@ pub(crate) async fn serve_chat(
             requested_model: parsed.model.clone(),
             attribution,
             cacheable_prefixes: Default::default(),
+            body: &bytes,
         },
     )
     .await?;

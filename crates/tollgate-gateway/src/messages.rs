@@ -318,7 +318,7 @@ fn admission<'a>(
     caller: &'a ApiCaller,
     request_id: &'a str,
     forwarded: Forwarded,
-    bytes: &Bytes,
+    bytes: &'a Bytes,
     parsed: &MessagesRequest,
     resolved: &ResolvedModel<'a>,
 ) -> Result<Admission<'a>, ApiError> {
@@ -362,6 +362,7 @@ fn admission<'a>(
         requested_model: parsed.model.clone(),
         attribution: forwarded.attribution,
         cacheable_prefixes: crate::cache_prefix::cacheable_prefixes(&parsed.body, &resolved.model.id),
+        body: bytes,
     })
 }
 

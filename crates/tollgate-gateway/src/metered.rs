@@ -21,6 +21,12 @@
 //! through (`Meter::usage`), within the request's output limit. Never zero once content was
 //! delivered (the input was processed). A non-streaming client that disconnects is charged
 //! the upstream's usage too.
+//!
+//! Body capture (`tollgate_service::capture`), when the caller's workspace has it on: the
+//! request body as received, and the reply as delivered — the JSON reply or error envelope,
+//! or the stream's SSE text event by event as sent, redacted per event. It is written by
+//! the call's task once the client has everything (a stream's channel is closed first), so
+//! it never delays or alters the response; with capture off nothing is held or copied.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -38,6 +44,8 @@ use tollgate_core::pricing::ModelPrices;
 use tollgate_core::pricing::input_tokens_estimate;
 use tollgate_core::usage::{StreamMeasure, TokenUsage, stream_usage};
 use tollgate_edge::UpstreamTime;
+use tollgate_service::CapturedResponseKind;
+use tollgate_service::capture::{CapturePolicy, CapturedBody, StreamCapture};
 use tollgate_service::{
     ApiCaller, Finish, OpenReservation, RateLimitView, RequestPlan, Tollgate, UsageStatus,
 };
@@ -141,6 +149,79 @@ pub(crate) struct MeteredCall {
     pub(crate) observed: Observed,
     /// Prices a reply some other catalogue model served (a server-side fallback).
     pub(crate) catalog: Arc<tollgate_core::catalog::Catalog>,
+    /// Set only when the caller's workspace captures bodies.
+    pub(crate) capture: Option<CaptureJob>,
+}
+
+/// A request whose bodies are being captured.
+pub(crate) struct CaptureJob {
+    policy: Arc<CapturePolicy>,
+    caller: ApiCaller,
+    request_id: String,
+    /// The body as received (a reference to the same bytes, not a copy).
+    request_body: Bytes,
+}
+
+impl CaptureJob {
+    /// Writes the capture with the response as delivered; a failure is only logged.
+    async fn keep(self, tollgate: &Tollgate, kind: CapturedResponseKind, response: CapturedBody) {
+        let request = self.policy.json_body(&self.request_body);
+        tollgate
+            .keep_capture(
+                &self.policy,
+                &self.caller,
+                &self.request_id,
+                request,
+                kind,
+                response,
+            )
+            .await;
+    }
+
+    /// A non-streaming reply as delivered: the JSON body, or the error envelope.
+    async fn keep_reply(self, tollgate: &Tollgate, client: ClientWire, reply: Result<Bytes, ApiError>) {
+        let body = match reply {
+            Ok(body) => body,
+            Err(error) => Bytes::from(error_json(&error, client, &self.request_id).to_string()),
+        };
+        let response = self.policy.json_body(&body);
+        self.keep(tollgate, CapturedResponseKind::Json, response).await;
+    }
+}
+
+/// The error envelope a client of `client`'s API gets.
+fn error_json(error: &ApiError, client: ClientWire, request_id: &str) -> Value {
+    match client {
+        ClientWire::Messages => error.to_json(request_id),
+        ClientWire::ChatCompletions { .. } => error.to_openai_json(),
+    }
+}
+
+/// A stream's capture as it is delivered.
+struct StreamCaptureJob {
+    job: CaptureJob,
+    stream: StreamCapture,
+}
+
+impl StreamCaptureJob {
+    /// Records an event just sent to the client as `sent`; its data redacted when paths
+    /// are configured (OpenAI's `[DONE]` is no JSON and says nothing, so it stays).
+    fn delivered(&mut self, client: ClientWire, event: &SseEvent, sent: &Bytes) {
+        if self.stream.is_full() {
+            self.stream.count(sent.len());
+            return;
+        }
+        if !self.job.policy.redacts() || is_done(event) {
+            self.stream.push(&String::from_utf8_lossy(sent), sent.len());
+            return;
+        }
+        let redacted = SseEvent {
+            event: event.event.clone(),
+            data: self.job.policy.redact_text(&event.data).into_owned(),
+        };
+        self.stream
+            .push(&String::from_utf8_lossy(&client.encode(&redacted)), sent.len());
+    }
 }
 
 /// A routed request, ready to be admitted and run: the same for every client surface.
@@ -166,6 +247,8 @@ pub(crate) struct Admission<'a> {
     pub(crate) attribution: tollgate_core::attribution::Attribution,
     /// Where the prompt may be read from the upstream's cache (`cache_prefix`).
     pub(crate) cacheable_prefixes: tollgate_core::ratelimit::prompt_cache::CacheablePrefixes,
+    /// The client's body as received: kept (by reference) only if its workspace captures.
+    pub(crate) body: &'a Bytes,
 }
 
 /// Admits the request (rate limits in every scope, then the reservation of its cost bound)
@@ -236,6 +319,16 @@ pub(crate) async fn run_admitted(
         .span
         .record("tollgate.reservation_id", open.reservation_id.as_str());
     let rate_limits = open.rate_limits;
+    let capture = state
+        .tollgate
+        .capture_policy(&admission.caller.workspace_id)
+        .await
+        .map(|policy| CaptureJob {
+            policy,
+            caller: admission.caller.clone(),
+            request_id: open.request_id.clone(),
+            request_body: admission.body.clone(),
+        });
     let metered = MeteredCall {
         tollgate: state.tollgate.clone(),
         open,
@@ -248,6 +341,7 @@ pub(crate) async fn run_admitted(
         output_tokens_max: admission.output_tokens_bound,
         observed,
         catalog: state.catalog.clone(),
+        capture,
     };
     let response = if admission.stream {
         metered.stream().await?
@@ -505,6 +599,7 @@ impl MeteredCall {
             observed: self.observed,
             provider: String::new(),
             catalog: self.catalog,
+            capture: self.capture,
         };
         (upstream, self.open, settings)
     }
@@ -572,7 +667,12 @@ impl MeteredCall {
                     Err(error) => error.status,
                 };
                 settings.observed.ended(&settings.provider, status, outcome);
+                let delivered = settings.capture.is_some().then(|| reply.clone());
                 let _ = reply_sender.send((reply, upstream_time));
+                if let (Some(job), Some(delivered)) = (settings.capture.take(), delivered) {
+                    job.keep_reply(&settings.tollgate, settings.client, delivered)
+                        .await;
+                }
             }
             .instrument(span),
         );
@@ -606,17 +706,11 @@ impl MeteredCall {
                     }
                     Ok((_, _, UpstreamReply::Message { .. })) => {
                         let error = UpstreamError::Protocol("a message answered a streaming request".into());
-                        settle(&settings.tollgate, open, failed(&error)).await;
-                        let status = ApiError::from_upstream(&error).status;
-                        settings.observed.ended(&settings.provider, status, "failed");
-                        let _ = start_sender.send(Err(error));
+                        settings.stream_failed(open, error, start_sender).await;
                         return;
                     }
                     Err(error) => {
-                        settle(&settings.tollgate, open, failed(&error)).await;
-                        let status = ApiError::from_upstream(&error).status;
-                        settings.observed.ended(&settings.provider, status, "failed");
-                        let _ = start_sender.send(Err(error));
+                        settings.stream_failed(open, error, start_sender).await;
                         return;
                     }
                 };
@@ -660,9 +754,27 @@ struct Settings {
     /// The provider of the deployment that answered (or the last one tried).
     provider: String,
     catalog: Arc<tollgate_core::catalog::Catalog>,
+    capture: Option<CaptureJob>,
 }
 
 impl Settings {
+    /// Ends a stream that failed before it started: settles, tells the client (an error
+    /// status, as a non-streaming reply would be), then keeps the capture of that error.
+    async fn stream_failed(
+        mut self,
+        open: OpenReservation,
+        error: UpstreamError,
+        start_sender: oneshot::Sender<Result<UpstreamTime, UpstreamError>>,
+    ) {
+        settle(&self.tollgate, open, failed(&error)).await;
+        let api_error = ApiError::from_upstream(&error);
+        self.observed.ended(&self.provider, api_error.status, "failed");
+        let _ = start_sender.send(Err(error));
+        if let Some(job) = self.capture.take() {
+            job.keep_reply(&self.tollgate, self.client, Err(api_error)).await;
+        }
+    }
+
     /// Bills a reply at the prices of the model that served it, when the upstream names
     /// another catalogue model than the one routed (a server-side fallback). Unit charges
     /// (per request, per image) stay those of the deployment that answered.
@@ -718,7 +830,7 @@ impl Settings {
     /// settles, then sends the held-back terminal event — or the error that ended the
     /// stream, or an `api_error` if the settlement could not be written.
     async fn relay(
-        self,
+        mut self,
         mut open: OpenReservation,
         upstream: Dialect,
         mut events: EventStream,
@@ -736,6 +848,10 @@ impl Settings {
         let mut held_back: Vec<SseEvent> = Vec::new();
         let mut drain_cut = false;
         let mut first_byte = true;
+        let mut capture = self.capture.take().map(|job| StreamCaptureJob {
+            stream: job.policy.stream(),
+            job,
+        });
         loop {
             let next = match drain_deadline {
                 None => events.next().await,
@@ -765,7 +881,7 @@ impl Settings {
                     first_byte = false;
                     self.observed.first_byte();
                 }
-                if drain_deadline.is_none() && client.send(self.client.encode(&out)).await.is_err() {
+                if drain_deadline.is_none() && !self.send(&client, &out, &mut capture).await {
                     drain_deadline = Some(tokio::time::Instant::now() + self.drain_bound);
                 }
             }
@@ -774,7 +890,7 @@ impl Settings {
             for out in converter.finish() {
                 if !held_back.is_empty() || self.client.is_terminal(&out) {
                     held_back.push(out);
-                } else if drain_deadline.is_none() && client.send(self.client.encode(&out)).await.is_err() {
+                } else if drain_deadline.is_none() && !self.send(&client, &out, &mut capture).await {
                     drain_deadline = Some(tokio::time::Instant::now() + self.drain_bound);
                 }
             }
@@ -818,6 +934,7 @@ impl Settings {
         let settled = settle(&self.tollgate, open, finish).await;
         self.observed.ended(&self.provider, StatusCode::OK, outcome);
         if client_gone {
+            self.keep_stream(capture).await;
             return;
         }
         // The end of the stream is sent only once its charge is written; otherwise an
@@ -829,7 +946,7 @@ impl Settings {
                 call.keep(&self.tollgate, response).await;
             }
             for event in held_back {
-                if client.send(self.client.encode(&event)).await.is_err() {
+                if !self.send(&client, &event, &mut capture).await {
                     break;
                 }
             }
@@ -854,7 +971,35 @@ impl Settings {
                 },
                 ClientWire::Responses(_) => converter.responses_error(&error.to_openai_json()["error"]),
             };
-            let _ = client.send(self.client.encode(&event)).await;
+            self.send(&client, &event, &mut capture).await;
+        }
+        // The client's stream ends here, before the capture is written.
+        drop(client);
+        self.keep_stream(capture).await;
+    }
+
+    /// Sends an event to the client and records it in the capture; whether it was sent.
+    async fn send(
+        &self,
+        client: &mpsc::Sender<Bytes>,
+        event: &SseEvent,
+        capture: &mut Option<StreamCaptureJob>,
+    ) -> bool {
+        let bytes = self.client.encode(event);
+        let Some(capture) = capture else {
+            return client.send(bytes).await.is_ok();
+        };
+        if client.send(bytes.clone()).await.is_err() {
+            return false;
+        }
+        capture.delivered(self.client, event, &bytes);
+        true
+    }
+
+    async fn keep_stream(&self, capture: Option<StreamCaptureJob>) {
+        if let Some(StreamCaptureJob { job, stream }) = capture {
+            job.keep(&self.tollgate, CapturedResponseKind::EventStream, stream.finish())
+                .await;
         }
     }
 }

@@ -6,6 +6,7 @@
 mod admin;
 mod batches;
 mod billing;
+pub mod capture;
 pub mod clock;
 mod concurrency;
 mod console;
@@ -69,6 +70,7 @@ pub use tollgate_store::{
     BatchPage, BatchRequestCounts, BatchRequestState, BatchResult, BatchStatus, ClaimedBatchRequest,
     MessageBatch, StoredResponse,
 };
+pub use tollgate_store::{CaptureSettings, CapturedResponseKind, RequestCapture};
 pub use tollgate_store::{
     CreatedBy, InviteRecord, KeyView, REQUEST_LOG_PAGE_MAX, RequestLogCursor, RequestLogEntry,
     RequestLogQuery, UserRecord,

@@ -20,6 +20,7 @@ use tollgate_core::tiers::{LimitSet, RateLimits};
 use tollgate_store::{AuditEntry, AutoReload, OrganizationBilling, RateLimitOverrides, WorkspaceLimits};
 
 use crate::Tollgate;
+use crate::capture::{CachedPolicy, CapturePolicy};
 use crate::error::ServiceError;
 
 /// An organization's limits as they apply now.
@@ -58,6 +59,8 @@ pub fn workspace_rate_limits(organization: RateLimits, overrides: &RateLimitOver
 pub(crate) struct LimitsCache {
     organizations: RwLock<HashMap<String, (Timestamp, Arc<OrganizationLimits>)>>,
     workspaces: RwLock<HashMap<String, (Timestamp, Arc<WorkspaceLimits>)>>,
+    /// Each workspace's capture policy (`capture.rs`); `None` captures nothing.
+    captures: RwLock<HashMap<String, (Timestamp, Arc<CachedPolicy>)>>,
     /// Prompt prefixes cached upstream, keyed by [`prompt_cache_scope`].
     prompt_prefixes: Mutex<PrefixMemory>,
 }
@@ -100,6 +103,14 @@ impl LimitsCache {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remember(scope, prefixes, now_nanos);
+    }
+
+    /// Drops the workspace's cached capture policy: its change takes effect at once here.
+    pub(crate) fn forget_capture(&self, workspace_id: &str) {
+        self.captures
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(workspace_id);
     }
 
     /// Drops what this process cached for the organization: its own changes take effect at
@@ -210,6 +221,46 @@ impl Tollgate {
             limits.clone(),
         );
         Ok(limits)
+    }
+
+    /// A workspace's capture policy (cached for the key-cache TTL).
+    pub(crate) async fn cached_capture_policy(
+        &self,
+        workspace_id: &str,
+    ) -> Result<Option<Arc<CapturePolicy>>, ServiceError> {
+        let now = self.now();
+        let ttl = self.settings().key_cache_ttl;
+        if let Some(policy) = cached(&self.inner.limits_cache.captures, workspace_id, now, ttl) {
+            return Ok(policy.as_ref().clone());
+        }
+        let _loading = self.inner.loads.lock(workspace_id).await;
+        let now = self.now();
+        if let Some(policy) = cached(&self.inner.limits_cache.captures, workspace_id, now, ttl) {
+            return Ok(policy.as_ref().clone());
+        }
+        // Settings the store holds were checked when they were set; a path that no longer
+        // reads (never expected) turns capture off rather than writing unredacted bodies.
+        let policy = match self.store().capture_settings(workspace_id).await? {
+            Some(settings) => match CapturePolicy::new(settings) {
+                Ok(policy) => Some(Arc::new(policy)),
+                Err(error) => {
+                    tracing::error!(
+                        error,
+                        workspace_id,
+                        "stored capture settings do not read; not capturing"
+                    );
+                    None
+                }
+            },
+            None => None,
+        };
+        remember(
+            &self.inner.limits_cache.captures,
+            workspace_id,
+            now,
+            Arc::new(policy.clone()),
+        );
+        Ok(policy)
     }
 
     fn forget_limits(&self, org_id: &str, workspace_id: Option<&str>) {

@@ -1,8 +1,8 @@
 //! Background duties: keep the reservations of this process's running requests alive
 //! (`heartbeat.rs`), void reservations whose request never ended (the process died) and
 //! move expired credit out of its lots, and keep Message Batches (`batches.rs`: expiry,
-//! ended batches, results kept long enough) and delete stored responses past their
-//! retention (`responses.rs`).
+//! ended batches, results kept long enough), delete stored responses past their
+//! retention (`responses.rs`) and captured bodies past theirs (`capture.rs`).
 
 use std::time::Duration;
 
@@ -16,6 +16,8 @@ pub struct MaintenanceReport {
     pub lots_expired: usize,
     pub batches: crate::batches::BatchMaintenance,
     pub responses_expired: u64,
+    /// Captured bodies deleted at the end of their retention.
+    pub captures_purged: u64,
 }
 
 impl Tollgate {
@@ -39,6 +41,7 @@ impl Tollgate {
             lots_expired: self.store().expire_lots(now).await?,
             batches,
             responses_expired: self.store().delete_expired_responses(now).await?,
+            captures_purged: self.store().purge_captures(now).await?,
         })
     }
 

@@ -27,6 +27,7 @@ mod audit_log;
 mod batches;
 mod batching;
 mod book;
+mod captures;
 mod codec;
 mod console;
 mod dialect;
@@ -56,6 +57,7 @@ pub use batches::{
     BatchDeletion, BatchPage, BatchRequestCounts, BatchRequestState, BatchResult, BatchStatus,
     ClaimedBatchRequest, MessageBatch, NewBatchRequest, NewMessageBatch, UnrunBatchRequest,
 };
+pub use captures::{CaptureSettings, CapturedResponseKind, RequestCapture};
 pub use console::ConsoleSession;
 pub use error::{StoreError, TxError};
 pub use model::*;
@@ -67,6 +69,7 @@ pub use sqlite::backup::SqliteBackup;
 
 use crate::audit_log::AuditLog;
 use crate::batches::Batches;
+use crate::captures::Captures;
 use crate::postgres::PgStore;
 use crate::reports::Reports;
 use crate::request_log::RequestLog;
@@ -870,5 +873,46 @@ impl Store {
     /// Deletes the responses expired at `now`; how many.
     pub async fn delete_expired_responses(&self, now: Timestamp) -> Result<u64, StoreError> {
         dispatch!(self.delete_expired_responses(now))
+    }
+}
+
+/// The façade over captured bodies (`captures.rs`): a workspace's capture settings and the
+/// captures kept, read only within their organization.
+impl Store {
+    /// The workspace's capture settings; `None` captures nothing (the default).
+    pub async fn capture_settings(&self, workspace_id: &str) -> Result<Option<CaptureSettings>, StoreError> {
+        dispatch!(self.capture_settings(workspace_id))
+    }
+
+    /// Turns the workspace's capture on (or changes it) or off, audited with `audit` in
+    /// the same transaction. The workspace must belong to `org_id` (the caller checked).
+    pub async fn set_capture_settings(
+        &self,
+        org_id: &str,
+        workspace_id: &str,
+        settings: Option<&CaptureSettings>,
+        now: Timestamp,
+        audit: AuditEntry,
+    ) -> Result<(), StoreError> {
+        dispatch!(self.set_capture_settings(org_id, workspace_id, settings, now, audit))
+    }
+
+    /// Keeps a capture, already redacted and cut to its cap.
+    pub async fn insert_capture(&self, capture: &RequestCapture) -> Result<(), StoreError> {
+        dispatch!(self.insert_capture(capture))
+    }
+
+    /// The organization's capture of the request; another organization's is `None`.
+    pub async fn request_capture(
+        &self,
+        org_id: &str,
+        request_id: &str,
+    ) -> Result<Option<RequestCapture>, StoreError> {
+        dispatch!(self.request_capture(org_id, request_id))
+    }
+
+    /// Deletes the captures past their retention at `now`; how many.
+    pub async fn purge_captures(&self, now: Timestamp) -> Result<u64, StoreError> {
+        dispatch!(self.purge_captures(now))
     }
 }

@@ -6,6 +6,7 @@ use sqlx::{Pool, Postgres};
 
 use crate::audit_log::AuditLog;
 use crate::batches::Batches;
+use crate::captures::Captures;
 use crate::dialect::{BoundArguments, Dialect};
 use crate::error::StoreError;
 use crate::postgres::{PgStore, PgTransaction, store_error};
@@ -58,3 +59,5 @@ impl StoredResponses for PgStore {}
 impl Reports for PgStore {}
 
 impl RequestLog for PgStore {}
+
+impl Captures for PgStore {}

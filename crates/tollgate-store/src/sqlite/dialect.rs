@@ -6,6 +6,7 @@ use sqlx::{Pool, Sqlite};
 
 use crate::audit_log::AuditLog;
 use crate::batches::Batches;
+use crate::captures::Captures;
 use crate::dialect::{BoundArguments, Dialect};
 use crate::error::StoreError;
 use crate::reports::Reports;
@@ -64,3 +65,5 @@ impl StoredResponses for SqliteStore {}
 impl Reports for SqliteStore {}
 
 impl RequestLog for SqliteStore {}
+
+impl Captures for SqliteStore {}

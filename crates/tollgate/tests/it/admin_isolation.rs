@@ -12,7 +12,8 @@ use tollgate_core::keys::KeyKind;
 use crate::helpers::{TestApp, spawn_app};
 
 /// Organization B, set up through its own admin key: a workspace, a key, a user who is a
-/// member of the workspace, and a pending invite.
+/// member of the workspace, a pending invite, and a request whose bodies its workspace
+/// captured.
 struct OtherTenant {
     admin_key: String,
     ids: BTreeMap<&'static str, String>,
@@ -78,11 +79,43 @@ async fn other_tenant(app: &TestApp) -> OtherTenant {
         json!({"email": "b-next@example.com", "role": "user"}),
     )
     .await;
+    let capture_path = format!("/v1/organizations/workspaces/{workspace_id}/capture");
+    let (status, _) = as_key(
+        app,
+        &admin_key,
+        reqwest::Method::POST,
+        &capture_path,
+        Some(json!({"enabled": true})),
+    )
+    .await;
+    assert_eq!(status, 200, "B captures its workspace's bodies");
+    let caller = app
+        .tollgate
+        .create_key(KeyKind::Api, &organization.id, Some(&workspace_id), "B caller")
+        .await
+        .expect("B api key");
+    let response = app
+        .client
+        .post(app.url("/v1/messages"))
+        .header("x-api-key", caller.secret.expose_secret())
+        .header("anthropic-version", "2023-06-01")
+        .json(&crate::helpers::message_body("fake-sonnet"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 200);
+    let request_id = response.headers()["request-id"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let _ = response.text().await;
+    app.wait_for_capture(&organization.id, &request_id).await;
     let ids = BTreeMap::from([
         ("workspace_id", workspace_id),
         ("api_key_id", key["id"].as_str().expect("key").to_owned()),
         ("user_id", user.id),
         ("invite_id", pending["id"].as_str().expect("invite").to_owned()),
+        ("request_id", request_id),
     ]);
     OtherTenant { admin_key, ids }
 }
@@ -97,6 +130,7 @@ fn plausible_body(user_id: &str) -> Value {
         "user_id": user_id,
         "spend_limit_amount": "100",
         "rate_limits": [],
+        "enabled": true,
     })
 }
 
@@ -132,7 +166,7 @@ async fn no_route_reaches_another_organizations_objects() {
         );
         checked += 1;
     }
-    assert!(checked >= 17, "every id-bearing route was walked ({checked})");
+    assert!(checked >= 20, "every id-bearing route was walked ({checked})");
 
     // Filters and lists never show B's objects either.
     let workspace_filter = format!(
@@ -200,6 +234,11 @@ async fn snapshot(app: &TestApp, other: &OtherTenant) -> (u16, Value) {
             "/v1/organizations/workspaces/{}/limits",
             other.ids["workspace_id"]
         ),
+        format!(
+            "/v1/organizations/workspaces/{}/capture",
+            other.ids["workspace_id"]
+        ),
+        format!("/v1/organizations/requests/{}/body", other.ids["request_id"]),
     ] {
         let (status, body) = as_key(app, &other.admin_key, reqwest::Method::GET, &path, None).await;
         assert_eq!(status, 200, "{path}: {body}");
@@ -278,6 +317,9 @@ async fn the_openapi_document_is_3_1_and_lists_every_route_the_server_answers() 
         ("DELETE", "/v1/organizations/auto_reload"),
         ("GET", "/v1/organizations/audit_events"),
         ("GET", "/v1/organizations/requests"),
+        ("GET", "/v1/organizations/requests/{request_id}/body"),
+        ("GET", "/v1/organizations/workspaces/{workspace_id}/capture"),
+        ("POST", "/v1/organizations/workspaces/{workspace_id}/capture"),
         ("GET", "/v1/openapi.json"),
     ];
     for (method, path) in expected {

@@ -11,6 +11,7 @@ mod admin_reports;
 mod bad_input;
 mod batches;
 mod billing;
+mod capture;
 mod chat;
 mod claude_code;
 mod cli;

@@ -20,6 +20,8 @@ mod bad_input;
 mod batches;
 #[path = "../it/billing.rs"]
 mod billing;
+#[path = "../it/capture.rs"]
+mod capture;
 #[path = "../it/chat.rs"]
 mod chat;
 #[path = "../it/cli.rs"]
