@@ -49,7 +49,7 @@ pub use crate::error::{LimitScope, RateLimited, ServiceError};
 pub use crate::health::Readiness;
 pub use crate::keys::{ApiCaller, AuthRefusal, CreatedKey};
 pub use crate::limits::{OrganizationLimits, workspace_rate_limits};
-pub use crate::metering::{Finish, OpenReservation, RateLimitView, RequestPlan};
+pub use crate::metering::{BatchClaim, Finish, OpenReservation, RateLimitView, RequestPlan};
 pub use crate::organizations::FirstStart;
 pub use crate::payments::{PaymentError, PaymentProvider};
 pub use crate::pending::PENDING_SETTLEMENTS_FILE;
