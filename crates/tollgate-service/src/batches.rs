@@ -399,6 +399,7 @@ impl Tollgate {
                     batch: true,
                     ..Default::default()
                 },
+                lines: Default::default(),
             },
         };
         if let Err(error) = self.store().settle(settlement).await {

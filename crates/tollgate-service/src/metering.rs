@@ -613,6 +613,7 @@ impl Tollgate {
             attribution,
             served_model: None,
             multipliers: Multipliers::default(),
+            lines: Default::default(),
         };
         if let Err(error) = self.store().insert_usage_record(record).await {
             tracing::warn!(%error, request_id, "could not record a refused request");
@@ -652,15 +653,19 @@ impl Tollgate {
             finish.status,
             UsageStatus::Succeeded | UsageStatus::ClientDisconnected
         );
-        let (cost, applied) = if charged {
+        let (cost, applied, lines) = if charged {
             match open.prices.charge(&finish.usage, open.multipliers) {
-                Some(charge) => (charge.cost, charge.applied),
+                Some(charge) => (charge.cost, charge.applied, charge.lines),
                 // Saturating: a cost beyond i64 is far above any reservation and gets capped
                 // there.
-                None => (NanoUsd::MAX, open.prices.applied(&finish.usage, open.multipliers)),
+                None => (
+                    NanoUsd::MAX,
+                    open.prices.applied(&finish.usage, open.multipliers),
+                    Default::default(),
+                ),
             }
         } else {
-            (NanoUsd::ZERO, Multipliers::default())
+            (NanoUsd::ZERO, Multipliers::default(), Default::default())
         };
         let ended_at = self.now();
         let latency_ms = u64::try_from((ended_at - open.started_at).num_milliseconds()).unwrap_or(0);
@@ -684,6 +689,7 @@ impl Tollgate {
                 attribution: std::mem::take(&mut open.attribution),
                 served_model: open.served_model.clone(),
                 multipliers: applied,
+                lines,
             },
         };
         let outcome = self.settle_with_retries(&open, settlement.clone()).await;
