@@ -513,6 +513,35 @@ proptest! {
             "input line {} off its exact share", charge.lines.input);
     }
 
+    /// Under a dated schedule (two entries of any prices, tiers and fast mode), a request
+    /// admitted at any instant is priced exactly at the entry in force then: its cost is
+    /// that entry's, its bound (at the same instant) is never below it, and one more token
+    /// never costs less.
+    #[test]
+    fn dated_prices_bound_and_cost_agree_at_every_instant(
+        usage in usage_strategy(),
+        first in prices_strategy(),
+        second in prices_strategy(),
+        requested in multipliers_strategy(),
+        hours in 0..96_i64,
+    ) {
+        let change = at("2026-10-07T00:00:00Z");
+        let schedule = PriceSchedule::new(vec![
+            (at("2026-10-05T00:00:00Z"), first.clone()),
+            (change, second.clone()),
+        ])
+        .expect("schedule");
+        let admitted = at("2026-10-05T00:00:00Z") + chrono::Duration::hours(hours);
+        let prices = schedule.at(admitted);
+        prop_assert_eq!(prices, if admitted < change { &first } else { &second });
+        let usage = TokenUsage { web_search_requests: 0, speed: None, ..usage };
+        let cost = prices.cost(&usage, requested).expect("no overflow at these sizes");
+        let bound = prices.cost_bound(usage.prompt_tokens(), usage.output_tokens, requested);
+        prop_assert!(cost <= bound, "cost {cost} above bound {bound} at {admitted}");
+        let more = TokenUsage { output_tokens: usage.output_tokens + 1, ..usage };
+        prop_assert!(prices.cost(&more, requested) >= Some(cost));
+    }
+
     /// Without tiers or multipliers, cost is additive: two requests cost what their summed
     /// usage costs (nothing is rounded).
     #[test]

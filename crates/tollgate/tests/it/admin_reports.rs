@@ -21,11 +21,16 @@ fn cents_to_nanos(text: &str) -> i64 {
 async fn post_with_key(app: &TestApp, key: &str, model: &str, max_tokens: u64) {
     let mut body = message_body(model);
     body["max_tokens"] = json!(max_tokens);
+    post_body(app, key, &body).await;
+}
+
+/// Posts `body` to `/v1/messages` with `key`; it must succeed.
+async fn post_body(app: &TestApp, key: &str, body: &Value) {
     let response = app
         .client
         .post(app.url("/v1/messages"))
         .header("x-api-key", key)
-        .json(&body)
+        .json(body)
         .send()
         .await
         .expect("sent");
@@ -621,24 +626,6 @@ async fn reports_group_and_filter_by_claude_code_session() {
     app.assert_ledger_clean().await;
 }
 
-/// Posts `body` to `/v1/messages` with the app's key.
-async fn post_body(app: &TestApp, body: &Value) {
-    let response = app
-        .client
-        .post(app.url("/v1/messages"))
-        .header("x-api-key", &app.api_key)
-        .json(body)
-        .send()
-        .await
-        .expect("sent");
-    assert_eq!(
-        response.status(),
-        200,
-        "{}",
-        response.text().await.unwrap_or_default()
-    );
-}
-
 /// Goal: web searches are their own item of the cost report (`cost_type` `web_search`),
 /// and a long-context request and a data-residency request split by token type at the
 /// rates they were billed (the tier's, 1.1 ×), so that no "Other Charges" appear and the
@@ -667,7 +654,7 @@ async fn web_search_is_its_own_cost_item_and_tiers_and_multipliers_leave_no_othe
     let mut searching = message_body("fake-sonnet");
     searching["max_tokens"] = json!(100);
     searching["tools"] = json!([{"type": "web_search_20250305", "name": "web_search", "max_uses": 5}]);
-    post_body(&app, &searching).await;
+    post_body(&app, &app.api_key, &searching).await;
     // A long prompt: past the 200K tier, every token at its rates.
     app.fake
         .set_behavior(tollgate_testkit::Behavior::Ok(tollgate_testkit::Reply {
@@ -678,7 +665,7 @@ async fn web_search_is_its_own_cost_item_and_tiers_and_multipliers_leave_no_othe
     let mut long = message_body("fake-sonnet");
     long["max_tokens"] = json!(100);
     long["messages"] = json!([{"role": "user", "content": "x".repeat(210_000)}]);
-    post_body(&app, &long).await;
+    post_body(&app, &app.api_key, &long).await;
     // Data residency: 1.1 × on 7 input and 3 output tokens is fractional before rounding.
     app.fake
         .set_behavior(tollgate_testkit::Behavior::Ok(tollgate_testkit::Reply {
@@ -689,7 +676,7 @@ async fn web_search_is_its_own_cost_item_and_tiers_and_multipliers_leave_no_othe
     let mut resident = message_body("fake-sonnet");
     resident["max_tokens"] = json!(100);
     resident["inference_geo"] = json!("us");
-    post_body(&app, &resident).await;
+    post_body(&app, &app.api_key, &resident).await;
     app.wait_for_settlement().await;
     clock.set(start + Duration::hours(3));
 

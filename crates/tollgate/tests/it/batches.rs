@@ -67,6 +67,19 @@ impl TestApp {
         (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
     }
 
+    /// Creates a batch of `requests` requests (`batch_body`), which must be accepted; its id.
+    async fn create_batch(&self, requests: usize, max_tokens: u64) -> String {
+        let (status, created) = self
+            .batch_call(
+                reqwest::Method::POST,
+                "/v1/messages/batches",
+                Some(&batch_body(requests, max_tokens)),
+            )
+            .await;
+        assert_eq!(status, 200, "{created}");
+        created["id"].as_str().expect("id").to_owned()
+    }
+
     /// Polls the batch until it ended (bounded).
     async fn wait_for_batch_end(&self, batch_id: &str) -> Value {
         for _ in 0..400 {
@@ -269,15 +282,7 @@ async fn canceling_charges_only_what_ran() {
         deltas: 0,
         duration: Duration::from_millis(700),
     });
-    let (status, created) = app
-        .batch_call(
-            reqwest::Method::POST,
-            "/v1/messages/batches",
-            Some(&batch_body(4, 100)),
-        )
-        .await;
-    assert_eq!(status, 200, "{created}");
-    let batch_id = created["id"].as_str().expect("id").to_owned();
+    let batch_id = app.create_batch(4, 100).await;
     // Wait until the runner holds the first request.
     for _ in 0..100 {
         if !app.fake.requests().is_empty() {
@@ -335,15 +340,7 @@ async fn unrun_requests_expire_after_a_day() {
     })
     .await;
     let clock = app.clock.clone().expect("manual clock");
-    let (status, created) = app
-        .batch_call(
-            reqwest::Method::POST,
-            "/v1/messages/batches",
-            Some(&batch_body(3, 100)),
-        )
-        .await;
-    assert_eq!(status, 200, "{created}");
-    let batch_id = created["id"].as_str().expect("id").to_owned();
+    let batch_id = app.create_batch(3, 100).await;
     let (_, held, _) = app.balance().await;
     assert!(held > 0, "the batch's bound is reserved at creation");
     clock.advance(chrono::Duration::hours(23));
@@ -447,15 +444,7 @@ async fn the_anthropic_sdk_runs_a_batch() {
 async fn another_organizations_batch_is_not_found() {
     let app = spawn_app_with(Options::default()).await;
     app.fake.set_behavior(Behavior::Ok(reply()));
-    let (status, created) = app
-        .batch_call(
-            reqwest::Method::POST,
-            "/v1/messages/batches",
-            Some(&batch_body(1, 100)),
-        )
-        .await;
-    assert_eq!(status, 200, "{created}");
-    let batch_id = created["id"].as_str().expect("id").to_owned();
+    let batch_id = app.create_batch(1, 100).await;
     app.wait_for_batch_end(&batch_id).await;
 
     let other = app.tollgate.create_organization("Tenant B").await.expect("org B");
@@ -661,15 +650,7 @@ async fn a_stalled_runners_late_result_is_not_settled() {
     })
     .await;
     let clock = app.clock.clone().expect("manual clock");
-    let (status, created) = app
-        .batch_call(
-            reqwest::Method::POST,
-            "/v1/messages/batches",
-            Some(&batch_body(1, 100)),
-        )
-        .await;
-    assert_eq!(status, 200, "{created}");
-    let batch_id = created["id"].as_str().expect("id").to_owned();
+    let batch_id = app.create_batch(1, 100).await;
     let held = app.balance().await.1;
     let lease = chrono::Duration::minutes(2);
     let stalled = app
@@ -788,15 +769,7 @@ async fn a_batch_request_is_priced_at_its_batchs_creation() {
     .await;
     app.fake.set_behavior(Behavior::Ok(reply()));
     let clock = app.clock.clone().expect("manual clock");
-    let (status, created) = app
-        .batch_call(
-            reqwest::Method::POST,
-            "/v1/messages/batches",
-            Some(&batch_body(1, 100)),
-        )
-        .await;
-    assert_eq!(status, 200, "{created}");
-    let batch_id = created["id"].as_str().expect("id").to_owned();
+    let batch_id = app.create_batch(1, 100).await;
     clock.advance(next_hour - clock.now() + chrono::Duration::minutes(5));
 
     // A second process over the same database runs the batch, after the price change.
