@@ -273,7 +273,7 @@ pub struct CostResultDto {
     pub session_id: Option<String>,
     /// `null` unless grouped by description.
     pub description: Option<String>,
-    /// `tokens` when grouped by description.
+    /// `tokens` or `web_search` when grouped by description.
     pub cost_type: Option<&'static str>,
     pub model: Option<String>,
     /// `null` unless grouped by description, and for what today's prices don't explain.
@@ -311,7 +311,7 @@ pub fn usage_report_dto(report: &Report<UsageResult>) -> ReportDto<UsageResultDt
         cache_read_input_tokens: result.usage.cache_read_input_tokens,
         output_tokens: result.usage.output_tokens,
         server_tool_use: ServerToolUseDto {
-            web_search_requests: 0,
+            web_search_requests: result.usage.web_search_requests,
         },
         api_key_id: result.api_key_id.clone(),
         workspace_id: result.workspace_id.clone(),
@@ -335,7 +335,7 @@ pub fn cost_report_dto(report: &Report<CostResult>) -> ReportDto<CostResultDto> 
             workspace_id: result.workspace_id.clone(),
             session_id: result.session_id.clone(),
             description: description.map(|found| found.description.clone()),
-            cost_type: description.map(|_| "tokens"),
+            cost_type: description.map(|found| found.cost_type.as_str()),
             model: description.map(|found| found.model.clone()),
             token_type: description.and_then(|found| found.token_type.map(|token_type| token_type.as_str())),
             context_window: description.map(|found| found.context_window.as_str()),

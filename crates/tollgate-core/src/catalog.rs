@@ -186,13 +186,24 @@ impl Catalog {
     /// says `served_model` answered (a server-side fallback): that model's list prices in
     /// force at `admitted_at` when it is another catalogue model (by id or alias), else
     /// `None`, and the prices of the deployment that answered stand. A dated id of the
-    /// routed model itself resolves to it and changes nothing.
+    /// routed model itself resolves to it and changes nothing, and so does the upstream
+    /// model id one of the routed model's deployments asks for: a reply naming what it was
+    /// asked for is no fallback, even when that id is also another catalogue model's.
     pub fn served_prices(
         &self,
         routed_model: &str,
         served_model: &str,
         admitted_at: Timestamp,
     ) -> Option<&ModelPrices> {
+        let asked_for = self.model(routed_model).is_some_and(|routed| {
+            routed
+                .deployments
+                .iter()
+                .any(|deployment| deployment.upstream_model == served_model)
+        });
+        if asked_for {
+            return None;
+        }
         let served = self.resolve(served_model)?.model;
         (served.id != routed_model).then(|| served.prices.at(admitted_at))
     }

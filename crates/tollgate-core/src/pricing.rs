@@ -291,6 +291,101 @@ impl Multipliers {
 pub struct Charge {
     pub cost: NanoUsd,
     pub applied: Multipliers,
+    /// The cost by what it paid for, at the rates applied; they add up to `cost` less the
+    /// per-request charge, exactly.
+    pub lines: CostLines,
+}
+
+/// A charge by what it paid for: each token kind at the rates the request was billed
+/// (its prompt's tier, the multipliers that applied), and its web searches. Each line is
+/// its exact share rounded down, and the one rounding up of the whole goes, nano-dollar by
+/// nano-dollar, to the lines with the largest remainders, so the lines add up to the charge
+/// exactly and a cost report need not reprice anything.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CostLines {
+    pub input: NanoUsd,
+    pub output: NanoUsd,
+    pub cache_write_5m: NanoUsd,
+    pub cache_write_1h: NanoUsd,
+    pub cache_read: NanoUsd,
+    pub web_search: NanoUsd,
+}
+
+impl CostLines {
+    /// The lines in a fixed order: input, output, 5-minute and 1-hour cache writes, cache
+    /// reads, web searches.
+    pub fn to_array(self) -> [NanoUsd; 6] {
+        [
+            self.input,
+            self.output,
+            self.cache_write_5m,
+            self.cache_write_1h,
+            self.cache_read,
+            self.web_search,
+        ]
+    }
+
+    /// The lines from [`CostLines::to_array`]'s order.
+    pub fn from_array(lines: [NanoUsd; 6]) -> CostLines {
+        let [
+            input,
+            output,
+            cache_write_5m,
+            cache_write_1h,
+            cache_read,
+            web_search,
+        ] = lines;
+        CostLines {
+            input,
+            output,
+            cache_write_5m,
+            cache_write_1h,
+            cache_read,
+            web_search,
+        }
+    }
+
+    /// The sum of the lines, `None` on overflow.
+    pub fn total(self) -> Option<NanoUsd> {
+        self.to_array()
+            .into_iter()
+            .try_fold(NanoUsd::ZERO, NanoUsd::checked_add)
+    }
+
+    /// These lines and `other`'s, line by line; `None` on overflow.
+    pub fn checked_add(self, other: CostLines) -> Option<CostLines> {
+        let mut sum = self.to_array();
+        for (line, more) in sum.iter_mut().zip(other.to_array()) {
+            *line = line.checked_add(more)?;
+        }
+        Some(CostLines::from_array(sum))
+    }
+}
+
+/// Splits `numerators / denominator` rounded up as a whole into whole lines: each rounded
+/// down, then one more nano-dollar to each of the lines with the largest remainders (the
+/// first on ties) until they add up to the whole. `None` on overflow.
+fn apportion(numerators: [i128; 6], denominator: i128) -> Option<[NanoUsd; 6]> {
+    let total: i128 = numerators.iter().sum();
+    let whole = total.div_euclid(denominator) + i128::from(total.rem_euclid(denominator) != 0);
+    let mut lines = numerators.map(|numerator| numerator.div_euclid(denominator));
+    let mut short = whole - lines.iter().sum::<i128>();
+    let mut by_remainder: Vec<usize> = (0..numerators.len()).collect();
+    by_remainder.sort_by_key(|&index| std::cmp::Reverse(numerators[index].rem_euclid(denominator)));
+    for index in by_remainder {
+        if short <= 0 {
+            break;
+        }
+        if numerators[index].rem_euclid(denominator) != 0 {
+            lines[index] += 1;
+            short -= 1;
+        }
+    }
+    let mut out = [NanoUsd::ZERO; 6];
+    for (slot, nanos) in out.iter_mut().zip(lines) {
+        *slot = NanoUsd::from_nanos(i64::try_from(nanos).ok()?);
+    }
+    Some(out)
 }
 
 impl ModelPrices {
@@ -398,21 +493,31 @@ impl ModelPrices {
     pub fn charge(&self, usage: &TokenUsage, requested: Multipliers) -> Option<Charge> {
         let applied = self.applied(usage, requested);
         let factor = self.factor(applied)?;
-        let tokens = self.rates(usage.prompt_tokens()).token_cost(usage);
-        // tokens × n / d + searches × per_thousand / 1000, over one denominator.
+        let rates = self.rates(usage.prompt_tokens());
+        // tokens × n / d + searches × per_thousand / 1000, over one denominator, line by line.
         let denominator = i128::from(factor.denominator).checked_mul(1_000)?;
-        let numerator = tokens
-            .checked_mul(i128::from(factor.numerator))?
-            .checked_mul(1_000)?
-            .checked_add(
-                i128::from(self.web_search_per_thousand.nanos())
-                    .checked_mul(i128::from(usage.web_search_requests))?
-                    .checked_mul(i128::from(factor.denominator))?,
-            )?;
-        let rounded_up =
-            numerator.div_euclid(denominator) + i128::from(numerator.rem_euclid(denominator) != 0);
-        let cost = NanoUsd::from_nanos(i64::try_from(rounded_up).ok()?).checked_add(self.per_request)?;
-        Some(Charge { cost, applied })
+        let token_line = |price: TokenPrice, tokens: u64| {
+            i128::from(price.nanos_per_token())
+                .checked_mul(i128::from(tokens))?
+                .checked_mul(i128::from(factor.numerator))?
+                .checked_mul(1_000)
+        };
+        let numerators = [
+            token_line(rates.input, usage.input_tokens)?,
+            token_line(rates.output, usage.output_tokens)?,
+            token_line(rates.cache_write_5m, usage.cache_creation_5m_input_tokens)?,
+            token_line(rates.cache_write_1h, usage.cache_creation_1h_input_tokens)?,
+            token_line(rates.cache_read, usage.cache_read_input_tokens)?,
+            i128::from(self.web_search_per_thousand.nanos())
+                .checked_mul(i128::from(usage.web_search_requests))?
+                .checked_mul(i128::from(factor.denominator))?,
+        ];
+        numerators
+            .iter()
+            .try_fold(0_i128, |sum, line| sum.checked_add(*line))?;
+        let lines = CostLines::from_array(apportion(numerators, denominator)?);
+        let cost = lines.total()?.checked_add(self.per_request)?;
+        Some(Charge { cost, applied, lines })
     }
 
     /// The most `searches` web searches can add to a charge: their price, rounded up. The

@@ -6,7 +6,7 @@ use chrono::{DurationRound, TimeDelta};
 
 use crate::Timestamp;
 use crate::money::NanoUsd;
-use crate::pricing::ModelPrices;
+use crate::pricing::{CostLines, ModelPrices};
 use crate::usage::TokenUsage;
 
 /// The width of one report bucket.
@@ -251,6 +251,16 @@ impl TokenType {
         }
     }
 
+    fn line(self, lines: &CostLines) -> NanoUsd {
+        match self {
+            TokenType::UncachedInput => lines.input,
+            TokenType::Output => lines.output,
+            TokenType::CacheRead => lines.cache_read,
+            TokenType::CacheCreation5m => lines.cache_write_5m,
+            TokenType::CacheCreation1h => lines.cache_write_1h,
+        }
+    }
+
     fn price_nanos(self, prices: &ModelPrices) -> i64 {
         match self {
             TokenType::UncachedInput => prices.input.nanos_per_token(),
@@ -262,14 +272,17 @@ impl TokenType {
     }
 }
 
-/// A charge split by token type. The parts and the adjustment add up to the charge exactly.
+/// A charge split by token type, with its web searches apart. The parts, the web searches
+/// and the adjustment add up to the charge exactly.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CostSplit {
-    /// Each token type with tokens, priced at today's prices.
+    /// Each token type with tokens, at the rates the requests were billed.
     pub parts: Vec<(TokenType, NanoUsd)>,
-    /// What the ledger charged beyond (or, negative, short of) the parts: non-zero only when
-    /// prices changed since, the model left the catalogue, or a charge was capped at its
-    /// reservation.
+    /// The web searches (`cost_type` `web_search`).
+    pub web_search: NanoUsd,
+    /// What the ledger charged beyond (or, negative, short of) the parts: a per-request
+    /// charge, a charge capped at its reservation, or, for usage recorded before its cost
+    /// lines were, what the prices in force in its hour don't explain.
     pub adjustment: NanoUsd,
 }
 
@@ -288,18 +301,52 @@ impl CostSplit {
         parts.sort_by_key(|(token_type, _)| TokenType::ALL.iter().position(|known| known == token_type));
         Some(CostSplit {
             parts,
+            web_search: self.web_search.checked_add(other.web_search)?,
             adjustment: self.adjustment.checked_add(other.adjustment)?,
         })
     }
 }
 
-/// Splits `charged`, the ledger's charge for `usage` of one model, by token type. Exact by
-/// construction: whatever today's prices don't explain goes to the adjustment.
+/// Splits `charged`, the ledger's charge for `usage` of one model, by the cost lines its
+/// settlement recorded (`lines`, the exact rates applied: tier, multipliers, dated prices):
+/// exact, with an adjustment only for what the lines do not hold (a per-request charge, a
+/// charge capped at its reservation). Usage recorded without lines (before they were
+/// kept) is split at `prices`, the rates in force in its hour, by [`split_cost`].
+pub fn split_charge(
+    prices: Option<&ModelPrices>,
+    usage: &TokenUsage,
+    lines: &CostLines,
+    charged: NanoUsd,
+) -> CostSplit {
+    if *lines == CostLines::default() && charged != NanoUsd::ZERO {
+        return split_cost(prices, usage, charged);
+    }
+    let parts: Vec<(TokenType, NanoUsd)> = TokenType::ALL
+        .into_iter()
+        .filter(|token_type| token_type.tokens(usage) > 0 || token_type.line(lines) != NanoUsd::ZERO)
+        .map(|token_type| (token_type, token_type.line(lines)))
+        .collect();
+    match lines.total().and_then(|total| charged.checked_sub(total)) {
+        Some(adjustment) => CostSplit {
+            parts,
+            web_search: lines.web_search,
+            adjustment,
+        },
+        None => CostSplit {
+            adjustment: charged,
+            ..CostSplit::default()
+        },
+    }
+}
+
+/// Splits `charged`, the ledger's charge for `usage` of one model, by token type at the
+/// base rates of `prices`. Exact by construction: whatever they don't explain (a tier, a
+/// multiplier, web searches) goes to the adjustment. For usage recorded without cost lines.
 pub fn split_cost(prices: Option<&ModelPrices>, usage: &TokenUsage, charged: NanoUsd) -> CostSplit {
     let Some(prices) = prices else {
         return CostSplit {
-            parts: Vec::new(),
             adjustment: charged,
+            ..CostSplit::default()
         };
     };
     let mut parts = Vec::new();
@@ -311,24 +358,28 @@ pub fn split_cost(prices: Option<&ModelPrices>, usage: &TokenUsage, charged: Nan
         }
         let Some(cost) = NanoUsd::from_nanos(token_type.price_nanos(prices)).checked_mul(tokens) else {
             return CostSplit {
-                parts: Vec::new(),
                 adjustment: charged,
+                ..CostSplit::default()
             };
         };
         let Some(total) = priced.checked_add(cost) else {
             return CostSplit {
-                parts: Vec::new(),
                 adjustment: charged,
+                ..CostSplit::default()
             };
         };
         priced = total;
         parts.push((token_type, cost));
     }
     match charged.checked_sub(priced) {
-        Some(adjustment) => CostSplit { parts, adjustment },
+        Some(adjustment) => CostSplit {
+            parts,
+            web_search: NanoUsd::ZERO,
+            adjustment,
+        },
         None => CostSplit {
-            parts: Vec::new(),
             adjustment: charged,
+            ..CostSplit::default()
         },
     }
 }

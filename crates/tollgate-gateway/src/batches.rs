@@ -22,7 +22,8 @@ use tokio::sync::Semaphore;
 use tollgate_core::Timestamp;
 use tollgate_core::ids::{IdKind, is_well_formed};
 use tollgate_service::{
-    BatchPage, BatchRequestPlan, BatchRequestState, ClaimedBatchRequest, MessageBatch, batch_caller,
+    BatchClaim, BatchPage, BatchRequestPlan, BatchRequestState, ClaimedBatchRequest, MessageBatch,
+    batch_caller,
 };
 
 use crate::GatewayState;
@@ -336,7 +337,7 @@ pub async fn run_batches(state: GatewayState, settings: BatchRunnerSettings) {
             let state = state.clone();
             let running = Arc::clone(&running);
             tokio::spawn(async move {
-                run_one(&state, &claimed).await;
+                run_one(&state, &claimed, lease).await;
                 running
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
@@ -352,16 +353,13 @@ pub async fn run_batches(state: GatewayState, settings: BatchRunnerSettings) {
 
 /// Runs one claimed request and writes its result: `succeeded` with the message, or
 /// `errored` with the error as the client would have got it.
-async fn run_one(state: &GatewayState, claimed: &ClaimedBatchRequest) {
+async fn run_one(state: &GatewayState, claimed: &ClaimedBatchRequest, lease: chrono::Duration) {
     let caller = batch_caller(claimed);
-    let outcome = run_batch_request(
-        state,
-        &caller,
-        &claimed.request_id,
-        &claimed.reservation_id,
-        Bytes::from(claimed.params.clone()),
-    )
-    .await;
+    let claim = BatchClaim {
+        attempt: claimed.attempt,
+        lease,
+    };
+    let outcome = run_batch_request(state, &caller, claimed, claim).await;
     let (request_state, result) = match outcome {
         Ok(response) if response.status().is_success() => {
             match axum::body::to_bytes(response.into_body(), usize::MAX).await {

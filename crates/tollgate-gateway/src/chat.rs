@@ -200,6 +200,7 @@ pub(crate) async fn serve_chat(
     }
     check_max_tokens(&resolved, parsed.max_tokens).map_err(|error| error.with_param(max_tokens_param))?;
     let images = u64::try_from(parsed.images).unwrap_or(u64::MAX);
+    let priced_at = state.tollgate.now();
     let attempts = plan_attempts(
         state,
         &resolved,
@@ -214,6 +215,7 @@ pub(crate) async fn serve_chat(
             anthropic_beta: None,
             client_headers: HeaderMap::new(),
             query: None,
+            priced_at,
         },
         request_id,
     )?;
@@ -231,6 +233,7 @@ pub(crate) async fn serve_chat(
             input_tokens_bound: input_bound,
             output_tokens_bound: output_bound,
             images,
+            priced_at,
             // Chat Completions has no fast mode or data residency of Anthropic's.
             multipliers: Default::default(),
             web_searches_max: 0,

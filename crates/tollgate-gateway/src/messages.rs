@@ -254,7 +254,15 @@ async fn run_message(
 ) -> Result<Response, ApiError> {
     let parsed = MessagesRequest::parse(&bytes, Endpoint::Messages)?;
     let resolved = resolve_model(state, &parsed.model)?;
-    let admission = admission(state, caller, request_id, forwarded, &bytes, &parsed, &resolved)?;
+    let admission = admission(
+        state,
+        caller,
+        request_id,
+        forwarded,
+        (&bytes, &parsed),
+        &resolved,
+        state.tollgate.now(),
+    )?;
     let (mut response, rate_limits) = admit_and_run(state, admission).await?;
     rate_limit_headers(&rate_limits, response.headers_mut());
     Ok(response)
@@ -262,15 +270,18 @@ async fn run_message(
 
 /// A request of a Message Batch, on the reservation its batch made for it
 /// (`Tollgate::adopt`): the same routing, upstream call and metering as `POST /v1/messages`
-/// without streaming, settled at the Batch rate. A refusal of the rate limits is waited
-/// out and retried. Any other error comes back as Anthropic's envelope.
+/// without streaming, settled at the Batch rate and at the prices in force when its batch
+/// was created, and only while the runner's `claim` is still the request's. A refusal of
+/// the rate limits is waited out and retried. Any other error comes back as Anthropic's
+/// envelope.
 pub(crate) async fn run_batch_request(
     state: &GatewayState,
     caller: &ApiCaller,
-    request_id: &str,
-    reservation_id: &str,
-    bytes: Bytes,
+    claimed: &tollgate_service::ClaimedBatchRequest,
+    claim: tollgate_service::BatchClaim,
 ) -> Result<Response, ApiError> {
+    let bytes = Bytes::from(claimed.params.clone());
+    let request_id = claimed.request_id.as_str();
     let parsed = MessagesRequest::parse(&bytes, Endpoint::Messages)?;
     if parsed.stream {
         return Err(ApiError::invalid(
@@ -283,9 +294,9 @@ pub(crate) async fn run_batch_request(
         caller,
         request_id,
         Forwarded::default(),
-        &bytes,
-        &parsed,
+        (&bytes, &parsed),
         &resolved,
+        claimed.batch_created_at,
     )?;
     // Charged at the Batch rate, as its reservation was made.
     admission.multipliers.batch = true;
@@ -293,11 +304,7 @@ pub(crate) async fn run_batch_request(
     let open = loop {
         match state
             .tollgate
-            .adopt(
-                caller,
-                admission.plan(state.tollgate.now()),
-                reservation_id.to_owned(),
-            )
+            .adopt(caller, admission.plan(), claimed.reservation_id.clone(), claim)
             .await
         {
             Ok(open) => break open,
@@ -318,9 +325,9 @@ fn admission<'a>(
     caller: &'a ApiCaller,
     request_id: &'a str,
     forwarded: Forwarded,
-    bytes: &'a Bytes,
-    parsed: &MessagesRequest,
+    (bytes, parsed): (&'a Bytes, &MessagesRequest),
     resolved: &ResolvedModel<'a>,
+    priced_at: tollgate_core::Timestamp,
 ) -> Result<Admission<'a>, ApiError> {
     check_max_tokens(resolved, parsed.max_tokens)?;
     let body = parsed
@@ -342,6 +349,7 @@ fn admission<'a>(
             anthropic_beta: forwarded.anthropic_beta,
             client_headers: forwarded.client_headers,
             query: forwarded.query,
+            priced_at,
         },
         request_id,
     )?;
@@ -355,6 +363,7 @@ fn admission<'a>(
         input_tokens_bound: input_bound,
         output_tokens_bound: parsed.max_tokens.unwrap_or(0),
         images,
+        priced_at,
         multipliers: parsed.multipliers,
         web_searches_max: parsed.web_searches_max,
         stream: parsed.stream,
@@ -390,12 +399,12 @@ pub(crate) fn batch_request_bound(
         &caller,
         "",
         Forwarded::default(),
-        bytes,
-        &parsed,
+        (bytes, &parsed),
         &resolved,
+        state.tollgate.now(),
     )?;
     admission.multipliers.batch = true;
-    let bound = admission.plan(state.tollgate.now()).cost_bound;
+    let bound = admission.plan().cost_bound;
     Ok((resolved.model.id.clone(), bound))
 }
 

@@ -237,6 +237,8 @@ pub(crate) struct Admission<'a> {
     pub(crate) input_tokens_bound: u64,
     pub(crate) output_tokens_bound: u64,
     pub(crate) images: u64,
+    /// When the request counts as admitted for its prices (`RequestPlan::priced_at`).
+    pub(crate) priced_at: tollgate_core::Timestamp,
     /// What the request asked for that bills a multiple (fast mode, data residency).
     pub(crate) multipliers: tollgate_core::pricing::Multipliers,
     /// Web searches the request allows, reserved for.
@@ -262,11 +264,7 @@ pub(crate) async fn admit_and_run(
     let cacheable_prefixes = std::mem::take(&mut admission.cacheable_prefixes);
     let open = state
         .tollgate
-        .begin_cached(
-            admission.caller,
-            admission.plan(state.tollgate.now()),
-            cacheable_prefixes,
-        )
+        .begin_cached(admission.caller, admission.plan(), cacheable_prefixes)
         .instrument(tracing::debug_span!(parent: &observed.span, "admission"))
         .await
         .map_err(|error| observed.refused(error))?;
@@ -275,8 +273,9 @@ pub(crate) async fn admit_and_run(
 
 impl Admission<'_> {
     /// What the service is told of the request to admit and reserve it, priced at the
-    /// rates in force at `now`.
-    pub(crate) fn plan(&self, now: tollgate_core::Timestamp) -> RequestPlan<'_> {
+    /// rates in force at its `priced_at`.
+    pub(crate) fn plan(&self) -> RequestPlan<'_> {
+        let now = self.priced_at;
         RequestPlan {
             request_id: self.request_id,
             model: self.model,
@@ -294,6 +293,7 @@ impl Admission<'_> {
             max_tokens: self.output_tokens_bound,
             attribution: &self.attribution,
             multipliers: self.multipliers,
+            priced_at: self.priced_at,
         }
     }
 
@@ -784,7 +784,7 @@ impl Settings {
         };
         if let Some(served) = self
             .catalog
-            .served_prices(&open.model, served_model, open.started_at)
+            .served_prices(&open.model, served_model, open.priced_at)
         {
             tracing::info!(
                 request_id = open.request_id,

@@ -33,6 +33,8 @@ pub(crate) struct ClientRequest<'a> {
     pub(crate) anthropic_beta: Option<String>,
     pub(crate) client_headers: HeaderMap,
     pub(crate) query: Option<String>,
+    /// When the request counts as admitted for its prices: now, or its batch's creation.
+    pub(crate) priced_at: tollgate_core::Timestamp,
 }
 
 /// The request's attempts, in the order to try them.
@@ -66,7 +68,7 @@ pub(crate) fn plan_attempts(
         let body = upstream_body(&provider, resolved, request, upstream_model)?;
         let prices = deployment
             .prices
-            .at(now)
+            .at(request.priced_at)
             .for_request(request.images)
             .ok_or_else(|| ApiError::invalid("The request carries too many images to price."))?;
         let same_dialect = request.dialect == provider.dialect();

@@ -292,17 +292,24 @@ impl Tollgate {
             .await?)
     }
 
-    /// Records a claimed request's result. An `errored` request's reservation is voided
-    /// here (a no-op if the metered call ended it already); a `succeeded` one was settled
-    /// by the metered call before this is called, so a request whose result is stored was
-    /// charged, and one run again after a crash is not charged twice.
+    /// Records a claimed request's result, while the claim is still the request's: a
+    /// runner that stalled past its lease, whose request another runner re-claimed, changes
+    /// nothing (false). A `succeeded` request was settled by the metered call before this
+    /// is called (behind the same claim's fence), so one run again after a crash is not
+    /// charged twice. An `errored` one's reservation is voided once its result is written
+    /// (a no-op if the metered call ended it already; if this is cut short in between,
+    /// the reaper voids it).
     pub async fn end_batch_request(
         &self,
         claimed: &ClaimedBatchRequest,
         state: BatchRequestState,
         result: &str,
     ) -> Result<bool, ServiceError> {
-        if state != BatchRequestState::Succeeded {
+        let ended = self
+            .store()
+            .end_batch_request(&claimed.request_id, claimed.attempt, state, result, self.now())
+            .await?;
+        if ended && state != BatchRequestState::Succeeded {
             let caller = batch_caller(claimed);
             self.void_batch_reservation(
                 &caller,
@@ -314,10 +321,7 @@ impl Tollgate {
             )
             .await;
         }
-        Ok(self
-            .store()
-            .end_batch_request(&claimed.request_id, state, result, self.now())
-            .await?)
+        Ok(ended)
     }
 
     /// Expires what batches past their lifetime have not run (voiding its reservations),
@@ -395,6 +399,7 @@ impl Tollgate {
                     batch: true,
                     ..Default::default()
                 },
+                lines: Default::default(),
             },
         };
         if let Err(error) = self.store().settle(settlement).await {

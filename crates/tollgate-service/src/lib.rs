@@ -52,13 +52,14 @@ pub use crate::error::{LimitScope, RateLimited, ServiceError};
 pub use crate::health::Readiness;
 pub use crate::keys::{ApiCaller, AuthRefusal, CreatedKey};
 pub use crate::limits::{OrganizationLimits, workspace_rate_limits};
-pub use crate::metering::{Finish, OpenReservation, RateLimitView, RequestPlan};
+pub use crate::metering::{BatchClaim, Finish, OpenReservation, RateLimitView, RequestPlan};
 pub use crate::organizations::FirstStart;
 pub use crate::payments::{PaymentError, PaymentProvider};
 pub use crate::pending::PENDING_SETTLEMENTS_FILE;
 pub use crate::reports::{
-    ADJUSTMENT_DESCRIPTION, CostDescription, CostFilters, CostGroupBy, CostResult, Report, ReportBucket,
-    ReportPage, RequestLogPage, STANDARD_SERVICE_TIER, UsageFilters, UsageGroupBy, UsageResult,
+    ADJUSTMENT_DESCRIPTION, CostDescription, CostFilters, CostGroupBy, CostResult, CostType, Report,
+    ReportBucket, ReportPage, RequestLogPage, STANDARD_SERVICE_TIER, UsageFilters, UsageGroupBy, UsageResult,
+    WEB_SEARCH_DESCRIPTION,
 };
 pub use crate::users::{INVITE_LIFETIME_DAYS, Invite, InviteStatus, Member};
 pub use tollgate_limiter::{Limiter, Metric};

@@ -53,6 +53,9 @@ pub struct RequestPlan<'a> {
     /// The multipliers the request asked for (fast mode, data residency, batch): included
     /// in `cost_bound` by the caller, applied at settlement as the upstream's usage says.
     pub multipliers: Multipliers,
+    /// When the request was admitted, as its prices count it: the rates in force then
+    /// price it. Now for a request made now; its batch's creation for a batch request.
+    pub priced_at: Timestamp,
 }
 
 /// The `anthropic-ratelimit-*` figures after admission: per metric, the scope with the
@@ -96,6 +99,8 @@ pub struct OpenReservation {
     pub served_model: Option<String>,
     pub amount: NanoUsd,
     pub started_at: Timestamp,
+    /// When the request was admitted, as its prices count it (`RequestPlan::priced_at`).
+    pub priced_at: Timestamp,
     pub rate_limits: RateLimitView,
     admitted: Vec<Demand>,
     /// The prompt-cache scope and the request's cacheable prefixes, remembered when the
@@ -107,6 +112,9 @@ pub struct OpenReservation {
     slot: Option<CallSlot>,
     /// Keeps the reservation's deadline moving while the request runs (`heartbeat.rs`).
     live: Option<Live>,
+    /// For a request of a Message Batch, the runner's claim on it: the settlement is
+    /// written only while the claim is still the request's (`Store::fence_batch_claim`).
+    batch_claim: Option<BatchClaim>,
     /// Who ends the reservation if it is dropped unfinished; `None` once it is being ended.
     owner: Owner,
 }
@@ -139,12 +147,14 @@ impl Drop for OpenReservation {
             served_model: self.served_model.take(),
             amount: self.amount,
             started_at: self.started_at,
+            priced_at: self.priced_at,
             rate_limits: self.rate_limits,
             admitted: std::mem::take(&mut self.admitted),
             prompt_cache: self.prompt_cache.take(),
             attribution: std::mem::take(&mut self.attribution),
             slot: self.slot.take(),
             live: self.live.take(),
+            batch_claim: self.batch_claim.take(),
             owner: Owner(None),
         };
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
@@ -169,6 +179,14 @@ impl Drop for OpenReservation {
             }
         });
     }
+}
+
+/// A batch runner's claim on the request it runs: which attempt, and how long the fence
+/// before its settlement holds the request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchClaim {
+    pub attempt: u64,
+    pub lease: chrono::Duration,
 }
 
 /// How the request ended.
@@ -265,7 +283,8 @@ impl Tollgate {
         let tollgate = self.clone();
         let caller = caller.clone();
         // Priced at the rates in force when the request was admitted.
-        let prices = plan.model.prices.at(started_at).clone();
+        let prices = plan.model.prices.at(plan.priced_at).clone();
+        let priced_at = plan.priced_at;
         let multipliers = plan.multipliers;
         let attribution = plan.attribution.clone();
         tokio::spawn(async move {
@@ -274,7 +293,7 @@ impl Tollgate {
                     caller,
                     demands,
                     reservation,
-                    (prices, multipliers),
+                    (prices, multipliers, priced_at),
                     slot,
                     attribution,
                 )
@@ -365,13 +384,16 @@ impl Tollgate {
     /// Takes over the reservation `reservation_id`, made for this request when its Message
     /// Batch was created, after admitting the request on the rate-limit buckets as `begin`
     /// does (a refusal takes nothing and says when to retry). `finish` ends it at the Batch
-    /// rate (the plan's `Multipliers::batch`). Dropped unfinished, it leaves the
-    /// reservation to its batch, which runs the request again or voids it at its end.
+    /// rate (the plan's `Multipliers::batch`), at the prices in force at the plan's
+    /// `priced_at` (the batch's creation), and only while `claim` is still the request's.
+    /// Dropped unfinished, it leaves the reservation to its batch, which runs the request
+    /// again or voids it at its end.
     pub async fn adopt(
         &self,
         caller: &ApiCaller,
         plan: RequestPlan<'_>,
         reservation_id: String,
+        claim: BatchClaim,
     ) -> Result<OpenReservation, ServiceError> {
         let started_at = self.now();
         let (demands, _, _) = self.rate_demands(caller, &plan).await?;
@@ -388,17 +410,19 @@ impl Tollgate {
             request_id: plan.request_id.to_owned(),
             caller: caller.clone(),
             model: plan.model.id.clone(),
-            prices: plan.model.prices.at(started_at).clone(),
+            prices: plan.model.prices.at(plan.priced_at).clone(),
             // The gateway's plan for a batch request carries the Batch multiplier.
             multipliers: plan.multipliers,
             served_model: None,
             amount: plan.cost_bound,
             started_at,
+            priced_at: plan.priced_at,
             admitted: demands,
             prompt_cache: None,
             attribution: plan.attribution.clone(),
             slot: None,
             live: None,
+            batch_claim: Some(claim),
             owner: Owner(None),
         })
     }
@@ -408,7 +432,7 @@ impl Tollgate {
         caller: ApiCaller,
         demands: Vec<Demand>,
         reservation: NewReservation,
-        (prices, multipliers): (ModelPrices, Multipliers),
+        (prices, multipliers, priced_at): (ModelPrices, Multipliers, Timestamp),
         slot: CallSlot,
         attribution: Attribution,
     ) -> Result<OpenReservation, ServiceError> {
@@ -443,11 +467,13 @@ impl Tollgate {
                 served_model: None,
                 amount: reserved.amount,
                 started_at,
+                priced_at,
                 rate_limits: view,
                 admitted: demands,
                 prompt_cache: None,
                 attribution,
                 slot: Some(slot),
+                batch_claim: None,
                 owner: Owner(Some(self.clone())),
             }),
             Err(error) => {
@@ -587,6 +613,7 @@ impl Tollgate {
             attribution,
             served_model: None,
             multipliers: Multipliers::default(),
+            lines: Default::default(),
         };
         if let Err(error) = self.store().insert_usage_record(record).await {
             tracing::warn!(%error, request_id, "could not record a refused request");
@@ -604,19 +631,41 @@ impl Tollgate {
     ) -> Result<SettleOutcome, ServiceError> {
         // Ended here, or by the reaper if this is cut short: never by its own drop.
         open.owner.0 = None;
+        if let Some(claim) = open.batch_claim
+            && !self
+                .store()
+                .fence_batch_claim(&open.request_id, claim.attempt, self.now() + claim.lease)
+                .await?
+        {
+            // The runner stalled past its lease and another re-claimed the request: the
+            // reservation is that runner's to end now, and this late result is dropped.
+            tracing::warn!(
+                request_id = open.request_id,
+                attempt = claim.attempt,
+                "a batch request's claim was taken over; its late result is not settled"
+            );
+            return Ok(SettleOutcome {
+                already_ended: true,
+                ..SettleOutcome::default()
+            });
+        }
         let charged = matches!(
             finish.status,
             UsageStatus::Succeeded | UsageStatus::ClientDisconnected
         );
-        let (cost, applied) = if charged {
+        let (cost, applied, lines) = if charged {
             match open.prices.charge(&finish.usage, open.multipliers) {
-                Some(charge) => (charge.cost, charge.applied),
+                Some(charge) => (charge.cost, charge.applied, charge.lines),
                 // Saturating: a cost beyond i64 is far above any reservation and gets capped
                 // there.
-                None => (NanoUsd::MAX, open.prices.applied(&finish.usage, open.multipliers)),
+                None => (
+                    NanoUsd::MAX,
+                    open.prices.applied(&finish.usage, open.multipliers),
+                    Default::default(),
+                ),
             }
         } else {
-            (NanoUsd::ZERO, Multipliers::default())
+            (NanoUsd::ZERO, Multipliers::default(), Default::default())
         };
         let ended_at = self.now();
         let latency_ms = u64::try_from((ended_at - open.started_at).num_milliseconds()).unwrap_or(0);
@@ -640,6 +689,7 @@ impl Tollgate {
                 attribution: std::mem::take(&mut open.attribution),
                 served_model: open.served_model.clone(),
                 multipliers: applied,
+                lines,
             },
         };
         let outcome = self.settle_with_retries(&open, settlement.clone()).await;

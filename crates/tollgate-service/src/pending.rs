@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use tollgate_core::Timestamp;
 use tollgate_core::attribution::{Attribution, ClientLabel};
 use tollgate_core::money::NanoUsd;
-use tollgate_core::pricing::Multipliers;
+use tollgate_core::pricing::{CostLines, Multipliers};
 use tollgate_core::usage::{Speed, TokenUsage};
 use tollgate_store::{Settlement, UsageRecord, UsageStatus};
 
@@ -169,6 +169,7 @@ fn encode(settlement: &Settlement) -> String {
         "speed": record.usage.speed.map(Speed::as_str),
         "served_model": record.served_model,
         "multipliers": record.multipliers.label(),
+        "cost_lines_nanos": record.lines.to_array().map(NanoUsd::nanos),
     })
     .to_string()
 }
@@ -218,6 +219,14 @@ fn decode(line: &str) -> Option<Settlement> {
             },
             served_model: text("served_model"),
             multipliers: Multipliers::parse_label(&text("multipliers").unwrap_or_default())?,
+            // Absent from lines written before the cost lines were kept: none.
+            lines: match value.get("cost_lines_nanos") {
+                Some(lines) => {
+                    let lines: [i64; 6] = serde_json::from_value(lines.clone()).ok()?;
+                    CostLines::from_array(lines.map(NanoUsd::from_nanos))
+                }
+                None => CostLines::default(),
+            },
         },
     })
 }

@@ -15,7 +15,7 @@ use tollgate_core::Timestamp;
 use tollgate_core::catalog::{Catalog, Model};
 use tollgate_core::money::NanoUsd;
 use tollgate_core::reports::{
-    Bucket, BucketWidth, ContextWindow, CostSplit, ReportWindow, TokenType, split_cost,
+    Bucket, BucketWidth, ContextWindow, CostSplit, ReportWindow, TokenType, split_charge,
 };
 use tollgate_core::usage::TokenUsage;
 use tollgate_store::{REQUEST_LOG_PAGE_MAX, RequestLogEntry, RequestLogQuery, UsageRollupRow};
@@ -106,10 +106,33 @@ pub struct CostDescription {
     pub model: String,
     /// "Claude Sonnet 4.6 Usage - Input Tokens"
     pub description: String,
-    /// `None` for the adjustment item (what today's prices don't explain).
+    /// `None` for the web search and the adjustment items.
     pub token_type: Option<TokenType>,
+    /// What the item paid for, as the cost report's `cost_type` names it.
+    pub cost_type: CostType,
     pub context_window: ContextWindow,
 }
+
+/// What a cost item paid for: tokens, or web searches (Anthropic's `cost_type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CostType {
+    /// Tokens, and the adjustment item (`Other Charges`).
+    Tokens,
+    WebSearch,
+}
+
+impl CostType {
+    /// As the cost report's `cost_type` names it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CostType::Tokens => "tokens",
+            CostType::WebSearch => "web_search",
+        }
+    }
+}
+
+/// The description's suffix of the web search item.
+pub const WEB_SEARCH_DESCRIPTION: &str = "Web Search";
 
 /// One cost item of a bucket.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -301,7 +324,7 @@ impl OrgAdmin {
                     catalog_model(catalog, &row.model).map(|found| found.prices.at(row.bucket_start));
                 entry.0 = entry
                     .0
-                    .checked_add(&split_cost(prices, &row.usage, row.charged))
+                    .checked_add(&split_charge(prices, &row.usage, &row.lines, row.charged))
                     .ok_or_else(|| ServiceError::Invalid("the report's total overflows".into()))?;
             }
             entry.1 = entry
@@ -332,6 +355,21 @@ impl OrgAdmin {
                         model: model.clone(),
                         description: format!("{display_name} Usage - {}", token_type.description()),
                         token_type: Some(token_type),
+                        cost_type: CostType::Tokens,
+                        context_window,
+                    }),
+                });
+            }
+            if split.web_search != NanoUsd::ZERO {
+                results.push(CostResult {
+                    workspace_id: workspace_id.clone(),
+                    session_id: session_id.clone(),
+                    amount: split.web_search,
+                    description: Some(CostDescription {
+                        model: model.clone(),
+                        description: format!("{display_name} Usage - {WEB_SEARCH_DESCRIPTION}"),
+                        token_type: None,
+                        cost_type: CostType::WebSearch,
                         context_window,
                     }),
                 });
@@ -345,6 +383,7 @@ impl OrgAdmin {
                         model: model.clone(),
                         description: format!("{display_name} Usage - {ADJUSTMENT_DESCRIPTION}"),
                         token_type: None,
+                        cost_type: CostType::Tokens,
                         context_window,
                     }),
                 });

@@ -140,6 +140,9 @@ pub struct UsageRollupRow {
     pub usage: TokenUsage,
     /// What the ledger charged for these requests.
     pub charged: NanoUsd,
+    /// Their charges by what they paid for, as their settlements recorded them (zero for
+    /// usage recorded before the lines were kept).
+    pub lines: tollgate_core::pricing::CostLines,
     /// The client session, in rows read by session (`Store::usage_by_session`); `None`
     /// in the hourly rollup and the minute rows, which have no session dimension.
     pub session_id: Option<String>,

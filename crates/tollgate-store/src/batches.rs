@@ -4,8 +4,12 @@
 //! (`Store::reserve`, `Store::settle`), never here.
 //!
 //! A runner claims pending requests by writing its name and a lease; a claim whose lease
-//! lapsed (its runner died) may be taken by another. A request ends once: every end is
-//! guarded by `state = 'pending'`. A batch ends when none of its requests is pending.
+//! lapsed (its runner died or stalled) may be taken by another. Each claim counts one more
+//! `attempt`: a runner's late word on a request (its settlement's fence, its result) is
+//! taken only while its own attempt is the request's and its lease is live, so a runner
+//! that stalled past its lease never ends or charges what another runner now holds. A
+//! request ends once: every end is guarded by `state = 'pending'`. A batch ends when none
+//! of its requests is pending.
 //!
 //! Written once for both backends over `Dialect`; the one clause they spell differently is
 //! the claim's row lock (`Dialect::skip_locked`).
@@ -145,6 +149,11 @@ pub enum BatchPage {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClaimedBatchRequest {
     pub batch_id: String,
+    /// When its batch was created: the request is priced at the rates in force then.
+    pub batch_created_at: Timestamp,
+    /// Which claim on the request this is (1 for the first): the runner's results and
+    /// settlement count only while it is still the request's.
+    pub attempt: u64,
     pub position: u64,
     pub custom_id: String,
     pub request_id: String,
@@ -155,6 +164,15 @@ pub struct ClaimedBatchRequest {
     pub org_id: String,
     pub workspace_id: String,
     pub api_key_id: String,
+}
+
+/// Whom a batch bills, and when it was created.
+#[derive(Clone, Debug)]
+pub(crate) struct BatchOwner {
+    org_id: String,
+    workspace_id: String,
+    api_key_id: String,
+    created_at: Timestamp,
 }
 
 /// A request ended without running (canceled, expired): its reservation is to be voided.
@@ -431,23 +449,22 @@ where
                 request_id: row.text("request_id").map_err(store_decode)?,
                 model: row.text("model").map_err(store_decode)?,
                 reservation_id: row.text("reservation_id").map_err(store_decode)?,
-                org_id: owner.0,
-                workspace_id: owner.1,
-                api_key_id: owner.2,
+                org_id: owner.org_id,
+                workspace_id: owner.workspace_id,
+                api_key_id: owner.api_key_id,
                 state,
             });
         }
         Ok(ended)
     }
 
-    /// The batch's (organization, workspace, key).
     /// `batch_owner`, read once per batch however many rows of a statement name it:
     /// `owners` keeps those already read.
     async fn batch_owner_once(
         &self,
-        owners: &mut Vec<(String, (String, String, String))>,
+        owners: &mut Vec<(String, BatchOwner)>,
         batch_id: &str,
-    ) -> Result<(String, String, String), StoreError> {
+    ) -> Result<BatchOwner, StoreError> {
         if let Some((_, owner)) = owners.iter().find(|(id, _)| id == batch_id) {
             return Ok(owner.clone());
         }
@@ -456,17 +473,21 @@ where
         Ok(owner)
     }
 
-    async fn batch_owner(&self, batch_id: &str) -> Result<(String, String, String), StoreError> {
-        let row = sqlx::query("SELECT org_id, workspace_id, api_key_id FROM message_batches WHERE id = $1")
-            .bind(batch_id)
-            .fetch_one(self.write_pool())
-            .await
-            .map_err(Self::store_error)?;
-        Ok((
-            row.text("org_id").map_err(store_decode)?,
-            row.text("workspace_id").map_err(store_decode)?,
-            row.text("api_key_id").map_err(store_decode)?,
-        ))
+    /// Whom the batch bills, and when it was created.
+    async fn batch_owner(&self, batch_id: &str) -> Result<BatchOwner, StoreError> {
+        let row = sqlx::query(
+            "SELECT org_id, workspace_id, api_key_id, created_at FROM message_batches WHERE id = $1",
+        )
+        .bind(batch_id)
+        .fetch_one(self.write_pool())
+        .await
+        .map_err(Self::store_error)?;
+        Ok(BatchOwner {
+            org_id: row.text("org_id").map_err(store_decode)?,
+            workspace_id: row.text("workspace_id").map_err(store_decode)?,
+            api_key_id: row.text("api_key_id").map_err(store_decode)?,
+            created_at: timestamp_from_sql(row.integer("created_at").map_err(store_decode)?)?,
+        })
     }
 
     /// Claims for `owner`, until `lease_until`, up to `limit` pending requests of
@@ -488,11 +509,12 @@ where
                    AND batch_id IN (SELECT id FROM message_batches
                                     WHERE processing_status = 'in_progress' AND expires_at > $3)
                  ORDER BY batch_id, position LIMIT $4{})
-             UPDATE message_batch_requests SET claimed_by = $1, claimed_until = $2
+             UPDATE message_batch_requests SET claimed_by = $1, claimed_until = $2,
+                                               attempt = attempt + 1
              WHERE state = 'pending' AND (batch_id, position) IN (SELECT batch_id, position FROM picked)
                AND (claimed_until IS NULL OR claimed_until <= $3)
              RETURNING batch_id, position, custom_id, request_id, model, params, reservation_id,
-                       amount_nanos",
+                       amount_nanos, attempt",
             Self::skip_locked()
         );
         let rows = sqlx::query(&text)
@@ -510,6 +532,8 @@ where
             let billed_to = self.batch_owner_once(&mut owners, &batch_id).await?;
             claimed.push(ClaimedBatchRequest {
                 batch_id,
+                batch_created_at: billed_to.created_at,
+                attempt: count_from_sql(row.integer("attempt").map_err(store_decode)?)?,
                 position: count_from_sql(row.integer("position").map_err(store_decode)?)?,
                 custom_id: row.text("custom_id").map_err(store_decode)?,
                 request_id: row.text("request_id").map_err(store_decode)?,
@@ -517,9 +541,9 @@ where
                 params: row.text("params").map_err(store_decode)?,
                 reservation_id: row.text("reservation_id").map_err(store_decode)?,
                 amount: NanoUsd::from_nanos(row.integer("amount_nanos").map_err(store_decode)?),
-                org_id: billed_to.0,
-                workspace_id: billed_to.1,
-                api_key_id: billed_to.2,
+                org_id: billed_to.org_id,
+                workspace_id: billed_to.workspace_id,
+                api_key_id: billed_to.api_key_id,
             });
         }
         claimed.sort_by(|a, b| (&a.batch_id, a.position).cmp(&(&b.batch_id, b.position)));
@@ -551,11 +575,38 @@ where
         Ok(held)
     }
 
-    /// Ends a pending request with its result, then ends its batch if none is left
-    /// pending. Returns whether this call ended the request (false: it had ended already).
+    /// Whether the claim `attempt` on the request is still the request's (no runner
+    /// re-claimed it since); if so its lease moves to `lease_until`, so that none can while
+    /// the settlement is written. The fence a runner passes before it settles the request's
+    /// reservation: once another runner re-claimed it (the lease lapsed), the first one's
+    /// late settlement is refused here.
+    async fn fence_batch_claim(
+        &self,
+        request_id: &str,
+        attempt: u64,
+        lease_until: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let fenced = sqlx::query(
+            "UPDATE message_batch_requests SET claimed_until = $3
+             WHERE request_id = $1 AND state = 'pending' AND attempt = $2
+             RETURNING request_id",
+        )
+        .bind(request_id)
+        .bind(count_to_sql(attempt)?)
+        .bind(millis(lease_until))
+        .fetch_optional(self.write_pool())
+        .await
+        .map_err(Self::store_error)?;
+        Ok(fenced.is_some())
+    }
+
+    /// Ends a pending request with its result, when `attempt` is still the request's
+    /// claim, then ends its batch if none is left pending. Returns whether this call ended
+    /// the request (false: it had ended already, or another claim holds it).
     async fn end_batch_request(
         &self,
         request_id: &str,
+        attempt: u64,
         state: BatchRequestState,
         result: &str,
         now: Timestamp,
@@ -563,13 +614,14 @@ where
         let ended = sqlx::query(
             "UPDATE message_batch_requests
              SET state = $2, result = $3, ended_at = $4, claimed_by = NULL, claimed_until = NULL
-             WHERE request_id = $1 AND state = 'pending'
+             WHERE request_id = $1 AND state = 'pending' AND attempt = $5
              RETURNING batch_id",
         )
         .bind(request_id)
         .bind(state.as_str())
         .bind(result)
         .bind(millis(now))
+        .bind(count_to_sql(attempt)?)
         .fetch_optional(self.write_pool())
         .await
         .map_err(Self::store_error)?;

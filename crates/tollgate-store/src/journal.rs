@@ -356,6 +356,7 @@ pub(crate) fn abandonment(overdue: Overdue, now: Timestamp) -> Settlement {
             attribution: Attribution::default(),
             served_model: None,
             multipliers: Default::default(),
+            lines: Default::default(),
         },
     }
 }

@@ -798,15 +798,28 @@ impl Store {
     }
 
     /// Ends a pending request with its result (then its batch, if nothing is left
-    /// pending); false if it had ended already.
+    /// pending) while `attempt` is still its claim; false if it had ended already or
+    /// another claim holds it.
     pub async fn end_batch_request(
         &self,
         request_id: &str,
+        attempt: u64,
         state: BatchRequestState,
         result: &str,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
-        dispatch!(self.end_batch_request(request_id, state, result, now))
+        dispatch!(self.end_batch_request(request_id, attempt, state, result, now))
+    }
+
+    /// Whether the claim `attempt` on the request is still its claim (none re-claimed it);
+    /// if so, its lease moves to `lease_until` (the fence before its settlement).
+    pub async fn fence_batch_claim(
+        &self,
+        request_id: &str,
+        attempt: u64,
+        lease_until: Timestamp,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self.fence_batch_claim(request_id, attempt, lease_until))
     }
 
     /// Marks ended every unended batch with no request left pending; how many.

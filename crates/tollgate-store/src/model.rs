@@ -250,6 +250,9 @@ pub struct UsageRecord {
     pub served_model: Option<String>,
     /// The multipliers the cost applied (fast mode, data residency, batch).
     pub multipliers: Multipliers,
+    /// The cost by what it paid for, at the rates applied (`Charge::lines`); all zero for
+    /// a request not charged.
+    pub lines: tollgate_core::pricing::CostLines,
 }
 
 /// How a reservation ends: cost 0 voids it. `record` is written in the same transaction.

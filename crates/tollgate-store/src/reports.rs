@@ -46,7 +46,10 @@ where
         sqlx::query(
             "SELECT hour AS bucket, workspace_id, api_key_id, model, context_window, requests,
                     input_tokens, output_tokens, cache_creation_5m_input_tokens,
-                    cache_creation_1h_input_tokens, cache_read_input_tokens, cost_nanos
+                    cache_creation_1h_input_tokens, cache_read_input_tokens, cost_nanos,
+                    web_search_requests, cost_input_nanos, cost_output_nanos,
+                    cost_cache_write_5m_nanos, cost_cache_write_1h_nanos, cost_cache_read_nanos,
+                    cost_web_search_nanos
              FROM usage_hourly WHERE org_id = $1 AND hour >= $2 AND hour < $3
              ORDER BY hour",
         )
@@ -71,6 +74,9 @@ where
             "SELECT u.ended_at, u.workspace_id, COALESCE(u.api_key_id, '') AS api_key_id, u.model,
                     u.input_tokens, u.output_tokens, u.cache_creation_5m_input_tokens,
                     u.cache_creation_1h_input_tokens, u.cache_read_input_tokens,
+                    u.cost_input_nanos, u.cost_output_nanos, u.cost_cache_write_5m_nanos,
+                    u.cost_cache_write_1h_nanos, u.cost_cache_read_nanos, u.cost_web_search_nanos,
+                    u.web_search_requests,
                     COALESCE(r.charged, 0) AS charged
              FROM usage_records u LEFT JOIN reservations r ON r.id = u.reservation_id
              WHERE u.org_id = $1 AND u.ended_at >= $2 AND u.ended_at < $3
@@ -102,6 +108,9 @@ where
             "SELECT u.ended_at, u.workspace_id, COALESCE(u.api_key_id, '') AS api_key_id, u.model,
                     u.input_tokens, u.output_tokens, u.cache_creation_5m_input_tokens,
                     u.cache_creation_1h_input_tokens, u.cache_read_input_tokens,
+                    u.cost_input_nanos, u.cost_output_nanos, u.cost_cache_write_5m_nanos,
+                    u.cost_cache_write_1h_nanos, u.cost_cache_read_nanos, u.cost_web_search_nanos,
+                    u.web_search_requests,
                     COALESCE(r.charged, 0) AS charged, u.client_session_id
              FROM usage_records u LEFT JOIN reservations r ON r.id = u.reservation_id
              WHERE u.org_id = $1 AND u.ended_at >= $2 AND u.ended_at < $3
@@ -144,6 +153,9 @@ where
             "SELECT u.org_id, u.ended_at, u.workspace_id, COALESCE(u.api_key_id, '') AS api_key_id,
                     u.model, u.input_tokens, u.output_tokens, u.cache_creation_5m_input_tokens,
                     u.cache_creation_1h_input_tokens, u.cache_read_input_tokens,
+                    u.cost_input_nanos, u.cost_output_nanos, u.cost_cache_write_5m_nanos,
+                    u.cost_cache_write_1h_nanos, u.cost_cache_read_nanos, u.cost_web_search_nanos,
+                    u.web_search_requests,
                     COALESCE(r.charged, 0) AS charged
              FROM usage_records u LEFT JOIN reservations r ON r.id = u.reservation_id
              WHERE u.status IN {CHARGED_STATUSES}"
@@ -154,7 +166,10 @@ where
         let stored = sqlx::query(
             "SELECT org_id, hour AS bucket, workspace_id, api_key_id, model, context_window,
                     requests, input_tokens, output_tokens, cache_creation_5m_input_tokens,
-                    cache_creation_1h_input_tokens, cache_read_input_tokens, cost_nanos
+                    cache_creation_1h_input_tokens, cache_read_input_tokens, cost_nanos,
+                    web_search_requests, cost_input_nanos, cost_output_nanos,
+                    cost_cache_write_5m_nanos, cost_cache_write_1h_nanos, cost_cache_read_nanos,
+                    cost_web_search_nanos
              FROM usage_hourly",
         )
         .fetch_all(&mut *transaction)

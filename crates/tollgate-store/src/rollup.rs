@@ -44,6 +44,7 @@ pub(crate) struct ChargedRecord {
     pub(crate) model: String,
     pub(crate) usage: TokenUsage,
     pub(crate) charged: NanoUsd,
+    pub(crate) lines: tollgate_core::pricing::CostLines,
     /// Only read by the reports by session.
     pub(crate) session_id: Option<String>,
 }
@@ -75,6 +76,7 @@ pub(crate) fn add_record(
         requests: 1,
         usage: record.usage,
         charged: record.charged,
+        lines: record.lines,
         session_id: record.session_id,
     };
     let key = rollup_key(&row);
@@ -107,9 +109,11 @@ pub(crate) fn add_into(total: &mut UsageRollupRow, row: &UsageRollupRow) -> Resu
             total.usage.cache_read_input_tokens,
             row.usage.cache_read_input_tokens,
         )?,
-        ..TokenUsage::default()
+        web_search_requests: add(total.usage.web_search_requests, row.usage.web_search_requests)?,
+        speed: None,
     };
     total.charged = total.charged.checked_add(row.charged).ok_or_else(overflow)?;
+    total.lines = total.lines.checked_add(row.lines).ok_or_else(overflow)?;
     Ok(())
 }
 

@@ -10,7 +10,7 @@ use tollgate_core::attribution::{Attribution, ClientLabel};
 use tollgate_core::keys::KeyKind;
 use tollgate_core::ledger::{Account, AccountId, AccountKind, Lot, LotKind};
 use tollgate_core::money::NanoUsd;
-use tollgate_core::pricing::Multipliers;
+use tollgate_core::pricing::{CostLines, Multipliers};
 use tollgate_core::reports::ContextWindow;
 use tollgate_core::roles::{OrgRole, WorkspaceRole};
 use tollgate_core::usage::{Speed, TokenUsage};
@@ -278,6 +278,20 @@ pub(crate) fn usage_record_from_row<R: DbRow>(row: &R) -> Result<UsageRecord, St
             let text: String = column(row, "multipliers")?;
             Multipliers::parse_label(&text).ok_or_else(|| unknown_text("multipliers", &text))?
         },
+        lines: cost_lines_from_row(row)?,
+    })
+}
+
+/// The cost lines of a usage record or a rollup row (`cost_*_nanos`).
+pub(crate) fn cost_lines_from_row<R: DbRow>(row: &R) -> Result<CostLines, StoreError> {
+    let nanos = |name: &str| -> Result<NanoUsd, StoreError> { Ok(NanoUsd::from_nanos(column(row, name)?)) };
+    Ok(CostLines {
+        input: nanos("cost_input_nanos")?,
+        output: nanos("cost_output_nanos")?,
+        cache_write_5m: nanos("cost_cache_write_5m_nanos")?,
+        cache_write_1h: nanos("cost_cache_write_1h_nanos")?,
+        cache_read: nanos("cost_cache_read_nanos")?,
+        web_search: nanos("cost_web_search_nanos")?,
     })
 }
 
@@ -299,8 +313,12 @@ pub(crate) fn charged_record_from_row<R: DbRow>(row: &R) -> Result<ChargedRecord
         workspace_id: column(row, "workspace_id")?,
         api_key_id: column(row, "api_key_id")?,
         model: column(row, "model")?,
-        usage: usage_from_row(row)?,
+        usage: TokenUsage {
+            web_search_requests: count_from_sql(column(row, "web_search_requests")?)?,
+            ..usage_from_row(row)?
+        },
         charged: NanoUsd::from_nanos(column(row, "charged")?),
+        lines: cost_lines_from_row(row)?,
         session_id: None,
     })
 }
@@ -324,8 +342,12 @@ pub(crate) fn rollup_row_from_row<R: DbRow>(row: &R) -> Result<UsageRollupRow, S
         context_window: ContextWindow::parse(&window)
             .ok_or_else(|| unknown_text("context window", &window))?,
         requests: count_from_sql(column(row, "requests")?)?,
-        usage: usage_from_row(row)?,
+        usage: TokenUsage {
+            web_search_requests: count_from_sql(column(row, "web_search_requests")?)?,
+            ..usage_from_row(row)?
+        },
         charged: NanoUsd::from_nanos(column(row, "cost_nanos")?),
+        lines: cost_lines_from_row(row)?,
         session_id: None,
     })
 }

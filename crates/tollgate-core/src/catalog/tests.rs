@@ -260,4 +260,10 @@ fn a_server_side_fallback_is_billed_at_the_model_that_served() {
     assert_eq!(catalog.served_prices("big", "big-20260101", at), None);
     assert_eq!(catalog.served_prices("big", "big", at), None);
     assert_eq!(catalog.served_prices("big", "unknown-model", at), None);
+    // A model whose deployment asks its provider for another catalogue model's id: a reply
+    // naming that id is what was asked for, billed at the routed model's own prices.
+    let mut proxy = model("proxy", "6", "30");
+    proxy.deployments[0].upstream_model = "small".to_owned();
+    let catalog = Catalog::new(vec![proxy, model("small", "3", "15")], Vec::new()).expect("catalogue");
+    assert_eq!(catalog.served_prices("proxy", "small", at), None);
 }

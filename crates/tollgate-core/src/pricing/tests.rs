@@ -4,9 +4,10 @@ use proptest::prelude::*;
 use crate::Timestamp;
 use crate::money::NanoUsd;
 use crate::pricing::{
-    ModelPrices, Multiplier, MultiplierParseError, Multipliers, PriceSchedule, PriceScheduleError,
+    CostLines, ModelPrices, Multiplier, MultiplierParseError, Multipliers, PriceSchedule, PriceScheduleError,
     PromptTier, TokenPrice,
 };
+use crate::reports::{TokenType, split_charge};
 use crate::usage::{Speed, TokenUsage};
 
 fn price(text: &str) -> TokenPrice {
@@ -486,6 +487,61 @@ proptest! {
         prop_assert!(prices.cost(&usage, requested) <= prices.cost(&more, requested));
     }
 
+    /// A charge's lines add up to its cost (less the per-request charge) exactly, under any
+    /// tier and multipliers, and each is within one nano-dollar of its exact share; so the
+    /// report's split of it has no adjustment.
+    #[test]
+    fn cost_lines_add_up_to_the_charge(
+        usage in usage_strategy(),
+        prices in prices_strategy(),
+        requested in multipliers_strategy(),
+    ) {
+        let prices = ModelPrices { web_search_per_thousand: NanoUsd::from_usd(10), ..prices };
+        let charge = prices.charge(&usage, requested).expect("no overflow at these sizes");
+        prop_assert_eq!(charge.lines.total(), Some(charge.cost));
+        let split = split_charge(Some(&prices), &usage, &charge.lines, charge.cost);
+        prop_assert_eq!(split.adjustment, NanoUsd::ZERO);
+        let rates = prices.rates(usage.prompt_tokens());
+        let factor = [(charge.applied.fast, prices.fast_multiplier), (charge.applied.geo, Some(Multiplier::DATA_RESIDENCY)), (charge.applied.batch, Some(Multiplier::BATCH))]
+            .into_iter()
+            .filter_map(|(applied, factor)| factor.filter(|_| applied))
+            .fold(Multiplier::ONE, |left, right| left.checked_mul(right).expect("fits"));
+        let exact_input = i128::from(rates.input.nanos_per_token()) * i128::from(usage.input_tokens)
+            * i128::from(factor.numerator());
+        let input = i128::from(charge.lines.input.nanos()) * i128::from(factor.denominator());
+        prop_assert!(input >= exact_input && input < exact_input + i128::from(factor.denominator()),
+            "input line {} off its exact share", charge.lines.input);
+    }
+
+    /// Under a dated schedule (two entries of any prices, tiers and fast mode), a request
+    /// admitted at any instant is priced exactly at the entry in force then: its cost is
+    /// that entry's, its bound (at the same instant) is never below it, and one more token
+    /// never costs less.
+    #[test]
+    fn dated_prices_bound_and_cost_agree_at_every_instant(
+        usage in usage_strategy(),
+        first in prices_strategy(),
+        second in prices_strategy(),
+        requested in multipliers_strategy(),
+        hours in 0..96_i64,
+    ) {
+        let change = at("2026-10-07T00:00:00Z");
+        let schedule = PriceSchedule::new(vec![
+            (at("2026-10-05T00:00:00Z"), first.clone()),
+            (change, second.clone()),
+        ])
+        .expect("schedule");
+        let admitted = at("2026-10-05T00:00:00Z") + chrono::Duration::hours(hours);
+        let prices = schedule.at(admitted);
+        prop_assert_eq!(prices, if admitted < change { &first } else { &second });
+        let usage = TokenUsage { web_search_requests: 0, speed: None, ..usage };
+        let cost = prices.cost(&usage, requested).expect("no overflow at these sizes");
+        let bound = prices.cost_bound(usage.prompt_tokens(), usage.output_tokens, requested);
+        prop_assert!(cost <= bound, "cost {cost} above bound {bound} at {admitted}");
+        let more = TokenUsage { output_tokens: usage.output_tokens + 1, ..usage };
+        prop_assert!(prices.cost(&more, requested) >= Some(cost));
+    }
+
     /// Without tiers or multipliers, cost is additive: two requests cost what their summed
     /// usage costs (nothing is rounded).
     #[test]
@@ -549,4 +605,106 @@ fn per_request_and_per_image_charges_fold_into_the_cost() {
         ..sonnet()
     };
     assert_eq!(huge.for_request(2), None, "overflow is refused, not wrapped");
+}
+
+/// Goal: the report's split by token type uses the rates the charge applied, so a
+/// long-context request, a fast one, a data-residency one and a batch one each split to
+/// their charge exactly with no "Other Charges", and web searches are their own line.
+#[test]
+fn the_split_uses_the_rates_applied_with_no_other_charges() {
+    let searching = ModelPrices {
+        web_search_per_thousand: NanoUsd::from_usd(10),
+        ..sonnet_long_context()
+    };
+    let long_prompt = TokenUsage {
+        web_search_requests: 3,
+        ..usage(150_001, 1_001, 30_000, 20_000, 10_000)
+    };
+    let fast = TokenUsage {
+        speed: Some(Speed::Fast),
+        ..usage(1_234, 567, 0, 0, 89)
+    };
+    let cases = [
+        (searching.clone(), long_prompt, NONE),
+        (opus_fast(), fast, Multipliers { fast: true, ..NONE }),
+        (
+            sonnet(),
+            usage(333, 77, 11, 0, 5),
+            Multipliers { geo: true, ..NONE },
+        ),
+        (
+            haiku_5_5(),
+            usage(101_333, 7, 1, 1, 1),
+            Multipliers {
+                batch: true,
+                geo: true,
+                ..NONE
+            },
+        ),
+    ];
+    for (prices, usage, requested) in cases {
+        let charge = prices.charge(&usage, requested).expect("priced");
+        let split = split_charge(Some(&prices), &usage, &charge.lines, charge.cost);
+        assert_eq!(split.adjustment, NanoUsd::ZERO, "{usage:?} {requested:?}");
+        let parts = split
+            .parts
+            .iter()
+            .try_fold(split.web_search, |sum, (_, amount)| sum.checked_add(*amount));
+        assert_eq!(parts, Some(charge.cost), "{usage:?} {requested:?}");
+    }
+    // The long prompt's web searches: 3 at $10 per thousand, $0.03, on their own line; its
+    // input at the long-context $6, not the base $3.
+    let charge = searching.charge(&long_prompt, NONE).expect("priced");
+    assert_eq!(charge.lines.web_search, NanoUsd::from_nanos(30_000_000));
+    assert_eq!(charge.lines.input, NanoUsd::from_nanos(150_001 * 6_000));
+    let split = split_charge(Some(&searching), &long_prompt, &charge.lines, charge.cost);
+    assert_eq!(split.web_search, NanoUsd::from_nanos(30_000_000));
+    assert_eq!(
+        split.parts[0],
+        (TokenType::UncachedInput, NanoUsd::from_nanos(150_001 * 6_000))
+    );
+    // Usage recorded without lines is split at the base rates, the rest an adjustment.
+    let legacy = split_charge(Some(&searching), &long_prompt, &CostLines::default(), charge.cost);
+    assert!(legacy.adjustment.is_positive());
+    assert_eq!(legacy.web_search, NanoUsd::ZERO);
+}
+
+/// Goal: the one rounding up of a charge goes to the lines with the largest remainders, so
+/// that the lines add up to it: 3 input and 1 output tokens at $1 and $1 (1,000 nanos each)
+/// and the Batch rate with data residency (0.55 ×) are 1,650 + 550 nanos exactly; at 0.5 ×
+/// alone on 1 + 1 tokens of 1,001 nanos each, 500.5 + 500.5 round up to 1,001, split
+/// 501 + 500.
+#[test]
+fn the_rounding_up_goes_to_the_largest_remainders() {
+    let one_dollar = ModelPrices::from_input_output(price("1"), price("1"));
+    let charge = one_dollar
+        .charge(
+            &usage(3, 1, 0, 0, 0),
+            Multipliers {
+                batch: true,
+                geo: true,
+                ..NONE
+            },
+        )
+        .expect("priced");
+    assert_eq!(
+        (charge.cost, charge.lines.input, charge.lines.output),
+        (
+            NanoUsd::from_nanos(2_200),
+            NanoUsd::from_nanos(1_650),
+            NanoUsd::from_nanos(550)
+        )
+    );
+    let odd = ModelPrices::from_input_output(price("1.001"), price("1.001"));
+    let charge = odd
+        .charge(&usage(1, 1, 0, 0, 0), Multipliers { batch: true, ..NONE })
+        .expect("priced");
+    assert_eq!(
+        (charge.cost, charge.lines.input, charge.lines.output),
+        (
+            NanoUsd::from_nanos(1_001),
+            NanoUsd::from_nanos(501),
+            NanoUsd::from_nanos(500)
+        )
+    );
 }

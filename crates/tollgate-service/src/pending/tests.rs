@@ -47,6 +47,11 @@ fn settlement(reservation_id: &str, cost_nanos: i64) -> Settlement {
                 fast: false,
                 geo: true,
             },
+            lines: tollgate_core::pricing::CostLines {
+                input: NanoUsd::from_nanos(7),
+                web_search: NanoUsd::from_nanos(50_000_000),
+                ..Default::default()
+            },
         },
     }
 }

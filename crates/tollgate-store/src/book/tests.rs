@@ -365,6 +365,7 @@ fn settlement(id: &str, cost: i64) -> Settlement {
             attribution: Attribution::default(),
             served_model: None,
             multipliers: Default::default(),
+            lines: Default::default(),
         },
     }
 }

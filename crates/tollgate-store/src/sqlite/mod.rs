@@ -443,7 +443,9 @@ impl SqliteStore {
                     output_tokens, cache_creation_5m_input_tokens, cache_creation_1h_input_tokens,
                     cache_read_input_tokens, cost_nanos, status, error_type, latency_ms,
                     started_at, ended_at, client_session_id, client_agent_id,
-                    client_parent_agent_id, served_model, speed, multipliers, web_search_requests
+                    client_parent_agent_id, served_model, speed, multipliers, web_search_requests,
+                    cost_input_nanos, cost_output_nanos, cost_cache_write_5m_nanos,
+                    cost_cache_write_1h_nanos, cost_cache_read_nanos, cost_web_search_nanos
              FROM usage_records WHERE org_id = ? ORDER BY ended_at, id",
         )
         .bind(org_id)
@@ -465,7 +467,9 @@ impl SqliteStore {
                     output_tokens, cache_creation_5m_input_tokens, cache_creation_1h_input_tokens,
                     cache_read_input_tokens, cost_nanos, status, error_type, latency_ms,
                     started_at, ended_at, client_session_id, client_agent_id,
-                    client_parent_agent_id, served_model, speed, multipliers, web_search_requests
+                    client_parent_agent_id, served_model, speed, multipliers, web_search_requests,
+                    cost_input_nanos, cost_output_nanos, cost_cache_write_5m_nanos,
+                    cost_cache_write_1h_nanos, cost_cache_read_nanos, cost_web_search_nanos
              FROM usage_records WHERE org_id = ? AND request_id = ? ORDER BY id DESC LIMIT 1",
         )
         .bind(org_id)
@@ -520,8 +524,11 @@ async fn insert_usage_record(
              cache_creation_5m_input_tokens, cache_creation_1h_input_tokens,
              cache_read_input_tokens, cost_nanos, status, error_type, latency_ms, started_at,
              ended_at, reservation_id, client_session_id, client_agent_id, client_parent_agent_id,
-             served_model, speed, multipliers, web_search_requests)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             served_model, speed, multipliers, web_search_requests, cost_input_nanos,
+             cost_output_nanos, cost_cache_write_5m_nanos, cost_cache_write_1h_nanos,
+             cost_cache_read_nanos, cost_web_search_nanos)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,
+                 ?, ?)",
     )
     .bind(&record.request_id)
     .bind(&record.org_id)
@@ -547,6 +554,12 @@ async fn insert_usage_record(
     .bind(usage.speed.map(Speed::as_str))
     .bind(record.multipliers.label())
     .bind(count_to_sql(usage.web_search_requests)?)
+    .bind(record.lines.input.nanos())
+    .bind(record.lines.output.nanos())
+    .bind(record.lines.cache_write_5m.nanos())
+    .bind(record.lines.cache_write_1h.nanos())
+    .bind(record.lines.cache_read.nanos())
+    .bind(record.lines.web_search.nanos())
     .execute(&mut *connection)
     .await
     .map_err(store_error)?;

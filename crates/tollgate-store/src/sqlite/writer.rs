@@ -706,9 +706,11 @@ fn insert_usage_record(
                  cache_creation_5m_input_tokens, cache_creation_1h_input_tokens,
                  cache_read_input_tokens, cost_nanos, status, error_type, latency_ms, started_at,
                  ended_at, reservation_id, client_session_id, client_agent_id,
-                 client_parent_agent_id, served_model, speed, multipliers, web_search_requests)
+                 client_parent_agent_id, served_model, speed, multipliers, web_search_requests,
+                 cost_input_nanos, cost_output_nanos, cost_cache_write_5m_nanos,
+                 cost_cache_write_1h_nanos, cost_cache_read_nanos, cost_web_search_nanos)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-                     ?18, ?19, ?20, ?21, ?22, ?23, ?24)",
+                     ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30)",
         )
         .and_then(|mut statement| {
             statement.execute(rusqlite::params_from_iter([
@@ -736,6 +738,12 @@ fn insert_usage_record(
                 &usage.speed.map(Speed::as_str),
                 &record.multipliers.label(),
                 &count(usage.web_search_requests).unwrap_or(i64::MAX),
+                &record.lines.input.nanos(),
+                &record.lines.output.nanos(),
+                &record.lines.cache_write_5m.nanos(),
+                &record.lines.cache_write_1h.nanos(),
+                &record.lines.cache_read.nanos(),
+                &record.lines.web_search.nanos(),
             ]))
         })
         .map_err(sql_error)?;

@@ -124,6 +124,40 @@ pub(crate) async fn a_batch_is_claimed_once_and_ends_with_its_requests(backend: 
         .await
         .unwrap();
     assert_eq!(taken_over.len(), 4, "every lease lapsed at minute 2");
+    assert_eq!(first[0].attempt, 1);
+    assert_eq!(first[0].batch_created_at, at(0));
+    let first_again = taken_over
+        .iter()
+        .find(|claimed| claimed.request_id == first[0].request_id)
+        .expect("taken over");
+    assert_eq!(first_again.attempt, 2, "each claim is one more attempt");
+    // Runner 1 stalled past its lease: its late fence and its late result are refused;
+    // runner 3's own fence passes.
+    assert!(
+        !store
+            .fence_batch_claim(&first[0].request_id, first[0].attempt, at(4))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .end_batch_request(
+                &first[0].request_id,
+                first[0].attempt,
+                BatchRequestState::Errored,
+                "{}",
+                at(3)
+            )
+            .await
+            .unwrap(),
+        "a stalled runner's late result does not end a request another holds"
+    );
+    assert!(
+        store
+            .fence_batch_claim(&first_again.request_id, first_again.attempt, at(4))
+            .await
+            .unwrap()
+    );
     assert_eq!(
         store
             .extend_batch_claims("runner-1", &[first[0].request_id.clone()], at(9))
@@ -140,13 +174,13 @@ pub(crate) async fn a_batch_is_claimed_once_and_ends_with_its_requests(backend: 
         };
         assert!(
             store
-                .end_batch_request(&claimed.request_id, state, "{}", at(5))
+                .end_batch_request(&claimed.request_id, claimed.attempt, state, "{}", at(5))
                 .await
                 .unwrap()
         );
         assert!(
             !store
-                .end_batch_request(&claimed.request_id, state, "{}", at(5))
+                .end_batch_request(&claimed.request_id, claimed.attempt, state, "{}", at(5))
                 .await
                 .unwrap(),
             "ends once"
@@ -279,7 +313,13 @@ pub(crate) async fn cancel_and_expiry_end_only_unclaimed_requests(backend: &impl
     );
     assert!(
         store
-            .end_batch_request(&held[0].request_id, BatchRequestState::Succeeded, "{}", at(4))
+            .end_batch_request(
+                &held[0].request_id,
+                held[0].attempt,
+                BatchRequestState::Succeeded,
+                "{}",
+                at(4)
+            )
             .await
             .unwrap()
     );

@@ -140,6 +140,11 @@ pub(crate) fn usage_record(
             fast: true,
             geo: true,
         },
+        // The whole cost on its output line, so that a report splits it exactly.
+        lines: tollgate_core::pricing::CostLines {
+            output: cost,
+            ..Default::default()
+        },
     }
 }
 

@@ -1,5 +1,6 @@
-//! Model test: a seeded random workload of grant, reserve, settle, void, expire, reap and
-//! time passing, run against each store (SQLite, and PostgreSQL with fewer cases) and
+//! Model test: a seeded random workload of grant, reserve, Message Batches (one reservation
+//! per request, all or nothing, then settled or voided part by part), settle, void, expire,
+//! reap and time passing, run against each store (SQLite, and PostgreSQL with fewer cases) and
 //! against a small reference auditor written independently of tollgate-core. After every step the store's balance must equal the
 //! auditor's, the open reservations must match, and the store's own audit must be clean.
 //!
@@ -42,6 +43,13 @@ enum Operation {
     Void {
         pick: usize,
     },
+    /// A Message Batch: one reservation per request, all or nothing, as the service makes
+    /// them at creation; a refusal voids those made. Its parts are then settled or voided
+    /// (canceled) one by one by `Settle` and `Void`, like any reservation.
+    ReserveBatch {
+        units: Vec<i64>,
+        deadline_in_minutes: i64,
+    },
     Expire,
     Reap,
     Advance {
@@ -68,6 +76,9 @@ fn operation() -> impl Strategy<Value = Operation> {
         4 => (0..64_usize, 0..=110_i64)
             .prop_map(|(pick, cost_percent)| Operation::Settle { pick, cost_percent }),
         2 => (0..64_usize).prop_map(|pick| Operation::Void { pick }),
+        2 => (proptest::collection::vec(1..=15_i64, 1..=5), 1..=20_i64).prop_map(
+            |(units, deadline_in_minutes)| Operation::ReserveBatch { units, deadline_in_minutes }
+        ),
         2 => Just(Operation::Expire),
         1 => Just(Operation::Reap),
         2 => (1..=8_i64).prop_map(|minutes| Operation::Advance { minutes }),
@@ -252,6 +263,41 @@ async fn apply(
                     return Err(TestCaseError::fail(format!(
                         "{context}: store gave {actual:?}, auditor expected {expected:?}"
                     )));
+                }
+            }
+        }
+        Operation::ReserveBatch {
+            ref units,
+            deadline_in_minutes,
+        } => {
+            let mut made = Vec::new();
+            for &units in units {
+                let reservation_id = format!(
+                    "rsv_{:03}",
+                    auditor.reservations.len() + auditor.refused_reservations
+                );
+                let reservation = new_reservation(
+                    org,
+                    &reservation_id,
+                    nanos(units),
+                    at(now),
+                    at(now + deadline_in_minutes),
+                );
+                let expected = auditor.reserve(&reservation_id, units, now + deadline_in_minutes);
+                match (store.reserve(reservation).await, expected) {
+                    (Ok(_), Ok(_)) => made.push(auditor.reservations.len() - 1),
+                    (Err(TxError::Rejected(ReserveRejection::InsufficientCredit(_))), Err(_)) => {
+                        // All or nothing: the batch's reservations made so far are voided.
+                        for index in made.drain(..) {
+                            settle(store, org, auditor, index, 0, context).await?;
+                        }
+                        break;
+                    }
+                    (actual, expected) => {
+                        return Err(TestCaseError::fail(format!(
+                            "{context}: store gave {actual:?}, auditor expected {expected:?}"
+                        )));
+                    }
                 }
             }
         }

@@ -21,11 +21,16 @@ fn cents_to_nanos(text: &str) -> i64 {
 async fn post_with_key(app: &TestApp, key: &str, model: &str, max_tokens: u64) {
     let mut body = message_body(model);
     body["max_tokens"] = json!(max_tokens);
+    post_body(app, key, &body).await;
+}
+
+/// Posts `body` to `/v1/messages` with `key`; it must succeed.
+async fn post_body(app: &TestApp, key: &str, body: &Value) {
     let response = app
         .client
         .post(app.url("/v1/messages"))
         .header("x-api-key", key)
-        .json(&body)
+        .json(body)
         .send()
         .await
         .expect("sent");
@@ -619,4 +624,126 @@ async fn reports_group_and_filter_by_claude_code_session() {
         "sessions listed by cost, most first"
     );
     app.assert_ledger_clean().await;
+}
+
+/// Goal: web searches are their own item of the cost report (`cost_type` `web_search`),
+/// and a long-context request and a data-residency request split by token type at the
+/// rates they were billed (the tier's, 1.1 ×), so that no "Other Charges" appear and the
+/// items add up to the ledger's charges; the usage report counts the web searches.
+#[tokio::test]
+async fn web_search_is_its_own_cost_item_and_tiers_and_multipliers_leave_no_other_charges() {
+    let app = spawn_app_with(Options {
+        manual_clock: true,
+        starter_grant_usd: "100.00",
+        extra_config: "[[models.fake-sonnet.long_context]]\nabove_input_tokens = 200000\ninput = \"6\"\noutput = \"22.50\"\n",
+        ..Options::default()
+    })
+    .await;
+    let clock = app.clock.clone().expect("manual clock");
+    let start = BucketWidth::Day.snap(app.tollgate.now());
+    clock.set(start + Duration::hours(1));
+
+    // Three web searches, declared (max_uses) so that they are reserved for.
+    app.fake
+        .set_behavior(tollgate_testkit::Behavior::Ok(tollgate_testkit::Reply {
+            input_tokens: 1_001,
+            output_tokens: 33,
+            web_search_requests: 3,
+            ..tollgate_testkit::Reply::default()
+        }));
+    let mut searching = message_body("fake-sonnet");
+    searching["max_tokens"] = json!(100);
+    searching["tools"] = json!([{"type": "web_search_20250305", "name": "web_search", "max_uses": 5}]);
+    post_body(&app, &app.api_key, &searching).await;
+    // A long prompt: past the 200K tier, every token at its rates.
+    app.fake
+        .set_behavior(tollgate_testkit::Behavior::Ok(tollgate_testkit::Reply {
+            input_tokens: 200_333,
+            output_tokens: 17,
+            ..tollgate_testkit::Reply::default()
+        }));
+    let mut long = message_body("fake-sonnet");
+    long["max_tokens"] = json!(100);
+    long["messages"] = json!([{"role": "user", "content": "x".repeat(210_000)}]);
+    post_body(&app, &app.api_key, &long).await;
+    // Data residency: 1.1 × on 7 input and 3 output tokens is fractional before rounding.
+    app.fake
+        .set_behavior(tollgate_testkit::Behavior::Ok(tollgate_testkit::Reply {
+            input_tokens: 7,
+            output_tokens: 3,
+            ..tollgate_testkit::Reply::default()
+        }));
+    let mut resident = message_body("fake-sonnet");
+    resident["max_tokens"] = json!(100);
+    resident["inference_geo"] = json!("us");
+    post_body(&app, &app.api_key, &resident).await;
+    app.wait_for_settlement().await;
+    clock.set(start + Duration::hours(3));
+
+    let (_, _, spent) = app.balance().await;
+    let searches = 30_000_000;
+    let expected = 1_001 * 3_000
+        + 33 * 15_000
+        + searches
+        + 200_333 * 6_000
+        + 17 * 22_500
+        + (7 * 3_000 + 3 * 15_000) * 11 / 10
+        + i64::from((7 * 3_000 + 3 * 15_000) * 11 % 10 != 0);
+    assert_eq!(spent, expected, "each charged at its tier and multipliers");
+
+    let window = format!(
+        "starting_at={}&ending_at={}",
+        start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        (start + Duration::days(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    );
+    let (status, report) = app
+        .admin_get(&format!(
+            "/v1/organizations/cost_report?{window}&group_by[]=description"
+        ))
+        .await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(sum_costs(&report), spent);
+    let results = report["data"][0]["results"].as_array().expect("results").clone();
+    assert!(
+        results.iter().all(|item| !item["description"]
+            .as_str()
+            .unwrap_or_default()
+            .ends_with("Other Charges")),
+        "no Other Charges: {results:?}"
+    );
+    let web_search: Vec<&Value> = results
+        .iter()
+        .filter(|item| item["cost_type"] == "web_search")
+        .collect();
+    assert_eq!(web_search.len(), 1, "{results:?}");
+    assert_eq!(
+        cents_to_nanos(web_search[0]["amount"].as_str().expect("amount")),
+        searches
+    );
+    assert_eq!(web_search[0]["token_type"], Value::Null);
+    assert!(
+        web_search[0]["description"]
+            .as_str()
+            .is_some_and(|description| description.ends_with("Usage - Web Search")),
+        "{}",
+        web_search[0]
+    );
+    let long_input = results
+        .iter()
+        .find(|item| item["token_type"] == "uncached_input_tokens" && item["context_window"] == "200k-1M")
+        .expect("the long prompt's input");
+    assert_eq!(
+        cents_to_nanos(long_input["amount"].as_str().expect("amount")),
+        200_333 * 6_000,
+        "at the tier's rate"
+    );
+
+    let (status, usage) = app
+        .admin_get(&format!("/v1/organizations/usage_report/messages?{window}"))
+        .await;
+    assert_eq!(status, 200, "{usage}");
+    assert_eq!(
+        usage["data"][0]["results"][0]["server_tool_use"]["web_search_requests"],
+        3
+    );
 }

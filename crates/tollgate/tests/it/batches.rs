@@ -5,9 +5,12 @@
 
 use std::time::Duration;
 
+use chrono::DurationRound;
 use serde_json::{Value, json};
 use tollgate_core::money::NanoUsd;
-use tollgate_service::UsageStatus;
+use tollgate_core::pricing::Multipliers;
+use tollgate_core::usage::TokenUsage;
+use tollgate_service::{BatchClaim, BatchRequestState, Clock, Finish, RequestPlan, UsageStatus};
 use tollgate_testkit::{Behavior, Reply};
 
 use crate::helpers::{Options, TestApp, sonnet_cost, spawn_app_with, starter_nanos};
@@ -62,6 +65,19 @@ impl TestApp {
         let status = response.status().as_u16();
         let text = response.text().await.expect("body");
         (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    /// Creates a batch of `requests` requests (`batch_body`), which must be accepted; its id.
+    async fn create_batch(&self, requests: usize, max_tokens: u64) -> String {
+        let (status, created) = self
+            .batch_call(
+                reqwest::Method::POST,
+                "/v1/messages/batches",
+                Some(&batch_body(requests, max_tokens)),
+            )
+            .await;
+        assert_eq!(status, 200, "{created}");
+        created["id"].as_str().expect("id").to_owned()
     }
 
     /// Polls the batch until it ended (bounded).
@@ -266,15 +282,7 @@ async fn canceling_charges_only_what_ran() {
         deltas: 0,
         duration: Duration::from_millis(700),
     });
-    let (status, created) = app
-        .batch_call(
-            reqwest::Method::POST,
-            "/v1/messages/batches",
-            Some(&batch_body(4, 100)),
-        )
-        .await;
-    assert_eq!(status, 200, "{created}");
-    let batch_id = created["id"].as_str().expect("id").to_owned();
+    let batch_id = app.create_batch(4, 100).await;
     // Wait until the runner holds the first request.
     for _ in 0..100 {
         if !app.fake.requests().is_empty() {
@@ -332,15 +340,7 @@ async fn unrun_requests_expire_after_a_day() {
     })
     .await;
     let clock = app.clock.clone().expect("manual clock");
-    let (status, created) = app
-        .batch_call(
-            reqwest::Method::POST,
-            "/v1/messages/batches",
-            Some(&batch_body(3, 100)),
-        )
-        .await;
-    assert_eq!(status, 200, "{created}");
-    let batch_id = created["id"].as_str().expect("id").to_owned();
+    let batch_id = app.create_batch(3, 100).await;
     let (_, held, _) = app.balance().await;
     assert!(held > 0, "the batch's bound is reserved at creation");
     clock.advance(chrono::Duration::hours(23));
@@ -444,15 +444,7 @@ async fn the_anthropic_sdk_runs_a_batch() {
 async fn another_organizations_batch_is_not_found() {
     let app = spawn_app_with(Options::default()).await;
     app.fake.set_behavior(Behavior::Ok(reply()));
-    let (status, created) = app
-        .batch_call(
-            reqwest::Method::POST,
-            "/v1/messages/batches",
-            Some(&batch_body(1, 100)),
-        )
-        .await;
-    assert_eq!(status, 200, "{created}");
-    let batch_id = created["id"].as_str().expect("id").to_owned();
+    let batch_id = app.create_batch(1, 100).await;
     app.wait_for_batch_end(&batch_id).await;
 
     let other = app.tollgate.create_organization("Tenant B").await.expect("org B");
@@ -642,5 +634,176 @@ async fn a_rate_limited_request_waits_and_runs() {
     let charged = 3 * batch_cost();
     app.wait_for_settlement().await;
     assert_eq!(app.balance().await, (starter_nanos() - charged, 0, charged));
+    app.assert_ledger_clean().await;
+}
+
+/// Goal: a runner that stalled past its lease, whose request another runner re-claimed,
+/// neither settles nor ends the request: its late success charges nothing, its late error
+/// voids nothing and writes no result, and the runner that holds the claim settles the
+/// request once.
+#[tokio::test]
+async fn a_stalled_runners_late_result_is_not_settled() {
+    let app = spawn_app_with(Options {
+        manual_clock: true,
+        extra_config: "[batches]\nconcurrency = 0",
+        ..Options::default()
+    })
+    .await;
+    let clock = app.clock.clone().expect("manual clock");
+    let batch_id = app.create_batch(1, 100).await;
+    let held = app.balance().await.1;
+    let lease = chrono::Duration::minutes(2);
+    let stalled = app
+        .tollgate
+        .claim_batch_requests("runner-a", lease, 1)
+        .await
+        .expect("claim")
+        .remove(0);
+    clock.advance(chrono::Duration::minutes(3));
+    let current = app
+        .tollgate
+        .claim_batch_requests("runner-b", lease, 1)
+        .await
+        .expect("claim")
+        .remove(0);
+    assert_eq!(
+        current.request_id, stalled.request_id,
+        "the lapsed claim is taken over"
+    );
+
+    let (caller, model) = app.caller_and_model("fake-sonnet").await;
+    let attribution = tollgate_core::attribution::Attribution::default();
+    let run = |claimed: &tollgate_service::ClaimedBatchRequest| {
+        let plan = RequestPlan {
+            request_id: &stalled.request_id,
+            model: &model,
+            cost_bound: claimed.amount,
+            input_tokens_estimate: INPUT_TOKENS,
+            max_tokens: 100,
+            attribution: &attribution,
+            multipliers: Multipliers {
+                batch: true,
+                ..Multipliers::default()
+            },
+            priced_at: claimed.batch_created_at,
+        };
+        let claim = BatchClaim {
+            attempt: claimed.attempt,
+            lease,
+        };
+        let tollgate = app.tollgate.clone();
+        let caller = caller.clone();
+        let reservation_id = claimed.reservation_id.clone();
+        async move {
+            let open = tollgate
+                .adopt(&caller, plan, reservation_id, claim)
+                .await
+                .expect("admitted");
+            let used = Finish {
+                usage: TokenUsage {
+                    input_tokens: INPUT_TOKENS,
+                    output_tokens: OUTPUT_TOKENS,
+                    ..TokenUsage::default()
+                },
+                status: UsageStatus::Succeeded,
+                error_type: None,
+            };
+            tollgate.finish(open, used).await.expect("finished")
+        }
+    };
+
+    let late = run(&stalled).await;
+    assert!(late.already_ended && late.charged == NanoUsd::ZERO, "{late:?}");
+    assert_eq!(app.balance().await, (starter_nanos() - held, held, 0));
+    assert!(
+        !app.tollgate
+            .end_batch_request(&stalled, BatchRequestState::Errored, "{}")
+            .await
+            .expect("end"),
+        "a stalled runner's late error ends nothing"
+    );
+    assert_eq!(
+        app.balance().await,
+        (starter_nanos() - held, held, 0),
+        "and voids nothing: the reservation is the new claim's"
+    );
+
+    let settled = run(&current).await;
+    assert_eq!(settled.charged.nanos(), batch_cost());
+    assert!(
+        app.tollgate
+            .end_batch_request(&current, BatchRequestState::Succeeded, "{\"type\":\"succeeded\"}")
+            .await
+            .expect("end")
+    );
+    let ended = app.wait_for_batch_end(&batch_id).await;
+    assert_eq!(ended["request_counts"]["succeeded"], 1, "{ended}");
+    assert_eq!(
+        app.balance().await,
+        (starter_nanos() - batch_cost(), 0, batch_cost())
+    );
+    app.assert_ledger_clean().await;
+}
+
+/// Goal: a batch request is priced at the rates in force when its batch was created, not
+/// when it runs: a price rise between the two charges the old price, at the Batch rate.
+#[tokio::test]
+async fn a_batch_request_is_priced_at_its_batchs_creation() {
+    let now = tollgate_service::SystemClock.now();
+    let next_hour = (now + chrono::Duration::hours(1))
+        .duration_trunc(chrono::Duration::hours(1))
+        .expect("an hour");
+    // The price doubles on the next hour.
+    let extra: &'static str = Box::leak(
+        format!(
+            "[batches]\nconcurrency = 0\n[[models.fake-sonnet.price_changes]]\nfrom = \"{}\"\ninput = \"6\"\noutput = \"30\"\n",
+            next_hour.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        )
+        .into_boxed_str(),
+    );
+    let app = spawn_app_with(Options {
+        manual_clock: true,
+        extra_config: extra,
+        ..Options::default()
+    })
+    .await;
+    app.fake.set_behavior(Behavior::Ok(reply()));
+    let clock = app.clock.clone().expect("manual clock");
+    let batch_id = app.create_batch(1, 100).await;
+    clock.advance(next_hour - clock.now() + chrono::Duration::minutes(5));
+
+    // A second process over the same database runs the batch, after the price change.
+    let mut config = app.config.clone();
+    config.batches.concurrency = 1;
+    let runner_clock: std::sync::Arc<dyn tollgate_service::Clock> = clock.clone();
+    let runner = tollgate::app::Application::build_with_clock(&config, runner_clock)
+        .await
+        .expect("runner builds");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(async move {
+        runner
+            .run_until(async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("runner runs");
+    });
+    app.wait_for_batch_end(&batch_id).await;
+    let _ = stop.send(());
+    serving.await.expect("runner stops");
+
+    app.wait_for_settlement().await;
+    let records = app.usage_records().await;
+    assert_eq!(records.len(), 1);
+    assert!(records[0].started_at >= next_hour, "it ran after the change");
+    assert_eq!(
+        records[0].cost.nanos(),
+        batch_cost(),
+        "priced at the creation's rates, not the doubled ones"
+    );
+    assert_eq!(
+        app.balance().await,
+        (starter_nanos() - batch_cost(), 0, batch_cost())
+    );
     app.assert_ledger_clean().await;
 }

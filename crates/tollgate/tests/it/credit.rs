@@ -155,6 +155,7 @@ async fn the_reaper_voids_reservations_of_requests_that_never_ended() {
                 max_tokens: 10,
                 attribution: &Attribution::default(),
                 multipliers: Default::default(),
+                priced_at: app.tollgate.now(),
             },
         )
         .await
@@ -212,6 +213,7 @@ async fn a_request_dropped_while_its_hold_is_written_leaves_no_hold() {
         max_tokens: 10,
         attribution: &attribution,
         multipliers: Default::default(),
+        priced_at: app.tollgate.now(),
     };
     // A first request fills the limit caches, so that the next ones reach their holds at
     // their first poll.
