@@ -4,6 +4,7 @@
 use sqlx::query::Query;
 use sqlx::{Pool, Postgres};
 
+use crate::alerts::Alerts;
 use crate::audit_log::AuditLog;
 use crate::batches::Batches;
 use crate::dialect::{BoundArguments, Dialect};
@@ -47,6 +48,8 @@ impl Dialect for PgStore {
         query.bind(texts)
     }
 }
+
+impl Alerts for PgStore {}
 
 impl AuditLog for PgStore {}
 
