@@ -67,7 +67,7 @@ pub(crate) struct AlertSettingsDto {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct SetAlertSettings {
-    /// US cents; `null` turns the balance alert off.
+    /// US cents; `null` or left out turns the balance alert off.
     pub(crate) balance_threshold_amount: Option<String>,
     pub(crate) key_expiry_notice_days: Option<u32>,
 }
@@ -195,8 +195,9 @@ pub(crate) async fn get_alert_settings(Admin(admin): Admin) -> Reply<AlertSettin
     Ok(Json(settings_dto(&admin.alert_settings().await?)))
 }
 
-/// Sets the thresholds; a field left out keeps its value. A new balance threshold is
-/// armed at once.
+/// Sets the thresholds: `balance_threshold_amount` null or left out turns the balance
+/// alert off; `key_expiry_notice_days` left out keeps its value. A new balance threshold
+/// is armed at once.
 #[utoipa::path(post, path = "/v1/organizations/alert_settings", tag = "Alerts",
     request_body = SetAlertSettings,
     responses((status = 200, body = AlertSettingsDto), (status = 400, body = ErrorEnvelope)))]

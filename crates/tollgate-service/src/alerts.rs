@@ -93,6 +93,8 @@ impl Default for AlertingSettings {
     }
 }
 
+/// The longest notice an organization may ask before a key expires.
+const KEY_NOTICE_DAYS_MAX: u32 = 365;
 /// Deliveries a loop leases at once.
 const LEASE_BATCH: u64 = 16;
 /// Deliveries the Admin API lists at most.
@@ -136,7 +138,7 @@ impl Tollgate {
         if settings.balance_threshold.is_some_and(NanoUsd::is_negative) {
             return Err(ServiceError::Invalid("the balance threshold must not be negative".into()));
         }
-        if settings.key_expiry_days > 365 {
+        if settings.key_expiry_days > KEY_NOTICE_DAYS_MAX {
             return Err(ServiceError::Invalid("the key expiry notice is 0 to 365 days".into()));
         }
         self.store().set_alert_settings(org_id, settings, self.now()).await?;
@@ -204,11 +206,12 @@ impl Tollgate {
     /// After a settlement: fires the alerts its standing crossed. No query unless one did
     /// (and this process has not seen it claimed lately); the claim runs in the background.
     pub(crate) async fn alerts_after_settlement(&self, org_id: &str, standing: Standing) {
-        let Some(settings) = self.cached_alert_settings(org_id).await else {
-            return;
-        };
+        let threshold = self
+            .cached_alert_settings(org_id)
+            .await
+            .and_then(|settings| settings.balance_threshold);
         let mut crossed = Vec::new();
-        if let Some(threshold) = settings.balance_threshold
+        if let Some(threshold) = threshold
             && balance_below(Some(threshold), standing.available)
         {
             crossed.push((
@@ -330,6 +333,46 @@ impl Tollgate {
             tracing::info!(org_id, kind = kind.as_str(), subject, queued, "alert fired");
         }
         Ok(fired.is_some())
+    }
+
+    /// Fires `key_expiring` for each active key that expires within its organization's
+    /// notice, once per key and expiry.
+    pub(crate) async fn alert_expiring_keys(&self, now: Timestamp) {
+        let horizon = now + chrono::Duration::days(KEY_NOTICE_DAYS_MAX.into());
+        let keys = match self.store().keys_expiring(now, horizon).await {
+            Ok(keys) => keys,
+            Err(error) => {
+                tracing::warn!(%error, "could not look for expiring keys");
+                return;
+            }
+        };
+        for key in keys {
+            let Some(expires_at) = key.expires_at else { continue };
+            let subject = format!("{}@{}", key.id, expires_at.timestamp_millis());
+            let notice_days = match self.cached_alert_settings(&key.org_id).await {
+                Some(settings) => settings.key_expiry_days,
+                None => self.alerting().key_expiry_days,
+            };
+            if expires_at - now > chrono::Duration::days(notice_days.into())
+                || !self.remember_claimed(&key.org_id, AlertKind::KeyExpiring, &subject)
+            {
+                continue;
+            }
+            let summary = format!(
+                "The API key '{}' ({}) expires at {}.",
+                key.name,
+                key.hint,
+                expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            );
+            let data = serde_json::json!({
+                "api_key_id": key.id,
+                "expires_at": expires_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            });
+            if let Err(error) = self.fire(&key.org_id, AlertKind::KeyExpiring, &subject, &summary, data).await {
+                tracing::warn!(%error, key_id = key.id, "could not fire a key expiry alert");
+                self.forget_claimed(&key.org_id, AlertKind::KeyExpiring);
+            }
+        }
     }
 
     async fn rearm(&self, org_id: &str, kind: AlertKind) -> Result<(), ServiceError> {

@@ -18,7 +18,8 @@ use tollgate_core::money::NanoUsd;
 use crate::codec::{count_to_sql, millis, timestamp_from_sql, unknown_text};
 use crate::dialect::Dialect;
 use crate::error::StoreError;
-use crate::rows::{DbRow, column};
+use crate::model::KeyRecord;
+use crate::rows::{DbRow, column, key_from_row};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AlertChannel {
@@ -415,6 +416,22 @@ where
         .map_err(Self::store_error)?;
         transaction.commit().await.map_err(Self::store_error)?;
         Ok(true)
+    }
+
+    /// Active keys (of every organization) expiring after `now` and at or before `until`,
+    /// soonest first.
+    async fn keys_expiring(&self, now: Timestamp, until: Timestamp) -> Result<Vec<KeyRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, kind, org_id, workspace_id, name, hint, status, created_at, last_used_at, expires_at
+             FROM api_keys WHERE status = 'active' AND expires_at > $1 AND expires_at <= $2
+             ORDER BY expires_at, id",
+        )
+        .bind(millis(now))
+        .bind(millis(until))
+        .fetch_all(self.read_pool())
+        .await
+        .map_err(Self::store_error)?;
+        rows.iter().map(key_from_row).collect()
     }
 
     /// The organization's newest `limit` deliveries, newest first, each with its attempts.

@@ -901,6 +901,11 @@ impl Store {
         dispatch!(self.record_alert_attempt(record))
     }
 
+    /// Active keys expiring after `now` and at or before `until`, soonest first.
+    pub async fn keys_expiring(&self, now: Timestamp, until: Timestamp) -> Result<Vec<KeyRecord>, StoreError> {
+        dispatch!(self.keys_expiring(now, until))
+    }
+
     /// The organization's newest `limit` deliveries with their attempts.
     pub async fn alert_deliveries(&self, org_id: &str, limit: u64) -> Result<Vec<AlertDelivery>, StoreError> {
         dispatch!(self.alert_deliveries(org_id, limit))

@@ -72,6 +72,8 @@ pub struct KeyRecord {
     pub status: KeyStatus,
     pub created_at: Timestamp,
     pub last_used_at: Option<Timestamp>,
+    /// From then on the key is refused; `None`: never.
+    pub expires_at: Option<Timestamp>,
 }
 
 /// A key to insert; it starts `Active`.
@@ -85,6 +87,7 @@ pub struct NewKey {
     pub secret_hash: String,
     pub hint: String,
     pub created_at: Timestamp,
+    pub expires_at: Option<Timestamp>,
 }
 
 /// A credit lot to grant.

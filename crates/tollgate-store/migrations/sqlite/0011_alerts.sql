@@ -57,3 +57,6 @@ CREATE TABLE alert_delivery_attempts (
     next_attempt_at BIGINT,
     PRIMARY KEY (delivery_id, attempt)
 );
+
+-- An API key may expire: refused from then on, and its organization alerted before.
+ALTER TABLE api_keys ADD COLUMN expires_at BIGINT;

@@ -1007,6 +1007,7 @@ pub(crate) async fn keys_are_inserted_found_listed_and_updated(backend: &impl Ba
         secret_hash: format!("hash_of_{id}"),
         hint: format!("sk-tg-...{id}"),
         created_at: at(minute),
+        expires_at: None,
     };
     let first = store
         .insert_key(new_key("apikey_1", KeyKind::Api, Some(&org.workspace_id), 1))

@@ -280,3 +280,152 @@ async fn an_email_alert_arrives_over_smtp_with_its_subject_and_body() {
     }
     panic!("the email delivery was not recorded as delivered");
 }
+
+/// Goal: an organization admin configures alerts on the Console's Alerts page: a webhook's
+/// signing secret is shown once, on the page that created it, never on the list; the
+/// threshold set there is the organization's.
+#[tokio::test]
+async fn an_admin_configures_alerts_on_the_console() {
+    const PASSWORD: &str = "correct horse battery staple";
+    let app = spawn_app_with(Options::default()).await;
+    app.tollgate
+        .create_console_admin(&app.org_id, "ada@example.com", "Ada", PASSWORD)
+        .await
+        .expect("admin created");
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let signed_in = client
+        .post(app.url("/console/sign-in"))
+        .form(&[("email", "ada@example.com"), ("password", PASSWORD)])
+        .send()
+        .await
+        .expect("sign-in");
+    assert_eq!(signed_in.status(), 303);
+    let cookie = signed_in
+        .headers()
+        .get_all(reqwest::header::SET_COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok()?.split(';').next().map(str::to_owned))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let page = |path: &'static str| {
+        client
+            .get(app.url(path))
+            .header(reqwest::header::COOKIE, &cookie)
+            .send()
+    };
+    let alerts = page("/console/alerts").await.expect("page");
+    assert_eq!(alerts.status(), 200);
+    let html = alerts.text().await.expect("html");
+    let csrf = html
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a CSRF token")
+        .to_owned();
+    let post = |path: &'static str, form: Vec<(&'static str, String)>| {
+        let mut fields = form;
+        fields.push(("csrf", csrf.clone()));
+        client
+            .post(app.url(path))
+            .header(reqwest::header::COOKIE, &cookie)
+            .form(&fields)
+            .send()
+    };
+    let created = post(
+        "/console/alerts/destinations",
+        vec![("channel", "webhook".to_owned()), ("target", "https://ops.example.com/hook".to_owned())],
+    )
+    .await
+    .expect("created");
+    assert_eq!(created.status(), 200);
+    let created = created.text().await.expect("html");
+    let secret = created
+        .split("id=\"signing-secret\" type=\"text\" readonly value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the secret, shown once")
+        .to_owned();
+    assert!(secret.starts_with("whsec_"));
+    let saved = post(
+        "/console/alerts/settings",
+        vec![("threshold", "12.50".to_owned()), ("key_expiry_days", "3".to_owned())],
+    )
+    .await
+    .expect("saved");
+    assert_eq!(saved.status(), 303);
+    let settings = app.tollgate.alert_settings(&app.org_id).await.expect("settings");
+    assert_eq!(settings.balance_threshold, Some(NanoUsd::from_nanos(12_500_000_000)));
+    assert_eq!(settings.key_expiry_days, 3);
+    let listed = page("/console/alerts").await.expect("page").text().await.expect("html");
+    assert!(listed.contains("https://ops.example.com/hook"));
+    assert!(!listed.contains(&secret), "the secret is not shown again");
+}
+
+/// Goal: a key created with an expiry through the Admin API shows it, works until then,
+/// alerts its organization once within the notice period, and is refused from its expiry
+/// with a 401 `authentication_error` in the API's own envelope (checked on the cached
+/// record, so no cache period passes first).
+#[tokio::test]
+async fn a_key_alerts_before_it_expires_and_is_refused_after() {
+    let app = spawn_app_with(Options {
+        manual_clock: true,
+        extra_config: FAST_ALERTS,
+        ..Options::default()
+    })
+    .await;
+    let clock = app.clock.clone().expect("manual clock");
+    let webhook = FakeWebhook::start().await;
+    add_destination(&app, "webhook", &webhook.url()).await;
+    let expires_at = app.tollgate.now() + chrono::Duration::days(10);
+    let (status, created) = admin(
+        &app,
+        reqwest::Method::POST,
+        "/v1/organizations/api_keys",
+        Some(json!({"name": "expiring", "expires_at": expires_at.to_rfc3339()})),
+    )
+    .await;
+    assert_eq!(status, 200, "{created}");
+    assert!(created["expires_at"].is_string(), "{created}");
+    let secret = created["api_key_secret"].as_str().expect("secret").to_owned();
+    let (status, past) = admin(
+        &app,
+        reqwest::Method::POST,
+        "/v1/organizations/api_keys",
+        Some(json!({"name": "already gone", "expires_at": "2000-01-01T00:00:00Z"})),
+    )
+    .await;
+    assert_eq!(status, 400, "{past}");
+    let call = || {
+        app.client
+            .post(app.url("/v1/messages"))
+            .header("x-api-key", &secret)
+            .header("anthropic-version", "2023-06-01")
+            .json(&message_body("fake-sonnet"))
+            .send()
+    };
+    assert_eq!(call().await.expect("sent").status(), 200);
+
+    // Outside the 7-day notice: nothing. Inside it: one alert, however many passes.
+    app.tollgate.maintain().await.expect("maintenance");
+    clock.advance(chrono::Duration::days(4));
+    app.tollgate.maintain().await.expect("maintenance");
+    app.tollgate.maintain().await.expect("maintenance");
+    let received = wait_for(&webhook, |received| !received.is_empty()).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(of_kind(&webhook.received(), "key_expiring"), 1, "{received:?}");
+    assert_eq!(event(&received[0])["data"]["api_key_id"], created["id"]);
+
+    clock.advance(chrono::Duration::days(6));
+    let refused = call().await.expect("sent");
+    assert_eq!(refused.status(), 401);
+    let body: Value = refused.json().await.expect("json");
+    assert_eq!(body["type"], "error");
+    assert_eq!(body["error"]["type"], "authentication_error");
+    assert!(
+        body["error"]["message"].as_str().is_some_and(|message| message.contains("expired")),
+        "{body}"
+    );
+}
