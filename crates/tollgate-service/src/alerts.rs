@@ -30,6 +30,7 @@ use tollgate_core::Timestamp;
 use tollgate_core::alerts::{AlertKind, RetryPolicy, SIGNATURE_HEADER, balance_below, signature_header, spend_limit_reached};
 use tollgate_core::ids::IdKind;
 use tollgate_core::money::NanoUsd;
+use tollgate_core::spend::{SpendLimitReached, SpendScope};
 use tollgate_store::{
     AlertChannel, AlertDelivery, AlertDestination, AlertSettings, AttemptRecord, DeliveryAttempt, LeasedDelivery,
     NewAlert, Standing,
@@ -253,17 +254,37 @@ impl Tollgate {
             }
         }
         for (kind, subject, summary, data) in crossed {
-            if self.remember_claimed(org_id, kind, &subject) {
-                let tollgate = self.clone();
-                let org_id = org_id.to_owned();
-                tokio::spawn(async move {
-                    if let Err(error) = tollgate.fire(&org_id, kind, &subject, &summary, data).await {
-                        tracing::warn!(%error, org_id, kind = kind.as_str(), "could not fire an alert");
-                        tollgate.forget_claimed(&org_id, kind);
-                    }
-                });
-            }
+            self.fire_in_background(org_id, kind, subject, summary, data);
         }
+    }
+
+    /// After a request was refused for the organization's monthly limit (its own or its
+    /// tier's): the 100 % alert, which a settlement rarely reaches, since admission keeps
+    /// each request's bound within the limit.
+    pub(crate) fn alerts_after_spend_refusal(&self, org_id: &str, reached: &SpendLimitReached) {
+        if reached.scope == SpendScope::Workspace {
+            return;
+        }
+        let month = self.now().format("%Y-%m").to_string();
+        let summary = format!("The monthly spend limit of {} is reached; requests are refused until {}.", reached.limit, reached.resets_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+        let data = serde_json::json!({"month": month, "limit_nano_usd": reached.limit.nanos()});
+        self.fire_in_background(org_id, AlertKind::SpendLimit100, month, summary, data);
+    }
+
+    /// Claims the crossing in a task of its own, unless this process noted it claimed
+    /// within `key_cache_ttl`; the request never waits for it.
+    fn fire_in_background(&self, org_id: &str, kind: AlertKind, subject: String, summary: String, data: serde_json::Value) {
+        if !self.remember_claimed(org_id, kind, &subject) {
+            return;
+        }
+        let tollgate = self.clone();
+        let org_id = org_id.to_owned();
+        tokio::spawn(async move {
+            if let Err(error) = tollgate.fire(&org_id, kind, &subject, &summary, data).await {
+                tracing::warn!(%error, org_id, kind = kind.as_str(), "could not fire an alert");
+                tollgate.forget_claimed(&org_id, kind);
+            }
+        });
     }
 
     /// After credit arrived: re-arms the balance alert if the balance is back at or above

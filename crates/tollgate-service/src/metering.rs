@@ -474,6 +474,7 @@ impl Tollgate {
                             }
                             ReserveRejection::SpendLimitReached(reached) => {
                                 telemetry::spend_refused("spend_limit");
+                                self.alerts_after_spend_refusal(&caller.org_id, &reached);
                                 ServiceError::SpendLimitReached(reached)
                             }
                         })

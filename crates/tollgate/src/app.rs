@@ -65,6 +65,7 @@ pub async fn service(config: &Config, store: Store, clock: Arc<dyn Clock>) -> an
         clock,
         config.service_settings()?,
     );
+    tollgate.set_alerting(config.alerting_settings()?);
     tollgate.set_max_concurrent_calls_per_organization(
         config.gateway.max_concurrent_requests_per_organization.max(1),
     );

@@ -65,6 +65,21 @@ async fn wait_for(webhook: &FakeWebhook, done: impl Fn(&[ReceivedWebhook]) -> bo
     panic!("the webhook never got what was expected: {:?}", webhook.received());
 }
 
+/// Waits (bounded) until the newest delivery has `status`; that delivery.
+async fn newest_delivery_when(app: &TestApp, status: &str) -> Value {
+    let mut newest = Value::Null;
+    for _ in 0..400 {
+        let (answered, deliveries) = admin(app, reqwest::Method::GET, "/v1/organizations/alert_deliveries", None).await;
+        assert_eq!(answered, 200);
+        newest = deliveries["data"][0].clone();
+        if newest["status"] == status {
+            return newest;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the newest delivery never became {status}: {newest}");
+}
+
 fn event(received: &ReceivedWebhook) -> Value {
     serde_json::from_slice(&received.body).expect("json event")
 }
@@ -96,10 +111,11 @@ async fn a_balance_threshold_crossed_by_100_concurrent_requests_fires_once_signe
     // $5.00 granted; the first request's charge takes the balance below $4.9999.
     set_threshold(&app, "499.99").await;
 
-    let responses = join_all((0..100).map(|_| app.post_messages(&message_body("fake-sonnet")))).await;
+    let body = message_body("fake-sonnet");
+    let responses = join_all((0..100).map(|_| app.post_messages(&body))).await;
     assert!(responses.iter().all(|response| response.status() == 200));
     app.wait_for_settlement().await;
-    let received = wait_for(&webhook, |received| !received.is_empty()).await;
+    wait_for(&webhook, |received| !received.is_empty()).await;
     // Give any duplicate time to show up.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let received = webhook.received();
@@ -194,18 +210,15 @@ async fn a_receiver_answering_500_gets_retries_and_the_list_shows_each_attempt()
             .await
             .expect("fired")
     );
-    wait_for(&webhook, |received| received.len() >= 3).await;
-    let mut delivery = Value::Null;
-    for _ in 0..200 {
-        let (status, deliveries) = admin(&app, reqwest::Method::GET, "/v1/organizations/alert_deliveries", None).await;
-        assert_eq!(status, 200);
-        delivery = deliveries["data"][0].clone();
-        if delivery["status"] == "failed" {
+    for _ in 0..400 {
+        if webhook.received().len() >= 3 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    assert_eq!(delivery["status"], "failed", "{delivery}");
+    let (_, deliveries) = admin(&app, reqwest::Method::GET, "/v1/organizations/alert_deliveries", None).await;
+    assert!(webhook.received().len() >= 3, "{deliveries}");
+    let delivery = newest_delivery_when(&app, "failed").await;
     assert_eq!(delivery["alert"], "auto_reload_declined");
     let attempts = delivery["attempts"].as_array().expect("attempts");
     assert_eq!(attempts.len(), 3, "{delivery}");
@@ -224,15 +237,8 @@ async fn a_receiver_answering_500_gets_retries_and_the_list_shows_each_attempt()
         .await
         .expect("fired");
     wait_for(&webhook, |received| received.len() == 4).await;
-    for _ in 0..200 {
-        let (_, deliveries) = admin(&app, reqwest::Method::GET, "/v1/organizations/alert_deliveries", None).await;
-        if deliveries["data"][0]["status"] == "delivered" {
-            assert_eq!(deliveries["data"][0]["attempts"][0]["response_status"], 200);
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("the second delivery was not recorded as delivered");
+    let delivered = newest_delivery_when(&app, "delivered").await;
+    assert_eq!(delivered["attempts"][0]["response_status"], 200);
 }
 
 /// Goal: an email destination gets the alert through a real SMTP dialogue, with a subject
@@ -260,7 +266,8 @@ async fn an_email_alert_arrives_over_smtp_with_its_subject_and_body() {
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    assert_eq!(mails.len(), 1, "one email");
+    let (_, deliveries) = admin(&app, reqwest::Method::GET, "/v1/organizations/alert_deliveries", None).await;
+    assert_eq!(mails.len(), 1, "one email: {deliveries}");
     let mail = &mails[0];
     assert_eq!(mail.from, "alerts@tollgate.test");
     assert_eq!(mail.to, vec!["billing@example.com".to_owned()]);
@@ -270,15 +277,8 @@ async fn an_email_alert_arrives_over_smtp_with_its_subject_and_body() {
     assert!(body.contains("below the threshold of $4.9999"), "{body}");
     assert!(body.contains(&app.org_id), "{body}");
     // The delivery is recorded with the relay's reply code.
-    for _ in 0..200 {
-        let (_, deliveries) = admin(&app, reqwest::Method::GET, "/v1/organizations/alert_deliveries", None).await;
-        if deliveries["data"][0]["status"] == "delivered" {
-            assert_eq!(deliveries["data"][0]["attempts"][0]["response_status"], 250);
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("the email delivery was not recorded as delivered");
+    let delivered = newest_delivery_when(&app, "delivered").await;
+    assert_eq!(delivered["attempts"][0]["response_status"], 250);
 }
 
 /// Goal: an organization admin configures alerts on the Console's Alerts page: a webhook's
@@ -286,30 +286,8 @@ async fn an_email_alert_arrives_over_smtp_with_its_subject_and_body() {
 /// threshold set there is the organization's.
 #[tokio::test]
 async fn an_admin_configures_alerts_on_the_console() {
-    const PASSWORD: &str = "correct horse battery staple";
     let app = spawn_app_with(Options::default()).await;
-    app.tollgate
-        .create_console_admin(&app.org_id, "ada@example.com", "Ada", PASSWORD)
-        .await
-        .expect("admin created");
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("client");
-    let signed_in = client
-        .post(app.url("/console/sign-in"))
-        .form(&[("email", "ada@example.com"), ("password", PASSWORD)])
-        .send()
-        .await
-        .expect("sign-in");
-    assert_eq!(signed_in.status(), 303);
-    let cookie = signed_in
-        .headers()
-        .get_all(reqwest::header::SET_COOKIE)
-        .iter()
-        .filter_map(|value| value.to_str().ok()?.split(';').next().map(str::to_owned))
-        .collect::<Vec<_>>()
-        .join("; ");
+    let (client, cookie) = app.console_admin_session().await;
     let page = |path: &'static str| {
         client
             .get(app.url(path))
@@ -428,4 +406,54 @@ async fn a_key_alerts_before_it_expires_and_is_refused_after() {
         body["error"]["message"].as_str().is_some_and(|message| message.contains("expired")),
         "{body}"
     );
+}
+
+/// Goal: spending toward the organization's monthly limit alerts once at 75 % (seen by a
+/// settlement) and once at 100 % (when a request is refused for the limit), however many
+/// requests follow.
+#[tokio::test]
+async fn the_monthly_spend_limit_alerts_once_at_75_and_once_at_100_percent() {
+    let app = spawn_app_with(Options {
+        extra_config: FAST_ALERTS,
+        ..Options::default()
+    })
+    .await;
+    let webhook = FakeWebhook::start().await;
+    add_destination(&app, "webhook", &webhook.url()).await;
+    let (status, limits) = admin(
+        &app,
+        reqwest::Method::POST,
+        "/v1/organizations/limits",
+        // Several requests' bounds: admission keeps each bound within the limit, so a
+        // limit of one bound would refuse before a settlement saw 75 %.
+        Some(json!({"spend_limit_amount": "5"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{limits}");
+    let mut refused = 0;
+    let body = message_body("fake-sonnet");
+    for _ in 0..1000 {
+        if app.post_messages(&body).await.status() != 200 {
+            refused += 1;
+            if refused == 3 {
+                break;
+            }
+        }
+    }
+    assert_eq!(refused, 3, "the limit was reached");
+    let received = wait_for(&webhook, |received| {
+        of_kind(received, "spend_limit_75") == 1 && of_kind(received, "spend_limit_100") == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let received_now = webhook.received();
+    assert_eq!(of_kind(&received_now, "spend_limit_75"), 1, "{received:?}");
+    assert_eq!(of_kind(&received_now, "spend_limit_100"), 1, "{received_now:?}");
+    let first_75 = received_now
+        .iter()
+        .position(|webhook| event(webhook)["type"] == "spend_limit_75");
+    let first_100 = received_now
+        .iter()
+        .position(|webhook| event(webhook)["type"] == "spend_limit_100");
+    assert!(first_75 < first_100, "75 % before 100 %");
 }

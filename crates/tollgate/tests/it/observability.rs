@@ -714,36 +714,7 @@ async fn the_console_lists_the_request_log() {
     let served = app.post_messages(&message_body("fake-sonnet")).await;
     assert_eq!(served.status(), 200);
     let request_id = served.headers()["request-id"].to_str().expect("ascii").to_owned();
-    app.tollgate
-        .create_console_admin(
-            &app.org_id,
-            "ada@example.com",
-            "Ada",
-            "correct horse battery staple",
-        )
-        .await
-        .expect("admin created");
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("client");
-    let signed_in = client
-        .post(app.url("/console/sign-in"))
-        .form(&[
-            ("email", "ada@example.com"),
-            ("password", "correct horse battery staple"),
-        ])
-        .send()
-        .await
-        .expect("sign-in sent");
-    assert_eq!(signed_in.status(), 303);
-    let cookie = signed_in.headers()["set-cookie"]
-        .to_str()
-        .expect("ascii")
-        .split(';')
-        .next()
-        .expect("the session cookie")
-        .to_owned();
+    let (client, cookie) = app.console_admin_session().await;
     let page = |query: &str| {
         client
             .get(app.url(&format!("/console/requests{query}")))
