@@ -141,7 +141,10 @@ fn delivery_dto(delivery: &AlertDelivery) -> AlertDeliveryDto {
 #[utoipa::path(get, path = "/v1/organizations/alert_destinations", tag = "Alerts",
     params(("limit" = Option<u32>, Query), ("after_id" = Option<String>, Query), ("before_id" = Option<String>, Query)),
     responses((status = 200, body = Page<AlertDestinationDto>), (status = 400, body = ErrorEnvelope)))]
-pub(crate) async fn list_alert_destinations(Admin(admin): Admin, query: QueryPairs) -> Reply<Page<AlertDestinationDto>> {
+pub(crate) async fn list_alert_destinations(
+    Admin(admin): Admin,
+    query: QueryPairs,
+) -> Reply<Page<AlertDestinationDto>> {
     let page = PageRequest::parse(&query)?;
     let dtos = admin
         .alert_destinations()
@@ -149,7 +152,11 @@ pub(crate) async fn list_alert_destinations(Admin(admin): Admin, query: QueryPai
         .iter()
         .map(|destination| destination_dto(destination, false))
         .collect();
-    Ok(Json(paginate(dtos, |dto: &AlertDestinationDto| dto.id.clone(), &page)?))
+    Ok(Json(paginate(
+        dtos,
+        |dto: &AlertDestinationDto| dto.id.clone(),
+        &page,
+    )?))
 }
 
 /// Adds a destination. A webhook's answer carries its signing secret, this once.
@@ -223,7 +230,10 @@ pub(crate) async fn set_alert_settings(
 #[utoipa::path(get, path = "/v1/organizations/alert_deliveries", tag = "Alerts",
     params(("limit" = Option<u32>, Query), ("after_id" = Option<String>, Query), ("before_id" = Option<String>, Query)),
     responses((status = 200, body = Page<AlertDeliveryDto>), (status = 400, body = ErrorEnvelope)))]
-pub(crate) async fn alert_deliveries(Admin(admin): Admin, query: QueryPairs) -> Reply<Page<AlertDeliveryDto>> {
+pub(crate) async fn alert_deliveries(
+    Admin(admin): Admin,
+    query: QueryPairs,
+) -> Reply<Page<AlertDeliveryDto>> {
     let page = PageRequest::parse(&query)?;
     let dtos = admin
         .alert_deliveries(DELIVERIES_LISTED_MAX)
@@ -231,5 +241,9 @@ pub(crate) async fn alert_deliveries(Admin(admin): Admin, query: QueryPairs) -> 
         .iter()
         .map(delivery_dto)
         .collect();
-    Ok(Json(paginate(dtos, |dto: &AlertDeliveryDto| dto.id.clone(), &page)?))
+    Ok(Json(paginate(
+        dtos,
+        |dto: &AlertDeliveryDto| dto.id.clone(),
+        &page,
+    )?))
 }

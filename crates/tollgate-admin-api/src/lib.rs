@@ -116,7 +116,10 @@ fn api_router() -> OpenApiRouter<AdminState> {
         ))
         .routes(routes!(billing::audit_events))
         .routes(routes!(requests::requests))
-        .routes(routes!(alerts::list_alert_destinations, alerts::create_alert_destination))
+        .routes(routes!(
+            alerts::list_alert_destinations,
+            alerts::create_alert_destination
+        ))
         .routes(routes!(alerts::delete_alert_destination))
         .routes(routes!(alerts::get_alert_settings, alerts::set_alert_settings))
         .routes(routes!(alerts::alert_deliveries))

@@ -120,13 +120,19 @@ pub(crate) struct SettingsForm {
     key_expiry_days: u32,
 }
 
-pub(crate) async fn set_settings(Signed(user): Signed, Form(form): Form<SettingsForm>) -> Result<Response, PageError> {
+pub(crate) async fn set_settings(
+    Signed(user): Signed,
+    Form(form): Form<SettingsForm>,
+) -> Result<Response, PageError> {
     let admin = user.authority(ConsoleArea::Alerts, Access::Change)?;
     let threshold = form.threshold.trim().trim_start_matches('$');
     let balance_threshold = if threshold.is_empty() {
         None
     } else {
-        Some(NanoUsd::parse_usd(threshold).map_err(|error| PageError::Invalid(format!("threshold: {error}")))?)
+        Some(
+            NanoUsd::parse_usd(threshold)
+                .map_err(|error| PageError::Invalid(format!("threshold: {error}")))?,
+        )
     };
     admin
         .set_alert_settings(AlertSettings {
@@ -151,7 +157,11 @@ pub(crate) async fn create_destination(
     let channel = match form.channel.as_str() {
         "webhook" => AlertChannel::Webhook,
         "email" => AlertChannel::Email,
-        other => return Err(PageError::Invalid(format!("'{other}' is not a kind of destination"))),
+        other => {
+            return Err(PageError::Invalid(format!(
+                "'{other}' is not a kind of destination"
+            )));
+        }
     };
     let created = admin.create_alert_destination(channel, &form.target).await?;
     let content = html! {

@@ -110,7 +110,10 @@ pub fn router(state: ConsoleState) -> Router {
         .route("/alerts", get(alerts::page))
         .route("/alerts/settings", post(alerts::set_settings))
         .route("/alerts/destinations", post(alerts::create_destination))
-        .route("/alerts/destinations/{destination_id}/delete", post(alerts::delete_destination))
+        .route(
+            "/alerts/destinations/{destination_id}/delete",
+            post(alerts::delete_destination),
+        )
         .route("/members", get(members::page))
         .route("/members/invite", post(members::invite))
         .route("/members/{user_id}/role", post(members::set_role))

@@ -120,7 +120,8 @@ impl RetryPolicy {
 /// The `tollgate-signature` header's value for `body` sent at `now`.
 pub fn signature_header(secret: &str, body: &[u8], now: Timestamp) -> String {
     let timestamp = now.timestamp();
-    let signature = mac(secret, timestamp, body).map_or_else(String::new, |mac| hex(&mac.finalize().into_bytes()));
+    let signature =
+        mac(secret, timestamp, body).map_or_else(String::new, |mac| hex(&mac.finalize().into_bytes()));
     format!("t={timestamp},v1={signature}")
 }
 

@@ -27,13 +27,15 @@ use lettre::message::Mailbox;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use tollgate_core::Timestamp;
-use tollgate_core::alerts::{AlertKind, RetryPolicy, SIGNATURE_HEADER, balance_below, signature_header, spend_limit_reached};
+use tollgate_core::alerts::{
+    AlertKind, RetryPolicy, SIGNATURE_HEADER, balance_below, signature_header, spend_limit_reached,
+};
 use tollgate_core::ids::IdKind;
 use tollgate_core::money::NanoUsd;
 use tollgate_core::spend::{SpendLimitReached, SpendScope};
 use tollgate_store::{
-    AlertChannel, AlertDelivery, AlertDestination, AlertSettings, AttemptRecord, DeliveryAttempt, LeasedDelivery,
-    NewAlert, Standing,
+    AlertChannel, AlertDelivery, AlertDestination, AlertSettings, AttemptRecord, DeliveryAttempt,
+    LeasedDelivery, NewAlert, Standing,
 };
 
 use crate::Tollgate;
@@ -129,20 +131,34 @@ impl Tollgate {
 
     /// The organization's thresholds, the configured defaults where it set none.
     pub async fn alert_settings(&self, org_id: &str) -> Result<AlertSettings, ServiceError> {
-        Ok(self.store().alert_settings(org_id).await?.unwrap_or(AlertSettings {
-            balance_threshold: None,
-            key_expiry_days: self.alerting().key_expiry_days,
-        }))
+        Ok(self
+            .store()
+            .alert_settings(org_id)
+            .await?
+            .unwrap_or(AlertSettings {
+                balance_threshold: None,
+                key_expiry_days: self.alerting().key_expiry_days,
+            }))
     }
 
-    pub async fn set_alert_settings(&self, org_id: &str, settings: AlertSettings) -> Result<(), ServiceError> {
+    pub async fn set_alert_settings(
+        &self,
+        org_id: &str,
+        settings: AlertSettings,
+    ) -> Result<(), ServiceError> {
         if settings.balance_threshold.is_some_and(NanoUsd::is_negative) {
-            return Err(ServiceError::Invalid("the balance threshold must not be negative".into()));
+            return Err(ServiceError::Invalid(
+                "the balance threshold must not be negative".into(),
+            ));
         }
         if settings.key_expiry_days > KEY_NOTICE_DAYS_MAX {
-            return Err(ServiceError::Invalid("the key expiry notice is 0 to 365 days".into()));
+            return Err(ServiceError::Invalid(
+                "the key expiry notice is 0 to 365 days".into(),
+            ));
         }
-        self.store().set_alert_settings(org_id, settings, self.now()).await?;
+        self.store()
+            .set_alert_settings(org_id, settings, self.now())
+            .await?;
         self.forget_alert_settings(org_id);
         // A new threshold is a new crossing to watch for.
         self.rearm(org_id, AlertKind::BalanceBelowThreshold).await
@@ -167,7 +183,9 @@ impl Tollgate {
             }
             AlertChannel::Email => {
                 if target.parse::<Mailbox>().is_err() {
-                    return Err(ServiceError::Invalid(format!("'{target}' is not an email address")));
+                    return Err(ServiceError::Invalid(format!(
+                        "'{target}' is not an email address"
+                    )));
                 }
                 None
             }
@@ -188,16 +206,30 @@ impl Tollgate {
         Ok(self.store().alert_destinations(org_id).await?)
     }
 
-    pub async fn delete_alert_destination(&self, org_id: &str, destination_id: &str) -> Result<(), ServiceError> {
-        if self.store().delete_alert_destination(org_id, destination_id).await? {
+    pub async fn delete_alert_destination(
+        &self,
+        org_id: &str,
+        destination_id: &str,
+    ) -> Result<(), ServiceError> {
+        if self
+            .store()
+            .delete_alert_destination(org_id, destination_id)
+            .await?
+        {
             Ok(())
         } else {
-            Err(ServiceError::NotFound(format!("no alert destination has the id '{destination_id}'")))
+            Err(ServiceError::NotFound(format!(
+                "no alert destination has the id '{destination_id}'"
+            )))
         }
     }
 
     /// The organization's newest deliveries with their attempts.
-    pub async fn alert_deliveries(&self, org_id: &str, limit: u64) -> Result<Vec<AlertDelivery>, ServiceError> {
+    pub async fn alert_deliveries(
+        &self,
+        org_id: &str,
+        limit: u64,
+    ) -> Result<Vec<AlertDelivery>, ServiceError> {
         Ok(self
             .store()
             .alert_deliveries(org_id, limit.clamp(1, DELIVERIES_LISTED_MAX))
@@ -220,8 +252,7 @@ impl Tollgate {
                 threshold.nanos().to_string(),
                 format!(
                     "The available balance is {}, below the threshold of {}.",
-                    standing.available,
-                    threshold
+                    standing.available, threshold
                 ),
                 serde_json::json!({
                     "available_nano_usd": standing.available.nanos(),
@@ -242,8 +273,7 @@ impl Tollgate {
                     month.clone(),
                     format!(
                         "This month's spend is {} of the monthly limit of {}.",
-                        standing.month_spend,
-                        limit
+                        standing.month_spend, limit
                     ),
                     serde_json::json!({
                         "month": month,
@@ -266,14 +296,27 @@ impl Tollgate {
             return;
         }
         let month = self.now().format("%Y-%m").to_string();
-        let summary = format!("The monthly spend limit of {} is reached; requests are refused until {}.", reached.limit, reached.resets_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+        let summary = format!(
+            "The monthly spend limit of {} is reached; requests are refused until {}.",
+            reached.limit,
+            reached
+                .resets_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        );
         let data = serde_json::json!({"month": month, "limit_nano_usd": reached.limit.nanos()});
         self.fire_in_background(org_id, AlertKind::SpendLimit100, month, summary, data);
     }
 
     /// Claims the crossing in a task of its own, unless this process noted it claimed
     /// within `key_cache_ttl`; the request never waits for it.
-    fn fire_in_background(&self, org_id: &str, kind: AlertKind, subject: String, summary: String, data: serde_json::Value) {
+    fn fire_in_background(
+        &self,
+        org_id: &str,
+        kind: AlertKind,
+        subject: String,
+        summary: String,
+        data: serde_json::Value,
+    ) {
         if !self.remember_claimed(org_id, kind, &subject) {
             return;
         }
@@ -368,7 +411,9 @@ impl Tollgate {
             }
         };
         for key in keys {
-            let Some(expires_at) = key.expires_at else { continue };
+            let Some(expires_at) = key.expires_at else {
+                continue;
+            };
             let subject = format!("{}@{}", key.id, expires_at.timestamp_millis());
             let notice_days = match self.cached_alert_settings(&key.org_id).await {
                 Some(settings) => settings.key_expiry_days,
@@ -389,7 +434,10 @@ impl Tollgate {
                 "api_key_id": key.id,
                 "expires_at": expires_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             });
-            if let Err(error) = self.fire(&key.org_id, AlertKind::KeyExpiring, &subject, &summary, data).await {
+            if let Err(error) = self
+                .fire(&key.org_id, AlertKind::KeyExpiring, &subject, &summary, data)
+                .await
+            {
                 tracing::warn!(%error, key_id = key.id, "could not fire a key expiry alert");
                 self.forget_claimed(&key.org_id, AlertKind::KeyExpiring);
             }
@@ -507,7 +555,10 @@ impl Tollgate {
                 },
             };
             if !self.store().record_alert_attempt(&record).await? {
-                tracing::warn!(delivery_id = delivery.id, "an alert delivery's lease lapsed before its attempt was recorded");
+                tracing::warn!(
+                    delivery_id = delivery.id,
+                    "an alert delivery's lease lapsed before its attempt was recorded"
+                );
             }
         }
         Ok(attempted)
@@ -563,7 +614,13 @@ impl Tollgate {
 /// The subject and text of an alert's email, from its event.
 pub fn email_text(payload: &str) -> (String, String) {
     let event: serde_json::Value = serde_json::from_str(payload).unwrap_or_default();
-    let text = |name: &str| event.get(name).and_then(serde_json::Value::as_str).unwrap_or_default().to_owned();
+    let text = |name: &str| {
+        event
+            .get(name)
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
     let kind = text("type");
     let title = match AlertKind::parse(&kind) {
         Some(AlertKind::BalanceBelowThreshold) => "Balance below threshold",
@@ -626,7 +683,6 @@ async fn send_email(
         )),
     }
 }
-
 
 impl crate::OrgAdmin {
     pub async fn alert_settings(&self) -> Result<AlertSettings, ServiceError> {

@@ -281,7 +281,10 @@ impl Tollgate {
                 org_id,
                 AlertKind::AutoReloadDeclined,
                 &key,
-                &format!("An auto-reload of {} was declined ({reason}); auto-reload is now off.", claimed.amount),
+                &format!(
+                    "An auto-reload of {} was declined ({reason}); auto-reload is now off.",
+                    claimed.amount
+                ),
             )
             .await;
         }

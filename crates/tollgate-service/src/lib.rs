@@ -35,10 +35,10 @@ use tollgate_core::money::NanoUsd;
 use tollgate_core::tiers::BillingPolicy;
 use tollgate_store::Store;
 
+pub use crate::admin::{CreatedApiKey, KeyFilter, KeyUpdate, MAX_ACTIVE_WORKSPACES, OrgAdmin};
 pub use crate::alerts::{
     AlertingSettings, CreatedDestination, DELIVERIES_LISTED_MAX, SmtpSecurity, SmtpSettings, email_text,
 };
-pub use crate::admin::{CreatedApiKey, KeyFilter, KeyUpdate, MAX_ACTIVE_WORKSPACES, OrgAdmin};
 pub use crate::batches::{
     BATCH_LIFETIME_HOURS, BATCH_RESULTS_KEPT_DAYS, BatchMaintenance, BatchRequestPlan, batch_caller,
 };

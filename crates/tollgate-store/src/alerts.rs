@@ -172,7 +172,8 @@ fn optional_timestamp(value: Option<i64>) -> Result<Option<Timestamp>, StoreErro
 }
 
 fn small_count(value: i64) -> Result<u32, StoreError> {
-    u32::try_from(value).map_err(|_| StoreError::Database(format!("count {value} out of range in the database")))
+    u32::try_from(value)
+        .map_err(|_| StoreError::Database(format!("count {value} out of range in the database")))
 }
 
 /// The alert queries, the same on every backend.
@@ -219,12 +220,13 @@ where
     /// Deletes one of the organization's destinations; whether it was there. Its pending
     /// deliveries fail at their next attempt.
     async fn delete_alert_destination(&self, org_id: &str, destination_id: &str) -> Result<bool, StoreError> {
-        let deleted = sqlx::query("DELETE FROM alert_destinations WHERE org_id = $1 AND id = $2 RETURNING id")
-            .bind(org_id)
-            .bind(destination_id)
-            .fetch_optional(self.write_pool())
-            .await
-            .map_err(Self::store_error)?;
+        let deleted =
+            sqlx::query("DELETE FROM alert_destinations WHERE org_id = $1 AND id = $2 RETURNING id")
+                .bind(org_id)
+                .bind(destination_id)
+                .fetch_optional(self.write_pool())
+                .await
+                .map_err(Self::store_error)?;
         Ok(deleted.is_some())
     }
 
@@ -238,7 +240,8 @@ where
         .map_err(Self::store_error)?;
         row.map(|row| {
             Ok(AlertSettings {
-                balance_threshold: column::<Option<i64>>(&row, "balance_threshold_nanos")?.map(NanoUsd::from_nanos),
+                balance_threshold: column::<Option<i64>>(&row, "balance_threshold_nanos")?
+                    .map(NanoUsd::from_nanos),
                 key_expiry_days: small_count(column(&row, "key_expiry_days")?)?,
             })
         })
@@ -307,12 +310,13 @@ where
     /// Deletes the organization's claims of `kind`, so the alert fires at its next
     /// crossing; how many there were.
     async fn rearm_alerts(&self, org_id: &str, kind: &str) -> Result<u64, StoreError> {
-        let deleted = sqlx::query("DELETE FROM alert_claims WHERE org_id = $1 AND kind = $2 RETURNING subject")
-            .bind(org_id)
-            .bind(kind)
-            .fetch_all(self.write_pool())
-            .await
-            .map_err(Self::store_error)?;
+        let deleted =
+            sqlx::query("DELETE FROM alert_claims WHERE org_id = $1 AND kind = $2 RETURNING subject")
+                .bind(org_id)
+                .bind(kind)
+                .fetch_all(self.write_pool())
+                .await
+                .map_err(Self::store_error)?;
         Ok(deleted.len() as u64)
     }
 

@@ -29,7 +29,9 @@ use crate::journal::{
     JournalEntry, SpendCounter, TransferKind, apply_transfer, check_record_scope, check_settlement,
     check_totals, ended_state, month_spend_of, plan_end, settle_outcome,
 };
-use crate::model::{NewReservation, Reservation, ReserveRejection, SettleOutcome, Settlement, Standing, UsageRecord};
+use crate::model::{
+    NewReservation, Reservation, ReserveRejection, SettleOutcome, Settlement, Standing, UsageRecord,
+};
 
 /// One organization's lots in drawdown order (their accounts live in `Book::accounts`) and
 /// its spend account.

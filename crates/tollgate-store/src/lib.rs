@@ -53,8 +53,8 @@ use tollgate_core::spend::MonthSpend;
 
 pub use admin_model::*;
 pub use alerts::{
-    AlertChannel, AlertDelivery, AlertDestination, AlertSettings, AttemptRecord, DeliveryAttempt, DeliveryState,
-    LeasedDelivery, NewAlert,
+    AlertChannel, AlertDelivery, AlertDestination, AlertSettings, AttemptRecord, DeliveryAttempt,
+    DeliveryState, LeasedDelivery, NewAlert,
 };
 pub use batches::{
     BatchDeletion, BatchPage, BatchRequestCounts, BatchRequestState, BatchResult, BatchStatus,
@@ -856,7 +856,11 @@ impl Store {
     }
 
     /// Whether the organization had that destination.
-    pub async fn delete_alert_destination(&self, org_id: &str, destination_id: &str) -> Result<bool, StoreError> {
+    pub async fn delete_alert_destination(
+        &self,
+        org_id: &str,
+        destination_id: &str,
+    ) -> Result<bool, StoreError> {
         dispatch!(self.delete_alert_destination(org_id, destination_id))
     }
 
@@ -902,7 +906,11 @@ impl Store {
     }
 
     /// Active keys expiring after `now` and at or before `until`, soonest first.
-    pub async fn keys_expiring(&self, now: Timestamp, until: Timestamp) -> Result<Vec<KeyRecord>, StoreError> {
+    pub async fn keys_expiring(
+        &self,
+        now: Timestamp,
+        until: Timestamp,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
         dispatch!(self.keys_expiring(now, until))
     }
 

@@ -126,7 +126,9 @@ async fn session(stream: TcpStream, mails: Arc<Mutex<Vec<ReceivedMail>>>) -> std
             to.push(address(command.get(8..).unwrap_or_default()));
             b"250 OK\r\n"
         } else if upper == "DATA" {
-            writer.write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n").await?;
+            writer
+                .write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n")
+                .await?;
             let mut data = String::new();
             loop {
                 line.clear();
@@ -141,11 +143,14 @@ async fn session(stream: TcpStream, mails: Arc<Mutex<Vec<ReceivedMail>>>) -> std
                 data.push_str(text.strip_prefix('.').unwrap_or(text));
                 data.push_str("\r\n");
             }
-            mails.lock().unwrap_or_else(PoisonError::into_inner).push(ReceivedMail {
-                from: from.clone(),
-                to: std::mem::take(&mut to),
-                data,
-            });
+            mails
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(ReceivedMail {
+                    from: from.clone(),
+                    to: std::mem::take(&mut to),
+                    data,
+                });
             b"250 OK: queued\r\n"
         } else if upper == "RSET" {
             from.clear();

@@ -45,7 +45,9 @@ impl FakeWebhook {
             .await
             .expect("a loopback port for the webhook receiver");
         let addr = listener.local_addr().expect("bound");
-        let app = Router::new().route("/hook", post(receive)).with_state(shared.clone());
+        let app = Router::new()
+            .route("/hook", post(receive))
+            .with_state(shared.clone());
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });

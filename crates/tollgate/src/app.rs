@@ -215,7 +215,10 @@ impl Application {
         });
         // Alert deliveries wait in the store; every replica's loop sends its share.
         let alert_deliveries = self.deliver_alerts.then(|| {
-            let owner = format!("alerts-{}", tollgate_service::random::id(tollgate_core::ids::IdKind::Request));
+            let owner = format!(
+                "alerts-{}",
+                tollgate_service::random::id(tollgate_core::ids::IdKind::Request)
+            );
             tokio::spawn(self.state.tollgate.clone().run_alert_deliveries(owner))
         });
         // So is the Console, under /console; it sees client addresses for its sign-in limit.

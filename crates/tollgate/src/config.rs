@@ -607,7 +607,8 @@ impl Config {
                 host: alerts.smtp_host.trim().to_owned(),
                 port: alerts.smtp_port,
                 security,
-                credentials: (!alerts.smtp_username.is_empty()).then(|| (alerts.smtp_username.clone(), password)),
+                credentials: (!alerts.smtp_username.is_empty())
+                    .then(|| (alerts.smtp_username.clone(), password)),
                 from: alerts.smtp_from.clone(),
             })
         };

@@ -90,7 +90,10 @@ async fn other_tenant(app: &TestApp) -> OtherTenant {
     .await;
     assert_eq!(status, 200, "B sets its alert thresholds");
     let ids = BTreeMap::from([
-        ("destination_id", destination["id"].as_str().expect("destination").to_owned()),
+        (
+            "destination_id",
+            destination["id"].as_str().expect("destination").to_owned(),
+        ),
         ("workspace_id", workspace_id),
         ("api_key_id", key["id"].as_str().expect("key").to_owned()),
         ("user_id", user.id),

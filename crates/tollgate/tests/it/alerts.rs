@@ -62,14 +62,23 @@ async fn wait_for(webhook: &FakeWebhook, done: impl Fn(&[ReceivedWebhook]) -> bo
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    panic!("the webhook never got what was expected: {:?}", webhook.received());
+    panic!(
+        "the webhook never got what was expected: {:?}",
+        webhook.received()
+    );
 }
 
 /// Waits (bounded) until the newest delivery has `status`; that delivery.
 async fn newest_delivery_when(app: &TestApp, status: &str) -> Value {
     let mut newest = Value::Null;
     for _ in 0..400 {
-        let (answered, deliveries) = admin(app, reqwest::Method::GET, "/v1/organizations/alert_deliveries", None).await;
+        let (answered, deliveries) = admin(
+            app,
+            reqwest::Method::GET,
+            "/v1/organizations/alert_deliveries",
+            None,
+        )
+        .await;
         assert_eq!(answered, 200);
         newest = deliveries["data"][0].clone();
         if newest["status"] == status {
@@ -85,7 +94,10 @@ fn event(received: &ReceivedWebhook) -> Value {
 }
 
 fn of_kind(received: &[ReceivedWebhook], kind: &str) -> usize {
-    received.iter().filter(|webhook| event(webhook)["type"] == kind).count()
+    received
+        .iter()
+        .filter(|webhook| event(webhook)["type"] == kind)
+        .count()
 }
 
 const FAST_ALERTS: &str = "[alerts]\npoll_interval_millis = 20\nretry_first_delay_seconds = 1\nretry_max_delay_seconds = 1\nattempts_max = 3";
@@ -103,11 +115,23 @@ async fn a_balance_threshold_crossed_by_100_concurrent_requests_fires_once_signe
     .await;
     let webhook = FakeWebhook::start().await;
     let destination = add_destination(&app, "webhook", &webhook.url()).await;
-    let secret = destination["signing_secret"].as_str().expect("secret shown at creation").to_owned();
+    let secret = destination["signing_secret"]
+        .as_str()
+        .expect("secret shown at creation")
+        .to_owned();
     assert!(secret.starts_with("whsec_"));
-    let (_, listed) = admin(&app, reqwest::Method::GET, "/v1/organizations/alert_destinations", None).await;
+    let (_, listed) = admin(
+        &app,
+        reqwest::Method::GET,
+        "/v1/organizations/alert_destinations",
+        None,
+    )
+    .await;
     assert_eq!(listed["data"][0]["id"], destination["id"]);
-    assert!(listed["data"][0].get("signing_secret").is_none(), "a secret is shown once");
+    assert!(
+        listed["data"][0].get("signing_secret").is_none(),
+        "a secret is shown once"
+    );
     // $5.00 granted; the first request's charge takes the balance below $4.9999.
     set_threshold(&app, "499.99").await;
 
@@ -119,16 +143,26 @@ async fn a_balance_threshold_crossed_by_100_concurrent_requests_fires_once_signe
     // Give any duplicate time to show up.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let received = webhook.received();
-    assert_eq!(of_kind(&received, "balance_below_threshold"), 1, "fired once: {received:?}");
+    assert_eq!(
+        of_kind(&received, "balance_below_threshold"),
+        1,
+        "fired once: {received:?}"
+    );
     let alert = &received[0];
     let payload = event(alert);
     assert_eq!(payload["organization_id"], app.org_id.as_str());
-    assert_eq!(payload["data"]["threshold_nano_usd"], NanoUsd::from_nanos(4_999_900_000).nanos());
+    assert_eq!(
+        payload["data"]["threshold_nano_usd"],
+        NanoUsd::from_nanos(4_999_900_000).nanos()
+    );
     assert!(payload["data"]["available_nano_usd"].as_i64().expect("available") < 4_999_900_000);
 
     let header = alert.headers.get(SIGNATURE_HEADER).expect("signed");
     let now = app.tollgate.now();
-    assert_eq!(verify(&secret, header, &alert.body, now, REPLAY_WINDOW_SECONDS), Ok(()));
+    assert_eq!(
+        verify(&secret, header, &alert.body, now, REPLAY_WINDOW_SECONDS),
+        Ok(())
+    );
     let mut tampered = alert.body.clone();
     tampered.extend_from_slice(b" ");
     assert_eq!(
@@ -159,8 +193,14 @@ async fn a_balance_threshold_crossed_by_100_concurrent_requests_fires_once_signe
         .await
         .expect("granted");
     set_threshold(&app, "599.99").await;
-    assert_eq!(app.post_messages(&message_body("fake-sonnet")).await.status(), 200);
-    let received = wait_for(&webhook, |received| of_kind(received, "balance_below_threshold") == 2).await;
+    assert_eq!(
+        app.post_messages(&message_body("fake-sonnet")).await.status(),
+        200
+    );
+    let received = wait_for(&webhook, |received| {
+        of_kind(received, "balance_below_threshold") == 2
+    })
+    .await;
     assert_eq!(of_kind(&received, "balance_below_threshold"), 2);
     app.assert_ledger_clean().await;
 }
@@ -171,16 +211,15 @@ async fn a_balance_threshold_crossed_by_100_concurrent_requests_fires_once_signe
 async fn concurrent_firings_of_one_crossing_claim_it_once() {
     let app = spawn_app_with(Options::default()).await;
     let fire = || {
-        app.tollgate.fire(
-            &app.org_id,
-            AlertKind::SpendLimit75,
-            "2030-01",
-            "75 %",
-            json!({}),
-        )
+        app.tollgate
+            .fire(&app.org_id, AlertKind::SpendLimit75, "2030-01", "75 %", json!({}))
     };
     let fired = join_all((0..50).map(|_| fire())).await;
-    let landed = fired.into_iter().map(|fired| fired.expect("claimed or not")).filter(|landed| *landed).count();
+    let landed = fired
+        .into_iter()
+        .map(|fired| fired.expect("claimed or not"))
+        .filter(|landed| *landed)
+        .count();
     assert_eq!(landed, 1);
     assert!(!fire().await.expect("claim"), "still claimed");
     let other_month = app
@@ -206,7 +245,13 @@ async fn a_receiver_answering_500_gets_retries_and_the_list_shows_each_attempt()
     add_destination(&app, "webhook", &webhook.url()).await;
     assert!(
         app.tollgate
-            .fire(&app.org_id, AlertKind::AutoReloadDeclined, "reload-1", "declined", json!({}))
+            .fire(
+                &app.org_id,
+                AlertKind::AutoReloadDeclined,
+                "reload-1",
+                "declined",
+                json!({})
+            )
             .await
             .expect("fired")
     );
@@ -216,7 +261,13 @@ async fn a_receiver_answering_500_gets_retries_and_the_list_shows_each_attempt()
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    let (_, deliveries) = admin(&app, reqwest::Method::GET, "/v1/organizations/alert_deliveries", None).await;
+    let (_, deliveries) = admin(
+        &app,
+        reqwest::Method::GET,
+        "/v1/organizations/alert_deliveries",
+        None,
+    )
+    .await;
     assert!(webhook.received().len() >= 3, "{deliveries}");
     let delivery = newest_delivery_when(&app, "failed").await;
     assert_eq!(delivery["alert"], "auto_reload_declined");
@@ -233,7 +284,13 @@ async fn a_receiver_answering_500_gets_retries_and_the_list_shows_each_attempt()
     // A receiver that recovers gets the next alert at the first attempt.
     webhook.answer_with(200);
     app.tollgate
-        .fire(&app.org_id, AlertKind::AutoReloadDeclined, "reload-2", "declined", json!({}))
+        .fire(
+            &app.org_id,
+            AlertKind::AutoReloadDeclined,
+            "reload-2",
+            "declined",
+            json!({}),
+        )
         .await
         .expect("fired");
     wait_for(&webhook, |received| received.len() == 4).await;
@@ -257,7 +314,10 @@ async fn an_email_alert_arrives_over_smtp_with_its_subject_and_body() {
     .await;
     add_destination(&app, "email", "billing@example.com").await;
     set_threshold(&app, "499.99").await;
-    assert_eq!(app.post_messages(&message_body("fake-sonnet")).await.status(), 200);
+    assert_eq!(
+        app.post_messages(&message_body("fake-sonnet")).await.status(),
+        200
+    );
     let mut mails = Vec::new();
     for _ in 0..400 {
         mails = smtp.mails();
@@ -266,13 +326,22 @@ async fn an_email_alert_arrives_over_smtp_with_its_subject_and_body() {
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    let (_, deliveries) = admin(&app, reqwest::Method::GET, "/v1/organizations/alert_deliveries", None).await;
+    let (_, deliveries) = admin(
+        &app,
+        reqwest::Method::GET,
+        "/v1/organizations/alert_deliveries",
+        None,
+    )
+    .await;
     assert_eq!(mails.len(), 1, "one email: {deliveries}");
     let mail = &mails[0];
     assert_eq!(mail.from, "alerts@tollgate.test");
     assert_eq!(mail.to, vec!["billing@example.com".to_owned()]);
     let subject = mail.header("Subject").expect("subject");
-    assert_eq!(subject, format!("[tollgate] Balance below threshold ({})", app.org_id));
+    assert_eq!(
+        subject,
+        format!("[tollgate] Balance below threshold ({})", app.org_id)
+    );
     let body = mail.body();
     assert!(body.contains("below the threshold of $4.9999"), "{body}");
     assert!(body.contains(&app.org_id), "{body}");
@@ -314,7 +383,10 @@ async fn an_admin_configures_alerts_on_the_console() {
     };
     let created = post(
         "/console/alerts/destinations",
-        vec![("channel", "webhook".to_owned()), ("target", "https://ops.example.com/hook".to_owned())],
+        vec![
+            ("channel", "webhook".to_owned()),
+            ("target", "https://ops.example.com/hook".to_owned()),
+        ],
     )
     .await
     .expect("created");
@@ -329,15 +401,26 @@ async fn an_admin_configures_alerts_on_the_console() {
     assert!(secret.starts_with("whsec_"));
     let saved = post(
         "/console/alerts/settings",
-        vec![("threshold", "12.50".to_owned()), ("key_expiry_days", "3".to_owned())],
+        vec![
+            ("threshold", "12.50".to_owned()),
+            ("key_expiry_days", "3".to_owned()),
+        ],
     )
     .await
     .expect("saved");
     assert_eq!(saved.status(), 303);
     let settings = app.tollgate.alert_settings(&app.org_id).await.expect("settings");
-    assert_eq!(settings.balance_threshold, Some(NanoUsd::from_nanos(12_500_000_000)));
+    assert_eq!(
+        settings.balance_threshold,
+        Some(NanoUsd::from_nanos(12_500_000_000))
+    );
     assert_eq!(settings.key_expiry_days, 3);
-    let listed = page("/console/alerts").await.expect("page").text().await.expect("html");
+    let listed = page("/console/alerts")
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("html");
     assert!(listed.contains("https://ops.example.com/hook"));
     assert!(!listed.contains(&secret), "the secret is not shown again");
 }
@@ -403,7 +486,9 @@ async fn a_key_alerts_before_it_expires_and_is_refused_after() {
     assert_eq!(body["type"], "error");
     assert_eq!(body["error"]["type"], "authentication_error");
     assert!(
-        body["error"]["message"].as_str().is_some_and(|message| message.contains("expired")),
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|message| message.contains("expired")),
         "{body}"
     );
 }
