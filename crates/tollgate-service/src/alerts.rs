@@ -450,14 +450,23 @@ impl Tollgate {
         Ok(())
     }
 
+    /// The organization's thresholds as this process last read them, at most
+    /// `key_cache_ttl` ago; a miss reloads under the organization's lock (`single_flight`),
+    /// so an expiry under load is one query.
     async fn cached_alert_settings(&self, org_id: &str) -> Option<AlertSettings> {
-        let now = self.now();
         let ttl = self.settings().key_cache_ttl;
-        if let Ok(cache) = self.inner.alerts.thresholds.lock()
-            && let Some((loaded_at, settings)) = cache.get(org_id)
-            && now - *loaded_at < ttl
-        {
-            return *settings;
+        let fresh = |now: Timestamp| {
+            let cache = self.inner.alerts.thresholds.lock().ok()?;
+            let (loaded_at, settings) = cache.get(org_id)?;
+            (now - *loaded_at < ttl).then_some(*settings)
+        };
+        if let Some(settings) = fresh(self.now()) {
+            return settings;
+        }
+        let _loading = self.inner.loads.lock(&format!("alerts:{org_id}")).await;
+        let now = self.now();
+        if let Some(settings) = fresh(now) {
+            return settings;
         }
         let loaded = match self.store().alert_settings(org_id).await {
             Ok(settings) => settings,
