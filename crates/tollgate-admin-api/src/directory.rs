@@ -162,8 +162,13 @@ pub(crate) async fn create_api_key(
     Admin(admin): Admin,
     Body(body): Body<CreateApiKey>,
 ) -> Reply<CreatedApiKeyDto> {
+    let expires_at = body
+        .expires_at
+        .as_deref()
+        .map(|text| crate::extract::parse_timestamp("expires_at", text))
+        .transpose()?;
     let created = admin
-        .create_api_key(&body.name, body.workspace_id.as_deref())
+        .create_api_key(&body.name, body.workspace_id.as_deref(), expires_at)
         .await?;
     let default_workspace = admin.default_workspace_id().await?;
     Ok(Json(CreatedApiKeyDto {

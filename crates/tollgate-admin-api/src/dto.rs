@@ -100,7 +100,7 @@ pub(crate) struct ApiKeyDto {
     pub(crate) workspace_id: Option<String>,
     pub(crate) created_at: String,
     pub(crate) created_by: Actor,
-    /// Keys don't expire in tollgate: always `null`.
+    /// When the key stops working (RFC 3339); `null`: never.
     pub(crate) expires_at: Option<String>,
     pub(crate) partial_key_hint: String,
     /// `active`, `inactive` or `archived`.
@@ -122,7 +122,7 @@ impl ApiKeyDto {
                 .filter(|workspace_id| workspace_id != default_workspace),
             created_at: instant(record.created_at),
             created_by: actor(&key.created_by),
-            expires_at: None,
+            expires_at: record.expires_at.map(instant),
             partial_key_hint: record.hint.clone(),
             status: record.status.as_str(),
             last_used_at: record.last_used_at.map(instant),
@@ -151,6 +151,9 @@ pub(crate) struct CreateApiKey {
     pub(crate) name: String,
     /// The workspace; omitted or `null` is the Default workspace.
     pub(crate) workspace_id: Option<String>,
+    /// RFC 3339, in the future: the key is refused from then on. Omitted or `null`: never.
+    #[serde(default)]
+    pub(crate) expires_at: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

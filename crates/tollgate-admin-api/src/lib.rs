@@ -1,7 +1,7 @@
 //! The control plane's JSON API: Anthropic's Admin API under `/v1/organizations` (the
 //! organization, workspaces, API keys, users, invites, workspace members, usage and cost
 //! reports, rate limits) and tollgate's additions in the same style (credits, tiers,
-//! limits, auto-reload, the audit log), with its OpenAPI 3.1 document at
+//! limits, auto-reload, the audit log, alerts), with its OpenAPI 3.1 document at
 //! `/v1/openapi.json`, generated from the handlers' annotations by the same router that
 //! serves them, so no route can be served undocumented.
 //!
@@ -9,6 +9,7 @@
 //! tollgate-service; handlers only parse, call it and convert to wire shapes. Never sqlx,
 //! never money arithmetic.
 
+mod alerts;
 mod billing;
 mod captures;
 pub mod csv;
@@ -57,7 +58,7 @@ pub struct AdminState {
     tags(
         (name = "Organization"), (name = "Workspaces"), (name = "API keys"), (name = "Users"),
         (name = "Invites"), (name = "Workspace members"), (name = "Reports"), (name = "Credits"),
-        (name = "Limits"), (name = "Audit"), (name = "Request log")
+        (name = "Limits"), (name = "Audit"), (name = "Request log"), (name = "Alerts")
     )
 )]
 struct ApiDoc;
@@ -118,6 +119,13 @@ fn api_router() -> OpenApiRouter<AdminState> {
         .routes(routes!(requests::requests))
         .routes(routes!(captures::request_body))
         .routes(routes!(captures::get_capture, captures::set_capture))
+        .routes(routes!(
+            alerts::list_alert_destinations,
+            alerts::create_alert_destination
+        ))
+        .routes(routes!(alerts::delete_alert_destination))
+        .routes(routes!(alerts::get_alert_settings, alerts::set_alert_settings))
+        .routes(routes!(alerts::alert_deliveries))
 }
 
 /// The generated OpenAPI document, built once, with how every operation authenticates.

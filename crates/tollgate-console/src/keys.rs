@@ -71,6 +71,8 @@ pub(crate) async fn list(
                             option value=(workspace.id) selected[workspace.id == query.workspace] { (workspace.name) }
                         }
                     }
+                    label for="key-expires" { "Expires on (UTC date; blank for never)" }
+                    input id="key-expires" name="expires" type="date";
                     button type="submit" { "Create key" }
                 }
             }
@@ -98,7 +100,7 @@ pub(crate) async fn list(
                 thead { tr {
                     th scope="col" { "Name" } th scope="col" { "Key" } th scope="col" { "Workspace" }
                     th scope="col" { "Created by" } th scope="col" { "Created" } th scope="col" { "Last used" }
-                    th scope="col" { "Status" }
+                    th scope="col" { "Expires" } th scope="col" { "Status" }
                     @if may_change { th scope="col" { "Change" } }
                 } }
                 tbody {
@@ -111,6 +113,7 @@ pub(crate) async fn list(
                             td { (creator(&key.created_by)) }
                             td { (layout::day(record.created_at)) }
                             td { (layout::optional_instant(record.last_used_at)) }
+                            td { (record.expires_at.map_or_else(|| "never".to_owned(), layout::day)) }
                             td { (record.status.as_str()) }
                             @if may_change {
                                 td.actions {
@@ -136,7 +139,7 @@ pub(crate) async fn list(
                         }
                     }
                     @if keys.is_empty() {
-                        tr { td colspan="8" { "No keys match." } }
+                        tr { td colspan="9" { "No keys match." } }
                     }
                 }
             }
@@ -152,6 +155,9 @@ pub(crate) struct CreateForm {
     name: String,
     #[serde(default)]
     workspace: String,
+    /// `YYYY-MM-DD`: the key expires at the start of that day (UTC); blank: never.
+    #[serde(default)]
+    expires: String,
 }
 
 pub(crate) async fn create(
@@ -163,7 +169,16 @@ pub(crate) async fn create(
         "" | "default" => None,
         id => Some(id),
     };
-    let created = admin.create_api_key(&form.name, workspace).await?;
+    let expires_at = match form.expires.trim() {
+        "" => None,
+        text => Some(
+            chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+                .map_err(|_| PageError::Invalid(format!("'{text}' is not a date (YYYY-MM-DD)")))?
+                .and_time(chrono::NaiveTime::MIN)
+                .and_utc(),
+        ),
+    };
+    let created = admin.create_api_key(&form.name, workspace, expires_at).await?;
     let content = html! {
         section.card {
             h2 { "Key " (created.key.record.name) " created" }

@@ -7,7 +7,7 @@ use tollgate_core::money::NanoUsd;
 use tollgate_service::{Access, ConsoleArea, ConsoleUser};
 
 /// The navigation: path, label, and the area whose view it needs.
-const NAVIGATION: [(&str, &str, ConsoleArea); 9] = [
+const NAVIGATION: [(&str, &str, ConsoleArea); 10] = [
     ("/console/overview", "Overview", ConsoleArea::Overview),
     ("/console/workspaces", "Workspaces", ConsoleArea::Workspaces),
     ("/console/keys", "API keys", ConsoleArea::ApiKeys),
@@ -17,6 +17,7 @@ const NAVIGATION: [(&str, &str, ConsoleArea); 9] = [
     ("/console/requests", "Requests", ConsoleArea::Usage),
     ("/console/workbench", "Workbench", ConsoleArea::Workbench),
     ("/console/members", "Members", ConsoleArea::Members),
+    ("/console/alerts", "Alerts", ConsoleArea::Alerts),
 ];
 
 fn head(title: &str) -> Markup {

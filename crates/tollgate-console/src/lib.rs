@@ -13,6 +13,7 @@
 //! `include_str!`; nothing is loaded from anywhere else, so no Node or CDN is needed to
 //! build or run it. Charts are SVG drawn on the server.
 
+mod alerts;
 mod auth;
 mod billing;
 mod capture;
@@ -109,6 +110,13 @@ pub fn router(state: ConsoleState) -> Router {
         .route("/workbench", get(workbench::page))
         .route("/workbench/run", post(workbench::run))
         .route("/workbench/result/{request_id}", get(workbench::result))
+        .route("/alerts", get(alerts::page))
+        .route("/alerts/settings", post(alerts::set_settings))
+        .route("/alerts/destinations", post(alerts::create_destination))
+        .route(
+            "/alerts/destinations/{destination_id}/delete",
+            post(alerts::delete_destination),
+        )
         .route("/members", get(members::page))
         .route("/members/invite", post(members::invite))
         .route("/members/{user_id}/role", post(members::set_role))

@@ -38,6 +38,8 @@ pub enum IdKind {
     Purchase,
     Invite,
     MessageBatch,
+    AlertDestination,
+    AlertEvent,
 }
 
 impl IdKind {
@@ -54,6 +56,8 @@ impl IdKind {
             IdKind::Purchase => "purch_",
             IdKind::Invite => "invite_",
             IdKind::MessageBatch => "msgbatch_",
+            IdKind::AlertDestination => "alertdest_",
+            IdKind::AlertEvent => "alertevt_",
         }
     }
 }

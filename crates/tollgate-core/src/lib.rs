@@ -7,6 +7,7 @@
 //! the HTTP crates.
 #![deny(clippy::float_arithmetic)]
 
+pub mod alerts;
 pub mod attribution;
 pub mod catalog;
 pub mod ids;

@@ -96,7 +96,7 @@ impl Tollgate {
     /// Checks an admin key presented to the Admin API. Not cached: admin calls are rare,
     /// and a revoked admin key must stop at once.
     pub async fn authenticate_admin_key(&self, presented: Option<&str>) -> Result<OrgAdmin, AuthRefusal> {
-        let record = check_presented(presented, KeyKind::Admin, |key| async move {
+        let record = check_presented(presented, KeyKind::Admin, self.now(), |key| async move {
             self.store().key_by_hash(&key.hash()).await
         })
         .await?;
@@ -272,11 +272,17 @@ impl OrgAdmin {
     }
 
     /// Creates an API key in a workspace (`None`: the Default workspace). Moves no money.
+    /// Creates an API key in the workspace (the Default one when `None`), expiring at
+    /// `expires_at` if given, which must be in the future.
     pub async fn create_api_key(
         &self,
         name: &str,
         workspace_id: Option<&str>,
+        expires_at: Option<tollgate_core::Timestamp>,
     ) -> Result<CreatedApiKey, ServiceError> {
+        if expires_at.is_some_and(|expires_at| expires_at <= self.tollgate.now()) {
+            return Err(ServiceError::Invalid("expires_at must be in the future".into()));
+        }
         let workspace_id = match workspace_id {
             Some(workspace_id) => {
                 let workspace = self.workspace(workspace_id).await?;
@@ -304,6 +310,7 @@ impl OrgAdmin {
                     secret_hash: secret.hash(),
                     hint: secret.hint(),
                     created_at: self.tollgate.now(),
+                    expires_at,
                 },
                 &self.creator,
             )

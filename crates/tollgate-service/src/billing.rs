@@ -2,6 +2,7 @@
 //! the tier's largest single purchase), the tier ladder as the customer sees it, and
 //! auto-reload — at most one reload in flight per organization, across processes.
 
+use tollgate_core::alerts::AlertKind;
 use tollgate_core::ids::IdKind;
 use tollgate_core::ledger::{LotKind, default_expiry};
 use tollgate_core::money::NanoUsd;
@@ -116,6 +117,9 @@ impl Tollgate {
             .complete_purchase(&purchase.id, outcome, request.actor, self.now())
             .await?;
         self.forget_organization_limits(request.org_id);
+        if completed.status == PurchaseStatus::Succeeded {
+            self.alerts_after_credit(request.org_id).await;
+        }
         finished_purchase(completed)
     }
 
@@ -272,6 +276,18 @@ impl Tollgate {
             Err(ServiceError::Payment(error)) => Some(format!("auto-reload turned off: {error}")),
             Err(error) => Some(format!("auto-reload turned off: {error}")),
         };
+        if let Err(ServiceError::Payment(PaymentError::Declined(reason))) = &result {
+            self.fire_event(
+                org_id,
+                AlertKind::AutoReloadDeclined,
+                &key,
+                &format!(
+                    "An auto-reload of {} was declined ({reason}); auto-reload is now off.",
+                    claimed.amount
+                ),
+            )
+            .await;
+        }
         crate::telemetry::auto_reload(match &result {
             Ok(_) => "succeeded",
             Err(ServiceError::Payment(PaymentError::Declined(_))) => "declined",

@@ -66,6 +66,8 @@ pub enum ConsoleArea {
     Usage,
     Workbench,
     Members,
+    /// Alert destinations, thresholds and deliveries.
+    Alerts,
 }
 
 /// Looking, or changing.
@@ -89,6 +91,7 @@ pub fn role_allows(role: OrgRole, area: ConsoleArea, access: Access) -> bool {
         (Workbench, _) => role != OrgRole::ClaudeCodeUser,
         (Members, Access::View) => matches!(role, OrgRole::Admin | OrgRole::Billing | OrgRole::Developer),
         (Members, Access::Change) => role == OrgRole::Admin,
+        (Alerts, _) => role == OrgRole::Admin,
     }
 }
 
@@ -216,6 +219,7 @@ impl ConsoleUser {
                             secret_hash: secret.hash(),
                             hint: secret.hint(),
                             created_at: tollgate.now(),
+                            expires_at: None,
                         },
                         &creator,
                     )

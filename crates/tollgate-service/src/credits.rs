@@ -75,6 +75,7 @@ impl Tollgate {
             .await?;
         // A programme's uplift applies at once in this process.
         self.inner.limits_cache.forget_organization(org_id);
+        self.alerts_after_credit(org_id).await;
         Ok(lot)
     }
 

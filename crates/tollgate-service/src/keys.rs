@@ -57,10 +57,12 @@ pub enum AuthRefusal {
 }
 
 /// The steps every credential check shares: present and well formed (checked before any
-/// lookup), then known, of the `expected` kind, and active.
+/// lookup), then known, of the `expected` kind, active, and not expired at `now` (checked
+/// on the record, cached or not, so a key stops at its expiry, not a cache period later).
 pub(crate) async fn check_presented<F, Fut>(
     presented: Option<&str>,
     expected: KeyKind,
+    now: Timestamp,
     lookup: F,
 ) -> Result<KeyRecord, AuthRefusal>
 where
@@ -75,6 +77,9 @@ where
     }
     if record.status != KeyStatus::Active {
         return Err(AuthRefusal::NotActive(record.status.as_str()));
+    }
+    if record.expires_at.is_some_and(|expires_at| expires_at <= now) {
+        return Err(AuthRefusal::NotActive("expired"));
     }
     Ok(record)
 }
@@ -124,6 +129,7 @@ impl Tollgate {
                 secret_hash: secret.hash(),
                 hint: secret.hint(),
                 created_at: self.now(),
+                expires_at: None,
             })
             .await?;
         Ok(CreatedKey { secret, record })
@@ -155,7 +161,7 @@ impl Tollgate {
 
     /// Checks a secret presented on the data plane.
     pub async fn authenticate_api_key(&self, presented: Option<&str>) -> Result<ApiCaller, AuthRefusal> {
-        let record = check_presented(presented, KeyKind::Api, |key| async move {
+        let record = check_presented(presented, KeyKind::Api, self.now(), |key| async move {
             self.lookup_key(&key).await
         })
         .await?;

@@ -4,6 +4,7 @@
 //! Knows nothing of HTTP or wire JSON.
 
 mod admin;
+mod alerts;
 mod batches;
 mod billing;
 pub mod capture;
@@ -38,6 +39,9 @@ use tollgate_core::tiers::BillingPolicy;
 use tollgate_store::Store;
 
 pub use crate::admin::{CreatedApiKey, KeyFilter, KeyUpdate, MAX_ACTIVE_WORKSPACES, OrgAdmin};
+pub use crate::alerts::{
+    AlertingSettings, CreatedDestination, DELIVERIES_LISTED_MAX, SmtpSecurity, SmtpSettings, email_text,
+};
 pub use crate::batches::{
     BATCH_LIFETIME_HOURS, BATCH_RESULTS_KEPT_DAYS, BatchMaintenance, BatchRequestPlan, batch_caller,
 };
@@ -63,6 +67,9 @@ pub use crate::reports::{
 };
 pub use crate::users::{INVITE_LIFETIME_DAYS, Invite, InviteStatus, Member};
 pub use tollgate_limiter::{Limiter, Metric};
+pub use tollgate_store::{
+    AlertChannel, AlertDelivery, AlertDestination, AlertSettings, DeliveryAttempt, DeliveryState,
+};
 pub use tollgate_store::{
     AuditEntry, AutoReload, BalanceView, KeyRecord, KeyStatus, LotView, Organization, Purchase,
     PurchaseStatus, RateLimitOverrides, SettleOutcome, UsageRecord, UsageStatus, Workspace, WorkspaceLimits,
@@ -122,6 +129,7 @@ struct Inner {
     organization_labels: telemetry::OrganizationLabels,
     /// Settlements the store refused, written by a later maintenance pass.
     pending: pending::PendingSettlements,
+    alerts: alerts::AlertState,
 }
 
 impl Tollgate {
@@ -147,6 +155,7 @@ impl Tollgate {
                 live: Arc::default(),
                 organization_labels: Default::default(),
                 pending: pending::PendingSettlements::default(),
+                alerts: alerts::AlertState::default(),
             }),
         }
     }

@@ -35,6 +35,7 @@ impl Tollgate {
         // Batches before the reaper: an expired batch voids its own requests' reservations.
         let batches = self.maintain_batches().await?;
         let reservations_voided = self.store().reap_reservations(now).await?;
+        self.alert_expiring_keys(now).await;
         crate::telemetry::reaped(reservations_voided);
         Ok(MaintenanceReport {
             reservations_voided,

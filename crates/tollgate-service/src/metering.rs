@@ -500,6 +500,7 @@ impl Tollgate {
                             }
                             ReserveRejection::SpendLimitReached(reached) => {
                                 telemetry::spend_refused("spend_limit");
+                                self.alerts_after_spend_refusal(&caller.org_id, &reached);
                                 ServiceError::SpendLimitReached(reached)
                             }
                         })
@@ -719,11 +720,13 @@ impl Tollgate {
                 .limits_cache
                 .remember_cached(scope, prefixes, open.started_at);
         }
-        if outcome
-            .as_ref()
-            .is_ok_and(|outcome| outcome.charged.is_positive())
+        if let Ok(settled) = &outcome
+            && settled.charged.is_positive()
         {
             self.auto_reload_after_charge(&open.caller.org_id).await;
+            if let Some(standing) = settled.standing {
+                self.alerts_after_settlement(&open.caller.org_id, standing).await;
+            }
         }
         outcome
     }

@@ -21,6 +21,13 @@ pub fn ordered_id(kind: IdKind, now: Timestamp) -> String {
     new_time_ordered_id(kind, unix_millis, bytes)
 }
 
+/// 32 random bytes in base62: a signing secret.
+pub fn secret_text() -> String {
+    let mut bytes = [0_u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    tollgate_core::ids::base62_encode(&bytes)
+}
+
 pub fn key(kind: KeyKind) -> WellFormedKey {
     let mut bytes = [0_u8; 32];
     rand::rng().fill_bytes(&mut bytes);

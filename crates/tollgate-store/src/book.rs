@@ -29,7 +29,9 @@ use crate::journal::{
     JournalEntry, SpendCounter, TransferKind, apply_transfer, check_record_scope, check_settlement,
     check_totals, ended_state, month_spend_of, plan_end, settle_outcome,
 };
-use crate::model::{NewReservation, Reservation, ReserveRejection, SettleOutcome, Settlement, UsageRecord};
+use crate::model::{
+    NewReservation, Reservation, ReserveRejection, SettleOutcome, Settlement, Standing, UsageRecord,
+};
 
 /// One organization's lots in drawdown order (their accounts live in `Book::accounts`) and
 /// its spend account.
@@ -410,7 +412,22 @@ impl Book {
         });
         delta.ended_ids.insert(reservation_id);
         delta.records.push((&settlement.record, reservation_id));
-        Ok(settle_outcome(&plan))
+        let (lots, _) = self.lots(org_id)?;
+        let month_spend = month_spend_of(
+            org_id,
+            "",
+            month,
+            self.month(org_id, month)?
+                .iter()
+                .map(|(workspace_id, counter)| (workspace_id.clone(), *counter)),
+        )?;
+        Ok(SettleOutcome {
+            standing: Some(Standing {
+                available: ledger::credit_balance(&lots, settlement.now).available,
+                month_spend: month_spend.organization,
+            }),
+            ..settle_outcome(&plan)
+        })
     }
 
     /// Decides one operation of a batch.

@@ -296,6 +296,7 @@ pub(crate) fn settle_outcome(plan: &SettlementPlan) -> SettleOutcome {
         released: plan.released,
         uncovered: plan.uncovered,
         already_ended: false,
+        standing: None,
     }
 }
 

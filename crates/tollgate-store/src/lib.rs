@@ -23,6 +23,7 @@ macro_rules! dispatch {
 }
 
 mod admin_model;
+mod alerts;
 mod audit_log;
 mod batches;
 mod batching;
@@ -53,6 +54,10 @@ use tollgate_core::roles::OrgRole;
 use tollgate_core::spend::MonthSpend;
 
 pub use admin_model::*;
+pub use alerts::{
+    AlertChannel, AlertDelivery, AlertDestination, AlertSettings, AttemptRecord, DeliveryAttempt,
+    DeliveryState, LeasedDelivery, NewAlert,
+};
 pub use batches::{
     BatchDeletion, BatchPage, BatchRequestCounts, BatchRequestState, BatchResult, BatchStatus,
     ClaimedBatchRequest, MessageBatch, NewBatchRequest, NewMessageBatch, UnrunBatchRequest,
@@ -67,6 +72,7 @@ pub use postgres::PostgresOptions;
 pub use sqlite::SqliteOptions;
 pub use sqlite::backup::SqliteBackup;
 
+use crate::alerts::Alerts;
 use crate::audit_log::AuditLog;
 use crate::batches::Batches;
 use crate::captures::Captures;
@@ -927,5 +933,82 @@ impl Store {
     /// Deletes the captures past their retention at `now`; how many.
     pub async fn purge_captures(&self, now: Timestamp) -> Result<u64, StoreError> {
         dispatch!(self.purge_captures(now))
+    }
+}
+
+/// The façade over alerts (`alerts.rs`): destinations, thresholds, the claims that make an
+/// alert fire once per crossing, and the deliveries' outbox.
+impl Store {
+    pub async fn insert_alert_destination(&self, destination: &AlertDestination) -> Result<(), StoreError> {
+        dispatch!(self.insert_alert_destination(destination))
+    }
+
+    /// The organization's destinations, oldest first.
+    pub async fn alert_destinations(&self, org_id: &str) -> Result<Vec<AlertDestination>, StoreError> {
+        dispatch!(self.alert_destinations(org_id))
+    }
+
+    /// Whether the organization had that destination.
+    pub async fn delete_alert_destination(
+        &self,
+        org_id: &str,
+        destination_id: &str,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self.delete_alert_destination(org_id, destination_id))
+    }
+
+    /// `None` until the organization sets its thresholds.
+    pub async fn alert_settings(&self, org_id: &str) -> Result<Option<AlertSettings>, StoreError> {
+        dispatch!(self.alert_settings(org_id))
+    }
+
+    pub async fn set_alert_settings(
+        &self,
+        org_id: &str,
+        settings: AlertSettings,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        dispatch!(self.set_alert_settings(org_id, settings, now))
+    }
+
+    /// Claims the alert and queues its deliveries if the claim is new: how many were
+    /// queued, or `None` when the alert had fired already.
+    pub async fn fire_alert(&self, alert: &NewAlert) -> Result<Option<u64>, StoreError> {
+        dispatch!(self.fire_alert(alert))
+    }
+
+    /// Re-arms the organization's alerts of `kind`; how many claims were cleared.
+    pub async fn rearm_alerts(&self, org_id: &str, kind: &str) -> Result<u64, StoreError> {
+        dispatch!(self.rearm_alerts(org_id, kind))
+    }
+
+    /// Leases up to `limit` due deliveries to `owner` until `lease_until`.
+    pub async fn lease_alert_deliveries(
+        &self,
+        owner: &str,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u64,
+    ) -> Result<Vec<LeasedDelivery>, StoreError> {
+        dispatch!(self.lease_alert_deliveries(owner, now, lease_until, limit))
+    }
+
+    /// Records an attempt if its loop still holds the lease; whether it did.
+    pub async fn record_alert_attempt(&self, record: &AttemptRecord) -> Result<bool, StoreError> {
+        dispatch!(self.record_alert_attempt(record))
+    }
+
+    /// Active keys expiring after `now` and at or before `until`, soonest first.
+    pub async fn keys_expiring(
+        &self,
+        now: Timestamp,
+        until: Timestamp,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
+        dispatch!(self.keys_expiring(now, until))
+    }
+
+    /// The organization's newest `limit` deliveries with their attempts.
+    pub async fn alert_deliveries(&self, org_id: &str, limit: u64) -> Result<Vec<AlertDelivery>, StoreError> {
+        dispatch!(self.alert_deliveries(org_id, limit))
     }
 }

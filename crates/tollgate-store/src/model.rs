@@ -72,6 +72,8 @@ pub struct KeyRecord {
     pub status: KeyStatus,
     pub created_at: Timestamp,
     pub last_used_at: Option<Timestamp>,
+    /// From then on the key is refused; `None`: never.
+    pub expires_at: Option<Timestamp>,
 }
 
 /// A key to insert; it starts `Active`.
@@ -85,6 +87,7 @@ pub struct NewKey {
     pub secret_hash: String,
     pub hint: String,
     pub created_at: Timestamp,
+    pub expires_at: Option<Timestamp>,
 }
 
 /// A credit lot to grant.
@@ -274,6 +277,19 @@ pub struct SettleOutcome {
     pub uncovered: NanoUsd,
     /// The reservation had already ended: nothing was done and all amounts are zero.
     pub already_ended: bool,
+    /// Where the organization stood right after this settlement, as the write that made it
+    /// saw it; `None` when the reservation had already ended. Alerts read it, so that
+    /// checking a threshold costs no query of its own.
+    pub standing: Option<Standing>,
+}
+
+/// An organization's credit and month's spend, as of one settlement.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Standing {
+    /// Reservable credit: unexpired lots less what is reserved from them.
+    pub available: NanoUsd,
+    /// The organization's spend in the reservation's month (settled plus open reservations).
+    pub month_spend: NanoUsd,
 }
 
 /// What the audit found. No problems means the stored totals agree with the journal.

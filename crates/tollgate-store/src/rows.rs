@@ -125,7 +125,7 @@ pub(crate) const WORKSPACE_SELECT: &str =
 /// The columns of a key and its creator, as `key_view_from_row` reads them.
 pub(crate) const KEY_VIEW_SELECT: &str =
     "SELECT id, kind, org_id, workspace_id, name, hint, status, created_at,
-        last_used_at, created_by_type, created_by_id
+        last_used_at, expires_at, created_by_type, created_by_id
     FROM api_keys";
 /// The columns of a user, as `user_from_row` reads them.
 pub(crate) const USER_SELECT: &str = "SELECT id, org_id, email, name, role, added_at FROM users";
@@ -185,6 +185,7 @@ pub(crate) fn key_from_row<R: DbRow>(row: &R) -> Result<KeyRecord, StoreError> {
         status: KeyStatus::parse(&status_text).ok_or_else(|| unknown_text("key status", &status_text))?,
         created_at: timestamp_from_sql(column(row, "created_at")?)?,
         last_used_at: optional_timestamp(row, "last_used_at")?,
+        expires_at: optional_timestamp(row, "expires_at")?,
     })
 }
 

@@ -1,5 +1,5 @@
 //! Test-only helpers for tollgate: [`FakeOtlp`], a collector that keeps the spans it is
-//! sent, and [`FakeUpstream`]: a real HTTP server on
+//! sent, [`FakeWebhook`] and [`FakeSmtp`], which receive alerts by HTTP and by SMTP, and [`FakeUpstream`]: a real HTTP server on
 //! loopback that speaks Anthropic's Messages API wire format (JSON replies, the SSE event
 //! sequence, error envelopes) and can be told per instance how to misbehave, so integration
 //! tests and the benchmark harness never touch api.anthropic.com.
@@ -11,6 +11,10 @@
 
 mod fake_upstream;
 mod otlp;
+mod smtp;
+mod webhook;
 
 pub use crate::fake_upstream::{Behavior, FakeUpstream, RecordedRequest, Recording, Reply};
 pub use crate::otlp::{FakeOtlp, ReceivedSpan};
+pub use crate::smtp::{FakeSmtp, ReceivedMail};
+pub use crate::webhook::{FakeWebhook, ReceivedWebhook};

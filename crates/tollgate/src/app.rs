@@ -65,6 +65,7 @@ pub async fn service(config: &Config, store: Store, clock: Arc<dyn Clock>) -> an
         clock,
         config.service_settings()?,
     );
+    tollgate.set_alerting(config.alerting_settings()?);
     tollgate.set_max_concurrent_calls_per_organization(
         config.gateway.max_concurrent_requests_per_organization.max(1),
     );
@@ -76,6 +77,8 @@ pub struct Application {
     state: GatewayState,
     maintenance_interval: Duration,
     batch_runner: tollgate_gateway::BatchRunnerSettings,
+    /// Whether this process runs an alert delivery loop.
+    deliver_alerts: bool,
     server: ServerSettings,
     console: ConsoleSettings,
     first_start: Option<FirstStart>,
@@ -157,6 +160,7 @@ impl Application {
                 concurrency: config.batches.concurrency,
                 lease: Duration::from_secs(config.batches.lease_seconds.max(1)),
             },
+            deliver_alerts: config.alerts.deliver,
             server: config.server_settings()?,
             console: config.console_settings()?,
             first_start,
@@ -209,6 +213,14 @@ impl Application {
                 self.batch_runner,
             ))
         });
+        // Alert deliveries wait in the store; every replica's loop sends its share.
+        let alert_deliveries = self.deliver_alerts.then(|| {
+            let owner = format!(
+                "alerts-{}",
+                tollgate_service::random::id(tollgate_core::ids::IdKind::Request)
+            );
+            tokio::spawn(self.state.tollgate.clone().run_alert_deliveries(owner))
+        });
         // So is the Console, under /console; it sees client addresses for its sign-in limit.
         let console = crate::console::router(&self.state, self.console);
         let mut routes = router(self.state).merge(admin).merge(console);
@@ -232,6 +244,9 @@ impl Application {
         metrics_tasks.iter().for_each(tokio::task::JoinHandle::abort);
         if let Some(batch_runner) = batch_runner {
             batch_runner.abort();
+        }
+        if let Some(alert_deliveries) = alert_deliveries {
+            alert_deliveries.abort();
         }
         Ok(())
     }

@@ -45,6 +45,7 @@ pub struct Config {
     pub gateway: GatewayConfig,
     pub observability: ObservabilityConfig,
     pub batches: BatchesConfig,
+    pub alerts: AlertsConfig,
     pub providers: BTreeMap<String, ProviderConfig>,
     /// Whether the built-in catalogue (its models and aliases, all on the simulated model)
     /// is served beside the configured models. `false` in a config file or
@@ -215,6 +216,30 @@ pub struct TraceSettings {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// Whether this process's delivery loop sends alerts (every replica's may).
+    pub deliver: bool,
+    pub attempts_max: u32,
+    pub retry_first_delay_seconds: u64,
+    pub retry_max_delay_seconds: u64,
+    pub lease_seconds: u64,
+    pub poll_interval_millis: u64,
+    pub webhook_timeout_seconds: u64,
+    pub key_expiry_notice_days: u32,
+    /// Empty: no email.
+    pub smtp_host: String,
+    pub smtp_port: u16,
+    /// `none` or `starttls`.
+    pub smtp_security: String,
+    pub smtp_username: String,
+    pub smtp_password: String,
+    #[serde(default)]
+    pub smtp_password_file: Option<PathBuf>,
+    pub smtp_from: String,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -555,6 +580,50 @@ impl Config {
             Ok(Backend::Postgres(options)) => format!("PostgreSQL at {}", redact_password(&options.url)),
             _ => format!("SQLite at {}", self.database_path().display()),
         }
+    }
+
+    /// How this process delivers alerts (`[alerts]`).
+    pub fn alerting_settings(&self) -> anyhow::Result<tollgate_service::AlertingSettings> {
+        let alerts = &self.alerts;
+        if alerts.attempts_max == 0 {
+            bail!("alerts.attempts_max must be at least 1");
+        }
+        let smtp = if alerts.smtp_host.trim().is_empty() {
+            None
+        } else {
+            let security = match alerts.smtp_security.as_str() {
+                "none" => tollgate_service::SmtpSecurity::None,
+                "starttls" => tollgate_service::SmtpSecurity::StartTls,
+                other => bail!("alerts.smtp_security must be 'none' or 'starttls', not '{other}'"),
+            };
+            let password = match &alerts.smtp_password_file {
+                Some(path) => std::fs::read_to_string(path)
+                    .with_context(|| format!("alerts.smtp_password_file: cannot read {}", path.display()))?
+                    .trim_end()
+                    .to_owned(),
+                None => alerts.smtp_password.clone(),
+            };
+            Some(tollgate_service::SmtpSettings {
+                host: alerts.smtp_host.trim().to_owned(),
+                port: alerts.smtp_port,
+                security,
+                credentials: (!alerts.smtp_username.is_empty())
+                    .then(|| (alerts.smtp_username.clone(), password)),
+                from: alerts.smtp_from.clone(),
+            })
+        };
+        Ok(tollgate_service::AlertingSettings {
+            retry: tollgate_core::alerts::RetryPolicy {
+                attempts_max: alerts.attempts_max,
+                first_delay_seconds: alerts.retry_first_delay_seconds.max(1),
+                max_delay_seconds: alerts.retry_max_delay_seconds.max(1),
+            },
+            lease: Duration::from_secs(alerts.lease_seconds.max(1)),
+            poll_interval: Duration::from_millis(alerts.poll_interval_millis.max(10)),
+            webhook_timeout: Duration::from_secs(alerts.webhook_timeout_seconds.max(1)),
+            smtp,
+            key_expiry_days: alerts.key_expiry_notice_days,
+        })
     }
 
     pub fn console_settings(&self) -> anyhow::Result<ConsoleSettings> {

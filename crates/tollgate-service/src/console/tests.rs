@@ -46,6 +46,11 @@ fn keys_are_managed_by_admins_and_developers_and_seen_by_users() {
         ConsoleArea::Members,
         Access::Change
     ));
+    // Alerts are the organization admins' alone.
+    assert!(role_allows(OrgRole::Admin, ConsoleArea::Alerts, Access::Change));
+    for role in [OrgRole::Billing, OrgRole::Developer, OrgRole::User] {
+        assert!(!role_allows(role, ConsoleArea::Alerts, Access::View));
+    }
 }
 
 #[test]

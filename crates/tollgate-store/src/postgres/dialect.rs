@@ -4,6 +4,7 @@
 use sqlx::query::Query;
 use sqlx::{Pool, Postgres};
 
+use crate::alerts::Alerts;
 use crate::audit_log::AuditLog;
 use crate::batches::Batches;
 use crate::captures::Captures;
@@ -49,6 +50,8 @@ impl Dialect for PgStore {
         query.bind(texts)
     }
 }
+
+impl Alerts for PgStore {}
 
 impl AuditLog for PgStore {}
 

@@ -35,8 +35,8 @@ impl PgStore {
         sqlx::query(
             "INSERT INTO api_keys
                 (id, kind, org_id, workspace_id, name, secret_hash, hint, status, created_at,
-                 created_by_type, created_by_id)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                 created_by_type, created_by_id, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(&key.id)
         .bind(key.kind.as_str())
@@ -49,6 +49,7 @@ impl PgStore {
         .bind(millis(key.created_at))
         .bind(created_by.kind())
         .bind(created_by.id())
+        .bind(key.expires_at.map(millis))
         .execute(self.pool())
         .await
         .map_err(store_error)?;

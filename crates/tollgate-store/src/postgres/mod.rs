@@ -329,10 +329,11 @@ impl PgStore {
     // Keys.
 
     pub(crate) async fn insert_key(&self, key: NewKey) -> Result<KeyRecord, StoreError> {
+        let expires_at = key.expires_at.map(truncate_to_millis).transpose()?;
         sqlx::query(
             "INSERT INTO api_keys
-                (id, kind, org_id, workspace_id, name, secret_hash, hint, status, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                (id, kind, org_id, workspace_id, name, secret_hash, hint, status, created_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(&key.id)
         .bind(key.kind.as_str())
@@ -343,6 +344,7 @@ impl PgStore {
         .bind(&key.hint)
         .bind(KeyStatus::Active.as_str())
         .bind(millis(key.created_at))
+        .bind(key.expires_at.map(millis))
         .execute(&self.pool)
         .await
         .map_err(store_error)?;
@@ -356,12 +358,13 @@ impl PgStore {
             status: KeyStatus::Active,
             created_at: truncate_to_millis(key.created_at)?,
             last_used_at: None,
+            expires_at,
         })
     }
 
     pub(crate) async fn key_by_hash(&self, secret_hash: &str) -> Result<Option<KeyRecord>, StoreError> {
         sqlx::query(
-            "SELECT id, kind, org_id, workspace_id, name, hint, status, created_at, last_used_at
+            "SELECT id, kind, org_id, workspace_id, name, hint, status, created_at, last_used_at, expires_at
              FROM api_keys WHERE secret_hash = $1",
         )
         .bind(secret_hash)
@@ -374,7 +377,7 @@ impl PgStore {
 
     pub(crate) async fn key(&self, key_id: &str) -> Result<Option<KeyRecord>, StoreError> {
         sqlx::query(
-            "SELECT id, kind, org_id, workspace_id, name, hint, status, created_at, last_used_at
+            "SELECT id, kind, org_id, workspace_id, name, hint, status, created_at, last_used_at, expires_at
              FROM api_keys WHERE id = $1",
         )
         .bind(key_id)
@@ -395,7 +398,7 @@ impl PgStore {
             None => {
                 sqlx::query(
                     "SELECT id, kind, org_id, workspace_id, name, hint, status, created_at,
-                            last_used_at
+                            last_used_at, expires_at
                      FROM api_keys WHERE org_id = $1 AND kind = $2
                      ORDER BY created_at DESC, id DESC",
                 )
@@ -407,7 +410,7 @@ impl PgStore {
             Some(workspace_id) => {
                 sqlx::query(
                     "SELECT id, kind, org_id, workspace_id, name, hint, status, created_at,
-                            last_used_at
+                            last_used_at, expires_at
                      FROM api_keys WHERE org_id = $1 AND kind = $2 AND workspace_id = $3
                      ORDER BY created_at DESC, id DESC",
                 )

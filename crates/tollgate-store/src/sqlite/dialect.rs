@@ -4,6 +4,7 @@
 use sqlx::query::Query;
 use sqlx::{Pool, Sqlite};
 
+use crate::alerts::Alerts;
 use crate::audit_log::AuditLog;
 use crate::batches::Batches;
 use crate::captures::Captures;
@@ -55,6 +56,8 @@ impl Dialect for SqliteStore {
         texts.iter().fold(query, |query, text| query.bind(text))
     }
 }
+
+impl Alerts for SqliteStore {}
 
 impl AuditLog for SqliteStore {}
 

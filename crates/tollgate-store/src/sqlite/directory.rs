@@ -30,8 +30,8 @@ impl SqliteStore {
         sqlx::query(
             "INSERT INTO api_keys
                 (id, kind, org_id, workspace_id, name, secret_hash, hint, status, created_at,
-                 created_by_type, created_by_id)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 created_by_type, created_by_id, expires_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&key.id)
         .bind(key.kind.as_str())
@@ -44,6 +44,7 @@ impl SqliteStore {
         .bind(millis(key.created_at))
         .bind(created_by.kind())
         .bind(created_by.id())
+        .bind(key.expires_at.map(millis))
         .execute(&self.writer)
         .await
         .map_err(store_error)?;

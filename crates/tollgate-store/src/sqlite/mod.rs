@@ -312,10 +312,11 @@ impl SqliteStore {
     }
 
     pub(crate) async fn insert_key(&self, key: NewKey) -> Result<KeyRecord, StoreError> {
+        let expires_at = key.expires_at.map(truncate_to_millis).transpose()?;
         sqlx::query(
             "INSERT INTO api_keys
-                (id, kind, org_id, workspace_id, name, secret_hash, hint, status, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (id, kind, org_id, workspace_id, name, secret_hash, hint, status, created_at, expires_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&key.id)
         .bind(key.kind.as_str())
@@ -326,6 +327,7 @@ impl SqliteStore {
         .bind(&key.hint)
         .bind(KeyStatus::Active.as_str())
         .bind(millis(key.created_at))
+        .bind(key.expires_at.map(millis))
         .execute(&self.writer)
         .await
         .map_err(store_error)?;
@@ -339,12 +341,13 @@ impl SqliteStore {
             status: KeyStatus::Active,
             created_at: truncate_to_millis(key.created_at)?,
             last_used_at: None,
+            expires_at,
         })
     }
 
     pub(crate) async fn key_by_hash(&self, secret_hash: &str) -> Result<Option<KeyRecord>, StoreError> {
         sqlx::query(
-            "SELECT id, kind, org_id, workspace_id, name, hint, status, created_at, last_used_at
+            "SELECT id, kind, org_id, workspace_id, name, hint, status, created_at, last_used_at, expires_at
              FROM api_keys WHERE secret_hash = ?",
         )
         .bind(secret_hash)
@@ -357,7 +360,7 @@ impl SqliteStore {
 
     pub(crate) async fn key(&self, key_id: &str) -> Result<Option<KeyRecord>, StoreError> {
         sqlx::query(
-            "SELECT id, kind, org_id, workspace_id, name, hint, status, created_at, last_used_at
+            "SELECT id, kind, org_id, workspace_id, name, hint, status, created_at, last_used_at, expires_at
              FROM api_keys WHERE id = ?",
         )
         .bind(key_id)
@@ -378,7 +381,7 @@ impl SqliteStore {
             None => {
                 sqlx::query(
                     "SELECT id, kind, org_id, workspace_id, name, hint, status, created_at,
-                            last_used_at
+                            last_used_at, expires_at
                      FROM api_keys WHERE org_id = ? AND kind = ?
                      ORDER BY created_at DESC, id DESC",
                 )
@@ -390,7 +393,7 @@ impl SqliteStore {
             Some(workspace_id) => {
                 sqlx::query(
                     "SELECT id, kind, org_id, workspace_id, name, hint, status, created_at,
-                            last_used_at
+                            last_used_at, expires_at
                      FROM api_keys WHERE org_id = ? AND kind = ? AND workspace_id = ?
                      ORDER BY created_at DESC, id DESC",
                 )

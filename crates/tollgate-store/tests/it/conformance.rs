@@ -575,6 +575,7 @@ pub(crate) async fn settle_posts_one_journal_row_per_lot_and_releases_the_rest(b
         .settle(settlement(&org, "rsv_1", usd(5), at(2)))
         .await
         .unwrap();
+    let balance_after = store.balance(&org.org_id, at(2)).await.unwrap();
     assert_eq!(
         outcome,
         SettleOutcome {
@@ -582,6 +583,12 @@ pub(crate) async fn settle_posts_one_journal_row_per_lot_and_releases_the_rest(b
             released: usd(2),
             uncovered: NanoUsd::ZERO,
             already_ended: false,
+            // What the settlement's write saw: the balance as read after it, and this
+            // month's spend, which is the one charge.
+            standing: Some(tollgate_store::Standing {
+                available: balance_after.available,
+                month_spend: usd(5),
+            }),
         }
     );
     let journal = backend.journal(&org.org_id).await;
@@ -1000,6 +1007,7 @@ pub(crate) async fn keys_are_inserted_found_listed_and_updated(backend: &impl Ba
         secret_hash: format!("hash_of_{id}"),
         hint: format!("sk-tg-...{id}"),
         created_at: at(minute),
+        expires_at: None,
     };
     let first = store
         .insert_key(new_key("apikey_1", KeyKind::Api, Some(&org.workspace_id), 1))

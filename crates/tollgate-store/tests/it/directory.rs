@@ -29,6 +29,7 @@ fn new_key(org: &TestOrg, id: &str, workspace_id: Option<&str>, minute: i64) -> 
         secret_hash: format!("hash_of_{id}"),
         hint: format!("sk-tg-...{id}"),
         created_at: at(minute),
+        expires_at: None,
     }
 }
 

