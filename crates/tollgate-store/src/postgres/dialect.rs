@@ -9,6 +9,7 @@ use crate::batches::Batches;
 use crate::dialect::{BoundArguments, Dialect};
 use crate::error::StoreError;
 use crate::postgres::{PgStore, PgTransaction, store_error};
+use crate::payment_customers::PaymentCustomers;
 use crate::reports::Reports;
 use crate::request_log::RequestLog;
 
@@ -51,6 +52,8 @@ impl Dialect for PgStore {
 impl AuditLog for PgStore {}
 
 impl Batches for PgStore {}
+
+impl PaymentCustomers for PgStore {}
 
 impl Reports for PgStore {}
 

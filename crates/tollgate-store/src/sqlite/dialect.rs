@@ -8,6 +8,7 @@ use crate::audit_log::AuditLog;
 use crate::batches::Batches;
 use crate::dialect::{BoundArguments, Dialect};
 use crate::error::StoreError;
+use crate::payment_customers::PaymentCustomers;
 use crate::reports::Reports;
 use crate::request_log::RequestLog;
 use crate::sqlite::{SqliteStore, SqliteTransaction, store_error};
@@ -57,6 +58,8 @@ impl Dialect for SqliteStore {
 impl AuditLog for SqliteStore {}
 
 impl Batches for SqliteStore {}
+
+impl PaymentCustomers for SqliteStore {}
 
 impl Reports for SqliteStore {}
 
