@@ -27,5 +27,6 @@ mod pass_through;
 mod prompt_cache;
 mod sdk;
 mod serving;
+mod stripe;
 mod tidy;
 mod upstream_failures;

@@ -45,5 +45,7 @@ mod replicas;
 mod sdk;
 #[path = "../it/serving.rs"]
 mod serving;
+#[path = "../it/stripe.rs"]
+mod stripe;
 #[path = "../it/upstream_failures.rs"]
 mod upstream_failures;
