@@ -166,7 +166,9 @@ pub(crate) async fn purchase(
             .await?;
         return Ok(match started.url {
             Some(url) => Redirect::to(&url).into_response(),
-            None => Redirect::to(&format!("/console/billing/receipts/{}", started.purchase.id)).into_response(),
+            None => {
+                Redirect::to(&format!("/console/billing/receipts/{}", started.purchase.id)).into_response()
+            }
         });
     }
     let purchase = admin

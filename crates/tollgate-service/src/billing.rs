@@ -167,7 +167,8 @@ impl Tollgate {
                 .and_then(|customer| customer.payment_method_id)
                 .ok_or_else(|| {
                     ServiceError::Invalid(
-                        "no card is saved yet: buy credit once with a card and it is kept for auto-reload".into(),
+                        "no card is saved yet: buy credit once with a card and it is kept for auto-reload"
+                            .into(),
                     )
                 })?,
             _ => payment_method.trim().to_owned(),

@@ -120,7 +120,13 @@ impl Tollgate {
             method => method.to_owned(),
         };
         stripe
-            .charge(purchase.amount, &customer, &payment_method, &purchase.id, idempotency_key)
+            .charge(
+                purchase.amount,
+                &customer,
+                &payment_method,
+                &purchase.id,
+                idempotency_key,
+            )
             .await
     }
 
@@ -137,12 +143,16 @@ impl Tollgate {
     ) -> Result<CheckoutStart, ServiceError> {
         let stripe = self.stripe()?;
         if !amount.is_positive() {
-            return Err(ServiceError::Invalid(format!("the amount must be positive, not {amount}")));
+            return Err(ServiceError::Invalid(format!(
+                "the amount must be positive, not {amount}"
+            )));
         }
         stripe::minor_units(amount).map_err(|error| ServiceError::Invalid(error.to_string()))?;
         let key = idempotency_key.trim();
         if key.is_empty() || key.len() > 255 {
-            return Err(ServiceError::Invalid("an idempotency key has 1 to 255 characters".into()));
+            return Err(ServiceError::Invalid(
+                "an idempotency key has 1 to 255 characters".into(),
+            ));
         }
         let limits = self.organization_limits(org_id).await?;
         check_single_purchase(&limits.limits, amount)?;
@@ -211,7 +221,12 @@ impl Tollgate {
         else {
             return Ok(WebhookOutcome::Ignored);
         };
-        let Some(purchase) = self.store().purchase(purchase_id).await.map_err(ServiceError::from)? else {
+        let Some(purchase) = self
+            .store()
+            .purchase(purchase_id)
+            .await
+            .map_err(ServiceError::from)?
+        else {
             tracing::warn!(event_id, purchase_id, "a Stripe event for an unknown purchase");
             return Ok(WebhookOutcome::Ignored);
         };
@@ -230,13 +245,19 @@ impl Tollgate {
                 let currency = object["currency"].as_str();
                 if amount != expected || currency != Some(settings.currency.as_str()) {
                     tracing::error!(
-                        event_id, purchase_id, ?amount, ?expected, ?currency,
+                        event_id,
+                        purchase_id,
+                        ?amount,
+                        ?expected,
+                        ?currency,
                         "a Stripe payment does not match its purchase; no credit granted"
                     );
                     return Ok(WebhookOutcome::Ignored);
                 }
                 let Some(reference) = reference else {
-                    return Err(WebhookError::Malformed("a paid event names its PaymentIntent".into()));
+                    return Err(WebhookError::Malformed(
+                        "a paid event names its PaymentIntent".into(),
+                    ));
                 };
                 PaymentEventEffect::Complete(PurchaseOutcome::Succeeded {
                     payment_reference: reference.to_owned(),

@@ -66,8 +66,8 @@ pub use sqlite::backup::SqliteBackup;
 
 use crate::audit_log::AuditLog;
 use crate::batches::Batches;
-use crate::postgres::PgStore;
 use crate::payment_customers::PaymentCustomers;
+use crate::postgres::PgStore;
 use crate::reports::Reports;
 use crate::request_log::RequestLog;
 use crate::sqlite::SqliteStore;

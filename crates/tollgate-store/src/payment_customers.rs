@@ -49,7 +49,11 @@ where
 
     /// Records the organization's customer, keeping a payment method saved before when
     /// `customer.payment_method_id` is `None`.
-    async fn save_payment_customer(&self, customer: &PaymentCustomer, now: Timestamp) -> Result<(), StoreError> {
+    async fn save_payment_customer(
+        &self,
+        customer: &PaymentCustomer,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO payment_customers
                 (org_id, customer_id, payment_method_id, card_brand, card_last4, updated_at)

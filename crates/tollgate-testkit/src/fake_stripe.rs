@@ -70,7 +70,11 @@ impl Stripe {
         intent["payment_method"] = json!(payment_method);
         intent["latest_charge"] = json!(self.id("ch"));
         let decline = match payment_method {
-            CARD_DECLINED => Some(("card_declined", Some("generic_decline"), "Your card was declined.")),
+            CARD_DECLINED => Some((
+                "card_declined",
+                Some("generic_decline"),
+                "Your card was declined.",
+            )),
             CARD_AUTHENTICATION_REQUIRED if off_session => Some((
                 "authentication_required",
                 Some("authentication_required"),
@@ -107,7 +111,9 @@ impl Stripe {
 }
 
 fn field<'a>(form: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    form.iter().find(|(key, _)| key == name).map(|(_, value)| value.as_str())
+    form.iter()
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.as_str())
 }
 
 /// `metadata[x]=y` fields (with `prefix`) as a JSON object.
@@ -122,7 +128,8 @@ fn metadata(form: &[(String, String)], prefix: &str) -> Value {
 }
 
 fn amount(text: Option<&str>) -> Value {
-    text.and_then(|text| text.parse::<i64>().ok()).map_or(Value::Null, |amount| json!(amount))
+    text.and_then(|text| text.parse::<i64>().ok())
+        .map_or(Value::Null, |amount| json!(amount))
 }
 
 /// The fake; it stops when dropped.
@@ -228,10 +235,16 @@ impl FakeStripe {
     /// A `processing` PaymentIntent settles; returns the `payment_intent.succeeded` event.
     pub fn settle(&self, payment_intent_id: &str) -> Value {
         let mut stripe = lock(&self.state);
-        let mut intent = stripe.payment_intents.get(payment_intent_id).cloned().expect("a known intent");
+        let mut intent = stripe
+            .payment_intents
+            .get(payment_intent_id)
+            .cloned()
+            .expect("a known intent");
         intent["status"] = json!("succeeded");
         intent["amount_received"] = intent["amount"].clone();
-        stripe.payment_intents.insert(payment_intent_id.to_owned(), intent.clone());
+        stripe
+            .payment_intents
+            .insert(payment_intent_id.to_owned(), intent.clone());
         stripe.event("payment_intent.succeeded", &intent)
     }
 
@@ -276,7 +289,11 @@ impl Drop for FakeStripe {
 }
 
 fn stripe_error(status: StatusCode, kind: &str, message: &str) -> Response {
-    (status, Json(json!({ "error": { "type": kind, "message": message } }))).into_response()
+    (
+        status,
+        Json(json!({ "error": { "type": kind, "message": message } })),
+    )
+        .into_response()
 }
 
 /// Checks the secret key and applies Stripe's idempotency: a replay answers as the first
@@ -293,7 +310,11 @@ fn idempotent(
         .and_then(|value| value.to_str().ok())
         .is_some_and(|value| value.starts_with("Bearer sk_"));
     if !authorized {
-        return stripe_error(StatusCode::UNAUTHORIZED, "invalid_request_error", "Invalid API Key provided");
+        return stripe_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request_error",
+            "Invalid API Key provided",
+        );
     }
     let key = headers
         .get("idempotency-key")
@@ -314,18 +335,31 @@ fn idempotent(
         None => {
             let (status, answer) = create(&mut stripe, &form);
             if !key.is_empty() {
-                stripe.idempotent.insert((path.to_owned(), key), (form, status, answer.clone()));
+                stripe
+                    .idempotent
+                    .insert((path.to_owned(), key), (form, status, answer.clone()));
             }
             (status, answer)
         }
     };
-    (StatusCode::from_u16(status).unwrap_or(StatusCode::OK), Json(answer)).into_response()
+    (
+        StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
+        Json(answer),
+    )
+        .into_response()
 }
 
-async fn create_customer(State(state): State<Shared>, headers: HeaderMap, Form(form): Form<Vec<(String, String)>>) -> Response {
+async fn create_customer(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Form(form): Form<Vec<(String, String)>>,
+) -> Response {
     idempotent(&state, "/v1/customers", &headers, form, |stripe, form| {
         let id = stripe.id("cus");
-        (200, json!({ "id": id, "object": "customer", "name": field(form, "name"), "metadata": metadata(form, "metadata[") }))
+        (
+            200,
+            json!({ "id": id, "object": "customer", "name": field(form, "name"), "metadata": metadata(form, "metadata[") }),
+        )
     })
 }
 
@@ -342,11 +376,19 @@ async fn create_payment_intent(
             "metadata": metadata(form, "metadata["),
         });
         let payment_method = field(form, "payment_method").unwrap_or_default().to_owned();
-        stripe.confirm(intent, &payment_method, field(form, "off_session") == Some("true"))
+        stripe.confirm(
+            intent,
+            &payment_method,
+            field(form, "off_session") == Some("true"),
+        )
     })
 }
 
-async fn create_session(State(state): State<Shared>, headers: HeaderMap, Form(form): Form<Vec<(String, String)>>) -> Response {
+async fn create_session(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Form(form): Form<Vec<(String, String)>>,
+) -> Response {
     idempotent(&state, "/v1/checkout/sessions", &headers, form, |stripe, form| {
         let id = stripe.id("cs_test");
         let session = json!({

@@ -13,6 +13,8 @@ mod fake_stripe;
 mod fake_upstream;
 mod otlp;
 
-pub use crate::fake_stripe::{CARD_AUTHENTICATION_REQUIRED, CARD_DECLINED, CARD_OK, CARD_PROCESSING, FakeStripe};
+pub use crate::fake_stripe::{
+    CARD_AUTHENTICATION_REQUIRED, CARD_DECLINED, CARD_OK, CARD_PROCESSING, FakeStripe,
+};
 pub use crate::fake_upstream::{Behavior, FakeUpstream, RecordedRequest, Recording, Reply};
 pub use crate::otlp::{FakeOtlp, ReceivedSpan};

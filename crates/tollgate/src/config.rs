@@ -727,7 +727,10 @@ impl Config {
         };
         let currency = stripe.currency.to_ascii_lowercase();
         if currency.len() != 3 || !currency.bytes().all(|byte| byte.is_ascii_lowercase()) {
-            bail!("payments.stripe.currency must be a three-letter code, not '{}'", stripe.currency);
+            bail!(
+                "payments.stripe.currency must be a three-letter code, not '{}'",
+                stripe.currency
+            );
         }
         if stripe.webhook_tolerance_seconds == 0 {
             bail!("payments.stripe.webhook_tolerance_seconds must be at least 1");
@@ -735,12 +738,19 @@ impl Config {
         Ok(StripeSettings {
             secret_key,
             webhook_secrets: std::iter::once(webhook_secret)
-                .chain(stripe.previous_webhook_secret.clone().filter(|secret| !secret.is_empty()))
+                .chain(
+                    stripe
+                        .previous_webhook_secret
+                        .clone()
+                        .filter(|secret| !secret.is_empty()),
+                )
                 .collect(),
             currency,
             api_base: stripe.api_base.trim_end_matches('/').to_owned(),
             publishable_key: stripe.publishable_key.clone(),
-            webhook_tolerance: chrono::Duration::seconds(i64::try_from(stripe.webhook_tolerance_seconds).unwrap_or(i64::MAX / 1000)),
+            webhook_tolerance: chrono::Duration::seconds(
+                i64::try_from(stripe.webhook_tolerance_seconds).unwrap_or(i64::MAX / 1000),
+            ),
             public_url: stripe
                 .public_url
                 .as_deref()

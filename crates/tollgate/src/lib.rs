@@ -5,6 +5,6 @@
 pub mod app;
 pub mod config;
 mod console;
-mod webhooks;
 pub mod serve;
 pub mod telemetry;
+mod webhooks;

@@ -22,7 +22,13 @@ async fn stripe(State(tollgate): State<Tollgate>, headers: HeaderMap, body: Byte
         .get("stripe-signature")
         .and_then(|value| value.to_str().ok());
     match tollgate.stripe_webhook(&body, signature).await {
-        Ok(outcome) => (StatusCode::OK, axum::Json(serde_json::json!({ "received": true, "outcome": format!("{outcome:?}").to_lowercase() }))).into_response(),
+        Ok(outcome) => (
+            StatusCode::OK,
+            axum::Json(
+                serde_json::json!({ "received": true, "outcome": format!("{outcome:?}").to_lowercase() }),
+            ),
+        )
+            .into_response(),
         Err(WebhookError::NotStripe) => StatusCode::NOT_FOUND.into_response(),
         Err(error @ (WebhookError::Signature(_) | WebhookError::Malformed(_))) => {
             tracing::warn!(%error, "a Stripe webhook was refused");

@@ -75,7 +75,9 @@ impl StripePayments {
             ("name".to_owned(), name.to_owned()),
             ("metadata[org_id]".to_owned(), org_id.to_owned()),
         ];
-        let customer = self.post("/v1/customers", &form, &format!("customer:{org_id}")).await?;
+        let customer = self
+            .post("/v1/customers", &form, &format!("customer:{org_id}"))
+            .await?;
         text(&customer, "id")
     }
 
@@ -103,11 +105,12 @@ impl StripePayments {
             Some("succeeded") => Ok(Charge::Paid(id)),
             Some("processing") => Ok(Charge::Processing(id)),
             Some("requires_action") => Err(PaymentError::Declined(
-                "the card requires authentication (3-D Secure), which an off-session payment cannot do".into(),
+                "the card requires authentication (3-D Secure), which an off-session payment cannot do"
+                    .into(),
             )),
-            Some(status) => Err(PaymentError::Declined(last_error(&intent).unwrap_or_else(|| {
-                format!("the payment ended as {status}")
-            }))),
+            Some(status) => Err(PaymentError::Declined(
+                last_error(&intent).unwrap_or_else(|| format!("the payment ended as {status}")),
+            )),
             None => Err(PaymentError::Failed("Stripe answered without a status".into())),
         }
     }
@@ -129,12 +132,27 @@ impl StripePayments {
             ("success_url".to_owned(), success_url.to_owned()),
             ("cancel_url".to_owned(), cancel_url.to_owned()),
             ("line_items[0][quantity]".to_owned(), "1".to_owned()),
-            ("line_items[0][price_data][currency]".to_owned(), self.settings.currency.clone()),
-            ("line_items[0][price_data][unit_amount]".to_owned(), minor_units(amount)?.to_string()),
-            ("line_items[0][price_data][product_data][name]".to_owned(), "API credit".to_owned()),
+            (
+                "line_items[0][price_data][currency]".to_owned(),
+                self.settings.currency.clone(),
+            ),
+            (
+                "line_items[0][price_data][unit_amount]".to_owned(),
+                minor_units(amount)?.to_string(),
+            ),
+            (
+                "line_items[0][price_data][product_data][name]".to_owned(),
+                "API credit".to_owned(),
+            ),
             ("metadata[purchase_id]".to_owned(), purchase_id.to_owned()),
-            ("payment_intent_data[metadata][purchase_id]".to_owned(), purchase_id.to_owned()),
-            ("payment_intent_data[setup_future_usage]".to_owned(), "off_session".to_owned()),
+            (
+                "payment_intent_data[metadata][purchase_id]".to_owned(),
+                purchase_id.to_owned(),
+            ),
+            (
+                "payment_intent_data[setup_future_usage]".to_owned(),
+                "off_session".to_owned(),
+            ),
         ];
         let session = self.post("/v1/checkout/sessions", &form, idempotency_key).await?;
         Ok(CheckoutSession {
@@ -147,7 +165,10 @@ impl StripePayments {
     pub async fn card(&self, payment_method: &str) -> Result<(Option<String>, Option<String>), PaymentError> {
         let response = self
             .client
-            .get(format!("{}/v1/payment_methods/{payment_method}", self.settings.api_base))
+            .get(format!(
+                "{}/v1/payment_methods/{payment_method}",
+                self.settings.api_base
+            ))
             .bearer_auth(&self.settings.secret_key)
             .send()
             .await
@@ -160,7 +181,12 @@ impl StripePayments {
         ))
     }
 
-    async fn post(&self, path: &str, form: &[(String, String)], idempotency_key: &str) -> Result<Value, PaymentError> {
+    async fn post(
+        &self,
+        path: &str,
+        form: &[(String, String)],
+        idempotency_key: &str,
+    ) -> Result<Value, PaymentError> {
         let response = self
             .client
             .post(format!("{}{path}", self.settings.api_base))
@@ -287,7 +313,11 @@ pub fn verify_signature(
             mac.verify_slice(signature).is_ok()
         })
     });
-    if matches { Ok(()) } else { Err(SignatureError::NoMatch) }
+    if matches {
+        Ok(())
+    } else {
+        Err(SignatureError::NoMatch)
+    }
 }
 
 #[cfg(test)]
@@ -319,10 +349,22 @@ mod tests {
         assert_eq!(check(Some(&format!("t=1000,v1={good}")), 1000), Ok(()));
         // Rotation: any v1 may match, under any configured secret.
         assert_eq!(check(Some(&format!("t=1000,v1={other},v1={good}")), 1100), Ok(()));
-        assert_eq!(check(Some(&format!("t=1000,v1={other}")), 1000), Err(SignatureError::NoMatch));
-        assert_eq!(check(Some(&format!("t=1001,v1={good}")), 1001), Err(SignatureError::NoMatch));
-        assert_eq!(check(Some(&format!("t=1000,v1={good}")), 1301), Err(SignatureError::Stale));
-        assert_eq!(check(Some(&format!("t=1000,v0={good}")), 1000), Err(SignatureError::Malformed));
+        assert_eq!(
+            check(Some(&format!("t=1000,v1={other}")), 1000),
+            Err(SignatureError::NoMatch)
+        );
+        assert_eq!(
+            check(Some(&format!("t=1001,v1={good}")), 1001),
+            Err(SignatureError::NoMatch)
+        );
+        assert_eq!(
+            check(Some(&format!("t=1000,v1={good}")), 1301),
+            Err(SignatureError::Stale)
+        );
+        assert_eq!(
+            check(Some(&format!("t=1000,v0={good}")), 1000),
+            Err(SignatureError::Malformed)
+        );
         assert_eq!(check(Some("garbage"), 1000), Err(SignatureError::Malformed));
         assert_eq!(check(None, 1000), Err(SignatureError::Missing));
     }

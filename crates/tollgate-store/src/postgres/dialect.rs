@@ -8,8 +8,8 @@ use crate::audit_log::AuditLog;
 use crate::batches::Batches;
 use crate::dialect::{BoundArguments, Dialect};
 use crate::error::StoreError;
-use crate::postgres::{PgStore, PgTransaction, store_error};
 use crate::payment_customers::PaymentCustomers;
+use crate::postgres::{PgStore, PgTransaction, store_error};
 use crate::reports::Reports;
 use crate::request_log::RequestLog;
 

@@ -16,8 +16,8 @@ use tollgate_core::money::NanoUsd;
 use crate::error::{StoreError, TxError};
 use crate::journal::unpaid_purchase_entry;
 use crate::model::{
-    AuditEntry, AutoReload, IdempotencyKeyReused, NewPurchase, PaymentEvent, PaymentEventEffect, Purchase, PurchaseClaim, PurchaseOutcome,
-    PurchaseStatus,
+    AuditEntry, AutoReload, IdempotencyKeyReused, NewPurchase, PaymentEvent, PaymentEventEffect, Purchase,
+    PurchaseClaim, PurchaseOutcome, PurchaseStatus,
 };
 use crate::postgres::audit_log::{
     AUTO_RELOAD_DISABLED, CREDIT_PURCHASE_DECLINED, CREDIT_PURCHASE_FAILED, CREDIT_PURCHASED, SYSTEM_ACTOR,
@@ -137,7 +137,9 @@ impl PgStore {
             .await
             .map_err(store_error)?;
             if org_id.is_none() {
-                return Err(invariant(format!("an event for an unknown purchase {purchase_id}")));
+                return Err(invariant(format!(
+                    "an event for an unknown purchase {purchase_id}"
+                )));
             }
             // A concurrent delivery of the same event waits here on the key, then finds it.
             let recorded = sqlx::query(

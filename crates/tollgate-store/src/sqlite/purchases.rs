@@ -17,8 +17,8 @@ use tollgate_core::money::NanoUsd;
 use crate::error::{StoreError, TxError};
 use crate::journal::unpaid_purchase_entry;
 use crate::model::{
-    AuditEntry, AutoReload, IdempotencyKeyReused, NewPurchase, PaymentEvent, PaymentEventEffect, Purchase, PurchaseClaim, PurchaseOutcome,
-    PurchaseStatus,
+    AuditEntry, AutoReload, IdempotencyKeyReused, NewPurchase, PaymentEvent, PaymentEventEffect, Purchase,
+    PurchaseClaim, PurchaseOutcome, PurchaseStatus,
 };
 use crate::rows::{AUTO_RELOAD_SELECT, PURCHASE_SELECT, auto_reload_from_row, purchase_from_row};
 use crate::rules::check_amount_positive;
@@ -352,9 +352,7 @@ async fn complete_in(
             payment_reference,
             lot,
         } => {
-            if lot.org_id != purchase.org_id
-                || lot.kind != LotKind::Purchase
-                || lot.amount != purchase.amount
+            if lot.org_id != purchase.org_id || lot.kind != LotKind::Purchase || lot.amount != purchase.amount
             {
                 return Err(invariant(format!(
                     "purchase {purchase_id} of {} for {} would grant a {} lot of {} to {}",

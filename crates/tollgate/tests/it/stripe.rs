@@ -81,7 +81,10 @@ async fn a_double_clicked_checkout_and_redelivered_events_grant_once() {
     let (purchase_id, session_id) = app.checkout("buy-1").await;
     // The second click of the same form: the same purchase and the same Stripe session.
     let (again, same_session) = app.checkout("buy-1").await;
-    assert_eq!((again, same_session.clone()), (purchase_id.clone(), session_id.clone()));
+    assert_eq!(
+        (again, same_session.clone()),
+        (purchase_id.clone(), session_id.clone())
+    );
     let session = stripe.session(&session_id).expect("session");
     assert_eq!(session["amount_total"], 2500);
     assert_eq!(
@@ -94,7 +97,10 @@ async fn a_double_clicked_checkout_and_redelivered_events_grant_once() {
         .filter(|(path, _)| path == "/v1/checkout/sessions")
         .collect();
     assert_eq!(checkout_posts.len(), 2);
-    assert_eq!(checkout_posts[0].1, checkout_posts[1].1, "one Idempotency-Key for both clicks");
+    assert_eq!(
+        checkout_posts[0].1, checkout_posts[1].1,
+        "one Idempotency-Key for both clicks"
+    );
     // Nothing is granted on the buyer's return, only on Stripe's event.
     assert_eq!(app.balance().await.0, available_before);
     let events = stripe.pay_checkout(&session_id, CARD_OK);
@@ -104,10 +110,22 @@ async fn a_double_clicked_checkout_and_redelivered_events_grant_once() {
         assert_eq!(FakeStripe::deliver(&app.webhook_url(), event, SECRET).await, 200);
     }
     assert_eq!(app.purchased_lots().await, 1);
-    assert_eq!(app.balance().await.0 - available_before, NanoUsd::from_usd(25).nanos());
-    let purchase = app.tollgate.store().purchase(&purchase_id).await.expect("read").expect("purchase");
+    assert_eq!(
+        app.balance().await.0 - available_before,
+        NanoUsd::from_usd(25).nanos()
+    );
+    let purchase = app
+        .tollgate
+        .store()
+        .purchase(&purchase_id)
+        .await
+        .expect("read")
+        .expect("purchase");
     assert_eq!(purchase.status, PurchaseStatus::Succeeded);
-    assert_eq!(purchase.payment_reference.as_deref(), succeeded["data"]["object"]["id"].as_str());
+    assert_eq!(
+        purchase.payment_reference.as_deref(),
+        succeeded["data"]["object"]["id"].as_str()
+    );
     // The card is kept for auto-reload as ids and brand/last4 only.
     let customer = app
         .tollgate
@@ -116,7 +134,10 @@ async fn a_double_clicked_checkout_and_redelivered_events_grant_once() {
         .expect("read")
         .expect("a customer");
     assert_eq!(customer.payment_method_id.as_deref(), Some(CARD_OK));
-    assert_eq!((customer.card_brand.as_deref(), customer.card_last4.as_deref()), (Some("visa"), Some("4242")));
+    assert_eq!(
+        (customer.card_brand.as_deref(), customer.card_last4.as_deref()),
+        (Some("visa"), Some("4242"))
+    );
     app.assert_ledger_clean().await;
 }
 
@@ -150,11 +171,26 @@ async fn events_out_of_order_end_the_purchase_once() {
     let paid = stripe.pay_checkout(&session_id, CARD_OK);
     let completed = of_type(&paid, "checkout.session.completed");
     // The success arrives first, the older failure late: the purchase stays paid.
-    assert_eq!(FakeStripe::deliver(&app.webhook_url(), completed, SECRET).await, 200);
-    assert_eq!(FakeStripe::deliver(&app.webhook_url(), &failed, SECRET).await, 200);
+    assert_eq!(
+        FakeStripe::deliver(&app.webhook_url(), completed, SECRET).await,
+        200
+    );
+    assert_eq!(
+        FakeStripe::deliver(&app.webhook_url(), &failed, SECRET).await,
+        200
+    );
     let expired = stripe.expire_checkout(&session_id);
-    assert_eq!(FakeStripe::deliver(&app.webhook_url(), &expired, SECRET).await, 200);
-    let purchase = app.tollgate.store().purchase(&purchase_id).await.expect("read").expect("purchase");
+    assert_eq!(
+        FakeStripe::deliver(&app.webhook_url(), &expired, SECRET).await,
+        200
+    );
+    let purchase = app
+        .tollgate
+        .store()
+        .purchase(&purchase_id)
+        .await
+        .expect("read")
+        .expect("purchase");
     assert_eq!(purchase.status, PurchaseStatus::Succeeded);
     assert_eq!(app.purchased_lots().await, 1);
 
@@ -163,15 +199,34 @@ async fn events_out_of_order_end_the_purchase_once() {
     let (second_id, second_session) = app.checkout("retry-card-2").await;
     let declined = stripe.pay_checkout(&second_session, CARD_DECLINED);
     assert_eq!(
-        FakeStripe::deliver(&app.webhook_url(), of_type(&declined, "payment_intent.payment_failed"), SECRET).await,
+        FakeStripe::deliver(
+            &app.webhook_url(),
+            of_type(&declined, "payment_intent.payment_failed"),
+            SECRET
+        )
+        .await,
         200
     );
-    let pending = app.tollgate.store().purchase(&second_id).await.expect("read").expect("purchase");
+    let pending = app
+        .tollgate
+        .store()
+        .purchase(&second_id)
+        .await
+        .expect("read")
+        .expect("purchase");
     assert_eq!(pending.status, PurchaseStatus::Pending);
-    assert_eq!(pending.failure_reason.as_deref(), Some("Your card was declined. (generic_decline)"));
+    assert_eq!(
+        pending.failure_reason.as_deref(),
+        Some("Your card was declined. (generic_decline)")
+    );
     let paid = stripe.pay_checkout(&second_session, CARD_OK);
     assert_eq!(
-        FakeStripe::deliver(&app.webhook_url(), of_type(&paid, "payment_intent.succeeded"), SECRET).await,
+        FakeStripe::deliver(
+            &app.webhook_url(),
+            of_type(&paid, "payment_intent.succeeded"),
+            SECRET
+        )
+        .await,
         200
     );
     assert_eq!(app.purchased_lots().await, 2);
@@ -179,8 +234,17 @@ async fn events_out_of_order_end_the_purchase_once() {
     // A session that expires unpaid ends the purchase failed, with no credit.
     let (third_id, third_session) = app.checkout("abandoned").await;
     let expired = stripe.expire_checkout(&third_session);
-    assert_eq!(FakeStripe::deliver(&app.webhook_url(), &expired, SECRET).await, 200);
-    let abandoned = app.tollgate.store().purchase(&third_id).await.expect("read").expect("purchase");
+    assert_eq!(
+        FakeStripe::deliver(&app.webhook_url(), &expired, SECRET).await,
+        200
+    );
+    let abandoned = app
+        .tollgate
+        .store()
+        .purchase(&third_id)
+        .await
+        .expect("read")
+        .expect("purchase");
     assert_eq!(abandoned.status, PurchaseStatus::Failed);
     assert_eq!(app.purchased_lots().await, 2);
     app.assert_ledger_clean().await;
@@ -203,7 +267,11 @@ async fn forged_and_stale_signatures_are_refused_and_a_rotated_secret_is_accepte
     let stale = FakeStripe::signature(&[SECRET], now - 301, &body);
     assert_eq!(FakeStripe::deliver_raw(&url, &body, &stale).await, 400);
     assert_eq!(FakeStripe::deliver_raw(&url, &body, "").await, 400);
-    assert_eq!(app.purchased_lots().await, 0, "no refused delivery granted anything");
+    assert_eq!(
+        app.purchased_lots().await,
+        0,
+        "no refused delivery granted anything"
+    );
     // During rotation Stripe signs with both secrets; either may match.
     let rotated = FakeStripe::signature(&["whsec_unknown", PREVIOUS], now, &body);
     assert_eq!(FakeStripe::deliver_raw(&url, &body, &rotated).await, 200);
@@ -236,10 +304,17 @@ async fn off_session_charges_grant_at_once_or_are_refused_with_stripes_reason() 
         .into_iter()
         .find(|event| event["type"] == "payment_intent.succeeded")
         .expect("event");
-    assert_eq!(FakeStripe::deliver(&app.webhook_url(), &succeeded, SECRET).await, 200);
+    assert_eq!(
+        FakeStripe::deliver(&app.webhook_url(), &succeeded, SECRET).await,
+        200
+    );
     assert_eq!(app.purchased_lots().await, 1);
     let posts = stripe.posts();
-    let intent_key = &posts.iter().find(|(path, _)| path == "/v1/payment_intents").expect("post").1;
+    let intent_key = &posts
+        .iter()
+        .find(|(path, _)| path == "/v1/payment_intents")
+        .expect("post")
+        .1;
     assert_eq!(intent_key, &format!("{}:direct", app.org_id));
 
     match buy(CARD_DECLINED, "declined").await {
@@ -259,7 +334,10 @@ async fn off_session_charges_grant_at_once_or_are_refused_with_stripes_reason() 
     assert_eq!(processing.status, PurchaseStatus::Pending);
     assert_eq!(app.purchased_lots().await, 1);
     let settled = stripe.settle(&stripe.intent_for(&processing.id).expect("an intent"));
-    assert_eq!(FakeStripe::deliver(&app.webhook_url(), &settled, SECRET).await, 200);
+    assert_eq!(
+        FakeStripe::deliver(&app.webhook_url(), &settled, SECRET).await,
+        200
+    );
     assert_eq!(app.purchased_lots().await, 2);
     app.assert_ledger_clean().await;
 }
@@ -270,32 +348,65 @@ async fn a_declined_auto_reload_turns_auto_reload_off_with_stripes_reason() {
     // Without a saved card there is nothing to reload with.
     let refused = app
         .tollgate
-        .set_auto_reload(&app.org_id, NanoUsd::from_usd(100), NanoUsd::from_usd(20), "", "test")
+        .set_auto_reload(
+            &app.org_id,
+            NanoUsd::from_usd(100),
+            NanoUsd::from_usd(20),
+            "",
+            "test",
+        )
         .await;
     assert!(matches!(refused, Err(ServiceError::Invalid(_))), "{refused:?}");
     // A Checkout payment saves the card; auto-reload then uses it off-session.
     let (_, session_id) = app.checkout("first").await;
     let events = stripe.pay_checkout(&session_id, CARD_OK);
     assert_eq!(
-        FakeStripe::deliver(&app.webhook_url(), of_type(&events, "payment_intent.succeeded"), SECRET).await,
+        FakeStripe::deliver(
+            &app.webhook_url(),
+            of_type(&events, "payment_intent.succeeded"),
+            SECRET
+        )
+        .await,
         200
     );
     app.tollgate
-        .set_auto_reload(&app.org_id, NanoUsd::from_usd(100), NanoUsd::from_usd(20), "", "test")
+        .set_auto_reload(
+            &app.org_id,
+            NanoUsd::from_usd(100),
+            NanoUsd::from_usd(20),
+            "",
+            "test",
+        )
         .await
         .expect("set with the saved card");
-    let settings = app.tollgate.auto_reload(&app.org_id).await.expect("read").expect("settings");
+    let settings = app
+        .tollgate
+        .auto_reload(&app.org_id)
+        .await
+        .expect("read")
+        .expect("settings");
     assert_eq!(settings.payment_method, CARD_OK);
     app.tollgate.auto_reload_if_needed(&app.org_id).await;
     assert_eq!(app.purchased_lots().await, 2, "the reload was bought");
 
     // The card is declined now: auto-reload turns itself off and says why.
     app.tollgate
-        .set_auto_reload(&app.org_id, NanoUsd::from_usd(1000), NanoUsd::from_usd(20), CARD_DECLINED, "test")
+        .set_auto_reload(
+            &app.org_id,
+            NanoUsd::from_usd(1000),
+            NanoUsd::from_usd(20),
+            CARD_DECLINED,
+            "test",
+        )
         .await
         .expect("set");
     app.tollgate.auto_reload_if_needed(&app.org_id).await;
-    let settings = app.tollgate.auto_reload(&app.org_id).await.expect("read").expect("settings");
+    let settings = app
+        .tollgate
+        .auto_reload(&app.org_id)
+        .await
+        .expect("read")
+        .expect("settings");
     assert!(!settings.enabled);
     let notice = settings.notice.expect("a notice");
     assert!(notice.contains("Your card was declined"), "{notice}");
