@@ -32,6 +32,9 @@ pub const CARD_AUTHENTICATION_REQUIRED: &str = "pm_card_authenticationRequired";
 /// A payment method whose payment stays `processing` until the test settles it.
 pub const CARD_PROCESSING: &str = "pm_card_processing";
 
+/// A request's parameters, and the status and answer it got.
+type Remembered = (Vec<(String, String)>, u16, Value);
+
 #[derive(Default)]
 struct Stripe {
     base_url: String,
@@ -39,7 +42,7 @@ struct Stripe {
     payment_intents: HashMap<String, Value>,
     sessions: HashMap<String, Value>,
     /// (path, key) → (parameters, status, answer).
-    idempotent: HashMap<(String, String), (Vec<(String, String)>, u16, Value)>,
+    idempotent: HashMap<(String, String), Remembered>,
     /// Every POST: (path, Idempotency-Key).
     posts: Vec<(String, String)>,
     events: Vec<Value>,
@@ -260,10 +263,11 @@ impl FakeStripe {
         header
     }
 
-    /// Delivers `event` to `url` signed now under `secret`; returns the status code.
-    pub async fn deliver(url: &str, event: &Value, secret: &str) -> u16 {
+    /// Delivers `event` to `url` signed at `timestamp` (unix seconds: tollgate's now) under
+    /// `secret`; returns the status code.
+    pub async fn deliver(url: &str, event: &Value, secret: &str, timestamp: i64) -> u16 {
         let body = event.to_string();
-        let header = FakeStripe::signature(&[secret], chrono::Utc::now().timestamp(), &body);
+        let header = FakeStripe::signature(&[secret], timestamp, &body);
         FakeStripe::deliver_raw(url, &body, &header).await
     }
 

@@ -44,6 +44,12 @@ impl TestApp {
         self.url("/webhooks/stripe")
     }
 
+    /// Delivers `event` signed now under the current secret; returns the status code.
+    async fn deliver(&self, event: &Value) -> u16 {
+        let now = self.tollgate.now().timestamp();
+        FakeStripe::deliver(&self.webhook_url(), event, SECRET, now).await
+    }
+
     async fn purchased_lots(&self) -> usize {
         self.tollgate
             .lots(&self.org_id)
@@ -107,7 +113,7 @@ async fn a_double_clicked_checkout_and_redelivered_events_grant_once() {
     let completed = of_type(&events, "checkout.session.completed");
     let succeeded = of_type(&events, "payment_intent.succeeded");
     for event in [completed, completed, succeeded, succeeded, completed] {
-        assert_eq!(FakeStripe::deliver(&app.webhook_url(), event, SECRET).await, 200);
+        assert_eq!(app.deliver(event).await, 200);
     }
     assert_eq!(app.purchased_lots().await, 1);
     assert_eq!(
@@ -148,10 +154,11 @@ async fn many_concurrent_deliveries_of_one_event_grant_once() {
     let events = stripe.pay_checkout(&session_id, CARD_OK);
     let completed = Arc::new(of_type(&events, "checkout.session.completed").clone());
     let url = app.webhook_url();
+    let now = app.tollgate.now().timestamp();
     let deliveries: Vec<_> = (0..20)
         .map(|_| {
             let (event, url) = (completed.clone(), url.clone());
-            tokio::spawn(async move { FakeStripe::deliver(&url, &event, SECRET).await })
+            tokio::spawn(async move { FakeStripe::deliver(&url, &event, SECRET, now).await })
         })
         .collect();
     for delivery in deliveries {
@@ -171,19 +178,10 @@ async fn events_out_of_order_end_the_purchase_once() {
     let paid = stripe.pay_checkout(&session_id, CARD_OK);
     let completed = of_type(&paid, "checkout.session.completed");
     // The success arrives first, the older failure late: the purchase stays paid.
-    assert_eq!(
-        FakeStripe::deliver(&app.webhook_url(), completed, SECRET).await,
-        200
-    );
-    assert_eq!(
-        FakeStripe::deliver(&app.webhook_url(), &failed, SECRET).await,
-        200
-    );
+    assert_eq!(app.deliver(completed).await, 200);
+    assert_eq!(app.deliver(&failed).await, 200);
     let expired = stripe.expire_checkout(&session_id);
-    assert_eq!(
-        FakeStripe::deliver(&app.webhook_url(), &expired, SECRET).await,
-        200
-    );
+    assert_eq!(app.deliver(&expired).await, 200);
     let purchase = app
         .tollgate
         .store()
@@ -199,12 +197,8 @@ async fn events_out_of_order_end_the_purchase_once() {
     let (second_id, second_session) = app.checkout("retry-card-2").await;
     let declined = stripe.pay_checkout(&second_session, CARD_DECLINED);
     assert_eq!(
-        FakeStripe::deliver(
-            &app.webhook_url(),
-            of_type(&declined, "payment_intent.payment_failed"),
-            SECRET
-        )
-        .await,
+        app.deliver(of_type(&declined, "payment_intent.payment_failed"))
+            .await,
         200
     );
     let pending = app
@@ -220,24 +214,13 @@ async fn events_out_of_order_end_the_purchase_once() {
         Some("Your card was declined. (generic_decline)")
     );
     let paid = stripe.pay_checkout(&second_session, CARD_OK);
-    assert_eq!(
-        FakeStripe::deliver(
-            &app.webhook_url(),
-            of_type(&paid, "payment_intent.succeeded"),
-            SECRET
-        )
-        .await,
-        200
-    );
+    assert_eq!(app.deliver(of_type(&paid, "payment_intent.succeeded")).await, 200);
     assert_eq!(app.purchased_lots().await, 2);
 
     // A session that expires unpaid ends the purchase failed, with no credit.
     let (third_id, third_session) = app.checkout("abandoned").await;
     let expired = stripe.expire_checkout(&third_session);
-    assert_eq!(
-        FakeStripe::deliver(&app.webhook_url(), &expired, SECRET).await,
-        200
-    );
+    assert_eq!(app.deliver(&expired).await, 200);
     let abandoned = app
         .tollgate
         .store()
@@ -256,7 +239,7 @@ async fn forged_and_stale_signatures_are_refused_and_a_rotated_secret_is_accepte
     let (_, session_id) = app.checkout("signatures").await;
     let events = stripe.pay_checkout(&session_id, CARD_OK);
     let body = of_type(&events, "checkout.session.completed").to_string();
-    let now = chrono::Utc::now().timestamp();
+    let now = app.tollgate.now().timestamp();
     let url = app.webhook_url();
     let forged = FakeStripe::signature(&["whsec_forged"], now, &body);
     assert_eq!(FakeStripe::deliver_raw(&url, &body, &forged).await, 400);
@@ -304,10 +287,7 @@ async fn off_session_charges_grant_at_once_or_are_refused_with_stripes_reason() 
         .into_iter()
         .find(|event| event["type"] == "payment_intent.succeeded")
         .expect("event");
-    assert_eq!(
-        FakeStripe::deliver(&app.webhook_url(), &succeeded, SECRET).await,
-        200
-    );
+    assert_eq!(app.deliver(&succeeded).await, 200);
     assert_eq!(app.purchased_lots().await, 1);
     let posts = stripe.posts();
     let intent_key = &posts
@@ -334,10 +314,7 @@ async fn off_session_charges_grant_at_once_or_are_refused_with_stripes_reason() 
     assert_eq!(processing.status, PurchaseStatus::Pending);
     assert_eq!(app.purchased_lots().await, 1);
     let settled = stripe.settle(&stripe.intent_for(&processing.id).expect("an intent"));
-    assert_eq!(
-        FakeStripe::deliver(&app.webhook_url(), &settled, SECRET).await,
-        200
-    );
+    assert_eq!(app.deliver(&settled).await, 200);
     assert_eq!(app.purchased_lots().await, 2);
     app.assert_ledger_clean().await;
 }
@@ -361,12 +338,7 @@ async fn a_declined_auto_reload_turns_auto_reload_off_with_stripes_reason() {
     let (_, session_id) = app.checkout("first").await;
     let events = stripe.pay_checkout(&session_id, CARD_OK);
     assert_eq!(
-        FakeStripe::deliver(
-            &app.webhook_url(),
-            of_type(&events, "payment_intent.succeeded"),
-            SECRET
-        )
-        .await,
+        app.deliver(of_type(&events, "payment_intent.succeeded")).await,
         200
     );
     app.tollgate
