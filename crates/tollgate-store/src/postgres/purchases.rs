@@ -99,17 +99,7 @@ impl PgStore {
         let outcome = &outcome;
         retrying_store(|| async move {
             let mut transaction = self.begin().await?;
-            let org_id: Option<String> = sqlx::query_scalar(
-                "SELECT o.id FROM organizations o JOIN purchases p ON p.org_id = o.id
-                 WHERE p.id = $1 FOR UPDATE OF o",
-            )
-            .bind(purchase_id)
-            .fetch_optional(&mut *transaction)
-            .await
-            .map_err(store_error)?;
-            if org_id.is_none() {
-                return Err(invariant(format!("completed an unknown purchase {purchase_id}")));
-            }
+            lock_purchase_organization(&mut transaction, purchase_id).await?;
             let completed = complete_in(&mut transaction, purchase_id, outcome, actor, now).await?;
             transaction.commit().await.map_err(store_error)?;
             Ok(completed)
@@ -128,19 +118,7 @@ impl PgStore {
         let effect = &effect;
         retrying_store(|| async move {
             let mut transaction = self.begin().await?;
-            let org_id: Option<String> = sqlx::query_scalar(
-                "SELECT o.id FROM organizations o JOIN purchases p ON p.org_id = o.id
-                 WHERE p.id = $1 FOR UPDATE OF o",
-            )
-            .bind(purchase_id)
-            .fetch_optional(&mut *transaction)
-            .await
-            .map_err(store_error)?;
-            if org_id.is_none() {
-                return Err(invariant(format!(
-                    "an event for an unknown purchase {purchase_id}"
-                )));
-            }
+            lock_purchase_organization(&mut transaction, purchase_id).await?;
             // A concurrent delivery of the same event waits here on the key, then finds it.
             let recorded = sqlx::query(
                 "INSERT INTO payment_events (event_id, event_type, purchase_id, received_at)
@@ -398,6 +376,25 @@ impl PgStore {
         })
         .await
     }
+}
+
+/// Takes the lock of the organization a purchase belongs to (an unknown purchase is a bug).
+async fn lock_purchase_organization(
+    connection: &mut PgConnection,
+    purchase_id: &str,
+) -> Result<(), StoreError> {
+    let org_id: Option<String> = sqlx::query_scalar(
+        "SELECT o.id FROM organizations o JOIN purchases p ON p.org_id = o.id
+         WHERE p.id = $1 FOR UPDATE OF o",
+    )
+    .bind(purchase_id)
+    .fetch_optional(&mut *connection)
+    .await
+    .map_err(store_error)?;
+    if org_id.is_none() {
+        return Err(invariant(format!("completed an unknown purchase {purchase_id}")));
+    }
+    Ok(())
 }
 
 /// Completes a purchase under its organization's lock (which the caller holds): re-read

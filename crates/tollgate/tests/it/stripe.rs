@@ -50,6 +50,15 @@ impl TestApp {
         FakeStripe::deliver(&self.webhook_url(), event, SECRET, now).await
     }
 
+    async fn purchase(&self, purchase_id: &str) -> tollgate_service::Purchase {
+        self.tollgate
+            .store()
+            .purchase(purchase_id)
+            .await
+            .expect("read")
+            .expect("purchase")
+    }
+
     async fn purchased_lots(&self) -> usize {
         self.tollgate
             .lots(&self.org_id)
@@ -120,13 +129,7 @@ async fn a_double_clicked_checkout_and_redelivered_events_grant_once() {
         app.balance().await.0 - available_before,
         NanoUsd::from_usd(25).nanos()
     );
-    let purchase = app
-        .tollgate
-        .store()
-        .purchase(&purchase_id)
-        .await
-        .expect("read")
-        .expect("purchase");
+    let purchase = app.purchase(&purchase_id).await;
     assert_eq!(purchase.status, PurchaseStatus::Succeeded);
     assert_eq!(
         purchase.payment_reference.as_deref(),
@@ -182,13 +185,7 @@ async fn events_out_of_order_end_the_purchase_once() {
     assert_eq!(app.deliver(&failed).await, 200);
     let expired = stripe.expire_checkout(&session_id);
     assert_eq!(app.deliver(&expired).await, 200);
-    let purchase = app
-        .tollgate
-        .store()
-        .purchase(&purchase_id)
-        .await
-        .expect("read")
-        .expect("purchase");
+    let purchase = app.purchase(&purchase_id).await;
     assert_eq!(purchase.status, PurchaseStatus::Succeeded);
     assert_eq!(app.purchased_lots().await, 1);
 
@@ -201,13 +198,7 @@ async fn events_out_of_order_end_the_purchase_once() {
             .await,
         200
     );
-    let pending = app
-        .tollgate
-        .store()
-        .purchase(&second_id)
-        .await
-        .expect("read")
-        .expect("purchase");
+    let pending = app.purchase(&second_id).await;
     assert_eq!(pending.status, PurchaseStatus::Pending);
     assert_eq!(
         pending.failure_reason.as_deref(),
@@ -221,13 +212,7 @@ async fn events_out_of_order_end_the_purchase_once() {
     let (third_id, third_session) = app.checkout("abandoned").await;
     let expired = stripe.expire_checkout(&third_session);
     assert_eq!(app.deliver(&expired).await, 200);
-    let abandoned = app
-        .tollgate
-        .store()
-        .purchase(&third_id)
-        .await
-        .expect("read")
-        .expect("purchase");
+    let abandoned = app.purchase(&third_id).await;
     assert_eq!(abandoned.status, PurchaseStatus::Failed);
     assert_eq!(app.purchased_lots().await, 2);
     app.assert_ledger_clean().await;
@@ -384,4 +369,99 @@ async fn a_declined_auto_reload_turns_auto_reload_off_with_stripes_reason() {
     assert!(notice.contains("Your card was declined"), "{notice}");
     assert_eq!(app.purchased_lots().await, 2);
     app.assert_ledger_clean().await;
+}
+
+/// The value of `<input … name="NAME" value="…">` in a page.
+fn form_value(page: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = page
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {name} in the page"))
+        + marker.len();
+    page[start..].split('"').next().expect("a value").to_owned()
+}
+
+#[tokio::test]
+async fn the_console_sends_the_buyer_to_checkout_and_shows_credit_only_after_the_event() {
+    let (app, stripe) = stripe_app().await;
+    app.tollgate
+        .create_console_admin(
+            &app.org_id,
+            "ada@example.com",
+            "Ada",
+            "correct horse battery staple",
+        )
+        .await
+        .expect("admin");
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let signed_in = client
+        .post(app.url("/console/sign-in"))
+        .form(&[
+            ("email", "ada@example.com"),
+            ("password", "correct horse battery staple"),
+        ])
+        .send()
+        .await
+        .expect("sign-in");
+    let cookie = signed_in
+        .headers()
+        .get("set-cookie")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .expect("a session cookie")
+        .to_owned();
+    let page = |path: &'static str| {
+        let request = client.get(app.url(path)).header("cookie", &cookie);
+        async move { request.send().await.expect("page").text().await.expect("body") }
+    };
+    let billing = page("/console/billing").await;
+    assert!(!billing.contains("name=\"card\""), "no card field with Stripe");
+    let before = app.balance().await.0;
+    let form = [
+        ("csrf", form_value(&billing, "csrf")),
+        ("idempotency_key", form_value(&billing, "idempotency_key")),
+        ("amount", "25.00".to_owned()),
+    ];
+    let mut locations = Vec::new();
+    // A double click: the same form twice leads to the same Stripe page.
+    for _ in 0..2 {
+        let response = client
+            .post(app.url("/console/billing/purchase"))
+            .header("cookie", &cookie)
+            .form(&form)
+            .send()
+            .await
+            .expect("purchase");
+        assert_eq!(response.status().as_u16(), 303);
+        let location = response.headers()["location"]
+            .to_str()
+            .expect("location")
+            .to_owned();
+        assert!(location.starts_with(&stripe.base_url()), "{location}");
+        locations.push(location);
+    }
+    assert_eq!(locations[0], locations[1]);
+    assert_eq!(app.balance().await.0, before, "nothing before Stripe's event");
+    let session_id = locations[0].rsplit('/').next().expect("id").to_owned();
+    let purchase_id = stripe.session(&session_id).expect("session")["client_reference_id"]
+        .as_str()
+        .expect("purchase id")
+        .to_owned();
+    let receipt_path: &'static str =
+        Box::leak(format!("/console/billing/receipts/{purchase_id}").into_boxed_str());
+    assert!(
+        page(receipt_path)
+            .await
+            .contains("Waiting for the payment to be confirmed")
+    );
+    let events = stripe.pay_checkout(&session_id, CARD_OK);
+    assert_eq!(
+        app.deliver(of_type(&events, "checkout.session.completed")).await,
+        200
+    );
+    assert!(page(receipt_path).await.contains("Payment received"));
+    assert_eq!(app.balance().await.0 - before, NanoUsd::from_usd(25).nanos());
 }
