@@ -5,6 +5,7 @@
 
 use axum::Form;
 use axum::extract::Path;
+use axum::http::HeaderMap;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use maud::html;
 use serde::Deserialize;
@@ -29,6 +30,16 @@ pub(crate) async fn page(Signed(user): Signed) -> Result<Html<String>, PageError
     let standing = admin.tier_standing().await?;
     let limits = admin.limits().await?;
     let auto_reload = admin.auto_reload().await?;
+    // With Stripe the card is entered on Stripe's page: no card field here.
+    let stripe = admin.tollgate().stripe_enabled();
+    let saved_card = admin.payment_customer().await?.and_then(|customer| {
+        customer.payment_method_id.as_ref()?;
+        Some(format!(
+            "{} ending in {}",
+            customer.card_brand.as_deref().unwrap_or("card"),
+            customer.card_last4.as_deref().unwrap_or("????")
+        ))
+    });
     let now = admin.tollgate().now();
     // A fresh idempotency key per rendering: submitting the same form twice buys once.
     let idempotency_key = tollgate_service::random::id(IdKind::Purchase);
@@ -47,9 +58,14 @@ pub(crate) async fn page(Signed(user): Signed) -> Result<Html<String>, PageError
                 input type="hidden" name="idempotency_key" value=(idempotency_key);
                 label for="amount" { "Amount in USD" }
                 input id="amount" name="amount" type="text" inputmode="decimal" required placeholder="25.00";
-                label for="card" { "Card number" }
-                input id="card" name="card" type="text" inputmode="numeric" autocomplete="cc-number" required;
-                button type="submit" { "Buy credits" }
+                @if stripe {
+                    p.hint { "You enter your card on Stripe's secure page; it is saved for auto-reload." }
+                    button type="submit" { "Continue to payment" }
+                } @else {
+                    label for="card" { "Card number" }
+                    input id="card" name="card" type="text" inputmode="numeric" autocomplete="cc-number" required;
+                    button type="submit" { "Buy credits" }
+                }
             }
         }
         section.card {
@@ -69,8 +85,12 @@ pub(crate) async fn page(Signed(user): Signed) -> Result<Html<String>, PageError
                 input id="threshold" name="threshold" type="text" inputmode="decimal";
                 label for="reload-amount" { "Buy (USD)" }
                 input id="reload-amount" name="amount" type="text" inputmode="decimal";
-                label for="reload-card" { "Card number" }
-                input id="reload-card" name="card" type="text" inputmode="numeric" autocomplete="cc-number";
+                @if stripe {
+                    p id="saved-card" { "Charged to: " (saved_card.as_deref().unwrap_or("no card saved yet (buy credit once)")) }
+                } @else {
+                    label for="reload-card" { "Card number" }
+                    input id="reload-card" name="card" type="text" inputmode="numeric" autocomplete="cc-number";
+                }
                 button type="submit" name="enabled" value="on" { "Turn on" }
                 button type="submit" name="enabled" value="off" { "Turn off" }
             }
@@ -128,16 +148,29 @@ pub(crate) async fn page(Signed(user): Signed) -> Result<Html<String>, PageError
 #[derive(Deserialize)]
 pub(crate) struct PurchaseForm {
     amount: String,
+    #[serde(default)]
     card: String,
     idempotency_key: String,
 }
 
 pub(crate) async fn purchase(
     Signed(user): Signed,
+    headers: HeaderMap,
     Form(form): Form<PurchaseForm>,
 ) -> Result<Response, PageError> {
     let admin = user.authority(ConsoleArea::Billing, Access::Change)?;
     let amount = usd("amount", &form.amount)?;
+    if admin.tollgate().stripe_enabled() {
+        let started = admin
+            .start_checkout(amount, &form.idempotency_key, &own_address(&headers))
+            .await?;
+        return Ok(match started.url {
+            Some(url) => Redirect::to(&url).into_response(),
+            None => {
+                Redirect::to(&format!("/console/billing/receipts/{}", started.purchase.id)).into_response()
+            }
+        });
+    }
     let purchase = admin
         .purchase(amount, form.card.trim(), &form.idempotency_key)
         .await?;
@@ -174,6 +207,15 @@ pub(crate) async fn auto_reload(
     Ok(Redirect::to("/console/billing").into_response())
 }
 
+/// This server's address as the browser reached it, for Stripe to send the buyer back to
+/// (unless `payments.stripe.public_url` says otherwise).
+fn own_address(headers: &HeaderMap) -> String {
+    let header = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
+    let scheme = header("x-forwarded-proto").unwrap_or("http");
+    let host = header("host").unwrap_or("localhost");
+    format!("{scheme}://{host}")
+}
+
 pub(crate) async fn receipt(
     Signed(user): Signed,
     Path(purchase_id): Path<String>,
@@ -191,6 +233,11 @@ pub(crate) async fn receipt(
         section.card.receipt {
             @if succeeded {
                 p role="status" id="purchase-status" { "Payment received. The credit is available now." }
+            } @else if purchase.status == PurchaseStatus::Pending {
+                p role="status" id="purchase-status" {
+                    "Waiting for the payment to be confirmed; the credit appears once it is."
+                    @if let Some(reason) = &purchase.failure_reason { " The last attempt failed: " (reason) }
+                }
             } @else {
                 p role="alert" id="purchase-status" { "This purchase " (purchase.status.as_str()) "." }
             }

@@ -364,6 +364,23 @@ impl OrgAdmin {
         self.tollgate.purchases(&self.org_id).await
     }
 
+    /// Starts a purchase on Stripe's Checkout page; credit comes with Stripe's event.
+    pub async fn start_checkout(
+        &self,
+        amount: NanoUsd,
+        idempotency_key: &str,
+        return_url: &str,
+    ) -> Result<crate::CheckoutStart, ServiceError> {
+        self.tollgate
+            .start_checkout(&self.org_id, amount, idempotency_key, return_url)
+            .await
+    }
+
+    /// The Stripe customer and the card saved for auto-reload, if any.
+    pub async fn payment_customer(&self) -> Result<Option<tollgate_store::PaymentCustomer>, ServiceError> {
+        self.tollgate.payment_customer(&self.org_id).await
+    }
+
     pub async fn purchase(
         &self,
         amount: NanoUsd,

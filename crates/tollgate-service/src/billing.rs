@@ -13,7 +13,8 @@ use tollgate_store::{
 
 use crate::Tollgate;
 use crate::error::ServiceError;
-use crate::payments::PaymentError;
+use crate::payments::stripe::Charge;
+use crate::payments::{PaymentError, PaymentProvider};
 use crate::random;
 
 /// A purchase request.
@@ -86,29 +87,22 @@ impl Tollgate {
             PurchaseClaim::Existing(purchase) | PurchaseClaim::New(purchase) => purchase,
         };
         let charge_key = format!("{}:{}", purchase.org_id, purchase.idempotency_key);
-        let outcome = match self
-            .inner
-            .payments
-            .charge(purchase.amount, request.payment_method, &charge_key)
-            .await
-        {
-            Ok(payment_reference) => {
-                let granted_at = self.now();
-                PurchaseOutcome::Succeeded {
-                    payment_reference,
-                    lot: NewLot {
-                        lot_id: random::id(IdKind::Lot),
-                        org_id: purchase.org_id.clone(),
-                        kind: LotKind::Purchase,
-                        amount: purchase.amount,
-                        granted_at,
-                        expires_at: default_expiry(LotKind::Purchase, granted_at),
-                        memo: format!("purchase {}", purchase.id),
-                        programme: None,
-                        actor: request.actor.to_owned(),
-                    },
-                }
+        let charge = match &self.inner.payments {
+            PaymentProvider::Test(test) => test
+                .charge(purchase.amount, request.payment_method, &charge_key)
+                .map(Charge::Paid),
+            PaymentProvider::Stripe(stripe) => {
+                self.stripe_charge(stripe, &purchase, request.payment_method, &charge_key)
+                    .await
             }
+        };
+        let outcome = match charge {
+            Ok(Charge::Paid(payment_reference)) => PurchaseOutcome::Succeeded {
+                payment_reference,
+                lot: purchase_lot(&purchase, request.actor, self.now()),
+            },
+            // Stripe's `payment_intent.succeeded` (or its failure) ends it later.
+            Ok(Charge::Processing(_)) => return Ok(purchase),
             Err(PaymentError::Declined(reason)) => PurchaseOutcome::Declined { reason },
             Err(PaymentError::Failed(reason)) => PurchaseOutcome::Failed { reason },
         };
@@ -123,7 +117,7 @@ impl Tollgate {
         finished_purchase(completed)
     }
 
-    fn forget_organization_limits(&self, org_id: &str) {
+    pub(crate) fn forget_organization_limits(&self, org_id: &str) {
         self.inner.limits_cache.forget_organization(org_id);
     }
 
@@ -168,7 +162,22 @@ impl Tollgate {
         }
         let limits = self.organization_limits(org_id).await?;
         check_single_purchase(&limits.limits, amount)?;
-        if payment_method.trim().is_empty() {
+        let payment_method = match self.inner.payments.as_stripe() {
+            // With Stripe, the card saved by the last Checkout payment (never a card number).
+            Some(_) if payment_method.trim().is_empty() => self
+                .store()
+                .payment_customer(org_id)
+                .await?
+                .and_then(|customer| customer.payment_method_id)
+                .ok_or_else(|| {
+                    ServiceError::Invalid(
+                        "no card is saved yet: buy credit once with a card and it is kept for auto-reload"
+                            .into(),
+                    )
+                })?,
+            _ => payment_method.trim().to_owned(),
+        };
+        if payment_method.is_empty() {
             return Err(ServiceError::Invalid("a payment method is required".into()));
         }
         let settings = AutoReload {
@@ -176,7 +185,7 @@ impl Tollgate {
             enabled: true,
             threshold,
             amount,
-            payment_method: payment_method.trim().to_owned(),
+            payment_method,
             in_flight_since: None,
             notice: None,
         };
@@ -300,8 +309,23 @@ impl Tollgate {
     }
 }
 
+/// The lot a paid purchase grants: its amount, expiring a year after it is granted.
+pub(crate) fn purchase_lot(purchase: &Purchase, actor: &str, granted_at: tollgate_core::Timestamp) -> NewLot {
+    NewLot {
+        lot_id: random::id(IdKind::Lot),
+        org_id: purchase.org_id.clone(),
+        kind: LotKind::Purchase,
+        amount: purchase.amount,
+        granted_at,
+        expires_at: default_expiry(LotKind::Purchase, granted_at),
+        memo: format!("purchase {}", purchase.id),
+        programme: None,
+        actor: actor.to_owned(),
+    }
+}
+
 /// The tier (or limit set) caps what one purchase may buy.
-fn check_single_purchase(limits: &LimitSet, amount: NanoUsd) -> Result<(), ServiceError> {
+pub(crate) fn check_single_purchase(limits: &LimitSet, amount: NanoUsd) -> Result<(), ServiceError> {
     match limits.max_single_purchase {
         Some(cap) if amount > cap => Err(ServiceError::Invalid(format!(
             "a single purchase at {} is at most {cap}",

@@ -8,6 +8,7 @@ mod alerts;
 mod batches;
 mod billing;
 pub mod capture;
+mod checkout;
 pub mod clock;
 mod concurrency;
 mod console;
@@ -46,6 +47,7 @@ pub use crate::batches::{
     BATCH_LIFETIME_HOURS, BATCH_RESULTS_KEPT_DAYS, BatchMaintenance, BatchRequestPlan, batch_caller,
 };
 pub use crate::billing::{PurchaseRequest, TierStanding};
+pub use crate::checkout::{CheckoutStart, WebhookError, WebhookOutcome};
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::console::{
     Access, ConsoleArea, ConsoleUser, Denied, PASSWORD_CHECKS_MAX, PASSWORD_LENGTH_MIN,

@@ -1,6 +1,10 @@
 //! The payment-provider interface purchases go through. Built in: `test`, which succeeds at
-//! once for any card number except the documented decline and failure numbers. Every
-//! charge carries the purchase's idempotency key, so a retried charge never bills twice.
+//! once for any card number except the documented decline and failure numbers, and
+//! `stripe` (`stripe.rs`), where the card is entered on Stripe's page and credit is granted
+//! on Stripe's signed events (or a PaymentIntent that succeeds at once). Every charge
+//! carries the purchase's idempotency key, so a retried charge never bills twice.
+
+pub mod stripe;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -27,6 +31,7 @@ pub enum PaymentError {
 #[derive(Clone)]
 pub enum PaymentProvider {
     Test(TestPayments),
+    Stripe(stripe::StripePayments),
 }
 
 impl PaymentProvider {
@@ -34,15 +39,15 @@ impl PaymentProvider {
         PaymentProvider::Test(TestPayments::default())
     }
 
-    /// Charges `amount` to `payment_method`; returns the provider's reference.
-    pub async fn charge(
-        &self,
-        amount: NanoUsd,
-        payment_method: &str,
-        idempotency_key: &str,
-    ) -> Result<String, PaymentError> {
+    pub fn stripe(settings: stripe::StripeSettings) -> PaymentProvider {
+        PaymentProvider::Stripe(stripe::StripePayments::new(settings))
+    }
+
+    /// Stripe's client, when Stripe is the provider.
+    pub fn as_stripe(&self) -> Option<&stripe::StripePayments> {
         match self {
-            PaymentProvider::Test(test) => test.charge(amount, payment_method, idempotency_key),
+            PaymentProvider::Stripe(stripe) => Some(stripe),
+            PaymentProvider::Test(_) => None,
         }
     }
 }
@@ -54,7 +59,8 @@ pub struct TestPayments {
 }
 
 impl TestPayments {
-    fn charge(
+    /// Charges `amount` to the card number `payment_method`; returns the charge's reference.
+    pub(crate) fn charge(
         &self,
         amount: NanoUsd,
         payment_method: &str,

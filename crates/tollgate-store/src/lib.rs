@@ -35,6 +35,7 @@ mod dialect;
 mod error;
 mod journal;
 mod model;
+mod payment_customers;
 mod postgres;
 mod reports;
 mod request_log;
@@ -76,6 +77,7 @@ use crate::alerts::Alerts;
 use crate::audit_log::AuditLog;
 use crate::batches::Batches;
 use crate::captures::Captures;
+use crate::payment_customers::PaymentCustomers;
 use crate::postgres::PgStore;
 use crate::reports::Reports;
 use crate::request_log::RequestLog;
@@ -447,6 +449,39 @@ impl Store {
         now: Timestamp,
     ) -> Result<Purchase, StoreError> {
         dispatch!(self.complete_purchase(purchase_id, outcome, actor, now))
+    }
+
+    /// Applies a payment provider's event to a pending purchase, at most once per event id:
+    /// the event's id is recorded in the same transaction as its effect, so a redelivered
+    /// event (even concurrently) returns `None` and changes nothing. `Complete` ends the
+    /// purchase as `complete_purchase` does (an already-ended purchase stays as it ended);
+    /// `AttemptFailed` records the reason on a still-pending purchase.
+    pub async fn complete_purchase_on_event(
+        &self,
+        event: &PaymentEvent,
+        purchase_id: &str,
+        effect: PaymentEventEffect,
+        actor: &str,
+    ) -> Result<Option<Purchase>, StoreError> {
+        dispatch!(self.complete_purchase_on_event(event, purchase_id, effect, actor))
+    }
+
+    pub async fn purchase(&self, purchase_id: &str) -> Result<Option<Purchase>, StoreError> {
+        dispatch!(self.purchase(purchase_id))
+    }
+
+    /// The organization's customer at the payment provider, if one was made.
+    pub async fn payment_customer(&self, org_id: &str) -> Result<Option<PaymentCustomer>, StoreError> {
+        dispatch!(self.payment_customer(org_id))
+    }
+
+    /// Records the organization's customer; `payment_method_id: None` keeps the saved one.
+    pub async fn save_payment_customer(
+        &self,
+        customer: &PaymentCustomer,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        dispatch!(self.save_payment_customer(customer, now))
     }
 
     /// Newest first.

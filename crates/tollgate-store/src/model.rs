@@ -486,3 +486,33 @@ pub struct AuditEntry {
     pub reason: Option<String>,
     pub at: Timestamp,
 }
+
+/// An organization's customer at the payment provider and the payment method saved for
+/// off-session charges: the provider's ids, and the card's brand and last four digits for
+/// display. Never a card number.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PaymentCustomer {
+    pub org_id: String,
+    pub customer_id: String,
+    pub payment_method_id: Option<String>,
+    pub card_brand: Option<String>,
+    pub card_last4: Option<String>,
+}
+
+/// A payment provider's event, applied at most once by its id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PaymentEvent {
+    pub event_id: String,
+    pub event_type: String,
+    pub received_at: Timestamp,
+}
+
+/// What a provider's event does to a pending purchase.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PaymentEventEffect {
+    /// Ends the purchase (if still pending).
+    Complete(PurchaseOutcome),
+    /// Keeps it pending and records why the last attempt failed (the customer may retry on
+    /// the provider's page).
+    AttemptFailed { reason: String },
+}

@@ -1,5 +1,5 @@
 //! Test-only helpers for tollgate: [`FakeOtlp`], a collector that keeps the spans it is
-//! sent, [`FakeWebhook`] and [`FakeSmtp`], which receive alerts by HTTP and by SMTP, and [`FakeUpstream`]: a real HTTP server on
+//! sent, [`FakeWebhook`] and [`FakeSmtp`], which receive alerts by HTTP and by SMTP, [`FakeStripe`], Stripe's API and signed webhooks (`fake_stripe`), and [`FakeUpstream`]: a real HTTP server on
 //! loopback that speaks Anthropic's Messages API wire format (JSON replies, the SSE event
 //! sequence, error envelopes) and can be told per instance how to misbehave, so integration
 //! tests and the benchmark harness never touch api.anthropic.com.
@@ -9,11 +9,15 @@
 //! only ever runs under tests and benchmarks, `expect` is acceptable here for failures that
 //! mean the test setup itself is broken (for example, a loopback port that cannot be bound).
 
+mod fake_stripe;
 mod fake_upstream;
 mod otlp;
 mod smtp;
 mod webhook;
 
+pub use crate::fake_stripe::{
+    CARD_AUTHENTICATION_REQUIRED, CARD_DECLINED, CARD_OK, CARD_PROCESSING, FakeStripe,
+};
 pub use crate::fake_upstream::{Behavior, FakeUpstream, RecordedRequest, Recording, Reply};
 pub use crate::otlp::{FakeOtlp, ReceivedSpan};
 pub use crate::smtp::{FakeSmtp, ReceivedMail};

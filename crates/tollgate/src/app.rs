@@ -223,7 +223,8 @@ impl Application {
         });
         // So is the Console, under /console; it sees client addresses for its sign-in limit.
         let console = crate::console::router(&self.state, self.console);
-        let mut routes = router(self.state).merge(admin).merge(console);
+        let webhooks = crate::webhooks::router(self.state.tollgate.clone());
+        let mut routes = router(self.state).merge(admin).merge(console).merge(webhooks);
         let mut metrics_tasks = Vec::new();
         if let Some(handle) = self.metrics.handle {
             metrics_tasks.push(telemetry::spawn_upkeep(handle.clone()));

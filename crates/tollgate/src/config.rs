@@ -17,6 +17,7 @@ use tollgate_core::pricing::{ModelPrices, Multiplier, PriceSchedule, PromptTier,
 use tollgate_core::tiers::{BillingPolicy, LimitSet, RateLimits, Tier, TierLadder};
 use tollgate_gateway::GatewaySettings;
 use tollgate_limiter::{RedisClock, RedisTimeouts};
+use tollgate_service::payments::stripe::StripeSettings;
 use tollgate_service::{PaymentProvider, Settings};
 use tollgate_store::PostgresOptions;
 use tollgate_upstream::Provider;
@@ -66,8 +67,71 @@ pub struct Config {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PaymentsConfig {
-    /// Only `test` is built in; a real provider plugs in behind the same interface.
+    /// `test` or `stripe`.
     pub provider: String,
+    #[serde(default)]
+    pub stripe: StripeConfig,
+}
+
+/// The `stripe` provider's settings (`[payments.stripe]`).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StripeConfig {
+    pub secret_key: Option<String>,
+    pub secret_key_file: Option<PathBuf>,
+    /// The endpoint's signing secret (`whsec_…`).
+    pub webhook_secret: Option<String>,
+    /// The secret being rotated out: signatures under either are accepted.
+    pub previous_webhook_secret: Option<String>,
+    #[serde(default = "default_webhook_tolerance")]
+    pub webhook_tolerance_seconds: u64,
+    #[serde(default = "default_currency")]
+    pub currency: String,
+    #[serde(default = "default_stripe_api")]
+    pub api_base: String,
+    pub publishable_key: Option<String>,
+    /// Where Checkout sends the buyer back (this server's public address).
+    pub public_url: Option<String>,
+}
+
+impl Default for StripeConfig {
+    fn default() -> StripeConfig {
+        StripeConfig {
+            secret_key: None,
+            secret_key_file: None,
+            webhook_secret: None,
+            previous_webhook_secret: None,
+            webhook_tolerance_seconds: default_webhook_tolerance(),
+            currency: default_currency(),
+            api_base: default_stripe_api(),
+            publishable_key: None,
+            public_url: None,
+        }
+    }
+}
+
+/// Secrets stay out of debug output.
+impl std::fmt::Debug for StripeConfig {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("StripeConfig")
+            .field("currency", &self.currency)
+            .field("api_base", &self.api_base)
+            .field("public_url", &self.public_url)
+            .finish_non_exhaustive()
+    }
+}
+
+fn default_webhook_tolerance() -> u64 {
+    300
+}
+
+fn default_currency() -> String {
+    "usd".to_owned()
+}
+
+fn default_stripe_api() -> String {
+    "https://api.stripe.com".to_owned()
 }
 
 #[derive(Clone, Copy, Debug, Deserialize)]
@@ -712,8 +776,56 @@ impl Config {
     pub fn payment_provider(&self) -> anyhow::Result<PaymentProvider> {
         match self.payments.provider.as_str() {
             "test" => Ok(PaymentProvider::test()),
-            other => bail!("payments.provider '{other}' is not known (built in: test)"),
+            "stripe" => Ok(PaymentProvider::stripe(self.stripe_settings()?)),
+            other => bail!("payments.provider '{other}' is not known (built in: test, stripe)"),
         }
+    }
+
+    fn stripe_settings(&self) -> anyhow::Result<StripeSettings> {
+        let stripe = &self.payments.stripe;
+        let secret_key = match (&stripe.secret_key, &stripe.secret_key_file) {
+            (Some(key), _) => key.clone(),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .with_context(|| format!("payments.stripe.secret_key_file: cannot read {}", path.display()))?
+                .trim()
+                .to_owned(),
+            (None, None) => bail!("payments.stripe.secret_key (or secret_key_file) is required"),
+        };
+        let Some(webhook_secret) = stripe.webhook_secret.clone().filter(|secret| !secret.is_empty()) else {
+            bail!("payments.stripe.webhook_secret is required: credit is granted on Stripe's signed events");
+        };
+        let currency = stripe.currency.to_ascii_lowercase();
+        if currency.len() != 3 || !currency.bytes().all(|byte| byte.is_ascii_lowercase()) {
+            bail!(
+                "payments.stripe.currency must be a three-letter code, not '{}'",
+                stripe.currency
+            );
+        }
+        if stripe.webhook_tolerance_seconds == 0 {
+            bail!("payments.stripe.webhook_tolerance_seconds must be at least 1");
+        }
+        Ok(StripeSettings {
+            secret_key,
+            webhook_secrets: std::iter::once(webhook_secret)
+                .chain(
+                    stripe
+                        .previous_webhook_secret
+                        .clone()
+                        .filter(|secret| !secret.is_empty()),
+                )
+                .collect(),
+            currency,
+            api_base: stripe.api_base.trim_end_matches('/').to_owned(),
+            publishable_key: stripe.publishable_key.clone(),
+            webhook_tolerance: chrono::Duration::seconds(
+                i64::try_from(stripe.webhook_tolerance_seconds).unwrap_or(i64::MAX / 1000),
+            ),
+            public_url: stripe
+                .public_url
+                .as_deref()
+                .map(|url| url.trim_end_matches('/').to_owned())
+                .filter(|url| !url.is_empty()),
+        })
     }
 
     pub fn server_settings(&self) -> anyhow::Result<ServerSettings> {

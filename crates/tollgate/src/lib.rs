@@ -7,3 +7,4 @@ pub mod config;
 mod console;
 pub mod serve;
 pub mod telemetry;
+mod webhooks;

@@ -10,6 +10,7 @@ use crate::batches::Batches;
 use crate::captures::Captures;
 use crate::dialect::{BoundArguments, Dialect};
 use crate::error::StoreError;
+use crate::payment_customers::PaymentCustomers;
 use crate::postgres::{PgStore, PgTransaction, store_error};
 use crate::reports::Reports;
 use crate::request_log::RequestLog;
@@ -58,6 +59,7 @@ impl AuditLog for PgStore {}
 impl Batches for PgStore {}
 
 impl StoredResponses for PgStore {}
+impl PaymentCustomers for PgStore {}
 
 impl Reports for PgStore {}
 

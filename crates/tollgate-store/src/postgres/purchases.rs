@@ -16,8 +16,8 @@ use tollgate_core::money::NanoUsd;
 use crate::error::{StoreError, TxError};
 use crate::journal::unpaid_purchase_entry;
 use crate::model::{
-    AuditEntry, AutoReload, IdempotencyKeyReused, NewPurchase, Purchase, PurchaseClaim, PurchaseOutcome,
-    PurchaseStatus,
+    AuditEntry, AutoReload, IdempotencyKeyReused, NewPurchase, PaymentEvent, PaymentEventEffect, Purchase,
+    PurchaseClaim, PurchaseOutcome, PurchaseStatus,
 };
 use crate::postgres::audit_log::{
     AUTO_RELOAD_DISABLED, CREDIT_PURCHASE_DECLINED, CREDIT_PURCHASE_FAILED, CREDIT_PURCHASED, SYSTEM_ACTOR,
@@ -99,20 +99,65 @@ impl PgStore {
         let outcome = &outcome;
         retrying_store(|| async move {
             let mut transaction = self.begin().await?;
-            let org_id: Option<String> = sqlx::query_scalar(
-                "SELECT o.id FROM organizations o JOIN purchases p ON p.org_id = o.id
-                 WHERE p.id = $1 FOR UPDATE OF o",
-            )
-            .bind(purchase_id)
-            .fetch_optional(&mut *transaction)
-            .await
-            .map_err(store_error)?;
-            if org_id.is_none() {
-                return Err(invariant(format!("completed an unknown purchase {purchase_id}")));
-            }
+            lock_purchase_organization(&mut transaction, purchase_id).await?;
             let completed = complete_in(&mut transaction, purchase_id, outcome, actor, now).await?;
             transaction.commit().await.map_err(store_error)?;
             Ok(completed)
+        })
+        .await
+    }
+
+    pub(crate) async fn complete_purchase_on_event(
+        &self,
+        event: &PaymentEvent,
+        purchase_id: &str,
+        effect: PaymentEventEffect,
+        actor: &str,
+    ) -> Result<Option<Purchase>, StoreError> {
+        let now = truncate_to_millis(event.received_at)?;
+        let effect = &effect;
+        retrying_store(|| async move {
+            let mut transaction = self.begin().await?;
+            lock_purchase_organization(&mut transaction, purchase_id).await?;
+            // A concurrent delivery of the same event waits here on the key, then finds it.
+            let recorded = sqlx::query(
+                "INSERT INTO payment_events (event_id, event_type, purchase_id, received_at)
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (event_id) DO NOTHING",
+            )
+            .bind(&event.event_id)
+            .bind(&event.event_type)
+            .bind(purchase_id)
+            .bind(millis(now))
+            .execute(&mut *transaction)
+            .await
+            .map_err(store_error)?;
+            if recorded.rows_affected() == 0 {
+                transaction.rollback().await.map_err(store_error)?;
+                return Ok(None);
+            }
+            let purchase = match effect {
+                PaymentEventEffect::Complete(outcome) => {
+                    complete_in(&mut transaction, purchase_id, outcome, actor, now).await?
+                }
+                PaymentEventEffect::AttemptFailed { reason } => {
+                    sqlx::query(
+                        "UPDATE purchases SET failure_reason = $1 WHERE id = $2 AND status = 'pending'",
+                    )
+                    .bind(reason)
+                    .bind(purchase_id)
+                    .execute(&mut *transaction)
+                    .await
+                    .map_err(store_error)?;
+                    sqlx::query(&format!("{PURCHASE_SELECT} WHERE id = $1"))
+                        .bind(purchase_id)
+                        .fetch_one(&mut *transaction)
+                        .await
+                        .map_err(store_error)
+                        .and_then(|row| purchase_from_row(&row))?
+                }
+            };
+            transaction.commit().await.map_err(store_error)?;
+            Ok(Some(purchase))
         })
         .await
     }
@@ -331,6 +376,25 @@ impl PgStore {
         })
         .await
     }
+}
+
+/// Takes the lock of the organization a purchase belongs to (an unknown purchase is a bug).
+async fn lock_purchase_organization(
+    connection: &mut PgConnection,
+    purchase_id: &str,
+) -> Result<(), StoreError> {
+    let org_id: Option<String> = sqlx::query_scalar(
+        "SELECT o.id FROM organizations o JOIN purchases p ON p.org_id = o.id
+         WHERE p.id = $1 FOR UPDATE OF o",
+    )
+    .bind(purchase_id)
+    .fetch_optional(&mut *connection)
+    .await
+    .map_err(store_error)?;
+    if org_id.is_none() {
+        return Err(invariant(format!("completed an unknown purchase {purchase_id}")));
+    }
+    Ok(())
 }
 
 /// Completes a purchase under its organization's lock (which the caller holds): re-read

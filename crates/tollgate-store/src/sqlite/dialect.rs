@@ -10,6 +10,7 @@ use crate::batches::Batches;
 use crate::captures::Captures;
 use crate::dialect::{BoundArguments, Dialect};
 use crate::error::StoreError;
+use crate::payment_customers::PaymentCustomers;
 use crate::reports::Reports;
 use crate::request_log::RequestLog;
 use crate::sqlite::{SqliteStore, SqliteTransaction, store_error};
@@ -64,6 +65,7 @@ impl AuditLog for SqliteStore {}
 impl Batches for SqliteStore {}
 
 impl StoredResponses for SqliteStore {}
+impl PaymentCustomers for SqliteStore {}
 
 impl Reports for SqliteStore {}
 

@@ -17,8 +17,8 @@ use tollgate_core::money::NanoUsd;
 use crate::error::{StoreError, TxError};
 use crate::journal::unpaid_purchase_entry;
 use crate::model::{
-    AuditEntry, AutoReload, IdempotencyKeyReused, NewPurchase, Purchase, PurchaseClaim, PurchaseOutcome,
-    PurchaseStatus,
+    AuditEntry, AutoReload, IdempotencyKeyReused, NewPurchase, PaymentEvent, PaymentEventEffect, Purchase,
+    PurchaseClaim, PurchaseOutcome, PurchaseStatus,
 };
 use crate::rows::{AUTO_RELOAD_SELECT, PURCHASE_SELECT, auto_reload_from_row, purchase_from_row};
 use crate::rules::check_amount_positive;
@@ -91,98 +91,55 @@ impl SqliteStore {
     ) -> Result<Purchase, StoreError> {
         let now = truncate_to_millis(now)?;
         let mut transaction = self.begin_write().await?;
-        let Some(purchase) = load_purchase_by_id(&mut transaction, purchase_id).await? else {
-            return Err(invariant(format!("completed an unknown purchase {purchase_id}")));
-        };
-        if purchase.status != PurchaseStatus::Pending {
-            // Ended before (a retry, or another process): the first ending stands.
-            transaction.rollback().await.map_err(store_error)?;
-            return Ok(purchase);
-        }
-        let audit = match outcome {
-            PurchaseOutcome::Succeeded {
-                payment_reference,
-                lot,
-            } => {
-                if lot.org_id != purchase.org_id
-                    || lot.kind != LotKind::Purchase
-                    || lot.amount != purchase.amount
-                {
-                    return Err(invariant(format!(
-                        "purchase {purchase_id} of {} for {} would grant a {} lot of {} to {}",
-                        purchase.org_id,
-                        purchase.amount,
-                        lot.kind.as_str(),
-                        lot.amount,
-                        lot.org_id
-                    )));
-                }
-                grant_in(&mut transaction, &lot)
-                    .await
-                    .map_err(|error| match error {
-                        TxError::Rejected(rejection) => invariant(format!(
-                            "the lot of paid purchase {purchase_id} was refused: {rejection}"
-                        )),
-                        TxError::Store(error) => error,
-                    })?;
-                end_purchase(
-                    &mut transaction,
-                    purchase_id,
-                    PurchaseStatus::Succeeded,
-                    Some(&payment_reference),
-                    None,
-                    Some(&lot.lot_id),
-                    now,
-                )
-                .await?;
-                let cumulative =
-                    add_cumulative_purchases(&mut transaction, &purchase.org_id, purchase.amount).await?;
-                AuditEntry {
-                    org_id: purchase.org_id.clone(),
-                    actor: actor.to_owned(),
-                    action: CREDIT_PURCHASED.to_owned(),
-                    subject: purchase.id.clone(),
-                    details: format!(
-                        "{} purchase of {} paid ({payment_reference}) as lot {}; cumulative purchases now {cumulative}",
-                        purchase.source.as_str(),
-                        purchase.amount,
-                        lot.lot_id
-                    ),
-                    reason: None,
-                    at: now,
-                }
-            }
-            PurchaseOutcome::Declined { reason } => {
-                end_unpaid(
-                    &mut transaction,
-                    &purchase,
-                    (PurchaseStatus::Declined, CREDIT_PURCHASE_DECLINED),
-                    reason,
-                    actor,
-                    now,
-                )
-                .await?
-            }
-            PurchaseOutcome::Failed { reason } => {
-                end_unpaid(
-                    &mut transaction,
-                    &purchase,
-                    (PurchaseStatus::Failed, CREDIT_PURCHASE_FAILED),
-                    reason,
-                    actor,
-                    now,
-                )
-                .await?
-            }
-        };
-        insert_audit_event(&mut transaction, &audit).await?;
-        let completed = load_purchase_by_id(&mut transaction, purchase_id)
-            .await?
-            .ok_or_else(|| invariant(format!("purchase {purchase_id} vanished while it was completed")))?;
+        let completed = complete_in(&mut transaction, purchase_id, outcome, actor, now).await?;
         transaction.commit().await.map_err(store_error)?;
         Ok(completed)
     }
 
+    pub(crate) async fn complete_purchase_on_event(
+        &self,
+        event: &PaymentEvent,
+        purchase_id: &str,
+        effect: PaymentEventEffect,
+        actor: &str,
+    ) -> Result<Option<Purchase>, StoreError> {
+        let now = truncate_to_millis(event.received_at)?;
+        let mut transaction = self.begin_write().await?;
+        // The write lock is held: a concurrent delivery of the same event finds the id.
+        let recorded = sqlx::query(
+            "INSERT INTO payment_events (event_id, event_type, purchase_id, received_at)
+             VALUES (?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING",
+        )
+        .bind(&event.event_id)
+        .bind(&event.event_type)
+        .bind(purchase_id)
+        .bind(millis(now))
+        .execute(&mut *transaction)
+        .await
+        .map_err(store_error)?;
+        if recorded.rows_affected() == 0 {
+            transaction.rollback().await.map_err(store_error)?;
+            return Ok(None);
+        }
+        let purchase = match effect {
+            PaymentEventEffect::Complete(outcome) => {
+                complete_in(&mut transaction, purchase_id, outcome, actor, now).await?
+            }
+            PaymentEventEffect::AttemptFailed { reason } => {
+                sqlx::query("UPDATE purchases SET failure_reason = ? WHERE id = ? AND status = 'pending'")
+                    .bind(reason)
+                    .bind(purchase_id)
+                    .execute(&mut *transaction)
+                    .await
+                    .map_err(store_error)?;
+                load_purchase_by_id(&mut transaction, purchase_id)
+                    .await?
+                    .ok_or_else(|| invariant(format!("an event for an unknown purchase {purchase_id}")))?
+            }
+        };
+        transaction.commit().await.map_err(store_error)?;
+        Ok(Some(purchase))
+    }
     pub(crate) async fn purchases(&self, org_id: &str) -> Result<Vec<Purchase>, StoreError> {
         sqlx::query(&format!(
             "{PURCHASE_SELECT} WHERE org_id = ? ORDER BY created_at DESC, rowid DESC"
@@ -373,6 +330,101 @@ impl SqliteStore {
         transaction.commit().await.map_err(store_error)?;
         Ok(())
     }
+}
+
+/// Completes a purchase inside the caller's write transaction: only a pending one is ended;
+/// an ended one (a retry, or another process) is returned as it first ended.
+async fn complete_in(
+    connection: &mut SqliteConnection,
+    purchase_id: &str,
+    outcome: PurchaseOutcome,
+    actor: &str,
+    now: Timestamp,
+) -> Result<Purchase, StoreError> {
+    let Some(purchase) = load_purchase_by_id(&mut *connection, purchase_id).await? else {
+        return Err(invariant(format!("completed an unknown purchase {purchase_id}")));
+    };
+    if purchase.status != PurchaseStatus::Pending {
+        return Ok(purchase);
+    }
+    let audit = match outcome {
+        PurchaseOutcome::Succeeded {
+            payment_reference,
+            lot,
+        } => {
+            if lot.org_id != purchase.org_id || lot.kind != LotKind::Purchase || lot.amount != purchase.amount
+            {
+                return Err(invariant(format!(
+                    "purchase {purchase_id} of {} for {} would grant a {} lot of {} to {}",
+                    purchase.org_id,
+                    purchase.amount,
+                    lot.kind.as_str(),
+                    lot.amount,
+                    lot.org_id
+                )));
+            }
+            grant_in(&mut *connection, &lot)
+                .await
+                .map_err(|error| match error {
+                    TxError::Rejected(rejection) => invariant(format!(
+                        "the lot of paid purchase {purchase_id} was refused: {rejection}"
+                    )),
+                    TxError::Store(error) => error,
+                })?;
+            end_purchase(
+                &mut *connection,
+                purchase_id,
+                PurchaseStatus::Succeeded,
+                Some(&payment_reference),
+                None,
+                Some(&lot.lot_id),
+                now,
+            )
+            .await?;
+            let cumulative =
+                add_cumulative_purchases(&mut *connection, &purchase.org_id, purchase.amount).await?;
+            AuditEntry {
+                org_id: purchase.org_id.clone(),
+                actor: actor.to_owned(),
+                action: CREDIT_PURCHASED.to_owned(),
+                subject: purchase.id.clone(),
+                details: format!(
+                    "{} purchase of {} paid ({payment_reference}) as lot {}; cumulative purchases now {cumulative}",
+                    purchase.source.as_str(),
+                    purchase.amount,
+                    lot.lot_id
+                ),
+                reason: None,
+                at: now,
+            }
+        }
+        PurchaseOutcome::Declined { reason } => {
+            end_unpaid(
+                &mut *connection,
+                &purchase,
+                (PurchaseStatus::Declined, CREDIT_PURCHASE_DECLINED),
+                reason,
+                actor,
+                now,
+            )
+            .await?
+        }
+        PurchaseOutcome::Failed { reason } => {
+            end_unpaid(
+                &mut *connection,
+                &purchase,
+                (PurchaseStatus::Failed, CREDIT_PURCHASE_FAILED),
+                reason,
+                actor,
+                now,
+            )
+            .await?
+        }
+    };
+    insert_audit_event(&mut *connection, &audit).await?;
+    load_purchase_by_id(&mut *connection, purchase_id)
+        .await?
+        .ok_or_else(|| invariant(format!("purchase {purchase_id} vanished while it was completed")))
 }
 
 /// Marks a pending purchase ended; the `status = 'pending'` guard makes it exactly once.

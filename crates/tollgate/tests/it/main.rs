@@ -31,5 +31,6 @@ mod prompt_cache;
 mod responses;
 mod sdk;
 mod serving;
+mod stripe;
 mod tidy;
 mod upstream_failures;

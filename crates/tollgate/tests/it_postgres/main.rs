@@ -53,5 +53,7 @@ mod responses;
 mod sdk;
 #[path = "../it/serving.rs"]
 mod serving;
+#[path = "../it/stripe.rs"]
+mod stripe;
 #[path = "../it/upstream_failures.rs"]
 mod upstream_failures;
