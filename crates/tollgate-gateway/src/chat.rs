@@ -242,7 +242,7 @@ pub(crate) async fn serve_chat(
             requested_model: parsed.model.clone(),
             attribution,
             cacheable_prefixes: Default::default(),
-            body: &bytes,
+            body: bytes,
         },
     )
     .await?;

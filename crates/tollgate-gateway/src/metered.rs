@@ -179,7 +179,7 @@ impl CaptureJob {
     }
 
     /// A non-streaming reply as delivered: the JSON body, or the error envelope.
-    async fn keep_reply(self, tollgate: &Tollgate, client: ClientWire, reply: Result<Bytes, ApiError>) {
+    async fn keep_reply(self, tollgate: &Tollgate, client: &ClientWire, reply: Result<Bytes, ApiError>) {
         let body = match reply {
             Ok(body) => body,
             Err(error) => Bytes::from(error_json(&error, client, &self.request_id).to_string()),
@@ -190,10 +190,10 @@ impl CaptureJob {
 }
 
 /// The error envelope a client of `client`'s API gets.
-fn error_json(error: &ApiError, client: ClientWire, request_id: &str) -> Value {
+fn error_json(error: &ApiError, client: &ClientWire, request_id: &str) -> Value {
     match client {
         ClientWire::Messages => error.to_json(request_id),
-        ClientWire::ChatCompletions { .. } => error.to_openai_json(),
+        ClientWire::ChatCompletions { .. } | ClientWire::Responses(_) => error.to_openai_json(),
     }
 }
 
@@ -206,7 +206,7 @@ struct StreamCaptureJob {
 impl StreamCaptureJob {
     /// Records an event just sent to the client as `sent`; its data redacted when paths
     /// are configured (OpenAI's `[DONE]` is no JSON and says nothing, so it stays).
-    fn delivered(&mut self, client: ClientWire, event: &SseEvent, sent: &Bytes) {
+    fn delivered(&mut self, client: &ClientWire, event: &SseEvent, sent: &Bytes) {
         if self.stream.is_full() {
             self.stream.count(sent.len());
             return;
@@ -670,7 +670,7 @@ impl MeteredCall {
                 let delivered = settings.capture.is_some().then(|| reply.clone());
                 let _ = reply_sender.send((reply, upstream_time));
                 if let (Some(job), Some(delivered)) = (settings.capture.take(), delivered) {
-                    job.keep_reply(&settings.tollgate, settings.client, delivered)
+                    job.keep_reply(&settings.tollgate, &settings.client, delivered)
                         .await;
                 }
             }
@@ -771,7 +771,7 @@ impl Settings {
         self.observed.ended(&self.provider, api_error.status, "failed");
         let _ = start_sender.send(Err(error));
         if let Some(job) = self.capture.take() {
-            job.keep_reply(&self.tollgate, self.client, Err(api_error)).await;
+            job.keep_reply(&self.tollgate, &self.client, Err(api_error)).await;
         }
     }
 
@@ -992,7 +992,7 @@ impl Settings {
         if client.send(bytes.clone()).await.is_err() {
             return false;
         }
-        capture.delivered(self.client, event, &bytes);
+        capture.delivered(&self.client, event, &bytes);
         true
     }
 

@@ -456,42 +456,6 @@ impl TestApp {
         assert!(report.problems.is_empty(), "ledger audit: {:?}", report.problems);
     }
 
-    /// A Console admin of the app's organization, signed in: a client that follows no
-    /// redirects, and the session cookie to send with it.
-    pub(crate) async fn console_admin_session(&self) -> (reqwest::Client, String) {
-        self.tollgate
-            .create_console_admin(
-                &self.org_id,
-                "ada@example.com",
-                "Ada",
-                "correct horse battery staple",
-            )
-            .await
-            .expect("admin created");
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .expect("client");
-        let signed_in = client
-            .post(self.url("/console/sign-in"))
-            .form(&[
-                ("email", "ada@example.com"),
-                ("password", "correct horse battery staple"),
-            ])
-            .send()
-            .await
-            .expect("sign-in sent");
-        assert_eq!(signed_in.status(), 303);
-        let cookie = signed_in.headers()["set-cookie"]
-            .to_str()
-            .expect("ascii")
-            .split(';')
-            .next()
-            .expect("the session cookie")
-            .to_owned();
-        (client, cookie)
-    }
-
     /// Waits (bounded) for the capture of an organization's request: it is written after
     /// the response.
     pub(crate) async fn wait_for_capture(
