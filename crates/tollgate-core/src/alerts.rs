@@ -7,10 +7,10 @@
 //! The webhook signature is Stripe-like: the header `tollgate-signature: t=<unix seconds>,
 //! v1=<hex HMAC-SHA256 of "<t>.<raw body>" under the destination's secret>`. A receiver
 //! recomputes it over the raw body and refuses a timestamp outside its replay window
-//! (`verify`).
+//! (`verify`). Both are `crate::signature`'s, the one scheme tollgate signs and checks
+//! webhooks with (Stripe's verification uses it too).
 
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
+pub use crate::signature::{VerifyError, signature_header, verify};
 
 use crate::Timestamp;
 use crate::money::NanoUsd;
@@ -115,85 +115,6 @@ impl RetryPolicy {
         let delay = chrono::TimeDelta::try_seconds(i64::try_from(delay).unwrap_or(i64::MAX))?;
         now.checked_add_signed(delay)
     }
-}
-
-/// The `tollgate-signature` header's value for `body` sent at `now`.
-pub fn signature_header(secret: &str, body: &[u8], now: Timestamp) -> String {
-    let timestamp = now.timestamp();
-    let signature =
-        mac(secret, timestamp, body).map_or_else(String::new, |mac| hex(&mac.finalize().into_bytes()));
-    format!("t={timestamp},v1={signature}")
-}
-
-/// Why a signature was refused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum VerifyError {
-    #[error("the signature header is not `t=<seconds>,v1=<hex>`")]
-    Malformed,
-    #[error("the signed timestamp is outside the replay window")]
-    OutsideWindow,
-    #[error("no signature matches the body")]
-    Mismatch,
-}
-
-/// Checks a `tollgate-signature` header against the raw body as received: the timestamp
-/// must lie within `window_seconds` of `now` (either side), and one `v1` signature must be
-/// the HMAC-SHA256 of `"<t>.<body>"` under `secret`. Compared in constant time.
-pub fn verify(
-    secret: &str,
-    header: &str,
-    body: &[u8],
-    now: Timestamp,
-    window_seconds: i64,
-) -> Result<(), VerifyError> {
-    let mut timestamp = None;
-    let mut signatures = Vec::new();
-    for part in header.split(',') {
-        match part.trim().split_once('=') {
-            Some(("t", value)) => timestamp = Some(value.parse::<i64>().map_err(|_| VerifyError::Malformed)?),
-            Some(("v1", value)) => signatures.push(unhex(value).ok_or(VerifyError::Malformed)?),
-            _ => {}
-        }
-    }
-    let timestamp = timestamp.ok_or(VerifyError::Malformed)?;
-    if signatures.is_empty() {
-        return Err(VerifyError::Malformed);
-    }
-    if (now.timestamp() - timestamp).abs() > window_seconds {
-        return Err(VerifyError::OutsideWindow);
-    }
-    let expected = mac(secret, timestamp, body).ok_or(VerifyError::Mismatch)?;
-    if signatures
-        .iter()
-        .any(|signature| expected.clone().verify_slice(signature).is_ok())
-    {
-        Ok(())
-    } else {
-        Err(VerifyError::Mismatch)
-    }
-}
-
-/// `None` never happens: HMAC takes a key of any length.
-fn mac(secret: &str, timestamp: i64, body: &[u8]) -> Option<Hmac<Sha256>> {
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes()).ok()?;
-    mac.update(timestamp.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    Some(mac)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
-}
-
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|at| u8::from_str_radix(text.get(at..at + 2)?, 16).ok())
-        .collect()
 }
 
 #[cfg(test)]

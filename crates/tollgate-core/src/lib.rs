@@ -18,6 +18,7 @@ pub mod pricing;
 pub mod ratelimit;
 pub mod reports;
 pub mod roles;
+pub mod signature;
 pub mod spend;
 pub mod tiers;
 pub mod usage;

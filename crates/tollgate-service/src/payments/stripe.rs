@@ -5,11 +5,10 @@
 //! `Stripe-Signature` header of webhook events. No money is decided here: the caller turns
 //! Stripe's answers into purchase outcomes.
 
-use hmac::{Hmac, Mac};
 use serde_json::Value;
-use sha2::Sha256;
 use tollgate_core::Timestamp;
 use tollgate_core::money::NanoUsd;
+use tollgate_core::signature::{self, VerifyError};
 
 use crate::payments::PaymentError;
 
@@ -278,50 +277,21 @@ pub fn verify_signature(
     now: Timestamp,
 ) -> Result<(), SignatureError> {
     let header = header.ok_or(SignatureError::Missing)?;
-    let mut timestamp = None;
-    let mut signatures = Vec::new();
-    for part in header.split(',') {
-        match part.trim().split_once('=') {
-            Some(("t", value)) => timestamp = value.parse::<i64>().ok(),
-            Some(("v1", value)) => {
-                if let Ok(bytes) = hex::decode(value) {
-                    signatures.push(bytes);
-                }
-            }
-            _ => {}
-        }
-    }
-    let Some(timestamp) = timestamp else {
-        return Err(SignatureError::Malformed);
-    };
-    if signatures.is_empty() {
-        return Err(SignatureError::Malformed);
-    }
-    let age = now.timestamp().saturating_sub(timestamp);
-    if age.saturating_abs() > tolerance.num_seconds() {
-        return Err(SignatureError::Stale);
-    }
-    let matches = secrets.iter().any(|secret| {
-        signatures.iter().any(|signature| {
-            let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret.as_bytes()) else {
-                return false;
-            };
-            mac.update(timestamp.to_string().as_bytes());
-            mac.update(b".");
-            mac.update(payload);
-            // `verify_slice` compares in constant time.
-            mac.verify_slice(signature).is_ok()
-        })
-    });
-    if matches {
-        Ok(())
-    } else {
-        Err(SignatureError::NoMatch)
-    }
+    let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
+    signature::verify_any(&secrets, header, payload, now, tolerance.num_seconds()).map_err(
+        |error| match error {
+            VerifyError::Malformed => SignatureError::Malformed,
+            VerifyError::OutsideWindow => SignatureError::Stale,
+            VerifyError::Mismatch => SignatureError::NoMatch,
+        },
+    )
 }
 
 #[cfg(test)]
 mod tests {
+    use hmac::{Hmac, Mac};
+    use sha2::Sha256;
+
     use super::*;
 
     fn sign(secret: &str, timestamp: i64, payload: &[u8]) -> String {
