@@ -431,15 +431,16 @@ pub(crate) async fn count_tokens(
     {
         return Err(ApiError::credit_too_low());
     }
-    // Counted by the first Anthropic-speaking deployment in routing order; Chat Completions
-    // has no counting endpoint, so a model served only that way gets the gateway's estimate.
+    // Counted by the first deployment in routing order whose provider counts (Anthropic's
+    // API); Chat Completions has no counting endpoint and the clouds' are not asked, so a
+    // model served only those ways gets the gateway's estimate.
     let deployments = &resolved.model.deployments;
     let counting = route_order(deployments, |_| false, 0)
         .into_iter()
         .map(|index| &deployments[index])
         .find_map(|deployment| {
             let provider = state.providers.get(&deployment.provider)?;
-            (provider.dialect() == Dialect::Anthropic).then(|| (deployment, provider.clone()))
+            provider.counts_tokens().then(|| (deployment, provider.clone()))
         });
     let Some((deployment, provider)) = counting else {
         let estimate = input_tokens_estimate(bytes.len());

@@ -107,12 +107,19 @@ fn upstream_body(
         (Dialect::Anthropic, Provider::OpenAi(client)) => {
             messages_to_chat(request.body, upstream_model, client.max_tokens_field())?
         }
-        (Dialect::OpenAi, Provider::Simulated(_) | Provider::Anthropic(_)) => chat_to_messages(
+        (
+            Dialect::OpenAi,
+            Provider::Simulated(_) | Provider::Anthropic(_) | Provider::Bedrock(_) | Provider::Vertex(_),
+        ) => chat_to_messages(
             request.body,
             upstream_model,
             request.max_tokens.unwrap_or(default_max_tokens),
         )?,
-        (Dialect::Anthropic, Provider::Simulated(_) | Provider::Anthropic(_)) => {
+        // The clouds take the same body; their clients move the model into the URL.
+        (
+            Dialect::Anthropic,
+            Provider::Simulated(_) | Provider::Anthropic(_) | Provider::Bedrock(_) | Provider::Vertex(_),
+        ) => {
             if request.body.get("model").and_then(Value::as_str) == Some(upstream_model) {
                 return Ok(request.original.clone());
             }

@@ -6,6 +6,7 @@
 //! behaviours is only locked when it is non-empty, and recording (one mutex) can be switched
 //! off. Wire shapes live in `wire`, routing in `handlers`, connections in `serve`.
 
+mod cloud;
 mod handlers;
 mod serve;
 mod wire;
@@ -18,6 +19,11 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+
+pub use crate::fake_upstream::cloud::{
+    FAKE_AWS_ACCESS_KEY_ID, FAKE_AWS_REGION, FAKE_AWS_SECRET_ACCESS_KEY, FAKE_GCP_PROJECT, FAKE_GCP_REGION,
+    FakeBedrock, FakeVertex,
+};
 
 /// A fake Anthropic API on `127.0.0.1`, serving `POST /v1/messages` (streaming or not) and
 /// `POST /v1/messages/count_tokens` — and a fake OpenAI-compatible one on the same port,

@@ -2,7 +2,9 @@
 //! sent, [`FakeWebhook`] and [`FakeSmtp`], which receive alerts by HTTP and by SMTP, [`FakeStripe`], Stripe's API and signed webhooks (`fake_stripe`), and [`FakeUpstream`]: a real HTTP server on
 //! loopback that speaks Anthropic's Messages API wire format (JSON replies, the SSE event
 //! sequence, error envelopes) and can be told per instance how to misbehave, so integration
-//! tests and the benchmark harness never touch api.anthropic.com.
+//! tests and the benchmark harness never touch api.anthropic.com; [`FakeBedrock`] and
+//! [`FakeVertex`] put Amazon Bedrock's and Vertex AI's wire formats and credential checks in
+//! front of one.
 //!
 //! It must not be used in production or linked into a shipped binary: it answers every request
 //! with canned text, checks no credentials and keeps every request it sees in memory. Because it
@@ -18,7 +20,10 @@ mod webhook;
 pub use crate::fake_stripe::{
     CARD_AUTHENTICATION_REQUIRED, CARD_DECLINED, CARD_OK, CARD_PROCESSING, FakeStripe,
 };
-pub use crate::fake_upstream::{Behavior, FakeUpstream, RecordedRequest, Recording, Reply};
+pub use crate::fake_upstream::{
+    Behavior, FAKE_AWS_ACCESS_KEY_ID, FAKE_AWS_REGION, FAKE_AWS_SECRET_ACCESS_KEY, FAKE_GCP_PROJECT,
+    FAKE_GCP_REGION, FakeBedrock, FakeUpstream, FakeVertex, RecordedRequest, Recording, Reply,
+};
 pub use crate::otlp::{FakeOtlp, ReceivedSpan};
 pub use crate::smtp::{FakeSmtp, ReceivedMail};
 pub use crate::webhook::{FakeWebhook, ReceivedWebhook};

@@ -100,15 +100,7 @@ impl AnthropicClient {
         let builder = self.post(&self.inner.messages_url, &request)?;
         if !request.stream {
             let body = http::send_buffered(builder, self.inner.request_timeout).await?;
-            let value: serde_json::Value = serde_json::from_slice(&body)
-                .map_err(|error| UpstreamError::Protocol(format!("message body is not JSON: {error}")))?;
-            let Some(usage) = value.get("usage").filter(|usage| usage.is_object()) else {
-                return Err(UpstreamError::Protocol(
-                    "message body has no usage object".to_owned(),
-                ));
-            };
-            let usage = parse_usage(usage);
-            return Ok(UpstreamReply::Message { body, usage });
+            return message_reply(body);
         }
         let events =
             http::send_streaming(builder, self.inner.request_timeout, self.inner.idle_timeout).await?;
@@ -163,4 +155,18 @@ impl AnthropicClient {
 fn client_header(name: &str, value: &str) -> Result<HeaderValue, UpstreamError> {
     HeaderValue::from_str(value)
         .map_err(|_| UpstreamError::invalid_request(&format!("{name}: header value is not valid")))
+}
+
+/// A whole Messages reply and the usage read from it, as every Anthropic-dialect client
+/// hands it back.
+pub(crate) fn message_reply(body: bytes::Bytes) -> Result<UpstreamReply, UpstreamError> {
+    let value: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|error| UpstreamError::Protocol(format!("message body is not JSON: {error}")))?;
+    let Some(usage) = value.get("usage").filter(|usage| usage.is_object()) else {
+        return Err(UpstreamError::Protocol(
+            "message body has no usage object".to_owned(),
+        ));
+    };
+    let usage = parse_usage(usage);
+    Ok(UpstreamReply::Message { body, usage })
 }

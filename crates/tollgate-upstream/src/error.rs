@@ -108,4 +108,60 @@ impl UpstreamError {
         });
         UpstreamError::status(400, bytes::Bytes::from(envelope.to_string()))
     }
+
+    /// A cloud's refusal in Anthropic's envelope, so clients of a cloud deployment read it as
+    /// they read Anthropic's own: the status and the passed headers stay, a body that is
+    /// already Anthropic's envelope stays verbatim, and any other body (Bedrock's
+    /// `{"message"}`, Google's `{"error":{"message","status"}}`) becomes the envelope of the
+    /// status's error type with the cloud's message. Other failures pass unchanged.
+    pub(crate) fn in_anthropic_envelope(self) -> UpstreamError {
+        let UpstreamError::Status {
+            status,
+            body,
+            headers,
+        } = self
+        else {
+            return self;
+        };
+        let value = serde_json::from_slice::<serde_json::Value>(&body).unwrap_or_default();
+        if value.get("type").and_then(serde_json::Value::as_str) == Some("error") {
+            return UpstreamError::Status {
+                status,
+                body,
+                headers,
+            };
+        }
+        let message = ["message", "Message"]
+            .iter()
+            .find_map(|name| value.get(*name))
+            .or_else(|| value.get("error").and_then(|error| error.get("message")))
+            .and_then(serde_json::Value::as_str)
+            .map_or_else(|| String::from_utf8_lossy(&body).into_owned(), str::to_owned);
+        let envelope = serde_json::json!({
+            "type": "error",
+            "error": { "type": anthropic_error_type(status), "message": message },
+        });
+        UpstreamError::Status {
+            status,
+            body: bytes::Bytes::from(envelope.to_string()),
+            headers,
+        }
+    }
+}
+
+/// The Anthropic error type that goes with an HTTP status, as Anthropic's API pairs them.
+pub(crate) fn anthropic_error_type(status: u16) -> &'static str {
+    match status {
+        400 | 422 => "invalid_request_error",
+        401 => "authentication_error",
+        402 => "billing_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        408 | 504 => "timeout_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        503 | 529 => "overloaded_error",
+        400..=499 => "invalid_request_error",
+        _ => "api_error",
+    }
 }

@@ -95,6 +95,19 @@ pub(crate) async fn send_streaming(
     request_timeout: Duration,
     idle_timeout: Duration,
 ) -> Result<EventStream, UpstreamError> {
+    let chunks = send_for_chunks(builder, request_timeout, idle_timeout, "text/event-stream").await?;
+    Ok(Box::pin(parse_event_stream(chunks)))
+}
+
+/// Sends a request whose 2xx answer is a stream of `content_type` (compared without
+/// parameters) and hands back its bytes as they arrive, with the same deadlines as
+/// `send_streaming`.
+pub(crate) async fn send_for_chunks(
+    builder: reqwest::RequestBuilder,
+    request_timeout: Duration,
+    idle_timeout: Duration,
+    content_type: &str,
+) -> Result<impl Stream<Item = Result<Bytes, UpstreamError>> + Send + 'static, UpstreamError> {
     let deadline = Instant::now() + request_timeout;
     let headers_timeout =
         || UpstreamError::Timeout(format!("no response headers within {request_timeout:?}"));
@@ -111,24 +124,18 @@ pub(crate) async fn send_streaming(
             .map_err(body_error)?;
         return Err(status_error(status, body, headers));
     }
-    let is_event_stream = response
+    let is_expected = response
         .headers()
         .get(CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| {
-            value
-                .trim_start()
-                .to_ascii_lowercase()
-                .starts_with("text/event-stream")
-        });
-    if !is_event_stream {
+        .is_some_and(|value| value.trim_start().to_ascii_lowercase().starts_with(content_type));
+    if !is_expected {
         return Err(UpstreamError::Protocol(format!(
-            "streaming request answered {status} without an event stream (content-type {:?})",
+            "streaming request answered {status} without {content_type} (content-type {:?})",
             response.headers().get(CONTENT_TYPE)
         )));
     }
-    let chunks = with_idle_timeout(response.bytes_stream(), idle_timeout);
-    Ok(Box::pin(parse_event_stream(chunks)))
+    Ok(with_idle_timeout(response.bytes_stream(), idle_timeout))
 }
 
 fn status_error(status: reqwest::StatusCode, body: Bytes, headers: PassedHeaders) -> UpstreamError {

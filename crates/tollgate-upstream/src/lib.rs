@@ -1,16 +1,20 @@
 //! Provider clients and the simulated model: everything that turns a request body in a
-//! provider's dialect (Anthropic's Messages API or OpenAI's Chat Completions) into that
-//! provider's answer. It knows the two wire formats only as far as it must to read usage
+//! provider's dialect (Anthropic's Messages API, also as Amazon Bedrock and Google's Vertex
+//! AI host it, or OpenAI's Chat Completions) into that provider's answer. It knows the two wire formats only as far as it must to read usage
 //! from replies and streams, and it passes bodies and events through verbatim: translating
 //! between the dialects is the gateway's job. It knows nothing of money, API keys, tenants
 //! or HTTP serving: the gateway decides what a reply costs and how a failure is shown.
 
 pub mod anthropic;
+pub mod bedrock;
+mod cloud;
 mod error;
+pub mod event_stream;
 mod http;
 pub mod openai;
 pub mod simulated;
 pub mod sse;
+pub mod vertex;
 
 pub use error::{PassedHeaders, UpstreamError, is_passed_header};
 use tollgate_core::usage::TokenUsage;
@@ -21,12 +25,16 @@ pub enum Provider {
     Simulated(simulated::Simulated),
     Anthropic(anthropic::AnthropicClient),
     OpenAi(openai::OpenAiClient),
+    /// Anthropic's models on Amazon Bedrock.
+    Bedrock(bedrock::BedrockClient),
+    /// Anthropic's models on Google Cloud's Vertex AI.
+    Vertex(vertex::VertexClient),
 }
 
 /// The wire format a provider speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Dialect {
-    /// Anthropic's Messages API (`anthropic`, `simulated`).
+    /// Anthropic's Messages API (`anthropic`, `simulated`, `bedrock`, `vertex`).
     Anthropic,
     /// OpenAI's Chat Completions API (`openai`).
     OpenAi,
@@ -77,7 +85,9 @@ pub type EventStream =
 impl Provider {
     pub fn dialect(&self) -> Dialect {
         match self {
-            Provider::Simulated(_) | Provider::Anthropic(_) => Dialect::Anthropic,
+            Provider::Simulated(_) | Provider::Anthropic(_) | Provider::Bedrock(_) | Provider::Vertex(_) => {
+                Dialect::Anthropic
+            }
             Provider::OpenAi(_) => Dialect::OpenAi,
         }
     }
@@ -90,7 +100,16 @@ impl Provider {
             Provider::Simulated(simulated) => simulated.messages(request).await,
             Provider::Anthropic(client) => client.messages(request).await,
             Provider::OpenAi(client) => client.chat_completions(request).await,
+            Provider::Bedrock(client) => client.messages(request).await,
+            Provider::Vertex(client) => client.messages(request).await,
         }
+    }
+
+    /// Whether `count_tokens` asks the provider. The clouds are not asked (their counting
+    /// endpoints differ from Anthropic's), nor are OpenAI-compatible servers, which have
+    /// none: the gateway estimates for them.
+    pub fn counts_tokens(&self) -> bool {
+        matches!(self, Provider::Simulated(_) | Provider::Anthropic(_))
     }
 
     /// `POST /v1/messages/count_tokens`; returns `input_tokens`. `request.stream` is ignored.
@@ -100,8 +119,8 @@ impl Provider {
         match self {
             Provider::Simulated(simulated) => simulated.count_tokens(request),
             Provider::Anthropic(client) => client.count_tokens(request).await,
-            Provider::OpenAi(_) => Err(UpstreamError::Protocol(
-                "OpenAI-compatible providers have no token counting endpoint".to_owned(),
+            Provider::OpenAi(_) | Provider::Bedrock(_) | Provider::Vertex(_) => Err(UpstreamError::Protocol(
+                "this provider is not asked to count tokens (see counts_tokens)".to_owned(),
             )),
         }
     }

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -22,8 +22,10 @@ use tollgate_service::{PaymentProvider, Settings};
 use tollgate_store::PostgresOptions;
 use tollgate_upstream::Provider;
 use tollgate_upstream::anthropic::{AnthropicClient, AnthropicConfig};
+use tollgate_upstream::bedrock::{AwsCredentials, BedrockClient, BedrockConfig};
 use tollgate_upstream::openai::{MaxTokensField, OpenAiClient, OpenAiConfig};
 use tollgate_upstream::simulated::{Simulated, SimulatedConfig};
+use tollgate_upstream::vertex::{ServiceAccountKey, VertexClient, VertexConfig};
 
 use crate::serve::ServerSettings;
 use crate::telemetry::MetricsEndpoint;
@@ -62,6 +64,41 @@ pub struct Config {
     pub limit_sets: BTreeMap<String, LimitSetConfig>,
     #[serde(default)]
     pub programmes: BTreeMap<String, ProgrammeConfig>,
+    /// The process's variables the cloud providers read for credentials
+    /// (`CLOUD_VARIABLES`), kept from `parse`'s environment.
+    #[serde(skip)]
+    pub cloud_environment: CloudEnvironment,
+}
+
+/// The variables the cloud providers fall back on for credentials, as AWS's and Google's
+/// own tools read them.
+const CLOUD_VARIABLES: &[&str] = &[
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_SHARED_CREDENTIALS_FILE",
+    "AWS_PROFILE",
+    "GOOGLE_APPLICATION_CREDENTIALS",
+    "HOME",
+];
+
+/// `CLOUD_VARIABLES` as the environment gave them; never printed.
+#[derive(Clone, Default)]
+pub struct CloudEnvironment(BTreeMap<String, String>);
+
+impl CloudEnvironment {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .get(name)
+            .map(String::as_str)
+            .filter(|value| !value.is_empty())
+    }
+}
+
+impl std::fmt::Debug for CloudEnvironment {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_set().entries(self.0.keys()).finish()
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -375,6 +412,53 @@ pub enum ProviderConfig {
         #[serde(default = "default_max_tokens_field")]
         max_tokens_field: String,
     },
+    /// Anthropic's models on Amazon Bedrock, signed with SigV4. Credentials: the keys here,
+    /// else `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` / `AWS_SESSION_TOKEN`, else a
+    /// profile of the shared credentials file.
+    Bedrock {
+        region: String,
+        /// Scheme and host of the runtime endpoint (default
+        /// `https://bedrock-runtime.{region}.amazonaws.com`).
+        endpoint: Option<String>,
+        access_key_id: Option<String>,
+        secret_access_key: Option<String>,
+        secret_access_key_file: Option<PathBuf>,
+        session_token: Option<String>,
+        /// Default `AWS_SHARED_CREDENTIALS_FILE`, else `~/.aws/credentials`.
+        credentials_file: Option<PathBuf>,
+        /// Default `AWS_PROFILE`, else `default`.
+        profile: Option<String>,
+        /// PEM certificates trusted beside the built-in roots.
+        ca_file: Option<PathBuf>,
+        #[serde(default = "default_connect_timeout")]
+        connect_timeout_seconds: u64,
+        #[serde(default = "default_idle_timeout")]
+        idle_timeout_seconds: u64,
+        #[serde(default = "default_request_timeout")]
+        request_timeout_seconds: u64,
+        #[serde(default = "default_cooldown")]
+        cooldown_seconds: u64,
+    },
+    /// Anthropic's models on Google Cloud's Vertex AI, with access tokens from a service
+    /// account's JSON key.
+    Vertex {
+        project: String,
+        region: String,
+        /// Scheme and host of the API (default `https://{region}-aiplatform.googleapis.com`).
+        endpoint: Option<String>,
+        /// The service account's JSON key; default `GOOGLE_APPLICATION_CREDENTIALS`.
+        credentials_file: Option<PathBuf>,
+        /// PEM certificates trusted beside the built-in roots.
+        ca_file: Option<PathBuf>,
+        #[serde(default = "default_connect_timeout")]
+        connect_timeout_seconds: u64,
+        #[serde(default = "default_idle_timeout")]
+        idle_timeout_seconds: u64,
+        #[serde(default = "default_request_timeout")]
+        request_timeout_seconds: u64,
+        #[serde(default = "default_cooldown")]
+        cooldown_seconds: u64,
+    },
 }
 
 impl ProviderConfig {
@@ -383,7 +467,9 @@ impl ProviderConfig {
         let seconds = match self {
             ProviderConfig::Simulated { cooldown_seconds, .. }
             | ProviderConfig::Anthropic { cooldown_seconds, .. }
-            | ProviderConfig::OpenAi { cooldown_seconds, .. } => *cooldown_seconds,
+            | ProviderConfig::OpenAi { cooldown_seconds, .. }
+            | ProviderConfig::Bedrock { cooldown_seconds, .. }
+            | ProviderConfig::Vertex { cooldown_seconds, .. } => *cooldown_seconds,
         };
         chrono::Duration::seconds(i64::try_from(seconds).unwrap_or(i64::MAX / 1_000))
     }
@@ -406,6 +492,22 @@ impl std::fmt::Debug for ProviderConfig {
             ProviderConfig::OpenAi { base_url, .. } => formatter
                 .debug_struct("OpenAi")
                 .field("base_url", base_url)
+                .finish_non_exhaustive(),
+            ProviderConfig::Bedrock { region, endpoint, .. } => formatter
+                .debug_struct("Bedrock")
+                .field("region", region)
+                .field("endpoint", endpoint)
+                .finish_non_exhaustive(),
+            ProviderConfig::Vertex {
+                project,
+                region,
+                endpoint,
+                ..
+            } => formatter
+                .debug_struct("Vertex")
+                .field("project", project)
+                .field("region", region)
+                .field("endpoint", endpoint)
                 .finish_non_exhaustive(),
         }
     }
@@ -582,6 +684,12 @@ impl Config {
         let mut config: Config = toml::Value::Table(merged)
             .try_into()
             .context("the configuration is invalid")?;
+        config.cloud_environment = CloudEnvironment(
+            CLOUD_VARIABLES
+                .iter()
+                .filter_map(|name| Some(((*name).to_owned(), environment.get(*name)?.clone())))
+                .collect(),
+        );
         if let Some(listen) = overrides.listen {
             config.listen = listen;
         }
@@ -1089,10 +1197,147 @@ impl Config {
                     })
                     .with_context(|| format!("providers.{name}"))?,
                 ),
+                ProviderConfig::Bedrock {
+                    region,
+                    endpoint,
+                    ca_file,
+                    connect_timeout_seconds,
+                    idle_timeout_seconds,
+                    request_timeout_seconds,
+                    ..
+                } => Provider::Bedrock(
+                    BedrockClient::new(BedrockConfig {
+                        region: region.clone(),
+                        endpoint: endpoint.clone(),
+                        credentials: self.aws_credentials(name, provider)?,
+                        ca_pem: read_ca(ca_file)?,
+                        connect_timeout: Duration::from_secs(*connect_timeout_seconds),
+                        idle_timeout: Duration::from_secs(*idle_timeout_seconds),
+                        request_timeout: Duration::from_secs(*request_timeout_seconds),
+                    })
+                    .with_context(|| format!("providers.{name}"))?,
+                ),
+                ProviderConfig::Vertex {
+                    project,
+                    region,
+                    endpoint,
+                    credentials_file,
+                    ca_file,
+                    connect_timeout_seconds,
+                    idle_timeout_seconds,
+                    request_timeout_seconds,
+                    ..
+                } => {
+                    let path = credentials_file
+                        .clone()
+                        .or_else(|| {
+                            self.cloud_environment
+                                .get("GOOGLE_APPLICATION_CREDENTIALS")
+                                .map(PathBuf::from)
+                        })
+                        .with_context(|| {
+                            format!(
+                                "providers.{name}: set credentials_file (or GOOGLE_APPLICATION_CREDENTIALS) to a service account key"
+                            )
+                        })?;
+                    let text = std::fs::read_to_string(&path).with_context(|| {
+                        format!("providers.{name}.credentials_file: cannot read {}", path.display())
+                    })?;
+                    let service_account = ServiceAccountKey::parse(&text)
+                        .map_err(|error| anyhow::anyhow!("providers.{name}.credentials_file: {error}"))?;
+                    Provider::Vertex(
+                        VertexClient::new(VertexConfig {
+                            project: project.clone(),
+                            region: region.clone(),
+                            endpoint: endpoint.clone(),
+                            service_account,
+                            ca_pem: read_ca(ca_file)?,
+                            connect_timeout: Duration::from_secs(*connect_timeout_seconds),
+                            idle_timeout: Duration::from_secs(*idle_timeout_seconds),
+                            request_timeout: Duration::from_secs(*request_timeout_seconds),
+                        })
+                        .with_context(|| format!("providers.{name}"))?,
+                    )
+                }
             };
             providers.insert(name.clone(), built);
         }
         Ok(providers)
+    }
+}
+
+impl Config {
+    /// A Bedrock provider's credentials: its own keys, else the environment's, else a
+    /// profile of the shared credentials file, as AWS's own tools look for them.
+    fn aws_credentials(&self, name: &str, provider: &ProviderConfig) -> anyhow::Result<AwsCredentials> {
+        let ProviderConfig::Bedrock {
+            access_key_id,
+            secret_access_key,
+            secret_access_key_file,
+            session_token,
+            credentials_file,
+            profile,
+            ..
+        } = provider
+        else {
+            bail!("providers.{name} is not a Bedrock provider");
+        };
+        if let Some(access_key_id) = access_key_id {
+            let secret_access_key = match (secret_access_key, secret_access_key_file) {
+                (Some(secret), _) => secret.clone(),
+                (None, Some(path)) => std::fs::read_to_string(path)
+                    .with_context(|| {
+                        format!(
+                            "providers.{name}.secret_access_key_file: cannot read {}",
+                            path.display()
+                        )
+                    })?
+                    .trim()
+                    .to_owned(),
+                (None, None) => bail!("providers.{name}: access_key_id needs secret_access_key"),
+            };
+            return Ok(AwsCredentials {
+                access_key_id: access_key_id.clone(),
+                secret_access_key,
+                session_token: session_token.clone(),
+            });
+        }
+        let environment = &self.cloud_environment;
+        if let (Some(access_key_id), Some(secret_access_key)) = (
+            environment.get("AWS_ACCESS_KEY_ID"),
+            environment.get("AWS_SECRET_ACCESS_KEY"),
+        ) {
+            return Ok(AwsCredentials {
+                access_key_id: access_key_id.to_owned(),
+                secret_access_key: secret_access_key.to_owned(),
+                session_token: environment.get("AWS_SESSION_TOKEN").map(str::to_owned),
+            });
+        }
+        let path = credentials_file
+            .clone()
+            .or_else(|| environment.get("AWS_SHARED_CREDENTIALS_FILE").map(PathBuf::from))
+            .or_else(|| {
+                environment
+                    .get("HOME")
+                    .map(|home| Path::new(home).join(".aws").join("credentials"))
+            })
+            .with_context(|| format!("providers.{name}: no AWS credentials are configured"))?;
+        let profile = profile
+            .as_deref()
+            .or_else(|| environment.get("AWS_PROFILE"))
+            .unwrap_or("default");
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "providers.{name}: no AWS credentials in the configuration or environment, and {} cannot be read",
+                path.display()
+            )
+        })?;
+        AwsCredentials::from_credentials_file(&text, profile).with_context(|| {
+            format!(
+                "providers.{name}: profile '{profile}' of {} has no keys",
+                path.display()
+            )
+        })
     }
 }
 

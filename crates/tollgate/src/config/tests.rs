@@ -249,6 +249,13 @@ fn the_example_configuration_parses() {
     );
     let routed = catalog.model("gpt-4.1").expect("an OpenAI-compatible model");
     assert_eq!(routed.deployments.len(), 2, "a primary and a failover deployment");
+    let clouds = catalog.model("claude-sonnet-4-5").expect("a model on two clouds");
+    let providers: Vec<&str> = clouds
+        .deployments
+        .iter()
+        .map(|deployment| deployment.provider.as_str())
+        .collect();
+    assert_eq!(providers, ["bedrock", "vertex"], "Bedrock, then Vertex AI");
     // No model is left to the simulated one: a real setup serves what it configures (#23).
     for model in catalog.models() {
         for deployment in &model.deployments {

@@ -187,6 +187,8 @@ pub(crate) struct Options {
     pub(crate) extra_fakes: usize,
     /// The `[gateway]` table's keys (other tables go in `extra_config`).
     pub(crate) gateway_config: &'static str,
+    /// More placeholders of `extra_config` and their text (addresses of other fakes, paths).
+    pub(crate) replacements: Vec<(&'static str, String)>,
 }
 
 impl Default for Options {
@@ -198,6 +200,7 @@ impl Default for Options {
             manual_clock: false,
             extra_fakes: 0,
             gateway_config: "disconnect_drain_seconds = 5",
+            replacements: Vec::new(),
         }
     }
 }
@@ -222,6 +225,9 @@ pub(crate) async fn spawn_app_with(options: Options) -> TestApp {
         .replace("{dead}", &dead);
     for (index, extra_fake) in extra_fakes.iter().enumerate() {
         extra = extra.replace(&format!("{{fake{index}}}"), &extra_fake.base_url());
+    }
+    for (placeholder, text) in &options.replacements {
+        extra = extra.replace(placeholder, text);
     }
     let data_dir = tempfile::tempdir().expect("temporary data directory");
     let (backend, schema) = backend_config(options.manual_clock);

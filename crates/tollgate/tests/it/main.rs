@@ -16,6 +16,7 @@ mod capture;
 mod chat;
 mod claude_code;
 mod cli;
+mod clouds;
 mod codex;
 mod console;
 mod console_security;

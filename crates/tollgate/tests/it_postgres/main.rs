@@ -28,6 +28,8 @@ mod capture;
 mod chat;
 #[path = "../it/cli.rs"]
 mod cli;
+#[path = "../it/clouds.rs"]
+mod clouds;
 #[path = "../it/codex.rs"]
 mod codex;
 #[path = "../it/console.rs"]
