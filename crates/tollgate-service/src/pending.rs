@@ -205,6 +205,8 @@ fn decode(line: &str) -> Option<Settlement> {
                 // Absent from lines written before #18: none, and unknown.
                 web_search_requests: count("web_search_requests").unwrap_or(0),
                 speed: text("speed").as_deref().and_then(Speed::parse),
+                // The applied multipliers are the record's own.
+                resident: None,
             },
             cost: nanos("record_cost_nanos")?,
             status: UsageStatus::parse(&text("status")?)?,

@@ -471,5 +471,6 @@ fn add_usage(left: &TokenUsage, right: &TokenUsage) -> TokenUsage {
             .saturating_add(right.cache_read_input_tokens),
         web_search_requests: left.web_search_requests.saturating_add(right.web_search_requests),
         speed: None,
+        resident: None,
     }
 }

@@ -29,6 +29,7 @@ fn settlement(reservation_id: &str, cost_nanos: i64) -> Settlement {
                 cache_read_input_tokens: 3,
                 web_search_requests: 5,
                 speed: Some(tollgate_core::usage::Speed::Fast),
+                resident: None,
             },
             cost: NanoUsd::from_nanos(cost_nanos),
             status: UsageStatus::ClientDisconnected,

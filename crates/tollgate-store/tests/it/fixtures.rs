@@ -122,6 +122,7 @@ pub(crate) fn usage_record(
             cache_read_input_tokens: 1,
             web_search_requests: 4,
             speed: Some(tollgate_core::usage::Speed::Fast),
+            resident: None,
         },
         cost,
         status: if cost.is_positive() {
