@@ -354,6 +354,13 @@ pub(crate) struct PurchaseDto {
     pub(crate) lot_id: Option<String>,
     pub(crate) created_at: String,
     pub(crate) completed_at: Option<String>,
+    /// Refunded so far (Stripe's refunds of the payment), in cents.
+    pub(crate) refunded_amount: String,
+    /// Lost in disputes, in cents.
+    pub(crate) disputed_amount: String,
+    /// The part of the refunded and disputed amounts the purchase's lot no longer held
+    /// (spent, held or expired): recorded against the organization, not taken back.
+    pub(crate) unrecovered_amount: String,
 }
 
 impl PurchaseDto {
@@ -370,6 +377,9 @@ impl PurchaseDto {
             lot_id: purchase.lot_id.clone(),
             created_at: instant(purchase.created_at),
             completed_at: purchase.completed_at.map(instant),
+            refunded_amount: cents(purchase.refunded),
+            disputed_amount: cents(purchase.disputed),
+            unrecovered_amount: cents(purchase.unrecovered),
         }
     }
 }

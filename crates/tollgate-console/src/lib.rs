@@ -102,6 +102,10 @@ pub fn router(state: ConsoleState) -> Router {
         .route("/billing/purchase", post(billing::purchase))
         .route("/billing/auto-reload", post(billing::auto_reload))
         .route("/billing/receipts/{purchase_id}", get(billing::receipt))
+        .route(
+            "/billing/receipts/{purchase_id}/download",
+            get(billing::receipt_download),
+        )
         .route("/limits", get(billing::limits))
         .route("/usage", get(usage::page))
         .route("/usage.csv", get(usage::csv))

@@ -16,6 +16,7 @@ pub mod ledger;
 pub mod money;
 pub mod pricing;
 pub mod ratelimit;
+pub mod refunds;
 pub mod reports;
 pub mod roles;
 pub mod signature;

@@ -364,6 +364,12 @@ impl OrgAdmin {
         self.tollgate.purchases(&self.org_id).await
     }
 
+    /// One purchase of this organization with what its receipt shows (another
+    /// organization's purchase reads as not found).
+    pub async fn receipt(&self, purchase_id: &str) -> Result<crate::Receipt, ServiceError> {
+        self.tollgate.receipt(&self.org_id, purchase_id).await
+    }
+
     /// Starts a purchase on Stripe's Checkout page; credit comes with Stripe's event.
     pub async fn start_checkout(
         &self,

@@ -46,7 +46,7 @@ pub use crate::alerts::{
 pub use crate::batches::{
     BATCH_LIFETIME_HOURS, BATCH_RESULTS_KEPT_DAYS, BatchMaintenance, BatchRequestPlan, batch_caller,
 };
-pub use crate::billing::{PurchaseRequest, TierStanding};
+pub use crate::billing::{PurchaseRequest, Receipt, TierStanding};
 pub use crate::checkout::{CheckoutStart, WebhookError, WebhookOutcome};
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::console::{
@@ -74,7 +74,8 @@ pub use tollgate_store::{
 };
 pub use tollgate_store::{
     AuditEntry, AutoReload, BalanceView, KeyRecord, KeyStatus, LotView, Organization, Purchase,
-    PurchaseStatus, RateLimitOverrides, SettleOutcome, UsageRecord, UsageStatus, Workspace, WorkspaceLimits,
+    PurchaseReversal, PurchaseStatus, RateLimitOverrides, SettleOutcome, UsageRecord, UsageStatus, Workspace,
+    WorkspaceLimits,
 };
 pub use tollgate_store::{
     BatchPage, BatchRequestCounts, BatchRequestState, BatchResult, BatchStatus, ClaimedBatchRequest,

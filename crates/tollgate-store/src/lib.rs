@@ -455,7 +455,10 @@ impl Store {
     /// the event's id is recorded in the same transaction as its effect, so a redelivered
     /// event (even concurrently) returns `None` and changes nothing. `Complete` ends the
     /// purchase as `complete_purchase` does (an already-ended purchase stays as it ended);
-    /// `AttemptFailed` records the reason on a still-pending purchase.
+    /// `AttemptFailed` records the reason on a still-pending purchase. `Reverse` takes back
+    /// part of a paid purchase (a refund or lost dispute) as `tollgate_core::refunds` plans
+    /// it: from its lot what is still there, the rest recorded unrecovered, and cumulative
+    /// purchases down by the amount reversed; the purchase must have succeeded.
     pub async fn complete_purchase_on_event(
         &self,
         event: &PaymentEvent,
@@ -468,6 +471,19 @@ impl Store {
 
     pub async fn purchase(&self, purchase_id: &str) -> Result<Option<Purchase>, StoreError> {
         dispatch!(self.purchase(purchase_id))
+    }
+
+    /// The purchase the provider's payment `reference` paid, if any.
+    pub async fn purchase_by_payment_reference(
+        &self,
+        reference: &str,
+    ) -> Result<Option<Purchase>, StoreError> {
+        dispatch!(self.purchase_by_payment_reference(reference))
+    }
+
+    /// A purchase's refunds and lost disputes, oldest first.
+    pub async fn purchase_reversals(&self, purchase_id: &str) -> Result<Vec<PurchaseReversal>, StoreError> {
+        dispatch!(self.purchase_reversals(purchase_id))
     }
 
     /// The organization's customer at the payment provider, if one was made.

@@ -10,6 +10,7 @@ use tollgate_core::keys::KeyKind;
 use tollgate_core::ledger::{InsufficientCredit, Lot, LotKind, ReservationLine};
 use tollgate_core::money::NanoUsd;
 use tollgate_core::pricing::Multipliers;
+use tollgate_core::refunds::{ReversalClaim, ReversalKind};
 use tollgate_core::spend::{SpendLimitReached, SpendLimits};
 use tollgate_core::usage::TokenUsage;
 
@@ -411,6 +412,12 @@ pub struct Purchase {
     pub lot_id: Option<String>,
     pub created_at: Timestamp,
     pub completed_at: Option<Timestamp>,
+    /// Refunded so far, and lost in disputes (`tollgate_core::refunds`).
+    pub refunded: NanoUsd,
+    pub disputed: NanoUsd,
+    /// The part of those reversals its lot no longer held (spent, held or expired):
+    /// recorded instead of taken from the lot.
+    pub unrecovered: NanoUsd,
 }
 
 /// A purchase to claim before the payment provider is charged.
@@ -515,4 +522,28 @@ pub enum PaymentEventEffect {
     /// Keeps it pending and records why the last attempt failed (the customer may retry on
     /// the provider's page).
     AttemptFailed { reason: String },
+    /// Takes back part of a paid purchase, as `tollgate_core::refunds::plan_reversal`
+    /// decides from the purchase and its lot as they stand in the event's transaction.
+    Reverse(Reversal),
+}
+
+/// A refund or lost dispute a provider reported for a paid purchase.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reversal {
+    pub claim: ReversalClaim,
+    /// The provider's charge (a refund) or dispute id; a dispute is reversed at most once.
+    pub reference: String,
+}
+
+/// One reversal of a purchase, as recorded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PurchaseReversal {
+    pub kind: ReversalKind,
+    pub reference: String,
+    pub amount: NanoUsd,
+    /// Removed from the purchase's lot.
+    pub recovered: NanoUsd,
+    /// Already spent, held or expired: recorded, not taken.
+    pub unrecovered: NanoUsd,
+    pub created_at: Timestamp,
 }

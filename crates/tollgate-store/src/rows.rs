@@ -143,7 +143,8 @@ pub(crate) const ACCOUNT_SELECT: &str = "SELECT id AS account_id, kind AS accoun
     FROM accounts";
 /// The columns of a purchase, as `purchase_from_row` reads them.
 pub(crate) const PURCHASE_SELECT: &str = "SELECT id, org_id, idempotency_key, amount_nanos, source, status,
-        payment_reference, failure_reason, lot_id, created_at, completed_at
+        payment_reference, failure_reason, lot_id, created_at, completed_at, refunded_nanos,
+        disputed_nanos, unrecovered_nanos
     FROM purchases";
 /// The columns of an auto-reload setting, as `auto_reload_from_row` reads them.
 pub(crate) const AUTO_RELOAD_SELECT: &str =
@@ -439,6 +440,9 @@ pub(crate) fn purchase_from_row<R: DbRow>(row: &R) -> Result<Purchase, StoreErro
         lot_id: column(row, "lot_id")?,
         created_at: timestamp_from_sql(column(row, "created_at")?)?,
         completed_at: optional_timestamp(row, "completed_at")?,
+        refunded: NanoUsd::from_nanos(column(row, "refunded_nanos")?),
+        disputed: NanoUsd::from_nanos(column(row, "disputed_nanos")?),
+        unrecovered: NanoUsd::from_nanos(column(row, "unrecovered_nanos")?),
     })
 }
 
