@@ -118,6 +118,10 @@ pub fn router(state: ConsoleState) -> Router {
         .route("/alerts/settings", post(alerts::set_settings))
         .route("/alerts/destinations", post(alerts::create_destination))
         .route(
+            "/alerts/destinations/{destination_id}/kinds",
+            post(alerts::set_destination_kinds),
+        )
+        .route(
             "/alerts/destinations/{destination_id}/delete",
             post(alerts::delete_destination),
         )

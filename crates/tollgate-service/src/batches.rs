@@ -400,6 +400,7 @@ impl Tollgate {
                     ..Default::default()
                 },
                 lines: Default::default(),
+                upstream_attempts: Vec::new(),
             },
         };
         if let Err(error) = self.store().settle(settlement).await {

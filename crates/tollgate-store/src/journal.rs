@@ -408,6 +408,7 @@ pub(crate) fn abandonment(overdue: Overdue, now: Timestamp) -> Settlement {
             served_model: None,
             multipliers: Default::default(),
             lines: Default::default(),
+            upstream_attempts: Vec::new(),
         },
     }
 }

@@ -48,6 +48,7 @@ mod stored_responses;
 use std::path::Path;
 
 use tollgate_core::Timestamp;
+use tollgate_core::alerts::AlertKind;
 use tollgate_core::keys::KeyKind;
 use tollgate_core::money::NanoUsd;
 use tollgate_core::reports::BucketWidth;
@@ -1008,6 +1009,17 @@ impl Store {
         dispatch!(self.delete_alert_destination(org_id, destination_id))
     }
 
+    /// Sets the kinds a destination receives (`None`: every kind); `None` if the
+    /// organization has no such destination.
+    pub async fn set_alert_destination_kinds(
+        &self,
+        org_id: &str,
+        destination_id: &str,
+        kinds: Option<&[AlertKind]>,
+    ) -> Result<Option<AlertDestination>, StoreError> {
+        dispatch!(self.set_alert_destination_kinds(org_id, destination_id, kinds))
+    }
+
     /// `None` until the organization sets its thresholds.
     pub async fn alert_settings(&self, org_id: &str) -> Result<Option<AlertSettings>, StoreError> {
         dispatch!(self.alert_settings(org_id))
@@ -1031,6 +1043,12 @@ impl Store {
     /// Re-arms the organization's alerts of `kind`; how many claims were cleared.
     pub async fn rearm_alerts(&self, org_id: &str, kind: &str) -> Result<u64, StoreError> {
         dispatch!(self.rearm_alerts(org_id, kind))
+    }
+
+    /// Re-arms every organization's alert of `kind` on `subject`; how many claims were
+    /// cleared.
+    pub async fn rearm_alert_subject(&self, kind: &str, subject: &str) -> Result<u64, StoreError> {
+        dispatch!(self.rearm_alert_subject(kind, subject))
     }
 
     /// Leases up to `limit` due deliveries to `owner` until `lease_until`.

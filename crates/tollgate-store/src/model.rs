@@ -257,6 +257,9 @@ pub struct UsageRecord {
     /// The cost by what it paid for, at the rates applied (`Charge::lines`); all zero for
     /// a request not charged.
     pub lines: tollgate_core::pricing::CostLines,
+    /// The upstream calls it made, in order (`catalog::served_by` names the one that
+    /// answered); empty when none was made.
+    pub upstream_attempts: Vec<tollgate_core::catalog::UpstreamAttempt>,
 }
 
 /// How a reservation ends: cost 0 voids it. `record` is written in the same transaction.

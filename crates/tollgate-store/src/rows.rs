@@ -18,7 +18,7 @@ use tollgate_core::usage::{Speed, TokenUsage};
 use crate::admin_model::{
     CreatedBy, InviteRecord, InviteState, KeyView, MemberRecord, UsageRollupRow, UserRecord,
 };
-use crate::codec::{count_from_sql, timestamp_from_sql, unknown_text};
+use crate::codec::{attempts_from_sql, count_from_sql, timestamp_from_sql, unknown_text};
 use crate::error::StoreError;
 use crate::journal::Overdue;
 use crate::model::{
@@ -281,6 +281,7 @@ pub(crate) fn usage_record_from_row<R: DbRow>(row: &R) -> Result<UsageRecord, St
             Multipliers::parse_label(&text).ok_or_else(|| unknown_text("multipliers", &text))?
         },
         lines: cost_lines_from_row(row)?,
+        upstream_attempts: attempts_from_sql(column::<Option<String>>(row, "upstream_attempts")?.as_deref()),
     })
 }
 

@@ -53,6 +53,16 @@ fn settlement(reservation_id: &str, cost_nanos: i64) -> Settlement {
                 web_search: NanoUsd::from_nanos(50_000_000),
                 ..Default::default()
             },
+            upstream_attempts: vec![
+                tollgate_core::catalog::UpstreamAttempt {
+                    deployment: "primary/claude-haiku-4-5".to_owned(),
+                    error: Some("overloaded (529)".to_owned()),
+                },
+                tollgate_core::catalog::UpstreamAttempt {
+                    deployment: "backup/claude-haiku-4-5".to_owned(),
+                    error: None,
+                },
+            ],
         },
     }
 }

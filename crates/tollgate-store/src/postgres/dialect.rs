@@ -44,6 +44,10 @@ impl Dialect for PgStore {
         " FOR UPDATE SKIP LOCKED"
     }
 
+    fn rows_affected(result: &sqlx::postgres::PgQueryResult) -> u64 {
+        result.rows_affected()
+    }
+
     fn bind_any_of<'q>(
         query: Query<'q, Postgres, BoundArguments<'q, Postgres>>,
         texts: &'q [String],

@@ -34,7 +34,7 @@ use tollgate_core::keys::KeyKind;
 use tollgate_core::usage::Speed;
 
 use crate::batching::WriterQueue;
-use crate::codec::label_text;
+use crate::codec::{attempts_to_sql, label_text};
 pub(crate) use crate::codec::{
     check_rows_written, count_from_sql, count_to_sql, invariant, millis, timestamp_from_sql,
     truncate_to_millis,
@@ -464,7 +464,8 @@ impl PgStore {
                     started_at, ended_at, client_session_id, client_agent_id,
                     client_parent_agent_id, served_model, speed, multipliers, web_search_requests,
                     cost_input_nanos, cost_output_nanos, cost_cache_write_5m_nanos,
-                    cost_cache_write_1h_nanos, cost_cache_read_nanos, cost_web_search_nanos
+                    cost_cache_write_1h_nanos, cost_cache_read_nanos, cost_web_search_nanos,
+                    upstream_attempts
              FROM usage_records WHERE org_id = $1 ORDER BY ended_at, id",
         )
         .bind(org_id)
@@ -488,7 +489,8 @@ impl PgStore {
                     started_at, ended_at, client_session_id, client_agent_id,
                     client_parent_agent_id, served_model, speed, multipliers, web_search_requests,
                     cost_input_nanos, cost_output_nanos, cost_cache_write_5m_nanos,
-                    cost_cache_write_1h_nanos, cost_cache_read_nanos, cost_web_search_nanos
+                    cost_cache_write_1h_nanos, cost_cache_read_nanos, cost_web_search_nanos,
+                    upstream_attempts
              FROM usage_records WHERE org_id = $1 AND request_id = $2 ORDER BY id DESC LIMIT 1",
         )
         .bind(org_id)
@@ -575,26 +577,27 @@ pub(crate) async fn insert_usage_records_in(
              ended_at, reservation_id, client_session_id, client_agent_id, client_parent_agent_id,
              served_model, speed, multipliers, web_search_requests, cost_input_nanos,
              cost_output_nanos, cost_cache_write_5m_nanos, cost_cache_write_1h_nanos,
-             cost_cache_read_nanos, cost_web_search_nanos)
+             cost_cache_read_nanos, cost_web_search_nanos, upstream_attempts)
          SELECT r.request_id, r.org_id, r.workspace_id, r.api_key_id, r.model, r.input_tokens,
                 r.output_tokens, r.cache_creation_5m, r.cache_creation_1h, r.cache_read, r.cost_nanos,
                 r.status, r.error_type, r.latency_ms, r.started_at, r.ended_at, r.reservation_id,
                 r.client_session_id, r.client_agent_id, r.client_parent_agent_id, r.served_model,
                 r.speed, r.multipliers, r.web_search_requests, r.cost_input, r.cost_output,
-                r.cost_cache_write_5m, r.cost_cache_write_1h, r.cost_cache_read, r.cost_web_search
+                r.cost_cache_write_5m, r.cost_cache_write_1h, r.cost_cache_read, r.cost_web_search,
+                r.upstream_attempts
          FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[],
                      $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[],
                      $12::text[], $13::text[], $14::bigint[], $15::bigint[], $16::bigint[],
                      $17::text[], $18::text[], $19::text[], $20::text[], $21::text[], $22::text[],
                      $23::text[], $24::bigint[], $25::bigint[], $26::bigint[], $27::bigint[],
-                     $28::bigint[], $29::bigint[], $30::bigint[])
+                     $28::bigint[], $29::bigint[], $30::bigint[], $31::text[])
               WITH ORDINALITY
               AS r (request_id, org_id, workspace_id, api_key_id, model, input_tokens, output_tokens,
                     cache_creation_5m, cache_creation_1h, cache_read, cost_nanos, status, error_type,
                     latency_ms, started_at, ended_at, reservation_id, client_session_id,
                     client_agent_id, client_parent_agent_id, served_model, speed, multipliers,
                     web_search_requests, cost_input, cost_output, cost_cache_write_5m,
-                    cost_cache_write_1h, cost_cache_read, cost_web_search, n)
+                    cost_cache_write_1h, cost_cache_read, cost_web_search, upstream_attempts, n)
          ORDER BY r.n",
     )
     .bind(text_of(|record| &record.request_id))
@@ -657,6 +660,12 @@ pub(crate) async fn insert_usage_records_in(
     .bind(integer_of(|record| record.lines.cache_write_1h.nanos()))
     .bind(integer_of(|record| record.lines.cache_read.nanos()))
     .bind(integer_of(|record| record.lines.web_search.nanos()))
+    .bind(
+        records
+            .iter()
+            .map(|(record, _)| attempts_to_sql(&record.upstream_attempts))
+            .collect::<Vec<_>>(),
+    )
     .execute(&mut *connection)
     .await
     .map_err(store_error)?;

@@ -50,6 +50,10 @@ impl Dialect for SqliteStore {
         ""
     }
 
+    fn rows_affected(result: &sqlx::sqlite::SqliteQueryResult) -> u64 {
+        result.rows_affected()
+    }
+
     fn bind_any_of<'q>(
         query: Query<'q, Sqlite, BoundArguments<'q, Sqlite>>,
         texts: &'q [String],

@@ -34,7 +34,7 @@ use tollgate_core::keys::KeyKind;
 use tollgate_core::usage::Speed;
 
 use crate::batching::WriterQueue;
-use crate::codec::label_text;
+use crate::codec::{attempts_to_sql, label_text};
 pub(crate) use crate::codec::{
     count_from_sql, count_to_sql, invariant, millis, timestamp_from_sql, truncate_to_millis,
 };
@@ -448,7 +448,8 @@ impl SqliteStore {
                     started_at, ended_at, client_session_id, client_agent_id,
                     client_parent_agent_id, served_model, speed, multipliers, web_search_requests,
                     cost_input_nanos, cost_output_nanos, cost_cache_write_5m_nanos,
-                    cost_cache_write_1h_nanos, cost_cache_read_nanos, cost_web_search_nanos
+                    cost_cache_write_1h_nanos, cost_cache_read_nanos, cost_web_search_nanos,
+                    upstream_attempts
              FROM usage_records WHERE org_id = ? ORDER BY ended_at, id",
         )
         .bind(org_id)
@@ -472,7 +473,8 @@ impl SqliteStore {
                     started_at, ended_at, client_session_id, client_agent_id,
                     client_parent_agent_id, served_model, speed, multipliers, web_search_requests,
                     cost_input_nanos, cost_output_nanos, cost_cache_write_5m_nanos,
-                    cost_cache_write_1h_nanos, cost_cache_read_nanos, cost_web_search_nanos
+                    cost_cache_write_1h_nanos, cost_cache_read_nanos, cost_web_search_nanos,
+                    upstream_attempts
              FROM usage_records WHERE org_id = ? AND request_id = ? ORDER BY id DESC LIMIT 1",
         )
         .bind(org_id)
@@ -529,9 +531,9 @@ async fn insert_usage_record(
              ended_at, reservation_id, client_session_id, client_agent_id, client_parent_agent_id,
              served_model, speed, multipliers, web_search_requests, cost_input_nanos,
              cost_output_nanos, cost_cache_write_5m_nanos, cost_cache_write_1h_nanos,
-             cost_cache_read_nanos, cost_web_search_nanos)
+             cost_cache_read_nanos, cost_web_search_nanos, upstream_attempts)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,
-                 ?, ?)",
+                 ?, ?, ?)",
     )
     .bind(&record.request_id)
     .bind(&record.org_id)
@@ -563,6 +565,7 @@ async fn insert_usage_record(
     .bind(record.lines.cache_write_1h.nanos())
     .bind(record.lines.cache_read.nanos())
     .bind(record.lines.web_search.nanos())
+    .bind(attempts_to_sql(&record.upstream_attempts))
     .execute(&mut *connection)
     .await
     .map_err(store_error)?;

@@ -146,6 +146,16 @@ pub(crate) fn usage_record(
             output: cost,
             ..Default::default()
         },
+        upstream_attempts: vec![
+            tollgate_core::catalog::UpstreamAttempt {
+                deployment: "primary/claude-haiku-4-5".to_owned(),
+                error: Some("overloaded (529)".to_owned()),
+            },
+            tollgate_core::catalog::UpstreamAttempt {
+                deployment: "backup/claude-haiku-4-5".to_owned(),
+                error: None,
+            },
+        ],
     }
 }
 

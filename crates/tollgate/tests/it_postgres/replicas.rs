@@ -658,3 +658,58 @@ async fn a_thousand_requests_on_three_replicas_never_overspend_credit_or_a_spend
     store.close().await;
     drop((first, second, third));
 }
+
+/// Goal (#17): two replicas whose requests all cross one balance threshold deliver one
+/// alert: each replica detects the crossing on its own settlements, and the claim in the
+/// shared database lets one firing through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_crossing_one_threshold_deliver_one_alert() {
+    let fake = FakeUpstream::start().await;
+    let webhook = tollgate_testkit::FakeWebhook::start().await;
+    let extra = format!(
+        "{}\n[alerts]\npoll_interval_millis = 20\n",
+        credit_and_an_open_tier("5.00")
+    );
+    let cluster = Cluster::new(&fake, "", &extra);
+    let (first, keys) = cluster.start();
+    let keys = keys.expect("the first replica sets the organization up");
+    let (second, _) = cluster.start();
+    let replicas = [first.address.clone(), second.address.clone()];
+    let client = reqwest::Client::new();
+    admin_post(
+        &client,
+        &replicas[0],
+        &keys.admin_key,
+        "alert_destinations",
+        json!({"channel": "webhook", "target": webhook.url()}),
+    )
+    .await;
+    // Just under the $5.00 granted: every request's settlement leaves the balance below.
+    admin_post(
+        &client,
+        &replicas[1],
+        &keys.admin_key,
+        "alert_settings",
+        json!({"balance_threshold_amount": "499.99"}),
+    )
+    .await;
+
+    let statuses = join_all((0..40).map(|index| {
+        let (client, replica, key) = (client.clone(), replicas[index % 2].clone(), keys.api_key.clone());
+        async move { post_message(&client, &replica, &key, &message(5)).await }
+    }))
+    .await;
+    assert!(statuses.iter().all(|status| *status == 200), "{statuses:?}");
+    let waited = Instant::now();
+    while webhook.received().is_empty() {
+        assert!(waited.elapsed() < Duration::from_secs(10), "no alert arrived");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    // Time for a second delivery to show up, were there one.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let received = webhook.received();
+    assert_eq!(received.len(), 1, "{received:?}");
+    let event: Value = serde_json::from_slice(&received[0].body).expect("json event");
+    assert_eq!(event["type"], "balance_below_threshold");
+    drop((first, second));
+}
