@@ -3,6 +3,7 @@
 
 use tollgate_core::Timestamp;
 use tollgate_core::attribution::ClientLabel;
+use tollgate_core::keys::AllowedModels;
 
 use crate::error::StoreError;
 
@@ -57,4 +58,19 @@ pub(crate) fn label_text(label: Option<&ClientLabel>) -> Option<&str> {
 /// A row that could not be read as the shared queries expect.
 pub(crate) fn store_decode(error: sqlx::Error) -> StoreError {
     StoreError::Database(error.to_string())
+}
+
+/// A key's allowed models as stored: comma-separated (an entry has no comma), NULL for all.
+pub(crate) fn allowed_models_text(allowed: &AllowedModels) -> Option<String> {
+    (!allowed.allows_all()).then(|| allowed.entries().join(","))
+}
+
+pub(crate) fn allowed_models_from_text(text: Option<String>) -> AllowedModels {
+    AllowedModels::from_stored(
+        text.unwrap_or_default()
+            .split(',')
+            .filter(|entry| !entry.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    )
 }
