@@ -98,6 +98,7 @@ pub fn router(state: ConsoleState) -> Router {
         .route("/keys", get(keys::list).post(keys::create))
         .route("/keys/{key_id}/rename", post(keys::rename))
         .route("/keys/{key_id}/status", post(keys::set_status))
+        .route("/keys/{key_id}/models", post(keys::set_models))
         .route("/billing", get(billing::page))
         .route("/billing/purchase", post(billing::purchase))
         .route("/billing/auto-reload", post(billing::auto_reload))

@@ -39,7 +39,7 @@ use tollgate_core::money::NanoUsd;
 use tollgate_core::tiers::BillingPolicy;
 use tollgate_store::Store;
 
-pub use crate::admin::{CreatedApiKey, KeyFilter, KeyUpdate, MAX_ACTIVE_WORKSPACES, OrgAdmin};
+pub use crate::admin::{CreatedApiKey, KeyFilter, KeyUpdate, MAX_ACTIVE_WORKSPACES, NewApiKey, OrgAdmin};
 pub use crate::alerts::{
     AlertingSettings, CreatedDestination, DELIVERIES_LISTED_MAX, SmtpSecurity, SmtpSettings, email_text,
 };

@@ -20,7 +20,7 @@ use crate::codec::{count_to_sql, millis, timestamp_from_sql, unknown_text};
 use crate::dialect::Dialect;
 use crate::error::StoreError;
 use crate::model::KeyRecord;
-use crate::rows::{DbRow, column, key_from_row};
+use crate::rows::{DbRow, KEY_COLUMNS, column, key_from_row};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AlertChannel {
@@ -488,11 +488,7 @@ where
     /// Active keys (of every organization) expiring after `now` and at or before `until`,
     /// soonest first.
     async fn keys_expiring(&self, now: Timestamp, until: Timestamp) -> Result<Vec<KeyRecord>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, kind, org_id, workspace_id, name, hint, status, created_at, last_used_at, expires_at
-             FROM api_keys WHERE status = 'active' AND expires_at > $1 AND expires_at <= $2
-             ORDER BY expires_at, id",
-        )
+        let rows = sqlx::query(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE status = 'active' AND expires_at > $1 AND expires_at <= $2 ORDER BY expires_at, id"))
         .bind(millis(now))
         .bind(millis(until))
         .fetch_all(self.read_pool())

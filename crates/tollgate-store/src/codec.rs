@@ -4,6 +4,7 @@
 use tollgate_core::Timestamp;
 use tollgate_core::attribution::ClientLabel;
 use tollgate_core::catalog::UpstreamAttempt;
+use tollgate_core::keys::AllowedModels;
 
 use crate::error::StoreError;
 
@@ -95,4 +96,19 @@ pub(crate) fn attempts_from_sql(text: Option<&str>) -> Vec<UpstreamAttempt> {
             },
         })
         .collect()
+}
+
+/// A key's allowed models as stored: comma-separated (an entry has no comma), NULL for all.
+pub(crate) fn allowed_models_text(allowed: &AllowedModels) -> Option<String> {
+    (!allowed.allows_all()).then(|| allowed.entries().join(","))
+}
+
+pub(crate) fn allowed_models_from_text(text: Option<String>) -> AllowedModels {
+    AllowedModels::from_stored(
+        text.unwrap_or_default()
+            .split(',')
+            .filter(|entry| !entry.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    )
 }

@@ -601,6 +601,14 @@ impl Store {
         dispatch!(self.rename_key(key_id, name))
     }
 
+    pub async fn set_key_allowed_models(
+        &self,
+        key_id: &str,
+        allowed_models: &tollgate_core::keys::AllowedModels,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self.set_key_allowed_models(key_id, allowed_models))
+    }
+
     /// Creates a workspace unless the name is taken (archived workspaces included) or the
     /// organization already has `max_active` active workspaces besides its Default.
     pub async fn create_workspace_capped(
@@ -653,7 +661,9 @@ impl Store {
         dispatch!(self.set_user_role(user_id, role))
     }
 
-    /// Removes the user and their workspace memberships; keys they created stay.
+    /// Removes the user and their workspace memberships, and archives their personal keys in
+    /// the same transaction (each process stops accepting them within its key-cache TTL);
+    /// keys they created stay.
     pub async fn delete_user(&self, user_id: &str) -> Result<bool, StoreError> {
         dispatch!(self.delete_user(user_id))
     }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use tollgate_core::Timestamp;
 use tollgate_core::attribution::Attribution;
-use tollgate_core::keys::KeyKind;
+use tollgate_core::keys::{AllowedModels, KeyKind};
 use tollgate_core::ledger::{InsufficientCredit, Lot, LotKind, ReservationLine};
 use tollgate_core::money::NanoUsd;
 use tollgate_core::pricing::Multipliers;
@@ -75,6 +75,17 @@ pub struct KeyRecord {
     pub last_used_at: Option<Timestamp>,
     /// From then on the key is refused; `None`: never.
     pub expires_at: Option<Timestamp>,
+    /// The user a personal key is bound to (archived when they are removed); `None`: a
+    /// workspace key.
+    pub user_id: Option<String>,
+    pub allowed_models: AllowedModels,
+}
+
+impl KeyRecord {
+    /// A personal key (bound to a user) rather than a workspace key.
+    pub fn is_personal(&self) -> bool {
+        self.user_id.is_some()
+    }
 }
 
 /// A key to insert; it starts `Active`.
@@ -89,6 +100,8 @@ pub struct NewKey {
     pub hint: String,
     pub created_at: Timestamp,
     pub expires_at: Option<Timestamp>,
+    pub user_id: Option<String>,
+    pub allowed_models: AllowedModels,
 }
 
 /// A credit lot to grant.

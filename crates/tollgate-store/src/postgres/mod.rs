@@ -34,7 +34,7 @@ use tollgate_core::keys::KeyKind;
 use tollgate_core::usage::Speed;
 
 use crate::batching::WriterQueue;
-use crate::codec::{attempts_to_sql, label_text};
+use crate::codec::{allowed_models_text, attempts_to_sql, label_text};
 pub(crate) use crate::codec::{
     check_rows_written, count_from_sql, count_to_sql, invariant, millis, timestamp_from_sql,
     truncate_to_millis,
@@ -42,7 +42,9 @@ pub(crate) use crate::codec::{
 use crate::error::{StoreError, TxError};
 use crate::model::{KeyRecord, KeyStatus, NameTaken, NewKey, Organization, UsageRecord, Workspace};
 pub(crate) use crate::rows::column;
-use crate::rows::{key_from_row, organization_from_row, usage_record_from_row, workspace_from_row};
+use crate::rows::{
+    KEY_COLUMNS, key_from_row, organization_from_row, usage_record_from_row, workspace_from_row,
+};
 use crate::rules::{DEFAULT_WORKSPACE_NAME, SYSTEM_ACCOUNT_KINDS};
 
 /// How a PostgreSQL store connects.
@@ -332,8 +334,9 @@ impl PgStore {
         let expires_at = key.expires_at.map(truncate_to_millis).transpose()?;
         sqlx::query(
             "INSERT INTO api_keys
-                (id, kind, org_id, workspace_id, name, secret_hash, hint, status, created_at, expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                (id, kind, org_id, workspace_id, name, secret_hash, hint, status, created_at, expires_at,
+                 user_id, allowed_models)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(&key.id)
         .bind(key.kind.as_str())
@@ -345,6 +348,8 @@ impl PgStore {
         .bind(KeyStatus::Active.as_str())
         .bind(millis(key.created_at))
         .bind(key.expires_at.map(millis))
+        .bind(&key.user_id)
+        .bind(allowed_models_text(&key.allowed_models))
         .execute(&self.pool)
         .await
         .map_err(store_error)?;
@@ -359,14 +364,15 @@ impl PgStore {
             created_at: truncate_to_millis(key.created_at)?,
             last_used_at: None,
             expires_at,
+            user_id: key.user_id,
+            allowed_models: key.allowed_models,
         })
     }
 
     pub(crate) async fn key_by_hash(&self, secret_hash: &str) -> Result<Option<KeyRecord>, StoreError> {
-        sqlx::query(
-            "SELECT id, kind, org_id, workspace_id, name, hint, status, created_at, last_used_at, expires_at
-             FROM api_keys WHERE secret_hash = $1",
-        )
+        sqlx::query(&format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys WHERE secret_hash = $1"
+        ))
         .bind(secret_hash)
         .fetch_optional(&self.pool)
         .await
@@ -376,16 +382,13 @@ impl PgStore {
     }
 
     pub(crate) async fn key(&self, key_id: &str) -> Result<Option<KeyRecord>, StoreError> {
-        sqlx::query(
-            "SELECT id, kind, org_id, workspace_id, name, hint, status, created_at, last_used_at, expires_at
-             FROM api_keys WHERE id = $1",
-        )
-        .bind(key_id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(store_error)?
-        .map(|row| key_from_row(&row))
-        .transpose()
+        sqlx::query(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1"))
+            .bind(key_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(store_error)?
+            .map(|row| key_from_row(&row))
+            .transpose()
     }
 
     pub(crate) async fn list_keys(
@@ -396,24 +399,14 @@ impl PgStore {
     ) -> Result<Vec<KeyRecord>, StoreError> {
         let rows = match workspace_id {
             None => {
-                sqlx::query(
-                    "SELECT id, kind, org_id, workspace_id, name, hint, status, created_at,
-                            last_used_at, expires_at
-                     FROM api_keys WHERE org_id = $1 AND kind = $2
-                     ORDER BY created_at DESC, id DESC",
-                )
+                sqlx::query(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE org_id = $1 AND kind = $2 ORDER BY created_at DESC, id DESC"))
                 .bind(org_id)
                 .bind(kind.as_str())
                 .fetch_all(&self.pool)
                 .await
             }
             Some(workspace_id) => {
-                sqlx::query(
-                    "SELECT id, kind, org_id, workspace_id, name, hint, status, created_at,
-                            last_used_at, expires_at
-                     FROM api_keys WHERE org_id = $1 AND kind = $2 AND workspace_id = $3
-                     ORDER BY created_at DESC, id DESC",
-                )
+                sqlx::query(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE org_id = $1 AND kind = $2 AND workspace_id = $3 ORDER BY created_at DESC, id DESC"))
                 .bind(org_id)
                 .bind(kind.as_str())
                 .bind(workspace_id)
