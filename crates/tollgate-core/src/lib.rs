@@ -21,6 +21,7 @@ pub mod reports;
 pub mod roles;
 pub mod signature;
 pub mod spend;
+pub mod sso;
 pub mod tiers;
 pub mod usage;
 

@@ -43,6 +43,7 @@ mod rollup;
 mod rows;
 mod rules;
 mod sqlite;
+mod sso;
 mod stored_responses;
 
 use std::path::Path;
@@ -68,6 +69,7 @@ pub use captures::{CaptureSettings, CapturedResponseKind, RequestCapture};
 pub use console::ConsoleSession;
 pub use error::{StoreError, TxError};
 pub use model::*;
+pub use sso::SsoAttempt;
 pub use stored_responses::StoredResponse;
 
 pub use postgres::PostgresOptions;

@@ -14,6 +14,7 @@ use crate::payment_customers::PaymentCustomers;
 use crate::postgres::{PgStore, PgTransaction, store_error};
 use crate::reports::Reports;
 use crate::request_log::RequestLog;
+use crate::sso::SsoAttempts;
 use crate::stored_responses::StoredResponses;
 
 impl Dialect for PgStore {
@@ -63,6 +64,8 @@ impl AuditLog for PgStore {}
 impl Batches for PgStore {}
 
 impl StoredResponses for PgStore {}
+
+impl SsoAttempts for PgStore {}
 impl PaymentCustomers for PgStore {}
 
 impl Reports for PgStore {}
