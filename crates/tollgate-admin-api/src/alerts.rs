@@ -1,12 +1,14 @@
 //! Alerts (tollgate's addition, in the Admin API's style): an organization's destinations
 //! (`/v1/organizations/alert_destinations`: a signed webhook, whose signing secret is shown
-//! once at creation, or an email address), its thresholds
+//! once at creation, or an email address, each receiving every alert kind or those it
+//! chose), its thresholds
 //! (`/v1/organizations/alert_settings`) and the deliveries with every attempt
 //! (`/v1/organizations/alert_deliveries`, newest first).
 
 use axum::Json;
 use axum::extract::Path;
 use serde::{Deserialize, Serialize};
+use tollgate_core::alerts::AlertKind;
 use tollgate_service::{AlertChannel, AlertDelivery, AlertDestination, AlertSettings, DELIVERIES_LISTED_MAX};
 use utoipa::ToSchema;
 
@@ -30,6 +32,8 @@ pub(crate) struct AlertDestinationDto {
     /// The webhook's signing secret (`whsec_…`): only in the answer that created it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) signing_secret: Option<String>,
+    /// The alerts it receives: every kind unless it chose some.
+    pub(crate) alert_kinds: Vec<&'static str>,
     pub(crate) created_at: String,
 }
 
@@ -40,6 +44,13 @@ fn destination_dto(destination: &AlertDestination, with_secret: bool) -> AlertDe
         channel: destination.channel.as_str(),
         target: destination.target.clone(),
         signing_secret: destination.secret.clone().filter(|_| with_secret),
+        alert_kinds: destination
+            .kinds
+            .as_deref()
+            .unwrap_or(&AlertKind::ALL[..])
+            .iter()
+            .map(|kind| kind.as_str())
+            .collect(),
         created_at: instant(destination.created_at),
     }
 }
@@ -51,6 +62,37 @@ pub(crate) struct CreateAlertDestination {
     pub(crate) channel: String,
     /// An http(s) URL for a webhook; an address for email.
     pub(crate) target: String,
+    /// The alerts it receives (`balance_below_threshold`, `spend_limit_75`,
+    /// `spend_limit_100`, `auto_reload_declined`, `deployment_down`, `key_expiring`);
+    /// `null` or left out: every kind.
+    pub(crate) alert_kinds: Option<Vec<String>>,
+}
+
+/// Like the other update routes, it ignores fields it does not know.
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct UpdateAlertDestination {
+    /// The alerts it receives from now on; `null` or left out: every kind.
+    pub(crate) alert_kinds: Option<Vec<String>>,
+}
+
+/// `alert_kinds` as the service takes them.
+fn parse_kinds(names: Option<&[String]>) -> Result<Option<Vec<AlertKind>>, ApiError> {
+    names
+        .map(|names| {
+            names
+                .iter()
+                .map(|name| {
+                    AlertKind::parse(name).ok_or_else(|| {
+                        let known: Vec<&str> = AlertKind::ALL.iter().map(|kind| kind.as_str()).collect();
+                        ApiError::invalid(format!(
+                            "alert_kinds: '{name}' is not one of {}",
+                            known.join(", ")
+                        ))
+                    })
+                })
+                .collect()
+        })
+        .transpose()
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -176,8 +218,29 @@ pub(crate) async fn create_alert_destination(
             )));
         }
     };
-    let created = admin.create_alert_destination(channel, &body.target).await?;
+    let kinds = parse_kinds(body.alert_kinds.as_deref())?;
+    let created = admin
+        .create_alert_destination(channel, &body.target, kinds.as_deref())
+        .await?;
     Ok(Json(destination_dto(&created.destination, true)))
+}
+
+/// Sets which alerts a destination receives; deliveries already queued stay.
+#[utoipa::path(post, path = "/v1/organizations/alert_destinations/{destination_id}", tag = "Alerts",
+    params(("destination_id" = String, Path)),
+    request_body = UpdateAlertDestination,
+    responses((status = 200, body = AlertDestinationDto), (status = 400, body = ErrorEnvelope),
+        (status = 404, body = ErrorEnvelope)))]
+pub(crate) async fn update_alert_destination(
+    Admin(admin): Admin,
+    Path(destination_id): Path<String>,
+    Body(body): Body<UpdateAlertDestination>,
+) -> Reply<AlertDestinationDto> {
+    let kinds = parse_kinds(body.alert_kinds.as_deref())?;
+    let destination = admin
+        .set_alert_destination_kinds(&destination_id, kinds.as_deref())
+        .await?;
+    Ok(Json(destination_dto(&destination, false)))
 }
 
 /// Deletes a destination; its pending deliveries fail at their next attempt.

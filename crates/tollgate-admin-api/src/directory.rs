@@ -2,10 +2,12 @@
 //! Anthropic's Admin API shapes, over the organization-scoped `OrgAdmin`.
 
 use axum::Json;
-use axum::extract::Path;
+use axum::extract::{Path, State};
+use tollgate_core::keys::AllowedModels;
 use tollgate_core::roles::{OrgRole, WorkspaceRole};
-use tollgate_service::{KeyFilter, KeyStatus, KeyUpdate};
+use tollgate_service::{KeyFilter, KeyStatus, KeyUpdate, NewApiKey};
 
+use crate::AdminState;
 use crate::dto::{
     ApiKeyDto, CreateApiKey, CreateInvite, CreateMember, CreateWorkspace, CreatedApiKeyDto, Deleted,
     InviteDto, MemberDto, OrganizationDto, UpdateApiKey, UpdateMember, UpdateUser, UpdateWorkspace, UserDto,
@@ -31,6 +33,11 @@ fn workspace_role(text: &str) -> Result<WorkspaceRole, ApiError> {
             "workspace_role: '{text}' is not one of workspace_user, workspace_developer, workspace_admin"
         ))
     })
+}
+
+fn allowed_models(entries: &[String], state: &AdminState) -> Result<AllowedModels, ApiError> {
+    AllowedModels::parse(entries, &state.catalog)
+        .map_err(|error| ApiError::invalid(format!("allowed_models: {error}")))
 }
 
 fn key_status(text: &str) -> Result<KeyStatus, ApiError> {
@@ -117,24 +124,20 @@ pub(crate) async fn archive_workspace(
     )))
 }
 
-/// API keys, newest first, filtered by `workspace_id`, `status` and `created_by_user_id`.
+/// API keys, newest first, filtered by `workspace_id`, `status` (`expired`: past their
+/// `expires_at`, whatever their stored status), `created_by_user_id` and `user_id` (the
+/// personal keys of a user).
 #[utoipa::path(get, path = "/v1/organizations/api_keys", tag = "API keys",
     params(("workspace_id" = Option<String>, Query), ("status" = Option<String>, Query),
-           ("created_by_user_id" = Option<String>, Query), ("limit" = Option<u32>, Query),
+           ("created_by_user_id" = Option<String>, Query), ("user_id" = Option<String>, Query),
+           ("limit" = Option<u32>, Query),
            ("after_id" = Option<String>, Query), ("before_id" = Option<String>, Query)),
     responses((status = 200, body = Page<ApiKeyDto>), (status = 400, body = ErrorEnvelope)))]
 pub(crate) async fn list_api_keys(Admin(admin): Admin, query: QueryPairs) -> Reply<Page<ApiKeyDto>> {
     let page = PageRequest::parse(&query)?;
     let status = query.one("status")?;
-    if status == Some("expired") {
-        // Keys never expire in tollgate, so no key is `expired`.
-        return Ok(Json(paginate(
-            Vec::new(),
-            |key: &ApiKeyDto| key.id.clone(),
-            &page,
-        )?));
-    }
-    let status = status.map(key_status).transpose()?;
+    let expired = status == Some("expired");
+    let status = status.filter(|_| !expired).map(key_status).transpose()?;
     let workspace_id = query.one("workspace_id")?.map(str::to_owned);
     if let Some(workspace_id) = &workspace_id {
         admin.workspace(workspace_id).await?;
@@ -143,6 +146,8 @@ pub(crate) async fn list_api_keys(Admin(admin): Admin, query: QueryPairs) -> Rep
         workspace_id: workspace_id.map(Some),
         status,
         created_by_user_id: query.one("created_by_user_id")?.map(str::to_owned),
+        user_id: query.one("user_id")?.map(str::to_owned),
+        expired,
     };
     let default_workspace = admin.default_workspace_id().await?;
     let keys = admin.api_keys(&filter).await?;
@@ -153,12 +158,14 @@ pub(crate) async fn list_api_keys(Admin(admin): Admin, query: QueryPairs) -> Rep
     Ok(Json(paginate(dtos, |key: &ApiKeyDto| key.id.clone(), &page)?))
 }
 
-/// Creates an API key (tollgate's addition): the secret is in this response only.
+/// Creates an API key (tollgate's addition): the secret is in this response only. With a
+/// `user_id`, a personal key of that user.
 #[utoipa::path(post, path = "/v1/organizations/api_keys", tag = "API keys",
     request_body = CreateApiKey,
     responses((status = 200, body = CreatedApiKeyDto), (status = 400, body = ErrorEnvelope),
               (status = 404, body = ErrorEnvelope)))]
 pub(crate) async fn create_api_key(
+    State(state): State<AdminState>,
     Admin(admin): Admin,
     Body(body): Body<CreateApiKey>,
 ) -> Reply<CreatedApiKeyDto> {
@@ -167,8 +174,15 @@ pub(crate) async fn create_api_key(
         .as_deref()
         .map(|text| crate::extract::parse_timestamp("expires_at", text))
         .transpose()?;
+    let allowed_models = allowed_models(&body.allowed_models.unwrap_or_default(), &state)?;
     let created = admin
-        .create_api_key(&body.name, body.workspace_id.as_deref(), expires_at)
+        .create_api_key(NewApiKey {
+            name: body.name,
+            workspace_id: body.workspace_id,
+            expires_at,
+            user_id: body.user_id,
+            allowed_models,
+        })
         .await?;
     let default_workspace = admin.default_workspace_id().await?;
     Ok(Json(CreatedApiKeyDto {
@@ -185,12 +199,14 @@ pub(crate) async fn get_api_key(Admin(admin): Admin, Path(api_key_id): Path<Stri
     Ok(Json(ApiKeyDto::from(&key, &admin.default_workspace_id().await?)))
 }
 
-/// Renames a key or changes its status (`active`, `inactive`, or `archived` for good).
+/// Renames a key, changes its status (`active`, `inactive`, or `archived` for good) or its
+/// allowed models (in force on every replica within the key-cache TTL).
 #[utoipa::path(post, path = "/v1/organizations/api_keys/{api_key_id}", tag = "API keys",
     params(("api_key_id" = String, Path)), request_body = UpdateApiKey,
     responses((status = 200, body = ApiKeyDto), (status = 400, body = ErrorEnvelope),
               (status = 404, body = ErrorEnvelope)))]
 pub(crate) async fn update_api_key(
+    State(state): State<AdminState>,
     Admin(admin): Admin,
     Path(api_key_id): Path<String>,
     Body(body): Body<UpdateApiKey>,
@@ -199,6 +215,10 @@ pub(crate) async fn update_api_key(
     let update = KeyUpdate {
         name: body.name,
         status: body.status.as_deref().map(key_status).transpose()?,
+        allowed_models: body
+            .allowed_models
+            .map(|entries| allowed_models(&entries, &state))
+            .transpose()?,
     };
     let key = admin.update_api_key(&api_key_id, update).await?;
     Ok(Json(ApiKeyDto::from(&key, &admin.default_workspace_id().await?)))

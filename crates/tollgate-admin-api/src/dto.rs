@@ -107,6 +107,20 @@ pub(crate) struct ApiKeyDto {
     pub(crate) status: &'static str,
     /// When the key was last used (tollgate's addition, as the Console shows it).
     pub(crate) last_used_at: Option<String>,
+    /// `personal` (bound to a user: archived when the user is removed) or `workspace`.
+    pub(crate) key_type: &'static str,
+    /// The user a personal key is bound to; `null` for a workspace key.
+    pub(crate) linked_account: Option<LinkedAccount>,
+    /// The model ids and aliases the key may call; empty: every model.
+    pub(crate) allowed_models: Vec<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct LinkedAccount {
+    pub(crate) id: String,
+    /// Always `user`.
+    #[serde(rename = "type")]
+    pub(crate) kind: &'static str,
 }
 
 impl ApiKeyDto {
@@ -126,6 +140,16 @@ impl ApiKeyDto {
             partial_key_hint: record.hint.clone(),
             status: record.status.as_str(),
             last_used_at: record.last_used_at.map(instant),
+            key_type: if record.is_personal() {
+                "personal"
+            } else {
+                "workspace"
+            },
+            linked_account: record.user_id.as_ref().map(|user_id| LinkedAccount {
+                id: user_id.clone(),
+                kind: "user",
+            }),
+            allowed_models: record.allowed_models.entries().to_vec(),
         }
     }
 }
@@ -154,6 +178,13 @@ pub(crate) struct CreateApiKey {
     /// RFC 3339, in the future: the key is refused from then on. Omitted or `null`: never.
     #[serde(default)]
     pub(crate) expires_at: Option<String>,
+    /// A user of the organization: the key is their personal key, archived when they are
+    /// removed. Omitted or `null`: a workspace key.
+    #[serde(default)]
+    pub(crate) user_id: Option<String>,
+    /// Model ids or aliases of the catalogue; omitted, `null` or empty: every model.
+    #[serde(default)]
+    pub(crate) allowed_models: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -161,6 +192,9 @@ pub(crate) struct UpdateApiKey {
     pub(crate) name: Option<String>,
     /// `active`, `inactive` or `archived` (archiving is final).
     pub(crate) status: Option<String>,
+    /// Replaces the key's allowed models; an empty list allows every model.
+    #[serde(default)]
+    pub(crate) allowed_models: Option<Vec<String>>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -354,6 +388,13 @@ pub(crate) struct PurchaseDto {
     pub(crate) lot_id: Option<String>,
     pub(crate) created_at: String,
     pub(crate) completed_at: Option<String>,
+    /// Refunded so far (Stripe's refunds of the payment), in cents.
+    pub(crate) refunded_amount: String,
+    /// Lost in disputes, in cents.
+    pub(crate) disputed_amount: String,
+    /// The part of the refunded and disputed amounts the purchase's lot no longer held
+    /// (spent, held or expired): recorded against the organization, not taken back.
+    pub(crate) unrecovered_amount: String,
 }
 
 impl PurchaseDto {
@@ -370,6 +411,9 @@ impl PurchaseDto {
             lot_id: purchase.lot_id.clone(),
             created_at: instant(purchase.created_at),
             completed_at: purchase.completed_at.map(instant),
+            refunded_amount: cents(purchase.refunded),
+            disputed_amount: cents(purchase.disputed),
+            unrecovered_amount: cents(purchase.unrecovered),
         }
     }
 }

@@ -123,7 +123,10 @@ fn api_router() -> OpenApiRouter<AdminState> {
             alerts::list_alert_destinations,
             alerts::create_alert_destination
         ))
-        .routes(routes!(alerts::delete_alert_destination))
+        .routes(routes!(
+            alerts::update_alert_destination,
+            alerts::delete_alert_destination
+        ))
         .routes(routes!(alerts::get_alert_settings, alerts::set_alert_settings))
         .routes(routes!(alerts::alert_deliveries))
 }

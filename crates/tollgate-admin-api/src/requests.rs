@@ -1,5 +1,6 @@
 //! The request log (`GET /v1/organizations/requests`): every request's usage record —
-//! tokens by kind, cost, latency, status and error, its key, workspace and client session —
+//! tokens by kind, cost, latency, status and error, its key, workspace and client session,
+//! the upstream deployment that answered and every call it made (failovers included) —
 //! searched by time (`starting_at`, `ending_at`, by when it ended), `workspace_id`,
 //! `api_key_id`, `model`, `status`, `request_id` and `session_id`, newest first, `limit` at
 //! a time (at most 1,000), `after_id` (a page's `last_id`) for the next, older page. The
@@ -9,6 +10,7 @@
 use axum::Json;
 use base64::Engine;
 use serde::Serialize;
+use tollgate_core::catalog::served_by;
 use tollgate_core::usage::TokenUsage;
 use tollgate_service::{REQUEST_LOG_PAGE_MAX, RequestLogCursor, RequestLogEntry, RequestLogQuery};
 use utoipa::ToSchema;
@@ -61,6 +63,24 @@ pub(crate) struct RequestLogEntryDto {
     pub(crate) session_id: Option<String>,
     pub(crate) agent_id: Option<String>,
     pub(crate) parent_agent_id: Option<String>,
+    /// The deployment that answered (`provider/upstream model`); `null` if none did (or
+    /// none was called).
+    pub(crate) upstream_deployment: Option<String>,
+    /// How many upstream calls failed; each but the last moved the request on to the
+    /// next deployment.
+    pub(crate) failed_attempts_count: usize,
+    /// Every upstream call, in order, with how it failed (`null` for the one that
+    /// answered).
+    pub(crate) upstream_attempts: Vec<UpstreamAttemptDto>,
+}
+
+/// One upstream call of a request.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct UpstreamAttemptDto {
+    /// `provider/upstream model`.
+    pub(crate) deployment: String,
+    /// How it failed (`overloaded (529)`, `timeout`, …); `null`: it answered.
+    pub(crate) error: Option<String>,
 }
 
 fn usage_dto(usage: &TokenUsage) -> RequestUsageDto {
@@ -97,6 +117,20 @@ fn entry_dto(entry: &RequestLogEntry, default_workspace: &str) -> RequestLogEntr
         session_id: label(&record.attribution.session_id),
         agent_id: label(&record.attribution.agent_id),
         parent_agent_id: label(&record.attribution.parent_agent_id),
+        upstream_deployment: served_by(&record.upstream_attempts).map(str::to_owned),
+        failed_attempts_count: record
+            .upstream_attempts
+            .iter()
+            .filter(|attempt| attempt.error.is_some())
+            .count(),
+        upstream_attempts: record
+            .upstream_attempts
+            .iter()
+            .map(|attempt| UpstreamAttemptDto {
+                deployment: attempt.deployment.clone(),
+                error: attempt.error.clone(),
+            })
+            .collect(),
     }
 }
 

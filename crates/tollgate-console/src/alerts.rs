@@ -1,5 +1,6 @@
 //! Alerts: the organization's alert destinations (a signed webhook, whose signing secret is
-//! shown once at creation, or an email address), its balance threshold and key-expiry
+//! shown once at creation, or an email address; each receives the kinds ticked on its
+//! row, every kind at first), its balance threshold and key-expiry
 //! notice, and the newest deliveries with their attempts. The use cases are `OrgAdmin`'s,
 //! as in the Admin API; this page lays them out. For organization admins only.
 
@@ -8,6 +9,7 @@ use axum::extract::Path;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use maud::html;
 use serde::Deserialize;
+use tollgate_core::alerts::AlertKind;
 use tollgate_core::money::NanoUsd;
 use tollgate_service::{Access, AlertChannel, AlertSettings, ConsoleArea};
 
@@ -60,12 +62,29 @@ pub(crate) async fn page(Signed(user): Signed) -> Result<Html<String>, PageError
         h2 { "Destinations" }
         div.scroll {
             table id="destinations" {
-                thead { tr { th scope="col" { "Kind" } th scope="col" { "Target" } th scope="col" { "Added" } th scope="col" { "" } } }
+                thead { tr {
+                    th scope="col" { "Kind" } th scope="col" { "Target" } th scope="col" { "Alerts it receives" }
+                    th scope="col" { "Added" } th scope="col" { "" }
+                } }
                 tbody {
                     @for destination in &destinations {
                         tr {
                             td { (destination.channel.as_str()) }
                             td { (destination.target) }
+                            td {
+                                form.kinds method="post" action=(format!("/console/alerts/destinations/{}/kinds", destination.id)) {
+                                    (csrf(&user))
+                                    @for kind in AlertKind::ALL {
+                                        @let id = format!("{}-{}", destination.id, kind.as_str());
+                                        @let receives = destination.kinds.as_ref().is_none_or(|kinds| kinds.contains(&kind));
+                                        label for=(id) {
+                                            input id=(id) type="checkbox" name="kinds" value=(kind.as_str()) checked[receives];
+                                            " " (kind.title())
+                                        }
+                                    }
+                                    button type="submit" { "Save" }
+                                }
+                            }
                             td { (layout::instant(destination.created_at)) }
                             td {
                                 form method="post" action=(format!("/console/alerts/destinations/{}/delete", destination.id)) {
@@ -75,7 +94,7 @@ pub(crate) async fn page(Signed(user): Signed) -> Result<Html<String>, PageError
                             }
                         }
                     }
-                    @if destinations.is_empty() { tr { td colspan="4" { "No destinations: alerts go nowhere." } } }
+                    @if destinations.is_empty() { tr { td colspan="5" { "No destinations: alerts go nowhere." } } }
                 }
             }
         }
@@ -163,7 +182,9 @@ pub(crate) async fn create_destination(
             )));
         }
     };
-    let created = admin.create_alert_destination(channel, &form.target).await?;
+    let created = admin
+        .create_alert_destination(channel, &form.target, None)
+        .await?;
     let content = html! {
         section.card {
             h2 { "Destination added" }
@@ -182,6 +203,26 @@ pub(crate) async fn create_destination(
     Ok(Html(
         layout::page(&user, "/console/alerts", "New alert destination", content).into_string(),
     ))
+}
+
+/// Sets the kinds a destination receives: the checked boxes, each a `kinds` field.
+pub(crate) async fn set_destination_kinds(
+    Signed(user): Signed,
+    Path(destination_id): Path<String>,
+    Form(fields): Form<Vec<(String, String)>>,
+) -> Result<Response, PageError> {
+    let admin = user.authority(ConsoleArea::Alerts, Access::Change)?;
+    let kinds = fields
+        .iter()
+        .filter(|(name, _)| name == "kinds")
+        .map(|(_, value)| {
+            AlertKind::parse(value).ok_or_else(|| PageError::Invalid(format!("'{value}' is not an alert")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    admin
+        .set_alert_destination_kinds(&destination_id, Some(kinds.as_slice()))
+        .await?;
+    Ok(Redirect::to("/console/alerts").into_response())
 }
 
 pub(crate) async fn delete_destination(

@@ -1,17 +1,19 @@
 //! Billing (admins and billing users only, on every request): the balance, credit lots
 //! with their expiry, buying credit through the payment provider, auto-reload, and the
-//! purchase history with a receipt per purchase. Also Limits: the tier ladder with where
+//! purchase history with a receipt per purchase (a page, and a standalone HTML file to
+//! download). With Stripe no card number is taken here: the form has no card field and a
+//! request that carries one anyway is refused. Also Limits: the tier ladder with where
 //! the organization stands, and its rate limits per model class (every role may look).
 
 use axum::Form;
 use axum::extract::Path;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use maud::html;
 use serde::Deserialize;
 use tollgate_core::ids::IdKind;
 use tollgate_core::money::NanoUsd;
-use tollgate_service::{Access, ConsoleArea, PurchaseStatus};
+use tollgate_service::{Access, ConsoleArea, OrgAdmin, PurchaseStatus, Receipt};
 
 use crate::error::PageError;
 use crate::layout::{self, csrf};
@@ -159,6 +161,7 @@ pub(crate) async fn purchase(
     Form(form): Form<PurchaseForm>,
 ) -> Result<Response, PageError> {
     let admin = user.authority(ConsoleArea::Billing, Access::Change)?;
+    refuse_card_number_under_stripe(admin, &form.card)?;
     let amount = usd("amount", &form.amount)?;
     if admin.tollgate().stripe_enabled() {
         let started = admin
@@ -193,6 +196,7 @@ pub(crate) async fn auto_reload(
     Form(form): Form<AutoReloadForm>,
 ) -> Result<Response, PageError> {
     let admin = user.authority(ConsoleArea::Billing, Access::Change)?;
+    refuse_card_number_under_stripe(admin, &form.card)?;
     if form.enabled == "on" {
         let threshold = usd("threshold", &form.threshold)?;
         let amount = usd("amount", &form.amount)?;
@@ -205,6 +209,18 @@ pub(crate) async fn auto_reload(
         admin.disable_auto_reload().await?;
     }
     Ok(Redirect::to("/console/billing").into_response())
+}
+
+/// With Stripe, card numbers are entered on Stripe's page only: a form that carries one
+/// anyway (a stale page, a script) is refused before anything is done with it.
+fn refuse_card_number_under_stripe(admin: &OrgAdmin, card: &str) -> Result<(), PageError> {
+    if admin.tollgate().stripe_enabled() && !card.trim().is_empty() {
+        return Err(PageError::Invalid(
+            "Card numbers are not accepted here: with Stripe, you enter your card on Stripe's own page."
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 /// This server's address as the browser reached it, for Stripe to send the buyer back to
@@ -221,17 +237,11 @@ pub(crate) async fn receipt(
     Path(purchase_id): Path<String>,
 ) -> Result<Html<String>, PageError> {
     let admin = user.authority(ConsoleArea::Billing, Access::View)?;
-    let organization = admin.organization().await?;
-    let purchase = admin
-        .purchases()
-        .await?
-        .into_iter()
-        .find(|purchase| purchase.id == purchase_id)
-        .ok_or_else(|| PageError::NotFound(format!("purchase '{purchase_id}' was not found")))?;
-    let succeeded = purchase.status == PurchaseStatus::Succeeded;
+    let receipt = admin.receipt(&purchase_id).await?;
+    let purchase = &receipt.purchase;
     let content = html! {
         section.card.receipt {
-            @if succeeded {
+            @if purchase.status == PurchaseStatus::Succeeded {
                 p role="status" id="purchase-status" { "Payment received. The credit is available now." }
             } @else if purchase.status == PurchaseStatus::Pending {
                 p role="status" id="purchase-status" {
@@ -241,22 +251,100 @@ pub(crate) async fn receipt(
             } @else {
                 p role="alert" id="purchase-status" { "This purchase " (purchase.status.as_str()) "." }
             }
-            dl {
-                dt { "Receipt" } dd { (purchase.id) }
-                dt { "Organization" } dd { (organization.name) }
-                dt { "Amount" } dd id="receipt-amount" { (purchase.amount) }
-                dt { "Status" } dd { (purchase.status.as_str()) }
-                dt { "Date" } dd { (layout::instant(purchase.created_at)) }
-                @if let Some(reference) = &purchase.payment_reference { dt { "Payment reference" } dd { (reference) } }
-                @if let Some(reason) = &purchase.failure_reason { dt { "Reason" } dd { (reason) } }
-                @if let Some(lot_id) = &purchase.lot_id { dt { "Credit lot" } dd { (lot_id) } }
+            (receipt_details(&receipt))
+            p {
+                a id="receipt-download" href=(format!("/console/billing/receipts/{}/download", purchase.id)) download { "Download receipt" }
+                " · "
+                a href="/console/billing" { "Back to billing" }
             }
-            p { a href="/console/billing" { "Back to billing" } }
         }
     };
     Ok(Html(
         layout::page(&user, "/console/billing", "Receipt", content).into_string(),
     ))
+}
+
+/// The receipt as a file to keep: a standalone HTML document (no Console chrome, no
+/// outside stylesheet), served as an attachment.
+pub(crate) async fn receipt_download(
+    Signed(user): Signed,
+    Path(purchase_id): Path<String>,
+) -> Result<Response, PageError> {
+    let admin = user.authority(ConsoleArea::Billing, Access::View)?;
+    let receipt = admin.receipt(&purchase_id).await?;
+    let title = format!("Receipt {}", receipt.purchase.id);
+    let document = html! {
+        (maud::DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                title { (title) }
+                style { "body{font-family:sans-serif;max-width:40rem;margin:2rem auto}dt{font-weight:bold}table{border-collapse:collapse}td,th{border:1px solid #999;padding:.25rem .5rem}" }
+            }
+            body {
+                h1 { (title) }
+                (receipt_details(&receipt))
+                p { "Taxes, if any, are on the payment provider's receipt." }
+            }
+        }
+    };
+    // Ids are `pur_` and base-32 characters only, safe in a header as they are.
+    let disposition = format!("attachment; filename=\"receipt-{}.html\"", receipt.purchase.id);
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8".to_owned()),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        document.into_string(),
+    )
+        .into_response())
+}
+
+/// What a receipt says, on the page and in the file alike.
+fn receipt_details(receipt: &Receipt) -> maud::Markup {
+    let purchase = &receipt.purchase;
+    let reversed = !receipt.reversals.is_empty();
+    html! {
+        dl {
+            dt { "Receipt" } dd id="receipt-id" { (purchase.id) }
+            dt { "Organization" } dd id="receipt-organization" { (receipt.organization.name) }
+            dt { "Amount" } dd id="receipt-amount" { (purchase.amount) }
+            dt { "Status" } dd { (purchase.status.as_str()) }
+            dt { "Date" } dd { (layout::instant(purchase.created_at)) }
+            @if let Some(reference) = &purchase.payment_reference { dt { "Payment reference" } dd id="receipt-reference" { (reference) } }
+            @if let Some(reason) = &purchase.failure_reason { dt { "Reason" } dd { (reason) } }
+            @if let Some(lot_id) = &purchase.lot_id { dt { "Credit lot" } dd id="receipt-lot" { (lot_id) } }
+            @if let Some(lot) = &receipt.lot {
+                dt { "Expires" } dd id="receipt-expiry" { (layout::optional_instant(lot.lot.expires_at)) }
+            }
+            @if reversed {
+                dt { "Refunded" } dd id="receipt-refunded" { (purchase.refunded) }
+                dt { "Lost in disputes" } dd id="receipt-disputed" { (purchase.disputed) }
+                dt { "Already used when reversed" } dd id="receipt-unrecovered" { (purchase.unrecovered) }
+            }
+        }
+        @if reversed {
+            h2 { "Refunds and disputes" }
+            table id="receipt-reversals" {
+                thead { tr {
+                    th scope="col" { "Date" } th scope="col" { "Kind" } th scope="col" { "Amount" }
+                    th scope="col" { "Removed from the lot" } th scope="col" { "Already used" } th scope="col" { "Reference" }
+                } }
+                tbody {
+                    @for reversal in &receipt.reversals {
+                        tr {
+                            td { (layout::instant(reversal.created_at)) }
+                            td { (reversal.kind.as_str()) }
+                            td { (reversal.amount) }
+                            td { (reversal.recovered) }
+                            td { (reversal.unrecovered) }
+                            td { (reversal.reference) }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 pub(crate) async fn limits(Signed(user): Signed) -> Result<Html<String>, PageError> {

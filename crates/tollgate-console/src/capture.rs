@@ -9,6 +9,7 @@ use axum::extract::Path;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use maud::{Markup, html};
 use serde::Deserialize;
+use tollgate_core::catalog::served_by;
 use tollgate_service::capture::DEFAULT_WORKSPACE;
 use tollgate_service::{Access, CaptureSettings, ConsoleArea, ConsoleUser, RequestLogQuery};
 
@@ -60,6 +61,18 @@ pub(crate) async fn request_detail(
                 tr { th { "Key" } td { (record.api_key_id.as_deref().unwrap_or("—")) } }
                 tr { th { "Model" } td { (record.model) @if let Some(served) = &record.served_model { " (served by " (served) ")" } } }
                 tr { th { "Status" } td { (record.status.as_str()) @if let Some(error) = &record.error_type { " (" (error) ")" } } }
+                tr { th { "Upstream deployment" } td #deployment { (served_by(&record.upstream_attempts).unwrap_or("—")) } }
+                tr { th { "Failed attempts" } td #attempts {
+                    @let failed: Vec<_> = record.upstream_attempts.iter().filter(|attempt| attempt.error.is_some()).collect();
+                    (failed.len())
+                    @if !failed.is_empty() {
+                        ol {
+                            @for attempt in failed {
+                                li { code { (attempt.deployment) } ": " (attempt.error.as_deref().unwrap_or_default()) }
+                            }
+                        }
+                    }
+                } }
                 tr { th { "Input tokens" } td.number { (layout::count(usage.input_tokens)) } }
                 tr { th { "Cache write tokens (5 min / 1 h)" } td.number {
                     (layout::count(usage.cache_creation_5m_input_tokens)) " / " (layout::count(usage.cache_creation_1h_input_tokens))

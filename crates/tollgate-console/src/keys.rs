@@ -1,19 +1,35 @@
-//! API keys: the list (hint, workspace, creator, created, last used, status) filtered by
-//! workspace and status; create (the secret is shown once, with a copy button), rename,
-//! disable or enable, archive. Creating a key moves no money.
+//! API keys: the list (hint, workspace, type and linked account, allowed models, creator,
+//! created, last used, status) filtered by workspace and status; create a workspace key or
+//! a user's personal key (the secret is shown once, with a copy button), rename, change
+//! the allowed models, disable or enable, archive. Creating a key moves no money.
 
 use std::collections::HashMap;
 
 use axum::Form;
-use axum::extract::{Path, Query};
+use axum::extract::{Path, Query, State};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use maud::html;
 use serde::Deserialize;
-use tollgate_service::{Access, ConsoleArea, CreatedBy, KeyFilter, KeyStatus, KeyUpdate};
+use tollgate_core::keys::AllowedModels;
+use tollgate_service::{Access, ConsoleArea, CreatedBy, KeyFilter, KeyStatus, KeyUpdate, NewApiKey};
 
+use crate::ConsoleState;
 use crate::error::PageError;
 use crate::layout::{self, csrf};
 use crate::session::Signed;
+
+/// The models typed into a form, separated by commas or spaces; blank: every model.
+fn allowed_models(text: &str, state: &ConsoleState) -> Result<AllowedModels, PageError> {
+    let entries: Vec<&str> = text
+        .split(|character: char| character == ',' || character.is_whitespace())
+        .filter(|entry| !entry.is_empty())
+        .collect();
+    AllowedModels::parse(&entries, &state.catalog).map_err(|error| PageError::Invalid(error.to_string()))
+}
+
+fn models_text(allowed: &AllowedModels) -> String {
+    allowed.entries().join(", ")
+}
 
 #[derive(Deserialize, Default)]
 pub(crate) struct KeyQuery {
@@ -38,6 +54,8 @@ pub(crate) async fn list(
         },
         status: KeyStatus::parse(&query.status),
         created_by_user_id: None,
+        user_id: None,
+        expired: false,
     };
     let keys = admin.api_keys(&filter).await?;
     let workspaces = admin.workspaces(true).await?;
@@ -48,6 +66,12 @@ pub(crate) async fn list(
         .chain([(default_workspace.as_str(), "Default")])
         .collect();
     let users = admin.users(None, &[]).await.unwrap_or_default();
+    let account = |user_id: &str| {
+        users
+            .iter()
+            .find(|user| user.id == user_id)
+            .map_or_else(|| format!("{user_id} (removed)"), |user| user.email.clone())
+    };
     let creator = |created_by: &CreatedBy| match created_by {
         CreatedBy::User(id) => users
             .iter()
@@ -71,8 +95,17 @@ pub(crate) async fn list(
                             option value=(workspace.id) selected[workspace.id == query.workspace] { (workspace.name) }
                         }
                     }
+                    label for="key-user" { "Linked account" }
+                    select id="key-user" name="user" {
+                        option value="" { "None: a workspace key" }
+                        @for member in &users {
+                            option value=(member.id) { "Personal key of " (member.email) }
+                        }
+                    }
                     label for="key-expires" { "Expires on (UTC date; blank for never)" }
                     input id="key-expires" name="expires" type="date";
+                    label for="key-models" { "Allowed models (ids or aliases, comma-separated; blank for all)" }
+                    input id="key-models" name="models" type="text";
                     button type="submit" { "Create key" }
                 }
             }
@@ -99,6 +132,7 @@ pub(crate) async fn list(
             table id="keys" {
                 thead { tr {
                     th scope="col" { "Name" } th scope="col" { "Key" } th scope="col" { "Workspace" }
+                    th scope="col" { "Type" } th scope="col" { "Linked account" } th scope="col" { "Models" }
                     th scope="col" { "Created by" } th scope="col" { "Created" } th scope="col" { "Last used" }
                     th scope="col" { "Expires" } th scope="col" { "Status" }
                     @if may_change { th scope="col" { "Change" } }
@@ -110,6 +144,11 @@ pub(crate) async fn list(
                             th scope="row" { (record.name) }
                             td { code { (record.hint) } }
                             td { (record.workspace_id.as_deref().and_then(|id| workspace_names.get(id).copied()).unwrap_or("—")) }
+                            td { (if record.is_personal() { "personal" } else { "workspace" }) }
+                            td { (record.user_id.as_deref().map_or_else(|| "—".to_owned(), account)) }
+                            td {
+                                @if record.allowed_models.allows_all() { "all" } @else { (models_text(&record.allowed_models)) }
+                            }
                             td { (creator(&key.created_by)) }
                             td { (layout::day(record.created_at)) }
                             td { (layout::optional_instant(record.last_used_at)) }
@@ -123,6 +162,12 @@ pub(crate) async fn list(
                                             label.visually-hidden for=(format!("rename-{}", record.id)) { "New name for " (record.name) }
                                             input id=(format!("rename-{}", record.id)) name="name" type="text" required value=(record.name);
                                             button type="submit" { "Rename" }
+                                        }
+                                        form.inline method="post" action=(format!("/console/keys/{}/models", record.id)) {
+                                            (csrf(&user))
+                                            label.visually-hidden for=(format!("models-{}", record.id)) { "Allowed models of " (record.name) }
+                                            input id=(format!("models-{}", record.id)) name="models" type="text" placeholder="all" value=(models_text(&record.allowed_models));
+                                            button type="submit" { "Set models" }
                                         }
                                         form.inline method="post" action=(format!("/console/keys/{}/status", record.id)) {
                                             (csrf(&user))
@@ -139,7 +184,7 @@ pub(crate) async fn list(
                         }
                     }
                     @if keys.is_empty() {
-                        tr { td colspan="9" { "No keys match." } }
+                        tr { td colspan="12" { "No keys match." } }
                     }
                 }
             }
@@ -158,9 +203,16 @@ pub(crate) struct CreateForm {
     /// `YYYY-MM-DD`: the key expires at the start of that day (UTC); blank: never.
     #[serde(default)]
     expires: String,
+    /// A user id: their personal key; blank: a workspace key.
+    #[serde(default)]
+    user: String,
+    /// Allowed models, comma- or space-separated; blank: every model.
+    #[serde(default)]
+    models: String,
 }
 
 pub(crate) async fn create(
+    State(state): State<ConsoleState>,
     Signed(user): Signed,
     Form(form): Form<CreateForm>,
 ) -> Result<Html<String>, PageError> {
@@ -178,7 +230,15 @@ pub(crate) async fn create(
                 .and_utc(),
         ),
     };
-    let created = admin.create_api_key(&form.name, workspace, expires_at).await?;
+    let created = admin
+        .create_api_key(NewApiKey {
+            name: form.name,
+            workspace_id: workspace.map(str::to_owned),
+            expires_at,
+            user_id: Some(form.user).filter(|user_id| !user_id.is_empty()),
+            allowed_models: allowed_models(&form.models, &state)?,
+        })
+        .await?;
     let content = html! {
         section.card {
             h2 { "Key " (created.key.record.name) " created" }
@@ -212,7 +272,7 @@ pub(crate) async fn rename(
             &key_id,
             KeyUpdate {
                 name: Some(form.name),
-                status: None,
+                ..KeyUpdate::default()
             },
         )
         .await?;
@@ -236,8 +296,33 @@ pub(crate) async fn set_status(
         .update_api_key(
             &key_id,
             KeyUpdate {
-                name: None,
                 status: Some(status),
+                ..KeyUpdate::default()
+            },
+        )
+        .await?;
+    Ok(Redirect::to("/console/keys").into_response())
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ModelsForm {
+    #[serde(default)]
+    models: String,
+}
+
+pub(crate) async fn set_models(
+    State(state): State<ConsoleState>,
+    Signed(user): Signed,
+    Path(key_id): Path<String>,
+    Form(form): Form<ModelsForm>,
+) -> Result<Response, PageError> {
+    let admin = user.authority(ConsoleArea::ApiKeys, Access::Change)?;
+    admin
+        .update_api_key(
+            &key_id,
+            KeyUpdate {
+                allowed_models: Some(allowed_models(&form.models, &state)?),
+                ..KeyUpdate::default()
             },
         )
         .await?;

@@ -98,10 +98,15 @@ pub fn router(state: ConsoleState) -> Router {
         .route("/keys", get(keys::list).post(keys::create))
         .route("/keys/{key_id}/rename", post(keys::rename))
         .route("/keys/{key_id}/status", post(keys::set_status))
+        .route("/keys/{key_id}/models", post(keys::set_models))
         .route("/billing", get(billing::page))
         .route("/billing/purchase", post(billing::purchase))
         .route("/billing/auto-reload", post(billing::auto_reload))
         .route("/billing/receipts/{purchase_id}", get(billing::receipt))
+        .route(
+            "/billing/receipts/{purchase_id}/download",
+            get(billing::receipt_download),
+        )
         .route("/limits", get(billing::limits))
         .route("/usage", get(usage::page))
         .route("/usage.csv", get(usage::csv))
@@ -113,6 +118,10 @@ pub fn router(state: ConsoleState) -> Router {
         .route("/alerts", get(alerts::page))
         .route("/alerts/settings", post(alerts::set_settings))
         .route("/alerts/destinations", post(alerts::create_destination))
+        .route(
+            "/alerts/destinations/{destination_id}/kinds",
+            post(alerts::set_destination_kinds),
+        )
         .route(
             "/alerts/destinations/{destination_id}/delete",
             post(alerts::delete_destination),

@@ -319,7 +319,7 @@ pub(crate) async fn page(
             CostGroupBy {
                 workspace_id: cost_by_workspace,
                 description: !cost_by_workspace,
-                session_id: false,
+                ..CostGroupBy::default()
             },
             &CostFilters {
                 session_ids: session.map(str::to_owned).into_iter().collect(),

@@ -61,9 +61,32 @@ impl AlertKind {
         }
     }
 
+    /// What people are shown: an email's subject, the Console's labels.
+    pub fn title(self) -> &'static str {
+        match self {
+            AlertKind::BalanceBelowThreshold => "Balance below threshold",
+            AlertKind::SpendLimit75 => "75% of the monthly spend limit reached",
+            AlertKind::SpendLimit100 => "Monthly spend limit reached",
+            AlertKind::AutoReloadDeclined => "Auto-reload declined",
+            AlertKind::DeploymentDown => "Upstream deployment down",
+            AlertKind::KeyExpiring => "API key about to expire",
+        }
+    }
+
     pub fn parse(text: &str) -> Option<AlertKind> {
         AlertKind::ALL.into_iter().find(|kind| kind.as_str() == text)
     }
+}
+
+/// The kinds a destination receives, as stored: `None` for every kind (so a kind added
+/// later reaches it too), else the chosen ones once each, in `AlertKind::ALL`'s order.
+/// Choosing every kind is the same as choosing none in particular: `None`.
+pub fn kinds_received(chosen: &[AlertKind]) -> Option<Vec<AlertKind>> {
+    let kinds: Vec<AlertKind> = AlertKind::ALL
+        .into_iter()
+        .filter(|kind| chosen.contains(kind))
+        .collect();
+    (kinds.len() < AlertKind::ALL.len()).then_some(kinds)
 }
 
 /// Whether `available` is below the threshold (no threshold: never).

@@ -4,7 +4,7 @@
 //! deployments, and the cooldown that passes over a deployment that just failed. Built from
 //! configuration. Pure: callers pass `now` and a random number in.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::Timestamp;
 use crate::money::NanoUsd;
@@ -69,6 +69,31 @@ impl Deployment {
 pub struct DeploymentKey {
     pub provider: String,
     pub upstream_model: String,
+}
+
+impl DeploymentKey {
+    /// `provider/upstream model`: how alerts and the request log name a deployment.
+    pub fn label(&self) -> String {
+        format!("{}/{}", self.provider, self.upstream_model)
+    }
+}
+
+/// One upstream call a request made, as its usage record keeps it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpstreamAttempt {
+    /// The deployment called (`DeploymentKey::label`).
+    pub deployment: String,
+    /// How it failed (`overloaded (529)`); `None`: it answered.
+    pub error: Option<String>,
+}
+
+/// The deployment that answered a request, of its attempts in order: the last, unless it
+/// failed too.
+pub fn served_by(attempts: &[UpstreamAttempt]) -> Option<&str> {
+    attempts
+        .last()
+        .filter(|attempt| attempt.error.is_none())
+        .map(|attempt| attempt.deployment.as_str())
 }
 
 impl Model {
@@ -281,9 +306,14 @@ pub fn route_order(
 
 /// Deployments passed over after a failure, until their cooldown ends. A success ends a
 /// cooldown early. Holds no clock: every call is given `now`.
+///
+/// A deployment is also *down* from the failure that put it in cooldown until its next
+/// success, however many cooldowns pass meanwhile: the span one `deployment_down` alert
+/// covers. `record_failure` says when it went down, `record_success` when it came back.
 #[derive(Clone, Debug, Default)]
 pub struct Cooldowns {
     until: HashMap<DeploymentKey, Timestamp>,
+    down: HashSet<DeploymentKey>,
 }
 
 impl Cooldowns {
@@ -294,16 +324,29 @@ impl Cooldowns {
     }
 
     /// A failure that justifies trying elsewhere: pass the deployment over for its cooldown.
-    pub fn record_failure(&mut self, deployment: &Deployment, now: Timestamp) {
+    /// `true` if this failure took it down (it was up); a deployment without a cooldown is
+    /// never passed over, so never down.
+    pub fn record_failure(&mut self, deployment: &Deployment, now: Timestamp) -> bool {
+        let mut went_down = false;
         if deployment.cooldown > chrono::Duration::zero() {
-            self.until.insert(deployment.key(), now + deployment.cooldown);
+            let key = deployment.key();
+            self.until.insert(key.clone(), now + deployment.cooldown);
+            went_down = self.down.insert(key);
         }
         // Entries that ended long ago only take memory.
         self.until.retain(|_, until| *until > now);
+        went_down
     }
 
-    pub fn record_success(&mut self, deployment: &Deployment) {
-        self.until.remove(&deployment.key());
+    /// The deployment answered: its cooldown ends. `true` if it was down.
+    pub fn record_success(&mut self, deployment: &Deployment) -> bool {
+        // The common case, every deployment up, builds no key.
+        if self.until.is_empty() && self.down.is_empty() {
+            return false;
+        }
+        let key = deployment.key();
+        self.until.remove(&key);
+        self.down.remove(&key)
     }
 }
 

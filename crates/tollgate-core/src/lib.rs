@@ -16,10 +16,12 @@ pub mod ledger;
 pub mod money;
 pub mod pricing;
 pub mod ratelimit;
+pub mod refunds;
 pub mod reports;
 pub mod roles;
 pub mod signature;
 pub mod spend;
+pub mod sso;
 pub mod tiers;
 pub mod usage;
 

@@ -87,6 +87,13 @@ pub struct ModelPrices {
     /// What fast mode multiplies the token cost by, on a model that offers it; `None`
     /// for a model without fast mode, whose requests are billed at standard rates.
     pub fast_multiplier: Option<Multiplier>,
+    /// Whether the model takes `inference_geo` (data residency: Opus 4.6 and the models
+    /// after it). A request to it is reserved for at the residency rate, since the provider
+    /// may keep inference in one geography by its own workspace default; it is billed so
+    /// when the upstream reports so (`usage.inference_geo`), or, when it reports nothing,
+    /// when the request asked for it. On other models a request's `inference_geo` bills
+    /// nothing unless the upstream reports residency.
+    pub data_residency: bool,
     /// The charge per thousand web searches (`usage.server_tool_use.web_search_requests`).
     pub web_search_per_thousand: NanoUsd,
     /// A flat charge for every delivered request (zero for token-only pricing).
@@ -414,6 +421,7 @@ impl ModelPrices {
             cache_read: cache_read.unwrap_or_else(|| input.scaled_up(1, 10)),
             prompt_tiers: Vec::new(),
             fast_multiplier: None,
+            data_residency: false,
             web_search_per_thousand: NanoUsd::ZERO,
             per_request: NanoUsd::ZERO,
             per_image: NanoUsd::ZERO,
@@ -455,14 +463,21 @@ impl ModelPrices {
 
     /// The multipliers that apply to a request that asked for `requested`, served as
     /// `usage` says: fast mode when the upstream says it served fast (or, when it says
-    /// nothing, when the request asked for it), and only on a model that has fast mode.
+    /// nothing, when the request asked for it), and only on a model that has fast mode;
+    /// data residency when the upstream says inference stayed in one geography (or, when
+    /// it says nothing, when the request asked for it of a model that offers it).
     pub fn applied(&self, usage: &TokenUsage, requested: Multipliers) -> Multipliers {
         let fast = match usage.speed {
             Some(speed) => speed == Speed::Fast,
             None => requested.fast,
         };
+        let geo = match usage.resident {
+            Some(resident) => resident,
+            None => requested.geo && self.data_residency,
+        };
         Multipliers {
             fast: fast && self.fast_multiplier.is_some(),
+            geo,
             ..requested
         }
     }
@@ -557,8 +572,11 @@ impl ModelPrices {
             });
         let tokens = i128::from(rates.dearest_input().nanos_per_token()) * i128::from(input_tokens_max)
             + i128::from(rates.output.nanos_per_token()) * i128::from(output_tokens_max);
+        // Residency is reserved for whenever the upstream could report it: asked for, or
+        // a model that offers it (the provider's own default may apply).
         let requested = Multipliers {
             fast: requested.fast && self.fast_multiplier.is_some(),
+            geo: requested.geo || self.data_residency,
             ..requested
         };
         let bound = self.factor(requested).and_then(|factor| {

@@ -1,5 +1,5 @@
 //! Token counts by kind, and the other units a provider reports in its `usage` object
-//! (server-tool requests, the speed that served), as metered for one request. Owns no
+//! (server-tool requests, the speed that served, where inference ran), as metered for one request. Owns no
 //! prices: `pricing` turns these counts into money.
 
 /// Tokens of one request, by the kinds that are priced differently.
@@ -17,6 +17,9 @@ pub struct TokenUsage {
     pub web_search_requests: u64,
     /// The speed that served the request (`usage.speed`), when the provider said.
     pub speed: Option<Speed>,
+    /// Whether inference ran in one geography (`usage.inference_geo` other than
+    /// `"global"`), when the provider said: data residency bills a multiple.
+    pub resident: Option<bool>,
 }
 
 /// The speed a request was served at: fast mode bills a multiple on the models that have it.

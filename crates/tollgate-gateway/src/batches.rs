@@ -162,7 +162,7 @@ pub(crate) async fn create_batch(
             .filter(|params| params.is_object())
             .ok_or_else(|| ApiError::invalid(format!("requests.{index}.params: Field required")))?;
         let params = Bytes::from(params.to_string());
-        let (model, cost_bound) = batch_request_bound(&state, &params).map_err(|mut error| {
+        let (model, cost_bound) = batch_request_bound(&state, &caller, &params).map_err(|mut error| {
             error.message = format!("requests.{index}.params: {}", error.message);
             error
         })?;

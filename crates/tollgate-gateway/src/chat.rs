@@ -185,7 +185,7 @@ pub(crate) async fn serve_chat(
         ClientWire::Responses(_) => "max_output_tokens",
         _ => "max_tokens",
     };
-    let resolved = resolve_model(state, &parsed.model)?;
+    let resolved = resolve_model(state, caller, &parsed.model)?;
     let has_anthropic_deployment = resolved.model.deployments.iter().any(|deployment| {
         state
             .providers

@@ -64,18 +64,29 @@ pub(crate) async fn read_body(state: &GatewayState, request: Request) -> Result<
     Ok(body)
 }
 
-/// The catalogue model a request names, aliases included.
+/// The catalogue model a request names, aliases included, if the caller's key may call it
+/// (`AllowedModels::allows`); another model is refused with 403 `permission_error`.
 pub(crate) fn resolve_model<'state>(
     state: &'state GatewayState,
+    caller: &ApiCaller,
     requested: &str,
 ) -> Result<ResolvedModel<'state>, ApiError> {
-    state.catalog.resolve(requested).ok_or_else(|| {
+    let resolved = state.catalog.resolve(requested).ok_or_else(|| {
         ApiError::not_found(format!("model: {requested}")).with_openai(
             StatusCode::NOT_FOUND,
             "invalid_request_error",
             Some("model_not_found"),
         )
-    })
+    })?;
+    if !caller.allowed_models.allows(&state.catalog, &resolved.model.id) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            ErrorKind::Permission,
+            format!("This API key is not allowed to use the model '{requested}'."),
+        )
+        .with_param("model"));
+    }
+    Ok(resolved)
 }
 
 /// A `max_tokens` above what the model accepts is refused in the provider's words, before
@@ -253,7 +264,7 @@ async fn run_message(
     bytes: Bytes,
 ) -> Result<Response, ApiError> {
     let parsed = MessagesRequest::parse(&bytes, Endpoint::Messages)?;
-    let resolved = resolve_model(state, &parsed.model)?;
+    let resolved = resolve_model(state, caller, &parsed.model)?;
     let admission = admission(
         state,
         caller,
@@ -288,7 +299,7 @@ pub(crate) async fn run_batch_request(
             "stream: a request of a Message Batch cannot stream",
         ));
     }
-    let resolved = resolve_model(state, &parsed.model)?;
+    let resolved = resolve_model(state, caller, &parsed.model)?;
     let mut admission = admission(
         state,
         caller,
@@ -377,9 +388,11 @@ fn admission<'a>(
 
 /// The reservation bound of one Messages request at standard prices, with its catalogue
 /// model: what a Message Batch reserves for it (halved there, at the Batch rate). The
-/// request is checked as `POST /v1/messages` checks it.
+/// request is checked as `POST /v1/messages` checks it, the caller's allowed models
+/// included.
 pub(crate) fn batch_request_bound(
     state: &GatewayState,
+    caller: &ApiCaller,
     bytes: &Bytes,
 ) -> Result<(String, tollgate_core::money::NanoUsd), ApiError> {
     let parsed = MessagesRequest::parse(bytes, Endpoint::Messages)?;
@@ -388,15 +401,10 @@ pub(crate) fn batch_request_bound(
             "stream: a request of a Message Batch cannot stream",
         ));
     }
-    let resolved = resolve_model(state, &parsed.model)?;
-    let caller = ApiCaller {
-        key_id: String::new(),
-        org_id: String::new(),
-        workspace_id: String::new(),
-    };
+    let resolved = resolve_model(state, caller, &parsed.model)?;
     let mut admission = admission(
         state,
-        &caller,
+        caller,
         "",
         Forwarded::default(),
         (bytes, &parsed),
@@ -416,7 +424,7 @@ pub(crate) async fn count_tokens(
     let forwarded = Forwarded::of(&request);
     let bytes = read_body(&state, request).await?;
     let parsed = MessagesRequest::parse(&bytes, Endpoint::CountTokens)?;
-    let resolved = resolve_model(&state, &parsed.model)?;
+    let resolved = resolve_model(&state, &caller, &parsed.model)?;
     state
         .tollgate
         .admit_count_tokens(&caller, &resolved.model.id)

@@ -11,7 +11,10 @@
 //! go to the client as they are: another deployment would refuse the same request, or the
 //! first may still be generating (and billing) the answer. So does the last deployment's
 //! stream that opens with an error: the client gets a 200 and the upstream's `error` event,
-//! as it would calling the upstream directly, and the reservation is voided.
+//! as it would calling the upstream directly, and the reservation is voided. Every call is
+//! kept on the request's usage record (`UpstreamAttempt`: the deployment, and how it
+//! failed), which the request log shows; a cooldown that takes a deployment down alerts the
+//! request's organization (`deployment_down`), and its next success re-arms that alert.
 //!
 //! The call and its settlement run in a task of their own, so a client that goes away never
 //! cancels them. Disconnect policy: when a streaming client disconnects, the task keeps
@@ -39,7 +42,7 @@ use futures_util::StreamExt;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
-use tollgate_core::catalog::{Cooldowns, Deployment, Model};
+use tollgate_core::catalog::{Cooldowns, Deployment, Model, UpstreamAttempt};
 use tollgate_core::pricing::ModelPrices;
 use tollgate_core::pricing::input_tokens_estimate;
 use tollgate_core::usage::{StreamMeasure, TokenUsage, stream_usage};
@@ -404,19 +407,24 @@ struct Upstream {
     attempts: Vec<Attempt>,
     cooldowns: Arc<Mutex<Cooldowns>>,
     request_id: String,
+    /// The organization of the request, told when a deployment goes down under it.
+    org_id: String,
 }
 
 impl Upstream {
     /// Tries the deployments in order until one answers, failing over as the module doc
     /// says. Returns the deployment that answered (its dialect and prices) and its reply.
-    /// `tried` ends as the provider of the last deployment tried.
+    /// `tried` ends as the provider of the last deployment tried, `calls` with every call
+    /// made, for the request's usage record.
     async fn connect(
-        self,
+        mut self,
         tried: &mut String,
+        calls: &mut Vec<UpstreamAttempt>,
     ) -> Result<(Dialect, ModelPrices, UpstreamReply), UpstreamError> {
         let mut last_error = None;
-        let attempts_count = self.attempts.len();
-        for (index, attempt) in self.attempts.into_iter().enumerate() {
+        let attempts = std::mem::take(&mut self.attempts);
+        let attempts_count = attempts.len();
+        for (index, attempt) in attempts.into_iter().enumerate() {
             let dialect = attempt.provider.dialect();
             tried.clone_from(&attempt.deployment.provider);
             let called = tokio::time::Instant::now();
@@ -435,9 +443,12 @@ impl Upstream {
                     // on the one and retries the other). The relay voids the reservation.
                     Head::Failed { error, reply } if index + 1 == attempts_count => {
                         telemetry::attempted(tried, called.elapsed(), Err(&error));
+                        calls.push(UpstreamAttempt {
+                            deployment: attempt.deployment.key().label(),
+                            error: Some(telemetry::failure_label(&error)),
+                        });
                         telemetry::cooled_down(tried);
-                        let mut cooldowns = self.cooldowns.lock().unwrap_or_else(PoisonError::into_inner);
-                        cooldowns.record_failure(&attempt.deployment, self.tollgate.now());
+                        self.cool_down(&attempt.deployment, &error).await;
                         tracing::warn!(
                             request_id = self.request_id,
                             provider = attempt.deployment.provider,
@@ -452,10 +463,20 @@ impl Upstream {
                 other => other,
             };
             telemetry::attempted(tried, called.elapsed(), reply.as_ref().map(|_| ()));
-            let mut cooldowns = self.cooldowns.lock().unwrap_or_else(PoisonError::into_inner);
+            calls.push(UpstreamAttempt {
+                deployment: attempt.deployment.key().label(),
+                error: reply.as_ref().err().map(telemetry::failure_label),
+            });
             match reply {
                 Ok(reply) => {
-                    cooldowns.record_success(&attempt.deployment);
+                    let came_back = self
+                        .cooldowns
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .record_success(&attempt.deployment);
+                    if came_back {
+                        self.tollgate.alert_deployment_up(&attempt.deployment.key()).await;
+                    }
                     tracing::debug!(
                         request_id = self.request_id,
                         provider = attempt.deployment.provider,
@@ -472,7 +493,7 @@ impl Upstream {
                         } else {
                             telemetry::cooled_down(tried);
                         }
-                        cooldowns.record_failure(&attempt.deployment, self.tollgate.now());
+                        self.cool_down(&attempt.deployment, &error).await;
                         tracing::warn!(
                             request_id = self.request_id,
                             provider = attempt.deployment.provider,
@@ -489,6 +510,27 @@ impl Upstream {
             }
         }
         Err(last_error.unwrap_or_else(|| UpstreamError::Protocol("the model has no deployment".to_owned())))
+    }
+
+    /// Passes the deployment over for its cooldown; if this failure took it down, its
+    /// `deployment_down` alert goes to the organization of this request (the one whose
+    /// traffic found it failing; other organizations routed to it meanwhile are not told).
+    async fn cool_down(&self, deployment: &Deployment, error: &UpstreamError) {
+        let went_down = self
+            .cooldowns
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .record_failure(deployment, self.tollgate.now());
+        if went_down {
+            self.tollgate
+                .alert_deployment_down(
+                    &self.org_id,
+                    &deployment.key(),
+                    deployment.cooldown,
+                    &telemetry::failure_label(error),
+                )
+                .await;
+        }
     }
 }
 
@@ -586,6 +628,7 @@ impl MeteredCall {
         let upstream = Upstream {
             tollgate: self.tollgate.clone(),
             request_id: self.open.request_id.clone(),
+            org_id: self.open.caller.org_id.clone(),
             attempts: self.attempts,
             cooldowns: self.cooldowns,
         };
@@ -611,7 +654,8 @@ impl MeteredCall {
         tokio::spawn(
             async move {
                 let upstream_started = tokio::time::Instant::now();
-                let connected = Box::pin(upstream.connect(&mut settings.provider)).await;
+                let connected =
+                    Box::pin(upstream.connect(&mut settings.provider, &mut open.upstream_attempts)).await;
                 let upstream_time = UpstreamTime(upstream_started.elapsed());
                 let (finish, reply) = match connected {
                     Ok((dialect, prices, UpstreamReply::Message { body, usage })) => {
@@ -697,7 +741,8 @@ impl MeteredCall {
                 // Boxed for the reason `settle` gives: the connection attempt is over (and its
                 // memory back) before the stream's long relay begins.
                 let upstream_started = tokio::time::Instant::now();
-                let connected = Box::pin(upstream.connect(&mut settings.provider)).await;
+                let connected =
+                    Box::pin(upstream.connect(&mut settings.provider, &mut open.upstream_attempts)).await;
                 let upstream_time = UpstreamTime(upstream_started.elapsed());
                 let (dialect, events) = match connected {
                     Ok((dialect, prices, UpstreamReply::Stream(events))) => {

@@ -1,6 +1,7 @@
 //! `GET /v1/models` and `GET /v1/models/{id}`: the catalogue in Anthropic's list shape,
 //! paginated with `limit`, `after_id` and `before_id`, or — for an OpenAI client, as the
 //! request-id middleware tells by its headers — in OpenAI's `{"object":"list",…}` shape.
+//! A key with allowed models sees only those.
 
 use axum::Json;
 use axum::extract::{Path, Query, Request, State};
@@ -64,9 +65,15 @@ pub(crate) async fn list_models(
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    authenticate(&state, request.headers()).await?;
+    let caller = authenticate(&state, request.headers()).await?;
+    let models: Vec<&Model> = state
+        .catalog
+        .models()
+        .iter()
+        .filter(|model| caller.allowed_models.allows(&state.catalog, &model.id))
+        .collect();
     if surface_of(&request) == Surface::OpenAi {
-        let data: Vec<Value> = state.catalog.models().iter().map(openai_model_json).collect();
+        let data: Vec<Value> = models.iter().map(|model| openai_model_json(model)).collect();
         return Ok(Json(json!({"object": "list", "data": data})).into_response());
     }
     let Query(query) = query.map_err(|rejection| ApiError::invalid(rejection.body_text()))?;
@@ -81,14 +88,13 @@ pub(crate) async fn list_models(
             }
         },
     };
-    let models = state.catalog.models();
     let position = |id: &str| {
         models
             .iter()
             .position(|model| model.id == id)
             .ok_or_else(|| ApiError::invalid(format!("no model has the id '{id}'")))
     };
-    let page: &[Model] = match (query.after_id.as_deref(), query.before_id.as_deref()) {
+    let page: &[&Model] = match (query.after_id.as_deref(), query.before_id.as_deref()) {
         (Some(_), Some(_)) => return Err(ApiError::invalid("give after_id or before_id, not both")),
         (Some(after), None) => {
             let start = position(after)? + 1;
@@ -106,7 +112,7 @@ pub(crate) async fn list_models(
         _ => false,
     };
     Ok(Json(json!({
-        "data": page.iter().map(model_json).collect::<Vec<_>>(),
+        "data": page.iter().map(|model| model_json(model)).collect::<Vec<_>>(),
         "has_more": has_more,
         "first_id": page.first().map(|model| model.id.clone()),
         "last_id": page.last().map(|model| model.id.clone()),
@@ -119,8 +125,8 @@ pub(crate) async fn get_model(
     Path(model_id): Path<String>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    authenticate(&state, request.headers()).await?;
-    let resolved = resolve_model(&state, &model_id)?;
+    let caller = authenticate(&state, request.headers()).await?;
+    let resolved = resolve_model(&state, &caller, &model_id)?;
     let mut model = if surface_of(&request) == Surface::OpenAi {
         openai_model_json(resolved.model)
     } else {

@@ -170,6 +170,16 @@ pub(crate) fn cooled_down(provider: &str) {
     metrics::counter!("tollgate_upstream_cooldowns_total", "provider" => provider.to_owned()).increment(1);
 }
 
+/// A failed attempt as alerts and the request log name it: the metrics' error kind, and the
+/// status when there was one (`overloaded (529)`). Never the upstream's own text, which
+/// may name its address.
+pub(crate) fn failure_label(error: &UpstreamError) -> String {
+    match error {
+        UpstreamError::Status { status, .. } => format!("{} ({status})", error_kind(error)),
+        _ => error_kind(error).to_owned(),
+    }
+}
+
 fn error_kind(error: &UpstreamError) -> &'static str {
     match error {
         UpstreamError::Status { status: 429, .. } => "rate_limited",

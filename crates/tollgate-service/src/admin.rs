@@ -8,7 +8,7 @@
 //! the billing use cases of `credits`, `billing` and `limits` scoped to the organization.
 
 use tollgate_core::ids::{IdKind, is_well_formed};
-use tollgate_core::keys::{KeyKind, WellFormedKey};
+use tollgate_core::keys::{AllowedModels, KeyKind, WellFormedKey};
 use tollgate_core::ledger::LotKind;
 use tollgate_core::money::NanoUsd;
 use tollgate_store::{CreatedBy, KeyView, NewKey, WorkspaceRejection};
@@ -55,6 +55,23 @@ pub struct KeyFilter {
     pub workspace_id: Option<Option<String>>,
     pub status: Option<KeyStatus>,
     pub created_by_user_id: Option<String>,
+    /// Personal keys of this user.
+    pub user_id: Option<String>,
+    /// Only keys past their `expires_at`.
+    pub expired: bool,
+}
+
+/// An API key an admin asks for.
+#[derive(Clone, Debug, Default)]
+pub struct NewApiKey {
+    pub name: String,
+    /// `None`: the Default workspace.
+    pub workspace_id: Option<String>,
+    /// When the key stops working, which must be in the future; `None`: never.
+    pub expires_at: Option<tollgate_core::Timestamp>,
+    /// The user of the organization a personal key is bound to; `None`: a workspace key.
+    pub user_id: Option<String>,
+    pub allowed_models: AllowedModels,
 }
 
 /// An API key just created by an admin: the only time its secret is shown.
@@ -77,6 +94,7 @@ impl std::fmt::Debug for CreatedApiKey {
 pub struct KeyUpdate {
     pub name: Option<String>,
     pub status: Option<KeyStatus>,
+    pub allowed_models: Option<AllowedModels>,
 }
 
 fn not_found(what: &str, id: &str) -> ServiceError {
@@ -241,6 +259,7 @@ impl OrgAdmin {
     /// The organization's API keys, newest first, filtered.
     pub async fn api_keys(&self, filter: &KeyFilter) -> Result<Vec<KeyView>, ServiceError> {
         let default_workspace = self.default_workspace_id().await?;
+        let now = self.tollgate.now();
         let keys = self
             .tollgate
             .store()
@@ -258,6 +277,10 @@ impl OrgAdmin {
                 None => true,
                 Some(user_id) => key.created_by == CreatedBy::User(user_id.clone()),
             })
+            .filter(|key| filter.user_id.is_none() || key.record.user_id == filter.user_id)
+            .filter(|key| {
+                !filter.expired || key.record.expires_at.is_some_and(|expires_at| expires_at <= now)
+            })
             .collect())
     }
 
@@ -271,19 +294,24 @@ impl OrgAdmin {
         }
     }
 
-    /// Creates an API key in a workspace (`None`: the Default workspace). Moves no money.
-    /// Creates an API key in the workspace (the Default one when `None`), expiring at
-    /// `expires_at` if given, which must be in the future.
-    pub async fn create_api_key(
-        &self,
-        name: &str,
-        workspace_id: Option<&str>,
-        expires_at: Option<tollgate_core::Timestamp>,
-    ) -> Result<CreatedApiKey, ServiceError> {
+    /// Creates an API key in its workspace (the Default one when `None`): a personal key
+    /// when it names a user of this organization. Moves no money.
+    pub async fn create_api_key(&self, request: NewApiKey) -> Result<CreatedApiKey, ServiceError> {
+        let NewApiKey {
+            name,
+            workspace_id,
+            expires_at,
+            user_id,
+            allowed_models,
+        } = request;
         if expires_at.is_some_and(|expires_at| expires_at <= self.tollgate.now()) {
             return Err(ServiceError::Invalid("expires_at must be in the future".into()));
         }
-        let workspace_id = match workspace_id {
+        let user_id = match user_id {
+            Some(user_id) => Some(self.user(&user_id).await?.id),
+            None => None,
+        };
+        let workspace_id = match workspace_id.as_deref() {
             Some(workspace_id) => {
                 let workspace = self.workspace(workspace_id).await?;
                 if workspace.archived_at.is_some() {
@@ -295,7 +323,7 @@ impl OrgAdmin {
             }
             None => self.default_workspace_id().await?,
         };
-        let name = key_name(name)?;
+        let name = key_name(&name)?;
         let secret = random::key(KeyKind::Api);
         let key = self
             .tollgate
@@ -311,6 +339,8 @@ impl OrgAdmin {
                     hint: secret.hint(),
                     created_at: self.tollgate.now(),
                     expires_at,
+                    user_id,
+                    allowed_models,
                 },
                 &self.creator,
             )
@@ -342,6 +372,12 @@ impl OrgAdmin {
         if let Some(name) = &name {
             self.tollgate.store().rename_key(&key.record.id, name).await?;
         }
+        if let Some(allowed_models) = &update.allowed_models {
+            self.tollgate
+                .store()
+                .set_key_allowed_models(&key.record.id, allowed_models)
+                .await?;
+        }
         if let Some(status) = update.status
             && status != key.record.status
         {
@@ -362,6 +398,12 @@ impl OrgAdmin {
 
     pub async fn purchases(&self) -> Result<Vec<Purchase>, ServiceError> {
         self.tollgate.purchases(&self.org_id).await
+    }
+
+    /// One purchase of this organization with what its receipt shows (another
+    /// organization's purchase reads as not found).
+    pub async fn receipt(&self, purchase_id: &str) -> Result<crate::Receipt, ServiceError> {
+        self.tollgate.receipt(&self.org_id, purchase_id).await
     }
 
     /// Starts a purchase on Stripe's Checkout page; credit comes with Stripe's event.

@@ -28,8 +28,10 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use tollgate_core::Timestamp;
 use tollgate_core::alerts::{
-    AlertKind, RetryPolicy, SIGNATURE_HEADER, balance_below, signature_header, spend_limit_reached,
+    AlertKind, RetryPolicy, SIGNATURE_HEADER, balance_below, kinds_received, signature_header,
+    spend_limit_reached,
 };
+use tollgate_core::catalog::DeploymentKey;
 use tollgate_core::ids::IdKind;
 use tollgate_core::money::NanoUsd;
 use tollgate_core::spend::{SpendLimitReached, SpendScope};
@@ -164,13 +166,16 @@ impl Tollgate {
         self.rearm(org_id, AlertKind::BalanceBelowThreshold).await
     }
 
-    /// Adds a webhook (its secret made here) or an email destination.
+    /// Adds a webhook (its secret made here) or an email destination, receiving `kinds`
+    /// (`None`: every kind).
     pub async fn create_alert_destination(
         &self,
         org_id: &str,
         channel: AlertChannel,
         target: &str,
+        kinds: Option<&[AlertKind]>,
     ) -> Result<CreatedDestination, ServiceError> {
+        let kinds = kinds.map(chosen_kinds).transpose()?.flatten();
         let target = target.trim();
         let secret = match channel {
             AlertChannel::Webhook => {
@@ -196,10 +201,28 @@ impl Tollgate {
             channel,
             target: target.to_owned(),
             secret,
+            kinds,
             created_at: self.now(),
         };
         self.store().insert_alert_destination(&destination).await?;
         Ok(CreatedDestination { destination })
+    }
+
+    /// Sets which kinds one of the organization's destinations receives (`None`: every
+    /// kind); the destination as it now is. Deliveries already queued stay.
+    pub async fn set_alert_destination_kinds(
+        &self,
+        org_id: &str,
+        destination_id: &str,
+        kinds: Option<&[AlertKind]>,
+    ) -> Result<AlertDestination, ServiceError> {
+        let kinds = kinds.map(chosen_kinds).transpose()?.flatten();
+        self.store()
+            .set_alert_destination_kinds(org_id, destination_id, kinds.as_deref())
+            .await?
+            .ok_or_else(|| {
+                ServiceError::NotFound(format!("no alert destination has the id '{destination_id}'"))
+            })
     }
 
     pub async fn alert_destinations(&self, org_id: &str) -> Result<Vec<AlertDestination>, ServiceError> {
@@ -444,6 +467,50 @@ impl Tollgate {
         }
     }
 
+    /// A deployment went down (`Cooldowns::record_failure` said so) on a request of
+    /// `org_id`: fires `deployment_down` for that organization, the one whose traffic
+    /// found it failing; its subject is the deployment, so each process that sees it go
+    /// down asks, and one claim lands. Called only at that crossing, so it is awaited: the
+    /// claim lands before the same process can see the deployment answer and re-arm it.
+    pub async fn alert_deployment_down(
+        &self,
+        org_id: &str,
+        deployment: &DeploymentKey,
+        cooldown: chrono::Duration,
+        error: &str,
+    ) {
+        let subject = deployment.label();
+        let summary = format!(
+            "The deployment {subject} failed ({error}); requests pass it over for {} s at a time until it answers again.",
+            cooldown.num_seconds()
+        );
+        let data = serde_json::json!({
+            "provider": deployment.provider,
+            "upstream_model": deployment.upstream_model,
+            "error": error,
+            "cooldown_seconds": cooldown.num_seconds(),
+        });
+        if let Err(error) = self
+            .fire(org_id, AlertKind::DeploymentDown, &subject, &summary, data)
+            .await
+        {
+            tracing::warn!(%error, org_id, subject = subject.as_str(), "could not fire a deployment alert");
+        }
+    }
+
+    /// A deployment this process saw go down answered again: re-arms its `deployment_down`
+    /// alert for every organization.
+    pub async fn alert_deployment_up(&self, deployment: &DeploymentKey) {
+        let subject = deployment.label();
+        if let Err(error) = self
+            .store()
+            .rearm_alert_subject(AlertKind::DeploymentDown.as_str(), &subject)
+            .await
+        {
+            tracing::warn!(%error, subject = subject.as_str(), "could not re-arm a deployment alert");
+        }
+    }
+
     async fn rearm(&self, org_id: &str, kind: AlertKind) -> Result<(), ServiceError> {
         self.forget_claimed(org_id, kind);
         self.store().rearm_alerts(org_id, kind.as_str()).await?;
@@ -620,6 +687,16 @@ impl Tollgate {
     }
 }
 
+/// The kinds a destination chose, as stored (`None`: every kind); at least one.
+fn chosen_kinds(kinds: &[AlertKind]) -> Result<Option<Vec<AlertKind>>, ServiceError> {
+    if kinds.is_empty() {
+        return Err(ServiceError::Invalid(
+            "choose at least one alert kind (or delete the destination)".into(),
+        ));
+    }
+    Ok(kinds_received(kinds))
+}
+
 /// The subject and text of an alert's email, from its event.
 pub fn email_text(payload: &str) -> (String, String) {
     let event: serde_json::Value = serde_json::from_str(payload).unwrap_or_default();
@@ -631,15 +708,7 @@ pub fn email_text(payload: &str) -> (String, String) {
             .to_owned()
     };
     let kind = text("type");
-    let title = match AlertKind::parse(&kind) {
-        Some(AlertKind::BalanceBelowThreshold) => "Balance below threshold",
-        Some(AlertKind::SpendLimit75) => "75% of the monthly spend limit reached",
-        Some(AlertKind::SpendLimit100) => "Monthly spend limit reached",
-        Some(AlertKind::AutoReloadDeclined) => "Auto-reload declined",
-        Some(AlertKind::DeploymentDown) => "Upstream deployment down",
-        Some(AlertKind::KeyExpiring) => "API key about to expire",
-        None => "Alert",
-    };
+    let title = AlertKind::parse(&kind).map_or("Alert", AlertKind::title);
     let subject = format!("[tollgate] {title} ({})", text("organization_id"));
     let body = format!(
         "{}\n\nOrganization: {}\nAlert: {kind}\nEvent: {}\nAt: {}\n",
@@ -706,9 +775,20 @@ impl crate::OrgAdmin {
         &self,
         channel: AlertChannel,
         target: &str,
+        kinds: Option<&[AlertKind]>,
     ) -> Result<CreatedDestination, ServiceError> {
         self.tollgate()
-            .create_alert_destination(self.org_id(), channel, target)
+            .create_alert_destination(self.org_id(), channel, target, kinds)
+            .await
+    }
+
+    pub async fn set_alert_destination_kinds(
+        &self,
+        destination_id: &str,
+        kinds: Option<&[AlertKind]>,
+    ) -> Result<AlertDestination, ServiceError> {
+        self.tollgate()
+            .set_alert_destination_kinds(self.org_id(), destination_id, kinds)
             .await
     }
 

@@ -343,11 +343,7 @@ impl Tollgate {
 
     async fn void_unrun(&self, requests: Vec<UnrunBatchRequest>) {
         for request in requests {
-            let caller = ApiCaller {
-                key_id: request.api_key_id.clone(),
-                org_id: request.org_id.clone(),
-                workspace_id: request.workspace_id.clone(),
-            };
+            let caller = ApiCaller::of_key(&request.api_key_id, &request.org_id, &request.workspace_id);
             let why = match request.state {
                 BatchRequestState::Expired => "batch_request_expired",
                 _ => "batch_request_canceled",
@@ -400,6 +396,7 @@ impl Tollgate {
                     ..Default::default()
                 },
                 lines: Default::default(),
+                upstream_attempts: Vec::new(),
             },
         };
         if let Err(error) = self.store().settle(settlement).await {
@@ -408,11 +405,8 @@ impl Tollgate {
     }
 }
 
-/// Whom a claimed request is billed to: the key that created its batch.
+/// Whom a claimed request is billed to: the key that created its batch (the key's allowed
+/// models were checked when the batch was created).
 pub fn batch_caller(claimed: &ClaimedBatchRequest) -> ApiCaller {
-    ApiCaller {
-        key_id: claimed.api_key_id.clone(),
-        org_id: claimed.org_id.clone(),
-        workspace_id: claimed.workspace_id.clone(),
-    }
+    ApiCaller::of_key(&claimed.api_key_id, &claimed.org_id, &claimed.workspace_id)
 }

@@ -1,6 +1,7 @@
 //! Buying credit: purchases through the payment provider (idempotent by key, capped by
-//! the tier's largest single purchase), the tier ladder as the customer sees it, and
-//! auto-reload — at most one reload in flight per organization, across processes.
+//! the tier's largest single purchase), a purchase's receipt (scoped to its organization),
+//! the tier ladder as the customer sees it, and auto-reload — at most one reload in flight
+//! per organization, across processes.
 
 use tollgate_core::alerts::AlertKind;
 use tollgate_core::ids::IdKind;
@@ -8,7 +9,8 @@ use tollgate_core::ledger::{LotKind, default_expiry};
 use tollgate_core::money::NanoUsd;
 use tollgate_core::tiers::{LimitSet, Tier};
 use tollgate_store::{
-    AutoReload, NewLot, NewPurchase, Purchase, PurchaseClaim, PurchaseOutcome, PurchaseSource, PurchaseStatus,
+    AutoReload, LotView, NewLot, NewPurchase, Organization, Purchase, PurchaseClaim, PurchaseOutcome,
+    PurchaseReversal, PurchaseSource, PurchaseStatus,
 };
 
 use crate::Tollgate;
@@ -41,7 +43,46 @@ pub struct TierStanding {
     pub active_programmes: Vec<String>,
 }
 
+/// What a purchase's receipt shows: the purchase, its organization, the lot it granted
+/// (with its expiry) and its refunds and lost disputes.
+#[derive(Clone, Debug)]
+pub struct Receipt {
+    pub purchase: Purchase,
+    pub organization: Organization,
+    pub lot: Option<LotView>,
+    pub reversals: Vec<PurchaseReversal>,
+}
+
 impl Tollgate {
+    /// The receipt of `purchase_id`, which must be `org_id`'s: another organization's
+    /// purchase is not found, exactly like one that does not exist.
+    pub async fn receipt(&self, org_id: &str, purchase_id: &str) -> Result<Receipt, ServiceError> {
+        let not_found = || ServiceError::NotFound(format!("purchase '{purchase_id}' was not found"));
+        let purchase = self
+            .store()
+            .purchase(purchase_id)
+            .await?
+            .filter(|purchase| purchase.org_id == org_id)
+            .ok_or_else(not_found)?;
+        let organization = self.store().organization(org_id).await?.ok_or_else(not_found)?;
+        let lot = match &purchase.lot_id {
+            Some(lot_id) => self
+                .store()
+                .lots(org_id)
+                .await?
+                .into_iter()
+                .find(|lot| &lot.lot.lot_id == lot_id),
+            None => None,
+        };
+        let reversals = self.store().purchase_reversals(purchase_id).await?;
+        Ok(Receipt {
+            purchase,
+            organization,
+            lot,
+            reversals,
+        })
+    }
+
     /// Buys credit: charges the payment method, then grants a purchase lot that expires a
     /// year later and counts toward the tier — the tier advances in the same transaction.
     pub async fn purchase(&self, request: PurchaseRequest<'_>) -> Result<Purchase, ServiceError> {

@@ -2,14 +2,18 @@
 //! kept), off-session charges with the saved card (auto-reload, the Admin API), the
 //! Console's Checkout Session, and Stripe's signed webhook events — the only way a
 //! Checkout purchase is granted. Each event is applied at most once, by its id, in the
-//! transaction of its effect; a purchase ends once whatever order events arrive in.
+//! transaction of its effect; a purchase ends once whatever order events arrive in. A
+//! refund (`charge.refunded`) or lost dispute (`charge.dispute.closed`) reverses part of a
+//! paid purchase (`tollgate_core::refunds`); one for a purchase not yet known to be paid
+//! is refused as not yet applicable, so Stripe delivers it again later.
 
 use serde_json::Value;
 use tollgate_core::ids::IdKind;
 use tollgate_core::money::NanoUsd;
+use tollgate_core::refunds::ReversalClaim;
 use tollgate_store::{
     NewPurchase, PaymentCustomer, PaymentEvent, PaymentEventEffect, Purchase, PurchaseClaim, PurchaseOutcome,
-    PurchaseSource, PurchaseStatus,
+    PurchaseSource, PurchaseStatus, Reversal,
 };
 
 use crate::Tollgate;
@@ -39,6 +43,10 @@ pub enum WebhookError {
     Malformed(String),
     #[error("webhooks are for the stripe payment provider")]
     NotStripe,
+    /// The event is for a payment not known to have succeeded yet (answered 409: Stripe
+    /// retries, by when its payment's own event has arrived).
+    #[error("not applicable yet: {0}")]
+    NotYet(String),
     #[error(transparent)]
     Service(#[from] ServiceError),
 }
@@ -215,6 +223,14 @@ impl Tollgate {
             return Err(WebhookError::Malformed("an event has an id and a type".into()));
         };
         let object = &event["data"]["object"];
+        let payment_event = PaymentEvent {
+            event_id: event_id.to_owned(),
+            event_type: event_type.to_owned(),
+            received_at: self.now(),
+        };
+        if let Some(reversal) = reversal_of(event_type, object, &settings.currency)? {
+            return self.stripe_reversal(&payment_event, object, reversal).await;
+        }
         let Some(purchase_id) = object["metadata"]["purchase_id"]
             .as_str()
             .or_else(|| object["client_reference_id"].as_str())
@@ -277,16 +293,7 @@ impl Tollgate {
         };
         let applied = self
             .store()
-            .complete_purchase_on_event(
-                &PaymentEvent {
-                    event_id: event_id.to_owned(),
-                    event_type: event_type.to_owned(),
-                    received_at: self.now(),
-                },
-                purchase_id,
-                effect,
-                STRIPE_ACTOR,
-            )
+            .complete_purchase_on_event(&payment_event, purchase_id, effect, STRIPE_ACTOR)
             .await
             .map_err(ServiceError::from)?;
         let Some(applied) = applied else {
@@ -296,6 +303,72 @@ impl Tollgate {
         if event_type == "payment_intent.succeeded" {
             self.save_card(stripe, &applied.org_id, object).await;
         }
+        Ok(WebhookOutcome::Applied)
+    }
+
+    /// Applies a refund or lost dispute to the purchase its charge paid: found by the
+    /// purchase id Stripe copies from the PaymentIntent's metadata onto the charge, or else
+    /// by the PaymentIntent itself (a dispute names only that).
+    async fn stripe_reversal(
+        &self,
+        event: &PaymentEvent,
+        object: &Value,
+        reversal: Reversal,
+    ) -> Result<WebhookOutcome, WebhookError> {
+        let event_id = event.event_id.as_str();
+        let payment_intent = object["payment_intent"].as_str();
+        let purchase = match (object["metadata"]["purchase_id"].as_str(), payment_intent) {
+            (Some(purchase_id), _) => self.store().purchase(purchase_id).await,
+            (None, Some(payment_intent)) => self.store().purchase_by_payment_reference(payment_intent).await,
+            (None, None) => Ok(None),
+        }
+        .map_err(ServiceError::from)?;
+        let Some(purchase) = purchase else {
+            tracing::warn!(
+                event_id,
+                ?payment_intent,
+                "a Stripe reversal of no known purchase"
+            );
+            return Ok(WebhookOutcome::Ignored);
+        };
+        match purchase.status {
+            PurchaseStatus::Succeeded => {}
+            PurchaseStatus::Pending => {
+                return Err(WebhookError::NotYet(format!(
+                    "purchase {} is not known to be paid yet",
+                    purchase.id
+                )));
+            }
+            PurchaseStatus::Declined | PurchaseStatus::Failed => {
+                tracing::error!(event_id, purchase_id = %purchase.id, "a Stripe reversal of an unpaid purchase; nothing to take back");
+                return Ok(WebhookOutcome::Ignored);
+            }
+        }
+        if payment_intent.is_some() && payment_intent != purchase.payment_reference.as_deref() {
+            tracing::error!(
+                event_id,
+                purchase_id = %purchase.id,
+                ?payment_intent,
+                paid_by = ?purchase.payment_reference,
+                "a Stripe reversal of another payment than the one that paid the purchase"
+            );
+            return Ok(WebhookOutcome::Ignored);
+        }
+        let applied = self
+            .store()
+            .complete_purchase_on_event(
+                event,
+                &purchase.id,
+                PaymentEventEffect::Reverse(reversal),
+                STRIPE_ACTOR,
+            )
+            .await
+            .map_err(ServiceError::from)?;
+        let Some(applied) = applied else {
+            return Ok(WebhookOutcome::Duplicate);
+        };
+        // The tier follows cumulative purchases, which the reversal lowered.
+        self.forget_organization_limits(&applied.org_id);
         Ok(WebhookOutcome::Applied)
     }
 
@@ -325,4 +398,41 @@ impl Tollgate {
             tracing::warn!(%error, org_id, "the card of a Stripe payment could not be saved");
         }
     }
+}
+
+/// The reversal a Stripe event reports, if it is one tollgate acts on: `charge.refunded`
+/// (the charge's cumulative `amount_refunded`) or `charge.dispute.closed` lost (the
+/// dispute's `amount`). Other dispute outcomes reverse nothing.
+fn reversal_of(event_type: &str, object: &Value, currency: &str) -> Result<Option<Reversal>, WebhookError> {
+    let (amount_field, reference) = match event_type {
+        "charge.refunded" => ("amount_refunded", object["id"].as_str()),
+        "charge.dispute.closed" if object["status"].as_str() == Some("lost") => {
+            ("amount", object["id"].as_str())
+        }
+        _ => return Ok(None),
+    };
+    let Some(reference) = reference else {
+        return Err(WebhookError::Malformed(format!(
+            "a {event_type} event names its object"
+        )));
+    };
+    if object["currency"].as_str() != Some(currency) {
+        tracing::error!(event_type, reference, currency = ?object["currency"], "a Stripe reversal in another currency; ignored");
+        return Ok(None);
+    }
+    let amount = object[amount_field]
+        .as_i64()
+        .and_then(stripe::from_minor_units)
+        .ok_or_else(|| WebhookError::Malformed(format!("a {event_type} event has an {amount_field}")))?;
+    let claim = if event_type == "charge.refunded" {
+        ReversalClaim::Refunded {
+            refunded_total: amount,
+        }
+    } else {
+        ReversalClaim::DisputeLost { disputed: amount }
+    };
+    Ok(Some(Reversal {
+        claim,
+        reference: reference.to_owned(),
+    }))
 }

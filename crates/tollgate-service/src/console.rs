@@ -220,6 +220,8 @@ impl ConsoleUser {
                             hint: secret.hint(),
                             created_at: tollgate.now(),
                             expires_at: None,
+                            user_id: None,
+                            allowed_models: Default::default(),
                         },
                         &creator,
                     )
@@ -228,11 +230,7 @@ impl ConsoleUser {
                     .id
             }
         };
-        Ok(ApiCaller {
-            key_id,
-            org_id: admin.org_id().to_owned(),
-            workspace_id,
-        })
+        Ok(ApiCaller::of_key(&key_id, admin.org_id(), &workspace_id))
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::RwLock;
 
 use tollgate_core::Timestamp;
 use tollgate_core::ids::IdKind;
-use tollgate_core::keys::{KeyFormatError, KeyKind, WellFormedKey};
+use tollgate_core::keys::{AllowedModels, KeyFormatError, KeyKind, WellFormedKey};
 use tollgate_store::{NewKey, StoreError};
 
 use crate::error::ServiceError;
@@ -35,6 +35,22 @@ pub struct ApiCaller {
     pub key_id: String,
     pub org_id: String,
     pub workspace_id: String,
+    /// The models the key may call (`AllowedModels::allows`, asked by the gateway once the
+    /// request's model is resolved).
+    pub allowed_models: AllowedModels,
+}
+
+impl ApiCaller {
+    /// A caller the control plane vouches for, or one a batch was created by (whose models
+    /// were checked when the batch was created): any model.
+    pub fn of_key(key_id: &str, org_id: &str, workspace_id: &str) -> ApiCaller {
+        ApiCaller {
+            key_id: key_id.to_owned(),
+            org_id: org_id.to_owned(),
+            workspace_id: workspace_id.to_owned(),
+            allowed_models: AllowedModels::all(),
+        }
+    }
 }
 
 /// Why a presented credential is not accepted, on either plane.
@@ -130,6 +146,8 @@ impl Tollgate {
                 hint: secret.hint(),
                 created_at: self.now(),
                 expires_at: None,
+                user_id: None,
+                allowed_models: AllowedModels::all(),
             })
             .await?;
         Ok(CreatedKey { secret, record })
@@ -170,6 +188,7 @@ impl Tollgate {
             key_id: record.id,
             org_id: record.org_id,
             workspace_id,
+            allowed_models: record.allowed_models,
         })
     }
 

@@ -39,14 +39,14 @@ use tollgate_core::money::NanoUsd;
 use tollgate_core::tiers::BillingPolicy;
 use tollgate_store::Store;
 
-pub use crate::admin::{CreatedApiKey, KeyFilter, KeyUpdate, MAX_ACTIVE_WORKSPACES, OrgAdmin};
+pub use crate::admin::{CreatedApiKey, KeyFilter, KeyUpdate, MAX_ACTIVE_WORKSPACES, NewApiKey, OrgAdmin};
 pub use crate::alerts::{
     AlertingSettings, CreatedDestination, DELIVERIES_LISTED_MAX, SmtpSecurity, SmtpSettings, email_text,
 };
 pub use crate::batches::{
     BATCH_LIFETIME_HOURS, BATCH_RESULTS_KEPT_DAYS, BatchMaintenance, BatchRequestPlan, batch_caller,
 };
-pub use crate::billing::{PurchaseRequest, TierStanding};
+pub use crate::billing::{PurchaseRequest, Receipt, TierStanding};
 pub use crate::checkout::{CheckoutStart, WebhookError, WebhookOutcome};
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::console::{
@@ -74,7 +74,8 @@ pub use tollgate_store::{
 };
 pub use tollgate_store::{
     AuditEntry, AutoReload, BalanceView, KeyRecord, KeyStatus, LotView, Organization, Purchase,
-    PurchaseStatus, RateLimitOverrides, SettleOutcome, UsageRecord, UsageStatus, Workspace, WorkspaceLimits,
+    PurchaseReversal, PurchaseStatus, RateLimitOverrides, SettleOutcome, UsageRecord, UsageStatus, Workspace,
+    WorkspaceLimits,
 };
 pub use tollgate_store::{
     BatchPage, BatchRequestCounts, BatchRequestState, BatchResult, BatchStatus, ClaimedBatchRequest,

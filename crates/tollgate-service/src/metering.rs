@@ -15,7 +15,7 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 use tollgate_core::Timestamp;
 use tollgate_core::attribution::Attribution;
-use tollgate_core::catalog::Model;
+use tollgate_core::catalog::{Model, UpstreamAttempt};
 use tollgate_core::ids::IdKind;
 use tollgate_core::money::NanoUsd;
 use tollgate_core::pricing::{ModelPrices, Multipliers};
@@ -97,6 +97,8 @@ pub struct OpenReservation {
     /// The model the upstream said served the request, when another catalogue model than
     /// `model` (a server-side fallback; `prices` are then its prices).
     pub served_model: Option<String>,
+    /// The upstream calls made so far, in order; written on the usage record.
+    pub upstream_attempts: Vec<UpstreamAttempt>,
     pub amount: NanoUsd,
     pub started_at: Timestamp,
     /// When the request was admitted, as its prices count it (`RequestPlan::priced_at`).
@@ -145,6 +147,7 @@ impl Drop for OpenReservation {
             prices: self.prices.clone(),
             multipliers: self.multipliers,
             served_model: self.served_model.take(),
+            upstream_attempts: std::mem::take(&mut self.upstream_attempts),
             amount: self.amount,
             started_at: self.started_at,
             priced_at: self.priced_at,
@@ -414,6 +417,7 @@ impl Tollgate {
             // The gateway's plan for a batch request carries the Batch multiplier.
             multipliers: plan.multipliers,
             served_model: None,
+            upstream_attempts: Vec::new(),
             amount: plan.cost_bound,
             started_at,
             priced_at: plan.priced_at,
@@ -465,6 +469,7 @@ impl Tollgate {
                 prices,
                 multipliers,
                 served_model: None,
+                upstream_attempts: Vec::new(),
                 amount: reserved.amount,
                 started_at,
                 priced_at,
@@ -615,6 +620,7 @@ impl Tollgate {
             served_model: None,
             multipliers: Multipliers::default(),
             lines: Default::default(),
+            upstream_attempts: Vec::new(),
         };
         if let Err(error) = self.store().insert_usage_record(record).await {
             tracing::warn!(%error, request_id, "could not record a refused request");
@@ -691,6 +697,7 @@ impl Tollgate {
                 served_model: open.served_model.clone(),
                 multipliers: applied,
                 lines,
+                upstream_attempts: std::mem::take(&mut open.upstream_attempts),
             },
         };
         let outcome = self.settle_with_retries(&open, settlement.clone()).await;

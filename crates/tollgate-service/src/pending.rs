@@ -22,6 +22,7 @@ use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use serde_json::{Value, json};
 use tollgate_core::Timestamp;
 use tollgate_core::attribution::{Attribution, ClientLabel};
+use tollgate_core::catalog::UpstreamAttempt;
 use tollgate_core::money::NanoUsd;
 use tollgate_core::pricing::{CostLines, Multipliers};
 use tollgate_core::usage::{Speed, TokenUsage};
@@ -170,6 +171,10 @@ fn encode(settlement: &Settlement) -> String {
         "served_model": record.served_model,
         "multipliers": record.multipliers.label(),
         "cost_lines_nanos": record.lines.to_array().map(NanoUsd::nanos),
+        "upstream_attempts": record.upstream_attempts.iter().map(|attempt| json!({
+            "deployment": attempt.deployment,
+            "error": attempt.error,
+        })).collect::<Vec<_>>(),
     })
     .to_string()
 }
@@ -205,6 +210,8 @@ fn decode(line: &str) -> Option<Settlement> {
                 // Absent from lines written before #18: none, and unknown.
                 web_search_requests: count("web_search_requests").unwrap_or(0),
                 speed: text("speed").as_deref().and_then(Speed::parse),
+                // The applied multipliers are the record's own.
+                resident: None,
             },
             cost: nanos("record_cost_nanos")?,
             status: UsageStatus::parse(&text("status")?)?,
@@ -227,6 +234,22 @@ fn decode(line: &str) -> Option<Settlement> {
                 }
                 None => CostLines::default(),
             },
+            // Absent from lines written before #17 kept them: none.
+            upstream_attempts: value
+                .get("upstream_attempts")
+                .and_then(Value::as_array)
+                .map(|attempts| {
+                    attempts
+                        .iter()
+                        .filter_map(|attempt| {
+                            Some(UpstreamAttempt {
+                                deployment: attempt.get("deployment")?.as_str()?.to_owned(),
+                                error: attempt.get("error").and_then(Value::as_str).map(str::to_owned),
+                            })
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
         },
     })
 }

@@ -8,8 +8,12 @@
 //! Grouped or filtered by client session (Claude Code's `x-claude-code-session-id`), a
 //! report reads the usage records themselves instead of the rollup, which has no session
 //! dimension: exact, at the cost of reading every charged record of the window.
+//!
+//! Grouped by user (`user_id`), each row is attributed to the user its key is a personal
+//! key of, read from the keys at report time (a workspace key's usage has no user); the
+//! sums are the same rows, grouped once more.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use tollgate_core::Timestamp;
 use tollgate_core::catalog::{Catalog, Model};
@@ -30,6 +34,8 @@ pub const STANDARD_SERVICE_TIER: &str = "standard";
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct UsageGroupBy {
     pub api_key_id: bool,
+    /// The user of a personal key.
+    pub user_id: bool,
     pub workspace_id: bool,
     pub model: bool,
     pub service_tier: bool,
@@ -52,6 +58,8 @@ pub struct UsageFilters {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CostGroupBy {
     pub workspace_id: bool,
+    /// The user of a personal key.
+    pub user_id: bool,
     /// Model and token type.
     pub description: bool,
     pub session_id: bool,
@@ -77,6 +85,8 @@ pub struct ReportPage {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UsageResult {
     pub api_key_id: Option<String>,
+    /// When grouped by user: the user whose personal key was used; `None` for other keys.
+    pub user_id: Option<String>,
     pub workspace_id: Option<String>,
     pub model: Option<String>,
     pub service_tier: Option<&'static str>,
@@ -138,6 +148,8 @@ pub const WEB_SEARCH_DESCRIPTION: &str = "Web Search";
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CostResult {
     pub workspace_id: Option<String>,
+    /// When grouped by user: the user whose personal key was used; `None` for other keys.
+    pub user_id: Option<String>,
     /// The client session when grouped by session; `None` too for requests sent without one.
     pub session_id: Option<String>,
     pub amount: NanoUsd,
@@ -151,12 +163,28 @@ type UsageKey = (
     Option<String>,
     Option<String>,
     Option<String>,
+    Option<String>,
     Option<&'static str>,
     Option<ContextWindow>,
     Option<String>,
 );
 
 impl OrgAdmin {
+    /// The user of each personal key of the organization, when a report groups by user.
+    async fn key_users(&self, grouped: bool) -> Result<HashMap<String, String>, ServiceError> {
+        if !grouped {
+            return Ok(HashMap::new());
+        }
+        Ok(self
+            .tollgate()
+            .store()
+            .key_views(self.org_id(), tollgate_core::keys::KeyKind::Api)
+            .await?
+            .into_iter()
+            .filter_map(|key| Some((key.record.id, key.record.user_id?)))
+            .collect())
+    }
+
     /// The charged usage of `buckets`: from the rollup (or the records, by minute), or, when
     /// `sessions` is given, from the records with their session, only those sessions if
     /// the list is not empty.
@@ -212,6 +240,7 @@ impl OrgAdmin {
             )
             .await?;
         let default_workspace = self.default_workspace_id().await?;
+        let key_users = self.key_users(group_by.user_id).await?;
         let width = page.window.width();
         let mut grouped: BTreeMap<(Timestamp, UsageKey), UsageResult> = BTreeMap::new();
         for row in rows {
@@ -239,6 +268,10 @@ impl OrgAdmin {
             }
             let key: UsageKey = (
                 row.api_key_id.clone().filter(|_| group_by.api_key_id),
+                row.api_key_id
+                    .as_ref()
+                    .and_then(|key_id| key_users.get(key_id))
+                    .cloned(),
                 workspace_id.filter(|_| group_by.workspace_id),
                 Some(row.model.clone()).filter(|_| group_by.model),
                 Some(STANDARD_SERVICE_TIER).filter(|_| group_by.service_tier),
@@ -250,11 +283,12 @@ impl OrgAdmin {
                 .entry((bucket, key.clone()))
                 .or_insert_with(|| UsageResult {
                     api_key_id: key.0,
-                    workspace_id: key.1,
-                    model: key.2,
-                    service_tier: key.3,
-                    context_window: key.4,
-                    session_id: key.5,
+                    user_id: key.1,
+                    workspace_id: key.2,
+                    model: key.3,
+                    service_tier: key.4,
+                    context_window: key.5,
+                    session_id: key.6,
                     requests: 0,
                     usage: TokenUsage::default(),
                 });
@@ -296,13 +330,15 @@ impl OrgAdmin {
             )
             .await?;
         let default_workspace = self.default_workspace_id().await?;
+        let key_users = self.key_users(group_by.user_id).await?;
         let width = page.window.width();
-        // Sum charges per bucket, workspace and session (if grouped), and model and context
+        // Sum charges per bucket, workspace, user and session (if grouped), and model and context
         // window (if grouped by description), with each row's charge split by token type at
         // the rates in force in its hour, so that a price change within a bucket is no
         // adjustment.
         type CostKey = (
             Timestamp,
+            Option<String>,
             Option<String>,
             Option<String>,
             Option<(String, ContextWindow)>,
@@ -314,10 +350,21 @@ impl OrgAdmin {
             }
             let workspace_id =
                 public_workspace(&row.workspace_id, &default_workspace).filter(|_| group_by.workspace_id);
+            let user_id = row
+                .api_key_id
+                .as_ref()
+                .and_then(|key_id| key_users.get(key_id))
+                .cloned();
             let session_id = row.session_id.clone().filter(|_| group_by.session_id);
             let model = Some((row.model.clone(), row.context_window)).filter(|_| group_by.description);
             let entry = sums
-                .entry((width.snap(row.bucket_start), workspace_id, session_id, model))
+                .entry((
+                    width.snap(row.bucket_start),
+                    workspace_id,
+                    user_id,
+                    session_id,
+                    model,
+                ))
                 .or_insert((CostSplit::default(), NanoUsd::ZERO));
             if group_by.description {
                 let prices =
@@ -333,11 +380,12 @@ impl OrgAdmin {
                 .ok_or_else(|| ServiceError::Invalid("the report's total overflows".into()))?;
         }
         let mut by_bucket: BTreeMap<Timestamp, Vec<CostResult>> = BTreeMap::new();
-        for ((bucket, workspace_id, session_id, model), (split, charged)) in sums {
+        for ((bucket, workspace_id, user_id, session_id, model), (split, charged)) in sums {
             let results = by_bucket.entry(bucket).or_default();
             let Some((model, context_window)) = model else {
                 results.push(CostResult {
                     workspace_id,
+                    user_id,
                     session_id,
                     amount: charged,
                     description: None,
@@ -349,6 +397,7 @@ impl OrgAdmin {
             for (token_type, amount) in split.parts {
                 results.push(CostResult {
                     workspace_id: workspace_id.clone(),
+                    user_id: user_id.clone(),
                     session_id: session_id.clone(),
                     amount,
                     description: Some(CostDescription {
@@ -363,6 +412,7 @@ impl OrgAdmin {
             if split.web_search != NanoUsd::ZERO {
                 results.push(CostResult {
                     workspace_id: workspace_id.clone(),
+                    user_id: user_id.clone(),
                     session_id: session_id.clone(),
                     amount: split.web_search,
                     description: Some(CostDescription {
@@ -377,6 +427,7 @@ impl OrgAdmin {
             if split.adjustment != NanoUsd::ZERO {
                 results.push(CostResult {
                     workspace_id: workspace_id.clone(),
+                    user_id: user_id.clone(),
                     session_id: session_id.clone(),
                     amount: split.adjustment,
                     description: Some(CostDescription {
@@ -412,7 +463,7 @@ impl OrgAdmin {
 }
 
 fn minimum_key() -> UsageKey {
-    (None, None, None, None, None, None)
+    (None, None, None, None, None, None, None)
 }
 
 /// Whether a row of `session_id` passes a session filter (an empty one passes all).
@@ -471,5 +522,6 @@ fn add_usage(left: &TokenUsage, right: &TokenUsage) -> TokenUsage {
             .saturating_add(right.cache_read_input_tokens),
         web_search_requests: left.web_search_requests.saturating_add(right.web_search_requests),
         speed: None,
+        resident: None,
     }
 }

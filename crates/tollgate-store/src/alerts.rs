@@ -3,8 +3,8 @@
 //!
 //! An alert fires by inserting its claim (organization, kind, subject) or nothing: the one
 //! caller whose insert lands, on any replica, also writes one delivery per destination in
-//! the same transaction; everyone else writes nothing. Deleting the claim re-arms the
-//! alert. Delivery loops lease due deliveries (a lease that lapses, its loop having died,
+//! the same transaction; everyone else writes nothing (a destination that chose its kinds
+//! gets a delivery only of those). Deleting the claim re-arms the alert. Delivery loops lease due deliveries (a lease that lapses, its loop having died,
 //! lets another take the delivery) and record each attempt under their lease. No payload,
 //! secret or address is read or decided here beyond storing it.
 //!
@@ -13,13 +13,14 @@
 
 use sqlx::{Database, Encode, Executor, IntoArguments, Type};
 use tollgate_core::Timestamp;
+use tollgate_core::alerts::AlertKind;
 use tollgate_core::money::NanoUsd;
 
 use crate::codec::{count_to_sql, millis, timestamp_from_sql, unknown_text};
 use crate::dialect::Dialect;
 use crate::error::StoreError;
 use crate::model::KeyRecord;
-use crate::rows::{DbRow, column, key_from_row};
+use crate::rows::{DbRow, KEY_COLUMNS, column, key_from_row};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AlertChannel {
@@ -54,6 +55,9 @@ pub struct AlertDestination {
     pub target: String,
     /// The webhook's signing secret; `None` for email.
     pub secret: Option<String>,
+    /// The alert kinds it receives (`tollgate_core::alerts::kinds_received`); `None`:
+    /// every kind.
+    pub kinds: Option<Vec<AlertKind>>,
     pub created_at: Timestamp,
 }
 
@@ -154,7 +158,7 @@ pub struct AttemptRecord {
     pub attempt: DeliveryAttempt,
 }
 
-const DESTINATION_COLUMNS: &str = "id, org_id, channel, target, secret, created_at";
+const DESTINATION_COLUMNS: &str = "id, org_id, channel, target, secret, kinds, created_at";
 
 fn destination_from_row(row: &impl DbRow) -> Result<AlertDestination, StoreError> {
     Ok(AlertDestination {
@@ -163,8 +167,29 @@ fn destination_from_row(row: &impl DbRow) -> Result<AlertDestination, StoreError
         channel: AlertChannel::parse(&column::<String>(row, "channel")?)?,
         target: column(row, "target")?,
         secret: column(row, "secret")?,
+        kinds: column::<Option<String>>(row, "kinds")?
+            .map(|text| kinds_from_sql(&text))
+            .transpose()?,
         created_at: timestamp_from_sql(column(row, "created_at")?)?,
     })
+}
+
+/// `kinds` as stored: the names, comma-separated (migration 0017).
+fn kinds_to_sql(kinds: Option<&[AlertKind]>) -> Option<String> {
+    kinds.map(|kinds| {
+        kinds
+            .iter()
+            .map(|kind| kind.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    })
+}
+
+fn kinds_from_sql(text: &str) -> Result<Vec<AlertKind>, StoreError> {
+    text.split(',')
+        .filter(|name| !name.is_empty())
+        .map(|name| AlertKind::parse(name).ok_or_else(|| unknown_text("alert kind", name)))
+        .collect()
 }
 
 fn optional_timestamp(value: Option<i64>) -> Result<Option<Timestamp>, StoreError> {
@@ -188,15 +213,17 @@ where
     for<'q> Option<i64>: Encode<'q, Self::Db> + Type<Self::Db>,
 {
     async fn insert_alert_destination(&self, destination: &AlertDestination) -> Result<(), StoreError> {
+        let kinds = kinds_to_sql(destination.kinds.as_deref());
         sqlx::query(
-            "INSERT INTO alert_destinations (id, org_id, channel, target, secret, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO alert_destinations (id, org_id, channel, target, secret, kinds, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(destination.id.as_str())
         .bind(destination.org_id.as_str())
         .bind(destination.channel.as_str())
         .bind(destination.target.as_str())
         .bind(destination.secret.as_deref())
+        .bind(kinds.as_deref())
         .bind(millis(destination.created_at))
         .execute(self.write_pool())
         .await
@@ -228,6 +255,30 @@ where
                 .await
                 .map_err(Self::store_error)?;
         Ok(deleted.is_some())
+    }
+
+    /// Sets which kinds one of the organization's destinations receives (`None`: every
+    /// kind); the destination as it now is, `None` if the organization has no such one.
+    async fn set_alert_destination_kinds(
+        &self,
+        org_id: &str,
+        destination_id: &str,
+        kinds: Option<&[AlertKind]>,
+    ) -> Result<Option<AlertDestination>, StoreError> {
+        let kinds = kinds_to_sql(kinds);
+        let text = format!(
+            "UPDATE alert_destinations SET kinds = $3 WHERE org_id = $1 AND id = $2
+             RETURNING {DESTINATION_COLUMNS}"
+        );
+        sqlx::query(&text)
+            .bind(org_id)
+            .bind(destination_id)
+            .bind(kinds.as_deref())
+            .fetch_optional(self.write_pool())
+            .await
+            .map_err(Self::store_error)?
+            .map(|row| destination_from_row(&row))
+            .transpose()
     }
 
     async fn alert_settings(&self, org_id: &str) -> Result<Option<AlertSettings>, StoreError> {
@@ -293,31 +344,43 @@ where
             "INSERT INTO alert_deliveries (id, org_id, destination_id, kind, payload, state, attempts,
                                            next_attempt_at, created_at)
              SELECT $1 || '_' || id, org_id, id, $2, $3, 'pending', 0, $4, $4
-             FROM alert_destinations WHERE org_id = $5 RETURNING id",
+             FROM alert_destinations
+             WHERE org_id = $5 AND (kinds IS NULL OR ',' || kinds || ',' LIKE '%,' || $2 || ',%')",
         )
         .bind(alert.event_id.as_str())
         .bind(alert.kind.as_str())
         .bind(alert.payload.as_str())
         .bind(millis(alert.now))
         .bind(alert.org_id.as_str())
-        .fetch_all(&mut *transaction)
+        .execute(&mut *transaction)
         .await
         .map_err(Self::store_error)?;
         transaction.commit().await.map_err(Self::store_error)?;
-        Ok(Some(queued.len() as u64))
+        Ok(Some(Self::rows_affected(&queued)))
     }
 
     /// Deletes the organization's claims of `kind`, so the alert fires at its next
     /// crossing; how many there were.
     async fn rearm_alerts(&self, org_id: &str, kind: &str) -> Result<u64, StoreError> {
-        let deleted =
-            sqlx::query("DELETE FROM alert_claims WHERE org_id = $1 AND kind = $2 RETURNING subject")
-                .bind(org_id)
-                .bind(kind)
-                .fetch_all(self.write_pool())
-                .await
-                .map_err(Self::store_error)?;
-        Ok(deleted.len() as u64)
+        let deleted = sqlx::query("DELETE FROM alert_claims WHERE org_id = $1 AND kind = $2")
+            .bind(org_id)
+            .bind(kind)
+            .execute(self.write_pool())
+            .await
+            .map_err(Self::store_error)?;
+        Ok(Self::rows_affected(&deleted))
+    }
+
+    /// Deletes every organization's claim of `kind` on `subject` (a deployment that
+    /// answered again re-arms its alert for all); how many there were.
+    async fn rearm_alert_subject(&self, kind: &str, subject: &str) -> Result<u64, StoreError> {
+        let deleted = sqlx::query("DELETE FROM alert_claims WHERE kind = $1 AND subject = $2")
+            .bind(kind)
+            .bind(subject)
+            .execute(self.write_pool())
+            .await
+            .map_err(Self::store_error)?;
+        Ok(Self::rows_affected(&deleted))
     }
 
     /// Leases up to `limit` deliveries due at `now` that no live lease holds, to `owner`
@@ -425,11 +488,7 @@ where
     /// Active keys (of every organization) expiring after `now` and at or before `until`,
     /// soonest first.
     async fn keys_expiring(&self, now: Timestamp, until: Timestamp) -> Result<Vec<KeyRecord>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, kind, org_id, workspace_id, name, hint, status, created_at, last_used_at, expires_at
-             FROM api_keys WHERE status = 'active' AND expires_at > $1 AND expires_at <= $2
-             ORDER BY expires_at, id",
-        )
+        let rows = sqlx::query(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE status = 'active' AND expires_at > $1 AND expires_at <= $2 ORDER BY expires_at, id"))
         .bind(millis(now))
         .bind(millis(until))
         .fetch_all(self.read_pool())

@@ -642,18 +642,17 @@ where
             "UPDATE message_batches SET processing_status = 'ended', ended_at = $1
              WHERE processing_status <> 'ended'{only}
                AND NOT EXISTS (SELECT 1 FROM message_batch_requests
-                               WHERE batch_id = message_batches.id AND state = 'pending')
-             RETURNING id"
+                               WHERE batch_id = message_batches.id AND state = 'pending')"
         );
         let mut query = sqlx::query(&text).bind(millis(now));
         if let Some(batch_id) = batch_id {
             query = query.bind(batch_id);
         }
         let ended = query
-            .fetch_all(self.write_pool())
+            .execute(self.write_pool())
             .await
             .map_err(Self::store_error)?;
-        Ok(ended.len() as u64)
+        Ok(Self::rows_affected(&ended))
     }
 
     /// The batch's results in request order; `None` if the workspace has no such batch.
@@ -722,15 +721,14 @@ where
     async fn archive_message_batches(&self, ended_by: Timestamp, now: Timestamp) -> Result<u64, StoreError> {
         let archived = sqlx::query(
             "UPDATE message_batches SET archived_at = $2
-             WHERE processing_status = 'ended' AND archived_at IS NULL AND ended_at <= $1
-             RETURNING id",
+             WHERE processing_status = 'ended' AND archived_at IS NULL AND ended_at <= $1",
         )
         .bind(millis(ended_by))
         .bind(millis(now))
-        .fetch_all(self.write_pool())
+        .execute(self.write_pool())
         .await
-        .map_err(Self::store_error)?
-        .len() as u64;
+        .map_err(Self::store_error)?;
+        let archived = Self::rows_affected(&archived);
         // The rows stay, for the batch's counts; what they said goes. Batches archived in the
         // last day only, so a pass does not reread every batch ever archived.
         sqlx::query(

@@ -24,6 +24,10 @@ pub(crate) type ReserveResult = Result<Reservation, TxError<ReserveRejection>>;
 pub(crate) type SettleResult = Result<SettleOutcome, StoreError>;
 
 /// A queued operation and its caller's reply.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "a job is moved once, into the queue; boxing the settlement would allocate on every request"
+)]
 pub(crate) enum Job {
     Reserve {
         reservation: NewReservation,

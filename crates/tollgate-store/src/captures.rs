@@ -232,12 +232,11 @@ where
 
     /// Deletes the captures whose retention ended at or before `now`; how many.
     async fn purge_captures(&self, now: Timestamp) -> Result<u64, StoreError> {
-        let purged = sqlx::query("DELETE FROM request_captures WHERE expires_at <= $1 RETURNING request_id")
+        let purged = sqlx::query("DELETE FROM request_captures WHERE expires_at <= $1")
             .bind(millis(now))
-            .fetch_all(self.write_pool())
+            .execute(self.write_pool())
             .await
-            .map_err(Self::store_error)?
-            .len();
-        Ok(purged as u64)
+            .map_err(Self::store_error)?;
+        Ok(Self::rows_affected(&purged))
     }
 }

@@ -3,6 +3,8 @@
 
 use tollgate_core::Timestamp;
 use tollgate_core::attribution::ClientLabel;
+use tollgate_core::catalog::UpstreamAttempt;
+use tollgate_core::keys::AllowedModels;
 
 use crate::error::StoreError;
 
@@ -57,4 +59,56 @@ pub(crate) fn label_text(label: Option<&ClientLabel>) -> Option<&str> {
 /// A row that could not be read as the shared queries expect.
 pub(crate) fn store_decode(error: sqlx::Error) -> StoreError {
     StoreError::Database(error.to_string())
+}
+
+/// A request's upstream attempts as stored (migration 0020): one line each, the deployment
+/// and, for a failure, a tab and the error; NULL for a request that called no upstream.
+pub(crate) fn attempts_to_sql(attempts: &[UpstreamAttempt]) -> Option<String> {
+    if attempts.is_empty() {
+        return None;
+    }
+    let lines: Vec<String> = attempts
+        .iter()
+        .map(|attempt| {
+            // A provider's name is configuration: keep it from breaking the lines.
+            let deployment = attempt.deployment.replace(['\t', '\n', '\r'], " ");
+            match &attempt.error {
+                Some(error) => format!("{deployment}\t{}", error.replace(['\t', '\n', '\r'], " ")),
+                None => deployment,
+            }
+        })
+        .collect();
+    Some(lines.join("\n"))
+}
+
+pub(crate) fn attempts_from_sql(text: Option<&str>) -> Vec<UpstreamAttempt> {
+    text.unwrap_or_default()
+        .lines()
+        .filter(|line| !line.is_empty())
+        .map(|line| match line.split_once('\t') {
+            Some((deployment, error)) => UpstreamAttempt {
+                deployment: deployment.to_owned(),
+                error: Some(error.to_owned()),
+            },
+            None => UpstreamAttempt {
+                deployment: line.to_owned(),
+                error: None,
+            },
+        })
+        .collect()
+}
+
+/// A key's allowed models as stored: comma-separated (an entry has no comma), NULL for all.
+pub(crate) fn allowed_models_text(allowed: &AllowedModels) -> Option<String> {
+    (!allowed.allows_all()).then(|| allowed.entries().join(","))
+}
+
+pub(crate) fn allowed_models_from_text(text: Option<String>) -> AllowedModels {
+    AllowedModels::from_stored(
+        text.unwrap_or_default()
+            .split(',')
+            .filter(|entry| !entry.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    )
 }

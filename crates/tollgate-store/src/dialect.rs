@@ -48,6 +48,10 @@ pub(crate) trait Dialect: Sync {
     /// writer at a time is the rule anyway (SQLite).
     fn skip_locked() -> &'static str;
 
+    /// How many rows a statement wrote (inserted, updated or deleted): counts come from
+    /// the driver, never from rows sent back only to be counted.
+    fn rows_affected(result: &<Self::Db as Database>::QueryResult) -> u64;
+
     /// Binds the texts of an `and_any_of` clause, which must come last in the statement.
     fn bind_any_of<'q>(
         query: Query<'q, Self::Db, BoundArguments<'q, Self::Db>>,

@@ -12,6 +12,7 @@ use tollgate_core::ledger::{
     self, Account, AccountId, AccountKind, ReservationLine, SettlementPlan, TransferError,
 };
 use tollgate_core::money::NanoUsd;
+use tollgate_core::refunds::ReversalPlan;
 use tollgate_core::spend::MonthSpend;
 use tollgate_core::usage::TokenUsage;
 
@@ -28,6 +29,7 @@ pub(crate) const CREDIT_EXPIRED: &str = "credit.expired";
 pub(crate) const CREDIT_PURCHASED: &str = "credit.purchased";
 pub(crate) const CREDIT_PURCHASE_DECLINED: &str = "credit.purchase_declined";
 pub(crate) const CREDIT_PURCHASE_FAILED: &str = "credit.purchase_failed";
+pub(crate) const CREDIT_REVERSED: &str = "credit.reversed";
 pub(crate) const AUTO_RELOAD_DISABLED: &str = "autoreload.disabled";
 /// The actor of what the store does on its own schedule (expiry, auto-reload shut-off).
 pub(crate) const SYSTEM_ACTOR: &str = "system";
@@ -68,6 +70,51 @@ pub(crate) fn unpaid_purchase_entry(
     }
 }
 
+/// The entry of a reversal (a refund or a lost dispute) of a paid purchase.
+pub(crate) fn reversal_entry(
+    purchase: &Purchase,
+    plan: &ReversalPlan,
+    reference: &str,
+    cumulative_purchases: NanoUsd,
+    actor: &str,
+    now: Timestamp,
+) -> AuditEntry {
+    let lot = purchase.lot_id.as_deref().unwrap_or("?");
+    AuditEntry {
+        org_id: purchase.org_id.clone(),
+        actor: actor.to_owned(),
+        action: CREDIT_REVERSED.to_owned(),
+        subject: purchase.id.clone(),
+        details: format!(
+            "{} of {} of the purchase of {}: {} removed from lot {lot}, {} unrecovered (spent, held or expired){}; cumulative purchases now {cumulative_purchases}",
+            plan.kind.as_str(),
+            plan.reversed,
+            purchase.amount,
+            plan.recovered,
+            plan.unrecovered,
+            if plan.capped {
+                ", capped at what the purchase had left"
+            } else {
+                ""
+            },
+        ),
+        reason: Some(reference.to_owned()),
+        at: now,
+    }
+}
+
+/// A reversal is only ever of a paid purchase with its lot; anything else is a caller's bug.
+pub(crate) fn reversed_lot_id(purchase: &Purchase) -> Result<&str, StoreError> {
+    match (&purchase.status, &purchase.lot_id) {
+        (PurchaseStatus::Succeeded, Some(lot_id)) => Ok(lot_id.as_str()),
+        _ => Err(invariant(format!(
+            "a reversal of purchase {} which is {} and granted no lot",
+            purchase.id,
+            purchase.status.as_str()
+        ))),
+    }
+}
+
 // Balances.
 
 /// An organization's balance from its lots and its spend and expired accounts, all read
@@ -104,6 +151,8 @@ pub(crate) enum TransferKind {
     Grant,
     Usage,
     Expiry,
+    /// What a refund or lost dispute recovers from a purchase's lot.
+    Reversal,
 }
 
 impl TransferKind {
@@ -112,6 +161,7 @@ impl TransferKind {
             TransferKind::Grant => "grant",
             TransferKind::Usage => "usage",
             TransferKind::Expiry => "expiry",
+            TransferKind::Reversal => "reversal",
         }
     }
 }
@@ -358,6 +408,7 @@ pub(crate) fn abandonment(overdue: Overdue, now: Timestamp) -> Settlement {
             served_model: None,
             multipliers: Default::default(),
             lines: Default::default(),
+            upstream_attempts: Vec::new(),
         },
     }
 }
@@ -582,10 +633,11 @@ pub(crate) const CROSS_CHECK_DESCRIPTIONS: [DescribeMismatch; 10] = [
             "spend counter of {counter}: settled {settled} but the reservations made that month charged {charged}"
         )
     },
-    // An organization's cumulative purchases against its succeeded purchases.
+    // An organization's cumulative purchases against its succeeded purchases, less what
+    // was refunded or lost in disputes.
     |org_id, cumulative, purchased| {
         format!(
-            "organization {org_id}: cumulative purchases are {cumulative} but its succeeded purchases add up to {purchased}"
+            "organization {org_id}: cumulative purchases are {cumulative} but its succeeded purchases less their reversals add up to {purchased}"
         )
     },
     // A paid purchase against the purchase lot it granted.
@@ -599,4 +651,70 @@ pub(crate) const CROSS_CHECK_DESCRIPTIONS: [DescribeMismatch; 10] = [
     |reservation_id, records, expected| {
         format!("reservation {reservation_id}: has {records} usage records but should have {expected}")
     },
+];
+
+/// The audit's checks of reversals (refunds and lost disputes), as (query, description):
+/// one SQL text for both backends (sums cast to BIGINT, which both read as `i64`), each
+/// returning only the rows that disagree as (subject, stored, recomputed).
+pub(crate) const REVERSAL_CROSS_CHECKS: [(&str, DescribeMismatch); 5] = [
+    (
+        "SELECT p.id AS subject, p.refunded_nanos AS stored,
+                CAST(COALESCE(SUM(r.amount_nanos), 0) AS BIGINT) AS recomputed
+         FROM purchases p LEFT JOIN purchase_reversals r ON r.purchase_id = p.id AND r.kind = 'refund'
+         GROUP BY p.id, p.refunded_nanos
+         HAVING p.refunded_nanos <> COALESCE(SUM(r.amount_nanos), 0)",
+        |purchase_id, refunded, rows| {
+            format!("purchase {purchase_id}: refunded {refunded} but its refunds add up to {rows}")
+        },
+    ),
+    (
+        "SELECT p.id AS subject, p.disputed_nanos AS stored,
+                CAST(COALESCE(SUM(r.amount_nanos), 0) AS BIGINT) AS recomputed
+         FROM purchases p LEFT JOIN purchase_reversals r ON r.purchase_id = p.id AND r.kind = 'dispute'
+         GROUP BY p.id, p.disputed_nanos
+         HAVING p.disputed_nanos <> COALESCE(SUM(r.amount_nanos), 0)",
+        |purchase_id, disputed, rows| {
+            format!("purchase {purchase_id}: lost {disputed} in disputes but its disputes add up to {rows}")
+        },
+    ),
+    (
+        "SELECT p.id AS subject, p.unrecovered_nanos AS stored,
+                CAST(COALESCE(SUM(r.unrecovered_nanos), 0) AS BIGINT) AS recomputed
+         FROM purchases p LEFT JOIN purchase_reversals r ON r.purchase_id = p.id
+         GROUP BY p.id, p.unrecovered_nanos
+         HAVING p.unrecovered_nanos <> COALESCE(SUM(r.unrecovered_nanos), 0)",
+        |purchase_id, unrecovered, rows| {
+            format!(
+                "purchase {purchase_id}: {unrecovered} unrecovered but its reversals left {rows} unrecovered"
+            )
+        },
+    ),
+    // What the reversals recovered is exactly what the journal moved out of the lot for them.
+    (
+        "SELECT p.id AS subject,
+                CAST((SELECT COALESCE(SUM(r.recovered_nanos), 0) FROM purchase_reversals r
+                      WHERE r.purchase_id = p.id) AS BIGINT) AS stored,
+                CAST((SELECT COALESCE(SUM(t.amount), 0) FROM transfers t
+                      WHERE t.lot_id = p.lot_id AND t.kind = 'reversal') AS BIGINT) AS recomputed
+         FROM purchases p
+         WHERE p.lot_id IS NOT NULL
+           AND (SELECT COALESCE(SUM(r.recovered_nanos), 0) FROM purchase_reversals r
+                WHERE r.purchase_id = p.id)
+               <> (SELECT COALESCE(SUM(t.amount), 0) FROM transfers t
+                   WHERE t.lot_id = p.lot_id AND t.kind = 'reversal')",
+        |purchase_id, recovered, moved| {
+            format!(
+                "purchase {purchase_id}: its reversals recovered {recovered} but the journal moved {moved} out of its lot for them"
+            )
+        },
+    ),
+    // Never more reversed than paid, and only a paid purchase.
+    (
+        "SELECT p.id AS subject, p.refunded_nanos + p.disputed_nanos AS stored,
+                CASE WHEN p.status = 'succeeded' THEN p.amount_nanos ELSE 0 END AS recomputed
+         FROM purchases p
+         WHERE p.refunded_nanos + p.disputed_nanos
+               > CASE WHEN p.status = 'succeeded' THEN p.amount_nanos ELSE 0 END",
+        |purchase_id, reversed, paid| format!("purchase {purchase_id}: reversed {reversed} but paid {paid}"),
+    ),
 ];

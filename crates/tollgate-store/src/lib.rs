@@ -43,11 +43,13 @@ mod rollup;
 mod rows;
 mod rules;
 mod sqlite;
+mod sso;
 mod stored_responses;
 
 use std::path::Path;
 
 use tollgate_core::Timestamp;
+use tollgate_core::alerts::AlertKind;
 use tollgate_core::keys::KeyKind;
 use tollgate_core::money::NanoUsd;
 use tollgate_core::reports::BucketWidth;
@@ -67,6 +69,7 @@ pub use captures::{CaptureSettings, CapturedResponseKind, RequestCapture};
 pub use console::ConsoleSession;
 pub use error::{StoreError, TxError};
 pub use model::*;
+pub use sso::SsoAttempt;
 pub use stored_responses::StoredResponse;
 
 pub use postgres::PostgresOptions;
@@ -455,7 +458,10 @@ impl Store {
     /// the event's id is recorded in the same transaction as its effect, so a redelivered
     /// event (even concurrently) returns `None` and changes nothing. `Complete` ends the
     /// purchase as `complete_purchase` does (an already-ended purchase stays as it ended);
-    /// `AttemptFailed` records the reason on a still-pending purchase.
+    /// `AttemptFailed` records the reason on a still-pending purchase. `Reverse` takes back
+    /// part of a paid purchase (a refund or lost dispute) as `tollgate_core::refunds` plans
+    /// it: from its lot what is still there, the rest recorded unrecovered, and cumulative
+    /// purchases down by the amount reversed; the purchase must have succeeded.
     pub async fn complete_purchase_on_event(
         &self,
         event: &PaymentEvent,
@@ -468,6 +474,19 @@ impl Store {
 
     pub async fn purchase(&self, purchase_id: &str) -> Result<Option<Purchase>, StoreError> {
         dispatch!(self.purchase(purchase_id))
+    }
+
+    /// The purchase the provider's payment `reference` paid, if any.
+    pub async fn purchase_by_payment_reference(
+        &self,
+        reference: &str,
+    ) -> Result<Option<Purchase>, StoreError> {
+        dispatch!(self.purchase_by_payment_reference(reference))
+    }
+
+    /// A purchase's refunds and lost disputes, oldest first.
+    pub async fn purchase_reversals(&self, purchase_id: &str) -> Result<Vec<PurchaseReversal>, StoreError> {
+        dispatch!(self.purchase_reversals(purchase_id))
     }
 
     /// The organization's customer at the payment provider, if one was made.
@@ -584,6 +603,14 @@ impl Store {
         dispatch!(self.rename_key(key_id, name))
     }
 
+    pub async fn set_key_allowed_models(
+        &self,
+        key_id: &str,
+        allowed_models: &tollgate_core::keys::AllowedModels,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self.set_key_allowed_models(key_id, allowed_models))
+    }
+
     /// Creates a workspace unless the name is taken (archived workspaces included) or the
     /// organization already has `max_active` active workspaces besides its Default.
     pub async fn create_workspace_capped(
@@ -636,7 +663,9 @@ impl Store {
         dispatch!(self.set_user_role(user_id, role))
     }
 
-    /// Removes the user and their workspace memberships; keys they created stay.
+    /// Removes the user and their workspace memberships, and archives their personal keys in
+    /// the same transaction (each process stops accepting them within its key-cache TTL);
+    /// keys they created stay.
     pub async fn delete_user(&self, user_id: &str) -> Result<bool, StoreError> {
         dispatch!(self.delete_user(user_id))
     }
@@ -992,6 +1021,17 @@ impl Store {
         dispatch!(self.delete_alert_destination(org_id, destination_id))
     }
 
+    /// Sets the kinds a destination receives (`None`: every kind); `None` if the
+    /// organization has no such destination.
+    pub async fn set_alert_destination_kinds(
+        &self,
+        org_id: &str,
+        destination_id: &str,
+        kinds: Option<&[AlertKind]>,
+    ) -> Result<Option<AlertDestination>, StoreError> {
+        dispatch!(self.set_alert_destination_kinds(org_id, destination_id, kinds))
+    }
+
     /// `None` until the organization sets its thresholds.
     pub async fn alert_settings(&self, org_id: &str) -> Result<Option<AlertSettings>, StoreError> {
         dispatch!(self.alert_settings(org_id))
@@ -1015,6 +1055,12 @@ impl Store {
     /// Re-arms the organization's alerts of `kind`; how many claims were cleared.
     pub async fn rearm_alerts(&self, org_id: &str, kind: &str) -> Result<u64, StoreError> {
         dispatch!(self.rearm_alerts(org_id, kind))
+    }
+
+    /// Re-arms every organization's alert of `kind` on `subject`; how many claims were
+    /// cleared.
+    pub async fn rearm_alert_subject(&self, kind: &str, subject: &str) -> Result<u64, StoreError> {
+        dispatch!(self.rearm_alert_subject(kind, subject))
     }
 
     /// Leases up to `limit` due deliveries to `owner` until `lease_until`.

@@ -6,10 +6,11 @@ use std::collections::BTreeMap;
 
 use tollgate_core::Timestamp;
 use tollgate_core::attribution::Attribution;
-use tollgate_core::keys::KeyKind;
+use tollgate_core::keys::{AllowedModels, KeyKind};
 use tollgate_core::ledger::{InsufficientCredit, Lot, LotKind, ReservationLine};
 use tollgate_core::money::NanoUsd;
 use tollgate_core::pricing::Multipliers;
+use tollgate_core::refunds::{ReversalClaim, ReversalKind};
 use tollgate_core::spend::{SpendLimitReached, SpendLimits};
 use tollgate_core::usage::TokenUsage;
 
@@ -74,6 +75,17 @@ pub struct KeyRecord {
     pub last_used_at: Option<Timestamp>,
     /// From then on the key is refused; `None`: never.
     pub expires_at: Option<Timestamp>,
+    /// The user a personal key is bound to (archived when they are removed); `None`: a
+    /// workspace key.
+    pub user_id: Option<String>,
+    pub allowed_models: AllowedModels,
+}
+
+impl KeyRecord {
+    /// A personal key (bound to a user) rather than a workspace key.
+    pub fn is_personal(&self) -> bool {
+        self.user_id.is_some()
+    }
 }
 
 /// A key to insert; it starts `Active`.
@@ -88,6 +100,8 @@ pub struct NewKey {
     pub hint: String,
     pub created_at: Timestamp,
     pub expires_at: Option<Timestamp>,
+    pub user_id: Option<String>,
+    pub allowed_models: AllowedModels,
 }
 
 /// A credit lot to grant.
@@ -256,6 +270,9 @@ pub struct UsageRecord {
     /// The cost by what it paid for, at the rates applied (`Charge::lines`); all zero for
     /// a request not charged.
     pub lines: tollgate_core::pricing::CostLines,
+    /// The upstream calls it made, in order (`catalog::served_by` names the one that
+    /// answered); empty when none was made.
+    pub upstream_attempts: Vec<tollgate_core::catalog::UpstreamAttempt>,
 }
 
 /// How a reservation ends: cost 0 voids it. `record` is written in the same transaction.
@@ -411,6 +428,12 @@ pub struct Purchase {
     pub lot_id: Option<String>,
     pub created_at: Timestamp,
     pub completed_at: Option<Timestamp>,
+    /// Refunded so far, and lost in disputes (`tollgate_core::refunds`).
+    pub refunded: NanoUsd,
+    pub disputed: NanoUsd,
+    /// The part of those reversals its lot no longer held (spent, held or expired):
+    /// recorded instead of taken from the lot.
+    pub unrecovered: NanoUsd,
 }
 
 /// A purchase to claim before the payment provider is charged.
@@ -515,4 +538,28 @@ pub enum PaymentEventEffect {
     /// Keeps it pending and records why the last attempt failed (the customer may retry on
     /// the provider's page).
     AttemptFailed { reason: String },
+    /// Takes back part of a paid purchase, as `tollgate_core::refunds::plan_reversal`
+    /// decides from the purchase and its lot as they stand in the event's transaction.
+    Reverse(Reversal),
+}
+
+/// A refund or lost dispute a provider reported for a paid purchase.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reversal {
+    pub claim: ReversalClaim,
+    /// The provider's charge (a refund) or dispute id; a dispute is reversed at most once.
+    pub reference: String,
+}
+
+/// One reversal of a purchase, as recorded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PurchaseReversal {
+    pub kind: ReversalKind,
+    pub reference: String,
+    pub amount: NanoUsd,
+    /// Removed from the purchase's lot.
+    pub recovered: NanoUsd,
+    /// Already spent, held or expired: recorded, not taken.
+    pub unrecovered: NanoUsd,
+    pub created_at: Timestamp,
 }

@@ -1,8 +1,9 @@
 //! What the store keeps of an external payment provider: the provider's customer of each
 //! organization with the payment method saved for off-session charges (ids, and the card's
-//! brand and last four digits for display, never a card number), and a purchase looked up
-//! by id for the provider's events. The events themselves are deduplicated inside
-//! `complete_purchase_on_event`, in the transaction of their effect.
+//! brand and last four digits for display, never a card number), a purchase looked up by
+//! id or by the provider's payment reference for the provider's events, and a purchase's
+//! reversals (refunds, lost disputes) for its receipt. The events themselves are
+//! deduplicated inside `complete_purchase_on_event`, in the transaction of their effect.
 //!
 //! Written once for both backends over `Dialect`.
 
@@ -10,10 +11,13 @@ use sqlx::{Database, Encode, Executor, IntoArguments, Type};
 use tollgate_core::Timestamp;
 
 use crate::codec::millis;
+use crate::codec::{invariant, timestamp_from_sql};
 use crate::dialect::Dialect;
 use crate::error::StoreError;
-use crate::model::{PaymentCustomer, Purchase};
+use crate::model::{PaymentCustomer, Purchase, PurchaseReversal};
 use crate::rows::{DbRow, PURCHASE_SELECT, column, purchase_from_row};
+use tollgate_core::money::NanoUsd;
+use tollgate_core::refunds::ReversalKind;
 
 /// The payment-customer queries, the same on every backend.
 pub(crate) trait PaymentCustomers: Dialect
@@ -87,5 +91,42 @@ where
             .map_err(Self::store_error)?
             .map(|row| purchase_from_row(&row))
             .transpose()
+    }
+
+    /// The purchase the provider's payment `reference` (Stripe's PaymentIntent) paid.
+    async fn purchase_by_payment_reference(&self, reference: &str) -> Result<Option<Purchase>, StoreError> {
+        sqlx::query(&format!("{PURCHASE_SELECT} WHERE payment_reference = $1"))
+            .bind(reference)
+            .fetch_optional(self.read_pool())
+            .await
+            .map_err(Self::store_error)?
+            .map(|row| purchase_from_row(&row))
+            .transpose()
+    }
+
+    /// A purchase's reversals, oldest first.
+    async fn purchase_reversals(&self, purchase_id: &str) -> Result<Vec<PurchaseReversal>, StoreError> {
+        sqlx::query(
+            "SELECT kind, reference, amount_nanos, recovered_nanos, unrecovered_nanos, created_at
+             FROM purchase_reversals WHERE purchase_id = $1 ORDER BY created_at, id",
+        )
+        .bind(purchase_id)
+        .fetch_all(self.read_pool())
+        .await
+        .map_err(Self::store_error)?
+        .iter()
+        .map(|row| {
+            let kind: String = column(row, "kind")?;
+            Ok(PurchaseReversal {
+                kind: ReversalKind::parse(&kind)
+                    .ok_or_else(|| invariant(format!("unknown reversal kind '{kind}'")))?,
+                reference: column(row, "reference")?,
+                amount: NanoUsd::from_nanos(column(row, "amount_nanos")?),
+                recovered: NanoUsd::from_nanos(column(row, "recovered_nanos")?),
+                unrecovered: NanoUsd::from_nanos(column(row, "unrecovered_nanos")?),
+                created_at: timestamp_from_sql(column(row, "created_at")?)?,
+            })
+        })
+        .collect()
     }
 }

@@ -111,6 +111,7 @@ pub(crate) fn add_into(total: &mut UsageRollupRow, row: &UsageRollupRow) -> Resu
         )?,
         web_search_requests: add(total.usage.web_search_requests, row.usage.web_search_requests)?,
         speed: None,
+        resident: None,
     };
     total.charged = total.charged.checked_add(row.charged).ok_or_else(overflow)?;
     total.lines = total.lines.checked_add(row.lines).ok_or_else(overflow)?;

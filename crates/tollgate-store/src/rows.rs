@@ -18,7 +18,9 @@ use tollgate_core::usage::{Speed, TokenUsage};
 use crate::admin_model::{
     CreatedBy, InviteRecord, InviteState, KeyView, MemberRecord, UsageRollupRow, UserRecord,
 };
-use crate::codec::{count_from_sql, timestamp_from_sql, unknown_text};
+use crate::codec::{
+    allowed_models_from_text, attempts_from_sql, count_from_sql, timestamp_from_sql, unknown_text,
+};
 use crate::error::StoreError;
 use crate::journal::Overdue;
 use crate::model::{
@@ -123,9 +125,13 @@ fn optional_timestamp<R: DbRow>(row: &R, name: &str) -> Result<Option<tollgate_c
 pub(crate) const WORKSPACE_SELECT: &str =
     "SELECT id, org_id, name, is_default, created_at, archived_at FROM workspaces";
 /// The columns of a key and its creator, as `key_view_from_row` reads them.
+/// The columns of a key, as `key_from_row` reads them.
+pub(crate) const KEY_COLUMNS: &str = "id, kind, org_id, workspace_id, name, hint, status, created_at,
+    last_used_at, expires_at, user_id, allowed_models";
+/// The columns of a key with who created it, as `key_view_from_row` reads them.
 pub(crate) const KEY_VIEW_SELECT: &str =
     "SELECT id, kind, org_id, workspace_id, name, hint, status, created_at,
-        last_used_at, expires_at, created_by_type, created_by_id
+        last_used_at, expires_at, user_id, allowed_models, created_by_type, created_by_id
     FROM api_keys";
 /// The columns of a user, as `user_from_row` reads them.
 pub(crate) const USER_SELECT: &str = "SELECT id, org_id, email, name, role, added_at FROM users";
@@ -143,7 +149,8 @@ pub(crate) const ACCOUNT_SELECT: &str = "SELECT id AS account_id, kind AS accoun
     FROM accounts";
 /// The columns of a purchase, as `purchase_from_row` reads them.
 pub(crate) const PURCHASE_SELECT: &str = "SELECT id, org_id, idempotency_key, amount_nanos, source, status,
-        payment_reference, failure_reason, lot_id, created_at, completed_at
+        payment_reference, failure_reason, lot_id, created_at, completed_at, refunded_nanos,
+        disputed_nanos, unrecovered_nanos
     FROM purchases";
 /// The columns of an auto-reload setting, as `auto_reload_from_row` reads them.
 pub(crate) const AUTO_RELOAD_SELECT: &str =
@@ -186,6 +193,8 @@ pub(crate) fn key_from_row<R: DbRow>(row: &R) -> Result<KeyRecord, StoreError> {
         created_at: timestamp_from_sql(column(row, "created_at")?)?,
         last_used_at: optional_timestamp(row, "last_used_at")?,
         expires_at: optional_timestamp(row, "expires_at")?,
+        user_id: column(row, "user_id")?,
+        allowed_models: allowed_models_from_text(column(row, "allowed_models")?),
     })
 }
 
@@ -280,6 +289,7 @@ pub(crate) fn usage_record_from_row<R: DbRow>(row: &R) -> Result<UsageRecord, St
             Multipliers::parse_label(&text).ok_or_else(|| unknown_text("multipliers", &text))?
         },
         lines: cost_lines_from_row(row)?,
+        upstream_attempts: attempts_from_sql(column::<Option<String>>(row, "upstream_attempts")?.as_deref()),
     })
 }
 
@@ -439,6 +449,9 @@ pub(crate) fn purchase_from_row<R: DbRow>(row: &R) -> Result<Purchase, StoreErro
         lot_id: column(row, "lot_id")?,
         created_at: timestamp_from_sql(column(row, "created_at")?)?,
         completed_at: optional_timestamp(row, "completed_at")?,
+        refunded: NanoUsd::from_nanos(column(row, "refunded_nanos")?),
+        disputed: NanoUsd::from_nanos(column(row, "disputed_nanos")?),
+        unrecovered: NanoUsd::from_nanos(column(row, "unrecovered_nanos")?),
     })
 }
 

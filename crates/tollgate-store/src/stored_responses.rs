@@ -107,11 +107,11 @@ where
     }
 
     async fn delete_expired_responses(&self, now: Timestamp) -> Result<u64, StoreError> {
-        let deleted = sqlx::query("DELETE FROM stored_responses WHERE expires_at <= $1 RETURNING id")
+        let deleted = sqlx::query("DELETE FROM stored_responses WHERE expires_at <= $1")
             .bind(millis(now))
-            .fetch_all(self.write_pool())
+            .execute(self.write_pool())
             .await
             .map_err(Self::store_error)?;
-        Ok(u64::try_from(deleted.len()).unwrap_or(u64::MAX))
+        Ok(Self::rows_affected(&deleted))
     }
 }

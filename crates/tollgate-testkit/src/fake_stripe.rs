@@ -6,9 +6,12 @@
 //!
 //! Cards are Stripe's test payment methods: `pm_card_visa` succeeds,
 //! `pm_card_chargeDeclined` is declined, `pm_card_authenticationRequired` needs 3-D Secure
-//! (refused off-session), `pm_card_processing` stays `processing`. Every state change
-//! makes the event Stripe would send; a test delivers them, signed, to tollgate — once,
-//! twice, reordered, late, or with a forged signature.
+//! (refused off-session), `pm_card_processing` stays `processing`. A payment that succeeds
+//! makes its charge (carrying the PaymentIntent's metadata, as Stripe copies it), which a
+//! test may refund (`charge.refunded`, with the charge's cumulative `amount_refunded`) or
+//! lose a dispute on (`charge.dispute.closed`, status `lost`). Every state change makes the
+//! event Stripe would send; a test delivers them, signed, to tollgate — once, twice,
+//! reordered, late, or with a forged signature.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -41,6 +44,8 @@ struct Stripe {
     next_id: u64,
     payment_intents: HashMap<String, Value>,
     sessions: HashMap<String, Value>,
+    /// Charges of succeeded PaymentIntents, by id.
+    charges: HashMap<String, Value>,
     /// (path, key) → (parameters, status, answer).
     idempotent: HashMap<(String, String), Remembered>,
     /// Every POST: (path, Idempotency-Key).
@@ -108,8 +113,43 @@ impl Stripe {
         intent["status"] = json!("succeeded");
         intent["amount_received"] = intent["amount"].clone();
         self.payment_intents.insert(id, intent.clone());
+        self.charge(&intent);
         self.event("payment_intent.succeeded", &intent);
         (200, intent)
+    }
+
+    /// The charge of a PaymentIntent that has just succeeded.
+    fn charge(&mut self, intent: &Value) {
+        let charge_id = intent["latest_charge"].as_str().unwrap_or_default().to_owned();
+        let charge = json!({
+            "id": charge_id,
+            "object": "charge",
+            "amount": intent["amount"],
+            "amount_captured": intent["amount"],
+            "amount_refunded": 0,
+            "currency": intent["currency"],
+            "customer": intent["customer"],
+            "payment_intent": intent["id"],
+            "payment_method": intent["payment_method"],
+            "metadata": intent["metadata"],
+            "paid": true,
+            "refunded": false,
+            "disputed": false,
+            "status": "succeeded",
+        });
+        self.charges.insert(charge_id, charge);
+    }
+
+    /// The charge of a PaymentIntent, which must have succeeded.
+    fn charge_of(&self, payment_intent_id: &str) -> Value {
+        let charge_id = self.payment_intents[payment_intent_id]["latest_charge"]
+            .as_str()
+            .expect("a charge id")
+            .to_owned();
+        self.charges
+            .get(&charge_id)
+            .cloned()
+            .expect("the PaymentIntent succeeded, so it has a charge")
     }
 }
 
@@ -248,7 +288,49 @@ impl FakeStripe {
         stripe
             .payment_intents
             .insert(payment_intent_id.to_owned(), intent.clone());
+        stripe.charge(&intent);
         stripe.event("payment_intent.succeeded", &intent)
+    }
+
+    /// Refunds `amount` (minor units) more of a succeeded PaymentIntent's charge, as an
+    /// operator does in Stripe's Dashboard; returns the `charge.refunded` event, whose
+    /// `amount_refunded` is the charge's total refunded so far.
+    pub fn refund(&self, payment_intent_id: &str, amount: i64) -> Value {
+        let mut stripe = lock(&self.state);
+        let mut charge = stripe.charge_of(payment_intent_id);
+        let refunded = charge["amount_refunded"].as_i64().unwrap_or(0) + amount;
+        assert!(
+            refunded <= charge["amount"].as_i64().unwrap_or(0),
+            "Stripe refuses to refund more than was charged"
+        );
+        charge["amount_refunded"] = json!(refunded);
+        charge["refunded"] = json!(refunded == charge["amount"].as_i64().unwrap_or(0));
+        let id = charge["id"].as_str().unwrap_or_default().to_owned();
+        stripe.charges.insert(id, charge.clone());
+        stripe.event("charge.refunded", &charge)
+    }
+
+    /// The buyer disputes a succeeded PaymentIntent's charge and the dispute is lost;
+    /// returns the `charge.dispute.closed` event (a dispute names the charge and the
+    /// PaymentIntent, and carries no metadata of tollgate's).
+    pub fn lose_dispute(&self, payment_intent_id: &str) -> Value {
+        let mut stripe = lock(&self.state);
+        let mut charge = stripe.charge_of(payment_intent_id);
+        charge["disputed"] = json!(true);
+        let charge_id = charge["id"].as_str().unwrap_or_default().to_owned();
+        stripe.charges.insert(charge_id.clone(), charge.clone());
+        let dispute = json!({
+            "id": stripe.id("dp"),
+            "object": "dispute",
+            "amount": charge["amount"],
+            "currency": charge["currency"],
+            "charge": charge_id,
+            "payment_intent": payment_intent_id,
+            "reason": "fraudulent",
+            "status": "lost",
+            "metadata": {},
+        });
+        stripe.event("charge.dispute.closed", &dispute)
     }
 
     /// The `Stripe-Signature` header Stripe would send for `body` at `timestamp` (unix

@@ -94,6 +94,8 @@ pub struct Reply {
     pub web_search_requests: u64,
     /// Reported as `usage.speed` when set (`"standard"`, `"fast"`).
     pub speed: Option<&'static str>,
+    /// Reported as `usage.inference_geo` when set (`"global"`, `"us"`).
+    pub inference_geo: Option<&'static str>,
 }
 
 impl Default for Reply {
@@ -109,6 +111,7 @@ impl Default for Reply {
             served_model: None,
             web_search_requests: 0,
             speed: None,
+            inference_geo: None,
         }
     }
 }

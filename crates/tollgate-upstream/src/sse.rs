@@ -10,6 +10,7 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
+use tollgate_core::pricing::Multipliers;
 use tollgate_core::usage::{Speed, TokenUsage};
 
 use crate::UpstreamError;
@@ -232,6 +233,8 @@ struct UsageFields {
     cache_creation_split: Option<(u64, u64)>,
     web_search_requests: Option<u64>,
     speed: Option<Speed>,
+    /// `inference_geo`: any geography but `"global"` is resident.
+    resident: Option<bool>,
 }
 
 impl UsageFields {
@@ -261,6 +264,10 @@ impl UsageFields {
                 .get("speed")
                 .and_then(serde_json::Value::as_str)
                 .and_then(Speed::parse),
+            resident: value
+                .get("inference_geo")
+                .and_then(serde_json::Value::as_str)
+                .map(Multipliers::is_residency_geo),
         }
     }
 }
@@ -280,6 +287,9 @@ fn apply_usage_fields(usage: &mut TokenUsage, fields: &UsageFields) {
     }
     if let Some(speed) = fields.speed {
         usage.speed = Some(speed);
+    }
+    if let Some(resident) = fields.resident {
+        usage.resident = Some(resident);
     }
     if let Some((five_minute, one_hour)) = fields.cache_creation_split {
         usage.cache_creation_5m_input_tokens = five_minute;

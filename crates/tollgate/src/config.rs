@@ -580,6 +580,9 @@ pub struct PricesConfig {
     pub per_image: Option<String>,
     /// What fast mode multiplies the token cost by ("6"); unset: no fast mode.
     pub fast_multiplier: Option<String>,
+    /// Whether the model takes `inference_geo` (data residency, billed 1.1×); a
+    /// deployment whose provider has no such parameter sets `false`.
+    pub data_residency: Option<bool>,
     /// USD per thousand web searches ("10").
     pub web_search_per_thousand: Option<String>,
     /// Prompt-length tiers; a list given replaces the inherited one (`[]` removes it).
@@ -1362,6 +1365,7 @@ fn merge_prices(base: &PricesConfig, over: &PricesConfig) -> PricesConfig {
         per_request: pick(&over.per_request, &base.per_request, false),
         per_image: pick(&over.per_image, &base.per_image, false),
         fast_multiplier: pick(&over.fast_multiplier, &base.fast_multiplier, false),
+        data_residency: over.data_residency.or(base.data_residency),
         web_search_per_thousand: pick(
             &over.web_search_per_thousand,
             &base.web_search_per_thousand,
@@ -1437,6 +1441,7 @@ fn model_prices(config: &PricesConfig, path: &str) -> anyhow::Result<ModelPrices
         prices.fast_multiplier =
             Some(Multiplier::parse(text).with_context(|| format!("{path}.fast_multiplier"))?);
     }
+    prices.data_residency = config.data_residency.unwrap_or(false);
     let mut previous = None;
     for (index, tier) in config.long_context.iter().flatten().enumerate() {
         let context = format!("{path}.long_context[{index}]");

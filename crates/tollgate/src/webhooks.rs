@@ -1,6 +1,8 @@
 //! `POST /webhooks/stripe`: Stripe's signed events, answered as Stripe expects — 200 once
 //! the event is recorded (or known, or not one tollgate acts on), 400 when the signature
-//! or the body is refused, 500 when the store failed (Stripe retries). The raw body is
+//! or the body is refused, 409 when it is for a payment not known to be paid yet (a refund
+//! ahead of its payment's own event), 500 when the store failed (Stripe retries all but
+//! the 200s). The raw body is
 //! what the signature covers, so it is read as bytes and parsed only after verification.
 
 use axum::Router;
@@ -33,6 +35,10 @@ async fn stripe(State(tollgate): State<Tollgate>, headers: HeaderMap, body: Byte
         Err(error @ (WebhookError::Signature(_) | WebhookError::Malformed(_))) => {
             tracing::warn!(%error, "a Stripe webhook was refused");
             (StatusCode::BAD_REQUEST, error.to_string()).into_response()
+        }
+        Err(error @ WebhookError::NotYet(_)) => {
+            tracing::info!(%error, "a Stripe webhook arrived before its payment; Stripe will retry");
+            (StatusCode::CONFLICT, error.to_string()).into_response()
         }
         Err(WebhookError::Service(error)) => {
             tracing::error!(%error, "a Stripe webhook could not be applied");

@@ -5,8 +5,8 @@ use chrono::TimeZone;
 
 use crate::Timestamp;
 use crate::alerts::{
-    AlertKind, REPLAY_WINDOW_SECONDS, RetryPolicy, VerifyError, balance_below, signature_header,
-    spend_limit_reached, verify,
+    AlertKind, REPLAY_WINDOW_SECONDS, RetryPolicy, VerifyError, balance_below, kinds_received,
+    signature_header, spend_limit_reached, verify,
 };
 use crate::money::NanoUsd;
 
@@ -104,4 +104,21 @@ fn every_kind_parses_back() {
     for kind in AlertKind::ALL {
         assert_eq!(AlertKind::parse(kind.as_str()), Some(kind));
     }
+}
+
+#[test]
+fn a_destination_receives_the_kinds_chosen_once_each_and_all_is_every_kind() {
+    use AlertKind::{DeploymentDown, KeyExpiring, SpendLimit75};
+    assert_eq!(
+        kinds_received(&[KeyExpiring, DeploymentDown, KeyExpiring]),
+        Some(vec![DeploymentDown, KeyExpiring]),
+        "once each, in the list's order"
+    );
+    assert_eq!(kinds_received(&[SpendLimit75]), Some(vec![SpendLimit75]));
+    assert_eq!(
+        kinds_received(&AlertKind::ALL),
+        None,
+        "every kind, later ones too"
+    );
+    assert_eq!(kinds_received(&[]), Some(Vec::new()));
 }

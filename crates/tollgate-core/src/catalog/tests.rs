@@ -1,4 +1,6 @@
-use crate::catalog::{Alias, Catalog, CatalogError, Cooldowns, Deployment, Model, route_order};
+use crate::catalog::{
+    Alias, Catalog, CatalogError, Cooldowns, Deployment, Model, UpstreamAttempt, route_order, served_by,
+};
 use crate::money::NanoUsd;
 use crate::pricing::{ModelPrices, Multipliers, PriceSchedule, TokenPrice};
 
@@ -241,6 +243,40 @@ fn cooldowns_pass_a_failed_deployment_over_until_they_end() {
 }
 
 #[test]
+fn a_deployment_is_down_from_its_first_failure_until_it_answers_again() {
+    // #17: the span one `deployment_down` alert covers: one crossing however many failures
+    // and cooldowns follow, and a new one only after a success.
+    let start = chrono::DateTime::UNIX_EPOCH;
+    let primary = deployment("primary", "m", 0, 1);
+    let other = deployment("backup", "m", 0, 1);
+    let mut cooldowns = Cooldowns::default();
+    assert!(!cooldowns.record_success(&primary), "up already");
+    assert!(cooldowns.record_failure(&primary, start), "went down");
+    assert!(!cooldowns.record_failure(&primary, start), "still down");
+    let later = start + chrono::Duration::seconds(60);
+    assert!(!cooldowns.is_cooling(&primary, later));
+    assert!(
+        !cooldowns.record_failure(&primary, later),
+        "down across cooldowns"
+    );
+    assert!(
+        cooldowns.record_failure(&other, later),
+        "each deployment on its own"
+    );
+    assert!(cooldowns.record_success(&primary), "back up");
+    assert!(!cooldowns.record_success(&primary));
+    assert!(cooldowns.record_failure(&primary, later), "a new crossing");
+    let no_cooldown = Deployment {
+        cooldown: chrono::Duration::zero(),
+        ..deployment("elsewhere", "m", 0, 1)
+    };
+    assert!(
+        !cooldowns.record_failure(&no_cooldown, start),
+        "never passed over"
+    );
+}
+
+#[test]
 fn a_server_side_fallback_is_billed_at_the_model_that_served() {
     // #18: billed at the served model's prices when the catalogue knows it, else at the
     // routed deployment's; a dated id of the routed model is the routed model.
@@ -266,4 +302,26 @@ fn a_server_side_fallback_is_billed_at_the_model_that_served() {
     proxy.deployments[0].upstream_model = "small".to_owned();
     let catalog = Catalog::new(vec![proxy, model("small", "3", "15")], Vec::new()).expect("catalogue");
     assert_eq!(catalog.served_prices("proxy", "small", at), None);
+}
+
+#[test]
+fn the_deployment_that_served_a_request_is_its_last_attempt_unless_that_failed() {
+    let attempt = |deployment: &str, error: Option<&str>| UpstreamAttempt {
+        deployment: deployment.to_owned(),
+        error: error.map(str::to_owned),
+    };
+    assert_eq!(deployment("primary", "m", 0, 1).key().label(), "primary/m");
+    assert_eq!(served_by(&[]), None, "no upstream was called");
+    assert_eq!(
+        served_by(&[
+            attempt("primary/m", Some("overloaded (529)")),
+            attempt("backup/m", None)
+        ]),
+        Some("backup/m")
+    );
+    assert_eq!(
+        served_by(&[attempt("primary/m", None), attempt("backup/m", Some("timeout"))]),
+        None,
+        "every one tried failed"
+    );
 }

@@ -18,6 +18,14 @@ fn sonnet() -> ModelPrices {
     ModelPrices::from_input_output(price("3"), price("15"))
 }
 
+/// `prices` on a model that takes `inference_geo` (Opus 4.6 and the models after it).
+fn resident(prices: ModelPrices) -> ModelPrices {
+    ModelPrices {
+        data_residency: true,
+        ..prices
+    }
+}
+
 /// Sonnet 4.5 with its 1M context window: above 200K prompt tokens, $6 / $22.50, cache
 /// writes $7.50 / $12, cache reads $0.60.
 fn sonnet_long_context() -> ModelPrices {
@@ -202,7 +210,7 @@ fn anthropic_published_examples_to_the_nano_dollar() {
         },
         Example {
             name: "data residency: 1.1 × on every kind (Sonnet 5.5: $2.20 / $11 / $0.22)",
-            prices: ModelPrices::from_input_output(price("2"), price("10")),
+            prices: resident(ModelPrices::from_input_output(price("2"), price("10"))),
             usage: usage(million, million, 0, 0, million),
             requested: Multipliers { geo: true, ..NONE },
             expected_nanos: 2_200_000_000 + 11_000_000_000 + 220_000_000,
@@ -265,6 +273,7 @@ fn multipliers_stack_exactly_and_round_up_once() {
     // of the exact product, not a rounding per factor (which would give 6, 7, then 4).
     let one_nano = ModelPrices {
         fast_multiplier: Some(Multiplier::new(6, 1)),
+        data_residency: true,
         ..ModelPrices::from_input_output(price("0.001"), price("0.001"))
     };
     let everything = Multipliers {
@@ -299,6 +308,89 @@ fn multipliers_stack_exactly_and_round_up_once() {
         ..usage(10, 0, 0, 0, 0)
     };
     assert!(one_nano.charge(&served_fast, NONE).expect("charge").applied.fast);
+}
+
+/// #18: data residency follows where the upstream says inference ran
+/// (`usage.inference_geo`), and only models that take `inference_geo` bill a request's
+/// own ask when the upstream says nothing.
+#[test]
+fn data_residency_follows_the_upstreams_report() {
+    let asked = Multipliers { geo: true, ..NONE };
+    let reported = |resident| TokenUsage {
+        resident,
+        ..usage(1_000, 100, 0, 0, 0)
+    };
+    let standard = 1_000 * 5_000 + 100 * 25_000;
+    let residency = standard * 11 / 10;
+    let cases = [
+        (
+            "asked, silent upstream, model offers it",
+            resident(opus_fast()),
+            asked,
+            None,
+            residency,
+        ),
+        (
+            "asked, upstream ran it globally",
+            resident(opus_fast()),
+            asked,
+            Some(false),
+            standard,
+        ),
+        (
+            "not asked, upstream kept it in one geography (its default)",
+            resident(opus_fast()),
+            NONE,
+            Some(true),
+            residency,
+        ),
+        (
+            "asked of a model without inference_geo, silent upstream",
+            ModelPrices {
+                data_residency: false,
+                ..opus_fast()
+            },
+            asked,
+            None,
+            standard,
+        ),
+        (
+            "a model without the flag, upstream says resident",
+            ModelPrices {
+                data_residency: false,
+                ..opus_fast()
+            },
+            NONE,
+            Some(true),
+            residency,
+        ),
+    ];
+    for (name, prices, requested, resident, expected) in cases {
+        let charge = prices.charge(&reported(resident), requested).expect("priced");
+        assert_eq!(charge.cost, NanoUsd::from_nanos(expected), "{name}");
+        assert_eq!(
+            charge.applied.geo,
+            expected == residency,
+            "{name}: the record says so"
+        );
+    }
+    // A model that offers residency is reserved for at its rate even when the request
+    // does not ask: the provider's default geography may apply.
+    assert_eq!(
+        resident(opus_fast()).cost_bound(1_000, 100, NONE),
+        opus_fast().cost_bound(1_000, 100, asked)
+    );
+    let plain = sonnet().cost_bound(1_000, 100, NONE);
+    assert_eq!(
+        plain,
+        NanoUsd::from_nanos(1_000 * 6_000 + 100 * 15_000),
+        "the dearest input kind"
+    );
+    assert_eq!(
+        sonnet().cost_bound(1_000, 100, asked),
+        NanoUsd::from_nanos(plain.nanos() * 11 / 10),
+        "asked of any model: reserved, since the upstream may report it"
+    );
 }
 
 #[test]
@@ -442,6 +534,7 @@ fn prices_strategy() -> impl Strategy<Value = ModelPrices> {
             prompt_tiers: sonnet_long_context().prompt_tiers,
             ..opus_fast()
         }),
+        Just(resident(sonnet())),
     ]
 }
 
@@ -455,10 +548,17 @@ proptest! {
         prices in prices_strategy(),
         requested in multipliers_strategy(),
         served_standard in any::<bool>(),
+        reported in prop_oneof![Just(None), Just(Some(false)), Just(Some(true))],
     ) {
+        // An upstream reports residency only where it was asked for or is the model's
+        // (the provider's default geography); a report elsewhere is beyond any bound.
+        let reported = reported.filter(|&resident| {
+            !resident || requested.geo || prices.data_residency
+        });
         let usage = TokenUsage {
             web_search_requests: 0,
             speed: served_standard.then_some(Speed::Standard),
+            resident: reported,
             ..usage
         };
         let bound = prices.cost_bound(usage.prompt_tokens(), usage.output_tokens, requested);
@@ -628,12 +728,12 @@ fn the_split_uses_the_rates_applied_with_no_other_charges() {
         (searching.clone(), long_prompt, NONE),
         (opus_fast(), fast, Multipliers { fast: true, ..NONE }),
         (
-            sonnet(),
+            resident(sonnet()),
             usage(333, 77, 11, 0, 5),
             Multipliers { geo: true, ..NONE },
         ),
         (
-            haiku_5_5(),
+            resident(haiku_5_5()),
             usage(101_333, 7, 1, 1, 1),
             Multipliers {
                 batch: true,
@@ -676,7 +776,7 @@ fn the_split_uses_the_rates_applied_with_no_other_charges() {
 /// 501 + 500.
 #[test]
 fn the_rounding_up_goes_to_the_largest_remainders() {
-    let one_dollar = ModelPrices::from_input_output(price("1"), price("1"));
+    let one_dollar = resident(ModelPrices::from_input_output(price("1"), price("1")));
     let charge = one_dollar
         .charge(
             &usage(3, 1, 0, 0, 0),

@@ -252,6 +252,14 @@ pub fn minor_units(amount: NanoUsd) -> Result<i64, PaymentError> {
     Ok(nanos / NANOS_PER_MINOR_UNIT)
 }
 
+/// An amount Stripe reports in minor units as nano-USD (`None` if negative or too large).
+pub fn from_minor_units(units: i64) -> Option<NanoUsd> {
+    if units < 0 {
+        return None;
+    }
+    units.checked_mul(NANOS_PER_MINOR_UNIT).map(NanoUsd::from_nanos)
+}
+
 /// Why a webhook's signature was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SignatureError {

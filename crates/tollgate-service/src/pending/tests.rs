@@ -29,6 +29,7 @@ fn settlement(reservation_id: &str, cost_nanos: i64) -> Settlement {
                 cache_read_input_tokens: 3,
                 web_search_requests: 5,
                 speed: Some(tollgate_core::usage::Speed::Fast),
+                resident: None,
             },
             cost: NanoUsd::from_nanos(cost_nanos),
             status: UsageStatus::ClientDisconnected,
@@ -52,6 +53,16 @@ fn settlement(reservation_id: &str, cost_nanos: i64) -> Settlement {
                 web_search: NanoUsd::from_nanos(50_000_000),
                 ..Default::default()
             },
+            upstream_attempts: vec![
+                tollgate_core::catalog::UpstreamAttempt {
+                    deployment: "primary/claude-haiku-4-5".to_owned(),
+                    error: Some("overloaded (529)".to_owned()),
+                },
+                tollgate_core::catalog::UpstreamAttempt {
+                    deployment: "backup/claude-haiku-4-5".to_owned(),
+                    error: None,
+                },
+            ],
         },
     }
 }

@@ -366,6 +366,7 @@ fn settlement(id: &str, cost: i64) -> Settlement {
             served_model: None,
             multipliers: Default::default(),
             lines: Default::default(),
+            upstream_attempts: Vec::new(),
         },
     }
 }

@@ -1,6 +1,7 @@
 //! PostgreSQL twin of `sqlite/audit.rs`: recomputes every account's totals from the journal
 //! and the open reservations, every monthly spend counter from the reservations made that
-//! month, and every organization's cumulative purchases from its succeeded purchases, and
+//! month, and every organization's cumulative purchases from its succeeded purchases (less their
+//! refunds and lost disputes), every purchase's reversal totals from its reversals, and
 //! compares them with the stored totals (the comparisons are `journal`'s, shared with
 //! SQLite), and checks that every ended reservation has its one usage record. The one
 //! place money is summed in SQL, because the sums are the check. It only
@@ -10,7 +11,9 @@ use sqlx::PgConnection;
 use tollgate_core::ledger::Account;
 
 use crate::error::StoreError;
-use crate::journal::{CROSS_CHECK_DESCRIPTIONS, RecomputedTotals, TotalsByAccount, compare_accounts};
+use crate::journal::{
+    CROSS_CHECK_DESCRIPTIONS, REVERSAL_CROSS_CHECKS, RecomputedTotals, TotalsByAccount, compare_accounts,
+};
 use crate::model::AuditReport;
 use crate::postgres::{PgStore, column, store_error};
 use crate::rows::account_from_row;
@@ -68,7 +71,12 @@ impl PgStore {
         };
         let mut problems = compare_accounts(&accounts, &recomputed);
 
-        for (query, describe) in CROSS_CHECKS.iter().zip(CROSS_CHECK_DESCRIPTIONS) {
+        let checks = CROSS_CHECKS
+            .iter()
+            .copied()
+            .zip(CROSS_CHECK_DESCRIPTIONS)
+            .chain(REVERSAL_CROSS_CHECKS);
+        for (query, describe) in checks {
             let rows = sqlx::query(query)
                 .fetch_all(&mut *connection)
                 .await
@@ -159,11 +167,11 @@ const CROSS_CHECKS: [&str; 10] = [
          ON r.org_id = k.org_id AND r.workspace_id = k.workspace_id AND r.month = k.month
      WHERE COALESCE(c.settled_nanos, 0) <> COALESCE(r.settled, 0)",
     "SELECT o.id AS subject, o.cumulative_purchases_nanos AS stored,
-            COALESCE(SUM(p.amount_nanos), 0)::BIGINT AS recomputed
+            COALESCE(SUM(p.amount_nanos - p.refunded_nanos - p.disputed_nanos), 0)::BIGINT AS recomputed
      FROM organizations o
      LEFT JOIN purchases p ON p.org_id = o.id AND p.status = 'succeeded'
      GROUP BY o.id, o.cumulative_purchases_nanos
-     HAVING o.cumulative_purchases_nanos <> COALESCE(SUM(p.amount_nanos), 0)",
+     HAVING o.cumulative_purchases_nanos <> COALESCE(SUM(p.amount_nanos - p.refunded_nanos - p.disputed_nanos), 0)",
     // A paid purchase granted exactly its amount as a purchase lot of its organization.
     "SELECT p.id AS subject, p.amount_nanos AS stored, COALESCE(l.amount, 0) AS recomputed
      FROM purchases p

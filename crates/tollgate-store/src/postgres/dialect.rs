@@ -14,6 +14,7 @@ use crate::payment_customers::PaymentCustomers;
 use crate::postgres::{PgStore, PgTransaction, store_error};
 use crate::reports::Reports;
 use crate::request_log::RequestLog;
+use crate::sso::SsoAttempts;
 use crate::stored_responses::StoredResponses;
 
 impl Dialect for PgStore {
@@ -44,6 +45,10 @@ impl Dialect for PgStore {
         " FOR UPDATE SKIP LOCKED"
     }
 
+    fn rows_affected(result: &sqlx::postgres::PgQueryResult) -> u64 {
+        result.rows_affected()
+    }
+
     fn bind_any_of<'q>(
         query: Query<'q, Postgres, BoundArguments<'q, Postgres>>,
         texts: &'q [String],
@@ -59,6 +64,8 @@ impl AuditLog for PgStore {}
 impl Batches for PgStore {}
 
 impl StoredResponses for PgStore {}
+
+impl SsoAttempts for PgStore {}
 impl PaymentCustomers for PgStore {}
 
 impl Reports for PgStore {}

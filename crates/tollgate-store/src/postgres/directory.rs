@@ -8,12 +8,13 @@
 
 use sqlx::PgConnection;
 use tollgate_core::Timestamp;
-use tollgate_core::keys::KeyKind;
+use tollgate_core::keys::{AllowedModels, KeyKind};
 use tollgate_core::roles::OrgRole;
 
 use crate::admin_model::{
     CreatedBy, DirectoryRejection, InviteRecord, KeyView, MemberRecord, UserRecord, WorkspaceRejection,
 };
+use crate::codec::allowed_models_text;
 use crate::error::{StoreError, TxError};
 use crate::model::{AuditEntry, KeyStatus, NewKey, Workspace};
 use crate::postgres::audit_log::{check_entry_scope, insert_audit_event};
@@ -35,8 +36,8 @@ impl PgStore {
         sqlx::query(
             "INSERT INTO api_keys
                 (id, kind, org_id, workspace_id, name, secret_hash, hint, status, created_at,
-                 created_by_type, created_by_id, expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                 created_by_type, created_by_id, expires_at, user_id, allowed_models)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
         )
         .bind(&key.id)
         .bind(key.kind.as_str())
@@ -50,6 +51,8 @@ impl PgStore {
         .bind(created_by.kind())
         .bind(created_by.id())
         .bind(key.expires_at.map(millis))
+        .bind(&key.user_id)
+        .bind(allowed_models_text(&key.allowed_models))
         .execute(self.pool())
         .await
         .map_err(store_error)?;
@@ -80,6 +83,20 @@ impl PgStore {
         .iter()
         .map(key_view_from_row)
         .collect()
+    }
+
+    pub(crate) async fn set_key_allowed_models(
+        &self,
+        key_id: &str,
+        allowed_models: &AllowedModels,
+    ) -> Result<bool, StoreError> {
+        let updated = sqlx::query("UPDATE api_keys SET allowed_models = $1 WHERE id = $2")
+            .bind(allowed_models_text(allowed_models))
+            .bind(key_id)
+            .execute(self.pool())
+            .await
+            .map_err(store_error)?;
+        Ok(updated.rows_affected() > 0)
     }
 
     pub(crate) async fn rename_key(&self, key_id: &str, name: &str) -> Result<bool, StoreError> {
@@ -280,6 +297,13 @@ impl PgStore {
                 .await
                 .map_err(store_error)?;
             let deleted = sqlx::query("DELETE FROM users WHERE id = $1")
+                .bind(user_id)
+                .execute(&mut *transaction)
+                .await
+                .map_err(store_error)?;
+            // The user's personal keys stop with them, for good (see `Store::delete_user`).
+            sqlx::query("UPDATE api_keys SET status = $1 WHERE user_id = $2 AND status <> $1")
+                .bind(KeyStatus::Archived.as_str())
                 .bind(user_id)
                 .execute(&mut *transaction)
                 .await

@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, HashMap};
 use sqlx::PgConnection;
 use tollgate_core::Timestamp;
 use tollgate_core::ledger::{self, Account, AccountId, AccountKind, Lot, LotKind};
+use tollgate_core::money::NanoUsd;
 
 use crate::batching::reap_overdue;
 use crate::error::{StoreError, TxError};
@@ -551,4 +552,50 @@ async fn load_system_account(
             kind.as_str()
         ))),
     }
+}
+
+/// A lot by id with its account, inside the caller's transaction (unknown is a bug).
+pub(crate) async fn load_lot_in(connection: &mut PgConnection, lot_id: &str) -> Result<LotView, StoreError> {
+    sqlx::query(&format!("{LOT_SELECT} WHERE l.id = $1"))
+        .bind(lot_id)
+        .fetch_optional(&mut *connection)
+        .await
+        .map_err(store_error)?
+        .map(|row| lot_view_from_row(&row))
+        .transpose()?
+        .ok_or_else(|| invariant(format!("lot {lot_id} does not exist")))
+}
+
+/// Posts what a reversal recovers from a purchase's lot back to its organization's
+/// purchases account, under the organization's lock the caller holds: the grant, run
+/// backwards.
+pub(crate) async fn reverse_lot_in(
+    connection: &mut PgConnection,
+    org_id: &str,
+    lot: &Lot,
+    amount: NanoUsd,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let source = load_system_account(&mut *connection, org_id, lot.kind.source_account_kind()).await?;
+    let mut accounts = AccountSet::default();
+    accounts.insert(lot.account);
+    accounts.insert(source);
+    accounts.transfer(lot.account.id, source.id, |debit, credit| {
+        ledger::post(debit, credit, amount)
+    })?;
+    append_journal(
+        &mut *connection,
+        &[JournalEntry {
+            org_id,
+            debit: lot.account.id,
+            credit: source.id,
+            amount,
+            kind: TransferKind::Reversal,
+            reservation_id: None,
+            lot_id: Some(&lot.lot_id),
+            created_at: now,
+        }],
+    )
+    .await?;
+    write_accounts(&mut *connection, &accounts).await
 }

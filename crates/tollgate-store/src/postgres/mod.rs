@@ -34,7 +34,7 @@ use tollgate_core::keys::KeyKind;
 use tollgate_core::usage::Speed;
 
 use crate::batching::WriterQueue;
-use crate::codec::label_text;
+use crate::codec::{allowed_models_text, attempts_to_sql, label_text};
 pub(crate) use crate::codec::{
     check_rows_written, count_from_sql, count_to_sql, invariant, millis, timestamp_from_sql,
     truncate_to_millis,
@@ -42,7 +42,9 @@ pub(crate) use crate::codec::{
 use crate::error::{StoreError, TxError};
 use crate::model::{KeyRecord, KeyStatus, NameTaken, NewKey, Organization, UsageRecord, Workspace};
 pub(crate) use crate::rows::column;
-use crate::rows::{key_from_row, organization_from_row, usage_record_from_row, workspace_from_row};
+use crate::rows::{
+    KEY_COLUMNS, key_from_row, organization_from_row, usage_record_from_row, workspace_from_row,
+};
 use crate::rules::{DEFAULT_WORKSPACE_NAME, SYSTEM_ACCOUNT_KINDS};
 
 /// How a PostgreSQL store connects.
@@ -332,8 +334,9 @@ impl PgStore {
         let expires_at = key.expires_at.map(truncate_to_millis).transpose()?;
         sqlx::query(
             "INSERT INTO api_keys
-                (id, kind, org_id, workspace_id, name, secret_hash, hint, status, created_at, expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                (id, kind, org_id, workspace_id, name, secret_hash, hint, status, created_at, expires_at,
+                 user_id, allowed_models)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(&key.id)
         .bind(key.kind.as_str())
@@ -345,6 +348,8 @@ impl PgStore {
         .bind(KeyStatus::Active.as_str())
         .bind(millis(key.created_at))
         .bind(key.expires_at.map(millis))
+        .bind(&key.user_id)
+        .bind(allowed_models_text(&key.allowed_models))
         .execute(&self.pool)
         .await
         .map_err(store_error)?;
@@ -359,14 +364,15 @@ impl PgStore {
             created_at: truncate_to_millis(key.created_at)?,
             last_used_at: None,
             expires_at,
+            user_id: key.user_id,
+            allowed_models: key.allowed_models,
         })
     }
 
     pub(crate) async fn key_by_hash(&self, secret_hash: &str) -> Result<Option<KeyRecord>, StoreError> {
-        sqlx::query(
-            "SELECT id, kind, org_id, workspace_id, name, hint, status, created_at, last_used_at, expires_at
-             FROM api_keys WHERE secret_hash = $1",
-        )
+        sqlx::query(&format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys WHERE secret_hash = $1"
+        ))
         .bind(secret_hash)
         .fetch_optional(&self.pool)
         .await
@@ -376,16 +382,13 @@ impl PgStore {
     }
 
     pub(crate) async fn key(&self, key_id: &str) -> Result<Option<KeyRecord>, StoreError> {
-        sqlx::query(
-            "SELECT id, kind, org_id, workspace_id, name, hint, status, created_at, last_used_at, expires_at
-             FROM api_keys WHERE id = $1",
-        )
-        .bind(key_id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(store_error)?
-        .map(|row| key_from_row(&row))
-        .transpose()
+        sqlx::query(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1"))
+            .bind(key_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(store_error)?
+            .map(|row| key_from_row(&row))
+            .transpose()
     }
 
     pub(crate) async fn list_keys(
@@ -396,24 +399,14 @@ impl PgStore {
     ) -> Result<Vec<KeyRecord>, StoreError> {
         let rows = match workspace_id {
             None => {
-                sqlx::query(
-                    "SELECT id, kind, org_id, workspace_id, name, hint, status, created_at,
-                            last_used_at, expires_at
-                     FROM api_keys WHERE org_id = $1 AND kind = $2
-                     ORDER BY created_at DESC, id DESC",
-                )
+                sqlx::query(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE org_id = $1 AND kind = $2 ORDER BY created_at DESC, id DESC"))
                 .bind(org_id)
                 .bind(kind.as_str())
                 .fetch_all(&self.pool)
                 .await
             }
             Some(workspace_id) => {
-                sqlx::query(
-                    "SELECT id, kind, org_id, workspace_id, name, hint, status, created_at,
-                            last_used_at, expires_at
-                     FROM api_keys WHERE org_id = $1 AND kind = $2 AND workspace_id = $3
-                     ORDER BY created_at DESC, id DESC",
-                )
+                sqlx::query(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE org_id = $1 AND kind = $2 AND workspace_id = $3 ORDER BY created_at DESC, id DESC"))
                 .bind(org_id)
                 .bind(kind.as_str())
                 .bind(workspace_id)
@@ -464,7 +457,8 @@ impl PgStore {
                     started_at, ended_at, client_session_id, client_agent_id,
                     client_parent_agent_id, served_model, speed, multipliers, web_search_requests,
                     cost_input_nanos, cost_output_nanos, cost_cache_write_5m_nanos,
-                    cost_cache_write_1h_nanos, cost_cache_read_nanos, cost_web_search_nanos
+                    cost_cache_write_1h_nanos, cost_cache_read_nanos, cost_web_search_nanos,
+                    upstream_attempts
              FROM usage_records WHERE org_id = $1 ORDER BY ended_at, id",
         )
         .bind(org_id)
@@ -488,7 +482,8 @@ impl PgStore {
                     started_at, ended_at, client_session_id, client_agent_id,
                     client_parent_agent_id, served_model, speed, multipliers, web_search_requests,
                     cost_input_nanos, cost_output_nanos, cost_cache_write_5m_nanos,
-                    cost_cache_write_1h_nanos, cost_cache_read_nanos, cost_web_search_nanos
+                    cost_cache_write_1h_nanos, cost_cache_read_nanos, cost_web_search_nanos,
+                    upstream_attempts
              FROM usage_records WHERE org_id = $1 AND request_id = $2 ORDER BY id DESC LIMIT 1",
         )
         .bind(org_id)
@@ -575,26 +570,27 @@ pub(crate) async fn insert_usage_records_in(
              ended_at, reservation_id, client_session_id, client_agent_id, client_parent_agent_id,
              served_model, speed, multipliers, web_search_requests, cost_input_nanos,
              cost_output_nanos, cost_cache_write_5m_nanos, cost_cache_write_1h_nanos,
-             cost_cache_read_nanos, cost_web_search_nanos)
+             cost_cache_read_nanos, cost_web_search_nanos, upstream_attempts)
          SELECT r.request_id, r.org_id, r.workspace_id, r.api_key_id, r.model, r.input_tokens,
                 r.output_tokens, r.cache_creation_5m, r.cache_creation_1h, r.cache_read, r.cost_nanos,
                 r.status, r.error_type, r.latency_ms, r.started_at, r.ended_at, r.reservation_id,
                 r.client_session_id, r.client_agent_id, r.client_parent_agent_id, r.served_model,
                 r.speed, r.multipliers, r.web_search_requests, r.cost_input, r.cost_output,
-                r.cost_cache_write_5m, r.cost_cache_write_1h, r.cost_cache_read, r.cost_web_search
+                r.cost_cache_write_5m, r.cost_cache_write_1h, r.cost_cache_read, r.cost_web_search,
+                r.upstream_attempts
          FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[],
                      $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[],
                      $12::text[], $13::text[], $14::bigint[], $15::bigint[], $16::bigint[],
                      $17::text[], $18::text[], $19::text[], $20::text[], $21::text[], $22::text[],
                      $23::text[], $24::bigint[], $25::bigint[], $26::bigint[], $27::bigint[],
-                     $28::bigint[], $29::bigint[], $30::bigint[])
+                     $28::bigint[], $29::bigint[], $30::bigint[], $31::text[])
               WITH ORDINALITY
               AS r (request_id, org_id, workspace_id, api_key_id, model, input_tokens, output_tokens,
                     cache_creation_5m, cache_creation_1h, cache_read, cost_nanos, status, error_type,
                     latency_ms, started_at, ended_at, reservation_id, client_session_id,
                     client_agent_id, client_parent_agent_id, served_model, speed, multipliers,
                     web_search_requests, cost_input, cost_output, cost_cache_write_5m,
-                    cost_cache_write_1h, cost_cache_read, cost_web_search, n)
+                    cost_cache_write_1h, cost_cache_read, cost_web_search, upstream_attempts, n)
          ORDER BY r.n",
     )
     .bind(text_of(|record| &record.request_id))
@@ -657,6 +653,12 @@ pub(crate) async fn insert_usage_records_in(
     .bind(integer_of(|record| record.lines.cache_write_1h.nanos()))
     .bind(integer_of(|record| record.lines.cache_read.nanos()))
     .bind(integer_of(|record| record.lines.web_search.nanos()))
+    .bind(
+        records
+            .iter()
+            .map(|(record, _)| attempts_to_sql(&record.upstream_attempts))
+            .collect::<Vec<_>>(),
+    )
     .execute(&mut *connection)
     .await
     .map_err(store_error)?;

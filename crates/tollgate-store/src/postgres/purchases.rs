@@ -2,7 +2,8 @@
 //!
 //! A purchase is claimed (`pending`, idempotent by organization and key) before the payment
 //! provider is charged, and completed exactly once afterwards, in one transaction with the
-//! lot it grants and the cumulative purchases it raises. Every script here takes the
+//! lot it grants and the cumulative purchases it raises; a refund or lost dispute reverses
+//! part of a paid purchase in the transaction of its provider event (`reverse_in`). Every script here takes the
 //! organization's row lock first, like the ledger's, so a claim, a completion and an
 //! auto-reload claim of one organization run one at a time across replicas: at most one
 //! process holds an organization's auto-reload claim (`in_flight_since`), and one whose
@@ -12,18 +13,19 @@ use sqlx::PgConnection;
 use tollgate_core::Timestamp;
 use tollgate_core::ledger::LotKind;
 use tollgate_core::money::NanoUsd;
+use tollgate_core::refunds::{PurchaseReversals, ReversalKind, plan_reversal};
 
 use crate::error::{StoreError, TxError};
-use crate::journal::unpaid_purchase_entry;
+use crate::journal::{reversal_entry, reversed_lot_id, unpaid_purchase_entry};
 use crate::model::{
     AuditEntry, AutoReload, IdempotencyKeyReused, NewPurchase, PaymentEvent, PaymentEventEffect, Purchase,
-    PurchaseClaim, PurchaseOutcome, PurchaseStatus,
+    PurchaseClaim, PurchaseOutcome, PurchaseStatus, Reversal,
 };
 use crate::postgres::audit_log::{
     AUTO_RELOAD_DISABLED, CREDIT_PURCHASE_DECLINED, CREDIT_PURCHASE_FAILED, CREDIT_PURCHASED, SYSTEM_ACTOR,
     check_entry_scope, insert_audit_event,
 };
-use crate::postgres::ledger::grant_in;
+use crate::postgres::ledger::{grant_in, load_lot_in, reverse_lot_in};
 use crate::postgres::{
     PgStore, invariant, lock_organization, millis, retrying, retrying_store, store_error, truncate_to_millis,
 };
@@ -83,6 +85,9 @@ impl PgStore {
                 lot_id: None,
                 created_at,
                 completed_at: None,
+                refunded: NanoUsd::ZERO,
+                disputed: NanoUsd::ZERO,
+                unrecovered: NanoUsd::ZERO,
             }))
         })
         .await
@@ -154,6 +159,17 @@ impl PgStore {
                         .await
                         .map_err(store_error)
                         .and_then(|row| purchase_from_row(&row))?
+                }
+                PaymentEventEffect::Reverse(reversal) => {
+                    reverse_in(
+                        &mut transaction,
+                        purchase_id,
+                        &event.event_id,
+                        reversal,
+                        actor,
+                        now,
+                    )
+                    .await?
                 }
             };
             transaction.commit().await.map_err(store_error)?;
@@ -454,8 +470,10 @@ async fn complete_in(
                 now,
             )
             .await?;
-            let cumulative =
-                add_cumulative_purchases(&mut *connection, &purchase.org_id, purchase.amount).await?;
+            let cumulative = change_cumulative_purchases(&mut *connection, &purchase.org_id, |loaded| {
+                loaded.checked_add(purchase.amount)
+            })
+            .await?;
             AuditEntry {
                 org_id: purchase.org_id.clone(),
                 actor: actor.to_owned(),
@@ -553,12 +571,13 @@ async fn end_unpaid(
     ))
 }
 
-/// Adds a paid purchase to the organization's cumulative purchases, compare-and-set against
-/// the total loaded and read back. Returns the new total.
-async fn add_cumulative_purchases(
+/// Changes the organization's cumulative purchases by `change` (a paid purchase adds, a
+/// reversal subtracts), compare-and-set against the total loaded and read back. Returns
+/// the new total.
+async fn change_cumulative_purchases(
     connection: &mut PgConnection,
     org_id: &str,
-    amount: NanoUsd,
+    change: impl FnOnce(NanoUsd) -> Option<NanoUsd>,
 ) -> Result<NanoUsd, StoreError> {
     let loaded: Option<i64> =
         sqlx::query_scalar("SELECT cumulative_purchases_nanos FROM organizations WHERE id = $1")
@@ -569,9 +588,9 @@ async fn add_cumulative_purchases(
     let loaded = loaded
         .map(NanoUsd::from_nanos)
         .ok_or_else(|| invariant(format!("purchase of unknown organization {org_id}")))?;
-    let total = loaded
-        .checked_add(amount)
-        .ok_or_else(|| invariant(format!("the cumulative purchases of {org_id} overflow")))?;
+    let total = change(loaded)
+        .filter(|total| !total.is_negative())
+        .ok_or_else(|| invariant(format!("the cumulative purchases of {org_id} leave their range")))?;
     let stored: Option<i64> = sqlx::query_scalar(
         "UPDATE organizations SET cumulative_purchases_nanos = $1
          WHERE id = $2 AND cumulative_purchases_nanos = $3
@@ -594,6 +613,112 @@ async fn add_cumulative_purchases(
         )));
     }
     Ok(total)
+}
+
+/// Applies a reversal (a refund or a lost dispute) of a paid purchase under its
+/// organization's lock, which the caller holds; as `sqlite/purchases.rs` `reverse_in`.
+async fn reverse_in(
+    connection: &mut PgConnection,
+    purchase_id: &str,
+    event_id: &str,
+    reversal: &Reversal,
+    actor: &str,
+    now: Timestamp,
+) -> Result<Purchase, StoreError> {
+    let purchase = sqlx::query(&format!("{PURCHASE_SELECT} WHERE id = $1 FOR UPDATE"))
+        .bind(purchase_id)
+        .fetch_optional(&mut *connection)
+        .await
+        .map_err(store_error)?
+        .map(|row| purchase_from_row(&row))
+        .transpose()?
+        .ok_or_else(|| invariant(format!("a reversal of an unknown purchase {purchase_id}")))?;
+    let lot_id = reversed_lot_id(&purchase)?;
+    let kind = reversal.claim.kind();
+    if kind == ReversalKind::Dispute {
+        let recorded: Option<i32> = sqlx::query_scalar(
+            "SELECT 1 FROM purchase_reversals
+             WHERE purchase_id = $1 AND kind = 'dispute' AND reference = $2",
+        )
+        .bind(purchase_id)
+        .bind(&reversal.reference)
+        .fetch_optional(&mut *connection)
+        .await
+        .map_err(store_error)?;
+        if recorded.is_some() {
+            return Ok(purchase);
+        }
+    }
+    let lot = load_lot_in(&mut *connection, lot_id).await?;
+    let state = PurchaseReversals {
+        amount: purchase.amount,
+        refunded: purchase.refunded,
+        disputed: purchase.disputed,
+        lot_available: lot.lot.account.available(),
+    };
+    let Some(plan) = plan_reversal(state, reversal.claim) else {
+        return Ok(purchase);
+    };
+    if plan.recovered.is_positive() {
+        reverse_lot_in(&mut *connection, &purchase.org_id, &lot.lot, plan.recovered, now).await?;
+    }
+    sqlx::query(
+        "INSERT INTO purchase_reversals
+            (purchase_id, org_id, event_id, kind, reference, amount_nanos, recovered_nanos,
+             unrecovered_nanos, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(purchase_id)
+    .bind(&purchase.org_id)
+    .bind(event_id)
+    .bind(kind.as_str())
+    .bind(&reversal.reference)
+    .bind(plan.reversed.nanos())
+    .bind(plan.recovered.nanos())
+    .bind(plan.unrecovered.nanos())
+    .bind(millis(now))
+    .execute(&mut *connection)
+    .await
+    .map_err(store_error)?;
+    let unrecovered = purchase
+        .unrecovered
+        .checked_add(plan.unrecovered)
+        .ok_or_else(|| {
+            invariant(format!(
+                "the unrecovered amount of purchase {purchase_id} overflows"
+            ))
+        })?;
+    let updated = sqlx::query(
+        "UPDATE purchases SET refunded_nanos = $1, disputed_nanos = $2, unrecovered_nanos = $3
+         WHERE id = $4 AND refunded_nanos = $5 AND disputed_nanos = $6 AND unrecovered_nanos = $7",
+    )
+    .bind(plan.refunded.nanos())
+    .bind(plan.disputed.nanos())
+    .bind(unrecovered.nanos())
+    .bind(purchase_id)
+    .bind(purchase.refunded.nanos())
+    .bind(purchase.disputed.nanos())
+    .bind(purchase.unrecovered.nanos())
+    .execute(&mut *connection)
+    .await
+    .map_err(store_error)?;
+    if updated.rows_affected() != 1 {
+        return Err(invariant(format!(
+            "purchase {purchase_id} changed after it was loaded in the same transaction"
+        )));
+    }
+    let cumulative = change_cumulative_purchases(&mut *connection, &purchase.org_id, |loaded| {
+        loaded.checked_sub(plan.reversed)
+    })
+    .await?;
+    insert_audit_event(
+        &mut *connection,
+        &reversal_entry(&purchase, &plan, &reversal.reference, cumulative, actor, now),
+    )
+    .await?;
+    load_purchase_by_id(&mut *connection, purchase_id)
+        .await?
+        .ok_or_else(|| invariant(format!("purchase {purchase_id} vanished while it was reversed")))
 }
 
 async fn load_purchase_by_id(

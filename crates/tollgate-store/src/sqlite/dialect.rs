@@ -14,6 +14,7 @@ use crate::payment_customers::PaymentCustomers;
 use crate::reports::Reports;
 use crate::request_log::RequestLog;
 use crate::sqlite::{SqliteStore, SqliteTransaction, store_error};
+use crate::sso::SsoAttempts;
 use crate::stored_responses::StoredResponses;
 
 impl Dialect for SqliteStore {
@@ -50,6 +51,10 @@ impl Dialect for SqliteStore {
         ""
     }
 
+    fn rows_affected(result: &sqlx::sqlite::SqliteQueryResult) -> u64 {
+        result.rows_affected()
+    }
+
     fn bind_any_of<'q>(
         query: Query<'q, Sqlite, BoundArguments<'q, Sqlite>>,
         texts: &'q [String],
@@ -65,6 +70,8 @@ impl AuditLog for SqliteStore {}
 impl Batches for SqliteStore {}
 
 impl StoredResponses for SqliteStore {}
+
+impl SsoAttempts for SqliteStore {}
 impl PaymentCustomers for SqliteStore {}
 
 impl Reports for SqliteStore {}

@@ -6,12 +6,13 @@
 //! both pass it.
 
 use tollgate_core::Timestamp;
-use tollgate_core::keys::KeyKind;
+use tollgate_core::keys::{AllowedModels, KeyKind};
 use tollgate_core::roles::OrgRole;
 
 use crate::admin_model::{
     CreatedBy, DirectoryRejection, InviteRecord, KeyView, MemberRecord, UserRecord, WorkspaceRejection,
 };
+use crate::codec::allowed_models_text;
 use crate::error::{StoreError, TxError};
 use crate::model::{AuditEntry, KeyStatus, NewKey, Workspace};
 use crate::rows::{
@@ -30,8 +31,8 @@ impl SqliteStore {
         sqlx::query(
             "INSERT INTO api_keys
                 (id, kind, org_id, workspace_id, name, secret_hash, hint, status, created_at,
-                 created_by_type, created_by_id, expires_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 created_by_type, created_by_id, expires_at, user_id, allowed_models)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&key.id)
         .bind(key.kind.as_str())
@@ -45,6 +46,8 @@ impl SqliteStore {
         .bind(created_by.kind())
         .bind(created_by.id())
         .bind(key.expires_at.map(millis))
+        .bind(&key.user_id)
+        .bind(allowed_models_text(&key.allowed_models))
         .execute(&self.writer)
         .await
         .map_err(store_error)?;
@@ -75,6 +78,20 @@ impl SqliteStore {
         .iter()
         .map(key_view_from_row)
         .collect()
+    }
+
+    pub(crate) async fn set_key_allowed_models(
+        &self,
+        key_id: &str,
+        allowed_models: &AllowedModels,
+    ) -> Result<bool, StoreError> {
+        let updated = sqlx::query("UPDATE api_keys SET allowed_models = ? WHERE id = ?")
+            .bind(allowed_models_text(allowed_models))
+            .bind(key_id)
+            .execute(&self.writer)
+            .await
+            .map_err(store_error)?;
+        Ok(updated.rows_affected() > 0)
     }
 
     pub(crate) async fn rename_key(&self, key_id: &str, name: &str) -> Result<bool, StoreError> {
@@ -277,6 +294,14 @@ impl SqliteStore {
             .map_err(store_error)?;
         let deleted = sqlx::query("DELETE FROM users WHERE id = ?")
             .bind(user_id)
+            .execute(&mut *transaction)
+            .await
+            .map_err(store_error)?;
+        // The user's personal keys stop with them, for good (see `Store::delete_user`).
+        sqlx::query("UPDATE api_keys SET status = ? WHERE user_id = ? AND status <> ?")
+            .bind(KeyStatus::Archived.as_str())
+            .bind(user_id)
+            .bind(KeyStatus::Archived.as_str())
             .execute(&mut *transaction)
             .await
             .map_err(store_error)?;

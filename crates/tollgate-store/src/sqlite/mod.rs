@@ -34,14 +34,16 @@ use tollgate_core::keys::KeyKind;
 use tollgate_core::usage::Speed;
 
 use crate::batching::WriterQueue;
-use crate::codec::label_text;
+use crate::codec::{allowed_models_text, attempts_to_sql, label_text};
 pub(crate) use crate::codec::{
     count_from_sql, count_to_sql, invariant, millis, timestamp_from_sql, truncate_to_millis,
 };
 use crate::error::{StoreError, TxError};
 use crate::model::{KeyRecord, KeyStatus, NameTaken, NewKey, Organization, UsageRecord, Workspace};
 pub(crate) use crate::rows::column;
-use crate::rows::{key_from_row, organization_from_row, usage_record_from_row, workspace_from_row};
+use crate::rows::{
+    KEY_COLUMNS, key_from_row, organization_from_row, usage_record_from_row, workspace_from_row,
+};
 use crate::rules::{DEFAULT_WORKSPACE_NAME, SYSTEM_ACCOUNT_KINDS};
 
 /// How long a statement waits for another process's write lock before failing as `Busy`.
@@ -315,8 +317,9 @@ impl SqliteStore {
         let expires_at = key.expires_at.map(truncate_to_millis).transpose()?;
         sqlx::query(
             "INSERT INTO api_keys
-                (id, kind, org_id, workspace_id, name, secret_hash, hint, status, created_at, expires_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (id, kind, org_id, workspace_id, name, secret_hash, hint, status, created_at, expires_at,
+                 user_id, allowed_models)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&key.id)
         .bind(key.kind.as_str())
@@ -328,6 +331,8 @@ impl SqliteStore {
         .bind(KeyStatus::Active.as_str())
         .bind(millis(key.created_at))
         .bind(key.expires_at.map(millis))
+        .bind(&key.user_id)
+        .bind(allowed_models_text(&key.allowed_models))
         .execute(&self.writer)
         .await
         .map_err(store_error)?;
@@ -342,14 +347,15 @@ impl SqliteStore {
             created_at: truncate_to_millis(key.created_at)?,
             last_used_at: None,
             expires_at,
+            user_id: key.user_id,
+            allowed_models: key.allowed_models,
         })
     }
 
     pub(crate) async fn key_by_hash(&self, secret_hash: &str) -> Result<Option<KeyRecord>, StoreError> {
-        sqlx::query(
-            "SELECT id, kind, org_id, workspace_id, name, hint, status, created_at, last_used_at, expires_at
-             FROM api_keys WHERE secret_hash = ?",
-        )
+        sqlx::query(&format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys WHERE secret_hash = ?"
+        ))
         .bind(secret_hash)
         .fetch_optional(&self.reader)
         .await
@@ -359,16 +365,13 @@ impl SqliteStore {
     }
 
     pub(crate) async fn key(&self, key_id: &str) -> Result<Option<KeyRecord>, StoreError> {
-        sqlx::query(
-            "SELECT id, kind, org_id, workspace_id, name, hint, status, created_at, last_used_at, expires_at
-             FROM api_keys WHERE id = ?",
-        )
-        .bind(key_id)
-        .fetch_optional(&self.reader)
-        .await
-        .map_err(store_error)?
-        .map(|row| key_from_row(&row))
-        .transpose()
+        sqlx::query(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?"))
+            .bind(key_id)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(store_error)?
+            .map(|row| key_from_row(&row))
+            .transpose()
     }
 
     pub(crate) async fn list_keys(
@@ -379,24 +382,14 @@ impl SqliteStore {
     ) -> Result<Vec<KeyRecord>, StoreError> {
         let rows = match workspace_id {
             None => {
-                sqlx::query(
-                    "SELECT id, kind, org_id, workspace_id, name, hint, status, created_at,
-                            last_used_at, expires_at
-                     FROM api_keys WHERE org_id = ? AND kind = ?
-                     ORDER BY created_at DESC, id DESC",
-                )
+                sqlx::query(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE org_id = ? AND kind = ? ORDER BY created_at DESC, id DESC"))
                 .bind(org_id)
                 .bind(kind.as_str())
                 .fetch_all(&self.reader)
                 .await
             }
             Some(workspace_id) => {
-                sqlx::query(
-                    "SELECT id, kind, org_id, workspace_id, name, hint, status, created_at,
-                            last_used_at, expires_at
-                     FROM api_keys WHERE org_id = ? AND kind = ? AND workspace_id = ?
-                     ORDER BY created_at DESC, id DESC",
-                )
+                sqlx::query(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE org_id = ? AND kind = ? AND workspace_id = ? ORDER BY created_at DESC, id DESC"))
                 .bind(org_id)
                 .bind(kind.as_str())
                 .bind(workspace_id)
@@ -448,7 +441,8 @@ impl SqliteStore {
                     started_at, ended_at, client_session_id, client_agent_id,
                     client_parent_agent_id, served_model, speed, multipliers, web_search_requests,
                     cost_input_nanos, cost_output_nanos, cost_cache_write_5m_nanos,
-                    cost_cache_write_1h_nanos, cost_cache_read_nanos, cost_web_search_nanos
+                    cost_cache_write_1h_nanos, cost_cache_read_nanos, cost_web_search_nanos,
+                    upstream_attempts
              FROM usage_records WHERE org_id = ? ORDER BY ended_at, id",
         )
         .bind(org_id)
@@ -472,7 +466,8 @@ impl SqliteStore {
                     started_at, ended_at, client_session_id, client_agent_id,
                     client_parent_agent_id, served_model, speed, multipliers, web_search_requests,
                     cost_input_nanos, cost_output_nanos, cost_cache_write_5m_nanos,
-                    cost_cache_write_1h_nanos, cost_cache_read_nanos, cost_web_search_nanos
+                    cost_cache_write_1h_nanos, cost_cache_read_nanos, cost_web_search_nanos,
+                    upstream_attempts
              FROM usage_records WHERE org_id = ? AND request_id = ? ORDER BY id DESC LIMIT 1",
         )
         .bind(org_id)
@@ -529,9 +524,9 @@ async fn insert_usage_record(
              ended_at, reservation_id, client_session_id, client_agent_id, client_parent_agent_id,
              served_model, speed, multipliers, web_search_requests, cost_input_nanos,
              cost_output_nanos, cost_cache_write_5m_nanos, cost_cache_write_1h_nanos,
-             cost_cache_read_nanos, cost_web_search_nanos)
+             cost_cache_read_nanos, cost_web_search_nanos, upstream_attempts)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,
-                 ?, ?)",
+                 ?, ?, ?)",
     )
     .bind(&record.request_id)
     .bind(&record.org_id)
@@ -563,6 +558,7 @@ async fn insert_usage_record(
     .bind(record.lines.cache_write_1h.nanos())
     .bind(record.lines.cache_read.nanos())
     .bind(record.lines.web_search.nanos())
+    .bind(attempts_to_sql(&record.upstream_attempts))
     .execute(&mut *connection)
     .await
     .map_err(store_error)?;

@@ -3,7 +3,10 @@
 //! A purchase is claimed (`pending`, idempotent by organization and key) before the payment
 //! provider is charged, and completed exactly once afterwards: a success grants the lot,
 //! raises the organization's cumulative purchases (so the tier advances with the credit,
-//! atomically) and logs both, in one transaction. The store never talks to the provider.
+//! atomically) and logs both, in one transaction. A refund or lost dispute reverses part
+//! of a paid purchase in the transaction of its provider event (`reverse_in`: the core's
+//! `plan_reversal`, the lot's remainder posted back, the rest recorded unrecovered,
+//! cumulative purchases lowered). The store never talks to the provider.
 //!
 //! Auto-reload keeps one claim per organization (`in_flight_since`), taken under the write
 //! lock, so at most one process buys a reload at a time; a claim older than the caller's
@@ -13,12 +16,13 @@ use sqlx::SqliteConnection;
 use tollgate_core::Timestamp;
 use tollgate_core::ledger::LotKind;
 use tollgate_core::money::NanoUsd;
+use tollgate_core::refunds::{PurchaseReversals, ReversalKind, plan_reversal};
 
 use crate::error::{StoreError, TxError};
-use crate::journal::unpaid_purchase_entry;
+use crate::journal::{reversal_entry, reversed_lot_id, unpaid_purchase_entry};
 use crate::model::{
     AuditEntry, AutoReload, IdempotencyKeyReused, NewPurchase, PaymentEvent, PaymentEventEffect, Purchase,
-    PurchaseClaim, PurchaseOutcome, PurchaseStatus,
+    PurchaseClaim, PurchaseOutcome, PurchaseStatus, Reversal,
 };
 use crate::rows::{AUTO_RELOAD_SELECT, PURCHASE_SELECT, auto_reload_from_row, purchase_from_row};
 use crate::rules::check_amount_positive;
@@ -26,7 +30,7 @@ use crate::sqlite::audit_log::{
     AUTO_RELOAD_DISABLED, CREDIT_PURCHASE_DECLINED, CREDIT_PURCHASE_FAILED, CREDIT_PURCHASED, SYSTEM_ACTOR,
     check_entry_scope, insert_audit_event,
 };
-use crate::sqlite::ledger::grant_in;
+use crate::sqlite::ledger::{grant_in, load_lot_in, reverse_lot_in};
 use crate::sqlite::{SqliteStore, invariant, millis, store_error, truncate_to_millis};
 
 impl SqliteStore {
@@ -79,6 +83,9 @@ impl SqliteStore {
             lot_id: None,
             created_at,
             completed_at: None,
+            refunded: NanoUsd::ZERO,
+            disputed: NanoUsd::ZERO,
+            unrecovered: NanoUsd::ZERO,
         }))
     }
 
@@ -135,6 +142,17 @@ impl SqliteStore {
                 load_purchase_by_id(&mut transaction, purchase_id)
                     .await?
                     .ok_or_else(|| invariant(format!("an event for an unknown purchase {purchase_id}")))?
+            }
+            PaymentEventEffect::Reverse(reversal) => {
+                reverse_in(
+                    &mut transaction,
+                    purchase_id,
+                    &event.event_id,
+                    &reversal,
+                    actor,
+                    now,
+                )
+                .await?
             }
         };
         transaction.commit().await.map_err(store_error)?;
@@ -381,8 +399,10 @@ async fn complete_in(
                 now,
             )
             .await?;
-            let cumulative =
-                add_cumulative_purchases(&mut *connection, &purchase.org_id, purchase.amount).await?;
+            let cumulative = change_cumulative_purchases(&mut *connection, &purchase.org_id, |loaded| {
+                loaded.checked_add(purchase.amount)
+            })
+            .await?;
             AuditEntry {
                 org_id: purchase.org_id.clone(),
                 actor: actor.to_owned(),
@@ -480,17 +500,18 @@ async fn end_unpaid(
     ))
 }
 
-/// Adds a paid purchase to the organization's cumulative purchases, compare-and-set against
-/// the total loaded and read back. Returns the new total.
-async fn add_cumulative_purchases(
+/// Changes the organization's cumulative purchases by `change` (a paid purchase adds, a
+/// reversal subtracts), compare-and-set against the total loaded and read back. Returns
+/// the new total.
+async fn change_cumulative_purchases(
     connection: &mut SqliteConnection,
     org_id: &str,
-    amount: NanoUsd,
+    change: impl FnOnce(NanoUsd) -> Option<NanoUsd>,
 ) -> Result<NanoUsd, StoreError> {
     let loaded = load_cumulative_purchases(&mut *connection, org_id).await?;
-    let total = loaded
-        .checked_add(amount)
-        .ok_or_else(|| invariant(format!("the cumulative purchases of {org_id} overflow")))?;
+    let total = change(loaded)
+        .filter(|total| !total.is_negative())
+        .ok_or_else(|| invariant(format!("the cumulative purchases of {org_id} leave their range")))?;
     let updated = sqlx::query(
         "UPDATE organizations SET cumulative_purchases_nanos = ?
          WHERE id = ? AND cumulative_purchases_nanos = ?",
@@ -513,6 +534,111 @@ async fn add_cumulative_purchases(
         )));
     }
     Ok(total)
+}
+
+/// Applies a reversal (a refund or a lost dispute) of a paid purchase inside the caller's
+/// write transaction, as the core plans it from the purchase and its lot as they stand:
+/// what the lot still has is posted back, the rest recorded unrecovered, the reversal
+/// row written with `event_id`, the purchase's totals and the organization's cumulative
+/// purchases changed compare-and-set, and the change logged. Nothing new to reverse (an
+/// older refund total, a dispute reversed before) changes nothing.
+async fn reverse_in(
+    connection: &mut SqliteConnection,
+    purchase_id: &str,
+    event_id: &str,
+    reversal: &Reversal,
+    actor: &str,
+    now: Timestamp,
+) -> Result<Purchase, StoreError> {
+    let purchase = load_purchase_by_id(&mut *connection, purchase_id)
+        .await?
+        .ok_or_else(|| invariant(format!("a reversal of an unknown purchase {purchase_id}")))?;
+    let lot_id = reversed_lot_id(&purchase)?;
+    let kind = reversal.claim.kind();
+    if kind == ReversalKind::Dispute {
+        let recorded: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM purchase_reversals
+             WHERE purchase_id = ? AND kind = 'dispute' AND reference = ?",
+        )
+        .bind(purchase_id)
+        .bind(&reversal.reference)
+        .fetch_optional(&mut *connection)
+        .await
+        .map_err(store_error)?;
+        if recorded.is_some() {
+            return Ok(purchase);
+        }
+    }
+    let lot = load_lot_in(&mut *connection, lot_id).await?;
+    let state = PurchaseReversals {
+        amount: purchase.amount,
+        refunded: purchase.refunded,
+        disputed: purchase.disputed,
+        lot_available: lot.lot.account.available(),
+    };
+    let Some(plan) = plan_reversal(state, reversal.claim) else {
+        return Ok(purchase);
+    };
+    if plan.recovered.is_positive() {
+        reverse_lot_in(&mut *connection, &purchase.org_id, &lot.lot, plan.recovered, now).await?;
+    }
+    sqlx::query(
+        "INSERT INTO purchase_reversals
+            (purchase_id, org_id, event_id, kind, reference, amount_nanos, recovered_nanos,
+             unrecovered_nanos, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(purchase_id)
+    .bind(&purchase.org_id)
+    .bind(event_id)
+    .bind(kind.as_str())
+    .bind(&reversal.reference)
+    .bind(plan.reversed.nanos())
+    .bind(plan.recovered.nanos())
+    .bind(plan.unrecovered.nanos())
+    .bind(millis(now))
+    .execute(&mut *connection)
+    .await
+    .map_err(store_error)?;
+    let unrecovered = purchase
+        .unrecovered
+        .checked_add(plan.unrecovered)
+        .ok_or_else(|| {
+            invariant(format!(
+                "the unrecovered amount of purchase {purchase_id} overflows"
+            ))
+        })?;
+    let updated = sqlx::query(
+        "UPDATE purchases SET refunded_nanos = ?, disputed_nanos = ?, unrecovered_nanos = ?
+         WHERE id = ? AND refunded_nanos = ? AND disputed_nanos = ? AND unrecovered_nanos = ?",
+    )
+    .bind(plan.refunded.nanos())
+    .bind(plan.disputed.nanos())
+    .bind(unrecovered.nanos())
+    .bind(purchase_id)
+    .bind(purchase.refunded.nanos())
+    .bind(purchase.disputed.nanos())
+    .bind(purchase.unrecovered.nanos())
+    .execute(&mut *connection)
+    .await
+    .map_err(store_error)?;
+    if updated.rows_affected() != 1 {
+        return Err(invariant(format!(
+            "purchase {purchase_id} changed after it was loaded in the same transaction"
+        )));
+    }
+    let cumulative = change_cumulative_purchases(&mut *connection, &purchase.org_id, |loaded| {
+        loaded.checked_sub(plan.reversed)
+    })
+    .await?;
+    insert_audit_event(
+        &mut *connection,
+        &reversal_entry(&purchase, &plan, &reversal.reference, cumulative, actor, now),
+    )
+    .await?;
+    load_purchase_by_id(&mut *connection, purchase_id)
+        .await?
+        .ok_or_else(|| invariant(format!("purchase {purchase_id} vanished while it was reversed")))
 }
 
 async fn load_cumulative_purchases(

@@ -47,7 +47,7 @@ use tollgate_core::usage::Speed;
 
 use crate::batching::{Job, WriterQueue, observe_batch, take_batch};
 use crate::book::{Book, Decision, Delta, Ended, LoadedReservation, OpenReservation, Operation, Posted};
-use crate::codec::label_text;
+use crate::codec::{attempts_to_sql, label_text};
 use crate::error::StoreError;
 use crate::journal::{SpendCounter, check_read_back};
 use crate::model::{NewReservation, UsageRecord};
@@ -708,9 +708,10 @@ fn insert_usage_record(
                  ended_at, reservation_id, client_session_id, client_agent_id,
                  client_parent_agent_id, served_model, speed, multipliers, web_search_requests,
                  cost_input_nanos, cost_output_nanos, cost_cache_write_5m_nanos,
-                 cost_cache_write_1h_nanos, cost_cache_read_nanos, cost_web_search_nanos)
+                 cost_cache_write_1h_nanos, cost_cache_read_nanos, cost_web_search_nanos,
+                 upstream_attempts)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-                     ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30)",
+                     ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31)",
         )
         .and_then(|mut statement| {
             statement.execute(rusqlite::params_from_iter([
@@ -744,6 +745,7 @@ fn insert_usage_record(
                 &record.lines.cache_write_1h.nanos(),
                 &record.lines.cache_read.nanos(),
                 &record.lines.web_search.nanos(),
+                &attempts_to_sql(&record.upstream_attempts),
             ]))
         })
         .map_err(sql_error)?;

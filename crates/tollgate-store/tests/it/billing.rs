@@ -407,6 +407,9 @@ pub(crate) async fn purchase_claims_are_idempotent_by_key(backend: &impl Backend
             lot_id: None,
             created_at: at(1),
             completed_at: None,
+            refunded: NanoUsd::ZERO,
+            disputed: NanoUsd::ZERO,
+            unrecovered: NanoUsd::ZERO,
         }
     );
 

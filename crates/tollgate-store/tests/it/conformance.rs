@@ -1008,6 +1008,8 @@ pub(crate) async fn keys_are_inserted_found_listed_and_updated(backend: &impl Ba
         hint: format!("sk-tg-...{id}"),
         created_at: at(minute),
         expires_at: None,
+        user_id: None,
+        allowed_models: Default::default(),
     };
     let first = store
         .insert_key(new_key("apikey_1", KeyKind::Api, Some(&org.workspace_id), 1))

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use tollgate_core::keys::KeyKind;
+use tollgate_core::keys::{AllowedModels, KeyKind};
 use tollgate_core::ledger::LotKind;
 use tollgate_core::money::NanoUsd;
 use tollgate_core::reports::ContextWindow;
@@ -30,6 +30,8 @@ fn new_key(org: &TestOrg, id: &str, workspace_id: Option<&str>, minute: i64) -> 
         hint: format!("sk-tg-...{id}"),
         created_at: at(minute),
         expires_at: None,
+        user_id: None,
+        allowed_models: Default::default(),
     }
 }
 
@@ -430,6 +432,75 @@ pub(crate) async fn users_and_members_round_trip(backend: &impl Backend) {
             role: OrgRole::Admin,
             ..bob
         }]
+    );
+}
+
+/// Goal: a personal key keeps its user and allowed models, and removing the user archives
+/// their personal keys (and only theirs) in the same transaction, so no process that reads
+/// the key afterwards accepts it.
+pub(crate) async fn removing_a_user_archives_their_personal_keys(backend: &impl Backend) {
+    let store = backend.store();
+    let org = create_org(store, "acme").await;
+    store
+        .insert_user(&user(&org, "user_alice", "alice@example.com", 1))
+        .await
+        .unwrap();
+    let allowed = AllowedModels::from_stored(vec!["claude-sonnet-4-6".to_owned(), "sonnet".to_owned()]);
+    let personal = store
+        .insert_key_by(
+            NewKey {
+                user_id: Some("user_alice".to_owned()),
+                allowed_models: allowed.clone(),
+                ..new_key(&org, "apikey_alice", Some(&org.workspace_id), 2)
+            },
+            &CreatedBy::User("user_alice".to_owned()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(personal.record.user_id.as_deref(), Some("user_alice"));
+    assert!(personal.record.is_personal());
+    assert_eq!(personal.record.allowed_models, allowed);
+    let workspace_key = store
+        .insert_key_by(
+            new_key(&org, "apikey_shared", Some(&org.workspace_id), 3),
+            &CreatedBy::User("user_alice".to_owned()),
+        )
+        .await
+        .unwrap();
+    assert!(!workspace_key.record.is_personal());
+    assert!(workspace_key.record.allowed_models.allows_all());
+    assert!(
+        store
+            .set_key_allowed_models(
+                "apikey_shared",
+                &AllowedModels::from_stored(vec!["gpt-4o".to_owned()])
+            )
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .key_by_hash("hash_of_apikey_shared")
+            .await
+            .unwrap()
+            .unwrap()
+            .allowed_models
+            .entries(),
+        ["gpt-4o"]
+    );
+
+    assert!(store.delete_user("user_alice").await.unwrap());
+    let personal = store.key_by_hash("hash_of_apikey_alice").await.unwrap().unwrap();
+    assert_eq!(personal.status, KeyStatus::Archived);
+    assert_eq!(
+        personal.user_id.as_deref(),
+        Some("user_alice"),
+        "the key still names its owner"
+    );
+    assert_eq!(
+        store.key("apikey_shared").await.unwrap().unwrap().status,
+        KeyStatus::Active,
+        "keys the user only created stay"
     );
 }
 

@@ -122,6 +122,7 @@ pub(crate) fn usage_record(
             cache_read_input_tokens: 1,
             web_search_requests: 4,
             speed: Some(tollgate_core::usage::Speed::Fast),
+            resident: None,
         },
         cost,
         status: if cost.is_positive() {
@@ -145,6 +146,16 @@ pub(crate) fn usage_record(
             output: cost,
             ..Default::default()
         },
+        upstream_attempts: vec![
+            tollgate_core::catalog::UpstreamAttempt {
+                deployment: "primary/claude-haiku-4-5".to_owned(),
+                error: Some("overloaded (529)".to_owned()),
+            },
+            tollgate_core::catalog::UpstreamAttempt {
+                deployment: "backup/claude-haiku-4-5".to_owned(),
+                error: None,
+            },
+        ],
     }
 }
 

@@ -112,6 +112,7 @@ macro_rules! the_conformance_suite {
             capped_workspace_creation_counts_only_active_ones,
             workspaces_are_renamed_and_archived,
             users_and_members_round_trip,
+            removing_a_user_archives_their_personal_keys,
             invites_are_pending_until_accepted_once,
             usage_reports_roll_records_up,
             usage_reports_equal_the_settled_charges,

@@ -141,6 +141,7 @@ async fn messages(
                 web_search_requests: reply.web_search_requests,
             }),
             speed: reply.speed,
+            inference_geo: reply.inference_geo,
         },
         stop_reason: if reply.output_tokens > request.max_tokens {
             "max_tokens"
@@ -262,6 +263,7 @@ async fn chat_completions(
             output_tokens: reply.output_tokens.min(max_tokens),
             server_tool_use: None,
             speed: None,
+            inference_geo: None,
         },
         stop_reason: if reply.output_tokens > max_tokens {
             "max_tokens"

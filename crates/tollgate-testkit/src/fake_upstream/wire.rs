@@ -34,6 +34,8 @@ pub(crate) struct Usage {
     pub(crate) server_tool_use: Option<ServerToolUse>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) speed: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) inference_geo: Option<&'static str>,
 }
 
 #[derive(Clone, Copy, Debug, Serialize)]

@@ -188,6 +188,28 @@ fn parse_usage_reads_web_searches_and_the_speed_that_served() {
 }
 
 #[test]
+fn parse_usage_reads_where_inference_ran() {
+    // #18: data residency is billed as the upstream reports it (`usage.inference_geo`).
+    let resident = parse_usage(&serde_json::json!({"input_tokens": 1, "inference_geo": "us"}));
+    assert_eq!(resident.resident, Some(true));
+    let global = parse_usage(&serde_json::json!({"input_tokens": 1, "inference_geo": "global"}));
+    assert_eq!(global.resident, Some(false));
+    let silent = parse_usage(&serde_json::json!({"input_tokens": 1, "inference_geo": null}));
+    assert_eq!(silent.resident, None);
+    // On a stream, `message_start` says it and a later `message_delta` without it keeps it.
+    let mut accumulator = UsageAccumulator::default();
+    accumulator.observe(&event(
+        "message_start",
+        r#"{"type":"message_start","message":{"model":"m","usage":{"input_tokens":10,"output_tokens":1,"inference_geo":"us"}}}"#,
+    ));
+    accumulator.observe(&event(
+        "message_delta",
+        r#"{"type":"message_delta","delta":{},"usage":{"output_tokens":9}}"#,
+    ));
+    assert_eq!(accumulator.usage().resident, Some(true));
+}
+
+#[test]
 fn accumulator_meters_a_stream_that_fails_midway() {
     // Goal: `message_start` sets usage, `message_delta` replaces the cumulative fields it
     // carries (keeping the 5m/1h split when the total is unchanged), and the flags follow

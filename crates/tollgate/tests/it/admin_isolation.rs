@@ -359,6 +359,7 @@ async fn the_openapi_document_is_3_1_and_lists_every_route_the_server_answers() 
         ("POST", "/v1/organizations/workspaces/{workspace_id}/capture"),
         ("GET", "/v1/organizations/alert_destinations"),
         ("POST", "/v1/organizations/alert_destinations"),
+        ("POST", "/v1/organizations/alert_destinations/{destination_id}"),
         ("DELETE", "/v1/organizations/alert_destinations/{destination_id}"),
         ("GET", "/v1/organizations/alert_settings"),
         ("POST", "/v1/organizations/alert_settings"),

@@ -666,16 +666,27 @@ async fn web_search_is_its_own_cost_item_and_tiers_and_multipliers_leave_no_othe
     long["max_tokens"] = json!(100);
     long["messages"] = json!([{"role": "user", "content": "x".repeat(210_000)}]);
     post_body(&app, &app.api_key, &long).await;
-    // Data residency: 1.1 × on 7 input and 3 output tokens is fractional before rounding.
+    // Data residency, as the upstream reports where inference ran (`usage.inference_geo`):
+    // 1.1 × on 7 input and 3 output tokens is fractional before rounding.
     app.fake
         .set_behavior(tollgate_testkit::Behavior::Ok(tollgate_testkit::Reply {
             input_tokens: 7,
             output_tokens: 3,
+            inference_geo: Some("us"),
             ..tollgate_testkit::Reply::default()
         }));
     let mut resident = message_body("fake-sonnet");
     resident["max_tokens"] = json!(100);
     resident["inference_geo"] = json!("us");
+    post_body(&app, &app.api_key, &resident).await;
+    // Asked for, but the upstream ran it globally: standard rates.
+    app.fake
+        .set_behavior(tollgate_testkit::Behavior::Ok(tollgate_testkit::Reply {
+            input_tokens: 5,
+            output_tokens: 2,
+            inference_geo: Some("global"),
+            ..tollgate_testkit::Reply::default()
+        }));
     post_body(&app, &app.api_key, &resident).await;
     app.wait_for_settlement().await;
     clock.set(start + Duration::hours(3));
@@ -688,7 +699,9 @@ async fn web_search_is_its_own_cost_item_and_tiers_and_multipliers_leave_no_othe
         + 200_333 * 6_000
         + 17 * 22_500
         + (7 * 3_000 + 3 * 15_000) * 11 / 10
-        + i64::from((7 * 3_000 + 3 * 15_000) * 11 % 10 != 0);
+        + i64::from((7 * 3_000 + 3 * 15_000) * 11 % 10 != 0)
+        + 5 * 3_000
+        + 2 * 15_000;
     assert_eq!(spent, expected, "each charged at its tier and multipliers");
 
     let window = format!(

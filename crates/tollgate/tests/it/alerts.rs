@@ -372,17 +372,17 @@ async fn an_admin_configures_alerts_on_the_console() {
         .and_then(|rest| rest.split('"').next())
         .expect("a CSRF token")
         .to_owned();
-    let post = |path: &'static str, form: Vec<(&'static str, String)>| {
+    let post = |path: String, form: Vec<(&'static str, String)>| {
         let mut fields = form;
         fields.push(("csrf", csrf.clone()));
         client
-            .post(app.url(path))
+            .post(app.url(&path))
             .header(reqwest::header::COOKIE, &cookie)
             .form(&fields)
             .send()
     };
     let created = post(
-        "/console/alerts/destinations",
+        "/console/alerts/destinations".to_owned(),
         vec![
             ("channel", "webhook".to_owned()),
             ("target", "https://ops.example.com/hook".to_owned()),
@@ -400,7 +400,7 @@ async fn an_admin_configures_alerts_on_the_console() {
         .to_owned();
     assert!(secret.starts_with("whsec_"));
     let saved = post(
-        "/console/alerts/settings",
+        "/console/alerts/settings".to_owned(),
         vec![
             ("threshold", "12.50".to_owned()),
             ("key_expiry_days", "3".to_owned()),
@@ -423,6 +423,130 @@ async fn an_admin_configures_alerts_on_the_console() {
         .expect("html");
     assert!(listed.contains("https://ops.example.com/hook"));
     assert!(!listed.contains(&secret), "the secret is not shown again");
+
+    // Every kind is ticked at first; unticking all but two keeps those two.
+    let destinations = app
+        .tollgate
+        .alert_destinations(&app.org_id)
+        .await
+        .expect("destinations");
+    let destination_id = destinations[0].id.clone();
+    assert_eq!(destinations[0].kinds, None, "every kind");
+    assert_eq!(
+        listed.matches("name=\"kinds\" value=").count(),
+        AlertKind::ALL.len()
+    );
+    assert_eq!(listed.matches(" checked").count(), AlertKind::ALL.len());
+    let saved = post(
+        format!("/console/alerts/destinations/{destination_id}/kinds"),
+        vec![
+            ("kinds", "deployment_down".to_owned()),
+            ("kinds", "balance_below_threshold".to_owned()),
+        ],
+    )
+    .await
+    .expect("saved");
+    assert_eq!(saved.status(), 303);
+    let destinations = app
+        .tollgate
+        .alert_destinations(&app.org_id)
+        .await
+        .expect("destinations");
+    assert_eq!(
+        destinations[0].kinds,
+        Some(vec![AlertKind::BalanceBelowThreshold, AlertKind::DeploymentDown])
+    );
+    let listed = page("/console/alerts")
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("html");
+    assert_eq!(listed.matches(" checked").count(), 2, "the two kinds stay ticked");
+}
+
+/// Goal: a destination receives only the alert kinds it chose (every kind when it chose
+/// none); the update route changes the choice, and refuses an unknown kind or none.
+#[tokio::test]
+async fn a_destination_receives_only_the_alert_kinds_it_chose() {
+    let app = spawn_app_with(Options {
+        extra_config: FAST_ALERTS,
+        ..Options::default()
+    })
+    .await;
+    let (choosy, everything) = (FakeWebhook::start().await, FakeWebhook::start().await);
+    let (status, chosen) = admin(
+        &app,
+        reqwest::Method::POST,
+        "/v1/organizations/alert_destinations",
+        Some(json!({"channel": "webhook", "target": choosy.url(), "alert_kinds": ["key_expiring"]})),
+    )
+    .await;
+    assert_eq!(status, 200, "{chosen}");
+    assert_eq!(chosen["alert_kinds"], json!(["key_expiring"]));
+    let all = add_destination(&app, "webhook", &everything.url()).await;
+    assert_eq!(
+        all["alert_kinds"].as_array().map(Vec::len),
+        Some(AlertKind::ALL.len())
+    );
+    let fire = |subject: &'static str| {
+        app.tollgate.fire(
+            &app.org_id,
+            AlertKind::AutoReloadDeclined,
+            subject,
+            "declined",
+            json!({}),
+        )
+    };
+    assert!(fire("reload-1").await.expect("fired"));
+    wait_for(&everything, |received| received.len() == 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(choosy.received().is_empty(), "not a kind it chose");
+
+    let path = format!(
+        "/v1/organizations/alert_destinations/{}",
+        chosen["id"].as_str().expect("id")
+    );
+    let (status, updated) = admin(
+        &app,
+        reqwest::Method::POST,
+        &path,
+        Some(json!({"alert_kinds": ["auto_reload_declined", "key_expiring"]})),
+    )
+    .await;
+    assert_eq!(status, 200, "{updated}");
+    assert_eq!(
+        updated["alert_kinds"],
+        json!(["auto_reload_declined", "key_expiring"])
+    );
+    assert!(updated.get("signing_secret").is_none(), "shown once, at creation");
+    assert!(fire("reload-2").await.expect("fired"));
+    let received = wait_for(&choosy, |received| received.len() == 1).await;
+    assert_eq!(event(&received[0])["type"], "auto_reload_declined");
+    wait_for(&everything, |received| received.len() == 2).await;
+
+    for refused in [json!({"alert_kinds": ["sunspots"]}), json!({"alert_kinds": []})] {
+        let (status, body) = admin(&app, reqwest::Method::POST, &path, Some(refused)).await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["error"]["type"], "invalid_request_error");
+    }
+    let (status, every) = admin(
+        &app,
+        reqwest::Method::POST,
+        &path,
+        Some(json!({"alert_kinds": null})),
+    )
+    .await;
+    assert_eq!(status, 200, "{every}");
+    assert_eq!(every["alert_kinds"], all["alert_kinds"], "null: every kind");
+    let (status, missing) = admin(
+        &app,
+        reqwest::Method::POST,
+        "/v1/organizations/alert_destinations/alrtdst_nope",
+        Some(json!({"alert_kinds": null})),
+    )
+    .await;
+    assert_eq!(status, 404, "{missing}");
 }
 
 /// Goal: a key created with an expiry through the Admin API shows it, works until then,
@@ -541,4 +665,85 @@ async fn the_monthly_spend_limit_alerts_once_at_75_and_once_at_100_percent() {
         .iter()
         .position(|webhook| event(webhook)["type"] == "spend_limit_100");
     assert!(first_75 < first_100, "75 % before 100 %");
+}
+
+/// `routed`: a primary (`{fake0}`, cooldown 30 s) first, a backup (`{fake1}`) second.
+const ROUTED_FAST_ALERTS: &str = r#"
+    [providers.primary]
+    kind = "anthropic"
+    base_url = "{fake0}"
+    cooldown_seconds = 30
+    [providers.backup]
+    kind = "anthropic"
+    base_url = "{fake1}"
+    [models.routed]
+    class = "sonnet"
+    input = "3"
+    output = "15"
+    [[models.routed.deployments]]
+    provider = "primary"
+    upstream_model = "claude-sonnet-4-6"
+    [[models.routed.deployments]]
+    provider = "backup"
+    upstream_model = "claude-sonnet-4-6"
+    priority = 1
+    [alerts]
+    poll_interval_millis = 20
+    retry_first_delay_seconds = 1
+    retry_max_delay_seconds = 1
+    attempts_max = 3
+"#;
+
+/// Goal: a deployment that fails into cooldown alerts the organization whose request
+/// found it failing, once: failing again after its cooldown, with no success between,
+/// is the same crossing. Once it answers again the alert is re-armed, and the next
+/// failure alerts again. The event names the deployment and how it failed.
+#[tokio::test]
+async fn a_deployment_going_down_alerts_once_until_it_answers_again() {
+    let app = spawn_app_with(Options {
+        extra_config: ROUTED_FAST_ALERTS,
+        extra_fakes: 2,
+        manual_clock: true,
+        ..Options::default()
+    })
+    .await;
+    let clock = app.clock.clone().expect("manual clock");
+    let webhook = FakeWebhook::start().await;
+    add_destination(&app, "webhook", &webhook.url()).await;
+    let (primary, backup) = (&app.extra_fakes[0], &app.extra_fakes[1]);
+    let body = message_body("routed");
+    let past_cooldown = || clock.advance(chrono::Duration::seconds(31));
+
+    // Down: the request fails over to the backup; the alert fires once.
+    primary.push_behavior(tollgate_testkit::Behavior::Status(529));
+    assert_eq!(app.post_messages(&body).await.status(), 200);
+    assert_eq!((primary.request_count(), backup.request_count()), (1, 1));
+    let received = wait_for(&webhook, |received| !received.is_empty()).await;
+    let down = event(&received[0]);
+    assert_eq!(down["type"], "deployment_down");
+    assert_eq!(down["organization_id"], app.org_id.as_str());
+    assert_eq!(down["data"]["provider"], "primary");
+    assert_eq!(down["data"]["upstream_model"], "claude-sonnet-4-6");
+    assert_eq!(down["data"]["error"], "overloaded (529)");
+    assert_eq!(down["data"]["cooldown_seconds"], 30);
+
+    // Still down after its cooldown, failing again: the same crossing, no new alert.
+    past_cooldown();
+    primary.push_behavior(tollgate_testkit::Behavior::Status(503));
+    assert_eq!(app.post_messages(&body).await.status(), 200);
+    assert_eq!((primary.request_count(), backup.request_count()), (2, 2));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(of_kind(&webhook.received(), "deployment_down"), 1);
+
+    // It answers: re-armed. Failing again is a new crossing.
+    past_cooldown();
+    assert_eq!(app.post_messages(&body).await.status(), 200);
+    assert_eq!((primary.request_count(), backup.request_count()), (3, 2));
+    primary.push_behavior(tollgate_testkit::Behavior::Status(500));
+    assert_eq!(app.post_messages(&body).await.status(), 200);
+    let received = wait_for(&webhook, |received| of_kind(received, "deployment_down") == 2).await;
+    assert_eq!(event(&received[1])["data"]["error"], "server_error (500)");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(of_kind(&webhook.received(), "deployment_down"), 2);
+    app.assert_ledger_clean().await;
 }

@@ -218,3 +218,63 @@ async fn a_failing_deployment_cools_down_on_the_service_clock() {
     assert_eq!(spent(&app).await, 3 * BACKUP_COST + PRIMARY_COST);
     app.assert_ledger_clean().await;
 }
+
+/// Goal (#17): after a failover, the request log shows the deployment that answered and
+/// each failed attempt with its deployment and error, in the Admin API and on the
+/// Console's request page; a request that needed no failover shows its one deployment.
+#[tokio::test]
+async fn the_request_log_shows_the_deployment_and_the_failed_attempts_after_a_failover() {
+    let app = spawn_routed(false).await;
+    app.extra_fakes[0].push_behavior(Behavior::Status(529));
+    let failed_over = app.post_messages(&message_body("routed")).await;
+    assert_eq!(failed_over.status(), 200);
+    let failed_over_id = failed_over.headers()["request-id"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let _ = failed_over.text().await;
+    app.wait_for_settlement().await;
+
+    let (status, log) = app
+        .admin_get(&format!("/v1/organizations/requests?request_id={failed_over_id}"))
+        .await;
+    assert_eq!(status, 200, "{log}");
+    let entry = &log["data"][0];
+    assert_eq!(entry["upstream_deployment"], "backup/gpt-4o", "{entry}");
+    assert_eq!(entry["failed_attempts_count"], 1);
+    assert_eq!(
+        entry["upstream_attempts"],
+        json!([
+            {"deployment": "primary/claude-sonnet-4-6", "error": "overloaded (529)"},
+            {"deployment": "backup/gpt-4o", "error": null},
+        ])
+    );
+
+    // The primary cools down; the next request goes straight to the backup.
+    assert_eq!(app.post_messages(&message_body("routed")).await.status(), 200);
+    app.wait_for_settlement().await;
+    let (_, log) = app.admin_get("/v1/organizations/requests?limit=1").await;
+    let entry = &log["data"][0];
+    assert_eq!(entry["upstream_deployment"], "backup/gpt-4o");
+    assert_eq!(entry["failed_attempts_count"], 0);
+    assert_eq!(entry["upstream_attempts"].as_array().map(Vec::len), Some(1));
+
+    let (client, cookie) = app.console_admin_session().await;
+    let detail = client
+        .get(app.url(&format!("/console/requests/{failed_over_id}")))
+        .header(reqwest::header::COOKIE, &cookie)
+        .send()
+        .await
+        .expect("page");
+    assert_eq!(detail.status(), 200);
+    let detail = detail.text().await.expect("html");
+    let deployment = detail
+        .split("id=\"deployment\">")
+        .nth(1)
+        .and_then(|rest| rest.split('<').next());
+    assert_eq!(deployment, Some("backup/gpt-4o"), "{detail}");
+    assert!(
+        detail.contains("<code>primary/claude-sonnet-4-6</code>: overloaded (529)"),
+        "{detail}"
+    );
+}

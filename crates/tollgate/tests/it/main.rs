@@ -28,6 +28,7 @@ mod helpers;
 mod messages;
 mod observability;
 mod pass_through;
+mod personal_keys;
 mod prompt_cache;
 mod responses;
 mod sdk;

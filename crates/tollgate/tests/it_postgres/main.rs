@@ -46,6 +46,8 @@ mod helpers;
 mod messages;
 #[path = "../it/observability.rs"]
 mod observability;
+#[path = "../it/personal_keys.rs"]
+mod personal_keys;
 #[path = "../it/prompt_cache.rs"]
 mod prompt_cache;
 mod replicas;

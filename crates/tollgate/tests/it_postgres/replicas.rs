@@ -434,6 +434,76 @@ async fn three_replicas_share_one_balance_one_rate_limit_and_one_key_directory()
     drop((first, second, third));
 }
 
+/// Goal: a user removed through one replica loses their personal key on every replica
+/// within the key-cache bound (1 s), though each had the key cached and accepted it just
+/// before; the organization's workspace key goes on working everywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_users_personal_key_stops_on_every_replica() {
+    let fake = FakeUpstream::start().await;
+    let cluster = Cluster::new(&fake, "", &credit_and_an_open_tier("5.00"));
+    let (first, keys) = cluster.start();
+    let keys = keys.expect("the first replica sets the organization up");
+    let (second, _) = cluster.start();
+    let (third, _) = cluster.start();
+    let replicas = [
+        first.address.clone(),
+        second.address.clone(),
+        third.address.clone(),
+    ];
+    let client = reqwest::Client::new();
+    let store = cluster.store().await;
+    let org = the_organization(&store).await;
+    let user = store
+        .insert_user(&tollgate_store::UserRecord {
+            id: tollgate_service::random::id(tollgate_core::ids::IdKind::User),
+            org_id: org.id.clone(),
+            email: "leaver@example.com".to_owned(),
+            name: "Leaver".to_owned(),
+            role: tollgate_core::roles::OrgRole::Developer,
+            added_at: SystemClock.now(),
+        })
+        .await
+        .expect("user added");
+    let created = admin_post(
+        &client,
+        &replicas[1],
+        &keys.admin_key,
+        "api_keys",
+        json!({"name": "leaver's key", "user_id": user.id}),
+    )
+    .await;
+    assert_eq!(created["key_type"], "personal");
+    let personal = created["api_key_secret"].as_str().expect("secret").to_owned();
+    for replica in &replicas {
+        assert_eq!(count_tokens(&client, replica, &personal).await, 200);
+    }
+
+    let response = client
+        .delete(format!("{}/v1/organizations/users/{}", replicas[0], user.id))
+        .header("x-api-key", &keys.admin_key)
+        .header("anthropic-version", "2023-06-01")
+        .send()
+        .await
+        .expect("delete the user");
+    assert_eq!(response.status(), 200);
+    let removed_at = Instant::now();
+    for replica in &replicas {
+        while count_tokens(&client, replica, &personal).await != 401 {
+            assert!(
+                removed_at.elapsed() < Duration::from_millis(1_500),
+                "{replica} still accepts a removed user's key {:?} later",
+                removed_at.elapsed()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    for replica in &replicas {
+        assert_eq!(count_tokens(&client, replica, &keys.api_key).await, 200);
+    }
+    store.close().await;
+    drop((first, second, third));
+}
+
 /// Goal: a replica killed (SIGKILL) with requests in flight loses nothing and doubles
 /// nothing. Its holds stay until the reaper bound (reservation TTL + one maintenance
 /// interval), then a surviving replica's reaper voids each exactly once; the balance is
@@ -657,4 +727,59 @@ async fn a_thousand_requests_on_three_replicas_never_overspend_credit_or_a_spend
     .await;
     store.close().await;
     drop((first, second, third));
+}
+
+/// Goal (#17): two replicas whose requests all cross one balance threshold deliver one
+/// alert: each replica detects the crossing on its own settlements, and the claim in the
+/// shared database lets one firing through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_crossing_one_threshold_deliver_one_alert() {
+    let fake = FakeUpstream::start().await;
+    let webhook = tollgate_testkit::FakeWebhook::start().await;
+    let extra = format!(
+        "{}\n[alerts]\npoll_interval_millis = 20\n",
+        credit_and_an_open_tier("5.00")
+    );
+    let cluster = Cluster::new(&fake, "", &extra);
+    let (first, keys) = cluster.start();
+    let keys = keys.expect("the first replica sets the organization up");
+    let (second, _) = cluster.start();
+    let replicas = [first.address.clone(), second.address.clone()];
+    let client = reqwest::Client::new();
+    admin_post(
+        &client,
+        &replicas[0],
+        &keys.admin_key,
+        "alert_destinations",
+        json!({"channel": "webhook", "target": webhook.url()}),
+    )
+    .await;
+    // Just under the $5.00 granted: every request's settlement leaves the balance below.
+    admin_post(
+        &client,
+        &replicas[1],
+        &keys.admin_key,
+        "alert_settings",
+        json!({"balance_threshold_amount": "499.99"}),
+    )
+    .await;
+
+    let statuses = join_all((0..40).map(|index| {
+        let (client, replica, key) = (client.clone(), replicas[index % 2].clone(), keys.api_key.clone());
+        async move { post_message(&client, &replica, &key, &message(5)).await }
+    }))
+    .await;
+    assert!(statuses.iter().all(|status| *status == 200), "{statuses:?}");
+    let waited = Instant::now();
+    while webhook.received().is_empty() {
+        assert!(waited.elapsed() < Duration::from_secs(10), "no alert arrived");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    // Time for a second delivery to show up, were there one.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let received = webhook.received();
+    assert_eq!(received.len(), 1, "{received:?}");
+    let event: Value = serde_json::from_slice(&received[0].body).expect("json event");
+    assert_eq!(event["type"], "balance_below_threshold");
+    drop((first, second));
 }

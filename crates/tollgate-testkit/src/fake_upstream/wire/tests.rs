@@ -18,6 +18,7 @@ fn reply(text: &str, output_tokens: u64) -> MessageReply<'_> {
             output_tokens,
             server_tool_use: None,
             speed: None,
+            inference_geo: None,
         },
         stop_reason: "end_turn",
     }
