@@ -299,13 +299,8 @@ async fn bedrock_refusals_reach_the_client_in_anthropic_s_envelope() {
 
 #[tokio::test]
 async fn bedrock_fails_over_to_vertex_and_charges_once() {
-    // Overloaded before the reply (Bedrock's 503), and a stream whose first exception
-    // frame says so before anything was generated.
-    let failures = [
-        (Behavior::Status(529), false),
-        (Behavior::Status(529), true),
-        (Behavior::MidStreamError { deltas: 0 }, true),
-    ];
+    // Overloaded before the reply (Bedrock's 503), for a JSON request and a stream.
+    let failures = [(Behavior::Status(529), false), (Behavior::Status(529), true)];
     for (failure, stream) in failures {
         let clouds = spawn_clouds().await;
         clouds.bedrock.upstream().set_behavior(failure);
