@@ -415,6 +415,10 @@ async fn bedrock_refusal(answer: reqwest::Response) -> Response {
 
 /// Recomputes the request's SigV4 signature over what arrived, with the fake's secret,
 /// and compares it with the one sent.
+#[allow(
+    clippy::result_large_err,
+    reason = "the refusal is the fake's answer, built once per refused request"
+)]
 fn verify_sigv4(uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Result<(), Response> {
     use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
     let refuse = |exception: &str, message: &str| bedrock_error(StatusCode::FORBIDDEN, exception, message);
