@@ -95,6 +95,9 @@ pub(crate) async fn run(tollgate: &Tollgate, command: CreditsCommand) -> anyhow:
                             "source": format!("{:?}", purchase.source).to_lowercase(),
                             "receipt": purchase.payment_reference, "failure_reason": purchase.failure_reason,
                             "lot_id": purchase.lot_id, "idempotency_key": purchase.idempotency_key,
+                            "refunded_nanos": purchase.refunded.nanos(),
+                            "disputed_nanos": purchase.disputed.nanos(),
+                            "unrecovered_nanos": purchase.unrecovered.nanos(),
                             "created_at": instant(purchase.created_at),
                         })
                     })

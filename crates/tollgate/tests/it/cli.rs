@@ -189,13 +189,12 @@ fn billing_commands_buy_credit_set_limits_and_show_the_ladder() {
         "k1",
     ]);
     assert!(ok, "a retried purchase succeeds without buying twice");
-    assert_eq!(
-        json(&["credits", "purchases", "--json"])
-            .as_array()
-            .expect("purchases")
-            .len(),
-        1
-    );
+    let purchases = json(&["credits", "purchases", "--json"]);
+    let purchases = purchases.as_array().expect("purchases");
+    assert_eq!(purchases.len(), 1);
+    for field in ["refunded_nanos", "disputed_nanos", "unrecovered_nanos"] {
+        assert_eq!(purchases[0][field], 0, "{field} in {}", purchases[0]);
+    }
     assert_eq!(
         json(&["tiers", "--json"])["cumulative_purchases_nanos"],
         5_000_000_000_i64
