@@ -156,6 +156,11 @@ mod sqlite {
     async fn migrating_an_existing_database_backfills_spend_counters() {
         crate::sqlite_backend::migrating_an_existing_database_backfills_spend_counters().await;
     }
+
+    #[tokio::test]
+    async fn new_databases_have_small_pages_and_old_ones_keep_theirs() {
+        crate::sqlite_backend::new_databases_have_small_pages_and_old_ones_keep_theirs().await;
+    }
 }
 
 mod postgres {

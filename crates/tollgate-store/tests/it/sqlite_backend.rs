@@ -162,6 +162,58 @@ pub(crate) async fn reopening_keeps_the_data_and_skips_applied_migrations() {
     reopened.close().await;
 }
 
+/// Goal: a database the store creates has 1 KiB pages (each commit writes its changed pages
+/// whole), and a file made with SQLite's default 4 KiB pages keeps them and its data.
+pub(crate) async fn new_databases_have_small_pages_and_old_ones_keep_theirs() {
+    async fn page_size(path: &std::path::Path) -> i64 {
+        let mut connection = SqliteConnectOptions::new()
+            .filename(path)
+            .connect()
+            .await
+            .expect("connect");
+        let size = sqlx::query_scalar("PRAGMA page_size")
+            .fetch_one(&mut connection)
+            .await
+            .expect("page size");
+        connection.close().await.expect("close");
+        size
+    }
+    let backend = SqliteBackend::open().await;
+    backend.store.close().await;
+    assert_eq!(page_size(&backend.path).await, 1024);
+
+    let directory = TempDir::new().expect("temp dir");
+    let path = directory.path().join("old.db");
+    let mut connection = SqliteConnectOptions::new()
+        .filename(&path)
+        .create_if_missing(true)
+        .connect()
+        .await
+        .expect("create");
+    sqlx::query("CREATE TABLE before_upgrade (id INTEGER PRIMARY KEY)")
+        .execute(&mut connection)
+        .await
+        .expect("a first table");
+    connection.close().await.expect("close");
+    assert_eq!(page_size(&path).await, 4096);
+    let store = Store::open_sqlite(&path, tollgate_store::SqliteOptions::default())
+        .await
+        .expect("open and migrate");
+    let org = create_org(&store, "acme").await;
+    grant(&store, &org, "lot_a", LotKind::Purchase, usd(7), at(0), None).await;
+    assert_eq!(
+        store
+            .balance(&org.org_id, at(1))
+            .await
+            .expect("balance")
+            .available,
+        usd(7)
+    );
+    assert_healthy(&store).await;
+    store.close().await;
+    assert_eq!(page_size(&path).await, 4096);
+}
+
 /// Goal: a database written before the billing migration gets spend counters for its
 /// reservations, by the month each was made in, so the audit balances at once and an open
 /// reservation from before the upgrade still ends cleanly.
