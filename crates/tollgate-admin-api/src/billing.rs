@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::extract::{Path, State};
+use axum::http::HeaderMap;
 use serde::{Deserialize, Deserializer, Serialize};
 use tollgate_core::ledger::LotKind;
 use tollgate_core::tiers::RateLimits;
@@ -91,14 +92,26 @@ pub(crate) async fn purchases(Admin(admin): Admin, query: QueryPairs) -> Reply<P
 }
 
 /// Buys credit: the tier advances at once. A declined card is a 402 `billing_error`.
+/// The purchase's own idempotency key is the body's `idempotency_key`, else the request's
+/// `Idempotency-Key` header, so a retry after a 5xx (which the header does not keep) still
+/// buys once.
 #[utoipa::path(post, path = "/v1/organizations/credits/purchases", tag = "Credits",
     request_body = CreatePurchase,
     responses((status = 200, body = PurchaseDto), (status = 400, body = ErrorEnvelope),
               (status = 402, body = ErrorEnvelope)))]
-pub(crate) async fn purchase(Admin(admin): Admin, Body(body): Body<CreatePurchase>) -> Reply<PurchaseDto> {
+pub(crate) async fn purchase(
+    Admin(admin): Admin,
+    headers: HeaderMap,
+    Body(body): Body<CreatePurchase>,
+) -> Reply<PurchaseDto> {
     let amount = parse_cents("amount", &body.amount)?;
+    let header_key = headers
+        .get(tollgate_edge::IDEMPOTENCY_KEY)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
     let key = body
         .idempotency_key
+        .or(header_key)
         .unwrap_or_else(|| tollgate_service::random::id(tollgate_core::ids::IdKind::Request));
     let purchase = admin.purchase(amount, &body.payment_method, &key).await?;
     Ok(Json(PurchaseDto::from(&purchase)))

@@ -19,6 +19,10 @@ impl FromRequestParts<AdminState> for Admin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AdminState) -> Result<Admin, ApiError> {
+        // The idempotency middleware authenticated this request already.
+        if let Some(admin) = parts.extensions.get::<OrgAdmin>() {
+            return Ok(Admin(admin.clone()));
+        }
         let (key, credential) = match tollgate_edge::presented_key(&parts.headers) {
             Some((key, credential)) => (Some(key), credential),
             None => (None, Credential::ApiKeyHeader),

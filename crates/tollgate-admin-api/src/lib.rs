@@ -6,8 +6,9 @@
 //! serves them, so no route can be served undocumented.
 //!
 //! Every call authenticates an admin key and gets an organization-scoped `OrgAdmin` from
-//! tollgate-service; handlers only parse, call it and convert to wire shapes. Never sqlx,
-//! never money arithmetic.
+//! tollgate-service; handlers only parse, call it and convert to wire shapes. A mutating
+//! call may carry an `Idempotency-Key` (tollgate-edge's middleware, scoped to the key's
+//! organization). Never sqlx, never money arithmetic.
 
 mod alerts;
 mod billing;
@@ -17,6 +18,7 @@ mod directory;
 mod dto;
 mod error;
 mod extract;
+mod idempotency;
 mod pagination;
 mod reports;
 mod request_id;
@@ -137,6 +139,7 @@ pub fn openapi() -> &'static utoipa::openapi::OpenApi {
     DOCUMENT.get_or_init(|| {
         let mut document = api_router().split_for_parts().1;
         declare_admin_key_security(&mut document);
+        declare_idempotency_key(&mut document);
         document
     })
 }
@@ -194,12 +197,50 @@ fn declare_admin_key_security(document: &mut utoipa::openapi::OpenApi) {
     }
 }
 
-/// The Admin API router, with request ids and error envelopes on every response. It has
-/// no fallback, so it merges with the gateway's router, whose fallback answers unknown
-/// paths.
+/// Declares the optional `Idempotency-Key` header on every mutating operation, where
+/// tollgate-edge's middleware honours it; applied to the generated paths, like the
+/// security requirement, so no mutating route can be documented without it.
+fn declare_idempotency_key(document: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::Required;
+    use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    let parameter = ParameterBuilder::new()
+        .name("Idempotency-Key")
+        .parameter_in(ParameterIn::Header)
+        .required(Required::False)
+        .description(Some(
+            "Up to 255 printable ASCII characters, unique per request, kept 24 hours per \
+             organization. The same key with the same request replays the first answer (with \
+             `Idempotent-Replayed: true`); with another request it is a 422, and while the \
+             first is still running a 409. A 5xx is not kept.",
+        ))
+        .schema(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .max_length(Some(tollgate_core::idempotency::KEY_LENGTH_MAX)),
+        ))
+        .build();
+    for item in document.paths.paths.values_mut() {
+        let operations = [&mut item.post, &mut item.put, &mut item.patch, &mut item.delete];
+        for operation in operations.into_iter().flatten() {
+            operation
+                .parameters
+                .get_or_insert_with(Vec::new)
+                .push(parameter.clone());
+        }
+    }
+}
+
+/// The Admin API router, with request ids and error envelopes on every response, and
+/// `Idempotency-Key` on every mutating call. It has no fallback, so it merges with the
+/// gateway's router, whose fallback answers unknown paths.
 pub fn router(state: AdminState) -> Router {
     let (router, _) = api_router().split_for_parts();
     router
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            tollgate_edge::idempotency::<AdminState>,
+        ))
         .with_state(state)
         .layer(axum::middleware::from_fn(request_id::middleware))
 }

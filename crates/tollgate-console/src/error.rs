@@ -76,14 +76,19 @@ impl IntoResponse for PageError {
                 )
             }
         };
-        let body = layout::bare(
-            title,
-            html! {
-                h1 { (title) }
-                p role="alert" { (message) }
-                p { a href="/console/overview" { "Back to the overview" } }
-            },
-        );
-        (status, Html(body.into_string())).into_response()
+        error_page(status, title, &message)
     }
+}
+
+/// The page of an error: `title`, what went wrong, and the way back.
+pub(crate) fn error_page(status: StatusCode, title: &str, message: &str) -> Response {
+    let body = layout::bare(
+        title,
+        html! {
+            h1 { (title) }
+            p role="alert" { (message) }
+            p { a href="/console/overview" { "Back to the overview" } }
+        },
+    );
+    (status, Html(body.into_string())).into_response()
 }

@@ -5,7 +5,8 @@
 //! `ConsoleUser`, whose role check hands out the organization-scoped handle. It never
 //! touches the database, never computes money (amounts are `NanoUsd` from the service,
 //! printed as they are), and does not depend on the gateway: the Workbench runs its
-//! requests through a `WorkbenchRunner` the binary provides.
+//! requests through a `WorkbenchRunner` the binary provides. The billing forms take an
+//! `Idempotency-Key` header through tollgate-edge's middleware, as the Admin API does.
 //!
 //! HTML is written with `maud`: templates are Rust expressions checked at compile time,
 //! every interpolation is escaped unless marked otherwise, and there are no template files
@@ -20,6 +21,7 @@ mod capture;
 mod chart;
 mod client_address;
 mod error;
+mod idempotency;
 mod keys;
 mod layout;
 mod members;
@@ -78,6 +80,12 @@ const SCRIPT: &str = include_str!("../assets/console.js");
 
 /// The Console's router, to be merged at the root: every route is under `/console`.
 pub fn router(state: ConsoleState) -> Router {
+    // `Idempotency-Key` on the billing forms' POSTs (tollgate-edge's middleware), inside the
+    // session guard, which has checked the session and the CSRF token by then.
+    let idempotent = axum::middleware::from_fn_with_state(
+        idempotency::BillingChanges,
+        tollgate_edge::idempotency::<idempotency::BillingChanges>,
+    );
     let pages = Router::new()
         .route("/", get(|| async { Redirect::to("/console/overview") }))
         .route("/sign-in", get(auth::sign_in_page).post(auth::sign_in))
@@ -100,8 +108,14 @@ pub fn router(state: ConsoleState) -> Router {
         .route("/keys/{key_id}/status", post(keys::set_status))
         .route("/keys/{key_id}/models", post(keys::set_models))
         .route("/billing", get(billing::page))
-        .route("/billing/purchase", post(billing::purchase))
-        .route("/billing/auto-reload", post(billing::auto_reload))
+        .route(
+            "/billing/purchase",
+            post(billing::purchase).route_layer(idempotent.clone()),
+        )
+        .route(
+            "/billing/auto-reload",
+            post(billing::auto_reload).route_layer(idempotent),
+        )
         .route("/billing/receipts/{purchase_id}", get(billing::receipt))
         .route(
             "/billing/receipts/{purchase_id}/download",

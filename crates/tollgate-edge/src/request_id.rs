@@ -20,6 +20,11 @@ pub fn new_request_id() -> String {
     tollgate_service::random::ordered_id(IdKind::Request, SystemClock.now())
 }
 
+/// The request's id, which a surface's middleware puts in the request's extensions for the
+/// layers inside it (the idempotency middleware renders a kept error with it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestId(pub String);
+
 /// A response with `status` that carries `error` for the middleware to render.
 pub fn deferred<E: Clone + Send + Sync + 'static>(status: StatusCode, error: E) -> Response {
     let mut response = status.into_response();

@@ -1,4 +1,5 @@
-//! Tests of the shared edge: how a presented key is read and what a refused one is told.
+//! Tests of the shared edge: how a presented key is read and what a refused one is told,
+//! and how an idempotent request's kept answer is replayed.
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use tollgate_core::keys::{KeyFormatError, KeyKind};
@@ -178,4 +179,52 @@ fn server_timing_splits_tollgate_from_the_upstream_in_milliseconds() {
         crate::server_timing(Duration::from_micros(1_500), None),
         "tollgate;dur=1.50"
     );
+}
+
+/// Goal: only requests that change something are guarded by an idempotency key.
+#[test]
+fn only_mutating_methods_take_an_idempotency_key() {
+    use axum::http::Method;
+
+    use crate::idempotency::is_mutating;
+    for method in [Method::POST, Method::PUT, Method::PATCH, Method::DELETE] {
+        assert!(is_mutating(&method), "{method}");
+    }
+    for method in [Method::GET, Method::HEAD, Method::OPTIONS] {
+        assert!(!is_mutating(&method), "{method}");
+    }
+}
+
+/// Goal: a replay is the kept answer (status, content type, location, body), marked as a
+/// replay, and nothing else of it is made up.
+#[tokio::test]
+async fn a_replay_is_the_kept_answer_marked_as_such() {
+    use tollgate_service::IdempotentAnswer;
+
+    use crate::idempotency::replay;
+    let json = replay(IdempotentAnswer {
+        status: 400,
+        content_type: Some("application/json".into()),
+        location: None,
+        body: r#"{"type":"error"}"#.into(),
+    });
+    assert_eq!(json.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(json.headers()[header::CONTENT_TYPE], "application/json");
+    assert_eq!(json.headers()["idempotent-replayed"], "true");
+    assert!(!json.headers().contains_key(header::LOCATION));
+    let body = axum::body::to_bytes(json.into_body(), 1024).await.expect("body");
+    assert_eq!(&body[..], br#"{"type":"error"}"#);
+
+    let redirect = replay(IdempotentAnswer {
+        status: 303,
+        content_type: None,
+        location: Some("/console/billing/receipts/purchase_1".into()),
+        body: String::new(),
+    });
+    assert_eq!(redirect.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        redirect.headers()[header::LOCATION],
+        "/console/billing/receipts/purchase_1"
+    );
+    assert!(!redirect.headers().contains_key(header::CONTENT_TYPE));
 }

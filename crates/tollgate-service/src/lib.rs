@@ -16,6 +16,7 @@ mod credits;
 mod error;
 mod health;
 mod heartbeat;
+mod idempotency;
 mod keys;
 mod limits;
 mod maintenance;
@@ -56,6 +57,7 @@ pub use crate::console::{
 pub use crate::credits::Grant;
 pub use crate::error::{LimitScope, RateLimited, ServiceError};
 pub use crate::health::Readiness;
+pub use crate::idempotency::{IdempotencyTicket, IdempotentStart};
 pub use crate::keys::{ApiCaller, AuthRefusal, CreatedKey};
 pub use crate::limits::{OrganizationLimits, workspace_rate_limits};
 pub use crate::metering::{BatchClaim, Finish, OpenReservation, RateLimitView, RequestPlan};
@@ -81,7 +83,7 @@ pub use tollgate_store::{
     BatchPage, BatchRequestCounts, BatchRequestState, BatchResult, BatchStatus, ClaimedBatchRequest,
     MessageBatch, StoredResponse,
 };
-pub use tollgate_store::{CaptureSettings, CapturedResponseKind, RequestCapture};
+pub use tollgate_store::{CaptureSettings, CapturedResponseKind, IdempotentAnswer, RequestCapture};
 pub use tollgate_store::{
     CreatedBy, InviteRecord, KeyView, REQUEST_LOG_PAGE_MAX, RequestLogCursor, RequestLogEntry,
     RequestLogQuery, UserRecord,

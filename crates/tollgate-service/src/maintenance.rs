@@ -2,7 +2,8 @@
 //! (`heartbeat.rs`), void reservations whose request never ended (the process died) and
 //! move expired credit out of its lots, and keep Message Batches (`batches.rs`: expiry,
 //! ended batches, results kept long enough), delete stored responses past their
-//! retention (`responses.rs`) and captured bodies past theirs (`capture.rs`).
+//! retention (`responses.rs`), captured bodies past theirs (`capture.rs`) and idempotency
+//! keys past theirs (`idempotency.rs`).
 
 use std::time::Duration;
 
@@ -18,6 +19,8 @@ pub struct MaintenanceReport {
     pub responses_expired: u64,
     /// Captured bodies deleted at the end of their retention.
     pub captures_purged: u64,
+    /// Idempotency keys deleted 24 hours after their first use.
+    pub idempotency_keys_expired: u64,
 }
 
 impl Tollgate {
@@ -43,6 +46,7 @@ impl Tollgate {
             batches,
             responses_expired: self.store().delete_expired_responses(now).await?,
             captures_purged: self.store().purge_captures(now).await?,
+            idempotency_keys_expired: self.store().delete_expired_idempotency_keys(now).await?,
         })
     }
 

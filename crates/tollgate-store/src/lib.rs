@@ -1,7 +1,7 @@
 //! Durable state of tollgate: organizations, workspaces, keys, the credit ledger, usage
 //! records, monthly spend counters, limits, purchases, auto-reload, the audit log and Message
-//! Batches, stored responses of the Responses API, behind
-//! one façade, `Store`.
+//! Batches, stored responses of the Responses API, the control plane's idempotency keys,
+//! behind one façade, `Store`.
 //!
 //! Every ledger method is a transaction script: begin, load rows, ask tollgate-core what
 //! changes, write the returned totals, commit. The store never decides an amount of money
@@ -33,6 +33,7 @@ mod codec;
 mod console;
 mod dialect;
 mod error;
+mod idempotency_keys;
 mod journal;
 mod model;
 mod payment_customers;
@@ -68,6 +69,7 @@ pub use batches::{
 pub use captures::{CaptureSettings, CapturedResponseKind, RequestCapture};
 pub use console::ConsoleSession;
 pub use error::{StoreError, TxError};
+pub use idempotency_keys::{ClaimOutcome, IdempotencyClaim, IdempotencyRecord, IdempotentAnswer};
 pub use model::*;
 pub use sso::SsoAttempt;
 pub use stored_responses::StoredResponse;

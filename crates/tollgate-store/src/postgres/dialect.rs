@@ -10,6 +10,7 @@ use crate::batches::Batches;
 use crate::captures::Captures;
 use crate::dialect::{BoundArguments, Dialect};
 use crate::error::StoreError;
+use crate::idempotency_keys::IdempotencyKeys;
 use crate::payment_customers::PaymentCustomers;
 use crate::postgres::{PgStore, PgTransaction, store_error};
 use crate::reports::Reports;
@@ -73,3 +74,5 @@ impl Reports for PgStore {}
 impl RequestLog for PgStore {}
 
 impl Captures for PgStore {}
+
+impl IdempotencyKeys for PgStore {}

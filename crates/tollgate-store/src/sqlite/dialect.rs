@@ -10,6 +10,7 @@ use crate::batches::Batches;
 use crate::captures::Captures;
 use crate::dialect::{BoundArguments, Dialect};
 use crate::error::StoreError;
+use crate::idempotency_keys::IdempotencyKeys;
 use crate::payment_customers::PaymentCustomers;
 use crate::reports::Reports;
 use crate::request_log::RequestLog;
@@ -79,3 +80,5 @@ impl Reports for SqliteStore {}
 impl RequestLog for SqliteStore {}
 
 impl Captures for SqliteStore {}
+
+impl IdempotencyKeys for SqliteStore {}

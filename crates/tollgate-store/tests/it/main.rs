@@ -12,6 +12,7 @@ mod conformance;
 mod console;
 mod directory;
 mod fixtures;
+mod idempotency;
 mod model;
 mod postgres_backend;
 mod sqlite_backend;
@@ -105,6 +106,16 @@ macro_rules! the_conformance_suite {
 
         concurrent_conformance_tests!($backend; console;
             racing_sign_in_claims_never_exceed_the_limit,
+        );
+
+        conformance_tests!($backend; idempotency;
+            idempotency_keys_are_claimed_once_per_organization,
+            an_idempotency_key_given_back_may_be_claimed_again,
+            an_expired_idempotency_key_is_taken_over_and_purged,
+        );
+
+        concurrent_conformance_tests!($backend; idempotency;
+            racing_idempotency_claims_leave_one_claimant,
         );
 
         conformance_tests!($backend; directory;

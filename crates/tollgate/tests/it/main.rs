@@ -25,6 +25,7 @@ mod durability;
 mod exhaustion;
 mod failover;
 mod helpers;
+mod idempotency;
 mod messages;
 mod observability;
 mod pass_through;

@@ -42,6 +42,8 @@ mod credit;
 mod failover;
 #[path = "../it/helpers.rs"]
 mod helpers;
+#[path = "../it/idempotency.rs"]
+mod idempotency;
 #[path = "../it/messages.rs"]
 mod messages;
 #[path = "../it/observability.rs"]
