@@ -12,6 +12,11 @@
 //! lose a dispute on (`charge.dispute.closed`, status `lost`). Every state change makes the
 //! event Stripe would send; a test delivers them, signed, to tollgate — once, twice,
 //! reordered, late, or with a forged signature.
+//!
+//! A Checkout Session's `url` is a page a browser can use: `GET /pay/{id}` shows the amount
+//! and a Pay button, and paying (`POST /pay/{id}`, the card's payment method in `card`) does
+//! what `FakeStripe::pay_checkout` does, then sends the buyer to the session's
+//! `success_url`. The events are kept for the test to deliver, as for every other change.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -203,6 +208,7 @@ impl FakeStripe {
             .route("/v1/payment_intents", post(create_payment_intent))
             .route("/v1/checkout/sessions", post(create_session))
             .route("/v1/payment_methods/{id}", get(payment_method))
+            .route("/pay/{id}", get(checkout_page).post(pay_on_page))
             .with_state(state.clone());
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -244,26 +250,7 @@ impl FakeStripe {
     /// The buyer pays on the Checkout page with `payment_method`. A decline keeps the
     /// session open (the buyer may try another card). Returns the events Stripe sends.
     pub fn pay_checkout(&self, session_id: &str, payment_method: &str) -> Vec<Value> {
-        let mut stripe = lock(&self.state);
-        let before = stripe.events.len();
-        let session = stripe.sessions.get(session_id).cloned().expect("a known session");
-        let intent = json!({
-            "amount": session["amount_total"],
-            "currency": session["currency"],
-            "customer": session["customer"],
-            "metadata": session["payment_intent_metadata"],
-            "setup_future_usage": "off_session",
-        });
-        let (status, answer) = stripe.confirm(intent, payment_method, false);
-        if status == 200 && answer["status"] == "succeeded" {
-            let mut session = session;
-            session["status"] = json!("complete");
-            session["payment_status"] = json!("paid");
-            session["payment_intent"] = answer["id"].clone();
-            stripe.sessions.insert(session_id.to_owned(), session.clone());
-            stripe.event("checkout.session.completed", &session);
-        }
-        stripe.events[before..].to_vec()
+        lock(&self.state).pay_session(session_id, payment_method)
     }
 
     /// The session expires unpaid; returns the event.
@@ -435,6 +422,32 @@ fn idempotent(
         .into_response()
 }
 
+impl Stripe {
+    /// Pays the open session with `payment_method`; a decline keeps it open. Returns the
+    /// events Stripe sends.
+    fn pay_session(&mut self, session_id: &str, payment_method: &str) -> Vec<Value> {
+        let before = self.events.len();
+        let session = self.sessions.get(session_id).cloned().expect("a known session");
+        let intent = json!({
+            "amount": session["amount_total"],
+            "currency": session["currency"],
+            "customer": session["customer"],
+            "metadata": session["payment_intent_metadata"],
+            "setup_future_usage": "off_session",
+        });
+        let (status, answer) = self.confirm(intent, payment_method, false);
+        if status == 200 && answer["status"] == "succeeded" {
+            let mut session = session;
+            session["status"] = json!("complete");
+            session["payment_status"] = json!("paid");
+            session["payment_intent"] = answer["id"].clone();
+            self.sessions.insert(session_id.to_owned(), session.clone());
+            self.event("checkout.session.completed", &session);
+        }
+        self.events[before..].to_vec()
+    }
+}
+
 async fn create_customer(
     State(state): State<Shared>,
     headers: HeaderMap,
@@ -506,4 +519,43 @@ async fn payment_method(State(_state): State<Shared>, Path(id): Path<String>) ->
     };
     Json(json!({ "id": id, "object": "payment_method", "type": "card", "card": { "brand": brand, "last4": last4 } }))
         .into_response()
+}
+
+/// The Checkout page a session's `url` points to: the amount and a Pay button.
+async fn checkout_page(State(state): State<Shared>, Path(id): Path<String>) -> Response {
+    let Some(session) = lock(&state).sessions.get(&id).cloned() else {
+        return (StatusCode::NOT_FOUND, "No such checkout session").into_response();
+    };
+    let cents = session["amount_total"].as_i64().unwrap_or(0);
+    let page = format!(
+        "<!doctype html><html><head><title>Checkout</title></head><body>\
+         <h1 id=\"total\">Pay ${}.{:02}</h1><p id=\"status\">{}</p>\
+         <form method=\"post\" action=\"/pay/{id}\">\
+         <label for=\"card\">Card</label><input id=\"card\" name=\"card\" value=\"{CARD_OK}\">\
+         <button id=\"pay\" type=\"submit\">Pay</button></form></body></html>",
+        cents / 100,
+        cents % 100,
+        session["status"].as_str().unwrap_or_default(),
+    );
+    axum::response::Html(page).into_response()
+}
+
+/// The buyer pressed Pay: the card is charged and, once paid, the buyer is sent to the
+/// session's `success_url`; a decline shows the page again.
+async fn pay_on_page(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    Form(form): Form<Vec<(String, String)>>,
+) -> Response {
+    let mut stripe = lock(&state);
+    if !stripe.sessions.contains_key(&id) {
+        return (StatusCode::NOT_FOUND, "No such checkout session").into_response();
+    }
+    stripe.pay_session(&id, field(&form, "card").unwrap_or_default());
+    let session = stripe.sessions.get(&id).cloned().unwrap_or_default();
+    let next = match (session["status"].as_str(), session["success_url"].as_str()) {
+        (Some("complete"), Some(success)) => success.to_owned(),
+        _ => format!("/pay/{id}"),
+    };
+    (StatusCode::SEE_OTHER, [(axum::http::header::LOCATION, next)]).into_response()
 }
