@@ -63,6 +63,9 @@ pub struct ConsoleSettings {
     pub secure_cookies: Option<bool>,
     /// Proxies whose forwarding header names the client, for the sign-in limit per client.
     pub trusted_proxies: TrustedProxies,
+    /// The payment provider's page the billing forms send the buyer to (Stripe Checkout's
+    /// origin), allowed as a form's destination by the content security policy.
+    pub payment_page_origin: Option<String>,
 }
 
 /// What every page shares. Cheap to clone.
@@ -80,6 +83,7 @@ const SCRIPT: &str = include_str!("../assets/console.js");
 
 /// The Console's router, to be merged at the root: every route is under `/console`.
 pub fn router(state: ConsoleState) -> Router {
+    let policy = session::content_security_policy(state.settings.payment_page_origin.as_deref());
     // `Idempotency-Key` on the billing forms' POSTs (tollgate-edge's middleware), inside the
     // session guard, which has checked the session and the CSRF token by then.
     let idempotent = axum::middleware::from_fn_with_state(
@@ -160,7 +164,9 @@ pub fn router(state: ConsoleState) -> Router {
             state.clone(),
             session::guard,
         ))
-        .layer(axum::middleware::from_fn(session::security_headers))
+        .layer(axum::middleware::from_fn(move |request, next| {
+            session::security_headers(policy.clone(), request, next)
+        }))
         .with_state(state);
     Router::new().nest("/console", pages)
 }

@@ -196,21 +196,31 @@ pub(crate) async fn guard(State(state): State<ConsoleState>, request: Request, n
     next.run(Request::from_parts(parts, Body::from(bytes))).await
 }
 
+/// The Console's content security policy: only our own assets, no framing, and forms that
+/// lead only to the Console or to the payment provider's page (a form's redirect is held
+/// to `form-action` too, so Stripe Checkout's origin must be named or the browser stops
+/// the buyer on the billing page).
+pub(crate) fn content_security_policy(payment_page_origin: Option<&str>) -> HeaderValue {
+    let policy = format!(
+        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; \
+         frame-ancestors 'none'; form-action 'self'{}",
+        payment_page_origin
+            .map(|origin| format!(" {origin}"))
+            .unwrap_or_default()
+    );
+    // Configuration has checked the origin; one that is still not a header value is left out.
+    HeaderValue::from_str(&policy).unwrap_or_else(|_| content_security_policy(None))
+}
+
 /// Headers of every Console response: no framing by other sites, no sniffing, no caching
-/// of pages that show account data, and a policy that allows only our own assets.
-pub(crate) async fn security_headers(request: Request, next: Next) -> Response {
+/// of pages that show account data, and the content security policy.
+pub(crate) async fn security_headers(policy: HeaderValue, request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
     headers.insert("x-frame-options", HeaderValue::from_static("DENY"));
     headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
     headers.insert("referrer-policy", HeaderValue::from_static("same-origin"));
-    headers.insert(
-        "content-security-policy",
-        HeaderValue::from_static(
-            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; \
-             frame-ancestors 'none'; form-action 'self'",
-        ),
-    );
+    headers.insert("content-security-policy", policy);
     if !headers.contains_key(header::CACHE_CONTROL) {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }

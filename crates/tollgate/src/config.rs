@@ -129,6 +129,10 @@ pub struct StripeConfig {
     pub publishable_key: Option<String>,
     /// Where Checkout sends the buyer back (this server's public address).
     pub public_url: Option<String>,
+    /// The origin of Stripe's Checkout pages (a custom domain if the account has one): the
+    /// Console's forms may lead there, and nowhere else but the Console.
+    #[serde(default = "default_stripe_checkout")]
+    pub checkout_origin: String,
 }
 
 impl Default for StripeConfig {
@@ -143,6 +147,7 @@ impl Default for StripeConfig {
             api_base: default_stripe_api(),
             publishable_key: None,
             public_url: None,
+            checkout_origin: default_stripe_checkout(),
         }
     }
 }
@@ -169,6 +174,10 @@ fn default_currency() -> String {
 
 fn default_stripe_api() -> String {
     "https://api.stripe.com".to_owned()
+}
+
+fn default_stripe_checkout() -> String {
+    "https://checkout.stripe.com".to_owned()
 }
 
 #[derive(Clone, Copy, Debug, Deserialize)]
@@ -815,9 +824,26 @@ impl Config {
         .map_err(|problem| {
             anyhow::anyhow!("console.trusted_proxies or console.client_address_header: {problem}")
         })?;
+        let payment_page_origin = (self.payments.provider == "stripe").then(|| {
+            self.payments
+                .stripe
+                .checkout_origin
+                .trim_end_matches('/')
+                .to_owned()
+        });
+        if let Some(origin) = &payment_page_origin
+            && (origin.is_empty()
+                || !origin.starts_with("http")
+                || origin.contains(|c: char| c.is_whitespace() || c == ';' || c == '\''))
+        {
+            bail!(
+                "payments.stripe.checkout_origin must be an origin such as https://checkout.stripe.com, not '{origin}'"
+            );
+        }
         Ok(ConsoleSettings {
             secure_cookies,
             trusted_proxies,
+            payment_page_origin,
         })
     }
 

@@ -610,3 +610,34 @@ fn the_variable_naming_the_config_file_is_not_a_key() {
         "an interval is a SQLite setting and needs no URL"
     );
 }
+
+#[test]
+fn the_consoles_forms_may_lead_to_stripe_checkout_only_under_stripe() {
+    let settings = |file: &str| {
+        parse(Some(file), &[])
+            .and_then(|config| config.console_settings())
+            .map(|settings| settings.payment_page_origin)
+    };
+    assert_eq!(settings("").expect("the test provider"), None);
+    let stripe = "[payments]\nprovider = \"stripe\"\n[payments.stripe]\nsecret_key = \"sk_test_1\"\nwebhook_secret = \"whsec_1\"\n";
+    assert_eq!(
+        settings(stripe).expect("stripe").as_deref(),
+        Some("https://checkout.stripe.com")
+    );
+    assert_eq!(
+        settings(&format!(
+            "{stripe}checkout_origin = \"https://pay.example.com/\"\n"
+        ))
+        .expect("a custom domain")
+        .as_deref(),
+        Some("https://pay.example.com")
+    );
+    let error = settings(&format!(
+        "{stripe}checkout_origin = \"https://x 'unsafe-inline'\"\n"
+    ))
+    .expect_err("not an origin");
+    assert!(
+        format!("{error:#}").contains("payments.stripe.checkout_origin"),
+        "{error:#}"
+    );
+}

@@ -515,3 +515,82 @@ async fn roles_and_cross_site_posts_are_enforced() {
         "no workspace was created"
     );
 }
+
+/// Goal (#22): with Stripe, credit is bought in the browser on Stripe's own Checkout page
+/// (the Console has no card field), and the balance changes only when Stripe's signed event
+/// arrives: the buyer's return to the Console, a forged event and a stale one grant nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buying_credit_with_stripe_in_a_real_browser_credits_only_on_the_signed_event() {
+    use tollgate_testkit::FakeStripe;
+
+    use crate::stripe::{SECRET, of_type, stripe_app};
+
+    let (app, stripe) = stripe_app().await;
+    app.tollgate
+        .create_console_admin(&app.org_id, "ada@example.com", "Ada", PASSWORD)
+        .await
+        .expect("admin");
+    let browser = Browser::start().await;
+    browser.sign_in(&app, "ada@example.com").await;
+    let overview = format!("{}/console/overview", app.address);
+    let balance = async || {
+        browser.goto(&overview).await;
+        nanos(&browser.text("#balance").await)
+    };
+    let before = balance().await;
+
+    browser.goto(&format!("{}/console/billing", app.address)).await;
+    assert!(
+        !browser.source().await.contains("id=\"card\""),
+        "no card field under Stripe"
+    );
+    browser.fill("#amount", "25").await;
+    browser
+        .submit("form[action='/console/billing/purchase'] button")
+        .await;
+    assert!(
+        browser.url().await.starts_with(&stripe.base_url()),
+        "on Stripe's page: {}",
+        browser.url().await
+    );
+    assert_eq!(browser.text("#total").await, "Pay $25.00");
+    browser.shot("stripe-01-checkout").await;
+    browser.submit("#pay").await;
+    // Back to the receipt at the configured public address (`public_url`), here served at
+    // the test's own.
+    let returned = browser.url().await;
+    let receipt = returned
+        .strip_prefix("https://console.example")
+        .filter(|path| path.starts_with("/console/billing/receipts/"))
+        .unwrap_or_else(|| panic!("sent back to the receipt: {returned}"))
+        .to_owned();
+    browser.goto(&format!("{}{receipt}", app.address)).await;
+    assert!(
+        browser
+            .text("#purchase-status")
+            .await
+            .contains("Waiting for the payment to be confirmed")
+    );
+    browser.shot("stripe-02-returned").await;
+    assert_eq!(balance().await, before, "the buyer's return grants nothing");
+
+    let events = stripe.events();
+    let completed = of_type(&events, "checkout.session.completed");
+    let now = app.tollgate.now().timestamp();
+    let url = app.webhook_url();
+    assert_eq!(
+        FakeStripe::deliver(&url, completed, "whsec_forged", now).await,
+        400
+    );
+    assert_eq!(
+        FakeStripe::deliver(&url, completed, SECRET, now - 3600).await,
+        400
+    );
+    assert_eq!(balance().await, before, "a forged or stale event grants nothing");
+
+    assert_eq!(app.deliver(completed).await, 200);
+    assert_eq!(balance().await - before, nanos("25"));
+    browser.shot("stripe-03-credited").await;
+    assert_eq!(app.deliver(completed).await, 200, "a redelivery is acknowledged");
+    assert_eq!(balance().await - before, nanos("25"), "and grants nothing more");
+}

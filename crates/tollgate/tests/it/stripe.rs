@@ -16,10 +16,10 @@ use tollgate_testkit::{CARD_AUTHENTICATION_REQUIRED, CARD_DECLINED, CARD_OK, CAR
 
 use crate::helpers::{Options, TestApp, spawn_app_with};
 
-const SECRET: &str = "whsec_current";
+pub(crate) const SECRET: &str = "whsec_current";
 const PREVIOUS: &str = "whsec_previous";
 
-async fn stripe_app() -> (TestApp, FakeStripe) {
+pub(crate) async fn stripe_app() -> (TestApp, FakeStripe) {
     stripe_app_with(Options::default()).await
 }
 
@@ -37,6 +37,7 @@ async fn stripe_app_with(options: Options) -> (TestApp, FakeStripe) {
         previous_webhook_secret = "{PREVIOUS}"
         api_base = "{base}"
         public_url = "https://console.example"
+        checkout_origin = "{base}"
         "#,
         base = stripe.base_url()
     );
@@ -49,12 +50,12 @@ async fn stripe_app_with(options: Options) -> (TestApp, FakeStripe) {
 }
 
 impl TestApp {
-    fn webhook_url(&self) -> String {
+    pub(crate) fn webhook_url(&self) -> String {
         self.url("/webhooks/stripe")
     }
 
     /// Delivers `event` signed now under the current secret; returns the status code.
-    async fn deliver(&self, event: &Value) -> u16 {
+    pub(crate) async fn deliver(&self, event: &Value) -> u16 {
         let now = self.tollgate.now().timestamp();
         FakeStripe::deliver(&self.webhook_url(), event, SECRET, now).await
     }
@@ -91,7 +92,7 @@ impl TestApp {
     }
 }
 
-fn of_type<'a>(events: &'a [Value], kind: &str) -> &'a Value {
+pub(crate) fn of_type<'a>(events: &'a [Value], kind: &str) -> &'a Value {
     events
         .iter()
         .find(|event| event["type"] == kind)
