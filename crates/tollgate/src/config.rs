@@ -176,6 +176,20 @@ fn default_stripe_api() -> String {
     "https://api.stripe.com".to_owned()
 }
 
+/// `payments.stripe.checkout_origin` as an origin (scheme and host, nothing after), the form
+/// a content security policy names it in.
+fn checkout_origin(configured: &str) -> anyhow::Result<String> {
+    let uri: axum::http::Uri = configured.parse().unwrap_or_default();
+    match (uri.scheme_str(), uri.authority(), uri.path(), uri.query()) {
+        (Some(scheme @ ("https" | "http")), Some(authority), "" | "/", None) => {
+            Ok(format!("{scheme}://{authority}"))
+        }
+        _ => bail!(
+            "payments.stripe.checkout_origin must be an origin such as https://checkout.stripe.com, not '{configured}'"
+        ),
+    }
+}
+
 fn default_stripe_checkout() -> String {
     "https://checkout.stripe.com".to_owned()
 }
@@ -824,22 +838,9 @@ impl Config {
         .map_err(|problem| {
             anyhow::anyhow!("console.trusted_proxies or console.client_address_header: {problem}")
         })?;
-        let payment_page_origin = (self.payments.provider == "stripe").then(|| {
-            self.payments
-                .stripe
-                .checkout_origin
-                .trim_end_matches('/')
-                .to_owned()
-        });
-        if let Some(origin) = &payment_page_origin
-            && (origin.is_empty()
-                || !origin.starts_with("http")
-                || origin.contains(|c: char| c.is_whitespace() || c == ';' || c == '\''))
-        {
-            bail!(
-                "payments.stripe.checkout_origin must be an origin such as https://checkout.stripe.com, not '{origin}'"
-            );
-        }
+        let payment_page_origin = (self.payments.provider == "stripe")
+            .then(|| checkout_origin(&self.payments.stripe.checkout_origin))
+            .transpose()?;
         Ok(ConsoleSettings {
             secure_cookies,
             trusted_proxies,

@@ -632,12 +632,11 @@ fn the_consoles_forms_may_lead_to_stripe_checkout_only_under_stripe() {
         .as_deref(),
         Some("https://pay.example.com")
     );
-    let error = settings(&format!(
-        "{stripe}checkout_origin = \"https://x 'unsafe-inline'\"\n"
-    ))
-    .expect_err("not an origin");
-    assert!(
-        format!("{error:#}").contains("payments.stripe.checkout_origin"),
-        "{error:#}"
-    );
+    for bad in ["https://x 'unsafe-inline'", "", "checkout.stripe.com"] {
+        let error = settings(&format!("{stripe}checkout_origin = \"{bad}\"\n")).expect_err("not an origin");
+        assert!(
+            format!("{error:#}").contains("payments.stripe.checkout_origin"),
+            "{bad}: {error:#}"
+        );
+    }
 }

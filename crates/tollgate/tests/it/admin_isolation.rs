@@ -36,15 +36,7 @@ async fn as_key(
 }
 
 async fn other_tenant(app: &TestApp) -> OtherTenant {
-    let organization = app.tollgate.create_organization("Tenant B").await.expect("org B");
-    let admin_key = app
-        .tollgate
-        .create_key(KeyKind::Admin, &organization.id, None, "B admin")
-        .await
-        .expect("B admin key")
-        .secret
-        .expose_secret()
-        .to_owned();
+    let (organization, admin_key) = app.other_organization_admin_key().await;
     let post = |path: &'static str, body: Value| {
         let admin_key = admin_key.clone();
         async move { as_key(app, &admin_key, reqwest::Method::POST, path, Some(body)).await }

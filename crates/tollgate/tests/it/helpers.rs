@@ -457,6 +457,29 @@ impl TestApp {
         (client, cookie)
     }
 
+    /// A second organization, "Tenant B", and the secret of an admin key of its own.
+    pub(crate) async fn other_organization_admin_key(&self) -> (tollgate_service::Organization, String) {
+        let organization = self
+            .tollgate
+            .create_organization("Tenant B")
+            .await
+            .expect("org B");
+        let admin_key = self
+            .tollgate
+            .create_key(
+                tollgate_core::keys::KeyKind::Admin,
+                &organization.id,
+                None,
+                "B admin",
+            )
+            .await
+            .expect("B admin key")
+            .secret
+            .expose_secret()
+            .to_owned();
+        (organization, admin_key)
+    }
+
     pub(crate) async fn assert_ledger_clean(&self) {
         let report = self.tollgate.store().audit().await.expect("audit runs");
         assert!(report.problems.is_empty(), "ledger audit: {:?}", report.problems);

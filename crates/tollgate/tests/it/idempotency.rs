@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use serde_json::Value;
 use tollgate_core::idempotency::{IdempotencyKey, RequestFingerprint};
-use tollgate_core::keys::KeyKind;
 use tollgate_service::IdempotentStart;
 use tollgate_service::payments::TEST_CARD_OK;
 
@@ -289,12 +288,7 @@ async fn a_purchase_sent_again_under_its_key_buys_once() {
             assert_eq!(answer.body, again.body, "every 200 is the one purchase");
         }
     }
-    let purchases = app
-        .tollgate
-        .store()
-        .purchases(&app.org_id)
-        .await
-        .expect("purchases");
+    let purchases = app.tollgate.purchases(&app.org_id).await.expect("purchases");
     assert_eq!(purchases.len(), 1, "one purchase");
     assert_eq!(
         purchases[0].idempotency_key, "buy-25",
@@ -312,15 +306,7 @@ async fn a_purchase_sent_again_under_its_key_buys_once() {
 #[tokio::test]
 async fn keys_belong_to_their_organization() {
     let app = spawn_app().await;
-    let organization = app.tollgate.create_organization("Tenant B").await.expect("org B");
-    let other_admin_key = app
-        .tollgate
-        .create_key(KeyKind::Admin, &organization.id, None, "B admin")
-        .await
-        .expect("B admin key")
-        .secret
-        .expose_secret()
-        .to_owned();
+    let (organization, other_admin_key) = app.other_organization_admin_key().await;
     let body = r#"{"name":"Shared name"}"#;
     let ours = post(&app, WORKSPACES, "shared-key", body).await;
     let theirs = send(
@@ -499,11 +485,6 @@ async fn a_console_purchase_sent_again_under_its_key_buys_once() {
         page.contains("Keys for idempotent requests can only be used with the same parameters"),
         "{page}"
     );
-    let purchases = app
-        .tollgate
-        .store()
-        .purchases(&app.org_id)
-        .await
-        .expect("purchases");
+    let purchases = app.tollgate.purchases(&app.org_id).await.expect("purchases");
     assert_eq!(purchases.len(), 1, "one purchase");
 }
