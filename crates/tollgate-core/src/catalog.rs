@@ -199,6 +199,20 @@ impl Catalog {
         Ok(Catalog { models, aliases })
     }
 
+    /// The ids of the models with a deployment of this key, in catalogue order: whose
+    /// traffic a deployment going down touches.
+    pub fn models_served_by(&self, key: &DeploymentKey) -> Vec<&str> {
+        self.models
+            .iter()
+            .filter(|model| {
+                model.deployments.iter().any(|deployment| {
+                    deployment.provider == key.provider && deployment.upstream_model == key.upstream_model
+                })
+            })
+            .map(|model| model.id.as_str())
+            .collect()
+    }
+
     pub fn models(&self) -> &[Model] {
         &self.models
     }
@@ -336,6 +350,14 @@ impl Cooldowns {
         // Entries that ended long ago only take memory.
         self.until.retain(|_, until| *until > now);
         went_down
+    }
+
+    /// The deployments alerted as down that no process has seen answer since (the standing
+    /// claims of every replica), in place of those this process knew: the next success here
+    /// of one of them re-arms its alert, and the next failure of any other is a new
+    /// crossing. Cooldowns are left as they are.
+    pub fn set_down(&mut self, down: HashSet<DeploymentKey>) {
+        self.down = down;
     }
 
     /// The deployment answered: its cooldown ends. `true` if it was down.

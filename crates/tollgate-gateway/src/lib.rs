@@ -32,6 +32,7 @@ use tollgate_upstream::Provider;
 pub use crate::batches::{BATCH_BODY_BYTES_MAX, BATCH_REQUESTS_MAX, BatchRunnerSettings, run_batches};
 pub use crate::error::{ApiError, CREDIT_TOO_LOW, ErrorKind, OpenAiError, Surface};
 pub use crate::messages::run_for_caller;
+pub use crate::routing::watch_deployment_alerts;
 
 /// Limits of the HTTP surface, from configuration.
 #[derive(Clone, Debug)]

@@ -409,6 +409,8 @@ struct Upstream {
     request_id: String,
     /// The organization of the request, told when a deployment goes down under it.
     org_id: String,
+    /// Which models a deployment that goes down serves.
+    catalog: Arc<tollgate_core::catalog::Catalog>,
 }
 
 impl Upstream {
@@ -513,8 +515,8 @@ impl Upstream {
     }
 
     /// Passes the deployment over for its cooldown; if this failure took it down, its
-    /// `deployment_down` alert goes to the organization of this request (the one whose
-    /// traffic found it failing; other organizations routed to it meanwhile are not told).
+    /// `deployment_down` alert goes to the organization of this request first, then to
+    /// every organization whose recent traffic went to a model it serves.
     async fn cool_down(&self, deployment: &Deployment, error: &UpstreamError) {
         let went_down = self
             .cooldowns
@@ -526,6 +528,11 @@ impl Upstream {
                 .alert_deployment_down(
                     &self.org_id,
                     &deployment.key(),
+                    self.catalog
+                        .models_served_by(&deployment.key())
+                        .into_iter()
+                        .map(str::to_owned)
+                        .collect(),
                     deployment.cooldown,
                     &telemetry::failure_label(error),
                 )
@@ -631,6 +638,7 @@ impl MeteredCall {
             org_id: self.open.caller.org_id.clone(),
             attempts: self.attempts,
             cooldowns: self.cooldowns,
+            catalog: self.catalog.clone(),
         };
         let settings = Settings {
             tollgate: self.tollgate,

@@ -167,3 +167,36 @@ pub(crate) fn largest_body_bytes(original: &Bytes, attempts: &[Attempt]) -> usiz
         .max()
         .unwrap_or(0)
 }
+
+/// Every `interval`, takes the deployments alerted as down by any replica (the standing
+/// `deployment_down` claims) as this process's down set, so that a replica that never saw
+/// a deployment fail still re-arms its alert at the deployment's next success here, and
+/// one whose alert another replica re-armed goes down afresh at its next failure here.
+/// Runs until the task is dropped.
+pub async fn watch_deployment_alerts(state: GatewayState, interval: std::time::Duration) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let labels = match state.tollgate.deployments_alerted_down().await {
+            Ok(labels) => labels,
+            Err(error) => {
+                tracing::warn!(%error, "could not read which deployments are alerted as down");
+                continue;
+            }
+        };
+        let down = state
+            .catalog
+            .models()
+            .iter()
+            .flat_map(|model| &model.deployments)
+            .map(tollgate_core::catalog::Deployment::key)
+            .filter(|key| labels.contains(&key.label()))
+            .collect();
+        state
+            .cooldowns
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .set_down(down);
+    }
+}

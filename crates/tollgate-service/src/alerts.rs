@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use lettre::message::Mailbox;
 use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use tollgate_core::Timestamp;
 use tollgate_core::alerts::{
@@ -53,6 +54,33 @@ pub enum SmtpSecurity {
     StartTls,
 }
 
+/// Certificates of authorities to trust for STARTTLS, parsed from PEM.
+#[derive(Clone)]
+pub struct SmtpRoots(Certificate);
+
+impl SmtpRoots {
+    /// Every certificate of a PEM text; refused when it holds none or one does not parse.
+    pub fn from_pem(pem: &[u8]) -> Result<SmtpRoots, String> {
+        if !pem
+            .windows(CERTIFICATE_PEM_LABEL.len())
+            .any(|window| window == CERTIFICATE_PEM_LABEL)
+        {
+            return Err("it holds no PEM certificate".to_owned());
+        }
+        Certificate::from_pem(pem)
+            .map(SmtpRoots)
+            .map_err(|error| format!("its certificates do not parse: {error}"))
+    }
+}
+
+impl std::fmt::Debug for SmtpRoots {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("SmtpRoots(..)")
+    }
+}
+
+const CERTIFICATE_PEM_LABEL: &[u8] = b"-----BEGIN CERTIFICATE-----";
+
 /// Where alert email goes out.
 #[derive(Clone, Debug)]
 pub struct SmtpSettings {
@@ -61,6 +89,9 @@ pub struct SmtpSettings {
     pub security: SmtpSecurity,
     /// Username and password, when the relay wants them.
     pub credentials: Option<(String, String)>,
+    /// Authorities a STARTTLS relay's certificate may chain to besides the public ones
+    /// (a private relay's own authority).
+    pub extra_roots: Option<SmtpRoots>,
     /// The `From` address.
     pub from: String,
 }
@@ -100,6 +131,9 @@ impl Default for AlertingSettings {
 
 /// The longest notice an organization may ask before a key expires.
 const KEY_NOTICE_DAYS_MAX: u32 = 365;
+/// How far back a deployment's traffic makes an organization one that its going down
+/// concerns: a day.
+const DEPLOYMENT_AUDIENCE_WINDOW: chrono::Duration = chrono::Duration::days(1);
 /// Deliveries a loop leases at once.
 const LEASE_BATCH: u64 = 16;
 /// Deliveries the Admin API lists at most.
@@ -469,13 +503,18 @@ impl Tollgate {
 
     /// A deployment went down (`Cooldowns::record_failure` said so) on a request of
     /// `org_id`: fires `deployment_down` for that organization, the one whose traffic
-    /// found it failing; its subject is the deployment, so each process that sees it go
-    /// down asks, and one claim lands. Called only at that crossing, so it is awaited: the
-    /// claim lands before the same process can see the deployment answer and re-arm it.
+    /// found it failing, and then, in the background, for every organization with charged
+    /// requests in the last day for one of `models` (the catalogue models it serves). Its
+    /// subject is the deployment, so each process that sees it go down asks, and one claim
+    /// per organization lands. Called only at that crossing; the first organization's claim
+    /// is awaited, so that it lands before the same process can see the deployment answer
+    /// and re-arm it (a later claim that lands after a re-arm is re-armed by the next
+    /// success any process sees, `deployments_alerted_down`).
     pub async fn alert_deployment_down(
         &self,
         org_id: &str,
         deployment: &DeploymentKey,
+        models: Vec<String>,
         cooldown: chrono::Duration,
         error: &str,
     ) {
@@ -487,15 +526,45 @@ impl Tollgate {
         let data = serde_json::json!({
             "provider": deployment.provider,
             "upstream_model": deployment.upstream_model,
+            "models": models,
             "error": error,
             "cooldown_seconds": cooldown.num_seconds(),
         });
-        if let Err(error) = self
-            .fire(org_id, AlertKind::DeploymentDown, &subject, &summary, data)
-            .await
-        {
-            tracing::warn!(%error, org_id, subject = subject.as_str(), "could not fire a deployment alert");
-        }
+        let fire = move |tollgate: Tollgate, org_id: String| {
+            let (subject, summary, data) = (subject.clone(), summary.clone(), data.clone());
+            async move {
+                if let Err(error) = tollgate
+                    .fire(&org_id, AlertKind::DeploymentDown, &subject, &summary, data)
+                    .await
+                {
+                    tracing::warn!(%error, org_id, subject = subject.as_str(), "could not fire a deployment alert");
+                }
+            }
+        };
+        fire(self.clone(), org_id.to_owned()).await;
+        let (tollgate, tripped_by) = (self.clone(), org_id.to_owned());
+        tokio::spawn(async move {
+            let since = tollgate.now() - DEPLOYMENT_AUDIENCE_WINDOW;
+            let orgs = match tollgate.store().orgs_using_models(&models, since).await {
+                Ok(orgs) => orgs,
+                Err(error) => {
+                    tracing::warn!(%error, "could not find whom a deployment alert concerns");
+                    return;
+                }
+            };
+            for org_id in orgs.into_iter().filter(|org_id| *org_id != tripped_by) {
+                fire(tollgate.clone(), org_id).await;
+            }
+        });
+    }
+
+    /// The deployments alerted as down that no process has seen answer since, by label
+    /// (`DeploymentKey::label`): the standing `deployment_down` claims of every replica.
+    pub async fn deployments_alerted_down(&self) -> Result<Vec<String>, ServiceError> {
+        Ok(self
+            .store()
+            .alert_subjects(AlertKind::DeploymentDown.as_str())
+            .await?)
     }
 
     /// A deployment this process saw go down answered again: re-arms its `deployment_down`
@@ -743,10 +812,19 @@ async fn send_email(
         .subject(subject)
         .body(body)
         .map_err(|error| (None, format!("the message could not be built: {error}")))?;
+    let builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&smtp.host);
     let builder = match smtp.security {
-        SmtpSecurity::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&smtp.host),
-        SmtpSecurity::StartTls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&smtp.host)
-            .map_err(|error| (None, format!("STARTTLS could not be set up: {error}")))?,
+        SmtpSecurity::None => builder,
+        SmtpSecurity::StartTls => {
+            let mut tls = TlsParameters::builder(smtp.host.clone());
+            if let Some(SmtpRoots(roots)) = &smtp.extra_roots {
+                tls = tls.add_root_certificate(roots.clone());
+            }
+            let tls = tls
+                .build()
+                .map_err(|error| (None, format!("STARTTLS could not be set up: {error}")))?;
+            builder.tls(Tls::Required(tls))
+        }
     };
     let mut builder = builder.port(smtp.port).timeout(Some(settings.webhook_timeout));
     if let Some((username, password)) = &smtp.credentials {

@@ -42,7 +42,8 @@ use tollgate_store::Store;
 
 pub use crate::admin::{CreatedApiKey, KeyFilter, KeyUpdate, MAX_ACTIVE_WORKSPACES, NewApiKey, OrgAdmin};
 pub use crate::alerts::{
-    AlertingSettings, CreatedDestination, DELIVERIES_LISTED_MAX, SmtpSecurity, SmtpSettings, email_text,
+    AlertingSettings, CreatedDestination, DELIVERIES_LISTED_MAX, SmtpRoots, SmtpSecurity, SmtpSettings,
+    email_text,
 };
 pub use crate::batches::{
     BATCH_LIFETIME_HOURS, BATCH_RESULTS_KEPT_DAYS, BatchMaintenance, BatchRequestPlan, batch_caller,

@@ -20,6 +20,7 @@ use crate::codec::{count_to_sql, millis, timestamp_from_sql, unknown_text};
 use crate::dialect::Dialect;
 use crate::error::StoreError;
 use crate::model::KeyRecord;
+use crate::rollup::HOUR_MILLIS;
 use crate::rows::{DbRow, KEY_COLUMNS, column, key_from_row};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -381,6 +382,39 @@ where
             .await
             .map_err(Self::store_error)?;
         Ok(Self::rows_affected(&deleted))
+    }
+
+    /// The subjects of the standing claims of `kind`, each once: for `deployment_down`, the
+    /// deployments alerted as down that no process has seen answer since.
+    async fn alert_subjects(&self, kind: &str) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query("SELECT DISTINCT subject FROM alert_claims WHERE kind = $1 ORDER BY subject")
+            .bind(kind)
+            .fetch_all(self.read_pool())
+            .await
+            .map_err(Self::store_error)?;
+        rows.iter().map(|row| column(row, "subject")).collect()
+    }
+
+    /// The organizations with a charged request for one of `models` in an hour that ended
+    /// after `since`, each once (none for no models).
+    async fn orgs_using_models(
+        &self,
+        models: &[String],
+        since: Timestamp,
+    ) -> Result<Vec<String>, StoreError> {
+        if models.is_empty() {
+            return Ok(Vec::new());
+        }
+        let text = format!(
+            "SELECT DISTINCT org_id FROM usage_hourly WHERE hour > $1{} ORDER BY org_id",
+            Self::and_any_of("model", 2, models.len())
+        );
+        let query = sqlx::query(&text).bind(millis(since) - HOUR_MILLIS);
+        let rows = Self::bind_any_of(query, models)
+            .fetch_all(self.read_pool())
+            .await
+            .map_err(Self::store_error)?;
+        rows.iter().map(|row| column(row, "org_id")).collect()
     }
 
     /// Leases up to `limit` deliveries due at `now` that no live lease holds, to `owner`

@@ -1065,6 +1065,21 @@ impl Store {
         dispatch!(self.rearm_alert_subject(kind, subject))
     }
 
+    /// The subjects of the standing claims of `kind`, each once.
+    pub async fn alert_subjects(&self, kind: &str) -> Result<Vec<String>, StoreError> {
+        dispatch!(self.alert_subjects(kind))
+    }
+
+    /// The organizations with charged requests for one of `models` since about `since`
+    /// (by the hour), each once.
+    pub async fn orgs_using_models(
+        &self,
+        models: &[String],
+        since: Timestamp,
+    ) -> Result<Vec<String>, StoreError> {
+        dispatch!(self.orgs_using_models(models, since))
+    }
+
     /// Leases up to `limit` due deliveries to `owner` until `lease_until`.
     pub async fn lease_alert_deliveries(
         &self,

@@ -25,5 +25,5 @@ pub use crate::fake_upstream::{
     FAKE_GCP_REGION, FakeBedrock, FakeUpstream, FakeVertex, RecordedRequest, Recording, Reply,
 };
 pub use crate::otlp::{FakeOtlp, ReceivedSpan};
-pub use crate::smtp::{FakeSmtp, ReceivedMail};
+pub use crate::smtp::{FakeSmtp, ReceivedMail, TEST_CA_PEM_PATH};
 pub use crate::webhook::{FakeWebhook, ReceivedWebhook};

@@ -205,6 +205,11 @@ impl Application {
                 .clone()
                 .run_maintenance(self.maintenance_interval),
         );
+        // Which deployments any replica alerted as down, read as often as maintenance runs.
+        let deployment_alerts = tokio::spawn(tollgate_gateway::watch_deployment_alerts(
+            self.state.clone(),
+            self.maintenance_interval,
+        ));
         // Message Batches run in the background, claimed request by request in the store.
         // None at all with `concurrency = 0`: this process leaves them to the others.
         let batch_runner = (self.batch_runner.concurrency > 0).then(|| {
@@ -242,6 +247,7 @@ impl Application {
         }
         crate::serve::serve(self.listener, routes, self.server, shutdown).await;
         maintenance.abort();
+        deployment_alerts.abort();
         metrics_tasks.iter().for_each(tokio::task::JoinHandle::abort);
         if let Some(batch_runner) = batch_runner {
             batch_runner.abort();

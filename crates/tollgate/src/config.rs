@@ -363,6 +363,9 @@ pub struct AlertsConfig {
     pub smtp_password: String,
     #[serde(default)]
     pub smtp_password_file: Option<PathBuf>,
+    /// PEM certificates of authorities a STARTTLS relay may chain to besides the public ones.
+    #[serde(default)]
+    pub smtp_ca_file: Option<PathBuf>,
     pub smtp_from: String,
 }
 
@@ -801,12 +804,23 @@ impl Config {
                     .to_owned(),
                 None => alerts.smtp_password.clone(),
             };
+            let extra_roots = match &alerts.smtp_ca_file {
+                Some(path) => {
+                    let pem = std::fs::read(path)
+                        .with_context(|| format!("alerts.smtp_ca_file: cannot read {}", path.display()))?;
+                    Some(tollgate_service::SmtpRoots::from_pem(&pem).map_err(|error| {
+                        anyhow::anyhow!("alerts.smtp_ca_file: {}: {error}", path.display())
+                    })?)
+                }
+                None => None,
+            };
             Some(tollgate_service::SmtpSettings {
                 host: alerts.smtp_host.trim().to_owned(),
                 port: alerts.smtp_port,
                 security,
                 credentials: (!alerts.smtp_username.is_empty())
                     .then(|| (alerts.smtp_username.clone(), password)),
+                extra_roots,
                 from: alerts.smtp_from.clone(),
             })
         };

@@ -1,3 +1,5 @@
+use std::collections::HashSet;
+
 use crate::catalog::{
     Alias, Catalog, CatalogError, Cooldowns, Deployment, Model, UpstreamAttempt, route_order, served_by,
 };
@@ -273,6 +275,46 @@ fn a_deployment_is_down_from_its_first_failure_until_it_answers_again() {
     assert!(
         !cooldowns.record_failure(&no_cooldown, start),
         "never passed over"
+    );
+}
+
+#[test]
+fn a_deployment_another_process_alerted_as_down_is_down_here_until_it_answers() {
+    // #17: the standing claims replace what this process knew: a success of a claimed
+    // deployment re-arms its alert here, and one whose claim is gone goes down afresh.
+    let start = chrono::DateTime::UNIX_EPOCH;
+    let primary = deployment("primary", "m", 0, 1);
+    let other = deployment("backup", "m", 0, 1);
+    let mut cooldowns = Cooldowns::default();
+    assert!(cooldowns.record_failure(&other, start), "down here");
+    cooldowns.set_down(HashSet::from([primary.key()]));
+    assert!(!cooldowns.is_cooling(&primary, start), "no cooldown is invented");
+    assert!(cooldowns.is_cooling(&other, start), "cooldowns are kept");
+    assert!(
+        !cooldowns.record_failure(&primary, start),
+        "down already, elsewhere"
+    );
+    assert!(cooldowns.record_success(&primary), "came back: re-arm");
+    assert!(
+        cooldowns.record_failure(&other, start),
+        "re-armed elsewhere: a new crossing"
+    );
+}
+
+#[test]
+fn the_models_a_deployment_serves() {
+    let shared = deployment("primary", "upstream-a", 0, 1);
+    let mut first = model("first", "3", "15");
+    first.deployments = vec![shared.clone(), deployment("backup", "upstream-a", 1, 1)];
+    let mut second = model("second", "3", "15");
+    second.deployments = vec![shared.clone()];
+    let third = model("third", "3", "15");
+    let catalog = Catalog::new(vec![first, second, third], Vec::new()).expect("catalogue");
+    assert_eq!(catalog.models_served_by(&shared.key()), vec!["first", "second"]);
+    assert!(
+        catalog
+            .models_served_by(&deployment("nowhere", "x", 0, 1).key())
+            .is_empty()
     );
 }
 

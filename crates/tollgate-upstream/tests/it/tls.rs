@@ -1,6 +1,7 @@
 //! The clients over TLS, against a server that offers HTTP/2 and lets one connection carry
 //! one stream at a time (providers' edges set such a limit, if higher). The certificates in
-//! `tls/` are a test authority and a certificate it signed for 127.0.0.1, valid until 2126.
+//! test kit's `tls/` are a test authority and a certificate it signed for 127.0.0.1, valid
+//! until 2126.
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
@@ -24,9 +25,9 @@ use tollgate_upstream::{Provider, UpstreamError, UpstreamReply};
 
 use super::{STREAM_BODY, event_stream_response, request};
 
-const CA_PEM: &[u8] = include_bytes!("tls/ca.pem");
-const SERVER_PEM: &[u8] = include_bytes!("tls/server.pem");
-const SERVER_KEY: &[u8] = include_bytes!("tls/server.key");
+const CA_PEM: &[u8] = include_bytes!("../../../tollgate-testkit/tls/ca.pem");
+const SERVER_PEM: &[u8] = include_bytes!("../../../tollgate-testkit/tls/server.pem");
+const SERVER_KEY: &[u8] = include_bytes!("../../../tollgate-testkit/tls/server.key");
 
 /// A TLS server offering `h2` and `http/1.1` whose HTTP/2 connections allow one stream at
 /// a time. Every request is answered with `STREAM_BODY`'s first event at once and the rest

@@ -298,13 +298,12 @@ async fn a_receiver_answering_500_gets_retries_and_the_list_shows_each_attempt()
     assert_eq!(delivered["attempts"][0]["response_status"], 200);
 }
 
-/// Goal: an email destination gets the alert through a real SMTP dialogue, with a subject
-/// naming the alert and a body with the summary and the organization.
-#[tokio::test]
-async fn an_email_alert_arrives_over_smtp_with_its_subject_and_body() {
-    let smtp = FakeSmtp::start().await;
+/// An app whose alert email goes to `smtp` (with `alerts_extra` lines in `[alerts]`), an
+/// email destination, and a balance threshold its first request's settlement crosses;
+/// that request has been made.
+async fn app_emailing_an_alert(smtp: &FakeSmtp, alerts_extra: &str) -> TestApp {
     let config = format!(
-        "[alerts]\npoll_interval_millis = 20\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {}\nsmtp_from = \"alerts@tollgate.test\"",
+        "[alerts]\npoll_interval_millis = 20\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {}\nsmtp_from = \"alerts@tollgate.test\"\n{alerts_extra}",
         smtp.port()
     );
     let app = spawn_app_with(Options {
@@ -318,6 +317,11 @@ async fn an_email_alert_arrives_over_smtp_with_its_subject_and_body() {
         app.post_messages(&message_body("fake-sonnet")).await.status(),
         200
     );
+    app
+}
+
+/// Waits (bounded) until the relay has mail; what it has then.
+async fn mails_when_any(smtp: &FakeSmtp) -> Vec<tollgate_testkit::ReceivedMail> {
     let mut mails = Vec::new();
     for _ in 0..400 {
         mails = smtp.mails();
@@ -326,6 +330,16 @@ async fn an_email_alert_arrives_over_smtp_with_its_subject_and_body() {
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
+    mails
+}
+
+/// Goal: an email destination gets the alert through a real SMTP dialogue, with a subject
+/// naming the alert and a body with the summary and the organization.
+#[tokio::test]
+async fn an_email_alert_arrives_over_smtp_with_its_subject_and_body() {
+    let smtp = FakeSmtp::start().await;
+    let app = app_emailing_an_alert(&smtp, "").await;
+    let mails = mails_when_any(&smtp).await;
     let (_, deliveries) = admin(
         &app,
         reqwest::Method::GET,
@@ -348,6 +362,58 @@ async fn an_email_alert_arrives_over_smtp_with_its_subject_and_body() {
     // The delivery is recorded with the relay's reply code.
     let delivered = newest_delivery_when(&app, "delivered").await;
     assert_eq!(delivered["attempts"][0]["response_status"], 250);
+}
+
+/// Goal (#17): a relay that requires STARTTLS gets the alert over TLS when tollgate is told
+/// to use it and trusts the relay's authority (`smtp_ca_file`); with only the public
+/// authorities, the relay's certificate is refused, nothing is sent in the clear, and the
+/// delivery records why.
+#[tokio::test]
+async fn an_email_alert_goes_over_starttls_to_a_relay_whose_authority_is_trusted() {
+    for trusted in [true, false] {
+        let smtp = FakeSmtp::start_tls().await;
+        let ca = if trusted {
+            format!("smtp_ca_file = \"{}\"\n", tollgate_testkit::TEST_CA_PEM_PATH)
+        } else {
+            String::new()
+        };
+        let app = app_emailing_an_alert(
+            &smtp,
+            &format!("retry_first_delay_seconds = 60\nsmtp_security = \"starttls\"\n{ca}"),
+        )
+        .await;
+        if trusted {
+            let mails = mails_when_any(&smtp).await;
+            assert_eq!(mails.len(), 1);
+            assert!(mails[0].secured, "sent after STARTTLS");
+            assert_eq!(mails[0].to, vec!["billing@example.com".to_owned()]);
+            let delivered = newest_delivery_when(&app, "delivered").await;
+            assert_eq!(delivered["attempts"][0]["response_status"], 250);
+        } else {
+            let mut waited = 0;
+            let attempt = loop {
+                waited += 1;
+                assert!(waited < 400, "no attempt was recorded");
+                let (_, deliveries) = admin(
+                    &app,
+                    reqwest::Method::GET,
+                    "/v1/organizations/alert_deliveries",
+                    None,
+                )
+                .await;
+                if let Some(attempt) = deliveries["data"][0]["attempts"].get(0) {
+                    break attempt.clone();
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            };
+            let error = attempt["error"].as_str().unwrap_or_default();
+            assert!(
+                error.contains("certificate") || error.contains("tls") || error.contains("TLS"),
+                "{attempt}"
+            );
+            assert!(smtp.mails().is_empty(), "nothing sent in the clear");
+        }
+    }
 }
 
 /// Goal: an organization admin configures alerts on the Console's Alerts page: a webhook's
@@ -745,5 +811,94 @@ async fn a_deployment_going_down_alerts_once_until_it_answers_again() {
     assert_eq!(event(&received[1])["data"]["error"], "server_error (500)");
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(of_kind(&webhook.received(), "deployment_down"), 2);
+    app.assert_ledger_clean().await;
+}
+
+/// Another organization, with its own webhook destination, that sent one request for
+/// `model` if given; its id.
+async fn tenant_with_traffic(
+    app: &TestApp,
+    name: &str,
+    webhook: &FakeWebhook,
+    model: Option<&str>,
+) -> String {
+    let organization = app
+        .tollgate
+        .create_organization(name)
+        .await
+        .expect("organization");
+    app.tollgate
+        .create_alert_destination(
+            &organization.id,
+            tollgate_service::AlertChannel::Webhook,
+            &webhook.url(),
+            None,
+        )
+        .await
+        .expect("destination");
+    if let Some(model) = model {
+        let workspace = app
+            .tollgate
+            .store()
+            .default_workspace(&organization.id)
+            .await
+            .expect("default workspace");
+        let key = app
+            .tollgate
+            .create_key(
+                tollgate_core::keys::KeyKind::Api,
+                &organization.id,
+                Some(&workspace.id),
+                "caller",
+            )
+            .await
+            .expect("api key");
+        let response = app
+            .client
+            .post(app.url("/v1/messages"))
+            .header("x-api-key", key.secret.expose_secret())
+            .header("anthropic-version", "2023-06-01")
+            .json(&message_body(model))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(response.status(), 200, "{name}'s request");
+    }
+    organization.id
+}
+
+/// Goal (#17): a deployment going down concerns every organization whose traffic it
+/// carries, not only the one whose request found it failing: each organization with a
+/// charged request for a model it serves in the last day is told once, and an organization
+/// that never used it is not told.
+#[tokio::test]
+async fn a_deployment_going_down_alerts_every_organization_that_used_it() {
+    let app = spawn_app_with(Options {
+        extra_config: ROUTED_FAST_ALERTS,
+        extra_fakes: 2,
+        manual_clock: true,
+        ..Options::default()
+    })
+    .await;
+    let webhook = FakeWebhook::start().await;
+    add_destination(&app, "webhook", &webhook.url()).await;
+    let (other, unconcerned) = (FakeWebhook::start().await, FakeWebhook::start().await);
+    let other_org = tenant_with_traffic(&app, "Tenant B", &other, Some("routed")).await;
+    tenant_with_traffic(&app, "Tenant C", &unconcerned, Some("fake-sonnet")).await;
+    tenant_with_traffic(&app, "Tenant D", &unconcerned, None).await;
+
+    app.extra_fakes[0].push_behavior(tollgate_testkit::Behavior::Status(529));
+    assert_eq!(app.post_messages(&message_body("routed")).await.status(), 200);
+    let received = wait_for(&webhook, |received| !received.is_empty()).await;
+    assert_eq!(event(&received[0])["data"]["models"], json!(["routed"]));
+    let received = wait_for(&other, |received| !received.is_empty()).await;
+    let told = event(&received[0]);
+    assert_eq!(told["type"], "deployment_down");
+    assert_eq!(told["organization_id"], other_org.as_str());
+    assert_eq!(told["data"]["provider"], "primary");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(of_kind(&webhook.received(), "deployment_down"), 1);
+    assert_eq!(of_kind(&other.received(), "deployment_down"), 1);
+    assert!(unconcerned.received().is_empty(), "{:?}", unconcerned.received());
     app.assert_ledger_clean().await;
 }

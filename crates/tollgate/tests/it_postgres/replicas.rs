@@ -783,3 +783,98 @@ async fn two_replicas_crossing_one_threshold_deliver_one_alert() {
     assert_eq!(event["type"], "balance_below_threshold");
     drop((first, second));
 }
+
+/// Goal (#17): one `deployment_down` alert per outage across replicas, and a deployment
+/// that answers again on a replica that never saw it fail re-arms the alert there: the
+/// next outage, seen only by that replica, alerts again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_alerted_down_by_one_replica_is_re_armed_by_another() {
+    let primary = FakeUpstream::start().await;
+    let backup = FakeUpstream::start().await;
+    let webhook = tollgate_testkit::FakeWebhook::start().await;
+    let extra = format!(
+        r#"{credit}
+        [providers.backup]
+        kind = "anthropic"
+        base_url = "{backup}"
+        api_key = "provider-secret"
+        [models.routed]
+        class = "sonnet"
+        input = "3"
+        output = "15"
+        [[models.routed.deployments]]
+        provider = "fake"
+        upstream_model = "claude-sonnet-4-6"
+        [[models.routed.deployments]]
+        provider = "backup"
+        upstream_model = "claude-sonnet-4-6"
+        priority = 1
+        [alerts]
+        poll_interval_millis = 20
+        "#,
+        credit = credit_and_an_open_tier("5.00"),
+        backup = backup.base_url(),
+    );
+    let cluster = Cluster::new(&primary, "", &extra);
+    let (first, keys) = cluster.start();
+    let keys = keys.expect("the first replica sets the organization up");
+    let (second, _) = cluster.start();
+    let client = reqwest::Client::new();
+    admin_post(
+        &client,
+        &first.address,
+        &keys.admin_key,
+        "alert_destinations",
+        json!({"channel": "webhook", "target": webhook.url()}),
+    )
+    .await;
+    let routed = json!({
+        "model": "routed",
+        "max_tokens": 5,
+        "messages": [{"role": "user", "content": "Hello"}],
+    });
+    // The first replica sees the primary fail: one alert.
+    primary.push_behavior(Behavior::Status(529));
+    assert_eq!(
+        post_message(&client, &first.address, &keys.api_key, &routed).await,
+        200
+    );
+    wait_for_downs(&webhook, 1).await;
+    // Both replicas' watch runs (every maintenance interval, 1 s): the second one answers
+    // through the primary, which has come back.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        post_message(&client, &second.address, &keys.api_key, &routed).await,
+        200
+    );
+    // A new outage, seen by the second replica alone: a new alert.
+    primary.push_behavior(Behavior::Status(503));
+    assert_eq!(
+        post_message(&client, &second.address, &keys.api_key, &routed).await,
+        200
+    );
+    wait_for_downs(&webhook, 2).await;
+    drop((first, second));
+}
+
+fn downs(webhook: &tollgate_testkit::FakeWebhook) -> usize {
+    webhook
+        .received()
+        .iter()
+        .filter(|received| {
+            serde_json::from_slice::<Value>(&received.body).expect("json event")["type"] == "deployment_down"
+        })
+        .count()
+}
+
+/// Waits (bounded) for `count` `deployment_down` alerts, then a while for one more, which
+/// must not come.
+async fn wait_for_downs(webhook: &tollgate_testkit::FakeWebhook, count: usize) {
+    let waited = Instant::now();
+    while downs(webhook) < count {
+        assert!(waited.elapsed() < Duration::from_secs(10), "no alert arrived");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(downs(webhook), count, "{:?}", webhook.received());
+}
