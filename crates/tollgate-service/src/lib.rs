@@ -45,7 +45,8 @@ pub use crate::alerts::{
     AlertingSettings, CreatedDestination, DELIVERIES_LISTED_MAX, SmtpSecurity, SmtpSettings, email_text,
 };
 pub use crate::batches::{
-    BATCH_LIFETIME_HOURS, BATCH_RESULTS_KEPT_DAYS, BatchMaintenance, BatchRequestPlan, batch_caller,
+    BATCH_LIFETIME_HOURS, BATCH_RESULTS_KEPT_DAYS, BatchHeaders, BatchMaintenance, BatchRequestPlan,
+    batch_caller,
 };
 pub use crate::billing::{PurchaseRequest, Receipt, TierStanding};
 pub use crate::checkout::{CheckoutStart, WebhookError, WebhookOutcome};
