@@ -1095,3 +1095,46 @@ async fn a_provider_batch_is_finished_after_a_restart_and_charged_once() {
     assert_eq!(records.len(), 2, "one usage record per request: {records:?}");
     app.assert_ledger_clean().await;
 }
+
+/// Goal: the official Python SDK's `client.messages.batches` works unchanged when the
+/// batch goes to a provider's own Batches API: one provider batch, Anthropic's results, and
+/// each request charged its usage at the Batch rate.
+#[tokio::test]
+async fn the_anthropic_sdk_runs_a_provider_batch() {
+    let app = spawn_app_with(Options {
+        extra_config: UPSTREAM_BATCHES,
+        ..Options::default()
+    })
+    .await;
+    app.fake.set_behavior(Behavior::Ok(reply()));
+    let cases = crate::sdk::run_script_with(
+        &app,
+        "anthropic_batches.py",
+        &[("TOLLGATE_BATCH_MODEL", "batched-sonnet")],
+    )
+    .await;
+    assert_eq!(
+        (
+            cases["ended"]["status"].clone(),
+            cases["ended"]["succeeded"].clone()
+        ),
+        (json!("ended"), json!(3))
+    );
+    let results = cases["results"]["results"].as_array().expect("results");
+    assert!(
+        results
+            .iter()
+            .all(|line| line["type"] == "succeeded" && line["output_tokens"] == OUTPUT_TOKENS)
+    );
+    assert_eq!(cases["deleted"]["type"], "message_batch_deleted");
+    let submitted = app
+        .provider_batch_calls()
+        .into_iter()
+        .filter(|call| call.path == "/v1/messages/batches")
+        .count();
+    assert_eq!(submitted, 1, "one provider batch");
+    let charged = 3 * batch_cost();
+    app.wait_for_settlement().await;
+    assert_eq!(app.balance().await, (starter_nanos() - charged, 0, charged));
+    app.assert_ledger_clean().await;
+}
