@@ -3,7 +3,11 @@
 //! reservation bound (`messages::batch_request_bound`); the service reserves each at the
 //! Batch rate, all or nothing. The runner claims requests in the store with a lease, runs
 //! each through the metered path on its own reservation (`messages::run_batch_request`) and
-//! writes its result; it never makes a reservation of its own.
+//! writes its result; it never makes a reservation of its own. Requests that route first
+//! to an `anthropic` provider taking batches (`GatewaySettings::batch_providers`) are marked
+//! with it at creation and go to that provider's own Batches API instead
+//! (`upstream_batches`); a batch with requests for several providers is split so, per
+//! provider, and the rest run here.
 //!
 //! Wire shapes are written here by hand: the `message_batch` object, list pages and the
 //! results' JSON lines, exactly as Anthropic's.
@@ -22,8 +26,8 @@ use tokio::sync::Semaphore;
 use tollgate_core::Timestamp;
 use tollgate_core::ids::{IdKind, is_well_formed};
 use tollgate_service::{
-    BatchClaim, BatchPage, BatchRequestPlan, BatchRequestState, ClaimedBatchRequest, MessageBatch,
-    batch_caller,
+    BatchClaim, BatchHeaders, BatchPage, BatchRequestPlan, BatchRequestState, ClaimedBatchRequest,
+    MessageBatch, batch_caller,
 };
 
 use crate::GatewayState;
@@ -45,6 +49,15 @@ pub struct BatchRunnerSettings {
     /// How long a claim on a request lasts unless renewed (a quarter of it apart): a runner
     /// that dies leaves its requests to another after this.
     pub lease: Duration,
+    /// How often a provider batch is asked whether it ended.
+    pub upstream_poll: Duration,
+}
+
+impl BatchRunnerSettings {
+    /// `lease` as claims count it.
+    pub(crate) fn claim_lease(&self) -> chrono::Duration {
+        chrono::Duration::from_std(self.lease).unwrap_or(chrono::Duration::seconds(120))
+    }
 }
 
 fn rfc3339(instant: Timestamp) -> String {
@@ -91,6 +104,13 @@ fn base_url(headers: &HeaderMap, uri: &axum::http::Uri) -> String {
     format!("{scheme}://{host}")
 }
 
+fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned)
+}
+
 /// A batch id from the path: one that cannot be an id is not found, before any lookup.
 fn batch_id(id: &str) -> Result<&str, ApiError> {
     if is_well_formed(IdKind::MessageBatch, id) {
@@ -115,6 +135,10 @@ pub(crate) async fn create_batch(
 ) -> Result<Response, ApiError> {
     let caller = authenticate(&state, request.headers()).await?;
     let base = base_url(request.headers(), request.uri());
+    let headers = BatchHeaders {
+        anthropic_version: header_text(request.headers(), "anthropic-version"),
+        anthropic_beta: header_text(request.headers(), "anthropic-beta"),
+    };
     let bytes = axum::body::to_bytes(request.into_body(), BATCH_BODY_BYTES_MAX)
         .await
         .map_err(|_| {
@@ -162,18 +186,27 @@ pub(crate) async fn create_batch(
             .filter(|params| params.is_object())
             .ok_or_else(|| ApiError::invalid(format!("requests.{index}.params: Field required")))?;
         let params = Bytes::from(params.to_string());
-        let (model, cost_bound) = batch_request_bound(&state, &caller, &params).map_err(|mut error| {
+        let bound = batch_request_bound(&state, &caller, &params).map_err(|mut error| {
             error.message = format!("requests.{index}.params: {}", error.message);
             error
         })?;
+        let upstream_provider = state
+            .settings
+            .batch_providers
+            .contains(&bound.first_provider)
+            .then_some(bound.first_provider);
         plans.push(BatchRequestPlan {
             custom_id: custom_id.to_owned(),
             params: String::from_utf8_lossy(&params).into_owned(),
-            model,
-            cost_bound,
+            model: bound.model,
+            cost_bound: bound.cost_bound,
+            upstream_provider,
         });
     }
-    let batch = state.tollgate.create_message_batch(&caller, plans).await?;
+    let batch = state
+        .tollgate
+        .create_message_batch(&caller, plans, headers)
+        .await?;
     Ok(Json(batch_json(&batch, &base)).into_response())
 }
 
@@ -285,15 +318,24 @@ pub(crate) async fn batch_results(
     Ok(([(header::CONTENT_TYPE, "application/binary")], lines).into_response())
 }
 
-/// Runs this process's share of every batch's requests until the task is dropped:
-/// claims as many as it has room for, runs them `concurrency` at a time, renews the leases
-/// of those running, and looks again.
+/// Runs this process's share of every batch's requests until the task is dropped: those
+/// run here (`run_local_batches`) and those of provider batches
+/// (`upstream_batches::run_upstream_batches`), under one runner name.
 pub async fn run_batches(state: GatewayState, settings: BatchRunnerSettings) {
     let owner = tollgate_service::random::ordered_id(IdKind::Request, state.tollgate.now());
+    tokio::join!(
+        run_local_batches(state.clone(), settings.clone(), owner.clone()),
+        crate::upstream_batches::run_upstream_batches(state, settings, owner),
+    );
+}
+
+/// Claims as many requests as it has room for, runs them `concurrency` at a time, renews
+/// the leases of those running, and looks again.
+async fn run_local_batches(state: GatewayState, settings: BatchRunnerSettings, owner: String) {
     let concurrency = settings.concurrency.max(1);
     let permits = Arc::new(Semaphore::new(concurrency));
     let running: Arc<Mutex<HashSet<String>>> = Arc::default();
-    let lease = chrono::Duration::from_std(settings.lease).unwrap_or(chrono::Duration::seconds(120));
+    let lease = settings.claim_lease();
     let renew_every = settings.lease / 4;
     let mut last_renewal = tokio::time::Instant::now();
     loop {
@@ -397,7 +439,7 @@ async fn run_one(state: &GatewayState, claimed: &ClaimedBatchRequest, lease: chr
 
 /// An `errored` result: the error envelope the request would have got from
 /// `POST /v1/messages` (an upstream's own, when it refused in Anthropic's words).
-fn errored(error: &ApiError, claimed: &ClaimedBatchRequest) -> (BatchRequestState, Value) {
+pub(crate) fn errored(error: &ApiError, claimed: &ClaimedBatchRequest) -> (BatchRequestState, Value) {
     let envelope = match &error.upstream {
         Some(upstream) if upstream.envelope == Some(Surface::Anthropic) => {
             serde_json::from_slice(&upstream.body).unwrap_or_else(|_| error.to_json(&claimed.request_id))

@@ -17,9 +17,10 @@ mod responses;
 mod routing;
 mod telemetry;
 mod translate;
+mod upstream_batches;
 mod wire;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -42,6 +43,9 @@ pub struct GatewaySettings {
     /// How long to keep reading an upstream stream after its client went away, to learn
     /// the final usage.
     pub disconnect_drain: Duration,
+    /// Providers (kind `anthropic`) whose Message Batches go to their own Batches API: a
+    /// batch request whose first deployment is on one of them is run there.
+    pub batch_providers: HashSet<String>,
 }
 
 impl Default for GatewaySettings {
@@ -49,6 +53,7 @@ impl Default for GatewaySettings {
         GatewaySettings {
             max_body_bytes: 32 * 1024 * 1024,
             disconnect_drain: Duration::from_secs(120),
+            batch_providers: HashSet::new(),
         }
     }
 }

@@ -330,6 +330,83 @@ pub(crate) async fn run_batch_request(
     Ok(response)
 }
 
+/// A request of a Message Batch that a provider's own Batches API runs, routed as
+/// `run_batch_request` routes it and narrowed to the deployment on that provider
+/// (`claimed.upstream_provider`): the admission, its one attempt first.
+fn upstream_batch_admission<'a>(
+    state: &'a GatewayState,
+    caller: &'a ApiCaller,
+    claimed: &'a tollgate_service::ClaimedBatchRequest,
+    bytes: &'a Bytes,
+) -> Result<Admission<'a>, ApiError> {
+    let parsed = MessagesRequest::parse(bytes, Endpoint::Messages)?;
+    let resolved = resolve_model(state, caller, &parsed.model)?;
+    let mut admission = admission(
+        state,
+        caller,
+        &claimed.request_id,
+        Forwarded::default(),
+        (bytes, &parsed),
+        &resolved,
+        claimed.batch_created_at,
+    )?;
+    // Charged at the Batch rate, as its reservation was made.
+    admission.multipliers.batch = true;
+    let provider = claimed.upstream_provider.as_deref().unwrap_or_default();
+    admission
+        .attempts
+        .retain(|attempt| attempt.deployment.provider == provider);
+    if admission.attempts.is_empty() {
+        return Err(ApiError::internal(format!(
+            "model {} has no deployment on provider '{provider}' any more",
+            resolved.model.id
+        )));
+    }
+    Ok(admission)
+}
+
+/// The params a provider's own Batches API gets for a request of a Message Batch: its body
+/// as `POST /v1/messages` would send it to the deployment on that provider (the upstream
+/// model id in it).
+pub(crate) fn upstream_batch_params(
+    state: &GatewayState,
+    caller: &ApiCaller,
+    claimed: &tollgate_service::ClaimedBatchRequest,
+) -> Result<Bytes, ApiError> {
+    let bytes = Bytes::from(claimed.params.clone());
+    let admission = upstream_batch_admission(state, caller, claimed, &bytes)?;
+    Ok(admission.attempts[0].request.body.clone())
+}
+
+/// Settles a request of a Message Batch that a provider's own Batches API ran, from the
+/// usage the provider reported: on the reservation its batch made for it, at the Batch
+/// rate, at the prices of the deployment on that provider in force when its batch was
+/// created, and only while the runner's `claim` is still the request's (settling again
+/// after a crash is a no-op: settlement is idempotent by reservation). An error: the
+/// settlement is not written yet, and the request is to stay pending.
+pub(crate) async fn settle_upstream_batch_request(
+    state: &GatewayState,
+    caller: &ApiCaller,
+    claimed: &tollgate_service::ClaimedBatchRequest,
+    claim: tollgate_service::BatchClaim,
+    usage: tollgate_core::usage::TokenUsage,
+) -> Result<(), ApiError> {
+    let bytes = Bytes::from(claimed.params.clone());
+    let admission = upstream_batch_admission(state, caller, claimed, &bytes)?;
+    let mut open =
+        state
+            .tollgate
+            .adopt_upstream(caller, admission.plan(), claimed.reservation_id.clone(), claim);
+    open.prices = admission.attempts[0].prices.clone();
+    let finish = tollgate_service::Finish {
+        usage,
+        status: tollgate_service::UsageStatus::Succeeded,
+        error_type: None,
+    };
+    state.tollgate.finish(open, finish).await?;
+    Ok(())
+}
+
 /// The request routed to its deployments and bounded, ready to be admitted.
 fn admission<'a>(
     state: &'a GatewayState,
@@ -394,7 +471,7 @@ pub(crate) fn batch_request_bound(
     state: &GatewayState,
     caller: &ApiCaller,
     bytes: &Bytes,
-) -> Result<(String, tollgate_core::money::NanoUsd), ApiError> {
+) -> Result<BatchRequestBound, ApiError> {
     let parsed = MessagesRequest::parse(bytes, Endpoint::Messages)?;
     if parsed.stream {
         return Err(ApiError::invalid(
@@ -412,8 +489,21 @@ pub(crate) fn batch_request_bound(
         state.tollgate.now(),
     )?;
     admission.multipliers.batch = true;
-    let bound = admission.plan().cost_bound;
-    Ok((resolved.model.id.clone(), bound))
+    Ok(BatchRequestBound {
+        model: resolved.model.id.clone(),
+        cost_bound: admission.plan().cost_bound,
+        first_provider: admission.attempts[0].deployment.provider.clone(),
+    })
+}
+
+/// A batch request as creation checked it.
+pub(crate) struct BatchRequestBound {
+    /// Catalogue model id.
+    pub(crate) model: String,
+    /// Its reservation bound, at the Batch rate.
+    pub(crate) cost_bound: tollgate_core::money::NanoUsd,
+    /// The provider of the first deployment in its routing order.
+    pub(crate) first_provider: String,
 }
 
 pub(crate) async fn count_tokens(

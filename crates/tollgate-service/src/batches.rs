@@ -4,7 +4,9 @@
 //! reservation made for it (`Tollgate::adopt`) and records its result; a request that ends
 //! without running (canceled, expired) or that errors has its reservation voided. The
 //! maintenance pass expires batches past their lifetime and deletes results kept long
-//! enough.
+//! enough. A request that a provider's own Batches API runs is claimed with the others of
+//! its group, its provider batch recorded under that claim, and settled from the usage the
+//! provider reported (`Tollgate::adopt_upstream`, then `finish`) behind the same fence.
 //!
 //! Params and results are wire JSON the HTTP crate writes; here they are opaque text.
 
@@ -47,6 +49,15 @@ pub struct BatchRequestPlan {
     pub model: String,
     /// A true upper bound of the request's cost at standard prices.
     pub cost_bound: NanoUsd,
+    /// The provider whose own Batches API runs it; `None`: the local runner does.
+    pub upstream_provider: Option<String>,
+}
+
+/// The Anthropic headers a batch was created with; its provider batches are sent with them.
+#[derive(Clone, Debug, Default)]
+pub struct BatchHeaders {
+    pub anthropic_version: Option<String>,
+    pub anthropic_beta: Option<String>,
 }
 
 /// What the maintenance pass did to batches.
@@ -65,6 +76,7 @@ impl Tollgate {
         &self,
         caller: &ApiCaller,
         plans: Vec<BatchRequestPlan>,
+        headers: BatchHeaders,
     ) -> Result<MessageBatch, ServiceError> {
         let now = self.now();
         let expires_at = now + Duration::hours(BATCH_LIFETIME_HOURS);
@@ -85,6 +97,7 @@ impl Tollgate {
                 reservation_id: random::ordered_id(IdKind::Reservation, now),
                 // Already at the Batch rate: the gateway bounds each request with it.
                 amount: plan.cost_bound,
+                upstream_provider: plan.upstream_provider,
             })
             .collect();
         // A batch that cannot fit is refused before anything is written: its whole bound
@@ -149,6 +162,8 @@ impl Tollgate {
             api_key_id: caller.key_id.clone(),
             created_at: now,
             expires_at,
+            anthropic_version: headers.anthropic_version,
+            anthropic_beta: headers.anthropic_beta,
         };
         let written = match refusal {
             Some(error) => Err(match error {
@@ -278,6 +293,34 @@ impl Tollgate {
             .await?)
     }
 
+    /// Claims for the runner `owner`, leased for `lease`, the pending requests of one batch
+    /// that go to one provider's own Batches API; empty when no such group is free.
+    pub async fn claim_upstream_batch_requests(
+        &self,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<Vec<ClaimedBatchRequest>, ServiceError> {
+        let now = self.now();
+        Ok(self
+            .store()
+            .claim_upstream_batch_requests(owner, now, now + lease)
+            .await?)
+    }
+
+    /// Writes the provider batch a claimed request went into, while its claim is still the
+    /// request's: whoever claims it next polls that provider batch rather than submit it
+    /// again. False: another runner took the request over.
+    pub async fn record_upstream_batch(
+        &self,
+        claimed: &ClaimedBatchRequest,
+        upstream_batch_id: &str,
+    ) -> Result<bool, ServiceError> {
+        Ok(self
+            .store()
+            .record_upstream_batch(&claimed.request_id, claimed.attempt, upstream_batch_id)
+            .await?)
+    }
+
     /// Renews the runner's leases on requests it is still running.
     pub async fn extend_batch_claims(
         &self,
@@ -311,13 +354,19 @@ impl Tollgate {
             .await?;
         if ended && state != BatchRequestState::Succeeded {
             let caller = batch_caller(claimed);
+            // A provider's own batch reports canceled and expired requests too.
+            let (status, why) = match state {
+                BatchRequestState::Canceled => (UsageStatus::Abandoned, "batch_request_canceled"),
+                BatchRequestState::Expired => (UsageStatus::Abandoned, "batch_request_expired"),
+                _ => (UsageStatus::Failed, "batch_request_errored"),
+            };
             self.void_batch_reservation(
                 &caller,
                 &claimed.request_id,
                 &claimed.model,
                 &claimed.reservation_id,
-                UsageStatus::Failed,
-                "batch_request_errored",
+                status,
+                why,
             )
             .await;
         }

@@ -46,7 +46,8 @@ pub use crate::alerts::{
     email_text,
 };
 pub use crate::batches::{
-    BATCH_LIFETIME_HOURS, BATCH_RESULTS_KEPT_DAYS, BatchMaintenance, BatchRequestPlan, batch_caller,
+    BATCH_LIFETIME_HOURS, BATCH_RESULTS_KEPT_DAYS, BatchHeaders, BatchMaintenance, BatchRequestPlan,
+    batch_caller,
 };
 pub use crate::billing::{PurchaseRequest, Receipt, TierStanding};
 pub use crate::checkout::{CheckoutStart, WebhookError, WebhookOutcome};

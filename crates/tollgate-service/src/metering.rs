@@ -407,28 +407,35 @@ impl Tollgate {
             .await
             .map_err(|error| ServiceError::LimiterUnavailable(error.to_string()))?
             .map_err(|refusal| self.rate_limited(caller, &plan.model.id, refusal))?;
-        Ok(OpenReservation {
-            rate_limits: binding_view(&demands, &admitted.snapshots),
+        let rate_limits = binding_view(&demands, &admitted.snapshots);
+        Ok(adopted(
+            caller,
+            plan,
             reservation_id,
-            request_id: plan.request_id.to_owned(),
-            caller: caller.clone(),
-            model: plan.model.id.clone(),
-            prices: plan.model.prices.at(plan.priced_at).clone(),
-            // The gateway's plan for a batch request carries the Batch multiplier.
-            multipliers: plan.multipliers,
-            served_model: None,
-            upstream_attempts: Vec::new(),
-            amount: plan.cost_bound,
-            started_at,
-            priced_at: plan.priced_at,
-            admitted: demands,
-            prompt_cache: None,
-            attribution: plan.attribution.clone(),
-            slot: None,
-            live: None,
-            batch_claim: Some(claim),
-            owner: Owner(None),
-        })
+            claim,
+            (started_at, rate_limits, demands),
+        ))
+    }
+
+    /// Takes over the reservation of a Message Batch request that a provider's own Batches
+    /// API ran, to settle it from the usage the provider reported: as `adopt`, but nothing is
+    /// admitted on the rate-limit buckets (the provider's batch limits applied, not
+    /// tollgate's), so none is corrected at `finish` either.
+    pub fn adopt_upstream(
+        &self,
+        caller: &ApiCaller,
+        plan: RequestPlan<'_>,
+        reservation_id: String,
+        claim: BatchClaim,
+    ) -> OpenReservation {
+        let unlimited = binding_view(&[], &[]);
+        adopted(
+            caller,
+            plan,
+            reservation_id,
+            claim,
+            (self.now(), unlimited, Vec::new()),
+        )
     }
 
     async fn admit_and_reserve(
@@ -788,6 +795,39 @@ impl Tollgate {
 }
 
 /// Per metric, the snapshot with the least room left over every scope.
+/// A batch request's reservation, taken over by the runner whose `claim` holds it; ended at
+/// the plan's Batch rate and at the prices in force at its `priced_at`.
+fn adopted(
+    caller: &ApiCaller,
+    plan: RequestPlan<'_>,
+    reservation_id: String,
+    claim: BatchClaim,
+    (started_at, rate_limits, admitted): (Timestamp, RateLimitView, Vec<Demand>),
+) -> OpenReservation {
+    OpenReservation {
+        rate_limits,
+        reservation_id,
+        request_id: plan.request_id.to_owned(),
+        caller: caller.clone(),
+        model: plan.model.id.clone(),
+        prices: plan.model.prices.at(plan.priced_at).clone(),
+        // The gateway's plan for a batch request carries the Batch multiplier.
+        multipliers: plan.multipliers,
+        served_model: None,
+        upstream_attempts: Vec::new(),
+        amount: plan.cost_bound,
+        started_at,
+        priced_at: plan.priced_at,
+        admitted,
+        prompt_cache: None,
+        attribution: plan.attribution.clone(),
+        slot: None,
+        live: None,
+        batch_claim: Some(claim),
+        owner: Owner(None),
+    }
+}
+
 fn binding_view(demands: &[Demand], snapshots: &[BucketSnapshot]) -> RateLimitView {
     let tightest = |metric: Metric| {
         demands

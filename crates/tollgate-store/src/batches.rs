@@ -11,6 +11,11 @@
 //! request ends once: every end is guarded by `state = 'pending'`. A batch ends when none
 //! of its requests is pending.
 //!
+//! A request marked with a provider (`upstream_provider`) is run by that provider's own
+//! Batches API: runners claim the pending requests of one batch for one provider together
+//! (a group) with the same lease and attempts, and the provider batch's id is written on
+//! each under that claim, so whoever holds the group next polls it rather than submit again.
+//!
 //! Written once for both backends over `Dialect`; the one clause they spell differently is
 //! the claim's row lock (`Dialect::skip_locked`).
 
@@ -32,6 +37,10 @@ pub struct NewMessageBatch {
     pub api_key_id: String,
     pub created_at: Timestamp,
     pub expires_at: Timestamp,
+    /// The `anthropic-version` and `anthropic-beta` it was created with, for the provider
+    /// batches its requests go to.
+    pub anthropic_version: Option<String>,
+    pub anthropic_beta: Option<String>,
 }
 
 /// One request of a new batch, its reservation already made.
@@ -47,6 +56,8 @@ pub struct NewBatchRequest {
     pub reservation_id: String,
     /// What the reservation holds.
     pub amount: NanoUsd,
+    /// The provider whose own Batches API runs it; `None`: the local runner does.
+    pub upstream_provider: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -164,15 +175,24 @@ pub struct ClaimedBatchRequest {
     pub org_id: String,
     pub workspace_id: String,
     pub api_key_id: String,
+    /// The provider whose own Batches API runs it; `None`: the local runner does.
+    pub upstream_provider: Option<String>,
+    /// The provider batch it went into, once the provider accepted it.
+    pub upstream_batch_id: Option<String>,
+    /// The headers its batch was created with.
+    pub anthropic_version: Option<String>,
+    pub anthropic_beta: Option<String>,
 }
 
-/// Whom a batch bills, and when it was created.
+/// Whom a batch bills, when it was created, and the headers it was created with.
 #[derive(Clone, Debug)]
 pub(crate) struct BatchOwner {
     org_id: String,
     workspace_id: String,
     api_key_id: String,
     created_at: Timestamp,
+    anthropic_version: Option<String>,
+    anthropic_beta: Option<String>,
 }
 
 /// A request ended without running (canceled, expired): its reservation is to be voided.
@@ -204,6 +224,10 @@ pub enum BatchDeletion {
     NotEnded,
     NotFound,
 }
+
+/// What a claim returns of each request it took.
+const CLAIMED_COLUMNS: &str = "batch_id, position, custom_id, request_id, model, params, reservation_id, \
+                               amount_nanos, attempt, upstream_provider, upstream_batch_id";
 
 const BATCH_COLUMNS: &str = "id, org_id, workspace_id, api_key_id, processing_status, created_at, \
                              expires_at, cancel_initiated_at, ended_at, archived_at";
@@ -252,8 +276,8 @@ where
         let mut transaction = self.write_pool().begin().await.map_err(Self::store_error)?;
         sqlx::query(
             "INSERT INTO message_batches (id, org_id, workspace_id, api_key_id, processing_status,
-                                          created_at, expires_at)
-             VALUES ($1, $2, $3, $4, 'in_progress', $5, $6)",
+                                          created_at, expires_at, anthropic_version, anthropic_beta)
+             VALUES ($1, $2, $3, $4, 'in_progress', $5, $6, $7, $8)",
         )
         .bind(batch.id.as_str())
         .bind(batch.org_id.as_str())
@@ -261,14 +285,17 @@ where
         .bind(batch.api_key_id.as_str())
         .bind(millis(batch.created_at))
         .bind(millis(batch.expires_at))
+        .bind(batch.anthropic_version.as_deref())
+        .bind(batch.anthropic_beta.as_deref())
         .execute(&mut *transaction)
         .await
         .map_err(Self::store_error)?;
         for (position, request) in requests.iter().enumerate() {
             sqlx::query(
                 "INSERT INTO message_batch_requests (batch_id, position, custom_id, request_id, model,
-                                                     params, reservation_id, amount_nanos, state)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending')",
+                                                     params, reservation_id, amount_nanos, state,
+                                                     upstream_provider)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9)",
             )
             .bind(batch.id.as_str())
             .bind(count_to_sql(position as u64)?)
@@ -278,6 +305,7 @@ where
             .bind(request.params.as_str())
             .bind(request.reservation_id.as_str())
             .bind(request.amount.nanos())
+            .bind(request.upstream_provider.as_deref())
             .execute(&mut *transaction)
             .await
             .map_err(Self::store_error)?;
@@ -420,14 +448,22 @@ where
         state: BatchRequestState,
         now: Timestamp,
     ) -> Result<Vec<UnrunBatchRequest>, StoreError> {
-        let batches = match batch_id {
-            Some(_) => "SELECT id FROM message_batches WHERE id = $3",
-            None => "SELECT id FROM message_batches WHERE processing_status <> 'ended' AND expires_at <= $2",
+        // A canceled batch's requests already at a provider end by the provider's results
+        // (its runner forwards the cancel); expiry ends them too, should no runner be left.
+        let (batches, submitted) = match batch_id {
+            Some(_) => (
+                "SELECT id FROM message_batches WHERE id = $3",
+                " AND upstream_batch_id IS NULL",
+            ),
+            None => (
+                "SELECT id FROM message_batches WHERE processing_status <> 'ended' AND expires_at <= $2",
+                "",
+            ),
         };
         let text = format!(
             "UPDATE message_batch_requests SET state = $1, ended_at = $2, claimed_by = NULL,
                                               claimed_until = NULL
-             WHERE state = 'pending' AND (claimed_until IS NULL OR claimed_until <= $2)
+             WHERE state = 'pending' AND (claimed_until IS NULL OR claimed_until <= $2){submitted}
                AND batch_id IN ({batches})
              RETURNING batch_id, request_id, model, reservation_id"
         );
@@ -473,10 +509,11 @@ where
         Ok(owner)
     }
 
-    /// Whom the batch bills, and when it was created.
+    /// Whom the batch bills, when it was created, and the headers it was created with.
     async fn batch_owner(&self, batch_id: &str) -> Result<BatchOwner, StoreError> {
         let row = sqlx::query(
-            "SELECT org_id, workspace_id, api_key_id, created_at FROM message_batches WHERE id = $1",
+            "SELECT org_id, workspace_id, api_key_id, created_at, anthropic_version, anthropic_beta
+             FROM message_batches WHERE id = $1",
         )
         .bind(batch_id)
         .fetch_one(self.write_pool())
@@ -487,12 +524,15 @@ where
             workspace_id: row.text("workspace_id").map_err(store_decode)?,
             api_key_id: row.text("api_key_id").map_err(store_decode)?,
             created_at: timestamp_from_sql(row.integer("created_at").map_err(store_decode)?)?,
+            anthropic_version: row.optional_text("anthropic_version").map_err(store_decode)?,
+            anthropic_beta: row.optional_text("anthropic_beta").map_err(store_decode)?,
         })
     }
 
     /// Claims for `owner`, until `lease_until`, up to `limit` pending requests of
     /// in-progress, unexpired batches that no runner holds a live claim on, oldest batch
-    /// first. Two runners never hold a live claim on one request.
+    /// first; not those a provider's own Batches API runs. Two runners never hold a live
+    /// claim on one request.
     async fn claim_batch_requests(
         &self,
         owner: &str,
@@ -506,6 +546,7 @@ where
             "WITH picked AS (
                  SELECT batch_id, position FROM message_batch_requests
                  WHERE state = 'pending' AND (claimed_until IS NULL OR claimed_until <= $3)
+                   AND upstream_provider IS NULL
                    AND batch_id IN (SELECT id FROM message_batches
                                     WHERE processing_status = 'in_progress' AND expires_at > $3)
                  ORDER BY batch_id, position LIMIT $4{})
@@ -513,8 +554,7 @@ where
                                                attempt = attempt + 1
              WHERE state = 'pending' AND (batch_id, position) IN (SELECT batch_id, position FROM picked)
                AND (claimed_until IS NULL OR claimed_until <= $3)
-             RETURNING batch_id, position, custom_id, request_id, model, params, reservation_id,
-                       amount_nanos, attempt",
+             RETURNING {CLAIMED_COLUMNS}",
             Self::skip_locked()
         );
         let rows = sqlx::query(&text)
@@ -525,9 +565,54 @@ where
             .fetch_all(self.write_pool())
             .await
             .map_err(Self::store_error)?;
+        self.claimed_from_rows(&rows).await
+    }
+
+    /// Claims for `owner`, until `lease_until`, the pending requests of one batch that go
+    /// to one provider's own Batches API (a group), when no runner holds a live claim on
+    /// them: the same claim as `claim_batch_requests`, one more attempt each. Batches
+    /// canceling or past their expiry too, whose provider batch still reports their ends.
+    /// Empty when there is no such group.
+    async fn claim_upstream_batch_requests(
+        &self,
+        owner: &str,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> Result<Vec<ClaimedBatchRequest>, StoreError> {
+        let text = format!(
+            "WITH picked AS (
+                 SELECT batch_id, upstream_provider FROM message_batch_requests
+                 WHERE state = 'pending' AND (claimed_until IS NULL OR claimed_until <= $3)
+                   AND upstream_provider IS NOT NULL
+                   AND batch_id IN (SELECT id FROM message_batches WHERE processing_status <> 'ended')
+                 ORDER BY batch_id, position LIMIT 1{})
+             UPDATE message_batch_requests SET claimed_by = $1, claimed_until = $2,
+                                               attempt = attempt + 1
+             WHERE state = 'pending'
+               AND (batch_id, upstream_provider) IN (SELECT batch_id, upstream_provider FROM picked)
+               AND (claimed_until IS NULL OR claimed_until <= $3)
+             RETURNING {CLAIMED_COLUMNS}",
+            Self::skip_locked()
+        );
+        let rows = sqlx::query(&text)
+            .bind(owner)
+            .bind(millis(lease_until))
+            .bind(millis(now))
+            .fetch_all(self.write_pool())
+            .await
+            .map_err(Self::store_error)?;
+        self.claimed_from_rows(&rows).await
+    }
+
+    /// Claimed requests from the rows a claim returned (`CLAIMED_COLUMNS`), with whom
+    /// their batches bill, in batch and request order.
+    async fn claimed_from_rows(
+        &self,
+        rows: &[<Self::Db as Database>::Row],
+    ) -> Result<Vec<ClaimedBatchRequest>, StoreError> {
         let mut claimed = Vec::with_capacity(rows.len());
         let mut owners = Vec::new();
-        for row in &rows {
+        for row in rows {
             let batch_id = row.text("batch_id").map_err(store_decode)?;
             let billed_to = self.batch_owner_once(&mut owners, &batch_id).await?;
             claimed.push(ClaimedBatchRequest {
@@ -544,10 +629,36 @@ where
                 org_id: billed_to.org_id,
                 workspace_id: billed_to.workspace_id,
                 api_key_id: billed_to.api_key_id,
+                upstream_provider: row.optional_text("upstream_provider").map_err(store_decode)?,
+                upstream_batch_id: row.optional_text("upstream_batch_id").map_err(store_decode)?,
+                anthropic_version: billed_to.anthropic_version,
+                anthropic_beta: billed_to.anthropic_beta,
             });
         }
         claimed.sort_by(|a, b| (&a.batch_id, a.position).cmp(&(&b.batch_id, b.position)));
         Ok(claimed)
+    }
+
+    /// Writes the provider batch a claimed request went into, while `attempt` is still
+    /// its claim (the fence of `fence_batch_claim`); whether it was written.
+    async fn record_upstream_batch(
+        &self,
+        request_id: &str,
+        attempt: u64,
+        upstream_batch_id: &str,
+    ) -> Result<bool, StoreError> {
+        let recorded = sqlx::query(
+            "UPDATE message_batch_requests SET upstream_batch_id = $3
+             WHERE request_id = $1 AND state = 'pending' AND attempt = $2
+             RETURNING request_id",
+        )
+        .bind(request_id)
+        .bind(count_to_sql(attempt)?)
+        .bind(upstream_batch_id)
+        .fetch_optional(self.write_pool())
+        .await
+        .map_err(Self::store_error)?;
+        Ok(recorded.is_some())
     }
 
     /// Moves the lease of `owner`'s claims on these requests to `lease_until` (the claim's

@@ -856,6 +856,29 @@ impl Store {
         dispatch!(self.claim_batch_requests(owner, now, lease_until, limit))
     }
 
+    /// Claims for `owner` until `lease_until` the pending requests of one batch that go to
+    /// one provider's own Batches API, when no runner holds a live claim on them; empty
+    /// when there is none.
+    pub async fn claim_upstream_batch_requests(
+        &self,
+        owner: &str,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> Result<Vec<ClaimedBatchRequest>, StoreError> {
+        dispatch!(self.claim_upstream_batch_requests(owner, now, lease_until))
+    }
+
+    /// Writes the provider batch a claimed request went into, while `attempt` is still its
+    /// claim; whether it was written.
+    pub async fn record_upstream_batch(
+        &self,
+        request_id: &str,
+        attempt: u64,
+        upstream_batch_id: &str,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self.record_upstream_batch(request_id, attempt, upstream_batch_id))
+    }
+
     /// Moves the lease of `owner`'s live claims on these requests; how many it still holds.
     pub async fn extend_batch_claims(
         &self,

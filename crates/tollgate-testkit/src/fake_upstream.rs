@@ -6,6 +6,7 @@
 //! behaviours is only locked when it is non-empty, and recording (one mutex) can be switched
 //! off. Wire shapes live in `wire`, routing in `handlers`, connections in `serve`.
 
+mod batches;
 mod cloud;
 mod handlers;
 mod serve;
@@ -20,13 +21,14 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+pub use crate::fake_upstream::batches::BatchBehavior;
 pub use crate::fake_upstream::cloud::{
     FAKE_AWS_ACCESS_KEY_ID, FAKE_AWS_REGION, FAKE_AWS_SECRET_ACCESS_KEY, FAKE_GCP_PROJECT, FAKE_GCP_REGION,
     FakeBedrock, FakeVertex,
 };
 
-/// A fake Anthropic API on `127.0.0.1`, serving `POST /v1/messages` (streaming or not) and
-/// `POST /v1/messages/count_tokens` — and a fake OpenAI-compatible one on the same port,
+/// A fake Anthropic API on `127.0.0.1`, serving `POST /v1/messages` (streaming or not),
+/// `POST /v1/messages/count_tokens` and the Message Batches API (`batches`) — and a fake OpenAI-compatible one on the same port,
 /// `POST /v1/chat/completions`, with the same behaviours (for an `openai` provider, use
 /// `base_url()` + `/v1`).
 ///
@@ -203,8 +205,13 @@ impl FakeUpstream {
         self.shared.queued_count.store(queue.len(), Ordering::SeqCst);
     }
 
-    /// Every request received on `/v1/messages`, `/v1/messages/count_tokens` and
-    /// `/v1/chat/completions`, in arrival order. Always empty with [`Recording::Disabled`].
+    /// How provider batches created from now on, and those held, answer.
+    pub fn set_batch_behavior(&self, behavior: BatchBehavior) {
+        *lock(&self.shared.batch_behavior) = behavior;
+    }
+
+    /// Every request received on `/v1/messages`, `/v1/messages/count_tokens`,
+    /// `/v1/messages/batches…` and `/v1/chat/completions`, in arrival order. Always empty with [`Recording::Disabled`].
     pub fn requests(&self) -> Vec<RecordedRequest> {
         lock(&self.shared.recorded).clone()
     }
@@ -251,6 +258,8 @@ struct Shared {
     streams_completed: AtomicUsize,
     streams_disconnected: AtomicUsize,
     next_id: AtomicU64,
+    batches: Mutex<Vec<batches::FakeBatch>>,
+    batch_behavior: Mutex<BatchBehavior>,
 }
 
 impl Shared {
@@ -265,6 +274,8 @@ impl Shared {
             streams_completed: AtomicUsize::new(0),
             streams_disconnected: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
+            batches: Mutex::new(Vec::new()),
+            batch_behavior: Mutex::new(BatchBehavior::default()),
         }
     }
 
@@ -278,6 +289,11 @@ impl Shared {
                 return Arc::new(behavior);
             }
         }
+        self.default_reply()
+    }
+
+    /// The behaviour set for every request, leaving the queue alone.
+    fn default_reply(&self) -> Arc<Behavior> {
         Arc::clone(
             &self
                 .default_behavior

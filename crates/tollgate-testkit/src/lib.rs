@@ -21,8 +21,9 @@ pub use crate::fake_stripe::{
     CARD_AUTHENTICATION_REQUIRED, CARD_DECLINED, CARD_OK, CARD_PROCESSING, FakeStripe,
 };
 pub use crate::fake_upstream::{
-    Behavior, FAKE_AWS_ACCESS_KEY_ID, FAKE_AWS_REGION, FAKE_AWS_SECRET_ACCESS_KEY, FAKE_GCP_PROJECT,
-    FAKE_GCP_REGION, FakeBedrock, FakeUpstream, FakeVertex, RecordedRequest, Recording, Reply,
+    BatchBehavior, Behavior, FAKE_AWS_ACCESS_KEY_ID, FAKE_AWS_REGION, FAKE_AWS_SECRET_ACCESS_KEY,
+    FAKE_GCP_PROJECT, FAKE_GCP_REGION, FakeBedrock, FakeUpstream, FakeVertex, RecordedRequest, Recording,
+    Reply,
 };
 pub use crate::otlp::{FakeOtlp, ReceivedSpan};
 pub use crate::smtp::{FakeSmtp, ReceivedMail, TEST_CA_PEM_PATH};

@@ -2,6 +2,10 @@
 //! gateway's body as is, with the provider key and the client's version and beta headers,
 //! and hands back the body or the event stream verbatim with the usage read from it. It never
 //! forwards the client's own credentials and never buffers a streaming reply.
+//!
+//! It also speaks Anthropic's Message Batches API (create, retrieve, cancel, results) with
+//! the same headers, for batches the gateway hands to the provider whole; it reads of a
+//! provider batch only its id, whether it ended, and the JSON lines of its results.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,6 +61,7 @@ struct Inner {
     base_url: String,
     messages_url: reqwest::Url,
     count_tokens_url: reqwest::Url,
+    batches_url: reqwest::Url,
     api_key: Option<HeaderValue>,
     idle_timeout: Duration,
     request_timeout: Duration,
@@ -77,6 +82,7 @@ impl AnthropicClient {
     pub fn new(config: AnthropicConfig) -> Result<AnthropicClient, UpstreamError> {
         let messages_url = http::endpoint(&config.base_url, "/v1/messages")?;
         let count_tokens_url = http::endpoint(&config.base_url, "/v1/messages/count_tokens")?;
+        let batches_url = http::endpoint(&config.base_url, "/v1/messages/batches")?;
         let api_key = config
             .api_key
             .as_deref()
@@ -88,6 +94,7 @@ impl AnthropicClient {
                 base_url: config.base_url.trim_end_matches('/').to_owned(),
                 messages_url,
                 count_tokens_url,
+                batches_url,
                 api_key,
                 idle_timeout: config.idle_timeout,
                 request_timeout: config.request_timeout,
@@ -119,8 +126,77 @@ impl AnthropicClient {
             .ok_or_else(|| UpstreamError::Protocol("count_tokens body has no input_tokens".to_owned()))
     }
 
+    /// `POST /v1/messages/batches` with `request.body` (`{"requests": [...]}`, each
+    /// request's params already in the provider's terms): the provider batch it made.
+    pub async fn create_batch(&self, request: UpstreamRequest) -> Result<ProviderBatch, UpstreamError> {
+        let builder = self.post(&self.inner.batches_url, &request)?;
+        provider_batch(&http::send_buffered(builder, self.inner.request_timeout).await?)
+    }
+
+    /// `GET /v1/messages/batches/{id}`, with `headers`' version and betas (its body is
+    /// ignored).
+    pub async fn retrieve_batch(
+        &self,
+        id: &str,
+        headers: &UpstreamRequest,
+    ) -> Result<ProviderBatch, UpstreamError> {
+        let url = self.batch_url(id, "")?;
+        let builder = self.send(reqwest::Method::GET, &url, headers)?;
+        provider_batch(&http::send_buffered(builder, self.inner.request_timeout).await?)
+    }
+
+    /// `POST /v1/messages/batches/{id}/cancel`.
+    pub async fn cancel_batch(
+        &self,
+        id: &str,
+        headers: &UpstreamRequest,
+    ) -> Result<ProviderBatch, UpstreamError> {
+        let url = self.batch_url(id, "/cancel")?;
+        let builder = self.send(reqwest::Method::POST, &url, headers)?;
+        provider_batch(&http::send_buffered(builder, self.inner.request_timeout).await?)
+    }
+
+    /// The results of an ended provider batch, one JSON line per request: read from this
+    /// client's own base URL (`/v1/messages/batches/{id}/results`) rather than the batch's
+    /// `results_url`, so the provider key never goes to a host the configuration did not name.
+    pub async fn batch_results(
+        &self,
+        id: &str,
+        headers: &UpstreamRequest,
+    ) -> Result<bytes::Bytes, UpstreamError> {
+        let url = self.batch_url(id, "/results")?;
+        let builder = self.send(reqwest::Method::GET, &url, headers)?;
+        http::send_buffered(builder, self.inner.request_timeout).await
+    }
+
+    fn batch_url(&self, id: &str, suffix: &str) -> Result<reqwest::Url, UpstreamError> {
+        // Ids are the provider's own; one that is not a single path segment is refused.
+        if id.is_empty()
+            || !id
+                .bytes()
+                .all(|byte| byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-')
+        {
+            return Err(UpstreamError::Protocol(format!(
+                "not a provider batch id: {id:?}"
+            )));
+        }
+        http::endpoint(
+            &self.inner.base_url,
+            &format!("/v1/messages/batches/{id}{suffix}"),
+        )
+    }
+
     fn post(
         &self,
+        url: &reqwest::Url,
+        request: &UpstreamRequest,
+    ) -> Result<reqwest::RequestBuilder, UpstreamError> {
+        self.send(reqwest::Method::POST, url, request)
+    }
+
+    fn send(
+        &self,
+        method: reqwest::Method,
         url: &reqwest::Url,
         request: &UpstreamRequest,
     ) -> Result<reqwest::RequestBuilder, UpstreamError> {
@@ -141,13 +217,34 @@ impl AnthropicClient {
         if let Some(beta) = &request.anthropic_beta {
             headers.insert("anthropic-beta", client_header("anthropic-beta", beta)?);
         }
-        Ok(self
-            .inner
-            .http
-            .post(url)
-            .headers(headers)
-            .body(request.body.clone()))
+        let builder = self.inner.http.request(method.clone(), url).headers(headers);
+        Ok(if method == reqwest::Method::GET {
+            builder
+        } else {
+            builder.body(request.body.clone())
+        })
     }
+}
+
+/// What the gateway reads of a provider's `message_batch` object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProviderBatch {
+    pub id: String,
+    /// `processing_status` is `ended`: its results can be read.
+    pub ended: bool,
+}
+
+fn provider_batch(body: &[u8]) -> Result<ProviderBatch, UpstreamError> {
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|error| UpstreamError::Protocol(format!("message batch body is not JSON: {error}")))?;
+    let id = value
+        .get("id")
+        .and_then(serde_json::Value::as_str)
+        .ok_or_else(|| UpstreamError::Protocol("message batch body has no id".to_owned()))?;
+    Ok(ProviderBatch {
+        id: id.to_owned(),
+        ended: value.get("processing_status").and_then(serde_json::Value::as_str) == Some("ended"),
+    })
 }
 
 /// A header value from the client. One that cannot be sent is the client's mistake, so it is

@@ -159,6 +159,7 @@ impl Application {
             batch_runner: tollgate_gateway::BatchRunnerSettings {
                 concurrency: config.batches.concurrency,
                 lease: Duration::from_secs(config.batches.lease_seconds.max(1)),
+                upstream_poll: Duration::from_millis(config.batches.upstream_poll_millis.max(1)),
             },
             deliver_alerts: config.alerts.deliver,
             server: config.server_settings()?,

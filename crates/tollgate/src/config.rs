@@ -376,6 +376,8 @@ pub struct BatchesConfig {
     pub concurrency: usize,
     /// How long a runner's claim on a request lasts unless renewed.
     pub lease_seconds: u64,
+    /// How often a provider batch is asked whether it ended, in milliseconds.
+    pub upstream_poll_millis: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -415,6 +417,9 @@ pub enum ProviderConfig {
         request_timeout_seconds: u64,
         #[serde(default = "default_cooldown")]
         cooldown_seconds: u64,
+        /// Where Message Batches whose requests route here first run.
+        #[serde(default)]
+        batches: ProviderBatches,
     },
     /// Any OpenAI-compatible Chat Completions server; `base_url` includes `/v1`.
     #[serde(rename = "openai")]
@@ -485,6 +490,17 @@ pub enum ProviderConfig {
         #[serde(default = "default_cooldown")]
         cooldown_seconds: u64,
     },
+}
+
+/// Where the Message Batches requests of an `anthropic` provider run.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderBatches {
+    /// On the provider's own Batches API, as one provider batch per batch.
+    #[default]
+    Upstream,
+    /// Here, request by request through `/v1/messages`, as for every other kind.
+    Local,
 }
 
 impl ProviderConfig {
@@ -1064,6 +1080,20 @@ impl Config {
         GatewaySettings {
             max_body_bytes: self.gateway.max_body_bytes,
             disconnect_drain: Duration::from_secs(self.gateway.disconnect_drain_seconds),
+            batch_providers: self
+                .providers
+                .iter()
+                .filter(|(_, provider)| {
+                    matches!(
+                        provider,
+                        ProviderConfig::Anthropic {
+                            batches: ProviderBatches::Upstream,
+                            ..
+                        }
+                    )
+                })
+                .map(|(name, _)| name.clone())
+                .collect(),
         }
     }
 

@@ -28,6 +28,7 @@ async fn insert_batch(backend: &impl Backend, org: &TestOrg, batch_id: &str, req
             params: format!("{{\"n\":{index}}}"),
             reservation_id,
             amount: cents(1),
+            upstream_provider: None,
         });
     }
     let batch = NewMessageBatch {
@@ -37,6 +38,8 @@ async fn insert_batch(backend: &impl Backend, org: &TestOrg, batch_id: &str, req
         api_key_id: "apikey_test".to_owned(),
         created_at: at(0),
         expires_at: at(60 * 24),
+        anthropic_version: None,
+        anthropic_beta: None,
     };
     store
         .insert_message_batch(&batch, &rows)

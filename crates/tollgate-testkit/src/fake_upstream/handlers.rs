@@ -17,10 +17,11 @@ use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Extension, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::response::Response;
-use axum::routing::post;
+use axum::routing::{get, post};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
+use crate::fake_upstream::batches;
 use crate::fake_upstream::serve::ConnectionHangup;
 use crate::fake_upstream::wire::{self, MessageReply, ServerToolUse, Usage};
 use crate::fake_upstream::{Behavior, RecordedRequest, Recording, Reply, Shared, lock};
@@ -38,6 +39,10 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/v1/messages", post(messages))
         .route("/v1/messages/count_tokens", post(count_tokens))
+        .route("/v1/messages/batches", post(batches::create))
+        .route("/v1/messages/batches/{id}", get(batches::retrieve))
+        .route("/v1/messages/batches/{id}/cancel", post(batches::cancel))
+        .route("/v1/messages/batches/{id}/results", get(batches::results))
         .route("/v1/chat/completions", post(chat_completions))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
@@ -128,27 +133,7 @@ async fn messages(
     }
 
     let message_id = format!("msg_fake{id:016x}");
-    let message = MessageReply {
-        message_id: &message_id,
-        model: reply.served_model.as_deref().unwrap_or(&request.model),
-        text: &reply.text,
-        usage: Usage {
-            input_tokens: reply.input_tokens,
-            cache_creation_input_tokens: reply.cache_creation_input_tokens,
-            cache_read_input_tokens: reply.cache_read_input_tokens,
-            output_tokens: reply.output_tokens.min(request.max_tokens),
-            server_tool_use: (reply.web_search_requests > 0).then_some(ServerToolUse {
-                web_search_requests: reply.web_search_requests,
-            }),
-            speed: reply.speed,
-            inference_geo: reply.inference_geo,
-        },
-        stop_reason: if reply.output_tokens > request.max_tokens {
-            "max_tokens"
-        } else {
-            "end_turn"
-        },
-    };
+    let message = message_reply(reply, &request.model, request.max_tokens, &message_id);
     let stream = request.stream.unwrap_or(false);
     pause(reply.latency).await;
     match (shape, stream) {
@@ -192,6 +177,37 @@ async fn messages(
             shared,
             &request_id,
         ),
+    }
+}
+
+/// The answer `reply` makes to a Messages request for `model` with `max_tokens`, as
+/// `/v1/messages` and the results of a provider batch give it.
+pub(crate) fn message_reply<'a>(
+    reply: &'a Reply,
+    model: &'a str,
+    max_tokens: u64,
+    message_id: &'a str,
+) -> MessageReply<'a> {
+    MessageReply {
+        message_id,
+        model: reply.served_model.as_deref().unwrap_or(model),
+        text: &reply.text,
+        usage: Usage {
+            input_tokens: reply.input_tokens,
+            cache_creation_input_tokens: reply.cache_creation_input_tokens,
+            cache_read_input_tokens: reply.cache_read_input_tokens,
+            output_tokens: reply.output_tokens.min(max_tokens),
+            server_tool_use: (reply.web_search_requests > 0).then_some(ServerToolUse {
+                web_search_requests: reply.web_search_requests,
+            }),
+            speed: reply.speed,
+            inference_geo: reply.inference_geo,
+        },
+        stop_reason: if reply.output_tokens > max_tokens {
+            "max_tokens"
+        } else {
+            "end_turn"
+        },
     }
 }
 
@@ -359,7 +375,7 @@ async fn not_found(State(shared): State<Arc<Shared>>) -> Response {
 
 /// Keeps a copy of the request (unless recording is off), then counts it, so a test that saw
 /// the count go up also finds the request in the log.
-fn record(shared: &Shared, uri: &Uri, headers: &HeaderMap, body: &Bytes) {
+pub(crate) fn record(shared: &Shared, uri: &Uri, headers: &HeaderMap, body: &Bytes) {
     if shared.recording == Recording::Enabled {
         let request = RecordedRequest {
             path: uri.path().to_owned(),
@@ -484,14 +500,14 @@ impl Drop for StreamGuard {
     }
 }
 
-fn invalid_request(message: &str, request_id: &str) -> Response {
+pub(crate) fn invalid_request(message: &str, request_id: &str) -> Response {
     let body = wire::error_envelope_with_message_json("invalid_request_error", message, request_id);
     json_response(StatusCode::BAD_REQUEST, Body::from(body), request_id)
 }
 
 /// An error status in Anthropic's envelope. A 429 carries what the real API sends with it:
 /// `retry-after` and the `anthropic-ratelimit-*` headers of the limit that was hit.
-fn error_response(status: u16, request_id: &str) -> Response {
+pub(crate) fn error_response(status: u16, request_id: &str) -> Response {
     // An out-of-range status is a typo in the test; answer 500 rather than panic the server.
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let body = wire::error_envelope_json(status.as_u16(), request_id);
@@ -517,11 +533,16 @@ fn refusal(status: u16, kind: &str, message: &str, request_id: &str) -> Response
     json_response(status, Body::from(body), request_id)
 }
 
-fn json_response(status: StatusCode, body: Body, request_id: &str) -> Response {
+pub(crate) fn json_response(status: StatusCode, body: Body, request_id: &str) -> Response {
     response(status, "application/json", request_id, body)
 }
 
-fn response(status: StatusCode, content_type: &'static str, request_id: &str, body: Body) -> Response {
+pub(crate) fn response(
+    status: StatusCode,
+    content_type: &'static str,
+    request_id: &str,
+    body: Body,
+) -> Response {
     let mut response = Response::new(body);
     *response.status_mut() = status;
     let headers = response.headers_mut();

@@ -640,3 +640,41 @@ fn the_consoles_forms_may_lead_to_stripe_checkout_only_under_stripe() {
         );
     }
 }
+
+#[test]
+fn anthropic_providers_take_message_batches_upstream_unless_set_local() {
+    // Only `anthropic` providers have a Batches API of their own; "local" keeps them here.
+    let config = parse(
+        Some(
+            r#"
+            [providers.upstream]
+            kind = "anthropic"
+            base_url = "https://api.anthropic.com"
+            [providers.here]
+            kind = "anthropic"
+            base_url = "https://api.anthropic.com"
+            batches = "local"
+            [providers.compatible]
+            kind = "openai"
+            base_url = "http://127.0.0.1:8000/v1"
+            "#,
+        ),
+        &[],
+    )
+    .expect("config parses");
+    let mut providers: Vec<String> = config.gateway_settings().batch_providers.into_iter().collect();
+    providers.sort();
+    assert_eq!(providers, ["upstream"]);
+    let refused = parse(
+        Some(
+            r#"
+            [providers.typo]
+            kind = "anthropic"
+            base_url = "https://api.anthropic.com"
+            batches = "remote"
+            "#,
+        ),
+        &[],
+    );
+    assert!(refused.is_err(), "an unknown batches value is refused");
+}

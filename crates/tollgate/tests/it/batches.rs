@@ -807,3 +807,334 @@ async fn a_batch_request_is_priced_at_its_batchs_creation() {
     );
     app.assert_ledger_clean().await;
 }
+
+/// A provider (kind `anthropic`) whose Message Batches go to its own Batches API, on the
+/// test's fake upstream, and a model on it; the provider batch is polled every 50 ms and a
+/// runner's claims lapse after a second.
+const UPSTREAM_BATCHES: &str = r#"
+        [providers.fake-batches]
+        kind = "anthropic"
+        base_url = "{fake}"
+        api_key = "batches-provider-secret"
+        batches = "upstream"
+        connect_timeout_seconds = 2
+        request_timeout_seconds = 5
+        [models.batched-sonnet]
+        class = "sonnet"
+        provider = "fake-batches"
+        upstream_model = "claude-sonnet-4-6-upstream"
+        input = "3"
+        output = "15"
+        [batches]
+        upstream_poll_millis = 50
+        lease_seconds = 1
+"#;
+
+fn upstream_batch_body(custom_ids: &[&str], model: &str) -> Value {
+    json!({
+        "requests": custom_ids.iter().map(|custom_id| json!({
+            "custom_id": custom_id,
+            "params": {
+                "model": model,
+                "max_tokens": 100,
+                "messages": [{"role": "user", "content": format!("Question {custom_id}")}],
+            },
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// An app with `UPSTREAM_BATCHES`, its fake's provider batches behaving so, and the id of
+/// a batch it accepted of `custom_ids` for the model on that provider.
+async fn spawn_with_provider_batch(
+    behavior: tollgate_testkit::BatchBehavior,
+    custom_ids: &[&str],
+) -> (TestApp, String) {
+    let app = spawn_app_with(Options {
+        extra_config: UPSTREAM_BATCHES,
+        ..Options::default()
+    })
+    .await;
+    app.fake.set_behavior(Behavior::Ok(reply()));
+    app.fake.set_batch_behavior(behavior);
+    let (status, created) = app
+        .batch_call(
+            reqwest::Method::POST,
+            "/v1/messages/batches",
+            Some(&upstream_batch_body(custom_ids, "batched-sonnet")),
+        )
+        .await;
+    assert_eq!(status, 200, "{created}");
+    let batch_id = created["id"].as_str().expect("id").to_owned();
+    (app, batch_id)
+}
+
+impl TestApp {
+    /// What the fake upstream received on its Message Batches routes, in arrival order.
+    fn provider_batch_calls(&self) -> Vec<tollgate_testkit::RecordedRequest> {
+        self.fake
+            .requests()
+            .into_iter()
+            .filter(|request| request.path.starts_with("/v1/messages/batches"))
+            .collect()
+    }
+
+    /// Waits (bounded) until the fake upstream received `count` calls on a path ending so.
+    async fn wait_for_provider_calls(&self, suffix: &str, count: usize) {
+        for _ in 0..200 {
+            let calls = self.provider_batch_calls();
+            if calls.iter().filter(|call| call.path.ends_with(suffix)).count() >= count {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("the provider did not get {count} calls on *{suffix}");
+    }
+}
+
+/// Goal: the requests of a batch that route to an `anthropic` provider taking batches go
+/// to its Batches API as one provider batch (the upstream model id in their params, the
+/// provider key and the client's version and betas in its headers), the rest run here;
+/// results come back in Anthropic's shape, each succeeded request is charged exactly its
+/// usage at the Batch rate, the errored one nothing, and nothing stays reserved.
+#[tokio::test]
+async fn a_batch_for_an_anthropic_provider_goes_to_its_batches_api() {
+    let app = spawn_app_with(Options {
+        extra_config: UPSTREAM_BATCHES,
+        ..Options::default()
+    })
+    .await;
+    app.fake.set_behavior(Behavior::Ok(reply()));
+    app.fake.set_batch_behavior(tollgate_testkit::BatchBehavior {
+        polls_in_progress: 2,
+        errored_custom_ids: vec!["up-1".to_owned()],
+    });
+    let mut body = upstream_batch_body(&["up-0", "up-1", "up-2"], "batched-sonnet");
+    body["requests"]
+        .as_array_mut()
+        .expect("requests")
+        .push(upstream_batch_body(&["here"], "fake-sonnet")["requests"][0].clone());
+    let created: Value = app
+        .client
+        .post(app.url("/v1/messages/batches"))
+        .header("x-api-key", &app.api_key)
+        .header("anthropic-version", "2023-06-01")
+        .header("anthropic-beta", "message-batches-2024-09-24")
+        .json(&body)
+        .send()
+        .await
+        .expect("create")
+        .json()
+        .await
+        .expect("batch JSON");
+    let batch_id = created["id"].as_str().expect("id").to_owned();
+
+    let ended = app.wait_for_batch_end(&batch_id).await;
+    assert_eq!(
+        ended["request_counts"],
+        json!({"processing": 0, "succeeded": 3, "errored": 1, "canceled": 0, "expired": 0})
+    );
+    let results = app.batch_results(&ended).await;
+    assert_eq!(
+        results
+            .iter()
+            .map(|line| (line["custom_id"].clone(), line["result"]["type"].clone()))
+            .collect::<Vec<_>>(),
+        [
+            (json!("up-0"), json!("succeeded")),
+            (json!("up-1"), json!("errored")),
+            (json!("up-2"), json!("succeeded")),
+            (json!("here"), json!("succeeded")),
+        ]
+    );
+    assert_eq!(results[0]["result"]["message"]["type"], "message");
+    assert_eq!(
+        results[0]["result"]["message"]["usage"]["output_tokens"],
+        OUTPUT_TOKENS
+    );
+    assert_eq!(
+        results[1]["result"]["error"]["error"]["type"],
+        "invalid_request_error"
+    );
+
+    let calls = app.provider_batch_calls();
+    let created_upstream: Vec<_> = calls
+        .iter()
+        .filter(|call| call.path == "/v1/messages/batches")
+        .collect();
+    assert_eq!(created_upstream.len(), 1, "one provider batch");
+    let submitted = created_upstream[0];
+    let params: Vec<_> = submitted.body["requests"]
+        .as_array()
+        .expect("requests")
+        .iter()
+        .map(|request| (request["custom_id"].clone(), request["params"]["model"].clone()))
+        .collect();
+    assert_eq!(
+        params,
+        [
+            (json!("up-0"), json!("claude-sonnet-4-6-upstream")),
+            (json!("up-1"), json!("claude-sonnet-4-6-upstream")),
+            (json!("up-2"), json!("claude-sonnet-4-6-upstream")),
+        ]
+    );
+    for call in &calls {
+        assert_eq!(
+            call.header("x-api-key"),
+            Some("batches-provider-secret"),
+            "{}",
+            call.path
+        );
+        assert_eq!(call.header("anthropic-version"), Some("2023-06-01"));
+        assert_eq!(call.header("anthropic-beta"), Some("message-batches-2024-09-24"));
+    }
+    assert!(calls.iter().any(|call| call.path.ends_with("/results")));
+    let local: Vec<_> = app
+        .fake
+        .requests()
+        .into_iter()
+        .filter(|request| request.path == "/v1/messages")
+        .collect();
+    assert_eq!(local.len(), 1, "the request for the local provider ran here");
+
+    let charged = 3 * batch_cost();
+    app.wait_for_settlement().await;
+    assert_eq!(app.balance().await, (starter_nanos() - charged, 0, charged));
+    let records = app.usage_records().await;
+    let succeeded: Vec<_> = records
+        .iter()
+        .filter(|record| record.status == UsageStatus::Succeeded)
+        .collect();
+    assert_eq!(succeeded.len(), 3);
+    assert!(succeeded.iter().all(|record| record.cost.nanos() == batch_cost()
+        && record.usage.input_tokens == INPUT_TOKENS
+        && record.usage.output_tokens == OUTPUT_TOKENS));
+    assert!(
+        records
+            .iter()
+            .filter(|record| record.status != UsageStatus::Succeeded)
+            .all(|record| record.cost == NanoUsd::ZERO)
+    );
+    app.assert_ledger_clean().await;
+}
+
+/// Goal: canceling a batch whose requests are at a provider forwards the cancel to the
+/// provider's batch; its requests end `canceled` from the provider's results, uncharged.
+#[tokio::test]
+async fn canceling_a_provider_batch_forwards_the_cancel() {
+    let behavior = tollgate_testkit::BatchBehavior {
+        polls_in_progress: usize::MAX,
+        errored_custom_ids: Vec::new(),
+    };
+    let (app, batch_id) = spawn_with_provider_batch(behavior, &["a", "b"]).await;
+    // Submitted and polled at least once.
+    app.wait_for_provider_calls("", 2).await;
+    let (status, canceling) = app
+        .batch_call(
+            reqwest::Method::POST,
+            &format!("/v1/messages/batches/{batch_id}/cancel"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{canceling}");
+    assert_eq!(canceling["processing_status"], "canceling");
+
+    let ended = app.wait_for_batch_end(&batch_id).await;
+    assert_eq!(
+        ended["request_counts"],
+        json!({"processing": 0, "succeeded": 0, "errored": 0, "canceled": 2, "expired": 0})
+    );
+    let calls = app.provider_batch_calls();
+    assert_eq!(
+        calls.iter().filter(|call| call.path.ends_with("/cancel")).count(),
+        1,
+        "the cancel went to the provider once"
+    );
+    let results = app.batch_results(&ended).await;
+    assert!(results.iter().all(|line| line["result"]["type"] == "canceled"));
+    app.wait_for_settlement().await;
+    assert_eq!(app.balance().await, (starter_nanos(), 0, 0));
+    app.assert_ledger_clean().await;
+}
+
+/// Goal: a provider batch survives a restart mid-poll: the next app on the same database
+/// takes the requests over once the dead one's claims lapse, polls the provider batch the
+/// first submitted (never submitting it again), and charges each request once.
+#[tokio::test]
+async fn a_provider_batch_is_finished_after_a_restart_and_charged_once() {
+    let behavior = tollgate_testkit::BatchBehavior {
+        polls_in_progress: 6,
+        errored_custom_ids: Vec::new(),
+    };
+    let (app, batch_id) = spawn_with_provider_batch(behavior, &["a", "b"]).await;
+    // Submitted and polled, not yet ended.
+    app.wait_for_provider_calls("", 3).await;
+    let app = app.restart().await;
+    let polled_before_restart = app.provider_batch_calls().len();
+
+    let ended = app.wait_for_batch_end(&batch_id).await;
+    assert_eq!(ended["request_counts"]["succeeded"], 2, "{ended}");
+    let calls = app.provider_batch_calls();
+    assert!(
+        calls[polled_before_restart..]
+            .iter()
+            .any(|call| call.path.ends_with("/results")),
+        "the restarted app read the results"
+    );
+    assert_eq!(
+        calls
+            .iter()
+            .filter(|call| call.path == "/v1/messages/batches")
+            .count(),
+        1,
+        "submitted once"
+    );
+    let charged = 2 * batch_cost();
+    app.wait_for_settlement().await;
+    assert_eq!(app.balance().await, (starter_nanos() - charged, 0, charged));
+    let records = app.usage_records().await;
+    assert_eq!(records.len(), 2, "one usage record per request: {records:?}");
+    app.assert_ledger_clean().await;
+}
+
+/// Goal: the official Python SDK's `client.messages.batches` works unchanged when the
+/// batch goes to a provider's own Batches API: one provider batch, Anthropic's results, and
+/// each request charged its usage at the Batch rate.
+#[tokio::test]
+async fn the_anthropic_sdk_runs_a_provider_batch() {
+    let app = spawn_app_with(Options {
+        extra_config: UPSTREAM_BATCHES,
+        ..Options::default()
+    })
+    .await;
+    app.fake.set_behavior(Behavior::Ok(reply()));
+    let cases = crate::sdk::run_script_with(
+        &app,
+        "anthropic_batches.py",
+        &[("TOLLGATE_BATCH_MODEL", "batched-sonnet")],
+    )
+    .await;
+    assert_eq!(
+        (
+            cases["ended"]["status"].clone(),
+            cases["ended"]["succeeded"].clone()
+        ),
+        (json!("ended"), json!(3))
+    );
+    let results = cases["results"]["results"].as_array().expect("results");
+    assert!(
+        results
+            .iter()
+            .all(|line| line["type"] == "succeeded" && line["output_tokens"] == OUTPUT_TOKENS)
+    );
+    assert_eq!(cases["deleted"]["type"], "message_batch_deleted");
+    let submitted = app
+        .provider_batch_calls()
+        .into_iter()
+        .filter(|call| call.path == "/v1/messages/batches")
+        .count();
+    assert_eq!(submitted, 1, "one provider batch");
+    let charged = 3 * batch_cost();
+    app.wait_for_settlement().await;
+    assert_eq!(app.balance().await, (starter_nanos() - charged, 0, charged));
+    app.assert_ledger_clean().await;
+}

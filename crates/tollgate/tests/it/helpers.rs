@@ -246,6 +246,7 @@ pub(crate) async fn spawn_app_with(options: Options) -> TestApp {
         kind = "anthropic"
         base_url = "{base_url}"
         api_key = "provider-secret"
+        batches = "local"
         connect_timeout_seconds = 2
         idle_timeout_seconds = 1
         request_timeout_seconds = 5
@@ -331,6 +332,41 @@ pub(crate) async fn spawn_app_with(options: Options) -> TestApp {
         metrics_address,
         _schema: schema,
         _data_dir: data_dir,
+    }
+}
+
+impl TestApp {
+    /// Shuts the app down (its background tasks end with it) and starts it again on the
+    /// same database, configuration, clock and fake upstreams: a restart, or another
+    /// replica taking over from one that died.
+    pub(crate) async fn restart(mut self) -> TestApp {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        (&mut self.server).await.expect("the server shuts down");
+        let clock: Arc<dyn Clock> = match &self.clock {
+            Some(clock) => clock.clone(),
+            None => Arc::new(SystemClock),
+        };
+        let application = Application::build_with_clock(&self.config, clock)
+            .await
+            .expect("application builds again");
+        self.address = format!("http://{}", application.local_addr().expect("bound"));
+        self.metrics_address = application
+            .metrics_addr()
+            .map(|address| format!("http://{address}"));
+        self.tollgate = application.tollgate().clone();
+        let (shutdown, shutdown_signal) = tokio::sync::oneshot::channel::<()>();
+        self.shutdown = Some(shutdown);
+        self.server = tokio::spawn(async move {
+            application
+                .run_until(async {
+                    let _ = shutdown_signal.await;
+                })
+                .await
+                .expect("server runs");
+        });
+        self
     }
 }
 

@@ -87,6 +87,19 @@ fn sdk_python() -> Result<PathBuf, String> {
 
 /// Runs `tests/sdk/{script}` against `app` and returns its cases by name.
 pub(crate) async fn run_script(app: &TestApp, script: &str) -> HashMap<String, Value> {
+    run_script_with(app, script, &[]).await
+}
+
+/// `run_script` with more environment variables for the script.
+pub(crate) async fn run_script_with(
+    app: &TestApp,
+    script: &str,
+    environment: &[(&str, &str)],
+) -> HashMap<String, Value> {
+    let environment: Vec<(String, String)> = environment
+        .iter()
+        .map(|(name, value)| (name.to_string(), value.to_string()))
+        .collect();
     let script_path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/sdk")
         .join(script);
@@ -98,6 +111,7 @@ pub(crate) async fn run_script(app: &TestApp, script: &str) -> HashMap<String, V
             .arg(&script_path)
             .env("TOLLGATE_BASE_URL", base_url)
             .env("TOLLGATE_API_KEY", api_key)
+            .envs(environment)
             // The SDKs must talk to loopback directly.
             .env("NO_PROXY", "*")
             .env_remove("OPENAI_BASE_URL")

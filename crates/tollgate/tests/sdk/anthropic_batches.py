@@ -1,7 +1,7 @@
-"""The official `anthropic` SDK's Message Batches against a running tollgate on the
-simulated model: create, retrieve (polled until the batch ended), list, results, cancel and
-delete, unchanged. Prints one JSON object per case; the Rust test asserts them and the money
-they moved."""
+"""The official `anthropic` SDK's Message Batches against a running tollgate, on the
+simulated model unless TOLLGATE_BATCH_MODEL names another: create, retrieve (polled until
+the batch ended), list, results, cancel and delete, unchanged. Prints one JSON object per
+case; the Rust test asserts them and the money they moved."""
 
 import json
 import os
@@ -11,6 +11,7 @@ import anthropic
 
 base_url = os.environ["TOLLGATE_BASE_URL"]
 api_key = os.environ["TOLLGATE_API_KEY"]
+model = os.environ.get("TOLLGATE_BATCH_MODEL", "claude-sonnet-4-6")
 client = anthropic.Anthropic(base_url=base_url, api_key=api_key, max_retries=0, timeout=30)
 
 
@@ -22,7 +23,7 @@ def request(custom_id, question):
     return {
         "custom_id": custom_id,
         "params": {
-            "model": "claude-sonnet-4-6",
+            "model": model,
             "max_tokens": 64,
             "messages": [{"role": "user", "content": question}],
         },
