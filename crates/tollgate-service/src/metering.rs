@@ -794,7 +794,6 @@ impl Tollgate {
     }
 }
 
-/// Per metric, the snapshot with the least room left over every scope.
 /// A batch request's reservation, taken over by the runner whose `claim` holds it; ended at
 /// the plan's Batch rate and at the prices in force at its `priced_at`.
 fn adopted(
@@ -828,6 +827,7 @@ fn adopted(
     }
 }
 
+/// Per metric, the snapshot with the least room left over every scope.
 fn binding_view(demands: &[Demand], snapshots: &[BucketSnapshot]) -> RateLimitView {
     let tightest = |metric: Metric| {
         demands
