@@ -25,4 +25,4 @@ pub use crate::idempotency::{
 pub use crate::request_id::{
     RequestId, UpstreamTime, arrived, deferred, new_request_id, server_timing, stamp, status_class,
 };
-pub use crate::trace::{inject_trace_context, request_span};
+pub use crate::trace::{inject_trace_context, request_span, sampled};

@@ -49,6 +49,19 @@ pub fn request_span(request_id: &str, headers: &HeaderMap) -> tracing::Span {
     span
 }
 
+/// Whether the current span's trace is sampled, so that its spans are exported: false for
+/// a trace the sampler dropped, and whenever traces are not exported at all. A request makes
+/// its detailed spans (the model call and its children) only when it is: the exporter's
+/// layer builds every span it is given, attributes and all, and drops the unsampled ones
+/// only at their end.
+pub fn sampled() -> bool {
+    tracing::Span::current()
+        .context()
+        .span()
+        .span_context()
+        .is_sampled()
+}
+
 /// Writes the current span's trace context (`traceparent`, `tracestate`) into the headers
 /// of a call going upstream, replacing the client's: the upstream's work is a child of
 /// tollgate's.

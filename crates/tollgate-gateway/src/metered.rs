@@ -268,7 +268,9 @@ pub(crate) async fn admit_and_run(
     let open = state
         .tollgate
         .begin_cached(admission.caller, admission.plan(), cacheable_prefixes)
-        .instrument(tracing::debug_span!(parent: &observed.span, "admission"))
+        .instrument(telemetry::when_sampled(
+            || tracing::debug_span!(parent: &observed.span, "admission"),
+        ))
         .await
         .map_err(|error| observed.refused(error))?;
     run_admitted(state, admission, open, observed).await
@@ -382,7 +384,7 @@ async fn settle(tollgate: &Tollgate, open: OpenReservation, finish: Finish) -> b
     let span = tracing::Span::current();
     telemetry::record_usage(&span, &finish.usage);
     let settled = Box::pin(tollgate.finish(open, finish))
-        .instrument(tracing::debug_span!("settlement"))
+        .instrument(telemetry::when_sampled(|| tracing::debug_span!("settlement")))
         .await;
     match settled {
         Ok(outcome) => {

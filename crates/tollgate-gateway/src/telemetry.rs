@@ -76,34 +76,39 @@ impl Observed {
 
 /// The span of one model request, named and attributed by OpenTelemetry's GenAI semantic
 /// conventions, with tollgate's own attributes: the organization, workspace, key,
-/// reservation, cost and outcome (recorded as they are known). A debug-level span: free
-/// unless traces are exported.
+/// reservation, cost and outcome (recorded as they are known). A debug-level span, made
+/// only when the request's trace is sampled (`tollgate_edge::sampled`); none otherwise.
 pub(crate) fn request_span(caller: &ApiCaller, model: &str, max_tokens: u64) -> tracing::Span {
-    tracing::debug_span!(
-        "chat",
-        otel.name = %format_args!("chat {model}"),
-        otel.kind = "client",
-        gen_ai.operation.name = "chat",
-        gen_ai.system = tracing::field::Empty,
-        gen_ai.request.model = model,
-        gen_ai.request.max_tokens = max_tokens,
-        gen_ai.usage.input_tokens = tracing::field::Empty,
-        gen_ai.usage.output_tokens = tracing::field::Empty,
-        gen_ai.usage.cache_read_input_tokens = tracing::field::Empty,
-        gen_ai.usage.cache_creation_input_tokens = tracing::field::Empty,
-        tollgate.organization_id = caller.org_id.as_str(),
-        tollgate.workspace_id = caller.workspace_id.as_str(),
-        tollgate.api_key_id = caller.key_id.as_str(),
-        tollgate.reservation_id = tracing::field::Empty,
-        tollgate.cost_nanousd = tracing::field::Empty,
-        tollgate.outcome = tracing::field::Empty,
-        http.response.status_code = tracing::field::Empty,
-    )
+    when_sampled(|| {
+        tracing::debug_span!(
+            "chat",
+            otel.name = %format_args!("chat {model}"),
+            otel.kind = "client",
+            gen_ai.operation.name = "chat",
+            gen_ai.system = tracing::field::Empty,
+            gen_ai.request.model = model,
+            gen_ai.request.max_tokens = max_tokens,
+            gen_ai.usage.input_tokens = tracing::field::Empty,
+            gen_ai.usage.output_tokens = tracing::field::Empty,
+            gen_ai.usage.cache_read_input_tokens = tracing::field::Empty,
+            gen_ai.usage.cache_creation_input_tokens = tracing::field::Empty,
+            tollgate.organization_id = caller.org_id.as_str(),
+            tollgate.workspace_id = caller.workspace_id.as_str(),
+            tollgate.api_key_id = caller.key_id.as_str(),
+            tollgate.reservation_id = tracing::field::Empty,
+            tollgate.cost_nanousd = tracing::field::Empty,
+            tollgate.outcome = tracing::field::Empty,
+            http.response.status_code = tracing::field::Empty,
+        )
+    })
 }
 
-/// The span of one call to a deployment, a child of the request's; the request's span
-/// takes the provider's system name.
+/// The span of one call to a deployment, a child of the request's (none when the trace is
+/// not sampled); the request's span takes the provider's system name.
 pub(crate) fn upstream_span(deployment: &Deployment, dialect: Dialect) -> tracing::Span {
+    if !tollgate_edge::sampled() {
+        return tracing::Span::none();
+    }
     let system = match dialect {
         Dialect::Anthropic => "anthropic",
         Dialect::OpenAi => "openai",
@@ -116,6 +121,17 @@ pub(crate) fn upstream_span(deployment: &Deployment, dialect: Dialect) -> tracin
         tollgate.provider = deployment.provider.as_str(),
         tollgate.upstream_model = deployment.upstream_model.as_str(),
     )
+}
+
+/// The span `make` makes if the request's trace is sampled (`tollgate_edge::sampled`), else
+/// none: the exporter's layer builds every span it is given, attributes and all, and drops
+/// an unsampled one only at its end.
+pub(crate) fn when_sampled(make: impl FnOnce() -> tracing::Span) -> tracing::Span {
+    if tollgate_edge::sampled() {
+        make()
+    } else {
+        tracing::Span::none()
+    }
 }
 
 /// The usage the settlement charges, on the request's span.

@@ -627,8 +627,18 @@ async fn traces_continue_the_clients_traceparent_with_genai_attributes() {
         &[("OTEL_BSP_SCHEDULE_DELAY", "50")],
         Stdio::inherit(),
     );
-    // Sampled at 0 for traces tollgate starts: this one is kept because the client's
-    // `traceparent` says it was sampled.
+    // Sampled at 0 for traces tollgate starts: a request without `traceparent` exports
+    // nothing, and makes no spans beyond its own.
+    let unsampled = reqwest::Client::new()
+        .post(format!("{address}/v1/messages"))
+        .header("x-api-key", &api_key)
+        .header("anthropic-version", "2023-06-01")
+        .json(&message_body("fake-sonnet"))
+        .send()
+        .await
+        .expect("request sent");
+    assert_eq!(unsampled.status(), 200);
+    // This one is kept because the client's `traceparent` says it was sampled.
     let response = reqwest::Client::new()
         .post(format!("{address}/v1/messages"))
         .header("x-api-key", &api_key)
@@ -664,6 +674,10 @@ async fn traces_continue_the_clients_traceparent_with_genai_attributes() {
     };
     let _ = child.kill();
     let _ = child.wait();
+    assert!(
+        collector.spans().iter().all(|span| span.trace_id == CLIENT_TRACE),
+        "nothing of the unsampled trace is exported"
+    );
     let named = |name: &str| {
         spans
             .iter()
@@ -700,7 +714,7 @@ async fn traces_continue_the_clients_traceparent_with_genai_attributes() {
     );
     // The upstream's request is a child of tollgate's upstream span, in the client's trace.
     let forwarded = upstream.requests();
-    let traceparent = forwarded[0]
+    let traceparent = forwarded[1]
         .header("traceparent")
         .expect("a traceparent upstream");
     assert_eq!(traceparent, format!("00-{CLIENT_TRACE}-{}-01", call.span_id));
