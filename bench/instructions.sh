@@ -17,6 +17,7 @@
 # runs only those)
 # SKIP_BUILD=1 uses the release binaries as they are; CARGO_TARGET_DIR is honoured.
 set -euo pipefail
+source "$(dirname "$0")/common.sh"
 small="${1:-200}"
 large="${2:-1200}"
 command -v valgrind >/dev/null || { echo "valgrind is needed (apt install valgrind)" >&2; exit 1; }
@@ -40,26 +41,8 @@ pids+=($!)
 run() {
   local count="$1"; shift
   local data="$work/data-$RANDOM"
-  cat > "$work/tollgate.toml" <<TOML
-listen = "127.0.0.1:$gate_port"
-data_dir = "$data"
-[providers.fake]
-kind = "anthropic"
-base_url = "http://127.0.0.1:$fake_port"
-[models.bench-model]
-class = "sonnet"
-provider = "fake"
-upstream_model = "claude-sonnet-4-6"
-input = "3"
-output = "15"
-[[tiers]]
-name = "Bench"
-cumulative_purchases_usd = "0"
-count_tokens_requests_per_minute = 100000000
-rate_limits.opus = { requests_per_minute = 100000000, input_tokens_per_minute = 100000000000, output_tokens_per_minute = 100000000000 }
-rate_limits.sonnet = { requests_per_minute = 100000000, input_tokens_per_minute = 100000000000, output_tokens_per_minute = 100000000000 }
-rate_limits.haiku = { requests_per_minute = 100000000, input_tokens_per_minute = 100000000000, output_tokens_per_minute = 100000000000 }
-TOML
+  { printf 'listen = "127.0.0.1:%s"\ndata_dir = "%s"\n' "$gate_port" "$data"
+    bench_model_and_tier "$fake_port"; } > "$work/tollgate.toml"
   RUST_LOG=error "$bin"/tollgate --config "$work/tollgate.toml" credits grant --amount 100000000 --kind promotional >/dev/null 2>&1
   local key
   key="$(RUST_LOG=error "$bin"/tollgate --config "$work/tollgate.toml" keys create --name bench)"

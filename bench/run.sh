@@ -18,6 +18,7 @@
 # A quick check: CONCURRENCIES="1 32" STREAMS=0 LITELLM=0 bench/run.sh 5 1
 # Installs what it needs: wrk and nginx (apt), LiteLLM (pip, into bench/.venv).
 set -euo pipefail
+source "$(dirname "$0")/common.sh"
 cd "$(dirname "$0")/.."
 duration="${1:-10}"
 runs="${2:-3}"
@@ -109,35 +110,20 @@ pids+=($!)
 
 # tollgate: full metering on SQLite, limits high enough that the benchmark measures
 # overhead, not refusals.
-cat > "$work/tollgate.toml" <<TOML
+{ cat <<TOML
 listen = "127.0.0.1:$gate_port"
 data_dir = "$work/tollgate-data"
-[providers.fake]
-kind = "anthropic"
-base_url = "http://127.0.0.1:$fake_port"
 [providers.slow]
 kind = "anthropic"
 base_url = "http://127.0.0.1:$slow_port"
-[models.bench-model]
-class = "sonnet"
-provider = "fake"
-upstream_model = "claude-sonnet-4-6"
-input = "3"
-output = "15"
 [models.bench-stream]
 class = "sonnet"
 provider = "slow"
 upstream_model = "claude-sonnet-4-6"
 input = "3"
 output = "15"
-[[tiers]]
-name = "Bench"
-cumulative_purchases_usd = "0"
-count_tokens_requests_per_minute = 100000000
-rate_limits.opus = { requests_per_minute = 100000000, input_tokens_per_minute = 100000000000, output_tokens_per_minute = 100000000000 }
-rate_limits.sonnet = { requests_per_minute = 100000000, input_tokens_per_minute = 100000000000, output_tokens_per_minute = 100000000000 }
-rate_limits.haiku = { requests_per_minute = 100000000, input_tokens_per_minute = 100000000000, output_tokens_per_minute = 100000000000 }
 TOML
+  bench_model_and_tier "$fake_port"; } > "$work/tollgate.toml"
 export RUST_LOG=warn
 "$bin"/tollgate --config "$work/tollgate.toml" credits grant --amount 100000000 --kind promotional >/dev/null 2>&1
 key="$("$bin"/tollgate --config "$work/tollgate.toml" keys create --name bench 2>/dev/null)"
