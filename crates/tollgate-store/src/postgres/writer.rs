@@ -127,7 +127,7 @@ async fn commit_batch(
 /// PostgreSQL plans a prepared statement afresh for each execution until it judges a
 /// generic plan no dearer, which for statements over `UNNEST` of arrays it may never do.
 /// So the batch asks for the generic plan (measured: one organization on one replica at 32
-/// connections, 1,534 → 2,362 requests a second, BENCHMARKS.md).
+/// connections, 1,534 → 2,470 requests a second, BENCHMARKS.md).
 const BEGIN_BATCH: &str =
     "BEGIN; SET LOCAL enable_seqscan = off; SET LOCAL plan_cache_mode = force_generic_plan";
 /// `BEGIN_BATCH` for a writer whose commits do not wait for the server's fsync.
