@@ -678,3 +678,39 @@ fn anthropic_providers_take_message_batches_upstream_unless_set_local() {
     );
     assert!(refused.is_err(), "an unknown batches value is refused");
 }
+
+#[test]
+fn an_smtp_ca_file_without_a_certificate_stops_the_start() {
+    let directory = tempfile::tempdir().expect("directory");
+    let not_pem = directory.path().join("relay-ca.pem");
+    std::fs::write(&not_pem, "no certificate here\n").expect("written");
+    let file = format!(
+        "[alerts]\nsmtp_host = \"relay.example\"\nsmtp_security = \"starttls\"\nsmtp_ca_file = \"{}\"\n",
+        not_pem.display()
+    );
+    let error = parse(Some(&file), &[])
+        .expect("parses")
+        .alerting_settings()
+        .expect_err("refused")
+        .to_string();
+    assert!(
+        error.contains("smtp_ca_file") && error.contains("no PEM certificate"),
+        "{error}"
+    );
+    let missing = file.replace("relay-ca.pem", "absent.pem");
+    let error = parse(Some(&missing), &[])
+        .expect("parses")
+        .alerting_settings()
+        .expect_err("refused")
+        .to_string();
+    assert!(error.contains("cannot read"), "{error}");
+    let trusted = format!(
+        "[alerts]\nsmtp_host = \"relay.example\"\nsmtp_security = \"starttls\"\nsmtp_ca_file = \"{}\"\n",
+        tollgate_testkit::TEST_CA_PEM_PATH
+    );
+    let settings = parse(Some(&trusted), &[])
+        .expect("parses")
+        .alerting_settings()
+        .expect("accepted");
+    assert!(settings.smtp.is_some_and(|smtp| smtp.extra_roots.is_some()));
+}

@@ -760,19 +760,25 @@ const ROUTED_FAST_ALERTS: &str = r#"
     attempts_max = 3
 "#;
 
+/// An app on `ROUTED_FAST_ALERTS`, its two fakes the primary and the backup, on a manual
+/// clock.
+async fn routed_app() -> TestApp {
+    spawn_app_with(Options {
+        extra_config: ROUTED_FAST_ALERTS,
+        extra_fakes: 2,
+        manual_clock: true,
+        ..Options::default()
+    })
+    .await
+}
+
 /// Goal: a deployment that fails into cooldown alerts the organization whose request
 /// found it failing, once: failing again after its cooldown, with no success between,
 /// is the same crossing. Once it answers again the alert is re-armed, and the next
 /// failure alerts again. The event names the deployment and how it failed.
 #[tokio::test]
 async fn a_deployment_going_down_alerts_once_until_it_answers_again() {
-    let app = spawn_app_with(Options {
-        extra_config: ROUTED_FAST_ALERTS,
-        extra_fakes: 2,
-        manual_clock: true,
-        ..Options::default()
-    })
-    .await;
+    let app = routed_app().await;
     let clock = app.clock.clone().expect("manual clock");
     let webhook = FakeWebhook::start().await;
     add_destination(&app, "webhook", &webhook.url()).await;
@@ -873,13 +879,7 @@ async fn tenant_with_traffic(
 /// that never used it is not told.
 #[tokio::test]
 async fn a_deployment_going_down_alerts_every_organization_that_used_it() {
-    let app = spawn_app_with(Options {
-        extra_config: ROUTED_FAST_ALERTS,
-        extra_fakes: 2,
-        manual_clock: true,
-        ..Options::default()
-    })
-    .await;
+    let app = routed_app().await;
     let webhook = FakeWebhook::start().await;
     add_destination(&app, "webhook", &webhook.url()).await;
     let (other, unconcerned) = (FakeWebhook::start().await, FakeWebhook::start().await);
