@@ -1,4 +1,5 @@
-//! Signing in and out, the first admin's setup link, and accepting an invite. Each of
+//! Signing in and out, the first admin's setup link, and accepting an invite (single
+//! sign-on's own pages are in `sso`). Each of
 //! these that succeeds starts a new session (a fresh token: the session rotates at every
 //! sign-in) and ends the one the browser had, if any.
 
@@ -52,7 +53,23 @@ pub(crate) struct SignInForm {
     password: String,
 }
 
-fn sign_in_form(email: &str, problem: Option<&str>) -> Markup {
+/// The ways in the sign-in page offers.
+#[derive(Clone, Copy)]
+pub(crate) struct WaysIn {
+    pub(crate) single_sign_on: bool,
+    pub(crate) password: bool,
+}
+
+impl WaysIn {
+    pub(crate) fn of(state: &ConsoleState) -> WaysIn {
+        WaysIn {
+            single_sign_on: state.tollgate.single_sign_on().is_some(),
+            password: state.tollgate.password_sign_in(),
+        }
+    }
+}
+
+pub(crate) fn sign_in_form(email: &str, problem: Option<&str>, ways: WaysIn) -> Markup {
     layout::bare(
         "Sign in",
         html! {
@@ -60,19 +77,24 @@ fn sign_in_form(email: &str, problem: Option<&str>) -> Markup {
             @if let Some(problem) = problem {
                 p.problem role="alert" { (problem) }
             }
-            form.card method="post" action="/console/sign-in" {
-                label for="email" { "Email" }
-                input id="email" name="email" type="email" autocomplete="username" required value=(email);
-                label for="password" { "Password" }
-                input id="password" name="password" type="password" autocomplete="current-password" required;
-                button type="submit" { "Sign in" }
+            @if ways.single_sign_on {
+                p { a #sso.button href="/console/sso/start" { "Sign in with single sign-on" } }
+            }
+            @if ways.password {
+                form.card method="post" action="/console/sign-in" {
+                    label for="email" { "Email" }
+                    input id="email" name="email" type="email" autocomplete="username" required value=(email);
+                    label for="password" { "Password" }
+                    input id="password" name="password" type="password" autocomplete="current-password" required;
+                    button type="submit" { "Sign in" }
+                }
             }
         },
     )
 }
 
-pub(crate) async fn sign_in_page() -> Html<String> {
-    Html(sign_in_form("", None).into_string())
+pub(crate) async fn sign_in_page(State(state): State<ConsoleState>) -> Html<String> {
+    Html(sign_in_form("", None, WaysIn::of(&state)).into_string())
 }
 
 pub(crate) async fn sign_in(
@@ -88,8 +110,12 @@ pub(crate) async fn sign_in(
     {
         Ok(signed_in) => start(&state, &headers, signed_in).await,
         Err(refusal @ SignInRefusal::BadCredentials) => {
-            let page = sign_in_form(&form.email, Some(&refusal.to_string()));
+            let page = sign_in_form(&form.email, Some(&refusal.to_string()), WaysIn::of(&state));
             Ok((StatusCode::UNAUTHORIZED, Html(page.into_string())).into_response())
+        }
+        Err(refusal @ SignInRefusal::PasswordsOff) => {
+            let page = sign_in_form("", Some(&refusal.to_string()), WaysIn::of(&state));
+            Ok((StatusCode::FORBIDDEN, Html(page.into_string())).into_response())
         }
         Err(refusal @ (SignInRefusal::TooManyAttempts | SignInRefusal::Busy)) => {
             // A busy server is worth another try in a second; a full limit frees up only as
@@ -98,7 +124,7 @@ pub(crate) async fn sign_in(
                 SignInRefusal::Busy => "1",
                 _ => "60",
             };
-            let page = sign_in_form(&form.email, Some(&refusal.to_string()));
+            let page = sign_in_form(&form.email, Some(&refusal.to_string()), WaysIn::of(&state));
             Ok((
                 StatusCode::TOO_MANY_REQUESTS,
                 [(header::RETRY_AFTER, retry_after_seconds)],
@@ -111,7 +137,7 @@ pub(crate) async fn sign_in(
 }
 
 /// Ends the browser's previous session, if any, and sets the new one's cookie.
-async fn start(
+pub(crate) async fn start(
     state: &ConsoleState,
     headers: &HeaderMap,
     signed_in: SignedIn,

@@ -56,6 +56,7 @@ impl From<SignInRefusal> for PageError {
                 PageError::TooManyRequests(refusal.to_string())
             }
             refusal @ SignInRefusal::BadCredentials => PageError::Invalid(refusal.to_string()),
+            refusal @ SignInRefusal::PasswordsOff => PageError::Forbidden(refusal.to_string()),
         }
     }
 }

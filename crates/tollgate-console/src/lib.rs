@@ -1,4 +1,5 @@
-//! The Console: the control plane's web pages under `/console` — sign-in, overview,
+//! The Console: the control plane's web pages under `/console` — sign-in (with a password
+//! or single sign-on), overview,
 //! workspaces, API keys, billing, limits, usage and cost, members, and the Workbench —
 //! rendered on the server. It owns sessions (cookies), CSRF protection and the HTML; every
 //! decision is a `tollgate-service` use case reached through the signed-in person's
@@ -28,6 +29,7 @@ mod members;
 mod overview;
 mod requests;
 mod session;
+mod sso;
 mod usage;
 mod workbench;
 mod workspaces;
@@ -94,6 +96,8 @@ pub fn router(state: ConsoleState) -> Router {
         .route("/", get(|| async { Redirect::to("/console/overview") }))
         .route("/sign-in", get(auth::sign_in_page).post(auth::sign_in))
         .route("/sign-out", post(auth::sign_out))
+        .route("/sso/start", get(sso::start))
+        .route("/sso/callback", get(sso::callback))
         .route("/setup", get(auth::setup_page).post(auth::setup))
         .route(
             "/invites/{invite_id}/accept",

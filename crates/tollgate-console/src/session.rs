@@ -145,7 +145,7 @@ fn is_cross_site(headers: &HeaderMap) -> bool {
 }
 
 /// Compares secrets in time independent of where they first differ.
-fn same_secret(left: &str, right: &str) -> bool {
+pub(crate) fn same_secret(left: &str, right: &str) -> bool {
     left.len() == right.len()
         && left
             .bytes()

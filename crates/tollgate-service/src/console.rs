@@ -130,7 +130,7 @@ impl PasswordChecks {
 pub struct SecretToken(String);
 
 impl SecretToken {
-    fn generate() -> SecretToken {
+    pub(crate) fn generate() -> SecretToken {
         let mut bytes = [0_u8; 32];
         rand::rng().fill_bytes(&mut bytes);
         SecretToken(hex(&bytes))
@@ -266,6 +266,9 @@ pub enum SignInRefusal {
     /// Every password check this process allows at once is running.
     #[error("too many sign-ins are being checked right now: try again in a moment")]
     Busy,
+    /// Single sign-on is the only way in.
+    #[error("password sign-in is turned off: sign in with single sign-on")]
+    PasswordsOff,
     #[error(transparent)]
     Service(#[from] ServiceError),
 }
@@ -277,7 +280,7 @@ impl From<tollgate_store::StoreError> for SignInRefusal {
 }
 
 /// The hex SHA-256 of a token: what the store keeps.
-fn token_hash(token: &str) -> String {
+pub(crate) fn token_hash(token: &str) -> String {
     hex(&Sha256::digest(token.as_bytes()))
 }
 
@@ -361,6 +364,9 @@ impl Tollgate {
         password: &str,
         client: &str,
     ) -> Result<SignedIn, SignInRefusal> {
+        if !self.password_sign_in() {
+            return Err(SignInRefusal::PasswordsOff);
+        }
         let email = email_text.trim().to_ascii_lowercase();
         // Taken first, so a refusal for being busy writes nothing.
         let permit = self
@@ -400,7 +406,7 @@ impl Tollgate {
     }
 
     /// A new session for `user`, with a fresh token and CSRF token.
-    async fn start_session(&self, user: UserRecord) -> Result<SignedIn, ServiceError> {
+    pub(crate) async fn start_session(&self, user: UserRecord) -> Result<SignedIn, ServiceError> {
         let token = SecretToken::generate();
         let now = self.now();
         let session = ConsoleSession {
@@ -484,6 +490,9 @@ impl Tollgate {
     /// minted before (by this start or another replica's). `None` once someone can sign in
     /// or an admin exists: then no link is minted at all.
     pub async fn console_setup_token(&self) -> Result<Option<SecretToken>, ServiceError> {
+        if !self.password_sign_in() {
+            return Ok(None);
+        }
         let organizations = self.store().list_organizations().await?;
         let Some(organization) = organizations
             .iter()
@@ -523,6 +532,7 @@ impl Tollgate {
         name: &str,
         password: &str,
     ) -> Result<SignedIn, ServiceError> {
+        self.check_password_sign_in()?;
         check_password_rules(password)?;
         users::email(email_text)?;
         let org_id = self
@@ -548,6 +558,7 @@ impl Tollgate {
         name: &str,
         password: &str,
     ) -> Result<SignedIn, ServiceError> {
+        self.check_password_sign_in()?;
         check_password_rules(password)?;
         let invite = self
             .store()

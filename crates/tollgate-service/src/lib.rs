@@ -30,6 +30,8 @@ mod reports;
 mod responses;
 pub use crate::responses::RESPONSES_KEPT_DAYS;
 mod single_flight;
+mod sso;
+pub use crate::sso::{SSO_ATTEMPT_MINUTES, SsoSettings, SsoSignInError, SsoStart};
 mod telemetry;
 mod users;
 
@@ -137,6 +139,7 @@ struct Inner {
     /// Settlements the store refused, written by a later maintenance pass.
     pending: pending::PendingSettlements,
     alerts: alerts::AlertState,
+    sso: sso::SsoState,
 }
 
 impl Tollgate {
@@ -163,6 +166,7 @@ impl Tollgate {
                 organization_labels: Default::default(),
                 pending: pending::PendingSettlements::default(),
                 alerts: alerts::AlertState::default(),
+                sso: sso::SsoState::default(),
             }),
         }
     }

@@ -1,5 +1,5 @@
 //! Test-only helpers for tollgate: [`FakeOtlp`], a collector that keeps the spans it is
-//! sent, [`FakeWebhook`] and [`FakeSmtp`], which receive alerts by HTTP and by SMTP, [`FakeStripe`], Stripe's API and signed webhooks (`fake_stripe`), and [`FakeUpstream`]: a real HTTP server on
+//! sent, [`FakeOidc`], an OpenID Connect provider for single sign-on, [`FakeWebhook`] and [`FakeSmtp`], which receive alerts by HTTP and by SMTP, [`FakeStripe`], Stripe's API and signed webhooks (`fake_stripe`), and [`FakeUpstream`]: a real HTTP server on
 //! loopback that speaks Anthropic's Messages API wire format (JSON replies, the SSE event
 //! sequence, error envelopes) and can be told per instance how to misbehave, so integration
 //! tests and the benchmark harness never touch api.anthropic.com; [`FakeBedrock`] and
@@ -13,6 +13,7 @@
 
 mod fake_stripe;
 mod fake_upstream;
+mod oidc;
 mod otlp;
 mod smtp;
 mod webhook;
@@ -25,6 +26,7 @@ pub use crate::fake_upstream::{
     FAKE_GCP_PROJECT, FAKE_GCP_REGION, FakeBedrock, FakeUpstream, FakeVertex, RecordedRequest, Recording,
     Reply,
 };
+pub use crate::oidc::{FakeOidc, OIDC_CLIENT_ID, OIDC_CLIENT_SECRET, OidcPerson};
 pub use crate::otlp::{FakeOtlp, ReceivedSpan};
 pub use crate::smtp::{FakeSmtp, ReceivedMail, TEST_CA_PEM_PATH};
 pub use crate::webhook::{FakeWebhook, ReceivedWebhook};

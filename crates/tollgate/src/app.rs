@@ -66,6 +66,9 @@ pub async fn service(config: &Config, store: Store, clock: Arc<dyn Clock>) -> an
         config.service_settings()?,
     );
     tollgate.set_alerting(config.alerting_settings()?);
+    if let Some(sso) = config.console.sso.settings()? {
+        tollgate.set_single_sign_on(sso);
+    }
     tollgate.set_max_concurrent_calls_per_organization(
         config.gateway.max_concurrent_requests_per_organization.max(1),
     );

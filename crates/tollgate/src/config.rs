@@ -27,6 +27,9 @@ use tollgate_upstream::openai::{MaxTokensField, OpenAiClient, OpenAiConfig};
 use tollgate_upstream::simulated::{Simulated, SimulatedConfig};
 use tollgate_upstream::vertex::{ServiceAccountKey, VertexClient, VertexConfig};
 
+mod sso;
+pub use sso::{SsoConfig, SsoGroupConfig};
+
 use crate::serve::ServerSettings;
 use crate::telemetry::MetricsEndpoint;
 
@@ -292,6 +295,8 @@ pub struct ConsoleConfig {
     pub trusted_proxies: String,
     /// The header those proxies put the client's address in.
     pub client_address_header: String,
+    /// Single sign-on (`[console.sso]`).
+    pub sso: sso::SsoConfig,
 }
 
 /// How the durable state is stored.
@@ -753,6 +758,7 @@ impl Config {
         config.redis_timeouts()?;
         config.server_settings()?;
         config.console_settings()?;
+        config.console.sso.settings()?;
         config.catalog()?;
         config.starter_grant()?;
         config.billing_policy()?;

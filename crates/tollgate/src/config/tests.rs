@@ -714,3 +714,57 @@ fn an_smtp_ca_file_without_a_certificate_stops_the_start() {
         .expect("accepted");
     assert!(settings.smtp.is_some_and(|smtp| smtp.extra_roots.is_some()));
 }
+
+#[test]
+fn single_sign_on_loads_its_group_map_and_names_each_bad_key() {
+    let sso = "[console.sso]\nissuer = \"https://id.example.com\"\nclient_id = \"tollgate\"\nclient_secret = \"s\"\nallowed_email_domains = [\"@Example.COM\"]\n[console.sso.groups.\"eng\"]\nrole = \"developer\"\nworkspaces = { \"Default\" = \"workspace_developer\" }\n";
+    let settings = parse(Some(sso), &[])
+        .expect("parses")
+        .console
+        .sso
+        .settings()
+        .expect("valid")
+        .expect("on");
+    assert_eq!(settings.allowed_email_domains, vec!["example.com".to_owned()]);
+    assert_eq!(
+        settings.groups.grants["eng"].workspace_roles["Default"],
+        tollgate_core::roles::WorkspaceRole::Developer
+    );
+    assert!(settings.password_sign_in, "passwords stay unless turned off");
+    assert!(
+        parse(None, &[])
+            .expect("defaults")
+            .console
+            .sso
+            .settings()
+            .expect("valid")
+            .is_none(),
+        "off by default"
+    );
+    for (change, culprit) in [
+        ("role = \"developer\"", "role = \"owner\""),
+        ("\"workspace_developer\"", "\"developer\""),
+        ("client_secret = \"s\"", "client_secret = \"\""),
+        ("client_id = \"tollgate\"", "client_id = \"\""),
+        (
+            "issuer = \"https://id.example.com\"",
+            "issuer = \"id.example.com\"",
+        ),
+    ] {
+        let file = sso.replace(change, culprit);
+        let error = parse(Some(&file), &[]).expect_err(culprit);
+        assert!(
+            format!("{error:#}").contains("console.sso."),
+            "{culprit}: {error:#}"
+        );
+    }
+    let error = parse(Some("[console.sso]\npassword_sign_in = false\n"), &[]).expect_err("no way in");
+    assert!(format!("{error:#}").contains("console.sso.issuer"), "{error:#}");
+    let no_groups = sso
+        .split("[console.sso.groups")
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let error = parse(Some(&no_groups), &[]).expect_err("no group");
+    assert!(format!("{error:#}").contains("console.sso.groups"), "{error:#}");
+}

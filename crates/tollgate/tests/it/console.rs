@@ -594,3 +594,79 @@ async fn buying_credit_with_stripe_in_a_real_browser_credits_only_on_the_signed_
     assert_eq!(app.deliver(completed).await, 200, "a redelivery is acknowledged");
     assert_eq!(balance().await - before, nanos("25"), "and grants nothing more");
 }
+
+/// Single sign-on as a person does it: "Sign in with single sign-on", the provider, and back
+/// to the overview; then each token the Console must not accept (for another application,
+/// expired, a code used already, a state this browser did not start, an email outside the
+/// allowed domains) lands on the sign-in page saying why, signed in as nobody new.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_sign_on_in_a_real_browser_signs_in_and_refuses_each_bad_token() {
+    use tollgate_testkit::{FakeOidc, OidcPerson};
+
+    let oidc = FakeOidc::start().await;
+    let app = crate::sso::sso_app(&oidc, true).await;
+    let browser = Browser::start().await;
+    let sign_in_page = format!("{}/console/sign-in", app.address);
+    let single_sign_on = async || {
+        browser.goto(&sign_in_page).await;
+        browser.submit("#sso").await;
+        browser.find("main h1, h1").await;
+    };
+
+    oidc.sign_in_as(OidcPerson::new("grace@example.com", &["engineering"]));
+    single_sign_on().await;
+    assert!(
+        browser.url().await.ends_with("/console/overview"),
+        "signed in: {}",
+        browser.url().await
+    );
+    browser.shot("sso-01-signed-in").await;
+
+    let refused = async |label: &str, says: &str| {
+        let problem = browser.text("p.problem").await;
+        assert!(problem.contains(says), "{label}: '{problem}' says '{says}'");
+        assert!(
+            browser.url().await.contains("/console/sso/callback"),
+            "{label}: {}",
+            browser.url().await
+        );
+        assert!(
+            browser.source().await.contains("Sign in with single sign-on"),
+            "{label}: may try again"
+        );
+    };
+
+    oidc.issue_for_audience(Some("another-application"));
+    single_sign_on().await;
+    refused("wrong audience", "issued for another application").await;
+    browser.shot("sso-02-wrong-audience").await;
+    oidc.issue_for_audience(None);
+
+    oidc.issue_lifetime(-3600);
+    single_sign_on().await;
+    refused("expired", "has expired").await;
+    oidc.issue_lifetime(300);
+
+    oidc.replay_last_code();
+    single_sign_on().await;
+    refused("replayed code", "refused to complete").await;
+
+    browser
+        .goto(&format!(
+            "{}/console/sso/callback?code=stolen&state=forged",
+            app.address
+        ))
+        .await;
+    refused("bad state", "start again").await;
+
+    oidc.sign_in_as(OidcPerson::new("mallory@elsewhere.example", &["engineering"]));
+    single_sign_on().await;
+    refused("other domain", "this email domain").await;
+    browser.shot("sso-03-other-domain").await;
+
+    let users = app.tollgate.store().users(&app.org_id).await.expect("users");
+    assert_eq!(
+        users.iter().map(|user| user.email.as_str()).collect::<Vec<_>>(),
+        vec!["grace@example.com"]
+    );
+}

@@ -34,6 +34,7 @@ mod prompt_cache;
 mod responses;
 mod sdk;
 mod serving;
+mod sso;
 mod stripe;
 mod tidy;
 mod upstream_failures;

@@ -59,6 +59,8 @@ mod responses;
 mod sdk;
 #[path = "../it/serving.rs"]
 mod serving;
+#[path = "../it/sso.rs"]
+mod sso;
 #[path = "../it/stripe.rs"]
 mod stripe;
 #[path = "../it/upstream_failures.rs"]
