@@ -27,7 +27,7 @@ use tollgate_core::Timestamp;
 use tollgate_core::ids::{IdKind, is_well_formed};
 use tollgate_service::{
     BatchClaim, BatchHeaders, BatchPage, BatchRequestPlan, BatchRequestState, ClaimedBatchRequest,
-    MessageBatch, batch_caller,
+    MessageBatch,
 };
 
 use crate::GatewayState;
@@ -396,12 +396,16 @@ async fn run_local_batches(state: GatewayState, settings: BatchRunnerSettings, o
 /// Runs one claimed request and writes its result: `succeeded` with the message, or
 /// `errored` with the error as the client would have got it.
 async fn run_one(state: &GatewayState, claimed: &ClaimedBatchRequest, lease: chrono::Duration) {
-    let caller = batch_caller(claimed);
     let claim = BatchClaim {
         attempt: claimed.attempt,
         lease,
     };
-    let outcome = run_batch_request(state, &caller, claimed, claim).await;
+    // The key as it stands now: one stopped since runs nothing more, and its models are
+    // those it may call now.
+    let outcome = match state.tollgate.batch_runner_caller(claimed).await {
+        Ok(caller) => run_batch_request(state, &caller, claimed, claim).await,
+        Err(refusal) => Err(ApiError::from(refusal)),
+    };
     let (request_state, result) = match outcome {
         Ok(response) if response.status().is_success() => {
             match axum::body::to_bytes(response.into_body(), usize::MAX).await {

@@ -13,6 +13,7 @@
 use chrono::Duration;
 use tollgate_core::Timestamp;
 use tollgate_core::ids::IdKind;
+use tollgate_core::keys::KeyKind;
 use tollgate_core::ledger::InsufficientCredit;
 use tollgate_core::money::NanoUsd;
 use tollgate_core::spend::{SpendLimits, check_spend};
@@ -25,7 +26,7 @@ use tollgate_store::{
 
 use crate::Tollgate;
 use crate::error::ServiceError;
-use crate::keys::ApiCaller;
+use crate::keys::{ApiCaller, AuthRefusal, check_record};
 use crate::random;
 
 /// A batch processes for this long; what has not run by then expires.
@@ -454,8 +455,27 @@ impl Tollgate {
     }
 }
 
-/// Whom a claimed request is billed to: the key that created its batch (the key's allowed
-/// models were checked when the batch was created).
+/// Whom a claimed request is billed to: the key that created its batch, vouched for
+/// (any model): for reading its batch and for ending or settling what already ran.
 pub fn batch_caller(claimed: &ClaimedBatchRequest) -> ApiCaller {
     ApiCaller::of_key(&claimed.api_key_id, &claimed.org_id, &claimed.workspace_id)
+}
+
+impl Tollgate {
+    /// The caller a claimed request is about to run as: the key that created its batch as
+    /// it stands now. A key disabled, archived or expired since (a personal key of a removed
+    /// user among them) runs nothing more, and its allowed models are those of now, so a
+    /// request for a model taken off the key's list is refused when it comes to run.
+    pub async fn batch_runner_caller(&self, claimed: &ClaimedBatchRequest) -> Result<ApiCaller, AuthRefusal> {
+        let record = self
+            .store()
+            .key(&claimed.api_key_id)
+            .await?
+            .ok_or(AuthRefusal::Unknown)?;
+        let record = check_record(record, KeyKind::Api, self.now())?;
+        Ok(ApiCaller {
+            allowed_models: record.allowed_models,
+            ..batch_caller(claimed)
+        })
+    }
 }

@@ -88,6 +88,15 @@ where
     let presented = presented.map(str::trim).filter(|secret| !secret.is_empty());
     let key = WellFormedKey::parse(presented.ok_or(AuthRefusal::Missing)?).map_err(AuthRefusal::Malformed)?;
     let record = lookup(key).await?.ok_or(AuthRefusal::Unknown)?;
+    check_record(record, expected, now)
+}
+
+/// A known key's record: of the `expected` kind, active, and not expired at `now`.
+pub(crate) fn check_record(
+    record: KeyRecord,
+    expected: KeyKind,
+    now: Timestamp,
+) -> Result<KeyRecord, AuthRefusal> {
     if record.kind != expected {
         return Err(AuthRefusal::WrongKind(record.kind));
     }

@@ -745,6 +745,130 @@ async fn a_stalled_runners_late_result_is_not_settled() {
     app.assert_ledger_clean().await;
 }
 
+/// Runs the batches of `app`'s database in a second process on `clock` (a runner with
+/// `concurrency = 1`) until each of `batch_ids` has ended, then stops it.
+async fn run_in_another_process(
+    app: &TestApp,
+    clock: std::sync::Arc<dyn tollgate_service::Clock>,
+    batch_ids: &[&str],
+) {
+    let mut config = app.config.clone();
+    config.batches.concurrency = 1;
+    let runner = tollgate::app::Application::build_with_clock(&config, clock)
+        .await
+        .expect("runner builds");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(async move {
+        runner
+            .run_until(async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("runner runs");
+    });
+    for batch_id in batch_ids {
+        app.wait_for_batch_end(batch_id).await;
+    }
+    let _ = stop.send(());
+    serving.await.expect("runner stops");
+}
+
+/// Goal: a batch runs as its key stands when each request comes to run, not as it stood
+/// at creation: a model taken off the key's list since is refused with the
+/// `permission_error` a message would get, a key disabled since runs nothing more, and
+/// neither is charged.
+#[tokio::test]
+async fn a_key_narrowed_or_disabled_after_creating_a_batch_runs_nothing_it_no_longer_may() {
+    let app = spawn_app_with(Options {
+        extra_config: "[batches]\nconcurrency = 0",
+        ..Options::default()
+    })
+    .await;
+    app.fake.set_behavior(Behavior::Ok(reply()));
+    let narrowed = app.create_batch(1, 100).await;
+    let (status, second_key) = app
+        .admin_post("/v1/organizations/api_keys", json!({"name": "batch key"}))
+        .await;
+    assert_eq!(status, 200, "{second_key}");
+    let disabled = {
+        let response = app
+            .client
+            .post(app.url("/v1/messages/batches"))
+            .header(
+                "x-api-key",
+                second_key["api_key_secret"].as_str().expect("secret"),
+            )
+            .header("anthropic-version", "2023-06-01")
+            .json(&batch_body(1, 100))
+            .send()
+            .await
+            .expect("created");
+        assert_eq!(response.status(), 200);
+        response.json::<Value>().await.expect("batch")["id"]
+            .as_str()
+            .expect("id")
+            .to_owned()
+    };
+    let first_key = app
+        .tollgate
+        .store()
+        .list_keys(&app.org_id, tollgate_core::keys::KeyKind::Api, None)
+        .await
+        .expect("keys")
+        .into_iter()
+        .find(|key| key.id != second_key["id"].as_str().expect("id"))
+        .expect("the first start's key");
+    for (key_id, change) in [
+        (first_key.id.as_str(), json!({"allowed_models": ["fake-gpt"]})),
+        (
+            second_key["id"].as_str().expect("id"),
+            json!({"status": "inactive"}),
+        ),
+    ] {
+        let (status, updated) = app
+            .admin_post(&format!("/v1/organizations/api_keys/{key_id}"), change)
+            .await;
+        assert_eq!(status, 200, "{updated}");
+    }
+    let balance_before = app.balance().await;
+
+    run_in_another_process(
+        &app,
+        std::sync::Arc::new(tollgate_service::SystemClock),
+        &[&narrowed, &disabled],
+    )
+    .await;
+
+    for (batch_id, error_type) in [
+        (&narrowed, "permission_error"),
+        (&disabled, "authentication_error"),
+    ] {
+        let (_, batch) = app
+            .batch_call(
+                reqwest::Method::GET,
+                &format!("/v1/messages/batches/{batch_id}"),
+                None,
+            )
+            .await;
+        assert_eq!(batch["request_counts"]["errored"], 1, "{batch}");
+        let results = app.batch_results(&batch).await;
+        assert_eq!(
+            results[0]["result"]["error"]["error"]["type"], error_type,
+            "{}",
+            results[0]
+        );
+    }
+    assert!(app.fake.requests().is_empty(), "nothing reached the upstream");
+    app.wait_for_settlement().await;
+    let (available, held, _) = app.balance().await;
+    assert_eq!(
+        (available, held),
+        (balance_before.0 + balance_before.1, 0),
+        "both reservations voided"
+    );
+    app.assert_ledger_clean().await;
+}
+
 /// Goal: a batch request is priced at the rates in force when its batch was created, not
 /// when it runs: a price rise between the two charges the old price, at the Batch rate.
 #[tokio::test]
@@ -773,24 +897,7 @@ async fn a_batch_request_is_priced_at_its_batchs_creation() {
     clock.advance(next_hour - clock.now() + chrono::Duration::minutes(5));
 
     // A second process over the same database runs the batch, after the price change.
-    let mut config = app.config.clone();
-    config.batches.concurrency = 1;
-    let runner_clock: std::sync::Arc<dyn tollgate_service::Clock> = clock.clone();
-    let runner = tollgate::app::Application::build_with_clock(&config, runner_clock)
-        .await
-        .expect("runner builds");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = tokio::spawn(async move {
-        runner
-            .run_until(async {
-                let _ = stopped.await;
-            })
-            .await
-            .expect("runner runs");
-    });
-    app.wait_for_batch_end(&batch_id).await;
-    let _ = stop.send(());
-    serving.await.expect("runner stops");
+    run_in_another_process(&app, clock.clone(), &[&batch_id]).await;
 
     app.wait_for_settlement().await;
     let records = app.usage_records().await;
