@@ -113,7 +113,7 @@ pub(crate) async fn sign_in(
             let page = sign_in_form(&form.email, Some(&refusal.to_string()), WaysIn::of(&state));
             Ok((StatusCode::UNAUTHORIZED, Html(page.into_string())).into_response())
         }
-        Err(refusal @ SignInRefusal::PasswordsOff) => {
+        Err(refusal @ (SignInRefusal::PasswordsOff | SignInRefusal::Deactivated)) => {
             let page = sign_in_form("", Some(&refusal.to_string()), WaysIn::of(&state));
             Ok((StatusCode::FORBIDDEN, Html(page.into_string())).into_response())
         }

@@ -56,7 +56,9 @@ impl From<SignInRefusal> for PageError {
                 PageError::TooManyRequests(refusal.to_string())
             }
             refusal @ SignInRefusal::BadCredentials => PageError::Invalid(refusal.to_string()),
-            refusal @ SignInRefusal::PasswordsOff => PageError::Forbidden(refusal.to_string()),
+            refusal @ (SignInRefusal::PasswordsOff | SignInRefusal::Deactivated) => {
+                PageError::Forbidden(refusal.to_string())
+            }
         }
     }
 }

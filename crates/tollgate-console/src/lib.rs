@@ -151,6 +151,8 @@ pub fn router(state: ConsoleState) -> Router {
         .route("/members", get(members::page))
         .route("/members/invite", post(members::invite))
         .route("/members/{user_id}/role", post(members::set_role))
+        .route("/members/{user_id}/deactivate", post(members::deactivate))
+        .route("/members/{user_id}/reactivate", post(members::reactivate))
         .route(
             "/members/invites/{invite_id}/delete",
             post(members::delete_invite),

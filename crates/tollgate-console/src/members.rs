@@ -1,5 +1,5 @@
 //! Members and invites: who belongs to the organization with which role, invitations (with
-//! the link the invitee opens), role changes. The admin role is never granted or taken
+//! the link the invitee opens), role changes, and deactivating or reactivating a member. The admin role is never granted or taken
 //! away here, as in the Admin API.
 
 use axum::Form;
@@ -25,11 +25,12 @@ pub(crate) async fn page(Signed(user): Signed) -> Result<Html<String>, PageError
     let admin = user.authority(ConsoleArea::Members, Access::View)?;
     let may_change = user.may(ConsoleArea::Members, Access::Change);
     let users = admin.users(None, &[]).await?;
+    let deactivated = admin.deactivated_users().await?;
     let invites = admin.invites().await?;
     let content = html! {
         div.scroll {
             table id="members" {
-                thead { tr { th scope="col" { "Email" } th scope="col" { "Name" } th scope="col" { "Role" } th scope="col" { "Added" } } }
+                thead { tr { th scope="col" { "Email" } th scope="col" { "Name" } th scope="col" { "Role" } th scope="col" { "Added" } th scope="col" { "Status" } } }
                 tbody {
                     @for member in &users {
                         tr {
@@ -52,6 +53,19 @@ pub(crate) async fn page(Signed(user): Signed) -> Result<Html<String>, PageError
                                 }
                             }
                             td { (layout::day(member.added_at)) }
+                            td {
+                                @match deactivated.get(&member.id) {
+                                    Some(at) => { "Deactivated " (layout::day(*at)) }
+                                    None => { "Active" }
+                                }
+                                @if may_change && member.role.assignable() && member.id != user.user.id {
+                                    @let (action, label) = if deactivated.contains_key(&member.id) { ("reactivate", "Reactivate") } else { ("deactivate", "Deactivate") };
+                                    form.inline method="post" action=(format!("/console/members/{}/{action}", member.id)) {
+                                        (csrf(&user))
+                                        button.danger[action == "deactivate"] type="submit" { (label) }
+                                    }
+                                }
+                            }
                         }
                     }
                 }
@@ -134,6 +148,28 @@ pub(crate) async fn set_role(
 ) -> Result<Response, PageError> {
     let admin = user.authority(ConsoleArea::Members, Access::Change)?;
     admin.set_user_role(&user_id, role(&form.role)?).await?;
+    Ok(Redirect::to("/console/members").into_response())
+}
+
+/// Deactivating signs the person out everywhere and archives their personal keys.
+pub(crate) async fn deactivate(
+    Signed(user): Signed,
+    Path(user_id): Path<String>,
+) -> Result<Response, PageError> {
+    let admin = user.authority(ConsoleArea::Members, Access::Change)?;
+    if user_id == user.user.id {
+        return Err(PageError::Invalid("You cannot deactivate yourself.".into()));
+    }
+    admin.deactivate_user(&user_id).await?;
+    Ok(Redirect::to("/console/members").into_response())
+}
+
+pub(crate) async fn reactivate(
+    Signed(user): Signed,
+    Path(user_id): Path<String>,
+) -> Result<Response, PageError> {
+    let admin = user.authority(ConsoleArea::Members, Access::Change)?;
+    admin.reactivate_user(&user_id).await?;
     Ok(Redirect::to("/console/members").into_response())
 }
 

@@ -94,7 +94,9 @@ pub(crate) struct CallbackQuery {
 
 fn refused(state: &ConsoleState, refusal: SsoRefusal) -> Response {
     let status = match refusal {
-        SsoRefusal::DomainNotAllowed | SsoRefusal::NoAllowedGroup => StatusCode::FORBIDDEN,
+        SsoRefusal::DomainNotAllowed | SsoRefusal::NoAllowedGroup | SsoRefusal::Deactivated => {
+            StatusCode::FORBIDDEN
+        }
         _ => StatusCode::UNAUTHORIZED,
     };
     let message = format!("Single sign-on did not sign you in: {refusal}.");

@@ -83,6 +83,8 @@ pub enum SsoRefusal {
     DomainNotAllowed,
     #[error("none of your groups gives access to this Console")]
     NoAllowedGroup,
+    #[error("your account is deactivated: ask an admin of the organization")]
+    Deactivated,
 }
 
 /// Checks the claims of a token whose signature was verified, for the sign-in attempt that

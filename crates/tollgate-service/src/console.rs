@@ -269,6 +269,9 @@ pub enum SignInRefusal {
     /// Single sign-on is the only way in.
     #[error("password sign-in is turned off: sign in with single sign-on")]
     PasswordsOff,
+    /// The right password, of a deactivated user.
+    #[error("your account is deactivated: ask an admin of the organization")]
+    Deactivated,
     #[error(transparent)]
     Service(#[from] ServiceError),
 }
@@ -399,6 +402,9 @@ impl Tollgate {
                     .return_sign_in_attempt(&client_bucket, window)
                     .await?;
                 let user = candidates[index].0.clone();
+                if self.store().user_deactivated_at(&user.id).await?.is_some() {
+                    return Err(SignInRefusal::Deactivated);
+                }
                 Ok(self.start_session(user).await?)
             }
             None => Err(SignInRefusal::BadCredentials),

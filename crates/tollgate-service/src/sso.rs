@@ -13,7 +13,8 @@
 //! A person who passes is provisioned on the spot in the configured organization, or found
 //! there by email, and their organization role and their roles in the workspaces the group
 //! map names are set from their groups at every sign-in. A known person whose groups no
-//! longer give access is refused and every Console session of theirs ends. With password
+//! longer give access is refused and every Console session of theirs ends; a deactivated
+//! person is refused. With password
 //! sign-in turned off, the setup link, invites and passwords sign nobody in.
 
 use std::sync::{Arc, OnceLock};
@@ -443,6 +444,9 @@ impl Tollgate {
             }
         };
         let user = match known {
+            Some(user) if self.store().user_deactivated_at(&user.id).await?.is_some() => {
+                return Err(SsoRefusal::Deactivated.into());
+            }
             Some(user) => user,
             None => {
                 operator

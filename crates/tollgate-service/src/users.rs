@@ -145,6 +145,33 @@ impl OrgAdmin {
         Ok(())
     }
 
+    /// Deactivates a user (not an admin): they stay in the organization with their history,
+    /// but are signed out everywhere, their personal keys are archived for good, and they
+    /// cannot sign in (with a password or single sign-on) until reactivated.
+    pub async fn deactivate_user(&self, user_id: &str) -> Result<(), ServiceError> {
+        let user = self.user(user_id).await?;
+        assignable(user.role)?;
+        self.tollgate()
+            .store()
+            .deactivate_user(&user.id, self.tollgate().now())
+            .await?;
+        Ok(())
+    }
+
+    /// Lets a deactivated user sign in again (their archived keys stay archived).
+    pub async fn reactivate_user(&self, user_id: &str) -> Result<(), ServiceError> {
+        let user = self.user(user_id).await?;
+        self.tollgate().store().reactivate_user(&user.id).await?;
+        Ok(())
+    }
+
+    /// The organization's deactivated users and when each was deactivated.
+    pub async fn deactivated_users(
+        &self,
+    ) -> Result<std::collections::HashMap<String, tollgate_core::Timestamp>, ServiceError> {
+        Ok(self.tollgate().store().deactivated_users(self.org_id()).await?)
+    }
+
     pub async fn invites(&self) -> Result<Vec<Invite>, ServiceError> {
         let now = self.tollgate().now();
         Ok(self

@@ -31,6 +31,7 @@ mod book;
 mod captures;
 mod codec;
 mod console;
+mod deactivations;
 mod dialect;
 mod error;
 mod idempotency_keys;

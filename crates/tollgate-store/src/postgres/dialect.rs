@@ -8,6 +8,7 @@ use crate::alerts::Alerts;
 use crate::audit_log::AuditLog;
 use crate::batches::Batches;
 use crate::captures::Captures;
+use crate::deactivations::Deactivations;
 use crate::dialect::{BoundArguments, Dialect};
 use crate::error::StoreError;
 use crate::idempotency_keys::IdempotencyKeys;
@@ -67,6 +68,7 @@ impl Batches for PgStore {}
 impl StoredResponses for PgStore {}
 
 impl SsoAttempts for PgStore {}
+impl Deactivations for PgStore {}
 impl PaymentCustomers for PgStore {}
 
 impl Reports for PgStore {}

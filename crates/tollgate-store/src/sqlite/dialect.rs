@@ -8,6 +8,7 @@ use crate::alerts::Alerts;
 use crate::audit_log::AuditLog;
 use crate::batches::Batches;
 use crate::captures::Captures;
+use crate::deactivations::Deactivations;
 use crate::dialect::{BoundArguments, Dialect};
 use crate::error::StoreError;
 use crate::idempotency_keys::IdempotencyKeys;
@@ -73,6 +74,7 @@ impl Batches for SqliteStore {}
 impl StoredResponses for SqliteStore {}
 
 impl SsoAttempts for SqliteStore {}
+impl Deactivations for SqliteStore {}
 impl PaymentCustomers for SqliteStore {}
 
 impl Reports for SqliteStore {}

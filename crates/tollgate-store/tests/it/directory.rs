@@ -783,3 +783,91 @@ pub(crate) async fn racing_invites_leave_one_pending(backend: &impl Backend) {
     assert_eq!(invited, 1);
     assert_eq!(store.invites(&org.org_id).await.unwrap().len(), 1);
 }
+
+/// Goal: deactivating a user records when, archives their personal keys (only theirs) and
+/// ends their Console sessions in one transaction; a second deactivation changes nothing;
+/// reactivating removes only the record, so the keys stay archived.
+pub(crate) async fn deactivating_a_user_archives_their_keys_and_ends_their_sessions(backend: &impl Backend) {
+    let store = backend.store();
+    let org = create_org(store, "acme").await;
+    for (id, email, minute) in [
+        ("user_alice", "alice@example.com", 1),
+        ("user_bob", "bob@example.com", 2),
+    ] {
+        store.insert_user(&user(&org, id, email, minute)).await.unwrap();
+        store
+            .insert_key_by(
+                NewKey {
+                    user_id: Some(id.to_owned()),
+                    ..new_key(&org, &format!("apikey_{id}"), Some(&org.workspace_id), minute)
+                },
+                &CreatedBy::User(id.to_owned()),
+            )
+            .await
+            .unwrap();
+        store
+            .insert_console_session(&tollgate_store::ConsoleSession {
+                token_hash: format!("session_of_{id}"),
+                user_id: id.to_owned(),
+                csrf_token: "csrf".to_owned(),
+                created_at: at(minute),
+                expires_at: at(minute + 100_000),
+            })
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.user_deactivated_at("user_alice").await.unwrap(), None);
+
+    assert!(store.deactivate_user("user_alice", at(10)).await.unwrap());
+    assert!(
+        !store.deactivate_user("user_alice", at(20)).await.unwrap(),
+        "once"
+    );
+    assert_eq!(
+        store.user_deactivated_at("user_alice").await.unwrap(),
+        Some(at(10))
+    );
+    assert_eq!(
+        store
+            .deactivated_users(&org.org_id)
+            .await
+            .unwrap()
+            .into_iter()
+            .collect::<Vec<_>>(),
+        vec![("user_alice".to_owned(), at(10))]
+    );
+    let status = async |id: &str| {
+        store
+            .key_by_hash(&format!("hash_of_apikey_{id}"))
+            .await
+            .unwrap()
+            .unwrap()
+            .status
+    };
+    assert_eq!(status("user_alice").await, KeyStatus::Archived);
+    assert_eq!(status("user_bob").await, KeyStatus::Active, "only hers");
+    assert!(
+        store
+            .console_session("session_of_user_alice", at(50))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .console_session("session_of_user_bob", at(50))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(!store.deactivate_user("user_nobody", at(10)).await.unwrap());
+
+    assert!(store.reactivate_user("user_alice").await.unwrap());
+    assert!(!store.reactivate_user("user_alice").await.unwrap());
+    assert_eq!(store.user_deactivated_at("user_alice").await.unwrap(), None);
+    assert_eq!(
+        status("user_alice").await,
+        KeyStatus::Archived,
+        "keys stay archived"
+    );
+}

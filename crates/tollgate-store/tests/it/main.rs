@@ -124,6 +124,7 @@ macro_rules! the_conformance_suite {
             workspaces_are_renamed_and_archived,
             users_and_members_round_trip,
             removing_a_user_archives_their_personal_keys,
+            deactivating_a_user_archives_their_keys_and_ends_their_sessions,
             invites_are_pending_until_accepted_once,
             usage_reports_roll_records_up,
             usage_reports_equal_the_settled_charges,

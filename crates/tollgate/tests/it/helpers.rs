@@ -472,25 +472,37 @@ impl TestApp {
             .create_console_admin(&self.org_id, "ada@example.com", "Ada", PASSWORD)
             .await
             .expect("admin created");
-        let client = reqwest::Client::builder()
+        let (status, cookie, _) = self.console_sign_in("ada@example.com", PASSWORD).await;
+        assert_eq!(status, 303);
+        (self.console_client(), cookie.expect("the session cookie"))
+    }
+
+    /// A client for Console pages: it shows redirects instead of following them.
+    pub(crate) fn console_client(&self) -> reqwest::Client {
+        reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
-            .expect("client");
-        let signed_in = client
+            .expect("client")
+    }
+
+    /// Signs in to the Console with a password: the status, the session cookie
+    /// (`name=value`) when one started, and the page.
+    pub(crate) async fn console_sign_in(&self, email: &str, password: &str) -> (u16, Option<String>, String) {
+        let response = self
+            .console_client()
             .post(self.url("/console/sign-in"))
-            .form(&[("email", "ada@example.com"), ("password", PASSWORD)])
+            .form(&[("email", email), ("password", password)])
             .send()
             .await
             .expect("sign-in sent");
-        assert_eq!(signed_in.status(), 303);
-        let cookie = signed_in.headers()["set-cookie"]
-            .to_str()
-            .expect("ascii")
-            .split(';')
-            .next()
-            .expect("the session cookie")
-            .to_owned();
-        (client, cookie)
+        let cookie = response
+            .headers()
+            .get("set-cookie")
+            .and_then(|value| value.to_str().ok())
+            .and_then(|text| text.split(';').next())
+            .map(str::to_owned);
+        let status = response.status().as_u16();
+        (status, cookie, response.text().await.expect("page"))
     }
 
     /// A second organization, "Tenant B", and the secret of an admin key of its own.

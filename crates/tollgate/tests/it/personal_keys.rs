@@ -411,3 +411,100 @@ async fn reports_group_usage_and_cost_by_the_user_of_a_personal_key() {
         "a workspace key's cost has no account: {cost}"
     );
 }
+
+/// Goal: an admin deactivates a member in the Console: the member's sessions end at once,
+/// their password no longer signs them in (saying why), and their personal key is refused
+/// from the next read of its record; reactivated, they sign in again, but the key stays
+/// archived. An admin cannot deactivate themself.
+#[tokio::test]
+async fn a_deactivated_user_is_signed_out_and_kept_out_until_reactivated() {
+    const PASSWORD: &str = "a developer's long password";
+    let app = spawn_app_with(Options {
+        manual_clock: true,
+        ..Options::default()
+    })
+    .await;
+    let user_id = add_user(&app, "dev@example.com").await;
+    app.tollgate
+        .set_console_password(&user_id, PASSWORD)
+        .await
+        .expect("password");
+    let key = secret(&create_key(&app, json!({"user_id": user_id})).await);
+    let body = message_body("fake-sonnet");
+    assert_eq!(call(&app, &key, "/v1/messages", &body).await.0, 200);
+    let (status, session, _) = app.console_sign_in("dev@example.com", PASSWORD).await;
+    assert_eq!(status, 303);
+    let session = session.expect("the developer's session");
+    let overview = async |cookie: &str| {
+        app.console_client()
+            .get(app.url("/console/overview"))
+            .header(reqwest::header::COOKIE, cookie)
+            .send()
+            .await
+            .expect("overview")
+            .status()
+    };
+    assert_eq!(overview(&session).await, 200);
+
+    let (client, admin) = app.console_admin_session().await;
+    let members = async || {
+        client
+            .get(app.url("/console/members"))
+            .header(reqwest::header::COOKIE, &admin)
+            .send()
+            .await
+            .expect("members")
+            .text()
+            .await
+            .expect("html")
+    };
+    let html = members().await;
+    let csrf = html
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a CSRF token")
+        .to_owned();
+    let post = async |path: String| {
+        client
+            .post(app.url(&path))
+            .header(reqwest::header::COOKIE, &admin)
+            .form(&[("csrf", csrf.as_str())])
+            .send()
+            .await
+            .expect("posted")
+            .status()
+    };
+    assert!(html.contains(&format!("/console/members/{user_id}/deactivate")));
+    let (_, users) = app
+        .admin_get("/v1/organizations/users?email=ada@example.com")
+        .await;
+    let ada = users["data"][0]["id"].as_str().expect("ada").to_owned();
+    assert_eq!(
+        post(format!("/console/members/{ada}/deactivate")).await,
+        400,
+        "not yourself"
+    );
+
+    assert_eq!(post(format!("/console/members/{user_id}/deactivate")).await, 303);
+    assert!(members().await.contains("Deactivated"), "the list says so");
+    assert_eq!(overview(&session).await, 303, "the session ended at once");
+    let (status, cookie, page) = app.console_sign_in("dev@example.com", PASSWORD).await;
+    assert_eq!(status, 403, "{page}");
+    assert!(cookie.is_none());
+    assert!(page.contains("your account is deactivated"), "{page}");
+    past_the_key_cache(&app);
+    let (status, refused) = call(&app, &key, "/v1/messages", &body).await;
+    assert_eq!(status, 401, "{refused}");
+    assert_eq!(refused["error"]["type"], "authentication_error");
+
+    assert_eq!(post(format!("/console/members/{user_id}/reactivate")).await, 303);
+    let (status, _, page) = app.console_sign_in("dev@example.com", PASSWORD).await;
+    assert_eq!(status, 303, "signs in again: {page}");
+    assert_eq!(
+        call(&app, &key, "/v1/messages", &body).await.0,
+        401,
+        "the personal key stays archived"
+    );
+    app.assert_ledger_clean().await;
+}

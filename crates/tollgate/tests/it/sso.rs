@@ -313,6 +313,24 @@ async fn every_bad_sign_in_is_refused_without_a_session_or_a_user() {
     )
     .await;
 
+    let eve = user_by_email(&app, "eve@example.com").await.expect("eve");
+    app.tollgate
+        .store()
+        .deactivate_user(&eve.id, app.tollgate.now())
+        .await
+        .expect("deactivated");
+    refused(
+        "deactivated",
+        sign_in(&app).await,
+        StatusCode::FORBIDDEN,
+        "deactivated",
+    )
+    .await;
+    assert!(
+        !session_works(&app, &first.session.expect("session")).await,
+        "signed out"
+    );
+
     let users = app.tollgate.store().users(&app.org_id).await.expect("users");
     assert_eq!(
         users.iter().map(|user| user.email.as_str()).collect::<Vec<_>>(),
