@@ -31,6 +31,9 @@ pub struct Model {
     pub max_output_tokens: Option<u64>,
     /// The model's context window, where known; shown by `/v1/models`.
     pub max_input_tokens: Option<u64>,
+    /// An embeddings model: it serves `POST /v1/embeddings` only, priced per input token,
+    /// and no other model serves it. Its output price may be zero, since it generates none.
+    pub embeddings: bool,
 }
 
 /// One place a model is served: a configured provider and the model id it knows.

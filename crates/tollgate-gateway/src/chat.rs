@@ -19,7 +19,7 @@ use tollgate_upstream::Dialect;
 use crate::GatewayState;
 use crate::error::ApiError;
 use crate::messages::{attribution_of, authenticate, check_max_tokens, read_body, resolve_model};
-use crate::metered::{Admission, ClientWire, admit_and_run};
+use crate::metered::{Admission, ClientWire, Operation, admit_and_run};
 use crate::request_id::RequestId;
 use crate::routing::{ClientRequest, largest_body_bytes, plan_attempts};
 
@@ -42,7 +42,7 @@ pub(crate) struct ChatRequest {
     pub(crate) images: usize,
 }
 
-fn invalid(param: &str, message: impl Into<String>) -> ApiError {
+pub(crate) fn invalid(param: &str, message: impl Into<String>) -> ApiError {
     ApiError::invalid(message).with_param(param)
 }
 
@@ -59,16 +59,19 @@ pub(crate) fn json_object(bytes: &Bytes) -> Result<Map<String, Value>, ApiError>
     }
 }
 
+/// The `model` of an OpenAI request body, or OpenAI's 400 naming it.
+pub(crate) fn requested_model(body: &Map<String, Value>) -> Result<String, ApiError> {
+    match body.get("model") {
+        Some(Value::String(model)) if !model.trim().is_empty() => Ok(model.clone()),
+        None | Some(Value::Null) => Err(invalid("model", "you must provide a model parameter")),
+        Some(_) => Err(invalid("model", "model must be a non-empty string")),
+    }
+}
+
 impl ChatRequest {
     pub(crate) fn parse(bytes: &Bytes) -> Result<ChatRequest, ApiError> {
         let body = json_object(bytes)?;
-        let model = match body.get("model") {
-            Some(Value::String(model)) if !model.trim().is_empty() => model.clone(),
-            None | Some(Value::Null) => {
-                return Err(invalid("model", "you must provide a model parameter"));
-            }
-            Some(_) => return Err(invalid("model", "model must be a non-empty string")),
-        };
+        let model = requested_model(&body)?;
         let messages = match body.get("messages") {
             Some(Value::Array(messages)) if !messages.is_empty() => messages,
             Some(Value::Array(_)) => {
@@ -155,14 +158,24 @@ impl ChatRequest {
     }
 }
 
+/// What a handler of OpenAI's surface reads first: the request's id, the caller behind its
+/// key (refused before the body is read), the client's attribution headers, and the body.
+pub(crate) async fn receive(
+    state: &GatewayState,
+    request: Request,
+) -> Result<(String, ApiCaller, Attribution, Bytes), ApiError> {
+    let request_id = RequestId::of(&request);
+    let caller = authenticate(state, request.headers()).await?;
+    let attribution = attribution_of(request.headers());
+    let bytes = read_body(state, request).await?;
+    Ok((request_id, caller, attribution, bytes))
+}
+
 pub(crate) async fn create_chat_completion(
     State(state): State<GatewayState>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let request_id = RequestId::of(&request);
-    let caller = authenticate(&state, request.headers()).await?;
-    let attribution = attribution_of(request.headers());
-    let bytes = read_body(&state, request).await?;
+    let (request_id, caller, attribution, bytes) = receive(&state, request).await?;
     let parsed = ChatRequest::parse(&bytes)?;
     let client = ClientWire::ChatCompletions {
         include_usage: parsed.include_usage,
@@ -216,6 +229,7 @@ pub(crate) async fn serve_chat(
             client_headers: HeaderMap::new(),
             query: None,
             priced_at,
+            operation: Operation::Generate,
         },
         request_id,
     )?;
@@ -252,7 +266,7 @@ pub(crate) async fn serve_chat(
 
 /// OpenAI's `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` for the tightest scope;
 /// resets are durations from now, as OpenAI writes them (`1s`, `6m0s`, `20ms`).
-fn rate_limit_headers(view: &RateLimitView, now: Timestamp, headers: &mut HeaderMap) {
+pub(crate) fn rate_limit_headers(view: &RateLimitView, now: Timestamp, headers: &mut HeaderMap) {
     let now_nanos = now.timestamp_nanos_opt().unwrap_or(i64::MAX);
     for (name, snapshot) in [("requests", view.requests), ("tokens", view.tokens())] {
         let BucketSnapshot {

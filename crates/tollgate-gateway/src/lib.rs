@@ -1,13 +1,15 @@
-//! The data plane: Anthropic's Messages API (`/v1/messages`, `count_tokens`, Message Batches) and OpenAI's
-//! Chat Completions (`/v1/chat/completions`) over HTTP, `/v1/models` in both shapes, their
-//! wire JSON, translation between them, routing and failover across deployments, SSE relay
-//! and both error envelopes. The only crate of the gateway path that knows wire shapes; it
+//! The data plane: Anthropic's Messages API (`/v1/messages`, `count_tokens`, Message
+//! Batches) and OpenAI's Chat Completions (`/v1/chat/completions`), Responses and
+//! Embeddings (`/v1/embeddings`) over HTTP, `/v1/models` in both shapes, their wire JSON,
+//! translation between them, routing and failover across deployments, SSE relay and both
+//! error envelopes. The only crate of the gateway path that knows wire shapes; it
 //! calls `tollgate-service` for every decision about keys and money and never touches the
 //! database itself.
 
 mod batches;
 mod cache_prefix;
 mod chat;
+mod embeddings;
 mod error;
 mod messages;
 mod metered;
@@ -119,6 +121,7 @@ pub fn router(state: GatewayState) -> Router {
             get(batches::batch_results),
         )
         .route("/v1/chat/completions", post(chat::create_chat_completion))
+        .route("/v1/embeddings", post(embeddings::create_embedding))
         .route("/v1/responses", post(responses::create_response))
         .route(
             "/v1/responses/{response_id}",

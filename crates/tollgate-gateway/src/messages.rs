@@ -17,7 +17,7 @@ use tollgate_upstream::{Dialect, UpstreamRequest};
 
 use crate::GatewayState;
 use crate::error::{ApiError, Credential, ErrorKind};
-use crate::metered::{Admission, ClientWire, admit_and_run, run_admitted};
+use crate::metered::{Admission, ClientWire, Operation, admit_and_run, run_admitted};
 use crate::request_id::RequestId;
 use crate::routing::{ClientRequest, largest_body_bytes, plan_attempts};
 use crate::wire::{Endpoint, MessagesRequest};
@@ -438,6 +438,7 @@ fn admission<'a>(
             client_headers: forwarded.client_headers,
             query: forwarded.query,
             priced_at,
+            operation: Operation::Generate,
         },
         request_id,
     )?;

@@ -1,7 +1,7 @@
-//! The metered upstream call both surfaces share: it owns the request's one reservation
-//! from `Tollgate::begin` to `Tollgate::finish`, tries the deployments in routing order,
-//! relays the answer in the client's dialect, and settles once, at the prices of the
-//! deployment that answered.
+//! The metered upstream call every surface shares (embeddings included): it owns the
+//! request's one reservation from `Tollgate::begin` to `Tollgate::finish`, tries the
+//! deployments in routing order, relays the answer in the client's dialect, and settles
+//! once, at the prices of the deployment that answered.
 //!
 //! Failover: a deployment that cannot be reached, answers 5xx or 529, or opens its stream
 //! with an `overloaded`/`api_error` event before any content is put in cooldown and the next
@@ -68,8 +68,18 @@ use tracing::Instrument;
 /// Events buffered between the upstream task and a slow client.
 const STREAM_BUFFER_EVENTS: usize = 64;
 
+/// What a request asks of its upstream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Operation {
+    /// A model's answer: Messages, Chat Completions, Responses.
+    Generate,
+    /// Embeddings (`POST /v1/embeddings`): a whole reply, never a stream.
+    Embed,
+}
+
 /// One way to serve the request: a deployment, its provider, and the body in its dialect.
 pub(crate) struct Attempt {
+    pub(crate) operation: Operation,
     pub(crate) deployment: Deployment,
     pub(crate) provider: Provider,
     pub(crate) request: UpstreamRequest,
@@ -86,6 +96,8 @@ pub(crate) enum ClientWire {
     },
     /// OpenAI's Responses API, carried over Chat Completions (`translate::responses`).
     Responses(Arc<ResponsesCall>),
+    /// OpenAI's Embeddings: the upstream's reply goes back as it came.
+    Embeddings,
 }
 
 impl ClientWire {
@@ -93,7 +105,9 @@ impl ClientWire {
     fn dialect(&self) -> Dialect {
         match self {
             ClientWire::Messages => Dialect::Anthropic,
-            ClientWire::ChatCompletions { .. } | ClientWire::Responses(_) => Dialect::OpenAi,
+            ClientWire::ChatCompletions { .. } | ClientWire::Responses(_) | ClientWire::Embeddings => {
+                Dialect::OpenAi
+            }
         }
     }
 
@@ -103,6 +117,7 @@ impl ClientWire {
             ClientWire::Messages => "/v1/messages",
             ClientWire::ChatCompletions { .. } => "/v1/chat/completions",
             ClientWire::Responses(_) => "/v1/responses",
+            ClientWire::Embeddings => "/v1/embeddings",
         }
     }
 
@@ -111,7 +126,7 @@ impl ClientWire {
     fn is_terminal(&self, event: &SseEvent) -> bool {
         match self {
             ClientWire::Messages => event.event == "message_stop",
-            ClientWire::ChatCompletions { .. } => is_done(event),
+            ClientWire::ChatCompletions { .. } | ClientWire::Embeddings => is_done(event),
             ClientWire::Responses(_) => responses::is_terminal(event),
         }
     }
@@ -120,7 +135,7 @@ impl ClientWire {
         match self {
             ClientWire::Messages | ClientWire::Responses(_) => event.to_bytes(),
             // OpenAI's streams carry data lines only.
-            ClientWire::ChatCompletions { .. } => {
+            ClientWire::ChatCompletions { .. } | ClientWire::Embeddings => {
                 let mut text = String::with_capacity(event.data.len() + 8);
                 for line in event.data.split('\n') {
                     text.push_str("data: ");
@@ -196,7 +211,9 @@ impl CaptureJob {
 fn error_json(error: &ApiError, client: &ClientWire, request_id: &str) -> Value {
     match client {
         ClientWire::Messages => error.to_json(request_id),
-        ClientWire::ChatCompletions { .. } | ClientWire::Responses(_) => error.to_openai_json(),
+        ClientWire::ChatCompletions { .. } | ClientWire::Responses(_) | ClientWire::Embeddings => {
+            error.to_openai_json()
+        }
     }
 }
 
@@ -438,7 +455,11 @@ impl Upstream {
                 let _in_span = span.enter();
                 tollgate_edge::inject_trace_context(&mut request.client_headers);
             }
-            let reply = match attempt.provider.call(request).instrument(span).await {
+            let called_provider = match attempt.operation {
+                Operation::Generate => attempt.provider.call(request).instrument(span).await,
+                Operation::Embed => attempt.provider.embeddings(request).instrument(span).await,
+            };
+            let reply = match called_provider {
                 Ok(UpstreamReply::Stream(events)) => match peek_head(events, dialect).await {
                     Head::Opened(reply) => Ok(reply),
                     // The last deployment's failure goes to the client as the upstream sent
@@ -862,7 +883,10 @@ impl Settings {
             ClientWire::Responses(call) => Some(call),
             _ => None,
         };
-        if upstream == self.client.dialect() && responses.is_none() {
+        // Embeddings are in OpenAI's shape whoever made them (the simulated model too).
+        if (upstream == self.client.dialect() && responses.is_none())
+            || matches!(self.client, ClientWire::Embeddings)
+        {
             return Ok(body.clone());
         }
         let value: Value = serde_json::from_slice(body)
@@ -1020,7 +1044,7 @@ impl Settings {
                         data: serde_json::json!({"type": "error", "error": envelope["error"]}).to_string(),
                     }
                 }
-                ClientWire::ChatCompletions { .. } => SseEvent {
+                ClientWire::ChatCompletions { .. } | ClientWire::Embeddings => SseEvent {
                     event: String::new(),
                     data: error.to_openai_json().to_string(),
                 },
@@ -1177,7 +1201,8 @@ impl Converter {
                 Converter::ToMessages(Box::new(ToMessageEvents::new(model)))
             }
             // Taken above: a Responses client's converter wraps a Chat Completions one.
-            (_, ClientWire::Responses(_)) => Converter::Verbatim,
+            // Embeddings never stream.
+            (_, ClientWire::Responses(_) | ClientWire::Embeddings) => Converter::Verbatim,
         }
     }
 

@@ -17,11 +17,10 @@ use serde_json::{Map, Value, json};
 use tollgate_service::{ApiCaller, Tollgate};
 
 use crate::GatewayState;
-use crate::chat::{ChatRequest, json_object, serve_chat};
+use crate::chat::{ChatRequest, json_object, receive, serve_chat};
 use crate::error::{ApiError, ErrorKind};
-use crate::messages::{attribution_of, authenticate, read_body};
+use crate::messages::authenticate;
 use crate::metered::ClientWire;
-use crate::request_id::RequestId;
 use crate::translate::responses::{ResponseFrame, responses_to_chat};
 
 /// A Responses request on its way through the metered call.
@@ -103,10 +102,7 @@ pub(crate) async fn create_response(
     State(state): State<GatewayState>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let request_id = RequestId::of(&request);
-    let caller = authenticate(&state, request.headers()).await?;
-    let attribution = attribution_of(request.headers());
-    let bytes = read_body(&state, request).await?;
+    let (request_id, caller, attribution, bytes) = receive(&state, request).await?;
     let body = json_object(&bytes)?;
     let history = match body.get("previous_response_id") {
         None | Some(Value::Null) => Vec::new(),

@@ -3,7 +3,8 @@
 //! a random number drawn from the request id), each with the body in its provider's dialect
 //! and the prices it would charge. Writing the bodies here, before anything is reserved,
 //! means a request that cannot be translated is refused without touching credit, and the
-//! reservation can be bounded by the largest body any deployment will receive.
+//! reservation can be bounded by the largest body any deployment will receive. An
+//! embeddings request goes only to an embeddings model, and its body only changes model.
 
 use std::sync::PoisonError;
 
@@ -15,7 +16,7 @@ use tollgate_upstream::{Dialect, Provider, UpstreamRequest};
 
 use crate::GatewayState;
 use crate::error::ApiError;
-use crate::metered::Attempt;
+use crate::metered::{Attempt, Operation};
 use crate::translate::request::{chat_to_messages, messages_to_chat};
 
 /// What the routing needs to know of the client's request.
@@ -35,6 +36,9 @@ pub(crate) struct ClientRequest<'a> {
     pub(crate) query: Option<String>,
     /// When the request counts as admitted for its prices: now, or its batch's creation.
     pub(crate) priced_at: tollgate_core::Timestamp,
+    /// Generation (Messages, Chat Completions) or embeddings: only an embeddings model
+    /// embeds, and it does nothing else.
+    pub(crate) operation: Operation,
 }
 
 /// The request's attempts, in the order to try them.
@@ -44,7 +48,19 @@ pub(crate) fn plan_attempts(
     request: &ClientRequest<'_>,
     request_id: &str,
 ) -> Result<Vec<Attempt>, ApiError> {
-    let deployments = &resolved.model.deployments;
+    let model = &resolved.model;
+    match (request.operation, model.embeddings) {
+        (Operation::Embed, false) => return Err(no_embeddings(&model.id)),
+        (Operation::Generate, true) => {
+            return Err(ApiError::invalid(format!(
+                "The model '{}' is an embeddings model: call POST /v1/embeddings.",
+                model.id
+            ))
+            .with_param("model"));
+        }
+        (Operation::Embed, true) | (Operation::Generate, false) => {}
+    }
+    let deployments = &model.deployments;
     let now = state.tollgate.now();
     let order = {
         let cooldowns = state.cooldowns.lock().unwrap_or_else(PoisonError::into_inner);
@@ -65,7 +81,12 @@ pub(crate) fn plan_attempts(
                 ApiError::internal(format!("no provider '{}' is configured", deployment.provider))
             })?;
         let upstream_model = resolved.upstream_model(deployment);
-        let body = upstream_body(&provider, resolved, request, upstream_model)?;
+        let body = match request.operation {
+            // The configuration puts embeddings models on providers that embed only.
+            Operation::Embed if !provider.embeds() => return Err(no_embeddings(&model.id)),
+            Operation::Embed => with_model(request, upstream_model)?,
+            Operation::Generate => upstream_body(&provider, resolved, request, upstream_model)?,
+        };
         let prices = deployment
             .prices
             .at(request.priced_at)
@@ -73,6 +94,7 @@ pub(crate) fn plan_attempts(
             .ok_or_else(|| ApiError::invalid("The request carries too many images to price."))?;
         let same_dialect = request.dialect == provider.dialect();
         attempts.push(Attempt {
+            operation: request.operation,
             deployment: deployment.clone(),
             request: UpstreamRequest {
                 body,
@@ -119,14 +141,7 @@ fn upstream_body(
         (
             Dialect::Anthropic,
             Provider::Simulated(_) | Provider::Anthropic(_) | Provider::Bedrock(_) | Provider::Vertex(_),
-        ) => {
-            if request.body.get("model").and_then(Value::as_str) == Some(upstream_model) {
-                return Ok(request.original.clone());
-            }
-            let mut body = request.body.clone();
-            body.insert("model".into(), json!(upstream_model));
-            Value::Object(body)
-        }
+        ) => return with_model(request, upstream_model),
         (Dialect::OpenAi, Provider::OpenAi(client)) => {
             let mut body = request.body.clone();
             body.insert("model".into(), json!(upstream_model));
@@ -148,6 +163,24 @@ fn upstream_body(
     serde_json::to_vec(&body)
         .map(Bytes::from)
         .map_err(ApiError::internal)
+}
+
+/// The client's body with `upstream_model` as its model: its own bytes when it already
+/// names it, so that everything else reaches the upstream exactly as sent.
+fn with_model(request: &ClientRequest<'_>, upstream_model: &str) -> Result<Bytes, ApiError> {
+    if request.body.get("model").and_then(Value::as_str) == Some(upstream_model) {
+        return Ok(request.original.clone());
+    }
+    let mut body = request.body.clone();
+    body.insert("model".into(), json!(upstream_model));
+    serde_json::to_vec(&body)
+        .map(Bytes::from)
+        .map_err(ApiError::internal)
+}
+
+/// OpenAI's 400 for an embeddings request to a model that makes none.
+fn no_embeddings(model: &str) -> ApiError {
+    ApiError::invalid(format!("The model '{model}' does not support embeddings.")).with_param("model")
 }
 
 /// Routing's random number, from the request id (itself random): spreads traffic by

@@ -29,8 +29,8 @@ pub use crate::fake_upstream::cloud::{
 
 /// A fake Anthropic API on `127.0.0.1`, serving `POST /v1/messages` (streaming or not),
 /// `POST /v1/messages/count_tokens` and the Message Batches API (`batches`) — and a fake OpenAI-compatible one on the same port,
-/// `POST /v1/chat/completions`, with the same behaviours (for an `openai` provider, use
-/// `base_url()` + `/v1`).
+/// `POST /v1/chat/completions` and `POST /v1/embeddings`, with the same behaviours (for an
+/// `openai` provider, use `base_url()` + `/v1`).
 ///
 /// Dropping it stops accepting connections; connections already open are served to the end.
 #[derive(Debug)]

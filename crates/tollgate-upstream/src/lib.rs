@@ -1,8 +1,9 @@
 //! Provider clients and the simulated model: everything that turns a request body in a
 //! provider's dialect (Anthropic's Messages API, also as Amazon Bedrock and Google's Vertex
-//! AI host it, or OpenAI's Chat Completions) into that provider's answer. It knows the two wire formats only as far as it must to read usage
-//! from replies and streams, and it passes bodies and events through verbatim: translating
-//! between the dialects is the gateway's job. It knows nothing of money, API keys, tenants
+//! AI host it, or OpenAI's Chat Completions and Embeddings) into that provider's answer. It
+//! knows the two wire formats only as far as it must to read usage from replies and
+//! streams, and it passes bodies and events through verbatim: translating between the
+//! dialects is the gateway's job. It knows nothing of money, API keys, tenants
 //! or HTTP serving: the gateway decides what a reply costs and how a failure is shown.
 
 pub mod anthropic;
@@ -102,6 +103,25 @@ impl Provider {
             Provider::OpenAi(client) => client.chat_completions(request).await,
             Provider::Bedrock(client) => client.messages(request).await,
             Provider::Vertex(client) => client.messages(request).await,
+        }
+    }
+
+    /// Whether the provider serves embeddings: OpenAI-compatible servers do, and the
+    /// simulated model answers them offline; Anthropic's Messages API and its clouds have none.
+    pub fn embeds(&self) -> bool {
+        matches!(self, Provider::Simulated(_) | Provider::OpenAi(_))
+    }
+
+    /// `POST …/embeddings` with an OpenAI Embeddings body (`request.stream` is ignored):
+    /// the reply is always whole, its usage `prompt_tokens` as input tokens. A provider
+    /// that does not `embeds` answers `Protocol`: the gateway routes no embeddings there.
+    pub async fn embeddings(&self, request: UpstreamRequest) -> Result<UpstreamReply, UpstreamError> {
+        match self {
+            Provider::Simulated(simulated) => simulated.embeddings(request),
+            Provider::OpenAi(client) => client.embeddings(request).await,
+            Provider::Anthropic(_) | Provider::Bedrock(_) | Provider::Vertex(_) => Err(
+                UpstreamError::Protocol("this provider serves no embeddings (see embeds)".to_owned()),
+            ),
         }
     }
 

@@ -1,8 +1,8 @@
-//! The client for OpenAI's Chat Completions API, or anything that speaks it (OpenAI itself,
-//! vLLM, Ollama, LiteLLM, OpenRouter, …). Like the Anthropic client it sends the gateway's
-//! body as is, with the provider key as a bearer token, hands back the body or the event
-//! stream verbatim, and reads usage from them: from the body's `usage`, and from the stream
-//! chunk that carries `usage` (the gateway always asks for it with
+//! The client for OpenAI's Chat Completions and Embeddings APIs, or anything that speaks
+//! them (OpenAI itself, vLLM, Ollama, LiteLLM, OpenRouter, …). Like the Anthropic client it
+//! sends the gateway's body as is, with the provider key as a bearer token, hands back the
+//! body or the event stream verbatim, and reads usage from them: from the body's `usage`,
+//! and from the stream chunk that carries `usage` (the gateway always asks for it with
 //! `stream_options.include_usage`). It never forwards the client's credentials.
 
 use std::sync::Arc;
@@ -37,8 +37,8 @@ impl MaxTokensField {
 #[derive(Clone)]
 pub struct OpenAiConfig {
     /// The API root the `openai` SDKs call `base_url`, including its version segment, e.g.
-    /// `https://api.openai.com/v1` or `http://localhost:8000/v1`; `/chat/completions` is
-    /// appended.
+    /// `https://api.openai.com/v1` or `http://localhost:8000/v1`; `/chat/completions` (and
+    /// `/embeddings`) is appended.
     pub base_url: String,
     /// Sent as `Authorization: Bearer`; `None` for servers that need no key.
     pub api_key: Option<String>,
@@ -79,6 +79,7 @@ struct Inner {
     http: reqwest::Client,
     base_url: String,
     chat_completions_url: reqwest::Url,
+    embeddings_url: reqwest::Url,
     authorization: Option<HeaderValue>,
     idle_timeout: Duration,
     request_timeout: Duration,
@@ -98,6 +99,7 @@ impl OpenAiClient {
     /// Builds the client. Fails (as `Connect`) when the base URL or the key cannot be used.
     pub fn new(config: OpenAiConfig) -> Result<OpenAiClient, UpstreamError> {
         let chat_completions_url = http::endpoint(&config.base_url, "/chat/completions")?;
+        let embeddings_url = http::endpoint(&config.base_url, "/embeddings")?;
         let authorization = config
             .api_key
             .as_deref()
@@ -108,6 +110,7 @@ impl OpenAiClient {
                 http: http::client(config.connect_timeout, config.ca_pem.as_deref())?,
                 base_url: config.base_url.trim_end_matches('/').to_owned(),
                 chat_completions_url,
+                embeddings_url,
                 authorization,
                 idle_timeout: config.idle_timeout,
                 request_timeout: config.request_timeout,
@@ -124,33 +127,53 @@ impl OpenAiClient {
     /// `POST {base_url}/chat/completions` with a Chat Completions body. A streaming reply is
     /// returned as soon as its headers arrive.
     pub async fn chat_completions(&self, request: UpstreamRequest) -> Result<UpstreamReply, UpstreamError> {
+        let builder = self.post(&self.inner.chat_completions_url, &request);
+        if !request.stream {
+            return self.buffered(builder, "chat completion").await;
+        }
+        let events =
+            http::send_streaming(builder, self.inner.request_timeout, self.inner.idle_timeout).await?;
+        Ok(UpstreamReply::Stream(events))
+    }
+
+    /// `POST {base_url}/embeddings` with an Embeddings body; `request.stream` is ignored, as
+    /// embeddings never stream. Usage is the body's `usage.prompt_tokens`.
+    pub async fn embeddings(&self, request: UpstreamRequest) -> Result<UpstreamReply, UpstreamError> {
+        let builder = self.post(&self.inner.embeddings_url, &request);
+        self.buffered(builder, "embeddings").await
+    }
+
+    /// A JSON `POST` of the request's body to `url`, with the provider key.
+    fn post(&self, url: &reqwest::Url, request: &UpstreamRequest) -> reqwest::RequestBuilder {
         let mut headers = HeaderMap::with_capacity(2);
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if let Some(authorization) = &self.inner.authorization {
             headers.insert(AUTHORIZATION, authorization.clone());
         }
-        let builder = self
-            .inner
+        self.inner
             .http
-            .post(self.inner.chat_completions_url.clone())
+            .post(url.clone())
             .headers(headers)
-            .body(request.body.clone());
-        if !request.stream {
-            let body = http::send_buffered(builder, self.inner.request_timeout).await?;
-            let value: Value = serde_json::from_slice(&body).map_err(|error| {
-                UpstreamError::Protocol(format!("chat completion body is not JSON: {error}"))
-            })?;
-            let Some(usage) = value.get("usage").filter(|usage| usage.is_object()) else {
-                return Err(UpstreamError::Protocol(
-                    "chat completion body has no usage object".to_owned(),
-                ));
-            };
-            let usage = parse_usage(usage);
-            return Ok(UpstreamReply::Message { body, usage });
-        }
-        let events =
-            http::send_streaming(builder, self.inner.request_timeout, self.inner.idle_timeout).await?;
-        Ok(UpstreamReply::Stream(events))
+            .body(request.body.clone())
+    }
+
+    /// Sends and reads a whole JSON reply, whose `usage` object is required: what a
+    /// `what` reply would be billed by.
+    async fn buffered(
+        &self,
+        builder: reqwest::RequestBuilder,
+        what: &str,
+    ) -> Result<UpstreamReply, UpstreamError> {
+        let body = http::send_buffered(builder, self.inner.request_timeout).await?;
+        let value: Value = serde_json::from_slice(&body)
+            .map_err(|error| UpstreamError::Protocol(format!("{what} body is not JSON: {error}")))?;
+        let Some(usage) = value.get("usage").filter(|usage| usage.is_object()) else {
+            return Err(UpstreamError::Protocol(format!(
+                "{what} body has no usage object"
+            )));
+        };
+        let usage = parse_usage(usage);
+        Ok(UpstreamReply::Message { body, usage })
     }
 }
 

@@ -1,6 +1,6 @@
 //! The built-in offline model: answers Messages API requests with plausible English-ish text,
 //! a JSON text or a tool call (`answer` says which), in Anthropic's exact JSON and SSE shapes,
-//! so tollgate and its clients can run, be tested and be benchmarked with no provider
+//! and Embeddings requests in OpenAI's (`embeddings`), so tollgate and its clients can run, be tested and be benchmarked with no provider
 //! account. The reply depends only on the request (a hash of its system prompt and
 //! messages); only the message and tool-use ids differ between calls. `system` messages
 //! inside `messages` (Anthropic's mid-conversation system beta) are read as part of the
@@ -9,6 +9,7 @@
 //! on that bound before the reply is known.
 
 mod answer;
+pub mod embeddings;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -137,6 +138,11 @@ impl Simulated {
                 ..TokenUsage::default()
             },
         })
+    }
+
+    /// Answers `POST /v1/embeddings` (OpenAI's shape) with a deterministic vector per input.
+    pub fn embeddings(&self, request: UpstreamRequest) -> Result<UpstreamReply, UpstreamError> {
+        embeddings::answer(&request.body)
     }
 
     /// Answers `POST /v1/messages/count_tokens` with the same estimate `messages` bills.

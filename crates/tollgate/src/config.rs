@@ -510,6 +510,15 @@ pub enum ProviderBatches {
 
 impl ProviderConfig {
     /// How long a deployment on this provider is passed over after a failure.
+    /// Whether the provider's kind serves `POST /v1/embeddings`
+    /// (`tollgate_upstream::Provider::embeds`).
+    fn embeds(&self) -> bool {
+        matches!(
+            self,
+            ProviderConfig::Simulated { .. } | ProviderConfig::OpenAi { .. }
+        )
+    }
+
     fn cooldown(&self) -> chrono::Duration {
         let seconds = match self {
             ProviderConfig::Simulated { cooldown_seconds, .. }
@@ -605,6 +614,10 @@ pub struct ModelConfig {
     pub max_output_tokens: Option<u64>,
     /// The model's context window in tokens, where known.
     pub max_input_tokens: Option<u64>,
+    /// An embeddings model (`POST /v1/embeddings` only): `output` may be left out, and
+    /// every deployment must be on a provider that serves embeddings.
+    #[serde(default)]
+    pub embeddings: bool,
     /// The prices in force until the first change, and from the beginning.
     #[serde(flatten)]
     pub prices: PricesConfig,
@@ -1147,6 +1160,12 @@ impl Config {
                         deployment.provider
                     );
                 };
+                if model.embeddings && !provider.embeds() {
+                    bail!(
+                        "{context}: model '{id}' is an embeddings model, and provider '{}' serves no embeddings (only `openai` and `simulated` do)",
+                        deployment.provider
+                    );
+                }
                 let deployment_prices = price_schedule(model, &deployment.prices, &context)?;
                 deployments.push(Deployment {
                     upstream_model: deployment.upstream_model.clone().unwrap_or_else(|| id.clone()),
@@ -1174,6 +1193,7 @@ impl Config {
                 default_max_tokens: model.default_max_tokens.max(1),
                 max_output_tokens: model.max_output_tokens,
                 max_input_tokens: model.max_input_tokens,
+                embeddings: model.embeddings,
             });
         }
         models.sort_by(|left, right| {
@@ -1462,13 +1482,16 @@ fn price_schedule(
     let mut current = model.prices.clone();
     let mut entries = vec![(
         chrono::DateTime::UNIX_EPOCH,
-        model_prices(&merge_prices(&current, overrides), path)?,
+        model_prices(&merge_prices(&current, overrides), path, model.embeddings)?,
     )];
     for (index, change) in model.price_changes.iter().enumerate() {
         let context = format!("{path}.price_changes[{index}]");
         let from = parse_price_date(&change.from).with_context(|| format!("{context}.from"))?;
         current = merge_prices(&current, &change.prices);
-        entries.push((from, model_prices(&merge_prices(&current, overrides), &context)?));
+        entries.push((
+            from,
+            model_prices(&merge_prices(&current, overrides), &context, model.embeddings)?,
+        ));
     }
     PriceSchedule::new(entries).with_context(|| format!("{path}.price_changes"))
 }
@@ -1484,14 +1507,16 @@ fn parse_price_date(text: &str) -> anyhow::Result<tollgate_core::Timestamp> {
     }
 }
 
-/// Exact prices from their decimal strings. `input` and `output` are required; cache
-/// prices follow the contract's rules unless set (rounded up to whole nano-dollars per
-/// token); unit charges default to zero.
-fn model_prices(config: &PricesConfig, path: &str) -> anyhow::Result<ModelPrices> {
+/// Exact prices from their decimal strings. `input` and `output` are required, except
+/// `output` for an `embeddings` model, which generates none (zero); cache prices follow the
+/// contract's rules unless set (rounded up to whole nano-dollars per token); unit charges
+/// default to zero.
+fn model_prices(config: &PricesConfig, path: &str, embeddings: bool) -> anyhow::Result<ModelPrices> {
     let price = |field: &str, text: &str| {
         TokenPrice::parse_usd_per_mtok(text).with_context(|| format!("{path}.{field}"))
     };
-    let (Some(input), Some(output)) = (&config.input, &config.output) else {
+    let output = config.output.as_deref().or(embeddings.then_some("0"));
+    let (Some(input), Some(output)) = (&config.input, output) else {
         bail!(
             "{path} has no price: set `input` and `output` (USD per million tokens); no model is served for free"
         );

@@ -41,6 +41,7 @@ fn model(id: &str, input: &str, output: &str) -> Model {
         default_max_tokens: 4_096,
         max_output_tokens: None,
         max_input_tokens: None,
+        embeddings: false,
     }
 }
 

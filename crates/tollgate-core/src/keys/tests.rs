@@ -71,6 +71,7 @@ fn catalog() -> Catalog {
         default_max_tokens: 4_096,
         max_output_tokens: None,
         max_input_tokens: None,
+        embeddings: false,
     };
     let alias = |pattern: &str, target: &str| Alias {
         pattern: pattern.to_owned(),

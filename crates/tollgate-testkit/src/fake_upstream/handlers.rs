@@ -1,6 +1,6 @@
 //! Routes of the fake: records each request, takes its behaviour, checks the few request
 //! fields it needs, and answers with shapes from `wire` — Anthropic's on `/v1/messages`,
-//! OpenAI's on `/v1/chat/completions`. Owns the stream counters' meaning:
+//! OpenAI's on `/v1/chat/completions` and `/v1/embeddings`. Owns the stream counters' meaning:
 //! a stream counts as completed once its last event is handed to the connection, and as
 //! disconnected when the connection drops the body before that.
 //!
@@ -20,6 +20,7 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use tollgate_upstream::simulated::embeddings::{EmbeddingsRequest, embeddings_body};
 
 use crate::fake_upstream::batches;
 use crate::fake_upstream::serve::ConnectionHangup;
@@ -44,6 +45,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/messages/batches/{id}/cancel", post(batches::cancel))
         .route("/v1/messages/batches/{id}/results", get(batches::results))
         .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/embeddings", post(embeddings))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
         .with_state(shared)
@@ -88,6 +90,36 @@ fn sort_behavior(behavior: &Behavior) -> Sorted<'_> {
     }
 }
 
+/// Which API's envelope a refusal takes.
+#[derive(Clone, Copy)]
+enum Envelope {
+    Anthropic,
+    OpenAi,
+}
+
+/// The reply and shape a behaviour answers with, or the response that ends the request
+/// before its body is looked at: an error status or a refusal in `envelope`'s shape, or a
+/// hang-up (which never returns).
+async fn answer<'a>(
+    behavior: &'a Behavior,
+    hangup: &ConnectionHangup,
+    request_id: &str,
+    envelope: Envelope,
+) -> Result<(&'a Reply, Shape), Response> {
+    match (sort_behavior(behavior), envelope) {
+        (Sorted::Hangup, _) => Err(hang_up(hangup).await),
+        (Sorted::Status(status), Envelope::Anthropic) => Err(error_response(status, request_id)),
+        (Sorted::Status(status), Envelope::OpenAi) => Err(openai_error_response(status, request_id)),
+        (Sorted::Refuse(status, kind, message), Envelope::Anthropic) => {
+            Err(refusal(status, kind, message, request_id))
+        }
+        (Sorted::Refuse(status, kind, message), Envelope::OpenAi) => {
+            Err(openai_refusal(status, kind, message, request_id))
+        }
+        (Sorted::Answer(reply, shape), _) => Ok((reply, shape)),
+    }
+}
+
 #[derive(Deserialize)]
 struct MessagesRequest {
     model: String,
@@ -115,11 +147,9 @@ async fn messages(
     let behavior = shared.next_behavior();
     let id = shared.next_id();
     let request_id = format!("req_fake{id:016x}");
-    let (reply, shape) = match sort_behavior(&behavior) {
-        Sorted::Hangup => return hang_up(&hangup).await,
-        Sorted::Status(status) => return error_response(status, &request_id),
-        Sorted::Refuse(status, kind, message) => return refusal(status, kind, message, &request_id),
-        Sorted::Answer(reply, shape) => (reply, shape),
+    let (reply, shape) = match answer(&behavior, &hangup, &request_id, Envelope::Anthropic).await {
+        Ok(answer) => answer,
+        Err(response) => return response,
     };
     let request: MessagesRequest = match parse_body(&body) {
         Ok(request) => request,
@@ -238,23 +268,9 @@ async fn chat_completions(
     let behavior = shared.next_behavior();
     let id = shared.next_id();
     let request_id = format!("req_fake{id:016x}");
-    let (reply, shape) = match sort_behavior(&behavior) {
-        Sorted::Hangup => return hang_up(&hangup).await,
-        Sorted::Status(status) => {
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            return json_response(
-                status,
-                Body::from(wire::openai_error_json(status.as_u16())),
-                &request_id,
-            );
-        }
-        Sorted::Refuse(status, kind, message) => {
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            let body =
-                serde_json::json!({"error": {"message": message, "type": kind, "param": null, "code": null}});
-            return json_response(status, Body::from(body.to_string()), &request_id);
-        }
-        Sorted::Answer(reply, shape) => (reply, shape),
+    let (reply, shape) = match answer(&behavior, &hangup, &request_id, Envelope::OpenAi).await {
+        Ok(answer) => answer,
+        Err(response) => return response,
     };
     let request: ChatRequest = match parse_body(&body) {
         Ok(request) => request,
@@ -338,6 +354,64 @@ async fn chat_completions(
     }
 }
 
+/// OpenAI's Embeddings, with the same behaviours: a vector per input in floats or base64
+/// (`tollgate_upstream::simulated::embeddings` writes the shape), `usage.prompt_tokens` the
+/// reply's `input_tokens`; a mid-stream error is a 503, as for a whole chat completion.
+async fn embeddings(
+    State(shared): State<Arc<Shared>>,
+    Extension(hangup): Extension<ConnectionHangup>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    record(&shared, &uri, &headers, &body);
+    let behavior = shared.next_behavior();
+    let request_id = format!("req_fake{:016x}", shared.next_id());
+    let (reply, shape) = match answer(&behavior, &hangup, &request_id, Envelope::OpenAi).await {
+        Ok(answer) => answer,
+        Err(response) => return response,
+    };
+    let request = match EmbeddingsRequest::parse(&body) {
+        Ok(request) => request,
+        Err(message) => return openai_refusal(400, "invalid_request_error", &message, &request_id),
+    };
+    let model = reply.served_model.as_deref().unwrap_or(&request.model);
+    let answer = Bytes::from(embeddings_body(&request, model, reply.input_tokens).to_string());
+    pause(reply.latency).await;
+    match shape {
+        Shape::Normal => json_response(StatusCode::OK, Body::from(answer), &request_id),
+        Shape::MidStreamError { .. } => openai_error_response(503, &request_id),
+        Shape::Stall { duration, .. } => {
+            json_response(StatusCode::OK, stalled_body(answer, duration), &request_id)
+        }
+    }
+}
+
+/// An error status in OpenAI's envelope. A 429 carries what OpenAI sends with it:
+/// `retry-after` and the `x-ratelimit-*` headers of the limit that was hit.
+fn openai_error_response(status: u16, request_id: &str) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = wire::openai_error_json(status.as_u16());
+    status_response(
+        status,
+        body,
+        request_id,
+        [
+            ("x-ratelimit-limit-requests", "3000"),
+            ("x-ratelimit-remaining-requests", "0"),
+            ("x-ratelimit-reset-requests", "2s"),
+            ("openai-organization", "upstream-org-not-for-clients"),
+        ],
+    )
+}
+
+/// A refusal in OpenAI's envelope with this type and wording.
+fn openai_refusal(status: u16, kind: &str, message: &str, request_id: &str) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = serde_json::json!({"error": {"message": message, "type": kind, "param": null, "code": null}});
+    json_response(status, Body::from(body.to_string()), request_id)
+}
+
 async fn count_tokens(
     State(shared): State<Arc<Shared>>,
     Extension(hangup): Extension<ConnectionHangup>,
@@ -348,11 +422,9 @@ async fn count_tokens(
     record(&shared, &uri, &headers, &body);
     let behavior = shared.next_behavior();
     let request_id = format!("req_fake{:016x}", shared.next_id());
-    let (reply, shape) = match sort_behavior(&behavior) {
-        Sorted::Hangup => return hang_up(&hangup).await,
-        Sorted::Status(status) => return error_response(status, &request_id),
-        Sorted::Refuse(status, kind, message) => return refusal(status, kind, message, &request_id),
-        Sorted::Answer(reply, shape) => (reply, shape),
+    let (reply, shape) = match answer(&behavior, &hangup, &request_id, Envelope::Anthropic).await {
+        Ok(answer) => answer,
+        Err(response) => return response,
     };
     if let Err(message) = parse_body::<CountTokensRequest>(&body) {
         return invalid_request(&message, &request_id);
@@ -511,16 +583,31 @@ pub(crate) fn error_response(status: u16, request_id: &str) -> Response {
     // An out-of-range status is a typo in the test; answer 500 rather than panic the server.
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let body = wire::error_envelope_json(status.as_u16(), request_id);
-    let mut response = json_response(status, Body::from(body), request_id);
-    if status == StatusCode::TOO_MANY_REQUESTS {
-        let headers = response.headers_mut();
-        for (name, value) in [
-            ("retry-after", "2"),
+    status_response(
+        status,
+        body,
+        request_id,
+        [
             ("anthropic-ratelimit-requests-limit", "50"),
             ("anthropic-ratelimit-requests-remaining", "0"),
             ("anthropic-ratelimit-requests-reset", "2026-01-01T00:00:02Z"),
             ("anthropic-organization-id", "upstream-org-not-for-clients"),
-        ] {
+        ],
+    )
+}
+
+/// An error status with its envelope; a 429 adds `retry-after` and the API's own headers
+/// of the limit that was hit (and one a client must never see from the gateway).
+fn status_response(
+    status: StatusCode,
+    body: Bytes,
+    request_id: &str,
+    limit_headers: [(&'static str, &'static str); 4],
+) -> Response {
+    let mut response = json_response(status, Body::from(body), request_id);
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        let headers = response.headers_mut();
+        for (name, value) in std::iter::once(("retry-after", "2")).chain(limit_headers) {
             headers.insert(name, HeaderValue::from_static(value));
         }
     }

@@ -513,6 +513,28 @@ fn a_model_without_a_price_refuses_to_load() {
 }
 
 #[test]
+fn an_embeddings_model_needs_only_an_input_price_and_a_provider_that_embeds() {
+    // #20: embeddings generate no output, so `output` may be left out; a provider kind with
+    // no embeddings endpoint cannot serve one.
+    let catalog = parse(None, &[]).expect("defaults").catalog().expect("catalogue");
+    let small = catalog.model("text-embedding-3-small").expect("built in");
+    assert!(small.embeddings);
+    let prices = small.prices.at(today());
+    assert_eq!(prices.input.nanos_per_token(), 20, "$0.02 per million tokens");
+    assert_eq!(prices.output.nanos_per_token(), 0);
+    assert!(!catalog.model("claude-sonnet-4-6").expect("model").embeddings);
+
+    let on = |kind: &str| {
+        format!(
+            "default_models = false\n[providers.p]\nkind = \"{kind}\"\nbase_url = \"http://127.0.0.1:1/v1\"\n[models.e]\nclass = \"haiku\"\nprovider = \"p\"\nembeddings = true\ninput = \"0.13\"\n"
+        )
+    };
+    parse(Some(&on("openai")), &[]).expect("an openai provider embeds");
+    let error = format!("{:#}", parse(Some(&on("anthropic")), &[]).expect_err("refused"));
+    assert!(error.contains("serves no embeddings"), "{error}");
+}
+
+#[test]
 fn price_changes_tiers_fast_mode_and_web_search_load_into_a_schedule() {
     let file = r#"
 default_models = false

@@ -22,6 +22,7 @@ mod console;
 mod console_security;
 mod credit;
 mod durability;
+mod embeddings;
 mod exhaustion;
 mod failover;
 mod helpers;

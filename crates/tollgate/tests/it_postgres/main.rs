@@ -38,6 +38,8 @@ mod console;
 mod console_security;
 #[path = "../it/credit.rs"]
 mod credit;
+#[path = "../it/embeddings.rs"]
+mod embeddings;
 #[path = "../it/failover.rs"]
 mod failover;
 #[path = "../it/helpers.rs"]
