@@ -20,6 +20,7 @@ use crate::layout;
 use crate::session::{
     Signed, cleared_cookie, is_secure, redirect_with_cookie, session_cookie, session_token,
 };
+use crate::sso::after_sign_in;
 
 /// The client's address, for the sign-in rate limit: the peer's, or the one a trusted
 /// proxy forwarded ("unknown" when the server was not started with connection info).
@@ -51,6 +52,13 @@ impl FromRequestParts<ConsoleState> for ClientAddress {
 pub(crate) struct SignInForm {
     email: String,
     password: String,
+    /// The page to return to once signed in.
+    next: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct SignInQuery {
+    next: Option<String>,
 }
 
 /// The ways in the sign-in page offers.
@@ -70,6 +78,26 @@ impl WaysIn {
 }
 
 pub(crate) fn sign_in_form(email: &str, problem: Option<&str>, ways: WaysIn) -> Markup {
+    sign_in_form_to(email, problem, ways, None)
+}
+
+/// The sign-in page, returning to `next` (one of the Console's pages) once signed in.
+pub(crate) fn sign_in_form_to(
+    email: &str,
+    problem: Option<&str>,
+    ways: WaysIn,
+    next: Option<&str>,
+) -> Markup {
+    let next = next
+        .map(|next| after_sign_in(Some(next)))
+        .filter(|next| *next != "/console/overview");
+    let sso = match next {
+        Some(next) => format!(
+            "/console/sso/start?{}",
+            serde_urlencoded::to_string([("next", next)]).unwrap_or_default()
+        ),
+        None => "/console/sso/start".to_owned(),
+    };
     layout::bare(
         "Sign in",
         html! {
@@ -78,10 +106,13 @@ pub(crate) fn sign_in_form(email: &str, problem: Option<&str>, ways: WaysIn) -> 
                 p.problem role="alert" { (problem) }
             }
             @if ways.single_sign_on {
-                p { a #sso.button href="/console/sso/start" { "Sign in with single sign-on" } }
+                p { a #sso.button href=(sso) { "Sign in with single sign-on" } }
             }
             @if ways.password {
                 form.card method="post" action="/console/sign-in" {
+                    @if let Some(next) = next {
+                        input type="hidden" name="next" value=(next);
+                    }
                     label for="email" { "Email" }
                     input id="email" name="email" type="email" autocomplete="username" required value=(email);
                     label for="password" { "Password" }
@@ -93,8 +124,11 @@ pub(crate) fn sign_in_form(email: &str, problem: Option<&str>, ways: WaysIn) -> 
     )
 }
 
-pub(crate) async fn sign_in_page(State(state): State<ConsoleState>) -> Html<String> {
-    Html(sign_in_form("", None, WaysIn::of(&state)).into_string())
+pub(crate) async fn sign_in_page(
+    State(state): State<ConsoleState>,
+    Query(query): Query<SignInQuery>,
+) -> Html<String> {
+    Html(sign_in_form_to("", None, WaysIn::of(&state), query.next.as_deref()).into_string())
 }
 
 pub(crate) async fn sign_in(
@@ -108,7 +142,7 @@ pub(crate) async fn sign_in(
         .console_sign_in(&form.email, &form.password, &client)
         .await
     {
-        Ok(signed_in) => start(&state, &headers, signed_in).await,
+        Ok(signed_in) => start(&state, &headers, signed_in, after_sign_in(form.next.as_deref())).await,
         Err(refusal @ SignInRefusal::BadCredentials) => {
             let page = sign_in_form(&form.email, Some(&refusal.to_string()), WaysIn::of(&state));
             Ok((StatusCode::UNAUTHORIZED, Html(page.into_string())).into_response())
@@ -136,17 +170,19 @@ pub(crate) async fn sign_in(
     }
 }
 
-/// Ends the browser's previous session, if any, and sets the new one's cookie.
+/// Ends the browser's previous session, if any, sets the new one's cookie, and goes to
+/// `next`.
 pub(crate) async fn start(
     state: &ConsoleState,
     headers: &HeaderMap,
     signed_in: SignedIn,
+    next: &str,
 ) -> Result<Response, PageError> {
     if let Some(previous) = session_token(headers) {
         state.tollgate.console_sign_out(&previous).await?;
     }
     let cookie = session_cookie(signed_in.token.expose_secret(), is_secure(headers, state));
-    Ok(redirect_with_cookie("/console/overview", cookie))
+    Ok(redirect_with_cookie(next, cookie))
 }
 
 pub(crate) async fn sign_out(
@@ -225,7 +261,7 @@ pub(crate) async fn setup(
         .tollgate
         .redeem_console_setup(&form.token, &form.email, &form.name, &form.password)
         .await?;
-    start(&state, &headers, signed_in).await
+    start(&state, &headers, signed_in, "/console/overview").await
 }
 
 #[derive(Deserialize)]
@@ -262,5 +298,5 @@ pub(crate) async fn accept_invite(
         .tollgate
         .accept_console_invite(&invite_id, &form.name, &form.password)
         .await?;
-    start(&state, &headers, signed_in).await
+    start(&state, &headers, signed_in, "/console/overview").await
 }

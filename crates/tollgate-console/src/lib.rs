@@ -21,6 +21,7 @@ mod billing;
 mod capture;
 mod chart;
 mod client_address;
+mod device;
 mod error;
 mod idempotency;
 mod keys;
@@ -83,7 +84,9 @@ pub struct ConsoleState {
 const STYLESHEET: &str = include_str!("../assets/console.css");
 const SCRIPT: &str = include_str!("../assets/console.js");
 
-/// The Console's router, to be merged at the root: every route is under `/console`.
+/// The Console's router, to be merged at the root: every page is under `/console`; the
+/// device sign-in's protocol endpoints (`/.well-known/oauth-authorization-server`,
+/// `/oauth/*`, `/managed/settings`) are at the root, where Claude Code looks for them.
 pub fn router(state: ConsoleState) -> Router {
     let policy = session::content_security_policy(state.settings.payment_page_origin.as_deref());
     // `Idempotency-Key` on the billing forms' POSTs (tollgate-edge's middleware), inside the
@@ -98,6 +101,7 @@ pub fn router(state: ConsoleState) -> Router {
         .route("/sign-out", post(auth::sign_out))
         .route("/sso/start", get(sso::start))
         .route("/sso/callback", get(sso::callback))
+        .route("/device", get(device::page).post(device::approve))
         .route("/setup", get(auth::setup_page).post(auth::setup))
         .route(
             "/invites/{invite_id}/accept",
@@ -173,8 +177,10 @@ pub fn router(state: ConsoleState) -> Router {
         .layer(axum::middleware::from_fn(move |request, next| {
             session::security_headers(policy.clone(), request, next)
         }))
-        .with_state(state);
-    Router::new().nest("/console", pages)
+        .with_state(state.clone());
+    Router::new()
+        .nest("/console", pages)
+        .merge(device::protocol_routes(state))
 }
 
 fn asset(text: &'static str, content_type: &'static str) -> Response {

@@ -67,7 +67,11 @@ pub(crate) fn session_token(headers: &HeaderMap) -> Option<String> {
     plain
 }
 
-async fn signed_in(headers: &HeaderMap, state: &ConsoleState) -> Result<Option<ConsoleUser>, PageError> {
+/// The signed-in person of the request's session, if any.
+pub(crate) async fn signed_in(
+    headers: &HeaderMap,
+    state: &ConsoleState,
+) -> Result<Option<ConsoleUser>, PageError> {
     match session_token(headers) {
         Some(token) => Ok(state.tollgate.console_user(&token).await?),
         None => Ok(None),

@@ -17,6 +17,8 @@ use crate::error::PageError;
 use crate::session::{is_secure, same_secret};
 
 const STATE_COOKIE: &str = "tollgate_sso_state";
+/// The page to return to once signed in (checked again by `after_sign_in` when used).
+const NEXT_COOKIE: &str = "tollgate_sso_next";
 
 /// The address the provider sends the browser back to: as configured, or this server's own
 /// as the browser reached it.
@@ -28,6 +30,12 @@ fn callback_url(state: &ConsoleState, headers: &HeaderMap) -> Result<String, Pag
     {
         return Ok(configured);
     }
+    Ok(format!("{}/console/sso/callback", own_origin(headers)?))
+}
+
+/// This server's origin as the client reached it: the `Host` it asked for, over https when
+/// a proxy in front says so (`X-Forwarded-Proto`).
+pub(crate) fn own_origin(headers: &HeaderMap) -> Result<String, PageError> {
     let host = headers
         .get(header::HOST)
         .and_then(|value| value.to_str().ok())
@@ -38,31 +46,49 @@ fn callback_url(state: &ConsoleState, headers: &HeaderMap) -> Result<String, Pag
         .and_then(|value| value.to_str().ok())
         .is_some_and(|proto| proto.eq_ignore_ascii_case("https"));
     let scheme = if forwarded_tls { "https" } else { "http" };
-    Ok(format!("{scheme}://{host}/console/sso/callback"))
+    Ok(format!("{scheme}://{host}"))
 }
 
-fn state_cookie(value: &str, secure: bool, max_age_seconds: i64) -> HeaderValue {
+/// Where to go after signing in: `next` if it is one of the Console's own pages, else the
+/// overview. Nothing else is followed, so a link cannot send a person elsewhere.
+pub(crate) fn after_sign_in(next: Option<&str>) -> &str {
+    next.filter(|next| {
+        next.starts_with("/console/")
+            && !next.contains("//")
+            && !next.contains(['\\', '\r', '\n'])
+            && next.len() <= 512
+    })
+    .unwrap_or("/console/overview")
+}
+
+fn sso_cookie(name: &str, value: &str, secure: bool, max_age_seconds: i64) -> HeaderValue {
     let secure = if secure { "; Secure" } else { "" };
     HeaderValue::from_str(&format!(
-        "{STATE_COOKIE}={value}; Path=/console/sso; HttpOnly; SameSite=Lax; Max-Age={max_age_seconds}{secure}"
+        "{name}={value}; Path=/console/sso; HttpOnly; SameSite=Lax; Max-Age={max_age_seconds}{secure}"
     ))
     .unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
-fn cookie_state(headers: &HeaderMap) -> Option<String> {
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|text| text.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == STATE_COOKIE)
+        .find(|(cookie, _)| *cookie == name)
         .map(|(_, value)| value.to_owned())
+}
+
+#[derive(Deserialize)]
+pub(crate) struct StartQuery {
+    next: Option<String>,
 }
 
 pub(crate) async fn start(
     State(state): State<ConsoleState>,
     headers: HeaderMap,
+    Query(query): Query<StartQuery>,
 ) -> Result<Response, PageError> {
     if state.tollgate.single_sign_on().is_none() {
         return Err(PageError::NotFound("Single sign-on is not configured.".into()));
@@ -74,13 +100,21 @@ pub(crate) async fn start(
         Err(error) => return Err(error.into()),
     };
     let mut response = Redirect::to(&started.location).into_response();
+    let secure = is_secure(&headers, &state);
     response.headers_mut().insert(
         header::SET_COOKIE,
-        state_cookie(
+        sso_cookie(
+            STATE_COOKIE,
             started.state.expose_secret(),
-            is_secure(&headers, &state),
+            secure,
             SSO_ATTEMPT_MINUTES * 60,
         ),
+    );
+    let next = after_sign_in(query.next.as_deref());
+    let next: String = serde_urlencoded::to_string([("", next)]).unwrap_or_default();
+    response.headers_mut().append(
+        header::SET_COOKIE,
+        sso_cookie(NEXT_COOKIE, &next[1..], secure, SSO_ATTEMPT_MINUTES * 60),
     );
     Ok(response)
 }
@@ -121,10 +155,12 @@ pub(crate) async fn callback(
 ) -> Result<Response, PageError> {
     let secure = is_secure(&headers, &state);
     let mut response = finish(&state, &headers, query).await?;
-    // The attempt is over either way: its cookie goes.
-    response
-        .headers_mut()
-        .append(header::SET_COOKIE, state_cookie("", secure, 0));
+    // The attempt is over either way: its cookies go.
+    for name in [STATE_COOKIE, NEXT_COOKIE] {
+        response
+            .headers_mut()
+            .append(header::SET_COOKIE, sso_cookie(name, "", secure, 0));
+    }
     Ok(response)
 }
 
@@ -137,8 +173,8 @@ async fn finish(
         return Err(PageError::NotFound("Single sign-on is not configured.".into()));
     }
     let returned = query.state.unwrap_or_default();
-    let bound =
-        cookie_state(headers).is_some_and(|cookie| !returned.is_empty() && same_secret(&cookie, &returned));
+    let bound = cookie(headers, STATE_COOKIE)
+        .is_some_and(|cookie| !returned.is_empty() && same_secret(&cookie, &returned));
     if !bound {
         return Ok(refused(state, SsoRefusal::BadState));
     }
@@ -147,7 +183,15 @@ async fn finish(
         _ => return Ok(refused(state, SsoRefusal::ProviderRefused)),
     };
     match state.tollgate.finish_sso_sign_in(&returned, &code).await {
-        Ok(signed_in) => start_session(state, headers, signed_in).await,
+        Ok(signed_in) => {
+            let next = cookie(headers, NEXT_COOKIE).and_then(|next| {
+                serde_urlencoded::from_str::<Vec<(String, String)>>(&format!("n={next}"))
+                    .ok()?
+                    .pop()
+                    .map(|(_, next)| next)
+            });
+            start_session(state, headers, signed_in, after_sign_in(next.as_deref())).await
+        }
         Err(SsoSignInError::Refused(refusal)) => Ok(refused(state, refusal)),
         Err(SsoSignInError::Service(ServiceError::Unavailable(detail))) => {
             Ok(provider_unreachable(state, &detail))

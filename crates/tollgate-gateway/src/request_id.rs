@@ -102,13 +102,18 @@ fn envelope(error: &ApiError, request_id: &str, surface: Surface) -> Response {
 /// `x-should-retry` where the upstream did not say: what the error knows of itself; else
 /// true when waiting helps (a `retry-after`, an overload, an upstream's 429 or 5xx, as it
 /// would be retried called directly); else false for a 429 of a spent monthly limit or
-/// credit, which no retry before money or the month arrives can pass; else nothing.
+/// credit, which no retry before money or the month arrives can pass, and for our own 401
+/// and 403; else nothing.
 fn should_retry(error: &ApiError, status: StatusCode) -> Option<bool> {
     let retryable = error.retry_after_seconds.is_some()
         || error.kind == ErrorKind::Overloaded
         || (error.upstream.is_some()
             && (status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()));
-    error
-        .should_retry
-        .or_else(|| (retryable || status == StatusCode::TOO_MANY_REQUESTS).then_some(retryable))
+    // A key or permission we refused stays refused: without this, clients that retry 401s
+    // (Claude Code does, ten times) keep knocking.
+    let refused_here =
+        error.upstream.is_none() && matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN);
+    error.should_retry.or_else(|| {
+        (retryable || status == StatusCode::TOO_MANY_REQUESTS || refused_here).then_some(retryable)
+    })
 }

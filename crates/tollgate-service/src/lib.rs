@@ -13,6 +13,11 @@ pub mod clock;
 mod concurrency;
 mod console;
 mod credits;
+mod device_login;
+pub use crate::device_login::{
+    ACCESS_TOKEN_MINUTES, DEVICE_KEY_NAME, DeviceAuthorization, DeviceTokenError, DeviceTokens,
+    normalize_user_code,
+};
 mod error;
 mod health;
 mod heartbeat;

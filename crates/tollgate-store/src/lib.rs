@@ -32,6 +32,7 @@ mod captures;
 mod codec;
 mod console;
 mod deactivations;
+mod device_grants;
 mod dialect;
 mod error;
 mod idempotency_keys;
@@ -69,6 +70,7 @@ pub use batches::{
 };
 pub use captures::{CaptureSettings, CapturedResponseKind, RequestCapture};
 pub use console::ConsoleSession;
+pub use device_grants::{DevicePoll, PendingDeviceGrant};
 pub use error::{StoreError, TxError};
 pub use idempotency_keys::{ClaimOutcome, IdempotencyClaim, IdempotencyRecord, IdempotentAnswer};
 pub use model::*;

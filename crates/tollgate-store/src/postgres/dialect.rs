@@ -9,6 +9,7 @@ use crate::audit_log::AuditLog;
 use crate::batches::Batches;
 use crate::captures::Captures;
 use crate::deactivations::Deactivations;
+use crate::device_grants::DeviceGrants;
 use crate::dialect::{BoundArguments, Dialect};
 use crate::error::StoreError;
 use crate::idempotency_keys::IdempotencyKeys;
@@ -69,6 +70,7 @@ impl StoredResponses for PgStore {}
 
 impl SsoAttempts for PgStore {}
 impl Deactivations for PgStore {}
+impl DeviceGrants for PgStore {}
 impl PaymentCustomers for PgStore {}
 
 impl Reports for PgStore {}

@@ -9,6 +9,7 @@ use crate::audit_log::AuditLog;
 use crate::batches::Batches;
 use crate::captures::Captures;
 use crate::deactivations::Deactivations;
+use crate::device_grants::DeviceGrants;
 use crate::dialect::{BoundArguments, Dialect};
 use crate::error::StoreError;
 use crate::idempotency_keys::IdempotencyKeys;
@@ -75,6 +76,7 @@ impl StoredResponses for SqliteStore {}
 
 impl SsoAttempts for SqliteStore {}
 impl Deactivations for SqliteStore {}
+impl DeviceGrants for SqliteStore {}
 impl PaymentCustomers for SqliteStore {}
 
 impl Reports for SqliteStore {}

@@ -303,3 +303,122 @@ pub(crate) async fn racing_sign_in_claims_never_exceed_the_limit(backend: &impl 
         10
     );
 }
+
+/// Goal: a device grant is found by its user code while pending, approved once, polled
+/// too soon or in time, issued to one poll only, and expired after its time; a refresh
+/// token is taken once and not after its expiry; a key's secret rotates only while active.
+pub(crate) async fn device_grants_are_approved_once_and_issued_once(backend: &impl Backend) {
+    use tollgate_store::DevicePoll;
+
+    let store = backend.store();
+    let org = create_org(store, "acme").await;
+    store
+        .insert_user(&user(&org.org_id, "user_dev", "dev@example.com"))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .insert_device_grant("hash_a", "BCDF-GHJK", at(1), at(11))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .insert_device_grant("hash_b", "BCDF-GHJK", at(1), at(11))
+            .await
+            .unwrap(),
+        "a user code is unique among live grants"
+    );
+    assert!(
+        store
+            .pending_device_grant("BCDF-GHJK", at(2))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(
+        store.poll_device_grant("hash_a", at(2), 4_000).await.unwrap(),
+        DevicePoll::Pending { too_soon: false }
+    );
+    assert_eq!(
+        store.poll_device_grant("hash_a", at(2), 4_000).await.unwrap(),
+        DevicePoll::Pending { too_soon: true }
+    );
+    assert!(
+        store
+            .approve_device_grant("BCDF-GHJK", "user_dev", &org.workspace_id, at(3))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .approve_device_grant("BCDF-GHJK", "user_dev", &org.workspace_id, at(3))
+            .await
+            .unwrap(),
+        "approved once"
+    );
+    assert!(
+        store
+            .pending_device_grant("BCDF-GHJK", at(3))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        store.poll_device_grant("hash_a", at(4), 4_000).await.unwrap(),
+        DevicePoll::Issued {
+            user_id: "user_dev".to_owned(),
+            workspace_id: org.workspace_id.clone(),
+        }
+    );
+    assert_eq!(
+        store.poll_device_grant("hash_a", at(4), 4_000).await.unwrap(),
+        DevicePoll::Expired,
+        "issued once"
+    );
+    assert!(
+        store
+            .insert_device_grant("hash_c", "CDFG-HJKL", at(5), at(6))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.poll_device_grant("hash_c", at(7), 4_000).await.unwrap(),
+        DevicePoll::Expired
+    );
+    assert!(
+        !store
+            .approve_device_grant("CDFG-HJKL", "user_dev", &org.workspace_id, at(7))
+            .await
+            .unwrap()
+    );
+
+    store
+        .insert_device_refresh_token("refresh_1", "apikey_x", "user_dev", at(1), at(100))
+        .await
+        .unwrap();
+    store
+        .insert_device_refresh_token("refresh_2", "apikey_x", "user_dev", at(1), at(2))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.take_device_refresh_token("refresh_1", at(3)).await.unwrap(),
+        Some(("apikey_x".to_owned(), "user_dev".to_owned()))
+    );
+    assert_eq!(
+        store.take_device_refresh_token("refresh_1", at(3)).await.unwrap(),
+        None,
+        "once"
+    );
+    assert_eq!(
+        store.take_device_refresh_token("refresh_2", at(3)).await.unwrap(),
+        None,
+        "expired"
+    );
+    assert!(
+        !store
+            .rotate_key_secret("apikey_missing", "h", "hint", at(9))
+            .await
+            .unwrap()
+    );
+}

@@ -97,6 +97,7 @@ macro_rules! the_conformance_suite {
 
         conformance_tests!($backend; console;
             sessions_are_found_by_hash_until_they_expire,
+            device_grants_are_approved_once_and_issued_once,
             a_setup_link_is_redeemed_once,
             only_the_latest_setup_link_is_valid,
             no_setup_link_once_someone_can_sign_in,

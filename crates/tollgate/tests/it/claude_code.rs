@@ -20,13 +20,13 @@ use crate::helpers::{Options, TestApp, spawn_app, spawn_app_with};
 use crate::sdk::npm_binary;
 
 /// The version the suite pins; `.ci/run` installs the same one.
-const CLAUDE_CODE_VERSION: &str = "2.1.197";
+pub(crate) const CLAUDE_CODE_VERSION: &str = "2.1.197";
 
 /// The model Claude Code asks for by default in this version.
 const DEFAULT_MODEL: &str = "claude-opus-4-8";
 
 /// Claude Code's `claude`: `TOLLGATE_CLAUDE_CODE`, or the workspace's pinned install.
-fn claude_binary() -> Result<PathBuf, String> {
+pub(crate) fn claude_binary() -> Result<PathBuf, String> {
     npm_binary(
         "TOLLGATE_CLAUDE_CODE",
         "@anthropic-ai/claude-code",

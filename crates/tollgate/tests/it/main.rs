@@ -21,6 +21,7 @@ mod codex;
 mod console;
 mod console_security;
 mod credit;
+mod device_login;
 mod durability;
 mod embeddings;
 mod exhaustion;

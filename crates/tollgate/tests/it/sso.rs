@@ -49,7 +49,7 @@ fn client() -> reqwest::Client {
         .expect("client")
 }
 
-fn location(response: &reqwest::Response) -> String {
+pub(crate) fn location(response: &reqwest::Response) -> String {
     response
         .headers()
         .get("location")
@@ -59,7 +59,7 @@ fn location(response: &reqwest::Response) -> String {
 }
 
 /// The value a response's `Set-Cookie` gives `name`, if it sets one.
-fn set_cookie(response: &reqwest::Response, name: &str) -> Option<String> {
+pub(crate) fn set_cookie(response: &reqwest::Response, name: &str) -> Option<String> {
     response
         .headers()
         .get_all("set-cookie")
