@@ -23,6 +23,7 @@ pub use crate::idempotency::{
     IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, IN_FLIGHT_MESSAGE, IdempotencyScope, MISMATCH_MESSAGE, idempotency,
 };
 pub use crate::request_id::{
-    RequestId, UpstreamTime, arrived, deferred, new_request_id, server_timing, stamp, status_class,
+    RequestId, UpstreamTime, arrived, deferred, identified, new_request_id, server_timing, stamp,
+    status_class,
 };
 pub use crate::trace::{inject_trace_context, request_span, sampled};

@@ -7,11 +7,14 @@
 
 use std::time::Duration;
 
+use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tokio::time::Instant;
 use tollgate_core::ids::IdKind;
 use tollgate_service::clock::{Clock, SystemClock};
+use tracing::Instrument;
 
 use crate::error::Problem;
 
@@ -20,10 +23,39 @@ pub fn new_request_id() -> String {
     tollgate_service::random::ordered_id(IdKind::Request, SystemClock.now())
 }
 
-/// The request's id, which a surface's middleware puts in the request's extensions for the
-/// layers inside it (the idempotency middleware renders a kept error with it).
+/// The request's id, which `identified` puts in the request's extensions for the layers and
+/// handlers inside it (the idempotency middleware renders a kept error with it; handlers
+/// record it).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RequestId(pub String);
+
+impl RequestId {
+    /// The id `identified` gave `request` (empty outside it).
+    pub fn of(request: &Request) -> String {
+        request
+            .extensions()
+            .get::<RequestId>()
+            .map(|id| id.0.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// Every surface's request-id middleware: notes when the request arrived, gives it a fresh
+/// id (in its extensions and its tracing span), runs it, and hands the response, the id and
+/// the arrival to `finish`: the surface's own `stamp` with its own envelope. What differs
+/// between the surfaces is only `finish`.
+pub async fn identified(
+    mut request: Request,
+    next: Next,
+    finish: impl FnOnce(Response, &str, Instant) -> Response,
+) -> Response {
+    let started = arrived();
+    let request_id = new_request_id();
+    let span = crate::trace::request_span(&request_id, request.headers());
+    request.extensions_mut().insert(RequestId(request_id.clone()));
+    let response = next.run(request).instrument(span).await;
+    finish(response, &request_id, started)
+}
 
 /// A response with `status` that carries `error` for the middleware to render.
 pub fn deferred<E: Clone + Send + Sync + 'static>(status: StatusCode, error: E) -> Response {

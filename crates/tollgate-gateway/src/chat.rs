@@ -20,8 +20,8 @@ use crate::GatewayState;
 use crate::error::ApiError;
 use crate::messages::{attribution_of, authenticate, check_max_tokens, read_body, resolve_model};
 use crate::metered::{Admission, ClientWire, Operation, admit_and_run};
-use crate::request_id::RequestId;
 use crate::routing::{ClientRequest, largest_body_bytes, plan_attempts};
+use tollgate_edge::RequestId;
 
 /// The parts of a Chat Completions request the gateway must understand; the rest passes
 /// through to OpenAI-compatible upstreams and is translated for Anthropic ones.

@@ -18,9 +18,9 @@ use tollgate_upstream::{Dialect, UpstreamRequest};
 use crate::GatewayState;
 use crate::error::{ApiError, Credential, ErrorKind};
 use crate::metered::{Admission, ClientWire, Operation, admit_and_run, run_admitted};
-use crate::request_id::RequestId;
 use crate::routing::{ClientRequest, largest_body_bytes, plan_attempts};
 use crate::wire::{Endpoint, MessagesRequest};
+use tollgate_edge::RequestId;
 
 /// The caller behind the presented key, or its refusal, named the way the key came.
 pub(crate) async fn authenticate(state: &GatewayState, headers: &HeaderMap) -> Result<ApiCaller, ApiError> {

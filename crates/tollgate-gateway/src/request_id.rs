@@ -1,7 +1,8 @@
 //! Gives every request a `req_…` id, returns it in the `request-id` header (and, on
 //! OpenAI's surface, in `x-request-id` as OpenAI does), and renders error envelopes (from
 //! handlers or from the router itself) with it, in the envelope of the request's surface.
-//! The id, the header and the 405 are tollgate-edge's, shared with the Admin API.
+//! The id, the header, the middleware's steps and the 405 are tollgate-edge's, shared with
+//! the Admin API; only the envelope is the surface's.
 
 use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue, StatusCode};
@@ -9,35 +10,17 @@ use axum::middleware::Next;
 use axum::response::Response;
 use bytes::Bytes;
 use tollgate_service::clock::{Clock, SystemClock};
-use tracing::Instrument;
 
 use crate::error::{ApiError, ErrorKind, Surface};
 use crate::messages::set_rate_limit_group;
 
-/// The id of the request being served, for handlers that record it.
-#[derive(Clone, Debug)]
-pub(crate) struct RequestId(pub String);
-
-impl RequestId {
-    /// The id the middleware gave `request`.
-    pub(crate) fn of(request: &Request) -> String {
-        request
-            .extensions()
-            .get::<RequestId>()
-            .map(|id| id.0.clone())
-            .unwrap_or_default()
-    }
-}
-
 pub(crate) async fn middleware(mut request: Request, next: Next) -> Response {
-    let started = tollgate_edge::arrived();
-    let request_id = tollgate_edge::new_request_id();
     let surface = Surface::of(request.uri().path(), request.headers());
-    request.extensions_mut().insert(RequestId(request_id.clone()));
     request.extensions_mut().insert(surface);
-    let span = tollgate_edge::request_span(&request_id, request.headers());
-    let response = next.run(request).instrument(span).await;
-    stamp(response, &request_id, started, surface)
+    tollgate_edge::identified(request, next, move |response, request_id, started| {
+        stamp(response, request_id, started, surface)
+    })
+    .await
 }
 
 /// Renders an error the response carries in its surface's envelope and stamps the
