@@ -73,3 +73,25 @@ async fn the_cookie_is_host_prefixed_and_secure_on_loopback_only() {
     );
     assert!(!session_cookie("abc", false).to_str().unwrap().contains("Secure"));
 }
+
+#[test]
+fn after_sign_in_a_person_goes_only_to_one_of_the_consoles_own_pages() {
+    use crate::sso::after_sign_in;
+
+    assert_eq!(
+        after_sign_in(Some("/console/device?user_code=BCDF-GHJK")),
+        "/console/device?user_code=BCDF-GHJK"
+    );
+    for elsewhere in [
+        None,
+        Some("https://evil.example/console/x"),
+        Some("//evil.example/console/"),
+        Some("/console//evil.example"),
+        Some("/console/\\evil"),
+        Some("/consolex"),
+        Some("/v1/messages"),
+        Some("/console/x\r\nset-cookie: a=b"),
+    ] {
+        assert_eq!(after_sign_in(elsewhere), "/console/overview", "{elsewhere:?}");
+    }
+}
