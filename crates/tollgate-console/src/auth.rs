@@ -24,7 +24,7 @@ use crate::sso::after_sign_in;
 
 /// The client's address, for the sign-in rate limit: the peer's, or the one a trusted
 /// proxy forwarded ("unknown" when the server was not started with connection info).
-pub(crate) struct ClientAddress(String);
+pub(crate) struct ClientAddress(pub(crate) String);
 
 impl FromRequestParts<ConsoleState> for ClientAddress {
     type Rejection = std::convert::Infallible;

@@ -19,6 +19,7 @@ use serde_json::json;
 use tollgate_service::{DeviceTokenError, DeviceTokens, normalize_user_code};
 
 use crate::ConsoleState;
+use crate::auth::ClientAddress;
 use crate::error::PageError;
 use crate::layout::{self, csrf};
 use crate::session::{Signed, signed_in};
@@ -69,7 +70,11 @@ async fn metadata(headers: HeaderMap) -> Response {
     .into_response()
 }
 
-async fn device_authorization(State(state): State<ConsoleState>, headers: HeaderMap) -> Response {
+async fn device_authorization(
+    State(state): State<ConsoleState>,
+    ClientAddress(client): ClientAddress,
+    headers: HeaderMap,
+) -> Response {
     let Ok(base) = own_origin(&headers) else {
         return oauth_error(
             StatusCode::BAD_REQUEST,
@@ -77,8 +82,20 @@ async fn device_authorization(State(state): State<ConsoleState>, headers: Header
             "the request names no host",
         );
     };
-    match state.tollgate.start_device_login().await {
-        Ok(grant) => {
+    match state.tollgate.start_device_login(&client).await {
+        // RFC 8628 has `slow_down` for this; Claude Code waits and tries again.
+        Ok(None) => {
+            let mut response = oauth_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "slow_down",
+                "too many sign-ins started from this address: wait a few minutes",
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+            response
+        }
+        Ok(Some(grant)) => {
             let verification_uri = format!("{base}/console/device");
             no_store(
                 StatusCode::OK,

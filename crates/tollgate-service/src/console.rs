@@ -349,7 +349,7 @@ async fn verify_password(
     .map_err(|error| ServiceError::Unavailable(format!("the password checker stopped: {error}")))
 }
 
-fn window_start(now: Timestamp) -> Timestamp {
+pub(crate) fn window_start(now: Timestamp) -> Timestamp {
     let window_millis = SIGN_IN_WINDOW_MINUTES * 60_000;
     let millis = now.timestamp_millis();
     chrono::DateTime::from_timestamp_millis(millis - millis.rem_euclid(window_millis)).unwrap_or(now)

@@ -18,7 +18,7 @@ use tollgate_core::roles::effective_workspace_role;
 use tollgate_store::{DevicePoll, PendingDeviceGrant, Workspace};
 
 use crate::admin::NewApiKey;
-use crate::console::{ConsoleUser, SecretToken, token_hash};
+use crate::console::{ConsoleUser, SecretToken, token_hash, window_start};
 use crate::error::ServiceError;
 use crate::organizations::DEFAULT_NAME;
 use crate::{Tollgate, random};
@@ -33,6 +33,8 @@ pub const ACCESS_TOKEN_MINUTES: i64 = 60;
 pub(crate) const REFRESH_TOKEN_DAYS: i64 = 30;
 /// The name of the keys sign-ins issue.
 pub const DEVICE_KEY_NAME: &str = "Claude Code sign-in";
+/// Grants one client address may start in a sign-in window (`SIGN_IN_WINDOW_MINUTES`).
+pub(crate) const DEVICE_GRANTS_PER_CLIENT_MAX: u64 = 30;
 /// User codes are drawn from consonants only, so they spell no words and read unambiguously.
 const USER_CODE_ALPHABET: &[u8] = b"BCDFGHJKLMNPQRSTVWXZ";
 
@@ -110,9 +112,24 @@ pub fn normalize_user_code(text: &str) -> String {
 }
 
 impl Tollgate {
-    /// A new grant for a client to poll.
-    pub async fn start_device_login(&self) -> Result<DeviceAuthorization, ServiceError> {
+    /// A new grant for a client to poll, from the client address `client`; `None` when that
+    /// address started `DEVICE_GRANTS_PER_CLIENT_MAX` in the current window already.
+    pub async fn start_device_login(
+        &self,
+        client: &str,
+    ) -> Result<Option<DeviceAuthorization>, ServiceError> {
         let now = self.now();
+        let bucket = format!("device:{client}");
+        if !self
+            .store()
+            .claim_sign_in_attempt(
+                &[(bucket.as_str(), DEVICE_GRANTS_PER_CLIENT_MAX)],
+                window_start(now),
+            )
+            .await?
+        {
+            return Ok(None);
+        }
         let expires_at = now + chrono::Duration::seconds(DEVICE_GRANT_SECONDS);
         // A user code is unique among live grants; a clash draws again.
         for _ in 0..8 {
@@ -123,12 +140,12 @@ impl Tollgate {
                 .insert_device_grant(&token_hash(device_code.expose_secret()), &code, now, expires_at)
                 .await?
             {
-                return Ok(DeviceAuthorization {
+                return Ok(Some(DeviceAuthorization {
                     device_code,
                     user_code: code,
                     expires_in: DEVICE_GRANT_SECONDS,
                     interval: DEVICE_POLL_INTERVAL_SECONDS,
-                });
+                }));
             }
         }
         Err(ServiceError::Unavailable("no free user code: try again".into()))

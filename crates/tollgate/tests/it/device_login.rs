@@ -401,3 +401,26 @@ async fn claude_code_signs_in_through_the_identity_provider_with_a_key_of_the_pe
     );
     app.assert_ledger_clean().await;
 }
+
+/// Goal: one client address cannot flood the grants table: past its allowance in the window,
+/// starting a sign-in is refused with RFC 8628's `slow_down` and a `retry-after`.
+#[tokio::test]
+async fn a_client_starting_sign_ins_without_end_is_slowed_down() {
+    let oidc = FakeOidc::start().await;
+    let app = sso_app(&oidc, false).await;
+    let start = async || {
+        client()
+            .post(app.url("/oauth/device_authorization"))
+            .send()
+            .await
+            .expect("device authorization")
+    };
+    for _ in 0..30 {
+        assert_eq!(start().await.status(), StatusCode::OK);
+    }
+    let refused = start().await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(refused.headers()["retry-after"], "60");
+    let body: Value = refused.json().await.expect("json");
+    assert_eq!(body["error"], "slow_down");
+}
