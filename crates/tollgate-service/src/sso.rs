@@ -448,11 +448,20 @@ impl Tollgate {
                 return Err(SsoRefusal::Deactivated.into());
             }
             Some(user) => user,
-            None => {
-                operator
-                    .add_user(&identity.email, &identity.name, assignment.org_role)
+            None => match operator
+                .add_user(&identity.email, &identity.name, assignment.org_role)
+                .await
+            {
+                Ok(user) => user,
+                // A first sign-in of the same person in another tab or on another replica
+                // added them first.
+                Err(error) => operator
+                    .users(Some(&identity.email), &[])
                     .await?
-            }
+                    .into_iter()
+                    .next()
+                    .ok_or(error)?,
+            },
         };
         let user = self.apply_roles(user, &assignment, &settings.groups).await?;
         Ok(self.start_session(user).await?)

@@ -432,3 +432,18 @@ async fn with_password_sign_in_off_only_single_sign_on_lets_anyone_in() {
     assert_eq!(outcome.status, StatusCode::SEE_OTHER, "{}", outcome.body);
     assert!(session_works(&app, &outcome.session.expect("session")).await);
 }
+
+/// Goal: a new person signing in from several tabs at once is one user, and every tab is
+/// signed in (the sign-ins that lose the race to add them find the one that won).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_first_sign_ins_of_one_person_make_one_user() {
+    let oidc = FakeOidc::start().await;
+    let app = sso_app(&oidc, true).await;
+    oidc.sign_in_as(OidcPerson::new("ida@example.com", &["engineering"]));
+    let outcomes = futures_util::future::join_all((0..6).map(|_| sign_in(&app))).await;
+    for outcome in &outcomes {
+        assert_eq!(outcome.status, StatusCode::SEE_OTHER, "{}", outcome.body);
+    }
+    let users = app.tollgate.store().users(&app.org_id).await.expect("users");
+    assert_eq!(users.len(), 1, "{users:?}");
+}
