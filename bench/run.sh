@@ -7,12 +7,15 @@
 #   pg-x3    -> nginx -> 3 replicas (PostgreSQL + Redis, round-robin behind nginx)
 #   pg-x1-orgs, pg-x3-orgs          (the same, the load spread over 8 organizations)
 #   litellm  -> fake upstream      (LiteLLM proxy, when it can be installed)
+#   direct-embed, nginx-embed, tollgate-embed: OpenAI's POST /v1/embeddings the same three
+#            ways (tollgate: an `openai` deployment, priced per input token, SQLite)
 # at concurrency 1, 32 and 256, DURATION seconds each, 3 runs; prints a markdown table of
 # medians (req/s, p50, p99, p99.9, added p50/p99 against direct, peak RSS).
 #
 # Usage: bench/run.sh [DURATION_SECONDS (default 10)] [RUNS (default 3)]
 # Knobs (environment): CONCURRENCIES="1 32 256", STREAMS=10000 (0 skips the streaming
 # scenario), LITELLM=0 skips LiteLLM, REPLICAS=0 skips the PostgreSQL + Redis rows,
+# EMBEDDINGS=0 skips the embeddings rows,
 # SKIP_BUILD=1 uses the release binaries as they are. DATABASE_URL and REDIS_URL name the
 # servers (default: the local ones); each run uses a fresh schema and key prefix.
 # A quick check: CONCURRENCIES="1 32" STREAMS=0 LITELLM=0 bench/run.sh 5 1
@@ -122,6 +125,15 @@ provider = "slow"
 upstream_model = "claude-sonnet-4-6"
 input = "3"
 output = "15"
+[providers.fake-openai]
+kind = "openai"
+base_url = "http://127.0.0.1:$fake_port/v1"
+[models.bench-embed]
+class = "haiku"
+provider = "fake-openai"
+upstream_model = "text-embedding-3-small"
+embeddings = true
+input = "0.02"
 TOML
   bench_model_and_tier "$fake_port"; } > "$work/tollgate.toml"
 export RUST_LOG=warn
@@ -204,6 +216,14 @@ end
 LUA
 }
 post_script "$key" > "$work/post.lua"
+# Embeddings: OpenAI's request, with the key as OpenAI's clients send it.
+cat > "$work/embed.lua" <<LUA
+wrk.method = "POST"
+wrk.body = '{"model":"bench-embed","input":"The quick brown fox jumps over the lazy dog"}'
+wrk.headers["content-type"] = "application/json"
+wrk.headers["authorization"] = "Bearer $key"
+$(sed -n '/^done = function/,$p' "$work/post.lua")
+LUA
 if [ "$replicas" != 0 ]; then
   post_script "$pg_key" > "$work/post-pg.lua"
   # Each request takes the next organization's key.
@@ -238,12 +258,12 @@ cpu_ticks() { # pids -> CPU time (user + system, in clock ticks) of them and the
 clock_ticks="$(getconf CLK_TCK)"
 
 results="$work/results.txt"
-bench() { # name url pids [wrk script]
+bench() { # name url pids [wrk script] [path]
   local connections run line rss pid before cpu
   for connections in $concurrencies; do
     for run in $(seq 1 "$runs"); do
       before="$(cpu_ticks "$3")"
-      line="$(wrk -t "$(( connections < 2 ? 1 : 2 ))" -c "$connections" -d "${duration}s" --timeout 10s -s "${4:-$work/post.lua}" "$2/v1/messages" | grep '^RESULT')"
+      line="$(wrk -t "$(( connections < 2 ? 1 : 2 ))" -c "$connections" -d "${duration}s" --timeout 10s -s "${4:-$work/post.lua}" "$2${5:-/v1/messages}" | grep '^RESULT')"
       rss=0; for pid in $3; do rss=$(( rss + $(peak_rss "$pid") )); done
       # CPU microseconds a request, of the server's processes (nginx: master and workers).
       cpu=$(( ( $(cpu_ticks "$3") - before ) * 1000000 / clock_ticks ))
@@ -263,6 +283,11 @@ if [ "$replicas" != 0 ]; then
   bench pg-x3-orgs "http://127.0.0.1:$lb_port" "${replica_pids[*]}" "$work/post-orgs.lua"
 fi
 [ -n "$litellm_pid" ] && bench litellm "http://127.0.0.1:$litellm_port" "$litellm_pid"
+if [ "${EMBEDDINGS:-1}" != 0 ]; then
+  bench direct-embed "http://127.0.0.1:$fake_port" "$fake_pid" "$work/embed.lua" /v1/embeddings
+  bench nginx-embed "http://127.0.0.1:$nginx_port" "$(cat "$work/nginx/nginx.pid")" "$work/embed.lua" /v1/embeddings
+  bench tollgate-embed "http://127.0.0.1:$gate_port" "$gate_pid" "$work/embed.lua" /v1/embeddings
+fi
 
 # Streaming: many slow SSE streams at once, direct and through tollgate; tollgate's
 # resident memory is sampled while they run.

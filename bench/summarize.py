@@ -17,17 +17,20 @@ def median(values):
 def ms(microseconds):
     return f"{microseconds / 1000:.2f} ms"
 
-order = ["direct", "nginx", "tollgate", "pg-x1", "pg-x3", "pg-x1-orgs", "pg-x3-orgs", "litellm"]
+order = ["direct", "nginx", "tollgate", "pg-x1", "pg-x3", "pg-x1-orgs", "pg-x3-orgs", "litellm",
+         "direct-embed", "nginx-embed", "tollgate-embed"]
 print("| path | conns | req/s | p50 | p99 | p99.9 | added p50 | added p99 | errors | peak RSS | CPU a request |")
 print("|---|---|---|---|---|---|---|---|---|---|---|")
 for connections in sorted({key[1] for key in rows}):
-    direct = rows.get(("direct", connections))
-    base50 = median([run[1] for run in direct]) if direct else 0
-    base99 = median([run[2] for run in direct]) if direct else 0
+    def base(name):
+        # Each path's rows are measured against the same request sent direct.
+        direct = rows.get(("direct-embed" if name.endswith("-embed") else "direct", connections))
+        return (median([run[1] for run in direct]), median([run[2] for run in direct])) if direct else (0, 0)
     for name in order:
         runs = rows.get((name, connections))
         if not runs:
             continue
+        base50, base99 = base(name)
         rps = median([run[0] for run in runs])
         p50 = median([run[1] for run in runs])
         p99 = median([run[2] for run in runs])
@@ -35,8 +38,8 @@ for connections in sorted({key[1] for key in rows}):
         errors = sum(run[4] for run in runs)
         rss = max(run[6] for run in runs)
         cpu = median([run[7] for run in runs])
-        added50 = "—" if name == "direct" else ms(p50 - base50)
-        added99 = "—" if name == "direct" else ms(p99 - base99)
+        added50 = "—" if name.startswith("direct") else ms(p50 - base50)
+        added99 = "—" if name.startswith("direct") else ms(p99 - base99)
         print(f"| {name} | {connections} | {rps:,.0f} | {ms(p50)} | {ms(p99)} | {ms(p999)} | {added50} | {added99} | {errors} | {rss} MiB | {cpu:.0f} µs |")
 
 print()
