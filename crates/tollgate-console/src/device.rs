@@ -255,13 +255,10 @@ pub(crate) async fn page(
         return Ok(Redirect::to(&to).into_response());
     };
     let workspaces = state.tollgate.device_login_workspaces(&user).await?;
-    let pending = match user_code.is_empty() {
-        true => None,
-        false => state.tollgate.pending_device_login(&user_code).await?,
-    };
+    let unknown_code = !user_code.is_empty() && !state.tollgate.device_login_pending(&user_code).await?;
     let content = html! {
         p { "Claude Code is asking to sign in as " strong { (user.user.email) } ". Approve only a code your own terminal shows." }
-        @if !user_code.is_empty() && pending.is_none() {
+        @if unknown_code {
             p.problem role="alert" { "That code is unknown, used already or expired: run /login again in your terminal." }
         }
         form.card method="post" action="/console/device" {

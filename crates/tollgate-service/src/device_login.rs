@@ -15,7 +15,7 @@
 use rand::Rng;
 use tollgate_core::keys::{AllowedModels, KeyKind};
 use tollgate_core::roles::effective_workspace_role;
-use tollgate_store::{DevicePoll, PendingDeviceGrant, Workspace};
+use tollgate_store::{DevicePoll, Workspace};
 
 use crate::admin::NewApiKey;
 use crate::console::{ConsoleUser, SecretToken, token_hash, window_start};
@@ -27,6 +27,9 @@ use crate::{Tollgate, random};
 pub(crate) const DEVICE_GRANT_SECONDS: i64 = 600;
 /// How often the client may poll.
 pub(crate) const DEVICE_POLL_INTERVAL_SECONDS: i64 = 5;
+/// A poll this much sooner than the interval still counts as on time: a client's sleep
+/// and the network's delays are not exact.
+const POLL_SLACK_MILLIS: i64 = 1_000;
 /// How long an access token works before a refresh.
 pub const ACCESS_TOKEN_MINUTES: i64 = 60;
 /// How long a refresh token can be used.
@@ -151,14 +154,11 @@ impl Tollgate {
         Err(ServiceError::Unavailable("no free user code: try again".into()))
     }
 
-    /// The pending grant a person is about to approve.
-    pub async fn pending_device_login(
-        &self,
-        user_code: &str,
-    ) -> Result<Option<PendingDeviceGrant>, ServiceError> {
+    /// Whether a user code names a grant still waiting for its approval.
+    pub async fn device_login_pending(&self, user_code: &str) -> Result<bool, ServiceError> {
         Ok(self
             .store()
-            .pending_device_grant(&normalize_user_code(user_code), self.now())
+            .device_grant_pending(&normalize_user_code(user_code), self.now())
             .await?)
     }
 
@@ -224,7 +224,7 @@ impl Tollgate {
             .poll_device_grant(
                 &token_hash(device_code),
                 self.now(),
-                DEVICE_POLL_INTERVAL_SECONDS * 1000 - 1000,
+                DEVICE_POLL_INTERVAL_SECONDS * 1000 - POLL_SLACK_MILLIS,
             )
             .await?;
         match poll {

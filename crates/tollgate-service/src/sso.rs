@@ -17,7 +17,7 @@
 //! person is refused. With password
 //! sign-in turned off, the setup link, invites and passwords sign nobody in.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use base64::Engine;
@@ -100,7 +100,7 @@ pub(crate) struct SsoClient {
 
 /// Single sign-on's place in the service: set once at start, if configured.
 #[derive(Default)]
-pub(crate) struct SsoState(OnceLock<Arc<SsoClient>>);
+pub(crate) struct SsoState(OnceLock<SsoClient>);
 
 /// Where to send the browser, and the `state` to bind to it (a cookie) until it returns.
 #[derive(Debug)]
@@ -346,7 +346,7 @@ impl SsoClient {
 impl Tollgate {
     /// Turns single sign-on on (once, at start).
     pub fn set_single_sign_on(&self, settings: SsoSettings) {
-        let _ = self.inner.sso.0.set(Arc::new(SsoClient::new(settings)));
+        let _ = self.inner.sso.0.set(SsoClient::new(settings));
     }
 
     /// The single sign-on settings, when it is on.
@@ -365,7 +365,6 @@ impl Tollgate {
             .sso
             .0
             .get()
-            .map(Arc::as_ref)
             .ok_or_else(|| ServiceError::NotFound("single sign-on is not configured".into()))
     }
 

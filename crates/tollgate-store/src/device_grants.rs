@@ -26,13 +26,6 @@ pub enum DevicePoll {
     Issued { user_id: String, workspace_id: String },
 }
 
-/// A pending grant shown to the person approving it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PendingDeviceGrant {
-    pub user_code: String,
-    pub expires_at: Timestamp,
-}
-
 /// The device grant queries, the same on every backend.
 pub(crate) trait DeviceGrants: Dialect
 where
@@ -69,13 +62,9 @@ where
         Ok(Self::rows_affected(&inserted) > 0)
     }
 
-    async fn pending_device_grant(
-        &self,
-        user_code: &str,
-        now: Timestamp,
-    ) -> Result<Option<PendingDeviceGrant>, StoreError> {
+    async fn device_grant_pending(&self, user_code: &str, now: Timestamp) -> Result<bool, StoreError> {
         let row = sqlx::query(
-            "SELECT user_code, expires_at FROM device_grants
+            "SELECT 1 AS found FROM device_grants
              WHERE user_code = $1 AND state = 'pending' AND expires_at > $2",
         )
         .bind(user_code)
@@ -83,13 +72,7 @@ where
         .fetch_optional(self.read_pool())
         .await
         .map_err(Self::store_error)?;
-        row.map(|row| {
-            Ok(PendingDeviceGrant {
-                user_code: row.text("user_code").map_err(store_decode)?,
-                expires_at: timestamp_from_sql(row.integer("expires_at").map_err(store_decode)?)?,
-            })
-        })
-        .transpose()
+        Ok(row.is_some())
     }
 
     async fn approve_device_grant(
@@ -249,13 +232,9 @@ impl Store {
         dispatch!(self.insert_device_grant(device_code_hash, user_code, now, expires_at))
     }
 
-    /// The pending, unexpired grant of a user code.
-    pub async fn pending_device_grant(
-        &self,
-        user_code: &str,
-        now: Timestamp,
-    ) -> Result<Option<PendingDeviceGrant>, StoreError> {
-        dispatch!(self.pending_device_grant(user_code, now))
+    /// Whether a user code names a pending, unexpired grant.
+    pub async fn device_grant_pending(&self, user_code: &str, now: Timestamp) -> Result<bool, StoreError> {
+        dispatch!(self.device_grant_pending(user_code, now))
     }
 
     /// Approves a pending grant for a user and workspace; `false` if it was not pending.

@@ -70,7 +70,7 @@ pub use batches::{
 };
 pub use captures::{CaptureSettings, CapturedResponseKind, RequestCapture};
 pub use console::ConsoleSession;
-pub use device_grants::{DevicePoll, PendingDeviceGrant};
+pub use device_grants::DevicePoll;
 pub use error::{StoreError, TxError};
 pub use idempotency_keys::{ClaimOutcome, IdempotencyClaim, IdempotencyRecord, IdempotentAnswer};
 pub use model::*;

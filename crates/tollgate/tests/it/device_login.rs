@@ -739,3 +739,82 @@ async fn a_client_starting_sign_ins_without_end_is_slowed_down() {
     let body: Value = refused.json().await.expect("json");
     assert_eq!(body["error"], "slow_down");
 }
+
+/// Goal: what the sign-in endpoints are sent wrong is refused in OAuth's words, and a code
+/// nobody issued is neither shown as waiting nor approved.
+#[tokio::test]
+async fn bad_sign_in_requests_are_refused_and_an_unknown_code_is_never_approved() {
+    let oidc = FakeOidc::start().await;
+    let app = sso_app(&oidc, true).await;
+    for (form, status, error) in [
+        (
+            vec![("grant_type", "password")],
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+        ),
+        (vec![], StatusCode::BAD_REQUEST, "unsupported_grant_type"),
+        (
+            vec![("grant_type", DEVICE_GRANT)],
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            vec![("grant_type", "refresh_token")],
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            vec![("grant_type", DEVICE_GRANT), ("device_code", "never-issued")],
+            StatusCode::BAD_REQUEST,
+            "expired_token",
+        ),
+        (
+            vec![("grant_type", "refresh_token"), ("refresh_token", "never-issued")],
+            StatusCode::UNAUTHORIZED,
+            "invalid_grant",
+        ),
+    ] {
+        let (got, body) = token(&app, &form).await;
+        assert_eq!((got, body["error"].clone()), (status, json!(error)), "{form:?}");
+    }
+    let settings = client()
+        .get(app.url("/managed/settings"))
+        .send()
+        .await
+        .expect("settings");
+    assert_eq!(settings.status(), StatusCode::UNAUTHORIZED, "settings need a key");
+    assert_eq!(settings.headers()["x-should-retry"], "false");
+
+    let (browser, cookie) = app.console_admin_session().await;
+    let page = browser
+        .get(app.url("/console/device?user_code=bcdf-ghjk"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("device page")
+        .text()
+        .await
+        .expect("html");
+    assert!(page.contains("value=\"BCDF-GHJK\""), "the typed code, normalized");
+    assert!(page.contains("That code is unknown"), "{page}");
+    let field = |name: &str| {
+        page.split(&format!("name=\"{name}\""))
+            .nth(1)
+            .and_then(|rest| rest.split("value=\"").nth(1))
+            .and_then(|rest| rest.split('"').next())
+            .expect(name)
+            .to_owned()
+    };
+    let approve = browser
+        .post(app.url("/console/device"))
+        .header("cookie", &cookie)
+        .form(&[
+            ("csrf", field("csrf").as_str()),
+            ("user_code", "BCDF-GHJK"),
+            ("workspace_id", field("workspace_id").as_str()),
+        ])
+        .send()
+        .await
+        .expect("approve");
+    assert_eq!(approve.status(), StatusCode::NOT_FOUND);
+}
