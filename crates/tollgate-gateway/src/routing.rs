@@ -131,16 +131,25 @@ fn upstream_body(
         }
         (
             Dialect::OpenAi,
-            Provider::Simulated(_) | Provider::Anthropic(_) | Provider::Bedrock(_) | Provider::Vertex(_),
+            Provider::Simulated(_)
+            | Provider::Anthropic(_)
+            | Provider::Bedrock(_)
+            | Provider::Vertex(_)
+            | Provider::Gemini(_),
         ) => chat_to_messages(
             request.body,
             upstream_model,
             request.max_tokens.unwrap_or(default_max_tokens),
         )?,
-        // The clouds take the same body; their clients move the model into the URL.
+        // The clouds take the same body; their clients move the model into the URL (and
+        // Gemini's translates it).
         (
             Dialect::Anthropic,
-            Provider::Simulated(_) | Provider::Anthropic(_) | Provider::Bedrock(_) | Provider::Vertex(_),
+            Provider::Simulated(_)
+            | Provider::Anthropic(_)
+            | Provider::Bedrock(_)
+            | Provider::Vertex(_)
+            | Provider::Gemini(_),
         ) => return with_model(request, upstream_model),
         (Dialect::OpenAi, Provider::OpenAi(client)) => {
             let mut body = request.body.clone();

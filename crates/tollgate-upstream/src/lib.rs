@@ -3,14 +3,17 @@
 //! AI host it, or OpenAI's Chat Completions and Embeddings) into that provider's answer. It
 //! knows the two wire formats only as far as it must to read usage from replies and
 //! streams, and it passes bodies and events through verbatim: translating between the
-//! dialects is the gateway's job. It knows nothing of money, API keys, tenants
-//! or HTTP serving: the gateway decides what a reply costs and how a failure is shown.
+//! dialects is the gateway's job. The one exception is Google's Gemini API, a third wire
+//! format that the `gemini` client hides behind the Anthropic dialect (see `gemini`). It
+//! knows nothing of money, API keys, tenants or HTTP serving: the gateway decides what a
+//! reply costs and how a failure is shown.
 
 pub mod anthropic;
 pub mod bedrock;
 mod cloud;
 mod error;
 pub mod event_stream;
+pub mod gemini;
 mod http;
 pub mod openai;
 pub mod simulated;
@@ -30,12 +33,15 @@ pub enum Provider {
     Bedrock(bedrock::BedrockClient),
     /// Anthropic's models on Google Cloud's Vertex AI.
     Vertex(vertex::VertexClient),
+    /// Google's Gemini API, translated from and to the Anthropic dialect.
+    Gemini(gemini::GeminiClient),
 }
 
 /// The wire format a provider speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Dialect {
-    /// Anthropic's Messages API (`anthropic`, `simulated`, `bedrock`, `vertex`).
+    /// Anthropic's Messages API (`anthropic`, `simulated`, `bedrock`, `vertex`, and
+    /// `gemini`, whose client translates).
     Anthropic,
     /// OpenAI's Chat Completions API (`openai`).
     OpenAi,
@@ -86,9 +92,11 @@ pub type EventStream =
 impl Provider {
     pub fn dialect(&self) -> Dialect {
         match self {
-            Provider::Simulated(_) | Provider::Anthropic(_) | Provider::Bedrock(_) | Provider::Vertex(_) => {
-                Dialect::Anthropic
-            }
+            Provider::Simulated(_)
+            | Provider::Anthropic(_)
+            | Provider::Bedrock(_)
+            | Provider::Vertex(_)
+            | Provider::Gemini(_) => Dialect::Anthropic,
             Provider::OpenAi(_) => Dialect::OpenAi,
         }
     }
@@ -103,11 +111,13 @@ impl Provider {
             Provider::OpenAi(client) => client.chat_completions(request).await,
             Provider::Bedrock(client) => client.messages(request).await,
             Provider::Vertex(client) => client.messages(request).await,
+            Provider::Gemini(client) => client.messages(request).await,
         }
     }
 
     /// Whether the provider serves embeddings: OpenAI-compatible servers do, and the
-    /// simulated model answers them offline; Anthropic's Messages API and its clouds have none.
+    /// simulated model answers them offline; Anthropic's Messages API and its clouds have
+    /// none, and Gemini's embeddings are not served yet.
     pub fn embeds(&self) -> bool {
         matches!(self, Provider::Simulated(_) | Provider::OpenAi(_))
     }
@@ -119,15 +129,15 @@ impl Provider {
         match self {
             Provider::Simulated(simulated) => simulated.embeddings(request),
             Provider::OpenAi(client) => client.embeddings(request).await,
-            Provider::Anthropic(_) | Provider::Bedrock(_) | Provider::Vertex(_) => Err(
+            Provider::Anthropic(_) | Provider::Bedrock(_) | Provider::Vertex(_) | Provider::Gemini(_) => Err(
                 UpstreamError::Protocol("this provider serves no embeddings (see embeds)".to_owned()),
             ),
         }
     }
 
-    /// Whether `count_tokens` asks the provider. The clouds are not asked (their counting
-    /// endpoints differ from Anthropic's), nor are OpenAI-compatible servers, which have
-    /// none: the gateway estimates for them.
+    /// Whether `count_tokens` asks the provider. The clouds and Gemini are not asked (their
+    /// counting endpoints differ from Anthropic's), nor are OpenAI-compatible servers, which
+    /// have none: the gateway estimates for them.
     pub fn counts_tokens(&self) -> bool {
         matches!(self, Provider::Simulated(_) | Provider::Anthropic(_))
     }
@@ -139,9 +149,11 @@ impl Provider {
         match self {
             Provider::Simulated(simulated) => simulated.count_tokens(request),
             Provider::Anthropic(client) => client.count_tokens(request).await,
-            Provider::OpenAi(_) | Provider::Bedrock(_) | Provider::Vertex(_) => Err(UpstreamError::Protocol(
-                "this provider is not asked to count tokens (see counts_tokens)".to_owned(),
-            )),
+            Provider::OpenAi(_) | Provider::Bedrock(_) | Provider::Vertex(_) | Provider::Gemini(_) => {
+                Err(UpstreamError::Protocol(
+                    "this provider is not asked to count tokens (see counts_tokens)".to_owned(),
+                ))
+            }
         }
     }
 }

@@ -23,6 +23,7 @@ use tollgate_store::PostgresOptions;
 use tollgate_upstream::Provider;
 use tollgate_upstream::anthropic::{AnthropicClient, AnthropicConfig};
 use tollgate_upstream::bedrock::{AwsCredentials, BedrockClient, BedrockConfig};
+use tollgate_upstream::gemini::{GEMINI_BASE_URL_DEFAULT, GeminiClient, GeminiConfig};
 use tollgate_upstream::openai::{MaxTokensField, OpenAiClient, OpenAiConfig};
 use tollgate_upstream::simulated::{Simulated, SimulatedConfig};
 use tollgate_upstream::vertex::{ServiceAccountKey, VertexClient, VertexConfig};
@@ -76,6 +77,7 @@ pub struct Config {
 /// The variables the cloud providers fall back on for credentials, as AWS's and Google's
 /// own tools read them.
 const CLOUD_VARIABLES: &[&str] = &[
+    "GEMINI_API_KEY",
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
     "AWS_SESSION_TOKEN",
@@ -495,6 +497,24 @@ pub enum ProviderConfig {
         #[serde(default = "default_cooldown")]
         cooldown_seconds: u64,
     },
+    /// Google's Gemini API (`generateContent`), translated from and to Messages. The key:
+    /// `api_key` or `api_key_file`, else `GEMINI_API_KEY`.
+    Gemini {
+        #[serde(default = "default_gemini_base_url")]
+        base_url: String,
+        api_key: Option<String>,
+        api_key_file: Option<PathBuf>,
+        /// PEM certificates trusted beside the built-in roots.
+        ca_file: Option<PathBuf>,
+        #[serde(default = "default_connect_timeout")]
+        connect_timeout_seconds: u64,
+        #[serde(default = "default_idle_timeout")]
+        idle_timeout_seconds: u64,
+        #[serde(default = "default_request_timeout")]
+        request_timeout_seconds: u64,
+        #[serde(default = "default_cooldown")]
+        cooldown_seconds: u64,
+    },
 }
 
 /// Where the Message Batches requests of an `anthropic` provider run.
@@ -525,7 +545,8 @@ impl ProviderConfig {
             | ProviderConfig::Anthropic { cooldown_seconds, .. }
             | ProviderConfig::OpenAi { cooldown_seconds, .. }
             | ProviderConfig::Bedrock { cooldown_seconds, .. }
-            | ProviderConfig::Vertex { cooldown_seconds, .. } => *cooldown_seconds,
+            | ProviderConfig::Vertex { cooldown_seconds, .. }
+            | ProviderConfig::Gemini { cooldown_seconds, .. } => *cooldown_seconds,
         };
         chrono::Duration::seconds(i64::try_from(seconds).unwrap_or(i64::MAX / 1_000))
     }
@@ -565,6 +586,10 @@ impl std::fmt::Debug for ProviderConfig {
                 .field("region", region)
                 .field("endpoint", endpoint)
                 .finish_non_exhaustive(),
+            ProviderConfig::Gemini { base_url, .. } => formatter
+                .debug_struct("Gemini")
+                .field("base_url", base_url)
+                .finish_non_exhaustive(),
         }
     }
 }
@@ -583,6 +608,9 @@ fn default_request_timeout() -> u64 {
 }
 fn default_cooldown() -> u64 {
     30
+}
+fn default_gemini_base_url() -> String {
+    GEMINI_BASE_URL_DEFAULT.to_owned()
 }
 fn default_max_tokens_field() -> String {
     "max_tokens".to_owned()
@@ -1359,6 +1387,27 @@ impl Config {
                         .with_context(|| format!("providers.{name}"))?,
                     )
                 }
+                ProviderConfig::Gemini {
+                    base_url,
+                    api_key,
+                    api_key_file,
+                    ca_file,
+                    connect_timeout_seconds,
+                    idle_timeout_seconds,
+                    request_timeout_seconds,
+                    ..
+                } => Provider::Gemini(
+                    GeminiClient::new(GeminiConfig {
+                        base_url: base_url.clone(),
+                        api_key: read_key(api_key, api_key_file)?
+                            .or_else(|| self.cloud_environment.get("GEMINI_API_KEY").map(str::to_owned)),
+                        ca_pem: read_ca(ca_file)?,
+                        connect_timeout: Duration::from_secs(*connect_timeout_seconds),
+                        idle_timeout: Duration::from_secs(*idle_timeout_seconds),
+                        request_timeout: Duration::from_secs(*request_timeout_seconds),
+                    })
+                    .with_context(|| format!("providers.{name}"))?,
+                ),
             };
             providers.insert(name.clone(), built);
         }

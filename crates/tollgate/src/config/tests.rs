@@ -790,3 +790,37 @@ fn single_sign_on_loads_its_group_map_and_names_each_bad_key() {
     let error = parse(Some(&no_groups), &[]).expect_err("no group");
     assert!(format!("{error:#}").contains("console.sso.groups"), "{error:#}");
 }
+
+#[test]
+fn a_gemini_provider_defaults_to_google_s_endpoint_and_key_variable() {
+    let file = "[providers.g]\nkind = \"gemini\"";
+    let providers = parse(Some(file), &[("GEMINI_API_KEY", "AIzaFromTheEnvironment")])
+        .expect("parses")
+        .providers()
+        .expect("builds");
+    let described = format!("{:?}", providers["g"]);
+    assert!(
+        described.contains("https://generativelanguage.googleapis.com/v1beta/models"),
+        "{described}"
+    );
+    assert!(
+        !described.contains("AIza"),
+        "the key stays out of logs: {described}"
+    );
+    // The variable is read: a key that cannot be sent fails the build.
+    let error = parse(Some(file), &[("GEMINI_API_KEY", "not\na header")])
+        .expect("parses")
+        .providers()
+        .expect_err("an unsendable key");
+    assert!(
+        format!("{error:#}").contains(
+            "providers.g: could not reach the upstream: the upstream API key is not a valid header value"
+        ),
+        "{error:#}"
+    );
+    let configured = format!("{file}\napi_key = \"AIzaConfigured\"");
+    parse(Some(&configured), &[("GEMINI_API_KEY", "not\na header")])
+        .expect("parses")
+        .providers()
+        .expect("the configured key wins over the variable");
+}
