@@ -4,7 +4,7 @@
 //! sequence, error envelopes) and can be told per instance how to misbehave, so integration
 //! tests and the benchmark harness never touch api.anthropic.com; [`FakeBedrock`] and
 //! [`FakeVertex`] put Amazon Bedrock's and Vertex AI's wire formats and credential checks in
-//! front of one.
+//! front of one; [`FakeGemini`] speaks Google's Gemini API on its own.
 //!
 //! It must not be used in production or linked into a shipped binary: it answers every request
 //! with canned text, checks no credentials and keeps every request it sees in memory. Because it
@@ -23,8 +23,8 @@ pub use crate::fake_stripe::{
 };
 pub use crate::fake_upstream::{
     BatchBehavior, Behavior, FAKE_AWS_ACCESS_KEY_ID, FAKE_AWS_REGION, FAKE_AWS_SECRET_ACCESS_KEY,
-    FAKE_GCP_PROJECT, FAKE_GCP_REGION, FakeBedrock, FakeUpstream, FakeVertex, RecordedRequest, Recording,
-    Reply,
+    FAKE_GCP_PROJECT, FAKE_GCP_REGION, FAKE_GEMINI_API_KEY, FakeBedrock, FakeGemini, FakeUpstream,
+    FakeVertex, GeminiBehavior, GeminiReply, RecordedRequest, Recording, Reply,
 };
 pub use crate::oidc::{FakeOidc, OIDC_CLIENT_ID, OIDC_CLIENT_SECRET, OidcPerson};
 pub use crate::otlp::{FakeOtlp, ReceivedSpan};

@@ -1,7 +1,8 @@
 """The official `anthropic` and `openai` SDKs against a running tollgate whose models
-`bedrock-sonnet` and `vertex-sonnet` are served by Amazon Bedrock and Vertex AI: a message,
-a streamed message and a streamed chat completion to each. Prints one JSON object per case;
-the Rust test asserts them."""
+`bedrock-sonnet` and `vertex-sonnet` are served by Amazon Bedrock and Vertex AI (or the
+models named, comma-separated, in `TOLLGATE_CLOUD_MODELS`, such as one on Gemini): a
+message, a streamed message and a streamed chat completion to each. Prints one JSON object
+per case; the Rust test asserts them."""
 
 import json
 import os
@@ -20,7 +21,8 @@ def emit(case, **fields):
     print(json.dumps({"case": case, **fields}), flush=True)
 
 
-for model in ["bedrock-sonnet", "vertex-sonnet"]:
+models = os.environ.get("TOLLGATE_CLOUD_MODELS", "bedrock-sonnet,vertex-sonnet").split(",")
+for model in models:
     message = claude.messages.create(
         model=model,
         max_tokens=200,
@@ -30,6 +32,7 @@ for model in ["bedrock-sonnet", "vertex-sonnet"]:
         f"{model}/message",
         text=message.content[0].text,
         input_tokens=message.usage.input_tokens,
+        cache_read_input_tokens=message.usage.cache_read_input_tokens,
         output_tokens=message.usage.output_tokens,
     )
 
@@ -45,6 +48,7 @@ for model in ["bedrock-sonnet", "vertex-sonnet"]:
         text=streamed,
         stop_reason=final.stop_reason,
         input_tokens=final.usage.input_tokens,
+        cache_read_input_tokens=final.usage.cache_read_input_tokens,
         output_tokens=final.usage.output_tokens,
     )
 
@@ -66,6 +70,7 @@ for model in ["bedrock-sonnet", "vertex-sonnet"]:
         f"{model}/chat_stream",
         content="".join(text),
         prompt_tokens=usage.prompt_tokens,
+        cached_tokens=usage.prompt_tokens_details.cached_tokens if usage.prompt_tokens_details else None,
         completion_tokens=usage.completion_tokens,
     )
 

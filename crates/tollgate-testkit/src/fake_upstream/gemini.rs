@@ -1,0 +1,401 @@
+//! [`FakeGemini`]: Google's Gemini API on loopback, as strict as the real one where a
+//! translation could go wrong. `POST /v1beta/models/{model}:generateContent` answers one
+//! `GenerateContentResponse`; `:streamGenerateContent?alt=sse` answers `data: {…}` chunks
+//! (without `alt=sse`, one JSON array of them, as Google does), the text split over several
+//! and the whole `usageMetadata` on the last. It takes only `x-goog-api-key:
+//! FAKE_GEMINI_API_KEY` (no key: 403 `PERMISSION_DENIED`; another: 400 `API_KEY_INVALID`),
+//! refuses unknown top-level fields and turns that do not alternate `user` / `model`, and
+//! words every refusal in Google's envelope (`{"error":{"code","message","status"}}`, a 429
+//! with `RetryInfo`). Replies are scripted with [`GeminiReply`] (text, a function call,
+//! prompt, cached, candidate and thought token counts) and [`GeminiBehavior`].
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::{Value, json};
+
+use crate::fake_upstream::{RecordedRequest, lock};
+
+/// The one API key the fake Gemini takes.
+pub const FAKE_GEMINI_API_KEY: &str = "AIzaSyFakeGeminiKeyForTollgateTests01";
+
+/// What a successful answer says and what it reports in `usageMetadata`.
+#[derive(Clone, Debug)]
+pub struct GeminiReply {
+    pub text: String,
+    /// When set, the answer is this call (name, args) after the text, and finishes `STOP`.
+    pub function_call: Option<(String, Value)>,
+    /// `promptTokenCount`, cached tokens included.
+    pub prompt_tokens: u64,
+    /// `cachedContentTokenCount` (omitted when zero, as Google does).
+    pub cached_tokens: u64,
+    /// `candidatesTokenCount`. Above the request's `maxOutputTokens` the answer finishes
+    /// `MAX_TOKENS` (the text itself is not shortened).
+    pub candidates_tokens: u64,
+    /// `thoughtsTokenCount` (omitted when zero); with `includeThoughts` asked, a thought part
+    /// comes first.
+    pub thoughts_tokens: u64,
+}
+
+impl Default for GeminiReply {
+    fn default() -> Self {
+        GeminiReply {
+            text: "Hello from the fake Gemini.".to_owned(),
+            function_call: None,
+            prompt_tokens: 10,
+            cached_tokens: 0,
+            candidates_tokens: 20,
+            thoughts_tokens: 0,
+        }
+    }
+}
+
+/// How the fake answers a request.
+#[derive(Clone, Debug)]
+pub enum GeminiBehavior {
+    Ok(GeminiReply),
+    /// Google's envelope with this status and its canonical code (`RESOURCE_EXHAUSTED` for
+    /// 429, with `RetryInfo` of 17 seconds and no `retry-after` header, as Google sends it).
+    Status(u16),
+    /// Streams one text chunk, then an error chunk (503 `UNAVAILABLE`), and ends; a whole
+    /// request gets the 503 instead.
+    MidStreamError,
+}
+
+/// A fake Gemini API (see the module docs). Dropping it stops the server.
+pub struct FakeGemini {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+struct Shared {
+    default_behavior: Mutex<GeminiBehavior>,
+    queued: Mutex<VecDeque<GeminiBehavior>>,
+    recorded: Mutex<Vec<RecordedRequest>>,
+    next_id: AtomicU64,
+}
+
+impl FakeGemini {
+    pub async fn start() -> FakeGemini {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a loopback port for the fake Gemini");
+        let addr = listener.local_addr().expect("bound");
+        let shared = Arc::new(Shared {
+            default_behavior: Mutex::new(GeminiBehavior::Ok(GeminiReply::default())),
+            queued: Mutex::default(),
+            recorded: Mutex::default(),
+            next_id: AtomicU64::new(1),
+        });
+        let app = Router::new()
+            .route("/v1beta/models/{call}", post(generate))
+            .with_state(Arc::clone(&shared));
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        FakeGemini { addr, shared, task }
+    }
+
+    /// `http://127.0.0.1:PORT`, the `base_url` to configure.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The behaviour of every request once queued ones are used up.
+    pub fn set_behavior(&self, behavior: GeminiBehavior) {
+        *lock(&self.shared.default_behavior) = behavior;
+    }
+
+    /// A behaviour for exactly one request, before the default one.
+    pub fn push_behavior(&self, behavior: GeminiBehavior) {
+        lock(&self.shared.queued).push_back(behavior);
+    }
+
+    /// Every request to a model, as it arrived, in order.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        lock(&self.shared.recorded).clone()
+    }
+}
+
+impl Drop for FakeGemini {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Google's error envelope with the canonical code of `status`.
+fn google_error(status: u16, message: &str, details: Value) -> Response {
+    let code = match status {
+        400 => "INVALID_ARGUMENT",
+        401 => "UNAUTHENTICATED",
+        403 => "PERMISSION_DENIED",
+        404 => "NOT_FOUND",
+        429 => "RESOURCE_EXHAUSTED",
+        499 => "CANCELLED",
+        503 => "UNAVAILABLE",
+        504 => "DEADLINE_EXCEEDED",
+        _ => "INTERNAL",
+    };
+    let mut error = json!({"code": status, "message": message, "status": code});
+    if details.as_array().is_some_and(|details| !details.is_empty()) {
+        error["details"] = details;
+    }
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, axum::Json(json!({ "error": error }))).into_response()
+}
+
+fn scripted_error(status: u16) -> Response {
+    match status {
+        429 => google_error(
+            429,
+            "Resource has been exhausted (e.g. check quota).",
+            json!([{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "17s"}]),
+        ),
+        503 => google_error(503, "The model is overloaded. Please try again later.", json!([])),
+        _ => google_error(status, "The fake Gemini refused as told.", json!([])),
+    }
+}
+
+/// The fields a `GenerateContentRequest` has; Google refuses any other.
+const REQUEST_FIELDS: &[&str] = &[
+    "contents",
+    "systemInstruction",
+    "tools",
+    "toolConfig",
+    "generationConfig",
+    "safetySettings",
+    "cachedContent",
+];
+
+async fn generate(
+    State(shared): State<Arc<Shared>>,
+    Path(call): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let parsed = serde_json::from_slice::<Value>(&body);
+    lock(&shared.recorded).push(RecordedRequest {
+        path: uri.path().to_owned(),
+        query: uri.query().map(str::to_owned),
+        headers: headers
+            .iter()
+            .map(|(name, value)| {
+                (
+                    name.as_str().to_owned(),
+                    String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+        body: parsed
+            .as_ref()
+            .ok()
+            .cloned()
+            .unwrap_or_else(|| Value::String(String::from_utf8_lossy(&body).into_owned())),
+    });
+    match headers
+        .get("x-goog-api-key")
+        .map(|key| key.to_str().unwrap_or_default())
+    {
+        None => {
+            return google_error(
+                403,
+                "Method doesn't allow unregistered callers (callers without established identity). Please use API Key or other form of API consumer identity to call this API.",
+                json!([]),
+            );
+        }
+        Some(FAKE_GEMINI_API_KEY) => {}
+        Some(_) => {
+            return google_error(
+                400,
+                "API key not valid. Please pass a valid API key.",
+                json!([{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID", "domain": "googleapis.com"}]),
+            );
+        }
+    }
+    let Some((model, method)) = call.rsplit_once(':') else {
+        return google_error(404, "Method not found.", json!([]));
+    };
+    let stream = match method {
+        "generateContent" => false,
+        "streamGenerateContent" => true,
+        _ => return google_error(404, "Method not found.", json!([])),
+    };
+    let Ok(Value::Object(request)) = parsed else {
+        return google_error(400, "Invalid JSON payload received.", json!([]));
+    };
+    if let Some(unknown) = request.keys().find(|key| !REQUEST_FIELDS.contains(&key.as_str())) {
+        return google_error(
+            400,
+            &format!("Invalid JSON payload received. Unknown name \"{unknown}\": Cannot find field."),
+            json!([]),
+        );
+    }
+    if let Err(message) = check_contents(&request) {
+        return google_error(400, &message, json!([]));
+    }
+    let behavior = lock(&shared.queued)
+        .pop_front()
+        .unwrap_or_else(|| lock(&shared.default_behavior).clone());
+    let reply = match behavior {
+        GeminiBehavior::Ok(reply) => reply,
+        GeminiBehavior::Status(status) => return scripted_error(status),
+        GeminiBehavior::MidStreamError if !stream => return scripted_error(503),
+        GeminiBehavior::MidStreamError => {
+            let first = json!({
+                "candidates": [{"content": {"role": "model", "parts": [{"text": "Partial "}]}, "index": 0}],
+                "modelVersion": model,
+                "responseId": "fake-broken",
+            });
+            let error = json!({"error": {"code": 503, "message": "The model is overloaded. Please try again later.", "status": "UNAVAILABLE"}});
+            return sse_response(vec![first, error]);
+        }
+    };
+    let response_id = format!("fake-gemini-{}", shared.next_id.fetch_add(1, Ordering::Relaxed));
+    let chunks = answer_chunks(&request, &reply, model, &response_id);
+    if !stream {
+        return axum::Json(merge(&chunks)).into_response();
+    }
+    if uri
+        .query()
+        .is_some_and(|query| query.split('&').any(|pair| pair == "alt=sse"))
+    {
+        sse_response(chunks)
+    } else {
+        let array = Value::Array(chunks).to_string();
+        ([(header::CONTENT_TYPE, "application/json")], array).into_response()
+    }
+}
+
+/// Google's checks on `contents` that a translation could trip: present, roles `user` and
+/// `model` only, every turn with parts, and no two turns of one role in a row.
+fn check_contents(request: &serde_json::Map<String, Value>) -> Result<(), String> {
+    let contents = request
+        .get("contents")
+        .and_then(Value::as_array)
+        .filter(|contents| !contents.is_empty())
+        .ok_or("* GenerateContentRequest.contents: contents is not specified")?;
+    let mut previous = "";
+    for (index, content) in contents.iter().enumerate() {
+        let role = content.get("role").and_then(Value::as_str).unwrap_or("user");
+        if role != "user" && role != "model" {
+            return Err(format!(
+                "Please use a valid role: user, model. (contents[{index}].role = {role})"
+            ));
+        }
+        if content
+            .get("parts")
+            .and_then(Value::as_array)
+            .is_none_or(Vec::is_empty)
+        {
+            return Err(format!(
+                "* GenerateContentRequest.contents[{index}].parts: contents.parts must not be empty."
+            ));
+        }
+        if role == previous {
+            return Err(format!(
+                "Please ensure that multiturn requests alternate between user and model. (contents[{index}])"
+            ));
+        }
+        previous = role;
+    }
+    Ok(())
+}
+
+/// The answer as stream chunks: an optional thought, the text in pieces of a few words,
+/// an optional function call, and on the last chunk the finish reason and whole usage.
+fn answer_chunks(
+    request: &serde_json::Map<String, Value>,
+    reply: &GeminiReply,
+    model: &str,
+    response_id: &str,
+) -> Vec<Value> {
+    let config = request.get("generationConfig").unwrap_or(&Value::Null);
+    let include_thoughts = config.pointer("/thinkingConfig/includeThoughts") == Some(&Value::Bool(true));
+    let mut parts: Vec<Value> = Vec::new();
+    if include_thoughts && reply.thoughts_tokens > 0 {
+        parts.push(json!({"text": "Thinking it over.", "thought": true}));
+    }
+    let words: Vec<&str> = reply.text.split_inclusive(' ').collect();
+    for piece in words.chunks(2) {
+        parts.push(json!({"text": piece.concat()}));
+    }
+    if let Some((name, args)) = &reply.function_call {
+        parts.push(json!({"functionCall": {"name": name, "args": args}}));
+    }
+    if parts.is_empty() {
+        parts.push(json!({"text": ""}));
+    }
+    let max_output_tokens = config.get("maxOutputTokens").and_then(Value::as_u64);
+    let finish_reason = if max_output_tokens.is_some_and(|max| reply.candidates_tokens > max) {
+        "MAX_TOKENS"
+    } else {
+        "STOP"
+    };
+    let mut usage = json!({
+        "promptTokenCount": reply.prompt_tokens,
+        "candidatesTokenCount": reply.candidates_tokens,
+        "totalTokenCount": reply.prompt_tokens + reply.candidates_tokens + reply.thoughts_tokens,
+        "promptTokensDetails": [{"modality": "TEXT", "tokenCount": reply.prompt_tokens}],
+    });
+    if reply.cached_tokens > 0 {
+        usage["cachedContentTokenCount"] = json!(reply.cached_tokens);
+    }
+    if reply.thoughts_tokens > 0 {
+        usage["thoughtsTokenCount"] = json!(reply.thoughts_tokens);
+    }
+    let last = parts.len() - 1;
+    parts
+        .into_iter()
+        .enumerate()
+        .map(|(index, part)| {
+            let mut candidate = json!({"content": {"role": "model", "parts": [part]}, "index": 0});
+            let chunk_usage = if index == last {
+                candidate["finishReason"] = json!(finish_reason);
+                usage.clone()
+            } else {
+                json!({"promptTokenCount": reply.prompt_tokens, "totalTokenCount": reply.prompt_tokens})
+            };
+            json!({
+                "candidates": [candidate],
+                "usageMetadata": chunk_usage,
+                "modelVersion": model,
+                "responseId": response_id,
+            })
+        })
+        .collect()
+}
+
+/// The chunks as one `generateContent` reply: every part in one candidate, and the last
+/// chunk's finish reason and usage.
+fn merge(chunks: &[Value]) -> Value {
+    let parts: Vec<Value> = chunks
+        .iter()
+        .filter_map(|chunk| chunk.pointer("/candidates/0/content/parts")?.as_array())
+        .flatten()
+        .cloned()
+        .collect();
+    let mut reply = chunks.last().cloned().unwrap_or_default();
+    reply["candidates"][0]["content"]["parts"] = Value::Array(parts);
+    reply
+}
+
+fn sse_response(chunks: Vec<Value>) -> Response {
+    let frames = chunks
+        .into_iter()
+        .map(|chunk| Ok::<_, std::io::Error>(Bytes::from(format!("data: {chunk}\r\n\r\n"))));
+    (
+        [(header::CONTENT_TYPE, "text/event-stream")],
+        Body::from_stream(futures_util::stream::iter(frames)),
+    )
+        .into_response()
+}

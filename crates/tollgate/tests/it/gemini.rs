@@ -1,0 +1,358 @@
+//! Google's Gemini API as an upstream (`kind = "gemini"`), behind a fake that speaks its
+//! wire format and checks its key. The goal is that Messages, Chat Completions and the
+//! official SDKs reach a Gemini model as they reach Anthropic's, each request billed exactly
+//! the `usageMetadata` Google reported (cached prompt tokens as cache reads, thinking as
+//! output), and that Google's refusals reach the client with their status and when to retry.
+
+use serde_json::{Value, json};
+use tollgate_testkit::{FAKE_GEMINI_API_KEY, FakeGemini, GeminiBehavior, GeminiReply};
+
+use crate::helpers::{Options, TestApp, parse_chat_sse, parse_sse, spawn_app_with, starter_nanos};
+use crate::sdk::run_script_with;
+
+/// `gemini-flash` on the fake Gemini with the right key, `gemini-misconfigured` with
+/// another; at $0.30 input, $0.03 cache reads and $2.50 output a million tokens.
+const GEMINI: &str = r#"
+    [providers.gemini]
+    kind = "gemini"
+    base_url = "{gemini}"
+    api_key = "{gemini_key}"
+    idle_timeout_seconds = 2
+    request_timeout_seconds = 5
+    [providers.gemini-wrong-key]
+    kind = "gemini"
+    base_url = "{gemini}"
+    api_key = "AIzaSyNotTheKeyTheFakeKnows"
+    [models.gemini-flash]
+    class = "haiku"
+    provider = "gemini"
+    upstream_model = "gemini-2.5-flash"
+    input = "0.30"
+    cache_read = "0.03"
+    output = "2.50"
+    [models.gemini-misconfigured]
+    class = "haiku"
+    provider = "gemini-wrong-key"
+    upstream_model = "gemini-2.5-flash"
+    input = "0.30"
+    cache_read = "0.03"
+    output = "2.50"
+"#;
+
+/// What the fake reports for each answer: 1,000 prompt tokens of which 400 cached, 100
+/// candidate and 50 thought tokens.
+fn reply() -> GeminiReply {
+    GeminiReply {
+        text: "Served by Gemini, word by word.".into(),
+        prompt_tokens: 1_000,
+        cached_tokens: 400,
+        candidates_tokens: 100,
+        thoughts_tokens: 50,
+        ..GeminiReply::default()
+    }
+}
+
+/// 600 uncached input tokens at 300 nano-USD, 400 cache reads at 30, 150 output tokens
+/// (candidates and thoughts) at 2,500.
+const COST: i64 = 600 * 300 + 400 * 30 + 150 * 2_500;
+
+struct Gemini {
+    app: TestApp,
+    gemini: FakeGemini,
+}
+
+async fn spawn_gemini() -> Gemini {
+    let gemini = FakeGemini::start().await;
+    gemini.set_behavior(GeminiBehavior::Ok(reply()));
+    let app = spawn_app_with(Options {
+        extra_config: GEMINI,
+        replacements: vec![
+            ("{gemini}", gemini.base_url()),
+            ("{gemini_key}", FAKE_GEMINI_API_KEY.to_owned()),
+        ],
+        ..Options::default()
+    })
+    .await;
+    Gemini { app, gemini }
+}
+
+/// What the organization was charged in all, once every reservation has ended.
+async fn spent(app: &TestApp) -> i64 {
+    app.wait_for_settlement().await;
+    let (available, held, spent) = app.balance().await;
+    assert_eq!((held, available + spent), (0, starter_nanos()));
+    spent
+}
+
+fn gemini_message_body() -> Value {
+    json!({
+        "model": "gemini-flash",
+        "max_tokens": 300,
+        "system": "Be brief.",
+        "messages": [{"role": "user", "content": "Hello there"}],
+    })
+}
+
+#[tokio::test]
+async fn messages_reach_gemini_as_json_and_stream_billed_from_usage_metadata() {
+    let setup = spawn_gemini().await;
+    let response = setup.app.post_messages(&gemini_message_body()).await;
+    assert_eq!(response.status(), 200);
+    let message: Value = response.json().await.expect("json");
+    assert_eq!(message["type"], "message");
+    assert_eq!(message["content"][0]["text"], "Served by Gemini, word by word.");
+    assert_eq!(message["stop_reason"], "end_turn");
+    assert_eq!(
+        message["usage"],
+        json!({"input_tokens": 600, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 400, "output_tokens": 150})
+    );
+
+    let mut body = gemini_message_body();
+    body["stream"] = json!(true);
+    let response = setup.app.post_messages(&body).await;
+    assert_eq!(response.status(), 200);
+    let events = parse_sse(&response.text().await.expect("body"));
+    let names: Vec<&str> = events.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(names.first(), Some(&"message_start"));
+    assert_eq!(names.last(), Some(&"message_stop"));
+    let deltas: Vec<&str> = events
+        .iter()
+        .filter(|(name, _)| name == "content_block_delta")
+        .filter_map(|(_, data)| data["delta"]["text"].as_str())
+        .collect();
+    assert!(deltas.len() > 1, "the text arrived in pieces: {deltas:?}");
+    assert_eq!(deltas.concat(), "Served by Gemini, word by word.");
+    let (_, final_delta) = events
+        .iter()
+        .find(|(name, _)| name == "message_delta")
+        .expect("a message_delta");
+    assert_eq!(final_delta["usage"]["output_tokens"], 150);
+    assert_eq!(final_delta["usage"]["cache_read_input_tokens"], 400);
+
+    assert_eq!(spent(&setup.app).await, 2 * COST, "billed exactly usageMetadata");
+    let records = setup.app.usage_records().await;
+    assert_eq!(records.len(), 2);
+    assert!(records.iter().all(|record| record.cost.nanos() == COST));
+    setup.app.assert_ledger_clean().await;
+
+    let requests = setup.gemini.requests();
+    let paths: Vec<(&str, Option<&str>)> = requests
+        .iter()
+        .map(|request| (request.path.as_str(), request.query.as_deref()))
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            ("/v1beta/models/gemini-2.5-flash:generateContent", None),
+            (
+                "/v1beta/models/gemini-2.5-flash:streamGenerateContent",
+                Some("alt=sse")
+            ),
+        ]
+    );
+    let first = &requests[0];
+    assert_eq!(first.header("x-goog-api-key"), Some(FAKE_GEMINI_API_KEY));
+    assert!(
+        first.header("x-api-key").is_none() && first.header("authorization").is_none(),
+        "the client's key never leaves"
+    );
+    assert_eq!(
+        first.body,
+        json!({
+            "contents": [{"role": "user", "parts": [{"text": "Hello there"}]}],
+            "systemInstruction": {"parts": [{"text": "Be brief."}]},
+            "generationConfig": {"maxOutputTokens": 300},
+        })
+    );
+}
+
+#[tokio::test]
+async fn chat_completions_reach_gemini_translated_both_ways() {
+    let setup = spawn_gemini().await;
+    let chat = json!({
+        "model": "gemini-flash",
+        "max_tokens": 200,
+        "temperature": 0.2,
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Hello there"},
+        ],
+    });
+    let response = setup.app.post_chat(&chat).await;
+    assert_eq!(response.status(), 200);
+    let completion: Value = response.json().await.expect("json");
+    assert_eq!(completion["object"], "chat.completion");
+    assert_eq!(
+        completion["choices"][0]["message"]["content"],
+        "Served by Gemini, word by word."
+    );
+    assert_eq!(completion["choices"][0]["finish_reason"], "stop");
+    assert_eq!(completion["usage"]["prompt_tokens"], 1_000);
+    assert_eq!(completion["usage"]["completion_tokens"], 150);
+    assert_eq!(completion["usage"]["prompt_tokens_details"]["cached_tokens"], 400);
+
+    let mut streamed = chat.clone();
+    streamed["stream"] = json!(true);
+    streamed["stream_options"] = json!({"include_usage": true});
+    let response = setup.app.post_chat(&streamed).await;
+    assert_eq!(response.status(), 200);
+    let chunks = parse_chat_sse(&response.text().await.expect("body"));
+    let text: String = chunks
+        .iter()
+        .filter_map(|chunk| chunk["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(text, "Served by Gemini, word by word.");
+    let usage = chunks
+        .iter()
+        .find_map(|chunk| chunk.get("usage").filter(|usage| usage.is_object()))
+        .expect("a usage chunk");
+    assert_eq!(usage["completion_tokens"], 150);
+    assert_eq!(chunks.last(), Some(&json!("[DONE]")));
+
+    assert_eq!(spent(&setup.app).await, 2 * COST);
+    let request = &setup.gemini.requests()[0];
+    assert_eq!(
+        request.body["systemInstruction"],
+        json!({"parts": [{"text": "Be brief."}]})
+    );
+    assert_eq!(
+        request.body["generationConfig"],
+        json!({"maxOutputTokens": 200, "temperature": 0.2})
+    );
+}
+
+#[tokio::test]
+async fn a_function_call_round_trips_as_tool_use_and_tool_result() {
+    let setup = spawn_gemini().await;
+    setup.gemini.push_behavior(GeminiBehavior::Ok(GeminiReply {
+        text: String::new(),
+        function_call: Some(("weather".to_owned(), json!({"city": "Paris"}))),
+        ..reply()
+    }));
+    let tools = json!([{"name": "weather", "description": "Weather by city",
+                        "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}]);
+    let mut body = gemini_message_body();
+    body["tools"] = tools.clone();
+    let response = setup.app.post_messages(&body).await;
+    assert_eq!(response.status(), 200);
+    let message: Value = response.json().await.expect("json");
+    assert_eq!(message["stop_reason"], "tool_use");
+    let call = message["content"]
+        .as_array()
+        .expect("content")
+        .iter()
+        .find(|block| block["type"] == "tool_use")
+        .expect("a tool_use block")
+        .clone();
+    assert_eq!(call["name"], "weather");
+    assert_eq!(call["input"], json!({"city": "Paris"}));
+
+    body["messages"] = json!([
+        {"role": "user", "content": "Hello there"},
+        {"role": "assistant", "content": [call.clone()]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call["id"], "content": "Sunny"}]},
+    ]);
+    let response = setup.app.post_messages(&body).await;
+    assert_eq!(response.status(), 200);
+    let requests = setup.gemini.requests();
+    assert_eq!(
+        requests[0].body["tools"][0]["functionDeclarations"][0]["name"],
+        "weather"
+    );
+    assert_eq!(
+        requests[1].body["contents"][2]["parts"][0],
+        json!({"functionResponse": {"id": call["id"], "name": "weather", "response": {"result": "Sunny"}}})
+    );
+    assert_eq!(spent(&setup.app).await, 2 * COST);
+}
+
+#[tokio::test]
+async fn a_429_reaches_the_client_with_retry_after_and_is_never_charged() {
+    let setup = spawn_gemini().await;
+    setup.gemini.set_behavior(GeminiBehavior::Status(429));
+    let response = setup.app.post_messages(&gemini_message_body()).await;
+    assert_eq!(response.status(), 429);
+    assert_eq!(response.headers()["retry-after"], "17", "from Google's RetryInfo");
+    let envelope: Value = response.json().await.expect("json");
+    assert_eq!(envelope["type"], "error");
+    assert_eq!(envelope["error"]["type"], "rate_limit_error");
+
+    let mut stream = gemini_message_body();
+    stream["stream"] = json!(true);
+    let response = setup.app.post_messages(&stream).await;
+    assert_eq!(response.status(), 429, "a stream refused before it began");
+
+    let response = setup
+        .app
+        .post_chat(&json!({
+            "model": "gemini-flash",
+            "messages": [{"role": "user", "content": "Hello"}],
+        }))
+        .await;
+    assert_eq!(response.status(), 429);
+    assert_eq!(response.headers()["retry-after"], "17");
+    let envelope: Value = response.json().await.expect("json");
+    assert!(
+        envelope["error"]["message"].is_string(),
+        "OpenAI's envelope: {envelope}"
+    );
+    assert_eq!(spent(&setup.app).await, 0);
+    setup.app.assert_ledger_clean().await;
+}
+
+#[tokio::test]
+async fn a_key_google_refuses_is_the_operator_s_problem_never_the_client_s() {
+    let setup = spawn_gemini().await;
+    let mut body = gemini_message_body();
+    body["model"] = json!("gemini-misconfigured");
+    let response = setup.app.post_messages(&body).await;
+    assert_eq!(response.status(), 502);
+    let envelope: Value = response.json().await.expect("json");
+    assert_eq!(envelope["error"]["type"], "api_error");
+    assert_eq!(setup.gemini.requests().len(), 1);
+    assert_eq!(spent(&setup.app).await, 0);
+}
+
+#[tokio::test]
+async fn an_error_mid_stream_ends_the_stream_in_anthropic_s_error_event() {
+    let setup = spawn_gemini().await;
+    setup.gemini.set_behavior(GeminiBehavior::MidStreamError);
+    let mut body = gemini_message_body();
+    body["stream"] = json!(true);
+    let response = setup.app.post_messages(&body).await;
+    assert_eq!(response.status(), 200);
+    let events = parse_sse(&response.text().await.expect("body"));
+    let (name, data) = events.last().expect("events");
+    assert_eq!(name, "error", "{events:?}");
+    assert_eq!(data["error"]["type"], "overloaded_error");
+    setup.app.wait_for_settlement().await;
+    setup.app.assert_ledger_clean().await;
+}
+
+#[tokio::test]
+async fn the_official_sdks_reach_gemini_through_tollgate() {
+    let setup = spawn_gemini().await;
+    let cases = run_script_with(
+        &setup.app,
+        "clouds.py",
+        &[("TOLLGATE_CLOUD_MODELS", "gemini-flash")],
+    )
+    .await;
+    let message = &cases["gemini-flash/message"];
+    assert_eq!(message["text"], "Served by Gemini, word by word.");
+    assert_eq!(message["input_tokens"], 600);
+    assert_eq!(message["cache_read_input_tokens"], 400);
+    assert_eq!(message["output_tokens"], 150);
+    let stream = &cases["gemini-flash/message_stream"];
+    assert_eq!(stream["text"], "Served by Gemini, word by word.");
+    assert_eq!(stream["stop_reason"], "end_turn");
+    assert_eq!(stream["input_tokens"], 600);
+    assert_eq!(stream["output_tokens"], 150);
+    let chat = &cases["gemini-flash/chat_stream"];
+    assert_eq!(chat["content"], "Served by Gemini, word by word.");
+    assert_eq!(chat["prompt_tokens"], 1_000);
+    assert_eq!(chat["cached_tokens"], 400);
+    assert_eq!(chat["completion_tokens"], 150);
+    assert_eq!(spent(&setup.app).await, 3 * COST);
+    setup.app.assert_ledger_clean().await;
+}
