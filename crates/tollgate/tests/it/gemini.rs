@@ -1,5 +1,5 @@
 //! Google's Gemini API as an upstream (`kind = "gemini"`), behind a fake that speaks its
-//! wire format and checks its key. The goal is that Messages, Chat Completions and the
+//! wire format and checks its key. The goal is that Messages, Chat Completions, Responses and the
 //! official SDKs reach a Gemini model as they reach Anthropic's, each request billed exactly
 //! the `usageMetadata` Google reported (cached prompt tokens as cache reads, thinking as
 //! output), and that Google's refusals reach the client with their status and when to retry.
@@ -219,6 +219,26 @@ async fn chat_completions_reach_gemini_translated_both_ways() {
         request.body["generationConfig"],
         json!({"maxOutputTokens": 200, "temperature": 0.2})
     );
+}
+
+#[tokio::test]
+async fn the_responses_api_reaches_gemini_too() {
+    let setup = spawn_gemini().await;
+    let response = setup
+        .app
+        .post_response(&json!({"model": "gemini-flash", "input": "Hello there", "max_output_tokens": 200}))
+        .await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["object"], "response");
+    assert_eq!(
+        body["output"][0]["content"][0]["text"],
+        "Served by Gemini, word by word."
+    );
+    assert_eq!(body["usage"]["input_tokens"], 1_000);
+    assert_eq!(body["usage"]["input_tokens_details"]["cached_tokens"], 400);
+    assert_eq!(body["usage"]["output_tokens"], 150);
+    assert_eq!(spent(&setup.app).await, COST);
 }
 
 #[tokio::test]
