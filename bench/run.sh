@@ -9,13 +9,16 @@
 #   litellm  -> fake upstream      (LiteLLM proxy, when it can be installed)
 #   direct-embed, nginx-embed, tollgate-embed: OpenAI's POST /v1/embeddings the same three
 #            ways (tollgate: an `openai` deployment, priced per input token, SQLite)
+#   direct-gemini   -> fake Gemini API (the same prompt as Gemini's generateContent)
+#   tollgate-gemini -> fake Gemini API (the Messages request to a `gemini` deployment,
+#            translated both ways and metered from usageMetadata; SQLite)
 # at concurrency 1, 32 and 256, DURATION seconds each, 3 runs; prints a markdown table of
 # medians (req/s, p50, p99, p99.9, added p50/p99 against direct, peak RSS).
 #
 # Usage: bench/run.sh [DURATION_SECONDS (default 10)] [RUNS (default 3)]
 # Knobs (environment): CONCURRENCIES="1 32 256", STREAMS=10000 (0 skips the streaming
 # scenario), LITELLM=0 skips LiteLLM, REPLICAS=0 skips the PostgreSQL + Redis rows,
-# EMBEDDINGS=0 skips the embeddings rows,
+# EMBEDDINGS=0 skips the embeddings rows, GEMINI=0 the Gemini rows,
 # SKIP_BUILD=1 uses the release binaries as they are. DATABASE_URL and REDIS_URL name the
 # servers (default: the local ones); each run uses a fresh schema and key prefix.
 # A quick check: CONCURRENCIES="1 32" STREAMS=0 LITELLM=0 bench/run.sh 5 1
@@ -50,6 +53,8 @@ echo "building release binaries…" >&2
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 fake_port=19101; nginx_port=19102; gate_port=19103; litellm_port=19104; slow_port=19105
+gemini_port=19106
+gemini_key="AIzaSyFakeGeminiKeyForTollgateTests01"  # FAKE_GEMINI_API_KEY, the one the fake takes
 pg_port=19110; lb_port=19120  # replicas listen on pg_port+1..3, nginx balances them on lb_port
 replicas="${REPLICAS:-1}"
 database_url="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
@@ -63,7 +68,7 @@ if [ "$fd_limit" != unlimited ] && [ $(( 2 * streams + 256 )) -gt "$fd_limit" ];
     "$(( 2 * streams + 256 )); running $(( (fd_limit - 256) / 2 )) instead" >&2
   streams=$(( (fd_limit - 256) / 2 ))
 fi
-"$bin"/fake-upstream --listen "127.0.0.1:$fake_port" >/dev/null &
+"$bin"/fake-upstream --listen "127.0.0.1:$fake_port" --gemini-listen "127.0.0.1:$gemini_port" >/dev/null &
 pids+=($!)
 # For the streaming scenario: a second between events (about fifteen), so that every stream
 # is still running when the last one starts; stream-load reports how many were streaming
@@ -134,6 +139,16 @@ provider = "fake-openai"
 upstream_model = "text-embedding-3-small"
 embeddings = true
 input = "0.02"
+[providers.fake-gemini]
+kind = "gemini"
+base_url = "http://127.0.0.1:$gemini_port"
+api_key = "$gemini_key"
+[models.bench-gemini]
+class = "sonnet"
+provider = "fake-gemini"
+upstream_model = "gemini-2.5-flash"
+input = "0.3"
+output = "2.5"
 TOML
   bench_model_and_tier "$fake_port"; } > "$work/tollgate.toml"
 export RUST_LOG=warn
@@ -216,6 +231,15 @@ end
 LUA
 }
 post_script "$key" > "$work/post.lua"
+# Gemini: the same prompt as Google's generateContent, direct; as Messages through tollgate.
+sed -e 's/"model":"bench-model"/"model":"bench-gemini"/' "$work/post.lua" > "$work/post-gemini.lua"
+cat > "$work/gemini.lua" <<LUA
+wrk.method = "POST"
+wrk.body = '{"contents":[{"role":"user","parts":[{"text":"Hello, world"}]}],"generationConfig":{"maxOutputTokens":64}}'
+wrk.headers["content-type"] = "application/json"
+wrk.headers["x-goog-api-key"] = "$gemini_key"
+$(sed -n '/^done = function/,$p' "$work/post.lua")
+LUA
 # Embeddings: OpenAI's request, with the key as OpenAI's clients send it.
 cat > "$work/embed.lua" <<LUA
 wrk.method = "POST"
@@ -287,6 +311,10 @@ if [ "${EMBEDDINGS:-1}" != 0 ]; then
   bench direct-embed "http://127.0.0.1:$fake_port" "$fake_pid" "$work/embed.lua" /v1/embeddings
   bench nginx-embed "http://127.0.0.1:$nginx_port" "$(cat "$work/nginx/nginx.pid")" "$work/embed.lua" /v1/embeddings
   bench tollgate-embed "http://127.0.0.1:$gate_port" "$gate_pid" "$work/embed.lua" /v1/embeddings
+fi
+if [ "${GEMINI:-1}" != 0 ]; then
+  bench direct-gemini "http://127.0.0.1:$gemini_port" "$fake_pid" "$work/gemini.lua" /v1beta/models/gemini-2.5-flash:generateContent
+  bench tollgate-gemini "http://127.0.0.1:$gate_port" "$gate_pid" "$work/post-gemini.lua"
 fi
 
 # Streaming: many slow SSE streams at once, direct and through tollgate; tollgate's

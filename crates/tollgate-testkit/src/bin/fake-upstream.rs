@@ -1,7 +1,9 @@
 //! `fake-upstream`: runs an unrecorded `FakeUpstream` as its own process, so benchmarks can
 //! point the gateway at it without a test harness. Benchmark use only, never production.
 //!
-//! Usage: `fake-upstream [--listen 127.0.0.1:9000] [--output-tokens N] [--event-delay-ms N]`.
+//! Usage: `fake-upstream [--listen 127.0.0.1:9000] [--output-tokens N] [--event-delay-ms N]
+//! [--gemini-listen ADDR]`; the last also serves a fake Gemini API (`FakeGemini`, its key
+//! `FAKE_GEMINI_API_KEY`) on ADDR.
 
 use std::fmt::Display;
 use std::net::SocketAddr;
@@ -9,13 +11,14 @@ use std::process::ExitCode;
 use std::str::FromStr;
 use std::time::Duration;
 
-use tollgate_testkit::{Behavior, FakeUpstream, Recording, Reply};
+use tollgate_testkit::{Behavior, FakeGemini, FakeUpstream, Recording, Reply};
 
-const USAGE: &str = "usage: fake-upstream [--listen 127.0.0.1:9000] [--output-tokens N] [--event-delay-ms N]";
+const USAGE: &str = "usage: fake-upstream [--listen 127.0.0.1:9000] [--output-tokens N] [--event-delay-ms N] [--gemini-listen ADDR]";
 
 struct Args {
     listen: SocketAddr,
     reply: Reply,
+    gemini_listen: Option<SocketAddr>,
 }
 
 #[tokio::main]
@@ -40,6 +43,16 @@ async fn main() -> ExitCode {
         }
     };
     upstream.set_behavior(Behavior::Ok(args.reply));
+    let _gemini = match args.gemini_listen {
+        Some(addr) => match FakeGemini::bind(addr, Recording::Disabled).await {
+            Ok(gemini) => Some(gemini),
+            Err(error) => {
+                eprintln!("fake-upstream: cannot listen on {addr} for the fake Gemini: {error}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
     announce(&upstream);
     if let Err(error) = tokio::signal::ctrl_c().await {
         eprintln!("fake-upstream: cannot wait for ctrl-c: {error}");
@@ -61,11 +74,13 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
     let mut parsed = Args {
         listen: SocketAddr::from(([127, 0, 0, 1], 9000)),
         reply: Reply::default(),
+        gemini_listen: None,
     };
     while let Some(flag) = args.next() {
         match flag.as_str() {
             "--help" | "-h" => return Ok(None),
             "--listen" => parsed.listen = flag_value(&flag, &mut args)?,
+            "--gemini-listen" => parsed.gemini_listen = Some(flag_value(&flag, &mut args)?),
             "--output-tokens" => parsed.reply.output_tokens = flag_value(&flag, &mut args)?,
             "--event-delay-ms" => {
                 parsed.reply.event_delay = Duration::from_millis(flag_value(&flag, &mut args)?);

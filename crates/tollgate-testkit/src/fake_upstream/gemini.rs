@@ -22,7 +22,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::{Value, json};
 
-use crate::fake_upstream::{RecordedRequest, lock};
+use crate::fake_upstream::{RecordedRequest, Recording, lock};
 
 /// The one API key the fake Gemini takes.
 pub const FAKE_GEMINI_API_KEY: &str = "AIzaSyFakeGeminiKeyForTollgateTests01";
@@ -81,19 +81,28 @@ struct Shared {
     default_behavior: Mutex<GeminiBehavior>,
     queued: Mutex<VecDeque<GeminiBehavior>>,
     recorded: Mutex<Vec<RecordedRequest>>,
+    recording: Recording,
     next_id: AtomicU64,
 }
 
 impl FakeGemini {
+    /// A fake on a loopback port of its own, recording every request (tests).
     pub async fn start() -> FakeGemini {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        FakeGemini::bind(SocketAddr::from(([127, 0, 0, 1], 0)), Recording::Enabled)
             .await
-            .expect("a loopback port for the fake Gemini");
-        let addr = listener.local_addr().expect("bound");
+            .expect("a loopback port for the fake Gemini")
+    }
+
+    /// A fake listening on `listen_addr`; with `Recording::Disabled` it keeps no request
+    /// (benchmarks, where the record would grow without bound).
+    pub async fn bind(listen_addr: SocketAddr, recording: Recording) -> std::io::Result<FakeGemini> {
+        let listener = tokio::net::TcpListener::bind(listen_addr).await?;
+        let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             default_behavior: Mutex::new(GeminiBehavior::Ok(GeminiReply::default())),
             queued: Mutex::default(),
             recorded: Mutex::default(),
+            recording,
             next_id: AtomicU64::new(1),
         });
         let app = Router::new()
@@ -102,7 +111,7 @@ impl FakeGemini {
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        FakeGemini { addr, shared, task }
+        Ok(FakeGemini { addr, shared, task })
     }
 
     /// `http://127.0.0.1:PORT`, the `base_url` to configure.
@@ -176,14 +185,14 @@ const REQUEST_FIELDS: &[&str] = &[
     "cachedContent",
 ];
 
-async fn generate(
-    State(shared): State<Arc<Shared>>,
-    Path(call): Path<String>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let parsed = serde_json::from_slice::<Value>(&body);
+/// Keeps a request as it arrived: its body as JSON, or as text when it is not JSON.
+fn record(
+    shared: &Shared,
+    uri: &Uri,
+    headers: &HeaderMap,
+    parsed: &Result<Value, serde_json::Error>,
+    body: &Bytes,
+) {
     lock(&shared.recorded).push(RecordedRequest {
         path: uri.path().to_owned(),
         query: uri.query().map(str::to_owned),
@@ -200,8 +209,21 @@ async fn generate(
             .as_ref()
             .ok()
             .cloned()
-            .unwrap_or_else(|| Value::String(String::from_utf8_lossy(&body).into_owned())),
+            .unwrap_or_else(|| Value::String(String::from_utf8_lossy(body).into_owned())),
     });
+}
+
+async fn generate(
+    State(shared): State<Arc<Shared>>,
+    Path(call): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let parsed = serde_json::from_slice::<Value>(&body);
+    if shared.recording == Recording::Enabled {
+        record(&shared, &uri, &headers, &parsed, &body);
+    }
     match headers
         .get("x-goog-api-key")
         .map(|key| key.to_str().unwrap_or_default())
