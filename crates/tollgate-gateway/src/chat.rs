@@ -18,7 +18,9 @@ use tollgate_upstream::Dialect;
 
 use crate::GatewayState;
 use crate::error::ApiError;
-use crate::messages::{attribution_of, authenticate, check_max_tokens, read_body, resolve_model};
+use crate::messages::{
+    attribution_of, authenticate, check_max_tokens, forwarded_headers, read_body, resolve_model,
+};
 use crate::metered::{Admission, ClientWire, Operation, admit_and_run};
 use crate::routing::{ClientRequest, largest_body_bytes, plan_attempts};
 use tollgate_edge::RequestId;
@@ -158,42 +160,62 @@ impl ChatRequest {
     }
 }
 
-/// What a handler of OpenAI's surface reads first: the request's id, the caller behind its
-/// key (refused before the body is read), the client's attribution headers, and the body.
-pub(crate) async fn receive(
-    state: &GatewayState,
-    request: Request,
-) -> Result<(String, ApiCaller, Attribution, Bytes), ApiError> {
+/// What a handler of OpenAI's surface reads first (`receive`).
+pub(crate) struct Received {
+    pub(crate) request_id: String,
+    /// The caller behind the key, refused before the body is read.
+    pub(crate) caller: ApiCaller,
+    pub(crate) attribution: Attribution,
+    /// The client's headers that go upstream as they came (`forwarded_headers`).
+    pub(crate) client_headers: HeaderMap,
+    pub(crate) bytes: Bytes,
+}
+
+/// Reads what a handler of OpenAI's surface needs first, authenticating before the body.
+pub(crate) async fn receive(state: &GatewayState, request: Request) -> Result<Received, ApiError> {
     let request_id = RequestId::of(&request);
     let caller = authenticate(state, request.headers()).await?;
     let attribution = attribution_of(request.headers());
+    let client_headers = forwarded_headers(request.headers());
     let bytes = read_body(state, request).await?;
-    Ok((request_id, caller, attribution, bytes))
+    Ok(Received {
+        request_id,
+        caller,
+        attribution,
+        client_headers,
+        bytes,
+    })
 }
 
 pub(crate) async fn create_chat_completion(
     State(state): State<GatewayState>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let (request_id, caller, attribution, bytes) = receive(&state, request).await?;
-    let parsed = ChatRequest::parse(&bytes)?;
+    let received = receive(&state, request).await?;
+    let parsed = ChatRequest::parse(&received.bytes)?;
     let client = ClientWire::ChatCompletions {
         include_usage: parsed.include_usage,
     };
-    serve_chat(&state, &request_id, &caller, attribution, &bytes, parsed, client).await
+    serve_chat(&state, received, parsed, client).await
 }
 
-/// Routes, admits and runs a parsed Chat Completions request, answering in `client`'s shape
-/// with OpenAI's rate-limit headers: what Chat Completions and the Responses API share.
+/// Routes, admits and runs a parsed Chat Completions request (`received.bytes` is its body),
+/// answering in `client`'s shape with OpenAI's rate-limit headers: what Chat Completions and
+/// the Responses API share.
 pub(crate) async fn serve_chat(
     state: &GatewayState,
-    request_id: &str,
-    caller: &ApiCaller,
-    attribution: Attribution,
-    bytes: &Bytes,
+    received: Received,
     parsed: ChatRequest,
     client: ClientWire,
 ) -> Result<Response, ApiError> {
+    let Received {
+        request_id,
+        caller,
+        attribution,
+        client_headers,
+        bytes,
+    } = received;
+    let (request_id, caller, bytes) = (request_id.as_str(), &caller, &bytes);
     let max_tokens_param = match client {
         ClientWire::Responses(_) => "max_output_tokens",
         _ => "max_tokens",
@@ -226,7 +248,7 @@ pub(crate) async fn serve_chat(
             images,
             anthropic_version: None,
             anthropic_beta: None,
-            client_headers: HeaderMap::new(),
+            client_headers,
             query: None,
             priced_at,
             operation: Operation::Generate,

@@ -7,14 +7,13 @@
 //! through the same metered call as a chat completion. Errors take OpenAI's envelope.
 
 use axum::extract::{Request, State};
-use axum::http::HeaderMap;
 use axum::response::Response;
 use serde_json::Value;
 use tollgate_core::pricing::input_tokens_bound;
 use tollgate_upstream::Dialect;
 
 use crate::GatewayState;
-use crate::chat::{invalid, json_object, rate_limit_headers, receive, requested_model};
+use crate::chat::{Received, invalid, json_object, rate_limit_headers, receive, requested_model};
 use crate::error::ApiError;
 use crate::messages::resolve_model;
 use crate::metered::{Admission, ClientWire, Operation, admit_and_run};
@@ -24,7 +23,13 @@ pub(crate) async fn create_embedding(
     State(state): State<GatewayState>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let (request_id, caller, attribution, bytes) = receive(&state, request).await?;
+    let Received {
+        request_id,
+        caller,
+        attribution,
+        client_headers,
+        bytes,
+    } = receive(&state, request).await?;
     let body = json_object(&bytes)?;
     let model = requested_model(&body)?;
     // The rest of the input's shape (strings, token ids) is the upstream's to check.
@@ -55,7 +60,7 @@ pub(crate) async fn create_embedding(
             images: 0,
             anthropic_version: None,
             anthropic_beta: None,
-            client_headers: HeaderMap::new(),
+            client_headers,
             query: None,
             priced_at,
             operation: Operation::Embed,

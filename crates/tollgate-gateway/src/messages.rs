@@ -188,12 +188,16 @@ struct Forwarded {
     attribution: Attribution,
 }
 
-/// Headers that stay at the gateway: the client's credentials (the upstream gets the
-/// provider's), the ones that describe this connection or this body's framing (the
-/// upstream call has its own), and `accept-encoding`, since usage is read from the reply.
-const NOT_FORWARDED: [&str; 13] = [
+/// Headers that stay at the gateway: the client's credentials and the account they name
+/// (the upstream gets the provider's key; `openai-organization` and `openai-project` would
+/// name the tollgate key's account to the provider's), the ones that describe this
+/// connection or this body's framing (the upstream call has its own), and
+/// `accept-encoding`, since usage is read from the reply.
+const NOT_FORWARDED: [&str; 15] = [
     "x-api-key",
     "authorization",
+    "openai-organization",
+    "openai-project",
     "cookie",
     "host",
     "content-length",
@@ -207,7 +211,10 @@ const NOT_FORWARDED: [&str; 13] = [
     "accept-encoding",
 ];
 
-fn forwarded_headers(headers: &HeaderMap) -> HeaderMap {
+/// The client's headers that go upstream as they came, on either surface: every one but
+/// `NOT_FORWARDED`, `proxy-*`, `expect`, and the Anthropic version and betas (sent on
+/// their own). Routing passes them only to an upstream of the client's own dialect.
+pub(crate) fn forwarded_headers(headers: &HeaderMap) -> HeaderMap {
     let mut forwarded = HeaderMap::new();
     for (name, value) in headers {
         let name_text = name.as_str();

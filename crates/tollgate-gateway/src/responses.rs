@@ -102,8 +102,9 @@ pub(crate) async fn create_response(
     State(state): State<GatewayState>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let (request_id, caller, attribution, bytes) = receive(&state, request).await?;
-    let body = json_object(&bytes)?;
+    let mut received = receive(&state, request).await?;
+    let body = json_object(&received.bytes)?;
+    let (request_id, caller) = (received.request_id.clone(), received.caller.clone());
     let history = match body.get("previous_response_id") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::String(previous)) => history(&state, &caller, previous).await?,
@@ -127,16 +128,8 @@ pub(crate) async fn create_response(
         }
     });
     let client = ClientWire::Responses(Arc::new(ResponsesCall { frame, kept }));
-    serve_chat(
-        &state,
-        &request_id,
-        &caller,
-        attribution,
-        &chat_bytes,
-        parsed,
-        client,
-    )
-    .await
+    received.bytes = chat_bytes;
+    serve_chat(&state, received, parsed, client).await
 }
 
 pub(crate) async fn retrieve_response(

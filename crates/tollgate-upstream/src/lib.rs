@@ -56,9 +56,10 @@ pub struct UpstreamRequest {
     /// Pass-through headers from the client (None = absent); Anthropic dialect only.
     pub anthropic_version: Option<String>,
     pub anthropic_beta: Option<String>,
-    /// The client's other headers, forwarded to Anthropic-dialect upstreams as they came
-    /// (an open list: `anthropic-*`, `x-claude-code-*`, the client's user agent, …). The
-    /// gateway leaves out credentials, hop-by-hop and framing headers.
+    /// The client's other headers, forwarded as they came to an upstream of the client's
+    /// own dialect (an open list: `anthropic-*`, `x-claude-code-*`, `x-stainless-*`, the
+    /// client's user agent, …). The gateway leaves out credentials, hop-by-hop and framing
+    /// headers.
     pub client_headers: reqwest::header::HeaderMap,
     /// Raw query string of the client's request without '?', e.g. "beta=true"; forwarded.
     pub query: Option<String>,

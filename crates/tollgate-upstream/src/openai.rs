@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use serde_json::Value;
 use tollgate_core::usage::TokenUsage;
 
@@ -143,9 +143,10 @@ impl OpenAiClient {
         self.buffered(builder, "embeddings").await
     }
 
-    /// A JSON `POST` of the request's body to `url`, with the provider key.
+    /// A JSON `POST` of the request's body to `url`, with the client's headers as they came
+    /// (the gateway passes them only from OpenAI's surface) and the provider key.
     fn post(&self, url: &reqwest::Url, request: &UpstreamRequest) -> reqwest::RequestBuilder {
-        let mut headers = HeaderMap::with_capacity(2);
+        let mut headers = request.client_headers.clone();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if let Some(authorization) = &self.inner.authorization {
             headers.insert(AUTHORIZATION, authorization.clone());

@@ -361,3 +361,82 @@ async fn the_openai_sdk_creates_embeddings() {
     assert_eq!(charged(&app).await, expected);
     app.assert_ledger_clean().await;
 }
+
+/// A gateway forwards open lists: what an OpenAI client sends beside its body (its SDK's
+/// `x-stainless-*`, a tracing header, one nobody knows) reaches an OpenAI-compatible
+/// upstream as it came, on Chat Completions, the Responses API and Embeddings alike; its key
+/// and the account its key names (`openai-organization`, `openai-project`) do not, and
+/// neither does an Anthropic client's header on a Messages request translated to OpenAI.
+#[tokio::test]
+async fn an_openai_clients_own_headers_reach_an_openai_upstream_and_its_key_and_account_do_not() {
+    let app = spawn_app_with(Options {
+        extra_config: FAKE_EMBED,
+        ..Options::default()
+    })
+    .await;
+    let sent_with_headers = |path: &str, body: Value| {
+        app.client
+            .post(app.url(path))
+            .bearer_auth(&app.api_key)
+            .header("x-stainless-lang", "python")
+            .header("x-vendor-trace", "trace-17")
+            .header("openai-organization", "org-of-the-tollgate-key")
+            .header("openai-project", "proj-of-the-tollgate-key")
+            .json(&body)
+            .send()
+    };
+    let chat = sent_with_headers("/v1/chat/completions", chat_body("fake-gpt"))
+        .await
+        .expect("sent");
+    assert_eq!(chat.status(), 200);
+    let responses = sent_with_headers(
+        "/v1/responses",
+        json!({"model": "fake-gpt", "input": "Hello", "store": false}),
+    )
+    .await
+    .expect("sent");
+    assert_eq!(responses.status(), 200);
+    let embed = sent_with_headers("/v1/embeddings", json!({"model": "fake-embed", "input": "alpha"}))
+        .await
+        .expect("sent");
+    assert_eq!(embed.status(), 200);
+    let requests = app.fake.requests();
+    assert_eq!(requests.len(), 3);
+    for (sent, path) in
+        requests
+            .iter()
+            .zip(["/v1/chat/completions", "/v1/chat/completions", "/v1/embeddings"])
+    {
+        assert_eq!(sent.path, path);
+        assert_eq!(sent.header("x-stainless-lang"), Some("python"), "{path}");
+        assert_eq!(sent.header("x-vendor-trace"), Some("trace-17"), "{path}");
+        assert_eq!(
+            sent.header("authorization"),
+            Some("Bearer openai-provider-secret"),
+            "{path}"
+        );
+        assert_eq!(sent.header("openai-organization"), None, "{path}");
+        assert_eq!(sent.header("openai-project"), None, "{path}");
+    }
+
+    let message = app
+        .client
+        .post(app.url("/v1/messages"))
+        .header("x-api-key", &app.api_key)
+        .header("anthropic-version", "2023-06-01")
+        .header("x-vendor-trace", "trace-18")
+        .json(&crate::helpers::message_body("fake-gpt"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(message.status(), 200);
+    let translated = app.fake.requests().pop().expect("the translated request");
+    assert_eq!(translated.path, "/v1/chat/completions");
+    assert_eq!(
+        translated.header("x-vendor-trace"),
+        None,
+        "another dialect's headers mean nothing to this upstream"
+    );
+    app.wait_for_settlement().await;
+    app.assert_ledger_clean().await;
+}
