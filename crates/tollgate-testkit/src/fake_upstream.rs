@@ -67,6 +67,26 @@ pub struct RecordedRequest {
 }
 
 impl RecordedRequest {
+    /// The request as it arrived: its path, query and headers, and its body as JSON (or as
+    /// a JSON string of its text when it is not JSON).
+    pub(crate) fn of(uri: &axum::http::Uri, headers: &axum::http::HeaderMap, body: &[u8]) -> RecordedRequest {
+        RecordedRequest {
+            path: uri.path().to_owned(),
+            query: uri.query().map(str::to_owned),
+            headers: headers
+                .iter()
+                .map(|(name, value)| {
+                    (
+                        name.as_str().to_owned(),
+                        String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                    )
+                })
+                .collect(),
+            body: serde_json::from_slice(body)
+                .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(body).into_owned())),
+        }
+    }
+
     /// The first value of header `name`, compared case-insensitively.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers

@@ -63,22 +63,7 @@ struct CloudShared {
 
 impl CloudShared {
     fn record(&self, uri: &Uri, headers: &HeaderMap, body: &Bytes) {
-        let body = serde_json::from_slice(body)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()));
-        lock(&self.recorded).push(RecordedRequest {
-            path: uri.path().to_owned(),
-            query: uri.query().map(str::to_owned),
-            headers: headers
-                .iter()
-                .map(|(name, value)| {
-                    (
-                        name.as_str().to_owned(),
-                        String::from_utf8_lossy(value.as_bytes()).into_owned(),
-                    )
-                })
-                .collect(),
-            body,
-        });
+        lock(&self.recorded).push(RecordedRequest::of(uri, headers, body));
     }
 
     /// Sends an Anthropic Messages body to the scripted upstream.

@@ -185,34 +185,6 @@ const REQUEST_FIELDS: &[&str] = &[
     "cachedContent",
 ];
 
-/// Keeps a request as it arrived: its body as JSON, or as text when it is not JSON.
-fn record(
-    shared: &Shared,
-    uri: &Uri,
-    headers: &HeaderMap,
-    parsed: &Result<Value, serde_json::Error>,
-    body: &Bytes,
-) {
-    lock(&shared.recorded).push(RecordedRequest {
-        path: uri.path().to_owned(),
-        query: uri.query().map(str::to_owned),
-        headers: headers
-            .iter()
-            .map(|(name, value)| {
-                (
-                    name.as_str().to_owned(),
-                    String::from_utf8_lossy(value.as_bytes()).into_owned(),
-                )
-            })
-            .collect(),
-        body: parsed
-            .as_ref()
-            .ok()
-            .cloned()
-            .unwrap_or_else(|| Value::String(String::from_utf8_lossy(body).into_owned())),
-    });
-}
-
 async fn generate(
     State(shared): State<Arc<Shared>>,
     Path(call): Path<String>,
@@ -222,7 +194,7 @@ async fn generate(
 ) -> Response {
     let parsed = serde_json::from_slice::<Value>(&body);
     if shared.recording == Recording::Enabled {
-        record(&shared, &uri, &headers, &parsed, &body);
+        lock(&shared.recorded).push(RecordedRequest::of(&uri, &headers, &body));
     }
     match headers
         .get("x-goog-api-key")

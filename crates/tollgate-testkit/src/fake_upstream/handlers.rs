@@ -449,21 +449,7 @@ async fn not_found(State(shared): State<Arc<Shared>>) -> Response {
 /// the count go up also finds the request in the log.
 pub(crate) fn record(shared: &Shared, uri: &Uri, headers: &HeaderMap, body: &Bytes) {
     if shared.recording == Recording::Enabled {
-        let request = RecordedRequest {
-            path: uri.path().to_owned(),
-            query: uri.query().map(str::to_owned),
-            headers: headers
-                .iter()
-                .map(|(name, value)| {
-                    (
-                        name.as_str().to_owned(),
-                        String::from_utf8_lossy(value.as_bytes()).into_owned(),
-                    )
-                })
-                .collect(),
-            body: serde_json::from_slice(body)
-                .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(body).into_owned())),
-        };
+        let request = RecordedRequest::of(uri, headers, body);
         lock(&shared.recorded).push(request);
     }
     shared.request_count.fetch_add(1, Ordering::SeqCst);
