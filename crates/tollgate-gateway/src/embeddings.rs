@@ -1,10 +1,11 @@
 //! `POST /v1/embeddings`: OpenAI's Embeddings on the same keys, limits and credit as the
 //! other surfaces, for embeddings models only (`Model::embeddings`) on providers that embed
-//! (`openai`, and the simulated model offline). The body goes upstream untouched but for
-//! the model; the reply comes back as the upstream sent it. Billed per input token: the
-//! reservation is bounded by the body's length (`input_tokens_bound`, as every surface's),
-//! and the settlement is the upstream's `usage.prompt_tokens` at the model's input price,
-//! through the same metered call as a chat completion. Errors take OpenAI's envelope.
+//! (`openai`; `gemini`, whose client translates; and the simulated model offline). The body
+//! goes upstream untouched but for the model; the reply comes back as the upstream sent it.
+//! Billed per input token: the reservation is bounded by the body's length
+//! (`input_tokens_bound`, as every surface's), and the settlement is the upstream's
+//! `usage.prompt_tokens` at the model's input price, through the same metered call as a chat
+//! completion. Errors take OpenAI's envelope.
 
 use axum::extract::{Request, State};
 use axum::response::Response;

@@ -27,7 +27,9 @@ pub use crate::fake_upstream::cloud::{
     FAKE_AWS_ACCESS_KEY_ID, FAKE_AWS_REGION, FAKE_AWS_SECRET_ACCESS_KEY, FAKE_GCP_PROJECT, FAKE_GCP_REGION,
     FakeBedrock, FakeVertex,
 };
-pub use crate::fake_upstream::gemini::{FAKE_GEMINI_API_KEY, FakeGemini, GeminiBehavior, GeminiReply};
+pub use crate::fake_upstream::gemini::{
+    FAKE_GEMINI_API_KEY, FakeGemini, GeminiBehavior, GeminiReply, gemini_tokens_of,
+};
 
 /// A fake Anthropic API on `127.0.0.1`, serving `POST /v1/messages` (streaming or not),
 /// `POST /v1/messages/count_tokens` and the Message Batches API (`batches`) — and a fake OpenAI-compatible one on the same port,

@@ -8,8 +8,10 @@
 //! `usageMetadata` (`parse_usage`). Refusals keep their status and retry headers and are
 //! put in Anthropic's envelope; Google's `RetryInfo` becomes `retry-after` when it sent none,
 //! and a key Google does not know (its 400 `API_KEY_INVALID`) is the operator's 401. It
-//! never forwards the client's headers.
+//! never forwards the client's headers. Embeddings in OpenAI's shape become
+//! `batchEmbedContents` (`embed`), their reply OpenAI's again.
 
+mod embed;
 mod reply;
 mod request;
 
@@ -110,9 +112,71 @@ impl GeminiClient {
         } else {
             "generateContent"
         };
+        if !request.stream {
+            let value = self.post_for_json(&call.model, method, &call.body).await?;
+            let (message, usage) = reply::message(&value, &call.model)?;
+            return Ok(UpstreamReply::Message {
+                body: bytes::Bytes::from(message.to_string()),
+                usage,
+            });
+        }
+        let builder = self.post(&call.model, method, &call.body)?;
+        let chunks = http::send_streaming(builder, self.inner.request_timeout, self.inner.idle_timeout)
+            .await
+            .map_err(refusal)?;
+        Ok(UpstreamReply::Stream(reply::message_events(chunks, call.model)))
+    }
+
+    /// An Embeddings request in OpenAI's shape as `…/models/{model}:batchEmbedContents`, the
+    /// reply in OpenAI's shape. Its usage is Google's `usageMetadata` when the reply has it,
+    /// else what `:countTokens` says of the same texts; were that call to fail, the texts'
+    /// bytes, which no count of their tokens exceeds: the vectors were made and Google bills
+    /// them, so the reply is never free.
+    pub async fn embeddings(&self, request: UpstreamRequest) -> Result<UpstreamReply, UpstreamError> {
+        let call = embed::to_batch_embed(&request.body)?;
+        let reply = self
+            .post_for_json(&call.model, "batchEmbedContents", &call.body)
+            .await?;
+        let (body, reported) = embed::to_openai(&reply, &call)?;
+        let (body, prompt_tokens) = match reported {
+            Some(tokens) => (body, tokens),
+            None => {
+                let counted = self
+                    .post_for_json(&call.model, "countTokens", &call.count_body)
+                    .await;
+                let tokens = match counted
+                    .as_ref()
+                    .ok()
+                    .and_then(|reply| reply.get("totalTokens")?.as_u64())
+                {
+                    Some(tokens) => tokens,
+                    None => {
+                        tracing::warn!(model = %call.model, error = ?counted.err(), "countTokens did not answer for embeddings; billing the texts' bytes, their bound");
+                        call.text_bytes
+                    }
+                };
+                (embed::with_prompt_tokens(body, tokens), tokens)
+            }
+        };
+        Ok(UpstreamReply::Message {
+            body: bytes::Bytes::from(body.to_string()),
+            usage: TokenUsage {
+                input_tokens: prompt_tokens,
+                ..TokenUsage::default()
+            },
+        })
+    }
+
+    /// A JSON `POST` of `body` to `…/models/{model}:{method}`, with the provider key.
+    fn post(
+        &self,
+        model: &str,
+        method: &str,
+        body: &Value,
+    ) -> Result<reqwest::RequestBuilder, UpstreamError> {
         let url = http::endpoint(
             &self.inner.models_url,
-            &format!("/{}:{method}", path_segment(&call.model)),
+            &format!("/{}:{method}", path_segment(model)),
         )?;
         let mut headers = HeaderMap::with_capacity(2);
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -120,25 +184,17 @@ impl GeminiClient {
             headers.insert("x-goog-api-key", api_key.clone());
         }
         // A map of JSON values always serializes.
-        let body = serde_json::to_vec(&call.body).unwrap_or_default();
-        let builder = self.inner.http.post(url).headers(headers).body(body);
-        if !request.stream {
-            let reply = http::send_buffered(builder, self.inner.request_timeout)
-                .await
-                .map_err(refusal)?;
-            let value: Value = serde_json::from_slice(&reply).map_err(|error| {
-                UpstreamError::Protocol(format!("generateContent body is not JSON: {error}"))
-            })?;
-            let (message, usage) = reply::message(&value, &call.model)?;
-            return Ok(UpstreamReply::Message {
-                body: bytes::Bytes::from(message.to_string()),
-                usage,
-            });
-        }
-        let chunks = http::send_streaming(builder, self.inner.request_timeout, self.inner.idle_timeout)
+        let body = serde_json::to_vec(body).unwrap_or_default();
+        Ok(self.inner.http.post(url).headers(headers).body(body))
+    }
+
+    /// `post`, and the whole reply as JSON; a refusal as Anthropic's (`refusal`).
+    async fn post_for_json(&self, model: &str, method: &str, body: &Value) -> Result<Value, UpstreamError> {
+        let reply = http::send_buffered(self.post(model, method, body)?, self.inner.request_timeout)
             .await
             .map_err(refusal)?;
-        Ok(UpstreamReply::Stream(reply::message_events(chunks, call.model)))
+        serde_json::from_slice(&reply)
+            .map_err(|error| UpstreamError::Protocol(format!("{method} body is not JSON: {error}")))
     }
 }
 

@@ -11,6 +11,7 @@
 pub mod anthropic;
 pub mod bedrock;
 mod cloud;
+pub mod embeddings;
 mod error;
 pub mod event_stream;
 pub mod gemini;
@@ -120,7 +121,10 @@ impl Provider {
     /// simulated model answers them offline; Anthropic's Messages API and its clouds have
     /// none, and Gemini's embeddings are not served yet.
     pub fn embeds(&self) -> bool {
-        matches!(self, Provider::Simulated(_) | Provider::OpenAi(_))
+        matches!(
+            self,
+            Provider::Simulated(_) | Provider::OpenAi(_) | Provider::Gemini(_)
+        )
     }
 
     /// `POST …/embeddings` with an OpenAI Embeddings body (`request.stream` is ignored):
@@ -130,7 +134,8 @@ impl Provider {
         match self {
             Provider::Simulated(simulated) => simulated.embeddings(request),
             Provider::OpenAi(client) => client.embeddings(request).await,
-            Provider::Anthropic(_) | Provider::Bedrock(_) | Provider::Vertex(_) | Provider::Gemini(_) => Err(
+            Provider::Gemini(client) => client.embeddings(request).await,
+            Provider::Anthropic(_) | Provider::Bedrock(_) | Provider::Vertex(_) => Err(
                 UpstreamError::Protocol("this provider serves no embeddings (see embeds)".to_owned()),
             ),
         }

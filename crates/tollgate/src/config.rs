@@ -529,16 +529,16 @@ pub enum ProviderBatches {
 }
 
 impl ProviderConfig {
-    /// How long a deployment on this provider is passed over after a failure.
     /// Whether the provider's kind serves `POST /v1/embeddings`
     /// (`tollgate_upstream::Provider::embeds`).
     fn embeds(&self) -> bool {
         matches!(
             self,
-            ProviderConfig::Simulated { .. } | ProviderConfig::OpenAi { .. }
+            ProviderConfig::Simulated { .. } | ProviderConfig::OpenAi { .. } | ProviderConfig::Gemini { .. }
         )
     }
 
+    /// How long a deployment on this provider is passed over after a failure.
     fn cooldown(&self) -> chrono::Duration {
         let seconds = match self {
             ProviderConfig::Simulated { cooldown_seconds, .. }
@@ -1190,7 +1190,7 @@ impl Config {
                 };
                 if model.embeddings && !provider.embeds() {
                     bail!(
-                        "{context}: model '{id}' is an embeddings model, and provider '{}' serves no embeddings (only `openai` and `simulated` do)",
+                        "{context}: model '{id}' is an embeddings model, and provider '{}' serves no embeddings (only `openai`, `gemini` and `simulated` do)",
                         deployment.provider
                     );
                 }

@@ -8,6 +8,13 @@
 //! words every refusal in Google's envelope (`{"error":{"code","message","status"}}`, a 429
 //! with `RetryInfo`). Replies are scripted with [`GeminiReply`] (text, a function call,
 //! prompt, cached, candidate and thought token counts) and [`GeminiBehavior`].
+//!
+//! Embeddings: `:batchEmbedContents` answers one vector per request (`outputDimensionality`
+//! long, 8 when unset), its values multiples of 1/256 drawn from the text, so they are exact
+//! as `f32`; it checks each request names the URL's model. Its reply carries no usage unless
+//! told to (`report_embedding_usage`); `:countTokens` counts a token per four bytes of each
+//! text part, at least one. Behaviours apply to `batchEmbedContents` as to generation, not to
+//! `countTokens`.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -83,6 +90,7 @@ struct Shared {
     recorded: Mutex<Vec<RecordedRequest>>,
     recording: Recording,
     next_id: AtomicU64,
+    embedding_usage: std::sync::atomic::AtomicBool,
 }
 
 impl FakeGemini {
@@ -104,6 +112,7 @@ impl FakeGemini {
             recorded: Mutex::default(),
             recording,
             next_id: AtomicU64::new(1),
+            embedding_usage: std::sync::atomic::AtomicBool::new(false),
         });
         let app = Router::new()
             .route("/v1beta/models/{call}", post(generate))
@@ -127,6 +136,12 @@ impl FakeGemini {
     /// A behaviour for exactly one request, before the default one.
     pub fn push_behavior(&self, behavior: GeminiBehavior) {
         lock(&self.shared.queued).push_back(behavior);
+    }
+
+    /// Whether `batchEmbedContents` replies carry `usageMetadata.promptTokenCount` (what
+    /// `countTokens` would say of their texts).
+    pub fn report_embedding_usage(&self, report: bool) {
+        self.shared.embedding_usage.store(report, Ordering::Relaxed);
     }
 
     /// Every request to a model, as it arrived, in order.
@@ -219,13 +234,15 @@ async fn generate(
     let Some((model, method)) = call.rsplit_once(':') else {
         return google_error(404, "Method not found.", json!([]));
     };
+    let Ok(Value::Object(request)) = parsed else {
+        return google_error(400, "Invalid JSON payload received.", json!([]));
+    };
     let stream = match method {
         "generateContent" => false,
         "streamGenerateContent" => true,
+        "batchEmbedContents" => return batch_embed(&shared, model, &request),
+        "countTokens" => return count_tokens(&request),
         _ => return google_error(404, "Method not found.", json!([])),
-    };
-    let Ok(Value::Object(request)) = parsed else {
-        return google_error(400, "Invalid JSON payload received.", json!([]));
     };
     if let Some(unknown) = request.keys().find(|key| !REQUEST_FIELDS.contains(&key.as_str())) {
         return google_error(
@@ -392,4 +409,141 @@ fn sse_response(chunks: Vec<Value>) -> Response {
         Body::from_stream(futures_util::stream::iter(frames)),
     )
         .into_response()
+}
+
+/// The fields of a `BatchEmbedContentsRequest` and of each `EmbedContentRequest` in it.
+const BATCH_EMBED_FIELDS: &[&str] = &["requests"];
+const EMBED_FIELDS: &[&str] = &["model", "content", "taskType", "title", "outputDimensionality"];
+
+fn batch_embed(shared: &Shared, model: &str, request: &serde_json::Map<String, Value>) -> Response {
+    if let Some(unknown) = request
+        .keys()
+        .find(|key| !BATCH_EMBED_FIELDS.contains(&key.as_str()))
+    {
+        return google_error(
+            400,
+            &format!("Invalid JSON payload received. Unknown name \"{unknown}\": Cannot find field."),
+            json!([]),
+        );
+    }
+    let Some(requests) = request
+        .get("requests")
+        .and_then(Value::as_array)
+        .filter(|requests| !requests.is_empty())
+    else {
+        return google_error(
+            400,
+            "* BatchEmbedContentsRequest.requests: requests is not specified",
+            json!([]),
+        );
+    };
+    let mut texts: Vec<String> = Vec::with_capacity(requests.len());
+    let mut dimensions = 8;
+    for (index, embed) in requests.iter().enumerate() {
+        let Some(embed) = embed.as_object() else {
+            return google_error(400, "Invalid JSON payload received.", json!([]));
+        };
+        if let Some(unknown) = embed.keys().find(|key| !EMBED_FIELDS.contains(&key.as_str())) {
+            return google_error(
+                400,
+                &format!(
+                    "Invalid JSON payload received. Unknown name \"{unknown}\" at 'requests[{index}]': Cannot find field."
+                ),
+                json!([]),
+            );
+        }
+        if embed.get("model").and_then(Value::as_str) != Some(&format!("models/{model}")) {
+            return google_error(
+                400,
+                &format!(
+                    "* BatchEmbedContentsRequest.requests[{index}].model: the model must be the one in the URL, models/{model}"
+                ),
+                json!([]),
+            );
+        }
+        let Some(text) = embed
+            .get("content")
+            .and_then(|content| content.get("parts"))
+            .and_then(Value::as_array)
+            .filter(|parts| !parts.is_empty())
+            .and_then(|parts| {
+                parts
+                    .iter()
+                    .map(|part| part.get("text")?.as_str())
+                    .collect::<Option<String>>()
+            })
+        else {
+            return google_error(
+                400,
+                &format!(
+                    "* BatchEmbedContentsRequest.requests[{index}].content.parts: text parts are required"
+                ),
+                json!([]),
+            );
+        };
+        if let Some(asked) = embed.get("outputDimensionality").and_then(Value::as_u64) {
+            dimensions = asked;
+        }
+        texts.push(text);
+    }
+    let behavior = lock(&shared.queued)
+        .pop_front()
+        .unwrap_or_else(|| lock(&shared.default_behavior).clone());
+    match behavior {
+        GeminiBehavior::Ok(_) => {}
+        GeminiBehavior::Status(status) => return scripted_error(status),
+        GeminiBehavior::MidStreamError => return scripted_error(503),
+    }
+    let embeddings: Vec<Value> = texts
+        .iter()
+        .map(|text| json!({"values": vector(text, dimensions)}))
+        .collect();
+    let mut reply = json!({ "embeddings": embeddings });
+    if shared.embedding_usage.load(Ordering::Relaxed) {
+        let tokens: u64 = texts.iter().map(|text| gemini_tokens_of(text)).sum();
+        reply["usageMetadata"] = json!({"promptTokenCount": tokens, "totalTokenCount": tokens});
+    }
+    axum::Json(reply).into_response()
+}
+
+fn count_tokens(request: &serde_json::Map<String, Value>) -> Response {
+    let Some(contents) = request.get("contents").and_then(Value::as_array) else {
+        return google_error(
+            400,
+            "* CountTokensRequest.contents: contents is not specified",
+            json!([]),
+        );
+    };
+    let tokens: u64 = contents
+        .iter()
+        .filter_map(|content| content.get("parts")?.as_array())
+        .flatten()
+        .filter_map(|part| part.get("text")?.as_str())
+        .map(gemini_tokens_of)
+        .sum();
+    axum::Json(json!({
+        "totalTokens": tokens,
+        "promptTokensDetails": [{"modality": "TEXT", "tokenCount": tokens}],
+    }))
+    .into_response()
+}
+
+/// The fake's token count of a text: one per four bytes, at least one.
+pub fn gemini_tokens_of(text: &str) -> u64 {
+    (text.len() as u64).div_ceil(4).max(1)
+}
+
+/// `dimensions` values in [-0.5, 0.5), multiples of 1/256 drawn from the text's FNV-1a hash.
+fn vector(text: &str, dimensions: u64) -> Vec<Value> {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in text.bytes() {
+        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+    }
+    (0..dimensions)
+        .map(|index| {
+            hash = hash.rotate_left(7) ^ index;
+            let step = i64::try_from(hash & 0xff).unwrap_or_default() - 128;
+            json!(step as f64 / 256.0)
+        })
+        .collect()
 }

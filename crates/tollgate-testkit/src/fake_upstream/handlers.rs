@@ -20,7 +20,8 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use tollgate_upstream::simulated::embeddings::{EmbeddingsRequest, embeddings_body};
+use tollgate_upstream::embeddings::EmbeddingsRequest;
+use tollgate_upstream::simulated::embeddings::embeddings_body;
 
 use crate::fake_upstream::batches;
 use crate::fake_upstream::serve::ConnectionHangup;

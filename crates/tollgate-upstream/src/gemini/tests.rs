@@ -518,3 +518,148 @@ proptest! {
         prop_assert_eq!(meter.reported_usage(), Some(usage));
     }
 }
+
+#[test]
+fn an_embeddings_body_becomes_batch_embed_contents_and_its_reply_openais() {
+    use crate::embeddings::encoded;
+    use crate::gemini::embed::{to_batch_embed, to_openai, with_prompt_tokens};
+    let body = json!({"model": "gemini-embedding-001", "input": ["héllo", "b"], "dimensions": 3, "encoding_format": "base64", "user": "u"});
+    let call = to_batch_embed(body.to_string().as_bytes()).expect("translated");
+    assert_eq!(call.model, "gemini-embedding-001");
+    assert_eq!(
+        call.body,
+        json!({"requests": [
+            {"model": "models/gemini-embedding-001", "content": {"parts": [{"text": "héllo"}]}, "outputDimensionality": 3},
+            {"model": "models/gemini-embedding-001", "content": {"parts": [{"text": "b"}]}, "outputDimensionality": 3},
+        ]}),
+        "OpenAI's `user` and `encoding_format` are not Google's to see"
+    );
+    assert_eq!(
+        call.count_body,
+        json!({"contents": [{"role": "user", "parts": [{"text": "héllo"}, {"text": "b"}]}]})
+    );
+    assert_eq!(call.text_bytes, 7, "UTF-8 bytes");
+
+    let reply = json!({"embeddings": [{"values": [0.5, -0.25, 0.013671875]}, {"values": [1, 0, -1]}]});
+    let (openai, reported) = to_openai(&reply, &call).expect("a reply");
+    assert_eq!(reported, None);
+    assert_eq!(
+        openai["data"][0]["embedding"],
+        encoded(&[0.5, -0.25, 0.013_671_875], true)
+    );
+    assert_eq!(
+        openai["data"][1],
+        json!({"object": "embedding", "index": 1, "embedding": encoded(&[1.0, 0.0, -1.0], true)})
+    );
+    assert_eq!(
+        with_prompt_tokens(openai, 9)["usage"],
+        json!({"prompt_tokens": 9, "total_tokens": 9})
+    );
+
+    let floats = json!({"model": "models/gemini-embedding-001", "input": "x"});
+    let call = to_batch_embed(floats.to_string().as_bytes()).expect("translated");
+    assert_eq!(
+        call.body["requests"][0].get("outputDimensionality"),
+        None,
+        "the model's own length"
+    );
+    let reply = json!({"embeddings": [{"values": [0.1, 0.2]}], "usageMetadata": {"promptTokenCount": 4}});
+    let (openai, reported) = to_openai(&reply, &call).expect("a reply");
+    assert_eq!(reported, Some(4));
+    assert_eq!(
+        openai["data"][0]["embedding"],
+        json!([0.1, 0.2]),
+        "Google's numbers as it wrote them"
+    );
+    assert_eq!(openai["usage"]["prompt_tokens"], 4);
+}
+
+#[test]
+fn what_gemini_cannot_embed_is_refused_and_a_short_reply_is_a_protocol_error() {
+    use crate::gemini::embed::{to_batch_embed, to_openai};
+    for body in [
+        json!({"model": "m", "input": [1, 2, 3]}),
+        json!({"model": "m", "input": [[1, 2], [3]]}),
+    ] {
+        let (status, message) =
+            refused_with(to_batch_embed(body.to_string().as_bytes()).expect_err("refused"));
+        assert_eq!(status, 400);
+        assert!(message.contains("token ids"), "{message}");
+    }
+    let (status, _) = refused_with(
+        to_batch_embed(
+            json!({"model": "m", "input": "x", "dimensions": 0})
+                .to_string()
+                .as_bytes(),
+        )
+        .expect_err("refused"),
+    );
+    assert_eq!(status, 400);
+    let call = to_batch_embed(json!({"model": "m", "input": ["a", "b"]}).to_string().as_bytes())
+        .expect("translated");
+    for reply in [
+        json!({"embeddings": [{"values": [0.1]}]}),
+        json!({"embeddings": [{"values": [0.1]}, {"values": ["0.1"]}]}),
+        json!({}),
+    ] {
+        assert!(
+            matches!(to_openai(&reply, &call), Err(UpstreamError::Protocol(_))),
+            "{reply}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn embeddings_google_can_neither_report_nor_count_are_billed_their_bytes_never_free() {
+    use axum::extract::Path;
+    use axum::http::StatusCode;
+    use std::time::Duration;
+
+    use crate::UpstreamRequest;
+    use crate::gemini::{GeminiClient, GeminiConfig};
+
+    let server = axum::Router::new().route(
+        "/v1beta/models/{call}",
+        axum::routing::post(|Path(call): Path<String>| async move {
+            if call.ends_with(":countTokens") {
+                (StatusCode::SERVICE_UNAVAILABLE, "{}".to_owned())
+            } else {
+                (
+                    StatusCode::OK,
+                    json!({"embeddings": [{"values": [0.5]}]}).to_string(),
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a port");
+    let addr = listener.local_addr().expect("an address");
+    tokio::spawn(async move { axum::serve(listener, server).await });
+    let client = GeminiClient::new(GeminiConfig {
+        base_url: format!("http://{addr}"),
+        api_key: Some("key".to_owned()),
+        connect_timeout: Duration::from_secs(2),
+        ca_pem: None,
+        idle_timeout: Duration::from_secs(2),
+        request_timeout: Duration::from_secs(5),
+    })
+    .expect("a client");
+    let reply = client
+        .embeddings(UpstreamRequest {
+            body: bytes::Bytes::from(json!({"model": "m", "input": "eleven byte"}).to_string()),
+            stream: false,
+            anthropic_version: None,
+            anthropic_beta: None,
+            client_headers: reqwest::header::HeaderMap::new(),
+            query: None,
+        })
+        .await
+        .expect("the vectors were made");
+    let crate::UpstreamReply::Message { body, usage } = reply else {
+        panic!("a whole reply");
+    };
+    assert_eq!(usage.input_tokens, 11);
+    let body: Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(body["usage"]["prompt_tokens"], 11);
+}

@@ -5,86 +5,15 @@
 //! than the body's length: the gateway has reserved on that bound. The fake upstream of the
 //! test kit answers with the same shapes (`EmbeddingsRequest`, `embeddings_body`).
 
-use base64::Engine;
 use serde_json::{Value, json};
 use tollgate_core::usage::TokenUsage;
 
+use crate::embeddings::{EmbeddingsRequest, encoded};
 use crate::simulated::{SplitMix64, TextWalk};
 use crate::{UpstreamError, UpstreamReply};
 
 /// Vector length when the request sets no `dimensions` (OpenAI's `text-embedding-3-small`).
 pub const DIMENSIONS_DEFAULT: usize = 1_536;
-/// The longest vector the simulated model makes (`text-embedding-3-large`'s).
-const DIMENSIONS_MAX: usize = 3_072;
-
-/// What an Embeddings request asks for.
-#[derive(Debug)]
-pub struct EmbeddingsRequest {
-    pub model: String,
-    /// The items of `input`: a string, an array of token ids, or one of either.
-    pub inputs: Vec<Value>,
-    pub dimensions: usize,
-    /// `encoding_format: "base64"`; floats otherwise.
-    pub base64: bool,
-}
-
-impl EmbeddingsRequest {
-    /// Reads a body in OpenAI's Embeddings shape; a malformed one is OpenAI's message.
-    pub fn parse(body: &[u8]) -> Result<EmbeddingsRequest, String> {
-        let value: Value = serde_json::from_slice(body)
-            .map_err(|error| format!("The request body is not valid JSON: {error}"))?;
-        let model = match value.get("model") {
-            Some(Value::String(model)) if !model.is_empty() => model.clone(),
-            _ => return Err("you must provide a model parameter".to_owned()),
-        };
-        let is_token_ids =
-            |items: &[Value]| !items.is_empty() && items.iter().all(|item| item.as_u64().is_some());
-        let inputs = match value.get("input") {
-            Some(Value::String(text)) => vec![Value::String(text.clone())],
-            Some(Value::Array(items)) if is_token_ids(items) => vec![Value::Array(items.clone())],
-            Some(Value::Array(items))
-                if !items.is_empty()
-                    && items.iter().all(|item| match item {
-                        Value::String(_) => true,
-                        Value::Array(ids) => is_token_ids(ids),
-                        _ => false,
-                    }) =>
-            {
-                items.clone()
-            }
-            _ => {
-                return Err(
-                    "'input' must be a string, an array of strings, an array of token ids, \
-                            or an array of token-id arrays, and not empty"
-                        .to_owned(),
-                );
-            }
-        };
-        let dimensions = match value.get("dimensions") {
-            None | Some(Value::Null) => DIMENSIONS_DEFAULT,
-            Some(dimensions) => match dimensions.as_u64().and_then(|count| usize::try_from(count).ok()) {
-                Some(count @ 1..=DIMENSIONS_MAX) => count,
-                _ => {
-                    return Err(format!(
-                        "'dimensions' must be an integer from 1 to {DIMENSIONS_MAX}"
-                    ));
-                }
-            },
-        };
-        let base64 = match value.get("encoding_format") {
-            None | Some(Value::Null) => false,
-            Some(Value::String(format)) if format == "float" => false,
-            Some(Value::String(format)) if format == "base64" => true,
-            Some(_) => return Err("'encoding_format' must be 'float' or 'base64'".to_owned()),
-        };
-        Ok(EmbeddingsRequest {
-            model,
-            inputs,
-            dimensions,
-            base64,
-        })
-    }
-}
 
 /// The Embeddings reply to `request`, naming `model`, with `prompt_tokens` as its usage.
 pub fn embeddings_body(request: &EmbeddingsRequest, model: &str, prompt_tokens: u64) -> Value {
@@ -93,20 +22,8 @@ pub fn embeddings_body(request: &EmbeddingsRequest, model: &str, prompt_tokens: 
         .iter()
         .enumerate()
         .map(|(index, input)| {
-            let vector = unit_vector(input, request.dimensions);
-            let embedding = if request.base64 {
-                let bytes: Vec<u8> = vector.iter().flat_map(|value| value.to_le_bytes()).collect();
-                Value::String(base64::engine::general_purpose::STANDARD.encode(bytes))
-            } else {
-                // Each float as its shortest decimal, as OpenAI writes them.
-                Value::Array(
-                    vector
-                        .iter()
-                        .map(|value| json!(value.to_string().parse::<f64>().unwrap_or_default()))
-                        .collect(),
-                )
-            };
-            json!({"object": "embedding", "index": index, "embedding": embedding})
+            let vector = unit_vector(input, request.dimensions.unwrap_or(DIMENSIONS_DEFAULT));
+            json!({"object": "embedding", "index": index, "embedding": encoded(&vector, request.base64)})
         })
         .collect();
     json!({

@@ -530,6 +530,7 @@ fn an_embeddings_model_needs_only_an_input_price_and_a_provider_that_embeds() {
         )
     };
     parse(Some(&on("openai")), &[]).expect("an openai provider embeds");
+    parse(Some(&on("gemini")), &[]).expect("a gemini provider embeds");
     let error = format!("{:#}", parse(Some(&on("anthropic")), &[]).expect_err("refused"));
     assert!(error.contains("serves no embeddings"), "{error}");
 }

@@ -29,7 +29,7 @@ const SMALL_NANOS_PER_TOKEN: i64 = 20;
 
 impl TestApp {
     /// `POST /v1/embeddings` as the `openai` SDKs send it, with `key`.
-    async fn post_embeddings_with(&self, key: &str, body: &Value) -> reqwest::Response {
+    pub(crate) async fn post_embeddings_with(&self, key: &str, body: &Value) -> reqwest::Response {
         self.client
             .post(self.url("/v1/embeddings"))
             .bearer_auth(key)
@@ -39,14 +39,14 @@ impl TestApp {
             .expect("request sent")
     }
 
-    async fn post_embeddings(&self, body: &Value) -> reqwest::Response {
+    pub(crate) async fn post_embeddings(&self, body: &Value) -> reqwest::Response {
         self.post_embeddings_with(&self.api_key, body).await
     }
 }
 
 /// Status and body of an embeddings request expected to be refused, checked to be in OpenAI's
 /// envelope.
-async fn refused(response: reqwest::Response) -> (u16, Value) {
+pub(crate) async fn refused(response: reqwest::Response) -> (u16, Value) {
     let status = response.status().as_u16();
     let envelope: Value = response.json().await.expect("json");
     assert!(envelope.get("type").is_none(), "OpenAI's envelope: {envelope}");

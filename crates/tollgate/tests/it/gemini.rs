@@ -3,15 +3,19 @@
 //! official SDKs reach a Gemini model as they reach Anthropic's, each request billed exactly
 //! the `usageMetadata` Google reported (cached prompt tokens as cache reads, thinking as
 //! output), and that Google's refusals reach the client with their status and when to retry.
+//! OpenAI's Embeddings reach Gemini's `batchEmbedContents`, billed by the tokens Google
+//! counts.
 
 use serde_json::{Value, json};
-use tollgate_testkit::{FAKE_GEMINI_API_KEY, FakeGemini, GeminiBehavior, GeminiReply};
+use tollgate_testkit::{FAKE_GEMINI_API_KEY, FakeGemini, GeminiBehavior, GeminiReply, gemini_tokens_of};
 
+use crate::embeddings::refused;
 use crate::helpers::{Options, TestApp, parse_chat_sse, parse_sse, spawn_app_with, starter_nanos};
 use crate::sdk::run_script_with;
 
 /// `gemini-flash` on the fake Gemini with the right key, `gemini-misconfigured` with
 /// another; at $0.30 input, $0.03 cache reads and $2.50 output a million tokens.
+/// `gemini-embed`, an embeddings model, at $0.15 a million input tokens.
 const GEMINI: &str = r#"
     [providers.gemini]
     kind = "gemini"
@@ -30,6 +34,12 @@ const GEMINI: &str = r#"
     input = "0.30"
     cache_read = "0.03"
     output = "2.50"
+    [models.gemini-embed]
+    class = "haiku"
+    provider = "gemini"
+    upstream_model = "gemini-embedding-001"
+    embeddings = true
+    input = "0.15"
     [models.gemini-misconfigured]
     class = "haiku"
     provider = "gemini-wrong-key"
@@ -375,4 +385,157 @@ async fn the_official_sdks_reach_gemini_through_tollgate() {
     assert_eq!(chat["completion_tokens"], 150);
     assert_eq!(spent(&setup.app).await, 3 * COST);
     setup.app.assert_ledger_clean().await;
+}
+
+/// `gemini-embed`'s input price in nano-USD a token.
+const EMBED_NANOS_PER_TOKEN: i64 = 150;
+
+fn floats(vector: &Value) -> Vec<f64> {
+    vector
+        .as_array()
+        .expect("an array of numbers")
+        .iter()
+        .map(|value| value.as_f64().expect("a number"))
+        .collect()
+}
+
+#[tokio::test]
+async fn embeddings_reach_gemini_as_batch_embed_contents_billed_by_the_tokens_google_counts() {
+    let setup = spawn_gemini().await;
+    let texts = ["alpha beta", "gamma"];
+    let tokens = |texts: &[&str]| texts.iter().map(|text| gemini_tokens_of(text)).sum::<u64>();
+    let body = json!({
+        "model": "gemini-embed",
+        "input": texts,
+        "dimensions": 4,
+        "encoding_format": "float",
+        "user": "user-1",
+    });
+    let response = setup.app.post_embeddings(&body).await;
+    assert_eq!(response.status(), 200);
+    let reply: Value = response.json().await.expect("json");
+    assert_eq!(reply["object"], "list");
+    assert_eq!(reply["model"], "gemini-embedding-001");
+    let data = reply["data"].as_array().expect("data");
+    assert_eq!(data.len(), 2);
+    assert_eq!(
+        (&data[1]["object"], &data[1]["index"]),
+        (&json!("embedding"), &json!(1))
+    );
+    assert_eq!(floats(&data[0]["embedding"]).len(), 4);
+    assert_ne!(data[0]["embedding"], data[1]["embedding"]);
+    let counted = tokens(&texts);
+    assert_eq!(
+        reply["usage"],
+        json!({"prompt_tokens": counted, "total_tokens": counted})
+    );
+
+    let requests = setup.gemini.requests();
+    let paths: Vec<&str> = requests.iter().map(|request| request.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "/v1beta/models/gemini-embedding-001:batchEmbedContents",
+            "/v1beta/models/gemini-embedding-001:countTokens",
+        ],
+        "Google reported no usage, so the texts were counted"
+    );
+    assert_eq!(requests[0].header("x-goog-api-key"), Some(FAKE_GEMINI_API_KEY));
+    assert_eq!(
+        requests[0].body,
+        json!({"requests": [
+            {"model": "models/gemini-embedding-001", "content": {"parts": [{"text": "alpha beta"}]}, "outputDimensionality": 4},
+            {"model": "models/gemini-embedding-001", "content": {"parts": [{"text": "gamma"}]}, "outputDimensionality": 4},
+        ]})
+    );
+
+    // Where Google reports `usageMetadata`, nothing else is asked.
+    setup.gemini.report_embedding_usage(true);
+    let response = setup
+        .app
+        .post_embeddings(&json!({"model": "gemini-embed", "input": "alpha beta", "encoding_format": "float"}))
+        .await;
+    assert_eq!(response.status(), 200);
+    let reply: Value = response.json().await.expect("json");
+    assert_eq!(
+        floats(&reply["data"][0]["embedding"]).len(),
+        8,
+        "the model's own length"
+    );
+    assert_eq!(reply["usage"]["prompt_tokens"], tokens(&["alpha beta"]));
+    assert_eq!(setup.gemini.requests().len(), 3, "no countTokens");
+
+    // Gemini embeds text: token ids are refused before anything is sent or held.
+    let (status, error) = refused(
+        setup
+            .app
+            .post_embeddings(&json!({"model": "gemini-embed", "input": [1, 2, 3]}))
+            .await,
+    )
+    .await;
+    assert_eq!((status, &error["type"]), (400, &json!("invalid_request_error")));
+    assert!(
+        error["message"].as_str().expect("message").contains("token ids"),
+        "{error}"
+    );
+
+    // Google's 429 keeps its status and when to retry, in OpenAI's envelope, and is free.
+    setup.gemini.push_behavior(GeminiBehavior::Status(429));
+    let limited = setup
+        .app
+        .post_embeddings(&json!({"model": "gemini-embed", "input": "alpha"}))
+        .await;
+    assert_eq!(limited.headers()["retry-after"], "17");
+    assert_eq!(refused(limited).await.0, 429);
+    assert_eq!(setup.gemini.requests().len(), 4);
+
+    let expected = i64::try_from(counted + tokens(&["alpha beta"])).expect("small") * EMBED_NANOS_PER_TOKEN;
+    assert_eq!(spent(&setup.app).await, expected);
+    let records = setup.app.usage_records().await;
+    assert_eq!(records.len(), 4);
+    assert_eq!(
+        records.iter().map(|record| record.cost.nanos()).sum::<i64>(),
+        expected,
+        "the refused requests cost nothing"
+    );
+    setup.app.assert_ledger_clean().await;
+}
+
+#[tokio::test]
+async fn the_openai_sdk_embeds_through_gemini_in_base64_as_it_asks_by_default() {
+    let setup = spawn_gemini().await;
+    let direct = setup
+        .app
+        .post_embeddings(&json!({"model": "gemini-embed", "input": ["alpha beta", "gamma"], "dimensions": 4, "encoding_format": "float"}))
+        .await;
+    assert_eq!(direct.status(), 200);
+    let direct: Value = direct.json().await.expect("json");
+    let cases = run_script_with(
+        &setup.app,
+        "clouds.py",
+        &[
+            ("TOLLGATE_CLOUD_MODELS", ""),
+            ("TOLLGATE_CLOUD_EMBEDDERS", "gemini-embed"),
+        ],
+    )
+    .await;
+    let sdk = &cases["gemini-embed/embeddings"];
+    assert_eq!(sdk["model"], "gemini-embedding-001");
+    let vectors = sdk["vectors"].as_array().expect("vectors");
+    assert_eq!(vectors.len(), 2);
+    for (index, vector) in vectors.iter().enumerate() {
+        assert_eq!(
+            floats(vector),
+            floats(&direct["data"][index]["embedding"]),
+            "base64 decodes to Google's floats exactly"
+        );
+    }
+    assert_eq!(sdk["prompt_tokens"], direct["usage"]["prompt_tokens"]);
+    let requests = setup.gemini.requests();
+    assert!(
+        requests
+            .iter()
+            .all(|request| request.body.get("encoding_format").is_none()),
+        "the encoding is the gateway's to do"
+    );
 }

@@ -21,7 +21,7 @@ def emit(case, **fields):
     print(json.dumps({"case": case, **fields}), flush=True)
 
 
-models = os.environ.get("TOLLGATE_CLOUD_MODELS", "bedrock-sonnet,vertex-sonnet").split(",")
+models = [m for m in os.environ.get("TOLLGATE_CLOUD_MODELS", "bedrock-sonnet,vertex-sonnet").split(",") if m]
 for model in models:
     message = claude.messages.create(
         model=model,
@@ -72,6 +72,16 @@ for model in models:
         prompt_tokens=usage.prompt_tokens,
         cached_tokens=usage.prompt_tokens_details.cached_tokens if usage.prompt_tokens_details else None,
         completion_tokens=usage.completion_tokens,
+    )
+
+embedders = [model for model in os.environ.get("TOLLGATE_CLOUD_EMBEDDERS", "").split(",") if model]
+for model in embedders:
+    response = gpt.embeddings.create(model=model, input=["alpha beta", "gamma"], dimensions=4)
+    emit(
+        f"{model}/embeddings",
+        model=response.model,
+        vectors=[item.embedding for item in response.data],
+        prompt_tokens=response.usage.prompt_tokens,
     )
 
 sys.exit(0)
