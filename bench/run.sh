@@ -12,13 +12,18 @@
 #   direct-gemini   -> fake Gemini API (the same prompt as Gemini's generateContent)
 #   tollgate-gemini -> fake Gemini API (the Messages request to a `gemini` deployment,
 #            translated both ways and metered from usageMetadata; SQLite)
+#   direct-bedrock, tollgate-bedrock -> fake Bedrock (InvokeModel; tollgate signs each request
+#            with SigV4, which the bench's fake does not check, since wrk cannot sign)
+#   direct-vertex, tollgate-vertex -> fake Vertex AI (rawPredict; tollgate gets its OAuth2
+#            token by the JWT bearer grant and keeps it; wrk sends one the fake issued)
 # at concurrency 1, 32 and 256, DURATION seconds each, 3 runs; prints a markdown table of
 # medians (req/s, p50, p99, p99.9, added p50/p99 against direct, peak RSS).
 #
 # Usage: bench/run.sh [DURATION_SECONDS (default 10)] [RUNS (default 3)]
 # Knobs (environment): CONCURRENCIES="1 32 256", STREAMS=10000 (0 skips the streaming
 # scenario), LITELLM=0 skips LiteLLM, REPLICAS=0 skips the PostgreSQL + Redis rows,
-# EMBEDDINGS=0 skips the embeddings rows, GEMINI=0 the Gemini rows,
+# EMBEDDINGS=0 skips the embeddings rows, GEMINI=0 the Gemini rows, CLOUDS=0 the Bedrock
+# and Vertex rows,
 # SKIP_BUILD=1 uses the release binaries as they are. DATABASE_URL and REDIS_URL name the
 # servers (default: the local ones); each run uses a fresh schema and key prefix.
 # A quick check: CONCURRENCIES="1 32" STREAMS=0 LITELLM=0 bench/run.sh 5 1
@@ -53,7 +58,7 @@ echo "building release binaries…" >&2
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 fake_port=19101; nginx_port=19102; gate_port=19103; litellm_port=19104; slow_port=19105
-gemini_port=19106
+gemini_port=19106; bedrock_port=19107; vertex_port=19108
 gemini_key="AIzaSyFakeGeminiKeyForTollgateTests01"  # FAKE_GEMINI_API_KEY, the one the fake takes
 pg_port=19110; lb_port=19120  # replicas listen on pg_port+1..3, nginx balances them on lb_port
 replicas="${REPLICAS:-1}"
@@ -68,8 +73,11 @@ if [ "$fd_limit" != unlimited ] && [ $(( 2 * streams + 256 )) -gt "$fd_limit" ];
     "$(( 2 * streams + 256 )); running $(( (fd_limit - 256) / 2 )) instead" >&2
   streams=$(( (fd_limit - 256) / 2 ))
 fi
-"$bin"/fake-upstream --listen "127.0.0.1:$fake_port" --gemini-listen "127.0.0.1:$gemini_port" >/dev/null &
+"$bin"/fake-upstream --listen "127.0.0.1:$fake_port" --gemini-listen "127.0.0.1:$gemini_port" \
+  --bedrock-listen "127.0.0.1:$bedrock_port" --vertex-listen "127.0.0.1:$vertex_port" \
+  --vertex-service-account-file "$work/vertex-service-account.json" >/dev/null &
 pids+=($!)
+for _ in $(seq 1 300); do [ -s "$work/vertex-service-account.json" ] && break; sleep 0.1; done
 # For the streaming scenario: a second between events (about fifteen), so that every stream
 # is still running when the last one starts; stream-load reports how many were streaming
 # at once (peak_streaming), which is what the memory peak is the peak of.
@@ -149,6 +157,30 @@ provider = "fake-gemini"
 upstream_model = "gemini-2.5-flash"
 input = "0.3"
 output = "2.5"
+[providers.fake-bedrock]
+kind = "bedrock"
+region = "us-east-1"
+endpoint = "http://127.0.0.1:$bedrock_port"
+access_key_id = "AKIDTOLLGATETEST0001"
+secret_access_key = "fake/secret+access+key/for+tollgate+tests"
+[models.bench-bedrock]
+class = "sonnet"
+provider = "fake-bedrock"
+upstream_model = "anthropic.claude-sonnet-4-6"
+input = "3"
+output = "15"
+[providers.fake-vertex]
+kind = "vertex"
+project = "tollgate-test"
+region = "us-east5"
+endpoint = "http://127.0.0.1:$vertex_port"
+credentials_file = "$work/vertex-service-account.json"
+[models.bench-vertex]
+class = "sonnet"
+provider = "fake-vertex"
+upstream_model = "claude-sonnet-4-6"
+input = "3"
+output = "15"
 TOML
   bench_model_and_tier "$fake_port"; } > "$work/tollgate.toml"
 export RUST_LOG=warn
@@ -240,6 +272,24 @@ wrk.headers["content-type"] = "application/json"
 wrk.headers["x-goog-api-key"] = "$gemini_key"
 $(sed -n '/^done = function/,$p' "$work/post.lua")
 LUA
+# Bedrock and Vertex: the same request in each cloud's body (the model in the URL, the
+# cloud's anthropic_version), direct; as Messages through tollgate.
+for cloud in bedrock vertex; do
+  sed -e "s/\"model\":\"bench-model\"/\"model\":\"bench-$cloud\"/" "$work/post.lua" > "$work/post-$cloud.lua"
+done
+cat > "$work/bedrock.lua" <<LUA
+wrk.method = "POST"
+wrk.body = '{"anthropic_version":"bedrock-2023-05-31","max_tokens":64,"messages":[{"role":"user","content":"Hello, world"}]}'
+wrk.headers["content-type"] = "application/json"
+$(sed -n '/^done = function/,$p' "$work/post.lua")
+LUA
+cat > "$work/vertex.lua" <<LUA
+wrk.method = "POST"
+wrk.body = '{"anthropic_version":"vertex-2023-10-16","max_tokens":64,"messages":[{"role":"user","content":"Hello, world"}]}'
+wrk.headers["content-type"] = "application/json"
+wrk.headers["authorization"] = "Bearer ya29.bench-vertex-token"
+$(sed -n '/^done = function/,$p' "$work/post.lua")
+LUA
 # Embeddings: OpenAI's request, with the key as OpenAI's clients send it.
 cat > "$work/embed.lua" <<LUA
 wrk.method = "POST"
@@ -315,6 +365,13 @@ fi
 if [ "${GEMINI:-1}" != 0 ]; then
   bench direct-gemini "http://127.0.0.1:$gemini_port" "$fake_pid" "$work/gemini.lua" /v1beta/models/gemini-2.5-flash:generateContent
   bench tollgate-gemini "http://127.0.0.1:$gate_port" "$gate_pid" "$work/post-gemini.lua"
+fi
+if [ "${CLOUDS:-1}" != 0 ]; then
+  bench direct-bedrock "http://127.0.0.1:$bedrock_port" "$fake_pid" "$work/bedrock.lua" /model/anthropic.claude-sonnet-4-6/invoke
+  bench tollgate-bedrock "http://127.0.0.1:$gate_port" "$gate_pid" "$work/post-bedrock.lua"
+  bench direct-vertex "http://127.0.0.1:$vertex_port" "$fake_pid" "$work/vertex.lua" \
+    /v1/projects/tollgate-test/locations/us-east5/publishers/anthropic/models/claude-sonnet-4-6:rawPredict
+  bench tollgate-vertex "http://127.0.0.1:$gate_port" "$gate_pid" "$work/post-vertex.lua"
 fi
 
 # Streaming: many slow SSE streams at once, direct and through tollgate; tollgate's

@@ -18,13 +18,14 @@ def ms(microseconds):
     return f"{microseconds / 1000:.2f} ms"
 
 order = ["direct", "nginx", "tollgate", "pg-x1", "pg-x3", "pg-x1-orgs", "pg-x3-orgs", "litellm",
-         "direct-embed", "nginx-embed", "tollgate-embed", "direct-gemini", "tollgate-gemini"]
+         "direct-embed", "nginx-embed", "tollgate-embed", "direct-gemini", "tollgate-gemini",
+         "direct-bedrock", "tollgate-bedrock", "direct-vertex", "tollgate-vertex"]
 print("| path | conns | req/s | p50 | p99 | p99.9 | added p50 | added p99 | errors | peak RSS | CPU a request |")
 print("|---|---|---|---|---|---|---|---|---|---|---|")
 for connections in sorted({key[1] for key in rows}):
     def base(name):
         # Each path's rows are measured against the same request sent direct.
-        suffix = next((suffix for suffix in ("-embed", "-gemini") if name.endswith(suffix)), "")
+        suffix = next((suffix for suffix in ("-embed", "-gemini", "-bedrock", "-vertex") if name.endswith(suffix)), "")
         direct = rows.get(("direct" + suffix, connections))
         return (median([run[1] for run in direct]), median([run[2] for run in direct])) if direct else (0, 0)
     for name in order:

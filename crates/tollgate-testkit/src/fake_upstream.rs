@@ -24,8 +24,8 @@ use tokio::task::JoinHandle;
 
 pub use crate::fake_upstream::batches::BatchBehavior;
 pub use crate::fake_upstream::cloud::{
-    FAKE_AWS_ACCESS_KEY_ID, FAKE_AWS_REGION, FAKE_AWS_SECRET_ACCESS_KEY, FAKE_GCP_PROJECT, FAKE_GCP_REGION,
-    FakeBedrock, FakeVertex,
+    BENCH_VERTEX_TOKEN, CloudMode, FAKE_AWS_ACCESS_KEY_ID, FAKE_AWS_REGION, FAKE_AWS_SECRET_ACCESS_KEY,
+    FAKE_GCP_PROJECT, FAKE_GCP_REGION, FakeBedrock, FakeVertex,
 };
 pub use crate::fake_upstream::gemini::{
     FAKE_GEMINI_API_KEY, FakeGemini, GeminiBehavior, GeminiReply, gemini_tokens_of,

@@ -22,9 +22,10 @@ pub use crate::fake_stripe::{
     CARD_AUTHENTICATION_REQUIRED, CARD_DECLINED, CARD_OK, CARD_PROCESSING, FakeStripe,
 };
 pub use crate::fake_upstream::{
-    BatchBehavior, Behavior, FAKE_AWS_ACCESS_KEY_ID, FAKE_AWS_REGION, FAKE_AWS_SECRET_ACCESS_KEY,
-    FAKE_GCP_PROJECT, FAKE_GCP_REGION, FAKE_GEMINI_API_KEY, FakeBedrock, FakeGemini, FakeUpstream,
-    FakeVertex, GeminiBehavior, GeminiReply, RecordedRequest, Recording, Reply, gemini_tokens_of,
+    BENCH_VERTEX_TOKEN, BatchBehavior, Behavior, CloudMode, FAKE_AWS_ACCESS_KEY_ID, FAKE_AWS_REGION,
+    FAKE_AWS_SECRET_ACCESS_KEY, FAKE_GCP_PROJECT, FAKE_GCP_REGION, FAKE_GEMINI_API_KEY, FakeBedrock,
+    FakeGemini, FakeUpstream, FakeVertex, GeminiBehavior, GeminiReply, RecordedRequest, Recording, Reply,
+    gemini_tokens_of,
 };
 pub use crate::oidc::{FakeOidc, OIDC_CLIENT_ID, OIDC_CLIENT_SECRET, OidcPerson};
 pub use crate::otlp::{FakeOtlp, ReceivedSpan};

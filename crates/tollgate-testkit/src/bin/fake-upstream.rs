@@ -2,8 +2,12 @@
 //! point the gateway at it without a test harness. Benchmark use only, never production.
 //!
 //! Usage: `fake-upstream [--listen 127.0.0.1:9000] [--output-tokens N] [--event-delay-ms N]
-//! [--gemini-listen ADDR]`; the last also serves a fake Gemini API (`FakeGemini`, its key
-//! `FAKE_GEMINI_API_KEY`) on ADDR.
+//! [--gemini-listen ADDR] [--bedrock-listen ADDR] [--vertex-listen ADDR
+//! --vertex-service-account-file PATH]`. `--gemini-listen` also serves a fake Gemini API
+//! (`FakeGemini`, its key `FAKE_GEMINI_API_KEY`) on ADDR; `--bedrock-listen` and
+//! `--vertex-listen` a fake Bedrock and Vertex AI (`CloudMode::Bench`: Bedrock takes unsigned
+//! requests, Vertex `BENCH_VERTEX_TOKEN`), answering as the main fake does; the Vertex
+//! service account's JSON key, whose token endpoint is the fake's, is written to PATH.
 
 use std::fmt::Display;
 use std::net::SocketAddr;
@@ -11,14 +15,19 @@ use std::process::ExitCode;
 use std::str::FromStr;
 use std::time::Duration;
 
-use tollgate_testkit::{Behavior, FakeGemini, FakeUpstream, Recording, Reply};
+use tollgate_testkit::{
+    Behavior, CloudMode, FakeBedrock, FakeGemini, FakeUpstream, FakeVertex, Recording, Reply,
+};
 
-const USAGE: &str = "usage: fake-upstream [--listen 127.0.0.1:9000] [--output-tokens N] [--event-delay-ms N] [--gemini-listen ADDR]";
+const USAGE: &str = "usage: fake-upstream [--listen 127.0.0.1:9000] [--output-tokens N] [--event-delay-ms N] [--gemini-listen ADDR] [--bedrock-listen ADDR] [--vertex-listen ADDR --vertex-service-account-file PATH]";
 
 struct Args {
     listen: SocketAddr,
     reply: Reply,
     gemini_listen: Option<SocketAddr>,
+    bedrock_listen: Option<SocketAddr>,
+    vertex_listen: Option<SocketAddr>,
+    vertex_service_account_file: Option<std::path::PathBuf>,
 }
 
 #[tokio::main]
@@ -42,12 +51,44 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    upstream.set_behavior(Behavior::Ok(args.reply));
+    upstream.set_behavior(Behavior::Ok(args.reply.clone()));
     let _gemini = match args.gemini_listen {
         Some(addr) => match FakeGemini::bind(addr, Recording::Disabled).await {
             Ok(gemini) => Some(gemini),
             Err(error) => {
                 eprintln!("fake-upstream: cannot listen on {addr} for the fake Gemini: {error}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
+    let _bedrock = match args.bedrock_listen {
+        Some(addr) => match FakeBedrock::bind(addr, CloudMode::Bench).await {
+            Ok(bedrock) => {
+                bedrock.upstream().set_behavior(Behavior::Ok(args.reply.clone()));
+                Some(bedrock)
+            }
+            Err(error) => {
+                eprintln!("fake-upstream: cannot listen on {addr} for the fake Bedrock: {error}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
+    let _vertex = match args.vertex_listen {
+        Some(addr) => match FakeVertex::bind(addr, CloudMode::Bench).await {
+            Ok(vertex) => {
+                vertex.upstream().set_behavior(Behavior::Ok(args.reply.clone()));
+                if let Some(path) = &args.vertex_service_account_file
+                    && let Err(error) = std::fs::write(path, vertex.service_account_json())
+                {
+                    eprintln!("fake-upstream: cannot write {}: {error}", path.display());
+                    return ExitCode::FAILURE;
+                }
+                Some(vertex)
+            }
+            Err(error) => {
+                eprintln!("fake-upstream: cannot listen on {addr} for the fake Vertex: {error}");
                 return ExitCode::FAILURE;
             }
         },
@@ -75,12 +116,20 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
         listen: SocketAddr::from(([127, 0, 0, 1], 9000)),
         reply: Reply::default(),
         gemini_listen: None,
+        bedrock_listen: None,
+        vertex_listen: None,
+        vertex_service_account_file: None,
     };
     while let Some(flag) = args.next() {
         match flag.as_str() {
             "--help" | "-h" => return Ok(None),
             "--listen" => parsed.listen = flag_value(&flag, &mut args)?,
             "--gemini-listen" => parsed.gemini_listen = Some(flag_value(&flag, &mut args)?),
+            "--bedrock-listen" => parsed.bedrock_listen = Some(flag_value(&flag, &mut args)?),
+            "--vertex-listen" => parsed.vertex_listen = Some(flag_value(&flag, &mut args)?),
+            "--vertex-service-account-file" => {
+                parsed.vertex_service_account_file = Some(flag_value(&flag, &mut args)?);
+            }
             "--output-tokens" => parsed.reply.output_tokens = flag_value(&flag, &mut args)?,
             "--event-delay-ms" => {
                 parsed.reply.event_delay = Duration::from_millis(flag_value(&flag, &mut args)?);

@@ -13,6 +13,11 @@
 //!   Anthropic's own, passed through.
 //!
 //! The test service account's RSA key pair is checked in under `keys/`; it protects nothing.
+//!
+//! Benchmarks run them with [`CloudMode::Bench`]: nothing is recorded, the scripted upstream
+//! behind them records nothing either, Bedrock takes requests unsigned (a load tool cannot
+//! sign, and the direct row must cost the fake what the gateway's row does; the gateway still
+//! signs every request it sends), and Vertex also takes [`BENCH_VERTEX_TOKEN`].
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -33,7 +38,7 @@ use tollgate_upstream::UpstreamError;
 use tollgate_upstream::event_stream::Frame;
 use tollgate_upstream::sse::parse_event_stream;
 
-use crate::fake_upstream::{FakeUpstream, RecordedRequest, lock};
+use crate::fake_upstream::{FakeUpstream, RecordedRequest, Recording, lock, loopback_any_port};
 
 /// The access key id the fake Bedrock knows.
 pub const FAKE_AWS_ACCESS_KEY_ID: &str = "AKIDTOLLGATETEST0001";
@@ -44,6 +49,18 @@ pub const FAKE_AWS_REGION: &str = "us-east-1";
 /// The project and region the fake Vertex serves.
 pub const FAKE_GCP_PROJECT: &str = "tollgate-test";
 pub const FAKE_GCP_REGION: &str = "us-east5";
+
+/// The access token a benchmark's fake Vertex takes without a grant (`CloudMode::Bench`).
+pub const BENCH_VERTEX_TOKEN: &str = "ya29.bench-vertex-token";
+
+/// How a fake cloud runs (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloudMode {
+    /// Every request recorded, every credential checked.
+    Test,
+    /// Nothing recorded; Bedrock's signatures not checked; Vertex takes `BENCH_VERTEX_TOKEN`.
+    Bench,
+}
 
 const SERVICE_ACCOUNT_EMAIL: &str = "tollgate-test@tollgate-test.iam.gserviceaccount.com";
 const SERVICE_ACCOUNT_PRIVATE_KEY: &str = include_str!("../../keys/vertex-test-service-account.key.pem");
@@ -59,11 +76,14 @@ struct CloudShared {
     issued_tokens: Mutex<HashSet<String>>,
     token_lifetime: Mutex<Duration>,
     token_uri: String,
+    mode: CloudMode,
 }
 
 impl CloudShared {
     fn record(&self, uri: &Uri, headers: &HeaderMap, body: &Bytes) {
-        lock(&self.recorded).push(RecordedRequest::of(uri, headers, body));
+        if self.mode == CloudMode::Test {
+            lock(&self.recorded).push(RecordedRequest::of(uri, headers, body));
+        }
     }
 
     /// Sends an Anthropic Messages body to the scripted upstream.
@@ -91,12 +111,18 @@ struct Server {
     task: tokio::task::JoinHandle<()>,
 }
 
-async fn start_server(router: impl FnOnce(Arc<CloudShared>) -> Router) -> Server {
-    let upstream = FakeUpstream::start().await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("a loopback port for the fake cloud");
-    let addr = listener.local_addr().expect("bound");
+async fn start_server(
+    listen: SocketAddr,
+    mode: CloudMode,
+    router: impl FnOnce(Arc<CloudShared>) -> Router,
+) -> std::io::Result<Server> {
+    let recording = match mode {
+        CloudMode::Test => Recording::Enabled,
+        CloudMode::Bench => Recording::Disabled,
+    };
+    let upstream = FakeUpstream::bind(loopback_any_port(), recording).await?;
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
     let shared = Arc::new(CloudShared {
         upstream_url: upstream.base_url(),
         http: reqwest::Client::builder()
@@ -109,17 +135,21 @@ async fn start_server(router: impl FnOnce(Arc<CloudShared>) -> Router) -> Server
         issued_tokens: Mutex::default(),
         token_lifetime: Mutex::new(Duration::from_secs(3_599)),
         token_uri: format!("http://{addr}/token"),
+        mode,
     });
+    if mode == CloudMode::Bench {
+        lock(&shared.issued_tokens).insert(BENCH_VERTEX_TOKEN.to_owned());
+    }
     let app = router(shared.clone());
     let task = tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
-    Server {
+    Ok(Server {
         addr,
         upstream,
         shared,
         task,
-    }
+    })
 }
 
 macro_rules! cloud_handle {
@@ -163,15 +193,22 @@ pub struct FakeBedrock {
 cloud_handle!(FakeBedrock);
 
 impl FakeBedrock {
+    /// A fake on a loopback port of its own, for tests.
     pub async fn start() -> FakeBedrock {
-        let server = start_server(|shared| {
+        FakeBedrock::bind(loopback_any_port(), CloudMode::Test)
+            .await
+            .expect("a loopback port for the fake Bedrock")
+    }
+
+    pub async fn bind(listen: SocketAddr, mode: CloudMode) -> std::io::Result<FakeBedrock> {
+        let server = start_server(listen, mode, |shared| {
             Router::new()
                 .route("/model/{model}/invoke", post(bedrock_invoke))
                 .route("/model/{model}/invoke-with-response-stream", post(bedrock_invoke))
                 .with_state(shared)
         })
-        .await;
-        FakeBedrock { server }
+        .await?;
+        Ok(FakeBedrock { server })
     }
 }
 
@@ -183,8 +220,15 @@ pub struct FakeVertex {
 cloud_handle!(FakeVertex);
 
 impl FakeVertex {
+    /// A fake on a loopback port of its own, for tests.
     pub async fn start() -> FakeVertex {
-        let server = start_server(|shared| {
+        FakeVertex::bind(loopback_any_port(), CloudMode::Test)
+            .await
+            .expect("a loopback port for the fake Vertex")
+    }
+
+    pub async fn bind(listen: SocketAddr, mode: CloudMode) -> std::io::Result<FakeVertex> {
+        let server = start_server(listen, mode, |shared| {
             Router::new()
                 .route("/token", post(vertex_token))
                 .route(
@@ -193,8 +237,8 @@ impl FakeVertex {
                 )
                 .with_state(shared)
         })
-        .await;
-        FakeVertex { server }
+        .await?;
+        Ok(FakeVertex { server })
     }
 
     /// A service account's JSON key whose `token_uri` is this fake's token endpoint.
@@ -243,7 +287,9 @@ async fn bedrock_invoke(
     body: Bytes,
 ) -> Response {
     shared.record(&uri, &headers, &body);
-    if let Err(refusal) = verify_sigv4(&uri, &headers, &body) {
+    if shared.mode == CloudMode::Test
+        && let Err(refusal) = verify_sigv4(&uri, &headers, &body)
+    {
         shared.refused.fetch_add(1, Ordering::SeqCst);
         return refusal;
     }
