@@ -8,7 +8,9 @@
 //! `usageMetadata` (`parse_usage`). Refusals keep their status and retry headers and are
 //! put in Anthropic's envelope; Google's `RetryInfo` becomes `retry-after` when it sent none,
 //! and a key Google does not know (its 400 `API_KEY_INVALID`) is the operator's 401. It
-//! never forwards the client's headers. Embeddings in OpenAI's shape become
+//! never forwards the client's headers. A function call's `thoughtSignature`, which Gemini 3
+//! must be shown again with the call, travels in the tool-use id the client echoes
+//! (`signed_id`, `split_signed_id`). Embeddings in OpenAI's shape become
 //! `batchEmbedContents` (`embed`), their reply OpenAI's again.
 
 mod embed;
@@ -265,6 +267,46 @@ fn refusal(error: UpstreamError) -> UpstreamError {
         headers,
     }
     .in_anthropic_envelope()
+}
+
+/// Separates a tool-use id from the function call's thought signature carried in it.
+const SIGNATURE_MARK: &str = "__thought__";
+
+/// What Gemini 3 takes in place of a signature for a call it did not make (a conversation
+/// begun with another model, or a client that rewrote the ids): Google's documented way to
+/// pass its check.
+pub(crate) const SIGNATURE_SKIPPED: &str = "skip_thought_signature_validator";
+
+/// A tool-use id carrying `signature` (standard base64, as Google sends it) in the URL-safe
+/// alphabet, so the id keeps to the characters tool ids may use (`[A-Za-z0-9_-]`) and every
+/// client echoes it unchanged; the id alone when there is no signature or it is not base64.
+pub(crate) fn signed_id(id: &str, signature: Option<&str>) -> String {
+    use base64::Engine;
+    let decoded =
+        signature.and_then(|signature| base64::engine::general_purpose::STANDARD.decode(signature).ok());
+    match decoded {
+        Some(bytes) if !bytes.is_empty() => format!(
+            "{id}{SIGNATURE_MARK}{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+        ),
+        _ => id.to_owned(),
+    }
+}
+
+/// A tool-use id taken apart: the call's own id and, if the id carries one, its signature in
+/// standard base64 again.
+pub(crate) fn split_signed_id(id: &str) -> (&str, Option<String>) {
+    use base64::Engine;
+    let Some((call_id, carried)) = id.split_once(SIGNATURE_MARK) else {
+        return (id, None);
+    };
+    match base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(carried) {
+        Ok(bytes) => (
+            call_id,
+            Some(base64::engine::general_purpose::STANDARD.encode(bytes)),
+        ),
+        Err(_) => (id, None),
+    }
 }
 
 /// A protobuf `Duration` in JSON (`"20s"`, `"1.5s"`) as whole seconds, rounded up.

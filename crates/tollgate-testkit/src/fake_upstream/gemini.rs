@@ -15,6 +15,11 @@
 //! told to (`report_embedding_usage`); `:countTokens` counts a token per four bytes of each
 //! text part, at least one. Behaviours apply to `batchEmbedContents` as to generation, not to
 //! `countTokens`.
+//!
+//! Gemini 3 (a model whose name starts `gemini-3`): the first function call of an answer
+//! carries a `thoughtSignature` (standard base64, with `+` and `/` in it), and a request whose
+//! model turn has function calls is refused, as Google refuses it, unless the first carries a
+//! signature the fake issued or Google's `skip_thought_signature_validator`.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -91,6 +96,7 @@ struct Shared {
     recording: Recording,
     next_id: AtomicU64,
     embedding_usage: std::sync::atomic::AtomicBool,
+    signatures: Mutex<std::collections::HashSet<String>>,
 }
 
 impl FakeGemini {
@@ -113,6 +119,7 @@ impl FakeGemini {
             recording,
             next_id: AtomicU64::new(1),
             embedding_usage: std::sync::atomic::AtomicBool::new(false),
+            signatures: Mutex::default(),
         });
         let app = Router::new()
             .route("/v1beta/models/{call}", post(generate))
@@ -251,7 +258,7 @@ async fn generate(
             json!([]),
         );
     }
-    if let Err(message) = check_contents(&request) {
+    if let Err(message) = check_contents(&request).and_then(|()| check_signatures(&shared, model, &request)) {
         return google_error(400, &message, json!([]));
     }
     let behavior = lock(&shared.queued)
@@ -272,7 +279,10 @@ async fn generate(
         }
     };
     let response_id = format!("fake-gemini-{}", shared.next_id.fetch_add(1, Ordering::Relaxed));
-    let chunks = answer_chunks(&request, &reply, model, &response_id);
+    let mut chunks = answer_chunks(&request, &reply, model, &response_id);
+    if model.starts_with("gemini-3") {
+        sign_first_call(&shared, &mut chunks, &response_id);
+    }
     if !stream {
         return axum::Json(merge(&chunks)).into_response();
     }
@@ -285,6 +295,68 @@ async fn generate(
         let array = Value::Array(chunks).to_string();
         ([(header::CONTENT_TYPE, "application/json")], array).into_response()
     }
+}
+
+/// Gemini 3's check that each model turn's first function call carries a signature it issued
+/// (or the documented skip).
+fn check_signatures(
+    shared: &Shared,
+    model: &str,
+    request: &serde_json::Map<String, Value>,
+) -> Result<(), String> {
+    if !model.starts_with("gemini-3") {
+        return Ok(());
+    }
+    let contents = request
+        .get("contents")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    for (index, content) in contents.iter().enumerate() {
+        if content.get("role").and_then(Value::as_str) != Some("model") {
+            continue;
+        }
+        let parts = content
+            .get("parts")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let Some(first) = parts.iter().find(|part| part.get("functionCall").is_some()) else {
+            continue;
+        };
+        let signature = first.get("thoughtSignature").and_then(Value::as_str);
+        let known = signature.is_some_and(|signature| {
+            signature == "skip_thought_signature_validator" || lock(&shared.signatures).contains(signature)
+        });
+        if !known {
+            let name = first
+                .pointer("/functionCall/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            return Err(format!(
+                "Function call is missing a thought_signature in functionCall parts. This is required for tools to work correctly, and missing thought_signature may lead to degraded model performance. Additional data, function call `default_api:{name}` , position {}. Please refer to https://ai.google.dev/gemini-api/docs/thought-signatures for more details.",
+                index + 1
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Gives the answer's first function call a signature, and remembers it.
+fn sign_first_call(shared: &Shared, chunks: &mut [Value], response_id: &str) {
+    use base64::Engine;
+    let Some(part) = chunks
+        .iter_mut()
+        .filter_map(|chunk| chunk.pointer_mut("/candidates/0/content/parts/0"))
+        .find(|part| part.get("functionCall").is_some())
+    else {
+        return;
+    };
+    let mut bytes = vec![0xfb, 0xef, 0xbe];
+    bytes.extend_from_slice(response_id.as_bytes());
+    let signature = base64::engine::general_purpose::STANDARD.encode(bytes);
+    lock(&shared.signatures).insert(signature.clone());
+    part["thoughtSignature"] = json!(signature);
 }
 
 /// Google's checks on `contents` that a translation could trip: present, roles `user` and

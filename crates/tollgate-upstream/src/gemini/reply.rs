@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use tollgate_core::usage::TokenUsage;
 
 use crate::error::anthropic_error_type;
-use crate::gemini::parse_usage;
+use crate::gemini::{parse_usage, signed_id};
 use crate::sse::SseEvent;
 use crate::{EventStream, UpstreamError};
 
@@ -46,10 +46,16 @@ pub(crate) fn message(reply: &Value, model: &str) -> Result<(Value, TokenUsage),
                 }
                 _ => content.push(json!({"type": "thinking", "thinking": text, "signature": ""})),
             },
-            Some(PartKind::FunctionCall { id, name, args }) => {
+            Some(PartKind::FunctionCall {
+                id,
+                name,
+                args,
+                signature,
+            }) => {
+                let id = id.unwrap_or_else(|| tool_use_id(&response_id, tool_calls));
                 content.push(json!({
                     "type": "tool_use",
-                    "id": id.unwrap_or_else(|| tool_use_id(&response_id, tool_calls)),
+                    "id": signed_id(&id, signature),
                     "name": name,
                     "input": args,
                 }));
@@ -199,13 +205,19 @@ impl StreamTranslator {
             match part_kind(part) {
                 Some(PartKind::Text(text)) => self.delta(OpenBlock::Text, text, &mut events),
                 Some(PartKind::Thought(text)) => self.delta(OpenBlock::Thinking, text, &mut events),
-                Some(PartKind::FunctionCall { id, name, args }) => {
+                Some(PartKind::FunctionCall {
+                    id,
+                    name,
+                    args,
+                    signature,
+                }) => {
                     self.close_block(&mut events);
                     let index = self.next_index;
                     self.next_index += 1;
                     let id = id.unwrap_or_else(|| {
                         tool_use_id(self.response_id.as_deref().unwrap_or_default(), self.tool_calls)
                     });
+                    let id = signed_id(&id, signature);
                     self.tool_calls += 1;
                     events.push(anthropic_event(json!({
                         "type": "content_block_start",
@@ -298,6 +310,8 @@ enum PartKind<'a> {
         id: Option<String>,
         name: &'a str,
         args: Value,
+        /// The part's `thoughtSignature`, carried in the tool-use id (`signed_id`).
+        signature: Option<&'a str>,
     },
 }
 
@@ -306,6 +320,7 @@ enum PartKind<'a> {
 fn part_kind(part: &Value) -> Option<PartKind<'_>> {
     if let Some(call) = part.get("functionCall") {
         return Some(PartKind::FunctionCall {
+            signature: part.get("thoughtSignature").and_then(Value::as_str),
             id: call.get("id").and_then(Value::as_str).map(str::to_owned),
             name: call.get("name").and_then(Value::as_str).unwrap_or_default(),
             args: call

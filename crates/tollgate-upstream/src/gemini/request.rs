@@ -6,13 +6,16 @@
 //! `generationConfig`. Like the gateway's translations it drops what only tunes (cache
 //! breakpoints, metadata, earlier turns' thinking, which another model cannot continue) and
 //! refuses with Anthropic's 400 what it cannot say without changing the answer (server
-//! tools, URL sources, unknown blocks).
+//! tools, URL sources, unknown blocks). A tool use's id gives back the call's id and the
+//! thought signature it carries; for Gemini 3, a model turn whose calls carry none (they were
+//! made by another model) is marked with Google's documented `SIGNATURE_SKIPPED`.
 
 use std::collections::HashMap;
 
 use serde_json::{Map, Value, json};
 
 use crate::UpstreamError;
+use crate::gemini::{SIGNATURE_SKIPPED, split_signed_id};
 
 /// A Messages body taken apart for Gemini: the model its URL names and the body to send.
 #[derive(Debug)]
@@ -100,6 +103,9 @@ pub(crate) fn to_generate_content(body: &[u8]) -> Result<GeminiCall, UpstreamErr
             _ => contents.push(json!({"role": role, "parts": parts})),
         }
     }
+    if model.starts_with("gemini-3") {
+        mark_unsigned_calls(&mut contents);
+    }
     gemini.insert("contents".into(), Value::Array(contents));
     if !instruction_parts.is_empty() {
         gemini.insert("systemInstruction".into(), json!({"parts": instruction_parts}));
@@ -121,6 +127,24 @@ pub(crate) fn to_generate_content(body: &[u8]) -> Result<GeminiCall, UpstreamErr
 }
 
 /// The text blocks of a `system` as parts; cache breakpoints have no word in Gemini.
+/// Gemini 3 refuses a model turn whose function calls carry no thought signature; where
+/// none of a turn's calls has one (only the first of parallel calls ever does), the first is
+/// given `SIGNATURE_SKIPPED`. Turns with a signature are left as they are.
+fn mark_unsigned_calls(contents: &mut [Value]) {
+    for content in contents.iter_mut().filter(|content| content["role"] == "model") {
+        let Some(parts) = content.get_mut("parts").and_then(Value::as_array_mut) else {
+            continue;
+        };
+        let calls = || parts.iter().filter(|part| part.get("functionCall").is_some());
+        if calls().any(|part| part.get("thoughtSignature").is_some()) {
+            continue;
+        }
+        if let Some(first) = parts.iter_mut().find(|part| part.get("functionCall").is_some()) {
+            first["thoughtSignature"] = json!(SIGNATURE_SKIPPED);
+        }
+    }
+}
+
 fn system_parts(blocks: &[Value]) -> Vec<Value> {
     blocks
         .iter()
@@ -175,10 +199,16 @@ fn part(
                     .cloned()
                     .unwrap_or_else(|| json!({})),
             );
-            if let Some(id) = block.get("id").filter(|id| id.is_string()) {
-                call.insert("id".into(), id.clone());
+            let mut part = Map::new();
+            if let Some(id) = block.get("id").and_then(Value::as_str) {
+                let (id, signature) = split_signed_id(id);
+                call.insert("id".into(), json!(id));
+                if let Some(signature) = signature {
+                    part.insert("thoughtSignature".into(), json!(signature));
+                }
             }
-            json!({"functionCall": call})
+            part.insert("functionCall".into(), Value::Object(call));
+            Value::Object(part)
         }
         Some("tool_result") => {
             let id = block
@@ -217,6 +247,7 @@ fn part(
             } else {
                 "result"
             };
+            let (id, _) = split_signed_id(id);
             json!({"functionResponse": {"id": id, "name": name, "response": {field: texts.join("\n")}}})
         }
         // Thinking is the model's own; another provider cannot continue it.

@@ -663,3 +663,91 @@ async fn embeddings_google_can_neither_report_nor_count_are_billed_their_bytes_n
     let body: Value = serde_json::from_slice(&body).expect("json");
     assert_eq!(body["usage"]["prompt_tokens"], 11);
 }
+
+#[test]
+fn a_thought_signature_rides_in_the_tool_use_id_and_comes_back_as_google_wrote_it() {
+    use crate::gemini::{signed_id, split_signed_id};
+    let signature = "+/+/AbA=";
+    let id = signed_id("call_1", Some(signature));
+    assert!(
+        id.chars()
+            .all(|character| character.is_ascii_alphanumeric() || "_-".contains(character)),
+        "{id}"
+    );
+    assert_eq!(split_signed_id(&id), ("call_1", Some(signature.to_owned())));
+    assert_eq!(signed_id("call_1", None), "call_1");
+    assert_eq!(signed_id("call_1", Some("not base64!")), "call_1");
+    assert_eq!(split_signed_id("toolu_01abc"), ("toolu_01abc", None));
+    assert_eq!(
+        split_signed_id("x__thought__!!"),
+        ("x__thought__!!", None),
+        "not ours: left whole"
+    );
+
+    // Streamed, the call's id carries the signature too.
+    let events = stream_events(&[json!({
+        "candidates": [{"content": {"parts": [{"functionCall": {"name": "f", "args": {}}, "thoughtSignature": signature}]},
+                        "finishReason": "STOP"}],
+        "usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": 1},
+        "responseId": "r1",
+    })])
+    .expect("events");
+    let start = events
+        .iter()
+        .map(data)
+        .find(|data| data["content_block"]["type"] == "tool_use")
+        .expect("a tool_use block");
+    assert_eq!(
+        split_signed_id(start["content_block"]["id"].as_str().expect("id"))
+            .1
+            .as_deref(),
+        Some(signature)
+    );
+}
+
+#[test]
+fn gemini_3_gets_each_call_s_signature_back_and_the_skip_only_where_a_turn_has_none() {
+    use crate::gemini::signed_id;
+    let signed = signed_id("call_1", Some("c2ln"));
+    let turns = |first: &str| {
+        json!({
+            "model": "gemini-3-pro-preview",
+            "max_tokens": 10,
+            "messages": [
+                {"role": "user", "content": "Go"},
+                {"role": "assistant", "content": [
+                    {"type": "tool_use", "id": first, "name": "f", "input": {}},
+                    {"type": "tool_use", "id": "call_2", "name": "f", "input": {}},
+                ]},
+                {"role": "user", "content": [
+                    {"type": "tool_result", "tool_use_id": first, "content": "a"},
+                    {"type": "tool_result", "tool_use_id": "call_2", "content": "b"},
+                ]},
+            ],
+        })
+    };
+    let (_, body) = translate(turns(&signed)).expect("translated");
+    let parts = &body["contents"][1]["parts"];
+    assert_eq!(parts[0]["thoughtSignature"], "c2ln");
+    assert_eq!(parts[0]["functionCall"]["id"], "call_1");
+    assert!(
+        parts[1].get("thoughtSignature").is_none(),
+        "a parallel call has none of its own"
+    );
+    assert_eq!(
+        body["contents"][2]["parts"][0]["functionResponse"]["id"],
+        "call_1"
+    );
+
+    let (_, body) = translate(turns("toolu_foreign")).expect("translated");
+    assert_eq!(
+        body["contents"][1]["parts"][0]["thoughtSignature"],
+        "skip_thought_signature_validator"
+    );
+    assert!(body["contents"][1]["parts"][1].get("thoughtSignature").is_none());
+
+    let mut older = turns("toolu_foreign");
+    older["model"] = json!("gemini-2.5-flash");
+    let (_, body) = translate(older).expect("translated");
+    assert!(body["contents"][1]["parts"][0].get("thoughtSignature").is_none());
+}

@@ -34,6 +34,13 @@ const GEMINI: &str = r#"
     input = "0.30"
     cache_read = "0.03"
     output = "2.50"
+    [models.gemini-3-flash]
+    class = "haiku"
+    provider = "gemini"
+    upstream_model = "gemini-3-flash-preview"
+    input = "0.30"
+    cache_read = "0.03"
+    output = "2.50"
     [models.gemini-embed]
     class = "haiku"
     provider = "gemini"
@@ -538,4 +545,117 @@ async fn the_openai_sdk_embeds_through_gemini_in_base64_as_it_asks_by_default() 
             .all(|request| request.body.get("encoding_format").is_none()),
         "the encoding is the gateway's to do"
     );
+}
+
+#[tokio::test]
+async fn gemini_3_sees_its_thought_signatures_again_through_the_tool_use_ids() {
+    let setup = spawn_gemini().await;
+    setup.gemini.push_behavior(GeminiBehavior::Ok(GeminiReply {
+        text: String::new(),
+        function_call: Some(("weather".to_owned(), json!({"city": "Paris"}))),
+        ..reply()
+    }));
+    let mut body = gemini_message_body();
+    body["model"] = json!("gemini-3-flash");
+    body["tools"] = json!([{"name": "weather", "description": "Weather by city",
+                            "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}]);
+    let response = setup.app.post_messages(&body).await;
+    assert_eq!(response.status(), 200);
+    let message: Value = response.json().await.expect("json");
+    let call = message["content"]
+        .as_array()
+        .expect("content")
+        .iter()
+        .find(|block| block["type"] == "tool_use")
+        .expect("a tool_use block")
+        .clone();
+    let id = call["id"].as_str().expect("an id");
+    assert!(id.contains("__thought__"), "{id}");
+    assert!(
+        id.chars()
+            .all(|character| character.is_ascii_alphanumeric() || character == '_' || character == '-'),
+        "the id keeps to the characters tool ids may use: {id}"
+    );
+    let issued = setup.gemini.requests().len();
+
+    // The next turn shows Gemini the call with the signature it issued, as Google requires.
+    body["messages"] = json!([
+        {"role": "user", "content": "Hello there"},
+        {"role": "assistant", "content": [call.clone()]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": id, "content": "Sunny"}]},
+    ]);
+    let response = setup.app.post_messages(&body).await;
+    assert_eq!(
+        response.status(),
+        200,
+        "{}",
+        response.text().await.unwrap_or_default()
+    );
+    let sent = &setup.gemini.requests()[issued];
+    let model_turn = &sent.body["contents"][1];
+    let signature = model_turn["parts"][0]["thoughtSignature"]
+        .as_str()
+        .expect("a signature");
+    assert!(
+        signature.starts_with("++++"),
+        "Google's own base64 again: {signature}"
+    );
+    let call_id = model_turn["parts"][0]["functionCall"]["id"]
+        .as_str()
+        .expect("the call's id");
+    assert!(!call_id.contains("__thought__"));
+    assert_eq!(
+        sent.body["contents"][2]["parts"][0]["functionResponse"]["id"],
+        call_id
+    );
+
+    // Through Chat Completions the signature rides in the tool call's id just the same.
+    let chat = json!({
+        "model": "gemini-3-flash",
+        "messages": [
+            {"role": "user", "content": "Hello there"},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": id, "type": "function",
+                "function": {"name": "weather", "arguments": "{\"city\":\"Paris\"}"}}]},
+            {"role": "tool", "tool_call_id": id, "content": "Sunny"},
+        ],
+        "tools": [{"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}],
+    });
+    let response = setup.app.post_chat(&chat).await;
+    assert_eq!(
+        response.status(),
+        200,
+        "{}",
+        response.text().await.unwrap_or_default()
+    );
+
+    // A call Gemini did not make (history from another model) passes Google's documented skip.
+    body["messages"] = json!([
+        {"role": "user", "content": "Hello there"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_01A09q90qw90lq917835lq9", "name": "weather", "input": {"city": "Paris"}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_01A09q90qw90lq917835lq9", "content": "Sunny"}]},
+    ]);
+    let response = setup.app.post_messages(&body).await;
+    assert_eq!(
+        response.status(),
+        200,
+        "{}",
+        response.text().await.unwrap_or_default()
+    );
+    let sent = setup.gemini.requests().pop().expect("sent");
+    assert_eq!(
+        sent.body["contents"][1]["parts"][0]["thoughtSignature"],
+        "skip_thought_signature_validator"
+    );
+
+    // Gemini 2.5 is never sent the skip.
+    body["model"] = json!("gemini-flash");
+    let response = setup.app.post_messages(&body).await;
+    assert_eq!(response.status(), 200);
+    let sent = setup.gemini.requests().pop().expect("sent");
+    assert!(
+        sent.body["contents"][1]["parts"][0]
+            .get("thoughtSignature")
+            .is_none()
+    );
+    setup.app.assert_ledger_clean().await;
 }
