@@ -538,8 +538,8 @@ pub(crate) async fn count_tokens(
         return Err(ApiError::credit_too_low());
     }
     // Counted by the first deployment in routing order whose provider counts (Anthropic's
-    // API); Chat Completions has no counting endpoint and the clouds' are not asked, so a
-    // model served only those ways gets the gateway's estimate.
+    // API, Gemini's); Chat Completions has no counting endpoint and the clouds' are not
+    // asked, so a model served only those ways gets the gateway's estimate.
     let deployments = &resolved.model.deployments;
     let counting = route_order(deployments, |_| false, 0)
         .into_iter()

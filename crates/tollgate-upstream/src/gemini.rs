@@ -129,6 +129,20 @@ impl GeminiClient {
         Ok(UpstreamReply::Stream(reply::message_events(chunks, call.model)))
     }
 
+    /// A Messages `count_tokens` body as `…/models/{model}:countTokens` over the
+    /// `generateContent` request it would make (system, turns and tools counted, as Anthropic
+    /// counts them); Google's `totalTokens` as `input_tokens`.
+    pub async fn count_tokens(&self, request: UpstreamRequest) -> Result<u64, UpstreamError> {
+        let mut call = request::to_generate_content(&request.body)?;
+        call.body["model"] = Value::String(format!("models/{}", call.model));
+        let body = serde_json::json!({ "generateContentRequest": call.body });
+        let reply = self.post_for_json(&call.model, "countTokens", &body).await?;
+        reply
+            .get("totalTokens")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| UpstreamError::Protocol("countTokens body has no totalTokens".to_owned()))
+    }
+
     /// An Embeddings request in OpenAI's shape as `…/models/{model}:batchEmbedContents`, the
     /// reply in OpenAI's shape. Its usage is Google's `usageMetadata` when the reply has it,
     /// else what `:countTokens` says of the same texts; were that call to fail, the texts'

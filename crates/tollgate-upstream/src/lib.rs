@@ -141,25 +141,28 @@ impl Provider {
         }
     }
 
-    /// Whether `count_tokens` asks the provider. The clouds and Gemini are not asked (their
-    /// counting endpoints differ from Anthropic's), nor are OpenAI-compatible servers, which
-    /// have none: the gateway estimates for them.
+    /// Whether `count_tokens` asks the provider: Anthropic's API, Gemini's `countTokens`, and
+    /// the simulated model. The clouds are not asked (their counting endpoints differ from
+    /// Anthropic's), nor are OpenAI-compatible servers, which have none: the gateway
+    /// estimates for them.
     pub fn counts_tokens(&self) -> bool {
-        matches!(self, Provider::Simulated(_) | Provider::Anthropic(_))
+        matches!(
+            self,
+            Provider::Simulated(_) | Provider::Anthropic(_) | Provider::Gemini(_)
+        )
     }
 
-    /// `POST /v1/messages/count_tokens`; returns `input_tokens`. `request.stream` is ignored.
-    /// Chat Completions has no such endpoint: an `OpenAi` provider answers `Protocol`, and
-    /// the gateway estimates instead.
+    /// `POST /v1/messages/count_tokens` (Gemini: `:countTokens`); returns `input_tokens`.
+    /// `request.stream` is ignored. Chat Completions has no such endpoint: an `OpenAi`
+    /// provider answers `Protocol`, and the gateway estimates instead.
     pub async fn count_tokens(&self, request: UpstreamRequest) -> Result<u64, UpstreamError> {
         match self {
             Provider::Simulated(simulated) => simulated.count_tokens(request),
             Provider::Anthropic(client) => client.count_tokens(request).await,
-            Provider::OpenAi(_) | Provider::Bedrock(_) | Provider::Vertex(_) | Provider::Gemini(_) => {
-                Err(UpstreamError::Protocol(
-                    "this provider is not asked to count tokens (see counts_tokens)".to_owned(),
-                ))
-            }
+            Provider::Gemini(client) => client.count_tokens(request).await,
+            Provider::OpenAi(_) | Provider::Bedrock(_) | Provider::Vertex(_) => Err(UpstreamError::Protocol(
+                "this provider is not asked to count tokens (see counts_tokens)".to_owned(),
+            )),
         }
     }
 }

@@ -13,7 +13,8 @@
 //! long, 8 when unset), its values multiples of 1/256 drawn from the text, so they are exact
 //! as `f32`; it checks each request names the URL's model. Its reply carries no usage unless
 //! told to (`report_embedding_usage`); `:countTokens` counts a token per four bytes of each
-//! text part, at least one. Behaviours apply to `batchEmbedContents` as to generation, not to
+//! text part (of `contents`, or of a `generateContentRequest`'s contents and system
+//! instruction), at least one. Behaviours apply to `batchEmbedContents` as to generation, not to
 //! `countTokens`.
 //!
 //! Gemini 3 (a model whose name starts `gemini-3`): the first function call of an answer
@@ -248,7 +249,7 @@ async fn generate(
         "generateContent" => false,
         "streamGenerateContent" => true,
         "batchEmbedContents" => return batch_embed(&shared, model, &request),
-        "countTokens" => return count_tokens(&request),
+        "countTokens" => return count_tokens(model, &request),
         _ => return google_error(404, "Method not found.", json!([])),
     };
     if let Some(unknown) = request.keys().find(|key| !REQUEST_FIELDS.contains(&key.as_str())) {
@@ -578,8 +579,25 @@ fn batch_embed(shared: &Shared, model: &str, request: &serde_json::Map<String, V
     axum::Json(reply).into_response()
 }
 
-fn count_tokens(request: &serde_json::Map<String, Value>) -> Response {
-    let Some(contents) = request.get("contents").and_then(Value::as_array) else {
+/// `countTokens` over `contents`, or over a whole `generateContentRequest` (its
+/// `systemInstruction` counted too), whose `model` must be the URL's.
+fn count_tokens(model: &str, request: &serde_json::Map<String, Value>) -> Response {
+    let (contents, system) = match request.get("generateContentRequest") {
+        Some(inner) => {
+            if inner.get("model").and_then(Value::as_str) != Some(&format!("models/{model}")) {
+                return google_error(
+                    400,
+                    &format!(
+                        "* CountTokensRequest.generate_content_request.model: the model must be the one in the URL, models/{model}"
+                    ),
+                    json!([]),
+                );
+            }
+            (inner.get("contents"), inner.get("systemInstruction"))
+        }
+        None => (request.get("contents"), None),
+    };
+    let Some(contents) = contents.and_then(Value::as_array) else {
         return google_error(
             400,
             "* CountTokensRequest.contents: contents is not specified",
@@ -588,6 +606,7 @@ fn count_tokens(request: &serde_json::Map<String, Value>) -> Response {
     };
     let tokens: u64 = contents
         .iter()
+        .chain(system)
         .filter_map(|content| content.get("parts")?.as_array())
         .flatten()
         .filter_map(|part| part.get("text")?.as_str())

@@ -659,3 +659,38 @@ async fn gemini_3_sees_its_thought_signatures_again_through_the_tool_use_ids() {
     );
     setup.app.assert_ledger_clean().await;
 }
+
+#[tokio::test]
+async fn count_tokens_on_gemini_is_google_s_count_of_the_request_it_would_send() {
+    let setup = spawn_gemini().await;
+    let response = setup
+        .app
+        .client
+        .post(setup.app.url("/v1/messages/count_tokens"))
+        .header("x-api-key", &setup.app.api_key)
+        .header("anthropic-version", "2023-06-01")
+        .json(&json!({"model": "gemini-flash", "system": "Be brief.", "messages": [{"role": "user", "content": "Hello there"}]}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 200);
+    let count: Value = response.json().await.expect("json");
+    let expected = gemini_tokens_of("Be brief.") + gemini_tokens_of("Hello there");
+    assert_eq!(
+        count,
+        json!({"input_tokens": expected}),
+        "system and turns, as Google counts them"
+    );
+    let requests = setup.gemini.requests();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].path, "/v1beta/models/gemini-2.5-flash:countTokens");
+    assert_eq!(
+        requests[0].body,
+        json!({"generateContentRequest": {
+            "model": "models/gemini-2.5-flash",
+            "contents": [{"role": "user", "parts": [{"text": "Hello there"}]}],
+            "systemInstruction": {"parts": [{"text": "Be brief."}]},
+        }})
+    );
+    assert_eq!(spent(&setup.app).await, 0, "counting is free");
+}
