@@ -263,41 +263,29 @@ end
 LUA
 }
 post_script "$key" > "$work/post.lua"
-# Gemini: the same prompt as Google's generateContent, direct; as Messages through tollgate.
-sed -e 's/"model":"bench-model"/"model":"bench-gemini"/' "$work/post.lua" > "$work/post-gemini.lua"
-cat > "$work/gemini.lua" <<LUA
-wrk.method = "POST"
-wrk.body = '{"contents":[{"role":"user","parts":[{"text":"Hello, world"}]}],"generationConfig":{"maxOutputTokens":64}}'
-wrk.headers["content-type"] = "application/json"
-wrk.headers["x-goog-api-key"] = "$gemini_key"
-$(sed -n '/^done = function/,$p' "$work/post.lua")
-LUA
-# Bedrock and Vertex: the same request in each cloud's body (the model in the URL, the
-# cloud's anthropic_version), direct; as Messages through tollgate.
-for cloud in bedrock vertex; do
-  sed -e "s/\"model\":\"bench-model\"/\"model\":\"bench-$cloud\"/" "$work/post.lua" > "$work/post-$cloud.lua"
+wrk_script() { # body, then headers as "name: value" -> a wrk script reporting as post.lua does
+  echo 'wrk.method = "POST"'
+  echo "wrk.body = '$1'"
+  echo 'wrk.headers["content-type"] = "application/json"'
+  shift
+  local header
+  for header in "$@"; do echo "wrk.headers[\"${header%%: *}\"] = \"${header#*: }\""; done
+  sed -n '/^done = function/,$p' "$work/post.lua"
+}
+# Gemini, Bedrock and Vertex: the same prompt in each one's own request, direct (the model in
+# the URL); the Messages request to a deployment on each through tollgate.
+for upstream in gemini bedrock vertex; do
+  sed -e "s/\"model\":\"bench-model\"/\"model\":\"bench-$upstream\"/" "$work/post.lua" > "$work/post-$upstream.lua"
 done
-cat > "$work/bedrock.lua" <<LUA
-wrk.method = "POST"
-wrk.body = '{"anthropic_version":"bedrock-2023-05-31","max_tokens":64,"messages":[{"role":"user","content":"Hello, world"}]}'
-wrk.headers["content-type"] = "application/json"
-$(sed -n '/^done = function/,$p' "$work/post.lua")
-LUA
-cat > "$work/vertex.lua" <<LUA
-wrk.method = "POST"
-wrk.body = '{"anthropic_version":"vertex-2023-10-16","max_tokens":64,"messages":[{"role":"user","content":"Hello, world"}]}'
-wrk.headers["content-type"] = "application/json"
-wrk.headers["authorization"] = "Bearer ya29.bench-vertex-token"
-$(sed -n '/^done = function/,$p' "$work/post.lua")
-LUA
+prompt='"messages":[{"role":"user","content":"Hello, world"}]'
+wrk_script '{"contents":[{"role":"user","parts":[{"text":"Hello, world"}]}],"generationConfig":{"maxOutputTokens":64}}' \
+  "x-goog-api-key: $gemini_key" > "$work/gemini.lua"
+wrk_script "{\"anthropic_version\":\"bedrock-2023-05-31\",\"max_tokens\":64,$prompt}" > "$work/bedrock.lua"
+wrk_script "{\"anthropic_version\":\"vertex-2023-10-16\",\"max_tokens\":64,$prompt}" \
+  "authorization: Bearer ya29.bench-vertex-token" > "$work/vertex.lua"
 # Embeddings: OpenAI's request, with the key as OpenAI's clients send it.
-cat > "$work/embed.lua" <<LUA
-wrk.method = "POST"
-wrk.body = '{"model":"bench-embed","input":"The quick brown fox jumps over the lazy dog"}'
-wrk.headers["content-type"] = "application/json"
-wrk.headers["authorization"] = "Bearer $key"
-$(sed -n '/^done = function/,$p' "$work/post.lua")
-LUA
+wrk_script '{"model":"bench-embed","input":"The quick brown fox jumps over the lazy dog"}' \
+  "authorization: Bearer $key" > "$work/embed.lua"
 if [ "$replicas" != 0 ]; then
   post_script "$pg_key" > "$work/post-pg.lua"
   # Each request takes the next organization's key.

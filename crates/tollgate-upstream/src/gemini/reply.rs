@@ -52,10 +52,9 @@ pub(crate) fn message(reply: &Value, model: &str) -> Result<(Value, TokenUsage),
                 args,
                 signature,
             }) => {
-                let id = id.unwrap_or_else(|| tool_use_id(&response_id, tool_calls));
                 content.push(json!({
                     "type": "tool_use",
-                    "id": signed_id(&id, signature),
+                    "id": tool_use_id(id, signature, &response_id, tool_calls),
                     "name": name,
                     "input": args,
                 }));
@@ -214,10 +213,8 @@ impl StreamTranslator {
                     self.close_block(&mut events);
                     let index = self.next_index;
                     self.next_index += 1;
-                    let id = id.unwrap_or_else(|| {
-                        tool_use_id(self.response_id.as_deref().unwrap_or_default(), self.tool_calls)
-                    });
-                    let id = signed_id(&id, signature);
+                    let response_id = self.response_id.as_deref().unwrap_or_default();
+                    let id = tool_use_id(id, signature, response_id, self.tool_calls);
                     self.tool_calls += 1;
                     events.push(anthropic_event(json!({
                         "type": "content_block_start",
@@ -395,9 +392,11 @@ fn response_id(reply: &Value) -> String {
     if id.is_empty() { "gemini".to_owned() } else { id }
 }
 
-/// An id for a function call Gemini named none for: unique within its reply.
-fn tool_use_id(response_id: &str, call_index: usize) -> String {
-    format!("toolu_{response_id}_{call_index}")
+/// A function call's tool-use id: the id Gemini gave it, or else one unique within its reply
+/// (`call_index`), carrying the call's thought signature (`signed_id`).
+fn tool_use_id(id: Option<String>, signature: Option<&str>, response_id: &str, call_index: usize) -> String {
+    let id = id.unwrap_or_else(|| format!("toolu_{response_id}_{call_index}"));
+    signed_id(&id, signature)
 }
 
 /// Our token kinds as the Messages `usage` the gateway meters and the client reads.
