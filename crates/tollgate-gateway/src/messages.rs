@@ -17,6 +17,7 @@ use tollgate_upstream::{Dialect, UpstreamRequest};
 
 use crate::GatewayState;
 use crate::error::{ApiError, Credential, ErrorKind};
+use crate::file_sources::{FileBodies, file_bodies};
 use crate::metered::{Admission, ClientWire, Operation, admit_and_run, run_admitted};
 use crate::routing::{ClientRequest, largest_body_bytes, plan_attempts};
 use crate::wire::{Endpoint, MessagesRequest};
@@ -272,12 +273,16 @@ async fn run_message(
 ) -> Result<Response, ApiError> {
     let parsed = MessagesRequest::parse(&bytes, Endpoint::Messages)?;
     let resolved = resolve_model(state, caller, &parsed.model)?;
+    let files = match parsed.body.as_object() {
+        Some(body) => file_bodies(state, caller, &resolved, body).await?,
+        None => None,
+    };
     let admission = admission(
         state,
         caller,
         request_id,
         forwarded,
-        (&bytes, &parsed),
+        (&bytes, &parsed, files.as_ref()),
         &resolved,
         state.tollgate.now(),
     )?;
@@ -312,7 +317,7 @@ pub(crate) async fn run_batch_request(
         caller,
         request_id,
         Forwarded::default(),
-        (&bytes, &parsed),
+        (&bytes, &parsed, None),
         &resolved,
         claimed.batch_created_at,
     )?;
@@ -353,7 +358,7 @@ fn upstream_batch_admission<'a>(
         caller,
         &claimed.request_id,
         Forwarded::default(),
-        (bytes, &parsed),
+        (bytes, &parsed, None),
         &resolved,
         claimed.batch_created_at,
     )?;
@@ -420,7 +425,7 @@ fn admission<'a>(
     caller: &'a ApiCaller,
     request_id: &'a str,
     forwarded: Forwarded,
-    (bytes, parsed): (&'a Bytes, &MessagesRequest),
+    (bytes, parsed, files): (&'a Bytes, &MessagesRequest, Option<&FileBodies>),
     resolved: &ResolvedModel<'a>,
     priced_at: tollgate_core::Timestamp,
 ) -> Result<Admission<'a>, ApiError> {
@@ -446,6 +451,7 @@ fn admission<'a>(
             query: forwarded.query,
             priced_at,
             operation: Operation::Generate,
+            files,
         },
         request_id,
     )?;
@@ -492,7 +498,7 @@ pub(crate) fn batch_request_bound(
         caller,
         "",
         Forwarded::default(),
-        (bytes, &parsed),
+        (bytes, &parsed, None),
         &resolved,
         state.tollgate.now(),
     )?;

@@ -19,6 +19,8 @@ pub use crate::device_login::{
     normalize_user_code,
 };
 mod error;
+mod files;
+pub use crate::files::{FileError, FileSettings, FileUpload};
 mod health;
 mod heartbeat;
 mod idempotency;
@@ -80,6 +82,7 @@ pub use crate::reports::{
 };
 pub use crate::users::{INVITE_LIFETIME_DAYS, Invite, InviteStatus, Member};
 pub use tollgate_limiter::{Limiter, Metric};
+pub use tollgate_store::StoredFile;
 pub use tollgate_store::{
     AlertChannel, AlertDelivery, AlertDestination, AlertSettings, DeliveryAttempt, DeliveryState,
 };
@@ -145,6 +148,8 @@ struct Inner {
     pending: pending::PendingSettlements,
     alerts: alerts::AlertState,
     sso: sso::SsoState,
+    /// Where the Files API keeps bytes, once set.
+    files: std::sync::OnceLock<files::FileSettings>,
 }
 
 impl Tollgate {
@@ -172,6 +177,7 @@ impl Tollgate {
                 pending: pending::PendingSettlements::default(),
                 alerts: alerts::AlertState::default(),
                 sso: sso::SsoState::default(),
+                files: std::sync::OnceLock::new(),
             }),
         }
     }

@@ -6,6 +6,10 @@
 //! It also speaks Anthropic's Message Batches API (create, retrieve, cancel, results) with
 //! the same headers, for batches the gateway hands to the provider whole; it reads of a
 //! provider batch only its id, whether it ended, and the JSON lines of its results.
+//!
+//! And it uploads a file to Anthropic's Files API (`POST /v1/files`, multipart), for a
+//! Messages request that names a file the gateway keeps; it reads of the answer only the
+//! provider's id of the file.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +21,9 @@ use crate::{UpstreamError, UpstreamReply, UpstreamRequest, http};
 
 /// The `anthropic-version` sent when the client gave none.
 const ANTHROPIC_VERSION_DEFAULT: &str = "2023-06-01";
+
+/// The beta the Files API is reached under.
+pub const FILES_BETA: &str = "files-api-2025-04-14";
 
 #[derive(Clone)]
 pub struct AnthropicConfig {
@@ -62,6 +69,7 @@ struct Inner {
     messages_url: reqwest::Url,
     count_tokens_url: reqwest::Url,
     batches_url: reqwest::Url,
+    files_url: reqwest::Url,
     api_key: Option<HeaderValue>,
     idle_timeout: Duration,
     request_timeout: Duration,
@@ -83,6 +91,7 @@ impl AnthropicClient {
         let messages_url = http::endpoint(&config.base_url, "/v1/messages")?;
         let count_tokens_url = http::endpoint(&config.base_url, "/v1/messages/count_tokens")?;
         let batches_url = http::endpoint(&config.base_url, "/v1/messages/batches")?;
+        let files_url = http::endpoint(&config.base_url, "/v1/files")?;
         let api_key = config
             .api_key
             .as_deref()
@@ -95,6 +104,7 @@ impl AnthropicClient {
                 messages_url,
                 count_tokens_url,
                 batches_url,
+                files_url,
                 api_key,
                 idle_timeout: config.idle_timeout,
                 request_timeout: config.request_timeout,
@@ -167,6 +177,38 @@ impl AnthropicClient {
         let url = self.batch_url(id, "/results")?;
         let builder = self.send(reqwest::Method::GET, &url, headers)?;
         http::send_buffered(builder, self.inner.request_timeout).await
+    }
+
+    /// `POST /v1/files`: uploads `content` as the multipart field `file`, with the provider
+    /// key, `anthropic-version` and the Files API's beta; the id the provider gave it.
+    pub async fn upload_file(
+        &self,
+        content: Vec<u8>,
+        filename: &str,
+        mime_type: &str,
+    ) -> Result<String, UpstreamError> {
+        let part = reqwest::multipart::Part::bytes(content)
+            .file_name(filename.to_owned())
+            .mime_str(mime_type)
+            .map_err(|error| UpstreamError::Protocol(format!("a file's type cannot be sent: {error}")))?;
+        let mut builder = self
+            .inner
+            .http
+            .post(self.inner.files_url.clone())
+            .header("anthropic-version", ANTHROPIC_VERSION_DEFAULT)
+            .header("anthropic-beta", FILES_BETA)
+            .multipart(reqwest::multipart::Form::new().part("file", part));
+        if let Some(api_key) = &self.inner.api_key {
+            builder = builder.header("x-api-key", api_key.clone());
+        }
+        let body = http::send_buffered(builder, self.inner.request_timeout).await?;
+        let value: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|error| UpstreamError::Protocol(format!("file body is not JSON: {error}")))?;
+        value
+            .get("id")
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| UpstreamError::Protocol("file body has no id".to_owned()))
     }
 
     fn batch_url(&self, id: &str, suffix: &str) -> Result<reqwest::Url, UpstreamError> {
