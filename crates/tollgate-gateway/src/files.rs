@@ -13,7 +13,9 @@ use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
-use tollgate_core::files::{ListQuery, list_page, next_page_cursor, stored_filename, stored_mime_type};
+use tollgate_core::files::{
+    FilePage, ListQuery, list_page, next_page_cursor, stored_filename, stored_mime_type,
+};
 use tollgate_service::{FileError, FileUpload, StoredFile};
 
 use crate::GatewayState;
@@ -152,24 +154,13 @@ pub(crate) async fn list_files(
     };
     let (page, limit) = list_page(&list_query).map_err(ApiError::invalid)?;
     let mut files = state.tollgate.files(&caller, &page, limit + 1).await?;
-    // One more than asked says whether there is more in the direction asked.
-    let has_more = u64::try_from(files.len()).unwrap_or(u64::MAX) > limit;
-    if has_more {
-        match page {
-            tollgate_core::files::FilePage::Before(_) => {
-                files.remove(0);
-            }
-            _ => {
-                files.pop();
-            }
-        }
-    }
+    let towards_newer = matches!(page, FilePage::Before(_));
+    let has_more = crate::batches::cut_to_page(&mut files, limit, towards_newer);
     let first_id = files.first().map(|file| file.id.clone());
     let last_id = files.last().map(|file| file.id.clone());
-    let going_older = !matches!(page, tollgate_core::files::FilePage::Before(_));
     let next_page = last_id
         .as_deref()
-        .filter(|_| has_more && going_older)
+        .filter(|_| has_more && !towards_newer)
         .map(next_page_cursor);
     Ok(Json(json!({
         "data": files.iter().map(file_json).collect::<Vec<_>>(),

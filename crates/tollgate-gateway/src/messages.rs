@@ -558,8 +558,24 @@ pub(crate) async fn count_tokens(
         let estimate = input_tokens_estimate(bytes.len());
         return Ok(Json(serde_json::json!({ "input_tokens": estimate })).into_response());
     };
+    let upstream_model = resolved.upstream_model(deployment);
+    // A file the request names is counted as the provider knows it (uploaded there first).
+    let files = match parsed.body.as_object() {
+        Some(body) => file_bodies(&state, &caller, &resolved, body).await?,
+        None => None,
+    };
+    let body = match files
+        .as_ref()
+        .and_then(|files| files.for_provider(&deployment.provider))
+    {
+        None => parsed.upstream_body(bytes, upstream_model)?,
+        Some(Ok(provider_body)) => {
+            crate::routing::with_model(&provider_body.json, &provider_body.bytes, upstream_model)?
+        }
+        Some(Err(refused)) => return Err(refused.clone()),
+    };
     let upstream_request = UpstreamRequest {
-        body: parsed.upstream_body(bytes, resolved.upstream_model(deployment))?,
+        body,
         stream: false,
         anthropic_version: forwarded.anthropic_version,
         anthropic_beta: forwarded.anthropic_beta,

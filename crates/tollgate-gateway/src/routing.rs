@@ -203,7 +203,11 @@ fn upstream_body(
 
 /// The client's body with `upstream_model` as its model: its own bytes when it already
 /// names it, so that everything else reaches the upstream exactly as sent.
-fn with_model(body: &Map<String, Value>, original: &Bytes, upstream_model: &str) -> Result<Bytes, ApiError> {
+pub(crate) fn with_model(
+    body: &Map<String, Value>,
+    original: &Bytes,
+    upstream_model: &str,
+) -> Result<Bytes, ApiError> {
     if body.get("model").and_then(Value::as_str) == Some(upstream_model) {
         return Ok(original.clone());
     }

@@ -128,12 +128,8 @@ impl AnthropicClient {
     pub async fn count_tokens(&self, request: UpstreamRequest) -> Result<u64, UpstreamError> {
         let builder = self.post(&self.inner.count_tokens_url, &request)?;
         let body = http::send_buffered(builder, self.inner.request_timeout).await?;
-        let value: serde_json::Value = serde_json::from_slice(&body)
-            .map_err(|error| UpstreamError::Protocol(format!("count_tokens body is not JSON: {error}")))?;
-        value
-            .get("input_tokens")
-            .and_then(serde_json::Value::as_u64)
-            .ok_or_else(|| UpstreamError::Protocol("count_tokens body has no input_tokens".to_owned()))
+        answer_field(&body, "count_tokens", "input_tokens", serde_json::Value::as_u64)
+            .map(|(_, input_tokens)| input_tokens)
     }
 
     /// `POST /v1/messages/batches` with `request.body` (`{"requests": [...]}`, each
@@ -202,13 +198,7 @@ impl AnthropicClient {
             builder = builder.header("x-api-key", api_key.clone());
         }
         let body = http::send_buffered(builder, self.inner.request_timeout).await?;
-        let value: serde_json::Value = serde_json::from_slice(&body)
-            .map_err(|error| UpstreamError::Protocol(format!("file body is not JSON: {error}")))?;
-        value
-            .get("id")
-            .and_then(serde_json::Value::as_str)
-            .map(str::to_owned)
-            .ok_or_else(|| UpstreamError::Protocol("file body has no id".to_owned()))
+        answer_field(&body, "file", "id", owned_text).map(|(_, id)| id)
     }
 
     fn batch_url(&self, id: &str, suffix: &str) -> Result<reqwest::Url, UpstreamError> {
@@ -277,16 +267,32 @@ pub struct ProviderBatch {
 }
 
 fn provider_batch(body: &[u8]) -> Result<ProviderBatch, UpstreamError> {
-    let value: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|error| UpstreamError::Protocol(format!("message batch body is not JSON: {error}")))?;
-    let id = value
-        .get("id")
-        .and_then(serde_json::Value::as_str)
-        .ok_or_else(|| UpstreamError::Protocol("message batch body has no id".to_owned()))?;
+    let (value, id) = answer_field(body, "message batch", "id", owned_text)?;
     Ok(ProviderBatch {
-        id: id.to_owned(),
+        id,
         ended: value.get("processing_status").and_then(serde_json::Value::as_str) == Some("ended"),
     })
+}
+
+/// A provider's JSON answer (`what` names it in errors) and its field `name`, as `read`
+/// takes it; an answer that is not JSON, or lacks the field, is a protocol error.
+fn answer_field<T>(
+    body: &[u8],
+    what: &str,
+    name: &str,
+    read: impl FnOnce(&serde_json::Value) -> Option<T>,
+) -> Result<(serde_json::Value, T), UpstreamError> {
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|error| UpstreamError::Protocol(format!("{what} body is not JSON: {error}")))?;
+    let field = value
+        .get(name)
+        .and_then(read)
+        .ok_or_else(|| UpstreamError::Protocol(format!("{what} body has no {name}")))?;
+    Ok((value, field))
+}
+
+fn owned_text(value: &serde_json::Value) -> Option<String> {
+    value.as_str().map(str::to_owned)
 }
 
 /// A header value from the client. One that cannot be sent is the client's mistake, so it is

@@ -16,6 +16,11 @@ use crate::helpers::{Options, TestApp, spawn_app, spawn_app_with};
 const FILES_BETA: &str = "files-api-2025-04-14";
 
 impl TestApp {
+    /// A Files API call expected to be refused: as `refusal` reads it.
+    async fn files_refusal(&self, method: reqwest::Method, path: &str, key: &str) -> ((u16, String), Value) {
+        refusal(self.files_call(method, path, key).await).await
+    }
+
     /// `POST /v1/files` with `key`, a file part and, if given, `expires_in_seconds`.
     async fn upload_with(
         &self,
@@ -107,13 +112,18 @@ fn ids(page: &Value) -> Vec<String> {
         .collect()
 }
 
-/// The envelope of a refusal: its status, and the error's type and message.
-async fn refusal(response: reqwest::Response) -> (u16, Value) {
+/// A refusal in Anthropic's envelope: its status and error type, and the error.
+async fn refusal(response: reqwest::Response) -> ((u16, String), Value) {
     let status = response.status().as_u16();
     let body: Value = response.json().await.expect("json");
     assert_eq!(body["type"], "error", "{body}");
     assert!(body["request_id"].is_string(), "{body}");
-    (status, body["error"].clone())
+    let kind = body["error"]["type"].as_str().expect("error type").to_owned();
+    ((status, kind), body["error"].clone())
+}
+
+fn kind(status: u16, error_type: &str) -> (u16, String) {
+    (status, error_type.to_owned())
 }
 
 /// Goal: upload, metadata, a paginated list (both cursor styles), the download refused as
@@ -168,15 +178,10 @@ async fn files_are_uploaded_listed_read_and_deleted() {
         .await;
     assert_eq!(ids(&before), [id(&second)]);
     assert_eq!(before["has_more"], true);
-    let (status, error) = refusal(
-        app.files_call(reqwest::Method::GET, "/v1/files?limit=0", &app.api_key)
-            .await,
-    )
-    .await;
-    assert_eq!(
-        (status, error["type"].clone()),
-        (400, json!("invalid_request_error"))
-    );
+    let (refused, _) = app
+        .files_refusal(reqwest::Method::GET, "/v1/files?limit=0", &app.api_key)
+        .await;
+    assert_eq!(refused, kind(400, "invalid_request_error"));
 
     let metadata = app
         .files_call(
@@ -187,19 +192,14 @@ async fn files_are_uploaded_listed_read_and_deleted() {
         .await;
     assert_eq!(metadata.status(), 200);
     assert_eq!(metadata.json::<Value>().await.expect("json"), first);
-    let (status, error) = refusal(
-        app.files_call(
+    let (refused, error) = app
+        .files_refusal(
             reqwest::Method::GET,
             &format!("/v1/files/{}/content", id(&first)),
             &app.api_key,
         )
-        .await,
-    )
-    .await;
-    assert_eq!(
-        (status, error["type"].clone()),
-        (400, json!("invalid_request_error"))
-    );
+        .await;
+    assert_eq!(refused, kind(400, "invalid_request_error"));
     assert!(
         error["message"]
             .as_str()
@@ -223,16 +223,14 @@ async fn files_are_uploaded_listed_read_and_deleted() {
         !app.file_path(&id(&second)).await.exists(),
         "the bytes went with the row"
     );
-    let (status, error) = refusal(
-        app.files_call(
+    let (refused, _) = app
+        .files_refusal(
             reqwest::Method::GET,
             &format!("/v1/files/{}", id(&second)),
             &app.api_key,
         )
-        .await,
-    )
-    .await;
-    assert_eq!((status, error["type"].clone()), (404, json!("not_found_error")));
+        .await;
+    assert_eq!(refused, kind(404, "not_found_error"));
     assert_eq!(ids(&app.list_files("").await), [id(&third), id(&first)]);
     assert_eq!(
         app.tollgate
@@ -253,12 +251,10 @@ async fn another_workspace_cannot_reach_a_file() {
     let file_id = file["id"].as_str().expect("id");
     let other_key = app.other_workspace_key().await;
     for method in [reqwest::Method::GET, reqwest::Method::DELETE] {
-        let (status, error) = refusal(
-            app.files_call(method, &format!("/v1/files/{file_id}"), &other_key)
-                .await,
-        )
-        .await;
-        assert_eq!((status, error["type"].clone()), (404, json!("not_found_error")));
+        let (refused, _) = app
+            .files_refusal(method, &format!("/v1/files/{file_id}"), &other_key)
+            .await;
+        assert_eq!(refused, kind(404, "not_found_error"));
     }
     let listed: Value = app
         .files_call(reqwest::Method::GET, "/v1/files", &other_key)
@@ -275,11 +271,8 @@ async fn another_workspace_cannot_reach_a_file() {
         .send()
         .await
         .expect("sent");
-    let (status, error) = refusal(message).await;
-    assert_eq!(
-        (status, error["type"].clone()),
-        (400, json!("invalid_request_error"))
-    );
+    let (refused, _) = refusal(message).await;
+    assert_eq!(refused, kind(400, "invalid_request_error"));
     assert!(app.fake.requests().is_empty(), "nothing went upstream");
     // Still there for its own workspace.
     let own = app
@@ -306,11 +299,8 @@ async fn uploads_stay_within_the_organization_quota() {
     let over = app
         .upload_with(&app.api_key, ("b.txt", "text/plain", vec![b'b'; 50]), None)
         .await;
-    let (status, error) = refusal(over).await;
-    assert_eq!(
-        (status, error["type"].clone()),
-        (400, json!("invalid_request_error"))
-    );
+    let (refused, error) = refusal(over).await;
+    assert_eq!(refused, kind(400, "invalid_request_error"));
     assert_eq!(error["details"]["error_code"], "storage_quota_exceeded");
     assert_eq!(ids(&app.list_files("").await), [kept["id"].as_str().expect("id")]);
     let (caller, _) = app.caller_and_model("fake-sonnet").await;
@@ -320,8 +310,8 @@ async fn uploads_stay_within_the_organization_quota() {
     let too_large = app
         .upload_with(&app.api_key, ("c.txt", "text/plain", vec![b'c'; 81]), None)
         .await;
-    let (status, error) = refusal(too_large).await;
-    assert_eq!((status, error["type"].clone()), (413, json!("request_too_large")));
+    let (refused, _) = refusal(too_large).await;
+    assert_eq!(refused, kind(413, "request_too_large"));
 
     // Freed room is room again; then ten uploads race for three files' worth.
     let kept_id = kept["id"].as_str().expect("id");
@@ -375,7 +365,7 @@ async fn an_expired_file_is_gone_and_purged() {
         ..Options::default()
     })
     .await;
-    let (status, _) = refusal(
+    let ((status, _), _) = refusal(
         app.upload_with(
             &app.api_key,
             ("a.txt", "text/plain", b"soon".to_vec()),
@@ -442,8 +432,8 @@ fn document_message(model: &str, file_id: &str) -> Value {
 }
 
 /// Goal: the first message naming a file uploads it to the `anthropic` provider with the
-/// provider's key and the Files beta; that message and the next carry the provider's id,
-/// and nothing else of the body changes.
+/// provider's key and the Files beta; that message, the next and a `count_tokens` carry the
+/// provider's id, and nothing else of the body changes.
 #[tokio::test]
 async fn a_file_reaches_an_anthropic_upstream_by_the_id_it_gave_once_uploaded() {
     let app = spawn_app().await;
@@ -455,6 +445,17 @@ async fn a_file_reaches_an_anthropic_upstream_by_the_id_it_gave_once_uploaded() 
         let response = app.post_messages(&document_message("fake-sonnet", file_id)).await;
         assert_eq!(response.status(), 200);
     }
+    let mut count_body = document_message("fake-sonnet", file_id);
+    count_body.as_object_mut().expect("object").remove("max_tokens");
+    let counted = app
+        .client
+        .post(app.url("/v1/messages/count_tokens"))
+        .header("x-api-key", &app.api_key)
+        .json(&count_body)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(counted.status(), 200);
     let requests = app.fake.requests();
     let uploads: Vec<_> = requests
         .iter()
@@ -487,6 +488,15 @@ async fn a_file_reaches_an_anthropic_upstream_by_the_id_it_gave_once_uploaded() 
     assert_eq!(messages[0].body, expected);
     assert_eq!(messages[1].body, messages[0].body);
     assert_ne!(provider_id, file_id);
+    let count = requests
+        .iter()
+        .find(|request| request.path == "/v1/messages/count_tokens")
+        .expect("counted upstream");
+    assert_eq!(
+        count.body["messages"][0]["content"][0]["source"]["file_id"],
+        json!(provider_id),
+        "count_tokens names the file as the provider knows it"
+    );
 }
 
 /// Goal: an upstream that takes no file ids gets the file's bytes: the simulated model
