@@ -29,9 +29,17 @@ pub(crate) struct ProviderBody {
 /// Each provider's body of a request that names files, or why that provider cannot take it.
 pub(crate) struct FileBodies {
     by_provider: HashMap<String, Result<ProviderBody, ApiError>>,
+    /// The named files' sizes added up: what a provider reading them by id reads besides the
+    /// body, and so what bounds their input tokens (a token encodes at least one byte).
+    named_bytes: usize,
 }
 
 impl FileBodies {
+    /// The bytes of the files the request names, in all.
+    pub(crate) fn named_bytes(&self) -> usize {
+        self.named_bytes
+    }
+
     /// The body `provider` gets, or why it cannot be sent there.
     pub(crate) fn for_provider(&self, provider: &str) -> Option<&Result<ProviderBody, ApiError>> {
         self.by_provider.get(provider)
@@ -113,7 +121,14 @@ pub(crate) async fn file_bodies(
         });
         by_provider.insert(deployment.provider.clone(), rewritten);
     }
-    Ok(Some(FileBodies { by_provider }))
+    let named_bytes = files
+        .iter()
+        .map(|file| usize::try_from(file.size_bytes).unwrap_or(usize::MAX))
+        .fold(0_usize, usize::saturating_add);
+    Ok(Some(FileBodies {
+        by_provider,
+        named_bytes,
+    }))
 }
 
 /// The body with each `file` source whose id `sources` maps replaced by its replacement;

@@ -455,7 +455,13 @@ fn admission<'a>(
         },
         request_id,
     )?;
-    let input_bound = input_tokens_bound(largest_body_bytes(bytes, &attempts), parsed.media_blocks);
+    // A file named by id is read by the provider besides the body: its bytes bound its
+    // tokens as the body's do (an inlined copy counts twice, which only widens the bound).
+    let file_bytes = files.map_or(0, FileBodies::named_bytes);
+    let input_bound = input_tokens_bound(
+        largest_body_bytes(bytes, &attempts).saturating_add(file_bytes),
+        parsed.media_blocks,
+    );
     Ok(Admission {
         caller,
         request_id,

@@ -499,6 +499,49 @@ async fn a_file_reaches_an_anthropic_upstream_by_the_id_it_gave_once_uploaded() 
     );
 }
 
+/// Goal: a file read by id is reserved for like the body: its bytes bound its input tokens,
+/// so a file the credit cannot cover is refused before anything is sent, and a small one
+/// goes.
+#[tokio::test]
+async fn a_named_file_is_reserved_for() {
+    let app = spawn_app_with(Options {
+        starter_grant_usd: "1.00",
+        ..Options::default()
+    })
+    .await;
+    // 200,000 tokens at most, at $6 per million (the dearest input kind): $1.20.
+    let large = app.upload("large.txt", "text/plain", &[b'x'; 200_000]).await;
+    let response = app
+        .post_messages(&document_message(
+            "fake-sonnet",
+            large["id"].as_str().expect("id"),
+        ))
+        .await;
+    let (refused, error) = refusal(response).await;
+    assert_eq!(refused, kind(400, "invalid_request_error"), "{error}");
+    assert!(
+        error["message"]
+            .as_str()
+            .is_some_and(|message| message.contains("credit balance is too low")),
+        "{error}"
+    );
+    assert!(
+        app.fake
+            .requests()
+            .iter()
+            .all(|request| request.path != "/v1/messages"),
+        "nothing was generated"
+    );
+    let small = app.upload("small.txt", "text/plain", &[b'x'; 1_000]).await;
+    let response = app
+        .post_messages(&document_message(
+            "fake-sonnet",
+            small["id"].as_str().expect("id"),
+        ))
+        .await;
+    assert_eq!(response.status(), 200);
+}
+
 /// Goal: an upstream that takes no file ids gets the file's bytes: the simulated model
 /// reads them (its input count grows with them) and an OpenAI-compatible upstream gets an
 /// image as a data URL.
