@@ -3,8 +3,9 @@
 //! `after_id`, or the `page` cursor of a previous `next_page`), `GET /v1/files/{id}`,
 //! `GET /v1/files/{id}/content` and `DELETE /v1/files/{id}`, with or without the
 //! `files-api-2025-04-14` beta header. A file belongs to its key's workspace: any other
-//! workspace's key is told it does not exist. Only the wire shapes live here; keeping the
-//! bytes and the quota are the service's.
+//! workspace's key is told it does not exist. Deleting a file deletes the copies providers
+//! were given too. Only the wire shapes live here; keeping the bytes and the quota are the
+//! service's.
 
 use std::collections::HashMap;
 
@@ -17,6 +18,7 @@ use tollgate_core::files::{
     FilePage, ListQuery, list_page, next_page_cursor, stored_filename, stored_mime_type,
 };
 use tollgate_service::{FileError, FileUpload, StoredFile};
+use tollgate_upstream::Provider;
 
 use crate::GatewayState;
 use crate::error::{ApiError, ErrorKind};
@@ -208,5 +210,14 @@ pub(crate) async fn delete_file(
 ) -> Result<Response, ApiError> {
     let caller = authenticate(&state, request.headers()).await?;
     let deleted = state.tollgate.delete_file(&caller, &file_id).await?;
-    Ok(Json(json!({"id": deleted.id, "type": "file_deleted"})).into_response())
+    // The copies providers hold go too; one that cannot be deleted there is logged, since
+    // the file is gone here either way.
+    for (provider_name, provider_file_id) in &deleted.provider_files {
+        if let Some(Provider::Anthropic(client)) = state.providers.get(provider_name)
+            && let Err(error) = client.delete_file(provider_file_id).await
+        {
+            tracing::warn!(provider = %provider_name, %provider_file_id, %error, "could not delete a provider's copy of a file");
+        }
+    }
+    Ok(Json(json!({"id": deleted.file.id, "type": "file_deleted"})).into_response())
 }

@@ -273,6 +273,8 @@ async fn run_message(
 ) -> Result<Response, ApiError> {
     let parsed = MessagesRequest::parse(&bytes, Endpoint::Messages)?;
     let resolved = resolve_model(state, caller, &parsed.model)?;
+    // Checked here too (admission checks it again), so a refused request uploads no file.
+    check_max_tokens(&resolved, parsed.max_tokens)?;
     let files = match parsed.body.as_object() {
         Some(body) => file_bodies(state, caller, &resolved, body).await?,
         None => None,

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use chrono::Duration;
 use tollgate_core::files::{FilePage, fits_quota};
 use tollgate_core::ids::IdKind;
-use tollgate_store::StoredFile;
+use tollgate_store::{DeletedFile, StoredFile};
 
 use crate::Tollgate;
 use crate::error::ServiceError;
@@ -154,14 +154,15 @@ impl Tollgate {
             .await?)
     }
 
-    /// Deletes the caller's workspace's file, row then bytes.
-    pub async fn delete_file(&self, caller: &ApiCaller, file_id: &str) -> Result<StoredFile, FileError> {
+    /// Deletes the caller's workspace's file, row then bytes; the copies providers hold are
+    /// named in the answer, for the caller to delete there.
+    pub async fn delete_file(&self, caller: &ApiCaller, file_id: &str) -> Result<DeletedFile, FileError> {
         let deleted = self
             .store()
             .delete_file(&caller.workspace_id, file_id, self.now())
             .await?
             .ok_or_else(|| FileError::NotFound(file_id.to_owned()))?;
-        remove_bytes(file_path(&self.file_settings()?.directory, &deleted)).await;
+        remove_bytes(file_path(&self.file_settings()?.directory, &deleted.file)).await;
         Ok(deleted)
     }
 
@@ -207,8 +208,8 @@ impl Tollgate {
         };
         let mut purged = 0;
         for file_id in self.store().expired_file_ids(now, PURGED_PER_PASS_MAX).await? {
-            if let Some(file) = self.store().purge_file(&file_id).await? {
-                remove_bytes(file_path(&settings.directory, &file)).await;
+            if let Some(deleted) = self.store().purge_file(&file_id).await? {
+                remove_bytes(file_path(&settings.directory, &deleted.file)).await;
                 purged += 1;
             }
         }

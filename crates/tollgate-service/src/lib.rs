@@ -82,7 +82,6 @@ pub use crate::reports::{
 };
 pub use crate::users::{INVITE_LIFETIME_DAYS, Invite, InviteStatus, Member};
 pub use tollgate_limiter::{Limiter, Metric};
-pub use tollgate_store::StoredFile;
 pub use tollgate_store::{
     AlertChannel, AlertDelivery, AlertDestination, AlertSettings, DeliveryAttempt, DeliveryState,
 };
@@ -100,6 +99,7 @@ pub use tollgate_store::{
     CreatedBy, InviteRecord, KeyView, REQUEST_LOG_PAGE_MAX, RequestLogCursor, RequestLogEntry,
     RequestLogQuery, UserRecord,
 };
+pub use tollgate_store::{DeletedFile, StoredFile};
 
 /// Figures the use cases need from configuration.
 #[derive(Clone, Debug)]

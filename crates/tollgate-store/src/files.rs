@@ -33,6 +33,15 @@ pub struct StoredFile {
     pub expires_at: Option<Timestamp>,
 }
 
+/// A file deleted, with the ids the providers it was uploaded to gave it (their copies are
+/// the caller's to delete).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeletedFile {
+    pub file: StoredFile,
+    /// (provider, the provider's file id).
+    pub provider_files: Vec<(String, String)>,
+}
+
 const FILE_COLUMNS: &str =
     "id, org_id, workspace_id, api_key_id, filename, mime_type, size_bytes, created_at, expires_at";
 
@@ -168,7 +177,7 @@ where
         Ok(files)
     }
 
-    /// Deletes a file's row, its providers' ids and its bytes from its organization's total,
+    /// Deletes a file's row, its providers' ids (returned) and its bytes from its organization's total,
     /// in one transaction: the workspace's live file (`workspace_id` and `alive_at` given), or
     /// any file by id (neither: the purge of an expired one). The row deleted, if any.
     async fn delete_file(
@@ -176,7 +185,7 @@ where
         file_id: &str,
         workspace_id: Option<&str>,
         alive_at: Option<Timestamp>,
-    ) -> Result<Option<StoredFile>, StoreError> {
+    ) -> Result<Option<DeletedFile>, StoreError> {
         let mut transaction = self.write_pool().begin().await.map_err(Self::store_error)?;
         let row = sqlx::query(&format!(
             "SELECT {FILE_COLUMNS} FROM files
@@ -192,11 +201,21 @@ where
         let Some(file) = row.as_ref().map(file_from_row).transpose()? else {
             return Ok(None);
         };
-        sqlx::query("DELETE FROM provider_files WHERE file_id = $1")
-            .bind(file_id)
-            .execute(&mut *transaction)
-            .await
-            .map_err(Self::store_error)?;
+        let provider_rows =
+            sqlx::query("DELETE FROM provider_files WHERE file_id = $1 RETURNING provider, provider_file_id")
+                .bind(file_id)
+                .fetch_all(&mut *transaction)
+                .await
+                .map_err(Self::store_error)?;
+        let provider_files = provider_rows
+            .iter()
+            .map(|row| {
+                Ok((
+                    row.text("provider").map_err(store_decode)?,
+                    row.text("provider_file_id").map_err(store_decode)?,
+                ))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
         let deleted = sqlx::query("DELETE FROM files WHERE id = $1")
             .bind(file_id)
             .execute(&mut *transaction)
@@ -214,7 +233,7 @@ where
             .await
             .map_err(Self::store_error)?;
         transaction.commit().await.map_err(Self::store_error)?;
-        Ok(Some(file))
+        Ok(Some(DeletedFile { file, provider_files }))
     }
 
     async fn expired_file_ids(&self, now: Timestamp, limit: u64) -> Result<Vec<String>, StoreError> {
@@ -315,12 +334,12 @@ impl Store {
         workspace_id: &str,
         file_id: &str,
         now: Timestamp,
-    ) -> Result<Option<StoredFile>, StoreError> {
+    ) -> Result<Option<DeletedFile>, StoreError> {
         dispatch!(self.delete_file(file_id, Some(workspace_id), Some(now)))
     }
 
     /// Deletes a file whatever its workspace or expiry (the purge of an expired one).
-    pub async fn purge_file(&self, file_id: &str) -> Result<Option<StoredFile>, StoreError> {
+    pub async fn purge_file(&self, file_id: &str) -> Result<Option<DeletedFile>, StoreError> {
         dispatch!(self.delete_file(file_id, None, None))
     }
 

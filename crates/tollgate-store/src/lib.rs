@@ -73,7 +73,7 @@ pub use captures::{CaptureSettings, CapturedResponseKind, RequestCapture};
 pub use console::ConsoleSession;
 pub use device_grants::DevicePoll;
 pub use error::{StoreError, TxError};
-pub use files::StoredFile;
+pub use files::{DeletedFile, StoredFile};
 pub use idempotency_keys::{ClaimOutcome, IdempotencyClaim, IdempotencyRecord, IdempotentAnswer};
 pub use model::*;
 pub use sso::SsoAttempt;

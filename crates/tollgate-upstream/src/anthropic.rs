@@ -8,8 +8,8 @@
 //! provider batch only its id, whether it ended, and the JSON lines of its results.
 //!
 //! And it uploads a file to Anthropic's Files API (`POST /v1/files`, multipart), for a
-//! Messages request that names a file the gateway keeps; it reads of the answer only the
-//! provider's id of the file.
+//! Messages request that names a file the gateway keeps, reading of the answer only the
+//! provider's id of the file; and deletes that copy when the file is deleted.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -201,17 +201,26 @@ impl AnthropicClient {
         answer_field(&body, "file", "id", owned_text).map(|(_, id)| id)
     }
 
-    fn batch_url(&self, id: &str, suffix: &str) -> Result<reqwest::Url, UpstreamError> {
-        // Ids are the provider's own; one that is not a single path segment is refused.
-        if id.is_empty()
-            || !id
-                .bytes()
-                .all(|byte| byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-')
-        {
-            return Err(UpstreamError::Protocol(format!(
-                "not a provider batch id: {id:?}"
-            )));
+    /// `DELETE /v1/files/{id}`: the provider's copy of a file, with the provider key and the
+    /// Files API's beta.
+    pub async fn delete_file(&self, provider_file_id: &str) -> Result<(), UpstreamError> {
+        let id = provider_id(provider_file_id, "file")?;
+        let url = http::endpoint(&self.inner.base_url, &format!("/v1/files/{id}"))?;
+        let mut builder = self
+            .inner
+            .http
+            .delete(url)
+            .header("anthropic-version", ANTHROPIC_VERSION_DEFAULT)
+            .header("anthropic-beta", FILES_BETA);
+        if let Some(api_key) = &self.inner.api_key {
+            builder = builder.header("x-api-key", api_key.clone());
         }
+        http::send_buffered(builder, self.inner.request_timeout).await?;
+        Ok(())
+    }
+
+    fn batch_url(&self, id: &str, suffix: &str) -> Result<reqwest::Url, UpstreamError> {
+        let id = provider_id(id, "batch")?;
         http::endpoint(
             &self.inner.base_url,
             &format!("/v1/messages/batches/{id}{suffix}"),
@@ -256,6 +265,21 @@ impl AnthropicClient {
             builder.body(request.body.clone())
         })
     }
+}
+
+/// An id the provider gave (`what` names its kind in errors), checked to be one path
+/// segment: one that is not is refused rather than put in a URL.
+fn provider_id<'id>(id: &'id str, what: &str) -> Result<&'id str, UpstreamError> {
+    if id.is_empty()
+        || !id
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-')
+    {
+        return Err(UpstreamError::Protocol(format!(
+            "not a provider {what} id: {id:?}"
+        )));
+    }
+    Ok(id)
 }
 
 /// What the gateway reads of a provider's `message_batch` object.

@@ -49,6 +49,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/embeddings", post(embeddings))
         .route("/v1/files", post(files::upload))
+        .route("/v1/files/{id}", axum::routing::delete(files::delete))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
         .with_state(shared)

@@ -433,7 +433,7 @@ fn document_message(model: &str, file_id: &str) -> Value {
 
 /// Goal: the first message naming a file uploads it to the `anthropic` provider with the
 /// provider's key and the Files beta; that message, the next and a `count_tokens` carry the
-/// provider's id, and nothing else of the body changes.
+/// provider's id, and nothing else of the body changes; deleting the file deletes that copy.
 #[tokio::test]
 async fn a_file_reaches_an_anthropic_upstream_by_the_id_it_gave_once_uploaded() {
     let app = spawn_app().await;
@@ -497,6 +497,24 @@ async fn a_file_reaches_an_anthropic_upstream_by_the_id_it_gave_once_uploaded() 
         json!(provider_id),
         "count_tokens names the file as the provider knows it"
     );
+
+    // Deleting the file deletes the provider's copy.
+    let deleted = app
+        .files_call(
+            reqwest::Method::DELETE,
+            &format!("/v1/files/{file_id}"),
+            &app.api_key,
+        )
+        .await;
+    assert_eq!(deleted.status(), 200);
+    let deletions: Vec<_> = app
+        .fake
+        .requests()
+        .into_iter()
+        .filter(|request| request.path.starts_with("/v1/files/"))
+        .map(|request| request.path)
+        .collect();
+    assert_eq!(deletions, [format!("/v1/files/{provider_id}")]);
 }
 
 /// Goal: a file read by id is reserved for like the body: its bytes bound its input tokens,
