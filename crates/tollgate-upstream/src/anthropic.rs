@@ -187,16 +187,9 @@ impl AnthropicClient {
             .file_name(filename.to_owned())
             .mime_str(mime_type)
             .map_err(|error| UpstreamError::Protocol(format!("a file's type cannot be sent: {error}")))?;
-        let mut builder = self
-            .inner
-            .http
-            .post(self.inner.files_url.clone())
-            .header("anthropic-version", ANTHROPIC_VERSION_DEFAULT)
-            .header("anthropic-beta", FILES_BETA)
+        let builder = self
+            .files_call(reqwest::Method::POST, self.inner.files_url.clone())
             .multipart(reqwest::multipart::Form::new().part("file", part));
-        if let Some(api_key) = &self.inner.api_key {
-            builder = builder.header("x-api-key", api_key.clone());
-        }
         let body = http::send_buffered(builder, self.inner.request_timeout).await?;
         answer_field(&body, "file", "id", owned_text).map(|(_, id)| id)
     }
@@ -206,17 +199,24 @@ impl AnthropicClient {
     pub async fn delete_file(&self, provider_file_id: &str) -> Result<(), UpstreamError> {
         let id = provider_id(provider_file_id, "file")?;
         let url = http::endpoint(&self.inner.base_url, &format!("/v1/files/{id}"))?;
-        let mut builder = self
-            .inner
-            .http
-            .delete(url)
-            .header("anthropic-version", ANTHROPIC_VERSION_DEFAULT)
-            .header("anthropic-beta", FILES_BETA);
-        if let Some(api_key) = &self.inner.api_key {
-            builder = builder.header("x-api-key", api_key.clone());
-        }
+        let builder = self.files_call(reqwest::Method::DELETE, url);
         http::send_buffered(builder, self.inner.request_timeout).await?;
         Ok(())
+    }
+
+    /// A Files API call: the provider key, the default version and the Files API's beta
+    /// (the client's own headers are not sent: the call is the gateway's).
+    fn files_call(&self, method: reqwest::Method, url: reqwest::Url) -> reqwest::RequestBuilder {
+        let builder = self
+            .inner
+            .http
+            .request(method, url)
+            .header("anthropic-version", ANTHROPIC_VERSION_DEFAULT)
+            .header("anthropic-beta", FILES_BETA);
+        match &self.inner.api_key {
+            Some(api_key) => builder.header("x-api-key", api_key.clone()),
+            None => builder,
+        }
     }
 
     fn batch_url(&self, id: &str, suffix: &str) -> Result<reqwest::Url, UpstreamError> {
