@@ -10,6 +10,7 @@
 pub mod alerts;
 pub mod attribution;
 pub mod catalog;
+pub mod files;
 pub mod idempotency;
 pub mod ids;
 pub mod keys;

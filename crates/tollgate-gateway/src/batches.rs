@@ -245,18 +245,7 @@ pub(crate) async fn list_batches(
         (None, None) => BatchPage::Newest,
     };
     let mut batches = state.tollgate.message_batches(&caller, &page, limit + 1).await?;
-    let has_more = batches.len() as u64 > limit;
-    if has_more {
-        // One more than asked says whether there is more beyond the cursor's direction.
-        match page {
-            BatchPage::Before(_) => {
-                batches.remove(0);
-            }
-            _ => {
-                batches.pop();
-            }
-        }
-    }
+    let has_more = cut_to_page(&mut batches, limit, matches!(page, BatchPage::Before(_)));
     let base = base_url(request.headers(), request.uri());
     Ok(Json(json!({
         "data": batches.iter().map(|batch| batch_json(batch, &base)).collect::<Vec<_>>(),
@@ -265,6 +254,21 @@ pub(crate) async fn list_batches(
         "last_id": batches.last().map(|batch| batch.id.clone()),
     }))
     .into_response())
+}
+
+/// Cuts a list read `limit + 1` long (newest first) to `limit`, and says whether there is
+/// more in the direction asked: the one more than asked, dropped from the far end (the
+/// newest when paging towards newer ones, `before_id`, else the oldest).
+pub(crate) fn cut_to_page<T>(items: &mut Vec<T>, limit: u64, towards_newer: bool) -> bool {
+    let has_more = u64::try_from(items.len()).unwrap_or(u64::MAX) > limit;
+    if has_more {
+        if towards_newer {
+            items.remove(0);
+        } else {
+            items.pop();
+        }
+    }
+    has_more
 }
 
 /// `POST /v1/messages/batches/{id}/cancel`.

@@ -252,6 +252,7 @@ pub(crate) async fn serve_chat(
             query: None,
             priced_at,
             operation: Operation::Generate,
+            files: None,
         },
         request_id,
     )?;

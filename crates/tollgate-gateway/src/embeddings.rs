@@ -65,6 +65,7 @@ pub(crate) async fn create_embedding(
             query: None,
             priced_at,
             operation: Operation::Embed,
+            files: None,
         },
         &request_id,
     )?;

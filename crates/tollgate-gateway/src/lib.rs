@@ -1,5 +1,5 @@
 //! The data plane: Anthropic's Messages API (`/v1/messages`, `count_tokens`, Message
-//! Batches) and OpenAI's Chat Completions (`/v1/chat/completions`), Responses and
+//! Batches), its Files API (`/v1/files`) and OpenAI's Chat Completions (`/v1/chat/completions`), Responses and
 //! Embeddings (`/v1/embeddings`) over HTTP, `/v1/models` in both shapes, their wire JSON,
 //! translation between them, routing and failover across deployments, SSE relay and both
 //! error envelopes. The only crate of the gateway path that knows wire shapes; it
@@ -11,6 +11,8 @@ mod cache_prefix;
 mod chat;
 mod embeddings;
 mod error;
+mod file_sources;
+mod files;
 mod messages;
 mod metered;
 mod models;
@@ -60,6 +62,10 @@ impl Default for GatewaySettings {
     }
 }
 
+/// What an upload's multipart body may carry beside its file (boundaries, part headers,
+/// `expires_in_seconds`).
+const UPLOAD_FRAMING_BYTES_MAX: usize = 1024 * 1024;
+
 /// What every handler shares. Cheap to clone.
 #[derive(Clone)]
 pub struct GatewayState {
@@ -101,7 +107,28 @@ async fn ready(axum::extract::State(state): axum::extract::State<GatewayState>) 
 
 /// The data-plane router, with request ids and error envelopes on every response.
 pub fn router(state: GatewayState) -> Router {
+    // An upload's body is its file and a little multipart framing; `upload_file` holds the
+    // file itself to the configured maximum.
+    let upload_body_max = state
+        .tollgate
+        .max_file_bytes()
+        .ok()
+        .and_then(|max| usize::try_from(max).ok())
+        .map_or(state.settings.max_body_bytes, |max| {
+            max.saturating_add(UPLOAD_FRAMING_BYTES_MAX)
+        });
     Router::new()
+        .route(
+            "/v1/files",
+            post(files::upload_file)
+                .layer(axum::extract::DefaultBodyLimit::max(upload_body_max))
+                .get(files::list_files),
+        )
+        .route(
+            "/v1/files/{file_id}",
+            get(files::file_metadata).delete(files::delete_file),
+        )
+        .route("/v1/files/{file_id}/content", get(files::file_content))
         .route("/v1/messages", post(messages::create_message))
         .route("/v1/messages/count_tokens", post(messages::count_tokens))
         .route(

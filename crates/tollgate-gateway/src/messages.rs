@@ -17,6 +17,7 @@ use tollgate_upstream::{Dialect, UpstreamRequest};
 
 use crate::GatewayState;
 use crate::error::{ApiError, Credential, ErrorKind};
+use crate::file_sources::{FileBodies, file_bodies};
 use crate::metered::{Admission, ClientWire, Operation, admit_and_run, run_admitted};
 use crate::routing::{ClientRequest, largest_body_bytes, plan_attempts};
 use crate::wire::{Endpoint, MessagesRequest};
@@ -272,12 +273,18 @@ async fn run_message(
 ) -> Result<Response, ApiError> {
     let parsed = MessagesRequest::parse(&bytes, Endpoint::Messages)?;
     let resolved = resolve_model(state, caller, &parsed.model)?;
+    // Checked here too (admission checks it again), so a refused request uploads no file.
+    check_max_tokens(&resolved, parsed.max_tokens)?;
+    let files = match parsed.body.as_object() {
+        Some(body) => file_bodies(state, caller, &resolved, body).await?,
+        None => None,
+    };
     let admission = admission(
         state,
         caller,
         request_id,
         forwarded,
-        (&bytes, &parsed),
+        (&bytes, &parsed, files.as_ref()),
         &resolved,
         state.tollgate.now(),
     )?;
@@ -312,7 +319,7 @@ pub(crate) async fn run_batch_request(
         caller,
         request_id,
         Forwarded::default(),
-        (&bytes, &parsed),
+        (&bytes, &parsed, None),
         &resolved,
         claimed.batch_created_at,
     )?;
@@ -353,7 +360,7 @@ fn upstream_batch_admission<'a>(
         caller,
         &claimed.request_id,
         Forwarded::default(),
-        (bytes, &parsed),
+        (bytes, &parsed, None),
         &resolved,
         claimed.batch_created_at,
     )?;
@@ -420,7 +427,7 @@ fn admission<'a>(
     caller: &'a ApiCaller,
     request_id: &'a str,
     forwarded: Forwarded,
-    (bytes, parsed): (&'a Bytes, &MessagesRequest),
+    (bytes, parsed, files): (&'a Bytes, &MessagesRequest, Option<&FileBodies>),
     resolved: &ResolvedModel<'a>,
     priced_at: tollgate_core::Timestamp,
 ) -> Result<Admission<'a>, ApiError> {
@@ -446,10 +453,17 @@ fn admission<'a>(
             query: forwarded.query,
             priced_at,
             operation: Operation::Generate,
+            files,
         },
         request_id,
     )?;
-    let input_bound = input_tokens_bound(largest_body_bytes(bytes, &attempts), parsed.media_blocks);
+    // A file named by id is read by the provider besides the body: its bytes bound its
+    // tokens as the body's do (an inlined copy counts twice, which only widens the bound).
+    let file_bytes = files.map_or(0, FileBodies::named_bytes);
+    let input_bound = input_tokens_bound(
+        largest_body_bytes(bytes, &attempts).saturating_add(file_bytes),
+        parsed.media_blocks,
+    );
     Ok(Admission {
         caller,
         request_id,
@@ -492,7 +506,7 @@ pub(crate) fn batch_request_bound(
         caller,
         "",
         Forwarded::default(),
-        (bytes, &parsed),
+        (bytes, &parsed, None),
         &resolved,
         state.tollgate.now(),
     )?;
@@ -552,8 +566,24 @@ pub(crate) async fn count_tokens(
         let estimate = input_tokens_estimate(bytes.len());
         return Ok(Json(serde_json::json!({ "input_tokens": estimate })).into_response());
     };
+    let upstream_model = resolved.upstream_model(deployment);
+    // A file the request names is counted as the provider knows it (uploaded there first).
+    let files = match parsed.body.as_object() {
+        Some(body) => file_bodies(&state, &caller, &resolved, body).await?,
+        None => None,
+    };
+    let body = match files
+        .as_ref()
+        .and_then(|files| files.for_provider(&deployment.provider))
+    {
+        None => parsed.upstream_body(bytes, upstream_model)?,
+        Some(Ok(provider_body)) => {
+            crate::routing::with_model(&provider_body.json, &provider_body.bytes, upstream_model)?
+        }
+        Some(Err(refused)) => return Err(refused.clone()),
+    };
     let upstream_request = UpstreamRequest {
-        body: parsed.upstream_body(bytes, resolved.upstream_model(deployment))?,
+        body,
         stream: false,
         anthropic_version: forwarded.anthropic_version,
         anthropic_beta: forwarded.anthropic_beta,

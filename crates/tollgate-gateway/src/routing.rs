@@ -16,6 +16,7 @@ use tollgate_upstream::{Dialect, Provider, UpstreamRequest};
 
 use crate::GatewayState;
 use crate::error::ApiError;
+use crate::file_sources::FileBodies;
 use crate::metered::{Attempt, Operation};
 use crate::translate::request::{chat_to_messages, messages_to_chat};
 
@@ -39,6 +40,8 @@ pub(crate) struct ClientRequest<'a> {
     /// Generation (Messages, Chat Completions) or embeddings: only an embeddings model
     /// embeds, and it does nothing else.
     pub(crate) operation: Operation,
+    /// Each provider's body, when a Messages request names files (`file_sources`).
+    pub(crate) files: Option<&'a FileBodies>,
 }
 
 /// The request's attempts, in the order to try them.
@@ -71,6 +74,8 @@ pub(crate) fn plan_attempts(
         )
     };
     let mut attempts = Vec::with_capacity(order.len());
+    // Why a deployment was passed over for the files the request names, if all were.
+    let mut files_refused = None;
     for index in order {
         let deployment = &deployments[index];
         let provider = state
@@ -81,11 +86,28 @@ pub(crate) fn plan_attempts(
                 ApiError::internal(format!("no provider '{}' is configured", deployment.provider))
             })?;
         let upstream_model = resolved.upstream_model(deployment);
+        let (client_body, original) = match request
+            .files
+            .and_then(|files| files.for_provider(&deployment.provider))
+        {
+            None => (request.body, request.original),
+            Some(Ok(provider_body)) => (&provider_body.json, &provider_body.bytes),
+            Some(Err(refused)) => {
+                files_refused.get_or_insert_with(|| refused.clone());
+                continue;
+            }
+        };
         let body = match request.operation {
             // The configuration puts embeddings models on providers that embed only.
             Operation::Embed if !provider.embeds() => return Err(no_embeddings(&model.id)),
-            Operation::Embed => with_model(request, upstream_model)?,
-            Operation::Generate => upstream_body(&provider, resolved, request, upstream_model)?,
+            Operation::Embed => with_model(client_body, original, upstream_model)?,
+            Operation::Generate => upstream_body(
+                &provider,
+                resolved,
+                request,
+                (client_body, original),
+                upstream_model,
+            )?,
         };
         let prices = deployment
             .prices
@@ -113,21 +135,26 @@ pub(crate) fn plan_attempts(
             prices,
         });
     }
-    Ok(attempts)
+    match files_refused {
+        Some(refused) if attempts.is_empty() => Err(refused),
+        _ => Ok(attempts),
+    }
 }
 
 /// The body one provider gets: the client's bytes when nothing changes, else rewritten or
-/// translated into the provider's dialect.
+/// translated into the provider's dialect. `client_body` is the client's body, or the one
+/// written for this provider's files, with its bytes.
 fn upstream_body(
     provider: &Provider,
     resolved: &ResolvedModel<'_>,
     request: &ClientRequest<'_>,
+    (client_body, original): (&Map<String, Value>, &Bytes),
     upstream_model: &str,
 ) -> Result<Bytes, ApiError> {
     let default_max_tokens = resolved.model.default_max_tokens;
     let body = match (request.dialect, provider) {
         (Dialect::Anthropic, Provider::OpenAi(client)) => {
-            messages_to_chat(request.body, upstream_model, client.max_tokens_field())?
+            messages_to_chat(client_body, upstream_model, client.max_tokens_field())?
         }
         (
             Dialect::OpenAi,
@@ -137,7 +164,7 @@ fn upstream_body(
             | Provider::Vertex(_)
             | Provider::Gemini(_),
         ) => chat_to_messages(
-            request.body,
+            client_body,
             upstream_model,
             request.max_tokens.unwrap_or(default_max_tokens),
         )?,
@@ -150,9 +177,9 @@ fn upstream_body(
             | Provider::Bedrock(_)
             | Provider::Vertex(_)
             | Provider::Gemini(_),
-        ) => return with_model(request, upstream_model),
+        ) => return with_model(client_body, original, upstream_model),
         (Dialect::OpenAi, Provider::OpenAi(client)) => {
-            let mut body = request.body.clone();
+            let mut body = client_body.clone();
             body.insert("model".into(), json!(upstream_model));
             // The output must be bounded for the reservation to be.
             if request.max_tokens.is_none() {
@@ -176,11 +203,15 @@ fn upstream_body(
 
 /// The client's body with `upstream_model` as its model: its own bytes when it already
 /// names it, so that everything else reaches the upstream exactly as sent.
-fn with_model(request: &ClientRequest<'_>, upstream_model: &str) -> Result<Bytes, ApiError> {
-    if request.body.get("model").and_then(Value::as_str) == Some(upstream_model) {
-        return Ok(request.original.clone());
+pub(crate) fn with_model(
+    body: &Map<String, Value>,
+    original: &Bytes,
+    upstream_model: &str,
+) -> Result<Bytes, ApiError> {
+    if body.get("model").and_then(Value::as_str) == Some(upstream_model) {
+        return Ok(original.clone());
     }
-    let mut body = request.body.clone();
+    let mut body = body.clone();
     body.insert("model".into(), json!(upstream_model));
     serde_json::to_vec(&body)
         .map(Bytes::from)

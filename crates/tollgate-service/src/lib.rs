@@ -19,6 +19,8 @@ pub use crate::device_login::{
     normalize_user_code,
 };
 mod error;
+mod files;
+pub use crate::files::{FileError, FileSettings, FileUpload};
 mod health;
 mod heartbeat;
 mod idempotency;
@@ -97,6 +99,7 @@ pub use tollgate_store::{
     CreatedBy, InviteRecord, KeyView, REQUEST_LOG_PAGE_MAX, RequestLogCursor, RequestLogEntry,
     RequestLogQuery, UserRecord,
 };
+pub use tollgate_store::{DeletedFile, StoredFile};
 
 /// Figures the use cases need from configuration.
 #[derive(Clone, Debug)]
@@ -145,6 +148,8 @@ struct Inner {
     pending: pending::PendingSettlements,
     alerts: alerts::AlertState,
     sso: sso::SsoState,
+    /// Where the Files API keeps bytes, once set.
+    files: std::sync::OnceLock<files::FileSettings>,
 }
 
 impl Tollgate {
@@ -172,6 +177,7 @@ impl Tollgate {
                 pending: pending::PendingSettlements::default(),
                 alerts: alerts::AlertState::default(),
                 sso: sso::SsoState::default(),
+                files: std::sync::OnceLock::new(),
             }),
         }
     }

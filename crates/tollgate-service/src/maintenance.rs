@@ -2,8 +2,8 @@
 //! (`heartbeat.rs`), void reservations whose request never ended (the process died) and
 //! move expired credit out of its lots, and keep Message Batches (`batches.rs`: expiry,
 //! ended batches, results kept long enough), delete stored responses past their
-//! retention (`responses.rs`), captured bodies past theirs (`capture.rs`) and idempotency
-//! keys past theirs (`idempotency.rs`).
+//! retention (`responses.rs`), captured bodies past theirs (`capture.rs`), idempotency
+//! keys past theirs (`idempotency.rs`) and expired files (`files.rs`).
 
 use std::time::Duration;
 
@@ -21,6 +21,8 @@ pub struct MaintenanceReport {
     pub captures_purged: u64,
     /// Idempotency keys deleted 24 hours after their first use.
     pub idempotency_keys_expired: u64,
+    /// Files of the Files API deleted once expired, rows and bytes.
+    pub files_purged: u64,
 }
 
 impl Tollgate {
@@ -47,6 +49,7 @@ impl Tollgate {
             responses_expired: self.store().delete_expired_responses(now).await?,
             captures_purged: self.store().purge_captures(now).await?,
             idempotency_keys_expired: self.store().delete_expired_idempotency_keys(now).await?,
+            files_purged: self.purge_expired_files(now).await?,
         })
     }
 

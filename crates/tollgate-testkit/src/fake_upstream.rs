@@ -8,6 +8,7 @@
 
 mod batches;
 mod cloud;
+mod files;
 mod gemini;
 mod handlers;
 mod serve;

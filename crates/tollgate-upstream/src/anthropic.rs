@@ -6,6 +6,10 @@
 //! It also speaks Anthropic's Message Batches API (create, retrieve, cancel, results) with
 //! the same headers, for batches the gateway hands to the provider whole; it reads of a
 //! provider batch only its id, whether it ended, and the JSON lines of its results.
+//!
+//! And it uploads a file to Anthropic's Files API (`POST /v1/files`, multipart), for a
+//! Messages request that names a file the gateway keeps, reading of the answer only the
+//! provider's id of the file; and deletes that copy when the file is deleted.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +21,9 @@ use crate::{UpstreamError, UpstreamReply, UpstreamRequest, http};
 
 /// The `anthropic-version` sent when the client gave none.
 const ANTHROPIC_VERSION_DEFAULT: &str = "2023-06-01";
+
+/// The beta the Files API is reached under.
+pub const FILES_BETA: &str = "files-api-2025-04-14";
 
 #[derive(Clone)]
 pub struct AnthropicConfig {
@@ -62,6 +69,7 @@ struct Inner {
     messages_url: reqwest::Url,
     count_tokens_url: reqwest::Url,
     batches_url: reqwest::Url,
+    files_url: reqwest::Url,
     api_key: Option<HeaderValue>,
     idle_timeout: Duration,
     request_timeout: Duration,
@@ -83,6 +91,7 @@ impl AnthropicClient {
         let messages_url = http::endpoint(&config.base_url, "/v1/messages")?;
         let count_tokens_url = http::endpoint(&config.base_url, "/v1/messages/count_tokens")?;
         let batches_url = http::endpoint(&config.base_url, "/v1/messages/batches")?;
+        let files_url = http::endpoint(&config.base_url, "/v1/files")?;
         let api_key = config
             .api_key
             .as_deref()
@@ -95,6 +104,7 @@ impl AnthropicClient {
                 messages_url,
                 count_tokens_url,
                 batches_url,
+                files_url,
                 api_key,
                 idle_timeout: config.idle_timeout,
                 request_timeout: config.request_timeout,
@@ -118,12 +128,8 @@ impl AnthropicClient {
     pub async fn count_tokens(&self, request: UpstreamRequest) -> Result<u64, UpstreamError> {
         let builder = self.post(&self.inner.count_tokens_url, &request)?;
         let body = http::send_buffered(builder, self.inner.request_timeout).await?;
-        let value: serde_json::Value = serde_json::from_slice(&body)
-            .map_err(|error| UpstreamError::Protocol(format!("count_tokens body is not JSON: {error}")))?;
-        value
-            .get("input_tokens")
-            .and_then(serde_json::Value::as_u64)
-            .ok_or_else(|| UpstreamError::Protocol("count_tokens body has no input_tokens".to_owned()))
+        answer_field(&body, "count_tokens", "input_tokens", serde_json::Value::as_u64)
+            .map(|(_, input_tokens)| input_tokens)
     }
 
     /// `POST /v1/messages/batches` with `request.body` (`{"requests": [...]}`, each
@@ -169,17 +175,52 @@ impl AnthropicClient {
         http::send_buffered(builder, self.inner.request_timeout).await
     }
 
-    fn batch_url(&self, id: &str, suffix: &str) -> Result<reqwest::Url, UpstreamError> {
-        // Ids are the provider's own; one that is not a single path segment is refused.
-        if id.is_empty()
-            || !id
-                .bytes()
-                .all(|byte| byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-')
-        {
-            return Err(UpstreamError::Protocol(format!(
-                "not a provider batch id: {id:?}"
-            )));
+    /// `POST /v1/files`: uploads `content` as the multipart field `file`, with the provider
+    /// key, `anthropic-version` and the Files API's beta; the id the provider gave it.
+    pub async fn upload_file(
+        &self,
+        content: Vec<u8>,
+        filename: &str,
+        mime_type: &str,
+    ) -> Result<String, UpstreamError> {
+        let part = reqwest::multipart::Part::bytes(content)
+            .file_name(filename.to_owned())
+            .mime_str(mime_type)
+            .map_err(|error| UpstreamError::Protocol(format!("a file's type cannot be sent: {error}")))?;
+        let builder = self
+            .files_call(reqwest::Method::POST, self.inner.files_url.clone())
+            .multipart(reqwest::multipart::Form::new().part("file", part));
+        let body = http::send_buffered(builder, self.inner.request_timeout).await?;
+        answer_field(&body, "file", "id", owned_text).map(|(_, id)| id)
+    }
+
+    /// `DELETE /v1/files/{id}`: the provider's copy of a file, with the provider key and the
+    /// Files API's beta.
+    pub async fn delete_file(&self, provider_file_id: &str) -> Result<(), UpstreamError> {
+        let id = provider_id(provider_file_id, "file")?;
+        let url = http::endpoint(&self.inner.base_url, &format!("/v1/files/{id}"))?;
+        let builder = self.files_call(reqwest::Method::DELETE, url);
+        http::send_buffered(builder, self.inner.request_timeout).await?;
+        Ok(())
+    }
+
+    /// A Files API call: the provider key, the default version and the Files API's beta
+    /// (the client's own headers are not sent: the call is the gateway's).
+    fn files_call(&self, method: reqwest::Method, url: reqwest::Url) -> reqwest::RequestBuilder {
+        let builder = self
+            .inner
+            .http
+            .request(method, url)
+            .header("anthropic-version", ANTHROPIC_VERSION_DEFAULT)
+            .header("anthropic-beta", FILES_BETA);
+        match &self.inner.api_key {
+            Some(api_key) => builder.header("x-api-key", api_key.clone()),
+            None => builder,
         }
+    }
+
+    fn batch_url(&self, id: &str, suffix: &str) -> Result<reqwest::Url, UpstreamError> {
+        let id = provider_id(id, "batch")?;
         http::endpoint(
             &self.inner.base_url,
             &format!("/v1/messages/batches/{id}{suffix}"),
@@ -226,6 +267,21 @@ impl AnthropicClient {
     }
 }
 
+/// An id the provider gave (`what` names its kind in errors), checked to be one path
+/// segment: one that is not is refused rather than put in a URL.
+fn provider_id<'id>(id: &'id str, what: &str) -> Result<&'id str, UpstreamError> {
+    if id.is_empty()
+        || !id
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-')
+    {
+        return Err(UpstreamError::Protocol(format!(
+            "not a provider {what} id: {id:?}"
+        )));
+    }
+    Ok(id)
+}
+
 /// What the gateway reads of a provider's `message_batch` object.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProviderBatch {
@@ -235,16 +291,32 @@ pub struct ProviderBatch {
 }
 
 fn provider_batch(body: &[u8]) -> Result<ProviderBatch, UpstreamError> {
-    let value: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|error| UpstreamError::Protocol(format!("message batch body is not JSON: {error}")))?;
-    let id = value
-        .get("id")
-        .and_then(serde_json::Value::as_str)
-        .ok_or_else(|| UpstreamError::Protocol("message batch body has no id".to_owned()))?;
+    let (value, id) = answer_field(body, "message batch", "id", owned_text)?;
     Ok(ProviderBatch {
-        id: id.to_owned(),
+        id,
         ended: value.get("processing_status").and_then(serde_json::Value::as_str) == Some("ended"),
     })
+}
+
+/// A provider's JSON answer (`what` names it in errors) and its field `name`, as `read`
+/// takes it; an answer that is not JSON, or lacks the field, is a protocol error.
+fn answer_field<T>(
+    body: &[u8],
+    what: &str,
+    name: &str,
+    read: impl FnOnce(&serde_json::Value) -> Option<T>,
+) -> Result<(serde_json::Value, T), UpstreamError> {
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|error| UpstreamError::Protocol(format!("{what} body is not JSON: {error}")))?;
+    let field = value
+        .get(name)
+        .and_then(read)
+        .ok_or_else(|| UpstreamError::Protocol(format!("{what} body has no {name}")))?;
+    Ok((value, field))
+}
+
+fn owned_text(value: &serde_json::Value) -> Option<String> {
+    value.as_str().map(str::to_owned)
 }
 
 /// A header value from the client. One that cannot be sent is the client's mistake, so it is

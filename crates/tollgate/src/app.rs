@@ -66,6 +66,7 @@ pub async fn service(config: &Config, store: Store, clock: Arc<dyn Clock>) -> an
         config.service_settings()?,
     );
     tollgate.set_alerting(config.alerting_settings()?);
+    tollgate.set_file_settings(config.file_settings());
     if let Some(sso) = config.console.sso.settings()? {
         tollgate.set_single_sign_on(sso);
     }

@@ -52,6 +52,7 @@ pub struct Config {
     pub gateway: GatewayConfig,
     pub observability: ObservabilityConfig,
     pub batches: BatchesConfig,
+    pub files: FilesConfig,
     pub alerts: AlertsConfig,
     pub providers: BTreeMap<String, ProviderConfig>,
     /// Whether the built-in catalogue (its models and aliases, all on the simulated model)
@@ -385,6 +386,16 @@ pub struct BatchesConfig {
     pub lease_seconds: u64,
     /// How often a provider batch is asked whether it ended, in milliseconds.
     pub upstream_poll_millis: u64,
+}
+
+/// The Files API's storage (`[files]`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilesConfig {
+    /// Where files' bytes are kept; empty: `files` in the data directory.
+    pub directory: PathBuf,
+    pub max_file_bytes: u64,
+    pub organization_quota_bytes: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -1120,6 +1131,20 @@ impl Config {
             "text" => Ok(LogFormat::Text),
             "json" => Ok(LogFormat::Json),
             other => bail!("observability.log_format must be 'text' or 'json', not '{other}'"),
+        }
+    }
+
+    /// Where the Files API keeps bytes, and its limits.
+    pub fn file_settings(&self) -> tollgate_service::FileSettings {
+        let directory = if self.files.directory.as_os_str().is_empty() {
+            self.data_dir.join("files")
+        } else {
+            self.files.directory.clone()
+        };
+        tollgate_service::FileSettings {
+            directory,
+            max_file_bytes: self.files.max_file_bytes,
+            organization_quota_bytes: self.files.organization_quota_bytes,
         }
     }
 

@@ -12,6 +12,7 @@ use crate::deactivations::Deactivations;
 use crate::device_grants::DeviceGrants;
 use crate::dialect::{BoundArguments, Dialect};
 use crate::error::StoreError;
+use crate::files::Files;
 use crate::idempotency_keys::IdempotencyKeys;
 use crate::payment_customers::PaymentCustomers;
 use crate::postgres::{PgStore, PgTransaction, store_error};
@@ -67,6 +68,8 @@ impl AuditLog for PgStore {}
 impl Batches for PgStore {}
 
 impl StoredResponses for PgStore {}
+
+impl Files for PgStore {}
 
 impl SsoAttempts for PgStore {}
 impl Deactivations for PgStore {}

@@ -12,6 +12,7 @@ use crate::deactivations::Deactivations;
 use crate::device_grants::DeviceGrants;
 use crate::dialect::{BoundArguments, Dialect};
 use crate::error::StoreError;
+use crate::files::Files;
 use crate::idempotency_keys::IdempotencyKeys;
 use crate::payment_customers::PaymentCustomers;
 use crate::reports::Reports;
@@ -73,6 +74,8 @@ impl AuditLog for SqliteStore {}
 impl Batches for SqliteStore {}
 
 impl StoredResponses for SqliteStore {}
+
+impl Files for SqliteStore {}
 
 impl SsoAttempts for SqliteStore {}
 impl Deactivations for SqliteStore {}

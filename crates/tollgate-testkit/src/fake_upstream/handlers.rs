@@ -1,5 +1,6 @@
 //! Routes of the fake: records each request, takes its behaviour, checks the few request
-//! fields it needs, and answers with shapes from `wire` — Anthropic's on `/v1/messages`,
+//! fields it needs, and answers with shapes from `wire` — Anthropic's on `/v1/messages`
+//! (and its Files API's upload, `files.rs`),
 //! OpenAI's on `/v1/chat/completions` and `/v1/embeddings`. Owns the stream counters' meaning:
 //! a stream counts as completed once its last event is handed to the connection, and as
 //! disconnected when the connection drops the body before that.
@@ -24,6 +25,7 @@ use tollgate_upstream::embeddings::EmbeddingsRequest;
 use tollgate_upstream::simulated::embeddings::embeddings_body;
 
 use crate::fake_upstream::batches;
+use crate::fake_upstream::files;
 use crate::fake_upstream::serve::ConnectionHangup;
 use crate::fake_upstream::wire::{self, MessageReply, ServerToolUse, Usage};
 use crate::fake_upstream::{Behavior, RecordedRequest, Recording, Reply, Shared, lock};
@@ -47,6 +49,8 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/messages/batches/{id}/results", get(batches::results))
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/embeddings", post(embeddings))
+        .route("/v1/files", post(files::upload))
+        .route("/v1/files/{id}", axum::routing::delete(files::delete))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
         .with_state(shared)

@@ -26,6 +26,7 @@ mod durability;
 mod embeddings;
 mod exhaustion;
 mod failover;
+mod files;
 mod gemini;
 mod helpers;
 mod idempotency;

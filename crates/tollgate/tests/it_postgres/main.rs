@@ -42,6 +42,8 @@ mod credit;
 mod embeddings;
 #[path = "../it/failover.rs"]
 mod failover;
+#[path = "../it/files.rs"]
+mod files;
 #[path = "../it/gemini.rs"]
 mod gemini;
 #[path = "../it/helpers.rs"]
