@@ -37,10 +37,20 @@ pub(crate) fn run(command: &mut Command) -> Result<String, String> {
     Ok(stdout)
 }
 
+/// `tests/sdk/requirements.txt`: the SDKs' pinned versions.
+fn sdk_requirements() -> PathBuf {
+    workspace_root().join("crates/tollgate/tests/sdk/requirements.txt")
+}
+
+/// Whether `python` has every SDK at its pinned version.
 fn has_both_sdks(python: &Path) -> bool {
+    const CHECK: &str = "import sys, importlib.metadata as m\n\
+        pins = [line.split('==') for line in open(sys.argv[1]).read().split() if '==' in line]\n\
+        sys.exit(0 if pins and all(m.version(name) == version for name, version in pins) else 1)";
     python.exists()
         && Command::new(python)
-            .args(["-c", "import openai, anthropic"])
+            .args(["-c", CHECK])
+            .arg(sdk_requirements())
             .output()
             .is_ok_and(|output| output.status.success())
 }
@@ -71,15 +81,16 @@ fn sdk_python() -> Result<PathBuf, String> {
         if !python.exists() {
             run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
         }
-        run(Command::new(&python).args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "openai",
-            "anthropic",
-        ]))?;
+        run(Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "-r",
+            ])
+            .arg(sdk_requirements()))?;
     }
     drop(lock);
     Ok(python)
