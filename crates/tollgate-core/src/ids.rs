@@ -40,6 +40,7 @@ pub enum IdKind {
     MessageBatch,
     AlertDestination,
     AlertEvent,
+    ServiceAccount,
 }
 
 impl IdKind {
@@ -58,6 +59,7 @@ impl IdKind {
             IdKind::MessageBatch => "msgbatch_",
             IdKind::AlertDestination => "alertdest_",
             IdKind::AlertEvent => "alertevt_",
+            IdKind::ServiceAccount => "svac_",
         }
     }
 }

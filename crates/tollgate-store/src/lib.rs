@@ -45,6 +45,7 @@ mod request_log;
 mod rollup;
 mod rows;
 mod rules;
+mod service_accounts;
 mod sqlite;
 mod sso;
 mod stored_responses;
@@ -74,6 +75,7 @@ pub use device_grants::DevicePoll;
 pub use error::{StoreError, TxError};
 pub use idempotency_keys::{ClaimOutcome, IdempotencyClaim, IdempotencyRecord, IdempotentAnswer};
 pub use model::*;
+pub use service_accounts::{ServiceAccountMembership, ServiceAccountRecord};
 pub use sso::SsoAttempt;
 pub use stored_responses::StoredResponse;
 

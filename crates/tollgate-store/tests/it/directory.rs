@@ -31,6 +31,7 @@ fn new_key(org: &TestOrg, id: &str, workspace_id: Option<&str>, minute: i64) -> 
         created_at: at(minute),
         expires_at: None,
         user_id: None,
+        service_account_id: None,
         allowed_models: Default::default(),
     }
 }

@@ -36,6 +36,7 @@ mod personal_keys;
 mod prompt_cache;
 mod responses;
 mod sdk;
+mod service_accounts;
 mod serving;
 mod sso;
 mod stripe;
