@@ -7,6 +7,7 @@
 use serde_json::{Value, json};
 
 use crate::helpers::{Options, TestApp, message_body, spawn_app, spawn_app_with};
+use crate::personal_keys::{keys_page, past_the_key_cache, secret, today_window};
 
 const ACCOUNTS: &str = "/v1/organizations/service_accounts";
 
@@ -73,19 +74,6 @@ async fn message(app: &TestApp, key: &str) -> (u16, Value) {
         .expect("sent");
     let status = response.status().as_u16();
     (status, response.json().await.unwrap_or(Value::Null))
-}
-
-fn secret(created: &Value) -> String {
-    created["api_key_secret"].as_str().expect("secret").to_owned()
-}
-
-/// Moves the app's manual clock past the key-cache TTL, so every cached key record is read
-/// again.
-fn past_the_key_cache(app: &TestApp) {
-    let clock = app.clock.as_ref().expect("manual clock");
-    clock.advance(chrono::Duration::milliseconds(
-        i64::try_from(app.config.gateway.key_cache_ttl_millis).expect("ttl") + 1,
-    ));
 }
 
 /// Goal: an account is created in Anthropic's shape, listed (archived ones only when
@@ -347,12 +335,7 @@ async fn reports_attribute_usage_to_the_service_account_of_a_key() {
         assert_eq!(message(&app, key).await.0, 200);
     }
 
-    let today = tollgate_core::reports::BucketWidth::Day.snap(app.tollgate.now());
-    let window = format!(
-        "starting_at={}&ending_at={}",
-        today.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        (today + chrono::Duration::days(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-    );
+    let window = today_window(&app);
     for group in ["account_id", "service_account_id"] {
         let (status, usage) = app
             .admin_get(&format!(
@@ -477,4 +460,27 @@ async fn another_organizations_admin_key_cannot_see_or_touch_a_service_account()
     assert_eq!(before, after, "nothing changed");
     assert_eq!(app.admin_get(&member).await.0, 200);
     assert_eq!(message(&app, &key).await.0, 200, "its key still works");
+}
+
+/// Goal: the Console's API keys page shows a service account's key as such, naming the
+/// account, beside the workspace keys.
+#[tokio::test]
+async fn the_console_shows_a_service_accounts_key_and_its_account() {
+    let app = spawn_app().await;
+    let account = create_account(&app, "ci-deploy-bot").await;
+    let workspace = create_workspace(&app, "Robots").await;
+    add_to_workspace(&app, &workspace, &account).await;
+    let created = create_key(&app, &workspace, &account).await;
+    let (client, cookie) = app.console_admin_session().await;
+    let html = keys_page(&app, &client, &cookie).await;
+    let row = html
+        .split("<tr>")
+        .find(|row| row.contains(created["partial_key_hint"].as_str().expect("hint")))
+        .expect("the key's row");
+    assert!(row.contains("<td>service_account</td>"), "{row}");
+    assert!(row.contains("<td>ci-deploy-bot</td>"), "{row}");
+    assert!(
+        html.contains("<td>workspace</td>"),
+        "the workspace keys stay as they are"
+    );
 }
