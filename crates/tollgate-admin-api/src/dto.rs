@@ -604,3 +604,11 @@ pub(crate) struct CreateServiceAccountMember {
     /// `workspace_user`, `workspace_developer` or `workspace_admin`.
     pub(crate) workspace_role: String,
 }
+
+/// The same membership, addressed from the service account's side.
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct AddServiceAccountWorkspace {
+    pub(crate) workspace_id: String,
+    /// `workspace_user`, `workspace_developer` or `workspace_admin`.
+    pub(crate) workspace_role: String,
+}

@@ -111,6 +111,10 @@ fn api_router() -> OpenApiRouter<AdminState> {
         ))
         .routes(routes!(service_accounts::archive_service_account))
         .routes(routes!(
+            service_accounts::list_service_account_workspaces,
+            service_accounts::add_service_account_workspace
+        ))
+        .routes(routes!(
             service_accounts::list_workspace_service_accounts,
             service_accounts::add_workspace_service_account
         ))

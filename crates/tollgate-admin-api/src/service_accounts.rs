@@ -1,5 +1,6 @@
 //! Service accounts and their workspace memberships, in Anthropic's Admin API shapes
-//! (`/v1/organizations/service_accounts`, `/v1/organizations/workspaces/{id}/service_accounts`),
+//! (`/v1/organizations/service_accounts`, `/v1/organizations/workspaces/{id}/service_accounts`
+//! and its mirror `/v1/organizations/service_accounts/{id}/workspaces`),
 //! over the organization-scoped `OrgAdmin`. Archiving (Anthropic's `POST …/archive`, and
 //! `DELETE`, which archives too so that its keys keep naming it) archives the account's keys.
 
@@ -10,8 +11,8 @@ use tollgate_service::{NewServiceAccount, ServiceAccountUpdate};
 
 use crate::directory::{org_role, workspace_role};
 use crate::dto::{
-    CreateServiceAccount, CreateServiceAccountMember, Deleted, ServiceAccountDto, ServiceAccountMemberDto,
-    UpdateServiceAccount,
+    AddServiceAccountWorkspace, CreateServiceAccount, CreateServiceAccountMember, Deleted, ServiceAccountDto,
+    ServiceAccountMemberDto, UpdateServiceAccount,
 };
 use crate::error::{ApiError, ErrorEnvelope};
 use crate::extract::{Admin, Body, QueryPairs};
@@ -196,4 +197,51 @@ pub(crate) async fn remove_workspace_service_account(
         id: service_account_id,
         kind: "service_account_workspace_member_deleted",
     }))
+}
+
+/// The workspaces of a service account (archived or not) with its role in each.
+#[utoipa::path(get, path = "/v1/organizations/service_accounts/{service_account_id}/workspaces",
+    tag = "Service accounts",
+    params(("service_account_id" = String, Path), ("limit" = Option<u32>, Query),
+           ("after_id" = Option<String>, Query), ("before_id" = Option<String>, Query)),
+    responses((status = 200, body = Page<ServiceAccountMemberDto>), (status = 404, body = ErrorEnvelope)))]
+pub(crate) async fn list_service_account_workspaces(
+    Admin(admin): Admin,
+    Path(service_account_id): Path<String>,
+    query: QueryPairs,
+) -> Reply<Page<ServiceAccountMemberDto>> {
+    let page = PageRequest::parse(&query)?;
+    let dtos = admin
+        .service_account_workspaces(&service_account_id)
+        .await?
+        .iter()
+        .map(ServiceAccountMemberDto::from)
+        .collect();
+    Ok(Json(paginate(
+        dtos,
+        |member: &ServiceAccountMemberDto| member.workspace_id.clone(),
+        &page,
+    )?))
+}
+
+/// Adds a service account to a workspace, or replaces its role there: the same membership
+/// as `POST /workspaces/{workspace_id}/service_accounts`, addressed from the account.
+#[utoipa::path(post, path = "/v1/organizations/service_accounts/{service_account_id}/workspaces",
+    tag = "Service accounts",
+    params(("service_account_id" = String, Path)), request_body = AddServiceAccountWorkspace,
+    responses((status = 200, body = ServiceAccountMemberDto), (status = 400, body = ErrorEnvelope),
+              (status = 404, body = ErrorEnvelope)))]
+pub(crate) async fn add_service_account_workspace(
+    Admin(admin): Admin,
+    Path(service_account_id): Path<String>,
+    Body(body): Body<AddServiceAccountWorkspace>,
+) -> Reply<ServiceAccountMemberDto> {
+    admin.service_account(&service_account_id).await?;
+    admin.workspace(&body.workspace_id).await?;
+    let role = workspace_role(&body.workspace_role)?;
+    Ok(Json(ServiceAccountMemberDto::from(
+        &admin
+            .set_service_account_membership(&body.workspace_id, &service_account_id, role)
+            .await?,
+    )))
 }

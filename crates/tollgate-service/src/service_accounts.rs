@@ -117,7 +117,8 @@ impl OrgAdmin {
         self.service_account(&account.id).await
     }
 
-    /// Changes an account's description and/or role (never to `admin`, nor from it).
+    /// Changes an account's description and/or role (never to `admin`, nor from it; nor to
+    /// one that could not hold its roles in its workspaces).
     pub async fn update_service_account(
         &self,
         id: &str,
@@ -125,6 +126,14 @@ impl OrgAdmin {
     ) -> Result<ServiceAccountRecord, ServiceError> {
         let account = self.live_service_account(id).await?;
         let role = check_role(update.role.unwrap_or(account.role))?;
+        for membership in self
+            .tollgate()
+            .store()
+            .service_account_workspaces(&account.id)
+            .await?
+        {
+            check_workspace_role(role, membership.role)?;
+        }
         let description = match &update.description {
             Some(text) => description(text)?,
             None => account.description.clone(),
@@ -183,6 +192,19 @@ impl OrgAdmin {
             .into_iter()
             .filter(|membership| live.contains(&membership.service_account_id))
             .collect())
+    }
+
+    /// The workspaces of an account (archived or not) with its role in each.
+    pub async fn service_account_workspaces(
+        &self,
+        service_account_id: &str,
+    ) -> Result<Vec<ServiceAccountMembership>, ServiceError> {
+        let account = self.service_account(service_account_id).await?;
+        Ok(self
+            .tollgate()
+            .store()
+            .service_account_workspaces(&account.id)
+            .await?)
     }
 
     /// A live account's role in a workspace.

@@ -248,6 +248,22 @@ where
         .collect()
     }
 
+    async fn service_account_workspaces(
+        &self,
+        service_account_id: &str,
+    ) -> Result<Vec<ServiceAccountMembership>, StoreError> {
+        sqlx::query(&format!(
+            "{MEMBERSHIP_SELECT} WHERE service_account_id = $1 ORDER BY added_at, workspace_id"
+        ))
+        .bind(service_account_id)
+        .fetch_all(self.read_pool())
+        .await
+        .map_err(Self::store_error)?
+        .iter()
+        .map(membership_from_row)
+        .collect()
+    }
+
     async fn remove_service_account_membership(
         &self,
         service_account_id: &str,
@@ -350,6 +366,14 @@ impl Store {
         workspace_id: &str,
     ) -> Result<Vec<ServiceAccountMembership>, StoreError> {
         dispatch!(self.workspace_service_accounts(workspace_id))
+    }
+
+    /// The workspaces of a service account, oldest membership first.
+    pub async fn service_account_workspaces(
+        &self,
+        service_account_id: &str,
+    ) -> Result<Vec<ServiceAccountMembership>, StoreError> {
+        dispatch!(self.service_account_workspaces(service_account_id))
     }
 
     /// Removes an account from a workspace and archives its keys there, audited, in one

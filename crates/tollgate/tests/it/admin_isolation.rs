@@ -145,14 +145,15 @@ async fn other_tenant(app: &TestApp) -> OtherTenant {
 }
 
 /// A body every POST route accepts the shape of, so that a 404 can't hide behind a 400.
-fn plausible_body(user_id: &str, service_account_id: &str) -> Value {
+fn plausible_body(ids: &BTreeMap<&'static str, String>) -> Value {
     json!({
-        "service_account_id": service_account_id,
+        "service_account_id": ids["service_account_id"],
+        "workspace_id": ids["workspace_id"],
         "name": "hijacked",
         "status": "inactive",
         "role": "user",
         "workspace_role": "workspace_user",
-        "user_id": user_id,
+        "user_id": ids["user_id"],
         "spend_limit_amount": "100",
         "rate_limits": [],
         "enabled": true,
@@ -179,8 +180,7 @@ async fn no_route_reaches_another_organizations_objects() {
             "{method} {template} has a path parameter the isolation test does not know: add it to `other_tenant`"
         );
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-        let body = (method == reqwest::Method::POST)
-            .then(|| plausible_body(&other.ids["user_id"], &other.ids["service_account_id"]));
+        let body = (method == reqwest::Method::POST).then(|| plausible_body(&other.ids));
         let (status, response) = as_key(&app, &app.admin_key, method.clone(), &path, body).await;
         assert_eq!(
             status, 404,
@@ -424,6 +424,14 @@ async fn the_openapi_document_is_3_1_and_lists_every_route_the_server_answers() 
         (
             "POST",
             "/v1/organizations/service_accounts/{service_account_id}/archive",
+        ),
+        (
+            "GET",
+            "/v1/organizations/service_accounts/{service_account_id}/workspaces",
+        ),
+        (
+            "POST",
+            "/v1/organizations/service_accounts/{service_account_id}/workspaces",
         ),
         (
             "GET",

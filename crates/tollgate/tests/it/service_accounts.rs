@@ -286,8 +286,10 @@ async fn a_service_accounts_key_works_in_its_workspace_until_the_account_is_dele
     assert_eq!(status, 400, "an archived account gets no keys: {refused}");
 }
 
-/// Goal: removing an account from a workspace archives its keys there (refused within the
-/// key-cache bound) and lists it there no more, while its keys in its other workspaces work.
+/// Goal: an account joins workspaces from either side and lists them; its role can't change
+/// to one it could not hold there; removing it from a workspace archives its keys there
+/// (refused within the key-cache bound) and lists it there no more, while its keys in its
+/// other workspaces work.
 #[tokio::test]
 async fn removing_a_service_account_from_a_workspace_stops_its_keys_there() {
     let app = spawn_app_with(Options {
@@ -299,7 +301,48 @@ async fn removing_a_service_account_from_a_workspace_stops_its_keys_there() {
     let leaving = create_workspace(&app, "Old team").await;
     let staying = create_workspace(&app, "New team").await;
     add_to_workspace(&app, &leaving, &account).await;
-    add_to_workspace(&app, &staying, &account).await;
+    let (status, joined) = app
+        .admin_post(
+            &format!("{ACCOUNTS}/{account}/workspaces"),
+            json!({"workspace_id": staying, "workspace_role": "workspace_user"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{joined}");
+    assert_eq!(joined["workspace_role"], "workspace_user");
+    let (_, workspaces) = app.admin_get(&format!("{ACCOUNTS}/{account}/workspaces")).await;
+    let roles: std::collections::BTreeSet<(String, String)> = workspaces["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|member| {
+            (
+                member["workspace_id"].to_string(),
+                member["workspace_role"].to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        roles,
+        [
+            (
+                json!(leaving).to_string(),
+                json!("workspace_developer").to_string()
+            ),
+            (json!(staying).to_string(), json!("workspace_user").to_string()),
+        ]
+        .into_iter()
+        .collect()
+    );
+    let (status, refused) = app
+        .admin_post(
+            &format!("{ACCOUNTS}/{account}"),
+            json!({"organization_role": "billing"}),
+        )
+        .await;
+    assert_eq!(
+        status, 400,
+        "a billing role is billing in every workspace: {refused}"
+    );
     let left_key = secret(&create_key(&app, &leaving, &account).await);
     let kept_key = secret(&create_key(&app, &staying, &account).await);
     assert_eq!(message(&app, &left_key).await.0, 200);
