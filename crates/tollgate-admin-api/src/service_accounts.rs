@@ -7,7 +7,7 @@
 use axum::Json;
 use axum::extract::Path;
 use tollgate_core::roles::OrgRole;
-use tollgate_service::{NewServiceAccount, ServiceAccountUpdate};
+use tollgate_service::{NewServiceAccount, OrgAdmin, ServiceAccountMembership, ServiceAccountUpdate};
 
 use crate::directory::{org_role, workspace_role};
 use crate::dto::{
@@ -132,18 +132,8 @@ pub(crate) async fn list_workspace_service_accounts(
     Path(workspace_id): Path<String>,
     query: QueryPairs,
 ) -> Reply<Page<ServiceAccountMemberDto>> {
-    let page = PageRequest::parse(&query)?;
-    let dtos = admin
-        .workspace_service_accounts(&workspace_id)
-        .await?
-        .iter()
-        .map(ServiceAccountMemberDto::from)
-        .collect();
-    Ok(Json(paginate(
-        dtos,
-        |member: &ServiceAccountMemberDto| member.service_account_id.clone(),
-        &page,
-    )?))
+    let memberships = admin.workspace_service_accounts(&workspace_id).await?;
+    membership_page(&memberships, |member| member.service_account_id.clone(), &query)
 }
 
 /// Adds a service account to a workspace, or replaces its role there.
@@ -156,14 +146,13 @@ pub(crate) async fn add_workspace_service_account(
     Path(workspace_id): Path<String>,
     Body(body): Body<CreateServiceAccountMember>,
 ) -> Reply<ServiceAccountMemberDto> {
-    admin.workspace(&workspace_id).await?;
-    admin.service_account(&body.service_account_id).await?;
-    let role = workspace_role(&body.workspace_role)?;
-    Ok(Json(ServiceAccountMemberDto::from(
-        &admin
-            .set_service_account_membership(&workspace_id, &body.service_account_id, role)
-            .await?,
-    )))
+    add_membership(
+        &admin,
+        &workspace_id,
+        &body.service_account_id,
+        &body.workspace_role,
+    )
+    .await
 }
 
 #[utoipa::path(get, path = "/v1/organizations/workspaces/{workspace_id}/service_accounts/{service_account_id}",
@@ -210,18 +199,8 @@ pub(crate) async fn list_service_account_workspaces(
     Path(service_account_id): Path<String>,
     query: QueryPairs,
 ) -> Reply<Page<ServiceAccountMemberDto>> {
-    let page = PageRequest::parse(&query)?;
-    let dtos = admin
-        .service_account_workspaces(&service_account_id)
-        .await?
-        .iter()
-        .map(ServiceAccountMemberDto::from)
-        .collect();
-    Ok(Json(paginate(
-        dtos,
-        |member: &ServiceAccountMemberDto| member.workspace_id.clone(),
-        &page,
-    )?))
+    let memberships = admin.service_account_workspaces(&service_account_id).await?;
+    membership_page(&memberships, |member| member.workspace_id.clone(), &query)
 }
 
 /// Adds a service account to a workspace, or replaces its role there: the same membership
@@ -236,12 +215,40 @@ pub(crate) async fn add_service_account_workspace(
     Path(service_account_id): Path<String>,
     Body(body): Body<AddServiceAccountWorkspace>,
 ) -> Reply<ServiceAccountMemberDto> {
-    admin.service_account(&service_account_id).await?;
-    admin.workspace(&body.workspace_id).await?;
-    let role = workspace_role(&body.workspace_role)?;
+    add_membership(
+        &admin,
+        &body.workspace_id,
+        &service_account_id,
+        &body.workspace_role,
+    )
+    .await
+}
+
+/// A page of memberships, each keyed in the cursor by `cursor`.
+fn membership_page(
+    memberships: &[ServiceAccountMembership],
+    cursor: fn(&ServiceAccountMemberDto) -> String,
+    query: &QueryPairs,
+) -> Reply<Page<ServiceAccountMemberDto>> {
+    let page = PageRequest::parse(query)?;
+    let dtos = memberships.iter().map(ServiceAccountMemberDto::from).collect();
+    Ok(Json(paginate(dtos, cursor, &page)?))
+}
+
+/// Adds the account to the workspace (both of this organization, else 404) with the role
+/// `role_text` names, or replaces its role there: either side's POST.
+async fn add_membership(
+    admin: &OrgAdmin,
+    workspace_id: &str,
+    service_account_id: &str,
+    role_text: &str,
+) -> Reply<ServiceAccountMemberDto> {
+    admin.workspace(workspace_id).await?;
+    admin.service_account(service_account_id).await?;
+    let role = workspace_role(role_text)?;
     Ok(Json(ServiceAccountMemberDto::from(
         &admin
-            .set_service_account_membership(&body.workspace_id, &service_account_id, role)
+            .set_service_account_membership(workspace_id, service_account_id, role)
             .await?,
     )))
 }

@@ -232,14 +232,18 @@ where
         .transpose()
     }
 
-    async fn workspace_service_accounts(
+    /// The memberships whose `column` (`workspace_id` or `service_account_id`) is `id`,
+    /// oldest first, then by `order` (the other of the two).
+    async fn memberships_where(
         &self,
-        workspace_id: &str,
+        column: &'static str,
+        order: &'static str,
+        id: &str,
     ) -> Result<Vec<ServiceAccountMembership>, StoreError> {
         sqlx::query(&format!(
-            "{MEMBERSHIP_SELECT} WHERE workspace_id = $1 ORDER BY added_at, service_account_id"
+            "{MEMBERSHIP_SELECT} WHERE {column} = $1 ORDER BY added_at, {order}"
         ))
-        .bind(workspace_id)
+        .bind(id)
         .fetch_all(self.read_pool())
         .await
         .map_err(Self::store_error)?
@@ -248,20 +252,20 @@ where
         .collect()
     }
 
+    async fn workspace_service_accounts(
+        &self,
+        workspace_id: &str,
+    ) -> Result<Vec<ServiceAccountMembership>, StoreError> {
+        self.memberships_where("workspace_id", "service_account_id", workspace_id)
+            .await
+    }
+
     async fn service_account_workspaces(
         &self,
         service_account_id: &str,
     ) -> Result<Vec<ServiceAccountMembership>, StoreError> {
-        sqlx::query(&format!(
-            "{MEMBERSHIP_SELECT} WHERE service_account_id = $1 ORDER BY added_at, workspace_id"
-        ))
-        .bind(service_account_id)
-        .fetch_all(self.read_pool())
-        .await
-        .map_err(Self::store_error)?
-        .iter()
-        .map(membership_from_row)
-        .collect()
+        self.memberships_where("service_account_id", "workspace_id", service_account_id)
+            .await
     }
 
     async fn remove_service_account_membership(

@@ -85,6 +85,21 @@ impl Cluster {
         }
     }
 
+    /// Starts three replicas, the first of which sets the organization up: them, their
+    /// addresses and the keys of the first start.
+    fn start_three(&self) -> ([Replica; 3], [String; 3], FirstStart) {
+        let (first, keys) = self.start();
+        let keys = keys.expect("the first replica sets the organization up");
+        let (second, _) = self.start();
+        let (third, _) = self.start();
+        let addresses = [
+            first.address.clone(),
+            second.address.clone(),
+            third.address.clone(),
+        ];
+        ([first, second, third], addresses, keys)
+    }
+
     /// Starts one replica and waits until it listens; the first one also returns the keys
     /// of the first start.
     fn start(&self) -> (Replica, Option<FirstStart>) {
@@ -444,15 +459,7 @@ async fn three_replicas_share_one_balance_one_rate_limit_and_one_key_directory()
 async fn a_removed_users_personal_key_stops_on_every_replica() {
     let fake = FakeUpstream::start().await;
     let cluster = Cluster::new(&fake, "", &credit_and_an_open_tier("5.00"));
-    let (first, keys) = cluster.start();
-    let keys = keys.expect("the first replica sets the organization up");
-    let (second, _) = cluster.start();
-    let (third, _) = cluster.start();
-    let replicas = [
-        first.address.clone(),
-        second.address.clone(),
-        third.address.clone(),
-    ];
+    let (processes, replicas, keys) = cluster.start_three();
     let client = reqwest::Client::new();
     let store = cluster.store().await;
     let org = the_organization(&store).await;
@@ -479,7 +486,7 @@ async fn a_removed_users_personal_key_stops_on_every_replica() {
     let path = format!("users/{}", user.id);
     stops_on_every_replica_when_deleted(&client, &replicas, &keys, &created, &path).await;
     store.close().await;
-    drop((first, second, third));
+    drop(processes);
 }
 
 /// Goal: a service account deleted through one replica loses its key on every replica
@@ -488,15 +495,7 @@ async fn a_removed_users_personal_key_stops_on_every_replica() {
 async fn a_deleted_service_accounts_key_stops_on_every_replica() {
     let fake = FakeUpstream::start().await;
     let cluster = Cluster::new(&fake, "", &credit_and_an_open_tier("5.00"));
-    let (first, keys) = cluster.start();
-    let keys = keys.expect("the first replica sets the organization up");
-    let (second, _) = cluster.start();
-    let (third, _) = cluster.start();
-    let replicas = [
-        first.address.clone(),
-        second.address.clone(),
-        third.address.clone(),
-    ];
+    let (processes, replicas, keys) = cluster.start_three();
     let client = reqwest::Client::new();
     let (client_used, second_replica, admin_key) = (&client, &replicas[1], &keys.admin_key);
     let post = |path: String, body: Value| async move {
@@ -519,7 +518,7 @@ async fn a_deleted_service_accounts_key_stops_on_every_replica() {
     assert_eq!(created["key_type"], "service_account");
     let path = format!("service_accounts/{account_id}");
     stops_on_every_replica_when_deleted(&client, &replicas, &keys, &created, &path).await;
-    drop((first, second, third));
+    drop(processes);
 }
 
 /// Checks that every replica accepts the just `created` key, then deletes `path` (the
