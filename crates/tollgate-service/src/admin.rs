@@ -382,7 +382,8 @@ impl OrgAdmin {
             )
             .await?;
         // The account may have been archived, or have left the workspace, while the key was
-        // written: such a key must not work, so it is archived at once.
+        // written: such a key must not work, so it is archived at once. Together with the
+        // store's sweep after such a change, no key outlives its account's membership.
         if let Some(service_account_id) = &service_account_id
             && !self
                 .service_account_may_hold_key(service_account_id, &workspace_id)

@@ -188,7 +188,31 @@ where
             .map_err(Self::store_error)?;
         Self::insert_audit_event(&mut *transaction, &audit).await?;
         transaction.commit().await.map_err(Self::store_error)?;
+        self.sweep_service_account_keys(id).await?;
         Ok(true)
+    }
+
+    /// Archives every live key of the account that it may no longer hold: all of them once
+    /// it is archived, else those of a workspace it has left. Run after the transaction
+    /// that archived or removed it: a key written concurrently, which that transaction's
+    /// statement did not see, is either caught here or sees the change when the service
+    /// checks again after writing it (its check reads after this statement began).
+    async fn sweep_service_account_keys(&self, service_account_id: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE api_keys SET status = $1
+             WHERE service_account_id = $2 AND status <> $1
+               AND (EXISTS (SELECT 1 FROM service_accounts a
+                            WHERE a.id = $2 AND a.archived_at IS NOT NULL)
+                    OR NOT EXISTS (SELECT 1 FROM service_account_workspaces m
+                                   WHERE m.service_account_id = $2
+                                     AND m.workspace_id = api_keys.workspace_id))",
+        )
+        .bind(KeyStatus::Archived.as_str())
+        .bind(service_account_id)
+        .execute(self.write_pool())
+        .await
+        .map_err(Self::store_error)?;
+        Ok(())
     }
 
     async fn set_service_account_membership(
@@ -298,6 +322,7 @@ where
         .map_err(Self::store_error)?;
         Self::insert_audit_event(&mut *transaction, &audit).await?;
         transaction.commit().await.map_err(Self::store_error)?;
+        self.sweep_service_account_keys(service_account_id).await?;
         Ok(true)
     }
 }

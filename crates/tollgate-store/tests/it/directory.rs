@@ -439,7 +439,8 @@ pub(crate) async fn users_and_members_round_trip(backend: &impl Backend) {
 
 /// Goal: a service account's name is unique in its organization; its key names it; leaving
 /// a workspace archives its keys there and archiving it archives the rest, each in the
-/// transaction that audits it, and an archived account changes no more.
+/// transaction that audits it, and an archived account changes no more. A key written
+/// where the account is no member (as one racing the change would be) is swept up too.
 pub(crate) async fn archiving_a_service_account_archives_its_keys(backend: &impl Backend) {
     let store = backend.store();
     let org = create_org(store, "acme").await;
@@ -521,6 +522,14 @@ pub(crate) async fn archiving_a_service_account_archives_its_keys(backend: &impl
         )
         .await
         .unwrap();
+    let third_workspace = store
+        .create_workspace(&org.org_id, "wrkspc_third", "Third", at(2))
+        .await
+        .unwrap();
+    store
+        .insert_key_by(bound_key("apikey_late", &third_workspace.id), &creator)
+        .await
+        .unwrap();
     let status = |id: &'static str| async move { store.key(id).await.unwrap().unwrap().status };
 
     assert!(
@@ -530,6 +539,7 @@ pub(crate) async fn archiving_a_service_account_archives_its_keys(backend: &impl
             .unwrap()
     );
     assert_eq!(status("apikey_there").await, KeyStatus::Archived);
+    assert_eq!(status("apikey_late").await, KeyStatus::Archived, "swept up");
     assert_eq!(status("apikey_here").await, KeyStatus::Active);
 
     assert!(
