@@ -19,7 +19,7 @@ use crate::pagination::{Page, PageRequest, paginate};
 
 type Reply<T> = Result<Json<T>, ApiError>;
 
-fn org_role(text: &str) -> Result<OrgRole, ApiError> {
+pub(crate) fn org_role(text: &str) -> Result<OrgRole, ApiError> {
     OrgRole::parse(text).ok_or_else(|| {
         ApiError::invalid(format!(
             "role: '{text}' is not one of user, developer, billing, claude_code_user"
@@ -27,7 +27,7 @@ fn org_role(text: &str) -> Result<OrgRole, ApiError> {
     })
 }
 
-fn workspace_role(text: &str) -> Result<WorkspaceRole, ApiError> {
+pub(crate) fn workspace_role(text: &str) -> Result<WorkspaceRole, ApiError> {
     WorkspaceRole::parse(text).ok_or_else(|| {
         ApiError::invalid(format!(
             "workspace_role: '{text}' is not one of workspace_user, workspace_developer, workspace_admin"
@@ -125,12 +125,12 @@ pub(crate) async fn archive_workspace(
 }
 
 /// API keys, newest first, filtered by `workspace_id`, `status` (`expired`: past their
-/// `expires_at`, whatever their stored status), `created_by_user_id` and `user_id` (the
-/// personal keys of a user).
+/// `expires_at`, whatever their stored status), `created_by_user_id`, `user_id` (the
+/// personal keys of a user) and `service_account_id` (the keys bound to it).
 #[utoipa::path(get, path = "/v1/organizations/api_keys", tag = "API keys",
     params(("workspace_id" = Option<String>, Query), ("status" = Option<String>, Query),
            ("created_by_user_id" = Option<String>, Query), ("user_id" = Option<String>, Query),
-           ("limit" = Option<u32>, Query),
+           ("service_account_id" = Option<String>, Query), ("limit" = Option<u32>, Query),
            ("after_id" = Option<String>, Query), ("before_id" = Option<String>, Query)),
     responses((status = 200, body = Page<ApiKeyDto>), (status = 400, body = ErrorEnvelope)))]
 pub(crate) async fn list_api_keys(Admin(admin): Admin, query: QueryPairs) -> Reply<Page<ApiKeyDto>> {
@@ -147,6 +147,7 @@ pub(crate) async fn list_api_keys(Admin(admin): Admin, query: QueryPairs) -> Rep
         status,
         created_by_user_id: query.one("created_by_user_id")?.map(str::to_owned),
         user_id: query.one("user_id")?.map(str::to_owned),
+        service_account_id: query.one("service_account_id")?.map(str::to_owned),
         expired,
     };
     let default_workspace = admin.default_workspace_id().await?;
@@ -159,7 +160,8 @@ pub(crate) async fn list_api_keys(Admin(admin): Admin, query: QueryPairs) -> Rep
 }
 
 /// Creates an API key (tollgate's addition): the secret is in this response only. With a
-/// `user_id`, a personal key of that user.
+/// `user_id`, a personal key of that user; with a `service_account_id`, a key of that
+/// service account, which must belong to the key's workspace.
 #[utoipa::path(post, path = "/v1/organizations/api_keys", tag = "API keys",
     request_body = CreateApiKey,
     responses((status = 200, body = CreatedApiKeyDto), (status = 400, body = ErrorEnvelope),
@@ -181,6 +183,7 @@ pub(crate) async fn create_api_key(
             workspace_id: body.workspace_id,
             expires_at,
             user_id: body.user_id,
+            service_account_id: body.service_account_id,
             allowed_models,
         })
         .await?;

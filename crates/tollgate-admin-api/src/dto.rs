@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use tollgate_core::ids::base62_encode;
 use tollgate_core::money::NanoUsd;
 use tollgate_service::{
-    AuditEntry, AutoReload, BalanceView, CreatedBy, Invite, KeyView, LotView, Member, Organization, Purchase,
-    UserRecord, Workspace,
+    AuditEntry, AutoReload, BalanceView, CreatedBy, Invite, KeyBinding, KeyView, LotView, Member,
+    Organization, Purchase, ServiceAccountMembership, ServiceAccountRecord, UserRecord, Workspace,
 };
 use utoipa::ToSchema;
 
@@ -107,9 +107,11 @@ pub(crate) struct ApiKeyDto {
     pub(crate) status: &'static str,
     /// When the key was last used (tollgate's addition, as the Console shows it).
     pub(crate) last_used_at: Option<String>,
-    /// `personal` (bound to a user: archived when the user is removed) or `workspace`.
+    /// `personal` (bound to a user: archived when the user is removed),
+    /// `service_account` (bound to one: archived when it is archived or leaves the key's
+    /// workspace) or `workspace`.
     pub(crate) key_type: &'static str,
-    /// The user a personal key is bound to; `null` for a workspace key.
+    /// The user or service account the key is bound to; `null` for a workspace key.
     pub(crate) linked_account: Option<LinkedAccount>,
     /// The model ids and aliases the key may call; empty: every model.
     pub(crate) allowed_models: Vec<String>,
@@ -118,7 +120,7 @@ pub(crate) struct ApiKeyDto {
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct LinkedAccount {
     pub(crate) id: String,
-    /// Always `user`.
+    /// `user` or `service_account`.
     #[serde(rename = "type")]
     pub(crate) kind: &'static str,
 }
@@ -140,15 +142,18 @@ impl ApiKeyDto {
             partial_key_hint: record.hint.clone(),
             status: record.status.as_str(),
             last_used_at: record.last_used_at.map(instant),
-            key_type: if record.is_personal() {
-                "personal"
-            } else {
-                "workspace"
+            key_type: record.binding().key_type(),
+            linked_account: match record.binding() {
+                KeyBinding::Workspace => None,
+                KeyBinding::User(user_id) => Some(LinkedAccount {
+                    id: user_id.to_owned(),
+                    kind: "user",
+                }),
+                KeyBinding::ServiceAccount(service_account_id) => Some(LinkedAccount {
+                    id: service_account_id.to_owned(),
+                    kind: "service_account",
+                }),
             },
-            linked_account: record.user_id.as_ref().map(|user_id| LinkedAccount {
-                id: user_id.clone(),
-                kind: "user",
-            }),
             allowed_models: record.allowed_models.entries().to_vec(),
         }
     }
@@ -182,6 +187,10 @@ pub(crate) struct CreateApiKey {
     /// removed. Omitted or `null`: a workspace key.
     #[serde(default)]
     pub(crate) user_id: Option<String>,
+    /// A service account that belongs to the key's workspace: the key is bound to it,
+    /// archived when it is archived or leaves the workspace. Not with `user_id`.
+    #[serde(default)]
+    pub(crate) service_account_id: Option<String>,
     /// Model ids or aliases of the catalogue; omitted, `null` or empty: every model.
     #[serde(default)]
     pub(crate) allowed_models: Option<Vec<String>>,
@@ -232,7 +241,8 @@ pub(crate) struct UpdateUser {
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct Deleted {
     pub(crate) id: String,
-    /// `user_deleted`, `invite_deleted` or `workspace_member_deleted`.
+    /// `user_deleted`, `invite_deleted`, `workspace_member_deleted`, `service_account_deleted`
+    /// or `service_account_workspace_member_deleted`.
     #[serde(rename = "type")]
     pub(crate) kind: &'static str,
 }
@@ -508,4 +518,97 @@ impl AuditEventDto {
             created_at: instant(entry.at),
         }
     }
+}
+
+/// A service account (Anthropic's `ServiceAccount`, without the actor ids, which the audit
+/// log keeps).
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ServiceAccountDto {
+    pub(crate) id: String,
+    /// Always `service_account`.
+    #[serde(rename = "type")]
+    pub(crate) kind: &'static str,
+    pub(crate) name: String,
+    pub(crate) description: String,
+    /// Any organization role but `admin`.
+    pub(crate) organization_role: &'static str,
+    pub(crate) created_at: String,
+    pub(crate) updated_at: String,
+    /// When it was archived with its keys; `null`: in use.
+    pub(crate) archived_at: Option<String>,
+}
+
+impl ServiceAccountDto {
+    pub(crate) fn from(account: &ServiceAccountRecord) -> ServiceAccountDto {
+        ServiceAccountDto {
+            id: account.id.clone(),
+            kind: "service_account",
+            name: account.name.clone(),
+            description: account.description.clone(),
+            organization_role: account.role.as_str(),
+            created_at: instant(account.created_at),
+            updated_at: instant(account.updated_at),
+            archived_at: account.archived_at.map(instant),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct CreateServiceAccount {
+    /// Lowercase letters, digits and hyphens; unique in the organization.
+    pub(crate) name: String,
+    #[serde(default)]
+    pub(crate) description: Option<String>,
+    /// Any role but `admin`; omitted: `developer`.
+    #[serde(default)]
+    pub(crate) organization_role: Option<String>,
+}
+
+/// Only the description and the role change; the name never does.
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct UpdateServiceAccount {
+    #[serde(default)]
+    pub(crate) description: Option<String>,
+    #[serde(default)]
+    pub(crate) organization_role: Option<String>,
+}
+
+/// A service account's role in a workspace (Anthropic's `ServiceAccountWorkspaceMember`).
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ServiceAccountMemberDto {
+    /// Always `service_account_workspace_member`.
+    #[serde(rename = "type")]
+    pub(crate) kind: &'static str,
+    pub(crate) service_account_id: String,
+    pub(crate) workspace_id: String,
+    pub(crate) workspace_role: &'static str,
+    /// Always `false`: tollgate has no implicit memberships.
+    pub(crate) implicit: bool,
+}
+
+impl ServiceAccountMemberDto {
+    pub(crate) fn from(membership: &ServiceAccountMembership) -> ServiceAccountMemberDto {
+        ServiceAccountMemberDto {
+            kind: "service_account_workspace_member",
+            service_account_id: membership.service_account_id.clone(),
+            workspace_id: membership.workspace_id.clone(),
+            workspace_role: membership.role.as_str(),
+            implicit: false,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct CreateServiceAccountMember {
+    pub(crate) service_account_id: String,
+    /// `workspace_user`, `workspace_developer` or `workspace_admin`.
+    pub(crate) workspace_role: String,
+}
+
+/// The same membership, addressed from the service account's side.
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct AddServiceAccountWorkspace {
+    pub(crate) workspace_id: String,
+    /// `workspace_user`, `workspace_developer` or `workspace_admin`.
+    pub(crate) workspace_role: String,
 }

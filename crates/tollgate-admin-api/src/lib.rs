@@ -1,6 +1,6 @@
 //! The control plane's JSON API: Anthropic's Admin API under `/v1/organizations` (the
-//! organization, workspaces, API keys, users, invites, workspace members, usage and cost
-//! reports, rate limits) and tollgate's additions in the same style (credits, tiers,
+//! organization, workspaces, API keys, users, invites, workspace members, service accounts,
+//! usage and cost reports, rate limits) and tollgate's additions in the same style (credits, tiers,
 //! limits, auto-reload, the audit log, alerts), with its OpenAPI 3.1 document at
 //! `/v1/openapi.json`, generated from the handlers' annotations by the same router that
 //! serves them, so no route can be served undocumented.
@@ -23,6 +23,7 @@ mod pagination;
 mod reports;
 mod request_id;
 mod requests;
+mod service_accounts;
 #[cfg(test)]
 mod tests;
 
@@ -59,7 +60,8 @@ pub struct AdminState {
     ),
     tags(
         (name = "Organization"), (name = "Workspaces"), (name = "API keys"), (name = "Users"),
-        (name = "Invites"), (name = "Workspace members"), (name = "Reports"), (name = "Credits"),
+        (name = "Invites"), (name = "Workspace members"), (name = "Service accounts"), (name = "Reports"),
+        (name = "Credits"),
         (name = "Limits"), (name = "Audit"), (name = "Request log"), (name = "Alerts")
     )
 )]
@@ -98,6 +100,28 @@ fn api_router() -> OpenApiRouter<AdminState> {
         ))
         .routes(routes!(directory::list_invites, directory::create_invite))
         .routes(routes!(directory::get_invite, directory::delete_invite))
+        .routes(routes!(
+            service_accounts::list_service_accounts,
+            service_accounts::create_service_account
+        ))
+        .routes(routes!(
+            service_accounts::get_service_account,
+            service_accounts::update_service_account,
+            service_accounts::delete_service_account
+        ))
+        .routes(routes!(service_accounts::archive_service_account))
+        .routes(routes!(
+            service_accounts::list_service_account_workspaces,
+            service_accounts::add_service_account_workspace
+        ))
+        .routes(routes!(
+            service_accounts::list_workspace_service_accounts,
+            service_accounts::add_workspace_service_account
+        ))
+        .routes(routes!(
+            service_accounts::get_workspace_service_account,
+            service_accounts::remove_workspace_service_account
+        ))
         .routes(routes!(reports::usage_report))
         .routes(routes!(reports::cost_report))
         .routes(routes!(billing::balance))

@@ -6,8 +6,9 @@
 //! Beyond Anthropic's dimensions, both reports group by the client session
 //! (`group_by[]=session_id`, Claude Code's `x-claude-code-session-id`) and filter by it
 //! (`session_ids[]=…`); a result carries `session_id` only when grouped by it. Grouped by
-//! `account_id`, a result names the user whose personal key was used (per-user
-//! attribution; the CSV sheets do not carry it yet).
+//! `account_id` (or `service_account_id`, the same grouping), a result names the user whose
+//! personal key was used, or the service account whose key was (per-account attribution;
+//! the CSV sheets do not carry it yet).
 
 use axum::Json;
 use axum::extract::State;
@@ -151,11 +152,11 @@ pub(crate) fn usage_group_by(query: &QueryPairs) -> Result<UsageGroupBy, ApiErro
             "service_tier" => group_by.service_tier = true,
             "context_window" => group_by.context_window = true,
             "session_id" => group_by.session_id = true,
-            "account_id" => group_by.user_id = true,
+            "account_id" | "service_account_id" => group_by.user_id = true,
             other => {
                 return Err(ApiError::invalid(format!(
                     "group_by: '{other}' is not one of api_key_id, workspace_id, model, service_tier, \
-                     context_window, session_id, account_id"
+                     context_window, session_id, account_id, service_account_id"
                 )));
             }
         }
@@ -244,9 +245,10 @@ pub struct UsageResultDto {
     /// Not tracked by tollgate: always `null`.
     pub inference_geo: Option<String>,
     /// When grouped by `account_id`: the user whose personal key was used (`null` for
-    /// workspace keys); `null` otherwise.
+    /// other keys); `null` otherwise.
     pub account_id: Option<String>,
-    /// Not tracked by tollgate: always `null`.
+    /// When grouped by `account_id` (or `service_account_id`): the service account whose
+    /// key was used (`null` for other keys); `null` otherwise.
     pub service_account_id: Option<String>,
 }
 
@@ -275,6 +277,10 @@ pub struct CostResultDto {
     /// (and absent for workspace keys).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub account_id: Option<String>,
+    /// The service account whose key was used; only present when grouped by `account_id`
+    /// (or `service_account_id`) and absent for other keys.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_account_id: Option<String>,
     /// Claude Code's session id; only present when grouped by `session_id` (and absent for
     /// requests sent without one).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -329,7 +335,7 @@ pub fn usage_report_dto(report: &Report<UsageResult>) -> ReportDto<UsageResultDt
         session_id: result.session_id.clone(),
         inference_geo: None,
         account_id: result.user_id.clone(),
-        service_account_id: None,
+        service_account_id: result.service_account_id.clone(),
     })
 }
 
@@ -342,6 +348,7 @@ pub fn cost_report_dto(report: &Report<CostResult>) -> ReportDto<CostResultDto> 
             currency: "USD",
             workspace_id: result.workspace_id.clone(),
             account_id: result.user_id.clone(),
+            service_account_id: result.service_account_id.clone(),
             session_id: result.session_id.clone(),
             description: description.map(|found| found.description.clone()),
             cost_type: description.map(|found| found.cost_type.as_str()),
@@ -385,7 +392,7 @@ async fn run_usage(
            ("bucket_width" = Option<String>, Query, description = "1m, 1h or 1d (default)"),
            ("limit" = Option<u32>, Query), ("page" = Option<String>, Query),
            ("group_by[]" = Option<Vec<String>>, Query,
-            description = "api_key_id, workspace_id, model, service_tier, context_window, session_id, account_id (the user of a personal key)"),
+            description = "api_key_id, workspace_id, model, service_tier, context_window, session_id, account_id (the user of a personal key or the service account of its key; also service_account_id)"),
            ("api_key_ids[]" = Option<Vec<String>>, Query), ("workspace_ids[]" = Option<Vec<String>>, Query),
            ("models[]" = Option<Vec<String>>, Query), ("service_tiers[]" = Option<Vec<String>>, Query),
            ("context_window[]" = Option<Vec<String>>, Query),
@@ -407,7 +414,7 @@ pub(crate) async fn usage_report(Admin(admin): Admin, query: QueryPairs) -> Resu
     params(("starting_at" = String, Query), ("ending_at" = Option<String>, Query),
            ("bucket_width" = Option<String>, Query, description = "1d only"),
            ("limit" = Option<u32>, Query), ("page" = Option<String>, Query),
-           ("group_by[]" = Option<Vec<String>>, Query, description = "workspace_id, description, session_id, account_id (the user of a personal key)"),
+           ("group_by[]" = Option<Vec<String>>, Query, description = "workspace_id, description, session_id, account_id (the user of a personal key or the service account of its key; also service_account_id)"),
            ("session_ids[]" = Option<Vec<String>>, Query, description = "Claude Code session ids"),
            ("format" = Option<String>, Query, description = "json (default) or csv")),
     responses((status = 200, body = ReportDto<CostResultDto>), (status = 400, body = ErrorEnvelope)))]
@@ -423,10 +430,11 @@ pub(crate) async fn cost_report(
             "workspace_id" => group_by.workspace_id = true,
             "description" => group_by.description = true,
             "session_id" => group_by.session_id = true,
-            "account_id" => group_by.user_id = true,
+            "account_id" | "service_account_id" => group_by.user_id = true,
             other => {
                 return Err(ApiError::invalid(format!(
-                    "group_by: '{other}' is not one of workspace_id, description, session_id, account_id"
+                    "group_by: '{other}' is not one of workspace_id, description, session_id, account_id, \
+                     service_account_id"
                 )));
             }
         }

@@ -1,5 +1,6 @@
-//! API keys: the list (hint, workspace, type and linked account, allowed models, creator,
-//! created, last used, status) filtered by workspace and status; create a workspace key or
+//! API keys: the list (hint, workspace, type — workspace, personal or service_account — and
+//! linked account, allowed models, creator, created, last used, status) filtered by
+//! workspace and status; create a workspace key or
 //! a user's personal key (the secret is shown once, with a copy button), rename, change
 //! the allowed models, disable or enable, archive. Creating a key moves no money.
 
@@ -11,7 +12,9 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use maud::html;
 use serde::Deserialize;
 use tollgate_core::keys::AllowedModels;
-use tollgate_service::{Access, ConsoleArea, CreatedBy, KeyFilter, KeyStatus, KeyUpdate, NewApiKey};
+use tollgate_service::{
+    Access, ConsoleArea, CreatedBy, KeyBinding, KeyFilter, KeyStatus, KeyUpdate, NewApiKey,
+};
 
 use crate::ConsoleState;
 use crate::error::PageError;
@@ -55,6 +58,7 @@ pub(crate) async fn list(
         status: KeyStatus::parse(&query.status),
         created_by_user_id: None,
         user_id: None,
+        service_account_id: None,
         expired: false,
     };
     let keys = admin.api_keys(&filter).await?;
@@ -66,11 +70,17 @@ pub(crate) async fn list(
         .chain([(default_workspace.as_str(), "Default")])
         .collect();
     let users = admin.users(None, &[]).await.unwrap_or_default();
-    let account = |user_id: &str| {
-        users
+    let service_accounts = admin.service_accounts(true).await.unwrap_or_default();
+    let account = |binding: KeyBinding<'_>| match binding {
+        KeyBinding::Workspace => "—".to_owned(),
+        KeyBinding::User(user_id) => users
             .iter()
             .find(|user| user.id == user_id)
-            .map_or_else(|| format!("{user_id} (removed)"), |user| user.email.clone())
+            .map_or_else(|| format!("{user_id} (removed)"), |user| user.email.clone()),
+        KeyBinding::ServiceAccount(id) => service_accounts
+            .iter()
+            .find(|service_account| service_account.id == id)
+            .map_or_else(|| id.to_owned(), |service_account| service_account.name.clone()),
     };
     let creator = |created_by: &CreatedBy| match created_by {
         CreatedBy::User(id) => users
@@ -144,8 +154,8 @@ pub(crate) async fn list(
                             th scope="row" { (record.name) }
                             td { code { (record.hint) } }
                             td { (record.workspace_id.as_deref().and_then(|id| workspace_names.get(id).copied()).unwrap_or("—")) }
-                            td { (if record.is_personal() { "personal" } else { "workspace" }) }
-                            td { (record.user_id.as_deref().map_or_else(|| "—".to_owned(), account)) }
+                            td { (record.binding().key_type()) }
+                            td { (account(record.binding())) }
                             td {
                                 @if record.allowed_models.allows_all() { "all" } @else { (models_text(&record.allowed_models)) }
                             }
@@ -236,6 +246,7 @@ pub(crate) async fn create(
             workspace_id: workspace.map(str::to_owned),
             expires_at,
             user_id: Some(form.user).filter(|user_id| !user_id.is_empty()),
+            service_account_id: None,
             allowed_models: allowed_models(&form.models, &state)?,
         })
         .await?;

@@ -41,6 +41,7 @@ pub enum IdKind {
     AlertDestination,
     AlertEvent,
     File,
+    ServiceAccount,
 }
 
 impl IdKind {
@@ -60,6 +61,7 @@ impl IdKind {
             IdKind::AlertDestination => "alertdest_",
             IdKind::AlertEvent => "alertevt_",
             IdKind::File => "file_",
+            IdKind::ServiceAccount => "svac_",
         }
     }
 }

@@ -21,6 +21,7 @@ pub mod ratelimit;
 pub mod refunds;
 pub mod reports;
 pub mod roles;
+pub mod service_accounts;
 pub mod signature;
 pub mod spend;
 pub mod sso;

@@ -57,6 +57,8 @@ pub struct KeyFilter {
     pub created_by_user_id: Option<String>,
     /// Personal keys of this user.
     pub user_id: Option<String>,
+    /// Keys bound to this service account.
+    pub service_account_id: Option<String>,
     /// Only keys past their `expires_at`.
     pub expired: bool,
 }
@@ -71,6 +73,9 @@ pub struct NewApiKey {
     pub expires_at: Option<tollgate_core::Timestamp>,
     /// The user of the organization a personal key is bound to; `None`: a workspace key.
     pub user_id: Option<String>,
+    /// The service account the key is bound to, which must belong to the key's workspace;
+    /// never together with `user_id`.
+    pub service_account_id: Option<String>,
     pub allowed_models: AllowedModels,
 }
 
@@ -99,6 +104,12 @@ pub struct KeyUpdate {
 
 fn not_found(what: &str, id: &str) -> ServiceError {
     ServiceError::NotFound(format!("{what} '{id}' was not found"))
+}
+
+fn not_a_member(service_account_id: &str) -> ServiceError {
+    ServiceError::Invalid(format!(
+        "the service account '{service_account_id}' does not belong to the key's workspace"
+    ))
 }
 
 impl From<WorkspaceRejection> for ServiceError {
@@ -279,6 +290,10 @@ impl OrgAdmin {
             })
             .filter(|key| filter.user_id.is_none() || key.record.user_id == filter.user_id)
             .filter(|key| {
+                filter.service_account_id.is_none()
+                    || key.record.service_account_id == filter.service_account_id
+            })
+            .filter(|key| {
                 !filter.expired || key.record.expires_at.is_some_and(|expires_at| expires_at <= now)
             })
             .collect())
@@ -295,15 +310,22 @@ impl OrgAdmin {
     }
 
     /// Creates an API key in its workspace (the Default one when `None`): a personal key
-    /// when it names a user of this organization. Moves no money.
+    /// when it names a user of this organization, a service account's when it names one
+    /// that belongs to the workspace. Moves no money.
     pub async fn create_api_key(&self, request: NewApiKey) -> Result<CreatedApiKey, ServiceError> {
         let NewApiKey {
             name,
             workspace_id,
             expires_at,
             user_id,
+            service_account_id,
             allowed_models,
         } = request;
+        if user_id.is_some() && service_account_id.is_some() {
+            return Err(ServiceError::Invalid(
+                "a key is bound to a user or to a service account, not both".into(),
+            ));
+        }
         if expires_at.is_some_and(|expires_at| expires_at <= self.tollgate.now()) {
             return Err(ServiceError::Invalid("expires_at must be in the future".into()));
         }
@@ -323,6 +345,19 @@ impl OrgAdmin {
             }
             None => self.default_workspace_id().await?,
         };
+        let service_account_id = match service_account_id {
+            Some(service_account_id) => {
+                let account = self.live_service_account(&service_account_id).await?;
+                if !self
+                    .service_account_may_hold_key(&account.id, &workspace_id)
+                    .await?
+                {
+                    return Err(not_a_member(&account.id));
+                }
+                Some(account.id)
+            }
+            None => None,
+        };
         let name = key_name(&name)?;
         let secret = random::key(KeyKind::Api);
         let key = self
@@ -333,18 +368,32 @@ impl OrgAdmin {
                     id: random::id(IdKind::ApiKey),
                     kind: KeyKind::Api,
                     org_id: self.org_id.clone(),
-                    workspace_id: Some(workspace_id),
+                    workspace_id: Some(workspace_id.clone()),
                     name,
                     secret_hash: secret.hash(),
                     hint: secret.hint(),
                     created_at: self.tollgate.now(),
                     expires_at,
                     user_id,
+                    service_account_id: service_account_id.clone(),
                     allowed_models,
                 },
                 &self.creator,
             )
             .await?;
+        // The account may have been archived, or have left the workspace, while the key was
+        // written: such a key must not work, so it is archived at once. Together with the
+        // store's sweep after such a change, no key outlives its account's membership.
+        if let Some(service_account_id) = &service_account_id
+            && !self
+                .service_account_may_hold_key(service_account_id, &workspace_id)
+                .await?
+        {
+            self.tollgate
+                .set_key_status(&key.record.id, KeyStatus::Archived)
+                .await?;
+            return Err(not_a_member(service_account_id));
+        }
         Ok(CreatedApiKey { secret, key })
     }
 

@@ -221,6 +221,7 @@ impl ConsoleUser {
                             created_at: tollgate.now(),
                             expires_at: None,
                             user_id: None,
+                            service_account_id: None,
                             allowed_models: Default::default(),
                         },
                         &creator,

@@ -258,6 +258,7 @@ impl Tollgate {
                         workspace_id: (!workspace.is_default).then_some(workspace_id),
                         expires_at: Some(self.access_token_expiry()),
                         user_id: Some(user.id.clone()),
+                        service_account_id: None,
                         allowed_models: AllowedModels::all(),
                     })
                     .await?;

@@ -156,6 +156,7 @@ impl Tollgate {
                 created_at: self.now(),
                 expires_at: None,
                 user_id: None,
+                service_account_id: None,
                 allowed_models: AllowedModels::all(),
             })
             .await?;

@@ -36,6 +36,8 @@ pub mod random;
 mod reports;
 mod responses;
 pub use crate::responses::RESPONSES_KEPT_DAYS;
+mod service_accounts;
+pub use crate::service_accounts::{NewServiceAccount, ServiceAccountUpdate};
 mod single_flight;
 mod sso;
 pub use crate::sso::{SSO_ATTEMPT_MINUTES, SsoSettings, SsoSignInError, SsoStart};
@@ -86,7 +88,7 @@ pub use tollgate_store::{
     AlertChannel, AlertDelivery, AlertDestination, AlertSettings, DeliveryAttempt, DeliveryState,
 };
 pub use tollgate_store::{
-    AuditEntry, AutoReload, BalanceView, KeyRecord, KeyStatus, LotView, Organization, Purchase,
+    AuditEntry, AutoReload, BalanceView, KeyBinding, KeyRecord, KeyStatus, LotView, Organization, Purchase,
     PurchaseReversal, PurchaseStatus, RateLimitOverrides, SettleOutcome, UsageRecord, UsageStatus, Workspace,
     WorkspaceLimits,
 };
@@ -97,7 +99,7 @@ pub use tollgate_store::{
 pub use tollgate_store::{CaptureSettings, CapturedResponseKind, IdempotentAnswer, RequestCapture};
 pub use tollgate_store::{
     CreatedBy, InviteRecord, KeyView, REQUEST_LOG_PAGE_MAX, RequestLogCursor, RequestLogEntry,
-    RequestLogQuery, UserRecord,
+    RequestLogQuery, ServiceAccountMembership, ServiceAccountRecord, UserRecord,
 };
 pub use tollgate_store::{DeletedFile, StoredFile};
 

@@ -10,8 +10,9 @@
 //! dimension: exact, at the cost of reading every charged record of the window.
 //!
 //! Grouped by user (`user_id`), each row is attributed to the user its key is a personal
-//! key of, read from the keys at report time (a workspace key's usage has no user); the
-//! sums are the same rows, grouped once more.
+//! key of, or to the service account its key is bound to, read from the keys at report
+//! time (a workspace key's usage has neither); the sums are the same rows, grouped once
+//! more.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -34,7 +35,7 @@ pub const STANDARD_SERVICE_TIER: &str = "standard";
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct UsageGroupBy {
     pub api_key_id: bool,
-    /// The user of a personal key.
+    /// The user of a personal key, or the service account of a service account's key.
     pub user_id: bool,
     pub workspace_id: bool,
     pub model: bool,
@@ -58,7 +59,7 @@ pub struct UsageFilters {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CostGroupBy {
     pub workspace_id: bool,
-    /// The user of a personal key.
+    /// The user of a personal key, or the service account of a service account's key.
     pub user_id: bool,
     /// Model and token type.
     pub description: bool,
@@ -87,6 +88,8 @@ pub struct UsageResult {
     pub api_key_id: Option<String>,
     /// When grouped by user: the user whose personal key was used; `None` for other keys.
     pub user_id: Option<String>,
+    /// When grouped by user: the service account whose key was used; `None` for other keys.
+    pub service_account_id: Option<String>,
     pub workspace_id: Option<String>,
     pub model: Option<String>,
     pub service_tier: Option<&'static str>,
@@ -150,6 +153,8 @@ pub struct CostResult {
     pub workspace_id: Option<String>,
     /// When grouped by user: the user whose personal key was used; `None` for other keys.
     pub user_id: Option<String>,
+    /// When grouped by user: the service account whose key was used; `None` for other keys.
+    pub service_account_id: Option<String>,
     /// The client session when grouped by session; `None` too for requests sent without one.
     pub session_id: Option<String>,
     pub amount: NanoUsd,
@@ -159,9 +164,43 @@ pub struct CostResult {
 /// The description's suffix of the item that carries what prices don't explain.
 pub const ADJUSTMENT_DESCRIPTION: &str = "Other Charges";
 
+/// Whom a key's usage is attributed to, when a report groups by user.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum KeyAccount {
+    User(String),
+    ServiceAccount(String),
+}
+
+impl KeyAccount {
+    /// The account a key is bound to, if any.
+    pub(crate) fn of(record: &crate::KeyRecord) -> Option<KeyAccount> {
+        match record.binding() {
+            crate::KeyBinding::User(user_id) => Some(KeyAccount::User(user_id.to_owned())),
+            crate::KeyBinding::ServiceAccount(service_account_id) => {
+                Some(KeyAccount::ServiceAccount(service_account_id.to_owned()))
+            }
+            crate::KeyBinding::Workspace => None,
+        }
+    }
+
+    fn user_id(account: Option<&KeyAccount>) -> Option<String> {
+        match account {
+            Some(KeyAccount::User(user_id)) => Some(user_id.clone()),
+            _ => None,
+        }
+    }
+
+    fn service_account_id(account: Option<&KeyAccount>) -> Option<String> {
+        match account {
+            Some(KeyAccount::ServiceAccount(service_account_id)) => Some(service_account_id.clone()),
+            _ => None,
+        }
+    }
+}
+
 type UsageKey = (
     Option<String>,
-    Option<String>,
+    Option<KeyAccount>,
     Option<String>,
     Option<String>,
     Option<&'static str>,
@@ -170,8 +209,9 @@ type UsageKey = (
 );
 
 impl OrgAdmin {
-    /// The user of each personal key of the organization, when a report groups by user.
-    async fn key_users(&self, grouped: bool) -> Result<HashMap<String, String>, ServiceError> {
+    /// The account of each key of the organization bound to one, when a report groups by
+    /// user.
+    async fn key_users(&self, grouped: bool) -> Result<HashMap<String, KeyAccount>, ServiceError> {
         if !grouped {
             return Ok(HashMap::new());
         }
@@ -181,7 +221,7 @@ impl OrgAdmin {
             .key_views(self.org_id(), tollgate_core::keys::KeyKind::Api)
             .await?
             .into_iter()
-            .filter_map(|key| Some((key.record.id, key.record.user_id?)))
+            .filter_map(|key| Some((key.record.id.clone(), KeyAccount::of(&key.record)?)))
             .collect())
     }
 
@@ -283,7 +323,8 @@ impl OrgAdmin {
                 .entry((bucket, key.clone()))
                 .or_insert_with(|| UsageResult {
                     api_key_id: key.0,
-                    user_id: key.1,
+                    user_id: KeyAccount::user_id(key.1.as_ref()),
+                    service_account_id: KeyAccount::service_account_id(key.1.as_ref()),
                     workspace_id: key.2,
                     model: key.3,
                     service_tier: key.4,
@@ -339,7 +380,7 @@ impl OrgAdmin {
         type CostKey = (
             Timestamp,
             Option<String>,
-            Option<String>,
+            Option<KeyAccount>,
             Option<String>,
             Option<(String, ContextWindow)>,
         );
@@ -385,7 +426,8 @@ impl OrgAdmin {
             let Some((model, context_window)) = model else {
                 results.push(CostResult {
                     workspace_id,
-                    user_id,
+                    user_id: KeyAccount::user_id(user_id.as_ref()),
+                    service_account_id: KeyAccount::service_account_id(user_id.as_ref()),
                     session_id,
                     amount: charged,
                     description: None,
@@ -397,7 +439,8 @@ impl OrgAdmin {
             for (token_type, amount) in split.parts {
                 results.push(CostResult {
                     workspace_id: workspace_id.clone(),
-                    user_id: user_id.clone(),
+                    user_id: KeyAccount::user_id(user_id.as_ref()),
+                    service_account_id: KeyAccount::service_account_id(user_id.as_ref()),
                     session_id: session_id.clone(),
                     amount,
                     description: Some(CostDescription {
@@ -412,7 +455,8 @@ impl OrgAdmin {
             if split.web_search != NanoUsd::ZERO {
                 results.push(CostResult {
                     workspace_id: workspace_id.clone(),
-                    user_id: user_id.clone(),
+                    user_id: KeyAccount::user_id(user_id.as_ref()),
+                    service_account_id: KeyAccount::service_account_id(user_id.as_ref()),
                     session_id: session_id.clone(),
                     amount: split.web_search,
                     description: Some(CostDescription {
@@ -427,7 +471,8 @@ impl OrgAdmin {
             if split.adjustment != NanoUsd::ZERO {
                 results.push(CostResult {
                     workspace_id: workspace_id.clone(),
-                    user_id: user_id.clone(),
+                    user_id: KeyAccount::user_id(user_id.as_ref()),
+                    service_account_id: KeyAccount::service_account_id(user_id.as_ref()),
                     session_id: session_id.clone(),
                     amount: split.adjustment,
                     description: Some(CostDescription {

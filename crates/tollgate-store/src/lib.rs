@@ -46,6 +46,7 @@ mod request_log;
 mod rollup;
 mod rows;
 mod rules;
+mod service_accounts;
 mod sqlite;
 mod sso;
 mod stored_responses;
@@ -76,6 +77,7 @@ pub use error::{StoreError, TxError};
 pub use files::{DeletedFile, StoredFile};
 pub use idempotency_keys::{ClaimOutcome, IdempotencyClaim, IdempotencyRecord, IdempotentAnswer};
 pub use model::*;
+pub use service_accounts::{ServiceAccountMembership, ServiceAccountRecord};
 pub use sso::SsoAttempt;
 pub use stored_responses::StoredResponse;
 

@@ -78,6 +78,9 @@ pub struct KeyRecord {
     /// The user a personal key is bound to (archived when they are removed); `None`: a
     /// workspace key.
     pub user_id: Option<String>,
+    /// The service account a key is bound to (archived when it is archived or leaves the
+    /// key's workspace); `None`: a workspace or personal key.
+    pub service_account_id: Option<String>,
     pub allowed_models: AllowedModels,
 }
 
@@ -85,6 +88,34 @@ impl KeyRecord {
     /// A personal key (bound to a user) rather than a workspace key.
     pub fn is_personal(&self) -> bool {
         self.user_id.is_some()
+    }
+
+    /// Whom the key is bound to.
+    pub fn binding(&self) -> KeyBinding<'_> {
+        match (&self.user_id, &self.service_account_id) {
+            (Some(user_id), _) => KeyBinding::User(user_id),
+            (None, Some(service_account_id)) => KeyBinding::ServiceAccount(service_account_id),
+            (None, None) => KeyBinding::Workspace,
+        }
+    }
+}
+
+/// Whom a key is bound to: its workspace only, a user (a personal key) or a service account.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyBinding<'a> {
+    Workspace,
+    User(&'a str),
+    ServiceAccount(&'a str),
+}
+
+impl KeyBinding<'_> {
+    /// The key's kind as the Admin API and the Console name it.
+    pub fn key_type(self) -> &'static str {
+        match self {
+            KeyBinding::Workspace => "workspace",
+            KeyBinding::User(_) => "personal",
+            KeyBinding::ServiceAccount(_) => "service_account",
+        }
     }
 }
 
@@ -101,6 +132,7 @@ pub struct NewKey {
     pub created_at: Timestamp,
     pub expires_at: Option<Timestamp>,
     pub user_id: Option<String>,
+    pub service_account_id: Option<String>,
     pub allowed_models: AllowedModels,
 }
 

@@ -112,7 +112,10 @@ pub(crate) fn column<T: ColumnValue>(row: &impl DbRow, name: &str) -> Result<T, 
 }
 
 /// A nullable unix-millisecond column.
-fn optional_timestamp<R: DbRow>(row: &R, name: &str) -> Result<Option<tollgate_core::Timestamp>, StoreError> {
+pub(crate) fn optional_timestamp<R: DbRow>(
+    row: &R,
+    name: &str,
+) -> Result<Option<tollgate_core::Timestamp>, StoreError> {
     column::<Option<i64>>(row, name)?
         .map(timestamp_from_sql)
         .transpose()
@@ -127,11 +130,12 @@ pub(crate) const WORKSPACE_SELECT: &str =
 /// The columns of a key and its creator, as `key_view_from_row` reads them.
 /// The columns of a key, as `key_from_row` reads them.
 pub(crate) const KEY_COLUMNS: &str = "id, kind, org_id, workspace_id, name, hint, status, created_at,
-    last_used_at, expires_at, user_id, allowed_models";
+    last_used_at, expires_at, user_id, service_account_id, allowed_models";
 /// The columns of a key with who created it, as `key_view_from_row` reads them.
 pub(crate) const KEY_VIEW_SELECT: &str =
     "SELECT id, kind, org_id, workspace_id, name, hint, status, created_at,
-        last_used_at, expires_at, user_id, allowed_models, created_by_type, created_by_id
+        last_used_at, expires_at, user_id, service_account_id, allowed_models, created_by_type,
+        created_by_id
     FROM api_keys";
 /// The columns of a user, as `user_from_row` reads them.
 pub(crate) const USER_SELECT: &str = "SELECT id, org_id, email, name, role, added_at FROM users";
@@ -194,6 +198,7 @@ pub(crate) fn key_from_row<R: DbRow>(row: &R) -> Result<KeyRecord, StoreError> {
         last_used_at: optional_timestamp(row, "last_used_at")?,
         expires_at: optional_timestamp(row, "expires_at")?,
         user_id: column(row, "user_id")?,
+        service_account_id: column(row, "service_account_id")?,
         allowed_models: allowed_models_from_text(column(row, "allowed_models")?),
     })
 }

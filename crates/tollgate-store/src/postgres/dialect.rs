@@ -18,6 +18,7 @@ use crate::payment_customers::PaymentCustomers;
 use crate::postgres::{PgStore, PgTransaction, store_error};
 use crate::reports::Reports;
 use crate::request_log::RequestLog;
+use crate::service_accounts::ServiceAccounts;
 use crate::sso::SsoAttempts;
 use crate::stored_responses::StoredResponses;
 
@@ -73,6 +74,7 @@ impl Files for PgStore {}
 
 impl SsoAttempts for PgStore {}
 impl Deactivations for PgStore {}
+impl ServiceAccounts for PgStore {}
 impl DeviceGrants for PgStore {}
 impl PaymentCustomers for PgStore {}
 

@@ -36,8 +36,9 @@ impl PgStore {
         sqlx::query(
             "INSERT INTO api_keys
                 (id, kind, org_id, workspace_id, name, secret_hash, hint, status, created_at,
-                 created_by_type, created_by_id, expires_at, user_id, allowed_models)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+                 created_by_type, created_by_id, expires_at, user_id, service_account_id,
+                 allowed_models)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
         )
         .bind(&key.id)
         .bind(key.kind.as_str())
@@ -52,6 +53,7 @@ impl PgStore {
         .bind(created_by.id())
         .bind(key.expires_at.map(millis))
         .bind(&key.user_id)
+        .bind(&key.service_account_id)
         .bind(allowed_models_text(&key.allowed_models))
         .execute(self.pool())
         .await

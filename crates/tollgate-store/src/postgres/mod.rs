@@ -335,8 +335,8 @@ impl PgStore {
         sqlx::query(
             "INSERT INTO api_keys
                 (id, kind, org_id, workspace_id, name, secret_hash, hint, status, created_at, expires_at,
-                 user_id, allowed_models)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                 user_id, service_account_id, allowed_models)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         )
         .bind(&key.id)
         .bind(key.kind.as_str())
@@ -349,6 +349,7 @@ impl PgStore {
         .bind(millis(key.created_at))
         .bind(key.expires_at.map(millis))
         .bind(&key.user_id)
+        .bind(&key.service_account_id)
         .bind(allowed_models_text(&key.allowed_models))
         .execute(&self.pool)
         .await
@@ -365,6 +366,7 @@ impl PgStore {
             last_used_at: None,
             expires_at,
             user_id: key.user_id,
+            service_account_id: key.service_account_id,
             allowed_models: key.allowed_models,
         })
     }

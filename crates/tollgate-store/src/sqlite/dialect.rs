@@ -17,6 +17,7 @@ use crate::idempotency_keys::IdempotencyKeys;
 use crate::payment_customers::PaymentCustomers;
 use crate::reports::Reports;
 use crate::request_log::RequestLog;
+use crate::service_accounts::ServiceAccounts;
 use crate::sqlite::{SqliteStore, SqliteTransaction, store_error};
 use crate::sso::SsoAttempts;
 use crate::stored_responses::StoredResponses;
@@ -79,6 +80,7 @@ impl Files for SqliteStore {}
 
 impl SsoAttempts for SqliteStore {}
 impl Deactivations for SqliteStore {}
+impl ServiceAccounts for SqliteStore {}
 impl DeviceGrants for SqliteStore {}
 impl PaymentCustomers for SqliteStore {}
 

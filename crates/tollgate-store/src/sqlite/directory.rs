@@ -31,8 +31,9 @@ impl SqliteStore {
         sqlx::query(
             "INSERT INTO api_keys
                 (id, kind, org_id, workspace_id, name, secret_hash, hint, status, created_at,
-                 created_by_type, created_by_id, expires_at, user_id, allowed_models)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 created_by_type, created_by_id, expires_at, user_id, service_account_id,
+                 allowed_models)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&key.id)
         .bind(key.kind.as_str())
@@ -47,6 +48,7 @@ impl SqliteStore {
         .bind(created_by.id())
         .bind(key.expires_at.map(millis))
         .bind(&key.user_id)
+        .bind(&key.service_account_id)
         .bind(allowed_models_text(&key.allowed_models))
         .execute(&self.writer)
         .await

@@ -325,8 +325,8 @@ impl SqliteStore {
         sqlx::query(
             "INSERT INTO api_keys
                 (id, kind, org_id, workspace_id, name, secret_hash, hint, status, created_at, expires_at,
-                 user_id, allowed_models)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 user_id, service_account_id, allowed_models)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&key.id)
         .bind(key.kind.as_str())
@@ -339,6 +339,7 @@ impl SqliteStore {
         .bind(millis(key.created_at))
         .bind(key.expires_at.map(millis))
         .bind(&key.user_id)
+        .bind(&key.service_account_id)
         .bind(allowed_models_text(&key.allowed_models))
         .execute(&self.writer)
         .await
@@ -355,6 +356,7 @@ impl SqliteStore {
             last_used_at: None,
             expires_at,
             user_id: key.user_id,
+            service_account_id: key.service_account_id,
             allowed_models: key.allowed_models,
         })
     }

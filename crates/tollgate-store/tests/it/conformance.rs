@@ -1009,6 +1009,7 @@ pub(crate) async fn keys_are_inserted_found_listed_and_updated(backend: &impl Ba
         created_at: at(minute),
         expires_at: None,
         user_id: None,
+        service_account_id: None,
         allowed_models: Default::default(),
     };
     let first = store

@@ -11,7 +11,8 @@ use tollgate_core::reports::ContextWindow;
 use tollgate_core::roles::{OrgRole, WorkspaceRole};
 use tollgate_store::{
     AuditEntry, CreatedBy, DirectoryRejection, InviteRecord, InviteState, KeyStatus, MemberRecord, NewKey,
-    StoreError, TxError, UsageRollupRow, UsageStatus, UserRecord, WorkspaceRejection,
+    ServiceAccountMembership, ServiceAccountRecord, StoreError, TxError, UsageRollupRow, UsageStatus,
+    UserRecord, WorkspaceRejection,
 };
 
 use crate::conformance::Backend;
@@ -31,6 +32,7 @@ fn new_key(org: &TestOrg, id: &str, workspace_id: Option<&str>, minute: i64) -> 
         created_at: at(minute),
         expires_at: None,
         user_id: None,
+        service_account_id: None,
         allowed_models: Default::default(),
     }
 }
@@ -433,6 +435,152 @@ pub(crate) async fn users_and_members_round_trip(backend: &impl Backend) {
             ..bob
         }]
     );
+}
+
+/// Goal: a service account's name is unique in its organization; its key names it; leaving
+/// a workspace archives its keys there and archiving it archives the rest, each in the
+/// transaction that audits it, and an archived account changes no more. A key written
+/// where the account is no member (as one racing the change would be) is swept up too.
+pub(crate) async fn archiving_a_service_account_archives_its_keys(backend: &impl Backend) {
+    let store = backend.store();
+    let org = create_org(store, "acme").await;
+    let account = ServiceAccountRecord {
+        id: "svac_robot".to_owned(),
+        org_id: org.org_id.clone(),
+        name: "robot".to_owned(),
+        description: "deploys".to_owned(),
+        role: OrgRole::Developer,
+        created_at: at(1),
+        updated_at: at(1),
+        archived_at: None,
+    };
+    let audit = |action: &str| audit_entry(&org, action, "svac_robot");
+    assert!(
+        store
+            .insert_service_account(&account, audit("create"))
+            .await
+            .unwrap()
+    );
+    let twin = ServiceAccountRecord {
+        id: "svac_twin".to_owned(),
+        ..account.clone()
+    };
+    assert!(
+        !store
+            .insert_service_account(&twin, audit("create"))
+            .await
+            .unwrap(),
+        "the name is taken"
+    );
+    assert_eq!(
+        store.service_account("svac_robot").await.unwrap(),
+        Some(account.clone())
+    );
+    assert_eq!(store.service_account("svac_twin").await.unwrap(), None);
+
+    let other_workspace = store
+        .create_workspace(&org.org_id, "wrkspc_other", "Other", at(2))
+        .await
+        .unwrap();
+    for workspace_id in [org.workspace_id.as_str(), other_workspace.id.as_str()] {
+        let membership = ServiceAccountMembership {
+            service_account_id: "svac_robot".to_owned(),
+            workspace_id: workspace_id.to_owned(),
+            role: WorkspaceRole::Developer,
+            added_at: at(3),
+        };
+        store
+            .set_service_account_membership(&membership, audit("join"))
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .service_account_membership("svac_robot", workspace_id)
+                .await
+                .unwrap(),
+            Some(membership)
+        );
+    }
+    let bound_key = |id: &str, workspace_id: &str| NewKey {
+        service_account_id: Some("svac_robot".to_owned()),
+        ..new_key(&org, id, Some(workspace_id), 4)
+    };
+    let creator = CreatedBy::User("user_admin".to_owned());
+    let here = store
+        .insert_key_by(bound_key("apikey_here", &org.workspace_id), &creator)
+        .await
+        .unwrap();
+    assert_eq!(here.record.service_account_id.as_deref(), Some("svac_robot"));
+    store
+        .insert_key_by(bound_key("apikey_there", &other_workspace.id), &creator)
+        .await
+        .unwrap();
+    store
+        .insert_key_by(
+            new_key(&org, "apikey_shared", Some(&org.workspace_id), 5),
+            &creator,
+        )
+        .await
+        .unwrap();
+    let third_workspace = store
+        .create_workspace(&org.org_id, "wrkspc_third", "Third", at(2))
+        .await
+        .unwrap();
+    store
+        .insert_key_by(bound_key("apikey_late", &third_workspace.id), &creator)
+        .await
+        .unwrap();
+    let status = |id: &'static str| async move { store.key(id).await.unwrap().unwrap().status };
+
+    assert!(
+        store
+            .remove_service_account_membership("svac_robot", &other_workspace.id, audit("leave"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(status("apikey_there").await, KeyStatus::Archived);
+    assert_eq!(status("apikey_late").await, KeyStatus::Archived, "swept up");
+    assert_eq!(status("apikey_here").await, KeyStatus::Active);
+
+    assert!(
+        store
+            .archive_service_account("svac_robot", at(6), audit("archive"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .archive_service_account("svac_robot", at(7), audit("archive"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(status("apikey_here").await, KeyStatus::Archived);
+    assert_eq!(status("apikey_shared").await, KeyStatus::Active, "only its keys");
+    assert_eq!(
+        store
+            .service_account("svac_robot")
+            .await
+            .unwrap()
+            .unwrap()
+            .archived_at,
+        Some(at(6))
+    );
+    assert!(
+        !store
+            .update_service_account("svac_robot", "again", OrgRole::User, at(8), audit("update"))
+            .await
+            .unwrap(),
+        "an archived account changes no more"
+    );
+    let actions: Vec<String> = store
+        .audit_events(&org.org_id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|entry| entry.subject == "svac_robot")
+        .map(|entry| entry.action)
+        .collect();
+    assert_eq!(actions, ["create", "join", "join", "leave", "archive"]);
 }
 
 /// Goal: a personal key keeps its user and allowed models, and removing the user archives

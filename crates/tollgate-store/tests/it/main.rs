@@ -125,6 +125,7 @@ macro_rules! the_conformance_suite {
             workspaces_are_renamed_and_archived,
             users_and_members_round_trip,
             removing_a_user_archives_their_personal_keys,
+            archiving_a_service_account_archives_its_keys,
             deactivating_a_user_archives_their_keys_and_ends_their_sessions,
             invites_are_pending_until_accepted_once,
             usage_reports_roll_records_up,

@@ -12,8 +12,8 @@ use tollgate_core::keys::KeyKind;
 use crate::helpers::{TestApp, spawn_app};
 
 /// Organization B, set up through its own admin key: a workspace, a key, a user who is a
-/// member of the workspace, a pending invite, and a request whose bodies its workspace
-/// captured.
+/// member of the workspace, a service account that is one too, a pending invite, and a
+/// request whose bodies its workspace captured.
 struct OtherTenant {
     admin_key: String,
     ids: BTreeMap<&'static str, String>,
@@ -107,6 +107,22 @@ async fn other_tenant(app: &TestApp) -> OtherTenant {
         json!({"channel": "email", "target": "b-alerts@example.com"}),
     )
     .await;
+    let (status, service_account) = post(
+        "/v1/organizations/service_accounts",
+        json!({"name": "b-robot", "organization_role": "developer"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{service_account}");
+    let service_account_id = service_account["id"].as_str().expect("svac").to_owned();
+    let (status, membership) = as_key(
+        app,
+        &admin_key,
+        reqwest::Method::POST,
+        &format!("/v1/organizations/workspaces/{workspace_id}/service_accounts"),
+        Some(json!({"service_account_id": service_account_id, "workspace_role": "workspace_developer"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{membership}");
     let (status, _) = post(
         "/v1/organizations/alert_settings",
         json!({"balance_threshold_amount": "250", "key_expiry_notice_days": 3}),
@@ -121,6 +137,7 @@ async fn other_tenant(app: &TestApp) -> OtherTenant {
         ("workspace_id", workspace_id),
         ("api_key_id", key["id"].as_str().expect("key").to_owned()),
         ("user_id", user.id),
+        ("service_account_id", service_account_id),
         ("invite_id", pending["id"].as_str().expect("invite").to_owned()),
         ("request_id", request_id),
     ]);
@@ -128,13 +145,15 @@ async fn other_tenant(app: &TestApp) -> OtherTenant {
 }
 
 /// A body every POST route accepts the shape of, so that a 404 can't hide behind a 400.
-fn plausible_body(user_id: &str) -> Value {
+fn plausible_body(ids: &BTreeMap<&'static str, String>) -> Value {
     json!({
+        "service_account_id": ids["service_account_id"],
+        "workspace_id": ids["workspace_id"],
         "name": "hijacked",
         "status": "inactive",
         "role": "user",
         "workspace_role": "workspace_user",
-        "user_id": user_id,
+        "user_id": ids["user_id"],
         "spend_limit_amount": "100",
         "rate_limits": [],
         "enabled": true,
@@ -161,7 +180,7 @@ async fn no_route_reaches_another_organizations_objects() {
             "{method} {template} has a path parameter the isolation test does not know: add it to `other_tenant`"
         );
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-        let body = (method == reqwest::Method::POST).then(|| plausible_body(&other.ids["user_id"]));
+        let body = (method == reqwest::Method::POST).then(|| plausible_body(&other.ids));
         let (status, response) = as_key(&app, &app.admin_key, method.clone(), &path, body).await;
         assert_eq!(
             status, 404,
@@ -240,6 +259,36 @@ async fn no_route_reaches_another_organizations_objects() {
     )
     .await;
     assert_eq!(status, 404, "B's user can't join A's workspace");
+    let (status, _) = as_key(
+        &app,
+        &app.admin_key,
+        reqwest::Method::POST,
+        &format!(
+            "/v1/organizations/workspaces/{}/service_accounts",
+            workspace["id"].as_str().expect("id")
+        ),
+        Some(json!({"service_account_id": other.ids["service_account_id"], "workspace_role": "workspace_user"})),
+    )
+    .await;
+    assert_eq!(status, 404, "B's service account can't join A's workspace");
+    let (status, _) = as_key(
+        &app,
+        &app.admin_key,
+        reqwest::Method::POST,
+        "/v1/organizations/api_keys",
+        Some(json!({"name": "stolen", "service_account_id": other.ids["service_account_id"]})),
+    )
+    .await;
+    assert_eq!(status, 404, "A can't mint a key for B's service account");
+    let (_, accounts) = as_key(
+        &app,
+        &app.admin_key,
+        reqwest::Method::GET,
+        "/v1/organizations/service_accounts?include_archived=true",
+        None,
+    )
+    .await;
+    assert_eq!(accounts["data"], json!([]), "B's service accounts are not listed");
 
     let (_, after) = snapshot(&app, &other).await;
     assert_eq!(before, after, "nothing of B changed");
@@ -268,6 +317,14 @@ async fn snapshot(app: &TestApp, other: &OtherTenant) -> (u16, Value) {
         format!("/v1/organizations/requests/{}/body", other.ids["request_id"]),
         "/v1/organizations/alert_destinations".to_owned(),
         "/v1/organizations/alert_settings".to_owned(),
+        format!(
+            "/v1/organizations/service_accounts/{}",
+            other.ids["service_account_id"]
+        ),
+        format!(
+            "/v1/organizations/workspaces/{}/service_accounts/{}",
+            other.ids["workspace_id"], other.ids["service_account_id"]
+        ),
     ] {
         let (status, body) = as_key(app, &other.admin_key, reqwest::Method::GET, &path, None).await;
         assert_eq!(status, 200, "{path}: {body}");
@@ -356,6 +413,42 @@ async fn the_openapi_document_is_3_1_and_lists_every_route_the_server_answers() 
         ("GET", "/v1/organizations/alert_settings"),
         ("POST", "/v1/organizations/alert_settings"),
         ("GET", "/v1/organizations/alert_deliveries"),
+        ("GET", "/v1/organizations/service_accounts"),
+        ("POST", "/v1/organizations/service_accounts"),
+        ("GET", "/v1/organizations/service_accounts/{service_account_id}"),
+        ("POST", "/v1/organizations/service_accounts/{service_account_id}"),
+        (
+            "DELETE",
+            "/v1/organizations/service_accounts/{service_account_id}",
+        ),
+        (
+            "POST",
+            "/v1/organizations/service_accounts/{service_account_id}/archive",
+        ),
+        (
+            "GET",
+            "/v1/organizations/service_accounts/{service_account_id}/workspaces",
+        ),
+        (
+            "POST",
+            "/v1/organizations/service_accounts/{service_account_id}/workspaces",
+        ),
+        (
+            "GET",
+            "/v1/organizations/workspaces/{workspace_id}/service_accounts",
+        ),
+        (
+            "POST",
+            "/v1/organizations/workspaces/{workspace_id}/service_accounts",
+        ),
+        (
+            "GET",
+            "/v1/organizations/workspaces/{workspace_id}/service_accounts/{service_account_id}",
+        ),
+        (
+            "DELETE",
+            "/v1/organizations/workspaces/{workspace_id}/service_accounts/{service_account_id}",
+        ),
         ("GET", "/v1/openapi.json"),
     ];
     for (method, path) in expected {
@@ -385,7 +478,8 @@ async fn the_openapi_document_is_3_1_and_lists_every_route_the_server_answers() 
             .replace("{workspace_id}", "wrkspc_01X")
             .replace("{user_id}", "user_01X")
             .replace("{api_key_id}", "apikey_01X")
-            .replace("{invite_id}", "invite_01X");
+            .replace("{invite_id}", "invite_01X")
+            .replace("{service_account_id}", "svac_01X");
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
         let response = app
             .client

@@ -37,6 +37,7 @@ mod personal_keys;
 mod prompt_cache;
 mod responses;
 mod sdk;
+mod service_accounts;
 mod serving;
 mod sso;
 mod stripe;

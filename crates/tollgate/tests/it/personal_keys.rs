@@ -30,7 +30,7 @@ async fn create_key(app: &TestApp, fields: Value) -> Value {
     created
 }
 
-fn secret(created: &Value) -> String {
+pub(crate) fn secret(created: &Value) -> String {
     created["api_key_secret"].as_str().expect("secret").to_owned()
 }
 
@@ -52,7 +52,7 @@ async fn call(app: &TestApp, key: &str, path: &str, body: &Value) -> (u16, Value
 
 /// Moves the app's manual clock past the key-cache TTL, so every cached key record is read
 /// again.
-fn past_the_key_cache(app: &TestApp) {
+pub(crate) fn past_the_key_cache(app: &TestApp) {
     let clock = app.clock.as_ref().expect("manual clock");
     clock.advance(chrono::Duration::milliseconds(
         i64::try_from(app.config.gateway.key_cache_ttl_millis).expect("ttl") + 1,
@@ -270,7 +270,7 @@ async fn a_key_calls_only_its_allowed_models_in_each_surfaces_envelope() {
 }
 
 /// The Console's API keys page, signed in with `cookie`.
-async fn keys_page(app: &TestApp, client: &reqwest::Client, cookie: &str) -> String {
+pub(crate) async fn keys_page(app: &TestApp, client: &reqwest::Client, cookie: &str) -> String {
     let response = client
         .get(app.url("/console/keys"))
         .header(reqwest::header::COOKIE, cookie)
@@ -342,6 +342,16 @@ async fn the_console_creates_a_personal_key_and_shows_its_linked_account() {
     assert_eq!(first_start_key["key_type"], "workspace");
 }
 
+/// The query of a report window over today (UTC), one daily bucket.
+pub(crate) fn today_window(app: &TestApp) -> String {
+    let today = tollgate_core::reports::BucketWidth::Day.snap(app.tollgate.now());
+    format!(
+        "starting_at={}&ending_at={}",
+        today.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        (today + chrono::Duration::days(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    )
+}
+
 /// Goal: the usage and cost reports grouped by `account_id` attribute a personal key's
 /// usage to its user (still after the user is removed) and a workspace key's to nobody;
 /// the groups add up to the ungrouped report.
@@ -367,12 +377,7 @@ async fn reports_group_usage_and_cost_by_the_user_of_a_personal_key() {
         .await;
     assert_eq!(status, 200);
 
-    let today = tollgate_core::reports::BucketWidth::Day.snap(app.tollgate.now());
-    let window = format!(
-        "starting_at={}&ending_at={}",
-        today.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        (today + chrono::Duration::days(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-    );
+    let window = today_window(&app);
     let (status, usage) = app
         .admin_get(&format!(
             "/v1/organizations/usage_report/messages?{window}&bucket_width=1d&group_by[]=account_id"

@@ -63,6 +63,8 @@ mod replicas;
 mod responses;
 #[path = "../it/sdk.rs"]
 mod sdk;
+#[path = "../it/service_accounts.rs"]
+mod service_accounts;
 #[path = "../it/serving.rs"]
 mod serving;
 #[path = "../it/sso.rs"]

@@ -85,6 +85,21 @@ impl Cluster {
         }
     }
 
+    /// Starts three replicas, the first of which sets the organization up: them, their
+    /// addresses and the keys of the first start.
+    fn start_three(&self) -> ([Replica; 3], [String; 3], FirstStart) {
+        let (first, keys) = self.start();
+        let keys = keys.expect("the first replica sets the organization up");
+        let (second, _) = self.start();
+        let (third, _) = self.start();
+        let addresses = [
+            first.address.clone(),
+            second.address.clone(),
+            third.address.clone(),
+        ];
+        ([first, second, third], addresses, keys)
+    }
+
     /// Starts one replica and waits until it listens; the first one also returns the keys
     /// of the first start.
     fn start(&self) -> (Replica, Option<FirstStart>) {
@@ -444,15 +459,7 @@ async fn three_replicas_share_one_balance_one_rate_limit_and_one_key_directory()
 async fn a_removed_users_personal_key_stops_on_every_replica() {
     let fake = FakeUpstream::start().await;
     let cluster = Cluster::new(&fake, "", &credit_and_an_open_tier("5.00"));
-    let (first, keys) = cluster.start();
-    let keys = keys.expect("the first replica sets the organization up");
-    let (second, _) = cluster.start();
-    let (third, _) = cluster.start();
-    let replicas = [
-        first.address.clone(),
-        second.address.clone(),
-        third.address.clone(),
-    ];
+    let (processes, replicas, keys) = cluster.start_three();
     let client = reqwest::Client::new();
     let store = cluster.store().await;
     let org = the_organization(&store).await;
@@ -476,35 +483,80 @@ async fn a_removed_users_personal_key_stops_on_every_replica() {
     )
     .await;
     assert_eq!(created["key_type"], "personal");
-    let personal = created["api_key_secret"].as_str().expect("secret").to_owned();
-    for replica in &replicas {
-        assert_eq!(count_tokens(&client, replica, &personal).await, 200);
-    }
+    let path = format!("users/{}", user.id);
+    stops_on_every_replica_when_deleted(&client, &replicas, &keys, &created, &path).await;
+    store.close().await;
+    drop(processes);
+}
 
+/// Goal: a service account deleted through one replica loses its key on every replica
+/// within the key-cache bound (1 s), as a removed user's personal key does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_service_accounts_key_stops_on_every_replica() {
+    let fake = FakeUpstream::start().await;
+    let cluster = Cluster::new(&fake, "", &credit_and_an_open_tier("5.00"));
+    let (processes, replicas, keys) = cluster.start_three();
+    let client = reqwest::Client::new();
+    let (client_used, second_replica, admin_key) = (&client, &replicas[1], &keys.admin_key);
+    let post = |path: String, body: Value| async move {
+        admin_post(client_used, second_replica, admin_key, &path, body).await
+    };
+    let account = post("service_accounts".to_owned(), json!({"name": "ci-deploy-bot"})).await;
+    let account_id = account["id"].as_str().expect("id");
+    let workspace = post("workspaces".to_owned(), json!({"name": "Robots"})).await;
+    let workspace_id = workspace["id"].as_str().expect("id");
+    post(
+        format!("workspaces/{workspace_id}/service_accounts"),
+        json!({"service_account_id": account_id, "workspace_role": "workspace_developer"}),
+    )
+    .await;
+    let created = post(
+        "api_keys".to_owned(),
+        json!({"name": "robot key", "workspace_id": workspace_id, "service_account_id": account_id}),
+    )
+    .await;
+    assert_eq!(created["key_type"], "service_account");
+    let path = format!("service_accounts/{account_id}");
+    stops_on_every_replica_when_deleted(&client, &replicas, &keys, &created, &path).await;
+    drop(processes);
+}
+
+/// Checks that every replica accepts the just `created` key, then deletes `path` (the
+/// account it is bound to) through the first replica and waits until every replica refuses
+/// the key, failing after the key-cache bound and a margin; the workspace key stays.
+async fn stops_on_every_replica_when_deleted(
+    client: &reqwest::Client,
+    replicas: &[String],
+    keys: &FirstStart,
+    created: &Value,
+    path: &str,
+) {
+    let bound = created["api_key_secret"].as_str().expect("secret");
+    for replica in replicas {
+        assert_eq!(count_tokens(client, replica, bound).await, 200);
+    }
     let response = client
-        .delete(format!("{}/v1/organizations/users/{}", replicas[0], user.id))
+        .delete(format!("{}/v1/organizations/{path}", replicas[0]))
         .header("x-api-key", &keys.admin_key)
         .header("anthropic-version", "2023-06-01")
         .send()
         .await
-        .expect("delete the user");
+        .expect("delete the account");
     assert_eq!(response.status(), 200);
     let removed_at = Instant::now();
-    for replica in &replicas {
-        while count_tokens(&client, replica, &personal).await != 401 {
+    for replica in replicas {
+        while count_tokens(client, replica, bound).await != 401 {
             assert!(
                 removed_at.elapsed() < Duration::from_millis(1_500),
-                "{replica} still accepts a removed user's key {:?} later",
+                "{replica} still accepts a deleted account's key {:?} later",
                 removed_at.elapsed()
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    for replica in &replicas {
-        assert_eq!(count_tokens(&client, replica, &keys.api_key).await, 200);
+    for replica in replicas {
+        assert_eq!(count_tokens(client, replica, &keys.api_key).await, 200);
     }
-    store.close().await;
-    drop((first, second, third));
 }
 
 /// Goal: a replica killed (SIGKILL) with requests in flight loses nothing and doubles
