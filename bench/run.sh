@@ -16,6 +16,10 @@
 #            with SigV4, which the bench's fake does not check, since wrk cannot sign)
 #   direct-vertex, tollgate-vertex -> fake Vertex AI (rawPredict; tollgate gets its OAuth2
 #            token by the JWT bearer grant and keeps it; wrk sends one the fake issued)
+#   tollgate-responses -> fake upstream (the prompt as OpenAI's POST /v1/responses, translated
+#            to Messages and back; measured against direct)
+#   tollgate-file -> fake upstream (the Messages request with a document named by file_id,
+#            uploaded to tollgate beforehand: its provider id looked up and put in the body)
 # at concurrency 1, 32 and 256, DURATION seconds each, 3 runs; prints a markdown table of
 # medians (req/s, p50, p99, p99.9, added p50/p99 against direct, peak RSS).
 #
@@ -23,7 +27,7 @@
 # Knobs (environment): CONCURRENCIES="1 32 256", STREAMS=10000 (0 skips the streaming
 # scenario), LITELLM=0 skips LiteLLM, REPLICAS=0 skips the PostgreSQL + Redis rows,
 # EMBEDDINGS=0 skips the embeddings rows, GEMINI=0 the Gemini rows, CLOUDS=0 the Bedrock
-# and Vertex rows,
+# and Vertex rows, SURFACES=0 the Responses and Files rows,
 # SKIP_BUILD=1 uses the release binaries as they are. DATABASE_URL and REDIS_URL name the
 # servers (default: the local ones); each run uses a fresh schema and key prefix.
 # A quick check: CONCURRENCIES="1 32" STREAMS=0 LITELLM=0 bench/run.sh 5 1
@@ -283,6 +287,18 @@ wrk_script '{"contents":[{"role":"user","parts":[{"text":"Hello, world"}]}],"gen
 wrk_script "{\"anthropic_version\":\"bedrock-2023-05-31\",\"max_tokens\":64,$prompt}" > "$work/bedrock.lua"
 wrk_script "{\"anthropic_version\":\"vertex-2023-10-16\",\"max_tokens\":64,$prompt}" \
   "authorization: Bearer ya29.bench-vertex-token" > "$work/vertex.lua"
+# Responses: the prompt as OpenAI's Responses API takes it. Files: a text document uploaded
+# once, then named by its id in each request.
+wrk_script '{"model":"bench-model","max_output_tokens":64,"input":"Hello, world"}' \
+  "authorization: Bearer $key" > "$work/responses.lua"
+if [ "${SURFACES:-1}" != 0 ]; then
+  printf 'A short text document for the benchmark.\n' > "$work/bench-file.txt"
+  file_id="$(curl -sf -H "x-api-key: $key" -H "anthropic-beta: files-api-2025-04-14" \
+    -F "file=@$work/bench-file.txt;type=text/plain" "http://127.0.0.1:$gate_port/v1/files" |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])')"
+  wrk_script "{\"model\":\"bench-model\",\"max_tokens\":64,\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"document\",\"source\":{\"type\":\"file\",\"file_id\":\"$file_id\"}},{\"type\":\"text\",\"text\":\"Hello, world\"}]}]}" \
+    "anthropic-version: 2023-06-01" "anthropic-beta: files-api-2025-04-14" "x-api-key: $key" > "$work/post-file.lua"
+fi
 # Embeddings: OpenAI's request, with the key as OpenAI's clients send it.
 wrk_script '{"model":"bench-embed","input":"The quick brown fox jumps over the lazy dog"}' \
   "authorization: Bearer $key" > "$work/embed.lua"
@@ -353,6 +369,10 @@ fi
 if [ "${GEMINI:-1}" != 0 ]; then
   bench direct-gemini "http://127.0.0.1:$gemini_port" "$fake_pid" "$work/gemini.lua" /v1beta/models/gemini-2.5-flash:generateContent
   bench tollgate-gemini "http://127.0.0.1:$gate_port" "$gate_pid" "$work/post-gemini.lua"
+fi
+if [ "${SURFACES:-1}" != 0 ]; then
+  bench tollgate-responses "http://127.0.0.1:$gate_port" "$gate_pid" "$work/responses.lua" /v1/responses
+  bench tollgate-file "http://127.0.0.1:$gate_port" "$gate_pid" "$work/post-file.lua"
 fi
 if [ "${CLOUDS:-1}" != 0 ]; then
   bench direct-bedrock "http://127.0.0.1:$bedrock_port" "$fake_pid" "$work/bedrock.lua" /model/anthropic.claude-sonnet-4-6/invoke
