@@ -17,7 +17,8 @@
 #   direct-vertex, tollgate-vertex -> fake Vertex AI (rawPredict; tollgate gets its OAuth2
 #            token by the JWT bearer grant and keeps it; wrk sends one the fake issued)
 #   tollgate-responses -> fake upstream (the prompt as OpenAI's POST /v1/responses, translated
-#            to Messages and back; measured against direct)
+#            to Messages and back, the response stored as OpenAI's default `store` asks;
+#            measured against direct); tollgate-responses-unstored: the same with store false
 #   tollgate-file -> fake upstream (the Messages request with a document named by file_id,
 #            uploaded to tollgate beforehand: its provider id looked up and put in the body)
 # at concurrency 1, 32 and 256, DURATION seconds each, 3 runs; prints a markdown table of
@@ -291,6 +292,8 @@ wrk_script "{\"anthropic_version\":\"vertex-2023-10-16\",\"max_tokens\":64,$prom
 # once, then named by its id in each request.
 wrk_script '{"model":"bench-model","max_output_tokens":64,"input":"Hello, world"}' \
   "authorization: Bearer $key" > "$work/responses.lua"
+wrk_script '{"model":"bench-model","max_output_tokens":64,"input":"Hello, world","store":false}' \
+  "authorization: Bearer $key" > "$work/responses-unstored.lua"
 if [ "${SURFACES:-1}" != 0 ]; then
   printf 'A short text document for the benchmark.\n' > "$work/bench-file.txt"
   file_id="$(curl -sf -H "x-api-key: $key" -H "anthropic-beta: files-api-2025-04-14" \
@@ -372,6 +375,7 @@ if [ "${GEMINI:-1}" != 0 ]; then
 fi
 if [ "${SURFACES:-1}" != 0 ]; then
   bench tollgate-responses "http://127.0.0.1:$gate_port" "$gate_pid" "$work/responses.lua" /v1/responses
+  bench tollgate-responses-unstored "http://127.0.0.1:$gate_port" "$gate_pid" "$work/responses-unstored.lua" /v1/responses
   bench tollgate-file "http://127.0.0.1:$gate_port" "$gate_pid" "$work/post-file.lua"
 fi
 if [ "${CLOUDS:-1}" != 0 ]; then

@@ -17,7 +17,7 @@ def median(values):
 def ms(microseconds):
     return f"{microseconds / 1000:.2f} ms"
 
-order = ["direct", "nginx", "tollgate", "tollgate-responses", "tollgate-file", "pg-x1", "pg-x3", "pg-x1-orgs", "pg-x3-orgs", "litellm",
+order = ["direct", "nginx", "tollgate", "tollgate-responses", "tollgate-responses-unstored", "tollgate-file", "pg-x1", "pg-x3", "pg-x1-orgs", "pg-x3-orgs", "litellm",
          "direct-embed", "nginx-embed", "tollgate-embed", "direct-gemini", "tollgate-gemini",
          "direct-bedrock", "tollgate-bedrock", "direct-vertex", "tollgate-vertex"]
 print("| path | conns | req/s | p50 | p99 | p99.9 | added p50 | added p99 | errors | peak RSS | CPU a request |")
