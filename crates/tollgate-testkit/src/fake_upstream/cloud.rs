@@ -678,3 +678,55 @@ fn anthropic_invalid(message: &str) -> Response {
     )
         .into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Only a benchmark's fakes take an unsigned Bedrock request and the bench's Vertex
+    /// token, and they record nothing; the tests' fakes refuse both.
+    #[tokio::test]
+    async fn only_the_bench_mode_takes_unsigned_requests_and_the_bench_token() {
+        let client = reqwest::Client::new();
+        let post = |url: String, version: &str| {
+            let body = json!({"anthropic_version": version, "max_tokens": 8,
+                              "messages": [{"role": "user", "content": "Hi"}]});
+            client
+                .post(url)
+                .header("content-type", "application/json")
+                .bearer_auth(BENCH_VERTEX_TOKEN)
+                .body(body.to_string())
+        };
+        for mode in [CloudMode::Test, CloudMode::Bench] {
+            let bedrock = FakeBedrock::bind(loopback_any_port(), mode).await.expect("bound");
+            let vertex = FakeVertex::bind(loopback_any_port(), mode).await.expect("bound");
+            let answers = [
+                post(
+                    format!("{}/model/m/invoke", bedrock.base_url()),
+                    "bedrock-2023-05-31",
+                ),
+                post(
+                    format!(
+                        "{}/v1/projects/{FAKE_GCP_PROJECT}/locations/{FAKE_GCP_REGION}/publishers/anthropic/models/m:rawPredict",
+                        vertex.base_url()
+                    ),
+                    "vertex-2023-10-16",
+                ),
+            ];
+            for request in answers {
+                let status = request.send().await.expect("sent").status();
+                assert_eq!(
+                    status.is_success(),
+                    mode == CloudMode::Bench,
+                    "{mode:?}: {status}"
+                );
+            }
+            let refused = bedrock.refused() + vertex.refused();
+            let recorded = bedrock.requests().len() + vertex.requests().len();
+            match mode {
+                CloudMode::Test => assert_eq!((refused, recorded), (2, 2)),
+                CloudMode::Bench => assert_eq!((refused, recorded), (0, 0)),
+            }
+        }
+    }
+}

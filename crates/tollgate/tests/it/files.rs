@@ -640,3 +640,48 @@ async fn the_anthropic_sdk_uses_the_files_api() {
     assert_eq!(cases["deleted"]["type"], "file_deleted");
     assert_eq!(cases["missing"]["status"], 404);
 }
+
+/// Goal: an upload that is not one (a JSON body, a form without its `file` part, an
+/// expiry that is not a number of seconds) is refused in Anthropic's envelope as a 400,
+/// and nothing is stored.
+#[tokio::test]
+async fn a_malformed_upload_is_refused_and_stores_nothing() {
+    let app = spawn_app().await;
+    let post = || {
+        app.client
+            .post(app.url("/v1/files"))
+            .header("x-api-key", &app.api_key)
+            .header("anthropic-version", "2023-06-01")
+    };
+    let (refused, error) = refusal(
+        post()
+            .json(&json!({"file": "notes.txt"}))
+            .send()
+            .await
+            .expect("sent"),
+    )
+    .await;
+    assert_eq!(refused, kind(400, "invalid_request_error"));
+    assert!(
+        error["message"]
+            .as_str()
+            .is_some_and(|message| message.contains("multipart")),
+        "{error}"
+    );
+
+    let form = reqwest::multipart::Form::new().text("expires_in_seconds", "3600");
+    let (refused, error) = refusal(post().multipart(form).send().await.expect("sent")).await;
+    assert_eq!(refused, kind(400, "invalid_request_error"));
+    assert_eq!(error["message"], "file: Field required");
+
+    let bad_expiry = app
+        .upload_with(
+            &app.api_key,
+            ("a.txt", "text/plain", b"hello".to_vec()),
+            Some("an hour"),
+        )
+        .await;
+    assert_eq!(refusal(bad_expiry).await.0, kind(400, "invalid_request_error"));
+
+    assert!(ids(&app.list_files("").await).is_empty(), "nothing was stored");
+}
