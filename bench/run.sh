@@ -29,6 +29,10 @@
 # scenario), LITELLM=0 skips LiteLLM, REPLICAS=0 skips the PostgreSQL + Redis rows,
 # EMBEDDINGS=0 skips the embeddings rows, GEMINI=0 the Gemini rows, CLOUDS=0 the Bedrock
 # and Vertex rows, SURFACES=0 the Responses and Files rows,
+# PROFILE=SECONDS also samples tollgate's CPU with perf (call graphs by DWARF) while wrk runs
+# the Messages request at 32 connections for that long, after the table's runs, and writes
+# the report of where its time went (self time by symbol, then the hottest call chains) to
+# PROFILE_OUT (default bench/profile.txt).
 # SKIP_BUILD=1 uses the release binaries as they are. DATABASE_URL and REDIS_URL name the
 # servers (default: the local ones); each run uses a fresh schema and key prefix.
 # A quick check: CONCURRENCIES="1 32" STREAMS=0 LITELLM=0 bench/run.sh 5 1
@@ -384,6 +388,27 @@ if [ "${CLOUDS:-1}" != 0 ]; then
   bench direct-vertex "http://127.0.0.1:$vertex_port" "$fake_pid" "$work/vertex.lua" \
     /v1/projects/tollgate-test/locations/us-east5/publishers/anthropic/models/claude-sonnet-4-6:rawPredict
   bench tollgate-vertex "http://127.0.0.1:$gate_port" "$gate_pid" "$work/post-vertex.lua"
+fi
+
+if [ -n "${PROFILE:-}" ]; then
+  need_apt perf linux-perf
+  profile_out="${PROFILE_OUT:-bench/profile.txt}"
+  echo "profiling tollgate at 32 connections for ${PROFILE}s…" >&2
+  perf record -q -F 499 --call-graph dwarf,32768 -p "$gate_pid" -o "$work/perf.data" -- sleep "$PROFILE" 2>/dev/null &
+  perf_pid=$!
+  sleep 0.5
+  wrk -t 2 -c 32 -d "$(( PROFILE - 1 ))s" -s "$work/post.lua" "http://127.0.0.1:$gate_port/v1/messages" >/dev/null
+  wait "$perf_pid" || true
+  { echo "# perf: tollgate serving the Messages request at 32 connections for ${PROFILE}s ($(date -u +%F), tollgate $("$bin"/tollgate --version | cut -d' ' -f2))"
+    echo "## self time by symbol"
+    perf report -i "$work/perf.data" --no-children --sort symbol --percent-limit 0.7 --stdio -g none 2>/dev/null | grep -v '^$'
+    echo "## self time by thread"
+    perf report -i "$work/perf.data" --no-children --sort comm --stdio -g none 2>/dev/null | grep -v '^#' | grep -v '^$'
+    echo "## time with callees (children), by symbol"
+    perf report -i "$work/perf.data" --children --sort symbol --percent-limit 4 --stdio -g none 2>/dev/null | grep -v '^#' | grep -v '^$' | grep -v '(inlined)'
+  } | sed -E 's/ {2,}/ /g; s/ - - *$//' > "$profile_out"
+  [ -z "${PROFILE_KEEP:-}" ] || cp "$work/perf.data" "$PROFILE_KEEP"
+  echo "profile written to $profile_out" >&2
 fi
 
 # Streaming: many slow SSE streams at once, direct and through tollgate; tollgate's
