@@ -265,11 +265,11 @@ impl Store {
 
     /// Reserves `amount` across the org's lots in drawdown order, all or nothing. First,
     /// in the same transaction, the month's spend (of `created_at`'s month: the org's over
-    /// all workspaces, and the reservation's workspace's) must leave room for `amount` under
-    /// every limit in `spend_limits`, else `SpendLimitReached`; then the credit must cover
-    /// it, else `InsufficientCredit`. A refusal writes nothing. On success the workspace's
-    /// month counter holds `amount` until the reservation ends. A non-positive amount is a
-    /// caller bug (`StoreError::Invariant`).
+    /// all workspaces, the reservation's workspace's, and its user's there) must leave room
+    /// for `amount` under every limit in `spend_limits`, else `SpendLimitReached`; then the
+    /// credit must cover it, else `InsufficientCredit`. A refusal writes nothing. On success
+    /// the workspace's month counter (and its user's, if it has one) holds `amount` until
+    /// the reservation ends. A non-positive amount is a caller bug (`StoreError::Invariant`).
     pub async fn reserve(
         &self,
         reservation: NewReservation,
@@ -377,6 +377,18 @@ impl Store {
         now: Timestamp,
     ) -> Result<MonthSpend, StoreError> {
         dispatch!(self.month_spend(org_id, workspace_id, now))
+    }
+
+    /// A user's spend in a workspace in the calendar month (UTC) of `now`: settled charges
+    /// plus open reservations of the reservations their keys made there that month.
+    pub async fn user_month_spend(
+        &self,
+        org_id: &str,
+        workspace_id: &str,
+        user_id: &str,
+        now: Timestamp,
+    ) -> Result<NanoUsd, StoreError> {
+        dispatch!(self.user_month_spend(org_id, workspace_id, user_id, now))
     }
 
     /// What decides the organization's tier and limits; `None` if no such organization.
