@@ -279,10 +279,11 @@ impl Store {
 
     /// Ends a pending reservation exactly once: settled when the cost is positive (one
     /// 'usage' journal row per lot charged), voided when it is zero; the rest is released,
-    /// the spend counter of the month the reservation was made in moves from held to
-    /// settled, and the usage record is written, all in one transaction. An already ended reservation
-    /// gives `already_ended: true` and writes nothing, not even the record. An unknown id,
-    /// a negative cost or a record of another organization is `StoreError::Invariant`.
+    /// the spend counter of the month the reservation was made in (and its user's, if it
+    /// has one) moves from held to settled, and the usage record is written, all in one
+    /// transaction. An already ended reservation gives `already_ended: true` and writes
+    /// nothing, not even the record. An unknown id, a negative cost or a record of another
+    /// organization is `StoreError::Invariant`.
     pub async fn settle(&self, settlement: Settlement) -> Result<SettleOutcome, StoreError> {
         dispatch!(self.settle(settlement))
     }
