@@ -366,3 +366,37 @@ async fn the_consoles_workspace_limits_form_sets_the_per_user_limit() {
         .expect("limits");
     assert_eq!(limits.user_spend_limit, None);
 }
+
+/// Goal: a Message Batch made with a personal key is held to its user's limit at creation
+/// (its whole bound at the Batch rate), refused in `/v1/messages`' per-user words and
+/// moving no money.
+#[tokio::test]
+async fn a_batch_over_its_users_limit_is_refused_as_messages_are() {
+    let app = spawn_app().await;
+    let workspace = app
+        .tollgate
+        .create_workspace(&app.org_id, "team")
+        .await
+        .expect("workspace");
+    let alice = add_user(&app, "alice@example.com").await;
+    let (_, alice_key) = create_key(&app, &workspace.id, Some(&alice)).await;
+    let (status, set) = set_limits(&app, &workspace.id, json!({"user_spend_limit_amount": "5"})).await;
+    assert_eq!(status, 200, "{set}");
+    // Ten requests of up to 10,000 output tokens: about 75 cents at the Batch rate.
+    let batch = json!({
+        "requests": (0..10).map(|index| json!({
+            "custom_id": format!("item-{index}"),
+            "params": {
+                "model": "fake-sonnet",
+                "max_tokens": 10_000,
+                "messages": [{"role": "user", "content": format!("Question {index}")}],
+            },
+        })).collect::<Vec<_>>(),
+    });
+    let (status, refused) = call(&app, &alice_key, "/v1/messages/batches", &batch).await;
+    assert_eq!(status, 400, "{refused}");
+    let message = refused["error"]["message"].as_str().expect("message");
+    assert!(message.starts_with(PER_USER_WORDS), "{message}");
+    assert_eq!(app.balance().await.1, 0, "nothing reserved");
+    app.assert_ledger_clean().await;
+}
