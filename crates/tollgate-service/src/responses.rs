@@ -34,7 +34,7 @@ impl Tollgate {
             input_items,
             response,
         };
-        Ok(self.store().insert_stored_response(&kept).await?)
+        Ok(self.store().insert_stored_response(kept).await?)
     }
 
     /// The caller's workspace's stored response; another's, or an expired one, is not found.

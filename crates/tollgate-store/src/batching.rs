@@ -1,10 +1,13 @@
 //! What both backends' hot-path writers (`sqlite/writer.rs`, `postgres/writer.rs`) share:
-//! the queue and its operations (`WriterQueue`, `Job`), how big a batch may grow, how many
+//! the queue and its operations (`WriterQueue`, `Job`: reservations, settlements, and the
+//! rows with no money that a request writes, which share their batches), how big a batch may grow, how many
 //! operations may wait, what each operation answers,
 //! how a batch is taken from the queue, how the reaper voids overdue reservations through
 //! the writer, and the error of a writer that has stopped.
 
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use tokio::sync::{mpsc, oneshot};
 use tollgate_core::Timestamp;
@@ -14,6 +17,7 @@ use crate::codec::invariant;
 use crate::error::{StoreError, TxError};
 use crate::journal::{Overdue, abandonment};
 use crate::model::{NewReservation, Reservation, ReserveRejection, SettleOutcome, Settlement};
+use crate::stored_responses::StoredResponse;
 
 /// Most operations one transaction carries: bounds how long its locks are held.
 pub(crate) const MAX_BATCH: usize = 256;
@@ -37,6 +41,12 @@ pub(crate) enum Job {
         settlement: Settlement,
         reply: oneshot::Sender<SettleResult>,
     },
+    /// A Responses API reply to keep: no money, but written beside the money so that it
+    /// shares a batch's commit instead of committing alone (see `WriterQueue::store_response`).
+    StoreResponse {
+        response: StoredResponse,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
 }
 
 impl Job {
@@ -44,6 +54,7 @@ impl Job {
         match self {
             Job::Reserve { reservation, .. } => Operation::Reserve(reservation),
             Job::Settle { settlement, .. } => Operation::Settle(settlement),
+            Job::StoreResponse { response, .. } => Operation::StoreResponse(response),
         }
     }
 
@@ -55,6 +66,7 @@ impl Job {
                 drop(reply.send(reserved.map_err(TxError::Rejected)));
             }
             (Job::Settle { reply, .. }, Decision::Settle(outcome)) => drop(reply.send(Ok(outcome))),
+            (Job::StoreResponse { reply, .. }, Decision::Stored) => drop(reply.send(Ok(()))),
             (job, _) => job.fail(invariant(
                 "a batch answered an operation with another kind's result".into(),
             )),
@@ -66,6 +78,7 @@ impl Job {
         match self {
             Job::Reserve { reply, .. } => drop(reply.send(Err(error.into()))),
             Job::Settle { reply, .. } => drop(reply.send(Err(error))),
+            Job::StoreResponse { reply, .. } => drop(reply.send(Err(error))),
         }
     }
 }
@@ -75,13 +88,22 @@ impl Job {
 #[derive(Clone)]
 pub(crate) struct WriterQueue {
     sender: mpsc::Sender<Job>,
+    /// How many times the writer dropped a book it held because another connection wrote
+    /// (SQLite's; PostgreSQL's book lasts one batch and is never counted).
+    book_reloads: Arc<AtomicU64>,
 }
 
 impl WriterQueue {
     /// The queue and the writer's end of it.
     pub(crate) fn new() -> (WriterQueue, mpsc::Receiver<Job>) {
         let (sender, receiver) = mpsc::channel(QUEUE_CAPACITY);
-        (WriterQueue { sender }, receiver)
+        let book_reloads = Arc::default();
+        (WriterQueue { sender, book_reloads }, receiver)
+    }
+
+    /// The writer's count of books dropped (see the field).
+    pub(crate) fn book_reloads(&self) -> Arc<AtomicU64> {
+        self.book_reloads.clone()
     }
 
     pub(crate) async fn reserve(&self, reservation: NewReservation) -> ReserveResult {
@@ -93,6 +115,16 @@ impl WriterQueue {
     pub(crate) async fn settle(&self, settlement: Settlement) -> SettleResult {
         let (reply, answer) = oneshot::channel();
         self.submit(Job::Settle { settlement, reply }).await?;
+        answer.await.unwrap_or_else(|_| Err(stopped()))
+    }
+
+    /// Keeps a stored response in the next batch. Through the writer rather than the
+    /// store's pool because a commit beside the writer costs twice: on SQLite it is an
+    /// fsync'd transaction of its own that waits for the write lock between batches, and it
+    /// changes `data_version`, so the writer drops its book and reloads it.
+    pub(crate) async fn store_response(&self, response: StoredResponse) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.submit(Job::StoreResponse { response, reply }).await?;
         answer.await.unwrap_or_else(|_| Err(stopped()))
     }
 

@@ -10,6 +10,8 @@
 //! journal's usage transfers, the usage records, and every account and counter changed, as
 //! it was before the batch and as it is now (the backends write them compare-and-set).
 //! No I/O, no clock: the backends load what `missing_*` asks for, decide, and write the delta.
+//! A batch may also carry rows with no money (stored responses): they pass into the delta
+//! untouched, so that they share the batch's commit.
 //!
 //! A refusal changes nothing. Any other error may leave the book half-changed: the caller
 //! then drops the book (`clear`) and the batch's transaction, and runs each operation again
@@ -33,6 +35,7 @@ use crate::journal::{
 use crate::model::{
     NewReservation, Reservation, ReserveRejection, SettleOutcome, Settlement, Standing, UsageRecord,
 };
+use crate::stored_responses::StoredResponse;
 
 /// One organization's lots in drawdown order (their accounts live in `Book::accounts`) and
 /// its spend account.
@@ -68,6 +71,8 @@ pub(crate) struct OpenReservation {
 pub(crate) enum Operation<'a> {
     Reserve(&'a NewReservation),
     Settle(&'a Settlement),
+    /// A row with no money that rides the batch: decided by nothing, written as it is.
+    StoreResponse(&'a StoredResponse),
 }
 
 /// What the book holds; see the module's documentation.
@@ -141,6 +146,8 @@ pub(crate) struct Delta<'a> {
     pub(crate) posted: Vec<Posted<'a>>,
     /// Usage records and the reservation each ends.
     pub(crate) records: Vec<(&'a UsageRecord, &'a str)>,
+    /// Stored responses to insert.
+    pub(crate) responses: Vec<&'a StoredResponse>,
     /// Changed accounts: (as before the batch, as now).
     accounts: BTreeMap<AccountId, (Account, Account)>,
     /// Changed counters: (as before the batch, `None` if it had no row; as now).
@@ -205,12 +212,13 @@ impl Delta<'_> {
 }
 
 impl<'a> Operation<'a> {
-    /// The organization whose state the operation needs: a settlement's is its record's,
-    /// checked against the reservation's when it is decided.
-    pub(crate) fn org_id(self) -> &'a str {
+    /// The organization whose ledger the operation needs, if any: a settlement's is its
+    /// record's, checked against the reservation's when it is decided.
+    pub(crate) fn org_id(self) -> Option<&'a str> {
         match self {
-            Operation::Reserve(reservation) => &reservation.org_id,
-            Operation::Settle(settlement) => &settlement.record.org_id,
+            Operation::Reserve(reservation) => Some(&reservation.org_id),
+            Operation::Settle(settlement) => Some(&settlement.record.org_id),
+            Operation::StoreResponse(_) => None,
         }
     }
 }
@@ -237,7 +245,7 @@ impl Book {
             .iter()
             .filter_map(|operation| match operation {
                 Operation::Settle(settlement) => Some(settlement.reservation_id.as_str()),
-                Operation::Reserve(_) => None,
+                Operation::Reserve(_) | Operation::StoreResponse(_) => None,
             })
             .filter(|id| !self.open.contains_key(*id) && !self.known_ended.contains(*id))
             .collect();
@@ -263,7 +271,7 @@ impl Book {
     pub(crate) fn missing_orgs<'o>(&self, operations: &[Operation<'o>]) -> Vec<&'o str> {
         let mut missing: Vec<&str> = operations
             .iter()
-            .map(|operation| operation.org_id())
+            .filter_map(|operation| operation.org_id())
             .filter(|org_id| !self.orgs.contains_key(*org_id))
             .collect();
         missing.sort_unstable();
@@ -299,6 +307,7 @@ impl Book {
                     .open
                     .get(&settlement.reservation_id)
                     .map(|open| (settlement.record.org_id.as_str(), month_key(open.created_at))),
+                Operation::StoreResponse(_) => None,
             })
             .filter(|(org_id, month)| !self.months.contains_key(&((*org_id).to_owned(), *month)))
             .collect();
@@ -326,6 +335,7 @@ impl Book {
                     .open
                     .get(&settlement.reservation_id)
                     .and_then(user_counter_key),
+                Operation::StoreResponse(_) => None,
             })
             .filter(|key| !self.user_months.contains_key(key))
             .collect();
@@ -529,6 +539,10 @@ impl Book {
         Ok(match operation {
             Operation::Reserve(reservation) => Decision::Reserve(self.reserve(reservation, delta)?),
             Operation::Settle(settlement) => Decision::Settle(self.settle(settlement, delta)?),
+            Operation::StoreResponse(response) => {
+                delta.responses.push(response);
+                Decision::Stored
+            }
         })
     }
 
@@ -642,6 +656,7 @@ fn user_counter_key(open: &OpenReservation) -> Option<UserCounterKey> {
 pub(crate) enum Decision {
     Reserve(Result<Reservation, ReserveRejection>),
     Settle(SettleOutcome),
+    Stored,
 }
 
 #[cfg(test)]

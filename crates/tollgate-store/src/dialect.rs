@@ -18,6 +18,7 @@ use std::future::Future;
 use sqlx::query::Query;
 use sqlx::{Database, Pool, Transaction};
 
+use crate::batching::WriterQueue;
 use crate::error::StoreError;
 
 /// The bound arguments of a query on `Db`.
@@ -32,6 +33,10 @@ pub(crate) trait Dialect: Sync {
 
     /// Where writes outside the hot path go (SQLite: the one writer connection).
     fn write_pool(&self) -> &Pool<Self::Db>;
+
+    /// The hot path's writer, whose batches carry the money and the rows written beside
+    /// it on every request (`batching.rs`).
+    fn hot_writer(&self) -> &WriterQueue;
 
     /// A read transaction: one consistent snapshot across several queries.
     fn begin_read(&self) -> impl Future<Output = Result<Transaction<'static, Self::Db>, StoreError>> + Send;

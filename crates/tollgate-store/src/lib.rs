@@ -89,6 +89,7 @@ use crate::alerts::Alerts;
 use crate::audit_log::AuditLog;
 use crate::batches::Batches;
 use crate::captures::Captures;
+use crate::dialect::Dialect;
 use crate::payment_customers::PaymentCustomers;
 use crate::postgres::PgStore;
 use crate::reports::Reports;
@@ -135,6 +136,18 @@ impl Store {
             Engine::Sqlite(_) => "sqlite",
             Engine::Postgres(_) => "postgres",
         }
+    }
+
+    /// How many times the hot path's writer dropped the book it keeps because another
+    /// connection committed (SQLite; also the metric `tollgate_store_book_reloads_total`):
+    /// each costs a reload, so a count that grows with traffic names a write that goes
+    /// around the writer. Always 0 on PostgreSQL, whose book lasts one batch.
+    pub fn book_reloads(&self) -> u64 {
+        let reloads = match &self.engine {
+            Engine::Sqlite(adapter) => adapter.hot_writer().book_reloads(),
+            Engine::Postgres(adapter) => adapter.hot_writer().book_reloads(),
+        };
+        reloads.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Closes every connection; calls made afterwards fail.
@@ -974,7 +987,7 @@ impl Store {
 /// The façade over stored responses of the Responses API (`stored_responses.rs`): kept per
 /// workspace until they expire; an expired one is as absent as a deleted one.
 impl Store {
-    pub async fn insert_stored_response(&self, response: &StoredResponse) -> Result<(), StoreError> {
+    pub async fn insert_stored_response(&self, response: StoredResponse) -> Result<(), StoreError> {
         dispatch!(self.insert_stored_response(response))
     }
 

@@ -40,6 +40,13 @@ fn stored_response_from_row(row: &impl DbRow) -> Result<StoredResponse, StoreErr
     })
 }
 
+/// How a response is kept; the writers run it in their batches (the SQLite writer with its
+/// own driver, which numbers `$n` placeholders as written).
+pub(crate) const INSERT_STORED_RESPONSE: &str =
+    "INSERT INTO stored_responses (id, org_id, workspace_id, api_key_id, created_at, expires_at,
+                                   input_items, response)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+
 /// The stored-response queries, the same on every backend.
 pub(crate) trait StoredResponses: Dialect
 where
@@ -49,24 +56,10 @@ where
     for<'q> &'q str: Encode<'q, Self::Db> + Type<Self::Db>,
     for<'q> i64: Encode<'q, Self::Db> + Type<Self::Db>,
 {
-    async fn insert_stored_response(&self, response: &StoredResponse) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO stored_responses (id, org_id, workspace_id, api_key_id, created_at, expires_at,
-                                           input_items, response)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(response.id.as_str())
-        .bind(response.org_id.as_str())
-        .bind(response.workspace_id.as_str())
-        .bind(response.api_key_id.as_str())
-        .bind(millis(response.created_at))
-        .bind(millis(response.expires_at))
-        .bind(response.input_items.as_str())
-        .bind(response.response.as_str())
-        .execute(self.write_pool())
-        .await
-        .map_err(Self::store_error)?;
-        Ok(())
+    /// Keeps a response: through the hot path's writer, in its next batch
+    /// (`WriterQueue::store_response` says why).
+    async fn insert_stored_response(&self, response: StoredResponse) -> Result<(), StoreError> {
+        self.hot_writer().store_response(response).await
     }
 
     async fn stored_response(

@@ -289,6 +289,11 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
         "Write batches that failed and ran their operations alone, by backend",
     ),
     (
+        "tollgate_store_book_reloads_total",
+        Kind::Counter,
+        "Times the SQLite writer dropped its in-memory book because another connection wrote, by backend",
+    ),
+    (
         "tollgate_redis_call_seconds",
         Kind::Histogram,
         "One rate-limit script call to Redis",

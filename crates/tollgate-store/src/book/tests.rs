@@ -446,6 +446,7 @@ fn a_batch_settles_what_it_reserved_and_reports_each_row_once() {
                         Decision::Reserve(reserved) => reserved.is_ok().to_string(),
                         Decision::Settle(outcome) =>
                             format!("{}/{}", outcome.charged.nanos(), outcome.already_ended),
+                        Decision::Stored => "stored".to_owned(),
                     })
             )
         })
@@ -476,6 +477,35 @@ fn a_batch_settles_what_it_reserved_and_reports_each_row_once() {
         (1, 1, 1, 1)
     );
     assert_eq!(book.open_reservations(), 0);
+}
+
+/// A stored response needs no organization loaded, changes no money and passes into the
+/// delta as it is, in its turn among the batch's operations.
+#[test]
+fn a_stored_response_rides_the_batch_untouched() {
+    let response = crate::stored_responses::StoredResponse {
+        id: "resp_1".to_owned(),
+        org_id: ORG.to_owned(),
+        workspace_id: "ws".to_owned(),
+        api_key_id: "key".to_owned(),
+        created_at: at(),
+        expires_at: at(),
+        input_items: "[]".to_owned(),
+        response: "{}".to_owned(),
+    };
+    let mut book = Book::default();
+    let operations = [Operation::StoreResponse(&response)];
+    assert!(book.missing_orgs(&operations).is_empty());
+    assert!(book.missing_months(&operations).is_empty());
+    assert!(book.missing_reservations(&operations).is_empty());
+    let mut delta = Delta::default();
+    assert!(matches!(
+        book.decide(operations[0], &mut delta),
+        Ok(Decision::Stored)
+    ));
+    assert_eq!(delta.responses, [&response]);
+    assert!(delta.accounts().unwrap().is_empty() && delta.counters().unwrap().is_empty());
+    assert!(delta.reserved.is_empty() && delta.posted.is_empty() && delta.records.is_empty());
 }
 
 fn settlement(id: &str, cost: i64) -> Settlement {

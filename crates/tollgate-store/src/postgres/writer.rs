@@ -40,6 +40,7 @@ use crate::postgres::{
     check_rows_written, column, insert_usage_records_in, invariant, millis, retrying_store, store_error,
     timestamp_from_sql,
 };
+use crate::stored_responses::{INSERT_STORED_RESPONSE, StoredResponse};
 
 /// Runs the operation as a batch of its own, again while PostgreSQL aborts it for
 /// contention, and answers its caller: with its result, or with the error that is its own
@@ -199,7 +200,7 @@ async fn load_book(
 
 /// Writes what the batch's decisions changed: new reservations, ended ones, the journal,
 /// the usage records (after the ends, which their rollup reads), then each changed account
-/// and counter once.
+/// and counter once; then the rows with no money.
 async fn write_delta(connection: &mut PgConnection, delta: &Delta<'_>) -> Result<(), StoreError> {
     insert_reservations(connection, &delta.reserved).await?;
     end_reservations(connection, &delta.ended).await?;
@@ -219,7 +220,30 @@ async fn write_delta(connection: &mut PgConnection, delta: &Delta<'_>) -> Result
         })
         .collect();
     write_counters(connection, &counters).await?;
-    write_user_counters(connection, &delta.user_counters()?).await
+    write_user_counters(connection, &delta.user_counters()?).await?;
+    for response in &delta.responses {
+        insert_stored_response(connection, response).await?;
+    }
+    Ok(())
+}
+
+async fn insert_stored_response(
+    connection: &mut PgConnection,
+    response: &StoredResponse,
+) -> Result<(), StoreError> {
+    sqlx::query(INSERT_STORED_RESPONSE)
+        .bind(response.id.as_str())
+        .bind(response.org_id.as_str())
+        .bind(response.workspace_id.as_str())
+        .bind(response.api_key_id.as_str())
+        .bind(millis(response.created_at))
+        .bind(millis(response.expires_at))
+        .bind(response.input_items.as_str())
+        .bind(response.response.as_str())
+        .execute(&mut *connection)
+        .await
+        .map_err(store_error)?;
+    Ok(())
 }
 
 /// Locks the organizations' rows in id order, the order every batch takes them in.

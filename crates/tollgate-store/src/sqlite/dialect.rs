@@ -7,6 +7,7 @@ use sqlx::{Pool, Sqlite};
 use crate::alerts::Alerts;
 use crate::audit_log::AuditLog;
 use crate::batches::Batches;
+use crate::batching::WriterQueue;
 use crate::captures::Captures;
 use crate::deactivations::Deactivations;
 use crate::device_grants::DeviceGrants;
@@ -31,6 +32,10 @@ impl Dialect for SqliteStore {
 
     fn write_pool(&self) -> &Pool<Sqlite> {
         &self.writer
+    }
+
+    fn hot_writer(&self) -> &WriterQueue {
+        &self.hot
     }
 
     async fn begin_read(&self) -> Result<SqliteTransaction, StoreError> {

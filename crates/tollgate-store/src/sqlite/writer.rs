@@ -54,6 +54,7 @@ use crate::error::StoreError;
 use crate::journal::{SpendCounter, check_read_back};
 use crate::model::{NewReservation, UsageRecord};
 use crate::sqlite::{BUSY_TIMEOUT, invariant, millis, timestamp_from_sql};
+use crate::stored_responses::{INSERT_STORED_RESPONSE, StoredResponse};
 
 /// The book is dropped rather than grown past this many open reservations (a sign that
 /// requests end elsewhere); it reloads what the next batch needs.
@@ -90,9 +91,10 @@ pub(crate) fn start(path: &Path, sync_interval: Duration) -> Result<WriterQueue,
             .map_err(|error| StoreError::Database(format!("cannot start the syncer thread: {error}")))?;
     }
     let (queue, receiver) = WriterQueue::new();
+    let book_reloads = queue.book_reloads();
     std::thread::Builder::new()
         .name("tollgate-writer".into())
-        .spawn(move || write_batches(connection, receiver, commits))
+        .spawn(move || write_batches(connection, receiver, commits, book_reloads))
         .map_err(|error| StoreError::Database(format!("cannot start the writer thread: {error}")))?;
     Ok(queue)
 }
@@ -147,14 +149,22 @@ struct Writer {
     data_version: Option<i64>,
     /// Batches committed, for the syncer.
     commits: Arc<AtomicU64>,
+    /// Books dropped because another connection committed (`Store::book_reloads`).
+    book_reloads: Arc<AtomicU64>,
 }
 
-fn write_batches(connection: Connection, mut receiver: mpsc::Receiver<Job>, commits: Arc<AtomicU64>) {
+fn write_batches(
+    connection: Connection,
+    mut receiver: mpsc::Receiver<Job>,
+    commits: Arc<AtomicU64>,
+    book_reloads: Arc<AtomicU64>,
+) {
     let mut writer = Writer {
         connection,
         book: Book::default(),
         data_version: None,
         commits,
+        book_reloads,
     };
     while let Some(first) = receiver.blocking_recv() {
         writer.commit_batch(take_batch(first, &mut receiver));
@@ -194,10 +204,15 @@ impl Writer {
             connection,
             book,
             data_version,
+            book_reloads,
             ..
         } = self;
         let result = in_transaction(connection, || {
             let version = read_data_version(connection)?;
+            if data_version.is_some_and(|known| known != version) {
+                book_reloads.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("tollgate_store_book_reloads_total", "backend" => "sqlite").increment(1);
+            }
             if *data_version != Some(version) || book.open_reservations() > BOOK_OPEN_RESERVATIONS_MAX {
                 book.clear();
                 *data_version = Some(version);
@@ -296,7 +311,8 @@ fn run_cached(connection: &Connection, sql: &str) -> Result<(), StoreError> {
 
 /// Writes what a batch's decisions changed: new reservations and their lines, ended ones,
 /// the journal, the usage records (after the ends, which their rollup reads), then each
-/// changed account and counter once, compare-and-set and read back.
+/// changed account and counter once, compare-and-set and read back; then the rows with no
+/// money.
 fn write_delta(connection: &Connection, delta: &Delta<'_>) -> Result<(), StoreError> {
     for (reservation, lines) in &delta.reserved {
         insert_reservation(connection, reservation, lines)?;
@@ -324,7 +340,29 @@ fn write_delta(connection: &Connection, delta: &Delta<'_>) -> Result<(), StoreEr
     for (key, before, now) in delta.user_counters()? {
         store_user_counter(connection, key, before, now)?;
     }
+    for response in &delta.responses {
+        insert_stored_response(connection, response)?;
+    }
     Ok(())
+}
+
+fn insert_stored_response(connection: &Connection, response: &StoredResponse) -> Result<(), StoreError> {
+    connection
+        .prepare_cached(INSERT_STORED_RESPONSE)
+        .and_then(|mut statement| {
+            statement.execute(params![
+                response.id,
+                response.org_id,
+                response.workspace_id,
+                response.api_key_id,
+                millis(response.created_at),
+                millis(response.expires_at),
+                response.input_items,
+                response.response,
+            ])
+        })
+        .map(drop)
+        .map_err(sql_error)
 }
 
 fn insert_reservation(

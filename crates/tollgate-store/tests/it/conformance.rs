@@ -12,7 +12,7 @@ use tollgate_core::money::NanoUsd;
 use tollgate_core::reports::BucketWidth;
 use tollgate_store::{
     BalanceView, GrantRejection, KeyStatus, NameTaken, NewKey, ReserveRejection, SettleOutcome, Store,
-    StoreError, TxError, UsageStatus,
+    StoreError, StoredResponse, TxError, UsageStatus,
 };
 
 use crate::fixtures::{
@@ -1459,6 +1459,82 @@ pub(crate) async fn a_failing_operation_leaves_its_neighbours_whole(backend: &im
         store.pending_reservation_count(Some(&org.org_id)).await.unwrap(),
         0
     );
+    assert_eq!(store.usage_records(&org.org_id).await.unwrap().len(), 20);
+    assert_healthy(store).await;
+}
+
+/// A response to keep, made at minute `minute`.
+pub(crate) fn stored_response(org: &TestOrg, id: &str, minute: i64) -> StoredResponse {
+    StoredResponse {
+        id: id.to_owned(),
+        org_id: org.org_id.clone(),
+        workspace_id: org.workspace_id.clone(),
+        api_key_id: "key_tests".to_owned(),
+        created_at: at(minute),
+        expires_at: at(minute + 60),
+        input_items: r#"[{"role":"user","content":"hi"}]"#.to_owned(),
+        response: format!(r#"{{"id":"{id}"}}"#),
+    }
+}
+
+/// Goal (#21): stored responses ride the money's write batches, and one that cannot be
+/// written (its id taken) fails alone: the reservations and settlements beside it, and
+/// the other responses, all land.
+pub(crate) async fn stored_responses_share_batches_and_fail_alone(backend: &impl Backend) {
+    let store = backend.store();
+    let org = Arc::new(create_org(store, "acme").await);
+    grant(store, &org, "lot_a", LotKind::Purchase, usd(10), at(0), None).await;
+    store
+        .insert_stored_response(stored_response(&org, "resp_taken", 1))
+        .await
+        .expect("a first response");
+    let mut tasks = Vec::new();
+    for task_no in 0..60_usize {
+        let store = store.clone();
+        let org = Arc::clone(&org);
+        tasks.push(tokio::spawn(async move {
+            match task_no % 3 {
+                0 => store
+                    .insert_stored_response(stored_response(&org, "resp_taken", 2))
+                    .await
+                    .is_err(),
+                1 => store
+                    .insert_stored_response(stored_response(&org, &format!("resp_{task_no}"), 2))
+                    .await
+                    .is_ok(),
+                _ => {
+                    let reservation_id = format!("rsv_{task_no}");
+                    store
+                        .reserve(new_reservation(&org, &reservation_id, cents(10), at(1), at(100)))
+                        .await
+                        .is_ok()
+                        && store
+                            .settle(settlement(&org, &reservation_id, cents(10), at(2)))
+                            .await
+                            .is_ok()
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        assert!(task.await.unwrap(), "each operation had its own outcome");
+    }
+    for task_no in (1..60).step_by(3) {
+        let id = format!("resp_{task_no}");
+        let kept = store
+            .stored_response(&org.workspace_id, &id, at(3))
+            .await
+            .unwrap()
+            .expect("kept");
+        assert_eq!(kept, stored_response(&org, &id, 2));
+    }
+    let first = store
+        .stored_response(&org.workspace_id, "resp_taken", at(3))
+        .await
+        .unwrap()
+        .expect("kept");
+    assert_eq!(first.created_at, at(1), "the first keeps its place");
+    assert_eq!(store.balance(&org.org_id, at(3)).await.unwrap().spent, usd(2));
     assert_eq!(store.usage_records(&org.org_id).await.unwrap().len(), 20);
     assert_healthy(store).await;
 }

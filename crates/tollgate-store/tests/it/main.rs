@@ -146,6 +146,7 @@ macro_rules! the_conformance_suite {
             concurrent_reservations_never_overspend,
             racing_ends_of_one_reservation_resolve_once,
             a_failing_operation_leaves_its_neighbours_whole,
+            stored_responses_share_batches_and_fail_alone,
             an_operation_failing_midway_is_undone_alone,
             refusals_inside_a_batch_keep_their_neighbours_changes,
             settlements_and_reservations_mixed_in_batches_all_land,
@@ -179,6 +180,11 @@ mod sqlite {
     #[tokio::test]
     async fn new_databases_have_small_pages_and_old_ones_keep_theirs() {
         crate::sqlite_backend::new_databases_have_small_pages_and_old_ones_keep_theirs().await;
+    }
+
+    #[tokio::test]
+    async fn keeping_a_response_leaves_the_writers_book_in_place() {
+        crate::sqlite_backend::keeping_a_response_leaves_the_writers_book_in_place().await;
     }
 }
 
