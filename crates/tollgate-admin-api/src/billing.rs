@@ -261,6 +261,9 @@ pub(crate) struct WorkspaceLimitsDto {
     pub(crate) kind: &'static str,
     pub(crate) workspace_id: String,
     pub(crate) spend_limit_amount: Option<String>,
+    /// What each user may spend in the workspace a month through their personal keys, in
+    /// cents; `null` is no per-user limit.
+    pub(crate) user_spend_limit_amount: Option<String>,
     pub(crate) month_spend_amount: String,
     /// The workspace's own (lower) rate limits; absent classes inherit the organization's.
     pub(crate) rate_limits: Vec<ClassRateLimits>,
@@ -272,6 +275,7 @@ async fn workspace_limits_dto(admin: &OrgAdmin, workspace_id: &str) -> Result<Wo
         kind: "workspace_limits",
         workspace_id: workspace_id.to_owned(),
         spend_limit_amount: limits.spend_limit.map(cents),
+        user_spend_limit_amount: limits.user_spend_limit.map(cents),
         month_spend_amount: cents(admin.month_spend(Some(workspace_id)).await?),
         rate_limits: limits
             .rate_limits
@@ -300,6 +304,9 @@ pub(crate) async fn get_workspace_limits(
 pub(crate) struct SetWorkspaceLimits {
     /// Monthly spend limit in cents, at most the organization's; `null` or absent: none.
     pub(crate) spend_limit_amount: Option<String>,
+    /// Per-user monthly spend limit in cents, at most the workspace's (else the
+    /// organization's); `null` or absent: none.
+    pub(crate) user_spend_limit_amount: Option<String>,
     /// Replaces every class's limits; each at most the organization's.
     #[serde(default)]
     pub(crate) rate_limits: Vec<ClassRateLimits>,
@@ -321,6 +328,11 @@ pub(crate) async fn set_workspace_limits(
         .as_deref()
         .map(|text| parse_cents("spend_limit_amount", text))
         .transpose()?;
+    let user_spend_limit = body
+        .user_spend_limit_amount
+        .as_deref()
+        .map(|text| parse_cents("user_spend_limit_amount", text))
+        .transpose()?;
     let mut rate_limits = BTreeMap::new();
     for class in body.rate_limits {
         rate_limits.insert(
@@ -337,6 +349,7 @@ pub(crate) async fn set_workspace_limits(
             &workspace_id,
             WorkspaceLimits {
                 spend_limit,
+                user_spend_limit,
                 rate_limits,
             },
         )

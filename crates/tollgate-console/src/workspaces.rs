@@ -123,6 +123,7 @@ pub(crate) async fn detail(
         div.stats {
             (layout::stat("Spent this month", &spend.to_string(), "workspace-spend"))
             (layout::stat("Spend limit", &layout::optional_usd(limits.spend_limit), "workspace-limit"))
+            (layout::stat("Per-user spend limit", &layout::optional_usd(limits.user_spend_limit), "workspace-user-limit"))
             (layout::stat("Status", if archived { "archived" } else { "active" }, "workspace-status"))
         }
         p { a href=(format!("/console/keys?workspace={}", workspace.id)) { "API keys of this workspace" } }
@@ -147,6 +148,9 @@ pub(crate) async fn detail(
                     label for="spend-limit" { "Monthly spend limit in USD (empty: none)" }
                     input id="spend-limit" name="spend_limit" type="text" inputmode="decimal"
                         value=(limits.spend_limit.map(|limit| limit.to_usd_decimal()).unwrap_or_default());
+                    label for="user-spend-limit" { "Monthly spend limit per user in USD, for personal keys (empty: none)" }
+                    input id="user-spend-limit" name="user_spend_limit" type="text" inputmode="decimal"
+                        value=(limits.user_spend_limit.map(|limit| limit.to_usd_decimal()).unwrap_or_default());
                     label for="class" { "Model class for the rate limits below" }
                     select id="class" name="class" {
                         @for class in &classes { option value=(class) { (class) } }
@@ -245,6 +249,8 @@ pub(crate) async fn archive(
 pub(crate) struct LimitsForm {
     #[serde(default)]
     spend_limit: String,
+    /// Absent (a form of before the field) keeps the per-user limit; empty clears it.
+    user_spend_limit: Option<String>,
     #[serde(default)]
     class: String,
     #[serde(default)]
@@ -253,6 +259,16 @@ pub(crate) struct LimitsForm {
     itpm: String,
     #[serde(default)]
     otpm: String,
+}
+
+fn optional_usd(label: &str, text: &str) -> Result<Option<NanoUsd>, PageError> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    NanoUsd::parse_usd(text)
+        .map(Some)
+        .map_err(|error| PageError::Invalid(format!("{label}: {error}")))
 }
 
 fn optional_count(label: &str, text: &str) -> Result<Option<u64>, PageError> {
@@ -272,15 +288,10 @@ pub(crate) async fn set_limits(
 ) -> Result<Response, PageError> {
     let admin = user.authority(ConsoleArea::Workspaces, Access::Change)?;
     let mut limits = admin.workspace_limits(&workspace_id).await?;
-    let spend_limit = form.spend_limit.trim();
-    limits.spend_limit = if spend_limit.is_empty() {
-        None
-    } else {
-        Some(
-            NanoUsd::parse_usd(spend_limit)
-                .map_err(|error| PageError::Invalid(format!("spend limit: {error}")))?,
-        )
-    };
+    limits.spend_limit = optional_usd("spend limit", &form.spend_limit)?;
+    if let Some(user_spend_limit) = &form.user_spend_limit {
+        limits.user_spend_limit = optional_usd("per-user spend limit", user_spend_limit)?;
+    }
     let overrides = RateLimitOverrides {
         requests_per_minute: optional_count("requests per minute", &form.rpm)?,
         input_tokens_per_minute: optional_count("input tokens per minute", &form.itpm)?,

@@ -1,7 +1,9 @@
 //! Monthly spend limits. Spend in a calendar month (UTC) is the settled charges of the
 //! reservations made in that month plus the reservations still open; a reservation that
 //! would take any scope's spend above its limit is refused whole. Limits nest: the tier's
-//! cap, an organization's own lower limit, a workspace's lower still.
+//! cap, an organization's own lower limit, a workspace's lower still, and the per-user limit
+//! a workspace may set, which binds each person's own spend in it (a personal key's) and
+//! no one else's.
 
 use chrono::{Datelike, TimeZone, Utc};
 
@@ -17,6 +19,8 @@ pub enum SpendScope {
     Organization,
     /// A workspace's own limit.
     Workspace,
+    /// The limit a workspace sets on each of its users' own spend (personal keys).
+    User,
 }
 
 /// The monthly limits that apply to one request; `None` where a scope sets none.
@@ -25,6 +29,8 @@ pub struct SpendLimits {
     pub tier: Option<NanoUsd>,
     pub organization: Option<NanoUsd>,
     pub workspace: Option<NanoUsd>,
+    /// The workspace's per-user limit; set only for a request made by a user.
+    pub user: Option<NanoUsd>,
 }
 
 /// Spend so far this month (settled plus open reservations).
@@ -32,6 +38,8 @@ pub struct SpendLimits {
 pub struct MonthSpend {
     pub organization: NanoUsd,
     pub workspace: NanoUsd,
+    /// The requesting user's spend in the workspace (zero for a request made by no user).
+    pub user: NanoUsd,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -75,6 +83,7 @@ pub fn check_spend(
     now: Timestamp,
 ) -> Result<(), SpendLimitReached> {
     let scopes = [
+        (SpendScope::User, limits.user, spent.user),
         (SpendScope::Workspace, limits.workspace, spent.workspace),
         (SpendScope::Organization, limits.organization, spent.organization),
         (SpendScope::Tier, limits.tier, spent.organization),
@@ -101,6 +110,8 @@ pub enum LimitSettingError {
     AboveTierCap(NanoUsd),
     #[error("a workspace's spend limit cannot exceed its organization's limit of {0}")]
     AboveOrganization(NanoUsd),
+    #[error("a workspace's per-user spend limit cannot exceed the workspace's limit of {0}")]
+    AboveWorkspace(NanoUsd),
 }
 
 /// Checks an organization's own limit against its tier's cap.
@@ -129,6 +140,23 @@ pub fn validate_workspace_limit(
     }
     match organization_limit.or(tier_cap) {
         Some(ceiling) if limit > ceiling => Err(LimitSettingError::AboveOrganization(ceiling)),
+        _ => Ok(()),
+    }
+}
+
+/// Checks a workspace's per-user limit against what binds the workspace (its own limit,
+/// else its organization's, else the tier's cap): like a workspace's, only ever lower.
+pub fn validate_user_limit(
+    limit: NanoUsd,
+    workspace_limit: Option<NanoUsd>,
+    organization_limit: Option<NanoUsd>,
+    tier_cap: Option<NanoUsd>,
+) -> Result<(), LimitSettingError> {
+    if !limit.is_positive() {
+        return Err(LimitSettingError::NotPositive);
+    }
+    match workspace_limit.or(organization_limit).or(tier_cap) {
+        Some(ceiling) if limit > ceiling => Err(LimitSettingError::AboveWorkspace(ceiling)),
         _ => Ok(()),
     }
 }

@@ -486,6 +486,9 @@ fn spend_limit_reached(reached: &SpendLimitReached) -> ApiError {
         SpendScope::Workspace => ApiError::invalid(format!(
             "You have reached your specified workspace API usage limits. You will regain access on {resets}."
         )),
+        SpendScope::User => ApiError::invalid(format!(
+            "You have reached your workspace's per-user monthly spend limit. You will regain access on {resets}."
+        )),
     }
     // OpenAI reports a spent budget as 429 `insufficient_quota`, which its SDKs don't retry.
     .with_openai(
@@ -493,7 +496,7 @@ fn spend_limit_reached(reached: &SpendLimitReached) -> ApiError {
         "insufficient_quota",
         Some(match reached.scope {
             SpendScope::Tier => "enforced_spend_limit_reached",
-            SpendScope::Organization | SpendScope::Workspace => "spend_limit_reached",
+            SpendScope::Organization | SpendScope::Workspace | SpendScope::User => "spend_limit_reached",
         }),
     )
 }

@@ -349,7 +349,7 @@ impl Tollgate {
     /// tier's): the 100 % alert, which a settlement rarely reaches, since admission keeps
     /// each request's bound within the limit.
     pub(crate) fn alerts_after_spend_refusal(&self, org_id: &str, reached: &SpendLimitReached) {
-        if reached.scope == SpendScope::Workspace {
+        if matches!(reached.scope, SpendScope::Workspace | SpendScope::User) {
             return;
         }
         let month = self.now().format("%Y-%m").to_string();

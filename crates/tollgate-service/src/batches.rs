@@ -16,7 +16,7 @@ use tollgate_core::ids::IdKind;
 use tollgate_core::keys::KeyKind;
 use tollgate_core::ledger::InsufficientCredit;
 use tollgate_core::money::NanoUsd;
-use tollgate_core::spend::{SpendLimits, check_spend};
+use tollgate_core::spend::check_spend;
 use tollgate_core::usage::TokenUsage;
 use tollgate_store::{
     BatchDeletion, BatchPage, BatchRequestState, BatchResult, ClaimedBatchRequest, MessageBatch,
@@ -27,6 +27,7 @@ use tollgate_store::{
 use crate::Tollgate;
 use crate::error::ServiceError;
 use crate::keys::{ApiCaller, AuthRefusal, check_record};
+use crate::limits::spend_limits_of;
 use crate::random;
 
 /// A batch processes for this long; what has not run by then expires.
@@ -83,11 +84,7 @@ impl Tollgate {
         let expires_at = now + Duration::hours(BATCH_LIFETIME_HOURS);
         let organization = self.organization_limits(&caller.org_id).await?;
         let workspace = self.workspace_limits(&caller.workspace_id).await?;
-        let spend_limits = SpendLimits {
-            tier: organization.tier_cap(),
-            organization: organization.billing.spend_limit,
-            workspace: workspace.spend_limit,
-        };
+        let spend_limits = spend_limits_of(caller, &organization, &workspace);
         let requests: Vec<NewBatchRequest> = plans
             .into_iter()
             .map(|plan| NewBatchRequest {
@@ -109,10 +106,16 @@ impl Tollgate {
             .iter()
             .try_fold(NanoUsd::ZERO, |sum, request| sum.checked_add(request.amount))
             .unwrap_or(NanoUsd::MAX);
-        let spent = self
+        let mut spent = self
             .store()
             .month_spend(&caller.org_id, &caller.workspace_id, now)
             .await?;
+        if let Some(user_id) = &caller.user_id {
+            spent.user = self
+                .store()
+                .user_month_spend(&caller.org_id, &caller.workspace_id, user_id, now)
+                .await?;
+        }
         check_spend(&spend_limits, &spent, total, now)?;
         let available = self.store().balance(&caller.org_id, now).await?.available;
         if total > available {
@@ -132,6 +135,7 @@ impl Tollgate {
                     org_id: caller.org_id.clone(),
                     workspace_id: caller.workspace_id.clone(),
                     api_key_id: Some(caller.key_id.clone()),
+                    user_id: caller.user_id.clone(),
                     request_id: request.request_id.clone(),
                     model: request.model.clone(),
                     amount: request.amount,
@@ -475,6 +479,7 @@ impl Tollgate {
         let record = check_record(record, KeyKind::Api, self.now())?;
         Ok(ApiCaller {
             allowed_models: record.allowed_models,
+            user_id: record.user_id,
             ..batch_caller(claimed)
         })
     }

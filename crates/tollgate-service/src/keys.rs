@@ -35,6 +35,9 @@ pub struct ApiCaller {
     pub key_id: String,
     pub org_id: String,
     pub workspace_id: String,
+    /// The user a personal key is bound to: the workspace's per-user spend limit binds
+    /// their requests. `None` for workspace and service-account keys.
+    pub user_id: Option<String>,
     /// The models the key may call (`AllowedModels::allows`, asked by the gateway once the
     /// request's model is resolved).
     pub allowed_models: AllowedModels,
@@ -48,6 +51,7 @@ impl ApiCaller {
             key_id: key_id.to_owned(),
             org_id: org_id.to_owned(),
             workspace_id: workspace_id.to_owned(),
+            user_id: None,
             allowed_models: AllowedModels::all(),
         }
     }
@@ -198,6 +202,7 @@ impl Tollgate {
             key_id: record.id,
             org_id: record.org_id,
             workspace_id,
+            user_id: record.user_id,
             allowed_models: record.allowed_models,
         })
     }

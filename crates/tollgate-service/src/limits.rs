@@ -1,6 +1,6 @@
 //! The limits in force for an organization and its workspaces: tier (or custom limit set)
-//! with programme uplifts, the organization's own spend limit, and workspace limits that
-//! may only lower the organization's. Read on every request, so cached for the key-cache
+//! with programme uplifts, the organization's own spend limit, and workspace limits (its
+//! own, and the one it sets on each of its users) that may only lower the organization's. Read on every request, so cached for the key-cache
 //! TTL: a change takes effect everywhere within it. Setting a limit validates it here,
 //! with the rules in `tollgate_core::spend` and `tollgate_core::tiers`.
 //!
@@ -15,13 +15,16 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use tollgate_core::Timestamp;
 use tollgate_core::money::NanoUsd;
 use tollgate_core::ratelimit::prompt_cache::{CacheablePrefixes, PrefixMemory};
-use tollgate_core::spend::{validate_organization_limit, validate_workspace_limit};
+use tollgate_core::spend::{
+    SpendLimits, validate_organization_limit, validate_user_limit, validate_workspace_limit,
+};
 use tollgate_core::tiers::{LimitSet, RateLimits};
 use tollgate_store::{AuditEntry, AutoReload, OrganizationBilling, RateLimitOverrides, WorkspaceLimits};
 
 use crate::Tollgate;
 use crate::capture::{CachedPolicy, CapturePolicy};
 use crate::error::ServiceError;
+use crate::keys::ApiCaller;
 
 /// An organization's limits as they apply now.
 #[derive(Clone, Debug)]
@@ -43,6 +46,22 @@ impl OrganizationLimits {
 
     pub fn rate_limits(&self, class: &str) -> Option<RateLimits> {
         self.limits.rate_limits.get(class).copied()
+    }
+}
+
+/// The monthly spend limits a caller's request is held to: the tier's cap, the
+/// organization's and the workspace's own limits, and the workspace's per-user limit when
+/// the key is a user's (no user, no per-user limit).
+pub(crate) fn spend_limits_of(
+    caller: &ApiCaller,
+    organization: &OrganizationLimits,
+    workspace: &WorkspaceLimits,
+) -> SpendLimits {
+    SpendLimits {
+        tier: organization.tier_cap(),
+        organization: organization.billing.spend_limit,
+        workspace: workspace.spend_limit,
+        user: caller.user_id.as_ref().and(workspace.user_spend_limit),
     }
 }
 
@@ -419,6 +438,15 @@ impl Tollgate {
             validate_workspace_limit(limit, organization.billing.spend_limit, organization.tier_cap())
                 .map_err(|error| ServiceError::Invalid(error.to_string()))?;
         }
+        if let Some(limit) = limits.user_spend_limit {
+            validate_user_limit(
+                limit,
+                limits.spend_limit,
+                organization.billing.spend_limit,
+                organization.tier_cap(),
+            )
+            .map_err(|error| ServiceError::Invalid(error.to_string()))?;
+        }
         for (class, overrides) in &limits.rate_limits {
             let ceiling = organization.rate_limits(class).ok_or_else(|| {
                 let known: Vec<&str> = organization
@@ -482,6 +510,11 @@ fn describe_workspace_limits(limits: &WorkspaceLimits) -> String {
     let spend = limits.spend_limit.map_or("no spend limit".to_owned(), |limit| {
         format!("spend limit {limit}")
     });
+    let per_user = limits
+        .user_spend_limit
+        .map_or("no per-user spend limit".to_owned(), |limit| {
+            format!("per-user spend limit {limit}")
+        });
     let rates: BTreeMap<&String, String> = limits
         .rate_limits
         .iter()
@@ -497,5 +530,5 @@ fn describe_workspace_limits(limits: &WorkspaceLimits) -> String {
             )
         })
         .collect();
-    format!("{spend}; rate limits {rates:?}")
+    format!("{spend}; {per_user}; rate limits {rates:?}")
 }

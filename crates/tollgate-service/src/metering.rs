@@ -21,7 +21,6 @@ use tollgate_core::money::NanoUsd;
 use tollgate_core::pricing::{ModelPrices, Multipliers};
 use tollgate_core::ratelimit::BucketSnapshot;
 use tollgate_core::ratelimit::prompt_cache::{CacheablePrefixes, split_input_estimate};
-use tollgate_core::spend::SpendLimits;
 use tollgate_core::usage::TokenUsage;
 use tollgate_limiter::{BucketKey, Demand, LimitRefusal, Metric};
 use tollgate_store::{
@@ -34,7 +33,7 @@ use crate::concurrency::CallSlot;
 use crate::error::{LimitScope, RateLimited, ServiceError};
 use crate::heartbeat::Live;
 use crate::keys::ApiCaller;
-use crate::limits::{OrganizationLimits, prompt_cache_scope, workspace_rate_limits};
+use crate::limits::{OrganizationLimits, prompt_cache_scope, spend_limits_of, workspace_rate_limits};
 use crate::random;
 use crate::telemetry;
 
@@ -262,16 +261,13 @@ impl Tollgate {
             org_id: caller.org_id.clone(),
             workspace_id: caller.workspace_id.clone(),
             api_key_id: Some(caller.key_id.clone()),
+            user_id: caller.user_id.clone(),
             request_id: plan.request_id.to_owned(),
             model: plan.model.id.clone(),
             amount: plan.cost_bound,
             created_at: started_at,
             deadline: started_at + self.settings().reservation_ttl,
-            spend_limits: SpendLimits {
-                tier: organization.tier_cap(),
-                organization: organization.billing.spend_limit,
-                workspace: workspace.spend_limit,
-            },
+            spend_limits: spend_limits_of(caller, &organization, &workspace),
         };
         // From here on the buckets and the ledger change: the work runs in its own task,
         // which a dropped caller cannot cut short. Its reservation, left unreceived, is

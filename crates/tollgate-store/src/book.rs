@@ -1,8 +1,9 @@
 //! The book: reservations and settlements decided in memory, once, for both backends.
 //!
 //! A `Book` holds what admission decides on — each organization's lots and spend account
-//! with their accounts' totals, each (organization, month)'s spend counters, and the open
-//! reservations it knows with their lines — and decides every reservation and settlement of
+//! with their accounts' totals, each (organization, month)'s spend counters, the counters of
+//! the users it has met (organization, workspace, user, month), and the open reservations
+//! it knows with their lines — and decides every reservation and settlement of
 //! a write batch against it in queue order, by the core's rules (`check_spend`,
 //! `plan_reservation`, `plan_settlement`, `reserve`, `settle_pending`). Each decision changes
 //! the book and adds to the batch's `Delta`: the rows to insert, the reservations ended, the
@@ -58,6 +59,8 @@ pub(crate) enum LoadedReservation {
 pub(crate) struct OpenReservation {
     pub(crate) org_id: String,
     pub(crate) workspace_id: String,
+    /// Whose counter it holds on, if a user's key made it.
+    pub(crate) user_id: Option<String>,
     pub(crate) amount: NanoUsd,
     pub(crate) created_at: Timestamp,
     pub(crate) lines: Vec<ReservationLine>,
@@ -79,6 +82,8 @@ pub(crate) struct Book {
     orgs: HashMap<String, OrgLedger>,
     /// Every workspace's counter of an organization for a month, complete once loaded.
     months: HashMap<(String, i64), BTreeMap<String, SpendCounter>>,
+    /// Users' counters, each loaded on its own (`None`: it has no row yet).
+    user_months: HashMap<UserCounterKey, Option<SpendCounter>>,
     open: HashMap<String, OpenReservation>,
     /// Reservations read as already ended, for the batch being decided.
     known_ended: HashSet<String>,
@@ -126,6 +131,12 @@ pub(crate) type CounterKey = (String, String, i64);
 /// A changed counter: its key, as before the batch (`None`: no row), as now.
 pub(crate) type CounterChange<'d> = (&'d CounterKey, Option<SpendCounter>, SpendCounter);
 
+/// A user's counter's key: (organization, workspace, user, month).
+pub(crate) type UserCounterKey = (String, String, String, i64);
+
+/// A changed user counter: its key, as before the batch (`None`: no row), as now.
+pub(crate) type UserCounterChange<'d> = (&'d UserCounterKey, Option<SpendCounter>, SpendCounter);
+
 /// What one batch's decisions change, for the backend to write in its transaction.
 #[derive(Default, Debug)]
 pub(crate) struct Delta<'a> {
@@ -141,6 +152,8 @@ pub(crate) struct Delta<'a> {
     accounts: BTreeMap<AccountId, (Account, Account)>,
     /// Changed counters: (as before the batch, `None` if it had no row; as now).
     counters: BTreeMap<CounterKey, (Option<SpendCounter>, SpendCounter)>,
+    /// Changed user counters, likewise.
+    user_counters: BTreeMap<UserCounterKey, (Option<SpendCounter>, SpendCounter)>,
     ended_ids: HashSet<&'a str>,
 }
 
@@ -166,6 +179,24 @@ impl Delta<'_> {
                 return Err(invariant(format!(
                     "the spend counter of workspace {} ({}) for month {} would go negative: {now:?}",
                     key.1, key.0, key.2
+                )));
+            }
+            if *before != Some(*now) {
+                changed.push((key, *before, *now));
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Every user counter that changed, as (key, before, now), each checked not to be
+    /// negative.
+    pub(crate) fn user_counters(&self) -> Result<Vec<UserCounterChange<'_>>, StoreError> {
+        let mut changed = Vec::with_capacity(self.user_counters.len());
+        for (key, (before, now)) in &self.user_counters {
+            if now.settled.is_negative() || now.held.is_negative() {
+                return Err(invariant(format!(
+                    "the spend counter of user {} in workspace {} ({}) for month {} would go negative: {now:?}",
+                    key.2, key.1, key.0, key.3
                 )));
             }
             if *before != Some(*now) {
@@ -285,6 +316,39 @@ impl Book {
         missing
     }
 
+    /// The users' counters the operations need and the book does not hold: a reservation's
+    /// user's for its month, a settlement's reservation's (so reservations are loaded
+    /// first).
+    pub(crate) fn missing_user_counters(&self, operations: &[Operation<'_>]) -> Vec<UserCounterKey> {
+        let mut missing: Vec<UserCounterKey> = operations
+            .iter()
+            .filter_map(|operation| match operation {
+                Operation::Reserve(reservation) => reservation.user_id.as_ref().map(|user_id| {
+                    (
+                        reservation.org_id.clone(),
+                        reservation.workspace_id.clone(),
+                        user_id.clone(),
+                        month_key(reservation.created_at),
+                    )
+                }),
+                Operation::Settle(settlement) => self
+                    .open
+                    .get(&settlement.reservation_id)
+                    .and_then(user_counter_key),
+                Operation::StoreResponse(_) => None,
+            })
+            .filter(|key| !self.user_months.contains_key(key))
+            .collect();
+        missing.sort_unstable();
+        missing.dedup();
+        missing
+    }
+
+    /// Puts a user's counter in the book (`None`: it has no row).
+    pub(crate) fn load_user_counter(&mut self, key: UserCounterKey, counter: Option<SpendCounter>) {
+        self.user_months.insert(key, counter);
+    }
+
     /// Puts every workspace's counter of an organization for a month in the book.
     pub(crate) fn load_month(
         &mut self,
@@ -308,7 +372,7 @@ impl Book {
         let workspace_id = reservation.workspace_id.as_str();
         let month = month_key(reservation.created_at);
         let counters = self.month(org_id, month)?;
-        let month_spend = month_spend_of(
+        let mut month_spend = month_spend_of(
             org_id,
             workspace_id,
             month,
@@ -316,6 +380,15 @@ impl Book {
                 .iter()
                 .map(|(workspace_id, counter)| (workspace_id.clone(), *counter)),
         )?;
+        let user_key = reservation
+            .user_id
+            .as_ref()
+            .map(|user_id| (org_id.to_owned(), workspace_id.to_owned(), user_id.clone(), month));
+        let user_before = match &user_key {
+            Some(key) => self.user_counter(key)?,
+            None => None,
+        };
+        month_spend.user = user_before.unwrap_or_default().spend()?;
         if let Err(reached) = spend::check_spend(
             &reservation.spend_limits,
             &month_spend,
@@ -340,11 +413,18 @@ impl Book {
             .unwrap_or_default()
             .hold(workspace_id, reservation.amount)?;
         self.set_counter(delta, key, before, now)?;
+        if let Some(user_key) = user_key {
+            let now = user_before
+                .unwrap_or_default()
+                .hold(workspace_id, reservation.amount)?;
+            self.set_user_counter(delta, user_key, user_before, now);
+        }
         self.open.insert(
             reservation.reservation_id.clone(),
             OpenReservation {
                 org_id: org_id.to_owned(),
                 workspace_id: workspace_id.to_owned(),
+                user_id: reservation.user_id.clone(),
                 amount: reservation.amount,
                 created_at: reservation.created_at,
                 lines: lines.clone(),
@@ -389,6 +469,7 @@ impl Book {
         let Some(open) = self.open.remove(reservation_id) else {
             return Err(invariant(format!("reservation {reservation_id} vanished")));
         };
+        let user_key = user_counter_key(&open);
         for (line, posted) in open.lines.into_iter().zip(&plan.posted_per_line) {
             self.transfer(delta, line.lot_account, spend_account, |debit, credit| {
                 ledger::settle_pending(debit, credit, line.amount, *posted)
@@ -404,6 +485,16 @@ impl Book {
                     created_at: settlement.now,
                 });
             }
+        }
+        if let Some(user_key) = user_key {
+            let Some(before) = self.user_counter(&user_key)? else {
+                return Err(invariant(format!(
+                    "pending reservation {reservation_id} has no spend counter of user {} for month {month}",
+                    user_key.2
+                )));
+            };
+            let now = before.end(&open.workspace_id, open.amount, plan.charged)?;
+            self.set_user_counter(delta, user_key, Some(before), now);
         }
         let workspace_id = open.workspace_id;
         let Some(before) = self.month(org_id, month)?.get(&workspace_id).copied() else {
@@ -489,6 +580,27 @@ impl Book {
         })
     }
 
+    /// A user's counter as the book holds it (`None`: no row yet); not loaded is a bug.
+    fn user_counter(&self, key: &UserCounterKey) -> Result<Option<SpendCounter>, StoreError> {
+        self.user_months.get(key).copied().ok_or_else(|| {
+            invariant(format!(
+                "the counter of user {} in workspace {} ({}) for month {} was not loaded",
+                key.2, key.1, key.0, key.3
+            ))
+        })
+    }
+
+    fn set_user_counter(
+        &mut self,
+        delta: &mut Delta<'_>,
+        key: UserCounterKey,
+        before: Option<SpendCounter>,
+        now: SpendCounter,
+    ) {
+        self.user_months.insert(key.clone(), Some(now));
+        delta.user_counters.entry(key).or_insert((before, now)).1 = now;
+    }
+
     /// Applies one core transfer function to a debit and a credit account.
     fn transfer(
         &mut self,
@@ -525,6 +637,18 @@ impl Book {
         delta.counters.entry(key).or_insert((before, now)).1 = now;
         Ok(())
     }
+}
+
+/// The counter an open reservation holds on for its user, if a user's key made it.
+fn user_counter_key(open: &OpenReservation) -> Option<UserCounterKey> {
+    open.user_id.as_ref().map(|user_id| {
+        (
+            open.org_id.clone(),
+            open.workspace_id.clone(),
+            user_id.clone(),
+            month_key(open.created_at),
+        )
+    })
 }
 
 /// What the book decided for one operation.

@@ -598,7 +598,7 @@ pub(crate) type DescribeMismatch = fn(&str, i64, i64) -> String;
 /// The audit's checks that relate rows of different tables, in the order each adapter
 /// lists its queries for them. Each query returns only the rows that disagree, as
 /// (subject, stored, recomputed).
-pub(crate) const CROSS_CHECK_DESCRIPTIONS: [DescribeMismatch; 10] = [
+pub(crate) const CROSS_CHECK_DESCRIPTIONS: [DescribeMismatch; 12] = [
     // A lot's amount against its grant transfers.
     |lot_id, amount, granted| {
         format!("lot {lot_id}: granted for {amount} but its grant transfers add up to {granted}")
@@ -650,6 +650,18 @@ pub(crate) const CROSS_CHECK_DESCRIPTIONS: [DescribeMismatch; 10] = [
     // while it is open.
     |reservation_id, records, expected| {
         format!("reservation {reservation_id}: has {records} usage records but should have {expected}")
+    },
+    // A user's spend counter's held amount against their open reservations of its month.
+    |counter, held, pending| {
+        format!(
+            "spend counter of {counter}: holds {held} but the user's open reservations made that month add up to {pending}"
+        )
+    },
+    // A user's spend counter's settled amount against the charges of their reservations.
+    |counter, settled, charged| {
+        format!(
+            "spend counter of {counter}: settled {settled} but the user's reservations made that month charged {charged}"
+        )
     },
 ];
 

@@ -278,11 +278,11 @@ impl Store {
 
     /// Reserves `amount` across the org's lots in drawdown order, all or nothing. First,
     /// in the same transaction, the month's spend (of `created_at`'s month: the org's over
-    /// all workspaces, and the reservation's workspace's) must leave room for `amount` under
-    /// every limit in `spend_limits`, else `SpendLimitReached`; then the credit must cover
-    /// it, else `InsufficientCredit`. A refusal writes nothing. On success the workspace's
-    /// month counter holds `amount` until the reservation ends. A non-positive amount is a
-    /// caller bug (`StoreError::Invariant`).
+    /// all workspaces, the reservation's workspace's, and its user's there) must leave room
+    /// for `amount` under every limit in `spend_limits`, else `SpendLimitReached`; then the
+    /// credit must cover it, else `InsufficientCredit`. A refusal writes nothing. On success
+    /// the workspace's month counter (and its user's, if it has one) holds `amount` until
+    /// the reservation ends. A non-positive amount is a caller bug (`StoreError::Invariant`).
     pub async fn reserve(
         &self,
         reservation: NewReservation,
@@ -292,10 +292,11 @@ impl Store {
 
     /// Ends a pending reservation exactly once: settled when the cost is positive (one
     /// 'usage' journal row per lot charged), voided when it is zero; the rest is released,
-    /// the spend counter of the month the reservation was made in moves from held to
-    /// settled, and the usage record is written, all in one transaction. An already ended reservation
-    /// gives `already_ended: true` and writes nothing, not even the record. An unknown id,
-    /// a negative cost or a record of another organization is `StoreError::Invariant`.
+    /// the spend counter of the month the reservation was made in (and its user's, if it
+    /// has one) moves from held to settled, and the usage record is written, all in one
+    /// transaction. An already ended reservation gives `already_ended: true` and writes
+    /// nothing, not even the record. An unknown id, a negative cost or a record of another
+    /// organization is `StoreError::Invariant`.
     pub async fn settle(&self, settlement: Settlement) -> Result<SettleOutcome, StoreError> {
         dispatch!(self.settle(settlement))
     }
@@ -390,6 +391,18 @@ impl Store {
         now: Timestamp,
     ) -> Result<MonthSpend, StoreError> {
         dispatch!(self.month_spend(org_id, workspace_id, now))
+    }
+
+    /// A user's spend in a workspace in the calendar month (UTC) of `now`: settled charges
+    /// plus open reservations of the reservations their keys made there that month.
+    pub async fn user_month_spend(
+        &self,
+        org_id: &str,
+        workspace_id: &str,
+        user_id: &str,
+        now: Timestamp,
+    ) -> Result<NanoUsd, StoreError> {
+        dispatch!(self.user_month_spend(org_id, workspace_id, user_id, now))
     }
 
     /// What decides the organization's tier and limits; `None` if no such organization.

@@ -198,6 +198,9 @@ pub struct NewReservation {
     pub org_id: String,
     pub workspace_id: String,
     pub api_key_id: Option<String>,
+    /// The user whose personal key makes it: their month counter in the workspace holds
+    /// it, and `spend_limits.user` binds it. `None` for keys bound to no user.
+    pub user_id: Option<String>,
     pub request_id: String,
     pub model: String,
     pub amount: NanoUsd,
@@ -384,6 +387,8 @@ pub struct RateLimitOverrides {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct WorkspaceLimits {
     pub spend_limit: Option<NanoUsd>,
+    /// What each user may spend in the workspace a month (their personal keys' requests).
+    pub user_spend_limit: Option<NanoUsd>,
     /// By model class.
     pub rate_limits: BTreeMap<String, RateLimitOverrides>,
 }

@@ -51,6 +51,7 @@ pub(crate) fn check_limit_positive(limit: Option<NanoUsd>, scope: &str) -> Resul
 pub(crate) fn check_workspace_limits(workspace_id: &str, limits: &WorkspaceLimits) -> Result<(), StoreError> {
     let label = format!("workspace {workspace_id}");
     check_limit_positive(limits.spend_limit, &label)?;
+    check_limit_positive(limits.user_spend_limit, &format!("{label} (per user)"))?;
     for (model_class, overrides) in &limits.rate_limits {
         let values = [
             overrides.requests_per_minute,

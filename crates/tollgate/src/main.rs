@@ -243,6 +243,10 @@ pub(crate) enum WorkspacesCommand {
         /// Monthly spend limit in USD, or `none`.
         #[arg(long)]
         spend_limit: Option<String>,
+        /// Monthly spend limit of each user (their personal keys) in USD, at most the
+        /// workspace's, or `none`.
+        #[arg(long)]
+        user_spend_limit: Option<String>,
         /// Model class the rate limits below apply to (opus, sonnet, haiku, …).
         #[arg(long)]
         class: Option<String>,

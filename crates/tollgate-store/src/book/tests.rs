@@ -1,12 +1,15 @@
 //! The book, one line an operation with its outcome last, no database.
 //!
 //! Each script starts from one organization, `org`, whose lots are given as `lot ID AMOUNT`
-//! (granted in that order, amounts in nano-USD) and optional `limit workspace|organization
-//! AMOUNT` lines; then each line is an operation and, after `=>`, what the book answers:
-//! `reserve ID WORKSPACE AMOUNT` answers the lines it drew (`LOT:AMOUNT …`) or the refusal;
-//! `settle ID COST` answers `charged C released R` or `already ended`; `balance` answers
-//! every lot's available credit and the spend account's pending and posted debits… as
-//! `LOT:AVAILABLE … spend pending P posted Q`; `spent WORKSPACE` answers `settled S held H`.
+//! (granted in that order, amounts in nano-USD) and optional `limit
+//! workspace|organization|user AMOUNT` lines; then each line is an operation and, after
+//! `=>`, what the book answers: `reserve ID WORKSPACE AMOUNT [by USER]` answers the lines it
+//! drew (`LOT:AMOUNT …`) or the refusal (the per-user limit binds only a reservation made
+//! by a user); `settle ID COST` answers `charged C released R` or `already ended`; `balance`
+//! answers every lot's available credit and the spend account's pending and posted
+//! debits… as `LOT:AVAILABLE … spend pending P posted Q`; `spent WORKSPACE [by USER]`
+//! answers the workspace's (or the user's) counter as `settled S held H`. A user's counter
+//! the book lacks is loaded as having no row, as from an empty table.
 
 use tollgate_core::Timestamp;
 use tollgate_core::ledger::{Account, AccountId, AccountKind, Lot, LotKind};
@@ -16,6 +19,7 @@ use tollgate_core::spend::{SpendLimits, month_key};
 use super::*;
 use tollgate_core::attribution::Attribution;
 
+use crate::journal::SpendCounter;
 use crate::model::UsageStatus;
 
 const ORG: &str = "org";
@@ -58,6 +62,7 @@ impl World {
                 }
                 ["limit", "workspace", amount] => limits.workspace = Some(nanos(amount)),
                 ["limit", "organization", amount] => limits.organization = Some(nanos(amount)),
+                ["limit", "user", amount] => limits.user = Some(nanos(amount)),
                 _ => panic!("unknown setup line {line:?}"),
             }
         }
@@ -89,14 +94,24 @@ impl World {
     fn run(&mut self, line: &str) -> String {
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
-            ["reserve", id, workspace, amount] => {
+            ["reserve", id, workspace, amount, rest @ ..] => {
+                let user_id = match rest {
+                    [] => None,
+                    ["by", user] => Some((*user).to_owned()),
+                    _ => panic!("unknown line {line:?}"),
+                };
                 let reservation = NewReservation {
                     workspace_id: (*workspace).to_owned(),
-                    spend_limits: self.limits,
+                    spend_limits: SpendLimits {
+                        user: user_id.as_ref().and(self.limits.user),
+                        ..self.limits
+                    },
+                    user_id,
                     ..reservation(id, nanos(amount).nanos())
                 };
                 let mut delta = Delta::default();
                 self.book.begin_batch();
+                self.load_missing_users(&[Operation::Reserve(&reservation)]);
                 match self.book.reserve(&reservation, &mut delta) {
                     Ok(Ok(reserved)) => {
                         assert_eq!(delta.reserved.len(), 1);
@@ -119,6 +134,7 @@ impl World {
                     }
                     Ok(Err(ReserveRejection::SpendLimitReached(reached))) => {
                         assert!(delta.reserved.is_empty() && delta.counters().unwrap().is_empty());
+                        assert!(delta.user_counters().unwrap().is_empty());
                         format!("spend limit {:?}", reached.scope).to_lowercase()
                     }
                     Err(error) => format!("error {error}"),
@@ -128,6 +144,7 @@ impl World {
                 let settlement = settlement(id, nanos(cost).nanos());
                 let mut delta = Delta::default();
                 self.book.begin_batch();
+                self.load_missing_users(&[Operation::Settle(&settlement)]);
                 match self.book.settle(&settlement, &mut delta) {
                     Ok(outcome) if outcome.already_ended => {
                         assert!(delta.records.is_empty() && delta.ended.is_empty());
@@ -178,7 +195,28 @@ impl World {
                     counter.held.nanos()
                 )
             }
+            ["spent", workspace, "by", user] => {
+                let key = (
+                    ORG.to_owned(),
+                    (*workspace).to_owned(),
+                    (*user).to_owned(),
+                    month_key(at()),
+                );
+                let counter = self.book.user_counter(&key).ok().flatten().unwrap_or_default();
+                format!(
+                    "settled {} held {}",
+                    counter.settled.nanos(),
+                    counter.held.nanos()
+                )
+            }
             _ => panic!("unknown line {line:?}"),
+        }
+    }
+
+    /// Loads the users' counters the operations need as having no row yet.
+    fn load_missing_users(&mut self, operations: &[Operation<'_>]) {
+        for key in self.book.missing_user_counters(operations) {
+            self.book.load_user_counter(key, None);
         }
     }
 }
@@ -243,6 +281,102 @@ fn spend_limits_count_held_and_settled_spend_and_come_before_credit() {
          reserve r2 w 8  => a:8
          reserve r4 w 1  => spend limit workspace
          spent w         => settled 2 held 8",
+    );
+}
+
+#[test]
+fn a_per_user_limit_stops_one_user_and_not_the_team() {
+    check(
+        "lot a 100
+         limit workspace 30
+         limit user 10",
+        "reserve r1 w 6 by alice => a:6
+         reserve r2 w 5 by alice => spend limit user
+         reserve r3 w 8 by bob   => a:8
+         reserve r4 w 9          => a:9
+         settle r1 2             => charged 2 released 4
+         reserve r2 w 8 by alice => a:8
+         reserve r5 w 1 by alice => spend limit user
+         reserve r6 w 2 by bob   => a:2
+         spent w by alice        => settled 2 held 8
+         spent w by bob          => settled 0 held 10
+         spent w                 => settled 2 held 27
+         reserve r7 w 2          => spend limit workspace
+         reserve r8 v 5 by alice => a:5
+         spent v by alice        => settled 0 held 5",
+    );
+}
+
+#[test]
+fn a_users_counter_moves_when_their_reservation_read_from_the_tables_ends() {
+    let mut world = World::new("lot a 10");
+    let reservation = NewReservation {
+        user_id: Some("alice".to_owned()),
+        ..reservation("r1", 4)
+    };
+    world.book.begin_batch();
+    world.load_missing_users(&[Operation::Reserve(&reservation)]);
+    let mut delta = Delta::default();
+    let reserved = world.book.reserve(&reservation, &mut delta).unwrap().unwrap();
+    let key = (
+        ORG.to_owned(),
+        "w".to_owned(),
+        "alice".to_owned(),
+        month_key(at()),
+    );
+    let held = SpendCounter {
+        settled: NanoUsd::ZERO,
+        held: NanoUsd::from_nanos(4),
+    };
+    assert_eq!(delta.user_counters().unwrap(), [(&key, None, held)]);
+    // Another process settles it: a book that starts empty reads the reservation, whose
+    // row names its user, and then that user's counter.
+    let mut book = Book::default();
+    let (lots, spend) = world.book.lots(ORG).unwrap();
+    book.load_org(ORG.to_owned(), lots, world.book.account(spend).unwrap());
+    book.load_month(ORG.to_owned(), month_key(at()), [("w".to_owned(), held)]);
+    book.load_reservation(
+        "r1".to_owned(),
+        LoadedReservation::Open(OpenReservation {
+            org_id: ORG.to_owned(),
+            workspace_id: "w".to_owned(),
+            user_id: Some("alice".to_owned()),
+            amount: reserved.amount,
+            created_at: at(),
+            lines: reserved.lines,
+        }),
+    );
+    let settlement = settlement("r1", 3);
+    book.begin_batch();
+    let missing = book.missing_user_counters(&[Operation::Settle(&settlement)]);
+    assert_eq!(missing, std::slice::from_ref(&key));
+    book.load_user_counter(key.clone(), Some(held));
+    assert!(
+        book.missing_user_counters(&[Operation::Settle(&settlement)])
+            .is_empty()
+    );
+    let mut delta = Delta::default();
+    let outcome = book.settle(&settlement, &mut delta).unwrap();
+    assert_eq!(outcome.charged.nanos(), 3);
+    let settled = SpendCounter {
+        settled: NanoUsd::from_nanos(3),
+        held: NanoUsd::ZERO,
+    };
+    assert_eq!(delta.user_counters().unwrap(), [(&key, Some(held), settled)]);
+}
+
+#[test]
+fn a_reservation_whose_users_counter_was_not_loaded_is_a_bug() {
+    let mut world = World::new("lot a 10");
+    let reservation = NewReservation {
+        user_id: Some("alice".to_owned()),
+        ..reservation("r1", 4)
+    };
+    let mut delta = Delta::default();
+    let refused = world.book.reserve(&reservation, &mut delta);
+    assert!(
+        matches!(&refused, Err(StoreError::Invariant(message)) if message.contains("alice")),
+        "{refused:?}"
     );
 }
 
@@ -407,6 +541,7 @@ fn reservation(id: &str, amount: i64) -> NewReservation {
         org_id: ORG.to_owned(),
         workspace_id: "w".to_owned(),
         api_key_id: None,
+        user_id: None,
         request_id: format!("req_{id}"),
         model: "model".to_owned(),
         amount: NanoUsd::from_nanos(amount),

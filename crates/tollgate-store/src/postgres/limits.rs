@@ -106,12 +106,13 @@ impl PgStore {
 
     pub(crate) async fn workspace_limits(&self, workspace_id: &str) -> Result<WorkspaceLimits, StoreError> {
         let mut transaction = self.begin_read().await?;
-        let spend_limit: Option<Option<i64>> =
-            sqlx::query_scalar("SELECT spend_limit_nanos FROM workspaces WHERE id = $1")
+        let spend_limits: Option<(Option<i64>, Option<i64>)> =
+            sqlx::query_as("SELECT spend_limit_nanos, user_spend_limit_nanos FROM workspaces WHERE id = $1")
                 .bind(workspace_id)
                 .fetch_optional(&mut *transaction)
                 .await
                 .map_err(store_error)?;
+        let (spend_limit, user_spend_limit) = spend_limits.unwrap_or_default();
         let rows = sqlx::query(
             "SELECT model_class, requests_per_minute, input_tokens_per_minute,
                     output_tokens_per_minute
@@ -124,7 +125,8 @@ impl PgStore {
         transaction.commit().await.map_err(store_error)?;
 
         Ok(WorkspaceLimits {
-            spend_limit: spend_limit.flatten().map(NanoUsd::from_nanos),
+            spend_limit: spend_limit.map(NanoUsd::from_nanos),
+            user_spend_limit: user_spend_limit.map(NanoUsd::from_nanos),
             rate_limits: rate_limits_from_rows(&rows)?,
         })
     }
@@ -146,12 +148,15 @@ impl PgStore {
                 return Ok(false);
             };
             check_entry_scope(audit, &org_id)?;
-            sqlx::query("UPDATE workspaces SET spend_limit_nanos = $1 WHERE id = $2")
-                .bind(limits.spend_limit.map(NanoUsd::nanos))
-                .bind(workspace_id)
-                .execute(&mut *transaction)
-                .await
-                .map_err(store_error)?;
+            sqlx::query(
+                "UPDATE workspaces SET spend_limit_nanos = $1, user_spend_limit_nanos = $2 WHERE id = $3",
+            )
+            .bind(limits.spend_limit.map(NanoUsd::nanos))
+            .bind(limits.user_spend_limit.map(NanoUsd::nanos))
+            .bind(workspace_id)
+            .execute(&mut *transaction)
+            .await
+            .map_err(store_error)?;
             sqlx::query("DELETE FROM workspace_rate_limits WHERE workspace_id = $1")
                 .bind(workspace_id)
                 .execute(&mut *transaction)

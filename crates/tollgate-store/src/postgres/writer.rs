@@ -33,7 +33,9 @@ use crate::book::{Book, Decision, Delta, Ended, LoadedReservation, OpenReservati
 use crate::error::StoreError;
 use crate::model::{NewReservation, UsageRecord};
 use crate::postgres::ledger::{append_journal, load_lots_and_spend_accounts, write_changed_accounts};
-use crate::postgres::spend::{CounterChange, load_month_counters, write_counters};
+use crate::postgres::spend::{
+    CounterChange, load_month_counters, load_user_counters, write_counters, write_user_counters,
+};
 use crate::postgres::{
     check_rows_written, column, insert_usage_records_in, invariant, millis, retrying_store, store_error,
     timestamp_from_sql,
@@ -187,6 +189,12 @@ async fn load_book(
         let counters = loaded.remove(&(org_id.to_owned(), month)).unwrap_or_default();
         book.load_month(org_id.to_owned(), month, counters);
     }
+    let users = book.missing_user_counters(operations);
+    let mut loaded = load_user_counters(connection, &users).await?;
+    for key in users {
+        let counter = loaded.remove(&key);
+        book.load_user_counter(key, counter);
+    }
     Ok(())
 }
 
@@ -212,6 +220,7 @@ async fn write_delta(connection: &mut PgConnection, delta: &Delta<'_>) -> Result
         })
         .collect();
     write_counters(connection, &counters).await?;
+    write_user_counters(connection, &delta.user_counters()?).await?;
     for response in &delta.responses {
         insert_stored_response(connection, response).await?;
     }
@@ -265,7 +274,7 @@ async fn load_pending(
         return Ok(HashMap::new());
     }
     let rows = sqlx::query(
-        "SELECT r.id, r.org_id, r.workspace_id, r.state, r.amount, r.created_at,
+        "SELECT r.id, r.org_id, r.workspace_id, r.user_id, r.state, r.amount, r.created_at,
                 l.lot_id, l.account_id, l.amount AS line_amount
          FROM reservations r
          LEFT JOIN reservation_lines l ON l.reservation_id = r.id AND l.reservation_id = ANY($1)
@@ -283,6 +292,7 @@ async fn load_pending(
             let open = OpenReservation {
                 org_id: column(row, "org_id")?,
                 workspace_id: column(row, "workspace_id")?,
+                user_id: column(row, "user_id")?,
                 amount: NanoUsd::from_nanos(column(row, "amount")?),
                 created_at: timestamp_from_sql(column(row, "created_at")?)?,
                 lines: Vec::new(),
@@ -339,6 +349,10 @@ async fn insert_reservations(
         .iter()
         .map(|(reservation, _)| reservation.api_key_id.as_deref())
         .collect();
+    let user_ids: Vec<Option<&str>> = reserved
+        .iter()
+        .map(|(reservation, _)| reservation.user_id.as_deref())
+        .collect();
     let lines: Vec<(&str, i64, &ReservationLine)> = reserved
         .iter()
         .flat_map(|(reservation, lines)| {
@@ -355,13 +369,13 @@ async fn insert_reservations(
         "WITH reservation AS (
              INSERT INTO reservations
                  (id, org_id, workspace_id, api_key_id, request_id, model, amount, state, created_at,
-                  deadline)
+                  deadline, user_id)
              SELECT r.id, r.org_id, r.workspace_id, r.api_key_id, r.request_id, r.model, r.amount,
-                    'pending', r.created_at, r.deadline
+                    'pending', r.created_at, r.deadline, r.user_id
              FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                         $7::bigint[], $8::bigint[], $9::bigint[])
+                         $7::bigint[], $8::bigint[], $9::bigint[], $15::text[])
                   AS r (id, org_id, workspace_id, api_key_id, request_id, model, amount, created_at,
-                        deadline)
+                        deadline, user_id)
              RETURNING id
          ),
          lines AS (
@@ -404,6 +418,7 @@ async fn insert_reservations(
             .map(|(_, _, line)| line.amount.nanos())
             .collect::<Vec<_>>(),
     )
+    .bind(&user_ids)
     .fetch_one(&mut *connection)
     .await
     .map_err(store_error)?;

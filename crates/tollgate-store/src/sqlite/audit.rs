@@ -108,7 +108,7 @@ impl SqliteStore {
 /// The queries of the checks that relate rows of different tables, in the order of
 /// `CROSS_CHECK_DESCRIPTIONS`. Each returns only the rows that disagree, as (subject,
 /// stored, recomputed).
-const CROSS_CHECKS: [&str; 10] = [
+const CROSS_CHECKS: [&str; 12] = [
     "SELECT l.id AS subject, l.amount AS stored, COALESCE(SUM(t.amount), 0) AS recomputed
          FROM lots l LEFT JOIN transfers t ON t.lot_id = l.id AND t.kind = 'grant'
          GROUP BY l.id, l.amount
@@ -190,6 +190,50 @@ const CROSS_CHECKS: [&str; 10] = [
          FROM reservations r LEFT JOIN usage_records u ON u.reservation_id = r.id
          GROUP BY r.id, r.state
          HAVING COUNT(u.id) <> CASE WHEN r.state = 'pending' THEN 0 ELSE 1 END",
+    // A user's spend counter against their open reservations, and against the charges,
+    // of its month (as the workspace's two above).
+    "WITH recomputed AS (
+             SELECT org_id, workspace_id, user_id,
+                    CAST(strftime('%Y%m', created_at / 1000, 'unixepoch') AS INTEGER) AS month,
+                    SUM(CASE WHEN state = 'pending' THEN amount ELSE 0 END) AS held
+             FROM reservations WHERE user_id IS NOT NULL
+             GROUP BY org_id, workspace_id, user_id, month
+         ),
+         counter_keys AS (
+             SELECT org_id, workspace_id, user_id, month FROM recomputed
+             UNION SELECT org_id, workspace_id, user_id, month FROM user_spend_counters
+         )
+         SELECT k.org_id || ' workspace ' || k.workspace_id || ' user ' || k.user_id || ' month ' || k.month AS subject,
+                COALESCE(c.held_nanos, 0) AS stored, COALESCE(r.held, 0) AS recomputed
+         FROM counter_keys k
+         LEFT JOIN user_spend_counters c
+             ON c.org_id = k.org_id AND c.workspace_id = k.workspace_id AND c.user_id = k.user_id
+            AND c.month = k.month
+         LEFT JOIN recomputed r
+             ON r.org_id = k.org_id AND r.workspace_id = k.workspace_id AND r.user_id = k.user_id
+            AND r.month = k.month
+         WHERE COALESCE(c.held_nanos, 0) <> COALESCE(r.held, 0)",
+    "WITH recomputed AS (
+             SELECT org_id, workspace_id, user_id,
+                    CAST(strftime('%Y%m', created_at / 1000, 'unixepoch') AS INTEGER) AS month,
+                    SUM(CASE WHEN state = 'settled' THEN charged ELSE 0 END) AS settled
+             FROM reservations WHERE user_id IS NOT NULL
+             GROUP BY org_id, workspace_id, user_id, month
+         ),
+         counter_keys AS (
+             SELECT org_id, workspace_id, user_id, month FROM recomputed
+             UNION SELECT org_id, workspace_id, user_id, month FROM user_spend_counters
+         )
+         SELECT k.org_id || ' workspace ' || k.workspace_id || ' user ' || k.user_id || ' month ' || k.month AS subject,
+                COALESCE(c.settled_nanos, 0) AS stored, COALESCE(r.settled, 0) AS recomputed
+         FROM counter_keys k
+         LEFT JOIN user_spend_counters c
+             ON c.org_id = k.org_id AND c.workspace_id = k.workspace_id AND c.user_id = k.user_id
+            AND c.month = k.month
+         LEFT JOIN recomputed r
+             ON r.org_id = k.org_id AND r.workspace_id = k.workspace_id AND r.user_id = k.user_id
+            AND r.month = k.month
+         WHERE COALESCE(c.settled_nanos, 0) <> COALESCE(r.settled, 0)",
 ];
 
 async fn totals_by_account(

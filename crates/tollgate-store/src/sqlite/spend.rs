@@ -1,5 +1,6 @@
 //! Monthly spend counters: one row per (organization, workspace, month) holding what the
-//! month's open reservations hold and what its ended ones charged.
+//! month's open reservations hold and what its ended ones charged, and likewise one per
+//! (organization, workspace, user, month) for the reservations a user's key made.
 //!
 //! The rows are loaded and added up here with checked `NanoUsd` arithmetic, never summed in
 //! SQL; `check_spend` in tollgate-core decides whether a reservation fits. A reservation
@@ -26,6 +27,35 @@ impl SqliteStore {
     ) -> Result<MonthSpend, StoreError> {
         let mut connection = self.reader.acquire().await.map_err(store_error)?;
         load_month_spend(&mut connection, org_id, workspace_id, month_key(now)).await
+    }
+
+    pub(crate) async fn user_month_spend(
+        &self,
+        org_id: &str,
+        workspace_id: &str,
+        user_id: &str,
+        now: Timestamp,
+    ) -> Result<NanoUsd, StoreError> {
+        let mut connection = self.reader.acquire().await.map_err(store_error)?;
+        let row = sqlx::query(
+            "SELECT settled_nanos, held_nanos FROM user_spend_counters
+             WHERE org_id = ? AND workspace_id = ? AND user_id = ? AND month = ?",
+        )
+        .bind(org_id)
+        .bind(workspace_id)
+        .bind(user_id)
+        .bind(month_key(now))
+        .fetch_optional(&mut *connection)
+        .await
+        .map_err(store_error)?;
+        let counter = match row {
+            Some(row) => SpendCounter {
+                settled: NanoUsd::from_nanos(column(&row, "settled_nanos")?),
+                held: NanoUsd::from_nanos(column(&row, "held_nanos")?),
+            },
+            None => SpendCounter::default(),
+        };
+        counter.spend()
     }
 }
 

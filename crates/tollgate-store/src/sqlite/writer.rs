@@ -46,7 +46,9 @@ use tollgate_core::money::NanoUsd;
 use tollgate_core::usage::Speed;
 
 use crate::batching::{Job, WriterQueue, observe_batch, take_batch};
-use crate::book::{Book, Decision, Delta, Ended, LoadedReservation, OpenReservation, Operation, Posted};
+use crate::book::{
+    Book, Decision, Delta, Ended, LoadedReservation, OpenReservation, Operation, Posted, UserCounterKey,
+};
 use crate::codec::{attempts_to_sql, label_text};
 use crate::error::StoreError;
 use crate::journal::{SpendCounter, check_read_back};
@@ -231,6 +233,10 @@ impl Writer {
                 let counters = load_month_counters(connection, org_id, month)?;
                 book.load_month(org_id.to_owned(), month, counters);
             }
+            for key in book.missing_user_counters(&operations) {
+                let counter = load_user_counter(connection, &key)?;
+                book.load_user_counter(key, counter);
+            }
             let mut delta = Delta::default();
             let decisions = operations
                 .iter()
@@ -331,6 +337,9 @@ fn write_delta(connection: &Connection, delta: &Delta<'_>) -> Result<(), StoreEr
             (now.settled, now.held),
         )?;
     }
+    for (key, before, now) in delta.user_counters()? {
+        store_user_counter(connection, key, before, now)?;
+    }
     for response in &delta.responses {
         insert_stored_response(connection, response)?;
     }
@@ -364,8 +373,9 @@ fn insert_reservation(
     connection
         .prepare_cached(
             "INSERT INTO reservations
-                (id, org_id, workspace_id, api_key_id, request_id, model, amount, state, created_at, deadline)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9)",
+                (id, org_id, workspace_id, api_key_id, request_id, model, amount, state, created_at, deadline,
+                 user_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9, ?10)",
         )
         .and_then(|mut statement| {
             statement.execute(params![
@@ -378,6 +388,7 @@ fn insert_reservation(
                 reservation.amount.nanos(),
                 millis(reservation.created_at),
                 millis(reservation.deadline),
+                reservation.user_id,
             ])
         })
         .map_err(sql_error)?;
@@ -456,7 +467,7 @@ fn load_reservation(
 ) -> Result<Option<LoadedReservation>, StoreError> {
     let row = connection
         .prepare_cached(
-            "SELECT org_id, workspace_id, state, amount, created_at FROM reservations WHERE id = ?1",
+            "SELECT org_id, workspace_id, state, amount, created_at, user_id FROM reservations WHERE id = ?1",
         )
         .and_then(|mut statement| {
             statement
@@ -467,12 +478,13 @@ fn load_reservation(
                         row.get::<_, String>(2)?,
                         row.get::<_, i64>(3)?,
                         row.get::<_, i64>(4)?,
+                        row.get::<_, Option<String>>(5)?,
                     ))
                 })
                 .optional()
         })
         .map_err(sql_error)?;
-    let Some((org_id, workspace_id, state, amount, created_at)) = row else {
+    let Some((org_id, workspace_id, state, amount, created_at, user_id)) = row else {
         return Ok(None);
     };
     if state != "pending" {
@@ -498,6 +510,7 @@ fn load_reservation(
     Ok(Some(LoadedReservation::Open(OpenReservation {
         org_id,
         workspace_id,
+        user_id,
         amount: NanoUsd::from_nanos(amount),
         created_at: timestamp_from_sql(created_at)?,
         lines,
@@ -706,6 +719,107 @@ fn store_counter(
                             month,
                             loaded.0.nanos(),
                             loaded.1.nanos()
+                        ],
+                        read_back,
+                    )
+                    .optional()
+            }),
+    }
+    .map_err(sql_error)?;
+    match stored {
+        None => Err(invariant(format!(
+            "{} changed after it was loaded in the same transaction",
+            label()
+        ))),
+        Some(stored) if stored != current => Err(invariant(format!(
+            "{} reads back as {stored:?} after writing {current:?}",
+            label()
+        ))),
+        Some(_) => Ok(()),
+    }
+}
+
+/// A user's counter for a month as the table holds it; `None` if it has no row.
+fn load_user_counter(
+    connection: &Connection,
+    (org_id, workspace_id, user_id, month): &UserCounterKey,
+) -> Result<Option<SpendCounter>, StoreError> {
+    connection
+        .prepare_cached(
+            "SELECT settled_nanos, held_nanos FROM user_spend_counters
+             WHERE org_id = ?1 AND workspace_id = ?2 AND user_id = ?3 AND month = ?4",
+        )
+        .and_then(|mut statement| {
+            statement
+                .query_row(params![org_id, workspace_id, user_id, month], |row| {
+                    Ok(SpendCounter {
+                        settled: NanoUsd::from_nanos(row.get(0)?),
+                        held: NanoUsd::from_nanos(row.get(1)?),
+                    })
+                })
+                .optional()
+        })
+        .map_err(sql_error)
+}
+
+/// Writes one user's month counter, inserted or compare-and-set against `loaded`, read
+/// back, as `store_counter` writes a workspace's.
+fn store_user_counter(
+    connection: &Connection,
+    (org_id, workspace_id, user_id, month): &UserCounterKey,
+    loaded: Option<SpendCounter>,
+    current: SpendCounter,
+) -> Result<(), StoreError> {
+    let label = || {
+        format!("spend counter of user {user_id} in workspace {workspace_id} ({org_id}) for month {month}")
+    };
+    let read_back = |row: &Row<'_>| {
+        Ok(SpendCounter {
+            settled: NanoUsd::from_nanos(row.get(0)?),
+            held: NanoUsd::from_nanos(row.get(1)?),
+        })
+    };
+    let stored = match loaded {
+        None => connection
+            .prepare_cached(
+                "INSERT INTO user_spend_counters (org_id, workspace_id, user_id, month, settled_nanos, held_nanos)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 RETURNING settled_nanos, held_nanos",
+            )
+            .and_then(|mut statement| {
+                statement
+                    .query_row(
+                        params![
+                            org_id,
+                            workspace_id,
+                            user_id,
+                            month,
+                            current.settled.nanos(),
+                            current.held.nanos()
+                        ],
+                        read_back,
+                    )
+                    .optional()
+            }),
+        Some(loaded) => connection
+            .prepare_cached(
+                "UPDATE user_spend_counters SET settled_nanos = ?1, held_nanos = ?2
+                 WHERE org_id = ?3 AND workspace_id = ?4 AND user_id = ?5 AND month = ?6
+                   AND settled_nanos = ?7 AND held_nanos = ?8
+                 RETURNING settled_nanos, held_nanos",
+            )
+            .and_then(|mut statement| {
+                statement
+                    .query_row(
+                        params![
+                            current.settled.nanos(),
+                            current.held.nanos(),
+                            org_id,
+                            workspace_id,
+                            user_id,
+                            month,
+                            loaded.settled.nanos(),
+                            loaded.held.nanos()
                         ],
                         read_back,
                     )

@@ -9,9 +9,9 @@ use tollgate_core::ledger::LotKind;
 use tollgate_core::money::NanoUsd;
 use tollgate_core::spend::{MonthSpend, SpendLimitReached, SpendLimits, SpendScope};
 use tollgate_store::{
-    AuditEntry, AutoReload, IdempotencyKeyReused, NewPurchase, Purchase, PurchaseClaim, PurchaseOutcome,
-    PurchaseSource, PurchaseStatus, RateLimitOverrides, ReserveRejection, StoreError, TxError,
-    WorkspaceLimits,
+    AuditEntry, AutoReload, IdempotencyKeyReused, NewPurchase, NewReservation, Purchase, PurchaseClaim,
+    PurchaseOutcome, PurchaseSource, PurchaseStatus, RateLimitOverrides, ReserveRejection, StoreError,
+    TxError, WorkspaceLimits,
 };
 
 use crate::conformance::Backend;
@@ -27,6 +27,7 @@ fn limits(workspace: Option<NanoUsd>, organization: Option<NanoUsd>, tier: Optio
         tier,
         organization,
         workspace,
+        user: None,
     }
 }
 
@@ -34,6 +35,7 @@ fn spend(organization: NanoUsd, workspace: NanoUsd) -> MonthSpend {
     MonthSpend {
         organization,
         workspace,
+        user: NanoUsd::ZERO,
     }
 }
 
@@ -276,6 +278,176 @@ pub(crate) async fn spend_counters_follow_settle_void_and_reap(backend: &impl Ba
         "{:#?}",
         report.problems
     );
+}
+
+/// A reservation in `workspace` made by `user_id`'s key, held to a per-user limit.
+fn user_reservation(
+    workspace: &TestOrg,
+    user_id: &str,
+    reservation_id: &str,
+    amount: NanoUsd,
+    minute: i64,
+    deadline: i64,
+) -> NewReservation {
+    let mut reservation = new_reservation(workspace, reservation_id, amount, at(minute), at(deadline));
+    reservation.user_id = Some(user_id.to_owned());
+    reservation.spend_limits = SpendLimits {
+        user: Some(usd(5)),
+        ..limits(Some(usd(20)), None, None)
+    };
+    reservation
+}
+
+/// Goal: a workspace's per-user limit refuses the user over it (named as the user scope,
+/// writing nothing) while their teammates and the workspace's own keys are served; each
+/// user's counter holds their open reservations and keeps what their ended ones charged —
+/// settled, and reaped, when the reservation is read back from the tables — and the audit
+/// recomputes the users' counters and notices one changed behind the store's back.
+pub(crate) async fn a_per_user_limit_binds_each_user_and_their_counter_follows_their_reservations(
+    backend: &impl Backend,
+) {
+    let store = backend.store();
+    let org = create_org(store, "acme").await;
+    let research = TestOrg {
+        workspace_id: "wrkspc_research".to_owned(),
+        ..org.clone()
+    };
+    store
+        .create_workspace(&org.org_id, &research.workspace_id, "research", at(0))
+        .await
+        .unwrap();
+    grant(store, &org, "lot_a", LotKind::Purchase, usd(100), at(0), None).await;
+    let user_spend = |user_id: &'static str, minute| {
+        store.user_month_spend(&org.org_id, &research.workspace_id, user_id, at(minute))
+    };
+
+    store
+        .reserve(user_reservation(
+            &research,
+            "user_alice",
+            "rsv_alice_1",
+            usd(3),
+            1,
+            100,
+        ))
+        .await
+        .unwrap();
+    let balance = store.balance(&org.org_id, at(1)).await.unwrap();
+    let refused = store
+        .reserve(user_reservation(
+            &research,
+            "user_alice",
+            "rsv_alice_2",
+            usd(3),
+            1,
+            100,
+        ))
+        .await;
+    match refused {
+        Err(TxError::Rejected(ReserveRejection::SpendLimitReached(reached))) => assert_eq!(
+            reached,
+            SpendLimitReached {
+                scope: SpendScope::User,
+                limit: usd(5),
+                resets_at: at(FEBRUARY),
+            }
+        ),
+        other => panic!("expected the per-user limit, got {other:?}"),
+    }
+    assert_eq!(store.balance(&org.org_id, at(1)).await.unwrap(), balance);
+    // Bob, and the workspace's own keys (no user), are not held to Alice's spend.
+    store
+        .reserve(user_reservation(&research, "user_bob", "rsv_bob", usd(4), 2, 10))
+        .await
+        .unwrap();
+    let mut team = new_reservation(&research, "rsv_team", usd(6), at(2), at(100));
+    team.spend_limits = limits(Some(usd(20)), None, None);
+    store.reserve(team).await.unwrap();
+    assert_eq!(user_spend("user_alice", 2).await.unwrap(), usd(3));
+    assert_eq!(user_spend("user_bob", 2).await.unwrap(), usd(4));
+    assert_eq!(
+        store
+            .month_spend(&org.org_id, &research.workspace_id, at(2))
+            .await
+            .unwrap(),
+        spend(usd(13), usd(13))
+    );
+    assert_healthy(store).await;
+
+    // A grant through another connection makes SQLite's writer read its book again, so the
+    // settlement below finds Alice's reservation, and its user, in the tables (PostgreSQL
+    // always does).
+    grant(store, &org, "lot_b", LotKind::Purchase, usd(1), at(3), None).await;
+    store
+        .settle(settlement(&research, "rsv_alice_1", usd(1), at(4)))
+        .await
+        .unwrap();
+    assert_eq!(user_spend("user_alice", 4).await.unwrap(), usd(1));
+    store
+        .reserve(user_reservation(
+            &research,
+            "user_alice",
+            "rsv_alice_3",
+            usd(4),
+            5,
+            100,
+        ))
+        .await
+        .expect("$1 settled and $4 held: exactly the limit");
+    // Bob's reservation is reaped: his counter lets go of it.
+    assert_eq!(store.reap_reservations(at(10)).await.unwrap(), 1);
+    assert_eq!(user_spend("user_bob", 10).await.unwrap(), NanoUsd::ZERO);
+    assert_eq!(user_spend("user_alice", 10).await.unwrap(), usd(5));
+    // A month later everyone starts from nothing.
+    assert_eq!(user_spend("user_alice", FEBRUARY).await.unwrap(), NanoUsd::ZERO);
+    assert_healthy(store).await;
+
+    backend
+        .tamper_with_user_spend_counter(&org.org_id, &research.workspace_id, "user_alice", cents(1))
+        .await;
+    let report = store.audit().await.unwrap();
+    assert!(
+        report.problems.iter().any(|problem| problem
+            .starts_with("spend counter of org_acme workspace wrkspc_research user user_alice month 202601")),
+        "{:#?}",
+        report.problems
+    );
+}
+
+/// Goal: one user's reservations racing each other never take their spend above the
+/// per-user limit, whatever the batches they fall into: exactly as many fit as the limit
+/// allows, the rest are refused as the user's, and the counters agree with the ledger.
+pub(crate) async fn racing_reservations_of_one_user_never_exceed_the_per_user_limit(backend: &impl Backend) {
+    let store = backend.store();
+    let org = create_org(store, "acme").await;
+    grant(store, &org, "lot_a", LotKind::Purchase, usd(100), at(0), None).await;
+    let mut racing = tokio::task::JoinSet::new();
+    for index in 0..40 {
+        let store = store.clone();
+        let reservation = user_reservation(&org, "user_alice", &format!("rsv_{index:02}"), cents(30), 1, 100);
+        racing.spawn(async move { store.reserve(reservation).await });
+    }
+    let (mut made, mut refused) = (0, 0);
+    while let Some(joined) = racing.join_next().await {
+        match joined.expect("task") {
+            Ok(_) => made += 1,
+            Err(TxError::Rejected(ReserveRejection::SpendLimitReached(reached))) => {
+                assert_eq!(reached.scope, SpendScope::User);
+                refused += 1;
+            }
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    // $5 at 30 cents a reservation: 16 fit ($4.80), the 17th would make $5.10.
+    assert_eq!((made, refused), (16, 24));
+    assert_eq!(
+        store
+            .user_month_spend(&org.org_id, &org.workspace_id, "user_alice", at(2))
+            .await
+            .unwrap(),
+        cents(480)
+    );
+    assert_healthy(store).await;
 }
 
 /// Goal: a reservation counts in the month it was made, even when it settles after
@@ -981,6 +1153,7 @@ pub(crate) async fn limits_round_trip_and_are_audited(backend: &impl Backend) {
     );
     let full = WorkspaceLimits {
         spend_limit: Some(usd(20)),
+        user_spend_limit: Some(usd(5)),
         rate_limits: BTreeMap::from([
             (
                 "opus".to_owned(),
@@ -1013,6 +1186,7 @@ pub(crate) async fn limits_round_trip_and_are_audited(backend: &impl Backend) {
     );
     let smaller = WorkspaceLimits {
         spend_limit: None,
+        user_spend_limit: None,
         rate_limits: BTreeMap::from([("haiku".to_owned(), RateLimitOverrides::default())]),
     };
     store

@@ -40,6 +40,15 @@ pub(crate) trait Backend {
     /// Adds to what a workspace's spend counter holds in the test epoch's month (January
     /// 2026), bypassing the reservations.
     async fn tamper_with_spend_counter(&self, org_id: &str, workspace_id: &str, extra_held: NanoUsd);
+    /// Adds to what a user's spend counter in a workspace holds in January 2026, bypassing
+    /// the reservations.
+    async fn tamper_with_user_spend_counter(
+        &self,
+        org_id: &str,
+        workspace_id: &str,
+        user_id: &str,
+        extra_held: NanoUsd,
+    );
     /// Adds to an organization's cumulative purchases, bypassing the purchases.
     async fn tamper_with_cumulative_purchases(&self, org_id: &str, extra: NanoUsd);
 }

@@ -91,6 +91,7 @@ pub(crate) fn new_reservation(
         org_id: org.org_id.clone(),
         workspace_id: org.workspace_id.clone(),
         api_key_id: None,
+        user_id: None,
         request_id: format!("req_{reservation_id}"),
         model: "claude-haiku-4-5".to_owned(),
         amount,

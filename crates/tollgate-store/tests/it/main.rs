@@ -84,6 +84,7 @@ macro_rules! the_conformance_suite {
         conformance_tests!($backend; billing;
             spend_limit_refusal_writes_nothing_and_names_the_scope,
             spend_counters_follow_settle_void_and_reap,
+            a_per_user_limit_binds_each_user_and_their_counter_follows_their_reservations,
             a_reservation_counts_in_the_month_it_was_made,
             purchase_claims_are_idempotent_by_key,
             a_paid_purchase_grants_its_lot_and_raises_cumulative_purchases,
@@ -107,6 +108,10 @@ macro_rules! the_conformance_suite {
 
         concurrent_conformance_tests!($backend; console;
             racing_sign_in_claims_never_exceed_the_limit,
+        );
+
+        concurrent_conformance_tests!($backend; billing;
+            racing_reservations_of_one_user_never_exceed_the_per_user_limit,
         );
 
         conformance_tests!($backend; idempotency;

@@ -2,7 +2,8 @@
 //! per request, all or nothing, then settled or voided part by part), settle, void, expire,
 //! reap and time passing, run against each store (SQLite, and PostgreSQL with fewer cases) and
 //! against a small reference auditor written independently of tollgate-core. After every step the store's balance must equal the
-//! auditor's, the open reservations must match, and the store's own audit must be clean.
+//! auditor's, the open reservations must match, and the store's own audit must be clean
+//! (two users' reservations among the workspace's, so their counters are audited too).
 //!
 //! The seed is fixed so runs are reproducible; set `PROPTEST_RNG_SEED` to explore others.
 //! A failure prints the seed and the shrunk sequence of operations.
@@ -11,7 +12,9 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestCaseError, TestRunner};
 use tollgate_core::ledger::LotKind;
 use tollgate_core::money::NanoUsd;
-use tollgate_store::{BalanceView, GrantRejection, ReserveRejection, SettleOutcome, Store, TxError};
+use tollgate_store::{
+    BalanceView, GrantRejection, NewReservation, ReserveRejection, SettleOutcome, Store, TxError,
+};
 
 use crate::conformance::Backend;
 use crate::fixtures::{TestOrg, at, create_org, new_lot, new_reservation, settlement};
@@ -238,13 +241,16 @@ async fn apply(
                 "rsv_{:03}",
                 auditor.reservations.len() + auditor.refused_reservations
             );
-            let reservation = new_reservation(
-                org,
-                &reservation_id,
-                nanos(units),
-                at(now),
-                at(now + deadline_in_minutes),
-            );
+            let reservation = NewReservation {
+                user_id: user_of(&reservation_id),
+                ..new_reservation(
+                    org,
+                    &reservation_id,
+                    nanos(units),
+                    at(now),
+                    at(now + deadline_in_minutes),
+                )
+            };
             let expected = auditor.reserve(&reservation_id, units, now + deadline_in_minutes);
             match (store.reserve(reservation).await, expected) {
                 (Ok(reservation), Ok(lines)) => {
@@ -276,13 +282,16 @@ async fn apply(
                     "rsv_{:03}",
                     auditor.reservations.len() + auditor.refused_reservations
                 );
-                let reservation = new_reservation(
-                    org,
-                    &reservation_id,
-                    nanos(units),
-                    at(now),
-                    at(now + deadline_in_minutes),
-                );
+                let reservation = NewReservation {
+                    user_id: user_of(&reservation_id),
+                    ..new_reservation(
+                        org,
+                        &reservation_id,
+                        nanos(units),
+                        at(now),
+                        at(now + deadline_in_minutes),
+                    )
+                };
                 let expected = auditor.reserve(&reservation_id, units, now + deadline_in_minutes);
                 match (store.reserve(reservation).await, expected) {
                     (Ok(_), Ok(_)) => made.push(auditor.reservations.len() - 1),
@@ -325,6 +334,16 @@ async fn apply(
         Operation::Restart => {}
     }
     Ok(())
+}
+
+/// Whose key makes a reservation: two users' and the workspace's in turn, so that the
+/// store's audit, after every step, checks the users' counters too.
+fn user_of(reservation_id: &str) -> Option<String> {
+    match reservation_id.bytes().last() {
+        Some(digit) if digit % 3 == 1 => Some("user_ann".to_owned()),
+        Some(digit) if digit % 3 == 2 => Some("user_bo".to_owned()),
+        _ => None,
+    }
 }
 
 async fn settle(

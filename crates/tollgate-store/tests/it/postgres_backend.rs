@@ -174,6 +174,22 @@ impl Backend for PostgresBackend {
         .await;
     }
 
+    async fn tamper_with_user_spend_counter(
+        &self,
+        org_id: &str,
+        workspace_id: &str,
+        user_id: &str,
+        extra_held: NanoUsd,
+    ) {
+        self.execute_one(
+            "UPDATE user_spend_counters SET held_nanos = held_nanos + $1
+             WHERE org_id = $2 AND workspace_id = $3 AND user_id = $4 AND month = 202601",
+            extra_held,
+            &[org_id, workspace_id, user_id],
+        )
+        .await;
+    }
+
     async fn tamper_with_cumulative_purchases(&self, org_id: &str, extra: NanoUsd) {
         self.execute_one(
             "UPDATE organizations SET cumulative_purchases_nanos = cumulative_purchases_nanos + $1

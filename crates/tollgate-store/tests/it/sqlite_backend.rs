@@ -119,6 +119,29 @@ impl Backend for SqliteBackend {
         connection.close().await.expect("close");
     }
 
+    async fn tamper_with_user_spend_counter(
+        &self,
+        org_id: &str,
+        workspace_id: &str,
+        user_id: &str,
+        extra_held: NanoUsd,
+    ) {
+        let mut connection = self.raw_connection().await;
+        let result = sqlx::query(
+            "UPDATE user_spend_counters SET held_nanos = held_nanos + ?
+             WHERE org_id = ? AND workspace_id = ? AND user_id = ? AND month = 202601",
+        )
+        .bind(extra_held.nanos())
+        .bind(org_id)
+        .bind(workspace_id)
+        .bind(user_id)
+        .execute(&mut connection)
+        .await
+        .expect("tamper");
+        assert_eq!(result.rows_affected(), 1);
+        connection.close().await.expect("close");
+    }
+
     async fn tamper_with_cumulative_purchases(&self, org_id: &str, extra: NanoUsd) {
         let mut connection = self.raw_connection().await;
         let result = sqlx::query(

@@ -99,6 +99,7 @@ pub(crate) async fn workspaces(tollgate: &Tollgate, command: WorkspacesCommand) 
                             "id": workspace.id, "name": workspace.name, "is_default": workspace.is_default,
                             "created_at": instant(workspace.created_at), "archived_at": workspace.archived_at.map(instant),
                             "spend_limit_nanos": limits.spend_limit.map(|limit| limit.nanos()),
+                            "user_spend_limit_nanos": limits.user_spend_limit.map(|limit| limit.nanos()),
                             "month_spend_nanos": spent.nanos(),
                         })
                     })
@@ -123,6 +124,7 @@ pub(crate) async fn workspaces(tollgate: &Tollgate, command: WorkspacesCommand) 
             workspace,
             org,
             spend_limit,
+            user_spend_limit,
             class,
             rpm,
             itpm,
@@ -134,6 +136,9 @@ pub(crate) async fn workspaces(tollgate: &Tollgate, command: WorkspacesCommand) 
             let mut limits = (*tollgate.workspace_limits(&workspace.id).await?).clone();
             if let Some(text) = spend_limit {
                 limits.spend_limit = usd_or_none("--spend-limit", &text)?;
+            }
+            if let Some(text) = user_spend_limit {
+                limits.user_spend_limit = usd_or_none("--user-spend-limit", &text)?;
             }
             match (class, rpm.or(itpm).or(otpm)) {
                 (Some(class), _) => {

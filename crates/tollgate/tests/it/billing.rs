@@ -186,6 +186,7 @@ async fn a_workspace_rate_limit_refuses_without_touching_the_organizations_bucke
     let (workspace_id, key) = workspace_key(&app, "batch").await;
     let limits = WorkspaceLimits {
         spend_limit: None,
+        user_spend_limit: None,
         rate_limits: [(
             "sonnet".to_owned(),
             RateLimitOverrides {
@@ -222,6 +223,7 @@ async fn a_workspace_rate_limit_refuses_without_touching_the_organizations_bucke
     assert_eq!(header(&response, "anthropic-ratelimit-requests-remaining"), "47");
     let too_high = WorkspaceLimits {
         spend_limit: None,
+        user_spend_limit: None,
         rate_limits: [(
             "sonnet".to_owned(),
             RateLimitOverrides {

@@ -294,13 +294,34 @@ fn billing_commands_buy_credit_set_limits_and_show_the_ladder() {
         "other classes inherit"
     );
     assert_eq!(limits["monthly_spend_limit_nanos"], 20_000_000_000_i64);
-    assert_eq!(
-        json(&["workspaces", "list", "--json"])
-            .as_array()
-            .expect("workspaces")
-            .len(),
-        2
-    );
+    // Each user's limit in the workspace: never above the workspace's own.
+    let (ok, _, stderr) = run(&[
+        "workspaces",
+        "set-limits",
+        "--workspace",
+        "batch",
+        "--user-spend-limit",
+        "21",
+    ]);
+    assert!(!ok && stderr.contains("cannot exceed"), "{stderr}");
+    let (ok, _, stderr) = run(&[
+        "workspaces",
+        "set-limits",
+        "--workspace",
+        "batch",
+        "--user-spend-limit",
+        "5",
+    ]);
+    assert!(ok, "{stderr}");
+    let workspaces = json(&["workspaces", "list", "--json"]);
+    let workspaces = workspaces.as_array().expect("workspaces");
+    assert_eq!(workspaces.len(), 2);
+    let batch = workspaces
+        .iter()
+        .find(|workspace| workspace["name"] == "batch")
+        .expect("batch");
+    assert_eq!(batch["user_spend_limit_nanos"], 5_000_000_000_i64);
+    assert_eq!(batch["spend_limit_nanos"], 20_000_000_000_i64, "kept");
 
     let (ok, _, stderr) = run(&["limits", "set-org", "--spend-limit", "50", "--reason", "budget"]);
     assert!(ok, "{stderr}");

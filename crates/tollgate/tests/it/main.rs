@@ -43,3 +43,4 @@ mod sso;
 mod stripe;
 mod tidy;
 mod upstream_failures;
+mod user_spend_limits;

@@ -73,3 +73,5 @@ mod sso;
 mod stripe;
 #[path = "../it/upstream_failures.rs"]
 mod upstream_failures;
+#[path = "../it/user_spend_limits.rs"]
+mod user_spend_limits;
