@@ -9,13 +9,15 @@
 //!
 //! So the credential is an ordinary personal key: metered, limited and reported like any
 //! other, and stopped with its person. Removing or deactivating the person archives the key
-//! (refused within the key cache's bound) and refusing every refresh (`invalid_grant`).
+//! (refused within the key cache's bound) and refusing every refresh (`invalid_grant`); a
+//! refresh is refused too once the person's role no longer reaches the key's workspace
+//! (the rule that offers workspaces at approval).
 //! The device code and refresh tokens are kept only as SHA-256.
 
 use rand::Rng;
 use tollgate_core::keys::{AllowedModels, KeyKind};
 use tollgate_core::roles::effective_workspace_role;
-use tollgate_store::{DevicePoll, Workspace};
+use tollgate_store::{DevicePoll, UserRecord, Workspace};
 
 use crate::admin::NewApiKey;
 use crate::console::{ConsoleUser, SecretToken, token_hash, window_start};
@@ -171,19 +173,33 @@ impl Tollgate {
         let user = &signed_in.user;
         let mut workspaces = Vec::new();
         for workspace in self.workspaces(&user.org_id).await? {
-            if workspace.archived_at.is_some() {
-                continue;
-            }
-            let assigned = self
-                .store()
-                .member(&workspace.id, &user.id)
-                .await?
-                .map(|member| member.role);
-            if workspace.name == DEFAULT_NAME || effective_workspace_role(user.role, assigned).is_some() {
+            if self.device_login_reaches(user, &workspace).await? {
                 workspaces.push(workspace);
             }
         }
         Ok(workspaces)
+    }
+
+    /// Whether a person may have a client connected to a workspace: an active one that is
+    /// the Default workspace or that their role reaches. Approving a grant and every
+    /// refresh ask the same.
+    async fn device_login_reaches(
+        &self,
+        user: &UserRecord,
+        workspace: &Workspace,
+    ) -> Result<bool, ServiceError> {
+        if workspace.archived_at.is_some() {
+            return Ok(false);
+        }
+        if workspace.is_default || workspace.name == DEFAULT_NAME {
+            return Ok(true);
+        }
+        let assigned = self
+            .store()
+            .member(&workspace.id, &user.id)
+            .await?
+            .map(|member| member.role);
+        Ok(effective_workspace_role(user.role, assigned).is_some())
     }
 
     /// A signed-in person approves a grant for one of their workspaces.
@@ -269,19 +285,37 @@ impl Tollgate {
         }
     }
 
-    /// A refresh, while the person is still in the organization and active: the sign-in's key
-    /// gets a new secret (the next access token; the last one stops) good for another
-    /// `ACCESS_TOKEN_MINUTES`, and the next refresh token.
+    /// A refresh, while the person is still in the organization, active, and has a role that
+    /// reaches the key's workspace: the sign-in's key gets a new secret (the next access
+    /// token; the last one stops) good for another `ACCESS_TOKEN_MINUTES`, and the next
+    /// refresh token.
     pub async fn refresh_device_login(&self, refresh_token: &str) -> Result<DeviceTokens, DeviceTokenError> {
         let (key_id, user_id) = self
             .store()
             .take_device_refresh_token(&token_hash(refresh_token), self.now())
             .await?
             .ok_or(DeviceTokenError::InvalidGrant)?;
-        if self.store().user(&user_id).await?.is_none()
-            || self.store().user_deactivated_at(&user_id).await?.is_some()
-        {
+        let Some(user) = self.store().user(&user_id).await? else {
             return Err(DeviceTokenError::InvalidGrant);
+        };
+        if self.store().user_deactivated_at(&user_id).await?.is_some() {
+            return Err(DeviceTokenError::InvalidGrant);
+        }
+        // The person's role must still reach the key's workspace (a key naming none is in
+        // the Default workspace): losing it at the identity provider ends the client's
+        // access at its next refresh, as losing the workspace in the Console does.
+        let key = self
+            .store()
+            .key(&key_id)
+            .await?
+            .ok_or(DeviceTokenError::InvalidGrant)?;
+        let workspace = match &key.workspace_id {
+            Some(workspace_id) => self.store().workspace(workspace_id).await?,
+            None => Some(self.store().default_workspace(&user.org_id).await?),
+        };
+        match workspace {
+            Some(workspace) if self.device_login_reaches(&user, &workspace).await? => {}
+            _ => return Err(DeviceTokenError::InvalidGrant),
         }
         let secret = random::key(KeyKind::Api);
         let rotated = self
