@@ -95,6 +95,32 @@ pub fn check_claims(
     expected_nonce: &str,
     now: Timestamp,
 ) -> Result<SignOnIdentity, SsoRefusal> {
+    check_claims_of(claims, policy, Some(expected_nonce), now)
+}
+
+/// Checks the claims of a token whose signature was verified, from a refresh of the
+/// sign-in of the person `subject` at the provider, at `now`: the sign-in's rules but the
+/// nonce (a refreshed ID token need not repeat it, OpenID Connect Core 12.2), and the
+/// token must name the same person.
+pub fn check_refreshed_claims(
+    claims: &IdTokenClaims,
+    policy: &ClaimsPolicy,
+    subject: &str,
+    now: Timestamp,
+) -> Result<SignOnIdentity, SsoRefusal> {
+    let identity = check_claims_of(claims, policy, None, now)?;
+    if identity.subject != subject {
+        return Err(SsoRefusal::ProviderRefused);
+    }
+    Ok(identity)
+}
+
+fn check_claims_of(
+    claims: &IdTokenClaims,
+    policy: &ClaimsPolicy,
+    expected_nonce: Option<&str>,
+    now: Timestamp,
+) -> Result<SignOnIdentity, SsoRefusal> {
     if claims.issuer != policy.issuer {
         return Err(SsoRefusal::WrongIssuer);
     }
@@ -113,7 +139,9 @@ pub fn check_claims(
     if claims.expires_at + chrono::Duration::seconds(EXPIRY_LEEWAY_SECONDS) <= now {
         return Err(SsoRefusal::Expired);
     }
-    if claims.nonce.as_deref() != Some(expected_nonce) {
+    if let Some(expected_nonce) = expected_nonce
+        && claims.nonce.as_deref() != Some(expected_nonce)
+    {
         return Err(SsoRefusal::NonceMismatch);
     }
     let email = claims

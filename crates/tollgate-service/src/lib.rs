@@ -40,7 +40,7 @@ mod service_accounts;
 pub use crate::service_accounts::{NewServiceAccount, ServiceAccountUpdate};
 mod single_flight;
 mod sso;
-pub use crate::sso::{SSO_ATTEMPT_MINUTES, SsoSettings, SsoSignInError, SsoStart};
+pub use crate::sso::{SSO_ATTEMPT_MINUTES, SsoRecheckReport, SsoSettings, SsoSignInError, SsoStart};
 mod telemetry;
 mod users;
 

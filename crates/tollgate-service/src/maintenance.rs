@@ -3,7 +3,9 @@
 //! move expired credit out of its lots, and keep Message Batches (`batches.rs`: expiry,
 //! ended batches, results kept long enough), delete stored responses past their
 //! retention (`responses.rs`), captured bodies past theirs (`capture.rs`), idempotency
-//! keys past theirs (`idempotency.rs`) and expired files (`files.rs`).
+//! keys past theirs (`idempotency.rs`) and expired files (`files.rs`), and ask the
+//! identity provider again for the groups of people signed in with single sign-on
+//! (`sso.rs`, every `recheck_minutes`).
 
 use std::time::Duration;
 
@@ -23,6 +25,8 @@ pub struct MaintenanceReport {
     pub idempotency_keys_expired: u64,
     /// Files of the Files API deleted once expired, rows and bytes.
     pub files_purged: u64,
+    /// Single sign-on's groups asked of the identity provider again.
+    pub sso: crate::sso::SsoRecheckReport,
 }
 
 impl Tollgate {
@@ -50,6 +54,11 @@ impl Tollgate {
             captures_purged: self.store().purge_captures(now).await?,
             idempotency_keys_expired: self.store().delete_expired_idempotency_keys(now).await?,
             files_purged: self.purge_expired_files(now).await?,
+            // A failure here (the store) must not hold up the rest of maintenance.
+            sso: self.recheck_sso_groups().await.unwrap_or_else(|error| {
+                tracing::warn!(%error, "single sign-on's groups were not re-checked");
+                crate::sso::SsoRecheckReport::default()
+            }),
         })
     }
 

@@ -13,9 +13,16 @@
 //! A person who passes is provisioned on the spot in the configured organization, or found
 //! there by email, and their organization role and their roles in the workspaces the group
 //! map names are set from their groups at every sign-in. A known person whose groups no
-//! longer give access is refused and every Console session of theirs ends; a deactivated
-//! person is refused. With password
-//! sign-in turned off, the setup link, invites and passwords sign nobody in.
+//! longer give access is refused, every Console session of theirs ends and their personal
+//! keys are archived; a deactivated person is refused. With password sign-in turned off,
+//! the setup link, invites and passwords sign nobody in.
+//!
+//! Groups are also asked again between sign-ins: a sign-in that got a refresh token (the
+//! scope `offline_access` is asked for when the provider offers it) keeps it, and
+//! `recheck_sso_groups` (run by maintenance) refreshes it every `recheck_minutes`, checks
+//! the new ID token with the sign-in's rules (but the nonce) and applies its groups as a
+//! sign-in does. A provider that refuses the refresh with `invalid_grant` ends the person's
+//! access as lost groups do; one that cannot be reached changes nothing until it answers.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -28,8 +35,9 @@ use sha2::{Digest, Sha256};
 use tollgate_core::Timestamp;
 use tollgate_core::sso::{
     ClaimsPolicy, GroupMap, IdTokenClaims, RoleAssignment, SsoRefusal, assign_roles, check_claims,
+    check_refreshed_claims,
 };
-use tollgate_store::{MemberRecord, SsoAttempt, UserRecord};
+use tollgate_store::{MemberRecord, SsoAttempt, SsoRefreshToken, UserRecord};
 
 use crate::Tollgate;
 use crate::console::{SecretToken, SignedIn, token_hash};
@@ -64,6 +72,9 @@ pub struct SsoSettings {
     pub redirect_url: Option<String>,
     /// Whether email and password still sign people in.
     pub password_sign_in: bool,
+    /// How often each person's groups are asked of the provider again, with the refresh
+    /// token their sign-in got; 0: never.
+    pub recheck_minutes: i64,
 }
 
 /// The secret stays out of debug output.
@@ -75,6 +86,7 @@ impl std::fmt::Debug for SsoSettings {
             .field("client_id", &self.client_id)
             .field("organization", &self.organization)
             .field("password_sign_in", &self.password_sign_in)
+            .field("recheck_minutes", &self.recheck_minutes)
             .finish_non_exhaustive()
     }
 }
@@ -88,6 +100,8 @@ struct Discovery {
     jwks_uri: String,
     #[serde(default)]
     token_endpoint_auth_methods_supported: Vec<String>,
+    #[serde(default)]
+    scopes_supported: Vec<String>,
 }
 
 /// The provider, its discovery document and signing keys cached.
@@ -101,6 +115,50 @@ pub(crate) struct SsoClient {
 /// Single sign-on's place in the service: set once at start, if configured.
 #[derive(Default)]
 pub(crate) struct SsoState(OnceLock<SsoClient>);
+
+/// What the token endpoint gave.
+struct ProviderTokens {
+    id_token: Option<String>,
+    refresh_token: Option<String>,
+}
+
+impl ProviderTokens {
+    async fn read(response: reqwest::Response) -> Result<ProviderTokens, ServiceError> {
+        let tokens: Value = response
+            .json()
+            .await
+            .map_err(|error| unavailable("token response", error))?;
+        let text = |name: &str| tokens.get(name).and_then(Value::as_str).map(str::to_owned);
+        Ok(ProviderTokens {
+            id_token: text("id_token"),
+            refresh_token: text("refresh_token"),
+        })
+    }
+}
+
+/// How a refresh at the provider went.
+enum RefreshOutcome {
+    Tokens(ProviderTokens),
+    /// `invalid_grant`: the provider will not refresh this person's sign-in any more.
+    GrantEnded,
+    /// The provider could not be asked (the network, a 5xx, anything unexpected).
+    Unavailable(String),
+}
+
+/// What one re-check of single sign-on's groups did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SsoRecheckReport {
+    /// People whose groups the provider was asked for.
+    pub checked: u64,
+    /// People whose roles changed with their groups.
+    pub roles_changed: u64,
+    /// People whose groups no longer give access, or whose sign-in the provider ended:
+    /// signed out, personal keys archived.
+    pub access_ended: u64,
+    /// People left as they were: the provider could not be asked, or gave no answer that
+    /// could be used.
+    pub unchanged: u64,
+}
 
 /// Where to send the browser, and the `state` to bind to it (a cookie) until it returns.
 #[derive(Debug)]
@@ -151,6 +209,19 @@ fn asymmetric(algorithm: jsonwebtoken::Algorithm) -> bool {
     )
 }
 
+/// The configured scopes, and `offline_access` when groups are re-checked and the provider
+/// offers it, so the sign-in gets a refresh token to re-check with.
+fn scopes_to_ask(settings: &SsoSettings, discovery: &Discovery) -> String {
+    let offline = "offline_access";
+    let asked = settings.scopes.split_whitespace().any(|scope| scope == offline);
+    let offered = discovery.scopes_supported.iter().any(|scope| scope == offline);
+    if settings.recheck_minutes > 0 && offered && !asked {
+        format!("{} {offline}", settings.scopes)
+    } else {
+        settings.scopes.clone()
+    }
+}
+
 /// The claims the rules read, from a verified token's payload.
 pub(crate) fn claims_from_payload(payload: &Value, group_claim: &str) -> Result<IdTokenClaims, SsoRefusal> {
     let text = |name: &str| payload.get(name).and_then(Value::as_str).map(str::to_owned);
@@ -186,7 +257,28 @@ pub(crate) fn claims_from_payload(payload: &Value, group_claim: &str) -> Result<
     })
 }
 
+/// What a re-check did for one person.
+enum Recheck {
+    /// Left as they were (see the log).
+    Unchanged,
+    /// Asked; the same roles.
+    Kept,
+    RolesChanged,
+    AccessEnded,
+}
+
 impl SsoClient {
+    /// The rules an ID token's claims must pass.
+    fn policy(&self) -> ClaimsPolicy {
+        let settings = &self.settings;
+        ClaimsPolicy {
+            issuer: settings.issuer.clone(),
+            client_id: settings.client_id.clone(),
+            allowed_email_domains: settings.allowed_email_domains.clone(),
+            require_verified_email: settings.require_verified_email,
+        }
+    }
+
     fn new(settings: SsoSettings) -> SsoClient {
         let http = reqwest::Client::builder()
             .timeout(PROVIDER_TIMEOUT)
@@ -270,20 +362,74 @@ impl SsoClient {
         Err(SsoRefusal::BadSignature.into())
     }
 
-    /// Exchanges the code for the provider's ID token.
+    /// Exchanges the code for the provider's ID token (and a refresh token, if it gave one).
     async fn exchange(
         &self,
         discovery: &Discovery,
         attempt: &SsoAttempt,
         code: &str,
-    ) -> Result<String, SsoSignInError> {
-        let settings = &self.settings;
-        let mut form = vec![
+    ) -> Result<ProviderTokens, SsoSignInError> {
+        let form = vec![
             ("grant_type", "authorization_code"),
             ("code", code),
             ("redirect_uri", attempt.redirect_uri.as_str()),
             ("code_verifier", attempt.pkce_verifier.as_str()),
         ];
+        let response = self
+            .token_request(discovery, form)
+            .send()
+            .await
+            .map_err(|error| unavailable("token endpoint", error))?;
+        if !response.status().is_success() {
+            let status = response.status();
+            let body = response.text().await.unwrap_or_default();
+            tracing::warn!(%status, body = %body.chars().take(300).collect::<String>(), "the identity provider refused the code");
+            return Err(SsoRefusal::ProviderRefused.into());
+        }
+        let tokens = ProviderTokens::read(response).await?;
+        if tokens.id_token.is_none() {
+            return Err(SsoRefusal::ProviderRefused.into());
+        }
+        Ok(tokens)
+    }
+
+    /// Asks the provider for fresh tokens with a refresh token (RFC 6749 6).
+    async fn refresh(&self, discovery: &Discovery, refresh_token: &str) -> RefreshOutcome {
+        let form = vec![("grant_type", "refresh_token"), ("refresh_token", refresh_token)];
+        let response = match self.token_request(discovery, form).send().await {
+            Ok(response) => response,
+            Err(error) => return RefreshOutcome::Unavailable(error.to_string()),
+        };
+        let status = response.status();
+        if status.is_success() {
+            return match ProviderTokens::read(response).await {
+                Ok(tokens) => RefreshOutcome::Tokens(tokens),
+                Err(error) => RefreshOutcome::Unavailable(error.to_string()),
+            };
+        }
+        let body = response.text().await.unwrap_or_default();
+        let error = serde_json::from_str::<Value>(&body)
+            .ok()
+            .and_then(|body| body.get("error").and_then(Value::as_str).map(str::to_owned));
+        // RFC 6749 5.2: `invalid_grant` is the provider saying the grant is over (the
+        // person was disabled, or signed out everywhere). Anything else (a 5xx, a
+        // misconfigured client) says nothing about the person.
+        if status == reqwest::StatusCode::BAD_REQUEST && error.as_deref() == Some("invalid_grant") {
+            return RefreshOutcome::GrantEnded;
+        }
+        RefreshOutcome::Unavailable(format!(
+            "{status}: {}",
+            body.chars().take(300).collect::<String>()
+        ))
+    }
+
+    /// A request to the token endpoint with this form, authenticated as the client.
+    fn token_request<'a>(
+        &'a self,
+        discovery: &Discovery,
+        mut form: Vec<(&'a str, &'a str)>,
+    ) -> reqwest::RequestBuilder {
+        let settings = &self.settings;
         let methods = &discovery.token_endpoint_auth_methods_supported;
         // `client_secret_basic` is the default (OpenID Connect Core 9); the form only when
         // the provider offers that and not Basic.
@@ -300,26 +446,7 @@ impl SsoClient {
             request = request.basic_auth(encode(&settings.client_id), Some(encode(&settings.client_secret)));
             form.push(("client_id", settings.client_id.as_str()));
         }
-        let response = request
-            .form(&form)
-            .send()
-            .await
-            .map_err(|error| unavailable("token endpoint", error))?;
-        if !response.status().is_success() {
-            let status = response.status();
-            let body = response.text().await.unwrap_or_default();
-            tracing::warn!(%status, body = %body.chars().take(300).collect::<String>(), "the identity provider refused the code");
-            return Err(SsoRefusal::ProviderRefused.into());
-        }
-        let tokens: Value = response
-            .json()
-            .await
-            .map_err(|error| unavailable("token response", error))?;
-        tokens
-            .get("id_token")
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-            .ok_or_else(|| SsoRefusal::ProviderRefused.into())
+        request.form(&form)
     }
 
     /// The payload of an ID token whose signature checks out against the provider's keys.
@@ -389,11 +516,12 @@ impl Tollgate {
             .await?;
         let mut location = reqwest::Url::parse(&discovery.authorization_endpoint)
             .map_err(|error| unavailable("authorization endpoint", error))?;
+        let scopes = scopes_to_ask(&client.settings, &discovery);
         location.query_pairs_mut().extend_pairs([
             ("response_type", "code"),
             ("client_id", client.settings.client_id.as_str()),
             ("redirect_uri", redirect_uri),
-            ("scope", client.settings.scopes.as_str()),
+            ("scope", scopes.as_str()),
             ("state", state.expose_secret()),
             ("nonce", nonce.as_str()),
             ("code_challenge", pkce_challenge(&verifier).as_str()),
@@ -414,17 +542,12 @@ impl Tollgate {
             .await?
             .ok_or(SsoRefusal::BadState)?;
         let discovery = client.discovery().await?;
-        let id_token = client.exchange(&discovery, &attempt, code).await?;
+        let tokens = client.exchange(&discovery, &attempt, code).await?;
+        let id_token = tokens.id_token.unwrap_or_default();
         let payload = client.verified_payload(&discovery, &id_token).await?;
         let settings = &client.settings;
         let claims = claims_from_payload(&payload, &settings.group_claim)?;
-        let policy = ClaimsPolicy {
-            issuer: settings.issuer.clone(),
-            client_id: settings.client_id.clone(),
-            allowed_email_domains: settings.allowed_email_domains.clone(),
-            require_verified_email: settings.require_verified_email,
-        };
-        let identity = check_claims(&claims, &policy, &attempt.nonce, self.now())?;
+        let identity = check_claims(&claims, &client.policy(), &attempt.nonce, self.now())?;
         let organization = self.organization_named(&settings.organization).await?;
         let operator = self.operator_of(&organization, "sso");
         let known = operator
@@ -437,7 +560,7 @@ impl Tollgate {
             Err(refusal) => {
                 // Someone who lost their groups is out of every session they had.
                 if let Some(user) = known {
-                    self.store().delete_console_sessions_of_user(&user.id).await?;
+                    self.groups_lost(&user, &refusal.to_string()).await?;
                 }
                 return Err(refusal.into());
             }
@@ -463,7 +586,184 @@ impl Tollgate {
             },
         };
         let user = self.apply_roles(user, &assignment, &settings.groups).await?;
+        if let Some(refresh_token) = tokens.refresh_token
+            && settings.recheck_minutes > 0
+        {
+            self.store()
+                .keep_sso_refresh_token(&SsoRefreshToken {
+                    user_id: user.id.clone(),
+                    subject: identity.subject.clone(),
+                    refresh_token,
+                    checked_at: self.now(),
+                })
+                .await?;
+        }
         Ok(self.start_session(user).await?)
+    }
+
+    /// Asks the provider again for the groups of everyone whose kept refresh token was last
+    /// used `recheck_minutes` ago or more, and applies them as a sign-in would: roles follow
+    /// the groups; someone whose groups no longer give access, or whose sign-in the provider
+    /// ended (`invalid_grant`), is signed out everywhere and their personal keys (Claude
+    /// Code's among them) are archived. A provider that cannot be asked changes nothing:
+    /// the next round asks again.
+    pub async fn recheck_sso_groups(&self) -> Result<SsoRecheckReport, ServiceError> {
+        let mut report = SsoRecheckReport::default();
+        let Some(client) = self.inner.sso.0.get() else {
+            return Ok(report);
+        };
+        if client.settings.recheck_minutes <= 0 {
+            return Ok(report);
+        }
+        let now = self.now();
+        let due = self
+            .store()
+            .sso_refresh_tokens_checked_before(
+                now - chrono::Duration::minutes(client.settings.recheck_minutes),
+            )
+            .await?;
+        if due.is_empty() {
+            return Ok(report);
+        }
+        let discovery = match client.discovery().await {
+            Ok(discovery) => discovery,
+            Err(error) => {
+                tracing::warn!(%error, people = due.len(), "single sign-on's groups were not re-checked: the identity provider is unreachable");
+                report.unchanged = u64::try_from(due.len()).unwrap_or(u64::MAX);
+                return Ok(report);
+            }
+        };
+        for kept in due {
+            // One replica checks a token at a time, and a sign-in meanwhile wins.
+            if !self.store().claim_sso_refresh_check(&kept, now).await? {
+                continue;
+            }
+            report.checked += 1;
+            match self.recheck_person(client, &discovery, &kept).await? {
+                Recheck::Unchanged => report.unchanged += 1,
+                Recheck::Kept => {}
+                Recheck::RolesChanged => report.roles_changed += 1,
+                Recheck::AccessEnded => report.access_ended += 1,
+            }
+        }
+        Ok(report)
+    }
+
+    async fn recheck_person(
+        &self,
+        client: &SsoClient,
+        discovery: &Discovery,
+        kept: &SsoRefreshToken,
+    ) -> Result<Recheck, ServiceError> {
+        let Some(user) = self.store().user(&kept.user_id).await? else {
+            return Ok(Recheck::Unchanged);
+        };
+        let tokens = match client.refresh(discovery, &kept.refresh_token).await {
+            RefreshOutcome::Tokens(tokens) => tokens,
+            RefreshOutcome::GrantEnded => {
+                // Unless a sign-in replaced the token meanwhile, the provider ended this
+                // person's sign-in: they lose access as if their groups had gone.
+                if self
+                    .store()
+                    .delete_sso_refresh_token(&user.id, &kept.refresh_token)
+                    .await?
+                {
+                    self.groups_lost(&user, "the identity provider ended the sign-in (invalid_grant)")
+                        .await?;
+                    return Ok(Recheck::AccessEnded);
+                }
+                return Ok(Recheck::Unchanged);
+            }
+            RefreshOutcome::Unavailable(error) => {
+                tracing::warn!(user = %user.id, %error, "single sign-on's groups were not re-checked: the identity provider did not answer; trying again next round");
+                return Ok(Recheck::Unchanged);
+            }
+        };
+        // A provider that rotates refresh tokens gives the next one with every refresh.
+        let next_token = tokens.refresh_token.as_deref().unwrap_or(&kept.refresh_token);
+        if !self
+            .store()
+            .checked_sso_refresh_token(&user.id, &kept.refresh_token, next_token, self.now())
+            .await?
+        {
+            return Ok(Recheck::Unchanged);
+        }
+        let Some(id_token) = tokens.id_token else {
+            tracing::warn!(user = %user.id, "single sign-on's groups were not re-checked: the identity provider's refresh returned no ID token");
+            return Ok(Recheck::Unchanged);
+        };
+        let settings = &client.settings;
+        let claims = match client
+            .verified_payload(discovery, &id_token)
+            .await
+            .and_then(|payload| {
+                let claims = claims_from_payload(&payload, &settings.group_claim)?;
+                check_refreshed_claims(&claims, &client.policy(), &kept.subject, self.now())?;
+                Ok(claims)
+            }) {
+            Ok(claims) => claims,
+            Err(SsoSignInError::Service(error)) => {
+                tracing::warn!(user = %user.id, %error, "single sign-on's groups were not re-checked; trying again next round");
+                return Ok(Recheck::Unchanged);
+            }
+            Err(SsoSignInError::Refused(refusal)) => {
+                tracing::warn!(user = %user.id, %refusal, "single sign-on's groups were not re-checked: the refreshed ID token was refused");
+                return Ok(Recheck::Unchanged);
+            }
+        };
+        if self.store().user_deactivated_at(&user.id).await?.is_some() {
+            return Ok(Recheck::Kept);
+        }
+        match assign_roles(&claims.groups, &settings.groups) {
+            Err(refusal) => {
+                self.store()
+                    .delete_sso_refresh_token(&user.id, next_token)
+                    .await?;
+                self.groups_lost(&user, &refusal.to_string()).await?;
+                Ok(Recheck::AccessEnded)
+            }
+            Ok(assignment) => {
+                let before = user.role;
+                let user = self.apply_roles(user, &assignment, &settings.groups).await?;
+                if user.role == before {
+                    return Ok(Recheck::Kept);
+                }
+                let audit = self.audit_entry(
+                    &user.org_id,
+                    "sso",
+                    "sso.roles_changed",
+                    &user.id,
+                    format!(
+                        "organization role {} -> {} (groups re-checked at the identity provider)",
+                        before.as_str(),
+                        user.role.as_str()
+                    ),
+                    None,
+                );
+                self.store().record_audit(audit).await?;
+                Ok(Recheck::RolesChanged)
+            }
+        }
+    }
+
+    /// Ends the access of a person whose groups no longer give any (found at a sign-in or a
+    /// re-check) or whose sign-in the provider ended: as a deactivation does, every Console
+    /// session of theirs ends and their personal keys are archived (refused within the key
+    /// cache's bound; a Claude Code refresh is refused once its key is archived). Not
+    /// deactivated: a sign-in whose groups give access again lets them back in.
+    async fn groups_lost(&self, user: &UserRecord, why: &str) -> Result<(), ServiceError> {
+        let archived = self.store().end_user_access(&user.id).await?;
+        tracing::info!(user = %user.id, archived, why, "single sign-on ended a person's access");
+        let audit = self.audit_entry(
+            &user.org_id,
+            "sso",
+            "sso.access_ended",
+            &user.id,
+            format!("signed out and {archived} personal keys archived: {why}"),
+            None,
+        );
+        self.store().record_audit(audit).await?;
+        Ok(())
     }
 
     /// Sets a person's organization role and their roles in the workspaces the group map

@@ -1,7 +1,8 @@
 //! Deactivated users: kept in their organization with their history, but signed out and
 //! kept out. Deactivating, in one transaction, records the deactivation, archives the
 //! person's personal keys (for good: reactivating does not bring them back) and ends every
-//! Console session of theirs; reactivating only removes the record. The service decides
+//! Console session of theirs; reactivating only removes the record. Ending a person's
+//! access (single sign-on's re-check) does the same but records nothing. The service decides
 //! who may do either; this keeps what it decided.
 //!
 //! Written once for both backends over `Dialect`.
@@ -17,6 +18,11 @@ use crate::dialect::Dialect;
 use crate::error::StoreError;
 use crate::model::KeyStatus;
 use crate::rows::DbRow;
+
+/// Archives a person's personal keys: `$1` the archived status, `$2` the user.
+const ARCHIVE_PERSONAL_KEYS: &str = "UPDATE api_keys SET status = $1 WHERE user_id = $2 AND status <> $1";
+/// Ends every Console session of `$1`.
+const END_SESSIONS: &str = "DELETE FROM console_sessions WHERE user_id = $1";
 
 /// The deactivation queries, the same on every backend.
 pub(crate) trait Deactivations: Dialect
@@ -39,19 +45,36 @@ where
         .execute(&mut *transaction)
         .await
         .map_err(Self::store_error)?;
-        sqlx::query("UPDATE api_keys SET status = $1 WHERE user_id = $2 AND status <> $1")
+        sqlx::query(ARCHIVE_PERSONAL_KEYS)
             .bind(KeyStatus::Archived.as_str())
             .bind(user_id)
             .execute(&mut *transaction)
             .await
             .map_err(Self::store_error)?;
-        sqlx::query("DELETE FROM console_sessions WHERE user_id = $1")
+        sqlx::query(END_SESSIONS)
             .bind(user_id)
             .execute(&mut *transaction)
             .await
             .map_err(Self::store_error)?;
         transaction.commit().await.map_err(Self::store_error)?;
         Ok(Self::rows_affected(&recorded) > 0)
+    }
+
+    async fn end_user_access(&self, user_id: &str) -> Result<u64, StoreError> {
+        let mut transaction = self.write_pool().begin().await.map_err(Self::store_error)?;
+        let archived = sqlx::query(ARCHIVE_PERSONAL_KEYS)
+            .bind(KeyStatus::Archived.as_str())
+            .bind(user_id)
+            .execute(&mut *transaction)
+            .await
+            .map_err(Self::store_error)?;
+        sqlx::query(END_SESSIONS)
+            .bind(user_id)
+            .execute(&mut *transaction)
+            .await
+            .map_err(Self::store_error)?;
+        transaction.commit().await.map_err(Self::store_error)?;
+        Ok(Self::rows_affected(&archived))
     }
 
     async fn reactivate_user(&self, user_id: &str) -> Result<bool, StoreError> {
@@ -99,6 +122,14 @@ impl Store {
     /// all at once. Whether they were active before.
     pub async fn deactivate_user(&self, user_id: &str, now: Timestamp) -> Result<bool, StoreError> {
         dispatch!(self.deactivate_user(user_id, now))
+    }
+
+    /// Ends a person's access without deactivating them (single sign-on found their groups
+    /// no longer give any): their personal keys archived and their sessions ended, at once,
+    /// as deactivating does; they may sign in again if their groups come back. How many
+    /// keys were archived.
+    pub async fn end_user_access(&self, user_id: &str) -> Result<u64, StoreError> {
+        dispatch!(self.end_user_access(user_id))
     }
 
     /// Lets a deactivated user sign in again; whether they were deactivated.

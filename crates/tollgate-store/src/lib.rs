@@ -49,6 +49,7 @@ mod rules;
 mod service_accounts;
 mod sqlite;
 mod sso;
+mod sso_refresh;
 mod stored_responses;
 
 use std::path::Path;
@@ -79,6 +80,7 @@ pub use idempotency_keys::{ClaimOutcome, IdempotencyClaim, IdempotencyRecord, Id
 pub use model::*;
 pub use service_accounts::{ServiceAccountMembership, ServiceAccountRecord};
 pub use sso::SsoAttempt;
+pub use sso_refresh::SsoRefreshToken;
 pub use stored_responses::StoredResponse;
 
 pub use postgres::PostgresOptions;

@@ -1,7 +1,7 @@
 //! Single sign-on's state in the store: the sign-in attempts sent to the identity provider
-//! (found by the SHA-256 of their `state`, hashed by the caller, and taken once), and
-//! ending every Console session of a person single sign-on refused. The service decides;
-//! this keeps what it decided.
+//! (found by the SHA-256 of their `state`, hashed by the caller, and taken once). Ending
+//! the access of a person single sign-on refused is `Store::end_user_access`
+//! (`deactivations.rs`). The service decides; this keeps what it decided.
 //!
 //! Written once for both backends over `Dialect`.
 
@@ -97,15 +97,6 @@ where
         let attempt = row.as_ref().map(attempt_from_row).transpose()?;
         Ok(attempt.filter(|attempt| attempt.expires_at > now))
     }
-
-    async fn delete_console_sessions_of_user(&self, user_id: &str) -> Result<u64, StoreError> {
-        let deleted = sqlx::query("DELETE FROM console_sessions WHERE user_id = $1 RETURNING token_hash")
-            .bind(user_id)
-            .fetch_all(self.write_pool())
-            .await
-            .map_err(Self::store_error)?;
-        Ok(u64::try_from(deleted.len()).unwrap_or(u64::MAX))
-    }
 }
 
 /// The façade over single sign-on's state.
@@ -123,10 +114,5 @@ impl Store {
         now: Timestamp,
     ) -> Result<Option<SsoAttempt>, StoreError> {
         dispatch!(self.take_sso_attempt(state_hash, now))
-    }
-
-    /// Ends every Console session of a user; how many there were.
-    pub async fn delete_console_sessions_of_user(&self, user_id: &str) -> Result<u64, StoreError> {
-        dispatch!(self.delete_console_sessions_of_user(user_id))
     }
 }

@@ -9,6 +9,12 @@
 //!
 //! Knobs for the refusals a relying party must make: the next tokens' audience, lifetime and
 //! issuer, and an authorization that hands out an already used code.
+//!
+//! An authorization that asked for `offline_access` (listed in `scopes_supported`) also gets
+//! a refresh token; `grant_type=refresh_token` answers with a fresh ID token carrying the
+//! person's groups as they are now (`set_groups`) and the next refresh token (the used one
+//! stops), `invalid_grant` once the person is disabled (`disable`), and a 503 while the
+//! token endpoint is down (`set_down`).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -60,6 +66,7 @@ struct Grant {
     redirect_uri: String,
     challenge: String,
     nonce: Option<String>,
+    offline: bool,
     used: bool,
 }
 
@@ -77,6 +84,13 @@ struct Shared {
     issuer_claim: Option<String>,
     next_code: u64,
     token_requests: u64,
+    /// Each person as the provider knows them now, by subject.
+    people: HashMap<String, OidcPerson>,
+    disabled: std::collections::HashSet<String>,
+    /// Live refresh token → subject.
+    refresh_tokens: HashMap<String, String>,
+    refresh_requests: u64,
+    down: bool,
 }
 
 /// The provider; it stops when dropped.
@@ -104,6 +118,11 @@ impl FakeOidc {
             issuer_claim: None,
             next_code: 0,
             token_requests: 0,
+            people: HashMap::new(),
+            disabled: std::collections::HashSet::new(),
+            refresh_tokens: HashMap::new(),
+            refresh_requests: 0,
+            down: false,
         }));
         let app = Router::new()
             .route("/.well-known/openid-configuration", get(discovery))
@@ -162,6 +181,42 @@ impl FakeOidc {
     pub fn token_requests(&self) -> u64 {
         self.shared().token_requests
     }
+
+    /// The person signed in as `email` is in these groups from now on: their next refresh
+    /// says so (and so does their next sign-in, if they are the one `sign_in_as` set).
+    pub fn set_groups(&self, email: &str, groups: &[&str]) {
+        let groups: Vec<String> = groups.iter().map(|group| (*group).to_owned()).collect();
+        let mut shared = self.shared();
+        for person in shared.people.values_mut().filter(|person| person.email == email) {
+            person.groups.clone_from(&groups);
+        }
+        if let Some(person) = shared.person.as_mut().filter(|person| person.email == email) {
+            person.groups = groups;
+        }
+    }
+
+    /// The person signed in as `email` is disabled: every refresh of theirs gets
+    /// `invalid_grant`.
+    pub fn disable(&self, email: &str) {
+        let mut shared = self.shared();
+        let subjects: Vec<String> = shared
+            .people
+            .values()
+            .filter(|person| person.email == email)
+            .map(|person| person.subject.clone())
+            .collect();
+        shared.disabled.extend(subjects);
+    }
+
+    /// While down, the token endpoint answers 503 to every request.
+    pub fn set_down(&self, down: bool) {
+        self.shared().down = down;
+    }
+
+    /// Refreshes asked for (answered or not).
+    pub fn refresh_requests(&self) -> u64 {
+        self.shared().refresh_requests
+    }
 }
 
 impl Drop for FakeOidc {
@@ -195,7 +250,7 @@ async fn discovery(State(shared): State<Arc<Mutex<Shared>>>) -> Json<Value> {
         "id_token_signing_alg_values_supported": ["RS256"],
         "code_challenge_methods_supported": ["S256"],
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-        "scopes_supported": ["openid", "email", "profile", "groups"],
+        "scopes_supported": ["openid", "email", "profile", "groups", "offline_access"],
         "claims_supported": ["sub", "email", "email_verified", "name", "groups"],
     }))
 }
@@ -284,6 +339,7 @@ async fn authorize(
             redirect_uri: redirect_uri.clone(),
             challenge: query.code_challenge.unwrap_or_default(),
             nonce: query.nonce,
+            offline: scopes.split(' ').any(|scope| scope == "offline_access"),
             used: false,
         },
     );
@@ -295,6 +351,7 @@ async fn authorize(
 struct TokenForm {
     grant_type: Option<String>,
     code: Option<String>,
+    refresh_token: Option<String>,
     redirect_uri: Option<String>,
     code_verifier: Option<String>,
     client_id: Option<String>,
@@ -348,11 +405,21 @@ async fn token(
             "client authentication failed",
         );
     }
+    if shared.down {
+        return token_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            "the provider is down",
+        );
+    }
+    if form.grant_type.as_deref() == Some("refresh_token") {
+        return refresh(&mut shared, form.refresh_token.as_deref().unwrap_or_default());
+    }
     if form.grant_type.as_deref() != Some("authorization_code") {
         return token_error(
             StatusCode::BAD_REQUEST,
             "unsupported_grant_type",
-            "only authorization_code",
+            "only authorization_code and refresh_token",
         );
     }
     let code = form.code.unwrap_or_default();
@@ -386,6 +453,69 @@ async fn token(
     }
     let person = grant.person.clone();
     let nonce = grant.nonce.clone();
+    let offline = grant.offline;
+    // The person as the provider knows them from now on; a refresh reads them here.
+    let person = shared
+        .people
+        .entry(person.subject.clone())
+        .and_modify(|known| *known = person.clone())
+        .or_insert(person)
+        .clone();
+    let refresh_token = offline.then(|| new_refresh_token(&mut shared, &person.subject));
+    let id_token = id_token(&shared, &person, nonce);
+    let mut tokens = json!({
+        "access_token": format!("access-{code}"),
+        "token_type": "Bearer",
+        "expires_in": 3600,
+        "id_token": id_token,
+    });
+    if let Some(refresh_token) = refresh_token {
+        tokens["refresh_token"] = json!(refresh_token);
+    }
+    Json(tokens).into_response()
+}
+
+fn new_refresh_token(shared: &mut Shared, subject: &str) -> String {
+    shared.next_code += 1;
+    let token = format!(
+        "refresh-{}-{}",
+        shared.next_code,
+        hex::encode(Sha256::digest(subject.as_bytes()))
+    );
+    shared.refresh_tokens.insert(token.clone(), subject.to_owned());
+    token
+}
+
+/// `grant_type=refresh_token`: the person's groups as they are now, and the next token.
+fn refresh(shared: &mut Shared, refresh_token: &str) -> Response {
+    shared.refresh_requests += 1;
+    let Some(subject) = shared.refresh_tokens.remove(refresh_token) else {
+        return token_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            "the refresh token is not known",
+        );
+    };
+    if shared.disabled.contains(&subject) {
+        return token_error(StatusCode::BAD_REQUEST, "invalid_grant", "the user is disabled");
+    }
+    let Some(person) = shared.people.get(&subject).cloned() else {
+        return token_error(StatusCode::BAD_REQUEST, "invalid_grant", "the user is unknown");
+    };
+    let next = new_refresh_token(shared, &subject);
+    let id_token = id_token(shared, &person, None);
+    Json(json!({
+        "access_token": format!("access-{next}"),
+        "token_type": "Bearer",
+        "expires_in": 3600,
+        "id_token": id_token,
+        "refresh_token": next,
+    }))
+    .into_response()
+}
+
+/// An ID token for `person`, signed with the current key, with the knobs applied.
+fn id_token(shared: &Shared, person: &OidcPerson, nonce: Option<String>) -> String {
     let now = provider_now();
     let claims = json!({
         "iss": shared.issuer_claim.clone().unwrap_or_else(|| shared.issuer.clone()),
@@ -401,13 +531,5 @@ async fn token(
     });
     let mut token_header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
     token_header.kid = Some(key_id(shared.key));
-    let id_token =
-        jsonwebtoken::encode(&token_header, &claims, &encoding_key(shared.key)).expect("an ID token");
-    Json(json!({
-        "access_token": format!("access-{code}"),
-        "token_type": "Bearer",
-        "expires_in": 3600,
-        "id_token": id_token,
-    }))
-    .into_response()
+    jsonwebtoken::encode(&token_header, &claims, &encoding_key(shared.key)).expect("an ID token")
 }

@@ -7,7 +7,7 @@ use crate::Timestamp;
 use crate::roles::{OrgRole, WorkspaceRole};
 use crate::sso::{
     ClaimsPolicy, EXPIRY_LEEWAY_SECONDS, GroupGrant, GroupMap, IdTokenClaims, SsoRefusal, assign_roles,
-    check_claims,
+    check_claims, check_refreshed_claims,
 };
 
 fn now() -> Timestamp {
@@ -36,6 +36,36 @@ fn claims() -> IdTokenClaims {
         name: Some("Ada".into()),
         groups: vec!["eng".into()],
     }
+}
+
+/// Goal: a refreshed ID token passes the sign-in's rules without the sign-in's nonce, but
+/// only for the same person, and every other rule still holds.
+#[test]
+fn refreshed_claims_need_no_nonce_but_the_same_person() {
+    let refreshed = IdTokenClaims {
+        nonce: None,
+        ..claims()
+    };
+    let identity = check_refreshed_claims(&refreshed, &policy(), "user-1", now()).unwrap();
+    assert_eq!(identity.email, "ada@example.com");
+    assert_eq!(
+        check_refreshed_claims(&refreshed, &policy(), "user-2", now()),
+        Err(SsoRefusal::ProviderRefused),
+        "another person"
+    );
+    let expired = IdTokenClaims {
+        expires_at: now() - chrono::Duration::hours(1),
+        ..refreshed.clone()
+    };
+    assert_eq!(
+        check_refreshed_claims(&expired, &policy(), "user-1", now()),
+        Err(SsoRefusal::Expired)
+    );
+    assert_eq!(
+        check_claims(&refreshed, &policy(), "n-1", now()),
+        Err(SsoRefusal::NonceMismatch),
+        "a sign-in still needs its nonce"
+    );
 }
 
 #[test]

@@ -21,6 +21,7 @@ use crate::reports::Reports;
 use crate::request_log::RequestLog;
 use crate::service_accounts::ServiceAccounts;
 use crate::sso::SsoAttempts;
+use crate::sso_refresh::SsoRefreshTokens;
 use crate::stored_responses::StoredResponses;
 
 impl Dialect for PgStore {
@@ -78,6 +79,7 @@ impl StoredResponses for PgStore {}
 impl Files for PgStore {}
 
 impl SsoAttempts for PgStore {}
+impl SsoRefreshTokens for PgStore {}
 impl Deactivations for PgStore {}
 impl ServiceAccounts for PgStore {}
 impl DeviceGrants for PgStore {}

@@ -21,6 +21,7 @@ use crate::request_log::RequestLog;
 use crate::service_accounts::ServiceAccounts;
 use crate::sqlite::{SqliteStore, SqliteTransaction, store_error};
 use crate::sso::SsoAttempts;
+use crate::sso_refresh::SsoRefreshTokens;
 use crate::stored_responses::StoredResponses;
 
 impl Dialect for SqliteStore {
@@ -84,6 +85,7 @@ impl StoredResponses for SqliteStore {}
 impl Files for SqliteStore {}
 
 impl SsoAttempts for SqliteStore {}
+impl SsoRefreshTokens for SqliteStore {}
 impl Deactivations for SqliteStore {}
 impl ServiceAccounts for SqliteStore {}
 impl DeviceGrants for SqliteStore {}

@@ -26,6 +26,8 @@ pub struct SsoConfig {
     pub organization: String,
     pub redirect_url: String,
     pub password_sign_in: bool,
+    /// Minutes between asking the provider again for each person's groups; 0: never.
+    pub recheck_minutes: i64,
     #[serde(default)]
     pub groups: BTreeMap<String, SsoGroupConfig>,
 }
@@ -88,6 +90,12 @@ impl SsoConfig {
         if !self.redirect_url.is_empty() {
             url_with_scheme("redirect_url", &self.redirect_url)?;
         }
+        if !(0..=10_080).contains(&self.recheck_minutes) {
+            bail!(
+                "console.sso.recheck_minutes {} must be 0 (never) to 10080 (a week)",
+                self.recheck_minutes
+            );
+        }
         if self.groups.is_empty() {
             bail!(
                 "console.sso.groups must name at least one group: only members of a listed group may sign in"
@@ -136,6 +144,7 @@ impl SsoConfig {
             organization: self.organization.clone(),
             redirect_url: (!self.redirect_url.is_empty()).then(|| self.redirect_url.clone()),
             password_sign_in: self.password_sign_in,
+            recheck_minutes: self.recheck_minutes,
         }))
     }
 }

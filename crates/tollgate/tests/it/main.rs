@@ -40,6 +40,7 @@ mod sdk;
 mod service_accounts;
 mod serving;
 mod sso;
+mod sso_recheck;
 mod stripe;
 mod tidy;
 mod upstream_failures;

@@ -123,7 +123,7 @@ pub(crate) async fn sign_in(app: &TestApp) -> Outcome {
 }
 
 /// Whether a session token still opens the overview.
-async fn session_works(app: &TestApp, token: &str) -> bool {
+pub(crate) async fn session_works(app: &TestApp, token: &str) -> bool {
     let response = client()
         .get(app.url("/console/overview"))
         .header("cookie", format!("__Host-tollgate_session={token}"))
@@ -133,7 +133,7 @@ async fn session_works(app: &TestApp, token: &str) -> bool {
     response.status() == StatusCode::OK
 }
 
-async fn user_by_email(app: &TestApp, email: &str) -> Option<tollgate_store::UserRecord> {
+pub(crate) async fn user_by_email(app: &TestApp, email: &str) -> Option<tollgate_store::UserRecord> {
     app.tollgate
         .store()
         .users(&app.org_id)

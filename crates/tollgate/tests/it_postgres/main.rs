@@ -69,6 +69,8 @@ mod service_accounts;
 mod serving;
 #[path = "../it/sso.rs"]
 mod sso;
+#[path = "../it/sso_recheck.rs"]
+mod sso_recheck;
 #[path = "../it/stripe.rs"]
 mod stripe;
 #[path = "../it/upstream_failures.rs"]
