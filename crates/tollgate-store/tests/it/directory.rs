@@ -1019,3 +1019,134 @@ pub(crate) async fn deactivating_a_user_archives_their_keys_and_ends_their_sessi
         "keys stay archived"
     );
 }
+
+/// Goal: ending a person's access (single sign-on's lost groups) archives their personal
+/// keys and ends their sessions as deactivating does, but records no deactivation; and
+/// their kept refresh token is checked by one claimant at a time, rotated only from the
+/// token that was read, and gone with the user.
+pub(crate) async fn ending_access_and_refresh_tokens_of_single_sign_on(backend: &impl Backend) {
+    let store = backend.store();
+    let org = create_org(store, "acme").await;
+    for (id, email, minute) in [
+        ("user_alice", "alice@example.com", 1),
+        ("user_bob", "bob@example.com", 2),
+    ] {
+        store.insert_user(&user(&org, id, email, minute)).await.unwrap();
+        store
+            .insert_key_by(
+                NewKey {
+                    user_id: Some(id.to_owned()),
+                    ..new_key(&org, &format!("apikey_{id}"), Some(&org.workspace_id), minute)
+                },
+                &CreatedBy::User(id.to_owned()),
+            )
+            .await
+            .unwrap();
+        store
+            .insert_console_session(&tollgate_store::ConsoleSession {
+                token_hash: format!("session_of_{id}"),
+                user_id: id.to_owned(),
+                csrf_token: "csrf".to_owned(),
+                created_at: at(minute),
+                expires_at: at(minute + 100_000),
+            })
+            .await
+            .unwrap();
+        store
+            .keep_sso_refresh_token(&tollgate_store::SsoRefreshToken {
+                user_id: id.to_owned(),
+                subject: format!("sub-{id}"),
+                refresh_token: format!("refresh-{id}-1"),
+                checked_at: at(minute),
+            })
+            .await
+            .unwrap();
+    }
+
+    assert_eq!(store.end_user_access("user_alice").await.unwrap(), 1);
+    assert_eq!(store.end_user_access("user_alice").await.unwrap(), 0, "once");
+    let status = async |id: &str| {
+        store
+            .key_by_hash(&format!("hash_of_apikey_{id}"))
+            .await
+            .unwrap()
+            .unwrap()
+            .status
+    };
+    assert_eq!(status("user_alice").await, KeyStatus::Archived);
+    assert_eq!(status("user_bob").await, KeyStatus::Active, "only hers");
+    let session = async |id: &str| {
+        store
+            .console_session(&format!("session_of_{id}"), at(50))
+            .await
+            .unwrap()
+            .is_some()
+    };
+    assert!(!session("user_alice").await);
+    assert!(session("user_bob").await);
+    assert_eq!(
+        store.user_deactivated_at("user_alice").await.unwrap(),
+        None,
+        "not deactivated"
+    );
+
+    // Due: only the tokens last checked by then, the longest unchecked first.
+    let due = store.sso_refresh_tokens_checked_before(at(1)).await.unwrap();
+    assert_eq!(
+        due.iter().map(|token| token.user_id.as_str()).collect::<Vec<_>>(),
+        vec!["user_alice"]
+    );
+    let due = store.sso_refresh_tokens_checked_before(at(5)).await.unwrap();
+    assert_eq!(due.len(), 2);
+    let bob = due[1].clone();
+    assert_eq!(
+        (bob.user_id.as_str(), bob.subject.as_str()),
+        ("user_bob", "sub-user_bob")
+    );
+    assert!(store.claim_sso_refresh_check(&bob, at(10)).await.unwrap());
+    assert!(
+        !store.claim_sso_refresh_check(&bob, at(10)).await.unwrap(),
+        "one claimant"
+    );
+    assert!(
+        store
+            .checked_sso_refresh_token("user_bob", "refresh-user_bob-1", "refresh-user_bob-2", at(11))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .checked_sso_refresh_token("user_bob", "refresh-user_bob-1", "refresh-user_bob-3", at(12))
+            .await
+            .unwrap(),
+        "only from the token read"
+    );
+    let kept = store.sso_refresh_tokens_checked_before(at(20)).await.unwrap();
+    let bob = kept.iter().find(|token| token.user_id == "user_bob").unwrap();
+    assert_eq!(
+        (bob.refresh_token.as_str(), bob.checked_at),
+        ("refresh-user_bob-2", at(11))
+    );
+    assert!(
+        !store
+            .delete_sso_refresh_token("user_bob", "refresh-user_bob-1")
+            .await
+            .unwrap(),
+        "a replaced token is not deleted"
+    );
+    assert!(
+        store
+            .delete_sso_refresh_token("user_bob", "refresh-user_bob-2")
+            .await
+            .unwrap()
+    );
+    store.delete_user("user_alice").await.unwrap();
+    assert!(
+        store
+            .sso_refresh_tokens_checked_before(at(20))
+            .await
+            .unwrap()
+            .is_empty(),
+        "gone with the user"
+    );
+}

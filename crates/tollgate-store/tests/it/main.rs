@@ -132,6 +132,7 @@ macro_rules! the_conformance_suite {
             removing_a_user_archives_their_personal_keys,
             archiving_a_service_account_archives_its_keys,
             deactivating_a_user_archives_their_keys_and_ends_their_sessions,
+            ending_access_and_refresh_tokens_of_single_sign_on,
             invites_are_pending_until_accepted_once,
             usage_reports_roll_records_up,
             usage_reports_equal_the_settled_charges,

@@ -754,6 +754,7 @@ fn single_sign_on_loads_its_group_map_and_names_each_bad_key() {
         tollgate_core::roles::WorkspaceRole::Developer
     );
     assert!(settings.password_sign_in, "passwords stay unless turned off");
+    assert_eq!(settings.recheck_minutes, 15, "groups re-checked every 15 minutes");
     assert!(
         parse(None, &[])
             .expect("defaults")
@@ -769,6 +770,10 @@ fn single_sign_on_loads_its_group_map_and_names_each_bad_key() {
         ("\"workspace_developer\"", "\"developer\""),
         ("client_secret = \"s\"", "client_secret = \"\""),
         ("client_id = \"tollgate\"", "client_id = \"\""),
+        (
+            "client_id = \"tollgate\"",
+            "client_id = \"tollgate\"\nrecheck_minutes = -1",
+        ),
         (
             "issuer = \"https://id.example.com\"",
             "issuer = \"id.example.com\"",
