@@ -33,6 +33,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tollgate_core::Timestamp;
+use tollgate_core::roles::WorkspaceRole;
 use tollgate_core::sso::{
     ClaimsPolicy, GroupMap, IdTokenClaims, RoleAssignment, SsoRefusal, assign_roles, check_claims,
     check_refreshed_claims,
@@ -585,7 +586,9 @@ impl Tollgate {
                     .ok_or(error)?,
             },
         };
-        let user = self.apply_roles(user, &assignment, &settings.groups).await?;
+        let (user, _) = self
+            .apply_roles(user, &assignment, &settings.groups, "at sign-in")
+            .await?;
         if let Some(refresh_token) = tokens.refresh_token
             && settings.recheck_minutes > 0
         {
@@ -723,25 +726,19 @@ impl Tollgate {
                 Ok(Recheck::AccessEnded)
             }
             Ok(assignment) => {
-                let before = user.role;
-                let user = self.apply_roles(user, &assignment, &settings.groups).await?;
-                if user.role == before {
-                    return Ok(Recheck::Kept);
-                }
-                let audit = self.audit_entry(
-                    &user.org_id,
-                    "sso",
-                    "sso.roles_changed",
-                    &user.id,
-                    format!(
-                        "organization role {} -> {} (groups re-checked at the identity provider)",
-                        before.as_str(),
-                        user.role.as_str()
-                    ),
-                    None,
-                );
-                self.store().record_audit(audit).await?;
-                Ok(Recheck::RolesChanged)
+                let (_, changed) = self
+                    .apply_roles(
+                        user,
+                        &assignment,
+                        &settings.groups,
+                        "groups re-checked at the identity provider",
+                    )
+                    .await?;
+                Ok(if changed {
+                    Recheck::RolesChanged
+                } else {
+                    Recheck::Kept
+                })
             }
         }
     }
@@ -767,15 +764,25 @@ impl Tollgate {
     }
 
     /// Sets a person's organization role and their roles in the workspaces the group map
-    /// names (adding, changing or ending those memberships) to what their groups give.
+    /// names (adding, changing or ending those memberships) to what their groups give, and
+    /// writes what changed, if anything, to the audit log (`sso.roles_changed`; `when`
+    /// says at a sign-in or a re-check). The person as they are now, and whether anything
+    /// changed.
     async fn apply_roles(
         &self,
         user: UserRecord,
         assignment: &RoleAssignment,
         groups: &GroupMap,
-    ) -> Result<UserRecord, ServiceError> {
+        when: &str,
+    ) -> Result<(UserRecord, bool), ServiceError> {
+        let mut changes = Vec::new();
         if user.role != assignment.org_role {
             self.store().set_user_role(&user.id, assignment.org_role).await?;
+            changes.push(format!(
+                "organization role {} -> {}",
+                user.role.as_str(),
+                assignment.org_role.as_str()
+            ));
         }
         let workspaces = self.workspaces(&user.org_id).await?;
         for configured in groups.workspaces() {
@@ -786,8 +793,22 @@ impl Tollgate {
                 tracing::warn!(workspace = %configured, "single sign-on's group map names a workspace that does not exist");
                 continue;
             };
+            let before = self
+                .store()
+                .member(&workspace.id, &user.id)
+                .await?
+                .map(|member| member.role);
+            let role_text = |role: Option<WorkspaceRole>| role.map_or("none", WorkspaceRole::as_str);
             match assignment.workspace_roles.get(&configured) {
                 Some(role) if workspace.archived_at.is_none() => {
+                    if before != Some(*role) {
+                        changes.push(format!(
+                            "workspace {}: {} -> {}",
+                            workspace.name,
+                            role_text(before),
+                            role.as_str()
+                        ));
+                    }
                     self.store()
                         .set_member(
                             &user.org_id,
@@ -802,14 +823,36 @@ impl Tollgate {
                 }
                 Some(_) => {}
                 None => {
+                    if before.is_some() {
+                        changes.push(format!(
+                            "workspace {}: {} -> none",
+                            workspace.name,
+                            role_text(before)
+                        ));
+                    }
                     self.store().delete_member(&workspace.id, &user.id).await?;
                 }
             }
         }
-        Ok(UserRecord {
-            role: assignment.org_role,
-            ..user
-        })
+        let changed = !changes.is_empty();
+        if changed {
+            let audit = self.audit_entry(
+                &user.org_id,
+                "sso",
+                "sso.roles_changed",
+                &user.id,
+                format!("{} ({when})", changes.join("; ")),
+                None,
+            );
+            self.store().record_audit(audit).await?;
+        }
+        Ok((
+            UserRecord {
+                role: assignment.org_role,
+                ..user
+            },
+            changed,
+        ))
     }
 
     /// Refuses a way in that signs someone in with a password when passwords are off.

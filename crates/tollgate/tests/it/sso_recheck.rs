@@ -270,6 +270,13 @@ async fn a_person_disabled_at_the_provider_loses_access_and_a_role_change_follow
         session_works(&app, &bob.session).await,
         "a role change keeps the session"
     );
+    let audit = app.tollgate.audit_events(&app.org_id).await.expect("audit");
+    assert!(
+        audit.iter().any(|entry| entry.action == "sso.roles_changed"
+            && entry.subject == bob_user.id
+            && entry.details.contains("developer -> billing")),
+        "{audit:?}"
+    );
 
     // The provider rotated bob's refresh token; the next round uses the new one.
     oidc.set_groups(&bob.email, &["engineering"]);
