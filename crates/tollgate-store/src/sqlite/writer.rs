@@ -726,17 +726,7 @@ fn store_counter(
             }),
     }
     .map_err(sql_error)?;
-    match stored {
-        None => Err(invariant(format!(
-            "{} changed after it was loaded in the same transaction",
-            label()
-        ))),
-        Some(stored) if stored != current => Err(invariant(format!(
-            "{} reads back as {stored:?} after writing {current:?}",
-            label()
-        ))),
-        Some(_) => Ok(()),
-    }
+    check_counter_read_back(stored, current, label)
 }
 
 /// A user's counter for a month as the table holds it; `None` if it has no row.
@@ -827,6 +817,16 @@ fn store_user_counter(
             }),
     }
     .map_err(sql_error)?;
+    check_counter_read_back(stored, current, label)
+}
+
+/// A counter written compare-and-set reads back as written; no row back means it changed
+/// after it was loaded in the same transaction.
+fn check_counter_read_back<T: PartialEq + std::fmt::Debug>(
+    stored: Option<T>,
+    current: T,
+    label: impl Fn() -> String,
+) -> Result<(), StoreError> {
     match stored {
         None => Err(invariant(format!(
             "{} changed after it was loaded in the same transaction",
