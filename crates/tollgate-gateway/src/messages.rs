@@ -17,7 +17,7 @@ use tollgate_upstream::{Dialect, UpstreamRequest};
 
 use crate::GatewayState;
 use crate::error::{ApiError, Credential, ErrorKind};
-use crate::file_sources::{FileBodies, file_bodies};
+use crate::file_sources::{FileBodies, file_bodies, named_file_ids};
 use crate::metered::{Admission, ClientWire, Operation, admit_and_run, run_admitted};
 use crate::routing::{ClientRequest, largest_body_bytes, plan_attempts};
 use crate::wire::{Endpoint, MessagesRequest};
@@ -273,11 +273,14 @@ async fn run_message(
 ) -> Result<Response, ApiError> {
     let parsed = MessagesRequest::parse(&bytes, Endpoint::Messages)?;
     let resolved = resolve_model(state, caller, &parsed.model)?;
-    // Checked here too (admission checks it again), so a refused request uploads no file.
-    check_max_tokens(&resolved, parsed.max_tokens)?;
     let files = match parsed.body.as_object() {
-        Some(body) => file_bodies(state, caller, &resolved, body).await?,
-        None => None,
+        Some(body) if !named_file_ids(body).is_empty() => {
+            // Checked before any upload (admission checks every request), so a request
+            // refused for it uploads no file.
+            check_max_tokens(&resolved, parsed.max_tokens)?;
+            file_bodies(state, caller, &resolved, body).await?
+        }
+        _ => None,
     };
     let admission = admission(
         state,

@@ -1,7 +1,8 @@
 //! The limits in force for an organization and its workspaces: tier (or custom limit set)
 //! with programme uplifts, the organization's own spend limit, and workspace limits (its
-//! own, and the one it sets on each of its users) that may only lower the organization's. Read on every request, so cached for the key-cache
-//! TTL: a change takes effect everywhere within it. Setting a limit validates it here,
+//! own, and the one it sets on each of its users) that may only lower the organization's.
+//! Read on every request, so cached for the key-cache TTL: a change takes effect everywhere
+//! within it. Setting a limit validates it here,
 //! with the rules in `tollgate_core::spend` and `tollgate_core::tiers`.
 //!
 //! Also the memory of prompt prefixes recently cached upstream, per organization and model

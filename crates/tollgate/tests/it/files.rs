@@ -517,6 +517,59 @@ async fn a_file_reaches_an_anthropic_upstream_by_the_id_it_gave_once_uploaded() 
     assert_eq!(deletions, [format!("/v1/files/{provider_id}")]);
 }
 
+/// Goal: a request naming a file that admission would refuse anyway uploads nothing: a
+/// `max_tokens` above the model's limit is refused in Anthropic's words before the file
+/// goes to the provider, and an id no file has is Anthropic's 400, with nothing sent.
+#[tokio::test]
+async fn a_refused_request_naming_a_file_uploads_nothing() {
+    let app = spawn_app_with(Options {
+        extra_config: r#"
+        [models.fake-capped]
+        class = "sonnet"
+        provider = "fake"
+        upstream_model = "claude-sonnet-4-6"
+        input = "3"
+        output = "15"
+        max_output_tokens = 16
+        "#,
+        ..Options::default()
+    })
+    .await;
+    let file = app
+        .upload("notes.txt", "text/plain", b"The notes say hello.")
+        .await;
+    let file_id = file["id"].as_str().expect("id");
+    let response = app.post_messages(&document_message("fake-capped", file_id)).await;
+    let ((status, kind), envelope) = refusal(response).await;
+    assert_eq!(
+        (status, kind.as_str()),
+        (400, "invalid_request_error"),
+        "{envelope}"
+    );
+    assert_eq!(
+        envelope["message"],
+        "max_tokens: 32 > 16, which is the maximum allowed number of output tokens for fake-capped"
+    );
+    let response = app
+        .post_messages(&document_message("fake-sonnet", "file_011CNha8iCJcU1wXNR6q4V8w"))
+        .await;
+    let ((status, _), envelope) = refusal(response).await;
+    assert_eq!(status, 400, "{envelope}");
+    assert_eq!(
+        envelope["message"],
+        "File not found: file_011CNha8iCJcU1wXNR6q4V8w"
+    );
+    assert!(
+        app.fake.requests().is_empty(),
+        "nothing reached the provider: {:?}",
+        app.fake
+            .requests()
+            .iter()
+            .map(|request| &request.path)
+            .collect::<Vec<_>>()
+    );
+}
+
 /// Goal: a file read by id is reserved for like the body: its bytes bound its input tokens,
 /// so a file the credit cannot cover is refused before anything is sent, and a small one
 /// goes.
