@@ -16,6 +16,11 @@
 //! failed), which the request log shows; a cooldown that takes a deployment down alerts the
 //! request's organization (`deployment_down`), and its next success re-arms that alert.
 //!
+//! The first upstream call starts as soon as the writer's book has decided the reservation,
+//! while its batch commits (`Store::reserve_decided`); the task awaits that commit beside the
+//! call, and nothing reaches the client before it: a reservation that was not written ends
+//! the request with the store's refusal or error, the upstream's answer unread.
+//!
 //! The call and its settlement run in a task of their own, so a client that goes away never
 //! cancels them. Disconnect policy: when a streaming client disconnects, the task keeps
 //! reading the upstream stream (without forwarding it) until the upstream finishes or the
@@ -685,9 +690,19 @@ impl MeteredCall {
         tokio::spawn(
             async move {
                 let upstream_started = tokio::time::Instant::now();
-                let connected =
-                    Box::pin(upstream.connect(&mut settings.provider, &mut open.upstream_attempts)).await;
+                let commit = open.take_commit();
+                let (connected, committed) = tokio::join!(
+                    Box::pin(upstream.connect(&mut settings.provider, &mut open.upstream_attempts)),
+                    commit.committed()
+                );
                 let upstream_time = UpstreamTime(upstream_started.elapsed());
+                let mut open = match settings.tollgate.committed(open, committed).await {
+                    Ok(open) => open,
+                    Err(error) => {
+                        let _ = reply_sender.send((Err(settings.observed.refused(error)), upstream_time));
+                        return;
+                    }
+                };
                 let (finish, reply) = match connected {
                     Ok((dialect, prices, UpstreamReply::Message { body, usage })) => {
                         open.prices = prices;
@@ -763,7 +778,7 @@ impl MeteredCall {
     }
 
     pub(crate) async fn stream(self) -> Result<Response, ApiError> {
-        let (start_sender, start_receiver) = oneshot::channel::<Result<UpstreamTime, UpstreamError>>();
+        let (start_sender, start_receiver) = oneshot::channel::<Result<UpstreamTime, ApiError>>();
         let (event_sender, event_receiver) = mpsc::channel::<Bytes>(STREAM_BUFFER_EVENTS);
         let (upstream, mut open, mut settings) = self.split();
         let span = settings.observed.span.clone();
@@ -772,9 +787,19 @@ impl MeteredCall {
                 // Boxed for the reason `settle` gives: the connection attempt is over (and its
                 // memory back) before the stream's long relay begins.
                 let upstream_started = tokio::time::Instant::now();
-                let connected =
-                    Box::pin(upstream.connect(&mut settings.provider, &mut open.upstream_attempts)).await;
+                let commit = open.take_commit();
+                let (connected, committed) = tokio::join!(
+                    Box::pin(upstream.connect(&mut settings.provider, &mut open.upstream_attempts)),
+                    commit.committed()
+                );
                 let upstream_time = UpstreamTime(upstream_started.elapsed());
+                let mut open = match settings.tollgate.committed(open, committed).await {
+                    Ok(open) => open,
+                    Err(error) => {
+                        let _ = start_sender.send(Err(settings.observed.refused(error)));
+                        return;
+                    }
+                };
                 let (dialect, events) = match connected {
                     Ok((dialect, prices, UpstreamReply::Stream(events))) => {
                         open.prices = prices;
@@ -810,7 +835,7 @@ impl MeteredCall {
                 response.extensions_mut().insert(upstream_time);
                 Ok(response)
             }
-            Ok(Err(error)) => Err(ApiError::from_upstream(&error)),
+            Ok(Err(error)) => Err(error),
             Err(_) => Err(ApiError::internal(
                 "the upstream task ended before the stream started",
             )),
@@ -840,12 +865,12 @@ impl Settings {
         mut self,
         open: OpenReservation,
         error: UpstreamError,
-        start_sender: oneshot::Sender<Result<UpstreamTime, UpstreamError>>,
+        start_sender: oneshot::Sender<Result<UpstreamTime, ApiError>>,
     ) {
         settle(&self.tollgate, open, failed(&error)).await;
         let api_error = ApiError::from_upstream(&error);
         self.observed.ended(&self.provider, api_error.status, "failed");
-        let _ = start_sender.send(Err(error));
+        let _ = start_sender.send(Err(api_error.clone()));
         if let Some(job) = self.capture.take() {
             job.keep_reply(&self.tollgate, &self.client, Err(api_error)).await;
         }

@@ -24,8 +24,8 @@ use tollgate_core::ratelimit::prompt_cache::{CacheablePrefixes, split_input_esti
 use tollgate_core::usage::TokenUsage;
 use tollgate_limiter::{BucketKey, Demand, LimitRefusal, Metric};
 use tollgate_store::{
-    NewReservation, ReserveRejection, SettleOutcome, Settlement, StoreError, UsageRecord, UsageStatus,
-    WorkspaceLimits,
+    NewReservation, ReservationCommit, ReserveRejection, SettleOutcome, Settlement, StoreError, TxError,
+    UsageRecord, UsageStatus, WorkspaceLimits,
 };
 
 use crate::Tollgate;
@@ -118,6 +118,20 @@ pub struct OpenReservation {
     batch_claim: Option<BatchClaim>,
     /// Who ends the reservation if it is dropped unfinished; `None` once it is being ended.
     owner: Owner,
+    /// The reservation's commit while the caller has not awaited it (`take_commit`): the
+    /// book decided it, its batch may still be writing it.
+    commit: Option<ReservationCommit>,
+}
+
+impl OpenReservation {
+    /// The reservation's commit, for the caller to await beside its upstream call and
+    /// before anything reaches its client; then [`Tollgate::committed`]. `finish` awaits it
+    /// if the caller has not.
+    pub fn take_commit(&mut self) -> ReservationCommit {
+        self.commit
+            .take()
+            .unwrap_or_else(ReservationCommit::committed_already)
+    }
 }
 
 /// The façade an unfinished reservation goes back to when it is dropped.
@@ -158,6 +172,7 @@ impl Drop for OpenReservation {
             live: self.live.take(),
             batch_claim: self.batch_claim.take(),
             owner: Owner(None),
+            commit: self.commit.take(),
         };
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             tracing::warn!(
@@ -461,8 +476,8 @@ impl Tollgate {
         let view = binding_view(&demands, &admitted.snapshots);
         let request_id = reservation.request_id.clone();
         let model = reservation.model.clone();
-        match self.store().reserve(reservation).await {
-            Ok(reserved) => Ok(OpenReservation {
+        match self.store().reserve_decided(reservation).await {
+            Ok((reserved, commit)) => Ok(OpenReservation {
                 // Before the id moves: the heartbeat keeps its own copy.
                 live: Some(self.inner.live.register(&reserved.id, reserved.amount)),
                 reservation_id: reserved.id,
@@ -483,40 +498,83 @@ impl Tollgate {
                 slot: Some(slot),
                 batch_claim: None,
                 owner: Owner(Some(self.clone())),
+                commit: Some(commit),
             }),
-            Err(error) => {
-                // All or nothing: the buckets get back what this request took.
-                for admitted in &demands {
-                    self.adjust_bucket(admitted, i64::try_from(admitted.taken()).unwrap_or(i64::MAX))
-                        .await;
-                }
-                match error {
-                    tollgate_store::TxError::Rejected(rejection) => {
-                        self.record_refusal(
-                            &caller,
-                            &request_id,
-                            &model,
-                            started_at,
-                            &rejection,
-                            attribution,
-                        )
-                        .await;
-                        Err(match rejection {
-                            ReserveRejection::InsufficientCredit(refusal) => {
-                                telemetry::spend_refused("credit");
-                                ServiceError::InsufficientCredit(refusal)
-                            }
-                            ReserveRejection::SpendLimitReached(reached) => {
-                                telemetry::spend_refused("spend_limit");
-                                self.alerts_after_spend_refusal(&caller.org_id, &reached);
-                                ServiceError::SpendLimitReached(reached)
-                            }
-                        })
+            Err(error) => Err(self
+                .not_reserved(
+                    &caller,
+                    &demands,
+                    (&request_id, &model, started_at),
+                    attribution,
+                    error,
+                )
+                .await),
+        }
+    }
+
+    /// Ends a request whose reservation the store did not make: the buckets get back what
+    /// it took (all or nothing), and a refusal leaves its usage record and its alerts.
+    async fn not_reserved(
+        &self,
+        caller: &ApiCaller,
+        demands: &[Demand],
+        (request_id, model, started_at): (&str, &str, Timestamp),
+        attribution: Attribution,
+        error: TxError<ReserveRejection>,
+    ) -> ServiceError {
+        for admitted in demands {
+            self.adjust_bucket(admitted, i64::try_from(admitted.taken()).unwrap_or(i64::MAX))
+                .await;
+        }
+        match error {
+            TxError::Rejected(rejection) => {
+                self.record_refusal(caller, request_id, model, started_at, &rejection, attribution)
+                    .await;
+                match rejection {
+                    ReserveRejection::InsufficientCredit(refusal) => {
+                        telemetry::spend_refused("credit");
+                        ServiceError::InsufficientCredit(refusal)
                     }
-                    tollgate_store::TxError::Store(error) => Err(ServiceError::Store(error)),
+                    ReserveRejection::SpendLimitReached(reached) => {
+                        telemetry::spend_refused("spend_limit");
+                        self.alerts_after_spend_refusal(&caller.org_id, &reached);
+                        ServiceError::SpendLimitReached(reached)
+                    }
                 }
             }
+            TxError::Store(error) => ServiceError::Store(error),
         }
+    }
+
+    /// The reservation once its commit (`OpenReservation::take_commit`) has said it is
+    /// written. If it is not, nothing was reserved: the request ends here as one the store
+    /// refused at admission (buckets given back, a refusal recorded), with nothing to
+    /// settle, and must deliver nothing.
+    pub async fn committed(
+        &self,
+        mut open: OpenReservation,
+        committed: Result<(), TxError<ReserveRejection>>,
+    ) -> Result<OpenReservation, ServiceError> {
+        let Err(error) = committed else {
+            return Ok(open);
+        };
+        // Nothing to end: the reservation does not exist.
+        open.owner.0 = None;
+        tracing::warn!(
+            reservation_id = open.reservation_id,
+            %error,
+            "a reservation decided by the book was not committed; the request ends unserved"
+        );
+        let attribution = std::mem::take(&mut open.attribution);
+        Err(self
+            .not_reserved(
+                &open.caller,
+                &open.admitted,
+                (&open.request_id, &open.model, open.started_at),
+                attribution,
+                error,
+            )
+            .await)
     }
 
     /// `count_tokens` is free but rate limited on its own requests-per-minute bucket.
@@ -641,6 +699,10 @@ impl Tollgate {
     ) -> Result<SettleOutcome, ServiceError> {
         // Ended here, or by the reaper if this is cut short: never by its own drop.
         open.owner.0 = None;
+        if let Some(commit) = open.commit.take() {
+            // Settled only once written; the settlement queues behind it.
+            open = self.committed(open, commit.committed().await).await?;
+        }
         if let Some(claim) = open.batch_claim
             && !self
                 .store()
@@ -820,6 +882,7 @@ fn adopted(
         live: None,
         batch_claim: Some(claim),
         owner: Owner(None),
+        commit: None,
     }
 }
 

@@ -4,10 +4,15 @@
 //! operations may wait, what each operation answers,
 //! how a batch is taken from the queue, how the reaper voids overdue reservations through
 //! the writer, and the error of a writer that has stopped.
+//!
+//! A reservation's caller hears twice: once the book has decided it (`answer_decided`,
+//! before the batch is written), so that its upstream call starts while the batch commits,
+//! and once the batch has committed (`ReservationCommit`), which it awaits before anything
+//! reaches its client or its settlement is submitted. A refusal is heard once, at commit.
 
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot};
 use tollgate_core::Timestamp;
@@ -35,6 +40,10 @@ pub(crate) type SettleResult = Result<SettleOutcome, StoreError>;
 pub(crate) enum Job {
     Reserve {
         reservation: NewReservation,
+        /// Told the reservation once the book has decided it, before the batch commits
+        /// (taken when told; a batch run again does not tell it twice).
+        decided: Mutex<Option<oneshot::Sender<Reservation>>>,
+        /// Told the outcome once the batch has committed.
         reply: oneshot::Sender<ReserveResult>,
     },
     Settle {
@@ -73,6 +82,16 @@ impl Job {
         }
     }
 
+    /// Tells a reservation's caller that the book reserved it, before the batch commits (see
+    /// the module's documentation). Refusals and other operations wait for the commit.
+    fn answer_decided(&self, decision: &Decision) {
+        if let (Job::Reserve { decided, .. }, Decision::Reserve(Ok(reserved))) = (self, decision)
+            && let Some(sender) = decided.lock().ok().and_then(|mut decided| decided.take())
+        {
+            drop(sender.send(reserved.clone()));
+        }
+    }
+
     /// Answers the caller with an error.
     pub(crate) fn fail(self, error: StoreError) {
         match self {
@@ -106,10 +125,26 @@ impl WriterQueue {
         self.book_reloads.clone()
     }
 
-    pub(crate) async fn reserve(&self, reservation: NewReservation) -> ReserveResult {
+    /// The reservation as soon as the book has decided it, and its commit to await; a
+    /// refusal or a failure once the batch has ended.
+    pub(crate) async fn reserve(
+        &self,
+        reservation: NewReservation,
+    ) -> Result<(Reservation, ReservationCommit), TxError<ReserveRejection>> {
         let (reply, answer) = oneshot::channel();
-        self.submit(Job::Reserve { reservation, reply }).await?;
-        answer.await.unwrap_or_else(|_| Err(stopped().into()))
+        let (decided, reserved) = oneshot::channel();
+        self.submit(Job::Reserve {
+            reservation,
+            decided: Mutex::new(Some(decided)),
+            reply,
+        })
+        .await?;
+        if let Ok(reserved) = reserved.await {
+            return Ok((reserved, ReservationCommit(Some(answer))));
+        }
+        // Told nothing early: the batch has ended, and the answer is final.
+        let reserved = answer.await.unwrap_or_else(|_| Err(stopped().into()))?;
+        Ok((reserved, ReservationCommit(None)))
     }
 
     pub(crate) async fn settle(&self, settlement: Settlement) -> SettleResult {
@@ -130,6 +165,38 @@ impl WriterQueue {
 
     async fn submit(&self, job: Job) -> Result<(), StoreError> {
         self.sender.send(job).await.map_err(|_| stopped())
+    }
+}
+
+/// A reservation decided but perhaps not yet committed: `committed` says whether its batch
+/// committed it. A caller that has it may call upstream, and must await it before anything
+/// reaches its client or it submits the settlement.
+#[derive(Debug)]
+#[must_use = "a reservation is not written until its commit says so"]
+pub struct ReservationCommit(Option<oneshot::Receiver<ReserveResult>>);
+
+impl ReservationCommit {
+    /// Already committed.
+    pub fn committed_already() -> ReservationCommit {
+        ReservationCommit(None)
+    }
+
+    /// Waits for the batch's commit: `Ok` once the reservation is written; otherwise the
+    /// reservation does not exist (its batch failed, and running alone it was refused or
+    /// failed) and there is nothing to settle.
+    pub async fn committed(self) -> Result<(), TxError<ReserveRejection>> {
+        match self.0 {
+            None => Ok(()),
+            Some(answer) => answer.await.unwrap_or_else(|_| Err(stopped().into())).map(drop),
+        }
+    }
+}
+
+/// Tells each reservation of a decided batch's that the book reserved it; called between
+/// the decisions and the batch's writes.
+pub(crate) fn answer_decided(jobs: &[Job], decisions: &[Decision]) {
+    for (job, decision) in jobs.iter().zip(decisions) {
+        job.answer_decided(decision);
     }
 }
 

@@ -71,6 +71,7 @@ pub use batches::{
     BatchDeletion, BatchPage, BatchRequestCounts, BatchRequestState, BatchResult, BatchStatus,
     ClaimedBatchRequest, MessageBatch, NewBatchRequest, NewMessageBatch, UnrunBatchRequest,
 };
+pub use batching::ReservationCommit;
 pub use captures::{CaptureSettings, CapturedResponseKind, RequestCapture};
 pub use console::ConsoleSession;
 pub use device_grants::DevicePoll;
@@ -289,6 +290,21 @@ impl Store {
         &self,
         reservation: NewReservation,
     ) -> Result<Reservation, TxError<ReserveRejection>> {
+        let (reserved, commit) = self.reserve_decided(reservation).await?;
+        commit.committed().await?;
+        Ok(reserved)
+    }
+
+    /// [`Store::reserve`], answered as soon as the writer's book has decided it, before its
+    /// batch commits: the caller may start its upstream call at once, and awaits
+    /// [`ReservationCommit::committed`] before anything reaches its client or it settles.
+    /// If the batch then fails, the reservation runs again alone, and `committed` gives its
+    /// own outcome (a refusal, or an error): there is then nothing to settle. A refusal
+    /// decided at once is answered here, after its batch.
+    pub async fn reserve_decided(
+        &self,
+        reservation: NewReservation,
+    ) -> Result<(Reservation, ReservationCommit), TxError<ReserveRejection>> {
         dispatch!(self.reserve(reservation))
     }
 

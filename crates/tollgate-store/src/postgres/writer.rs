@@ -28,7 +28,7 @@ use tokio::sync::mpsc;
 use tollgate_core::ledger::{AccountId, ReservationLine};
 use tollgate_core::money::NanoUsd;
 
-use crate::batching::{Job, WriterQueue, observe_batch, take_batch};
+use crate::batching::{Job, WriterQueue, answer_decided, observe_batch, take_batch};
 use crate::book::{Book, Decision, Delta, Ended, LoadedReservation, OpenReservation, Operation};
 use crate::error::StoreError;
 use crate::model::{NewReservation, UsageRecord};
@@ -161,6 +161,7 @@ async fn run_batch(
         .iter()
         .map(|operation| book.decide(*operation, &mut delta))
         .collect::<Result<Vec<_>, _>>()?;
+    answer_decided(jobs, &decisions);
     write_delta(&mut transaction, &delta).await?;
     transaction.commit().await.map_err(store_error)?;
     Ok(decisions)

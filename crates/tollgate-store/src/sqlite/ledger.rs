@@ -15,7 +15,7 @@ use tollgate_core::Timestamp;
 use tollgate_core::ledger::{self, Account, AccountId, AccountKind, Lot, LotKind};
 use tollgate_core::money::NanoUsd;
 
-use crate::batching::reap_overdue;
+use crate::batching::{ReservationCommit, reap_overdue};
 use crate::error::{StoreError, TxError};
 use crate::journal::{AccountSet, JournalEntry, TransferKind, balance_view, check_read_back, describe_grant};
 use crate::model::{
@@ -57,7 +57,7 @@ impl SqliteStore {
     pub(crate) async fn reserve(
         &self,
         reservation: NewReservation,
-    ) -> Result<Reservation, TxError<ReserveRejection>> {
+    ) -> Result<(Reservation, ReservationCommit), TxError<ReserveRejection>> {
         check_amount_positive("reservation", &reservation.reservation_id, reservation.amount)?;
         self.hot.reserve(reservation).await
     }

@@ -3,7 +3,8 @@
 //!
 //! One OS thread owns a SQLite connection and a `Book`, and runs every queued reservation
 //! and settlement in a single `BEGIN IMMEDIATE … COMMIT`, answering each caller only after
-//! that commit.
+//! that commit (a reservation's caller also hears the book's decision before it:
+//! `batching.rs`).
 //!
 //! Durability (`SqliteOptions::sync_interval`). With an interval (the default), commits use
 //! `synchronous = NORMAL`: `COMMIT` returns once the batch is written to the log, in the
@@ -45,7 +46,7 @@ use tollgate_core::ledger::{Account, AccountId, AccountKind, Lot, LotKind, Reser
 use tollgate_core::money::NanoUsd;
 use tollgate_core::usage::Speed;
 
-use crate::batching::{Job, WriterQueue, observe_batch, take_batch};
+use crate::batching::{Job, WriterQueue, answer_decided, observe_batch, take_batch};
 use crate::book::{
     Book, Decision, Delta, Ended, LoadedReservation, OpenReservation, Operation, Posted, UserCounterKey,
 };
@@ -242,6 +243,7 @@ impl Writer {
                 .iter()
                 .map(|operation| book.decide(*operation, &mut delta))
                 .collect::<Result<Vec<_>, _>>()?;
+            answer_decided(jobs, &decisions);
             write_delta(connection, &delta)?;
             still_in_transaction(connection)?;
             Ok(decisions)

@@ -1539,6 +1539,51 @@ pub(crate) async fn stored_responses_share_batches_and_fail_alone(backend: &impl
     assert_healthy(store).await;
 }
 
+/// Goal: a reservation is answered once the book has decided it, before its batch is
+/// written, and its commit says whether it was: here the batch fails after the decision
+/// (the id is taken, which only the write finds), so nothing of it exists, it holds
+/// nothing, and its commit says so; the next one commits.
+pub(crate) async fn a_reservation_decided_but_not_written_says_so_at_commit(backend: &impl Backend) {
+    let store = backend.store();
+    let org = create_org(store, "acme").await;
+    grant(store, &org, "lot_a", LotKind::Purchase, usd(10), at(0), None).await;
+    store
+        .reserve(new_reservation(&org, "rsv_taken", cents(10), at(1), at(100)))
+        .await
+        .unwrap();
+    store
+        .settle(settlement(&org, "rsv_taken", cents(10), at(2)))
+        .await
+        .unwrap();
+    let (reserved, commit) = store
+        .reserve_decided(new_reservation(&org, "rsv_taken", cents(30), at(3), at(100)))
+        .await
+        .expect("the book decides it");
+    assert_eq!((reserved.id.as_str(), reserved.amount), ("rsv_taken", cents(30)));
+    assert!(
+        matches!(commit.committed().await, Err(TxError::Store(_))),
+        "its batch failed, and so did the reservation alone"
+    );
+    let balance = store.balance(&org.org_id, at(4)).await.unwrap();
+    assert_eq!((balance.held, balance.spent), (NanoUsd::ZERO, cents(10)));
+    assert_eq!(
+        store.pending_reservation_count(Some(&org.org_id)).await.unwrap(),
+        0
+    );
+    let (_, commit) = store
+        .reserve_decided(new_reservation(&org, "rsv_kept", cents(10), at(6), at(100)))
+        .await
+        .unwrap();
+    commit.committed().await.expect("written");
+    assert_eq!(store.balance(&org.org_id, at(7)).await.unwrap().held, cents(10));
+    store
+        .settle(settlement(&org, "rsv_kept", cents(10), at(7)))
+        .await
+        .unwrap();
+    assert_eq!(store.balance(&org.org_id, at(8)).await.unwrap().spent, cents(20));
+    assert_healthy(store).await;
+}
+
 /// Goal: an operation that fails only after it has started writing (here a settlement
 /// whose month counter was tampered with, caught at the counter, after its journal rows and
 /// accounts) is undone alone: its reservation stays pending with nothing of it written,

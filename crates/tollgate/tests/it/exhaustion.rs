@@ -15,7 +15,9 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tollgate_testkit::Behavior;
 
-use crate::helpers::{Options, TestApp, message_body, parse_sse, spawn_app, spawn_app_with, test_redis_url};
+use crate::helpers::{
+    Options, TestApp, message_body, parse_sse, spawn_app, spawn_app_with, starter_nanos, test_redis_url,
+};
 
 /// `[server]` with one-second timeouts and room for three connections, and `patient-sonnet`
 /// on the fake upstream with an upstream idle timeout longer than the stalls below.
@@ -467,6 +469,75 @@ async fn readiness_fails_while_the_store_cannot_write() {
         .await
         .expect("ready");
     assert_eq!(ready.status(), 200);
+}
+
+/// The goal: a request starts its upstream call once the writer's book has decided its
+/// reservation, while the batch commits; if the reservation is then not written (here a
+/// trigger refuses it, as a full disk would), the client gets the store's error and no
+/// content, streaming or not, nothing is charged or held, and the rate-limit buckets get
+/// back what the request took. Without the wait for the commit beside the upstream call,
+/// the stream's content reached the client with nothing to charge it to.
+#[tokio::test]
+async fn a_reservation_decided_but_not_written_delivers_nothing() {
+    let app = spawn_app().await;
+    let database = format!("sqlite://{}", app.config.database_path().display());
+    let mut side = <sqlx::SqliteConnection as sqlx::Connection>::connect(&database)
+        .await
+        .expect("a second connection to the database file");
+    sqlx::query(
+        "CREATE TRIGGER reservations_full BEFORE INSERT ON reservations
+         BEGIN SELECT RAISE(FAIL, 'database or disk is full'); END",
+    )
+    .execute(&mut side)
+    .await
+    .expect("trigger");
+    let mut streaming = message_body("claude-sonnet-4-6");
+    streaming["stream"] = json!(true);
+    for body in [message_body("claude-sonnet-4-6"), streaming] {
+        let response = app.post_messages(&body).await;
+        assert_eq!(response.status(), 500, "{body}");
+        let text = response.text().await.expect("the body");
+        let error: Value = serde_json::from_str(&text).expect("an error envelope, not a stream");
+        assert_eq!(error["type"], "error", "{text}");
+        assert_eq!(error["error"]["type"], "api_error", "{text}");
+        assert!(!text.contains("content_block"), "no content: {text}");
+    }
+    assert_eq!(
+        app.balance().await,
+        (starter_nanos(), 0, 0),
+        "nothing charged or held"
+    );
+    sqlx::query("DROP TRIGGER reservations_full")
+        .execute(&mut side)
+        .await
+        .expect("drop trigger");
+    let served = app.post_messages(&message_body("claude-sonnet-4-6")).await;
+    assert_eq!(served.status(), 200);
+    let headers = served.headers().clone();
+    let _ = served.text().await;
+    // Both failed requests gave their request back: only this one is counted.
+    let limit: u64 = headers["anthropic-ratelimit-requests-limit"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let remaining: u64 = headers["anthropic-ratelimit-requests-remaining"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(limit - remaining, 1, "{headers:?}");
+    app.wait_for_settlement().await;
+    assert!(
+        app.tollgate
+            .store()
+            .usage_records(&app.org_id)
+            .await
+            .unwrap()
+            .len()
+            == 1
+    );
+    app.assert_ledger_clean().await;
 }
 
 /// The goal: one organization cannot hold more upstream calls at once than its cap; the
