@@ -1,8 +1,9 @@
 //! What separates the two adapters where their SQL is otherwise the same: which pool reads
 //! and which writes, how a read snapshot begins, how a driver error is translated, and the
 //! few clauses each database spells its own way. The queries written once for both
-//! (`audit_log`, `reports`, `batches`) are default methods of traits over `Dialect`; each adapter
-//! implements it in its own `dialect` module, where its concrete sqlx types are.
+//! (`audit_log`, `reports`, `batches`, `ledger_audit`, …) are default methods of traits over
+//! `Dialect`; each adapter implements it in its own `dialect` module, where its concrete
+//! sqlx types are.
 //!
 //! The queries are generic over the sqlx driver, not `sqlx::Any`: each backend still runs
 //! its own compiled, typed code. Their placeholders are `$1`, `$2`, …, which PostgreSQL
@@ -52,6 +53,11 @@ pub(crate) trait Dialect: Sync {
     /// different rows rather than wait on each other (PostgreSQL); nothing where one
     /// writer at a time is the rule anyway (SQLite).
     fn skip_locked() -> &'static str;
+
+    /// The calendar month (UTC) of a unix-millisecond column as the number YYYYMM, in the
+    /// database's own calendar, so the audit recomputes the spend counters' months
+    /// independently of the core's `month_key`.
+    fn month_of_millis(column: &str) -> String;
 
     /// How many rows a statement wrote (inserted, updated or deleted): counts come from
     /// the driver, never from rows sent back only to be counted.

@@ -595,7 +595,7 @@ impl TotalSums {
 /// recomputed).
 pub(crate) type DescribeMismatch = fn(&str, i64, i64) -> String;
 
-/// The audit's checks that relate rows of different tables, in the order each adapter
+/// The audit's checks that relate rows of different tables, in the order `ledger_audit`
 /// lists its queries for them. Each query returns only the rows that disagree, as
 /// (subject, stored, recomputed).
 pub(crate) const CROSS_CHECK_DESCRIPTIONS: [DescribeMismatch; 12] = [

@@ -15,6 +15,7 @@ use crate::dialect::{BoundArguments, Dialect};
 use crate::error::StoreError;
 use crate::files::Files;
 use crate::idempotency_keys::IdempotencyKeys;
+use crate::ledger_audit::LedgerAudit;
 use crate::payment_customers::PaymentCustomers;
 use crate::postgres::{PgStore, PgTransaction, store_error};
 use crate::reports::Reports;
@@ -56,6 +57,10 @@ impl Dialect for PgStore {
         " FOR UPDATE SKIP LOCKED"
     }
 
+    fn month_of_millis(column: &str) -> String {
+        format!("CAST(to_char(to_timestamp({column} / 1000) AT TIME ZONE 'UTC', 'YYYYMM') AS BIGINT)")
+    }
+
     fn rows_affected(result: &sqlx::postgres::PgQueryResult) -> u64 {
         result.rows_affected()
     }
@@ -71,6 +76,8 @@ impl Dialect for PgStore {
 impl Alerts for PgStore {}
 
 impl AuditLog for PgStore {}
+
+impl LedgerAudit for PgStore {}
 
 impl Batches for PgStore {}
 

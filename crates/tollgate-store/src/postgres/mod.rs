@@ -1,8 +1,8 @@
 //! The PostgreSQL adapter: several replicas share one database, so every guard that SQLite
 //! gets from its single writer is a row lock here. Connection setup, the directory
 //! (organizations, workspaces, keys) and usage records live in this file; the other files
-//! are the twins of `sqlite/`'s (ledger, spend, limits, purchases, audit log, audit,
-//! directory, reports, and the hot path's batching writer).
+//! are the twins of `sqlite/`'s (ledger, spend, limits, purchases, audit log, directory,
+//! reports, and the hot path's batching writer).
 //!
 //! Transactions run at READ COMMITTED and take row locks (`SELECT … FOR UPDATE`) on what
 //! they are about to change, always in the same order (organization row first, then
@@ -11,7 +11,6 @@
 //! `retrying` runs the whole script again: every script commits or rolls back as a whole,
 //! so a retry can never apply twice. No sqlx type leaves this module tree.
 
-mod audit;
 mod audit_log;
 mod console;
 mod dialect;

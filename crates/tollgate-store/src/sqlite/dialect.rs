@@ -15,6 +15,7 @@ use crate::dialect::{BoundArguments, Dialect};
 use crate::error::StoreError;
 use crate::files::Files;
 use crate::idempotency_keys::IdempotencyKeys;
+use crate::ledger_audit::LedgerAudit;
 use crate::payment_customers::PaymentCustomers;
 use crate::reports::Reports;
 use crate::request_log::RequestLog;
@@ -62,6 +63,10 @@ impl Dialect for SqliteStore {
         ""
     }
 
+    fn month_of_millis(column: &str) -> String {
+        format!("CAST(strftime('%Y%m', {column} / 1000, 'unixepoch') AS INTEGER)")
+    }
+
     fn rows_affected(result: &sqlx::sqlite::SqliteQueryResult) -> u64 {
         result.rows_affected()
     }
@@ -77,6 +82,8 @@ impl Dialect for SqliteStore {
 impl Alerts for SqliteStore {}
 
 impl AuditLog for SqliteStore {}
+
+impl LedgerAudit for SqliteStore {}
 
 impl Batches for SqliteStore {}
 

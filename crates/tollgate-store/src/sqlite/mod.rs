@@ -1,7 +1,7 @@
 //! The SQLite adapter: connection setup, the directory (organizations, workspaces, keys)
 //! and usage records. The ledger's transaction scripts are in `ledger`, monthly spend
-//! counters in `spend`, limits in `limits`, purchases and auto-reload in `purchases`, the
-//! audit log in `audit_log` and the ledger's self-check in `audit`.
+//! counters in `spend`, limits in `limits`, purchases and auto-reload in `purchases`, and the
+//! audit log in `audit_log`; the ledger's self-check is `ledger_audit`, shared with PostgreSQL.
 //!
 //! Writes go through a one-connection pool whose transactions start with `BEGIN
 //! IMMEDIATE`, so a read-then-write transaction holds the write lock from its first read
@@ -10,7 +10,6 @@
 //! writer. Other processes writing the same file (the CLI) are covered by the busy timeout.
 //! No sqlx type leaves this module tree.
 
-mod audit;
 mod audit_log;
 pub(crate) mod backup;
 mod console;
