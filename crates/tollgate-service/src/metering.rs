@@ -231,18 +231,25 @@ fn demand(scope_id: &str, class: &str, metric: Metric, per_minute: u64, amount: 
 }
 
 impl Tollgate {
-    /// Admits the request against every rate limit and reserves its cost bound. A refusal
-    /// changes no bucket and no balance, and leaves a usage record with status `refused`.
+    /// Admits the request against every rate limit and reserves its cost bound, returning
+    /// once the reservation is written. A refusal changes no bucket and no balance, and
+    /// leaves a usage record with status `refused`.
     pub async fn begin(
         &self,
         caller: &ApiCaller,
         plan: RequestPlan<'_>,
     ) -> Result<OpenReservation, ServiceError> {
-        self.begin_cached(caller, plan, CacheablePrefixes::default())
-            .await
+        let mut open = self
+            .begin_cached(caller, plan, CacheablePrefixes::default())
+            .await?;
+        let commit = open.take_commit();
+        self.committed(open, commit.committed().await).await
     }
 
-    /// [`Tollgate::begin`] for a request whose prompt has cacheable prefixes. The input
+    /// [`Tollgate::begin`] for a request whose prompt has cacheable prefixes, returning as
+    /// soon as the writer's book has decided the reservation: the caller starts its upstream
+    /// call and awaits [`OpenReservation::take_commit`] beside it, then
+    /// [`Tollgate::committed`], before anything reaches its client. The input
     /// the upstream is expected to read from its cache (up to a prefix this organization
     /// had cached for the model, and not yet expired) need not fit the input-token buckets:
     /// it is taken on credit and given back at settlement if the upstream reports reading
