@@ -1,7 +1,7 @@
 //! The PostgreSQL adapter: several replicas share one database, so every guard that SQLite
 //! gets from its single writer is a row lock here. Connection setup, the directory
 //! (organizations, workspaces, keys) and usage records live in this file; the other files
-//! are the twins of `sqlite/`'s (ledger, spend, limits, purchases, audit log, directory,
+//! are the twins of `sqlite/`'s (ledger, spend, purchases, audit log, directory,
 //! reports, and the hot path's batching writer).
 //!
 //! Transactions run at READ COMMITTED and take row locks (`SELECT … FOR UPDATE`) on what
@@ -16,7 +16,6 @@ mod console;
 mod dialect;
 mod directory;
 mod ledger;
-mod limits;
 mod purchases;
 mod spend;
 mod writer;
@@ -675,14 +674,23 @@ where
 {
     let mut attempt = 1;
     loop {
-        match script().await {
-            Err(TxError::Store(StoreError::Busy)) if attempt < MAX_ATTEMPTS => {
-                tokio::time::sleep(Duration::from_millis(u64::from(attempt) * 5)).await;
-                attempt += 1;
-            }
-            outcome => return outcome,
-        }
+        let outcome = script().await;
+        let pause = match &outcome {
+            Err(TxError::Store(StoreError::Busy)) => busy_pause(attempt),
+            _ => None,
+        };
+        let Some(pause) = pause else {
+            return outcome;
+        };
+        tokio::time::sleep(pause).await;
+        attempt += 1;
     }
+}
+
+/// The pause before running again a script that contention aborted on its `attempt`-th
+/// run; `None` once it has had `MAX_ATTEMPTS`.
+pub(crate) fn busy_pause(attempt: u32) -> Option<Duration> {
+    (attempt < MAX_ATTEMPTS).then(|| Duration::from_millis(u64::from(attempt) * 5))
 }
 
 /// `retrying` for a transaction script that is never rejected, only failed.
