@@ -11,6 +11,7 @@ use crate::audit_log::AuditLog;
 use crate::batches::Batches;
 use crate::batching::WriterQueue;
 use crate::captures::Captures;
+use crate::console::ConsoleSignIn;
 use crate::deactivations::Deactivations;
 use crate::device_grants::DeviceGrants;
 use crate::dialect::{BoundArguments, Dialect};
@@ -117,5 +118,7 @@ impl Reports for PgStore {}
 impl RequestLog for PgStore {}
 
 impl Captures for PgStore {}
+
+impl ConsoleSignIn for PgStore {}
 
 impl IdempotencyKeys for PgStore {}

@@ -12,7 +12,6 @@
 //! so a retry can never apply twice. No sqlx type leaves this module tree.
 
 mod audit_log;
-mod console;
 mod dialect;
 mod directory;
 mod ledger;
@@ -34,8 +33,7 @@ use tollgate_core::usage::Speed;
 use crate::batching::WriterQueue;
 use crate::codec::{allowed_models_text, attempts_to_sql, label_text};
 pub(crate) use crate::codec::{
-    check_rows_written, count_from_sql, count_to_sql, invariant, millis, timestamp_from_sql,
-    truncate_to_millis,
+    check_rows_written, count_to_sql, invariant, millis, timestamp_from_sql, truncate_to_millis,
 };
 use crate::error::{StoreError, TxError};
 use crate::model::{KeyRecord, KeyStatus, NameTaken, NewKey, Organization, UsageRecord, Workspace};

@@ -11,6 +11,7 @@ use crate::audit_log::AuditLog;
 use crate::batches::Batches;
 use crate::batching::WriterQueue;
 use crate::captures::Captures;
+use crate::console::ConsoleSignIn;
 use crate::deactivations::Deactivations;
 use crate::device_grants::DeviceGrants;
 use crate::dialect::{BoundArguments, Dialect};
@@ -127,5 +128,7 @@ impl Reports for SqliteStore {}
 impl RequestLog for SqliteStore {}
 
 impl Captures for SqliteStore {}
+
+impl ConsoleSignIn for SqliteStore {}
 
 impl IdempotencyKeys for SqliteStore {}

@@ -13,7 +13,6 @@
 
 mod audit_log;
 pub(crate) mod backup;
-mod console;
 mod dialect;
 mod directory;
 mod ledger;
@@ -34,9 +33,7 @@ use tollgate_core::usage::Speed;
 
 use crate::batching::WriterQueue;
 use crate::codec::{allowed_models_text, attempts_to_sql, label_text};
-pub(crate) use crate::codec::{
-    count_from_sql, count_to_sql, invariant, millis, timestamp_from_sql, truncate_to_millis,
-};
+pub(crate) use crate::codec::{count_to_sql, invariant, millis, timestamp_from_sql, truncate_to_millis};
 use crate::error::{StoreError, TxError};
 use crate::model::{KeyRecord, KeyStatus, NameTaken, NewKey, Organization, UsageRecord, Workspace};
 pub(crate) use crate::rows::column;
