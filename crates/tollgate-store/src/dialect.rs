@@ -11,10 +11,12 @@
 //! so one text serves both. A bare `?` must not share a statement with them: sqlx would
 //! bind it from the first argument again.
 //!
-//! Only scripts whose SQL and locking are the same on both backends go through `Dialect`;
-//! where locking truly differs, the script stays a twin in `sqlite/` and `postgres/`.
+//! Where only the locking differs, the difference is a `Dialect` method too (`begin_write`,
+//! `busy_pause`, `lock_organization_of_workspace`, `skip_locked`) and the script is still
+//! written once; where more differs, the script stays a twin in `sqlite/` and `postgres/`.
 
 use std::future::Future;
+use std::time::Duration;
 
 use sqlx::query::Query;
 use sqlx::{Database, Pool, Transaction};
@@ -41,6 +43,26 @@ pub(crate) trait Dialect: Sync {
 
     /// A read transaction: one consistent snapshot across several queries.
     fn begin_read(&self) -> impl Future<Output = Result<Transaction<'static, Self::Db>, StoreError>> + Send;
+
+    /// A write transaction as the adapter's own transaction scripts begin one. SQLite:
+    /// `BEGIN IMMEDIATE` on the writer, which holds the database's one write lock from the
+    /// first statement; PostgreSQL: an ordinary transaction, which locks the rows it names.
+    fn begin_write(&self) -> impl Future<Output = Result<Transaction<'static, Self::Db>, StoreError>> + Send;
+
+    /// Whether, and after what pause, a write transaction script that contention aborted
+    /// (`Busy`) on its `attempt`-th run is run again, as the adapter's own scripts are:
+    /// PostgreSQL a few times (`postgres::retrying`); SQLite never, its writers queueing
+    /// for the write lock instead.
+    fn busy_pause(attempt: u32) -> Option<Duration>;
+
+    /// Names the organization a workspace belongs to (`None`: no such workspace) and holds
+    /// it against other writers until the transaction on `connection` ends: PostgreSQL
+    /// locks the organization's row; SQLite's write transaction holds the one write lock
+    /// already, so it only reads.
+    fn lock_organization_of_workspace(
+        connection: &mut <Self::Db as Database>::Connection,
+        workspace_id: &str,
+    ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
 
     /// Translates a driver error at the adapter boundary, as the adapter's own queries do.
     fn store_error(error: sqlx::Error) -> StoreError;

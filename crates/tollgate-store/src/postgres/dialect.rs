@@ -1,14 +1,17 @@
 //! PostgreSQL's side of `Dialect`: one pool reads and writes, a read snapshot is a
 //! REPEATABLE READ transaction, and a list of texts is one array parameter.
 
+use std::time::Duration;
+
 use sqlx::query::Query;
-use sqlx::{Pool, Postgres};
+use sqlx::{PgConnection, Pool, Postgres};
 
 use crate::alerts::Alerts;
 use crate::audit_log::AuditLog;
 use crate::batches::Batches;
 use crate::batching::WriterQueue;
 use crate::captures::Captures;
+use crate::console::ConsoleSignIn;
 use crate::deactivations::Deactivations;
 use crate::device_grants::DeviceGrants;
 use crate::dialect::{BoundArguments, Dialect};
@@ -16,8 +19,9 @@ use crate::error::StoreError;
 use crate::files::Files;
 use crate::idempotency_keys::IdempotencyKeys;
 use crate::ledger_audit::LedgerAudit;
+use crate::limits::Limits;
 use crate::payment_customers::PaymentCustomers;
-use crate::postgres::{PgStore, PgTransaction, store_error};
+use crate::postgres::{PgStore, PgTransaction, busy_pause, lock_organization_of_workspace, store_error};
 use crate::reports::Reports;
 use crate::request_log::RequestLog;
 use crate::service_accounts::ServiceAccounts;
@@ -42,6 +46,21 @@ impl Dialect for PgStore {
 
     async fn begin_read(&self) -> Result<PgTransaction, StoreError> {
         PgStore::begin_read(self).await
+    }
+
+    async fn begin_write(&self) -> Result<PgTransaction, StoreError> {
+        self.begin().await
+    }
+
+    fn busy_pause(attempt: u32) -> Option<Duration> {
+        busy_pause(attempt)
+    }
+
+    async fn lock_organization_of_workspace(
+        connection: &mut PgConnection,
+        workspace_id: &str,
+    ) -> Result<Option<String>, StoreError> {
+        lock_organization_of_workspace(connection, workspace_id).await
     }
 
     fn store_error(error: sqlx::Error) -> StoreError {
@@ -79,6 +98,8 @@ impl AuditLog for PgStore {}
 
 impl LedgerAudit for PgStore {}
 
+impl Limits for PgStore {}
+
 impl Batches for PgStore {}
 
 impl StoredResponses for PgStore {}
@@ -97,5 +118,7 @@ impl Reports for PgStore {}
 impl RequestLog for PgStore {}
 
 impl Captures for PgStore {}
+
+impl ConsoleSignIn for PgStore {}
 
 impl IdempotencyKeys for PgStore {}

@@ -22,6 +22,7 @@ use crate::error::{StoreError, TxError};
 use crate::journal::{
     AccountSet, JournalEntry, TransferKind, balance_view, check_read_back, check_settlement, describe_grant,
 };
+use crate::limits::Limits;
 use crate::model::{
     AuditEntry, BalanceView, GrantRejection, LotView, NewLot, NewReservation, Reservation, ReserveRejection,
     SettleOutcome, Settlement,
@@ -474,20 +475,12 @@ pub(crate) async fn append_journal(
     check_rows_written(inserted.rows_affected(), entries.len(), "journal transfers")
 }
 
+/// The organization's lots, as `crate::limits` reads them for both backends.
 pub(crate) async fn load_lots(
     connection: &mut PgConnection,
     org_id: &str,
 ) -> Result<Vec<LotView>, StoreError> {
-    sqlx::query(&format!(
-        "{LOT_SELECT} WHERE l.org_id = $1 ORDER BY l.granted_at, l.id"
-    ))
-    .bind(org_id)
-    .fetch_all(&mut *connection)
-    .await
-    .map_err(store_error)?
-    .iter()
-    .map(lot_view_from_row)
-    .collect()
+    PgStore::load_lots(connection, org_id).await
 }
 
 /// Each organization's lots (in drawdown-independent storage order) and its spend account,

@@ -1,7 +1,7 @@
 //! The PostgreSQL adapter: several replicas share one database, so every guard that SQLite
 //! gets from its single writer is a row lock here. Connection setup, the directory
 //! (organizations, workspaces, keys) and usage records live in this file; the other files
-//! are the twins of `sqlite/`'s (ledger, spend, limits, purchases, audit log, directory,
+//! are the twins of `sqlite/`'s (ledger, spend, purchases, audit log, directory,
 //! reports, and the hot path's batching writer).
 //!
 //! Transactions run at READ COMMITTED and take row locks (`SELECT … FOR UPDATE`) on what
@@ -12,11 +12,9 @@
 //! so a retry can never apply twice. No sqlx type leaves this module tree.
 
 mod audit_log;
-mod console;
 mod dialect;
 mod directory;
 mod ledger;
-mod limits;
 mod purchases;
 mod spend;
 mod writer;
@@ -35,8 +33,7 @@ use tollgate_core::usage::Speed;
 use crate::batching::WriterQueue;
 use crate::codec::{allowed_models_text, attempts_to_sql, label_text};
 pub(crate) use crate::codec::{
-    check_rows_written, count_from_sql, count_to_sql, invariant, millis, timestamp_from_sql,
-    truncate_to_millis,
+    check_rows_written, count_to_sql, invariant, millis, timestamp_from_sql, truncate_to_millis,
 };
 use crate::error::{StoreError, TxError};
 use crate::model::{KeyRecord, KeyStatus, NameTaken, NewKey, Organization, UsageRecord, Workspace};
@@ -675,14 +672,23 @@ where
 {
     let mut attempt = 1;
     loop {
-        match script().await {
-            Err(TxError::Store(StoreError::Busy)) if attempt < MAX_ATTEMPTS => {
-                tokio::time::sleep(Duration::from_millis(u64::from(attempt) * 5)).await;
-                attempt += 1;
-            }
-            outcome => return outcome,
-        }
+        let outcome = script().await;
+        let pause = match &outcome {
+            Err(TxError::Store(StoreError::Busy)) => busy_pause(attempt),
+            _ => None,
+        };
+        let Some(pause) = pause else {
+            return outcome;
+        };
+        tokio::time::sleep(pause).await;
+        attempt += 1;
     }
+}
+
+/// The pause before running again a script that contention aborted on its `attempt`-th
+/// run; `None` once it has had `MAX_ATTEMPTS`.
+pub(crate) fn busy_pause(attempt: u32) -> Option<Duration> {
+    (attempt < MAX_ATTEMPTS).then(|| Duration::from_millis(u64::from(attempt) * 5))
 }
 
 /// `retrying` for a transaction script that is never rejected, only failed.

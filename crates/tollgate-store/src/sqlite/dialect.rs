@@ -1,14 +1,17 @@
 //! SQLite's side of `Dialect`: reads go to the `query_only` readers, writes to the one
 //! writer connection, and a list of texts is spelled out one placeholder per text.
 
+use std::time::Duration;
+
 use sqlx::query::Query;
-use sqlx::{Pool, Sqlite};
+use sqlx::{Pool, Sqlite, SqliteConnection};
 
 use crate::alerts::Alerts;
 use crate::audit_log::AuditLog;
 use crate::batches::Batches;
 use crate::batching::WriterQueue;
 use crate::captures::Captures;
+use crate::console::ConsoleSignIn;
 use crate::deactivations::Deactivations;
 use crate::device_grants::DeviceGrants;
 use crate::dialect::{BoundArguments, Dialect};
@@ -16,6 +19,7 @@ use crate::error::StoreError;
 use crate::files::Files;
 use crate::idempotency_keys::IdempotencyKeys;
 use crate::ledger_audit::LedgerAudit;
+use crate::limits::Limits;
 use crate::payment_customers::PaymentCustomers;
 use crate::reports::Reports;
 use crate::request_log::RequestLog;
@@ -42,6 +46,25 @@ impl Dialect for SqliteStore {
 
     async fn begin_read(&self) -> Result<SqliteTransaction, StoreError> {
         SqliteStore::begin_read(self).await
+    }
+
+    async fn begin_write(&self) -> Result<SqliteTransaction, StoreError> {
+        SqliteStore::begin_write(self).await
+    }
+
+    fn busy_pause(_attempt: u32) -> Option<Duration> {
+        None
+    }
+
+    async fn lock_organization_of_workspace(
+        connection: &mut SqliteConnection,
+        workspace_id: &str,
+    ) -> Result<Option<String>, StoreError> {
+        sqlx::query_scalar("SELECT org_id FROM workspaces WHERE id = $1")
+            .bind(workspace_id)
+            .fetch_optional(&mut *connection)
+            .await
+            .map_err(store_error)
     }
 
     fn store_error(error: sqlx::Error) -> StoreError {
@@ -85,6 +108,8 @@ impl AuditLog for SqliteStore {}
 
 impl LedgerAudit for SqliteStore {}
 
+impl Limits for SqliteStore {}
+
 impl Batches for SqliteStore {}
 
 impl StoredResponses for SqliteStore {}
@@ -103,5 +128,7 @@ impl Reports for SqliteStore {}
 impl RequestLog for SqliteStore {}
 
 impl Captures for SqliteStore {}
+
+impl ConsoleSignIn for SqliteStore {}
 
 impl IdempotencyKeys for SqliteStore {}

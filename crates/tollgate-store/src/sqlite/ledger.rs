@@ -18,6 +18,7 @@ use tollgate_core::money::NanoUsd;
 use crate::batching::{ReservationCommit, reap_overdue};
 use crate::error::{StoreError, TxError};
 use crate::journal::{AccountSet, JournalEntry, TransferKind, balance_view, check_read_back, describe_grant};
+use crate::limits::Limits;
 use crate::model::{
     AuditEntry, BalanceView, GrantRejection, LotView, NewLot, NewReservation, Reservation, ReserveRejection,
     SettleOutcome, Settlement,
@@ -397,20 +398,12 @@ async fn append_journal(
     Ok(())
 }
 
+/// The organization's lots, as `crate::limits` reads them for both backends.
 pub(crate) async fn load_lots(
     connection: &mut SqliteConnection,
     org_id: &str,
 ) -> Result<Vec<LotView>, StoreError> {
-    sqlx::query(&format!(
-        "{LOT_SELECT} WHERE l.org_id = ? ORDER BY l.granted_at, l.id"
-    ))
-    .bind(org_id)
-    .fetch_all(&mut *connection)
-    .await
-    .map_err(store_error)?
-    .iter()
-    .map(lot_view_from_row)
-    .collect()
+    SqliteStore::load_lots(connection, org_id).await
 }
 
 async fn load_account(connection: &mut SqliteConnection, id: AccountId) -> Result<Account, StoreError> {

@@ -1,7 +1,8 @@
 //! The SQLite adapter: connection setup, the directory (organizations, workspaces, keys)
 //! and usage records. The ledger's transaction scripts are in `ledger`, monthly spend
-//! counters in `spend`, limits in `limits`, purchases and auto-reload in `purchases`, and the
-//! audit log in `audit_log`; the ledger's self-check is `ledger_audit`, shared with PostgreSQL.
+//! counters in `spend`, purchases and auto-reload in `purchases`, and the audit log in
+//! `audit_log`; the ledger's self-check (`ledger_audit`) and limits (`limits`) are shared
+//! with PostgreSQL.
 //!
 //! Writes go through a one-connection pool whose transactions start with `BEGIN
 //! IMMEDIATE`, so a read-then-write transaction holds the write lock from its first read
@@ -12,11 +13,9 @@
 
 mod audit_log;
 pub(crate) mod backup;
-mod console;
 mod dialect;
 mod directory;
 mod ledger;
-mod limits;
 mod purchases;
 mod spend;
 mod writer;
@@ -34,9 +33,7 @@ use tollgate_core::usage::Speed;
 
 use crate::batching::WriterQueue;
 use crate::codec::{allowed_models_text, attempts_to_sql, label_text};
-pub(crate) use crate::codec::{
-    count_from_sql, count_to_sql, invariant, millis, timestamp_from_sql, truncate_to_millis,
-};
+pub(crate) use crate::codec::{count_to_sql, invariant, millis, timestamp_from_sql, truncate_to_millis};
 use crate::error::{StoreError, TxError};
 use crate::model::{KeyRecord, KeyStatus, NameTaken, NewKey, Organization, UsageRecord, Workspace};
 pub(crate) use crate::rows::column;
