@@ -30,9 +30,14 @@
 # EMBEDDINGS=0 skips the embeddings rows, GEMINI=0 the Gemini rows, CLOUDS=0 the Bedrock
 # and Vertex rows, SURFACES=0 the Responses and Files rows,
 # PROFILE=SECONDS also samples tollgate's CPU with perf (call graphs by DWARF) while wrk runs
-# the Messages request at 32 connections for that long, after the table's runs, and writes
+# the Messages request at PROFILE_CONNS connections (default 32) for that long, after the table's runs, and writes
 # the report of where its time went (self time by symbol, then the hottest call chains) to
 # PROFILE_OUT (default bench/profile.txt).
+# SELF_TIME=N also prints tollgate's own time a request as its server-timing header reports
+# it (to the response head, less the upstream call), over N sequential requests.
+# UPSTREAM_LATENCY_MS=N makes the fake upstream wait N ms before each answer, as a real model
+# does: the direct row then shows that wait, and tollgate's added latency is what it does
+# around it (work it overlaps with the upstream call no longer counts).
 # SKIP_BUILD=1 uses the release binaries as they are. DATABASE_URL and REDIS_URL name the
 # servers (default: the local ones); each run uses a fresh schema and key prefix.
 # A quick check: CONCURRENCIES="1 32" STREAMS=0 LITELLM=0 bench/run.sh 5 1
@@ -84,7 +89,7 @@ if [ "$fd_limit" != unlimited ] && [ $(( 2 * streams + 256 )) -gt "$fd_limit" ];
 fi
 "$bin"/fake-upstream --listen "127.0.0.1:$fake_port" --gemini-listen "127.0.0.1:$gemini_port" \
   --bedrock-listen "127.0.0.1:$bedrock_port" --vertex-listen "127.0.0.1:$vertex_port" \
-  --vertex-service-account-file "$work/vertex-service-account.json" >/dev/null &
+  --vertex-service-account-file "$work/vertex-service-account.json" --latency-ms "${UPSTREAM_LATENCY_MS:-0}" >/dev/null &
 pids+=($!)
 for _ in $(seq 1 300); do [ -s "$work/vertex-service-account.json" ] && break; sleep 0.1; done
 # For the streaming scenario: a second between events (about fifteen), so that every stream
@@ -390,16 +395,25 @@ if [ "${CLOUDS:-1}" != 0 ]; then
   bench tollgate-vertex "http://127.0.0.1:$gate_port" "$gate_pid" "$work/post-vertex.lua"
 fi
 
+if [ -n "${SELF_TIME:-}" ]; then
+  # Tollgate's own time a request (server-timing: to the response head, less the upstream
+  # call), SELF_TIME sequential requests on one connection, after a warm-up.
+  python3 bench/self_time.py "$gate_port" "$key" 200 >/dev/null
+  read -r own50 own90 own99 up50 count < <(python3 bench/self_time.py "$gate_port" "$key" "$SELF_TIME" | sed 's/^SELF //')
+  echo "tollgate's own time a request (server-timing, 1 connection, $count requests): p50 $own50 ms, p90 $own90 ms, p99 $own99 ms; upstream p50 $up50 ms"
+fi
+
 if [ -n "${PROFILE:-}" ]; then
   need_apt perf linux-perf
   profile_out="${PROFILE_OUT:-bench/profile.txt}"
-  echo "profiling tollgate at 32 connections for ${PROFILE}s…" >&2
+  profile_conns="${PROFILE_CONNS:-32}"
+  echo "profiling tollgate at $profile_conns connections for ${PROFILE}s…" >&2
   perf record -q -F 499 --call-graph dwarf,32768 -p "$gate_pid" -o "$work/perf.data" -- sleep "$PROFILE" 2>/dev/null &
   perf_pid=$!
   sleep 0.5
-  wrk -t 2 -c 32 -d "$(( PROFILE - 1 ))s" -s "$work/post.lua" "http://127.0.0.1:$gate_port/v1/messages" >/dev/null
+  wrk -t "$(( profile_conns < 2 ? 1 : 2 ))" -c "$profile_conns" -d "$(( PROFILE - 1 ))s" -s "$work/post.lua" "http://127.0.0.1:$gate_port/v1/messages" >/dev/null
   wait "$perf_pid" || true
-  { echo "# perf: tollgate serving the Messages request at 32 connections for ${PROFILE}s ($(date -u +%F), tollgate $("$bin"/tollgate --version | cut -d' ' -f2))"
+  { echo "# perf: tollgate serving the Messages request at $profile_conns connections for ${PROFILE}s ($(date -u +%F), tollgate $("$bin"/tollgate --version | cut -d' ' -f2))"
     echo "## self time by symbol"
     perf report -i "$work/perf.data" --no-children --sort symbol --percent-limit 0.7 --stdio -g none 2>/dev/null | grep -v '^$'
     echo "## self time by thread"

@@ -420,6 +420,15 @@ async fn settle(tollgate: &Tollgate, open: OpenReservation, finish: Finish) -> b
     }
 }
 
+/// Runs the upstream call (boxed: see `settle`) and measures it alone, not the reservation's
+/// commit awaited beside it: `server-timing` counts a commit that outlasts the call as
+/// tollgate's time.
+async fn timed<T>(call: impl Future<Output = T>) -> (T, UpstreamTime) {
+    let started = tokio::time::Instant::now();
+    let output = Box::pin(call).await;
+    (output, UpstreamTime(started.elapsed()))
+}
+
 /// What a client whose request's settlement could not be written is told.
 fn settlement_failed() -> ApiError {
     ApiError::internal("the settlement could not be written; it is kept pending")
@@ -689,13 +698,11 @@ impl MeteredCall {
         let span = settings.observed.span.clone();
         tokio::spawn(
             async move {
-                let upstream_started = tokio::time::Instant::now();
                 let commit = open.take_commit();
-                let (connected, committed) = tokio::join!(
-                    Box::pin(upstream.connect(&mut settings.provider, &mut open.upstream_attempts)),
+                let ((connected, upstream_time), committed) = tokio::join!(
+                    timed(upstream.connect(&mut settings.provider, &mut open.upstream_attempts)),
                     commit.committed()
                 );
-                let upstream_time = UpstreamTime(upstream_started.elapsed());
                 let mut open = match settings.tollgate.committed(open, committed).await {
                     Ok(open) => open,
                     Err(error) => {
@@ -784,15 +791,13 @@ impl MeteredCall {
         let span = settings.observed.span.clone();
         tokio::spawn(
             async move {
-                // Boxed for the reason `settle` gives: the connection attempt is over (and its
-                // memory back) before the stream's long relay begins.
-                let upstream_started = tokio::time::Instant::now();
+                // `timed` boxes the call for the reason `settle` gives: the connection attempt
+                // is over (and its memory back) before the stream's long relay begins.
                 let commit = open.take_commit();
-                let (connected, committed) = tokio::join!(
-                    Box::pin(upstream.connect(&mut settings.provider, &mut open.upstream_attempts)),
+                let ((connected, upstream_time), committed) = tokio::join!(
+                    timed(upstream.connect(&mut settings.provider, &mut open.upstream_attempts)),
                     commit.committed()
                 );
-                let upstream_time = UpstreamTime(upstream_started.elapsed());
                 let mut open = match settings.tollgate.committed(open, committed).await {
                     Ok(open) => open,
                     Err(error) => {

@@ -1,13 +1,15 @@
 //! `fake-upstream`: runs an unrecorded `FakeUpstream` as its own process, so benchmarks can
 //! point the gateway at it without a test harness. Benchmark use only, never production.
 //!
-//! Usage: `fake-upstream [--listen 127.0.0.1:9000] [--output-tokens N] [--event-delay-ms N]
+//! Usage: `fake-upstream [--listen 127.0.0.1:9000] [--output-tokens N] [--event-delay-ms N] [--latency-ms N]
 //! [--gemini-listen ADDR] [--bedrock-listen ADDR] [--vertex-listen ADDR
 //! --vertex-service-account-file PATH]`. `--gemini-listen` also serves a fake Gemini API
 //! (`FakeGemini`, its key `FAKE_GEMINI_API_KEY`) on ADDR; `--bedrock-listen` and
 //! `--vertex-listen` a fake Bedrock and Vertex AI (`CloudMode::Bench`: Bedrock takes unsigned
 //! requests, Vertex `BENCH_VERTEX_TOKEN`), answering as the main fake does; the Vertex
 //! service account's JSON key, whose token endpoint is the fake's, is written to PATH.
+//! `--latency-ms` waits that long before every answer, as a model does before its first
+//! byte.
 
 use std::fmt::Display;
 use std::net::SocketAddr;
@@ -19,7 +21,7 @@ use tollgate_testkit::{
     Behavior, CloudMode, FakeBedrock, FakeGemini, FakeUpstream, FakeVertex, Recording, Reply,
 };
 
-const USAGE: &str = "usage: fake-upstream [--listen 127.0.0.1:9000] [--output-tokens N] [--event-delay-ms N] [--gemini-listen ADDR] [--bedrock-listen ADDR] [--vertex-listen ADDR --vertex-service-account-file PATH]";
+const USAGE: &str = "usage: fake-upstream [--listen 127.0.0.1:9000] [--output-tokens N] [--event-delay-ms N] [--latency-ms N] [--gemini-listen ADDR] [--bedrock-listen ADDR] [--vertex-listen ADDR --vertex-service-account-file PATH]";
 
 struct Args {
     listen: SocketAddr,
@@ -134,6 +136,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
             "--event-delay-ms" => {
                 parsed.reply.event_delay = Duration::from_millis(flag_value(&flag, &mut args)?);
             }
+            "--latency-ms" => parsed.reply.latency = Duration::from_millis(flag_value(&flag, &mut args)?),
             _ => return Err(format!("unknown flag {flag}")),
         }
     }
