@@ -416,6 +416,23 @@ async fn a_silent_rate_limit_store_fails_fast_with_a_clear_error_and_recovers_al
     app.assert_ledger_clean().await;
 }
 
+/// A second connection to the app's SQLite file, after it has made the writes `event`
+/// names fail as a full disk would, by the trigger `name` (which the test drops to heal).
+async fn disk_full_for(app: &TestApp, name: &str, event: &str) -> sqlx::SqliteConnection {
+    let database = format!("sqlite://{}", app.config.database_path().display());
+    let mut side = <sqlx::SqliteConnection as sqlx::Connection>::connect(&database)
+        .await
+        .expect("a second connection to the database file");
+    sqlx::query(&format!(
+        "CREATE TRIGGER {name} BEFORE {event}
+         BEGIN SELECT RAISE(FAIL, 'database or disk is full'); END"
+    ))
+    .execute(&mut side)
+    .await
+    .expect("trigger");
+    side
+}
+
 /// The goal: `/health/ready` commits a write, so a database that cannot take writes (here
 /// a trigger refuses them, as a full disk would) makes it 503 while `/health`, liveness,
 /// stays 200; before, `/health` answered ok and nothing else was asked.
@@ -434,17 +451,7 @@ async fn readiness_fails_while_the_store_cannot_write() {
         json!({"status": "ok"})
     );
 
-    let database = format!("sqlite://{}", app.config.database_path().display());
-    let mut side = <sqlx::SqliteConnection as sqlx::Connection>::connect(&database)
-        .await
-        .expect("a second connection to the database file");
-    sqlx::query(
-        "CREATE TRIGGER health_checks_full BEFORE UPDATE ON health_checks
-         BEGIN SELECT RAISE(FAIL, 'database or disk is full'); END",
-    )
-    .execute(&mut side)
-    .await
-    .expect("trigger");
+    let mut side = disk_full_for(&app, "health_checks_full", "UPDATE ON health_checks").await;
     let not_ready = app
         .client
         .get(app.url("/health/ready"))
@@ -480,17 +487,7 @@ async fn readiness_fails_while_the_store_cannot_write() {
 #[tokio::test]
 async fn a_reservation_decided_but_not_written_delivers_nothing() {
     let app = spawn_app().await;
-    let database = format!("sqlite://{}", app.config.database_path().display());
-    let mut side = <sqlx::SqliteConnection as sqlx::Connection>::connect(&database)
-        .await
-        .expect("a second connection to the database file");
-    sqlx::query(
-        "CREATE TRIGGER reservations_full BEFORE INSERT ON reservations
-         BEGIN SELECT RAISE(FAIL, 'database or disk is full'); END",
-    )
-    .execute(&mut side)
-    .await
-    .expect("trigger");
+    let mut side = disk_full_for(&app, "reservations_full", "INSERT ON reservations").await;
     let mut streaming = message_body("claude-sonnet-4-6");
     streaming["stream"] = json!(true);
     for body in [message_body("claude-sonnet-4-6"), streaming] {
