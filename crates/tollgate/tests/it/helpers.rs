@@ -130,6 +130,12 @@ impl Drop for SchemaGuard {
             runtime.block_on(async {
                 use sqlx::Connection;
                 let mut connection = sqlx::PgConnection::connect(&test_database_url()).await?;
+                // This blocks the test's runtime: a transaction a task of that runtime holds
+                // open (a test that panicked mid-batch) would hold the schema's locks for
+                // ever, and the test would hang instead of failing.
+                sqlx::query("SET lock_timeout = '10s'")
+                    .execute(&mut connection)
+                    .await?;
                 sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
                     .execute(&mut connection)
                     .await?;
