@@ -262,10 +262,12 @@ if [ -n "$litellm_pid" ] && ! wait_up "http://127.0.0.1:$litellm_port/health/liv
   echo "LiteLLM did not start; its rows are skipped:" >&2; tail -5 "$work/litellm.log" >&2; litellm_pid=""
 fi
 
+# The Messages request every Messages row sends (wrk) and SELF_TIME sends (self_time.py).
+messages_body='{"model":"bench-model","max_tokens":64,"messages":[{"role":"user","content":"Hello, world"}]}'
 post_script() { # key -> a wrk script posting the benchmark request with that key
   cat <<LUA
 wrk.method = "POST"
-wrk.body = '{"model":"bench-model","max_tokens":64,"messages":[{"role":"user","content":"Hello, world"}]}'
+wrk.body = '$messages_body'
 wrk.headers["content-type"] = "application/json"
 wrk.headers["anthropic-version"] = "2023-06-01"
 wrk.headers["x-api-key"] = "$1"
@@ -398,8 +400,8 @@ fi
 if [ -n "${SELF_TIME:-}" ]; then
   # Tollgate's own time a request (server-timing: to the response head, less the upstream
   # call), SELF_TIME sequential requests on one connection, after a warm-up.
-  python3 bench/self_time.py "$gate_port" "$key" 200 >/dev/null
-  read -r own50 own90 own99 up50 count < <(python3 bench/self_time.py "$gate_port" "$key" "$SELF_TIME" | sed 's/^SELF //')
+  python3 bench/self_time.py "$gate_port" "$key" 200 "$messages_body" >/dev/null
+  read -r own50 own90 own99 up50 count < <(python3 bench/self_time.py "$gate_port" "$key" "$SELF_TIME" "$messages_body" | sed 's/^SELF //')
   echo "tollgate's own time a request (server-timing, 1 connection, $count requests): p50 $own50 ms, p90 $own90 ms, p99 $own99 ms; upstream p50 $up50 ms"
 fi
 

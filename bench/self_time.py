@@ -3,13 +3,12 @@
 (`tollgate;dur=…`: from arrival to the response head, less the upstream call), over N
 sequential requests on one keep-alive connection: percentiles in milliseconds.
 
-Usage: bench/self_time.py PORT KEY N
+Usage: bench/self_time.py PORT KEY N BODY (the Messages request, as bench/run.sh sends it)
 """
 import http.client
 import sys
 
-port, key, count = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
-body = '{"model":"bench-model","max_tokens":64,"messages":[{"role":"user","content":"Hello, world"}]}'
+port, key, count, body = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4]
 headers = {"content-type": "application/json", "anthropic-version": "2023-06-01", "x-api-key": key}
 connection = http.client.HTTPConnection("127.0.0.1", port)
 own, upstream = [], []
