@@ -694,22 +694,19 @@ impl MeteredCall {
 
     pub(crate) async fn call(self) -> Result<Response, ApiError> {
         let (reply_sender, reply_receiver) = oneshot::channel();
-        let (upstream, mut open, mut settings) = self.split();
+        let (upstream, open, mut settings) = self.split();
         let span = settings.observed.span.clone();
         tokio::spawn(
             async move {
-                let commit = open.take_commit();
-                let ((connected, upstream_time), committed) = tokio::join!(
-                    timed(upstream.connect(&mut settings.provider, &mut open.upstream_attempts)),
-                    commit.committed()
-                );
-                let mut open = match settings.tollgate.committed(open, committed).await {
-                    Ok(open) => open,
-                    Err(error) => {
-                        let _ = reply_sender.send((Err(settings.observed.refused(error)), upstream_time));
-                        return;
-                    }
-                };
+                let (mut open, connected, upstream_time) =
+                    match settings.connect_reserved(upstream, open).await {
+                        Ok(connected) => connected,
+                        Err(error) => {
+                            let _ = reply_sender.send(Err(error.clone()));
+                            settings.keep_error(error).await;
+                            return;
+                        }
+                    };
                 let (finish, reply) = match connected {
                     Ok((dialect, prices, UpstreamReply::Message { body, usage })) => {
                         open.prices = prices;
@@ -765,7 +762,7 @@ impl MeteredCall {
                 };
                 settings.observed.ended(&settings.provider, status, outcome);
                 let delivered = settings.capture.is_some().then(|| reply.clone());
-                let _ = reply_sender.send((reply, upstream_time));
+                let _ = reply_sender.send(reply.map(|body| (body, upstream_time)));
                 if let (Some(job), Some(delivered)) = (settings.capture.take(), delivered) {
                     job.keep_reply(&settings.tollgate, &settings.client, delivered)
                         .await;
@@ -774,12 +771,12 @@ impl MeteredCall {
             .instrument(span),
         );
         match reply_receiver.await {
-            Ok((Ok(body), upstream_time)) => {
+            Ok(Ok((body, upstream_time))) => {
                 let mut response = ([(header::CONTENT_TYPE, "application/json")], body).into_response();
                 response.extensions_mut().insert(upstream_time);
                 Ok(response)
             }
-            Ok((Err(error), _)) => Err(error),
+            Ok(Err(error)) => Err(error),
             Err(_) => Err(ApiError::internal("the upstream task ended without a reply")),
         }
     }
@@ -787,24 +784,19 @@ impl MeteredCall {
     pub(crate) async fn stream(self) -> Result<Response, ApiError> {
         let (start_sender, start_receiver) = oneshot::channel::<Result<UpstreamTime, ApiError>>();
         let (event_sender, event_receiver) = mpsc::channel::<Bytes>(STREAM_BUFFER_EVENTS);
-        let (upstream, mut open, mut settings) = self.split();
+        let (upstream, open, mut settings) = self.split();
         let span = settings.observed.span.clone();
         tokio::spawn(
             async move {
-                // `timed` boxes the call for the reason `settle` gives: the connection attempt
-                // is over (and its memory back) before the stream's long relay begins.
-                let commit = open.take_commit();
-                let ((connected, upstream_time), committed) = tokio::join!(
-                    timed(upstream.connect(&mut settings.provider, &mut open.upstream_attempts)),
-                    commit.committed()
-                );
-                let mut open = match settings.tollgate.committed(open, committed).await {
-                    Ok(open) => open,
-                    Err(error) => {
-                        let _ = start_sender.send(Err(settings.observed.refused(error)));
-                        return;
-                    }
-                };
+                let (mut open, connected, upstream_time) =
+                    match settings.connect_reserved(upstream, open).await {
+                        Ok(connected) => connected,
+                        Err(error) => {
+                            let _ = start_sender.send(Err(error.clone()));
+                            settings.keep_error(error).await;
+                            return;
+                        }
+                    };
                 let (dialect, events) = match connected {
                     Ok((dialect, prices, UpstreamReply::Stream(events))) => {
                         open.prices = prices;
@@ -848,6 +840,13 @@ impl MeteredCall {
     }
 }
 
+/// A written reservation, what its deployments answered, and how long they took.
+type Connected = (
+    OpenReservation,
+    Result<(Dialect, ModelPrices, UpstreamReply), UpstreamError>,
+    UpstreamTime,
+);
+
 /// What the relay needs once a deployment has answered.
 struct Settings {
     tollgate: Tollgate,
@@ -876,8 +875,35 @@ impl Settings {
         let api_error = ApiError::from_upstream(&error);
         self.observed.ended(&self.provider, api_error.status, "failed");
         let _ = start_sender.send(Err(api_error.clone()));
+        self.keep_error(api_error).await;
+    }
+
+    /// Calls the upstream while the reservation's batch commits (the call starts on the
+    /// book's decision) and waits for both: the reservation, written, with the call's
+    /// outcome and time. If the reservation was not written, the upstream's answer is
+    /// dropped unread (a stream's before its head) and the client's error is returned.
+    /// `timed` boxes the call for the reason `settle` gives: the connection attempt is over
+    /// (and its memory back) before a stream's long relay begins.
+    async fn connect_reserved(
+        &mut self,
+        upstream: Upstream,
+        mut open: OpenReservation,
+    ) -> Result<Connected, ApiError> {
+        let commit = open.take_commit();
+        let ((connected, upstream_time), committed) = tokio::join!(
+            timed(upstream.connect(&mut self.provider, &mut open.upstream_attempts)),
+            commit.committed()
+        );
+        match self.tollgate.committed(open, committed).await {
+            Ok(open) => Ok((open, connected, upstream_time)),
+            Err(error) => Err(self.observed.refused(error)),
+        }
+    }
+
+    /// Keeps the capture of an error the client was told, if its workspace captures.
+    async fn keep_error(&mut self, error: ApiError) {
         if let Some(job) = self.capture.take() {
-            job.keep_reply(&self.tollgate, &self.client, Err(api_error)).await;
+            job.keep_reply(&self.tollgate, &self.client, Err(error)).await;
         }
     }
 

@@ -537,6 +537,36 @@ async fn a_reservation_decided_but_not_written_delivers_nothing() {
     app.assert_ledger_clean().await;
 }
 
+/// The goal: when its workspace captures bodies, a request whose reservation was decided
+/// but not written keeps the capture of the error its client got, streaming or not, as
+/// every other failed request does. Before, that capture was dropped.
+#[tokio::test]
+async fn a_reservation_not_written_keeps_the_capture_of_its_error() {
+    let app = spawn_app().await;
+    let (status, settings) = app
+        .admin_post(
+            "/v1/organizations/workspaces/default/capture",
+            json!({"enabled": true}),
+        )
+        .await;
+    assert_eq!(status, 200, "{settings}");
+    let _side = disk_full_for(&app, "reservations_full", "INSERT ON reservations").await;
+    let mut streaming = message_body("claude-sonnet-4-6");
+    streaming["stream"] = json!(true);
+    for body in [message_body("claude-sonnet-4-6"), streaming] {
+        let response = app.post_messages(&body).await;
+        assert_eq!(response.status(), 500, "{body}");
+        let id = response.headers()["request-id"]
+            .to_str()
+            .expect("ascii")
+            .to_owned();
+        let delivered = response.text().await.expect("the body");
+        let capture = app.wait_for_capture(&app.org_id, &id).await;
+        assert_eq!(capture.response_body, delivered, "{body}");
+        assert!(capture.request_body.contains("claude-sonnet-4-6"));
+    }
+}
+
 /// The goal: one organization cannot hold more upstream calls at once than its cap; the
 /// next gets 429 `rate_limit_error` with `retry-after`, costs nothing, and once a call ends
 /// its slot is free again. Before, nothing counted calls in flight.
