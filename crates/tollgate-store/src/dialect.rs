@@ -12,8 +12,9 @@
 //! bind it from the first argument again.
 //!
 //! Where only the locking differs, the difference is a `Dialect` method too (`begin_write`,
-//! `busy_pause`, `lock_organization_of_workspace`, `skip_locked`) and the script is still
-//! written once; where more differs, the script stays a twin in `sqlite/` and `postgres/`.
+//! `busy_pause`, `lock_organization`, `lock_organization_of_workspace`, `skip_locked`) and
+//! the script is still written once, run again on contention by `retrying`; where more
+//! differs, the script stays a twin in `sqlite/` and `postgres/`.
 
 use std::future::Future;
 use std::time::Duration;
@@ -22,7 +23,7 @@ use sqlx::query::Query;
 use sqlx::{Database, Pool, Transaction};
 
 use crate::batching::WriterQueue;
-use crate::error::StoreError;
+use crate::error::{StoreError, TxError};
 
 /// The bound arguments of a query on `Db`.
 pub(crate) type BoundArguments<'q, Db> = <Db as Database>::Arguments<'q>;
@@ -54,6 +55,15 @@ pub(crate) trait Dialect: Sync {
     /// PostgreSQL a few times (`postgres::retrying`); SQLite never, its writers queueing
     /// for the write lock instead.
     fn busy_pause(attempt: u32) -> Option<Duration>;
+
+    /// Holds an organization against other writers until the transaction on `connection`
+    /// ends, as a write transaction that checks before it writes does first: PostgreSQL
+    /// locks the organization's row (none if there is no such organization); SQLite's
+    /// write transaction holds the one write lock already, so it does nothing.
+    fn lock_organization(
+        connection: &mut <Self::Db as Database>::Connection,
+        org_id: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Names the organization a workspace belongs to (`None`: no such workspace) and holds
     /// it against other writers until the transaction on `connection` ends: PostgreSQL
@@ -90,4 +100,29 @@ pub(crate) trait Dialect: Sync {
         query: Query<'q, Self::Db, BoundArguments<'q, Self::Db>>,
         texts: &'q [String],
     ) -> Query<'q, Self::Db, BoundArguments<'q, Self::Db>>;
+}
+
+/// Runs a write transaction script written once for both backends until contention no
+/// longer aborts it (`StoreError::Busy`), pausing as `D::busy_pause` says between runs:
+/// PostgreSQL's scripts a few times, as `postgres::retrying` runs its own; SQLite's once.
+/// Every script commits or rolls back as a whole, so a run again can never apply twice.
+pub(crate) async fn retrying<D, T, E, F, Fut>(mut script: F) -> Result<T, TxError<E>>
+where
+    D: Dialect + ?Sized,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, TxError<E>>>,
+{
+    let mut attempt = 1;
+    loop {
+        let outcome = script().await;
+        let pause = match &outcome {
+            Err(TxError::Store(StoreError::Busy)) => D::busy_pause(attempt),
+            _ => None,
+        };
+        let Some(pause) = pause else {
+            return outcome;
+        };
+        tokio::time::sleep(pause).await;
+        attempt += 1;
+    }
 }

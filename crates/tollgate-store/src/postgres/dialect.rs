@@ -15,13 +15,16 @@ use crate::console::ConsoleSignIn;
 use crate::deactivations::Deactivations;
 use crate::device_grants::DeviceGrants;
 use crate::dialect::{BoundArguments, Dialect};
+use crate::directory::Directory;
 use crate::error::StoreError;
 use crate::files::Files;
 use crate::idempotency_keys::IdempotencyKeys;
 use crate::ledger_audit::LedgerAudit;
 use crate::limits::Limits;
 use crate::payment_customers::PaymentCustomers;
-use crate::postgres::{PgStore, PgTransaction, busy_pause, lock_organization_of_workspace, store_error};
+use crate::postgres::{
+    PgStore, PgTransaction, busy_pause, lock_organization, lock_organization_of_workspace, store_error,
+};
 use crate::reports::Reports;
 use crate::request_log::RequestLog;
 use crate::service_accounts::ServiceAccounts;
@@ -54,6 +57,11 @@ impl Dialect for PgStore {
 
     fn busy_pause(attempt: u32) -> Option<Duration> {
         busy_pause(attempt)
+    }
+
+    async fn lock_organization(connection: &mut PgConnection, org_id: &str) -> Result<(), StoreError> {
+        lock_organization(connection, org_id).await?;
+        Ok(())
     }
 
     async fn lock_organization_of_workspace(
@@ -99,6 +107,8 @@ impl AuditLog for PgStore {}
 impl LedgerAudit for PgStore {}
 
 impl Limits for PgStore {}
+
+impl Directory for PgStore {}
 
 impl Batches for PgStore {}
 

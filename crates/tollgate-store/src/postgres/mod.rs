@@ -1,8 +1,8 @@
 //! The PostgreSQL adapter: several replicas share one database, so every guard that SQLite
 //! gets from its single writer is a row lock here. Connection setup, the directory
 //! (organizations, workspaces, keys) and usage records live in this file; the other files
-//! are the twins of `sqlite/`'s (ledger, spend, purchases, audit log, directory,
-//! reports, and the hot path's batching writer).
+//! are the twins of `sqlite/`'s (ledger, spend, purchases, audit log, reports, and the hot
+//! path's batching writer).
 //!
 //! Transactions run at READ COMMITTED and take row locks (`SELECT … FOR UPDATE`) on what
 //! they are about to change, always in the same order (organization row first, then
@@ -13,7 +13,6 @@
 
 mod audit_log;
 mod dialect;
-mod directory;
 mod ledger;
 mod purchases;
 mod spend;
@@ -35,6 +34,7 @@ use crate::codec::{allowed_models_text, attempts_to_sql, label_text};
 pub(crate) use crate::codec::{
     check_rows_written, count_to_sql, invariant, millis, timestamp_from_sql, truncate_to_millis,
 };
+use crate::directory::Directory;
 use crate::error::{StoreError, TxError};
 use crate::model::{KeyRecord, KeyStatus, NameTaken, NewKey, Organization, UsageRecord, Workspace};
 pub(crate) use crate::rows::column;
@@ -184,7 +184,7 @@ impl PgStore {
                     .await
                     .map_err(store_error)?;
             }
-            insert_workspace(
+            Self::insert_workspace(
                 &mut transaction,
                 org_id,
                 default_workspace_id,
@@ -255,7 +255,7 @@ impl PgStore {
                 return Err(TxError::Rejected(NameTaken(name.to_owned())));
             }
             let workspace =
-                insert_workspace(&mut transaction, org_id, workspace_id, name, false, now).await?;
+                Self::insert_workspace(&mut transaction, org_id, workspace_id, name, false, now).await?;
             transaction.commit().await.map_err(store_error)?;
             Ok(workspace)
         })
@@ -492,36 +492,6 @@ impl PgStore {
         .map(|row| usage_record_from_row(&row))
         .transpose()
     }
-}
-
-pub(crate) async fn insert_workspace(
-    connection: &mut PgConnection,
-    org_id: &str,
-    workspace_id: &str,
-    name: &str,
-    is_default: bool,
-    now: Timestamp,
-) -> Result<Workspace, StoreError> {
-    sqlx::query(
-        "INSERT INTO workspaces (id, org_id, name, is_default, created_at)
-         VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(workspace_id)
-    .bind(org_id)
-    .bind(name)
-    .bind(is_default)
-    .bind(millis(now))
-    .execute(&mut *connection)
-    .await
-    .map_err(store_error)?;
-    Ok(Workspace {
-        id: workspace_id.to_owned(),
-        org_id: org_id.to_owned(),
-        name: name.to_owned(),
-        is_default,
-        created_at: truncate_to_millis(now)?,
-        archived_at: None,
-    })
 }
 
 /// Writes a usage record; a settlement passes its reservation so the rollup trigger can

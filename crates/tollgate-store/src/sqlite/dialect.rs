@@ -15,6 +15,7 @@ use crate::console::ConsoleSignIn;
 use crate::deactivations::Deactivations;
 use crate::device_grants::DeviceGrants;
 use crate::dialect::{BoundArguments, Dialect};
+use crate::directory::Directory;
 use crate::error::StoreError;
 use crate::files::Files;
 use crate::idempotency_keys::IdempotencyKeys;
@@ -54,6 +55,11 @@ impl Dialect for SqliteStore {
 
     fn busy_pause(_attempt: u32) -> Option<Duration> {
         None
+    }
+
+    /// Nothing to lock: `begin_write`'s `BEGIN IMMEDIATE` holds the whole database.
+    async fn lock_organization(_connection: &mut SqliteConnection, _org_id: &str) -> Result<(), StoreError> {
+        Ok(())
     }
 
     async fn lock_organization_of_workspace(
@@ -109,6 +115,8 @@ impl AuditLog for SqliteStore {}
 impl LedgerAudit for SqliteStore {}
 
 impl Limits for SqliteStore {}
+
+impl Directory for SqliteStore {}
 
 impl Batches for SqliteStore {}
 

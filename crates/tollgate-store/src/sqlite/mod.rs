@@ -1,8 +1,9 @@
 //! The SQLite adapter: connection setup, the directory (organizations, workspaces, keys)
 //! and usage records. The ledger's transaction scripts are in `ledger`, monthly spend
 //! counters in `spend`, purchases and auto-reload in `purchases`, and the audit log in
-//! `audit_log`; the ledger's self-check (`ledger_audit`) and limits (`limits`) are shared
-//! with PostgreSQL.
+//! `audit_log`; the ledger's self-check (`ledger_audit`), limits (`limits`) and the Admin
+//! API's directory (`directory`: keys, workspace renames and archives, users, invites,
+//! members) are shared with PostgreSQL.
 //!
 //! Writes go through a one-connection pool whose transactions start with `BEGIN
 //! IMMEDIATE`, so a read-then-write transaction holds the write lock from its first read
@@ -14,7 +15,6 @@
 mod audit_log;
 pub(crate) mod backup;
 mod dialect;
-mod directory;
 mod ledger;
 mod purchases;
 mod spend;
@@ -34,6 +34,7 @@ use tollgate_core::usage::Speed;
 use crate::batching::WriterQueue;
 use crate::codec::{allowed_models_text, attempts_to_sql, label_text};
 pub(crate) use crate::codec::{count_to_sql, invariant, millis, timestamp_from_sql, truncate_to_millis};
+use crate::directory::Directory;
 use crate::error::{StoreError, TxError};
 use crate::model::{KeyRecord, KeyStatus, NameTaken, NewKey, Organization, UsageRecord, Workspace};
 pub(crate) use crate::rows::column;
@@ -171,7 +172,7 @@ impl SqliteStore {
                 .await
                 .map_err(store_error)?;
         }
-        insert_workspace(
+        Self::insert_workspace(
             &mut transaction,
             org_id,
             default_workspace_id,
@@ -235,7 +236,8 @@ impl SqliteStore {
         if taken.is_some() {
             return Err(TxError::Rejected(NameTaken(name.to_owned())));
         }
-        let workspace = insert_workspace(&mut transaction, org_id, workspace_id, name, false, now).await?;
+        let workspace =
+            Self::insert_workspace(&mut transaction, org_id, workspace_id, name, false, now).await?;
         transaction.commit().await.map_err(store_error)?;
         Ok(workspace)
     }
@@ -483,36 +485,6 @@ impl SqliteStore {
         .map(|row| usage_record_from_row(&row))
         .transpose()
     }
-}
-
-async fn insert_workspace(
-    connection: &mut SqliteConnection,
-    org_id: &str,
-    workspace_id: &str,
-    name: &str,
-    is_default: bool,
-    now: Timestamp,
-) -> Result<Workspace, StoreError> {
-    sqlx::query(
-        "INSERT INTO workspaces (id, org_id, name, is_default, created_at)
-         VALUES (?, ?, ?, ?, ?)",
-    )
-    .bind(workspace_id)
-    .bind(org_id)
-    .bind(name)
-    .bind(is_default)
-    .bind(millis(now))
-    .execute(&mut *connection)
-    .await
-    .map_err(store_error)?;
-    Ok(Workspace {
-        id: workspace_id.to_owned(),
-        org_id: org_id.to_owned(),
-        name: name.to_owned(),
-        is_default,
-        created_at: truncate_to_millis(now)?,
-        archived_at: None,
-    })
 }
 
 async fn insert_usage_record(
