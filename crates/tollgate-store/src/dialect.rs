@@ -104,7 +104,7 @@ pub(crate) trait Dialect: Sync {
 
 /// Runs a write transaction script written once for both backends until contention no
 /// longer aborts it (`StoreError::Busy`), pausing as `D::busy_pause` says between runs:
-/// PostgreSQL's scripts a few times, as `postgres::retrying` runs its own; SQLite's once.
+/// PostgreSQL's scripts a few times (`postgres::retrying` is this), SQLite's once.
 /// Every script commits or rolls back as a whole, so a run again can never apply twice.
 pub(crate) async fn retrying<D, T, E, F, Fut>(mut script: F) -> Result<T, TxError<E>>
 where

@@ -634,25 +634,14 @@ pub(crate) async fn insert_usage_records_in(
 }
 
 /// Runs a transaction script until it is not aborted for contention (`StoreError::Busy`),
-/// at most `MAX_ATTEMPTS` times, with a short growing pause between attempts.
-pub(crate) async fn retrying<T, E, F, Fut>(mut script: F) -> Result<T, TxError<E>>
+/// at most `MAX_ATTEMPTS` times, with a short growing pause between attempts: the rule
+/// every script follows, `dialect::retrying`.
+pub(crate) async fn retrying<T, E, F, Fut>(script: F) -> Result<T, TxError<E>>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, TxError<E>>>,
 {
-    let mut attempt = 1;
-    loop {
-        let outcome = script().await;
-        let pause = match &outcome {
-            Err(TxError::Store(StoreError::Busy)) => busy_pause(attempt),
-            _ => None,
-        };
-        let Some(pause) = pause else {
-            return outcome;
-        };
-        tokio::time::sleep(pause).await;
-        attempt += 1;
-    }
+    crate::dialect::retrying::<PgStore, T, E, F, Fut>(script).await
 }
 
 /// The pause before running again a script that contention aborted on its `attempt`-th
