@@ -12,8 +12,10 @@
 //! bind it from the first argument again.
 //!
 //! Where only the locking differs, the difference is a `Dialect` method too (`begin_write`,
-//! `busy_pause`, `lock_organization_of_workspace`, `skip_locked`) and the script is still
-//! written once; where more differs, the script stays a twin in `sqlite/` and `postgres/`.
+//! `busy_pause`, `lock_organization`, `lock_organization_of_workspace`,
+//! `lock_organization_of_purchase`, `for_update`, `skip_locked`) and the script is still
+//! written once (`limits`, `purchases`); where more differs, the script stays a twin in
+//! `sqlite/` and `postgres/`.
 
 use std::future::Future;
 use std::time::Duration;
@@ -64,6 +66,21 @@ pub(crate) trait Dialect: Sync {
         workspace_id: &str,
     ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
 
+    /// Holds an organization against other writers until the transaction on `connection`
+    /// ends: PostgreSQL locks its row (an unknown organization locks nothing); SQLite's
+    /// write transaction holds the one write lock already, so it does nothing.
+    fn lock_organization(
+        connection: &mut <Self::Db as Database>::Connection,
+        org_id: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Names the organization a purchase belongs to (`None`: no such purchase) and holds it
+    /// as `lock_organization_of_workspace` does.
+    fn lock_organization_of_purchase(
+        connection: &mut <Self::Db as Database>::Connection,
+        purchase_id: &str,
+    ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
+
     /// Translates a driver error at the adapter boundary, as the adapter's own queries do.
     fn store_error(error: sqlx::Error) -> StoreError;
 
@@ -75,6 +92,15 @@ pub(crate) trait Dialect: Sync {
     /// different rows rather than wait on each other (PostgreSQL); nothing where one
     /// writer at a time is the rule anyway (SQLite).
     fn skip_locked() -> &'static str;
+
+    /// What ends a `SELECT` of a row the transaction is about to change, so that it is
+    /// locked until the end: ` FOR UPDATE` (PostgreSQL); nothing under SQLite's write lock.
+    fn for_update() -> &'static str;
+
+    /// The column that numbers a table's rows in insertion order, for tables whose key does
+    /// not (`purchases`): SQLite's implicit `rowid`; PostgreSQL's `seq`, the identity column
+    /// such a table carries in its place.
+    fn insertion_order() -> &'static str;
 
     /// The calendar month (UTC) of a unix-millisecond column as the number YYYYMM, in the
     /// database's own calendar, so the audit recomputes the spend counters' months

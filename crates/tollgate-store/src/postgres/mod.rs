@@ -1,8 +1,8 @@
 //! The PostgreSQL adapter: several replicas share one database, so every guard that SQLite
 //! gets from its single writer is a row lock here. Connection setup, the directory
 //! (organizations, workspaces, keys) and usage records live in this file; the other files
-//! are the twins of `sqlite/`'s (ledger, spend, purchases, audit log, directory,
-//! reports, and the hot path's batching writer).
+//! are the twins of `sqlite/`'s (ledger, spend, audit log, directory, reports, and the
+//! hot path's batching writer).
 //!
 //! Transactions run at READ COMMITTED and take row locks (`SELECT … FOR UPDATE`) on what
 //! they are about to change, always in the same order (organization row first, then
@@ -15,7 +15,6 @@ mod audit_log;
 mod dialect;
 mod directory;
 mod ledger;
-mod purchases;
 mod spend;
 mod writer;
 
