@@ -12,9 +12,10 @@
 //! bind it from the first argument again.
 //!
 //! Where only the locking differs, the difference is a `Dialect` method too (`begin_write`,
-//! `busy_pause`, `lock_organization`, `lock_organization_of_workspace`, `skip_locked`) and
-//! the script is still written once, run again on contention by `retrying`; where more
-//! differs, the script stays a twin in `sqlite/` and `postgres/`.
+//! `busy_pause`, `lock_organization`, `lock_organization_of_workspace`,
+//! `lock_organization_of_purchase`, `for_update`, `skip_locked`) and the script is still
+//! written once, run again on contention by `retrying`; where more differs, the script
+//! stays a twin in `sqlite/` and `postgres/`.
 
 use std::future::Future;
 use std::time::Duration;
@@ -74,6 +75,13 @@ pub(crate) trait Dialect: Sync {
         workspace_id: &str,
     ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
 
+    /// Names the organization a purchase belongs to (`None`: no such purchase) and holds it
+    /// as `lock_organization_of_workspace` does.
+    fn lock_organization_of_purchase(
+        connection: &mut <Self::Db as Database>::Connection,
+        purchase_id: &str,
+    ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
+
     /// Translates a driver error at the adapter boundary, as the adapter's own queries do.
     fn store_error(error: sqlx::Error) -> StoreError;
 
@@ -85,6 +93,15 @@ pub(crate) trait Dialect: Sync {
     /// different rows rather than wait on each other (PostgreSQL); nothing where one
     /// writer at a time is the rule anyway (SQLite).
     fn skip_locked() -> &'static str;
+
+    /// What ends a `SELECT` of a row the transaction is about to change, so that it is
+    /// locked until the end: ` FOR UPDATE` (PostgreSQL); nothing under SQLite's write lock.
+    fn for_update() -> &'static str;
+
+    /// The column that numbers a table's rows in insertion order, for tables whose key does
+    /// not (`purchases`): SQLite's implicit `rowid`; PostgreSQL's `seq`, the identity column
+    /// such a table carries in its place.
+    fn insertion_order() -> &'static str;
 
     /// The calendar month (UTC) of a unix-millisecond column as the number YYYYMM, in the
     /// database's own calendar, so the audit recomputes the spend counters' months
@@ -125,4 +142,22 @@ where
         tokio::time::sleep(pause).await;
         attempt += 1;
     }
+}
+
+/// `retrying` for a transaction script that is never rejected, only failed.
+pub(crate) async fn retrying_store<D, T, F, Fut>(mut script: F) -> Result<T, StoreError>
+where
+    D: Dialect + ?Sized,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, StoreError>>,
+{
+    retrying::<D, T, std::convert::Infallible, _, _>(|| {
+        let attempt = script();
+        async move { attempt.await.map_err(TxError::Store) }
+    })
+    .await
+    .map_err(|error| match error {
+        TxError::Store(error) => error,
+        TxError::Rejected(never) => match never {},
+    })
 }

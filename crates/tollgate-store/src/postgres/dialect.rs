@@ -1,10 +1,15 @@
 //! PostgreSQL's side of `Dialect`: one pool reads and writes, a read snapshot is a
-//! REPEATABLE READ transaction, and a list of texts is one array parameter.
+//! REPEATABLE READ transaction, a list of texts is one array parameter, and a write
+//! transaction locks the rows it is about to change (the organization's first). The
+//! ledger's steps a purchase takes are forwarded to this adapter's `ledger`.
 
 use std::time::Duration;
 
 use sqlx::query::Query;
 use sqlx::{PgConnection, Pool, Postgres};
+use tollgate_core::Timestamp;
+use tollgate_core::ledger::Lot;
+use tollgate_core::money::NanoUsd;
 
 use crate::alerts::Alerts;
 use crate::audit_log::AuditLog;
@@ -16,15 +21,18 @@ use crate::deactivations::Deactivations;
 use crate::device_grants::DeviceGrants;
 use crate::dialect::{BoundArguments, Dialect};
 use crate::directory::Directory;
-use crate::error::StoreError;
+use crate::error::{StoreError, TxError};
 use crate::files::Files;
 use crate::idempotency_keys::IdempotencyKeys;
 use crate::ledger_audit::LedgerAudit;
 use crate::limits::Limits;
+use crate::model::{GrantRejection, LotView, NewLot};
 use crate::payment_customers::PaymentCustomers;
 use crate::postgres::{
-    PgStore, PgTransaction, busy_pause, lock_organization, lock_organization_of_workspace, store_error,
+    PgStore, PgTransaction, busy_pause, ledger, lock_organization, lock_organization_of_workspace,
+    store_error,
 };
+use crate::purchases::Purchases;
 use crate::reports::Reports;
 use crate::request_log::RequestLog;
 use crate::service_accounts::ServiceAccounts;
@@ -71,6 +79,20 @@ impl Dialect for PgStore {
         lock_organization_of_workspace(connection, workspace_id).await
     }
 
+    async fn lock_organization_of_purchase(
+        connection: &mut PgConnection,
+        purchase_id: &str,
+    ) -> Result<Option<String>, StoreError> {
+        sqlx::query_scalar(
+            "SELECT o.id FROM organizations o JOIN purchases p ON p.org_id = o.id
+             WHERE p.id = $1 FOR UPDATE OF o",
+        )
+        .bind(purchase_id)
+        .fetch_optional(&mut *connection)
+        .await
+        .map_err(store_error)
+    }
+
     fn store_error(error: sqlx::Error) -> StoreError {
         store_error(error)
     }
@@ -82,6 +104,14 @@ impl Dialect for PgStore {
 
     fn skip_locked() -> &'static str {
         " FOR UPDATE SKIP LOCKED"
+    }
+
+    fn for_update() -> &'static str {
+        " FOR UPDATE"
+    }
+
+    fn insertion_order() -> &'static str {
+        "seq"
     }
 
     fn month_of_millis(column: &str) -> String {
@@ -109,6 +139,30 @@ impl LedgerAudit for PgStore {}
 impl Limits for PgStore {}
 
 impl Directory for PgStore {}
+
+/// The ledger's steps a purchase takes are this adapter's own (`ledger`).
+impl Purchases for PgStore {
+    async fn grant_lot_in(
+        connection: &mut PgConnection,
+        new_lot: &NewLot,
+    ) -> Result<LotView, TxError<GrantRejection>> {
+        ledger::grant_in(connection, new_lot).await
+    }
+
+    async fn load_lot_in(connection: &mut PgConnection, lot_id: &str) -> Result<LotView, StoreError> {
+        ledger::load_lot_in(connection, lot_id).await
+    }
+
+    async fn reverse_lot_in(
+        connection: &mut PgConnection,
+        org_id: &str,
+        lot: &Lot,
+        amount: NanoUsd,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        ledger::reverse_lot_in(connection, org_id, lot, amount, now).await
+    }
+}
 
 impl Batches for PgStore {}
 

@@ -1,8 +1,8 @@
 //! The PostgreSQL adapter: several replicas share one database, so every guard that SQLite
 //! gets from its single writer is a row lock here. Connection setup, the directory
 //! (organizations, workspaces, keys) and usage records live in this file; the other files
-//! are the twins of `sqlite/`'s (ledger, spend, purchases, audit log, reports, and the hot
-//! path's batching writer).
+//! are the twins of `sqlite/`'s (ledger, spend, audit log, reports, and the hot path's
+//! batching writer).
 //!
 //! Transactions run at READ COMMITTED and take row locks (`SELECT … FOR UPDATE`) on what
 //! they are about to change, always in the same order (organization row first, then
@@ -14,11 +14,9 @@
 mod audit_log;
 mod dialect;
 mod ledger;
-mod purchases;
 mod spend;
 mod writer;
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::time::Duration;
 
@@ -651,20 +649,12 @@ pub(crate) fn busy_pause(attempt: u32) -> Option<Duration> {
 }
 
 /// `retrying` for a transaction script that is never rejected, only failed.
-pub(crate) async fn retrying_store<T, F, Fut>(mut script: F) -> Result<T, StoreError>
+pub(crate) async fn retrying_store<T, F, Fut>(script: F) -> Result<T, StoreError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, StoreError>>,
 {
-    retrying::<T, Infallible, _, _>(|| {
-        let attempt = script();
-        async move { attempt.await.map_err(TxError::Store) }
-    })
-    .await
-    .map_err(|error| match error {
-        TxError::Store(error) => error,
-        TxError::Rejected(never) => match never {},
-    })
+    crate::dialect::retrying_store::<PgStore, T, F, Fut>(script).await
 }
 
 /// Locks an organization's row, the per-organization lock every write transaction that

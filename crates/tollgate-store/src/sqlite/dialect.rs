@@ -1,10 +1,15 @@
 //! SQLite's side of `Dialect`: reads go to the `query_only` readers, writes to the one
-//! writer connection, and a list of texts is spelled out one placeholder per text.
+//! writer connection, a list of texts is spelled out one placeholder per text, and the
+//! write lock a write transaction holds from its first statement stands in for every row
+//! lock. The ledger's steps a purchase takes are forwarded to this adapter's `ledger`.
 
 use std::time::Duration;
 
 use sqlx::query::Query;
 use sqlx::{Pool, Sqlite, SqliteConnection};
+use tollgate_core::Timestamp;
+use tollgate_core::ledger::Lot;
+use tollgate_core::money::NanoUsd;
 
 use crate::alerts::Alerts;
 use crate::audit_log::AuditLog;
@@ -16,16 +21,18 @@ use crate::deactivations::Deactivations;
 use crate::device_grants::DeviceGrants;
 use crate::dialect::{BoundArguments, Dialect};
 use crate::directory::Directory;
-use crate::error::StoreError;
+use crate::error::{StoreError, TxError};
 use crate::files::Files;
 use crate::idempotency_keys::IdempotencyKeys;
 use crate::ledger_audit::LedgerAudit;
 use crate::limits::Limits;
+use crate::model::{GrantRejection, LotView, NewLot};
 use crate::payment_customers::PaymentCustomers;
+use crate::purchases::Purchases;
 use crate::reports::Reports;
 use crate::request_log::RequestLog;
 use crate::service_accounts::ServiceAccounts;
-use crate::sqlite::{SqliteStore, SqliteTransaction, store_error};
+use crate::sqlite::{SqliteStore, SqliteTransaction, ledger, store_error};
 use crate::sso::SsoAttempts;
 use crate::sso_refresh::SsoRefreshTokens;
 use crate::stored_responses::StoredResponses;
@@ -73,6 +80,17 @@ impl Dialect for SqliteStore {
             .map_err(store_error)
     }
 
+    async fn lock_organization_of_purchase(
+        connection: &mut SqliteConnection,
+        purchase_id: &str,
+    ) -> Result<Option<String>, StoreError> {
+        sqlx::query_scalar("SELECT org_id FROM purchases WHERE id = $1")
+            .bind(purchase_id)
+            .fetch_optional(&mut *connection)
+            .await
+            .map_err(store_error)
+    }
+
     fn store_error(error: sqlx::Error) -> StoreError {
         store_error(error)
     }
@@ -90,6 +108,14 @@ impl Dialect for SqliteStore {
 
     fn skip_locked() -> &'static str {
         ""
+    }
+
+    fn for_update() -> &'static str {
+        ""
+    }
+
+    fn insertion_order() -> &'static str {
+        "rowid"
     }
 
     fn month_of_millis(column: &str) -> String {
@@ -117,6 +143,30 @@ impl LedgerAudit for SqliteStore {}
 impl Limits for SqliteStore {}
 
 impl Directory for SqliteStore {}
+
+/// The ledger's steps a purchase takes are this adapter's own (`ledger`).
+impl Purchases for SqliteStore {
+    async fn grant_lot_in(
+        connection: &mut SqliteConnection,
+        new_lot: &NewLot,
+    ) -> Result<LotView, TxError<GrantRejection>> {
+        ledger::grant_in(connection, new_lot).await
+    }
+
+    async fn load_lot_in(connection: &mut SqliteConnection, lot_id: &str) -> Result<LotView, StoreError> {
+        ledger::load_lot_in(connection, lot_id).await
+    }
+
+    async fn reverse_lot_in(
+        connection: &mut SqliteConnection,
+        org_id: &str,
+        lot: &Lot,
+        amount: NanoUsd,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        ledger::reverse_lot_in(connection, org_id, lot, amount, now).await
+    }
+}
 
 impl Batches for SqliteStore {}
 

@@ -1,9 +1,9 @@
 //! The SQLite adapter: connection setup, the directory (organizations, workspaces, keys)
 //! and usage records. The ledger's transaction scripts are in `ledger`, monthly spend
-//! counters in `spend`, purchases and auto-reload in `purchases`, and the audit log in
-//! `audit_log`; the ledger's self-check (`ledger_audit`), limits (`limits`) and the Admin
-//! API's directory (`directory`: keys, workspace renames and archives, users, invites,
-//! members) are shared with PostgreSQL.
+//! counters in `spend`, and the audit log in `audit_log`; the ledger's self-check
+//! (`ledger_audit`), limits (`limits`), purchases and auto-reload (`purchases`) and the
+//! Admin API's directory (`directory`: keys, workspace renames and archives, users,
+//! invites, members) are shared with PostgreSQL.
 //!
 //! Writes go through a one-connection pool whose transactions start with `BEGIN
 //! IMMEDIATE`, so a read-then-write transaction holds the write lock from its first read
@@ -16,7 +16,6 @@ mod audit_log;
 pub(crate) mod backup;
 mod dialect;
 mod ledger;
-mod purchases;
 mod spend;
 mod writer;
 
