@@ -12,7 +12,8 @@
 //! bind it from the first argument again.
 //!
 //! Where only the locking differs, the difference is a `Dialect` method too (`begin_write`,
-//! `busy_pause`, `lock_organization_of_workspace`, `skip_locked`) and the script is still
+//! `busy_pause`, `lock_organization`, `lock_organization_of_workspace`, `lock_rows`,
+//! `skip_locked`) and the script is still
 //! written once; where more differs, the script stays a twin in `sqlite/` and `postgres/`.
 
 use std::future::Future;
@@ -64,12 +65,34 @@ pub(crate) trait Dialect: Sync {
         workspace_id: &str,
     ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
 
+    /// Holds an organization against other writers until the transaction on `connection`
+    /// ends, false if there is no such organization: PostgreSQL locks its row; SQLite's
+    /// write transaction holds the one write lock already, so it only reads.
+    fn lock_organization(
+        connection: &mut <Self::Db as Database>::Connection,
+        org_id: &str,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
     /// Translates a driver error at the adapter boundary, as the adapter's own queries do.
     fn store_error(error: sqlx::Error) -> StoreError;
 
     /// The clause ` AND <column> IN (<texts>)`, the `count` texts bound from placeholder
     /// `$first` on; with no texts it keeps every row. Bind them with `bind_any_of`.
     fn and_any_of(column: &str, first: usize, count: usize) -> String;
+
+    /// The condition that `<column>` is one of `count` (at least one) texts bound from
+    /// placeholder `$first` on. Bind them with `bind_any_of`, at most
+    /// `texts_per_statement` in one statement.
+    fn any_of(column: &str, first: usize, count: usize) -> String;
+
+    /// How many texts one statement may bind as an `any_of` list: a page below SQLite's
+    /// bound on parameters; PostgreSQL's one array has no bound.
+    fn texts_per_statement() -> usize;
+
+    /// What ends a `SELECT` of rows about to be changed, so that writers lock them in the
+    /// order it names (PostgreSQL); nothing where one writer at a time is the rule anyway
+    /// (SQLite).
+    fn lock_rows() -> &'static str;
 
     /// What ends a `SELECT` of rows about to be claimed, so that two claimers take
     /// different rows rather than wait on each other (PostgreSQL); nothing where one
@@ -85,7 +108,8 @@ pub(crate) trait Dialect: Sync {
     /// the driver, never from rows sent back only to be counted.
     fn rows_affected(result: &<Self::Db as Database>::QueryResult) -> u64;
 
-    /// Binds the texts of an `and_any_of` clause, which must come last in the statement.
+    /// Binds the texts of an `and_any_of` or `any_of` list, which must come last in the
+    /// statement.
     fn bind_any_of<'q>(
         query: Query<'q, Self::Db, BoundArguments<'q, Self::Db>>,
         texts: &'q [String],

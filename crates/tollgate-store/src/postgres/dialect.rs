@@ -21,7 +21,9 @@ use crate::idempotency_keys::IdempotencyKeys;
 use crate::ledger_audit::LedgerAudit;
 use crate::limits::Limits;
 use crate::payment_customers::PaymentCustomers;
-use crate::postgres::{PgStore, PgTransaction, busy_pause, lock_organization_of_workspace, store_error};
+use crate::postgres::{
+    PgStore, PgTransaction, busy_pause, lock_organization, lock_organization_of_workspace, store_error,
+};
 use crate::reports::Reports;
 use crate::request_log::RequestLog;
 use crate::service_accounts::ServiceAccounts;
@@ -63,6 +65,10 @@ impl Dialect for PgStore {
         lock_organization_of_workspace(connection, workspace_id).await
     }
 
+    async fn lock_organization(connection: &mut PgConnection, org_id: &str) -> Result<bool, StoreError> {
+        lock_organization(connection, org_id).await
+    }
+
     fn store_error(error: sqlx::Error) -> StoreError {
         store_error(error)
     }
@@ -70,6 +76,19 @@ impl Dialect for PgStore {
     /// One `text[]` parameter, `$first`, whatever `count` is; empty keeps every text.
     fn and_any_of(column: &str, first: usize, _count: usize) -> String {
         format!(" AND (cardinality(${first}::text[]) = 0 OR {column} = ANY(${first}::text[]))")
+    }
+
+    /// One `text[]` parameter, `$first`, whatever `count` is.
+    fn any_of(column: &str, first: usize, _count: usize) -> String {
+        format!("{column} = ANY(${first}::text[])")
+    }
+
+    fn texts_per_statement() -> usize {
+        usize::MAX
+    }
+
+    fn lock_rows() -> &'static str {
+        " FOR UPDATE"
     }
 
     fn skip_locked() -> &'static str {

@@ -7,8 +7,8 @@ use sqlx::SqliteConnection;
 use crate::audit_log::AuditLog;
 use crate::error::StoreError;
 pub(crate) use crate::journal::{
-    AUTO_RELOAD_DISABLED, CREDIT_EXPIRED, CREDIT_GRANTED, CREDIT_PURCHASE_DECLINED, CREDIT_PURCHASE_FAILED,
-    CREDIT_PURCHASED, SYSTEM_ACTOR, check_entry_scope,
+    AUTO_RELOAD_DISABLED, CREDIT_PURCHASE_DECLINED, CREDIT_PURCHASE_FAILED, CREDIT_PURCHASED, SYSTEM_ACTOR,
+    check_entry_scope,
 };
 use crate::model::AuditEntry;
 use crate::sqlite::SqliteStore;

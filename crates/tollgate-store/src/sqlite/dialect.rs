@@ -67,6 +67,15 @@ impl Dialect for SqliteStore {
             .map_err(store_error)
     }
 
+    async fn lock_organization(connection: &mut SqliteConnection, org_id: &str) -> Result<bool, StoreError> {
+        let found = sqlx::query("SELECT 1 FROM organizations WHERE id = $1")
+            .bind(org_id)
+            .fetch_optional(&mut *connection)
+            .await
+            .map_err(store_error)?;
+        Ok(found.is_some())
+    }
+
     fn store_error(error: sqlx::Error) -> StoreError {
         store_error(error)
     }
@@ -80,6 +89,23 @@ impl Dialect for SqliteStore {
             .map(|number| format!("${number}"))
             .collect();
         format!(" AND {column} IN ({})", placeholders.join(", "))
+    }
+
+    /// `<column> IN ($first, $first+1, …)`: SQLite has no arrays.
+    fn any_of(column: &str, first: usize, count: usize) -> String {
+        let placeholders: Vec<String> = (first..first + count)
+            .map(|number| format!("${number}"))
+            .collect();
+        format!("{column} IN ({})", placeholders.join(", "))
+    }
+
+    /// Well below SQLite's bound on a statement's parameters.
+    fn texts_per_statement() -> usize {
+        500
+    }
+
+    fn lock_rows() -> &'static str {
+        ""
     }
 
     fn skip_locked() -> &'static str {
