@@ -13,9 +13,9 @@
 //!
 //! Where only the locking differs, the difference is a `Dialect` method too (`begin_write`,
 //! `busy_pause`, `lock_organization`, `lock_organization_of_workspace`,
-//! `lock_organization_of_purchase`, `for_update`, `skip_locked`) and the script is still
-//! written once, run again on contention by `retrying`; where more differs, the script
-//! stays a twin in `sqlite/` and `postgres/`.
+//! `lock_organization_of_purchase`, `for_update`, `lock_rows`, `skip_locked`) and the
+//! script is still written once, run again on contention by `retrying`; where more
+//! differs, the script stays a twin in `sqlite/` and `postgres/`.
 
 use std::future::Future;
 use std::time::Duration;
@@ -58,13 +58,13 @@ pub(crate) trait Dialect: Sync {
     fn busy_pause(attempt: u32) -> Option<Duration>;
 
     /// Holds an organization against other writers until the transaction on `connection`
-    /// ends, as a write transaction that checks before it writes does first: PostgreSQL
-    /// locks the organization's row (none if there is no such organization); SQLite's
-    /// write transaction holds the one write lock already, so it does nothing.
+    /// ends, as a write transaction that checks before it writes does first; false if there
+    /// is no such organization. PostgreSQL locks the organization's row; SQLite's write
+    /// transaction holds the one write lock already, so it only reads.
     fn lock_organization(
         connection: &mut <Self::Db as Database>::Connection,
         org_id: &str,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Names the organization a workspace belongs to (`None`: no such workspace) and holds
     /// it against other writers until the transaction on `connection` ends: PostgreSQL
@@ -89,6 +89,20 @@ pub(crate) trait Dialect: Sync {
     /// `$first` on; with no texts it keeps every row. Bind them with `bind_any_of`.
     fn and_any_of(column: &str, first: usize, count: usize) -> String;
 
+    /// The condition that `<column>` is one of `count` (at least one) texts bound from
+    /// placeholder `$first` on. Bind them with `bind_any_of`, at most
+    /// `texts_per_statement` in one statement.
+    fn any_of(column: &str, first: usize, count: usize) -> String;
+
+    /// How many texts one statement may bind as an `any_of` list: a page below SQLite's
+    /// bound on parameters; PostgreSQL's one array has no bound.
+    fn texts_per_statement() -> usize;
+
+    /// What ends a `SELECT` of rows about to be changed, so that writers lock them in the
+    /// order it names (PostgreSQL); nothing where one writer at a time is the rule anyway
+    /// (SQLite).
+    fn lock_rows() -> &'static str;
+
     /// What ends a `SELECT` of rows about to be claimed, so that two claimers take
     /// different rows rather than wait on each other (PostgreSQL); nothing where one
     /// writer at a time is the rule anyway (SQLite).
@@ -112,28 +126,47 @@ pub(crate) trait Dialect: Sync {
     /// the driver, never from rows sent back only to be counted.
     fn rows_affected(result: &<Self::Db as Database>::QueryResult) -> u64;
 
-    /// Binds the texts of an `and_any_of` clause, which must come last in the statement.
+    /// Binds the texts of an `and_any_of` or `any_of` list, which must come last in the
+    /// statement.
     fn bind_any_of<'q>(
         query: Query<'q, Self::Db, BoundArguments<'q, Self::Db>>,
         texts: &'q [String],
     ) -> Query<'q, Self::Db, BoundArguments<'q, Self::Db>>;
 }
 
+/// An outcome that contention may have aborted (`StoreError::Busy`).
+pub(crate) trait Contended {
+    fn is_busy(&self) -> bool;
+}
+
+impl Contended for StoreError {
+    fn is_busy(&self) -> bool {
+        matches!(self, StoreError::Busy)
+    }
+}
+
+impl<E> Contended for TxError<E> {
+    fn is_busy(&self) -> bool {
+        matches!(self, TxError::Store(StoreError::Busy))
+    }
+}
+
 /// Runs a write transaction script written once for both backends until contention no
-/// longer aborts it (`StoreError::Busy`), pausing as `D::busy_pause` says between runs:
-/// PostgreSQL's scripts a few times (`postgres::retrying` is this), SQLite's once.
-/// Every script commits or rolls back as a whole, so a run again can never apply twice.
-pub(crate) async fn retrying<D, T, E, F, Fut>(mut script: F) -> Result<T, TxError<E>>
+/// longer aborts it, pausing as `D::busy_pause` says between runs: PostgreSQL's scripts a
+/// few times (`postgres::retrying` is this), SQLite's once. Every script commits or rolls
+/// back as a whole, so a run again can never apply twice.
+pub(crate) async fn retrying<D, T, E, F, Fut>(mut script: F) -> Result<T, E>
 where
     D: Dialect + ?Sized,
+    E: Contended,
     F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, TxError<E>>>,
+    Fut: Future<Output = Result<T, E>>,
 {
     let mut attempt = 1;
     loop {
         let outcome = script().await;
         let pause = match &outcome {
-            Err(TxError::Store(StoreError::Busy)) => D::busy_pause(attempt),
+            Err(error) if error.is_busy() => D::busy_pause(attempt),
             _ => None,
         };
         let Some(pause) = pause else {
@@ -142,22 +175,4 @@ where
         tokio::time::sleep(pause).await;
         attempt += 1;
     }
-}
-
-/// `retrying` for a transaction script that is never rejected, only failed.
-pub(crate) async fn retrying_store<D, T, F, Fut>(mut script: F) -> Result<T, StoreError>
-where
-    D: Dialect + ?Sized,
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, StoreError>>,
-{
-    retrying::<D, T, std::convert::Infallible, _, _>(|| {
-        let attempt = script();
-        async move { attempt.await.map_err(TxError::Store) }
-    })
-    .await
-    .map_err(|error| match error {
-        TxError::Store(error) => error,
-        TxError::Rejected(never) => match never {},
-    })
 }

@@ -13,8 +13,6 @@
 //! SQLite a no-op and a read), and is run again on contention where the backend does so
 //! (`Dialect::busy_pause` through `dialect::retrying`: PostgreSQL).
 
-use std::convert::Infallible;
-
 use sqlx::{Database, Encode, Executor, IntoArguments, Type};
 use tollgate_core::Timestamp;
 use tollgate_core::keys::{AllowedModels, KeyKind};
@@ -293,7 +291,7 @@ where
     }
 
     async fn delete_user(&self, user_id: &str) -> Result<bool, StoreError> {
-        let deleted = retrying::<Self, _, Infallible, _, _>(|| async move {
+        retrying::<Self, _, _, _, _>(|| async move {
             let mut transaction = self.begin_write().await?;
             sqlx::query("DELETE FROM workspace_members WHERE user_id = $1")
                 .bind(user_id)
@@ -315,11 +313,7 @@ where
             transaction.commit().await.map_err(Self::store_error)?;
             Ok(Self::rows_affected(&deleted) > 0)
         })
-        .await;
-        deleted.map_err(|error| match error {
-            TxError::Store(error) => error,
-            TxError::Rejected(never) => match never {},
-        })
+        .await
     }
 
     async fn insert_invite(

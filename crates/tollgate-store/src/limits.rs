@@ -238,7 +238,7 @@ where
     }
 
     /// The organization's lots, oldest grant first, on `connection`: the billing state's
-    /// programmes here, and each adapter's ledger reads them through here too.
+    /// programmes here, and the ledger's reads (`crate::ledger`) go through here too.
     async fn load_lots(
         connection: &mut <Self::Db as Database>::Connection,
         org_id: &str,

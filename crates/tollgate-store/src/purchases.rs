@@ -23,25 +23,24 @@
 //! `seq`). The ledger's own steps (granting a lot, loading one, posting a reversal back)
 //! are each adapter's, reached through the trait's required methods.
 
-use std::future::Future;
-
 use sqlx::{Database, Encode, Executor, IntoArguments, Pool, Type};
 use tollgate_core::Timestamp;
-use tollgate_core::ledger::{Lot, LotKind};
+use tollgate_core::ledger::LotKind;
 use tollgate_core::money::NanoUsd;
 use tollgate_core::refunds::{PurchaseReversals, ReversalKind, plan_reversal};
 
 use crate::audit_log::AuditLog;
 use crate::codec::{invariant, millis, truncate_to_millis};
-use crate::dialect::{Dialect, retrying, retrying_store};
+use crate::dialect::{Dialect, retrying};
 use crate::error::{StoreError, TxError};
 use crate::journal::{
     AUTO_RELOAD_DISABLED, CREDIT_PURCHASE_DECLINED, CREDIT_PURCHASE_FAILED, CREDIT_PURCHASED, SYSTEM_ACTOR,
     check_entry_scope, reversal_entry, reversed_lot_id, unpaid_purchase_entry,
 };
+use crate::ledger::Ledger;
 use crate::model::{
-    AuditEntry, AutoReload, GrantRejection, IdempotencyKeyReused, LotView, NewLot, NewPurchase, PaymentEvent,
-    PaymentEventEffect, Purchase, PurchaseClaim, PurchaseOutcome, PurchaseStatus, Reversal,
+    AuditEntry, AutoReload, IdempotencyKeyReused, NewPurchase, PaymentEvent, PaymentEventEffect, Purchase,
+    PurchaseClaim, PurchaseOutcome, PurchaseStatus, Reversal,
 };
 use crate::rows::{
     AUTO_RELOAD_SELECT, DbRow, PURCHASE_SELECT, auto_reload_from_row, column, purchase_from_row,
@@ -49,7 +48,7 @@ use crate::rows::{
 use crate::rules::check_amount_positive;
 
 /// The purchases' and auto-reload's queries, the same on every backend.
-pub(crate) trait Purchases: Dialect + AuditLog
+pub(crate) trait Purchases: Dialect + AuditLog + Ledger
 where
     <Self::Db as Database>::Row: DbRow,
     for<'c> &'c mut <Self::Db as Database>::Connection: Executor<'c, Database = Self::Db>,
@@ -61,30 +60,6 @@ where
     for<'q> Option<i64>: Encode<'q, Self::Db> + Type<Self::Db>,
     for<'q> bool: Encode<'q, Self::Db> + Type<Self::Db>,
 {
-    // The ledger's steps, each adapter's own (its `ledger` module).
-
-    /// Grants a lot inside the caller's write transaction, as `grant_lot` does.
-    fn grant_lot_in(
-        connection: &mut <Self::Db as Database>::Connection,
-        new_lot: &NewLot,
-    ) -> impl Future<Output = Result<LotView, TxError<GrantRejection>>> + Send;
-
-    /// A lot by id with its account, inside the caller's transaction (unknown is a bug).
-    fn load_lot_in(
-        connection: &mut <Self::Db as Database>::Connection,
-        lot_id: &str,
-    ) -> impl Future<Output = Result<LotView, StoreError>> + Send;
-
-    /// Posts `amount` of a purchase's lot back to its organization's purchases account,
-    /// inside the caller's write transaction.
-    fn reverse_lot_in(
-        connection: &mut <Self::Db as Database>::Connection,
-        org_id: &str,
-        lot: &Lot,
-        amount: NanoUsd,
-        now: Timestamp,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
-
     // Purchases.
 
     async fn claim_purchase(
@@ -155,7 +130,7 @@ where
     ) -> Result<Purchase, StoreError> {
         let now = truncate_to_millis(now)?;
         let outcome = &outcome;
-        retrying_store::<Self, _, _, _>(|| async move {
+        retrying::<Self, _, _, _, _>(|| async move {
             let mut transaction = self.begin_write().await?;
             Self::hold_purchase_organization(&mut transaction, purchase_id).await?;
             let completed = Self::complete_in(&mut transaction, purchase_id, outcome, actor, now).await?;
@@ -174,7 +149,7 @@ where
     ) -> Result<Option<Purchase>, StoreError> {
         let now = truncate_to_millis(event.received_at)?;
         let effect = &effect;
-        retrying_store::<Self, _, _, _>(|| async move {
+        retrying::<Self, _, _, _, _>(|| async move {
             let mut transaction = self.begin_write().await?;
             Self::hold_purchase_organization(&mut transaction, purchase_id).await?;
             // A concurrent delivery of the same event waits for the organization (SQLite: the
@@ -274,7 +249,7 @@ where
             )));
         }
         let audit = &audit;
-        retrying_store::<Self, _, _, _>(|| async move {
+        retrying::<Self, _, _, _, _>(|| async move {
             let mut transaction = self.begin_write().await?;
             Self::lock_organization(&mut transaction, &settings.org_id).await?;
             // A claim in flight is kept: the process holding it still finishes its purchase.
@@ -317,7 +292,7 @@ where
     ) -> Result<bool, StoreError> {
         check_entry_scope(&audit, org_id)?;
         let audit = &audit;
-        retrying_store::<Self, _, _, _>(|| async move {
+        retrying::<Self, _, _, _, _>(|| async move {
             let mut transaction = self.begin_write().await?;
             Self::lock_organization(&mut transaction, org_id).await?;
             let updated = sqlx::query(
@@ -353,7 +328,7 @@ where
         let stale_before = now
             .checked_sub_signed(stale_after)
             .ok_or_else(|| invariant(format!("the stale bound {stale_after} is out of range")))?;
-        retrying_store::<Self, _, _, _>(|| async move {
+        retrying::<Self, _, _, _, _>(|| async move {
             let mut transaction = self.begin_write().await?;
             Self::lock_organization(&mut transaction, org_id).await?;
             let Some(settings) = Self::load_auto_reload(&mut transaction, org_id).await? else {
@@ -399,7 +374,7 @@ where
         disable_with_notice: Option<&str>,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        retrying_store::<Self, _, _, _>(|| async move {
+        retrying::<Self, _, _, _, _>(|| async move {
             let mut transaction = self.begin_write().await?;
             Self::lock_organization(&mut transaction, org_id).await?;
             match disable_with_notice {
@@ -494,7 +469,7 @@ where
                         lot.org_id
                     )));
                 }
-                Self::grant_lot_in(&mut *connection, lot)
+                Self::grant_in(&mut *connection, lot)
                     .await
                     .map_err(|error| match error {
                         TxError::Rejected(rejection) => invariant(format!(
@@ -772,7 +747,16 @@ where
         connection: &mut <Self::Db as Database>::Connection,
         purchase_id: &str,
     ) -> Result<Option<Purchase>, StoreError> {
-        sqlx::query(&format!("{PURCHASE_SELECT} WHERE id = $1{}", Self::for_update()))
+        Self::load_purchase(connection, purchase_id, Self::for_update()).await
+    }
+
+    /// A purchase by id, read with `lock` (`""`, or `Dialect::for_update`).
+    async fn load_purchase(
+        connection: &mut <Self::Db as Database>::Connection,
+        purchase_id: &str,
+        lock: &str,
+    ) -> Result<Option<Purchase>, StoreError> {
+        sqlx::query(&format!("{PURCHASE_SELECT} WHERE id = $1{lock}"))
             .bind(purchase_id)
             .fetch_optional(&mut *connection)
             .await
@@ -785,13 +769,7 @@ where
         connection: &mut <Self::Db as Database>::Connection,
         purchase_id: &str,
     ) -> Result<Option<Purchase>, StoreError> {
-        sqlx::query(&format!("{PURCHASE_SELECT} WHERE id = $1"))
-            .bind(purchase_id)
-            .fetch_optional(&mut *connection)
-            .await
-            .map_err(Self::store_error)?
-            .map(|row| purchase_from_row(&row))
-            .transpose()
+        Self::load_purchase(connection, purchase_id, "").await
     }
 
     async fn load_purchase_by_key(

@@ -7,9 +7,6 @@ use std::time::Duration;
 
 use sqlx::query::Query;
 use sqlx::{PgConnection, Pool, Postgres};
-use tollgate_core::Timestamp;
-use tollgate_core::ledger::Lot;
-use tollgate_core::money::NanoUsd;
 
 use crate::alerts::Alerts;
 use crate::audit_log::AuditLog;
@@ -21,16 +18,14 @@ use crate::deactivations::Deactivations;
 use crate::device_grants::DeviceGrants;
 use crate::dialect::{BoundArguments, Dialect};
 use crate::directory::Directory;
-use crate::error::{StoreError, TxError};
+use crate::error::StoreError;
 use crate::files::Files;
 use crate::idempotency_keys::IdempotencyKeys;
 use crate::ledger_audit::LedgerAudit;
 use crate::limits::Limits;
-use crate::model::{GrantRejection, LotView, NewLot};
 use crate::payment_customers::PaymentCustomers;
 use crate::postgres::{
-    PgStore, PgTransaction, busy_pause, ledger, lock_organization, lock_organization_of_workspace,
-    store_error,
+    PgStore, PgTransaction, busy_pause, lock_organization, lock_organization_of_workspace, store_error,
 };
 use crate::purchases::Purchases;
 use crate::reports::Reports;
@@ -67,9 +62,8 @@ impl Dialect for PgStore {
         busy_pause(attempt)
     }
 
-    async fn lock_organization(connection: &mut PgConnection, org_id: &str) -> Result<(), StoreError> {
-        lock_organization(connection, org_id).await?;
-        Ok(())
+    async fn lock_organization(connection: &mut PgConnection, org_id: &str) -> Result<bool, StoreError> {
+        lock_organization(connection, org_id).await
     }
 
     async fn lock_organization_of_workspace(
@@ -100,6 +94,19 @@ impl Dialect for PgStore {
     /// One `text[]` parameter, `$first`, whatever `count` is; empty keeps every text.
     fn and_any_of(column: &str, first: usize, _count: usize) -> String {
         format!(" AND (cardinality(${first}::text[]) = 0 OR {column} = ANY(${first}::text[]))")
+    }
+
+    /// One `text[]` parameter, `$first`, whatever `count` is.
+    fn any_of(column: &str, first: usize, _count: usize) -> String {
+        format!("{column} = ANY(${first}::text[])")
+    }
+
+    fn texts_per_statement() -> usize {
+        usize::MAX
+    }
+
+    fn lock_rows() -> &'static str {
+        " FOR UPDATE"
     }
 
     fn skip_locked() -> &'static str {
@@ -140,29 +147,7 @@ impl Limits for PgStore {}
 
 impl Directory for PgStore {}
 
-/// The ledger's steps a purchase takes are this adapter's own (`ledger`).
-impl Purchases for PgStore {
-    async fn grant_lot_in(
-        connection: &mut PgConnection,
-        new_lot: &NewLot,
-    ) -> Result<LotView, TxError<GrantRejection>> {
-        ledger::grant_in(connection, new_lot).await
-    }
-
-    async fn load_lot_in(connection: &mut PgConnection, lot_id: &str) -> Result<LotView, StoreError> {
-        ledger::load_lot_in(connection, lot_id).await
-    }
-
-    async fn reverse_lot_in(
-        connection: &mut PgConnection,
-        org_id: &str,
-        lot: &Lot,
-        amount: NanoUsd,
-        now: Timestamp,
-    ) -> Result<(), StoreError> {
-        ledger::reverse_lot_in(connection, org_id, lot, amount, now).await
-    }
-}
+impl Purchases for PgStore {}
 
 impl Batches for PgStore {}
 

@@ -1,8 +1,9 @@
 //! The PostgreSQL adapter: several replicas share one database, so every guard that SQLite
 //! gets from its single writer is a row lock here. Connection setup, the directory
 //! (organizations, workspaces, keys) and usage records live in this file; the other files
-//! are the twins of `sqlite/`'s (ledger, spend, audit log, reports, and the hot path's
-//! batching writer).
+//! are what stays its own beside `sqlite/`'s: the ledger's writes of accounts and journal
+//! rows (`ledger`), the monthly spend counters (`spend`) and the hot path's batching
+//! writer (`writer`).
 //!
 //! Transactions run at READ COMMITTED and take row locks (`SELECT … FOR UPDATE`) on what
 //! they are about to change, always in the same order (organization row first, then
@@ -11,7 +12,6 @@
 //! `retrying` runs the whole script again: every script commits or rolls back as a whole,
 //! so a retry can never apply twice. No sqlx type leaves this module tree.
 
-mod audit_log;
 mod dialect;
 mod ledger;
 mod spend;
@@ -634,10 +634,11 @@ pub(crate) async fn insert_usage_records_in(
 /// Runs a transaction script until it is not aborted for contention (`StoreError::Busy`),
 /// at most `MAX_ATTEMPTS` times, with a short growing pause between attempts: the rule
 /// every script follows, `dialect::retrying`.
-pub(crate) async fn retrying<T, E, F, Fut>(script: F) -> Result<T, TxError<E>>
+pub(crate) async fn retrying<T, E, F, Fut>(script: F) -> Result<T, E>
 where
+    E: crate::dialect::Contended,
     F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, TxError<E>>>,
+    Fut: Future<Output = Result<T, E>>,
 {
     crate::dialect::retrying::<PgStore, T, E, F, Fut>(script).await
 }
@@ -646,15 +647,6 @@ where
 /// run; `None` once it has had `MAX_ATTEMPTS`.
 pub(crate) fn busy_pause(attempt: u32) -> Option<Duration> {
     (attempt < MAX_ATTEMPTS).then(|| Duration::from_millis(u64::from(attempt) * 5))
-}
-
-/// `retrying` for a transaction script that is never rejected, only failed.
-pub(crate) async fn retrying_store<T, F, Fut>(script: F) -> Result<T, StoreError>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, StoreError>>,
-{
-    crate::dialect::retrying_store::<PgStore, T, F, Fut>(script).await
 }
 
 /// Locks an organization's row, the per-organization lock every write transaction that

@@ -37,7 +37,7 @@ use crate::postgres::spend::{
     CounterChange, load_month_counters, load_user_counters, write_counters, write_user_counters,
 };
 use crate::postgres::{
-    check_rows_written, column, insert_usage_records_in, invariant, millis, retrying_store, store_error,
+    check_rows_written, column, insert_usage_records_in, invariant, millis, retrying, store_error,
     timestamp_from_sql,
 };
 use crate::stored_responses::{INSERT_STORED_RESPONSE, StoredResponse};
@@ -47,7 +47,7 @@ use crate::stored_responses::{INSERT_STORED_RESPONSE, StoredResponse};
 /// now that no other operation shares its transaction.
 async fn run_alone(job: Job, pool: &PgPool, begin: &'static str) {
     let jobs = [job];
-    let outcome = retrying_store(|| async {
+    let outcome = retrying(|| async {
         let mut connection = None;
         run_batch(pool, begin, &mut connection, &jobs).await
     })

@@ -7,9 +7,6 @@ use std::time::Duration;
 
 use sqlx::query::Query;
 use sqlx::{Pool, Sqlite, SqliteConnection};
-use tollgate_core::Timestamp;
-use tollgate_core::ledger::Lot;
-use tollgate_core::money::NanoUsd;
 
 use crate::alerts::Alerts;
 use crate::audit_log::AuditLog;
@@ -21,18 +18,17 @@ use crate::deactivations::Deactivations;
 use crate::device_grants::DeviceGrants;
 use crate::dialect::{BoundArguments, Dialect};
 use crate::directory::Directory;
-use crate::error::{StoreError, TxError};
+use crate::error::StoreError;
 use crate::files::Files;
 use crate::idempotency_keys::IdempotencyKeys;
 use crate::ledger_audit::LedgerAudit;
 use crate::limits::Limits;
-use crate::model::{GrantRejection, LotView, NewLot};
 use crate::payment_customers::PaymentCustomers;
 use crate::purchases::Purchases;
 use crate::reports::Reports;
 use crate::request_log::RequestLog;
 use crate::service_accounts::ServiceAccounts;
-use crate::sqlite::{SqliteStore, SqliteTransaction, ledger, store_error};
+use crate::sqlite::{SqliteStore, SqliteTransaction, store_error};
 use crate::sso::SsoAttempts;
 use crate::sso_refresh::SsoRefreshTokens;
 use crate::stored_responses::StoredResponses;
@@ -65,8 +61,13 @@ impl Dialect for SqliteStore {
     }
 
     /// Nothing to lock: `begin_write`'s `BEGIN IMMEDIATE` holds the whole database.
-    async fn lock_organization(_connection: &mut SqliteConnection, _org_id: &str) -> Result<(), StoreError> {
-        Ok(())
+    async fn lock_organization(connection: &mut SqliteConnection, org_id: &str) -> Result<bool, StoreError> {
+        let found = sqlx::query("SELECT 1 FROM organizations WHERE id = $1")
+            .bind(org_id)
+            .fetch_optional(&mut *connection)
+            .await
+            .map_err(store_error)?;
+        Ok(found.is_some())
     }
 
     async fn lock_organization_of_workspace(
@@ -104,6 +105,23 @@ impl Dialect for SqliteStore {
             .map(|number| format!("${number}"))
             .collect();
         format!(" AND {column} IN ({})", placeholders.join(", "))
+    }
+
+    /// `<column> IN ($first, $first+1, …)`: SQLite has no arrays.
+    fn any_of(column: &str, first: usize, count: usize) -> String {
+        let placeholders: Vec<String> = (first..first + count)
+            .map(|number| format!("${number}"))
+            .collect();
+        format!("{column} IN ({})", placeholders.join(", "))
+    }
+
+    /// Well below SQLite's bound on a statement's parameters.
+    fn texts_per_statement() -> usize {
+        500
+    }
+
+    fn lock_rows() -> &'static str {
+        ""
     }
 
     fn skip_locked() -> &'static str {
@@ -144,29 +162,7 @@ impl Limits for SqliteStore {}
 
 impl Directory for SqliteStore {}
 
-/// The ledger's steps a purchase takes are this adapter's own (`ledger`).
-impl Purchases for SqliteStore {
-    async fn grant_lot_in(
-        connection: &mut SqliteConnection,
-        new_lot: &NewLot,
-    ) -> Result<LotView, TxError<GrantRejection>> {
-        ledger::grant_in(connection, new_lot).await
-    }
-
-    async fn load_lot_in(connection: &mut SqliteConnection, lot_id: &str) -> Result<LotView, StoreError> {
-        ledger::load_lot_in(connection, lot_id).await
-    }
-
-    async fn reverse_lot_in(
-        connection: &mut SqliteConnection,
-        org_id: &str,
-        lot: &Lot,
-        amount: NanoUsd,
-        now: Timestamp,
-    ) -> Result<(), StoreError> {
-        ledger::reverse_lot_in(connection, org_id, lot, amount, now).await
-    }
-}
+impl Purchases for SqliteStore {}
 
 impl Batches for SqliteStore {}
 

@@ -1,9 +1,10 @@
 //! The SQLite adapter: connection setup, the directory (organizations, workspaces, keys)
-//! and usage records. The ledger's transaction scripts are in `ledger`, monthly spend
-//! counters in `spend`, and the audit log in `audit_log`; the ledger's self-check
-//! (`ledger_audit`), limits (`limits`), purchases and auto-reload (`purchases`) and the
-//! Admin API's directory (`directory`: keys, workspace renames and archives, users,
-//! invites, members) are shared with PostgreSQL.
+//! and usage records; what stays its own of the ledger (`ledger`: the hot path's forwards
+//! to the writer, how accounts and journal rows are written), the monthly spend counters
+//! (`spend`), the hot path's writer (`writer`) and backups (`backup`). The ledger's
+//! scripts (`ledger`), its self-check (`ledger_audit`), limits, purchases and auto-reload,
+//! the Admin API's directory and the audit log are written once and shared with
+//! PostgreSQL.
 //!
 //! Writes go through a one-connection pool whose transactions start with `BEGIN
 //! IMMEDIATE`, so a read-then-write transaction holds the write lock from its first read
@@ -12,7 +13,6 @@
 //! writer. Other processes writing the same file (the CLI) are covered by the busy timeout.
 //! No sqlx type leaves this module tree.
 
-mod audit_log;
 pub(crate) mod backup;
 mod dialect;
 mod ledger;
