@@ -882,8 +882,6 @@ impl Settings {
     /// book's decision) and waits for both: the reservation, written, with the call's
     /// outcome and time. If the reservation was not written, the upstream's answer is
     /// dropped unread (a stream's before its head) and the client's error is returned.
-    /// `timed` boxes the call for the reason `settle` gives: the connection attempt is over
-    /// (and its memory back) before a stream's long relay begins.
     async fn connect_reserved(
         &mut self,
         upstream: Upstream,

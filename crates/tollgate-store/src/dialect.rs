@@ -13,7 +13,7 @@
 //!
 //! Where only the locking differs, the difference is a `Dialect` method too (`begin_write`,
 //! `busy_pause`, `lock_organization`, `lock_organization_of_workspace`,
-//! `lock_organization_of_purchase`, `for_update`, `lock_rows`, `skip_locked`) and the
+//! `lock_organization_of_purchase`, `for_update`, `skip_locked`) and the
 //! script is still written once, run again on contention by `retrying`; where more
 //! differs, the script stays a twin in `sqlite/` and `postgres/`.
 
@@ -98,18 +98,14 @@ pub(crate) trait Dialect: Sync {
     /// bound on parameters; PostgreSQL's one array has no bound.
     fn texts_per_statement() -> usize;
 
-    /// What ends a `SELECT` of rows about to be changed, so that writers lock them in the
-    /// order it names (PostgreSQL); nothing where one writer at a time is the rule anyway
-    /// (SQLite).
-    fn lock_rows() -> &'static str;
-
     /// What ends a `SELECT` of rows about to be claimed, so that two claimers take
     /// different rows rather than wait on each other (PostgreSQL); nothing where one
     /// writer at a time is the rule anyway (SQLite).
     fn skip_locked() -> &'static str;
 
-    /// What ends a `SELECT` of a row the transaction is about to change, so that it is
-    /// locked until the end: ` FOR UPDATE` (PostgreSQL); nothing under SQLite's write lock.
+    /// What ends a `SELECT` of rows the transaction is about to change, so that they are
+    /// locked until the end, in the order the query names: ` FOR UPDATE` (PostgreSQL);
+    /// nothing under SQLite's write lock.
     fn for_update() -> &'static str;
 
     /// The column that numbers a table's rows in insertion order, for tables whose key does

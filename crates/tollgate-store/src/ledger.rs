@@ -19,7 +19,7 @@
 //!   PostgreSQL). Expiry runs one such transaction per organization.
 //! - the heartbeat's list of ids (`Dialect::any_of`: SQLite one placeholder per id, a page
 //!   of them per statement; PostgreSQL one array) and its row locks taken in id order
-//!   (`Dialect::lock_rows`: PostgreSQL).
+//!   (`Dialect::for_update`: PostgreSQL).
 //! - how changed accounts and journal rows are stored: `Ledger::write_accounts` and
 //!   `Ledger::append_journal` are each backend's own (SQLite a statement per row and a
 //!   read-back; PostgreSQL one `UNNEST` statement, read back through `RETURNING`), shared
@@ -126,7 +126,7 @@ where
     /// The heartbeat's write, outside the hot path's writer (which neither reads nor writes
     /// deadlines): one `UPDATE` per page of ids (`Dialect::texts_per_statement`), in id
     /// order, so that two replicas' heartbeats and the writer's batches lock rows in one
-    /// order where the backend locks rows (`Dialect::lock_rows`).
+    /// order where the backend locks rows (`Dialect::for_update`).
     async fn extend_reservations(
         &self,
         reservation_ids: &[String],
@@ -144,7 +144,7 @@ where
                      ORDER BY id{}
                  )",
                 Self::any_of("id", 2, page.len()),
-                Self::lock_rows(),
+                Self::for_update(),
             );
             let query = sqlx::query(&sql).bind(millis(deadline));
             let result = Self::bind_any_of(query, page)

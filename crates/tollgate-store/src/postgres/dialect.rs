@@ -1,7 +1,6 @@
 //! PostgreSQL's side of `Dialect`: one pool reads and writes, a read snapshot is a
 //! REPEATABLE READ transaction, a list of texts is one array parameter, and a write
-//! transaction locks the rows it is about to change (the organization's first). The
-//! ledger's steps a purchase takes are forwarded to this adapter's `ledger`.
+//! transaction locks the rows it is about to change (the organization's first).
 
 use std::time::Duration;
 
@@ -103,10 +102,6 @@ impl Dialect for PgStore {
 
     fn texts_per_statement() -> usize {
         usize::MAX
-    }
-
-    fn lock_rows() -> &'static str {
-        " FOR UPDATE"
     }
 
     fn skip_locked() -> &'static str {

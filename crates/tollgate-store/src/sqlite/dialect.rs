@@ -1,7 +1,7 @@
 //! SQLite's side of `Dialect`: reads go to the `query_only` readers, writes to the one
 //! writer connection, a list of texts is spelled out one placeholder per text, and the
 //! write lock a write transaction holds from its first statement stands in for every row
-//! lock. The ledger's steps a purchase takes are forwarded to this adapter's `ledger`.
+//! lock.
 
 use std::time::Duration;
 
@@ -60,7 +60,8 @@ impl Dialect for SqliteStore {
         None
     }
 
-    /// Nothing to lock: `begin_write`'s `BEGIN IMMEDIATE` holds the whole database.
+    /// Nothing to lock (`begin_write`'s `BEGIN IMMEDIATE` holds the whole database): only
+    /// whether the organization exists.
     async fn lock_organization(connection: &mut SqliteConnection, org_id: &str) -> Result<bool, StoreError> {
         let found = sqlx::query("SELECT 1 FROM organizations WHERE id = $1")
             .bind(org_id)
@@ -118,10 +119,6 @@ impl Dialect for SqliteStore {
     /// Well below SQLite's bound on a statement's parameters.
     fn texts_per_statement() -> usize {
         500
-    }
-
-    fn lock_rows() -> &'static str {
-        ""
     }
 
     fn skip_locked() -> &'static str {
