@@ -321,6 +321,8 @@ impl Admission<'_> {
             attribution: &self.attribution,
             multipliers: self.multipliers,
             priced_at: self.priced_at,
+            // A whole reply is sent only once its settlement is written (`call`).
+            settled_before_reply: !self.stream,
         }
     }
 
@@ -429,9 +431,10 @@ async fn timed<T>(call: impl Future<Output = T>) -> (T, UpstreamTime) {
     (output, UpstreamTime(started.elapsed()))
 }
 
-/// What a client whose request's settlement could not be written is told.
+/// What a client whose request's settlement could not be written is told (a 500 whose
+/// wording stays in the log): it is kept pending, or, held in memory, not charged.
 fn settlement_failed() -> ApiError {
-    ApiError::internal("the settlement could not be written; it is kept pending")
+    ApiError::internal("the settlement could not be written; it is kept pending, or not charged")
 }
 
 /// The task's part of the call: everything but the client side of the channels.

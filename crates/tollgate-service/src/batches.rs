@@ -142,6 +142,7 @@ impl Tollgate {
                     created_at: now,
                     deadline: expires_at + Duration::hours(RESERVATION_MARGIN_HOURS),
                     spend_limits,
+                    written_at_settlement: false,
                 };
                 tasks.spawn(async move { (index, store.reserve(reservation).await) });
             }

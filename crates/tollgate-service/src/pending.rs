@@ -300,4 +300,11 @@ impl crate::Tollgate {
     pub fn pending_settlement_count(&self) -> usize {
         self.inner.pending.reservation_ids().len()
     }
+
+    /// How many of this process's requests hold a reservation now, written or held in
+    /// memory (those a table of reservations does not show): none once every request has
+    /// ended and its settlement was written or kept pending.
+    pub fn running_request_count(&self) -> usize {
+        self.inner.live.ids_now().len()
+    }
 }

@@ -8,7 +8,9 @@
 //! A reservation's caller hears twice: once the book has decided it (`answer_decided`,
 //! before the batch is written), so that its upstream call starts while the batch commits,
 //! and once the batch has committed (`ReservationCommit`), which it awaits before anything
-//! reaches its client or its settlement is submitted. A refusal is heard once, at commit.
+//! reaches its client or its settlement is submitted. A refusal is heard once, at commit. A
+//! reservation the book holds in memory (`book.rs`) is heard once, decided: nothing of it
+//! is written before its settlement.
 
 use std::future::Future;
 use std::sync::atomic::AtomicU64;
@@ -140,6 +142,10 @@ impl WriterQueue {
         })
         .await?;
         if let Ok(reserved) = reserved.await {
+            if reserved.held_in_memory {
+                // Nothing of it is written before its settlement (`book.rs`).
+                return Ok((reserved, ReservationCommit(None)));
+            }
             return Ok((reserved, ReservationCommit(Some(answer))));
         }
         // Told nothing early: the batch has ended, and the answer is final.

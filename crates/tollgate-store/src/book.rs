@@ -18,7 +18,21 @@
 //! on its own. What the book holds is the database's state only while nothing else writes
 //! the rows it holds; each backend says when that is (SQLite: until another connection
 //! commits; PostgreSQL: one batch, under the organizations' locks).
+//!
+//! Holds in memory. A book made by `keeping_holds` (SQLite's, whose one writer owns the
+//! database) keeps a reservation whose caller asked for it
+//! (`NewReservation::written_at_settlement`: nothing reaches its client before the
+//! settlement) in memory only: it is decided as any other, but what it holds goes to a layer
+//! of its own (`InMemory`) instead of the delta, and its settlement first writes it as a
+//! reservation, then ends it, in one batch. The book's accounts and counters are the
+//! tables' rows (the mirror); every decision reads them with the layer added, and every
+//! write takes the layer away, so the rows never hold what is only in memory. Dropping the
+//! book (`clear`) keeps the layer: after a reload from the tables, the holds still count.
+//! A batch that fails puts back the holds its settlements had taken; a settlement that
+//! fails on its own releases its hold (`release`): its client is told an error and is not
+//! charged. What a crash loses is only holds whose clients had been told nothing.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use tollgate_core::Timestamp;
@@ -75,14 +89,169 @@ pub(crate) enum Operation<'a> {
     StoreResponse(&'a StoredResponse),
 }
 
+/// A reservation held in memory only: what writing it with its settlement needs.
+#[derive(Clone, Debug)]
+struct Held {
+    reservation: NewReservation,
+    lines: Vec<ReservationLine>,
+    spend_account: AccountId,
+}
+
+impl Held {
+    fn counter_key(&self) -> CounterKey {
+        let reservation = &self.reservation;
+        (
+            reservation.org_id.clone(),
+            reservation.workspace_id.clone(),
+            month_key(reservation.created_at),
+        )
+    }
+
+    fn user_counter_key(&self) -> Option<UserCounterKey> {
+        let reservation = &self.reservation;
+        reservation.user_id.as_ref().map(|user_id| {
+            (
+                reservation.org_id.clone(),
+                reservation.workspace_id.clone(),
+                user_id.clone(),
+                month_key(reservation.created_at),
+            )
+        })
+    }
+
+    fn reserved(&self) -> Reservation {
+        Reservation {
+            id: self.reservation.reservation_id.clone(),
+            org_id: self.reservation.org_id.clone(),
+            amount: self.reservation.amount,
+            lines: self.lines.clone(),
+            held_in_memory: true,
+        }
+    }
+}
+
+/// The holds kept in memory, and what they add to the accounts and counters the book
+/// mirrors (see the module's documentation).
+#[derive(Default)]
+struct InMemory {
+    held: HashMap<String, Held>,
+    /// Per account: (debits pending, credits pending) held in memory.
+    accounts: HashMap<AccountId, (NanoUsd, NanoUsd)>,
+    /// Per (organization, month), per workspace: spend held in memory.
+    counters: HashMap<(String, i64), BTreeMap<String, NanoUsd>>,
+    user_counters: HashMap<UserCounterKey, NanoUsd>,
+    /// Taken by the batch's settlements: put back if the batch fails.
+    taken: Vec<Held>,
+}
+
+impl InMemory {
+    /// What holds in memory add to an account: (debits pending, credits pending).
+    fn account(&self, id: AccountId) -> (NanoUsd, NanoUsd) {
+        self.accounts
+            .get(&id)
+            .copied()
+            .unwrap_or((NanoUsd::ZERO, NanoUsd::ZERO))
+    }
+
+    /// What holds in memory add to a workspace's counter (its `held`).
+    fn counter(&self, (org_id, workspace_id, month): &CounterKey) -> NanoUsd {
+        self.counters
+            .get(&(org_id.clone(), *month))
+            .and_then(|workspaces| workspaces.get(workspace_id))
+            .copied()
+            .unwrap_or(NanoUsd::ZERO)
+    }
+
+    fn user_counter(&self, key: &UserCounterKey) -> NanoUsd {
+        self.user_counters.get(key).copied().unwrap_or(NanoUsd::ZERO)
+    }
+
+    /// Keeps a hold: its lines on their lots and the spend account, its amount on its
+    /// counters.
+    fn add(&mut self, held: Held) -> Result<(), StoreError> {
+        self.shift(&held, true)?;
+        self.held.insert(held.reservation.reservation_id.clone(), held);
+        Ok(())
+    }
+
+    /// Takes a hold away, to be written (or released).
+    fn take(&mut self, reservation_id: &str) -> Result<Option<Held>, StoreError> {
+        let Some(held) = self.held.remove(reservation_id) else {
+            return Ok(None);
+        };
+        self.shift(&held, false)?;
+        Ok(Some(held))
+    }
+
+    /// Adds a hold's amounts, or takes them away; entries that fall to zero go.
+    fn shift(&mut self, held: &Held, add: bool) -> Result<(), StoreError> {
+        let moved = |total: NanoUsd, amount: NanoUsd| {
+            if add {
+                total.checked_add(amount)
+            } else {
+                total.checked_sub(amount).filter(|left| !left.is_negative())
+            }
+            .ok_or_else(|| {
+                invariant(format!(
+                    "the holds in memory of reservation {} do not add up",
+                    held.reservation.reservation_id
+                ))
+            })
+        };
+        for line in &held.lines {
+            for (id, debit) in [(line.lot_account, true), (held.spend_account, false)] {
+                let (debits, credits) = self.account(id);
+                let now = if debit {
+                    (moved(debits, line.amount)?, credits)
+                } else {
+                    (debits, moved(credits, line.amount)?)
+                };
+                if now == (NanoUsd::ZERO, NanoUsd::ZERO) {
+                    self.accounts.remove(&id);
+                } else {
+                    self.accounts.insert(id, now);
+                }
+            }
+        }
+        let amount = held.reservation.amount;
+        let (org_id, workspace_id, month) = held.counter_key();
+        let workspaces = self.counters.entry((org_id, month)).or_default();
+        let now = moved(
+            workspaces.get(&workspace_id).copied().unwrap_or(NanoUsd::ZERO),
+            amount,
+        )?;
+        if now.is_positive() {
+            workspaces.insert(workspace_id, now);
+        } else {
+            workspaces.remove(&workspace_id);
+        }
+        if let Some(key) = held.user_counter_key() {
+            let now = moved(self.user_counter(&key), amount)?;
+            if now.is_positive() {
+                self.user_counters.insert(key, now);
+            } else {
+                self.user_counters.remove(&key);
+            }
+        }
+        Ok(())
+    }
+}
+
 /// What the book holds; see the module's documentation.
 #[derive(Default)]
 pub(crate) struct Book {
+    /// Whether reservations that ask for it are held in memory (see the module's
+    /// documentation); a book that does not keep holds writes every reservation.
+    keeps_holds: bool,
+    in_memory: InMemory,
+    /// The accounts as their rows hold them (without the holds in memory).
     accounts: HashMap<AccountId, Account>,
     orgs: HashMap<String, OrgLedger>,
-    /// Every workspace's counter of an organization for a month, complete once loaded.
+    /// Every workspace's counter of an organization for a month, complete once loaded, as
+    /// its rows hold them.
     months: HashMap<(String, i64), BTreeMap<String, SpendCounter>>,
-    /// Users' counters, each loaded on its own (`None`: it has no row yet).
+    /// Users' counters, each loaded on its own (`None`: it has no row yet), as their rows
+    /// hold them.
     user_months: HashMap<UserCounterKey, Option<SpendCounter>>,
     open: HashMap<String, OpenReservation>,
     /// Reservations read as already ended, for the batch being decided.
@@ -140,8 +309,8 @@ pub(crate) type UserCounterChange<'d> = (&'d UserCounterKey, Option<SpendCounter
 /// What one batch's decisions change, for the backend to write in its transaction.
 #[derive(Default, Debug)]
 pub(crate) struct Delta<'a> {
-    /// New reservations and their lines.
-    pub(crate) reserved: Vec<(&'a NewReservation, Vec<ReservationLine>)>,
+    /// New reservations and their lines (a hold in memory's, owned: written when it ends).
+    pub(crate) reserved: Vec<(Cow<'a, NewReservation>, Vec<ReservationLine>)>,
     pub(crate) ended: Vec<Ended<'a>>,
     pub(crate) posted: Vec<Posted<'a>>,
     /// Usage records and the reservation each ends.
@@ -224,9 +393,35 @@ impl<'a> Operation<'a> {
 }
 
 impl Book {
-    /// Forgets everything: the next batch loads what it needs again.
+    /// A book that holds in memory the reservations that ask for it (see the module's
+    /// documentation): for a backend whose one writer owns the database.
+    pub(crate) fn keeping_holds() -> Book {
+        Book {
+            keeps_holds: true,
+            ..Book::default()
+        }
+    }
+
+    /// Forgets what it mirrors: the next batch loads what it needs again. The holds in
+    /// memory stay, those a failed batch's settlements had taken put back.
     pub(crate) fn clear(&mut self) {
-        *self = Book::default();
+        let mut in_memory = std::mem::take(&mut self.in_memory);
+        for held in std::mem::take(&mut in_memory.taken) {
+            if let Err(error) = in_memory.add(held) {
+                tracing::error!(%error, "a hold in memory could not be put back");
+            }
+        }
+        *self = Book {
+            keeps_holds: self.keeps_holds,
+            in_memory,
+            ..Book::default()
+        };
+    }
+
+    /// Releases a hold in memory whose settlement could not be written (its client is told
+    /// an error, and nothing is charged). Anything else: nothing changes.
+    pub(crate) fn release(&mut self, reservation_id: &str) -> Result<bool, StoreError> {
+        Ok(self.in_memory.take(reservation_id)?.is_some())
     }
 
     /// Open reservations the book knows, so that a caller can bound its memory.
@@ -239,6 +434,12 @@ impl Book {
         self.known_ended.clear();
     }
 
+    /// The batch committed: the holds in memory its settlements wrote are gone for good
+    /// (until now, `clear` would put them back).
+    pub(crate) fn committed(&mut self) {
+        self.in_memory.taken.clear();
+    }
+
     /// The reservations the operations end that the book does not hold.
     pub(crate) fn missing_reservations<'o>(&self, operations: &[Operation<'o>]) -> Vec<&'o str> {
         let mut missing: Vec<&str> = operations
@@ -247,7 +448,11 @@ impl Book {
                 Operation::Settle(settlement) => Some(settlement.reservation_id.as_str()),
                 Operation::Reserve(_) | Operation::StoreResponse(_) => None,
             })
-            .filter(|id| !self.open.contains_key(*id) && !self.known_ended.contains(*id))
+            .filter(|id| {
+                !self.open.contains_key(*id)
+                    && !self.known_ended.contains(*id)
+                    && !self.in_memory.held.contains_key(*id)
+            })
             .collect();
         missing.sort_unstable();
         missing.dedup();
@@ -304,9 +509,8 @@ impl Book {
                     Some((reservation.org_id.as_str(), month_key(reservation.created_at)))
                 }
                 Operation::Settle(settlement) => self
-                    .open
-                    .get(&settlement.reservation_id)
-                    .map(|open| (settlement.record.org_id.as_str(), month_key(open.created_at))),
+                    .created_at(&settlement.reservation_id)
+                    .map(|created_at| (settlement.record.org_id.as_str(), month_key(created_at))),
                 Operation::StoreResponse(_) => None,
             })
             .filter(|(org_id, month)| !self.months.contains_key(&((*org_id).to_owned(), *month)))
@@ -331,10 +535,13 @@ impl Book {
                         month_key(reservation.created_at),
                     )
                 }),
-                Operation::Settle(settlement) => self
-                    .open
-                    .get(&settlement.reservation_id)
-                    .and_then(user_counter_key),
+                Operation::Settle(settlement) => match self.in_memory.held.get(&settlement.reservation_id) {
+                    Some(held) => held.user_counter_key(),
+                    None => self
+                        .open
+                        .get(&settlement.reservation_id)
+                        .and_then(user_counter_key),
+                },
                 Operation::StoreResponse(_) => None,
             })
             .filter(|key| !self.user_months.contains_key(key))
@@ -362,12 +569,17 @@ impl Book {
 
     /// Reserves: spend limits first (a request over its limit is refused as such even when
     /// its credit is short too, since raising a limit is not buying credit), then credit,
-    /// then the lines, the accounts and the month's held counter. A refusal changes nothing.
+    /// then the lines, the accounts and the month's held counter — in memory only if the
+    /// book keeps holds and the reservation asks for it. A refusal changes nothing. A hold
+    /// already in memory (its batch failed after deciding it) is that decision again.
     pub(crate) fn reserve<'a>(
         &mut self,
         reservation: &'a NewReservation,
         delta: &mut Delta<'a>,
     ) -> Result<Result<Reservation, ReserveRejection>, StoreError> {
+        if let Some(held) = self.in_memory.held.get(&reservation.reservation_id) {
+            return Ok(Ok(held.reserved()));
+        }
         let org_id = reservation.org_id.as_str();
         let workspace_id = reservation.workspace_id.as_str();
         let month = month_key(reservation.created_at);
@@ -402,22 +614,70 @@ impl Book {
             Ok(lines) => lines,
             Err(refusal) => return Ok(Err(refusal.into())),
         };
-        for line in &lines {
+        if self.keeps_holds && reservation.written_at_settlement {
+            // Checked as the written hold below would be, then kept in memory only.
+            for line in &lines {
+                apply_transfer(
+                    self.account(line.lot_account)?,
+                    self.account(spend_account)?,
+                    |debit, credit| ledger::reserve(debit, credit, line.amount),
+                )?;
+            }
+            let counter = self.month(org_id, month)?.get(workspace_id).copied();
+            counter
+                .unwrap_or_default()
+                .hold(workspace_id, reservation.amount)?;
+            user_before
+                .unwrap_or_default()
+                .hold(workspace_id, reservation.amount)?;
+            let held = Held {
+                reservation: reservation.clone(),
+                lines,
+                spend_account,
+            };
+            let reserved = held.reserved();
+            self.in_memory.add(held)?;
+            return Ok(Ok(reserved));
+        }
+        self.hold(delta, reservation, &lines, spend_account)?;
+        delta.reserved.push((Cow::Borrowed(reservation), lines.clone()));
+        Ok(Ok(Reservation {
+            id: reservation.reservation_id.clone(),
+            org_id: reservation.org_id.clone(),
+            amount: reservation.amount,
+            lines,
+            held_in_memory: false,
+        }))
+    }
+
+    /// Writes a reservation's hold: its lines from their lots to the spend account, its
+    /// amount on its counters, and the reservation among the open ones.
+    fn hold(
+        &mut self,
+        delta: &mut Delta<'_>,
+        reservation: &NewReservation,
+        lines: &[ReservationLine],
+        spend_account: AccountId,
+    ) -> Result<(), StoreError> {
+        for line in lines {
             self.transfer(delta, line.lot_account, spend_account, |debit, credit| {
                 ledger::reserve(debit, credit, line.amount)
             })?;
         }
-        let key = (org_id.to_owned(), workspace_id.to_owned(), month);
+        let (org_id, workspace_id) = (reservation.org_id.as_str(), reservation.workspace_id.as_str());
+        let month = month_key(reservation.created_at);
         let before = self.month(org_id, month)?.get(workspace_id).copied();
         let now = before
             .unwrap_or_default()
             .hold(workspace_id, reservation.amount)?;
-        self.set_counter(delta, key, before, now)?;
-        if let Some(user_key) = user_key {
-            let now = user_before
+        self.set_counter(delta, (org_id.to_owned(), workspace_id.to_owned(), month), now)?;
+        if let Some(user_id) = &reservation.user_id {
+            let key = (org_id.to_owned(), workspace_id.to_owned(), user_id.clone(), month);
+            let now = self
+                .user_counter(&key)?
                 .unwrap_or_default()
                 .hold(workspace_id, reservation.amount)?;
-            self.set_user_counter(delta, user_key, user_before, now);
+            self.set_user_counter(delta, key, now);
         }
         self.open.insert(
             reservation.reservation_id.clone(),
@@ -427,16 +687,30 @@ impl Book {
                 user_id: reservation.user_id.clone(),
                 amount: reservation.amount,
                 created_at: reservation.created_at,
-                lines: lines.clone(),
+                lines: lines.to_vec(),
             },
         );
-        delta.reserved.push((reservation, lines.clone()));
-        Ok(Ok(Reservation {
-            id: reservation.reservation_id.clone(),
-            org_id: reservation.org_id.clone(),
-            amount: reservation.amount,
-            lines,
-        }))
+        Ok(())
+    }
+
+    /// Writes a hold kept in memory, as a reservation like any other, so that its
+    /// settlement can end it in the same batch (put back if the batch fails).
+    fn write_held(&mut self, reservation_id: &str, delta: &mut Delta<'_>) -> Result<(), StoreError> {
+        let Some(held) = self.in_memory.take(reservation_id)? else {
+            return Ok(());
+        };
+        self.in_memory.taken.push(held.clone());
+        self.hold(delta, &held.reservation, &held.lines, held.spend_account)?;
+        delta.reserved.push((Cow::Owned(held.reservation), held.lines));
+        Ok(())
+    }
+
+    /// When an open or in-memory reservation was made.
+    fn created_at(&self, reservation_id: &str) -> Option<Timestamp> {
+        match self.in_memory.held.get(reservation_id) {
+            Some(held) => Some(held.reservation.created_at),
+            None => self.open.get(reservation_id).map(|open| open.created_at),
+        }
     }
 
     /// Ends an open reservation exactly once (a request's settlement, or the reaper's
@@ -456,6 +730,7 @@ impl Book {
                 ..SettleOutcome::default()
             });
         }
+        self.write_held(reservation_id, delta)?;
         let Some(open) = self.open.get(reservation_id) else {
             return Err(invariant(format!(
                 "settled an unknown reservation {reservation_id}"
@@ -494,7 +769,7 @@ impl Book {
                 )));
             };
             let now = before.end(&open.workspace_id, open.amount, plan.charged)?;
-            self.set_user_counter(delta, user_key, Some(before), now);
+            self.set_user_counter(delta, user_key, now);
         }
         let workspace_id = open.workspace_id;
         let Some(before) = self.month(org_id, month)?.get(&workspace_id).copied() else {
@@ -503,7 +778,7 @@ impl Book {
             )));
         };
         let now = before.end(&workspace_id, open.amount, plan.charged)?;
-        self.set_counter(delta, (org_id.to_owned(), workspace_id, month), Some(before), now)?;
+        self.set_counter(delta, (org_id.to_owned(), workspace_id, month), now)?;
         delta.ended.push(Ended {
             reservation_id,
             state: ended_state(&plan),
@@ -565,23 +840,60 @@ impl Book {
         Ok((lots, org.spend_account))
     }
 
+    /// An account as decisions see it: its row and the holds in memory on it.
     fn account(&self, id: AccountId) -> Result<Account, StoreError> {
+        let row = self.account_row(id)?;
+        let (debits, credits) = self.in_memory.account(id);
+        Ok(Account {
+            debits_pending: add_held(row.debits_pending, debits)?,
+            credits_pending: add_held(row.credits_pending, credits)?,
+            ..row
+        })
+    }
+
+    fn account_row(&self, id: AccountId) -> Result<Account, StoreError> {
         self.accounts
             .get(&id)
             .copied()
             .ok_or_else(|| invariant(format!("account {} was not loaded", id.0)))
     }
 
-    fn month(&self, org_id: &str, month: i64) -> Result<&BTreeMap<String, SpendCounter>, StoreError> {
-        self.months.get(&(org_id.to_owned(), month)).ok_or_else(|| {
+    /// An organization's counters for a month as decisions see them: their rows, and the
+    /// holds in memory on them (a workspace with only those has a counter too).
+    fn month(&self, org_id: &str, month: i64) -> Result<Cow<'_, BTreeMap<String, SpendCounter>>, StoreError> {
+        let key = (org_id.to_owned(), month);
+        let rows = self.months.get(&key).ok_or_else(|| {
             invariant(format!(
                 "the counters of {org_id} for month {month} were not loaded"
             ))
-        })
+        })?;
+        let Some(held) = self.in_memory.counters.get(&key).filter(|held| !held.is_empty()) else {
+            return Ok(Cow::Borrowed(rows));
+        };
+        let mut counters = rows.clone();
+        for (workspace_id, amount) in held {
+            let counter = counters.entry(workspace_id.clone()).or_default();
+            counter.held = add_held(counter.held, *amount)?;
+        }
+        Ok(Cow::Owned(counters))
     }
 
-    /// A user's counter as the book holds it (`None`: no row yet); not loaded is a bug.
+    /// A user's counter as decisions see it (`None`: no row yet, and nothing held in
+    /// memory); not loaded is a bug.
     fn user_counter(&self, key: &UserCounterKey) -> Result<Option<SpendCounter>, StoreError> {
+        let row = self.user_counter_row(key)?;
+        let held = self.in_memory.user_counter(key);
+        if !held.is_positive() {
+            return Ok(row);
+        }
+        let counter = row.unwrap_or_default();
+        Ok(Some(SpendCounter {
+            held: add_held(counter.held, held)?,
+            ..counter
+        }))
+    }
+
+    fn user_counter_row(&self, key: &UserCounterKey) -> Result<Option<SpendCounter>, StoreError> {
         self.user_months.get(key).copied().ok_or_else(|| {
             invariant(format!(
                 "the counter of user {} in workspace {} ({}) for month {} was not loaded",
@@ -590,18 +902,17 @@ impl Book {
         })
     }
 
-    fn set_user_counter(
-        &mut self,
-        delta: &mut Delta<'_>,
-        key: UserCounterKey,
-        before: Option<SpendCounter>,
-        now: SpendCounter,
-    ) {
-        self.user_months.insert(key.clone(), Some(now));
-        delta.user_counters.entry(key).or_insert((before, now)).1 = now;
+    /// Sets a user's counter as decisions see it (`now`): its row is that less what is
+    /// held in memory.
+    fn set_user_counter(&mut self, delta: &mut Delta<'_>, key: UserCounterKey, now: SpendCounter) {
+        let before = self.user_months.get(&key).copied().flatten();
+        let row = without_held(now, self.in_memory.user_counter(&key));
+        self.user_months.insert(key.clone(), Some(row));
+        delta.user_counters.entry(key).or_insert((before, row)).1 = row;
     }
 
-    /// Applies one core transfer function to a debit and a credit account.
+    /// Applies one core transfer function to a debit and a credit account, as decisions
+    /// see them; their rows change by as much.
     fn transfer(
         &mut self,
         delta: &mut Delta<'_>,
@@ -611,31 +922,61 @@ impl Book {
     ) -> Result<(), StoreError> {
         let (debit_before, credit_before) = (self.account(debit_id)?, self.account(credit_id)?);
         let (debit, credit) = apply_transfer(debit_before, credit_before, apply)?;
-        for (before, now) in [(debit_before, debit), (credit_before, credit)] {
-            self.accounts.insert(now.id, now);
-            delta.accounts.entry(now.id).or_insert((before, before)).1 = now;
+        for now in [debit, credit] {
+            let before = self.account_row(now.id)?;
+            let (debits, credits) = self.in_memory.account(now.id);
+            let row = Account {
+                debits_pending: sub_held(now.debits_pending, debits)?,
+                credits_pending: sub_held(now.credits_pending, credits)?,
+                ..now
+            };
+            self.accounts.insert(row.id, row);
+            delta.accounts.entry(row.id).or_insert((before, before)).1 = row;
         }
         Ok(())
     }
 
+    /// Sets a workspace's counter as decisions see it (`now`): its row is that less what is
+    /// held in memory.
     fn set_counter(
         &mut self,
         delta: &mut Delta<'_>,
         key: CounterKey,
-        before: Option<SpendCounter>,
         now: SpendCounter,
     ) -> Result<(), StoreError> {
+        let held = self.in_memory.counter(&key);
         let (org_id, workspace_id, month) = &key;
-        self.months
-            .get_mut(&(org_id.clone(), *month))
-            .ok_or_else(|| {
-                invariant(format!(
-                    "the counters of {org_id} for month {month} were not loaded"
-                ))
-            })?
-            .insert(workspace_id.clone(), now);
-        delta.counters.entry(key).or_insert((before, now)).1 = now;
+        let rows = self.months.get_mut(&(org_id.clone(), *month)).ok_or_else(|| {
+            invariant(format!(
+                "the counters of {org_id} for month {month} were not loaded"
+            ))
+        })?;
+        let before = rows.get(workspace_id).copied();
+        let row = without_held(now, held);
+        rows.insert(workspace_id.clone(), row);
+        delta.counters.entry(key).or_insert((before, row)).1 = row;
         Ok(())
+    }
+}
+
+fn add_held(total: NanoUsd, held: NanoUsd) -> Result<NanoUsd, StoreError> {
+    total
+        .checked_add(held)
+        .ok_or_else(|| invariant("a total with the holds in memory overflows".into()))
+}
+
+fn sub_held(total: NanoUsd, held: NanoUsd) -> Result<NanoUsd, StoreError> {
+    total
+        .checked_sub(held)
+        .ok_or_else(|| invariant("a total less the holds in memory underflows".into()))
+}
+
+/// A counter as its row holds it: what decisions see less what is held in memory (a
+/// negative `held` is caught when the delta is written).
+fn without_held(counter: SpendCounter, held: NanoUsd) -> SpendCounter {
+    SpendCounter {
+        held: NanoUsd::from_nanos(counter.held.nanos().saturating_sub(held.nanos())),
+        ..counter
     }
 }
 

@@ -311,6 +311,12 @@ impl Store {
     /// If the batch then fails, the reservation runs again alone, and `committed` gives its
     /// own outcome (a refusal, or an error): there is then nothing to settle. A refusal
     /// decided at once is answered here, after its batch.
+    ///
+    /// A reservation that asks for it (`NewReservation::written_at_settlement`) may be held
+    /// in the writer's book only (SQLite; `Reservation::held_in_memory`): its credit counts
+    /// against every later admission at once, and its settlement writes it and ends it in
+    /// one commit. If that settlement cannot be written, the hold is released and nothing
+    /// is charged; balances read from the tables meanwhile do not show the hold.
     pub async fn reserve_decided(
         &self,
         reservation: NewReservation,

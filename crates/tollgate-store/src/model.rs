@@ -210,6 +210,11 @@ pub struct NewReservation {
     pub deadline: Timestamp,
     /// The monthly limits to enforce, checked against the month of `created_at`.
     pub spend_limits: SpendLimits,
+    /// The caller's client hears nothing before the settlement is written (a whole reply,
+    /// not a stream): a backend whose one writer owns the database (SQLite) may then hold
+    /// the credit in its book only and write the reservation with its settlement, in one
+    /// commit (`Reservation::held_in_memory` says whether it did).
+    pub written_at_settlement: bool,
 }
 
 /// Why a reservation was refused; nothing was written.
@@ -240,6 +245,9 @@ pub struct Reservation {
     pub org_id: String,
     pub amount: NanoUsd,
     pub lines: Vec<ReservationLine>,
+    /// Held in the writer's book only, not written: its settlement writes it, and a
+    /// settlement that cannot be written releases it (`NewReservation::written_at_settlement`).
+    pub held_in_memory: bool,
 }
 
 /// How a request ended, as its usage record says.

@@ -10,6 +10,14 @@
 //! debits… as `LOT:AVAILABLE … spend pending P posted Q`; `spent WORKSPACE [by USER]`
 //! answers the workspace's (or the user's) counter as `settled S held H`. A user's counter
 //! the book lacks is loaded as having no row, as from an empty table.
+//!
+//! Holds in memory (the book keeps them, as SQLite's does): `hold …` is `reserve …` for a
+//! reservation written at its settlement (it must change no row); `rows` answers as
+//! `balance` from the rows alone, `rows spent WORKSPACE` as `spent`; `reload` drops the
+//! book and loads it again from its rows, as after another connection's commit; `fail
+//! settle ID COST` settles in a batch that then fails (the rows as before it); `release ID`
+//! answers whether a hold in memory was released. A settlement that writes a hold in memory
+//! says so (`… written now`).
 
 use tollgate_core::Timestamp;
 use tollgate_core::ledger::{Account, AccountId, AccountKind, Lot, LotKind};
@@ -37,7 +45,23 @@ struct World {
     limits: SpendLimits,
     lot_names: Vec<(AccountId, String)>,
     spend: AccountId,
+    /// Whether `reserve` asks to be held in memory (`hold`).
+    holding: bool,
+    /// Whether the last reservation's batch changed no row.
+    last_delta_empty: bool,
+    /// Whether the batch being run fails (`fail settle`).
+    failing: bool,
 }
+
+/// What the book's rows hold: the lots, the spend account, the month's counters, the
+/// users', the reservations written and pending.
+type Rows = (
+    Vec<Lot>,
+    Account,
+    BTreeMap<String, SpendCounter>,
+    HashMap<UserCounterKey, Option<SpendCounter>>,
+    HashMap<String, OpenReservation>,
+);
 
 impl World {
     fn new(setup: &str) -> World {
@@ -70,7 +94,7 @@ impl World {
             .iter()
             .map(|lot| (lot.account.id, lot.lot_id.clone()))
             .collect();
-        let mut book = Book::default();
+        let mut book = Book::keeping_holds();
         book.load_org(ORG.to_owned(), lots, spend);
         book.load_month(ORG.to_owned(), month_key(at()), []);
         World {
@@ -78,6 +102,9 @@ impl World {
             limits,
             lot_names,
             spend: spend.id,
+            holding: false,
+            last_delta_empty: false,
+            failing: false,
         }
     }
 
@@ -94,6 +121,60 @@ impl World {
     fn run(&mut self, line: &str) -> String {
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
+            ["hold", rest @ ..] => {
+                self.holding = true;
+                let reserved = self.run(&format!("reserve {}", rest.join(" ")));
+                self.holding = false;
+                assert!(self.last_delta_empty, "a hold in memory changes no row");
+                reserved
+            }
+            ["rows", "spent", workspace] => {
+                let counter = self.book.months[&(ORG.to_owned(), month_key(at()))]
+                    .get(*workspace)
+                    .copied()
+                    .unwrap_or_default();
+                format!(
+                    "settled {} held {}",
+                    counter.settled.nanos(),
+                    counter.held.nanos()
+                )
+            }
+            ["rows"] => {
+                let org = &self.book.orgs[ORG];
+                let mut parts: Vec<String> = org
+                    .lots
+                    .iter()
+                    .map(|lot| {
+                        let row = self.book.account_row(lot.account.id).unwrap();
+                        format!("{}:{}", lot.lot_id, row.available().nanos())
+                    })
+                    .collect();
+                let spend = self.book.account_row(org.spend_account).unwrap();
+                parts.push(format!(
+                    "spend pending {} posted {}",
+                    spend.credits_pending.nanos(),
+                    spend.credits_posted.nanos()
+                ));
+                parts.join(" ")
+            }
+            ["reload"] => {
+                let rows = book_rows(&self.book);
+                reload(&mut self.book, rows);
+                "reloaded".to_owned()
+            }
+            ["fail", "settle", id, cost] => {
+                let rows = book_rows(&self.book);
+                self.failing = true;
+                let settled = self.run(&format!("settle {id} {cost}"));
+                self.failing = false;
+                reload(&mut self.book, rows);
+                format!("rolled back after {settled}")
+            }
+            ["release", id] => match self.book.release(id) {
+                Ok(true) => "released".to_owned(),
+                Ok(false) => "nothing held".to_owned(),
+                Err(error) => format!("error {error}"),
+            },
             ["reserve", id, workspace, amount, rest @ ..] => {
                 let user_id = match rest {
                     [] => None,
@@ -107,14 +188,22 @@ impl World {
                         ..self.limits
                     },
                     user_id,
+                    written_at_settlement: self.holding,
                     ..reservation(id, nanos(amount).nanos())
                 };
                 let mut delta = Delta::default();
                 self.book.begin_batch();
                 self.load_missing_users(&[Operation::Reserve(&reservation)]);
-                match self.book.reserve(&reservation, &mut delta) {
+                let reserved = self.book.reserve(&reservation, &mut delta);
+                self.book.committed();
+                self.last_delta_empty = delta.reserved.is_empty()
+                    && delta.accounts().unwrap().is_empty()
+                    && delta.counters().unwrap().is_empty()
+                    && delta.user_counters().unwrap().is_empty();
+                match reserved {
                     Ok(Ok(reserved)) => {
-                        assert_eq!(delta.reserved.len(), 1);
+                        assert_eq!(delta.reserved.len(), usize::from(!reserved.held_in_memory));
+                        assert_eq!(reserved.held_in_memory, self.holding);
                         reserved
                             .lines
                             .iter()
@@ -145,7 +234,11 @@ impl World {
                 let mut delta = Delta::default();
                 self.book.begin_batch();
                 self.load_missing_users(&[Operation::Settle(&settlement)]);
-                match self.book.settle(&settlement, &mut delta) {
+                let settled = self.book.settle(&settlement, &mut delta);
+                if !self.failing {
+                    self.book.committed();
+                }
+                match settled {
                     Ok(outcome) if outcome.already_ended => {
                         assert!(delta.records.is_empty() && delta.ended.is_empty());
                         "already ended".to_owned()
@@ -158,9 +251,14 @@ impl World {
                             .fold(NanoUsd::ZERO, |sum, posted| sum.saturating_add(posted.amount));
                         assert_eq!(journal, outcome.charged, "the journal holds the charge");
                         format!(
-                            "charged {} released {}",
+                            "charged {} released {}{}",
                             outcome.charged.nanos(),
-                            outcome.released.nanos()
+                            outcome.released.nanos(),
+                            if delta.reserved.is_empty() {
+                                ""
+                            } else {
+                                " written now"
+                            }
                         )
                     }
                     Err(error) => format!("error {error}"),
@@ -548,5 +646,305 @@ fn reservation(id: &str, amount: i64) -> NewReservation {
         created_at: at(),
         deadline: at(),
         spend_limits: SpendLimits::default(),
+        written_at_settlement: false,
     }
+}
+
+#[test]
+fn a_hold_in_memory_counts_at_once_and_is_written_with_its_settlement() {
+    check(
+        "lot a 10
+         lot b 5",
+        "hold r1 w 12   => a:10 b:2
+         balance        => a:0 b:3 spend pending 12 posted 0
+         spent w        => settled 0 held 12
+         rows           => a:10 b:5 spend pending 0 posted 0
+         rows spent w   => settled 0 held 0
+         reserve r2 w 4 => insufficient credit 3 of 4
+         hold r3 w 3    => b:3
+         reserve r4 w 1 => insufficient credit 0 of 1
+         settle r1 11   => charged 11 released 1 written now
+         rows           => a:0 b:4 spend pending 0 posted 11
+         rows spent w   => settled 11 held 0
+         balance        => a:0 b:1 spend pending 3 posted 11
+         spent w        => settled 11 held 3
+         settle r3 0    => charged 0 released 3 written now
+         rows           => a:0 b:4 spend pending 0 posted 11
+         settle r3 0    => error ledger invariant violated: settled an unknown reservation r3",
+    );
+}
+
+#[test]
+fn written_and_held_reservations_share_lots_and_counters() {
+    check(
+        "lot a 10
+         limit workspace 9",
+        "reserve r1 w 4 => a:4
+         hold r2 w 4    => a:4
+         reserve r3 w 2 => spend limit workspace
+         rows           => a:6 spend pending 4 posted 0
+         rows spent w   => settled 0 held 4
+         spent w        => settled 0 held 8
+         settle r1 1    => charged 1 released 3
+         rows spent w   => settled 1 held 0
+         spent w        => settled 1 held 4
+         settle r2 4    => charged 4 released 0 written now
+         rows           => a:5 spend pending 0 posted 5
+         balance        => a:5 spend pending 0 posted 5",
+    );
+}
+
+#[test]
+fn holds_in_memory_outlive_a_reload_of_the_book() {
+    check(
+        "lot a 10",
+        "hold r1 w 6 by u => a:6
+         reload           => reloaded
+         rows             => a:10 spend pending 0 posted 0
+         balance          => a:4 spend pending 6 posted 0
+         spent w by u     => settled 0 held 6
+         reserve r2 w 6   => insufficient credit 4 of 6
+         settle r1 2      => charged 2 released 4 written now
+         spent w by u     => settled 2 held 0
+         rows             => a:8 spend pending 0 posted 2",
+    );
+}
+
+#[test]
+fn a_hold_decided_again_is_the_same_decision() {
+    check(
+        "lot a 10",
+        "hold r1 w 6 => a:6
+         hold r1 w 6 => a:6
+         balance     => a:4 spend pending 6 posted 0",
+    );
+}
+
+#[test]
+fn a_failed_batch_puts_its_holds_back_and_a_release_frees_them() {
+    check(
+        "lot a 10",
+        "hold r1 w 6          => a:6
+         fail settle r1 5     => rolled back after charged 5 released 1 written now
+         rows                 => a:10 spend pending 0 posted 0
+         balance              => a:4 spend pending 6 posted 0
+         reserve r2 w 6       => insufficient credit 4 of 6
+         release r1           => released
+         release r1           => nothing held
+         balance              => a:10 spend pending 0 posted 0
+         spent w              => settled 0 held 0
+         settle r1 5          => error ledger invariant violated: settled an unknown reservation r1",
+    );
+}
+
+/// One step of `holds_in_memory_decide_and_end_as_written_holds_do`.
+#[derive(Clone, Debug)]
+enum Step {
+    /// A reservation: workspace (0 or 1), amount, by the user or not, held in memory (when
+    /// the book keeps holds) or not.
+    Reserve(usize, i64, bool, bool),
+    /// Settles the open reservation at this index (modulo), at this share of it (per 100).
+    Settle(usize, i64),
+    /// The same, in a batch that fails.
+    FailSettle(usize, i64),
+    /// Another connection committed: the book is dropped and loaded from its rows.
+    Reload,
+}
+
+fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+    use proptest::prelude::*;
+    prop_oneof![
+        4 => (0..2_usize, 1..400_i64, any::<bool>(), any::<bool>())
+            .prop_map(|(workspace, amount, by_user, held)| Step::Reserve(workspace, amount, by_user, held)),
+        3 => (any::<usize>(), 0..=100_i64).prop_map(|(index, share)| Step::Settle(index, share)),
+        1 => (any::<usize>(), 0..=100_i64).prop_map(|(index, share)| Step::FailSettle(index, share)),
+        1 => Just(Step::Reload),
+    ]
+}
+
+/// A book of three lots with a workspace limit, and the rows it was loaded from.
+fn limited_book(book: Book) -> Book {
+    let mut world = World::new(
+        "lot a 300
+         lot b 200
+         lot c 500",
+    );
+    world.book.keeps_holds = book.keeps_holds;
+    world.book
+}
+
+fn book_rows(book: &Book) -> Rows {
+    let org = &book.orgs[ORG];
+    let lots = org
+        .lots
+        .iter()
+        .map(|lot| Lot {
+            account: book.account_row(lot.account.id).unwrap(),
+            ..lot.clone()
+        })
+        .collect();
+    (
+        lots,
+        book.account_row(org.spend_account).unwrap(),
+        book.months[&(ORG.to_owned(), month_key(at()))].clone(),
+        book.user_months.clone(),
+        book.open.clone(),
+    )
+}
+
+/// Drops the book and loads it from `rows`, as a backend would after another connection's
+/// commit (or a failed batch's rollback).
+fn reload(book: &mut Book, (lots, spend, counters, users, open): Rows) {
+    book.clear();
+    book.load_org(ORG.to_owned(), lots, spend);
+    book.load_month(ORG.to_owned(), month_key(at()), counters);
+    for (key, counter) in users {
+        book.load_user_counter(key, counter);
+    }
+    for (id, reservation) in open {
+        book.load_reservation(id, LoadedReservation::Open(reservation));
+    }
+}
+
+/// What decisions see: every lot's account and the spend account, every counter.
+fn seen(book: &Book) -> (Vec<Account>, Vec<(String, SpendCounter)>, Option<SpendCounter>) {
+    let (lots, spend) = book.lots(ORG).unwrap();
+    let mut accounts: Vec<Account> = lots.iter().map(|lot| lot.account).collect();
+    accounts.push(book.account(spend).unwrap());
+    let counters = book
+        .month(ORG, month_key(at()))
+        .unwrap()
+        .iter()
+        .map(|(workspace, counter)| (workspace.clone(), *counter))
+        .filter(|(_, counter)| *counter != SpendCounter::default())
+        .collect();
+    let user = book
+        .user_counter(&(ORG.to_owned(), "w0".to_owned(), "u".to_owned(), month_key(at())))
+        .ok()
+        .flatten()
+        .filter(|counter| *counter != SpendCounter::default());
+    (accounts, counters, user)
+}
+
+/// Runs one operation in a batch of its own, loading users' counters as having no row.
+fn decide(book: &mut Book, operation: Operation<'_>) -> Result<Decision, StoreError> {
+    book.begin_batch();
+    for key in book.missing_user_counters(&[operation]) {
+        book.load_user_counter(key, None);
+    }
+    book.decide(operation, &mut Delta::default())
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+    /// Goal: a book that keeps holds in memory, reloaded and failing batches at random,
+    /// decides every operation as a book that writes every hold does, sees the same
+    /// accounts and counters after each, and once every reservation has ended its rows
+    /// are the other's rows.
+    #[test]
+    fn holds_in_memory_decide_and_end_as_written_holds_do(steps in proptest::collection::vec(step(), 1..60)) {
+        let mut keeping = limited_book(Book::keeping_holds());
+        let mut writing = limited_book(Book::default());
+        let limits = SpendLimits { workspace: Some(NanoUsd::from_nanos(700)), ..SpendLimits::default() };
+        let mut open: Vec<String> = Vec::new();
+        let mut made = 0;
+        let end = |keeping: &mut Book, writing: &mut Book, open: &mut Vec<String>, index: usize, share: i64, fail: bool| {
+            if open.is_empty() {
+                return;
+            }
+            let id = open[index % open.len()].clone();
+            let amount = keeping.in_memory.held.get(&id).map_or_else(
+                || keeping.open[&id].amount,
+                |held| held.reservation.amount,
+            );
+            let settlement = settlement(&id, amount.nanos() * share / 100);
+            let rows = (book_rows(keeping), book_rows(writing));
+            let decided = (
+                decide(keeping, Operation::Settle(&settlement)),
+                decide(writing, Operation::Settle(&settlement)),
+            );
+            match decided {
+                (Ok(Decision::Settle(kept)), Ok(Decision::Settle(written))) => {
+                    assert_eq!(
+                        (kept.charged, kept.released, kept.standing),
+                        (written.charged, written.released, written.standing)
+                    );
+                }
+                other => panic!("settling {id}: {other:?}"),
+            }
+            if fail {
+                reload(keeping, rows.0);
+                reload(writing, rows.1);
+            } else {
+                keeping.committed();
+                writing.committed();
+                open.retain(|open_id| *open_id != id);
+            }
+        };
+        for step in steps {
+            match step {
+                Step::Reserve(workspace, amount, by_user, held) => {
+                    made += 1;
+                    let reservation = NewReservation {
+                        workspace_id: format!("w{workspace}"),
+                        user_id: by_user.then(|| "u".to_owned()),
+                        spend_limits: limits,
+                        written_at_settlement: held,
+                        ..reservation(&format!("r{made}"), amount)
+                    };
+                    let decided = (
+                        decide(&mut keeping, Operation::Reserve(&reservation)),
+                        decide(&mut writing, Operation::Reserve(&reservation)),
+                    );
+                    keeping.committed();
+                    writing.committed();
+                    match decided {
+                        (Ok(Decision::Reserve(kept)), Ok(Decision::Reserve(written))) => {
+                            let strip = |reserved: Result<Reservation, ReserveRejection>| {
+                                reserved.map(|reserved| Reservation { held_in_memory: false, ..reserved })
+                            };
+                            let (kept, written) = (strip(kept), strip(written));
+                            assert_eq!(&kept, &written);
+                            if kept.is_ok() {
+                                open.push(reservation.reservation_id.clone());
+                            }
+                        }
+                        other => panic!("reserving: {other:?}"),
+                    }
+                }
+                Step::Settle(index, share) => end(&mut keeping, &mut writing, &mut open, index, share, false),
+                Step::FailSettle(index, share) => end(&mut keeping, &mut writing, &mut open, index, share, true),
+                Step::Reload => {
+                    let rows = book_rows(&keeping);
+                    reload(&mut keeping, rows);
+                }
+            }
+            assert_eq!(seen(&keeping), seen(&writing));
+        }
+        for id in std::mem::take(&mut open) {
+            open.push(id);
+            end(&mut keeping, &mut writing, &mut open, 0, 50, false);
+        }
+        assert!(keeping.in_memory.held.is_empty());
+        assert_eq!(keeping.in_memory.accounts.len() + keeping.in_memory.user_counters.len(), 0);
+        assert!(keeping.in_memory.counters.values().all(BTreeMap::is_empty));
+        let (kept, written) = (book_rows(&keeping), book_rows(&writing));
+        assert_eq!(
+            (kept.0.iter().map(|lot| lot.account).collect::<Vec<_>>(), kept.1, kept.2),
+            (written.0.iter().map(|lot| lot.account).collect::<Vec<_>>(), written.1, written.2)
+        );
+    }
+}
+
+#[test]
+fn a_hold_written_and_committed_stays_written_through_a_reload() {
+    check(
+        "lot a 10",
+        "hold r1 w 6   => a:6
+         settle r1 5   => charged 5 released 1 written now
+         reload        => reloaded
+         balance       => a:5 spend pending 0 posted 5
+         spent w       => settled 5 held 0",
+    );
 }

@@ -20,6 +20,7 @@
 //! whole batch back, and its operations run again one by one, each as a batch of its own
 //! (`run_alone`), so the error reaches the operation it belongs to.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use sqlx::pool::PoolConnection;
@@ -329,7 +330,7 @@ async fn load_pending(
 /// Inserts the batch's reservations and their lines, in one statement.
 async fn insert_reservations(
     connection: &mut PgConnection,
-    reserved: &[(&NewReservation, Vec<ReservationLine>)],
+    reserved: &[(Cow<'_, NewReservation>, Vec<ReservationLine>)],
 ) -> Result<(), StoreError> {
     if reserved.is_empty() {
         return Ok(());

@@ -162,7 +162,7 @@ fn write_batches(
 ) {
     let mut writer = Writer {
         connection,
-        book: Book::default(),
+        book: Book::keeping_holds(),
         data_version: None,
         commits,
         book_reloads,
@@ -186,6 +186,9 @@ impl Writer {
                 .for_each(|(job, decision)| job.answer(decision)),
             Err(error) if jobs.len() == 1 => {
                 tracing::error!(%error, "a write batch failed and was rolled back");
+                if let Operation::Settle(settlement) = jobs[0].operation() {
+                    self.release_held(&settlement.reservation_id);
+                }
                 jobs.into_iter().for_each(|job| job.fail(error.clone()));
             }
             Err(error) => {
@@ -194,6 +197,19 @@ impl Writer {
                     self.commit_batch(vec![job]);
                 }
             }
+        }
+    }
+
+    /// Releases the hold in memory of a settlement that could not be written, if it had
+    /// one: its client is told an error and nothing is charged (see `book.rs`).
+    fn release_held(&mut self, reservation_id: &str) {
+        match self.book.release(reservation_id) {
+            Ok(true) => tracing::warn!(
+                reservation_id,
+                "the settlement of a hold in memory could not be written; the hold is released and nothing is charged"
+            ),
+            Ok(false) => {}
+            Err(error) => tracing::error!(%error, reservation_id, "releasing a hold in memory failed"),
         }
     }
 
@@ -250,6 +266,7 @@ impl Writer {
         });
         if result.is_ok() {
             self.commits.fetch_add(1, Ordering::Release);
+            self.book.committed();
         } else {
             self.book.clear();
             self.data_version = None;

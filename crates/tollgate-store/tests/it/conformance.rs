@@ -33,6 +33,10 @@ pub(crate) struct JournalRow {
 
 pub(crate) trait Backend {
     fn store(&self) -> &Store;
+    /// Whether the writer holds in memory the reservations written at their settlement
+    /// (`NewReservation::written_at_settlement`): SQLite's, whose one writer owns the
+    /// database.
+    fn keeps_holds(&self) -> bool;
     /// The organization's journal, oldest first.
     async fn journal(&self, org_id: &str) -> Vec<JournalRow>;
     /// Adds to one stored total directly, bypassing the journal.
@@ -1934,4 +1938,124 @@ pub(crate) async fn the_book_follows_writes_made_elsewhere(backend: &impl Backen
         ),
         "the counter as the table holds it decides: {refused:?}"
     );
+}
+
+/// Goal: a reservation written at its settlement holds its credit from the moment it is
+/// decided, on every backend. A backend that keeps holds in memory writes no row of it
+/// before its settlement, keeps the hold through a reload of its book (a grant written
+/// beside the writer), and writes it with its settlement; one that does not writes it at
+/// once. Either way the ledger ends the same, to the nano-dollar.
+pub(crate) async fn a_reservation_written_at_its_settlement_holds_from_its_decision(backend: &impl Backend) {
+    let store = backend.store();
+    let org = create_org(store, "acme").await;
+    grant(store, &org, "lot_a", LotKind::Purchase, cents(100), at(0), None).await;
+    let mut held = new_reservation(&org, "rsv_held", cents(60), at(1), at(100));
+    held.written_at_settlement = true;
+    let (reserved, commit) = store.reserve_decided(held).await.expect("decided");
+    assert_eq!(reserved.held_in_memory, backend.keeps_holds());
+    commit
+        .committed()
+        .await
+        .expect("nothing left to write, or written");
+    assert_eq!(
+        store.pending_reservation_count(Some(&org.org_id)).await.unwrap(),
+        usize::from(!backend.keeps_holds()),
+        "a row only where holds are written"
+    );
+    let refused = store
+        .reserve(new_reservation(&org, "rsv_more", cents(60), at(2), at(100)))
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Err(TxError::Rejected(ReserveRejection::InsufficientCredit(InsufficientCredit { available, .. })))
+                if available == cents(40)
+        ),
+        "the hold counts at once: {refused:?}"
+    );
+    // Written beside the writer: SQLite's writer drops its book and loads it again.
+    grant(store, &org, "lot_b", LotKind::Purchase, cents(10), at(3), None).await;
+    let refused = store
+        .reserve(new_reservation(&org, "rsv_more", cents(60), at(4), at(100)))
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Err(TxError::Rejected(ReserveRejection::InsufficientCredit(InsufficientCredit { available, .. })))
+                if available == cents(50)
+        ),
+        "the hold outlives the reload: {refused:?}"
+    );
+    let settled = store
+        .settle(settlement(&org, "rsv_held", cents(45), at(5)))
+        .await
+        .expect("settled");
+    assert_eq!((settled.charged, settled.released), (cents(45), cents(15)));
+    assert!(
+        store
+            .settle(settlement(&org, "rsv_held", cents(45), at(6)))
+            .await
+            .expect("ended once")
+            .already_ended
+    );
+    let balance = store.balance(&org.org_id, at(7)).await.unwrap();
+    assert_eq!((balance.held, balance.spent), (NanoUsd::ZERO, cents(45)));
+    assert_eq!(
+        usage_rows(&backend.journal(&org.org_id).await),
+        vec![("lot_a".to_owned(), cents(45))]
+    );
+    assert_eq!(store.usage_records(&org.org_id).await.unwrap().len(), 1);
+    assert_healthy(store).await;
+}
+
+/// Goal: a reservation held in memory whose settlement cannot be written (here its usage
+/// record names another organization, which the store refuses once it has started writing
+/// the reservation) releases its credit: nothing of it is written, nothing is charged, and
+/// the next request may use the credit. Where holds are written, the reservation stays
+/// pending instead, as any whose settlement failed.
+pub(crate) async fn a_hold_in_memory_whose_settlement_fails_is_released(backend: &impl Backend) {
+    let store = backend.store();
+    let org = create_org(store, "acme").await;
+    grant(store, &org, "lot_a", LotKind::Purchase, cents(100), at(0), None).await;
+    store
+        .reserve(new_reservation(&org, "rsv_before", cents(10), at(1), at(100)))
+        .await
+        .unwrap();
+    store
+        .settle(settlement(&org, "rsv_before", cents(10), at(1)))
+        .await
+        .unwrap();
+    let mut held = new_reservation(&org, "rsv_held", cents(60), at(2), at(100));
+    held.written_at_settlement = true;
+    let (_, commit) = store.reserve_decided(held).await.expect("decided");
+    commit.committed().await.expect("held");
+    let other = create_org(store, "other").await;
+    let mut misfiled = settlement(&org, "rsv_held", cents(45), at(3));
+    misfiled.record = usage_record(&other, "req_rsv_held", cents(45), at(3), at(3));
+    let failed = store.settle(misfiled).await;
+    assert!(
+        matches!(failed, Err(StoreError::Invariant(_))),
+        "another organization's record: {failed:?}"
+    );
+    let balance = store.balance(&org.org_id, at(4)).await.unwrap();
+    assert_eq!(balance.spent, cents(10), "nothing of it charged");
+    assert_eq!(store.usage_records(&org.org_id).await.unwrap().len(), 1);
+    if backend.keeps_holds() {
+        assert_eq!(balance.held, NanoUsd::ZERO);
+        store
+            .reserve(new_reservation(&org, "rsv_after", cents(90), at(5), at(100)))
+            .await
+            .expect("the released credit funds the next request");
+        store
+            .settle(settlement(&org, "rsv_after", cents(90), at(6)))
+            .await
+            .unwrap();
+    } else {
+        assert_eq!(balance.held, cents(60), "still pending");
+        store
+            .settle(settlement(&org, "rsv_held", cents(45), at(6)))
+            .await
+            .unwrap();
+    }
+    assert_healthy(store).await;
 }

@@ -98,6 +98,7 @@ pub(crate) fn new_reservation(
         created_at,
         deadline,
         spend_limits: SpendLimits::default(),
+        written_at_settlement: false,
     }
 }
 

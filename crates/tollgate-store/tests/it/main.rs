@@ -149,6 +149,8 @@ macro_rules! the_conformance_suite {
             a_failing_operation_leaves_its_neighbours_whole,
             stored_responses_share_batches_and_fail_alone,
             a_reservation_decided_but_not_written_says_so_at_commit,
+            a_reservation_written_at_its_settlement_holds_from_its_decision,
+            a_hold_in_memory_whose_settlement_fails_is_released,
             an_operation_failing_midway_is_undone_alone,
             refusals_inside_a_batch_keep_their_neighbours_changes,
             settlements_and_reservations_mixed_in_batches_all_land,

@@ -128,6 +128,10 @@ impl Backend for PostgresBackend {
         &self.store
     }
 
+    fn keeps_holds(&self) -> bool {
+        false
+    }
+
     async fn journal(&self, org_id: &str) -> Vec<JournalRow> {
         let mut connection = self.raw_connection().await;
         let rows = sqlx::query(

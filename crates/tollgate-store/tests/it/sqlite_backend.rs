@@ -61,6 +61,10 @@ impl Backend for SqliteBackend {
         &self.store
     }
 
+    fn keeps_holds(&self) -> bool {
+        true
+    }
+
     async fn journal(&self, org_id: &str) -> Vec<JournalRow> {
         let mut connection = self.raw_connection().await;
         let rows = sqlx::query(

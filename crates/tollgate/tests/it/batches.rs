@@ -686,6 +686,7 @@ async fn a_stalled_runners_late_result_is_not_settled() {
                 ..Multipliers::default()
             },
             priced_at: claimed.batch_created_at,
+            settled_before_reply: false,
         };
         let claim = BatchClaim {
             attempt: claimed.attempt,

@@ -156,6 +156,7 @@ async fn the_reaper_voids_reservations_of_requests_that_never_ended() {
                 attribution: &Attribution::default(),
                 multipliers: Default::default(),
                 priced_at: app.tollgate.now(),
+                settled_before_reply: false,
             },
         )
         .await
@@ -214,6 +215,7 @@ async fn a_request_dropped_while_its_hold_is_written_leaves_no_hold() {
         attribution: &attribution,
         multipliers: Default::default(),
         priced_at: app.tollgate.now(),
+        settled_before_reply: false,
     };
     // A first request fills the limit caches, so that the next ones reach their holds at
     // their first poll.

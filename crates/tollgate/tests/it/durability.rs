@@ -154,10 +154,11 @@ fn acknowledged_id(response: &reqwest::Response) -> String {
 
 /// Goal: every request answered 200 before a `kill -9` of the server (default durability
 /// settings, SQLite) has exactly one usage record after it, a success with a positive
-/// cost, and the charges are in the balance; the ledger checks clean. Restarted on the
-/// same data, the server serves, its reaper voids the holds of the requests that were in
-/// flight at the kill (each ends with one record, charged at most once), and the balance
-/// is whole: available + spent = granted, spent = the usage records' costs.
+/// cost, and the charges are in the balance; the ledger checks clean. The requests in flight
+/// at the kill (whole replies, whose credit SQLite holds in memory until their settlement)
+/// left no hold and no record behind. Restarted on the same data, the server serves, its
+/// reaper finds nothing to void, and the balance is whole: available + spent = granted,
+/// spent = the usage records' costs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_gateway_keeps_every_charge_it_acknowledged() {
     const CLIENTS: usize = 8;
@@ -264,6 +265,10 @@ async fn a_killed_gateway_keeps_every_charge_it_acknowledged() {
         "acknowledged charges {acknowledged_cost} are spent ({spent})"
     );
     assert_eq!(available + held + spent + expired, granted, "nothing lost");
+    assert_eq!(
+        held, 0,
+        "the requests in flight at the kill held their credit in memory only"
+    );
 
     // Restarted on the same data: it serves, and its reaper ends what the kill cut short.
     let server = Server::start(dir, &config);
