@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 use tollgate_core::Timestamp;
 
-use crate::book::{Decision, Operation};
+use crate::book::{Decision, HeldInMemory, Operation};
 use crate::codec::invariant;
 use crate::error::{StoreError, TxError};
 use crate::journal::{Overdue, abandonment};
@@ -112,6 +112,8 @@ pub(crate) struct WriterQueue {
     /// How many times the writer dropped a book it held because another connection wrote
     /// (SQLite's; PostgreSQL's book lasts one batch and is never counted).
     book_reloads: Arc<AtomicU64>,
+    /// What the writer's book holds in memory on each lot (SQLite's; empty on PostgreSQL).
+    held_in_memory: HeldInMemory,
 }
 
 impl WriterQueue {
@@ -119,12 +121,22 @@ impl WriterQueue {
     pub(crate) fn new() -> (WriterQueue, mpsc::Receiver<Job>) {
         let (sender, receiver) = mpsc::channel(QUEUE_CAPACITY);
         let book_reloads = Arc::default();
-        (WriterQueue { sender, book_reloads }, receiver)
+        let queue = WriterQueue {
+            sender,
+            book_reloads,
+            held_in_memory: HeldInMemory::default(),
+        };
+        (queue, receiver)
     }
 
     /// The writer's count of books dropped (see the field).
     pub(crate) fn book_reloads(&self) -> Arc<AtomicU64> {
         self.book_reloads.clone()
+    }
+
+    /// What the writer's book holds in memory on each lot (see the field).
+    pub(crate) fn held_in_memory(&self) -> HeldInMemory {
+        self.held_in_memory.clone()
     }
 
     /// The reservation as soon as the book has decided it, and its commit to await; a

@@ -30,10 +30,14 @@
 //! book (`clear`) keeps the layer: after a reload from the tables, the holds still count.
 //! A batch that fails puts back the holds its settlements had taken; a settlement that
 //! fails on its own releases its hold (`release`): its client is told an error and is not
-//! charged. What a crash loses is only holds whose clients had been told nothing.
+//! charged. What a crash loses is only holds whose clients had been told nothing. What the
+//! layer holds on each lot is published (`HeldInMemory`) for the scripts beside the writer
+//! that take credit away (expiry, a purchase's reversal), which leave it as they leave what
+//! a written reservation holds.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use tollgate_core::Timestamp;
 use tollgate_core::ledger::{self, Account, AccountId, Lot, ReservationLine, TransferError};
@@ -130,6 +134,45 @@ impl Held {
     }
 }
 
+/// What a writer's book holds in memory on each lot account (debits pending), for the
+/// scripts beside the writer that take credit away: they count it as held. It grows only
+/// while the writer holds the write lock (a decision), and shrinks only after the write
+/// that replaces it has committed (or the hold is released), so a script holding the write
+/// lock never sees less than is held. Cheap to clone; empty where holds are written.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct HeldInMemory(Arc<Mutex<HashMap<AccountId, NanoUsd>>>);
+
+impl HeldInMemory {
+    /// The lot as credit-removing scripts must see it: its row, with what is held in memory
+    /// on it added to its pending debits.
+    pub(crate) fn lot(&self, lot: &Lot) -> Lot {
+        let held = self.lots().get(&lot.account.id).copied().unwrap_or(NanoUsd::ZERO);
+        let mut lot = lot.clone();
+        lot.account.debits_pending = lot.account.debits_pending.saturating_add(held);
+        lot
+    }
+
+    fn shift(&self, held: &Held, add: bool) {
+        let mut lots = self.lots();
+        for line in &held.lines {
+            let total = lots.entry(line.lot_account).or_insert(NanoUsd::ZERO);
+            *total = if add {
+                total.saturating_add(line.amount)
+            } else {
+                NanoUsd::from_nanos(total.nanos().saturating_sub(line.amount.nanos())).max(NanoUsd::ZERO)
+            };
+            if !total.is_positive() {
+                lots.remove(&line.lot_account);
+            }
+        }
+    }
+
+    fn lots(&self) -> std::sync::MutexGuard<'_, HashMap<AccountId, NanoUsd>> {
+        // Every update leaves the map whole, so a panic elsewhere cannot corrupt it.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 /// The holds kept in memory, and what they add to the accounts and counters the book
 /// mirrors (see the module's documentation).
 #[derive(Default)]
@@ -142,6 +185,9 @@ struct InMemory {
     user_counters: HashMap<UserCounterKey, NanoUsd>,
     /// Taken by the batch's settlements: put back if the batch fails.
     taken: Vec<Held>,
+    /// What the layer holds on each lot, published (taken holds stay there until their
+    /// batch commits).
+    published: HeldInMemory,
 }
 
 impl InMemory {
@@ -170,11 +216,12 @@ impl InMemory {
     /// counters.
     fn add(&mut self, held: Held) -> Result<(), StoreError> {
         self.shift(&held, true)?;
+        self.published.shift(&held, true);
         self.held.insert(held.reservation.reservation_id.clone(), held);
         Ok(())
     }
 
-    /// Takes a hold away, to be written (or released).
+    /// Takes a hold away, to be written (or released: then unpublish it too).
     fn take(&mut self, reservation_id: &str) -> Result<Option<Held>, StoreError> {
         let Some(held) = self.held.remove(reservation_id) else {
             return Ok(None);
@@ -395,9 +442,13 @@ impl<'a> Operation<'a> {
 impl Book {
     /// A book that holds in memory the reservations that ask for it (see the module's
     /// documentation): for a backend whose one writer owns the database.
-    pub(crate) fn keeping_holds() -> Book {
+    pub(crate) fn keeping_holds(published: HeldInMemory) -> Book {
         Book {
             keeps_holds: true,
+            in_memory: InMemory {
+                published,
+                ..InMemory::default()
+            },
             ..Book::default()
         }
     }
@@ -407,8 +458,15 @@ impl Book {
     pub(crate) fn clear(&mut self) {
         let mut in_memory = std::mem::take(&mut self.in_memory);
         for held in std::mem::take(&mut in_memory.taken) {
-            if let Err(error) = in_memory.add(held) {
-                tracing::error!(%error, "a hold in memory could not be put back");
+            // Still published: only a commit unpublishes what a batch took.
+            let restored = in_memory.shift(&held, true);
+            match restored {
+                Ok(()) => {
+                    in_memory
+                        .held
+                        .insert(held.reservation.reservation_id.clone(), held);
+                }
+                Err(error) => tracing::error!(%error, "a hold in memory could not be put back"),
             }
         }
         *self = Book {
@@ -421,7 +479,11 @@ impl Book {
     /// Releases a hold in memory whose settlement could not be written (its client is told
     /// an error, and nothing is charged). Anything else: nothing changes.
     pub(crate) fn release(&mut self, reservation_id: &str) -> Result<bool, StoreError> {
-        Ok(self.in_memory.take(reservation_id)?.is_some())
+        let Some(held) = self.in_memory.take(reservation_id)? else {
+            return Ok(false);
+        };
+        self.in_memory.published.shift(&held, false);
+        Ok(true)
     }
 
     /// Open reservations the book knows, so that a caller can bound its memory.
@@ -437,7 +499,9 @@ impl Book {
     /// The batch committed: the holds in memory its settlements wrote are gone for good
     /// (until now, `clear` would put them back).
     pub(crate) fn committed(&mut self) {
-        self.in_memory.taken.clear();
+        for held in std::mem::take(&mut self.in_memory.taken) {
+            self.in_memory.published.shift(&held, false);
+        }
     }
 
     /// The reservations the operations end that the book does not hold.

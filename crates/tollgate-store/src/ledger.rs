@@ -34,6 +34,7 @@ use tollgate_core::money::NanoUsd;
 
 use crate::audit_log::AuditLog;
 use crate::batching::reap_overdue;
+use crate::book::HeldInMemory;
 use crate::codec::{invariant, millis, truncate_to_millis};
 use crate::dialect::{Dialect, retrying};
 use crate::error::{StoreError, TxError};
@@ -178,8 +179,10 @@ where
     }
 
     /// Moves the unreserved remainder of every expired lot to its organization's expired
-    /// account, one organization per write transaction (holding it).
+    /// account, one organization per write transaction (holding it). What the writer's book
+    /// holds in memory counts as reserved.
     async fn expire_lots(&self, now: Timestamp) -> Result<usize, StoreError> {
+        let held = &self.hot_writer().held_in_memory();
         // A pre-filter that compares and never computes: a lot whose posted debits have
         // reached its credits has nothing left to expire. `expiry_amount` decides the rest.
         let rows = sqlx::query(
@@ -198,7 +201,7 @@ where
             let org_id = org_id.as_str();
             moved += retrying::<Self, _, _, _, _>(|| async move {
                 let mut transaction = self.begin_write().await?;
-                let moved = Self::expire_in(&mut transaction, org_id, now).await?;
+                let moved = Self::expire_in(&mut transaction, org_id, held, now).await?;
                 transaction.commit().await.map_err(Self::store_error)?;
                 Ok::<_, StoreError>(moved)
             })
@@ -208,10 +211,11 @@ where
     }
 
     /// Expires one organization's expired lots inside the caller's write transaction,
-    /// holding the organization first.
+    /// holding the organization first, leaving what is held on them (`held`: in memory).
     async fn expire_in(
         connection: &mut <Self::Db as Database>::Connection,
         org_id: &str,
+        held: &HeldInMemory,
         now: Timestamp,
     ) -> Result<usize, StoreError> {
         if !Self::lock_organization(&mut *connection, org_id).await? {
@@ -231,7 +235,7 @@ where
         let mut expiring = Vec::new();
         for row in &rows {
             let view = lot_view_from_row(row)?;
-            if let Some(amount) = ledger::expiry_amount(&view.lot, now) {
+            if let Some(amount) = ledger::expiry_amount(&held.lot(&view.lot), now) {
                 expiring.push((view, amount));
             }
         }

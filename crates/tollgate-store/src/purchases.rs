@@ -30,6 +30,7 @@ use tollgate_core::money::NanoUsd;
 use tollgate_core::refunds::{PurchaseReversals, ReversalKind, plan_reversal};
 
 use crate::audit_log::AuditLog;
+use crate::book::HeldInMemory;
 use crate::codec::{invariant, millis, truncate_to_millis};
 use crate::dialect::{Dialect, retrying};
 use crate::error::{StoreError, TxError};
@@ -191,7 +192,7 @@ where
                         &mut transaction,
                         purchase_id,
                         &event.event_id,
-                        reversal,
+                        (reversal, &self.hot_writer().held_in_memory()),
                         actor,
                         now,
                     )
@@ -646,7 +647,7 @@ where
         connection: &mut <Self::Db as Database>::Connection,
         purchase_id: &str,
         event_id: &str,
-        reversal: &Reversal,
+        (reversal, held): (&Reversal, &HeldInMemory),
         actor: &str,
         now: Timestamp,
     ) -> Result<Purchase, StoreError> {
@@ -674,7 +675,8 @@ where
             amount: purchase.amount,
             refunded: purchase.refunded,
             disputed: purchase.disputed,
-            lot_available: lot.lot.account.available(),
+            // What the writer's book holds in memory on the lot stays, as a written hold does.
+            lot_available: held.lot(&lot.lot).account.available(),
         };
         let Some(plan) = plan_reversal(state, reversal.claim) else {
             return Ok(purchase);

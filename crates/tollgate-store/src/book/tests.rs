@@ -16,8 +16,9 @@
 //! `balance` from the rows alone, `rows spent WORKSPACE` as `spent`; `reload` drops the
 //! book and loads it again from its rows, as after another connection's commit; `fail
 //! settle ID COST` settles in a batch that then fails (the rows as before it); `release ID`
-//! answers whether a hold in memory was released. A settlement that writes a hold in memory
-//! says so (`… written now`).
+//! answers whether a hold in memory was released; `published` answers what the book
+//! publishes as held in memory on each lot (`LOT:AMOUNT …`, or `nothing`). A settlement that
+//! writes a hold in memory says so (`… written now`).
 
 use tollgate_core::Timestamp;
 use tollgate_core::ledger::{Account, AccountId, AccountKind, Lot, LotKind};
@@ -94,7 +95,7 @@ impl World {
             .iter()
             .map(|lot| (lot.account.id, lot.lot_id.clone()))
             .collect();
-        let mut book = Book::keeping_holds();
+        let mut book = Book::keeping_holds(HeldInMemory::default());
         book.load_org(ORG.to_owned(), lots, spend);
         book.load_month(ORG.to_owned(), month_key(at()), []);
         World {
@@ -169,6 +170,19 @@ impl World {
                 self.failing = false;
                 reload(&mut self.book, rows);
                 format!("rolled back after {settled}")
+            }
+            ["published"] => {
+                let published = self.book.in_memory.published.lots().clone();
+                let mut parts: Vec<String> = published
+                    .iter()
+                    .map(|(id, amount)| format!("{}:{}", self.lot_name(*id), amount.nanos()))
+                    .collect();
+                parts.sort();
+                if parts.is_empty() {
+                    "nothing".to_owned()
+                } else {
+                    parts.join(" ")
+                }
             }
             ["release", id] => match self.book.release(id) {
                 Ok(true) => "released".to_owned(),
@@ -840,11 +854,11 @@ proptest::proptest! {
 
     /// Goal: a book that keeps holds in memory, reloaded and failing batches at random,
     /// decides every operation as a book that writes every hold does, sees the same
-    /// accounts and counters after each, and once every reservation has ended its rows
-    /// are the other's rows.
+    /// accounts and counters after each (and publishes what it holds in memory on each
+    /// lot), and once every reservation has ended its rows are the other's rows.
     #[test]
     fn holds_in_memory_decide_and_end_as_written_holds_do(steps in proptest::collection::vec(step(), 1..60)) {
-        let mut keeping = limited_book(Book::keeping_holds());
+        let mut keeping = limited_book(Book::keeping_holds(HeldInMemory::default()));
         let mut writing = limited_book(Book::default());
         let limits = SpendLimits { workspace: Some(NanoUsd::from_nanos(700)), ..SpendLimits::default() };
         let mut open: Vec<String> = Vec::new();
@@ -921,6 +935,14 @@ proptest::proptest! {
                 }
             }
             assert_eq!(seen(&keeping), seen(&writing));
+            let layer: HashMap<AccountId, NanoUsd> = keeping
+                .in_memory
+                .accounts
+                .iter()
+                .filter(|(_, (debits, _))| debits.is_positive())
+                .map(|(id, (debits, _))| (*id, *debits))
+                .collect();
+            assert_eq!(*keeping.in_memory.published.lots(), layer, "published as held");
         }
         for id in std::mem::take(&mut open) {
             open.push(id);
@@ -946,5 +968,22 @@ fn a_hold_written_and_committed_stays_written_through_a_reload() {
          reload        => reloaded
          balance       => a:5 spend pending 0 posted 5
          spent w       => settled 5 held 0",
+    );
+}
+
+#[test]
+fn what_is_held_in_memory_is_published_until_its_write_commits() {
+    check(
+        "lot a 10
+         lot b 5",
+        "hold r1 w 12      => a:10 b:2
+         published         => a:10 b:2
+         fail settle r1 5  => rolled back after charged 5 released 7 written now
+         published         => a:10 b:2
+         settle r1 5       => charged 5 released 7 written now
+         published         => nothing
+         hold r2 w 3       => a:3
+         release r2        => released
+         published         => nothing",
     );
 }

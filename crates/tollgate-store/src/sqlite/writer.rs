@@ -48,7 +48,8 @@ use tollgate_core::usage::Speed;
 
 use crate::batching::{Job, WriterQueue, answer_decided, observe_batch, take_batch};
 use crate::book::{
-    Book, Decision, Delta, Ended, LoadedReservation, OpenReservation, Operation, Posted, UserCounterKey,
+    Book, Decision, Delta, Ended, HeldInMemory, LoadedReservation, OpenReservation, Operation, Posted,
+    UserCounterKey,
 };
 use crate::codec::{attempts_to_sql, label_text};
 use crate::error::StoreError;
@@ -92,10 +93,10 @@ pub(crate) fn start(path: &Path, sync_interval: Duration) -> Result<WriterQueue,
             .map_err(|error| StoreError::Database(format!("cannot start the syncer thread: {error}")))?;
     }
     let (queue, receiver) = WriterQueue::new();
-    let book_reloads = queue.book_reloads();
+    let (book_reloads, held_in_memory) = (queue.book_reloads(), queue.held_in_memory());
     std::thread::Builder::new()
         .name("tollgate-writer".into())
-        .spawn(move || write_batches(connection, receiver, commits, book_reloads))
+        .spawn(move || write_batches(connection, receiver, commits, book_reloads, held_in_memory))
         .map_err(|error| StoreError::Database(format!("cannot start the writer thread: {error}")))?;
     Ok(queue)
 }
@@ -159,10 +160,11 @@ fn write_batches(
     mut receiver: mpsc::Receiver<Job>,
     commits: Arc<AtomicU64>,
     book_reloads: Arc<AtomicU64>,
+    held_in_memory: HeldInMemory,
 ) {
     let mut writer = Writer {
         connection,
-        book: Book::keeping_holds(),
+        book: Book::keeping_holds(held_in_memory),
         data_version: None,
         commits,
         book_reloads,

@@ -2059,3 +2059,54 @@ pub(crate) async fn a_hold_in_memory_whose_settlement_fails_is_released(backend:
     }
     assert_healthy(store).await;
 }
+
+/// Goal: expiry leaves what a reservation held in memory holds on an expiring lot, as it
+/// leaves what a written one holds (`expiry_moves_only_the_unreserved_remainder`): the
+/// sweep beside the writer counts the writer's holds in memory as reserved. The ledger ends
+/// the same on every backend.
+pub(crate) async fn expiry_leaves_what_a_hold_in_memory_holds(backend: &impl Backend) {
+    let store = backend.store();
+    let org = create_org(store, "acme").await;
+    grant(
+        store,
+        &org,
+        "lot_expiring",
+        LotKind::Purchase,
+        usd(10),
+        at(0),
+        Some(at(10)),
+    )
+    .await;
+    grant(store, &org, "lot_forever", LotKind::Purchase, usd(5), at(0), None).await;
+    for (reservation_id, amount) in [("rsv_settled", usd(3)), ("rsv_voided", usd(4))] {
+        let mut held = new_reservation(&org, reservation_id, amount, at(1), at(60));
+        held.written_at_settlement = true;
+        let (reserved, commit) = store.reserve_decided(held).await.unwrap();
+        assert_eq!(reserved.held_in_memory, backend.keeps_holds());
+        commit.committed().await.unwrap();
+    }
+    assert_eq!(store.expire_lots(at(10)).await.unwrap(), 1);
+    assert_eq!(store.balance(&org.org_id, at(10)).await.unwrap().expired, usd(3));
+    assert_eq!(store.expire_lots(at(11)).await.unwrap(), 0, "the holds stay");
+    let outcome = store
+        .settle(settlement(&org, "rsv_settled", usd(1), at(12)))
+        .await
+        .unwrap();
+    assert_eq!(outcome.charged, usd(1));
+    store
+        .settle(settlement(&org, "rsv_voided", NanoUsd::ZERO, at(13)))
+        .await
+        .unwrap();
+    assert_eq!(store.expire_lots(at(14)).await.unwrap(), 1);
+    assert_eq!(
+        store.balance(&org.org_id, at(15)).await.unwrap(),
+        BalanceView {
+            available: usd(5),
+            held: NanoUsd::ZERO,
+            spent: usd(1),
+            expired: usd(9),
+            granted: usd(15),
+        }
+    );
+    assert_healthy(store).await;
+}

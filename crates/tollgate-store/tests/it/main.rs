@@ -69,6 +69,7 @@ macro_rules! the_conformance_suite {
             reaper_ends_more_than_one_batch,
             extended_reservations_outlive_their_first_deadline,
             expiry_moves_only_the_unreserved_remainder,
+            expiry_leaves_what_a_hold_in_memory_holds,
             audit_detects_a_tampered_account,
             keys_are_inserted_found_listed_and_updated,
             usage_records_round_trip,
