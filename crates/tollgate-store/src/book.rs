@@ -111,18 +111,6 @@ impl Held {
         )
     }
 
-    fn user_counter_key(&self) -> Option<UserCounterKey> {
-        let reservation = &self.reservation;
-        reservation.user_id.as_ref().map(|user_id| {
-            (
-                reservation.org_id.clone(),
-                reservation.workspace_id.clone(),
-                user_id.clone(),
-                month_key(reservation.created_at),
-            )
-        })
-    }
-
     fn reserved(&self) -> Reservation {
         Reservation {
             id: self.reservation.reservation_id.clone(),
@@ -272,7 +260,7 @@ impl InMemory {
         } else {
             workspaces.remove(&workspace_id);
         }
-        if let Some(key) = held.user_counter_key() {
+        if let Some(key) = user_counter_key(held) {
             let now = moved(self.user_counter(&key), amount)?;
             if now.is_positive() {
                 self.user_counters.insert(key, now);
@@ -591,16 +579,9 @@ impl Book {
         let mut missing: Vec<UserCounterKey> = operations
             .iter()
             .filter_map(|operation| match operation {
-                Operation::Reserve(reservation) => reservation.user_id.as_ref().map(|user_id| {
-                    (
-                        reservation.org_id.clone(),
-                        reservation.workspace_id.clone(),
-                        user_id.clone(),
-                        month_key(reservation.created_at),
-                    )
-                }),
+                Operation::Reserve(reservation) => user_counter_key(*reservation),
                 Operation::Settle(settlement) => match self.in_memory.held.get(&settlement.reservation_id) {
-                    Some(held) => held.user_counter_key(),
+                    Some(held) => user_counter_key(&held.reservation),
                     None => self
                         .open
                         .get(&settlement.reservation_id)
@@ -656,10 +637,7 @@ impl Book {
                 .iter()
                 .map(|(workspace_id, counter)| (workspace_id.clone(), *counter)),
         )?;
-        let user_key = reservation
-            .user_id
-            .as_ref()
-            .map(|user_id| (org_id.to_owned(), workspace_id.to_owned(), user_id.clone(), month));
+        let user_key = user_counter_key(reservation);
         let user_before = match &user_key {
             Some(key) => self.user_counter(key)?,
             None => None,
@@ -735,8 +713,7 @@ impl Book {
             .unwrap_or_default()
             .hold(workspace_id, reservation.amount)?;
         self.set_counter(delta, (org_id.to_owned(), workspace_id.to_owned(), month), now)?;
-        if let Some(user_id) = &reservation.user_id {
-            let key = (org_id.to_owned(), workspace_id.to_owned(), user_id.clone(), month);
+        if let Some(key) = user_counter_key(reservation) {
             let now = self
                 .user_counter(&key)?
                 .unwrap_or_default()
@@ -1044,16 +1021,51 @@ fn without_held(counter: SpendCounter, held: NanoUsd) -> SpendCounter {
     }
 }
 
-/// The counter an open reservation holds on for its user, if a user's key made it.
-fn user_counter_key(open: &OpenReservation) -> Option<UserCounterKey> {
-    open.user_id.as_ref().map(|user_id| {
+/// The counter a reservation holds on for its user, if a user's key made it.
+fn user_counter_key(reservation: &impl Reserved) -> Option<UserCounterKey> {
+    let (org_id, workspace_id, user_id, created_at) = reservation.whose();
+    user_id.map(|user_id| {
         (
-            open.org_id.clone(),
-            open.workspace_id.clone(),
-            user_id.clone(),
-            month_key(open.created_at),
+            org_id.to_owned(),
+            workspace_id.to_owned(),
+            user_id.to_owned(),
+            month_key(created_at),
         )
     })
+}
+
+/// A reservation, new, open or held in memory: whose counters it holds on.
+trait Reserved {
+    /// Its organization, workspace, user (if a user's key made it) and creation.
+    fn whose(&self) -> (&str, &str, Option<&str>, Timestamp);
+}
+
+impl Reserved for NewReservation {
+    fn whose(&self) -> (&str, &str, Option<&str>, Timestamp) {
+        (
+            &self.org_id,
+            &self.workspace_id,
+            self.user_id.as_deref(),
+            self.created_at,
+        )
+    }
+}
+
+impl Reserved for Held {
+    fn whose(&self) -> (&str, &str, Option<&str>, Timestamp) {
+        self.reservation.whose()
+    }
+}
+
+impl Reserved for OpenReservation {
+    fn whose(&self) -> (&str, &str, Option<&str>, Timestamp) {
+        (
+            &self.org_id,
+            &self.workspace_id,
+            self.user_id.as_deref(),
+            self.created_at,
+        )
+    }
 }
 
 /// What the book decided for one operation.
