@@ -85,9 +85,24 @@ where
         .await
     }
 
+    /// The organization's lots, with what the writer's book holds in memory on each
+    /// counted as held.
     async fn lots(&self, org_id: &str) -> Result<Vec<LotView>, StoreError> {
         let mut connection = self.read_pool().acquire().await.map_err(Self::store_error)?;
-        Self::load_lots(&mut connection, org_id).await
+        let lots = Self::load_lots(&mut connection, org_id).await?;
+        Ok(self.with_held_in_memory(lots))
+    }
+
+    /// Lots as read, with what the writer's book holds in memory on each added to their
+    /// pending debits, as a written hold would be.
+    fn with_held_in_memory(&self, lots: Vec<LotView>) -> Vec<LotView> {
+        let held = self.hot_writer().held_in_memory();
+        lots.into_iter()
+            .map(|view| LotView {
+                lot: held.lot(&view.lot),
+                ..view
+            })
+            .collect()
     }
 
     async fn balance(&self, org_id: &str, now: Timestamp) -> Result<BalanceView, StoreError> {
@@ -98,7 +113,7 @@ where
         let expired = Self::load_system_account(&mut transaction, org_id, AccountKind::Expired).await?;
         transaction.commit().await.map_err(Self::store_error)?;
 
-        balance_view(org_id, lots, &spend, &expired, now)
+        balance_view(org_id, self.with_held_in_memory(lots), &spend, &expired, now)
     }
 
     /// Voids every pending reservation past its deadline, a page at a time, each as a

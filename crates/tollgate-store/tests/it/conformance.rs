@@ -1962,6 +1962,16 @@ pub(crate) async fn a_reservation_written_at_its_settlement_holds_from_its_decis
         usize::from(!backend.keeps_holds()),
         "a row only where holds are written"
     );
+    let balance = store.balance(&org.org_id, at(1)).await.unwrap();
+    assert_eq!(
+        (balance.available, balance.held),
+        (cents(40), cents(60)),
+        "balances show the hold wherever it is"
+    );
+    assert_eq!(
+        store.lots(&org.org_id).await.unwrap()[0].lot.account.available(),
+        cents(40)
+    );
     let refused = store
         .reserve(new_reservation(&org, "rsv_more", cents(60), at(2), at(100)))
         .await;
