@@ -125,9 +125,6 @@ pub struct OpenReservation {
     /// The reservation's commit while the caller has not awaited it (`take_commit`): the
     /// book decided it, its batch may still be writing it.
     commit: Option<ReservationCommit>,
-    /// The store holds it in memory only (`Reservation::held_in_memory`): a settlement
-    /// that cannot be written releases it, and is neither retried nor kept pending.
-    held_in_memory: bool,
 }
 
 impl OpenReservation {
@@ -180,7 +177,6 @@ impl Drop for OpenReservation {
             batch_claim: self.batch_claim.take(),
             owner: Owner(None),
             commit: self.commit.take(),
-            held_in_memory: self.held_in_memory,
         };
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             tracing::warn!(
@@ -515,7 +511,6 @@ impl Tollgate {
                 batch_claim: None,
                 owner: Owner(Some(self.clone())),
                 commit: Some(commit),
-                held_in_memory: reserved.held_in_memory,
             }),
             Err(error) => Err(self
                 .not_reserved(
@@ -785,7 +780,6 @@ impl Tollgate {
         let outcome = self.settle_with_retries(&open, settlement.clone()).await;
         if let Err(ServiceError::Store(error)) = &outcome
             && is_transient(error)
-            && !open.held_in_memory
         {
             // Kept (durably where possible) and written by a maintenance pass once the store
             // takes writes again; the heartbeat keeps the reaper off it meanwhile (`pending.rs`).
@@ -826,9 +820,6 @@ impl Tollgate {
         open: &OpenReservation,
         settlement: Settlement,
     ) -> Result<SettleOutcome, ServiceError> {
-        // A hold in memory is released by the writer when its settlement fails (the
-        // client is told an error): there is nothing to try again.
-        let attempts = if open.held_in_memory { 1 } else { SETTLE_ATTEMPTS };
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -843,7 +834,7 @@ impl Tollgate {
                     }
                     return Ok(outcome);
                 }
-                Err(error) if attempt < attempts && is_transient(&error) => {
+                Err(error) if attempt < SETTLE_ATTEMPTS && is_transient(&error) => {
                     tracing::warn!(%error, attempt, reservation_id = open.reservation_id, "settlement failed; retrying");
                     // 25, 50, 100, 200 ms: about a third of a second in all.
                     tokio::time::sleep(std::time::Duration::from_millis(25 << (attempt - 1))).await;
@@ -904,7 +895,6 @@ fn adopted(
         batch_claim: Some(claim),
         owner: Owner(None),
         commit: None,
-        held_in_memory: false,
     }
 }
 

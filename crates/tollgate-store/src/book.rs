@@ -112,13 +112,18 @@ impl Held {
     }
 
     fn reserved(&self) -> Reservation {
-        Reservation {
-            id: self.reservation.reservation_id.clone(),
-            org_id: self.reservation.org_id.clone(),
-            amount: self.reservation.amount,
-            lines: self.lines.clone(),
-            held_in_memory: true,
-        }
+        reserved(&self.reservation, self.lines.clone(), true)
+    }
+}
+
+/// What a reservation's caller is told once the book has made it.
+fn reserved(reservation: &NewReservation, lines: Vec<ReservationLine>, held_in_memory: bool) -> Reservation {
+    Reservation {
+        id: reservation.reservation_id.clone(),
+        org_id: reservation.org_id.clone(),
+        amount: reservation.amount,
+        lines,
+        held_in_memory,
     }
 }
 
@@ -665,8 +670,8 @@ impl Book {
                     |debit, credit| ledger::reserve(debit, credit, line.amount),
                 )?;
             }
-            let counter = self.month(org_id, month)?.get(workspace_id).copied();
-            counter
+            let key = (org_id.to_owned(), workspace_id.to_owned(), month);
+            self.counter(&key)?
                 .unwrap_or_default()
                 .hold(workspace_id, reservation.amount)?;
             user_before
@@ -683,13 +688,7 @@ impl Book {
         }
         self.hold(delta, reservation, &lines, spend_account)?;
         delta.reserved.push((Cow::Borrowed(reservation), lines.clone()));
-        Ok(Ok(Reservation {
-            id: reservation.reservation_id.clone(),
-            org_id: reservation.org_id.clone(),
-            amount: reservation.amount,
-            lines,
-            held_in_memory: false,
-        }))
+        Ok(Ok(reserved(reservation, lines, false)))
     }
 
     /// Writes a reservation's hold: its lines from their lots to the spend account, its
@@ -708,11 +707,12 @@ impl Book {
         }
         let (org_id, workspace_id) = (reservation.org_id.as_str(), reservation.workspace_id.as_str());
         let month = month_key(reservation.created_at);
-        let before = self.month(org_id, month)?.get(workspace_id).copied();
-        let now = before
+        let key = (org_id.to_owned(), workspace_id.to_owned(), month);
+        let now = self
+            .counter(&key)?
             .unwrap_or_default()
             .hold(workspace_id, reservation.amount)?;
-        self.set_counter(delta, (org_id.to_owned(), workspace_id.to_owned(), month), now)?;
+        self.set_counter(delta, key, now)?;
         if let Some(key) = user_counter_key(reservation) {
             let now = self
                 .user_counter(&key)?
@@ -812,14 +812,14 @@ impl Book {
             let now = before.end(&open.workspace_id, open.amount, plan.charged)?;
             self.set_user_counter(delta, user_key, now);
         }
-        let workspace_id = open.workspace_id;
-        let Some(before) = self.month(org_id, month)?.get(&workspace_id).copied() else {
+        let key = (org_id.to_owned(), open.workspace_id, month);
+        let Some(before) = self.counter(&key)? else {
             return Err(invariant(format!(
                 "pending reservation {reservation_id} has no spend counter for month {month}"
             )));
         };
-        let now = before.end(&workspace_id, open.amount, plan.charged)?;
-        self.set_counter(delta, (org_id.to_owned(), workspace_id, month), now)?;
+        let now = before.end(&key.1, open.amount, plan.charged)?;
+        self.set_counter(delta, key, now)?;
         delta.ended.push(Ended {
             reservation_id,
             state: ended_state(&plan),
@@ -919,19 +919,27 @@ impl Book {
         Ok(Cow::Owned(counters))
     }
 
+    /// A workspace's counter as decisions see it: its row and what is held in memory on
+    /// it (`None`: neither). Its month not loaded is a bug.
+    fn counter(&self, key: &CounterKey) -> Result<Option<SpendCounter>, StoreError> {
+        let (org_id, workspace_id, month) = key;
+        let row = self
+            .months
+            .get(&(org_id.clone(), *month))
+            .ok_or_else(|| {
+                invariant(format!(
+                    "the counters of {org_id} for month {month} were not loaded"
+                ))
+            })?
+            .get(workspace_id)
+            .copied();
+        with_held(row, self.in_memory.counter(key))
+    }
+
     /// A user's counter as decisions see it (`None`: no row yet, and nothing held in
     /// memory); not loaded is a bug.
     fn user_counter(&self, key: &UserCounterKey) -> Result<Option<SpendCounter>, StoreError> {
-        let row = self.user_counter_row(key)?;
-        let held = self.in_memory.user_counter(key);
-        if !held.is_positive() {
-            return Ok(row);
-        }
-        let counter = row.unwrap_or_default();
-        Ok(Some(SpendCounter {
-            held: add_held(counter.held, held)?,
-            ..counter
-        }))
+        with_held(self.user_counter_row(key)?, self.in_memory.user_counter(key))
     }
 
     fn user_counter_row(&self, key: &UserCounterKey) -> Result<Option<SpendCounter>, StoreError> {
@@ -998,6 +1006,18 @@ impl Book {
         delta.counters.entry(key).or_insert((before, row)).1 = row;
         Ok(())
     }
+}
+
+/// A counter as decisions see it: its row (`None`: none) with `held` in memory added.
+fn with_held(row: Option<SpendCounter>, held: NanoUsd) -> Result<Option<SpendCounter>, StoreError> {
+    if !held.is_positive() {
+        return Ok(row);
+    }
+    let counter = row.unwrap_or_default();
+    Ok(Some(SpendCounter {
+        held: add_held(counter.held, held)?,
+        ..counter
+    }))
 }
 
 fn add_held(total: NanoUsd, held: NanoUsd) -> Result<NanoUsd, StoreError> {

@@ -21,6 +21,11 @@ pub enum StoreError {
     /// A bug: the transaction was rolled back and logged instead of writing bad money.
     #[error("ledger invariant violated: {0}")]
     Invariant(String),
+    /// A settlement of a reservation held in memory could not be written (the error
+    /// says why): the hold was released and nothing is charged, so there is nothing left
+    /// to write, now or later.
+    #[error("the settlement could not be written and its hold in memory was released: {0}")]
+    Released(String),
 }
 
 impl StoreError {

@@ -316,7 +316,7 @@ impl Store {
     /// in the writer's book only (SQLite; `Reservation::held_in_memory`): its credit counts
     /// against every later admission at once, and its settlement writes it and ends it in
     /// one commit. If that settlement cannot be written, the hold is released and nothing
-    /// is charged. Balances and lots show the hold meanwhile, as they show a written one.
+    /// is charged (`StoreError::Released`). Balances and lots show the hold meanwhile, as they show a written one.
     pub async fn reserve_decided(
         &self,
         reservation: NewReservation,

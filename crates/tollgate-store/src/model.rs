@@ -246,7 +246,8 @@ pub struct Reservation {
     pub amount: NanoUsd,
     pub lines: Vec<ReservationLine>,
     /// Held in the writer's book only, not written: its settlement writes it, and a
-    /// settlement that cannot be written releases it (`NewReservation::written_at_settlement`).
+    /// settlement that cannot be written releases it (`StoreError::Released`;
+    /// `NewReservation::written_at_settlement`).
     pub held_in_memory: bool,
 }
 

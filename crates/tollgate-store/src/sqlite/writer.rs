@@ -188,9 +188,10 @@ impl Writer {
                 .for_each(|(job, decision)| job.answer(decision)),
             Err(error) if jobs.len() == 1 => {
                 tracing::error!(%error, "a write batch failed and was rolled back");
-                if let Operation::Settle(settlement) = jobs[0].operation() {
-                    self.release_held(&settlement.reservation_id);
-                }
+                let error = match jobs[0].operation() {
+                    Operation::Settle(settlement) => self.release_held(&settlement.reservation_id, error),
+                    _ => error,
+                };
                 jobs.into_iter().for_each(|job| job.fail(error.clone()));
             }
             Err(error) => {
@@ -203,15 +204,22 @@ impl Writer {
     }
 
     /// Releases the hold in memory of a settlement that could not be written, if it had
-    /// one: its client is told an error and nothing is charged (see `book.rs`).
-    fn release_held(&mut self, reservation_id: &str) {
+    /// one: its client is told an error and nothing is charged (see `book.rs`). The error
+    /// then says so (`StoreError::Released`), so that nobody tries to write it again.
+    fn release_held(&mut self, reservation_id: &str, error: StoreError) -> StoreError {
         match self.book.release(reservation_id) {
-            Ok(true) => tracing::warn!(
-                reservation_id,
-                "the settlement of a hold in memory could not be written; the hold is released and nothing is charged"
-            ),
-            Ok(false) => {}
-            Err(error) => tracing::error!(%error, reservation_id, "releasing a hold in memory failed"),
+            Ok(true) => {
+                tracing::warn!(
+                    reservation_id,
+                    "the settlement of a hold in memory could not be written; the hold is released and nothing is charged"
+                );
+                StoreError::Released(error.to_string())
+            }
+            Ok(false) => error,
+            Err(release) => {
+                tracing::error!(error = %release, reservation_id, "releasing a hold in memory failed");
+                error
+            }
         }
     }
 
