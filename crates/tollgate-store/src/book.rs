@@ -307,6 +307,16 @@ pub(crate) struct Ended<'a> {
     pub(crate) charged: NanoUsd,
 }
 
+/// A reservation to insert with its lines, and its end when the same batch ends it (a hold
+/// kept in memory, written with its settlement): such a row is inserted in its final state
+/// and never updated, so it never enters the indexes of pending reservations.
+#[derive(Debug)]
+pub(crate) struct NewRow<'a> {
+    pub(crate) reservation: Cow<'a, NewReservation>,
+    pub(crate) lines: Vec<ReservationLine>,
+    pub(crate) ended: Option<Ended<'a>>,
+}
+
 /// A usage transfer, to append to the journal.
 #[derive(Debug)]
 pub(crate) struct Posted<'a> {
@@ -350,7 +360,8 @@ pub(crate) type UserCounterChange<'d> = (&'d UserCounterKey, Option<SpendCounter
 #[derive(Default, Debug)]
 pub(crate) struct Delta<'a> {
     /// New reservations and their lines (a hold in memory's, owned: written when it ends).
-    pub(crate) reserved: Vec<(Cow<'a, NewReservation>, Vec<ReservationLine>)>,
+    pub(crate) reserved: Vec<NewRow<'a>>,
+    /// Ends of reservations written before this batch (`Delta::end`).
     pub(crate) ended: Vec<Ended<'a>>,
     pub(crate) posted: Vec<Posted<'a>>,
     /// Usage records and the reservation each ends.
@@ -366,7 +377,28 @@ pub(crate) struct Delta<'a> {
     ended_ids: HashSet<&'a str>,
 }
 
-impl Delta<'_> {
+impl<'a> Delta<'a> {
+    /// Ends a reservation: on its row when this batch has just inserted it (a hold in memory
+    /// is written by its settlement, right before it ends), otherwise as an update.
+    fn end(&mut self, ended: Ended<'a>) {
+        self.ended_ids.insert(ended.reservation_id);
+        match self.reserved.last_mut() {
+            Some(row) if row.ended.is_none() && row.reservation.reservation_id == ended.reservation_id => {
+                row.ended = Some(ended);
+            }
+            _ => self.ended.push(ended),
+        }
+    }
+
+    /// Every reservation this batch ends, whether its row is inserted or updated.
+    #[cfg(test)]
+    pub(crate) fn ends(&self) -> impl Iterator<Item = &Ended<'a>> {
+        self.reserved
+            .iter()
+            .filter_map(|row| row.ended.as_ref())
+            .chain(&self.ended)
+    }
+
     /// Every account that changed, as (before, now) in id order, each checked to have no
     /// negative total and no overdrawn lot.
     pub(crate) fn accounts(&self) -> Result<Vec<(Account, Account)>, StoreError> {
@@ -687,7 +719,11 @@ impl Book {
             return Ok(Ok(reserved));
         }
         self.hold(delta, reservation, &lines, spend_account)?;
-        delta.reserved.push((Cow::Borrowed(reservation), lines.clone()));
+        delta.reserved.push(NewRow {
+            reservation: Cow::Borrowed(reservation),
+            lines: lines.clone(),
+            ended: None,
+        });
         Ok(Ok(reserved(reservation, lines, false)))
     }
 
@@ -742,7 +778,11 @@ impl Book {
         };
         self.in_memory.taken.push(held.clone());
         self.hold(delta, &held.reservation, &held.lines, held.spend_account)?;
-        delta.reserved.push((Cow::Owned(held.reservation), held.lines));
+        delta.reserved.push(NewRow {
+            reservation: Cow::Owned(held.reservation),
+            lines: held.lines,
+            ended: None,
+        });
         Ok(())
     }
 
@@ -820,13 +860,12 @@ impl Book {
         };
         let now = before.end(&key.1, open.amount, plan.charged)?;
         self.set_counter(delta, key, now)?;
-        delta.ended.push(Ended {
+        delta.end(Ended {
             reservation_id,
             state: ended_state(&plan),
             ended_at: settlement.now,
             charged: plan.charged,
         });
-        delta.ended_ids.insert(reservation_id);
         delta.records.push((&settlement.record, reservation_id));
         let (lots, _) = self.lots(org_id)?;
         let month_spend = month_spend_of(

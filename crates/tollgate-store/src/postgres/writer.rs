@@ -20,7 +20,6 @@
 //! whole batch back, and its operations run again one by one, each as a batch of its own
 //! (`run_alone`), so the error reaches the operation it belongs to.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 
 use sqlx::pool::PoolConnection;
@@ -30,7 +29,7 @@ use tollgate_core::ledger::{AccountId, ReservationLine};
 use tollgate_core::money::NanoUsd;
 
 use crate::batching::{Job, WriterQueue, answer_decided, observe_batch, take_batch};
-use crate::book::{Book, Decision, Delta, Ended, LoadedReservation, OpenReservation, Operation};
+use crate::book::{Book, Decision, Delta, Ended, LoadedReservation, NewRow, OpenReservation, Operation};
 use crate::error::StoreError;
 use crate::model::{NewReservation, UsageRecord};
 use crate::postgres::ledger::{append_journal, load_lots_and_spend_accounts, write_changed_accounts};
@@ -330,37 +329,31 @@ async fn load_pending(
 /// Inserts the batch's reservations and their lines, in one statement.
 async fn insert_reservations(
     connection: &mut PgConnection,
-    reserved: &[(Cow<'_, NewReservation>, Vec<ReservationLine>)],
+    reserved: &[NewRow<'_>],
 ) -> Result<(), StoreError> {
     if reserved.is_empty() {
         return Ok(());
     }
     let column_of = |pick: fn(&NewReservation) -> i64| -> Vec<i64> {
-        reserved
-            .iter()
-            .map(|(reservation, _)| pick(reservation))
-            .collect()
+        reserved.iter().map(|row| pick(&row.reservation)).collect()
     };
     let text_of = |pick: fn(&NewReservation) -> &str| -> Vec<&str> {
-        reserved
-            .iter()
-            .map(|(reservation, _)| pick(reservation))
-            .collect()
+        reserved.iter().map(|row| pick(&row.reservation)).collect()
     };
     let api_key_ids: Vec<Option<&str>> = reserved
         .iter()
-        .map(|(reservation, _)| reservation.api_key_id.as_deref())
+        .map(|row| row.reservation.api_key_id.as_deref())
         .collect();
     let user_ids: Vec<Option<&str>> = reserved
         .iter()
-        .map(|(reservation, _)| reservation.user_id.as_deref())
+        .map(|row| row.reservation.user_id.as_deref())
         .collect();
     let lines: Vec<(&str, i64, &ReservationLine)> = reserved
         .iter()
-        .flat_map(|(reservation, lines)| {
-            lines.iter().enumerate().map(|(line_no, line)| {
+        .flat_map(|row| {
+            row.lines.iter().enumerate().map(|(line_no, line)| {
                 (
-                    reservation.reservation_id.as_str(),
+                    row.reservation.reservation_id.as_str(),
                     i64::try_from(line_no).unwrap_or(i64::MAX),
                     line,
                 )
@@ -371,13 +364,14 @@ async fn insert_reservations(
         "WITH reservation AS (
              INSERT INTO reservations
                  (id, org_id, workspace_id, api_key_id, request_id, model, amount, state, created_at,
-                  deadline, user_id)
+                  deadline, user_id, ended_at, charged)
              SELECT r.id, r.org_id, r.workspace_id, r.api_key_id, r.request_id, r.model, r.amount,
-                    'pending', r.created_at, r.deadline, r.user_id
+                    r.state, r.created_at, r.deadline, r.user_id, r.ended_at, r.charged
              FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                         $7::bigint[], $8::bigint[], $9::bigint[], $15::text[])
+                         $7::bigint[], $8::bigint[], $9::bigint[], $15::text[], $16::text[],
+                         $17::bigint[], $18::bigint[])
                   AS r (id, org_id, workspace_id, api_key_id, request_id, model, amount, created_at,
-                        deadline, user_id)
+                        deadline, user_id, state, ended_at, charged)
              RETURNING id
          ),
          lines AS (
@@ -421,6 +415,24 @@ async fn insert_reservations(
             .collect::<Vec<_>>(),
     )
     .bind(&user_ids)
+    .bind(
+        reserved
+            .iter()
+            .map(|row| row.ended.as_ref().map_or("pending", |ended| ended.state))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        reserved
+            .iter()
+            .map(|row| row.ended.as_ref().map(|ended| millis(ended.ended_at)))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        reserved
+            .iter()
+            .map(|row| row.ended.as_ref().map(|ended| ended.charged.nanos()))
+            .collect::<Vec<_>>(),
+    )
     .fetch_one(&mut *connection)
     .await
     .map_err(store_error)?;

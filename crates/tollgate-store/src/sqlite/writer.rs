@@ -48,13 +48,13 @@ use tollgate_core::usage::Speed;
 
 use crate::batching::{Job, WriterQueue, answer_decided, observe_batch, take_batch};
 use crate::book::{
-    Book, Decision, Delta, Ended, HeldInMemory, LoadedReservation, OpenReservation, Operation, Posted,
-    UserCounterKey,
+    Book, Decision, Delta, Ended, HeldInMemory, LoadedReservation, NewRow, OpenReservation, Operation,
+    Posted, UserCounterKey,
 };
 use crate::codec::{attempts_to_sql, label_text};
 use crate::error::StoreError;
 use crate::journal::{SpendCounter, check_read_back};
-use crate::model::{NewReservation, UsageRecord};
+use crate::model::UsageRecord;
 use crate::sqlite::{BUSY_TIMEOUT, invariant, millis, timestamp_from_sql};
 use crate::stored_responses::{INSERT_STORED_RESPONSE, StoredResponse};
 
@@ -343,8 +343,8 @@ fn run_cached(connection: &Connection, sql: &str) -> Result<(), StoreError> {
 /// changed account and counter once, compare-and-set and read back; then the rows with no
 /// money.
 fn write_delta(connection: &Connection, delta: &Delta<'_>) -> Result<(), StoreError> {
-    for (reservation, lines) in &delta.reserved {
-        insert_reservation(connection, reservation, lines)?;
+    for row in &delta.reserved {
+        insert_reservation(connection, row)?;
     }
     for ended in &delta.ended {
         end_reservation(connection, ended)?;
@@ -394,17 +394,18 @@ fn insert_stored_response(connection: &Connection, response: &StoredResponse) ->
         .map_err(sql_error)
 }
 
-fn insert_reservation(
-    connection: &Connection,
-    reservation: &NewReservation,
-    lines: &[ReservationLine],
-) -> Result<(), StoreError> {
+fn insert_reservation(connection: &Connection, row: &NewRow<'_>) -> Result<(), StoreError> {
+    let NewRow {
+        reservation,
+        lines,
+        ended,
+    } = row;
     connection
         .prepare_cached(
             "INSERT INTO reservations
                 (id, org_id, workspace_id, api_key_id, request_id, model, amount, state, created_at, deadline,
-                 user_id)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9, ?10)",
+                 user_id, ended_at, charged)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
         )
         .and_then(|mut statement| {
             statement.execute(params![
@@ -415,9 +416,12 @@ fn insert_reservation(
                 reservation.request_id,
                 reservation.model,
                 reservation.amount.nanos(),
+                ended.as_ref().map_or("pending", |ended| ended.state),
                 millis(reservation.created_at),
                 millis(reservation.deadline),
                 reservation.user_id,
+                ended.as_ref().map(|ended| millis(ended.ended_at)),
+                ended.as_ref().map(|ended| ended.charged.nanos()),
             ])
         })
         .map_err(sql_error)?;

@@ -203,4 +203,18 @@ impl Backend for PostgresBackend {
         )
         .await;
     }
+
+    async fn refuse_reservation_updates(&self) {
+        let mut connection = self.raw_connection().await;
+        sqlx::raw_sql(
+            "CREATE FUNCTION no_reservation_updates() RETURNS trigger LANGUAGE plpgsql AS
+             $$ BEGIN RAISE EXCEPTION 'reservations are not updated'; END $$;
+             CREATE TRIGGER no_reservation_updates BEFORE UPDATE ON reservations
+             FOR EACH ROW EXECUTE FUNCTION no_reservation_updates()",
+        )
+        .execute(&mut connection)
+        .await
+        .expect("trigger");
+        connection.close().await.expect("close");
+    }
 }

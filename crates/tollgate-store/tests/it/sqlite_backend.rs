@@ -160,6 +160,18 @@ impl Backend for SqliteBackend {
         assert_eq!(result.rows_affected(), 1);
         connection.close().await.expect("close");
     }
+
+    async fn refuse_reservation_updates(&self) {
+        let mut connection = self.raw_connection().await;
+        sqlx::query(
+            "CREATE TRIGGER no_reservation_updates BEFORE UPDATE ON reservations
+             BEGIN SELECT RAISE(ABORT, 'reservations are not updated'); END",
+        )
+        .execute(&mut connection)
+        .await
+        .expect("trigger");
+        connection.close().await.expect("close");
+    }
 }
 
 /// Goal: the database file is the state. Closing and reopening finds everything again, and

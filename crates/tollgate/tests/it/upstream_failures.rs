@@ -322,7 +322,8 @@ async fn a_stream_that_outlives_the_reservation_ttl_is_still_charged() {
 }
 
 /// Makes the real database refuse every change to a reservation — its settlement, its
-/// void, its deadline — as a full disk does, or lets it take them again. SQLite: a trigger
+/// void, its deadline, and a reservation written already ended (a hold kept in memory, which
+/// its settlement writes) — as a full disk does, or lets it take them again. SQLite: a trigger
 /// raising "database or disk is full"; PostgreSQL: one raising SQLSTATE 53100 (disk_full).
 async fn refuse_settlements(app: &crate::helpers::TestApp, refuse: bool) {
     use sqlx::{Connection, Executor};
@@ -332,9 +333,12 @@ async fn refuse_settlements(app: &crate::helpers::TestApp, refuse: bool) {
             let mut connection = sqlx::SqliteConnection::connect(&url).await.expect("connect");
             let statement = if refuse {
                 "CREATE TRIGGER disk_full BEFORE UPDATE ON reservations
+                 BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;
+                 CREATE TRIGGER disk_full_ended BEFORE INSERT ON reservations
+                 WHEN NEW.state <> 'pending'
                  BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
             } else {
-                "DROP TRIGGER disk_full"
+                "DROP TRIGGER disk_full; DROP TRIGGER disk_full_ended"
             };
             connection.execute(statement).await.expect("trigger");
             connection.close().await.expect("close");
@@ -347,9 +351,10 @@ async fn refuse_settlements(app: &crate::helpers::TestApp, refuse: bool) {
             let statement = if refuse {
                 format!(
                     "CREATE FUNCTION {schema}.disk_full() RETURNS trigger LANGUAGE plpgsql AS
-                     $$ BEGIN RAISE EXCEPTION 'could not extend file: No space left on device'
-                     USING ERRCODE = '53100'; END $$;
-                     CREATE TRIGGER disk_full BEFORE UPDATE ON {schema}.reservations
+                     $$ BEGIN IF TG_OP = 'UPDATE' OR NEW.state <> 'pending' THEN
+                     RAISE EXCEPTION 'could not extend file: No space left on device'
+                     USING ERRCODE = '53100'; END IF; RETURN NEW; END $$;
+                     CREATE TRIGGER disk_full BEFORE INSERT OR UPDATE ON {schema}.reservations
                      FOR EACH ROW EXECUTE FUNCTION {schema}.disk_full()"
                 )
             } else {
