@@ -260,6 +260,8 @@ pub struct ServerConfig {
     pub idle_timeout_seconds: u64,
     pub max_connections: usize,
     pub max_header_bytes: usize,
+    /// The runtime's worker threads; 0: `Config::worker_threads` decides.
+    pub worker_threads: usize,
 }
 
 /// Where rate-limit buckets live: this process, or a Redis server shared by replicas.
@@ -1071,6 +1073,21 @@ impl Config {
             max_connections: server.max_connections,
             max_header_bytes: server.max_header_bytes,
         })
+    }
+
+    /// The runtime's worker threads on a machine with `cores` of them: `server.worker_threads`,
+    /// or else one a core less the core SQLite's writer thread keeps busy under load (at
+    /// least one), since a worker that shares its core with the writer only adds wake-ups
+    /// and context switches (BENCHMARKS.md); PostgreSQL's writer is a task on the workers,
+    /// which then get every core.
+    pub fn worker_threads(&self, cores: usize) -> usize {
+        if self.server.worker_threads > 0 {
+            return self.server.worker_threads;
+        }
+        match self.backend() {
+            Ok(Backend::Postgres(_)) => cores.max(1),
+            _ => cores.saturating_sub(1).max(1),
+        }
     }
 
     /// How long a call to Redis may take, and how long a failing Redis is left alone.

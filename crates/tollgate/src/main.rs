@@ -414,22 +414,50 @@ pub(crate) enum CreditsCommand {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let config = match load_config(&cli.global, serve_overrides(&cli.command)) {
+        Ok(config) => config,
+        Err(error) => return failed(&error),
+    };
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.worker_threads(cores))
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: cannot start the runtime: {error}");
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(run(cli, config)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(error) => {
-            // Once, with its causes, and one newline: some causes (a TOML parse error)
-            // end their text with a newline of their own.
-            let message = format!("{error:#}");
-            eprintln!("error: {}", message.trim_end());
-            std::process::ExitCode::FAILURE
-        }
+        Err(error) => failed(&error),
+    }
+}
+
+/// Prints the error once, with its causes, and one newline: some causes (a TOML parse
+/// error) end their text with a newline of their own.
+fn failed(error: &anyhow::Error) -> std::process::ExitCode {
+    let message = format!("{error:#}");
+    eprintln!("error: {}", message.trim_end());
+    std::process::ExitCode::FAILURE
+}
+
+/// What `serve`'s flags set over the configuration.
+fn serve_overrides(command: &Command) -> Overrides {
+    match command {
+        Command::Serve {
+            listen,
+            redis_url,
+            allow_local_limits,
+        } => Overrides {
+            listen: *listen,
+            redis_url: redis_url.clone(),
+            allow_local_limits: *allow_local_limits,
+            ..Overrides::default()
+        },
+        _ => Overrides::default(),
     }
 }
 
@@ -452,21 +480,7 @@ fn load_config(global: &GlobalArgs, serve: Overrides) -> anyhow::Result<Config> 
     )
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
-    let serve_overrides = match &cli.command {
-        Command::Serve {
-            listen,
-            redis_url,
-            allow_local_limits,
-        } => Overrides {
-            listen: *listen,
-            redis_url: redis_url.clone(),
-            allow_local_limits: *allow_local_limits,
-            ..Overrides::default()
-        },
-        _ => Overrides::default(),
-    };
-    let config = load_config(&cli.global, serve_overrides)?;
+async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
     if let Command::Serve { .. } = cli.command {
         return serve(&config).await;
     }

@@ -830,3 +830,17 @@ fn a_gemini_provider_defaults_to_google_s_endpoint_and_key_variable() {
         .providers()
         .expect("the configured key wins over the variable");
 }
+
+#[test]
+fn workers_leave_sqlites_writer_a_core_unless_told() {
+    let sqlite = parse(None, &[]).expect("defaults");
+    assert_eq!(
+        [1, 2, 8].map(|cores| sqlite.worker_threads(cores)),
+        [1, 1, 7],
+        "one a core less the writer's, at least one"
+    );
+    let postgres = parse(None, &[("TOLLGATE_DATABASE__URL", "postgres://db/tollgate")]).expect("postgres");
+    assert_eq!([1, 2, 8].map(|cores| postgres.worker_threads(cores)), [1, 2, 8]);
+    let told = parse(Some("[server]\nworker_threads = 3"), &[]).expect("told");
+    assert_eq!(told.worker_threads(2), 3);
+}
