@@ -6,6 +6,43 @@ const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmn
 
 /// Big-endian base62 of `bytes`, without leading zero digits ("0" for all zeros).
 pub fn base62_encode(bytes: &[u8]) -> String {
+    match <[u8; 16]>::try_from(bytes) {
+        Ok(sixteen) => base62_of_u128(u128::from_be_bytes(sixteen)),
+        Err(_) => base62_by_long_division(bytes),
+    }
+}
+
+/// Base62 of a 128-bit number (the sixteen bytes of every id) in machine arithmetic, ten
+/// digits per 64-bit chunk: a request makes several ids, and the long division byte by
+/// byte was a measurable share of its time.
+fn base62_of_u128(mut number: u128) -> String {
+    const CHUNK_DIGITS: usize = 10;
+    const CHUNK: u128 = 62_u128.pow(10);
+    let mut digits = [b'0'; 30];
+    let mut start = digits.len();
+    loop {
+        let mut chunk = u64::try_from(number % CHUNK).unwrap_or_default();
+        number /= CHUNK;
+        let more = number > 0;
+        let mut written = 0;
+        while (more && written < CHUNK_DIGITS) || (!more && chunk > 0) {
+            start -= 1;
+            digits[start] = ALPHABET[(chunk % 62) as usize];
+            chunk /= 62;
+            written += 1;
+        }
+        if !more {
+            break;
+        }
+    }
+    if start == digits.len() {
+        start -= 1;
+    }
+    String::from_utf8(digits[start..].to_vec()).unwrap_or_default()
+}
+
+/// Base62 of any number of bytes, by long division.
+fn base62_by_long_division(bytes: &[u8]) -> String {
     let mut number: Vec<u8> = bytes.to_vec();
     let mut digits = Vec::new();
     while number.iter().any(|&byte| byte != 0) {

@@ -144,18 +144,55 @@ pub(crate) fn set_rate_limit_group(
     reset: chrono::DateTime<chrono::Utc>,
 ) {
     let reset = reset.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    for (suffix, value) in [
-        ("limit", limit.to_string()),
-        ("remaining", remaining.to_string()),
-        ("reset", reset),
-    ] {
-        if let (Ok(header_name), Ok(value)) = (
-            header::HeaderName::try_from(format!("anthropic-ratelimit-{group}-{suffix}")),
-            HeaderValue::from_str(&value),
-        ) {
-            headers.insert(header_name, value);
+    let Ok(reset) = HeaderValue::try_from(reset) else {
+        return;
+    };
+    let values = [HeaderValue::from(limit), HeaderValue::from(remaining), reset];
+    match rate_limit_names(group) {
+        Some(names) => {
+            for (name, value) in names.into_iter().zip(values) {
+                headers.insert(name, value);
+            }
+        }
+        None => {
+            for (suffix, value) in ["limit", "remaining", "reset"].into_iter().zip(values) {
+                if let Ok(name) =
+                    header::HeaderName::try_from(format!("anthropic-ratelimit-{group}-{suffix}"))
+                {
+                    headers.insert(name, value);
+                }
+            }
         }
     }
+}
+
+/// The `-limit`, `-remaining` and `-reset` header names of the groups every admitted
+/// request carries, named once rather than formatted and parsed on each response.
+fn rate_limit_names(group: &str) -> Option<[header::HeaderName; 3]> {
+    use header::HeaderName as Name;
+    Some(match group {
+        "requests" => [
+            Name::from_static("anthropic-ratelimit-requests-limit"),
+            Name::from_static("anthropic-ratelimit-requests-remaining"),
+            Name::from_static("anthropic-ratelimit-requests-reset"),
+        ],
+        "input-tokens" => [
+            Name::from_static("anthropic-ratelimit-input-tokens-limit"),
+            Name::from_static("anthropic-ratelimit-input-tokens-remaining"),
+            Name::from_static("anthropic-ratelimit-input-tokens-reset"),
+        ],
+        "output-tokens" => [
+            Name::from_static("anthropic-ratelimit-output-tokens-limit"),
+            Name::from_static("anthropic-ratelimit-output-tokens-remaining"),
+            Name::from_static("anthropic-ratelimit-output-tokens-reset"),
+        ],
+        "tokens" => [
+            Name::from_static("anthropic-ratelimit-tokens-limit"),
+            Name::from_static("anthropic-ratelimit-tokens-remaining"),
+            Name::from_static("anthropic-ratelimit-tokens-reset"),
+        ],
+        _ => return None,
+    })
 }
 
 pub(crate) fn header_string(headers: &HeaderMap, name: &str) -> Option<String> {
