@@ -700,7 +700,7 @@ impl MeteredCall {
         let (upstream, open, mut settings) = self.split();
         let span = settings.observed.span.clone();
         tokio::spawn(
-            async move {
+            Box::pin(async move {
                 let (mut open, connected, upstream_time) =
                     match settings.connect_reserved(upstream, open).await {
                         Ok(connected) => connected,
@@ -770,7 +770,7 @@ impl MeteredCall {
                     job.keep_reply(&settings.tollgate, &settings.client, delivered)
                         .await;
                 }
-            }
+            })
             .instrument(span),
         );
         match reply_receiver.await {
@@ -790,7 +790,7 @@ impl MeteredCall {
         let (upstream, open, mut settings) = self.split();
         let span = settings.observed.span.clone();
         tokio::spawn(
-            async move {
+            Box::pin(async move {
                 let (mut open, connected, upstream_time) =
                     match settings.connect_reserved(upstream, open).await {
                         Ok(connected) => connected,
@@ -817,7 +817,7 @@ impl MeteredCall {
                 };
                 let _ = start_sender.send(Ok(upstream_time));
                 settings.relay(open, dialect, events, event_sender).await;
-            }
+            })
             .instrument(span),
         );
         match start_receiver.await {

@@ -313,7 +313,8 @@ impl Tollgate {
         let priced_at = plan.priced_at;
         let multipliers = plan.multipliers;
         let attribution = plan.attribution.clone();
-        tokio::spawn(async move {
+        // Boxed: the task then holds a pointer, and spawning it copies no large future.
+        tokio::spawn(Box::pin(async move {
             let admitted = tollgate
                 .admit_and_reserve(
                     caller,
@@ -325,7 +326,7 @@ impl Tollgate {
                 )
                 .await;
             let _ = answer.send(admitted);
-        });
+        }));
         let mut open = answered.await.map_err(|_| {
             ServiceError::Unavailable("the admission task ended without an answer".to_owned())
         })??;
