@@ -28,11 +28,12 @@
 # Knobs (environment): CONCURRENCIES="1 32 256", STREAMS=10000 (0 skips the streaming
 # scenario), LITELLM=0 skips LiteLLM, REPLICAS=0 skips the PostgreSQL + Redis rows,
 # EMBEDDINGS=0 skips the embeddings rows, GEMINI=0 the Gemini rows, CLOUDS=0 the Bedrock
-# and Vertex rows, SURFACES=0 the Responses and Files rows,
+# and Vertex rows, SURFACES=0 the Responses and Files rows, SSE=0 the streaming throughput
+# rows (direct-sse, nginx-sse, tollgate-sse: the Messages request with "stream": true),
 # PROFILE=SECONDS also samples tollgate's CPU with perf (call graphs by DWARF) while wrk runs
 # the Messages request at PROFILE_CONNS connections (default 32) for that long, after the table's runs, and writes
 # the report of where its time went (self time by symbol, then the hottest call chains) to
-# PROFILE_OUT (default bench/profile.txt).
+# PROFILE_OUT (default bench/profile.txt); PROFILE_SSE=1 profiles the request as a stream.
 # SELF_TIME=N also prints tollgate's own time a request as its server-timing header reports
 # it (to the response head, less the upstream call), over N sequential requests.
 # UPSTREAM_LATENCY_MS=N makes the fake upstream wait N ms before each answer, as a real model
@@ -290,6 +291,8 @@ wrk_script() { # body, then headers as "name: value" -> a wrk script reporting a
 }
 # Gemini, Bedrock and Vertex: the same prompt in each one's own request, direct (the model in
 # the URL); the Messages request to a deployment on each through tollgate.
+# The same Messages request as a stream (SSE), for the streaming throughput rows.
+sed -e 's/{"model":"bench-model"/{"model":"bench-model","stream":true/' "$work/post.lua" > "$work/post-sse.lua"
 for upstream in gemini bedrock vertex; do
   sed -e "s/\"model\":\"bench-model\"/\"model\":\"bench-$upstream\"/" "$work/post.lua" > "$work/post-$upstream.lua"
 done
@@ -368,6 +371,11 @@ fake_pid=${pids[0]}
 bench direct "http://127.0.0.1:$fake_port" "$fake_pid"
 bench nginx "http://127.0.0.1:$nginx_port" "$(cat "$work/nginx/nginx.pid")"
 bench tollgate "http://127.0.0.1:$gate_port" "$gate_pid"
+if [ "${SSE:-1}" != 0 ]; then
+  bench direct-sse "http://127.0.0.1:$fake_port" "$fake_pid" "$work/post-sse.lua"
+  bench nginx-sse "http://127.0.0.1:$nginx_port" "$(cat "$work/nginx/nginx.pid")" "$work/post-sse.lua"
+  bench tollgate-sse "http://127.0.0.1:$gate_port" "$gate_pid" "$work/post-sse.lua"
+fi
 if [ "$replicas" != 0 ]; then
   bench pg-x1 "http://127.0.0.1:$(( pg_port + 1 ))" "${replica_pids[0]}" "$work/post-pg.lua"
   bench pg-x3 "http://127.0.0.1:$lb_port" "${replica_pids[*]}" "$work/post-pg.lua"
@@ -413,7 +421,7 @@ if [ -n "${PROFILE:-}" ]; then
   perf record -q -F 499 --call-graph dwarf,32768 -p "$gate_pid" -o "$work/perf.data" -- sleep "$PROFILE" 2>/dev/null &
   perf_pid=$!
   sleep 0.5
-  wrk -t "$(( profile_conns < 2 ? 1 : 2 ))" -c "$profile_conns" -d "$(( PROFILE - 1 ))s" -s "$work/post.lua" "http://127.0.0.1:$gate_port/v1/messages" >/dev/null
+  wrk -t "$(( profile_conns < 2 ? 1 : 2 ))" -c "$profile_conns" -d "$(( PROFILE - 1 ))s" -s "$work/post${PROFILE_SSE:+-sse}.lua" "http://127.0.0.1:$gate_port/v1/messages" >/dev/null
   wait "$perf_pid" || true
   { echo "# perf: tollgate serving the Messages request at $profile_conns connections for ${PROFILE}s ($(date -u +%F), tollgate $("$bin"/tollgate --version | cut -d' ' -f2))"
     echo "## self time by symbol"

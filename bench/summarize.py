@@ -17,7 +17,7 @@ def median(values):
 def ms(microseconds):
     return f"{microseconds / 1000:.2f} ms"
 
-order = ["direct", "nginx", "tollgate", "tollgate-responses", "tollgate-responses-unstored", "tollgate-file", "pg-x1", "pg-x3", "pg-x1-orgs", "pg-x3-orgs", "litellm",
+order = ["direct", "nginx", "tollgate", "direct-sse", "nginx-sse", "tollgate-sse", "tollgate-responses", "tollgate-responses-unstored", "tollgate-file", "pg-x1", "pg-x3", "pg-x1-orgs", "pg-x3-orgs", "litellm",
          "direct-embed", "nginx-embed", "tollgate-embed", "direct-gemini", "tollgate-gemini",
          "direct-bedrock", "tollgate-bedrock", "direct-vertex", "tollgate-vertex"]
 print("| path | conns | req/s | p50 | p99 | p99.9 | added p50 | added p99 | errors | peak RSS | CPU a request |")
@@ -25,7 +25,7 @@ print("|---|---|---|---|---|---|---|---|---|---|---|")
 for connections in sorted({key[1] for key in rows}):
     def base(name):
         # Each path's rows are measured against the same request sent direct.
-        suffix = next((suffix for suffix in ("-embed", "-gemini", "-bedrock", "-vertex") if name.endswith(suffix)), "")
+        suffix = next((suffix for suffix in ("-sse", "-embed", "-gemini", "-bedrock", "-vertex") if name.endswith(suffix)), "")
         direct = rows.get(("direct" + suffix, connections))
         return (median([run[1] for run in direct]), median([run[2] for run in direct])) if direct else (0, 0)
     for name in order:
@@ -58,6 +58,9 @@ for connections in sorted({key[1] for key in rows}):
         parts.append(f"tollgate/nginx throughput {gate / nginx:.0%}")
         if cpu("nginx"):
             parts.append(f"tollgate/nginx CPU a request {cpu('tollgate') / cpu('nginx'):.1f}x")
+    stream_gate, stream_nginx = rps("tollgate-sse"), rps("nginx-sse")
+    if stream_gate and stream_nginx:
+        parts.append(f"streaming tollgate/nginx throughput {stream_gate / stream_nginx:.0%}")
     if gate and litellm:
         parts.append(f"tollgate/litellm {gate / litellm:.1f}x")
     if parts:
