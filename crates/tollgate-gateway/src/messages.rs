@@ -147,27 +147,18 @@ pub(crate) fn set_rate_limit_group(
     let Ok(reset) = HeaderValue::try_from(reset) else {
         return;
     };
+    let Some(names) = rate_limit_names(group) else {
+        return;
+    };
     let values = [HeaderValue::from(limit), HeaderValue::from(remaining), reset];
-    match rate_limit_names(group) {
-        Some(names) => {
-            for (name, value) in names.into_iter().zip(values) {
-                headers.insert(name, value);
-            }
-        }
-        None => {
-            for (suffix, value) in ["limit", "remaining", "reset"].into_iter().zip(values) {
-                if let Ok(name) =
-                    header::HeaderName::try_from(format!("anthropic-ratelimit-{group}-{suffix}"))
-                {
-                    headers.insert(name, value);
-                }
-            }
-        }
+    for (name, value) in names.into_iter().zip(values) {
+        headers.insert(name, value);
     }
 }
 
-/// The `-limit`, `-remaining` and `-reset` header names of the groups every admitted
-/// request carries, named once rather than formatted and parsed on each response.
+/// The `-limit`, `-remaining` and `-reset` header names of each group (the four every
+/// admitted request carries, of which a 429 names one), named once rather than formatted
+/// and parsed on each response.
 fn rate_limit_names(group: &str) -> Option<[header::HeaderName; 3]> {
     use header::HeaderName as Name;
     Some(match group {
